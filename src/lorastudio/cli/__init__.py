@@ -1,0 +1,38 @@
+"""The `lorastudio` command: a thin Typer front over the service layer.
+
+Each verb lives in its own module here and only translates arguments, calls a service
+function and prints the result. Nothing heavy is imported at module level, so
+`lorastudio --help` stays fast; commands import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lorastudio.errors import LorastudioError
+
+app = typer.Typer(
+    name="lorastudio",
+    help="Prepare data sets, train LoRAs and generate images with Stable Diffusion, offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; they are cheap to import (no torch).
+    from lorastudio.cli import common  # noqa: F401
+    from lorastudio.cli import dataset, demo, generate, jobs, models, prompt, train  # noqa: F401
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit for anything the user can fix."""
+    _register()
+    try:
+        app()
+    except LorastudioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

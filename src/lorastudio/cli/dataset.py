@@ -1,0 +1,3 @@
+"""`lorastudio dataset` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`lorastudio demo` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`lorastudio generate` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`lorastudio jobs` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`lorastudio models` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`lorastudio prompt` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

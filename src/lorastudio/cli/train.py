@@ -1,0 +1,3 @@
+"""`lorastudio train` verbs."""
+
+from lorastudio.cli import app  # noqa: F401

@@ -1,0 +1,56 @@
+"""Shared fixtures: no network, a fresh workspace per test, tiny models built once."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0", ""}
+
+
+def _host_of(address) -> str | None:
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return None  # unix sockets are local
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """Any connection to a non-loopback address fails the test run loudly."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def guard(address):
+        host = _host_of(address)
+        if host is not None and host not in _LOCAL_HOSTS and not host.startswith("127."):
+            raise RuntimeError(f"network access attempted during tests: {address!r}")
+
+    def connect(self, address):
+        guard(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        guard(address)
+        return real_connect_ex(self, address)
+
+    socket.socket.connect = connect
+    socket.socket.connect_ex = connect_ex
+    yield
+    socket.socket.connect = real_connect
+    socket.socket.connect_ex = real_connect_ex
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh workspace folder; LORASTUDIO_HOME points at it for CLI calls."""
+    from lorastudio.service.workspace import Workspace
+
+    root = tmp_path / "studio"
+    monkeypatch.setenv("LORASTUDIO_HOME", str(root))
+    return Workspace.open(root)
