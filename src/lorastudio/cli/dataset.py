@@ -1,3 +1,369 @@
-"""`lorastudio dataset` verbs."""
+"""`lorastudio dataset` verbs: import, clean, caption, tag, edit, search, info, report, export, list."""
 
-from lorastudio.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+
+dataset_app = typer.Typer(
+    help="Import, clean, caption, tag, inspect and export training data sets.", no_args_is_help=True
+)
+app.add_typer(dataset_app, name="dataset")
+
+JSON = typer.Option(False, "--json", help="Print one JSON object instead of text.")
+KOLORS_PRESET = {"min_width": 1024, "min_height": 1024, "min_ratio": 0.5, "max_ratio": 2.0}
+
+
+class _Progress:
+    """A tqdm bar on stderr, created on the first update (so nothing prints for no work)."""
+
+    def __init__(self, label: str, total: int | None = None):
+        self.label, self.total, self.bar = label, total, None
+
+    def __call__(self, done: int, total_or_name: int | str) -> None:
+        from tqdm import tqdm
+
+        total = total_or_name if isinstance(total_or_name, int) else self.total
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.label, unit="img", leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print_json(result)
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+@dataset_app.command("import")
+def import_cmd(
+    sources: list[str] = typer.Argument(
+        ..., help="Folders, zips, metadata.csv/.jsonl, kohya .json, list .txt or images."
+    ),
+    name: str = typer.Option(..., "--name", "-n", help="Data set name (created or added to)."),
+    background: str = typer.Option(
+        "white", help="Colour transparent pixels are put on ('white', '#rrggbb')."
+    ),
+    max_pixels: int = typer.Option(0, help="Refuse images with more pixels (0 = default 120 MP)."),
+    as_json: bool = JSON,
+) -> None:
+    """Copy images (and their captions) into studio/datasets/NAME; sources are never changed."""
+    from lorastudio.service.datasets import import_dataset
+
+    bar = _Progress("import")
+    try:
+        result = import_dataset(workspace(), name, sources, background, max_pixels or None, progress=bar)
+    finally:
+        bar.close()
+    lines = [
+        f"{result['name']}: imported {result['imported']}, skipped {result['skipped']}, failed {result['failed']}"
+        f" ({result['total_images']} images in the set)"
+    ]
+    lines += [f"  failed  {row['source']}: {row['reason']}" for row in result["failed_files"]]
+    lines += [f"  skipped {row['source']}: {row['reason']}" for row in result["skipped_files"]]
+    _emit(result, as_json, lines)
+
+
+@dataset_app.command("clean")
+def clean_cmd(
+    name: str,
+    min_width: int = typer.Option(0, help="Drop images narrower than this (px)."),
+    min_height: int = typer.Option(0, help="Drop images shorter than this (px)."),
+    min_ratio: float = typer.Option(0.0, help="Drop images with width/height below this (0 = off)."),
+    max_ratio: float = typer.Option(0.0, help="Drop images with width/height above this (0 = off)."),
+    dedupe: str = typer.Option("near", help="off | exact | near (perceptual hash)."),
+    phash_threshold: int = typer.Option(6, help="Max differing bits of 64 for near duplicates."),
+    min_sharpness: float = typer.Option(0.0, help="Drop blurrier images (Laplacian variance; 0 = off)."),
+    kolors: bool = typer.Option(False, "--kolors", help="data-juicer preset: min 1024x1024, ratio 0.5-2.0."),
+    resize: int = typer.Option(0, help="After filtering, crop/resize to this resolution (0 = keep size)."),
+    resize_mode: str = typer.Option(
+        "buckets", help="square (centre crop) | buckets (nearest training bucket)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be dropped or resized."),
+    as_json: bool = JSON,
+) -> None:
+    """Drop small, badly shaped, duplicate or blurry images (moved to removed/, never deleted)."""
+    from lorastudio.config import load_config
+    from lorastudio.data.config import CleanConfig
+    from lorastudio.service.datasets import clean_dataset, resize_dataset
+
+    options = {
+        "min_width": min_width,
+        "min_height": min_height,
+        "min_ratio": min_ratio or None,
+        "max_ratio": max_ratio or None,
+        "dedupe": dedupe,
+        "phash_threshold": phash_threshold,
+        "min_sharpness": min_sharpness or None,
+    }
+    if kolors:
+        options.update(KOLORS_PRESET)
+    config = load_config(CleanConfig, overrides=options)
+    ws = workspace()
+    result = clean_dataset(ws, name, config, dry_run=dry_run)
+    verb = "would drop" if dry_run else "dropped"
+    lines = [f"{name}: {verb} {len(result['dropped'])}, keeping {result['kept']}"]
+    lines += [f"  {row['file']}: {row['reason']}" for row in result["dropped"]]
+    if resize:
+        result["resize"] = resize_dataset(ws, name, resize, resize_mode, dry_run=dry_run)
+        lines.append(
+            f"{name}: {'would resize' if dry_run else 'resized'} {result['resize']['resized']} images"
+        )
+    _emit(result, as_json, lines)
+
+
+@dataset_app.command("caption")
+def caption_cmd(
+    name: str,
+    model: str = typer.Option(
+        "", help="Image-to-text model folder or cached hub id (BLIP, BLIP-2, Florence-2...)."
+    ),
+    template: str = typer.Option(
+        "", help="Instead of a model: fixed text or e.g. 'a photo of {trigger}, {caption}'."
+    ),
+    trigger: str = typer.Option("", help="Value of {trigger} in the template."),
+    mode: str = typer.Option("missing", help="missing | overwrite | prepend | append."),
+    prompt: str = typer.Option("", help="Conditional prompt for the model, e.g. 'a photo of'."),
+    max_new_tokens: int = typer.Option(40),
+    num_beams: int = typer.Option(1),
+    batch_size: int = typer.Option(4),
+    device: str = typer.Option("auto"),
+    download: bool = typer.Option(False, "--download", help="Allow fetching a hub id that is not cached."),
+    as_json: bool = JSON,
+) -> None:
+    """Write captions with a model, or from a template / fixed caption."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.datasets import caption_dataset, template_captions
+
+    if bool(model) == bool(template):
+        raise LorastudioError("dataset caption: give exactly one of --model or --template.")
+    ws = workspace()
+    if template:
+        result = template_captions(ws, name, template, trigger, only_missing=mode == "missing")
+        _emit(
+            result,
+            as_json,
+            [f"{name}: {result['changed']} of {result['images']} captions set from the template"],
+        )
+        return
+    from lorastudio.config import load_config
+    from lorastudio.data.config import CaptionerConfig
+
+    config = load_config(
+        CaptionerConfig,
+        overrides={
+            "model": model,
+            "prompt": prompt or None,
+            "max_new_tokens": max_new_tokens,
+            "num_beams": num_beams,
+            "batch_size": batch_size,
+            "device": device,
+            "allow_download": download,
+        },
+    )
+    bar = _Progress("caption")
+    try:
+        result = caption_dataset(ws, name, config, mode, progress=bar)
+    finally:
+        bar.close()
+    _print_label_result(name, result, as_json)
+
+
+def _print_label_result(name: str, result: dict, as_json: bool) -> None:
+    lines = [
+        f"{name}: wrote {result['written']} captions, skipped {result['skipped']}, failed {len(result['failed'])}"
+    ]
+    lines += [f"  {row['file']}: {row['reason']}" for row in result["failed"]]
+    _emit(result, as_json, lines)
+
+
+@dataset_app.command("tag")
+def tag_cmd(
+    name: str,
+    model: str = typer.Option(
+        ..., help="WD14 tagger folder (model.onnx + selected_tags.csv) or cached hub id."
+    ),
+    general_threshold: float = typer.Option(0.35),
+    character_threshold: float = typer.Option(0.85),
+    undesired: str = typer.Option("", help="Comma-separated tags never to write."),
+    keep_underscores: bool = typer.Option(
+        False, "--keep-underscores", help="Write long_hair, not long hair."
+    ),
+    confidence_order: bool = typer.Option(
+        False, "--confidence-order", help="Do not put character tags first."
+    ),
+    rating: bool = typer.Option(False, "--rating", help="Add the top rating tag."),
+    mode: str = typer.Option("missing", help="missing | overwrite | prepend | append."),
+    batch_size: int = typer.Option(8),
+    download: bool = typer.Option(False, "--download", help="Allow fetching a hub id that is not cached."),
+    as_json: bool = JSON,
+) -> None:
+    """Write booru tags with a WD14 ONNX tagger."""
+    from lorastudio.config import load_config
+    from lorastudio.data.captions import split_tags
+    from lorastudio.data.config import TaggerConfig
+    from lorastudio.service.datasets import tag_dataset
+
+    config = load_config(
+        TaggerConfig,
+        overrides={
+            "model": model,
+            "general_threshold": general_threshold,
+            "character_threshold": character_threshold,
+            "undesired_tags": split_tags(undesired),
+            "replace_underscores": not keep_underscores,
+            "character_first": not confidence_order,
+            "include_rating": rating,
+            "batch_size": batch_size,
+            "allow_download": download,
+        },
+    )
+    bar = _Progress("tag")
+    try:
+        result = tag_dataset(workspace(), name, config, mode, progress=bar)
+    finally:
+        bar.close()
+    _print_label_result(name, result, as_json)
+
+
+@dataset_app.command("edit")
+def edit_cmd(
+    name: str,
+    add: list[str] = typer.Option([], "--add", help="Tag to append where missing (repeatable)."),
+    remove: list[str] = typer.Option([], "--remove", help="Tag to remove (repeatable)."),
+    replace: list[str] = typer.Option(
+        [], "--replace", help="OLD=NEW tag replacement (repeatable; NEW empty removes)."
+    ),
+    trigger_first: str = typer.Option("", help="Move (or insert) this tag at the front."),
+    dedupe: bool = typer.Option(False, "--dedupe"),
+    sort: bool = typer.Option(False, "--sort", help="Sort tags alphabetically after --keep-tokens."),
+    keep_tokens: int = typer.Option(0),
+    lower: bool = typer.Option(False, "--lower"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    as_json: bool = JSON,
+) -> None:
+    """Bulk-edit the tags of every caption."""
+    from lorastudio.data.captions import CaptionEdit
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.datasets import edit_captions
+
+    pairs = {}
+    for item in replace:
+        if "=" not in item:
+            raise LorastudioError(f"--replace {item!r} must look like OLD=NEW.")
+        old, new = item.split("=", 1)
+        pairs[old.strip()] = new.strip()
+    edit = CaptionEdit(
+        replace=pairs,
+        remove=list(remove),
+        add=list(add),
+        lower=lower,
+        dedupe=dedupe,
+        sort=sort,
+        keep_tokens=keep_tokens,
+        trigger_first=trigger_first or None,
+    )
+    result = edit_captions(workspace(), name, edit, dry_run=dry_run)
+    lines = [f"{name}: {'would change' if dry_run else 'changed'} {result['changed']} captions"]
+    lines += [f"  {row['file']}: {row['before']!r} -> {row['after']!r}" for row in result["examples"]]
+    _emit(result, as_json, lines)
+
+
+@dataset_app.command("search")
+def search_cmd(
+    name: str,
+    query: str,
+    regex: bool = typer.Option(False, "--regex", help="QUERY is a regular expression."),
+    tag: bool = typer.Option(False, "--tag", help="Match a whole tag exactly."),
+    as_json: bool = JSON,
+) -> None:
+    """List images whose caption matches QUERY (case-insensitive)."""
+    from lorastudio.service.datasets import search_captions
+
+    result = search_captions(workspace(), name, query, regex=regex, tag=tag)
+    lines = [f"{row['file']}: {row['caption']}" for row in result["matches"]] + [f"{result['count']} matches"]
+    _emit(result, as_json, lines)
+
+
+@dataset_app.command("info")
+def info_cmd(
+    name: str,
+    resolution: int = typer.Option(1024, help="Training resolution for the bucket table."),
+    as_json: bool = JSON,
+) -> None:
+    """Counts, size/aspect histograms, buckets, top tags and problems."""
+    from lorastudio.service.datasets import dataset_info
+
+    info = dataset_info(workspace(), name, resolution)
+    lines = [
+        f"{info['name']}: {info['images']} images, {info['captioned']} captioned, {info['samples_per_epoch']} samples/epoch",
+        "short side: " + ", ".join(f"{k}: {v}" for k, v in info["short_side_histogram"].items()),
+        "aspect:     " + ", ".join(f"{k}: {v}" for k, v in info["aspect_histogram"].items()),
+        f"buckets @{resolution}: " + ", ".join(f"{k}: {v}" for k, v in info["buckets"].items()),
+        "top tags:   " + ", ".join(f"{k} ({v})" for k, v in list(info["tag_frequency"].items())[:20]),
+    ]
+    if info["uncaptioned"]:
+        lines.append(f"no caption: {len(info['uncaptioned'])} (" + ", ".join(info["uncaptioned"][:10]) + ")")
+    if info["import_failed"]:
+        lines.append(f"import failures: {len(info['import_failed'])}")
+        lines += [f"  {row['source']}: {row['reason']}" for row in info["import_failed"][:20]]
+    _emit(info, as_json, lines)
+
+
+@dataset_app.command("report")
+def report_cmd(
+    name: str,
+    resolution: int = typer.Option(1024, help="Training resolution for the bucket table."),
+    output: Path = typer.Option(None, help="Where to write the HTML (default: the data-set folder)."),
+    as_json: bool = JSON,
+) -> None:
+    """Write an HTML report with thumbnails, histograms and the tag table."""
+    from lorastudio.service.datasets import dataset_report
+
+    result = dataset_report(workspace(), name, resolution, output)
+    _emit(result, as_json, [result["report"]])
+
+
+@dataset_app.command("export")
+def export_cmd(
+    name: str,
+    dest: Path,
+    format: str = typer.Option("folder", "--format", "-f", help="folder | csv | jsonl | kohya."),
+    repeats: int = typer.Option(0, help="folder format: put images in NN_name (kohya repeats)."),
+    caption_ext: str = typer.Option(".txt", help="folder format: .txt or .caption."),
+    as_json: bool = JSON,
+) -> None:
+    """Write the set as images + .txt, metadata.csv, metadata.jsonl or kohya meta_cap.json."""
+    from lorastudio.service.datasets import export_dataset
+
+    result = export_dataset(workspace(), name, dest, format, repeats or None, caption_ext)
+    _emit(
+        result, as_json, [f"{name}: exported {result['images']} images to {result['images_dir']} ({format})"]
+    )
+
+
+@dataset_app.command("list")
+def list_cmd(as_json: bool = JSON) -> None:
+    """List imported data sets."""
+    from lorastudio.service.datasets import list_datasets
+
+    result = list_datasets(workspace())
+    lines = [
+        f"{row['name']}: {row['images']} images, {row['captioned']} captioned" for row in result["datasets"]
+    ]
+    _emit(
+        result,
+        as_json,
+        lines or ["no data sets; import one with `lorastudio dataset import SRC --name NAME`"],
+    )

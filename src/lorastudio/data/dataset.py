@@ -1,0 +1,92 @@
+"""What the trainer reads: image path + caption + repeats, from any layout users have.
+
+`Dataset.open(path)` accepts, without importing anything:
+- an imported data set (`studio/datasets/NAME`, has `manifest.json`),
+- a plain folder of images with same-stem `.txt`/`.caption` files, including kohya
+  `NN_name` sub-folders (NN = repeats) and a `metadata.csv`/`.jsonl` in the folder,
+- a `metadata.csv` / `metadata.jsonl` file, or a kohya `meta_*.json` file.
+Images are not decoded here (training opens them with `images.open_image`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorastudio.data.manifest import DatasetFolder
+from lorastudio.data.sources import iter_source
+from lorastudio.errors import LorastudioError, NotFoundError
+
+__all__ = ["Dataset", "DatasetItem"]
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    image: Path
+    caption: str
+    repeats: int = 1
+
+
+class Dataset:
+    """An ordered list of `DatasetItem`s plus where they came from."""
+
+    def __init__(
+        self, items: list[DatasetItem], root: Path, kind: str, skipped: list[tuple[str, str]] | None = None
+    ):
+        self.root = root
+        self.kind = kind  # "managed" | "folder" | "metadata" | "kohya-json"
+        self._items = items
+        self.skipped = skipped or []  # (name, reason) for entries that are not usable images
+
+    @classmethod
+    def open(cls, path: str | Path, default_caption: str = "") -> Dataset:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise NotFoundError(
+                f"{path}: data set not found; give an imported data set name or a folder path."
+            )
+        if path.is_dir() and (path / "manifest.json").is_file():
+            return cls._from_manifest(DatasetFolder.load(path), default_caption)
+        if path.is_file() and path.suffix.lower() == ".zip":
+            raise LorastudioError(
+                f"{path}: train from a zip after `lorastudio dataset import {path} --name NAME`."
+            )
+        kind = "folder" if path.is_dir() else ("kohya-json" if path.suffix.lower() == ".json" else "metadata")
+        items: list[DatasetItem] = []
+        skipped: list[tuple[str, str]] = []
+        for entry in iter_source(path):
+            if entry.problem or entry.read is None:
+                skipped.append((entry.name, entry.problem or "unreadable"))
+                continue
+            items.append(DatasetItem(Path(entry.source), entry.caption or default_caption, entry.repeats))
+        if not items:
+            raise LorastudioError(
+                f"{path}: no images found; add .png/.jpg/.webp files or point at the right folder."
+            )
+        return cls(items, path if path.is_dir() else path.parent, kind, skipped)
+
+    @classmethod
+    def _from_manifest(cls, folder: DatasetFolder, default_caption: str) -> Dataset:
+        items = [
+            DatasetItem(folder.image_path(item), folder.read_caption(item) or default_caption, item.repeats)
+            for item in folder.items
+            if folder.image_path(item).is_file()
+        ]
+        if not items:
+            raise LorastudioError(f"data set {folder.name!r} is empty; import images first.")
+        return cls(items, folder.root, "managed")
+
+    def items(self) -> list[DatasetItem]:
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[DatasetItem]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def num_samples(self) -> int:
+        """Images x repeats: what one epoch sees."""
+        return sum(item.repeats for item in self._items)

@@ -1,0 +1,162 @@
+"""Copy images from any source into a data set folder, one bad file never stopping the rest.
+
+Sources are only read. Each image is decoded once (see `images.open_image`); files that are
+already upright RGB JPEG/PNG/WebP are stored byte-for-byte, everything else is stored
+normalised (JPEG sources as quality-95 JPEG, the rest as PNG). Existing captions come along.
+
+Re-running is safe and cheap: an image whose source hash is already in the manifest is
+skipped, and the manifest is saved every few images, so an interrupted import continues
+where it stopped. `import_report.json` keeps one record per run:
+`{"runs": [{"sources": [...], "imported": [{"source", "file"}], "skipped": [{"source", "reason"}],
+"failed": [{"source", "reason"}]}]}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from lorastudio.data.images import MAX_PIXELS, RGB, ImageLoadError, needs_normalising, open_image
+from lorastudio.data.manifest import (
+    DatasetFolder,
+    ManifestItem,
+    atomic_write_bytes,
+    atomic_write_json,
+    safe_stem,
+)
+from lorastudio.data.sources import SourceEntry
+from lorastudio.errors import LorastudioError
+
+__all__ = ["ImportReport", "import_entries", "read_import_report"]
+
+SAVE_EVERY = 25
+_STORED_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+
+Progress = Callable[[int, str], None]
+
+
+@dataclass
+class ImportReport:
+    sources: list[str] = field(default_factory=list)
+    imported: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sources": self.sources,
+            "imported": self.imported,
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
+
+    def summary(self) -> dict:
+        return {"imported": len(self.imported), "skipped": len(self.skipped), "failed": len(self.failed)}
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=95, subsampling=0)
+    else:
+        image.save(buffer, "PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _stored_bytes(data: bytes, image: Image.Image) -> tuple[bytes, str]:
+    """(bytes to store, extension): the original when it is already fine, else a re-encode."""
+    with Image.open(io.BytesIO(data)) as probe:
+        fmt = probe.format or ""
+    if not needs_normalising(data):
+        return data, _STORED_EXT[fmt]
+    if fmt == "JPEG":
+        return _encode(image, "JPEG"), ".jpg"
+    return _encode(image, "PNG"), ".png"
+
+
+def _import_one(
+    folder: DatasetFolder,
+    entry: SourceEntry,
+    background: RGB,
+    max_pixels: int,
+    known: dict[str, ManifestItem],
+) -> tuple[str, dict]:
+    """-> ("imported" | "skipped" | "failed", report row). Never raises for one bad file."""
+    if entry.problem or entry.read is None:
+        return "skipped", {"source": entry.source, "reason": entry.problem or "nothing to read"}
+    try:
+        data = entry.read()
+    except (OSError, LorastudioError) as exc:
+        return "failed", {"source": entry.source, "reason": f"cannot read ({exc})"}
+    sha = hashlib.sha256(data).hexdigest()
+    if sha in known:
+        return "skipped", {"source": entry.source, "reason": f"already imported as {known[sha].file}"}
+    try:
+        image = open_image(data, background=background, max_pixels=max_pixels, name=entry.source)
+        stored, ext = _stored_bytes(data, image)
+    except ImageLoadError as exc:
+        return "failed", {"source": entry.source, "reason": str(exc).split(": ", 1)[-1]}
+    item = ManifestItem(
+        file=safe_stem(entry.name, sha) + ext,
+        original=entry.name,
+        source=entry.source,
+        sha256=sha,
+        width=image.width,
+        height=image.height,
+        repeats=entry.repeats,
+    )
+    target = folder.image_path(item)
+    if not target.is_file():  # present when a previous, interrupted run got this far
+        atomic_write_bytes(target, stored)
+    if entry.caption and folder.read_caption(item) is None:
+        folder.write_caption(item, entry.caption)
+    folder.items.append(item)
+    known[sha] = item
+    return "imported", {"source": entry.source, "file": item.file}
+
+
+def import_entries(
+    folder: DatasetFolder,
+    entries: Iterable[SourceEntry],
+    sources: list[str] | None = None,
+    background: RGB = (255, 255, 255),
+    max_pixels: int = MAX_PIXELS,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import every entry into `folder`; the report lists what happened to each."""
+    report = ImportReport(sources=[str(s) for s in sources or []])
+    known = folder.by_sha()
+    rows = {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
+    try:
+        for count, entry in enumerate(entries, 1):
+            outcome, row = _import_one(folder, entry, background, max_pixels, known)
+            rows[outcome].append(row)
+            if outcome == "imported" and len(report.imported) % SAVE_EVERY == 0:
+                folder.save()
+            if progress:
+                progress(count, entry.source)
+    finally:  # what was copied before an error or Ctrl-C stays recorded
+        folder.save()
+    history = read_import_report(folder)
+    history.append(report.to_json())
+    atomic_write_json(folder.import_report_path, {"runs": history})
+    return report
+
+
+def read_import_report(folder: DatasetFolder) -> list[dict]:
+    """All recorded import runs, oldest first ([] when none)."""
+    path: Path = folder.import_report_path
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("runs", []))
+    except (json.JSONDecodeError, AttributeError):
+        return []

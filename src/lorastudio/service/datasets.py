@@ -1,0 +1,251 @@
+"""Data-set service: what the CLI, API and UI call. Each function takes a workspace and a
+data-set name, does one job and returns a JSON-ready dict.
+
+Heavy libraries (transformers, onnxruntime) are imported inside the functions that need
+them. See `lorastudio.data` for the formats and the work itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lorastudio.data.captions import CaptionEdit, apply_template, matches
+from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
+from lorastudio.data.manifest import DatasetFolder
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.workspace import Workspace
+
+__all__ = [
+    "dataset_folder",
+    "list_datasets",
+    "import_dataset",
+    "clean_dataset",
+    "resize_dataset",
+    "caption_dataset",
+    "tag_dataset",
+    "template_captions",
+    "edit_captions",
+    "search_captions",
+    "dataset_info",
+    "dataset_report",
+    "export_dataset",
+    "delete_dataset",
+    "open_training_dataset",
+]
+
+Progress = Callable[[int, int], None]
+
+
+def dataset_folder(ws: Workspace, name: str, must_exist: bool = True) -> DatasetFolder:
+    root = ws.safe_child(ws.datasets, name, "data set name")
+    if must_exist:
+        if not (root / "manifest.json").is_file():
+            known = ", ".join(
+                sorted(p.name for p in ws.datasets.iterdir() if (p / "manifest.json").is_file())
+            )
+            raise NotFoundError(
+                f"data set {name!r} not found; import it with `lorastudio dataset import SRC --name {name}`"
+                + (f" (have: {known})." if known else ".")
+            )
+        return DatasetFolder.load(root)
+    return DatasetFolder.create(root)
+
+
+def list_datasets(ws: Workspace) -> dict:
+    rows = []
+    for root in sorted(ws.datasets.iterdir()):
+        if (root / "manifest.json").is_file():
+            folder = DatasetFolder.load(root)
+            captioned = sum(1 for item in folder.items if folder.read_caption(item))
+            rows.append({"name": folder.name, "images": len(folder.items), "captioned": captioned})
+    return {"datasets": rows}
+
+
+def import_dataset(
+    ws: Workspace,
+    name: str,
+    sources: Sequence[str | Path],
+    background: str = "white",
+    max_pixels: int | None = None,
+    progress: Callable[[int, str], None] | None = None,
+) -> dict:
+    """Copy images from every source into datasets/NAME; returns counts and problems."""
+    from lorastudio.data.images import MAX_PIXELS, parse_color
+    from lorastudio.data.importer import import_entries
+    from lorastudio.data.sources import iter_sources
+
+    if not sources:
+        raise LorastudioError("dataset import: give at least one source folder, zip or file.")
+    for source in sources:  # fail before creating anything when a path is wrong
+        if not Path(source).expanduser().exists():
+            raise NotFoundError(f"{source}: no such file or folder; check the path.")
+    color = parse_color(background)
+    entries = iter_sources(sources)
+    folder = dataset_folder(ws, name, must_exist=False)
+    report = import_entries(
+        folder,
+        entries,
+        sources=[str(s) for s in sources],
+        background=color,
+        max_pixels=max_pixels or MAX_PIXELS,
+        progress=progress,
+    )
+    return {
+        "name": folder.name,
+        "path": str(folder.root),
+        "total_images": len(folder.items),
+        **report.summary(),
+        "failed_files": report.failed,
+        "skipped_files": report.skipped,
+    }
+
+
+def clean_dataset(ws: Workspace, name: str, config: CleanConfig, dry_run: bool = False) -> dict:
+    """Apply the filters (or, with dry_run, only say what they would drop)."""
+    from lorastudio.data.clean import apply_clean, plan_clean
+
+    folder = dataset_folder(ws, name)
+    plan = plan_clean(folder, config)
+    if not dry_run:
+        apply_clean(folder, plan)
+    return {"name": name, "dry_run": dry_run, **plan.to_json()}
+
+
+def resize_dataset(
+    ws: Workspace,
+    name: str,
+    resolution: int,
+    mode: str = "buckets",
+    dry_run: bool = False,
+    focus: Callable | None = None,
+) -> dict:
+    """Crop/resize stored images to a square or their training bucket (in place).
+
+    `focus(image) -> (x, y) in 0-1 | None` moves the crop, e.g. onto a detected face.
+    """
+    from lorastudio.data.clean import resize_images
+
+    if mode not in {"square", "buckets"}:
+        raise LorastudioError(f"resize mode {mode!r} is not known; use 'square' or 'buckets'.")
+    folder = dataset_folder(ws, name)
+    changes = resize_images(folder, resolution, mode, focus=focus, dry_run=dry_run)  # type: ignore[arg-type]
+    return {"name": name, "dry_run": dry_run, "resized": len(changes), "changes": changes}
+
+
+def caption_dataset(
+    ws: Workspace, name: str, config: CaptionerConfig, mode: str = "missing", progress: Progress | None = None
+) -> dict:
+    """Caption images with an image-to-text model (see `data.captioner`)."""
+    from lorastudio.data.captioner import Captioner
+    from lorastudio.data.labeling import label_dataset
+
+    folder = dataset_folder(ws, name)
+    captioner = Captioner(config)
+    result = label_dataset(
+        folder, captioner.caption, "caption", config.model_dump(), mode, config.batch_size, progress
+    )
+    return {"name": name, "model": config.model, "mode": mode, **result.to_json()}
+
+
+def tag_dataset(
+    ws: Workspace, name: str, config: TaggerConfig, mode: str = "missing", progress: Progress | None = None
+) -> dict:
+    """Tag images with a WD14 ONNX tagger (see `data.tagger`)."""
+    from lorastudio.data.labeling import label_dataset
+    from lorastudio.data.tagger import WD14Tagger
+
+    folder = dataset_folder(ws, name)
+    tagger = WD14Tagger.load(config)
+    result = label_dataset(folder, tagger.tag, "tag", config.model_dump(), mode, config.batch_size, progress)
+    return {"name": name, "model": config.model, "mode": mode, **result.to_json()}
+
+
+def template_captions(
+    ws: Workspace, name: str, template: str, trigger: str = "", only_missing: bool = False
+) -> dict:
+    """Set every caption from a template: fixed text, or '{trigger}, {caption}' style."""
+    folder = dataset_folder(ws, name)
+    changed = 0
+    for item in folder.items:
+        old = folder.read_caption(item)
+        if only_missing and old:
+            continue
+        new = apply_template(template, old, trigger=trigger, name=item.stem)
+        if new != (old or ""):
+            folder.write_caption(item, new)
+            changed += 1
+    return {"name": name, "changed": changed, "images": len(folder.items)}
+
+
+def edit_captions(ws: Workspace, name: str, edit: CaptionEdit, dry_run: bool = False) -> dict:
+    """Apply one bulk edit to every caption; returns how many changed (and examples)."""
+    if edit.is_empty():
+        raise LorastudioError(
+            "dataset edit: nothing to do; give --add, --remove, --replace, --trigger-first, etc."
+        )
+    folder = dataset_folder(ws, name)
+    changes = []
+    for item in folder.items:
+        old = folder.read_caption(item) or ""
+        new = edit.apply(old)
+        if new != old:
+            changes.append({"file": item.file, "before": old, "after": new})
+            if not dry_run:
+                folder.write_caption(item, new)
+    return {"name": name, "dry_run": dry_run, "changed": len(changes), "examples": changes[:20]}
+
+
+def search_captions(ws: Workspace, name: str, query: str, regex: bool = False, tag: bool = False) -> dict:
+    folder = dataset_folder(ws, name)
+    hits = []
+    for item in folder.items:
+        caption = folder.read_caption(item)
+        if matches(caption, query, regex=regex, tag=tag):
+            hits.append({"file": item.file, "original": item.original, "caption": caption or ""})
+    return {"name": name, "query": query, "count": len(hits), "matches": hits}
+
+
+def dataset_info(ws: Workspace, name: str, resolution: int = 1024) -> dict:
+    from lorastudio.data.report import summarize
+
+    return summarize(dataset_folder(ws, name), resolution)
+
+
+def dataset_report(ws: Workspace, name: str, resolution: int = 1024, output: Path | None = None) -> dict:
+    from lorastudio.data.report import write_html_report
+
+    path = write_html_report(dataset_folder(ws, name), resolution, output)
+    return {"name": name, "report": str(path)}
+
+
+def export_dataset(
+    ws: Workspace,
+    name: str,
+    dest: str | Path,
+    fmt: str = "folder",
+    repeats: int | None = None,
+    caption_extension: str = ".txt",
+) -> dict:
+    from lorastudio.data.export import export_dataset as export
+
+    folder = dataset_folder(ws, name)
+    return export(folder, Path(dest), fmt, repeats, caption_extension)  # type: ignore[arg-type]
+
+
+def delete_dataset(ws: Workspace, name: str) -> dict:
+    folder = dataset_folder(ws, name)
+    shutil.rmtree(folder.root)
+    return {"name": name, "deleted": True}
+
+
+def open_training_dataset(ws: Workspace, name_or_path: str | Path, default_caption: str = ""):
+    """For the trainer: a workspace data-set name, or any folder/metadata file path."""
+    from lorastudio.data.dataset import Dataset
+
+    text = str(name_or_path)
+    candidate = ws.datasets / text
+    if "/" not in text and "\\" not in text and (candidate / "manifest.json").is_file():
+        return Dataset.open(candidate, default_caption)
+    return Dataset.open(Path(text), default_caption)
