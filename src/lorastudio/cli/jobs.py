@@ -1,3 +1,156 @@
-"""`lorastudio jobs` verbs."""
+"""`lorastudio jobs ...` (inspect and cancel queued work) and `lorastudio worker` (run it)."""
 
-from lorastudio.cli import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+from lorastudio.errors import LorastudioError
+
+jobs_app = typer.Typer(help="List, inspect, submit and cancel jobs in the queue.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+QUEUE_HELP = (
+    "Queue URL (sqlite:///studio.db or postgresql://...); default $LORASTUDIO_QUEUE_URL or the workspace db."
+)
+
+
+def _store(queue: str | None):
+    from lorastudio.service.jobs import open_store
+
+    return open_store(queue, workspace())
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@jobs_app.command("list")
+def list_jobs(
+    state: str = typer.Option(
+        None, "--state", help="Only jobs in this state (queued, running, succeeded, ...)."
+    ),
+    user: str = typer.Option(None, "--user", help="Only this user's jobs."),
+    limit: int = typer.Option(50, "--limit", help="At most this many, newest first."),
+    queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Jobs, newest first."""
+    with _store(queue) as store:
+        jobs = store.list_jobs(state=state, user=user, limit=limit)
+    if as_json:
+        print_json({"jobs": [j.to_dict() for j in jobs]})
+        return
+    if not jobs:
+        typer.echo("no jobs")
+        return
+    typer.echo(f"{'id':36}  {'kind':10} {'state':11} {'progress':>8}  {'user':12} {'try':>3}  created")
+    for j in jobs:
+        typer.echo(
+            f"{j.id:36}  {j.kind:10} {j.state:11} {j.progress:8.0%}  {j.user or '-':12} {j.attempt:>3}  {_when(j.created_at)}"
+        )
+
+
+@jobs_app.command("show")
+def show_job(
+    job_id: str = typer.Argument(..., help="The job id (from `lorastudio jobs list`)."),
+    after: int = typer.Option(0, "--after", help="Only events after this sequence number."),
+    queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """One job with its events."""
+    with _store(queue) as store:
+        job = store.get(job_id)
+        events = store.events(job_id, after_seq=after)
+    if as_json:
+        print_json({"job": job.to_dict(), "events": [e.to_dict() for e in events]})
+        return
+    for key, value in job.to_dict().items():
+        if key.endswith("_at") or key == "lease_until":
+            value = _when(value)
+        elif isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False)
+        typer.echo(f"{key:17} {value}")
+    typer.echo("events:")
+    for e in events:
+        typer.echo(f"  {e.seq:>4} {_when(e.ts)} {e.type:16} {json.dumps(e.data, ensure_ascii=False)}")
+
+
+@jobs_app.command("cancel")
+def cancel_job(
+    job_id: str = typer.Argument(..., help="The job id."),
+    queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Cancel a queued job now, or ask a running one to stop at its next step."""
+    with _store(queue) as store:
+        job = store.cancel(job_id)
+    if as_json:
+        print_json(job.to_dict())
+    elif job.state == "cancelled":
+        typer.echo(f"{job.id}: cancelled")
+    elif job.cancel_requested:
+        typer.echo(f"{job.id}: cancel requested; the worker stops it at its next step")
+    else:
+        typer.echo(f"{job.id}: already {job.state}; nothing to cancel")
+
+
+@jobs_app.command("submit")
+def submit_job(
+    kind: str = typer.Argument(..., help="Job kind, e.g. sleep."),
+    payload: str = typer.Option("{}", "--payload", help="Job payload as JSON, e.g. '{\"seconds\": 2}'."),
+    priority: int = typer.Option(0, "--priority", help="Higher runs first."),
+    user: str = typer.Option("", "--user", help="Who asked (for fair sharing)."),
+    affinity: str = typer.Option(None, "--affinity", help="Prefer workers that have this (model) loaded."),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="Starts allowed before the job fails."),
+    queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Queue a job."""
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise LorastudioError(
+            f"--payload: not valid JSON ({exc.msg}); pass e.g. '{{\"seconds\": 2}}'."
+        ) from None
+    if not isinstance(data, dict):
+        raise LorastudioError("--payload: must be a JSON object, e.g. '{\"seconds\": 2}'.")
+    with _store(queue) as store:
+        job = store.enqueue(
+            kind, data, priority=priority, user=user, affinity=affinity, max_attempts=max_attempts
+        )
+    if as_json:
+        print_json(job.to_dict())
+    else:
+        typer.echo(job.id)
+
+
+@app.command("worker")
+def worker(
+    device: str = typer.Option(None, "--device", help="Device for this worker's jobs, e.g. cuda:0."),
+    queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    worker_id: str = typer.Option(
+        None, "--id", help="Worker id; default host:device (stable across restarts)."
+    ),
+    lease_seconds: float = typer.Option(
+        30.0, "--lease-seconds", help="A job is requeued this long after its last heartbeat."
+    ),
+    kinds: str = typer.Option(
+        None, "--kinds", help="Comma-separated job kinds to take; default all registered."
+    ),
+    imports: list[str] = typer.Option(
+        [], "--import", help="Module to import first (it registers more handlers)."
+    ),
+) -> None:
+    """Run jobs from the queue until SIGTERM/Ctrl-C (a running job is handed back to the queue)."""
+    from lorastudio.service.jobs.worker import run_worker_process
+
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+    ran = run_worker_process(
+        queue, device=device, worker_id=worker_id, lease_s=lease_seconds, kinds=kind_list, imports=imports
+    )
+    typer.echo(f"worker stopped after {ran} job(s)", err=True)

@@ -1,0 +1,312 @@
+"""The job queue contract: one `JobStore` interface, the `Job` record, states and errors.
+
+Two backends implement it (`sqlite_store`, `postgres_store`) and one conformance test
+suite runs against both, so the API and the workers never care which one is configured.
+
+Rules every backend follows (the pattern of procrastinate / Oban / River):
+- `claim` takes one job in one statement, so two workers can never start the same job.
+- A running job holds a lease (`lease_until`, database clock) that `heartbeat` renews.
+- `claim` increments `attempt`; heartbeats, progress and `finish` carry it, so a worker
+  whose lease expired (and whose job was handed to someone else) cannot record anything.
+- `reap` puts jobs with an expired lease back in the queue, or fails them after
+  `max_attempts` starts.
+- `cancel` cancels a queued job at once; a running one gets `cancel_requested`, which
+  the handler reads at its next step, so the worker keeps its model loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINISHED_STATES",
+    "STATES",
+    "Event",
+    "Job",
+    "JobCancelled",
+    "JobInterrupted",
+    "JobStopped",
+    "JobStore",
+    "LeaseLost",
+    "job_not_found",
+]
+
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+# A worker was stopped (SIGTERM) while the job ran and the job had no attempts left.
+INTERRUPTED = "interrupted"
+
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+ACTIVE_STATES = (QUEUED, RUNNING)
+FINISHED_STATES = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+
+DEFAULT_LEASE_S = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+# A user's jobs started within this window count against them in fair-share ordering.
+DEFAULT_FAIR_WINDOW_S = 600.0
+
+
+class JobStopped(BaseException):
+    """A running job must stop now.
+
+    A `BaseException` (like `KeyboardInterrupt`), so a handler's `except Exception`
+    around model code cannot swallow a cancel by accident.
+    """
+
+
+class JobCancelled(JobStopped):
+    """The user cancelled the job; raised by `JobContext.check_cancelled()`."""
+
+
+class JobInterrupted(JobStopped):
+    """The worker is shutting down; the job goes back to the queue and resumes later."""
+
+
+class LeaseLost(JobStopped):
+    """This worker no longer owns the job (its lease expired and the job was reaped)."""
+
+
+@dataclass
+class Job:
+    """One row of the `jobs` table. Timestamps are Unix seconds from the database clock."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    state: str = QUEUED
+    priority: int = 0
+    user: str = ""
+    affinity: str | None = None
+    attempt: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    progress: float = 0.0
+    worker: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def resumed(self) -> bool:
+        """True when an earlier attempt started this job (a train job resumes from its checkpoint)."""
+        return self.attempt > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    """A stored progress/state event; `seq` counts from 1 per job, so clients resume with `after_seq`."""
+
+    job_id: str
+    seq: int
+    ts: float
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def job_not_found(job_id: str) -> NotFoundError:
+    return NotFoundError(f"job {job_id}: not found; list jobs with `lorastudio jobs list`.")
+
+
+def dump_json(value: Any, what: str) -> str:
+    """JSON text for a payload/result column; a clear error instead of a half-written row."""
+    try:
+        return json.dumps(value if value is not None else {}, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise LorastudioError(
+            f"job {what}: not JSON-serialisable ({exc}); pass plain dicts, lists, numbers and strings."
+        ) from None
+
+
+def check_new_job(kind: str, priority: int, max_attempts: int) -> None:
+    if not kind or not isinstance(kind, str):
+        raise LorastudioError("job kind: empty; pass a kind such as 'generate', 'train' or 'sleep'.")
+    if not isinstance(priority, int):
+        raise LorastudioError(f"job priority {priority!r}: must be an integer (higher runs first).")
+    if max_attempts < 1:
+        raise LorastudioError(f"job max_attempts {max_attempts}: must be at least 1.")
+
+
+class JobStore(ABC):
+    """The persistent job queue. Thread-safe: one instance may be shared by a worker and its heartbeat."""
+
+    #: `sqlite` or `postgresql`
+    backend: str = ""
+
+    def __init__(
+        self,
+        lease_s: float = DEFAULT_LEASE_S,
+        fair_window_s: float = DEFAULT_FAIR_WINDOW_S,
+    ) -> None:
+        self.lease_s = float(lease_s)
+        self.fair_window_s = float(fair_window_s)
+
+    # --- submitting and reading -------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        user: str = "",
+        affinity: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Job:
+        """Add a queued job and wake an idle worker."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job:
+        """The job, or `NotFoundError`."""
+
+    @abstractmethod
+    def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100) -> list[Job]:
+        """Newest first."""
+
+    @abstractmethod
+    def events(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Events with `seq > after_seq`, oldest first: what a reconnecting client missed."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job now; ask a running one to stop at its next step. Finished jobs are unchanged."""
+
+    # --- the worker side ----------------------------------------------------------------
+
+    @abstractmethod
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        kinds: Iterable[str] | None = None,
+        loaded: Iterable[str] = (),
+        lease_s: float | None = None,
+    ) -> Job | None:
+        """Start the best queued job, or None.
+
+        Order: affinity in `loaded` first, then higher priority, then the user with the
+        fewest running/recent jobs, then oldest first.
+        """
+
+    @abstractmethod
+    def heartbeat(self, job_id: str, attempt: int, lease_s: float | None = None) -> bool:
+        """Renew the lease; False when this attempt no longer owns the job."""
+
+    @abstractmethod
+    def progress(
+        self, job_id: str, attempt: int, fraction: float, data: dict[str, Any] | None = None
+    ) -> bool:
+        """Store progress and a `progress` event; returns `cancel_requested`. Raises `LeaseLost`."""
+
+    @abstractmethod
+    def emit(self, job_id: str, attempt: int, event_type: str, data: dict[str, Any] | None = None) -> int:
+        """Store an event for a running job; returns its seq. Raises `LeaseLost`."""
+
+    @abstractmethod
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked the running job to stop."""
+
+    @abstractmethod
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        state: str = SUCCEEDED,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record the outcome; False (nothing written) when this attempt lost the job."""
+
+    @abstractmethod
+    def release(self, job_id: str, attempt: int, reason: str = "worker stopped") -> bool:
+        """Give a running job back to the queue (graceful worker stop); `interrupted` if no attempts are left."""
+
+    @abstractmethod
+    def reap(self) -> list[Job]:
+        """Requeue running jobs whose lease expired (failed once `max_attempts` is used; cancelled if asked)."""
+
+    @abstractmethod
+    def recover(self, worker_id: str) -> list[Job]:
+        """At worker start: requeue jobs still marked running by this worker id (it crashed), lease or not."""
+
+    @abstractmethod
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block until a job may have been queued (or `timeout`); True if woken early."""
+
+    @abstractmethod
+    def wait_for_events(self, timeout: float) -> set[str] | None:
+        """Block until someone stores events: the job ids that got some, None if the backend
+        cannot tell which (SQLite, or the first call that starts listening), empty on timeout.
+
+        For the API: ONE thread per process calls this in a loop and wakes the clients
+        that follow those jobs, which then read `events(job_id, after_seq)`.
+        """
+
+    @abstractmethod
+    def purge(self, older_than_s: float) -> int:
+        """Delete finished jobs (and their events) that finished more than `older_than_s` ago."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """The database clock, Unix seconds."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def wait_until(self, job_id: str, states: Iterable[str] = FINISHED_STATES, timeout: float = 60.0) -> Job:
+        """Poll until the job reaches one of `states` (tests, CLI); raises TimeoutError."""
+        wanted = set(states)
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.state in wanted:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f}s")
+            time.sleep(0.02)
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_finish_state(state: str) -> None:
+    if state not in FINISHED_STATES:
+        raise LorastudioError(
+            f"job state {state!r}: a job can only finish as one of {', '.join(FINISHED_STATES)}."
+        )
+
+
+def check_state_filter(state: str | None) -> None:
+    if state is not None and state not in STATES:
+        raise LorastudioError(f"job state {state!r}: unknown; use one of {', '.join(STATES)}.")

@@ -1,0 +1,362 @@
+"""The worker: claim a job, run its handler, record the outcome; repeat.
+
+One worker per GPU. It stays alive between jobs so a loaded base model is reused: it
+tells `claim` which affinity keys (model names) it has loaded, and the queue prefers
+jobs for those. While a job runs, a heartbeat thread renews its lease from the database
+clock; if the lease is lost (e.g. the box was frozen past the lease), the worker drops
+the job without recording anything, because another worker now owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError
+from lorastudio.service.jobs.handlers import get_handler, registered_kinds
+from lorastudio.service.jobs.store import (
+    CANCELLED,
+    FAILED,
+    SUCCEEDED,
+    Job,
+    JobCancelled,
+    JobInterrupted,
+    JobStore,
+    LeaseLost,
+)
+from lorastudio.service.workspace import Workspace
+
+__all__ = ["JobContext", "Worker", "default_worker_id", "run_worker_process"]
+
+logger = logging.getLogger("lorastudio.jobs")
+
+# How often check_cancelled() asks the database itself, between heartbeats.
+CANCEL_CHECK_S = 0.5
+# Consecutive failed claims (one per second) before the worker gives up and exits.
+MAX_CLAIM_FAILURES = 60
+
+
+def default_worker_id(device: str | None = None) -> str:
+    """`host:device` is stable across restarts, so `recover` requeues what the last run left behind."""
+    host = socket.gethostname()
+    return f"{host}:{device}" if device else f"{host}:pid{os.getpid()}"
+
+
+class JobContext:
+    """What a handler sees of its job and of the queue."""
+
+    def __init__(self, job: Job, store: JobStore, workspace: Workspace, worker: Worker) -> None:
+        self.job = job
+        self.store = store
+        self.workspace = workspace
+        self._worker = worker
+        self._lease_lost = False
+        self._cancel_requested = job.cancel_requested
+        self._cancel_checked = time.monotonic()
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def kind(self) -> str:
+        return self.job.kind
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.job.payload
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def resumed(self) -> bool:
+        """An earlier attempt ran (and was interrupted): resume from its checkpoint if there is one."""
+        return self.job.resumed
+
+    @property
+    def user(self) -> str:
+        return self.job.user
+
+    @property
+    def device(self) -> str | None:
+        return self._worker.device
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker.worker_id
+
+    @property
+    def cache(self) -> dict[str, Any]:
+        """Kept across jobs by this worker: the place to keep a loaded pipeline."""
+        return self._worker.cache
+
+    @property
+    def loaded(self) -> set[str]:
+        """Affinity keys this worker has loaded; add/discard when a handler loads/evicts a model."""
+        return self._worker.loaded
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """This job's own folder: `runs/<id>` for training, `outputs/<id>` otherwise."""
+        parent = self.workspace.runs if self.kind == "train" else self.workspace.outputs
+        path = self.workspace.safe_child(parent, self.job_id, "job id")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def progress(
+        self, fraction: float, step: int | None = None, total: int | None = None, message: str | None = None
+    ) -> None:
+        """Store a progress event and the job's progress (0..1). Raises `LeaseLost` if the job was taken away."""
+        data: dict[str, Any] = {}
+        if step is not None:
+            data["step"] = step
+        if total is not None:
+            data["total"] = total
+        if message:
+            data["message"] = message
+        self._cancel_requested = (
+            self.store.progress(self.job_id, self.attempt, fraction, data) or self._cancel_requested
+        )
+        self._cancel_checked = time.monotonic()
+
+    def emit(self, event_type: str, data: dict[str, Any] | None = None) -> int:
+        """Store any event (e.g. `preview`, `artifact`) for clients; returns its sequence number."""
+        return self.store.emit(self.job_id, self.attempt, event_type, data or {})
+
+    def log(self, line: str) -> None:
+        self.emit("log", {"line": str(line)})
+
+    def check_cancelled(self) -> None:
+        """Call between steps: raises `JobCancelled`, `LeaseLost` or `JobInterrupted` (worker stopping)."""
+        if self._lease_lost:
+            raise LeaseLost(f"job {self.job_id}: lease lost")
+        if not self._cancel_requested and time.monotonic() - self._cancel_checked > CANCEL_CHECK_S:
+            self._cancel_requested = self.store.is_cancel_requested(self.job_id)
+            self._cancel_checked = time.monotonic()
+        if self._cancel_requested:
+            raise JobCancelled(f"job {self.job_id}: cancelled")
+        if self._worker.stopping:
+            raise JobInterrupted(f"job {self.job_id}: worker {self.worker_id} is stopping")
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the running job's lease every lease/3 seconds and reaps other workers' expired leases."""
+
+    def __init__(self, worker: Worker, ctx: JobContext) -> None:
+        super().__init__(name=f"heartbeat-{ctx.job_id[:8]}", daemon=True)
+        self.worker = worker
+        self.ctx = ctx
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        interval = self.worker.lease_s / 3
+        while not self.done.wait(interval):
+            try:
+                if not self.worker.store.heartbeat(self.ctx.job_id, self.ctx.attempt, self.worker.lease_s):
+                    self.ctx._lease_lost = True
+                    logger.warning("job %s: lease lost; another worker owns it now", self.ctx.job_id)
+                    return
+                self.ctx._cancel_requested = self.worker.store.is_cancel_requested(self.ctx.job_id)
+                self.worker.maybe_reap()
+            except Exception as exc:  # a database hiccup: try again next beat
+                logger.warning("job %s: heartbeat failed: %s", self.ctx.job_id, exc)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+class Worker:
+    """Runs jobs from one store, one at a time, until `stop()`."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        workspace: Workspace | None = None,
+        *,
+        worker_id: str | None = None,
+        device: str | None = None,
+        kinds: list[str] | None = None,
+        lease_s: float | None = None,
+        idle_wait_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.workspace = workspace or Workspace.open()
+        self.device = device
+        self.worker_id = worker_id or default_worker_id(device)
+        self.kinds = list(kinds) if kinds is not None else registered_kinds()
+        self.lease_s = float(lease_s if lease_s is not None else store.lease_s)
+        self.reap_every_s = max(self.lease_s / 2, 0.1)
+        self.idle_wait_s = min(idle_wait_s, self.reap_every_s)
+        self.loaded: set[str] = set()
+        self.cache: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._reap_lock = threading.Lock()
+        self._last_reap = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Finish gracefully: an idle worker exits; a running job is handed back at its next check."""
+        self._stop.set()
+
+    def maybe_reap(self) -> None:
+        with self._reap_lock:
+            if time.monotonic() - self._last_reap < self.reap_every_s:
+                return
+            self._last_reap = time.monotonic()
+        for job in self.store.reap():
+            logger.info("job %s: lease expired on another worker; now %s", job.id, job.state)
+
+    def run(self, max_jobs: int | None = None, stop_when_idle: bool = False) -> int:
+        """The main loop; returns how many jobs this worker ran."""
+        for job in self.store.recover(self.worker_id):
+            logger.info("job %s: left running by an earlier %s; now %s", job.id, self.worker_id, job.state)
+        ran = 0
+        failures = 0
+        while not self.stopping and (max_jobs is None or ran < max_jobs):
+            try:
+                self.maybe_reap()
+                job = self.store.claim(
+                    self.worker_id, kinds=self.kinds, loaded=self.loaded, lease_s=self.lease_s
+                )
+                failures = 0
+            except Exception as exc:  # a locked or restarting database: back off, give up after a minute
+                failures += 1
+                if failures > MAX_CLAIM_FAILURES:
+                    raise
+                logger.warning("worker %s: claim failed (%s); retrying", self.worker_id, exc)
+                time.sleep(1.0)
+                continue
+            if job is None:
+                if stop_when_idle:
+                    break
+                self.store.wait_for_work(self.idle_wait_s)
+                continue
+            self.run_job(job)
+            ran += 1
+        return ran
+
+    def run_job(self, job: Job) -> str | None:
+        """Run one claimed job to its end; returns the recorded state (None if not recorded)."""
+        logger.info("job %s (%s): started, attempt %d", job.id, job.kind, job.attempt)
+        ctx = JobContext(job, self.store, self.workspace, self)
+        heartbeat = _Heartbeat(self, ctx)
+        heartbeat.start()
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            result = self._call_handler(ctx)
+            state = SUCCEEDED
+        except JobCancelled:
+            state, error = CANCELLED, "cancelled by request"
+        except JobInterrupted as exc:
+            heartbeat.stop()
+            self.store.release(job.id, job.attempt, reason=str(exc))
+            logger.info("job %s: handed back to the queue (worker stopping)", job.id)
+            return None
+        except LeaseLost:
+            heartbeat.stop()
+            logger.warning("job %s: lease lost; its result is dropped", job.id)
+            return None
+        except Exception as exc:
+            state, error = FAILED, f"{type(exc).__name__}: {exc}"
+            self._log_traceback(ctx)
+        finally:
+            heartbeat.stop()
+        try:
+            recorded = self.store.finish(job.id, job.attempt, state, result=result, error=error)
+        except LorastudioError as exc:  # e.g. a result that is not JSON
+            state = FAILED
+            recorded = self.store.finish(job.id, job.attempt, FAILED, error=str(exc))
+        if not recorded:
+            logger.warning("job %s: lease lost before finishing; outcome %s dropped", job.id, state)
+            return None
+        if state == SUCCEEDED and job.affinity:
+            self.loaded.add(job.affinity)
+        logger.info("job %s: %s", job.id, state + (f" ({error})" if error else ""))
+        return state
+
+    @staticmethod
+    def _call_handler(ctx: JobContext) -> dict[str, Any]:
+        result = get_handler(ctx.kind)(ctx)
+        if result is None:
+            return {}
+        if not isinstance(result, dict):
+            raise TypeError(f"handler for {ctx.kind!r} returned {type(result).__name__}, expected a dict")
+        return result
+
+    @staticmethod
+    def _log_traceback(ctx: JobContext) -> None:
+        try:
+            ctx.emit("traceback", {"text": traceback.format_exc(limit=20)})
+        except LeaseLost:
+            pass
+
+
+def _import_modules(modules: list[str]) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise LorastudioError(
+                f"worker --import {name}: cannot import ({exc}); check the module name."
+            ) from None
+
+
+def run_worker_process(
+    queue_url: str | None = None,
+    *,
+    device: str | None = None,
+    worker_id: str | None = None,
+    lease_s: float | None = None,
+    kinds: list[str] | None = None,
+    imports: list[str] | None = None,
+    workspace: Workspace | None = None,
+) -> int:
+    """`lorastudio worker`: run until SIGTERM/SIGINT, then hand any running job back and exit."""
+    from lorastudio.service.jobs import open_store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _import_modules(imports or [])
+    if kinds:
+        unknown = sorted(set(kinds) - set(registered_kinds()))
+        if unknown:
+            raise LorastudioError(
+                f"worker --kinds: no handler for {', '.join(unknown)}; known: {', '.join(registered_kinds())}."
+            )
+    workspace = workspace or Workspace.open()
+    store = open_store(queue_url, workspace, lease_s=lease_s)
+    worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds)
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)
+        worker.stop()
+        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info(
+        "worker %s: serving %s from %s (lease %.1fs)",
+        worker.worker_id,
+        ", ".join(worker.kinds),
+        store.backend,
+        worker.lease_s,
+    )
+    try:
+        return worker.run()
+    finally:
+        store.close()
