@@ -46,6 +46,23 @@ def no_network():
     socket.socket.connect_ex = real_connect_ex
 
 
+@pytest.fixture(scope="session")
+def tiny_models_dir():
+    """Tiny models built once (about a minute) and reused by every test.
+
+    Kept between runs in ~/.cache/lorastudio-tests (the build is seeded, so a cached copy
+    equals a fresh one); LORASTUDIO_TEST_CACHE moves it.
+    """
+    from pathlib import Path
+
+    from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model
+
+    root = Path(os.environ.get("LORASTUDIO_TEST_CACHE", Path.home() / ".cache" / "lorastudio-tests"))
+    for name in TINY_MODELS:
+        ensure_tiny_model(name, root)
+    return root
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A fresh workspace folder; LORASTUDIO_HOME points at it for CLI calls."""
@@ -54,3 +71,13 @@ def workspace(tmp_path, monkeypatch):
     root = tmp_path / "studio"
     monkeypatch.setenv("LORASTUDIO_HOME", str(root))
     return Workspace.open(root)
+
+
+@pytest.fixture
+def tiny_workspace(workspace, tiny_models_dir):
+    """A workspace whose models/ already holds the tiny models (symlinked, not rebuilt)."""
+    from lorastudio.models.tiny import TINY_MODELS
+
+    for name in TINY_MODELS:
+        (workspace.models / name).symlink_to(tiny_models_dir / name, target_is_directory=True)
+    return workspace

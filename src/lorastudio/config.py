@@ -40,7 +40,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0]
-        raise LorastudioError(f"{path}: not valid {path.suffix[1:].upper() or 'YAML'} ({first}); fix the syntax.") from exc
+        raise LorastudioError(
+            f"{path}: not valid {path.suffix[1:].upper() or 'YAML'} ({first}); fix the syntax."
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

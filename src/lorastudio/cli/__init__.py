@@ -24,8 +24,17 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands to `app`; they are cheap to import (no torch).
-    from lorastudio.cli import common  # noqa: F401
-    from lorastudio.cli import dataset, demo, generate, jobs, models, prompt, train  # noqa: F401
+    from lorastudio.cli import (  # noqa: F401
+        common,  # noqa: F401
+        dataset,
+        demo,
+        generate,
+        jobs,
+        models,
+        prompt,
+        serve,
+        train,
+    )
 
 
 def main() -> None:

@@ -1,3 +1,122 @@
-"""`lorastudio generate` verbs."""
+"""`lorastudio generate`: txt2img, img2img, inpainting, hires fix, prompt series, recipes."""
 
-from lorastudio.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+
+
+def progress_bar(desc: str):
+    """A tqdm bar with ETA on stderr, fed by the service's (done, total) callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = max(total, done)
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+@app.command("generate")
+def generate_cmd(
+    model: str = typer.Option(None, "--model", help="Model name, path or hub id (default tiny-sd15)."),
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Prompt (A1111 syntax, <lora:name:w> allowed)."),
+    negative: str = typer.Option(None, "--negative", "-n", help="Negative prompt."),
+    steps: int = typer.Option(None, "--steps"),
+    cfg: float = typer.Option(None, "--cfg", help="CFG scale."),
+    sampler: str = typer.Option(
+        None, "--sampler", help="e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC'."
+    ),
+    schedule: str = typer.Option(
+        None, "--schedule", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform."
+    ),
+    seed: int = typer.Option(None, "--seed", help="-1 = random."),
+    width: int = typer.Option(None, "--width"),
+    height: int = typer.Option(None, "--height"),
+    batch: int = typer.Option(None, "--batch", help="Images per batch."),
+    count: int = typer.Option(None, "--count", help="Number of batches."),
+    clip_skip: int = typer.Option(None, "--clip-skip"),
+    init_image: str = typer.Option(None, "--init-image", help="img2img / inpaint source."),
+    strength: float = typer.Option(None, "--strength", help="img2img denoising strength."),
+    mask: str = typer.Option(None, "--mask", help="Inpainting mask (white = repaint)."),
+    mask_blur: int = typer.Option(None, "--mask-blur"),
+    only_masked: bool = typer.Option(None, "--only-masked/--whole-picture", help="Inpaint area."),
+    padding: int = typer.Option(None, "--padding", help="Only-masked padding in pixels."),
+    hires_scale: float = typer.Option(None, "--hires-scale", help="Hires fix factor (>1 enables)."),
+    hires_steps: int = typer.Option(None, "--hires-steps"),
+    hires_strength: float = typer.Option(None, "--hires-strength"),
+    hires_upscaler: str = typer.Option(None, "--hires-upscaler", help="Latent or Lanczos."),
+    vae: str = typer.Option(None, "--vae", help="Separate VAE file or folder."),
+    device: str = typer.Option(None, "--device", help="cuda, cuda:N or cpu."),
+    prompts: Path = typer.Option(
+        None, "--prompts", help="Prompt-list file (.txt lines or .yaml) for a series."
+    ),
+    seed_policy: str = typer.Option(
+        "fixed", "--seed-policy", help="Series seeds: fixed, increment or random."
+    ),
+    recipe: Path = typer.Option(None, "--recipe", help="Reproduce an image from its .yaml recipe or PNG."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default studio/outputs/<date>)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print one JSON object with paths, seeds and hashes."
+    ),
+) -> None:
+    """Generate images; each PNG carries A1111 parameters and a .yaml recipe beside it."""
+    from lorastudio.service.generation import config_from_recipe, run_generation, run_series
+
+    ws = workspace()
+    given = {
+        "model": model,
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "steps": steps,
+        "cfg_scale": cfg,
+        "sampler": sampler,
+        "schedule": schedule,
+        "seed": seed,
+        "width": width,
+        "height": height,
+        "batch_size": batch,
+        "count": count,
+        "clip_skip": clip_skip,
+        "init_image": init_image,
+        "strength": strength,
+        "mask": mask,
+        "mask_blur": mask_blur,
+        "inpaint_only_masked": only_masked,
+        "inpaint_padding": padding,
+        "hires_scale": hires_scale,
+        "hires_steps": hires_steps,
+        "hires_strength": hires_strength,
+        "hires_upscaler": hires_upscaler,
+        "vae": vae,
+        "device": device,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    bar, update = progress_bar("generate")
+    try:
+        if prompts is not None:
+            result = run_series(ws, overrides, prompts, seed_policy, progress=update, out_dir=out)
+        else:
+            from lorastudio.config import load_config
+            from lorastudio.generate.config import GenerateConfig
+
+            base = config_from_recipe(recipe, ws).model_dump() if recipe else None
+            request = load_config(GenerateConfig, None, overrides, base=base)
+            result = run_generation(ws, request, progress=update, out_dir=out)
+    finally:
+        bar.close()
+    if json_out:
+        print_json(result.as_json())
+        return
+    for image in result.images:
+        typer.echo(f"{image.path}  (seed {image.seed})")
+    sheet = getattr(result, "contact_sheet", None)
+    if sheet:
+        typer.echo(f"contact sheet: {sheet}")

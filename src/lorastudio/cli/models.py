@@ -1,3 +1,69 @@
-"""`lorastudio models` verbs."""
+"""`lorastudio models list | info | import`."""
 
-from lorastudio.cli import app  # noqa: F401
+from __future__ import annotations
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+
+models_app = typer.Typer(help="The model library in the workspace (studio/models).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@models_app.command("list")
+def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List models with family, A1111 short hash and size."""
+    from lorastudio.service.models import list_models
+
+    rows = list_models(workspace())
+    if json_out:
+        print_json({"models": rows})
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['name']:<32} {r['family']:<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  {r.get('note', r['path'])}"
+        )
+
+
+@models_app.command("info")
+def info_cmd(
+    name: str = typer.Argument(..., help="Library name, tiny model or path."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Path, family, hash and size of one model."""
+    from lorastudio.service.models import model_info
+
+    info = model_info(workspace(), name)
+    if json_out:
+        print_json(info)
+        return
+    for key in ("name", "path", "family", "hash", "sha256", "size_bytes", "kind"):
+        typer.echo(f"{key:>10}: {info[key]}")
+
+
+@models_app.command("import")
+def import_cmd(
+    path: str = typer.Argument(..., help="A .safetensors/.ckpt file or a diffusers folder."),
+    name: str = typer.Option(None, "--name", help="Library name (default: file stem)."),
+    link: bool = typer.Option(False, "--link", help="Symlink instead of copying."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add a model to the workspace library (pickled .ckpt files are converted to safetensors)."""
+    from lorastudio.service.models import import_model
+
+    info = import_model(workspace(), path, name, link)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"imported {info['name']} ({info['family']}, hash {info['hash']}) -> {info['path']}")

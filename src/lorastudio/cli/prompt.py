@@ -28,7 +28,7 @@ def parse_cmd(
 
     pieces = parse_prompt_attention(text)
     if as_json:
-        print_json({"prompt": text, "parsed": pieces})
+        print_json(pieces)  # the bare list A1111 returns, as scripts expect
         return
     for piece, weight in pieces:
         typer.echo(f"{weight:<8.4g} {piece!r}")
@@ -45,7 +45,7 @@ def schedule_cmd(
 
     schedule = get_learned_conditioning_prompt_schedules([text], steps)[0]
     if as_json:
-        print_json({"prompt": text, "steps": steps, "schedule": schedule})
+        print_json(schedule)  # [[end_step, text], ...] exactly as A1111
         return
     start = 1
     for end, piece in schedule:

@@ -1,0 +1,3 @@
+from lorastudio.cli import main
+
+main()

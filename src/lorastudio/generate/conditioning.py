@@ -1,0 +1,161 @@
+"""Prompt text -> text-encoder conditioning, the way A1111 computes it.
+
+Long prompts are cut into 75-token chunks (BREAK and comma back-tracking per A1111),
+each chunk is encoded alone with BOS/EOS and the results are concatenated; every token's
+vector is scaled by its attention weight and the mean is restored ("Original" emphasis).
+Textual-inversion embeddings are used by name: their vectors replace placeholder token
+embeddings through a hook, so the tokenizer and text encoder are never modified.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lorastudio.generate.prompt_chunks import build_chunks
+from lorastudio.generate.prompt_parser import parse_prompt_attention
+
+__all__ = ["TextConditioning", "PromptEncoder", "pad_to_same_length"]
+
+CHUNK_LENGTH = 75
+_PLACEHOLDER_BASE = 10_000_000  # token ids at or above this stand for embedding vectors
+
+
+@dataclass
+class TextConditioning:
+    embeds: Any  # [1, 77 * chunks, dim]
+    pooled: Any | None  # [1, pooled_dim] for SDXL
+
+
+@dataclass
+class _Embedding:
+    name: str
+    vectors: list[Any]  # one [n, dim] tensor per text encoder
+
+
+class PromptEncoder:
+    """Encodes prompts for one loaded model; caches results for the life of a request."""
+
+    def __init__(self, model, clip_skip: int = 1, embeddings: dict[str, list[Any]] | None = None) -> None:
+        self.model = model
+        self.clip_skip = clip_skip
+        self.embeddings = [_Embedding(name, vecs) for name, vecs in (embeddings or {}).items()]
+        self._cache: dict[str, TextConditioning] = {}
+        tokenizer = model.tokenizers[0]
+        self._comma = tokenizer.convert_tokens_to_ids(",</w>")
+        self._pattern = (
+            re.compile(r"(?<![\w])(" + "|".join(re.escape(e.name) for e in self.embeddings) + r")(?![\w])")
+            if self.embeddings
+            else None
+        )
+        self.used_embeddings: set[str] = set()
+
+    # -- tokenization -------------------------------------------------------------------
+    def _tokenize_one(self, text: str) -> list[int]:
+        tokenizer = self.model.tokenizers[0]
+        if self._pattern is None:
+            return tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        ids: list[int] = []
+        for i, part in enumerate(self._pattern.split(text)):
+            if i % 2 == 1:  # an embedding name
+                index = next(k for k, e in enumerate(self.embeddings) if e.name == part)
+                count = self.embeddings[index].vectors[0].shape[0]
+                ids += [_PLACEHOLDER_BASE + index * 1000 + v for v in range(count)]
+                self.used_embeddings.add(part)
+            elif part:
+                ids += tokenizer(part, add_special_tokens=False, truncation=False)["input_ids"]
+        return ids
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [self._tokenize_one(t) for t in texts]
+
+    # -- encoding -----------------------------------------------------------------------
+    def encode(self, text: str) -> TextConditioning:
+        if text not in self._cache:
+            self._cache[text] = self._encode_uncached(text)
+        return self._cache[text]
+
+    def _encode_uncached(self, text: str):
+        import torch
+
+        chunks = build_chunks(parse_prompt_attention(text), self._tokenize, self._comma, CHUNK_LENGTH)
+        per_encoder = []
+        pooled = None
+        for k, (encoder, tokenizer) in enumerate(
+            zip(self.model.text_encoders, self.model.tokenizers, strict=True)
+        ):
+            parts = []
+            for c, chunk in enumerate(chunks):
+                z, pooled_chunk = self._encode_chunk(encoder, tokenizer, k, chunk)
+                parts.append(z)
+                if c == 0 and pooled_chunk is not None:
+                    pooled = pooled_chunk  # A1111 takes the pooled output of the first chunk
+            per_encoder.append(torch.cat(parts, dim=1))
+        return TextConditioning(torch.cat(per_encoder, dim=-1), pooled)
+
+    def _encode_chunk(self, encoder, tokenizer, encoder_index: int, chunk):
+        import torch
+
+        bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+        tokens = [eos if t is None else t for t in chunk.tokens]
+        ids = [bos] + tokens + [eos]
+        multipliers = [1.0] + list(chunk.multipliers) + [1.0]
+        # After the first end-of-text token, OpenCLIP-style tokenizers pad with their own id.
+        first_eos = next(i for i, t in enumerate(ids[1:], start=1) if t == eos)
+        ids = ids[: first_eos + 1] + [pad] * (len(ids) - first_eos - 1)
+        replacements = {}
+        for pos, t in enumerate(ids):
+            if t >= _PLACEHOLDER_BASE:
+                emb_index, vec_index = divmod(t - _PLACEHOLDER_BASE, 1000)
+                replacements[pos] = self.embeddings[emb_index].vectors[encoder_index][vec_index]
+                ids[pos] = eos
+        device = self.model.device
+        input_ids = torch.tensor([ids], device=device)
+        hook = None
+        if replacements:
+
+            def inject(_module, _inputs, output):
+                output = output.clone()
+                for pos, vec in replacements.items():
+                    output[0, pos] = vec.to(output.dtype).to(output.device)
+                return output
+
+            hook = encoder.get_input_embeddings().register_forward_hook(inject)
+        try:
+            out = encoder(input_ids, output_hidden_states=True)
+        finally:
+            if hook is not None:
+                hook.remove()
+        z = self._select_layer(encoder, out)
+        pooled = getattr(out, "text_embeds", None) if self.model.family.uses_pooled_text else None
+        weights = torch.tensor(multipliers, device=z.device, dtype=z.dtype).view(1, -1, 1)
+        original_mean = z.mean()
+        z = z * weights
+        z = z * (original_mean / z.mean())
+        return z, pooled
+
+    def _select_layer(self, encoder, out):
+        if self.model.family.uses_pooled_text:
+            # SDXL is conditioned on the penultimate layer, without the final layer norm.
+            return out.hidden_states[-(self.clip_skip + 1)]
+        if self.clip_skip <= 1:
+            return out.last_hidden_state
+        final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
+        return final_norm(out.hidden_states[-self.clip_skip])
+
+    def empty_chunk(self) -> Any:
+        """The encoding of one empty chunk, used to pad the shorter of cond/uncond."""
+        z = self.encode("").embeds
+        return z[:, : CHUNK_LENGTH + 2]
+
+
+def pad_to_same_length(a, b, filler):
+    """Make two conditionings the same token length by appending empty-chunk encodings (A1111)."""
+    import torch
+
+    while a.shape[1] < b.shape[1]:
+        a = torch.cat([a, filler], dim=1)
+    while b.shape[1] < a.shape[1]:
+        b = torch.cat([b, filler], dim=1)
+    return a, b

@@ -1,0 +1,73 @@
+"""The generation request: one typed model used by the CLI, the API, recipes and the UI."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from lorastudio.config import StrictModel
+
+__all__ = ["GenerateConfig"]
+
+
+class GenerateConfig(StrictModel):
+    model: str = Field(
+        "tiny-sd15", description="Library name, path to a .safetensors/diffusers folder, or hub id."
+    )
+    prompt: str = Field(
+        "", description="Prompt in A1111 syntax: (word:1.2), [a:b:0.5], <lora:name:0.8>, BREAK."
+    )
+    negative_prompt: str = Field("", description="Negative prompt (same syntax).")
+    steps: int = Field(20, ge=1, le=500, description="Sampling steps.")
+    cfg_scale: float = Field(7.0, ge=0, le=50, description="Classifier-free guidance scale.")
+    sampler: str = Field("Euler a", description="A1111 sampler name, e.g. 'DPM++ 2M Karras'.")
+    schedule: str | None = Field(
+        None, description="Schedule type (Automatic, Karras, Exponential, SGM Uniform)."
+    )
+    seed: int = Field(-1, ge=-1, description="-1 = random; image i of a batch uses seed + i.")
+    width: int | None = Field(
+        None, description="Width in pixels (multiple of 8); default: the model's native size."
+    )
+    height: int | None = Field(
+        None, description="Height in pixels (multiple of 8); default: the model's native size."
+    )
+    batch_size: int = Field(1, ge=1, le=64, description="Images per batch.")
+    count: int = Field(1, ge=1, le=1000, description="Number of batches (A1111 n_iter).")
+    clip_skip: int = Field(1, ge=1, le=12, description="Stop at the N-th last text-encoder layer.")
+    init_image: str | None = Field(None, description="img2img/inpaint source image path.")
+    strength: float = Field(0.75, ge=0, le=1, description="img2img denoising strength.")
+    mask: str | None = Field(None, description="Inpainting mask image (white = repaint).")
+    mask_blur: int = Field(4, ge=0, le=64, description="Mask blur radius in pixels.")
+    inpaint_only_masked: bool = Field(False, description="Inpaint only the masked region at full resolution.")
+    inpaint_padding: int = Field(32, ge=0, le=512, description="Padding around the masked region, in pixels.")
+    hires_scale: float = Field(1.0, ge=1.0, le=4.0, description="Hires fix upscale factor (1 = off).")
+    hires_steps: int = Field(0, ge=0, le=500, description="Hires second-pass steps (0 = same as steps).")
+    hires_strength: float = Field(0.5, ge=0, le=1, description="Hires second-pass denoising strength.")
+    hires_upscaler: str = Field(
+        "Latent", description="'Latent' (upscale latents) or 'Lanczos' (upscale the image)."
+    )
+    vae: str | None = Field(None, description="A separate VAE file or folder overriding the model's VAE.")
+    device: str | None = Field(None, description="cuda, cuda:N or cpu (default: CUDA if present).")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and (value < 64 or value > 4096 or value % 8):
+            raise ValueError(f"{value} must be a multiple of 8 between 64 and 4096")
+        return value
+
+    @field_validator("hires_upscaler")
+    @classmethod
+    def _known_upscaler(cls, value: str) -> str:
+        if value.lower() not in {"latent", "lanczos"}:
+            raise ValueError("choose 'Latent' or 'Lanczos'")
+        return "Latent" if value.lower() == "latent" else "Lanczos"
+
+    @model_validator(mode="after")
+    def _mask_needs_image(self) -> GenerateConfig:
+        if self.mask and not self.init_image:
+            raise ValueError("a mask needs an init image (--init-image)")
+        return self
+
+    @property
+    def total_images(self) -> int:
+        return self.batch_size * self.count

@@ -1,0 +1,141 @@
+"""A1111 sampler names -> diffusers schedulers.
+
+Users type what A1111 shows ("DPM++ 2M Karras", "Euler a"); a name may carry a schedule
+type suffix. Unknown names fail with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lorastudio.errors import LorastudioError
+
+__all__ = ["SAMPLERS", "SCHEDULE_TYPES", "SamplerChoice", "parse_sampler", "make_scheduler", "sampler_names"]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    scheduler: str  # diffusers class name
+    options: dict = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "euler_ancestral")),
+    "Euler": SamplerSpec("EulerDiscreteScheduler", aliases=("k_euler", "euler")),
+    "LMS": SamplerSpec("LMSDiscreteScheduler", aliases=("k_lms", "lms")),
+    "Heun": SamplerSpec("HeunDiscreteScheduler", aliases=("k_heun", "heun")),
+    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm_2")),
+    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a", "dpm_2_ancestral")),
+    "DPM++ 2S a": SamplerSpec("DPMSolverSinglestepScheduler", {"solver_order": 2}, ("k_dpmpp_2s_a",)),
+    "DPM++ 2M": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        ("k_dpmpp_2m", "dpmpp_2m"),
+    ),
+    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde")),
+    "DPM++ 2M SDE": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+        ("k_dpmpp_2m_sde", "dpmpp_2m_sde"),
+    ),
+    "DPM++ 3M SDE": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+        ("k_dpmpp_3m_sde", "dpmpp_3m_sde"),
+    ),
+    "DDIM": SamplerSpec("DDIMScheduler", aliases=("ddim",)),
+    "PLMS": SamplerSpec("PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
+    "UniPC": SamplerSpec("UniPCMultistepScheduler", aliases=("unipc",)),
+    "LCM": SamplerSpec("LCMScheduler", aliases=("lcm",)),
+}
+
+# Schedule type -> scheduler config changes. "Automatic" keeps the sampler's default.
+SCHEDULE_TYPES: dict[str, dict] = {
+    "Automatic": {},
+    "Uniform": {},
+    "Karras": {"use_karras_sigmas": True},
+    "Exponential": {"use_exponential_sigmas": True},
+    "SGM Uniform": {"timestep_spacing": "trailing"},
+}
+_KARRAS_SAMPLERS = {
+    "Euler",
+    "LMS",
+    "Heun",
+    "DPM2",
+    "DPM2 a",
+    "DPM++ 2S a",
+    "DPM++ 2M",
+    "DPM++ SDE",
+    "DPM++ 2M SDE",
+    "DPM++ 3M SDE",
+    "UniPC",
+    "Euler a",
+}
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    sampler: str
+    schedule: str = "Automatic"
+
+    @property
+    def label(self) -> str:
+        """The name A1111 shows in infotext `Sampler:` (schedule goes in `Schedule type:`)."""
+        return self.sampler
+
+
+def sampler_names() -> list[str]:
+    return list(SAMPLERS)
+
+
+def _lookup(name: str) -> str | None:
+    lowered = name.strip().lower()
+    for canonical, spec in SAMPLERS.items():
+        if lowered == canonical.lower() or lowered in spec.aliases:
+            return canonical
+    return None
+
+
+def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
+    """ "DPM++ 2M Karras" -> (DPM++ 2M, Karras); an explicit schedule wins over the suffix."""
+    sampler = _lookup(name)
+    suffix = "Automatic"
+    if sampler is None:
+        for sched in sorted(SCHEDULE_TYPES, key=len, reverse=True):
+            if name.strip().lower().endswith(" " + sched.lower()):
+                sampler = _lookup(name.strip()[: -len(sched) - 1])
+                suffix = sched
+                break
+    if sampler is None:
+        raise LorastudioError(
+            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (optionally + ' Karras')."
+        )
+    chosen = schedule or suffix
+    match = next((s for s in SCHEDULE_TYPES if s.lower() == chosen.lower()), None)
+    if match is None:
+        raise LorastudioError(
+            f"unknown schedule type {chosen!r}; choose one of: {', '.join(SCHEDULE_TYPES)}."
+        )
+    if match == "Karras" and sampler not in _KARRAS_SAMPLERS:
+        raise LorastudioError(f"sampler {sampler!r} has no Karras schedule; use it without 'Karras'.")
+    return SamplerChoice(sampler, match)
+
+
+def make_scheduler(choice: SamplerChoice, base_config: dict):
+    """A fresh scheduler (they are stateful) from the model's own training schedule."""
+    import diffusers
+
+    spec = SAMPLERS[choice.sampler]
+    cls = getattr(diffusers, spec.scheduler)
+    config = {k: v for k, v in base_config.items() if not k.startswith("_")}
+    config.update(spec.options)
+    config.update(SCHEDULE_TYPES[choice.schedule])
+    if spec.scheduler in {"DDIMScheduler", "PNDMScheduler"}:
+        config.setdefault("set_alpha_to_one", False)
+    try:
+        return cls.from_config(config)
+    except ImportError as exc:  # DPM++ SDE needs torchsde
+        raise LorastudioError(
+            f"sampler {choice.sampler!r} needs an extra package ({exc}); pick another sampler."
+        ) from None

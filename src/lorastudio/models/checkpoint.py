@@ -1,0 +1,86 @@
+"""Reading checkpoint files safely: safetensors as-is, pickles only with weights_only=True."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from lorastudio.errors import LorastudioError, UnsafeFileError
+
+__all__ = [
+    "read_safetensors_keys",
+    "read_safetensors_metadata",
+    "load_pickled_state_dict",
+    "convert_ckpt_to_safetensors",
+    "file_sha256",
+    "PICKLE_SUFFIXES",
+]
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
+
+
+def read_safetensors_keys(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes without loading the data (cheap for multi-GB files)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise LorastudioError(
+            f"{path}: not a readable .safetensors file ({exc}); re-download or re-export it."
+        ) from None
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_pickled_state_dict(path: Path) -> dict:
+    """A `.ckpt`/`.pt` state dict, loaded only if torch's weights-only unpickler accepts it.
+
+    Plain pickle runs arbitrary code from the file; we never do that.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0][:160]
+        raise UnsafeFileError(
+            f"{path}: refused — it needs unsafe unpickling ({reason}); get a .safetensors version of this model instead."
+        ) from None
+    except Exception as exc:
+        raise LorastudioError(
+            f"{path}: cannot be read as a checkpoint ({type(exc).__name__}); the file may be corrupt."
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise LorastudioError(f"{path}: holds no state dict; is it a Stable Diffusion checkpoint?")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def convert_ckpt_to_safetensors(path: Path, out: Path) -> Path:
+    """Write a weights-only-loadable pickle as .safetensors (what `models import` stores)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in load_pickled_state_dict(path).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"converted_from": path.name})
+    tmp.replace(out)
+    return out
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,35 @@
+"""What a model family is: the facts every other module asks about SD1, SD2 or SDXL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Family:
+    """One Stable Diffusion architecture, described once.
+
+    Adding a family (e.g. Kolors) means one new module in this package that builds a
+    `Family` and a folder under `models/configs/` with its diffusers configs.
+    """
+
+    name: str  # short id used in configs and the library: "sd15", "sd2", "sdxl"
+    label: str  # what users call it
+    pipeline_class: str  # diffusers pipeline used for loading single files
+    config_dir: str  # folder under lorastudio/models/configs with diffusers JSON configs
+    text_encoders: tuple[str, ...]  # component names, in order
+    tokenizer_pad_tokens: tuple[str, ...]  # pad token per tokenizer (SD1: EOS, OpenCLIP: "!")
+    default_size: int  # native training/generation resolution in pixels
+    prediction_type: str  # "epsilon" or "v_prediction"
+    kohya_te_prefixes: tuple[str, ...]  # "lora_te" or ("lora_te1", "lora_te2")
+    kohya_unet_ldm_names: bool  # SDXL kohya files name UNet modules after LDM blocks
+    ss_base_model_version: str  # what A1111 reads to decide a LoRA's base
+    modelspec_architecture: str  # SAI model-spec architecture id (without "/lora")
+    embedding_keys: tuple[str, ...]  # tensor names in TI files per text encoder
+    uses_pooled_text: bool = False  # SDXL: pooled text embeds + size/crop time ids
+    # keys that identify an LDM single-file checkpoint of this family
+    single_file_markers: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def lora_te_count(self) -> int:
+        return len(self.text_encoders)

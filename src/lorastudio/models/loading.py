@@ -1,0 +1,342 @@
+"""Load a model, offline: a diffusers folder, an A1111 single file, a tiny model or a hub id.
+
+Single files are read with the small per-family configs shipped in the package
+(`models/configs/<family>`), so no hub access is ever needed for them. The result is a
+`LoadedModel`: the torch components plus the facts generation and training need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.models.checkpoint import (
+    PICKLE_SUFFIXES,
+    convert_ckpt_to_safetensors,
+    file_sha256,
+    read_safetensors_keys,
+    read_safetensors_metadata,
+)
+from lorastudio.models.families import Family, detect_family_from_keys, get_family
+from lorastudio.models.tiny import ensure_tiny_model, is_tiny_name
+from lorastudio.models.tokenizer import write_clip_tokenizer
+
+__all__ = [
+    "LoadedModel",
+    "ModelRef",
+    "resolve_model",
+    "load_model",
+    "model_hash",
+    "config_folder",
+    "pick_device",
+]
+
+WEIGHT_SUFFIXES = (".safetensors",) + tuple(PICKLE_SUFFIXES)
+
+
+@dataclass
+class ModelRef:
+    """Where a model is and what it is, before any weights are read."""
+
+    name: str
+    path: Path | None  # None for a hub id
+    kind: str  # "folder", "single_file", "hub"
+    hub_id: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    family: Family
+    source: str
+    sha256: str
+    unet: Any
+    vae: Any
+    text_encoders: list[Any]
+    tokenizers: list[Any]
+    scheduler_config: dict
+    device: str
+    dtype: Any
+    vae_name: str | None = None
+    vae_sha256: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        """A1111's "Model hash": first 10 hex of the checkpoint's SHA-256."""
+        return self.sha256[:10]
+
+    @property
+    def components(self) -> dict[str, Any]:
+        comps = {"unet": self.unet, "vae": self.vae}
+        for name, module in zip(self.family.text_encoders, self.text_encoders, strict=True):
+            comps[name] = module
+        return comps
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+def pick_device(requested: str | None = None) -> tuple[str, Any]:
+    """CUDA with bf16/fp16 when present, else CPU with fp32 (fp16 on CPU is slow and lossy)."""
+    import torch
+
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LorastudioError(
+                f"device {device!r} requested but no CUDA GPU is available; use --device cpu."
+            )
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return device, dtype
+    return device, torch.float32
+
+
+def resolve_model(ref: str, models_dir: Path) -> ModelRef:
+    """Find a model by library name, built-in tiny name, path, or hub id (in that order)."""
+    if is_tiny_name(ref):
+        return ModelRef(ref, ensure_tiny_model(ref, models_dir), "folder")
+    candidates = (
+        [models_dir / ref] + [models_dir / f"{ref}{s}" for s in WEIGHT_SUFFIXES] + [Path(ref).expanduser()]
+    )
+    for path in candidates:
+        if path.is_dir() and (path / "model_index.json").is_file():
+            return ModelRef(path.name, path.resolve(), "folder")
+        if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES:
+            return ModelRef(path.stem, path.resolve(), "single_file")
+        if path.is_dir() or path.is_file():
+            raise LorastudioError(
+                f"{path}: neither a diffusers folder (no model_index.json) nor a .safetensors/.ckpt checkpoint."
+            )
+    if "/" in ref and not ref.startswith((".", "/")) and ref.count("/") == 1:
+        return ModelRef(ref.split("/")[-1], None, "hub", hub_id=ref)
+    known = ", ".join(sorted(p.stem for p in models_dir.iterdir())) if models_dir.is_dir() else ""
+    raise NotFoundError(
+        f"model {ref!r} not found; use `lorastudio models import PATH`, a path, or one of: tiny-sd15, tiny-sdxl"
+        + (f", {known}" if known else "")
+        + "."
+    )
+
+
+def config_folder(
+    family: Family,
+    cache_dir: Path,
+    unet_overrides: dict | None = None,
+    scheduler_overrides: dict | None = None,
+) -> Path:
+    """A diffusers config folder (JSON + tokenizers, no weights) for loading single files offline."""
+    overrides = {"unet": unet_overrides or {}, "scheduler": scheduler_overrides or {}}
+    tag = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+    folder = cache_dir / "configs" / f"{family.config_dir}-{tag}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    src = resources.files("lorastudio.models").joinpath("configs", family.config_dir)
+    for sub in src.iterdir():
+        if sub.is_dir():
+            for f in sub.iterdir():
+                (tmp / sub.name).mkdir(parents=True, exist_ok=True)
+                (tmp / sub.name / f.name).write_bytes(f.read_bytes())
+        else:
+            tmp.mkdir(parents=True, exist_ok=True)
+            (tmp / sub.name).write_bytes(sub.read_bytes())
+    for component, changes in (("unet", overrides["unet"]), ("scheduler", overrides["scheduler"])):
+        if changes:
+            name = "config.json" if component == "unet" else "scheduler_config.json"
+            cfg_path = tmp / component / name
+            cfg = json.loads(cfg_path.read_text())
+            cfg.update(changes)
+            cfg_path.write_text(json.dumps(cfg, indent=2))
+    tokenizers = ["tokenizer"] + (["tokenizer_2"] if len(family.text_encoders) > 1 else [])
+    for tok_name, pad in zip(tokenizers, family.tokenizer_pad_tokens, strict=True):
+        write_clip_tokenizer(tmp / tok_name, pad_token=pad)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _hash_cache_path(path: Path, cache_dir: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    return cache_dir / "hashes" / f"{key}.txt"
+
+
+def model_hash(path: Path, cache_dir: Path) -> str:
+    """SHA-256 of a checkpoint file (A1111's hash), or of a folder's weight files; cached by size+mtime."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+    digest = hashlib.sha256()
+    for f in files:
+        cached = _hash_cache_path(f, cache_dir)
+        if cached.is_file():
+            value = cached.read_text().strip()
+        else:
+            value = file_sha256(f)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(value)
+        if path.is_file():
+            return value
+        digest.update(f"{f.relative_to(path).as_posix()}:{value}\n".encode())
+    return digest.hexdigest()
+
+
+def _family_of_folder(folder: Path) -> Family:
+    marker = folder / "lorastudio.json"
+    if marker.is_file():
+        return get_family(json.loads(marker.read_text())["family"])
+    index = json.loads((folder / "model_index.json").read_text())
+    if "text_encoder_2" in index:
+        return get_family("sdxl")
+    te_cfg = folder / "text_encoder" / "config.json"
+    hidden = json.loads(te_cfg.read_text()).get("hidden_size") if te_cfg.is_file() else None
+    return get_family("sd2" if hidden and hidden >= 1024 else "sd15")
+
+
+def _pipeline_class(family: Family):
+    import diffusers
+
+    return getattr(diffusers, family.pipeline_class)
+
+
+def _load_folder(folder: Path, dtype) -> tuple[Family, Any]:
+    family = _family_of_folder(folder)
+    pipe = _pipeline_class(family).from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    return family, pipe
+
+
+def _single_file_config(
+    path: Path,
+    keys: dict[str, tuple[int, ...]],
+    family: Family,
+    cache_dir: Path,
+    models_dir: Path,
+    prediction_type: str | None,
+) -> Path:
+    """The config folder for a single file: a tiny model's own folder, or the family's shipped one."""
+    meta = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+    base = meta.get("lorastudio.base_config")
+    if base and is_tiny_name(base):
+        return ensure_tiny_model(base, models_dir)
+    in_channels = keys.get("model.diffusion_model.input_blocks.0.0.weight", (0, 4))[1]
+    unet = {"in_channels": in_channels} if in_channels != 4 else {}
+    sched = {"prediction_type": prediction_type} if prediction_type else {}
+    return config_folder(family, cache_dir, unet, sched)
+
+
+def _load_single_file(
+    path: Path, dtype, cache_dir: Path, models_dir: Path, family_name: str | None, prediction_type: str | None
+) -> tuple[Family, Any]:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        converted = cache_dir / "converted" / f"{path.stem}-{file_sha256(path)[:10]}.safetensors"
+        if not converted.is_file():
+            convert_ckpt_to_safetensors(path, converted)
+        path = converted
+    keys = read_safetensors_keys(path)
+    family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
+    config = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
+    try:
+        pipe = _pipeline_class(family).from_single_file(
+            str(path), config=str(config), torch_dtype=dtype, local_files_only=True
+        )
+    except (ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise LorastudioError(
+            f"{path}: could not be loaded as {family.label} ({first}); is the file complete?"
+        ) from None
+    return family, pipe
+
+
+def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
+    from diffusers import AutoencoderKL
+
+    vae_path = Path(vae_path)
+    if vae_path.is_dir():
+        return AutoencoderKL.from_pretrained(str(vae_path), torch_dtype=dtype, local_files_only=True)
+    if not vae_path.is_file():
+        raise NotFoundError(f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.")
+    if vae_path.suffix.lower() in PICKLE_SUFFIXES:
+        converted = cache_dir / "converted" / f"{vae_path.stem}-{file_sha256(vae_path)[:10]}.safetensors"
+        if not converted.is_file():
+            convert_ckpt_to_safetensors(vae_path, converted)
+        vae_path = converted
+    vae_cfg = (
+        cache_dir
+        / "configs"
+        / f"vae-{hashlib.sha256(json.dumps(dict(pipe.vae.config)).encode()).hexdigest()[:8]}"
+    )
+    if not (vae_cfg / "config.json").is_file():
+        pipe.vae.save_config(str(vae_cfg))
+    return AutoencoderKL.from_single_file(
+        str(vae_path), config=str(vae_cfg), torch_dtype=dtype, local_files_only=True
+    )
+
+
+def load_model(
+    ref: str,
+    models_dir: Path,
+    cache_dir: Path,
+    device: str | None = None,
+    vae: str | Path | None = None,
+    family: str | None = None,
+    prediction_type: str | None = None,
+) -> LoadedModel:
+    """Load every component of a model onto `device` (default: CUDA if present, else CPU)."""
+    device, dtype = pick_device(device)
+    where = resolve_model(ref, models_dir)
+    if where.kind == "hub":
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise NotFoundError(
+                f"model {ref!r} is not on this machine and HF_HUB_OFFLINE=1; download it first or give a path."
+            )
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(where.hub_id, torch_dtype=dtype)
+        fam = get_family("sdxl" if hasattr(pipe, "text_encoder_2") else "sd15")
+        sha = hashlib.sha256(where.hub_id.encode()).hexdigest()
+    elif where.kind == "folder":
+        fam, pipe = _load_folder(where.path, dtype)
+        sha = model_hash(where.path, cache_dir)
+    else:
+        fam, pipe = _load_single_file(where.path, dtype, cache_dir, models_dir, family, prediction_type)
+        sha = model_hash(where.path, cache_dir)
+    vae_name = vae_sha = None
+    if vae is not None:
+        pipe.vae = _load_vae_override(Path(vae), pipe, cache_dir, dtype)
+        vae_name, vae_sha = Path(vae).stem, model_hash(Path(vae), cache_dir)
+    text_encoders = [getattr(pipe, name) for name in fam.text_encoders]
+    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if len(fam.text_encoders) > 1 else [])
+    scheduler_config = dict(pipe.scheduler.config)
+    if prediction_type:
+        scheduler_config["prediction_type"] = prediction_type
+    for module in [pipe.unet, pipe.vae, *text_encoders]:
+        module.to(device)
+        module.eval()
+        module.requires_grad_(False)
+    return LoadedModel(
+        name=where.name,
+        family=fam,
+        source=str(where.path or where.hub_id),
+        sha256=sha,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoders=text_encoders,
+        tokenizers=tokenizers,
+        scheduler_config=scheduler_config,
+        device=device,
+        dtype=dtype,
+        vae_name=vae_name,
+        vae_sha256=vae_sha,
+    )

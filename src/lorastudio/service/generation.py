@@ -1,0 +1,339 @@
+"""Generation as a service: request in, PNGs with infotext + YAML recipes out.
+
+Resolves `<lora:...>` tags and embedding names against the workspace, applies LoRAs for
+this request only, runs the sampling loop and writes every image with its full recipe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorastudio import __version__
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.library import Library
+from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.workspace import Workspace
+
+__all__ = [
+    "GenerationResult",
+    "run_generation",
+    "config_from_recipe",
+    "find_lora_file",
+    "find_embedding_files",
+]
+
+LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+@dataclass
+class OutputImage:
+    path: Path
+    recipe_path: Path
+    seed: int
+    infotext: str
+
+
+@dataclass
+class GenerationResult:
+    images: list[OutputImage]
+    model: str
+    model_hash: str
+    loras: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "images": [str(i.path) for i in self.images],
+            "recipes": [str(i.recipe_path) for i in self.images],
+            "seeds": [i.seed for i in self.images],
+            "model": self.model,
+            "model_hash": self.model_hash,
+            "loras": self.loras,
+        }
+
+
+def find_lora_file(ws: Workspace, name: str) -> Path:
+    for suffix in LORA_SUFFIXES:
+        candidate = ws.loras / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in ws.loras.glob("*") if p.suffix in LORA_SUFFIXES)
+    raise NotFoundError(
+        f"LoRA {name!r} not found in {ws.loras}; import it with `lorastudio import FILE`"
+        + (f" or use one of: {', '.join(known)}." if known else ".")
+    )
+
+
+def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
+    """Embeddings whose file stem appears as a word in any of the texts (A1111 uses stems)."""
+    found = {}
+    for path in sorted(ws.embeddings.glob("*")):
+        if path.suffix in EMBEDDING_SUFFIXES and any(
+            re.search(rf"(?<![\w]){re.escape(path.stem)}(?![\w])", t) for t in texts
+        ):
+            found[path.stem] = path
+    return found
+
+
+def _next_output_paths(folder: Path, seed: int) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name.split("-")[0]) for p in folder.glob("*.png") if p.name.split("-")[0].isdigit()]
+    n = max(numbers, default=-1) + 1
+    stem = f"{n:05d}-{seed}"
+    return folder / f"{stem}.png", folder / f"{stem}.yaml"
+
+
+def _infotext_params(
+    cfg: GenerateConfig,
+    plan,
+    model,
+    seed: int,
+    lora_hashes: list[tuple[str, str]],
+    ti_hashes: list[tuple[str, str]],
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "Steps": cfg.steps,
+        "Sampler": plan.sampler.sampler,
+        "Schedule type": None if plan.sampler.schedule == "Automatic" else plan.sampler.schedule,
+        "CFG scale": cfg.cfg_scale,
+        "Seed": seed,
+        "Size": f"{plan.width}x{plan.height}",
+        "Model hash": model.short_hash,
+        "Model": model.name,
+        "VAE hash": model.vae_sha256[:10] if model.vae_sha256 else None,
+        "VAE": model.vae_name,
+        "Denoising strength": cfg.strength
+        if cfg.init_image
+        else (cfg.hires_strength if cfg.hires_scale > 1 else None),
+        "Clip skip": cfg.clip_skip if cfg.clip_skip > 1 else None,
+    }
+    if cfg.mask:
+        params["Mask blur"] = cfg.mask_blur
+        if cfg.inpaint_only_masked:
+            params["Inpaint area"] = "Only masked"
+            params["Masked area padding"] = cfg.inpaint_padding
+    if cfg.hires_scale > 1 and not cfg.init_image:
+        params["Hires upscale"] = cfg.hires_scale
+        params["Hires steps"] = cfg.hires_steps or None
+        params["Hires upscaler"] = cfg.hires_upscaler
+    if lora_hashes:
+        params["Lora hashes"] = ", ".join(f"{n}: {h}" for n, h in lora_hashes)
+    if ti_hashes:
+        params["TI hashes"] = ", ".join(f"{n}: {h}" for n, h in ti_hashes)
+    params["Version"] = f"lorastudio {__version__}"
+    return params
+
+
+def run_generation(
+    ws: Workspace,
+    cfg: GenerateConfig,
+    cache: ModelCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    out_dir: Path | None = None,
+) -> GenerationResult:
+    """Generate every image of the request and write PNG + recipe for each."""
+    from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
+    from lorastudio.adapters.hashing import lora_short_hash
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.infotext import format_infotext, save_png
+    from lorastudio.generate.pipeline import build_plan, generate_images
+    from lorastudio.generate.prompt_parser import extract_extra_networks
+
+    cache = cache or ModelCache(ws)
+    prompt, networks = extract_extra_networks(cfg.prompt)
+    negative, _ = extract_extra_networks(cfg.negative_prompt)
+    model = cache.get(cfg.model, cfg.device, cfg.vae)
+    loras, lora_info = [], []
+    for net in networks:
+        if net.kind not in {"lora", "lyco"}:
+            continue
+        path = find_lora_file(ws, net.name)
+        lora = load_lora_file(path)
+        check_lora_family(lora, model.family, name=str(path))
+        loras.append((lora, net.te_weight, net.unet_weight))
+        lora_info.append(
+            {
+                "name": net.name,
+                "te_weight": net.te_weight,
+                "unet_weight": net.unet_weight,
+                "hash": lora_short_hash(path),
+                "path": str(path),
+            }
+        )
+    embeddings = {}
+    ti_hashes = []
+    for name, path in find_embedding_files(ws, [prompt, negative]).items():
+        embedding = load_embedding(path)
+        if len(embedding.vectors) != len(model.text_encoders):
+            raise LorastudioError(
+                f"{path}: embedding is for another model family ({len(embedding.vectors)} text encoders)."
+            )
+        embeddings[name] = [v.to(model.device, model.dtype) for v in embedding.vectors]
+        ti_hashes.append((name, lora_short_hash(path)))
+    plan = build_plan(cfg, model, prompt, negative)
+    encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
+    with applied_loras(model.components, loras):
+        generated = generate_images(model, cfg, plan, encoder, progress, should_stop)
+    used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
+    folder = out_dir or ws.outputs / dt.date.today().isoformat()
+    results = []
+    library = Library(ws)
+    for item in generated:
+        params = _infotext_params(
+            cfg, plan, model, item.seed, [(d["name"], d["hash"]) for d in lora_info], used_ti
+        )
+        infotext = format_infotext(cfg.prompt, cfg.negative_prompt, params)
+        png_path, recipe_path = _next_output_paths(folder, item.seed)
+        recipe = {
+            "lorastudio": __version__,
+            "request": cfg.model_dump(),
+            "image": {"seed": item.seed, "index": item.index, "width": plan.width, "height": plan.height},
+            "model": {
+                "name": model.name,
+                "family": model.family.name,
+                "hash": model.short_hash,
+                "sha256": model.sha256,
+                "source": model.source,
+            },
+            "loras": lora_info,
+            "embeddings": [{"name": n, "hash": h} for n, h in used_ti],
+            "infotext": infotext,
+        }
+        save_png(item.image, png_path, infotext)
+        tmp = recipe_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        tmp.replace(recipe_path)
+        library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
+        results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
+    return GenerationResult(results, model.name, model.short_hash, lora_info)
+
+
+_INFOTEXT_TO_CONFIG = {
+    "Steps": ("steps", int),
+    "CFG scale": ("cfg_scale", float),
+    "Seed": ("seed", int),
+    "Clip skip": ("clip_skip", int),
+    "Hires upscale": ("hires_scale", float),
+    "Hires steps": ("hires_steps", int),
+    "Hires upscaler": ("hires_upscaler", str),
+    "Size-1": ("width", int),
+    "Size-2": ("height", int),
+}
+
+
+def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
+    """A request that reproduces an image: from our YAML recipe or any A1111-style PNG."""
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    path = Path(path)
+    if not path.is_file():
+        raise LorastudioError(
+            f"{path}: recipe not found; pass a .yaml recipe or a PNG made by lorastudio or A1111."
+        )
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        request = dict(data.get("request") or {})
+        image = data.get("image") or {}
+        if "seed" in image:
+            request.update(seed=image["seed"], batch_size=1, count=1)
+        model_info = data.get("model") or {}
+        if model_info.get("hash") and not _model_available(ws, request.get("model", "")):
+            match = Library(ws).model_by_hash(model_info["hash"])
+            if match:
+                request["model"] = match["name"]
+        return GenerateConfig.model_validate(request)
+    text = read_infotext(path)
+    if not text:
+        raise LorastudioError(
+            f"{path}: has no generation parameters; use an image saved by lorastudio or A1111."
+        )
+    params = parse_infotext(text)
+    request: dict[str, Any] = {
+        "prompt": params.get("Prompt", ""),
+        "negative_prompt": params.get("Negative prompt", ""),
+    }
+    for key, (field_name, cast) in _INFOTEXT_TO_CONFIG.items():
+        if key in params and params[key] not in (None, ""):
+            request[field_name] = cast(params[key])
+    sampler = params.get("Sampler")
+    if sampler:
+        request["sampler"] = sampler
+    schedule = params.get("Schedule type")
+    if schedule:
+        request["schedule"] = schedule
+    if "Denoising strength" in params and "Hires upscale" in params:
+        request["hires_strength"] = float(params["Denoising strength"])
+    request["model"] = _model_from_infotext(ws, params)
+    return GenerateConfig.model_validate(request)
+
+
+def _model_available(ws: Workspace, ref: str) -> bool:
+    from lorastudio.models.tiny import is_tiny_name
+
+    return bool(ref) and (is_tiny_name(ref) or (ws.models / ref).exists() or Path(ref).exists())
+
+
+def _model_from_infotext(ws: Workspace, params: dict) -> str:
+    name = str(params.get("Model", "") or "")
+    if _model_available(ws, name):
+        return name
+    short = str(params.get("Model hash", "") or "")
+    match = Library(ws).model_by_hash(short) if short else None
+    if match:
+        return match["name"]
+    raise NotFoundError(
+        f"model {name or short!r} from the image is not in this workspace; import it with `lorastudio models import`."
+    )
+
+
+@dataclass
+class SeriesResult(GenerationResult):
+    contact_sheet: Path | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = super().as_json()
+        data["contact_sheet"] = str(self.contact_sheet) if self.contact_sheet else None
+        return data
+
+
+def run_series(
+    ws: Workspace,
+    base: dict[str, Any],
+    prompt_file: str | Path,
+    seed_policy: str = "fixed",
+    progress: Callable[[int, int], None] | None = None,
+    out_dir: Path | None = None,
+) -> SeriesResult:
+    """Render one image set per prompt of a prompt file with one seed policy, plus a contact sheet."""
+    from lorastudio.config import load_config
+    from lorastudio.generate.pipeline import resolve_seed
+    from lorastudio.generate.series import contact_sheet, read_prompt_file, series_requests
+
+    items = read_prompt_file(prompt_file)
+    if not items:
+        raise LorastudioError(f"{prompt_file}: contains no prompts.")
+    seed = resolve_seed(int(base.get("seed", -1)))
+    cache = ModelCache(ws)
+    folder = out_dir or ws.outputs / dt.date.today().isoformat()
+    images: list[OutputImage] = []
+    labels: list[str] = []
+    first = None
+    for i, request in enumerate(series_requests(base, items, seed, seed_policy)):
+        cfg = load_config(GenerateConfig, None, request)
+        result = run_generation(ws, cfg, cache, progress, out_dir=folder)
+        first = first or result
+        images += result.images
+        labels += [f"{i + 1}: {cfg.prompt}"] * len(result.images)
+    sheet = contact_sheet(
+        [img.path for img in images], labels, folder / f"contact-sheet-{Path(prompt_file).stem}.png"
+    )
+    return SeriesResult(images, first.model, first.model_hash, first.loras, sheet)

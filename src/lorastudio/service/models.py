@@ -1,0 +1,142 @@
+"""The model library: list, inspect and import checkpoints into the workspace."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.library import Library
+from lorastudio.service.workspace import Workspace, safe_name
+
+__all__ = ["list_models", "model_info", "import_model"]
+
+
+def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
+    """Family, hash and size of a model in the folder; hashes are cached by size+mtime."""
+    from lorastudio.models.checkpoint import read_safetensors_keys
+    from lorastudio.models.families import detect_family_from_keys
+    from lorastudio.models.loading import _family_of_folder, model_hash
+
+    if path.is_dir():
+        family = _family_of_folder(path).name
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        kind = "diffusers"
+    else:
+        family = detect_family_from_keys(read_safetensors_keys(path), str(path)).name
+        size = path.stat().st_size
+        kind = "single_file"
+    sha = model_hash(path, ws.cache)
+    return {
+        "name": name,
+        "path": str(path),
+        "family": family,
+        "sha256": sha,
+        "hash": sha[:10],
+        "size_bytes": size,
+        "kind": kind,
+    }
+
+
+def _entries(ws: Workspace) -> dict[str, Path]:
+    entries = {}
+    for path in sorted(ws.models.iterdir()):
+        if path.is_dir() and (path / "model_index.json").is_file():
+            entries[path.name] = path
+        elif path.is_file() and path.suffix == ".safetensors":
+            entries[path.stem] = path
+    return entries
+
+
+def list_models(ws: Workspace) -> list[dict[str, Any]]:
+    """Every model in the workspace, plus the built-in tiny models (built on first use)."""
+    from lorastudio.models.tiny import TINY_MODELS
+
+    library = Library(ws)
+    known = {m["name"]: m for m in library.models()}
+    rows = []
+    for name, path in _entries(ws).items():
+        row = known.get(name)
+        if row is None or row["path"] != str(path):
+            info = _describe(ws, name, path)
+            library.add_model(name, path, info["family"], info["sha256"], info["size_bytes"], info["kind"])
+            row = info
+        rows.append(
+            {
+                "name": name,
+                "path": str(path),
+                "family": row["family"],
+                "hash": row["sha256"][:10],
+                "sha256": row["sha256"],
+                "size_bytes": row["size_bytes"],
+            }
+        )
+    for tiny in TINY_MODELS:
+        if tiny not in {r["name"] for r in rows}:
+            rows.append(
+                {
+                    "name": tiny,
+                    "path": None,
+                    "family": "sdxl" if "xl" in tiny else "sd15",
+                    "hash": None,
+                    "sha256": None,
+                    "size_bytes": None,
+                    "note": "built-in, built on first use",
+                }
+            )
+    return rows
+
+
+def model_info(ws: Workspace, name: str) -> dict[str, Any]:
+    from lorastudio.models.loading import resolve_model
+
+    ref = resolve_model(name, ws.models)
+    if ref.path is None:
+        raise NotFoundError(
+            f"model {name!r} is a hub id and not on this machine; download it or give a path."
+        )
+    info = _describe(ws, ref.name, ref.path)
+    Library(ws).add_model(
+        ref.name, ref.path, info["family"], info["sha256"], info["size_bytes"], info["kind"]
+    )
+    return info
+
+
+def import_model(
+    ws: Workspace, source: str | Path, name: str | None = None, link: bool = False
+) -> dict[str, Any]:
+    """Copy (or link) a checkpoint into `studio/models`; pickles are converted to safetensors."""
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, convert_ckpt_to_safetensors
+
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise NotFoundError(
+            f"{source}: not found; give the path of a .safetensors/.ckpt file or a diffusers folder."
+        )
+    is_folder = source.is_dir()
+    if is_folder and not (source / "model_index.json").is_file():
+        raise LorastudioError(f"{source}: a folder must be a diffusers model (with model_index.json).")
+    if not is_folder and source.suffix.lower() not in {".safetensors", *PICKLE_SUFFIXES}:
+        raise LorastudioError(
+            f"{source}: unsupported file type {source.suffix!r}; use .safetensors or .ckpt."
+        )
+    name = safe_name(name or source.stem, "model name")
+    target = ws.models / (name if is_folder else f"{name}.safetensors")
+    if target.exists():
+        raise LorastudioError(f"model {name!r} already exists in {ws.models}; choose another --name.")
+    if not is_folder and source.suffix.lower() in PICKLE_SUFFIXES:
+        convert_ckpt_to_safetensors(source, target)
+    elif link:
+        target.symlink_to(source.resolve(), target_is_directory=is_folder)
+    elif is_folder:
+        shutil.copytree(source, target)
+    else:
+        tmp = target.with_suffix(".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    try:
+        return model_info(ws, name)
+    except LorastudioError:
+        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        raise

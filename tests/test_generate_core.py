@@ -1,0 +1,183 @@
+"""Generation on the tiny models: seeds, prompts, samplers, img2img, inpainting, hires."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorastudio.generate.config import GenerateConfig
+
+
+@pytest.fixture(scope="module")
+def sd15(tiny_models_dir):
+    from lorastudio.models.loading import load_model
+
+    return load_model("tiny-sd15", tiny_models_dir, tiny_models_dir / ".cache")
+
+
+@pytest.fixture(scope="module")
+def sdxl(tiny_models_dir):
+    from lorastudio.models.loading import load_model
+
+    return load_model("tiny-sdxl", tiny_models_dir, tiny_models_dir / ".cache")
+
+
+def run(model, **kw):
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.pipeline import build_plan, generate_images
+
+    kw.setdefault("steps", 6)
+    kw.setdefault("seed", 11)
+    cfg = GenerateConfig(model=model.name, **kw)
+    plan = build_plan(cfg, model, cfg.prompt, cfg.negative_prompt)
+    return generate_images(model, cfg, plan, PromptEncoder(model, cfg.clip_skip))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32)
+
+
+def test_same_seed_same_image_and_batch_seeds_increment(sd15):
+    a = run(sd15, prompt="red", seed=5, batch_size=2)
+    b = run(sd15, prompt="red", seed=5, batch_size=2)
+    assert [i.seed for i in a] == [5, 6]
+    assert np.array_equal(pixels(a[0].image), pixels(b[0].image))
+    assert not np.array_equal(pixels(a[0].image), pixels(a[1].image))
+    alone = run(sd15, prompt="red", seed=6)
+    # image 1 of the batch is the image seed 6 gives alone (up to batched float noise)
+    assert np.abs(pixels(alone[0].image) - pixels(a[1].image)).max() <= 2
+
+
+def test_random_seed_is_recorded(sd15):
+    out = run(sd15, prompt="red", seed=-1, steps=2)
+    assert 0 <= out[0].seed < 2**32
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        "Euler a",
+        "Euler",
+        "DPM++ 2M Karras",
+        "DPM++ SDE Karras",
+        "DDIM",
+        "UniPC",
+        "LMS",
+        "Heun",
+        "DPM++ 2M SDE",
+        "PLMS",
+    ],
+)
+def test_every_sampler_makes_a_finite_image(sd15, sampler):
+    out = run(sd15, prompt="green", sampler=sampler, steps=4)
+    arr = pixels(out[0].image)
+    assert arr.shape == (64, 64, 3) and np.isfinite(arr).all() and arr.std() >= 0
+
+
+def test_samplers_differ(sd15):
+    a = pixels(run(sd15, prompt="blue", sampler="Euler a")[0].image)
+    b = pixels(run(sd15, prompt="blue", sampler="DDIM")[0].image)
+    assert np.abs(a - b).mean() > 0.5
+
+
+def test_sdxl_generates_and_prompt_matters(sdxl):
+    a = pixels(run(sdxl, prompt="red", steps=5)[0].image)
+    b = pixels(run(sdxl, prompt="blue, (blue:1.4), many words to change things", steps=5)[0].image)
+    assert a.shape == (64, 64, 3)
+    assert np.abs(a - b).mean() > 0.5
+
+
+def test_weighted_word_scales_its_conditioning(sd15):
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    enc = PromptEncoder(sd15)
+    plain = enc.encode("a red cat").embeds[0]
+    weighted = enc.encode("a (red:1.5) cat").embeds[0]
+    # token 2 is "red" (after BOS, "a"); every other token is scaled by the same mean-restoring factor
+    restore = (weighted[1] / plain[1]).mean()
+    ratio = (weighted[2] / plain[2]).mean()
+    assert float(ratio / restore) == pytest.approx(1.5, rel=1e-3)
+    assert float((weighted[4] / plain[4]).mean()) == pytest.approx(float(restore), rel=1e-4)
+
+
+def test_long_prompt_uses_several_chunks_and_break(sd15):
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    enc = PromptEncoder(sd15)
+    long_prompt = ", ".join(["red cat"] * 40)
+    assert enc.encode(long_prompt).embeds.shape[1] == 77 * 2
+    assert enc.encode("red BREAK blue").embeds.shape[1] == 77 * 2
+    assert enc.encode("red blue").embeds.shape[1] == 77
+
+
+def test_clip_skip_changes_conditioning(sd15):
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    one = PromptEncoder(sd15, clip_skip=1).encode("red").embeds
+    two = PromptEncoder(sd15, clip_skip=2).encode("red").embeds
+    assert one.shape == two.shape and not np.allclose(one.numpy(), two.numpy())
+
+
+def test_prompt_editing_switches_conditioning_mid_way(sd15):
+    red = pixels(run(sd15, prompt="red", steps=8, sampler="DDIM")[0].image)
+    blue = pixels(run(sd15, prompt="blue", steps=8, sampler="DDIM")[0].image)
+    edited = pixels(run(sd15, prompt="[red:blue:0.5]", steps=8, sampler="DDIM")[0].image)
+    assert np.abs(edited - red).mean() > 0.5 and np.abs(edited - blue).mean() > 0.5
+
+
+def test_img2img_strength_controls_change(sd15, tmp_path):
+    src = tmp_path / "src.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(src)
+    base = pixels(Image.open(src))
+    low = pixels(run(sd15, prompt="blue", init_image=str(src), strength=0.2, steps=10)[0].image)
+    high = pixels(run(sd15, prompt="blue", init_image=str(src), strength=0.9, steps=10)[0].image)
+    assert np.abs(low - base).mean() < np.abs(high - base).mean()
+
+
+def test_inpainting_keeps_unmasked_pixels(sd15, tmp_path):
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
+    m = Image.new("L", (64, 64), 0)
+    m.paste(255, (16, 16, 48, 48))
+    m.save(mask)
+    for only_masked in (False, True):
+        out = pixels(
+            run(
+                sd15,
+                prompt="red",
+                init_image=str(src),
+                mask=str(mask),
+                mask_blur=0,
+                strength=1.0,
+                steps=8,
+                inpaint_only_masked=only_masked,
+                inpaint_padding=4,
+            )[0].image
+        )
+        assert np.abs(out[:8, :8] - np.array([30, 200, 30])).max() <= 1  # untouched corner
+        assert np.abs(out[24:40, 24:40] - np.array([30, 200, 30])).mean() > 5  # repainted centre
+
+
+def test_hires_fix_doubles_size(sd15):
+    out = run(sd15, prompt="yellow", hires_scale=2.0, hires_steps=3, hires_strength=0.5, steps=4)
+    assert out[0].image.size == (128, 128)
+    lanczos = run(sd15, prompt="yellow", hires_scale=1.5, hires_upscaler="Lanczos", steps=4)
+    assert lanczos[0].image.size == (96, 96)
+
+
+def test_size_must_be_multiple_of_8():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        GenerateConfig(width=100)
+
+
+def test_unknown_sampler_is_a_clear_error():
+    from lorastudio.errors import LorastudioError
+    from lorastudio.generate.samplers import parse_sampler
+
+    with pytest.raises(LorastudioError, match="unknown sampler 'Eulr a'.*Euler a"):
+        parse_sampler("Eulr a")
+    assert parse_sampler("DPM++ 2M Karras").schedule == "Karras"
+    assert parse_sampler("DPM++ 2M Karras").sampler == "DPM++ 2M"

@@ -1,0 +1,175 @@
+"""`lorastudio generate` end to end: files, infotext, recipes, LoRAs per request, series."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lorastudio.cli import _register, app
+
+_register()
+runner = CliRunner()
+
+
+def gen(*args: str) -> dict:
+    result = runner.invoke(app, ["generate", "--model", "tiny-sd15", "--steps", "6", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def arr(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+
+
+def test_png_has_infotext_that_roundtrips_through_pnginfo(tiny_workspace):
+    out = gen(
+        "--prompt",
+        "a (red:1.2) picture",
+        "--negative",
+        "blurry",
+        "--seed",
+        "123",
+        "--sampler",
+        "DPM++ 2M Karras",
+        "--cfg",
+        "5.5",
+        "--clip-skip",
+        "2",
+    )
+    png = out["images"][0]
+    info = json.loads(runner.invoke(app, ["pnginfo", png, "--json"]).stdout)
+    assert info["Prompt"] == "a (red:1.2) picture" and info["Negative prompt"] == "blurry"
+    assert info["Seed"] == 123 and info["Steps"] == 6 and info["Sampler"] == "DPM++ 2M"
+    assert info["Schedule type"] == "Karras" and info["CFG scale"] == 5.5 and info["Clip skip"] == 2
+    assert info["Size-1"] == 64 and info["Size-2"] == 64 and info["Model hash"] == out["model_hash"]
+    assert out["recipes"][0].endswith(".yaml")
+
+
+def test_recipe_and_png_reproduce_the_image(tiny_workspace):
+    out = gen("--prompt", "green", "--seed", "9", "--batch", "2")
+    second_png, second_recipe = out["images"][1], out["recipes"][1]
+    again = gen("--recipe", second_recipe)
+    assert again["seeds"] == [10]
+    assert np.abs(arr(again["images"][0]) - arr(second_png)).max() <= 2
+    from_png = gen("--recipe", out["images"][0])
+    assert np.array_equal(arr(from_png["images"][0]), arr(out["images"][0]))
+
+
+def _random_lora(model, rank=4, alpha=2.0, seed=0):
+    from lorastudio.adapters import LoraFile, LoraModule
+
+    g = torch.Generator().manual_seed(seed)
+    lora = LoraFile()
+    for path, module in model.unet.named_modules():
+        if path.endswith(("attn2.to_k", "attn2.to_v", "attn1.to_q", "attn1.to_out.0")):
+            down = torch.randn(rank, module.in_features, generator=g) * 0.5
+            up = torch.randn(module.out_features, rank, generator=g) * 0.5
+            lora.add("unet", path, LoraModule(down, up, alpha, "linear"))
+    return lora
+
+
+def test_lora_tag_changes_image_only_for_that_request(tiny_workspace):
+    from lorastudio.adapters import save_kohya
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    save_kohya(
+        _random_lora(model),
+        tiny_workspace.loras / "wild.safetensors",
+        family=model.family,
+        unet_config=model.unet.config,
+    )
+    plain = gen("--prompt", "blue", "--seed", "4")
+    with_lora = gen("--prompt", "blue <lora:wild:1>", "--seed", "4")
+    half = gen("--prompt", "blue <lora:wild:0.3>", "--seed", "4")
+    after = gen("--prompt", "blue", "--seed", "4")
+    base, lora_img, half_img = arr(plain["images"][0]), arr(with_lora["images"][0]), arr(half["images"][0])
+    assert np.abs(lora_img - base).mean() > np.abs(half_img - base).mean() > 0.1
+    assert np.array_equal(arr(after["images"][0]), base)  # nothing leaked into the next request
+    info = json.loads(runner.invoke(app, ["pnginfo", with_lora["images"][0], "--json"]).stdout)
+    assert info["Lora hashes"].startswith("wild: ") and with_lora["loras"][0]["unet_weight"] == 1.0
+
+
+def test_missing_lora_and_wrong_family_lora_are_clear_errors(tiny_workspace):
+    from lorastudio.adapters import save_kohya
+    from lorastudio.models.loading import load_model
+
+    result = runner.invoke(app, ["generate", "--model", "tiny-sd15", "--prompt", "x <lora:nope:1>"])
+    assert result.exit_code == 2 and "LoRA 'nope' not found" in result.output
+    xl = load_model("tiny-sdxl", tiny_workspace.models, tiny_workspace.cache)
+    save_kohya(
+        _random_lora(xl),
+        tiny_workspace.loras / "xl.safetensors",
+        family=xl.family,
+        unet_config=xl.unet.config,
+    )
+    result = runner.invoke(
+        app, ["generate", "--model", "tiny-sd15", "--prompt", "x <lora:xl:1>", "--steps", "2"]
+    )
+    assert result.exit_code == 2 and "SDXL" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_embedding_is_used_by_name(tiny_workspace):
+    from lorastudio.adapters import Embedding, save_embedding
+    from lorastudio.models.families import get_family
+
+    vec = torch.randn(2, 32, generator=torch.Generator().manual_seed(3)) * 3
+    save_embedding(
+        Embedding("zkstar", [vec]), tiny_workspace.embeddings / "zkstar.safetensors", get_family("sd15")
+    )
+    plain = gen("--prompt", "zkstaz picture", "--seed", "2")
+    used = gen("--prompt", "zkstar picture", "--seed", "2")
+    assert np.abs(arr(used["images"][0]) - arr(plain["images"][0])).mean() > 0.1
+    info = json.loads(runner.invoke(app, ["pnginfo", used["images"][0], "--json"]).stdout)
+    assert "zkstar" in info.get("TI hashes", "")
+
+
+def test_prompt_file_series_with_contact_sheet(tiny_workspace, tmp_path):
+    prompts = tmp_path / "story.yaml"
+    prompts.write_text("- red\n- prompt: blue\n  steps: 3\n- prompt: green\n  seed: 77\n", encoding="utf-8")
+    out = gen("--prompts", str(prompts), "--seed", "5")
+    assert out["seeds"] == [5, 5, 77]
+    assert Image.open(out["contact_sheet"]).size[0] == 3 * 256
+    text = tmp_path / "story.txt"
+    text.write_text("red\n# a comment\n\nyellow\n", encoding="utf-8")
+    out = gen("--prompts", str(text), "--seed", "5", "--seed-policy", "increment")
+    assert out["seeds"] == [5, 6]
+
+
+def test_bad_inputs_are_one_line_errors(tiny_workspace, tmp_path):
+    not_image = tmp_path / "fake.png"
+    not_image.write_text("hello")
+    cases = [
+        (["--init-image", str(not_image)], "fake.png"),
+        (["--sampler", "Eulr"], "unknown sampler"),
+        (["--width", "100"], "multiple of 8"),
+        (["--mask", str(not_image)], "needs an init image"),
+    ]
+    for extra, needle in cases:
+        result = runner.invoke(
+            app, ["generate", "--model", "tiny-sd15", "--prompt", "x", "--steps", "2", *extra]
+        )
+        assert result.exit_code == 2, (extra, result.output)
+        assert needle in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not list(tiny_workspace.outputs.rglob("*.png"))  # nothing written half-way
+
+
+def test_single_file_roundtrip_gives_the_same_image(tiny_workspace, tmp_path):
+    from lorastudio.adapters import save_single_file
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "tiny15.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    folder = gen("--prompt", "yellow", "--seed", "8")
+    result = runner.invoke(
+        app,
+        ["generate", "--model", str(single), "--prompt", "yellow", "--seed", "8", "--steps", "6", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    single_out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert np.array_equal(arr(single_out["images"][0]), arr(folder["images"][0]))

@@ -1,0 +1,128 @@
+"""Model library, offline loading, safe checkpoint handling, and the fast CLI start."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lorastudio.cli import _register, app
+from lorastudio.errors import LorastudioError, UnsafeFileError
+
+_register()
+runner = CliRunner()
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys, lorastudio.cli as c; c._register(); print('torch' in sys.modules)"
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    help_out = subprocess.run([sys.executable, "-m", "lorastudio", "--help"], capture_output=True, text=True)
+    assert help_out.returncode == 0 and "generate" in help_out.stdout
+    assert time.perf_counter() - start < 5  # two interpreter starts; each well under a second
+
+
+def test_tokenizer_is_real_clip_vocabulary(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from lorastudio.models.tokenizer import write_clip_tokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"))
+    assert len(tok) == 49408
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_models_list_info_json(tiny_workspace):
+    result = runner.invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["models"]}
+    assert rows["tiny-sd15"]["family"] == "sd15" and rows["tiny-sdxl"]["family"] == "sdxl"
+    assert len(rows["tiny-sd15"]["hash"]) == 10
+    info = json.loads(runner.invoke(app, ["models", "info", "tiny-sd15", "--json"]).stdout)
+    assert info["sha256"].startswith(info["hash"]) and info["size_bytes"] > 1_000_000
+
+
+def test_import_single_file_and_family_detection(tiny_workspace, tmp_path):
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "mini.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    result = runner.invoke(app, ["models", "import", str(single), "--name", "mini", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["family"] == "sd15" and info["kind"] == "single_file"
+    import hashlib
+
+    assert info["hash"] == hashlib.sha256(single.read_bytes()).hexdigest()[:10]
+
+
+def test_pickled_checkpoint_with_code_is_refused(tmp_path):
+    from lorastudio.models.checkpoint import load_pickled_state_dict
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    bad = tmp_path / "evil.ckpt"
+    with open(bad, "wb") as f:
+        pickle.dump({"state_dict": {"x": Evil()}}, f)
+    with pytest.raises(UnsafeFileError, match="evil.ckpt: refused"):
+        load_pickled_state_dict(bad)
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, good)
+    assert torch.equal(load_pickled_state_dict(good)["w"], torch.ones(2))
+
+
+def test_corrupt_checkpoint_is_one_clear_line(tiny_workspace, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    result = runner.invoke(app, ["generate", "--model", str(broken), "--prompt", "x", "--steps", "1"])
+    assert result.exit_code == 2
+    assert "broken.safetensors" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_model_and_unknown_family_errors(tiny_workspace):
+    from lorastudio.models.families import detect_family_from_keys, get_family
+
+    result = runner.invoke(app, ["generate", "--model", "no-such-model", "--prompt", "x"])
+    assert result.exit_code == 2 and "model 'no-such-model' not found" in result.output
+    with pytest.raises(LorastudioError, match="not a Stable Diffusion checkpoint"):
+        detect_family_from_keys(["foo.weight"])
+    assert (
+        detect_family_from_keys(
+            [
+                "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight",
+                "model.diffusion_model.x",
+            ]
+        ).name
+        == "sdxl"
+    )
+    assert get_family("sd_v1").name == "sd15"
+
+
+def test_shipped_configs_load_offline_for_every_family(tmp_path):
+    """The per-family config folders build real pipelines with no hub access (meta weights only)."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer
+
+    from lorastudio.models.families import FAMILIES
+    from lorastudio.models.loading import config_folder
+
+    for family in FAMILIES.values():
+        folder = config_folder(family, tmp_path)
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        assert unet.config.cross_attention_dim in (768, 1024, 2048)
+        assert CLIPTextConfig.from_pretrained(folder / "text_encoder").vocab_size == 49408
+        pad = CLIPTokenizer.from_pretrained(folder / "tokenizer").pad_token
+        assert pad == family.tokenizer_pad_tokens[0]
