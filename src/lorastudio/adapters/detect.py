@@ -1,0 +1,176 @@
+"""Which format and model family a LoRA file is, from its keys and metadata.
+
+A1111 reads `ss_base_model_version`; files without it are judged by their keys and
+widths (cross-attention 768 = SD1, 1024 = SD2, 2048 = SDXL; a second text encoder or LDM
+UNet names = SDXL). A LoRA for another family is refused with one line, never applied
+half-way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorastudio.adapters.lora_file import LoraFile
+from lorastudio.errors import LorastudioError, NotFoundError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lorastudio.models.families import Family
+
+__all__ = [
+    "detect_format",
+    "detect_lora_family",
+    "check_lora_family",
+    "load_lora_file",
+    "lora_from_state_dict",
+]
+
+_CROSS_ATTENTION_WIDTHS = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+_TEXT_WIDTHS = {768: "sd15", 1024: "sd2"}
+
+
+def detect_format(keys, metadata: dict[str, str] | None = None) -> str:
+    """ "kohya", "lycoris", "diffusers", "peft", "diffusers-old" or "hcp"."""
+    from lorastudio.adapters.hcp import is_hcp_state_dict
+    from lorastudio.adapters.kohya import is_kohya_state_dict
+    from lorastudio.adapters.lycoris import is_lycoris_state_dict
+    from lorastudio.adapters.peft_format import is_old_diffusers_state_dict, is_peft_state_dict
+
+    keys = list(keys)
+    if is_hcp_state_dict(keys):
+        return "hcp"
+    if is_kohya_state_dict(keys):
+        return "lycoris" if is_lycoris_state_dict(keys, metadata) else "kohya"
+    if is_peft_state_dict(keys):
+        return "peft" if any(k.startswith("base_model.model.") for k in keys) else "diffusers"
+    if is_old_diffusers_state_dict(keys):
+        return "diffusers-old"
+    if keys and all(k.startswith("bundle_emb.") for k in keys):
+        return "kohya"
+    raise LorastudioError(
+        "LoRA: no kohya, LyCORIS, diffusers, peft or HCP LoRA keys found; it is not a LoRA file."
+    )
+
+
+def lora_from_state_dict(
+    state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, source: str = "LoRA"
+) -> LoraFile:
+    from lorastudio.adapters.hcp import lora_from_hcp_state_dicts
+    from lorastudio.adapters.kohya import lora_from_kohya_state_dict
+    from lorastudio.adapters.lycoris import lora_from_lycoris_state_dict
+    from lorastudio.adapters.peft_format import (
+        lora_from_diffusers_state_dict,
+        lora_from_old_diffusers_state_dict,
+    )
+
+    fmt = detect_format(state_dict.keys(), metadata)
+    if fmt == "kohya":
+        return lora_from_kohya_state_dict(state_dict, metadata, source)
+    if fmt == "lycoris":
+        return lora_from_lycoris_state_dict(state_dict, metadata, source)
+    if fmt in ("diffusers", "peft"):
+        return lora_from_diffusers_state_dict(state_dict, metadata)
+    if fmt == "diffusers-old":
+        return lora_from_old_diffusers_state_dict(state_dict, metadata)
+    is_te = any(k.split(":", 1)[-1].startswith(("text_model.", "clip_B.", "clip_bigG.")) for k in state_dict)
+    return lora_from_hcp_state_dicts(None if is_te else state_dict, state_dict if is_te else None, source)
+
+
+def load_lora_file(path: str | Path) -> LoraFile:
+    """Read any supported LoRA (file or peft folder) into a `LoraFile`, format detected."""
+    from safetensors import safe_open
+
+    from lorastudio.adapters.hcp import is_hcp_state_dict, load_hcp
+    from lorastudio.adapters.peft_format import load_peft_folder
+
+    path = Path(path)
+    if path.is_dir():
+        return load_peft_folder(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: LoRA file not found.")
+    if path.suffix.lower() != ".safetensors":
+        raise LorastudioError(
+            f"{path.name}: only .safetensors LoRAs are read (.pt/.ckpt are pickles that can run code); "
+            "convert it to .safetensors in a trusted environment."
+        )
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        keys = list(handle.keys())
+        if is_hcp_state_dict(keys):
+            return load_hcp(path)
+        state = {k: handle.get_tensor(k) for k in keys}
+    lora = lora_from_state_dict(state, metadata, source=path.name)
+    if not lora.source_format:
+        lora.source_format = detect_format(keys, metadata)
+    return lora
+
+
+def _family_from_widths(lora: LoraFile) -> str | None:
+    for (component, path), module in lora.modules.items():
+        if component == "unet" and path.endswith("attn2.to_k") and module.down.dim() == 2:
+            return _CROSS_ATTENTION_WIDTHS.get(int(module.down.shape[1]))
+    for (component, path), module in lora.modules.items():
+        if component == "text_encoder" and path.endswith("self_attn.q_proj"):
+            return _TEXT_WIDTHS.get(int(module.down.shape[1]))
+    return None
+
+
+def detect_lora_family(lora: LoraFile) -> Family | None:
+    """The family a LoRA was made for, or None when nothing tells (e.g. tiny test models)."""
+    from lorastudio.adapters.metadata import family_from_metadata
+    from lorastudio.models.families import get_family
+
+    family = family_from_metadata(lora.metadata)
+    if family is not None:
+        return family
+    if "text_encoder_2" in lora.components() or lora.unet_layout == "ldm":
+        return get_family("sdxl")
+    name = _family_from_widths(lora)
+    return get_family(name) if name else None
+
+
+def check_lora_family(
+    lora: LoraFile,
+    family: Family | str,
+    name: str = "LoRA",
+    components: dict[str, torch.nn.Module] | None = None,
+) -> None:
+    """Refuse, in one line, a LoRA made for another family (e.g. an SDXL LoRA on SD 1.5).
+
+    components: when given, also checks that the LoRA's layers fit this model's shapes.
+    """
+    from lorastudio.adapters.lora_file import find_module
+    from lorastudio.models.families import get_family
+
+    family = get_family(family) if isinstance(family, str) else family
+    made_for = detect_lora_family(lora)
+    structural_sdxl = "text_encoder_2" in lora.components() or lora.unet_layout == "ldm"
+    wrong_family = made_for is not None and made_for.name != family.name
+    if wrong_family or (structural_sdxl and family.name != "sdxl"):
+        label = made_for.label if made_for is not None else "SDXL"
+        raise LorastudioError(
+            f"{name}: was made for {label} but the model is {family.label}; "
+            f"use a {family.label} LoRA or switch to an {label} model."
+        )
+    if components is None:
+        return
+    checked = (
+        lora.with_diffusers_unet(components["unet"].config)
+        if lora.unet_layout == "ldm" and "unet" in components
+        else lora
+    )
+    for (component, path), module in checked.modules.items():
+        if component not in components:
+            continue
+        target = find_module(components[component], path)
+        weight = getattr(target, "weight", None)
+        if weight is None:
+            continue
+        if module.delta().numel() != weight.numel():
+            raise LorastudioError(
+                f"{name}: layer {component}.{path} does not fit this {family.label} model's shapes; "
+                "it was trained for a different base model."
+            )
+        return  # one layer is enough to tell a mismatch of sizes

@@ -1,0 +1,134 @@
+"""Textual-inversion embeddings: A1111 `.pt`, kohya/A1111 safetensors, SDXL, LoRA bundles.
+
+`.pt` files are pickles; they are read only with `torch.load(weights_only=True)`, which
+refuses any pickled object other than tensors and plain containers, so a crafted file
+cannot run code. Anything it refuses is refused here with `UnsafeFileError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorastudio.errors import LorastudioError, UnsafeFileError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lorastudio.models.families import Family
+
+__all__ = [
+    "Embedding",
+    "load_embedding",
+    "embedding_from_state_dict",
+    "embeddings_from_lora",
+    "save_embedding",
+]
+
+_PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth")
+
+
+@dataclass
+class Embedding:
+    """A trigger word and its vectors: one [n_vectors, dim] tensor per text encoder, in order."""
+
+    name: str
+    vectors: list[torch.Tensor]
+
+    @property
+    def num_vectors(self) -> int:
+        return int(self.vectors[0].shape[0])
+
+
+def _as_matrix(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
+
+
+def embedding_from_state_dict(data: dict, name: str, source: str = "embedding") -> Embedding:
+    """Vectors from any known embedding layout (already loaded into a dict)."""
+    import torch
+
+    if "string_to_param" in data:  # A1111 .pt
+        params = data["string_to_param"]
+        tensor = params.get("*", next(iter(params.values()))) if isinstance(params, dict) else params
+        return Embedding(name, [_as_matrix(tensor)])
+    if "clip_l" in data or "clip_g" in data:
+        return Embedding(name, [_as_matrix(data[k]) for k in ("clip_l", "clip_g") if k in data])
+    if "emb_params" in data:
+        return Embedding(name, [_as_matrix(data["emb_params"])])
+    flat = {k: v for k, v in data.items() if k.startswith("string_to_param.")}
+    if flat:
+        return Embedding(name, [_as_matrix(next(iter(flat.values())))])
+    tensors = [v for v in data.values() if isinstance(v, torch.Tensor)]
+    if len(tensors) == 1:  # diffusers concept: {"<token>": tensor}
+        return Embedding(name, [_as_matrix(tensors[0])])
+    raise LorastudioError(
+        f"{source}: no emb_params, clip_l/clip_g or string_to_param tensors; it is not a textual-inversion embedding."
+    )
+
+
+def embeddings_from_lora(lora) -> list[Embedding]:
+    """The embeddings bundled in a LoRA file (`bundle_emb.*`), as A1111 and ComfyUI load them."""
+    return [Embedding(token, list(vectors)) for token, vectors in lora.embeddings.items()]
+
+
+def _load_pickle_safely(path: Path) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as exc:
+        raise UnsafeFileError(
+            f"{path.name}: holds pickled objects that are not plain tensors, so it is refused "
+            "(it could run code); convert it to .safetensors in a trusted environment."
+        ) from exc
+
+
+def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
+    """An embedding file; its trigger word is the file stem, as in A1111, unless `name` is given."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise LorastudioError(f"{path}: embedding file not found.")
+    if path.suffix.lower() == ".safetensors":
+        data = load_file(str(path))
+    elif path.suffix.lower() in _PICKLE_SUFFIXES:
+        data = _load_pickle_safely(path)
+    else:
+        raise LorastudioError(f"{path.name}: unknown embedding file type; use .safetensors or .pt.")
+    if not isinstance(data, dict):
+        raise LorastudioError(f"{path.name}: is not a dict of tensors; it is not an embedding.")
+    return embedding_from_state_dict(data, name or path.stem, source=path.name)
+
+
+def save_embedding(
+    embedding: Embedding,
+    path: str | Path,
+    family: Family | str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write an A1111/ComfyUI/kohya-compatible safetensors embedding.
+
+    SD1/SD2: `{"emb_params": [n, dim]}`; SDXL (two vectors): `{"clip_l": ..., "clip_g": ...}`.
+    """
+    from safetensors.torch import save_file
+
+    from lorastudio.models.families import get_family
+
+    if isinstance(family, str):
+        family = get_family(family)
+    count = len(family.text_encoders) if family is not None else len(embedding.vectors)
+    if len(embedding.vectors) != count:
+        raise LorastudioError(
+            f"embedding {embedding.name}: has {len(embedding.vectors)} vector sets but the model has {count} text encoders."
+        )
+    keys = ("clip_l", "clip_g") if count == 2 else ("emb_params",)
+    state = {k: _as_matrix(v).detach().contiguous() for k, v in zip(keys, embedding.vectors, strict=True)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
+    return path

@@ -1,0 +1,259 @@
+"""kohya / A1111 webui LoRA files: `lora_unet_*`, `lora_te*_*` keys with `.alpha`.
+
+A module name is prefix + module path with `.` -> `_`. Turning it back needs to know
+which underscores belong to a layer's own name (`to_q`, `transformer_blocks`), which is
+what `_VOCABULARY` is for; a name it cannot split still resolves at patch time through
+`find_module`'s underscore fallback. SDXL files name UNet layers after the original LDM
+blocks (`input_blocks_4_1_...`): those stay in LDM layout until a UNet config is known.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorastudio.adapters.lora_file import TEXT_ENCODERS, LoraFile, LoraModule
+from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lorastudio.models.families import Family
+
+__all__ = [
+    "is_kohya_state_dict",
+    "kohya_name",
+    "kohya_to_module_path",
+    "lora_from_kohya_state_dict",
+    "kohya_state_dict",
+    "save_kohya",
+    "uses_ldm_unet_names",
+]
+
+logger = logging.getLogger(__name__)
+
+UNET_PREFIX = "lora_unet_"
+TE_PREFIXES = {"lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
+BUNDLE_PREFIX = "bundle_emb."
+
+# Layer names that themselves contain underscores (diffusers, LDM, CLIP, LyCORIS targets).
+_VOCABULARY = {
+    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v", "to_out",
+    "proj_in", "proj_out", "conv_shortcut", "time_emb_proj", "conv_in", "conv_out", "conv_norm_out",
+    "time_embedding", "linear_1", "linear_2", "add_embedding", "class_embedding", "input_blocks",
+    "output_blocks", "middle_block", "in_layers", "out_layers", "emb_layers", "skip_connection",
+    "time_embed", "label_emb", "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj",
+    "final_layer_norm", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
+    "text_projection", "add_k_proj", "add_v_proj", "to_add_out", "group_norm",
+}  # fmt: skip
+
+
+def kohya_to_module_path(name: str) -> str:
+    """`down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q` -> dotted module path."""
+    tokens = name.split("_")
+    parts: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for width in (3, 2):
+            joined = "_".join(tokens[i : i + width])
+            if i + width <= len(tokens) and joined in _VOCABULARY:
+                parts.append(joined)
+                i += width
+                break
+        else:
+            parts.append(tokens[i])
+            i += 1
+    return ".".join(parts)
+
+
+def uses_ldm_unet_names(keys) -> bool:
+    return any(
+        k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"))
+        for k in keys
+    )
+
+
+def kohya_name(component: str, path: str, family: Family) -> str:
+    """The kohya module name for a module path (text encoders get `text_model_` back)."""
+    if component == "unet":
+        return UNET_PREFIX + path.replace(".", "_")
+    index = TEXT_ENCODERS.index(component)
+    if index >= len(family.kohya_te_prefixes):
+        raise LorastudioError(
+            f"LoRA: has a {component} part but {family.label} has one text encoder; pick the right family."
+        )
+    if not path.startswith("text_model."):
+        path = "text_model." + path
+    return f"{family.kohya_te_prefixes[index]}_" + path.replace(".", "_")
+
+
+def is_kohya_state_dict(keys) -> bool:
+    return any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys)
+
+
+def _split_module(key: str) -> tuple[str, str] | None:
+    """`lora_unet_x.lora_down.weight` -> (`lora_unet_x`, `lora_down.weight`)."""
+    if "." not in key:
+        return None
+    base, _, rest = key.partition(".")
+    return base, rest
+
+
+def _component_and_name(base: str) -> tuple[str, str] | None:
+    if base.startswith(UNET_PREFIX):
+        return "unet", base[len(UNET_PREFIX) :]
+    for prefix, component in TE_PREFIXES.items():
+        if base.startswith(prefix):
+            return component, base[len(prefix) :]
+    return None
+
+
+def read_bundled_embeddings(state_dict: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """`bundle_emb.<token>.string_to_param.*` (SD1) or `bundle_emb.<token>.clip_l|clip_g` (SDXL)."""
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        if key.startswith(BUNDLE_PREFIX):
+            token, _, inner = key[len(BUNDLE_PREFIX) :].partition(".")
+            grouped.setdefault(token, {})[inner] = value
+    embeddings = {}
+    for token, parts in grouped.items():
+        if "clip_l" in parts or "clip_g" in parts:
+            embeddings[token] = [parts[k] for k in ("clip_l", "clip_g") if k in parts]
+        else:
+            vectors = next(iter(v for k, v in sorted(parts.items()) if k.startswith("string_to_param")), None)
+            if vectors is None:
+                vectors = next(iter(parts.values()))
+            embeddings[token] = [vectors]
+    return embeddings
+
+
+def lora_from_kohya_state_dict(
+    state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, source: str = "LoRA"
+) -> LoraFile:
+    """Read a kohya/webui (or LyCORIS LoCon) state dict into a `LoraFile`."""
+    pieces: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        if key.startswith(BUNDLE_PREFIX):
+            continue
+        split = _split_module(key)
+        if split is None:
+            continue
+        base, rest = split
+        pieces.setdefault(base, {})[rest] = value
+
+    unsupported = sorted(
+        {r for parts in pieces.values() for r in parts} - {"lora_down.weight", "lora_up.weight", "alpha"}
+    )
+    if unsupported:
+        raise LorastudioError(
+            f"{source}: uses {', '.join(unsupported[:3])} tensors (LoHa/LoKr/DoRA?), which lorastudio cannot apply; "
+            "convert it to a plain LoRA/LoCon first."
+        )
+    ldm = uses_ldm_unet_names(pieces)
+    lora = LoraFile(
+        metadata=dict(metadata or {}), unet_layout="ldm" if ldm else "diffusers", source_format="kohya"
+    )
+    for base, parts in pieces.items():
+        where = _component_and_name(base)
+        if where is None:
+            continue
+        if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
+            raise LorastudioError(
+                f"{source}: module {base} lacks lora_down or lora_up; the file is incomplete."
+            )
+        component, name = where
+        down, up = parts["lora_down.weight"], parts["lora_up.weight"]
+        alpha = parts.get("alpha")
+        kind = "conv" if down.dim() == 4 else "linear"
+        lora.add(
+            component,
+            kohya_to_module_path(name),
+            LoraModule(down, up, float(alpha) if alpha is not None else None, kind),
+        )
+    lora.embeddings = read_bundled_embeddings(state_dict)
+    if not lora.modules and not lora.embeddings:
+        raise LorastudioError(f"{source}: has no lora_unet_/lora_te_ modules; it is not a kohya-style LoRA.")
+    return lora
+
+
+def kohya_state_dict(lora: LoraFile, family: Family, unet_config=None) -> dict[str, torch.Tensor]:
+    """The kohya/webui tensors for a `LoraFile` (SDXL UNet in LDM names, as A1111 expects)."""
+    import torch
+
+    needs_ldm = family.kohya_unet_ldm_names and lora.unet_layout != "ldm" and "unet" in lora.components()
+    needs_diffusers = not family.kohya_unet_ldm_names and lora.unet_layout == "ldm"
+    if needs_ldm or needs_diffusers:
+        config = unet_config if unet_config is not None else lora.unet_config
+        if config is None:
+            logger.warning(
+                "LoRA export: no UNet config given; assuming the standard %s UNet layout", family.label
+            )
+            config = default_unet_config(family)
+        lora = lora.with_ldm_unet(config) if needs_ldm else lora.with_diffusers_unet(config)
+    state: dict[str, torch.Tensor] = {}
+    for (component, path), module in lora.modules.items():
+        name = kohya_name(component, path, family)
+        state[f"{name}.lora_down.weight"] = module.down.detach().contiguous()
+        state[f"{name}.lora_up.weight"] = module.up.detach().contiguous()
+        alpha = module.alpha if module.alpha else float(module.rank)
+        state[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=module.down.dtype)
+    for token, vectors in lora.embeddings.items():
+        if len(vectors) == 2:
+            state[f"{BUNDLE_PREFIX}{token}.clip_l"] = vectors[0].detach().contiguous()
+            state[f"{BUNDLE_PREFIX}{token}.clip_g"] = vectors[1].detach().contiguous()
+        else:
+            state[f"{BUNDLE_PREFIX}{token}.string_to_param.*"] = vectors[0].detach().contiguous()
+    return state
+
+
+def default_unet_config(family: Family) -> dict:
+    """The family's reference UNet config (shipped under models/configs), used when none is given."""
+    import json
+
+    path = (
+        Path(__file__).resolve().parent.parent
+        / "models"
+        / "configs"
+        / family.config_dir
+        / "unet"
+        / "config.json"
+    )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_kohya(
+    lora: LoraFile,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    *,
+    family: Family | str | None = None,
+    unet_config=None,
+) -> Path:
+    """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI, Forge and diffusers load.
+
+    family: taken from `metadata["ss_base_model_version"]` when not given. For SDXL pass the
+    UNet's config (`unet.config`) so LDM block numbers match non-standard UNets.
+    """
+    from safetensors.torch import save_file
+
+    from lorastudio.adapters.hashing import add_hashes_to_metadata
+    from lorastudio.adapters.metadata import family_from_metadata
+    from lorastudio.models.families import get_family
+
+    meta = {**lora.metadata, **(metadata or {})}
+    if family is None:
+        family = family_from_metadata(meta)
+        if family is None:
+            raise LorastudioError(
+                f"{path}: cannot tell the model family; pass family='sd15'|'sdxl' or set ss_base_model_version."
+            )
+    elif isinstance(family, str):
+        family = get_family(family)
+    meta.setdefault("ss_base_model_version", family.ss_base_model_version)
+    state = kohya_state_dict(lora, family, unet_config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = add_hashes_to_metadata(state, {k: str(v) for k, v in meta.items()})
+    save_file(state, str(path), metadata=meta)
+    return path

@@ -1,0 +1,21 @@
+"""Bake LoRAs into a model's weights for good (the `merge` command, "LoRA fused" checkpoints)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lorastudio.adapters.patch import LoraRequest, apply_lora_deltas
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["merge_loras"]
+
+
+def merge_loras(components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest]) -> int:
+    """Add each LoRA's delta to the components permanently; same math as `applied_loras`.
+
+    Returns the number of module updates made.
+    """
+    return apply_lora_deltas(components, loras)

@@ -1,0 +1,78 @@
+"""`lorastudio lora import | export | merge`: move LoRAs between formats and into models."""
+
+from __future__ import annotations
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+
+lora_app = typer.Typer(
+    help="LoRA files: import into the library, convert, merge into a model.", no_args_is_help=True
+)
+app.add_typer(lora_app, name="lora")
+
+_FAMILY_HELP = "Model family (sd15, sd2, sdxl) when the file does not tell."
+
+
+def _print(info: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(info)
+        return
+    for key, value in info.items():
+        typer.echo(f"{key:>14}: {value}")
+
+
+@lora_app.command("import")
+def import_cmd(
+    path: str = typer.Argument(..., help="A LoRA file (kohya, LyCORIS, diffusers, HCP) or peft folder."),
+    name: str = typer.Option(None, "--name", help="Library name (default: file stem)."),
+    family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
+    model: str = typer.Option(
+        None, "--model", help="Diffusers folder whose UNet layout the LoRA uses (SDXL)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Copy a LoRA into the workspace `loras/` as a kohya file that A1111 and ComfyUI read."""
+    from lorastudio.service.loras import import_lora
+
+    _print(import_lora(workspace(), path, name, family, model), json_out)
+
+
+@lora_app.command("export")
+def export_cmd(
+    path: str = typer.Argument(..., help="The LoRA file or peft folder to convert."),
+    to: str = typer.Option(..., "--to", help="kohya | diffusers | peft"),
+    out: str = typer.Option(None, "--out", help="Output file (kohya, diffusers) or folder (peft)."),
+    family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
+    model: str = typer.Option(
+        None, "--model", help="Diffusers folder whose UNet layout the LoRA uses (SDXL)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Write a LoRA in another layout, keeping alpha."""
+    from lorastudio.service.loras import export_lora
+
+    _print(export_lora(path, to, out, family, model), json_out)
+
+
+@lora_app.command("merge")
+def merge_cmd(
+    model: str = typer.Option(..., "--model", help="Diffusers model folder."),
+    lora: list[str] = typer.Option(..., "--lora", help="FILE:WEIGHT (repeatable)."),
+    out: str = typer.Option(
+        ..., "--out", help="Output folder (diffusers) or .safetensors file (single-file)."
+    ),
+    fmt: str = typer.Option("diffusers", "--format", help="diffusers | single-file"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Bake LoRAs into a model and save it."""
+    from lorastudio.service.loras import merge_model
+
+    _print(merge_model(model, lora, out, fmt), json_out)
+
+
+# The issue's top-level spellings (`lorastudio import|export|merge`), kept beside the group.
+app.command("import", help="Import a LoRA into the workspace (same as `lora import`).")(import_cmd)
+app.command("export", help="Convert a LoRA to kohya, diffusers or peft (same as `lora export`).")(export_cmd)
+app.command("merge", help="Bake LoRAs into a checkpoint (same as `lora merge`).")(merge_cmd)

@@ -1,0 +1,182 @@
+"""LoRA files in and out of the workspace: import (any format -> kohya), export, merge.
+
+The CLI and API call these; they hold the logic so the fronts stay thin. Heavy imports
+(torch, diffusers) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.workspace import Workspace
+
+__all__ = ["parse_lora_spec", "import_lora", "export_lora", "merge_model", "EXPORT_FORMATS", "MERGE_FORMATS"]
+
+EXPORT_FORMATS = ("kohya", "diffusers", "peft")
+MERGE_FORMATS = ("diffusers", "single-file")
+
+
+def parse_lora_spec(spec: str) -> tuple[Path, float]:
+    """`FILE:WEIGHT` (weight optional, default 1.0) -> (path, weight)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return Path(head), float(tail)
+        except ValueError:
+            pass
+    return Path(spec), 1.0
+
+
+def _family_for(lora, family: str | None, source: str):
+    from lorastudio.adapters.detect import check_lora_family, detect_lora_family
+    from lorastudio.models.families import get_family
+
+    if family is not None:
+        chosen = get_family(family)
+        check_lora_family(lora, chosen, name=source)
+        return chosen
+    detected = detect_lora_family(lora)
+    if detected is None:
+        raise LorastudioError(
+            f"{source}: cannot tell which model family it is for; pass --family sd15|sd2|sdxl."
+        )
+    return detected
+
+
+def _unet_config_of(model: str | Path | None):
+    if model is None:
+        return None
+    config = Path(model) / "unet" / "config.json"
+    if not config.is_file():
+        raise NotFoundError(f"{model}: no unet/config.json; pass a diffusers model folder.")
+    return json.loads(config.read_text(encoding="utf-8"))
+
+
+def _summary(lora, path: Path, family, fmt: str) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "format": fmt,
+        "source_format": lora.source_format,
+        "family": family.name if family is not None else None,
+        "modules": len(lora.modules),
+        "ranks": sorted(lora.ranks()),
+        "embeddings": sorted(lora.embeddings),
+    }
+
+
+def import_lora(
+    ws: Workspace,
+    source: str | Path,
+    name: str | None = None,
+    family: str | None = None,
+    model: str | Path | None = None,
+) -> dict[str, Any]:
+    """Copy a LoRA of any supported format into `loras/` as a kohya file (what A1111 reads)."""
+    from lorastudio.adapters.detect import load_lora_file
+    from lorastudio.adapters.hashing import lora_short_hash
+    from lorastudio.adapters.kohya import save_kohya
+
+    source = Path(source)
+    lora = load_lora_file(source)
+    chosen = _family_for(lora, family, source.name)
+    stem = name or source.stem.removeprefix("unet-")
+    target = ws.safe_child(ws.loras, f"{stem}.safetensors", what="LoRA name")
+    if target.exists():
+        raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
+    metadata = {"ss_output_name": stem} if "ss_output_name" not in lora.metadata else {}
+    save_kohya(lora, target, metadata, family=chosen, unet_config=_unet_config_of(model))
+    info = _summary(lora, target, chosen, "kohya")
+    info.update(name=stem, hash=lora_short_hash(target))
+    return info
+
+
+def export_lora(
+    source: str | Path,
+    to: str,
+    out: str | Path | None = None,
+    family: str | None = None,
+    model: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write a LoRA in another layout: kohya file, diffusers file or peft folder(s)."""
+    from lorastudio.adapters.detect import load_lora_file
+    from lorastudio.adapters.kohya import default_unet_config, save_kohya
+    from lorastudio.adapters.peft_format import save_diffusers, save_peft
+
+    if to not in EXPORT_FORMATS:
+        raise LorastudioError(f"--to {to!r}: unknown format; choose one of {', '.join(EXPORT_FORMATS)}.")
+    source = Path(source)
+    lora = load_lora_file(source)
+    chosen = _family_for(lora, family, source.name) if (to == "kohya" or lora.unet_layout == "ldm") else None
+    unet_config = _unet_config_of(model)
+    if unet_config is None and chosen is not None and lora.unet_layout == "ldm":
+        unet_config = default_unet_config(chosen)
+    stem = source.stem if source.is_file() else source.name
+    if to == "kohya":
+        target = Path(out) if out else source.with_name(f"{stem}-kohya.safetensors")
+        save_kohya(lora, target, family=chosen, unet_config=unet_config)
+    elif to == "diffusers":
+        target = Path(out) if out else source.with_name(f"{stem}-diffusers.safetensors")
+        save_diffusers(lora, target, unet_config)
+    else:
+        target = Path(out) if out else source.with_name(f"{stem}-peft")
+        save_peft(lora, target, unet_config)
+    return _summary(lora, target, chosen, to)
+
+
+def _load_pipeline(model: Path):
+    from lorastudio.models.families import family_from_diffusers_config
+
+    index_file = model / "model_index.json"
+    if not index_file.is_file():
+        raise NotFoundError(f"{model}: no model_index.json; pass a diffusers model folder.")
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    te_config = model / "text_encoder" / "config.json"
+    hidden = (
+        json.loads(te_config.read_text(encoding="utf-8")).get("hidden_size") if te_config.is_file() else None
+    )
+    family = family_from_diffusers_config(index, hidden)
+    import diffusers
+
+    pipeline_class = getattr(diffusers, family.pipeline_class)
+    return pipeline_class.from_pretrained(str(model), local_files_only=True), family
+
+
+def merge_model(
+    model: str | Path, lora_specs: list[str], out: str | Path, fmt: str = "diffusers"
+) -> dict[str, Any]:
+    """Bake LoRAs (`FILE:WEIGHT`) into a diffusers model; write a diffusers folder or single file."""
+    import torch
+
+    from lorastudio.adapters.detect import check_lora_family, load_lora_file
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.adapters.merge import merge_loras
+
+    if fmt not in MERGE_FORMATS:
+        raise LorastudioError(f"--format {fmt!r}: unknown; choose one of {', '.join(MERGE_FORMATS)}.")
+    if not lora_specs:
+        raise LorastudioError("merge: no --lora given; pass at least one FILE:WEIGHT.")
+    pipe, family = _load_pipeline(Path(model))
+    components = {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+    requests = []
+    for spec in lora_specs:
+        path, weight = parse_lora_spec(spec)
+        lora = load_lora_file(path)
+        check_lora_family(lora, family, name=path.name, components=components)
+        requests.append((lora, weight, weight))
+    touched = merge_loras(components, requests)
+    out = Path(out)
+    if fmt == "single-file":
+        metadata = {"lorastudio.merged_loras": json.dumps(lora_specs)}
+        save_single_file(components, family, out, metadata)
+    else:
+        pipe.save_pretrained(str(out), safe_serialization=True)
+    return {
+        "path": str(out),
+        "format": fmt,
+        "family": family.name,
+        "loras": lora_specs,
+        "modules_changed": touched,
+    }
