@@ -43,9 +43,18 @@ def test_png_has_infotext_that_roundtrips_through_pnginfo(tiny_workspace):
     png = out["images"][0]
     info = json.loads(runner.invoke(app, ["pnginfo", png, "--json"]).stdout)
     assert info["Prompt"] == "a (red:1.2) picture" and info["Negative prompt"] == "blurry"
-    assert info["Seed"] == 123 and info["Steps"] == 6 and info["Sampler"] == "DPM++ 2M"
-    assert info["Schedule type"] == "Karras" and info["CFG scale"] == 5.5 and info["Clip skip"] == 2
-    assert info["Size-1"] == 64 and info["Size-2"] == 64 and info["Model hash"] == out["model_hash"]
+    # values come back as A1111's parser gives them (strings)
+    assert str(info["Seed"]) == "123" and str(info["Steps"]) == "6" and info["Sampler"] == "DPM++ 2M"
+    assert (
+        info["Schedule type"] == "Karras"
+        and str(info["CFG scale"]) == "5.5"
+        and str(info["Clip skip"]) == "2"
+    )
+    assert (
+        str(info["Size-1"]) == "64"
+        and str(info["Size-2"]) == "64"
+        and info["Model hash"] == out["model_hash"]
+    )
     assert out["recipes"][0].endswith(".yaml")
 
 

@@ -10,10 +10,24 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from lorastudio.errors import LorastudioError
 
+
+class _ErrorsAsOneLine(TyperGroup):
+    """Any LorastudioError from any verb: one line on stderr, exit code 2, no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LorastudioError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_ErrorsAsOneLine,
     name="lorastudio",
     help="Prepare data sets, train LoRAs and generate images with Stable Diffusion, offline.",
     no_args_is_help=True,
@@ -22,14 +36,22 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
-    # Each module adds its commands to `app`; they are cheap to import (no torch).
+    """Each module adds its commands to `app`; they are cheap to import (no torch)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from lorastudio.cli import (  # noqa: F401
         common,  # noqa: F401
         dataset,
         demo,
         generate,
         jobs,
+        lora,
         models,
         prompt,
         serve,

@@ -11,17 +11,25 @@ from lorastudio.cli.common import print_json, workspace
 
 
 def progress_bar(desc: str):
-    """A tqdm bar with ETA on stderr, fed by the service's (done, total) callback."""
+    """A tqdm bar with ETA on stderr, fed by a (done, total) callback; created on first use."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    state: dict = {}
 
     def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
         bar.total = max(total, done)
         bar.n = done
         bar.refresh()
 
-    return bar, update
+    class _Closer:
+        def close(self) -> None:
+            if "bar" in state:
+                state["bar"].close()
+
+    return _Closer(), update
 
 
 @app.command("generate")

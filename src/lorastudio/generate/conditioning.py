@@ -129,10 +129,8 @@ class PromptEncoder:
                 hook.remove()
         z = self._select_layer(encoder, out)
         pooled = getattr(out, "text_embeds", None) if self.model.family.uses_pooled_text else None
-        weights = torch.tensor(multipliers, device=z.device, dtype=z.dtype).view(1, -1, 1)
-        original_mean = z.mean()
-        z = z * weights
-        z = z * (original_mean / z.mean())
+        if any(m != 1.0 for m in multipliers):
+            z = _apply_emphasis(z, multipliers)
         return z, pooled
 
     def _select_layer(self, encoder, out):
@@ -148,6 +146,19 @@ class PromptEncoder:
         """The encoding of one empty chunk, used to pad the shorter of cond/uncond."""
         z = self.encode("").embeds
         return z[:, : CHUNK_LENGTH + 2]
+
+
+def _apply_emphasis(z, multipliers: list[float]):
+    """A1111's "Original" emphasis: scale each token, then restore the overall mean."""
+    import torch
+
+    weights = torch.tensor(multipliers, device=z.device, dtype=z.dtype).view(1, -1, 1)
+    original_mean = z.mean()
+    weighted = z * weights
+    new_mean = weighted.mean()
+    if new_mean.abs() < 1e-12:  # a mean of ~0 cannot be restored; keep the plain weighting
+        return weighted
+    return weighted * (original_mean / new_mean)
 
 
 def pad_to_same_length(a, b, filler):

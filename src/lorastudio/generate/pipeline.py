@@ -257,15 +257,19 @@ def _open_image(path: str, what: str) -> Image.Image:
         ) from None
 
 
+def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.Image | None]:
+    """The request's init image and mask, or a one-line error naming the bad file."""
+    init = _open_image(cfg.init_image, "init image") if cfg.init_image else None
+    mask = _open_image(cfg.mask, "mask") if cfg.mask else None
+    return init, mask
+
+
 def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> SamplingPlan:
     width, height = _check_size(cfg, model)
     base_seed = resolve_seed(cfg.seed)
     seeds = [base_seed + i for i in range(cfg.total_images)]
     plan = SamplingPlan(width, height, seeds, parse_sampler(cfg.sampler, cfg.schedule), prompt, negative)
-    if cfg.init_image:
-        plan.init_image = _open_image(cfg.init_image, "init image")
-    if cfg.mask:
-        plan.mask = _open_image(cfg.mask, "mask")
+    plan.init_image, plan.mask = open_request_images(cfg)
     return plan
 
 

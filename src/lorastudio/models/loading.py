@@ -122,11 +122,10 @@ def resolve_model(ref: str, models_dir: Path) -> ModelRef:
             )
     if "/" in ref and not ref.startswith((".", "/")) and ref.count("/") == 1:
         return ModelRef(ref.split("/")[-1], None, "hub", hub_id=ref)
-    known = ", ".join(sorted(p.stem for p in models_dir.iterdir())) if models_dir.is_dir() else ""
+    known = {p.stem for p in models_dir.iterdir()} if models_dir.is_dir() else set()
+    choices = ", ".join(sorted(known | {"tiny-sd15", "tiny-sdxl"}))
     raise NotFoundError(
-        f"model {ref!r} not found; use `lorastudio models import PATH`, a path, or one of: tiny-sd15, tiny-sdxl"
-        + (f", {known}" if known else "")
-        + "."
+        f"model {ref!r} not found; use `lorastudio models import PATH`, a path, or one of: {choices}."
     )
 
 
@@ -203,6 +202,17 @@ def _family_of_folder(folder: Path) -> Family:
     te_cfg = folder / "text_encoder" / "config.json"
     hidden = json.loads(te_cfg.read_text()).get("hidden_size") if te_cfg.is_file() else None
     return get_family("sd2" if hidden and hidden >= 1024 else "sd15")
+
+
+def _quiet_library_logging() -> None:
+    """diffusers/transformers print per-component bars and warnings; our fronts show their own."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def _pipeline_class(family: Family):
@@ -294,6 +304,7 @@ def load_model(
     prediction_type: str | None = None,
 ) -> LoadedModel:
     """Load every component of a model onto `device` (default: CUDA if present, else CPU)."""
+    _quiet_library_logging()
     device, dtype = pick_device(device)
     where = resolve_model(ref, models_dir)
     if where.kind == "hub":

@@ -19,7 +19,7 @@ from lorastudio.models.tokenizer import write_clip_tokenizer
 __all__ = ["TINY_MODELS", "build_tiny_model", "ensure_tiny_model", "is_tiny_name"]
 
 TINY_MODELS = ("tiny-sd15", "tiny-sdxl")
-BUILD_VERSION = 3  # bump when the recipe changes, so cached copies are rebuilt
+BUILD_VERSION = 6  # bump when the recipe changes, so cached copies are rebuilt
 TINY_SIZE = 64  # native pixel size of the tiny models (latents are 8x8)
 
 _SCHEDULER_SD = {
@@ -32,7 +32,9 @@ _SCHEDULER_SD = {
     "skip_prk_steps": True,
     "steps_offset": 1,
     "clip_sample": False,
-    "prediction_type": "epsilon",
+    # v-prediction (like SD 2.x 768-v): a few hundred CPU steps of training give a stable
+    # denoiser; epsilon-prediction tiny UNets drift to black/white images at this budget.
+    "prediction_type": "v_prediction",
     "timestep_spacing": "leading",
 }
 
@@ -57,6 +59,21 @@ def _text_config(hidden: int, projection: int, act: str):
         eos_token_id=49407,
         pad_token_id=49407,
     )
+
+
+def _clip_like(encoder, seed: int):
+    """Give the final layer norm a bias, as trained CLIP models have.
+
+    A freshly initialised layer norm outputs vectors with mean exactly 0, which makes
+    A1111's mean-restoring prompt emphasis ill-defined; real encoders never do that.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    norm = getattr(encoder, "text_model", encoder).final_layer_norm
+    with torch.no_grad():
+        norm.bias.copy_(torch.randn(norm.bias.shape, generator=generator) * 0.5 + 0.2)
+    return encoder
 
 
 def _vae():
@@ -105,12 +122,12 @@ def _unet_sdxl():
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
         transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=64,  # 32 (CLIP-L stand-in) + 32 (bigG stand-in), concatenated
+        cross_attention_dim=80,  # 32 (CLIP-L stand-in) + 48 (bigG stand-in), concatenated
         attention_head_dim=(2, 4, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids + pooled text
+        projection_class_embeddings_input_dim=6 * 8 + 48,  # 6 time ids + pooled text
         norm_num_groups=8,
     )
 
@@ -250,7 +267,7 @@ def _encode_captions(captions: list[str], tokenizers, text_encoders, pooled: boo
 
 
 def _pretrain_unet_on_colours(
-    unet, vae, tokenizers, text_encoders, scheduler_config: dict, sdxl: bool, steps: int = 240, seed: int = 0
+    unet, vae, tokenizers, text_encoders, scheduler_config: dict, sdxl: bool, steps: int = 300, seed: int = 0
 ) -> None:
     """Teach the tiny UNet to denoise colour fields named by their caption.
 
@@ -300,7 +317,11 @@ def _pretrain_unet_on_colours(
             )
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled[caption_index], "time_ids": time_ids}
         prediction = unet(noisy, timesteps, encoder_hidden_states=context[caption_index], **kwargs).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        loss = torch.nn.functional.mse_loss(prediction, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -310,13 +331,26 @@ def _pretrain_unet_on_colours(
 def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
     """Build a tiny model as a diffusers folder (weights + configs + tokenizers)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, PNDMScheduler
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     if name not in TINY_MODELS:
         raise ValueError(f"unknown tiny model {name!r}")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    # One thread: the same weights on every machine (thread count changes float sums), and
+    # no OpenMP oversubscription when other processes share the CPU.
+    torch.set_num_threads(1)
+    try:
+        return _build(name, folder, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(name: str, folder: Path, seed: int) -> Path:
+    import torch
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
     with torch.random.fork_rng(), tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         torch.manual_seed(seed)
         work = Path(tmp) / "model"
@@ -326,7 +360,7 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed + 1)
         if name == "tiny-sd15":
             unet = _unet_sd15()
-            text_encoders = [CLIPTextModel(_text_config(32, 32, "quick_gelu"))]
+            text_encoders = [_clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed)]
             write_clip_tokenizer(work / "tokenizer", pad_token="<|endoftext|>")
             tokenizers = [CLIPTokenizer.from_pretrained(work / "tokenizer")]
             _pretrain_unet_on_colours(
@@ -344,8 +378,10 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
         else:
             unet = _unet_sdxl()
             text_encoders = [
-                CLIPTextModel(_text_config(32, 32, "quick_gelu")),
-                CLIPTextModelWithProjection(_text_config(32, 32, "gelu")),
+                _clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed),
+                # A different width from encoder 1, as in real SDXL (768 vs 1280): loaders
+                # such as diffusers' single-file code tell the two encoders apart by width.
+                _clip_like(CLIPTextModelWithProjection(_text_config(48, 48, "gelu")), seed + 1),
             ]
             write_clip_tokenizer(work / "tokenizer", pad_token="<|endoftext|>")
             write_clip_tokenizer(work / "tokenizer_2", pad_token="!")

@@ -148,6 +148,9 @@ def run_generation(
     from lorastudio.generate.pipeline import build_plan, generate_images
     from lorastudio.generate.prompt_parser import extract_extra_networks
 
+    from lorastudio.generate.pipeline import open_request_images
+
+    open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
     cache = cache or ModelCache(ws)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
