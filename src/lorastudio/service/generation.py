@@ -145,10 +145,8 @@ def run_generation(
     from lorastudio.adapters.hashing import lora_short_hash
     from lorastudio.generate.conditioning import PromptEncoder
     from lorastudio.generate.infotext import format_infotext, save_png
-    from lorastudio.generate.pipeline import build_plan, generate_images
+    from lorastudio.generate.pipeline import build_plan, generate_images, open_request_images
     from lorastudio.generate.prompt_parser import extract_extra_networks
-
-    from lorastudio.generate.pipeline import open_request_images
 
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
     cache = cache or ModelCache(ws)
