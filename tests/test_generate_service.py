@@ -182,3 +182,22 @@ def test_single_file_roundtrip_gives_the_same_image(tiny_workspace, tmp_path):
     assert result.exit_code == 0, result.output
     single_out = json.loads(result.stdout.strip().splitlines()[-1])
     assert np.array_equal(arr(single_out["images"][0]), arr(folder["images"][0]))
+
+
+def test_separate_vae_file_overrides_the_models_vae(tiny_workspace, tmp_path):
+    from safetensors.torch import save_file
+
+    from lorastudio.adapters.ldm import vae_to_ldm
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    state = {k: v.clone() for k, v in model.vae.state_dict().items()}
+    state["decoder.conv_out.bias"] += torch.tensor([0.5, -0.5, 0.0])  # a "warmer" VAE: more red, less green
+    vae_file = tmp_path / "warm-vae.safetensors"
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(state, model.vae.config).items()}, str(vae_file))
+    plain = gen("--prompt", "grey", "--seed", "1")
+    warm = gen("--prompt", "grey", "--seed", "1", "--vae", str(vae_file))
+    a, b = arr(plain["images"][0]), arr(warm["images"][0])
+    assert (b[..., 0] - a[..., 0]).mean() > 20 and (a[..., 1] - b[..., 1]).mean() > 20
+    info = json.loads(runner.invoke(app, ["pnginfo", warm["images"][0], "--json"]).stdout)
+    assert info["VAE"] == "warm-vae" and len(info["VAE hash"]) == 10
