@@ -218,4 +218,4 @@ def test_cli_round_trip(workspace, tmp_path):
     assert (workspace.datasets / "cli" / "report.html").is_file()
 
     result = runner.invoke(app, ["dataset", "info", "missing"])
-    assert result.exit_code != 0 and "not found" in str(result.exception)
+    assert result.exit_code == 2 and "not found" in result.output

@@ -172,7 +172,7 @@ def test_jobs_cli_submit_list_show_cancel(workspace, monkeypatch):
     assert shown["job"]["state"] == "cancelled" and shown["job"]["user"] == "ann"
     assert [e["type"] for e in shown["events"]] == ["queued", "cancelled"]
     bad = runner.invoke(app, ["jobs", "submit", "sleep", "--payload", "{nope"])
-    assert bad.exit_code != 0 and "not valid JSON" in str(bad.exception)
+    assert bad.exit_code == 2 and "not valid JSON" in bad.output
 
 
 # --- real worker processes ----------------------------------------------------------------
