@@ -182,3 +182,31 @@ def test_unknown_sampler_is_a_clear_error():
         parse_sampler("Eulr a")
     assert parse_sampler("DPM++ 2M Karras").schedule == "Karras"
     assert parse_sampler("DPM++ 2M Karras").sampler == "DPM++ 2M"
+
+
+def test_half_precision_vae_nans_are_retried_in_fp32(sd15, monkeypatch):
+    """An fp16 VAE that overflows gives NaNs; the decode is redone in fp32 and the VAE kept there."""
+    import torch
+
+    from lorastudio.generate.pipeline import _Sampler
+
+    vae = sd15.vae
+    real_decode = vae.decode
+    calls = []
+
+    def overflowing_decode(latents, *args, **kwargs):
+        calls.append(latents.dtype)
+        out = real_decode(latents, *args, **kwargs)
+        if latents.dtype != torch.float32:
+            out.sample[:] = float("nan")
+        return out
+
+    monkeypatch.setattr(vae, "decode", overflowing_decode)
+    vae.to(torch.bfloat16)
+    try:
+        sampler = _Sampler(sd15, None, None, None, None, None)
+        images = sampler.decode(torch.zeros(1, 4, 8, 8))
+        assert calls == [torch.bfloat16, torch.float32]
+        assert torch.isfinite(images).all() and vae.dtype == torch.float32
+    finally:
+        vae.to(torch.float32)
