@@ -35,6 +35,10 @@ Handler = Callable[["JobContext"], "dict[str, Any] | None"]
 # here (or with `register_handler`) by the modules that implement them.
 BUILTIN_HANDLERS: dict[str, Handler | str] = {
     "sleep": "lorastudio.service.jobs.handlers:sleep_handler",
+    "generate": "lorastudio.service.job_handlers:generate_handler",
+    "train": "lorastudio.service.job_handlers:train_handler",
+    "caption": "lorastudio.service.job_handlers:caption_handler",
+    "import": "lorastudio.service.job_handlers:import_handler",
 }
 
 _registry: dict[str, Handler | str] = dict(BUILTIN_HANDLERS)

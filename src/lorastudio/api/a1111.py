@@ -1,0 +1,616 @@
+"""The AUTOMATIC1111-compatible subset, `/sdapi/v1`, so existing clients (webuiapi, bots,
+plugins) work unchanged. See docs/API.md for what each route supports.
+
+Generation routes are synchronous for the client but go through the job queue: the
+request becomes a `generate` job and the route waits for it without holding a thread,
+so one generation runs at a time per device and `/progress` keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from lorastudio import __version__
+from lorastudio.api.app import get_studio
+from lorastudio.api.security import decode_image, safetensors_header
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
+from lorastudio.service.studio import Studio
+
+__all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
+
+router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
+
+# A1111's defaults where the client sends nothing.
+DEFAULT_SAMPLER = "Euler a"
+_NO_VAE = {"", "automatic", "none"}
+
+
+class Txt2ImgRequest(BaseModel):
+    """A1111's txt2img fields that lorastudio reads; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    sampler_name: str | None = None
+    sampler_index: str | None = None
+    scheduler: str | None = None
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=1000)
+    steps: int = Field(50, ge=1, le=500)
+    cfg_scale: float = 7.0
+    width: int = Field(512, ge=8, le=8192)
+    height: int = Field(512, ge=8, le=8192)
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    denoising_strength: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    send_images: bool = True
+    save_images: bool = False
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """txt2img fields plus the init image, mask and inpainting options."""
+
+    init_images: list[str] | None = None
+    mask: str | None = None
+    resize_mode: int = 0
+    denoising_strength: float | None = 0.75
+    mask_blur: int | None = 4
+    inpainting_fill: int = 0
+    inpaint_full_res: bool | int = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    include_init_images: bool = False
+
+
+class OptionsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    sd_model_checkpoint: str | None = None
+
+
+class PngInfoRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    image: str
+
+
+class ExtraSingleImageRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    image: str
+    resize_mode: int = 0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaler_1: str | None = "None"
+
+
+# --- request mapping ----------------------------------------------------------------------
+
+
+def _schedule_of(scheduler: str | None) -> str | None:
+    """A1111 scheduler names ("karras", "sgm_uniform") -> our schedule types; "automatic" = none given."""
+    if not scheduler:
+        return None
+    wanted = scheduler.strip().lower().replace("_", " ").replace("-", " ")
+    if wanted == "automatic":
+        return None
+    for name in SCHEDULE_TYPES:
+        if name.lower() == wanted:
+            return name
+    raise LorastudioError(
+        f"scheduler {scheduler!r}: not supported; use one of: {', '.join(_scheduler_name(s) for s in SCHEDULE_TYPES)}."
+    )
+
+
+def _scheduler_name(label: str) -> str:
+    return label.lower().replace(" ", "_")
+
+
+def _size(value: int, what: str) -> int:
+    """A1111 accepts any size and works in multiples of 8; so do we (at least 64)."""
+    return max(64, min(4096, int(value) // 8 * 8))
+
+
+def to_generate_config(
+    req: Txt2ImgRequest, studio: Studio, init_image: str | None = None, mask: str | None = None
+):
+    """An A1111 request -> a GenerateConfig whose images are upload names."""
+    from lorastudio.generate.config import GenerateConfig
+
+    overrides = req.override_settings or {}
+    options = studio.options()
+    checkpoint = overrides.get("sd_model_checkpoint")
+    model = studio.model_name_from_title(checkpoint) if checkpoint else studio.model
+    clip_skip = overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1))
+    vae = overrides.get("sd_vae", options.get("sd_vae"))
+    vae = None if str(vae or "").strip().lower() in _NO_VAE else str(vae)
+    choice = parse_sampler(
+        req.sampler_name or req.sampler_index or DEFAULT_SAMPLER, _schedule_of(req.scheduler)
+    )
+    width, height = _size(req.width, "width"), _size(req.height, "height")
+    fields: dict[str, Any] = {
+        "model": model,
+        "prompt": req.prompt,
+        "negative_prompt": req.negative_prompt,
+        "steps": req.steps,
+        "cfg_scale": req.cfg_scale,
+        "sampler": choice.sampler,
+        "schedule": choice.schedule,
+        "seed": req.seed if req.seed >= 0 else -1,
+        "width": width,
+        "height": height,
+        "batch_size": req.batch_size,
+        "count": req.n_iter,
+        "clip_skip": max(1, int(clip_skip or 1)),
+        "vae": vae,
+    }
+    if isinstance(req, Img2ImgRequest):
+        fields.update(
+            init_image=init_image,
+            strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
+        )
+        if mask:
+            fields.update(
+                mask=mask,
+                mask_blur=req.mask_blur if req.mask_blur is not None else 4,
+                inpaint_only_masked=bool(req.inpaint_full_res),
+                inpaint_padding=req.inpaint_full_res_padding,
+            )
+    elif req.enable_hr:
+        scale = req.hr_scale
+        if req.hr_resize_x or req.hr_resize_y:
+            scale = max(req.hr_resize_x / width, req.hr_resize_y / height)
+        upscaler = (req.hr_upscaler or "Latent").lower()
+        fields.update(
+            hires_scale=min(max(scale, 1.0), 4.0),
+            hires_steps=req.hr_second_pass_steps,
+            hires_strength=req.denoising_strength if req.denoising_strength is not None else 0.7,
+            hires_upscaler="Latent" if upscaler.startswith("latent") else "Lanczos",
+        )
+    return GenerateConfig.model_validate(fields)
+
+
+def _png_upload(studio: Studio, data: str, what: str, mask: bool = False, invert: bool = False) -> str:
+    from PIL import ImageOps
+
+    image, _ = decode_image(data, what)
+    if mask:
+        if image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
+            image = image.getchannel("A")  # A1111 clients may paint the mask as alpha
+        image = image.convert("L")
+        if invert:
+            image = ImageOps.invert(image)
+    else:
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return studio.save_upload(buffer.getvalue(), ".png")
+
+
+def _b64_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _info(
+    req: Txt2ImgRequest, cfg, job, infotexts: list[str], seeds: list[int], studio: Studio
+) -> dict[str, Any]:
+    result = job.result or {}
+    n = len(seeds)
+    first_seed = seeds[0] if seeds else cfg.seed
+    return {
+        "prompt": req.prompt,
+        "all_prompts": [req.prompt] * n,
+        "negative_prompt": req.negative_prompt,
+        "all_negative_prompts": [req.negative_prompt] * n,
+        "seed": first_seed,
+        "all_seeds": seeds,
+        "subseed": first_seed,
+        "all_subseeds": seeds,
+        "subseed_strength": 0,
+        "width": cfg.width,
+        "height": cfg.height,
+        "sampler_name": cfg.sampler,
+        "cfg_scale": cfg.cfg_scale,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": result.get("model", cfg.model),
+        "sd_model_hash": result.get("model_hash"),
+        "sd_vae_name": Path(cfg.vae).stem if cfg.vae else None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": cfg.strength
+        if cfg.init_image
+        else (cfg.hires_strength if cfg.hires_scale > 1 else 0),
+        "extra_generation_params": {"Schedule type": cfg.schedule}
+        if cfg.schedule not in (None, "Automatic")
+        else {},
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": req.styles or [],
+        "job_timestamp": dt.datetime.fromtimestamp(job.created_at).strftime("%Y%m%d%H%M%S"),
+        "clip_skip": cfg.clip_skip,
+        "is_using_inpainting_conditioning": False,
+        "version": f"lorastudio {__version__}",
+    }
+
+
+async def _generate(req: Txt2ImgRequest, studio: Studio) -> dict[str, Any]:
+    """Submit, wait without a thread, and answer the A1111 response."""
+
+    def submit():
+        init = mask = None
+        if isinstance(req, Img2ImgRequest):
+            if not req.init_images:
+                raise LorastudioError("img2img: init_images is empty; send one base64 image.")
+            init = _png_upload(studio, req.init_images[0], "init_images[0]")
+            if req.mask:
+                mask = _png_upload(
+                    studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
+                )
+        cfg = to_generate_config(req, studio, init, mask)
+        return cfg, studio.submit_generate(cfg)
+
+    cfg, job = await asyncio.to_thread(submit)
+    job = await studio.wait_job_async(job.id)
+    if job.state == "failed":
+        raise LorastudioError(f"generation failed: {job.error}")
+
+    def answer() -> dict[str, Any]:
+        paths = studio.job_images(job)
+        infotexts, seeds = _read_infotexts(job, paths)
+        images = [_b64_file(p) for p in paths] if req.send_images else []
+        if isinstance(req, Img2ImgRequest) and req.include_init_images and req.init_images:
+            images += [_strip_data_url(i) for i in req.init_images]
+        parameters = req.model_dump()
+        if isinstance(req, Img2ImgRequest) and not req.include_init_images:
+            parameters.update(init_images=None, mask=None)
+        info = _info(req, cfg, job, infotexts, seeds, studio)
+        return {"images": images, "parameters": parameters, "info": json.dumps(info, ensure_ascii=False)}
+
+    return await asyncio.to_thread(answer)
+
+
+def _read_infotexts(job, paths: list[Path]) -> tuple[list[str], list[int]]:
+    result = job.result or {}
+    if result.get("infotexts") and len(result["infotexts"]) == len(paths):
+        return list(result["infotexts"]), [int(s) for s in result.get("seeds", [])]
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    texts = [read_infotext(p) or "" for p in paths]
+    seeds = [int(parse_infotext(t).get("Seed", -1)) for t in texts]
+    return texts, seeds
+
+
+def _strip_data_url(data: str) -> str:
+    return data.split(",", 1)[1] if data.startswith("data:") else data
+
+
+@router.post("/txt2img")
+async def txt2img(req: Txt2ImgRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return await _generate(req, studio)
+
+
+@router.post("/img2img")
+async def img2img(req: Img2ImgRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return await _generate(req, studio)
+
+
+# --- models and options -------------------------------------------------------------------
+
+
+@router.get("/sd-models")
+def sd_models(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    return [
+        {
+            "title": row["title"],
+            "model_name": row["name"],
+            "hash": row.get("hash"),
+            "sha256": row.get("sha256"),
+            "filename": row["filename"],
+            "config": None,
+        }
+        for row in studio.models()
+    ]
+
+
+@router.post("/refresh-checkpoints")
+def refresh_checkpoints(studio: Studio = Depends(get_studio)) -> None:
+    studio.models()  # re-reads the models folder and records new files in the library
+    return None
+
+
+@router.get("/options")
+def get_options(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    sha = next((row.get("sha256") for row in studio.models() if row["name"] == studio.model), None)
+    return {
+        "sd_model_checkpoint": studio.model_title(),
+        "sd_checkpoint_hash": sha,
+        "CLIP_stop_at_last_layers": 1,
+        "sd_vae": "Automatic",
+        "samples_format": "png",
+        "outdir_samples": "",
+        "show_progress_every_n_steps": 0,
+        **studio.options(),
+    }
+
+
+@router.post("/options")
+def set_options(req: OptionsRequest, studio: Studio = Depends(get_studio)) -> None:
+    """`sd_model_checkpoint` switches the default model; other options are kept and echoed."""
+    studio.update_options(req.model_dump(exclude_none=True))
+    return None
+
+
+@router.get("/cmd-flags")
+def cmd_flags(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return {"api": True, "nowebui": True, "device": studio.settings.device}
+
+
+# --- progress and control -----------------------------------------------------------------
+
+
+@router.get("/progress")
+def progress(skip_current_image: bool = False, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """The running job's progress; idle is exactly progress 0.0 and job_count 0."""
+    state = studio.progress_state()
+    started = state["started_at"]
+    return {
+        "progress": state["progress"] if state["job"] else 0.0,
+        "eta_relative": float(state["eta"] or 0.0),
+        "state": {
+            "skipped": False,
+            "interrupted": False,
+            "job": state["job"] or "",
+            "job_count": state["job_count"],
+            "job_timestamp": dt.datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S") if started else "0",
+            "job_no": 0,
+            "sampling_step": state["step"],
+            "sampling_steps": state["steps"],
+        },
+        "current_image": None,
+        "textinfo": f"{state['kind']} job {state['job']}" if state["job"] else None,
+    }
+
+
+@router.post("/interrupt")
+def interrupt(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Stop the running generation; its request answers with the images made so far."""
+    studio.interrupt()
+    return {}
+
+
+@router.post("/skip")
+def skip(studio: Studio = Depends(get_studio)) -> None:
+    """Accepted for compatibility; lorastudio does not skip single images of a batch."""
+    return None
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+@router.get("/samplers")
+def samplers() -> list[dict[str, Any]]:
+    return [{"name": name, "aliases": list(spec.aliases), "options": {}} for name, spec in SAMPLERS.items()]
+
+
+@router.get("/schedulers")
+def schedulers() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": _scheduler_name(label),
+            "label": label,
+            "aliases": None,
+            "default_rho": -1,
+            "need_inner_model": False,
+        }
+        for label in SCHEDULE_TYPES
+    ]
+
+
+@router.get("/upscalers")
+def upscalers() -> list[dict[str, Any]]:
+    return [
+        {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": scale}
+        for name, scale in (("None", 1), ("Lanczos", 4), ("Nearest", 4))
+    ]
+
+
+@router.get("/latent-upscale-modes")
+def latent_upscale_modes() -> list[dict[str, Any]]:
+    return [{"name": "Latent"}]
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    suffixes = {".safetensors", ".pt", ".ckpt", ".bin"}
+    return (
+        sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if folder.is_dir()
+        else []
+    )
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    try:
+        return safetensors_header(path).get("__metadata__") or {}
+    except LorastudioError:
+        return {}
+
+
+@router.get("/loras")
+def loras(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    rows = []
+    for path in _weight_files(studio.workspace.loras):
+        metadata = _metadata(path)
+        rows.append(
+            {
+                "name": path.stem,
+                "alias": metadata.get("ss_output_name") or path.stem,
+                "path": f"loras/{path.name}",
+                "metadata": metadata,
+            }
+        )
+    return rows
+
+
+@router.post("/refresh-loras")
+def refresh_loras() -> None:
+    return None  # LoRAs are read from the folder on every request
+
+
+@router.get("/embeddings")
+def embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, Any] = {}
+    for path in _weight_files(studio.workspace.embeddings):
+        shapes = []
+        if path.suffix.lower() == ".safetensors":
+            try:
+                header = safetensors_header(path)
+                shapes = [
+                    v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+                ]
+            except LorastudioError:
+                skipped[path.stem] = {
+                    "step": None,
+                    "sd_checkpoint": None,
+                    "sd_checkpoint_name": None,
+                    "shape": None,
+                    "vectors": 0,
+                }
+                continue
+        first = shapes[0] if shapes else [0, 0]
+        loaded[path.stem] = {
+            "step": None,
+            "sd_checkpoint": None,
+            "sd_checkpoint_name": None,
+            "shape": first[-1] if first else None,
+            "vectors": first[0] if len(first) > 1 else 1,
+        }
+    return {"loaded": loaded, "skipped": skipped}
+
+
+@router.get("/sd-vae")
+def sd_vae() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/hypernetworks")
+def hypernetworks() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/face-restorers")
+def face_restorers() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/prompt-styles")
+def prompt_styles() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/scripts")
+def scripts() -> dict[str, list[str]]:
+    """No scripts: listing controlnet/adetailer would make clients send their arguments."""
+    return {"txt2img": [], "img2img": []}
+
+
+@router.get("/script-info")
+def script_info() -> list[dict[str, Any]]:
+    return []
+
+
+@router.get("/memory")
+def memory() -> dict[str, Any]:
+    """RAM from the OS; CUDA memory only when torch is already loaded (this route never loads it)."""
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+    total = os.sysconf("SC_PHYS_PAGES") * page if page else 0
+    free = os.sysconf("SC_AVPHYS_PAGES") * page if page else 0
+    result: dict[str, Any] = {"ram": {"free": free, "used": total - free, "total": total}}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        free_b, total_b = torch.cuda.mem_get_info()
+        result["cuda"] = {"system": {"free": free_b, "used": total_b - free_b, "total": total_b}}
+    else:
+        result["cuda"] = {"error": "no CUDA device in use"}
+    return result
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+@router.post("/png-info")
+def png_info(req: PngInfoRequest) -> dict[str, Any]:
+    """The generation parameters stored in an image (PNG chunk or EXIF), raw and parsed."""
+    from lorastudio.generate.infotext import parse_infotext
+
+    image, _ = decode_image(req.image, "image")
+    text = image.info.get("parameters")
+    if not text:
+        exif = image.getexif().get_ifd(0x8769).get(0x9286)
+        if exif:
+            from lorastudio.generate.infotext import decode_user_comment
+
+            text = decode_user_comment(bytes(exif)) if not isinstance(exif, str) else exif
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="ignore")
+    items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+    return {"info": text or "", "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+@router.post("/extra-single-image")
+def extra_single_image(req: ExtraSingleImageRequest) -> dict[str, Any]:
+    """Resize an image with Lanczos or Nearest (the upscalers lorastudio has)."""
+    from PIL import Image
+
+    image, _ = decode_image(req.image, "image")
+    if req.resize_mode == 1:
+        size = (req.upscaling_resize_w, req.upscaling_resize_h)
+    else:
+        size = (round(image.width * req.upscaling_resize), round(image.height * req.upscaling_resize))
+    if size[0] * size[1] > 64 * 1024 * 1024 or min(size) < 1:
+        raise LorastudioError(f"extra-single-image: target size {size[0]}x{size[1]} is out of range.")
+    upscaler = (req.upscaler_1 or "None").lower()
+    if upscaler not in ("none", "lanczos", "nearest"):
+        raise LorastudioError(f"upscaler {req.upscaler_1!r}: not available; use Lanczos or Nearest.")
+    method = Image.Resampling.NEAREST if upscaler == "nearest" else Image.Resampling.LANCZOS
+    out = image.convert("RGB").resize(size, method)
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG")
+    return {"html_info": "", "image": base64.b64encode(buffer.getvalue()).decode("ascii")}

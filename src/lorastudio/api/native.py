@@ -1,0 +1,483 @@
+"""Native routes, `/api/v1`: jobs (submit, list, inspect, cancel, stream events, artifacts)
+and the workspace's resources (models, LoRAs, embeddings, data sets, outputs, uploads).
+
+Request bodies are the same typed configs the CLI reads. Everything is addressed by
+name: a request never carries a server path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+
+from lorastudio import __version__
+from lorastudio.api.app import get_studio
+from lorastudio.api.security import check_upload, decode_image, safetensors_header
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig, import_embedding
+from lorastudio.service.jobs import Job
+from lorastudio.service.studio import Studio
+from lorastudio.service.workspace import safe_name
+from lorastudio.train.config import TrainConfig
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["native"])
+
+# SSE: how long a stream may stay silent before a keep-alive comment, and how often it re-checks.
+KEEPALIVE_S = 15.0
+RECHECK_S = 2.0
+COPY_CHUNK = 1024 * 1024
+
+
+def _user(request: Request) -> str:
+    return str(getattr(request.state, "user", "") or "")
+
+
+def _job_json(studio: Studio, job: Job) -> dict[str, Any]:
+    data = job.to_dict()
+    data["queue_position"] = studio.queue_position(job)
+    data["events_url"] = f"/api/v1/jobs/{job.id}/events"
+    return data
+
+
+@router.get("/status")
+def status(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """What this server is: version, default model, worker, queue counts."""
+    counts = {state: len(studio.list_jobs(state=state, limit=10_000)) for state in ("queued", "running")}
+    return {"version": __version__, **studio.describe(), "jobs": counts}
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def _image_field(studio: Studio, value: str | None, what: str, mode: str) -> str | None:
+    """An image given inline (data URL / base64) is stored as an upload; anything else is an upload name."""
+    if not value:
+        return None
+    if value.startswith("data:") or len(value) > 200:
+        image, _ = decode_image(value, what)
+        image = image.convert(mode)
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return studio.save_upload(buffer.getvalue(), ".png")
+    studio.upload_path(value)
+    return value
+
+
+@router.post("/jobs/generate")
+def submit_generate(
+    cfg: GenerateConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue a generation; `init_image`/`mask` are upload names or base64 images. Returns at once."""
+    cfg = cfg.model_copy(
+        update={
+            "init_image": _image_field(studio, cfg.init_image, "init_image", "RGB"),
+            "mask": _image_field(studio, cfg.mask, "mask", "L"),
+        }
+    )
+    return _job_json(studio, studio.submit_generate(cfg, user=_user(request), priority=priority))
+
+
+@router.post("/jobs/train")
+def submit_train(
+    cfg: TrainConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue a training run (data.dir = a data-set name). A restart resumes it from its last checkpoint."""
+    return _job_json(studio, studio.submit_train(cfg, user=_user(request), priority=priority))
+
+
+@router.post("/jobs/caption")
+def submit_caption(
+    cfg: CaptionJobConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue captioning or tagging of a data set."""
+    return _job_json(studio, studio.submit_caption(cfg, user=_user(request), priority=priority))
+
+
+@router.post("/jobs/import")
+def submit_import(
+    cfg: ImportJobConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue an import of uploaded files as a data set, model, LoRA or embedding."""
+    return _job_json(studio, studio.submit_import(cfg, user=_user(request), priority=priority))
+
+
+@router.get("/jobs")
+def list_jobs(
+    state: str | None = None,
+    user: str | None = None,
+    limit: int = Query(100, ge=1, le=10_000),
+    studio: Studio = Depends(get_studio),
+) -> dict[str, Any]:
+    """Jobs, newest first."""
+    return {"jobs": [job.to_dict() for job in studio.list_jobs(state=state, user=user, limit=limit)]}
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return _job_json(studio, studio.get_job(job_id))
+
+
+@router.delete("/jobs/{job_id}")
+def cancel_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Cancel a queued job now; a running one stops at its next step (its model stays loaded)."""
+    return _job_json(studio, studio.cancel_job(job_id))
+
+
+def _sse(event_id: int | None, event_type: str, data: dict[str, Any]) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event_type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(
+    job_id: str,
+    request: Request,
+    after: int | None = Query(None, ge=0, description="Only events after this sequence number."),
+    follow: bool = Query(True, description="Keep the stream open until the job finishes."),
+    last_event_id: str | None = Header(None, description="Set by EventSource when it reconnects."),
+    studio: Studio = Depends(get_studio),
+) -> StreamingResponse:
+    """Server-Sent Events: every stored event (`id` = its sequence number), then `end`.
+
+    A reconnecting client resumes with `Last-Event-ID` or `?after=`.
+    """
+    await asyncio.to_thread(studio.get_job, job_id)  # 404 before the stream starts
+    start = after if after is not None else (int(last_event_id) if (last_event_id or "").isdigit() else 0)
+
+    async def stream():
+        seq = start
+        wake = studio.subscribe()
+        quiet_since = time.monotonic()
+        try:
+            yield "retry: 1000\n\n"
+            while True:
+                wake.clear()
+                job = await asyncio.to_thread(studio.get_job, job_id)
+                for event in await asyncio.to_thread(studio.job_events, job_id, seq):
+                    seq = event.seq
+                    quiet_since = time.monotonic()
+                    yield _sse(event.seq, event.type, {**event.data, "ts": event.ts})
+                if job.finished or not follow:
+                    end = {
+                        "state": job.state,
+                        "progress": job.progress,
+                        "error": job.error,
+                        "result": job.result,
+                    }
+                    yield _sse(None, "end", end)
+                    return
+                if await request.is_disconnected():
+                    return
+                try:
+                    await asyncio.wait_for(wake.wait(), RECHECK_S)
+                except TimeoutError:
+                    if time.monotonic() - quiet_since > KEEPALIVE_S:
+                        quiet_since = time.monotonic()
+                        yield ": keep-alive\n\n"
+        finally:
+            studio.unsubscribe(wake)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/jobs/{job_id}/artifacts")
+def list_artifacts(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Files the job wrote (images, recipes; for training the run folder's files)."""
+    return {"job": job_id, "artifacts": studio.artifacts(job_id)}
+
+
+@router.get("/jobs/{job_id}/artifacts/{name}")
+def download_artifact(job_id: str, name: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+    path = studio.artifact_path(job_id, name)
+    return FileResponse(path, filename=path.name)
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+def _store_upload(
+    studio: Studio, file: UploadFile, allowed: tuple[str, ...] | None = None
+) -> tuple[str, Path]:
+    """Copy an uploaded file into the uploads folder under a fresh name, then check its type."""
+    name = studio.new_upload_name(file.filename or "")
+    path = studio.uploads_dir / name
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as out:
+        shutil.copyfileobj(file.file, out, COPY_CHUNK)
+    try:
+        if allowed is None:
+            check_upload(tmp, file.filename or "")
+        else:
+            check_upload(tmp, file.filename or "", allowed)
+    except LorastudioError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return name, path
+
+
+@router.post("/uploads")
+def upload(file: UploadFile = File(...), studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Store a file (image, zip, .safetensors) for a later job; answers its upload name."""
+    name, path = _store_upload(studio, file)
+    return {"upload": name, "filename": file.filename, "size_bytes": path.stat().st_size}
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@router.get("/models")
+def list_models(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    rows = [{k: v for k, v in row.items() if k != "path"} for row in studio.models()]
+    return {"models": rows, "default": studio.model}
+
+
+@router.get("/models/{name}")
+def model_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    from lorastudio.service.models import model_info as info
+
+    data = info(studio.workspace, safe_name(name, "model name"))
+    data["path"] = Path(data["path"]).name
+    return data
+
+
+@router.post("/models")
+def upload_model(
+    file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Add a .safetensors checkpoint to the library (pickled .ckpt files are refused over the API)."""
+    from lorastudio.service.models import import_model
+
+    _, path = _store_upload(studio, file, (".safetensors",))
+    try:
+        data = import_model(
+            studio.workspace, path, safe_name(name or Path(file.filename or "").stem, "model name")
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    data["path"] = Path(data["path"]).name
+    return data
+
+
+@router.delete("/models/{name}")
+def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    from lorastudio.service.library import Library
+
+    ws = studio.workspace
+    name = safe_name(name, "model name")
+    folder = ws.models / name
+    single = ws.models / f"{name}.safetensors"
+    if folder.is_symlink() or single.exists() or single.is_symlink():
+        (folder if folder.is_symlink() else single).unlink()
+    elif folder.is_dir():
+        shutil.rmtree(folder)
+    else:
+        raise NotFoundError(f"model {name!r}: not in the library; list them at GET /api/v1/models.")
+    Library(ws).remove_model(name)
+    return {"name": name, "deleted": True}
+
+
+# --- LoRAs and embeddings -----------------------------------------------------------------
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    suffixes = {".safetensors", ".pt", ".ckpt", ".bin"}
+    return (
+        sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if folder.is_dir()
+        else []
+    )
+
+
+def _file_row(path: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": path.stem,
+        "file": path.name,
+        "size_bytes": path.stat().st_size,
+        "metadata": {},
+    }
+    if path.suffix.lower() == ".safetensors":
+        try:
+            row["metadata"] = safetensors_header(path).get("__metadata__") or {}
+        except LorastudioError:
+            row["metadata"] = {}
+    return row
+
+
+def _named_file(folder: Path, name: str, what: str) -> Path:
+    safe_name(name, f"{what} name")
+    for path in _weight_files(folder):
+        if path.stem == name:
+            return path
+    raise NotFoundError(f"{what} {name!r}: not in the library; list them at GET /api/v1/{what}s.")
+
+
+@router.get("/loras")
+def list_loras(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return {"loras": [_file_row(p) for p in _weight_files(studio.workspace.loras)]}
+
+
+@router.get("/loras/{name}")
+def lora_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return _file_row(_named_file(studio.workspace.loras, name, "lora"))
+
+
+@router.post("/loras")
+def upload_lora(
+    file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Add a LoRA (.safetensors of any supported layout); it is stored as a kohya file."""
+    from lorastudio.service.loras import import_lora
+
+    _, path = _store_upload(studio, file, (".safetensors",))
+    try:
+        data = import_lora(
+            studio.workspace, path, safe_name(name or Path(file.filename or "").stem, "LoRA name")
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    data["path"] = Path(data["path"]).name
+    return data
+
+
+@router.delete("/loras/{name}")
+def delete_lora(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    _named_file(studio.workspace.loras, name, "lora").unlink()
+    return {"name": name, "deleted": True}
+
+
+@router.get("/embeddings")
+def list_embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    return {"embeddings": [_file_row(p) for p in _weight_files(studio.workspace.embeddings)]}
+
+
+@router.post("/embeddings")
+def upload_embedding(
+    file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Add a textual-inversion embedding (.safetensors); its name is the prompt word."""
+    _, path = _store_upload(studio, file, (".safetensors",))
+    try:
+        return import_embedding(studio.workspace, path, name or Path(file.filename or "").stem)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.delete("/embeddings/{name}")
+def delete_embedding(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    _named_file(studio.workspace.embeddings, name, "embedding").unlink()
+    return {"name": name, "deleted": True}
+
+
+# --- data sets ----------------------------------------------------------------------------
+
+
+@router.get("/datasets")
+def list_datasets(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    from lorastudio.service.datasets import list_datasets as datasets
+
+    return datasets(studio.workspace)
+
+
+@router.get("/datasets/{name}")
+def dataset_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    from lorastudio.service.datasets import dataset_info as info
+
+    return info(studio.workspace, name)
+
+
+@router.post("/datasets")
+def upload_dataset(
+    request: Request,
+    file: UploadFile = File(...),
+    name: str = Form(...),
+    studio: Studio = Depends(get_studio),
+) -> dict[str, Any]:
+    """Upload a zip (or one image) and queue its import as data set `name`; answers the import job."""
+    upload_name, _ = _store_upload(studio, file, (".zip", ".png", ".jpg", ".jpeg", ".webp"))
+    cfg = ImportJobConfig(what="dataset", name=name, uploads=[upload_name])
+    return _job_json(studio, studio.submit_import(cfg, user=_user(request)))
+
+
+@router.delete("/datasets/{name}")
+def delete_dataset(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    from lorastudio.service.datasets import delete_dataset as delete
+
+    return delete(studio.workspace, name)
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+def _output_path(studio: Studio, folder: str, file: str) -> Path:
+    ws = studio.workspace
+    path = ws.safe_child(ws.safe_child(ws.outputs, folder, "output folder"), file, "output file")
+    if not path.is_file():
+        raise NotFoundError(f"output {folder}/{file}: not found; list them at GET /api/v1/outputs.")
+    return path
+
+
+@router.get("/outputs")
+def list_outputs(
+    limit: int = Query(100, ge=1, le=10_000), studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Generated images, newest first; `id` is `folder/file` under outputs/."""
+    from lorastudio.service.library import Library
+
+    outputs_root = studio.workspace.outputs.resolve()
+    rows = []
+    for row in Library(studio.workspace).outputs(limit):
+        path = Path(row["path"]).resolve()
+        if outputs_root not in path.parents or not path.is_file():
+            continue
+        rel = path.relative_to(outputs_root).as_posix()
+        rows.append(
+            {
+                "id": rel,
+                "url": f"/api/v1/outputs/{rel}",
+                "seed": row["seed"],
+                "model": row["model"],
+                "model_hash": row["model_hash"],
+                "prompt": row["prompt"],
+                "created_at": row["created_at"],
+            }
+        )
+    return {"outputs": rows}
+
+
+@router.get("/outputs/{folder}/{file}")
+def download_output(folder: str, file: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+    path = _output_path(studio, folder, file)
+    return FileResponse(path, filename=path.name)
+
+
+@router.get("/outputs/{folder}/{file}/info")
+def output_info(folder: str, file: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """The image's infotext, parsed, and its YAML recipe when there is one."""
+    import yaml
+
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    path = _output_path(studio, folder, file)
+    text = read_infotext(path) or ""
+    recipe_path = path.with_suffix(".yaml")
+    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else None
+    return {
+        "id": f"{folder}/{file}",
+        "infotext": text,
+        "parameters": parse_infotext(text) if text else {},
+        "recipe": recipe,
+    }

@@ -1,0 +1,287 @@
+"""What a worker does for each job kind: generate, train, caption, import.
+
+Each handler reads its typed payload, reports progress through the `JobContext`, checks
+for a cancel between steps and writes its files into the workspace. The payload models
+below are also the request bodies of the native API (`POST /api/v1/jobs/<kind>`).
+
+Nothing heavy is imported at module level: a handler imports torch & co. when it runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from lorastudio.config import StrictModel
+from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.jobs.store import JobStopped
+from lorastudio.service.workspace import Workspace, safe_name
+
+if TYPE_CHECKING:
+    from lorastudio.service.jobs.worker import JobContext
+
+__all__ = [
+    "CaptionJobConfig",
+    "ImportJobConfig",
+    "UPLOADS_DIR",
+    "caption_handler",
+    "generate_handler",
+    "import_handler",
+    "train_handler",
+    "upload_path",
+]
+
+# Files sent to the API wait here (by name) until a job or route uses them.
+UPLOADS_DIR = "uploads"
+# At most this often a generation step is written to the queue (the last step always is).
+PROGRESS_EVERY_S = 0.1
+
+
+def upload_path(ws: Workspace, name: str) -> Path:
+    """The stored upload called `name` (as returned by the upload route); never a path from a request."""
+    folder = ws.cache / UPLOADS_DIR
+    path = ws.safe_child(folder, name, "upload name")
+    if not path.is_file():
+        raise NotFoundError(f"upload {name!r}: not found; send the file to POST /api/v1/uploads first.")
+    return path
+
+
+class CaptionJobConfig(StrictModel):
+    """Caption (image-to-text model) or tag (WD14 ONNX tagger) every image of a data set."""
+
+    dataset: str = Field(..., description="Data-set name in the workspace.")
+    mode: CaptionMode = Field("missing", description="missing, overwrite, prepend or append.")
+    captioner: CaptionerConfig | None = Field(
+        None, description="An image-to-text model (BLIP, Florence-2...)."
+    )
+    tagger: TaggerConfig | None = Field(None, description="A WD14-family ONNX tagger.")
+
+    @model_validator(mode="after")
+    def _one_labeller(self) -> CaptionJobConfig:
+        if (self.captioner is None) == (self.tagger is None):
+            raise ValueError("give exactly one of 'captioner' or 'tagger'")
+        return self
+
+
+class ImportJobConfig(StrictModel):
+    """Bring uploaded files into the workspace library under a name."""
+
+    what: Literal["dataset", "model", "lora", "embedding"] = Field(..., description="What the files are.")
+    name: str = Field(..., description="Name in the workspace (letters, digits, '.', '-', '_').")
+    uploads: list[str] = Field(..., min_length=1, description="Upload names from POST /api/v1/uploads.")
+    background: str = Field("white", description="Data sets: colour that replaces transparency.")
+
+    @model_validator(mode="after")
+    def _names(self) -> ImportJobConfig:
+        safe_name(self.name, "import name")
+        for upload in self.uploads:
+            safe_name(upload, "upload name")
+        if self.what != "dataset" and len(self.uploads) != 1:
+            raise ValueError(f"a {self.what} import takes exactly one upload")
+        return self
+
+
+# --- generate ---------------------------------------------------------------------------
+
+
+def _model_cache(ctx: JobContext):
+    """The worker's model cache, kept across jobs so a loaded model is reused."""
+    from lorastudio.service.model_cache import ModelCache
+
+    cache = ctx.cache.get("model_cache")
+    if cache is None:
+        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace)
+    return cache
+
+
+class _StepReporter:
+    """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.stopped: JobStopped | None = None
+        self._last = 0.0
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            self.ctx.progress(done / max(total, 1), step=done, total=total)
+
+    def should_stop(self) -> bool:
+        try:
+            self.ctx.check_cancelled()
+        except JobStopped as exc:
+            self.stopped = exc
+            return True
+        return False
+
+
+def generate_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/`."""
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import run_generation
+
+    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    if cfg.device is None and ctx.device:
+        cfg = cfg.model_copy(update={"device": ctx.device})
+    cache = _model_cache(ctx)
+    reporter = _StepReporter(ctx)
+    result = run_generation(
+        ctx.workspace, cfg, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+    )
+    for image in result.images:
+        ctx.emit("image", {"name": image.path.name, "seed": image.seed, "infotext": image.infotext})
+    ctx.loaded.clear()
+    ctx.loaded.update(cache.loaded_names())
+    if reporter.stopped is not None:
+        raise reporter.stopped
+    return {
+        "images": [i.path.name for i in result.images],
+        "seeds": [i.seed for i in result.images],
+        "infotexts": [i.infotext for i in result.images],
+        "model": result.model,
+        "model_hash": result.model_hash,
+        "loras": [{k: v for k, v in lora.items() if k != "path"} for lora in result.loras],
+    }
+
+
+# --- train ------------------------------------------------------------------------------
+
+
+def _training_module():
+    try:
+        from lorastudio.service import training
+    except ImportError as exc:
+        raise LorastudioError(
+            f"training: not available in this install ({exc}); update lorastudio to a version with training."
+        ) from None
+    if not hasattr(training, "run_training"):
+        raise LorastudioError("training: lorastudio.service.training has no run_training; update lorastudio.")
+    return training
+
+
+def train_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a TrainConfig) and `run` (the run folder name under runs/).
+
+    A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
+    """
+    from lorastudio.train.config import TrainConfig
+    from lorastudio.train.trainer import latest_state
+
+    training = _training_module()
+    run = safe_name(str(ctx.payload.get("run") or ""), "run name")
+    cfg = TrainConfig.model_validate(ctx.payload.get("config") or {})
+    run_dir = ctx.workspace.safe_child(ctx.workspace.runs, run, "run name")
+
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "step":
+            loss = event.get("loss")
+            message = f"loss {loss:.4f}" if isinstance(loss, float) else None
+            ctx.progress(event["step"] / max(event["total"], 1), event["step"], event["total"], message)
+        elif kind:
+            ctx.emit(str(kind), {k: v for k, v in event.items() if k != "event"})
+        ctx.check_cancelled()
+
+    if latest_state(run_dir) is not None:
+        ctx.log(f"resuming run {run} from its last checkpoint (attempt {ctx.attempt})")
+        result = training.run_training(
+            ctx.workspace, resume=str(run_dir), callback=on_event, device=ctx.device, progress=False
+        )
+    else:
+        result = training.run_training(
+            ctx.workspace, cfg, callback=on_event, run_dir=run_dir, device=ctx.device, progress=False
+        )
+    return _json_ready(result)
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+# --- caption ----------------------------------------------------------------------------
+
+
+def caption_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: a CaptionJobConfig."""
+    from lorastudio.service.datasets import caption_dataset, tag_dataset
+
+    cfg = CaptionJobConfig.model_validate(ctx.payload)
+
+    def progress(done: int, total: int) -> None:
+        ctx.progress(done / max(total, 1), step=done, total=total)
+        ctx.check_cancelled()
+
+    if cfg.captioner is not None:
+        return caption_dataset(ctx.workspace, cfg.dataset, cfg.captioner, cfg.mode, progress)
+    return tag_dataset(ctx.workspace, cfg.dataset, cfg.tagger, cfg.mode, progress)
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+def import_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: an ImportJobConfig. Upload files are removed once imported."""
+    cfg = ImportJobConfig.model_validate(ctx.payload)
+    ws = ctx.workspace
+    sources = [upload_path(ws, name) for name in cfg.uploads]
+    ctx.check_cancelled()
+    if cfg.what == "dataset":
+        from lorastudio.service.datasets import import_dataset
+
+        def progress(done: int, name: str) -> None:
+            ctx.progress(0.0, step=done, message=name)
+            ctx.check_cancelled()
+
+        result = import_dataset(ws, cfg.name, sources, background=cfg.background, progress=progress)
+    elif cfg.what == "model":
+        from lorastudio.service.models import import_model
+
+        result = import_model(ws, _with_suffix(sources[0], ".safetensors"), cfg.name)
+    elif cfg.what == "lora":
+        from lorastudio.service.loras import import_lora
+
+        result = import_lora(ws, _with_suffix(sources[0], ".safetensors"), cfg.name)
+    else:
+        result = import_embedding(ws, sources[0], cfg.name)
+    for source in sources:
+        source.unlink(missing_ok=True)
+    return _json_ready(result)
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    """Importers read the file type from the suffix; uploads keep the client's, so check it."""
+    if path.suffix.lower() != suffix:
+        raise LorastudioError(f"upload {path.name!r}: expected a {suffix} file; convert it first.")
+    return path
+
+
+def import_embedding(ws: Workspace, source: Path, name: str) -> dict[str, Any]:
+    """Copy a .safetensors textual-inversion embedding into `embeddings/` (its stem is the prompt word)."""
+    from lorastudio.adapters import load_embedding
+
+    source = _with_suffix(source, ".safetensors")
+    target = ws.safe_child(
+        ws.embeddings, f"{safe_name(name, 'embedding name')}.safetensors", "embedding name"
+    )
+    if target.exists():
+        raise LorastudioError(f"embedding {name!r}: already in the library; choose another name.")
+    embedding = load_embedding(source)
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return {"name": name, "vectors": [int(v.shape[0]) for v in embedding.vectors], "path": target.name}

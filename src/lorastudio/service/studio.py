@@ -1,0 +1,569 @@
+"""The studio: one object the fronts (REST API, web UI) share.
+
+It owns the workspace, the settings, a model cache, the persistent job queue and one
+in-process worker thread per device. Every request that does real work becomes a job,
+including the synchronous A1111 routes: they submit a job and wait for it, so only one
+generation runs at a time per device and the rest wait in the queue, in order.
+
+Requests name things (models, uploads, data sets); the studio turns names into paths
+inside the workspace and refuses anything else, so no request can reach other files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
+from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
+from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
+from lorastudio.service.jobs.worker import Worker, default_worker_id
+from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.workspace import Workspace, safe_name
+
+if TYPE_CHECKING:
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.train.config import TrainConfig
+
+__all__ = ["Studio", "StudioSettings"]
+
+logger = logging.getLogger("lorastudio.studio")
+
+# A waiter re-reads the job from the store this often, for jobs finished by other processes.
+WAIT_POLL_S = 0.5
+DEFAULT_MODEL = "tiny-sd15"
+_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
+_WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+
+
+@dataclass
+class StudioSettings:
+    """Everything `lorastudio serve` can set; `queue_url` defaults to `LORASTUDIO_QUEUE_URL` or studio.db."""
+
+    queue_url: str | None = None
+    model: str | None = None
+    device: str | None = None
+    max_models: int = 1
+    lease_s: float | None = None
+    # Load the default model when the worker starts (as A1111 does), not on the first request.
+    preload: bool = False
+    # Request bodies (JSON with base64 images) and file uploads (checkpoints) are capped.
+    max_json_bytes: int = 64 * 1024**2
+    max_upload_bytes: int = 16 * 1024**3
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.queue_url = resolve_queue_url(self.queue_url)
+
+
+class _StudioWorker(Worker):
+    """A worker that tells the studio when a job ends, so waiting requests wake at once."""
+
+    def __init__(self, studio: Studio, store: JobStore, **kwargs: Any) -> None:
+        super().__init__(store, studio.workspace, **kwargs)
+        self.studio = studio
+        self.cache["model_cache"] = studio.cache
+
+    def run_job(self, job: Job) -> str | None:
+        try:
+            return super().run_job(job)
+        finally:
+            self.studio._job_ended(job.id)
+
+
+class Studio:
+    """Workspace + settings + model cache + job queue + the in-process worker.
+
+    The API side and the worker each get their own store (their own database
+    connection): a SQLite worker notices new jobs by seeing *another* connection commit.
+    """
+
+    def __init__(self, workspace: Workspace | None = None, settings: StudioSettings | None = None) -> None:
+        self.workspace = workspace or Workspace.open()
+        self.settings = settings or StudioSettings()
+        self.store = self._open_store()
+        # Status reads (/progress) get their own connection, so they never wait behind
+        # a burst of submissions queued on the main one.
+        self._status_store = self._open_store()
+        self.cache = ModelCache(self.workspace, max_models=self.settings.max_models)
+        self._model = self.settings.model or self._first_model()
+        self._options: dict[str, Any] = dict(self.settings.options)
+        self._waiters: dict[str, Future] = {}
+        self._lock = threading.Lock()
+        self._worker: _StudioWorker | None = None
+        self._thread: threading.Thread | None = None
+        self._progress_cursor: tuple[str, int, dict[str, Any]] = ("", 0, {})
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._hub: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._ready = threading.Event()
+
+    def _open_store(self) -> JobStore:
+        return open_store(self.settings.queue_url, self.workspace, lease_s=self.settings.lease_s)
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the in-process worker thread (one per device); idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        device = self.settings.device
+        worker_id = default_worker_id(f"serve-{device or 'default'}")
+        self._worker = _StudioWorker(
+            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5
+        )
+        self._thread = threading.Thread(target=self._run_worker, name="lorastudio-worker", daemon=True)
+        self._thread.start()
+
+    def _run_worker(self) -> None:
+        if self.settings.preload and self._model_on_disk(self._model):
+            try:
+                self.cache.get(self._model, self.settings.device)
+                self._worker.loaded.add(self._model)
+                import lorastudio.adapters  # noqa: F401  (what the first generation would import)
+                import lorastudio.generate.conditioning  # noqa: F401
+                import lorastudio.generate.pipeline  # noqa: F401
+            except Exception as exc:  # a broken default model must not stop the queue
+                logger.warning("preloading model %s failed: %s", self._model, exc)
+        self._ready.set()
+        try:
+            self._worker.run()
+        except Exception:  # the queue database went away for good: log, the API keeps answering
+            logger.exception("studio worker stopped")
+
+    @property
+    def ready(self) -> bool:
+        """The worker runs jobs (and the default model is loaded, with `preload`)."""
+        return self._ready.is_set() and self.worker_running
+
+    @property
+    def worker_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker (a running job goes back to the queue at its next step) and close the store."""
+        self._closed.set()
+        if self._worker is not None:
+            self._worker.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._worker is not None:
+            self._worker.store.close()
+        if self._hub is not None:
+            self._hub.join(timeout)
+        self._status_store.close()
+        self.store.close()
+
+    def __enter__(self) -> Studio:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- models -----------------------------------------------------------------------
+
+    def _first_model(self) -> str:
+        models = self.workspace.models
+        for path in sorted(models.iterdir()) if models.is_dir() else []:
+            if path.is_dir() and (path / "model_index.json").is_file():
+                return path.name
+            if path.is_file() and path.suffix == ".safetensors":
+                return path.stem
+        return DEFAULT_MODEL
+
+    def _model_on_disk(self, name: str) -> bool:
+        """In models/ already (a built-in tiny model that is not there yet would be built, slowly)."""
+        models = self.workspace.models
+        return (models / name).exists() or (models / f"{name}.safetensors").exists()
+
+    @property
+    def model(self) -> str:
+        """The model used when a request names none (A1111's `sd_model_checkpoint`)."""
+        return self._model
+
+    def models(self) -> list[dict[str, Any]]:
+        """Library models with an A1111 `title` ("file [hash10]")."""
+        from lorastudio.service.models import list_models
+
+        rows = []
+        for row in list_models(self.workspace):
+            filename = Path(row["path"]).name if row.get("path") else row["name"]
+            row = dict(row, filename=filename)
+            row["title"] = f"{filename} [{row['hash']}]" if row.get("hash") else filename
+            rows.append(row)
+        return rows
+
+    def model_name_from_title(self, title: str) -> str:
+        """ "name.safetensors [abc123]", "name.safetensors" or "name" -> the library name."""
+        text = _TITLE_HASH.sub("", str(title or "")).strip()
+        for suffix in _WEIGHT_SUFFIXES:
+            if text.lower().endswith(suffix):
+                text = text[: -len(suffix)]
+                break
+        names = {row["name"] for row in self.models()}
+        if text not in names:
+            raise NotFoundError(
+                f"model {title!r}: not in the library; choose one of: {', '.join(sorted(names))}."
+            )
+        return text
+
+    def set_model(self, title: str) -> str:
+        """Switch the default model (A1111 POST /options); returns its library name."""
+        self._model = self.model_name_from_title(title)
+        return self._model
+
+    def model_title(self, name: str | None = None) -> str:
+        name = name or self._model
+        for row in self.models():
+            if row["name"] == name:
+                return row["title"]
+        return name
+
+    def options(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def update_options(self, values: dict[str, Any]) -> None:
+        if "sd_model_checkpoint" in values and values["sd_model_checkpoint"]:
+            self.set_model(str(values["sd_model_checkpoint"]))
+        self._options.update({k: v for k, v in values.items() if k != "sd_model_checkpoint"})
+
+    # --- uploads ----------------------------------------------------------------------
+
+    @property
+    def uploads_dir(self) -> Path:
+        folder = self.workspace.cache / UPLOADS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def new_upload_name(self, filename: str) -> str:
+        """A fresh upload name that keeps the client's file suffix (importers read it)."""
+        suffix = Path(filename or "").suffix.lower()
+        if not re.fullmatch(r"\.[a-z0-9]{1,12}", suffix):
+            suffix = ""
+        return f"{uuid.uuid4().hex}{suffix}"
+
+    def save_upload(self, data: bytes, suffix: str = ".png") -> str:
+        name = self.new_upload_name(f"x{suffix}")
+        path = self.uploads_dir / name
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return name
+
+    def upload_path(self, name: str) -> Path:
+        return upload_path(self.workspace, name)
+
+    # --- submitting jobs --------------------------------------------------------------
+
+    def submit(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        user: str = "",
+        priority: int = 0,
+        affinity: str | None = None,
+    ) -> Job:
+        return self.store.enqueue(kind, payload, user=user, priority=priority, affinity=affinity)
+
+    def resolve_generate(self, cfg: GenerateConfig) -> GenerateConfig:
+        """A request's names turned into workspace paths; anything that is not a name is refused."""
+        updates: dict[str, Any] = {"model": safe_name(cfg.model or self._model, "model name")}
+        if cfg.vae:
+            updates["vae"] = str(self._existing(self.workspace.models, cfg.vae, "VAE"))
+        for key in ("init_image", "mask"):
+            value = getattr(cfg, key)
+            if value:
+                updates[key] = str(self.upload_path(value))
+        if cfg.device is None and self.settings.device:
+            updates["device"] = self.settings.device
+        return cfg.model_copy(update=updates)
+
+    def _existing(self, folder: Path, name: str, what: str) -> Path:
+        path = self.workspace.safe_child(folder, name, f"{what} name")
+        if not path.exists():
+            raise NotFoundError(f"{what} {name!r}: not found in {folder.name}/; copy it there first.")
+        return path
+
+    def submit_generate(self, cfg: GenerateConfig, *, user: str = "", priority: int = 0) -> Job:
+        from lorastudio.generate.samplers import parse_sampler
+
+        parse_sampler(cfg.sampler, cfg.schedule)  # a bad name fails now, not in the queue
+        cfg = self.resolve_generate(cfg)
+        return self.submit(
+            "generate", {"config": cfg.model_dump()}, user=user, priority=priority, affinity=cfg.model
+        )
+
+    def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:
+        """Reserve the run folder now (two queued runs never share one) and queue the run."""
+        from lorastudio.service.training import run_name_for
+
+        safe_name(cfg.model or "", "model name")
+        self._existing(self.workspace.datasets, cfg.data.dir, "data set")
+        run = run_name_for(self.workspace, cfg)
+        run_dir = self.workspace.safe_child(self.workspace.runs, run, "run name")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise LorastudioError(f"run {run!r}: already exists; set output.name to a new name.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.output.name:
+            cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": run})})
+        return self.submit(
+            "train",
+            {"config": cfg.model_dump(mode="json"), "run": run},
+            user=user,
+            priority=priority,
+            affinity=cfg.model,
+        )
+
+    def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
+        self._existing(self.workspace.datasets, cfg.dataset, "data set")
+        labeller = cfg.captioner or cfg.tagger
+        if labeller.allow_download:
+            raise LorastudioError(
+                "caption job: allow_download is refused by the API; put the model in the cache."
+            )
+        if (
+            "\\" in labeller.model
+            or labeller.model.startswith((".", "/", "~"))
+            or labeller.model.count("/") > 1
+        ):
+            raise LorastudioError(
+                f"caption model {labeller.model!r}: give a cached hub id (org/name), not a path."
+            )
+        return self.submit("caption", cfg.model_dump(), user=user, priority=priority)
+
+    def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
+        for name in cfg.uploads:
+            self.upload_path(name)
+        return self.submit("import", cfg.model_dump(), user=user, priority=priority)
+
+    # --- reading and cancelling jobs --------------------------------------------------
+
+    def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100) -> list[Job]:
+        return self.store.list_jobs(state=state, user=user, limit=limit)
+
+    def get_job(self, job_id: str) -> Job:
+        return self.store.get(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self.store.cancel(job_id)
+
+    def job_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        return self.store.events(job_id, after_seq=after, limit=limit)
+
+    def queue_position(self, job: Job) -> int | None:
+        """How many queued jobs run before this one (0 = next); None once it started."""
+        if job.state != QUEUED:
+            return None
+        queued = self.store.list_jobs(state=QUEUED, limit=10_000)
+        ahead = [j for j in queued if (j.priority, -j.created_at) > (job.priority, -job.created_at)]
+        return len(ahead)
+
+    def job_folder(self, job: Job) -> Path:
+        """Where a job's files are: runs/<run> for training, outputs/<job id> otherwise."""
+        if job.kind == "train":
+            run = str(job.payload.get("run") or job.id)
+            return self.workspace.safe_child(self.workspace.runs, run, "run name")
+        return self.workspace.safe_child(self.workspace.outputs, job.id, "job id")
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        folder = self.job_folder(self.get_job(job_id))
+        if not folder.is_dir():
+            return []
+        return [
+            {"name": p.name, "size_bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()
+        ]
+
+    def artifact_path(self, job_id: str, name: str) -> Path:
+        folder = self.job_folder(self.get_job(job_id))
+        path = self.workspace.safe_child(folder, name, "artifact name")
+        if not path.is_file():
+            raise NotFoundError(
+                f"job {job_id}: has no file {name!r}; list them at /api/v1/jobs/{job_id}/artifacts."
+            )
+        return path
+
+    # --- waiting for jobs -------------------------------------------------------------
+
+    def _future_for(self, job_id: str) -> Future:
+        with self._lock:
+            future = self._waiters.get(job_id)
+            if future is None:
+                future = self._waiters[job_id] = Future()
+            return future
+
+    def _forget(self, job_id: str) -> None:
+        with self._lock:
+            self._waiters.pop(job_id, None)
+
+    def _job_ended(self, job_id: str) -> None:
+        with self._lock:
+            future = self._waiters.pop(job_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job finishes (woken by the in-process worker, or by polling)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                future = self._future_for(job_id)  # a fresh one after each wake-up
+                job = self.store.get(job_id)
+                if job.state in FINISHED_STATES:
+                    return job
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id}: still {job.state} after {timeout:.0f}s")
+                try:
+                    future.result(timeout=WAIT_POLL_S)
+                except FutureTimeout:
+                    pass
+        finally:
+            self._forget(job_id)
+
+    async def wait_job_async(self, job_id: str, timeout: float | None = None) -> Job:
+        """`wait_job` without holding a thread: many waiting requests cost no threads."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                future = self._future_for(job_id)  # a fresh one after each wake-up
+                job = await asyncio.to_thread(self.store.get, job_id)
+                if job.state in FINISHED_STATES:
+                    return job
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id}: still {job.state} after {timeout:.0f}s")
+                try:
+                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), WAIT_POLL_S)
+                except TimeoutError:
+                    pass
+        finally:
+            self._forget(job_id)
+
+    def generate(self, cfg: GenerateConfig, timeout: float | None = None) -> tuple[Job, list[Path]]:
+        """Generate synchronously, through the queue: the finished job and its PNGs."""
+        job = self.submit_generate(cfg)
+        job = self.wait_job(job.id, timeout)
+        return job, self.job_images(job)
+
+    def job_images(self, job: Job) -> list[Path]:
+        """A generate job's PNGs: all of them, or those made before a cancel."""
+        folder = self.job_folder(job)
+        if job.result and job.result.get("images"):
+            return [folder / name for name in job.result["images"]]
+        return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+    # --- event fan-out for streaming clients -------------------------------------------
+
+    def subscribe(self) -> asyncio.Event:
+        """An asyncio.Event set whenever jobs may have new events (one database listener per process)."""
+        event = asyncio.Event()
+        with self._lock:
+            self._subscribers.add((asyncio.get_running_loop(), event))
+            if self._hub is None or not self._hub.is_alive():
+                self._hub = threading.Thread(
+                    target=self._listen_for_events, name="lorastudio-events", daemon=True
+                )
+                self._hub.start()
+        return event
+
+    def unsubscribe(self, event: asyncio.Event) -> None:
+        with self._lock:
+            self._subscribers = {(loop, ev) for loop, ev in self._subscribers if ev is not event}
+
+    def _listen_for_events(self) -> None:
+        while not self._closed.is_set():
+            try:
+                changed = self.store.wait_for_events(1.0)
+            except Exception as exc:  # a database hiccup: clients fall back to their own timeout
+                logger.warning("event listener: %s", exc)
+                time.sleep(1.0)
+                continue
+            if changed == set():
+                continue
+            with self._lock:
+                subscribers = list(self._subscribers)
+            for loop, event in subscribers:
+                try:
+                    loop.call_soon_threadsafe(event.set)
+                except RuntimeError:  # that client's loop is gone
+                    self.unsubscribe(event)
+
+    # --- what the A1111 /progress route shows -----------------------------------------
+
+    def progress_state(self) -> dict[str, Any]:
+        """The running job (if any), its step and ETA, and how many jobs are active."""
+        store = self._status_store
+        running = store.list_jobs(state=RUNNING, limit=50)
+        queued = store.list_jobs(state=QUEUED, limit=10_000)
+        state: dict[str, Any] = {
+            "job": None,
+            "job_count": len(running) + len(queued),
+            "progress": 0.0,
+            "eta": None,
+            "step": 0,
+            "steps": 0,
+            "started_at": None,
+            "kind": None,
+        }
+        if not running:
+            return state
+        job = min(running, key=lambda j: j.started_at or 0.0)
+        data = self._latest_progress(job.id)
+        now = store.now()
+        elapsed = max(now - (job.started_at or now), 0.0)
+        eta = elapsed / job.progress - elapsed if job.progress > 0 else None
+        state.update(
+            job=job.id,
+            kind=job.kind,
+            progress=float(job.progress),
+            eta=eta,
+            step=int(data.get("step", 0)),
+            steps=int(data.get("total", 0)),
+            started_at=job.started_at,
+        )
+        return state
+
+    def _latest_progress(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            cursor_job, seq, data = self._progress_cursor
+        if cursor_job != job_id:
+            seq, data = 0, {}
+        for event in self._status_store.events(job_id, after_seq=seq, limit=10_000):
+            seq = event.seq
+            if event.type == "progress":
+                data = event.data
+        with self._lock:
+            self._progress_cursor = (job_id, seq, data)
+        return data
+
+    def interrupt(self) -> list[str]:
+        """Stop every running generation (A1111 /interrupt); returns their job ids."""
+        stopped = []
+        for job in self.store.list_jobs(state=RUNNING, limit=50):
+            if job.kind == "generate":
+                self.store.cancel(job.id)
+                stopped.append(job.id)
+        return stopped
+
+    def describe(self) -> dict[str, Any]:
+        """Settings safe to show a client (no credentials)."""
+        url = self.settings.queue_url or ""
+        return {
+            "workspace": str(self.workspace.root),
+            "queue": url.split("@")[-1] if "@" in url else url,
+            "model": self._model,
+            "device": self.settings.device,
+            "worker": self.worker_running,
+            "ready": self.ready,
+            "pid": os.getpid(),
+        }
