@@ -1,3 +1,109 @@
-"""`lorastudio train` verbs."""
+"""`lorastudio train` verbs: start or resume a training run, list presets."""
 
-from lorastudio.cli import app  # noqa: F401
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+
+
+@app.command("train")
+def train_cmd(
+    overrides: list[str] = typer.Argument(
+        None, help="key=value settings (e.g. train.steps=1000 data.dir=./imgs), or `presets` to list presets."
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML or TOML config file."),
+    preset: str = typer.Option(
+        None, "--preset", help="Preset name (see `lorastudio train presets`) or YAML path."
+    ),
+    resume: str = typer.Option(None, "--resume", help="Continue run RUN from its last checkpoint."),
+    num_processes: int = typer.Option(
+        1, "--num-processes", help="Processes (GPUs) for data-parallel training."
+    ),
+    device: str = typer.Option(None, "--device", help="cuda or cpu (default: cuda when present)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object with the run folder and files."
+    ),
+) -> None:
+    """Train a LoRA / trigger embedding from a data set; `lorastudio train presets` lists presets."""
+    from lorastudio.service.training import run_name_for, run_training
+    from lorastudio.train.config import load_train_config
+
+    if overrides == ["presets"]:
+        _print_presets(as_json)
+        return
+    ws = workspace()
+    cfg = None if resume else load_train_config(config, overrides or [], preset)
+    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        name = None if resume else run_name_for(ws, cfg)
+        raise typer.Exit(
+            _relaunch(num_processes, config, preset, resume, overrides or [], name, device, as_json)
+        )
+    result = run_training(ws, cfg, resume=resume, device=device, progress=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"run: {result['run_dir']}")
+        for key in ("library_lora", "library_embedding"):
+            if result.get(key):
+                typer.echo(f"{key.replace('library_', '')}: {result[key]}")
+
+
+def _relaunch(n: int, config, preset, resume, overrides: list[str], name, device, as_json: bool) -> int:
+    """Start the same command under `accelerate launch` with N processes (gloo on the CPU)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "lorastudio",
+        "train",
+    ]
+    if config:
+        cmd += ["--config", str(config)]
+    if preset:
+        cmd += ["--preset", preset]
+    if resume:
+        cmd += ["--resume", resume]
+    if device:
+        cmd += ["--device", device]
+    if as_json:
+        cmd.append("--json")
+    cmd += list(overrides)
+    if name and not any(o.startswith("output.name=") for o in overrides):
+        cmd.append(f"output.name={name}")  # every rank must agree on the run folder
+    return subprocess.call(cmd)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _print_presets(as_json: bool) -> None:
+    from lorastudio.service.training import list_presets
+
+    presets = list_presets()
+    if as_json:
+        print_json({"presets": presets})
+        return
+    for item in presets:
+        typer.echo(f"{item['name']:<16} {item['description']}")

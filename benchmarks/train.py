@@ -1,0 +1,242 @@
+"""Training benchmark: lorastudio's trainer against a plain diffusers + peft LoRA loop.
+
+    .venv/bin/python benchmarks/train.py [--model tiny-sd15] [--resolution 64] [--rank 8]
+                                         [--batch 4] [--steps 30] [--shapes sd15,sdxl]
+
+Both loops train the same model, resolution, rank, batch and target layers (every Linear /
+1x1 conv in the transformer blocks) on the same synthetic images, with latents and text
+embeddings computed once up front, and each runs in its own process so peak memory (CUDA
+max allocated, else peak RSS) is its own. Steps/s skips the first `--warmup` steps.
+`--shapes sd15,sdxl` adds SD1.5- and SDXL-shaped models with random weights (GPU only:
+on a CPU one step takes tens of seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# benchmarks/queue.py would hide the stdlib `queue` (torch imports it): keep this folder off sys.path.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+PEFT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
+
+
+def make_images(folder: Path, count: int, resolution: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        colour = rng.integers(0, 255, 3, dtype=np.uint8)
+        Image.fromarray(np.broadcast_to(colour, (resolution, resolution, 3)).copy()).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("bench", encoding="utf-8")
+    return folder
+
+
+def random_model(family_name: str, folder: Path) -> Path:
+    """A full-size diffusers folder with random weights, from the family's shipped configs."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from lorastudio.models.families import get_family
+    from lorastudio.models.loading import config_folder
+
+    family = get_family(family_name)
+    configs = config_folder(family, folder.parent / "configs")
+    target = folder / family_name
+    if (target / "model_index.json").is_file():
+        return target
+    torch.manual_seed(0)
+    for sub in configs.iterdir():
+        if sub.is_dir():
+            (target / sub.name).mkdir(parents=True, exist_ok=True)
+            for f in sub.iterdir():
+                (target / sub.name / f.name).write_bytes(f.read_bytes())
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / sub.name).write_bytes(sub.read_bytes())
+    UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(configs / "unet"))).save_pretrained(
+        target / "unet"
+    )
+    AutoencoderKL.from_config(AutoencoderKL.load_config(str(configs / "vae"))).save_pretrained(target / "vae")
+    for name in family.text_encoders:
+        config = CLIPTextConfig.from_pretrained(str(configs / name))
+        cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
+        cls(config).save_pretrained(target / name)
+    (target / "lorastudio.json").write_text(json.dumps({"family": family.name}), encoding="utf-8")
+    return target
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_lorastudio(args) -> dict:
+    from lorastudio.service.training import run_training
+    from lorastudio.service.workspace import Workspace
+    from lorastudio.train.config import load_train_config
+
+    ws = Workspace.open(args.workspace)
+    times: list[float] = []
+
+    def on_event(event: dict) -> None:
+        if event.get("event") == "step":
+            times.append(time.perf_counter())
+
+    cfg = load_train_config(
+        overrides=[
+            f"model={args.model}", f"data.dir={args.data}", f"train.resolution={args.resolution}",
+            f"train.steps={args.steps}", f"train.batch_size={args.batch}", f"lora.rank={args.rank}",
+            f"lora.alpha={args.rank}", "train.save_every_steps=1000000", "lora.targets=kohya",
+            f"output.name=bench-{os.getpid()}",
+        ]
+    )  # fmt: skip
+    run_training(ws, cfg, callback=on_event, progress=False)
+    return {"steps_per_s": _rate(times, args.warmup), "peak_mb": peak_memory_mb()}
+
+
+def run_plain(args) -> dict:
+    """The reference: a minimal diffusers + peft LoRA loop, as in diffusers' train_text_to_image_lora."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler, DiffusionPipeline
+    from peft import LoraConfig
+    from PIL import Image
+
+    from lorastudio.models.loading import pick_device, resolve_model
+    from lorastudio.service.workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    device, dtype = pick_device(None)
+    folder = resolve_model(args.model, ws.models).path
+    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.to(device).requires_grad_(False)
+    torch.manual_seed(0)
+    pipe.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=PEFT_TARGETS))
+    params = [p for p in pipe.unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    sdxl = hasattr(pipe, "text_encoder_2")
+    with torch.no_grad():
+        pixels = []
+        for path in sorted(Path(args.data).glob("*.png")):
+            image = Image.open(path).convert("RGB").resize((args.resolution, args.resolution))
+            pixels.append(
+                torch.tensor(list(image.getdata()), dtype=torch.float32).view(
+                    args.resolution, args.resolution, 3
+                )
+            )
+        pixels = torch.stack(pixels).permute(0, 3, 1, 2).to(device, dtype) / 127.5 - 1
+        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        if sdxl:
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                "bench", device=device, do_classifier_free_guidance=False
+            )
+        else:
+            embeds, _ = pipe.encode_prompt("bench", device, 1, False)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    times = []
+    for step in range(args.steps):
+        pick = torch.arange(step * args.batch, (step + 1) * args.batch) % len(latents)
+        batch = latents[pick].float()
+        noise = torch.randn_like(batch)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), device=device)
+        noisy = scheduler.add_noise(batch, noise, t)
+        kwargs = {}
+        if sdxl:
+            size = float(args.resolution)
+            time_ids = torch.tensor([[size, size, 0, 0, size, size]] * args.batch, device=device, dtype=dtype)
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled.expand(args.batch, -1), "time_ids": time_ids}
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
+            pred = pipe.unet(
+                noisy.to(dtype), t, encoder_hidden_states=embeds.expand(args.batch, -1, -1), **kwargs
+            ).sample
+        loss = F.mse_loss(pred.float(), noise)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter())
+    return {"steps_per_s": _rate(times, args.warmup), "peak_mb": peak_memory_mb()}
+
+
+def _rate(times: list[float], warmup: int) -> float:
+    timed = times[warmup:]
+    if len(timed) < 2:
+        return float("nan")
+    return (len(timed) - 1) / (timed[-1] - timed[0])
+
+
+def compare(args, model: str, root: Path) -> dict:
+    results = {}
+    for which in ("lorastudio", "plain"):
+        cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(args.data),
+               "--workspace", str(root / "studio"), "--resolution", str(args.resolution), "--rank", str(args.rank),
+               "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
+        results[which] = json.loads(done.stdout.strip().splitlines()[-1])
+    ratio = results["lorastudio"]["steps_per_s"] / results["plain"]["steps_per_s"]
+    return {
+        "model": model,
+        **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
+        "speed_ratio": ratio,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="tiny-sd15")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--shapes", default="", help="comma list of sd15,sdxl random-weight models (GPU)")
+    parser.add_argument("--which", choices=["lorastudio", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--workspace", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.which:
+        runner = run_lorastudio if args.which == "lorastudio" else run_plain
+        print(json.dumps(runner(args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        args.data = make_images(root / "data", args.images, args.resolution)
+        models = [args.model] + [str(random_model(s, root / "models")) for s in args.shapes.split(",") if s]
+        rows = [compare(args, model, root) for model in models]
+    for row in rows:
+        print(json.dumps(row))
+        print(
+            f"{Path(row['model']).name}: lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
+            f"({row['lorastudio_peak_mb']:.0f} MB) vs plain {row['plain_steps_per_s']:.2f} steps/s "
+            f"({row['plain_peak_mb']:.0f} MB); ratio {row['speed_ratio']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

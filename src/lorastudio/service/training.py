@@ -1,0 +1,117 @@
+"""Training as a service call: config in, run folder and library files out.
+
+CLI, API and job queue all call `run_training`; progress reaches them through the
+optional `callback(event)` (events: plan, step, checkpoint, done).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+
+if TYPE_CHECKING:
+    from lorastudio.service.workspace import Workspace
+    from lorastudio.train.config import TrainConfig
+
+__all__ = ["run_training", "resume_config", "run_name_for", "list_presets"]
+
+
+def list_presets() -> list[dict[str, str]]:
+    """Shipped presets with their one-line description (the first comment line of the YAML)."""
+    from importlib import resources
+
+    from lorastudio.train.config import preset_names
+
+    out = []
+    for name in preset_names():
+        text = (
+            resources.files("lorastudio.train")
+            .joinpath("presets", f"{name}.yaml")
+            .read_text(encoding="utf-8")
+        )
+        first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
+        out.append({"name": name, "description": first})
+    return out
+
+
+def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:
+    """`output.name`, else the trigger or data set name; a new run never reuses a finished run's folder."""
+    from lorastudio.service.workspace import safe_name
+
+    if cfg.output.name:
+        return safe_name(cfg.output.name, "output.name")
+    base = cfg.trigger or Path(cfg.data.dir.rstrip("/")).name or "lora"
+    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in base) or "lora"
+    name, n = base, 1
+    while (ws.runs / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def resume_config(ws: Workspace, run: str) -> tuple[TrainConfig, Path]:
+    """The saved config of run `run` (a name under runs/ or a path) and its folder."""
+    from lorastudio.train.config import TrainConfig, load_config
+
+    path = Path(run).expanduser()
+    run_dir = path if path.is_dir() else ws.safe_child(ws.runs, run, "run")
+    if not (run_dir / "config.yaml").is_file():
+        raise NotFoundError(f"run {run!r}: no config.yaml in {run_dir}; give a run name from `{ws.runs}`.")
+    return load_config(TrainConfig, run_dir / "config.yaml"), run_dir
+
+
+def run_training(
+    ws: Workspace,
+    config: TrainConfig | None = None,
+    resume: str | None = None,
+    callback: Callable[[dict], None] | None = None,
+    *,
+    run_dir: Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a run; returns run folder, LoRA file paths, name and final step.
+
+    `stop_at_step` ends the run early after saving a resumable checkpoint (used by tests
+    and by a job queue that pauses work).
+    """
+    from lorastudio.train.trainer import Trainer, latest_state, prepare_plan
+
+    state = None
+    if resume is not None:
+        config, run_dir = resume_config(ws, resume)
+        name = run_dir.name if not config.output.name else config.output.name
+        state = latest_state(run_dir)
+        if state is None:
+            raise LorastudioError(
+                f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
+            )
+    elif config is None:
+        raise LorastudioError("training: give a config or a run to resume.")
+    else:
+        name = run_name_for(ws, config)
+        run_dir = Path(run_dir) if run_dir is not None else ws.runs / name
+        if latest_state(run_dir) is not None:
+            raise LorastudioError(
+                f"run folder {run_dir}: already holds a run; resume it with --resume {run_dir.name} or set output.name."
+            )
+        # The resolved name is saved with the run, so a resume names its files the same way.
+        config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
+    plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    trainer = Trainer(config, ws, run_dir, name, callback=callback, device=device, progress=progress)
+    if progress and os.environ.get("RANK", "0") == "0":
+        import sys
+
+        print(f"plan: {plan.explanation}", file=sys.stderr, flush=True)
+    result = trainer.run(plan, resume_from=state, stop_at_step=stop_at_step)
+    result.setdefault("run_dir", str(run_dir))
+    result.setdefault("name", name)
+    result["steps"] = plan.steps
+    return result

@@ -1,0 +1,195 @@
+"""The training config: one typed model, presets as YAML files, `key=value` overrides.
+
+Key names such as `train.steps`, `lora.rank` and `data.dir` are public: scripts and docs
+use them, so they only ever gain siblings, never change.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from lorastudio.config import StrictModel, load_config, read_config_file
+from lorastudio.errors import NotFoundError
+
+__all__ = [
+    "TrainConfig",
+    "DataConfig",
+    "TrainSection",
+    "LoraConfig",
+    "EmbeddingConfig",
+    "OutputConfig",
+    "SamplesConfig",
+    "preset_names",
+    "read_preset",
+    "load_train_config",
+    "budget_steps",
+]
+
+
+class DataConfig(StrictModel):
+    dir: str = ""  # an imported data set name or a folder / metadata file path
+    default_caption: str = ""  # caption for images without one (EasyPhoto: the trigger)
+    caption_prefix_trigger: bool = True  # put the trigger first when a caption lacks it
+    shuffle_tags: bool = False  # shuffle comma-separated tags, keeping the first `keep_tokens`
+    keep_tokens: int = Field(1, ge=0)
+    caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance of training on an empty caption
+    flip: bool = False  # random horizontal flip (cached as a second latent)
+    max_upscale: float = Field(1.0, ge=1.0)  # refuse images that would need more upscaling
+
+
+class TrainSection(StrictModel):
+    steps: int = Field(1000, ge=1)
+    epochs_per_image: float | None = Field(None, gt=0)  # exposures per image; overrides steps
+    max_steps_per_image: int | None = Field(None, ge=1)  # cap: steps <= this x images (EasyPhoto)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    text_encoder_lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    optimizer: Literal["adamw", "adamw8bit", "prodigy"] = "adamw"
+    lr_scheduler: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+    ] = "constant_with_warmup"
+    lr_warmup_steps: int = Field(0, ge=0)
+    resolution: int = Field(512, ge=64)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    min_snr_gamma: float | None = Field(None, gt=0)
+    noise_offset: float = Field(0.0, ge=0.0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    save_every_steps: int = Field(500, ge=1)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` as false
+
+
+class LoraConfig(StrictModel):
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(8.0, gt=0)
+    targets: Literal["attn", "kohya", "locon"] = "kohya"
+    conv_rank: int | None = Field(None, ge=1)  # locon: rank of 3x3 convs (default: rank)
+    train_text_encoder: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class EmbeddingConfig(StrictModel):
+    num_vectors: int = Field(1, ge=1, le=75)
+    init_text: str = "person"
+    learning_rate: float | None = Field(None, gt=0)  # default: train.text_encoder_lr or learning_rate
+
+
+class OutputConfig(StrictModel):
+    name: str = ""  # file name of the LoRA in the library (default: the run name)
+
+
+class SamplesConfig(StrictModel):
+    prompts: list[str] = Field(default_factory=list)
+    every_steps: int | None = Field(None, ge=1)  # default: train.save_every_steps
+    negative: str = ""
+    steps: int = Field(20, ge=1)
+    cfg_scale: float = 7.0
+    sampler: str = "Euler a"
+    seed: int = 0
+
+
+class TrainConfig(StrictModel):
+    """Everything one training run needs; saved as `config.yaml` in the run folder."""
+
+    model: str = ""  # a library name, a path, or tiny-sd15 / tiny-sdxl
+    family: Literal["sd15", "sd2", "sdxl"] | None = None  # the family a preset was made for
+    method: Literal["lora", "embedding", "pivotal"] = "lora"
+    trigger: str = ""
+    seed: int = 42
+    clip_skip: int = Field(1, ge=1, le=12)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    preset: str | None = None  # the preset this config started from (informational)
+
+    @model_validator(mode="after")
+    def _check_method(self) -> TrainConfig:
+        if self.method in ("embedding", "pivotal") and not self.trigger:
+            raise ValueError(f"method {self.method!r} trains a trigger embedding; set trigger=<word>")
+        if self.trigger and (" " in self.trigger.strip() or "," in self.trigger):
+            raise ValueError("trigger must be one word (no spaces or commas)")
+        return self
+
+    @property
+    def trains_lora(self) -> bool:
+        return self.method in ("lora", "pivotal")
+
+    @property
+    def trains_embedding(self) -> bool:
+        return self.method in ("embedding", "pivotal")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in the package (`train/presets/*.yaml`)."""
+    folder = resources.files("lorastudio.train").joinpath("presets")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """A preset as a dict: a shipped name, or a path to a user's own copy."""
+    path = Path(name).expanduser()
+    if path.suffix in (".yaml", ".yml", ".toml") and path.is_file():
+        data = read_config_file(path)
+    else:
+        if name not in preset_names():
+            raise NotFoundError(f"preset {name!r} not found; choose one of: {', '.join(preset_names())}.")
+        text = (
+            resources.files("lorastudio.train")
+            .joinpath("presets", f"{name}.yaml")
+            .read_text(encoding="utf-8")
+        )
+        data = yaml.safe_load(text) or {}
+    data.setdefault("preset", path.stem if path.suffix else name)
+    return data
+
+
+def load_train_config(
+    file: str | Path | None = None, overrides: Any = (), preset: str | None = None
+) -> TrainConfig:
+    """defaults < preset < file < overrides; a `preset:` key in the file selects a preset too."""
+    base: dict[str, Any] = {}
+    if preset is None and file is not None:
+        preset = read_config_file(file).get("preset")
+    if preset:
+        base = read_preset(preset)
+    return load_config(TrainConfig, file, overrides, base=base)
+
+
+def budget_steps(
+    cfg: TrainConfig, num_images: int, num_samples: int, num_processes: int = 1
+) -> tuple[int, str]:
+    """Optimizer steps for this data set, and a sentence saying how they were chosen."""
+    per_step = cfg.train.batch_size * cfg.train.grad_accum * num_processes
+    if cfg.train.epochs_per_image is not None:
+        total = cfg.train.epochs_per_image * num_samples
+        steps = max(1, math.ceil(total / per_step))
+        why = (
+            f"{num_images} images ({num_samples} with repeats) x {cfg.train.epochs_per_image:g} exposures"
+            f" = {total:g} samples / {per_step} per step = {steps} steps"
+        )
+    else:
+        steps = cfg.train.steps
+        why = f"{steps} steps x {per_step} samples per step = {steps * per_step / max(num_samples, 1):.1f} exposures per image"
+    cap = cfg.train.max_steps_per_image
+    if cap is not None and steps > cap * num_images:
+        steps = cap * num_images
+        why += f"; capped at {cap} steps per image = {steps} steps"
+    return steps, why

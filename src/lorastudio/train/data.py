@@ -1,0 +1,128 @@
+"""Training images: size checks, bucket assignment and a seeded, resumable batch order.
+
+The order of batches is a pure function of (seed, micro-batch index), so a resumed run
+sees exactly the batches the killed run would have seen without storing any iterator
+state. Every batch holds images of one bucket (one latent size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from lorastudio.data.buckets import Bucket, assign_bucket, crop_box_for, plan_buckets
+from lorastudio.errors import LorastudioError
+
+__all__ = ["TrainImage", "scan_images", "BatchSchedule", "file_hash"]
+
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    path: Path
+    caption: str
+    repeats: int
+    size: tuple[int, int]  # upright (width, height)
+    bucket: Bucket
+    crop: tuple[int, int]  # (top, left) of the crop in the scaled image (SDXL time ids)
+    digest: str  # content hash, the latent cache key
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _upright_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, ValueError) as exc:
+        raise LorastudioError(
+            f"{path}: cannot be read as an image ({exc}); remove it from the data set."
+        ) from None
+    return (height, width) if orientation in _ROTATED else (width, height)
+
+
+def _scaled_crop(size: tuple[int, int], bucket: Bucket) -> tuple[float, tuple[int, int]]:
+    """Upscale factor needed and the (top, left) crop, mirroring `resize_to_bucket`."""
+    width, height = size
+    scale = max(bucket[0] / width, bucket[1] / height)
+    scaled = (max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale)))
+    left, top, _, _ = crop_box_for(scaled, bucket)
+    return scale, (top, left)
+
+
+def scan_images(items, resolution: int, max_upscale: float = 1.0, bucket_step: int = 64) -> list[TrainImage]:
+    """Read sizes (headers only), assign buckets, and refuse images too small for `resolution`."""
+    buckets = plan_buckets(resolution, min_px=max(bucket_step, min(256, resolution // 2)), step=bucket_step)
+    images, too_small, worst = [], [], 1.0
+    for item in items:
+        size = _upright_size(Path(item.image))
+        bucket = assign_bucket(size[0], size[1], buckets)
+        scale, crop = _scaled_crop(size, bucket)
+        if scale > max_upscale * 1.01:
+            too_small.append(f"{Path(item.image).name} ({size[0]}x{size[1]})")
+            worst = max(worst, scale)
+            continue
+        images.append(
+            TrainImage(
+                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_hash(item.image)
+            )
+        )
+    if too_small:
+        shown = ", ".join(too_small[:5]) + (f" and {len(too_small) - 5} more" if len(too_small) > 5 else "")
+        raise LorastudioError(
+            f"{len(too_small)} images are smaller than train.resolution={resolution}: {shown}; "
+            f"upscale or remove them, lower train.resolution, or allow it with data.max_upscale={math.ceil(worst * 10) / 10:g}."
+        )
+    return images
+
+
+class BatchSchedule:
+    """Micro-batch index -> list of (image index, flipped), epoch by epoch, seeded."""
+
+    def __init__(self, images: list[TrainImage], batch_size: int, seed: int, flip: bool):
+        self.images = images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.flip = flip
+        self._epochs: dict[int, list[list[tuple[int, bool]]]] = {}
+        self.batches_per_epoch = len(self._build(0))
+
+    def _build(self, epoch: int) -> list[list[tuple[int, bool]]]:
+        if epoch in self._epochs:
+            return self._epochs[epoch]
+        rng = random.Random(f"{self.seed}:epoch:{epoch}")
+        by_bucket: dict[Bucket, list[tuple[int, bool]]] = {}
+        for index, image in enumerate(self.images):
+            for _ in range(image.repeats):
+                flipped = self.flip and rng.random() < 0.5
+                by_bucket.setdefault(image.bucket, []).append((index, flipped))
+        batches = []
+        for bucket in sorted(by_bucket):
+            samples = by_bucket[bucket]
+            rng.shuffle(samples)
+            batches += [samples[i : i + self.batch_size] for i in range(0, len(samples), self.batch_size)]
+        rng.shuffle(batches)
+        if len(self._epochs) > 4:
+            self._epochs.pop(min(self._epochs))
+        self._epochs[epoch] = batches
+        return batches
+
+    def batch(self, micro_index: int) -> list[tuple[int, bool]]:
+        epoch, offset = divmod(micro_index, self.batches_per_epoch)
+        return self._build(epoch)[offset]
+
+    def epoch_of(self, micro_index: int) -> int:
+        return micro_index // self.batches_per_epoch

@@ -1,0 +1,50 @@
+"""Trained tensors -> files: the kohya/webui LoRA (with bundled trigger) and the A1111 embedding.
+
+The LoRA-format details live in `lorastudio.adapters`; this module only gathers what the
+trainer holds (LoRA layers, trigger vectors, facts about the run) into a `LoraFile`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorastudio.adapters.kohya import save_kohya
+from lorastudio.adapters.lora_file import LoraFile, LoraModule
+from lorastudio.adapters.metadata import build_metadata
+
+__all__ = ["lora_file_from_training", "save_lora", "save_embedding"]
+
+
+def lora_file_from_training(lora_set, embedding=None) -> LoraFile:
+    """A `LoraFile` of the current weights (float32 copies on the CPU)."""
+    lora = LoraFile(source_format="lorastudio")
+    if lora_set is not None:
+        for (component, path), layer in lora_set.items():
+            down = layer.lora_down.weight.detach().float().cpu().clone()
+            up = layer.lora_up.weight.detach().float().cpu().clone()
+            lora.add(component, path, LoraModule(down, up, layer.alpha, layer.kind))
+    if embedding is not None:
+        lora.embeddings[embedding.trigger] = embedding.as_tensors()
+    return lora
+
+
+def save_lora(lora_set, embedding, path: Path, family, unet_config, facts: dict[str, Any]) -> Path:
+    """Write the kohya-layout LoRA with `ss_*`/`sshs_*`/`modelspec.*` metadata."""
+    lora = lora_file_from_training(lora_set, embedding)
+    metadata = build_metadata(facts, family, kind="lora")
+    return save_kohya(lora, path, metadata, family=family, unet_config=unet_config)
+
+
+def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path:
+    """A standalone A1111 embedding (`emb_params`, or `clip_l`/`clip_g` for SDXL); stem = trigger."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        key: vectors.contiguous()
+        for key, vectors in zip(family.embedding_keys, embedding.as_tensors(), strict=True)
+    }
+    metadata = build_metadata(facts, family, kind="textual-inversion")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return path

@@ -1,0 +1,626 @@
+"""The training loop: LoRA and/or a trigger embedding on SD1/SD2/SDXL, on `accelerate`.
+
+Reproducibility is built in rather than bolted on: the batch order, caption augmentation,
+noise and timesteps of every micro-batch are drawn from generators seeded by
+(seed, micro-batch index), and everything else that changes (LoRA weights, trigger
+vectors, optimizer, LR scheduler, step, RNG) is in the `accelerate` state saved with each
+checkpoint. A resumed run therefore ends with the same weights as an uninterrupted one.
+
+Gradients of the (small) trainable set are averaged across processes explicitly instead
+of wrapping the UNet in DDP: the UNet itself is frozen and never needs to be wrapped.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lorastudio.errors import LorastudioError
+from lorastudio.train.config import TrainConfig, budget_steps
+from lorastudio.train.data import BatchSchedule, TrainImage, scan_images
+from lorastudio.train.export import save_embedding, save_lora
+from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
+from lorastudio.train.logs import RunLog, draw_loss_curve
+from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text_encoder_targets, unet_targets
+from lorastudio.train.optim import build_lr_scheduler, build_optimizer
+from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
+
+__all__ = ["Trainer", "TrainPlan", "prepare_plan", "latest_state", "Callback"]
+
+Callback = Callable[[dict], None]
+_TEXT_CACHE_LIMIT = 4096
+
+
+@dataclass
+class TrainPlan:
+    """What was checked before any model is loaded: images, buckets and the step budget."""
+
+    images: list[TrainImage]
+    steps: int
+    explanation: str
+    dataset_root: Path
+    num_samples: int
+
+
+def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
+    if not data_dir:
+        raise LorastudioError("data.dir: not set; pass data.dir=<data set name or folder>.")
+    named = datasets_folder / data_dir
+    if "/" not in data_dir and named.is_dir():
+        return named
+    return Path(data_dir).expanduser()
+
+
+def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1) -> TrainPlan:
+    """Open the data set and check sizes and budget: every cheap error before heavy work."""
+    from lorastudio.data.dataset import Dataset
+
+    if not cfg.model:
+        raise LorastudioError("model: not set; pass model=<library name, path, tiny-sd15 or tiny-sdxl>.")
+    path = resolve_dataset_path(cfg.data.dir, datasets_folder)
+    dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
+    if len(dataset) == 0:
+        raise LorastudioError(f"{path}: the data set is empty; add images first.")
+    images = scan_images(dataset.items(), cfg.train.resolution, cfg.data.max_upscale)
+    num_samples = sum(img.repeats for img in images)
+    steps, why = budget_steps(cfg, len(images), num_samples, num_processes)
+    return TrainPlan(images, steps, why, dataset.root, num_samples)
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    """The newest `checkpoints/step-N/state` folder of a run, if any."""
+    folders = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "state").is_dir()]
+    if not folders:
+        return None
+    return max(folders, key=lambda p: int(p.name.split("-")[1])) / "state"
+
+
+class _TrainableState:
+    """LoRA tensors, trigger vectors and the step: the custom part of `accelerate`'s state."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "step": t.step,
+            "lora": t.lora_set.lora_state_dict() if t.lora_set is not None else {},
+            "embedding": t.embedding.as_tensors() if t.embedding is not None else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        t = self.trainer
+        t.step = int(state["step"])
+        if t.lora_set is not None:
+            t.lora_set.load_lora_state_dict(state["lora"])
+        if t.embedding is not None:
+            with torch.no_grad():
+                for param, saved in zip(t.embedding.vectors, state["embedding"], strict=True):
+                    param.copy_(saved)
+
+
+def _mixed_precision(requested: str, device_type: str) -> str:
+    if requested == "auto":
+        if device_type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    if requested == "fp16" and device_type != "cuda":
+        raise LorastudioError("train.mixed_precision=fp16: needs a CUDA GPU; use bf16 or no on the CPU.")
+    return requested
+
+
+class Trainer:
+    """One training run. `run()` trains from scratch or from the run's last saved state."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        workspace,
+        run_dir: Path,
+        name: str,
+        callback: Callback | None = None,
+        device: str | None = None,
+        progress: bool = True,
+    ):
+        self.cfg = cfg
+        self.ws = workspace
+        self.run_dir = Path(run_dir)
+        self.name = name
+        self.callback = callback
+        self.device_request = device
+        self.progress = progress
+        self.step = 0
+        self.lora_set: LoraSet | None = None
+        self.embedding: TriggerEmbedding | None = None
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    # -- events ---------------------------------------------------------------------------
+    def _emit(self, event: dict) -> None:
+        if self.callback is not None and self.accelerator.is_main_process:
+            self.callback(event)
+
+    def _say(self, text: str) -> None:
+        if self.progress and self.accelerator.is_main_process:
+            print(text, file=sys.stderr, flush=True)
+
+    # -- setup ----------------------------------------------------------------------------
+    def _make_accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        cpu = self.device_request == "cpu" or not torch.cuda.is_available()
+        mp = _mixed_precision(self.cfg.train.mixed_precision, "cpu" if cpu else "cuda")
+        project = ProjectConfiguration(project_dir=str(self.run_dir), automatic_checkpoint_naming=False)
+        return Accelerator(mixed_precision=mp, cpu=cpu, project_config=project)
+
+    def _load_model(self):
+        from lorastudio.models.loading import load_model
+
+        device = self.accelerator.device
+        model = load_model(self.cfg.model, self.ws.models, self.ws.cache, device=str(device))
+        wanted = self.cfg.family
+        if wanted and model.family.name != wanted:
+            needs = "both SDXL text encoders (text_encoder_2)" if wanted == "sdxl" else f"a {wanted} model"
+            raise LorastudioError(
+                f"preset {self.cfg.preset or wanted!r}: needs {needs}, but {self.cfg.model!r} is {model.family.label};"
+                f" use a {wanted} model or another preset."
+            )
+        return model
+
+    def _setup_trainables(self, model) -> None:
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(cfg.seed)
+        if cfg.trains_embedding:
+            self.embedding = TriggerEmbedding(
+                cfg.trigger,
+                cfg.embedding.num_vectors,
+                cfg.embedding.init_text,
+                model.text_encoders,
+                model.tokenizers,
+            ).to(model.device)
+            self.embedding.attach(model.text_encoders)
+        if cfg.trains_lora:
+            self.lora_set = LoraSet()
+            conv_rank = cfg.lora.conv_rank or cfg.lora.rank
+            spec = TargetSpec("unet", cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets)
+            inject_lora(
+                model.unet,
+                spec,
+                unet_targets(model.unet, cfg.lora.targets),
+                self.lora_set,
+                generator,
+                cfg.lora.dropout,
+            )
+            if cfg.lora.train_text_encoder:
+                for component, encoder in zip(model.family.text_encoders, model.text_encoders, strict=True):
+                    spec = TargetSpec(component, cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets)
+                    inject_lora(
+                        encoder,
+                        spec,
+                        text_encoder_targets(encoder, cfg.lora.targets),
+                        self.lora_set,
+                        generator,
+                        cfg.lora.dropout,
+                    )
+
+    def _param_groups(self) -> list[dict]:
+        cfg = self.cfg
+        te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
+        groups = []
+        if self.lora_set is not None:
+            groups.append({"params": self.lora_set.parameters_of(("unet",)), "lr": cfg.train.learning_rate})
+            groups.append(
+                {"params": self.lora_set.parameters_of(("text_encoder", "text_encoder_2")), "lr": te_lr}
+            )
+        if self.embedding is not None:
+            emb_lr = cfg.embedding.learning_rate or te_lr
+            groups.append({"params": list(self.embedding.parameters()), "lr": emb_lr, "weight_decay": 0.0})
+        return groups
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self._param_groups() for p in group["params"]]
+
+    # -- one micro-batch --------------------------------------------------------------------
+    @property
+    def _text_trains(self) -> bool:
+        return self.embedding is not None or self.cfg.lora.train_text_encoder and self.cfg.trains_lora
+
+    def _captions(self, batch: list[tuple[int, bool]], micro_index: int) -> list[str]:
+        cfg = self.cfg
+        rng = random.Random(f"{cfg.seed}:caption:{micro_index}")
+        captions = []
+        for index, _ in batch:
+            text = build_caption(
+                self.images[index].caption,
+                cfg.trigger,
+                cfg.data.caption_prefix_trigger,
+                cfg.data.shuffle_tags,
+                cfg.data.keep_tokens,
+                cfg.data.caption_dropout,
+                rng,
+            )
+            captions.append(self.embedding.expand(text) if self.embedding is not None else text)
+        return captions
+
+    def _encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model, skip = self.model, self.cfg.clip_skip
+        if self._text_trains:
+            return encode_text(model, captions, skip)
+        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if missing:
+            with torch.no_grad():
+                embeds, pooled = encode_text(model, missing, skip)
+            if len(self._text_cache) + len(missing) > _TEXT_CACHE_LIMIT:
+                self._text_cache.clear()
+            for i, caption in enumerate(missing):
+                self._text_cache[caption] = (embeds[i], pooled[i] if pooled is not None else None)
+        embeds = torch.stack([self._text_cache[c][0] for c in captions])
+        pooled = [self._text_cache[c][1] for c in captions]
+        return embeds, torch.stack(pooled) if pooled[0] is not None else None
+
+    def _time_ids(self, batch: list[tuple[int, bool]]) -> torch.Tensor:
+        rows = []
+        for index, _ in batch:
+            img = self.images[index]
+            (w, h), (top, left), (bw, bh) = img.size, img.crop, img.bucket
+            rows.append([h, w, top, left, bh, bw])
+        return torch.tensor(rows, dtype=torch.float32, device=self.model.device)
+
+    def _loss(self, micro_index: int) -> torch.Tensor:
+        cfg, model = self.cfg, self.model
+        batch = self.schedule.batch(micro_index)
+        device = model.device
+        latents = torch.stack([self.latents.get(i, flipped) for i, flipped in batch]).to(device)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + micro_index)
+        noise = torch.randn(latents.shape, generator=generator, device=device)
+        if cfg.train.noise_offset:
+            offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=device)
+            noise = noise + cfg.train.noise_offset * offset
+        num_timesteps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, num_timesteps, (latents.shape[0],), generator=generator, device=device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        embeds, pooled = self._encode(self._captions(batch, micro_index))
+        added = None
+        if model.family.uses_pooled_text:
+            added = {"text_embeds": pooled.to(model.dtype), "time_ids": self._time_ids(batch).to(model.dtype)}
+        with self.accelerator.autocast():
+            prediction = model.unet(
+                noisy.to(model.dtype),
+                timesteps,
+                encoder_hidden_states=embeds.to(model.dtype),
+                added_cond_kwargs=added,
+                return_dict=False,
+            )[0]
+        if self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if cfg.train.min_snr_gamma:
+            per_sample = per_sample * self._snr_weights(timesteps)
+        return per_sample.mean()
+
+    def _snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """min-SNR-gamma (Hang et al. 2023): cap the weight of easy, low-noise timesteps."""
+        alphas = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+        snr = alphas / (1 - alphas)
+        capped = torch.clamp(snr, max=self.cfg.train.min_snr_gamma)
+        return capped / (snr + 1) if self.prediction_type == "v_prediction" else capped / snr
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if self.accelerator.num_processes == 1:
+            return
+        import torch.distributed as dist
+
+        for param in params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad /= self.accelerator.num_processes
+
+    def _prepare(self, plan: TrainPlan) -> None:
+        from diffusers import DDPMScheduler
+
+        self.accelerator = self._make_accelerator()
+        self.images = plan.images
+        self.total_steps = plan.steps
+        self.model = self._load_model()
+        torch.manual_seed(self.cfg.seed)
+        self._setup_trainables(self.model)
+        self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        if self.cfg.train.gradient_checkpointing:
+            self.model.unet.enable_gradient_checkpointing()
+            if self._text_trains:
+                for encoder in self.model.text_encoders:
+                    encoder.gradient_checkpointing_enable()
+        cache_root = self.ws.cache / "latents"
+        check_cache_space(cache_root, self.images, self.cfg.data.flip)
+        self.latents = LatentCache(cache_root, self.model.vae, vae_hash(self.model.vae))
+        with self.accelerator.main_process_first():
+            encoded = self.latents.prepare(self.images, self.cfg.data.flip)
+        self._say(
+            f"latents: {len(self.images)} images, {encoded} newly encoded (cache {self.latents.folder})"
+        )
+        self.schedule = BatchSchedule(
+            self.images, self.cfg.train.batch_size, self.cfg.seed, self.cfg.data.flip
+        )
+        self.params = self._trainable_parameters()
+        optimizer = build_optimizer(
+            self.cfg.train.optimizer, self._param_groups(), self.cfg.train.weight_decay
+        )
+        self.lr_scheduler = build_lr_scheduler(
+            self.cfg.train.lr_scheduler, optimizer, self.cfg.train.lr_warmup_steps, self.total_steps
+        )
+        # The scheduler is stepped by hand (once per optimizer step on every process).
+        self.optimizer = self.accelerator.prepare(optimizer)
+        self.accelerator.register_for_checkpointing(_TrainableState(self), self.lr_scheduler)
+
+    def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
+        self._prepare(plan)
+        if resume_from is not None:
+            self.accelerator.load_state(str(resume_from))
+            self._say(f"resumed from {resume_from.parent.name} (step {self.step}/{self.total_steps})")
+        self._emit(
+            {
+                "event": "plan",
+                "steps": self.total_steps,
+                "images": len(self.images),
+                "explanation": plan.explanation,
+                "start_step": self.step,
+            }
+        )
+        log = RunLog(self.run_dir, resume_step=self.step) if self.accelerator.is_main_process else None
+        try:
+            finished = self._loop(log, stop_at_step)
+        finally:
+            if log is not None:
+                log.close()
+        if not finished:
+            return {"finished": False, "step": self.step}
+        return self._finish(log)
+
+    def _loop(self, log: RunLog | None, stop_at_step: int | None) -> bool:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.accelerator
+        accum, world, rank = cfg.train.grad_accum, acc.num_processes, acc.process_index
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=f"train {self.name}",
+            unit="step",
+            disable=not (self.progress and acc.is_main_process),
+            dynamic_ncols=True,
+        )
+        started, first_step = time.perf_counter(), self.step
+        try:
+            while self.step < self.total_steps:
+                total_loss = torch.zeros((), device=acc.device)
+                for micro in range(accum):
+                    micro_index = (self.step * accum + micro) * world + rank
+                    loss = self._loss(micro_index) / accum
+                    acc.backward(loss)
+                    total_loss += loss.detach()
+                self._reduce_gradients(self.params)
+                if cfg.train.max_grad_norm:
+                    acc.clip_grad_norm_(self.params, cfg.train.max_grad_norm)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                self._after_step(log, bar, float(acc.reduce(total_loss, "mean")), started, first_step)
+                if self.step % cfg.train.save_every_steps == 0 or self.step == stop_at_step:
+                    self.save_checkpoint()
+                if (
+                    cfg.samples.prompts
+                    and self.step % (cfg.samples.every_steps or cfg.train.save_every_steps) == 0
+                ):
+                    self.write_samples()
+                if stop_at_step is not None and self.step >= stop_at_step and self.step < self.total_steps:
+                    return False
+        finally:
+            bar.close()
+        return True
+
+    def _after_step(self, log: RunLog | None, bar, loss: float, started: float, first_step: int) -> None:
+        lr = self.lr_scheduler.get_last_lr()[0]
+        done = self.step - first_step
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        eta = (self.total_steps - self.step) / rate if rate else None
+        record = {
+            "step": self.step,
+            "loss": loss,
+            "lr": lr,
+            "epoch": self.schedule.epoch_of(
+                self.step * self.cfg.train.grad_accum * self.accelerator.num_processes - 1
+            ),
+        }
+        if log is not None:
+            log.write(record)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        bar.update(1)
+        self._emit(
+            {
+                "event": "step",
+                "step": self.step,
+                "total": self.total_steps,
+                "loss": loss,
+                "lr": lr,
+                "it_per_s": rate,
+                "eta_s": eta,
+            }
+        )
+
+    # -- outputs ----------------------------------------------------------------------------
+    def _facts(self) -> dict[str, Any]:
+        cfg, model = self.cfg, self.model
+        tags: dict[str, int] = {}
+        for img in self.images:
+            for tag in (t.strip() for t in img.caption.split(",")):
+                if tag:
+                    tags[tag] = tags.get(tag, 0) + 1
+        buckets: dict[str, int] = {}
+        for img in self.images:
+            key = f"{img.bucket[0]}x{img.bucket[1]}"
+            buckets[key] = buckets.get(key, 0) + img.repeats
+        return {
+            "output_name": self.name,
+            "network_dim": cfg.lora.rank if cfg.trains_lora else None,
+            "network_alpha": cfg.lora.alpha if cfg.trains_lora else None,
+            "network_args": {
+                "targets": cfg.lora.targets,
+                "conv_dim": cfg.lora.conv_rank or cfg.lora.rank,
+                "method": cfg.method,
+            }
+            if cfg.trains_lora
+            else None,
+            "steps": self.step,
+            "epoch": self.schedule.epoch_of(
+                max(self.step * cfg.train.grad_accum * self.accelerator.num_processes - 1, 0)
+            )
+            + 1,
+            "resolution": (cfg.train.resolution, cfg.train.resolution),
+            "clip_skip": cfg.clip_skip,
+            "num_train_images": len(self.images),
+            "sd_model_name": model.name,
+            "sd_model_hash": model.short_hash,
+            "new_sd_model_hash": model.sha256,
+            "dataset_dirs": {
+                cfg.data.dir: {
+                    "n_repeats": max(i.repeats for i in self.images),
+                    "img_count": len(self.images),
+                }
+            },
+            "tag_frequency": {cfg.data.dir: tags},
+            "bucket_info": {"buckets": buckets},
+            "learning_rate": cfg.train.learning_rate,
+            "text_encoder_lr": cfg.train.text_encoder_lr,
+            "lr_scheduler": cfg.train.lr_scheduler,
+            "optimizer": cfg.train.optimizer,
+            "min_snr_gamma": cfg.train.min_snr_gamma,
+            "noise_offset": cfg.train.noise_offset or None,
+            "seed": cfg.seed,
+            "training_comment": f"lorastudio {cfg.method}",
+            "lorastudio_config": cfg.model_dump(mode="json"),
+            "trigger_phrase": cfg.trigger or None,
+        }
+
+    def _write_outputs(self, folder: Path) -> dict[str, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        facts, family = self._facts(), self.model.family
+        paths: dict[str, Path] = {}
+        if self.lora_set is not None or self.embedding is not None:
+            paths["lora"] = save_lora(
+                self.lora_set,
+                self.embedding,
+                folder / f"{self.name}.safetensors",
+                family,
+                self.model.unet.config,
+                facts,
+            )
+        if self.embedding is not None:
+            paths["embedding"] = save_embedding(
+                self.embedding, folder / f"{self.cfg.trigger}.safetensors", family, facts
+            )
+        return paths
+
+    def write_samples(self) -> list[Path]:
+        """Sample images for `samples.prompts` with the live model (LoRA and trigger applied)."""
+        if not self.accelerator.is_main_process:
+            return []
+        try:
+            from lorastudio.generate.conditioning import PromptEncoder
+            from lorastudio.generate.config import GenerateConfig
+            from lorastudio.generate.pipeline import build_plan, generate_images
+        except ImportError:  # generation not installed in this build: training goes on without samples
+            return []
+        cfg, model = self.cfg, self.model
+        folder = self.run_dir / "samples" / f"step-{self.step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        size = cfg.train.resolution
+        for index, prompt in enumerate(cfg.samples.prompts):
+            text = self.embedding.expand(prompt) if self.embedding is not None else prompt
+            request = GenerateConfig(
+                model=cfg.model,
+                prompt=text,
+                negative_prompt=cfg.samples.negative,
+                steps=cfg.samples.steps,
+                cfg_scale=cfg.samples.cfg_scale,
+                sampler=cfg.samples.sampler,
+                seed=cfg.samples.seed,
+                width=size,
+                height=size,
+                clip_skip=cfg.clip_skip,
+            )
+            plan = build_plan(request, model, text, cfg.samples.negative)
+            with torch.no_grad():
+                images = generate_images(model, request, plan, PromptEncoder(model, cfg.clip_skip))
+            path = folder / f"{index:02d}.png"
+            images[0].image.save(path)
+            paths.append(path)
+        self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
+        return paths
+
+    def save_checkpoint(self) -> Path:
+        """LoRA + embedding files and the full resumable state in `checkpoints/step-N/`."""
+        folder = self.run_dir / "checkpoints" / f"step-{self.step}"
+        if self.accelerator.is_main_process:
+            self._write_outputs(folder)
+            draw_loss_curve(_log_records(self.run_dir), self.run_dir / "loss.png")
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(folder / "state"))
+        self._emit({"event": "checkpoint", "step": self.step, "path": str(folder)})
+        return folder
+
+    def _ranks_agree(self) -> bool:
+        """True when every process ends with the same trainable weights (checksums compared)."""
+        if self.accelerator.num_processes == 1:
+            return True
+        sums = torch.stack([p.detach().double().sum() for p in self.params])
+        gathered = self.accelerator.gather(sums[None].to(self.accelerator.device))
+        return bool((gathered == gathered[0]).all())
+
+    def _finish(self, log: RunLog | None) -> dict:
+        self.accelerator.wait_for_everyone()
+        result: dict[str, Any] = {
+            "finished": True,
+            "step": self.step,
+            "run_dir": str(self.run_dir),
+            "name": self.name,
+        }
+        result["ranks_agree"] = self._ranks_agree()
+        if self.accelerator.is_main_process:
+            paths = self._write_outputs(self.run_dir)
+            if "lora" in paths:
+                library = self.ws.safe_child(self.ws.loras, f"{self.name}.safetensors", "output.name")
+                shutil.copyfile(paths["lora"], library)
+                result.update(lora=str(paths["lora"]), library_lora=str(library))
+            if "embedding" in paths:
+                library = self.ws.safe_child(self.ws.embeddings, f"{self.cfg.trigger}.safetensors", "trigger")
+                shutil.copyfile(paths["embedding"], library)
+                result.update(embedding=str(paths["embedding"]), library_embedding=str(library))
+            records = log.records if log is not None else []
+            draw_loss_curve(records, self.run_dir / "loss.png")
+            result["final_loss"] = records[-1]["loss"] if records else None
+        self._emit({"event": "done", **result})
+        self.accelerator.wait_for_everyone()
+        return result
+
+
+def _log_records(run_dir: Path) -> list[dict]:
+    from lorastudio.train.logs import read_log
+
+    return read_log(run_dir / "log.jsonl")
