@@ -12,10 +12,8 @@ from lorastudio.adapters import LoraFile, LoraModule, applied_loras, load_lora_f
 
 
 @pytest.fixture(scope="session")
-def tiny_sd15(tmp_path_factory):
-    from lorastudio.models.tiny import ensure_tiny_model
-
-    return ensure_tiny_model("tiny-sd15", tmp_path_factory.getbasetemp() / "tiny-models")
+def tiny_sd15(tiny_models_dir):
+    return tiny_models_dir / "tiny-sd15"
 
 
 @pytest.fixture(scope="module")

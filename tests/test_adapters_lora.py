@@ -31,16 +31,6 @@ PIPELINES = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory):
-    from lorastudio.models.tiny import ensure_tiny_model
-
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    for name in PIPELINES:
-        ensure_tiny_model(name, root)
-    return root
-
-
 def load_pipeline(tiny_models_dir, name):
     import diffusers
 

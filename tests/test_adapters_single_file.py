@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 import torch
 
 from lorastudio.adapters import save_single_file
 from lorastudio.adapters.ldm import unet_diffusers_to_ldm_path, unet_ldm_to_diffusers_path
 from lorastudio.models.families import get_family
-
-
-@pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory):
-    from lorastudio.models.tiny import ensure_tiny_model
-
-    root = tmp_path_factory.getbasetemp() / "tiny-models"
-    for name in ("tiny-sd15", "tiny-sdxl"):
-        ensure_tiny_model(name, root)
-    return root
 
 
 def _modules(pipe):

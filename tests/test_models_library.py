@@ -126,3 +126,20 @@ def test_shipped_configs_load_offline_for_every_family(tmp_path):
         assert CLIPTextConfig.from_pretrained(folder / "text_encoder").vocab_size == 49408
         pad = CLIPTokenizer.from_pretrained(folder / "tokenizer").pad_token
         assert pad == family.tokenizer_pad_tokens[0]
+
+
+def test_tiny_vae_passes_colours_and_is_built_reproducibly():
+    from lorastudio.models import tiny
+
+    built = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        vae = tiny._vae()
+        scale = tiny._make_colour_passthrough(vae)
+        built.append((scale, {k: v.clone() for k, v in vae.state_dict().items()}))
+    assert built[0][0] == built[1][0]
+    assert all(torch.equal(built[0][1][k], built[1][1][k]) for k in built[0][1])
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = vae.decode(vae.encode(red).latent_dist.mean).sample.mean((2, 3)).squeeze()
+    assert torch.allclose(out, torch.tensor([1.0, -1.0, -1.0]), atol=0.15)

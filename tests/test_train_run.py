@@ -21,13 +21,9 @@ TRIGGER = "zqx"
 
 
 @pytest.fixture(scope="session")
-def tiny_models():
-    """Tiny models built once; a shared cache folder (if set) avoids rebuilding them per session."""
-    from lorastudio.models.tiny import ensure_tiny_model
-
-    shared = os.environ.get("LORASTUDIO_TEST_MODELS")
-    root = Path(shared) if shared else Path.home() / ".cache" / "lorastudio-tests"
-    return {name: ensure_tiny_model(name, root) for name in ("tiny-sd15", "tiny-sdxl")}
+def tiny_models(tiny_models_dir):
+    """The session's tiny models (tests/conftest.py builds them once)."""
+    return {name: tiny_models_dir / name for name in ("tiny-sd15", "tiny-sdxl")}
 
 
 @pytest.fixture

@@ -223,7 +223,7 @@ def _pipeline_class(family: Family):
 
 def _load_folder(folder: Path, dtype) -> tuple[Family, Any]:
     family = _family_of_folder(folder)
-    pipe = _pipeline_class(family).from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    pipe = _pipeline_class(family).from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     return family, pipe
 
 
@@ -259,7 +259,7 @@ def _load_single_file(
     config = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
     try:
         pipe = _pipeline_class(family).from_single_file(
-            str(path), config=str(config), torch_dtype=dtype, local_files_only=True
+            str(path), config=str(config), dtype=dtype, local_files_only=True
         )
     except (ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).splitlines()[0][:200]
@@ -274,7 +274,7 @@ def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
 
     vae_path = Path(vae_path)
     if vae_path.is_dir():
-        return AutoencoderKL.from_pretrained(str(vae_path), torch_dtype=dtype, local_files_only=True)
+        return AutoencoderKL.from_pretrained(str(vae_path), dtype=dtype, local_files_only=True)
     if not vae_path.is_file():
         raise NotFoundError(f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.")
     if vae_path.suffix.lower() in PICKLE_SUFFIXES:
@@ -290,7 +290,7 @@ def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
     if not (vae_cfg / "config.json").is_file():
         pipe.vae.save_config(str(vae_cfg))
     return AutoencoderKL.from_single_file(
-        str(vae_path), config=str(vae_cfg), torch_dtype=dtype, local_files_only=True
+        str(vae_path), config=str(vae_cfg), dtype=dtype, local_files_only=True
     )
 
 
@@ -314,7 +314,7 @@ def load_model(
             )
         from diffusers import DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(where.hub_id, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(where.hub_id, dtype=dtype)
         fam = get_family("sdxl" if hasattr(pipe, "text_encoder_2") else "sd15")
         sha = hashlib.sha256(where.hub_id.encode()).hexdigest()
     elif where.kind == "folder":

@@ -19,7 +19,7 @@ from lorastudio.models.tokenizer import write_clip_tokenizer
 __all__ = ["TINY_MODELS", "build_tiny_model", "ensure_tiny_model", "is_tiny_name"]
 
 TINY_MODELS = ("tiny-sd15", "tiny-sdxl")
-BUILD_VERSION = 6  # bump when the recipe changes, so cached copies are rebuilt
+BUILD_VERSION = 7  # bump when the recipe changes, so cached copies are rebuilt
 TINY_SIZE = 64  # native pixel size of the tiny models (latents are 8x8)
 
 _SCHEDULER_SD = {
@@ -165,17 +165,23 @@ def _set_identity(conv, channels: int | None = None) -> None:
 
 
 def _fit_output_conv(conv, features, targets) -> None:
-    """Least-squares 1x1 map (centre tap of `conv`) from per-pixel features to targets."""
+    """Least-squares 1x1 map (centre tap of `conv`) from the RGB-carrying features to targets.
+
+    Only channels 0-2 carry colour (the rest are constants), so fitting on them plus a
+    bias keeps the system full-rank: a rank-deficient least-squares solve is not
+    reproducible across runs, and the tiny models must build bit-identically.
+    """
     import torch
 
-    x = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
+    x = features[:, :3].permute(0, 2, 3, 1).reshape(-1, 3).double()
     y = targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1]).double()
     x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(x1, y).solution  # (C+1, out)
+    solution = torch.linalg.solve(x1.T @ x1, x1.T @ y)  # (4, out), well conditioned
+    solution = torch.round(solution * 1e9) / 1e9  # drop float noise below float32 precision
     with torch.no_grad():
         conv.weight.zero_()
         centre = conv.kernel_size[0] // 2
-        conv.weight[:, :, centre, centre] = solution[:-1].T.float()
+        conv.weight[:, :3, centre, centre] = solution[:-1].T.float()
         conv.bias.copy_(solution[-1].float())
 
 
@@ -336,6 +342,9 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
         raise ValueError(f"unknown tiny model {name!r}")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars per component
     threads = torch.get_num_threads()
     # One thread: the same weights on every machine (thread count changes float sums), and
     # no OpenMP oversubscription when other processes share the CPU.

@@ -20,6 +20,7 @@ __all__ = ["run_demo", "redness"]
 
 DEMO_SAMPLERS = ("Euler a", "DPM++ 2M Karras", "DDIM", "UniPC")
 TRIGGER = "zkdemo"
+LEARNING_RATE = 5e-4
 
 
 def redness(path: Path) -> float:
@@ -28,6 +29,12 @@ def redness(path: Path) -> float:
 
     arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
     return float((arr[..., 0] - (arr[..., 1] + arr[..., 2]) / 2).mean())
+
+
+def mean_rgb(path: Path) -> list[int]:
+    import numpy as np
+
+    return [int(v) for v in np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).mean(axis=0).round()]
 
 
 def _make_red_set(folder: Path, count: int = 8) -> Path:
