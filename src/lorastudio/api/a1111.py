@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lorastudio import __version__
 from lorastudio.api.app import get_studio
+from lorastudio.api.native import quota_as_429
 from lorastudio.api.security import decode_image, safetensors_header
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
@@ -263,7 +264,7 @@ def _info(
     }
 
 
-async def _generate(req: Txt2ImgRequest, studio: Studio) -> dict[str, Any]:
+async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:
     """Submit, wait without a thread, and answer the A1111 response."""
 
     def submit():
@@ -277,7 +278,8 @@ async def _generate(req: Txt2ImgRequest, studio: Studio) -> dict[str, Any]:
                     studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
                 )
         cfg = to_generate_config(req, studio, init, mask)
-        return cfg, studio.submit_generate(cfg)
+        with quota_as_429():
+            return cfg, studio.submit_generate(cfg, user=user)
 
     cfg, job = await asyncio.to_thread(submit)
     job = await studio.wait_job_async(job.id)
@@ -314,14 +316,22 @@ def _strip_data_url(data: str) -> str:
     return data.split(",", 1)[1] if data.startswith("data:") else data
 
 
+def _user(request: Request) -> str:
+    return str(getattr(request.state, "user", "") or "")
+
+
 @router.post("/txt2img")
-async def txt2img(req: Txt2ImgRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return await _generate(req, studio)
+async def txt2img(
+    req: Txt2ImgRequest, request: Request, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    return await _generate(req, studio, _user(request))
 
 
 @router.post("/img2img")
-async def img2img(req: Img2ImgRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return await _generate(req, studio)
+async def img2img(
+    req: Img2ImgRequest, request: Request, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    return await _generate(req, studio, _user(request))
 
 
 # --- models and options -------------------------------------------------------------------

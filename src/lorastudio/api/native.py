@@ -11,10 +11,12 @@ import asyncio
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 
 from lorastudio import __version__
@@ -24,11 +26,11 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig, import_embedding
 from lorastudio.service.jobs import Job
-from lorastudio.service.studio import Studio
+from lorastudio.service.studio import QuotaExceeded, Studio
 from lorastudio.service.workspace import safe_name
 from lorastudio.train.config import TrainConfig
 
-__all__ = ["router"]
+__all__ = ["quota_as_429", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
@@ -40,6 +42,17 @@ COPY_CHUNK = 1024 * 1024
 
 def _user(request: Request) -> str:
     return str(getattr(request.state, "user", "") or "")
+
+
+@contextmanager
+def quota_as_429() -> Iterator[None]:
+    """A user over their job quota gets 429 Too Many Requests with `Retry-After`, not 400."""
+    try:
+        yield
+    except QuotaExceeded as exc:
+        raise HTTPException(
+            status_code=429, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        ) from None
 
 
 def _job_json(studio: Studio, job: Job) -> dict[str, Any]:
@@ -86,7 +99,9 @@ def submit_generate(
             "mask": _image_field(studio, cfg.mask, "mask", "L"),
         }
     )
-    return _job_json(studio, studio.submit_generate(cfg, user=_user(request), priority=priority))
+    with quota_as_429():
+        job = studio.submit_generate(cfg, user=_user(request), priority=priority)
+    return _job_json(studio, job)
 
 
 @router.post("/jobs/train")
@@ -94,7 +109,9 @@ def submit_train(
     cfg: TrainConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue a training run (data.dir = a data-set name). A restart resumes it from its last checkpoint."""
-    return _job_json(studio, studio.submit_train(cfg, user=_user(request), priority=priority))
+    with quota_as_429():
+        job = studio.submit_train(cfg, user=_user(request), priority=priority)
+    return _job_json(studio, job)
 
 
 @router.post("/jobs/caption")
@@ -102,7 +119,9 @@ def submit_caption(
     cfg: CaptionJobConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue captioning or tagging of a data set."""
-    return _job_json(studio, studio.submit_caption(cfg, user=_user(request), priority=priority))
+    with quota_as_429():
+        job = studio.submit_caption(cfg, user=_user(request), priority=priority)
+    return _job_json(studio, job)
 
 
 @router.post("/jobs/import")
@@ -110,7 +129,9 @@ def submit_import(
     cfg: ImportJobConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue an import of uploaded files as a data set, model, LoRA or embedding."""
-    return _job_json(studio, studio.submit_import(cfg, user=_user(request), priority=priority))
+    with quota_as_429():
+        job = studio.submit_import(cfg, user=_user(request), priority=priority)
+    return _job_json(studio, job)
 
 
 @router.get("/jobs")
@@ -199,10 +220,19 @@ def list_artifacts(job_id: str, studio: Studio = Depends(get_studio)) -> dict[st
     return {"job": job_id, "artifacts": studio.artifacts(job_id)}
 
 
-@router.get("/jobs/{job_id}/artifacts/{name}")
-def download_artifact(job_id: str, name: str, studio: Studio = Depends(get_studio)) -> FileResponse:
-    path = studio.artifact_path(job_id, name)
-    return FileResponse(path, filename=path.name)
+@router.get("/jobs/{job_id}/artifacts/{name}", response_model=None)
+def download_artifact(
+    job_id: str, name: str, studio: Studio = Depends(get_studio)
+) -> FileResponse | StreamingResponse:
+    """A job file: from this box's disk, or streamed from the S3-compatible artifact store."""
+    artifact = studio.artifact(job_id, name)
+    if artifact.path is not None:
+        return FileResponse(artifact.path, filename=artifact.name)
+    headers = {
+        "Content-Length": str(artifact.size_bytes),
+        "Content-Disposition": f'attachment; filename="{artifact.name}"',
+    }
+    return StreamingResponse(artifact.chunks(), media_type=artifact.media_type, headers=headers)
 
 
 # --- uploads ------------------------------------------------------------------------------
@@ -409,7 +439,9 @@ def upload_dataset(
     """Upload a zip (or one image) and queue its import as data set `name`; answers the import job."""
     upload_name, _ = _store_upload(studio, file, (".zip", ".png", ".jpg", ".jpeg", ".webp"))
     cfg = ImportJobConfig(what="dataset", name=name, uploads=[upload_name])
-    return _job_json(studio, studio.submit_import(cfg, user=_user(request)))
+    with quota_as_429():
+        job = studio.submit_import(cfg, user=_user(request))
+    return _job_json(studio, job)
 
 
 @router.delete("/datasets/{name}")

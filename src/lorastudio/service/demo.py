@@ -20,7 +20,7 @@ __all__ = ["run_demo", "redness"]
 
 DEMO_SAMPLERS = ("Euler a", "DPM++ 2M Karras", "DDIM", "UniPC")
 TRIGGER = "zkdemo"
-LEARNING_RATE = 5e-4
+LEARNING_RATE = 1e-3
 
 
 def redness(path: Path) -> float:
@@ -80,6 +80,10 @@ def run_demo(ws: Workspace, say: Callable[[str], None] = print, train_steps: int
         say("2/3  training is not available in this build; skipping the LoRA part.")
         return summary
 
+    import shutil
+
+    # The demo owns these names: a second `lorastudio demo` starts its run afresh.
+    shutil.rmtree(ws.runs / "demo-red", ignore_errors=True)
     data = _make_red_set(ws.datasets / "demo-red")
     say(f"2/3  training a LoRA on {data} (8 red pictures, trigger '{TRIGGER}') ...")
     from lorastudio.config import load_config
@@ -95,7 +99,7 @@ def run_demo(ws: Workspace, say: Callable[[str], None] = print, train_steps: int
             "train": {
                 "steps": train_steps,
                 "batch_size": 4,
-                "learning_rate": 1e-3,
+                "learning_rate": LEARNING_RATE,
                 "resolution": 64,
                 "save_every_steps": train_steps,
             },
@@ -137,6 +141,8 @@ def run_demo(ws: Workspace, say: Callable[[str], None] = print, train_steps: int
             cell=128,
         )
     )
+    summary["mean_rgb_before"], summary["mean_rgb_after"] = mean_rgb(before), mean_rgb(after)
+    say(f"     mean RGB: before {summary['mean_rgb_before']}, after {summary['mean_rgb_after']}")
     say(
         f"     redness (R-(G+B)/2): before {summary['redness_before']:.1f}, after {summary['redness_after']:.1f}"
     )

@@ -32,6 +32,7 @@ __all__ = [
     "caption_handler",
     "generate_handler",
     "import_handler",
+    "publish_artifacts",
     "train_handler",
     "upload_path",
 ]
@@ -84,6 +85,26 @@ class ImportJobConfig(StrictModel):
         if self.what != "dataset" and len(self.uploads) != 1:
             raise ValueError(f"a {self.what} import takes exactly one upload")
         return self
+
+
+# --- artifacts --------------------------------------------------------------------------
+
+
+def publish_artifacts(ctx: JobContext, folder: Path) -> list[str]:
+    """Upload a finished job's files to the artifact store, when it is not this workspace.
+
+    With several boxes the API that answers a download may not be the box that ran the job.
+    """
+    from lorastudio.service.artifacts import open_artifact_store
+
+    store = ctx.cache.get("artifact_store")
+    if store is None:
+        store = ctx.cache["artifact_store"] = open_artifact_store()
+    if not store.remote:
+        return []
+    names = store.publish(ctx.job_id, folder)
+    ctx.emit("artifacts", {"names": names, "store": store.describe()})
+    return names
 
 
 # --- generate ---------------------------------------------------------------------------
@@ -141,6 +162,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     ctx.loaded.update(cache.loaded_names())
     if reporter.stopped is not None:
         raise reporter.stopped
+    publish_artifacts(ctx, ctx.artifacts_dir)
     return {
         "images": [i.path.name for i in result.images],
         "seeds": [i.seed for i in result.images],
@@ -198,6 +220,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
         result = training.run_training(
             ctx.workspace, cfg, callback=on_event, run_dir=run_dir, device=ctx.device, progress=False
         )
+    publish_artifacts(ctx, run_dir)
     return _json_ready(result)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.artifacts import Artifact, open_artifact_store, resolve_artifacts_url
 from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["Studio", "StudioSettings"]
+__all__ = ["QuotaExceeded", "Studio", "StudioSettings"]
 
 logger = logging.getLogger("lorastudio.studio")
 
@@ -45,6 +47,30 @@ WAIT_POLL_S = 0.5
 DEFAULT_MODEL = "tiny-sd15"
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
 _WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+DEFAULT_MAX_QUEUED_PER_USER = 100
+# What Retry-After says when no running job gives a better estimate, and its cap.
+DEFAULT_RETRY_AFTER_S = 5
+MAX_RETRY_AFTER_S = 300
+
+
+class QuotaExceeded(LorastudioError):
+    """A user has too many unfinished jobs; the API answers 429 with `Retry-After`."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def _max_queued_from_env() -> int:
+    value = os.environ.get("LORASTUDIO_MAX_QUEUED_PER_USER", "").strip()
+    if not value:
+        return DEFAULT_MAX_QUEUED_PER_USER
+    try:
+        return int(value)
+    except ValueError:
+        raise LorastudioError(
+            f"LORASTUDIO_MAX_QUEUED_PER_USER={value!r}: not a whole number; set e.g. 100 (0 = no limit)."
+        ) from None
 
 
 @dataclass
@@ -61,10 +87,19 @@ class StudioSettings:
     # Request bodies (JSON with base64 images) and file uploads (checkpoints) are capped.
     max_json_bytes: int = 64 * 1024**2
     max_upload_bytes: int = 16 * 1024**3
+    # Unfinished (queued + running) jobs one user may have; more answer 429. 0 = no limit.
+    # None reads LORASTUDIO_MAX_QUEUED_PER_USER (default 100).
+    max_queued_per_user: int | None = None
+    # Where finished jobs' files are downloaded from: '' = the workspace, or s3://bucket/prefix?...
+    # None reads LORASTUDIO_ARTIFACTS_URL.
+    artifacts_url: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.queue_url = resolve_queue_url(self.queue_url)
+        if self.max_queued_per_user is None:
+            self.max_queued_per_user = _max_queued_from_env()
+        self.artifacts_url = resolve_artifacts_url(self.artifacts_url)
 
 
 class _StudioWorker(Worker):
@@ -74,6 +109,7 @@ class _StudioWorker(Worker):
         super().__init__(store, studio.workspace, **kwargs)
         self.studio = studio
         self.cache["model_cache"] = studio.cache
+        self.cache["artifact_store"] = studio.artifact_store
 
     def run_job(self, job: Job) -> str | None:
         try:
@@ -97,10 +133,13 @@ class Studio:
         # a burst of submissions queued on the main one.
         self._status_store = self._open_store()
         self.cache = ModelCache(self.workspace, max_models=self.settings.max_models)
+        self.artifact_store = open_artifact_store(self.settings.artifacts_url)
         self._model = self.settings.model or self._first_model()
         self._options: dict[str, Any] = dict(self.settings.options)
         self._waiters: dict[str, Future] = {}
         self._lock = threading.Lock()
+        # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
+        self._submit_lock = threading.Lock()
         self._worker: _StudioWorker | None = None
         self._thread: threading.Thread | None = None
         self._progress_cursor: tuple[str, int, dict[str, Any]] = ("", 0, {})
@@ -275,7 +314,35 @@ class Studio:
         priority: int = 0,
         affinity: str | None = None,
     ) -> Job:
-        return self.store.enqueue(kind, payload, user=user, priority=priority, affinity=affinity)
+        """Queue a job; raises `QuotaExceeded` when `user` already has too many unfinished ones."""
+        with self._submit_lock:
+            self.check_quota(user)
+            return self.store.enqueue(kind, payload, user=user, priority=priority, affinity=affinity)
+
+    def check_quota(self, user: str = "") -> None:
+        """Refuse a new job of `user` past `max_queued_per_user` unfinished (queued + running) jobs."""
+        limit = self.settings.max_queued_per_user or 0
+        if limit <= 0:
+            return
+        active = len(self.store.list_jobs(state=QUEUED, user=user, limit=limit + 1))
+        if active < limit:
+            active += len(self.store.list_jobs(state=RUNNING, user=user, limit=limit + 1))
+        if active >= limit:
+            who = f"user {user!r}" if user else "anonymous user"
+            raise QuotaExceeded(
+                f"{who}: {active} unfinished jobs, the limit is {limit}; "
+                "wait for some to finish or cancel queued ones (DELETE /api/v1/jobs/<id>).",
+                self._retry_after_s(),
+            )
+
+    def _retry_after_s(self) -> int:
+        """Seconds until the running job likely ends (a slot frees up), within sane bounds."""
+        try:
+            eta = self.progress_state().get("eta")
+        except Exception:  # an estimate only; never let it turn a 429 into a 500
+            eta = None
+        seconds = DEFAULT_RETRY_AFTER_S if eta is None else eta
+        return int(min(max(math.ceil(seconds), 1), MAX_RETRY_AFTER_S))
 
     def resolve_generate(self, cfg: GenerateConfig) -> GenerateConfig:
         """A request's names turned into workspace paths; anything that is not a name is refused."""
@@ -309,6 +376,7 @@ class Studio:
         """Reserve the run folder now (two queued runs never share one) and queue the run."""
         from lorastudio.service.training import run_name_for
 
+        self.check_quota(user)  # before the run folder is reserved
         safe_name(cfg.model or "", "model name")
         self._existing(self.workspace.datasets, cfg.data.dir, "data set")
         run = run_name_for(self.workspace, cfg)
@@ -378,21 +446,14 @@ class Studio:
         return self.workspace.safe_child(self.workspace.outputs, job.id, "job id")
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
-        folder = self.job_folder(self.get_job(job_id))
-        if not folder.is_dir():
-            return []
-        return [
-            {"name": p.name, "size_bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()
-        ]
+        """The job's files: on this box, and (with an S3 store) those other boxes uploaded."""
+        return self.artifact_store.list(job_id, self.job_folder(self.get_job(job_id)))
 
-    def artifact_path(self, job_id: str, name: str) -> Path:
+    def artifact(self, job_id: str, name: str) -> Artifact:
+        """One file of the job, from this box's disk if it is here, else from the artifact store."""
         folder = self.job_folder(self.get_job(job_id))
-        path = self.workspace.safe_child(folder, name, "artifact name")
-        if not path.is_file():
-            raise NotFoundError(
-                f"job {job_id}: has no file {name!r}; list them at /api/v1/jobs/{job_id}/artifacts."
-            )
-        return path
+        self.workspace.safe_child(folder, name, "artifact name")
+        return self.artifact_store.get(job_id, folder, name)
 
     # --- waiting for jobs -------------------------------------------------------------
 
@@ -566,4 +627,5 @@ class Studio:
             "worker": self.worker_running,
             "ready": self.ready,
             "pid": os.getpid(),
+            "artifacts": self.artifact_store.describe(),
         }
