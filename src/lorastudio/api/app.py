@@ -32,6 +32,7 @@ _STATUS_NAMES = {
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     422: "ValidationError",
+    429: "TooManyRequests",
 }
 
 

@@ -33,13 +33,27 @@ def serve(
     max_models: int = typer.Option(1, "--max-models", help="Models kept loaded at once (LRU)."),
     preload: bool = typer.Option(True, "--preload/--no-preload", help="Load the default model at start."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    max_queued_per_user: int = typer.Option(
+        None,
+        "--max-queued-per-user",
+        help="Unfinished jobs per user before 429 (env LORASTUDIO_MAX_QUEUED_PER_USER).",
+    ),
+    artifacts_url: str = typer.Option(
+        None, "--artifacts-url", help="s3://bucket/prefix?endpoint_url=... (env LORASTUDIO_ARTIFACTS_URL)."
+    ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs) and run queued jobs in this process."""
     from lorastudio.api.app import run_server
     from lorastudio.service.studio import Studio, StudioSettings
 
     settings = StudioSettings(
-        queue_url=queue, model=model, device=device, max_models=max_models, preload=preload
+        queue_url=queue,
+        model=model,
+        device=device,
+        max_models=max_models,
+        preload=preload,
+        max_queued_per_user=max_queued_per_user,
+        artifacts_url=artifacts_url,
     )
     studio = Studio(workspace(), settings)
     typer.echo(f"lorastudio: serving http://{host}:{port} (docs at /docs), model {studio.model}", err=True)
