@@ -81,3 +81,36 @@ def tiny_workspace(workspace, tiny_models_dir):
     for name in TINY_MODELS:
         (workspace.models / name).symlink_to(tiny_models_dir / name, target_is_directory=True)
     return workspace
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core box, torch's spinning threads make tiny models 20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def studio(tiny_workspace):
+    """A started Studio (in-process worker) on the tiny workspace."""
+    from lorastudio.service.studio import Studio, StudioSettings
+
+    studio = Studio(tiny_workspace, StudioSettings())
+    studio.start()
+    yield studio
+    studio.close()
+
+
+@pytest.fixture
+def client(studio):
+    """FastAPI's in-process client for the studio's app."""
+    from fastapi.testclient import TestClient
+
+    from lorastudio.api.app import create_app
+
+    with TestClient(create_app(studio)) as client:
+        yield client

@@ -9,10 +9,8 @@ import threading
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, PngImagePlugin
 
-from lorastudio.api.app import create_app
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.infotext import parse_infotext
 from lorastudio.service.studio import Studio, StudioSettings
@@ -46,29 +44,7 @@ INFO_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core box, torch's spinning threads make tiny models 20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def studio(tiny_workspace):
-    studio = Studio(tiny_workspace, StudioSettings())
-    studio.start()
-    yield studio
-    studio.close()
-
-
-@pytest.fixture
-def client(studio):
-    with TestClient(create_app(studio)) as client:
-        yield client
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # `studio`, `client`: tests/conftest.py
 
 
 def decode(b64: str) -> Image.Image:

@@ -19,29 +19,7 @@ from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 TINY = {"model": "tiny-sd15", "steps": 4, "width": 64, "height": 64}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core box, torch's spinning threads make tiny models 20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def studio(tiny_workspace):
-    studio = Studio(tiny_workspace, StudioSettings())
-    studio.start()
-    yield studio
-    studio.close()
-
-
-@pytest.fixture
-def client(studio):
-    with TestClient(create_app(studio)) as client:
-        yield client
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # `studio`, `client`: tests/conftest.py
 
 
 @pytest.fixture
