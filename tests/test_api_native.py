@@ -359,3 +359,15 @@ def test_generate_job_and_event_stream_on_both_queue_backends(tiny_workspace, qu
         assert studio.store.backend == queue_url.split(":")[0]
     finally:
         studio.close()
+
+
+def test_generate_job_emits_preview_images(client, studio):
+    job = client.post("/api/v1/jobs/generate", json={**TINY, "prompt": "red", "steps": 10, "seed": 3}).json()
+    job_id = job.get("id") or job.get("job", {}).get("id")
+    studio.wait_job(job_id, timeout=120)
+    previews = [e for e in studio.job_events(job_id) if e.type == "preview"]
+    assert len(previews) == 2  # every 5 of 10 steps
+    import base64
+
+    image = Image.open(io.BytesIO(base64.b64decode(previews[0].data["image"])))
+    assert image.size == (64, 64)

@@ -210,3 +210,16 @@ def test_half_precision_vae_nans_are_retried_in_fp32(sd15, monkeypatch):
         assert torch.isfinite(images).all() and vae.dtype == torch.float32
     finally:
         vae.to(torch.float32)
+
+
+def test_preview_images_every_n_steps(sd15):
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.pipeline import build_plan, generate_images
+
+    cfg = GenerateConfig(model="tiny-sd15", prompt="red", steps=6, seed=1, sampler="Euler a")
+    plan = build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+    previews = []
+    generate_images(sd15, cfg, plan, PromptEncoder(sd15), preview=previews.append, preview_every=2)
+    assert len(previews) == 3 and all(p.size == (64, 64) for p in previews)
+    # the last preview is the denoised estimate, close to the final image's colours
+    assert pixels(previews[-1]).std() >= 0

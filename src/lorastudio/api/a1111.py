@@ -406,7 +406,7 @@ def progress(skip_current_image: bool = False, studio: Studio = Depends(get_stud
             "sampling_step": state["step"],
             "sampling_steps": state["steps"],
         },
-        "current_image": None,
+        "current_image": None if skip_current_image else state.get("preview"),
         "textinfo": f"{state['kind']} job {state['job']}" if state["job"] else None,
     }
 

@@ -23,6 +23,7 @@ from lorastudio.generate.samplers import SamplerChoice, make_scheduler, parse_sa
 __all__ = ["SamplingPlan", "GeneratedImage", "generate_images", "resolve_seed"]
 
 ProgressFn = Callable[[int, int], None]
+PreviewFn = Callable[[Image.Image], None]
 
 
 @dataclass
@@ -76,6 +77,8 @@ class _Sampler:
         self.should_stop = should_stop
         self.step_done = 0
         self.total_steps = 0
+        self.preview: PreviewFn | None = None
+        self.preview_every = 0
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int) -> list[tuple[int, Any]]:
@@ -176,7 +179,8 @@ class _Sampler:
             step_kwargs = (
                 {"generator": self._step_generator(generators)} if self._takes_generator(scheduler) else {}
             )
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+            stepped = scheduler.step(noise_pred, t, latents, **step_kwargs)
+            latents = stepped.prev_sample
             if latent_mask is not None and masked_image_latents is None:
                 known = init_latents
                 if i < len(timesteps) - 1:
@@ -185,7 +189,16 @@ class _Sampler:
             self.step_done += 1
             if self.progress is not None:
                 self.progress(self.step_done, self.total_steps)
+            self._maybe_preview(stepped, latents)
         return latents
+
+    def _maybe_preview(self, stepped, latents) -> None:
+        """Every N steps, decode the current denoised estimate of the first image (A1111's "Full")."""
+        if self.preview is None or not self.preview_every or self.step_done % self.preview_every:
+            return
+        estimate = getattr(stepped, "pred_original_sample", None)
+        estimate = latents if estimate is None else estimate
+        self.preview(tensor_to_pil(self.decode(estimate[:1]))[0])
 
     @staticmethod
     def _takes_generator(scheduler) -> bool:
@@ -369,11 +382,17 @@ def generate_images(
     encoder,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    preview: PreviewFn | None = None,
+    preview_every: int = 0,
 ) -> list[GeneratedImage]:
-    """Run every batch of a request; LoRAs must already be applied by the caller."""
+    """Run every batch of a request; LoRAs must already be applied by the caller.
+
+    `preview(image)` is called every `preview_every` steps with the current estimate.
+    """
     import torch
 
     sampler = _Sampler(model, encoder, cfg, plan, progress, should_stop)
+    sampler.preview, sampler.preview_every = preview, preview_every
     passes = cfg.steps if plan.init_image is None else max(1, int(cfg.steps * cfg.strength))
     if cfg.hires_scale > 1.0 and plan.init_image is None:
         passes += max(1, int((cfg.hires_steps or cfg.steps) * cfg.hires_strength))

@@ -139,6 +139,8 @@ def run_generation(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     out_dir: Path | None = None,
+    preview: Callable[[Any], None] | None = None,
+    preview_every: int = 0,
 ) -> GenerationResult:
     """Generate every image of the request and write PNG + recipe for each."""
     from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
@@ -183,7 +185,7 @@ def run_generation(
     plan = build_plan(cfg, model, prompt, negative)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     with applied_loras(model.components, loras):
-        generated = generate_images(model, cfg, plan, encoder, progress, should_stop)
+        generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
     used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
     results = []

@@ -120,6 +120,9 @@ def _model_cache(ctx: JobContext):
     return cache
 
 
+PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's default is 10)
+
+
 class _StepReporter:
     """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
 
@@ -133,6 +136,17 @@ class _StepReporter:
         if done >= total or now - self._last >= PROGRESS_EVERY_S:
             self._last = now
             self.ctx.progress(done / max(total, 1), step=done, total=total)
+
+    def preview(self, image) -> None:
+        """A small PNG of the current estimate as a `preview` event (A1111's current_image)."""
+        import base64
+        import io
+
+        image = image.copy()
+        image.thumbnail((256, 256))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        self.ctx.emit("preview", {"image": base64.b64encode(buffer.getvalue()).decode("ascii")})
 
     def should_stop(self) -> bool:
         try:
@@ -154,7 +168,14 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     cache = _model_cache(ctx)
     reporter = _StepReporter(ctx)
     result = run_generation(
-        ctx.workspace, cfg, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+        ctx.workspace,
+        cfg,
+        cache,
+        reporter.progress,
+        reporter.should_stop,
+        out_dir=ctx.artifacts_dir,
+        preview=reporter.preview,
+        preview_every=PREVIEW_EVERY_STEPS,
     )
     for image in result.images:
         ctx.emit("image", {"name": image.path.name, "seed": image.seed, "infotext": image.infotext})

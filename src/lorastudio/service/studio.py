@@ -575,6 +575,7 @@ class Studio:
             "steps": 0,
             "started_at": None,
             "kind": None,
+            "preview": None,
         }
         if not running:
             return state
@@ -590,6 +591,7 @@ class Studio:
             eta=eta,
             step=int(data.get("step", 0)),
             steps=int(data.get("total", 0)),
+            preview=data.get("preview"),
             started_at=job.started_at,
         )
         return state
@@ -602,7 +604,9 @@ class Studio:
         for event in self._status_store.events(job_id, after_seq=seq, limit=10_000):
             seq = event.seq
             if event.type == "progress":
-                data = event.data
+                data = {**event.data, "preview": data.get("preview")}
+            elif event.type == "preview":
+                data = {**data, "preview": event.data.get("image")}
         with self._lock:
             self._progress_cursor = (job_id, seq, data)
         return data
