@@ -143,3 +143,16 @@ def test_tiny_vae_passes_colours_and_is_built_reproducibly():
     with torch.no_grad():
         out = vae.decode(vae.encode(red).latent_dist.mean).sample.mean((2, 3)).squeeze()
     assert torch.allclose(out, torch.tensor([1.0, -1.0, -1.0]), atol=0.15)
+
+
+def test_model_cache_evicts_least_recently_used_over_budget(tiny_workspace):
+    from lorastudio.service.model_cache import ModelCache, model_bytes
+
+    cache = ModelCache(tiny_workspace, max_models=3)
+    sd15 = cache.get("tiny-sd15")
+    assert cache.get("tiny-sd15") is sd15  # loaded once
+    budget = model_bytes(sd15) + 1000
+    cache = ModelCache(tiny_workspace, max_models=3, memory_budget_bytes=budget)
+    cache.get("tiny-sd15")
+    cache.get("tiny-sdxl")  # both together exceed the budget: tiny-sd15 (least recent) goes
+    assert cache.loaded_names() == {"tiny-sdxl"}

@@ -81,6 +81,7 @@ class StudioSettings:
     model: str | None = None
     device: str | None = None
     max_models: int = 1
+    model_memory_budget_bytes: int | None = None  # LRU-evict loaded models beyond this many bytes of weights
     lease_s: float | None = None
     # Load the default model when the worker starts (as A1111 does), not on the first request.
     preload: bool = False
@@ -132,7 +133,11 @@ class Studio:
         # Status reads (/progress) get their own connection, so they never wait behind
         # a burst of submissions queued on the main one.
         self._status_store = self._open_store()
-        self.cache = ModelCache(self.workspace, max_models=self.settings.max_models)
+        self.cache = ModelCache(
+            self.workspace,
+            max_models=self.settings.max_models,
+            memory_budget_bytes=self.settings.model_memory_budget_bytes,
+        )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
         self._model = self.settings.model or self._first_model()
         self._options: dict[str, Any] = dict(self.settings.options)
