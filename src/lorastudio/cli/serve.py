@@ -33,6 +33,9 @@ def serve(
     max_models: int = typer.Option(1, "--max-models", help="Models kept loaded at once (LRU)."),
     preload: bool = typer.Option(True, "--preload/--no-preload", help="Load the default model at start."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    memory_budget_gb: float = typer.Option(
+        None, "--memory-budget-gb", help="Evict loaded models (LRU) beyond this many GB of weights."
+    ),
     max_queued_per_user: int = typer.Option(
         None,
         "--max-queued-per-user",
@@ -53,6 +56,7 @@ def serve(
         max_models=max_models,
         preload=preload,
         max_queued_per_user=max_queued_per_user,
+        model_memory_budget_bytes=int(memory_budget_gb * 2**30) if memory_budget_gb else None,
         artifacts_url=artifacts_url,
     )
     studio = Studio(workspace(), settings)
