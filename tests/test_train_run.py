@@ -173,6 +173,7 @@ def test_kohya_file_has_alpha_metadata_text_encoder_keys_and_embedding(ws, red_s
     assert (ws.runs / "full" / "config.yaml").is_file() and (ws.runs / "full" / "loss.png").is_file()
     samples = sorted(p.relative_to(ws.runs / "full").as_posix() for p in (ws.runs / "full").rglob("*.png"))
     assert samples == [
+        "checkpoints.png",  # checkpoint scoring's contact sheet
         "loss.png",
         "samples/step-3/00.png",
         "samples/step-3/01.png",

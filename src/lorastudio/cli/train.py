@@ -1,4 +1,4 @@
-"""`lorastudio train` verbs: start or resume a training run, list presets."""
+"""`lorastudio train` verbs: start or resume a run, list presets, score and pick checkpoints."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from lorastudio.cli.common import print_json, workspace
 @app.command("train")
 def train_cmd(
     overrides: list[str] = typer.Argument(
-        None, help="key=value settings (e.g. train.steps=1000 data.dir=./imgs), or `presets` to list presets."
+        None,
+        help="key=value settings (e.g. train.steps=1000 data.dir=./imgs); or `presets`;"
+        " `score RUN` to score a run's checkpoints; `pick RUN STEP` to make a checkpoint the result.",
     ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML or TOML config file."),
     preset: str = typer.Option(
@@ -31,12 +33,15 @@ def train_cmd(
         False, "--json", help="Print one JSON object with the run folder and files."
     ),
 ) -> None:
-    """Train a LoRA / trigger embedding from a data set; `lorastudio train presets` lists presets."""
+    """Train a LoRA / trigger embedding; `train presets`, `train score RUN`, `train pick RUN STEP`."""
     from lorastudio.service.training import run_name_for, run_training
     from lorastudio.train.config import load_train_config
 
     if overrides == ["presets"]:
         _print_presets(as_json)
+        return
+    if overrides and overrides[0] in ("score", "pick"):
+        _score_or_pick(overrides, device, as_json)
         return
     ws = workspace()
     cfg = None if resume else load_train_config(config, overrides or [], preset)
@@ -107,3 +112,33 @@ def _print_presets(as_json: bool) -> None:
         return
     for item in presets:
         typer.echo(f"{item['name']:<16} {item['description']}")
+
+
+def _score_or_pick(words: list[str], device: str | None, as_json: bool) -> None:
+    from lorastudio.train.scoring import pick_checkpoint, score_run
+
+    verb, args = words[0], words[1:]
+    usage = "lorastudio train score RUN" if verb == "score" else "lorastudio train pick RUN STEP"
+    if len(args) != (1 if verb == "score" else 2) or (verb == "pick" and not args[1].isdigit()):
+        raise typer.BadParameter(f"usage: {usage}")
+    ws = workspace()
+    if verb == "pick":
+        result = pick_checkpoint(ws, args[0], int(args[1]))
+        if as_json:
+            print_json(result)
+        else:
+            typer.echo(f"step {result['step']} -> {result['library_lora']}")
+        return
+    table = score_run(ws, args[0], device=device)
+    if as_json:
+        print_json(table)
+        return
+    names = list(table["scorers"])
+    typer.echo("step".rjust(8) + "".join(n.rjust(18) for n in names))
+    for row in table["rows"]:
+        cells = "".join(f"{row['scores'][n]:18.6f}" for n in names)
+        typer.echo(f"{row['step']:8d}{cells}{'  <- best' if row['best'] else ''}")
+    for name, reason in table["skipped"].items():
+        typer.echo(f"skipped {name}: {reason}")
+    typer.echo(f"validation set: {table['validation_set']}")
+    typer.echo(f"contact sheet: {table['contact_sheet']}")

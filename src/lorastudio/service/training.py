@@ -114,4 +114,22 @@ def run_training(
     result.setdefault("run_dir", str(run_dir))
     result.setdefault("name", name)
     result["steps"] = plan.steps
+    del trainer  # frees the training model before scoring loads a clean copy
+    if result.get("finished") and config.scoring.enabled and os.environ.get("RANK", "0") == "0":
+        result.update(_choose_checkpoint(ws, run_dir, config, device))
     return result
+
+
+def _choose_checkpoint(
+    ws: Workspace, run_dir: Path, config: TrainConfig, device: str | None
+) -> dict[str, Any]:
+    """Score the run's checkpoints and make the best one the run's result in the library."""
+    from lorastudio.train.scoring import list_checkpoints, pick_checkpoint, score_run
+
+    if run_dir.parent != ws.runs or not list_checkpoints(run_dir, config):
+        return {}
+    table = score_run(ws, run_dir.name, device=device)
+    picked = pick_checkpoint(ws, run_dir.name, table["best_step"], by="score")
+    out = {"best_step": table["best_step"], "scores": str(run_dir / "scores.json")}
+    out.update({k: v for k, v in picked.items() if k.startswith("library_")})
+    return out

@@ -25,6 +25,7 @@ __all__ = [
     "EmbeddingConfig",
     "OutputConfig",
     "SamplesConfig",
+    "ScoringConfig",
     "preset_names",
     "read_preset",
     "load_train_config",
@@ -100,6 +101,20 @@ class SamplesConfig(StrictModel):
     seed: int = 0
 
 
+class ScoringConfig(StrictModel):
+    """Checkpoint choice after training: score every checkpoint, copy the best to loras/."""
+
+    enabled: bool = True
+    prompts: list[str] = Field(default_factory=list)  # default: the trigger and one training caption
+    scorers: list[str] = Field(default_factory=lambda: ["validation_loss", "clip_similarity"])
+    clip_model: str = ""  # a local CLIP-vision folder; enables `clip_similarity`
+    validation_dir: str = ""  # held-out images (default: a few training images)
+    steps: int = Field(20, ge=1)  # sampling steps of the contact sheet
+    cfg_scale: float = 7.0
+    sampler: str = "Euler a"
+    seed: int = 0
+
+
 class TrainConfig(StrictModel):
     """Everything one training run needs; saved as `config.yaml` in the run folder."""
 
@@ -115,6 +130,7 @@ class TrainConfig(StrictModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     preset: str | None = None  # the preset this config started from (informational)
 
     @model_validator(mode="after")

@@ -1,0 +1,448 @@
+"""Checkpoint choice: score every saved checkpoint of a run and mark the best.
+
+A run saves `checkpoints/step-N/` every few steps; the last one is not always the best
+(over-training burns the style in). Scorers are pluggable: `validation_loss` needs no
+extra weights and is always available; `clip_similarity` needs a local CLIP-vision
+folder. A tagger or face-ID scorer registers itself the same way (`register_scorer`).
+
+Everything is seeded (noise, timesteps, generation seeds), so scoring the same run twice
+gives the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+
+if TYPE_CHECKING:
+    from lorastudio.service.workspace import Workspace
+    from lorastudio.train.config import TrainConfig
+
+__all__ = [
+    "Scorer",
+    "ScoringContext",
+    "Checkpoint",
+    "SCORERS",
+    "register_scorer",
+    "list_checkpoints",
+    "score_run",
+    "pick_checkpoint",
+]
+
+VALIDATION_TIMESTEPS = 5  # evenly spaced over the noise schedule
+VALIDATION_IMAGES = 4  # training images used when there is no held-out set
+SHEET_CELL = 256
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    folder: Path
+    lora: Path
+    embedding: Path | None
+
+
+@dataclass
+class ScoringContext:
+    """What every scorer may use: the run, its config, the loaded model and generations."""
+
+    ws: Workspace
+    run_dir: Path
+    cfg: TrainConfig
+    model: Any
+    prompts: list[str]
+    held_out: list[Any]  # TrainImage list used for the validation loss
+    held_out_note: str
+    latents: Any  # LatentCache holding the held-out latents
+    generated: dict[int, list[Path]] = field(default_factory=dict)  # step -> one image per prompt
+
+
+@dataclass
+class Scorer:
+    """One column of the score table.
+
+    `unavailable(ctx)` returns why it cannot run here (missing weights), or None.
+    `score(ctx, checkpoint, lora)` runs with the checkpoint's LoRA already applied.
+    """
+
+    name: str
+    higher_is_better: bool
+    score: Callable[[ScoringContext, Checkpoint, Any], float]
+    unavailable: Callable[[ScoringContext], str | None] = lambda ctx: None
+    description: str = ""
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(scorer: Scorer) -> Scorer:
+    """Add a scorer (e.g. a WD14 tagger or face-ID similarity) under its name."""
+    SCORERS[scorer.name] = scorer
+    return scorer
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def _run_folder(ws: Workspace, run_name: str) -> Path:
+    run_dir = ws.safe_child(ws.runs, run_name, "run")
+    if not (run_dir / "config.yaml").is_file():
+        raise NotFoundError(f"run {run_name!r}: no config.yaml in {run_dir}; give a run name from {ws.runs}.")
+    return run_dir
+
+
+def _read_config(run_dir: Path) -> TrainConfig:
+    from lorastudio.config import load_config
+    from lorastudio.train.config import TrainConfig
+
+    return load_config(TrainConfig, run_dir / "config.yaml")
+
+
+def _output_name(cfg: TrainConfig, run_dir: Path) -> str:
+    return cfg.output.name or run_dir.name
+
+
+def list_checkpoints(run_dir: Path, cfg: TrainConfig) -> list[Checkpoint]:
+    """Every `checkpoints/step-N/` holding the run's LoRA file, oldest first."""
+    name = _output_name(cfg, run_dir)
+    found = []
+    for folder in (run_dir / "checkpoints").glob("step-*"):
+        step = folder.name.split("-", 1)[1]
+        lora = folder / f"{name}.safetensors"
+        if not step.isdigit() or not lora.is_file():
+            continue
+        embedding = folder / f"{cfg.trigger}.safetensors" if cfg.trigger else None
+        found.append(
+            Checkpoint(int(step), folder, lora, embedding if embedding and embedding.is_file() else None)
+        )
+    return sorted(found, key=lambda c: c.step)
+
+
+# -- validation loss -----------------------------------------------------------------------
+def _held_out_images(ws: Workspace, cfg: TrainConfig) -> tuple[list[Any], str]:
+    from lorastudio.train.trainer import prepare_plan
+
+    if cfg.scoring.validation_dir:
+        held = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"dir": cfg.scoring.validation_dir})}
+        )
+        plan = prepare_plan(held, ws.datasets)
+        return plan.images, f"{len(plan.images)} held-out images ({cfg.scoring.validation_dir})"
+    plan = prepare_plan(cfg, ws.datasets)
+    images = plan.images[:VALIDATION_IMAGES]
+    return images, f"{len(images)} training images (no held-out set; set scoring.validation_dir)"
+
+
+def _caption(cfg: TrainConfig, caption: str) -> str:
+    import random
+
+    from lorastudio.train.text import build_caption
+
+    return build_caption(
+        caption, cfg.trigger, cfg.data.caption_prefix_trigger, False, 0, 0.0, random.Random(0)
+    )
+
+
+def _embeddings_of(lora, model) -> dict[str, list[Any]]:
+    from lorastudio.adapters import embeddings_from_lora
+
+    return {e.name: [v.to(model.device, model.dtype) for v in e.vectors] for e in embeddings_from_lora(lora)}
+
+
+def _validation_loss(ctx: ScoringContext, checkpoint: Checkpoint, lora) -> float:
+    """Mean MSE over held-out images x fixed timesteps with fixed noise: lower is better."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    cfg, model = ctx.cfg, ctx.model
+    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    total_t = scheduler.config.num_train_timesteps
+    timesteps = torch.linspace(0, total_t - 1, VALIDATION_TIMESTEPS + 2)[1:-1].round().long()
+    encoder = PromptEncoder(model, cfg.clip_skip, _embeddings_of(lora, model))
+    losses = []
+    with torch.no_grad():
+        for index, image in enumerate(ctx.held_out):
+            latent = ctx.latents.get(index, False).to(model.device)[None]
+            text = encoder.encode(_caption(cfg, image.caption))
+            generator = torch.Generator().manual_seed(cfg.seed * 7919 + index)
+            for t in timesteps:
+                noise = torch.randn(latent.shape, generator=generator).to(model.device)
+                step = t.reshape(1).to(model.device)
+                noisy = scheduler.add_noise(latent, noise, step)
+                added = None
+                if model.family.uses_pooled_text:
+                    (w, h), (top, left), (bw, bh) = image.size, image.crop, image.bucket
+                    time_ids = torch.tensor([[h, w, top, left, bh, bw]], device=model.device)
+                    added = {"text_embeds": text.pooled.to(model.dtype), "time_ids": time_ids.to(model.dtype)}
+                prediction = model.unet(
+                    noisy.to(model.dtype),
+                    step,
+                    encoder_hidden_states=text.embeds.to(model.dtype),
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                )[0]
+                if scheduler.config.prediction_type == "v_prediction":
+                    target = scheduler.get_velocity(latent, noise, step)
+                else:
+                    target = noise
+                losses.append(F.mse_loss(prediction.float(), target.float()).item())
+    return float(sum(losses) / len(losses))
+
+
+register_scorer(
+    Scorer(
+        "validation_loss",
+        higher_is_better=False,
+        score=_validation_loss,
+        description="noise-prediction loss at fixed timesteps and noise on held-out images",
+    )
+)
+
+
+# -- CLIP image similarity -------------------------------------------------------------------
+_CLIP_CACHE: dict[str, tuple[Any, Any]] = {}
+
+
+def _clip_unavailable(ctx: ScoringContext) -> str | None:
+    folder = ctx.cfg.scoring.clip_model
+    if not folder:
+        return "no CLIP-vision model; set scoring.clip_model=<local CLIP-vision folder>"
+    if not (Path(folder).expanduser() / "config.json").is_file():
+        return f"scoring.clip_model {folder!r}: not a model folder (no config.json)"
+    return None
+
+
+def _clip(folder: str):
+    if folder not in _CLIP_CACHE:
+        from transformers import CLIPVisionModelWithProjection
+
+        try:  # transformers 5: the PIL processor, since torchvision is never installed here
+            from transformers import CLIPImageProcessorPil as Processor
+        except ImportError:
+            from transformers import CLIPImageProcessor as Processor
+
+        path = str(Path(folder).expanduser())
+        model = CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True).eval()
+        _CLIP_CACHE[folder] = (model, Processor.from_pretrained(path, local_files_only=True))
+    return _CLIP_CACHE[folder]
+
+
+def _clip_embed(folder: str, paths: list[Path]):
+    import torch
+    from PIL import Image
+
+    model, processor = _clip(folder)
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            images.append(img.convert("RGB"))
+    with torch.no_grad():
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        embeds = model(pixel_values=pixels).image_embeds
+    return torch.nn.functional.normalize(embeds.float(), dim=-1)
+
+
+def _clip_similarity(ctx: ScoringContext, checkpoint: Checkpoint, lora) -> float:
+    """Mean cosine similarity of this checkpoint's generations to the training images."""
+    folder = ctx.cfg.scoring.clip_model
+    reference = _clip_embed(folder, [img.path for img in ctx.held_out])
+    generated = _clip_embed(folder, ctx.generated[checkpoint.step])
+    return float((generated @ reference.T).mean())
+
+
+register_scorer(
+    Scorer(
+        "clip_similarity",
+        higher_is_better=True,
+        score=_clip_similarity,
+        unavailable=_clip_unavailable,
+        description="CLIP-vision similarity of generated images to the training images",
+    )
+)
+
+
+# -- contact sheet -------------------------------------------------------------------------
+def default_prompts(cfg: TrainConfig, images: list[Any]) -> list[str]:
+    """The trigger alone and one training caption (with the trigger)."""
+    prompts = [cfg.trigger] if cfg.trigger else []
+    if images:
+        prompts.append(_caption(cfg, images[0].caption))
+    prompts = [p for p in dict.fromkeys(prompts) if p]
+    return prompts or ["a photo"]
+
+
+def _generate_for(ctx: ScoringContext, checkpoint: Checkpoint, lora, out_dir: Path) -> list[Path]:
+    import torch
+
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.generate.pipeline import build_plan, generate_images
+
+    cfg, model = ctx.cfg, ctx.model
+    encoder = PromptEncoder(model, cfg.clip_skip, _embeddings_of(lora, model))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, prompt in enumerate(ctx.prompts):
+        request = GenerateConfig(
+            model=cfg.model,
+            prompt=prompt,
+            steps=cfg.scoring.steps,
+            cfg_scale=cfg.scoring.cfg_scale,
+            sampler=cfg.scoring.sampler,
+            seed=cfg.scoring.seed,
+            width=cfg.train.resolution,
+            height=cfg.train.resolution,
+            clip_skip=cfg.clip_skip,
+        )
+        plan = build_plan(request, model, prompt, "")
+        with torch.no_grad():
+            image = generate_images(model, request, plan, encoder)[0].image
+        path = out_dir / f"step-{checkpoint.step}-{index:02d}.png"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+# -- the table -----------------------------------------------------------------------------
+def _best_step(rows: list[dict], scorer: Scorer) -> int:
+    pick = max if scorer.higher_is_better else min
+    return pick(rows, key=lambda r: r["scores"][scorer.name])["step"]
+
+
+def _score_checkpoint(ctx: ScoringContext, checkpoint: Checkpoint, usable: list[Scorer], cells: Path) -> dict:
+    """Generate the checkpoint's sheet row and run every usable scorer, LoRA applied."""
+    from lorastudio.adapters import applied_loras, check_lora_family, load_lora_file
+
+    lora = load_lora_file(checkpoint.lora)
+    if lora.modules:
+        check_lora_family(lora, ctx.model.family, name=str(checkpoint.lora))
+    with applied_loras(ctx.model.components, [(lora, 1.0, 1.0)]):
+        ctx.generated[checkpoint.step] = _generate_for(ctx, checkpoint, lora, cells)
+        scores = {s.name: s.score(ctx, checkpoint, lora) for s in usable}
+    return {"step": checkpoint.step, "lora": str(checkpoint.lora), "scores": scores, "best": False}
+
+
+def score_run(
+    ws: Workspace,
+    run_name: str,
+    scorers: list[str] | None = None,
+    prompts: list[str] | None = None,
+    device: str | None = None,
+    clip_model: str | None = None,
+) -> dict[str, Any]:
+    """Score every checkpoint; write `scores.json` and `checkpoints.png`; return the table.
+
+    The first usable scorer in the list decides the best checkpoint. `scorers`, `prompts`
+    and `clip_model` override the run's `scoring.*` settings.
+    """
+    from lorastudio.generate.series import contact_sheet
+    from lorastudio.models.loading import load_model
+    from lorastudio.train.latents import LatentCache, vae_hash
+
+    run_dir = _run_folder(ws, run_name)
+    cfg = _read_config(run_dir)
+    if clip_model is not None:
+        cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"clip_model": clip_model})})
+    checkpoints = list_checkpoints(run_dir, cfg)
+    if not checkpoints:
+        raise LorastudioError(
+            f"run {run_name!r}: no checkpoints in {run_dir / 'checkpoints'}; train with train.save_every_steps below train.steps."
+        )
+    names = scorers or cfg.scoring.scorers
+    unknown = [n for n in names if n not in SCORERS]
+    if unknown:
+        raise LorastudioError(f"scorer {unknown[0]!r}: unknown; choose from: {', '.join(SCORERS)}.")
+
+    model = load_model(cfg.model, ws.models, ws.cache, device=device)
+    held_out, note = _held_out_images(ws, cfg)
+    latents = LatentCache(ws.cache / "latents", model.vae, vae_hash(model.vae))
+    latents.prepare(held_out, flip=False)
+    ctx = ScoringContext(
+        ws, run_dir, cfg, model, prompts or cfg.scoring.prompts or default_prompts(cfg, held_out),
+        held_out, note, latents,
+    )  # fmt: skip
+    usable, skipped = [], {}
+    for name in names:
+        reason = SCORERS[name].unavailable(ctx)
+        if reason:
+            skipped[name] = reason
+        else:
+            usable.append(SCORERS[name])
+
+    # Cell images live only as long as scoring: the run keeps the sheet, not 3 x N PNGs.
+    with tempfile.TemporaryDirectory(prefix="lorastudio-score-") as cells:
+        rows = [_score_checkpoint(ctx, c, usable, Path(cells)) for c in checkpoints]
+        best = _best_step(rows, usable[0]) if usable else checkpoints[-1].step
+        sheet = contact_sheet(
+            [p for c in checkpoints for p in ctx.generated[c.step]],
+            [f"step {c.step}: {p}" for c in checkpoints for p in ctx.prompts],
+            run_dir / "checkpoints.png",
+            columns=len(ctx.prompts),
+            cell=SHEET_CELL,
+        )
+    for row in rows:
+        row["best"] = row["step"] == best
+    table = {
+        "run": run_dir.name,
+        "scorers": {
+            s.name: {"higher_is_better": s.higher_is_better, "description": s.description} for s in usable
+        },
+        "skipped": skipped,
+        "decided_by": usable[0].name if usable else None,
+        "validation_set": note,
+        "prompts": ctx.prompts,
+        "seed": cfg.scoring.seed,
+        "rows": rows,
+        "best_step": best,
+        "result_step": None,  # the checkpoint now in loras/ (set by pick_checkpoint)
+        "picked_by": None,
+        "contact_sheet": str(sheet),
+    }
+    previous = _read_scores(run_dir)  # re-scoring keeps the record of which checkpoint is in loras/
+    table.update(result_step=previous.get("result_step"), picked_by=previous.get("picked_by"))
+    (run_dir / "scores.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+    return table
+
+
+def _read_scores(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "scores.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
+
+
+def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -> dict[str, Any]:
+    """Make checkpoint `step` the run's result: copy its LoRA / embedding to the library.
+
+    `by` is recorded in scores.json: "score" after training, "user" for an override.
+    """
+    run_dir = _run_folder(ws, run_name)
+    cfg = _read_config(run_dir)
+    checkpoints = {c.step: c for c in list_checkpoints(run_dir, cfg)}
+    if step not in checkpoints:
+        have = ", ".join(str(s) for s in checkpoints) or "none"
+        raise NotFoundError(f"run {run_name!r}: no checkpoint at step {step}; saved steps: {have}.")
+    checkpoint = checkpoints[step]
+    name = _output_name(cfg, run_dir)
+    library = ws.safe_child(ws.loras, f"{name}.safetensors", "output.name")
+    shutil.copyfile(checkpoint.lora, library)
+    result: dict[str, Any] = {
+        "run": run_dir.name,
+        "step": step,
+        "picked_by": by,
+        "library_lora": str(library),
+    }
+    if checkpoint.embedding is not None:
+        embedding = ws.safe_child(ws.embeddings, checkpoint.embedding.name, "trigger")
+        shutil.copyfile(checkpoint.embedding, embedding)
+        result["library_embedding"] = str(embedding)
+    table = _read_scores(run_dir)
+    table.update(result_step=step, picked_by=by)
+    (run_dir / "scores.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+    return result
