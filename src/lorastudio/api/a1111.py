@@ -28,6 +28,7 @@ from lorastudio.api.security import decode_image, safetensors_header
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
 from lorastudio.service.studio import Studio
+from lorastudio.service.workspace import list_weight_files
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
@@ -459,15 +460,6 @@ def latent_upscale_modes() -> list[dict[str, Any]]:
     return [{"name": "Latent"}]
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    suffixes = {".safetensors", ".pt", ".ckpt", ".bin"}
-    return (
-        sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        if folder.is_dir()
-        else []
-    )
-
-
 def _metadata(path: Path) -> dict[str, Any]:
     if path.suffix.lower() != ".safetensors":
         return {}
@@ -480,7 +472,7 @@ def _metadata(path: Path) -> dict[str, Any]:
 @router.get("/loras")
 def loras(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
     rows = []
-    for path in _weight_files(studio.workspace.loras):
+    for path in list_weight_files(studio.workspace.loras):
         metadata = _metadata(path)
         rows.append(
             {
@@ -502,7 +494,7 @@ def refresh_loras() -> None:
 def embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
-    for path in _weight_files(studio.workspace.embeddings):
+    for path in list_weight_files(studio.workspace.embeddings):
         shapes = []
         if path.suffix.lower() == ".safetensors":
             try:

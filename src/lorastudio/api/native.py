@@ -27,7 +27,7 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig, import_embedding
 from lorastudio.service.jobs import Job
 from lorastudio.service.studio import QuotaExceeded, Studio
-from lorastudio.service.workspace import safe_name
+from lorastudio.service.workspace import list_weight_files, safe_name
 from lorastudio.train.config import TrainConfig
 
 __all__ = ["quota_as_429", "router"]
@@ -323,15 +323,6 @@ def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, A
 # --- LoRAs and embeddings -----------------------------------------------------------------
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    suffixes = {".safetensors", ".pt", ".ckpt", ".bin"}
-    return (
-        sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        if folder.is_dir()
-        else []
-    )
-
-
 def _file_row(path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": path.stem,
@@ -349,7 +340,7 @@ def _file_row(path: Path) -> dict[str, Any]:
 
 def _named_file(folder: Path, name: str, what: str) -> Path:
     safe_name(name, f"{what} name")
-    for path in _weight_files(folder):
+    for path in list_weight_files(folder):
         if path.stem == name:
             return path
     raise NotFoundError(f"{what} {name!r}: not in the library; list them at GET /api/v1/{what}s.")
@@ -357,7 +348,7 @@ def _named_file(folder: Path, name: str, what: str) -> Path:
 
 @router.get("/loras")
 def list_loras(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return {"loras": [_file_row(p) for p in _weight_files(studio.workspace.loras)]}
+    return {"loras": [_file_row(p) for p in list_weight_files(studio.workspace.loras)]}
 
 
 @router.get("/loras/{name}")
@@ -391,7 +382,7 @@ def delete_lora(name: str, studio: Studio = Depends(get_studio)) -> dict[str, An
 
 @router.get("/embeddings")
 def list_embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return {"embeddings": [_file_row(p) for p in _weight_files(studio.workspace.embeddings)]}
+    return {"embeddings": [_file_row(p) for p in list_weight_files(studio.workspace.embeddings)]}
 
 
 @router.post("/embeddings")

@@ -13,7 +13,17 @@ from pathlib import Path
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["Workspace", "safe_name"]
+__all__ = ["Workspace", "safe_name", "list_weight_files"]
+
+WEIGHT_SUFFIXES = {".safetensors", ".pt", ".ckpt", ".bin"}
+
+
+def list_weight_files(folder: Path) -> list[Path]:
+    """The weight files (LoRAs, embeddings, checkpoints) directly in a workspace folder, sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+
 
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")
 _SAFE_NAME = re.compile(r"^[\w.\-]+$", re.UNICODE)
