@@ -124,7 +124,6 @@ class _Sampler:
     # -- the loop -------------------------------------------------------------------------
     def denoise(
         self,
-        latents_or_none,
         seeds: list[int],
         width: int,
         height: int,
@@ -142,12 +141,13 @@ class _Sampler:
         scheduler.set_timesteps(steps, device=model.device)
         timesteps = scheduler.timesteps
         order = getattr(scheduler, "order", 1)
+        # Noise lives in the VAE's latent space (an inpainting UNet's extra input channels are
+        # the mask and masked image, concatenated per step).
         shape = (
-            model.unet.config.in_channels if masked_image_latents is None else 4,
+            model.vae.config.latent_channels,
             height // model.vae_scale_factor,
             width // model.vae_scale_factor,
         )
-        shape = (4, shape[1], shape[2])
         noise = self._noise(seeds, shape)
         if init_latents is None:
             latents = noise * scheduler.init_noise_sigma
@@ -327,7 +327,7 @@ def _run_batch(
                     masked_latents = torch.cat([masked_latents, masked_latents])
     strength = cfg.strength if init_latents is not None else None
     latents = sampler.denoise(
-        None, seeds, width, height, cfg.steps, strength, init_latents, latent_mask, masked_latents, full_mask
+        seeds, width, height, cfg.steps, strength, init_latents, latent_mask, masked_latents, full_mask
     )
     if cfg.hires_scale > 1.0 and plan.init_image is None:
         hires_w = int(width * cfg.hires_scale) // 8 * 8
@@ -350,7 +350,7 @@ def _run_batch(
             )
             upscaled = sampler.encode_image(pixels)
         latents = sampler.denoise(
-            None, seeds, hires_w, hires_h, cfg.hires_steps or cfg.steps, cfg.hires_strength, upscaled
+            seeds, hires_w, hires_h, cfg.hires_steps or cfg.steps, cfg.hires_strength, upscaled
         )
     images = tensor_to_pil(sampler.decode(latents))
     if init_for_overlay is not None:

@@ -246,14 +246,20 @@ def _single_file_config(
     return config_folder(family, cache_dir, unet, sched)
 
 
+def _as_safetensors(path: Path, cache_dir: Path) -> Path:
+    """`path` itself, or for a pickle its weights-only conversion cached by content hash."""
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        return path
+    converted = cache_dir / "converted" / f"{path.stem}-{file_sha256(path)[:10]}.safetensors"
+    if not converted.is_file():
+        convert_ckpt_to_safetensors(path, converted)
+    return converted
+
+
 def _load_single_file(
     path: Path, dtype, cache_dir: Path, models_dir: Path, family_name: str | None, prediction_type: str | None
 ) -> tuple[Family, Any]:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        converted = cache_dir / "converted" / f"{path.stem}-{file_sha256(path)[:10]}.safetensors"
-        if not converted.is_file():
-            convert_ckpt_to_safetensors(path, converted)
-        path = converted
+    path = _as_safetensors(path, cache_dir)
     keys = read_safetensors_keys(path)
     family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
     config = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
@@ -277,11 +283,7 @@ def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
         return AutoencoderKL.from_pretrained(str(vae_path), dtype=dtype, local_files_only=True)
     if not vae_path.is_file():
         raise NotFoundError(f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.")
-    if vae_path.suffix.lower() in PICKLE_SUFFIXES:
-        converted = cache_dir / "converted" / f"{vae_path.stem}-{file_sha256(vae_path)[:10]}.safetensors"
-        if not converted.is_file():
-            convert_ckpt_to_safetensors(vae_path, converted)
-        vae_path = converted
+    vae_path = _as_safetensors(vae_path, cache_dir)
     vae_cfg = (
         cache_dir
         / "configs"
