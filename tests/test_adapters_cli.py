@@ -112,9 +112,17 @@ def test_merge_single_file_equals_applied_lora(cli, tiny_sd15, tmp_path):
 
     with applied_loras({"unet": pipe.unet}, [(load_lora_file(source), 0.5, 0.5)]):
         expected = _unet_out(pipe.unet)
+        patched = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     merged = StableDiffusionPipeline.from_single_file(str(out), config=str(tiny_sd15), local_files_only=True)
-    assert torch.equal(_unet_out(merged.unet), expected)
-    assert not torch.equal(_unet_out(pipe.unet), expected)
+    # The baked weights are bit-identical; outputs only to float rounding, since CPU kernels
+    # may take other paths for differently allocated tensors.
+    assert all(torch.equal(v, patched[k]) for k, v in merged.unet.state_dict().items())
+    from lorastudio.models.loading import load_model  # lorastudio reads it back by itself too
+
+    loaded = load_model(str(out), tiny_sd15.parent, tmp_path / "cache", device="cpu")
+    assert all(torch.equal(v, patched[k]) for k, v in loaded.unet.state_dict().items())
+    assert torch.allclose(_unet_out(merged.unet), expected, atol=1e-5)
+    assert not torch.allclose(_unet_out(pipe.unet), expected, atol=1e-3)
 
 
 def test_merge_refuses_sdxl_lora_on_sd15(cli, tiny_sd15, tmp_path):

@@ -138,6 +138,27 @@ def test_embedding_is_used_by_name(tiny_workspace):
     assert "zkstar" in info.get("TI hashes", "")
 
 
+def test_embedding_bundled_in_a_lora_is_used_unless_a_file_has_that_name(tiny_workspace):
+    from lorastudio.adapters import Embedding, LoraFile, save_embedding
+    from lorastudio.adapters.kohya import save_kohya
+    from lorastudio.models.families import get_family
+
+    family = get_family("sd15")
+    bundled = torch.randn(2, 32, generator=torch.Generator().manual_seed(5)) * 3
+    lora = LoraFile(source_format="lorastudio")
+    lora.embeddings["zkbund"] = [bundled]
+    save_kohya(lora, tiny_workspace.loras / "bund.safetensors", family=family)
+
+    plain = gen("--prompt", "zkbund picture <lora:bund:1>", "--seed", "2")
+    saved = tiny_workspace.embeddings / "zkbund.safetensors"
+    save_embedding(Embedding("zkbund", [bundled]), saved, family)
+    standalone = gen("--prompt", "zkbund picture", "--seed", "2")
+    assert np.array_equal(arr(plain["images"][0]), arr(standalone["images"][0]))  # A1111 loads the bundle
+    save_embedding(Embedding("zkbund", [-bundled]), saved, family)
+    override = gen("--prompt", "zkbund picture <lora:bund:1>", "--seed", "2")
+    assert np.abs(arr(override["images"][0]) - arr(plain["images"][0])).mean() > 0.1  # the file wins
+
+
 def test_prompt_file_series_with_contact_sheet(tiny_workspace, tmp_path):
     prompts = tmp_path / "story.yaml"
     prompts.write_text("- red\n- prompt: blue\n  steps: 3\n- prompt: green\n  seed: 77\n", encoding="utf-8")

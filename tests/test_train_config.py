@@ -77,6 +77,10 @@ def test_presets_are_shipped_and_encode_their_recipes():
     character = load_train_config(preset="character", overrides=["trigger=surtr"])
     assert character.method == "pivotal" and character.trains_embedding and character.trains_lora
     assert read_preset("sdxl-character")["family"] == "sdxl"
+    dreambooth = load_train_config(preset="dreambooth", overrides=["trigger=zqx", "prior.class_prompt=a dog"])
+    assert dreambooth.trains_full_unet and dreambooth.uses_prior and dreambooth.train.learning_rate == 2e-6
+    with pytest.raises(LorastudioError, match="prior.class_prompt"):
+        load_train_config(preset="dreambooth", overrides=["trigger=zqx"])
     with pytest.raises(LorastudioError, match="choose one of"):
         read_preset("nope")
 

@@ -178,6 +178,15 @@ def unet_to_ldm(state_dict: dict[str, torch.Tensor], unet_config) -> dict[str, t
     return {UNET_PREFIX + unet_diffusers_to_ldm_path(k, unet_config): v for k, v in state_dict.items()}
 
 
+def unet_from_ldm(state_dict: dict[str, torch.Tensor], unet_config) -> dict[str, torch.Tensor]:
+    """The UNet part of a single-file state dict (`model.diffusion_model.*`) in diffusers names."""
+    return {
+        unet_ldm_to_diffusers_path(k[len(UNET_PREFIX) :], unet_config): v
+        for k, v in state_dict.items()
+        if k.startswith(UNET_PREFIX)
+    }
+
+
 def _vae_path_to_ldm(key: str, num_up_blocks: int) -> str:
     parts = key.split(".")
     coder = parts[0]

@@ -348,7 +348,16 @@ def _named_file(folder: Path, name: str, what: str) -> Path:
 
 @router.get("/loras")
 def list_loras(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return {"loras": [_file_row(p) for p in list_weight_files(studio.workspace.loras)]}
+    """Files in loras/ with their metadata and what training recorded (trigger, base model, run)."""
+    from lorastudio.service.loras import list_loras as library_rows
+
+    public = ("trigger", "base_model", "family", "run", "step", "method")
+    known = {row["name"]: {k: row[k] for k in public} for row in library_rows(studio.workspace)}
+    return {
+        "loras": [
+            {**_file_row(p), "library": known.get(p.stem)} for p in list_weight_files(studio.workspace.loras)
+        ]
+    }
 
 
 @router.get("/loras/{name}")

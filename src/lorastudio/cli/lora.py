@@ -23,6 +23,20 @@ def _print(info: dict, json_out: bool) -> None:
         typer.echo(f"{key:>14}: {value}")
 
 
+@lora_app.command("list")
+def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """LoRAs in the workspace with their trigger word, base model and training run."""
+    from lorastudio.service.loras import list_loras
+
+    rows = list_loras(workspace())
+    if json_out:
+        print_json({"loras": rows})
+        return
+    for row in rows:
+        run = f"run {row['run']} step {row['step']}" if row["run"] else "not trained here"
+        typer.echo(f"{row['name']:<24} trigger={row['trigger'] or '-':<12} base={row['base_model'] or '-':<14} {run}")
+
+
 @lora_app.command("import")
 def import_cmd(
     path: str = typer.Argument(..., help="A LoRA file (kohya, LyCORIS, diffusers, HCP) or peft folder."),
@@ -48,12 +62,18 @@ def export_cmd(
     model: str = typer.Option(
         None, "--model", help="Diffusers folder whose UNet layout the LoRA uses (SDXL)."
     ),
+    no_embeddings: bool = typer.Option(
+        False,
+        "--no-embeddings",
+        help="kohya: leave bundled trigger embeddings out of the LoRA (diffusers' load_lora_weights "
+        "refuses them) and write each as <token>.safetensors next to it. diffusers/peft always do.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Write a LoRA in another layout, keeping alpha."""
+    """Write a LoRA in another layout, keeping alpha; bundled embeddings go to <token>.safetensors."""
     from lorastudio.service.loras import export_lora
 
-    _print(export_lora(path, to, out, family, model), json_out)
+    _print(export_lora(path, to, out, family, model, no_embeddings=no_embeddings), json_out)
 
 
 @lora_app.command("merge")

@@ -29,11 +29,14 @@ def train_cmd(
         1, "--num-processes", help="Processes (GPUs) for data-parallel training."
     ),
     device: str = typer.Option(None, "--device", help="cuda or cpu (default: cuda when present)."),
+    tagger_model: str = typer.Option(
+        None, "--tagger-model", help="train score: a local WD14 tagger folder (enables tag_agreement)."
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object with the run folder and files."
     ),
 ) -> None:
-    """Train a LoRA / trigger embedding; `train presets`, `train score RUN`, `train pick RUN STEP`."""
+    """Train a LoRA, trigger embedding, DreamBooth or fine-tune; `train presets|score RUN|pick RUN STEP`."""
     from lorastudio.service.training import run_name_for, run_training
     from lorastudio.train.config import load_train_config
 
@@ -41,7 +44,7 @@ def train_cmd(
         _print_presets(as_json)
         return
     if overrides and overrides[0] in ("score", "pick"):
-        _score_or_pick(overrides, device, as_json)
+        _score_or_pick(overrides, device, as_json, tagger_model)
         return
     ws = workspace()
     cfg = None if resume else load_train_config(config, overrides or [], preset)
@@ -57,7 +60,7 @@ def train_cmd(
         print_json(result)
     else:
         typer.echo(f"run: {result['run_dir']}")
-        for key in ("library_lora", "library_embedding"):
+        for key in ("library_lora", "library_embedding", "library_model"):
             if result.get(key):
                 typer.echo(f"{key.replace('library_', '')}: {result[key]}")
 
@@ -114,8 +117,10 @@ def _print_presets(as_json: bool) -> None:
         typer.echo(f"{item['name']:<16} {item['description']}")
 
 
-def _score_or_pick(words: list[str], device: str | None, as_json: bool) -> None:
-    from lorastudio.train.scoring import pick_checkpoint, score_run
+def _score_or_pick(
+    words: list[str], device: str | None, as_json: bool, tagger_model: str | None = None
+) -> None:
+    from lorastudio.service.training import pick_training_checkpoint, score_training_run
 
     verb, args = words[0], words[1:]
     usage = "lorastudio train score RUN" if verb == "score" else "lorastudio train pick RUN STEP"
@@ -123,13 +128,13 @@ def _score_or_pick(words: list[str], device: str | None, as_json: bool) -> None:
         raise typer.BadParameter(f"usage: {usage}")
     ws = workspace()
     if verb == "pick":
-        result = pick_checkpoint(ws, args[0], int(args[1]))
+        result = pick_training_checkpoint(ws, args[0], int(args[1]))
         if as_json:
             print_json(result)
         else:
-            typer.echo(f"step {result['step']} -> {result['library_lora']}")
+            typer.echo(f"step {result['step']} -> {result.get('library_lora') or result.get('library_model')}")
         return
-    table = score_run(ws, args[0], device=device)
+    table = score_training_run(ws, args[0], device=device, tagger_model=tagger_model)
     if as_json:
         print_json(table)
         return

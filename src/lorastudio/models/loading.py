@@ -24,8 +24,13 @@ from lorastudio.models.checkpoint import (
     read_safetensors_keys,
     read_safetensors_metadata,
 )
-from lorastudio.models.families import Family, detect_family_from_keys, get_family
-from lorastudio.models.tiny import ensure_tiny_model, is_tiny_name
+from lorastudio.models.families import (
+    Family,
+    detect_family_from_keys,
+    family_from_diffusers_config,
+    get_family,
+)
+from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model, is_tiny_name
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
 __all__ = [
@@ -123,7 +128,7 @@ def resolve_model(ref: str, models_dir: Path) -> ModelRef:
     if "/" in ref and not ref.startswith((".", "/")) and ref.count("/") == 1:
         return ModelRef(ref.split("/")[-1], None, "hub", hub_id=ref)
     known = {p.stem for p in models_dir.iterdir()} if models_dir.is_dir() else set()
-    choices = ", ".join(sorted(known | {"tiny-sd15", "tiny-sdxl"}))
+    choices = ", ".join(sorted(known | set(TINY_MODELS)))
     raise NotFoundError(
         f"model {ref!r} not found; use `lorastudio models import PATH`, a path, or one of: {choices}."
     )
@@ -197,11 +202,9 @@ def _family_of_folder(folder: Path) -> Family:
     if marker.is_file():
         return get_family(json.loads(marker.read_text())["family"])
     index = json.loads((folder / "model_index.json").read_text())
-    if "text_encoder_2" in index:
-        return get_family("sdxl")
     te_cfg = folder / "text_encoder" / "config.json"
-    hidden = json.loads(te_cfg.read_text()).get("hidden_size") if te_cfg.is_file() else None
-    return get_family("sd2" if hidden and hidden >= 1024 else "sd15")
+    te = json.loads(te_cfg.read_text()) if te_cfg.is_file() else {}
+    return family_from_diffusers_config(index, te.get("hidden_size"), te.get("hidden_act"))
 
 
 def _quiet_library_logging() -> None:
@@ -242,8 +245,13 @@ def _single_file_config(
         return ensure_tiny_model(base, models_dir)
     in_channels = keys.get("model.diffusion_model.input_blocks.0.0.weight", (0, 4))[1]
     unet = {"in_channels": in_channels} if in_channels != 4 else {}
+    # SAI model spec: "epsilon" or "v" (what lorastudio's fine-tunes and many SD2 files record).
+    prediction_type = prediction_type or _SPEC_PREDICTION.get(meta.get("modelspec.prediction_type", ""))
     sched = {"prediction_type": prediction_type} if prediction_type else {}
     return config_folder(family, cache_dir, unet, sched)
+
+
+_SPEC_PREDICTION = {"v": "v_prediction", "v_prediction": "v_prediction", "epsilon": "epsilon"}
 
 
 def _as_safetensors(path: Path, cache_dir: Path) -> Path:
@@ -317,7 +325,10 @@ def load_model(
         from diffusers import DiffusionPipeline
 
         pipe = DiffusionPipeline.from_pretrained(where.hub_id, dtype=dtype)
-        fam = get_family("sdxl" if hasattr(pipe, "text_encoder_2") else "sd15")
+        te = getattr(getattr(pipe, "text_encoder", None), "config", None)  # None in SDXL refiners
+        fam = family_from_diffusers_config(
+            dict(pipe.config), getattr(te, "hidden_size", None), getattr(te, "hidden_act", None)
+        )
         sha = hashlib.sha256(where.hub_id.encode()).hexdigest()
     elif where.kind == "folder":
         fam, pipe = _load_folder(where.path, dtype)

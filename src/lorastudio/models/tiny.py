@@ -1,4 +1,4 @@
-"""Built-in tiny models (`tiny-sd15`, `tiny-sdxl`): real class layout, a few MB, built offline.
+"""Built-in tiny models (`tiny-sd15`, `tiny-sd2`, `tiny-sdxl`): real class layout, a few MB, built offline.
 
 They make no art. They exist so tests and the demo exercise every mechanism (tokenizer,
 text encoders, UNet blocks, VAE, LoRA keys, single-file export) in seconds on a CPU.
@@ -16,11 +16,17 @@ from pathlib import Path
 
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
-__all__ = ["TINY_MODELS", "build_tiny_model", "ensure_tiny_model", "is_tiny_name"]
+__all__ = ["TINY_MODELS", "TINY_FAMILIES", "build_tiny_model", "ensure_tiny_model", "is_tiny_name"]
 
-TINY_MODELS = ("tiny-sd15", "tiny-sdxl")
-BUILD_VERSION = 7  # bump when the recipe changes, so cached copies are rebuilt
+# tiny name -> the family (models/families) whose layout it copies
+TINY_FAMILIES = {"tiny-sd15": "sd15", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+TINY_MODELS = tuple(TINY_FAMILIES)
+BUILD_VERSION = 8  # bump when the recipe changes, so cached copies are rebuilt
 TINY_SIZE = 64  # native pixel size of the tiny models (latents are 8x8)
+_SD2_TEXT_WIDTH = 40  # OpenCLIP ViT-H is 1024 wide, CLIP ViT-L 768: the stand-ins differ too
+# Fewer colour-pretraining steps than tiny-sd15's 300 keep the session's build short; the
+# UNet still learns the colour words (tests/test_sd2.py measures it).
+_SD2_PRETRAIN_STEPS = 220
 
 _SCHEDULER_SD = {
     "_class_name": "PNDMScheduler",
@@ -40,7 +46,7 @@ _SCHEDULER_SD = {
 
 
 def is_tiny_name(name: str) -> bool:
-    return name in TINY_MODELS
+    return name in TINY_FAMILIES
 
 
 def _text_config(hidden: int, projection: int, act: str):
@@ -106,6 +112,31 @@ def _unet_sd15():
         layers_per_block=1,
         cross_attention_dim=32,
         attention_head_dim=4,
+        norm_num_groups=8,
+    )
+
+
+def _unet_sd2():
+    """SD 2.x's UNet layout, scaled down.
+
+    Four blocks (three with cross-attention), linear projections in the transformers, and
+    like SD2's (5, 10, 20, 20) heads over (320, 640, 1280, 1280) channels, more heads in
+    deeper blocks at a constant head width: 16 here, 64 there.
+    """
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=TINY_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=1,
+        cross_attention_dim=_SD2_TEXT_WIDTH,
+        attention_head_dim=(1, 2, 4, 4),
+        use_linear_projection=True,
+        upcast_attention=True,  # as SD 2.1's config says (a no-op in fp32)
         norm_num_groups=8,
     )
 
@@ -357,9 +388,8 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
 
 def _build(name: str, folder: Path, seed: int) -> Path:
     import torch
-    from diffusers import EulerDiscreteScheduler, PNDMScheduler
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    builders = {"tiny-sd15": _build_sd15, "tiny-sd2": _build_sd2, "tiny-sdxl": _build_sdxl}
     with torch.random.fork_rng(), tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         torch.manual_seed(seed)
         work = Path(tmp) / "model"
@@ -367,81 +397,113 @@ def _build(name: str, folder: Path, seed: int) -> Path:
         vae.register_to_config(scaling_factor=_make_colour_passthrough(vae, seed=seed))
         vae.save_pretrained(work / "vae")
         torch.manual_seed(seed + 1)
-        if name == "tiny-sd15":
-            unet = _unet_sd15()
-            text_encoders = [_clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed)]
-            write_clip_tokenizer(work / "tokenizer", pad_token="<|endoftext|>")
-            tokenizers = [CLIPTokenizer.from_pretrained(work / "tokenizer")]
-            _pretrain_unet_on_colours(
-                unet, vae, tokenizers, text_encoders, _SCHEDULER_SD, sdxl=False, seed=seed
-            )
-            unet.save_pretrained(work / "unet")
-            text_encoders[0].save_pretrained(work / "text_encoder")
-            PNDMScheduler.from_config(_SCHEDULER_SD).save_pretrained(work / "scheduler")
-            index = {
-                "_class_name": "StableDiffusionPipeline",
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-            }
-            family = "sd15"
-        else:
-            unet = _unet_sdxl()
-            text_encoders = [
-                _clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed),
-                # A different width from encoder 1, as in real SDXL (768 vs 1280): loaders
-                # such as diffusers' single-file code tell the two encoders apart by width.
-                _clip_like(CLIPTextModelWithProjection(_text_config(48, 48, "gelu")), seed + 1),
-            ]
-            write_clip_tokenizer(work / "tokenizer", pad_token="<|endoftext|>")
-            write_clip_tokenizer(work / "tokenizer_2", pad_token="!")
-            tokenizers = [
-                CLIPTokenizer.from_pretrained(work / "tokenizer"),
-                CLIPTokenizer.from_pretrained(work / "tokenizer_2"),
-            ]
-            _pretrain_unet_on_colours(
-                unet, vae, tokenizers, text_encoders, _SCHEDULER_SD, sdxl=True, seed=seed
-            )
-            unet.save_pretrained(work / "unet")
-            text_encoders[0].save_pretrained(work / "text_encoder")
-            text_encoders[1].save_pretrained(work / "text_encoder_2")
-            sched = dict(_SCHEDULER_SD, _class_name="EulerDiscreteScheduler")
-            for key in ("set_alpha_to_one", "skip_prk_steps", "clip_sample"):
-                sched.pop(key)
-            EulerDiscreteScheduler.from_config(sched).save_pretrained(work / "scheduler")
-            index = {
-                "_class_name": "StableDiffusionXLPipeline",
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "tokenizer_2": ["transformers", "CLIPTokenizer"],
-                "force_zeros_for_empty_prompt": True,
-            }
-            family = "sdxl"
-        index.update(
-            {
-                "scheduler": ["diffusers", "PNDMScheduler" if family == "sd15" else "EulerDiscreteScheduler"],
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
-            }
-        )
-        if family == "sd15":
-            index.update(
-                {
-                    "safety_checker": [None, None],
-                    "feature_extractor": [None, None],
-                    "requires_safety_checker": False,
-                    "image_encoder": [None, None],
-                }
-            )
-        else:
-            index.update({"feature_extractor": [None, None], "image_encoder": [None, None]})
+        index = builders[name](work, vae, seed)
         (work / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
-        info = {"family": family, "tiny": name, "build_version": BUILD_VERSION, "seed": seed}
+        info = {"family": TINY_FAMILIES[name], "tiny": name, "build_version": BUILD_VERSION, "seed": seed}
         (work / "lorastudio.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
         work.rename(folder)  # appears complete or not at all
     return folder
+
+
+def _model_index(head: dict, scheduler, tail: dict) -> dict:
+    """model_index.json in the order diffusers writes it for real checkpoints of the family."""
+    shared = {
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    return {**head, **shared, **tail}
+
+
+def _build_one_encoder_model(
+    work: Path, vae, unet, encoder, pad_token: str, scheduler, seed: int, steps: int
+) -> dict:
+    """SD 1.x and 2.x: one tokenizer and text encoder, a StableDiffusionPipeline folder."""
+    from transformers import CLIPTokenizer
+
+    write_clip_tokenizer(work / "tokenizer", pad_token=pad_token)
+    tokenizers = [CLIPTokenizer.from_pretrained(work / "tokenizer")]
+    _pretrain_unet_on_colours(
+        unet, vae, tokenizers, [encoder], _SCHEDULER_SD, sdxl=False, steps=steps, seed=seed
+    )
+    unet.save_pretrained(work / "unet")
+    encoder.save_pretrained(work / "text_encoder")
+    scheduler.save_pretrained(work / "scheduler")
+    head = {
+        "_class_name": "StableDiffusionPipeline",
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+    }
+    # SD 2.x folders, like SD 1.x ones saved without the checker, have no safety checker.
+    tail = {
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "image_encoder": [None, None],
+    }
+    return _model_index(head, scheduler, tail)
+
+
+def _build_sd15(work: Path, vae, seed: int) -> dict:
+    from diffusers import PNDMScheduler
+    from transformers import CLIPTextModel
+
+    unet = _unet_sd15()
+    encoder = _clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed)
+    scheduler = PNDMScheduler.from_config(_SCHEDULER_SD)
+    return _build_one_encoder_model(work, vae, unet, encoder, "<|endoftext|>", scheduler, seed, 300)
+
+
+def _build_sd2(work: Path, vae, seed: int) -> dict:
+    """SD 2.x: OpenCLIP ViT-H text encoder as diffusers stores it (CLIPTextModel, exact GELU),
+    a tokenizer that pads with "!", and SD 2.1's DDIM scheduler predicting v."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextModel
+
+    unet = _unet_sd2()
+    config = _text_config(_SD2_TEXT_WIDTH, _SD2_TEXT_WIDTH, "gelu")
+    encoder = _clip_like(CLIPTextModel(config), seed)
+    scheduler = DDIMScheduler.from_config({k: v for k, v in _SCHEDULER_SD.items() if k != "skip_prk_steps"})
+    return _build_one_encoder_model(work, vae, unet, encoder, "!", scheduler, seed, _SD2_PRETRAIN_STEPS)
+
+
+def _build_sdxl(work: Path, vae, seed: int) -> dict:
+    from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    unet = _unet_sdxl()
+    text_encoders = [
+        _clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed),
+        # A different width from encoder 1, as in real SDXL (768 vs 1280): loaders
+        # such as diffusers' single-file code tell the two encoders apart by width.
+        _clip_like(CLIPTextModelWithProjection(_text_config(48, 48, "gelu")), seed + 1),
+    ]
+    write_clip_tokenizer(work / "tokenizer", pad_token="<|endoftext|>")
+    write_clip_tokenizer(work / "tokenizer_2", pad_token="!")
+    tokenizers = [
+        CLIPTokenizer.from_pretrained(work / "tokenizer"),
+        CLIPTokenizer.from_pretrained(work / "tokenizer_2"),
+    ]
+    _pretrain_unet_on_colours(unet, vae, tokenizers, text_encoders, _SCHEDULER_SD, sdxl=True, seed=seed)
+    unet.save_pretrained(work / "unet")
+    text_encoders[0].save_pretrained(work / "text_encoder")
+    text_encoders[1].save_pretrained(work / "text_encoder_2")
+    sched = dict(_SCHEDULER_SD, _class_name="EulerDiscreteScheduler")
+    for key in ("set_alpha_to_one", "skip_prk_steps", "clip_sample"):
+        sched.pop(key)
+    scheduler = EulerDiscreteScheduler.from_config(sched)
+    scheduler.save_pretrained(work / "scheduler")
+    head = {
+        "_class_name": "StableDiffusionXLPipeline",
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "force_zeros_for_empty_prompt": True,
+    }
+    return _model_index(head, scheduler, {"feature_extractor": [None, None], "image_encoder": [None, None]})
 
 
 def ensure_tiny_model(name: str, models_dir: str | Path) -> Path:

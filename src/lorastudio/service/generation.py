@@ -182,6 +182,7 @@ def run_generation(
             )
         embeddings[name] = [v.to(model.device, model.dtype) for v in embedding.vectors]
         ti_hashes.append((name, lora_short_hash(path)))
+    _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     with applied_loras(model.components, loras):
@@ -218,6 +219,19 @@ def run_generation(
         library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
     return GenerationResult(results, model.name, model.short_hash, lora_info)
+
+
+def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora_info: list, model) -> None:
+    """Trigger embeddings bundled in the prompt's LoRAs (`bundle_emb.*`), as A1111 loads them.
+
+    A standalone embedding of the same name wins, as in A1111 ("skip bundle embedding").
+    """
+    for (lora, _, _), info in zip(loras, lora_info, strict=True):
+        for name, vectors in lora.embeddings.items():
+            if name in embeddings or len(vectors) != len(model.text_encoders):
+                continue
+            embeddings[name] = [v.to(model.device, model.dtype) for v in vectors]
+            ti_hashes.append((name, info["hash"]))
 
 
 _INFOTEXT_TO_CONFIG = {

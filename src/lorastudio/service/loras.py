@@ -13,7 +13,15 @@ from typing import Any
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["parse_lora_spec", "import_lora", "export_lora", "merge_model", "EXPORT_FORMATS", "MERGE_FORMATS"]
+__all__ = [
+    "parse_lora_spec",
+    "import_lora",
+    "export_lora",
+    "merge_model",
+    "list_loras",
+    "EXPORT_FORMATS",
+    "MERGE_FORMATS",
+]
 
 EXPORT_FORMATS = ("kohya", "diffusers", "peft")
 MERGE_FORMATS = ("diffusers", "single-file")
@@ -55,9 +63,9 @@ def _unet_config_of(model: str | Path | None):
     return json.loads(config.read_text(encoding="utf-8"))
 
 
-def _summary(lora, path: Path, family, fmt: str) -> dict[str, Any]:
+def _summary(lora, path: Path | None, family, fmt: str) -> dict[str, Any]:
     return {
-        "path": str(path),
+        "path": str(path) if path is not None else None,
         "format": fmt,
         "source_format": lora.source_format,
         "family": family.name if family is not None else None,
@@ -65,6 +73,42 @@ def _summary(lora, path: Path, family, fmt: str) -> dict[str, Any]:
         "ranks": sorted(lora.ranks()),
         "embeddings": sorted(lora.embeddings),
     }
+
+
+def list_loras(ws: Workspace) -> list[dict[str, Any]]:
+    """Every LoRA file in `loras/`, with what the library knows (trigger, base model, run, samples).
+
+    Files are the truth: a LoRA copied in by hand is listed too, with its file metadata only.
+    """
+    from safetensors import safe_open
+
+    from lorastudio.service.library import Library
+    from lorastudio.service.workspace import list_weight_files
+
+    known = {row["name"]: row for row in Library(ws).loras()}
+    rows = []
+    for path in list_weight_files(ws.loras):
+        row = known.get(path.stem)
+        info = json.loads(row["info"]) if row and row["info"] else {}
+        metadata: dict[str, str] = {}
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), "pt") as handle:
+                metadata = handle.metadata() or {}
+        rows.append(
+            {
+                "name": path.stem,
+                "path": str(path),
+                "trigger": (row or {}).get("trigger") or metadata.get("modelspec.trigger_phrase"),
+                "base_model": (row or {}).get("base_model") or metadata.get("ss_sd_model_name"),
+                "family": (row or {}).get("family"),
+                "run": info.get("run"),
+                "step": info.get("step"),
+                "method": info.get("method"),
+                "samples": info.get("samples", []),
+                "registered": row is not None,
+            }
+        )
+    return rows
 
 
 def import_lora(
@@ -93,14 +137,50 @@ def import_lora(
     return info
 
 
+def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> dict[str, Path]:
+    """`<token>.safetensors` in `folder` per bundled embedding; refuses names that would clobber a LoRA."""
+    planned = {}
+    for token in sorted(lora.embeddings):
+        if not token or Path(token).name != token or token in {".", ".."}:
+            raise LorastudioError(
+                f"bundle_emb.{token}: trigger token is not a usable file name; export with --to kohya to keep it bundled."
+            )
+        path = folder / f"{token}.safetensors"
+        if any(path.resolve() == other.resolve() for other in keep_clear):
+            raise LorastudioError(
+                f"{path}: the embedding for {token!r} would overwrite the LoRA; pass --out in another folder or name."
+            )
+        planned[token] = path
+    return planned
+
+
+def _write_embedding_files(lora, planned: dict[str, Path], family) -> list[str]:
+    """Each bundled embedding as an A1111/diffusers-loadable file (`emb_params`, or `clip_l`/`clip_g`)."""
+    from lorastudio.adapters.embeddings import Embedding, save_embedding
+
+    return [
+        str(save_embedding(Embedding(token, list(lora.embeddings[token])), path, family))
+        for token, path in planned.items()
+    ]
+
+
 def export_lora(
     source: str | Path,
     to: str,
     out: str | Path | None = None,
     family: str | None = None,
     model: str | Path | None = None,
+    no_embeddings: bool = False,
 ) -> dict[str, Any]:
-    """Write a LoRA in another layout: kohya file, diffusers file or peft folder(s)."""
+    """Write a LoRA in another layout: kohya file, diffusers file or peft folder(s).
+
+    diffusers and peft files cannot hold a pivotal LoRA's trigger embedding (`bundle_emb.*`),
+    and diffusers' `load_lora_weights` refuses a kohya file that has one; so for those targets,
+    and for kohya with `no_embeddings`, each bundled embedding is written next to the output as
+    `<token>.safetensors` (what A1111's embeddings folder and `load_textual_inversion` read).
+    """
+    from dataclasses import replace
+
     from lorastudio.adapters.detect import load_lora_file
     from lorastudio.adapters.kohya import default_unet_config, save_kohya
     from lorastudio.adapters.peft_format import save_diffusers, save_peft
@@ -114,16 +194,22 @@ def export_lora(
     if unet_config is None and chosen is not None and lora.unet_layout == "ldm":
         unet_config = default_unet_config(chosen)
     stem = source.stem if source.is_file() else source.name
-    if to == "kohya":
-        target = Path(out) if out else source.with_name(f"{stem}-kohya.safetensors")
-        save_kohya(lora, target, family=chosen, unet_config=unet_config)
+    suffix = {"kohya": "-kohya.safetensors", "diffusers": "-diffusers.safetensors", "peft": "-peft"}[to]
+    target = Path(out) if out else source.with_name(stem + suffix)
+    separate = bool(lora.embeddings) and (no_embeddings or to != "kohya")
+    planned = _embedding_files_for(lora, target.parent, (source, target)) if separate else {}
+    written = replace(lora, embeddings={}) if separate else lora
+    if not written.modules and planned:
+        target = None  # an embedding-only file: the standalone embeddings are the whole export
+    elif to == "kohya":
+        save_kohya(written, target, family=chosen, unet_config=unet_config)
     elif to == "diffusers":
-        target = Path(out) if out else source.with_name(f"{stem}-diffusers.safetensors")
-        save_diffusers(lora, target, unet_config)
+        save_diffusers(written, target, unet_config)
     else:
-        target = Path(out) if out else source.with_name(f"{stem}-peft")
-        save_peft(lora, target, unet_config)
-    return _summary(lora, target, chosen, to)
+        save_peft(written, target, unet_config)
+    info = _summary(written, target, chosen, to)
+    info["embedding_files"] = _write_embedding_files(lora, planned, chosen)
+    return info
 
 
 def _load_pipeline(model: Path):
@@ -134,10 +220,8 @@ def _load_pipeline(model: Path):
         raise NotFoundError(f"{model}: no model_index.json; pass a diffusers model folder.")
     index = json.loads(index_file.read_text(encoding="utf-8"))
     te_config = model / "text_encoder" / "config.json"
-    hidden = (
-        json.loads(te_config.read_text(encoding="utf-8")).get("hidden_size") if te_config.is_file() else None
-    )
-    family = family_from_diffusers_config(index, hidden)
+    te = json.loads(te_config.read_text(encoding="utf-8")) if te_config.is_file() else {}
+    family = family_from_diffusers_config(index, te.get("hidden_size"), te.get("hidden_act"))
     import diffusers
 
     pipeline_class = getattr(diffusers, family.pipeline_class)
@@ -170,6 +254,9 @@ def merge_model(
     out = Path(out)
     if fmt == "single-file":
         metadata = {"lorastudio.merged_loras": json.dumps(lora_specs)}
+        marker = Path(model) / "lorastudio.json"  # a tiny model: record it so the file loads back
+        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("tiny"):
+            metadata["lorastudio.base_config"] = json.loads(marker.read_text(encoding="utf-8"))["tiny"]
         save_single_file(components, family, out, metadata)
     else:
         pipe.save_pretrained(str(out), safe_serialization=True)

@@ -51,7 +51,7 @@ def _entries(ws: Workspace) -> dict[str, Path]:
 
 def list_models(ws: Workspace) -> list[dict[str, Any]]:
     """Every model in the workspace, plus the built-in tiny models (built on first use)."""
-    from lorastudio.models.tiny import TINY_MODELS
+    from lorastudio.models.tiny import TINY_FAMILIES
 
     library = Library(ws)
     known = {m["name"]: m for m in library.models()}
@@ -72,13 +72,13 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
                 "size_bytes": row["size_bytes"],
             }
         )
-    for tiny in TINY_MODELS:
+    for tiny, family in TINY_FAMILIES.items():
         if tiny not in {r["name"] for r in rows}:
             rows.append(
                 {
                     "name": tiny,
                     "path": None,
-                    "family": "sdxl" if "xl" in tiny else "sd15",
+                    "family": family,
                     "hash": None,
                     "sha256": None,
                     "size_bytes": None,

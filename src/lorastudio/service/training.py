@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["run_training", "resume_config", "run_name_for", "list_presets"]
+__all__ = [
+    "run_training",
+    "resume_config",
+    "run_name_for",
+    "list_presets",
+    "score_training_run",
+    "pick_training_checkpoint",
+]
 
 
 def list_presets() -> list[dict[str, str]]:
@@ -115,9 +122,74 @@ def run_training(
     result.setdefault("name", name)
     result["steps"] = plan.steps
     del trainer  # frees the training model before scoring loads a clean copy
-    if result.get("finished") and config.scoring.enabled and os.environ.get("RANK", "0") == "0":
-        result.update(_choose_checkpoint(ws, run_dir, config, device))
+    if result.get("finished") and os.environ.get("RANK", "0") == "0":
+        if config.scoring.enabled:
+            result.update(_choose_checkpoint(ws, run_dir, config, device))
+        _register_result(ws, run_dir, config, result, result.get("best_step", result["step"]))
     return result
+
+
+def score_training_run(
+    ws: Workspace, run: str, device: str | None = None, tagger_model: str | None = None
+) -> dict[str, Any]:
+    """Score every checkpoint of `run` (scores.json, contact sheet); the table is returned."""
+    from lorastudio.train.scoring import score_run
+
+    return score_run(ws, run, device=device, tagger_model=tagger_model)
+
+
+def pick_training_checkpoint(ws: Workspace, run: str, step: int, by: str = "user") -> dict[str, Any]:
+    """Make checkpoint `step` the run's result: copy it into the library and record it there."""
+    from lorastudio.train.scoring import pick_checkpoint
+
+    picked = pick_checkpoint(ws, run, step, by=by)
+    config, run_dir = resume_config(ws, run)
+    _register_result(ws, run_dir, config, picked, step)
+    return picked
+
+
+def _latest_samples(run_dir: Path, step: int | None) -> list[str]:
+    """Sample images of checkpoint `step`, else of the last step that has some."""
+    folders = [p for p in (run_dir / "samples").glob("step-*") if p.name.split("-")[-1].isdigit()]
+    chosen = [p for p in folders if step is not None and p.name == f"step-{step}"]
+    if not chosen and folders:
+        chosen = [max(folders, key=lambda p: int(p.name.split("-")[-1]))]
+    return [str(p) for folder in chosen for p in sorted(folder.glob("*.png"))]
+
+
+def _register_result(
+    ws: Workspace, run_dir: Path, config: TrainConfig, result: dict[str, Any], step: int
+) -> None:
+    """Record the run's LoRA (trigger, base model, samples, settings) or model in studio.db."""
+    from lorastudio.adapters.hashing import file_sha256
+    from lorastudio.service.library import Library
+    from lorastudio.service.models import model_info
+
+    info = {
+        "run": run_dir.name,
+        "step": step,
+        "method": config.method,
+        "samples": _latest_samples(run_dir, step),
+        "embedding": result.get("library_embedding"),
+        "settings": config.model_dump(mode="json"),
+    }
+    if result.get("library_model"):
+        model_info(ws, Path(result["library_model"]).stem)  # hashes the file and records it
+        return
+    if not result.get("library_lora"):
+        return
+    path = Path(result["library_lora"])
+    Library(ws).add_lora(
+        path.stem, path, _lora_family(path), file_sha256(path), config.trigger or None, config.model, info
+    )
+
+
+def _lora_family(path: Path) -> str | None:
+    from lorastudio.adapters.detect import load_lora_file
+    from lorastudio.adapters.metadata import family_from_metadata
+
+    family = family_from_metadata(load_lora_file(path).metadata)
+    return family.name if family is not None else None
 
 
 def _choose_checkpoint(

@@ -26,11 +26,16 @@ __all__ = [
     "OutputConfig",
     "SamplesConfig",
     "ScoringConfig",
+    "PriorConfig",
+    "FULL_MODEL_METHODS",
     "preset_names",
     "read_preset",
     "load_train_config",
     "budget_steps",
 ]
+
+
+FULL_MODEL_METHODS = ("dreambooth", "finetune")
 
 
 class DataConfig(StrictModel):
@@ -65,6 +70,8 @@ class TrainSection(StrictModel):
     noise_offset: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     save_every_steps: int = Field(500, ge=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # EMA of the trained weights; saved files use it
+    cache_text_encoder_outputs: bool = True  # on disk, when the text encoder is frozen and captions fixed
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -91,6 +98,24 @@ class OutputConfig(StrictModel):
     name: str = ""  # file name of the LoRA in the library (default: the run name)
 
 
+class PriorConfig(StrictModel):
+    """Prior preservation (DreamBooth): class images keep the model's idea of the class.
+
+    Set `class_prompt` to enable it with any method. Missing class images are generated
+    with the base model before training and kept for later runs.
+    """
+
+    class_prompt: str = ""  # e.g. "a photo of a dog"; empty = no prior preservation
+    class_dir: str = ""  # folder of class images (default: datasets/class-<prompt>-<model hash>)
+    num_images: int = Field(100, ge=1)  # generate until the folder holds this many
+    loss_weight: float = Field(1.0, gt=0)
+    negative_prompt: str = ""
+    steps: int = Field(25, ge=1)  # sampling steps for generated class images
+    cfg_scale: float = 7.0
+    sampler: str = "Euler a"
+    seed: int = 0
+
+
 class SamplesConfig(StrictModel):
     prompts: list[str] = Field(default_factory=list)
     every_steps: int | None = Field(None, ge=1)  # default: train.save_every_steps
@@ -106,8 +131,11 @@ class ScoringConfig(StrictModel):
 
     enabled: bool = True
     prompts: list[str] = Field(default_factory=list)  # default: the trigger and one training caption
-    scorers: list[str] = Field(default_factory=lambda: ["validation_loss", "clip_similarity"])
+    scorers: list[str] = Field(
+        default_factory=lambda: ["validation_loss", "clip_similarity", "tag_agreement"]
+    )
     clip_model: str = ""  # a local CLIP-vision folder; enables `clip_similarity`
+    tagger_model: str = ""  # a local WD14 tagger folder; enables `tag_agreement`
     validation_dir: str = ""  # held-out images (default: a few training images)
     steps: int = Field(20, ge=1)  # sampling steps of the contact sheet
     cfg_scale: float = 7.0
@@ -120,7 +148,7 @@ class TrainConfig(StrictModel):
 
     model: str = ""  # a library name, a path, or tiny-sd15 / tiny-sdxl
     family: Literal["sd15", "sd2", "sdxl"] | None = None  # the family a preset was made for
-    method: Literal["lora", "embedding", "pivotal"] = "lora"
+    method: Literal["lora", "embedding", "pivotal", "dreambooth", "finetune"] = "lora"
     trigger: str = ""
     seed: int = 42
     clip_skip: int = Field(1, ge=1, le=12)
@@ -128,6 +156,7 @@ class TrainConfig(StrictModel):
     train: TrainSection = Field(default_factory=TrainSection)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
@@ -137,6 +166,11 @@ class TrainConfig(StrictModel):
     def _check_method(self) -> TrainConfig:
         if self.method in ("embedding", "pivotal") and not self.trigger:
             raise ValueError(f"method {self.method!r} trains a trigger embedding; set trigger=<word>")
+        if self.method == "dreambooth" and not self.prior.class_prompt:
+            raise ValueError(
+                "method 'dreambooth' needs class images; set prior.class_prompt='a photo of a <class>'"
+                " (or use method=finetune without them)"
+            )
         if self.trigger and (" " in self.trigger.strip() or "," in self.trigger):
             raise ValueError("trigger must be one word (no spaces or commas)")
         return self
@@ -148,6 +182,15 @@ class TrainConfig(StrictModel):
     @property
     def trains_embedding(self) -> bool:
         return self.method in ("embedding", "pivotal")
+
+    @property
+    def trains_full_unet(self) -> bool:
+        """DreamBooth and fine-tune train every UNet weight and save a whole checkpoint."""
+        return self.method in FULL_MODEL_METHODS
+
+    @property
+    def uses_prior(self) -> bool:
+        return bool(self.prior.class_prompt)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

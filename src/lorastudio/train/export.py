@@ -1,5 +1,6 @@
 """Trained tensors -> files: the kohya/webui LoRA (with bundled trigger) and the A1111 embedding.
 
+A DreamBooth / fine-tune run writes a whole A1111 single-file checkpoint instead.
 The LoRA-format details live in `lorastudio.adapters`; this module only gathers what the
 trainer holds (LoRA layers, trigger vectors, facts about the run) into a `LoraFile`.
 """
@@ -13,7 +14,7 @@ from lorastudio.adapters.kohya import save_kohya
 from lorastudio.adapters.lora_file import LoraFile, LoraModule
 from lorastudio.adapters.metadata import build_metadata
 
-__all__ = ["lora_file_from_training", "save_lora", "save_embedding"]
+__all__ = ["lora_file_from_training", "save_lora", "save_embedding", "save_full_checkpoint"]
 
 
 def lora_file_from_training(lora_set, embedding=None) -> LoraFile:
@@ -48,3 +49,21 @@ def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
     return path
+
+
+def save_full_checkpoint(model, path: Path, facts: dict[str, Any], base_name: str = "") -> Path:
+    """The whole model as an A1111 / ComfyUI single-file `.safetensors` with training metadata.
+
+    `lorastudio.base_config` names a tiny base model so lorastudio can load the file with
+    that model's configs; `modelspec.prediction_type` keeps v-prediction models loadable.
+    """
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.tiny import is_tiny_name
+
+    metadata = build_metadata(facts, model.family, kind="checkpoint")
+    metadata["modelspec.architecture"] = model.family.modelspec_architecture
+    prediction = model.scheduler_config.get("prediction_type", "epsilon")
+    metadata["modelspec.prediction_type"] = "v" if prediction == "v_prediction" else prediction
+    if is_tiny_name(base_name):
+        metadata["lorastudio.base_config"] = base_name
+    return save_single_file(model.components, model.family, path, metadata)

@@ -3,7 +3,8 @@
 A run saves `checkpoints/step-N/` every few steps; the last one is not always the best
 (over-training burns the style in). Scorers are pluggable: `validation_loss` needs no
 extra weights and is always available; `clip_similarity` needs a local CLIP-vision
-folder. A tagger or face-ID scorer registers itself the same way (`register_scorer`).
+folder; `tag_agreement` (tag_scoring.py) a local WD14 tagger. A face-ID scorer would
+register itself the same way (`register_scorer`).
 
 Everything is seeded (noise, timesteps, generation seeds), so scoring the same run twice
 gives the same table.
@@ -45,7 +46,7 @@ SHEET_CELL = 256
 class Checkpoint:
     step: int
     folder: Path
-    lora: Path
+    lora: Path  # the LoRA file, or the whole model of a DreamBooth / fine-tune run
     embedding: Path | None
 
 
@@ -320,14 +321,28 @@ def _best_step(rows: list[dict], scorer: Scorer) -> int:
 def _score_checkpoint(ctx: ScoringContext, checkpoint: Checkpoint, usable: list[Scorer], cells: Path) -> dict:
     """Generate the checkpoint's sheet row and run every usable scorer, LoRA applied."""
     from lorastudio.adapters import applied_loras, check_lora_family, load_lora_file
+    from lorastudio.adapters.lora_file import LoraFile
 
-    lora = load_lora_file(checkpoint.lora)
+    if ctx.cfg.trains_full_unet:
+        _load_checkpoint_unet(ctx.model, checkpoint.lora)
+        lora = LoraFile(source_format="lorastudio")  # nothing to apply on top
+    else:
+        lora = load_lora_file(checkpoint.lora)
     if lora.modules:
         check_lora_family(lora, ctx.model.family, name=str(checkpoint.lora))
     with applied_loras(ctx.model.components, [(lora, 1.0, 1.0)]):
         ctx.generated[checkpoint.step] = _generate_for(ctx, checkpoint, lora, cells)
         scores = {s.name: s.score(ctx, checkpoint, lora) for s in usable}
     return {"step": checkpoint.step, "lora": str(checkpoint.lora), "scores": scores, "best": False}
+
+
+def _load_checkpoint_unet(model, path: Path) -> None:
+    """Put a fine-tuned checkpoint's UNet weights into the scoring model (same layout)."""
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import unet_from_ldm
+
+    model.unet.load_state_dict(unet_from_ldm(load_file(str(path)), model.unet.config))
 
 
 def score_run(
@@ -337,11 +352,12 @@ def score_run(
     prompts: list[str] | None = None,
     device: str | None = None,
     clip_model: str | None = None,
+    tagger_model: str | None = None,
 ) -> dict[str, Any]:
     """Score every checkpoint; write `scores.json` and `checkpoints.png`; return the table.
 
-    The first usable scorer in the list decides the best checkpoint. `scorers`, `prompts`
-    and `clip_model` override the run's `scoring.*` settings.
+    The first usable scorer in the list decides the best checkpoint. `scorers`, `prompts`,
+    `clip_model` and `tagger_model` override the run's `scoring.*` settings.
     """
     from lorastudio.generate.series import contact_sheet
     from lorastudio.models.loading import load_model
@@ -349,8 +365,10 @@ def score_run(
 
     run_dir = _run_folder(ws, run_name)
     cfg = _read_config(run_dir)
-    if clip_model is not None:
-        cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"clip_model": clip_model})})
+    overrides = {"clip_model": clip_model, "tagger_model": tagger_model}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update=overrides)})
     checkpoints = list_checkpoints(run_dir, cfg)
     if not checkpoints:
         raise LorastudioError(
@@ -430,14 +448,10 @@ def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -
         raise NotFoundError(f"run {run_name!r}: no checkpoint at step {step}; saved steps: {have}.")
     checkpoint = checkpoints[step]
     name = _output_name(cfg, run_dir)
-    library = ws.safe_child(ws.loras, f"{name}.safetensors", "output.name")
+    folder, kind = (ws.models, "library_model") if cfg.trains_full_unet else (ws.loras, "library_lora")
+    library = ws.safe_child(folder, f"{name}.safetensors", "output.name")
     shutil.copyfile(checkpoint.lora, library)
-    result: dict[str, Any] = {
-        "run": run_dir.name,
-        "step": step,
-        "picked_by": by,
-        "library_lora": str(library),
-    }
+    result: dict[str, Any] = {"run": run_dir.name, "step": step, "picked_by": by, kind: str(library)}
     if checkpoint.embedding is not None:
         embedding = ws.safe_child(ws.embeddings, checkpoint.embedding.name, "trigger")
         shutil.copyfile(checkpoint.embedding, embedding)
@@ -446,3 +460,6 @@ def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -
     table.update(result_step=step, picked_by=by)
     (run_dir / "scores.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
     return result
+
+
+from lorastudio.train import tag_scoring  # noqa: E402,F401  registers tag_agreement

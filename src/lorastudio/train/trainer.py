@@ -1,4 +1,4 @@
-"""The training loop: LoRA and/or a trigger embedding on SD1/SD2/SDXL, on `accelerate`.
+"""The training loop: LoRA, trigger embedding, DreamBooth or full UNet fine-tune, on `accelerate`.
 
 Reproducibility is built in rather than bolted on: the batch order, caption augmentation,
 noise and timesteps of every micro-batch are drawn from generators seeded by
@@ -6,12 +6,17 @@ noise and timesteps of every micro-batch are drawn from generators seeded by
 vectors, optimizer, LR scheduler, step, RNG) is in the `accelerate` state saved with each
 checkpoint. A resumed run therefore ends with the same weights as an uninterrupted one.
 
-Gradients of the (small) trainable set are averaged across processes explicitly instead
-of wrapping the UNet in DDP: the UNet itself is frozen and never needs to be wrapped.
+Gradients of the trainable set are averaged across processes explicitly instead of
+wrapping the UNet in DDP: for LoRA the UNet is frozen and never needs to be wrapped, and
+one code path then serves LoRA and full fine-tuning alike.
+
+Prior preservation (DreamBooth) adds a second loss per micro-batch on class images, drawn
+from their own seeded schedule, so it stays reproducible and resumable too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import sys
@@ -27,12 +32,14 @@ import torch.nn.functional as F
 from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig, budget_steps
 from lorastudio.train.data import BatchSchedule, TrainImage, scan_images
-from lorastudio.train.export import save_embedding, save_lora
+from lorastudio.train.ema import WeightAverage
+from lorastudio.train.export import save_embedding, save_full_checkpoint, save_lora
 from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text_encoder_targets, unet_targets
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
+from lorastudio.train.text_cache import TextEncoderCache, text_cache_key
 
 __all__ = ["Trainer", "TrainPlan", "prepare_plan", "latest_state", "Callback"]
 
@@ -49,6 +56,15 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
+
+
+@dataclass
+class PriorSet:
+    """Class images of a DreamBooth run with their latents and own batch order."""
+
+    images: list[TrainImage]
+    latents: LatentCache
+    schedule: BatchSchedule
 
 
 def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
@@ -96,6 +112,8 @@ class _TrainableState:
             "step": t.step,
             "lora": t.lora_set.lora_state_dict() if t.lora_set is not None else {},
             "embedding": t.embedding.as_tensors() if t.embedding is not None else [],
+            "unet": _cpu_state(t.model.unet) if t.cfg.trains_full_unet else {},
+            "ema": t.ema.state_dict() if t.ema is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -107,6 +125,14 @@ class _TrainableState:
             with torch.no_grad():
                 for param, saved in zip(t.embedding.vectors, state["embedding"], strict=True):
                     param.copy_(saved)
+        if t.cfg.trains_full_unet:
+            t.model.unet.load_state_dict(state["unet"])
+        if t.ema is not None:
+            t.ema.load_state_dict(state["ema"])
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _mixed_precision(requested: str, device_type: str) -> str:
@@ -142,6 +168,9 @@ class Trainer:
         self.step = 0
         self.lora_set: LoraSet | None = None
         self.embedding: TriggerEmbedding | None = None
+        self.ema: WeightAverage | None = None
+        self.prior: PriorSet | None = None
+        self.text_disk_cache: TextEncoderCache | None = None
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     # -- events ---------------------------------------------------------------------------
@@ -180,6 +209,9 @@ class Trainer:
     def _setup_trainables(self, model) -> None:
         cfg = self.cfg
         generator = torch.Generator().manual_seed(cfg.seed)
+        if cfg.trains_full_unet:
+            # fp32 master weights: optimizer updates of 1e-6 vanish in bf16/fp16 weights.
+            model.unet.to(torch.float32).requires_grad_(True)
         if cfg.trains_embedding:
             self.embedding = TriggerEmbedding(
                 cfg.trigger,
@@ -217,6 +249,8 @@ class Trainer:
         cfg = self.cfg
         te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
         groups = []
+        if cfg.trains_full_unet:
+            groups.append({"params": list(self.model.unet.parameters()), "lr": cfg.train.learning_rate})
         if self.lora_set is not None:
             groups.append({"params": self.lora_set.parameters_of(("unet",)), "lr": cfg.train.learning_rate})
             groups.append(
@@ -235,53 +269,108 @@ class Trainer:
     def _text_trains(self) -> bool:
         return self.embedding is not None or self.cfg.lora.train_text_encoder and self.cfg.trains_lora
 
-    def _captions(self, batch: list[tuple[int, bool]], micro_index: int) -> list[str]:
+    def _caption_of(self, caption: str, rng: random.Random) -> str:
         cfg = self.cfg
-        rng = random.Random(f"{cfg.seed}:caption:{micro_index}")
-        captions = []
-        for index, _ in batch:
-            text = build_caption(
-                self.images[index].caption,
-                cfg.trigger,
-                cfg.data.caption_prefix_trigger,
-                cfg.data.shuffle_tags,
-                cfg.data.keep_tokens,
-                cfg.data.caption_dropout,
-                rng,
-            )
-            captions.append(self.embedding.expand(text) if self.embedding is not None else text)
-        return captions
+        text = build_caption(
+            caption,
+            cfg.trigger,
+            cfg.data.caption_prefix_trigger,
+            cfg.data.shuffle_tags,
+            cfg.data.keep_tokens,
+            cfg.data.caption_dropout,
+            rng,
+        )
+        return self.embedding.expand(text) if self.embedding is not None else text
+
+    def _captions(self, batch: list[tuple[int, bool]], micro_index: int) -> list[str]:
+        rng = random.Random(f"{self.cfg.seed}:caption:{micro_index}")
+        return [self._caption_of(self.images[index].caption, rng) for index, _ in batch]
+
+    def _fixed_captions(self) -> list[str] | None:
+        """Every caption training can produce, when that set is finite (no tag shuffling)."""
+        cfg = self.cfg
+        if cfg.data.shuffle_tags:
+            return None
+        rng = random.Random(0)  # unused: no shuffling and no dropout here
+        captions = [
+            build_caption(img.caption, cfg.trigger, cfg.data.caption_prefix_trigger, False, 0, 0.0, rng)
+            for img in self.images
+        ]
+        if cfg.data.caption_dropout:
+            captions.append("")
+        if self.prior is not None:
+            captions += [img.caption for img in self.prior.images]
+        return list(dict.fromkeys(captions))
+
+    def _encode_missing(self, captions: list[str]) -> None:
+        """Fill the in-memory text cache from the disk cache, encoding (and storing) the rest."""
+        disk = self.text_disk_cache
+        todo = []
+        for caption in captions:
+            found = disk.load(caption) if disk is not None else None
+            if found is None:
+                todo.append(caption)
+                continue
+            embeds, pooled = found
+            device = self.model.device
+            self._text_cache[caption] = (embeds.to(device), pooled.to(device) if pooled is not None else None)
+        for start in range(0, len(todo), 16):
+            chunk = todo[start : start + 16]
+            with torch.no_grad():
+                embeds, pooled = encode_text(self.model, chunk, self.cfg.clip_skip)
+            for i, caption in enumerate(chunk):
+                pooled_i = pooled[i] if pooled is not None else None
+                self._text_cache[caption] = (embeds[i], pooled_i)
+                if disk is not None:
+                    disk.save(caption, embeds[i], pooled_i)
 
     def _encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        model, skip = self.model, self.cfg.clip_skip
         if self._text_trains:
-            return encode_text(model, captions, skip)
+            return encode_text(self.model, captions, self.cfg.clip_skip)
         missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
         if missing:
-            with torch.no_grad():
-                embeds, pooled = encode_text(model, missing, skip)
             if len(self._text_cache) + len(missing) > _TEXT_CACHE_LIMIT:
                 self._text_cache.clear()
-            for i, caption in enumerate(missing):
-                self._text_cache[caption] = (embeds[i], pooled[i] if pooled is not None else None)
+            self._encode_missing(missing)
         embeds = torch.stack([self._text_cache[c][0] for c in captions])
         pooled = [self._text_cache[c][1] for c in captions]
         return embeds, torch.stack(pooled) if pooled[0] is not None else None
 
-    def _time_ids(self, batch: list[tuple[int, bool]]) -> torch.Tensor:
+    def _time_ids(self, images: list[TrainImage], batch: list[tuple[int, bool]]) -> torch.Tensor:
         rows = []
         for index, _ in batch:
-            img = self.images[index]
+            img = images[index]
             (w, h), (top, left), (bw, bh) = img.size, img.crop, img.bucket
             rows.append([h, w, top, left, bh, bw])
         return torch.tensor(rows, dtype=torch.float32, device=self.model.device)
 
     def _loss(self, micro_index: int) -> torch.Tensor:
-        cfg, model = self.cfg, self.model
+        """The micro-batch's denoising loss, plus the weighted prior loss on class images."""
         batch = self.schedule.batch(micro_index)
+        seed = self.cfg.seed * 1_000_003 + micro_index
+        captions = self._captions(batch, micro_index)
+        loss = self._denoising_loss(self.images, self.latents, batch, captions, seed)
+        if self.prior is not None:
+            prior_batch = self.prior.schedule.batch(micro_index)
+            prior_captions = [self.prior.images[i].caption for i, _ in prior_batch]
+            prior_loss = self._denoising_loss(
+                self.prior.images, self.prior.latents, prior_batch, prior_captions, seed + (1 << 40)
+            )
+            loss = loss + self.cfg.prior.loss_weight * prior_loss
+        return loss
+
+    def _denoising_loss(
+        self,
+        images: list[TrainImage],
+        cache: LatentCache,
+        batch: list[tuple[int, bool]],
+        captions: list[str],
+        seed: int,
+    ) -> torch.Tensor:
+        cfg, model = self.cfg, self.model
         device = model.device
-        latents = torch.stack([self.latents.get(i, flipped) for i, flipped in batch]).to(device)
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + micro_index)
+        latents = torch.stack([cache.get(i, flipped) for i, flipped in batch]).to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
         noise = torch.randn(latents.shape, generator=generator, device=device)
         if cfg.train.noise_offset:
             offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=device)
@@ -289,15 +378,16 @@ class Trainer:
         num_timesteps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, num_timesteps, (latents.shape[0],), generator=generator, device=device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        embeds, pooled = self._encode(self._captions(batch, micro_index))
+        embeds, pooled = self._encode(captions)
+        dtype = self.unet_dtype
         added = None
         if model.family.uses_pooled_text:
-            added = {"text_embeds": pooled.to(model.dtype), "time_ids": self._time_ids(batch).to(model.dtype)}
+            added = {"text_embeds": pooled.to(dtype), "time_ids": self._time_ids(images, batch).to(dtype)}
         with self.accelerator.autocast():
             prediction = model.unet(
-                noisy.to(model.dtype),
+                noisy.to(dtype),
                 timesteps,
-                encoder_hidden_states=embeds.to(model.dtype),
+                encoder_hidden_states=embeds.to(dtype),
                 added_cond_kwargs=added,
                 return_dict=False,
             )[0]
@@ -336,8 +426,13 @@ class Trainer:
         self.images = plan.images
         self.total_steps = plan.steps
         self.model = self._load_model()
+        cache_root = self.ws.cache / "latents"
+        if self.cfg.uses_prior:
+            # Before the trainables exist: class images come from the untouched base model.
+            self.prior = self._prepare_prior(cache_root)
         torch.manual_seed(self.cfg.seed)
         self._setup_trainables(self.model)
+        self.unet_dtype = next(self.model.unet.parameters()).dtype
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         if self.cfg.train.gradient_checkpointing:
@@ -345,9 +440,8 @@ class Trainer:
             if self._text_trains:
                 for encoder in self.model.text_encoders:
                     encoder.gradient_checkpointing_enable()
-        cache_root = self.ws.cache / "latents"
         check_cache_space(cache_root, self.images, self.cfg.data.flip)
-        self.latents = LatentCache(cache_root, self.model.vae, vae_hash(self.model.vae))
+        self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest())
         with self.accelerator.main_process_first():
             encoded = self.latents.prepare(self.images, self.cfg.data.flip)
         self._say(
@@ -356,7 +450,10 @@ class Trainer:
         self.schedule = BatchSchedule(
             self.images, self.cfg.train.batch_size, self.cfg.seed, self.cfg.data.flip
         )
+        self._prepare_text_cache()
         self.params = self._trainable_parameters()
+        if self.cfg.train.ema_decay:
+            self.ema = WeightAverage(self.params, self.cfg.train.ema_decay)
         optimizer = build_optimizer(
             self.cfg.train.optimizer, self._param_groups(), self.cfg.train.weight_decay
         )
@@ -366,6 +463,64 @@ class Trainer:
         # The scheduler is stepped by hand (once per optimizer step on every process).
         self.optimizer = self.accelerator.prepare(optimizer)
         self.accelerator.register_for_checkpointing(_TrainableState(self), self.lr_scheduler)
+
+    def _vae_digest(self) -> str:
+        if not hasattr(self, "_vae_sha"):
+            self._vae_sha = vae_hash(self.model.vae)
+        return self._vae_sha
+
+    def _prepare_prior(self, cache_root: Path) -> PriorSet:
+        """Generate missing class images with the base model, then cache their latents."""
+        from tqdm.auto import tqdm
+
+        from lorastudio.data.dataset import Dataset
+        from lorastudio.train.prior import class_images_folder, existing_class_images, generate_class_images
+
+        cfg = self.cfg
+        folder = class_images_folder(cfg, self.ws.datasets, self.model.sha256)
+        with self.accelerator.main_process_first():
+            if self.accelerator.is_main_process:
+                missing = max(cfg.prior.num_images - len(existing_class_images(folder)), 0)
+                bar = tqdm(total=missing, desc="class images", unit="img", disable=not self.progress or not missing)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(done - bar.n)
+                    self._emit({"event": "class_images", "done": done, "total": total})
+
+                made = generate_class_images(cfg, self.model, folder, progress)
+                bar.close()
+                if made:
+                    self._say(f"prior: generated {made} class images for {cfg.prior.class_prompt!r} in {folder}")
+        dataset = Dataset.open(folder, default_caption=cfg.prior.class_prompt)
+        items = dataset.items()[: cfg.prior.num_images]
+        if not items:
+            raise LorastudioError(f"prior.class_dir {folder}: holds no images; remove the setting to generate them.")
+        try:
+            images = scan_images(items, cfg.train.resolution, cfg.data.max_upscale)
+        except LorastudioError as exc:
+            raise LorastudioError(f"class images in {folder}: {exc}") from None
+        check_cache_space(cache_root, images, False)
+        latents = LatentCache(cache_root, self.model.vae, self._vae_digest())
+        with self.accelerator.main_process_first():
+            latents.prepare(images, flip=False)
+        schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
+        self._say(f"prior: {len(images)} class images, loss weight {cfg.prior.loss_weight:g}")
+        return PriorSet(images, latents, schedule)
+
+    def _prepare_text_cache(self) -> None:
+        """Encode every fixed caption once (disk-cached across runs) when the text side is frozen."""
+        if self._text_trains:
+            return
+        captions = self._fixed_captions()
+        if captions is None or not self.cfg.train.cache_text_encoder_outputs:
+            return
+        model = self.model
+        key = text_cache_key(model.sha256, model.family.name, self.cfg.clip_skip, model.dtype)
+        self.text_disk_cache = TextEncoderCache(self.ws.cache / "text", key)
+        with self.accelerator.main_process_first():
+            self._encode_missing(captions)
+        disk = self.text_disk_cache
+        self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
         self._prepare(plan)
@@ -419,6 +574,8 @@ class Trainer:
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update()
                 self.step += 1
                 self._after_step(log, bar, float(acc.reduce(total_loss, "mean")), started, first_step)
                 if self.step % cfg.train.save_every_steps == 0 or self.step == stop_at_step:
@@ -512,16 +669,30 @@ class Trainer:
             "min_snr_gamma": cfg.train.min_snr_gamma,
             "noise_offset": cfg.train.noise_offset or None,
             "seed": cfg.seed,
-            "training_comment": f"lorastudio {cfg.method}",
+            "training_comment": f"lorastudio {cfg.method}"
+            + (f", prior preservation: {cfg.prior.class_prompt!r}" if cfg.uses_prior else "")
+            + (f", EMA {cfg.train.ema_decay:g}" if cfg.train.ema_decay else ""),
             "lorastudio_config": cfg.model_dump(mode="json"),
             "trigger_phrase": cfg.trigger or None,
         }
 
+    def _averaged(self):
+        """The EMA weights in place while saving or sampling (a no-op without EMA)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
     def _write_outputs(self, folder: Path) -> dict[str, Path]:
+        with self._averaged():
+            return self._write_output_files(folder)
+
+    def _write_output_files(self, folder: Path) -> dict[str, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         facts, family = self._facts(), self.model.family
         paths: dict[str, Path] = {}
-        if self.lora_set is not None or self.embedding is not None:
+        if self.cfg.trains_full_unet:
+            paths["model"] = save_full_checkpoint(
+                self.model, folder / f"{self.name}.safetensors", facts, base_name=self.cfg.model
+            )
+        elif self.lora_set is not None or self.embedding is not None:
             paths["lora"] = save_lora(
                 self.lora_set,
                 self.embedding,
@@ -540,15 +711,20 @@ class Trainer:
         """Sample images for `samples.prompts` with the live model (LoRA and trigger applied)."""
         if not self.accelerator.is_main_process:
             return []
-        try:
-            from lorastudio.generate.conditioning import PromptEncoder
-            from lorastudio.generate.config import GenerateConfig
-            from lorastudio.generate.pipeline import build_plan, generate_images
-        except ImportError:  # generation not installed in this build: training goes on without samples
-            return []
-        cfg, model = self.cfg, self.model
         folder = self.run_dir / "samples" / f"step-{self.step}"
         folder.mkdir(parents=True, exist_ok=True)
+        # autocast: a fully fine-tuned UNet is fp32 while the rest of the model may be bf16.
+        with self._averaged(), self.accelerator.autocast():
+            paths = self._sample_prompts(folder)
+        self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
+        return paths
+
+    def _sample_prompts(self, folder: Path) -> list[Path]:
+        from lorastudio.generate.conditioning import PromptEncoder
+        from lorastudio.generate.config import GenerateConfig
+        from lorastudio.generate.pipeline import build_plan, generate_images
+
+        cfg, model = self.cfg, self.model
         paths = []
         size = cfg.train.resolution
         for index, prompt in enumerate(cfg.samples.prompts):
@@ -571,7 +747,6 @@ class Trainer:
             path = folder / f"{index:02d}.png"
             images[0].image.save(path)
             paths.append(path)
-        self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
         return paths
 
     def save_checkpoint(self) -> Path:
@@ -604,6 +779,10 @@ class Trainer:
         result["ranks_agree"] = self._ranks_agree()
         if self.accelerator.is_main_process:
             paths = self._write_outputs(self.run_dir)
+            if "model" in paths:
+                library = self.ws.safe_child(self.ws.models, f"{self.name}.safetensors", "output.name")
+                shutil.copyfile(paths["model"], library)
+                result.update(model=str(paths["model"]), library_model=str(library))
             if "lora" in paths:
                 library = self.ws.safe_child(self.ws.loras, f"{self.name}.safetensors", "output.name")
                 shutil.copyfile(paths["lora"], library)

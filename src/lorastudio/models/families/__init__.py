@@ -35,10 +35,16 @@ def detect_family_from_keys(keys: Iterable[str], source: str = "checkpoint") -> 
     raise LorastudioError(f"{source}: not a Stable Diffusion checkpoint (no model.diffusion_model.* keys).")
 
 
-def family_from_diffusers_config(model_index: dict, text_encoder_hidden: int | None = None) -> Family:
-    """Family of a diffusers folder from model_index.json (and the text encoder width for SD1 vs SD2)."""
+def family_from_diffusers_config(
+    model_index: dict, text_encoder_hidden: int | None = None, text_encoder_act: str | None = None
+) -> Family:
+    """Family of a diffusers folder from model_index.json and its text encoder's config.
+
+    diffusers stores SD 2.x's OpenCLIP encoder as a CLIPTextModel, like SD 1.x's CLIP: it is
+    told apart by its exact GELU (OpenAI CLIP uses quick_gelu) or its width (1024, not 768).
+    """
     if "text_encoder_2" in model_index or "XL" in model_index.get("_class_name", ""):
         return sdxl.FAMILY
-    if text_encoder_hidden is not None and text_encoder_hidden >= 1024:
+    if text_encoder_act == "gelu" or (text_encoder_hidden is not None and text_encoder_hidden >= 1024):
         return sd2.FAMILY
     return sd15.FAMILY

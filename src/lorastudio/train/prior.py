@@ -1,0 +1,104 @@
+"""Class images for prior preservation (DreamBooth, Ruiz et al. 2022).
+
+Training on 5-30 pictures of one dog teaches the model that every dog is that dog. A
+second loss on images of the *class* ("a photo of a dog"), made by the base model itself
+before training, keeps the class as it was. lorastudio generates the missing class images
+with its own sampler and keeps them in the workspace, so later runs with the same base
+model, prompt and resolution reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from lorastudio.errors import LorastudioError
+from lorastudio.train.config import TrainConfig
+
+__all__ = ["class_images_folder", "existing_class_images", "generate_class_images"]
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def class_images_folder(cfg: TrainConfig, datasets_folder: Path, model_sha256: str) -> Path:
+    """`prior.class_dir`, else `datasets/class-<prompt>-<model>-<resolution>` (shared by runs)."""
+    if cfg.prior.class_dir:
+        named = datasets_folder / cfg.prior.class_dir
+        if "/" not in cfg.prior.class_dir and named.is_dir():
+            return named
+        return Path(cfg.prior.class_dir).expanduser()
+    slug = re.sub(r"[^\w]+", "_", cfg.prior.class_prompt.lower()).strip("_")[:40] or "class"
+    prompt_hash = hashlib.sha256(cfg.prior.class_prompt.encode()).hexdigest()[:6]
+    return datasets_folder / f"class-{slug}-{prompt_hash}-{model_sha256[:8]}-{cfg.train.resolution}"
+
+
+def existing_class_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+
+
+def generate_class_images(
+    cfg: TrainConfig,
+    model,
+    folder: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Fill `folder` up to `prior.num_images` class images; returns how many were made now.
+
+    Each image gets a `.txt` caption with the class prompt. File names carry the seed, so
+    an interrupted fill continues with the next seed instead of repeating images.
+    """
+    import torch
+
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.generate.pipeline import build_plan, generate_images
+
+    prior = cfg.prior
+    have = existing_class_images(folder)
+    missing = prior.num_images - len(have)
+    if missing <= 0:
+        return 0
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LorastudioError(f"prior.class_dir {folder}: cannot be created ({exc}); set another folder.") from None
+    encoder = PromptEncoder(model, cfg.clip_skip)
+    next_seed = prior.seed + _highest_seed(have) + 1 if have else prior.seed
+    made = 0
+    while made < missing:
+        count = min(4, missing - made)
+        request = GenerateConfig(
+            model=cfg.model,
+            prompt=prior.class_prompt,
+            negative_prompt=prior.negative_prompt,
+            steps=prior.steps,
+            cfg_scale=prior.cfg_scale,
+            sampler=prior.sampler,
+            seed=next_seed,
+            width=cfg.train.resolution,
+            height=cfg.train.resolution,
+            batch_size=count,
+            clip_skip=cfg.clip_skip,
+        )
+        plan = build_plan(request, model, prior.class_prompt, prior.negative_prompt)
+        with torch.no_grad():
+            images = generate_images(model, request, plan, encoder)
+        for offset, generated in enumerate(images):
+            stem = f"class-{next_seed + offset - prior.seed:05d}"
+            generated.image.save(folder / f"{stem}.png")
+            (folder / f"{stem}.txt").write_text(prior.class_prompt, encoding="utf-8")
+        made += count
+        next_seed += count
+        if progress is not None:
+            progress(made, missing)
+    return made
+
+
+def _highest_seed(paths: list[Path]) -> int:
+    """The largest seed offset among `class-NNNNN.png` files (others count as offset 0)."""
+    offsets = [int(p.stem.split("-")[1]) for p in paths if re.fullmatch(r"class-\d+", p.stem)]
+    return max(offsets, default=len(paths) - 1)
