@@ -48,19 +48,17 @@ def no_network():
 
 @pytest.fixture(scope="session")
 def tiny_models_dir():
-    """Tiny models built once (about a minute) and reused by every test.
+    """Tiny models built once (a few minutes, side by side) and reused by every test.
 
     Kept between runs in ~/.cache/lorastudio-tests (the build is seeded, so a cached copy
     equals a fresh one); LORASTUDIO_TEST_CACHE moves it.
     """
     from pathlib import Path
 
-    from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model
+    from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_models
 
     root = Path(os.environ.get("LORASTUDIO_TEST_CACHE", Path.home() / ".cache" / "lorastudio-tests"))
-    for name in TINY_MODELS:
-        ensure_tiny_model(name, root)
-    return root
+    return ensure_tiny_models(TINY_MODELS, root)
 
 
 @pytest.fixture

@@ -157,3 +157,17 @@ def test_build_metadata_has_what_a1111_reads():
     assert meta["modelspec.trigger_phrase"] == "mira"
     assert meta["modelspec.title"] == "mira_v2"
     assert build_metadata({}, get_family("sd15"))["ss_v2"] == "False"
+    # SD 2.x: 768-v models are v-prediction, the 512 base is not; A1111/civitai read both keys.
+    sd2_v = build_metadata({"v_parameterization": True}, get_family("sd2"))
+    sd2_eps = build_metadata({"v_parameterization": False}, get_family("sd2"))
+    assert (sd2_v["ss_base_model_version"], sd2_v["modelspec.architecture"]) == (
+        "sd_v2_v",
+        "stable-diffusion-v2-768-v/lora",
+    )
+    assert (sd2_eps["ss_base_model_version"], sd2_eps["modelspec.architecture"]) == (
+        "sd_v2",
+        "stable-diffusion-v2-512/lora",
+    )
+    from lorastudio.adapters.metadata import family_from_metadata
+
+    assert sd2_eps["ss_v_parameterization"] == "False" and family_from_metadata(sd2_eps).name == "sd2"

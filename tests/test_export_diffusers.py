@@ -188,3 +188,41 @@ def test_embedding_file_may_not_overwrite_the_lora(cli, tmp_path):
     result = cli("export", source, "--to", "diffusers", "--out", tmp_path / "d.safetensors")
     assert result.exit_code == 2 and "would overwrite the LoRA" in result.output
     assert source.read_bytes() == before and not (tmp_path / "d.safetensors").exists()
+
+
+def test_trained_lora_gives_the_same_image_in_plain_diffusers(
+    tiny_workspace, tiny_models_dir, tmp_path, one_torch_thread
+):
+    """The issue's promise: a LoRA trained here, loaded by `load_lora_weights`, draws what we draw."""
+    from lorastudio.service.training import run_training
+    from lorastudio.train.config import load_train_config
+
+    data = tmp_path / "red"
+    data.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 64), (220, 30 + 5 * i, 40)).save(data / f"{i}.png")
+    cfg = load_train_config(
+        overrides=[
+            "model=tiny-sd15",
+            f"data.dir={data}",
+            f"trigger={TRIGGER}",
+            "train.resolution=64",
+            "train.steps=8",
+            "train.batch_size=2",
+            "train.learning_rate=2e-2",
+            "train.mixed_precision=no",
+            "lora.targets=kohya",
+            "lora.train_text_encoder=true",
+            "scoring.enabled=false",
+            "output.name=trained",
+        ]
+    )
+    result = run_training(tiny_workspace, cfg, progress=False)
+    ours = _lorastudio_image(tiny_workspace, "trained")
+    pipe = _plain_pipe(tiny_models_dir / "tiny-sd15")
+    before = _diffusers_image(pipe)
+    pipe.load_lora_weights(result["library_lora"])
+    theirs = _diffusers_image(pipe)
+    assert np.abs(theirs - before).mean() > 5  # the trained LoRA changes the image ...
+    diff = np.abs(ours - theirs)
+    assert diff.mean() < 1.0 and diff.max() <= 3, (diff.mean(), diff.max())  # ... the same way in both

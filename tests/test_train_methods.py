@@ -12,10 +12,9 @@ from safetensors.torch import load_file
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.training import run_training
-from lorastudio.train.config import load_train_config
 from lorastudio.train.ema import WeightAverage
-
-TRIGGER = "zqx"
+from test_train_run import TRIGGER
+from test_train_run import _config as train_run_config
 
 
 @pytest.fixture
@@ -35,22 +34,8 @@ def red_set(tmp_path):
 
 
 def _config(data_dir, *extra):
-    return load_train_config(
-        overrides=[
-            "model=tiny-sd15",
-            f"data.dir={data_dir}",
-            f"trigger={TRIGGER}",
-            "train.resolution=64",
-            "train.steps=6",
-            "train.save_every_steps=3",
-            "lora.rank=4",
-            "lora.alpha=2",
-            "seed=3",
-            "train.mixed_precision=no",
-            "scoring.enabled=false",
-            *extra,
-        ]
-    )
+    """test_train_run's small tiny-sd15 run, without scoring unless a test asks for it."""
+    return train_run_config(data_dir, "scoring.enabled=false", *extra)
 
 
 def _tensors(path) -> dict[str, torch.Tensor]:
@@ -210,14 +195,19 @@ def test_dreambooth_trains_the_whole_unet_into_a_single_file_checkpoint(ws, red_
     pipe = StableDiffusionPipeline.from_single_file(
         str(model_file), config=str(tiny_models_dir / "tiny-sd15"), local_files_only=True
     )
-    base_pipe = StableDiffusionPipeline.from_pretrained(str(tiny_models_dir / "tiny-sd15"), local_files_only=True)
+    base_pipe = StableDiffusionPipeline.from_pretrained(
+        str(tiny_models_dir / "tiny-sd15"), local_files_only=True
+    )
     changed = [
         name
         for name, value in pipe.unet.state_dict().items()
         if not torch.equal(value, base_pipe.unet.state_dict()[name])
     ]
     assert len(changed) > 0.9 * len(pipe.unet.state_dict())  # every layer trained, not an adapter
-    assert torch.equal(pipe.vae.state_dict()["decoder.conv_out.weight"], base_pipe.vae.state_dict()["decoder.conv_out.weight"])
+    assert torch.equal(
+        pipe.vae.state_dict()["decoder.conv_out.weight"],
+        base_pipe.vae.state_dict()["decoder.conv_out.weight"],
+    )
 
 
 def test_full_finetune_resumes_to_the_same_bits(ws, red_set):
@@ -246,10 +236,41 @@ def test_finished_lora_is_registered_with_trigger_base_model_samples_and_setting
     assert listed.exit_code == 0, listed.output
     (row,) = json.loads(listed.stdout)["loras"]
     assert (row["name"], row["trigger"], row["base_model"], row["run"], row["step"]) == (
-        "reg", TRIGGER, "tiny-sd15", "reg", 6
+        "reg",
+        TRIGGER,
+        "tiny-sd15",
+        "reg",
+        6,
     )
     assert row["registered"] and row["samples"] and row["samples"][0].endswith("step-6/00.png")
 
     pick_training_checkpoint(ws, "reg", 3)  # the user's override is recorded too
     (row,) = json.loads(CliRunner().invoke(app, ["lora", "list", "--json"]).stdout)["loras"]
     assert row["step"] == 3 and row["samples"][0].endswith("step-3/00.png")
+
+
+def test_samples_show_what_the_saved_lora_draws_with_dropout_and_ema(ws, red_set):
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import run_generation
+
+    cfg = _config(
+        red_set,
+        "output.name=sampled",
+        "train.steps=4",
+        "train.save_every_steps=4",
+        "train.learning_rate=2e-2",
+        "train.ema_decay=0.9",
+        "lora.dropout=0.5",
+        "samples.prompts=[zqx]",
+        "samples.steps=4",
+    )
+    result = run_training(ws, cfg, progress=False)
+    with Image.open(Path(result["run_dir"]) / "samples" / "step-4" / "00.png") as image:
+        sample = np.asarray(image.convert("RGB"), dtype=np.float32)
+    request = GenerateConfig(
+        model="tiny-sd15", prompt="zqx <lora:sampled:1>", steps=4, width=64, height=64, seed=0, sampler="Euler a"
+    )
+    with Image.open(run_generation(ws, request).images[0].path) as image:
+        generated = np.asarray(image.convert("RGB"), dtype=np.float32)
+    diff = np.abs(sample - generated)
+    assert diff.mean() < 1.0 and diff.max() <= 3, (diff.mean(), diff.max())

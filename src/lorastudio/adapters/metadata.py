@@ -69,6 +69,10 @@ def build_metadata(facts: dict[str, Any], family: Family, kind: str = "lora") ->
     }
     if kind != "lora":
         meta.pop("ss_network_module")
+    if family.name == "sd2" and facts.get("v_parameterization") is False:
+        # SD 2.x 512-base predicts noise; only the 768-v models are v-prediction.
+        meta["ss_base_model_version"] = "sd_v2"
+        meta["modelspec.architecture"] = meta["modelspec.architecture"].replace("v2-768-v", "v2-512")
     for key, value in facts.items():
         if value is None:
             continue

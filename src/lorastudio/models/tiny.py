@@ -16,7 +16,14 @@ from pathlib import Path
 
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
-__all__ = ["TINY_MODELS", "TINY_FAMILIES", "build_tiny_model", "ensure_tiny_model", "is_tiny_name"]
+__all__ = [
+    "TINY_MODELS",
+    "TINY_FAMILIES",
+    "build_tiny_model",
+    "ensure_tiny_model",
+    "ensure_tiny_models",
+    "is_tiny_name",
+]
 
 # tiny name -> the family (models/families) whose layout it copies
 TINY_FAMILIES = {"tiny-sd15": "sd15", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
@@ -506,13 +513,50 @@ def _build_sdxl(work: Path, vae, seed: int) -> dict:
     return _model_index(head, scheduler, {"feature_extractor": [None, None], "image_encoder": [None, None]})
 
 
-def ensure_tiny_model(name: str, models_dir: str | Path) -> Path:
-    """The tiny model's folder in `models_dir`, built on first use (about ten seconds)."""
-    folder = Path(models_dir) / name
+def _is_current(folder: Path) -> bool:
     marker = folder / "lorastudio.json"
-    if marker.is_file():
-        info = json.loads(marker.read_text(encoding="utf-8"))
-        if info.get("build_version") == BUILD_VERSION:
-            return folder
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text(encoding="utf-8")).get("build_version") == BUILD_VERSION
+
+
+def ensure_tiny_model(name: str, models_dir: str | Path) -> Path:
+    """The tiny model's folder in `models_dir`, built on first use (about a minute)."""
+    folder = Path(models_dir) / name
+    if _is_current(folder):
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     return build_tiny_model(name, folder)
+
+
+def ensure_tiny_models(names: tuple[str, ...], models_dir: str | Path, processes: int | None = None) -> Path:
+    """Build every missing tiny model, one process per core (each build is single-threaded).
+
+    The builds are independent and deterministic, so building them side by side gives the
+    same files as one after another, in less time on a multi-core machine.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    models_dir = Path(models_dir)
+    waiting = [n for n in names if not _is_current(models_dir / n)]
+    slots = max(1, min(processes or os.cpu_count() or 1, len(waiting)))
+    code = (
+        "import sys; from lorastudio.models.tiny import ensure_tiny_model as e; e(sys.argv[1], sys.argv[2])"
+    )
+    running: dict[str, subprocess.Popen] = {}
+    while waiting or running:
+        while waiting and len(running) < slots:
+            name = waiting.pop(0)
+            running[name] = subprocess.Popen([sys.executable, "-c", code, name, str(models_dir)])
+        for name, process in list(running.items()):
+            if process.poll() is not None:
+                del running[name]
+                if process.returncode != 0:
+                    raise RuntimeError(
+                        f"building tiny model {name!r} failed (exit code {process.returncode})."
+                    )
+        time.sleep(0.2)
+    return models_dir

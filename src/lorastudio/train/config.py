@@ -146,7 +146,7 @@ class ScoringConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Everything one training run needs; saved as `config.yaml` in the run folder."""
 
-    model: str = ""  # a library name, a path, or tiny-sd15 / tiny-sdxl
+    model: str = ""  # a library name, a path, or tiny-sd15 / tiny-sd2 / tiny-sdxl
     family: Literal["sd15", "sd2", "sdxl"] | None = None  # the family a preset was made for
     method: Literal["lora", "embedding", "pivotal", "dreambooth", "finetune"] = "lora"
     trigger: str = ""

@@ -61,7 +61,7 @@ def save_full_checkpoint(model, path: Path, facts: dict[str, Any], base_name: st
     from lorastudio.models.tiny import is_tiny_name
 
     metadata = build_metadata(facts, model.family, kind="checkpoint")
-    metadata["modelspec.architecture"] = model.family.modelspec_architecture
+    metadata["modelspec.architecture"] = metadata["modelspec.architecture"].removesuffix("/checkpoint")
     prediction = model.scheduler_config.get("prediction_type", "epsilon")
     metadata["modelspec.prediction_type"] = "v" if prediction == "v_prediction" else prediction
     if is_tiny_name(base_name):

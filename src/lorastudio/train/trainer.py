@@ -81,7 +81,7 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     from lorastudio.data.dataset import Dataset
 
     if not cfg.model:
-        raise LorastudioError("model: not set; pass model=<library name, path, tiny-sd15 or tiny-sdxl>.")
+        raise LorastudioError("model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>.")
     path = resolve_dataset_path(cfg.data.dir, datasets_folder)
     dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
     if len(dataset) == 0:
@@ -440,6 +440,7 @@ class Trainer:
             if self._text_trains:
                 for encoder in self.model.text_encoders:
                     encoder.gradient_checkpointing_enable()
+                    encoder.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
         check_cache_space(cache_root, self.images, self.cfg.data.flip)
         self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest())
         with self.accelerator.main_process_first():
@@ -650,6 +651,8 @@ class Trainer:
             + 1,
             "resolution": (cfg.train.resolution, cfg.train.resolution),
             "clip_skip": cfg.clip_skip,
+            "v2": model.family.name == "sd2",
+            "v_parameterization": self.prediction_type == "v_prediction",
             "num_train_images": len(self.images),
             "sd_model_name": model.name,
             "sd_model_hash": model.short_hash,
@@ -679,6 +682,18 @@ class Trainer:
     def _averaged(self):
         """The EMA weights in place while saving or sampling (a no-op without EMA)."""
         return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _without_dropout(self):
+        """LoRA dropout is for training steps only; samples use every LoRA weight."""
+        layers = [layer for _, layer in self.lora_set.items()] if self.lora_set is not None else []
+        for layer in layers:
+            layer.eval()
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.train()
 
     def _write_outputs(self, folder: Path) -> dict[str, Path]:
         with self._averaged():
@@ -714,7 +729,7 @@ class Trainer:
         folder = self.run_dir / "samples" / f"step-{self.step}"
         folder.mkdir(parents=True, exist_ok=True)
         # autocast: a fully fine-tuned UNet is fp32 while the rest of the model may be bf16.
-        with self._averaged(), self.accelerator.autocast():
+        with self._averaged(), self._without_dropout(), self.accelerator.autocast():
             paths = self._sample_prompts(folder)
         self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
         return paths
