@@ -71,6 +71,22 @@ def workspace(tmp_path, monkeypatch):
     return Workspace.open(root)
 
 
+@pytest.fixture(scope="module")
+def sd15(tiny_models_dir):
+    """tiny-sd15 loaded once per test module (generation tests that need no workspace)."""
+    from lorastudio.models.loading import load_model
+
+    return load_model("tiny-sd15", tiny_models_dir, tiny_models_dir / ".cache")
+
+
+@pytest.fixture(scope="module")
+def sdxl(tiny_models_dir):
+    """tiny-sdxl loaded once per test module."""
+    from lorastudio.models.loading import load_model
+
+    return load_model("tiny-sdxl", tiny_models_dir, tiny_models_dir / ".cache")
+
+
 @pytest.fixture
 def tiny_workspace(workspace, tiny_models_dir):
     """A workspace whose models/ already holds the tiny models (symlinked, not rebuilt)."""

@@ -6,6 +6,7 @@ import io
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -254,7 +255,7 @@ def test_dataset_upload_imports_through_the_queue(client, studio):
     assert client.get("/api/v1/datasets").json()["datasets"] == []
 
 
-def test_caption_and_train_jobs_check_their_data_set(client):
+def test_caption_and_train_jobs_check_their_data_set(client, studio):
     caption = client.post(
         "/api/v1/jobs/caption", json={"dataset": "missing", "tagger": {"model": "org/tagger"}}
     )
@@ -263,6 +264,14 @@ def test_caption_and_train_jobs_check_their_data_set(client):
     assert both.status_code == 422
     train = client.post("/api/v1/jobs/train", json={"model": "tiny-sd15", "data": {"dir": "/etc"}})
     assert train.status_code in (400, 404)
+    (studio.workspace.datasets / "ok").mkdir()
+    for field, value in (("class_dir", "/tmp/elsewhere"), ("class_dir", "missing")):
+        body = {"model": "tiny-sd15", "data": {"dir": "ok"}, "prior": {"class_prompt": "a dog", field: value}}
+        refused = client.post("/api/v1/jobs/train", json=body)  # the worker must not write outside datasets/
+        assert refused.status_code in (400, 404), refused.text
+    body = {"model": "tiny-sd15", "data": {"dir": "ok"}, "scoring": {"validation_dir": "../runs"}}
+    assert client.post("/api/v1/jobs/train", json=body).status_code in (400, 404)
+    assert not Path("/tmp/elsewhere").exists()
 
 
 def test_status_reports_the_worker_and_counts(client):

@@ -9,20 +9,6 @@ from PIL import Image
 from lorastudio.generate.config import GenerateConfig
 
 
-@pytest.fixture(scope="module")
-def sd15(tiny_models_dir):
-    from lorastudio.models.loading import load_model
-
-    return load_model("tiny-sd15", tiny_models_dir, tiny_models_dir / ".cache")
-
-
-@pytest.fixture(scope="module")
-def sdxl(tiny_models_dir):
-    from lorastudio.models.loading import load_model
-
-    return load_model("tiny-sdxl", tiny_models_dir, tiny_models_dir / ".cache")
-
-
 def run(model, **kw):
     from lorastudio.generate.conditioning import PromptEncoder
     from lorastudio.generate.pipeline import build_plan, generate_images

@@ -198,16 +198,15 @@ def test_dreambooth_trains_the_whole_unet_into_a_single_file_checkpoint(ws, red_
     base_pipe = StableDiffusionPipeline.from_pretrained(
         str(tiny_models_dir / "tiny-sd15"), local_files_only=True
     )
-    changed = [
-        name
-        for name, value in pipe.unet.state_dict().items()
-        if not torch.equal(value, base_pipe.unet.state_dict()[name])
-    ]
-    assert len(changed) > 0.9 * len(pipe.unet.state_dict())  # every layer trained, not an adapter
-    assert torch.equal(
-        pipe.vae.state_dict()["decoder.conv_out.weight"],
-        base_pipe.vae.state_dict()["decoder.conv_out.weight"],
-    )
+
+    def fp16(tensor):  # the file is saved in fp16 (output.save_precision), like A1111 checkpoints
+        return tensor.half().float()
+
+    base_unet = base_pipe.unet.state_dict()
+    changed = [n for n, v in pipe.unet.state_dict().items() if not torch.equal(v, fp16(base_unet[n]))]
+    assert len(changed) > 0.9 * len(base_unet)  # every layer trained, not an adapter
+    vae_key = "decoder.conv_out.weight"
+    assert torch.equal(pipe.vae.state_dict()[vae_key], fp16(base_pipe.vae.state_dict()[vae_key]))
 
 
 def test_full_finetune_resumes_to_the_same_bits(ws, red_set):
@@ -268,9 +267,85 @@ def test_samples_show_what_the_saved_lora_draws_with_dropout_and_ema(ws, red_set
     with Image.open(Path(result["run_dir"]) / "samples" / "step-4" / "00.png") as image:
         sample = np.asarray(image.convert("RGB"), dtype=np.float32)
     request = GenerateConfig(
-        model="tiny-sd15", prompt="zqx <lora:sampled:1>", steps=4, width=64, height=64, seed=0, sampler="Euler a"
+        model="tiny-sd15",
+        prompt="zqx <lora:sampled:1>",
+        steps=4,
+        width=64,
+        height=64,
+        seed=0,
+        sampler="Euler a",
     )
     with Image.open(run_generation(ws, request).images[0].path) as image:
         generated = np.asarray(image.convert("RGB"), dtype=np.float32)
     diff = np.abs(sample - generated)
     assert diff.mean() < 1.0 and diff.max() <= 3, (diff.mean(), diff.max())
+
+
+# -- review fixes: dtypes, defaults, user folders, names ------------------------------------------------
+def test_unet_dtype_bridge_lets_an_fp32_unet_sample_with_bf16_tensors(tiny_models_dir):
+    from diffusers import UNet2DConditionModel
+
+    from lorastudio.train.trainer import unet_dtype_bridge
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_models_dir / "tiny-sd15" / "unet"))  # fp32
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 8, 8, generator=generator).to(torch.bfloat16)
+    context = torch.randn(1, 77, 32, generator=generator).to(torch.bfloat16)
+    with pytest.raises(RuntimeError), torch.no_grad():
+        unet(sample, 10, encoder_hidden_states=context)  # what sampling a full fine-tune met on CUDA
+    with unet_dtype_bridge(unet, torch.float32, torch.bfloat16), torch.no_grad():
+        out = unet(sample, 10, encoder_hidden_states=context).sample
+    with torch.no_grad():
+        reference = unet(sample.float(), 10, encoder_hidden_states=context.float()).sample
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), reference, atol=0.05)
+    assert not unet._forward_hooks and not unet._forward_pre_hooks  # removed afterwards
+
+
+def test_whole_unet_methods_default_to_a_full_model_learning_rate():
+    assert _config("x", "method=finetune").train.learning_rate == 2e-6
+    assert _config("x", "method=finetune", "train.learning_rate=1e-5").train.learning_rate == 1e-5
+    assert _config("x").train.learning_rate == 1e-4  # LoRA keeps its own default
+
+
+def test_gradient_buckets_keep_order_and_respect_the_limit():
+    from lorastudio.train.trainer import _buckets
+
+    tensors = [
+        torch.zeros(4),
+        torch.zeros(4),
+        torch.zeros(2, dtype=torch.float64),
+        torch.zeros(9),
+        torch.zeros(1),
+    ]
+    groups = _buckets(tensors, limit=8)
+    assert [[t.numel() for t in g] for g in groups] == [[4, 4], [2], [9], [1]]
+    assert [t for g in groups for t in g] == tensors
+
+
+def test_user_class_dir_is_used_as_is_never_filled(ws, red_set, tmp_path):
+    kohya = tmp_path / "dogs" / "2_dog"  # a kohya repeat folder of the user's own class images
+    kohya.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (64, 64), (20, 20, 200 + i)).save(kohya / f"{i}.png")
+    before = sorted(p.name for p in (tmp_path / "dogs").rglob("*"))
+    prior = ("prior.class_prompt=a dog", f"prior.class_dir={tmp_path / 'dogs'}", "prior.num_images=8")
+    result = run_training(
+        ws, _config(red_set, "output.name=userprior", "train.steps=2", *prior), progress=False
+    )
+    assert result["finished"]
+    assert sorted(p.name for p in (tmp_path / "dogs").rglob("*")) == before  # nothing generated into it
+    assert not [p for p in ws.datasets.iterdir() if p.name.startswith("class-")]
+
+    missing = _config(red_set, "output.name=nope", "prior.class_prompt=a dog", "prior.class_dir=nodogs")
+    with pytest.raises(LorastudioError, match="prior.class_dir 'nodogs'"):
+        run_training(ws, missing, progress=False)  # refused before any model is loaded
+
+
+def test_fine_tune_saves_fp16_and_refuses_to_overwrite_a_model(ws, red_set):
+    result = run_training(
+        ws, _config(red_set, "method=finetune", "output.name=ft16", "train.steps=1"), progress=False
+    )
+    tensors = _tensors(result["library_model"])
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    with pytest.raises(LorastudioError, match="already exists"):
+        run_training(ws, _config(red_set, "method=finetune", "output.name=tiny-sd15"), progress=False)

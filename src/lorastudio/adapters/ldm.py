@@ -307,12 +307,18 @@ def save_single_file(
     family: Family,
     path: str | Path,
     metadata: dict[str, str] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write an A1111 / ComfyUI single-file `.safetensors` checkpoint of the components."""
+    """Write an A1111 / ComfyUI single-file `.safetensors` checkpoint of the components.
+
+    `dtype` casts every floating tensor (A1111 checkpoints are usually fp16).
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     state = checkpoint_state_dict(components, family)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     # Tensors sharing storage (tied weights) must be separate in a safetensors file.
     seen: set[int] = set()
     for key, value in state.items():

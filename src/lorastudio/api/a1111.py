@@ -50,6 +50,8 @@ class Txt2ImgRequest(BaseModel):
     seed: int = -1
     subseed: int = -1
     subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
     sampler_name: str | None = None
     sampler_index: str | None = None
     scheduler: str | None = None
@@ -82,7 +84,7 @@ class Img2ImgRequest(Txt2ImgRequest):
     resize_mode: int = 0
     denoising_strength: float | None = 0.75
     mask_blur: int | None = 4
-    inpainting_fill: int = 0
+    inpainting_fill: int | None = None  # None: "original", what lorastudio did before it was read
     inpaint_full_res: bool | int = True
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0
@@ -165,6 +167,10 @@ def to_generate_config(
         "sampler": choice.sampler,
         "schedule": choice.schedule,
         "seed": req.seed if req.seed >= 0 else -1,
+        "subseed": req.subseed if req.subseed >= 0 else -1,
+        "subseed_strength": req.subseed_strength,
+        "seed_resize_from_w": max(0, req.seed_resize_from_w),
+        "seed_resize_from_h": max(0, req.seed_resize_from_h),
         "width": width,
         "height": height,
         "batch_size": req.batch_size,
@@ -176,6 +182,7 @@ def to_generate_config(
         fields.update(
             init_image=init_image,
             strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
+            resize_mode=req.resize_mode,
         )
         if mask:
             fields.update(
@@ -184,6 +191,8 @@ def to_generate_config(
                 inpaint_only_masked=bool(req.inpaint_full_res),
                 inpaint_padding=req.inpaint_full_res_padding,
             )
+            if req.inpainting_fill is not None:
+                fields["inpainting_fill"] = req.inpainting_fill
     elif req.enable_hr:
         scale = req.hr_scale
         if req.hr_resize_x or req.hr_resize_y:
@@ -225,6 +234,7 @@ def _info(
     result = job.result or {}
     n = len(seeds)
     first_seed = seeds[0] if seeds else cfg.seed
+    subseeds = _variation_seeds(infotexts) if cfg.subseed_strength > 0 else seeds
     return {
         "prompt": req.prompt,
         "all_prompts": [req.prompt] * n,
@@ -232,9 +242,9 @@ def _info(
         "all_negative_prompts": [req.negative_prompt] * n,
         "seed": first_seed,
         "all_seeds": seeds,
-        "subseed": first_seed,
-        "all_subseeds": seeds,
-        "subseed_strength": 0,
+        "subseed": subseeds[0] if subseeds else first_seed,
+        "all_subseeds": subseeds,
+        "subseed_strength": cfg.subseed_strength or 0,
         "width": cfg.width,
         "height": cfg.height,
         "sampler_name": cfg.sampler,
@@ -247,8 +257,8 @@ def _info(
         "sd_model_hash": result.get("model_hash"),
         "sd_vae_name": Path(cfg.vae).stem if cfg.vae else None,
         "sd_vae_hash": None,
-        "seed_resize_from_w": -1,
-        "seed_resize_from_h": -1,
+        "seed_resize_from_w": cfg.seed_resize_from_w or -1,
+        "seed_resize_from_h": cfg.seed_resize_from_h or -1,
         "denoising_strength": cfg.strength
         if cfg.init_image
         else (cfg.hires_strength if cfg.hires_scale > 1 else 0),
@@ -263,6 +273,14 @@ def _info(
         "is_using_inpainting_conditioning": False,
         "version": f"lorastudio {__version__}",
     }
+
+
+def _variation_seeds(infotexts: list[str]) -> list[int]:
+    """Each image's "Variation seed" from its infotext (the subseeds the job resolved)."""
+    from lorastudio.generate.infotext import parse_infotext
+
+    values = [parse_infotext(text, fill_defaults=False).get("Variation seed") for text in infotexts]
+    return [int(v) for v in values if v is not None]
 
 
 async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:

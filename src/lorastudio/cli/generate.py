@@ -46,6 +46,16 @@ def generate_cmd(
         None, "--schedule", help="Schedule type: Automatic, Karras, Exponential, SGM Uniform."
     ),
     seed: int = typer.Option(None, "--seed", help="-1 = random."),
+    subseed: int = typer.Option(None, "--subseed", help="Variation seed (-1 = random)."),
+    subseed_strength: float = typer.Option(
+        None, "--subseed-strength", help="0..1: how far to move towards the variation seed (0 = off)."
+    ),
+    seed_resize_from_w: int = typer.Option(
+        None, "--seed-resize-from-w", help="Make the noise as for this width (with -h; 0 = off)."
+    ),
+    seed_resize_from_h: int = typer.Option(
+        None, "--seed-resize-from-h", help="Make the noise as for this height (with -w; 0 = off)."
+    ),
     width: int = typer.Option(None, "--width"),
     height: int = typer.Option(None, "--height"),
     batch: int = typer.Option(None, "--batch", help="Images per batch."),
@@ -53,8 +63,19 @@ def generate_cmd(
     clip_skip: int = typer.Option(None, "--clip-skip"),
     init_image: str = typer.Option(None, "--init-image", help="img2img / inpaint source."),
     strength: float = typer.Option(None, "--strength", help="img2img denoising strength."),
+    resize_mode: int = typer.Option(
+        None,
+        "--resize-mode",
+        help="Init image of another aspect: 0 just resize, 1 crop and resize, 2 resize and fill, "
+        "3 latent upscale.",
+    ),
     mask: str = typer.Option(None, "--mask", help="Inpainting mask (white = repaint)."),
     mask_blur: int = typer.Option(None, "--mask-blur"),
+    inpainting_fill: int = typer.Option(
+        None,
+        "--inpainting-fill",
+        help="Masked content: 0 fill, 1 original (default), 2 latent noise, 3 latent nothing.",
+    ),
     only_masked: bool = typer.Option(None, "--only-masked/--whole-picture", help="Inpaint area."),
     padding: int = typer.Option(None, "--padding", help="Only-masked padding in pixels."),
     hires_scale: float = typer.Option(None, "--hires-scale", help="Hires fix factor (>1 enables)."),
@@ -88,6 +109,10 @@ def generate_cmd(
         "sampler": sampler,
         "schedule": schedule,
         "seed": seed,
+        "subseed": subseed,
+        "subseed_strength": subseed_strength,
+        "seed_resize_from_w": seed_resize_from_w,
+        "seed_resize_from_h": seed_resize_from_h,
         "width": width,
         "height": height,
         "batch_size": batch,
@@ -95,8 +120,10 @@ def generate_cmd(
         "clip_skip": clip_skip,
         "init_image": init_image,
         "strength": strength,
+        "resize_mode": resize_mode,
         "mask": mask,
         "mask_blur": mask_blur,
+        "inpainting_fill": inpainting_fill,
         "inpaint_only_masked": only_masked,
         "inpaint_padding": padding,
         "hires_scale": hires_scale,

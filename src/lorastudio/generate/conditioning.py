@@ -16,7 +16,7 @@ from typing import Any
 from lorastudio.generate.prompt_chunks import build_chunks
 from lorastudio.generate.prompt_parser import parse_prompt_attention
 
-__all__ = ["TextConditioning", "PromptEncoder", "pad_to_same_length"]
+__all__ = ["TextConditioning", "PromptEncoder", "pad_to_same_length", "stack_conditionings"]
 
 CHUNK_LENGTH = 75
 _PLACEHOLDER_BASE = 10_000_000  # token ids at or above this stand for embedding vectors
@@ -24,7 +24,7 @@ _PLACEHOLDER_BASE = 10_000_000  # token ids at or above this stand for embedding
 
 @dataclass
 class TextConditioning:
-    embeds: Any  # [1, 77 * chunks, dim]
+    embeds: Any  # [1, 77 * chunks, dim]; one row per AND sub-prompt once stacked
     pooled: Any | None  # [1, pooled_dim] for SDXL
 
 
@@ -162,11 +162,35 @@ def _apply_emphasis(z, multipliers: list[float]):
 
 
 def pad_to_same_length(a, b, filler):
-    """Make two conditionings the same token length by appending empty-chunk encodings (A1111)."""
+    """Make two conditionings the same token length by appending empty-chunk encodings (A1111).
+
+    `a` and `b` may hold several rows (AND sub-prompts); `filler` is one row, repeated.
+    """
     import torch
 
     while a.shape[1] < b.shape[1]:
-        a = torch.cat([a, filler], dim=1)
+        a = torch.cat([a, filler.expand(a.shape[0], -1, -1)], dim=1)
     while b.shape[1] < a.shape[1]:
-        b = torch.cat([b, filler], dim=1)
+        b = torch.cat([b, filler.expand(b.shape[0], -1, -1)], dim=1)
     return a, b
+
+
+def stack_conditionings(conds: list[TextConditioning]) -> TextConditioning:
+    """One row per AND sub-prompt, so the UNet sees them all in one batch.
+
+    Sub-prompts of different chunk counts are made equal the way A1111's `stack_conds`
+    does it: the shorter ones repeat their last token vector (not an empty chunk, which
+    is only used between the prompt and the negative prompt). SDXL's pooled vectors are
+    stacked alongside. A single conditioning is returned as it is.
+    """
+    import torch
+
+    if len(conds) == 1:
+        return conds[0]
+    length = max(c.embeds.shape[1] for c in conds)
+    rows = [
+        torch.cat([c.embeds, c.embeds[:, -1:].expand(-1, length - c.embeds.shape[1], -1)], dim=1)
+        for c in conds
+    ]
+    pooled = None if conds[0].pooled is None else torch.cat([c.pooled for c in conds])
+    return TextConditioning(torch.cat(rows), pooled)

@@ -24,6 +24,18 @@ class GenerateConfig(StrictModel):
         None, description="Schedule type (Automatic, Karras, Exponential, SGM Uniform)."
     )
     seed: int = Field(-1, ge=-1, description="-1 = random; image i of a batch uses seed + i.")
+    subseed: int = Field(
+        -1, ge=-1, description="Variation seed (-1 = random); image i uses subseed + i, all share the seed."
+    )
+    subseed_strength: float = Field(
+        0.0, ge=0, le=1, description="How far the noise moves from the seed to the variation seed (0 = off)."
+    )
+    seed_resize_from_w: int = Field(
+        0, ge=0, le=4096, description="Draw the noise as for this width, centred (0 = off; needs both)."
+    )
+    seed_resize_from_h: int = Field(
+        0, ge=0, le=4096, description="Draw the noise as for this height, centred (0 = off; needs both)."
+    )
     width: int | None = Field(
         None, description="Width in pixels (multiple of 8); default: the model's native size."
     )
@@ -35,8 +47,21 @@ class GenerateConfig(StrictModel):
     clip_skip: int = Field(1, ge=1, le=12, description="Stop at the N-th last text-encoder layer.")
     init_image: str | None = Field(None, description="img2img/inpaint source image path.")
     strength: float = Field(0.75, ge=0, le=1, description="img2img denoising strength.")
+    resize_mode: int = Field(
+        0,
+        ge=0,
+        le=3,
+        description="Init image of another aspect: 0 just resize, 1 crop and resize, 2 resize and fill, "
+        "3 just resize (latent upscale).",
+    )
     mask: str | None = Field(None, description="Inpainting mask image (white = repaint).")
     mask_blur: int = Field(4, ge=0, le=64, description="Mask blur radius in pixels.")
+    inpainting_fill: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="Masked content: 0 fill (blurred colours), 1 original, 2 latent noise, 3 latent nothing.",
+    )
     inpaint_only_masked: bool = Field(False, description="Inpaint only the masked region at full resolution.")
     inpaint_padding: int = Field(32, ge=0, le=512, description="Padding around the masked region, in pixels.")
     hires_scale: float = Field(1.0, ge=1.0, le=4.0, description="Hires fix upscale factor (1 = off).")

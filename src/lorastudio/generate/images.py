@@ -6,7 +6,21 @@ from typing import Any
 
 from PIL import Image, ImageFilter
 
-__all__ = ["pil_to_tensor", "tensor_to_pil", "prepare_mask", "mask_crop_region", "expand_to_aspect"]
+__all__ = [
+    "pil_to_tensor",
+    "tensor_to_pil",
+    "prepare_mask",
+    "mask_crop_region",
+    "expand_to_aspect",
+    "resize_image",
+    "fill_masked",
+    "RESIZE_MODES",
+    "INPAINTING_FILLS",
+]
+
+# A1111's img2img "Resize mode" and inpainting "Masked content", by index.
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+INPAINTING_FILLS = ("fill", "original", "latent noise", "latent nothing")
 
 
 def pil_to_tensor(image: Image.Image, device: str, dtype) -> Any:
@@ -72,3 +86,66 @@ def mask_crop_region(mask: Image.Image, padding: int, aspect: float) -> tuple[in
         min(mask.height, y1 + padding),
     )
     return expand_to_aspect(box, aspect, mask.size)
+
+
+def _scaled_to(image: Image.Image, width: int, height: int) -> Image.Image:
+    return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """An init image (or mask) at width x height, by A1111's img2img resize modes.
+
+    0 stretches; 1 scales to cover the target and keeps the centre (crops what sticks out);
+    2 scales to fit inside and fills the bands with the stretched edge rows/columns.
+    Mode 3 (latent upscale) resizes latents instead; for pixels it stretches like 0.
+    """
+    if mode in (0, 3):
+        return _scaled_to(image, width, height)
+    target_ratio, source_ratio = width / height, image.width / image.height
+    cover = mode == 1
+    full_width = target_ratio > source_ratio if cover else target_ratio < source_ratio
+    if full_width:
+        fit_w, fit_h = width, image.height * width // image.width
+    else:
+        fit_w, fit_h = image.width * height // image.height, height
+    scaled = _scaled_to(image, fit_w, fit_h)
+    canvas = Image.new(image.mode, (width, height))
+    left, top = width // 2 - fit_w // 2, height // 2 - fit_h // 2
+    canvas.paste(scaled, (left, top))
+    if not cover and target_ratio != source_ratio:
+        _fill_bands(canvas, scaled, left, top, above_and_below=full_width)
+    return canvas
+
+
+def _fill_bands(canvas: Image.Image, scaled: Image.Image, left: int, top: int, above_and_below: bool) -> None:
+    """Resize-and-fill: stretch the first/last row (or column) of the image over the empty bands."""
+    width, height = canvas.size
+    if above_and_below and top > 0:  # wider than the target
+        edge_top = scaled.resize((width, top), box=(0, 0, width, 0))
+        edge_bottom = scaled.resize((width, top), box=(0, scaled.height, width, scaled.height))
+        canvas.paste(edge_top, (0, 0))
+        canvas.paste(edge_bottom, (0, top + scaled.height))
+    elif not above_and_below and left > 0:  # taller than the target
+        edge_left = scaled.resize((left, height), box=(0, 0, 0, height))
+        edge_right = scaled.resize((left, height), box=(scaled.width, 0, scaled.width, height))
+        canvas.paste(edge_left, (0, 0))
+        canvas.paste(edge_right, (left + scaled.width, 0))
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """Inpainting "fill": replace the masked area by ever finer blurs of the unmasked colours.
+
+    The image with the masked part made transparent is blurred at falling radii and
+    stacked, so holes take the surrounding colours; unmasked pixels stay as they are.
+    """
+    from PIL import ImageOps
+
+    keep = ImageOps.invert(mask.convert("L"))
+    visible = Image.new("RGBa", image.size)
+    visible.paste(image.convert("RGBA").convert("RGBa"), mask=keep)
+    stacked = Image.new("RGBA", image.size)
+    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
+        layer = visible.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        for _ in range(repeats):
+            stacked.alpha_composite(layer)
+    return stacked.convert("RGB")

@@ -17,7 +17,15 @@ from PIL import Image
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.generate.images import mask_crop_region, pil_to_tensor, prepare_mask, tensor_to_pil
+from lorastudio.generate.images import (
+    fill_masked,
+    mask_crop_region,
+    pil_to_tensor,
+    prepare_mask,
+    resize_image,
+    tensor_to_pil,
+)
+from lorastudio.generate.noise import NoiseOptions, batch_noise
 from lorastudio.generate.samplers import SamplerChoice, make_scheduler, parse_sampler
 
 __all__ = ["SamplingPlan", "GeneratedImage", "generate_images", "resolve_seed"]
@@ -46,6 +54,7 @@ class SamplingPlan:
     init_image: Image.Image | None = None
     mask: Image.Image | None = None
     extra: dict = field(default_factory=dict)
+    subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (A1111)
 
 
 def resolve_seed(seed: int) -> int:
@@ -79,6 +88,7 @@ class _Sampler:
         self.total_steps = 0
         self.preview: PreviewFn | None = None
         self.preview_every = 0
+        self.subseeds: list[int] = []  # the current batch's variation seeds
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int) -> list[tuple[int, Any]]:
@@ -86,6 +96,22 @@ class _Sampler:
 
         schedule = get_learned_conditioning_prompt_schedules([text], steps)[0]
         return [(int(end), self.encoder.encode(t)) for end, t in schedule]
+
+    def _composable_schedule(self, text: str, steps: int) -> list[tuple[float, list[tuple[int, Any]]]]:
+        """A1111's composable diffusion: `a AND b :0.7` -> one `(weight, schedule)` per sub-prompt.
+
+        Each sub-prompt has its own prompt-editing schedule and attention weights. Only the
+        prompt is split; the negative prompt keeps `AND` as plain text, as in A1111.
+        """
+        from lorastudio.generate.prompt_parser import split_composable
+
+        return [(weight, self._schedule(part, steps)) for part, weight in split_composable(text)]
+
+    def _conds_at_step(self, composable, step: int):
+        """The sub-prompts' conditionings at `step`, one row each."""
+        from lorastudio.generate.conditioning import stack_conditionings
+
+        return stack_conditionings([self._at_step(schedule, step) for _, schedule in composable])
 
     @staticmethod
     def _at_step(schedule, step: int):
@@ -96,11 +122,16 @@ class _Sampler:
 
     # -- latents --------------------------------------------------------------------------
     def _noise(self, seeds: list[int], shape: tuple[int, ...]):
-        import torch
-
         # CPU generators: the same seed gives the same noise on any device.
-        noises = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds]
-        return torch.stack(noises).to(self.model.device, self.model.dtype)
+        noise = batch_noise(seeds, self.subseeds, shape, self._noise_options())
+        return noise.to(self.model.device, self.model.dtype)
+
+    def _noise_options(self) -> NoiseOptions:
+        cfg, factor = self.cfg, self.model.vae_scale_factor
+        resize_from = None
+        if cfg.seed_resize_from_w > 0 and cfg.seed_resize_from_h > 0:
+            resize_from = (cfg.seed_resize_from_w // factor, cfg.seed_resize_from_h // factor)
+        return NoiseOptions(cfg.subseed_strength, resize_from)
 
     def encode_image(self, pixels):
         vae = self.model.vae
@@ -161,21 +192,25 @@ class _Sampler:
             if len(timesteps) == 0:
                 return init_latents
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(seeds)))
-        cond_schedule = self._schedule(self.plan.prompt, steps)
+        composable = self._composable_schedule(self.plan.prompt, steps)
+        weights = [weight for weight, _ in composable]
         uncond_schedule = self._schedule(self.plan.negative, steps)
-        use_cfg = self.cfg.cfg_scale > 1.0
+        # A plain prompt skips the negative at CFG <= 1; AND's weighted sum is built on it.
+        use_cfg = self.cfg.cfg_scale > 1.0 or weights != [1.0]
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
         batch = len(seeds)
         for i, t in enumerate(timesteps):
             if self.should_stop is not None and self.should_stop():
                 raise _Cancelled()
             step_index = t_start + i // order
-            cond = self._at_step(cond_schedule, step_index)
+            cond = self._conds_at_step(composable, step_index)
             uncond = self._at_step(uncond_schedule, step_index)
             latent_in = scheduler.scale_model_input(latents, t)
             if masked_image_latents is not None:
                 latent_in = torch.cat([latent_in, full_mask, masked_image_latents], dim=1)
-            noise_pred = self._predict(latent_in, t, cond, uncond if use_cfg else None, batch, width, height)
+            noise_pred = self._predict(
+                latent_in, t, cond, weights, uncond if use_cfg else None, batch, width, height
+            )
             step_kwargs = (
                 {"generator": self._step_generator(generators)} if self._takes_generator(scheduler) else {}
             )
@@ -212,27 +247,32 @@ class _Sampler:
         # image i of a batch identical to generating it alone with seed + i.
         return generators if len(generators) > 1 else generators[0]
 
-    def _predict(self, latent_in, t, cond, uncond, batch: int, width: int, height: int):
+    def _predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
+        """One UNet call for the negative prompt and every AND sub-prompt (`cond` has a row each).
+
+        The batch is `[uncond, sub-prompt 1, sub-prompt 2, ...]`, each `batch` images long;
+        without `uncond` (CFG <= 1, plain prompt) the prompt's prediction is used as it is.
+        """
         import torch
 
         from lorastudio.generate.conditioning import pad_to_same_length
 
         model = self.model
         c = cond.embeds
+        rows = [c]
         if uncond is not None:
             u, c = pad_to_same_length(uncond.embeds, c, self.encoder.empty_chunk())
-            context = torch.cat([u.expand(batch, -1, -1), c.expand(batch, -1, -1)])
-            latent_in = torch.cat([latent_in, latent_in])
-        else:
-            context = c.expand(batch, -1, -1)
+            rows = [u, *c.split(1)]
+        context = torch.cat([row.expand(batch, -1, -1) for row in rows])
+        if len(rows) > 1:
+            latent_in = torch.cat([latent_in] * len(rows))
         kwargs = {}
         if model.family.uses_pooled_text:
             time_ids = torch.tensor(
                 [[height, width, 0, 0, height, width]], device=model.device, dtype=model.dtype
             )
-            pooled = cond.pooled.expand(batch, -1)
-            if uncond is not None:
-                pooled = torch.cat([uncond.pooled.expand(batch, -1), pooled])
+            pooled_rows = [cond.pooled] if uncond is None else [uncond.pooled, *cond.pooled.split(1)]
+            pooled = torch.cat([row.expand(batch, -1) for row in pooled_rows])
             kwargs["added_cond_kwargs"] = {
                 "text_embeds": pooled,
                 "time_ids": time_ids.expand(pooled.shape[0], -1),
@@ -240,8 +280,21 @@ class _Sampler:
         out = model.unet(latent_in, t, encoder_hidden_states=context.to(model.dtype), **kwargs).sample
         if uncond is None:
             return out
-        out_uncond, out_cond = out.chunk(2)
-        return out_uncond + self.cfg.cfg_scale * (out_cond - out_uncond)
+        out_uncond, *out_conds = out.chunk(len(rows))
+        return combine_composable(out_uncond, out_conds, weights, self.cfg.cfg_scale)
+
+
+def combine_composable(out_uncond, out_conds: list, weights: list[float], cfg_scale: float):
+    """`uncond + cfg_scale * sum_i w_i * (cond_i - uncond)`: A1111's CFG with AND sub-prompts.
+
+    Accumulated term by term like A1111's `combine_denoised`, so one sub-prompt of weight 1
+    is exactly the classic `uncond + cfg_scale * (cond - uncond)`. The sum is affine in the
+    predictions, so it means the same for noise, v or x0 predictions.
+    """
+    guided = out_uncond
+    for out_cond, weight in zip(out_conds, weights, strict=True):
+        guided = guided + (weight * cfg_scale) * (out_cond - out_uncond)
+    return guided
 
 
 def _check_size(cfg: GenerateConfig, model) -> tuple[int, int]:
@@ -281,9 +334,50 @@ def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> Sampli
     width, height = _check_size(cfg, model)
     base_seed = resolve_seed(cfg.seed)
     seeds = [base_seed + i for i in range(cfg.total_images)]
+    subseeds: list[int] = []
+    if cfg.subseed_strength > 0:
+        # A1111: with a variation seed every image keeps the seed and the subseed counts up.
+        base_subseed = resolve_seed(cfg.subseed)
+        seeds = [base_seed] * cfg.total_images
+        subseeds = [base_subseed + i for i in range(cfg.total_images)]
     plan = SamplingPlan(width, height, seeds, parse_sampler(cfg.sampler, cfg.schedule), prompt, negative)
+    plan.subseeds = subseeds
     plan.init_image, plan.mask = open_request_images(cfg)
     return plan
+
+
+def _reframe_init(cfg: GenerateConfig, plan: SamplingPlan) -> tuple[Image.Image, bool, bool]:
+    """The init image after `resize_mode`, and whether it was reframed / is latent-upscaled.
+
+    Modes 1 and 2 reframe the image to width x height here (the mask follows); mode 3 keeps
+    it at its own size and stretches its latents. "Only masked" inpainting crops its own
+    region, so it ignores the mode, as A1111 does.
+    """
+    only_masked = plan.mask is not None and cfg.inpaint_only_masked
+    if only_masked or cfg.resize_mode == 0:
+        return plan.init_image, False, False
+    if cfg.resize_mode == 3:
+        return plan.init_image, False, True
+    return resize_image(cfg.resize_mode, plan.init_image, plan.width, plan.height), True, False
+
+
+def _to_latent_size(latents, plan: SamplingPlan, factor: int):
+    """Latent upscale (resize mode 3): stretch latents of another size to the request's."""
+    import torch
+
+    size = (plan.height // factor, plan.width // factor)
+    if tuple(latents.shape[-2:]) == size:
+        return latents
+    return torch.nn.functional.interpolate(latents, size=size, mode="bilinear")
+
+
+def _fill_latent_hole(cfg: GenerateConfig, init_latents, latent_mask, seeds: list[int], model):
+    """Masked content 2 (latent noise: the seeds' noise) or 3 (latent nothing: zeros) in the mask."""
+    hole = latent_mask.round()
+    if cfg.inpainting_fill == 3:
+        return init_latents * (1 - hole)
+    noise = batch_noise(seeds, None, tuple(init_latents.shape[1:]), NoiseOptions())
+    return init_latents * (1 - hole) + noise.to(model.device, model.dtype) * hole
 
 
 def _run_batch(
@@ -297,9 +391,12 @@ def _run_batch(
     crop_box = None
     init_for_overlay = mask_for_overlay = None
     if plan.init_image is not None:
-        source = plan.init_image
+        source, reframed, latent_upscale = _reframe_init(cfg, plan)
+        work_size = None if latent_upscale else (width, height)
         if plan.mask is not None:
-            mask_full = prepare_mask(plan.mask, source.size, cfg.mask_blur)
+            mask_full = prepare_mask(plan.mask, plan.init_image.size, cfg.mask_blur)
+            if reframed:
+                mask_full = resize_image(cfg.resize_mode, mask_full, width, height)
             if cfg.inpaint_only_masked:
                 crop_box = mask_crop_region(
                     plan.mask.resize(source.size), cfg.inpaint_padding, width / height
@@ -307,24 +404,29 @@ def _run_batch(
             region = source.crop(crop_box) if crop_box else source
             mask_region = mask_full.crop(crop_box) if crop_box else mask_full
             init_for_overlay, mask_for_overlay = source, mask_full
-            source = region.resize((width, height), Image.Resampling.LANCZOS)
-            mask_img = mask_region.resize((width, height), Image.Resampling.LANCZOS)
+            source = region.resize(work_size or region.size, Image.Resampling.LANCZOS)
+            mask_img = mask_region.resize(work_size or region.size, Image.Resampling.LANCZOS)
+            if cfg.inpainting_fill != 1:  # A1111 fills the pixels for fill, latent noise and nothing
+                source = fill_masked(source, mask_img)
         else:
-            source = source.resize((width, height), Image.Resampling.LANCZOS)
+            source = source.resize(work_size or source.size, Image.Resampling.LANCZOS)
             mask_img = None
         pixels = pil_to_tensor(source, model.device, model.dtype)
-        init_latents = sampler.encode_image(pixels).expand(len(seeds), -1, -1, -1)
+        init_latents = _to_latent_size(sampler.encode_image(pixels), plan, model.vae_scale_factor)
+        init_latents = init_latents.expand(len(seeds), -1, -1, -1)
         if mask_img is not None:
             mask_t = pil_to_tensor(mask_img.convert("RGB"), model.device, model.dtype)[:, :1] * 0.5 + 0.5
             lat_h, lat_w = init_latents.shape[-2:]
             latent_mask = torch.nn.functional.interpolate(mask_t, size=(lat_h, lat_w), mode="bilinear")
+            if cfg.inpainting_fill in (2, 3):
+                init_latents = _fill_latent_hole(cfg, init_latents, latent_mask, seeds, model)
             if model.unet.config.in_channels == 9:  # a dedicated inpainting model
                 binary = (mask_t > 0.5).to(pixels.dtype)
-                masked_latents = sampler.encode_image(pixels * (1 - binary)).expand(len(seeds), -1, -1, -1)
+                masked_latents = _to_latent_size(
+                    sampler.encode_image(pixels * (1 - binary)), plan, model.vae_scale_factor
+                ).expand(len(seeds), -1, -1, -1)
+                # One row per image: _predict repeats the 9-channel input for uncond and each sub-prompt.
                 full_mask = torch.cat([latent_mask.round()] * len(seeds))
-                if cfg.cfg_scale > 1.0:
-                    full_mask = torch.cat([full_mask, full_mask])
-                    masked_latents = torch.cat([masked_latents, masked_latents])
     strength = cfg.strength if init_latents is not None else None
     latents = sampler.denoise(
         seeds, width, height, cfg.steps, strength, init_latents, latent_mask, masked_latents, full_mask
@@ -401,6 +503,7 @@ def generate_images(
     with torch.inference_mode():
         for batch_index in range(cfg.count):
             seeds = plan.seeds[batch_index * cfg.batch_size : (batch_index + 1) * cfg.batch_size]
+            sampler.subseeds = plan.subseeds[batch_index * cfg.batch_size :][: cfg.batch_size]
             try:
                 images = _run_batch(sampler, cfg, plan, seeds)
             except _Cancelled:

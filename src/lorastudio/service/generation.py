@@ -98,7 +98,12 @@ def _infotext_params(
     seed: int,
     lora_hashes: list[tuple[str, str]],
     ti_hashes: list[tuple[str, str]],
+    subseed: int | None = None,
 ) -> dict[str, Any]:
+    from lorastudio.generate.images import INPAINTING_FILLS
+
+    varied = cfg.subseed_strength > 0
+    resized_seed = cfg.seed_resize_from_w > 0 and cfg.seed_resize_from_h > 0
     params: dict[str, Any] = {
         "Steps": cfg.steps,
         "Sampler": plan.sampler.sampler,
@@ -110,6 +115,9 @@ def _infotext_params(
         "Model": model.name,
         "VAE hash": model.vae_sha256[:10] if model.vae_sha256 else None,
         "VAE": model.vae_name,
+        "Variation seed": subseed if varied else None,
+        "Variation seed strength": cfg.subseed_strength if varied else None,
+        "Seed resize from": f"{cfg.seed_resize_from_w}x{cfg.seed_resize_from_h}" if resized_seed else None,
         "Denoising strength": cfg.strength
         if cfg.init_image
         else (cfg.hires_strength if cfg.hires_scale > 1 else None),
@@ -120,6 +128,8 @@ def _infotext_params(
         if cfg.inpaint_only_masked:
             params["Inpaint area"] = "Only masked"
             params["Masked area padding"] = cfg.inpaint_padding
+        if cfg.inpainting_fill != 1:  # A1111 leaves out the default, "original"
+            params["Masked content"] = INPAINTING_FILLS[cfg.inpainting_fill]
     if cfg.hires_scale > 1 and not cfg.init_image:
         params["Hires upscale"] = cfg.hires_scale
         params["Hires steps"] = cfg.hires_steps or None
@@ -192,8 +202,9 @@ def run_generation(
     results = []
     library = Library(ws)
     for item in generated:
+        subseed = plan.subseeds[item.index] if plan.subseeds else None
         params = _infotext_params(
-            cfg, plan, model, item.seed, [(d["name"], d["hash"]) for d in lora_info], used_ti
+            cfg, plan, model, item.seed, [(d["name"], d["hash"]) for d in lora_info], used_ti, subseed
         )
         infotext = format_infotext(cfg.prompt, cfg.negative_prompt, params)
         png_path, recipe_path = _next_output_paths(folder, item.seed)
@@ -212,6 +223,8 @@ def run_generation(
             "embeddings": [{"name": n, "hash": h} for n, h in used_ti],
             "infotext": infotext,
         }
+        if subseed is not None:
+            recipe["image"]["subseed"] = subseed
         save_png(item.image, png_path, infotext)
         tmp = recipe_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -244,6 +257,10 @@ _INFOTEXT_TO_CONFIG = {
     "Hires upscaler": ("hires_upscaler", str),
     "Size-1": ("width", int),
     "Size-2": ("height", int),
+    "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float),
+    "Seed resize from-1": ("seed_resize_from_w", int),
+    "Seed resize from-2": ("seed_resize_from_h", int),
 }
 
 
@@ -262,6 +279,8 @@ def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
         image = data.get("image") or {}
         if "seed" in image:
             request.update(seed=image["seed"], batch_size=1, count=1)
+        if "subseed" in image:
+            request["subseed"] = image["subseed"]
         model_info = data.get("model") or {}
         if model_info.get("hash") and not _model_available(ws, request.get("model", "")):
             match = Library(ws).model_by_hash(model_info["hash"])
@@ -289,8 +308,17 @@ def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
         request["schedule"] = schedule
     if "Denoising strength" in params and "Hires upscale" in params:
         request["hires_strength"] = float(params["Denoising strength"])
+    request.update(_inpainting_fill_from_infotext(params))
     request["model"] = _model_from_infotext(ws, params)
     return GenerateConfig.model_validate(request)
+
+
+def _inpainting_fill_from_infotext(params: dict) -> dict[str, int]:
+    """A1111's "Masked content" (fill, latent noise, latent nothing; absent = original)."""
+    from lorastudio.generate.images import INPAINTING_FILLS
+
+    content = str(params.get("Masked content", "") or "").strip().lower()
+    return {"inpainting_fill": INPAINTING_FILLS.index(content)} if content in INPAINTING_FILLS else {}
 
 
 def _model_available(ws: Workspace, ref: str) -> bool:

@@ -384,6 +384,12 @@ class Studio:
         self.check_quota(user)  # before the run folder is reserved
         safe_name(cfg.model or "", "model name")
         self._existing(self.workspace.datasets, cfg.data.dir, "data set")
+        # Folders a run reads or fills must be data sets in the workspace, never paths: a
+        # client must not make the worker read or write elsewhere on the server.
+        if cfg.prior.class_dir:
+            self._existing(self.workspace.datasets, cfg.prior.class_dir, "class images data set")
+        if cfg.scoring.validation_dir:
+            self._existing(self.workspace.datasets, cfg.scoring.validation_dir, "validation data set")
         run = run_name_for(self.workspace, cfg)
         run_dir = self.workspace.safe_child(self.workspace.runs, run, "run name")
         if run_dir.exists() and any(run_dir.iterdir()):

@@ -107,6 +107,8 @@ def run_training(
             raise LorastudioError(
                 f"run folder {run_dir}: already holds a run; resume it with --resume {run_dir.name} or set output.name."
             )
+        if config.trains_full_unet:
+            _check_model_name_free(ws, name)
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
@@ -121,12 +123,33 @@ def run_training(
     result.setdefault("run_dir", str(run_dir))
     result.setdefault("name", name)
     result["steps"] = plan.steps
-    del trainer  # frees the training model before scoring loads a clean copy
+    del trainer
+    _free_training_memory()  # before scoring loads a clean copy of the model
     if result.get("finished") and os.environ.get("RANK", "0") == "0":
         if config.scoring.enabled:
             result.update(_choose_checkpoint(ws, run_dir, config, device))
         _register_result(ws, run_dir, config, result, result.get("best_step", result["step"]))
     return result
+
+
+def _check_model_name_free(ws: Workspace, name: str) -> None:
+    """A fine-tune lands in models/<name>.safetensors: never over (or beside) another model."""
+    taken = [p for p in (ws.models / name, ws.models / f"{name}.safetensors") if p.exists()]
+    if taken:
+        raise LorastudioError(
+            f"output.name {name!r}: {taken[0]} already exists; choose another output.name for the trained model."
+        )
+
+
+def _free_training_memory() -> None:
+    """The trainer and accelerate's state hooks reference each other: only a collection frees them."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def score_training_run(

@@ -36,6 +36,7 @@ __all__ = [
 
 
 FULL_MODEL_METHODS = ("dreambooth", "finetune")
+FULL_MODEL_LEARNING_RATE = 2e-6  # whole-UNet training: two orders of magnitude below LoRA rates
 
 
 class DataConfig(StrictModel):
@@ -96,6 +97,7 @@ class EmbeddingConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     name: str = ""  # file name of the LoRA in the library (default: the run name)
+    save_precision: Literal["fp16", "bf16", "fp32"] = "fp16"  # dreambooth/finetune checkpoint files
 
 
 class PriorConfig(StrictModel):
@@ -113,7 +115,7 @@ class PriorConfig(StrictModel):
     steps: int = Field(25, ge=1)  # sampling steps for generated class images
     cfg_scale: float = 7.0
     sampler: str = "Euler a"
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # class image i uses seed + i (fixed: the folder is reused)
 
 
 class SamplesConfig(StrictModel):
@@ -166,6 +168,9 @@ class TrainConfig(StrictModel):
     def _check_method(self) -> TrainConfig:
         if self.method in ("embedding", "pivotal") and not self.trigger:
             raise ValueError(f"method {self.method!r} trains a trigger embedding; set trigger=<word>")
+        if self.trains_full_unet and "learning_rate" not in self.train.model_fields_set:
+            # The 1e-4 default is a LoRA rate; it wrecks a whole UNet in a few hundred steps.
+            self.train.learning_rate = FULL_MODEL_LEARNING_RATE
         if self.method == "dreambooth" and not self.prior.class_prompt:
             raise ValueError(
                 "method 'dreambooth' needs class images; set prior.class_prompt='a photo of a <class>'"

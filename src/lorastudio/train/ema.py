@@ -43,7 +43,7 @@ class WeightAverage:
     @contextmanager
     def applied(self) -> Iterator[None]:
         """Put the averaged weights into the live parameters for saving or sampling, then restore."""
-        saved = [p.detach().clone() for p in self.params]
+        saved = [p.detach().to("cpu", copy=True) for p in self.params]  # host copy: no 2nd UNet on the GPU
         with torch.no_grad():
             for param, shadow in zip(self.params, self.shadow, strict=True):
                 param.copy_(shadow)

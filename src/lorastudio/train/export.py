@@ -51,7 +51,9 @@ def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path
     return path
 
 
-def save_full_checkpoint(model, path: Path, facts: dict[str, Any], base_name: str = "") -> Path:
+def save_full_checkpoint(
+    model, path: Path, facts: dict[str, Any], base_name: str = "", precision: str = "fp16"
+) -> Path:
     """The whole model as an A1111 / ComfyUI single-file `.safetensors` with training metadata.
 
     `lorastudio.base_config` names a tiny base model so lorastudio can load the file with
@@ -66,4 +68,7 @@ def save_full_checkpoint(model, path: Path, facts: dict[str, Any], base_name: st
     metadata["modelspec.prediction_type"] = "v" if prediction == "v_prediction" else prediction
     if is_tiny_name(base_name):
         metadata["lorastudio.base_config"] = base_name
-    return save_single_file(model.components, model.family, path, metadata)
+    import torch
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    return save_single_file(model.components, model.family, path, metadata, dtype=dtype)

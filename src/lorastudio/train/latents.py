@@ -8,7 +8,9 @@ shared by every run. Latents are the distribution mean, already scaled for diffu
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +88,7 @@ class LatentCache:
                     latent = load_file(str(path))["latent"]
                 else:
                     latent = self._encode(image, flipped)
-                    tmp = path.with_suffix(".tmp")
+                    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
                     save_file({"latent": latent.contiguous()}, str(tmp))
                     tmp.replace(path)
                     encoded += 1

@@ -17,24 +17,49 @@ from pathlib import Path
 from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig
 
-__all__ = ["class_images_folder", "existing_class_images", "generate_class_images"]
+__all__ = ["class_images_folder", "check_class_dir", "existing_class_images", "generate_class_images"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def class_images_folder(cfg: TrainConfig, datasets_folder: Path, model_sha256: str) -> Path:
-    """`prior.class_dir`, else `datasets/class-<prompt>-<model>-<resolution>` (shared by runs)."""
+    """`prior.class_dir`, else lorastudio's own `datasets/class-<prompt>-<settings>-<model>-<res>`.
+
+    A bare `class_dir` name is always a data set in `datasets/` (never a path relative to
+    wherever the process runs); a path needs a slash, e.g. `./dogs`.
+    """
     if cfg.prior.class_dir:
-        named = datasets_folder / cfg.prior.class_dir
-        if "/" not in cfg.prior.class_dir and named.is_dir():
-            return named
+        if "/" not in cfg.prior.class_dir and "\\" not in cfg.prior.class_dir:
+            return datasets_folder / cfg.prior.class_dir
         return Path(cfg.prior.class_dir).expanduser()
-    slug = re.sub(r"[^\w]+", "_", cfg.prior.class_prompt.lower()).strip("_")[:40] or "class"
-    prompt_hash = hashlib.sha256(cfg.prior.class_prompt.encode()).hexdigest()[:6]
-    return datasets_folder / f"class-{slug}-{prompt_hash}-{model_sha256[:8]}-{cfg.train.resolution}"
+    prior = cfg.prior
+    slug = re.sub(r"[^\w]+", "_", prior.class_prompt.lower()).strip("_")[:40] or "class"
+    # Every setting that changes the images is in the name: other settings, other images.
+    recipe = (
+        "|".join(
+            str(v)
+            for v in (prior.class_prompt, prior.negative_prompt, prior.steps, prior.cfg_scale, prior.sampler)
+        )
+        + f"|{prior.seed}|{cfg.clip_skip}"
+    )
+    recipe_hash = hashlib.sha256(recipe.encode()).hexdigest()[:6]
+    return datasets_folder / f"class-{slug}-{recipe_hash}-{model_sha256[:8]}-{cfg.train.resolution}"
+
+
+def check_class_dir(cfg: TrainConfig, datasets_folder: Path) -> None:
+    """A user's `prior.class_dir` must exist: lorastudio only fills folders it owns."""
+    if not cfg.prior.class_dir:
+        return
+    folder = class_images_folder(cfg, datasets_folder, "")
+    if not folder.is_dir():
+        raise LorastudioError(
+            f"prior.class_dir {cfg.prior.class_dir!r}: no such data set or folder ({folder}); add class"
+            " images there, or remove prior.class_dir to let lorastudio generate them."
+        )
 
 
 def existing_class_images(folder: Path) -> list[Path]:
+    """Images lorastudio generated into one of its own class folders."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
@@ -65,7 +90,9 @@ def generate_class_images(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LorastudioError(f"prior.class_dir {folder}: cannot be created ({exc}); set another folder.") from None
+        raise LorastudioError(
+            f"prior.class_dir {folder}: cannot be created ({exc}); set another folder."
+        ) from None
     encoder = PromptEncoder(model, cfg.clip_skip)
     next_seed = prior.seed + _highest_seed(have) + 1 if have else prior.seed
     made = 0

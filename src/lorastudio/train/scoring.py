@@ -338,11 +338,13 @@ def _score_checkpoint(ctx: ScoringContext, checkpoint: Checkpoint, usable: list[
 
 def _load_checkpoint_unet(model, path: Path) -> None:
     """Put a fine-tuned checkpoint's UNet weights into the scoring model (same layout)."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
-    from lorastudio.adapters.ldm import unet_from_ldm
+    from lorastudio.adapters.ldm import UNET_PREFIX, unet_from_ldm
 
-    model.unet.load_state_dict(unet_from_ldm(load_file(str(path)), model.unet.config))
+    with safe_open(str(path), framework="pt") as handle:  # the UNet only, not VAE + encoders
+        state = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(UNET_PREFIX)}
+    model.unet.load_state_dict(unet_from_ldm(state, model.unet.config))
 
 
 def score_run(

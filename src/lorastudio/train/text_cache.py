@@ -9,6 +9,8 @@ The cache lives in `cache/text/<key>/` beside the latent cache and can be delete
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -51,7 +53,7 @@ class TextEncoderCache:
         if pooled is not None:
             tensors["pooled"] = pooled.detach().cpu().contiguous()
         path = self._path(caption)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
         save_file(tensors, str(tmp))
         tmp.replace(path)  # appears whole or not at all, also with several processes
         self.writes += 1

@@ -45,6 +45,7 @@ __all__ = ["Trainer", "TrainPlan", "prepare_plan", "latest_state", "Callback"]
 
 Callback = Callable[[dict], None]
 _TEXT_CACHE_LIMIT = 4096
+_REDUCE_BUCKET_ELEMENTS = 25_000_000
 
 
 @dataclass
@@ -81,12 +82,18 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     from lorastudio.data.dataset import Dataset
 
     if not cfg.model:
-        raise LorastudioError("model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>.")
+        raise LorastudioError(
+            "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
+        )
     path = resolve_dataset_path(cfg.data.dir, datasets_folder)
     dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
     if len(dataset) == 0:
         raise LorastudioError(f"{path}: the data set is empty; add images first.")
     images = scan_images(dataset.items(), cfg.train.resolution, cfg.data.max_upscale)
+    if cfg.uses_prior:
+        from lorastudio.train.prior import check_class_dir
+
+        check_class_dir(cfg, datasets_folder)
     num_samples = sum(img.repeats for img in images)
     steps, why = budget_steps(cfg, len(images), num_samples, num_processes)
     return TrainPlan(images, steps, why, dataset.root, num_samples)
@@ -112,7 +119,10 @@ class _TrainableState:
             "step": t.step,
             "lora": t.lora_set.lora_state_dict() if t.lora_set is not None else {},
             "embedding": t.embedding.as_tensors() if t.embedding is not None else [],
-            "unet": _cpu_state(t.model.unet) if t.cfg.trains_full_unet else {},
+            # Only the main process writes the state; every rank loads that file on resume.
+            "unet": _cpu_state(t.model.unet)
+            if t.cfg.trains_full_unet and t.accelerator.is_main_process
+            else {},
             "ema": t.ema.state_dict() if t.ema is not None else None,
         }
 
@@ -131,8 +141,63 @@ class _TrainableState:
             t.ema.load_state_dict(state["ema"])
 
 
+@contextlib.contextmanager
+def unet_dtype_bridge(unet: torch.nn.Module, compute_dtype: torch.dtype, io_dtype: torch.dtype):
+    """Let a UNet kept in `compute_dtype` take and return the sampler's `io_dtype` tensors.
+
+    A fully fine-tuned UNet trains in fp32 while the VAE, text encoders and the sampling
+    loop stay in the model's bf16/fp16; autocast would also reach the VAE's fp32 fallback.
+    """
+    if compute_dtype == io_dtype:
+        yield
+        return
+
+    def cast(value, dtype):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.to(dtype)
+        if isinstance(value, dict):
+            return {k: cast(v, dtype) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return type(value)(cast(v, dtype) for v in value)
+        return value
+
+    def before(_module, args, kwargs):
+        return cast(args, compute_dtype), cast(kwargs, compute_dtype)
+
+    def after(_module, _args, output):
+        if isinstance(output, tuple):
+            return cast(output, io_dtype)
+        output.sample = output.sample.to(io_dtype)
+        return output
+
+    handles = [
+        unet.register_forward_pre_hook(before, with_kwargs=True),
+        unet.register_forward_hook(after),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _buckets(tensors: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
+    """Consecutive groups of same-dtype, same-device tensors of at most `limit` elements each."""
+    groups: list[list[torch.Tensor]] = []
+    size = 0
+    for tensor in tensors:
+        last = groups[-1][-1] if groups else None
+        fits = last is not None and (last.dtype, last.device) == (tensor.dtype, tensor.device)
+        if not fits or size + tensor.numel() > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(tensor)
+        size += tensor.numel()
+    return groups
+
+
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}  # written at once: no clone
 
 
 def _mixed_precision(requested: str, device_type: str) -> str:
@@ -311,16 +376,15 @@ class Trainer:
             if found is None:
                 todo.append(caption)
                 continue
-            embeds, pooled = found
-            device = self.model.device
-            self._text_cache[caption] = (embeds.to(device), pooled.to(device) if pooled is not None else None)
+            self._text_cache[caption] = found
         for start in range(0, len(todo), 16):
             chunk = todo[start : start + 16]
             with torch.no_grad():
                 embeds, pooled = encode_text(self.model, chunk, self.cfg.clip_skip)
             for i, caption in enumerate(chunk):
-                pooled_i = pooled[i] if pooled is not None else None
-                self._text_cache[caption] = (embeds[i], pooled_i)
+                # Kept in host memory: thousands of SDXL captions would fill a GPU.
+                pooled_i = pooled[i].cpu() if pooled is not None else None
+                self._text_cache[caption] = (embeds[i].cpu(), pooled_i)
                 if disk is not None:
                     disk.save(caption, embeds[i], pooled_i)
 
@@ -332,9 +396,10 @@ class Trainer:
             if len(self._text_cache) + len(missing) > _TEXT_CACHE_LIMIT:
                 self._text_cache.clear()
             self._encode_missing(missing)
-        embeds = torch.stack([self._text_cache[c][0] for c in captions])
+        device = self.model.device
+        embeds = torch.stack([self._text_cache[c][0] for c in captions]).to(device)
         pooled = [self._text_cache[c][1] for c in captions]
-        return embeds, torch.stack(pooled) if pooled[0] is not None else None
+        return embeds, torch.stack(pooled).to(device) if pooled[0] is not None else None
 
     def _time_ids(self, images: list[TrainImage], batch: list[tuple[int, bool]]) -> torch.Tensor:
         rows = []
@@ -416,8 +481,15 @@ class Trainer:
         for param in params:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-            param.grad /= self.accelerator.num_processes
+        # One all-reduce per ~25M-element bucket, not per tensor (a whole UNet has ~700 tensors).
+        for bucket in _buckets([p.grad for p in params], _REDUCE_BUCKET_ELEMENTS):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= self.accelerator.num_processes
+            offset = 0
+            for grad in bucket:
+                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
 
     def _prepare(self, plan: TrainPlan) -> None:
         from diffusers import DDPMScheduler
@@ -455,6 +527,7 @@ class Trainer:
         self.params = self._trainable_parameters()
         if self.cfg.train.ema_decay:
             self.ema = WeightAverage(self.params, self.cfg.train.ema_decay)
+        self._check_checkpoint_space()
         optimizer = build_optimizer(
             self.cfg.train.optimizer, self._param_groups(), self.cfg.train.weight_decay
         )
@@ -465,6 +538,22 @@ class Trainer:
         self.optimizer = self.accelerator.prepare(optimizer)
         self.accelerator.register_for_checkpointing(_TrainableState(self), self.lr_scheduler)
 
+    def _check_checkpoint_space(self) -> None:
+        """A whole-UNet checkpoint is gigabytes (model file + fp32 weights + optimizer state)."""
+        if not self.cfg.trains_full_unet:
+            return
+        trained = sum(p.numel() for p in self.params)
+        everything = sum(p.numel() for m in self.model.components.values() for p in m.parameters())
+        per_copy = 4 * trained * (3 + (1 if self.ema is not None else 0))  # weights, Adam m and v, EMA
+        needed = per_copy + 4 * everything  # + the model file (fp32 at most)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.run_dir).free
+        if free < needed:
+            raise LorastudioError(
+                f"{self.run_dir}: {free >> 20} MiB free, but one checkpoint of a whole-UNet run needs about"
+                f" {needed >> 20} MiB; free disk space or raise train.save_every_steps."
+            )
+
     def _vae_digest(self) -> str:
         if not hasattr(self, "_vae_sha"):
             self._vae_sha = vae_hash(self.model.vae)
@@ -472,30 +561,25 @@ class Trainer:
 
     def _prepare_prior(self, cache_root: Path) -> PriorSet:
         """Generate missing class images with the base model, then cache their latents."""
-        from tqdm.auto import tqdm
-
         from lorastudio.data.dataset import Dataset
-        from lorastudio.train.prior import class_images_folder, existing_class_images, generate_class_images
+        from lorastudio.train.prior import class_images_folder
 
         cfg = self.cfg
         folder = class_images_folder(cfg, self.ws.datasets, self.model.sha256)
-        with self.accelerator.main_process_first():
-            if self.accelerator.is_main_process:
-                missing = max(cfg.prior.num_images - len(existing_class_images(folder)), 0)
-                bar = tqdm(total=missing, desc="class images", unit="img", disable=not self.progress or not missing)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(done - bar.n)
-                    self._emit({"event": "class_images", "done": done, "total": total})
-
-                made = generate_class_images(cfg, self.model, folder, progress)
-                bar.close()
-                if made:
-                    self._say(f"prior: generated {made} class images for {cfg.prior.class_prompt!r} in {folder}")
+        if not cfg.prior.class_dir:  # lorastudio's own folder: fill it up
+            with self.accelerator.main_process_first():
+                if self.accelerator.is_main_process:
+                    self._generate_class_images(folder)
         dataset = Dataset.open(folder, default_caption=cfg.prior.class_prompt)
         items = dataset.items()[: cfg.prior.num_images]
         if not items:
-            raise LorastudioError(f"prior.class_dir {folder}: holds no images; remove the setting to generate them.")
+            raise LorastudioError(
+                f"prior.class_dir {folder}: holds no images; add class images or remove the setting."
+            )
+        if len(items) < cfg.prior.num_images:
+            self._say(
+                f"prior: {folder} holds {len(items)} class images (prior.num_images={cfg.prior.num_images})"
+            )
         try:
             images = scan_images(items, cfg.train.resolution, cfg.data.max_upscale)
         except LorastudioError as exc:
@@ -507,6 +591,30 @@ class Trainer:
         schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
         self._say(f"prior: {len(images)} class images, loss weight {cfg.prior.loss_weight:g}")
         return PriorSet(images, latents, schedule)
+
+    def _generate_class_images(self, folder: Path) -> None:
+        from tqdm.auto import tqdm
+
+        from lorastudio.train.prior import existing_class_images, generate_class_images
+
+        cfg = self.cfg
+        missing = max(cfg.prior.num_images - len(existing_class_images(folder)), 0)
+        if not missing:
+            return
+        bar = tqdm(total=missing, desc="class images", unit="img", disable=not self.progress)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+            self._emit({"event": "class_images", "done": done, "total": total})
+
+        vae_dtype = self.model.vae.dtype
+        try:
+            made = generate_class_images(cfg, self.model, folder, progress)
+        finally:
+            bar.close()
+            # The fp16 NaN fallback may have moved the VAE to fp32; latents use the load precision.
+            self.model.vae.to(vae_dtype)
+        self._say(f"prior: generated {made} class images for {cfg.prior.class_prompt!r} in {folder}")
 
     def _prepare_text_cache(self) -> None:
         """Encode every fixed caption once (disk-cached across runs) when the text side is frozen."""
@@ -705,7 +813,11 @@ class Trainer:
         paths: dict[str, Path] = {}
         if self.cfg.trains_full_unet:
             paths["model"] = save_full_checkpoint(
-                self.model, folder / f"{self.name}.safetensors", facts, base_name=self.cfg.model
+                self.model,
+                folder / f"{self.name}.safetensors",
+                facts,
+                base_name=self.cfg.model,
+                precision=self.cfg.output.save_precision,
             )
         elif self.lora_set is not None or self.embedding is not None:
             paths["lora"] = save_lora(
@@ -728,8 +840,12 @@ class Trainer:
             return []
         folder = self.run_dir / "samples" / f"step-{self.step}"
         folder.mkdir(parents=True, exist_ok=True)
-        # autocast: a fully fine-tuned UNet is fp32 while the rest of the model may be bf16.
-        with self._averaged(), self._without_dropout(), self.accelerator.autocast():
+        unet = self.model.unet
+        with (
+            self._averaged(),
+            self._without_dropout(),
+            unet_dtype_bridge(unet, self.unet_dtype, self.model.dtype),
+        ):
             paths = self._sample_prompts(folder)
         self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
         return paths

@@ -1,0 +1,213 @@
+"""A1111 variation seeds, img2img resize modes and inpainting "masked content" on tiny-sd15."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lorastudio.cli import _register, app
+from lorastudio.generate.images import fill_masked, resize_image
+from lorastudio.generate.infotext import parse_infotext, read_infotext
+from lorastudio.generate.noise import NoiseOptions, image_noise, seed_noise
+from test_generate_core import run as core_run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+_register()
+runner = CliRunner()
+
+GREEN, RED, YELLOW = (30, 200, 30), (220, 20, 20), (240, 220, 10)
+
+
+def run(model, **kw):
+    """test_generate_core's runner with this file's defaults (4 steps, "red")."""
+    kw.setdefault("steps", 4)
+    kw.setdefault("prompt", "red")
+    return core_run(model, **kw)
+
+
+def px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+# --- variation seeds ---------------------------------------------------------------------
+
+
+def test_slerp_noise_ends_are_the_seed_and_the_variation_seed_exactly():
+    shape = (4, 8, 8)
+    a, b = seed_noise(5, shape), seed_noise(9, shape)
+    assert torch.equal(image_noise(5, 9, shape, NoiseOptions(0.0)), a)
+    assert torch.equal(image_noise(5, 9, shape, NoiseOptions(1.0)), b)
+    mid = image_noise(5, 9, shape, NoiseOptions(0.5))
+    # half way along the great circle: symmetric in the two seeds, keeps the noise's scale
+    assert torch.allclose(mid, image_noise(9, 5, shape, NoiseOptions(0.5)), atol=1e-5)
+    assert not torch.allclose(mid, a) and not torch.allclose(mid, b)
+    assert abs(mid.std().item() - 1.0) < 0.15
+
+
+def test_seed_resize_from_keeps_the_small_noise_in_the_centre():
+    small = seed_noise(3, (4, 4, 6))
+    noise = image_noise(3, None, (4, 8, 8), NoiseOptions(resize_from=(6, 4)))
+    assert torch.equal(noise[:, 2:6, 1:7], small)  # centred: 2 rows / 1 column around it
+    assert torch.equal(noise[:, :2], seed_noise(3, (4, 8, 8))[:, :2])  # the rest: the seed's own noise
+    assert torch.equal(
+        image_noise(3, None, (4, 8, 8), NoiseOptions(resize_from=(8, 8))), seed_noise(3, (4, 8, 8))
+    )
+
+
+def test_variation_strength_walks_from_seed_to_subseed(sd15):
+    plain = px(run(sd15, seed=5, sampler="Euler")[0].image)
+    other = px(run(sd15, seed=9, sampler="Euler")[0].image)
+    zero = px(run(sd15, seed=5, subseed=9, subseed_strength=0.0, sampler="Euler")[0].image)
+    full = px(run(sd15, seed=5, subseed=9, subseed_strength=1.0, sampler="Euler")[0].image)
+    half = px(run(sd15, seed=5, subseed=9, subseed_strength=0.5, sampler="Euler")[0].image)
+    assert np.array_equal(zero, plain)
+    # strength 1 starts from the subseed's noise exactly; Euler adds no noise later, so the image is seed 9's
+    assert np.array_equal(full, other)
+    apart = np.abs(plain - other).mean()
+    assert 0 < np.abs(half - plain).mean() < apart and 0 < np.abs(half - other).mean() < apart
+    # an ancestral sampler keeps drawing from the main seed: same start, different image
+    ancestral = px(run(sd15, seed=5, subseed=9, subseed_strength=1.0, sampler="Euler a")[0].image)
+    assert not np.array_equal(ancestral, px(run(sd15, seed=9, sampler="Euler a")[0].image))
+
+
+def test_batch_keeps_the_seed_and_counts_the_subseed_up(sd15):
+    batch = run(sd15, seed=5, subseed=20, subseed_strength=0.6, batch_size=2, sampler="Euler")
+    assert [i.seed for i in batch] == [5, 5]
+    alone = run(sd15, seed=5, subseed=21, subseed_strength=0.6, sampler="Euler")[0]
+    assert np.abs(px(batch[1].image) - px(alone.image)).max() <= 2  # up to batched float noise
+    assert not np.array_equal(px(batch[0].image), px(batch[1].image))
+
+
+def gen(*args: str) -> dict:
+    result = runner.invoke(app, ["generate", "--model", "tiny-sd15", "--steps", "3", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_infotext_records_variation_and_recipes_restore_it(tiny_workspace):
+    from lorastudio.service.generation import config_from_recipe
+
+    out = gen("--prompt", "red", "--seed", "5", "--subseed", "-1", "--subseed-strength", "0.3",
+              "--seed-resize-from-w", "48", "--seed-resize-from-h", "56")  # fmt: skip
+    text = read_infotext(out["images"][0])
+    params = parse_infotext(text)
+    subseed = int(params["Variation seed"])
+    assert 0 <= subseed < 2**32 and params["Variation seed strength"] == "0.3"
+    assert (
+        f"Model: tiny-sd15, Variation seed: {subseed}, Variation seed strength: 0.3, Seed resize from: 48x56"
+        in text
+    )
+    for source in (out["images"][0], out["recipes"][0]):
+        cfg = config_from_recipe(source, tiny_workspace)
+        assert (cfg.seed, cfg.subseed, cfg.subseed_strength) == (5, subseed, 0.3)
+        assert (cfg.seed_resize_from_w, cfg.seed_resize_from_h) == (48, 56)
+    again = gen("--recipe", out["images"][0])
+    same = np.asarray(Image.open(again["images"][0]), dtype=np.float32)
+    assert np.array_equal(same, np.asarray(Image.open(out["images"][0]), dtype=np.float32))
+    plain = read_infotext(gen("--prompt", "red", "--seed", "5", "--subseed", "7")["images"][0])
+    assert "Variation seed" not in plain and "Seed resize from" not in plain
+
+
+# --- img2img resize modes ----------------------------------------------------------------
+
+
+def wide_init() -> Image.Image:
+    """128x64: green outer quarters, a red centre square, a yellow stripe on top."""
+    image = Image.new("RGB", (128, 64), GREEN)
+    image.paste(RED, (32, 0, 96, 64))
+    image.paste(YELLOW, (0, 0, 128, 8))
+    return image
+
+
+def test_resize_image_modes_geometry():
+    image = wide_init()
+    stretched, cropped, fitted = (px(resize_image(mode, image, 64, 64)) for mode in (0, 1, 2))
+    assert np.array_equal(cropped, px(image.crop((32, 0, 96, 64))))  # crop and resize: the centre
+    assert (np.abs(stretched[32, 4] - GREEN).max() <= 2) and (np.abs(stretched[32, 32] - RED).max() <= 2)
+    # resize and fill: the whole image in rows 16..48, the bands are its stretched edge rows
+    assert np.abs(fitted[40, 4] - GREEN).max() <= 2 and np.abs(fitted[40, 32] - RED).max() <= 2
+    assert np.abs(fitted[:16] - YELLOW).max() <= 8 and np.abs(fitted[50:, 4] - GREEN).max() <= 8
+    assert np.abs(stretched[20:, 4] - GREEN).max() <= 2  # plain stretch: yellow only in rows 0..8
+
+
+def test_resize_modes_change_img2img_and_crop_keeps_the_centre(sd15, tmp_path):
+    wide, centre = tmp_path / "wide.png", tmp_path / "centre.png"
+    wide_init().save(wide)
+    wide_init().crop((32, 0, 96, 64)).save(centre)
+    common = {"strength": 0.5, "sampler": "Euler", "steps": 4}
+    outs = [px(run(sd15, init_image=str(wide), resize_mode=m, **common)[0].image) for m in range(4)]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert np.abs(outs[i] - outs[j]).mean() > 0.5, (i, j)
+    # mode 1 is exactly img2img of the centre crop
+    assert np.array_equal(outs[1], px(run(sd15, init_image=str(centre), **common)[0].image))
+
+
+# --- inpainting masked content -----------------------------------------------------------
+
+
+def test_fill_masked_takes_the_surrounding_colours():
+    image = Image.new("RGB", (64, 64), GREEN)
+    image.paste(RED, (24, 24, 40, 40))  # hidden by the mask
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    filled = px(fill_masked(image, mask))
+    assert np.array_equal(filled[:16], px(image)[:16])  # unmasked pixels unchanged
+    assert np.abs(filled[32, 32] - GREEN).max() <= 3  # the red hole takes the green around it
+
+
+def test_inpainting_fill_modes_differ_inside_and_keep_outside(sd15, tmp_path):
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    image = Image.new("RGB", (64, 64), GREEN)
+    image.paste(RED, (20, 20, 44, 44))
+    image.save(src)
+    m = Image.new("L", (64, 64), 0)
+    m.paste(255, (16, 16, 48, 48))
+    m.save(mask)
+    common = {"init_image": str(src), "mask": str(mask), "mask_blur": 0, "strength": 0.6, "sampler": "Euler"}
+    outs = [px(run(sd15, inpainting_fill=fill, **common)[0].image) for fill in range(4)]
+    default = px(run(sd15, **common)[0].image)
+    assert np.array_equal(default, outs[1])  # "original" is the default, as before
+    for i in range(4):
+        assert np.abs(outs[i][:8, :8] - GREEN).max() <= 1  # outside the mask: the init pixels
+        for j in range(i + 1, 4):
+            assert np.abs(outs[i][20:44, 20:44] - outs[j][20:44, 20:44]).mean() > 0.5, (i, j)
+
+
+# --- A1111 API -----------------------------------------------------------------------------
+
+
+def b64_png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_api_maps_variation_resize_mode_and_masked_content(client):
+    body = {"steps": 3, "width": 64, "height": 64, "prompt": "red", "seed": 7, "batch_size": 2}
+    data = client.post("/sdapi/v1/txt2img", json={**body, "subseed": 42, "subseed_strength": 0.25}).json()
+    info = json.loads(data["info"])
+    assert info["all_seeds"] == [7, 7] and info["subseed"] == 42 and info["all_subseeds"] == [42, 43]
+    assert info["subseed_strength"] == 0.25
+    for text, subseed in zip(info["infotexts"], [42, 43], strict=True):
+        assert "Seed: 7," in text and f"Variation seed: {subseed}, Variation seed strength: 0.25" in text
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    body = {
+        **body,
+        "batch_size": 1,
+        "init_images": [b64_png(wide_init())],
+        "mask": b64_png(mask.convert("RGB")),
+    }
+    fields = {"resize_mode": 1, "inpainting_fill": 2, "inpaint_full_res": False}
+    answer = client.post("/sdapi/v1/img2img", json={**body, **fields}).json()
+    text = json.loads(answer["info"])["infotexts"][0]
+    assert "Masked content: latent noise" in text and "Resize mode" not in text
