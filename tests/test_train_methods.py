@@ -184,6 +184,9 @@ def test_dreambooth_trains_the_whole_unet_into_a_single_file_checkpoint(ws, red_
     model_file = Path(result["library_model"])
     assert model_file == ws.models / "db.safetensors" and "library_lora" not in result
     assert result["best_step"] in (6, 12)
+    checkpoints = Path(result["run_dir"]) / "checkpoints"
+    assert (checkpoints / "step-6" / "db.safetensors").is_file()  # every model file stays for scoring
+    assert not (checkpoints / "step-6" / "state").exists() and (checkpoints / "step-12" / "state").is_dir()
     meta = _metadata(model_file)
     assert meta["modelspec.architecture"] == "stable-diffusion-v1"
     assert meta["modelspec.prediction_type"] == "v" and meta["lorastudio.base_config"] == "tiny-sd15"

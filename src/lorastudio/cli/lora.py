@@ -8,7 +8,7 @@ from lorastudio.cli import app
 from lorastudio.cli.common import print_json, workspace
 
 lora_app = typer.Typer(
-    help="LoRA files: import into the library, convert, merge into a model.", no_args_is_help=True
+    help="LoRA files: list the library, import, convert, merge into a model.", no_args_is_help=True
 )
 app.add_typer(lora_app, name="lora")
 

@@ -71,6 +71,8 @@ class TrainSection(StrictModel):
     noise_offset: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     save_every_steps: int = Field(500, ge=1)
+    # Resumable states kept (newest first); default: all for LoRA runs, the last for dreambooth/finetune.
+    keep_states: int | None = Field(None, ge=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)  # EMA of the trained weights; saved files use it
     cache_text_encoder_outputs: bool = True  # on disk, when the text encoder is frozen and captions fixed
 

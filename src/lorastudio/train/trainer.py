@@ -888,8 +888,23 @@ class Trainer:
             draw_loss_curve(_log_records(self.run_dir), self.run_dir / "loss.png")
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(folder / "state"))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self._prune_states()
         self._emit({"event": "checkpoint", "step": self.step, "path": str(folder)})
         return folder
+
+    def _prune_states(self) -> None:
+        """Drop older resumable states beyond `train.keep_states`; the LoRA/model files stay for scoring."""
+        keep = self.cfg.train.keep_states
+        if keep is None:
+            keep = 1 if self.cfg.trains_full_unet else 0  # a whole-UNet state is gigabytes
+        if keep <= 0:
+            return
+        states = [p for p in (self.run_dir / "checkpoints").glob("step-*/state") if p.is_dir()]
+        states.sort(key=lambda p: int(p.parent.name.split("-")[1]))
+        for old in states[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _ranks_agree(self) -> bool:
         """True when every process ends with the same trainable weights (checksums compared)."""
