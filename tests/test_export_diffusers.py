@@ -195,27 +195,19 @@ def test_trained_lora_gives_the_same_image_in_plain_diffusers(
 ):
     """The issue's promise: a LoRA trained here, loaded by `load_lora_weights`, draws what we draw."""
     from lorastudio.service.training import run_training
-    from lorastudio.train.config import load_train_config
+    from training_helpers import tiny_train_config, write_images
 
-    data = tmp_path / "red"
-    data.mkdir()
-    for i in range(4):
-        Image.new("RGB", (64, 64), (220, 30 + 5 * i, 40)).save(data / f"{i}.png")
-    cfg = load_train_config(
-        overrides=[
-            "model=tiny-sd15",
-            f"data.dir={data}",
-            f"trigger={TRIGGER}",
-            "train.resolution=64",
-            "train.steps=8",
-            "train.batch_size=2",
-            "train.learning_rate=2e-2",
-            "train.mixed_precision=no",
-            "lora.targets=kohya",
-            "lora.train_text_encoder=true",
-            "scoring.enabled=false",
-            "output.name=trained",
-        ]
+    data = write_images(tmp_path / "red", [((220, 30 + 5 * i, 40), None) for i in range(4)])
+    cfg = tiny_train_config(
+        data,
+        TRIGGER,
+        "train.steps=8",
+        "train.batch_size=2",
+        "train.learning_rate=2e-2",
+        "lora.targets=kohya",
+        "lora.train_text_encoder=true",
+        "scoring.enabled=false",
+        "output.name=trained",
     )
     result = run_training(tiny_workspace, cfg, progress=False)
     ours = _lorastudio_image(tiny_workspace, "trained")

@@ -15,6 +15,7 @@ from lorastudio.service.training import run_training
 from lorastudio.train.ema import WeightAverage
 from test_train_run import TRIGGER
 from test_train_run import _config as train_run_config
+from training_helpers import write_images
 
 
 @pytest.fixture
@@ -25,12 +26,9 @@ def ws(tiny_workspace, one_torch_thread):
 @pytest.fixture
 def red_set(tmp_path):
     """Eight solid red images captioned `zqx, square, <n>` (four distinct captions)."""
-    folder = tmp_path / "red"
-    folder.mkdir()
-    for i in range(8):
-        Image.new("RGB", (64, 64), (230, 20 + i, 25)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(f"{TRIGGER}, square, {i % 4}", encoding="utf-8")
-    return folder
+    return write_images(
+        tmp_path / "red", [((230, 20 + i, 25), f"{TRIGGER}, square, {i % 4}") for i in range(8)]
+    )
 
 
 def _config(data_dir, *extra):

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from lorastudio.errors import LorastudioError
 from lorastudio.service.training import run_training
 from lorastudio.train.config import load_train_config
+from training_helpers import tiny_train_config, write_images
 
 TRIGGER = "zqx"
 
@@ -35,30 +36,12 @@ def ws(workspace, tiny_models):
 
 @pytest.fixture
 def red_set(tmp_path):
-    folder = tmp_path / "red"
-    folder.mkdir()
-    for i in range(8):
-        Image.new("RGB", (64, 64), (230, 20 + i, 25)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(TRIGGER, encoding="utf-8")
-    return folder
+    return write_images(tmp_path / "red", [((230, 20 + i, 25), TRIGGER) for i in range(8)])
 
 
 def _config(data_dir, *extra):
-    return load_train_config(
-        overrides=[
-            "model=tiny-sd15",
-            f"data.dir={data_dir}",
-            f"trigger={TRIGGER}",
-            "train.resolution=64",
-            "train.steps=6",
-            "train.save_every_steps=3",
-            "lora.rank=4",
-            "lora.alpha=2",
-            "seed=3",
-            "train.mixed_precision=no",
-            *extra,
-        ]
-    )
+    base = ("train.steps=6", "train.save_every_steps=3", "lora.rank=4", "lora.alpha=2", "seed=3")
+    return tiny_train_config(data_dir, TRIGGER, *base, *extra)
 
 
 def _redness(pipe, prompt: str) -> float:

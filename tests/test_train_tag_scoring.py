@@ -136,27 +136,14 @@ def test_score_run_and_cli_with_a_tagger_on_a_tiny_run(
 
     from lorastudio.cli import _register, app
     from lorastudio.service.training import run_training
-    from lorastudio.train.config import load_train_config
     from lorastudio.train.scoring import score_run
+    from training_helpers import tiny_train_config
 
     ws = tiny_workspace
     items = [(RED, f"{TRIGGER}, red_hair, long hair")] * 2 + [(PINK, "red hair")]
     data = _data_set(tmp_path / "red", items, size=64)
-    cfg = load_train_config(
-        overrides=[
-            "model=tiny-sd15",
-            f"data.dir={data}",
-            f"trigger={TRIGGER}",
-            "train.resolution=64",
-            "train.steps=4",
-            "train.save_every_steps=2",
-            "lora.rank=2",
-            "train.mixed_precision=no",
-            "output.name=tagged",
-            "scoring.steps=2",
-            "scoring.enabled=false",
-        ]
-    )
+    settings = ("train.steps=4", "train.save_every_steps=2", "lora.rank=2", "output.name=tagged")
+    cfg = tiny_train_config(data, TRIGGER, *settings, "scoring.steps=2", "scoring.enabled=false")
     run_training(ws, cfg, progress=False, device="cpu")
     table = score_run(
         ws, "tagged", scorers=["tag_agreement", "validation_loss"], tagger_model=str(tagger_dir)
