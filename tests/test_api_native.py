@@ -272,6 +272,9 @@ def test_caption_and_train_jobs_check_their_data_set(client, studio):
     body = {"model": "tiny-sd15", "data": {"dir": "ok"}, "scoring": {"validation_dir": "../runs"}}
     assert client.post("/api/v1/jobs/train", json=body).status_code in (400, 404)
     assert not Path("/tmp/elsewhere").exists()
+    for key in ("clip_model", "tagger_model"):  # scorer models: names in models/ or hub ids, no paths
+        body = {"model": "tiny-sd15", "data": {"dir": "ok"}, "scoring": {key: "/etc"}}
+        assert client.post("/api/v1/jobs/train", json=body).status_code == 400
 
 
 def test_status_reports_the_worker_and_counts(client):
@@ -380,3 +383,20 @@ def test_generate_job_emits_preview_images(client, studio):
 
     image = Image.open(io.BytesIO(base64.b64decode(previews[0].data["image"])))
     assert image.size == (64, 64)
+
+
+def test_train_job_resolves_a_scorer_model_name_in_models(client, studio):
+    (studio.workspace.datasets / "set").mkdir()
+    (studio.workspace.models / "wd14").mkdir()
+    body = {
+        "model": "tiny-sd15",
+        "data": {"dir": "set"},
+        "train": {"steps": 1},
+        "scoring": {"tagger_model": "wd14"},
+    }
+    job = client.post("/api/v1/jobs/train", json=body)
+    assert job.status_code == 200, job.text
+    queued = studio.store.get(job.json()["id"])  # the payload as the worker will read it
+    assert queued.payload["config"]["scoring"]["tagger_model"] == str(
+        (studio.workspace.models / "wd14").resolve()
+    )

@@ -390,6 +390,13 @@ class Studio:
             self._existing(self.workspace.datasets, cfg.prior.class_dir, "class images data set")
         if cfg.scoring.validation_dir:
             self._existing(self.workspace.datasets, cfg.scoring.validation_dir, "validation data set")
+        scoring = cfg.scoring.model_copy(
+            update={
+                "clip_model": self._scorer_model(cfg.scoring.clip_model, "scoring.clip_model"),
+                "tagger_model": self._scorer_model(cfg.scoring.tagger_model, "scoring.tagger_model"),
+            }
+        )
+        cfg = cfg.model_copy(update={"scoring": scoring})
         run = run_name_for(self.workspace, cfg)
         run_dir = self.workspace.safe_child(self.workspace.runs, run, "run name")
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -412,15 +419,24 @@ class Studio:
             raise LorastudioError(
                 "caption job: allow_download is refused by the API; put the model in the cache."
             )
-        if (
-            "\\" in labeller.model
-            or labeller.model.startswith((".", "/", "~"))
-            or labeller.model.count("/") > 1
-        ):
+        if _looks_like_path(labeller.model):
             raise LorastudioError(
                 f"caption model {labeller.model!r}: give a cached hub id (org/name), not a path."
             )
         return self.submit("caption", cfg.model_dump(), user=user, priority=priority)
+
+    def _scorer_model(self, value: str, key: str) -> str:
+        """A scorer model for an API run: a folder name in models/ (made absolute here) or a hub id."""
+        if not value:
+            return value
+        folder = self.workspace.models / value
+        if "/" not in value and "\\" not in value and folder.is_dir():
+            return str(self.workspace.safe_child(self.workspace.models, value, key))
+        if _looks_like_path(value) or "/" not in value:
+            raise LorastudioError(
+                f"{key} {value!r}: give a folder name in {self.workspace.models.name}/ or a cached hub id, not a path."
+            )
+        return value
 
     def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
         for name in cfg.uploads:
@@ -644,3 +660,8 @@ class Studio:
             "pid": os.getpid(),
             "artifacts": self.artifact_store.describe(),
         }
+
+
+def _looks_like_path(model: str) -> bool:
+    """True for anything but `org/name`: API clients name models, they never point at server paths."""
+    return "\\" in model or model.startswith((".", "/", "~")) or model.count("/") > 1
