@@ -34,7 +34,9 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         return
     for row in rows:
         run = f"run {row['run']} step {row['step']}" if row["run"] else "not trained here"
-        typer.echo(f"{row['name']:<24} trigger={row['trigger'] or '-':<12} base={row['base_model'] or '-':<14} {run}")
+        typer.echo(
+            f"{row['name']:<24} trigger={row['trigger'] or '-':<12} base={row['base_model'] or '-':<14} {run}"
+        )
 
 
 @lora_app.command("import")

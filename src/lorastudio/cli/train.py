@@ -132,7 +132,9 @@ def _score_or_pick(
         if as_json:
             print_json(result)
         else:
-            typer.echo(f"step {result['step']} -> {result.get('library_lora') or result.get('library_model')}")
+            typer.echo(
+                f"step {result['step']} -> {result.get('library_lora') or result.get('library_model')}"
+            )
         return
     table = score_training_run(ws, args[0], device=device, tagger_model=tagger_model)
     if as_json:

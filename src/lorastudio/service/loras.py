@@ -80,8 +80,7 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
 
     Files are the truth: a LoRA copied in by hand is listed too, with its file metadata only.
     """
-    from safetensors import safe_open
-
+    from lorastudio.models.checkpoint import read_safetensors_metadata
     from lorastudio.service.library import Library
     from lorastudio.service.workspace import list_weight_files
 
@@ -90,10 +89,7 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
     for path in list_weight_files(ws.loras):
         row = known.get(path.stem)
         info = json.loads(row["info"]) if row and row["info"] else {}
-        metadata: dict[str, str] = {}
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), "pt") as handle:
-                metadata = handle.metadata() or {}
+        metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
         rows.append(
             {
                 "name": path.stem,
@@ -255,8 +251,9 @@ def merge_model(
     if fmt == "single-file":
         metadata = {"lorastudio.merged_loras": json.dumps(lora_specs)}
         marker = Path(model) / "lorastudio.json"  # a tiny model: record it so the file loads back
-        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("tiny"):
-            metadata["lorastudio.base_config"] = json.loads(marker.read_text(encoding="utf-8"))["tiny"]
+        tiny = json.loads(marker.read_text(encoding="utf-8")).get("tiny") if marker.is_file() else None
+        if tiny:
+            metadata["lorastudio.base_config"] = tiny
         save_single_file(components, family, out, metadata)
     else:
         pipe.save_pretrained(str(out), safe_serialization=True)

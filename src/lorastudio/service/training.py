@@ -173,11 +173,13 @@ def pick_training_checkpoint(ws: Workspace, run: str, step: int, by: str = "user
 
 def _latest_samples(run_dir: Path, step: int | None) -> list[str]:
     """Sample images of checkpoint `step`, else of the last step that has some."""
-    folders = [p for p in (run_dir / "samples").glob("step-*") if p.name.split("-")[-1].isdigit()]
-    chosen = [p for p in folders if step is not None and p.name == f"step-{step}"]
-    if not chosen and folders:
-        chosen = [max(folders, key=lambda p: int(p.name.split("-")[-1]))]
-    return [str(p) for folder in chosen for p in sorted(folder.glob("*.png"))]
+    from lorastudio.train.steps import step_folders
+
+    folders = dict(step_folders(run_dir / "samples"))
+    chosen = folders.get(step) if step is not None else None
+    if chosen is None and folders:
+        chosen = folders[max(folders)]
+    return [str(p) for p in sorted(chosen.glob("*.png"))] if chosen is not None else []
 
 
 def _register_result(
@@ -208,10 +210,11 @@ def _register_result(
 
 
 def _lora_family(path: Path) -> str | None:
-    from lorastudio.adapters.detect import load_lora_file
+    """The family the LoRA's metadata names (the header only; the tensors are not read)."""
     from lorastudio.adapters.metadata import family_from_metadata
+    from lorastudio.models.checkpoint import read_safetensors_metadata
 
-    family = family_from_metadata(load_lora_file(path).metadata)
+    family = family_from_metadata(read_safetensors_metadata(path))
     return family.name if family is not None else None
 
 

@@ -110,18 +110,17 @@ def _output_name(cfg: TrainConfig, run_dir: Path) -> str:
 
 def list_checkpoints(run_dir: Path, cfg: TrainConfig) -> list[Checkpoint]:
     """Every `checkpoints/step-N/` holding the run's LoRA file, oldest first."""
+    from lorastudio.train.steps import step_folders
+
     name = _output_name(cfg, run_dir)
     found = []
-    for folder in (run_dir / "checkpoints").glob("step-*"):
-        step = folder.name.split("-", 1)[1]
+    for step, folder in step_folders(run_dir / "checkpoints"):
         lora = folder / f"{name}.safetensors"
-        if not step.isdigit() or not lora.is_file():
+        if not lora.is_file():
             continue
         embedding = folder / f"{cfg.trigger}.safetensors" if cfg.trigger else None
-        found.append(
-            Checkpoint(int(step), folder, lora, embedding if embedding and embedding.is_file() else None)
-        )
-    return sorted(found, key=lambda c: c.step)
+        found.append(Checkpoint(step, folder, lora, embedding if embedding and embedding.is_file() else None))
+    return found
 
 
 # -- validation loss -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from their own seeded schedule, so it stays reproducible and resumable too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import shutil
 import sys
@@ -38,6 +39,7 @@ from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text_encoder_targets, unet_targets
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
+from lorastudio.train.steps import step_folders
 from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
 from lorastudio.train.text_cache import TextEncoderCache, text_cache_key
 
@@ -101,10 +103,15 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
 
 def latest_state(run_dir: Path) -> Path | None:
     """The newest `checkpoints/step-N/state` folder of a run, if any."""
-    folders = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "state").is_dir()]
-    if not folders:
-        return None
-    return max(folders, key=lambda p: int(p.name.split("-")[1])) / "state"
+    states = _saved_states(run_dir)
+    return states[-1] if states else None
+
+
+def _saved_states(run_dir: Path) -> list[Path]:
+    """Every `checkpoints/step-N/state` folder, oldest first."""
+    return [
+        folder / "state" for _, folder in step_folders(run_dir / "checkpoints") if (folder / "state").is_dir()
+    ]
 
 
 class _TrainableState:
@@ -514,7 +521,7 @@ class Trainer:
                     encoder.gradient_checkpointing_enable()
                     encoder.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
         check_cache_space(cache_root, self.images, self.cfg.data.flip)
-        self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest())
+        self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
         with self.accelerator.main_process_first():
             encoded = self.latents.prepare(self.images, self.cfg.data.flip)
         self._say(
@@ -554,10 +561,10 @@ class Trainer:
                 f" {needed >> 20} MiB; free disk space or raise train.save_every_steps."
             )
 
+    @functools.cached_property
     def _vae_digest(self) -> str:
-        if not hasattr(self, "_vae_sha"):
-            self._vae_sha = vae_hash(self.model.vae)
-        return self._vae_sha
+        """The latent-cache key, hashed once (the VAE never trains)."""
+        return vae_hash(self.model.vae)
 
     def _prepare_prior(self, cache_root: Path) -> PriorSet:
         """Generate missing class images with the base model, then cache their latents."""
@@ -585,7 +592,7 @@ class Trainer:
         except LorastudioError as exc:
             raise LorastudioError(f"class images in {folder}: {exc}") from None
         check_cache_space(cache_root, images, False)
-        latents = LatentCache(cache_root, self.model.vae, self._vae_digest())
+        latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
         with self.accelerator.main_process_first():
             latents.prepare(images, flip=False)
         schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
@@ -897,13 +904,11 @@ class Trainer:
     def _prune_states(self) -> None:
         """Drop older resumable states beyond `train.keep_states`; the LoRA/model files stay for scoring."""
         keep = self.cfg.train.keep_states
+        if keep is None and self.cfg.trains_full_unet:
+            keep = 1  # a whole-UNet state is gigabytes
         if keep is None:
-            keep = 1 if self.cfg.trains_full_unet else 0  # a whole-UNet state is gigabytes
-        if keep <= 0:
             return
-        states = [p for p in (self.run_dir / "checkpoints").glob("step-*/state") if p.is_dir()]
-        states.sort(key=lambda p: int(p.parent.name.split("-")[1]))
-        for old in states[:-keep]:
+        for old in _saved_states(self.run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
     def _ranks_agree(self) -> bool:
