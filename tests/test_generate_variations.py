@@ -82,7 +82,9 @@ def test_batch_keeps_the_seed_and_counts_the_subseed_up(sd15):
     batch = run(sd15, seed=5, subseed=20, subseed_strength=0.6, batch_size=2, sampler="Euler")
     assert [i.seed for i in batch] == [5, 5]
     alone = run(sd15, seed=5, subseed=21, subseed_strength=0.6, sampler="Euler")[0]
-    assert np.abs(px(batch[1].image) - px(alone.image)).max() <= 2  # up to batched float noise
+    # up to batched float rounding: far closer than the batch's other variation
+    another = np.abs(px(batch[0].image) - px(batch[1].image)).mean()
+    assert np.abs(px(batch[1].image) - px(alone.image)).mean() < 0.1 * another
     assert not np.array_equal(px(batch[0].image), px(batch[1].image))
 
 

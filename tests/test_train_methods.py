@@ -278,8 +278,17 @@ def test_samples_show_what_the_saved_lora_draws_with_dropout_and_ema(ws, red_set
     )
     with Image.open(run_generation(ws, request).images[0].path) as image:
         generated = np.asarray(image.convert("RGB"), dtype=np.float32)
-    diff = np.abs(sample - generated)
-    assert diff.mean() < 1.0 and diff.max() <= 3, (diff.mean(), diff.max())
+    request.prompt = "zqx"
+    with Image.open(run_generation(ws, request).images[0].path) as image:
+        base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    # Training samples through its LoRA wrappers (x + B(Ax)), generation patches W + BA: the
+    # same function up to float rounding, which a few sampler steps may amplify by an amount
+    # that depends on the CPU. Dropout or a missed average would move the sample by a good
+    # part of the LoRA's whole effect, so the bound is a fraction of that effect.
+    effect = np.abs(generated - base).mean()
+
+    assert effect > 5
+    assert np.abs(sample - generated).mean() < 0.1 * effect
 
 
 # -- review fixes: dtypes, defaults, user folders, names ------------------------------------------------
