@@ -247,7 +247,7 @@ class LoraTarget:
         text = str(value).strip().lower()
         if text in {"final", "last"}:
             if self.final is not None:
-                return self.final, max(self.checkpoints, default=None)
+                return self.final, self._step_of_final()
             if self.checkpoints:
                 step = max(self.checkpoints)
                 return self.checkpoints[step], step
@@ -266,6 +266,15 @@ class LoraTarget:
         raise LorastudioError(
             f"run {self.run_dir.name!r}: checkpoint {value!r} is not a step-N, final or best; saved: {have}."
         )
+
+    def _step_of_final(self) -> int | None:
+        """The checkpoint the final file equals (its scores apply to it), if any."""
+        import filecmp
+
+        last = max(self.checkpoints, default=None)
+        if last is not None and filecmp.cmp(self.final, self.checkpoints[last], shallow=False):
+            return last
+        return None
 
     def _step(self, step: int) -> tuple[Path, int]:
         if step not in self.checkpoints:
