@@ -299,3 +299,70 @@ def test_a1111_xyz_plot_script(client):
     assert missing.status_code == 400 and "not available" in missing.text
     assert client.get("/sdapi/v1/scripts").json() == {"txt2img": ["x/y/z plot"], "img2img": []}
     assert client.get("/sdapi/v1/script-info").json()[0]["name"] == "x/y/z plot"
+
+
+def test_font_lookup_env_then_system_then_pillow_default_with_one_warning(monkeypatch, caplog, tmp_path):
+    from lorastudio.generate import fonts
+
+    def fresh():
+        fonts.font_path.cache_clear()
+        fonts.load_font.cache_clear()
+
+    monkeypatch.setattr(fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(fonts, "_fc_match_cjk", lambda: None)
+    try:
+        fresh()
+        with caplog.at_level("WARNING", logger="lorastudio.fonts"):
+            assert fonts.font_path() is None and fonts.font_path() is None
+            assert not fonts.has_cjk_font()
+        warnings = [r.getMessage() for r in caplog.records if r.name == "lorastudio.fonts"]
+        assert len(warnings) == 1 and "fonts-noto-cjk" in warnings[0] and fonts.FONT_ENV in warnings[0]
+        font = fonts.load_font(20)  # Pillow's scalable default: Latin text still has a width
+        assert fonts.text_width(font, "CFG Scale: 7") > fonts.text_width(font, "CFG")
+        fresh()
+        monkeypatch.setenv(fonts.FONT_ENV, str(tmp_path / "missing.ttf"))
+        with pytest.raises(LorastudioError, match=fonts.FONT_ENV):
+            fonts.font_path()
+        dejavu = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+        if os.path.isfile(dejavu):
+            monkeypatch.setenv(fonts.FONT_ENV, dejavu)
+            assert fonts.font_path() == dejavu and not fonts.has_cjk_font()  # DejaVu has no CJK glyphs
+    finally:
+        monkeypatch.undo()
+        fresh()
+
+
+def test_a1111_script_args_map_to_grid_axes():
+    from lorastudio.api.a1111_scripts import grid_request_from_script_args
+
+    # A1111 1.6 order; a Sampler axis takes its values from the dropdown list
+    request, lone, sub_grids = grid_request_from_script_args(
+        [
+            9,
+            "",
+            ["Euler", "DDIM"],
+            "LoRA weight",
+            "0.5-1 [2]",
+            [],
+            0,
+            "",
+            [],
+            False,
+            True,
+            True,
+            True,
+            4,
+            False,
+        ]
+    )
+    assert (request.x.axis, request.x.values) == ("sampler", ["Euler", "DDIM"])
+    assert (request.y.axis, request.y.values) == ("lora_weight", "0.5-1 [2]")
+    assert request.z.axis == "nothing" and not request.draw_legend and not request.fixed_seeds
+    assert request.margin == 4 and lone and sub_grids
+    # csv_mode: the text wins over the dropdown
+    request, _, _ = grid_request_from_script_args(
+        ["Sampler", "Euler a", ["DDIM"], 0, "", [], 0, "", [], True, False, False, False, 0, True]
+    )
+    assert request.x.values == "Euler a"
+    with pytest.raises(LorastudioError, match="not supported"):
+        grid_request_from_script_args([8, "a|b", [], 0, "", [], 0, "", []])  # Prompt order: not here
