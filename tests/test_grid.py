@@ -222,9 +222,9 @@ def test_lora_weight_by_checkpoint_grid_from_a_training_run(red_run):
         expected_file = [step10, final][cell["y"]]
         assert f"<lora:reddish:{weight:g}>" in info["Prompt"]
         assert info["Lora hashes"] == f"reddish: {lora_short_hash(expected_file)}"
-        if cell["y"] == 0:
-            row = next(r for r in scores["rows"] if r["step"] == 10)
-            assert cell["caption"].startswith(f"validation_loss {row['scores']['validation_loss']:.4g}")
+        # scores of the cell's checkpoint as its caption (final holds step 20's weights)
+        row = next(r for r in scores["rows"] if r["step"] == [10, 20][cell["y"]])
+        assert cell["caption"].startswith(f"validation_loss {row['scores']['validation_loss']:.4g}")
         # the caption strip under each cell has text exactly when the cell has a caption
         x0 = layout["left"] + cell["x"] * 64
         y0 = layout["top"] + cell["y"] * (64 + layout["caption_height"]) + 64

@@ -268,11 +268,14 @@ class LoraTarget:
         )
 
     def _step_of_final(self) -> int | None:
-        """The checkpoint the final file equals (its scores apply to it), if any."""
-        import filecmp
+        """The checkpoint whose weights the final file holds (its scores apply to it), if any.
+
+        Compared by kohya's model hash, which covers the tensors and not the metadata.
+        """
+        from lorastudio.adapters.hashing import lora_short_hash
 
         last = max(self.checkpoints, default=None)
-        if last is not None and filecmp.cmp(self.final, self.checkpoints[last], shallow=False):
+        if last is not None and lora_short_hash(self.final) == lora_short_hash(self.checkpoints[last]):
             return last
         return None
 
