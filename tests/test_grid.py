@@ -366,3 +366,34 @@ def test_a1111_script_args_map_to_grid_axes():
     assert request.x.values == "Euler a"
     with pytest.raises(LorastudioError, match="not supported"):
         grid_request_from_script_args([8, "a|b", [], 0, "", [], 0, "", []])  # Prompt order: not here
+
+
+def test_a_checkpoint_file_brings_its_own_bundled_trigger(tiny_workspace, tmp_path):
+    """A grid's checkpoint LoRA uses the trigger bundled in it, not the library's newer embedding."""
+    import torch
+
+    from lorastudio.adapters import Embedding, LoraFile, save_embedding
+    from lorastudio.adapters.hashing import lora_short_hash
+    from lorastudio.adapters.kohya import save_kohya
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.models.families import get_family
+    from lorastudio.service.generation import run_generation
+
+    family = get_family("sd15")
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(5)) * 3
+    lora = LoraFile(source_format="lorastudio")
+    lora.embeddings["zkbund"] = [vectors]
+    checkpoint = tmp_path / "step-10" / "bund.safetensors"
+    checkpoint.parent.mkdir()
+    save_kohya(lora, checkpoint, family=family)
+    save_embedding(Embedding("zkbund", [-vectors]), tiny_workspace.embeddings / "zkbund.safetensors", family)
+    cfg = GenerateConfig(prompt="zkbund picture <lora:bund:1>", steps=2, seed=2, width=64, height=64)
+    pinned = run_generation(tiny_workspace, cfg, lora_files={"bund": checkpoint}, out_dir=tmp_path / "a")
+    info = parse_infotext(pinned.images[0].infotext)
+    assert info["TI hashes"] == f"zkbund: {lora_short_hash(checkpoint)}"
+    assert info["Lora hashes"] == f"bund: {lora_short_hash(checkpoint)}"
+    # the same file from loras/: the standalone embedding wins, as in A1111
+    (tiny_workspace.loras / "bund.safetensors").write_bytes(checkpoint.read_bytes())
+    library = run_generation(tiny_workspace, cfg, out_dir=tmp_path / "b")
+    assert parse_infotext(library.images[0].infotext)["TI hashes"] != info["TI hashes"]
+    assert np.abs(arr(library.images[0].path) - arr(pinned.images[0].path)).mean() > 0.1

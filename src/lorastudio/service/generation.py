@@ -156,7 +156,9 @@ def run_generation(
     """Generate every image of the request and write PNG + recipe for each.
 
     `lora_files` maps `<lora:NAME>` names to files outside `loras/` (a comparison grid's
-    checkpoints of a training run); other names are looked up in the library.
+    checkpoints of a training run); other names are looked up in the library. The trigger
+    embeddings bundled in those files win over same-name files in `embeddings/`: a
+    checkpoint's trigger belongs to that checkpoint.
     """
     from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
     from lorastudio.adapters.hashing import lora_short_hash
@@ -189,7 +191,15 @@ def run_generation(
         )
     embeddings = {}
     ti_hashes = []
+    pinned = {
+        name
+        for (lora, _, _), info in zip(loras, lora_info, strict=True)
+        if info["name"] in (lora_files or {})
+        for name in lora.embeddings
+    }
     for name, path in find_embedding_files(ws, [prompt, negative]).items():
+        if name in pinned:
+            continue
         embedding = load_embedding(path)
         if len(embedding.vectors) != len(model.text_encoders):
             raise LorastudioError(
