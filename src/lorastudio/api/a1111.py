@@ -74,6 +74,8 @@ class Txt2ImgRequest(BaseModel):
     override_settings_restore_afterwards: bool = True
     send_images: bool = True
     save_images: bool = False
+    script_name: str | None = None  # "x/y/z plot" (api/a1111_scripts.py)
+    script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -285,6 +287,10 @@ def _variation_seeds(infotexts: list[str]) -> list[int]:
 
 async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:
     """Submit, wait without a thread, and answer the A1111 response."""
+    if (req.script_name or "").strip():
+        from lorastudio.api.a1111_scripts import run_script
+
+        return await run_script(req, studio, user)
 
     def submit():
         init = mask = None
@@ -567,13 +573,17 @@ def prompt_styles() -> list[dict[str, Any]]:
 
 @router.get("/scripts")
 def scripts() -> dict[str, list[str]]:
-    """No scripts: listing controlnet/adetailer would make clients send their arguments."""
-    return {"txt2img": [], "img2img": []}
+    """The x/y/z plot only: listing controlnet/adetailer would make clients send their arguments."""
+    from lorastudio.api.a1111_scripts import SCRIPTS
+
+    return {mode: list(names) for mode, names in SCRIPTS.items()}
 
 
 @router.get("/script-info")
 def script_info() -> list[dict[str, Any]]:
-    return []
+    from lorastudio.api.a1111_scripts import script_info
+
+    return script_info()
 
 
 @router.get("/memory")

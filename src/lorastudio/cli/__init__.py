@@ -50,6 +50,7 @@ def _register() -> None:
         dataset,
         demo,
         generate,
+        grid,
         jobs,
         lora,
         models,

@@ -13,6 +13,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.fonts import fit_text, load_font
 
 __all__ = ["read_prompt_file", "series_requests", "contact_sheet", "SEED_POLICIES"]
 
@@ -75,13 +76,14 @@ def contact_sheet(
     label_h = 28
     sheet = Image.new("RGB", (columns * cell, rows * (cell + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
+    font = load_font(14)  # covers CJK captions and trigger words when such a font is installed
     for i, (path, label) in enumerate(zip(images, labels, strict=True)):
         with Image.open(path) as img:
             thumb = img.convert("RGB")
             thumb.thumbnail((cell, cell))
         x, y = (i % columns) * cell, (i // columns) * (cell + label_h)
         sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-        draw.text((x + 4, y + cell + 6), label[: cell // 7], fill="black")
+        draw.text((x + 4, y + cell + 6), fit_text(font, label, cell - 8), fill="black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out

@@ -151,8 +151,15 @@ def run_generation(
     out_dir: Path | None = None,
     preview: Callable[[Any], None] | None = None,
     preview_every: int = 0,
+    lora_files: dict[str, Path] | None = None,
 ) -> GenerationResult:
-    """Generate every image of the request and write PNG + recipe for each."""
+    """Generate every image of the request and write PNG + recipe for each.
+
+    `lora_files` maps `<lora:NAME>` names to files outside `loras/` (a comparison grid's
+    checkpoints of a training run); other names are looked up in the library. The trigger
+    embeddings bundled in those files win over same-name files in `embeddings/`: a
+    checkpoint's trigger belongs to that checkpoint.
+    """
     from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
     from lorastudio.adapters.hashing import lora_short_hash
     from lorastudio.generate.conditioning import PromptEncoder
@@ -169,7 +176,7 @@ def run_generation(
     for net in networks:
         if net.kind not in {"lora", "lyco"}:
             continue
-        path = find_lora_file(ws, net.name)
+        path = (lora_files or {}).get(net.name) or find_lora_file(ws, net.name)
         lora = load_lora_file(path)
         check_lora_family(lora, model.family, name=str(path))
         loras.append((lora, net.te_weight, net.unet_weight))
@@ -184,7 +191,15 @@ def run_generation(
         )
     embeddings = {}
     ti_hashes = []
+    pinned = {
+        name
+        for (lora, _, _), info in zip(loras, lora_info, strict=True)
+        if info["name"] in (lora_files or {})
+        for name in lora.embeddings
+    }
     for name, path in find_embedding_files(ws, [prompt, negative]).items():
+        if name in pinned:
+            continue
         embedding = load_embedding(path)
         if len(embedding.vectors) != len(model.text_encoders):
             raise LorastudioError(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from lorastudio.generate.fonts import load_font
+
 __all__ = ["RunLog", "draw_loss_curve", "read_log"]
 
 
@@ -58,6 +60,7 @@ def draw_loss_curve(records: list[dict], path: Path, size: tuple[int, int] = (64
     width, height = size
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
+    font = load_font(12)
     points = [(r["step"], r["loss"]) for r in records if "loss" in r]
     margin = 40
     draw.rectangle([margin, 10, width - 10, height - margin], outline=(180, 180, 180))
@@ -81,11 +84,11 @@ def draw_loss_curve(records: list[dict], path: Path, size: tuple[int, int] = (64
         if len(points) > 1:
             draw.line([xy(s, v) for s, v in points], fill=(190, 190, 190), width=1)
             draw.line([xy(s, v) for s, v in zip(steps, smooth, strict=True)], fill=(40, 90, 200), width=2)
-        draw.text((margin, height - margin + 6), f"step {first}", fill="black")
-        draw.text((width - 100, height - margin + 6), f"step {steps[-1]}", fill="black")
-        draw.text((4, 12), f"{hi:.3g}", fill="black")
-        draw.text((4, height - margin - 12), f"{lo:.3g}", fill="black")
-    draw.text((margin + 6, 14), "loss", fill=(40, 90, 200))
+        draw.text((margin, height - margin + 6), f"step {first}", fill="black", font=font)
+        draw.text((width - 100, height - margin + 6), f"step {steps[-1]}", fill="black", font=font)
+        draw.text((4, 12), f"{hi:.3g}", fill="black", font=font)
+        draw.text((4, height - margin - 12), f"{lo:.3g}", fill="black", font=font)
+    draw.text((margin + 6, 14), "loss", fill=(40, 90, 200), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path

@@ -36,6 +36,7 @@ Handler = Callable[["JobContext"], "dict[str, Any] | None"]
 BUILTIN_HANDLERS: dict[str, Handler | str] = {
     "sleep": "lorastudio.service.jobs.handlers:sleep_handler",
     "generate": "lorastudio.service.job_handlers:generate_handler",
+    "grid": "lorastudio.service.grid:grid_handler",
     "train": "lorastudio.service.job_handlers:train_handler",
     "caption": "lorastudio.service.job_handlers:caption_handler",
     "import": "lorastudio.service.job_handlers:import_handler",

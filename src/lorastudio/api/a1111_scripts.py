@@ -1,0 +1,206 @@
+"""A1111 selectable scripts on `/sdapi/v1/txt2img`: the "x/y/z plot" (comparison grids).
+
+A1111 clients send `script_name: "x/y/z plot"` and the script's positional `script_args`:
+`[x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown, z_type, z_values,
+z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds,
+margin_size, csv_mode]` (A1111 1.6), or with `vary_seeds_x, vary_seeds_y, vary_seeds_z`
+after `no_fixed_seeds` (A1111 1.7+; told apart by the booleans there). A type is an index
+into A1111's txt2img axis list or, more robust across A1111 versions, the axis name
+("CFG Scale", "Seed", "Prompt S/R", or lorastudio's own "LoRA weight", "LoRA checkpoint").
+The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids), cells (include_lone_images)].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from lorastudio.errors import LorastudioError
+
+__all__ = ["SCRIPTS", "XYZ_SCRIPT", "grid_request_from_script_args", "run_script", "script_info"]
+
+XYZ_SCRIPT = "x/y/z plot"
+SCRIPTS = {"txt2img": [XYZ_SCRIPT], "img2img": []}
+
+# A1111's txt2img axis list, by index, for the axes lorastudio has (same order in 1.6 to 1.10).
+A1111_TXT2IMG_AXES = {
+    0: "Nothing",
+    1: "Seed",
+    2: "Var. seed",
+    3: "Var. strength",
+    4: "Steps",
+    5: "Hires steps",
+    6: "CFG Scale",
+    7: "Prompt S/R",
+    9: "Sampler",
+    11: "Checkpoint name",
+}
+_NAMED_ARGS = (
+    "x_type",
+    "x_values",
+    "x_values_dropdown",
+    "y_type",
+    "y_values",
+    "y_values_dropdown",
+    "z_type",
+    "z_values",
+    "z_values_dropdown",
+    "draw_legend",
+    "include_lone_images",
+    "include_sub_grids",
+    "no_fixed_seeds",
+)
+
+
+def _axis_name(value: Any, which: str) -> str:
+    from lorastudio.service.grid import find_axis
+
+    if isinstance(value, bool):
+        raise LorastudioError(
+            f"script_args {which}: {value!r} is not an axis; give an index or an axis name."
+        )
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        index = int(value)
+        if index not in A1111_TXT2IMG_AXES:
+            known = ", ".join(f"{i} {n}" for i, n in A1111_TXT2IMG_AXES.items())
+            raise LorastudioError(
+                f"script_args {which}: axis index {index} is not supported; use one of {known}, or send the axis name."
+            )
+        return find_axis(A1111_TXT2IMG_AXES[index]).name
+    return find_axis(str(value)).name
+
+
+def _values(text: Any, dropdown: Any, csv_mode: bool) -> str | list:
+    """A1111 takes an axis with choices (sampler, checkpoint) from the dropdown unless csv_mode."""
+    if isinstance(dropdown, list) and dropdown and (not csv_mode or not str(text or "").strip()):
+        return [str(v) for v in dropdown]
+    return str(text or "")
+
+
+def _as_named(args: list | dict) -> dict[str, Any]:
+    if isinstance(args, dict):
+        return dict(args)
+    if not isinstance(args, list):
+        raise LorastudioError("script_args: send a list (A1111's positional arguments of the x/y/z plot).")
+    named = dict(zip(_NAMED_ARGS, args, strict=False))
+    rest = list(args[len(_NAMED_ARGS) :])
+    if rest and isinstance(rest[0], bool):  # A1111 1.7+: vary_seeds_x/y/z come first
+        named.update(zip(("vary_seeds_x", "vary_seeds_y", "vary_seeds_z"), rest[:3], strict=False))
+        rest = rest[3:]
+    named.update(zip(("margin_size", "csv_mode"), rest, strict=False))
+    return named
+
+
+def grid_request_from_script_args(args: list | dict):
+    """(GridRequest, include_lone_images, include_sub_grids) from the x/y/z plot's arguments."""
+    from lorastudio.service.grid import GridRequest
+
+    named = _as_named(args)
+    if not any(named.get(f"{a}_type") for a in "xyz"):
+        raise LorastudioError("script_args: the x/y/z plot needs at least x_type and x_values.")
+    csv_mode = bool(named.get("csv_mode", False))
+    axes = {}
+    for letter in "xyz":
+        kind = named.get(f"{letter}_type", 0)
+        axes[letter] = {
+            "axis": _axis_name(kind if kind not in (None, "") else 0, f"{letter}_type"),
+            "values": _values(
+                named.get(f"{letter}_values"), named.get(f"{letter}_values_dropdown"), csv_mode
+            ),
+        }
+    request = GridRequest.model_validate(
+        {
+            **axes,
+            "draw_legend": bool(named.get("draw_legend", True)),
+            "fixed_seeds": not bool(named.get("no_fixed_seeds", False)),
+            "margin": int(named.get("margin_size") or 0),
+        }
+    )
+    return request, bool(named.get("include_lone_images", False)), bool(named.get("include_sub_grids", False))
+
+
+def script_info() -> list[dict[str, Any]]:
+    """`/sdapi/v1/script-info`: the x/y/z plot and its arguments, in A1111's shape."""
+    from lorastudio.service.grid import AXES
+
+    labels = [a.label for a in AXES.values()]
+
+    def arg(label: str, value: Any, choices: list | None = None) -> dict[str, Any]:
+        return {
+            "label": label,
+            "value": value,
+            "minimum": None,
+            "maximum": None,
+            "step": None,
+            "choices": choices,
+        }
+
+    args = []
+    for letter in "XYZ":
+        args += [
+            arg(f"{letter} type", "Nothing", labels),
+            arg(f"{letter} values", ""),
+            arg(f"{letter} values", None),
+        ]
+    args += [
+        arg("Draw legend", True),
+        arg("Include Sub Images", False),
+        arg("Include Sub Grids", False),
+        arg("Keep -1 for seeds", False),
+        arg("Grid margins (px)", 0),
+        arg("Use text inputs instead of dropdowns", False),
+    ]
+    return [{"name": XYZ_SCRIPT, "is_alwayson": False, "is_img2img": False, "args": args}]
+
+
+async def run_script(req, studio, user: str = "") -> dict[str, Any]:
+    """Run the request's selectable script through the job queue and answer as A1111 does."""
+    from lorastudio.api.a1111 import Img2ImgRequest, _b64_file, _info, to_generate_config
+    from lorastudio.api.native import quota_as_429
+    from lorastudio.service.grid import submit_grid
+
+    name = str(req.script_name or "").strip()
+    if name.lower() != XYZ_SCRIPT or isinstance(req, Img2ImgRequest):
+        mode = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
+        have = ", ".join(SCRIPTS[mode]) or "none"
+        raise LorastudioError(f"script_name {name!r}: not available for {mode}; scripts here: {have}.")
+    grid, lone, sub_grids = grid_request_from_script_args(req.script_args or [])
+
+    def submit():
+        cfg = to_generate_config(req, studio)
+        with quota_as_429():
+            return cfg, submit_grid(studio, cfg, grid, user=user)
+
+    cfg, job = await asyncio.to_thread(submit)
+    job = await studio.wait_job_async(job.id)
+    if job.state == "failed":
+        raise LorastudioError(f"x/y/z plot failed: {job.error}")
+
+    def answer() -> dict[str, Any]:
+        result = job.result or {}
+        folder = studio.job_folder(job)
+        paths = [folder / result["grid"]] if result.get("grid") else []
+        infotexts = [result.get("grid_infotext", "")] if paths else []
+        seeds = [result["seeds"][0]] if paths and result.get("seeds") else []
+        prompts = [req.prompt] if paths else []
+        if sub_grids:
+            paths += [folder / n for n in result.get("sub_grids", [])]
+            infotexts += [result.get("grid_infotext", "")] * len(result.get("sub_grids", []))
+            seeds += seeds[:1] * len(result.get("sub_grids", []))
+            prompts += [req.prompt] * len(result.get("sub_grids", []))
+        if lone:
+            paths += [folder / n for n in result.get("images", [])]
+            infotexts += list(result.get("infotexts", []))
+            seeds += list(result.get("seeds", []))
+            prompts += list(result.get("prompts", []))
+        info = _info(req, cfg, job, infotexts, seeds, studio)
+        info.update(all_prompts=prompts, index_of_first_image=1 if lone else 0)
+        images = [_b64_file(p) for p in paths] if req.send_images else []
+        return {
+            "images": images,
+            "parameters": req.model_dump(),
+            "info": json.dumps(info, ensure_ascii=False),
+        }
+
+    return await asyncio.to_thread(answer)

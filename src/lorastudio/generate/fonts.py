@@ -1,0 +1,131 @@
+"""One font lookup for every picture lorastudio labels (grids, contact sheets, loss curves).
+
+Captions and trigger words are often Chinese; Pillow's built-in font has no CJK glyphs
+and draws them as boxes. The font is found once per process, in this order:
+
+1. `LORASTUDIO_FONT` (a .ttf/.otf/.ttc file),
+2. a CJK font known to the system (`fc-match :lang=zh-cn`, then well-known paths of
+   Debian's fonts-noto-cjk / fonts-wqy-microhei / fonts-wqy-zenhei and their cousins),
+3. Pillow's scalable default font (Latin only), with a one-time warning saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from PIL import ImageFont
+
+from lorastudio.errors import LorastudioError
+
+__all__ = ["FONT_ENV", "fit_text", "font_path", "has_cjk_font", "load_font", "text_width"]
+
+FONT_ENV = "LORASTUDIO_FONT"
+logger = logging.getLogger("lorastudio.fonts")
+
+# Where Linux distributions and macOS put fonts that cover Chinese, Japanese and Korean.
+KNOWN_CJK_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/wqy-microhei/wqy-microhei.ttc",
+    "/usr/share/fonts/wqy-zenhei/wqy-zenhei.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+    "/System/Library/Fonts/PingFang.ttc",
+    "/System/Library/Fonts/STHeiti Medium.ttc",
+    "/Library/Fonts/Arial Unicode.ttf",
+)
+_FC_MATCH_TIMEOUT_S = 5
+
+
+def _fc_match_cjk() -> str | None:
+    """The file fontconfig picks for Chinese text, when fontconfig is installed and it has one."""
+    if shutil.which("fc-match") is None:
+        return None
+    try:
+        found = subprocess.run(
+            ["fc-match", "-f", "%{file}", ":lang=zh-cn"],
+            capture_output=True,
+            text=True,
+            timeout=_FC_MATCH_TIMEOUT_S,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # fontconfig answers with its best guess even without a CJK font (DejaVu): check coverage.
+    if found and Path(found).is_file() and _covers_cjk(found):
+        return found
+    return None
+
+
+def _covers_cjk(path: str) -> bool:
+    """True when the font draws two different CJK characters differently (tofu boxes are identical)."""
+    try:
+        font = ImageFont.truetype(path, 24)
+    except OSError:
+        return False
+    first, second = font.getmask("中"), font.getmask("画")
+    return bool(first.getbbox()) and (first.size != second.size or bytes(first) != bytes(second))
+
+
+@functools.cache
+def font_path() -> str | None:
+    """The font file to draw labels with; None means Pillow's default (no CJK)."""
+    configured = os.environ.get(FONT_ENV, "").strip()
+    if configured:
+        if not Path(configured).expanduser().is_file():
+            raise LorastudioError(
+                f"{FONT_ENV}={configured!r}: no such font file; point it at a .ttf/.otf/.ttc file or unset it."
+            )
+        return str(Path(configured).expanduser())
+    found = _fc_match_cjk()
+    if found:
+        return found
+    for candidate in KNOWN_CJK_FONTS:
+        if Path(candidate).is_file() and _covers_cjk(candidate):
+            return candidate
+    logger.warning(
+        "no CJK font found: Chinese, Japanese or Korean labels will show as boxes. "
+        "Install one (Debian/Ubuntu: apt-get install fonts-noto-cjk or fonts-wqy-microhei) "
+        "or set %s=/path/to/font.ttc.",
+        FONT_ENV,
+    )
+    return None
+
+
+def has_cjk_font() -> bool:
+    """Whether labels with Chinese text will be drawn with real glyphs."""
+    path = font_path()
+    return path is not None and _covers_cjk(path)
+
+
+@functools.cache
+def load_font(size: int = 16) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The label font at `size` pixels (cached per size)."""
+    path = font_path()
+    if path is not None:
+        return ImageFont.truetype(path, size)
+    return ImageFont.load_default(size)
+
+
+def text_width(font, text: str) -> int:
+    """Width in pixels of one line of `text` in `font`."""
+    left, _, right, _ = font.getbbox(text)
+    return int(right - left)
+
+
+def fit_text(font, text: str, width: int) -> str:
+    """`text` cut (with an ellipsis) to fit one line of `width` pixels."""
+    if text_width(font, text) <= width:
+        return text
+    while text and text_width(font, text + "…") > width:
+        text = text[:-1]
+    return text + "…" if text else ""

@@ -1,0 +1,731 @@
+"""Comparison grids (A1111's X/Y/Z plot): which checkpoint, which LoRA weight, which sampler.
+
+Every cell is an ordinary generation (service.generation.run_generation) with one request
+changed per axis, all through one ModelCache, so each cell's PNG carries its own infotext
+and `.yaml` recipe. The grid PNG carries the first cell's infotext plus the axes, as A1111
+writes it. A `checkpoint` axis walks a training run's `checkpoints/step-N/` LoRA files;
+when `lorastudio train score` has scored them, the scores become the cells' captions.
+
+Value lists follow A1111's syntax: comma separated (CSV quotes allowed), integer ranges
+`1-5`, `1-9 (+2)`, `10-1 (-3)`, `1-10 [4]` (4 evenly spaced values) and float ranges
+`0.4-1.0 (+0.2)`, `0.4-1.0 [4]`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+
+from lorastudio.config import StrictModel
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.workspace import Workspace, safe_name
+
+__all__ = [
+    "AXES",
+    "Axis",
+    "AxisRequest",
+    "GridRequest",
+    "GridResult",
+    "find_axis",
+    "grid_handler",
+    "parse_axis_option",
+    "parse_values",
+    "run_grid",
+    "submit_grid",
+]
+
+SCRIPT_TITLE = "X/Y/Z plot"
+MAX_CELLS = 1000
+
+
+# --- axes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One thing a grid can vary. `label` is A1111's name for it where A1111 has one."""
+
+    name: str
+    label: str
+    kind: type
+    aliases: tuple[str, ...] = ()
+    show_label: bool = True  # "Steps: 20"; Prompt S/R and model names show the value alone
+    cost: int = 0  # slow to change (a model load): generated in the outer loop
+
+
+AXES: dict[str, Axis] = {
+    axis.name: axis
+    for axis in (
+        Axis("nothing", "Nothing", str, ("none",)),
+        Axis("seed", "Seed", int),
+        Axis("subseed", "Var. seed", int, ("variation seed", "var seed")),
+        Axis("subseed_strength", "Var. strength", float, ("variation strength", "var strength")),
+        Axis("steps", "Steps", int),
+        Axis("cfg", "CFG Scale", float, ("cfg_scale", "cfg scale", "guidance")),
+        Axis(
+            "prompt_sr", "Prompt S/R", str, ("prompt s/r", "prompt", "sr", "search replace"), show_label=False
+        ),
+        Axis("sampler", "Sampler", str, ("sampler_name",), show_label=False),
+        Axis("schedule", "Schedule type", str, ("scheduler", "schedule type")),
+        Axis(
+            "model",
+            "Checkpoint name",
+            str,
+            ("checkpoint name", "sd_model_checkpoint"),
+            show_label=False,
+            cost=2,
+        ),
+        Axis("checkpoint", "LoRA checkpoint", str, ("lora checkpoint", "run checkpoint", "step"), cost=1),
+        Axis("lora_weight", "LoRA weight", float, ("lora weight", "weight", "lora strength")),
+        Axis("width", "Width", int),
+        Axis("height", "Height", int),
+        Axis("size", "Size", str),
+        Axis("clip_skip", "Clip skip", int, ("clip skip", "clipskip")),
+        Axis("hires_steps", "Hires steps", int, ("hr_second_pass_steps",)),
+        Axis("hires_strength", "Denoising", float, ("denoising", "denoising_strength")),
+    )
+}
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+_AXIS_KEYS = {_key(k): a for a in AXES.values() for k in (a.name, a.label, *a.aliases)}
+
+
+def find_axis(name: str) -> Axis:
+    """An axis by our name (`lora_weight`), A1111's label (`CFG Scale`) or an alias."""
+    axis = _AXIS_KEYS.get(_key(str(name)))
+    if axis is None:
+        raise LorastudioError(f"grid axis {name!r}: unknown; choose one of: {', '.join(AXES)}.")
+    return axis
+
+
+# --- value lists --------------------------------------------------------------------------
+
+_INT = r"[+-]?\s*\d+"
+_FLOAT = r"[+-]?\s*(?:\d+(?:\.\d*)?|\.\d+)"
+_RANGE_STEP = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})(?:\s*\(\s*([+-]\s*{_FLOAT})\s*\))?\s*")
+_RANGE_COUNT = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})\s*\[\s*(\d+)\s*\]\s*")
+
+
+def _split_csv(text: str) -> list[str]:
+    rows = list(csv.reader(io.StringIO(str(text)), skipinitialspace=True))
+    return [item.strip() for row in rows for item in row if item.strip() != ""]
+
+
+def _number(text: str, kind: type, axis: str):
+    cleaned = text.replace(" ", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise LorastudioError(
+            f"grid axis {axis}: {text!r} is not a number; give e.g. '1,2,3', '1-5', '1-9 (+2)' or '0.4-1.0 [4]'."
+        ) from None
+    if kind is int:
+        if not value.is_integer():
+            raise LorastudioError(f"grid axis {axis}: {text!r} is not a whole number.")
+        return int(value)
+    return value
+
+
+def _expand_range(item: str, kind: type, axis: str) -> list | None:
+    """A1111's `a-b`, `a-b (+s)` and `a-b [n]`; None when the item is not a range."""
+    counted = _RANGE_COUNT.fullmatch(item)
+    stepped = _RANGE_STEP.fullmatch(item)
+    if counted:
+        start, end = _number(counted[1], float, axis), _number(counted[2], float, axis)
+        count = int(counted[3])
+        if count < 1:
+            raise LorastudioError(f"grid axis {axis}: {item!r} asks for no values; use [1] or more.")
+        values = [start + (end - start) * i / (count - 1) if count > 1 else start for i in range(count)]
+        return [int(v) for v in values] if kind is int else [round(v, 10) for v in values]
+    if stepped is None:
+        return None
+    start, end = _number(stepped[1], kind, axis), _number(stepped[2], kind, axis)
+    if stepped[3] is not None:
+        step = _number(stepped[3], kind, axis)
+    else:
+        step = 1 if end >= start else -1
+    if step == 0 or (end - start) * step < 0:
+        raise LorastudioError(f"grid axis {axis}: {item!r} never reaches its end; check the step's sign.")
+    count = math.floor((end - start) / step + 1e-9) + 1
+    if count > MAX_CELLS:
+        raise LorastudioError(f"grid axis {axis}: {item!r} makes {count} values; at most {MAX_CELLS}.")
+    if kind is int:
+        return [start + i * step for i in range(count)]
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def parse_values(text: str | list, axis: Axis) -> list:
+    """A value list in A1111's syntax, typed for the axis. A list is taken as already split."""
+    items = [str(v).strip() for v in text] if isinstance(text, list) else _split_csv(text)
+    if axis.name == "nothing":
+        return [""]
+    if not items:
+        raise LorastudioError(f"grid axis {axis.name}: no values; give e.g. '{axis.name}=a,b,c'.")
+    if axis.kind is str:
+        return items
+    values: list = []
+    for item in items:
+        expanded = _expand_range(item, axis.kind, axis.name)
+        values += expanded if expanded is not None else [_number(item, axis.kind, axis.name)]
+    return values
+
+
+def parse_axis_option(option: str) -> tuple[Axis, str]:
+    """`NAME=VALUES` as the CLI's --x/--y/--z take it."""
+    name, sep, values = str(option).partition("=")
+    if not sep:
+        raise LorastudioError(f"grid axis {option!r}: write NAME=VALUES, e.g. --x 'lora_weight=0.4,0.7,1.0'.")
+    return find_axis(name.strip()), values.strip()
+
+
+def format_value(axis: Axis, value: Any) -> str:
+    """The label of one value, as A1111 writes it ("CFG Scale: 7", "Euler a")."""
+    if axis.name == "nothing":
+        return ""
+    text = f"{round(value, 8):g}" if isinstance(value, float) else str(value)
+    return f"{axis.label}: {text}" if axis.show_label else text
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+class AxisRequest(StrictModel):
+    axis: str = Field("nothing", description="Axis name: lora_weight, checkpoint, seed, cfg, steps, ...")
+    values: str | list[Any] = Field("", description="A1111 value list: '0.4,0.7,1.0', '1-5', '0.4-1.0 [4]'.")
+
+
+class GridRequest(StrictModel):
+    """The grid part of a request; the generation part is a GenerateConfig."""
+
+    x: AxisRequest = Field(default_factory=AxisRequest)
+    y: AxisRequest = Field(default_factory=AxisRequest)
+    z: AxisRequest = Field(default_factory=AxisRequest)
+    lora: str | None = Field(None, description="LoRA name the weight/checkpoint axes act on.")
+    run: str | None = Field(None, description="Training run whose checkpoints the checkpoint axis walks.")
+    draw_legend: bool = True
+    fixed_seeds: bool = Field(True, description="Resolve seed -1 once for the whole grid (A1111's default).")
+    margin: int = Field(0, ge=0, le=500, description="Pixels between cells.")
+
+
+# --- the LoRA the weight and checkpoint axes act on ---------------------------------------
+
+_LORA_TAG = re.compile(r"<(lora|lyco):([^:>]+)((?::[^>]*)?)>")
+
+
+@dataclass
+class LoraTarget:
+    name: str | None
+    run_dir: Path | None = None
+    full_model: bool = False  # a DreamBooth / fine-tune run: checkpoints are whole models
+    checkpoints: dict[int, Path] = field(default_factory=dict)
+    final: Path | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def file_for(self, value: str) -> tuple[Path, int | None]:
+        """The file of a checkpoint axis value (`step-500`, `500`, `final`, `best`) and its step."""
+        if self.run_dir is None:
+            raise LorastudioError(
+                "grid: a checkpoint axis needs a training run; pass --run RUN (a folder in studio/runs)."
+            )
+        text = str(value).strip().lower()
+        if text in {"final", "last"}:
+            if self.final is not None:
+                return self.final, self._step_of_final()
+            if self.checkpoints:
+                step = max(self.checkpoints)
+                return self.checkpoints[step], step
+        elif text == "best":
+            best = self.scores.get("best_step")
+            if best is None:
+                raise LorastudioError(
+                    f"run {self.run_dir.name!r}: no scores yet for 'best'; run `lorastudio train score {self.run_dir.name}`."
+                )
+            return self._step(int(best))
+        else:
+            digits = text.removeprefix("step-").removeprefix("step")
+            if digits.isdigit():
+                return self._step(int(digits))
+        have = ", ".join(f"step-{s}" for s in self.checkpoints) or "none"
+        raise LorastudioError(
+            f"run {self.run_dir.name!r}: checkpoint {value!r} is not a step-N, final or best; saved: {have}."
+        )
+
+    def _step_of_final(self) -> int | None:
+        """The checkpoint whose weights the final file holds (its scores apply to it), if any.
+
+        Compared by kohya's model hash, which covers the tensors and not the metadata.
+        """
+        from lorastudio.adapters.hashing import lora_short_hash
+
+        last = max(self.checkpoints, default=None)
+        if last is not None and lora_short_hash(self.final) == lora_short_hash(self.checkpoints[last]):
+            return last
+        return None
+
+    def _step(self, step: int) -> tuple[Path, int]:
+        if step not in self.checkpoints:
+            have = ", ".join(f"step-{s}" for s in self.checkpoints) or "none"
+            raise NotFoundError(f"run {self.run_dir.name!r}: no checkpoint at step {step}; saved: {have}.")
+        return self.checkpoints[step], step
+
+    def caption(self, step: int | None) -> str | None:
+        """The checkpoint's `train score` results, e.g. 'validation_loss 0.1234 (best)'."""
+        row = next((r for r in self.scores.get("rows", []) if r.get("step") == step), None)
+        if row is None:
+            return None
+        parts = [f"{name} {value:.4g}" for name, value in (row.get("scores") or {}).items()]
+        if row.get("best"):
+            parts.append("(best)")
+        return " ".join(parts) or None
+
+
+def _run_of_library_lora(ws: Workspace, name: str) -> str | None:
+    from lorastudio.service.library import Library
+
+    for row in Library(ws).loras():
+        if row["name"] == name:
+            return (json.loads(row.get("info") or "{}") or {}).get("run")
+    return None
+
+
+def _lora_target(
+    ws: Workspace, prompt: str, lora: str | None, run: str | None, needs_run: bool
+) -> LoraTarget:
+    """Which LoRA the axes act on: --lora, else the run's output, else the prompt's only LoRA tag."""
+    tags = [m[2] for m in _LORA_TAG.finditer(prompt)]
+    if run is None and needs_run:
+        name = lora or (tags[0] if len(tags) == 1 else None)
+        if name and (ws.runs / name / "config.yaml").is_file():
+            run = name
+        elif name:
+            run = _run_of_library_lora(ws, name)
+    if run is None:
+        name = lora or (tags[0] if len(tags) == 1 else None)
+        return LoraTarget(name)
+    from lorastudio.train.scoring import (
+        _output_name,
+        _read_config,
+        _read_scores,
+        _run_folder,
+        list_checkpoints,
+    )
+
+    run_dir = _run_folder(ws, safe_name(run, "run name"))
+    cfg = _read_config(run_dir)
+    output = _output_name(cfg, run_dir)
+    final = run_dir / f"{output}.safetensors"
+    return LoraTarget(
+        name=lora or output,
+        run_dir=run_dir,
+        full_model=bool(cfg.trains_full_unet),
+        checkpoints={c.step: c.lora for c in list_checkpoints(run_dir, cfg)},
+        final=final if final.is_file() else None,
+        scores=_read_scores(run_dir),
+    )
+
+
+def with_lora_weight(prompt: str, name: str, weight: float | None) -> str:
+    """The prompt with `<lora:name:weight>`: an existing tag of that name gets the weight, else one is added."""
+    pattern = re.compile(rf"<(lora|lyco):{re.escape(name)}((?::[^>]*)?)>")
+    match = pattern.search(prompt)
+    if match is None:
+        text = f"{weight if weight is not None else 1.0:g}"
+        return f"{prompt} <lora:{name}:{text}>".strip()
+    if weight is None:
+        return prompt
+    return prompt[: match.start()] + f"<{match[1]}:{name}:{weight:g}>" + prompt[match.end() :]
+
+
+# --- cells --------------------------------------------------------------------------------
+
+
+@dataclass
+class GridCell:
+    x: int
+    y: int
+    z: int
+    values: dict[str, Any]
+    config: GenerateConfig
+    lora_file: Path | None = None
+    step: int | None = None
+    caption: str | None = None
+    path: Path | None = None
+    recipe: Path | None = None
+    seed: int | None = None
+    infotext: str = ""
+
+
+@dataclass
+class GridResult:
+    grid: Path
+    sub_grids: list[Path]
+    cells: list[GridCell]
+    infotext: str
+    axes: dict[str, dict[str, Any]]
+    layout: dict[str, int]
+    model: str = ""
+    model_hash: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "grid": str(self.grid),
+            "sub_grids": [str(p) for p in self.sub_grids],
+            "axes": self.axes,
+            "layout": self.layout,
+            "cells": [
+                {
+                    "x": c.x,
+                    "y": c.y,
+                    "z": c.z,
+                    "values": c.values,
+                    "image": str(c.path) if c.path else None,
+                    "recipe": str(c.recipe) if c.recipe else None,
+                    "seed": c.seed,
+                    "lora_file": str(c.lora_file) if c.lora_file else None,
+                    "caption": c.caption,
+                }
+                for c in self.cells
+            ],
+            "infotext": self.infotext,
+            "model": self.model,
+            "model_hash": self.model_hash,
+        }
+
+
+def _apply(axis: Axis, value: Any, values: list, fields: dict[str, Any], state: dict[str, Any]) -> None:
+    """Change one cell's request for one axis value (`state` holds the LoRA weight and checkpoint)."""
+    name = axis.name
+    if name == "nothing":
+        return
+    if name == "prompt_sr":
+        search = values[0]
+        if search not in fields["prompt"] and search not in fields["negative_prompt"]:
+            raise LorastudioError(
+                f"grid axis prompt_sr: {search!r} (the first value) is in neither the prompt nor the negative prompt."
+            )
+        fields["prompt"] = fields["prompt"].replace(search, value)
+        fields["negative_prompt"] = fields["negative_prompt"].replace(search, value)
+    elif name == "lora_weight":
+        state["weight"] = value
+    elif name == "checkpoint":
+        state["checkpoint"] = value
+    elif name == "cfg":
+        fields["cfg_scale"] = value
+    elif name == "size":
+        match = re.fullmatch(r"\s*(\d+)\s*[x×X]\s*(\d+)\s*", str(value))
+        if match is None:
+            raise LorastudioError(f"grid axis size: {value!r} is not WIDTHxHEIGHT, e.g. 512x768.")
+        fields["width"], fields["height"] = int(match[1]), int(match[2])
+    elif name == "sampler":
+        fields["sampler"] = value
+    else:
+        fields[name] = value
+
+
+def _seed_values(axis: Axis, values: list, fixed: bool) -> list:
+    from lorastudio.generate.pipeline import resolve_seed
+
+    if fixed and axis.name in {"seed", "subseed"}:
+        return [resolve_seed(int(v)) for v in values]
+    return values
+
+
+def plan_cells(
+    ws: Workspace, base: GenerateConfig, request: GridRequest
+) -> tuple[list[GridCell], list[tuple[Axis, list, str]], LoraTarget]:
+    """Every cell's request, x fastest, then y, then z (A1111's order in the picture)."""
+    from lorastudio.generate.pipeline import resolve_seed
+    from lorastudio.generate.samplers import parse_sampler
+
+    axes = []
+    for spec in (request.x, request.y, request.z):
+        axis = find_axis(spec.axis)
+        values = _seed_values(axis, parse_values(spec.values, axis), request.fixed_seeds)
+        raw = spec.values if isinstance(spec.values, str) else ", ".join(str(v) for v in spec.values)
+        axes.append((axis, values, raw))
+    names = [a.name for a, _, _ in axes if a.name != "nothing"]
+    if len(set(names)) != len(names):
+        raise LorastudioError("grid: the same axis is used twice; give each of --x/--y/--z a different one.")
+    total = math.prod(len(values) for _, values, _ in axes)
+    if total > MAX_CELLS:
+        raise LorastudioError(f"grid: {total} cells; at most {MAX_CELLS}, use fewer values.")
+    for axis, values, _ in axes:
+        if axis.name == "sampler":
+            for value in values:
+                parse_sampler(value, base.schedule)  # a bad name fails before any model is loaded
+
+    uses = {a.name for a, _, _ in axes}
+    target = _lora_target(ws, base.prompt, request.lora, request.run, "checkpoint" in uses)
+    if "lora_weight" in uses and not target.name:
+        raise LorastudioError(
+            "grid axis lora_weight: which LoRA? pass --lora NAME or --run RUN, or put one <lora:NAME:1> in the prompt."
+        )
+    if target.full_model and "lora_weight" in uses:
+        raise LorastudioError(
+            f"run {target.run_dir.name!r} trains the whole UNet: its checkpoints are models, they have no LoRA weight."
+        )
+
+    fields = base.model_dump()
+    fields.update(batch_size=1, count=1)  # one image per cell
+    if request.fixed_seeds:
+        fields["seed"] = resolve_seed(base.seed)
+    cells = []
+    (x_axis, xs, _), (y_axis, ys, _), (z_axis, zs, _) = axes
+    for iz, z in enumerate(zs):
+        for iy, y in enumerate(ys):
+            for ix, x in enumerate(xs):
+                cell_fields = dict(fields)
+                state: dict[str, Any] = {"weight": None, "checkpoint": None}
+                for axis, value, values in ((x_axis, x, xs), (y_axis, y, ys), (z_axis, z, zs)):
+                    _apply(axis, value, values, cell_fields, state)
+                cell = _cell(ws, ix, iy, iz, axes, (x, y, z), cell_fields, state, target)
+                cells.append(cell)
+    return cells, axes, target
+
+
+def _cell(ws, ix, iy, iz, axes, values, fields, state, target: LoraTarget) -> GridCell:
+    lora_file, step = None, None
+    if state["checkpoint"] is not None:
+        lora_file, step = target.file_for(state["checkpoint"])
+        if target.full_model:
+            fields["model"], lora_file = str(lora_file), None
+    if target.name and not target.full_model:  # the prompt names the LoRA (weight 1 unless an axis sets it)
+        fields["prompt"] = with_lora_weight(fields["prompt"], target.name, state["weight"])
+    if (
+        lora_file is None
+        and target.run_dir is not None
+        and not target.full_model
+        and target.final is not None
+    ):
+        if not (ws.loras / f"{target.name}.safetensors").is_file():
+            lora_file = target.final  # a run whose result is not in loras/ (yet): use its final file
+    try:
+        config = GenerateConfig.model_validate(fields)
+    except ValueError as exc:
+        raise LorastudioError(f"grid cell {values}: {exc}") from None
+    named = {
+        axis.name: value for (axis, _, _), value in zip(axes, values, strict=True) if axis.name != "nothing"
+    }
+    return GridCell(
+        ix, iy, iz, named, config, lora_file, step, target.caption(step) if step is not None else None
+    )
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _next_grid_stem(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [
+        int(m[1])
+        for p in folder.glob("grid-*.png")
+        if (m := re.fullmatch(r"grid-(\d+)(?:-z\d+)?\.png", p.name))
+    ]
+    return f"grid-{max(numbers, default=-1) + 1:05d}"
+
+
+def _grid_infotext(
+    first: GridCell, axes: list[tuple[Axis, list, str]], fixed_seeds: bool, with_z: bool
+) -> str:
+    """The first cell's parameters plus the script and its axes, as A1111 writes a grid's infotext."""
+    from lorastudio.generate.infotext import format_infotext, parse_infotext
+
+    params = parse_infotext(first.infotext, fill_defaults=False) if first.infotext else {}
+    prompt = params.pop("Prompt", first.config.prompt)
+    negative = params.pop("Negative prompt", first.config.negative_prompt)
+    params["Script"] = SCRIPT_TITLE
+    for letter, (axis, values, raw) in zip("XYZ", axes, strict=True):
+        if axis.name == "nothing" or (letter == "Z" and not with_z):
+            continue
+        params[f"{letter} Type"] = axis.label
+        params[f"{letter} Values"] = raw
+        if axis.name in {"seed", "subseed"} and fixed_seeds:
+            params[f"Fixed {letter} Values"] = ", ".join(str(v) for v in values)
+    return format_infotext(prompt, negative, params)
+
+
+def run_grid(
+    ws: Workspace,
+    base: GenerateConfig,
+    request: GridRequest,
+    cache: ModelCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    out_dir: Path | None = None,
+) -> GridResult:
+    """Generate every cell (one model load for all), draw the labelled grid(s), save them."""
+    from PIL import Image
+
+    from lorastudio.generate.grid import draw_grid, stack_grids
+    from lorastudio.generate.infotext import save_png
+    from lorastudio.service.generation import run_generation
+
+    cells, axes, target = plan_cells(ws, base, request)
+    cache = cache or ModelCache(ws)
+    folder = out_dir or ws.outputs / dt.date.today().isoformat()
+    total_steps = sum(c.config.steps for c in cells)
+    done_steps = 0
+    model, model_hash = "", ""
+    # Slow-to-change axes outermost (A1111's "cost"): the model loads once per model value.
+    order = sorted(range(len(cells)), key=lambda i: (str(cells[i].config.model), i))
+    for index in order:
+        cell = cells[index]
+        if should_stop is not None and should_stop():
+            break
+
+        def cell_progress(
+            done: int, total: int, before: int = done_steps, steps: int = cell.config.steps
+        ) -> None:
+            if progress is not None:
+                progress(before + round(done * steps / max(total, 1)), total_steps)
+
+        lora_files = {target.name: cell.lora_file} if cell.lora_file is not None and target.name else None
+        result = run_generation(
+            ws, cell.config, cache, cell_progress, should_stop, out_dir=folder, lora_files=lora_files
+        )
+        done_steps += cell.config.steps
+        model, model_hash = model or result.model, model_hash or result.model_hash
+        if result.images:
+            image = result.images[0]
+            cell.path, cell.recipe, cell.seed, cell.infotext = (
+                image.path,
+                image.recipe_path,
+                image.seed,
+                image.infotext,
+            )
+    if not any(c.path for c in cells):
+        raise LorastudioError("grid: no cell was generated (stopped before the first one finished).")
+
+    (x_axis, xs, _), (y_axis, ys, _), (z_axis, zs, _) = axes
+    x_labels = [format_value(x_axis, v) for v in xs]
+    y_labels = [format_value(y_axis, v) for v in ys]
+    per_z = len(xs) * len(ys)
+    stem = _next_grid_stem(folder)
+    first = next(c for c in cells if c.path)
+    sub_images, sub_paths, layout = [], [], None
+    for iz in range(len(zs)):
+        chunk = cells[iz * per_z : (iz + 1) * per_z]
+        images = [Image.open(c.path).convert("RGB") if c.path else None for c in chunk]
+        captions = [c.caption for c in chunk]
+        grid, layout = draw_grid(
+            images, len(xs), x_labels, y_labels, captions, request.margin, request.draw_legend
+        )
+        sub_images.append(grid)
+        if len(zs) > 1:
+            sub_first = next((c for c in chunk if c.path), first)
+            path = save_png(
+                grid,
+                folder / f"{stem}-z{iz + 1}.png",
+                _grid_infotext(sub_first, axes, request.fixed_seeds, False),
+            )
+            sub_paths.append(path)
+    z_labels = [format_value(z_axis, v) for v in zs]
+    main = (
+        stack_grids(sub_images, z_labels, request.margin, request.draw_legend)
+        if len(zs) > 1
+        else sub_images[0]
+    )
+    infotext = _grid_infotext(first, axes, request.fixed_seeds, len(zs) > 1)
+    grid_path = save_png(main, folder / f"{stem}.png", infotext)
+    axes_info = {
+        letter: {
+            "axis": axis.name,
+            "label": axis.label,
+            "values": values,
+            "labels": [format_value(axis, v) for v in values],
+        }
+        for letter, (axis, values, _) in zip("xyz", axes, strict=True)
+    }
+    layout_info = {
+        "columns": layout.columns,
+        "rows": layout.rows,
+        "cell_width": layout.cell_w,
+        "cell_height": layout.cell_h,
+        "left": layout.left,
+        "top": layout.top,
+        "caption_height": layout.caption_h,
+        "margin": layout.margin,
+    }
+    result = GridResult(grid_path, sub_paths, cells, infotext, axes_info, layout_info, model, model_hash)
+    summary = result.as_json()
+    summary["request"] = base.model_dump()
+    summary["grid_request"] = request.model_dump()
+    (folder / f"{stem}.yaml").write_text(
+        yaml.safe_dump(json.loads(json.dumps(summary, default=str)), allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    return result
+
+
+# --- the job queue (the A1111 script runs as a job, like any generation) -------------------
+
+
+def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str = "", priority: int = 0):
+    """Queue a grid job; names in the request (model, run, LoRA) must be names, never paths."""
+    from lorastudio.generate.samplers import parse_sampler
+
+    parse_sampler(cfg.sampler, cfg.schedule)
+    for spec in (request.x, request.y, request.z):
+        axis = find_axis(spec.axis)
+        values = parse_values(spec.values, axis)  # a bad list fails now, not in the queue
+        if axis.name == "model":
+            for value in values:
+                safe_name(str(value), "model name")
+    if request.run:
+        safe_name(request.run, "run name")
+    if request.lora:
+        safe_name(request.lora, "LoRA name")
+    cfg = studio.resolve_generate(cfg)
+    payload = {"config": cfg.model_dump(), "grid": request.model_dump()}
+    return studio.submit("grid", payload, user=user, priority=priority, affinity=cfg.model)
+
+
+def grid_handler(ctx) -> dict[str, Any]:
+    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
+    from lorastudio.service.job_handlers import _model_cache, _StepReporter, publish_artifacts
+
+    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    request = GridRequest.model_validate(ctx.payload.get("grid") or {})
+    if cfg.device is None and ctx.device:
+        cfg = cfg.model_copy(update={"device": ctx.device})
+    cache = _model_cache(ctx)
+    reporter = _StepReporter(ctx)
+    result = run_grid(
+        ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+    )
+    ctx.loaded.clear()
+    ctx.loaded.update(cache.loaded_names())
+    if reporter.stopped is not None:
+        raise reporter.stopped
+    publish_artifacts(ctx, ctx.artifacts_dir)
+    done = [c for c in result.cells if c.path]
+    return {
+        "grid": result.grid.name,
+        "grid_infotext": result.infotext,
+        "sub_grids": [p.name for p in result.sub_grids],
+        "images": [c.path.name for c in done],
+        "seeds": [c.seed for c in done],
+        "infotexts": [c.infotext for c in done],
+        "prompts": [c.config.prompt for c in done],
+        "axes": result.axes,
+        "layout": result.layout,
+        "model": result.model,
+        "model_hash": result.model_hash,
+    }
