@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lorastudio.adapters.lora_file import LoraFile
+from lorastudio.adapters.lora_file import LoraFile, LoraModule
 from lorastudio.errors import LorastudioError, NotFoundError
 
 if TYPE_CHECKING:
@@ -107,13 +107,30 @@ def load_lora_file(path: str | Path) -> LoraFile:
     return lora
 
 
+def _input_width(module) -> int | None:
+    """The width of the layer's input as the module's tensors tell it (None when they do not)."""
+    from lorastudio.adapters.lycoris import DoraModule, FullModule, LohaModule
+
+    if isinstance(module, DoraModule):
+        module = module.inner
+    if isinstance(module, LoraModule) and module.down.dim() == 2:
+        return int(module.down.shape[1])
+    if isinstance(module, LohaModule) and module.t1 is None and module.w1_b.dim() == 2:
+        return int(module.w1_b.shape[1])
+    if isinstance(module, FullModule) and module.diff.dim() == 2:
+        return int(module.diff.shape[1])
+    return None
+
+
 def _family_from_widths(lora: LoraFile) -> str | None:
     for (component, path), module in lora.modules.items():
-        if component == "unet" and path.endswith("attn2.to_k") and module.down.dim() == 2:
-            return _CROSS_ATTENTION_WIDTHS.get(int(module.down.shape[1]))
+        width = _input_width(module)
+        if component == "unet" and path.endswith("attn2.to_k") and width is not None:
+            return _CROSS_ATTENTION_WIDTHS.get(width)
     for (component, path), module in lora.modules.items():
-        if component == "text_encoder" and path.endswith("self_attn.q_proj"):
-            return _TEXT_WIDTHS.get(int(module.down.shape[1]))
+        width = _input_width(module)
+        if component == "text_encoder" and path.endswith("self_attn.q_proj") and width is not None:
+            return _TEXT_WIDTHS.get(width)
     return None
 
 
@@ -161,14 +178,17 @@ def check_lora_family(
         if lora.unet_layout == "ldm" and "unet" in components
         else lora
     )
+    from lorastudio.adapters.lycoris import delta_numel
+
     for (component, path), module in checked.modules.items():
         if component not in components:
             continue
         target = find_module(components[component], path)
         weight = getattr(target, "weight", None)
-        if weight is None:
+        numel = delta_numel(module)
+        if weight is None or numel is None:
             continue
-        if module.delta().numel() != weight.numel():
+        if numel != weight.numel():
             raise LorastudioError(
                 f"{name}: layer {component}.{path} does not fit this {family.label} model's shapes; "
                 "it was trained for a different base model."

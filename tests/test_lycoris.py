@@ -1,0 +1,246 @@
+"""LyCORIS files (LoHa, LoKr, (IA)^3, full, DoRA) in LyCORIS' own key layout: applied, restored, imported.
+
+The expected weights come from the `lycoris` package's own functions (lycoris.functional), an
+independent implementation of the same maths; (IA)^3 and full diffs are their one-line definitions.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lorastudio.adapters import applied_loras, load_lora_file
+from lorastudio.adapters.kohya import kohya_name
+from lorastudio.models.families import get_family
+
+SD15 = get_family("sd15")
+EPS = torch.finfo(torch.float32).eps
+
+
+def _targets(components):
+    """One Linear and one 3x3 conv of the UNet, and a text-encoder q_proj."""
+    unet = components["unet"]
+    linear = next(p for p, m in unet.named_modules() if p.endswith("attn2.to_k"))
+    conv = next(
+        p for p, m in unet.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and ".resnets." in p
+    )
+    te = next(p for p, m in components["text_encoder"].named_modules() if p.endswith("layers.0.self_attn.q_proj"))
+    return [("unet", linear), ("unet", conv), ("text_encoder", te)]
+
+
+def _weight(components, component, path):
+    return components[component].get_submodule(path).weight
+
+
+def _factor(n: int) -> tuple[int, int]:
+    from lycoris.functional.general import factorization
+
+    return factorization(n, -1)
+
+
+def _loha(shape, gen, rank=2, tucker=False):
+    out, inp, *k = shape
+    r = lambda *s: torch.randn(*s, generator=gen) * 0.3  # noqa: E731
+    if tucker:
+        t = {"hada_t1": r(rank, rank, *k), "hada_t2": r(rank, rank, *k)}
+        w = {"hada_w1_a": r(rank, out), "hada_w1_b": r(rank, inp), "hada_w2_a": r(rank, out), "hada_w2_b": r(rank, inp)}
+        return {**w, **t}
+    flat = inp * (k[0] * k[1] if k else 1)
+    return {"hada_w1_a": r(out, rank), "hada_w1_b": r(rank, flat), "hada_w2_a": r(out, rank), "hada_w2_b": r(rank, flat)}
+
+
+def _loha_reference(parts, shape, scale):
+    from lycoris.functional import loha
+
+    weights = (parts["hada_w1_b"], parts["hada_w1_a"], parts["hada_w2_b"], parts["hada_w2_a"])
+    return loha.diff_weight(*weights, parts.get("hada_t1"), parts.get("hada_t2"), gamma=scale).reshape(shape)
+
+
+def _lokr(shape, gen, rank=2, mode="w2_lowrank"):
+    out, inp, *k = shape
+    (a, b), (c, d) = _factor(out), _factor(inp)
+    r = lambda *s: torch.randn(*s, generator=gen) * 0.3  # noqa: E731
+    if mode == "full":  # both halves full matrices: scale 1 whatever alpha says
+        return {"lokr_w1": r(a, c), "lokr_w2": r(b, d, *k)}
+    if mode == "tucker":
+        return {"lokr_w1_a": r(a, rank), "lokr_w1_b": r(rank, c), "lokr_t2": r(rank, rank, *k), "lokr_w2_a": r(rank, b), "lokr_w2_b": r(rank, d)}
+    flat = d * (k[0] * k[1] if k else 1)
+    return {"lokr_w1": r(a, c), "lokr_w2_a": r(b, rank), "lokr_w2_b": r(rank, flat)}
+
+
+def _lokr_reference(parts, shape, alpha):
+    from lycoris.functional import lokr
+
+    names = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+    weights = [parts.get(n) for n in names]
+    # lycoris.functional.lokr takes alpha and divides by the decomposed half's rank (w1_a's first)
+    if parts.get("lokr_w1_a") is None and parts.get("lokr_w2_a") is None:
+        alpha = 1.0
+    return lokr.diff_weight(*weights, gamma=alpha).reshape(shape)
+
+
+def _tolerance(*tensors) -> float:
+    """float32 rounding of sums of a few dozen products: a few dozen ulps of the largest magnitude."""
+    return 64 * EPS * sum(float(t.abs().max()) for t in tensors)
+
+
+def _save(tmp_path, name, state, metadata=None):
+    from safetensors.torch import save_file
+
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata or {})
+    return path
+
+
+def _check_applied(components, file, expected_updates, te_weight, unet_weight):
+    """Patched weights == W + expected update; every weight bit-exact again afterwards."""
+    originals = {(c, n): p.detach().clone() for c, m in components.items() for n, p in m.named_parameters()}
+    lora = load_lora_file(file)
+    with applied_loras(components, [(lora, te_weight, unet_weight)]):
+        for (component, path), (update, bias_update) in expected_updates.items():
+            strength = unet_weight if component == "unet" else te_weight
+            module = components[component].get_submodule(path)
+            base = originals[(component, _param_name(components[component], module.weight))]
+            want = base + strength * update
+            got = module.weight.detach()
+            assert not torch.equal(got, base)
+            assert torch.allclose(got, want, rtol=0, atol=_tolerance(base, update)), (component, path)
+            if bias_update is not None:
+                base_b = originals[(component, _param_name(components[component], module.bias))]
+                assert torch.allclose(module.bias, base_b + strength * bias_update, rtol=0, atol=_tolerance(base_b, bias_update))
+    params = {c: dict(m.named_parameters()) for c, m in components.items()}
+    for (c, n), before in originals.items():
+        assert torch.equal(params[c][n], before), (c, n)
+    return lora
+
+
+def _param_name(module, param):
+    return next(n for n, p in module.named_parameters() if p is param)
+
+
+@pytest.fixture(scope="module")
+def components(sd15):
+    return {k: v for k, v in sd15.components.items() if k in ("unet", "text_encoder")}
+
+
+@pytest.mark.parametrize("tucker", [False, True])
+def test_loha_applies_and_restores(components, tmp_path, tucker):
+    gen = torch.Generator().manual_seed(1)
+    state, expected = {}, {}
+    for component, path in _targets(components):
+        shape = tuple(_weight(components, component, path).shape)
+        parts = _loha(shape, gen, rank=2, tucker=tucker and len(shape) == 4)
+        alpha = 1.0
+        name = kohya_name(component, path, SD15)
+        state.update({f"{name}.{k}": v for k, v in parts.items()}, **{f"{name}.alpha": torch.tensor(alpha)})
+        expected[(component, path)] = (_loha_reference(parts, shape, alpha / 2), None)
+    lora = _check_applied(components, _save(tmp_path, "loha", state), expected, 0.7, 0.6)
+    assert lora.source_format == "lycoris"
+
+
+@pytest.mark.parametrize("mode", ["w2_lowrank", "full", "tucker"])
+def test_lokr_applies_and_restores(components, tmp_path, mode):
+    gen = torch.Generator().manual_seed(2)
+    state, expected = {}, {}
+    for component, path in _targets(components):
+        shape = tuple(_weight(components, component, path).shape)
+        this_mode = mode if (mode != "tucker" or len(shape) == 4) else "w2_lowrank"
+        parts = _lokr(shape, gen, rank=2, mode=this_mode)
+        alpha = 4.0  # scale 2 for a decomposed half; a fully full LoKr ignores it (scale 1)
+        name = kohya_name(component, path, SD15)
+        state.update({f"{name}.{k}": v for k, v in parts.items()}, **{f"{name}.alpha": torch.tensor(alpha)})
+        expected[(component, path)] = (_lokr_reference(parts, shape, alpha), None)
+    _check_applied(components, _save(tmp_path, "lokr", state), expected, 1.0, 0.5)
+
+
+def test_ia3_and_full_diff_apply_and_restore(components, tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    (uc, linear), (_, conv), (tc, te) = _targets(components)
+    state, expected = {}, {}
+    w_lin = _weight(components, uc, linear).detach()
+    ia3 = torch.randn(w_lin.shape[0], generator=gen) * 0.2
+    state[kohya_name(uc, linear, SD15) + ".weight"] = ia3
+    expected[(uc, linear)] = (w_lin * ia3[:, None], None)
+    w_te = _weight(components, tc, te).detach()
+    ia3_in = torch.randn(w_te.shape[1], generator=gen) * 0.2
+    state[kohya_name(tc, te, SD15) + ".weight"] = ia3_in
+    state[kohya_name(tc, te, SD15) + ".on_input"] = torch.tensor(1)
+    expected[(tc, te)] = (w_te * ia3_in[None, :], None)
+    path = _save(tmp_path, "ia3", state)
+    _check_applied(components, path, expected, 0.5, 1.0)
+
+    w_conv = _weight(components, uc, conv).detach()
+    diff = torch.randn(w_conv.shape, generator=gen) * 0.05
+    diff_b = torch.randn(w_conv.shape[0], generator=gen) * 0.05
+    name = kohya_name(uc, conv, SD15)
+    full = _save(tmp_path, "full", {f"{name}.diff": diff, f"{name}.diff_b": diff_b})
+    _check_applied(components, full, {(uc, conv): (diff, diff_b)}, 1.0, 0.8)
+
+
+def _dora_reference(weight, delta, dora_scale, on_out, strength):
+    from lycoris.functional.general import weight_decompose
+
+    merged = weight_decompose(weight + delta, dora_scale, 1, on_out, backend="torch")
+    return merged - weight  # A1111 / ComfyUI then add strength * this
+
+
+@pytest.mark.parametrize("on_out", [True, False])
+def test_dora_on_lora_and_loha_applies_and_restores(components, tmp_path, on_out):
+    gen = torch.Generator().manual_seed(4)
+    state, expected = {}, {}
+    for i, (component, path) in enumerate(_targets(components)):
+        weight = _weight(components, component, path).detach()
+        shape = tuple(weight.shape)
+        name = kohya_name(component, path, SD15)
+        if i % 2 == 0:  # kohya-style lora_down/lora_up + dora_scale
+            down = torch.randn(4, *shape[1:], generator=gen) * 0.2
+            up = torch.randn(shape[0], 4, *([1, 1] if len(shape) == 4 else []), generator=gen) * 0.2
+            parts = {"lora_down.weight": down, "lora_up.weight": up}
+            delta = 0.5 * (up.reshape(shape[0], 4) @ down.reshape(4, -1)).reshape(shape)
+            alpha = 2.0
+        else:  # LyCORIS LoHa + dora_scale (DoHa)
+            parts = _loha(shape, gen, rank=2)
+            alpha = 1.0
+            delta = _loha_reference(parts, shape, alpha / 2)
+        if on_out:
+            magnitude = weight.reshape(shape[0], -1).norm(dim=1).reshape(shape[0], *[1] * (len(shape) - 1))
+        else:
+            magnitude = weight.transpose(0, 1).reshape(shape[1], -1).norm(dim=1)
+            magnitude = magnitude.reshape(1, shape[1], *[1] * (len(shape) - 2))
+        magnitude = magnitude * (1 + 0.1 * torch.rand(magnitude.shape, generator=gen))
+        parts["dora_scale"] = magnitude
+        state.update({f"{name}.{k}": v for k, v in parts.items()}, **{f"{name}.alpha": torch.tensor(alpha)})
+        expected[(component, path)] = (_dora_reference(weight, delta, magnitude, on_out, 1.0), None)
+    _check_applied(components, _save(tmp_path, "dora", state), expected, 0.9, 0.7)
+
+
+def test_saved_lycoris_file_keeps_its_layout(components, tmp_path):
+    """Read, written back (import does this) and read again: the same tensors under LyCORIS' names."""
+    from safetensors import safe_open
+
+    from lorastudio.adapters import save_kohya
+
+    gen = torch.Generator().manual_seed(5)
+    state = {}
+    for component, path in _targets(components):
+        shape = tuple(_weight(components, component, path).shape)
+        name = kohya_name(component, path, SD15)
+        state.update({f"{name}.{k}": v for k, v in _lokr(shape, gen).items()}, **{f"{name}.alpha": torch.tensor(2.0)})
+    original = _save(tmp_path, "in", state)
+    written = save_kohya(load_lora_file(original), tmp_path / "out.safetensors", family="sd15")
+    with safe_open(str(written), framework="pt") as handle:
+        assert set(handle.keys()) == set(state)
+        for key in state:
+            assert torch.equal(handle.get_tensor(key), state[key]), key
+        assert handle.metadata()["ss_network_module"] == "lycoris.kohya"
+
+
+def test_incomplete_or_unknown_modules_are_refused(tmp_path):
+    from lorastudio.errors import LorastudioError
+
+    incomplete = _save(tmp_path, "half", {"lora_unet_x.hada_w1_a": torch.zeros(2, 2)})
+    with pytest.raises(LorastudioError, match="half.safetensors.*lora_unet_x lacks hada_w1_b"):
+        load_lora_file(incomplete)
+    oft = _save(tmp_path, "oft", {"lora_unet_x.oft_blocks": torch.zeros(2, 2, 2), "lora_unet_x.alpha": torch.tensor(1.0)})
+    with pytest.raises(LorastudioError, match="oft.safetensors: module lora_unet_x has oft_blocks"):
+        load_lora_file(oft)
