@@ -74,8 +74,7 @@ def lora_from_state_dict(
         return lora_from_diffusers_state_dict(state_dict, metadata)
     if fmt == "diffusers-old":
         return lora_from_old_diffusers_state_dict(state_dict, metadata)
-    is_te = any(k.split(":", 1)[-1].startswith(("text_model.", "clip_B.", "clip_bigG.")) for k in state_dict)
-    return lora_from_hcp_state_dicts(None if is_te else state_dict, state_dict if is_te else None, source)
+    return lora_from_hcp_state_dicts(state_dict, None, source)  # each key says which half it is
 
 
 def load_lora_file(path: str | Path) -> LoraFile:

@@ -127,6 +127,14 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def _import_stem(source: Path) -> str:
+    """The library name: HCP-Diffusion's `unet-N` / `text_encoder-N` / `TE-N` lose their half's prefix."""
+    for prefix in ("unet-", "text_encoder-", "TE-"):
+        if source.stem.startswith(prefix) and len(source.stem) > len(prefix):
+            return source.stem[len(prefix) :]
+    return source.stem
+
+
 def import_lora(
     ws: Workspace,
     source: str | Path,
@@ -142,7 +150,7 @@ def import_lora(
     source = Path(source)
     lora = load_lora_file(source)
     chosen = _family_for(lora, family, source.name)
-    stem = name or source.stem.removeprefix("unet-")
+    stem = name or _import_stem(source)
     target = ws.safe_child(ws.loras, f"{stem}.safetensors", what="LoRA name")
     if target.exists():
         raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
