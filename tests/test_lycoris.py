@@ -244,3 +244,31 @@ def test_incomplete_or_unknown_modules_are_refused(tmp_path):
     oft = _save(tmp_path, "oft", {"lora_unet_x.oft_blocks": torch.zeros(2, 2, 2), "lora_unet_x.alpha": torch.tensor(1.0)})
     with pytest.raises(LorastudioError, match="oft.safetensors: module lora_unet_x has oft_blocks"):
         load_lora_file(oft)
+
+
+def test_import_and_list_show_the_type(components, workspace, tmp_path):
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.loras import export_lora, import_lora, list_loras
+
+    _register()
+
+    gen = torch.Generator().manual_seed(6)
+    state = {}
+    for component, path in _targets(components):
+        shape = tuple(_weight(components, component, path).shape)
+        name = kohya_name(component, path, SD15)
+        state.update({f"{name}.{k}": v for k, v in _loha(shape, gen).items()}, **{f"{name}.alpha": torch.tensor(1.0)})
+    weight = _weight(components, "unet", _targets(components)[0][1])
+    name = kohya_name("unet", _targets(components)[0][1], SD15)
+    state[f"{name}.dora_scale"] = weight.detach().reshape(weight.shape[0], -1).norm(dim=1)[:, None]
+    info = import_lora(workspace, _save(tmp_path, "doha", state), family="sd15")
+    assert info["types"] == ["loha", "dora"]
+    rows = {row["name"]: row for row in list_loras(workspace)}
+    assert rows["doha"]["type"] == "loha+dora"
+    result = CliRunner().invoke(app, ["lora", "list"])
+    assert result.exit_code == 0 and "type=loha+dora" in result.output
+    with pytest.raises(LorastudioError, match="loha/dora modules, which a diffusers file cannot hold"):
+        export_lora(info["path"], "diffusers", tmp_path / "x.safetensors")
