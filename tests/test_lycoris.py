@@ -272,3 +272,92 @@ def test_import_and_list_show_the_type(components, workspace, tmp_path):
     assert result.exit_code == 0 and "type=loha+dora" in result.output
     with pytest.raises(LorastudioError, match="loha/dora modules, which a diffusers file cannot hold"):
         export_lora(info["path"], "diffusers", tmp_path / "x.safetensors")
+
+
+# -- training LoHa / LoKr ---------------------------------------------------------------------------
+def test_factorization_matches_lycoris():
+    from lycoris.functional.general import factorization as reference
+
+    from lorastudio.train.lora_modules import factorization
+
+    for n in range(1, 400):
+        for factor in (-1, 4, 8):
+            assert factorization(n, factor) == reference(n, factor), (n, factor)
+
+
+@pytest.mark.parametrize("algo", ["loha", "lokr"])
+@pytest.mark.parametrize("rank", [2, 8])
+def test_training_layer_forward_equals_the_applied_file(algo, rank):
+    """What a layer adds while training (op(x, scale·ΔW)) is what the exported module adds to W."""
+    from lorastudio.adapters.lycoris import update
+    from lorastudio.train.lora_modules import LohaLayer, LokrLayer
+
+    gen = torch.Generator().manual_seed(7)
+    for base, x in (
+        (torch.nn.Linear(32, 48, bias=False), torch.randn(3, 32, generator=gen)),
+        (torch.nn.Conv2d(16, 32, 3, padding=1, bias=False), torch.randn(1, 16, 8, 8, generator=gen)),
+    ):
+        layer = (LohaLayer if algo == "loha" else LokrLayer)(base, rank, 4.0, gen)
+        with torch.no_grad():
+            for p in layer.trainable_tensors().values():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)  # past init: every factor non-zero
+            bypass = layer(x)
+            patched = base.weight + update(layer.to_module(), base.weight.detach().clone(), 1.0)
+            merged = (
+                torch.nn.functional.linear(x, patched)
+                if isinstance(base, torch.nn.Linear)
+                else torch.nn.functional.conv2d(x, patched, padding=1)
+            )
+        # both sum in*k*k products of values of |W|+|ΔW| size in float32
+        bound = 8 * EPS * base.weight[0].numel() * float((patched.abs().max()) * x.abs().max())
+        assert torch.allclose(bypass, merged, rtol=0, atol=bound), (algo, type(base).__name__)
+        assert not torch.allclose(bypass, base(x))
+
+
+@pytest.mark.parametrize("algo", ["loha", "lokr"])
+def test_trained_lycoris_file_generates_like_the_training_samples(tiny_workspace, one_torch_thread, tmp_path, algo):
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from safetensors import safe_open
+
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.training import run_training
+    from training_helpers import tiny_train_config, write_images
+
+    red = write_images(tmp_path / "red", [((230, 20 + i, 25), f"zqx, square, {i % 4}") for i in range(4)])
+    cfg = tiny_train_config(
+        red, "zqx", "train.steps=4", "train.save_every_steps=4", "lora.rank=2", "lora.alpha=1",
+        "lora.targets=locon", f"lora.type={algo}", f"output.name={algo}-run", "train.learning_rate=5e-2",
+        "samples.prompts=[zqx]", "samples.steps=4", "scoring.enabled=false", "seed=3",
+    )  # fmt: skip
+    result = run_training(tiny_workspace, cfg, progress=False)
+    path = tiny_workspace.loras / f"{algo}-run.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        keys, metadata = list(handle.keys()), handle.metadata()
+    prefix = "hada_" if algo == "loha" else "lokr_"
+    assert keys and all(k.split(".", 1)[1].startswith((prefix, "alpha")) for k in keys)
+    assert any("_resnets_" in k for k in keys)  # 3x3 convs too (locon targets)
+    assert metadata["ss_network_module"] == "lycoris.kohya"
+    assert json.loads(metadata["ss_network_args"])["algo"] == algo
+    assert load_lora_file(path).modules  # reads back through our own reader
+
+    def generate(prompt):
+        request = GenerateConfig(
+            model="tiny-sd15", prompt=prompt, steps=4, width=64, height=64, seed=0, sampler="Euler a"
+        )
+        with Image.open(run_generation(tiny_workspace, request).images[0].path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+    with Image.open(Path(result["run_dir"]) / "samples" / "step-4" / "00.png") as image:
+        sample = np.asarray(image.convert("RGB"), dtype=np.float32)
+    with_file = generate(f"zqx <lora:{algo}-run:1>")
+    assert np.abs(generate("zqx") - with_file).max() > 8  # the file changes the picture
+    # training samples run op(x, scale·ΔW) beside the frozen layer, generation adds ΔW to the
+    # weight: float32 rounding apart (~1e-6 relative, far below one 8-bit level after 4 steps),
+    # so pixels may differ by rounding at a level boundary only
+    diff = np.abs(sample - with_file)
+    assert diff.max() <= 1, (diff.mean(), diff.max())
