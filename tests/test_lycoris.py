@@ -361,3 +361,23 @@ def test_trained_lycoris_file_generates_like_the_training_samples(tiny_workspace
     # so pixels may differ by rounding at a level boundary only
     diff = np.abs(sample - with_file)
     assert diff.max() <= 1, (diff.mean(), diff.max())
+
+
+def test_checkpoint_state_of_loha_and_lokr_layers_round_trips():
+    """Resume states hold every LoHa/LoKr factor under its LyCORIS name and load back exactly."""
+    from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora
+
+    def build(seed):
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Conv2d(16, 32, 3))
+        lora_set = LoraSet()
+        for algo, path in (("loha", "0"), ("lokr", "1")):
+            inject_lora(model, TargetSpec("unet", 2, 2, 1.0, "locon", algo), [path], lora_set, torch.Generator().manual_seed(seed))
+        return lora_set
+
+    first, second = build(1), build(2)
+    state = first.lora_state_dict()
+    assert {k.rsplit(".", 1)[1] for k in state} == {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w2_a", "lokr_w2_b"}
+    assert any(not torch.equal(state[k], v) for k, v in second.lora_state_dict().items())
+    second.load_lora_state_dict(state)
+    for key, value in second.lora_state_dict().items():
+        assert torch.equal(value, state[key]), key
