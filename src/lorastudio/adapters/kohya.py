@@ -147,8 +147,8 @@ def lora_from_kohya_state_dict(
     )
     if unsupported:
         raise LorastudioError(
-            f"{source}: uses {', '.join(unsupported[:3])} tensors (LoHa/LoKr/DoRA?), which lorastudio cannot apply; "
-            "convert it to a plain LoRA/LoCon first."
+            f"{source}: uses {', '.join(unsupported[:3])} tensors, which a kohya LoRA does not have; "
+            "read it with load_lora_file, which detects LyCORIS files."
         )
     ldm = uses_ldm_unet_names(pieces)
     lora = LoraFile(
