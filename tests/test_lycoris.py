@@ -333,6 +333,7 @@ def test_trained_lycoris_file_generates_like_the_training_samples(tiny_workspace
         red, "zqx", "train.steps=4", "train.save_every_steps=4", "lora.rank=2", "lora.alpha=1",
         "lora.targets=locon", f"lora.type={algo}", f"output.name={algo}-run", "train.learning_rate=5e-2",
         "samples.prompts=[zqx]", "samples.steps=4", "scoring.enabled=false", "seed=3",
+        "output.save_precision=fp32",  # the file holds exactly the tensors the samples used
     )  # fmt: skip
     result = run_training(tiny_workspace, cfg, progress=False)
     path = tiny_workspace.loras / f"{algo}-run.safetensors"
@@ -381,3 +382,15 @@ def test_checkpoint_state_of_loha_and_lokr_layers_round_trips():
     second.load_lora_state_dict(state)
     for key, value in second.lora_state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_family_is_told_from_lycoris_widths(tmp_path):
+    """No metadata: the cross-attention input width (768 = SD 1.x, 2048 = SDXL) read from LoKr/LoHa factors."""
+    from lorastudio.adapters import detect_lora_family
+
+    to_k = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+    lokr = {f"{to_k}.lokr_w1": torch.zeros(4, 24), f"{to_k}.lokr_w2_a": torch.zeros(80, 2), f"{to_k}.lokr_w2_b": torch.zeros(2, 32)}
+    assert detect_lora_family(load_lora_file(_save(tmp_path, "lokr", lokr))).name == "sd15"
+    loha = {f"{to_k}.hada_w1_a": torch.zeros(640, 2), f"{to_k}.hada_w1_b": torch.zeros(2, 1024)}
+    loha |= {f"{to_k}.hada_w2_a": torch.zeros(640, 2), f"{to_k}.hada_w2_b": torch.zeros(2, 1024)}
+    assert detect_lora_family(load_lora_file(_save(tmp_path, "loha", loha))).name == "sd2"

@@ -108,7 +108,7 @@ def load_lora_file(path: str | Path) -> LoraFile:
 
 def _input_width(module) -> int | None:
     """The width of the layer's input as the module's tensors tell it (None when they do not)."""
-    from lorastudio.adapters.lycoris import DoraModule, FullModule, LohaModule
+    from lorastudio.adapters.lycoris import DoraModule, FullModule, Ia3Module, LohaModule, LokrModule
 
     if isinstance(module, DoraModule):
         module = module.inner
@@ -118,6 +118,12 @@ def _input_width(module) -> int | None:
         return int(module.w1_b.shape[1])
     if isinstance(module, FullModule) and module.diff.dim() == 2:
         return int(module.diff.shape[1])
+    if isinstance(module, LokrModule) and module.t2 is None:
+        w1_in = module.w1.shape[1] if module.w1 is not None else module.w1_b.shape[1]
+        w2 = module.w2 if module.w2 is not None else module.w2_b
+        return int(w1_in * w2.shape[1]) if w2.dim() == 2 else None
+    if isinstance(module, Ia3Module) and module.on_input:
+        return int(module.weight.numel())
     return None
 
 
