@@ -394,3 +394,27 @@ def test_family_is_told_from_lycoris_widths(tmp_path):
     loha = {f"{to_k}.hada_w1_a": torch.zeros(640, 2), f"{to_k}.hada_w1_b": torch.zeros(2, 1024)}
     loha |= {f"{to_k}.hada_w2_a": torch.zeros(640, 2), f"{to_k}.hada_w2_b": torch.zeros(2, 1024)}
     assert detect_lora_family(load_lora_file(_save(tmp_path, "loha", loha))).name == "sd2"
+
+
+def test_sdxl_lycoris_names_ldm_unet_and_te2(sdxl, tmp_path):
+    """SDXL LyCORIS files name UNet layers after LDM blocks and the second encoder `lora_te2_`."""
+    from lorastudio.adapters.ldm import unet_diffusers_to_ldm_path
+
+    components = {k: sdxl.components[k] for k in ("unet", "text_encoder", "text_encoder_2")}
+    unet = components["unet"]
+    linear = next(p for p, m in unet.named_modules() if p.endswith("attn2.to_k"))
+    conv = next(p for p, m in unet.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and ".resnets." in p)
+    te2 = next(p for p, m in components["text_encoder_2"].named_modules() if p.endswith("layers.0.self_attn.q_proj"))
+    gen = torch.Generator().manual_seed(8)
+    state, expected = {}, {}
+    for component, path in (("unet", linear), ("unet", conv), ("text_encoder_2", te2)):
+        shape = tuple(_weight(components, component, path).shape)
+        if component == "unet":
+            name = "lora_unet_" + unet_diffusers_to_ldm_path(path, unet.config).replace(".", "_")
+            assert "input_blocks" in name or "output_blocks" in name or "middle_block" in name
+        else:
+            name = "lora_te2_text_model_" + path.removeprefix("text_model.").replace(".", "_")
+        parts = _lokr(shape, gen, rank=2)
+        state.update({f"{name}.{k}": v for k, v in parts.items()}, **{f"{name}.alpha": torch.tensor(2.0)})
+        expected[(component, path)] = (_lokr_reference(parts, shape, 2.0), None)
+    _check_applied(components, _save(tmp_path, "xl", state), expected, 0.8, 1.0)

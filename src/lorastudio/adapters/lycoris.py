@@ -288,11 +288,8 @@ def network_types_from_keys(keys) -> list[str]:
 
 def scaled_delta(module, weight: torch.Tensor) -> torch.Tensor:
     """alpha-scaled ΔW in float32, shaped like `weight` (before the request's strength)."""
-    if isinstance(module, LoraModule):
-        delta = module.delta(device=weight.device)
-        if delta.numel() != weight.numel():
-            raise ValueError("shape")
-        return delta.reshape(weight.shape) * module.scale
+    if isinstance(module, LoraModule):  # a DoRA's inner LoRA (plain ones take patch.py's own path)
+        return module.delta(device=weight.device).reshape(weight.shape) * module.scale
     if isinstance(module, Ia3Module):
         return module.delta_for(weight)
     return module.delta(weight.shape, device=weight.device) * module.scale
