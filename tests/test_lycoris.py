@@ -418,3 +418,22 @@ def test_sdxl_lycoris_names_ldm_unet_and_te2(sdxl, tmp_path):
         state.update({f"{name}.{k}": v for k, v in parts.items()}, **{f"{name}.alpha": torch.tensor(2.0)})
         expected[(component, path)] = (_lokr_reference(parts, shape, 2.0), None)
     _check_applied(components, _save(tmp_path, "xl", state), expected, 0.8, 1.0)
+
+
+def test_wrong_shapes_are_refused_and_nothing_stays_patched(components, tmp_path):
+    from lorastudio.errors import LorastudioError
+
+    (uc, linear), _, (tc, te) = _targets(components)
+    gen = torch.Generator().manual_seed(9)
+    # lora_te_ sorts before lora_unet_: the good text-encoder diff is applied before the bad LoHa fails
+    good = {f"{kohya_name(tc, te, SD15)}.diff": torch.randn(_weight(components, tc, te).shape, generator=gen)}
+    out, inp = _weight(components, uc, linear).shape
+    bad = {f"{kohya_name(uc, linear, SD15)}.{k}": v for k, v in _loha((out, inp + 3), gen).items()}
+    before = {(c, n): p.detach().clone() for c, m in components.items() for n, p in m.named_parameters()}
+    lora = load_lora_file(_save(tmp_path, "bad", {**good, **bad}))
+    assert next(iter(lora.modules))[0] == "text_encoder"
+    with pytest.raises(LorastudioError, match=r"attn2.to_k: .* do not fit the model's"):
+        with applied_loras(components, [(lora, 1.0, 1.0)]):
+            pass
+    for (c, n), value in before.items():
+        assert torch.equal(dict(components[c].named_parameters())[n], value), (c, n)
