@@ -8,12 +8,15 @@ LoRAs in memory
   inside the diffusers/transformers component (text-encoder paths stored without
   `text_model.`; `find_module(component, path)` resolves either). `lora.add(component, path, module)`.
 - `LoraModule(down, up, alpha, kind)`: effect `alpha / rank * up @ down` ("linear" | "conv").
+  LyCORIS files also give `LohaModule`, `LokrModule`, `Ia3Module`, `FullModule` and `DoraModule`
+  (adapters.lycoris); `network_types(lora)` names what a file holds.
 
 Reading and writing
-- `load_lora_file(path) -> LoraFile`: kohya/webui, LyCORIS LoCon, diffusers, peft folder,
-  old diffusers, HCP; format detected (`detect_format`).
+- `load_lora_file(path) -> LoraFile`: kohya/webui, LyCORIS (LoCon, LoHa, LoKr, (IA)^3, full,
+  DoRA), diffusers, peft folder, old diffusers, HCP (`unet-N` + `text_encoder-N`); format detected.
 - `save_kohya(lora, path, metadata=None, *, family=None, unet_config=None)`: A1111/ComfyUI file
-  (alpha kept, `text_model_` prefix, SDXL UNet in LDM names, `sshs_*` hashes).
+  (alpha kept, `text_model_` prefix, SDXL UNet in LDM names, `sshs_*` hashes; LyCORIS modules
+  under LyCORIS' own tensor names).
 - `save_diffusers(lora, path, unet_config=None)`, `save_peft(lora, folder, unet_config=None)`,
   `save_hcp(lora, folder, name)`.
 - `build_metadata(facts, family, kind="lora")`: `ss_*` / `modelspec.*` metadata.
@@ -59,13 +62,26 @@ from lorastudio.adapters.hcp import load_hcp, save_hcp
 from lorastudio.adapters.kohya import save_kohya
 from lorastudio.adapters.ldm import save_single_file
 from lorastudio.adapters.lora_file import LoraFile, LoraModule, find_module
+from lorastudio.adapters.lycoris import (
+    DoraModule,
+    FullModule,
+    Ia3Module,
+    LohaModule,
+    LokrModule,
+    network_types,
+)
 from lorastudio.adapters.merge import merge_loras
 from lorastudio.adapters.metadata import build_metadata
 from lorastudio.adapters.patch import applied_loras
 from lorastudio.adapters.peft_format import save_diffusers, save_peft
 
 __all__ = [
+    "DoraModule",
     "Embedding",
+    "FullModule",
+    "Ia3Module",
+    "LohaModule",
+    "LokrModule",
     "LoraFile",
     "LoraModule",
     "applied_loras",
@@ -84,6 +100,7 @@ __all__ = [
     "lora_short_hash",
     "merge_loras",
     "model_short_hash",
+    "network_types",
     "safetensors_model_hash",
     "save_diffusers",
     "save_embedding",

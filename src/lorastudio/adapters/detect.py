@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lorastudio.adapters.lora_file import LoraFile
+from lorastudio.adapters.lora_file import LoraFile, LoraModule
 from lorastudio.errors import LorastudioError, NotFoundError
 
 if TYPE_CHECKING:
@@ -74,8 +74,7 @@ def lora_from_state_dict(
         return lora_from_diffusers_state_dict(state_dict, metadata)
     if fmt == "diffusers-old":
         return lora_from_old_diffusers_state_dict(state_dict, metadata)
-    is_te = any(k.split(":", 1)[-1].startswith(("text_model.", "clip_B.", "clip_bigG.")) for k in state_dict)
-    return lora_from_hcp_state_dicts(None if is_te else state_dict, state_dict if is_te else None, source)
+    return lora_from_hcp_state_dicts(state_dict, None, source)  # each key says which half it is
 
 
 def load_lora_file(path: str | Path) -> LoraFile:
@@ -107,13 +106,36 @@ def load_lora_file(path: str | Path) -> LoraFile:
     return lora
 
 
+def _input_width(module) -> int | None:
+    """The width of the layer's input as the module's tensors tell it (None when they do not)."""
+    from lorastudio.adapters.lycoris import DoraModule, FullModule, Ia3Module, LohaModule, LokrModule
+
+    if isinstance(module, DoraModule):
+        module = module.inner
+    if isinstance(module, LoraModule) and module.down.dim() == 2:
+        return int(module.down.shape[1])
+    if isinstance(module, LohaModule) and module.t1 is None and module.w1_b.dim() == 2:
+        return int(module.w1_b.shape[1])
+    if isinstance(module, FullModule) and module.diff.dim() == 2:
+        return int(module.diff.shape[1])
+    if isinstance(module, LokrModule) and module.t2 is None:
+        w1_in = module.w1.shape[1] if module.w1 is not None else module.w1_b.shape[1]
+        w2 = module.w2 if module.w2 is not None else module.w2_b
+        return int(w1_in * w2.shape[1]) if w2.dim() == 2 else None
+    if isinstance(module, Ia3Module) and module.on_input:
+        return int(module.weight.numel())
+    return None
+
+
 def _family_from_widths(lora: LoraFile) -> str | None:
     for (component, path), module in lora.modules.items():
-        if component == "unet" and path.endswith("attn2.to_k") and module.down.dim() == 2:
-            return _CROSS_ATTENTION_WIDTHS.get(int(module.down.shape[1]))
+        width = _input_width(module)
+        if component == "unet" and path.endswith("attn2.to_k") and width is not None:
+            return _CROSS_ATTENTION_WIDTHS.get(width)
     for (component, path), module in lora.modules.items():
-        if component == "text_encoder" and path.endswith("self_attn.q_proj"):
-            return _TEXT_WIDTHS.get(int(module.down.shape[1]))
+        width = _input_width(module)
+        if component == "text_encoder" and path.endswith("self_attn.q_proj") and width is not None:
+            return _TEXT_WIDTHS.get(width)
     return None
 
 
@@ -161,14 +183,17 @@ def check_lora_family(
         if lora.unet_layout == "ldm" and "unet" in components
         else lora
     )
+    from lorastudio.adapters.lycoris import delta_numel
+
     for (component, path), module in checked.modules.items():
         if component not in components:
             continue
         target = find_module(components[component], path)
         weight = getattr(target, "weight", None)
-        if weight is None:
+        numel = delta_numel(module)
+        if weight is None or numel is None:
             continue
-        if module.delta().numel() != weight.numel():
+        if numel != weight.numel():
             raise LorastudioError(
                 f"{name}: layer {component}.{path} does not fit this {family.label} model's shapes; "
                 "it was trained for a different base model."

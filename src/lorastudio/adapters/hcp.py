@@ -5,7 +5,11 @@ tools/lora_convert.py):
 - safetensors keys are a nested dict flattened with ':' -> `lora:<module path>.___.layer.lora_down.weight`,
   `...___.layer.lora_up.weight` and `...___.alpha` (older files: `...___.scale`);
   module paths are diffusers paths; SDXL text-encoder paths start with `clip_B.` / `clip_bigG.`.
-- the UNet file is usually `unet-<name>.safetensors`, the text encoder `TE-<name>.safetensors`.
+- the UNet file is `unet-<N>.safetensors`, the text encoder `text_encoder-<N>.safetensors`
+  (HCP-Diffusion's checkpoints folder; older versions wrote `TE-<N>`). Which half a file holds
+  is read from its keys (`text_model.`/`clip_B.`/`clip_bigG.` vs diffusers UNet paths), never
+  from its name, so a text-encoder file alone becomes `lora_te_` modules; a key that names
+  neither half is refused, naming the file and the key.
 - the stored `alpha` buffer is already divided by the rank (`alpha / rank` with
   alpha_auto_scale, the default): the effect is `alpha_stored * up @ down`. So the
   kohya alpha is `alpha_stored * rank`.
@@ -27,77 +31,106 @@ __all__ = ["is_hcp_state_dict", "lora_from_hcp_state_dicts", "load_hcp", "save_h
 
 _SEP = ".___."
 _TE_PREFIXES = {"clip_B.": "text_encoder", "clip_bigG.": "text_encoder_2"}
+# Where a diffusers UNet path starts, and where a CLIP text-encoder path starts.
+_UNET_ROOTS = (
+    "down_blocks.", "up_blocks.", "mid_block.", "conv_in", "conv_out", "conv_norm_out",
+    "time_embedding.", "add_embedding.", "class_embedding.",
+)  # fmt: skip
+_TE_ROOTS = ("text_model.", "encoder.layers.", "embeddings.", "final_layer_norm")
+_TENSORS = {"layer.lora_down.weight": "down", "layer.lora_up.weight": "up", "alpha": "alpha", "scale": "alpha"}
+# The file names HCP-Diffusion writes: `unet-<N>` with `text_encoder-<N>` (older: `TE-<N>`).
+_NAME_PREFIXES = ("unet-", "text_encoder-", "TE-")
 
 
 def is_hcp_state_dict(keys) -> bool:
     return any(_SEP in k for k in keys)
 
 
-def _read_one(
-    state_dict: dict[str, torch.Tensor], default_component: str, lora: LoraFile, source: str
-) -> None:
-    parts: dict[str, dict[str, torch.Tensor]] = {}
+def _component_of(path: str) -> tuple[str, str] | None:
+    """(component, module path) for an HCP module path, or None when it names neither half."""
+    for wrapper in ("unet.", "text_encoder."):  # a whole-pipeline file nests each half by name
+        if path.startswith(wrapper) and _component_of(path[len(wrapper) :]) is not None:
+            path = path[len(wrapper) :]
+    for prefix, component in _TE_PREFIXES.items():
+        if path.startswith(prefix):
+            return component, path[len(prefix) :]
+    if path.startswith(_TE_ROOTS):
+        return "text_encoder", path
+    if path.startswith(_UNET_ROOTS):
+        return "unet", path
+    return None
+
+
+def _read_one(state_dict: dict[str, torch.Tensor], lora: LoraFile, source: str) -> None:
+    """Add one HCP file's modules; each half goes to its component by its own key names."""
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    unknown = []
     for key, value in state_dict.items():
-        if _SEP not in key:
-            continue
-        key = key.split(":", 1)[1] if ":" in key.split(_SEP)[0] else key
-        path, _, rest = key.partition(_SEP)
-        parts.setdefault(path, {})[rest] = value
-    for path, tensors in parts.items():
-        if "layer.lora_up.bias" in tensors:
+        group, colon, inner = key.partition(":")
+        name = inner if colon and group == "lora" else key
+        path, sep, rest = name.partition(_SEP)
+        if rest == "layer.lora_up.bias":
             raise LorastudioError(f"{source}: HCP LoRA with biases ({path}) cannot be applied by lorastudio.")
-        if "layer.lora_down.weight" not in tensors or "layer.lora_up.weight" not in tensors:
+        where = _component_of(path) if sep and not (colon and group != "lora") else None
+        if where is None or rest not in _TENSORS:
+            unknown.append(key)
+            continue
+        parts.setdefault(where, {})[_TENSORS[rest]] = value
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else "")
+        raise LorastudioError(
+            f"{source}: {len(unknown)} keys are not HCP-Diffusion LoRA keys of the UNet or a text encoder: {shown}."
+        )
+    for (component, path), tensors in parts.items():
+        if "down" not in tensors or "up" not in tensors:
             raise LorastudioError(
                 f"{source}: HCP module {path} lacks lora_down/lora_up (LoHa or grouped LoRA?)."
             )
-        down, up = tensors["layer.lora_down.weight"], tensors["layer.lora_up.weight"]
-        scale = tensors.get("alpha", tensors.get("scale"))
+        down, up = tensors["down"], tensors["up"]
         rank = down.shape[0]
-        alpha = float(scale) * rank if scale is not None else None
-        component = default_component
-        for prefix, name in _TE_PREFIXES.items():
-            if path.startswith(prefix):
-                component, path = name, path[len(prefix) :]
+        alpha = float(tensors["alpha"]) * rank if "alpha" in tensors else None
         lora.add(component, path, LoraModule(down, up, alpha, "conv" if down.dim() == 4 else "linear"))
 
 
 def lora_from_hcp_state_dicts(
     unet_state: dict[str, torch.Tensor] | None, te_state: dict[str, torch.Tensor] | None, source: str = "LoRA"
 ) -> LoraFile:
+    """An HCP LoRA from its two halves (either may be None); keys decide UNet vs text encoder."""
     lora = LoraFile(source_format="hcp")
-    if unet_state:
-        _read_one(unet_state, "unet", lora, source)
-    if te_state:
-        _read_one(te_state, "text_encoder", lora, source)
+    for state in (unet_state, te_state):
+        if state:
+            _read_one(state, lora, source)
     if not lora.modules:
         raise LorastudioError(f"{source}: no HCP `.___.layer.lora_down` tensors found.")
     return lora
 
 
 def hcp_partner_file(path: str | Path) -> Path | None:
-    """`unet-x.safetensors` <-> `TE-x.safetensors` next to each other."""
+    """The other half next to it: `unet-N` <-> `text_encoder-N` (or the older `TE-N`)."""
     path = Path(path)
-    for mine, other in (("unet-", "TE-"), ("TE-", "unet-")):
+    for mine in _NAME_PREFIXES:
         if path.name.startswith(mine):
-            partner = path.with_name(other + path.name[len(mine) :])
-            return partner if partner.is_file() else None
+            rest = path.name[len(mine) :]
+            for other in _NAME_PREFIXES:
+                partner = path.with_name(other + rest)
+                if other != mine and partner.is_file():
+                    return partner
     return None
 
 
 def load_hcp(path: str | Path, te_path: str | Path | None = None) -> LoraFile:
-    """An HCP LoRA from its UNet or TE file; the partner file is found by name when not given."""
+    """An HCP LoRA from its UNet or text-encoder file; the other half is found by name when not given."""
     from safetensors.torch import load_file
 
     path = Path(path)
     partner = Path(te_path) if te_path else hcp_partner_file(path)
-    states = {"unet": None, "te": None}
+    lora = LoraFile(source_format="hcp")
     for file in (path, partner):
-        if file is None:
-            continue
-        states["te" if file.name.startswith("TE-") else "unet"] = load_file(str(file))
-    if states["unet"] is None and states["te"] is None:
-        states["unet"] = load_file(str(path))
-    return lora_from_hcp_state_dicts(states["unet"], states["te"], source=path.name)
+        if file is not None:
+            _read_one(load_file(str(file)), lora, file.name)
+    if not lora.modules:
+        raise LorastudioError(f"{path.name}: no HCP `.___.layer.lora_down` tensors found.")
+    return lora
 
 
 def save_hcp(lora: LoraFile, folder: str | Path, name: str, sdxl: bool = False) -> tuple[Path, Path | None]:

@@ -147,8 +147,8 @@ def lora_from_kohya_state_dict(
     )
     if unsupported:
         raise LorastudioError(
-            f"{source}: uses {', '.join(unsupported[:3])} tensors (LoHa/LoKr/DoRA?), which lorastudio cannot apply; "
-            "convert it to a plain LoRA/LoCon first."
+            f"{source}: uses {', '.join(unsupported[:3])} tensors, which a kohya LoRA does not have; "
+            "read it with load_lora_file, which detects LyCORIS files."
         )
     ldm = uses_ldm_unet_names(pieces)
     lora = LoraFile(
@@ -191,9 +191,14 @@ def kohya_state_dict(lora: LoraFile, family: Family, unet_config=None) -> dict[s
             )
             config = default_unet_config(family)
         lora = lora.with_ldm_unet(config) if needs_ldm else lora.with_diffusers_unet(config)
+    from lorastudio.adapters.lycoris import lycoris_state_dict_of
+
     state: dict[str, torch.Tensor] = {}
     for (component, path), module in lora.modules.items():
         name = kohya_name(component, path, family)
+        if not isinstance(module, LoraModule):  # LoHa, LoKr, (IA)^3, full, DoRA: LyCORIS' own suffixes
+            state.update(lycoris_state_dict_of(name, module))
+            continue
         state[f"{name}.lora_down.weight"] = module.down.detach().contiguous()
         state[f"{name}.lora_up.weight"] = module.up.detach().contiguous()
         alpha = module.alpha if module.alpha else float(module.rank)
@@ -232,6 +237,8 @@ def save_kohya(
 ) -> Path:
     """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI, Forge and diffusers load.
 
+    LyCORIS modules (LoHa, LoKr, (IA)^3, full, DoRA) keep LyCORIS' own tensor names.
+
     family: taken from `metadata["ss_base_model_version"]` when not given. For SDXL pass the
     UNet's config (`unet.config`) so LDM block numbers match non-standard UNets.
     """
@@ -251,6 +258,8 @@ def save_kohya(
     elif isinstance(family, str):
         family = get_family(family)
     meta.setdefault("ss_base_model_version", family.ss_base_model_version)
+    if any(not isinstance(m, LoraModule) for m in lora.modules.values()):
+        meta["ss_network_module"] = "lycoris.kohya"  # what A1111/ComfyUI/kohya read LoHa/LoKr/DoRA as
     state = kohya_state_dict(lora, family, unet_config)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

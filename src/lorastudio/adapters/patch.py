@@ -43,12 +43,47 @@ def _delta_for(module: LoraModule, weight: torch.Tensor, path: str) -> torch.Ten
     return delta
 
 
+def _apply_lycoris(
+    module, target: torch.nn.Module, strength: float, path: str, before_change: Callable | None
+) -> None:
+    """LoHa / LoKr / (IA)^3 / full / DoRA: the update is computed in float32 from the current weight."""
+    import torch
+
+    from lorastudio.adapters import lycoris
+
+    param = target.weight
+    expected = lycoris.delta_numel(module)
+    if expected is not None and expected != param.numel():
+        raise LorastudioError(
+            f"LoRA module {path}: {expected} weights do not fit the model's {tuple(param.shape)}; "
+            "the LoRA was trained for another model family or size."
+        )
+    try:
+        update = lycoris.update(module, param.detach().float(), strength)
+    except RuntimeError as error:  # shapes that multiply but cannot broadcast onto this layer
+        raise LorastudioError(
+            f"LoRA module {path}: does not fit the model's {tuple(param.shape)} ({error}); "
+            "the LoRA was trained for another model family or size."
+        ) from None
+    if before_change is not None:
+        before_change(param)
+    param.add_(update.to(dtype=param.dtype))
+    bias = getattr(target, "bias", None)
+    bias_update = lycoris.bias_update(module, bias, strength) if isinstance(bias, torch.Tensor) else None
+    if bias_update is not None:
+        if before_change is not None:
+            before_change(bias)
+        bias.add_(bias_update.to(dtype=bias.dtype))
+
+
 def apply_lora_deltas(
     components: dict[str, torch.nn.Module],
     loras: Sequence[LoraRequest],
     before_change: Callable[[torch.Tensor], None] | None = None,
 ) -> int:
     """Add `weight * alpha/rank * up @ down` to each target weight in place; returns modules touched.
+
+    LyCORIS modules (LoHa, LoKr, (IA)^3, full, DoRA) add their own update (see adapters.lycoris).
 
     before_change(param) is called before a parameter is first modified (to back it up).
     """
@@ -71,6 +106,10 @@ def apply_lora_deltas(
                 if strength == 0:
                     continue
                 param = target.weight
+                if not isinstance(module, LoraModule):
+                    _apply_lycoris(module, target, strength, f"{component}.{path}", before_change)
+                    touched += 1
+                    continue
                 delta = _delta_for(module, param, f"{component}.{path}")
                 if before_change is not None:
                     before_change(param)

@@ -64,7 +64,10 @@ def _unet_config_of(model: str | Path | None):
 
 
 def _summary(lora, path: Path | None, family, fmt: str) -> dict[str, Any]:
+    from lorastudio.adapters.lycoris import network_types
+
     return {
+        "types": network_types(lora),
         "path": str(path) if path is not None else None,
         "format": fmt,
         "source_format": lora.source_format,
@@ -73,6 +76,22 @@ def _summary(lora, path: Path | None, family, fmt: str) -> dict[str, Any]:
         "ranks": sorted(lora.ranks()),
         "embeddings": sorted(lora.embeddings),
     }
+
+
+def _network_type(path: Path) -> str | None:
+    """"lora", "loha", "lokr+dora", … from the file's tensor names (its header; no tensors loaded)."""
+    from lorastudio.adapters.lycoris import network_types_from_keys
+
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            types = network_types_from_keys(handle.keys())
+    except Exception:  # an unreadable file is listed without a type (the "names" helper marks it)
+        return None
+    return "+".join(types) or None
 
 
 def list_loras(ws: Workspace) -> list[dict[str, Any]]:
@@ -94,6 +113,7 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
             {
                 "name": path.stem,
                 "path": str(path),
+                "type": _network_type(path),
                 "trigger": (row or {}).get("trigger") or metadata.get("modelspec.trigger_phrase"),
                 "base_model": (row or {}).get("base_model") or metadata.get("ss_sd_model_name"),
                 "family": (row or {}).get("family"),
@@ -105,6 +125,14 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _import_stem(source: Path) -> str:
+    """The library name: HCP-Diffusion's `unet-N` / `text_encoder-N` / `TE-N` lose their half's prefix."""
+    for prefix in ("unet-", "text_encoder-", "TE-"):
+        if source.stem.startswith(prefix) and len(source.stem) > len(prefix):
+            return source.stem[len(prefix) :]
+    return source.stem
 
 
 def import_lora(
@@ -122,7 +150,7 @@ def import_lora(
     source = Path(source)
     lora = load_lora_file(source)
     chosen = _family_for(lora, family, source.name)
-    stem = name or source.stem.removeprefix("unet-")
+    stem = name or _import_stem(source)
     target = ws.safe_child(ws.loras, f"{stem}.safetensors", what="LoRA name")
     if target.exists():
         raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
@@ -160,6 +188,17 @@ def _write_embedding_files(lora, planned: dict[str, Path], family) -> list[str]:
     ]
 
 
+def _refuse_lycoris_modules(lora, source: str, to: str) -> None:
+    """diffusers and peft files hold low-rank pairs only; LoHa/LoKr/(IA)^3/full/DoRA would be lost."""
+    from lorastudio.adapters.lycoris import network_types
+
+    other = [t for t in network_types(lora) if t not in ("lora", "locon")]
+    if other:
+        raise LorastudioError(
+            f"{source}: has {'/'.join(other)} modules, which a {to} file cannot hold; use --to kohya."
+        )
+
+
 def export_lora(
     source: str | Path,
     to: str,
@@ -185,6 +224,8 @@ def export_lora(
         raise LorastudioError(f"--to {to!r}: unknown format; choose one of {', '.join(EXPORT_FORMATS)}.")
     source = Path(source)
     lora = load_lora_file(source)
+    if to != "kohya":
+        _refuse_lycoris_modules(lora, source.name, to)
     chosen = _family_for(lora, family, source.name) if (to == "kohya" or lora.unet_layout == "ldm") else None
     unet_config = _unet_config_of(model)
     if unet_config is None and chosen is not None and lora.unet_layout == "ldm":

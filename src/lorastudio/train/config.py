@@ -87,6 +87,7 @@ class LoraConfig(StrictModel):
     alpha: float = Field(8.0, gt=0)
     targets: Literal["attn", "kohya", "locon"] = "kohya"
     conv_rank: int | None = Field(None, ge=1)  # locon: rank of 3x3 convs (default: rank)
+    type: Literal["lora", "loha", "lokr"] = "lora"  # LyCORIS LoHa / LoKr: saved in LyCORIS' layout
     train_text_encoder: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.adapters.kohya import save_kohya
-from lorastudio.adapters.lora_file import LoraFile, LoraModule
+from lorastudio.adapters.lora_file import LoraFile
 from lorastudio.adapters.metadata import build_metadata
 
 __all__ = ["lora_file_from_training", "save_lora", "save_embedding", "save_full_checkpoint"]
@@ -22,9 +22,7 @@ def lora_file_from_training(lora_set, embedding=None) -> LoraFile:
     lora = LoraFile(source_format="lorastudio")
     if lora_set is not None:
         for (component, path), layer in lora_set.items():
-            down = layer.lora_down.weight.detach().float().cpu().clone()
-            up = layer.lora_up.weight.detach().float().cpu().clone()
-            lora.add(component, path, LoraModule(down, up, layer.alpha, layer.kind))
+            lora.add(component, path, layer.to_module())  # LoraModule, or LyCORIS LoHa/LoKr
     if embedding is not None:
         lora.embeddings[embedding.trigger] = embedding.as_tensors()
     return lora

@@ -37,7 +37,14 @@ from lorastudio.train.ema import WeightAverage
 from lorastudio.train.export import save_embedding, save_full_checkpoint, save_lora
 from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
-from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text_encoder_targets, unet_targets
+from lorastudio.train.lora_modules import (
+    LoraSet,
+    TargetSpec,
+    inject_lora,
+    lycoris_network_args,
+    text_encoder_targets,
+    unet_targets,
+)
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.steps import step_folders
 from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
@@ -296,7 +303,7 @@ class Trainer:
         if cfg.trains_lora:
             self.lora_set = LoraSet()
             conv_rank = cfg.lora.conv_rank or cfg.lora.rank
-            spec = TargetSpec("unet", cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets)
+            spec = TargetSpec("unet", cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.type)
             inject_lora(
                 model.unet,
                 spec,
@@ -307,7 +314,9 @@ class Trainer:
             )
             if cfg.lora.train_text_encoder:
                 for component, encoder in zip(model.family.text_encoders, model.text_encoders, strict=True):
-                    spec = TargetSpec(component, cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets)
+                    spec = TargetSpec(
+                        component, cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.type
+                    )
                     inject_lora(
                         encoder,
                         spec,
@@ -756,9 +765,11 @@ class Trainer:
                 "targets": cfg.lora.targets,
                 "conv_dim": cfg.lora.conv_rank or cfg.lora.rank,
                 "method": cfg.method,
+                **lycoris_network_args(cfg.lora),
             }
             if cfg.trains_lora
             else None,
+            "network_module": "lycoris.kohya" if cfg.trains_lora and cfg.lora.type != "lora" else None,
             "steps": self.step,
             "epoch": self.schedule.epoch_of(
                 max(self.step * cfg.train.grad_accum * self.accelerator.num_processes - 1, 0)
