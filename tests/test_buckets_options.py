@@ -61,3 +61,16 @@ def test_bucket_keys_are_validated_against_the_resolution():
         load_train_config(overrides=["data.max_bucket_reso=256"])
     with pytest.raises(LorastudioError, match="bucket_reso_steps"):
         load_train_config(overrides=["data.bucket_reso_steps=12"])
+
+
+def test_training_plan_uses_bucket_options_and_data_repeats(tmp_path):
+    from lorastudio.train.trainer import prepare_plan
+    from training_helpers import write_images
+
+    folder = write_images(tmp_path / "small", [((200, 10, 10), "red")] * 2, size=40)
+    common = ["model=tiny-sd15", f"data.dir={folder}", "train.resolution=64", "data.bucket_reso_steps=8"]
+    with pytest.raises(LorastudioError, match="smaller than train.resolution"):
+        prepare_plan(load_train_config(overrides=common), tmp_path)
+    plan = prepare_plan(load_train_config(overrides=[*common, "data.bucket_no_upscale=true", "data.repeats=7"]), tmp_path)
+    assert {img.bucket for img in plan.images} == {(40, 40)}
+    assert plan.num_samples == 14  # 2 images x data.repeats

@@ -324,7 +324,7 @@ def test_bad_files_are_one_line_errors(tmp_path):
         import_kohya_config(None, _write(tmp_path / "d.toml", "[general]\nkeep_tokens = 1\n"))
 
 
-def test_cli_trains_from_a_kohya_toml_with_lion_and_multires_noise(tiny_workspace, tmp_path, one_torch_thread):
+def test_cli_trains_from_a_kohya_toml_with_lion_multires_noise_and_color_aug(tiny_workspace, tmp_path, one_torch_thread):
     """End to end: the CLI imports, writes the YAML beside the run, trains, and names its kernels."""
     from typer.testing import CliRunner
 
@@ -363,6 +363,8 @@ mixed_precision = "no"
 xformers = true
 shuffle_caption = true
 caption_tag_dropout_rate = 0.2
+color_aug = true
+cache_latents = true
 """,
     )
     _register()
@@ -377,6 +379,9 @@ caption_tag_dropout_rate = 0.2
     assert "kohya optimizer_type -> train.optimizer = \"lion\"" in result.output
     assert "attention: sdpa" in result.output  # no xformers here: auto picks SDPA and says so
     assert "optimizer: Lion" in result.output
+    # color_aug: latents are encoded per exposure (as kohya, no latent cache), and the log says so.
+    assert "latent cache off" in result.output
+    assert not any((tiny_workspace.cache / "latents").rglob("*.safetensors"))
     written = yaml.safe_load((run / "kohya_import.yaml").read_text(encoding="utf-8"))
     assert written["train"]["multires_noise_iterations"] == 4 and written["scoring"] == {"enabled": False}
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))

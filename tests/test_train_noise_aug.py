@@ -96,3 +96,4 @@ def test_color_aug_changes_pixel_statistics_within_its_range():
     ratio = np.array(values) / base_hsv[..., 2].mean()
     assert ratio.min() >= 1 - COLOR_AUG_BRIGHTNESS - 0.01 and ratio.max() <= 1 + COLOR_AUG_BRIGHTNESS + 0.01
     assert np.abs(np.asarray(color_jitter(image, rng), dtype=np.float64) - base).mean() > 0.5
+

@@ -117,3 +117,21 @@ def test_polynomial_power_shapes_the_decay():
     for power in (1.0, 2.0, 0.5):
         lrs = _lrs("polynomial", 100, power=power)
         assert lrs[50] == pytest.approx(0.5**power, rel=1e-3)
+
+
+def test_a_wrong_optimizer_argument_fails_before_the_model_loads(tmp_path):
+    from lorastudio.train.trainer import prepare_plan
+    from training_helpers import write_images
+
+    folder = write_images(tmp_path / "d", [((10, 10, 10), "x")], size=64)
+    cfg = load_train_config(
+        overrides=[
+            "model=no-such-model",  # never loaded: the argument check comes first
+            f"data.dir={folder}",
+            "train.resolution=64",
+            "train.optimizer=lion",
+            "train.optimizer_args={betaz: [0.9, 0.99]}",
+        ]
+    )
+    with pytest.raises(LorastudioError, match=r"optimizer_args\.betaz: not an argument of lion"):
+        prepare_plan(cfg, tmp_path)

@@ -99,6 +99,9 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     images = scan_images(
         items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
     )
+    from lorastudio.train.optim import check_optimizer_args
+
+    check_optimizer_args(cfg.train.optimizer, cfg.train.optimizer_args)  # a typo fails before the model loads
     if cfg.uses_prior:
         from lorastudio.train.prior import check_class_dir
 
