@@ -400,3 +400,26 @@ def test_explicit_xformers_without_the_package_is_one_clear_line():
     assert resolve_attention("auto", "cpu") == "sdpa" and resolve_attention("sdpa", "cuda") == "sdpa"
     with pytest.raises(LorastudioError, match=r"xformers.*not installed.*train.attention=sdpa"):
         resolve_attention("xformers", "cuda")
+
+
+def test_kohya_ss_gui_json_spellings(tmp_path):
+    gui = {
+        "LoRA_type": "Standard",
+        "pretrained_model_name_or_path": "tiny-sd15",
+        "epoch": 4,
+        "max_train_steps": 1600,
+        "optimizer": "AdamW8bit",
+        "max_resolution": "768,768",
+        "conv_dim": 4,
+        "xformers": "sdpa",
+        "reg_data_dir": "",
+        "network_weights": "",
+    }
+    imported = import_kohya_config(_write(tmp_path / "gui.json", json.dumps(gui)))
+    cfg = imported.config
+    assert cfg["method"] == "lora" and cfg["train"]["optimizer"] == "adamw8bit"
+    assert cfg["train"]["resolution"] == 768 and cfg["train"]["attention"] == "sdpa"
+    assert cfg["lora"]["conv_rank"] == 4 and "steps" not in cfg["train"]  # epochs win, as in kohya
+    quiet = dict(imported.no_effect)
+    assert quiet["network_weights"] == "empty in the file" and "max_train_steps" in quiet
+    assert imported.unmapped == []

@@ -110,6 +110,17 @@ def _sampler(value: Any) -> str:
     raise Unmapped(f"sampler {value!r} has no lorastudio equivalent")
 
 
+def _xformers(value: Any) -> str:
+    """`xformers = true` (or the GUI's "xformers" / "sdpa" / "none") -> train.attention.
+
+    `true` becomes `auto`: xformers where it is installed, SDPA elsewhere, so the same file
+    trains on machines without xformers.
+    """
+    if isinstance(value, str):
+        return "auto" if value.lower() == "xformers" else "sdpa"
+    return "auto" if value else "sdpa"
+
+
 def _save_model_as(value: Any) -> None:
     if value == "safetensors":
         raise _NoEffect("lorastudio writes .safetensors")
@@ -254,7 +265,7 @@ KOHYA_KEYS: dict[str, Rule] = {
     "face_crop_aug_range": _not_mapped("face crop augmentation is not supported"),
     "dataset_repeats": Rule("data.repeats"),
     # attention and machinery
-    "xformers": Rule("train.attention", lambda v: "auto" if v else "sdpa"),
+    "xformers": Rule("train.attention", _xformers),
     "sdpa": Rule("train.attention", lambda v: "sdpa" if v else "auto"),
     "mem_eff_attn": Rule("train.attention", lambda v: "auto" if v else "sdpa"),
     "max_data_loader_n_workers": _no_effect("lorastudio trains from cached latents in memory"),
@@ -418,6 +429,9 @@ def _has_field(target: str) -> bool:
 # -- keys that depend on others -------------------------------------------------------------
 def _apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
     for key, value in flat.items():
+        if value is None or value == "":
+            out.no_effect.append((key, "empty in the file"))
+            continue
         if key in _SPECIAL:
             continue
         rule = KOHYA_KEYS.get(key)
@@ -450,14 +464,23 @@ def _fallback(key: str, target: str, value: Any, out: KohyaImport) -> None:
 
 
 def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
-    module = flat.get("network_module")
-    gui_type = flat.get("LoRA_type")
-    if gui_type is not None:
-        module = module or ("networks.lora" if gui_type in ("Standard", "LoCon") else "lycoris.kohya")
+    module, label = flat.get("network_module"), "network_module"
     args = dict(_key_values(flat.get("network_args")))
-    for gui_key in ("conv_dim", "conv_alpha"):
-        if gui_key in flat:
-            args.setdefault(gui_key, flat[gui_key])
+    from_gui = {key for key in ("conv_dim", "conv_alpha") if key in flat and key not in args}
+    args.update({key: flat[key] for key in from_gui})
+    gui_type = flat.get("LoRA_type")  # kohya_ss GUI: "Standard", "LoCon", "LyCORIS/LoHa", ...
+    if gui_type is not None and module is not None:
+        out.no_effect.append(("LoRA_type", "network_module is set and wins"))
+    elif gui_type is not None:
+        label = "LoRA_type"
+        if gui_type in ("Standard", "LoCon", "Kohya LoCon"):
+            module = "networks.lora"
+        elif str(gui_type).startswith("LyCORIS/"):
+            module = "lycoris.kohya"
+            args.setdefault("algo", str(gui_type).split("/", 1)[1].lower())
+        else:
+            out.skip("LoRA_type", f"{gui_type!r} is not supported (Standard, LoCon, LyCORIS/* are)")
+            return
     if module is None:
         if args:
             out.skip("network_args", "no network_module: a whole-model fine-tune has no network arguments")
@@ -465,9 +488,9 @@ def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
         out.set("(no network_module)", "method", method)
         return
     if module == "networks.lora":
-        out.set("network_module", "method", "lora")
+        out.set(label, "method", "lora")
     elif module == "lycoris.kohya":
-        out.set("network_module", "method", "lora")
+        out.set(label, "method", "lora")
         algo = str(args.pop("algo", "lora")).lower()
         if algo in ("lora", "locon"):
             out.set("network_args.algo", "lora.targets", "locon")
@@ -476,14 +499,14 @@ def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
         else:
             out.skip("network_args.algo", f"LyCORIS {algo!r} training is not in this lorastudio")
     else:
-        out.skip("network_module", f"{module!r} is not supported (networks.lora, lycoris.kohya are)")
+        out.skip(label, f"{module!r} is not supported (networks.lora, lycoris.kohya are)")
         return
     unet_only = flat.get("network_train_unet_only", False)
     out.set(
         "network_train_unet_only", "lora.train_text_encoder", not unet_only
     )  # kohya trains both by default
     for key, value in args.items():
-        name = f"network_args.{key}"
+        name = key if key in from_gui else f"network_args.{key}"
         if key == "conv_dim":
             out.set(name, "lora.conv_rank", int(value))
             out.set(name, "lora.targets", "locon")
@@ -790,6 +813,9 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
     if dataset_config is None and flat.get("dataset_config"):
         dataset_config = flat["dataset_config"]
     base_lr = flat.pop("learning_rate", None) if flat.get("unet_lr") else None
+    if flat.get("max_train_epochs") and flat.get("max_train_steps"):
+        flat.pop("max_train_steps")
+        out.no_effect.append(("max_train_steps", "max_train_epochs is set and wins, as in kohya"))
     _apply_table(flat, out)
     if base_lr is not None:  # kohya: unet_lr wins for the UNet; learning_rate still serves the text encoder
         if flat.get("text_encoder_lr"):
