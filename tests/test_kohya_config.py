@@ -423,3 +423,10 @@ def test_kohya_ss_gui_json_spellings(tmp_path):
     quiet = dict(imported.no_effect)
     assert quiet["network_weights"] == "empty in the file" and "max_train_steps" in quiet
     assert imported.unmapped == []
+
+
+def test_an_imported_value_lorastudio_refuses_names_the_kohya_file(tmp_path):
+    toml = _write(tmp_path / "c.toml", 'network_module = "networks.lora"\nresolution = 500\n')
+    imported = import_kohya_config(toml)
+    with pytest.raises(LorastudioError, match=r"imported from .*c\.toml: .*train.resolution 500 is not a multiple"):
+        kohya_train_config(imported)

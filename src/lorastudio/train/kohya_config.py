@@ -857,4 +857,8 @@ def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str |
     from lorastudio.train.config import TrainConfig, read_preset
 
     base = read_preset(preset) if preset else {}
-    return load_config(TrainConfig, None, overrides, base=apply_overrides(base, imported.config))
+    try:
+        return load_config(TrainConfig, None, overrides, base=apply_overrides(base, imported.config))
+    except LorastudioError as exc:
+        sources = " + ".join(imported.sources)
+        raise LorastudioError(f"imported from {sources}: {exc}") from None
