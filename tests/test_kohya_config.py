@@ -391,6 +391,13 @@ cache_latents = true
     assert all(r["loss"] == r["loss"] and r["lr"] == pytest.approx(1e-4) for r in records)
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(payload["library_lora"]).is_file()
+    # The LoRA says how it was trained, in kohya's metadata keys.
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    meta = read_safetensors_metadata(Path(payload["library_lora"]))
+    assert meta["ss_optimizer"] == "pytorch_optimizer.Lion(betas=(0.9, 0.99))"
+    assert (meta["ss_multires_noise_iterations"], meta["ss_multires_noise_discount"]) == ("4", "0.3")
+    assert (meta["ss_caption_tag_dropout_rate"], meta["ss_color_aug"]) == ("0.2", "True")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("xformers") is not None, reason="xformers is installed here")

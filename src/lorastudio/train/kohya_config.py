@@ -27,7 +27,7 @@ import yaml
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["KOHYA_KEYS", "KohyaImport", "import_kohya_config", "kohya_train_config"]
+__all__ = ["KOHYA_KEYS", "KohyaImport", "import_kohya_config", "kohya_train_config", "kohya_training_facts"]
 
 
 class Unmapped(Exception):
@@ -819,7 +819,9 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
     _apply_table(flat, out)
     if base_lr is not None:  # kohya: unet_lr wins for the UNet; learning_rate still serves the text encoder
         if flat.get("text_encoder_lr"):
-            out.no_effect.append(("learning_rate", "unet_lr and text_encoder_lr are both set and win, as in kohya"))
+            out.no_effect.append(
+                ("learning_rate", "unet_lr and text_encoder_lr are both set and win, as in kohya")
+            )
         else:
             out.set("learning_rate", "train.text_encoder_lr", base_lr)
     if dataset_config is not None:
@@ -862,3 +864,41 @@ def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str |
     except LorastudioError as exc:
         sources = " + ".join(imported.sources)
         raise LorastudioError(f"imported from {sources}: {exc}") from None
+
+
+def kohya_training_facts(cfg) -> dict[str, Any]:
+    """The kohya metadata keys of the settings above, so a LoRA says how it was trained as kohya's do.
+
+    `optimizer` is kohya's `module.Class(arg=value,...)` form (`ss_optimizer`).
+    """
+    from lorastudio.train.optim import OPTIMIZERS
+
+    train, data = cfg.train, cfg.data
+    try:
+        cls = OPTIMIZERS[train.optimizer].load()
+        name = f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+    except LorastudioError:
+        name = train.optimizer
+    args = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in train.optimizer_args.items())
+    return {
+        "optimizer": f"{name}({args})" if args else name,
+        "lr_warmup_steps": train.lr_warmup_steps,
+        "lr_scheduler_num_cycles": train.lr_scheduler_num_cycles
+        if train.lr_scheduler == "cosine_with_restarts"
+        else None,
+        "lr_scheduler_power": train.lr_scheduler_power if train.lr_scheduler == "polynomial" else None,
+        "multires_noise_iterations": train.multires_noise_iterations or None,
+        "multires_noise_discount": train.multires_noise_discount if train.multires_noise_iterations else None,
+        "caption_tag_dropout_rate": data.tag_dropout,
+        "caption_dropout_rate": data.caption_dropout,
+        "keep_tokens": data.keep_tokens,
+        "shuffle_caption": data.shuffle_tags,
+        "color_aug": data.color_aug,
+        "flip_aug": data.flip,
+        "enable_bucket": True,
+        "min_bucket_reso": data.min_bucket_reso,
+        "max_bucket_reso": data.max_bucket_reso,
+        "bucket_no_upscale": data.bucket_no_upscale,
+        "gradient_accumulation_steps": train.grad_accum,
+        "max_grad_norm": train.max_grad_norm,
+    }

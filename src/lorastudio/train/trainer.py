@@ -36,6 +36,7 @@ from lorastudio.train.config import TrainConfig, budget_steps
 from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, color_jitter, scan_images
 from lorastudio.train.ema import WeightAverage
 from lorastudio.train.export import save_embedding, save_full_checkpoint, save_lora
+from lorastudio.train.kohya_config import kohya_training_facts
 from lorastudio.train.latents import LatentCache, check_cache_space, encode_image, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text_encoder_targets, unet_targets
@@ -849,6 +850,7 @@ class Trainer:
             + (f", EMA {cfg.train.ema_decay:g}" if cfg.train.ema_decay else ""),
             "lorastudio_config": cfg.model_dump(mode="json"),
             "trigger_phrase": cfg.trigger or None,
+            **kohya_training_facts(cfg),
         }
 
     def _averaged(self):
