@@ -119,6 +119,7 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "bucket_reso_steps": 64,
         "bucket_no_upscale": True,
         "dir": data.as_posix(),  # kohya DreamBooth folders: the NN_name sub-folders give the repeats
+        "default_caption": "mira",  # ... and an uncaptioned image is captioned with the folder's name
     }
     assert cfg["lora"] == {
         "rank": 32,

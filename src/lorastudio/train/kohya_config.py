@@ -464,11 +464,11 @@ def _fallback(key: str, target: str, value: Any, out: KohyaImport) -> None:
 
 
 def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
-    module, label = flat.get("network_module"), "network_module"
+    module, label = flat.get("network_module") or None, "network_module"
     args = dict(_key_values(flat.get("network_args")))
     from_gui = {key for key in ("conv_dim", "conv_alpha") if key in flat and key not in args}
     args.update({key: flat[key] for key in from_gui})
-    gui_type = flat.get("LoRA_type")  # kohya_ss GUI: "Standard", "LoCon", "LyCORIS/LoHa", ...
+    gui_type = flat.get("LoRA_type") or None  # kohya_ss GUI: "Standard", "LoCon", "LyCORIS/LoHa", ...
     if gui_type is not None and module is not None:
         out.no_effect.append(("LoRA_type", "network_module is set and wins"))
     elif gui_type is not None:
@@ -507,7 +507,9 @@ def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
     )  # kohya trains both by default
     for key, value in args.items():
         name = key if key in from_gui else f"network_args.{key}"
-        if key == "conv_dim":
+        if key == "conv_dim" and not value:
+            out.no_effect.append((name, "0: no conv layers, as without it"))
+        elif key == "conv_dim":
             out.set(name, "lora.conv_rank", int(value))
             out.set(name, "lora.targets", "locon")
         elif key == "dropout":
@@ -521,7 +523,7 @@ def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
 
 
 def _apply_optimizer(flat: dict[str, Any], out: KohyaImport) -> None:
-    raw = flat.get("optimizer_type")
+    raw = flat.get("optimizer_type") or None
     if raw is None and flat.get("use_8bit_adam"):
         raw, key = "AdamW8bit", "use_8bit_adam"
     elif raw is None and flat.get("use_lion_optimizer"):
@@ -590,6 +592,7 @@ def _apply_folders(flat: dict[str, Any], out: KohyaImport, has_dataset_config: b
             out.no_effect.append(("train_data_dir", "images are found next to the in_json metadata"))
     elif flat.get("train_data_dir"):
         out.set("train_data_dir", "data.dir", str(flat["train_data_dir"]))  # NN_name folders give repeats
+        _folder_class_caption(Path(str(flat["train_data_dir"])).expanduser(), out)
     if flat.get("reg_data_dir"):
         folder = Path(str(flat["reg_data_dir"])).expanduser()
         out.set("reg_data_dir", "prior.class_dir", str(flat["reg_data_dir"]))
@@ -602,6 +605,21 @@ def _apply_folders(flat: dict[str, Any], out: KohyaImport, has_dataset_config: b
             )
         if count := _count_images(folder):
             out.set("reg_data_dir (images)", "prior.num_images", count)
+
+
+def _folder_class_caption(folder: Path, out: KohyaImport) -> None:
+    """kohya DreamBooth: an image without a caption file is captioned with its `NN_<name>` folder's name."""
+    from lorastudio.data.sources import kohya_repeats
+
+    names = sorted({found[1] for c in folder.glob("*") if c.is_dir() and (found := kohya_repeats(c.name))})
+    if len(names) == 1:
+        out.set("train_data_dir (NN_name folder)", "data.default_caption", names[0])
+    elif names:
+        out.skip(
+            "train_data_dir (NN_name folders)",
+            f"uncaptioned images take their folder's name ({', '.join(names)}) in kohya;"
+            " lorastudio has one data.default_caption: add caption files",
+        )
 
 
 def _apply_sample_prompts(flat: dict[str, Any], out: KohyaImport) -> None:
