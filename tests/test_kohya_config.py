@@ -370,9 +370,16 @@ cache_latents = true
     )
     _register()
     runner = CliRunner()
-    dry = runner.invoke(app, ["train", "--kohya-config", str(toml), "--dry-run"])
+    mine = tmp_path / "mine.yaml"
+    dry = runner.invoke(
+        app, ["train", "--kohya-config", str(toml), "--dry-run", "--write-yaml", str(mine), "lora.rank=3"]
+    )
     assert dry.exit_code == 0, dry.output
     assert "optimizer: lion" in dry.stdout and not (tiny_workspace.runs / "kohyarun").exists()
+    from lorastudio.train.config import load_train_config
+
+    again = load_train_config(mine)  # the written YAML is a lorastudio config of its own
+    assert again.lora.rank == 3 and again.train.optimizer == "lion" and again.data.color_aug
 
     result = runner.invoke(app, ["train", "--kohya-config", str(toml), "scoring.enabled=false", "--json"])
     assert result.exit_code == 0, result.output
