@@ -35,6 +35,18 @@ def train_cmd(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object with the run folder and files."
     ),
+    kohya_config: Path = typer.Option(
+        None, "--kohya-config", help="A kohya sd-scripts / kohya_ss training TOML to import."
+    ),
+    dataset_config: Path = typer.Option(
+        None, "--dataset-config", help="A kohya sd-scripts dataset TOML ([[datasets.subsets]])."
+    ),
+    write_yaml: Path = typer.Option(
+        None, "--write-yaml", help="With --kohya-config: write the equivalent lorastudio YAML here."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="With --kohya-config: print the mapping and the YAML, do not train."
+    ),
 ) -> None:
     """Train a LoRA, trigger embedding, DreamBooth or fine-tune; `train presets|score RUN|pick RUN STEP`."""
     from lorastudio.service.training import run_name_for, run_training
@@ -47,7 +59,26 @@ def train_cmd(
         _score_or_pick(overrides, device, as_json, tagger_model)
         return
     ws = workspace()
-    cfg = None if resume else load_train_config(config, overrides or [], preset)
+    kohya_yaml = None
+    if kohya_config or dataset_config:
+        if resume or config:
+            raise typer.BadParameter("--kohya-config/--dataset-config: not with --resume or --config.")
+        cfg, kohya_yaml = _import_kohya(kohya_config, dataset_config, overrides or [], preset, write_yaml)
+        if dry_run:
+            typer.echo(kohya_yaml, nl=False)
+            return
+        name = run_name_for(ws, cfg)
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": name})})
+        if write_yaml is None:
+            write_yaml = ws.runs / name / "kohya_import.yaml"
+            write_yaml.parent.mkdir(parents=True, exist_ok=True)
+            write_yaml.write_text(kohya_yaml, encoding="utf-8")
+            typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)
+        config, overrides, preset = write_yaml, [f"output.name={name}"], None  # what a relaunch reads
+    elif dry_run or write_yaml:
+        raise typer.BadParameter("--dry-run and --write-yaml go with --kohya-config or --dataset-config.")
+    else:
+        cfg = None if resume else load_train_config(config, overrides or [], preset)
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         name = None if resume else run_name_for(ws, cfg)
         raise typer.Exit(
@@ -63,6 +94,26 @@ def train_cmd(
         for key in ("library_lora", "library_embedding", "library_model"):
             if result.get(key):
                 typer.echo(f"{key.replace('library_', '')}: {result[key]}")
+
+
+def _import_kohya(kohya_config, dataset_config, overrides: list[str], preset, write_yaml):
+    """Map the kohya files, print every key's fate, write the YAML; returns (TrainConfig, YAML text)."""
+    from lorastudio.config import apply_overrides, parse_overrides
+    from lorastudio.train.kohya_config import import_kohya_config, kohya_train_config
+
+    imported = import_kohya_config(kohya_config, dataset_config)
+    for line in imported.lines():
+        typer.echo(line, err=True)
+    cfg = kohya_train_config(imported, overrides, preset)
+    # The YAML holds the imported keys and the command line's, so `--config FILE` reproduces the run.
+    imported.config = apply_overrides(imported.config, parse_overrides(overrides))
+    if preset:
+        imported.config["preset"] = preset
+    text = imported.to_yaml()
+    if write_yaml is not None:
+        Path(write_yaml).write_text(text, encoding="utf-8")
+        typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)
+    return cfg, text
 
 
 def _relaunch(n: int, config, preset, resume, overrides: list[str], name, device, as_json: bool) -> int:

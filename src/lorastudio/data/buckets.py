@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-__all__ = ["plan_buckets", "assign_bucket", "resize_to_bucket", "crop_box_for", "Bucket"]
+__all__ = [
+    "plan_buckets",
+    "assign_bucket",
+    "resize_to_bucket",
+    "crop_box_for",
+    "no_upscale_bucket",
+    "Bucket",
+]
 
 Bucket = tuple[int, int]
 
@@ -49,6 +56,19 @@ def assign_bucket(width: int, height: int, buckets: Sequence[Bucket]) -> Bucket:
         raise ValueError("no buckets to choose from.")
     target = math.log(width / height)
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - target), -b[0] * b[1]))
+
+
+def no_upscale_bucket(width: int, height: int, resolution: int, step: int = 64) -> Bucket:
+    """kohya's `bucket_no_upscale`: the image's own size, never enlarged, in multiples of `step`.
+
+    An image larger than `resolution**2` pixels is first scaled down (aspect kept) to fit that
+    area; each side is then rounded down to a multiple of `step`, so only a few pixels are
+    cropped and nothing is upscaled (sides below `step` stay at `step`).
+    """
+    max_area = resolution * resolution
+    scale = min(1.0, math.sqrt(max_area / (width * height)))
+    w, h = width * scale + 1e-6, height * scale + 1e-6  # 1024 * 0.5 must stay 512
+    return max(step, int(w // step) * step), max(step, int(h // step) * step)
 
 
 def crop_box_for(

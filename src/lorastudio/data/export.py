@@ -3,7 +3,8 @@
 - `folder`:  `DEST/[NN_name/]image.png` + `image.txt` or `.caption` (kohya/HCP; NN = repeats when given)
 - `csv`:     images + `metadata.csv` with `file_name,text` (HF imagefolder, DiffSynth)
 - `jsonl`:   images + `metadata.jsonl` with `{"file_name", "text"}` per line
-- `kohya`:   images + `meta_cap.json` `{stem: {"caption": ...}}`; point kohya's
+- `kohya`:   images + `meta_cap.json` `{stem: {"caption": ..., "tags": ...}}` (the merged
+  caption + tag metadata kohya's `merge_dd_tags_to_metadata` makes); point kohya's
   `--in_json` at it and `--train_data_dir` at DEST.
 Images are copied as stored; DEST must be empty or new (nothing is overwritten).
 """
@@ -17,13 +18,35 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from lorastudio.data.captions import join_tags, split_tags
 from lorastudio.data.manifest import DatasetFolder, atomic_write_json, atomic_write_text
 from lorastudio.errors import LorastudioError
 
-__all__ = ["EXPORT_FORMATS", "export_dataset"]
+__all__ = ["EXPORT_FORMATS", "export_dataset", "split_caption_and_tags"]
+
+SENTENCE_WORDS = 4  # a caption part of this many words or more is prose (BLIP), not a booru tag
 
 ExportFormat = Literal["folder", "csv", "jsonl", "kohya"]
 EXPORT_FORMATS = ("folder", "csv", "jsonl", "kohya")
+
+
+def split_caption_and_tags(caption: str, known_tags: list[str] | None = None) -> tuple[str, str]:
+    """One training caption -> kohya's (`caption`, `tags`), so that `caption, tags` gives it back.
+
+    The leading parts that are prose go to `caption`, the rest to `tags`. A part is a tag when
+    the tagger wrote it (`known_tags`, kept in the manifest by `dataset tag`) or, without
+    that record, when it has fewer than SENTENCE_WORDS words.
+    """
+    parts = split_tags(caption)
+    known = {t.lower() for t in known_tags} if known_tags else None
+
+    def is_prose(part: str) -> bool:
+        if known is not None:
+            return part.lower() not in known
+        return len(part.split()) >= SENTENCE_WORDS
+
+    split_at = next((i for i, part in enumerate(parts) if not is_prose(part)), len(parts))
+    return join_tags(parts[:split_at]), join_tags(parts[split_at:])
 
 
 def export_dataset(
@@ -44,6 +67,7 @@ def export_dataset(
     images_dir = dest / f"{repeats}_{folder.name}" if fmt == "folder" and repeats else dest
     images_dir.mkdir(parents=True, exist_ok=True)
     records = []
+    kohya_meta: dict[str, dict[str, str]] = {}
     for item in folder.items:
         source = folder.image_path(item)
         if not source.is_file():
@@ -51,6 +75,8 @@ def export_dataset(
         shutil.copy2(source, images_dir / item.file)
         caption = folder.read_caption(item) or ""
         records.append((item.file, caption))
+        text, tags = split_caption_and_tags(caption, item.extra.get("tags"))
+        kohya_meta[item.stem] = {"caption": text, "tags": tags}
         if fmt == "folder" and caption:
             atomic_write_text(images_dir / (item.stem + caption_extension), caption + "\n")
     if fmt == "csv":
@@ -63,5 +89,5 @@ def export_dataset(
         lines = [json.dumps({"file_name": f, "text": c}, ensure_ascii=False) for f, c in records]
         atomic_write_text(dest / "metadata.jsonl", "\n".join(lines) + "\n")
     elif fmt == "kohya":
-        atomic_write_json(dest / "meta_cap.json", {Path(f).stem: {"caption": c} for f, c in records})
+        atomic_write_json(dest / "meta_cap.json", kohya_meta)
     return {"format": fmt, "dest": str(dest), "images": len(records), "images_dir": str(images_dir)}

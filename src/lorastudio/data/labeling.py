@@ -91,8 +91,12 @@ def label_dataset(
             texts = labeller([image for _, image in loaded])
             for (item, _), text in zip(loaded, texts, strict=True):
                 folder.write_caption(item, combine(text, folder.read_caption(item), mode))
+                if job == "tag":  # kept apart so a kohya export can carry `tags` beside `caption`
+                    item.extra["tags"] = split_tags(text)
                 done.add(item.file)
                 result.written += 1
+            if job == "tag":
+                folder.save()
         atomic_write_json(state_path, {"key": key, "done": sorted(done)})
         if progress:
             progress(min(start + batch_size, len(pending)), len(pending))

@@ -37,6 +37,13 @@ __all__ = [
 
 FULL_MODEL_METHODS = ("dreambooth", "finetune")
 FULL_MODEL_LEARNING_RATE = 2e-6  # whole-UNet training: two orders of magnitude below LoRA rates
+# Optimizers that find their own step size: the learning rate is a multiplier (1.0 is usual).
+ADAPTIVE_OPTIMIZERS = ("prodigy", "dadaptation", "dadapt_adam", "dadapt_lion")
+
+
+def uses_relative_step(optimizer: str, args: dict[str, Any]) -> bool:
+    """Adafactor with `relative_step` (its default) computes its own step size from the step count."""
+    return optimizer == "adafactor" and bool(args.get("relative_step", True))
 
 
 class DataConfig(StrictModel):
@@ -48,6 +55,14 @@ class DataConfig(StrictModel):
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance of training on an empty caption
     flip: bool = False  # random horizontal flip (cached as a second latent)
     max_upscale: float = Field(1.0, ge=1.0)  # refuse images that would need more upscaling
+    # kohya parity (caption_tag_dropout_rate, color_aug, bucket options, subset num_repeats).
+    tag_dropout: float = Field(0.0, ge=0.0, le=1.0)  # drop each tag with this chance (not the first keep_tokens)
+    color_aug: bool = False  # small hue/brightness jitter per exposure; encodes latents every step (no cache)
+    repeats: int | None = Field(None, ge=1)  # exposures per epoch of every image (default: NN_ folder prefix)
+    min_bucket_reso: int | None = Field(None, ge=64)  # smallest bucket side (default: half the resolution, <= 256)
+    max_bucket_reso: int | None = Field(None, ge=64)  # largest bucket side (default: 2 x resolution)
+    bucket_reso_steps: int = Field(64, ge=8, multiple_of=8)  # bucket sides are multiples of this
+    bucket_no_upscale: bool = False  # small images keep their size (rounded down to bucket_reso_steps)
 
 
 class TrainSection(StrictModel):
@@ -59,16 +74,40 @@ class TrainSection(StrictModel):
     learning_rate: float = Field(1e-4, gt=0)
     text_encoder_lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    optimizer: Literal["adamw", "adamw8bit", "prodigy"] = "adamw"
+    optimizer: Literal[
+        "adamw",
+        "adamw8bit",
+        "lion",
+        "prodigy",
+        "dadaptation",
+        "dadapt_adam",
+        "dadapt_lion",
+        "adafactor",
+        "came",
+    ] = "adamw"
+    # Keyword arguments of the optimizer, checked against its signature (e.g. {betas: [0.9, 0.99]}).
+    optimizer_args: dict[str, Any] = Field(default_factory=dict)
     lr_scheduler: Literal[
-        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+        "constant",
+        "constant_with_warmup",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "adafactor",
     ] = "constant_with_warmup"
     lr_warmup_steps: int = Field(0, ge=0)
+    lr_scheduler_num_cycles: int = Field(1, ge=1)  # hard restarts of cosine_with_restarts
+    lr_scheduler_power: float = Field(1.0, gt=0)  # exponent of polynomial decay
     resolution: int = Field(512, ge=64)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
     min_snr_gamma: float | None = Field(None, gt=0)
     noise_offset: float = Field(0.0, ge=0.0)
+    # Pyramid noise (kohya's multires noise): 6-10 iterations, discount 0.1-0.3 are typical.
+    multires_noise_iterations: int = Field(0, ge=0)
+    multires_noise_discount: float = Field(0.3, gt=0.0, le=1.0)
+    attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers when installed, else SDPA
     max_grad_norm: float | None = Field(1.0, gt=0)
     save_every_steps: int = Field(500, ge=1)
     # Resumable states kept (newest first); default: all for LoRA runs, the last for dreambooth/finetune.
@@ -80,6 +119,32 @@ class TrainSection(StrictModel):
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # YAML reads a bare `no` as false
+
+    @field_validator("optimizer", "lr_scheduler", mode="before")
+    @classmethod
+    def _lower_name(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value  # kohya spells AdamW8bit, Prodigy
+
+    @model_validator(mode="after")
+    def _optimizer_defaults(self) -> TrainSection:
+        """Adaptive optimizers take the learning rate as a multiplier; relative-step Adafactor needs its scheduler."""
+        if self.optimizer in ADAPTIVE_OPTIMIZERS and "learning_rate" not in self.model_fields_set:
+            self.learning_rate = 1.0
+        relative = uses_relative_step(self.optimizer, self.optimizer_args)
+        if relative and self.lr_scheduler != "adafactor":
+            if "lr_scheduler" in self.model_fields_set:
+                raise ValueError(
+                    f"optimizer adafactor with relative_step picks its own step size, so lr_scheduler"
+                    f" {self.lr_scheduler!r} would not apply; set train.lr_scheduler=adafactor"
+                    " or train.optimizer_args.relative_step=false"
+                )
+            self.lr_scheduler = "adafactor"
+        if self.lr_scheduler == "adafactor" and not relative:
+            raise ValueError(
+                "lr_scheduler 'adafactor' only reports relative-step Adafactor's own step size;"
+                " use it with train.optimizer=adafactor (relative_step true) or pick another scheduler"
+            )
+        return self
 
 
 class LoraConfig(StrictModel):
@@ -181,6 +246,25 @@ class TrainConfig(StrictModel):
             )
         if self.trigger and (" " in self.trigger.strip() or "," in self.trigger):
             raise ValueError("trigger must be one word (no spaces or commas)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_buckets(self) -> TrainConfig:
+        data, resolution = self.data, self.train.resolution
+        step = data.bucket_reso_steps
+        if resolution % step:
+            raise ValueError(
+                f"train.resolution {resolution} is not a multiple of data.bucket_reso_steps {step};"
+                " change one of them"
+            )
+        if data.min_bucket_reso is not None and data.min_bucket_reso > resolution:
+            raise ValueError(
+                f"data.min_bucket_reso {data.min_bucket_reso} is above train.resolution {resolution}; lower it"
+            )
+        if data.max_bucket_reso is not None and data.max_bucket_reso < resolution:
+            raise ValueError(
+                f"data.max_bucket_reso {data.max_bucket_reso} is below train.resolution {resolution}; raise it"
+            )
         return self
 
     @property

@@ -15,10 +15,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorastudio.data.buckets import Bucket, assign_bucket, crop_box_for, plan_buckets
+from lorastudio.data.buckets import Bucket, assign_bucket, crop_box_for, no_upscale_bucket, plan_buckets
 from lorastudio.errors import LorastudioError
 
-__all__ = ["TrainImage", "scan_images", "BatchSchedule", "file_hash"]
+__all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "file_hash", "color_jitter"]
+
+# Colour augmentation range (kohya's color_aug is a small hue shift): hue +-3%, brightness +-10%.
+COLOR_AUG_HUE = 0.03
+COLOR_AUG_BRIGHTNESS = 0.1
 
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
@@ -63,13 +67,44 @@ def _scaled_crop(size: tuple[int, int], bucket: Bucket) -> tuple[float, tuple[in
     return scale, (top, left)
 
 
-def scan_images(items, resolution: int, max_upscale: float = 1.0, bucket_step: int = 64) -> list[TrainImage]:
+@dataclass(frozen=True)
+class BucketOptions:
+    """kohya's bucket settings: side range and step, and whether small images keep their size."""
+
+    min_reso: int | None = None  # default: half the resolution, at most 256
+    max_reso: int | None = None  # default: 2 x resolution
+    step: int = 64
+    no_upscale: bool = False
+
+    @classmethod
+    def from_config(cls, data) -> BucketOptions:
+        """From a `DataConfig` (`data.min_bucket_reso`, ...)."""
+        return cls(data.min_bucket_reso, data.max_bucket_reso, data.bucket_reso_steps, data.bucket_no_upscale)
+
+    def buckets(self, resolution: int) -> list[Bucket]:
+        min_px = self.min_reso or max(self.step, min(256, resolution // 2))
+        return plan_buckets(resolution, min_px=min_px, max_px=self.max_reso, step=self.step)
+
+    def bucket_for(self, size: tuple[int, int], resolution: int, buckets: list[Bucket]) -> Bucket:
+        if self.no_upscale:
+            return no_upscale_bucket(size[0], size[1], resolution, self.step)
+        return assign_bucket(size[0], size[1], buckets)
+
+
+def scan_images(
+    items,
+    resolution: int,
+    max_upscale: float = 1.0,
+    bucket_step: int = 64,
+    options: BucketOptions | None = None,
+) -> list[TrainImage]:
     """Read sizes (headers only), assign buckets, and refuse images too small for `resolution`."""
-    buckets = plan_buckets(resolution, min_px=max(bucket_step, min(256, resolution // 2)), step=bucket_step)
+    options = options or BucketOptions(step=bucket_step)
+    buckets = options.buckets(resolution)
     images, too_small, worst = [], [], 1.0
     for item in items:
         size = _upright_size(Path(item.image))
-        bucket = assign_bucket(size[0], size[1], buckets)
+        bucket = options.bucket_for(size, resolution, buckets)
         scale, crop = _scaled_crop(size, bucket)
         if scale > max_upscale * 1.01:
             too_small.append(f"{Path(item.image).name} ({size[0]}x{size[1]})")
@@ -126,3 +161,15 @@ class BatchSchedule:
 
     def epoch_of(self, micro_index: int) -> int:
         return micro_index // self.batches_per_epoch
+
+
+def color_jitter(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A small random hue rotation and brightness change (kohya's `color_aug`)."""
+    import numpy as np
+
+    hue_shift = rng.uniform(-COLOR_AUG_HUE, COLOR_AUG_HUE)
+    brightness = 1.0 + rng.uniform(-COLOR_AUG_BRIGHTNESS, COLOR_AUG_BRIGHTNESS)
+    hsv = np.asarray(image.convert("RGB").convert("HSV"), dtype=np.float32)
+    hsv[..., 0] = (hsv[..., 0] + hue_shift * 256.0) % 256.0
+    hsv[..., 2] = np.clip(hsv[..., 2] * brightness, 0, 255)
+    return Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB")

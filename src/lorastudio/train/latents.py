@@ -22,7 +22,7 @@ from lorastudio.data.images import open_image
 from lorastudio.errors import LorastudioError
 from lorastudio.train.data import TrainImage
 
-__all__ = ["vae_hash", "LatentCache", "check_cache_space"]
+__all__ = ["vae_hash", "LatentCache", "check_cache_space", "encode_image"]
 
 
 def vae_hash(vae) -> str:
@@ -54,6 +54,16 @@ def _pixels(image: Image.Image, flipped: bool) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+@torch.no_grad()
+def encode_image(vae, image: Image.Image, bucket, flipped: bool) -> torch.Tensor:
+    """One image, resized to its bucket (and flipped), as a scaled latent on the CPU."""
+    pixels = _pixels(resize_to_bucket(image, bucket), flipped)
+    sample = pixels.unsqueeze(0).to(vae.device, vae.dtype)
+    latent = vae.encode(sample).latent_dist.mean
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latent - shift) * vae.config.scaling_factor)[0].float().cpu()
+
+
 class LatentCache:
     """Latents for a run's images, loaded once into memory from the shared disk cache."""
 
@@ -66,14 +76,8 @@ class LatentCache:
         w, h = image.bucket
         return self.folder / f"{image.digest[:24]}-{w}x{h}{'-flip' if flipped else ''}.safetensors"
 
-    @torch.no_grad()
     def _encode(self, image: TrainImage, flipped: bool) -> torch.Tensor:
-        pixels = _pixels(resize_to_bucket(open_image(image.path), image.bucket), flipped)
-        vae = self.vae
-        sample = pixels.unsqueeze(0).to(vae.device, vae.dtype)
-        latent = vae.encode(sample).latent_dist.mean
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((latent - shift) * vae.config.scaling_factor)[0].float().cpu()
+        return encode_image(self.vae, open_image(image.path), image.bucket, flipped)
 
     def prepare(self, images: list[TrainImage], flip: bool, progress=None) -> int:
         """Load or encode every latent the run needs; returns how many were encoded now."""

@@ -104,8 +104,13 @@ def build_caption(
     keep_tokens: int,
     dropout: float,
     rng: random.Random,
+    tag_dropout: float = 0.0,
 ) -> str:
-    """One training caption: shuffle tags after the first `keep_tokens`, add the trigger, maybe drop it."""
+    """One training caption: shuffle tags after the first `keep_tokens`, add the trigger, maybe drop it.
+
+    `tag_dropout` (kohya's caption_tag_dropout_rate) drops each tag after the first
+    `keep_tokens` with that chance; the trigger word is never dropped.
+    """
     tags = [t.strip() for t in caption.split(",")]
     tags = [t for t in tags if t]
     has_trigger = bool(trigger) and any(
@@ -117,6 +122,10 @@ def build_caption(
         head, tail = tags[:keep_tokens], tags[keep_tokens:]
         rng.shuffle(tail)
         tags = head + tail
+    if tag_dropout:
+        tags = tags[:keep_tokens] + [
+            t for t in tags[keep_tokens:] if t == trigger or rng.random() >= tag_dropout
+        ]
     if dropout and rng.random() < dropout:
         return ""
     return ", ".join(tags)

@@ -17,6 +17,7 @@ from their own seeded schedule, so it stays reproducible and resumable too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import random
 import shutil
@@ -32,10 +33,11 @@ import torch.nn.functional as F
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig, budget_steps
-from lorastudio.train.data import BatchSchedule, TrainImage, scan_images
+from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, color_jitter, scan_images
 from lorastudio.train.ema import WeightAverage
 from lorastudio.train.export import save_embedding, save_full_checkpoint, save_lora
-from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
+from lorastudio.train.kohya_config import kohya_training_facts
+from lorastudio.train.latents import LatentCache, check_cache_space, encode_image, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import (
     LoraSet,
@@ -45,6 +47,7 @@ from lorastudio.train.lora_modules import (
     text_encoder_targets,
     unet_targets,
 )
+from lorastudio.train.noise import training_noise
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.steps import step_folders
 from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
@@ -98,7 +101,15 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
     if len(dataset) == 0:
         raise LorastudioError(f"{path}: the data set is empty; add images first.")
-    images = scan_images(dataset.items(), cfg.train.resolution, cfg.data.max_upscale)
+    items = dataset.items()
+    if cfg.data.repeats is not None:  # kohya subsets' num_repeats: one count for the whole data.dir
+        items = [dataclasses.replace(item, repeats=cfg.data.repeats) for item in items]
+    images = scan_images(
+        items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
+    )
+    from lorastudio.train.optim import check_optimizer_args
+
+    check_optimizer_args(cfg.train.optimizer, cfg.train.optimizer_args)  # a typo fails before the model loads
     if cfg.uses_prior:
         from lorastudio.train.prior import check_class_dir
 
@@ -360,6 +371,7 @@ class Trainer:
             cfg.data.keep_tokens,
             cfg.data.caption_dropout,
             rng,
+            tag_dropout=cfg.data.tag_dropout,
         )
         return self.embedding.expand(text) if self.embedding is not None else text
 
@@ -370,7 +382,7 @@ class Trainer:
     def _fixed_captions(self) -> list[str] | None:
         """Every caption training can produce, when that set is finite (no tag shuffling)."""
         cfg = self.cfg
-        if cfg.data.shuffle_tags:
+        if cfg.data.shuffle_tags or cfg.data.tag_dropout:
             return None
         rng = random.Random(0)  # unused: no shuffling and no dropout here
         captions = [
@@ -450,12 +462,19 @@ class Trainer:
     ) -> torch.Tensor:
         cfg, model = self.cfg, self.model
         device = model.device
-        latents = torch.stack([cache.get(i, flipped) for i, flipped in batch]).to(device)
+        if cfg.data.color_aug and cache is self.latents:
+            latents = self._color_augmented_latents(images, batch, seed).to(device)
+        else:
+            latents = torch.stack([cache.get(i, flipped) for i, flipped in batch]).to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
-        noise = torch.randn(latents.shape, generator=generator, device=device)
-        if cfg.train.noise_offset:
-            offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=device)
-            noise = noise + cfg.train.noise_offset * offset
+        noise = training_noise(
+            latents.shape,
+            generator,
+            device,
+            offset=cfg.train.noise_offset,
+            multires_iterations=cfg.train.multires_noise_iterations,
+            multires_discount=cfg.train.multires_noise_discount,
+        )
         num_timesteps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, num_timesteps, (latents.shape[0],), generator=generator, device=device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -480,6 +499,20 @@ class Trainer:
         if cfg.train.min_snr_gamma:
             per_sample = per_sample * self._snr_weights(timesteps)
         return per_sample.mean()
+
+    def _color_augmented_latents(
+        self, images: list[TrainImage], batch: list[tuple[int, bool]], seed: int
+    ) -> torch.Tensor:
+        """`data.color_aug`: every exposure gets its own colour jitter, so its latent is encoded now."""
+        from lorastudio.data.images import open_image
+
+        rng = random.Random(f"{seed}:color")
+        latents = []
+        for index, flipped in batch:
+            image = images[index]
+            jittered = color_jitter(open_image(image.path), rng)
+            latents.append(encode_image(self.model.vae, jittered, image.bucket, flipped))
+        return torch.stack(latents)
 
     def _snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min-SNR-gamma (Hang et al. 2023): cap the weight of easy, low-noise timesteps."""
@@ -529,13 +562,18 @@ class Trainer:
                 for encoder in self.model.text_encoders:
                     encoder.gradient_checkpointing_enable()
                     encoder.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
-        check_cache_space(cache_root, self.images, self.cfg.data.flip)
+        self._select_attention()
         self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
-        with self.accelerator.main_process_first():
-            encoded = self.latents.prepare(self.images, self.cfg.data.flip)
-        self._say(
-            f"latents: {len(self.images)} images, {encoded} newly encoded (cache {self.latents.folder})"
-        )
+        if self.cfg.data.color_aug:
+            # As in kohya, colour augmentation and cached latents exclude each other.
+            self._say("latents: data.color_aug is on, so latents are encoded every step (latent cache off)")
+        else:
+            check_cache_space(cache_root, self.images, self.cfg.data.flip)
+            with self.accelerator.main_process_first():
+                encoded = self.latents.prepare(self.images, self.cfg.data.flip)
+            self._say(
+                f"latents: {len(self.images)} images, {encoded} newly encoded (cache {self.latents.folder})"
+            )
         self.schedule = BatchSchedule(
             self.images, self.cfg.train.batch_size, self.cfg.seed, self.cfg.data.flip
         )
@@ -545,14 +583,31 @@ class Trainer:
             self.ema = WeightAverage(self.params, self.cfg.train.ema_decay)
         self._check_checkpoint_space()
         optimizer = build_optimizer(
-            self.cfg.train.optimizer, self._param_groups(), self.cfg.train.weight_decay
+            self.cfg.train.optimizer,
+            self._param_groups(),
+            self.cfg.train.weight_decay,
+            self.cfg.train.optimizer_args,
         )
         self.lr_scheduler = build_lr_scheduler(
-            self.cfg.train.lr_scheduler, optimizer, self.cfg.train.lr_warmup_steps, self.total_steps
+            self.cfg.train.lr_scheduler,
+            optimizer,
+            self.cfg.train.lr_warmup_steps,
+            self.total_steps,
+            num_cycles=self.cfg.train.lr_scheduler_num_cycles,
+            power=self.cfg.train.lr_scheduler_power,
         )
+        self._say(f"optimizer: {type(optimizer).__name__}, lr scheduler: {self.cfg.train.lr_scheduler}")
         # The scheduler is stepped by hand (once per optimizer step on every process).
         self.optimizer = self.accelerator.prepare(optimizer)
         self.accelerator.register_for_checkpointing(_TrainableState(self), self.lr_scheduler)
+
+    def _select_attention(self) -> None:
+        """`train.attention`: SDPA, or xformers when installed; the choice is printed with the run."""
+        from lorastudio.train.attention import ATTENTION_LABELS, apply_attention, resolve_attention
+
+        self.attention = resolve_attention(self.cfg.train.attention, self.accelerator.device.type)
+        apply_attention(self.model.unet, self.attention)
+        self._say(f"attention: {ATTENTION_LABELS[self.attention]}")
 
     def _check_checkpoint_space(self) -> None:
         """A whole-UNet checkpoint is gigabytes (model file + fp32 weights + optimizer state)."""
@@ -597,7 +652,9 @@ class Trainer:
                 f"prior: {folder} holds {len(items)} class images (prior.num_images={cfg.prior.num_images})"
             )
         try:
-            images = scan_images(items, cfg.train.resolution, cfg.data.max_upscale)
+            images = scan_images(
+                items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
+            )
         except LorastudioError as exc:
             raise LorastudioError(f"class images in {folder}: {exc}") from None
         check_cache_space(cache_root, images, False)
@@ -659,6 +716,7 @@ class Trainer:
                 "images": len(self.images),
                 "explanation": plan.explanation,
                 "start_step": self.step,
+                "attention": self.attention,
             }
         )
         log = RunLog(self.run_dir, resume_step=self.step) if self.accelerator.is_main_process else None
@@ -803,6 +861,7 @@ class Trainer:
             + (f", EMA {cfg.train.ema_decay:g}" if cfg.train.ema_decay else ""),
             "lorastudio_config": cfg.model_dump(mode="json"),
             "trigger_phrase": cfg.trigger or None,
+            **kohya_training_facts(cfg),
         }
 
     def _averaged(self):
