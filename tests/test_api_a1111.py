@@ -215,7 +215,7 @@ def test_interrupt_stops_the_running_generation(client, studio):
     result = {}
 
     def generate():
-        result["response"] = client.post("/sdapi/v1/txt2img", json={**TINY, "steps": 500, "n_iter": 50})
+        result["response"] = client.post("/sdapi/v1/txt2img", json={**TINY, "steps": 150, "n_iter": 16})
 
     thread = threading.Thread(target=generate)
     thread.start()
