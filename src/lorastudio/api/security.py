@@ -329,7 +329,9 @@ def decode_image(data: str, what: str = "image"):
     try:
         return open_request_image(raw, what, MAX_IMAGE_PIXELS)
     except RequestImageError as exc:
-        raise LorastudioError(str(exc)) from None
+        from lorastudio.service.studio import InvalidRequest
+
+        raise InvalidRequest(str(exc)) from None
 
 
 def safetensors_header(path) -> dict[str, Any]:
@@ -374,4 +376,6 @@ def check_upload(path, filename: str, allowed: Iterable[str] = UPLOAD_SUFFIXES) 
             image, _ = open_request_image(Path(path), f"upload {filename!r}", MAX_IMAGE_PIXELS)
             image.close()
         except RequestImageError as exc:
-            raise LorastudioError(str(exc)) from None
+            from lorastudio.service.studio import InvalidRequest
+
+            raise InvalidRequest(str(exc)) from None
