@@ -56,6 +56,7 @@ def open_request_image(
     `RequestImageError` with one line naming `what`.
     """
     import io
+    import warnings
     from pathlib import Path
 
     from PIL import UnidentifiedImageError
@@ -63,7 +64,9 @@ def open_request_image(
     _apply_decode_limits()
     stream = io.BytesIO(source) if isinstance(source, bytes | bytearray) else Path(source).open("rb")
     try:
-        image = Image.open(stream)
+        with warnings.catch_warnings():  # the pixel count is checked right below, with a clearer message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
         if image.width * image.height > max_pixels:
             raise RequestImageError(
                 f"{what}: {image.width}x{image.height} is too large; send at most "
