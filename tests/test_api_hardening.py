@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import zlib
 
 import pytest
@@ -110,7 +111,7 @@ def test_a1111_value_mapped_out_of_generate_configs_limits_names_the_a1111_field
     ],
 )
 def test_nan_and_infinity_answer_422_with_strict_json(client, path, field, token):
-    body = '{"image": "%s", "steps": 1, "width": 64, "height": 64, "%s": %s}' % (png_b64(), field, token)
+    body = json.dumps({"image": png_b64(), **TINY, field: 1.5}).replace("1.5", token)
     response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert_4xx_naming(response, 422, field)
 
@@ -167,7 +168,9 @@ def test_png_text_bomb_answers_422_everywhere(client, idle_studio):
     assert_4xx_naming(client.post("/sdapi/v1/png-info", json={"image": bomb}), 422, "image")
     response = client.post("/sdapi/v1/img2img", json={**TINY, "init_images": [bomb]})
     assert_4xx_naming(response, 422, "init_images[0]")
-    response = client.post("/api/v1/jobs/generate", json={**TINY, "init_image": "data:image/png;base64," + bomb})
+    response = client.post(
+        "/api/v1/jobs/generate", json={**TINY, "init_image": "data:image/png;base64," + bomb}
+    )
     assert_4xx_naming(response, 422, "init_image")
     response = client.post(
         "/api/v1/uploads", files={"file": ("bomb.png", base64.b64decode(bomb), "image/png")}

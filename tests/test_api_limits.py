@@ -60,7 +60,11 @@ def assert_limit(response, *words: str) -> None:
         ({"prompt": "x" * 101}, {"prompt": "x" * 101}, ("prompt", "--max-prompt-chars")),
         ({"negative_prompt": "x" * 101}, {"negative_prompt": "x" * 101}, ("--max-prompt-chars",)),
         ({"steps": 11}, {"steps": 11}, ("steps", "--max-steps")),
-        ({"hires_scale": 2, "hires_steps": 11}, {"enable_hr": True, "hr_second_pass_steps": 11}, ("--max-steps",)),
+        (
+            {"hires_scale": 2, "hires_steps": 11},
+            {"enable_hr": True, "hr_second_pass_steps": 11},
+            ("--max-steps",),
+        ),
         ({"width": 512, "height": 256}, {"width": 512, "height": 256}, ("512x256", "--max-pixels")),
         ({"batch_size": 5}, {"batch_size": 5}, ("images", "--max-images")),
         ({"batch_size": 2, "count": 3}, {"batch_size": 2, "n_iter": 3}, ("--max-images",)),
