@@ -140,9 +140,13 @@ def test_event_cursor_out_of_range_answers_422_before_the_stream(client):
     assert ok.status_code == 200 and "event: end" in ok.text
 
 
-def test_seed_past_the_a1111_range_answers_422(client):
+def test_seed_past_the_a1111_range_answers_422(client, idle_studio):
     assert_4xx_naming(client.post("/sdapi/v1/txt2img", json={**TINY, "seed": 2**32}), 422, "seed")
     assert_4xx_naming(client.post("/sdapi/v1/txt2img", json={**TINY, "subseed": 2**63}), 422, "subseed")
+    assert_4xx_naming(client.post("/api/v1/jobs/generate", json={**TINY, "seed": 2**63}), 422, "seed")
+    assert_4xx_naming(client.post("/api/v1/jobs/generate", json={**TINY, "subseed": 2**32}), 422, "subseed")
+    assert client.post("/api/v1/jobs/generate", json={**TINY, "seed": 2**32 - 1}).status_code == 200
+    assert len(idle_studio.list_jobs()) == 1
 
 
 @pytest.mark.parametrize("device", ["meta", "cuda:7", "cpu"])

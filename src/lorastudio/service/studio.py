@@ -56,6 +56,8 @@ MAX_RETRY_AFTER_S = 300
 STORAGE_FULL_RETRY_AFTER_S = 60
 # Priorities clients may give (the queue stores them as 64-bit integers).
 MAX_PRIORITY = 1_000_000
+# Seeds a request may give: -1 (random) or A1111's range, 0..2**32-1 (image i uses seed + i).
+MAX_SEED = 2**32 - 1
 # A1111 option values that must be valid before they are kept: they feed every later request.
 _NO_VAE = {"", "automatic", "none"}
 # Where a request names no size: the largest native size of the models we run (SDXL).
@@ -482,6 +484,11 @@ class Studio:
     def check_generate_limits(self, cfg: GenerateConfig) -> None:
         """Refuse a generation that asks for more work than the server's limits (422 naming the option)."""
         settings = self.settings
+        for key in ("seed", "subseed"):
+            if getattr(cfg, key) > MAX_SEED:
+                raise InvalidRequest(
+                    f"{key}: {getattr(cfg, key)} is out of range; use -1 (random) or 0..{MAX_SEED}."
+                )
         _limit(len(cfg.prompt), settings.max_prompt_chars, "prompt", "--max-prompt-chars", " characters")
         _limit(
             len(cfg.negative_prompt),
