@@ -116,6 +116,13 @@ def test_nan_and_infinity_answer_422_with_strict_json(client, path, field, token
     assert_4xx_naming(response, 422, field)
 
 
+def test_nan_in_a_training_config_answers_422(client, idle_studio):
+    body = '{"model": "tiny-sd15", "data": {"dir": "x"}, "train": {"learning_rate": Infinity}}'
+    response = client.post("/api/v1/jobs/train", content=body, headers={"content-type": "application/json"})
+    assert_4xx_naming(response, 422, "learning_rate")
+    assert idle_studio.list_jobs() == []
+
+
 def test_extra_single_image_refuses_huge_scales(client):
     response = client.post(
         "/sdapi/v1/extra-single-image", json={"image": png_b64(), "upscaling_resize": 1e308}
