@@ -220,3 +220,13 @@ def test_full_disk_while_storing_an_inline_image_answers_503(client, idle_studio
     assert response.status_code == 503, response.text
     assert list(idle_studio.uploads_dir.iterdir()) == []
     assert idle_studio.list_jobs() == []
+
+
+def test_a_full_disk_anywhere_else_answers_503_not_500(client, idle_studio, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(idle_studio.store, "cancel", full)
+    response = client.delete("/api/v1/jobs/some-job")
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
