@@ -149,7 +149,7 @@ def test_img2img_accepts_data_urls_raw_base64_and_masks(client):
 
 def test_img2img_refuses_what_is_not_an_image(client):
     response = client.post("/sdapi/v1/img2img", json={**TINY, "init_images": ["bm90IGFuIGltYWdl"]})
-    assert response.status_code == 400
+    assert response.status_code == 422  # a field that is not a valid image
     assert set(response.json()) == {"error", "detail", "body", "errors"}
     assert "not a readable image" in response.json()["detail"]
     empty = client.post("/sdapi/v1/img2img", json={**TINY, "init_images": []})
