@@ -284,7 +284,7 @@ def test_status_reports_the_worker_and_counts(client):
 
 
 def test_cancel_running_generation_stops_it(client, studio):
-    job_id = client.post("/api/v1/jobs/generate", json={**TINY, "steps": 500, "count": 20}).json()["id"]
+    job_id = client.post("/api/v1/jobs/generate", json={**TINY, "steps": 150, "count": 16}).json()["id"]
     deadline = time.monotonic() + 60
     while studio.get_job(job_id).progress == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,9 +25,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every config: unknown keys are rejected, defaults validated."""
+    """Base of every config: unknown keys are rejected, defaults validated, NaN/Infinity refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

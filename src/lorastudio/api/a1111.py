@@ -27,7 +27,7 @@ from lorastudio.api.native import quota_as_429
 from lorastudio.api.security import decode_image, safetensors_header
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
-from lorastudio.service.studio import Studio
+from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.workspace import list_weight_files
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
@@ -36,40 +36,56 @@ router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
 
 # A1111's defaults where the client sends nothing.
 DEFAULT_SAMPLER = "Euler a"
+# A1111 seeds: -1 (random) or 0..2**32-1, the range its random seeds are drawn from.
+MAX_SEED = 2**32 - 1
+# GenerateConfig fields -> the A1111 request field a client sent, for error messages.
+_A1111_NAMES = {
+    "strength": "denoising_strength",
+    "hires_strength": "denoising_strength",
+    "hires_scale": "hr_scale",
+    "hires_steps": "hr_second_pass_steps",
+    "count": "n_iter",
+    "clip_skip": "CLIP_stop_at_last_layers",
+    "sampler": "sampler_name",
+    "schedule": "scheduler",
+    "inpaint_padding": "inpaint_full_res_padding",
+    "vae": "sd_vae",
+    "model": "sd_model_checkpoint",
+}
 _NO_VAE = {"", "automatic", "none"}
 
 
 class Txt2ImgRequest(BaseModel):
     """A1111's txt2img fields that lorastudio reads; unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_h: int = -1
-    seed_resize_from_w: int = -1
+    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1 = random; else 0..2**32-1 as in A1111.")
+    subseed: int = Field(-1, ge=-1, le=MAX_SEED)
+    subseed_strength: float = Field(0.0, ge=0, le=1)
+    seed_resize_from_h: int = Field(-1, ge=-1, le=4096)
+    seed_resize_from_w: int = Field(-1, ge=-1, le=4096)
     sampler_name: str | None = None
     sampler_index: str | None = None
     scheduler: str | None = None
     batch_size: int = Field(1, ge=1, le=64)
     n_iter: int = Field(1, ge=1, le=1000)
     steps: int = Field(50, ge=1, le=500)
-    cfg_scale: float = 7.0
+    cfg_scale: float = Field(7.0, ge=0, le=50)
     width: int = Field(512, ge=8, le=8192)
     height: int = Field(512, ge=8, le=8192)
     restore_faces: bool | None = None
     tiling: bool | None = None
     enable_hr: bool = False
-    hr_scale: float = 2.0
+    hr_scale: float = Field(2.0, ge=0, le=4)
     hr_upscaler: str | None = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    denoising_strength: float | None = None
+    hr_second_pass_steps: int = Field(0, ge=0, le=500)
+    hr_resize_x: int = Field(0, ge=0, le=16384)
+    hr_resize_y: int = Field(0, ge=0, le=16384)
+    denoising_strength: float | None = Field(None, ge=0, le=1)
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
     send_images: bool = True
@@ -83,12 +99,13 @@ class Img2ImgRequest(Txt2ImgRequest):
 
     init_images: list[str] | None = None
     mask: str | None = None
-    resize_mode: int = 0
-    denoising_strength: float | None = 0.75
-    mask_blur: int | None = 4
-    inpainting_fill: int | None = None  # None: "original", what lorastudio did before it was read
+    resize_mode: int = Field(0, ge=0, le=3)
+    denoising_strength: float | None = Field(0.75, ge=0, le=1)
+    mask_blur: int | None = Field(4, ge=0, le=64)
+    # None: "original", what lorastudio did before it was read
+    inpainting_fill: int | None = Field(None, ge=0, le=3)
     inpaint_full_res: bool | int = True
-    inpaint_full_res_padding: int = 0
+    inpaint_full_res_padding: int = Field(0, ge=0, le=512)
     inpainting_mask_invert: int = 0
     include_init_images: bool = False
 
@@ -100,19 +117,19 @@ class OptionsRequest(BaseModel):
 
 
 class PngInfoRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     image: str
 
 
 class ExtraSingleImageRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     image: str
-    resize_mode: int = 0
-    upscaling_resize: float = 2.0
-    upscaling_resize_w: int = 512
-    upscaling_resize_h: int = 512
+    resize_mode: int = Field(0, ge=0, le=1)
+    upscaling_resize: float = Field(2.0, gt=0, le=8)
+    upscaling_resize_w: int = Field(512, ge=1, le=16384)
+    upscaling_resize_h: int = Field(512, ge=1, le=16384)
     upscaler_1: str | None = "None"
 
 
@@ -144,15 +161,19 @@ def _size(value: int, what: str) -> int:
 
 
 def to_generate_config(
-    req: Txt2ImgRequest, studio: Studio, init_image: str | None = None, mask: str | None = None
+    req: Txt2ImgRequest,
+    studio: Studio,
+    init_image: str | None = None,
+    mask: str | None = None,
+    user: str = "",
 ):
-    """An A1111 request -> a GenerateConfig whose images are upload names."""
-    from lorastudio.generate.config import GenerateConfig
+    """An A1111 request -> a GenerateConfig whose images are upload names (this user's options)."""
+    from pydantic import ValidationError
 
-    overrides = req.override_settings or {}
-    options = studio.options()
+    overrides = studio.check_options(req.override_settings or {}, "override_settings")
+    options = studio.options(user)
     checkpoint = overrides.get("sd_model_checkpoint")
-    model = studio.model_name_from_title(checkpoint) if checkpoint else studio.model
+    model = checkpoint or studio.model_for(user)
     clip_skip = overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1))
     vae = overrides.get("sd_vae", options.get("sd_vae"))
     vae = None if str(vae or "").strip().lower() in _NO_VAE else str(vae)
@@ -206,7 +227,23 @@ def to_generate_config(
             hires_strength=req.denoising_strength if req.denoising_strength is not None else 0.7,
             hires_upscaler="Latent" if upscaler.startswith("latent") else "Lanczos",
         )
+    try:
+        return _validated_config(fields)
+    except ValidationError as exc:
+        raise _in_a1111_names(exc) from None
+
+
+def _validated_config(fields: dict[str, Any]):
+    from lorastudio.generate.config import GenerateConfig
+
     return GenerateConfig.model_validate(fields)
+
+
+def _in_a1111_names(exc) -> LorastudioError:
+    """A GenerateConfig limit a mapped A1111 request broke, as one line naming the A1111 field."""
+    error = exc.errors(include_url=False)[0]
+    field = str(error["loc"][0]) if error.get("loc") else ""
+    return InvalidRequest(f"{_A1111_NAMES.get(field, field) or 'request'}: {error['msg']}.")
 
 
 def _png_upload(studio: Studio, data: str, what: str, mask: bool = False, invert: bool = False) -> str:
@@ -294,17 +331,23 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
 
     def submit():
         init = mask = None
-        if isinstance(req, Img2ImgRequest):
-            if not req.init_images:
-                raise LorastudioError("img2img: init_images is empty; send one base64 image.")
-            init = _png_upload(studio, req.init_images[0], "init_images[0]")
-            if req.mask:
-                mask = _png_upload(
-                    studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
-                )
-        cfg = to_generate_config(req, studio, init, mask)
         with quota_as_429():
-            return cfg, studio.submit_generate(cfg, user=user)
+            studio.check_quota(user)  # before any image is stored
+        try:
+            if isinstance(req, Img2ImgRequest):
+                if not req.init_images:
+                    raise LorastudioError("img2img: init_images is empty; send one base64 image.")
+                init = _png_upload(studio, req.init_images[0], "init_images[0]")
+                if req.mask:
+                    mask = _png_upload(
+                        studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
+                    )
+            cfg = to_generate_config(req, studio, init, mask, user=user)
+            with quota_as_429():
+                return cfg, studio.submit_generate(cfg, user=user)
+        except BaseException:
+            studio.discard_uploads([init, mask])  # a refused request leaves no files
+            raise
 
     cfg, job = await asyncio.to_thread(submit)
     job = await studio.wait_job_async(job.id)
@@ -384,24 +427,27 @@ def refresh_checkpoints(studio: Studio = Depends(get_studio)) -> None:
 
 
 @router.get("/options")
-def get_options(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    sha = next((row.get("sha256") for row in studio.models() if row["name"] == studio.model), None)
+def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """This user's options: A1111's defaults overlaid with what they set (each user has their own)."""
+    model = studio.model_for(_user(request))
+    sha = next((row.get("sha256") for row in studio.models() if row["name"] == model), None)
     return {
-        "sd_model_checkpoint": studio.model_title(),
+        "sd_model_checkpoint": studio.model_title(model),
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",
         "show_progress_every_n_steps": 0,
-        **studio.options(),
+        **studio.options(_user(request)),
     }
 
 
 @router.post("/options")
-def set_options(req: OptionsRequest, studio: Studio = Depends(get_studio)) -> None:
-    """`sd_model_checkpoint` switches the default model; other options are kept and echoed."""
-    studio.update_options(req.model_dump(exclude_none=True))
+def set_options(req: OptionsRequest, request: Request, studio: Studio = Depends(get_studio)) -> None:
+    """Options of this user only, validated before they are kept: `sd_model_checkpoint` (their
+    default model), `sd_vae`, `CLIP_stop_at_last_layers`; others are kept and echoed, size-capped."""
+    studio.update_options(req.model_dump(exclude_none=True), user=_user(request))
     return None
 
 
@@ -625,7 +671,7 @@ def png_info(req: PngInfoRequest) -> dict[str, Any]:
 
 
 @router.post("/extra-single-image")
-def extra_single_image(req: ExtraSingleImageRequest) -> dict[str, Any]:
+def extra_single_image(req: ExtraSingleImageRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Resize an image with Lanczos or Nearest (the upscalers lorastudio has)."""
     from PIL import Image
 
@@ -634,8 +680,9 @@ def extra_single_image(req: ExtraSingleImageRequest) -> dict[str, Any]:
         size = (req.upscaling_resize_w, req.upscaling_resize_h)
     else:
         size = (round(image.width * req.upscaling_resize), round(image.height * req.upscaling_resize))
-    if size[0] * size[1] > 64 * 1024 * 1024 or min(size) < 1:
-        raise LorastudioError(f"extra-single-image: target size {size[0]}x{size[1]} is out of range.")
+    if min(size) < 1:
+        raise InvalidRequest(f"upscaling_resize: target size {size[0]}x{size[1]} is out of range.")
+    studio.check_output_pixels(size[0], size[1], f"upscaled size {size[0]}x{size[1]}")
     upscaler = (req.upscaler_1 or "None").lower()
     if upscaler not in ("none", "lanczos", "nearest"):
         raise LorastudioError(f"upscaler {req.upscaler_1!r}: not available; use Lanczos or Nearest.")

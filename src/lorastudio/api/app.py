@@ -7,17 +7,31 @@ so tests and `lorastudio serve` decide when the worker runs.
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorastudio import __version__
-from lorastudio.api.security import SecurityMiddleware, error_body, parse_auth
+from lorastudio.api.security import (
+    SecurityMiddleware,
+    error_body,
+    parse_auth,
+    parse_tokens,
+    spool_uploads_in_workspace,
+)
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.studio import Studio
+from lorastudio.service.studio import (
+    InvalidRequest,
+    QuotaExceeded,
+    StorageFull,
+    Studio,
+    is_storage_full,
+)
 
 __all__ = ["create_app", "get_studio"]
 
@@ -30,6 +44,7 @@ _STATUS_NAMES = {
     405: "MethodNotAllowed",
     409: "Conflict",
     413: "PayloadTooLarge",
+    503: "ServiceUnavailable",
     415: "UnsupportedMediaType",
     422: "ValidationError",
     429: "TooManyRequests",
@@ -41,8 +56,17 @@ def get_studio(request: Request) -> Studio:
     return request.app.state.studio
 
 
-def create_app(studio: Studio, auth: str | None = None, token: str | None = None) -> FastAPI:
-    """The API for `studio`; `auth` ("user:pass[,user2:pass2]") and/or `token` protect every route."""
+def create_app(
+    studio: Studio,
+    auth: str | None = None,
+    token: str | None = None,
+    tokens: list[tuple[str, str]] | None = None,
+) -> FastAPI:
+    """The API for `studio`; `auth` ("user:pass[,user2:pass2]") and/or tokens protect every route.
+
+    `token` is one bearer secret (`name:secret` makes it user `name`); `tokens` are
+    (user, secret) pairs, each client its own user for quota, options and job lists.
+    """
     from lorastudio.api import a1111, native
 
     app = FastAPI(
@@ -54,33 +78,85 @@ def create_app(studio: Studio, auth: str | None = None, token: str | None = None
     app.include_router(native.router)
     app.include_router(a1111.router)
     _add_error_handlers(app)
+    spool_uploads_in_workspace()
+    spool_dir = studio.workspace.cache / "spool"
+    spool_dir.mkdir(parents=True, exist_ok=True)
     app.add_middleware(
         SecurityMiddleware,
         users=parse_auth(auth),
-        token=token,
+        tokens=[*parse_tokens(token), *(tokens or [])],
         max_json_bytes=studio.settings.max_json_bytes,
         max_upload_bytes=studio.settings.max_upload_bytes,
+        max_weights_upload_bytes=studio.settings.max_weights_upload_bytes,
+        spool_dir=spool_dir,
     )
     return app
+
+
+def _json_safe(value: Any) -> Any:
+    """Error details as strict JSON: NaN/Infinity become strings, objects their repr, long inputs cut."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "..."
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 2**53 else str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in list(value.items())[:50]}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in list(value)[:50]]
+    return _json_safe(repr(value))
+
+
+def _validation_response(errors: list[dict[str, Any]], prefix: str = "") -> JSONResponse:
+    """422 naming the first bad field (`loc` without the `body` part), errors as strict JSON."""
+    errors = [
+        {k: _json_safe(v) for k, v in error.items() if k in ("type", "loc", "msg", "input", "ctx")}
+        for error in errors
+    ]
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    where = f"{prefix}.{where}" if prefix and where else (where or prefix)
+    detail = (
+        f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+    )
+    return JSONResponse(error_body("ValidationError", detail, errors=errors), status_code=422)
+
+
+def _storage_full(exc: Exception) -> JSONResponse:
+    retry = str(getattr(exc, "retry_after_s", StorageFull.retry_after_s))
+    detail = (
+        str(exc)
+        if isinstance(exc, StorageFull)
+        else "the server's disk or job database is full; try again later."
+    )
+    return JSONResponse(
+        error_body("ServiceUnavailable", detail), status_code=503, headers={"Retry-After": retry}
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LorastudioError)
     async def user_error(request: Request, exc: LorastudioError) -> JSONResponse:
-        status = 404 if isinstance(exc, NotFoundError) else 400
+        if isinstance(exc, StorageFull):
+            return _storage_full(exc)
+        if isinstance(exc, QuotaExceeded):
+            return JSONResponse(
+                error_body("TooManyRequests", str(exc)),
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
+        status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InvalidRequest) else 400
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors())
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        detail = (
-            f"{where}: {first.get('msg', 'invalid request')}"
-            if where
-            else first.get("msg", "invalid request")
-        )
-        return JSONResponse(error_body("ValidationError", detail, errors=errors), status_code=422)
+        return _validation_response(list(exc.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def model_validation_error(request: Request, exc: ValidationError) -> JSONResponse:
+        """A config built inside a route (A1111 fields mapped to GenerateConfig) failed its limits."""
+        return _validation_response(exc.errors(include_url=False))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -93,6 +169,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_storage_full(exc):
+            logger.error("%s %s: storage full: %s", request.method, request.url.path, exc)
+            return _storage_full(exc)
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=500)
 
@@ -104,6 +183,7 @@ def run_server(
     auth: str | None = None,
     token: str | None = None,
     log_level: str = "info",
+    tokens: list[tuple[str, str]] | None = None,
 ) -> None:
     """Serve the API with the studio's in-process worker until Ctrl-C / SIGTERM.
 
@@ -112,8 +192,8 @@ def run_server(
     """
     import uvicorn
 
-    app = create_app(studio, auth=auth, token=token)
-    if host not in ("127.0.0.1", "localhost", "::1") and not (auth or token):
+    app = create_app(studio, auth=auth, token=token, tokens=tokens)
+    if host not in ("127.0.0.1", "localhost", "::1") and not (auth or token or tokens):
         logger.warning("serving on %s without --auth or --token: anyone on the network can use it", host)
     studio.start()
     try:

@@ -26,7 +26,14 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig, import_embedding
 from lorastudio.service.jobs import Job
-from lorastudio.service.studio import QuotaExceeded, Studio
+from lorastudio.service.studio import (
+    MAX_PRIORITY,
+    InvalidRequest,
+    QuotaExceeded,
+    StorageFull,
+    Studio,
+    is_storage_full,
+)
 from lorastudio.service.workspace import list_weight_files, safe_name
 from lorastudio.train.config import TrainConfig
 
@@ -38,6 +45,11 @@ router = APIRouter(prefix="/api/v1", tags=["native"])
 KEEPALIVE_S = 15.0
 RECHECK_S = 2.0
 COPY_CHUNK = 1024 * 1024
+# Event sequence numbers are 64-bit integers in the store.
+MAX_EVENT_SEQ = 2**62
+PRIORITY = Query(
+    0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first; jobs of equal priority in order."
+)
 
 
 def _user(request: Request) -> str:
@@ -90,23 +102,29 @@ def _image_field(studio: Studio, value: str | None, what: str, mode: str) -> str
 
 @router.post("/jobs/generate")
 def submit_generate(
-    cfg: GenerateConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+    cfg: GenerateConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue a generation; `init_image`/`mask` are upload names or base64 images. Returns at once."""
-    cfg = cfg.model_copy(
-        update={
-            "init_image": _image_field(studio, cfg.init_image, "init_image", "RGB"),
-            "mask": _image_field(studio, cfg.mask, "mask", "L"),
-        }
-    )
     with quota_as_429():
-        job = studio.submit_generate(cfg, user=_user(request), priority=priority)
+        studio.check_quota(_user(request))  # before any inline image is stored
+    stored: list[str | None] = []
+    try:
+        init_image = _image_field(studio, cfg.init_image, "init_image", "RGB")
+        stored.append(init_image if init_image != cfg.init_image else None)
+        mask = _image_field(studio, cfg.mask, "mask", "L")
+        stored.append(mask if mask != cfg.mask else None)
+        cfg = cfg.model_copy(update={"init_image": init_image, "mask": mask})
+        with quota_as_429():
+            job = studio.submit_generate(cfg, user=_user(request), priority=priority)
+    except BaseException:
+        studio.discard_uploads(stored)  # a refused request leaves none of its images behind
+        raise
     return _job_json(studio, job)
 
 
 @router.post("/jobs/train")
 def submit_train(
-    cfg: TrainConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+    cfg: TrainConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue a training run (data.dir = a data-set name). A restart resumes it from its last checkpoint."""
     with quota_as_429():
@@ -116,7 +134,7 @@ def submit_train(
 
 @router.post("/jobs/caption")
 def submit_caption(
-    cfg: CaptionJobConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+    cfg: CaptionJobConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue captioning or tagging of a data set."""
     with quota_as_429():
@@ -126,7 +144,7 @@ def submit_caption(
 
 @router.post("/jobs/import")
 def submit_import(
-    cfg: ImportJobConfig, request: Request, priority: int = 0, studio: Studio = Depends(get_studio)
+    cfg: ImportJobConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue an import of uploaded files as a data set, model, LoRA or embedding."""
     with quota_as_429():
@@ -156,6 +174,18 @@ def cancel_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, A
     return _job_json(studio, studio.cancel_job(job_id))
 
 
+def _last_event_id(value: str | None) -> int:
+    """EventSource's `Last-Event-ID` (a sequence number we sent); absent or blank = from the start."""
+    text = (value or "").strip()
+    if not text:
+        return 0
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_EVENT_SEQ:
+        raise InvalidRequest(
+            f"Last-Event-ID {text[:30]!r}: not an event id this server sent; reconnect without it."
+        )
+    return int(text)
+
+
 def _sse(event_id: int | None, event_type: str, data: dict[str, Any]) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event_type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -165,7 +195,9 @@ def _sse(event_id: int | None, event_type: str, data: dict[str, Any]) -> str:
 async def job_events(
     job_id: str,
     request: Request,
-    after: int | None = Query(None, ge=0, description="Only events after this sequence number."),
+    after: int | None = Query(
+        None, ge=0, le=MAX_EVENT_SEQ, description="Only events after this sequence number."
+    ),
     follow: bool = Query(True, description="Keep the stream open until the job finishes."),
     last_event_id: str | None = Header(None, description="Set by EventSource when it reconnects."),
     studio: Studio = Depends(get_studio),
@@ -175,7 +207,7 @@ async def job_events(
     A reconnecting client resumes with `Last-Event-ID` or `?after=`.
     """
     await asyncio.to_thread(studio.get_job, job_id)  # 404 before the stream starts
-    start = after if after is not None else (int(last_event_id) if (last_event_id or "").isdigit() else 0)
+    start = after if after is not None else _last_event_id(last_event_id)
 
     async def stream():
         seq = start
@@ -241,27 +273,39 @@ def download_artifact(
 def _store_upload(
     studio: Studio, file: UploadFile, allowed: tuple[str, ...] | None = None
 ) -> tuple[str, Path]:
-    """Copy an uploaded file into the uploads folder under a fresh name, then check its type."""
+    """Copy an uploaded file into the uploads folder under a fresh name, then check its type.
+
+    Whole or not at all: a refused file, a full disk or a dropped connection leaves no `.part`.
+    """
     name = studio.new_upload_name(file.filename or "")
     path = studio.uploads_dir / name
     tmp = path.with_name(path.name + ".part")
-    with tmp.open("wb") as out:
-        shutil.copyfileobj(file.file, out, COPY_CHUNK)
     try:
+        with tmp.open("wb") as out:
+            shutil.copyfileobj(file.file, out, COPY_CHUNK)
         if allowed is None:
             check_upload(tmp, file.filename or "")
         else:
             check_upload(tmp, file.filename or "", allowed)
-    except LorastudioError:
+        tmp.replace(path)
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_storage_full(exc):
+            raise StorageFull("the server's disk is full; the upload was not kept, try again later.") from exc
         raise
-    tmp.replace(path)
     return name, path
 
 
 @router.post("/uploads")
-def upload(file: UploadFile = File(...), studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """Store a file (image, zip, .safetensors) for a later job; answers its upload name."""
+def upload(
+    request: Request, file: UploadFile = File(...), studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Store a file (image, zip, .safetensors) for a later job; answers its upload name.
+
+    A user at their job quota gets 429 here too: uploads only feed jobs.
+    """
+    with quota_as_429():
+        studio.check_quota(_user(request))
     name, path = _store_upload(studio, file)
     return {"upload": name, "filename": file.filename, "size_bytes": path.stat().st_size}
 
@@ -437,10 +481,16 @@ def upload_dataset(
     studio: Studio = Depends(get_studio),
 ) -> dict[str, Any]:
     """Upload a zip (or one image) and queue its import as data set `name`; answers the import job."""
-    upload_name, _ = _store_upload(studio, file, (".zip", ".png", ".jpg", ".jpeg", ".webp"))
-    cfg = ImportJobConfig(what="dataset", name=name, uploads=[upload_name])
     with quota_as_429():
-        job = studio.submit_import(cfg, user=_user(request))
+        studio.check_quota(_user(request))  # before the file is stored
+    upload_name, _ = _store_upload(studio, file, (".zip", ".png", ".jpg", ".jpeg", ".webp"))
+    try:
+        cfg = ImportJobConfig(what="dataset", name=name, uploads=[upload_name])
+        with quota_as_429():
+            job = studio.submit_import(cfg, user=_user(request))
+    except BaseException:
+        studio.discard_uploads([upload_name])
+        raise
     return _job_json(studio, job)
 
 

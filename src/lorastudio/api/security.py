@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import hmac
 import json
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -22,7 +24,15 @@ from fastapi import HTTPException
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["SecurityMiddleware", "parse_auth", "error_body", "UPLOAD_PATHS"]
+__all__ = [
+    "SecurityMiddleware",
+    "parse_auth",
+    "parse_tokens",
+    "read_tokens_file",
+    "error_body",
+    "UPLOAD_PATHS",
+    "spool_uploads_in_workspace",
+]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -37,6 +47,26 @@ UPLOAD_PATHS = (
     "/api/v1/embeddings",
     "/api/v1/datasets",
 )
+# Weight files (checkpoints are gigabytes) have their own, larger limit.
+WEIGHTS_UPLOAD_PATHS = ("/api/v1/models", "/api/v1/loras", "/api/v1/embeddings")
+
+# Where multipart bodies of this request are spooled (the workspace, never the system /tmp).
+SPOOL_DIR: contextvars.ContextVar[Any] = contextvars.ContextVar("lorastudio_spool_dir", default=None)
+
+
+def _spooled_file(*args: Any, **kwargs: Any) -> tempfile.SpooledTemporaryFile:
+    """Starlette's multipart spool file, but in the request's workspace folder when one is set."""
+    folder = SPOOL_DIR.get()
+    if folder is not None and "dir" not in kwargs:
+        kwargs["dir"] = str(folder)
+    return tempfile.SpooledTemporaryFile(*args, **kwargs)
+
+
+def spool_uploads_in_workspace() -> None:
+    """Make Starlette's form parser spool file parts where `SPOOL_DIR` says (idempotent)."""
+    from starlette import formparsers
+
+    formparsers.SpooledTemporaryFile = _spooled_file  # type: ignore[assignment]
 
 
 def parse_auth(auth: str | None) -> list[tuple[str, str]]:
@@ -53,6 +83,46 @@ def parse_auth(auth: str | None) -> list[tuple[str, str]]:
             )
         pairs.append((user, password))
     return pairs
+
+
+def parse_tokens(values: Iterable[str] | str | None, where: str = "--token") -> list[tuple[str, str]]:
+    """Bearer tokens as (user, secret): `name:secret` is user `name`; a bare secret is the user ''."""
+    if isinstance(values, str):
+        values = [values]
+    tokens = []
+    for value in values or ():
+        value = value.strip()
+        if not value:
+            continue
+        name, sep, secret = value.partition(":")
+        if not sep:
+            name, secret = "", value
+        if not secret or (sep and not name):
+            raise LorastudioError(
+                f"{where} {name or value[:4] + '...'!r}: use name:secret (or a bare secret)."
+            )
+        tokens.append((name, secret))
+    names = [name for name, _ in tokens]
+    duplicated = sorted({name for name in names if names.count(name) > 1 and name})
+    if duplicated:
+        raise LorastudioError(f"{where}: user {duplicated[0]!r} is given twice; give each name one secret.")
+    return tokens
+
+
+def read_tokens_file(path) -> list[tuple[str, str]]:
+    """`--tokens-file`: one `name:secret` per line; blank lines and `#` comments are skipped."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise LorastudioError(f"--tokens-file {path}: cannot read it ({exc.strerror}).") from None
+    values = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    for number, value in enumerate(values, 1):
+        if ":" not in value:
+            raise LorastudioError(f"--tokens-file {path}: entry {number} is not name:secret.")
+    return parse_tokens(values, f"--tokens-file {path}")
 
 
 def error_body(error: str, detail: str, body: Any = None, errors: Any = None) -> dict[str, Any]:
@@ -81,61 +151,82 @@ class SecurityMiddleware:
         *,
         users: Iterable[tuple[str, str]] = (),
         token: str | None = None,
+        tokens: Iterable[tuple[str, str]] = (),
         max_json_bytes: int = 64 * 1024**2,
         max_upload_bytes: int = 16 * 1024**3,
+        max_weights_upload_bytes: int | None = None,
+        spool_dir: Any = None,
     ) -> None:
         self.app = app
         self.users = [(u.encode(), p.encode()) for u, p in users]
-        self.token = token.encode() if token else None
+        self.tokens = [(name, secret.encode()) for name, secret in tokens]
+        if token:
+            self.tokens.extend((name, secret.encode()) for name, secret in parse_tokens(token))
         self.max_json_bytes = max_json_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.max_weights_upload_bytes = max_weights_upload_bytes or max_upload_bytes
+        self.spool_dir = spool_dir
 
     @property
     def enabled(self) -> bool:
-        return bool(self.users or self.token)
+        return bool(self.users or self.tokens)
 
-    def authorized(self, headers: dict[bytes, bytes]) -> bool:
+    def identify(self, headers: dict[bytes, bytes]) -> str | None:
+        """The caller's user name ('' = anonymous or an unnamed token), or None when refused.
+
+        Every known secret is compared, in constant time, so timing reveals neither which
+        user nor which token exists.
+        """
         if not self.enabled:
-            return True
+            return ""
         header = headers.get(b"authorization", b"")
         scheme, _, value = header.partition(b" ")
         scheme = scheme.lower()
-        if scheme == b"bearer" and self.token is not None:
-            return hmac.compare_digest(value.strip(), self.token)
+        if scheme == b"bearer" and self.tokens:
+            value = value.strip()
+            found = None
+            for name, secret in self.tokens:
+                if hmac.compare_digest(value, secret) and found is None:
+                    found = name
+            return found
         if scheme == b"basic" and self.users:
             try:
                 decoded = base64.b64decode(value.strip(), validate=True)
             except (binascii.Error, ValueError):
-                return False
+                return None
             user, sep, password = decoded.partition(b":")
             if not sep:
-                return False
-            # Compare against every pair so timing does not reveal which user exists.
+                return None
             ok = False
             for known_user, known_password in self.users:
                 ok |= hmac.compare_digest(user, known_user) & hmac.compare_digest(password, known_password)
-            return ok
-        return False
+            return user.decode("utf-8", "replace") if ok else None
+        return None
 
-    def user_of(self, headers: dict[bytes, bytes]) -> str:
-        """The Basic-auth user name (for per-user fair share in the queue), or ''."""
-        scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
-        if not self.users or scheme.lower() != b"basic":
-            return ""
-        try:
-            return base64.b64decode(value.strip()).partition(b":")[0].decode("utf-8", "replace")
-        except (binascii.Error, ValueError):
-            return ""
+    def authorized(self, headers: dict[bytes, bytes]) -> bool:
+        return self.identify(headers) is not None
 
     def limit_for(self, path: str) -> int:
+        if path.startswith(WEIGHTS_UPLOAD_PATHS):
+            return self.max_weights_upload_bytes
         return self.max_upload_bytes if path.startswith(UPLOAD_PATHS) else self.max_json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        if not self.authorized(headers):
+        raw_headers = scope.get("headers") or []
+        headers = dict(raw_headers)
+        if sum(1 for key, _ in raw_headers if key.lower() == b"authorization") > 1:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await _send_json(
+                send, 400, error_body("BadRequest", "two Authorization headers; send exactly one.")
+            )
+            return
+        user = self.identify(headers)
+        if user is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -146,9 +237,10 @@ class SecurityMiddleware:
                 [(b"www-authenticate", b'Basic realm="lorastudio"')],
             )
             return
-        user = self.user_of(headers)
         if user:
             scope.setdefault("state", {})["user"] = user
+        if self.spool_dir is not None:
+            SPOOL_DIR.set(self.spool_dir)
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
@@ -218,11 +310,10 @@ UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
 def decode_image(data: str, what: str = "image"):
     """A base64 image, with or without a `data:image/...;base64,` prefix -> (PIL image, format).
 
-    Only real images of the usual formats pass; the pixel count is capped.
+    Only real images of the usual formats pass, within the decoding limits of
+    `generate.images.open_request_image` (pixels, PNG text chunks).
     """
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    from lorastudio.generate.images import RequestImageError, open_request_image
 
     text = (data or "").strip()
     if text.startswith("data:"):
@@ -236,18 +327,11 @@ def decode_image(data: str, what: str = "image"):
     if not raw:
         raise LorastudioError(f"{what}: empty; send a PNG or JPEG as base64.")
     try:
-        image = Image.open(io.BytesIO(raw))
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise LorastudioError(
-                f"{what}: {image.width}x{image.height} is too large; send at most 64 megapixels."
-            )
-        fmt = image.format
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise LorastudioError(f"{what}: not a readable image ({exc}); send a PNG, JPEG or WebP.") from None
-    if fmt not in IMAGE_FORMATS:
-        raise LorastudioError(f"{what}: format {fmt} is not accepted; send a PNG, JPEG or WebP.")
-    return image, fmt
+        return open_request_image(raw, what, MAX_IMAGE_PIXELS)
+    except RequestImageError as exc:
+        from lorastudio.service.studio import InvalidRequest
+
+        raise InvalidRequest(str(exc)) from None
 
 
 def safetensors_header(path) -> dict[str, Any]:
@@ -285,3 +369,13 @@ def check_upload(path, filename: str, allowed: Iterable[str] = UPLOAD_SUFFIXES) 
         head = f.read(16)
     if not any(head.startswith(magic) for magic in _MAGIC[suffix]):
         raise LorastudioError(f"upload {filename!r}: its content is not a {suffix[1:]} file.")
+    if suffix != ".zip":  # an image: decode it once now, within the limits, not later in a job
+        from lorastudio.generate.images import RequestImageError, open_request_image
+
+        try:
+            image, _ = open_request_image(Path(path), f"upload {filename!r}", MAX_IMAGE_PIXELS)
+            image.close()
+        except RequestImageError as exc:
+            from lorastudio.service.studio import InvalidRequest
+
+            raise InvalidRequest(str(exc)) from None

@@ -21,8 +21,15 @@ def serve(
         envvar="LORASTUDIO_AUTH",
         help="HTTP Basic credentials user:pass (several: comma-separated).",
     ),
-    token: str = typer.Option(
-        None, "--token", envvar="LORASTUDIO_TOKEN", help="Bearer token accepted on every route."
+    token: list[str] = typer.Option(
+        None,
+        "--token",
+        envvar="LORASTUDIO_TOKEN",
+        help="Bearer token name:secret (its own user: quota, options, jobs); repeatable. "
+        "A bare secret is the anonymous user.",
+    ),
+    tokens_file: str = typer.Option(
+        None, "--tokens-file", help="File of name:secret lines, one bearer token (and user) each."
     ),
     queue: str = typer.Option(
         None,
@@ -44,10 +51,39 @@ def serve(
     artifacts_url: str = typer.Option(
         None, "--artifacts-url", help="s3://bucket/prefix?endpoint_url=... (env LORASTUDIO_ARTIFACTS_URL)."
     ),
+    max_prompt_chars: int = typer.Option(
+        10_000,
+        "--max-prompt-chars",
+        help="Longest prompt (and negative prompt) a request may send; 0 = no limit.",
+    ),
+    max_pixels: int = typer.Option(
+        2048 * 2048, "--max-pixels", help="Largest width x height of one generated image; 0 = no limit."
+    ),
+    max_output_pixels: int = typer.Option(
+        4096 * 4096, "--max-output-pixels", help="Largest image after hires fix or upscaling; 0 = no limit."
+    ),
+    max_images: int = typer.Option(
+        16, "--max-images", help="Most images per request (batch_size x n_iter); 0 = no limit."
+    ),
+    max_steps: int = typer.Option(
+        150, "--max-steps", help="Most sampling steps (and hires steps) per request; 0 = no limit."
+    ),
+    max_upload_mb: int = typer.Option(
+        512, "--max-upload-mb", help="Largest uploaded image/zip file (and JSON body is capped at 64 MB)."
+    ),
+    max_weights_upload_mb: int = typer.Option(
+        16 * 1024, "--max-weights-upload-mb", help="Largest uploaded checkpoint/LoRA/embedding file."
+    ),
+    max_options_kb: int = typer.Option(
+        64, "--max-options-kb", help="Largest set of A1111 options one user may store; 0 = no limit."
+    ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs) and run queued jobs in this process."""
     from lorastudio.api.app import run_server
+    from lorastudio.api.security import parse_tokens, read_tokens_file
     from lorastudio.service.studio import Studio, StudioSettings
+
+    tokens = parse_tokens(token or []) + (read_tokens_file(tokens_file) if tokens_file else [])
 
     settings = StudioSettings(
         queue_url=queue,
@@ -58,7 +94,15 @@ def serve(
         max_queued_per_user=max_queued_per_user,
         model_memory_budget_bytes=int(memory_budget_gb * 2**30) if memory_budget_gb else None,
         artifacts_url=artifacts_url,
+        max_prompt_chars=max_prompt_chars,
+        max_image_pixels=max_pixels,
+        max_output_pixels=max_output_pixels,
+        max_images_per_request=max_images,
+        max_steps=max_steps,
+        max_upload_bytes=max_upload_mb * 2**20,
+        max_weights_upload_bytes=max_weights_upload_mb * 2**20,
+        max_options_bytes=max_options_kb * 1024,
     )
     studio = Studio(workspace(), settings)
     typer.echo(f"lorastudio: serving http://{host}:{port} (docs at /docs), model {studio.model}", err=True)
-    run_server(studio, host=host, port=port, auth=auth, token=token, log_level=log_level)
+    run_server(studio, host=host, port=port, auth=auth, tokens=tokens, log_level=log_level)

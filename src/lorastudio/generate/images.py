@@ -7,6 +7,9 @@ from typing import Any
 from PIL import Image, ImageFilter
 
 __all__ = [
+    "open_request_image",
+    "RequestImageError",
+    "MAX_REQUEST_IMAGE_PIXELS",
     "pil_to_tensor",
     "tensor_to_pil",
     "prepare_mask",
@@ -21,6 +24,69 @@ __all__ = [
 # A1111's img2img "Resize mode" and inpainting "Masked content", by index.
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 INPAINTING_FILLS = ("fill", "original", "latent noise", "latent nothing")
+
+
+# Decoding limits for images that come from requests (uploads, base64 fields): a small
+# file must not decompress into gigabytes of pixels or of PNG text chunks.
+MAX_REQUEST_IMAGE_PIXELS = 64 * 1024 * 1024
+MAX_TEXT_CHUNK_BYTES = 1024 * 1024  # one PNG text chunk, decompressed (A1111 infotexts are a few KB)
+MAX_TEXT_MEMORY_BYTES = 8 * 1024 * 1024  # all text chunks of one PNG, decompressed
+REQUEST_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+
+
+class RequestImageError(ValueError):
+    """An image from a request that cannot or may not be decoded; the message names the field."""
+
+
+def _apply_decode_limits() -> None:
+    """Pillow's text-chunk guards, tightened for every decode in this process (pixels are checked per call)."""
+    from PIL import PngImagePlugin
+
+    PngImagePlugin.MAX_TEXT_CHUNK = min(PngImagePlugin.MAX_TEXT_CHUNK, MAX_TEXT_CHUNK_BYTES)
+    PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, MAX_TEXT_MEMORY_BYTES)
+
+
+def open_request_image(
+    source: Any, what: str = "image", max_pixels: int = MAX_REQUEST_IMAGE_PIXELS
+) -> tuple[Image.Image, str]:
+    """The one place images from requests are decoded: bytes or a path -> (loaded image, format).
+
+    The pixel count is checked from the header before any pixel is decoded, PNG text
+    chunks are capped, and only the usual formats pass; anything else raises
+    `RequestImageError` with one line naming `what`.
+    """
+    import io
+    import warnings
+    from pathlib import Path
+
+    from PIL import UnidentifiedImageError
+
+    _apply_decode_limits()
+    stream = io.BytesIO(source) if isinstance(source, bytes | bytearray) else Path(source).open("rb")
+    try:
+        with warnings.catch_warnings():  # the pixel count is checked right below, with a clearer message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+        if image.width * image.height > max_pixels:
+            raise RequestImageError(
+                f"{what}: {image.width}x{image.height} is too large; send at most "
+                f"{max_pixels / 2**20:.0f} megapixels."
+            )
+        fmt = image.format or ""
+        if fmt not in REQUEST_IMAGE_FORMATS:
+            raise RequestImageError(f"{what}: format {fmt or '?'} is not accepted; send a PNG, JPEG or WebP.")
+        image.load()
+    except RequestImageError:
+        stream.close()
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        stream.close()
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RequestImageError(
+            f"{what}: not a readable image or over the decoding limits ({reason}); send a PNG, JPEG or WebP."
+        ) from None
+    stream.close()
+    return image, fmt
 
 
 def pil_to_tensor(image: Image.Image, device: str, dtype) -> Any:

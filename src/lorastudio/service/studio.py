@@ -12,6 +12,7 @@ inside the workspace and refuses anything else, so no request can reach other fi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["QuotaExceeded", "Studio", "StudioSettings"]
+__all__ = ["InvalidRequest", "LimitExceeded", "QuotaExceeded", "Studio", "StudioSettings", "StorageFull"]
 
 logger = logging.getLogger("lorastudio.studio")
 
@@ -51,6 +52,16 @@ DEFAULT_MAX_QUEUED_PER_USER = 100
 # What Retry-After says when no running job gives a better estimate, and its cap.
 DEFAULT_RETRY_AFTER_S = 5
 MAX_RETRY_AFTER_S = 300
+# What a client is told to wait after the disk or the database was full.
+STORAGE_FULL_RETRY_AFTER_S = 60
+# Priorities clients may give (the queue stores them as 64-bit integers).
+MAX_PRIORITY = 1_000_000
+# Seeds a request may give: -1 (random) or A1111's range, 0..2**32-1 (image i uses seed + i).
+MAX_SEED = 2**32 - 1
+# A1111 option values that must be valid before they are kept: they feed every later request.
+_NO_VAE = {"", "automatic", "none"}
+# Where a request names no size: the largest native size of the models we run (SDXL).
+_NATIVE_SIZE = 1024
 
 
 class QuotaExceeded(LorastudioError):
@@ -59,6 +70,32 @@ class QuotaExceeded(LorastudioError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class InvalidRequest(LorastudioError):
+    """A request field the service refuses (wrong type, out of range); the API answers 422 naming it."""
+
+
+class LimitExceeded(InvalidRequest):
+    """A request asks for more work than the server allows; the API answers 422 naming the limit."""
+
+
+class StorageFull(LorastudioError):
+    """The disk or the database is full; the API answers 503 with `Retry-After`, nothing half-written."""
+
+    retry_after_s = STORAGE_FULL_RETRY_AFTER_S
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for "no space left" from the OS or "database or disk is full" from SQLite."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc).lower()
+    return type(exc).__name__ == "DiskFull"  # psycopg.errors.DiskFull
 
 
 def _max_queued_from_env() -> int:
@@ -85,9 +122,18 @@ class StudioSettings:
     lease_s: float | None = None
     # Load the default model when the worker starts (as A1111 does), not on the first request.
     preload: bool = False
-    # Request bodies (JSON with base64 images) and file uploads (checkpoints) are capped.
+    # Request bodies (JSON with base64 images) and file uploads are capped: images, zips and
+    # other uploads per file (`--max-upload-mb`), weight files (checkpoints) per file.
     max_json_bytes: int = 64 * 1024**2
-    max_upload_bytes: int = 16 * 1024**3
+    max_upload_bytes: int = 512 * 1024**2
+    max_weights_upload_bytes: int = 16 * 1024**3
+    # Work one request may ask for (each a `lorastudio serve` option; 0 = no limit).
+    max_prompt_chars: int = 10_000  # prompt and negative prompt, each
+    max_image_pixels: int = 2048 * 2048  # width x height of one generated image
+    max_output_pixels: int = 4096 * 4096  # after hires fix or /extra-single-image upscaling
+    max_images_per_request: int = 16  # batch_size x n_iter
+    max_steps: int = 150  # sampling steps, and hires steps
+    max_options_bytes: int = 64 * 1024  # one user's A1111 options, as JSON
     # Unfinished (queued + running) jobs one user may have; more answer 429. 0 = no limit.
     # None reads LORASTUDIO_MAX_QUEUED_PER_USER (default 100).
     max_queued_per_user: int | None = None
@@ -140,7 +186,8 @@ class Studio:
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
         self._model = self.settings.model or self._first_model()
-        self._options: dict[str, Any] = dict(self.settings.options)
+        self._options: dict[str, dict[str, Any]] = {}  # per user: what they set over the defaults
+        self._user_models: dict[str, str] = {}  # per user: their sd_model_checkpoint
         self._waiters: dict[str, Future] = {}
         self._lock = threading.Lock()
         # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
@@ -263,9 +310,13 @@ class Studio:
         return text
 
     def set_model(self, title: str) -> str:
-        """Switch the default model (A1111 POST /options); returns its library name."""
+        """Switch the default model for every user (the CLI's and the server's default)."""
         self._model = self.model_name_from_title(title)
         return self._model
+
+    def model_for(self, user: str = "") -> str:
+        """The model a user's requests use when they name none: theirs from /options, else the default."""
+        return self._user_models.get(user, self._model)
 
     def model_title(self, name: str | None = None) -> str:
         name = name or self._model
@@ -274,15 +325,53 @@ class Studio:
                 return row["title"]
         return name
 
-    def options(self) -> dict[str, Any]:
-        return dict(self._options)
+    def options(self, user: str = "") -> dict[str, Any]:
+        """A user's A1111 options: the server's (`settings.options`) overlaid with what they set."""
+        return {**self.settings.options, **self._options.get(user, {})}
 
-    def update_options(self, values: dict[str, Any]) -> None:
-        if "sd_model_checkpoint" in values and values["sd_model_checkpoint"]:
-            self.set_model(str(values["sd_model_checkpoint"]))
-        self._options.update({k: v for k, v in values.items() if k != "sd_model_checkpoint"})
+    def check_options(self, values: dict[str, Any], where: str = "options") -> dict[str, Any]:
+        """Option values validated the way later requests read them; bad ones raise a 4xx error.
 
-    # --- uploads ----------------------------------------------------------------------
+        Checked before they are kept, so one client's options cannot break the next request.
+        """
+        checked = dict(values)
+        if "CLIP_stop_at_last_layers" in checked:
+            checked["CLIP_stop_at_last_layers"] = _clip_skip(checked["CLIP_stop_at_last_layers"], where)
+        if "sd_vae" in checked and checked["sd_vae"] is not None:
+            vae = checked["sd_vae"]
+            if not isinstance(vae, str):
+                raise InvalidRequest(f"{where}.sd_vae: give a VAE file name in models/ or 'Automatic'.")
+            if vae.strip().lower() not in _NO_VAE:
+                self._existing(self.workspace.models, vae, "VAE")
+        if checked.get("sd_model_checkpoint") is not None:
+            title = checked["sd_model_checkpoint"]
+            if not isinstance(title, str):
+                raise InvalidRequest(f"{where}.sd_model_checkpoint: give a model title from /sd-models.")
+            checked["sd_model_checkpoint"] = self.model_name_from_title(title)
+        try:
+            size = len(json.dumps(checked, allow_nan=False))
+        except (TypeError, ValueError):
+            raise InvalidRequest(f"{where}: values must be plain JSON (no NaN or Infinity).") from None
+        limit = self.settings.max_options_bytes
+        if limit and size > limit:
+            raise LimitExceeded(
+                f"{where}: {size} bytes of options, over the server's limit of {limit} "
+                "(lorastudio serve --max-options-kb)."
+            )
+        return checked
+
+    def update_options(self, values: dict[str, Any], user: str = "") -> None:
+        """A1111 POST /options, for this user only; `sd_model_checkpoint` becomes their default model."""
+        values = {k: v for k, v in values.items() if v is not None}
+        merged = {**self._options.get(user, {}), **values}
+        merged.pop("sd_model_checkpoint", None)
+        checked = self.check_options({**merged, **values})
+        model = checked.pop("sd_model_checkpoint", None)
+        if model:
+            self._user_models[user] = model
+        self._options[user] = checked
+
+        # --- uploads ----------------------------------------------------------------------
 
     @property
     def uploads_dir(self) -> Path:
@@ -298,12 +387,28 @@ class Studio:
         return f"{uuid.uuid4().hex}{suffix}"
 
     def save_upload(self, data: bytes, suffix: str = ".png") -> str:
+        """Store bytes as a new upload: whole or not at all (a full disk leaves no `.part`)."""
         name = self.new_upload_name(f"x{suffix}")
         path = self.uploads_dir / name
         tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if is_storage_full(exc):
+                raise StorageFull("the server's disk is full; try again later.") from exc
+            raise
         return name
+
+    def discard_uploads(self, names: list[str | None]) -> None:
+        """Remove uploads a refused request stored (its images), so a 4xx leaves nothing behind."""
+        for name in names:
+            if name:
+                try:
+                    self.upload_path(name).unlink(missing_ok=True)
+                except LorastudioError:
+                    pass
 
     def upload_path(self, name: str) -> Path:
         return upload_path(self.workspace, name)
@@ -320,9 +425,18 @@ class Studio:
         affinity: str | None = None,
     ) -> Job:
         """Queue a job; raises `QuotaExceeded` when `user` already has too many unfinished ones."""
+        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidRequest(
+                f"priority: {priority} is out of range; use -{MAX_PRIORITY}..{MAX_PRIORITY}."
+            )
         with self._submit_lock:
             self.check_quota(user)
-            return self.store.enqueue(kind, payload, user=user, priority=priority, affinity=affinity)
+            try:
+                return self.store.enqueue(kind, payload, user=user, priority=priority, affinity=affinity)
+            except Exception as exc:
+                if is_storage_full(exc):
+                    raise StorageFull("the server's disk or job database is full; try again later.") from exc
+                raise
 
     def check_quota(self, user: str = "") -> None:
         """Refuse a new job of `user` past `max_queued_per_user` unfinished (queued + running) jobs."""
@@ -358,9 +472,43 @@ class Studio:
             value = getattr(cfg, key)
             if value:
                 updates[key] = str(self.upload_path(value))
-        if cfg.device is None and self.settings.device:
+        if cfg.device is not None and cfg.device != self.settings.device:
+            raise InvalidRequest(
+                f"device {cfg.device!r}: the server chooses the device (lorastudio serve --device); "
+                "leave device out of the request."
+            )
+        if self.settings.device:
             updates["device"] = self.settings.device
         return cfg.model_copy(update=updates)
+
+    def check_generate_limits(self, cfg: GenerateConfig) -> None:
+        """Refuse a generation that asks for more work than the server's limits (422 naming the option)."""
+        settings = self.settings
+        for key in ("seed", "subseed"):
+            if getattr(cfg, key) > MAX_SEED:
+                raise InvalidRequest(
+                    f"{key}: {getattr(cfg, key)} is out of range; use -1 (random) or 0..{MAX_SEED}."
+                )
+        _limit(len(cfg.prompt), settings.max_prompt_chars, "prompt", "--max-prompt-chars", " characters")
+        _limit(
+            len(cfg.negative_prompt),
+            settings.max_prompt_chars,
+            "negative_prompt",
+            "--max-prompt-chars",
+            " characters",
+        )
+        _limit(cfg.steps, settings.max_steps, "steps", "--max-steps")
+        _limit(cfg.hires_steps, settings.max_steps, "hires steps", "--max-steps")
+        _limit(cfg.total_images, settings.max_images_per_request, "images (batch x count)", "--max-images")
+        width, height = cfg.width or _NATIVE_SIZE, cfg.height or _NATIVE_SIZE
+        _limit(width * height, settings.max_image_pixels, f"size {width}x{height}", "--max-pixels", " pixels")
+        if cfg.hires_scale > 1:
+            out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)
+            _limit(out, settings.max_output_pixels, "hires output", "--max-output-pixels", " pixels")
+
+    def check_output_pixels(self, width: int, height: int, what: str) -> None:
+        """An upscaled image (/extra-single-image) within `max_output_pixels`."""
+        _limit(width * height, self.settings.max_output_pixels, what, "--max-output-pixels", " pixels")
 
     def _existing(self, folder: Path, name: str, what: str) -> Path:
         path = self.workspace.safe_child(folder, name, f"{what} name")
@@ -372,6 +520,7 @@ class Studio:
         from lorastudio.generate.samplers import parse_sampler
 
         parse_sampler(cfg.sampler, cfg.schedule)  # a bad name fails now, not in the queue
+        self.check_generate_limits(cfg)
         cfg = self.resolve_generate(cfg)
         return self.submit(
             "generate", {"config": cfg.model_dump()}, user=user, priority=priority, affinity=cfg.model
@@ -660,6 +809,26 @@ class Studio:
             "pid": os.getpid(),
             "artifacts": self.artifact_store.describe(),
         }
+
+
+def _clip_skip(value: Any, where: str) -> int:
+    """CLIP_stop_at_last_layers as the whole number 1..12 A1111 means (1 = last layer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        value = None
+    try:
+        number = float(value) if value is not None else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or not 1 <= number <= 12:
+        raise InvalidRequest(f"{where}.CLIP_stop_at_last_layers: {value!r} is not a whole number 1..12.")
+    return int(number)
+
+
+def _limit(value: int, limit: int, what: str, option: str, unit: str = "") -> None:
+    if limit and value > limit:
+        raise LimitExceeded(
+            f"{what}: {value}{unit} is over the server's limit of {limit}{unit} (lorastudio serve {option})."
+        )
 
 
 def _looks_like_path(model: str) -> bool:

@@ -1,0 +1,232 @@
+"""Bounded work per request (422 naming the limit and its `serve` option), uploads after the
+quota check and spooled in the workspace, and a full disk answered 503 with nothing half-written."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import io
+import sqlite3
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lorastudio.api.app import create_app
+from lorastudio.service.studio import Studio, StudioSettings
+
+TINY = {"steps": 1, "width": 64, "height": 64}
+
+
+def png_bytes(size=(8, 8)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (1, 2, 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def idle_studio(workspace):
+    """No worker (jobs stay queued), small limits so each is easy to cross."""
+    settings = StudioSettings(
+        max_prompt_chars=100,
+        max_image_pixels=256 * 256,
+        max_output_pixels=512 * 512,
+        max_images_per_request=4,
+        max_steps=10,
+        max_upload_bytes=4096,
+        max_queued_per_user=2,
+    )
+    studio = Studio(workspace, settings)
+    yield studio
+    studio.close()
+
+
+@pytest.fixture
+def client(idle_studio):
+    with TestClient(create_app(idle_studio), raise_server_exceptions=False) as client:
+        yield client
+
+
+def assert_limit(response, *words: str) -> None:
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    for word in words:
+        assert word in detail, (word, detail)
+
+
+@pytest.mark.parametrize(
+    ("native", "a1111", "words"),
+    [
+        ({"prompt": "x" * 101}, {"prompt": "x" * 101}, ("prompt", "--max-prompt-chars")),
+        ({"negative_prompt": "x" * 101}, {"negative_prompt": "x" * 101}, ("--max-prompt-chars",)),
+        ({"steps": 11}, {"steps": 11}, ("steps", "--max-steps")),
+        (
+            {"hires_scale": 2, "hires_steps": 11},
+            {"enable_hr": True, "hr_second_pass_steps": 11},
+            ("--max-steps",),
+        ),
+        ({"width": 512, "height": 256}, {"width": 512, "height": 256}, ("512x256", "--max-pixels")),
+        ({"batch_size": 5}, {"batch_size": 5}, ("images", "--max-images")),
+        ({"batch_size": 2, "count": 3}, {"batch_size": 2, "n_iter": 3}, ("--max-images",)),
+        (
+            {"width": 256, "height": 256, "hires_scale": 2.5},
+            {"width": 256, "height": 256, "enable_hr": True, "hr_scale": 2.5},
+            ("hires output", "--max-output-pixels"),
+        ),
+    ],
+)
+def test_limits_answer_422_naming_the_option(client, idle_studio, native, a1111, words):
+    assert_limit(client.post("/api/v1/jobs/generate", json={**TINY, **native}), *words)
+    assert_limit(client.post("/sdapi/v1/txt2img", json={**TINY, **a1111}), *words)
+    assert idle_studio.list_jobs() == []
+
+
+def test_requests_at_the_limits_are_queued(client, idle_studio):
+    at_limit = {"prompt": "x" * 100, "steps": 10, "width": 256, "height": 256, "batch_size": 2, "count": 2}
+    assert client.post("/api/v1/jobs/generate", json=at_limit).status_code == 200
+    hires = {**TINY, "width": 256, "height": 256, "hires_scale": 2.0, "hires_steps": 10}
+    assert client.post("/api/v1/jobs/generate", json=hires).status_code == 200
+    assert len(idle_studio.list_jobs()) == 2
+
+
+def test_upscale_output_is_bounded(client):
+    image = base64.b64encode(png_bytes((300, 300))).decode()
+    response = client.post("/sdapi/v1/extra-single-image", json={"image": image, "upscaling_resize": 2})
+    assert_limit(response, "600x600", "--max-output-pixels")
+    ok = client.post("/sdapi/v1/extra-single-image", json={"image": image, "upscaling_resize": 1.5})
+    assert ok.status_code == 200
+
+
+def test_upload_size_is_bounded_per_file(client, idle_studio):
+    response = client.post("/api/v1/uploads", files={"file": ("big.png", b"\x89PNG\r\n\x1a\n" + b"0" * 5000)})
+    assert response.status_code == 413
+    assert list(idle_studio.uploads_dir.iterdir()) == []
+
+
+def test_cli_limits_are_serve_options():
+    import typer
+
+    from lorastudio.cli import _register, app
+
+    _register()
+    serve = typer.main.get_command(app).commands["serve"]
+    help_text = " ".join(opt for param in serve.params for opt in param.opts)
+    for option in (
+        "--max-prompt-chars",
+        "--max-pixels",
+        "--max-output-pixels",
+        "--max-images",
+        "--max-steps",
+        "--max-upload-mb",
+        "--max-weights-upload-mb",
+        "--max-options-kb",
+        "--tokens-file",
+    ):
+        assert option in help_text, option
+
+
+# --- uploads and the quota ------------------------------------------------------------------
+
+
+def test_uploads_wait_for_the_quota_and_refused_requests_leave_no_files(client, idle_studio):
+    image = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    for _ in range(2):
+        assert client.post("/api/v1/jobs/generate", json={**TINY, "init_image": image}).status_code == 200
+    kept = set(idle_studio.uploads_dir.iterdir())
+    assert len(kept) == 2
+    # at the quota: inline images, img2img, uploads and data sets answer 429 and store nothing
+    assert client.post("/api/v1/jobs/generate", json={**TINY, "init_image": image}).status_code == 429
+    img2img = {**TINY, "init_images": [image], "mask": image}
+    assert client.post("/sdapi/v1/img2img", json=img2img).status_code == 429
+    assert client.post("/api/v1/uploads", files={"file": ("a.png", png_bytes())}).status_code == 429
+    response = client.post("/api/v1/datasets", data={"name": "d"}, files={"file": ("a.png", png_bytes())})
+    assert response.status_code == 429
+    assert set(idle_studio.uploads_dir.iterdir()) == kept
+
+
+def test_a_request_refused_after_its_images_were_stored_removes_them(client, idle_studio):
+    image = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    response = client.post("/api/v1/jobs/generate", json={**TINY, "steps": 11, "init_image": image})
+    assert response.status_code == 422
+    response = client.post("/sdapi/v1/img2img", json={**TINY, "steps": 11, "init_images": [image]})
+    assert response.status_code == 422
+    assert list(idle_studio.uploads_dir.iterdir()) == []
+
+
+def test_multipart_bodies_are_spooled_inside_the_workspace(client, idle_studio, monkeypatch):
+    import tempfile
+
+    from starlette import formparsers
+
+    folders = []
+    real = tempfile.SpooledTemporaryFile
+
+    def recording(*args, **kwargs):
+        folders.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", recording)
+    assert formparsers.SpooledTemporaryFile is not real  # ours, which sets dir
+    response = client.post("/api/v1/uploads", files={"file": ("a.png", png_bytes())})
+    assert response.status_code == 200, response.text
+    spool = idle_studio.workspace.cache / "spool"
+    assert folders == [str(spool)]
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+
+def test_full_database_answers_503_with_retry_after(client, idle_studio, monkeypatch):
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(idle_studio.store, "enqueue", full)
+    response = client.post("/api/v1/jobs/generate", json=TINY)
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    assert "full" in response.json()["detail"]
+    image = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    response = client.post("/api/v1/jobs/generate", json={**TINY, "init_image": image})
+    assert response.status_code == 503
+    assert list(idle_studio.uploads_dir.iterdir()) == []  # the stored image went with the refusal
+
+
+def test_full_disk_during_an_upload_answers_503_and_leaves_no_part_file(client, idle_studio, monkeypatch):
+    import shutil
+
+    def copy_then_fail(source, target, length=0):
+        target.write(source.read(10))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_then_fail)
+    response = client.post("/api/v1/uploads", files={"file": ("a.png", png_bytes())})
+    assert response.status_code == 503, response.text
+    assert "Retry-After" in response.headers
+    assert list(idle_studio.uploads_dir.iterdir()) == []
+
+
+def test_full_disk_while_storing_an_inline_image_answers_503(client, idle_studio, monkeypatch):
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def fail(self, data):
+        real(self, data[:5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", fail)
+    image = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    response = client.post("/api/v1/jobs/generate", json={**TINY, "init_image": image})
+    assert response.status_code == 503, response.text
+    assert list(idle_studio.uploads_dir.iterdir()) == []
+    assert idle_studio.list_jobs() == []
+
+
+def test_a_full_disk_anywhere_else_answers_503_not_500(client, idle_studio, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(idle_studio.store, "cancel", full)
+    response = client.delete("/api/v1/jobs/some-job")
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
