@@ -397,3 +397,17 @@ def test_a_checkpoint_file_brings_its_own_bundled_trigger(tiny_workspace, tmp_pa
     library = run_generation(tiny_workspace, cfg, out_dir=tmp_path / "b")
     assert parse_infotext(library.images[0].infotext)["TI hashes"] != info["TI hashes"]
     assert np.abs(arr(library.images[0].path) - arr(pinned.images[0].path)).mean() > 0.1
+
+
+def test_a1111_xyz_plot_is_held_to_the_server_limits(studio, client):
+    """A grid is many generations: each cell within --max-steps, the cells within --max-grid-cells."""
+    studio.settings.max_grid_cells = 3
+    studio.settings.max_steps = 10
+    body = {"prompt": "red", "steps": 2, "width": 64, "height": 64, "script_name": "x/y/z plot"}
+    too_many = [4, "1, 2", [], 6, "3, 7", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
+    response = client.post("/sdapi/v1/txt2img", json={**body, "script_args": too_many})
+    assert response.status_code == 422 and "--max-grid-cells" in response.text, response.text
+    too_long = [4, "2, 40", [], 0, "", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
+    response = client.post("/sdapi/v1/txt2img", json={**body, "script_args": too_long})
+    assert response.status_code == 422 and "--max-steps" in response.text, response.text
+    assert studio.list_jobs() == []  # nothing was queued

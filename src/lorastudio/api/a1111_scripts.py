@@ -168,7 +168,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     grid, lone, sub_grids = grid_request_from_script_args(req.script_args or [])
 
     def submit():
-        cfg = to_generate_config(req, studio)
+        cfg = to_generate_config(req, studio, user=user)
         with quota_as_429():
             return cfg, submit_grid(studio, cfg, grid, user=user)
 

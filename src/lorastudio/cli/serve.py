@@ -65,6 +65,9 @@ def serve(
     max_images: int = typer.Option(
         16, "--max-images", help="Most images per request (batch_size x n_iter); 0 = no limit."
     ),
+    max_grid_cells: int = typer.Option(
+        64, "--max-grid-cells", help="Most cells in one X/Y/Z plot grid request; 0 = no limit."
+    ),
     max_steps: int = typer.Option(
         150, "--max-steps", help="Most sampling steps (and hires steps) per request; 0 = no limit."
     ),
@@ -98,6 +101,7 @@ def serve(
         max_image_pixels=max_pixels,
         max_output_pixels=max_output_pixels,
         max_images_per_request=max_images,
+        max_grid_cells=max_grid_cells,
         max_steps=max_steps,
         max_upload_bytes=max_upload_mb * 2**20,
         max_weights_upload_bytes=max_weights_upload_mb * 2**20,

@@ -677,6 +677,22 @@ def run_grid(
 # --- the job queue (the A1111 script runs as a job, like any generation) -------------------
 
 
+def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None:
+    """A grid is many generations: every cell within the server's limits, the cells at most
+    `--max-grid-cells` (a client must not turn one request into unbounded work)."""
+    from lorastudio.service.studio import InvalidRequest
+
+    studio.check_generate_limits(cfg)
+    cells, _, _ = plan_cells(studio.workspace, cfg, request)
+    limit = studio.settings.max_grid_cells
+    if limit and len(cells) > limit:
+        raise InvalidRequest(
+            f"grid: {len(cells)} cells is over the server's limit of {limit} (lorastudio serve --max-grid-cells)."
+        )
+    for cell in cells:
+        studio.check_generate_limits(cell.config)
+
+
 def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str = "", priority: int = 0):
     """Queue a grid job; names in the request (model, run, LoRA) must be names, never paths."""
     from lorastudio.generate.samplers import parse_sampler
@@ -692,6 +708,7 @@ def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str 
         safe_name(request.run, "run name")
     if request.lora:
         safe_name(request.lora, "LoRA name")
+    check_grid_limits(studio, cfg, request)
     cfg = studio.resolve_generate(cfg)
     payload = {"config": cfg.model_dump(), "grid": request.model_dump()}
     return studio.submit("grid", payload, user=user, priority=priority, affinity=cfg.model)

@@ -132,6 +132,7 @@ class StudioSettings:
     max_image_pixels: int = 2048 * 2048  # width x height of one generated image
     max_output_pixels: int = 4096 * 4096  # after hires fix or /extra-single-image upscaling
     max_images_per_request: int = 16  # batch_size x n_iter
+    max_grid_cells: int = 64  # cells of one X/Y/Z grid (each one image)
     max_steps: int = 150  # sampling steps, and hires steps
     max_options_bytes: int = 64 * 1024  # one user's A1111 options, as JSON
     # Unfinished (queued + running) jobs one user may have; more answer 429. 0 = no limit.
