@@ -65,6 +65,17 @@ class DataConfig(StrictModel):
     bucket_no_upscale: bool = False  # small images keep their size (rounded down to bucket_reso_steps)
 
 
+LrSchedulerName = Literal[
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "adafactor",  # kohya's: follows a relative-step Adafactor's own rate
+]
+
+
 class TrainSection(StrictModel):
     steps: int = Field(1000, ge=1)
     epochs_per_image: float | None = Field(None, gt=0)  # exposures per image; overrides steps
@@ -87,15 +98,7 @@ class TrainSection(StrictModel):
     ] = "adamw"
     # Keyword arguments of the optimizer, checked against its signature (e.g. {betas: [0.9, 0.99]}).
     optimizer_args: dict[str, Any] = Field(default_factory=dict)
-    lr_scheduler: Literal[
-        "constant",
-        "constant_with_warmup",
-        "linear",
-        "cosine",
-        "cosine_with_restarts",
-        "polynomial",
-        "adafactor",
-    ] = "constant_with_warmup"
+    lr_scheduler: LrSchedulerName = "constant_with_warmup"
     lr_warmup_steps: int = Field(0, ge=0)
     lr_scheduler_num_cycles: int = Field(1, ge=1)  # hard restarts of cosine_with_restarts
     lr_scheduler_power: float = Field(1.0, gt=0)  # exponent of polynomial decay

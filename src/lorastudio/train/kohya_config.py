@@ -649,6 +649,18 @@ _DATASET_LEVEL = {
     "bucket_no_upscale": "bucket_no_upscale",
 }
 _SUBSET_STRUCTURE = {"image_dir", "num_repeats", "class_tokens", "is_reg", "metadata_file"}
+# kohya subset options that only shape captions in ways lorastudio has no key for.
+_NO_CAPTION_EQUIVALENT = (
+    "caption_prefix",
+    "caption_suffix",
+    "caption_separator",
+    "keep_tokens_separator",
+    "secondary_separator",
+    "enable_wildcard",
+    "cache_info",
+    "resize_interpolation",
+)
+
 _SUBSET_OPTIONS = (
     "keep_tokens",
     "shuffle_caption",
@@ -660,14 +672,7 @@ _SUBSET_OPTIONS = (
     "random_crop",
     "face_crop_aug_range",
     "caption_dropout_every_n_epochs",
-    "caption_prefix",
-    "caption_suffix",
-    "caption_separator",
-    "keep_tokens_separator",
-    "secondary_separator",
-    "enable_wildcard",
-    "cache_info",
-    "resize_interpolation",
+    *_NO_CAPTION_EQUIVALENT,
 )
 
 
@@ -801,16 +806,7 @@ def _apply_subset_options(subsets: list[dict[str, Any]], out: KohyaImport) -> No
                 f"differs between subsets ({', '.join(sorted(distinct))}); one value per run",
             )
             continue
-        if key in (
-            "caption_prefix",
-            "caption_suffix",
-            "caption_separator",
-            "keep_tokens_separator",
-            "secondary_separator",
-            "enable_wildcard",
-            "cache_info",
-            "resize_interpolation",
-        ):
+        if key in _NO_CAPTION_EQUIVALENT:
             out.skip(f"subsets.{key}", "lorastudio has no equivalent caption option")
             continue
         _apply_table({key: values[0]}, out)

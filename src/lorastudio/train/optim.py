@@ -13,12 +13,12 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from lorastudio.errors import LorastudioError
-from lorastudio.train.config import ADAPTIVE_OPTIMIZERS, uses_relative_step
+from lorastudio.train.config import ADAPTIVE_OPTIMIZERS, LrSchedulerName, uses_relative_step
 
 __all__ = [
     "OPTIMIZERS",
@@ -30,15 +30,7 @@ __all__ = [
     "uses_relative_step",
 ]
 
-LR_SCHEDULERS = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "adafactor",
-)
+LR_SCHEDULERS = get_args(LrSchedulerName)
 
 
 def _torch_adamw():
