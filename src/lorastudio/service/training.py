@@ -62,13 +62,13 @@ def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:
 
 def resume_config(ws: Workspace, run: str) -> tuple[TrainConfig, Path]:
     """The saved config of run `run` (a name under runs/ or a path) and its folder."""
-    from lorastudio.train.config import TrainConfig, load_config
+    from lorastudio.train.config import saved_train_config
 
     path = Path(run).expanduser()
     run_dir = path if path.is_dir() else ws.safe_child(ws.runs, run, "run")
     if not (run_dir / "config.yaml").is_file():
         raise NotFoundError(f"run {run!r}: no config.yaml in {run_dir}; give a run name from `{ws.runs}`.")
-    return load_config(TrainConfig, run_dir / "config.yaml"), run_dir
+    return saved_train_config(run_dir / "config.yaml"), run_dir
 
 
 def run_training(
