@@ -253,7 +253,7 @@ class PriorConfig(StrictModel):
 
 class SamplesConfig(StrictModel):
     prompts: list[str] = Field(default_factory=list)
-    every_steps: int | None = Field(None, ge=1)  # default: train.save_every_steps
+    every_steps: int | None = Field(None, ge=1)  # default: with every checkpoint
     negative: str = ""
     steps: int = Field(20, ge=1)
     cfg_scale: float = 7.0
