@@ -170,6 +170,12 @@ def test_cli_explain_names_the_source_of_every_value(workspace, tmp_path):
     assert rows["train.epochs_per_image"] == ("null", "default")
     assert rows["train.weight_decay"] == ("0.01", "default")
     assert "# train.epochs_per_image=100 (preset character) dropped: override sets train.steps" in result.stdout
+    assert "# plan: not checked (model: not set" in result.stdout
+    data = write_images(tmp_path / "red", [((220, 30 + i, 30), "red") for i in range(3)])
+    args = ["train", "--explain", "model=tiny-sd15", f"data.dir={data}", "data.repeats=2", "train.resolution=64"]
+    planned = CliRunner().invoke(app, [*args, "train.batch_size=2", "train.max_epochs=4"])
+    assert planned.exit_code == 0, planned.output
+    assert "# plan: 4 epochs x 3 batches of 2 (3 images, 6 with repeats) / 1 batches per step = 12 steps" in planned.stdout
     assert not any(workspace.runs.iterdir())  # nothing trained
 
 
@@ -232,3 +238,22 @@ def test_cli_preset_with_user_steps_trains_that_many_steps(tiny_workspace, tmp_p
     assert "plan: 2 steps" in result.output
     records = (tiny_workspace.runs / "mira_steps" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in records] == [1, 2]
+
+
+def test_kohya_yaml_keeps_the_command_lines_budget_over_the_files(workspace, tmp_path):
+    """--write-yaml holds imported keys and overrides as one file: one budget, loadable as --config."""
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+
+    toml = tmp_path / "kohya.toml"
+    toml.write_text("max_train_epochs = 10\nsave_every_n_epochs = 2\nnetwork_dim = 4\n", encoding="utf-8")
+    mine = tmp_path / "mine.yaml"
+    _register()
+    args = ["train", "--kohya-config", str(toml), "--dry-run", "--write-yaml", str(mine), "train.steps=30"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load(mine.read_text(encoding="utf-8"))
+    assert written["train"] == {"steps": 30, "save_every_epochs": 2}
+    again = load_train_config(mine)
+    assert (again.train.steps, again.train.max_epochs, again.train.save_every_epochs) == (30, None, 2)

@@ -75,7 +75,7 @@ def train_cmd(
             raise typer.BadParameter("--kohya-config/--dataset-config: not with --resume or --config.")
         resolved, kohya_yaml = _import_kohya(kohya_config, dataset_config, overrides or [], preset, write_yaml)
         if explain:
-            _print_explain(resolved)
+            _print_explain(ws, resolved)
             return
         cfg = resolved.config
         if dry_run:
@@ -94,7 +94,7 @@ def train_cmd(
     else:
         resolved = None if resume else resolve_train_config(config or None, overrides or [], preset)
         if explain:
-            _print_explain(resolved)
+            _print_explain(ws, resolved)
             return
         cfg = resolved.config if resolved is not None else None
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
@@ -114,10 +114,10 @@ def train_cmd(
                 typer.echo(f"{key.replace('library_', '')}: {result[key]}")
 
 
-def _print_explain(resolved) -> None:
-    from lorastudio.train.config import explain_lines
+def _print_explain(ws, resolved) -> None:
+    from lorastudio.service.training import explain_training
 
-    for line in explain_lines(resolved):
+    for line in explain_training(ws, resolved):
         typer.echo(line)
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "run_training",
+    "explain_training",
     "resume_config",
     "run_name_for",
     "list_presets",
@@ -43,6 +44,19 @@ def list_presets() -> list[dict[str, str]]:
         first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
         out.append({"name": name, "description": first})
     return out
+
+
+def explain_training(ws: Workspace, resolved: Any) -> list[str]:
+    """`train --explain`: every resolved value with its source, then the step budget when the data opens."""
+    from lorastudio.train.config import explain_lines
+    from lorastudio.train.trainer import prepare_plan
+
+    lines = explain_lines(resolved)
+    try:
+        plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    except LorastudioError as exc:
+        return [*lines, f"# plan: not checked ({exc})"]
+    return [*lines, f"# plan: {plan.explanation}"]
 
 
 def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:
