@@ -233,7 +233,7 @@ def merge_layers(
                         f"{key}={value} ({sources.pop(key)}) dropped: {layer.source} sets {setters[0]}"
                     )
                     _pop_dotted(data, key)
-        # A key set to a mapping replaces the sources of the keys below it only where it sets them.
+        # Mappings merge key by key: a layer is the source of the dotted keys it sets, no others.
         data = apply_overrides(data, layer.data)
         sources.update({key: layer.source for key in flat})
     return data, sources, dropped
