@@ -91,6 +91,15 @@ def test_max_epochs_counts_batches_as_the_trainer_does():
     assert steps == 5  # ceil(3 x 3 / 2)
 
 
+def test_epoch_ends_inside_a_step_are_saved_at_that_step():
+    from lorastudio.train.trainer import ends_epoch
+
+    # 3 batches an epoch, 2 per step (grad_accum 2): epochs end in steps 2 (batch 3) and 3 (batch 6).
+    assert [s for s in range(1, 10) if ends_epoch(s, 2, 3)] == [2, 3, 5, 6, 8, 9]
+    assert [s for s in range(1, 10) if ends_epoch(s, 2, 3, every=2)] == [3, 6, 9]
+    assert [s for s in range(1, 7) if ends_epoch(s, 1, 2)] == [2, 4, 6]
+
+
 def test_saved_configs_reload_old_and_new(tmp_path):
     old = tmp_path / "config.yaml"  # as runs saved it before train.steps could be empty
     old.write_text(
@@ -235,6 +244,7 @@ def test_cli_preset_with_user_steps_trains_that_many_steps(tiny_workspace, tmp_p
     args += ["scoring.enabled=false", "output.name=mira_steps", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "config: train.epochs_per_image=100 (preset character) dropped: override sets train.steps" in result.output
     assert "plan: 2 steps" in result.output
     records = (tiny_workspace.runs / "mira_steps" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in records] == [1, 2]

@@ -97,6 +97,8 @@ def train_cmd(
             _print_explain(ws, resolved)
             return
         cfg = resolved.config if resolved is not None else None
+        for line in resolved.dropped if resolved is not None else ():
+            typer.echo(f"config: {line}", err=True)  # a preset's budget the user replaced
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         name = None if resume else run_name_for(ws, cfg)
         raise typer.Exit(

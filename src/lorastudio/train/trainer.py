@@ -121,6 +121,18 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     return TrainPlan(images, steps, why, dataset.root, num_samples, batches)
 
 
+def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:
+    """Whether optimizer step `step` (1-based) completes an epoch whose number is a multiple of `every`.
+
+    Batches run on across epochs, so an epoch may end inside a step: that step ends it.
+    """
+
+    def epochs_done(n: int) -> int:
+        return n * batches_per_step // batches_per_epoch
+
+    return epochs_done(step) // every > epochs_done(step - 1) // every
+
+
 def latest_state(run_dir: Path) -> Path | None:
     """The newest `checkpoints/step-N/state` folder of a run, if any."""
     states = _saved_states(run_dir)
@@ -773,19 +785,14 @@ class Trainer:
             bar.close()
         return True
 
-    def _epochs_done(self, step: int) -> int:
-        """Whole epochs (every image x repeats once) that the first `step` optimizer steps went through."""
-        micro_batches = step * self.cfg.train.grad_accum * self.accelerator.num_processes
-        return micro_batches // self.schedule.batches_per_epoch
-
     def _checkpoint_due(self, step: int) -> bool:
         """Every `save_every_steps` steps, and at the end of every `save_every_epochs`-th epoch."""
         train = self.cfg.train
         if train.save_every_steps and step % train.save_every_steps == 0:
             return True
         if train.save_every_epochs:
-            every = train.save_every_epochs
-            return self._epochs_done(step) // every > self._epochs_done(step - 1) // every
+            per_step = train.grad_accum * self.accelerator.num_processes
+            return ends_epoch(step, per_step, self.schedule.batches_per_epoch, train.save_every_epochs)
         return False
 
     def _samples_due(self, step: int) -> bool:
