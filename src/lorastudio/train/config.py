@@ -295,7 +295,7 @@ class TrainConfig(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    preset: str | None = None  # the preset this config started from (informational)
+    preset: str | None = None  # the preset this config started from; an API request layers over it
 
     @model_validator(mode="after")
     def _check_method(self) -> TrainConfig:
