@@ -93,7 +93,7 @@ def run_training(
     if resume is not None:
         config, run_dir = resume_config(ws, resume)
         name = run_dir.name if not config.output.name else config.output.name
-        state = latest_state(run_dir)
+        state = latest_state(run_dir, say=_stderr_printer(progress))
         if state is None:
             raise LorastudioError(
                 f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
@@ -130,6 +130,15 @@ def run_training(
             result.update(_choose_checkpoint(ws, run_dir, config, device))
         _register_result(ws, run_dir, config, result, result.get("best_step", result["step"]))
     return result
+
+
+def _stderr_printer(progress: bool) -> Callable[[str], None] | None:
+    """Where the run's own lines go (main process only): stderr, as the trainer's."""
+    if not progress or os.environ.get("RANK", "0") != "0":
+        return None
+    import sys
+
+    return lambda text: print(text, file=sys.stderr, flush=True)
 
 
 def _check_model_name_free(ws: Workspace, name: str) -> None:
