@@ -113,7 +113,10 @@ def run_training(
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    from lorastudio.train.outputs import atomic_file
+
+    with atomic_file(run_dir / "config.yaml") as temporary:  # a kill here must not cost the run its config
+        temporary.write_text(config.to_yaml(), encoding="utf-8")
     trainer = Trainer(config, ws, run_dir, name, callback=callback, device=device, progress=progress)
     if progress and os.environ.get("RANK", "0") == "0":
         import sys
