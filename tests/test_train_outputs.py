@@ -123,6 +123,17 @@ def test_outputs_of_a_run_named_after_its_trigger_are_separate_files(tmp_path):
     }
 
 
+def test_embeddings_of_older_runs_are_found_unless_they_are_the_lora_itself(tmp_path):
+    from lorastudio.train.outputs import find_embedding
+
+    (tmp_path / f"{TRIGGER}.safetensors").write_bytes(b"x")
+    assert find_embedding(tmp_path, TRIGGER, "other-name") == tmp_path / f"{TRIGGER}.safetensors"
+    assert find_embedding(tmp_path, TRIGGER, TRIGGER) is None  # that file is the (overwritten) LoRA
+    (tmp_path / "embeddings").mkdir()
+    (tmp_path / "embeddings" / f"{TRIGGER}.safetensors").write_bytes(b"x")
+    assert find_embedding(tmp_path, TRIGGER, TRIGGER) == tmp_path / "embeddings" / f"{TRIGGER}.safetensors"
+
+
 def test_output_targets_refuse_two_outputs_on_one_path(tmp_path, monkeypatch):
     monkeypatch.setattr(
         "lorastudio.train.outputs.embedding_file", lambda folder, trigger: folder / f"{trigger}.safetensors"
