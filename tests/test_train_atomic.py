@@ -265,3 +265,24 @@ def test_a_real_sigkill_while_saving_resumes_bit_identically(ws, tmp_path, tiny_
     straight = json.loads(train(*args, "output.name=straight").stdout.strip().splitlines()[-1])
     assert straight["step"] == 30
     _assert_identical(_final_tensors(ws.runs / "killed", "killed"), _final_tensors(ws.runs / "straight", "straight"))
+
+
+@pytest.mark.parametrize(("damage", "said"), [("truncate", "is truncated"), ("remove", "is missing")])
+def test_checkpoints_of_older_versions_have_their_state_files_checked(ws, tmp_path, capsys, straight, damage, said):
+    """No marker (written before it existed): a whole state is resumed from, a damaged one skipped."""
+    cfg = tiny_train_config(_images(tmp_path / "images"), TRIGGER, *SETTINGS, "output.name=old")
+    run_training(ws, cfg, progress=False, stop_at_step=KILL_STEP)
+    checkpoints = ws.runs / "old" / "checkpoints"
+    for marker in checkpoints.glob(f"step-*/{COMPLETE_MARKER}"):
+        marker.unlink()
+    victim = checkpoints / f"step-{KILL_STEP}" / "state" / "custom_checkpoint_1.pkl"
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:-30])
+    else:
+        victim.unlink()
+    capsys.readouterr()
+    result = run_training(ws, resume="old", progress=True)
+    err = capsys.readouterr().err
+    assert f"checkpoint step-{KILL_STEP}: skipped, incomplete: no {COMPLETE_MARKER}, and state/{victim.name} {said}" in err
+    assert "resumed from step-2 " in err and result["step"] == 6
+    _assert_identical(_final_tensors(ws.runs / "old", "old"), straight)

@@ -103,13 +103,38 @@ def publish_checkpoint(partial: Path, final: Path, step: int) -> Path:
     return final
 
 
+# What the trainer's `accelerate` state holds: one optimizer, two registered objects (the
+# trainable state and the LR scheduler) and the RNG states. Each is a torch zip archive.
+_STATE_FILES = ("optimizer.bin", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "random_states_0.pkl")
+
+
+def _unmarked_state_problem(folder: Path) -> str | None:
+    """A checkpoint from before the marker: its state must hold every file, each a whole zip archive."""
+    import zipfile
+
+    state = folder / "state"
+    if not state.is_dir():
+        return f"no {COMPLETE_MARKER} and no state"
+    for name in _STATE_FILES:
+        path = state / name
+        if not path.is_file():
+            return f"no {COMPLETE_MARKER}, and state/{name} is missing"
+        if not zipfile.is_zipfile(path):
+            return f"no {COMPLETE_MARKER}, and state/{name} is truncated"
+    return None
+
+
 def incomplete_reason(folder: Path) -> str | None:
-    """Why checkpoint `folder` cannot be trusted (no marker, a file missing or of the wrong size), or None."""
+    """Why checkpoint `folder` cannot be trusted (a file missing or of the wrong size), or None.
+
+    A folder without a marker comes from an older lorastudio: its resumable state is checked
+    file by file instead (all there, none truncated).
+    """
     marker = folder / COMPLETE_MARKER
     try:
         files = json.loads(marker.read_text(encoding="utf-8"))["files"]
     except FileNotFoundError:
-        return f"no {COMPLETE_MARKER} (the save was interrupted, or an older lorastudio wrote it)"
+        return _unmarked_state_problem(folder)
     except (ValueError, KeyError, TypeError):
         return f"{COMPLETE_MARKER} is unreadable"
     for relative, size in files.items():
