@@ -232,7 +232,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
             ctx.emit(str(kind), {k: v for k, v in event.items() if k != "event"})
         ctx.check_cancelled()
 
-    if latest_state(run_dir) is not None:
+    if latest_state(run_dir, say=ctx.log) is not None:  # the job log says which checkpoint was skipped
         ctx.log(f"resuming run {run} from its last checkpoint (attempt {ctx.attempt})")
         result = training.run_training(
             ctx.workspace, resume=str(run_dir), callback=on_event, device=ctx.device, progress=False
