@@ -251,6 +251,7 @@ class Studio:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._worker is not None:
+            self._worker.release_identity()
             self._worker.store.close()
         if self._hub is not None:
             self._hub.join(timeout)

@@ -448,9 +448,11 @@ class PostgresJobStore(JobStore):
         )
 
     def recover(self, worker_id: str) -> list[Job]:
-        return self._requeue_running(
-            "worker = %(worker)s", {"worker": worker_id}, f"worker {worker_id} restarted"
-        )
+        return self._requeue_running("worker = %(worker)s", {"worker": worker_id}, f"worker {worker_id} died")
+
+    def running_worker_ids(self) -> set[str]:
+        rows = self._all(f"SELECT DISTINCT worker FROM jobs WHERE state = '{RUNNING}' AND worker IS NOT NULL")
+        return {row["worker"] for row in rows}
 
     def _listen(self, channel: str):
         conn = self._psycopg.connect(self.url, autocommit=True)

@@ -412,7 +412,11 @@ class SqliteJobStore(JobStore):
         )
 
     def recover(self, worker_id: str) -> list[Job]:
-        return self._requeue_running("worker = ?", (worker_id,), f"worker {worker_id} restarted")
+        return self._requeue_running("worker = ?", (worker_id,), f"worker {worker_id} died")
+
+    def running_worker_ids(self) -> set[str]:
+        rows = self._read(f"SELECT DISTINCT worker FROM jobs WHERE state = '{RUNNING}' AND worker IS NOT NULL")
+        return {row[0] for row in rows}
 
     def _wait_for_commit(self, purpose: str, timeout: float) -> bool:
         """Poll `PRAGMA data_version` until another connection commits (True) or `timeout` (False).

@@ -252,7 +252,14 @@ class JobStore(ABC):
 
     @abstractmethod
     def recover(self, worker_id: str) -> list[Job]:
-        """At worker start: requeue jobs still marked running by this worker id (it crashed), lease or not."""
+        """Requeue jobs still marked running by exactly this stored worker id, lease or not.
+
+        Only for a worker proved dead (see `jobs.identity`): a live one would run them twice.
+        """
+
+    @abstractmethod
+    def running_worker_ids(self) -> set[str]:
+        """The stored worker ids that hold running jobs (a restarting worker looks for its dead selves)."""
 
     @abstractmethod
     def wait_for_work(self, timeout: float) -> bool:
