@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.artifacts import Artifact, open_artifact_store, resolve_artifacts_url
+from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
@@ -176,6 +177,7 @@ class Studio:
     def __init__(self, workspace: Workspace | None = None, settings: StudioSettings | None = None) -> None:
         self.workspace = workspace or Workspace.open()
         self.settings = settings or StudioSettings()
+        ensure_database_healthy(self.settings.queue_url, self.workspace)  # one clear line, not a traceback
         self.store = self._open_store()
         # Status reads (/progress) get their own connection, so they never wait behind
         # a burst of submissions queued on the main one.

@@ -23,7 +23,7 @@ try:
 except ImportError:  # Windows: no flock; restarted workers then rely on lease expiry alone
     fcntl = None
 
-__all__ = ["WorkerLock", "base_worker_id", "lock_path", "owner_is_dead", "unique_worker_id"]
+__all__ = ["WorkerLock", "base_worker_id", "lock_is_held", "lock_path", "owner_is_dead", "unique_worker_id"]
 
 SEPARATOR = "#"
 
@@ -101,5 +101,22 @@ def owner_is_dead(folder: Path, stored_id: str) -> bool:
             return False
         path.unlink(missing_ok=True)
         return True
+    finally:
+        os.close(fd)
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a live process holds the lock file at `path` (it is left as it is)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        if not _try_lock(fd):
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
     finally:
         os.close(fd)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs.store import (
     CANCELLED,
     DEFAULT_FAIR_WINDOW_S,
@@ -136,6 +137,24 @@ class SqliteJobStore(JobStore):
             str(self.path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
         self._conn.row_factory = sqlite3.Row
+        try:
+            self._prepare(busy_timeout_ms)
+        except sqlite3.OperationalError:  # locked, read-only, disk full: not damage
+            self._conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
+            self._conn.close()
+            raise LorastudioError(
+                f"queue database {self.path} is damaged ({exc}); check it with `lorastudio db check` and "
+                "restore a backup with `lorastudio db restore BACKUP`."
+            ) from None
+        # Seen from the start: a job queued between opening and the first wait is not missed.
+        self._seen_versions = {"work": self._data_version()}
+        self._poll_s = MIN_POLL_S
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _prepare(self, busy_timeout_ms: int) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self._conn.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL: commits survive a process crash; only a power cut may lose the last ones.
@@ -144,11 +163,6 @@ class SqliteJobStore(JobStore):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
-        # Seen from the start: a job queued between opening and the first wait is not missed.
-        self._seen_versions = {"work": self._data_version()}
-        self._poll_s = MIN_POLL_S
-
-    # --- plumbing -----------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:

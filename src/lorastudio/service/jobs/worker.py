@@ -372,7 +372,10 @@ def run_worker_process(
             raise LorastudioError(
                 f"worker --kinds: no handler for {', '.join(unknown)}; known: {', '.join(registered_kinds())}."
             )
+    from lorastudio.service.database import ensure_database_healthy
+
     workspace = workspace or Workspace.open()
+    ensure_database_healthy(queue_url, workspace)
     store = open_store(queue_url, workspace, lease_s=lease_s)
     worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds)
 
