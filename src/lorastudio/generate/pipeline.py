@@ -33,6 +33,12 @@ __all__ = ["SamplingPlan", "GeneratedImage", "generate_images", "resolve_seed"]
 ProgressFn = Callable[[int, int], None]
 PreviewFn = Callable[[Image.Image], None]
 
+# Images of more pixels than this are decoded one image at a time in tiles of TILE_LATENT
+# latents (512 px for an 8x VAE), checking for a cancel before each. Smaller images keep
+# the plain decode: tiles are not bit-identical to it (see generate/vae_tiling.py).
+TILED_DECODE_MIN_PIXELS = 1536 * 1536
+TILE_LATENT = 64
+
 
 @dataclass
 class GeneratedImage:
@@ -140,17 +146,52 @@ class _Sampler:
         return ((latents - shift) * vae.config.scaling_factor).to(self.model.dtype)
 
     def decode(self, latents):
+        """Pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
         import torch
 
         vae = self.model.vae
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         scaled = latents / vae.config.scaling_factor + shift
-        images = vae.decode(scaled.to(vae.dtype)).sample
+        factor = self.model.vae_scale_factor
+        if scaled.shape[-2] * scaled.shape[-1] * factor * factor <= TILED_DECODE_MIN_PIXELS:
+            decode = self._decode_whole
+        else:
+            decode = self._decode_tiled
+        images = decode(scaled.to(vae.dtype))
         if torch.isnan(images).any() and vae.dtype in (torch.float16, torch.bfloat16):
             # fp16 VAEs overflow on some images (SDXL's famously): retry in fp32, keep it there.
             vae.to(torch.float32)
-            images = vae.decode(scaled.to(torch.float32)).sample
+            images = decode(scaled.to(torch.float32))
         return images
+
+    def _decode_whole(self, scaled):
+        return self.model.vae.decode(scaled).sample
+
+    def _decode_tiled(self, scaled):
+        import torch
+
+        from lorastudio.generate.vae_tiling import decode_in_tiles
+
+        def tile_pixels(tile):
+            return self.model.vae.decode(tile).sample
+
+        return torch.cat(
+            [
+                decode_in_tiles(
+                    tile_pixels,
+                    scaled[i : i + 1],
+                    self.model.vae_scale_factor,
+                    tile=TILE_LATENT,
+                    before_tile=self.raise_if_stopped,
+                )
+                for i in range(scaled.shape[0])
+            ]
+        )
+
+    def raise_if_stopped(self) -> None:
+        """The cancel check between sampling steps, VAE tiles and the passes of a hires fix."""
+        if self.should_stop is not None and self.should_stop():
+            raise _Cancelled()
 
     # -- the loop -------------------------------------------------------------------------
     def denoise(
@@ -200,8 +241,7 @@ class _Sampler:
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
         batch = len(seeds)
         for i, t in enumerate(timesteps):
-            if self.should_stop is not None and self.should_stop():
-                raise _Cancelled()
+            self.raise_if_stopped()
             step_index = t_start + i // order
             cond = self._conds_at_step(composable, step_index)
             uncond = self._at_step(uncond_schedule, step_index)
@@ -442,6 +482,7 @@ def _run_batch(
             )
         else:
             images = tensor_to_pil(sampler.decode(latents))
+            sampler.raise_if_stopped()
             pixels = torch.cat(
                 [
                     pil_to_tensor(
@@ -451,9 +492,11 @@ def _run_batch(
                 ]
             )
             upscaled = sampler.encode_image(pixels)
+            sampler.raise_if_stopped()
         latents = sampler.denoise(
             seeds, hires_w, hires_h, cfg.hires_steps or cfg.steps, cfg.hires_strength, upscaled
         )
+    sampler.raise_if_stopped()  # a cancel during the last step: do not start a long decode
     images = tensor_to_pil(sampler.decode(latents))
     if init_for_overlay is not None:
         images = [_paste_back(im, init_for_overlay, mask_for_overlay, crop_box) for im in images]

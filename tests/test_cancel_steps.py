@@ -1,0 +1,78 @@
+"""A cancel takes effect within one sampling step, and during a large VAE decode at the next tile."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.jobs import open_store
+from lorastudio.service.jobs.worker import Worker
+from pg import pg_server, queue_url  # noqa: F401  (fixtures)
+
+
+def test_tiles_are_stitched_exactly_where_the_decoder_is_local():
+    """Stitching and blending put every pixel where a whole decode would (a local 'VAE': upsampling)."""
+    import torch
+
+    from lorastudio.generate.vae_tiling import decode_in_tiles
+
+    def upsample(latents):
+        return latents.repeat_interleave(8, dim=-1).repeat_interleave(8, dim=-2) * 2 - 1
+
+    latents = torch.randn(2, 4, 13, 21, generator=torch.Generator().manual_seed(0))
+    tiles = []
+    tiled = decode_in_tiles(upsample, latents, 8, tile=8, before_tile=lambda: tiles.append(1))
+    assert tiled.shape == (2, 4, 104, 168)
+    assert torch.allclose(tiled, upsample(latents), atol=1e-6)
+    assert len(tiles) == 3 * 4  # stride 6: rows at 0, 6, 12; columns at 0, 6, 12, 18
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cancel_requested_during_step_k_stops_the_job_before_step_k_plus_2(
+    tiny_workspace,
+    queue_url,  # noqa: F811
+    monkeypatch,
+):
+    from lorastudio.generate.pipeline import _Sampler
+
+    k = 3
+    config = GenerateConfig(model="tiny-sd15", prompt="red", steps=40, width=64, height=64, seed=1)
+    with open_store(queue_url, tiny_workspace) as store, open_store(queue_url, tiny_workspace) as api:
+        job = store.enqueue("generate", {"config": config.model_dump(mode="json")})
+        steps_run = []
+        real_predict = _Sampler._predict
+
+        def predict_and_cancel_at_k(self, *args, **kwargs):
+            steps_run.append(len(steps_run) + 1)
+            if len(steps_run) == k:
+                api.cancel(job.id)  # as the API would, from its own connection, during step k
+            return real_predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(_Sampler, "_predict", predict_and_cancel_at_k)
+        Worker(store, tiny_workspace, worker_id="w").run(stop_when_idle=True)
+        assert store.get(job.id).state == "cancelled"
+    assert k <= len(steps_run) < k + 2, steps_run
+
+
+def test_a_cancel_during_decode_stops_at_the_next_tile(sd15, monkeypatch, one_torch_thread):
+    from lorastudio.generate import pipeline
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    monkeypatch.setattr(pipeline, "TILED_DECODE_MIN_PIXELS", 0)  # tile even this small image
+    monkeypatch.setattr(pipeline, "TILE_LATENT", 4)  # 64 px -> 8x8 latents -> 9 tiles
+    decoded_tiles = []
+    hook = sd15.vae.decoder.register_forward_hook(lambda module, args, out: decoded_tiles.append(1))
+    try:
+        cfg = GenerateConfig(model="tiny-sd15", prompt="red", steps=3, width=64, height=64, seed=1)
+        plan = pipeline.build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+        whole = pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15))
+        assert len(whole) == 1 and len(decoded_tiles) == 9  # the tiled decode ran to the end
+
+        decoded_tiles.clear()
+        # the cancel arrives while the first tile decodes
+        stopped = pipeline.generate_images(
+            sd15, cfg, plan, PromptEncoder(sd15), should_stop=lambda: bool(decoded_tiles)
+        )
+    finally:
+        hook.remove()
+    assert stopped == [] and len(decoded_tiles) == 1
