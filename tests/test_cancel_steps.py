@@ -76,3 +76,65 @@ def test_a_cancel_during_decode_stops_at_the_next_tile(sd15, monkeypatch, one_to
     finally:
         hook.remove()
     assert stopped == [] and len(decoded_tiles) == 1
+
+
+# --- /skip: drop the current batch, go on with the next ---------------------------------------
+
+
+def test_skip_is_counted_for_running_jobs_only(queue_url, workspace):  # noqa: F811
+    with open_store(queue_url, workspace) as store:
+        queued = store.enqueue("sleep")
+        running = store.enqueue("sleep")
+        store.claim("w")  # the oldest: `queued` runs now
+        assert store.skip(queued.id) and store.skip(queued.id)
+        assert not store.skip(running.id)  # still queued: nothing to skip
+        assert (store.skips_requested(queued.id), store.skips_requested(running.id)) == (2, 0)
+        events = [e for e in store.events(queued.id) if e.type == "skip_requested"]
+        assert [e.data["skips"] for e in events] == [1, 2]
+
+
+def test_an_old_studio_db_gains_the_skip_column(workspace):
+    import sqlite3
+
+    from lorastudio.service.jobs.sqlite_store import SCHEMA
+
+    old_schema = SCHEMA.replace("    skip_requests INTEGER NOT NULL DEFAULT 0,\n", "")
+    assert old_schema != SCHEMA
+    conn = sqlite3.connect(workspace.db_path)
+    conn.executescript(old_schema)
+    conn.close()
+    with open_store(None, workspace) as store:
+        job = store.enqueue("sleep")
+        store.claim("w")
+        assert store.skip(job.id) and store.skips_requested(job.id) == 1
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_skip_during_a_batch_drops_it_within_one_step_and_the_next_batches_run(
+    tiny_workspace,
+    queue_url,  # noqa: F811
+    monkeypatch,
+):
+    from lorastudio.generate.pipeline import _Sampler
+
+    k, steps = 2, 12
+    config = GenerateConfig(
+        model="tiny-sd15", prompt="red", steps=steps, width=64, height=64, seed=100, count=3
+    )
+    with open_store(queue_url, tiny_workspace) as store, open_store(queue_url, tiny_workspace) as api:
+        job = store.enqueue("generate", {"config": config.model_dump(mode="json")})
+        calls = []
+        real_predict = _Sampler._predict
+
+        def predict_and_skip_at_k(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == k:
+                assert api.skip(job.id)  # as /sdapi/v1/skip would, during step k of the first batch
+            return real_predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(_Sampler, "_predict", predict_and_skip_at_k)
+        Worker(store, tiny_workspace, worker_id="w").run(stop_when_idle=True)
+        done = store.get(job.id)
+    assert done.state == "succeeded", done.error
+    assert done.result["seeds"] == [101, 102]  # the first batch (seed 100) was dropped
+    assert k <= len(calls) - 2 * steps < k + 2

@@ -28,7 +28,7 @@ from lorastudio.generate.images import (
 from lorastudio.generate.noise import NoiseOptions, batch_noise
 from lorastudio.generate.samplers import SamplerChoice, make_scheduler, parse_sampler
 
-__all__ = ["SamplingPlan", "GeneratedImage", "generate_images", "resolve_seed"]
+__all__ = ["SamplingPlan", "GeneratedImage", "SkipBatch", "generate_images", "resolve_seed"]
 
 ProgressFn = Callable[[int, int], None]
 PreviewFn = Callable[[Image.Image], None]
@@ -70,6 +70,10 @@ def resolve_seed(seed: int) -> int:
 
 class _Cancelled(Exception):
     pass
+
+
+class SkipBatch(Exception):
+    """Raised by a `should_stop` callback to drop the current batch and go on with the next (A1111 /skip)."""
 
 
 class _Sampler:
@@ -532,6 +536,10 @@ def generate_images(
 ) -> list[GeneratedImage]:
     """Run every batch of a request; LoRAs must already be applied by the caller.
 
+    `should_stop()` is asked before every sampling step and VAE tile: True stops the
+    request (the images of finished batches are returned), raising `SkipBatch` drops the
+    current batch only.
+
     `preview(image)` is called every `preview_every` steps with the current estimate.
     """
     import torch
@@ -551,6 +559,8 @@ def generate_images(
                 images = _run_batch(sampler, cfg, plan, seeds)
             except _Cancelled:
                 break
+            except SkipBatch:
+                continue
             for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
                 results.append(GeneratedImage(image, seed, batch_index * cfg.batch_size + offset))
     return results

@@ -800,6 +800,14 @@ class Studio:
                 stopped.append(job.id)
         return stopped
 
+    def skip(self) -> list[str]:
+        """Drop the current batch of every running generation and go on with the next (A1111 /skip)."""
+        return [
+            job.id
+            for job in self.store.list_jobs(state=RUNNING, limit=50)
+            if job.kind == "generate" and self.store.skip(job.id)
+        ]
+
     def describe(self) -> dict[str, Any]:
         """Settings safe to show a client (no credentials)."""
         url = self.settings.queue_url or ""

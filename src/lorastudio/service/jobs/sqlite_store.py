@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker TEXT,
     lease_until REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    skip_requests INTEGER NOT NULL DEFAULT 0,
     event_seq INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
@@ -163,6 +164,9 @@ class SqliteJobStore(JobStore):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(jobs)")}
+            if "skip_requests" not in columns:  # a studio.db from before /skip
+                cur.execute("ALTER TABLE jobs ADD COLUMN skip_requests INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
@@ -267,6 +271,21 @@ class SqliteJobStore(JobStore):
                 if row is not None:
                     self._add_event(cur, job_id, row[0], "cancel_requested", {})
         return self.get(job_id)
+
+    def skip(self, job_id: str) -> bool:
+        with self._write() as cur:
+            row = cur.execute(
+                "UPDATE jobs SET skip_requests = skip_requests + 1, event_seq = event_seq + 1"
+                f" WHERE id = ? AND state = '{RUNNING}' RETURNING event_seq, skip_requests",
+                (job_id,),
+            ).fetchone()
+            if row is not None:
+                self._add_event(cur, job_id, row[0], "skip_requested", {"skips": row[1]})
+        return row is not None
+
+    def skips_requested(self, job_id: str) -> int:
+        rows = self._read("SELECT skip_requests FROM jobs WHERE id = ?", (job_id,))
+        return int(rows[0][0]) if rows else 0
 
     # --- the worker side --------------------------------------------------------------------
 

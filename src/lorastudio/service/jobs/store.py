@@ -195,6 +195,14 @@ class JobStore(ABC):
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job now; ask a running one to stop at its next step. Finished jobs are unchanged."""
 
+    @abstractmethod
+    def skip(self, job_id: str) -> bool:
+        """Ask a running job to drop the item it works on and go on (A1111 /skip); False if not running."""
+
+    @abstractmethod
+    def skips_requested(self, job_id: str) -> int:
+        """How many skips were asked of the job so far (a worker acts on each new one)."""
+
     # --- the worker side ----------------------------------------------------------------
 
     @abstractmethod

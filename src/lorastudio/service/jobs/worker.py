@@ -66,6 +66,7 @@ class JobContext:
         self._worker = worker
         self._lease_lost = False
         self._cancel_requested = job.cancel_requested
+        self._skips_seen: int | None = None
 
     @property
     def job_id(self) -> str:
@@ -155,6 +156,18 @@ class JobContext:
             raise JobCancelled(f"job {self.job_id}: cancelled")
         if self._worker.stopping:
             raise JobInterrupted(f"job {self.job_id}: worker {self.worker_id} is stopping")
+
+
+    def skip_requested(self) -> bool:
+        """True once for each skip asked since this attempt started (A1111 /skip): drop the current item."""
+        if self._skips_seen is None:  # first call: what was asked before counts from here
+            self._skips_seen = self.store.skips_requested(self.job_id)
+            return False
+        skips = self.store.skips_requested(self.job_id)
+        if skips > self._skips_seen:
+            self._skips_seen = skips
+            return True
+        return False
 
 
 class _Heartbeat(threading.Thread):
