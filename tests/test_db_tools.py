@@ -146,3 +146,13 @@ def test_postgres_queues_get_pg_dump_advice_without_the_password(workspace, cli)
         assert result.exit_code == 2
         assert "pg_dump" in result.output and "pg_restore" in result.output
         assert "s3cret" not in result.output
+
+
+def test_serve_and_worker_on_a_damaged_queue_exit_with_one_line(workspace, cli):
+    fill_queue(workspace, 20)
+    scribble(workspace.db_path, 3 * PAGE)
+    for verb in (["serve", "--no-preload", "--port", "1"], ["worker"]):
+        result = cli(*verb)
+        assert result.exit_code == 2, (verb, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "is damaged" in lines[0] and "lorastudio db restore" in lines[0]
