@@ -27,6 +27,47 @@ def test_tiles_are_stitched_exactly_where_the_decoder_is_local():
     assert len(tiles) == 3 * 4  # stride 6: rows at 0, 6, 12; columns at 0, 6, 12, 18
 
 
+def test_encoder_tiles_are_stitched_exactly_where_the_encoder_is_local():
+    import torch
+
+    from lorastudio.generate.vae_tiling import encode_in_tiles
+
+    def pool(pixels):
+        return torch.nn.functional.avg_pool2d(pixels, 8)
+
+    pixels = torch.randn(1, 3, 104, 168, generator=torch.Generator().manual_seed(1))
+    tiles = []
+    tiled = encode_in_tiles(pool, pixels, 8, tile=8, before_tile=lambda: tiles.append(1))
+    assert tiled.shape == (1, 3, 13, 21)
+    assert torch.allclose(tiled, pool(pixels), atol=1e-6)
+    assert len(tiles) == 3 * 4
+
+
+def test_hires_upscale_stops_at_the_next_encoder_tile(sd15, monkeypatch, one_torch_thread):
+    from lorastudio.generate import pipeline
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    monkeypatch.setattr(pipeline, "TILED_DECODE_MIN_PIXELS", 64 * 64)  # tile only the 128 px hires image
+    monkeypatch.setattr(pipeline, "TILE_LATENT", 4)
+    encoded_tiles = []
+    hook = sd15.vae.encoder.register_forward_hook(lambda module, args, out: encoded_tiles.append(1))
+    try:
+        cfg = GenerateConfig(
+            model="tiny-sd15", prompt="red", steps=2, width=64, height=64, seed=1, hires_scale=2.0, hires_steps=2,
+            hires_upscaler="Lanczos",
+        )
+        plan = pipeline.build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+        assert len(pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15))) == 1
+        assert len(encoded_tiles) == 6 * 6  # 128 px = 16 latents; tile 4, stride 3: 0, 3, ..., 15
+        encoded_tiles.clear()
+        stopped = pipeline.generate_images(
+            sd15, cfg, plan, PromptEncoder(sd15), should_stop=lambda: bool(encoded_tiles)
+        )
+    finally:
+        hook.remove()
+    assert stopped == [] and len(encoded_tiles) == 1
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_cancel_requested_during_step_k_stops_the_job_before_step_k_plus_2(
     tiny_workspace,

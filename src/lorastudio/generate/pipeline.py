@@ -33,9 +33,10 @@ __all__ = ["SamplingPlan", "GeneratedImage", "SkipBatch", "generate_images", "re
 ProgressFn = Callable[[int, int], None]
 PreviewFn = Callable[[Image.Image], None]
 
-# Images of more pixels than this are decoded one image at a time in tiles of TILE_LATENT
-# latents (512 px for an 8x VAE), checking for a cancel before each. Smaller images keep
-# the plain decode: tiles are not bit-identical to it (see generate/vae_tiling.py).
+# Images of more pixels than this are decoded (and encoded, for img2img and hires fix) one
+# image at a time in tiles of TILE_LATENT latents (512 px for an 8x VAE), checking for a
+# cancel before each. Smaller images keep the plain VAE call: tiles are not bit-identical
+# to it (see generate/vae_tiling.py).
 TILED_DECODE_MIN_PIXELS = 1536 * 1536
 TILE_LATENT = 64
 
@@ -144,8 +145,29 @@ class _Sampler:
         return NoiseOptions(cfg.subseed_strength, resize_from)
 
     def encode_image(self, pixels):
+        """Latents of pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
+        import torch
+
+        from lorastudio.generate.vae_tiling import encode_in_tiles
+
         vae = self.model.vae
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mean
+        pixels = pixels.to(vae.dtype)
+
+        def tile_latents(tile):
+            return vae.encode(tile).latent_dist.mean
+
+        if pixels.shape[-2] * pixels.shape[-1] <= TILED_DECODE_MIN_PIXELS:
+            latents = tile_latents(pixels)
+        else:
+            factor = self.model.vae_scale_factor
+            latents = torch.cat(
+                [
+                    encode_in_tiles(
+                        tile_latents, pixels[i : i + 1], factor, tile=TILE_LATENT, before_tile=self.raise_if_stopped
+                    )
+                    for i in range(pixels.shape[0])
+                ]
+            )
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((latents - shift) * vae.config.scaling_factor).to(self.model.dtype)
 

@@ -1,4 +1,4 @@
-"""Decode large latents in overlapping tiles, so a cancel is noticed between tiles.
+"""Decode (and encode) large images in overlapping tiles, so a cancel is noticed between tiles.
 
 The tiles overlap and their seams are blended linearly (the scheme of diffusers'
 `AutoencoderKL.tiled_decode`), which bounds memory as well. A tiled decode is not
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["decode_in_tiles"]
+__all__ = ["decode_in_tiles", "encode_in_tiles", "map_in_tiles"]
 
 
 def _blend_rows(above, below, extent: int):
@@ -38,6 +38,48 @@ def _blend_columns(left, right, extent: int):
     return right
 
 
+def map_in_tiles(
+    fn: Callable,
+    inputs,
+    tile: int,
+    stride: int,
+    out_tile: int,
+    out_stride: int,
+    before_tile: Callable[[], None] | None = None,
+):
+    """`fn` applied to overlapping `tile` x `tile` windows of `inputs` (N, C, H, W), stitched.
+
+    A window of `tile` inputs gives `out_tile` outputs (x8 for a decode, /8 for an encode);
+    neighbours overlap by `out_tile - out_stride` outputs, blended linearly.
+    """
+    import torch
+
+    blend = out_tile - out_stride
+    rows = []
+    for top in range(0, inputs.shape[2], stride):
+        row = []
+        for left in range(0, inputs.shape[3], stride):
+            if before_tile is not None:
+                before_tile()
+            row.append(fn(inputs[:, :, top : top + tile, left : left + tile]))
+        rows.append(row)
+    stitched = []
+    for i, row in enumerate(rows):
+        pieces = []
+        for j, part in enumerate(row):
+            if i > 0:
+                part = _blend_rows(rows[i - 1][j], part, blend)
+            if j > 0:
+                part = _blend_columns(row[j - 1], part, blend)
+            pieces.append(part[:, :, :out_stride, :out_stride])
+        stitched.append(torch.cat(pieces, dim=3))
+    return torch.cat(stitched, dim=2)
+
+
+def _stride(tile: int, overlap: float) -> int:
+    return max(1, int(tile * (1 - overlap)))
+
+
 def decode_in_tiles(
     decode: Callable,
     latents,
@@ -51,27 +93,18 @@ def decode_in_tiles(
     `decode(latent_tile)` returns the tile's pixels (`factor` times larger); `before_tile()`
     runs before each tile and may raise to stop (a cancel).
     """
-    import torch
+    stride = _stride(tile, overlap)
+    return map_in_tiles(decode, latents, tile, stride, tile * factor, stride * factor, before_tile)
 
-    stride = max(1, int(tile * (1 - overlap)))
-    blend = (tile - stride) * factor
-    keep = stride * factor  # each tile's pixels not overlapped by the next one
-    rows = []
-    for top in range(0, latents.shape[2], stride):
-        row = []
-        for left in range(0, latents.shape[3], stride):
-            if before_tile is not None:
-                before_tile()
-            row.append(decode(latents[:, :, top : top + tile, left : left + tile]))
-        rows.append(row)
-    stitched = []
-    for i, row in enumerate(rows):
-        pieces = []
-        for j, part in enumerate(row):
-            if i > 0:
-                part = _blend_rows(rows[i - 1][j], part, blend)
-            if j > 0:
-                part = _blend_columns(row[j - 1], part, blend)
-            pieces.append(part[:, :, :keep, :keep])
-        stitched.append(torch.cat(pieces, dim=3))
-    return torch.cat(stitched, dim=2)
+
+def encode_in_tiles(
+    encode: Callable,
+    pixels,
+    factor: int,
+    tile: int = 64,
+    overlap: float = 0.25,
+    before_tile: Callable[[], None] | None = None,
+):
+    """Latents for `pixels` (sides multiples of `factor`), encoded `tile * factor` pixels at a time."""
+    stride = _stride(tile, overlap)
+    return map_in_tiles(encode, pixels, tile * factor, stride * factor, tile, stride, before_tile)
