@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs import open_store
+from pg import pg_server  # noqa: F401  (fixture)
 
 PAGE = 4096
 
@@ -59,6 +60,8 @@ def test_a_damaged_queue_is_reported_and_refused_at_start_with_one_line(workspac
     checked = cli("db", "check", "--json")
     assert checked.exit_code == 1
     assert '"ok": false' in checked.stdout
+    plain = cli("db", "check")
+    assert plain.exit_code == 1 and plain.stdout.startswith("not ok: ") and "db restore BACKUP" in plain.output
     with pytest.raises(LorastudioError) as error:
         Studio(workspace)
     message = str(error.value)
@@ -156,3 +159,16 @@ def test_serve_and_worker_on_a_damaged_queue_exit_with_one_line(workspace, cli):
         assert result.exit_code == 2, (verb, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and "is damaged" in lines[0] and "lorastudio db restore" in lines[0]
+
+
+@pytest.mark.postgres
+def test_check_reaches_a_postgres_queue_and_names_an_unreachable_one(workspace, cli, pg_server):  # noqa: F811
+    url = pg_server.create_database()
+    fill = open_store(url, workspace)
+    fill.enqueue("sleep")
+    fill.close()
+    ok = cli("db", "check", "--queue", url)
+    assert ok.exit_code == 0 and ok.stdout.startswith("ok: postgresql://")
+    down = cli("db", "check", "--queue", "postgresql://ann:s3cret@127.0.0.1:1/nope")
+    assert down.exit_code == 1 and down.stdout.startswith("not ok: postgresql://ann@127.0.0.1:1/nope: ")
+    assert "s3cret" not in down.output

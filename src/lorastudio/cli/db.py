@@ -18,7 +18,7 @@ def check(
     queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Run SQLite's quick_check on the queue database; exit code 1 when it is damaged."""
+    """SQLite: run quick_check on studio.db; PostgreSQL: connect and read. Exit code 1 when not ok."""
     from lorastudio.service.database import check_database
 
     result = check_database(queue, workspace())
@@ -27,8 +27,9 @@ def check(
     elif result.ok:
         typer.echo(f"ok: {result.location}")
     else:
-        typer.echo(f"damaged: {result.location}: {'; '.join(result.problems)}")
-        typer.echo("restore a backup with `lorastudio db restore BACKUP` (servers and workers stopped)", err=True)
+        typer.echo(f"not ok: {result.location}: {'; '.join(result.problems)}")
+        if result.backend == "sqlite":
+            typer.echo("restore a backup with `lorastudio db restore BACKUP` (servers and workers stopped)", err=True)
     if not result.ok:
         raise typer.Exit(1)
 

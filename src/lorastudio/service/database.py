@@ -96,11 +96,24 @@ def _quick_check(path: Path) -> list[str]:
     return problems
 
 
+def _check_postgres(url: str) -> DatabaseCheck:
+    """PostgreSQL checks its own pages; here: can we connect and read the queue."""
+    from lorastudio.service.jobs import open_store
+
+    try:
+        with open_store(url) as store:
+            store.list_jobs(limit=1)
+    except Exception as exc:  # a connection refused, a missing psycopg: what is wrong, in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return DatabaseCheck("postgresql", _safe_url(url), False, [first])
+    return DatabaseCheck("postgresql", _safe_url(url), True, [])
+
+
 def check_database(url: str | None = None, workspace: Workspace | None = None) -> DatabaseCheck:
     """Check the queue database; a missing SQLite file is healthy (it is created on first use)."""
     url = resolve_queue_url(url)
     if _is_postgres(url):
-        return DatabaseCheck("postgresql", _safe_url(url), True, [])
+        return _check_postgres(url)
     path = sqlite_path(url, workspace or Workspace.open())
     if not path.exists():
         return DatabaseCheck("sqlite", str(path), True, [])
@@ -109,7 +122,12 @@ def check_database(url: str | None = None, workspace: Workspace | None = None) -
 
 
 def ensure_database_healthy(url: str | None = None, workspace: Workspace | None = None) -> None:
-    """At server/worker start: one clear error naming the file and how to restore it, never a traceback."""
+    """At server/worker start: one clear error naming the file and how to restore it, never a traceback.
+
+    SQLite only: PostgreSQL checks its own pages, and connecting to it reports its own errors.
+    """
+    if _is_postgres(resolve_queue_url(url)):
+        return
     result = check_database(url, workspace)
     if result.ok:
         return
