@@ -13,6 +13,7 @@ heartbeating.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -40,8 +41,14 @@ def base_worker_id(stored_id: str) -> str:
 
 
 def lock_path(folder: Path, stored_id: str) -> Path:
-    """One file per stored id; the id is quoted so ':' and '/' stay inside one file name."""
-    return folder / f"{quote(stored_id, safe='')}.lock"
+    """One file per stored id; the id is quoted so ':' and '/' stay inside one file name.
+
+    A very long id (a file name has at most 255 bytes) is named by its SHA-256 instead.
+    """
+    name = quote(stored_id, safe="")
+    if len(name) > 200:
+        name = hashlib.sha256(stored_id.encode("utf-8")).hexdigest()
+    return folder / f"{name}.lock"
 
 
 def _try_lock(fd: int) -> bool:
