@@ -174,3 +174,28 @@ def test_two_studios_on_one_workspace_run_each_of_20_jobs_once(workspace):
     for job in jobs:
         assert [p.name for p in (workspace.outputs / job.id).iterdir()] == ["attempt-1.txt"]
     assert live_locks(workspace) == []  # a clean stop leaves no lock file behind
+
+
+def test_two_servers_on_one_workspace_never_run_a_job_twice(workspace):
+    from test_api_serve import Server
+
+    first = Server(workspace).start()
+    second = None
+    try:
+        with open_store(None, workspace) as store:
+            long = store.enqueue("sleep", {"seconds": 2.0, "steps": 20, "mark": True})
+            wait_for(lambda: store.get(long.id).progress > 0, what="the first server to run the long job")
+            second = Server(workspace).start()  # its start-up used to requeue the first one's job
+            short = [store.enqueue("sleep", {"seconds": 0.1, "steps": 2, "mark": True}) for _ in range(20)]
+            finished = [store.wait_until(job.id, timeout=60) for job in [long, *short]]
+            assert {(j.state, j.attempt) for j in finished} == {("succeeded", 1)}
+            for job in finished:
+                assert [p.name for p in (workspace.outputs / job.id).iterdir()] == ["attempt-1.txt"]
+                assert [e.type for e in store.events(job.id)].count("started") == 1
+                assert "requeued" not in [e.type for e in store.events(job.id)]
+    finally:
+        for server in (first, second):
+            if server is not None:
+                server.stop()
+    logs = "".join(p.read_text() for p in workspace.root.glob("serve-*.log"))
+    assert "lease lost" not in logs
