@@ -157,7 +157,6 @@ class JobContext:
         if self._worker.stopping:
             raise JobInterrupted(f"job {self.job_id}: worker {self.worker_id} is stopping")
 
-
     def skip_requested(self) -> bool:
         """True once for each skip asked since this attempt started (A1111 /skip): drop the current item."""
         if self._skips_seen is None:  # first call: what was asked before counts from here
