@@ -126,8 +126,9 @@ PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's defau
 class _StepReporter:
     """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
 
-    def __init__(self, ctx: JobContext) -> None:
+    def __init__(self, ctx: JobContext, skippable: bool = False) -> None:
         self.ctx = ctx
+        self.skippable = skippable  # a /skip drops the current batch (generate jobs only)
         self.stopped: JobStopped | None = None
         self._last = 0.0
 
@@ -154,6 +155,10 @@ class _StepReporter:
         except JobStopped as exc:
             self.stopped = exc
             return True
+        if self.skippable and self.ctx.skip_requested():
+            from lorastudio.generate.pipeline import SkipBatch
+
+            raise SkipBatch()
         return False
 
 
@@ -166,7 +171,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     if cfg.device is None and ctx.device:
         cfg = cfg.model_copy(update={"device": ctx.device})
     cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx)
+    reporter = _StepReporter(ctx, skippable=True)
     result = run_generation(
         ctx.workspace,
         cfg,
