@@ -121,10 +121,10 @@ def run_all(work: Path) -> dict[str, str]:
     init, mask = _masks(work)
     hashes: dict[str, str] = {}
 
-    _cli(env, "train", "model=tiny-sd15", f"data.dir={data}", "trigger=gold", "output.name=goldlora",
+    _cli(env, "train", "model=tiny-sd15", f"data.dir={data}", "trigger=gold",
          "method=pivotal", "train.steps=4", "train.resolution=64", "train.save_every_steps=2",
          "train.batch_size=2", "seed=7")
-    hashes.update(hash_tree(home / "runs" / "goldlora", "train"))
+    hashes.update(hash_tree(home / "runs" / "gold", "train"))
     hashes.update(hash_tree(home / "loras", "loras"))
 
     base = ["--model", "tiny-sd15", "--steps", "3", "--width", "64", "--height", "64", "--seed", "11"]
@@ -137,7 +137,7 @@ def run_all(work: Path) -> dict[str, str]:
         "hires": ["--prompt", "red", "--hires-scale", "1.5", "--hires-steps", "2", "--hires-strength", "0.5"],
         "variation": ["--prompt", "red", "--subseed", "5", "--subseed-strength", "0.3",
                       "--seed-resize-from-w", "48", "--seed-resize-from-h", "48"],
-        "lora": ["--prompt", "a picture of gold <lora:goldlora:0.8>", "--clip-skip", "2"],
+        "lora": ["--prompt", "a picture of gold <lora:gold:0.8>", "--clip-skip", "2"],
     }
     for name, args in jobs.items():
         out = work / "out" / name
@@ -145,7 +145,7 @@ def run_all(work: Path) -> dict[str, str]:
         hashes.update(hash_tree(out, f"generate/{name}"))
 
     grid_out = work / "out" / "grid"
-    _cli(env, "grid", "--model", "tiny-sd15", "--prompt", "red <lora:goldlora:1>", "--steps", "2",
+    _cli(env, "grid", "--model", "tiny-sd15", "--prompt", "red <lora:gold:1>", "--steps", "2",
          "--width", "64", "--height", "64", "--seed", "3", "--x", "lora_weight=0.5,1.0",
          "--y", "seed=1,2", "--out", str(grid_out))
     hashes.update(hash_tree(grid_out, "grid"))
