@@ -30,10 +30,14 @@ _SAFE_NAME = re.compile(r"^[\w.\-]+$", re.UNICODE)
 
 
 def safe_name(name: str, what: str = "name") -> str:
-    """A name usable as one path component: letters/digits (any script), '.', '-', '_'."""
-    if not name or name in {".", ".."} or not _SAFE_NAME.match(name):
+    """A name for a new file or folder: letters/digits (any script), '.', '-', '_'; not hidden, no '..'.
+
+    Looking up an existing entry by a request's name goes through `service.names` instead.
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name.startswith(".") or ".." in name:
         raise LorastudioError(
-            f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' (no slashes or spaces)."
+            f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' "
+            "(no slashes or spaces, not starting with '.')."
         )
     return name
 
