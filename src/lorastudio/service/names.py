@@ -89,7 +89,7 @@ def unknown_name(what: str, name: object, folder: Path, listing: str) -> NotFoun
     """The one answer for a name that is missing *or* not allowed (the two must not be told apart)."""
     shown = name if isinstance(name, str) else str(name)
     return NotFoundError(
-        f"{what} {shown[:200]!r}: no such name in {folder.name}/; give the plain name of one listed by {listing}."
+        f"{what} {shown[:200]!r} not found in {folder.name}/; give the plain name of one listed by {listing}."
     )
 
 
