@@ -239,7 +239,7 @@ def test_the_outside_lora_is_never_read_and_a_plain_name_still_works(studio, out
         refused = client.post("/sdapi/v1/txt2img", json={**body, "prompt": "red <lora:../../outside/evil:1>"})
         absolute = client.post("/sdapi/v1/txt2img", json={**body, "prompt": f"red <lora:{outside}/evil:1>"})
         assert refused.status_code == absolute.status_code == 404
-        assert not any("outside" in str(p) for p in read) and not any("cwd" in str(p) for p in read)
+        assert read == []  # nothing opened: neither the outside file nor the cwd's
         # the same file under a plain name in loras/ works, and changes the image
         (studio.workspace.loras / "good.safetensors").write_bytes((outside / "evil.safetensors").read_bytes())
         good = client.post("/sdapi/v1/txt2img", json={**body, "prompt": "red <lora:good:1>"})
@@ -252,7 +252,7 @@ def test_the_outside_lora_is_never_read_and_a_plain_name_still_works(studio, out
     cfg = GenerateConfig(model="tiny-sd15", prompt="red <lora:../../outside/evil:1>", **TINY)
     with pytest.raises(NotFoundError):
         run_generation(studio.workspace, cfg, studio.cache)
-    assert not any("outside" in str(p) for p in read)
+    assert [p.name for p in read] == ["good.safetensors"]  # only the workspace's own LoRA, once
 
 
 # --- files changing under a running server ---------------------------------------------------
@@ -300,12 +300,9 @@ def test_a_replaced_model_file_is_reloaded_and_a_truncated_one_is_a_clear_error(
     cache = ModelCache(tiny_workspace)
     cfg = GenerateConfig(model="swap", prompt="blue", seed=5, **TINY)
     first = _pixels(run_generation(tiny_workspace, cfg, cache))
-    loaded = cache.get("swap")
     _truncate(path)
     with pytest.raises(LorastudioError, match="swap"):
         run_generation(tiny_workspace, cfg, cache)
-    # the copy loaded before is private memory: reading every weight now does not crash
-    assert all(torch.isfinite(p).all() for m in loaded.components.values() for p in m.parameters())
     _single_file_model(sd15_model, path, unet_shift=0.02)
     changed = _pixels(run_generation(tiny_workspace, cfg, cache))
     assert np.abs(changed - first).mean() > 1.0
