@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"steps": 2, "width": 64, "height": 64}
 # Every way out of a workspace folder a name could try (the outside targets exist, see `outside`).
-TRAVERSALS = ["../x", "/abs/x", "a/b", "a\\b", "C:x", ".hidden", "x\x00y", "..", "../../outside/evil"]
+TRAVERSALS = ["../x", "/abs/x", "a/b", "a\\b", "C:x", ".hidden", "x\x00y", "..", "../../outside/evil", "n" * 300]
 
 
 def _random_lora(model, seed: int = 0):
@@ -101,7 +101,7 @@ def same_as_missing(response, name: str, missing_response, missing: str = "missi
     """4xx, and the text a missing name gets, but for the name itself."""
     assert response.status_code == missing_response.status_code == 404, response.text
     detail, missing_detail = response.json()["detail"], missing_response.json()["detail"]
-    assert detail.replace(repr(name)[:202], "NAME") == missing_detail.replace(repr(missing), "NAME"), (
+    assert detail.replace(repr(name[:200]), "NAME") == missing_detail.replace(repr(missing), "NAME"), (
         detail,
         missing_detail,
     )
@@ -128,7 +128,7 @@ def test_strict_resolver_answers_missing_and_not_allowed_alike(tiny_workspace, o
     for bad in [*TRAVERSALS, str(outside / "evil")]:
         with pytest.raises(NotFoundError) as refused:
             resolve(bad, folder, "LoRA", "GET /api/v1/loras", suffixes=(".safetensors",))
-        assert str(refused.value).replace(repr(bad), "NAME") == template, bad
+        assert str(refused.value).replace(repr(bad[:200]), "NAME") == template, bad
 
 
 def test_hub_ids_only_when_allowed_and_online(tiny_workspace, monkeypatch):

@@ -43,6 +43,8 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
 def _entries(ws: Workspace) -> dict[str, Path]:
     entries = {}
     for path in sorted(ws.models.iterdir()):
+        if path.name.startswith("."):
+            continue  # never a name a request may use (service.names)
         if path.is_dir() and (path / "model_index.json").is_file():
             entries[path.name] = path
         elif path.is_file() and path.suffix == ".safetensors":

@@ -61,8 +61,8 @@ def is_plain_name(name: object) -> bool:
     """One path component that stays in its folder on every OS: no `/`, `\\`, `:`, NUL, `..`, or leading `.`."""
     if not isinstance(name, str) or not name or name != name.strip():
         return False
-    if name.startswith(".") or ".." in name:
-        return False
+    if name.startswith(".") or ".." in name or len(name.encode("utf-8", "surrogatepass")) > 240:
+        return False  # 240: room for a suffix within the usual 255-byte file name limit
     return not any(ch in name for ch in '/\\:\x00') and all(ch.isprintable() for ch in name)
 
 
@@ -96,10 +96,13 @@ def unknown_name(what: str, name: object, folder: Path, listing: str) -> NotFoun
 def _entry(folder: Path, name: str, suffixes: Iterable[str], want: str) -> Path | None:
     """`folder/name` or `folder/name<suffix>` when it exists as the wanted kind (file, dir or either)."""
     for candidate in [folder / name, *(folder / f"{name}{s}" for s in suffixes)]:
-        if want in {"file", "any"} and candidate.is_file():
-            return candidate
-        if want in {"dir", "any"} and candidate.is_dir():
-            return candidate
+        try:
+            if want in {"file", "any"} and candidate.is_file():
+                return candidate
+            if want in {"dir", "any"} and candidate.is_dir():
+                return candidate
+        except OSError:  # a name the file system refuses is a name that is not there
+            continue
     return None
 
 
@@ -127,8 +130,11 @@ def resolve(
             return Resolved(name, path=found)
     if not policy.strict and isinstance(name, str) and name and "\x00" not in name:
         path = Path(name).expanduser()
-        if (want in {"file", "any"} and path.is_file()) or (want in {"dir", "any"} and path.is_dir()):
-            return Resolved(path.stem if path.is_file() else path.name, path=path)
+        try:
+            if (want in {"file", "any"} and path.is_file()) or (want in {"dir", "any"} and path.is_dir()):
+                return Resolved(path.stem if path.is_file() else path.name, path=path)
+        except OSError:
+            pass
     if policy.allow_hub_ids and is_hub_id(name) and (hub_online() or not policy.strict):
         return Resolved(name.split("/")[-1], hub_id=name)
     raise unknown_name(what, name, folder, listing)

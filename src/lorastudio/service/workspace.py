@@ -22,7 +22,11 @@ def list_weight_files(folder: Path) -> list[Path]:
     """The weight files (LoRAs, embeddings, checkpoints) directly in a workspace folder, sorted."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES and not p.name.startswith(".")
+    )  # hidden files are never names a request may use (service.names), so they are not listed
 
 
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")
