@@ -1,8 +1,11 @@
-"""Typed configs: defaults < YAML/TOML file < `key=value` overrides.
+"""Typed configs: defaults < preset < YAML/TOML file(s) < `key=value` overrides.
 
 Every job kind has one pydantic model (`extra="forbid"`): a typo is an error that lists
 the valid keys instead of silently training with defaults. The same models are the API
 request bodies, so CLI, API and UI cannot drift.
+
+Configs are built from layers (`ConfigLayer`), lowest first; every value remembers the
+layer that set it, so `lorastudio train --explain` can say where each setting came from.
 """
 
 from __future__ import annotations
@@ -10,16 +13,31 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["StrictModel", "load_config", "parse_overrides", "read_config_file", "apply_overrides"]
+__all__ = [
+    "StrictModel",
+    "ConfigLayer",
+    "KeyGroup",
+    "ResolvedConfig",
+    "load_config",
+    "resolve_config",
+    "merge_layers",
+    "flatten_keys",
+    "file_layers",
+    "override_layer",
+    "parse_overrides",
+    "read_config_file",
+    "apply_overrides",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -126,6 +144,130 @@ def explain_validation_error(model: type[BaseModel], exc: ValidationError, sourc
     return " ".join(lines)
 
 
+def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"steps": 5}} -> {"train.steps": 5}; an empty mapping is a value of its own."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_keys(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _pop_dotted(data: dict[str, Any], dotted: str) -> None:
+    """Remove `a.b.c` from a nested dict (copying the path, so layers are never mutated)."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, Mapping):
+            return
+        node[part] = child = dict(child)
+        node = child
+    node.pop(parts[-1], None)
+
+
+@dataclass(frozen=True)
+class ConfigLayer:
+    """One source of settings: a label saying where they came from, and the nested keys it sets."""
+
+    source: str  # "preset character", "file my.yaml", "override", "request"
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class KeyGroup:
+    """Keys that only make sense one at a time, such as the ways to say how long training runs.
+
+    When a layer sets one of `exclusive`, every key of `keys` that a lower layer set is dropped
+    (a preset's `epochs_per_image` must not outlive the user's `steps`); one layer setting two
+    of `exclusive` is refused, since nothing says which one the user meant.
+    """
+
+    exclusive: tuple[str, ...]
+    keys: tuple[str, ...]  # exclusive keys plus keys that only belong with them (e.g. a cap)
+    what: str  # "set how long training runs", for the messages
+    one_per_layer: bool = True  # False: one layer may set several (kohya saves by steps and epochs)
+
+
+@dataclass
+class ResolvedConfig(Generic[M]):
+    """A validated config with the source of every value a layer set, and what was dropped."""
+
+    config: M
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> layer source
+    dropped: list[str] = field(default_factory=list)  # one line per value a higher layer replaced
+
+
+def _check_one_per_layer(layer: ConfigLayer, flat: Mapping[str, Any], group: KeyGroup) -> None:
+    given = [key for key in group.exclusive if flat.get(key) is not None]
+    if len(given) > 1:
+        first, second = given[0], given[1]
+        raise LorastudioError(
+            f"{layer.source}: {first}={flat[first]} and {second}={flat[second]} both {group.what};"
+            f" drop one of them ({second} to keep {first}={flat[first]}, or {first} to keep {second})."
+        )
+
+
+def merge_layers(
+    layers: Sequence[ConfigLayer], groups: Sequence[KeyGroup] = ()
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Deep-merge layers lowest first: (data, source of every set dotted key, dropped-value lines)."""
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    dropped: list[str] = []
+    for layer in layers:
+        flat = flatten_keys(layer.data)
+        for group in groups:
+            setters = [key for key in group.exclusive if key in flat]
+            if not setters:
+                continue
+            if group.one_per_layer:
+                _check_one_per_layer(layer, flat, group)
+            for key in group.keys:
+                if key in sources and key not in flat:
+                    value = json.dumps(flatten_keys(data).get(key), default=str, ensure_ascii=False)
+                    dropped.append(
+                        f"{key}={value} ({sources.pop(key)}) dropped: {layer.source} sets {setters[0]}"
+                    )
+                    _pop_dotted(data, key)
+        # Mappings merge key by key: a layer is the source of the dotted keys it sets, no others.
+        data = apply_overrides(data, layer.data)
+        sources.update({key: layer.source for key in flat})
+    return data, sources, dropped
+
+
+def _validate(model: type[M], data: Mapping[str, Any], source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise LorastudioError(explain_validation_error(model, exc, source)) from None
+
+
+def resolve_config(
+    model: type[M], layers: Sequence[ConfigLayer], groups: Sequence[KeyGroup] = (), source: str = "config"
+) -> ResolvedConfig[M]:
+    """Merge the layers (lowest first), validate, and keep where every value came from."""
+    data, sources, dropped = merge_layers(layers, groups)
+    return ResolvedConfig(_validate(model, data, source), sources, dropped)
+
+
+def file_layers(files: str | Path | Sequence[str | Path] | None) -> list[ConfigLayer]:
+    """One layer per config file, in the order given (a later file wins)."""
+    if files is None:
+        return []
+    paths = [files] if isinstance(files, str | Path) else list(files)
+    return [ConfigLayer(f"file {path}", read_config_file(path)) for path in paths]
+
+
+def override_layer(overrides: Iterable[str] | Mapping[str, Any], source: str = "override") -> ConfigLayer:
+    """`key=value` strings (or an already nested mapping) as the top layer."""
+    data = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    return ConfigLayer(source, data)
+
+
 def load_config(
     model: type[M],
     file: str | Path | None = None,
@@ -133,12 +275,5 @@ def load_config(
     base: Mapping[str, Any] | None = None,
 ) -> M:
     """Build a config: model defaults < base (e.g. a preset) < file < overrides."""
-    data: dict[str, Any] = dict(base or {})
-    if file is not None:
-        data = apply_overrides(data, read_config_file(file))
-    extra = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
-    data = apply_overrides(data, extra)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise LorastudioError(explain_validation_error(model, exc, str(file or "config"))) from None
+    layers = [ConfigLayer("base", base or {}), *file_layers(file), override_layer(overrides)]
+    return resolve_config(model, layers, source=str(file or "config")).config

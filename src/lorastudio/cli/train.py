@@ -20,7 +20,9 @@ def train_cmd(
         help="key=value settings (e.g. train.steps=1000 data.dir=./imgs); or `presets`;"
         " `score RUN` to score a run's checkpoints; `pick RUN STEP` to make a checkpoint the result.",
     ),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML or TOML config file."),
+    config: list[Path] = typer.Option(
+        None, "--config", "-c", help="YAML or TOML config file; repeat to layer files (a later one wins)."
+    ),
     preset: str = typer.Option(
         None, "--preset", help="Preset name (see `lorastudio train presets`) or YAML path."
     ),
@@ -47,10 +49,15 @@ def train_cmd(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="With --kohya-config: print the mapping and the YAML, do not train."
     ),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Print the resolved config and where each value came from (default, preset, file, override); do not train.",
+    ),
 ) -> None:
     """Train a LoRA, trigger embedding, DreamBooth or fine-tune; `train presets|score RUN|pick RUN STEP`."""
     from lorastudio.service.training import run_name_for, run_training
-    from lorastudio.train.config import load_train_config
+    from lorastudio.train.config import resolve_train_config
 
     if overrides == ["presets"]:
         _print_presets(as_json)
@@ -58,12 +65,19 @@ def train_cmd(
     if overrides and overrides[0] in ("score", "pick"):
         _score_or_pick(overrides, device, as_json, tagger_model)
         return
+    if explain and resume:
+        raise typer.BadParameter("--explain: not with --resume (the run's config.yaml is its resolved config).")
     ws = workspace()
     kohya_yaml = None
+    config = list(config or [])
     if kohya_config or dataset_config:
         if resume or config:
             raise typer.BadParameter("--kohya-config/--dataset-config: not with --resume or --config.")
-        cfg, kohya_yaml = _import_kohya(kohya_config, dataset_config, overrides or [], preset, write_yaml)
+        resolved, kohya_yaml = _import_kohya(kohya_config, dataset_config, overrides or [], preset, write_yaml)
+        if explain:
+            _print_explain(ws, resolved)
+            return
+        cfg = resolved.config
         if dry_run:
             typer.echo(kohya_yaml, nl=False)
             return
@@ -74,11 +88,17 @@ def train_cmd(
             write_yaml.parent.mkdir(parents=True, exist_ok=True)
             write_yaml.write_text(kohya_yaml, encoding="utf-8")
             typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)
-        config, overrides, preset = write_yaml, [f"output.name={name}"], None  # what a relaunch reads
+        config, overrides, preset = [write_yaml], [f"output.name={name}"], None  # what a relaunch reads
     elif dry_run or write_yaml:
         raise typer.BadParameter("--dry-run and --write-yaml go with --kohya-config or --dataset-config.")
     else:
-        cfg = None if resume else load_train_config(config, overrides or [], preset)
+        resolved = None if resume else resolve_train_config(config or None, overrides or [], preset)
+        if explain:
+            _print_explain(ws, resolved)
+            return
+        cfg = resolved.config if resolved is not None else None
+        for line in resolved.dropped if resolved is not None else ():
+            typer.echo(f"config: {line}", err=True)  # a preset's budget the user replaced
     if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         name = None if resume else run_name_for(ws, cfg)
         raise typer.Exit(
@@ -96,27 +116,35 @@ def train_cmd(
                 typer.echo(f"{key.replace('library_', '')}: {result[key]}")
 
 
+def _print_explain(ws, resolved) -> None:
+    from lorastudio.service.training import explain_training
+
+    for line in explain_training(ws, resolved):
+        typer.echo(line)
+
+
 def _import_kohya(kohya_config, dataset_config, overrides: list[str], preset, write_yaml):
-    """Map the kohya files, print every key's fate, write the YAML; returns (TrainConfig, YAML text)."""
-    from lorastudio.config import apply_overrides, parse_overrides
-    from lorastudio.train.kohya_config import import_kohya_config, kohya_train_config
+    """Map the kohya files, print every key's fate, write the YAML; returns (resolved config, YAML text)."""
+    from lorastudio.train.kohya_config import import_kohya_config, kohya_resolved_config, kohya_yaml_config
 
     imported = import_kohya_config(kohya_config, dataset_config)
     for line in imported.lines():
         typer.echo(line, err=True)
-    cfg = kohya_train_config(imported, overrides, preset)
+    resolved = kohya_resolved_config(imported, overrides, preset)
     # The YAML holds the imported keys and the command line's, so `--config FILE` reproduces the run.
-    imported.config = apply_overrides(imported.config, parse_overrides(overrides))
+    imported.config = kohya_yaml_config(imported, overrides)
     if preset:
         imported.config["preset"] = preset
     text = imported.to_yaml()
     if write_yaml is not None:
         Path(write_yaml).write_text(text, encoding="utf-8")
         typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)
-    return cfg, text
+    return resolved, text
 
 
-def _relaunch(n: int, config, preset, resume, overrides: list[str], name, device, as_json: bool) -> int:
+def _relaunch(
+    n: int, configs: list[Path], preset, resume, overrides: list[str], name, device, as_json: bool
+) -> int:
     """Start the same command under `accelerate launch` with N processes (gloo on the CPU)."""
     cmd = [
         sys.executable,
@@ -133,7 +161,7 @@ def _relaunch(n: int, config, preset, resume, overrides: list[str], name, device
         "lorastudio",
         "train",
     ]
-    if config:
+    for config in configs:
         cmd += ["--config", str(config)]
     if preset:
         cmd += ["--preset", preset]

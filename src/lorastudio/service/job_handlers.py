@@ -213,12 +213,12 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
 
     A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
     """
-    from lorastudio.train.config import TrainConfig
+    from lorastudio.train.config import saved_train_config
     from lorastudio.train.trainer import latest_state
 
     training = _training_module()
     run = safe_name(str(ctx.payload.get("run") or ""), "run name")
-    cfg = TrainConfig.model_validate(ctx.payload.get("config") or {})
+    cfg = saved_train_config(ctx.payload.get("config") or {})  # resolved when it was queued
     run_dir = ctx.workspace.safe_child(ctx.workspace.runs, run, "run name")
 
     def on_event(event: dict) -> None:

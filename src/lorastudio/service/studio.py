@@ -558,8 +558,10 @@ class Studio:
     def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:
         """Reserve the run folder now (two queued runs never share one) and queue the run."""
         from lorastudio.service.training import run_name_for
+        from lorastudio.train.config import request_train_config
 
         self.check_quota(user)  # before the run folder is reserved
+        cfg = request_train_config(cfg)  # a request's keys beat its preset's, as on the command line
         self.check_model_name(cfg.model or "")
         find_dataset(self.workspace, cfg.data.dir, "data.dir", self.names)
         # Folders a run reads or fills must be data sets in the workspace, never paths: a

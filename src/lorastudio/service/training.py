@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "run_training",
+    "explain_training",
     "resume_config",
     "run_name_for",
     "list_presets",
@@ -45,6 +46,19 @@ def list_presets() -> list[dict[str, str]]:
     return out
 
 
+def explain_training(ws: Workspace, resolved: Any) -> list[str]:
+    """`train --explain`: every resolved value with its source, then the step budget when the data opens."""
+    from lorastudio.train.config import explain_lines
+    from lorastudio.train.trainer import prepare_plan
+
+    lines = explain_lines(resolved)
+    try:
+        plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    except LorastudioError as exc:
+        return [*lines, f"# plan: not checked ({exc})"]
+    return [*lines, f"# plan: {plan.explanation}"]
+
+
 def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:
     """`output.name`, else the trigger or data set name; a new run never reuses a finished run's folder."""
     from lorastudio.service.workspace import safe_name
@@ -62,13 +76,13 @@ def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:
 
 def resume_config(ws: Workspace, run: str) -> tuple[TrainConfig, Path]:
     """The saved config of run `run` (a name under runs/ or a path) and its folder."""
-    from lorastudio.train.config import TrainConfig, load_config
+    from lorastudio.train.config import saved_train_config
 
     path = Path(run).expanduser()
     run_dir = path if path.is_dir() else ws.safe_child(ws.runs, run, "run")
     if not (run_dir / "config.yaml").is_file():
         raise NotFoundError(f"run {run!r}: no config.yaml in {run_dir}; give a run name from `{ws.runs}`.")
-    return load_config(TrainConfig, run_dir / "config.yaml"), run_dir
+    return saved_train_config(run_dir / "config.yaml"), run_dir
 
 
 def run_training(

@@ -2,20 +2,37 @@
 
 Key names such as `train.steps`, `lora.rank` and `data.dir` are public: scripts and docs
 use them, so they only ever gain siblings, never change.
+
+Layers, lowest first: model defaults < preset < config file(s) < kohya import < overrides
+(or an API request). A key the user sets beats the preset's; the ways to say how long a
+run lasts (`train.steps`, `train.epochs_per_image`, `train.max_epochs`) replace each other
+across layers and are refused together within one.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from lorastudio.config import StrictModel, load_config, read_config_file
-from lorastudio.errors import NotFoundError
+from lorastudio.config import (
+    ConfigLayer,
+    KeyGroup,
+    ResolvedConfig,
+    StrictModel,
+    file_layers,
+    flatten_keys,
+    override_layer,
+    read_config_file,
+    resolve_config,
+)
+from lorastudio.errors import LorastudioError, NotFoundError
 
 __all__ = [
     "TrainConfig",
@@ -31,14 +48,40 @@ __all__ = [
     "preset_names",
     "read_preset",
     "load_train_config",
+    "resolve_train_config",
+    "saved_train_config",
+    "request_train_config",
+    "explain_lines",
     "budget_steps",
+    "BUDGET_KEYS",
+    "DEFAULT_STEPS",
 ]
 
 
 FULL_MODEL_METHODS = ("dreambooth", "finetune")
 FULL_MODEL_LEARNING_RATE = 2e-6  # whole-UNet training: two orders of magnitude below LoRA rates
+DEFAULT_STEPS = 1000  # when no layer says how long to train
+# The ways to say how long a run lasts: one per config, a higher layer's replaces a lower one's.
+BUDGET_KEYS = ("train.steps", "train.epochs_per_image", "train.max_epochs")
+BUDGET = KeyGroup(BUDGET_KEYS, (*BUDGET_KEYS, "train.max_steps_per_image"), "set how long training runs")
+# Checkpoint cadence: a user's `save_every_epochs` replaces a preset's `save_every_steps` (both may be set together).
+SAVE_CADENCE = KeyGroup(
+    ("train.save_every_steps", "train.save_every_epochs"),
+    ("train.save_every_steps", "train.save_every_epochs"),
+    "set when checkpoints are saved",
+    one_per_layer=False,
+)
+TRAIN_KEY_GROUPS = (BUDGET, SAVE_CADENCE)
 # Optimizers that find their own step size: the learning rate is a multiplier (1.0 is usual).
 ADAPTIVE_OPTIMIZERS = ("prodigy", "dadaptation", "dadapt_adam", "dadapt_lion")
+
+
+def _derive(model: BaseModel, name: str, value: Any) -> None:
+    """Fill a value the config derives (not the user's): it stays out of `model_fields_set`.
+
+    An API request's set keys are the user's layer; a derived default must not pose as one.
+    """
+    model.__dict__[name] = value
 
 
 def uses_relative_step(optimizer: str, args: dict[str, Any]) -> bool:
@@ -77,8 +120,10 @@ LrSchedulerName = Literal[
 
 
 class TrainSection(StrictModel):
-    steps: int = Field(1000, ge=1)
-    epochs_per_image: float | None = Field(None, gt=0)  # exposures per image; overrides steps
+    # How long to train: set one of these three (default: 1000 steps).
+    steps: int | None = Field(None, ge=1)  # optimizer steps
+    epochs_per_image: float | None = Field(None, gt=0)  # exposures per image
+    max_epochs: int | None = Field(None, ge=1)  # kohya epochs: every image x repeats once per epoch
     max_steps_per_image: int | None = Field(None, ge=1)  # cap: steps <= this x images (EasyPhoto)
     batch_size: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -112,7 +157,8 @@ class TrainSection(StrictModel):
     multires_noise_discount: float = Field(0.3, gt=0.0, le=1.0)
     attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers when installed, else SDPA
     max_grad_norm: float | None = Field(1.0, gt=0)
-    save_every_steps: int = Field(500, ge=1)
+    save_every_steps: int | None = Field(500, ge=1)  # default: off when save_every_epochs is set
+    save_every_epochs: int | None = Field(None, ge=1)  # checkpoint at every Nth epoch boundary (kohya)
     # Resumable states kept (newest first); default: all for LoRA runs, the last for dreambooth/finetune.
     keep_states: int | None = Field(None, ge=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)  # EMA of the trained weights; saved files use it
@@ -129,10 +175,26 @@ class TrainSection(StrictModel):
         return value.lower() if isinstance(value, str) else value  # kohya spells AdamW8bit, Prodigy
 
     @model_validator(mode="after")
+    def _one_budget(self) -> TrainSection:
+        """One way to say how long to train; 1000 steps when none is given."""
+        given = [key.split(".")[1] for key in BUDGET_KEYS if getattr(self, key.split(".")[1]) is not None]
+        if len(given) > 1:
+            first, second = given[0], given[1]
+            raise ValueError(
+                f"train.{first} and train.{second} both set how long training runs;"
+                f" drop one of them (train.{second} to keep train.{first}, or train.{first})"
+            )
+        if not given:
+            _derive(self, "steps", DEFAULT_STEPS)
+        if self.save_every_epochs is not None and "save_every_steps" not in self.model_fields_set:
+            _derive(self, "save_every_steps", None)  # epoch checkpoints only, as asked
+        return self
+
+    @model_validator(mode="after")
     def _optimizer_defaults(self) -> TrainSection:
         """Adaptive optimizers take the learning rate as a multiplier; relative-step Adafactor needs its scheduler."""
         if self.optimizer in ADAPTIVE_OPTIMIZERS and "learning_rate" not in self.model_fields_set:
-            self.learning_rate = 1.0
+            _derive(self, "learning_rate", 1.0)
         relative = uses_relative_step(self.optimizer, self.optimizer_args)
         if relative and self.lr_scheduler != "adafactor":
             if "lr_scheduler" in self.model_fields_set:
@@ -141,7 +203,7 @@ class TrainSection(StrictModel):
                     f" {self.lr_scheduler!r} would not apply; set train.lr_scheduler=adafactor"
                     " or train.optimizer_args.relative_step=false"
                 )
-            self.lr_scheduler = "adafactor"
+            _derive(self, "lr_scheduler", "adafactor")
         if self.lr_scheduler == "adafactor" and not relative:
             raise ValueError(
                 "lr_scheduler 'adafactor' only reports relative-step Adafactor's own step size;"
@@ -191,7 +253,7 @@ class PriorConfig(StrictModel):
 
 class SamplesConfig(StrictModel):
     prompts: list[str] = Field(default_factory=list)
-    every_steps: int | None = Field(None, ge=1)  # default: train.save_every_steps
+    every_steps: int | None = Field(None, ge=1)  # default: with every checkpoint
     negative: str = ""
     steps: int = Field(20, ge=1)
     cfg_scale: float = 7.0
@@ -233,7 +295,7 @@ class TrainConfig(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    preset: str | None = None  # the preset this config started from (informational)
+    preset: str | None = None  # the preset this config started from; an API request layers over it
 
     @model_validator(mode="after")
     def _check_method(self) -> TrainConfig:
@@ -241,7 +303,7 @@ class TrainConfig(StrictModel):
             raise ValueError(f"method {self.method!r} trains a trigger embedding; set trigger=<word>")
         if self.trains_full_unet and "learning_rate" not in self.train.model_fields_set:
             # The 1e-4 default is a LoRA rate; it wrecks a whole UNet in a few hundred steps.
-            self.train.learning_rate = FULL_MODEL_LEARNING_RATE
+            _derive(self.train, "learning_rate", FULL_MODEL_LEARNING_RATE)
         if self.method == "dreambooth" and not self.prior.class_prompt:
             raise ValueError(
                 "method 'dreambooth' needs class images; set prior.class_prompt='a photo of a <class>'"
@@ -315,34 +377,126 @@ def read_preset(name: str) -> dict[str, Any]:
     return data
 
 
+def _preset_layer(name: str) -> ConfigLayer:
+    data = read_preset(name)
+    return ConfigLayer(f"preset {data.get('preset') or name}", data)
+
+
+def resolve_train_config(
+    files: str | Path | Sequence[str | Path] | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    preset: str | None = None,
+    imported: Sequence[ConfigLayer] = (),
+) -> ResolvedConfig[TrainConfig]:
+    """defaults < preset < file(s) < imported (kohya) < overrides, with every value's source.
+
+    A `preset:` key in a file selects the preset when `preset` is not given (a later file wins).
+    """
+    middle = [*file_layers(files), *imported]
+    if preset is None:
+        named = [layer.data["preset"] for layer in middle if layer.data.get("preset")]
+        preset = named[-1] if named else None
+    layers = [_preset_layer(preset)] if preset else []
+    layers += [*middle, override_layer(overrides)]
+    source = str(files) if isinstance(files, str | Path) else "config"
+    return resolve_config(TrainConfig, layers, TRAIN_KEY_GROUPS, source=source)
+
+
 def load_train_config(
-    file: str | Path | None = None, overrides: Any = (), preset: str | None = None
+    file: str | Path | Sequence[str | Path] | None = None, overrides: Any = (), preset: str | None = None
 ) -> TrainConfig:
-    """defaults < preset < file < overrides; a `preset:` key in the file selects a preset too."""
-    base: dict[str, Any] = {}
-    if preset is None and file is not None:
-        preset = read_config_file(file).get("preset")
-    if preset:
-        base = read_preset(preset)
-    return load_config(TrainConfig, file, overrides, base=base)
+    """defaults < preset < file(s) < overrides; a `preset:` key in the file selects a preset too."""
+    return resolve_train_config(file, overrides, preset).config
+
+
+def saved_train_config(data: Mapping[str, Any] | str | Path) -> TrainConfig:
+    """A resolved config as a run saved it (`config.yaml`, a queued job): no layers to apply.
+
+    Runs saved before `train.steps` became optional hold `steps` beside `epochs_per_image`;
+    the latter won then, so it wins here too.
+    """
+    source = str(data) if isinstance(data, str | Path) else "saved config"
+    raw = read_config_file(data) if isinstance(data, str | Path) else dict(data)
+    train = raw.get("train")
+    if isinstance(train, Mapping) and train.get("steps") is not None:
+        if any(train.get(key.split(".")[1]) is not None for key in BUDGET_KEYS[1:]):
+            raw["train"] = {k: v for k, v in train.items() if k != "steps"}
+    return resolve_config(TrainConfig, [ConfigLayer(source, raw)], source=source).config
+
+
+def request_train_config(cfg: TrainConfig) -> TrainConfig:
+    """An API request's config: with `preset` set, the request's keys layer over that shipped preset.
+
+    Only shipped presets: a request must not make the server read a file of its choosing.
+    """
+    if not cfg.preset:
+        return cfg
+    if cfg.preset not in preset_names():
+        raise LorastudioError(
+            f"preset {cfg.preset!r}: not a shipped preset; choose one of {', '.join(preset_names())}"
+            " or send the whole config without `preset`."
+        )
+    request = ConfigLayer("request", cfg.model_dump(mode="json", exclude_unset=True))
+    return resolve_config(TrainConfig, [_preset_layer(cfg.preset), request], TRAIN_KEY_GROUPS, "request").config
+
+
+def explain_lines(resolved: ResolvedConfig[TrainConfig]) -> list[str]:
+    """The resolved config, one `key = value  <- source` line per setting, then what was dropped."""
+    values = flatten_keys(resolved.config.model_dump(mode="json"))
+    width = max(len(key) for key in values)
+    lines = ["# resolved training config: defaults < preset < file(s) < overrides"]
+    for key, value in values.items():
+        source = resolved.sources.get(key) or _source_above(key, resolved.sources) or "default"
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        lines.append(f"{key:<{width}} = {shown:<24}  <- {source}")
+    lines += [f"# {line}" for line in resolved.dropped]
+    return lines
+
+
+def _source_above(key: str, sources: Mapping[str, str]) -> str | None:
+    """A value inside a mapping a layer set as a whole (`train.optimizer_args: {...}`)."""
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        found = sources.get(".".join(parts[:end]))
+        if found:
+            return found
+    return None
 
 
 def budget_steps(
-    cfg: TrainConfig, num_images: int, num_samples: int, num_processes: int = 1
+    cfg: TrainConfig,
+    num_images: int,
+    num_samples: int,
+    num_processes: int = 1,
+    batches_per_epoch: int | None = None,
 ) -> tuple[int, str]:
-    """Optimizer steps for this data set, and a sentence saying how they were chosen."""
-    per_step = cfg.train.batch_size * cfg.train.grad_accum * num_processes
-    if cfg.train.epochs_per_image is not None:
-        total = cfg.train.epochs_per_image * num_samples
+    """Optimizer steps for this data set, and a sentence saying how they were chosen.
+
+    `batches_per_epoch` is the trainer's count (one bucket per batch, so it can exceed
+    samples / batch size); without it, samples / batch size rounded up.
+    """
+    train = cfg.train
+    per_step = train.batch_size * train.grad_accum * num_processes
+    if train.max_epochs is not None:
+        batches = batches_per_epoch or math.ceil(num_samples / train.batch_size)
+        per_step_batches = train.grad_accum * num_processes
+        steps = max(1, math.ceil(train.max_epochs * batches / per_step_batches))
+        why = (
+            f"{train.max_epochs} epochs x {batches} batches of {train.batch_size}"
+            f" ({num_images} images, {num_samples} with repeats) / {per_step_batches} batches per step"
+            f" = {steps} steps"
+        )
+    elif train.epochs_per_image is not None:
+        total = train.epochs_per_image * num_samples
         steps = max(1, math.ceil(total / per_step))
         why = (
-            f"{num_images} images ({num_samples} with repeats) x {cfg.train.epochs_per_image:g} exposures"
+            f"{num_images} images ({num_samples} with repeats) x {train.epochs_per_image:g} exposures"
             f" = {total:g} samples / {per_step} per step = {steps} steps"
         )
     else:
-        steps = cfg.train.steps
+        steps = train.steps or DEFAULT_STEPS
         why = f"{steps} steps x {per_step} samples per step = {steps * per_step / max(num_samples, 1):.1f} exposures per image"
-    cap = cfg.train.max_steps_per_image
+    cap = train.max_steps_per_image
     if cap is not None and steps > cap * num_images:
         steps = cap * num_images
         why += f"; capped at {cap} steps per image = {steps} steps"

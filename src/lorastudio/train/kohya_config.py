@@ -455,11 +455,7 @@ def _apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
 
 
 def _fallback(key: str, target: str, value: Any, out: KohyaImport) -> None:
-    """A key whose lorastudio home is newer than this build: an exact older equivalent, or a line."""
-    if target == "train.max_epochs":
-        # kohya epochs = passes over images x repeats = lorastudio's exposures per image.
-        out.set(key, "train.epochs_per_image", value)
-        return
+    """A key whose lorastudio home is newer than this build: a line saying so, never a silent drop."""
     out.skip(key, f"this lorastudio has no {target}")
 
 
@@ -867,17 +863,39 @@ def _account_for_every_key(flat: dict[str, Any], out: KohyaImport) -> None:
             out.skip(key, "not used: it only matters together with keys this file does not set")
 
 
-def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None):
-    """The TrainConfig: preset < imported kohya keys < `key=value` overrides."""
-    from lorastudio.config import apply_overrides, load_config
-    from lorastudio.train.config import TrainConfig, read_preset
+def kohya_layer(imported: KohyaImport) -> Any:
+    """The imported keys as one config layer, named after the kohya files (for `--explain`)."""
+    from lorastudio.config import ConfigLayer
 
-    base = read_preset(preset) if preset else {}
+    return ConfigLayer(f"kohya {' + '.join(imported.sources)}", imported.config)
+
+
+def kohya_resolved_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None):
+    """preset < imported kohya keys < `key=value` overrides, with every value's source."""
+    from lorastudio.train.config import resolve_train_config
+
     try:
-        return load_config(TrainConfig, None, overrides, base=apply_overrides(base, imported.config))
+        return resolve_train_config(None, overrides, preset, imported=[kohya_layer(imported)])
     except LorastudioError as exc:
         sources = " + ".join(imported.sources)
         raise LorastudioError(f"imported from {sources}: {exc}") from None
+
+
+def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None):
+    """The TrainConfig: preset < imported kohya keys < `key=value` overrides."""
+    return kohya_resolved_config(imported, overrides, preset).config
+
+
+def kohya_yaml_config(imported: KohyaImport, overrides: Any = ()) -> dict[str, Any]:
+    """The imported keys with the command line's over them, as one config file would hold them.
+
+    Budget keys replace each other as between layers, so the file loads without a conflict.
+    """
+    from lorastudio.config import merge_layers, override_layer
+    from lorastudio.train.config import TRAIN_KEY_GROUPS
+
+    data, _, _ = merge_layers([kohya_layer(imported), override_layer(overrides)], TRAIN_KEY_GROUPS)
+    return data
 
 
 def kohya_training_facts(cfg) -> dict[str, Any]:

@@ -98,10 +98,9 @@ def _run_folder(ws: Workspace, run_name: str) -> Path:
 
 
 def _read_config(run_dir: Path) -> TrainConfig:
-    from lorastudio.config import load_config
-    from lorastudio.train.config import TrainConfig
+    from lorastudio.train.config import saved_train_config
 
-    return load_config(TrainConfig, run_dir / "config.yaml")
+    return saved_train_config(run_dir / "config.yaml")
 
 
 def _output_name(cfg: TrainConfig, run_dir: Path) -> str:

@@ -69,6 +69,7 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
+    batches_per_epoch: int = 0  # micro-batches in one epoch (every image x repeats once)
 
 
 @dataclass
@@ -115,8 +116,21 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
 
         check_class_dir(cfg, datasets_folder)
     num_samples = sum(img.repeats for img in images)
-    steps, why = budget_steps(cfg, len(images), num_samples, num_processes)
-    return TrainPlan(images, steps, why, dataset.root, num_samples)
+    batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
+    steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
+    return TrainPlan(images, steps, why, dataset.root, num_samples, batches)
+
+
+def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:
+    """Whether optimizer step `step` (1-based) completes an epoch whose number is a multiple of `every`.
+
+    Batches run on across epochs, so an epoch may end inside a step: that step ends it.
+    """
+
+    def epochs_done(n: int) -> int:
+        return n * batches_per_step // batches_per_epoch
+
+    return epochs_done(step) // every > epochs_done(step - 1) // every
 
 
 def latest_state(run_dir: Path) -> Path | None:
@@ -761,18 +775,30 @@ class Trainer:
                     self.ema.update()
                 self.step += 1
                 self._after_step(log, bar, float(acc.reduce(total_loss, "mean")), started, first_step)
-                if self.step % cfg.train.save_every_steps == 0 or self.step == stop_at_step:
+                if self._checkpoint_due(self.step) or self.step == stop_at_step:
                     self.save_checkpoint()
-                if (
-                    cfg.samples.prompts
-                    and self.step % (cfg.samples.every_steps or cfg.train.save_every_steps) == 0
-                ):
+                if cfg.samples.prompts and self._samples_due(self.step):
                     self.write_samples()
                 if stop_at_step is not None and self.step >= stop_at_step and self.step < self.total_steps:
                     return False
         finally:
             bar.close()
         return True
+
+    def _checkpoint_due(self, step: int) -> bool:
+        """Every `save_every_steps` steps, and at the end of every `save_every_epochs`-th epoch."""
+        train = self.cfg.train
+        if train.save_every_steps and step % train.save_every_steps == 0:
+            return True
+        if train.save_every_epochs:
+            per_step = train.grad_accum * self.accelerator.num_processes
+            return ends_epoch(step, per_step, self.schedule.batches_per_epoch, train.save_every_epochs)
+        return False
+
+    def _samples_due(self, step: int) -> bool:
+        """Every `samples.every_steps` steps, else with each checkpoint."""
+        every = self.cfg.samples.every_steps
+        return step % every == 0 if every else self._checkpoint_due(step)
 
     def _after_step(self, log: RunLog | None, bar, loss: float, started: float, first_step: int) -> None:
         lr = self.lr_scheduler.get_last_lr()[0]
