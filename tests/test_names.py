@@ -329,6 +329,30 @@ def test_a_replaced_lora_is_read_again_and_a_truncated_one_is_a_clear_error(tiny
     assert np.abs(_pixels(second) - _pixels(first)).mean() > 1.0
 
 
+def test_a_truncated_embedding_is_a_clear_error_and_a_replaced_one_is_used(tiny_workspace):
+    from lorastudio.adapters import Embedding, save_embedding
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.models.families import get_family
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.model_cache import ModelCache
+
+    path = tiny_workspace.embeddings / "zkstar.safetensors"
+
+    def save(seed):
+        vec = torch.randn(2, 32, generator=torch.Generator().manual_seed(seed)) * 3
+        save_embedding(Embedding("zkstar", [vec]), path, get_family("sd15"))
+
+    save(3)
+    cache = ModelCache(tiny_workspace)
+    cfg = GenerateConfig(model="tiny-sd15", prompt="zkstar picture", seed=2, **TINY)
+    first = run_generation(tiny_workspace, cfg, cache)
+    _truncate(path)
+    with pytest.raises(LorastudioError, match="zkstar.safetensors: not a complete .safetensors file"):
+        run_generation(tiny_workspace, cfg, cache)
+    save(4)
+    assert np.abs(_pixels(run_generation(tiny_workspace, cfg, cache)) - _pixels(first)).mean() > 0.1
+
+
 def test_loaded_weights_survive_their_file_being_truncated(tiny_workspace, sd15_model):
     """In a child process: a memory-mapped weight would end it with SIGBUS (and this test run with it)."""
     path = tiny_workspace.models / "mapped.safetensors"
