@@ -144,6 +144,22 @@ def test_hub_ids_only_when_allowed_and_online(tiny_workspace, monkeypatch):
         find_model(tiny_workspace, "org/model", allowed)
 
 
+def test_a_server_takes_hub_ids_only_with_allow_hub_ids_and_online(tiny_workspace, monkeypatch):
+    body = {**TINY, "prompt": "x", "model": "org/model"}
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for allow, online, status in ((False, True, 404), (True, False, 404), (True, True, 200)):
+        if not online:
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        else:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        studio = Studio(tiny_workspace, StudioSettings(max_queued_per_user=0, allow_hub_ids=allow))
+        try:
+            with TestClient(create_app(studio), raise_server_exceptions=False) as client:
+                assert client.post("/api/v1/jobs/generate", json=body).status_code == status, (allow, online)
+        finally:
+            studio.close()
+
+
 def test_the_cli_may_name_local_paths_the_server_may_not(tiny_workspace, outside):
     evil = str(outside / "evil.safetensors")
     assert find_lora(tiny_workspace, evil, LENIENT) == outside / "evil.safetensors"
