@@ -241,6 +241,20 @@ def test_library_lookups_answer_like_missing_ones(idle_client, outside, bad):
         same_as_missing(response, bad, missing)
 
 
+@pytest.mark.parametrize("bad", [".hidden", "C:x", "x\x00y", "a..b", "n" * 300])
+def test_artifact_and_output_names_answer_like_missing_ones(idle_client, idle_studio, bad):
+    from urllib.parse import quote
+
+    (idle_studio.workspace.outputs / "day").mkdir()
+
+    job = idle_client.post("/api/v1/jobs/generate", json={**TINY, "prompt": "x"}).json()["id"]
+    base = f"/api/v1/jobs/{job}/artifacts"
+    same_as_missing(idle_client.get(f"{base}/{quote(bad, safe='')}"), bad, idle_client.get(f"{base}/missing"))
+    for url in ("/api/v1/outputs/{}/x.png", "/api/v1/outputs/day/{}"):
+        missing = idle_client.get(url.format("missing"))
+        same_as_missing(idle_client.get(url.format(quote(bad, safe=""))), bad, missing)
+
+
 def test_the_outside_lora_is_never_read_and_a_plain_name_still_works(studio, outside, sd15_model, monkeypatch):
     """End to end through the worker: the traversal is refused before any file is opened."""
     from lorastudio.models import checkpoint

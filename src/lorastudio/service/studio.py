@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.artifacts import Artifact, open_artifact_store, resolve_artifacts_url
+from lorastudio.service.artifacts import (
+    Artifact,
+    missing_artifact,
+    open_artifact_store,
+    resolve_artifacts_url,
+)
 from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
@@ -40,6 +45,7 @@ from lorastudio.service.names import (
     find_lora,
     find_model,
     find_vae,
+    is_plain_name,
 )
 from lorastudio.service.workspace import Workspace
 
@@ -651,7 +657,8 @@ class Studio:
     def artifact(self, job_id: str, name: str) -> Artifact:
         """One file of the job, from this box's disk if it is here, else from the artifact store."""
         folder = self.job_folder(self.get_job(job_id))
-        self.workspace.safe_child(folder, name, "artifact name")
+        if not is_plain_name(name):  # answered as a missing file: names never reach the disk
+            raise missing_artifact(job_id, name)
         return self.artifact_store.get(job_id, folder, name)
 
     # --- waiting for jobs -------------------------------------------------------------
