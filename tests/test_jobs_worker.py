@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lorastudio.service.jobs import open_store, register_handler
+from lorastudio.service.jobs.identity import base_worker_id
 from lorastudio.service.jobs.worker import Worker
 from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
@@ -47,10 +48,11 @@ def test_worker_runs_a_job_with_progress_and_artifacts(store, workspace):
     assert worker.run(stop_when_idle=True) == 1
     done = store.get(job.id)
     assert (done.state, done.attempt, done.progress) == ("succeeded", 1, 1.0)
-    assert done.result == {"slept": 0.2, "steps": 4, "attempt": 1, "worker": "w1"}
+    assert done.result == {"slept": 0.2, "steps": 4, "attempt": 1, "worker": worker.worker_id}
+    assert base_worker_id(worker.worker_id) == "w1" and worker.worker_id != "w1"
     progress = [e.data for e in store.events(job.id) if e.type == "progress"]
     assert [p["step"] for p in progress] == [1, 2, 3, 4] and progress[-1]["total"] == 4
-    assert (workspace.outputs / job.id / "attempt-1.txt").read_text().strip() == "w1"
+    assert (workspace.outputs / job.id / "attempt-1.txt").read_text().strip() == worker.worker_id
 
 
 def test_handler_error_fails_the_job_with_its_traceback(store, workspace):
@@ -136,7 +138,7 @@ def test_a_worker_that_lost_its_job_drops_the_result(store, queue_url, workspace
     register_handler("test-stolen", stolen)
     job = store.enqueue("test-stolen")
     worker = Worker(store, workspace, worker_id="victim", kinds=["test-stolen"])
-    assert worker.run_job(store.claim("victim")) is None
+    assert worker.run_job(store.claim(worker.worker_id)) is None
     now = store.get(job.id)
     assert (now.state, now.worker, now.attempt, now.result) == ("running", "thief", 2, None)
     thief.close()
@@ -194,7 +196,7 @@ def test_killed_worker_job_finishes_on_the_other_worker_exactly_once(queue_url, 
     b = None
     try:
         wait_for(
-            lambda: (j := store.get(long.id)).worker == "A" and j.progress >= 0.1,
+            lambda: base_worker_id((j := store.get(long.id)).worker or "") == "A" and j.progress >= 0.1,
             timeout=20,
             what="A to run the job",
         )
@@ -214,12 +216,12 @@ def test_killed_worker_job_finishes_on_the_other_worker_exactly_once(queue_url, 
     finished = [store.get(j.id) for j in every]
     assert {j.state for j in finished} == {"succeeded"}
     resumed = store.get(long.id)
-    assert (resumed.attempt, resumed.result["worker"]) == (2, "B")
+    assert (resumed.attempt, base_worker_id(resumed.result["worker"])) == (2, "B")
     assert sorted(p.name for p in (workspace.outputs / long.id).iterdir()) == [
         "attempt-1.txt",
         "attempt-2.txt",
     ]
-    assert (workspace.outputs / long.id / "attempt-1.txt").read_text().strip() == "A"
+    assert base_worker_id((workspace.outputs / long.id / "attempt-1.txt").read_text().strip()) == "A"
     for job in every:
         types = [e.type for e in store.events(job.id)]
         assert types.count("succeeded") == 1, (job.id, types)

@@ -152,7 +152,8 @@ def test_kohya_file_has_alpha_metadata_text_encoder_keys_and_embedding(ws, red_s
     embedding = load_file(ws.embeddings / f"{TRIGGER}.safetensors")
     assert embedding["emb_params"].shape == (1, 32)
     checkpoint = ws.runs / "full" / "checkpoints" / "step-3"
-    assert (checkpoint / "full.safetensors").is_file() and (checkpoint / f"{TRIGGER}.safetensors").is_file()
+    assert (checkpoint / "full.safetensors").is_file()
+    assert (checkpoint / "embeddings" / f"{TRIGGER}.safetensors").is_file()
     assert (ws.runs / "full" / "config.yaml").is_file() and (ws.runs / "full" / "loss.png").is_file()
     samples = sorted(p.relative_to(ws.runs / "full").as_posix() for p in (ws.runs / "full").rglob("*.png"))
     assert samples == [

@@ -62,7 +62,7 @@ def test_training_scores_three_checkpoints_and_copies_the_lowest_loss(trained):
     checkpoint = ws.runs / "scored" / "checkpoints" / f"step-{best}"
     assert (ws.loras / "scored.safetensors").read_bytes() == (checkpoint / "scored.safetensors").read_bytes()
     assert (ws.embeddings / f"{TRIGGER}.safetensors").read_bytes() == (
-        checkpoint / f"{TRIGGER}.safetensors"
+        checkpoint / "embeddings" / f"{TRIGGER}.safetensors"
     ).read_bytes()
 
 

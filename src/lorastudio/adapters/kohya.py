@@ -234,10 +234,12 @@ def save_kohya(
     *,
     family: Family | str | None = None,
     unet_config=None,
+    dtype=None,
 ) -> Path:
     """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI, Forge and diffusers load.
 
     LyCORIS modules (LoHa, LoKr, (IA)^3, full, DoRA) keep LyCORIS' own tensor names.
+    `dtype` casts every floating tensor, as kohya's `--save_precision` does (fp16 is usual).
 
     family: taken from `metadata["ss_base_model_version"]` when not given. For SDXL pass the
     UNet's config (`unet.config`) so LDM block numbers match non-standard UNets.
@@ -261,6 +263,8 @@ def save_kohya(
     if any(not isinstance(m, LoraModule) for m in lora.modules.values()):
         meta["ss_network_module"] = "lycoris.kohya"  # what A1111/ComfyUI/kohya read LoHa/LoKr/DoRA as
     state = kohya_state_dict(lora, family, unet_config)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = add_hashes_to_metadata(state, {k: str(v) for k, v in meta.items()})

@@ -491,7 +491,8 @@ def interrupt(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 
 @router.post("/skip")
 def skip(studio: Studio = Depends(get_studio)) -> None:
-    """Accepted for compatibility; lorastudio does not skip single images of a batch."""
+    """Drop the running generation's current batch (n_iter) at its next step and go on with the next."""
+    studio.skip()
     return None
 
 

@@ -48,6 +48,7 @@ def _register() -> None:
     from lorastudio.cli import (  # noqa: F401
         common,  # noqa: F401
         dataset,
+        db,
         demo,
         generate,
         grid,

@@ -134,7 +134,10 @@ def worker(
     device: str = typer.Option(None, "--device", help="Device for this worker's jobs, e.g. cuda:0."),
     queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
     worker_id: str = typer.Option(
-        None, "--id", help="Worker id; default host:device (stable across restarts)."
+        None,
+        "--id",
+        help="Worker id; default host:device. Each process adds its pid and a random part, so two "
+        "processes with one id never take each other's jobs; a restart requeues a dead one's jobs.",
     ),
     lease_seconds: float = typer.Option(
         30.0, "--lease-seconds", help="A job is requeued this long after its last heartbeat."

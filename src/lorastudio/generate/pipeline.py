@@ -28,10 +28,17 @@ from lorastudio.generate.images import (
 from lorastudio.generate.noise import NoiseOptions, batch_noise
 from lorastudio.generate.samplers import SamplerChoice, make_scheduler, parse_sampler
 
-__all__ = ["SamplingPlan", "GeneratedImage", "generate_images", "resolve_seed"]
+__all__ = ["SamplingPlan", "GeneratedImage", "SkipBatch", "generate_images", "resolve_seed"]
 
 ProgressFn = Callable[[int, int], None]
 PreviewFn = Callable[[Image.Image], None]
+
+# Images of more pixels than this are decoded (and encoded, for img2img and hires fix) one
+# image at a time in tiles of TILE_LATENT latents (512 px for an 8x VAE), checking for a
+# cancel before each. Smaller images keep the plain VAE call: tiles are not bit-identical
+# to it (see generate/vae_tiling.py).
+TILED_DECODE_MIN_PIXELS = 1536 * 1536
+TILE_LATENT = 64
 
 
 @dataclass
@@ -64,6 +71,10 @@ def resolve_seed(seed: int) -> int:
 
 class _Cancelled(Exception):
     pass
+
+
+class SkipBatch(Exception):
+    """Raised by a `should_stop` callback to drop the current batch and go on with the next (A1111 /skip)."""
 
 
 class _Sampler:
@@ -134,23 +145,79 @@ class _Sampler:
         return NoiseOptions(cfg.subseed_strength, resize_from)
 
     def encode_image(self, pixels):
+        """Latents of pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
+        import torch
+
+        from lorastudio.generate.vae_tiling import encode_in_tiles
+
         vae = self.model.vae
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mean
+        pixels = pixels.to(vae.dtype)
+
+        def tile_latents(tile):
+            return vae.encode(tile).latent_dist.mean
+
+        if pixels.shape[-2] * pixels.shape[-1] <= TILED_DECODE_MIN_PIXELS:
+            latents = tile_latents(pixels)
+        else:
+            factor = self.model.vae_scale_factor
+            latents = torch.cat(
+                [
+                    encode_in_tiles(
+                        tile_latents, pixels[i : i + 1], factor, tile=TILE_LATENT, before_tile=self.raise_if_stopped
+                    )
+                    for i in range(pixels.shape[0])
+                ]
+            )
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((latents - shift) * vae.config.scaling_factor).to(self.model.dtype)
 
     def decode(self, latents):
+        """Pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
         import torch
 
         vae = self.model.vae
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         scaled = latents / vae.config.scaling_factor + shift
-        images = vae.decode(scaled.to(vae.dtype)).sample
+        factor = self.model.vae_scale_factor
+        if scaled.shape[-2] * scaled.shape[-1] * factor * factor <= TILED_DECODE_MIN_PIXELS:
+            decode = self._decode_whole
+        else:
+            decode = self._decode_tiled
+        images = decode(scaled.to(vae.dtype))
         if torch.isnan(images).any() and vae.dtype in (torch.float16, torch.bfloat16):
             # fp16 VAEs overflow on some images (SDXL's famously): retry in fp32, keep it there.
             vae.to(torch.float32)
-            images = vae.decode(scaled.to(torch.float32)).sample
+            images = decode(scaled.to(torch.float32))
         return images
+
+    def _decode_whole(self, scaled):
+        return self.model.vae.decode(scaled).sample
+
+    def _decode_tiled(self, scaled):
+        import torch
+
+        from lorastudio.generate.vae_tiling import decode_in_tiles
+
+        def tile_pixels(tile):
+            return self.model.vae.decode(tile).sample
+
+        return torch.cat(
+            [
+                decode_in_tiles(
+                    tile_pixels,
+                    scaled[i : i + 1],
+                    self.model.vae_scale_factor,
+                    tile=TILE_LATENT,
+                    before_tile=self.raise_if_stopped,
+                )
+                for i in range(scaled.shape[0])
+            ]
+        )
+
+    def raise_if_stopped(self) -> None:
+        """The cancel check between sampling steps, VAE tiles and the passes of a hires fix."""
+        if self.should_stop is not None and self.should_stop():
+            raise _Cancelled()
 
     # -- the loop -------------------------------------------------------------------------
     def denoise(
@@ -200,8 +267,7 @@ class _Sampler:
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
         batch = len(seeds)
         for i, t in enumerate(timesteps):
-            if self.should_stop is not None and self.should_stop():
-                raise _Cancelled()
+            self.raise_if_stopped()
             step_index = t_start + i // order
             cond = self._conds_at_step(composable, step_index)
             uncond = self._at_step(uncond_schedule, step_index)
@@ -442,6 +508,7 @@ def _run_batch(
             )
         else:
             images = tensor_to_pil(sampler.decode(latents))
+            sampler.raise_if_stopped()
             pixels = torch.cat(
                 [
                     pil_to_tensor(
@@ -451,9 +518,11 @@ def _run_batch(
                 ]
             )
             upscaled = sampler.encode_image(pixels)
+            sampler.raise_if_stopped()
         latents = sampler.denoise(
             seeds, hires_w, hires_h, cfg.hires_steps or cfg.steps, cfg.hires_strength, upscaled
         )
+    sampler.raise_if_stopped()  # a cancel during the last step: do not start a long decode
     images = tensor_to_pil(sampler.decode(latents))
     if init_for_overlay is not None:
         images = [_paste_back(im, init_for_overlay, mask_for_overlay, crop_box) for im in images]
@@ -489,6 +558,10 @@ def generate_images(
 ) -> list[GeneratedImage]:
     """Run every batch of a request; LoRAs must already be applied by the caller.
 
+    `should_stop()` is asked before every sampling step and VAE tile: True stops the
+    request (the images of finished batches are returned), raising `SkipBatch` drops the
+    current batch only.
+
     `preview(image)` is called every `preview_every` steps with the current estimate.
     """
     import torch
@@ -508,6 +581,8 @@ def generate_images(
                 images = _run_batch(sampler, cfg, plan, seeds)
             except _Cancelled:
                 break
+            except SkipBatch:
+                continue
             for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
                 results.append(GeneratedImage(image, seed, batch_index * cfg.batch_size + offset))
     return results

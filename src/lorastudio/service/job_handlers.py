@@ -125,8 +125,9 @@ PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's defau
 class _StepReporter:
     """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
 
-    def __init__(self, ctx: JobContext) -> None:
+    def __init__(self, ctx: JobContext, skippable: bool = False) -> None:
         self.ctx = ctx
+        self.skippable = skippable  # a /skip drops the current batch (generate jobs only)
         self.stopped: JobStopped | None = None
         self._last = 0.0
 
@@ -153,6 +154,10 @@ class _StepReporter:
         except JobStopped as exc:
             self.stopped = exc
             return True
+        if self.skippable and self.ctx.skip_requested():
+            from lorastudio.generate.pipeline import SkipBatch
+
+            raise SkipBatch()
         return False
 
 
@@ -165,7 +170,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     if cfg.device is None and ctx.device:
         cfg = cfg.model_copy(update={"device": ctx.device})
     cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx)
+    reporter = _StepReporter(ctx, skippable=True)
     result = run_generation(
         ctx.workspace,
         cfg,
@@ -231,7 +236,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
             ctx.emit(str(kind), {k: v for k, v in event.items() if k != "event"})
         ctx.check_cancelled()
 
-    if latest_state(run_dir) is not None:
+    if latest_state(run_dir, say=ctx.log) is not None:  # the job log says which checkpoint was skipped
         ctx.log(f"resuming run {run} from its last checkpoint (attempt {ctx.attempt})")
         result = training.run_training(
             ctx.workspace, resume=str(run_dir), callback=on_event, device=ctx.device, progress=False

@@ -33,6 +33,7 @@ from lorastudio.service.artifacts import (
     open_artifact_store,
     resolve_artifacts_url,
 )
+from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
@@ -194,6 +195,7 @@ class Studio:
     def __init__(self, workspace: Workspace | None = None, settings: StudioSettings | None = None) -> None:
         self.workspace = workspace or Workspace.open()
         self.settings = settings or StudioSettings()
+        ensure_database_healthy(self.settings.queue_url, self.workspace)  # one clear line, not a traceback
         self.store = self._open_store()
         # Status reads (/progress) get their own connection, so they never wait behind
         # a burst of submissions queued on the main one.
@@ -272,6 +274,7 @@ class Studio:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._worker is not None:
+            self._worker.release_identity()
             self._worker.store.close()
         if self._hub is not None:
             self._hub.join(timeout)
@@ -825,6 +828,14 @@ class Studio:
                 self.store.cancel(job.id)
                 stopped.append(job.id)
         return stopped
+
+    def skip(self) -> list[str]:
+        """Drop the current batch of every running generation and go on with the next (A1111 /skip)."""
+        return [
+            job.id
+            for job in self.store.list_jobs(state=RUNNING, limit=50)
+            if job.kind == "generate" and self.store.skip(job.id)
+        ]
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to show a client (no credentials)."""

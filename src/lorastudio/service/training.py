@@ -107,7 +107,7 @@ def run_training(
     if resume is not None:
         config, run_dir = resume_config(ws, resume)
         name = run_dir.name if not config.output.name else config.output.name
-        state = latest_state(run_dir)
+        state = latest_state(run_dir, say=_stderr_printer(progress))
         if state is None:
             raise LorastudioError(
                 f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
@@ -127,7 +127,10 @@ def run_training(
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    from lorastudio.train.outputs import atomic_file
+
+    with atomic_file(run_dir / "config.yaml") as temporary:  # a kill here must not cost the run its config
+        temporary.write_text(config.to_yaml(), encoding="utf-8")
     trainer = Trainer(config, ws, run_dir, name, callback=callback, device=device, progress=progress)
     if progress and os.environ.get("RANK", "0") == "0":
         import sys
@@ -144,6 +147,15 @@ def run_training(
             result.update(_choose_checkpoint(ws, run_dir, config, device))
         _register_result(ws, run_dir, config, result, result.get("best_step", result["step"]))
     return result
+
+
+def _stderr_printer(progress: bool) -> Callable[[str], None] | None:
+    """Where the run's own lines go (main process only): stderr, as the trainer's."""
+    if not progress or os.environ.get("RANK", "0") != "0":
+        return None
+    import sys
+
+    return lambda text: print(text, file=sys.stderr, flush=True)
 
 
 def _check_model_name_free(ws: Workspace, name: str) -> None:

@@ -230,7 +230,10 @@ class EmbeddingConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     name: str = ""  # file name of the LoRA in the library (default: the run name)
-    save_precision: Literal["fp16", "bf16", "fp32"] = "fp16"  # dreambooth/finetune checkpoint files
+    # LoRA / LyCORIS files and dreambooth/finetune checkpoints (kohya's --save_precision; fp16 as its guide).
+    save_precision: Literal["fp16", "bf16", "fp32"] = "fp16"
+    # Step checkpoints kept (kohya's save_last_n_epochs); the final and the best-scored one always stay.
+    keep_last: int | None = Field(None, ge=1)
 
 
 class PriorConfig(StrictModel):

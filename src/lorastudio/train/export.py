@@ -13,6 +13,7 @@ from typing import Any
 from lorastudio.adapters.kohya import save_kohya
 from lorastudio.adapters.lora_file import LoraFile
 from lorastudio.adapters.metadata import build_metadata
+from lorastudio.train.outputs import atomic_file
 
 __all__ = ["lora_file_from_training", "save_lora", "save_embedding", "save_full_checkpoint"]
 
@@ -28,11 +29,32 @@ def lora_file_from_training(lora_set, embedding=None) -> LoraFile:
     return lora
 
 
-def save_lora(lora_set, embedding, path: Path, family, unet_config, facts: dict[str, Any]) -> Path:
-    """Write the kohya-layout LoRA with `ss_*`/`sshs_*`/`modelspec.*` metadata."""
+def _dtype_of(precision: str):
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+
+
+def save_lora(
+    lora_set,
+    embedding,
+    path: Path,
+    family,
+    unet_config,
+    facts: dict[str, Any],
+    precision: str = "fp16",
+) -> Path:
+    """Write the kohya-layout LoRA with `ss_*`/`sshs_*`/`modelspec.*` metadata, in `precision`.
+
+    Written to a hidden sibling and renamed, so a kill never leaves half a LoRA in its place.
+    """
     lora = lora_file_from_training(lora_set, embedding)
     metadata = build_metadata(facts, family, kind="lora")
-    return save_kohya(lora, path, metadata, family=family, unet_config=unet_config)
+    with atomic_file(path) as temporary:
+        save_kohya(
+            lora, temporary, metadata, family=family, unet_config=unet_config, dtype=_dtype_of(precision)
+        )
+    return path
 
 
 def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path:
@@ -44,8 +66,8 @@ def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path
         for key, vectors in zip(family.embedding_keys, embedding.as_tensors(), strict=True)
     }
     metadata = build_metadata(facts, family, kind="textual-inversion")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_file(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
 
 
@@ -66,7 +88,6 @@ def save_full_checkpoint(
     metadata["modelspec.prediction_type"] = "v" if prediction == "v_prediction" else prediction
     if is_tiny_name(base_name):
         metadata["lorastudio.base_config"] = base_name
-    import torch
-
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    return save_single_file(model.components, model.family, path, metadata, dtype=dtype)
+    with atomic_file(path) as temporary:
+        save_single_file(model.components, model.family, temporary, metadata, dtype=_dtype_of(precision))
+    return path

@@ -6,6 +6,7 @@ The loss curve is drawn with Pillow so a plain install (no matplotlib) still sho
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -28,7 +29,10 @@ class RunLog:
         self.path = run_dir / "log.jsonl"
         # A resumed run drops lines past its checkpoint: they will be written again.
         kept = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        # Rewritten beside and renamed: a kill right now must not lose the log.
+        rewritten = self.path.with_name(f".{self.path.name}.partial")
+        rewritten.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(rewritten, self.path)
         self.records = kept
         self._handle = open(self.path, "a", encoding="utf-8")
         self._writer = None

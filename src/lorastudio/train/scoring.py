@@ -13,7 +13,6 @@ gives the same table.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.train.outputs import copy_to_library
 
 if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
@@ -109,6 +109,7 @@ def _output_name(cfg: TrainConfig, run_dir: Path) -> str:
 
 def list_checkpoints(run_dir: Path, cfg: TrainConfig) -> list[Checkpoint]:
     """Every `checkpoints/step-N/` holding the run's LoRA file, oldest first."""
+    from lorastudio.train.outputs import find_embedding
     from lorastudio.train.steps import step_folders
 
     name = _output_name(cfg, run_dir)
@@ -117,8 +118,8 @@ def list_checkpoints(run_dir: Path, cfg: TrainConfig) -> list[Checkpoint]:
         lora = folder / f"{name}.safetensors"
         if not lora.is_file():
             continue
-        embedding = folder / f"{cfg.trigger}.safetensors" if cfg.trigger else None
-        found.append(Checkpoint(step, folder, lora, embedding if embedding and embedding.is_file() else None))
+        embedding = find_embedding(folder, cfg.trigger, name) if cfg.trains_embedding else None
+        found.append(Checkpoint(step, folder, lora, embedding))
     return found
 
 
@@ -435,6 +436,12 @@ def _read_scores(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
 
 
+def chosen_steps(run_dir: Path) -> set[int]:
+    """The steps scores.json names: the best-scored one and the one picked as the result."""
+    table = _read_scores(run_dir)
+    return {int(table[key]) for key in ("best_step", "result_step") if table.get(key) is not None}
+
+
 def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -> dict[str, Any]:
     """Make checkpoint `step` the run's result: copy its LoRA / embedding to the library.
 
@@ -450,11 +457,15 @@ def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -
     name = _output_name(cfg, run_dir)
     folder, kind = (ws.models, "library_model") if cfg.trains_full_unet else (ws.loras, "library_lora")
     library = ws.safe_child(folder, f"{name}.safetensors", "output.name")
-    shutil.copyfile(checkpoint.lora, library)
+    if cfg.trains_full_unet:
+        copy_to_library(checkpoint.lora, library, "model")
+    else:
+        trigger = cfg.trigger if cfg.trains_embedding else None
+        copy_to_library(checkpoint.lora, library, "lora", expect_lora_keys=cfg.trains_lora, trigger=trigger)
     result: dict[str, Any] = {"run": run_dir.name, "step": step, "picked_by": by, kind: str(library)}
     if checkpoint.embedding is not None:
-        embedding = ws.safe_child(ws.embeddings, checkpoint.embedding.name, "trigger")
-        shutil.copyfile(checkpoint.embedding, embedding)
+        embedding = ws.safe_child(ws.embeddings, f"{cfg.trigger}.safetensors", "trigger")
+        copy_to_library(checkpoint.embedding, embedding, "embedding")
         result["library_embedding"] = str(embedding)
     table = _read_scores(run_dir)
     table.update(result_step=step, picked_by=by)

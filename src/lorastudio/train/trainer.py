@@ -32,6 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from lorastudio.errors import LorastudioError
+from lorastudio.train.checkpoints import (
+    clean_partial_folders,
+    complete_step_folders,
+    partial_folder,
+    prune_checkpoints,
+    publish_checkpoint,
+    remove_folder,
+)
 from lorastudio.train.config import TrainConfig, budget_steps
 from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, color_jitter, scan_images
 from lorastudio.train.ema import WeightAverage
@@ -49,7 +57,7 @@ from lorastudio.train.lora_modules import (
 )
 from lorastudio.train.noise import training_noise
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
-from lorastudio.train.steps import step_folders
+from lorastudio.train.outputs import copy_to_library, output_targets
 from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
 from lorastudio.train.text_cache import TextEncoderCache, text_cache_key
 
@@ -133,17 +141,18 @@ def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: 
     return epochs_done(step) // every > epochs_done(step - 1) // every
 
 
-def latest_state(run_dir: Path) -> Path | None:
-    """The newest `checkpoints/step-N/state` folder of a run, if any."""
-    states = _saved_states(run_dir)
+def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete `checkpoints/step-N/state` folder of a run, if any.
+
+    An incomplete checkpoint (a kill while it was saved) is skipped, and `say` hears why.
+    """
+    states = _saved_states(run_dir, say)
     return states[-1] if states else None
 
 
-def _saved_states(run_dir: Path) -> list[Path]:
-    """Every `checkpoints/step-N/state` folder, oldest first."""
-    return [
-        folder / "state" for _, folder in step_folders(run_dir / "checkpoints") if (folder / "state").is_dir()
-    ]
+def _saved_states(run_dir: Path, say: Callable[[str], None] | None = None) -> list[Path]:
+    """Every complete `checkpoints/step-N/state` folder, oldest first."""
+    return [folder / "state" for _, folder in complete_step_folders(run_dir / "checkpoints", say, "state")]
 
 
 class _TrainableState:
@@ -720,6 +729,10 @@ class Trainer:
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
         self._prepare(plan)
+        if self.accelerator.is_main_process:
+            for leftover in clean_partial_folders(self.run_dir / "checkpoints"):
+                self._say(f"checkpoints: removed {leftover.name}, a save that a kill interrupted")
+        self.accelerator.wait_for_everyone()
         if resume_from is not None:
             self.accelerator.load_state(str(resume_from))
             self._say(f"resumed from {resume_from.parent.name} (step {self.step}/{self.total_steps})")
@@ -876,7 +889,8 @@ class Trainer:
             "tag_frequency": {cfg.data.dir: tags},
             "bucket_info": {"buckets": buckets},
             "learning_rate": cfg.train.learning_rate,
-            "text_encoder_lr": cfg.train.text_encoder_lr,
+            **self._learning_rate_facts(),
+            "mixed_precision": self.accelerator.mixed_precision,
             "lr_scheduler": cfg.train.lr_scheduler,
             "optimizer": cfg.train.optimizer,
             "min_snr_gamma": cfg.train.min_snr_gamma,
@@ -889,6 +903,23 @@ class Trainer:
             "trigger_phrase": cfg.trigger or None,
             **kohya_training_facts(cfg),
         }
+
+    def _learning_rate_facts(self) -> dict[str, Any]:
+        """kohya's `ss_network_train_unet_only`, `ss_unet_lr`, and `ss_text_encoder_lr` only where it applied.
+
+        The trigger embedding's rate is `ss_embedding_lr`: kohya readers take `ss_text_encoder_lr`
+        for the rate of text-encoder LoRA layers.
+        """
+        cfg = self.cfg
+        te_lora = cfg.trains_lora and cfg.lora.train_text_encoder
+        te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
+        facts: dict[str, Any] = {"text_encoder_lr": te_lr if te_lora else None}
+        if cfg.trains_embedding:
+            facts["embedding_lr"] = cfg.embedding.learning_rate or te_lr
+        if cfg.trains_lora:
+            facts["unet_lr"] = cfg.train.learning_rate
+            facts["network_train_unet_only"] = not te_lora
+        return facts
 
     def _averaged(self):
         """The EMA weights in place while saving or sampling (a no-op without EMA)."""
@@ -910,32 +941,39 @@ class Trainer:
         with self._averaged():
             return self._write_output_files(folder)
 
+    def _output_targets(self, folder: Path) -> dict[str, Path]:
+        return output_targets(
+            folder,
+            self.name,
+            self.cfg.trigger,
+            full_model=self.cfg.trains_full_unet,
+            lora=self.lora_set is not None,
+            embedding=self.embedding is not None,
+        )
+
     def _write_output_files(self, folder: Path) -> dict[str, Path]:
+        """The LoRA (or model) and the embedding, each on its own path (see `train.outputs`)."""
         folder.mkdir(parents=True, exist_ok=True)
         facts, family = self._facts(), self.model.family
-        paths: dict[str, Path] = {}
-        if self.cfg.trains_full_unet:
-            paths["model"] = save_full_checkpoint(
-                self.model,
-                folder / f"{self.name}.safetensors",
-                facts,
-                base_name=self.cfg.model,
-                precision=self.cfg.output.save_precision,
+        precision = self.cfg.output.save_precision
+        targets = self._output_targets(folder)
+        if "model" in targets:
+            save_full_checkpoint(
+                self.model, targets["model"], facts, base_name=self.cfg.model, precision=precision
             )
-        elif self.lora_set is not None or self.embedding is not None:
-            paths["lora"] = save_lora(
+        if "lora" in targets:
+            save_lora(
                 self.lora_set,
                 self.embedding,
-                folder / f"{self.name}.safetensors",
+                targets["lora"],
                 family,
                 self.model.unet.config,
                 facts,
+                precision=precision,
             )
-        if self.embedding is not None:
-            paths["embedding"] = save_embedding(
-                self.embedding, folder / f"{self.cfg.trigger}.safetensors", family, facts
-            )
-        return paths
+        if "embedding" in targets:
+            save_embedding(self.embedding, targets["embedding"], family, facts)
+        return targets
 
     def write_samples(self) -> list[Path]:
         """Sample images for `samples.prompts` with the live model (LoRA and trigger applied)."""
@@ -984,18 +1022,33 @@ class Trainer:
         return paths
 
     def save_checkpoint(self) -> Path:
-        """LoRA + embedding files and the full resumable state in `checkpoints/step-N/`."""
-        folder = self.run_dir / "checkpoints" / f"step-{self.step}"
+        """LoRA + embedding files and the full resumable state in `checkpoints/step-N/`, atomically.
+
+        Everything goes into a hidden `.step-N.partial/` first; only a finished, fsynced folder
+        is renamed to `step-N` (see `train.checkpoints`), so a kill mid-save never breaks resume.
+        """
+        parent = self.run_dir / "checkpoints"
+        folder = parent / f"step-{self.step}"
+        partial = partial_folder(parent, self.step)
         if self.accelerator.is_main_process:
-            self._write_outputs(folder)
+            if partial.exists():
+                shutil.rmtree(partial)
+            self._write_outputs(partial)
             draw_loss_curve(_log_records(self.run_dir), self.run_dir / "loss.png")
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(folder / "state"))
+        self._save_state(partial / "state")
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
+            publish_checkpoint(partial, folder, self.step)
             self._prune_states()
+            self._prune_checkpoints()
+        self.accelerator.wait_for_everyone()
         self._emit({"event": "checkpoint", "step": self.step, "path": str(folder)})
         return folder
+
+    def _save_state(self, folder: Path) -> None:
+        """`accelerate`'s resumable state (one seam, so tests can interrupt it)."""
+        self.accelerator.save_state(str(folder))
 
     def _prune_states(self) -> None:
         """Drop older resumable states beyond `train.keep_states`; the LoRA/model files stay for scoring."""
@@ -1005,7 +1058,38 @@ class Trainer:
         if keep is None:
             return
         for old in _saved_states(self.run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_folder(old)
+
+    def _prune_checkpoints(self) -> None:
+        """`output.keep_last`: only the newest N step checkpoints stay, and the best-scored one."""
+        keep = self.cfg.output.keep_last
+        if keep is None:
+            return
+        from lorastudio.train.scoring import chosen_steps
+
+        removed = prune_checkpoints(self.run_dir / "checkpoints", keep, protect=chosen_steps(self.run_dir))
+        if removed:
+            self._say(f"checkpoints: removed {', '.join(f'step-{s}' for s in removed)} (output.keep_last={keep})")
+
+    def _copy_to_library(self, paths: dict[str, Path]) -> dict[str, str]:
+        """Check each output, then copy it into models/, loras/ or embeddings/ (see `train.outputs`)."""
+        ws, out = self.ws, {}
+        trigger = self.cfg.trigger if self.embedding is not None else None
+        if "model" in paths:
+            library = ws.safe_child(ws.models, f"{self.name}.safetensors", "output.name")
+            copy_to_library(paths["model"], library, "model")
+            out.update(model=str(paths["model"]), library_model=str(library))
+        if "lora" in paths:
+            library = ws.safe_child(ws.loras, f"{self.name}.safetensors", "output.name")
+            copy_to_library(
+                paths["lora"], library, "lora", expect_lora_keys=self.lora_set is not None, trigger=trigger
+            )
+            out.update(lora=str(paths["lora"]), library_lora=str(library))
+        if "embedding" in paths:
+            library = ws.safe_child(ws.embeddings, f"{self.cfg.trigger}.safetensors", "trigger")
+            copy_to_library(paths["embedding"], library, "embedding")
+            out.update(embedding=str(paths["embedding"]), library_embedding=str(library))
+        return out
 
     def _ranks_agree(self) -> bool:
         """True when every process ends with the same trainable weights (checksums compared)."""
@@ -1026,18 +1110,7 @@ class Trainer:
         result["ranks_agree"] = self._ranks_agree()
         if self.accelerator.is_main_process:
             paths = self._write_outputs(self.run_dir)
-            if "model" in paths:
-                library = self.ws.safe_child(self.ws.models, f"{self.name}.safetensors", "output.name")
-                shutil.copyfile(paths["model"], library)
-                result.update(model=str(paths["model"]), library_model=str(library))
-            if "lora" in paths:
-                library = self.ws.safe_child(self.ws.loras, f"{self.name}.safetensors", "output.name")
-                shutil.copyfile(paths["lora"], library)
-                result.update(lora=str(paths["lora"]), library_lora=str(library))
-            if "embedding" in paths:
-                library = self.ws.safe_child(self.ws.embeddings, f"{self.cfg.trigger}.safetensors", "trigger")
-                shutil.copyfile(paths["embedding"], library)
-                result.update(embedding=str(paths["embedding"]), library_embedding=str(library))
+            result.update(self._copy_to_library(paths))
             records = log.records if log is not None else []
             draw_loss_curve(records, self.run_dir / "loss.png")
             result["final_loss"] = records[-1]["loss"] if records else None

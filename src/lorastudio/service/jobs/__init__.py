@@ -45,6 +45,7 @@ __all__ = [
     "register_handler",
     "registered_kinds",
     "resolve_queue_url",
+    "sqlite_path",
 ]
 
 DEFAULT_QUEUE_URL = "sqlite:///studio.db"
@@ -56,7 +57,8 @@ def resolve_queue_url(url: str | None) -> str:
     return url or os.environ.get(QUEUE_URL_ENV) or DEFAULT_QUEUE_URL
 
 
-def _sqlite_path(url: str, workspace: Workspace) -> Path:
+def sqlite_path(url: str, workspace: Workspace) -> Path:
+    """The database file a `sqlite://` queue URL names (relative paths are inside the workspace)."""
     rest = url[len("sqlite://") :]
     if not rest.startswith("/") or rest == "/":
         raise LorastudioError(
@@ -82,7 +84,7 @@ def open_store(
     if url.startswith("sqlite://"):
         from lorastudio.service.jobs.sqlite_store import SqliteJobStore
 
-        return SqliteJobStore(_sqlite_path(url, workspace or Workspace.open()), **options)
+        return SqliteJobStore(sqlite_path(url, workspace or Workspace.open()), **options)
     if url.startswith(("postgresql://", "postgres://")):
         from lorastudio.service.jobs.postgres_store import PostgresJobStore
 

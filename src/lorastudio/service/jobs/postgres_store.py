@@ -63,6 +63,7 @@ SCHEMA = [
         worker text,
         lease_until double precision,
         cancel_requested boolean NOT NULL DEFAULT false,
+        skip_requests integer NOT NULL DEFAULT 0,
         event_seq integer NOT NULL DEFAULT 0,
         created_at double precision NOT NULL,
         started_at double precision,
@@ -71,6 +72,8 @@ SCHEMA = [
         result jsonb
     )
     """,
+    # a database from before /skip
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS skip_requests integer NOT NULL DEFAULT 0",
     "CREATE INDEX IF NOT EXISTS jobs_queued_order ON jobs (priority DESC, seq) WHERE state = 'queued'",
     "CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at)",
     "CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE state = 'running'",
@@ -272,6 +275,19 @@ class PostgresJobStore(JobStore):
                 self._conn.execute(flag_running, {"id": job_id})
         return self.get(job_id)
 
+    def skip(self, job_id: str) -> bool:
+        sql = _with_event(
+            "UPDATE jobs SET skip_requests = skip_requests + 1, event_seq = event_seq + 1"
+            f" WHERE id = %(id)s AND state = '{RUNNING}' RETURNING id, event_seq, skip_requests",
+            "'skip_requested'",
+            "jsonb_build_object('skips', skip_requests)",
+        )
+        return self._one(sql, {"id": job_id}) is not None
+
+    def skips_requested(self, job_id: str) -> int:
+        row = self._one("SELECT skip_requests FROM jobs WHERE id = %s", (job_id,))
+        return int(row["skip_requests"]) if row else 0
+
     # --- the worker side --------------------------------------------------------------------
 
     def claim(
@@ -448,9 +464,11 @@ class PostgresJobStore(JobStore):
         )
 
     def recover(self, worker_id: str) -> list[Job]:
-        return self._requeue_running(
-            "worker = %(worker)s", {"worker": worker_id}, f"worker {worker_id} restarted"
-        )
+        return self._requeue_running("worker = %(worker)s", {"worker": worker_id}, f"worker {worker_id} died")
+
+    def running_worker_ids(self) -> set[str]:
+        rows = self._all(f"SELECT DISTINCT worker FROM jobs WHERE state = '{RUNNING}' AND worker IS NOT NULL")
+        return {row["worker"] for row in rows}
 
     def _listen(self, channel: str):
         conn = self._psycopg.connect(self.url, autocommit=True)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs.store import (
     CANCELLED,
     DEFAULT_FAIR_WINDOW_S,
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker TEXT,
     lease_until REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    skip_requests INTEGER NOT NULL DEFAULT 0,
     event_seq INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
@@ -136,6 +138,24 @@ class SqliteJobStore(JobStore):
             str(self.path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
         self._conn.row_factory = sqlite3.Row
+        try:
+            self._prepare(busy_timeout_ms)
+        except sqlite3.OperationalError:  # locked, read-only, disk full: not damage
+            self._conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
+            self._conn.close()
+            raise LorastudioError(
+                f"queue database {self.path} is damaged ({exc}); check it with `lorastudio db check` and "
+                "restore a backup with `lorastudio db restore BACKUP`."
+            ) from None
+        # Seen from the start: a job queued between opening and the first wait is not missed.
+        self._seen_versions = {"work": self._data_version()}
+        self._poll_s = MIN_POLL_S
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _prepare(self, busy_timeout_ms: int) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self._conn.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL: commits survive a process crash; only a power cut may lose the last ones.
@@ -144,11 +164,9 @@ class SqliteJobStore(JobStore):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
-        # Seen from the start: a job queued between opening and the first wait is not missed.
-        self._seen_versions = {"work": self._data_version()}
-        self._poll_s = MIN_POLL_S
-
-    # --- plumbing -----------------------------------------------------------------------
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(jobs)")}
+            if "skip_requests" not in columns:  # a studio.db from before /skip
+                cur.execute("ALTER TABLE jobs ADD COLUMN skip_requests INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
@@ -253,6 +271,21 @@ class SqliteJobStore(JobStore):
                 if row is not None:
                     self._add_event(cur, job_id, row[0], "cancel_requested", {})
         return self.get(job_id)
+
+    def skip(self, job_id: str) -> bool:
+        with self._write() as cur:
+            row = cur.execute(
+                "UPDATE jobs SET skip_requests = skip_requests + 1, event_seq = event_seq + 1"
+                f" WHERE id = ? AND state = '{RUNNING}' RETURNING event_seq, skip_requests",
+                (job_id,),
+            ).fetchone()
+            if row is not None:
+                self._add_event(cur, job_id, row[0], "skip_requested", {"skips": row[1]})
+        return row is not None
+
+    def skips_requested(self, job_id: str) -> int:
+        rows = self._read("SELECT skip_requests FROM jobs WHERE id = ?", (job_id,))
+        return int(rows[0][0]) if rows else 0
 
     # --- the worker side --------------------------------------------------------------------
 
@@ -412,7 +445,11 @@ class SqliteJobStore(JobStore):
         )
 
     def recover(self, worker_id: str) -> list[Job]:
-        return self._requeue_running("worker = ?", (worker_id,), f"worker {worker_id} restarted")
+        return self._requeue_running("worker = ?", (worker_id,), f"worker {worker_id} died")
+
+    def running_worker_ids(self) -> set[str]:
+        rows = self._read(f"SELECT DISTINCT worker FROM jobs WHERE state = '{RUNNING}' AND worker IS NOT NULL")
+        return {row[0] for row in rows}
 
     def _wait_for_commit(self, purpose: str, timeout: float) -> bool:
         """Poll `PRAGMA data_version` until another connection commits (True) or `timeout` (False).

@@ -195,6 +195,14 @@ class JobStore(ABC):
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job now; ask a running one to stop at its next step. Finished jobs are unchanged."""
 
+    @abstractmethod
+    def skip(self, job_id: str) -> bool:
+        """Ask a running job to drop the item it works on and go on (A1111 /skip); False if not running."""
+
+    @abstractmethod
+    def skips_requested(self, job_id: str) -> int:
+        """How many skips were asked of the job so far (a worker acts on each new one)."""
+
     # --- the worker side ----------------------------------------------------------------
 
     @abstractmethod
@@ -252,7 +260,14 @@ class JobStore(ABC):
 
     @abstractmethod
     def recover(self, worker_id: str) -> list[Job]:
-        """At worker start: requeue jobs still marked running by this worker id (it crashed), lease or not."""
+        """Requeue jobs still marked running by exactly this stored worker id, lease or not.
+
+        Only for a worker proved dead (see `jobs.identity`): a live one would run them twice.
+        """
+
+    @abstractmethod
+    def running_worker_ids(self) -> set[str]:
+        """The stored worker ids that hold running jobs (a restarting worker looks for its dead selves)."""
 
     @abstractmethod
     def wait_for_work(self, timeout: float) -> bool:

@@ -5,12 +5,16 @@ tells `claim` which affinity keys (model names) it has loaded, and the queue pre
 jobs for those. While a job runs, a heartbeat thread renews its lease from the database
 clock; if the lease is lost (e.g. the box was frozen past the lease), the worker drops
 the job without recording anything, because another worker now owns it.
+
+Every worker process claims under its own stored id and holds a lock file for its life
+(see `jobs.identity`), so a second process started with the same id never takes the
+first one's jobs; a restarted worker requeues at once only what a dead earlier run of
+its id left behind.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -21,6 +25,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs.handlers import get_handler, registered_kinds
+from lorastudio.service.jobs.identity import WorkerLock, base_worker_id, owner_is_dead, unique_worker_id
 from lorastudio.service.jobs.store import (
     CANCELLED,
     FAILED,
@@ -37,16 +42,18 @@ __all__ = ["JobContext", "Worker", "default_worker_id", "run_worker_process"]
 
 logger = logging.getLogger("lorastudio.jobs")
 
-# How often check_cancelled() asks the database itself, between heartbeats.
-CANCEL_CHECK_S = 0.5
 # Consecutive failed claims (one per second) before the worker gives up and exits.
 MAX_CLAIM_FAILURES = 60
 
 
 def default_worker_id(device: str | None = None) -> str:
-    """`host:device` is stable across restarts, so `recover` requeues what the last run left behind."""
-    host = socket.gethostname()
-    return f"{host}:{device}" if device else f"{host}:pid{os.getpid()}"
+    """`host:device`: stable across restarts, so a restarted worker finds what its dead earlier run left."""
+    return f"{socket.gethostname()}:{device or 'default'}"
+
+
+def worker_locks_dir(workspace: Workspace) -> Path:
+    """Where live workers hold their lock files (one per process)."""
+    return workspace.cache / "workers"
 
 
 class JobContext:
@@ -59,7 +66,7 @@ class JobContext:
         self._worker = worker
         self._lease_lost = False
         self._cancel_requested = job.cancel_requested
-        self._cancel_checked = time.monotonic()
+        self._skips_seen: int | None = None
 
     @property
     def job_id(self) -> str:
@@ -92,6 +99,7 @@ class JobContext:
 
     @property
     def worker_id(self) -> str:
+        """This worker process's stored id (`<given id>#<pid>-<random>`), unique per process."""
         return self._worker.worker_id
 
     @property
@@ -126,7 +134,6 @@ class JobContext:
         self._cancel_requested = (
             self.store.progress(self.job_id, self.attempt, fraction, data) or self._cancel_requested
         )
-        self._cancel_checked = time.monotonic()
 
     def emit(self, event_type: str, data: dict[str, Any] | None = None) -> int:
         """Store any event (e.g. `preview`, `artifact`) for clients; returns its sequence number."""
@@ -136,16 +143,30 @@ class JobContext:
         self.emit("log", {"line": str(line)})
 
     def check_cancelled(self) -> None:
-        """Call between steps: raises `JobCancelled`, `LeaseLost` or `JobInterrupted` (worker stopping)."""
+        """Call between steps: raises `JobCancelled`, `LeaseLost` or `JobInterrupted` (worker stopping).
+
+        It asks the database every time (one indexed read), so a cancel requested during
+        step k stops the job before step k+1, however short the steps are.
+        """
         if self._lease_lost:
             raise LeaseLost(f"job {self.job_id}: lease lost")
-        if not self._cancel_requested and time.monotonic() - self._cancel_checked > CANCEL_CHECK_S:
+        if not self._cancel_requested:
             self._cancel_requested = self.store.is_cancel_requested(self.job_id)
-            self._cancel_checked = time.monotonic()
         if self._cancel_requested:
             raise JobCancelled(f"job {self.job_id}: cancelled")
         if self._worker.stopping:
             raise JobInterrupted(f"job {self.job_id}: worker {self.worker_id} is stopping")
+
+    def skip_requested(self) -> bool:
+        """True once for each skip asked since this attempt started (A1111 /skip): drop the current item."""
+        if self._skips_seen is None:  # first call: what was asked before counts from here
+            self._skips_seen = self.store.skips_requested(self.job_id)
+            return False
+        skips = self.store.skips_requested(self.job_id)
+        if skips > self._skips_seen:
+            self._skips_seen = skips
+            return True
+        return False
 
 
 class _Heartbeat(threading.Thread):
@@ -192,7 +213,10 @@ class Worker:
         self.store = store
         self.workspace = workspace or Workspace.open()
         self.device = device
-        self.worker_id = worker_id or default_worker_id(device)
+        # The id it was given (shared by its restarts) and the one it stores (this process only).
+        self.base_id = worker_id or default_worker_id(device)
+        self.worker_id = unique_worker_id(self.base_id)
+        self._lock_file = WorkerLock(worker_locks_dir(self.workspace), self.worker_id)
         self.kinds = list(kinds) if kinds is not None else registered_kinds()
         self.lease_s = float(lease_s if lease_s is not None else store.lease_s)
         self.reap_every_s = max(self.lease_s / 2, 0.1)
@@ -219,10 +243,31 @@ class Worker:
         for job in self.store.reap():
             logger.info("job %s: lease expired on another worker; now %s", job.id, job.state)
 
+    def recover_dead_incarnations(self) -> list[Job]:
+        """Requeue the running jobs of earlier processes with this worker's id that are proved dead.
+
+        A sibling process with the same id holds its lock, so its jobs stay where they are.
+        """
+        recovered: list[Job] = []
+        folder = worker_locks_dir(self.workspace)
+        for stored_id in sorted(self.store.running_worker_ids()):
+            if stored_id == self.worker_id or base_worker_id(stored_id) != self.base_id:
+                continue
+            if not owner_is_dead(folder, stored_id):
+                continue
+            for job in self.store.recover(stored_id):
+                logger.info("job %s: left running by %s, which died; now %s", job.id, stored_id, job.state)
+                recovered.append(job)
+        return recovered
+
+    def release_identity(self) -> None:
+        """Drop the lock file (a clean stop); the process exiting drops the lock anyway."""
+        self._lock_file.release()
+
     def run(self, max_jobs: int | None = None, stop_when_idle: bool = False) -> int:
         """The main loop; returns how many jobs this worker ran."""
-        for job in self.store.recover(self.worker_id):
-            logger.info("job %s: left running by an earlier %s; now %s", job.id, self.worker_id, job.state)
+        self._lock_file.acquire()  # before the first claim: a held lock says "alive"
+        self.recover_dead_incarnations()
         ran = 0
         failures = 0
         while not self.stopping and (max_jobs is None or ran < max_jobs):
@@ -338,7 +383,10 @@ def run_worker_process(
             raise LorastudioError(
                 f"worker --kinds: no handler for {', '.join(unknown)}; known: {', '.join(registered_kinds())}."
             )
+    from lorastudio.service.database import ensure_database_healthy
+
     workspace = workspace or Workspace.open()
+    ensure_database_healthy(queue_url, workspace)
     store = open_store(queue_url, workspace, lease_s=lease_s)
     worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds)
 
@@ -359,4 +407,5 @@ def run_worker_process(
     try:
         return worker.run()
     finally:
+        worker.release_identity()
         store.close()

@@ -1,0 +1,181 @@
+"""A cancel takes effect within one sampling step, and during a large VAE decode at the next tile."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.jobs import open_store
+from lorastudio.service.jobs.worker import Worker
+from pg import pg_server, queue_url  # noqa: F401  (fixtures)
+
+
+def test_tiles_are_stitched_exactly_where_the_decoder_is_local():
+    """Stitching and blending put every pixel where a whole decode would (a local 'VAE': upsampling)."""
+    import torch
+
+    from lorastudio.generate.vae_tiling import decode_in_tiles
+
+    def upsample(latents):
+        return latents.repeat_interleave(8, dim=-1).repeat_interleave(8, dim=-2) * 2 - 1
+
+    latents = torch.randn(2, 4, 13, 21, generator=torch.Generator().manual_seed(0))
+    tiles = []
+    tiled = decode_in_tiles(upsample, latents, 8, tile=8, before_tile=lambda: tiles.append(1))
+    assert tiled.shape == (2, 4, 104, 168)
+    assert torch.allclose(tiled, upsample(latents), atol=1e-6)
+    assert len(tiles) == 3 * 4  # stride 6: rows at 0, 6, 12; columns at 0, 6, 12, 18
+
+
+def test_encoder_tiles_are_stitched_exactly_where_the_encoder_is_local():
+    import torch
+
+    from lorastudio.generate.vae_tiling import encode_in_tiles
+
+    def pool(pixels):
+        return torch.nn.functional.avg_pool2d(pixels, 8)
+
+    pixels = torch.randn(1, 3, 104, 168, generator=torch.Generator().manual_seed(1))
+    tiles = []
+    tiled = encode_in_tiles(pool, pixels, 8, tile=8, before_tile=lambda: tiles.append(1))
+    assert tiled.shape == (1, 3, 13, 21)
+    assert torch.allclose(tiled, pool(pixels), atol=1e-6)
+    assert len(tiles) == 3 * 4
+
+
+def test_hires_upscale_stops_at_the_next_encoder_tile(sd15, monkeypatch, one_torch_thread):
+    from lorastudio.generate import pipeline
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    monkeypatch.setattr(pipeline, "TILED_DECODE_MIN_PIXELS", 64 * 64)  # tile only the 128 px hires image
+    monkeypatch.setattr(pipeline, "TILE_LATENT", 4)
+    encoded_tiles = []
+    hook = sd15.vae.encoder.register_forward_hook(lambda module, args, out: encoded_tiles.append(1))
+    try:
+        cfg = GenerateConfig(
+            model="tiny-sd15", prompt="red", steps=2, width=64, height=64, seed=1, hires_scale=2.0, hires_steps=2,
+            hires_upscaler="Lanczos",
+        )
+        plan = pipeline.build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+        assert len(pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15))) == 1
+        assert len(encoded_tiles) == 6 * 6  # 128 px = 16 latents; tile 4, stride 3: 0, 3, ..., 15
+        encoded_tiles.clear()
+        stopped = pipeline.generate_images(
+            sd15, cfg, plan, PromptEncoder(sd15), should_stop=lambda: bool(encoded_tiles)
+        )
+    finally:
+        hook.remove()
+    assert stopped == [] and len(encoded_tiles) == 1
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cancel_requested_during_step_k_stops_the_job_before_step_k_plus_2(
+    tiny_workspace,
+    queue_url,  # noqa: F811
+    monkeypatch,
+):
+    from lorastudio.generate.pipeline import _Sampler
+
+    k = 3
+    config = GenerateConfig(model="tiny-sd15", prompt="red", steps=40, width=64, height=64, seed=1)
+    with open_store(queue_url, tiny_workspace) as store, open_store(queue_url, tiny_workspace) as api:
+        job = store.enqueue("generate", {"config": config.model_dump(mode="json")})
+        steps_run = []
+        real_predict = _Sampler._predict
+
+        def predict_and_cancel_at_k(self, *args, **kwargs):
+            steps_run.append(len(steps_run) + 1)
+            if len(steps_run) == k:
+                api.cancel(job.id)  # as the API would, from its own connection, during step k
+            return real_predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(_Sampler, "_predict", predict_and_cancel_at_k)
+        Worker(store, tiny_workspace, worker_id="w").run(stop_when_idle=True)
+        assert store.get(job.id).state == "cancelled"
+    assert k <= len(steps_run) < k + 2, steps_run
+
+
+def test_a_cancel_during_decode_stops_at_the_next_tile(sd15, monkeypatch, one_torch_thread):
+    from lorastudio.generate import pipeline
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    monkeypatch.setattr(pipeline, "TILED_DECODE_MIN_PIXELS", 0)  # tile even this small image
+    monkeypatch.setattr(pipeline, "TILE_LATENT", 4)  # 64 px -> 8x8 latents -> 9 tiles
+    decoded_tiles = []
+    hook = sd15.vae.decoder.register_forward_hook(lambda module, args, out: decoded_tiles.append(1))
+    try:
+        cfg = GenerateConfig(model="tiny-sd15", prompt="red", steps=3, width=64, height=64, seed=1)
+        plan = pipeline.build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+        whole = pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15))
+        assert len(whole) == 1 and len(decoded_tiles) == 9  # the tiled decode ran to the end
+
+        decoded_tiles.clear()
+        # the cancel arrives while the first tile decodes
+        stopped = pipeline.generate_images(
+            sd15, cfg, plan, PromptEncoder(sd15), should_stop=lambda: bool(decoded_tiles)
+        )
+    finally:
+        hook.remove()
+    assert stopped == [] and len(decoded_tiles) == 1
+
+
+# --- /skip: drop the current batch, go on with the next ---------------------------------------
+
+
+def test_skip_is_counted_for_running_jobs_only(queue_url, workspace):  # noqa: F811
+    with open_store(queue_url, workspace) as store:
+        queued = store.enqueue("sleep")
+        running = store.enqueue("sleep")
+        store.claim("w")  # the oldest: `queued` runs now
+        assert store.skip(queued.id) and store.skip(queued.id)
+        assert not store.skip(running.id)  # still queued: nothing to skip
+        assert (store.skips_requested(queued.id), store.skips_requested(running.id)) == (2, 0)
+        events = [e for e in store.events(queued.id) if e.type == "skip_requested"]
+        assert [e.data["skips"] for e in events] == [1, 2]
+
+
+def test_an_old_studio_db_gains_the_skip_column(workspace):
+    import sqlite3
+
+    from lorastudio.service.jobs.sqlite_store import SCHEMA
+
+    old_schema = SCHEMA.replace("    skip_requests INTEGER NOT NULL DEFAULT 0,\n", "")
+    assert old_schema != SCHEMA
+    conn = sqlite3.connect(workspace.db_path)
+    conn.executescript(old_schema)
+    conn.close()
+    with open_store(None, workspace) as store:
+        job = store.enqueue("sleep")
+        store.claim("w")
+        assert store.skip(job.id) and store.skips_requested(job.id) == 1
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_skip_during_a_batch_drops_it_within_one_step_and_the_next_batches_run(
+    tiny_workspace,
+    queue_url,  # noqa: F811
+    monkeypatch,
+):
+    from lorastudio.generate.pipeline import _Sampler
+
+    k, steps = 2, 12
+    config = GenerateConfig(
+        model="tiny-sd15", prompt="red", steps=steps, width=64, height=64, seed=100, count=3
+    )
+    with open_store(queue_url, tiny_workspace) as store, open_store(queue_url, tiny_workspace) as api:
+        job = store.enqueue("generate", {"config": config.model_dump(mode="json")})
+        calls = []
+        real_predict = _Sampler._predict
+
+        def predict_and_skip_at_k(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == k:
+                assert api.skip(job.id)  # as /sdapi/v1/skip would, during step k of the first batch
+            return real_predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(_Sampler, "_predict", predict_and_skip_at_k)
+        Worker(store, tiny_workspace, worker_id="w").run(stop_when_idle=True)
+        done = store.get(job.id)
+    assert done.state == "succeeded", done.error
+    assert done.result["seeds"] == [101, 102]  # the first batch (seed 100) was dropped
+    assert k <= len(calls) - 2 * steps < k + 2

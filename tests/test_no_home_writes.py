@@ -1,0 +1,33 @@
+"""Libraries our code imports write nothing into the user's home (caches stay in the workspace)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def files_under(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import lorastudio.data.tagger, onnxruntime",
+        "import lorastudio; from diffusers.pipelines import onnx_utils",  # what training's imports reach
+    ],
+)
+def test_importing_onnxruntime_through_lorastudio_writes_nothing_into_home(tmp_path, code):
+    pytest.importorskip("onnxruntime")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert files_under(home) == []
+    # the control: without lorastudio's setting, onnxruntime does write there
+    subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, check=True, timeout=120)
+    assert any("onnxruntime" in name for name in files_under(home))
