@@ -31,6 +31,7 @@ __all__ = [
     "ArtifactStore",
     "LocalArtifactStore",
     "S3ArtifactStore",
+    "missing_artifact",
     "open_artifact_store",
     "resolve_artifacts_url",
 ]
@@ -99,6 +100,11 @@ class ArtifactStore:
         return "workspace"
 
 
+def missing_artifact(job_id: str, name: object) -> NotFoundError:
+    """The one answer for a file a job does not have, or a name that is not a plain file name."""
+    return NotFoundError(f"job {job_id}: has no file {str(name)[:200]!r}; list them at /api/v1/jobs/{job_id}/artifacts.")
+
+
 class LocalArtifactStore(ArtifactStore):
     """The workspace itself (one box): nothing to upload, files are served from their folder."""
 
@@ -111,9 +117,7 @@ class LocalArtifactStore(ArtifactStore):
     def get(self, job_id: str, folder: Path, name: str) -> Artifact:
         path = folder / safe_name(name, "artifact name")
         if not path.is_file():
-            raise NotFoundError(
-                f"job {job_id}: has no file {name!r}; list them at /api/v1/jobs/{job_id}/artifacts."
-            )
+            raise missing_artifact(job_id, name)
         return Artifact(name=path.name, size_bytes=path.stat().st_size, path=path)
 
 
@@ -183,9 +187,7 @@ class S3ArtifactStore(LocalArtifactStore):
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key(job_id, name))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise NotFoundError(
-                    f"job {job_id}: has no file {name!r}; list them at /api/v1/jobs/{job_id}/artifacts."
-                ) from None
+                raise missing_artifact(job_id, name) from None
             raise
         return Artifact(name=name, size_bytes=int(answer["ContentLength"]), _body=answer["Body"])
 
