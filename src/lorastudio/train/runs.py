@@ -118,3 +118,9 @@ class RunFolder:
 
     def write_scores(self, table: dict[str, Any]) -> None:
         self.scores_path.write_text(json.dumps(table, indent=2), encoding="utf-8")
+
+    @property
+    def chosen_steps(self) -> set[int]:
+        """The steps scores.json names: the best-scored one and the one picked as the result."""
+        table = self.scores
+        return {int(table[key]) for key in ("best_step", "result_step") if table.get(key) is not None}

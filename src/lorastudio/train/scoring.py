@@ -340,8 +340,7 @@ def score_run(
 
 def chosen_steps(run_dir: Path) -> set[int]:
     """The steps scores.json names: the best-scored one and the one picked as the result."""
-    table = RunFolder(run_dir).scores
-    return {int(table[key]) for key in ("best_step", "result_step") if table.get(key) is not None}
+    return RunFolder(run_dir).chosen_steps
 
 
 def pick_checkpoint(ws: StudioFolders, run_name: str, step: int, by: str = "user") -> dict[str, Any]:
