@@ -116,7 +116,7 @@ class DataConfig(StrictModel):
         " (kohya keep_tokens).",
     )
     caption_dropout: float = Field(
-        0.0, ge=0.0, le=1.0, description="Chance of training a step on an empty caption (kohya caption_dropout_rate)."
+        0.0, ge=0.0, le=1.0, description="Chance that an exposure trains on an empty caption (kohya caption_dropout_rate)."
     )
     flip: bool = Field(
         False, description="Random horizontal flip; cached as a second latent per image (kohya flip_aug)."
