@@ -993,29 +993,14 @@ class Trainer:
 
     def _sample_prompts(self, folder: Path) -> list[Path]:
         from lorastudio.generate.conditioning import PromptEncoder
-        from lorastudio.generate.config import GenerateConfig
-        from lorastudio.generate.pipeline import build_plan, generate_images
+        from lorastudio.train.sampling import render, sampling_request
 
         cfg, model = self.cfg, self.model
         paths = []
-        size = cfg.train.resolution
         for index, prompt in enumerate(cfg.samples.prompts):
             text = self.embedding.expand(prompt) if self.embedding is not None else prompt
-            request = GenerateConfig(
-                model=cfg.model,
-                prompt=text,
-                negative_prompt=cfg.samples.negative,
-                steps=cfg.samples.steps,
-                cfg_scale=cfg.samples.cfg_scale,
-                sampler=cfg.samples.sampler,
-                seed=cfg.samples.seed,
-                width=size,
-                height=size,
-                clip_skip=cfg.clip_skip,
-            )
-            plan = build_plan(request, model, text, cfg.samples.negative)
-            with torch.no_grad():
-                images = generate_images(model, request, plan, PromptEncoder(model, cfg.clip_skip))
+            request = sampling_request(cfg, cfg.samples, text, cfg.samples.negative)
+            images = render(model, request, PromptEncoder(model, cfg.clip_skip))
             path = folder / f"{index:02d}.png"
             images[0].image.save(path)
             paths.append(path)
