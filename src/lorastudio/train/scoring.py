@@ -260,8 +260,12 @@ def score_run(
     device: str | None = None,
     clip_model: str | None = None,
     tagger_model: str | None = None,
+    model_where: Any = None,
 ) -> dict[str, Any]:
     """Score every checkpoint; write `scores.json` and `checkpoints.png`; return the table.
+
+    `model_where` is the base model already found (a `ModelRef`: a server resolves names
+    with `service.names`, never against its working directory).
 
     The first usable scorer in the list decides the best checkpoint. `scorers`, `prompts`,
     `clip_model` and `tagger_model` override the run's `scoring.*` settings. `ws` is the
@@ -287,7 +291,7 @@ def score_run(
     if unknown:
         raise LorastudioError(f"scorer {unknown[0]!r}: unknown; choose from: {', '.join(SCORERS)}.")
 
-    model = load_model(cfg.model, ws.models, ws.cache, device=device)
+    model = load_model(cfg.model, ws.models, ws.cache, device=device, where=model_where)
     held_out, note = _held_out_images(ws.datasets, cfg)
     latents = LatentCache(ws.cache / "latents", model.vae, vae_hash(model.vae))
     latents.prepare(held_out, flip=False)
