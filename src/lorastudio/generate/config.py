@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
+from lorastudio.errors import LorastudioError
 
 __all__ = ["GenerateConfig"]
 
@@ -22,6 +23,9 @@ class GenerateConfig(StrictModel):
     sampler: str = Field("Euler a", description="A1111 sampler name, e.g. 'DPM++ 2M Karras'.")
     schedule: str | None = Field(
         None, description="Schedule type (Automatic, Karras, Exponential, SGM Uniform)."
+    )
+    eta: float = Field(
+        0.0, ge=0, le=1, description="DDIM eta: noise added back at each step (0 = deterministic DDIM)."
     )
     seed: int = Field(-1, ge=-1, description="-1 = random; image i of a batch uses seed + i.")
     subseed: int = Field(
@@ -79,6 +83,16 @@ class GenerateConfig(StrictModel):
         if value is not None and (value < 64 or value > 4096 or value % 8):
             raise ValueError(f"{value} must be a multiple of 8 between 64 and 4096")
         return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_label(cls, value: str | None) -> str | None:
+        from lorastudio.generate.a1111_fields import normalise_schedule
+
+        try:
+            return normalise_schedule(value)  # "sgm_uniform", "karras" as the A1111 API spells them
+        except LorastudioError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1].rstrip(".")) from None
 
     @field_validator("hires_upscaler")
     @classmethod
