@@ -15,7 +15,7 @@ class GenerateConfig(StrictModel):
         "tiny-sd15", description="Library name, path to a .safetensors/diffusers folder, or hub id."
     )
     prompt: str = Field(
-        "", description="Prompt in A1111 syntax: (word:1.2), [a:b:0.5], <lora:name:0.8>, BREAK."
+        "", description="Prompt in A1111 syntax: (word:1.2), [from:to:0.5], <lora:name:0.8>, BREAK."
     )
     negative_prompt: str = Field("", description="Negative prompt (same syntax).")
     steps: int = Field(20, ge=1, le=500, description="Sampling steps.")
