@@ -27,6 +27,7 @@ __all__ = [
     "normalise_schedule",
 ]
 
+
 @dataclass(frozen=True)
 class InfotextFacts:
     """What an image's infotext states beyond the request: resolved seed, size, model, hashes."""
@@ -64,7 +65,7 @@ class A1111Field:
     from_request: Callable[[Any], Any] | None = None
     mode: str = "all"
     api_default: Any = None  # None: the API leaves the field to GenerateConfig
-    special: bool = False  # the API front maps it itself (studio options, uploads, sizes)
+    special: bool = False  # the API front maps it itself (studio options, uploads, sampler, hires size)
 
 
 def _number(params: dict[str, Any], key: str, cast: Callable[[Any], Any]) -> Any:
@@ -221,8 +222,8 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     _F("seed", "Seed", "seed", lambda c, f: f.seed, _reads("Seed", "seed", int), _seed_of_request),
     _F("width", "Size", "width", lambda c, f: f"{f.width}x{f.height}", _read_size, _size_of_request),
     _F("height", None, "height", from_request=_size_of_request),
-    _F("model", "Model hash", "sd_model_checkpoint", lambda c, f: f.model_hash, special=True),
-    _F(None, "Model", None, lambda c, f: f.model_name, _read_text("Model", "model")),
+    _F(None, "Model hash", None, lambda c, f: f.model_hash),
+    _F("model", "Model", "sd_model_checkpoint", lambda c, f: f.model_name, _read_text("Model", "model"), special=True),
     _F(None, "VAE hash", None, lambda c, f: f.vae_hash),
     _F("vae", "VAE", "sd_vae", lambda c, f: f.vae_name, _read_text("VAE", "vae"), special=True),
     _F(
