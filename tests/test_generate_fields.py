@@ -117,9 +117,12 @@ def test_2_old_karras_suffix_survives_a_recipe_unless_schedule_type_says_otherwi
 
 
 def test_3_a1111_schedule_spellings_work_everywhere(tmp_path, workspace, monkeypatch):
-    assert GenerateConfig(schedule="sgm_uniform").schedule == "SGM Uniform"
-    assert GenerateConfig(schedule="karras").schedule == "Karras"
-    assert _captured_config(monkeypatch, ["--schedule", "sgm_uniform"]).schedule == "SGM Uniform"
+    for spelling, label in (("sgm_uniform", "SGM Uniform"), ("karras", "Karras"), ("SGM Uniform", "SGM Uniform")):
+        cfg = GenerateConfig(sampler="Euler", schedule=spelling)
+        assert cfg.schedule == spelling  # the recipe keeps what the user wrote
+        assert parse_sampler(cfg.sampler, cfg.schedule).schedule == label
+    cfg = _captured_config(monkeypatch, ["--sampler", "Euler", "--schedule", "sgm_uniform"])
+    assert parse_sampler(cfg.sampler, cfg.schedule).schedule == "SGM Uniform"
     cfg = _recipe(tmp_path, workspace, "Sampler: Euler, Schedule type: sgm_uniform, Seed: 1")
     assert cfg.schedule == "SGM Uniform"
     with pytest.raises(ValueError, match="schedule"):

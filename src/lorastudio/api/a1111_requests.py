@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lorastudio import __version__
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.a1111_fields import A1111_FIELDS, a1111_request_names, normalise_schedule
-from lorastudio.generate.samplers import SCHEDULE_TYPES, parse_sampler
+from lorastudio.generate.a1111_fields import A1111_FIELDS, a1111_request_names
+from lorastudio.generate.samplers import SCHEDULE_TYPES, parse_sampler, schedule_label
 from lorastudio.service.studio import InvalidRequest, Studio
 
 __all__ = [
@@ -105,7 +105,7 @@ def _schedule_of(scheduler: str | None) -> str | None:
     if not scheduler or scheduler.strip().lower() == "automatic":
         return None
     try:
-        return normalise_schedule(scheduler)
+        return schedule_label(scheduler)
     except LorastudioError:
         names = ", ".join(scheduler_name(s) for s in SCHEDULE_TYPES)
         raise LorastudioError(f"scheduler {scheduler!r}: not supported; use one of: {names}.") from None

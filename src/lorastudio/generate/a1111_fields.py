@@ -24,7 +24,6 @@ __all__ = [
     "config_fields_from_infotext",
     "hires_upscaler_name",
     "infotext_params",
-    "normalise_schedule",
 ]
 
 
@@ -85,21 +84,6 @@ def _reads(key: str, field: str, cast: Callable[[Any], Any]) -> Callable[[dict[s
     return read
 
 
-def normalise_schedule(text: str | None) -> str | None:
-    """"karras", "sgm_uniform", "SGM Uniform" -> the schedule type's label; None stays None."""
-    from lorastudio.generate.samplers import SCHEDULE_TYPES
-
-    if text is None:
-        return None
-    wanted = str(text).strip().lower().replace("_", " ").replace("-", " ")
-    for label in SCHEDULE_TYPES:
-        if label.lower() == wanted:
-            return label
-    raise LorastudioError(
-        f"schedule type {text!r}: not supported; use one of: {', '.join(SCHEDULE_TYPES)}."
-    )
-
-
 def hires_upscaler_name(text: str | None) -> str:
     """A1111's hires upscaler names: `Latent*` -> Latent, any other upscaler -> Lanczos (the image one)."""
     return "Latent" if str(text or "Latent").strip().lower().startswith("latent") else "Lanczos"
@@ -120,7 +104,9 @@ def _read_sampler(params: dict[str, Any]) -> dict[str, Any]:
 
 def _read_schedule(params: dict[str, Any]) -> dict[str, Any]:
     value = params.get("Schedule type")
-    return {"schedule": normalise_schedule(value)} if value else {}
+    from lorastudio.generate.samplers import schedule_label
+
+    return {"schedule": schedule_label(value)} if value else {}
 
 
 def _read_size(params: dict[str, Any]) -> dict[str, Any]:

@@ -86,13 +86,14 @@ class GenerateConfig(StrictModel):
 
     @field_validator("schedule")
     @classmethod
-    def _schedule_label(cls, value: str | None) -> str | None:
-        from lorastudio.generate.a1111_fields import normalise_schedule
+    def _known_schedule(cls, value: str | None) -> str | None:
+        from lorastudio.generate.samplers import schedule_label
 
         try:
-            return normalise_schedule(value)  # "sgm_uniform", "karras" as the A1111 API spells them
+            schedule_label(value)  # "sgm_uniform", "karras": A1111's API spellings are fine too
         except LorastudioError as exc:
             raise ValueError(str(exc).split(": ", 1)[-1].rstrip(".")) from None
+        return value  # kept as written: recipes record the request as the user gave it
 
     @field_validator("hires_upscaler")
     @classmethod
