@@ -172,6 +172,55 @@ def test_dialect_defaults_are_pinned_and_errors_use_a1111_names():
         assert names[field] == name
 
 
+def _infotext_fields() -> list[str]:
+    return [row.field for row in A1111_FIELDS if row.field and row.infotext_key and row.read]
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [
+        dict(sampler="DPM++ 2M", schedule="Karras", steps=9, cfg_scale=5.5, seed=3, subseed=8,
+             subseed_strength=0.25, seed_resize_from_w=72, seed_resize_from_h=80, clip_skip=2,
+             hires_scale=1.5, hires_steps=4, hires_strength=0.3, hires_upscaler="Lanczos", eta=0.5),
+        dict(sampler="Euler", schedule="SGM Uniform", init_image="x.png", mask="m.png", strength=0.6,
+             mask_blur=6, inpaint_only_masked=True, inpaint_padding=16, inpainting_fill=2, vae="myvae"),
+    ],
+)  # fmt: skip
+def test_every_infotext_row_reads_back_what_it_writes(request_fields):
+    from lorastudio.generate.a1111_fields import InfotextFacts, config_fields_from_infotext, infotext_params
+    from lorastudio.generate.infotext import format_infotext
+
+    cfg = GenerateConfig(model="tiny-sd15", prompt="a, b: c", width=64, height=64, **request_fields)
+    facts = InfotextFacts(
+        sampler=cfg.sampler, schedule=cfg.schedule, width=64, height=64, seed=cfg.seed, subseed=cfg.subseed,
+        model_hash="0123456789", model_name="tiny-sd15", vae_name=cfg.vae,
+    )  # fmt: skip
+    text = format_infotext(cfg.prompt, cfg.negative_prompt, infotext_params(cfg, facts))
+    back = GenerateConfig.model_validate(config_fields_from_infotext(parse_infotext(text, fill_defaults=False)))
+    for name in _infotext_fields():
+        assert getattr(back, name) == getattr(cfg, name), (name, text)
+
+
+def test_a_lorastudio_inpaint_png_reproduces_through_recipe(tiny_workspace, one_torch_thread):
+    from lorastudio.service.generation import config_from_recipe, run_generation
+
+    init, mask = tiny_workspace.root / "init.png", tiny_workspace.root / "mask.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(init)
+    hole = Image.new("L", (64, 64), 0)
+    hole.paste(255, (16, 16, 48, 48))
+    hole.save(mask)
+    cfg = GenerateConfig(
+        model="tiny-sd15", prompt="a cat", steps=3, width=64, height=64, seed=4, init_image=str(init),
+        mask=str(mask), strength=0.6, mask_blur=6, inpaint_only_masked=True, inpaint_padding=16,
+        inpainting_fill=2,
+    )  # fmt: skip
+    image = run_generation(tiny_workspace, cfg).images[0]
+    back = config_from_recipe(image.path, tiny_workspace)
+    for name in _infotext_fields():
+        if name != "vae":
+            assert getattr(back, name) == getattr(cfg, name), name
+
+
 # --- one infotext reader -------------------------------------------------------------------------
 
 
