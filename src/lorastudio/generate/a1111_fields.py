@@ -14,6 +14,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.samplers import schedule_label
 
 __all__ = [
     "A1111_FIELDS",
@@ -104,8 +105,6 @@ def _read_sampler(params: dict[str, Any]) -> dict[str, Any]:
 
 def _read_schedule(params: dict[str, Any]) -> dict[str, Any]:
     value = params.get("Schedule type")
-    from lorastudio.generate.samplers import schedule_label
-
     return {"schedule": schedule_label(value)} if value else {}
 
 

@@ -6,6 +6,7 @@ from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.samplers import schedule_label
 
 __all__ = ["GenerateConfig"]
 
@@ -25,7 +26,7 @@ class GenerateConfig(StrictModel):
         None, description="Schedule type (Automatic, Karras, Exponential, SGM Uniform)."
     )
     eta: float = Field(
-        0.0, ge=0, le=1, description="DDIM eta: noise added back at each step (0 = deterministic DDIM)."
+        0.0, ge=0, le=1, description="DDIM eta: fresh noise mixed in at each step (0 = deterministic); other samplers ignore it."
     )
     seed: int = Field(-1, ge=-1, description="-1 = random; image i of a batch uses seed + i.")
     subseed: int = Field(
@@ -87,8 +88,6 @@ class GenerateConfig(StrictModel):
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, value: str | None) -> str | None:
-        from lorastudio.generate.samplers import schedule_label
-
         try:
             schedule_label(value)  # "sgm_uniform", "karras": A1111's API spellings are fine too
         except LorastudioError as exc:
