@@ -137,6 +137,14 @@ def test_4_vae_is_read_back_by_name(tmp_path, workspace):
         _recipe(tmp_path, workspace, "Sampler: Euler, Seed: 1, VAE: othervae")
 
 
+def test_4_a_missing_recipe_vae_is_replaced_by_the_one_the_user_passes(tmp_path, workspace, monkeypatch):
+    """The refusal says "pass --vae": passing it works (the image's VAE is never looked up)."""
+    (workspace.models / "myvae.safetensors").write_bytes(b"0")
+    path = _png_with(tmp_path, "a cat\nSteps: 5, Sampler: Euler, Seed: 1, VAE: othervae, Model: tiny-sd15")
+    cfg = _captured_config(monkeypatch, ["--recipe", str(path), "--vae", "myvae"])
+    assert (cfg.vae, cfg.seed, cfg.prompt) == ("myvae", 1, "a cat")
+
+
 def test_5_and_6_inpaint_fields_and_img2img_strength_are_read_back(tmp_path, workspace):
     cfg = _recipe(
         tmp_path, workspace, "Sampler: Euler, Seed: 1, Size: 64x64, Denoising strength: 0.35, "

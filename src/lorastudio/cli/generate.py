@@ -66,7 +66,7 @@ def generate_cmd(
         else:
             from lorastudio.config import load_config
 
-            base = config_from_recipe(recipe, ws).model_dump() if recipe else None
+            base = config_from_recipe(recipe, ws, vae_given="vae" in overrides).model_dump() if recipe else None
             request = load_config(GenerateConfig, None, overrides, base=base)
             result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT)
     finally:

@@ -235,8 +235,12 @@ def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora
             ti_hashes.append((name, info["hash"]))
 
 
-def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
-    """A request that reproduces an image: from our YAML recipe or any A1111-style PNG."""
+def config_from_recipe(path: str | Path, ws: Workspace, vae_given: bool = False) -> GenerateConfig:
+    """A request that reproduces an image: from our YAML recipe or any A1111-style PNG.
+
+    A VAE named by the image must be in this workspace (another VAE makes another image),
+    unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`).
+    """
     from pydantic import ValidationError
 
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
@@ -269,7 +273,7 @@ def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
     params = parse_infotext(text, fill_defaults=False)
     request = config_fields_from_infotext(params)
     request["model"] = _model_from_infotext(ws, params)
-    if request.get("vae"):
+    if request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
     try:
         return GenerateConfig.model_validate(request)
