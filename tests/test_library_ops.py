@@ -256,3 +256,12 @@ def test_outputs_list_json_is_the_api_rows(tiny_workspace):
     assert _cli("outputs", "list", "--limit", "1") == api_one
     text = runner.invoke(app, ["outputs", "list"])
     assert text.exit_code == 0 and api["outputs"][0]["id"] in text.stdout
+
+
+def test_a_truncated_lora_is_listed_with_an_error_and_a_bad_upload_names_the_clients_file(client, studio, sd15_model, tmp_path):
+    data = _lora_bytes(sd15_model, tmp_path)
+    (studio.workspace.loras / "cut.safetensors").write_bytes(data[: len(data) // 2])  # header intact
+    row = client.get("/api/v1/loras").json()["loras"][0]
+    assert row["name"] == "cut" and "past the end of the file" in row["error"]
+    bad = client.post("/api/v1/loras", files={"file": ("mine.safetensors", data[:100], "x")})
+    assert bad.status_code == 400 and "upload 'mine.safetensors': not a readable .safetensors" in bad.json()["detail"]
