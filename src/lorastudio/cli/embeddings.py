@@ -23,6 +23,8 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
     if json_out:
         print_json({"embeddings": rows})
         return
+    if not rows:
+        typer.echo("no embeddings yet: copy .safetensors/.pt files into studio/embeddings.")
     for row in rows:
         detail = row["error"] or f"vectors={row['vectors']} width={row['shape']}"
         typer.echo(f"{row['name']:<24} {row['file']:<32} {detail}")

@@ -23,6 +23,8 @@ def list_cmd(
     if json_out:
         print_json({"outputs": rows})
         return
+    if not rows:
+        typer.echo("no outputs yet: `lorastudio generate` writes them to studio/outputs.")
     for row in rows:
         prompt = (row["prompt"] or "").replace("\n", " ")
         prompt = prompt if len(prompt) <= 60 else prompt[:57] + "..."
