@@ -1,0 +1,307 @@
+"""The rules of docs/ARCHITECTURE.md, checked on the source so they hold.
+
+Read with `ast` (nothing of the package is imported): every import, at module level, inside a
+function (lazy) and under `if TYPE_CHECKING:`, is held against the layer table; module-level
+imports must not form a circle; no file may grow past 600 lines. Today's known breaches are
+listed below, each with the work package that removes it: a new breach fails `test_*`, and an
+entry that no longer breaks anything fails `test_*_allow_list_is_current`, so the lists only shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lorastudio"
+MAX_LINES = 600
+
+# Floors, lowest first: a module imports only from a lower floor or from its own package.
+# Packages on one floor (data/generate, the fronts) do not import each other.
+FLOORS: dict[str, int] = {
+    "lorastudio": 0,  # the package root: __version__ only
+    "errors": 0,
+    "config": 1,
+    "models": 2,
+    "adapters": 3,
+    "data": 4,
+    "generate": 4,
+    "portrait": 4,
+    "train": 5,
+    "service": 6,
+    "api": 7,
+    "cli": 7,
+    "ui": 7,
+    "__main__": 8,
+}
+FRONTS = {"api", "cli", "ui"}
+
+# Fronts translate input and call service/: besides their own package they import service/,
+# the root config/errors and the typed config models (`*.config`). `lorastudio serve` runs the app.
+FRONT_EXTRA: set[tuple[str, str]] = {("lorastudio.cli.serve", "lorastudio.api.app")}
+
+# (importer, imported) pairs that break the rules today, each with the package that removes it
+# (docs/RESTRUCTURING.md). WP8b = the second part of WP8.
+ALLOWED_IMPORTS: dict[tuple[str, str], str] = {
+    # The A1111 dialect reads sampler titles and infotexts from generate/ itself; WP6 moves the
+    # A1111 options and titles into api/ on top of service/ (infotexts through service.png_info).
+    ("lorastudio.api.a1111", "lorastudio.generate.samplers"): "WP6",
+    ("lorastudio.api.a1111", "lorastudio.generate.infotext"): "WP6",
+    ("lorastudio.api.a1111_requests", "lorastudio.generate.a1111_fields"): "WP6",
+    ("lorastudio.api.a1111_requests", "lorastudio.generate.samplers"): "WP6",
+    ("lorastudio.api.a1111_requests", "lorastudio.generate.infotext"): "WP6",
+    # `lorastudio pnginfo` parses the text itself; WP7 rewrites the reader and lets
+    # service.png_info hand back the parsed fields.
+    ("lorastudio.cli.prompt", "lorastudio.generate.infotext"): "WP7",
+    # `lorastudio serve` parses the token options with api/'s parser; WP8b lets
+    # api.app.run_server take the raw options.
+    ("lorastudio.cli.serve", "lorastudio.api.security"): "WP8b",
+}
+
+# Import circles that exist today (module-level, lazy and TYPE_CHECKING imports all count:
+# the modules need each other), each with the package that breaks it. A package's __init__
+# importing its own submodules is not a circle (cli/ registers its verbs that way).
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {
+    # kohya writes LyCORIS modules, lycoris reads kohya names: WP8b moves the shared names down.
+    frozenset({"lorastudio.adapters.kohya", "lorastudio.adapters.lycoris"}): "WP8b",
+    # The queue names the application's handlers and the worker checks the database: WP4
+    # (a registry that starts empty, JobContext without the Worker).
+    frozenset(
+        {
+            "lorastudio.service.database",
+            "lorastudio.service.jobs.handlers",
+            "lorastudio.service.jobs.worker",
+        }
+    ): "WP4",
+}
+
+# Files over MAX_LINES today, with their line count as a ceiling: they may only shrink.
+ALLOWED_LONG_FILES: dict[str, tuple[int, str]] = {
+    "lorastudio/train/trainer.py": (1114, "WP5 (plan, trainables, losses, export)"),
+    "lorastudio/train/kohya_config.py": (936, "WP8b (split the kohya key table from the mapping)"),
+    "lorastudio/service/studio.py": (871, "WP6 (Studio as a composition root, under 300 lines)"),
+    "lorastudio/train/config.py": (776, "WP8b (sampling/section models into modules of their own)"),
+    "lorastudio/service/grid.py": (744, "WP8b (axes apart from cells and the run)"),
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str
+    imported: str
+    line: int
+    kind: str  # "module", "lazy" (inside a function) or "type-checking"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom, known: set[str]) -> list[str]:
+    """The lorastudio modules one import statement names (`from pkg import sub` names pkg.sub)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        source = ".".join(base + ([node.module] if node.module else []))
+    else:
+        source = node.module or ""
+    targets = []
+    for alias in node.names:
+        submodule = f"{source}.{alias.name}"
+        targets.append(submodule if submodule in known else source)
+    return targets
+
+
+def _walk(node: ast.AST, kind: str):
+    """Yield (import node, kind) for every import below node, knowing where it stands."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child, kind
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield from _walk(child, "lazy")
+        elif isinstance(child, ast.If) and _is_type_checking(child.test):
+            for stmt in child.body:
+                yield from _walk(ast.Module(body=[stmt], type_ignores=[]), "type-checking")
+            for stmt in child.orelse:
+                yield from _walk(ast.Module(body=[stmt], type_ignores=[]), kind)
+        else:
+            yield from _walk(child, kind)
+
+
+def _imports() -> list[Import]:
+    modules = _modules()
+    known = set(modules)
+    found = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node, kind in _walk(tree, "module"):
+            for target in _targets(module, path.name == "__init__.py", node, known):
+                if target == "lorastudio" or target.startswith("lorastudio."):
+                    found.append(Import(module, target, node.lineno, kind))
+    return found
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _breach(importer: str, imported: str) -> str | None:
+    """Why importer may not import imported, or None when the rules allow it."""
+    source, target = _package(importer), _package(imported)
+    if source == target:
+        return None
+    if source in FRONTS:
+        allowed = (
+            target in {"service", "config", "errors", "lorastudio"}
+            or imported.endswith(".config")
+            or (importer, imported) in FRONT_EXTRA
+        )
+        return None if allowed else f"a front imports {target}/ (only service/, config, errors, *.config)"
+    if FLOORS[target] < FLOORS[source]:
+        return None
+    if FLOORS[target] == FLOORS[source]:
+        return f"{source}/ and {target}/ stand on one floor and do not import each other"
+    return f"{source}/ (floor {FLOORS[source]}) imports up into {target}/ (floor {FLOORS[target]})"
+
+
+def _breaches() -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], list[str]] = {}
+    for imp in _imports():
+        why = _breach(imp.importer, imp.imported)
+        if why:
+            where = f"line {imp.line} ({imp.kind}): {why}"
+            lines = found.setdefault((imp.importer, imp.imported), [])
+            if where not in lines:
+                lines.append(where)
+    return found
+
+
+def _circles(kinds: tuple[str, ...] = ("module", "lazy", "type-checking")) -> list[frozenset[str]]:
+    """Groups of modules (2+, or one importing itself) that import each other, by imports of kinds."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for imp in _imports():
+        own_child = modules[imp.importer].name == "__init__.py" and imp.imported.startswith(imp.importer + ".")
+        if imp.kind in kinds and imp.imported in graph and not own_child:
+            graph[imp.importer].add(imp.imported)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph[node]:
+                circles.append(frozenset(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def _line_counts() -> dict[str, int]:
+    return {
+        str(path.relative_to(PACKAGE.parent)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in _modules().values()
+    }
+
+
+def test_every_package_has_a_floor():
+    missing = sorted({_package(module) for module in _modules()} - set(FLOORS))
+    assert not missing, f"add these packages to FLOORS in tests/test_architecture.py: {missing}"
+
+
+def test_imports_follow_the_layers():
+    new = {pair: why for pair, why in _breaches().items() if pair not in ALLOWED_IMPORTS}
+    assert not new, "imports against docs/ARCHITECTURE.md:\n" + "\n".join(
+        f"  {a} -> {b}: {'; '.join(why)}" for (a, b), why in sorted(new.items())
+    )
+
+
+def test_import_allow_list_is_current():
+    breaches = _breaches()
+    stale = sorted(pair for pair in ALLOWED_IMPORTS if pair not in breaches)
+    assert not stale, f"these imports are gone or now allowed: remove them from ALLOWED_IMPORTS: {stale}"
+
+
+def test_no_import_circles():
+    new = [sorted(circle) for circle in _circles() if circle not in ALLOWED_CIRCLES]
+    assert not new, f"import circles: {new}"
+
+
+def test_no_import_circles_at_module_level():
+    """Python cannot import a module-level circle in every order: none, no exceptions."""
+    assert not _circles(("module",)), "module-level import circles: " + str(
+        [sorted(circle) for circle in _circles(("module",))]
+    )
+
+
+def test_circle_allow_list_is_current():
+    circles = set(_circles())
+    stale = [sorted(circle) for circle in ALLOWED_CIRCLES if circle not in circles]
+    assert not stale, f"these circles are gone or changed: update ALLOWED_CIRCLES: {stale}"
+
+
+def test_no_file_over_600_lines():
+    too_long = {
+        path: count
+        for path, count in _line_counts().items()
+        if count > ALLOWED_LONG_FILES.get(path, (MAX_LINES, ""))[0]
+    }
+    assert not too_long, f"split these files (at most {MAX_LINES} lines, or their ceiling): {too_long}"
+
+
+def test_long_file_allow_list_is_current():
+    counts = _line_counts()
+    stale = sorted(path for path in ALLOWED_LONG_FILES if counts.get(path, 0) <= MAX_LINES)
+    assert not stale, f"these files are gone or short now: remove them from ALLOWED_LONG_FILES: {stale}"
+
+
+def test_the_checker_sees_every_kind_of_import(tmp_path):
+    """The walker finds lazy and TYPE_CHECKING imports, not only module-level ones."""
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "import lorastudio.models\n"
+        "if TYPE_CHECKING:\n    from lorastudio.service import studio\n"
+        "def f():\n    from lorastudio.train import trainer\n"
+    )
+    kinds = sorted(kind for _node, kind in _walk(ast.parse(source), "module"))
+    assert kinds == ["lazy", "module", "module", "type-checking"]
+    assert _breach("lorastudio.models.loading", "lorastudio.service.studio")
+    assert _breach("lorastudio.api.native", "lorastudio.generate.pipeline")
+    assert _breach("lorastudio.api.native", "lorastudio.generate.config") is None
+    assert _breach("lorastudio.data.dataset", "lorastudio.generate.images")
