@@ -36,6 +36,9 @@ FLOORS: dict[str, int] = {
 }
 FRONTS = {"api", "cli", "ui"}
 
+# Imported inside the functions that need them, never on the way to a front (`lorastudio --help`).
+HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "onnxruntime", "peft"}
+
 # Fronts translate input and call service/: besides their own package they import service/,
 # the root config/errors and the typed config models (`*.config`). `lorastudio serve` runs the app.
 FRONT_EXTRA: set[tuple[str, str]] = {("lorastudio.cli.serve", "lorastudio.api.app")}
@@ -154,6 +157,32 @@ def _imports() -> list[Import]:
                 if target == "lorastudio" or target.startswith("lorastudio."):
                     found.append(Import(module, target, node.lineno, kind))
     return found
+
+
+def _heavy_imports_at_module_level(module: str, path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    heavy = []
+    for node, kind in _walk(tree, "module"):
+        if kind != "module" or (isinstance(node, ast.ImportFrom) and node.level):
+            continue
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        heavy += [name for name in names if name.split(".")[0] in HEAVY]
+    return heavy
+
+
+def _imported_at_start(module: str, graph: dict[str, set[str]]) -> set[str]:
+    """Every lorastudio module that importing module runs (parent packages included)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in graph:
+            continue
+        seen.add(current)
+        parts = current.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += sorted(graph[current])
+    return seen
 
 
 def _package(module: str) -> str:
@@ -289,6 +318,22 @@ def test_long_file_allow_list_is_current():
     counts = _line_counts()
     stale = sorted(path for path in ALLOWED_LONG_FILES if counts.get(path, 0) <= MAX_LINES)
     assert not stale, f"these files are gone or short now: remove them from ALLOWED_LONG_FILES: {stale}"
+
+
+def test_fronts_import_no_torch_at_import_time():
+    """A front module, and every module its import runs, leaves torch & co. to the functions."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for imp in _imports():
+        if imp.kind == "module" and imp.imported in graph:
+            graph[imp.importer].add(imp.imported)
+    found = {}
+    for front in (module for module in modules if _package(module) in FRONTS):
+        for module in _imported_at_start(front, graph):
+            heavy = _heavy_imports_at_module_level(module, modules[module])
+            if heavy:
+                found[f"{front} -> {module}"] = heavy
+    assert not found, f"fronts that import heavy modules at import time: {found}"
 
 
 def test_the_checker_sees_every_kind_of_import(tmp_path):
