@@ -12,6 +12,7 @@ it: a new breach fails the rule's test, and an entry that no longer breaks anyth
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+@functools.cache
 def _modules() -> dict[str, Path]:
     return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
@@ -160,24 +162,29 @@ def _by_name(tree: ast.AST, known: set[str]):
                 yield module, node.lineno
 
 
-def _imports() -> list[Import]:
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+@functools.cache
+def _imports() -> tuple[Import, ...]:
     modules = _modules()
     known = set(modules)
     found = []
     for module, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = _tree(path)
         for node, kind in _walk(tree, "module"):
             for target in _targets(module, path.name == "__init__.py", node, known):
                 if target == "lorastudio" or target.startswith("lorastudio."):
                     found.append(Import(module, target, node.lineno, kind))
         found += [Import(module, target, line, "by-name") for target, line in _by_name(tree, known)]
-    return found
+    return tuple(found)
 
 
-def _heavy_imports_at_module_level(module: str, path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _heavy_imports_at_module_level(path: Path) -> list[str]:
     heavy = []
-    for node, kind in _walk(tree, "module"):
+    for node, kind in _walk(_tree(path), "module"):
         if kind != "module" or (isinstance(node, ast.ImportFrom) and node.level):
             continue
         names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
@@ -345,7 +352,7 @@ def test_fronts_import_no_torch_at_import_time():
     found = {}
     for front in (module for module in modules if _package(module) in FRONTS):
         for module in _imported_at_start(front, graph):
-            heavy = _heavy_imports_at_module_level(module, modules[module])
+            heavy = _heavy_imports_at_module_level(modules[module])
             if heavy:
                 found[f"{front} -> {module}"] = heavy
     assert not found, f"fronts that import heavy modules at import time: {found}"
