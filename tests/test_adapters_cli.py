@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from lorastudio.adapters import LoraFile, LoraModule, applied_loras, load_lora_file, save_kohya
 
+pytestmark = pytest.mark.slow  # CLI import/export/merge on a tiny model (~6 s)
+
 
 @pytest.fixture(scope="session")
 def tiny_sd15(tiny_models_dir):

@@ -164,6 +164,7 @@ def _keys(path):
         return list(handle.keys())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_applied_loras_matches_diffusers_and_restores(tiny_models_dir, tmp_path, name):
     family = PIPELINES[name][1]

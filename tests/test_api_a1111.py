@@ -188,6 +188,7 @@ def test_options_switch_the_model_and_sd_models_lists_titles(client):
     assert bad.status_code == 404 and "nope" in bad.json()["detail"]
 
 
+@pytest.mark.slow
 def test_progress_is_idle_between_jobs_and_busy_during_one(client, studio):
     idle = client.get("/sdapi/v1/progress?skip_current_image=false").json()
     assert idle["progress"] == 0.0 and idle["state"]["job_count"] == 0 and idle["current_image"] is None

@@ -72,6 +72,7 @@ def test_url_setting_picks_the_store(monkeypatch):
             open_artifact_store(bad)
 
 
+@pytest.mark.slow
 def test_generation_is_uploaded_and_downloadable_from_a_box_without_the_files(tiny_workspace, s3_url):
     studio = Studio(tiny_workspace, StudioSettings(artifacts_url=s3_url))
     studio.start()

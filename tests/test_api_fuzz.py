@@ -23,6 +23,8 @@ from schemathesis.generation.modes import GenerationMode
 from lorastudio.api.app import create_app
 from lorastudio.service.studio import Studio, StudioSettings
 
+pytestmark = pytest.mark.slow  # hypothesis over the whole OpenAPI schema (~10 s)
+
 EXAMPLES_PER_OPERATION = 8
 # Valid generation requests get these fields, so that they pass the server's limits and
 # names and really run (one 64x64 step); every other field stays fuzzed.

@@ -114,6 +114,7 @@ def test_events_resume_after_a_sequence_number(client, studio):
         assert resumed[-1]["event"] == "end"
 
 
+@pytest.mark.slow
 def test_img2img_job_takes_an_inline_base64_image(client, studio):
     import base64
 
@@ -317,6 +318,7 @@ TRAIN = {
 }
 
 
+@pytest.mark.slow
 def test_train_job_is_stopped_with_the_server_and_resumes_from_its_checkpoint(tiny_workspace, tmp_path):
     make_dataset(tiny_workspace, tmp_path)
     first = Studio(tiny_workspace, StudioSettings())

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from PIL import Image
 
 from lorastudio.service.jobs import open_store
 from test_api_serve import AUTH, Server
+
+pytestmark = pytest.mark.slow  # SIGKILLs a served training job (~27 s)
 
 TRIGGER = "zqx"
 

@@ -19,6 +19,8 @@ from PIL import Image
 
 from lorastudio.service.jobs import open_store
 
+pytestmark = pytest.mark.slow  # starts real `lorastudio serve` processes (~27 s)
+
 AUTH = ("alice", "s3cret")
 
 

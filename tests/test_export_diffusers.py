@@ -146,6 +146,7 @@ def _keys(path) -> set[str]:
         return set(handle.keys())
 
 
+@pytest.mark.slow
 def test_no_embeddings_export_loads_in_plain_diffusers_and_matches_lorastudio(
     cli, tiny_workspace, tiny_models_dir, sd15, tmp_path, one_torch_thread
 ):
@@ -237,6 +238,7 @@ def test_embedding_file_may_not_overwrite_the_lora(cli, tmp_path):
     assert source.read_bytes() == before and not (tmp_path / "d.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_trained_lora_gives_the_same_image_in_plain_diffusers(
     tiny_workspace, tiny_models_dir, sd15, tmp_path, one_torch_thread
 ):

@@ -287,6 +287,7 @@ def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.slow
 def test_eta_changes_ddim_and_travels_through_infotext_recipe_and_api(tiny_workspace, client, one_torch_thread):
     from lorastudio.service.generation import config_from_recipe, run_generation
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -58,6 +59,7 @@ def test_png_has_infotext_that_roundtrips_through_pnginfo(tiny_workspace):
     assert out["recipes"][0].endswith(".yaml")
 
 
+@pytest.mark.slow
 def test_recipe_and_png_reproduce_the_image(tiny_workspace):
     out = gen("--prompt", "green", "--seed", "9", "--batch", "2")
     second_png, second_recipe = out["images"][1], out["recipes"][1]
@@ -84,6 +86,7 @@ def _random_lora(model, rank=4, alpha=2.0, seed=0):
     return lora
 
 
+@pytest.mark.slow
 def test_lora_tag_changes_image_only_for_that_request(tiny_workspace):
     from lorastudio.adapters import save_kohya
     from lorastudio.models.loading import load_model
@@ -161,6 +164,7 @@ def test_embedding_bundled_in_a_lora_is_used_unless_a_file_has_that_name(tiny_wo
     assert np.abs(arr(override["images"][0]) - arr(plain["images"][0])).mean() > 0.1  # the file wins
 
 
+@pytest.mark.slow
 def test_prompt_file_series_with_contact_sheet(tiny_workspace, tmp_path):
     prompts = tmp_path / "story.yaml"
     prompts.write_text("- red\n- prompt: blue\n  steps: 3\n- prompt: green\n  seed: 77\n", encoding="utf-8")

@@ -131,6 +131,7 @@ def _grid_cli(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_cli_grid_cells_carry_their_axis_values(tiny_workspace):
     out = _grid_cli(
         "--prompt", "red flower", "--negative", "red", "--steps", "2", "--seed", "-1",
@@ -194,6 +195,7 @@ def red_run(tiny_workspace, tmp_path):
     return tiny_workspace
 
 
+@pytest.mark.slow
 def test_lora_weight_by_checkpoint_grid_from_a_training_run(red_run):
     from lorastudio.adapters.hashing import lora_short_hash
 

@@ -10,10 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from lorastudio.service.jobs import open_store
 from lorastudio.service.jobs.identity import WorkerLock, base_worker_id, owner_is_dead, unique_worker_id
 from lorastudio.service.jobs.worker import Worker, worker_locks_dir
 from pg import pg_server, queue_url  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow  # worker processes killed and restarted (~13 s)
 
 LONG_LEASE_S = 60.0  # longer than every test here: whatever comes back, comes back by proof, not by expiry
 

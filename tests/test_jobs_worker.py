@@ -111,6 +111,7 @@ def test_stopping_worker_hands_its_job_back_and_the_next_run_resumes(store, work
     assert logs == ["resumed: attempt 2"]
 
 
+@pytest.mark.slow
 def test_heartbeats_keep_a_job_longer_than_its_lease(queue_url, workspace):  # noqa: F811
     with open_store(queue_url, workspace, lease_s=0.3) as store, open_store(queue_url, workspace) as reaper:
         job = store.enqueue("sleep", {"seconds": 1.0, "steps": 5})
@@ -187,6 +188,7 @@ def start_worker_process(queue: str, worker_id: str, logs: Path) -> subprocess.P
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
+@pytest.mark.slow
 def test_killed_worker_job_finishes_on_the_other_worker_exactly_once(queue_url, workspace, tmp_path):  # noqa: F811
     store = open_store(queue_url, workspace, lease_s=1.0)
     long = store.enqueue("sleep", {"seconds": 1.5, "steps": 15, "mark": True}, priority=10)

@@ -314,6 +314,7 @@ def test_training_layer_forward_equals_the_applied_file(algo, rank):
         assert not torch.allclose(bypass, base(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["loha", "lokr"])
 def test_trained_lycoris_file_generates_like_the_training_samples(tiny_workspace, one_torch_thread, tmp_path, algo):
     import json

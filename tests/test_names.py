@@ -333,6 +333,7 @@ def _pixels(result) -> np.ndarray:
     return np.asarray(Image.open(result.images[0].path).convert("RGB"), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_a_replaced_model_file_is_reloaded_and_a_truncated_one_is_a_clear_error(tiny_workspace, sd15_model):
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.service.generation import run_generation
@@ -396,6 +397,7 @@ def test_a_truncated_embedding_is_a_clear_error_and_a_replaced_one_is_used(tiny_
     assert np.abs(_pixels(run_generation(tiny_workspace, cfg, cache)) - _pixels(first)).mean() > 0.1
 
 
+@pytest.mark.slow
 def test_loaded_weights_survive_their_file_being_truncated(tiny_workspace, sd15_model):
     """In a child process: a memory-mapped weight would end it with SIGBUS (and this test run with it)."""
     path = tiny_workspace.models / "mapped.safetensors"

@@ -72,6 +72,7 @@ def test_generation_follows_colour_words(ws):
     assert _redness(red) > _redness(blue) + 0.1, (_redness(red), _redness(blue))
 
 
+@pytest.mark.slow
 def test_lora_with_text_encoder_makes_trigger_redder(ws, tmp_path):
     from lorastudio.service.training import run_training
     from lorastudio.train.config import load_train_config

@@ -20,6 +20,8 @@ from lorastudio.train import trainer as trainer_module
 from lorastudio.train.checkpoints import COMPLETE_MARKER
 from training_helpers import tiny_train_config, write_images
 
+pytestmark = pytest.mark.slow  # kills and resumes real training runs (~60 s)
+
 TRIGGER = "mira"
 SETTINGS = (
     "method=pivotal",  # LoRA + embedding: both outputs and both resume paths
@@ -219,7 +221,6 @@ def test_a_truncated_published_state_is_skipped_with_a_line(ws, tmp_path, capsys
     _assert_identical(_final_tensors(ws.runs / "cut", "cut"), straight)
 
 
-@pytest.mark.slow
 def test_a_real_sigkill_while_saving_resumes_bit_identically(ws, tmp_path, tiny_models_dir):
     """`lorastudio train` SIGKILLed while a checkpoint folder is being written, then `--resume`."""
     data = _images(tmp_path / "images")

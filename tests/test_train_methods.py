@@ -17,6 +17,8 @@ from test_train_run import TRIGGER
 from test_train_run import _config as train_run_config
 from training_helpers import write_images
 
+pytestmark = pytest.mark.slow  # DreamBooth, fine-tune and EMA training runs (~40 s)
+
 
 @pytest.fixture
 def ws(tiny_workspace, one_torch_thread):

@@ -17,6 +17,8 @@ from lorastudio.train.config import preset_names
 from lorastudio.train.outputs import copy_to_library, output_targets
 from training_helpers import tiny_train_config, write_images
 
+pytestmark = pytest.mark.slow  # trains every preset end to end (~40 s)
+
 TRIGGER = "mira"
 
 

@@ -18,6 +18,8 @@ from lorastudio.service.training import run_training
 from lorastudio.train.config import load_train_config
 from training_helpers import tiny_train_config, write_images
 
+pytestmark = pytest.mark.slow  # training end to end, two processes (~35 s)
+
 TRIGGER = "zqx"
 
 

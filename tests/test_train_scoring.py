@@ -48,6 +48,7 @@ def trained(tmp_path_factory, tiny_models_dir):
     return ws, result
 
 
+@pytest.mark.slow
 def test_training_scores_three_checkpoints_and_copies_the_lowest_loss(trained):
     ws, result = trained
     table = json.loads((ws.runs / "scored" / "scores.json").read_text())
@@ -95,6 +96,7 @@ def test_scoring_again_gives_the_same_numbers_and_pick_overrides(trained):
     assert table["result_step"] == other and table["picked_by"] == "user"
 
 
+@pytest.mark.slow
 def test_cli_pick_and_errors(trained, monkeypatch):
     from typer.testing import CliRunner
 

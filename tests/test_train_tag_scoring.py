@@ -128,6 +128,7 @@ def test_unavailable_names_the_setting_and_the_missing_file(workspace, tmp_path)
     assert "\n" not in reason
 
 
+@pytest.mark.slow
 def test_score_run_and_cli_with_a_tagger_on_a_tiny_run(
     tiny_workspace, tagger_dir, tmp_path, one_torch_thread
 ):
