@@ -11,6 +11,9 @@ from lorastudio.service.training import run_training
 from lorastudio.train.config import load_train_config
 from lorastudio.train.scoring import pick_checkpoint, score_run
 
+# One training run shared by every test, and the tests build on each other's picks (~7 s).
+pytestmark = pytest.mark.slow
+
 TRIGGER = "zqx"
 
 
@@ -48,7 +51,6 @@ def trained(tmp_path_factory, tiny_models_dir):
     return ws, result
 
 
-@pytest.mark.slow
 def test_training_scores_three_checkpoints_and_copies_the_lowest_loss(trained):
     ws, result = trained
     table = json.loads((ws.runs / "scored" / "scores.json").read_text())
@@ -96,7 +98,6 @@ def test_scoring_again_gives_the_same_numbers_and_pick_overrides(trained):
     assert table["result_step"] == other and table["picked_by"] == "user"
 
 
-@pytest.mark.slow
 def test_cli_pick_and_errors(trained, monkeypatch):
     from typer.testing import CliRunner
 
