@@ -252,7 +252,7 @@ def list_artifacts(job_id: str, studio: Studio = Depends(get_studio)) -> dict[st
     return {"job": job_id, "artifacts": studio.artifacts(job_id)}
 
 
-@router.get("/jobs/{job_id}/artifacts/{name}", response_model=None)
+@router.get("/jobs/{job_id}/artifacts/{name:path}", response_model=None)
 def download_artifact(
     job_id: str, name: str, studio: Studio = Depends(get_studio)
 ) -> FileResponse | StreamingResponse:

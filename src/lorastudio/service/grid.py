@@ -40,7 +40,6 @@ __all__ = [
     "GridRequest",
     "GridResult",
     "find_axis",
-    "grid_handler",
     "parse_axis_option",
     "parse_values",
     "run_grid",
@@ -713,36 +712,3 @@ def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str 
     payload = {"config": cfg.model_dump(), "grid": request.model_dump()}
     return studio.submit("grid", payload, user=user, priority=priority, affinity=cfg.model)
 
-
-def grid_handler(ctx) -> dict[str, Any]:
-    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
-    from lorastudio.service.job_handlers import _model_cache, _StepReporter, publish_artifacts
-
-    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
-    request = GridRequest.model_validate(ctx.payload.get("grid") or {})
-    if cfg.device is None and ctx.device:
-        cfg = cfg.model_copy(update={"device": ctx.device})
-    cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx)
-    result = run_grid(
-        ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
-    )
-    ctx.loaded.clear()
-    ctx.loaded.update(cache.loaded_names())
-    if reporter.stopped is not None:
-        raise reporter.stopped
-    publish_artifacts(ctx, ctx.artifacts_dir)
-    done = [c for c in result.cells if c.path]
-    return {
-        "grid": result.grid.name,
-        "grid_infotext": result.infotext,
-        "sub_grids": [p.name for p in result.sub_grids],
-        "images": [c.path.name for c in done],
-        "seeds": [c.seed for c in done],
-        "infotexts": [c.infotext for c in done],
-        "prompts": [c.config.prompt for c in done],
-        "axes": result.axes,
-        "layout": result.layout,
-        "model": result.model,
-        "model_hash": result.model_hash,
-    }

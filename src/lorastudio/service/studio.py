@@ -27,10 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.artifacts import Artifact, open_artifact_store, resolve_artifacts_url
+from lorastudio.service.artifacts import Artifact, artifact_path, open_artifact_store, resolve_artifacts_url
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
+from lorastudio.service.job_kinds import (
+    UPLOADS_DIR,
+    CaptionJobConfig,
+    ImportJobConfig,
+    install,
+    job_folder,
+    upload_path,
+)
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
+from lorastudio.service.jobs.registry import default_registry
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
 from lorastudio.service.jobs.worker import Worker, default_worker_id
 from lorastudio.service.model_cache import ModelCache
@@ -214,8 +222,9 @@ class Studio:
             return
         device = self.settings.device
         worker_id = default_worker_id(f"serve-{device or 'default'}")
+        registry = install(default_registry.copy())  # the application's kinds, and this process's own
         self._worker = _StudioWorker(
-            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5
+            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5, registry=registry
         )
         self._thread = threading.Thread(target=self._run_worker, name="lorastudio-worker", daemon=True)
         self._thread.start()
@@ -578,7 +587,7 @@ class Studio:
             raise LorastudioError(
                 f"caption model {labeller.model!r}: give a cached hub id (org/name), not a path."
             )
-        return self.submit("caption", cfg.model_dump(), user=user, priority=priority)
+        return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     def _scorer_model(self, value: str, key: str) -> str:
         """A scorer model for an API run: a folder name in models/ (made absolute here) or a hub id."""
@@ -596,7 +605,7 @@ class Studio:
     def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
         for name in cfg.uploads:
             self.upload_path(name)
-        return self.submit("import", cfg.model_dump(), user=user, priority=priority)
+        return self.submit("import", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     # --- reading and cancelling jobs --------------------------------------------------
 
@@ -621,11 +630,8 @@ class Studio:
         return len(ahead)
 
     def job_folder(self, job: Job) -> Path:
-        """Where a job's files are: runs/<run> for training, outputs/<job id> otherwise."""
-        if job.kind == "train":
-            run = str(job.payload.get("run") or job.id)
-            return self.workspace.safe_child(self.workspace.runs, run, "run name")
-        return self.workspace.safe_child(self.workspace.outputs, job.id, "job id")
+        """Where a job's files are: its kind's folder rule (runs/<run> for training, outputs/<job id> otherwise)."""
+        return job_folder(self.workspace, job)
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         """The job's files: on this box, and (with an S3 store) those other boxes uploaded."""
@@ -634,7 +640,7 @@ class Studio:
     def artifact(self, job_id: str, name: str) -> Artifact:
         """One file of the job, from this box's disk if it is here, else from the artifact store."""
         folder = self.job_folder(self.get_job(job_id))
-        self.workspace.safe_child(folder, name, "artifact name")
+        artifact_path(folder, name)  # a file name or embeddings/<file>, refused before any store is asked
         return self.artifact_store.get(job_id, folder, name)
 
     # --- waiting for jobs -------------------------------------------------------------

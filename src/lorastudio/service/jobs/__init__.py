@@ -13,7 +13,12 @@ import os
 from pathlib import Path
 
 from lorastudio.errors import LorastudioError
-from lorastudio.service.jobs.handlers import register_handler, registered_kinds
+from lorastudio.service.jobs.registry import (
+    HandlerRegistry,
+    default_registry,
+    register_handler,
+    registered_kinds,
+)
 from lorastudio.service.jobs.store import (
     ACTIVE_STATES,
     DEFAULT_FAIR_WINDOW_S,
@@ -33,6 +38,7 @@ __all__ = [
     "ACTIVE_STATES",
     "DEFAULT_QUEUE_URL",
     "FINISHED_STATES",
+    "HandlerRegistry",
     "STATES",
     "Event",
     "Job",
@@ -41,6 +47,7 @@ __all__ = [
     "JobStopped",
     "JobStore",
     "LeaseLost",
+    "default_registry",
     "open_store",
     "register_handler",
     "registered_kinds",

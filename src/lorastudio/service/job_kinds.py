@@ -1,0 +1,523 @@
+"""The application's job kinds: generate, grid, train, caption, import (and the queue's `sleep`).
+
+`KINDS` is the one table of them: for each kind its typed config (the `config` of every
+payload), its handler, the function that queues it after the checks a request needs, and
+its folder rule (where its files go). `install(registry)` hands the handlers and folder
+rules to a worker's `HandlerRegistry`; `Studio.start` and `lorastudio worker` call it.
+Adding a job kind is one `JobKind` line here.
+
+Every payload is `{"config": {...}, **extras}` (a train job adds `run`, a grid job `grid`);
+handlers also read a flat payload, the shape caption and import jobs had before.
+
+Each handler reads its typed payload, reports progress through the `JobContext`, checks
+for a cancel between steps and writes its files into `ctx.artifacts_dir`. The config
+models below are also the request bodies of the native API (`POST /api/v1/jobs/<kind>`).
+
+Nothing heavy is imported at module level: a handler imports torch & co. when it runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from lorastudio.config import StrictModel, load_config
+from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.grid import GridRequest
+from lorastudio.service.jobs.registry import (
+    FolderRule,
+    Handler,
+    HandlerRegistry,
+    SleepConfig,
+    output_folder,
+    sleep_handler,
+)
+from lorastudio.service.jobs.store import Job, JobStopped
+from lorastudio.service.workspace import Workspace, safe_name
+from lorastudio.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from lorastudio.service.jobs.context import JobContext
+
+__all__ = [
+    "KINDS",
+    "CaptionJobConfig",
+    "ImportJobConfig",
+    "JobKind",
+    "UPLOADS_DIR",
+    "caption_handler",
+    "generate_handler",
+    "grid_handler",
+    "import_embedding",
+    "import_handler",
+    "install",
+    "job_folder",
+    "job_kind",
+    "publish_artifacts",
+    "submit_job",
+    "train_handler",
+    "typed_job",
+    "upload_path",
+]
+
+# Files sent to the API wait here (by name) until a job or route uses them.
+UPLOADS_DIR = "uploads"
+# At most this often a generation step is written to the queue (the last step always is).
+PROGRESS_EVERY_S = 0.1
+
+
+def upload_path(ws: Workspace, name: str) -> Path:
+    """The stored upload called `name` (as returned by the upload route); never a path from a request."""
+    folder = ws.cache / UPLOADS_DIR
+    path = ws.safe_child(folder, name, "upload name")
+    if not path.is_file():
+        raise NotFoundError(f"upload {name!r}: not found; send the file to POST /api/v1/uploads first.")
+    return path
+
+
+class CaptionJobConfig(StrictModel):
+    """Caption (image-to-text model) or tag (WD14 ONNX tagger) every image of a data set."""
+
+    dataset: str = Field(..., description="Data-set name in the workspace.")
+    mode: CaptionMode = Field("missing", description="missing, overwrite, prepend or append.")
+    captioner: CaptionerConfig | None = Field(
+        None, description="An image-to-text model (BLIP, Florence-2...)."
+    )
+    tagger: TaggerConfig | None = Field(None, description="A WD14-family ONNX tagger.")
+
+    @model_validator(mode="after")
+    def _one_labeller(self) -> CaptionJobConfig:
+        if (self.captioner is None) == (self.tagger is None):
+            raise ValueError("give exactly one of 'captioner' or 'tagger'")
+        return self
+
+
+class ImportJobConfig(StrictModel):
+    """Bring uploaded files into the workspace library under a name."""
+
+    what: Literal["dataset", "model", "lora", "embedding"] = Field(..., description="What the files are.")
+    name: str = Field(..., description="Name in the workspace (letters, digits, '.', '-', '_').")
+    uploads: list[str] = Field(..., min_length=1, description="Upload names from POST /api/v1/uploads.")
+    background: str = Field("white", description="Data sets: colour that replaces transparency.")
+
+    @model_validator(mode="after")
+    def _names(self) -> ImportJobConfig:
+        safe_name(self.name, "import name")
+        for upload in self.uploads:
+            safe_name(upload, "upload name")
+        if self.what != "dataset" and len(self.uploads) != 1:
+            raise ValueError(f"a {self.what} import takes exactly one upload")
+        return self
+
+
+# --- artifacts --------------------------------------------------------------------------
+
+
+def publish_artifacts(ctx: JobContext, folder: Path) -> list[str]:
+    """Upload a finished job's files to the artifact store, when it is not this workspace.
+
+    With several boxes the API that answers a download may not be the box that ran the job.
+    """
+    from lorastudio.service.artifacts import open_artifact_store
+
+    store = ctx.cache.get("artifact_store")
+    if store is None:
+        store = ctx.cache["artifact_store"] = open_artifact_store()
+    if not store.remote:
+        return []
+    names = store.publish(ctx.job_id, folder)
+    ctx.emit("artifacts", {"names": names, "store": store.describe()})
+    return names
+
+
+# --- generate ---------------------------------------------------------------------------
+
+
+def _model_cache(ctx: JobContext):
+    """The worker's model cache, kept across jobs so a loaded model is reused."""
+    from lorastudio.service.model_cache import ModelCache
+
+    cache = ctx.cache.get("model_cache")
+    if cache is None:
+        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace)
+    return cache
+
+
+PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's default is 10)
+
+
+class _StepReporter:
+    """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
+
+    def __init__(self, ctx: JobContext, skippable: bool = False) -> None:
+        self.ctx = ctx
+        self.skippable = skippable  # a /skip drops the current batch (generate jobs only)
+        self.stopped: JobStopped | None = None
+        self._last = 0.0
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            self.ctx.progress(done / max(total, 1), step=done, total=total)
+
+    def preview(self, image) -> None:
+        """A small PNG of the current estimate as a `preview` event (A1111's current_image)."""
+        import base64
+        import io
+
+        image = image.copy()
+        image.thumbnail((256, 256))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        self.ctx.emit("preview", {"image": base64.b64encode(buffer.getvalue()).decode("ascii")})
+
+    def should_stop(self) -> bool:
+        try:
+            self.ctx.check_cancelled()
+        except JobStopped as exc:
+            self.stopped = exc
+            return True
+        if self.skippable and self.ctx.skip_requested():
+            from lorastudio.generate.pipeline import SkipBatch
+
+            raise SkipBatch()
+        return False
+
+
+def generate_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/`."""
+    from lorastudio.service.generation import run_generation
+
+    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    if cfg.device is None and ctx.device:
+        cfg = cfg.model_copy(update={"device": ctx.device})
+    cache = _model_cache(ctx)
+    reporter = _StepReporter(ctx, skippable=True)
+    result = run_generation(
+        ctx.workspace,
+        cfg,
+        cache,
+        reporter.progress,
+        reporter.should_stop,
+        out_dir=ctx.artifacts_dir,
+        preview=reporter.preview,
+        preview_every=PREVIEW_EVERY_STEPS,
+    )
+    for image in result.images:
+        ctx.emit("image", {"name": image.path.name, "seed": image.seed, "infotext": image.infotext})
+    ctx.loaded.clear()
+    ctx.loaded.update(cache.loaded_names())
+    if reporter.stopped is not None:
+        raise reporter.stopped
+    publish_artifacts(ctx, ctx.artifacts_dir)
+    return {
+        "images": [i.path.name for i in result.images],
+        "seeds": [i.seed for i in result.images],
+        "infotexts": [i.infotext for i in result.images],
+        "model": result.model,
+        "model_hash": result.model_hash,
+        "loras": [{k: v for k, v in lora.items() if k != "path"} for lora in result.loras],
+    }
+
+
+def grid_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
+    from lorastudio.service.grid import run_grid
+
+    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    request = GridRequest.model_validate(ctx.payload.get("grid") or {})
+    if cfg.device is None and ctx.device:
+        cfg = cfg.model_copy(update={"device": ctx.device})
+    cache = _model_cache(ctx)
+    reporter = _StepReporter(ctx)
+    result = run_grid(
+        ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+    )
+    ctx.loaded.clear()
+    ctx.loaded.update(cache.loaded_names())
+    if reporter.stopped is not None:
+        raise reporter.stopped
+    publish_artifacts(ctx, ctx.artifacts_dir)
+    done = [c for c in result.cells if c.path]
+    return {
+        "grid": result.grid.name,
+        "grid_infotext": result.infotext,
+        "sub_grids": [p.name for p in result.sub_grids],
+        "images": [c.path.name for c in done],
+        "seeds": [c.seed for c in done],
+        "infotexts": [c.infotext for c in done],
+        "prompts": [c.config.prompt for c in done],
+        "axes": result.axes,
+        "layout": result.layout,
+        "model": result.model,
+        "model_hash": result.model_hash,
+    }
+
+
+# --- train ------------------------------------------------------------------------------
+
+
+def _training_module():
+    try:
+        from lorastudio.service import training
+    except ImportError as exc:
+        raise LorastudioError(
+            f"training: not available in this install ({exc}); update lorastudio to a version with training."
+        ) from None
+    if not hasattr(training, "run_training"):
+        raise LorastudioError("training: lorastudio.service.training has no run_training; update lorastudio.")
+    return training
+
+
+def train_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a TrainConfig) and `run` (the run folder name under runs/).
+
+    A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
+    """
+    from lorastudio.train.config import saved_train_config
+    from lorastudio.train.trainer import latest_state
+
+    training = _training_module()
+    cfg = saved_train_config(ctx.payload.get("config") or {})  # resolved when it was queued
+    run_dir = ctx.artifacts_dir  # runs/<run>: the train kind's folder rule
+    run = run_dir.name
+
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "step":
+            loss = event.get("loss")
+            message = f"loss {loss:.4f}" if isinstance(loss, float) else None
+            ctx.progress(event["step"] / max(event["total"], 1), event["step"], event["total"], message)
+        elif kind:
+            ctx.emit(str(kind), {k: v for k, v in event.items() if k != "event"})
+        ctx.check_cancelled()
+
+    if latest_state(run_dir, say=ctx.log) is not None:  # the job log says which checkpoint was skipped
+        ctx.log(f"resuming run {run} from its last checkpoint (attempt {ctx.attempt})")
+        result = training.run_training(
+            ctx.workspace, resume=str(run_dir), callback=on_event, device=ctx.device, progress=False
+        )
+    else:
+        result = training.run_training(
+            ctx.workspace, cfg, callback=on_event, run_dir=run_dir, device=ctx.device, progress=False
+        )
+    publish_artifacts(ctx, run_dir)
+    return _json_ready(result)
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+# --- caption ----------------------------------------------------------------------------
+
+
+def caption_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a CaptionJobConfig); a flat payload (queued before `config`) is read the same."""
+    from lorastudio.service.datasets import caption_dataset, tag_dataset
+
+    cfg = CaptionJobConfig.model_validate(ctx.payload.get("config", ctx.payload))
+
+    def progress(done: int, total: int) -> None:
+        ctx.progress(done / max(total, 1), step=done, total=total)
+        ctx.check_cancelled()
+
+    if cfg.captioner is not None:
+        return caption_dataset(ctx.workspace, cfg.dataset, cfg.captioner, cfg.mode, progress)
+    return tag_dataset(ctx.workspace, cfg.dataset, cfg.tagger, cfg.mode, progress)
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+def import_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (an ImportJobConfig), or the flat old shape. Upload files are removed once imported."""
+    cfg = ImportJobConfig.model_validate(ctx.payload.get("config", ctx.payload))
+    ws = ctx.workspace
+    sources = [upload_path(ws, name) for name in cfg.uploads]
+    ctx.check_cancelled()
+    if cfg.what == "dataset":
+        from lorastudio.service.datasets import import_dataset
+
+        def progress(done: int, name: str) -> None:
+            ctx.progress(0.0, step=done, message=name)
+            ctx.check_cancelled()
+
+        result = import_dataset(ws, cfg.name, sources, background=cfg.background, progress=progress)
+    elif cfg.what == "model":
+        from lorastudio.service.models import import_model
+
+        result = import_model(ws, _with_suffix(sources[0], ".safetensors"), cfg.name)
+    elif cfg.what == "lora":
+        from lorastudio.service.loras import import_lora
+
+        result = import_lora(ws, _with_suffix(sources[0], ".safetensors"), cfg.name)
+    else:
+        result = import_embedding(ws, sources[0], cfg.name)
+    for source in sources:
+        source.unlink(missing_ok=True)
+    return _json_ready(result)
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    """Importers read the file type from the suffix; uploads keep the client's, so check it."""
+    if path.suffix.lower() != suffix:
+        raise LorastudioError(f"upload {path.name!r}: expected a {suffix} file; convert it first.")
+    return path
+
+
+def import_embedding(ws: Workspace, source: Path, name: str) -> dict[str, Any]:
+    """Copy a .safetensors textual-inversion embedding into `embeddings/` (its stem is the prompt word)."""
+    from lorastudio.adapters import load_embedding
+
+    source = _with_suffix(source, ".safetensors")
+    target = ws.safe_child(
+        ws.embeddings, f"{safe_name(name, 'embedding name')}.safetensors", "embedding name"
+    )
+    if target.exists():
+        raise LorastudioError(f"embedding {name!r}: already in the library; choose another name.")
+    embedding = load_embedding(source)
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return {"name": name, "vectors": [int(v.shape[0]) for v in embedding.vectors], "path": target.name}
+
+
+# --- where a job's files live ----------------------------------------------------------
+
+
+def run_folder(ws: Workspace, job: Job) -> Path:
+    """A train job's folder: `runs/<payload.run>` (the name reserved when it was queued)."""
+    run = str(job.payload.get("run") or job.id)
+    return ws.safe_child(ws.runs, run, "run name")
+
+
+def job_folder(ws: Workspace, job: Job) -> Path:
+    """Where `job` writes its files: its kind's folder rule, `outputs/<job id>` for kinds without one."""
+    kind = KINDS.get(job.kind)
+    return (kind.folder if kind is not None else output_folder)(ws, job)
+
+
+# --- queueing a typed job ----------------------------------------------------------------
+# Each takes the studio (the checks and name resolution a request needs), the validated
+# config and the payload's extras; the studio's submit_* methods build the payload.
+
+
+def _submit_generate(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_generate(cfg, **who)
+
+
+def _submit_grid(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who: Any) -> Job:
+    from lorastudio.service.grid import submit_grid
+
+    return submit_grid(studio, cfg, extras["grid"], **who)
+
+
+def _submit_train(studio: Any, cfg: TrainConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_train(cfg, **who)
+
+
+def _submit_caption(studio: Any, cfg: CaptionJobConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_caption(cfg, **who)
+
+
+def _submit_import(studio: Any, cfg: ImportJobConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_import(cfg, **who)
+
+
+def _submit_sleep(studio: Any, cfg: SleepConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit("sleep", {"config": cfg.model_dump()}, **who)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: its config model, handler, how it is queued and where its files go.
+
+    `extras` are the payload keys a client gives besides `config`, with their models.
+    """
+
+    config: type[StrictModel]
+    handler: Handler
+    submit: Callable[..., Job]
+    folder: FolderRule = output_folder
+    extras: Mapping[str, type[StrictModel]] = field(default_factory=dict)
+
+
+KINDS: dict[str, JobKind] = {
+    "generate": JobKind(GenerateConfig, generate_handler, _submit_generate),
+    "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, extras={"grid": GridRequest}),
+    "train": JobKind(TrainConfig, train_handler, _submit_train, folder=run_folder),
+    "caption": JobKind(CaptionJobConfig, caption_handler, _submit_caption),
+    "import": JobKind(ImportJobConfig, import_handler, _submit_import),
+    "sleep": JobKind(SleepConfig, sleep_handler, _submit_sleep),
+}
+
+
+def install(registry: HandlerRegistry) -> HandlerRegistry:
+    """Give a worker's registry every kind of `KINDS` (handler and folder rule); returns it."""
+    for name, kind in KINDS.items():
+        registry.register(name, kind.handler, kind.folder)
+    return registry
+
+
+def job_kind(kind: str) -> JobKind:
+    """The `JobKind` called `kind`; an unknown name is refused with the known ones."""
+    found = KINDS.get(kind)
+    if found is None:
+        raise LorastudioError(f"job kind {kind!r}: unknown; use one of {', '.join(sorted(KINDS))}.")
+    return found
+
+
+def typed_job(
+    kind: str,
+    *,
+    file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    payload: Mapping[str, Any] | None = None,
+) -> tuple[StrictModel, dict[str, Any]]:
+    """A job's validated config and extras from a payload, a config file and `key=value` overrides.
+
+    The payload is `{"config": {...}, **extras}` or, without `config`, the config itself
+    (plus any extras). Its config is the lowest layer, then the file, then the overrides;
+    unknown keys are refused with "did you mean".
+    """
+    spec = job_kind(kind)
+    data = dict(payload or {})
+    if "config" in data:
+        base = data.pop("config")
+        unknown = sorted(set(data) - set(spec.extras))
+        if unknown:
+            known = ", ".join(["config", *spec.extras])
+            raise LorastudioError(f"payload key {unknown[0]!r}: not part of a {kind} job; use {known}.")
+    else:  # the flat shape: the payload is the config (and its extras)
+        base = {key: value for key, value in data.items() if key not in spec.extras}
+    if not isinstance(base, Mapping):
+        raise LorastudioError(f"payload config: must be an object of {kind} settings, not {type(base).__name__}.")
+    cfg = load_config(spec.config, file, overrides, base=base)
+    extras = {key: load_config(model, base=data.get(key) or {}) for key, model in spec.extras.items()}
+    return cfg, extras
+
+
+def submit_job(
+    studio: Any, kind: str, cfg: StrictModel, extras: Mapping[str, Any] | None = None, *, user: str = "",
+    priority: int = 0,
+) -> Job:
+    """Queue a typed job through the studio's checks (the same path as the API's)."""
+    return job_kind(kind).submit(studio, cfg, dict(extras or {}), user=user, priority=priority)
