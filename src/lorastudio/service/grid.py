@@ -28,7 +28,7 @@ import yaml
 from pydantic import Field
 
 from lorastudio.config import StrictModel
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import InvalidRequest, LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.workspace import Workspace, safe_name
@@ -679,8 +679,6 @@ def run_grid(
 def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None:
     """A grid is many generations: every cell within the server's limits, the cells at most
     `--max-grid-cells` (a client must not turn one request into unbounded work)."""
-    from lorastudio.service.studio import InvalidRequest
-
     studio.check_generate_limits(cfg)
     cells, _, _ = plan_cells(studio.workspace, cfg, request)
     limit = studio.settings.max_grid_cells

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError, NotFoundError
 from lorastudio.service.artifacts import Artifact, artifact_path, open_artifact_store, resolve_artifacts_url
 from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_kinds import (
@@ -79,14 +79,6 @@ class QuotaExceeded(LorastudioError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-class InvalidRequest(LorastudioError):
-    """A request field the service refuses (wrong type, out of range); the API answers 422 naming it."""
-
-
-class LimitExceeded(InvalidRequest):
-    """A request asks for more work than the server allows; the API answers 422 naming the limit."""
 
 
 class StorageFull(LorastudioError):
