@@ -31,7 +31,7 @@ from lorastudio.config import StrictModel, load_config
 from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service.grid import GridRequest
+from lorastudio.service.grid import GridRequest, run_grid, submit_grid
 from lorastudio.service.jobs.registry import (
     FolderRule,
     Handler,
@@ -42,7 +42,7 @@ from lorastudio.service.jobs.registry import (
 )
 from lorastudio.service.jobs.store import Job, JobStopped
 from lorastudio.service.workspace import Workspace, safe_name
-from lorastudio.train.config import TrainConfig
+from lorastudio.train.config import TrainConfig, saved_train_config
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.context import JobContext
@@ -231,8 +231,6 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
 
 def grid_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
-    from lorastudio.service.grid import run_grid
-
     cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
     request = GridRequest.model_validate(ctx.payload.get("grid") or {})
     if cfg.device is None and ctx.device:
@@ -283,12 +281,11 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
 
     A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
     """
-    from lorastudio.train.config import saved_train_config
     from lorastudio.train.trainer import latest_state
 
     training = _training_module()
     cfg = saved_train_config(ctx.payload.get("config") or {})  # resolved when it was queued
-    run_dir = ctx.artifacts_dir  # runs/<run>: the train kind's folder rule
+    run_dir = run_folder(ctx.workspace, ctx.job)  # the train kind's folder rule: ctx.artifacts_dir too
     run = run_dir.name
 
     def on_event(event: dict) -> None:
@@ -425,8 +422,6 @@ def _submit_generate(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], *
 
 
 def _submit_grid(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who: Any) -> Job:
-    from lorastudio.service.grid import submit_grid
-
     return submit_grid(studio, cfg, extras["grid"], **who)
 
 
