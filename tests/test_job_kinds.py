@@ -9,8 +9,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from lorastudio.errors import LorastudioError
 from lorastudio.service.datasets import dataset_folder, import_dataset
-from lorastudio.service.job_kinds import KINDS, install, job_folder, typed_job
+from lorastudio.service.job_kinds import KINDS, install, job_folder, submit_job, typed_job
 from lorastudio.service.jobs import HandlerRegistry, default_registry, open_store
 from lorastudio.service.jobs.context import JobContext, WorkerInfo
 from lorastudio.service.jobs.worker import Worker
@@ -90,6 +91,14 @@ def test_every_kind_takes_a_config_payload_and_the_worker_installs_them(workspac
     assert "sleep" in default_registry and not application_kinds & set(default_registry.kinds())
     cfg, extras = typed_job("grid", payload={"prompt": "red", "grid": {"x": {"axis": "seed", "values": "1,2"}}})
     assert cfg.prompt == "red" and extras["grid"].x.values == "1,2"  # the flat shape reads the same
+    with pytest.raises(LorastudioError, match="payload grid: unknown key 'xx'. Did you mean 'x'"):
+        typed_job("grid", payload={"config": {}, "grid": {"xx": 1}})
+    (workspace.datasets / "reds").mkdir()
+    with Studio(workspace, StudioSettings()) as studio:  # what /api/v1/jobs/<id> shows as payload
+        caption, _ = typed_job("caption", overrides=["dataset=reds", "tagger.model=org/tagger"])
+        assert studio.submit_caption(caption).payload == {"config": caption.model_dump()}
+        sleep, _ = typed_job("sleep", payload={"seconds": 0})
+        assert submit_job(studio, "sleep", sleep).payload == {"config": sleep.model_dump()}
 
 
 def test_a_worker_with_an_empty_registry_refuses_generate_clearly(workspace):

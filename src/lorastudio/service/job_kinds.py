@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from lorastudio.config import StrictModel, load_config
+from lorastudio.config import ConfigLayer, StrictModel, load_config, resolve_config
 from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
@@ -506,7 +506,10 @@ def typed_job(
     if not isinstance(base, Mapping):
         raise LorastudioError(f"payload config: must be an object of {kind} settings, not {type(base).__name__}.")
     cfg = load_config(spec.config, file, overrides, base=base)
-    extras = {key: load_config(model, base=data.get(key) or {}) for key, model in spec.extras.items()}
+    extras = {
+        key: resolve_config(model, [ConfigLayer(key, data.get(key) or {})], source=f"payload {key}").config
+        for key, model in spec.extras.items()
+    }
     return cfg, extras
 
 
