@@ -5,6 +5,10 @@
   workspace, `sqlite:////abs/path.db` is absolute;
 - `postgresql://user:pass@host:port/db`: shared by several API processes and GPU boxes.
 `LORASTUDIO_QUEUE_URL` sets it when no URL is passed.
+
+The queue knows no application kind: a worker runs what its `HandlerRegistry` holds
+(`registry.py`), filled by whoever starts it (`service.job_kinds.install`); a handler sees
+its job through a `JobContext` (`context.py`), never the worker itself.
 """
 
 from __future__ import annotations
