@@ -32,7 +32,13 @@ _VOLATILE_METADATA = ("time", "date", "started", "finished", "elapsed", "session
 _VOLATILE_FILES = {"log.jsonl", "events", "loss.png", "config.yaml", "run.log"}
 
 
+# The temporary workspace's path shows in recipes and metadata; it is replaced before hashing.
+_WORK_PATH = {"path": ""}
+
+
 def _sha(data: bytes) -> str:
+    if _WORK_PATH["path"]:
+        data = data.replace(_WORK_PATH["path"].encode(), b"<work>")
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -172,6 +178,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lorastudio-golden-"))
+    _WORK_PATH["path"] = str(work)
     try:
         hashes = run_all(work)
     finally:

@@ -272,9 +272,9 @@ def test_caption_and_train_jobs_check_their_data_set(client, studio):
     body = {"model": "tiny-sd15", "data": {"dir": "ok"}, "scoring": {"validation_dir": "../runs"}}
     assert client.post("/api/v1/jobs/train", json=body).status_code in (400, 404)
     assert not Path("/tmp/elsewhere").exists()
-    for key in ("clip_model", "tagger_model"):  # scorer models: names in models/ or hub ids, no paths
+    for key in ("clip_model", "tagger_model"):  # scorer models: names in models/, no paths (404 as if missing)
         body = {"model": "tiny-sd15", "data": {"dir": "ok"}, "scoring": {key: "/etc"}}
-        assert client.post("/api/v1/jobs/train", json=body).status_code == 400
+        assert client.post("/api/v1/jobs/train", json=body).status_code == 404
 
 
 def test_status_reports_the_worker_and_counts(client):

@@ -79,10 +79,9 @@ def lora_from_state_dict(
 
 def load_lora_file(path: str | Path) -> LoraFile:
     """Read any supported LoRA (file or peft folder) into a `LoraFile`, format detected."""
-    from safetensors import safe_open
-
     from lorastudio.adapters.hcp import is_hcp_state_dict, load_hcp
     from lorastudio.adapters.peft_format import load_peft_folder
+    from lorastudio.models.checkpoint import read_safetensors_private
 
     path = Path(path)
     if path.is_dir():
@@ -94,12 +93,10 @@ def load_lora_file(path: str | Path) -> LoraFile:
             f"{path.name}: only .safetensors LoRAs are read (.pt/.ckpt are pickles that can run code); "
             "convert it to .safetensors in a trusted environment."
         )
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-        keys = list(handle.keys())
-        if is_hcp_state_dict(keys):
-            return load_hcp(path)
-        state = {k: handle.get_tensor(k) for k in keys}
+    state, metadata = read_safetensors_private(path)  # never memory-mapped: the file may change
+    keys = list(state)
+    if is_hcp_state_dict(keys):
+        return load_hcp(path)
     lora = lora_from_state_dict(state, metadata, source=path.name)
     if not lora.source_format:
         lora.source_format = detect_format(keys, metadata)

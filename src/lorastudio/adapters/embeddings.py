@@ -89,13 +89,13 @@ def _load_pickle_safely(path: Path) -> dict:
 
 def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
     """An embedding file; its trigger word is the file stem, as in A1111, unless `name` is given."""
-    from safetensors.torch import load_file
+    from lorastudio.models.checkpoint import read_safetensors_private
 
     path = Path(path)
     if not path.is_file():
         raise LorastudioError(f"{path}: embedding file not found.")
     if path.suffix.lower() == ".safetensors":
-        data = load_file(str(path))
+        data = read_safetensors_private(path)[0]  # never memory-mapped: the file may change
     elif path.suffix.lower() in _PICKLE_SUFFIXES:
         data = _load_pickle_safely(path)
     else:

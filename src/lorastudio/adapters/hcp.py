@@ -120,14 +120,14 @@ def hcp_partner_file(path: str | Path) -> Path | None:
 
 def load_hcp(path: str | Path, te_path: str | Path | None = None) -> LoraFile:
     """An HCP LoRA from its UNet or text-encoder file; the other half is found by name when not given."""
-    from safetensors.torch import load_file
+    from lorastudio.models.checkpoint import read_safetensors_private
 
     path = Path(path)
     partner = Path(te_path) if te_path else hcp_partner_file(path)
     lora = LoraFile(source_format="hcp")
     for file in (path, partner):
         if file is not None:
-            _read_one(load_file(str(file)), lora, file.name)
+            _read_one(read_safetensors_private(file)[0], lora, file.name)
     if not lora.modules:
         raise LorastudioError(f"{path.name}: no HCP `.___.layer.lora_down` tensors found.")
     return lora

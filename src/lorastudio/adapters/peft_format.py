@@ -256,7 +256,7 @@ def save_peft(lora: LoraFile, folder: str | Path, unet_config=None) -> Path:
 
 def load_peft_folder(folder: str | Path) -> LoraFile:
     """A peft adapter folder, or a folder of them named after components (as `save_peft` writes)."""
-    from safetensors.torch import load_file
+    from lorastudio.models.checkpoint import read_safetensors_private
 
     folder = Path(folder)
     adapters = (
@@ -276,7 +276,7 @@ def load_peft_folder(folder: str | Path) -> LoraFile:
             )
         component = adapter.name if adapter.name in COMPONENTS else None
         part = lora_from_diffusers_state_dict(
-            load_file(str(weights)), component=component, adapter_config=config
+            read_safetensors_private(weights)[0], component=component, adapter_config=config
         )
         lora.modules.update(part.modules)
     return lora

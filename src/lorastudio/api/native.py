@@ -22,10 +22,11 @@ from fastapi.responses import FileResponse, StreamingResponse
 from lorastudio import __version__
 from lorastudio.api.app import get_studio
 from lorastudio.api.security import check_upload, decode_image, safetensors_header
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig, import_embedding
 from lorastudio.service.jobs import Job
+from lorastudio.service.names import LIST_MODELS, is_plain_name, resolve, unknown_name
 from lorastudio.service.studio import (
     MAX_PRIORITY,
     InvalidRequest,
@@ -323,7 +324,7 @@ def list_models(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 def model_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     from lorastudio.service.models import model_info as info
 
-    data = info(studio.workspace, safe_name(name, "model name"))
+    data = info(studio.workspace, name, studio.names)
     data["path"] = Path(data["path"]).name
     return data
 
@@ -351,7 +352,8 @@ def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, A
     from lorastudio.service.library import Library
 
     ws = studio.workspace
-    name = safe_name(name, "model name")
+    if not is_plain_name(name):
+        raise unknown_name("model", name, ws.models, LIST_MODELS)
     folder = ws.models / name
     single = ws.models / f"{name}.safetensors"
     if folder.is_symlink() or single.exists() or single.is_symlink():
@@ -359,7 +361,7 @@ def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, A
     elif folder.is_dir():
         shutil.rmtree(folder)
     else:
-        raise NotFoundError(f"model {name!r}: not in the library; list them at GET /api/v1/models.")
+        raise unknown_name("model", name, ws.models, LIST_MODELS)
     Library(ws).remove_model(name)
     return {"name": name, "deleted": True}
 
@@ -368,26 +370,28 @@ def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, A
 
 
 def _file_row(path: Path) -> dict[str, Any]:
+    """One listed file; one that cannot be read is listed with an `error` (never a 500 for all)."""
     row: dict[str, Any] = {
         "name": path.stem,
         "file": path.name,
         "size_bytes": path.stat().st_size,
         "metadata": {},
+        "error": None,
     }
     if path.suffix.lower() == ".safetensors":
         try:
             row["metadata"] = safetensors_header(path).get("__metadata__") or {}
-        except LorastudioError:
-            row["metadata"] = {}
+        except LorastudioError as exc:
+            row["error"] = f"{exc} Replace or delete the file."
     return row
 
 
 def _named_file(folder: Path, name: str, what: str) -> Path:
-    safe_name(name, f"{what} name")
-    for path in list_weight_files(folder):
-        if path.stem == name:
-            return path
-    raise NotFoundError(f"{what} {name!r}: not in the library; list them at GET /api/v1/{what}s.")
+    if is_plain_name(name):
+        for path in list_weight_files(folder):
+            if path.stem == name:
+                return path
+    raise unknown_name(what, name, folder, f"GET /api/v1/{folder.name}")
 
 
 @router.get("/loras")
@@ -396,17 +400,23 @@ def list_loras(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     from lorastudio.service.loras import list_loras as library_rows
 
     public = ("trigger", "base_model", "family", "run", "step", "method")
-    known = {row["name"]: {k: row[k] for k in public} for row in library_rows(studio.workspace)}
+    rows = library_rows(studio.workspace)
+    known = {row["name"]: {k: row[k] for k in public} for row in rows}
+    known_errors = {row["name"]: row["error"] for row in rows if row.get("error")}
     return {
         "loras": [
-            {**_file_row(p), "library": known.get(p.stem)} for p in list_weight_files(studio.workspace.loras)
+            {**_file_row(p), "library": known.get(p.stem), **_error_of(known_errors.get(p.stem))} for p in list_weight_files(studio.workspace.loras)
         ]
     }
 
 
+def _error_of(error: str | None) -> dict[str, Any]:
+    return {"error": error} if error else {}
+
+
 @router.get("/loras/{name}")
 def lora_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return _file_row(_named_file(studio.workspace.loras, name, "lora"))
+    return _file_row(_named_file(studio.workspace.loras, name, "LoRA"))
 
 
 @router.post("/loras")
@@ -429,7 +439,7 @@ def upload_lora(
 
 @router.delete("/loras/{name}")
 def delete_lora(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    _named_file(studio.workspace.loras, name, "lora").unlink()
+    _named_file(studio.workspace.loras, name, "LoRA").unlink()
     return {"name": name, "deleted": True}
 
 
@@ -506,10 +516,8 @@ def delete_dataset(name: str, studio: Studio = Depends(get_studio)) -> dict[str,
 
 def _output_path(studio: Studio, folder: str, file: str) -> Path:
     ws = studio.workspace
-    path = ws.safe_child(ws.safe_child(ws.outputs, folder, "output folder"), file, "output file")
-    if not path.is_file():
-        raise NotFoundError(f"output {folder}/{file}: not found; list them at GET /api/v1/outputs.")
-    return path
+    where = resolve(folder, ws.outputs, "output folder", "GET /api/v1/outputs", want="dir").path
+    return resolve(file, where, "output", "GET /api/v1/outputs", want="file").path
 
 
 @router.get("/outputs")

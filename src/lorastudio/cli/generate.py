@@ -98,6 +98,7 @@ def generate_cmd(
 ) -> None:
     """Generate images; each PNG carries A1111 parameters and a .yaml recipe beside it."""
     from lorastudio.service.generation import config_from_recipe, run_generation, run_series
+    from lorastudio.service.names import LENIENT  # the CLI runs as the user: local paths are fine
 
     ws = workspace()
     given = {
@@ -137,14 +138,14 @@ def generate_cmd(
     bar, update = progress_bar("generate")
     try:
         if prompts is not None:
-            result = run_series(ws, overrides, prompts, seed_policy, progress=update, out_dir=out)
+            result = run_series(ws, overrides, prompts, seed_policy, progress=update, out_dir=out, names=LENIENT)
         else:
             from lorastudio.config import load_config
             from lorastudio.generate.config import GenerateConfig
 
             base = config_from_recipe(recipe, ws).model_dump() if recipe else None
             request = load_config(GenerateConfig, None, overrides, base=base)
-            result = run_generation(ws, request, progress=update, out_dir=out)
+            result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT)
     finally:
         bar.close()
     if json_out:

@@ -58,6 +58,7 @@ def grid_cmd(
     from lorastudio.errors import LorastudioError
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.service.grid import GridRequest, parse_axis_option, run_grid
+    from lorastudio.service.names import LENIENT  # the CLI runs as the user: local paths are fine
 
     if not (x or y or z):
         raise LorastudioError("grid: give at least one axis, e.g. --x 'lora_weight=0.4,0.7,1.0'.")
@@ -97,7 +98,7 @@ def grid_cmd(
     )
     bar, update = progress_bar("grid")
     try:
-        result = run_grid(workspace(), base, request, progress=update, out_dir=out)
+        result = run_grid(workspace(), base, request, progress=update, out_dir=out, names=LENIENT)
     finally:
         bar.close()
     if json_out:

@@ -32,7 +32,8 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         return
     for r in rows:
         typer.echo(
-            f"{r['name']:<32} {r['family']:<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  {r.get('note', r['path'])}"
+            f"{r['name']:<32} {r['family'] or '?':<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  "
+            f"{r.get('error') or r.get('note', r['path'])}"
         )
 
 
@@ -43,8 +44,9 @@ def info_cmd(
 ) -> None:
     """Path, family, hash and size of one model."""
     from lorastudio.service.models import model_info
+    from lorastudio.service.names import LENIENT  # the CLI runs as the user: local paths are fine
 
-    info = model_info(workspace(), name)
+    info = model_info(workspace(), name, names=LENIENT)
     if json_out:
         print_json(info)
         return

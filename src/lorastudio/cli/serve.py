@@ -39,6 +39,12 @@ def serve(
     device: str = typer.Option(None, "--device", help="Device of the in-process worker (cuda, cuda:1, cpu)."),
     max_models: int = typer.Option(1, "--max-models", help="Models kept loaded at once (LRU)."),
     preload: bool = typer.Option(True, "--preload/--no-preload", help="Load the default model at start."),
+    allow_hub_ids: bool = typer.Option(
+        False,
+        "--allow-hub-ids",
+        help="Let requests name Hugging Face hub ids (org/name) for models and tagger/captioner/CLIP "
+        "models (only while online: HF_HUB_OFFLINE unset). Off: names are files in the workspace.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     memory_budget_gb: float = typer.Option(
         None, "--memory-budget-gb", help="Evict loaded models (LRU) beyond this many GB of weights."
@@ -94,6 +100,7 @@ def serve(
         device=device,
         max_models=max_models,
         preload=preload,
+        allow_hub_ids=allow_hub_ids,
         max_queued_per_user=max_queued_per_user,
         model_memory_budget_bytes=int(memory_budget_gb * 2**30) if memory_budget_gb else None,
         artifacts_url=artifacts_url,

@@ -10,6 +10,8 @@ from lorastudio.errors import LorastudioError, UnsafeFileError
 __all__ = [
     "read_safetensors_keys",
     "read_safetensors_metadata",
+    "read_safetensors_private",
+    "detach_from_files",
     "load_pickled_state_dict",
     "convert_ckpt_to_safetensors",
     "file_sha256",
@@ -35,8 +37,57 @@ def read_safetensors_keys(path: Path) -> dict[str, tuple[int, ...]]:
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types
+        raise LorastudioError(
+            f"{path}: not a readable .safetensors file ({exc}); re-download or re-export it."
+        ) from None
+
+
+def read_safetensors_private(path: Path) -> tuple[dict, dict[str, str]]:
+    """All tensors and the metadata of a .safetensors file, in private memory.
+
+    safetensors' own loaders memory-map the file: replacing or truncating it while the
+    tensors live kills the process with SIGBUS. Reading the bytes first costs one copy and
+    leaves no tie to the file.
+    """
+    import json
+    import struct
+
+    from safetensors.torch import load
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        header_len = struct.unpack("<Q", data[:8])[0]
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+        tensors = load(data)
+    except Exception as exc:  # struct, JSON and safetensors each raise their own types
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise LorastudioError(
+            f"{path.name}: not a complete .safetensors file ({reason}); replace it with a good copy."
+        ) from None
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def detach_from_files(*modules) -> None:
+    """Give every CPU parameter and buffer of `modules` its own memory.
+
+    diffusers and transformers load weights memory-mapped from the file (safetensors): a
+    file replaced or truncated under a running server would then end it with SIGBUS on the
+    next read. GPU tensors are copies already.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in modules:
+            if module is None:
+                continue
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.device.type == "cpu":
+                    tensor.data = tensor.data.clone()
 
 
 def load_pickled_state_dict(path: Path) -> dict:

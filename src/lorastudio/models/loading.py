@@ -20,6 +20,7 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.models.checkpoint import (
     PICKLE_SUFFIXES,
     convert_ckpt_to_safetensors,
+    detach_from_files,
     file_sha256,
     read_safetensors_keys,
     read_safetensors_metadata,
@@ -312,11 +313,17 @@ def load_model(
     vae: str | Path | None = None,
     family: str | None = None,
     prediction_type: str | None = None,
+    where: ModelRef | None = None,
 ) -> LoadedModel:
-    """Load every component of a model onto `device` (default: CUDA if present, else CPU)."""
+    """Load every component of a model onto `device` (default: CUDA if present, else CPU).
+
+    `where` is the model already found (a server resolves request names itself, see
+    `service.names`); without it `ref` is looked up as `resolve_model` does. The weights end
+    up in private memory, never memory-mapped from the file (see `detach_from_files`).
+    """
     _quiet_library_logging()
     device, dtype = pick_device(device)
-    where = resolve_model(ref, models_dir)
+    where = where or resolve_model(ref, models_dir)
     if where.kind == "hub":
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             raise NotFoundError(
@@ -347,6 +354,7 @@ def load_model(
         scheduler_config["prediction_type"] = prediction_type
     for module in [pipe.unet, pipe.vae, *text_encoders]:
         module.to(device)
+        detach_from_files(module)
         module.eval()
         module.requires_grad_(False)
     return LoadedModel(

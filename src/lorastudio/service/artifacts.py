@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.names import is_plain_name
 from lorastudio.service.workspace import safe_name
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LocalArtifactStore",
     "S3ArtifactStore",
     "artifact_path",
+    "missing_artifact",
     "open_artifact_store",
     "resolve_artifacts_url",
 ]
@@ -72,16 +74,19 @@ class Artifact:
 ARTIFACT_SUBFOLDERS = ("embeddings",)
 
 
-def artifact_path(folder: Path, name: str) -> Path:
-    """The file of `folder` that the artifact name means: `<file>` or `embeddings/<file>`, nothing else."""
-    parts = name.split("/")
-    if len(parts) == 2 and parts[0] in ARTIFACT_SUBFOLDERS:
-        return folder / parts[0] / safe_name(parts[1], "artifact name")
-    if len(parts) != 1:
-        raise LorastudioError(
-            f"artifact name {name!r}: use a file name or embeddings/<file>, as /api/v1/jobs/<id>/artifacts lists them."
-        )
-    return folder / safe_name(name, "artifact name")
+def artifact_path(folder: Path, name: str) -> Path | None:
+    """The file of `folder` that an artifact name means (`<file>` or `embeddings/<file>`); None for any other name."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) == 2 and parts[0] in ARTIFACT_SUBFOLDERS and is_plain_name(parts[1]):
+        return folder / parts[0] / parts[1]
+    if len(parts) == 1 and is_plain_name(name):
+        return folder / name
+    return None
+
+
+def missing_artifact(job_id: str, name: object) -> NotFoundError:
+    """The one answer for a file a job does not have, or a name that is not an artifact name."""
+    return NotFoundError(f"job {job_id}: has no file {str(name)[:200]!r}; list them at /api/v1/jobs/{job_id}/artifacts.")
 
 
 def _local_files(folder: Path) -> dict[str, Path]:
@@ -137,10 +142,8 @@ class LocalArtifactStore(ArtifactStore):
 
     def get(self, job_id: str, folder: Path, name: str) -> Artifact:
         path = artifact_path(folder, name)
-        if not path.is_file():
-            raise NotFoundError(
-                f"job {job_id}: has no file {name!r}; list them at /api/v1/jobs/{job_id}/artifacts."
-            )
+        if path is None or not path.is_file():
+            raise missing_artifact(job_id, name)
         return Artifact(name=path.name, size_bytes=path.stat().st_size, path=path)
 
 
@@ -176,8 +179,8 @@ class S3ArtifactStore(LocalArtifactStore):
             return self._client
 
     def key(self, job_id: str, name: str = "") -> str:
-        if name:
-            artifact_path(Path("."), name)  # a file name or embeddings/<file>, nothing else
+        if name and artifact_path(Path("."), name) is None:  # a file name or embeddings/<file>, nothing else
+            raise missing_artifact(job_id, name)
         parts = [self.prefix, safe_name(job_id, "job id"), name]
         return "/".join(p for p in parts if p)
 
@@ -194,7 +197,7 @@ class S3ArtifactStore(LocalArtifactStore):
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 name = item["Key"][len(prefix) :]
-                if name and _is_artifact_name(name):
+                if name and artifact_path(Path("."), name) is not None:
                     sizes[name] = int(item["Size"])
         return sizes
 
@@ -204,7 +207,8 @@ class S3ArtifactStore(LocalArtifactStore):
         return [{"name": name, "size_bytes": sizes[name]} for name in sorted(sizes)]
 
     def get(self, job_id: str, folder: Path, name: str) -> Artifact:
-        if artifact_path(folder, name).is_file():
+        local = artifact_path(folder, name)
+        if local is not None and local.is_file():
             return super().get(job_id, folder, name)
         from botocore.exceptions import ClientError
 
@@ -212,23 +216,13 @@ class S3ArtifactStore(LocalArtifactStore):
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key(job_id, name))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise NotFoundError(
-                    f"job {job_id}: has no file {name!r}; list them at /api/v1/jobs/{job_id}/artifacts."
-                ) from None
+                raise missing_artifact(job_id, name) from None
             raise
         return Artifact(name=name.split("/")[-1], size_bytes=int(answer["ContentLength"]), _body=answer["Body"])
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         return f"{where} at {self.endpoint_url}" if self.endpoint_url else where
-
-
-def _is_artifact_name(name: str) -> bool:
-    try:
-        artifact_path(Path("."), name)
-    except LorastudioError:
-        return False
-    return True
 
 
 def resolve_artifacts_url(url: str | None = None) -> str:

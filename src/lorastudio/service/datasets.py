@@ -15,6 +15,7 @@ from lorastudio.data.captions import CaptionEdit, apply_template, matches
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
 from lorastudio.data.manifest import DatasetFolder
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.names import LIST_DATASETS, is_plain_name, unknown_name
 from lorastudio.service.workspace import Workspace
 
 __all__ = [
@@ -39,18 +40,11 @@ Progress = Callable[[int, int], None]
 
 
 def dataset_folder(ws: Workspace, name: str, must_exist: bool = True) -> DatasetFolder:
-    root = ws.safe_child(ws.datasets, name, "data set name")
-    if must_exist:
-        if not (root / "manifest.json").is_file():
-            known = ", ".join(
-                sorted(p.name for p in ws.datasets.iterdir() if (p / "manifest.json").is_file())
-            )
-            raise NotFoundError(
-                f"data set {name!r} not found; import it with `lorastudio dataset import SRC --name {name}`"
-                + (f" (have: {known})." if known else ".")
-            )
-        return DatasetFolder.load(root)
-    return DatasetFolder.create(root)
+    if must_exist:  # a request's name: missing and not allowed answer alike (service.names)
+        if not is_plain_name(name) or not (ws.datasets / name / "manifest.json").is_file():
+            raise unknown_name("data set", name, ws.datasets, LIST_DATASETS)
+        return DatasetFolder.load(ws.datasets / name)
+    return DatasetFolder.create(ws.safe_child(ws.datasets, name, "data set name"))
 
 
 def list_datasets(ws: Workspace) -> dict:

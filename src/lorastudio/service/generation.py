@@ -20,6 +20,7 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.names import STRICT, NamePolicy, find_lora
 from lorastudio.service.workspace import Workspace
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "find_embedding_files",
 ]
 
-LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
@@ -60,16 +60,9 @@ class GenerationResult:
         }
 
 
-def find_lora_file(ws: Workspace, name: str) -> Path:
-    for suffix in LORA_SUFFIXES:
-        candidate = ws.loras / f"{name}{suffix}"
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in ws.loras.glob("*") if p.suffix in LORA_SUFFIXES)
-    raise NotFoundError(
-        f"LoRA {name!r} not found in {ws.loras}; import it with `lorastudio import FILE`"
-        + (f" or use one of: {', '.join(known)}." if known else ".")
-    )
+def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path:
+    """The file a `<lora:NAME>` tag names: a plain name in loras/ (see `service.names`)."""
+    return find_lora(ws, name, names)
 
 
 def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
@@ -152,13 +145,15 @@ def run_generation(
     preview: Callable[[Any], None] | None = None,
     preview_every: int = 0,
     lora_files: dict[str, Path] | None = None,
+    names: NamePolicy = STRICT,
 ) -> GenerationResult:
     """Generate every image of the request and write PNG + recipe for each.
 
     `lora_files` maps `<lora:NAME>` names to files outside `loras/` (a comparison grid's
     checkpoints of a training run); other names are looked up in the library. The trigger
     embeddings bundled in those files win over same-name files in `embeddings/`: a
-    checkpoint's trigger belongs to that checkpoint.
+    checkpoint's trigger belongs to that checkpoint. `names` reads model, VAE and LoRA
+    names: strict (the default, what a server uses) or lenient for the CLI's local paths.
     """
     from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
     from lorastudio.adapters.hashing import lora_short_hash
@@ -168,7 +163,7 @@ def run_generation(
     from lorastudio.generate.prompt_parser import extract_extra_networks
 
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
-    cache = cache or ModelCache(ws)
+    cache = cache or ModelCache(ws, names=names)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     model = cache.get(cfg.model, cfg.device, cfg.vae)
@@ -176,7 +171,7 @@ def run_generation(
     for net in networks:
         if net.kind not in {"lora", "lyco"}:
             continue
-        path = (lora_files or {}).get(net.name) or find_lora_file(ws, net.name)
+        path = (lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names)
         lora = load_lora_file(path)
         check_lora_family(lora, model.family, name=str(path))
         loras.append((lora, net.te_weight, net.unet_weight))
@@ -372,6 +367,7 @@ def run_series(
     seed_policy: str = "fixed",
     progress: Callable[[int, int], None] | None = None,
     out_dir: Path | None = None,
+    names: NamePolicy = STRICT,
 ) -> SeriesResult:
     """Render one image set per prompt of a prompt file with one seed policy, plus a contact sheet."""
     from lorastudio.config import load_config
@@ -382,14 +378,14 @@ def run_series(
     if not items:
         raise LorastudioError(f"{prompt_file}: contains no prompts.")
     seed = resolve_seed(int(base.get("seed", -1)))
-    cache = ModelCache(ws)
+    cache = ModelCache(ws, names=names)
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
     images: list[OutputImage] = []
     labels: list[str] = []
     first = None
     for i, request in enumerate(series_requests(base, items, seed, seed_policy)):
         cfg = load_config(GenerateConfig, None, request)
-        result = run_generation(ws, cfg, cache, progress, out_dir=folder)
+        result = run_generation(ws, cfg, cache, progress, out_dir=folder, names=names)
         first = first or result
         images += result.images
         labels += [f"{i + 1}: {cfg.prompt}"] * len(result.images)

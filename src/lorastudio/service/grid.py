@@ -31,6 +31,7 @@ from lorastudio.config import StrictModel
 from lorastudio.errors import InvalidRequest, LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.names import STRICT, NamePolicy
 from lorastudio.service.workspace import Workspace, safe_name
 
 __all__ = [
@@ -568,6 +569,7 @@ def run_grid(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     out_dir: Path | None = None,
+    names: NamePolicy = STRICT,
 ) -> GridResult:
     """Generate every cell (one model load for all), draw the labelled grid(s), save them."""
     from PIL import Image
@@ -577,7 +579,7 @@ def run_grid(
     from lorastudio.service.generation import run_generation
 
     cells, axes, target = plan_cells(ws, base, request)
-    cache = cache or ModelCache(ws)
+    cache = cache or ModelCache(ws, names=names)
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
     total_steps = sum(c.config.steps for c in cells)
     done_steps = 0
@@ -597,7 +599,7 @@ def run_grid(
 
         lora_files = {target.name: cell.lora_file} if cell.lora_file is not None and target.name else None
         result = run_generation(
-            ws, cell.config, cache, cell_progress, should_stop, out_dir=folder, lora_files=lora_files
+            ws, cell.config, cache, cell_progress, should_stop, out_dir=folder, lora_files=lora_files, names=names
         )
         done_steps += cell.config.steps
         model, model_hash = model or result.model, model_hash or result.model_hash
@@ -700,7 +702,7 @@ def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str 
         values = parse_values(spec.values, axis)  # a bad list fails now, not in the queue
         if axis.name == "model":
             for value in values:
-                safe_name(str(value), "model name")
+                studio.check_model_name(str(value))
     if request.run:
         safe_name(request.run, "run name")
     if request.lora:

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from lorastudio.config import ConfigLayer, StrictModel, load_config, resolve_config
 from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.grid import GridRequest, run_grid, submit_grid
 from lorastudio.service.jobs.registry import (
@@ -76,11 +76,10 @@ PROGRESS_EVERY_S = 0.1
 
 def upload_path(ws: Workspace, name: str) -> Path:
     """The stored upload called `name` (as returned by the upload route); never a path from a request."""
+    from lorastudio.service.names import resolve
+
     folder = ws.cache / UPLOADS_DIR
-    path = ws.safe_child(folder, name, "upload name")
-    if not path.is_file():
-        raise NotFoundError(f"upload {name!r}: not found; send the file to POST /api/v1/uploads first.")
-    return path
+    return resolve(name, folder, "upload", "POST /api/v1/uploads (send the file first)", want="file").path
 
 
 class CaptionJobConfig(StrictModel):

@@ -108,7 +108,11 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
     for path in list_weight_files(ws.loras):
         row = known.get(path.stem)
         info = json.loads(row["info"]) if row and row["info"] else {}
-        metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+        error = None
+        try:
+            metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+        except Exception as exc:  # one broken file must not hide the others (or answer 500)
+            metadata, error = {}, _unreadable(path, exc)
         rows.append(
             {
                 "name": path.stem,
@@ -122,9 +126,16 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
                 "method": info.get("method"),
                 "samples": info.get("samples", []),
                 "registered": row is not None,
+                "error": error,
             }
         )
     return rows
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """The one line a listing shows for a file it cannot read."""
+    reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return f"{path.name}: not a readable .safetensors file ({reason}); replace or delete it."
 
 
 def _import_stem(source: Path) -> str:

@@ -2,21 +2,61 @@
 
 Loading a real checkpoint takes seconds to minutes; every request would otherwise pay it.
 LoRAs are never merged into cached models: they are applied per request and removed.
+
+Names are resolved with the cache's `NamePolicy` (a server's is strict, see
+`service.names`). A model file replaced on disk is noticed at its next use (size and
+mtime) and loaded again; the weights are private memory, so the old copy keeps serving
+until then and a truncated file never takes the process down.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from lorastudio.errors import LorastudioError
+from lorastudio.service.names import STRICT, NamePolicy, find_model, find_vae
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["ModelCache"]
+__all__ = ["ModelCache", "file_stamp"]
+
+logger = logging.getLogger(__name__)
+
+_STAMPED_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json", ".onnx", ".txt"}
 
 
 def model_bytes(model) -> int:
     """Bytes of weights a loaded model holds (all components)."""
     return sum(p.numel() * p.element_size() for m in model.components.values() for p in m.parameters())
+
+
+def file_stamp(path: Path | None) -> tuple:
+    """What changes when a file (or any weight/config file of a folder) is replaced: size, mtime, inode."""
+    if path is None:
+        return ()
+    path = Path(path)
+    files = [path] if not path.is_dir() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _STAMPED_SUFFIXES
+    )
+    stamp = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            stamp.append((str(f), None))
+            continue
+        stamp.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(stamp)
+
+
+@dataclass
+class _Entry:
+    model: Any
+    stamp: tuple
 
 
 class ModelCache:
@@ -26,26 +66,51 @@ class ModelCache:
     """
 
     def __init__(
-        self, workspace: Workspace, max_models: int = 1, memory_budget_bytes: int | None = None
+        self,
+        workspace: Workspace,
+        max_models: int = 1,
+        memory_budget_bytes: int | None = None,
+        names: NamePolicy = STRICT,
     ) -> None:
         self.workspace = workspace
         self.max_models = max_models
         self.memory_budget_bytes = memory_budget_bytes
-        self._models: OrderedDict[tuple, object] = OrderedDict()
+        self.names = names
+        self._models: OrderedDict[tuple, _Entry] = OrderedDict()
         self._lock = threading.RLock()
 
     def get(self, ref: str, device: str | None = None, vae: str | None = None):
+        """The loaded model `ref` (with VAE `vae`), loaded again when its files changed since."""
         from lorastudio.models.loading import load_model
 
+        where = find_model(self.workspace, ref, self.names)
+        vae_path = find_vae(self.workspace, vae, self.names) if vae else None
+        stamp = (file_stamp(where.path), file_stamp(vae_path))
         key = (ref, device, vae)
         with self._lock:
-            if key in self._models:
+            entry = self._models.get(key)
+            if entry is not None and entry.stamp == stamp:
                 self._models.move_to_end(key)
-                return self._models[key]
+                return entry.model
+            if entry is not None:
+                logger.info("model %s changed on disk; loading it again", ref)
+                del self._models[key]
             while len(self._models) >= self.max_models:
                 self._models.popitem(last=False)
-            model = load_model(ref, self.workspace.models, self.workspace.cache, device=device, vae=vae)
-            self._models[key] = model
+            try:
+                model = load_model(
+                    ref, self.workspace.models, self.workspace.cache, device=device, vae=vae_path, where=where
+                )
+            except LorastudioError:
+                raise
+            except Exception as exc:  # a half-written or corrupt file: the request fails, the server stays
+                if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+                    raise
+                reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise LorastudioError(
+                    f"model {where.name!r} could not be loaded ({reason}); replace its file with a complete copy."
+                ) from None
+            self._models[key] = _Entry(model, stamp)
             self._evict_over_budget()
             return model
 
@@ -54,7 +119,7 @@ class ModelCache:
             return
         while (
             len(self._models) > 1
-            and sum(model_bytes(m) for m in self._models.values()) > self.memory_budget_bytes
+            and sum(model_bytes(e.model) for e in self._models.values()) > self.memory_budget_bytes
         ):
             self._models.popitem(last=False)
 

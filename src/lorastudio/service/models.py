@@ -8,6 +8,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.library import Library
+from lorastudio.service.names import STRICT, NamePolicy, find_model
 from lorastudio.service.workspace import Workspace, safe_name
 
 __all__ = ["list_models", "model_info", "import_model"]
@@ -42,6 +43,8 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
 def _entries(ws: Workspace) -> dict[str, Path]:
     entries = {}
     for path in sorted(ws.models.iterdir()):
+        if path.name.startswith("."):
+            continue  # never a name a request may use (service.names)
         if path.is_dir() and (path / "model_index.json").is_file():
             entries[path.name] = path
         elif path.is_file() and path.suffix == ".safetensors":
@@ -59,7 +62,11 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
     for name, path in _entries(ws).items():
         row = known.get(name)
         if row is None or row["path"] != str(path):
-            info = _describe(ws, name, path)
+            try:
+                info = _describe(ws, name, path)
+            except Exception as exc:  # one broken file must not hide the others (or answer 500)
+                rows.append(_broken_row(name, path, exc))
+                continue
             library.add_model(name, path, info["family"], info["sha256"], info["size_bytes"], info["kind"])
             row = info
         rows.append(
@@ -88,10 +95,22 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
-def model_info(ws: Workspace, name: str) -> dict[str, Any]:
-    from lorastudio.models.loading import resolve_model
+def _broken_row(name: str, path: Path, exc: BaseException) -> dict[str, Any]:
+    reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return {
+        "name": name,
+        "path": str(path),
+        "family": None,
+        "hash": None,
+        "sha256": None,
+        "size_bytes": path.stat().st_size if path.is_file() else None,
+        "error": f"{path.name}: cannot be read ({reason}); replace or delete it.",
+    }
 
-    ref = resolve_model(name, ws.models)
+
+def model_info(ws: Workspace, name: str, names: NamePolicy = STRICT) -> dict[str, Any]:
+    """Family, hash and size of one model; `names` as in `service.names` (the CLI passes LENIENT)."""
+    ref = find_model(ws, name, names)
     if ref.path is None:
         raise NotFoundError(
             f"model {name!r} is a hub id and not on this machine; download it or give a path."

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError, NotFoundError
-from lorastudio.service.artifacts import Artifact, artifact_path, open_artifact_store, resolve_artifacts_url
+from lorastudio.service.artifacts import (
+    Artifact,
+    artifact_path,
+    missing_artifact,
+    open_artifact_store,
+    resolve_artifacts_url,
+)
 from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_kinds import (
     UPLOADS_DIR,
@@ -42,7 +48,15 @@ from lorastudio.service.jobs.registry import default_registry
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
 from lorastudio.service.jobs.worker import Worker, default_worker_id
 from lorastudio.service.model_cache import ModelCache
-from lorastudio.service.workspace import Workspace, safe_name
+from lorastudio.service.names import (
+    NamePolicy,
+    find_aux_model,
+    find_dataset,
+    find_lora,
+    find_model,
+    find_vae,
+)
+from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
@@ -142,6 +156,10 @@ class StudioSettings:
     # Where finished jobs' files are downloaded from: '' = the workspace, or s3://bucket/prefix?...
     # None reads LORASTUDIO_ARTIFACTS_URL.
     artifacts_url: str | None = None
+    # Requests may name Hugging Face hub ids (`org/name`) for models and tagger/captioner/CLIP
+    # models, fetched or read from the HF cache; only when the machine is online
+    # (HF_HUB_OFFLINE unset). Off: every name is a file or folder in the workspace.
+    allow_hub_ids: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,10 +200,13 @@ class Studio:
         # Status reads (/progress) get their own connection, so they never wait behind
         # a burst of submissions queued on the main one.
         self._status_store = self._open_store()
+        # Every name a request carries is read strictly (service.names): workspace names only.
+        self.names = NamePolicy(strict=True, allow_hub_ids=self.settings.allow_hub_ids)
         self.cache = ModelCache(
             self.workspace,
             max_models=self.settings.max_models,
             memory_budget_bytes=self.settings.model_memory_budget_bytes,
+            names=self.names,
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
         self._model = self.settings.model or self._first_model()
@@ -347,7 +368,7 @@ class Studio:
             if not isinstance(vae, str):
                 raise InvalidRequest(f"{where}.sd_vae: give a VAE file name in models/ or 'Automatic'.")
             if vae.strip().lower() not in _NO_VAE:
-                self._existing(self.workspace.models, vae, "VAE")
+                find_vae(self.workspace, vae, self.names)
         if checked.get("sd_model_checkpoint") is not None:
             title = checked["sd_model_checkpoint"]
             if not isinstance(title, str):
@@ -468,11 +489,30 @@ class Studio:
         seconds = DEFAULT_RETRY_AFTER_S if eta is None else eta
         return int(min(max(math.ceil(seconds), 1), MAX_RETRY_AFTER_S))
 
+    def check_model_name(self, name: str, what: str = "model") -> str:
+        """`name` when it names a model in the workspace (or an allowed hub id); else the 404 of a missing one."""
+        find_model(self.workspace, name, self.names, what=what, build=False)
+        return name
+
+    def check_lora_tags(self, *prompts: str) -> None:
+        """Every `<lora:NAME>` of the prompts names a LoRA in loras/ (refused now, not in the queue)."""
+        from lorastudio.generate.prompt_parser import extract_extra_networks
+
+        for prompt in prompts:
+            for net in extract_extra_networks(prompt or "")[1]:
+                if net.kind in {"lora", "lyco"}:
+                    find_lora(self.workspace, net.name, self.names)
+
     def resolve_generate(self, cfg: GenerateConfig) -> GenerateConfig:
-        """A request's names turned into workspace paths; anything that is not a name is refused."""
-        updates: dict[str, Any] = {"model": safe_name(cfg.model or self._model, "model name")}
+        """A request whose names all name workspace files; anything that is not such a name is refused.
+
+        Names stay names in the queued job: the worker resolves them again with the same
+        strict policy, so a file swapped in between is still only ever a workspace file.
+        """
+        updates: dict[str, Any] = {"model": self.check_model_name(cfg.model or self._model)}
         if cfg.vae:
-            updates["vae"] = str(self._existing(self.workspace.models, cfg.vae, "VAE"))
+            find_vae(self.workspace, cfg.vae, self.names)
+        self.check_lora_tags(cfg.prompt, cfg.negative_prompt)
         for key in ("init_image", "mask"):
             value = getattr(cfg, key)
             if value:
@@ -515,12 +555,6 @@ class Studio:
         """An upscaled image (/extra-single-image) within `max_output_pixels`."""
         _limit(width * height, self.settings.max_output_pixels, what, "--max-output-pixels", " pixels")
 
-    def _existing(self, folder: Path, name: str, what: str) -> Path:
-        path = self.workspace.safe_child(folder, name, f"{what} name")
-        if not path.exists():
-            raise NotFoundError(f"{what} {name!r}: not found in {folder.name}/; copy it there first.")
-        return path
-
     def submit_generate(self, cfg: GenerateConfig, *, user: str = "", priority: int = 0) -> Job:
         from lorastudio.generate.samplers import parse_sampler
 
@@ -538,14 +572,14 @@ class Studio:
 
         self.check_quota(user)  # before the run folder is reserved
         cfg = request_train_config(cfg)  # a request's keys beat its preset's, as on the command line
-        safe_name(cfg.model or "", "model name")
-        self._existing(self.workspace.datasets, cfg.data.dir, "data set")
+        self.check_model_name(cfg.model or "")
+        find_dataset(self.workspace, cfg.data.dir, "data.dir", self.names)
         # Folders a run reads or fills must be data sets in the workspace, never paths: a
         # client must not make the worker read or write elsewhere on the server.
         if cfg.prior.class_dir:
-            self._existing(self.workspace.datasets, cfg.prior.class_dir, "class images data set")
+            find_dataset(self.workspace, cfg.prior.class_dir, "prior.class_dir", self.names)
         if cfg.scoring.validation_dir:
-            self._existing(self.workspace.datasets, cfg.scoring.validation_dir, "validation data set")
+            find_dataset(self.workspace, cfg.scoring.validation_dir, "scoring.validation_dir", self.names)
         scoring = cfg.scoring.model_copy(
             update={
                 "clip_model": self._scorer_model(cfg.scoring.clip_model, "scoring.clip_model"),
@@ -569,30 +603,22 @@ class Studio:
         )
 
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
-        self._existing(self.workspace.datasets, cfg.dataset, "data set")
+        find_dataset(self.workspace, cfg.dataset, "dataset", self.names)
+        key = "captioner" if cfg.captioner is not None else "tagger"
         labeller = cfg.captioner or cfg.tagger
         if labeller.allow_download:
             raise LorastudioError(
                 "caption job: allow_download is refused by the API; put the model in the cache."
             )
-        if _looks_like_path(labeller.model):
-            raise LorastudioError(
-                f"caption model {labeller.model!r}: give a cached hub id (org/name), not a path."
-            )
+        model = find_aux_model(self.workspace, labeller.model, f"{key}.model", self.names)
+        cfg = cfg.model_copy(update={key: labeller.model_copy(update={"model": model})})
         return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     def _scorer_model(self, value: str, key: str) -> str:
-        """A scorer model for an API run: a folder name in models/ (made absolute here) or a hub id."""
+        """A scorer model for an API run: a folder name in models/ (made absolute here) or an allowed hub id."""
         if not value:
             return value
-        folder = self.workspace.models / value
-        if "/" not in value and "\\" not in value and folder.is_dir():
-            return str(self.workspace.safe_child(self.workspace.models, value, key))
-        if _looks_like_path(value) or "/" not in value:
-            raise LorastudioError(
-                f"{key} {value!r}: give a folder name in {self.workspace.models.name}/ or a cached hub id, not a path."
-            )
-        return value
+        return find_aux_model(self.workspace, value, key, self.names)
 
     def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
         for name in cfg.uploads:
@@ -632,7 +658,8 @@ class Studio:
     def artifact(self, job_id: str, name: str) -> Artifact:
         """One file of the job, from this box's disk if it is here, else from the artifact store."""
         folder = self.job_folder(self.get_job(job_id))
-        artifact_path(folder, name)  # a file name or embeddings/<file>, refused before any store is asked
+        if artifact_path(folder, name) is None:  # answered as a missing file: names never reach the disk
+            raise missing_artifact(job_id, name)
         return self.artifact_store.get(job_id, folder, name)
 
     # --- waiting for jobs -------------------------------------------------------------
@@ -841,8 +868,3 @@ def _limit(value: int, limit: int, what: str, option: str, unit: str = "") -> No
         raise LimitExceeded(
             f"{what}: {value}{unit} is over the server's limit of {limit}{unit} (lorastudio serve {option})."
         )
-
-
-def _looks_like_path(model: str) -> bool:
-    """True for anything but `org/name`: API clients name models, they never point at server paths."""
-    return "\\" in model or model.startswith((".", "/", "~")) or model.count("/") > 1

@@ -22,7 +22,11 @@ def list_weight_files(folder: Path) -> list[Path]:
     """The weight files (LoRAs, embeddings, checkpoints) directly in a workspace folder, sorted."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES and not p.name.startswith(".")
+    )  # hidden files are never names a request may use (service.names), so they are not listed
 
 
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")
@@ -30,10 +34,14 @@ _SAFE_NAME = re.compile(r"^[\w.\-]+$", re.UNICODE)
 
 
 def safe_name(name: str, what: str = "name") -> str:
-    """A name usable as one path component: letters/digits (any script), '.', '-', '_'."""
-    if not name or name in {".", ".."} or not _SAFE_NAME.match(name):
+    """A name for a new file or folder: letters/digits (any script), '.', '-', '_'; not hidden, no '..'.
+
+    Looking up an existing entry by a request's name goes through `service.names` instead.
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name.startswith(".") or ".." in name:
         raise LorastudioError(
-            f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' (no slashes or spaces)."
+            f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' "
+            "(no slashes or spaces, not starting with '.')."
         )
     return name
 

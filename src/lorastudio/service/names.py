@@ -1,0 +1,206 @@
+"""Names from requests become files in the workspace, and nothing else.
+
+Every model, VAE, LoRA, embedding, data set, run, output, tagger/captioner/CLIP model,
+upload or template a request names goes through `resolve`. A server (`NamePolicy.strict`)
+accepts only a plain name of an entry in that name's workspace folder: no separators, no
+`..`, no absolute or drive paths, no NUL, no hidden files, never the working directory. A
+hub id (`org/name`) only where the server allows hub ids and the machine is online.
+
+"Missing" and "not allowed" answer the same message, so a client cannot probe the server's
+disk. The CLI runs as the user and may name local paths: it passes `LENIENT`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorastudio.errors import LorastudioError, NotFoundError
+
+if TYPE_CHECKING:
+    from lorastudio.models.loading import ModelRef
+    from lorastudio.service.workspace import Workspace
+
+__all__ = [
+    "NamePolicy",
+    "STRICT",
+    "LENIENT",
+    "Resolved",
+    "is_plain_name",
+    "is_hub_id",
+    "hub_online",
+    "resolve",
+    "unknown_name",
+    "find_model",
+    "find_vae",
+    "find_lora",
+    "find_dataset",
+    "find_aux_model",
+]
+
+
+@dataclass(frozen=True)
+class NamePolicy:
+    """How names from one front are read: `strict` for anything a client sends, lenient for the CLI."""
+
+    strict: bool = True
+    allow_hub_ids: bool = False
+
+
+STRICT = NamePolicy(strict=True, allow_hub_ids=False)
+LENIENT = NamePolicy(strict=False, allow_hub_ids=True)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
+
+
+def is_plain_name(name: object) -> bool:
+    """One path component that stays in its folder on every OS: no `/`, `\\`, `:`, NUL, `..`, or leading `.`."""
+    if not isinstance(name, str) or not name or name != name.strip():
+        return False
+    if name.startswith(".") or ".." in name or len(name.encode("utf-8", "surrogatepass")) > 240:
+        return False  # 240: room for a suffix within the usual 255-byte file name limit
+    return not any(ch in name for ch in '/\\:\x00') and all(ch.isprintable() for ch in name)
+
+
+def is_hub_id(name: object) -> bool:
+    """`org/name` as the Hugging Face hub spells a repository (never a path: no `..`, no leading `.`)."""
+    return isinstance(name, str) and bool(_HUB_ID.match(name)) and ".." not in name
+
+
+def hub_online() -> bool:
+    """The hub may be asked (HF_HUB_OFFLINE is not set)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a name points at: a file or folder in the workspace (or, leniently, anywhere), or a hub id."""
+
+    name: str
+    path: Path | None = None
+    hub_id: str | None = None
+
+
+def unknown_name(what: str, name: object, folder: Path, listing: str) -> NotFoundError:
+    """The one answer for a name that is missing *or* not allowed (the two must not be told apart)."""
+    shown = name if isinstance(name, str) else str(name)
+    return NotFoundError(
+        f"{what} {shown[:200]!r} not found in {folder.name}/; give the plain name of one listed by {listing}."
+    )
+
+
+def _entry(folder: Path, name: str, suffixes: Iterable[str], want: str) -> Path | None:
+    """`folder/name` or `folder/name<suffix>` when it exists as the wanted kind (file, dir or either)."""
+    for candidate in [folder / name, *(folder / f"{name}{s}" for s in suffixes)]:
+        try:
+            if want in {"file", "any"} and candidate.is_file():
+                return candidate
+            if want in {"dir", "any"} and candidate.is_dir():
+                return candidate
+        except OSError:  # a name the file system refuses is a name that is not there
+            continue
+    return None
+
+
+def resolve(
+    name: str,
+    folder: Path,
+    what: str,
+    listing: str,
+    *,
+    policy: NamePolicy = STRICT,
+    suffixes: Iterable[str] = (),
+    want: str = "any",
+) -> Resolved:
+    """The workspace entry `name` names in `folder` (with one of `suffixes`), a local path, or a hub id.
+
+    Strict: a plain name of an existing entry, else a hub id where `policy.allow_hub_ids` and
+    the machine is online; anything else raises the same `NotFoundError` as a missing name.
+    Lenient: the same, then any existing local path, then any hub id (the CLI's user may read
+    what they like).
+    """
+    suffixes = tuple(suffixes)
+    if is_plain_name(name):
+        found = _entry(folder, name, suffixes, want)
+        if found is not None:
+            return Resolved(name, path=found)
+    if not policy.strict and isinstance(name, str) and name and "\x00" not in name:
+        path = Path(name).expanduser()
+        try:
+            if (want in {"file", "any"} and path.is_file()) or (want in {"dir", "any"} and path.is_dir()):
+                return Resolved(path.stem if path.is_file() else path.name, path=path)
+        except OSError:
+            pass
+    if policy.allow_hub_ids and is_hub_id(name) and (hub_online() or not policy.strict):
+        return Resolved(name.split("/")[-1], hub_id=name)
+    raise unknown_name(what, name, folder, listing)
+
+
+# -- the kinds of names a request carries ------------------------------------------------
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")  # pickles are refused when read, with their own message
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+LIST_MODELS = "GET /api/v1/models (or `lorastudio models list`)"
+LIST_VAES = "GET /api/v1/models (VAE files live in models/)"
+LIST_LORAS = "GET /api/v1/loras (or `lorastudio lora list`)"
+LIST_EMBEDDINGS = "GET /api/v1/embeddings"
+LIST_DATASETS = "GET /api/v1/datasets (or `lorastudio dataset list`)"
+LIST_AUX_MODELS = "the folders in models/ (ask the server's operator)"
+
+
+def find_model(
+    ws: Workspace, name: str, policy: NamePolicy = STRICT, what: str = "model", build: bool = True
+) -> ModelRef:
+    """A generation/training model: built-in tiny name, diffusers folder or checkpoint in models/, or hub id.
+
+    `build=False` only checks the name: a built-in tiny model is not built yet (a request
+    is checked in the API thread; the worker builds it on first use).
+    """
+    from lorastudio.models.loading import ModelRef
+    from lorastudio.models.tiny import ensure_tiny_model, is_tiny_name
+
+    if isinstance(name, str) and is_tiny_name(name):
+        return ModelRef(name, ensure_tiny_model(name, ws.models) if build else ws.models / name, "folder")
+    found = resolve(name, ws.models, what, LIST_MODELS, policy=policy, suffixes=MODEL_SUFFIXES)
+    if found.hub_id:
+        return ModelRef(found.name, None, "hub", hub_id=found.hub_id)
+    path = found.path
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return ModelRef(path.name, path.resolve(), "folder")
+    if path.is_file() and path.suffix.lower() in MODEL_SUFFIXES:
+        return ModelRef(path.stem, path.resolve(), "single_file")
+    if policy.strict:  # a tagger folder or a text file in models/ is not a model: the same answer
+        raise unknown_name(what, name, ws.models, LIST_MODELS)
+    raise LorastudioError(
+        f"{path}: neither a diffusers folder (no model_index.json) nor a .safetensors/.ckpt checkpoint."
+    )
+
+
+def find_vae(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Path:
+    """A VAE: a weight file or a diffusers vae folder in models/ (leniently, any local path)."""
+    found = resolve(name, ws.models, "VAE", LIST_VAES, policy=NamePolicy(policy.strict), suffixes=MODEL_SUFFIXES)
+    return found.path
+
+
+def find_lora(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Path:
+    """A LoRA named by a `<lora:NAME:…>` tag: `loras/NAME.safetensors` (or a peft folder there)."""
+    found = resolve(name, ws.loras, "LoRA", LIST_LORAS, policy=NamePolicy(policy.strict), suffixes=LORA_SUFFIXES)
+    return found.path
+
+
+def find_dataset(ws: Workspace, name: str, what: str = "data set", policy: NamePolicy = STRICT) -> Path:
+    """A data set folder in datasets/."""
+    found = resolve(name, ws.datasets, what, LIST_DATASETS, policy=NamePolicy(policy.strict), want="dir")
+    return found.path
+
+
+def find_aux_model(ws: Workspace, name: str, what: str, policy: NamePolicy = STRICT) -> str:
+    """A tagger/captioner/CLIP/face model: a folder in models/ (made absolute) or an allowed hub id."""
+    found = resolve(name, ws.models, what, LIST_AUX_MODELS, policy=policy, want="dir")
+    return found.hub_id or str(found.path.resolve())
