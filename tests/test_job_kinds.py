@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.datasets import dataset_folder, import_dataset
-from lorastudio.service.job_kinds import KINDS, install, job_folder, submit_job, typed_job
+from lorastudio.service.job_kinds import KINDS, CaptionJobConfig, install, job_folder, submit_job, typed_job
 from lorastudio.service.jobs import HandlerRegistry, default_registry, open_store
 from lorastudio.service.jobs.context import JobContext, WorkerInfo
 from lorastudio.service.jobs.worker import Worker
@@ -95,8 +95,11 @@ def test_every_kind_takes_a_config_payload_and_the_worker_installs_them(workspac
         typed_job("grid", payload={"config": {}, "grid": {"xx": 1}})
     (workspace.datasets / "reds").mkdir()
     with Studio(workspace, StudioSettings()) as studio:  # what /api/v1/jobs/<id> shows as payload
-        caption, _ = typed_job("caption", overrides=["dataset=reds", "tagger.model=org/tagger"])
-        assert studio.submit_caption(caption).payload == {"config": caption.model_dump()}
+        (workspace.models / "tagger").mkdir()
+        caption, _ = typed_job("caption", overrides=["dataset=reds", "tagger.model=tagger"])
+        queued = studio.submit_caption(caption).payload
+        assert list(queued) == ["config"] and queued["config"]["dataset"] == "reds"
+        assert CaptionJobConfig.model_validate(queued["config"]).tagger is not None
         sleep, _ = typed_job("sleep", payload={"seconds": 0})
         assert submit_job(studio, "sleep", sleep).payload == {"config": sleep.model_dump()}
 
