@@ -173,6 +173,19 @@ def test_the_cli_may_name_local_paths_the_server_may_not(tiny_workspace, outside
     assert find_model(tiny_workspace, "cwdmodel.safetensors", LENIENT).kind == "single_file"
 
 
+
+def test_a_server_side_training_run_never_finds_its_model_in_the_working_directory(tiny_workspace, outside, tmp_path):
+    """A model deleted after its job was queued is "not found" in the worker, never a cwd file."""
+    from lorastudio.service.training import run_training
+    from training_helpers import tiny_train_config, write_images
+
+    data = write_images(tmp_path / "red", [((230, 20, 25), "zqx")])
+    cfg = tiny_train_config(data, "zqx", "model=cwdmodel.safetensors", "train.steps=1", "output.name=cwdrun")
+    with pytest.raises(NotFoundError, match="cwdmodel"):
+        run_training(tiny_workspace, cfg, progress=False, names=STRICT)
+    assert not (tiny_workspace.runs / "cwdrun" / "checkpoints").exists()
+
+
 # --- through the native API and /sdapi/v1 -------------------------------------------------
 
 

@@ -1,12 +1,34 @@
-"""The generation request: one typed model used by the CLI, the API, recipes and the UI."""
+"""The generation request: one typed model used by the CLI, the API, recipes and the UI.
+
+The sampling settings (steps, CFG scale, sampler, seed) are also part of training configs
+(samples during training, DreamBooth class images, the scoring sheet); they are declared
+once here as `Annotated` types carrying the description and the bounds every user shares.
+A model adds tighter bounds of its own where it has them (`Field(20, le=500)`).
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
 
-__all__ = ["GenerateConfig"]
+__all__ = ["GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
+
+SamplingSteps = Annotated[
+    int, Field(ge=1, description="Sampling steps (denoising iterations); A1111 'Steps'.")
+]
+CfgScale = Annotated[
+    float,
+    Field(description="Classifier-free guidance scale: how strongly the prompt steers the image; A1111 'CFG scale'."),
+]
+SamplerName = Annotated[
+    str, Field(description="A1111 sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'.")
+]
+SamplingSeed = Annotated[
+    int, Field(description="Seed of the first image; image i of a batch uses seed + i (-1 = random).")
+]
 
 
 class GenerateConfig(StrictModel):
@@ -17,13 +39,13 @@ class GenerateConfig(StrictModel):
         "", description="Prompt in A1111 syntax: (word:1.2), [a:b:0.5], <lora:name:0.8>, BREAK."
     )
     negative_prompt: str = Field("", description="Negative prompt (same syntax).")
-    steps: int = Field(20, ge=1, le=500, description="Sampling steps.")
-    cfg_scale: float = Field(7.0, ge=0, le=50, description="Classifier-free guidance scale.")
-    sampler: str = Field("Euler a", description="A1111 sampler name, e.g. 'DPM++ 2M Karras'.")
+    steps: SamplingSteps = Field(20, le=500)
+    cfg_scale: CfgScale = Field(7.0, ge=0, le=50)
+    sampler: SamplerName = "Euler a"
     schedule: str | None = Field(
         None, description="Schedule type (Automatic, Karras, Exponential, SGM Uniform)."
     )
-    seed: int = Field(-1, ge=-1, description="-1 = random; image i of a batch uses seed + i.")
+    seed: SamplingSeed = Field(-1, ge=-1)
     subseed: int = Field(
         -1, ge=-1, description="Variation seed (-1 = random); image i uses subseed + i, all share the seed."
     )

@@ -214,12 +214,14 @@ class AxisRequest(StrictModel):
 class GridRequest(StrictModel):
     """The grid part of a request; the generation part is a GenerateConfig."""
 
-    x: AxisRequest = Field(default_factory=AxisRequest)
-    y: AxisRequest = Field(default_factory=AxisRequest)
-    z: AxisRequest = Field(default_factory=AxisRequest)
+    x: AxisRequest = Field(default_factory=AxisRequest, description="The axis across: one column per value.")
+    y: AxisRequest = Field(default_factory=AxisRequest, description="The axis down: one row per value.")
+    z: AxisRequest = Field(
+        default_factory=AxisRequest, description="The third axis: one X/Y grid per value, side by side under its label."
+    )
     lora: str | None = Field(None, description="LoRA name the weight/checkpoint axes act on.")
     run: str | None = Field(None, description="Training run whose checkpoints the checkpoint axis walks.")
-    draw_legend: bool = True
+    draw_legend: bool = Field(True, description="Label the rows, columns and Z grids with their axis values (A1111 draw legend).")
     fixed_seeds: bool = Field(True, description="Resolve seed -1 once for the whole grid (A1111's default).")
     margin: int = Field(0, ge=0, le=500, description="Pixels between cells.")
 
@@ -319,25 +321,17 @@ def _lora_target(
     if run is None:
         name = lora or (tags[0] if len(tags) == 1 else None)
         return LoraTarget(name)
-    from lorastudio.train.scoring import (
-        _output_name,
-        _read_config,
-        _read_scores,
-        _run_folder,
-        list_checkpoints,
-    )
+    from lorastudio.train.runs import RunFolder
 
-    run_dir = _run_folder(ws, safe_name(run, "run name"))
-    cfg = _read_config(run_dir)
-    output = _output_name(cfg, run_dir)
-    final = run_dir / f"{output}.safetensors"
+    folder = RunFolder.open(ws, safe_name(run, "run name"))
+    final = folder.path / f"{folder.output_name}.safetensors"
     return LoraTarget(
-        name=lora or output,
-        run_dir=run_dir,
-        full_model=bool(cfg.trains_full_unet),
-        checkpoints={c.step: c.lora for c in list_checkpoints(run_dir, cfg)},
+        name=lora or folder.output_name,
+        run_dir=folder.path,
+        full_model=bool(folder.config.trains_full_unet),
+        checkpoints={c.step: c.lora for c in folder.checkpoints},
         final=final if final.is_file() else None,
-        scores=_read_scores(run_dir),
+        scores=folder.scores,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.names import NamePolicy, find_model
 
 if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
@@ -95,8 +96,13 @@ def run_training(
     device: str | None = None,
     progress: bool = True,
     stop_at_step: int | None = None,
+    names: NamePolicy | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run; returns run folder, LoRA file paths, name and final step.
+
+    `names` is how the base model's name is found: a server passes its strict policy, so a
+    model deleted after the job was queued is "not found", never a path in the working
+    directory; the CLI passes none (local paths allowed, as the user).
 
     `stop_at_step` ends the run early after saving a resumable checkpoint (used by tests
     and by a job queue that pauses work).
@@ -131,7 +137,10 @@ def run_training(
 
     with atomic_file(run_dir / "config.yaml") as temporary:  # a kill here must not cost the run its config
         temporary.write_text(config.to_yaml(), encoding="utf-8")
-    trainer = Trainer(config, ws, run_dir, name, callback=callback, device=device, progress=progress)
+    model_where = find_model(ws, config.model, names) if names is not None else None
+    trainer = Trainer(
+        config, ws, run_dir, name, callback=callback, device=device, progress=progress, model_where=model_where
+    )
     if progress and os.environ.get("RANK", "0") == "0":
         import sys
 
@@ -144,7 +153,7 @@ def run_training(
     _free_training_memory()  # before scoring loads a clean copy of the model
     if result.get("finished") and os.environ.get("RANK", "0") == "0":
         if config.scoring.enabled:
-            result.update(_choose_checkpoint(ws, run_dir, config, device))
+            result.update(_choose_checkpoint(ws, run_dir, config, device, model_where))
         _register_result(ws, run_dir, config, result, result.get("best_step", result["step"]))
     return result
 
@@ -245,14 +254,14 @@ def _lora_family(path: Path) -> str | None:
 
 
 def _choose_checkpoint(
-    ws: Workspace, run_dir: Path, config: TrainConfig, device: str | None
+    ws: Workspace, run_dir: Path, config: TrainConfig, device: str | None, model_where: Any = None
 ) -> dict[str, Any]:
     """Score the run's checkpoints and make the best one the run's result in the library."""
     from lorastudio.train.scoring import list_checkpoints, pick_checkpoint, score_run
 
     if run_dir.parent != ws.runs or not list_checkpoints(run_dir, config):
         return {}
-    table = score_run(ws, run_dir.name, device=device)
+    table = score_run(ws, run_dir.name, device=device, model_where=model_where)
     picked = pick_checkpoint(ws, run_dir.name, table["best_step"], by="score")
     out = {"best_step": table["best_step"], "scores": str(run_dir / "scores.json")}
     out.update({k: v for k, v in picked.items() if k.startswith("library_")})

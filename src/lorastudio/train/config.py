@@ -33,6 +33,7 @@ from lorastudio.config import (
     resolve_config,
 )
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.generate.config import CfgScale, SamplerName, SamplingSeed, SamplingSteps
 
 __all__ = [
     "TrainConfig",
@@ -90,22 +91,77 @@ def uses_relative_step(optimizer: str, args: dict[str, Any]) -> bool:
 
 
 class DataConfig(StrictModel):
-    dir: str = ""  # an imported data set name or a folder / metadata file path
-    default_caption: str = ""  # caption for images without one (EasyPhoto: the trigger)
-    caption_prefix_trigger: bool = True  # put the trigger first when a caption lacks it
-    shuffle_tags: bool = False  # shuffle comma-separated tags, keeping the first `keep_tokens`
-    keep_tokens: int = Field(1, ge=0)
-    caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance of training on an empty caption
-    flip: bool = False  # random horizontal flip (cached as a second latent)
-    max_upscale: float = Field(1.0, ge=1.0)  # refuse images that would need more upscaling
+    """The training images and how their captions are read."""
+
+    dir: str = Field(
+        "",
+        description="An imported data set name, or a folder / metadata file path (kohya train_data_dir, in_json).",
+    )
+    default_caption: str = Field(
+        "",
+        description="Caption for images without one (EasyPhoto: the trigger; kohya: the NN_name folder's name).",
+    )
+    caption_prefix_trigger: bool = Field(
+        True, description="Put the trigger first in every caption that lacks it."
+    )
+    shuffle_tags: bool = Field(
+        False,
+        description="Shuffle comma-separated caption tags each step, keeping the first `keep_tokens` in place"
+        " (kohya shuffle_caption).",
+    )
+    keep_tokens: int = Field(
+        1,
+        ge=0,
+        description="Leading caption tags kept in place by shuffling and never dropped by tag dropout"
+        " (kohya keep_tokens).",
+    )
+    caption_dropout: float = Field(
+        0.0, ge=0.0, le=1.0, description="Chance that an exposure trains on an empty caption (kohya caption_dropout_rate)."
+    )
+    flip: bool = Field(
+        False, description="Random horizontal flip; cached as a second latent per image (kohya flip_aug)."
+    )
+    max_upscale: float = Field(
+        1.0, ge=1.0, description="Refuse images that would need more upscaling than this to fill their bucket."
+    )
     # kohya parity (caption_tag_dropout_rate, color_aug, bucket options, subset num_repeats).
-    tag_dropout: float = Field(0.0, ge=0.0, le=1.0)  # drop each tag with this chance (not the first keep_tokens)
-    color_aug: bool = False  # small hue/brightness jitter per exposure; encodes latents every step (no cache)
-    repeats: int | None = Field(None, ge=1)  # exposures per epoch of every image (default: NN_ folder prefix)
-    min_bucket_reso: int | None = Field(None, ge=64)  # smallest bucket side (default: half the resolution, <= 256)
-    max_bucket_reso: int | None = Field(None, ge=64)  # largest bucket side (default: 2 x resolution)
-    bucket_reso_steps: int = Field(64, ge=8, multiple_of=8)  # bucket sides are multiples of this
-    bucket_no_upscale: bool = False  # small images keep their size (rounded down to bucket_reso_steps)
+    tag_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Drop each caption tag with this chance, except the first keep_tokens"
+        " (kohya caption_tag_dropout_rate).",
+    )
+    color_aug: bool = Field(
+        False,
+        description="Small hue/brightness jitter per exposure (kohya color_aug); latents are then encoded"
+        " every step instead of cached.",
+    )
+    repeats: int | None = Field(
+        None,
+        ge=1,
+        description="Exposures of every image per epoch (kohya num_repeats / dataset_repeats);"
+        " default: the NN_ prefix of the image folder, else 1.",
+    )
+    min_bucket_reso: int | None = Field(
+        None,
+        ge=64,
+        description="Smallest aspect-ratio bucket side in pixels (kohya min_bucket_reso);"
+        " default: half the resolution, at most 256.",
+    )
+    max_bucket_reso: int | None = Field(
+        None,
+        ge=64,
+        description="Largest aspect-ratio bucket side in pixels (kohya max_bucket_reso); default: 2 x resolution.",
+    )
+    bucket_reso_steps: int = Field(
+        64, ge=8, multiple_of=8, description="Bucket sides are multiples of this, in pixels (kohya bucket_reso_steps)."
+    )
+    bucket_no_upscale: bool = Field(
+        False,
+        description="Small images keep their size, rounded down to bucket_reso_steps, instead of being"
+        " upscaled (kohya bucket_no_upscale).",
+    )
 
 
 LrSchedulerName = Literal[
@@ -120,16 +176,49 @@ LrSchedulerName = Literal[
 
 
 class TrainSection(StrictModel):
-    # How long to train: set one of these three (default: 1000 steps).
-    steps: int | None = Field(None, ge=1)  # optimizer steps
-    epochs_per_image: float | None = Field(None, gt=0)  # exposures per image
-    max_epochs: int | None = Field(None, ge=1)  # kohya epochs: every image x repeats once per epoch
-    max_steps_per_image: int | None = Field(None, ge=1)  # cap: steps <= this x images (EasyPhoto)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
-    text_encoder_lr: float | None = Field(None, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
+    """How long and how the weights are optimised."""
+
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="Optimizer steps to train (kohya max_train_steps). Set one of steps, epochs_per_image"
+        " and max_epochs; default: 1000 steps.",
+    )
+    epochs_per_image: float | None = Field(
+        None,
+        gt=0,
+        description="How long to train as exposures per image (repeats counted); steps = this x images /"
+        " (batch_size x grad_accum).",
+    )
+    max_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="How long to train in kohya epochs: every image x repeats once per epoch (kohya max_train_epochs).",
+    )
+    max_steps_per_image: int | None = Field(
+        None, ge=1, description="Cap on the budget: steps <= this x number of images (EasyPhoto)."
+    )
+    batch_size: int = Field(1, ge=1, description="Images per batch (kohya train_batch_size).")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Batches added up per optimizer step: the effective batch is batch_size x grad_accum"
+        " (kohya gradient_accumulation_steps).",
+    )
+    learning_rate: float = Field(
+        1e-4,
+        gt=0,
+        description="Learning rate of the UNet / LoRA weights (kohya learning_rate, unet_lr); default 1e-4,"
+        " 2e-6 for dreambooth/finetune, 1.0 (a multiplier) for prodigy and D-Adaptation.",
+    )
+    text_encoder_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the text-encoder weights (kohya text_encoder_lr); default: learning_rate.",
+    )
+    weight_decay: float = Field(
+        1e-2, ge=0, description="Optimizer weight decay (kohya optimizer_args weight_decay)."
+    )
     optimizer: Literal[
         "adamw",
         "adamw8bit",
@@ -140,29 +229,103 @@ class TrainSection(StrictModel):
         "dadapt_lion",
         "adafactor",
         "came",
-    ] = "adamw"
-    # Keyword arguments of the optimizer, checked against its signature (e.g. {betas: [0.9, 0.99]}).
-    optimizer_args: dict[str, Any] = Field(default_factory=dict)
-    lr_scheduler: LrSchedulerName = "constant_with_warmup"
-    lr_warmup_steps: int = Field(0, ge=0)
-    lr_scheduler_num_cycles: int = Field(1, ge=1)  # hard restarts of cosine_with_restarts
-    lr_scheduler_power: float = Field(1.0, gt=0)  # exponent of polynomial decay
-    resolution: int = Field(512, ge=64)
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    gradient_checkpointing: bool = False
-    min_snr_gamma: float | None = Field(None, gt=0)
-    noise_offset: float = Field(0.0, ge=0.0)
-    # Pyramid noise (kohya's multires noise): 6-10 iterations, discount 0.1-0.3 are typical.
-    multires_noise_iterations: int = Field(0, ge=0)
-    multires_noise_discount: float = Field(0.3, gt=0.0, le=1.0)
-    attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers when installed, else SDPA
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    save_every_steps: int | None = Field(500, ge=1)  # default: off when save_every_epochs is set
-    save_every_epochs: int | None = Field(None, ge=1)  # checkpoint at every Nth epoch boundary (kohya)
-    # Resumable states kept (newest first); default: all for LoRA runs, the last for dreambooth/finetune.
-    keep_states: int | None = Field(None, ge=1)
-    ema_decay: float | None = Field(None, gt=0, lt=1)  # EMA of the trained weights; saved files use it
-    cache_text_encoder_outputs: bool = True  # on disk, when the text encoder is frozen and captions fixed
+    ] = Field(
+        "adamw",
+        description="Optimizer (kohya optimizer_type, any case: AdamW8bit, Prodigy...); adamw8bit needs"
+        " bitsandbytes and a CUDA GPU, the others but adamw the pytorch-optimizer package.",
+    )
+    optimizer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the optimizer, checked against its signature, e.g."
+        " {betas: [0.9, 0.99]} (kohya optimizer_args).",
+    )
+    lr_scheduler: LrSchedulerName = Field(
+        "constant_with_warmup",
+        description="Learning-rate schedule (kohya lr_scheduler); 'adafactor' follows relative-step"
+        " Adafactor's own rate.",
+    )
+    lr_warmup_steps: int = Field(
+        0, ge=0, description="Steps of linear warm-up from 0 to the learning rate (kohya lr_warmup_steps)."
+    )
+    lr_scheduler_num_cycles: int = Field(
+        1, ge=1, description="Hard restarts of cosine_with_restarts (kohya lr_scheduler_num_cycles)."
+    )
+    lr_scheduler_power: float = Field(
+        1.0, gt=0, description="Exponent of the polynomial decay (kohya lr_scheduler_power)."
+    )
+    resolution: int = Field(
+        512,
+        ge=64,
+        description="Training resolution in pixels: buckets hold about resolution^2 pixels (kohya resolution,"
+        " square only).",
+    )
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto",
+        description="Compute precision (kohya mixed_precision); auto: bf16 where the GPU has it, else fp16;"
+        " no (fp32) on the CPU.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass: less memory, slower (kohya gradient_checkpointing).",
+    )
+    min_snr_gamma: float | None = Field(
+        None,
+        gt=0,
+        description="Min-SNR loss weighting gamma, 5 is usual; unset = off (kohya min_snr_gamma).",
+    )
+    noise_offset: float = Field(
+        0.0,
+        ge=0.0,
+        description="Offset noise strength, e.g. 0.05-0.1 for darker darks and brighter brights; 0 = off"
+        " (kohya noise_offset).",
+    )
+    multires_noise_iterations: int = Field(
+        0,
+        ge=0,
+        description="Pyramid (kohya multires) noise levels, 6-10 typical; 0 = off (kohya multires_noise_iterations).",
+    )
+    multires_noise_discount: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="Weight of each coarser pyramid-noise level, 0.1-0.3 typical (kohya multires_noise_discount).",
+    )
+    attention: Literal["auto", "sdpa", "xformers"] = Field(
+        "auto",
+        description="Attention kernel; auto: xformers when installed, else PyTorch SDPA (kohya xformers / sdpa).",
+    )
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the gradient norm to this; unset = no clipping (kohya max_grad_norm)."
+    )
+    save_every_steps: int | None = Field(
+        500,
+        ge=1,
+        description="Save a checkpoint every N steps (kohya save_every_n_steps); default 500, off when"
+        " save_every_epochs is set.",
+    )
+    save_every_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Save a checkpoint at every Nth epoch boundary (kohya save_every_n_epochs).",
+    )
+    keep_states: int | None = Field(
+        None,
+        ge=1,
+        description="Resumable optimizer states kept, newest first; default: all for LoRA runs, the last"
+        " for dreambooth/finetune.",
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Keep an exponential moving average of the trained weights (e.g. 0.999); saved files"
+        " use it. Unset = off.",
+    )
+    cache_text_encoder_outputs: bool = Field(
+        True,
+        description="Cache caption embeddings on disk when the text encoder is frozen and captions are"
+        " fixed (kohya cache_text_encoder_outputs).",
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -213,27 +376,73 @@ class TrainSection(StrictModel):
 
 
 class LoraConfig(StrictModel):
-    rank: int = Field(16, ge=1)
-    alpha: float = Field(8.0, gt=0)
-    targets: Literal["attn", "kohya", "locon"] = "kohya"
-    conv_rank: int | None = Field(None, ge=1)  # locon: rank of 3x3 convs (default: rank)
-    type: Literal["lora", "loha", "lokr"] = "lora"  # LyCORIS LoHa / LoKr: saved in LyCORIS' layout
-    train_text_encoder: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """The LoRA network (methods lora and pivotal)."""
+
+    rank: int = Field(16, ge=1, description="LoRA rank: size of the low-rank matrices (kohya network_dim).")
+    alpha: float = Field(
+        8.0,
+        gt=0,
+        description="LoRA alpha: the update is scaled by alpha / rank, so alpha = rank means no scaling"
+        " (kohya network_alpha).",
+    )
+    targets: Literal["attn", "kohya", "locon"] = Field(
+        "kohya",
+        description="Layers that get a LoRA: attn (attention only), kohya (attention and transformer"
+        " projections, as sd-scripts' networks.lora), locon (kohya plus the 3x3 convs).",
+    )
+    conv_rank: int | None = Field(
+        None, ge=1, description="locon: rank of the 3x3 convs (kohya conv_dim); default: rank."
+    )
+    type: Literal["lora", "loha", "lokr"] = Field(
+        "lora",
+        description="Network type: plain LoRA, or LyCORIS LoHa / LoKr saved in LyCORIS' layout (kohya"
+        " network_module lycoris.kohya, network_args algo).",
+    )
+    train_text_encoder: bool = Field(
+        False,
+        description="Also train LoRA layers on the text encoder(s) (kohya: network_train_unet_only false).",
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA down-projection output (kohya network_dropout)."
+    )
 
 
 class EmbeddingConfig(StrictModel):
-    num_vectors: int = Field(1, ge=1, le=75)
-    init_text: str = "person"
-    learning_rate: float | None = Field(None, gt=0)  # default: train.text_encoder_lr or learning_rate
+    """The trigger embedding (textual inversion; methods embedding and pivotal)."""
+
+    num_vectors: int = Field(
+        1, ge=1, le=75, description="Tokens the trigger stands for (vectors per token of the embedding)."
+    )
+    init_text: str = Field(
+        "person", description="Words whose token embeddings start the trigger's vectors."
+    )
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the embedding vectors; default: train.text_encoder_lr, else"
+        " train.learning_rate.",
+    )
 
 
 class OutputConfig(StrictModel):
-    name: str = ""  # file name of the LoRA in the library (default: the run name)
-    # LoRA / LyCORIS files and dreambooth/finetune checkpoints (kohya's --save_precision; fp16 as its guide).
-    save_precision: Literal["fp16", "bf16", "fp32"] = "fp16"
-    # Step checkpoints kept (kohya's save_last_n_epochs); the final and the best-scored one always stay.
-    keep_last: int | None = Field(None, ge=1)
+    """What the run saves and under which name."""
+
+    name: str = Field(
+        "",
+        description="File name of the LoRA / model in the library, without suffix (kohya output_name);"
+        " default: the run name.",
+    )
+    save_precision: Literal["fp16", "bf16", "fp32"] = Field(
+        "fp16",
+        description="Precision of saved LoRA / LyCORIS files and dreambooth/finetune checkpoints"
+        " (kohya save_precision; fp16 as its guide recommends).",
+    )
+    keep_last: int | None = Field(
+        None,
+        ge=1,
+        description="Step checkpoints kept, newest first (kohya save_last_n_epochs); the final and the"
+        " best-scored one always stay. Default: all.",
+    )
 
 
 class PriorConfig(StrictModel):
@@ -243,62 +452,123 @@ class PriorConfig(StrictModel):
     with the base model before training and kept for later runs.
     """
 
-    class_prompt: str = ""  # e.g. "a photo of a dog"; empty = no prior preservation
-    class_dir: str = ""  # folder of class images (default: datasets/class-<prompt>-<model hash>)
-    num_images: int = Field(100, ge=1)  # generate until the folder holds this many
-    loss_weight: float = Field(1.0, gt=0)
-    negative_prompt: str = ""
-    steps: int = Field(25, ge=1)  # sampling steps for generated class images
-    cfg_scale: float = 7.0
-    sampler: str = "Euler a"
-    seed: int = Field(0, ge=0)  # class image i uses seed + i (fixed: the folder is reused)
+    class_prompt: str = Field(
+        "",
+        description="Prompt of the class images, e.g. 'a photo of a dog'; empty = no prior preservation"
+        " (kohya class_tokens of the reg subset).",
+    )
+    class_dir: str = Field(
+        "",
+        description="Folder or data set of class images (kohya reg_data_dir); default: lorastudio's own"
+        " datasets/class-<prompt>-<settings>-<model>-<resolution>.",
+    )
+    num_images: int = Field(
+        100, ge=1, description="Class images wanted: missing ones are generated until the folder holds this many."
+    )
+    loss_weight: float = Field(
+        1.0, gt=0, description="Weight of the class-image loss beside the training loss (kohya prior_loss_weight)."
+    )
+    negative_prompt: str = Field("", description="Negative prompt of generated class images.")
+    steps: SamplingSteps = Field(25, description="Sampling steps of generated class images.")
+    cfg_scale: CfgScale = 7.0
+    sampler: SamplerName = "Euler a"
+    seed: SamplingSeed = Field(
+        0,
+        ge=0,
+        description="Seed of the first class image; class image i uses seed + i (fixed, so the folder is reused).",
+    )
 
 
 class SamplesConfig(StrictModel):
-    prompts: list[str] = Field(default_factory=list)
-    every_steps: int | None = Field(None, ge=1)  # default: with every checkpoint
-    negative: str = ""
-    steps: int = Field(20, ge=1)
-    cfg_scale: float = 7.0
-    sampler: str = "Euler a"
-    seed: int = 0
+    """Sample images drawn with the model being trained, saved in the run's samples/step-N/."""
+
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts drawn at every sample step (kohya sample_prompts); empty = no samples.",
+    )
+    every_steps: int | None = Field(
+        None, ge=1, description="Draw samples every N steps (kohya sample_every_n_steps); default: at every checkpoint."
+    )
+    negative: str = Field("", description="Negative prompt of the samples.")
+    steps: SamplingSteps = 20
+    cfg_scale: CfgScale = 7.0
+    sampler: SamplerName = Field("Euler a", description="A1111 sampler name of the samples (kohya sample_sampler).")
+    seed: SamplingSeed = Field(0, description="Seed of every sample image (-1 = random).")
 
 
 class ScoringConfig(StrictModel):
     """Checkpoint choice after training: score every checkpoint, copy the best to loras/."""
 
-    enabled: bool = True
-    prompts: list[str] = Field(default_factory=list)  # default: the trigger and one training caption
-    scorers: list[str] = Field(
-        default_factory=lambda: ["validation_loss", "clip_similarity", "tag_agreement"]
+    enabled: bool = Field(True, description="Score the checkpoints after training and keep the best one.")
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts of the contact sheet and the image scorers; default: the trigger and one"
+        " training caption.",
     )
-    clip_model: str = ""  # a local CLIP-vision folder; enables `clip_similarity`
-    tagger_model: str = ""  # a local WD14 tagger folder; enables `tag_agreement`
-    validation_dir: str = ""  # held-out images (default: a few training images)
-    steps: int = Field(20, ge=1)  # sampling steps of the contact sheet
-    cfg_scale: float = 7.0
-    sampler: str = "Euler a"
-    seed: int = 0
+    scorers: list[str] = Field(
+        default_factory=lambda: ["validation_loss", "clip_similarity", "tag_agreement"],
+        description="Scorers to run; the first one that can run decides the best checkpoint.",
+    )
+    clip_model: str = Field(
+        "", description="A local CLIP-vision folder; enables the clip_similarity scorer."
+    )
+    tagger_model: str = Field(
+        "", description="A local WD14 tagger folder; enables the tag_agreement scorer."
+    )
+    validation_dir: str = Field(
+        "",
+        description="Held-out images for validation_loss and the references; default: a few training images.",
+    )
+    steps: SamplingSteps = Field(20, description="Sampling steps of the contact sheet.")
+    cfg_scale: CfgScale = 7.0
+    sampler: SamplerName = "Euler a"
+    seed: SamplingSeed = Field(0, description="Seed of every contact-sheet image (-1 = random).")
 
 
 class TrainConfig(StrictModel):
     """Everything one training run needs; saved as `config.yaml` in the run folder."""
 
-    model: str = ""  # a library name, a path, or tiny-sd15 / tiny-sd2 / tiny-sdxl
-    family: Literal["sd15", "sd2", "sdxl"] | None = None  # the family a preset was made for
-    method: Literal["lora", "embedding", "pivotal", "dreambooth", "finetune"] = "lora"
-    trigger: str = ""
-    seed: int = 42
-    clip_skip: int = Field(1, ge=1, le=12)
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainSection = Field(default_factory=TrainSection)
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
-    prior: PriorConfig = Field(default_factory=PriorConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    samples: SamplesConfig = Field(default_factory=SamplesConfig)
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    preset: str | None = None  # the preset this config started from; an API request layers over it
+    model: str = Field(
+        "",
+        description="Base model: a library name, a path, or tiny-sd15 / tiny-sd2 / tiny-sdxl"
+        " (kohya pretrained_model_name_or_path).",
+    )
+    family: Literal["sd15", "sd2", "sdxl"] | None = Field(
+        None, description="The model family a preset was made for; checked against the model."
+    )
+    method: Literal["lora", "embedding", "pivotal", "dreambooth", "finetune"] = Field(
+        "lora",
+        description="What is trained: lora, embedding (textual inversion), pivotal (LoRA + trigger"
+        " embedding), dreambooth or finetune (the whole UNet, saved as a checkpoint).",
+    )
+    trigger: str = Field(
+        "", description="One word that calls up the subject in prompts; needed by embedding and pivotal."
+    )
+    seed: int = Field(42, description="Seed of the training noise, timesteps and shuffling (kohya seed).")
+    clip_skip: int = Field(
+        1, ge=1, le=12, description="Stop at the N-th last text-encoder layer (kohya clip_skip; 2 for many anime models)."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="The training images and their captions.")
+    train: TrainSection = Field(
+        default_factory=TrainSection, description="How long and how the weights are optimised."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="The LoRA network (methods lora, pivotal).")
+    embedding: EmbeddingConfig = Field(
+        default_factory=EmbeddingConfig, description="The trigger embedding (methods embedding, pivotal)."
+    )
+    prior: PriorConfig = Field(
+        default_factory=PriorConfig, description="Prior preservation with class images (DreamBooth)."
+    )
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Saved files: name, precision, how many.")
+    samples: SamplesConfig = Field(
+        default_factory=SamplesConfig, description="Sample images drawn during training."
+    )
+    scoring: ScoringConfig = Field(
+        default_factory=ScoringConfig, description="Scoring the checkpoints after training to pick the best."
+    )
+    preset: str | None = Field(
+        None, description="The preset this config started from; an API request layers over it."
+    )
 
     @model_validator(mode="after")
     def _check_method(self) -> TrainConfig:

@@ -76,11 +76,8 @@ def generate_class_images(
     Each image gets a `.txt` caption with the class prompt. File names carry the seed, so
     an interrupted fill continues with the next seed instead of repeating images.
     """
-    import torch
-
     from lorastudio.generate.conditioning import PromptEncoder
-    from lorastudio.generate.config import GenerateConfig
-    from lorastudio.generate.pipeline import build_plan, generate_images
+    from lorastudio.train.sampling import render, sampling_request
 
     prior = cfg.prior
     have = existing_class_images(folder)
@@ -98,22 +95,10 @@ def generate_class_images(
     made = 0
     while made < missing:
         count = min(4, missing - made)
-        request = GenerateConfig(
-            model=cfg.model,
-            prompt=prior.class_prompt,
-            negative_prompt=prior.negative_prompt,
-            steps=prior.steps,
-            cfg_scale=prior.cfg_scale,
-            sampler=prior.sampler,
-            seed=next_seed,
-            width=cfg.train.resolution,
-            height=cfg.train.resolution,
-            batch_size=count,
-            clip_skip=cfg.clip_skip,
+        request = sampling_request(
+            cfg, prior, prior.class_prompt, prior.negative_prompt, seed=next_seed, batch_size=count
         )
-        plan = build_plan(request, model, prior.class_prompt, prior.negative_prompt)
-        with torch.no_grad():
-            images = generate_images(model, request, plan, encoder)
+        images = render(model, request, encoder)
         for offset, generated in enumerate(images):
             stem = f"class-{next_seed + offset - prior.seed:05d}"
             generated.image.save(folder / f"{stem}.png")

@@ -4,7 +4,7 @@ A run saves `checkpoints/step-N/` every few steps; the last one is not always th
 (over-training burns the style in). Scorers are pluggable: `validation_loss` needs no
 extra weights and is always available; `clip_similarity` needs a local CLIP-vision
 folder; `tag_agreement` (tag_scoring.py) a local WD14 tagger. A face-ID scorer would
-register itself the same way (`register_scorer`).
+register itself the same way (`register_scorer`, train/scorers.py).
 
 Everything is seeded (noise, timesteps, generation seeds), so scoring the same run twice
 gives the same table.
@@ -12,18 +12,17 @@ gives the same table.
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.train import tag_scoring  # noqa: F401  registers tag_agreement
 from lorastudio.train.outputs import copy_to_library
+from lorastudio.train.runs import Checkpoint, RunFolder, StudioFolders, list_checkpoints
+from lorastudio.train.scorers import SCORERS, Scorer, ScoringContext, register_scorer
 
 if TYPE_CHECKING:
-    from lorastudio.service.workspace import Workspace
     from lorastudio.train.config import TrainConfig
 
 __all__ = [
@@ -35,6 +34,8 @@ __all__ = [
     "list_checkpoints",
     "score_run",
     "pick_checkpoint",
+    "chosen_steps",
+    "default_prompts",
 ]
 
 VALIDATION_TIMESTEPS = 5  # evenly spaced over the noise schedule
@@ -42,98 +43,17 @@ VALIDATION_IMAGES = 4  # training images used when there is no held-out set
 SHEET_CELL = 256
 
 
-@dataclass
-class Checkpoint:
-    step: int
-    folder: Path
-    lora: Path  # the LoRA file, or the whole model of a DreamBooth / fine-tune run
-    embedding: Path | None
-
-
-@dataclass
-class ScoringContext:
-    """What every scorer may use: the run, its config, the loaded model and generations."""
-
-    ws: Workspace
-    run_dir: Path
-    cfg: TrainConfig
-    model: Any
-    prompts: list[str]
-    held_out: list[Any]  # TrainImage list used for the validation loss
-    held_out_note: str
-    latents: Any  # LatentCache holding the held-out latents
-    generated: dict[int, list[Path]] = field(default_factory=dict)  # step -> one image per prompt
-
-
-@dataclass
-class Scorer:
-    """One column of the score table.
-
-    `unavailable(ctx)` returns why it cannot run here (missing weights), or None.
-    `score(ctx, checkpoint, lora)` runs with the checkpoint's LoRA already applied.
-    """
-
-    name: str
-    higher_is_better: bool
-    score: Callable[[ScoringContext, Checkpoint, Any], float]
-    unavailable: Callable[[ScoringContext], str | None] = lambda ctx: None
-    description: str = ""
-
-
-SCORERS: dict[str, Scorer] = {}
-
-
-def register_scorer(scorer: Scorer) -> Scorer:
-    """Add a scorer (e.g. a WD14 tagger or face-ID similarity) under its name."""
-    SCORERS[scorer.name] = scorer
-    return scorer
-
-
-# -- checkpoints ---------------------------------------------------------------------------
-def _run_folder(ws: Workspace, run_name: str) -> Path:
-    run_dir = ws.safe_child(ws.runs, run_name, "run")
-    if not (run_dir / "config.yaml").is_file():
-        raise NotFoundError(f"run {run_name!r}: no config.yaml in {run_dir}; give a run name from {ws.runs}.")
-    return run_dir
-
-
-def _read_config(run_dir: Path) -> TrainConfig:
-    from lorastudio.train.config import saved_train_config
-
-    return saved_train_config(run_dir / "config.yaml")
-
-
-def _output_name(cfg: TrainConfig, run_dir: Path) -> str:
-    return cfg.output.name or run_dir.name
-
-
-def list_checkpoints(run_dir: Path, cfg: TrainConfig) -> list[Checkpoint]:
-    """Every `checkpoints/step-N/` holding the run's LoRA file, oldest first."""
-    from lorastudio.train.outputs import find_embedding
-    from lorastudio.train.steps import step_folders
-
-    name = _output_name(cfg, run_dir)
-    found = []
-    for step, folder in step_folders(run_dir / "checkpoints"):
-        lora = folder / f"{name}.safetensors"
-        if not lora.is_file():
-            continue
-        embedding = find_embedding(folder, cfg.trigger, name) if cfg.trains_embedding else None
-        found.append(Checkpoint(step, folder, lora, embedding))
-    return found
-
-
 # -- validation loss -----------------------------------------------------------------------
-def _held_out_images(ws: Workspace, cfg: TrainConfig) -> tuple[list[Any], str]:
+def _held_out_images(datasets_dir: Path, cfg: TrainConfig) -> tuple[list[Any], str]:
     from lorastudio.train.trainer import prepare_plan
 
     if cfg.scoring.validation_dir:
         held = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"dir": cfg.scoring.validation_dir})}
         )
-        plan = prepare_plan(held, ws.datasets)
+        plan = prepare_plan(held, datasets_dir)
         return plan.images, f"{len(plan.images)} held-out images ({cfg.scoring.validation_dir})"
-    plan = prepare_plan(cfg, ws.datasets)
+    plan = prepare_plan(cfg, datasets_dir)
     images = plan.images[:VALIDATION_IMAGES]
     return images, f"{len(images)} training images (no held-out set; set scoring.validation_dir)"
 
@@ -280,31 +200,17 @@ def default_prompts(cfg: TrainConfig, images: list[Any]) -> list[str]:
 
 
 def _generate_for(ctx: ScoringContext, checkpoint: Checkpoint, lora, out_dir: Path) -> list[Path]:
-    import torch
-
+    """One contact-sheet cell per prompt, drawn with the checkpoint's LoRA and embeddings."""
     from lorastudio.generate.conditioning import PromptEncoder
-    from lorastudio.generate.config import GenerateConfig
-    from lorastudio.generate.pipeline import build_plan, generate_images
+    from lorastudio.train.sampling import render, sampling_request
 
     cfg, model = ctx.cfg, ctx.model
     encoder = PromptEncoder(model, cfg.clip_skip, _embeddings_of(lora, model))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, prompt in enumerate(ctx.prompts):
-        request = GenerateConfig(
-            model=cfg.model,
-            prompt=prompt,
-            steps=cfg.scoring.steps,
-            cfg_scale=cfg.scoring.cfg_scale,
-            sampler=cfg.scoring.sampler,
-            seed=cfg.scoring.seed,
-            width=cfg.train.resolution,
-            height=cfg.train.resolution,
-            clip_skip=cfg.clip_skip,
-        )
-        plan = build_plan(request, model, prompt, "")
-        with torch.no_grad():
-            image = generate_images(model, request, plan, encoder)[0].image
+        request = sampling_request(cfg, cfg.scoring, prompt)
+        image = render(model, request, encoder)[0].image
         path = out_dir / f"step-{checkpoint.step}-{index:02d}.png"
         image.save(path)
         paths.append(path)
@@ -347,25 +253,30 @@ def _load_checkpoint_unet(model, path: Path) -> None:
 
 
 def score_run(
-    ws: Workspace,
+    ws: StudioFolders,
     run_name: str,
     scorers: list[str] | None = None,
     prompts: list[str] | None = None,
     device: str | None = None,
     clip_model: str | None = None,
     tagger_model: str | None = None,
+    model_where: Any = None,
 ) -> dict[str, Any]:
     """Score every checkpoint; write `scores.json` and `checkpoints.png`; return the table.
 
+    `model_where` is the base model already found (a `ModelRef`: a server resolves names
+    with `service.names`, never against its working directory).
+
     The first usable scorer in the list decides the best checkpoint. `scorers`, `prompts`,
-    `clip_model` and `tagger_model` override the run's `scoring.*` settings.
+    `clip_model` and `tagger_model` override the run's `scoring.*` settings. `ws` is the
+    workspace (`service.workspace.Workspace`): the run is `ws.runs/<run_name>`.
     """
     from lorastudio.generate.series import contact_sheet
     from lorastudio.models.loading import load_model
     from lorastudio.train.latents import LatentCache, vae_hash
 
-    run_dir = _run_folder(ws, run_name)
-    cfg = _read_config(run_dir)
+    run = RunFolder.open(ws, run_name)
+    run_dir, cfg = run.path, run.config
     overrides = {"clip_model": clip_model, "tagger_model": tagger_model}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:
@@ -380,8 +291,8 @@ def score_run(
     if unknown:
         raise LorastudioError(f"scorer {unknown[0]!r}: unknown; choose from: {', '.join(SCORERS)}.")
 
-    model = load_model(cfg.model, ws.models, ws.cache, device=device)
-    held_out, note = _held_out_images(ws, cfg)
+    model = load_model(cfg.model, ws.models, ws.cache, device=device, where=model_where)
+    held_out, note = _held_out_images(ws.datasets, cfg)
     latents = LatentCache(ws.cache / "latents", model.vae, vae_hash(model.vae))
     latents.prepare(held_out, flip=False)
     ctx = ScoringContext(
@@ -425,36 +336,30 @@ def score_run(
         "picked_by": None,
         "contact_sheet": str(sheet),
     }
-    previous = _read_scores(run_dir)  # re-scoring keeps the record of which checkpoint is in loras/
+    previous = run.scores  # re-scoring keeps the record of which checkpoint is in loras/
     table.update(result_step=previous.get("result_step"), picked_by=previous.get("picked_by"))
-    (run_dir / "scores.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+    run.write_scores(table)
     return table
-
-
-def _read_scores(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "scores.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
 
 
 def chosen_steps(run_dir: Path) -> set[int]:
     """The steps scores.json names: the best-scored one and the one picked as the result."""
-    table = _read_scores(run_dir)
-    return {int(table[key]) for key in ("best_step", "result_step") if table.get(key) is not None}
+    return RunFolder(run_dir).chosen_steps
 
 
-def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -> dict[str, Any]:
+def pick_checkpoint(ws: StudioFolders, run_name: str, step: int, by: str = "user") -> dict[str, Any]:
     """Make checkpoint `step` the run's result: copy its LoRA / embedding to the library.
 
     `by` is recorded in scores.json: "score" after training, "user" for an override.
     """
-    run_dir = _run_folder(ws, run_name)
-    cfg = _read_config(run_dir)
-    checkpoints = {c.step: c for c in list_checkpoints(run_dir, cfg)}
+    run = RunFolder.open(ws, run_name)
+    run_dir, cfg = run.path, run.config
+    checkpoints = {c.step: c for c in run.checkpoints}
     if step not in checkpoints:
         have = ", ".join(str(s) for s in checkpoints) or "none"
         raise NotFoundError(f"run {run_name!r}: no checkpoint at step {step}; saved steps: {have}.")
     checkpoint = checkpoints[step]
-    name = _output_name(cfg, run_dir)
+    name = run.output_name
     folder, kind = (ws.models, "library_model") if cfg.trains_full_unet else (ws.loras, "library_lora")
     library = ws.safe_child(folder, f"{name}.safetensors", "output.name")
     if cfg.trains_full_unet:
@@ -467,10 +372,7 @@ def pick_checkpoint(ws: Workspace, run_name: str, step: int, by: str = "user") -
         embedding = ws.safe_child(ws.embeddings, f"{cfg.trigger}.safetensors", "trigger")
         copy_to_library(checkpoint.embedding, embedding, "embedding")
         result["library_embedding"] = str(embedding)
-    table = _read_scores(run_dir)
+    table = run.scores
     table.update(result_step=step, picked_by=by)
-    (run_dir / "scores.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+    run.write_scores(table)
     return result
-
-
-from lorastudio.train import tag_scoring  # noqa: E402,F401  registers tag_agreement

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
-from lorastudio.train.scoring import Checkpoint, Scorer, ScoringContext, register_scorer
+from lorastudio.train.scorers import Checkpoint, Scorer, ScoringContext, register_scorer
 
 __all__ = ["normalise_tag", "caption_tags", "common_tags", "reference_tags", "tag_agreement"]
 

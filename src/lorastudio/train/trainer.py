@@ -270,8 +270,10 @@ class Trainer:
         callback: Callback | None = None,
         device: str | None = None,
         progress: bool = True,
+        model_where: Any = None,
     ):
         self.cfg = cfg
+        self.model_where = model_where  # a ModelRef found by the service (None: look cfg.model up)
         self.ws = workspace
         self.run_dir = Path(run_dir)
         self.name = name
@@ -309,7 +311,9 @@ class Trainer:
         from lorastudio.models.loading import load_model
 
         device = self.accelerator.device
-        model = load_model(self.cfg.model, self.ws.models, self.ws.cache, device=str(device))
+        model = load_model(
+            self.cfg.model, self.ws.models, self.ws.cache, device=str(device), where=self.model_where
+        )
         wanted = self.cfg.family
         if wanted and model.family.name != wanted:
             needs = "both SDXL text encoders (text_encoder_2)" if wanted == "sdxl" else f"a {wanted} model"
@@ -993,29 +997,14 @@ class Trainer:
 
     def _sample_prompts(self, folder: Path) -> list[Path]:
         from lorastudio.generate.conditioning import PromptEncoder
-        from lorastudio.generate.config import GenerateConfig
-        from lorastudio.generate.pipeline import build_plan, generate_images
+        from lorastudio.train.sampling import render, sampling_request
 
         cfg, model = self.cfg, self.model
         paths = []
-        size = cfg.train.resolution
         for index, prompt in enumerate(cfg.samples.prompts):
             text = self.embedding.expand(prompt) if self.embedding is not None else prompt
-            request = GenerateConfig(
-                model=cfg.model,
-                prompt=text,
-                negative_prompt=cfg.samples.negative,
-                steps=cfg.samples.steps,
-                cfg_scale=cfg.samples.cfg_scale,
-                sampler=cfg.samples.sampler,
-                seed=cfg.samples.seed,
-                width=size,
-                height=size,
-                clip_skip=cfg.clip_skip,
-            )
-            plan = build_plan(request, model, text, cfg.samples.negative)
-            with torch.no_grad():
-                images = generate_images(model, request, plan, PromptEncoder(model, cfg.clip_skip))
+            request = sampling_request(cfg, cfg.samples, text, cfg.samples.negative)
+            images = render(model, request, PromptEncoder(model, cfg.clip_skip))
             path = folder / f"{index:02d}.png"
             images[0].image.save(path)
             paths.append(path)
@@ -1065,9 +1054,9 @@ class Trainer:
         keep = self.cfg.output.keep_last
         if keep is None:
             return
-        from lorastudio.train.scoring import chosen_steps
+        from lorastudio.train.runs import RunFolder
 
-        removed = prune_checkpoints(self.run_dir / "checkpoints", keep, protect=chosen_steps(self.run_dir))
+        removed = prune_checkpoints(self.run_dir / "checkpoints", keep, protect=RunFolder(self.run_dir).chosen_steps)
         if removed:
             self._say(f"checkpoints: removed {', '.join(f'step-{s}' for s in removed)} (output.keep_last={keep})")
 
