@@ -21,93 +21,24 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lorastudio import __version__
+from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. keep their old import path)
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    a1111_info,
+    scheduler_name,
+    to_generate_config,
+)
 from lorastudio.api.app import get_studio
 from lorastudio.api.native import quota_as_429
 from lorastudio.api.security import decode_image, safetensors_header
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
+from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.workspace import list_weight_files
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
-
-# A1111's defaults where the client sends nothing.
-DEFAULT_SAMPLER = "Euler a"
-# A1111 seeds: -1 (random) or 0..2**32-1, the range its random seeds are drawn from.
-MAX_SEED = 2**32 - 1
-# GenerateConfig fields -> the A1111 request field a client sent, for error messages.
-_A1111_NAMES = {
-    "strength": "denoising_strength",
-    "hires_strength": "denoising_strength",
-    "hires_scale": "hr_scale",
-    "hires_steps": "hr_second_pass_steps",
-    "count": "n_iter",
-    "clip_skip": "CLIP_stop_at_last_layers",
-    "sampler": "sampler_name",
-    "schedule": "scheduler",
-    "inpaint_padding": "inpaint_full_res_padding",
-    "vae": "sd_vae",
-    "model": "sd_model_checkpoint",
-}
-_NO_VAE = {"", "automatic", "none"}
-
-
-class Txt2ImgRequest(BaseModel):
-    """A1111's txt2img fields that lorastudio reads; unknown fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    styles: list[str] | None = None
-    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1 = random; else 0..2**32-1 as in A1111.")
-    subseed: int = Field(-1, ge=-1, le=MAX_SEED)
-    subseed_strength: float = Field(0.0, ge=0, le=1)
-    seed_resize_from_h: int = Field(-1, ge=-1, le=4096)
-    seed_resize_from_w: int = Field(-1, ge=-1, le=4096)
-    sampler_name: str | None = None
-    sampler_index: str | None = None
-    scheduler: str | None = None
-    batch_size: int = Field(1, ge=1, le=64)
-    n_iter: int = Field(1, ge=1, le=1000)
-    steps: int = Field(50, ge=1, le=500)
-    cfg_scale: float = Field(7.0, ge=0, le=50)
-    width: int = Field(512, ge=8, le=8192)
-    height: int = Field(512, ge=8, le=8192)
-    restore_faces: bool | None = None
-    tiling: bool | None = None
-    enable_hr: bool = False
-    hr_scale: float = Field(2.0, ge=0, le=4)
-    hr_upscaler: str | None = None
-    hr_second_pass_steps: int = Field(0, ge=0, le=500)
-    hr_resize_x: int = Field(0, ge=0, le=16384)
-    hr_resize_y: int = Field(0, ge=0, le=16384)
-    denoising_strength: float | None = Field(None, ge=0, le=1)
-    override_settings: dict[str, Any] | None = None
-    override_settings_restore_afterwards: bool = True
-    send_images: bool = True
-    save_images: bool = False
-    script_name: str | None = None  # "x/y/z plot" (api/a1111_scripts.py)
-    script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
-
-
-class Img2ImgRequest(Txt2ImgRequest):
-    """txt2img fields plus the init image, mask and inpainting options."""
-
-    init_images: list[str] | None = None
-    mask: str | None = None
-    resize_mode: int = Field(0, ge=0, le=3)
-    denoising_strength: float | None = Field(0.75, ge=0, le=1)
-    mask_blur: int | None = Field(4, ge=0, le=64)
-    # None: "original", what lorastudio did before it was read
-    inpainting_fill: int | None = Field(None, ge=0, le=3)
-    inpaint_full_res: bool | int = True
-    inpaint_full_res_padding: int = Field(0, ge=0, le=512)
-    inpainting_mask_invert: int = 0
-    include_init_images: bool = False
 
 
 class OptionsRequest(BaseModel):
@@ -133,119 +64,6 @@ class ExtraSingleImageRequest(BaseModel):
     upscaler_1: str | None = "None"
 
 
-# --- request mapping ----------------------------------------------------------------------
-
-
-def _schedule_of(scheduler: str | None) -> str | None:
-    """A1111 scheduler names ("karras", "sgm_uniform") -> our schedule types; "automatic" = none given."""
-    if not scheduler:
-        return None
-    wanted = scheduler.strip().lower().replace("_", " ").replace("-", " ")
-    if wanted == "automatic":
-        return None
-    for name in SCHEDULE_TYPES:
-        if name.lower() == wanted:
-            return name
-    raise LorastudioError(
-        f"scheduler {scheduler!r}: not supported; use one of: {', '.join(_scheduler_name(s) for s in SCHEDULE_TYPES)}."
-    )
-
-
-def _scheduler_name(label: str) -> str:
-    return label.lower().replace(" ", "_")
-
-
-def _size(value: int, what: str) -> int:
-    """A1111 accepts any size and works in multiples of 8; so do we (at least 64)."""
-    return max(64, min(4096, int(value) // 8 * 8))
-
-
-def to_generate_config(
-    req: Txt2ImgRequest,
-    studio: Studio,
-    init_image: str | None = None,
-    mask: str | None = None,
-    user: str = "",
-):
-    """An A1111 request -> a GenerateConfig whose images are upload names (this user's options)."""
-    from pydantic import ValidationError
-
-    overrides = studio.check_options(req.override_settings or {}, "override_settings")
-    options = studio.options(user)
-    checkpoint = overrides.get("sd_model_checkpoint")
-    model = checkpoint or studio.model_for(user)
-    clip_skip = overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1))
-    vae = overrides.get("sd_vae", options.get("sd_vae"))
-    vae = None if str(vae or "").strip().lower() in _NO_VAE else str(vae)
-    choice = parse_sampler(
-        req.sampler_name or req.sampler_index or DEFAULT_SAMPLER, _schedule_of(req.scheduler)
-    )
-    width, height = _size(req.width, "width"), _size(req.height, "height")
-    fields: dict[str, Any] = {
-        "model": model,
-        "prompt": req.prompt,
-        "negative_prompt": req.negative_prompt,
-        "steps": req.steps,
-        "cfg_scale": req.cfg_scale,
-        "sampler": choice.sampler,
-        "schedule": choice.schedule,
-        "seed": req.seed if req.seed >= 0 else -1,
-        "subseed": req.subseed if req.subseed >= 0 else -1,
-        "subseed_strength": req.subseed_strength,
-        "seed_resize_from_w": max(0, req.seed_resize_from_w),
-        "seed_resize_from_h": max(0, req.seed_resize_from_h),
-        "width": width,
-        "height": height,
-        "batch_size": req.batch_size,
-        "count": req.n_iter,
-        "clip_skip": max(1, int(clip_skip or 1)),
-        "vae": vae,
-    }
-    if isinstance(req, Img2ImgRequest):
-        fields.update(
-            init_image=init_image,
-            strength=req.denoising_strength if req.denoising_strength is not None else 0.75,
-            resize_mode=req.resize_mode,
-        )
-        if mask:
-            fields.update(
-                mask=mask,
-                mask_blur=req.mask_blur if req.mask_blur is not None else 4,
-                inpaint_only_masked=bool(req.inpaint_full_res),
-                inpaint_padding=req.inpaint_full_res_padding,
-            )
-            if req.inpainting_fill is not None:
-                fields["inpainting_fill"] = req.inpainting_fill
-    elif req.enable_hr:
-        scale = req.hr_scale
-        if req.hr_resize_x or req.hr_resize_y:
-            scale = max(req.hr_resize_x / width, req.hr_resize_y / height)
-        upscaler = (req.hr_upscaler or "Latent").lower()
-        fields.update(
-            hires_scale=min(max(scale, 1.0), 4.0),
-            hires_steps=req.hr_second_pass_steps,
-            hires_strength=req.denoising_strength if req.denoising_strength is not None else 0.7,
-            hires_upscaler="Latent" if upscaler.startswith("latent") else "Lanczos",
-        )
-    try:
-        return _validated_config(fields)
-    except ValidationError as exc:
-        raise _in_a1111_names(exc) from None
-
-
-def _validated_config(fields: dict[str, Any]):
-    from lorastudio.generate.config import GenerateConfig
-
-    return GenerateConfig.model_validate(fields)
-
-
-def _in_a1111_names(exc) -> LorastudioError:
-    """A GenerateConfig limit a mapped A1111 request broke, as one line naming the A1111 field."""
-    error = exc.errors(include_url=False)[0]
-    field = str(error["loc"][0]) if error.get("loc") else ""
-    return InvalidRequest(f"{_A1111_NAMES.get(field, field) or 'request'}: {error['msg']}.")
-
-
 def _png_upload(studio: Studio, data: str, what: str, mask: bool = False, invert: bool = False) -> str:
     from PIL import ImageOps
 
@@ -265,61 +83,6 @@ def _png_upload(studio: Studio, data: str, what: str, mask: bool = False, invert
 
 def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _info(
-    req: Txt2ImgRequest, cfg, job, infotexts: list[str], seeds: list[int], studio: Studio
-) -> dict[str, Any]:
-    result = job.result or {}
-    n = len(seeds)
-    first_seed = seeds[0] if seeds else cfg.seed
-    subseeds = _variation_seeds(infotexts) if cfg.subseed_strength > 0 else seeds
-    return {
-        "prompt": req.prompt,
-        "all_prompts": [req.prompt] * n,
-        "negative_prompt": req.negative_prompt,
-        "all_negative_prompts": [req.negative_prompt] * n,
-        "seed": first_seed,
-        "all_seeds": seeds,
-        "subseed": subseeds[0] if subseeds else first_seed,
-        "all_subseeds": subseeds,
-        "subseed_strength": cfg.subseed_strength or 0,
-        "width": cfg.width,
-        "height": cfg.height,
-        "sampler_name": cfg.sampler,
-        "cfg_scale": cfg.cfg_scale,
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "restore_faces": False,
-        "face_restoration_model": None,
-        "sd_model_name": result.get("model", cfg.model),
-        "sd_model_hash": result.get("model_hash"),
-        "sd_vae_name": Path(cfg.vae).stem if cfg.vae else None,
-        "sd_vae_hash": None,
-        "seed_resize_from_w": cfg.seed_resize_from_w or -1,
-        "seed_resize_from_h": cfg.seed_resize_from_h or -1,
-        "denoising_strength": cfg.strength
-        if cfg.init_image
-        else (cfg.hires_strength if cfg.hires_scale > 1 else 0),
-        "extra_generation_params": {"Schedule type": cfg.schedule}
-        if cfg.schedule not in (None, "Automatic")
-        else {},
-        "index_of_first_image": 0,
-        "infotexts": infotexts,
-        "styles": req.styles or [],
-        "job_timestamp": dt.datetime.fromtimestamp(job.created_at).strftime("%Y%m%d%H%M%S"),
-        "clip_skip": cfg.clip_skip,
-        "is_using_inpainting_conditioning": False,
-        "version": f"lorastudio {__version__}",
-    }
-
-
-def _variation_seeds(infotexts: list[str]) -> list[int]:
-    """Each image's "Variation seed" from its infotext (the subseeds the job resolved)."""
-    from lorastudio.generate.infotext import parse_infotext
-
-    values = [parse_infotext(text, fill_defaults=False).get("Variation seed") for text in infotexts]
-    return [int(v) for v in values if v is not None]
 
 
 async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:
@@ -363,7 +126,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
         parameters = req.model_dump()
         if isinstance(req, Img2ImgRequest) and not req.include_init_images:
             parameters.update(init_images=None, mask=None)
-        info = _info(req, cfg, job, infotexts, seeds, studio)
+        info = a1111_info(req, cfg, job, infotexts, seeds, studio)
         return {"images": images, "parameters": parameters, "info": json.dumps(info, ensure_ascii=False)}
 
     return await asyncio.to_thread(answer)
@@ -508,7 +271,7 @@ def samplers() -> list[dict[str, Any]]:
 def schedulers() -> list[dict[str, Any]]:
     return [
         {
-            "name": _scheduler_name(label),
+            "name": scheduler_name(label),
             "label": label,
             "aliases": None,
             "default_rho": -1,
@@ -654,21 +417,11 @@ def memory() -> dict[str, Any]:
 
 @router.post("/png-info")
 def png_info(req: PngInfoRequest) -> dict[str, Any]:
-    """The generation parameters stored in an image (PNG chunk or EXIF), raw and parsed."""
-    from lorastudio.generate.infotext import parse_infotext
+    """The generation parameters stored in an image (EXIF, PNG chunk or GIF comment), raw and parsed."""
+    from lorastudio.service.png_info import png_info as read_png_info
 
-    image, _ = decode_image(req.image, "image")
-    text = image.info.get("parameters")
-    if not text:
-        exif = image.getexif().get_ifd(0x8769).get(0x9286)
-        if exif:
-            from lorastudio.generate.infotext import decode_user_comment
-
-            text = decode_user_comment(bytes(exif)) if not isinstance(exif, str) else exif
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="ignore")
-    items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
-    return {"info": text or "", "items": items, "parameters": parse_infotext(text) if text else {}}
+    image, _ = decode_image(req.image, "image")  # size limits before anything is read
+    return read_png_info(image)
 
 
 @router.post("/extra-single-image")

@@ -8,6 +8,11 @@ import typer
 
 from lorastudio.cli import app
 from lorastudio.cli.common import print_json, workspace
+from lorastudio.cli.options import config_options
+from lorastudio.generate.config import GenerateConfig
+
+# One grid renders one image per cell: the batch fields have no meaning there.
+GRID_EXCLUDED = ("batch_size", "count")
 
 _AXIS_HELP = (
     "NAME=VALUES, e.g. 'lora_weight=0.4,0.7,1.0', 'checkpoint=step-500,step-1000,final', "
@@ -18,6 +23,7 @@ _AXIS_HELP = (
 
 
 @app.command("grid")
+@config_options(GenerateConfig, exclude=GRID_EXCLUDED)
 def grid_cmd(
     x: str = typer.Option(None, "--x", help=f"Columns: {_AXIS_HELP}"),
     y: str = typer.Option(None, "--y", help="Rows (same syntax as --x)."),
@@ -26,22 +32,6 @@ def grid_cmd(
         None, "--lora", help="LoRA the lora_weight axis acts on (name in studio/loras)."
     ),
     run: str = typer.Option(None, "--run", help="Training run whose checkpoints the checkpoint axis walks."),
-    model: str = typer.Option(None, "--model", help="Model name, path or hub id (default tiny-sd15)."),
-    prompt: str = typer.Option(None, "--prompt", "-p", help="Prompt (A1111 syntax)."),
-    negative: str = typer.Option(None, "--negative", "-n", help="Negative prompt."),
-    steps: int = typer.Option(None, "--steps"),
-    cfg: float = typer.Option(None, "--cfg", help="CFG scale."),
-    sampler: str = typer.Option(None, "--sampler", help="e.g. 'Euler a', 'DPM++ 2M Karras'."),
-    schedule: str = typer.Option(None, "--schedule", help="Automatic, Karras, Exponential, SGM Uniform."),
-    seed: int = typer.Option(None, "--seed", help="-1 = random (one seed for the whole grid)."),
-    width: int = typer.Option(None, "--width"),
-    height: int = typer.Option(None, "--height"),
-    clip_skip: int = typer.Option(None, "--clip-skip"),
-    hires_scale: float = typer.Option(None, "--hires-scale", help="Hires fix factor (>1 enables)."),
-    hires_steps: int = typer.Option(None, "--hires-steps"),
-    hires_strength: float = typer.Option(None, "--hires-strength"),
-    vae: str = typer.Option(None, "--vae", help="Separate VAE file or folder."),
-    device: str = typer.Option(None, "--device", help="cuda, cuda:N or cpu."),
     margin: int = typer.Option(0, "--margin", help="Pixels between cells."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the axis labels."),
     fixed_seeds: bool = typer.Option(
@@ -51,12 +41,12 @@ def grid_cmd(
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object with the grid, cells and axes."
     ),
+    fields: dict | None = None,
 ) -> None:
     """Render a labelled comparison grid; every cell is saved with its own infotext and recipe."""
     from lorastudio.cli.generate import progress_bar
     from lorastudio.config import load_config
     from lorastudio.errors import LorastudioError
-    from lorastudio.generate.config import GenerateConfig
     from lorastudio.service.grid import GridRequest, parse_axis_option, run_grid
     from lorastudio.service.names import LENIENT  # the CLI runs as the user: local paths are fine
 
@@ -67,25 +57,7 @@ def grid_cmd(
         if option:
             axis, values = parse_axis_option(option)
             axes[letter] = {"axis": axis.name, "values": values}
-    given = {
-        "model": model,
-        "prompt": prompt,
-        "negative_prompt": negative,
-        "steps": steps,
-        "cfg_scale": cfg,
-        "sampler": sampler,
-        "schedule": schedule,
-        "seed": seed,
-        "width": width,
-        "height": height,
-        "clip_skip": clip_skip,
-        "hires_scale": hires_scale,
-        "hires_steps": hires_steps,
-        "hires_strength": hires_strength,
-        "vae": vae,
-        "device": device,
-    }
-    base = load_config(GenerateConfig, None, {k: v for k, v in given.items() if v is not None})
+    base = load_config(GenerateConfig, None, fields or {})
     request = GridRequest.model_validate(
         {
             **axes,

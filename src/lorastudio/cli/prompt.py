@@ -63,17 +63,18 @@ def pnginfo_cmd(
 ) -> None:
     """Print the generation parameters stored in an image (A1111's PNG Info)."""
     from lorastudio.errors import LorastudioError
-    from lorastudio.generate.infotext import parse_infotext, read_infotext
+    from lorastudio.generate.infotext import parse_infotext
+    from lorastudio.service.png_info import png_info
 
-    text = read_infotext(image)
-    if not text:
+    info = png_info(image)
+    if not info["info"]:
         raise LorastudioError(
             f"{image}: holds no generation parameters; pass an image saved with A1111-style PNG info."
         )
     if as_json:
-        print_json(parse_infotext(text))
+        print_json(info["parameters"])  # what /sdapi/v1/png-info answers as "parameters"
         return
-    params = parse_infotext(text, fill_defaults=False)
+    params = parse_infotext(info["info"], fill_defaults=False)
     typer.echo(f"Prompt: {params.pop('Prompt')}")
     negative = params.pop("Negative prompt")
     if negative:

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.samplers import schedule_label
 
 __all__ = ["GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
 
@@ -36,7 +38,7 @@ class GenerateConfig(StrictModel):
         "tiny-sd15", description="Library name, path to a .safetensors/diffusers folder, or hub id."
     )
     prompt: str = Field(
-        "", description="Prompt in A1111 syntax: (word:1.2), [a:b:0.5], <lora:name:0.8>, BREAK."
+        "", description="Prompt in A1111 syntax: (word:1.2), [from:to:0.5], <lora:name:0.8>, BREAK."
     )
     negative_prompt: str = Field("", description="Negative prompt (same syntax).")
     steps: SamplingSteps = Field(20, le=500)
@@ -44,6 +46,9 @@ class GenerateConfig(StrictModel):
     sampler: SamplerName = "Euler a"
     schedule: str | None = Field(
         None, description="Schedule type (Automatic, Karras, Exponential, SGM Uniform)."
+    )
+    eta: float = Field(
+        0.0, ge=0, le=1, description="DDIM eta: fresh noise mixed in at each step (0 = deterministic); other samplers ignore it."
     )
     seed: SamplingSeed = Field(-1, ge=-1)
     subseed: int = Field(
@@ -101,6 +106,15 @@ class GenerateConfig(StrictModel):
         if value is not None and (value < 64 or value > 4096 or value % 8):
             raise ValueError(f"{value} must be a multiple of 8 between 64 and 4096")
         return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str | None) -> str | None:
+        try:
+            schedule_label(value)  # "sgm_uniform", "karras": A1111's API spellings are fine too
+        except LorastudioError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1].rstrip(".")) from None
+        return value  # kept as written: recipes record the request as the user gave it
 
     @field_validator("hires_upscaler")
     @classmethod

@@ -15,19 +15,38 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lorastudio.errors import LorastudioError
-
-if TYPE_CHECKING:
-    from PIL import Image as PILImage
+from lorastudio.generate.a1111_fields import (  # noqa: F401  (re-exported: the A1111 field table)
+    A1111_FIELDS,
+    A1111Field,
+    InfotextFacts,
+    clip_skip_shown,
+    config_fields_from_infotext,
+    infotext_params,
+)
+from lorastudio.generate.image_metadata import (  # noqa: F401  (re-exported: where the text is stored)
+    PARAMETERS_KEY,
+    decode_user_comment,
+    encode_user_comment,
+    infotext_and_items,
+    read_infotext,
+    save_png,
+    write_jpeg_with_infotext,
+)
 
 __all__ = [
+    "A1111_FIELDS",
+    "A1111Field",
+    "InfotextFacts",
     "KNOWN_KEY_ORDER",
+    "config_fields_from_infotext",
+    "infotext_params",
     "decode_user_comment",
     "encode_user_comment",
     "format_infotext",
+    "infotext_and_items",
     "parse_infotext",
     "quote",
     "read_infotext",
@@ -68,8 +87,6 @@ KNOWN_KEY_ORDER: tuple[str, ...] = (
 )
 TRAILING_KEYS: tuple[str, ...] = ("Version", "User")
 
-PARAMETERS_KEY = "parameters"  # the PNG text chunk A1111 reads
-
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -108,13 +125,6 @@ def _ordered_params(params: dict[str, object]) -> list[tuple[str, object]]:
     return known + extras + trailing
 
 
-def _clip_skip_shown(value: object) -> bool:
-    try:
-        return float(value) > 1  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return True
-
-
 def format_infotext(prompt: str, negative: str, params: dict[str, object]) -> str:
     """A1111's infotext for one image.
 
@@ -126,7 +136,7 @@ def format_infotext(prompt: str, negative: str, params: dict[str, object]) -> st
     for key, value in _ordered_params(params):
         if value is None:
             continue
-        if key == "Clip skip" and not _clip_skip_shown(value):
+        if key == "Clip skip" and not clip_skip_shown(value):
             continue
         pairs.append(key if key == value else f"{key}: {quote(value)}")
     negative_text = f"\nNegative prompt: {negative}" if negative else ""
@@ -284,126 +294,3 @@ def _parse_version(text: object):
         return Version(text)
     except InvalidVersion:
         return None
-
-
-# ---------------------------------------------------------------------------------------
-# Images
-# ---------------------------------------------------------------------------------------
-
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
-_UNICODE_PREFIX = b"UNICODE\x00"
-_ASCII_PREFIX = b"ASCII\x00\x00\x00"
-_JIS_PREFIX = b"JIS\x00\x00\x00\x00\x00"
-
-
-def save_png(
-    image: PILImage.Image,
-    path: str | Path,
-    infotext: str,
-    extra_text: dict[str, str] | None = None,
-) -> Path:
-    """Write a PNG whose `parameters` chunk holds the infotext, as A1111 does.
-
-    Pillow writes a tEXt chunk when the text is Latin-1 and an iTXt (UTF-8) chunk
-    otherwise, so Chinese prompts survive. `extra_text` adds more text chunks.
-    """
-    from PIL import PngImagePlugin
-
-    path = Path(path)
-    info = PngImagePlugin.PngInfo()
-    for key, value in (extra_text or {}).items():
-        if key != PARAMETERS_KEY:
-            info.add_text(key, str(value))
-    info.add_text(PARAMETERS_KEY, infotext)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", pnginfo=info)
-    return path
-
-
-def encode_user_comment(text: str) -> bytes:
-    """EXIF UserComment bytes the way A1111 writes them (piexif: UNICODE, UTF-16BE)."""
-    return _UNICODE_PREFIX + text.encode("utf-16-be")
-
-
-def decode_user_comment(data: bytes) -> str:
-    """Read an EXIF UserComment: UNICODE/ASCII/JIS prefixes, else UTF-8 like A1111's fallback."""
-    prefix, body = data[:8], data[8:]
-    if prefix == _UNICODE_PREFIX:
-        return body.decode(_utf16_flavour(body), errors="ignore")
-    if prefix == _ASCII_PREFIX:
-        return body.decode("ascii", errors="ignore")
-    if prefix == _JIS_PREFIX:
-        return body.decode("shift_jis", errors="ignore")
-    return data.decode("utf-8", errors="ignore")
-
-
-def _utf16_flavour(body: bytes) -> str:
-    # A1111 (piexif) writes big-endian, so ASCII-range text has its zero bytes at even
-    # offsets. Some tools write little-endian (zeros at odd offsets); read those too.
-    zeros_even = body[0::2].count(0)
-    zeros_odd = body[1::2].count(0)
-    return "utf-16-le" if zeros_odd > 2 * zeros_even else "utf-16-be"
-
-
-def write_jpeg_with_infotext(
-    image: PILImage.Image, path: str | Path, infotext: str, quality: int = 95
-) -> Path:
-    """Save a JPEG (or WebP, by suffix) with the infotext in EXIF UserComment, like A1111."""
-    from PIL import Image
-
-    path = Path(path)
-    exif = Image.Exif()
-    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = encode_user_comment(infotext)
-    if image.mode in ("RGBA", "P", "LA"):
-        image = image.convert("RGB")
-    fmt = "WEBP" if path.suffix.lower() == ".webp" else "JPEG"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=fmt, quality=quality, exif=exif)
-    return path
-
-
-def read_infotext(path: str | Path) -> str | None:
-    """The infotext stored in an image file, or None when it has none.
-
-    Looks where A1111's `read_info_from_image` looks: the PNG `parameters` text chunk,
-    then EXIF UserComment (JPEG/WebP; it wins when present), then a GIF comment.
-    Raises LorastudioError when the file cannot be read as an image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            info = dict(image.info or {})
-            user_comment = _read_user_comment(image)
-    except FileNotFoundError:
-        raise LorastudioError(f"{path}: file not found; check the path.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise LorastudioError(
-            f"{path}: not a readable image ({exc}); pass a PNG, JPEG or WebP file."
-        ) from None
-
-    text = info.get(PARAMETERS_KEY)
-    if user_comment:
-        text = user_comment
-    elif text is None and "comment" in info:
-        comment = info["comment"]
-        text = comment.decode("utf-8", errors="ignore") if isinstance(comment, bytes) else str(comment)
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="ignore")
-    return text or None
-
-
-def _read_user_comment(image: PILImage.Image) -> str | None:
-    try:
-        exif = image.getexif()
-        raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    except Exception:  # broken EXIF: A1111 ignores it too
-        return None
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        return raw or None
-    return decode_user_comment(bytes(raw)) or None

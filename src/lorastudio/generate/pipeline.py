@@ -277,10 +277,7 @@ class _Sampler:
             noise_pred = self._predict(
                 latent_in, t, cond, weights, uncond if use_cfg else None, batch, width, height
             )
-            step_kwargs = (
-                {"generator": self._step_generator(generators)} if self._takes_generator(scheduler) else {}
-            )
-            stepped = scheduler.step(noise_pred, t, latents, **step_kwargs)
+            stepped = scheduler.step(noise_pred, t, latents, **self._step_kwargs(scheduler, generators))
             latents = stepped.prev_sample
             if latent_mask is not None and masked_image_latents is None:
                 known = init_latents
@@ -301,11 +298,17 @@ class _Sampler:
         estimate = latents if estimate is None else estimate
         self.preview(tensor_to_pil(self.decode(estimate[:1]))[0])
 
-    @staticmethod
-    def _takes_generator(scheduler) -> bool:
+    def _step_kwargs(self, scheduler, generators) -> dict[str, Any]:
+        """What this scheduler's step takes of ours: per-image generators, and eta (DDIM)."""
         import inspect
 
-        return "generator" in inspect.signature(scheduler.step).parameters
+        accepted = inspect.signature(scheduler.step).parameters
+        kwargs: dict[str, Any] = {}
+        if "generator" in accepted:
+            kwargs["generator"] = self._step_generator(generators)
+        if "eta" in accepted:
+            kwargs["eta"] = self.cfg.eta
+        return kwargs
 
     @staticmethod
     def _step_generator(generators):

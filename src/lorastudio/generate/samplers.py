@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["SAMPLERS", "SCHEDULE_TYPES", "SamplerChoice", "parse_sampler", "make_scheduler", "sampler_names"]
+__all__ = [
+    "SAMPLERS",
+    "SCHEDULE_TYPES",
+    "SamplerChoice",
+    "make_scheduler",
+    "parse_sampler",
+    "sampler_names",
+    "schedule_label",
+]
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
             f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (optionally + ' Karras')."
         )
     chosen = schedule or suffix
-    match = next((s for s in SCHEDULE_TYPES if s.lower() == chosen.lower()), None)
+    match = next((s for s in SCHEDULE_TYPES if s.lower() == _spelling(chosen)), None)
     if match is None:
         raise LorastudioError(
             f"unknown schedule type {chosen!r}; choose one of: {', '.join(SCHEDULE_TYPES)}."
@@ -120,6 +128,21 @@ def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
     if match == "Karras" and sampler not in _KARRAS_SAMPLERS:
         raise LorastudioError(f"sampler {sampler!r} has no Karras schedule; use it without 'Karras'.")
     return SamplerChoice(sampler, match)
+
+
+def _spelling(schedule: str) -> str:
+    """"SGM Uniform", "sgm_uniform" and "sgm-uniform" name one schedule type (A1111's UI and API)."""
+    return schedule.strip().lower().replace("_", " ").replace("-", " ")
+
+
+def schedule_label(name: str | None) -> str | None:
+    """"karras", "sgm_uniform", "SGM Uniform" -> the schedule type's label; None stays None."""
+    if name is None:
+        return None
+    match = next((s for s in SCHEDULE_TYPES if s.lower() == _spelling(str(name))), None)
+    if match is None:
+        raise LorastudioError(f"schedule type {name!r}: not supported; use one of: {', '.join(SCHEDULE_TYPES)}.")
+    return match
 
 
 def make_scheduler(choice: SamplerChoice, base_config: dict):

@@ -93,46 +93,24 @@ def _infotext_params(
     ti_hashes: list[tuple[str, str]],
     subseed: int | None = None,
 ) -> dict[str, Any]:
-    from lorastudio.generate.images import INPAINTING_FILLS
+    """The image's infotext keys: the request through `A1111_FIELDS`, plus what was resolved."""
+    from lorastudio.generate.a1111_fields import InfotextFacts, infotext_params
 
-    varied = cfg.subseed_strength > 0
-    resized_seed = cfg.seed_resize_from_w > 0 and cfg.seed_resize_from_h > 0
-    params: dict[str, Any] = {
-        "Steps": cfg.steps,
-        "Sampler": plan.sampler.sampler,
-        "Schedule type": None if plan.sampler.schedule == "Automatic" else plan.sampler.schedule,
-        "CFG scale": cfg.cfg_scale,
-        "Seed": seed,
-        "Size": f"{plan.width}x{plan.height}",
-        "Model hash": model.short_hash,
-        "Model": model.name,
-        "VAE hash": model.vae_sha256[:10] if model.vae_sha256 else None,
-        "VAE": model.vae_name,
-        "Variation seed": subseed if varied else None,
-        "Variation seed strength": cfg.subseed_strength if varied else None,
-        "Seed resize from": f"{cfg.seed_resize_from_w}x{cfg.seed_resize_from_h}" if resized_seed else None,
-        "Denoising strength": cfg.strength
-        if cfg.init_image
-        else (cfg.hires_strength if cfg.hires_scale > 1 else None),
-        "Clip skip": cfg.clip_skip if cfg.clip_skip > 1 else None,
-    }
-    if cfg.mask:
-        params["Mask blur"] = cfg.mask_blur
-        if cfg.inpaint_only_masked:
-            params["Inpaint area"] = "Only masked"
-            params["Masked area padding"] = cfg.inpaint_padding
-        if cfg.inpainting_fill != 1:  # A1111 leaves out the default, "original"
-            params["Masked content"] = INPAINTING_FILLS[cfg.inpainting_fill]
-    if cfg.hires_scale > 1 and not cfg.init_image:
-        params["Hires upscale"] = cfg.hires_scale
-        params["Hires steps"] = cfg.hires_steps or None
-        params["Hires upscaler"] = cfg.hires_upscaler
-    if lora_hashes:
-        params["Lora hashes"] = ", ".join(f"{n}: {h}" for n, h in lora_hashes)
-    if ti_hashes:
-        params["TI hashes"] = ", ".join(f"{n}: {h}" for n, h in ti_hashes)
-    params["Version"] = f"lorastudio {__version__}"
-    return params
+    facts = InfotextFacts(
+        sampler=plan.sampler.sampler,
+        schedule=plan.sampler.schedule,
+        width=plan.width,
+        height=plan.height,
+        seed=seed,
+        subseed=subseed,
+        model_hash=model.short_hash,
+        model_name=model.name,
+        vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
+        vae_name=model.vae_name,
+        lora_hashes=lora_hashes,
+        ti_hashes=ti_hashes,
+    )
+    return infotext_params(cfg, facts)
 
 
 def run_generation(
@@ -257,25 +235,15 @@ def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora
             ti_hashes.append((name, info["hash"]))
 
 
-_INFOTEXT_TO_CONFIG = {
-    "Steps": ("steps", int),
-    "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int),
-    "Clip skip": ("clip_skip", int),
-    "Hires upscale": ("hires_scale", float),
-    "Hires steps": ("hires_steps", int),
-    "Hires upscaler": ("hires_upscaler", str),
-    "Size-1": ("width", int),
-    "Size-2": ("height", int),
-    "Variation seed": ("subseed", int),
-    "Variation seed strength": ("subseed_strength", float),
-    "Seed resize from-1": ("seed_resize_from_w", int),
-    "Seed resize from-2": ("seed_resize_from_h", int),
-}
+def config_from_recipe(path: str | Path, ws: Workspace, vae_given: bool = False) -> GenerateConfig:
+    """A request that reproduces an image: from our YAML recipe or any A1111-style PNG.
 
+    A VAE named by the image must be in this workspace (another VAE makes another image),
+    unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`).
+    """
+    from pydantic import ValidationError
 
-def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
-    """A request that reproduces an image: from our YAML recipe or any A1111-style PNG."""
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
     from lorastudio.generate.infotext import parse_infotext, read_infotext
 
     path = Path(path)
@@ -302,33 +270,30 @@ def config_from_recipe(path: str | Path, ws: Workspace) -> GenerateConfig:
         raise LorastudioError(
             f"{path}: has no generation parameters; use an image saved by lorastudio or A1111."
         )
-    params = parse_infotext(text)
-    request: dict[str, Any] = {
-        "prompt": params.get("Prompt", ""),
-        "negative_prompt": params.get("Negative prompt", ""),
-    }
-    for key, (field_name, cast) in _INFOTEXT_TO_CONFIG.items():
-        if key in params and params[key] not in (None, ""):
-            request[field_name] = cast(params[key])
-    sampler = params.get("Sampler")
-    if sampler:
-        request["sampler"] = sampler
-    schedule = params.get("Schedule type")
-    if schedule:
-        request["schedule"] = schedule
-    if "Denoising strength" in params and "Hires upscale" in params:
-        request["hires_strength"] = float(params["Denoising strength"])
-    request.update(_inpainting_fill_from_infotext(params))
+    params = parse_infotext(text, fill_defaults=False)
+    request = config_fields_from_infotext(params)
     request["model"] = _model_from_infotext(ws, params)
-    return GenerateConfig.model_validate(request)
+    if request.get("vae") and not vae_given:
+        request["vae"] = _vae_from_infotext(ws, request["vae"])
+    try:
+        return GenerateConfig.model_validate(request)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in error.get("loc", ())) or "infotext"
+        raise LorastudioError(f"{path}: {field}: {error['msg']}; edit the image's parameters.") from None
 
 
-def _inpainting_fill_from_infotext(params: dict) -> dict[str, int]:
-    """A1111's "Masked content" (fill, latent noise, latent nothing; absent = original)."""
-    from lorastudio.generate.images import INPAINTING_FILLS
+def _vae_from_infotext(ws: Workspace, name: str) -> str:
+    """The image's `VAE` by name in models/; one line when this workspace lacks it."""
+    from lorastudio.service.names import find_vae
 
-    content = str(params.get("Masked content", "") or "").strip().lower()
-    return {"inpainting_fill": INPAINTING_FILLS.index(content)} if content in INPAINTING_FILLS else {}
+    try:
+        find_vae(ws, name)
+    except LorastudioError:
+        raise NotFoundError(
+            f"VAE {name!r} from the image is not in this workspace; put it in models/ or pass --vae."
+        ) from None
+    return name
 
 
 def _model_available(ws: Workspace, ref: str) -> bool:

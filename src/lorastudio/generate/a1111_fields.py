@@ -1,0 +1,364 @@
+"""One table for every generation field in A1111's dialects: infotext key, API request name.
+
+`A1111_FIELDS` is the only place that maps `GenerateConfig` fields to AUTOMATIC1111's names,
+both ways: the infotext writer (`infotext_params`), the recipe reader
+(`config_fields_from_infotext`), the `/sdapi/v1` request mapping and its error names all loop
+over it. A new generation option is one row here (plus its field in `GenerateConfig`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.samplers import schedule_label
+
+__all__ = [
+    "A1111_FIELDS",
+    "A1111Field",
+    "InfotextFacts",
+    "a1111_request_names",
+    "clip_skip_shown",
+    "config_fields_from_infotext",
+    "hires_upscaler_name",
+    "infotext_params",
+]
+
+
+@dataclass(frozen=True)
+class InfotextFacts:
+    """What an image's infotext states beyond the request: resolved seed, size, model, hashes."""
+
+    sampler: str
+    schedule: str
+    width: int
+    height: int
+    seed: int
+    subseed: int | None = None
+    model_hash: str | None = None
+    model_name: str | None = None
+    vae_hash: str | None = None
+    vae_name: str | None = None
+    lora_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
+    ti_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class A1111Field:
+    """One generation field in A1111's dialects: the infotext key and the API request name.
+
+    `write(cfg, facts)` gives the infotext value (None: the key is left out); `read(params)`
+    gives config fields from parsed infotext keys; `from_request` converts the request value.
+    `mode` says when the A1111 request carries it (all, img2img, inpaint, hires) and
+    `api_default` is what the A1111 API assumes when a client sends nothing (or null), where it
+    differs from GenerateConfig's default.
+    """
+
+    field: str | None
+    infotext_key: str | None = None
+    request_name: str | None = None
+    write: Callable[[Any, InfotextFacts], Any] | None = None
+    read: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    from_request: Callable[[Any], Any] | None = None
+    mode: str = "all"
+    api_default: Any = None  # None: the API leaves the field to GenerateConfig
+    special: bool = False  # the API front maps it itself (studio options, uploads, sampler, hires size)
+
+
+def _number(params: dict[str, Any], key: str, cast: Callable[[Any], Any]) -> Any:
+    value = params[key]
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise LorastudioError(f"infotext {key!r}: {value!r} is not a number; fix or remove it.") from None
+
+
+def _reads(key: str, field: str, cast: Callable[[Any], Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def read(params: dict[str, Any]) -> dict[str, Any]:
+        if params.get(key) in (None, ""):
+            return {}
+        return {field: _number(params, key, cast)}
+
+    return read
+
+
+def hires_upscaler_name(text: str | None) -> str:
+    """A1111's hires upscaler names: `Latent*` -> Latent, any other upscaler -> Lanczos (the image one)."""
+    return "Latent" if str(text or "Latent").strip().lower().startswith("latent") else "Lanczos"
+
+
+def clip_skip_shown(value: object) -> bool:
+    """A1111 writes `Clip skip` only above 1."""
+    try:
+        return float(value) > 1  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True
+
+
+def _read_sampler(params: dict[str, Any]) -> dict[str, Any]:
+    # The raw name: "DPM++ 2M Karras" keeps its suffix, which counts unless `Schedule type` is given.
+    return {"sampler": str(params["Sampler"])} if params.get("Sampler") else {}
+
+
+def _read_schedule(params: dict[str, Any]) -> dict[str, Any]:
+    value = params.get("Schedule type")
+    return {"schedule": schedule_label(value)} if value else {}
+
+
+def _read_size(params: dict[str, Any]) -> dict[str, Any]:
+    return {**_reads("Size-1", "width", int)(params), **_reads("Size-2", "height", int)(params)}
+
+
+def _read_seed_resize(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_reads("Seed resize from-1", "seed_resize_from_w", int)(params),
+        **_reads("Seed resize from-2", "seed_resize_from_h", int)(params),
+    }
+
+
+def _write_denoising(cfg: Any, facts: InfotextFacts) -> Any:
+    if cfg.init_image:
+        return cfg.strength
+    return cfg.hires_strength if cfg.hires_scale > 1 else None
+
+
+def _read_denoising(params: dict[str, Any]) -> dict[str, Any]:
+    """One key, two fields: the hires pass's strength when the image had one, else img2img's."""
+    if params.get("Denoising strength") in (None, ""):
+        return {}
+    field = "hires_strength" if "Hires upscale" in params else "strength"
+    return {field: _number(params, "Denoising strength", float)}
+
+
+def _read_inpaint_area(params: dict[str, Any]) -> dict[str, Any]:
+    area = str(params.get("Inpaint area", "") or "").strip().lower()
+    return {"inpaint_only_masked": area == "only masked"} if area else {}
+
+
+def _read_masked_content(params: dict[str, Any]) -> dict[str, Any]:
+    from lorastudio.generate.images import INPAINTING_FILLS
+
+    content = str(params.get("Masked content", "") or "").strip().lower()
+    return {"inpainting_fill": INPAINTING_FILLS.index(content)} if content in INPAINTING_FILLS else {}
+
+
+def _write_masked_content(cfg: Any, facts: InfotextFacts) -> Any:
+    from lorastudio.generate.images import INPAINTING_FILLS
+
+    # A1111 leaves out the default, "original"
+    return INPAINTING_FILLS[cfg.inpainting_fill] if cfg.mask and cfg.inpainting_fill != 1 else None
+
+
+def _hires(cfg: Any) -> bool:
+    return cfg.hires_scale > 1 and not cfg.init_image
+
+
+def _only_masked(cfg: Any) -> bool:
+    return bool(cfg.mask and cfg.inpaint_only_masked)
+
+
+def _read_text(key: str, field: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def read(params: dict[str, Any]) -> dict[str, Any]:
+        return {field: str(params[key])} if params.get(key) else {}
+
+    return read
+
+
+def _hashes(pairs: list[tuple[str, str]]) -> str | None:
+    return ", ".join(f"{n}: {h}" for n, h in pairs) if pairs else None
+
+
+def _version(cfg: Any, facts: InfotextFacts) -> str:
+    from lorastudio import __version__
+
+    return f"lorastudio {__version__}"
+
+
+def _seed_of_request(value: int) -> int:
+    return value if value >= 0 else -1
+
+
+def _size_of_request(value: int) -> int:
+    """A1111 accepts any size and works in multiples of 8; so do we (at least 64)."""
+    return max(64, min(4096, int(value) // 8 * 8))
+
+
+_F = A1111Field
+# In infotext order: keys A1111 fixes come first (format_infotext sorts them), the others follow
+# in this order. Per-dialect defaults are pinned here (API vs GenerateConfig): hires denoising
+# 0.7 vs 0.5, inpaint padding 0 vs 32, only-masked True vs False.
+A1111_FIELDS: tuple[A1111Field, ...] = (
+    _F("prompt", None, "prompt"),
+    _F("negative_prompt", None, "negative_prompt"),
+    _F("steps", "Steps", "steps", lambda c, f: c.steps, _reads("Steps", "steps", int)),
+    _F("sampler", "Sampler", "sampler_name", lambda c, f: f.sampler, _read_sampler, special=True),
+    _F(
+        "schedule",
+        "Schedule type",
+        "scheduler",
+        lambda c, f: None if f.schedule == "Automatic" else f.schedule,
+        _read_schedule,
+        special=True,
+    ),
+    _F("cfg_scale", "CFG scale", "cfg_scale", lambda c, f: c.cfg_scale, _reads("CFG scale", "cfg_scale", float)),
+    _F("seed", "Seed", "seed", lambda c, f: f.seed, _reads("Seed", "seed", int), _seed_of_request),
+    _F("width", "Size", "width", lambda c, f: f"{f.width}x{f.height}", _read_size, _size_of_request),
+    _F("height", None, "height", from_request=_size_of_request),
+    _F(None, "Model hash", None, lambda c, f: f.model_hash),
+    _F("model", "Model", "sd_model_checkpoint", lambda c, f: f.model_name, _read_text("Model", "model"), special=True),
+    _F(None, "VAE hash", None, lambda c, f: f.vae_hash),
+    _F("vae", "VAE", "sd_vae", lambda c, f: f.vae_name, _read_text("VAE", "vae"), special=True),
+    _F(
+        "subseed",
+        "Variation seed",
+        "subseed",
+        lambda c, f: f.subseed if c.subseed_strength > 0 else None,
+        _reads("Variation seed", "subseed", int),
+        _seed_of_request,
+    ),
+    _F(
+        "subseed_strength",
+        "Variation seed strength",
+        "subseed_strength",
+        lambda c, f: c.subseed_strength if c.subseed_strength > 0 else None,
+        _reads("Variation seed strength", "subseed_strength", float),
+    ),
+    _F(
+        "seed_resize_from_w",
+        "Seed resize from",
+        "seed_resize_from_w",
+        lambda c, f: f"{c.seed_resize_from_w}x{c.seed_resize_from_h}"
+        if c.seed_resize_from_w > 0 and c.seed_resize_from_h > 0
+        else None,
+        _read_seed_resize,
+        lambda v: max(0, v),
+    ),
+    _F("seed_resize_from_h", None, "seed_resize_from_h", from_request=lambda v: max(0, v)),
+    _F(
+        "strength",
+        "Denoising strength",
+        "denoising_strength",
+        _write_denoising,
+        _read_denoising,
+        mode="img2img",
+        api_default=0.75,
+    ),
+    _F("hires_strength", None, "denoising_strength", mode="hires", api_default=0.7),
+    _F(
+        "clip_skip",
+        "Clip skip",
+        "CLIP_stop_at_last_layers",
+        lambda c, f: c.clip_skip if clip_skip_shown(c.clip_skip) else None,
+        _reads("Clip skip", "clip_skip", int),
+        special=True,
+    ),
+    _F("batch_size", None, "batch_size"),
+    _F("count", None, "n_iter"),
+    _F("init_image", None, "init_images", special=True),
+    _F("resize_mode", None, "resize_mode", mode="img2img"),
+    _F("mask", None, "mask", special=True),
+    _F(
+        "mask_blur",
+        "Mask blur",
+        "mask_blur",
+        lambda c, f: c.mask_blur if c.mask else None,
+        _reads("Mask blur", "mask_blur", int),
+        mode="inpaint",
+        api_default=4,
+    ),
+    _F(
+        "inpaint_only_masked",
+        "Inpaint area",
+        "inpaint_full_res",
+        lambda c, f: "Only masked" if _only_masked(c) else None,
+        _read_inpaint_area,
+        bool,
+        mode="inpaint",
+        api_default=True,
+    ),
+    _F(
+        "inpaint_padding",
+        "Masked area padding",
+        "inpaint_full_res_padding",
+        lambda c, f: c.inpaint_padding if _only_masked(c) else None,
+        _reads("Masked area padding", "inpaint_padding", int),
+        mode="inpaint",
+        api_default=0,
+    ),
+    _F(
+        "inpainting_fill",
+        "Masked content",
+        "inpainting_fill",
+        _write_masked_content,
+        _read_masked_content,
+        mode="inpaint",
+    ),
+    _F(
+        "hires_scale",
+        "Hires upscale",
+        "hr_scale",
+        lambda c, f: c.hires_scale if _hires(c) else None,
+        _reads("Hires upscale", "hires_scale", float),
+        special=True,
+    ),
+    _F(
+        "hires_steps",
+        "Hires steps",
+        "hr_second_pass_steps",
+        lambda c, f: (c.hires_steps or None) if _hires(c) else None,
+        _reads("Hires steps", "hires_steps", int),
+        mode="hires",
+    ),
+    _F(
+        "hires_upscaler",
+        "Hires upscaler",
+        "hr_upscaler",
+        lambda c, f: c.hires_upscaler if _hires(c) else None,
+        lambda p: {"hires_upscaler": hires_upscaler_name(p["Hires upscaler"])} if p.get("Hires upscaler") else {},
+        hires_upscaler_name,
+        mode="hires",
+        api_default="Latent",
+    ),
+    _F(
+        "eta",
+        "Eta DDIM",
+        "eta",
+        lambda c, f: c.eta if c.eta else None,
+        _reads("Eta DDIM", "eta", float),
+        api_default=0.0,
+    ),
+    _F(None, "Lora hashes", None, lambda c, f: _hashes(f.lora_hashes)),
+    _F(None, "TI hashes", None, lambda c, f: _hashes(f.ti_hashes)),
+    _F(None, "Version", None, _version),
+    _F("device", None, None),
+)
+
+
+def infotext_params(cfg: Any, facts: InfotextFacts) -> dict[str, Any]:
+    """The infotext keys of one image, in A1111's order (None values are left out by `format_infotext`)."""
+    return {row.infotext_key: row.write(cfg, facts) for row in A1111_FIELDS if row.infotext_key and row.write}
+
+
+def config_fields_from_infotext(params: dict[str, Any]) -> dict[str, Any]:
+    """GenerateConfig fields from `parse_infotext(text, fill_defaults=False)`.
+
+    Read without A1111's filled-in defaults, so that a key the image does not state (an old
+    `Sampler: DPM++ 2M Karras` without `Schedule type`) leaves the config's own default.
+    The model and VAE names are returned as written; the service looks them up.
+    """
+    fields: dict[str, Any] = {
+        "prompt": params.get("Prompt", ""),
+        "negative_prompt": params.get("Negative prompt", ""),
+    }
+    for row in A1111_FIELDS:
+        if row.read is not None:
+            fields.update(row.read(params))
+    return fields
+
+
+def a1111_request_names() -> dict[str, str]:
+    """GenerateConfig field -> the A1111 request field a client sent (to name it in errors)."""
+    return {row.field: row.request_name for row in A1111_FIELDS if row.field and row.request_name}
