@@ -51,6 +51,29 @@ def test_a_healthy_queue_checks_ok(workspace, cli):
     assert result.exit_code == 0 and result.stdout.startswith("ok: ") and "studio.db" in result.stdout
 
 
+def test_a_workspace_the_cli_used_first_starts_a_server(workspace, cli):
+    """`models list` / `generate` create studio.db with the library tables only: not damage."""
+    from lorastudio.service.library import Library
+    from lorastudio.service.studio import Studio
+
+    Library(workspace).models()
+    assert cli("db", "check").exit_code == 0
+    studio = Studio(workspace)
+    try:
+        assert studio.submit("sleep", {"seconds": 0}).id
+    finally:
+        studio.close()
+
+
+def test_a_database_of_another_program_is_refused(workspace, cli):
+    conn = sqlite3.connect(workspace.db_path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    checked = cli("db", "check")
+    assert checked.exit_code == 1 and "no jobs table" in checked.stdout
+
+
 @pytest.mark.parametrize("where", ["header", "pages"])
 def test_a_damaged_queue_is_reported_and_refused_at_start_with_one_line(workspace, cli, where):
     from lorastudio.service.studio import Studio

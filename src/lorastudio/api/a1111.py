@@ -28,13 +28,11 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
     scheduler_name,
     to_generate_config,
 )
-from lorastudio.api.app import get_studio
-from lorastudio.api.native import quota_as_429
-from lorastudio.api.security import decode_image, safetensors_header
+from lorastudio.api.deps import get_studio
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES
 from lorastudio.service.studio import InvalidRequest, Studio
-from lorastudio.service.workspace import list_weight_files
+from lorastudio.service.uploads import decode_image
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
@@ -94,8 +92,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
 
     def submit():
         init = mask = None
-        with quota_as_429():
-            studio.check_quota(user)  # before any image is stored
+        studio.check_quota(user)  # before any image is stored; over quota: 429 (api.app)
         try:
             if isinstance(req, Img2ImgRequest):
                 if not req.init_images:
@@ -106,8 +103,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
                         studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
                     )
             cfg = to_generate_config(req, studio, init, mask, user=user)
-            with quota_as_429():
-                return cfg, studio.submit_generate(cfg, user=user)
+            return cfg, studio.submit_generate(cfg, user=user)
         except BaseException:
             studio.discard_uploads([init, mask])  # a refused request leaves no files
             raise
@@ -294,29 +290,19 @@ def latent_upscale_modes() -> list[dict[str, Any]]:
     return [{"name": "Latent"}]
 
 
-def _metadata(path: Path) -> dict[str, Any]:
-    if path.suffix.lower() != ".safetensors":
-        return {}
-    try:
-        return safetensors_header(path).get("__metadata__") or {}
-    except LorastudioError:
-        return {}
-
-
 @router.get("/loras")
 def loras(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
-    rows = []
-    for path in list_weight_files(studio.workspace.loras):
-        metadata = _metadata(path)
-        rows.append(
-            {
-                "name": path.stem,
-                "alias": metadata.get("ss_output_name") or path.stem,
-                "path": f"loras/{path.name}",
-                "metadata": metadata,
-            }
-        )
-    return rows
+    from lorastudio.service.loras import list_lora_files
+
+    return [
+        {
+            "name": row["name"],
+            "alias": row["metadata"].get("ss_output_name") or row["name"],
+            "path": f"loras/{row['file']}",
+            "metadata": row["metadata"],
+        }
+        for row in list_lora_files(studio.workspace)
+    ]
 
 
 @router.post("/refresh-loras")
@@ -326,33 +312,21 @@ def refresh_loras() -> None:
 
 @router.get("/embeddings")
 def embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """A1111's shape: readable files under `loaded`, unreadable ones under `skipped`."""
+    from lorastudio.service.embeddings import list_embeddings
+
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
-    for path in list_weight_files(studio.workspace.embeddings):
-        shapes = []
-        if path.suffix.lower() == ".safetensors":
-            try:
-                header = safetensors_header(path)
-                shapes = [
-                    v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
-                ]
-            except LorastudioError:
-                skipped[path.stem] = {
-                    "step": None,
-                    "sd_checkpoint": None,
-                    "sd_checkpoint_name": None,
-                    "shape": None,
-                    "vectors": 0,
-                }
-                continue
-        first = shapes[0] if shapes else [0, 0]
-        loaded[path.stem] = {
+    for row in list_embeddings(studio.workspace):
+        unread = row["error"] is not None
+        entry = {
             "step": None,
             "sd_checkpoint": None,
             "sd_checkpoint_name": None,
-            "shape": first[-1] if first else None,
-            "vectors": first[0] if len(first) > 1 else 1,
+            "shape": None if unread else row["shape"],
+            "vectors": 0 if unread else row["vectors"],
         }
+        (skipped if unread else loaded)[row["name"]] = entry
     return {"loaded": loaded, "skipped": skipped}
 
 

@@ -33,7 +33,7 @@ from lorastudio.service.studio import (
     is_storage_full,
 )
 
-__all__ = ["create_app", "get_studio"]
+__all__ = ["create_app", "run_server"]
 
 logger = logging.getLogger("lorastudio.api")
 
@@ -49,11 +49,6 @@ _STATUS_NAMES = {
     422: "ValidationError",
     429: "TooManyRequests",
 }
-
-
-def get_studio(request: Request) -> Studio:
-    """FastAPI dependency: the studio this app serves."""
-    return request.app.state.studio
 
 
 def create_app(
@@ -136,16 +131,19 @@ def _storage_full(exc: Exception) -> JSONResponse:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(QuotaExceeded)
+    async def over_quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        """A user at their job quota: 429 with `Retry-After`, from any route (Starlette picks this by MRO)."""
+        return JSONResponse(
+            error_body("TooManyRequests", str(exc)),
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
     @app.exception_handler(LorastudioError)
     async def user_error(request: Request, exc: LorastudioError) -> JSONResponse:
         if isinstance(exc, StorageFull):
             return _storage_full(exc)
-        if isinstance(exc, QuotaExceeded):
-            return JSONResponse(
-                error_body("TooManyRequests", str(exc)),
-                status_code=429,
-                headers={"Retry-After": str(exc.retry_after_s)},
-            )
         status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InvalidRequest) else 400
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status)
 

@@ -11,34 +11,34 @@ import asyncio
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 
 from lorastudio import __version__
-from lorastudio.api.app import get_studio
-from lorastudio.api.security import check_upload, decode_image, safetensors_header
-from lorastudio.errors import LorastudioError
+from lorastudio.api.deps import get_studio, request_user
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig, import_embedding
+from lorastudio.service import datasets as library_datasets
+from lorastudio.service import embeddings as library_embeddings
+from lorastudio.service import loras as library_loras
+from lorastudio.service import models as library_models
+from lorastudio.service import outputs as library_outputs
+from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.jobs import Job
-from lorastudio.service.names import LIST_MODELS, is_plain_name, resolve, unknown_name
 from lorastudio.service.studio import (
     MAX_PRIORITY,
     InvalidRequest,
-    QuotaExceeded,
     StorageFull,
     Studio,
     is_storage_full,
 )
-from lorastudio.service.workspace import list_weight_files, safe_name
+from lorastudio.service.uploads import check_upload, decode_image
+from lorastudio.service.workspace import safe_name
 from lorastudio.train.config import TrainConfig
 
-__all__ = ["quota_as_429", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
@@ -51,21 +51,6 @@ MAX_EVENT_SEQ = 2**62
 PRIORITY = Query(
     0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first; jobs of equal priority in order."
 )
-
-
-def _user(request: Request) -> str:
-    return str(getattr(request.state, "user", "") or "")
-
-
-@contextmanager
-def quota_as_429() -> Iterator[None]:
-    """A user over their job quota gets 429 Too Many Requests with `Retry-After`, not 400."""
-    try:
-        yield
-    except QuotaExceeded as exc:
-        raise HTTPException(
-            status_code=429, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}
-        ) from None
 
 
 def _job_json(studio: Studio, job: Job) -> dict[str, Any]:
@@ -106,8 +91,7 @@ def submit_generate(
     cfg: GenerateConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue a generation; `init_image`/`mask` are upload names or base64 images. Returns at once."""
-    with quota_as_429():
-        studio.check_quota(_user(request))  # before any inline image is stored
+    studio.check_quota(request_user(request))  # before any inline image is stored
     stored: list[str | None] = []
     try:
         init_image = _image_field(studio, cfg.init_image, "init_image", "RGB")
@@ -115,8 +99,7 @@ def submit_generate(
         mask = _image_field(studio, cfg.mask, "mask", "L")
         stored.append(mask if mask != cfg.mask else None)
         cfg = cfg.model_copy(update={"init_image": init_image, "mask": mask})
-        with quota_as_429():
-            job = studio.submit_generate(cfg, user=_user(request), priority=priority)
+        job = studio.submit_generate(cfg, user=request_user(request), priority=priority)
     except BaseException:
         studio.discard_uploads(stored)  # a refused request leaves none of its images behind
         raise
@@ -128,8 +111,7 @@ def submit_train(
     cfg: TrainConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue a training run (data.dir = a data-set name). A restart resumes it from its last checkpoint."""
-    with quota_as_429():
-        job = studio.submit_train(cfg, user=_user(request), priority=priority)
+    job = studio.submit_train(cfg, user=request_user(request), priority=priority)
     return _job_json(studio, job)
 
 
@@ -138,8 +120,7 @@ def submit_caption(
     cfg: CaptionJobConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue captioning or tagging of a data set."""
-    with quota_as_429():
-        job = studio.submit_caption(cfg, user=_user(request), priority=priority)
+    job = studio.submit_caption(cfg, user=request_user(request), priority=priority)
     return _job_json(studio, job)
 
 
@@ -148,8 +129,7 @@ def submit_import(
     cfg: ImportJobConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Queue an import of uploaded files as a data set, model, LoRA or embedding."""
-    with quota_as_429():
-        job = studio.submit_import(cfg, user=_user(request), priority=priority)
+    job = studio.submit_import(cfg, user=request_user(request), priority=priority)
     return _job_json(studio, job)
 
 
@@ -305,8 +285,7 @@ def upload(
 
     A user at their job quota gets 429 here too: uploads only feed jobs.
     """
-    with quota_as_429():
-        studio.check_quota(_user(request))
+    studio.check_quota(request_user(request))
     name, path = _store_upload(studio, file)
     return {"upload": name, "filename": file.filename, "size_bytes": path.stat().st_size}
 
@@ -322,9 +301,7 @@ def list_models(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 
 @router.get("/models/{name}")
 def model_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    from lorastudio.service.models import model_info as info
-
-    data = info(studio.workspace, name, studio.names)
+    data = library_models.model_info(studio.workspace, name, studio.names)
     data["path"] = Path(data["path"]).name
     return data
 
@@ -334,11 +311,9 @@ def upload_model(
     file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Add a .safetensors checkpoint to the library (pickled .ckpt files are refused over the API)."""
-    from lorastudio.service.models import import_model
-
     _, path = _store_upload(studio, file, (".safetensors",))
     try:
-        data = import_model(
+        data = library_models.import_model(
             studio.workspace, path, safe_name(name or Path(file.filename or "").stem, "model name")
         )
     finally:
@@ -349,74 +324,22 @@ def upload_model(
 
 @router.delete("/models/{name}")
 def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    from lorastudio.service.library import Library
-
-    ws = studio.workspace
-    if not is_plain_name(name):
-        raise unknown_name("model", name, ws.models, LIST_MODELS)
-    folder = ws.models / name
-    single = ws.models / f"{name}.safetensors"
-    if folder.is_symlink() or single.exists() or single.is_symlink():
-        (folder if folder.is_symlink() else single).unlink()
-    elif folder.is_dir():
-        shutil.rmtree(folder)
-    else:
-        raise unknown_name("model", name, ws.models, LIST_MODELS)
-    Library(ws).remove_model(name)
-    return {"name": name, "deleted": True}
+    """Remove a model file or folder and its library row (a link goes, never what it points at)."""
+    return library_models.delete_model(studio.workspace, name)
 
 
 # --- LoRAs and embeddings -----------------------------------------------------------------
 
 
-def _file_row(path: Path) -> dict[str, Any]:
-    """One listed file; one that cannot be read is listed with an `error` (never a 500 for all)."""
-    row: dict[str, Any] = {
-        "name": path.stem,
-        "file": path.name,
-        "size_bytes": path.stat().st_size,
-        "metadata": {},
-        "error": None,
-    }
-    if path.suffix.lower() == ".safetensors":
-        try:
-            row["metadata"] = safetensors_header(path).get("__metadata__") or {}
-        except LorastudioError as exc:
-            row["error"] = f"{exc} Replace or delete the file."
-    return row
-
-
-def _named_file(folder: Path, name: str, what: str) -> Path:
-    if is_plain_name(name):
-        for path in list_weight_files(folder):
-            if path.stem == name:
-                return path
-    raise unknown_name(what, name, folder, f"GET /api/v1/{folder.name}")
-
-
 @router.get("/loras")
 def list_loras(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Files in loras/ with their metadata and what training recorded (trigger, base model, run)."""
-    from lorastudio.service.loras import list_loras as library_rows
-
-    public = ("trigger", "base_model", "family", "run", "step", "method")
-    rows = library_rows(studio.workspace)
-    known = {row["name"]: {k: row[k] for k in public} for row in rows}
-    known_errors = {row["name"]: row["error"] for row in rows if row.get("error")}
-    return {
-        "loras": [
-            {**_file_row(p), "library": known.get(p.stem), **_error_of(known_errors.get(p.stem))} for p in list_weight_files(studio.workspace.loras)
-        ]
-    }
-
-
-def _error_of(error: str | None) -> dict[str, Any]:
-    return {"error": error} if error else {}
+    return {"loras": library_loras.list_lora_files(studio.workspace)}
 
 
 @router.get("/loras/{name}")
 def lora_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return _file_row(_named_file(studio.workspace.loras, name, "LoRA"))
+    return library_loras.lora_file_info(studio.workspace, name)
 
 
 @router.post("/loras")
@@ -424,11 +347,9 @@ def upload_lora(
     file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Add a LoRA (.safetensors of any supported layout); it is stored as a kohya file."""
-    from lorastudio.service.loras import import_lora
-
     _, path = _store_upload(studio, file, (".safetensors",))
     try:
-        data = import_lora(
+        data = library_loras.import_lora(
             studio.workspace, path, safe_name(name or Path(file.filename or "").stem, "LoRA name")
         )
     finally:
@@ -439,13 +360,14 @@ def upload_lora(
 
 @router.delete("/loras/{name}")
 def delete_lora(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    _named_file(studio.workspace.loras, name, "LoRA").unlink()
-    return {"name": name, "deleted": True}
+    """Remove a LoRA file and its library row (run, trigger, samples)."""
+    return library_loras.delete_lora(studio.workspace, name)
 
 
 @router.get("/embeddings")
 def list_embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return {"embeddings": [_file_row(p) for p in list_weight_files(studio.workspace.embeddings)]}
+    """Files in embeddings/ (the prompt word is the name), with metadata, vectors and width."""
+    return {"embeddings": library_embeddings.list_embeddings(studio.workspace)}
 
 
 @router.post("/embeddings")
@@ -455,15 +377,16 @@ def upload_embedding(
     """Add a textual-inversion embedding (.safetensors); its name is the prompt word."""
     _, path = _store_upload(studio, file, (".safetensors",))
     try:
-        return import_embedding(studio.workspace, path, name or Path(file.filename or "").stem)
+        return library_embeddings.import_embedding(
+            studio.workspace, path, name or Path(file.filename or "").stem
+        )
     finally:
         path.unlink(missing_ok=True)
 
 
 @router.delete("/embeddings/{name}")
 def delete_embedding(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    _named_file(studio.workspace.embeddings, name, "embedding").unlink()
-    return {"name": name, "deleted": True}
+    return library_embeddings.delete_embedding(studio.workspace, name)
 
 
 # --- data sets ----------------------------------------------------------------------------
@@ -471,16 +394,12 @@ def delete_embedding(name: str, studio: Studio = Depends(get_studio)) -> dict[st
 
 @router.get("/datasets")
 def list_datasets(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    from lorastudio.service.datasets import list_datasets as datasets
-
-    return datasets(studio.workspace)
+    return library_datasets.list_datasets(studio.workspace)
 
 
 @router.get("/datasets/{name}")
 def dataset_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    from lorastudio.service.datasets import dataset_info as info
-
-    return info(studio.workspace, name)
+    return library_datasets.dataset_info(studio.workspace, name)
 
 
 @router.post("/datasets")
@@ -491,13 +410,11 @@ def upload_dataset(
     studio: Studio = Depends(get_studio),
 ) -> dict[str, Any]:
     """Upload a zip (or one image) and queue its import as data set `name`; answers the import job."""
-    with quota_as_429():
-        studio.check_quota(_user(request))  # before the file is stored
+    studio.check_quota(request_user(request))  # before the file is stored
     upload_name, _ = _store_upload(studio, file, (".zip", ".png", ".jpg", ".jpeg", ".webp"))
     try:
         cfg = ImportJobConfig(what="dataset", name=name, uploads=[upload_name])
-        with quota_as_429():
-            job = studio.submit_import(cfg, user=_user(request))
+        job = studio.submit_import(cfg, user=request_user(request))
     except BaseException:
         studio.discard_uploads([upload_name])
         raise
@@ -506,18 +423,10 @@ def upload_dataset(
 
 @router.delete("/datasets/{name}")
 def delete_dataset(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    from lorastudio.service.datasets import delete_dataset as delete
-
-    return delete(studio.workspace, name)
+    return library_datasets.delete_dataset(studio.workspace, name)
 
 
 # --- outputs ------------------------------------------------------------------------------
-
-
-def _output_path(studio: Studio, folder: str, file: str) -> Path:
-    ws = studio.workspace
-    where = resolve(folder, ws.outputs, "output folder", "GET /api/v1/outputs", want="dir").path
-    return resolve(file, where, "output", "GET /api/v1/outputs", want="file").path
 
 
 @router.get("/outputs")
@@ -525,49 +434,16 @@ def list_outputs(
     limit: int = Query(100, ge=1, le=10_000), studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Generated images, newest first; `id` is `folder/file` under outputs/."""
-    from lorastudio.service.library import Library
-
-    outputs_root = studio.workspace.outputs.resolve()
-    rows = []
-    for row in Library(studio.workspace).outputs(limit):
-        path = Path(row["path"]).resolve()
-        if outputs_root not in path.parents or not path.is_file():
-            continue
-        rel = path.relative_to(outputs_root).as_posix()
-        rows.append(
-            {
-                "id": rel,
-                "url": f"/api/v1/outputs/{rel}",
-                "seed": row["seed"],
-                "model": row["model"],
-                "model_hash": row["model_hash"],
-                "prompt": row["prompt"],
-                "created_at": row["created_at"],
-            }
-        )
-    return {"outputs": rows}
+    return {"outputs": library_outputs.list_outputs(studio.workspace, limit)}
 
 
 @router.get("/outputs/{folder}/{file}")
 def download_output(folder: str, file: str, studio: Studio = Depends(get_studio)) -> FileResponse:
-    path = _output_path(studio, folder, file)
+    path = library_outputs.output_path(studio.workspace, folder, file)
     return FileResponse(path, filename=path.name)
 
 
 @router.get("/outputs/{folder}/{file}/info")
 def output_info(folder: str, file: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """The image's infotext, parsed, and its YAML recipe when there is one."""
-    import yaml
-
-    from lorastudio.generate.infotext import parse_infotext, read_infotext
-
-    path = _output_path(studio, folder, file)
-    text = read_infotext(path) or ""
-    recipe_path = path.with_suffix(".yaml")
-    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else None
-    return {
-        "id": f"{folder}/{file}",
-        "infotext": text,
-        "parameters": parse_infotext(text) if text else {},
-        "recipe": recipe,
-    }
+    return library_outputs.output_info(studio.workspace, folder, file)

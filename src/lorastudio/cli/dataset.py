@@ -211,9 +211,8 @@ def tag_cmd(
 ) -> None:
     """Write booru tags with a WD14 ONNX tagger."""
     from lorastudio.config import load_config
-    from lorastudio.data.captions import split_tags
     from lorastudio.data.config import TaggerConfig
-    from lorastudio.service.datasets import tag_dataset
+    from lorastudio.service.datasets import split_tags, tag_dataset
 
     config = load_config(
         TaggerConfig,
@@ -254,25 +253,17 @@ def edit_cmd(
     as_json: bool = JSON,
 ) -> None:
     """Bulk-edit the tags of every caption."""
-    from lorastudio.data.captions import CaptionEdit
-    from lorastudio.errors import LorastudioError
-    from lorastudio.service.datasets import edit_captions
+    from lorastudio.service.datasets import caption_edit, edit_captions
 
-    pairs = {}
-    for item in replace:
-        if "=" not in item:
-            raise LorastudioError(f"--replace {item!r} must look like OLD=NEW.")
-        old, new = item.split("=", 1)
-        pairs[old.strip()] = new.strip()
-    edit = CaptionEdit(
-        replace=pairs,
-        remove=list(remove),
-        add=list(add),
-        lower=lower,
+    edit = caption_edit(
+        add=add,
+        remove=remove,
+        replace=replace,
+        trigger_first=trigger_first,
         dedupe=dedupe,
         sort=sort,
         keep_tokens=keep_tokens,
-        trigger_first=trigger_first or None,
+        lower=lower,
     )
     result = edit_captions(workspace(), name, edit, dry_run=dry_run)
     lines = [f"{name}: {'would change' if dry_run else 'changed'} {result['changed']} captions"]

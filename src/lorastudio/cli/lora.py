@@ -1,4 +1,4 @@
-"""`lorastudio lora import | export | merge`: move LoRAs between formats and into models."""
+"""`lorastudio lora list | import | export | merge | delete`: the LoRA library and its formats."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from lorastudio.cli import app
 from lorastudio.cli.common import print_json, workspace
 
 lora_app = typer.Typer(
-    help="LoRA files: list the library, import, convert, merge into a model.", no_args_is_help=True
+    help="LoRA files: list the library, import, convert, merge into a model, delete.", no_args_is_help=True
 )
 app.add_typer(lora_app, name="lora")
 
@@ -93,6 +93,21 @@ def merge_cmd(
     from lorastudio.service.loras import merge_model
 
     _print(merge_model(model, lora, out, fmt), json_out)
+
+
+@lora_app.command("delete")
+def delete_cmd(
+    name: str = typer.Argument(..., help="LoRA name, as `lora list` shows it."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove a LoRA file from studio/loras and what the library recorded for it (run, trigger, samples)."""
+    from lorastudio.service.loras import delete_lora
+
+    info = delete_lora(workspace(), name)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"deleted LoRA {info['name']}")
 
 
 # The issue's top-level spellings (`lorastudio import|export|merge`), kept beside the group.

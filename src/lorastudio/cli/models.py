@@ -1,4 +1,4 @@
-"""`lorastudio models list | info | import`."""
+"""`lorastudio models list | info | import | delete`."""
 
 from __future__ import annotations
 
@@ -69,3 +69,18 @@ def import_cmd(
         print_json(info)
     else:
         typer.echo(f"imported {info['name']} ({info['family']}, hash {info['hash']}) -> {info['path']}")
+
+
+@models_app.command("delete")
+def delete_cmd(
+    name: str = typer.Argument(..., help="Library name, as `models list` shows it."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove a model file or folder from studio/models and from the library (a link goes, not its target)."""
+    from lorastudio.service.models import delete_model
+
+    info = delete_model(workspace(), name)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"deleted model {info['name']}")

@@ -24,9 +24,9 @@ def parse_cmd(
     as_json: bool = JSON,
 ) -> None:
     """Show each piece of the prompt with its attention weight, as A1111 reads it."""
-    from lorastudio.generate.prompt_parser import parse_prompt_attention
+    from lorastudio.service.prompts import prompt_weights
 
-    pieces = parse_prompt_attention(text)
+    pieces = prompt_weights(text)
     if as_json:
         print_json(pieces)  # the bare list A1111 returns, as scripts expect
         return
@@ -41,9 +41,9 @@ def schedule_cmd(
     as_json: bool = JSON,
 ) -> None:
     """Show which text conditions each range of steps (prompt editing and alternation)."""
-    from lorastudio.generate.prompt_parser import get_learned_conditioning_prompt_schedules
+    from lorastudio.service.prompts import prompt_schedule
 
-    schedule = get_learned_conditioning_prompt_schedules([text], steps)[0]
+    schedule = prompt_schedule(text, steps)
     if as_json:
         print_json(schedule)  # [[end_step, text], ...] exactly as A1111
         return

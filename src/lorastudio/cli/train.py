@@ -125,17 +125,11 @@ def _print_explain(ws, resolved) -> None:
 
 def _import_kohya(kohya_config, dataset_config, overrides: list[str], preset, write_yaml):
     """Map the kohya files, print every key's fate, write the YAML; returns (resolved config, YAML text)."""
-    from lorastudio.train.kohya_config import import_kohya_config, kohya_resolved_config, kohya_yaml_config
+    from lorastudio.service.training import import_kohya
 
-    imported = import_kohya_config(kohya_config, dataset_config)
-    for line in imported.lines():
-        typer.echo(line, err=True)
-    resolved = kohya_resolved_config(imported, overrides, preset)
-    # The YAML holds the imported keys and the command line's, so `--config FILE` reproduces the run.
-    imported.config = kohya_yaml_config(imported, overrides)
-    if preset:
-        imported.config["preset"] = preset
-    text = imported.to_yaml()
+    resolved, text = import_kohya(
+        kohya_config, dataset_config, overrides, preset, report=lambda line: typer.echo(line, err=True)
+    )
     if write_yaml is not None:
         Path(write_yaml).write_text(text, encoding="utf-8")
         typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)

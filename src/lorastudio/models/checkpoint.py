@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
 
 __all__ = [
     "read_safetensors_keys",
+    "read_safetensors_header",
     "read_safetensors_metadata",
     "read_safetensors_private",
     "detach_from_files",
@@ -34,16 +37,57 @@ def read_safetensors_keys(path: Path) -> dict[str, tuple[int, ...]]:
         ) from None
 
 
-def read_safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
+# A safetensors header larger than this is not one (the format's own readers cap it at 100 MB).
+MAX_SAFETENSORS_HEADER = 100 * 1024**2
 
+
+def _not_safetensors(path: Path, reason: str) -> LorastudioError:
+    return LorastudioError(
+        f"{path.name}: not a readable .safetensors file ({reason}); re-download or re-export it."
+    )
+
+
+def read_safetensors_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file (tensor names, dtypes, shapes, `__metadata__`).
+
+    Reads only the header (no torch, no tensors, nothing memory-mapped), and checks that the
+    tensors it announces fit in the file, so a truncated download is caught here too.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise _not_safetensors(path, "too short")
+        size = int.from_bytes(head, "little")
+        if size <= 1 or size > MAX_SAFETENSORS_HEADER:
+            raise _not_safetensors(path, "bad header size")
+        raw = f.read(size)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises its own error types
-        raise LorastudioError(
-            f"{path}: not a readable .safetensors file ({exc}); re-download or re-export it."
-        ) from None
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _not_safetensors(path, "header is not JSON") from None
+    if not isinstance(header, dict):
+        raise _not_safetensors(path, "header is not a mapping")
+    metadata = header.get("__metadata__", {})
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise _not_safetensors(path, "__metadata__ is not a mapping of strings")
+    data_size = path.stat().st_size - 8 - size
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise _not_safetensors(path, f"tensor {name[:60]!r} has no data_offsets")
+        if not 0 <= offsets[0] <= offsets[1] <= data_size:
+            raise _not_safetensors(path, f"tensor {name[:60]!r} lies past the end of the file")
+    return header
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The `__metadata__` strings of a .safetensors file (kohya's `ss_*`, modelspec), header only."""
+    return dict(read_safetensors_header(path).get("__metadata__") or {})
 
 
 def read_safetensors_private(path: Path) -> tuple[dict, dict[str, str]]:

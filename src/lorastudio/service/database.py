@@ -91,7 +91,9 @@ def _quick_check(path: Path) -> list[str]:
     finally:
         conn.close()
     problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
-    if not problems and tables and "jobs" not in tables:
+    # A workspace used by the CLI alone holds only the library tables: the queue adds its own.
+    foreign = {t for t in tables if not t.startswith(("library_", "job", "sqlite_"))}
+    if not problems and foreign and "jobs" not in tables:
         problems.append("no jobs table: this is not a lorastudio queue database")
     return problems
 

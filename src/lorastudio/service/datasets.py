@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lorastudio.data.captions import CaptionEdit, apply_template, matches
+from lorastudio.data.captions import CaptionEdit, apply_template, matches, split_tags
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
 from lorastudio.data.manifest import DatasetFolder
 from lorastudio.errors import LorastudioError, NotFoundError
@@ -27,7 +27,9 @@ __all__ = [
     "caption_dataset",
     "tag_dataset",
     "template_captions",
+    "caption_edit",
     "edit_captions",
+    "split_tags",
     "search_captions",
     "dataset_info",
     "dataset_report",
@@ -171,6 +173,35 @@ def template_captions(
             folder.write_caption(item, new)
             changed += 1
     return {"name": name, "changed": changed, "images": len(folder.items)}
+
+
+def caption_edit(
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    trigger_first: str | None = None,
+    dedupe: bool = False,
+    sort: bool = False,
+    keep_tokens: int = 0,
+    lower: bool = False,
+) -> CaptionEdit:
+    """One bulk edit from the fronts' options; `replace` items are `OLD=NEW` (NEW empty removes)."""
+    pairs = {}
+    for item in replace:
+        if "=" not in item:
+            raise LorastudioError(f"--replace {item!r} must look like OLD=NEW.")
+        old, new = item.split("=", 1)
+        pairs[old.strip()] = new.strip()
+    return CaptionEdit(
+        replace=pairs,
+        remove=list(remove),
+        add=list(add),
+        lower=lower,
+        dedupe=dedupe,
+        sort=sort,
+        keep_tokens=keep_tokens,
+        trigger_first=trigger_first or None,
+    )
 
 
 def edit_captions(ws: Workspace, name: str, edit: CaptionEdit, dry_run: bool = False) -> dict:

@@ -21,7 +21,7 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora
-from lorastudio.service.workspace import Workspace
+from lorastudio.service.workspace import Workspace, list_weight_files
 
 __all__ = [
     "GenerationResult",
@@ -30,9 +30,6 @@ __all__ = [
     "find_lora_file",
     "find_embedding_files",
 ]
-
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
-
 
 @dataclass
 class OutputImage:
@@ -66,12 +63,13 @@ def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path
 
 
 def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
-    """Embeddings whose file stem appears as a word in any of the texts (A1111 uses stems)."""
+    """Embeddings whose file stem appears as a word in any of the texts (A1111 uses stems).
+
+    The same files `GET /api/v1/embeddings` lists (`service.workspace.EMBEDDING_SUFFIXES`).
+    """
     found = {}
-    for path in sorted(ws.embeddings.glob("*")):
-        if path.suffix in EMBEDDING_SUFFIXES and any(
-            re.search(rf"(?<![\w]){re.escape(path.stem)}(?![\w])", t) for t in texts
-        ):
+    for path in list_weight_files(ws.embeddings, "embedding"):
+        if any(re.search(rf"(?<![\w]){re.escape(path.stem)}(?![\w])", t) for t in texts):
             found[path.stem] = path
     return found
 

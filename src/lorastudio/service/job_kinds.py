@@ -18,7 +18,6 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ __all__ = [
     "caption_handler",
     "generate_handler",
     "grid_handler",
-    "import_embedding",
     "import_handler",
     "install",
     "job_folder",
@@ -366,6 +364,8 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
 
         result = import_lora(ws, _with_suffix(sources[0], ".safetensors"), cfg.name)
     else:
+        from lorastudio.service.embeddings import import_embedding
+
         result = import_embedding(ws, sources[0], cfg.name)
     for source in sources:
         source.unlink(missing_ok=True)
@@ -377,23 +377,6 @@ def _with_suffix(path: Path, suffix: str) -> Path:
     if path.suffix.lower() != suffix:
         raise LorastudioError(f"upload {path.name!r}: expected a {suffix} file; convert it first.")
     return path
-
-
-def import_embedding(ws: Workspace, source: Path, name: str) -> dict[str, Any]:
-    """Copy a .safetensors textual-inversion embedding into `embeddings/` (its stem is the prompt word)."""
-    from lorastudio.adapters import load_embedding
-
-    source = _with_suffix(source, ".safetensors")
-    target = ws.safe_child(
-        ws.embeddings, f"{safe_name(name, 'embedding name')}.safetensors", "embedding name"
-    )
-    if target.exists():
-        raise LorastudioError(f"embedding {name!r}: already in the library; choose another name.")
-    embedding = load_embedding(source)
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
-    return {"name": name, "vectors": [int(v.shape[0]) for v in embedding.vectors], "path": target.name}
 
 
 # --- where a job's files live ----------------------------------------------------------

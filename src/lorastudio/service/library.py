@@ -102,6 +102,11 @@ class Library:
         with closing(self._connect()) as db:
             return [dict(r) for r in db.execute("SELECT * FROM library_loras ORDER BY name")]
 
+    def remove_lora(self, name: str) -> None:
+        """Forget a LoRA (its run, trigger, samples): a file copied in later under this name starts clean."""
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM library_loras WHERE name = ?", (name,))
+
     # -- outputs --------------------------------------------------------------------------
     def add_output(
         self, path: Path, seed: int, model: str, model_hash: str, prompt: str, recipe: dict

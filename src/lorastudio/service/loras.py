@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.workspace import Workspace
+from lorastudio.service.names import LIST_LORAS, is_plain_name, unknown_name
+from lorastudio.service.workspace import Workspace, find_weight, list_weight_files, weight_file_row
 
 __all__ = [
     "parse_lora_spec",
@@ -19,6 +20,9 @@ __all__ = [
     "export_lora",
     "merge_model",
     "list_loras",
+    "list_lora_files",
+    "lora_file_info",
+    "delete_lora",
     "EXPORT_FORMATS",
     "MERGE_FORMATS",
 ]
@@ -82,7 +86,7 @@ def _network_type(path: Path) -> str | None:
     """"lora", "loha", "lokr+dora", … from the file's tensor names (its header; no tensors loaded)."""
     from lorastudio.adapters.lycoris import network_types_from_keys
 
-    if path.suffix != ".safetensors":
+    if path.suffix.lower() != ".safetensors":
         return None
     try:
         from safetensors import safe_open
@@ -101,16 +105,15 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
     """
     from lorastudio.models.checkpoint import read_safetensors_metadata
     from lorastudio.service.library import Library
-    from lorastudio.service.workspace import list_weight_files
 
     known = {row["name"]: row for row in Library(ws).loras()}
     rows = []
-    for path in list_weight_files(ws.loras):
+    for path in list_weight_files(ws.loras, "lora"):
         row = known.get(path.stem)
         info = json.loads(row["info"]) if row and row["info"] else {}
         error = None
         try:
-            metadata = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+            metadata = read_safetensors_metadata(path) if path.suffix.lower() == ".safetensors" else {}
         except Exception as exc:  # one broken file must not hide the others (or answer 500)
             metadata, error = {}, _unreadable(path, exc)
         rows.append(
@@ -134,8 +137,54 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
 
 def _unreadable(path: Path, exc: BaseException) -> str:
     """The one line a listing shows for a file it cannot read."""
+    if isinstance(exc, LorastudioError):
+        return str(exc).splitlines()[0]  # already names the file and the fix
     reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     return f"{path.name}: not a readable .safetensors file ({reason}); replace or delete it."
+
+
+# The fields of a library row the native API shows next to each LoRA file.
+_LIBRARY_FIELDS = ("trigger", "base_model", "family", "run", "step", "method")
+
+
+def list_lora_files(ws: Workspace) -> list[dict[str, Any]]:
+    """`GET /api/v1/loras`: each file's name, size and metadata, plus what training recorded (`library`)."""
+    rows = list_loras(ws)
+    by_name = {row["name"]: row for row in rows}
+    files = []
+    for path in list_weight_files(ws.loras, "lora"):
+        row = by_name.get(path.stem) or {}
+        library = {k: row.get(k) for k in _LIBRARY_FIELDS} if row else None
+        entry = {**weight_file_row(path), "library": library}
+        if row.get("error"):
+            entry["error"] = row["error"]
+        files.append(entry)
+    return files
+
+
+def _lora_path(ws: Workspace, name: str) -> Path:
+    """The listed LoRA file `name` names (suffix in any case); anything else is not found."""
+    path = find_weight(ws.loras, name, "lora") if is_plain_name(name) else None
+    if path is None:
+        raise unknown_name("LoRA", name, ws.loras, LIST_LORAS)
+    return path
+
+
+def lora_file_info(ws: Workspace, name: str) -> dict[str, Any]:
+    """One LoRA file's name, size and metadata (as `GET /api/v1/loras` lists it)."""
+    return weight_file_row(_lora_path(ws, name))
+
+
+def delete_lora(ws: Workspace, name: str) -> dict[str, Any]:
+    """Remove a LoRA file from loras/ and its library row (run, trigger, samples).
+
+    Without the row, a file later copied in under this name is listed as `registered: False`.
+    """
+    from lorastudio.service.library import Library
+
+    _lora_path(ws, name).unlink()
+    Library(ws).remove_lora(name)
+    return {"name": name, "deleted": True}
 
 
 def _import_stem(source: Path) -> str:

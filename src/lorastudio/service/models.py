@@ -8,10 +8,10 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.library import Library
-from lorastudio.service.names import STRICT, NamePolicy, find_model
-from lorastudio.service.workspace import Workspace, safe_name
+from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
+from lorastudio.service.workspace import Workspace, find_with_suffix, safe_name
 
-__all__ = ["list_models", "model_info", "import_model"]
+__all__ = ["list_models", "model_info", "import_model", "delete_model"]
 
 
 def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
@@ -40,6 +40,10 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
     }
 
 
+# Listed models: diffusers folders and .safetensors files (pickled checkpoints are converted on import).
+LISTED_MODEL_SUFFIX = ".safetensors"
+
+
 def _entries(ws: Workspace) -> dict[str, Path]:
     entries = {}
     for path in sorted(ws.models.iterdir()):
@@ -47,8 +51,8 @@ def _entries(ws: Workspace) -> dict[str, Path]:
             continue  # never a name a request may use (service.names)
         if path.is_dir() and (path / "model_index.json").is_file():
             entries[path.name] = path
-        elif path.is_file() and path.suffix == ".safetensors":
-            entries[path.stem] = path
+        elif path.is_file() and path.suffix.lower() == LISTED_MODEL_SUFFIX:
+            entries.setdefault(path.stem, path)
     return entries
 
 
@@ -159,3 +163,23 @@ def import_model(
     except LorastudioError:
         shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         raise
+
+
+def delete_model(ws: Workspace, name: str) -> dict[str, Any]:
+    """Remove a model from models/ (a file, a diffusers folder or a link to either) and its library row.
+
+    A link is removed, never what it points at. Built-in tiny models are not files: not found.
+    """
+    if not is_plain_name(name):
+        raise unknown_name("model", name, ws.models, LIST_MODELS)
+    folder = ws.models / name
+    exact = ws.models / f"{name}{LISTED_MODEL_SUFFIX}"
+    single = exact if exact.is_symlink() else find_with_suffix(ws.models, name, (LISTED_MODEL_SUFFIX,))
+    if folder.is_symlink() or single is not None:
+        (folder if folder.is_symlink() else single).unlink()  # a link goes, never what it points at
+    elif folder.is_dir():
+        shutil.rmtree(folder)
+    else:
+        raise unknown_name("model", name, ws.models, LIST_MODELS)
+    Library(ws).remove_model(name)
+    return {"name": name, "deleted": True}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.workspace import LORA_SUFFIXES, MODEL_SUFFIXES, find_with_suffix
 
 if TYPE_CHECKING:
     from lorastudio.models.loading import ModelRef
@@ -103,6 +104,11 @@ def _entry(folder: Path, name: str, suffixes: Iterable[str], want: str) -> Path 
                 return candidate
         except OSError:  # a name the file system refuses is a name that is not there
             continue
+    if want in {"file", "any"} and suffixes:
+        try:
+            return find_with_suffix(folder, name, tuple(suffixes))  # `x.SAFETENSORS` as listed
+        except OSError:
+            return None
     return None
 
 
@@ -142,14 +148,11 @@ def resolve(
 
 # -- the kinds of names a request carries ------------------------------------------------
 
-MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")  # pickles are refused when read, with their own message
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 LIST_MODELS = "GET /api/v1/models (or `lorastudio models list`)"
 LIST_VAES = "GET /api/v1/models (VAE files live in models/)"
 LIST_LORAS = "GET /api/v1/loras (or `lorastudio lora list`)"
-LIST_EMBEDDINGS = "GET /api/v1/embeddings"
+LIST_EMBEDDINGS = "GET /api/v1/embeddings (or `lorastudio embeddings list`)"
 LIST_DATASETS = "GET /api/v1/datasets (or `lorastudio dataset list`)"
 LIST_AUX_MODELS = "the folders in models/ (ask the server's operator)"
 

@@ -56,7 +56,7 @@ from lorastudio.service.names import (
     find_model,
     find_vae,
 )
-from lorastudio.service.workspace import Workspace
+from lorastudio.service.workspace import MODEL_SUFFIXES, Workspace
 
 if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
@@ -70,7 +70,6 @@ logger = logging.getLogger("lorastudio.studio")
 WAIT_POLL_S = 0.5
 DEFAULT_MODEL = "tiny-sd15"
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
-_WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 DEFAULT_MAX_QUEUED_PER_USER = 100
 # What Retry-After says when no running job gives a better estimate, and its cap.
 DEFAULT_RETRY_AFTER_S = 5
@@ -324,7 +323,7 @@ class Studio:
     def model_name_from_title(self, title: str) -> str:
         """ "name.safetensors [abc123]", "name.safetensors" or "name" -> the library name."""
         text = _TITLE_HASH.sub("", str(title or "")).strip()
-        for suffix in _WEIGHT_SUFFIXES:
+        for suffix in MODEL_SUFFIXES:
             if text.lower().endswith(suffix):
                 text = text[: -len(suffix)]
                 break

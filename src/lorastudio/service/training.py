@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "run_training",
     "explain_training",
+    "import_kohya",
     "resume_config",
     "run_name_for",
     "list_presets",
@@ -45,6 +46,31 @@ def list_presets() -> list[dict[str, str]]:
         first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
         out.append({"name": name, "description": first})
     return out
+
+
+def import_kohya(
+    kohya_config: str | Path | None,
+    dataset_config: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | None = None,
+    report: Callable[[str], None] | None = None,
+) -> tuple[Any, str]:
+    """A kohya training (and dataset) TOML as lorastudio's config: (resolved config, YAML text).
+
+    `report` gets one line per kohya key saying what became of it, before the config is
+    checked (so a refused config still shows the mapping). The YAML holds the imported keys
+    and the command line's, so `--config FILE` reproduces the run.
+    """
+    from lorastudio.train.kohya_config import import_kohya_config, kohya_resolved_config, kohya_yaml_config
+
+    imported = import_kohya_config(kohya_config, dataset_config)
+    for line in imported.lines() if report is not None else ():
+        report(line)
+    resolved = kohya_resolved_config(imported, overrides, preset)
+    imported.config = kohya_yaml_config(imported, overrides)
+    if preset:
+        imported.config["preset"] = preset
+    return resolved, imported.to_yaml()
 
 
 def explain_training(ws: Workspace, resolved: Any) -> list[str]:

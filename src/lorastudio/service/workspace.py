@@ -10,23 +10,97 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["Workspace", "safe_name", "list_weight_files"]
+__all__ = [
+    "Workspace",
+    "safe_name",
+    "list_weight_files",
+    "find_weight",
+    "find_with_suffix",
+    "weight_file_row",
+    "MODEL_SUFFIXES",
+    "LORA_SUFFIXES",
+    "EMBEDDING_SUFFIXES",
+    "WEIGHT_SUFFIXES",
+]
 
-WEIGHT_SUFFIXES = {".safetensors", ".pt", ".ckpt", ".bin"}
+# The one table of weight-file suffixes per kind: listing and lookup read the same set, and
+# both compare suffixes case-insensitively (`x.SAFETENSORS` is listed *and* found).
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# Pickled LoRAs are listed and found, then refused when read, with a message that says why.
+LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
+# What A1111 reads as an embedding; a `.ckpt` in embeddings/ is neither listed nor applied.
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+WEIGHT_SUFFIXES = {"model": MODEL_SUFFIXES, "lora": LORA_SUFFIXES, "embedding": EMBEDDING_SUFFIXES}
 
 
-def list_weight_files(folder: Path) -> list[Path]:
-    """The weight files (LoRAs, embeddings, checkpoints) directly in a workspace folder, sorted."""
+def _suffixes(kind: str) -> tuple[str, ...]:
+    if kind not in WEIGHT_SUFFIXES:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(WEIGHT_SUFFIXES)}")
+    return WEIGHT_SUFFIXES[kind]
+
+
+def list_weight_files(folder: Path, kind: str) -> list[Path]:
+    """The weight files of one kind directly in a workspace folder, sorted.
+
+    Hidden files are never names a request may use (`service.names`), so they are not listed.
+    """
     if not folder.is_dir():
         return []
+    suffixes = _suffixes(kind)
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES and not p.name.startswith(".")
-    )  # hidden files are never names a request may use (service.names), so they are not listed
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
+
+
+def find_weight(folder: Path, name: str, kind: str) -> Path | None:
+    """The listed file of `kind` in `folder` whose stem is `name` (its suffix in any case), or None.
+
+    `name` must already be a plain name (`service.names.is_plain_name`); this only looks.
+    """
+    return find_with_suffix(folder, name, _suffixes(kind))
+
+
+def find_with_suffix(folder: Path, name: str, suffixes: tuple[str, ...]) -> Path | None:
+    """`folder/name<suffix>` for one of `suffixes` in any case; the table's order, then exact case, wins."""
+    if not folder.is_dir():
+        return None
+    matches = [
+        p
+        for p in folder.iterdir()
+        if p.stem == name and p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
+    ]
+    if not matches:
+        return None
+    return min(matches, key=lambda p: (suffixes.index(p.suffix.lower()), p.suffix != p.suffix.lower(), p.name))
+
+
+def weight_file_row(path: Path) -> dict[str, Any]:
+    """One listed weight file: name, file, size and safetensors metadata.
+
+    A file that cannot be read is listed with an `error` (one line), never an exception,
+    so one broken file does not hide the others.
+    """
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    row: dict[str, Any] = {
+        "name": path.stem,
+        "file": path.name,
+        "size_bytes": path.stat().st_size,
+        "metadata": {},
+        "error": None,
+    }
+    if path.suffix.lower() == ".safetensors":
+        try:
+            row["metadata"] = read_safetensors_metadata(path)
+        except (LorastudioError, OSError) as exc:
+            row["error"] = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: cannot be read ({exc})."
+    return row
 
 
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")

@@ -1,0 +1,45 @@
+"""`lorastudio embeddings list | delete`: textual-inversion embeddings in studio/embeddings."""
+
+from __future__ import annotations
+
+import typer
+
+from lorastudio.cli import app
+from lorastudio.cli.common import print_json, workspace
+
+embeddings_app = typer.Typer(
+    help="Textual-inversion embeddings in the workspace (the file name is the prompt word).",
+    no_args_is_help=True,
+)
+app.add_typer(embeddings_app, name="embeddings")
+
+
+@embeddings_app.command("list")
+def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Embeddings with their vector count and width; an unreadable file shows its error."""
+    from lorastudio.service.embeddings import list_embeddings
+
+    rows = list_embeddings(workspace())
+    if json_out:
+        print_json({"embeddings": rows})
+        return
+    if not rows:
+        typer.echo("no embeddings yet: copy .safetensors/.pt files into studio/embeddings.")
+    for row in rows:
+        detail = row["error"] or f"vectors={row['vectors']} width={row['shape']}"
+        typer.echo(f"{row['name']:<24} {row['file']:<32} {detail}")
+
+
+@embeddings_app.command("delete")
+def delete_cmd(
+    name: str = typer.Argument(..., help="Embedding name (its prompt word), as `embeddings list` shows it."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove an embedding file from studio/embeddings."""
+    from lorastudio.service.embeddings import delete_embedding
+
+    info = delete_embedding(workspace(), name)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"deleted embedding {info['name']}")

@@ -1,0 +1,82 @@
+"""Textual-inversion embeddings in the workspace: list, import, delete.
+
+A file's stem is its prompt word (as in A1111). The files listed here are the files a
+prompt can use: `service.workspace.EMBEDDING_SUFFIXES` is the one table for both.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError
+from lorastudio.service.names import LIST_EMBEDDINGS, is_plain_name, unknown_name
+from lorastudio.service.workspace import Workspace, find_weight, list_weight_files, safe_name, weight_file_row
+
+__all__ = ["list_embeddings", "import_embedding", "delete_embedding"]
+
+
+def _vectors_and_width(path: Path) -> tuple[int | None, int | None]:
+    """(vectors, width) from the first tensor of a .safetensors header, as A1111 shows them.
+
+    Pickled embeddings are not opened to be listed: (0, 0), as before.
+    """
+    from lorastudio.models.checkpoint import read_safetensors_header
+
+    if path.suffix.lower() != ".safetensors":
+        return 0, 0
+    header = read_safetensors_header(path)
+    shapes = [v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    first = shapes[0] if shapes else [0, 0]
+    return (first[0] if len(first) > 1 else 1), (first[-1] if first else None)
+
+
+def list_embeddings(ws: Workspace) -> list[dict[str, Any]]:
+    """Every embedding in embeddings/: name, file, size, metadata, `vectors` and `shape` (width).
+
+    A file that cannot be read is listed with an `error` and no shape.
+    """
+    rows = []
+    for path in list_weight_files(ws.embeddings, "embedding"):
+        row = weight_file_row(path)
+        vectors = width = None
+        if row["error"] is None:
+            try:
+                vectors, width = _vectors_and_width(path)
+            except (LorastudioError, KeyError, TypeError, OSError) as exc:
+                row["error"] = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: bad header"
+        rows.append({**row, "vectors": vectors, "shape": width})
+    return rows
+
+
+def _embedding_path(ws: Workspace, name: str) -> Path:
+    path = find_weight(ws.embeddings, name, "embedding") if is_plain_name(name) else None
+    if path is None:
+        raise unknown_name("embedding", name, ws.embeddings, LIST_EMBEDDINGS)
+    return path
+
+
+def delete_embedding(ws: Workspace, name: str) -> dict[str, Any]:
+    """Remove an embedding file from embeddings/ (its prompt word stops being replaced)."""
+    _embedding_path(ws, name).unlink()
+    return {"name": name, "deleted": True}
+
+
+def import_embedding(ws: Workspace, source: Path, name: str) -> dict[str, Any]:
+    """Copy a .safetensors textual-inversion embedding into `embeddings/` (its stem is the prompt word)."""
+    from lorastudio.adapters import load_embedding
+
+    source = Path(source)
+    if source.suffix.lower() != ".safetensors":
+        raise LorastudioError(f"upload {source.name!r}: expected a .safetensors file; convert it first.")
+    target = ws.safe_child(
+        ws.embeddings, f"{safe_name(name, 'embedding name')}.safetensors", "embedding name"
+    )
+    if target.exists() or find_weight(ws.embeddings, name, "embedding") is not None:
+        raise LorastudioError(f"embedding {name!r}: already in the library; choose another name.")
+    embedding = load_embedding(source)
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return {"name": name, "vectors": [int(v.shape[0]) for v in embedding.vectors], "path": target.name}
