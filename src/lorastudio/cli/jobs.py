@@ -165,12 +165,19 @@ def worker(
     imports: list[str] = typer.Option(
         [], "--import", help="Module to import first (it registers more handlers)."
     ),
+    allow_hub_ids: bool = typer.Option(
+        False,
+        "--allow-hub-ids",
+        help="Let jobs name Hugging Face hub ids (only while online), as `serve --allow-hub-ids`; "
+        "otherwise every name is a file in the workspace.",
+    ),
 ) -> None:
     """Run jobs from the queue until SIGTERM/Ctrl-C (a running job is handed back to the queue)."""
     from lorastudio.service.database import ensure_database_healthy
     from lorastudio.service.job_kinds import install
     from lorastudio.service.jobs import HandlerRegistry
     from lorastudio.service.jobs.worker import run_worker_process
+    from lorastudio.service.names import NamePolicy
 
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
     ws = workspace()
@@ -184,5 +191,6 @@ def worker(
         imports=imports,
         workspace=ws,
         registry=install(HandlerRegistry()),
+        names=NamePolicy(strict=True, allow_hub_ids=allow_hub_ids),
     )
     typer.echo(f"worker stopped after {ran} job(s)", err=True)

@@ -144,8 +144,15 @@ def _model_cache(ctx: JobContext):
 
     cache = ctx.cache.get("model_cache")
     if cache is None:
-        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace)
+        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace, names=_names_policy(ctx))
     return cache
+
+
+def _names_policy(ctx: JobContext):
+    """How this worker finds request names: strict, hub ids only where its starter allows them."""
+    from lorastudio.service.names import STRICT
+
+    return ctx.cache.get("names", STRICT)
 
 
 PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's default is 10)
@@ -298,11 +305,22 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
     if latest_state(run_dir, say=ctx.log) is not None:  # the job log says which checkpoint was skipped
         ctx.log(f"resuming run {run} from its last checkpoint (attempt {ctx.attempt})")
         result = training.run_training(
-            ctx.workspace, resume=str(run_dir), callback=on_event, device=ctx.device, progress=False
+            ctx.workspace,
+            resume=str(run_dir),
+            callback=on_event,
+            device=ctx.device,
+            progress=False,
+            names=_names_policy(ctx),
         )
     else:
         result = training.run_training(
-            ctx.workspace, cfg, callback=on_event, run_dir=run_dir, device=ctx.device, progress=False
+            ctx.workspace,
+            cfg,
+            callback=on_event,
+            run_dir=run_dir,
+            device=ctx.device,
+            progress=False,
+            names=_names_policy(ctx),
         )
     publish_artifacts(ctx, run_dir)
     return _json_ready(result)

@@ -175,6 +175,7 @@ class _StudioWorker(Worker):
         super().__init__(store, studio.workspace, **kwargs)
         self.studio = studio
         self.cache["model_cache"] = studio.cache
+        self.cache["names"] = studio.names
         self.cache["artifact_store"] = studio.artifact_store
 
     def run_job(self, job: Job) -> str | None:

@@ -268,6 +268,7 @@ def run_worker_process(
     imports: list[str] | None = None,
     workspace: Workspace | None = None,
     registry: HandlerRegistry | None = None,
+    names: Any = None,
 ) -> int:
     """`lorastudio worker`: run until SIGTERM/SIGINT, then hand any running job back and exit.
 
@@ -290,6 +291,8 @@ def run_worker_process(
     workspace = workspace or Workspace.open()
     store = open_store(queue_url, workspace, lease_s=lease_s)
     worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds, registry=serving)
+    if names is not None:  # how request names are found (service.names.NamePolicy); default strict
+        worker.cache["names"] = names
 
     def on_signal(signum: int, frame: object) -> None:
         logger.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)
