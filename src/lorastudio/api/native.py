@@ -25,7 +25,7 @@ from lorastudio.service import embeddings as library_embeddings
 from lorastudio.service import loras as library_loras
 from lorastudio.service import models as library_models
 from lorastudio.service import outputs as library_outputs
-from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.jobs import Job
 from lorastudio.service.studio import (
     MAX_PRIORITY,
