@@ -29,7 +29,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 # Metadata that records when or where a file was made, not what it holds.
 _VOLATILE_METADATA = ("time", "date", "started", "finished", "elapsed", "session_id", "output_name_path")
-_VOLATILE_FILES = {"log.jsonl", "events", "loss.png", "config.yaml", "run.log"}
+# complete.json records the sizes of pickled random states, which vary from run to run.
+_VOLATILE_FILES = {"log.jsonl", "events", "loss.png", "config.yaml", "run.log", "complete.json"}
 
 
 # The temporary workspace's path shows in recipes and metadata; it is replaced before hashing.

@@ -116,3 +116,54 @@ def test_local_store_serves_the_job_folder(tmp_path):
     assert b"".join(artifact.chunks()) == b"png" and artifact.path == folder / "a.png"
     with pytest.raises(NotFoundError):
         store.get("j", folder, "b.png")
+
+
+def _finished_train_job(studio: Studio, run: str):
+    """A succeeded train job whose run folder holds a LoRA, its trigger embedding and a checkpoint."""
+    job = studio.store.enqueue("train", {"config": {}, "run": run})
+    claimed = studio.store.claim("w")
+    studio.store.finish(job.id, claimed.attempt, "succeeded", result={})
+    folder = studio.workspace.runs / run
+    (folder / "embeddings").mkdir(parents=True)
+    (folder / "checkpoints" / "step-2").mkdir(parents=True)
+    (folder / f"{run}.safetensors").write_bytes(b"lora")
+    (folder / "embeddings" / "zq.safetensors").write_bytes(b"embedding")
+    (folder / "checkpoints" / "step-2" / f"{run}.safetensors").write_bytes(b"old")
+    return job, folder
+
+
+def test_a_training_jobs_downloads_include_its_trigger_embedding(workspace):
+    studio = Studio(workspace, StudioSettings(artifacts_url=""))
+    try:
+        job, _ = _finished_train_job(studio, "zq")
+        client = TestClient(create_app(studio))
+        listed = client.get(f"/api/v1/jobs/{job.id}/artifacts").json()["artifacts"]
+        assert listed == [
+            {"name": "embeddings/zq.safetensors", "size_bytes": 9},
+            {"name": "zq.safetensors", "size_bytes": 4},
+        ]
+        response = client.get(f"/api/v1/jobs/{job.id}/artifacts/embeddings/zq.safetensors")
+        assert response.status_code == 200 and response.content == b"embedding"
+        assert 'filename="zq.safetensors"' in response.headers["content-disposition"]
+        # %2F: the client sends the dots as they are (it would normalise a plain "/../")
+        for name in ("checkpoints/step-2/zq.safetensors", "embeddings%2F..%2Fzq.safetensors", "..%2Fx", "%2Fetc%2Fpasswd"):
+            refused = client.get(f"/api/v1/jobs/{job.id}/artifacts/{name}")
+            assert refused.status_code == 404 and "has no file" in refused.text, name
+            assert b"old" not in refused.content
+    finally:
+        studio.close()
+
+
+def test_an_uploaded_trigger_embedding_is_served_from_the_bucket(workspace, s3_url):
+    studio = Studio(workspace, StudioSettings(artifacts_url=s3_url))
+    try:
+        job, folder = _finished_train_job(studio, "zq")
+        assert studio.artifact_store.publish(job.id, folder) == ["embeddings/zq.safetensors", "zq.safetensors"]
+        shutil.rmtree(folder)  # another box: only the bucket has the files
+        client = TestClient(create_app(studio))
+        names = [a["name"] for a in client.get(f"/api/v1/jobs/{job.id}/artifacts").json()["artifacts"]]
+        assert names == ["embeddings/zq.safetensors", "zq.safetensors"]
+        response = client.get(f"/api/v1/jobs/{job.id}/artifacts/embeddings/zq.safetensors")
+        assert response.status_code == 200 and response.content == b"embedding"
+    finally:
+        studio.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service.jobs import open_store
+from lorastudio.service.job_kinds import install
+from lorastudio.service.jobs import HandlerRegistry, open_store
 from lorastudio.service.jobs.worker import Worker
 from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
@@ -90,7 +91,7 @@ def test_cancel_requested_during_step_k_stops_the_job_before_step_k_plus_2(
             return real_predict(self, *args, **kwargs)
 
         monkeypatch.setattr(_Sampler, "_predict", predict_and_cancel_at_k)
-        Worker(store, tiny_workspace, worker_id="w").run(stop_when_idle=True)
+        Worker(store, tiny_workspace, worker_id="w", registry=install(HandlerRegistry())).run(stop_when_idle=True)
         assert store.get(job.id).state == "cancelled"
     assert k <= len(steps_run) < k + 2, steps_run
 
@@ -174,7 +175,7 @@ def test_skip_during_a_batch_drops_it_within_one_step_and_the_next_batches_run(
             return real_predict(self, *args, **kwargs)
 
         monkeypatch.setattr(_Sampler, "_predict", predict_and_skip_at_k)
-        Worker(store, tiny_workspace, worker_id="w").run(stop_when_idle=True)
+        Worker(store, tiny_workspace, worker_id="w", registry=install(HandlerRegistry())).run(stop_when_idle=True)
         done = store.get(job.id)
     assert done.state == "succeeded", done.error
     assert done.result["seeds"] == [101, 102]  # the first batch (seed 100) was dropped

@@ -17,7 +17,7 @@ from lorastudio.config import flatten_keys
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.grid import AxisRequest, GridRequest
-from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.train.config import TrainConfig
 
 JOB_CONFIGS = [

@@ -186,6 +186,25 @@ def test_a_server_side_training_run_never_finds_its_model_in_the_working_directo
     assert not (tiny_workspace.runs / "cwdrun" / "checkpoints").exists()
 
 
+
+def test_a_queued_training_job_whose_model_is_gone_is_not_found_not_read_from_the_cwd(
+    tiny_workspace, outside, tmp_path
+):
+    """The worker resolves the job's model with the server's policy (the job skipped the submit check here)."""
+    from training_helpers import tiny_train_config, write_images
+
+    data = write_images(tiny_workspace.datasets / "reds", [((230, 20, 25), "zqx")])
+    cfg = tiny_train_config(data, "zqx", "model=cwdmodel.safetensors", "train.steps=1", "output.name=cwdjob")
+    studio = Studio(tiny_workspace, StudioSettings(max_queued_per_user=0))
+    try:
+        job = studio.store.enqueue("train", {"config": cfg.model_dump(mode="json"), "run": "cwdjob"})
+        studio.start()
+        done = studio.wait_job(job.id, timeout=120)
+    finally:
+        studio.close()
+    assert done.state == "failed" and "cwdmodel" in done.error and "not found" in done.error, done.error
+
+
 # --- through the native API and /sdapi/v1 -------------------------------------------------
 
 

@@ -9,6 +9,14 @@ class LorastudioError(Exception):
     """Bad input or state the user can fix; the message is one line that says how."""
 
 
+class InvalidRequest(LorastudioError):
+    """A request field the service refuses (wrong type, out of range); the API answers 422 naming it."""
+
+
+class LimitExceeded(InvalidRequest):
+    """A request asks for more work than the server allows; the API answers 422 naming the limit."""
+
+
 class NotFoundError(LorastudioError):
     """A named model, LoRA, data set, job or file does not exist."""
 

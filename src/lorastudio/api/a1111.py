@@ -28,7 +28,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
     scheduler_name,
     to_generate_config,
 )
-from lorastudio.api.deps import get_studio
+from lorastudio.api.deps import get_studio, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES
 from lorastudio.service.studio import InvalidRequest, Studio
@@ -143,22 +143,18 @@ def _strip_data_url(data: str) -> str:
     return data.split(",", 1)[1] if data.startswith("data:") else data
 
 
-def _user(request: Request) -> str:
-    return str(getattr(request.state, "user", "") or "")
-
-
 @router.post("/txt2img")
 async def txt2img(
     req: Txt2ImgRequest, request: Request, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
-    return await _generate(req, studio, _user(request))
+    return await _generate(req, studio, request_user(request))
 
 
 @router.post("/img2img")
 async def img2img(
     req: Img2ImgRequest, request: Request, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
-    return await _generate(req, studio, _user(request))
+    return await _generate(req, studio, request_user(request))
 
 
 # --- models and options -------------------------------------------------------------------
@@ -188,7 +184,7 @@ def refresh_checkpoints(studio: Studio = Depends(get_studio)) -> None:
 @router.get("/options")
 def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """This user's options: A1111's defaults overlaid with what they set (each user has their own)."""
-    model = studio.model_for(_user(request))
+    model = studio.model_for(request_user(request))
     sha = next((row.get("sha256") for row in studio.models() if row["name"] == model), None)
     return {
         "sd_model_checkpoint": studio.model_title(model),
@@ -198,7 +194,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
         "samples_format": "png",
         "outdir_samples": "",
         "show_progress_every_n_steps": 0,
-        **studio.options(_user(request)),
+        **studio.options(request_user(request)),
     }
 
 
@@ -206,7 +202,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
 def set_options(req: OptionsRequest, request: Request, studio: Studio = Depends(get_studio)) -> None:
     """Options of this user only, validated before they are kept: `sd_model_checkpoint` (their
     default model), `sd_vae`, `CLIP_stop_at_last_layers`; others are kept and echoed, size-capped."""
-    studio.update_options(req.model_dump(exclude_none=True), user=_user(request))
+    studio.update_options(req.model_dump(exclude_none=True), user=request_user(request))
     return None
 
 

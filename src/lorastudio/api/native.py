@@ -25,7 +25,7 @@ from lorastudio.service import embeddings as library_embeddings
 from lorastudio.service import loras as library_loras
 from lorastudio.service import models as library_models
 from lorastudio.service import outputs as library_outputs
-from lorastudio.service.job_handlers import CaptionJobConfig, ImportJobConfig
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.jobs import Job
 from lorastudio.service.studio import (
     MAX_PRIORITY,
@@ -233,7 +233,7 @@ def list_artifacts(job_id: str, studio: Studio = Depends(get_studio)) -> dict[st
     return {"job": job_id, "artifacts": studio.artifacts(job_id)}
 
 
-@router.get("/jobs/{job_id}/artifacts/{name}", response_model=None)
+@router.get("/jobs/{job_id}/artifacts/{name:path}", response_model=None)
 def download_artifact(
     job_id: str, name: str, studio: Studio = Depends(get_studio)
 ) -> FileResponse | StreamingResponse:

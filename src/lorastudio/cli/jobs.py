@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import typer
 
@@ -101,32 +102,48 @@ def cancel_job(
 
 @jobs_app.command("submit")
 def submit_job(
-    kind: str = typer.Argument(..., help="Job kind, e.g. sleep."),
-    payload: str = typer.Option("{}", "--payload", help="Job payload as JSON, e.g. '{\"seconds\": 2}'."),
+    kind: str = typer.Argument(..., help="Job kind: generate, grid, train, caption, import or sleep."),
+    overrides: list[str] = typer.Argument(
+        None, help="key=value settings of the kind's config, over --config and --payload (e.g. steps=20)."
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML or TOML file with the kind's config."),
+    payload: str = typer.Option(
+        None,
+        "--payload",
+        help='Job payload as JSON: {"config": {...}} plus the kind\'s extras (a grid\'s "grid"); '
+        "a payload without config is the config itself.",
+    ),
     priority: int = typer.Option(0, "--priority", help="Higher runs first."),
-    user: str = typer.Option("", "--user", help="Who asked (for fair sharing)."),
-    affinity: str = typer.Option(None, "--affinity", help="Prefer workers that have this (model) loaded."),
-    max_attempts: int = typer.Option(3, "--max-attempts", help="Starts allowed before the job fails."),
+    user: str = typer.Option("", "--user", help="Who asked (for fair sharing and the per-user limit)."),
     queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Queue a job."""
-    try:
-        data = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise LorastudioError(
-            f"--payload: not valid JSON ({exc.msg}); pass e.g. '{{\"seconds\": 2}}'."
-        ) from None
-    if not isinstance(data, dict):
-        raise LorastudioError("--payload: must be a JSON object, e.g. '{\"seconds\": 2}'.")
-    with _store(queue) as store:
-        job = store.enqueue(
-            kind, data, priority=priority, user=user, affinity=affinity, max_attempts=max_attempts
-        )
+    """Queue a job: its config is checked as the API checks it (unknown keys get "did you mean")."""
+    from lorastudio.service.job_kinds import submit_job as submit_typed
+    from lorastudio.service.job_kinds import typed_job
+    from lorastudio.service.studio import Studio, StudioSettings
+
+    cfg, extras = typed_job(kind, file=config, overrides=overrides or [], payload=_payload_object(payload))
+    with Studio(workspace(), StudioSettings(queue_url=queue)) as studio:
+        job = submit_typed(studio, kind, cfg, extras, user=user, priority=priority)
     if as_json:
         print_json(job.to_dict())
     else:
         typer.echo(job.id)
+
+
+def _payload_object(text: str | None) -> dict:
+    if text is None:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LorastudioError(
+            f"--payload: not valid JSON ({exc.msg}); pass e.g. '{{\"config\": {{\"steps\": 20}}}}'."
+        ) from None
+    if not isinstance(data, dict):
+        raise LorastudioError("--payload: must be a JSON object, e.g. '{\"config\": {\"steps\": 20}}'.")
+    return data
 
 
 @app.command("worker")
@@ -148,12 +165,32 @@ def worker(
     imports: list[str] = typer.Option(
         [], "--import", help="Module to import first (it registers more handlers)."
     ),
+    allow_hub_ids: bool = typer.Option(
+        False,
+        "--allow-hub-ids",
+        help="Let jobs name Hugging Face hub ids (only while online), as `serve --allow-hub-ids`; "
+        "otherwise every name is a file in the workspace.",
+    ),
 ) -> None:
     """Run jobs from the queue until SIGTERM/Ctrl-C (a running job is handed back to the queue)."""
+    from lorastudio.service.database import ensure_database_healthy
+    from lorastudio.service.job_kinds import install
+    from lorastudio.service.jobs import HandlerRegistry
     from lorastudio.service.jobs.worker import run_worker_process
+    from lorastudio.service.names import NamePolicy
 
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+    ws = workspace()
+    ensure_database_healthy(queue, ws)  # one clear line, not a traceback
     ran = run_worker_process(
-        queue, device=device, worker_id=worker_id, lease_s=lease_seconds, kinds=kind_list, imports=imports
+        queue,
+        device=device,
+        worker_id=worker_id,
+        lease_s=lease_seconds,
+        kinds=kind_list,
+        imports=imports,
+        workspace=ws,
+        registry=install(HandlerRegistry()),
+        names=NamePolicy(strict=True, allow_hub_ids=allow_hub_ids),
     )
     typer.echo(f"worker stopped after {ran} job(s)", err=True)

@@ -113,7 +113,9 @@ def read_safetensors_private(path: Path) -> tuple[dict, dict[str, str]]:
         raise LorastudioError(
             f"{path.name}: not a complete .safetensors file ({reason}); replace it with a good copy."
         ) from None
-    return tensors, {str(k): str(v) for k, v in metadata.items()}
+    # Sorted by name, as safe_open lists them: the order modules are applied in stays the same
+    # whichever way the file was written.
+    return {key: tensors[key] for key in sorted(tensors)}, {str(k): str(v) for k, v in metadata.items()}
 
 
 def detach_from_files(*modules) -> None:

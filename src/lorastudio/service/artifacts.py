@@ -1,10 +1,13 @@
 """Where finished jobs' files are downloaded from: the workspace, or an S3-compatible store.
 
 On one box a job's files already sit in the workspace (`outputs/<job id>/`, `runs/<run>/`)
-and the API serves them from there. When several GPU boxes share one queue, the box that
+and the API serves them from there. A job's downloads are the files at the top of its folder
+and those of its `embeddings/` sub-folder, named `embeddings/<file>` (a training run's
+trigger embedding, `runs/<run>/embeddings/<trigger>.safetensors`); `checkpoints/` and other
+sub-folders are not downloads. When several GPU boxes share one queue, the box that
 answers a download is often not the box that ran the job, so workers also upload each
 finished job's files to an S3-compatible bucket (AWS, MinIO, Ceph, R2...) under
-`<prefix>/<job id>/<file>`, and the API serves what it does not have on disk from there.
+`<prefix>/<job id>/<name>`, and the API serves what it does not have on disk from there.
 
 One setting picks the store: `LORASTUDIO_ARTIFACTS_URL` (or `StudioSettings.artifacts_url`),
 empty for the workspace, or `s3://bucket/prefix?endpoint_url=http://host:port&region=...`.
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.names import is_plain_name
 from lorastudio.service.workspace import safe_name
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "ArtifactStore",
     "LocalArtifactStore",
     "S3ArtifactStore",
+    "artifact_path",
     "missing_artifact",
     "open_artifact_store",
     "resolve_artifacts_url",
@@ -64,11 +69,37 @@ class Artifact:
             self._body.close()
 
 
-def _local_files(folder: Path) -> list[Path]:
-    """A job folder's own files that a request can name (not checkpoints/ and other sub-folders)."""
+# Sub-folders of a job folder whose files are downloads too, named "<sub-folder>/<file>".
+# `embeddings` is where a run keeps its trigger embedding (train.outputs.EMBEDDINGS_FOLDER).
+ARTIFACT_SUBFOLDERS = ("embeddings",)
+
+
+def artifact_path(folder: Path, name: str) -> Path | None:
+    """The file of `folder` that an artifact name means (`<file>` or `embeddings/<file>`); None for any other name."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) == 2 and parts[0] in ARTIFACT_SUBFOLDERS and is_plain_name(parts[1]):
+        return folder / parts[0] / parts[1]
+    if len(parts) == 1 and is_plain_name(name):
+        return folder / name
+    return None
+
+
+def missing_artifact(job_id: str, name: object) -> NotFoundError:
+    """The one answer for a file a job does not have, or a name that is not an artifact name."""
+    return NotFoundError(f"job {job_id}: has no file {str(name)[:200]!r}; list them at /api/v1/jobs/{job_id}/artifacts.")
+
+
+def _local_files(folder: Path) -> dict[str, Path]:
+    """A job folder's downloadable files by artifact name, sorted (see module docs)."""
     if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and _nameable(p.name))
+        return {}
+    files = {p.name: p for p in folder.iterdir() if p.is_file() and _nameable(p.name)}
+    for sub in ARTIFACT_SUBFOLDERS:
+        if (folder / sub).is_dir():
+            files.update(
+                {f"{sub}/{p.name}": p for p in (folder / sub).iterdir() if p.is_file() and _nameable(p.name)}
+            )
+    return dict(sorted(files.items()))
 
 
 def _nameable(name: str) -> bool:
@@ -100,23 +131,18 @@ class ArtifactStore:
         return "workspace"
 
 
-def missing_artifact(job_id: str, name: object) -> NotFoundError:
-    """The one answer for a file a job does not have, or a name that is not a plain file name."""
-    return NotFoundError(f"job {job_id}: has no file {str(name)[:200]!r}; list them at /api/v1/jobs/{job_id}/artifacts.")
-
-
 class LocalArtifactStore(ArtifactStore):
     """The workspace itself (one box): nothing to upload, files are served from their folder."""
 
     def publish(self, job_id: str, folder: Path) -> list[str]:
-        return [p.name for p in _local_files(folder)]
+        return list(_local_files(folder))
 
     def list(self, job_id: str, folder: Path) -> list[dict[str, Any]]:
-        return [{"name": p.name, "size_bytes": p.stat().st_size} for p in _local_files(folder)]
+        return [{"name": name, "size_bytes": p.stat().st_size} for name, p in _local_files(folder).items()]
 
     def get(self, job_id: str, folder: Path, name: str) -> Artifact:
-        path = folder / safe_name(name, "artifact name")
-        if not path.is_file():
+        path = artifact_path(folder, name)
+        if path is None or not path.is_file():
             raise missing_artifact(job_id, name)
         return Artifact(name=path.name, size_bytes=path.stat().st_size, path=path)
 
@@ -153,14 +179,16 @@ class S3ArtifactStore(LocalArtifactStore):
             return self._client
 
     def key(self, job_id: str, name: str = "") -> str:
-        parts = [self.prefix, safe_name(job_id, "job id"), name and safe_name(name, "artifact name")]
+        if name and artifact_path(Path("."), name) is None:  # a file name or embeddings/<file>, nothing else
+            raise missing_artifact(job_id, name)
+        parts = [self.prefix, safe_name(job_id, "job id"), name]
         return "/".join(p for p in parts if p)
 
     def publish(self, job_id: str, folder: Path) -> list[str]:
         names = []
-        for path in _local_files(folder):
-            self.client.upload_file(str(path), self.bucket, self.key(job_id, path.name))
-            names.append(path.name)
+        for name, path in _local_files(folder).items():
+            self.client.upload_file(str(path), self.bucket, self.key(job_id, name))
+            names.append(name)
         return names
 
     def _remote(self, job_id: str) -> dict[str, int]:
@@ -169,7 +197,7 @@ class S3ArtifactStore(LocalArtifactStore):
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 name = item["Key"][len(prefix) :]
-                if name and "/" not in name:
+                if name and artifact_path(Path("."), name) is not None:
                     sizes[name] = int(item["Size"])
         return sizes
 
@@ -179,7 +207,8 @@ class S3ArtifactStore(LocalArtifactStore):
         return [{"name": name, "size_bytes": sizes[name]} for name in sorted(sizes)]
 
     def get(self, job_id: str, folder: Path, name: str) -> Artifact:
-        if (folder / safe_name(name, "artifact name")).is_file():
+        local = artifact_path(folder, name)
+        if local is not None and local.is_file():
             return super().get(job_id, folder, name)
         from botocore.exceptions import ClientError
 
@@ -189,7 +218,7 @@ class S3ArtifactStore(LocalArtifactStore):
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 raise missing_artifact(job_id, name) from None
             raise
-        return Artifact(name=name, size_bytes=int(answer["ContentLength"]), _body=answer["Body"])
+        return Artifact(name=name.split("/")[-1], size_bytes=int(answer["ContentLength"]), _body=answer["Body"])
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
-from lorastudio.service.names import LIST_EMBEDDINGS, is_plain_name, unknown_name
+from lorastudio.service.names import LIST_EMBEDDINGS, find_listed_weight
 from lorastudio.service.workspace import Workspace, find_weight, list_weight_files, safe_name, weight_file_row
 
 __all__ = ["list_embeddings", "import_embedding", "delete_embedding"]
@@ -51,10 +51,7 @@ def list_embeddings(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def _embedding_path(ws: Workspace, name: str) -> Path:
-    path = find_weight(ws.embeddings, name, "embedding") if is_plain_name(name) else None
-    if path is None:
-        raise unknown_name("embedding", name, ws.embeddings, LIST_EMBEDDINGS)
-    return path
+    return find_listed_weight(ws.embeddings, name, "embedding", "embedding", LIST_EMBEDDINGS)
 
 
 def delete_embedding(ws: Workspace, name: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import yaml
 from pydantic import Field
 
 from lorastudio.config import StrictModel
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import InvalidRequest, LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy
@@ -41,7 +41,6 @@ __all__ = [
     "GridRequest",
     "GridResult",
     "find_axis",
-    "grid_handler",
     "parse_axis_option",
     "parse_values",
     "run_grid",
@@ -676,8 +675,6 @@ def run_grid(
 def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None:
     """A grid is many generations: every cell within the server's limits, the cells at most
     `--max-grid-cells` (a client must not turn one request into unbounded work)."""
-    from lorastudio.service.studio import InvalidRequest
-
     studio.check_generate_limits(cfg)
     cells, _, _ = plan_cells(studio.workspace, cfg, request)
     limit = studio.settings.max_grid_cells
@@ -709,36 +706,3 @@ def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str 
     payload = {"config": cfg.model_dump(), "grid": request.model_dump()}
     return studio.submit("grid", payload, user=user, priority=priority, affinity=cfg.model)
 
-
-def grid_handler(ctx) -> dict[str, Any]:
-    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
-    from lorastudio.service.job_handlers import _model_cache, _StepReporter, publish_artifacts
-
-    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
-    request = GridRequest.model_validate(ctx.payload.get("grid") or {})
-    if cfg.device is None and ctx.device:
-        cfg = cfg.model_copy(update={"device": ctx.device})
-    cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx)
-    result = run_grid(
-        ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
-    )
-    ctx.loaded.clear()
-    ctx.loaded.update(cache.loaded_names())
-    if reporter.stopped is not None:
-        raise reporter.stopped
-    publish_artifacts(ctx, ctx.artifacts_dir)
-    done = [c for c in result.cells if c.path]
-    return {
-        "grid": result.grid.name,
-        "grid_infotext": result.infotext,
-        "sub_grids": [p.name for p in result.sub_grids],
-        "images": [c.path.name for c in done],
-        "seeds": [c.seed for c in done],
-        "infotexts": [c.infotext for c in done],
-        "prompts": [c.config.prompt for c in done],
-        "axes": result.axes,
-        "layout": result.layout,
-        "model": result.model,
-        "model_hash": result.model_hash,
-    }

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.names import LIST_LORAS, is_plain_name, unknown_name
-from lorastudio.service.workspace import Workspace, find_weight, list_weight_files, weight_file_row
+from lorastudio.service.names import LIST_LORAS, find_listed_weight
+from lorastudio.service.workspace import Workspace, list_weight_files, weight_file_row
 
 __all__ = [
     "parse_lora_spec",
@@ -164,10 +164,7 @@ def list_lora_files(ws: Workspace) -> list[dict[str, Any]]:
 
 def _lora_path(ws: Workspace, name: str) -> Path:
     """The listed LoRA file `name` names (suffix in any case); anything else is not found."""
-    path = find_weight(ws.loras, name, "lora") if is_plain_name(name) else None
-    if path is None:
-        raise unknown_name("LoRA", name, ws.loras, LIST_LORAS)
-    return path
+    return find_listed_weight(ws.loras, name, "lora", "LoRA", LIST_LORAS)
 
 
 def lora_file_info(ws: Workspace, name: str) -> dict[str, Any]:

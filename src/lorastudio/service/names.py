@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.workspace import LORA_SUFFIXES, MODEL_SUFFIXES, find_with_suffix
+from lorastudio.service.workspace import LORA_SUFFIXES, MODEL_SUFFIXES, find_weight, find_with_suffix
 
 if TYPE_CHECKING:
     from lorastudio.models.loading import ModelRef
@@ -207,3 +207,15 @@ def find_aux_model(ws: Workspace, name: str, what: str, policy: NamePolicy = STR
     """A tagger/captioner/CLIP/face model: a folder in models/ (made absolute) or an allowed hub id."""
     found = resolve(name, ws.models, what, LIST_AUX_MODELS, policy=policy, want="dir")
     return found.hub_id or str(found.path.resolve())
+
+
+def find_listed_weight(folder: Path, name: str, kind: str, what: str, listing: str) -> Path:
+    """The file a listing shows for `name` (a LoRA, an embedding); anything else is "not found".
+
+    Library operations (info, delete) act only on what the listing shows, so a name that is
+    not a plain name gets the same answer as a missing one.
+    """
+    path = find_weight(folder, name, kind) if is_plain_name(name) else None
+    if path is None:
+        raise unknown_name(what, name, folder, listing)
+    return path

@@ -26,16 +26,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError, NotFoundError
 from lorastudio.service.artifacts import (
     Artifact,
+    artifact_path,
     missing_artifact,
     open_artifact_store,
     resolve_artifacts_url,
 )
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_handlers import UPLOADS_DIR, CaptionJobConfig, ImportJobConfig, upload_path
+from lorastudio.service.job_kinds import (
+    UPLOADS_DIR,
+    CaptionJobConfig,
+    ImportJobConfig,
+    install,
+    job_folder,
+    upload_path,
+)
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
+from lorastudio.service.jobs.registry import default_registry
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
 from lorastudio.service.jobs.worker import Worker, default_worker_id
 from lorastudio.service.model_cache import ModelCache
@@ -46,7 +55,6 @@ from lorastudio.service.names import (
     find_lora,
     find_model,
     find_vae,
-    is_plain_name,
 )
 from lorastudio.service.workspace import MODEL_SUFFIXES, Workspace
 
@@ -84,14 +92,6 @@ class QuotaExceeded(LorastudioError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-class InvalidRequest(LorastudioError):
-    """A request field the service refuses (wrong type, out of range); the API answers 422 naming it."""
-
-
-class LimitExceeded(InvalidRequest):
-    """A request asks for more work than the server allows; the API answers 422 naming the limit."""
 
 
 class StorageFull(LorastudioError):
@@ -175,6 +175,7 @@ class _StudioWorker(Worker):
         super().__init__(store, studio.workspace, **kwargs)
         self.studio = studio
         self.cache["model_cache"] = studio.cache
+        self.cache["names"] = studio.names
         self.cache["artifact_store"] = studio.artifact_store
 
     def run_job(self, job: Job) -> str | None:
@@ -234,8 +235,9 @@ class Studio:
             return
         device = self.settings.device
         worker_id = default_worker_id(f"serve-{device or 'default'}")
+        registry = install(default_registry.copy())  # the application's kinds, and this process's own
         self._worker = _StudioWorker(
-            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5
+            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5, registry=registry
         )
         self._thread = threading.Thread(target=self._run_worker, name="lorastudio-worker", daemon=True)
         self._thread.start()
@@ -610,7 +612,7 @@ class Studio:
             )
         model = find_aux_model(self.workspace, labeller.model, f"{key}.model", self.names)
         cfg = cfg.model_copy(update={key: labeller.model_copy(update={"model": model})})
-        return self.submit("caption", cfg.model_dump(), user=user, priority=priority)
+        return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     def _scorer_model(self, value: str, key: str) -> str:
         """A scorer model for an API run: a folder name in models/ (made absolute here) or an allowed hub id."""
@@ -621,7 +623,7 @@ class Studio:
     def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
         for name in cfg.uploads:
             self.upload_path(name)
-        return self.submit("import", cfg.model_dump(), user=user, priority=priority)
+        return self.submit("import", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     # --- reading and cancelling jobs --------------------------------------------------
 
@@ -646,11 +648,8 @@ class Studio:
         return len(ahead)
 
     def job_folder(self, job: Job) -> Path:
-        """Where a job's files are: runs/<run> for training, outputs/<job id> otherwise."""
-        if job.kind == "train":
-            run = str(job.payload.get("run") or job.id)
-            return self.workspace.safe_child(self.workspace.runs, run, "run name")
-        return self.workspace.safe_child(self.workspace.outputs, job.id, "job id")
+        """Where a job's files are: its kind's folder rule (runs/<run> for training, outputs/<job id> otherwise)."""
+        return job_folder(self.workspace, job)
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         """The job's files: on this box, and (with an S3 store) those other boxes uploaded."""
@@ -659,7 +658,7 @@ class Studio:
     def artifact(self, job_id: str, name: str) -> Artifact:
         """One file of the job, from this box's disk if it is here, else from the artifact store."""
         folder = self.job_folder(self.get_job(job_id))
-        if not is_plain_name(name):  # answered as a missing file: names never reach the disk
+        if artifact_path(folder, name) is None:  # answered as a missing file: names never reach the disk
             raise missing_artifact(job_id, name)
         return self.artifact_store.get(job_id, folder, name)
 

@@ -5,6 +5,10 @@
   workspace, `sqlite:////abs/path.db` is absolute;
 - `postgresql://user:pass@host:port/db`: shared by several API processes and GPU boxes.
 `LORASTUDIO_QUEUE_URL` sets it when no URL is passed.
+
+The queue knows no application kind: a worker runs what its `HandlerRegistry` holds
+(`registry.py`), filled by whoever starts it (`service.job_kinds.install`); a handler sees
+its job through a `JobContext` (`context.py`), never the worker itself.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import os
 from pathlib import Path
 
 from lorastudio.errors import LorastudioError
-from lorastudio.service.jobs.handlers import register_handler, registered_kinds
+from lorastudio.service.jobs.registry import (
+    HandlerRegistry,
+    default_registry,
+    register_handler,
+    registered_kinds,
+)
 from lorastudio.service.jobs.store import (
     ACTIVE_STATES,
     DEFAULT_FAIR_WINDOW_S,
@@ -33,6 +42,7 @@ __all__ = [
     "ACTIVE_STATES",
     "DEFAULT_QUEUE_URL",
     "FINISHED_STATES",
+    "HandlerRegistry",
     "STATES",
     "Event",
     "Job",
@@ -41,6 +51,7 @@ __all__ = [
     "JobStopped",
     "JobStore",
     "LeaseLost",
+    "default_registry",
     "open_store",
     "register_handler",
     "registered_kinds",

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
-from lorastudio.service.jobs.handlers import get_handler, registered_kinds
+from lorastudio.service.jobs.context import JobContext, WorkerInfo
 from lorastudio.service.jobs.identity import WorkerLock, base_worker_id, owner_is_dead, unique_worker_id
+from lorastudio.service.jobs.registry import HandlerRegistry, default_registry
 from lorastudio.service.jobs.store import (
     CANCELLED,
     FAILED,
@@ -38,7 +39,7 @@ from lorastudio.service.jobs.store import (
 )
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["JobContext", "Worker", "default_worker_id", "run_worker_process"]
+__all__ = ["JobContext", "Worker", "WorkerInfo", "default_worker_id", "run_worker_process"]
 
 logger = logging.getLogger("lorastudio.jobs")
 
@@ -56,119 +57,6 @@ def worker_locks_dir(workspace: Workspace) -> Path:
     return workspace.cache / "workers"
 
 
-class JobContext:
-    """What a handler sees of its job and of the queue."""
-
-    def __init__(self, job: Job, store: JobStore, workspace: Workspace, worker: Worker) -> None:
-        self.job = job
-        self.store = store
-        self.workspace = workspace
-        self._worker = worker
-        self._lease_lost = False
-        self._cancel_requested = job.cancel_requested
-        self._skips_seen: int | None = None
-
-    @property
-    def job_id(self) -> str:
-        return self.job.id
-
-    @property
-    def kind(self) -> str:
-        return self.job.kind
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return self.job.payload
-
-    @property
-    def attempt(self) -> int:
-        return self.job.attempt
-
-    @property
-    def resumed(self) -> bool:
-        """An earlier attempt ran (and was interrupted): resume from its checkpoint if there is one."""
-        return self.job.resumed
-
-    @property
-    def user(self) -> str:
-        return self.job.user
-
-    @property
-    def device(self) -> str | None:
-        return self._worker.device
-
-    @property
-    def worker_id(self) -> str:
-        """This worker process's stored id (`<given id>#<pid>-<random>`), unique per process."""
-        return self._worker.worker_id
-
-    @property
-    def cache(self) -> dict[str, Any]:
-        """Kept across jobs by this worker: the place to keep a loaded pipeline."""
-        return self._worker.cache
-
-    @property
-    def loaded(self) -> set[str]:
-        """Affinity keys this worker has loaded; add/discard when a handler loads/evicts a model."""
-        return self._worker.loaded
-
-    @property
-    def artifacts_dir(self) -> Path:
-        """This job's own folder: `runs/<id>` for training, `outputs/<id>` otherwise."""
-        parent = self.workspace.runs if self.kind == "train" else self.workspace.outputs
-        path = self.workspace.safe_child(parent, self.job_id, "job id")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def progress(
-        self, fraction: float, step: int | None = None, total: int | None = None, message: str | None = None
-    ) -> None:
-        """Store a progress event and the job's progress (0..1). Raises `LeaseLost` if the job was taken away."""
-        data: dict[str, Any] = {}
-        if step is not None:
-            data["step"] = step
-        if total is not None:
-            data["total"] = total
-        if message:
-            data["message"] = message
-        self._cancel_requested = (
-            self.store.progress(self.job_id, self.attempt, fraction, data) or self._cancel_requested
-        )
-
-    def emit(self, event_type: str, data: dict[str, Any] | None = None) -> int:
-        """Store any event (e.g. `preview`, `artifact`) for clients; returns its sequence number."""
-        return self.store.emit(self.job_id, self.attempt, event_type, data or {})
-
-    def log(self, line: str) -> None:
-        self.emit("log", {"line": str(line)})
-
-    def check_cancelled(self) -> None:
-        """Call between steps: raises `JobCancelled`, `LeaseLost` or `JobInterrupted` (worker stopping).
-
-        It asks the database every time (one indexed read), so a cancel requested during
-        step k stops the job before step k+1, however short the steps are.
-        """
-        if self._lease_lost:
-            raise LeaseLost(f"job {self.job_id}: lease lost")
-        if not self._cancel_requested:
-            self._cancel_requested = self.store.is_cancel_requested(self.job_id)
-        if self._cancel_requested:
-            raise JobCancelled(f"job {self.job_id}: cancelled")
-        if self._worker.stopping:
-            raise JobInterrupted(f"job {self.job_id}: worker {self.worker_id} is stopping")
-
-    def skip_requested(self) -> bool:
-        """True once for each skip asked since this attempt started (A1111 /skip): drop the current item."""
-        if self._skips_seen is None:  # first call: what was asked before counts from here
-            self._skips_seen = self.store.skips_requested(self.job_id)
-            return False
-        skips = self.store.skips_requested(self.job_id)
-        if skips > self._skips_seen:
-            self._skips_seen = skips
-            return True
-        return False
-
-
 class _Heartbeat(threading.Thread):
     """Renews the running job's lease every lease/3 seconds and reaps other workers' expired leases."""
 
@@ -183,10 +71,11 @@ class _Heartbeat(threading.Thread):
         while not self.done.wait(interval):
             try:
                 if not self.worker.store.heartbeat(self.ctx.job_id, self.ctx.attempt, self.worker.lease_s):
-                    self.ctx._lease_lost = True
+                    self.ctx.note_lease_lost()
                     logger.warning("job %s: lease lost; another worker owns it now", self.ctx.job_id)
                     return
-                self.ctx._cancel_requested = self.worker.store.is_cancel_requested(self.ctx.job_id)
+                if self.worker.store.is_cancel_requested(self.ctx.job_id):
+                    self.ctx.note_cancel()
                 self.worker.maybe_reap()
             except Exception as exc:  # a database hiccup: try again next beat
                 logger.warning("job %s: heartbeat failed: %s", self.ctx.job_id, exc)
@@ -197,7 +86,11 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    """Runs jobs from one store, one at a time, until `stop()`."""
+    """Runs jobs from one store, one at a time, until `stop()`.
+
+    `registry` says which kinds it can run and where their files go (default: this process's
+    `default_registry`, which holds only the `sleep` diagnostic and what `register_handler` added).
+    """
 
     def __init__(
         self,
@@ -209,21 +102,25 @@ class Worker:
         kinds: list[str] | None = None,
         lease_s: float | None = None,
         idle_wait_s: float = 1.0,
+        registry: HandlerRegistry | None = None,
     ) -> None:
         self.store = store
+        self.registry = registry if registry is not None else default_registry
         self.workspace = workspace or Workspace.open()
         self.device = device
         # The id it was given (shared by its restarts) and the one it stores (this process only).
         self.base_id = worker_id or default_worker_id(device)
         self.worker_id = unique_worker_id(self.base_id)
         self._lock_file = WorkerLock(worker_locks_dir(self.workspace), self.worker_id)
-        self.kinds = list(kinds) if kinds is not None else registered_kinds()
+        self.kinds = list(kinds) if kinds is not None else self.registry.kinds()
         self.lease_s = float(lease_s if lease_s is not None else store.lease_s)
         self.reap_every_s = max(self.lease_s / 2, 0.1)
         self.idle_wait_s = min(idle_wait_s, self.reap_every_s)
-        self.loaded: set[str] = set()
-        self.cache: dict[str, Any] = {}
-        self._stop = threading.Event()
+        # What handlers see of this worker (shared objects: a cache entry outlives its job).
+        self.info = WorkerInfo(device=device, worker_id=self.worker_id)
+        self.loaded = self.info.loaded
+        self.cache = self.info.cache
+        self._stop = self.info.stopping
         self._reap_lock = threading.Lock()
         self._last_reap = 0.0
 
@@ -296,7 +193,7 @@ class Worker:
     def run_job(self, job: Job) -> str | None:
         """Run one claimed job to its end; returns the recorded state (None if not recorded)."""
         logger.info("job %s (%s): started, attempt %d", job.id, job.kind, job.attempt)
-        ctx = JobContext(job, self.store, self.workspace, self)
+        ctx = JobContext(job, self.store, self.workspace, self.info, self.registry.folder(self.workspace, job))
         heartbeat = _Heartbeat(self, ctx)
         heartbeat.start()
         result: dict[str, Any] | None = None
@@ -333,9 +230,8 @@ class Worker:
         logger.info("job %s: %s", job.id, state + (f" ({error})" if error else ""))
         return state
 
-    @staticmethod
-    def _call_handler(ctx: JobContext) -> dict[str, Any]:
-        result = get_handler(ctx.kind)(ctx)
+    def _call_handler(self, ctx: JobContext) -> dict[str, Any]:
+        result = self.registry.get(ctx.kind)(ctx)
         if result is None:
             return {}
         if not isinstance(result, dict):
@@ -371,24 +267,32 @@ def run_worker_process(
     kinds: list[str] | None = None,
     imports: list[str] | None = None,
     workspace: Workspace | None = None,
+    registry: HandlerRegistry | None = None,
+    names: Any = None,
 ) -> int:
-    """`lorastudio worker`: run until SIGTERM/SIGINT, then hand any running job back and exit."""
+    """`lorastudio worker`: run until SIGTERM/SIGINT, then hand any running job back and exit.
+
+    The worker runs the kinds of `registry` (filled by the caller) plus this process's
+    `default_registry`: the `sleep` diagnostic and what the `imports` modules registered.
+    The caller checks the database's health first (`service.database.ensure_database_healthy`).
+    """
     from lorastudio.service.jobs import open_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _import_modules(imports or [])
+    serving = registry.copy() if registry is not None else HandlerRegistry()
+    serving.update(default_registry)
     if kinds:
-        unknown = sorted(set(kinds) - set(registered_kinds()))
+        unknown = sorted(set(kinds) - set(serving.kinds()))
         if unknown:
             raise LorastudioError(
-                f"worker --kinds: no handler for {', '.join(unknown)}; known: {', '.join(registered_kinds())}."
+                f"worker --kinds: no handler for {', '.join(unknown)}; known: {', '.join(serving.kinds())}."
             )
-    from lorastudio.service.database import ensure_database_healthy
-
     workspace = workspace or Workspace.open()
-    ensure_database_healthy(queue_url, workspace)
     store = open_store(queue_url, workspace, lease_s=lease_s)
-    worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds)
+    worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds, registry=serving)
+    if names is not None:  # how request names are found (service.names.NamePolicy); default strict
+        worker.cache["names"] = names
 
     def on_signal(signum: int, frame: object) -> None:
         logger.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)

@@ -1,8 +1,17 @@
-"""What a worker does for each job kind: generate, train, caption, import.
+"""The application's job kinds: generate, grid, train, caption, import (and the queue's `sleep`).
+
+`KINDS` is the one table of them: for each kind its typed config (the `config` of every
+payload), its handler, the function that queues it after the checks a request needs, and
+its folder rule (where its files go). `install(registry)` hands the handlers and folder
+rules to a worker's `HandlerRegistry`; `Studio.start` and `lorastudio worker` call it.
+Adding a job kind is one `JobKind` line here.
+
+Every payload is `{"config": {...}, **extras}` (a train job adds `run`, a grid job `grid`);
+handlers also read a flat payload, the shape caption and import jobs had before.
 
 Each handler reads its typed payload, reports progress through the `JobContext`, checks
-for a cancel between steps and writes its files into the workspace. The payload models
-below are also the request bodies of the native API (`POST /api/v1/jobs/<kind>`).
+for a cancel between steps and writes its files into `ctx.artifacts_dir`. The config
+models below are also the request bodies of the native API (`POST /api/v1/jobs/<kind>`).
 
 Nothing heavy is imported at module level: a handler imports torch & co. when it runs.
 """
@@ -10,29 +19,50 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from lorastudio.config import StrictModel
+from lorastudio.config import ConfigLayer, StrictModel, load_config, resolve_config
 from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError
-from lorastudio.service.jobs.store import JobStopped
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.grid import GridRequest, run_grid, submit_grid
+from lorastudio.service.jobs.registry import (
+    FolderRule,
+    Handler,
+    HandlerRegistry,
+    SleepConfig,
+    output_folder,
+    sleep_handler,
+)
+from lorastudio.service.jobs.store import Job, JobStopped
 from lorastudio.service.workspace import Workspace, safe_name
+from lorastudio.train.config import TrainConfig, saved_train_config
 
 if TYPE_CHECKING:
-    from lorastudio.service.jobs.worker import JobContext
+    from lorastudio.service.jobs.context import JobContext
 
 __all__ = [
+    "KINDS",
     "CaptionJobConfig",
     "ImportJobConfig",
+    "JobKind",
     "UPLOADS_DIR",
     "caption_handler",
     "generate_handler",
+    "grid_handler",
     "import_handler",
+    "install",
+    "job_folder",
+    "job_kind",
     "publish_artifacts",
+    "submit_job",
     "train_handler",
+    "typed_job",
     "upload_path",
 ]
 
@@ -114,8 +144,15 @@ def _model_cache(ctx: JobContext):
 
     cache = ctx.cache.get("model_cache")
     if cache is None:
-        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace)
+        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace, names=_names_policy(ctx))
     return cache
+
+
+def _names_policy(ctx: JobContext):
+    """How this worker finds request names: strict, hub ids only where its starter allows them."""
+    from lorastudio.service.names import STRICT
+
+    return ctx.cache.get("names", STRICT)
 
 
 PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's default is 10)
@@ -162,7 +199,6 @@ class _StepReporter:
 
 def generate_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/`."""
-    from lorastudio.generate.config import GenerateConfig
     from lorastudio.service.generation import run_generation
 
     cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
@@ -197,6 +233,38 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     }
 
 
+def grid_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
+    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    request = GridRequest.model_validate(ctx.payload.get("grid") or {})
+    if cfg.device is None and ctx.device:
+        cfg = cfg.model_copy(update={"device": ctx.device})
+    cache = _model_cache(ctx)
+    reporter = _StepReporter(ctx)
+    result = run_grid(
+        ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+    )
+    ctx.loaded.clear()
+    ctx.loaded.update(cache.loaded_names())
+    if reporter.stopped is not None:
+        raise reporter.stopped
+    publish_artifacts(ctx, ctx.artifacts_dir)
+    done = [c for c in result.cells if c.path]
+    return {
+        "grid": result.grid.name,
+        "grid_infotext": result.infotext,
+        "sub_grids": [p.name for p in result.sub_grids],
+        "images": [c.path.name for c in done],
+        "seeds": [c.seed for c in done],
+        "infotexts": [c.infotext for c in done],
+        "prompts": [c.config.prompt for c in done],
+        "axes": result.axes,
+        "layout": result.layout,
+        "model": result.model,
+        "model_hash": result.model_hash,
+    }
+
+
 # --- train ------------------------------------------------------------------------------
 
 
@@ -217,13 +285,12 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
 
     A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
     """
-    from lorastudio.train.config import saved_train_config
     from lorastudio.train.trainer import latest_state
 
     training = _training_module()
-    run = safe_name(str(ctx.payload.get("run") or ""), "run name")
     cfg = saved_train_config(ctx.payload.get("config") or {})  # resolved when it was queued
-    run_dir = ctx.workspace.safe_child(ctx.workspace.runs, run, "run name")
+    run_dir = run_folder(ctx.workspace, ctx.job)  # the train kind's folder rule: ctx.artifacts_dir too
+    run = run_dir.name
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
@@ -238,11 +305,22 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
     if latest_state(run_dir, say=ctx.log) is not None:  # the job log says which checkpoint was skipped
         ctx.log(f"resuming run {run} from its last checkpoint (attempt {ctx.attempt})")
         result = training.run_training(
-            ctx.workspace, resume=str(run_dir), callback=on_event, device=ctx.device, progress=False
+            ctx.workspace,
+            resume=str(run_dir),
+            callback=on_event,
+            device=ctx.device,
+            progress=False,
+            names=_names_policy(ctx),
         )
     else:
         result = training.run_training(
-            ctx.workspace, cfg, callback=on_event, run_dir=run_dir, device=ctx.device, progress=False
+            ctx.workspace,
+            cfg,
+            callback=on_event,
+            run_dir=run_dir,
+            device=ctx.device,
+            progress=False,
+            names=_names_policy(ctx),
         )
     publish_artifacts(ctx, run_dir)
     return _json_ready(result)
@@ -264,10 +342,10 @@ def _json_ready(value: Any) -> Any:
 
 
 def caption_handler(ctx: JobContext) -> dict[str, Any]:
-    """payload: a CaptionJobConfig."""
+    """payload: `config` (a CaptionJobConfig); a flat payload (queued before `config`) is read the same."""
     from lorastudio.service.datasets import caption_dataset, tag_dataset
 
-    cfg = CaptionJobConfig.model_validate(ctx.payload)
+    cfg = CaptionJobConfig.model_validate(ctx.payload.get("config", ctx.payload))
 
     def progress(done: int, total: int) -> None:
         ctx.progress(done / max(total, 1), step=done, total=total)
@@ -282,8 +360,8 @@ def caption_handler(ctx: JobContext) -> dict[str, Any]:
 
 
 def import_handler(ctx: JobContext) -> dict[str, Any]:
-    """payload: an ImportJobConfig. Upload files are removed once imported."""
-    cfg = ImportJobConfig.model_validate(ctx.payload)
+    """payload: `config` (an ImportJobConfig), or the flat old shape. Upload files are removed once imported."""
+    cfg = ImportJobConfig.model_validate(ctx.payload.get("config", ctx.payload))
     ws = ctx.workspace
     sources = [upload_path(ws, name) for name in cfg.uploads]
     ctx.check_cancelled()
@@ -317,3 +395,127 @@ def _with_suffix(path: Path, suffix: str) -> Path:
     if path.suffix.lower() != suffix:
         raise LorastudioError(f"upload {path.name!r}: expected a {suffix} file; convert it first.")
     return path
+
+
+# --- where a job's files live ----------------------------------------------------------
+
+
+def run_folder(ws: Workspace, job: Job) -> Path:
+    """A train job's folder: `runs/<payload.run>` (the name reserved when it was queued)."""
+    run = str(job.payload.get("run") or job.id)
+    return ws.safe_child(ws.runs, run, "run name")
+
+
+def job_folder(ws: Workspace, job: Job) -> Path:
+    """Where `job` writes its files: its kind's folder rule, `outputs/<job id>` for kinds without one."""
+    kind = KINDS.get(job.kind)
+    return (kind.folder if kind is not None else output_folder)(ws, job)
+
+
+# --- queueing a typed job ----------------------------------------------------------------
+# Each takes the studio (the checks and name resolution a request needs), the validated
+# config and the payload's extras; the studio's submit_* methods build the payload.
+
+
+def _submit_generate(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_generate(cfg, **who)
+
+
+def _submit_grid(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return submit_grid(studio, cfg, extras["grid"], **who)
+
+
+def _submit_train(studio: Any, cfg: TrainConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_train(cfg, **who)
+
+
+def _submit_caption(studio: Any, cfg: CaptionJobConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_caption(cfg, **who)
+
+
+def _submit_import(studio: Any, cfg: ImportJobConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit_import(cfg, **who)
+
+
+def _submit_sleep(studio: Any, cfg: SleepConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return studio.submit("sleep", {"config": cfg.model_dump()}, **who)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: its config model, handler, how it is queued and where its files go.
+
+    `extras` are the payload keys a client gives besides `config`, with their models.
+    """
+
+    config: type[StrictModel]
+    handler: Handler
+    submit: Callable[..., Job]
+    folder: FolderRule = output_folder
+    extras: Mapping[str, type[StrictModel]] = field(default_factory=dict)
+
+
+KINDS: dict[str, JobKind] = {
+    "generate": JobKind(GenerateConfig, generate_handler, _submit_generate),
+    "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, extras={"grid": GridRequest}),
+    "train": JobKind(TrainConfig, train_handler, _submit_train, folder=run_folder),
+    "caption": JobKind(CaptionJobConfig, caption_handler, _submit_caption),
+    "import": JobKind(ImportJobConfig, import_handler, _submit_import),
+    "sleep": JobKind(SleepConfig, sleep_handler, _submit_sleep),
+}
+
+
+def install(registry: HandlerRegistry) -> HandlerRegistry:
+    """Give a worker's registry every kind of `KINDS` (handler and folder rule); returns it."""
+    for name, kind in KINDS.items():
+        registry.register(name, kind.handler, kind.folder)
+    return registry
+
+
+def job_kind(kind: str) -> JobKind:
+    """The `JobKind` called `kind`; an unknown name is refused with the known ones."""
+    found = KINDS.get(kind)
+    if found is None:
+        raise LorastudioError(f"job kind {kind!r}: unknown; use one of {', '.join(sorted(KINDS))}.")
+    return found
+
+
+def typed_job(
+    kind: str,
+    *,
+    file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    payload: Mapping[str, Any] | None = None,
+) -> tuple[StrictModel, dict[str, Any]]:
+    """A job's validated config and extras from a payload, a config file and `key=value` overrides.
+
+    The payload is `{"config": {...}, **extras}` or, without `config`, the config itself
+    (plus any extras). Its config is the lowest layer, then the file, then the overrides;
+    unknown keys are refused with "did you mean".
+    """
+    spec = job_kind(kind)
+    data = dict(payload or {})
+    if "config" in data:
+        base = data.pop("config")
+        unknown = sorted(set(data) - set(spec.extras))
+        if unknown:
+            known = ", ".join(["config", *spec.extras])
+            raise LorastudioError(f"payload key {unknown[0]!r}: not part of a {kind} job; use {known}.")
+    else:  # the flat shape: the payload is the config (and its extras)
+        base = {key: value for key, value in data.items() if key not in spec.extras}
+    if not isinstance(base, Mapping):
+        raise LorastudioError(f"payload config: must be an object of {kind} settings, not {type(base).__name__}.")
+    cfg = load_config(spec.config, file, overrides, base=base)
+    extras = {
+        key: resolve_config(model, [ConfigLayer(key, data.get(key) or {})], source=f"payload {key}").config
+        for key, model in spec.extras.items()
+    }
+    return cfg, extras
+
+
+def submit_job(
+    studio: Any, kind: str, cfg: StrictModel, extras: Mapping[str, Any] | None = None, *, user: str = "",
+    priority: int = 0,
+) -> Job:
+    """Queue a typed job through the studio's checks (the same path as the API's)."""
+    return job_kind(kind).submit(studio, cfg, dict(extras or {}), user=user, priority=priority)
