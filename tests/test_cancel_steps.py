@@ -271,3 +271,11 @@ def test_progress_reports_interrupted_and_skipped_as_a1111_does(workspace):
             assert (state()["interrupted"], state()["skipped"]) == (True, False)
     finally:
         studio.close()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_interrupt_before_the_first_grid_cell_is_done_ends_cancelled_with_nothing_drawn(tiny_workspace, monkeypatch):
+    done, calls, folder = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, 2, lambda s: s.interrupt())
+    assert done.state == "cancelled" and done.result is None  # not "failed: no cell was generated"
+    assert calls < 4  # stopped at the next step of the first cell
+    assert not list(folder.glob("grid-*.png"))
