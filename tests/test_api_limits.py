@@ -230,3 +230,52 @@ def test_a_full_disk_anywhere_else_answers_503_not_500(client, idle_studio, monk
     response = client.delete("/api/v1/jobs/some-job")
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) >= 1
+
+
+# --- a damaged studio.db while the server runs ----------------------------------------------
+
+
+def damaged_database_error(tmp_path) -> sqlite3.DatabaseError:
+    """The error SQLite itself raises for a file that is not (any more) a database."""
+    path = tmp_path / "damaged.db"
+    path.write_bytes(b"not a database page " * 256)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("SQLite read a damaged file without complaint")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [lambda tmp: sqlite3.DatabaseError("database disk image is malformed"), damaged_database_error],
+    ids=["malformed-page", "not-a-database"],
+)
+def test_a_damaged_database_page_answers_503_naming_db_check_and_restore(
+    client, idle_studio, monkeypatch, tmp_path, error
+):
+    exc = error(tmp_path)
+
+    def damaged(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(idle_studio.store, "list_jobs", damaged)
+    monkeypatch.setattr(idle_studio._status_store, "list_jobs", damaged)
+    for path in ("/api/v1/jobs", "/sdapi/v1/progress"):
+        response = client.get(path)
+        assert response.status_code == 503, response.text
+        detail = response.json()["detail"]
+        assert "lorastudio db check" in detail and "lorastudio db restore BACKUP" in detail
+        assert "\n" not in detail and str(idle_studio.workspace.root) not in detail
+
+
+def test_a_locked_or_full_database_is_not_called_damaged():
+    from lorastudio.service.studio import is_database_damaged
+
+    assert is_database_damaged(sqlite3.DatabaseError("database disk image is malformed"))
+    assert not is_database_damaged(sqlite3.OperationalError("database is locked"))
+    assert not is_database_damaged(sqlite3.OperationalError("database or disk is full"))
+    assert not is_database_damaged(ValueError("malformed"))

@@ -180,3 +180,102 @@ def test_skip_during_a_batch_drops_it_within_one_step_and_the_next_batches_run(
     assert done.state == "succeeded", done.error
     assert done.result["seeds"] == [101, 102]  # the first batch (seed 100) was dropped
     assert k <= len(calls) - 2 * steps < k + 2
+
+
+# --- x/y/z grids: /interrupt stops the grid and keeps the cells done, /skip drops a cell --------
+
+
+def _grid_payload(steps: int) -> dict:
+    from lorastudio.service.grid import AxisRequest, GridRequest
+
+    config = GenerateConfig(model="tiny-sd15", prompt="red", steps=steps, width=64, height=64, seed=1)
+    grid = GridRequest(x=AxisRequest(axis="seed", values="1,2,3"))
+    return {"config": config.model_dump(mode="json"), "grid": grid.model_dump(mode="json")}
+
+
+def _run_grid_and_call_at_step(workspace, monkeypatch, at_step: int, call) -> tuple:
+    """Run one 3-cell grid job; `call(studio)` runs (as the A1111 route would) during sampling step `at_step`."""
+    from lorastudio.generate.pipeline import _Sampler
+    from lorastudio.service.studio import Studio
+
+    studio = Studio(workspace)  # not started: the worker below runs the job
+    try:
+        job = studio.store.enqueue("grid", _grid_payload(steps=6))
+        calls = []
+        real_predict = _Sampler._predict
+
+        def predict_and_call(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == at_step:
+                assert call(studio) == [job.id]
+            return real_predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(_Sampler, "_predict", predict_and_call)
+        with open_store(None, workspace) as store:
+            Worker(store, workspace, worker_id="w", registry=install(HandlerRegistry())).run(stop_when_idle=True)
+        done = studio.get_job(job.id)
+        return done, len(calls), studio.job_folder(done)
+    finally:
+        studio.close()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_interrupt_during_a_grid_cell_stops_within_one_step_and_keeps_the_cells_done(tiny_workspace, monkeypatch):
+    from PIL import Image
+
+    steps, k = 6, 2  # the interrupt comes during step k of the second cell
+    done, calls, folder = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, steps + k, lambda s: s.interrupt())
+    assert done.state == "cancelled", done.error
+    assert steps + k <= calls < steps + k + 2  # the second cell stopped at its next step, the third never ran
+    assert done.result["seeds"] == [1] and len(done.result["images"]) == 1
+    grid = Image.open(folder / done.result["grid"])
+    assert grid.width >= 3 * 64  # the whole layout, the cells not rendered left blank
+    assert (folder / done.result["images"][0]).is_file()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_skip_during_a_grid_cell_drops_that_cell_and_the_next_cells_run(tiny_workspace, monkeypatch):
+    steps, k = 6, 2  # the skip comes during step k of the first cell
+    done, calls, _ = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, k, lambda s: s.skip())
+    assert done.state == "succeeded", done.error
+    assert done.result["seeds"] == [2, 3]  # the first cell (seed 1) was dropped
+    assert k <= calls - 2 * steps < k + 2
+
+
+def test_progress_reports_interrupted_and_skipped_as_a1111_does(workspace):
+    from fastapi.testclient import TestClient
+
+    from lorastudio.api.app import create_app
+    from lorastudio.service.studio import Studio
+
+    studio = Studio(workspace)  # no worker: this test plays the worker's part
+    try:
+        with TestClient(create_app(studio)) as client:
+
+            def state() -> dict:
+                return client.get("/sdapi/v1/progress").json()["state"]
+
+            studio.store.enqueue("generate", {})
+            job = studio.store.claim("w")
+            assert (state()["interrupted"], state()["skipped"]) == (False, False)
+
+            assert client.post("/sdapi/v1/skip").json() is None
+            assert (state()["interrupted"], state()["skipped"]) == (False, True)
+            studio.store.progress(job.id, job.attempt, 0.1, {"step": 1, "total": 10})
+            assert state()["skipped"]  # still the batch that was asked to skip
+            studio.store.emit(job.id, job.attempt, "skipped", {})  # the worker dropped it
+            studio.store.progress(job.id, job.attempt, 0.2, {"step": 2, "total": 10})
+            assert state()["skipped"] is False  # the next batch runs
+
+            assert client.post("/sdapi/v1/interrupt").json() == {}
+            assert (state()["interrupted"], state()["skipped"]) == (True, False)
+    finally:
+        studio.close()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_interrupt_before_the_first_grid_cell_is_done_ends_cancelled_with_nothing_drawn(tiny_workspace, monkeypatch):
+    done, calls, folder = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, 2, lambda s: s.interrupt())
+    assert done.state == "cancelled" and done.result is None  # not "failed: no cell was generated"
+    assert calls < 4  # stopped at the next step of the first cell
+    assert not list(folder.glob("grid-*.png"))

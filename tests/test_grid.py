@@ -420,3 +420,39 @@ def test_a1111_xyz_plot_is_held_to_the_server_limits(studio, client):
     response = client.post("/sdapi/v1/txt2img", json={**body, "script_args": too_long})
     assert response.status_code == 422 and "--max-steps" in response.text, response.text
     assert studio.list_jobs() == []  # nothing was queued
+
+
+def test_an_interrupted_a1111_xyz_plot_answers_the_grid_of_the_cells_done(client, studio, monkeypatch):
+    """As A1111: /interrupt during the second cell ends the plot; the answer holds the grid (the
+    cells not rendered left blank) and the one cell done, and the job is recorded cancelled."""
+    from lorastudio.generate.pipeline import _Sampler
+
+    steps = 4
+    calls = []
+    real_predict = _Sampler._predict
+
+    def predict_and_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == steps + 2:  # during the second cell, from another client
+            assert client.post("/sdapi/v1/interrupt").json() == {}
+        return real_predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Sampler, "_predict", predict_and_interrupt)
+    body = {
+        "prompt": "red sky",
+        "steps": steps,
+        "width": 64,
+        "height": 64,
+        "seed": 7,
+        "script_name": "x/y/z plot",
+        "script_args": [1, "7,8,9", [], 0, "", [], 0, "", [], True, True, False, False, 0, False],  # Seed; lone images
+    }
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert len(data["images"]) == 1 + 1  # the grid, then the one cell done
+    grid = Image.open(io.BytesIO(base64.b64decode(data["images"][0])))
+    assert grid.width >= 3 * 64
+    assert [int(parse_infotext(t)["Seed"]) for t in json.loads(data["info"])["infotexts"][1:]] == [7]
+    assert studio.list_jobs()[0].state == "cancelled"
+    assert len(calls) < 2 * steps + 1  # the third cell never ran

@@ -223,8 +223,8 @@ def progress(skip_current_image: bool = False, studio: Studio = Depends(get_stud
         "progress": state["progress"] if state["job"] else 0.0,
         "eta_relative": float(state["eta"] or 0.0),
         "state": {
-            "skipped": False,
-            "interrupted": False,
+            "skipped": state["skipped"],
+            "interrupted": state["interrupted"],
             "job": state["job"] or "",
             "job_count": state["job_count"],
             "job_timestamp": dt.datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S") if started else "0",

@@ -26,10 +26,12 @@ from lorastudio.api.security import (
 )
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.studio import (
+    DATABASE_DAMAGED_DETAIL,
     InvalidRequest,
     QuotaExceeded,
     StorageFull,
     Studio,
+    is_database_damaged,
     is_storage_full,
 )
 
@@ -170,6 +172,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         if is_storage_full(exc):
             logger.error("%s %s: storage full: %s", request.method, request.url.path, exc)
             return _storage_full(exc)
+        if is_database_damaged(exc):
+            logger.error("%s %s: the job database is damaged: %s", request.method, request.url.path, exc)
+            return JSONResponse(error_body("ServiceUnavailable", DATABASE_DAMAGED_DETAIL), status_code=503)
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=500)
 

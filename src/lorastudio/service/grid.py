@@ -565,11 +565,17 @@ def run_grid(
     out_dir: Path | None = None,
     names: NamePolicy = STRICT,
 ) -> GridResult:
-    """Generate every cell (one model load for all), draw the labelled grid(s), save them."""
+    """Generate every cell (one model load for all), draw the labelled grid(s), save them.
+
+    `should_stop()` is asked before each cell and each sampling step: True ends the loop
+    (A1111 /interrupt: the grid is drawn from the cells done, the others left blank);
+    raising `SkipBatch` drops the current cell and goes on with the next (A1111 /skip).
+    """
     from PIL import Image
 
     from lorastudio.generate.grid import draw_grid, stack_grids
     from lorastudio.generate.infotext import save_png
+    from lorastudio.generate.pipeline import SkipBatch
     from lorastudio.service.generation import run_generation
 
     cells, axes, target = plan_cells(ws, base, request)
@@ -582,8 +588,12 @@ def run_grid(
     order = sorted(range(len(cells)), key=lambda i: (str(cells[i].config.model), i))
     for index in order:
         cell = cells[index]
-        if should_stop is not None and should_stop():
-            break
+        try:
+            if should_stop is not None and should_stop():
+                break  # interrupted: the cells left are not rendered; the grid shows those done
+        except SkipBatch:  # a /skip that came between two cells drops the one about to start
+            done_steps += cell.config.steps
+            continue
 
         def cell_progress(
             done: int, total: int, before: int = done_steps, steps: int = cell.config.steps

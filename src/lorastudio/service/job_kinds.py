@@ -30,7 +30,7 @@ from lorastudio.config import ConfigLayer, StrictModel, load_config, resolve_con
 from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service.grid import GridRequest, run_grid, submit_grid
+from lorastudio.service.grid import GridRequest, GridResult, run_grid, submit_grid
 from lorastudio.service.jobs.registry import (
     FolderRule,
     Handler,
@@ -39,7 +39,7 @@ from lorastudio.service.jobs.registry import (
     output_folder,
     sleep_handler,
 )
-from lorastudio.service.jobs.store import Job, JobStopped
+from lorastudio.service.jobs.store import Job, JobCancelled, JobStopped
 from lorastudio.service.workspace import Workspace, safe_name
 from lorastudio.train.config import TrainConfig, saved_train_config
 
@@ -193,6 +193,7 @@ class _StepReporter:
         if self.skippable and self.ctx.skip_requested():
             from lorastudio.generate.pipeline import SkipBatch
 
+            self.ctx.emit("skipped", {})  # clients (and /progress) see the batch or cell dropped
             raise SkipBatch()
         return False
 
@@ -240,15 +241,29 @@ def grid_handler(ctx: JobContext) -> dict[str, Any]:
     if cfg.device is None and ctx.device:
         cfg = cfg.model_copy(update={"device": ctx.device})
     cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx)
-    result = run_grid(
-        ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
-    )
-    ctx.loaded.clear()
-    ctx.loaded.update(cache.loaded_names())
-    if reporter.stopped is not None:
-        raise reporter.stopped
+    reporter = _StepReporter(ctx, skippable=True)  # /skip drops the current cell
+    try:
+        result = run_grid(
+            ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+        )
+    except LorastudioError:
+        if reporter.stopped is not None:  # stopped before any cell was done: nothing to draw
+            raise reporter.stopped from None
+        raise
+    finally:
+        ctx.loaded.clear()
+        ctx.loaded.update(cache.loaded_names())
+    if reporter.stopped is not None and not isinstance(reporter.stopped, JobCancelled):
+        raise reporter.stopped  # the worker stops or lost the job: it runs again, whole
     publish_artifacts(ctx, ctx.artifacts_dir)
+    if reporter.stopped is not None:
+        # As A1111 ends an interrupted x/y/z plot: the grid of the cells done is kept and answered.
+        raise JobCancelled(str(reporter.stopped), result=_grid_result(result))
+    return _grid_result(result)
+
+
+def _grid_result(result: GridResult) -> dict[str, Any]:
+    """A grid job's stored result: the grid, its sub-grids and the cells that were rendered."""
     done = [c for c in result.cells if c.path]
     return {
         "grid": result.grid.name,

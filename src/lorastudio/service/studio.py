@@ -69,6 +69,8 @@ logger = logging.getLogger("lorastudio.studio")
 # A waiter re-reads the job from the store this often, for jobs finished by other processes.
 WAIT_POLL_S = 0.5
 DEFAULT_MODEL = "tiny-sd15"
+# Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
+INTERRUPTIBLE_KINDS = ("generate", "grid")
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
 DEFAULT_MAX_QUEUED_PER_USER = 100
 # What Retry-After says when no running job gives a better estimate, and its cap.
@@ -110,6 +112,26 @@ def is_storage_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return "full" in str(exc).lower()
     return type(exc).__name__ == "DiskFull"  # psycopg.errors.DiskFull
+
+
+# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_DAMAGED_DB_CODES = (11, 26)
+DATABASE_DAMAGED_DETAIL = (
+    "the job database (studio.db) is damaged; the operator checks it with `lorastudio db check` "
+    "and restores a backup with `lorastudio db restore BACKUP`."
+)
+
+
+def is_database_damaged(exc: BaseException) -> bool:
+    """True for SQLite's "database disk image is malformed" / "file is not a database" (a damaged
+    page hit while the server runs), never for a locked or full database."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
+        return False
+    message = str(exc).lower()
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in _DAMAGED_DB_CODES or "malformed" in message or "not a database" in message
 
 
 def _max_queued_from_env() -> int:
@@ -769,7 +791,8 @@ class Studio:
     # --- what the A1111 /progress route shows -----------------------------------------
 
     def progress_state(self) -> dict[str, Any]:
-        """The running job (if any), its step and ETA, and how many jobs are active."""
+        """The running job (if any), its step and ETA, whether it was interrupted or skipped, and
+        how many jobs are active."""
         store = self._status_store
         running = store.list_jobs(state=RUNNING, limit=50)
         queued = store.list_jobs(state=QUEUED, limit=10_000)
@@ -783,6 +806,8 @@ class Studio:
             "started_at": None,
             "kind": None,
             "preview": None,
+            "interrupted": False,
+            "skipped": False,
         }
         if not running:
             return state
@@ -800,6 +825,8 @@ class Studio:
             steps=int(data.get("total", 0)),
             preview=data.get("preview"),
             started_at=job.started_at,
+            interrupted=job.cancel_requested,
+            skipped=bool(data.get("skipped", False)),
         )
         return state
 
@@ -811,28 +838,38 @@ class Studio:
         for event in self._status_store.events(job_id, after_seq=seq, limit=10_000):
             seq = event.seq
             if event.type == "progress":
-                data = {**event.data, "preview": data.get("preview")}
+                # A1111 shows `skipped` from the /skip until the next batch (or grid cell) runs.
+                skipped = data.get("skipped", False) and not data.get("skip_taken", False)
+                data = {**event.data, "preview": data.get("preview"), "skipped": skipped}
             elif event.type == "preview":
                 data = {**data, "preview": event.data.get("image")}
+            elif event.type == "skip_requested":
+                data = {**data, "skipped": True, "skip_taken": False}
+            elif event.type == "skipped":  # the worker dropped the batch or cell
+                data = {**data, "skip_taken": True}
         with self._lock:
             self._progress_cursor = (job_id, seq, data)
         return data
 
     def interrupt(self) -> list[str]:
-        """Stop every running generation (A1111 /interrupt); returns their job ids."""
+        """Stop every running generation and x/y/z grid (A1111 /interrupt); returns their job ids.
+
+        A grid keeps the cells it rendered: its job ends `cancelled` with the partial grid as result.
+        """
         stopped = []
         for job in self.store.list_jobs(state=RUNNING, limit=50):
-            if job.kind == "generate":
+            if job.kind in INTERRUPTIBLE_KINDS:
                 self.store.cancel(job.id)
                 stopped.append(job.id)
         return stopped
 
     def skip(self) -> list[str]:
-        """Drop the current batch of every running generation and go on with the next (A1111 /skip)."""
+        """Drop the current batch of every running generation, or the current cell of every
+        running grid, and go on with the next (A1111 /skip)."""
         return [
             job.id
             for job in self.store.list_jobs(state=RUNNING, limit=50)
-            if job.kind == "generate" and self.store.skip(job.id)
+            if job.kind in INTERRUPTIBLE_KINDS and self.store.skip(job.id)
         ]
 
     def describe(self) -> dict[str, Any]:

@@ -66,7 +66,15 @@ class JobStopped(BaseException):
 
 
 class JobCancelled(JobStopped):
-    """The user cancelled the job; raised by `JobContext.check_cancelled()`."""
+    """The user cancelled the job; raised by `JobContext.check_cancelled()`.
+
+    A handler that keeps what it made before the cancel (an interrupted grid) raises it
+    again with `result`: the job ends `cancelled` with that result stored.
+    """
+
+    def __init__(self, message: str = "", result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class JobInterrupted(JobStopped):

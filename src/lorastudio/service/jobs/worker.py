@@ -201,8 +201,8 @@ class Worker:
         try:
             result = self._call_handler(ctx)
             state = SUCCEEDED
-        except JobCancelled:
-            state, error = CANCELLED, "cancelled by request"
+        except JobCancelled as exc:
+            state, error, result = CANCELLED, "cancelled by request", exc.result
         except JobInterrupted as exc:
             heartbeat.stop()
             self.store.release(job.id, job.attempt, reason=str(exc))
