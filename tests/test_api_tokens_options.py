@@ -145,3 +145,30 @@ def test_basic_auth_users_keep_their_own_options(idle_studio):
             client.get("/sdapi/v1/options", headers=basic("ben", "pw-2")).json()["CLIP_stop_at_last_layers"]
             == 1
         )
+
+
+def test_progress_interrupt_and_skip_reach_only_the_callers_own_jobs(tiny_workspace, monkeypatch):
+    """Bob sees no progress (nor preview) of Alice's job and cannot stop or skip it; Alice can."""
+    import time
+
+    import lorastudio.service.studio as studio_module
+
+    monkeypatch.setattr(studio_module, "INTERRUPTIBLE_KINDS", ("sleep",))  # a job that runs long enough
+    studio = Studio(tiny_workspace, StudioSettings(max_queued_per_user=0))
+    app = create_app(studio, tokens=parse_tokens(["alice:alice-secret-1", "bob:bob-secret-22"]))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        job = studio.submit("sleep", {"config": {"seconds": 30, "steps": 300}}, user="alice")
+        studio.start()
+        deadline = time.monotonic() + 30
+        while studio.get_job(job.id).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/sdapi/v1/progress", headers=BOB).json()["state"]["job"] == ""
+        assert client.get("/sdapi/v1/progress", headers=ALICE).json()["state"]["job"] == job.id
+        assert client.post("/sdapi/v1/interrupt", headers=BOB).status_code == 200
+        assert client.post("/sdapi/v1/skip", headers=BOB).status_code == 200
+        time.sleep(0.3)
+        assert studio.get_job(job.id).state == "running" and not studio.get_job(job.id).cancel_requested
+        assert client.post("/sdapi/v1/interrupt", headers=ALICE).status_code == 200
+        done = studio.wait_job(job.id, timeout=30)
+    studio.close()
+    assert done.state == "cancelled"

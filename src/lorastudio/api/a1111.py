@@ -215,9 +215,11 @@ def cmd_flags(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 
 
 @router.get("/progress")
-def progress(skip_current_image: bool = False, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """The running job's progress; idle is exactly progress 0.0 and job_count 0."""
-    state = studio.progress_state()
+def progress(
+    request: Request, skip_current_image: bool = False, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """The caller's running job's progress; idle is exactly progress 0.0 and job_count 0."""
+    state = studio.progress_state(request_user(request))
     started = state["started_at"]
     return {
         "progress": state["progress"] if state["job"] else 0.0,
@@ -238,16 +240,16 @@ def progress(skip_current_image: bool = False, studio: Studio = Depends(get_stud
 
 
 @router.post("/interrupt")
-def interrupt(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """Stop the running generation; its request answers with the images made so far."""
-    studio.interrupt()
+def interrupt(request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Stop the caller's running generation; its request answers with the images made so far."""
+    studio.interrupt(request_user(request))
     return {}
 
 
 @router.post("/skip")
-def skip(studio: Studio = Depends(get_studio)) -> None:
-    """Drop the running generation's current batch (n_iter) at its next step and go on with the next."""
-    studio.skip()
+def skip(request: Request, studio: Studio = Depends(get_studio)) -> None:
+    """Drop the caller's running generation's current batch (n_iter) at its next step; go on with the next."""
+    studio.skip(request_user(request))
     return None
 
 

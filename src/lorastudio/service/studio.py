@@ -790,11 +790,15 @@ class Studio:
 
     # --- what the A1111 /progress route shows -----------------------------------------
 
-    def progress_state(self) -> dict[str, Any]:
+    def progress_state(self, user: str | None = None) -> dict[str, Any]:
         """The running job (if any), its step and ETA, whether it was interrupted or skipped, and
-        how many jobs are active."""
+        how many jobs are active.
+
+        With `user` only that user's running job is shown (its prompt's preview image is theirs);
+        `None` shows the oldest running job of anyone (the server's own view).
+        """
         store = self._status_store
-        running = store.list_jobs(state=RUNNING, limit=50)
+        running = self._running_of(user, store)
         queued = store.list_jobs(state=QUEUED, limit=10_000)
         state: dict[str, Any] = {
             "job": None,
@@ -851,24 +855,30 @@ class Studio:
             self._progress_cursor = (job_id, seq, data)
         return data
 
-    def interrupt(self) -> list[str]:
-        """Stop every running generation and x/y/z grid (A1111 /interrupt); returns their job ids.
+    def _running_of(self, user: str | None, store: JobStore | None = None) -> list[Job]:
+        """Running jobs, only `user`'s when given: one user never sees or stops another's work."""
+        running = (store or self.store).list_jobs(state=RUNNING, limit=50)
+        return running if user is None else [job for job in running if job.user == user]
+
+    def interrupt(self, user: str | None = None) -> list[str]:
+        """Stop every running generation and x/y/z grid of `user` (A1111 /interrupt; `None`: of
+        anyone); returns their job ids.
 
         A grid keeps the cells it rendered: its job ends `cancelled` with the partial grid as result.
         """
         stopped = []
-        for job in self.store.list_jobs(state=RUNNING, limit=50):
+        for job in self._running_of(user):
             if job.kind in INTERRUPTIBLE_KINDS:
                 self.store.cancel(job.id)
                 stopped.append(job.id)
         return stopped
 
-    def skip(self) -> list[str]:
+    def skip(self, user: str | None = None) -> list[str]:
         """Drop the current batch of every running generation, or the current cell of every
-        running grid, and go on with the next (A1111 /skip)."""
+        running grid, of `user` (`None`: of anyone), and go on with the next (A1111 /skip)."""
         return [
             job.id
-            for job in self.store.list_jobs(state=RUNNING, limit=50)
+            for job in self._running_of(user)
             if job.kind in INTERRUPTIBLE_KINDS and self.store.skip(job.id)
         ]
 
