@@ -56,13 +56,33 @@ from lorastudio.service.names import (
     find_model,
     find_vae,
 )
+from lorastudio.service.quota import (
+    DATABASE_DAMAGED_DETAIL,
+    Quota,
+    QuotaExceeded,
+    StorageFull,
+    is_database_damaged,
+    is_storage_full,
+    max_queued_from_env,
+)
 from lorastudio.service.workspace import MODEL_SUFFIXES, Workspace
 
 if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["InvalidRequest", "LimitExceeded", "QuotaExceeded", "Studio", "StudioSettings", "StorageFull"]
+# QuotaExceeded, StorageFull and the storage checks live in service.quota; named here for old imports.
+__all__ = [
+    "DATABASE_DAMAGED_DETAIL",
+    "InvalidRequest",
+    "LimitExceeded",
+    "QuotaExceeded",
+    "Studio",
+    "StudioSettings",
+    "StorageFull",
+    "is_database_damaged",
+    "is_storage_full",
+]
 
 logger = logging.getLogger("lorastudio.studio")
 
@@ -72,12 +92,6 @@ DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
-DEFAULT_MAX_QUEUED_PER_USER = 100
-# What Retry-After says when no running job gives a better estimate, and its cap.
-DEFAULT_RETRY_AFTER_S = 5
-MAX_RETRY_AFTER_S = 300
-# What a client is told to wait after the disk or the database was full.
-STORAGE_FULL_RETRY_AFTER_S = 60
 # Priorities clients may give (the queue stores them as 64-bit integers).
 MAX_PRIORITY = 1_000_000
 # Seeds a request may give: -1 (random) or A1111's range, 0..2**32-1 (image i uses seed + i).
@@ -86,64 +100,6 @@ MAX_SEED = 2**32 - 1
 _NO_VAE = {"", "automatic", "none"}
 # Where a request names no size: the largest native size of the models we run (SDXL).
 _NATIVE_SIZE = 1024
-
-
-class QuotaExceeded(LorastudioError):
-    """A user has too many unfinished jobs; the API answers 429 with `Retry-After`."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class StorageFull(LorastudioError):
-    """The disk or the database is full; the API answers 503 with `Retry-After`, nothing half-written."""
-
-    retry_after_s = STORAGE_FULL_RETRY_AFTER_S
-
-
-def is_storage_full(exc: BaseException) -> bool:
-    """True for "no space left" from the OS or "database or disk is full" from SQLite."""
-    import errno
-    import sqlite3
-
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return "full" in str(exc).lower()
-    return type(exc).__name__ == "DiskFull"  # psycopg.errors.DiskFull
-
-
-# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
-_DAMAGED_DB_CODES = (11, 26)
-DATABASE_DAMAGED_DETAIL = (
-    "the job database (studio.db) is damaged; the operator checks it with `lorastudio db check` "
-    "and restores a backup with `lorastudio db restore BACKUP`."
-)
-
-
-def is_database_damaged(exc: BaseException) -> bool:
-    """True for SQLite's "database disk image is malformed" / "file is not a database" (a damaged
-    page hit while the server runs), never for a locked or full database."""
-    import sqlite3
-
-    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
-        return False
-    message = str(exc).lower()
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in _DAMAGED_DB_CODES or "malformed" in message or "not a database" in message
-
-
-def _max_queued_from_env() -> int:
-    value = os.environ.get("LORASTUDIO_MAX_QUEUED_PER_USER", "").strip()
-    if not value:
-        return DEFAULT_MAX_QUEUED_PER_USER
-    try:
-        return int(value)
-    except ValueError:
-        raise LorastudioError(
-            f"LORASTUDIO_MAX_QUEUED_PER_USER={value!r}: not a whole number; set e.g. 100 (0 = no limit)."
-        ) from None
 
 
 @dataclass
@@ -186,7 +142,7 @@ class StudioSettings:
     def __post_init__(self) -> None:
         self.queue_url = resolve_queue_url(self.queue_url)
         if self.max_queued_per_user is None:
-            self.max_queued_per_user = _max_queued_from_env()
+            self.max_queued_per_user = max_queued_from_env()
         self.artifacts_url = resolve_artifacts_url(self.artifacts_url)
 
 
@@ -231,6 +187,7 @@ class Studio:
             names=self.names,
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
+        self.quota = Quota(self.store, self.settings.max_queued_per_user or 0, self._running_eta)
         self._model = self.settings.model or self._first_model()
         self._options: dict[str, dict[str, Any]] = {}  # per user: what they set over the defaults
         self._user_models: dict[str, str] = {}  # per user: their sd_model_checkpoint
@@ -488,28 +445,7 @@ class Studio:
 
     def check_quota(self, user: str = "") -> None:
         """Refuse a new job of `user` past `max_queued_per_user` unfinished (queued + running) jobs."""
-        limit = self.settings.max_queued_per_user or 0
-        if limit <= 0:
-            return
-        active = len(self.store.list_jobs(state=QUEUED, user=user, limit=limit + 1))
-        if active < limit:
-            active += len(self.store.list_jobs(state=RUNNING, user=user, limit=limit + 1))
-        if active >= limit:
-            who = f"user {user!r}" if user else "anonymous user"
-            raise QuotaExceeded(
-                f"{who}: {active} unfinished jobs, the limit is {limit}; "
-                "wait for some to finish or cancel queued ones (DELETE /api/v1/jobs/<id>).",
-                self._retry_after_s(),
-            )
-
-    def _retry_after_s(self) -> int:
-        """Seconds until the running job likely ends (a slot frees up), within sane bounds."""
-        try:
-            eta = self.progress_state().get("eta")
-        except Exception:  # an estimate only; never let it turn a 429 into a 500
-            eta = None
-        seconds = DEFAULT_RETRY_AFTER_S if eta is None else eta
-        return int(min(max(math.ceil(seconds), 1), MAX_RETRY_AFTER_S))
+        self.quota.check(user)
 
     def check_model_name(self, name: str, what: str = "model") -> str:
         """`name` when it names a model in the workspace (or an allowed hub id); else the 404 of a missing one."""
@@ -696,6 +632,9 @@ class Studio:
     def _forget(self, job_id: str) -> None:
         with self._lock:
             self._waiters.pop(job_id, None)
+
+    def _running_eta(self) -> float | None:
+        return self.progress_state().get("eta")
 
     def _job_ended(self, job_id: str) -> None:
         with self._lock:

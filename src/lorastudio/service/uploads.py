@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Iterable
 from pathlib import Path
 
-from lorastudio.errors import LorastudioError
+from lorastudio.errors import InvalidRequest, LorastudioError
 
 __all__ = ["decode_image", "check_upload", "MAX_IMAGE_PIXELS", "UPLOAD_SUFFIXES"]
 
@@ -29,8 +29,6 @@ UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
 
 
 def _invalid(exc: Exception) -> LorastudioError:
-    from lorastudio.service.studio import InvalidRequest
-
     return InvalidRequest(str(exc))
 
 
