@@ -27,13 +27,9 @@ from lorastudio.service import models as library_models
 from lorastudio.service import outputs as library_outputs
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.jobs import Job
-from lorastudio.service.studio import (
-    MAX_PRIORITY,
-    InvalidRequest,
-    StorageFull,
-    Studio,
-    is_storage_full,
-)
+from lorastudio.service.limits import MAX_PRIORITY
+from lorastudio.service.quota import StorageFull, is_storage_full
+from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.uploads import check_upload, decode_image
 from lorastudio.service.workspace import safe_name
 from lorastudio.train.config import TrainConfig

@@ -47,6 +47,7 @@ from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_qu
 from lorastudio.service.jobs.registry import default_registry
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
 from lorastudio.service.jobs.worker import Worker, default_worker_id
+from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check_output_pixels, check_priority
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import (
     NamePolicy,
@@ -71,9 +72,11 @@ if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.train.config import TrainConfig
 
-# QuotaExceeded, StorageFull and the storage checks live in service.quota; named here for old imports.
+# QuotaExceeded, StorageFull, the storage checks (service.quota) and MAX_PRIORITY (service.limits):
+# named here for old imports.
 __all__ = [
     "DATABASE_DAMAGED_DETAIL",
+    "MAX_PRIORITY",
     "InvalidRequest",
     "LimitExceeded",
     "QuotaExceeded",
@@ -92,14 +95,8 @@ DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
-# Priorities clients may give (the queue stores them as 64-bit integers).
-MAX_PRIORITY = 1_000_000
-# Seeds a request may give: -1 (random) or A1111's range, 0..2**32-1 (image i uses seed + i).
-MAX_SEED = 2**32 - 1
 # A1111 option values that must be valid before they are kept: they feed every later request.
 _NO_VAE = {"", "automatic", "none"}
-# Where a request names no size: the largest native size of the models we run (SDXL).
-_NATIVE_SIZE = 1024
 
 
 @dataclass
@@ -430,10 +427,7 @@ class Studio:
         affinity: str | None = None,
     ) -> Job:
         """Queue a job; raises `QuotaExceeded` when `user` already has too many unfinished ones."""
-        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidRequest(
-                f"priority: {priority} is out of range; use -{MAX_PRIORITY}..{MAX_PRIORITY}."
-            )
+        check_priority(priority)
         with self._submit_lock:
             self.check_quota(user)
             try:
@@ -485,33 +479,12 @@ class Studio:
         return cfg.model_copy(update=updates)
 
     def check_generate_limits(self, cfg: GenerateConfig) -> None:
-        """Refuse a generation that asks for more work than the server's limits (422 naming the option)."""
-        settings = self.settings
-        for key in ("seed", "subseed"):
-            if getattr(cfg, key) > MAX_SEED:
-                raise InvalidRequest(
-                    f"{key}: {getattr(cfg, key)} is out of range; use -1 (random) or 0..{MAX_SEED}."
-                )
-        _limit(len(cfg.prompt), settings.max_prompt_chars, "prompt", "--max-prompt-chars", " characters")
-        _limit(
-            len(cfg.negative_prompt),
-            settings.max_prompt_chars,
-            "negative_prompt",
-            "--max-prompt-chars",
-            " characters",
-        )
-        _limit(cfg.steps, settings.max_steps, "steps", "--max-steps")
-        _limit(cfg.hires_steps, settings.max_steps, "hires steps", "--max-steps")
-        _limit(cfg.total_images, settings.max_images_per_request, "images (batch x count)", "--max-images")
-        width, height = cfg.width or _NATIVE_SIZE, cfg.height or _NATIVE_SIZE
-        _limit(width * height, settings.max_image_pixels, f"size {width}x{height}", "--max-pixels", " pixels")
-        if cfg.hires_scale > 1:
-            out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)
-            _limit(out, settings.max_output_pixels, "hires output", "--max-output-pixels", " pixels")
+        """Refuse a generation that asks for more work than the server's limits (service.limits)."""
+        check_generate_limits(self.settings, cfg)
 
     def check_output_pixels(self, width: int, height: int, what: str) -> None:
         """An upscaled image (/extra-single-image) within `max_output_pixels`."""
-        _limit(width * height, self.settings.max_output_pixels, what, "--max-output-pixels", " pixels")
+        check_output_pixels(self.settings, width, height, what)
 
     def submit_generate(self, cfg: GenerateConfig, *, user: str = "", priority: int = 0) -> Job:
         from lorastudio.generate.samplers import parse_sampler
@@ -848,9 +821,3 @@ def _clip_skip(value: Any, where: str) -> int:
         raise InvalidRequest(f"{where}.CLIP_stop_at_last_layers: {value!r} is not a whole number 1..12.")
     return int(number)
 
-
-def _limit(value: int, limit: int, what: str, option: str, unit: str = "") -> None:
-    if limit and value > limit:
-        raise LimitExceeded(
-            f"{what}: {value}{unit} is over the server's limit of {limit}{unit} (lorastudio serve {option})."
-        )
