@@ -32,7 +32,7 @@ from lorastudio.api.deps import get_studio, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES
 from lorastudio.service.studio import InvalidRequest, Studio
-from lorastudio.service.uploads import decode_image
+from lorastudio.service.uploads import decode_image, store_image
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
@@ -62,23 +62,6 @@ class ExtraSingleImageRequest(BaseModel):
     upscaler_1: str | None = "None"
 
 
-def _png_upload(studio: Studio, data: str, what: str, mask: bool = False, invert: bool = False) -> str:
-    from PIL import ImageOps
-
-    image, _ = decode_image(data, what)
-    if mask:
-        if image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
-            image = image.getchannel("A")  # A1111 clients may paint the mask as alpha
-        image = image.convert("L")
-        if invert:
-            image = ImageOps.invert(image)
-    else:
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return studio.save_upload(buffer.getvalue(), ".png")
-
-
 def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -97,11 +80,10 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
             if isinstance(req, Img2ImgRequest):
                 if not req.init_images:
                     raise LorastudioError("img2img: init_images is empty; send one base64 image.")
-                init = _png_upload(studio, req.init_images[0], "init_images[0]")
+                init = store_image(studio.workspace, req.init_images[0], "init_images[0]")
                 if req.mask:
-                    mask = _png_upload(
-                        studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
-                    )
+                    invert = bool(req.inpainting_mask_invert)
+                    mask = store_image(studio.workspace, req.mask, "mask", mask=True, alpha_mask=True, invert=invert)
             cfg = to_generate_config(req, studio, init, mask, user=user)
             return cfg, studio.submit_generate(cfg, user=user)
         except BaseException:

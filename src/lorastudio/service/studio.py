@@ -19,7 +19,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError, NotFoundError
+from lorastudio.service import uploads
 from lorastudio.service.artifacts import (
     Artifact,
     artifact_path,
@@ -35,14 +35,7 @@ from lorastudio.service.artifacts import (
     resolve_artifacts_url,
 )
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_kinds import (
-    UPLOADS_DIR,
-    CaptionJobConfig,
-    ImportJobConfig,
-    install,
-    job_folder,
-    upload_path,
-)
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, install, job_folder
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
 from lorastudio.service.jobs.registry import default_registry
 from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
@@ -377,43 +370,18 @@ class Studio:
 
     @property
     def uploads_dir(self) -> Path:
-        folder = self.workspace.cache / UPLOADS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def new_upload_name(self, filename: str) -> str:
-        """A fresh upload name that keeps the client's file suffix (importers read it)."""
-        suffix = Path(filename or "").suffix.lower()
-        if not re.fullmatch(r"\.[a-z0-9]{1,12}", suffix):
-            suffix = ""
-        return f"{uuid.uuid4().hex}{suffix}"
+        return uploads.uploads_dir(self.workspace)
 
     def save_upload(self, data: bytes, suffix: str = ".png") -> str:
-        """Store bytes as a new upload: whole or not at all (a full disk leaves no `.part`)."""
-        name = self.new_upload_name(f"x{suffix}")
-        path = self.uploads_dir / name
-        tmp = path.with_name(path.name + ".part")
-        try:
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if is_storage_full(exc):
-                raise StorageFull("the server's disk is full; try again later.") from exc
-            raise
-        return name
+        """Store bytes as a new upload, whole or not at all (service.uploads)."""
+        return uploads.save_upload(self.workspace, data, suffix)
 
     def discard_uploads(self, names: list[str | None]) -> None:
         """Remove uploads a refused request stored (its images), so a 4xx leaves nothing behind."""
-        for name in names:
-            if name:
-                try:
-                    self.upload_path(name).unlink(missing_ok=True)
-                except LorastudioError:
-                    pass
+        uploads.discard_uploads(self.workspace, names)
 
     def upload_path(self, name: str) -> Path:
-        return upload_path(self.workspace, name)
+        return uploads.upload_path(self.workspace, name)
 
     # --- submitting jobs --------------------------------------------------------------
 
