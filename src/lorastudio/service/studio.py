@@ -18,9 +18,6 @@ import math
 import os
 import re
 import threading
-import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +33,10 @@ from lorastudio.service.artifacts import (
 )
 from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, install, job_folder
+from lorastudio.service.job_watcher import JobWatcher
 from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
 from lorastudio.service.jobs.registry import default_registry
-from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
+from lorastudio.service.jobs.store import QUEUED
 from lorastudio.service.jobs.worker import Worker, default_worker_id
 from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check_output_pixels, check_priority
 from lorastudio.service.model_cache import ModelCache
@@ -82,8 +80,6 @@ __all__ = [
 
 logger = logging.getLogger("lorastudio.studio")
 
-# A waiter re-reads the job from the store this often, for jobs finished by other processes.
-WAIT_POLL_S = 0.5
 DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
@@ -150,7 +146,7 @@ class _StudioWorker(Worker):
         try:
             return super().run_job(job)
         finally:
-            self.studio._job_ended(job.id)
+            self.studio.watcher.job_ended(job.id)
 
 
 class Studio:
@@ -177,20 +173,15 @@ class Studio:
             names=self.names,
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
+        self.watcher = JobWatcher(self.store, self._status_store)
         self.quota = Quota(self.store, self.settings.max_queued_per_user or 0, self._running_eta)
         self._model = self.settings.model or self._first_model()
         self._options: dict[str, dict[str, Any]] = {}  # per user: what they set over the defaults
         self._user_models: dict[str, str] = {}  # per user: their sd_model_checkpoint
-        self._waiters: dict[str, Future] = {}
-        self._lock = threading.Lock()
         # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
         self._submit_lock = threading.Lock()
         self._worker: _StudioWorker | None = None
         self._thread: threading.Thread | None = None
-        self._progress_cursor: tuple[str, int, dict[str, Any]] = ("", 0, {})
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._hub: threading.Thread | None = None
-        self._closed = threading.Event()
         self._ready = threading.Event()
 
     def _open_store(self) -> JobStore:
@@ -238,7 +229,7 @@ class Studio:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (a running job goes back to the queue at its next step) and close the store."""
-        self._closed.set()
+        self.watcher.stop()
         if self._worker is not None:
             self._worker.stop()
         if self._thread is not None:
@@ -246,8 +237,7 @@ class Studio:
         if self._worker is not None:
             self._worker.release_identity()
             self._worker.store.close()
-        if self._hub is not None:
-            self._hub.join(timeout)
+        self.watcher.close(timeout)
         self._status_store.close()
         self.store.close()
 
@@ -563,61 +553,16 @@ class Studio:
 
     # --- waiting for jobs -------------------------------------------------------------
 
-    def _future_for(self, job_id: str) -> Future:
-        with self._lock:
-            future = self._waiters.get(job_id)
-            if future is None:
-                future = self._waiters[job_id] = Future()
-            return future
-
-    def _forget(self, job_id: str) -> None:
-        with self._lock:
-            self._waiters.pop(job_id, None)
-
     def _running_eta(self) -> float | None:
         return self.progress_state().get("eta")
 
-    def _job_ended(self, job_id: str) -> None:
-        with self._lock:
-            future = self._waiters.pop(job_id, None)
-        if future is not None and not future.done():
-            future.set_result(None)
-
     def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job finishes (woken by the in-process worker, or by polling)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                future = self._future_for(job_id)  # a fresh one after each wake-up
-                job = self.store.get(job_id)
-                if job.state in FINISHED_STATES:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id}: still {job.state} after {timeout:.0f}s")
-                try:
-                    future.result(timeout=WAIT_POLL_S)
-                except FutureTimeout:
-                    pass
-        finally:
-            self._forget(job_id)
+        return self.watcher.wait(job_id, timeout)
 
     async def wait_job_async(self, job_id: str, timeout: float | None = None) -> Job:
         """`wait_job` without holding a thread: many waiting requests cost no threads."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                future = self._future_for(job_id)  # a fresh one after each wake-up
-                job = await asyncio.to_thread(self.store.get, job_id)
-                if job.state in FINISHED_STATES:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id}: still {job.state} after {timeout:.0f}s")
-                try:
-                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), WAIT_POLL_S)
-                except TimeoutError:
-                    pass
-        finally:
-            self._forget(job_id)
+        return await self.watcher.wait_async(job_id, timeout)
 
     def generate(self, cfg: GenerateConfig, timeout: float | None = None) -> tuple[Job, list[Path]]:
         """Generate synchronously, through the queue: the finished job and its PNGs."""
@@ -632,113 +577,18 @@ class Studio:
             return [folder / name for name in job.result["images"]]
         return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
-    # --- event fan-out for streaming clients -------------------------------------------
+    # --- streaming clients and A1111's /progress, /interrupt, /skip (service.job_watcher) -----
 
     def subscribe(self) -> asyncio.Event:
         """An asyncio.Event set whenever jobs may have new events (one database listener per process)."""
-        event = asyncio.Event()
-        with self._lock:
-            self._subscribers.add((asyncio.get_running_loop(), event))
-            if self._hub is None or not self._hub.is_alive():
-                self._hub = threading.Thread(
-                    target=self._listen_for_events, name="lorastudio-events", daemon=True
-                )
-                self._hub.start()
-        return event
+        return self.watcher.subscribe()
 
     def unsubscribe(self, event: asyncio.Event) -> None:
-        with self._lock:
-            self._subscribers = {(loop, ev) for loop, ev in self._subscribers if ev is not event}
-
-    def _listen_for_events(self) -> None:
-        while not self._closed.is_set():
-            try:
-                changed = self.store.wait_for_events(1.0)
-            except Exception as exc:  # a database hiccup: clients fall back to their own timeout
-                logger.warning("event listener: %s", exc)
-                time.sleep(1.0)
-                continue
-            if changed == set():
-                continue
-            with self._lock:
-                subscribers = list(self._subscribers)
-            for loop, event in subscribers:
-                try:
-                    loop.call_soon_threadsafe(event.set)
-                except RuntimeError:  # that client's loop is gone
-                    self.unsubscribe(event)
-
-    # --- what the A1111 /progress route shows -----------------------------------------
+        self.watcher.unsubscribe(event)
 
     def progress_state(self, user: str | None = None) -> dict[str, Any]:
-        """The running job (if any), its step and ETA, whether it was interrupted or skipped, and
-        how many jobs are active.
-
-        With `user` only that user's running job is shown (its prompt's preview image is theirs);
-        `None` shows the oldest running job of anyone (the server's own view).
-        """
-        store = self._status_store
-        running = self._running_of(user, store)
-        queued = store.list_jobs(state=QUEUED, limit=10_000)
-        state: dict[str, Any] = {
-            "job": None,
-            "job_count": len(running) + len(queued),
-            "progress": 0.0,
-            "eta": None,
-            "step": 0,
-            "steps": 0,
-            "started_at": None,
-            "kind": None,
-            "preview": None,
-            "interrupted": False,
-            "skipped": False,
-        }
-        if not running:
-            return state
-        job = min(running, key=lambda j: j.started_at or 0.0)
-        data = self._latest_progress(job.id)
-        now = store.now()
-        elapsed = max(now - (job.started_at or now), 0.0)
-        eta = elapsed / job.progress - elapsed if job.progress > 0 else None
-        state.update(
-            job=job.id,
-            kind=job.kind,
-            progress=float(job.progress),
-            eta=eta,
-            step=int(data.get("step", 0)),
-            steps=int(data.get("total", 0)),
-            preview=data.get("preview"),
-            started_at=job.started_at,
-            interrupted=job.cancel_requested,
-            skipped=bool(data.get("skipped", False)),
-        )
-        return state
-
-    def _latest_progress(self, job_id: str) -> dict[str, Any]:
-        with self._lock:
-            cursor_job, seq, data = self._progress_cursor
-        if cursor_job != job_id:
-            seq, data = 0, {}
-        for event in self._status_store.events(job_id, after_seq=seq, limit=10_000):
-            seq = event.seq
-            if event.type == "progress":
-                # A1111 shows `skipped` from the /skip until the next batch (or grid cell) runs.
-                skipped = data.get("skipped", False) and not data.get("skip_taken", False)
-                data = {**event.data, "preview": data.get("preview"), "skipped": skipped}
-            elif event.type == "preview":
-                data = {**data, "preview": event.data.get("image")}
-            elif event.type == "skip_requested":
-                data = {**data, "skipped": True, "skip_taken": False}
-            elif event.type == "skipped":  # the worker dropped the batch or cell
-                data = {**data, "skip_taken": True}
-        with self._lock:
-            self._progress_cursor = (job_id, seq, data)
-        return data
-
-    def _running_of(self, user: str | None, store: JobStore | None = None) -> list[Job]:
-        """Running jobs, only `user`'s when given: one user never sees or stops another's work."""
-        running = (store or self.store).list_jobs(state=RUNNING, limit=50)
-        return running if user is None else [job for job in running if job.user == user]
+        """The running job of `user` (None: of anyone), its step, ETA and preview (A1111 /progress)."""
+        return self.watcher.progress_state(user)
 
     def interrupt(self, user: str | None = None) -> list[str]:
         """Stop every running generation and x/y/z grid of `user` (A1111 /interrupt; `None`: of
@@ -746,21 +596,12 @@ class Studio:
 
         A grid keeps the cells it rendered: its job ends `cancelled` with the partial grid as result.
         """
-        stopped = []
-        for job in self._running_of(user):
-            if job.kind in INTERRUPTIBLE_KINDS:
-                self.store.cancel(job.id)
-                stopped.append(job.id)
-        return stopped
+        return self.watcher.interrupt(user, INTERRUPTIBLE_KINDS)
 
     def skip(self, user: str | None = None) -> list[str]:
         """Drop the current batch of every running generation, or the current cell of every
         running grid, of `user` (`None`: of anyone), and go on with the next (A1111 /skip)."""
-        return [
-            job.id
-            for job in self._running_of(user)
-            if job.kind in INTERRUPTIBLE_KINDS and self.store.skip(job.id)
-        ]
+        return self.watcher.skip(user, INTERRUPTIBLE_KINDS)
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to show a client (no credentials)."""
