@@ -93,3 +93,4 @@ def test_one_event_wakes_two_streaming_subscribers(stores):
     finally:
         watcher.close(5)
     assert not watcher._hub.is_alive()
+

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorastudio.api.a1111_options import model_rows, model_title, options_of
 from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. keep their old import path)
     Img2ImgRequest,
     Txt2ImgRequest,
@@ -153,30 +154,31 @@ def sd_models(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
             "filename": row["filename"],
             "config": None,
         }
-        for row in studio.models()
+        for row in model_rows(studio)
     ]
 
 
 @router.post("/refresh-checkpoints")
 def refresh_checkpoints(studio: Studio = Depends(get_studio)) -> None:
-    studio.models()  # re-reads the models folder and records new files in the library
+    model_rows(studio)  # re-reads the models folder and records new files in the library
     return None
 
 
 @router.get("/options")
 def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """This user's options: A1111's defaults overlaid with what they set (each user has their own)."""
-    model = studio.model_for(request_user(request))
-    sha = next((row.get("sha256") for row in studio.models() if row["name"] == model), None)
+    options = options_of(studio)
+    model = options.model_for(request_user(request))
+    sha = next((row.get("sha256") for row in model_rows(studio) if row["name"] == model), None)
     return {
-        "sd_model_checkpoint": studio.model_title(model),
+        "sd_model_checkpoint": model_title(studio, model),
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",
         "show_progress_every_n_steps": 0,
-        **studio.options(request_user(request)),
+        **options.options(request_user(request)),
     }
 
 
@@ -184,7 +186,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
 def set_options(req: OptionsRequest, request: Request, studio: Studio = Depends(get_studio)) -> None:
     """Options of this user only, validated before they are kept: `sd_model_checkpoint` (their
     default model), `sd_vae`, `CLIP_stop_at_last_layers`; others are kept and echoed, size-capped."""
-    studio.update_options(req.model_dump(exclude_none=True), user=request_user(request))
+    options_of(studio).update(req.model_dump(exclude_none=True), user=request_user(request))
     return None
 
 

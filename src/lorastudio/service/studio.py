@@ -12,17 +12,14 @@ inside the workspace and refuses anything else, so no request can reach other fi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError, NotFoundError
+from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import (
     Artifact,
@@ -57,7 +54,7 @@ from lorastudio.service.quota import (
     is_storage_full,
     max_queued_from_env,
 )
-from lorastudio.service.workspace import MODEL_SUFFIXES, Workspace
+from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
@@ -83,9 +80,6 @@ logger = logging.getLogger("lorastudio.studio")
 DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
-_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
-# A1111 option values that must be valid before they are kept: they feed every later request.
-_NO_VAE = {"", "automatic", "none"}
 
 
 @dataclass
@@ -176,8 +170,6 @@ class Studio:
         self.watcher = JobWatcher(self.store, self._status_store)
         self.quota = Quota(self.store, self.settings.max_queued_per_user or 0, self._running_eta)
         self._model = self.settings.model or self._first_model()
-        self._options: dict[str, dict[str, Any]] = {}  # per user: what they set over the defaults
-        self._user_models: dict[str, str] = {}  # per user: their sd_model_checkpoint
         # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
         self._submit_lock = threading.Lock()
         self._worker: _StudioWorker | None = None
@@ -268,95 +260,7 @@ class Studio:
         """The model used when a request names none (A1111's `sd_model_checkpoint`)."""
         return self._model
 
-    def models(self) -> list[dict[str, Any]]:
-        """Library models with an A1111 `title` ("file [hash10]")."""
-        from lorastudio.service.models import list_models
-
-        rows = []
-        for row in list_models(self.workspace):
-            filename = Path(row["path"]).name if row.get("path") else row["name"]
-            row = dict(row, filename=filename)
-            row["title"] = f"{filename} [{row['hash']}]" if row.get("hash") else filename
-            rows.append(row)
-        return rows
-
-    def model_name_from_title(self, title: str) -> str:
-        """ "name.safetensors [abc123]", "name.safetensors" or "name" -> the library name."""
-        text = _TITLE_HASH.sub("", str(title or "")).strip()
-        for suffix in MODEL_SUFFIXES:
-            if text.lower().endswith(suffix):
-                text = text[: -len(suffix)]
-                break
-        names = {row["name"] for row in self.models()}
-        if text not in names:
-            raise NotFoundError(
-                f"model {title!r}: not in the library; choose one of: {', '.join(sorted(names))}."
-            )
-        return text
-
-    def set_model(self, title: str) -> str:
-        """Switch the default model for every user (the CLI's and the server's default)."""
-        self._model = self.model_name_from_title(title)
-        return self._model
-
-    def model_for(self, user: str = "") -> str:
-        """The model a user's requests use when they name none: theirs from /options, else the default."""
-        return self._user_models.get(user, self._model)
-
-    def model_title(self, name: str | None = None) -> str:
-        name = name or self._model
-        for row in self.models():
-            if row["name"] == name:
-                return row["title"]
-        return name
-
-    def options(self, user: str = "") -> dict[str, Any]:
-        """A user's A1111 options: the server's (`settings.options`) overlaid with what they set."""
-        return {**self.settings.options, **self._options.get(user, {})}
-
-    def check_options(self, values: dict[str, Any], where: str = "options") -> dict[str, Any]:
-        """Option values validated the way later requests read them; bad ones raise a 4xx error.
-
-        Checked before they are kept, so one client's options cannot break the next request.
-        """
-        checked = dict(values)
-        if "CLIP_stop_at_last_layers" in checked:
-            checked["CLIP_stop_at_last_layers"] = _clip_skip(checked["CLIP_stop_at_last_layers"], where)
-        if "sd_vae" in checked and checked["sd_vae"] is not None:
-            vae = checked["sd_vae"]
-            if not isinstance(vae, str):
-                raise InvalidRequest(f"{where}.sd_vae: give a VAE file name in models/ or 'Automatic'.")
-            if vae.strip().lower() not in _NO_VAE:
-                find_vae(self.workspace, vae, self.names)
-        if checked.get("sd_model_checkpoint") is not None:
-            title = checked["sd_model_checkpoint"]
-            if not isinstance(title, str):
-                raise InvalidRequest(f"{where}.sd_model_checkpoint: give a model title from /sd-models.")
-            checked["sd_model_checkpoint"] = self.model_name_from_title(title)
-        try:
-            size = len(json.dumps(checked, allow_nan=False))
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"{where}: values must be plain JSON (no NaN or Infinity).") from None
-        limit = self.settings.max_options_bytes
-        if limit and size > limit:
-            raise LimitExceeded(
-                f"{where}: {size} bytes of options, over the server's limit of {limit} "
-                "(lorastudio serve --max-options-kb)."
-            )
-        return checked
-
-    def update_options(self, values: dict[str, Any], user: str = "") -> None:
-        """A1111 POST /options, for this user only; `sd_model_checkpoint` becomes their default model."""
-        values = {k: v for k, v in values.items() if v is not None}
-        merged = {**self._options.get(user, {}), **values}
-        merged.pop("sd_model_checkpoint", None)
-        checked = self.check_options({**merged, **values})
-        model = checked.pop("sd_model_checkpoint", None)
-        if model:
-            self._user_models[user] = model
-        self._options[user] = checked
-
-        # --- uploads ----------------------------------------------------------------------
+    # --- uploads ----------------------------------------------------------------------
 
     @property
     def uploads_dir(self) -> Path:
@@ -616,17 +520,4 @@ class Studio:
             "pid": os.getpid(),
             "artifacts": self.artifact_store.describe(),
         }
-
-
-def _clip_skip(value: Any, where: str) -> int:
-    """CLIP_stop_at_last_layers as the whole number 1..12 A1111 means (1 = last layer)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        value = None
-    try:
-        number = float(value) if value is not None else math.nan
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number != int(number) or not 1 <= number <= 12:
-        raise InvalidRequest(f"{where}.CLIP_stop_at_last_layers: {value!r} is not a whole number 1..12.")
-    return int(number)
 
