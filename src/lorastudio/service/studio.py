@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError
+from lorastudio.errors import InvalidRequest, LimitExceeded
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import (
     Artifact,
@@ -39,11 +39,6 @@ from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import (
     NamePolicy,
-    find_aux_model,
-    find_dataset,
-    find_lora,
-    find_model,
-    find_vae,
 )
 from lorastudio.service.quota import (
     DATABASE_DAMAGED_DETAIL,
@@ -54,6 +49,7 @@ from lorastudio.service.quota import (
     is_storage_full,
     max_queued_from_env,
 )
+from lorastudio.service.requests import RequestResolver
 from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -167,6 +163,7 @@ class Studio:
             names=self.names,
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
+        self.requests = RequestResolver(self.workspace, self.names, self.settings.device)
         self.watcher = JobWatcher(self.store, self._status_store)
         self.quota = Quota(self.store, self.settings.max_queued_per_user or 0, self._running_eta)
         self._model = self.settings.model or self._first_model()
@@ -305,40 +302,11 @@ class Studio:
 
     def check_model_name(self, name: str, what: str = "model") -> str:
         """`name` when it names a model in the workspace (or an allowed hub id); else the 404 of a missing one."""
-        find_model(self.workspace, name, self.names, what=what, build=False)
-        return name
-
-    def check_lora_tags(self, *prompts: str) -> None:
-        """Every `<lora:NAME>` of the prompts names a LoRA in loras/ (refused now, not in the queue)."""
-        from lorastudio.generate.prompt_parser import extract_extra_networks
-
-        for prompt in prompts:
-            for net in extract_extra_networks(prompt or "")[1]:
-                if net.kind in {"lora", "lyco"}:
-                    find_lora(self.workspace, net.name, self.names)
+        return self.requests.check_model_name(name, what)
 
     def resolve_generate(self, cfg: GenerateConfig) -> GenerateConfig:
-        """A request whose names all name workspace files; anything that is not such a name is refused.
-
-        Names stay names in the queued job: the worker resolves them again with the same
-        strict policy, so a file swapped in between is still only ever a workspace file.
-        """
-        updates: dict[str, Any] = {"model": self.check_model_name(cfg.model or self._model)}
-        if cfg.vae:
-            find_vae(self.workspace, cfg.vae, self.names)
-        self.check_lora_tags(cfg.prompt, cfg.negative_prompt)
-        for key in ("init_image", "mask"):
-            value = getattr(cfg, key)
-            if value:
-                updates[key] = str(self.upload_path(value))
-        if cfg.device is not None and cfg.device != self.settings.device:
-            raise InvalidRequest(
-                f"device {cfg.device!r}: the server chooses the device (lorastudio serve --device); "
-                "leave device out of the request."
-            )
-        if self.settings.device:
-            updates["device"] = self.settings.device
-        return cfg.model_copy(update=updates)
+        """A request whose names all name workspace files (service.requests); the rest is refused."""
+        return self.requests.generate(cfg, self._model)
 
     def check_generate_limits(self, cfg: GenerateConfig) -> None:
         """Refuse a generation that asks for more work than the server's limits (service.limits)."""
@@ -360,62 +328,17 @@ class Studio:
 
     def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:
         """Reserve the run folder now (two queued runs never share one) and queue the run."""
-        from lorastudio.service.training import run_name_for
-        from lorastudio.train.config import request_train_config
-
         self.check_quota(user)  # before the run folder is reserved
-        cfg = request_train_config(cfg)  # a request's keys beat its preset's, as on the command line
-        self.check_model_name(cfg.model or "")
-        find_dataset(self.workspace, cfg.data.dir, "data.dir", self.names)
-        # Folders a run reads or fills must be data sets in the workspace, never paths: a
-        # client must not make the worker read or write elsewhere on the server.
-        if cfg.prior.class_dir:
-            find_dataset(self.workspace, cfg.prior.class_dir, "prior.class_dir", self.names)
-        if cfg.scoring.validation_dir:
-            find_dataset(self.workspace, cfg.scoring.validation_dir, "scoring.validation_dir", self.names)
-        scoring = cfg.scoring.model_copy(
-            update={
-                "clip_model": self._scorer_model(cfg.scoring.clip_model, "scoring.clip_model"),
-                "tagger_model": self._scorer_model(cfg.scoring.tagger_model, "scoring.tagger_model"),
-            }
-        )
-        cfg = cfg.model_copy(update={"scoring": scoring})
-        run = run_name_for(self.workspace, cfg)
-        run_dir = self.workspace.safe_child(self.workspace.runs, run, "run name")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise LorastudioError(f"run {run!r}: already exists; set output.name to a new name.")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.output.name:
-            cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": run})})
-        return self.submit(
-            "train",
-            {"config": cfg.model_dump(mode="json"), "run": run},
-            user=user,
-            priority=priority,
-            affinity=cfg.model,
-        )
+        cfg, run = self.requests.train(cfg)
+        payload = {"config": cfg.model_dump(mode="json"), "run": run}
+        return self.submit("train", payload, user=user, priority=priority, affinity=cfg.model)
 
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
-        find_dataset(self.workspace, cfg.dataset, "dataset", self.names)
-        key = "captioner" if cfg.captioner is not None else "tagger"
-        labeller = cfg.captioner or cfg.tagger
-        if labeller.allow_download:
-            raise LorastudioError(
-                "caption job: allow_download is refused by the API; put the model in the cache."
-            )
-        model = find_aux_model(self.workspace, labeller.model, f"{key}.model", self.names)
-        cfg = cfg.model_copy(update={key: labeller.model_copy(update={"model": model})})
+        cfg = self.requests.caption(cfg)
         return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)
 
-    def _scorer_model(self, value: str, key: str) -> str:
-        """A scorer model for an API run: a folder name in models/ (made absolute here) or an allowed hub id."""
-        if not value:
-            return value
-        return find_aux_model(self.workspace, value, key, self.names)
-
     def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
-        for name in cfg.uploads:
-            self.upload_path(name)
+        self.requests.check_import(cfg)
         return self.submit("import", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     # --- reading and cancelling jobs --------------------------------------------------
