@@ -5,8 +5,12 @@ in-process worker thread per device. Every request that does real work becomes a
 including the synchronous A1111 routes: they submit a job and wait for it, so only one
 generation runs at a time per device and the rest wait in the queue, in order.
 
-Requests name things (models, uploads, data sets); the studio turns names into paths
-inside the workspace and refuses anything else, so no request can reach other files.
+It is the composition root: it builds the parts and owns their start and close, and keeps
+thin methods for the names the fronts use. The parts, each a module of its own:
+`requests` (names in a request -> workspace files, nothing else), `quota` (unfinished jobs
+per user, Retry-After), `limits` (work one request may ask for), `uploads` (what clients
+send), `job_watcher` (waits, event fan-out, /progress, /interrupt, /skip) and `settings`.
+The A1111 dialect (model titles, per-user options) lives in `api/a1111_options.py`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded
 from lorastudio.service import uploads
-from lorastudio.service.artifacts import (
-    Artifact,
-    artifact_path,
-    missing_artifact,
-    open_artifact_store,
-)
+from lorastudio.service.artifacts import Artifact, artifact_path, missing_artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, install, job_folder
 from lorastudio.service.job_watcher import JobWatcher
@@ -35,9 +34,7 @@ from lorastudio.service.jobs.store import QUEUED
 from lorastudio.service.jobs.worker import Worker, default_worker_id
 from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check_output_pixels, check_priority
 from lorastudio.service.model_cache import ModelCache
-from lorastudio.service.names import (
-    NamePolicy,
-)
+from lorastudio.service.names import NamePolicy
 from lorastudio.service.quota import (
     DATABASE_DAMAGED_DETAIL,
     Quota,
