@@ -26,12 +26,11 @@ from lorastudio.errors import InvalidRequest, LimitExceeded
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import Artifact, artifact_path, missing_artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, install, job_folder
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, job_folder
 from lorastudio.service.job_watcher import JobWatcher
 from lorastudio.service.jobs import Event, Job, JobStore, open_store
-from lorastudio.service.jobs.registry import default_registry
 from lorastudio.service.jobs.store import QUEUED
-from lorastudio.service.jobs.worker import Worker, default_worker_id
+from lorastudio.service.jobs.worker import Worker
 from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check_output_pixels, check_priority
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import NamePolicy
@@ -45,6 +44,7 @@ from lorastudio.service.quota import (
 )
 from lorastudio.service.requests import RequestResolver
 from lorastudio.service.settings import StudioSettings
+from lorastudio.service.worker_thread import WorkerThread
 from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -71,23 +71,6 @@ logger = logging.getLogger("lorastudio.studio")
 DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
-
-
-class _StudioWorker(Worker):
-    """A worker that tells the studio when a job ends, so waiting requests wake at once."""
-
-    def __init__(self, studio: Studio, store: JobStore, **kwargs: Any) -> None:
-        super().__init__(store, studio.workspace, **kwargs)
-        self.studio = studio
-        self.cache["model_cache"] = studio.cache
-        self.cache["names"] = studio.names
-        self.cache["artifact_store"] = studio.artifact_store
-
-    def run_job(self, job: Job) -> str | None:
-        try:
-            return super().run_job(job)
-        finally:
-            self.studio.watcher.job_ended(job.id)
 
 
 class Studio:
@@ -120,9 +103,8 @@ class Studio:
         self._model = self.settings.model or self._first_model()
         # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
         self._submit_lock = threading.Lock()
-        self._worker: _StudioWorker | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        shared = {"model_cache": self.cache, "names": self.names, "artifact_store": self.artifact_store}
+        self.worker_thread = WorkerThread(self.workspace, self.settings.device, shared, self.watcher.job_ended)
 
     def _open_store(self) -> JobStore:
         return open_store(self.settings.queue_url, self.workspace, lease_s=self.settings.lease_s)
@@ -131,52 +113,26 @@ class Studio:
 
     def start(self) -> None:
         """Start the in-process worker thread (one per device); idempotent."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        device = self.settings.device
-        worker_id = default_worker_id(f"serve-{device or 'default'}")
-        registry = install(default_registry.copy())  # the application's kinds, and this process's own
-        self._worker = _StudioWorker(
-            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5, registry=registry
-        )
-        self._thread = threading.Thread(target=self._run_worker, name="lorastudio-worker", daemon=True)
-        self._thread.start()
+        preload = self.settings.preload and self._model_on_disk(self._model)
+        self.worker_thread.start(self._open_store(), self._model if preload else None)
 
-    def _run_worker(self) -> None:
-        if self.settings.preload and self._model_on_disk(self._model):
-            try:
-                self.cache.get(self._model, self.settings.device)
-                self._worker.loaded.add(self._model)
-                import lorastudio.adapters  # noqa: F401  (what the first generation would import)
-                import lorastudio.generate.conditioning  # noqa: F401
-                import lorastudio.generate.pipeline  # noqa: F401
-            except Exception as exc:  # a broken default model must not stop the queue
-                logger.warning("preloading model %s failed: %s", self._model, exc)
-        self._ready.set()
-        try:
-            self._worker.run()
-        except Exception:  # the queue database went away for good: log, the API keeps answering
-            logger.exception("studio worker stopped")
+    @property
+    def _worker(self) -> Worker | None:  # the running Worker (its identity), for tests and tools
+        return self.worker_thread.worker
 
     @property
     def ready(self) -> bool:
         """The worker runs jobs (and the default model is loaded, with `preload`)."""
-        return self._ready.is_set() and self.worker_running
+        return self.worker_thread.ready
 
     @property
     def worker_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.worker_thread.running
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (a running job goes back to the queue at its next step) and close the store."""
         self.watcher.stop()
-        if self._worker is not None:
-            self._worker.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._worker is not None:
-            self._worker.release_identity()
-            self._worker.store.close()
+        self.worker_thread.close(timeout)
         self.watcher.close(timeout)
         self._status_store.close()
         self.store.close()
