@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorastudio.api.a1111_options import model_rows, model_title, options_of
 from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. keep their old import path)
     Img2ImgRequest,
     Txt2ImgRequest,
@@ -32,7 +33,7 @@ from lorastudio.api.deps import get_studio, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES
 from lorastudio.service.studio import InvalidRequest, Studio
-from lorastudio.service.uploads import decode_image
+from lorastudio.service.uploads import decode_image, store_image
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
@@ -62,23 +63,6 @@ class ExtraSingleImageRequest(BaseModel):
     upscaler_1: str | None = "None"
 
 
-def _png_upload(studio: Studio, data: str, what: str, mask: bool = False, invert: bool = False) -> str:
-    from PIL import ImageOps
-
-    image, _ = decode_image(data, what)
-    if mask:
-        if image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
-            image = image.getchannel("A")  # A1111 clients may paint the mask as alpha
-        image = image.convert("L")
-        if invert:
-            image = ImageOps.invert(image)
-    else:
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return studio.save_upload(buffer.getvalue(), ".png")
-
-
 def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -97,11 +81,10 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
             if isinstance(req, Img2ImgRequest):
                 if not req.init_images:
                     raise LorastudioError("img2img: init_images is empty; send one base64 image.")
-                init = _png_upload(studio, req.init_images[0], "init_images[0]")
+                init = store_image(studio.workspace, req.init_images[0], "init_images[0]")
                 if req.mask:
-                    mask = _png_upload(
-                        studio, req.mask, "mask", mask=True, invert=bool(req.inpainting_mask_invert)
-                    )
+                    invert = bool(req.inpainting_mask_invert)
+                    mask = store_image(studio.workspace, req.mask, "mask", mask=True, alpha_mask=True, invert=invert)
             cfg = to_generate_config(req, studio, init, mask, user=user)
             return cfg, studio.submit_generate(cfg, user=user)
         except BaseException:
@@ -171,30 +154,31 @@ def sd_models(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
             "filename": row["filename"],
             "config": None,
         }
-        for row in studio.models()
+        for row in model_rows(studio)
     ]
 
 
 @router.post("/refresh-checkpoints")
 def refresh_checkpoints(studio: Studio = Depends(get_studio)) -> None:
-    studio.models()  # re-reads the models folder and records new files in the library
+    model_rows(studio)  # re-reads the models folder and records new files in the library
     return None
 
 
 @router.get("/options")
 def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """This user's options: A1111's defaults overlaid with what they set (each user has their own)."""
-    model = studio.model_for(request_user(request))
-    sha = next((row.get("sha256") for row in studio.models() if row["name"] == model), None)
+    options = options_of(studio)
+    model = options.model_for(request_user(request))
+    sha = next((row.get("sha256") for row in model_rows(studio) if row["name"] == model), None)
     return {
-        "sd_model_checkpoint": studio.model_title(model),
+        "sd_model_checkpoint": model_title(studio, model),
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",
         "show_progress_every_n_steps": 0,
-        **studio.options(request_user(request)),
+        **options.options(request_user(request)),
     }
 
 
@@ -202,7 +186,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
 def set_options(req: OptionsRequest, request: Request, studio: Studio = Depends(get_studio)) -> None:
     """Options of this user only, validated before they are kept: `sd_model_checkpoint` (their
     default model), `sd_vae`, `CLIP_stop_at_last_layers`; others are kept and echoed, size-capped."""
-    studio.update_options(req.model_dump(exclude_none=True), user=request_user(request))
+    options_of(studio).update(req.model_dump(exclude_none=True), user=request_user(request))
     return None
 
 

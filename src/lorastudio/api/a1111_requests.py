@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from lorastudio import __version__
+from lorastudio.api.a1111_options import NO_VAE, options_of
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.a1111_fields import A1111_FIELDS, a1111_request_names
 from lorastudio.generate.samplers import SCHEDULE_TYPES, parse_sampler, schedule_label
@@ -33,7 +34,6 @@ __all__ = [
 DEFAULT_SAMPLER = "Euler a"
 # A1111 seeds: -1 (random) or 0..2**32-1, the range its random seeds are drawn from.
 MAX_SEED = 2**32 - 1
-_NO_VAE = {"", "automatic", "none"}
 
 
 def _api_default(field: str) -> Any:
@@ -152,8 +152,9 @@ def to_generate_config(
     """An A1111 request -> a GenerateConfig whose images are upload names (this user's options)."""
     from pydantic import ValidationError
 
-    overrides = studio.check_options(req.override_settings or {}, "override_settings")
-    options = studio.options(user)
+    user_options = options_of(studio)
+    overrides = user_options.check(req.override_settings or {}, "override_settings")
+    options = user_options.options(user)
     clip_skip = overrides.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1))
     vae = overrides.get("sd_vae", options.get("sd_vae"))
     choice = parse_sampler(
@@ -161,11 +162,11 @@ def to_generate_config(
     )
     fields = _table_fields(req, mask)
     fields.update(
-        model=overrides.get("sd_model_checkpoint") or studio.model_for(user),
+        model=overrides.get("sd_model_checkpoint") or user_options.model_for(user),
         sampler=choice.sampler,
         schedule=choice.schedule,
         clip_skip=max(1, int(clip_skip or 1)),
-        vae=None if str(vae or "").strip().lower() in _NO_VAE else str(vae),
+        vae=None if str(vae or "").strip().lower() in NO_VAE else str(vae),
     )
     if isinstance(req, Img2ImgRequest):
         fields["init_image"] = init_image

@@ -25,15 +25,14 @@ from lorastudio.api.security import (
     spool_uploads_in_workspace,
 )
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.service.studio import (
+from lorastudio.service.quota import (
     DATABASE_DAMAGED_DETAIL,
-    InvalidRequest,
     QuotaExceeded,
     StorageFull,
-    Studio,
     is_database_damaged,
     is_storage_full,
 )
+from lorastudio.service.studio import InvalidRequest, Studio
 
 __all__ = ["create_app", "run_server"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Uplo
 from fastapi.responses import FileResponse, StreamingResponse
 
 from lorastudio import __version__
+from lorastudio.api.a1111_options import model_rows
 from lorastudio.api.deps import get_studio, request_user
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service import datasets as library_datasets
@@ -27,14 +27,9 @@ from lorastudio.service import models as library_models
 from lorastudio.service import outputs as library_outputs
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.jobs import Job
-from lorastudio.service.studio import (
-    MAX_PRIORITY,
-    InvalidRequest,
-    StorageFull,
-    Studio,
-    is_storage_full,
-)
-from lorastudio.service.uploads import check_upload, decode_image
+from lorastudio.service.limits import MAX_PRIORITY
+from lorastudio.service.studio import InvalidRequest, Studio
+from lorastudio.service.uploads import UPLOAD_SUFFIXES, image_or_upload, store_stream
 from lorastudio.service.workspace import safe_name
 from lorastudio.train.config import TrainConfig
 
@@ -45,7 +40,6 @@ router = APIRouter(prefix="/api/v1", tags=["native"])
 # SSE: how long a stream may stay silent before a keep-alive comment, and how often it re-checks.
 KEEPALIVE_S = 15.0
 RECHECK_S = 2.0
-COPY_CHUNK = 1024 * 1024
 # Event sequence numbers are 64-bit integers in the store.
 MAX_EVENT_SEQ = 2**62
 PRIORITY = Query(
@@ -70,22 +64,6 @@ def status(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 # --- jobs ---------------------------------------------------------------------------------
 
 
-def _image_field(studio: Studio, value: str | None, what: str, mode: str) -> str | None:
-    """An image given inline (data URL / base64) is stored as an upload; anything else is an upload name."""
-    if not value:
-        return None
-    if value.startswith("data:") or len(value) > 200:
-        image, _ = decode_image(value, what)
-        image = image.convert(mode)
-        import io
-
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return studio.save_upload(buffer.getvalue(), ".png")
-    studio.upload_path(value)
-    return value
-
-
 @router.post("/jobs/generate")
 def submit_generate(
     cfg: GenerateConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
@@ -94,9 +72,9 @@ def submit_generate(
     studio.check_quota(request_user(request))  # before any inline image is stored
     stored: list[str | None] = []
     try:
-        init_image = _image_field(studio, cfg.init_image, "init_image", "RGB")
+        init_image = image_or_upload(studio.workspace, cfg.init_image, "init_image")
         stored.append(init_image if init_image != cfg.init_image else None)
-        mask = _image_field(studio, cfg.mask, "mask", "L")
+        mask = image_or_upload(studio.workspace, cfg.mask, "mask", mask=True)
         stored.append(mask if mask != cfg.mask else None)
         cfg = cfg.model_copy(update={"init_image": init_image, "mask": mask})
         job = studio.submit_generate(cfg, user=request_user(request), priority=priority)
@@ -252,29 +230,10 @@ def download_artifact(
 
 
 def _store_upload(
-    studio: Studio, file: UploadFile, allowed: tuple[str, ...] | None = None
+    studio: Studio, file: UploadFile, allowed: tuple[str, ...] = UPLOAD_SUFFIXES
 ) -> tuple[str, Path]:
-    """Copy an uploaded file into the uploads folder under a fresh name, then check its type.
-
-    Whole or not at all: a refused file, a full disk or a dropped connection leaves no `.part`.
-    """
-    name = studio.new_upload_name(file.filename or "")
-    path = studio.uploads_dir / name
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with tmp.open("wb") as out:
-            shutil.copyfileobj(file.file, out, COPY_CHUNK)
-        if allowed is None:
-            check_upload(tmp, file.filename or "")
-        else:
-            check_upload(tmp, file.filename or "", allowed)
-        tmp.replace(path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if is_storage_full(exc):
-            raise StorageFull("the server's disk is full; the upload was not kept, try again later.") from exc
-        raise
-    return name, path
+    """The uploaded file stored whole under a fresh upload name, its type checked (service.uploads)."""
+    return store_stream(studio.workspace, file.file, file.filename or "", allowed)
 
 
 @router.post("/uploads")
@@ -295,7 +254,7 @@ def upload(
 
 @router.get("/models")
 def list_models(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    rows = [{k: v for k, v in row.items() if k != "path"} for row in studio.models()]
+    rows = [{k: v for k, v in row.items() if k != "path"} for row in model_rows(studio)]
     return {"models": rows, "default": studio.model}
 
 

@@ -28,8 +28,9 @@ import yaml
 from pydantic import Field
 
 from lorastudio.config import StrictModel
-from lorastudio.errors import InvalidRequest, LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.limits import check_grid_cells
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy
 from lorastudio.service.workspace import Workspace, safe_name
@@ -687,11 +688,7 @@ def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None
     `--max-grid-cells` (a client must not turn one request into unbounded work)."""
     studio.check_generate_limits(cfg)
     cells, _, _ = plan_cells(studio.workspace, cfg, request)
-    limit = studio.settings.max_grid_cells
-    if limit and len(cells) > limit:
-        raise InvalidRequest(
-            f"grid: {len(cells)} cells is over the server's limit of {limit} (lorastudio serve --max-grid-cells)."
-        )
+    check_grid_cells(studio.settings, len(cells))
     for cell in cells:
         studio.check_generate_limits(cell.config)
 

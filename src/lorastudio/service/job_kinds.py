@@ -40,6 +40,7 @@ from lorastudio.service.jobs.registry import (
     sleep_handler,
 )
 from lorastudio.service.jobs.store import Job, JobCancelled, JobStopped
+from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
 from lorastudio.train.config import TrainConfig, saved_train_config
 
@@ -66,18 +67,8 @@ __all__ = [
     "upload_path",
 ]
 
-# Files sent to the API wait here (by name) until a job or route uses them.
-UPLOADS_DIR = "uploads"
 # At most this often a generation step is written to the queue (the last step always is).
 PROGRESS_EVERY_S = 0.1
-
-
-def upload_path(ws: Workspace, name: str) -> Path:
-    """The stored upload called `name` (as returned by the upload route); never a path from a request."""
-    from lorastudio.service.names import resolve
-
-    folder = ws.cache / UPLOADS_DIR
-    return resolve(name, folder, "upload", "POST /api/v1/uploads (send the file first)", want="file").path
 
 
 class CaptionJobConfig(StrictModel):

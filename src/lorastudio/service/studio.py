@@ -5,206 +5,72 @@ in-process worker thread per device. Every request that does real work becomes a
 including the synchronous A1111 routes: they submit a job and wait for it, so only one
 generation runs at a time per device and the rest wait in the queue, in order.
 
-Requests name things (models, uploads, data sets); the studio turns names into paths
-inside the workspace and refuses anything else, so no request can reach other files.
+It is the composition root: it builds the parts and owns their start and close, and keeps
+thin methods for the names the fronts use. The parts, each a module of its own:
+`requests` (names in a request -> workspace files, nothing else), `quota` (unfinished jobs
+per user, Retry-After), `limits` (work one request may ask for), `uploads` (what clients
+send), `job_watcher` (waits, event fan-out, /progress, /interrupt, /skip) and `settings`.
+The A1111 dialect (model titles, per-user options) lives in `api/a1111_options.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import os
-import re
 import threading
-import time
-import uuid
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import InvalidRequest, LimitExceeded, LorastudioError, NotFoundError
-from lorastudio.service.artifacts import (
-    Artifact,
-    artifact_path,
-    missing_artifact,
-    open_artifact_store,
-    resolve_artifacts_url,
-)
+from lorastudio.errors import InvalidRequest, LimitExceeded
+from lorastudio.service import uploads
+from lorastudio.service.artifacts import Artifact, artifact_path, missing_artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_kinds import (
-    UPLOADS_DIR,
-    CaptionJobConfig,
-    ImportJobConfig,
-    install,
-    job_folder,
-    upload_path,
-)
-from lorastudio.service.jobs import Event, Job, JobStore, open_store, resolve_queue_url
-from lorastudio.service.jobs.registry import default_registry
-from lorastudio.service.jobs.store import FINISHED_STATES, QUEUED, RUNNING
-from lorastudio.service.jobs.worker import Worker, default_worker_id
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, job_folder
+from lorastudio.service.job_watcher import JobWatcher
+from lorastudio.service.jobs import Event, Job, JobStore, open_store
+from lorastudio.service.jobs.store import QUEUED
+from lorastudio.service.jobs.worker import Worker
+from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check_output_pixels, check_priority
 from lorastudio.service.model_cache import ModelCache
-from lorastudio.service.names import (
-    NamePolicy,
-    find_aux_model,
-    find_dataset,
-    find_lora,
-    find_model,
-    find_vae,
+from lorastudio.service.names import NamePolicy
+from lorastudio.service.quota import (
+    DATABASE_DAMAGED_DETAIL,
+    Quota,
+    QuotaExceeded,
+    StorageFull,
+    is_database_damaged,
+    is_storage_full,
 )
-from lorastudio.service.workspace import MODEL_SUFFIXES, Workspace
+from lorastudio.service.requests import RequestResolver
+from lorastudio.service.settings import StudioSettings
+from lorastudio.service.worker_thread import WorkerThread
+from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["InvalidRequest", "LimitExceeded", "QuotaExceeded", "Studio", "StudioSettings", "StorageFull"]
+# QuotaExceeded, StorageFull, the storage checks (service.quota) and MAX_PRIORITY (service.limits):
+# named here for old imports.
+__all__ = [
+    "DATABASE_DAMAGED_DETAIL",
+    "MAX_PRIORITY",
+    "InvalidRequest",
+    "LimitExceeded",
+    "QuotaExceeded",
+    "Studio",
+    "StudioSettings",
+    "StorageFull",
+    "is_database_damaged",
+    "is_storage_full",
+]
 
 logger = logging.getLogger("lorastudio.studio")
 
-# A waiter re-reads the job from the store this often, for jobs finished by other processes.
-WAIT_POLL_S = 0.5
 DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
-_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
-DEFAULT_MAX_QUEUED_PER_USER = 100
-# What Retry-After says when no running job gives a better estimate, and its cap.
-DEFAULT_RETRY_AFTER_S = 5
-MAX_RETRY_AFTER_S = 300
-# What a client is told to wait after the disk or the database was full.
-STORAGE_FULL_RETRY_AFTER_S = 60
-# Priorities clients may give (the queue stores them as 64-bit integers).
-MAX_PRIORITY = 1_000_000
-# Seeds a request may give: -1 (random) or A1111's range, 0..2**32-1 (image i uses seed + i).
-MAX_SEED = 2**32 - 1
-# A1111 option values that must be valid before they are kept: they feed every later request.
-_NO_VAE = {"", "automatic", "none"}
-# Where a request names no size: the largest native size of the models we run (SDXL).
-_NATIVE_SIZE = 1024
-
-
-class QuotaExceeded(LorastudioError):
-    """A user has too many unfinished jobs; the API answers 429 with `Retry-After`."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class StorageFull(LorastudioError):
-    """The disk or the database is full; the API answers 503 with `Retry-After`, nothing half-written."""
-
-    retry_after_s = STORAGE_FULL_RETRY_AFTER_S
-
-
-def is_storage_full(exc: BaseException) -> bool:
-    """True for "no space left" from the OS or "database or disk is full" from SQLite."""
-    import errno
-    import sqlite3
-
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return "full" in str(exc).lower()
-    return type(exc).__name__ == "DiskFull"  # psycopg.errors.DiskFull
-
-
-# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
-_DAMAGED_DB_CODES = (11, 26)
-DATABASE_DAMAGED_DETAIL = (
-    "the job database (studio.db) is damaged; the operator checks it with `lorastudio db check` "
-    "and restores a backup with `lorastudio db restore BACKUP`."
-)
-
-
-def is_database_damaged(exc: BaseException) -> bool:
-    """True for SQLite's "database disk image is malformed" / "file is not a database" (a damaged
-    page hit while the server runs), never for a locked or full database."""
-    import sqlite3
-
-    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
-        return False
-    message = str(exc).lower()
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in _DAMAGED_DB_CODES or "malformed" in message or "not a database" in message
-
-
-def _max_queued_from_env() -> int:
-    value = os.environ.get("LORASTUDIO_MAX_QUEUED_PER_USER", "").strip()
-    if not value:
-        return DEFAULT_MAX_QUEUED_PER_USER
-    try:
-        return int(value)
-    except ValueError:
-        raise LorastudioError(
-            f"LORASTUDIO_MAX_QUEUED_PER_USER={value!r}: not a whole number; set e.g. 100 (0 = no limit)."
-        ) from None
-
-
-@dataclass
-class StudioSettings:
-    """Everything `lorastudio serve` can set; `queue_url` defaults to `LORASTUDIO_QUEUE_URL` or studio.db."""
-
-    queue_url: str | None = None
-    model: str | None = None
-    device: str | None = None
-    max_models: int = 1
-    model_memory_budget_bytes: int | None = None  # LRU-evict loaded models beyond this many bytes of weights
-    lease_s: float | None = None
-    # Load the default model when the worker starts (as A1111 does), not on the first request.
-    preload: bool = False
-    # Request bodies (JSON with base64 images) and file uploads are capped: images, zips and
-    # other uploads per file (`--max-upload-mb`), weight files (checkpoints) per file.
-    max_json_bytes: int = 64 * 1024**2
-    max_upload_bytes: int = 512 * 1024**2
-    max_weights_upload_bytes: int = 16 * 1024**3
-    # Work one request may ask for (each a `lorastudio serve` option; 0 = no limit).
-    max_prompt_chars: int = 10_000  # prompt and negative prompt, each
-    max_image_pixels: int = 2048 * 2048  # width x height of one generated image
-    max_output_pixels: int = 4096 * 4096  # after hires fix or /extra-single-image upscaling
-    max_images_per_request: int = 16  # batch_size x n_iter
-    max_grid_cells: int = 64  # cells of one X/Y/Z grid (each one image)
-    max_steps: int = 150  # sampling steps, and hires steps
-    max_options_bytes: int = 64 * 1024  # one user's A1111 options, as JSON
-    # Unfinished (queued + running) jobs one user may have; more answer 429. 0 = no limit.
-    # None reads LORASTUDIO_MAX_QUEUED_PER_USER (default 100).
-    max_queued_per_user: int | None = None
-    # Where finished jobs' files are downloaded from: '' = the workspace, or s3://bucket/prefix?...
-    # None reads LORASTUDIO_ARTIFACTS_URL.
-    artifacts_url: str | None = None
-    # Requests may name Hugging Face hub ids (`org/name`) for models and tagger/captioner/CLIP
-    # models, fetched or read from the HF cache; only when the machine is online
-    # (HF_HUB_OFFLINE unset). Off: every name is a file or folder in the workspace.
-    allow_hub_ids: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.queue_url = resolve_queue_url(self.queue_url)
-        if self.max_queued_per_user is None:
-            self.max_queued_per_user = _max_queued_from_env()
-        self.artifacts_url = resolve_artifacts_url(self.artifacts_url)
-
-
-class _StudioWorker(Worker):
-    """A worker that tells the studio when a job ends, so waiting requests wake at once."""
-
-    def __init__(self, studio: Studio, store: JobStore, **kwargs: Any) -> None:
-        super().__init__(store, studio.workspace, **kwargs)
-        self.studio = studio
-        self.cache["model_cache"] = studio.cache
-        self.cache["names"] = studio.names
-        self.cache["artifact_store"] = studio.artifact_store
-
-    def run_job(self, job: Job) -> str | None:
-        try:
-            return super().run_job(job)
-        finally:
-            self.studio._job_ended(job.id)
 
 
 class Studio:
@@ -231,20 +97,14 @@ class Studio:
             names=self.names,
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
+        self.requests = RequestResolver(self.workspace, self.names, self.settings.device)
+        self.watcher = JobWatcher(self.store, self._status_store)
+        self.quota = Quota(self.store, self.settings.max_queued_per_user or 0, self._running_eta)
         self._model = self.settings.model or self._first_model()
-        self._options: dict[str, dict[str, Any]] = {}  # per user: what they set over the defaults
-        self._user_models: dict[str, str] = {}  # per user: their sd_model_checkpoint
-        self._waiters: dict[str, Future] = {}
-        self._lock = threading.Lock()
         # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
         self._submit_lock = threading.Lock()
-        self._worker: _StudioWorker | None = None
-        self._thread: threading.Thread | None = None
-        self._progress_cursor: tuple[str, int, dict[str, Any]] = ("", 0, {})
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._hub: threading.Thread | None = None
-        self._closed = threading.Event()
-        self._ready = threading.Event()
+        shared = {"model_cache": self.cache, "names": self.names, "artifact_store": self.artifact_store}
+        self.worker_thread = WorkerThread(self.workspace, self.settings.device, shared, self.watcher.job_ended)
 
     def _open_store(self) -> JobStore:
         return open_store(self.settings.queue_url, self.workspace, lease_s=self.settings.lease_s)
@@ -253,54 +113,27 @@ class Studio:
 
     def start(self) -> None:
         """Start the in-process worker thread (one per device); idempotent."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        device = self.settings.device
-        worker_id = default_worker_id(f"serve-{device or 'default'}")
-        registry = install(default_registry.copy())  # the application's kinds, and this process's own
-        self._worker = _StudioWorker(
-            self, self._open_store(), worker_id=worker_id, device=device, idle_wait_s=0.5, registry=registry
-        )
-        self._thread = threading.Thread(target=self._run_worker, name="lorastudio-worker", daemon=True)
-        self._thread.start()
+        preload = self.settings.preload and self._model_on_disk(self._model)
+        self.worker_thread.start(self._open_store(), self._model if preload else None)
 
-    def _run_worker(self) -> None:
-        if self.settings.preload and self._model_on_disk(self._model):
-            try:
-                self.cache.get(self._model, self.settings.device)
-                self._worker.loaded.add(self._model)
-                import lorastudio.adapters  # noqa: F401  (what the first generation would import)
-                import lorastudio.generate.conditioning  # noqa: F401
-                import lorastudio.generate.pipeline  # noqa: F401
-            except Exception as exc:  # a broken default model must not stop the queue
-                logger.warning("preloading model %s failed: %s", self._model, exc)
-        self._ready.set()
-        try:
-            self._worker.run()
-        except Exception:  # the queue database went away for good: log, the API keeps answering
-            logger.exception("studio worker stopped")
+    @property
+    def _worker(self) -> Worker | None:  # the running Worker (its identity), for tests and tools
+        return self.worker_thread.worker
 
     @property
     def ready(self) -> bool:
         """The worker runs jobs (and the default model is loaded, with `preload`)."""
-        return self._ready.is_set() and self.worker_running
+        return self.worker_thread.ready
 
     @property
     def worker_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.worker_thread.running
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (a running job goes back to the queue at its next step) and close the store."""
-        self._closed.set()
-        if self._worker is not None:
-            self._worker.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._worker is not None:
-            self._worker.release_identity()
-            self._worker.store.close()
-        if self._hub is not None:
-            self._hub.join(timeout)
+        self.watcher.stop()
+        self.worker_thread.close(timeout)
+        self.watcher.close(timeout)
         self._status_store.close()
         self.store.close()
 
@@ -331,135 +164,22 @@ class Studio:
         """The model used when a request names none (A1111's `sd_model_checkpoint`)."""
         return self._model
 
-    def models(self) -> list[dict[str, Any]]:
-        """Library models with an A1111 `title` ("file [hash10]")."""
-        from lorastudio.service.models import list_models
-
-        rows = []
-        for row in list_models(self.workspace):
-            filename = Path(row["path"]).name if row.get("path") else row["name"]
-            row = dict(row, filename=filename)
-            row["title"] = f"{filename} [{row['hash']}]" if row.get("hash") else filename
-            rows.append(row)
-        return rows
-
-    def model_name_from_title(self, title: str) -> str:
-        """ "name.safetensors [abc123]", "name.safetensors" or "name" -> the library name."""
-        text = _TITLE_HASH.sub("", str(title or "")).strip()
-        for suffix in MODEL_SUFFIXES:
-            if text.lower().endswith(suffix):
-                text = text[: -len(suffix)]
-                break
-        names = {row["name"] for row in self.models()}
-        if text not in names:
-            raise NotFoundError(
-                f"model {title!r}: not in the library; choose one of: {', '.join(sorted(names))}."
-            )
-        return text
-
-    def set_model(self, title: str) -> str:
-        """Switch the default model for every user (the CLI's and the server's default)."""
-        self._model = self.model_name_from_title(title)
-        return self._model
-
-    def model_for(self, user: str = "") -> str:
-        """The model a user's requests use when they name none: theirs from /options, else the default."""
-        return self._user_models.get(user, self._model)
-
-    def model_title(self, name: str | None = None) -> str:
-        name = name or self._model
-        for row in self.models():
-            if row["name"] == name:
-                return row["title"]
-        return name
-
-    def options(self, user: str = "") -> dict[str, Any]:
-        """A user's A1111 options: the server's (`settings.options`) overlaid with what they set."""
-        return {**self.settings.options, **self._options.get(user, {})}
-
-    def check_options(self, values: dict[str, Any], where: str = "options") -> dict[str, Any]:
-        """Option values validated the way later requests read them; bad ones raise a 4xx error.
-
-        Checked before they are kept, so one client's options cannot break the next request.
-        """
-        checked = dict(values)
-        if "CLIP_stop_at_last_layers" in checked:
-            checked["CLIP_stop_at_last_layers"] = _clip_skip(checked["CLIP_stop_at_last_layers"], where)
-        if "sd_vae" in checked and checked["sd_vae"] is not None:
-            vae = checked["sd_vae"]
-            if not isinstance(vae, str):
-                raise InvalidRequest(f"{where}.sd_vae: give a VAE file name in models/ or 'Automatic'.")
-            if vae.strip().lower() not in _NO_VAE:
-                find_vae(self.workspace, vae, self.names)
-        if checked.get("sd_model_checkpoint") is not None:
-            title = checked["sd_model_checkpoint"]
-            if not isinstance(title, str):
-                raise InvalidRequest(f"{where}.sd_model_checkpoint: give a model title from /sd-models.")
-            checked["sd_model_checkpoint"] = self.model_name_from_title(title)
-        try:
-            size = len(json.dumps(checked, allow_nan=False))
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"{where}: values must be plain JSON (no NaN or Infinity).") from None
-        limit = self.settings.max_options_bytes
-        if limit and size > limit:
-            raise LimitExceeded(
-                f"{where}: {size} bytes of options, over the server's limit of {limit} "
-                "(lorastudio serve --max-options-kb)."
-            )
-        return checked
-
-    def update_options(self, values: dict[str, Any], user: str = "") -> None:
-        """A1111 POST /options, for this user only; `sd_model_checkpoint` becomes their default model."""
-        values = {k: v for k, v in values.items() if v is not None}
-        merged = {**self._options.get(user, {}), **values}
-        merged.pop("sd_model_checkpoint", None)
-        checked = self.check_options({**merged, **values})
-        model = checked.pop("sd_model_checkpoint", None)
-        if model:
-            self._user_models[user] = model
-        self._options[user] = checked
-
-        # --- uploads ----------------------------------------------------------------------
+    # --- uploads ----------------------------------------------------------------------
 
     @property
     def uploads_dir(self) -> Path:
-        folder = self.workspace.cache / UPLOADS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def new_upload_name(self, filename: str) -> str:
-        """A fresh upload name that keeps the client's file suffix (importers read it)."""
-        suffix = Path(filename or "").suffix.lower()
-        if not re.fullmatch(r"\.[a-z0-9]{1,12}", suffix):
-            suffix = ""
-        return f"{uuid.uuid4().hex}{suffix}"
+        return uploads.uploads_dir(self.workspace)
 
     def save_upload(self, data: bytes, suffix: str = ".png") -> str:
-        """Store bytes as a new upload: whole or not at all (a full disk leaves no `.part`)."""
-        name = self.new_upload_name(f"x{suffix}")
-        path = self.uploads_dir / name
-        tmp = path.with_name(path.name + ".part")
-        try:
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if is_storage_full(exc):
-                raise StorageFull("the server's disk is full; try again later.") from exc
-            raise
-        return name
+        """Store bytes as a new upload, whole or not at all (service.uploads)."""
+        return uploads.save_upload(self.workspace, data, suffix)
 
     def discard_uploads(self, names: list[str | None]) -> None:
         """Remove uploads a refused request stored (its images), so a 4xx leaves nothing behind."""
-        for name in names:
-            if name:
-                try:
-                    self.upload_path(name).unlink(missing_ok=True)
-                except LorastudioError:
-                    pass
+        uploads.discard_uploads(self.workspace, names)
 
     def upload_path(self, name: str) -> Path:
-        return upload_path(self.workspace, name)
+        return uploads.upload_path(self.workspace, name)
 
     # --- submitting jobs --------------------------------------------------------------
 
@@ -473,10 +193,7 @@ class Studio:
         affinity: str | None = None,
     ) -> Job:
         """Queue a job; raises `QuotaExceeded` when `user` already has too many unfinished ones."""
-        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidRequest(
-                f"priority: {priority} is out of range; use -{MAX_PRIORITY}..{MAX_PRIORITY}."
-            )
+        check_priority(priority)
         with self._submit_lock:
             self.check_quota(user)
             try:
@@ -488,94 +205,23 @@ class Studio:
 
     def check_quota(self, user: str = "") -> None:
         """Refuse a new job of `user` past `max_queued_per_user` unfinished (queued + running) jobs."""
-        limit = self.settings.max_queued_per_user or 0
-        if limit <= 0:
-            return
-        active = len(self.store.list_jobs(state=QUEUED, user=user, limit=limit + 1))
-        if active < limit:
-            active += len(self.store.list_jobs(state=RUNNING, user=user, limit=limit + 1))
-        if active >= limit:
-            who = f"user {user!r}" if user else "anonymous user"
-            raise QuotaExceeded(
-                f"{who}: {active} unfinished jobs, the limit is {limit}; "
-                "wait for some to finish or cancel queued ones (DELETE /api/v1/jobs/<id>).",
-                self._retry_after_s(),
-            )
-
-    def _retry_after_s(self) -> int:
-        """Seconds until the running job likely ends (a slot frees up), within sane bounds."""
-        try:
-            eta = self.progress_state().get("eta")
-        except Exception:  # an estimate only; never let it turn a 429 into a 500
-            eta = None
-        seconds = DEFAULT_RETRY_AFTER_S if eta is None else eta
-        return int(min(max(math.ceil(seconds), 1), MAX_RETRY_AFTER_S))
+        self.quota.check(user)
 
     def check_model_name(self, name: str, what: str = "model") -> str:
         """`name` when it names a model in the workspace (or an allowed hub id); else the 404 of a missing one."""
-        find_model(self.workspace, name, self.names, what=what, build=False)
-        return name
-
-    def check_lora_tags(self, *prompts: str) -> None:
-        """Every `<lora:NAME>` of the prompts names a LoRA in loras/ (refused now, not in the queue)."""
-        from lorastudio.generate.prompt_parser import extract_extra_networks
-
-        for prompt in prompts:
-            for net in extract_extra_networks(prompt or "")[1]:
-                if net.kind in {"lora", "lyco"}:
-                    find_lora(self.workspace, net.name, self.names)
+        return self.requests.check_model_name(name, what)
 
     def resolve_generate(self, cfg: GenerateConfig) -> GenerateConfig:
-        """A request whose names all name workspace files; anything that is not such a name is refused.
-
-        Names stay names in the queued job: the worker resolves them again with the same
-        strict policy, so a file swapped in between is still only ever a workspace file.
-        """
-        updates: dict[str, Any] = {"model": self.check_model_name(cfg.model or self._model)}
-        if cfg.vae:
-            find_vae(self.workspace, cfg.vae, self.names)
-        self.check_lora_tags(cfg.prompt, cfg.negative_prompt)
-        for key in ("init_image", "mask"):
-            value = getattr(cfg, key)
-            if value:
-                updates[key] = str(self.upload_path(value))
-        if cfg.device is not None and cfg.device != self.settings.device:
-            raise InvalidRequest(
-                f"device {cfg.device!r}: the server chooses the device (lorastudio serve --device); "
-                "leave device out of the request."
-            )
-        if self.settings.device:
-            updates["device"] = self.settings.device
-        return cfg.model_copy(update=updates)
+        """A request whose names all name workspace files (service.requests); the rest is refused."""
+        return self.requests.generate(cfg, self._model)
 
     def check_generate_limits(self, cfg: GenerateConfig) -> None:
-        """Refuse a generation that asks for more work than the server's limits (422 naming the option)."""
-        settings = self.settings
-        for key in ("seed", "subseed"):
-            if getattr(cfg, key) > MAX_SEED:
-                raise InvalidRequest(
-                    f"{key}: {getattr(cfg, key)} is out of range; use -1 (random) or 0..{MAX_SEED}."
-                )
-        _limit(len(cfg.prompt), settings.max_prompt_chars, "prompt", "--max-prompt-chars", " characters")
-        _limit(
-            len(cfg.negative_prompt),
-            settings.max_prompt_chars,
-            "negative_prompt",
-            "--max-prompt-chars",
-            " characters",
-        )
-        _limit(cfg.steps, settings.max_steps, "steps", "--max-steps")
-        _limit(cfg.hires_steps, settings.max_steps, "hires steps", "--max-steps")
-        _limit(cfg.total_images, settings.max_images_per_request, "images (batch x count)", "--max-images")
-        width, height = cfg.width or _NATIVE_SIZE, cfg.height or _NATIVE_SIZE
-        _limit(width * height, settings.max_image_pixels, f"size {width}x{height}", "--max-pixels", " pixels")
-        if cfg.hires_scale > 1:
-            out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)
-            _limit(out, settings.max_output_pixels, "hires output", "--max-output-pixels", " pixels")
+        """Refuse a generation that asks for more work than the server's limits (service.limits)."""
+        check_generate_limits(self.settings, cfg)
 
     def check_output_pixels(self, width: int, height: int, what: str) -> None:
         """An upscaled image (/extra-single-image) within `max_output_pixels`."""
-        _limit(width * height, self.settings.max_output_pixels, what, "--max-output-pixels", " pixels")
+        check_output_pixels(self.settings, width, height, what)
 
     def submit_generate(self, cfg: GenerateConfig, *, user: str = "", priority: int = 0) -> Job:
         from lorastudio.generate.samplers import parse_sampler
@@ -589,62 +235,17 @@ class Studio:
 
     def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:
         """Reserve the run folder now (two queued runs never share one) and queue the run."""
-        from lorastudio.service.training import run_name_for
-        from lorastudio.train.config import request_train_config
-
         self.check_quota(user)  # before the run folder is reserved
-        cfg = request_train_config(cfg)  # a request's keys beat its preset's, as on the command line
-        self.check_model_name(cfg.model or "")
-        find_dataset(self.workspace, cfg.data.dir, "data.dir", self.names)
-        # Folders a run reads or fills must be data sets in the workspace, never paths: a
-        # client must not make the worker read or write elsewhere on the server.
-        if cfg.prior.class_dir:
-            find_dataset(self.workspace, cfg.prior.class_dir, "prior.class_dir", self.names)
-        if cfg.scoring.validation_dir:
-            find_dataset(self.workspace, cfg.scoring.validation_dir, "scoring.validation_dir", self.names)
-        scoring = cfg.scoring.model_copy(
-            update={
-                "clip_model": self._scorer_model(cfg.scoring.clip_model, "scoring.clip_model"),
-                "tagger_model": self._scorer_model(cfg.scoring.tagger_model, "scoring.tagger_model"),
-            }
-        )
-        cfg = cfg.model_copy(update={"scoring": scoring})
-        run = run_name_for(self.workspace, cfg)
-        run_dir = self.workspace.safe_child(self.workspace.runs, run, "run name")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise LorastudioError(f"run {run!r}: already exists; set output.name to a new name.")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.output.name:
-            cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": run})})
-        return self.submit(
-            "train",
-            {"config": cfg.model_dump(mode="json"), "run": run},
-            user=user,
-            priority=priority,
-            affinity=cfg.model,
-        )
+        cfg, run = self.requests.train(cfg)
+        payload = {"config": cfg.model_dump(mode="json"), "run": run}
+        return self.submit("train", payload, user=user, priority=priority, affinity=cfg.model)
 
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
-        find_dataset(self.workspace, cfg.dataset, "dataset", self.names)
-        key = "captioner" if cfg.captioner is not None else "tagger"
-        labeller = cfg.captioner or cfg.tagger
-        if labeller.allow_download:
-            raise LorastudioError(
-                "caption job: allow_download is refused by the API; put the model in the cache."
-            )
-        model = find_aux_model(self.workspace, labeller.model, f"{key}.model", self.names)
-        cfg = cfg.model_copy(update={key: labeller.model_copy(update={"model": model})})
+        cfg = self.requests.caption(cfg)
         return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)
 
-    def _scorer_model(self, value: str, key: str) -> str:
-        """A scorer model for an API run: a folder name in models/ (made absolute here) or an allowed hub id."""
-        if not value:
-            return value
-        return find_aux_model(self.workspace, value, key, self.names)
-
     def submit_import(self, cfg: ImportJobConfig, *, user: str = "", priority: int = 0) -> Job:
-        for name in cfg.uploads:
-            self.upload_path(name)
+        self.requests.check_import(cfg)
         return self.submit("import", {"config": cfg.model_dump()}, user=user, priority=priority)
 
     # --- reading and cancelling jobs --------------------------------------------------
@@ -686,58 +287,16 @@ class Studio:
 
     # --- waiting for jobs -------------------------------------------------------------
 
-    def _future_for(self, job_id: str) -> Future:
-        with self._lock:
-            future = self._waiters.get(job_id)
-            if future is None:
-                future = self._waiters[job_id] = Future()
-            return future
-
-    def _forget(self, job_id: str) -> None:
-        with self._lock:
-            self._waiters.pop(job_id, None)
-
-    def _job_ended(self, job_id: str) -> None:
-        with self._lock:
-            future = self._waiters.pop(job_id, None)
-        if future is not None and not future.done():
-            future.set_result(None)
+    def _running_eta(self) -> float | None:
+        return self.progress_state().get("eta")
 
     def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job finishes (woken by the in-process worker, or by polling)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                future = self._future_for(job_id)  # a fresh one after each wake-up
-                job = self.store.get(job_id)
-                if job.state in FINISHED_STATES:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id}: still {job.state} after {timeout:.0f}s")
-                try:
-                    future.result(timeout=WAIT_POLL_S)
-                except FutureTimeout:
-                    pass
-        finally:
-            self._forget(job_id)
+        return self.watcher.wait(job_id, timeout)
 
     async def wait_job_async(self, job_id: str, timeout: float | None = None) -> Job:
         """`wait_job` without holding a thread: many waiting requests cost no threads."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                future = self._future_for(job_id)  # a fresh one after each wake-up
-                job = await asyncio.to_thread(self.store.get, job_id)
-                if job.state in FINISHED_STATES:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id}: still {job.state} after {timeout:.0f}s")
-                try:
-                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), WAIT_POLL_S)
-                except TimeoutError:
-                    pass
-        finally:
-            self._forget(job_id)
+        return await self.watcher.wait_async(job_id, timeout)
 
     def generate(self, cfg: GenerateConfig, timeout: float | None = None) -> tuple[Job, list[Path]]:
         """Generate synchronously, through the queue: the finished job and its PNGs."""
@@ -752,113 +311,18 @@ class Studio:
             return [folder / name for name in job.result["images"]]
         return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
-    # --- event fan-out for streaming clients -------------------------------------------
+    # --- streaming clients and A1111's /progress, /interrupt, /skip (service.job_watcher) -----
 
     def subscribe(self) -> asyncio.Event:
         """An asyncio.Event set whenever jobs may have new events (one database listener per process)."""
-        event = asyncio.Event()
-        with self._lock:
-            self._subscribers.add((asyncio.get_running_loop(), event))
-            if self._hub is None or not self._hub.is_alive():
-                self._hub = threading.Thread(
-                    target=self._listen_for_events, name="lorastudio-events", daemon=True
-                )
-                self._hub.start()
-        return event
+        return self.watcher.subscribe()
 
     def unsubscribe(self, event: asyncio.Event) -> None:
-        with self._lock:
-            self._subscribers = {(loop, ev) for loop, ev in self._subscribers if ev is not event}
-
-    def _listen_for_events(self) -> None:
-        while not self._closed.is_set():
-            try:
-                changed = self.store.wait_for_events(1.0)
-            except Exception as exc:  # a database hiccup: clients fall back to their own timeout
-                logger.warning("event listener: %s", exc)
-                time.sleep(1.0)
-                continue
-            if changed == set():
-                continue
-            with self._lock:
-                subscribers = list(self._subscribers)
-            for loop, event in subscribers:
-                try:
-                    loop.call_soon_threadsafe(event.set)
-                except RuntimeError:  # that client's loop is gone
-                    self.unsubscribe(event)
-
-    # --- what the A1111 /progress route shows -----------------------------------------
+        self.watcher.unsubscribe(event)
 
     def progress_state(self, user: str | None = None) -> dict[str, Any]:
-        """The running job (if any), its step and ETA, whether it was interrupted or skipped, and
-        how many jobs are active.
-
-        With `user` only that user's running job is shown (its prompt's preview image is theirs);
-        `None` shows the oldest running job of anyone (the server's own view).
-        """
-        store = self._status_store
-        running = self._running_of(user, store)
-        queued = store.list_jobs(state=QUEUED, limit=10_000)
-        state: dict[str, Any] = {
-            "job": None,
-            "job_count": len(running) + len(queued),
-            "progress": 0.0,
-            "eta": None,
-            "step": 0,
-            "steps": 0,
-            "started_at": None,
-            "kind": None,
-            "preview": None,
-            "interrupted": False,
-            "skipped": False,
-        }
-        if not running:
-            return state
-        job = min(running, key=lambda j: j.started_at or 0.0)
-        data = self._latest_progress(job.id)
-        now = store.now()
-        elapsed = max(now - (job.started_at or now), 0.0)
-        eta = elapsed / job.progress - elapsed if job.progress > 0 else None
-        state.update(
-            job=job.id,
-            kind=job.kind,
-            progress=float(job.progress),
-            eta=eta,
-            step=int(data.get("step", 0)),
-            steps=int(data.get("total", 0)),
-            preview=data.get("preview"),
-            started_at=job.started_at,
-            interrupted=job.cancel_requested,
-            skipped=bool(data.get("skipped", False)),
-        )
-        return state
-
-    def _latest_progress(self, job_id: str) -> dict[str, Any]:
-        with self._lock:
-            cursor_job, seq, data = self._progress_cursor
-        if cursor_job != job_id:
-            seq, data = 0, {}
-        for event in self._status_store.events(job_id, after_seq=seq, limit=10_000):
-            seq = event.seq
-            if event.type == "progress":
-                # A1111 shows `skipped` from the /skip until the next batch (or grid cell) runs.
-                skipped = data.get("skipped", False) and not data.get("skip_taken", False)
-                data = {**event.data, "preview": data.get("preview"), "skipped": skipped}
-            elif event.type == "preview":
-                data = {**data, "preview": event.data.get("image")}
-            elif event.type == "skip_requested":
-                data = {**data, "skipped": True, "skip_taken": False}
-            elif event.type == "skipped":  # the worker dropped the batch or cell
-                data = {**data, "skip_taken": True}
-        with self._lock:
-            self._progress_cursor = (job_id, seq, data)
-        return data
-
-    def _running_of(self, user: str | None, store: JobStore | None = None) -> list[Job]:
-        """Running jobs, only `user`'s when given: one user never sees or stops another's work."""
-        running = (store or self.store).list_jobs(state=RUNNING, limit=50)
-        return running if user is None else [job for job in running if job.user == user]
+        """The running job of `user` (None: of anyone), its step, ETA and preview (A1111 /progress)."""
+        return self.watcher.progress_state(user)
 
     def interrupt(self, user: str | None = None) -> list[str]:
         """Stop every running generation and x/y/z grid of `user` (A1111 /interrupt; `None`: of
@@ -866,21 +330,12 @@ class Studio:
 
         A grid keeps the cells it rendered: its job ends `cancelled` with the partial grid as result.
         """
-        stopped = []
-        for job in self._running_of(user):
-            if job.kind in INTERRUPTIBLE_KINDS:
-                self.store.cancel(job.id)
-                stopped.append(job.id)
-        return stopped
+        return self.watcher.interrupt(user, INTERRUPTIBLE_KINDS)
 
     def skip(self, user: str | None = None) -> list[str]:
         """Drop the current batch of every running generation, or the current cell of every
         running grid, of `user` (`None`: of anyone), and go on with the next (A1111 /skip)."""
-        return [
-            job.id
-            for job in self._running_of(user)
-            if job.kind in INTERRUPTIBLE_KINDS and self.store.skip(job.id)
-        ]
+        return self.watcher.skip(user, INTERRUPTIBLE_KINDS)
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to show a client (no credentials)."""
@@ -896,22 +351,3 @@ class Studio:
             "artifacts": self.artifact_store.describe(),
         }
 
-
-def _clip_skip(value: Any, where: str) -> int:
-    """CLIP_stop_at_last_layers as the whole number 1..12 A1111 means (1 = last layer)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        value = None
-    try:
-        number = float(value) if value is not None else math.nan
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number != int(number) or not 1 <= number <= 12:
-        raise InvalidRequest(f"{where}.CLIP_stop_at_last_layers: {value!r} is not a whole number 1..12.")
-    return int(number)
-
-
-def _limit(value: int, limit: int, what: str, option: str, unit: str = "") -> None:
-    if limit and value > limit:
-        raise LimitExceeded(
-            f"{what}: {value}{unit} is over the server's limit of {limit}{unit} (lorastudio serve {option})."
-        )

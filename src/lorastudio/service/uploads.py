@@ -2,19 +2,47 @@
 
 Both are checked here, once, before anything else reads them: an image must be a real
 image of a usual format within the decoding limits, an uploaded file must be what its
-suffix says (no pickles, no scripts). The API routes only call these.
+suffix says (no pickles, no scripts). Both are stored here too, under a fresh name in the
+workspace's uploads folder, whole or not at all (a `.part` file is renamed into place, a
+refused file or a full disk leaves nothing). The API routes only call these.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
+import re
+import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
-from lorastudio.errors import LorastudioError
+from lorastudio.errors import InvalidRequest, LorastudioError
+from lorastudio.service.quota import StorageFull, is_storage_full
+from lorastudio.service.workspace import Workspace
 
-__all__ = ["decode_image", "check_upload", "MAX_IMAGE_PIXELS", "UPLOAD_SUFFIXES"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "UPLOADS_DIR",
+    "UPLOAD_SUFFIXES",
+    "check_upload",
+    "decode_image",
+    "discard_uploads",
+    "image_or_upload",
+    "new_upload_name",
+    "save_upload",
+    "store_image",
+    "store_stream",
+    "upload_path",
+    "uploads_dir",
+]
+
+# Files sent to the API wait here (by name, under the workspace cache) until a job or route uses them.
+UPLOADS_DIR = "uploads"
+# Uploaded files are copied to disk in chunks of this many bytes.
+COPY_CHUNK = 1024 * 1024
 
 # Largest image a request may carry (width x height), against decompression bombs.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
@@ -29,8 +57,6 @@ UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
 
 
 def _invalid(exc: Exception) -> LorastudioError:
-    from lorastudio.service.studio import InvalidRequest
-
     return InvalidRequest(str(exc))
 
 
@@ -87,3 +113,110 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
             image.close()
         except RequestImageError as exc:
             raise _invalid(exc) from None
+
+
+# --- storing uploads --------------------------------------------------------------------------
+
+
+def uploads_dir(ws: Workspace) -> Path:
+    """The uploads folder of the workspace (made on first use)."""
+    folder = ws.cache / UPLOADS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def upload_path(ws: Workspace, name: str) -> Path:
+    """The stored upload called `name` (as returned by the upload route); never a path from a request."""
+    from lorastudio.service.names import resolve
+
+    folder = ws.cache / UPLOADS_DIR
+    return resolve(name, folder, "upload", "POST /api/v1/uploads (send the file first)", want="file").path
+
+
+def new_upload_name(filename: str) -> str:
+    """A fresh upload name that keeps the client's file suffix (importers read it)."""
+    suffix = Path(filename or "").suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,12}", suffix):
+        suffix = ""
+    return f"{uuid.uuid4().hex}{suffix}"
+
+
+def save_upload(ws: Workspace, data: bytes, suffix: str = ".png") -> str:
+    """Store bytes as a new upload: whole or not at all (a full disk leaves no `.part`)."""
+    path = uploads_dir(ws) / new_upload_name(f"x{suffix}")
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_storage_full(exc):
+            raise StorageFull("the server's disk is full; try again later.") from exc
+        raise
+    return path.name
+
+
+def store_stream(
+    ws: Workspace, stream: BinaryIO, filename: str, allowed: Iterable[str] = UPLOAD_SUFFIXES
+) -> tuple[str, Path]:
+    """Copy an uploaded file into the uploads folder under a fresh name, then check its type.
+
+    Whole or not at all: a refused file, a full disk or a dropped connection leaves no `.part`.
+    """
+    path = uploads_dir(ws) / new_upload_name(filename)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with tmp.open("wb") as out:
+            shutil.copyfileobj(stream, out, COPY_CHUNK)
+        check_upload(tmp, filename, allowed)
+        tmp.replace(path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_storage_full(exc):
+            raise StorageFull("the server's disk is full; the upload was not kept, try again later.") from exc
+        raise
+    return path.name, path
+
+
+def store_image(
+    ws: Workspace, data: str, what: str, *, mask: bool = False, alpha_mask: bool = False, invert: bool = False
+) -> str:
+    """A base64 image stored as a PNG upload: RGB, or a grey mask (`mask`); answers its upload name.
+
+    `alpha_mask`: a mask painted as transparency (A1111 clients do) is read from its alpha
+    channel; `invert` swaps what is kept and what is repainted (A1111's inpainting_mask_invert).
+    """
+    image, _ = decode_image(data, what)
+    if mask:
+        if alpha_mask and image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
+            image = image.getchannel("A")
+        image = image.convert("L")
+        if invert:
+            from PIL import ImageOps
+
+            image = ImageOps.invert(image)
+    else:
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return save_upload(ws, buffer.getvalue(), ".png")
+
+
+def image_or_upload(ws: Workspace, value: str | None, what: str, *, mask: bool = False) -> str | None:
+    """An image given inline (data URL / base64) is stored as an upload; anything else must name one."""
+    if not value:
+        return None
+    if value.startswith("data:") or len(value) > 200:
+        return store_image(ws, value, what, mask=mask)
+    upload_path(ws, value)
+    return value
+
+
+def discard_uploads(ws: Workspace, names: Iterable[str | None]) -> None:
+    """Remove uploads a refused request stored (its images), so a 4xx leaves nothing behind."""
+    for name in names:
+        if name:
+            try:
+                upload_path(ws, name).unlink(missing_ok=True)
+            except LorastudioError:
+                pass
