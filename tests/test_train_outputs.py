@@ -60,7 +60,7 @@ def test_every_preset_with_model_data_and_trigger_gives_a_lora_and_a_separate_em
     size = PRESET_SIZES.get(preset, 512)  # the preset's own resolution: no override
     data = write_images(tmp_path / "set", [((200, 40 + 20 * i, 60), "red, smiling") for i in range(2)], size)
     # The presets' budgets are hundreds of steps; the test only needs the files.
-    monkeypatch.setattr("lorastudio.train.trainer.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
+    monkeypatch.setattr("lorastudio.train.plan.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
     model = PRESET_MODELS.get(preset, "tiny-sd15")
     result = _cli(
         "--preset", preset, f"model={model}", f"data.dir={data}", f"trigger={TRIGGER}", *TINY_MODEL_LIMITS.get(preset, ())
@@ -97,7 +97,7 @@ def test_dreambooth_preset_names_the_missing_key_then_writes_a_checked_model(ws,
 
         load_train_config(preset="dreambooth", overrides=["model=tiny-sd15", f"data.dir={data}", "trigger=mira"])
     classes = write_images(tmp_path / "dogs", [((90, 90, 200), "a photo of a dog")], 512)
-    monkeypatch.setattr("lorastudio.train.trainer.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
+    monkeypatch.setattr("lorastudio.train.plan.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
     result = _cli(
         "--preset",
         "dreambooth",

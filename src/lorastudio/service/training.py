@@ -76,7 +76,7 @@ def import_kohya(
 def explain_training(ws: Workspace, resolved: Any) -> list[str]:
     """`train --explain`: every resolved value with its source, then the step budget when the data opens."""
     from lorastudio.train.config import explain_lines
-    from lorastudio.train.trainer import prepare_plan
+    from lorastudio.train.plan import prepare_plan
 
     lines = explain_lines(resolved)
     try:

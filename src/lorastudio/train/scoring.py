@@ -45,7 +45,7 @@ SHEET_CELL = 256
 
 # -- validation loss -----------------------------------------------------------------------
 def _held_out_images(datasets_dir: Path, cfg: TrainConfig) -> tuple[list[Any], str]:
-    from lorastudio.train.trainer import prepare_plan
+    from lorastudio.train.plan import prepare_plan
 
     if cfg.scoring.validation_dir:
         held = cfg.model_copy(
