@@ -151,6 +151,22 @@ def _lora_tensors() -> dict[str, torch.Tensor]:
     }
 
 
+def test_the_trainer_writes_only_into_its_run_folder(ws, images, monkeypatch):
+    """Without `service.training.publish` nothing reaches loras/, models/ or embeddings/."""
+    library = (ws.models, ws.loras, ws.embeddings)
+    before = {folder: sorted(folder.iterdir()) for folder in library}
+    calls = []
+    monkeypatch.setattr("lorastudio.service.training.publish", lambda *args: calls.append(args) or {})
+    cfg = tiny_train_config(images, TRIGGER, "method=pivotal", "train.steps=2", "output.name=alone")
+    result = run_training(ws, cfg, progress=False, device="cpu")
+    assert {folder: sorted(folder.iterdir()) for folder in library} == before
+    run_dir = ws.runs / "alone"
+    files = {"lora": run_dir / "alone.safetensors", "embedding": run_dir / "embeddings" / f"{TRIGGER}.safetensors"}
+    assert result["lora"] == str(files["lora"]) and "library_lora" not in result
+    assert len(calls) == 1 and calls[0][3:] == (files, 2, "final")  # the final files, published once
+    assert all(path.is_file() for path in files.values())
+
+
 def test_a_broken_file_is_never_copied_into_the_library(tmp_path):
     library = tmp_path / "loras" / "mira.safetensors"
     # The old defect: the embedding written over the LoRA.

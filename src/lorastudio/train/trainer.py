@@ -51,7 +51,6 @@ from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
-from lorastudio.train.outputs import copy_to_library
 from lorastudio.train.plan import PriorSet, TrainPlan, ends_epoch, prepare_plan, resolve_dataset_path
 from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
 from lorastudio.train.text_cache import TextEncoderCache, text_cache_key
@@ -711,26 +710,6 @@ class Trainer:
         if removed:
             self._say(f"checkpoints: removed {', '.join(f'step-{s}' for s in removed)} (output.keep_last={keep})")
 
-    def _copy_to_library(self, paths: dict[str, Path]) -> dict[str, str]:
-        """Check each output, then copy it into models/, loras/ or embeddings/ (see `train.outputs`)."""
-        ws, out = self.ws, {}
-        trigger = self.cfg.trigger if self.embedding is not None else None
-        if "model" in paths:
-            library = ws.safe_child(ws.models, f"{self.name}.safetensors", "output.name")
-            copy_to_library(paths["model"], library, "model")
-            out.update(model=str(paths["model"]), library_model=str(library))
-        if "lora" in paths:
-            library = ws.safe_child(ws.loras, f"{self.name}.safetensors", "output.name")
-            copy_to_library(
-                paths["lora"], library, "lora", expect_lora_keys=self.lora_set is not None, trigger=trigger
-            )
-            out.update(lora=str(paths["lora"]), library_lora=str(library))
-        if "embedding" in paths:
-            library = ws.safe_child(ws.embeddings, f"{self.cfg.trigger}.safetensors", "trigger")
-            copy_to_library(paths["embedding"], library, "embedding")
-            out.update(embedding=str(paths["embedding"]), library_embedding=str(library))
-        return out
-
     def _ranks_agree(self) -> bool:
         """True when every process ends with the same trainable weights (checksums compared)."""
         if self.accelerator.num_processes == 1:
@@ -749,8 +728,9 @@ class Trainer:
         }
         result["ranks_agree"] = self._ranks_agree()
         if self.accelerator.is_main_process:
+            # The run folder only: `service.training.publish` copies the chosen files into the library.
             paths = self._write_outputs(self.run_dir)
-            result.update(self._copy_to_library(paths))
+            result.update({kind: str(path) for kind, path in paths.items()})
             records = log.records if log is not None else []
             draw_loss_curve(records, self.run_dir / "loss.png")
             result["final_loss"] = records[-1]["loss"] if records else None
