@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorastudio.data.buckets import Bucket, assign_bucket, crop_box_for, no_upscale_bucket, plan_buckets
+from lorastudio.data.buckets import Bucket, assign_bucket, bucket_crop, no_upscale_bucket, plan_buckets
 from lorastudio.errors import LorastudioError
 
 __all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "file_hash", "color_jitter"]
@@ -59,12 +59,10 @@ def _upright_size(path: Path) -> tuple[int, int]:
 
 
 def _scaled_crop(size: tuple[int, int], bucket: Bucket) -> tuple[float, tuple[int, int]]:
-    """Upscale factor needed and the (top, left) crop, mirroring `resize_to_bucket`."""
-    width, height = size
-    scale = max(bucket[0] / width, bucket[1] / height)
-    scaled = (max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale)))
-    left, top, _, _ = crop_box_for(scaled, bucket)
-    return scale, (top, left)
+    """Upscale factor needed and the (top, left) crop that `resize_to_bucket` cuts (`bucket_crop`)."""
+    crop = bucket_crop(size, bucket)
+    left, top, _, _ = crop.box
+    return crop.scale, (top, left)
 
 
 @dataclass(frozen=True)
