@@ -7,7 +7,6 @@ state. Every batch holds images of one bucket (one latent size).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from PIL import Image
 
 from lorastudio.data.buckets import Bucket, assign_bucket, bucket_crop, no_upscale_bucket, plan_buckets
 from lorastudio.errors import LorastudioError
+from lorastudio.models.checkpoint import file_sha256
 
-__all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "file_hash", "color_jitter"]
+__all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "color_jitter"]
 
 # Colour augmentation range (kohya's color_aug is a small hue shift): hue +-3%, brightness +-10%.
 COLOR_AUG_HUE = 0.03
@@ -36,14 +36,6 @@ class TrainImage:
     bucket: Bucket
     crop: tuple[int, int]  # (top, left) of the crop in the scaled image (SDXL time ids)
     digest: str  # content hash, the latent cache key
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _upright_size(path: Path) -> tuple[int, int]:
@@ -110,7 +102,7 @@ def scan_images(
             continue
         images.append(
             TrainImage(
-                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_hash(item.image)
+                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_sha256(item.image)
             )
         )
     if too_small:
