@@ -6,9 +6,9 @@ noise and timesteps of every micro-batch are drawn from generators seeded by
 vectors, optimizer, LR scheduler, step, RNG) is in the `accelerate` state saved with each
 checkpoint. A resumed run therefore ends with the same weights as an uninterrupted one.
 
-Gradients of the trainable set are averaged across processes explicitly instead of
-wrapping the UNet in DDP: for LoRA the UNet is frozen and never needs to be wrapped, and
-one code path then serves LoRA and full fine-tuning alike.
+Gradients of the trainable set are averaged across processes explicitly, without DDP
+(see `train.distributed`). What is trained is set up in `train.trainables`, the loss is
+`train.losses`, the files and their metadata are `train.export`.
 
 Prior preservation (DreamBooth) adds a second loss per micro-batch on class images, drawn
 from their own seeded schedule, so it stays reproducible and resumable too.
@@ -39,6 +39,7 @@ from lorastudio.train.checkpoints import (
 )
 from lorastudio.train.config import TrainConfig
 from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
+from lorastudio.train.distributed import _buckets, average_gradients, ranks_agree  # noqa: F401  (_buckets: tests)
 from lorastudio.train.ema import WeightAverage
 from lorastudio.train.export import (
     save_embedding,  # noqa: F401  (tests interrupt the writers through this module's names)
@@ -70,7 +71,6 @@ __all__ = [
 
 Callback = Callable[[dict], None]
 _TEXT_CACHE_LIMIT = 4096
-_REDUCE_BUCKET_ELEMENTS = 25_000_000
 
 
 def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
@@ -85,21 +85,6 @@ def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Pat
 def _saved_states(run_dir: Path, say: Callable[[str], None] | None = None) -> list[Path]:
     """Every complete `checkpoints/step-N/state` folder, oldest first."""
     return [folder / "state" for _, folder in complete_step_folders(run_dir / "checkpoints", say, "state")]
-
-
-def _buckets(tensors: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
-    """Consecutive groups of same-dtype, same-device tensors of at most `limit` elements each."""
-    groups: list[list[torch.Tensor]] = []
-    size = 0
-    for tensor in tensors:
-        last = groups[-1][-1] if groups else None
-        fits = last is not None and (last.dtype, last.device) == (tensor.dtype, tensor.device)
-        if not fits or size + tensor.numel() > limit:
-            groups.append([])
-            size = 0
-        groups[-1].append(tensor)
-        size += tensor.numel()
-    return groups
 
 
 def _mixed_precision(requested: str, device_type: str) -> str:
@@ -286,24 +271,6 @@ class Trainer:
         return self.denoising_loss(images, cache, batch, captions, seed, color_aug=color_aug)
 
     # -- the loop -----------------------------------------------------------------------------
-    def _reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        if self.accelerator.num_processes == 1:
-            return
-        import torch.distributed as dist
-
-        for param in params:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-        # One all-reduce per ~25M-element bucket, not per tensor (a whole UNet has ~700 tensors).
-        for bucket in _buckets([p.grad for p in params], _REDUCE_BUCKET_ELEMENTS):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= self.accelerator.num_processes
-            offset = 0
-            for grad in bucket:
-                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
-
     def _prepare(self, plan: TrainPlan) -> None:
         from diffusers import DDPMScheduler
 
@@ -527,7 +494,7 @@ class Trainer:
                     loss = self._loss(micro_index) / accum
                     acc.backward(loss)
                     total_loss += loss.detach()
-                self._reduce_gradients(self.params)
+                average_gradients(self.params, acc.num_processes)
                 if cfg.train.max_grad_norm:
                     acc.clip_grad_norm_(self.params, cfg.train.max_grad_norm)
                 self.optimizer.step()
@@ -710,14 +677,6 @@ class Trainer:
         if removed:
             self._say(f"checkpoints: removed {', '.join(f'step-{s}' for s in removed)} (output.keep_last={keep})")
 
-    def _ranks_agree(self) -> bool:
-        """True when every process ends with the same trainable weights (checksums compared)."""
-        if self.accelerator.num_processes == 1:
-            return True
-        sums = torch.stack([p.detach().double().sum() for p in self.params])
-        gathered = self.accelerator.gather(sums[None].to(self.accelerator.device))
-        return bool((gathered == gathered[0]).all())
-
     def _finish(self, log: RunLog | None) -> dict:
         self.accelerator.wait_for_everyone()
         result: dict[str, Any] = {
@@ -726,7 +685,7 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "name": self.name,
         }
-        result["ranks_agree"] = self._ranks_agree()
+        result["ranks_agree"] = ranks_agree(self.accelerator, self.params)
         if self.accelerator.is_main_process:
             # The run folder only: `service.training.publish` copies the chosen files into the library.
             paths = self._write_outputs(self.run_dir)
