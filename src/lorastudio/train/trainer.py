@@ -53,8 +53,8 @@ from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.plan import PriorSet, TrainPlan, ends_epoch, prepare_plan, resolve_dataset_path
-from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
-from lorastudio.train.text_cache import TextEncoderCache, text_cache_key
+from lorastudio.train.text import TriggerEmbedding, build_caption
+from lorastudio.train.text_cache import CaptionEncoder, TextEncoderCache, text_cache_key
 from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables, unet_dtype_bridge
 
 __all__ = [
@@ -70,7 +70,6 @@ __all__ = [
 ]
 
 Callback = Callable[[dict], None]
-_TEXT_CACHE_LIMIT = 4096
 
 
 def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
@@ -124,8 +123,7 @@ class Trainer:
         self.embedding: TriggerEmbedding | None = None
         self.ema: WeightAverage | None = None
         self.prior: PriorSet | None = None
-        self.text_disk_cache: TextEncoderCache | None = None
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.caption_encoder: CaptionEncoder | None = None  # set up with the model
 
     # -- events ---------------------------------------------------------------------------
     def _emit(self, event: dict) -> None:
@@ -210,40 +208,6 @@ class Trainer:
             captions += [img.caption for img in self.prior.images]
         return list(dict.fromkeys(captions))
 
-    def _encode_missing(self, captions: list[str]) -> None:
-        """Fill the in-memory text cache from the disk cache, encoding (and storing) the rest."""
-        disk = self.text_disk_cache
-        todo = []
-        for caption in captions:
-            found = disk.load(caption) if disk is not None else None
-            if found is None:
-                todo.append(caption)
-                continue
-            self._text_cache[caption] = found
-        for start in range(0, len(todo), 16):
-            chunk = todo[start : start + 16]
-            with torch.no_grad():
-                embeds, pooled = encode_text(self.model, chunk, self.cfg.clip_skip)
-            for i, caption in enumerate(chunk):
-                # Kept in host memory: thousands of SDXL captions would fill a GPU.
-                pooled_i = pooled[i].cpu() if pooled is not None else None
-                self._text_cache[caption] = (embeds[i].cpu(), pooled_i)
-                if disk is not None:
-                    disk.save(caption, embeds[i], pooled_i)
-
-    def _encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._text_trains:
-            return encode_text(self.model, captions, self.cfg.clip_skip)
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
-        if missing:
-            if len(self._text_cache) + len(missing) > _TEXT_CACHE_LIMIT:
-                self._text_cache.clear()
-            self._encode_missing(missing)
-        device = self.model.device
-        embeds = torch.stack([self._text_cache[c][0] for c in captions]).to(device)
-        pooled = [self._text_cache[c][1] for c in captions]
-        return embeds, torch.stack(pooled).to(device) if pooled[0] is not None else None
-
     def _loss(self, micro_index: int) -> torch.Tensor:
         """The micro-batch's denoising loss, plus the weighted prior loss on class images."""
         batch = self.schedule.batch(micro_index)
@@ -287,12 +251,13 @@ class Trainer:
         self.unet_dtype = next(self.model.unet.parameters()).dtype
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.caption_encoder = CaptionEncoder(self.model, self.cfg.clip_skip, trains_text=self._text_trains)
         self.denoising_loss = DenoisingLoss(
             self.cfg,
             self.model,
             self.noise_scheduler,
             self.unet_dtype,
-            encode=self._encode,
+            encode=self.caption_encoder,
             autocast=self.accelerator.autocast,
         )
         if self.cfg.train.gradient_checkpointing:
@@ -437,10 +402,9 @@ class Trainer:
             return
         model = self.model
         key = text_cache_key(model.sha256, model.family.name, self.cfg.clip_skip, model.dtype)
-        self.text_disk_cache = TextEncoderCache(self.ws.cache / "text", key)
+        disk = self.caption_encoder.disk = TextEncoderCache(self.ws.cache / "text", key)
         with self.accelerator.main_process_first():
-            self._encode_missing(captions)
-        disk = self.text_disk_cache
+            self.caption_encoder.fill(captions)
         self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
