@@ -74,3 +74,32 @@ def test_training_plan_uses_bucket_options_and_data_repeats(tmp_path):
     plan = prepare_plan(load_train_config(overrides=[*common, "data.bucket_no_upscale=true", "data.repeats=7"]), tmp_path)
     assert {img.bucket for img in plan.images} == {(40, 40)}
     assert plan.num_samples == 14  # 2 images x data.repeats
+
+
+def test_sdxl_crop_time_ids_name_the_box_resize_to_bucket_cuts(tmp_path):
+    """The trainer's (top, left) crop conditioning and the latents' crop come from one arithmetic."""
+    import numpy as np
+
+    from lorastudio.data.buckets import bucket_crop, resize_to_bucket
+    from lorastudio.train.losses import time_ids
+
+    sizes = [(96 + 23 * i, 200 - 7 * i) if i % 2 else (210 - 9 * i, 90 + 17 * i) for i in range(20)]
+    items = []
+    for i, (w, h) in enumerate(sizes):
+        x, y = np.meshgrid(np.arange(w), np.arange(h))
+        pixels = np.stack([x * 255 // w, y * 255 // h, (x * 7 + y * 3) % 256], axis=-1).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        items.append(DatasetItem(tmp_path / f"{i}.png", "x"))
+    images = scan_images(items, 128, max_upscale=4.0, options=BucketOptions(step=32))
+    rows = time_ids(images, [(i, False) for i in range(len(images))], "cpu").int().tolist()
+    cropped = 0
+    for image, (h, w, top, left, bh, bw) in zip(images, rows, strict=True):
+        assert (w, h) == image.size and (bw, bh) == image.bucket
+        with Image.open(image.path) as source:
+            source = source.convert("RGB")
+            scaled = bucket_crop(source.size, image.bucket).size
+            whole = source.resize(scaled, Image.Resampling.LANCZOS) if scaled != source.size else source
+            expected = whole.crop((left, top, left + bw, top + bh))
+            assert np.array_equal(np.asarray(resize_to_bucket(source, image.bucket)), np.asarray(expected))
+        cropped += bool(top or left)
+    assert len(rows) == 20 and cropped >= 10  # most sizes are cut on one side

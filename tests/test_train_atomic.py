@@ -117,7 +117,7 @@ def _kill_in_lora_file():
             raise Killed
         return path
 
-    return "lorastudio.train.trainer.save_lora", save_lora
+    return "lorastudio.train.export.save_lora", save_lora
 
 
 def _kill_in_embedding_file():
@@ -130,7 +130,7 @@ def _kill_in_embedding_file():
             raise Killed
         return real(embedding, path, *args, **kwargs)
 
-    return "lorastudio.train.trainer.save_embedding", save_embedding
+    return "lorastudio.train.export.save_embedding", save_embedding
 
 
 def _kill_in_marker():

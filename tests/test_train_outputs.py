@@ -62,7 +62,7 @@ def test_every_preset_with_model_data_and_trigger_gives_a_lora_and_a_separate_em
     size = PRESET_SIZES.get(preset, 512)  # the preset's own resolution: no override
     data = write_images(tmp_path / "set", [((200, 40 + 20 * i, 60), "red, smiling") for i in range(2)], size)
     # The presets' budgets are hundreds of steps; the test only needs the files.
-    monkeypatch.setattr("lorastudio.train.trainer.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
+    monkeypatch.setattr("lorastudio.train.plan.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
     model = PRESET_MODELS.get(preset, "tiny-sd15")
     result = _cli(
         "--preset", preset, f"model={model}", f"data.dir={data}", f"trigger={TRIGGER}", *TINY_MODEL_LIMITS.get(preset, ())
@@ -99,7 +99,7 @@ def test_dreambooth_preset_names_the_missing_key_then_writes_a_checked_model(ws,
 
         load_train_config(preset="dreambooth", overrides=["model=tiny-sd15", f"data.dir={data}", "trigger=mira"])
     classes = write_images(tmp_path / "dogs", [((90, 90, 200), "a photo of a dog")], 512)
-    monkeypatch.setattr("lorastudio.train.trainer.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
+    monkeypatch.setattr("lorastudio.train.plan.budget_steps", lambda *args, **kwargs: (1, "1 step (test)"))
     result = _cli(
         "--preset",
         "dreambooth",
@@ -151,6 +151,22 @@ def _lora_tensors() -> dict[str, torch.Tensor]:
         f"{name}.lora_up.weight": torch.ones(32, 2),
         f"{name}.alpha": torch.tensor(1.0),
     }
+
+
+def test_the_trainer_writes_only_into_its_run_folder(ws, images, monkeypatch):
+    """Without `service.training.publish` nothing reaches loras/, models/ or embeddings/."""
+    library = (ws.models, ws.loras, ws.embeddings)
+    before = {folder: sorted(folder.iterdir()) for folder in library}
+    calls = []
+    monkeypatch.setattr("lorastudio.service.training.publish", lambda *args: calls.append(args) or {})
+    cfg = tiny_train_config(images, TRIGGER, "method=pivotal", "train.steps=2", "output.name=alone")
+    result = run_training(ws, cfg, progress=False, device="cpu")
+    assert {folder: sorted(folder.iterdir()) for folder in library} == before
+    run_dir = ws.runs / "alone"
+    files = {"lora": run_dir / "alone.safetensors", "embedding": run_dir / "embeddings" / f"{TRIGGER}.safetensors"}
+    assert result["lora"] == str(files["lora"]) and "library_lora" not in result
+    assert len(calls) == 1 and calls[0][3:] == (files, 2, "final")  # the final files, published once
+    assert all(path.is_file() for path in files.values())
 
 
 def test_a_broken_file_is_never_copied_into_the_library(tmp_path):

@@ -7,14 +7,18 @@ import json
 import pytest
 from PIL import Image
 
-from lorastudio.service.training import run_training
+from lorastudio.service import training
+from lorastudio.service.training import pick_training_checkpoint, run_training
+from lorastudio.train import outputs
 from lorastudio.train.config import load_train_config
-from lorastudio.train.scoring import pick_checkpoint, score_run
+from lorastudio.train.scoring import score_run
 
 # One training run shared by every test, and the tests build on each other's picks (~7 s).
 pytestmark = pytest.mark.slow
 
 TRIGGER = "zqx"
+PUBLISHED: list[dict] = []  # publish calls of the training run below (files, step, by)
+COPIED: list = []  # every destination copy_to_library wrote during that run
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,20 @@ def trained(tmp_path_factory, tiny_models_dir):
             "scoring.steps=3",
         ]
     )
-    result = run_training(ws, cfg, progress=False, device="cpu")
+    real_publish, real_copy = training.publish, outputs.copy_to_library
+
+    def publish(ws, run_dir, cfg, files, step, by):
+        PUBLISHED.append({"files": dict(files), "step": step, "by": by})
+        return real_publish(ws, run_dir, cfg, files, step, by)
+
+    def copy_to_library(source, destination, *args, **kwargs):
+        COPIED.append(destination)
+        return real_copy(source, destination, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "publish", publish)
+        patch.setattr(outputs, "copy_to_library", copy_to_library)
+        result = run_training(ws, cfg, progress=False, device="cpu")
     return ws, result
 
 
@@ -67,6 +84,24 @@ def test_training_scores_three_checkpoints_and_copies_the_lowest_loss(trained):
     assert (ws.embeddings / f"{TRIGGER}.safetensors").read_bytes() == (
         checkpoint / "embeddings" / f"{TRIGGER}.safetensors"
     ).read_bytes()
+
+
+def test_training_with_scoring_publishes_once_the_best_checkpoint(trained):
+    ws, result = trained
+    best = result["best_step"]
+    checkpoint = ws.runs / "scored" / "checkpoints" / f"step-{best}"
+    assert PUBLISHED == [
+        {
+            "files": {
+                "lora": checkpoint / "scored.safetensors",
+                "embedding": checkpoint / "embeddings" / f"{TRIGGER}.safetensors",
+            },
+            "step": best,
+            "by": "score",
+        }
+    ]
+    assert [p for p in COPIED if p.parent == ws.loras] == [ws.loras / "scored.safetensors"]  # one write
+    assert sorted(p.name for p in ws.loras.iterdir()) == ["scored.safetensors"]
 
 
 def test_contact_sheet_is_checkpoints_by_prompts(trained):
@@ -90,7 +125,7 @@ def test_scoring_again_gives_the_same_numbers_and_pick_overrides(trained):
     again = score_run(ws, "scored", scorers=["validation_loss"])
     assert [r["scores"] for r in again["rows"]] == [r["scores"] for r in first["rows"]]
     other = next(r["step"] for r in again["rows"] if not r["best"])
-    picked = pick_checkpoint(ws, "scored", other)
+    picked = pick_training_checkpoint(ws, "scored", other)
     checkpoint = ws.runs / "scored" / "checkpoints" / f"step-{other}"
     assert (ws.loras / "scored.safetensors").read_bytes() == (checkpoint / "scored.safetensors").read_bytes()
     assert picked["step"] == other

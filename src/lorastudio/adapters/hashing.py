@@ -15,6 +15,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from lorastudio.models.checkpoint import file_sha256  # one file hash for models, LoRAs and images
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,11 +38,6 @@ def _sha256_stream(stream: BinaryIO) -> str:
     for block in iter(lambda: stream.read(_CHUNK), b""):
         digest.update(block)
     return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as stream:
-        return _sha256_stream(stream)
 
 
 def model_short_hash(path: str | Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -18,6 +19,8 @@ __all__ = [
     "assign_bucket",
     "resize_to_bucket",
     "crop_box_for",
+    "BucketCrop",
+    "bucket_crop",
     "no_upscale_bucket",
     "Bucket",
 ]
@@ -87,15 +90,32 @@ def crop_box_for(
     return left, top, left + bw, top + bh
 
 
+class BucketCrop(NamedTuple):
+    """How an image becomes its bucket: scaled by `scale` to `size`, then cut to `box`."""
+
+    scale: float  # above 1 the image is enlarged
+    size: tuple[int, int]  # the scaled image, covering the bucket on both sides
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) in the scaled image
+
+
+def bucket_crop(
+    size: tuple[int, int], bucket: Bucket, focus: tuple[float, float] | None = None
+) -> BucketCrop:
+    """The one crop arithmetic: `resize_to_bucket` cuts this box, SDXL's time ids name its corner."""
+    width, height = size
+    bw, bh = bucket
+    scale = max(bw / width, bh / height)
+    scaled = (max(bw, round(width * scale)), max(bh, round(height * scale)))
+    return BucketCrop(scale, scaled, crop_box_for(scaled, bucket, focus))
+
+
 def resize_to_bucket(
     image: Image.Image, bucket: Bucket, focus: tuple[float, float] | None = None
 ) -> Image.Image:
     """Resize to cover `bucket` exactly on one side, then crop the other side to fit."""
-    bw, bh = bucket
-    scale = max(bw / image.width, bh / image.height)
-    size = (max(bw, round(image.width * scale)), max(bh, round(image.height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.LANCZOS)
-    if size == (bw, bh):
+    crop = bucket_crop(image.size, bucket, focus)
+    if crop.size != image.size:
+        image = image.resize(crop.size, Image.Resampling.LANCZOS)
+    if crop.size == tuple(bucket):
         return image
-    return image.crop(crop_box_for(size, bucket, focus))
+    return image.crop(crop.box)

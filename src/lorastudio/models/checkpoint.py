@@ -175,7 +175,8 @@ def convert_ckpt_to_safetensors(path: Path, out: Path) -> Path:
     return out
 
 
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB blocks: model, LoRA and training-image hashes all use it."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk_bytes):

@@ -2,6 +2,10 @@
 
 CLI, API and job queue all call `run_training`; progress reaches them through the
 optional `callback(event)` (events: plan, step, checkpoint, done).
+
+The trainer writes only into its run folder. `publish` is the one place that copies a run's
+files into models/, loras/ or embeddings/ and records them in studio.db: once after training
+(the best-scored checkpoint when scoring is on, else the final files) and on `train pick`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "list_presets",
     "score_training_run",
     "pick_training_checkpoint",
+    "publish",
 ]
 
 
@@ -76,7 +81,7 @@ def import_kohya(
 def explain_training(ws: Workspace, resolved: Any) -> list[str]:
     """`train --explain`: every resolved value with its source, then the step budget when the data opens."""
     from lorastudio.train.config import explain_lines
-    from lorastudio.train.trainer import prepare_plan
+    from lorastudio.train.plan import prepare_plan
 
     lines = explain_lines(resolved)
     try:
@@ -178,9 +183,14 @@ def run_training(
     del trainer
     _free_training_memory()  # before scoring loads a clean copy of the model
     if result.get("finished") and os.environ.get("RANK", "0") == "0":
-        if config.scoring.enabled:
-            result.update(_choose_checkpoint(ws, run_dir, config, device, model_where))
-        _register_result(ws, run_dir, config, result, result.get("best_step", result["step"]))
+        chosen = _choose_checkpoint(ws, run_dir, config, device, model_where) if config.scoring.enabled else {}
+        if chosen:
+            result.update(best_step=chosen["best_step"], scores=chosen["scores"])
+            files, step, by = chosen["files"], chosen["best_step"], "score"
+        else:
+            files = {kind: Path(result[kind]) for kind in ("model", "lora", "embedding") if kind in result}
+            step, by = result["step"], "final"
+        result.update(publish(ws, run_dir, config, files, step, by))
     return result
 
 
@@ -224,12 +234,46 @@ def score_training_run(
 
 def pick_training_checkpoint(ws: Workspace, run: str, step: int, by: str = "user") -> dict[str, Any]:
     """Make checkpoint `step` the run's result: copy it into the library and record it there."""
-    from lorastudio.train.scoring import pick_checkpoint
+    from lorastudio.train.scoring import checkpoint_files
 
-    picked = pick_checkpoint(ws, run, step, by=by)
+    files = checkpoint_files(ws, run, step)
     config, run_dir = resume_config(ws, run)
-    _register_result(ws, run_dir, config, picked, step)
-    return picked
+    return {"run": run_dir.name, "step": step, "picked_by": by, **publish(ws, run_dir, config, files, step, by)}
+
+
+def publish(
+    ws: Workspace, run_dir: Path, cfg: TrainConfig, files: dict[str, Path], step: int, by: str
+) -> dict[str, str]:
+    """Copy a run's chosen files into the library and record them; returns the `library_*` paths.
+
+    `files` maps "model", "lora" and "embedding" to files in the run folder (see
+    `train.outputs`); each is checked before it is copied (a broken file never enters the
+    library). `by` is who chose the checkpoint: "score" or "user" are noted in scores.json,
+    "final" (the files of the last step, no scoring) is not.
+    """
+    from lorastudio.train.outputs import copy_to_library
+
+    name = cfg.output.name or run_dir.name
+    out: dict[str, str] = {}
+    if "model" in files:
+        library = ws.safe_child(ws.models, f"{name}.safetensors", "output.name")
+        copy_to_library(files["model"], library, "model")
+        out["library_model"] = str(library)
+    if "lora" in files:
+        library = ws.safe_child(ws.loras, f"{name}.safetensors", "output.name")
+        trigger = cfg.trigger if cfg.trains_embedding else None
+        copy_to_library(files["lora"], library, "lora", expect_lora_keys=cfg.trains_lora, trigger=trigger)
+        out["library_lora"] = str(library)
+    if "embedding" in files:
+        library = ws.safe_child(ws.embeddings, f"{cfg.trigger}.safetensors", "trigger")
+        copy_to_library(files["embedding"], library, "embedding")
+        out["library_embedding"] = str(library)
+    if by != "final":
+        from lorastudio.train.scoring import record_pick
+
+        record_pick(run_dir, step, by)
+    _register_result(ws, run_dir, cfg, out, step)
+    return out
 
 
 def _latest_samples(run_dir: Path, step: int | None) -> list[str]:
@@ -282,13 +326,15 @@ def _lora_family(path: Path) -> str | None:
 def _choose_checkpoint(
     ws: Workspace, run_dir: Path, config: TrainConfig, device: str | None, model_where: Any = None
 ) -> dict[str, Any]:
-    """Score the run's checkpoints and make the best one the run's result in the library."""
-    from lorastudio.train.scoring import list_checkpoints, pick_checkpoint, score_run
+    """Score the run's checkpoints: the best step, the table's path and the best checkpoint's files."""
+    from lorastudio.train.scoring import checkpoint_files, list_checkpoints, score_run
 
     if run_dir.parent != ws.runs or not list_checkpoints(run_dir, config):
         return {}
     table = score_run(ws, run_dir.name, device=device, model_where=model_where)
-    picked = pick_checkpoint(ws, run_dir.name, table["best_step"], by="score")
-    out = {"best_step": table["best_step"], "scores": str(run_dir / "scores.json")}
-    out.update({k: v for k, v in picked.items() if k.startswith("library_")})
-    return out
+    best = table["best_step"]
+    return {
+        "best_step": best,
+        "scores": str(run_dir / "scores.json"),
+        "files": checkpoint_files(ws, run_dir.name, best),
+    }

@@ -7,7 +7,6 @@ state. Every batch holds images of one bucket (one latent size).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -15,10 +14,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorastudio.data.buckets import Bucket, assign_bucket, crop_box_for, no_upscale_bucket, plan_buckets
+from lorastudio.data.buckets import Bucket, assign_bucket, bucket_crop, no_upscale_bucket, plan_buckets
 from lorastudio.errors import LorastudioError
+from lorastudio.models.checkpoint import file_sha256
 
-__all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "file_hash", "color_jitter"]
+__all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "color_jitter"]
 
 # Colour augmentation range (kohya's color_aug is a small hue shift): hue +-3%, brightness +-10%.
 COLOR_AUG_HUE = 0.03
@@ -38,14 +38,6 @@ class TrainImage:
     digest: str  # content hash, the latent cache key
 
 
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _upright_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
@@ -59,12 +51,10 @@ def _upright_size(path: Path) -> tuple[int, int]:
 
 
 def _scaled_crop(size: tuple[int, int], bucket: Bucket) -> tuple[float, tuple[int, int]]:
-    """Upscale factor needed and the (top, left) crop, mirroring `resize_to_bucket`."""
-    width, height = size
-    scale = max(bucket[0] / width, bucket[1] / height)
-    scaled = (max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale)))
-    left, top, _, _ = crop_box_for(scaled, bucket)
-    return scale, (top, left)
+    """Upscale factor needed and the (top, left) crop that `resize_to_bucket` cuts (`bucket_crop`)."""
+    crop = bucket_crop(size, bucket)
+    left, top, _, _ = crop.box
+    return crop.scale, (top, left)
 
 
 @dataclass(frozen=True)
@@ -112,7 +102,7 @@ def scan_images(
             continue
         images.append(
             TrainImage(
-                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_hash(item.image)
+                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_sha256(item.image)
             )
         )
     if too_small:

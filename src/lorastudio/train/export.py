@@ -1,5 +1,9 @@
 """Trained tensors -> files: the kohya/webui LoRA (with bundled trigger) and the A1111 embedding.
 
+`training_facts` says what the run was (kohya's `ss_*` names); every file carries them. Its
+`lorastudio_config` is `TrainConfig.model_dump()`, so the order and names of the config's
+fields are part of the file bytes.
+
 A DreamBooth / fine-tune run writes a whole A1111 single-file checkpoint instead.
 The LoRA-format details live in `lorastudio.adapters`; this module only gathers what the
 trainer holds (LoRA layers, trigger vectors, facts about the run) into a `LoraFile`.
@@ -13,9 +17,18 @@ from typing import Any
 from lorastudio.adapters.kohya import save_kohya
 from lorastudio.adapters.lora_file import LoraFile
 from lorastudio.adapters.metadata import build_metadata
-from lorastudio.train.outputs import atomic_file
+from lorastudio.train.kohya_config import kohya_training_facts
+from lorastudio.train.lora_modules import lycoris_network_args
+from lorastudio.train.outputs import atomic_file, output_targets
 
-__all__ = ["lora_file_from_training", "save_lora", "save_embedding", "save_full_checkpoint"]
+__all__ = [
+    "lora_file_from_training",
+    "save_lora",
+    "save_embedding",
+    "save_full_checkpoint",
+    "training_facts",
+    "write_training_outputs",
+]
 
 
 def lora_file_from_training(lora_set, embedding=None) -> LoraFile:
@@ -91,3 +104,115 @@ def save_full_checkpoint(
     with atomic_file(path) as temporary:
         save_single_file(model.components, model.family, temporary, metadata, dtype=_dtype_of(precision))
     return path
+
+
+def training_facts(
+    cfg,
+    name: str,
+    model,
+    images: list,
+    step: int,
+    epoch: int,
+    mixed_precision: str,
+    prediction_type: str,
+) -> dict[str, Any]:
+    """What the run was, for the files' metadata: network, data set, tags, buckets, rates, seed.
+
+    `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s.
+    """
+    tags: dict[str, int] = {}
+    for img in images:
+        for tag in (t.strip() for t in img.caption.split(",")):
+            if tag:
+                tags[tag] = tags.get(tag, 0) + 1
+    buckets: dict[str, int] = {}
+    for img in images:
+        key = f"{img.bucket[0]}x{img.bucket[1]}"
+        buckets[key] = buckets.get(key, 0) + img.repeats
+    return {
+        "output_name": name,
+        "network_dim": cfg.lora.rank if cfg.trains_lora else None,
+        "network_alpha": cfg.lora.alpha if cfg.trains_lora else None,
+        "network_args": {
+            "targets": cfg.lora.targets,
+            "conv_dim": cfg.lora.conv_rank or cfg.lora.rank,
+            "method": cfg.method,
+            **lycoris_network_args(cfg.lora),
+        }
+        if cfg.trains_lora
+        else None,
+        "network_module": "lycoris.kohya" if cfg.trains_lora and cfg.lora.type != "lora" else None,
+        "steps": step,
+        "epoch": epoch,
+        "resolution": (cfg.train.resolution, cfg.train.resolution),
+        "clip_skip": cfg.clip_skip,
+        "v2": model.family.name == "sd2",
+        "v_parameterization": prediction_type == "v_prediction",
+        "num_train_images": len(images),
+        "sd_model_name": model.name,
+        "sd_model_hash": model.short_hash,
+        "new_sd_model_hash": model.sha256,
+        "dataset_dirs": {
+            cfg.data.dir: {
+                "n_repeats": max(i.repeats for i in images),
+                "img_count": len(images),
+            }
+        },
+        "tag_frequency": {cfg.data.dir: tags},
+        "bucket_info": {"buckets": buckets},
+        "learning_rate": cfg.train.learning_rate,
+        **_learning_rate_facts(cfg),
+        "mixed_precision": mixed_precision,
+        "lr_scheduler": cfg.train.lr_scheduler,
+        "optimizer": cfg.train.optimizer,
+        "min_snr_gamma": cfg.train.min_snr_gamma,
+        "noise_offset": cfg.train.noise_offset or None,
+        "seed": cfg.seed,
+        "training_comment": f"lorastudio {cfg.method}"
+        + (f", prior preservation: {cfg.prior.class_prompt!r}" if cfg.uses_prior else "")
+        + (f", EMA {cfg.train.ema_decay:g}" if cfg.train.ema_decay else ""),
+        "lorastudio_config": cfg.model_dump(mode="json"),
+        "trigger_phrase": cfg.trigger or None,
+        **kohya_training_facts(cfg),
+    }
+
+
+def _learning_rate_facts(cfg) -> dict[str, Any]:
+    """kohya's `ss_network_train_unet_only`, `ss_unet_lr`, and `ss_text_encoder_lr` only where it applied.
+
+    The trigger embedding's rate is `ss_embedding_lr`: kohya readers take `ss_text_encoder_lr`
+    for the rate of text-encoder LoRA layers.
+    """
+    te_lora = cfg.trains_lora and cfg.lora.train_text_encoder
+    te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
+    facts: dict[str, Any] = {"text_encoder_lr": te_lr if te_lora else None}
+    if cfg.trains_embedding:
+        facts["embedding_lr"] = cfg.embedding.learning_rate or te_lr
+    if cfg.trains_lora:
+        facts["unet_lr"] = cfg.train.learning_rate
+        facts["network_train_unet_only"] = not te_lora
+    return facts
+
+
+def write_training_outputs(
+    folder: Path, cfg, name: str, model, lora_set, embedding, facts: dict[str, Any]
+) -> dict[str, Path]:
+    """The LoRA (or model) and the embedding, each on its own path (see `train.outputs`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    family = model.family
+    precision = cfg.output.save_precision
+    targets = output_targets(
+        folder,
+        name,
+        cfg.trigger,
+        full_model=cfg.trains_full_unet,
+        lora=lora_set is not None,
+        embedding=embedding is not None,
+    )
+    if "model" in targets:
+        save_full_checkpoint(model, targets["model"], facts, base_name=cfg.model, precision=precision)
+    if "lora" in targets:
+        save_lora(lora_set, embedding, targets["lora"], family, model.unet.config, facts, precision=precision)
+    if "embedding" in targets:
+        save_embedding(embedding, targets["embedding"], family, facts)
+    return targets

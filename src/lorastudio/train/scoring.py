@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.train import tag_scoring  # noqa: F401  registers tag_agreement
-from lorastudio.train.outputs import copy_to_library
 from lorastudio.train.runs import Checkpoint, RunFolder, StudioFolders, list_checkpoints
 from lorastudio.train.scorers import SCORERS, Scorer, ScoringContext, register_scorer
 
@@ -33,7 +32,8 @@ __all__ = [
     "register_scorer",
     "list_checkpoints",
     "score_run",
-    "pick_checkpoint",
+    "checkpoint_files",
+    "record_pick",
     "chosen_steps",
     "default_prompts",
 ]
@@ -45,7 +45,7 @@ SHEET_CELL = 256
 
 # -- validation loss -----------------------------------------------------------------------
 def _held_out_images(datasets_dir: Path, cfg: TrainConfig) -> tuple[list[Any], str]:
-    from lorastudio.train.trainer import prepare_plan
+    from lorastudio.train.plan import prepare_plan
 
     if cfg.scoring.validation_dir:
         held = cfg.model_copy(
@@ -332,7 +332,7 @@ def score_run(
         "seed": cfg.scoring.seed,
         "rows": rows,
         "best_step": best,
-        "result_step": None,  # the checkpoint now in loras/ (set by pick_checkpoint)
+        "result_step": None,  # the checkpoint now in loras/ (set by record_pick)
         "picked_by": None,
         "contact_sheet": str(sheet),
     }
@@ -347,32 +347,26 @@ def chosen_steps(run_dir: Path) -> set[int]:
     return RunFolder(run_dir).chosen_steps
 
 
-def pick_checkpoint(ws: StudioFolders, run_name: str, step: int, by: str = "user") -> dict[str, Any]:
-    """Make checkpoint `step` the run's result: copy its LoRA / embedding to the library.
+def checkpoint_files(ws: StudioFolders, run_name: str, step: int) -> dict[str, Path]:
+    """The files of checkpoint `step`, by kind ("lora" or "model", and "embedding" when the run has one).
 
-    `by` is recorded in scores.json: "score" after training, "user" for an override.
+    `service.training.publish` copies them into the library; this module never writes there.
     """
     run = RunFolder.open(ws, run_name)
-    run_dir, cfg = run.path, run.config
     checkpoints = {c.step: c for c in run.checkpoints}
     if step not in checkpoints:
         have = ", ".join(str(s) for s in checkpoints) or "none"
         raise NotFoundError(f"run {run_name!r}: no checkpoint at step {step}; saved steps: {have}.")
     checkpoint = checkpoints[step]
-    name = run.output_name
-    folder, kind = (ws.models, "library_model") if cfg.trains_full_unet else (ws.loras, "library_lora")
-    library = ws.safe_child(folder, f"{name}.safetensors", "output.name")
-    if cfg.trains_full_unet:
-        copy_to_library(checkpoint.lora, library, "model")
-    else:
-        trigger = cfg.trigger if cfg.trains_embedding else None
-        copy_to_library(checkpoint.lora, library, "lora", expect_lora_keys=cfg.trains_lora, trigger=trigger)
-    result: dict[str, Any] = {"run": run_dir.name, "step": step, "picked_by": by, kind: str(library)}
+    files = {"model" if run.config.trains_full_unet else "lora": checkpoint.lora}
     if checkpoint.embedding is not None:
-        embedding = ws.safe_child(ws.embeddings, f"{cfg.trigger}.safetensors", "trigger")
-        copy_to_library(checkpoint.embedding, embedding, "embedding")
-        result["library_embedding"] = str(embedding)
+        files["embedding"] = checkpoint.embedding
+    return files
+
+
+def record_pick(run_dir: Path, step: int, by: str) -> None:
+    """Note in scores.json which checkpoint is the run's result and who chose it ("score" or "user")."""
+    run = RunFolder(run_dir)
     table = run.scores
     table.update(result_step=step, picked_by=by)
     run.write_scores(table)
-    return result

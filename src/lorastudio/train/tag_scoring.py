@@ -106,7 +106,7 @@ def _training_images(ctx: ScoringContext) -> list[tuple[Path, str]]:
     Read from the data set itself rather than `prepare_plan`, which hashes every image.
     """
     from lorastudio.data.dataset import Dataset
-    from lorastudio.train.trainer import resolve_dataset_path
+    from lorastudio.train.plan import resolve_dataset_path
 
     cfg = ctx.cfg
     dataset = Dataset.open(

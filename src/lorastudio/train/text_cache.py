@@ -15,7 +15,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TextEncoderCache", "text_cache_key"]
+from lorastudio.train.text import encode_text
+
+__all__ = ["TextEncoderCache", "CaptionEncoder", "text_cache_key"]
+
+_MEMORY_LIMIT = 4096  # captions kept in host memory before the in-memory cache starts over
 
 
 def text_cache_key(model_sha256: str, family: str, clip_skip: int, dtype: torch.dtype) -> str:
@@ -57,3 +61,52 @@ class TextEncoderCache:
         save_file(tensors, str(tmp))
         tmp.replace(path)  # appears whole or not at all, also with several processes
         self.writes += 1
+
+
+class CaptionEncoder:
+    """Captions -> (embeddings, pooled) for the loss.
+
+    While the text side trains, every call encodes. While it is frozen, each caption is
+    encoded once and kept in host memory (thousands of SDXL captions would fill a GPU),
+    read from and written to the disk cache `disk` when one is set.
+    """
+
+    def __init__(self, model, clip_skip: int, trains_text: bool):
+        self.model = model
+        self.clip_skip = clip_skip
+        self.trains_text = trains_text
+        self.disk: TextEncoderCache | None = None
+        self.memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def fill(self, captions: list[str]) -> None:
+        """Fill the in-memory cache from the disk cache, encoding (and storing) the rest."""
+        disk = self.disk
+        todo = []
+        for caption in captions:
+            found = disk.load(caption) if disk is not None else None
+            if found is None:
+                todo.append(caption)
+                continue
+            self.memory[caption] = found
+        for start in range(0, len(todo), 16):
+            chunk = todo[start : start + 16]
+            with torch.no_grad():
+                embeds, pooled = encode_text(self.model, chunk, self.clip_skip)
+            for i, caption in enumerate(chunk):
+                pooled_i = pooled[i].cpu() if pooled is not None else None
+                self.memory[caption] = (embeds[i].cpu(), pooled_i)
+                if disk is not None:
+                    disk.save(caption, embeds[i], pooled_i)
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.trains_text:
+            return encode_text(self.model, captions, self.clip_skip)
+        missing = [c for c in dict.fromkeys(captions) if c not in self.memory]
+        if missing:
+            if len(self.memory) + len(missing) > _MEMORY_LIMIT:
+                self.memory.clear()
+            self.fill(missing)
+        device = self.model.device
+        embeds = torch.stack([self.memory[c][0] for c in captions]).to(device)
+        pooled = [self.memory[c][1] for c in captions]
+        return embeds, torch.stack(pooled).to(device) if pooled[0] is not None else None

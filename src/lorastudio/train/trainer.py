@@ -6,9 +6,9 @@ noise and timesteps of every micro-batch are drawn from generators seeded by
 vectors, optimizer, LR scheduler, step, RNG) is in the `accelerate` state saved with each
 checkpoint. A resumed run therefore ends with the same weights as an uninterrupted one.
 
-Gradients of the trainable set are averaged across processes explicitly instead of
-wrapping the UNet in DDP: for LoRA the UNet is frozen and never needs to be wrapped, and
-one code path then serves LoRA and full fine-tuning alike.
+Gradients of the trainable set are averaged across processes explicitly, without DDP
+(see `train.distributed`). What is trained is set up in `train.trainables`, the loss is
+`train.losses`, the files and their metadata are `train.export`.
 
 Prior preservation (DreamBooth) adds a second loss per micro-batch on class images, drawn
 from their own seeded schedule, so it stays reproducible and resumable too.
@@ -17,19 +17,16 @@ from their own seeded schedule, so it stays reproducible and resumable too.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import random
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.checkpoints import (
@@ -40,105 +37,39 @@ from lorastudio.train.checkpoints import (
     publish_checkpoint,
     remove_folder,
 )
-from lorastudio.train.config import TrainConfig, budget_steps
-from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, color_jitter, scan_images
+from lorastudio.train.config import TrainConfig
+from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
+from lorastudio.train.distributed import _buckets, average_gradients, ranks_agree  # noqa: F401  (_buckets: tests)
 from lorastudio.train.ema import WeightAverage
-from lorastudio.train.export import save_embedding, save_full_checkpoint, save_lora
-from lorastudio.train.kohya_config import kohya_training_facts
-from lorastudio.train.latents import LatentCache, check_cache_space, encode_image, vae_hash
-from lorastudio.train.logs import RunLog, draw_loss_curve
-from lorastudio.train.lora_modules import (
-    LoraSet,
-    TargetSpec,
-    inject_lora,
-    lycoris_network_args,
-    text_encoder_targets,
-    unet_targets,
+from lorastudio.train.export import (
+    save_embedding,  # noqa: F401  (tests interrupt the writers through this module's names)
+    save_lora,  # noqa: F401
+    training_facts,
+    write_training_outputs,
 )
-from lorastudio.train.noise import training_noise
+from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
+from lorastudio.train.logs import RunLog, draw_loss_curve
+from lorastudio.train.lora_modules import LoraSet
+from lorastudio.train.losses import DenoisingLoss
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
-from lorastudio.train.outputs import copy_to_library, output_targets
-from lorastudio.train.text import TriggerEmbedding, build_caption, encode_text
-from lorastudio.train.text_cache import TextEncoderCache, text_cache_key
+from lorastudio.train.plan import PriorSet, TrainPlan, ends_epoch, prepare_plan, resolve_dataset_path
+from lorastudio.train.text import TriggerEmbedding, build_caption
+from lorastudio.train.text_cache import CaptionEncoder, TextEncoderCache, text_cache_key
+from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables, unet_dtype_bridge
 
-__all__ = ["Trainer", "TrainPlan", "prepare_plan", "latest_state", "Callback"]
+__all__ = [
+    "Trainer",
+    "TrainPlan",
+    "PriorSet",
+    "prepare_plan",
+    "resolve_dataset_path",
+    "ends_epoch",
+    "latest_state",
+    "unet_dtype_bridge",
+    "Callback",
+]
 
 Callback = Callable[[dict], None]
-_TEXT_CACHE_LIMIT = 4096
-_REDUCE_BUCKET_ELEMENTS = 25_000_000
-
-
-@dataclass
-class TrainPlan:
-    """What was checked before any model is loaded: images, buckets and the step budget."""
-
-    images: list[TrainImage]
-    steps: int
-    explanation: str
-    dataset_root: Path
-    num_samples: int
-    batches_per_epoch: int = 0  # micro-batches in one epoch (every image x repeats once)
-
-
-@dataclass
-class PriorSet:
-    """Class images of a DreamBooth run with their latents and own batch order."""
-
-    images: list[TrainImage]
-    latents: LatentCache
-    schedule: BatchSchedule
-
-
-def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
-    if not data_dir:
-        raise LorastudioError("data.dir: not set; pass data.dir=<data set name or folder>.")
-    named = datasets_folder / data_dir
-    if "/" not in data_dir and named.is_dir():
-        return named
-    return Path(data_dir).expanduser()
-
-
-def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1) -> TrainPlan:
-    """Open the data set and check sizes and budget: every cheap error before heavy work."""
-    from lorastudio.data.dataset import Dataset
-
-    if not cfg.model:
-        raise LorastudioError(
-            "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
-        )
-    path = resolve_dataset_path(cfg.data.dir, datasets_folder)
-    dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
-    if len(dataset) == 0:
-        raise LorastudioError(f"{path}: the data set is empty; add images first.")
-    items = dataset.items()
-    if cfg.data.repeats is not None:  # kohya subsets' num_repeats: one count for the whole data.dir
-        items = [dataclasses.replace(item, repeats=cfg.data.repeats) for item in items]
-    images = scan_images(
-        items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
-    )
-    from lorastudio.train.optim import check_optimizer_args
-
-    check_optimizer_args(cfg.train.optimizer, cfg.train.optimizer_args)  # a typo fails before the model loads
-    if cfg.uses_prior:
-        from lorastudio.train.prior import check_class_dir
-
-        check_class_dir(cfg, datasets_folder)
-    num_samples = sum(img.repeats for img in images)
-    batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
-    steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
-    return TrainPlan(images, steps, why, dataset.root, num_samples, batches)
-
-
-def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:
-    """Whether optimizer step `step` (1-based) completes an epoch whose number is a multiple of `every`.
-
-    Batches run on across epochs, so an epoch may end inside a step: that step ends it.
-    """
-
-    def epochs_done(n: int) -> int:
-        return n * batches_per_step // batches_per_epoch
-
-    return epochs_done(step) // every > epochs_done(step - 1) // every
 
 
 def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
@@ -153,99 +84,6 @@ def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Pat
 def _saved_states(run_dir: Path, say: Callable[[str], None] | None = None) -> list[Path]:
     """Every complete `checkpoints/step-N/state` folder, oldest first."""
     return [folder / "state" for _, folder in complete_step_folders(run_dir / "checkpoints", say, "state")]
-
-
-class _TrainableState:
-    """LoRA tensors, trigger vectors and the step: the custom part of `accelerate`'s state."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-
-    def state_dict(self) -> dict[str, Any]:
-        t = self.trainer
-        return {
-            "step": t.step,
-            "lora": t.lora_set.lora_state_dict() if t.lora_set is not None else {},
-            "embedding": t.embedding.as_tensors() if t.embedding is not None else [],
-            # Only the main process writes the state; every rank loads that file on resume.
-            "unet": _cpu_state(t.model.unet)
-            if t.cfg.trains_full_unet and t.accelerator.is_main_process
-            else {},
-            "ema": t.ema.state_dict() if t.ema is not None else None,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        t = self.trainer
-        t.step = int(state["step"])
-        if t.lora_set is not None:
-            t.lora_set.load_lora_state_dict(state["lora"])
-        if t.embedding is not None:
-            with torch.no_grad():
-                for param, saved in zip(t.embedding.vectors, state["embedding"], strict=True):
-                    param.copy_(saved)
-        if t.cfg.trains_full_unet:
-            t.model.unet.load_state_dict(state["unet"])
-        if t.ema is not None:
-            t.ema.load_state_dict(state["ema"])
-
-
-@contextlib.contextmanager
-def unet_dtype_bridge(unet: torch.nn.Module, compute_dtype: torch.dtype, io_dtype: torch.dtype):
-    """Let a UNet kept in `compute_dtype` take and return the sampler's `io_dtype` tensors.
-
-    A fully fine-tuned UNet trains in fp32 while the VAE, text encoders and the sampling
-    loop stay in the model's bf16/fp16; autocast would also reach the VAE's fp32 fallback.
-    """
-    if compute_dtype == io_dtype:
-        yield
-        return
-
-    def cast(value, dtype):
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            return value.to(dtype)
-        if isinstance(value, dict):
-            return {k: cast(v, dtype) for k, v in value.items()}
-        if isinstance(value, tuple | list):
-            return type(value)(cast(v, dtype) for v in value)
-        return value
-
-    def before(_module, args, kwargs):
-        return cast(args, compute_dtype), cast(kwargs, compute_dtype)
-
-    def after(_module, _args, output):
-        if isinstance(output, tuple):
-            return cast(output, io_dtype)
-        output.sample = output.sample.to(io_dtype)
-        return output
-
-    handles = [
-        unet.register_forward_pre_hook(before, with_kwargs=True),
-        unet.register_forward_hook(after),
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _buckets(tensors: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
-    """Consecutive groups of same-dtype, same-device tensors of at most `limit` elements each."""
-    groups: list[list[torch.Tensor]] = []
-    size = 0
-    for tensor in tensors:
-        last = groups[-1][-1] if groups else None
-        fits = last is not None and (last.dtype, last.device) == (tensor.dtype, tensor.device)
-        if not fits or size + tensor.numel() > limit:
-            groups.append([])
-            size = 0
-        groups[-1].append(tensor)
-        size += tensor.numel()
-    return groups
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}  # written at once: no clone
 
 
 def _mixed_precision(requested: str, device_type: str) -> str:
@@ -285,8 +123,7 @@ class Trainer:
         self.embedding: TriggerEmbedding | None = None
         self.ema: WeightAverage | None = None
         self.prior: PriorSet | None = None
-        self.text_disk_cache: TextEncoderCache | None = None
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.caption_encoder: CaptionEncoder | None = None  # set up with the model
 
     # -- events ---------------------------------------------------------------------------
     def _emit(self, event: dict) -> None:
@@ -324,61 +161,10 @@ class Trainer:
         return model
 
     def _setup_trainables(self, model) -> None:
-        cfg = self.cfg
-        generator = torch.Generator().manual_seed(cfg.seed)
-        if cfg.trains_full_unet:
-            # fp32 master weights: optimizer updates of 1e-6 vanish in bf16/fp16 weights.
-            model.unet.to(torch.float32).requires_grad_(True)
-        if cfg.trains_embedding:
-            self.embedding = TriggerEmbedding(
-                cfg.trigger,
-                cfg.embedding.num_vectors,
-                cfg.embedding.init_text,
-                model.text_encoders,
-                model.tokenizers,
-            ).to(model.device)
-            self.embedding.attach(model.text_encoders)
-        if cfg.trains_lora:
-            self.lora_set = LoraSet()
-            conv_rank = cfg.lora.conv_rank or cfg.lora.rank
-            spec = TargetSpec("unet", cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.type)
-            inject_lora(
-                model.unet,
-                spec,
-                unet_targets(model.unet, cfg.lora.targets),
-                self.lora_set,
-                generator,
-                cfg.lora.dropout,
-            )
-            if cfg.lora.train_text_encoder:
-                for component, encoder in zip(model.family.text_encoders, model.text_encoders, strict=True):
-                    spec = TargetSpec(
-                        component, cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.type
-                    )
-                    inject_lora(
-                        encoder,
-                        spec,
-                        text_encoder_targets(encoder, cfg.lora.targets),
-                        self.lora_set,
-                        generator,
-                        cfg.lora.dropout,
-                    )
+        self.lora_set, self.embedding = setup_trainables(self.cfg, model)
 
     def _param_groups(self) -> list[dict]:
-        cfg = self.cfg
-        te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
-        groups = []
-        if cfg.trains_full_unet:
-            groups.append({"params": list(self.model.unet.parameters()), "lr": cfg.train.learning_rate})
-        if self.lora_set is not None:
-            groups.append({"params": self.lora_set.parameters_of(("unet",)), "lr": cfg.train.learning_rate})
-            groups.append(
-                {"params": self.lora_set.parameters_of(("text_encoder", "text_encoder_2")), "lr": te_lr}
-            )
-        if self.embedding is not None:
-            emb_lr = cfg.embedding.learning_rate or te_lr
-            groups.append({"params": list(self.embedding.parameters()), "lr": emb_lr, "weight_decay": 0.0})
-        return groups
+        return param_groups(self.cfg, self.model, self.lora_set, self.embedding)
 
     def _trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for group in self._param_groups() for p in group["params"]]
@@ -422,48 +208,6 @@ class Trainer:
             captions += [img.caption for img in self.prior.images]
         return list(dict.fromkeys(captions))
 
-    def _encode_missing(self, captions: list[str]) -> None:
-        """Fill the in-memory text cache from the disk cache, encoding (and storing) the rest."""
-        disk = self.text_disk_cache
-        todo = []
-        for caption in captions:
-            found = disk.load(caption) if disk is not None else None
-            if found is None:
-                todo.append(caption)
-                continue
-            self._text_cache[caption] = found
-        for start in range(0, len(todo), 16):
-            chunk = todo[start : start + 16]
-            with torch.no_grad():
-                embeds, pooled = encode_text(self.model, chunk, self.cfg.clip_skip)
-            for i, caption in enumerate(chunk):
-                # Kept in host memory: thousands of SDXL captions would fill a GPU.
-                pooled_i = pooled[i].cpu() if pooled is not None else None
-                self._text_cache[caption] = (embeds[i].cpu(), pooled_i)
-                if disk is not None:
-                    disk.save(caption, embeds[i], pooled_i)
-
-    def _encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._text_trains:
-            return encode_text(self.model, captions, self.cfg.clip_skip)
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
-        if missing:
-            if len(self._text_cache) + len(missing) > _TEXT_CACHE_LIMIT:
-                self._text_cache.clear()
-            self._encode_missing(missing)
-        device = self.model.device
-        embeds = torch.stack([self._text_cache[c][0] for c in captions]).to(device)
-        pooled = [self._text_cache[c][1] for c in captions]
-        return embeds, torch.stack(pooled).to(device) if pooled[0] is not None else None
-
-    def _time_ids(self, images: list[TrainImage], batch: list[tuple[int, bool]]) -> torch.Tensor:
-        rows = []
-        for index, _ in batch:
-            img = images[index]
-            (w, h), (top, left), (bw, bh) = img.size, img.crop, img.bucket
-            rows.append([h, w, top, left, bh, bw])
-        return torch.tensor(rows, dtype=torch.float32, device=self.model.device)
-
     def _loss(self, micro_index: int) -> torch.Tensor:
         """The micro-batch's denoising loss, plus the weighted prior loss on class images."""
         batch = self.schedule.batch(micro_index)
@@ -487,86 +231,10 @@ class Trainer:
         captions: list[str],
         seed: int,
     ) -> torch.Tensor:
-        cfg, model = self.cfg, self.model
-        device = model.device
-        if cfg.data.color_aug and cache is self.latents:
-            latents = self._color_augmented_latents(images, batch, seed).to(device)
-        else:
-            latents = torch.stack([cache.get(i, flipped) for i, flipped in batch]).to(device)
-        generator = torch.Generator(device=device).manual_seed(seed)
-        noise = training_noise(
-            latents.shape,
-            generator,
-            device,
-            offset=cfg.train.noise_offset,
-            multires_iterations=cfg.train.multires_noise_iterations,
-            multires_discount=cfg.train.multires_noise_discount,
-        )
-        num_timesteps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, num_timesteps, (latents.shape[0],), generator=generator, device=device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        embeds, pooled = self._encode(captions)
-        dtype = self.unet_dtype
-        added = None
-        if model.family.uses_pooled_text:
-            added = {"text_embeds": pooled.to(dtype), "time_ids": self._time_ids(images, batch).to(dtype)}
-        with self.accelerator.autocast():
-            prediction = model.unet(
-                noisy.to(dtype),
-                timesteps,
-                encoder_hidden_states=embeds.to(dtype),
-                added_cond_kwargs=added,
-                return_dict=False,
-            )[0]
-        if self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if cfg.train.min_snr_gamma:
-            per_sample = per_sample * self._snr_weights(timesteps)
-        return per_sample.mean()
-
-    def _color_augmented_latents(
-        self, images: list[TrainImage], batch: list[tuple[int, bool]], seed: int
-    ) -> torch.Tensor:
-        """`data.color_aug`: every exposure gets its own colour jitter, so its latent is encoded now."""
-        from lorastudio.data.images import open_image
-
-        rng = random.Random(f"{seed}:color")
-        latents = []
-        for index, flipped in batch:
-            image = images[index]
-            jittered = color_jitter(open_image(image.path), rng)
-            latents.append(encode_image(self.model.vae, jittered, image.bucket, flipped))
-        return torch.stack(latents)
-
-    def _snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """min-SNR-gamma (Hang et al. 2023): cap the weight of easy, low-noise timesteps."""
-        alphas = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-        snr = alphas / (1 - alphas)
-        capped = torch.clamp(snr, max=self.cfg.train.min_snr_gamma)
-        return capped / (snr + 1) if self.prediction_type == "v_prediction" else capped / snr
+        color_aug = self.cfg.data.color_aug and cache is self.latents
+        return self.denoising_loss(images, cache, batch, captions, seed, color_aug=color_aug)
 
     # -- the loop -----------------------------------------------------------------------------
-    def _reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        if self.accelerator.num_processes == 1:
-            return
-        import torch.distributed as dist
-
-        for param in params:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-        # One all-reduce per ~25M-element bucket, not per tensor (a whole UNet has ~700 tensors).
-        for bucket in _buckets([p.grad for p in params], _REDUCE_BUCKET_ELEMENTS):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= self.accelerator.num_processes
-            offset = 0
-            for grad in bucket:
-                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
-
     def _prepare(self, plan: TrainPlan) -> None:
         from diffusers import DDPMScheduler
 
@@ -583,6 +251,15 @@ class Trainer:
         self.unet_dtype = next(self.model.unet.parameters()).dtype
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.caption_encoder = CaptionEncoder(self.model, self.cfg.clip_skip, trains_text=self._text_trains)
+        self.denoising_loss = DenoisingLoss(
+            self.cfg,
+            self.model,
+            self.noise_scheduler,
+            self.unet_dtype,
+            encode=self.caption_encoder,
+            autocast=self.accelerator.autocast,
+        )
         if self.cfg.train.gradient_checkpointing:
             self.model.unet.enable_gradient_checkpointing()
             if self._text_trains:
@@ -626,7 +303,7 @@ class Trainer:
         self._say(f"optimizer: {type(optimizer).__name__}, lr scheduler: {self.cfg.train.lr_scheduler}")
         # The scheduler is stepped by hand (once per optimizer step on every process).
         self.optimizer = self.accelerator.prepare(optimizer)
-        self.accelerator.register_for_checkpointing(_TrainableState(self), self.lr_scheduler)
+        self.accelerator.register_for_checkpointing(TrainableState(self), self.lr_scheduler)
 
     def _select_attention(self) -> None:
         """`train.attention`: SDPA, or xformers when installed; the choice is printed with the run."""
@@ -725,10 +402,9 @@ class Trainer:
             return
         model = self.model
         key = text_cache_key(model.sha256, model.family.name, self.cfg.clip_skip, model.dtype)
-        self.text_disk_cache = TextEncoderCache(self.ws.cache / "text", key)
+        disk = self.caption_encoder.disk = TextEncoderCache(self.ws.cache / "text", key)
         with self.accelerator.main_process_first():
-            self._encode_missing(captions)
-        disk = self.text_disk_cache
+            self.caption_encoder.fill(captions)
         self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
@@ -782,7 +458,7 @@ class Trainer:
                     loss = self._loss(micro_index) / accum
                     acc.backward(loss)
                     total_loss += loss.detach()
-                self._reduce_gradients(self.params)
+                average_gradients(self.params, acc.num_processes)
                 if cfg.train.max_grad_norm:
                     acc.clip_grad_norm_(self.params, cfg.train.max_grad_norm)
                 self.optimizer.step()
@@ -848,82 +524,17 @@ class Trainer:
 
     # -- outputs ----------------------------------------------------------------------------
     def _facts(self) -> dict[str, Any]:
-        cfg, model = self.cfg, self.model
-        tags: dict[str, int] = {}
-        for img in self.images:
-            for tag in (t.strip() for t in img.caption.split(",")):
-                if tag:
-                    tags[tag] = tags.get(tag, 0) + 1
-        buckets: dict[str, int] = {}
-        for img in self.images:
-            key = f"{img.bucket[0]}x{img.bucket[1]}"
-            buckets[key] = buckets.get(key, 0) + img.repeats
-        return {
-            "output_name": self.name,
-            "network_dim": cfg.lora.rank if cfg.trains_lora else None,
-            "network_alpha": cfg.lora.alpha if cfg.trains_lora else None,
-            "network_args": {
-                "targets": cfg.lora.targets,
-                "conv_dim": cfg.lora.conv_rank or cfg.lora.rank,
-                "method": cfg.method,
-                **lycoris_network_args(cfg.lora),
-            }
-            if cfg.trains_lora
-            else None,
-            "network_module": "lycoris.kohya" if cfg.trains_lora and cfg.lora.type != "lora" else None,
-            "steps": self.step,
-            "epoch": self.schedule.epoch_of(
-                max(self.step * cfg.train.grad_accum * self.accelerator.num_processes - 1, 0)
-            )
-            + 1,
-            "resolution": (cfg.train.resolution, cfg.train.resolution),
-            "clip_skip": cfg.clip_skip,
-            "v2": model.family.name == "sd2",
-            "v_parameterization": self.prediction_type == "v_prediction",
-            "num_train_images": len(self.images),
-            "sd_model_name": model.name,
-            "sd_model_hash": model.short_hash,
-            "new_sd_model_hash": model.sha256,
-            "dataset_dirs": {
-                cfg.data.dir: {
-                    "n_repeats": max(i.repeats for i in self.images),
-                    "img_count": len(self.images),
-                }
-            },
-            "tag_frequency": {cfg.data.dir: tags},
-            "bucket_info": {"buckets": buckets},
-            "learning_rate": cfg.train.learning_rate,
-            **self._learning_rate_facts(),
-            "mixed_precision": self.accelerator.mixed_precision,
-            "lr_scheduler": cfg.train.lr_scheduler,
-            "optimizer": cfg.train.optimizer,
-            "min_snr_gamma": cfg.train.min_snr_gamma,
-            "noise_offset": cfg.train.noise_offset or None,
-            "seed": cfg.seed,
-            "training_comment": f"lorastudio {cfg.method}"
-            + (f", prior preservation: {cfg.prior.class_prompt!r}" if cfg.uses_prior else "")
-            + (f", EMA {cfg.train.ema_decay:g}" if cfg.train.ema_decay else ""),
-            "lorastudio_config": cfg.model_dump(mode="json"),
-            "trigger_phrase": cfg.trigger or None,
-            **kohya_training_facts(cfg),
-        }
-
-    def _learning_rate_facts(self) -> dict[str, Any]:
-        """kohya's `ss_network_train_unet_only`, `ss_unet_lr`, and `ss_text_encoder_lr` only where it applied.
-
-        The trigger embedding's rate is `ss_embedding_lr`: kohya readers take `ss_text_encoder_lr`
-        for the rate of text-encoder LoRA layers.
-        """
-        cfg = self.cfg
-        te_lora = cfg.trains_lora and cfg.lora.train_text_encoder
-        te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
-        facts: dict[str, Any] = {"text_encoder_lr": te_lr if te_lora else None}
-        if cfg.trains_embedding:
-            facts["embedding_lr"] = cfg.embedding.learning_rate or te_lr
-        if cfg.trains_lora:
-            facts["unet_lr"] = cfg.train.learning_rate
-            facts["network_train_unet_only"] = not te_lora
-        return facts
+        accumulated = self.step * self.cfg.train.grad_accum * self.accelerator.num_processes
+        return training_facts(
+            self.cfg,
+            self.name,
+            self.model,
+            self.images,
+            self.step,
+            self.schedule.epoch_of(max(accumulated - 1, 0)) + 1,
+            self.accelerator.mixed_precision,
+            self.prediction_type,
+        )
 
     def _averaged(self):
         """The EMA weights in place while saving or sampling (a no-op without EMA)."""
@@ -942,42 +553,12 @@ class Trainer:
                 layer.train()
 
     def _write_outputs(self, folder: Path) -> dict[str, Path]:
+        """The run's files into `folder` (EMA weights when averaging), named by `train.outputs`."""
         with self._averaged():
-            return self._write_output_files(folder)
-
-    def _output_targets(self, folder: Path) -> dict[str, Path]:
-        return output_targets(
-            folder,
-            self.name,
-            self.cfg.trigger,
-            full_model=self.cfg.trains_full_unet,
-            lora=self.lora_set is not None,
-            embedding=self.embedding is not None,
-        )
-
-    def _write_output_files(self, folder: Path) -> dict[str, Path]:
-        """The LoRA (or model) and the embedding, each on its own path (see `train.outputs`)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        facts, family = self._facts(), self.model.family
-        precision = self.cfg.output.save_precision
-        targets = self._output_targets(folder)
-        if "model" in targets:
-            save_full_checkpoint(
-                self.model, targets["model"], facts, base_name=self.cfg.model, precision=precision
+            facts = self._facts()
+            return write_training_outputs(
+                folder, self.cfg, self.name, self.model, self.lora_set, self.embedding, facts
             )
-        if "lora" in targets:
-            save_lora(
-                self.lora_set,
-                self.embedding,
-                targets["lora"],
-                family,
-                self.model.unet.config,
-                facts,
-                precision=precision,
-            )
-        if "embedding" in targets:
-            save_embedding(self.embedding, targets["embedding"], family, facts)
-        return targets
 
     def write_samples(self) -> list[Path]:
         """Sample images for `samples.prompts` with the live model (LoRA and trigger applied)."""
@@ -1060,34 +641,6 @@ class Trainer:
         if removed:
             self._say(f"checkpoints: removed {', '.join(f'step-{s}' for s in removed)} (output.keep_last={keep})")
 
-    def _copy_to_library(self, paths: dict[str, Path]) -> dict[str, str]:
-        """Check each output, then copy it into models/, loras/ or embeddings/ (see `train.outputs`)."""
-        ws, out = self.ws, {}
-        trigger = self.cfg.trigger if self.embedding is not None else None
-        if "model" in paths:
-            library = ws.safe_child(ws.models, f"{self.name}.safetensors", "output.name")
-            copy_to_library(paths["model"], library, "model")
-            out.update(model=str(paths["model"]), library_model=str(library))
-        if "lora" in paths:
-            library = ws.safe_child(ws.loras, f"{self.name}.safetensors", "output.name")
-            copy_to_library(
-                paths["lora"], library, "lora", expect_lora_keys=self.lora_set is not None, trigger=trigger
-            )
-            out.update(lora=str(paths["lora"]), library_lora=str(library))
-        if "embedding" in paths:
-            library = ws.safe_child(ws.embeddings, f"{self.cfg.trigger}.safetensors", "trigger")
-            copy_to_library(paths["embedding"], library, "embedding")
-            out.update(embedding=str(paths["embedding"]), library_embedding=str(library))
-        return out
-
-    def _ranks_agree(self) -> bool:
-        """True when every process ends with the same trainable weights (checksums compared)."""
-        if self.accelerator.num_processes == 1:
-            return True
-        sums = torch.stack([p.detach().double().sum() for p in self.params])
-        gathered = self.accelerator.gather(sums[None].to(self.accelerator.device))
-        return bool((gathered == gathered[0]).all())
-
     def _finish(self, log: RunLog | None) -> dict:
         self.accelerator.wait_for_everyone()
         result: dict[str, Any] = {
@@ -1096,10 +649,11 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "name": self.name,
         }
-        result["ranks_agree"] = self._ranks_agree()
+        result["ranks_agree"] = ranks_agree(self.accelerator, self.params)
         if self.accelerator.is_main_process:
+            # The run folder only: `service.training.publish` copies the chosen files into the library.
             paths = self._write_outputs(self.run_dir)
-            result.update(self._copy_to_library(paths))
+            result.update({kind: str(path) for kind, path in paths.items()})
             records = log.records if log is not None else []
             draw_loss_curve(records, self.run_dir / "loss.png")
             result["final_loss"] = records[-1]["loss"] if records else None

@@ -1,0 +1,96 @@
+"""What a run will do, checked before any model loads: images, buckets, the step budget.
+
+`prepare_plan` raises every cheap error (no data set, a typo in the optimizer args, a missing
+class folder) before the trainer spends minutes loading a model. Scoring opens held-out images
+through it too, so a plan means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorastudio.errors import LorastudioError
+from lorastudio.train.config import TrainConfig, budget_steps
+from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
+
+if TYPE_CHECKING:
+    from lorastudio.train.latents import LatentCache
+
+__all__ = ["TrainPlan", "PriorSet", "resolve_dataset_path", "prepare_plan", "ends_epoch"]
+
+
+@dataclass
+class TrainPlan:
+    """What was checked before any model is loaded: images, buckets and the step budget."""
+
+    images: list[TrainImage]
+    steps: int
+    explanation: str
+    dataset_root: Path
+    num_samples: int
+    batches_per_epoch: int = 0  # micro-batches in one epoch (every image x repeats once)
+
+
+@dataclass
+class PriorSet:
+    """Class images of a DreamBooth run with their latents and own batch order."""
+
+    images: list[TrainImage]
+    latents: LatentCache
+    schedule: BatchSchedule
+
+
+def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
+    if not data_dir:
+        raise LorastudioError("data.dir: not set; pass data.dir=<data set name or folder>.")
+    named = datasets_folder / data_dir
+    if "/" not in data_dir and named.is_dir():
+        return named
+    return Path(data_dir).expanduser()
+
+
+def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1) -> TrainPlan:
+    """Open the data set and check sizes and budget: every cheap error before heavy work."""
+    from lorastudio.data.dataset import Dataset
+
+    if not cfg.model:
+        raise LorastudioError(
+            "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
+        )
+    path = resolve_dataset_path(cfg.data.dir, datasets_folder)
+    dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
+    if len(dataset) == 0:
+        raise LorastudioError(f"{path}: the data set is empty; add images first.")
+    items = dataset.items()
+    if cfg.data.repeats is not None:  # kohya subsets' num_repeats: one count for the whole data.dir
+        items = [dataclasses.replace(item, repeats=cfg.data.repeats) for item in items]
+    images = scan_images(
+        items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
+    )
+    from lorastudio.train.optim import check_optimizer_args
+
+    check_optimizer_args(cfg.train.optimizer, cfg.train.optimizer_args)  # a typo fails before the model loads
+    if cfg.uses_prior:
+        from lorastudio.train.prior import check_class_dir
+
+        check_class_dir(cfg, datasets_folder)
+    num_samples = sum(img.repeats for img in images)
+    batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
+    steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
+    return TrainPlan(images, steps, why, dataset.root, num_samples, batches)
+
+
+def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:
+    """Whether optimizer step `step` (1-based) completes an epoch whose number is a multiple of `every`.
+
+    Batches run on across epochs, so an epoch may end inside a step: that step ends it.
+    """
+
+    def epochs_done(n: int) -> int:
+        return n * batches_per_step // batches_per_epoch
+
+    return epochs_done(step) // every > epochs_done(step - 1) // every
+
