@@ -169,6 +169,19 @@ def test_the_trainer_writes_only_into_its_run_folder(ws, images, monkeypatch):
     assert all(path.is_file() for path in files.values())
 
 
+def test_a_scorer_that_fails_leaves_the_final_files_in_the_library(ws, images, monkeypatch):
+    """The run is trained and saved: a broken scorer reports its error, the LoRA is still usable."""
+
+    def broken_scoring(*args, **kwargs):
+        raise RuntimeError("CLIP folder is broken")
+
+    monkeypatch.setattr("lorastudio.service.training._choose_checkpoint", broken_scoring)
+    cfg = tiny_train_config(images, TRIGGER, "train.steps=2", "train.save_every_steps=1", "output.name=scored")
+    with pytest.raises(RuntimeError, match="CLIP folder is broken"):
+        run_training(ws, cfg, progress=False, device="cpu")
+    assert (ws.loras / "scored.safetensors").read_bytes() == (ws.runs / "scored" / "scored.safetensors").read_bytes()
+
+
 def test_a_broken_file_is_never_copied_into_the_library(tmp_path):
     library = tmp_path / "loras" / "mira.safetensors"
     # The old defect: the embedding written over the LoRA.

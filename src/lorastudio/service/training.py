@@ -183,13 +183,19 @@ def run_training(
     del trainer
     _free_training_memory()  # before scoring loads a clean copy of the model
     if result.get("finished") and os.environ.get("RANK", "0") == "0":
-        chosen = _choose_checkpoint(ws, run_dir, config, device, model_where) if config.scoring.enabled else {}
+        final = {kind: Path(result[kind]) for kind in ("model", "lora", "embedding") if kind in result}
+        try:
+            chosen = _choose_checkpoint(ws, run_dir, config, device, model_where) if config.scoring.enabled else {}
+        except Exception:
+            # The run is trained and saved: a scorer that fails (a broken CLIP folder) must not
+            # leave the library without it. The final files go in, then the error is reported.
+            publish(ws, run_dir, config, final, result["step"], "final")
+            raise
         if chosen:
             result.update(best_step=chosen["best_step"], scores=chosen["scores"])
             files, step, by = chosen["files"], chosen["best_step"], "score"
         else:
-            files = {kind: Path(result[kind]) for kind in ("model", "lora", "embedding") if kind in result}
-            step, by = result["step"], "final"
+            files, step, by = final, result["step"], "final"
         result.update(publish(ws, run_dir, config, files, step, by))
     return result
 
