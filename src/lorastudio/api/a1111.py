@@ -26,6 +26,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
     Img2ImgRequest,
     Txt2ImgRequest,
     a1111_info,
+    b64_file,
     scheduler_name,
     to_generate_config,
 )
@@ -63,10 +64,6 @@ class ExtraSingleImageRequest(BaseModel):
     upscaler_1: str | None = "None"
 
 
-def _b64_file(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:
     """Submit, wait without a thread, and answer the A1111 response."""
     if (req.script_name or "").strip():
@@ -99,7 +96,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
     def answer() -> dict[str, Any]:
         paths = studio.job_images(job)
         infotexts, seeds = _read_infotexts(job, paths)
-        images = [_b64_file(p) for p in paths] if req.send_images else []
+        images = [b64_file(p) for p in paths] if req.send_images else []
         if isinstance(req, Img2ImgRequest) and req.include_init_images and req.init_images:
             images += [_strip_data_url(i) for i in req.init_images]
         parameters = req.model_dump()

@@ -7,6 +7,7 @@ field, and what the A1111 API assumes for a missing one, is `generate/a1111_fiel
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,8 @@ def _variation_seeds(infotexts: list[str]) -> list[int]:
 
     values = [parse_infotext(text, fill_defaults=False).get("Variation seed") for text in infotexts]
     return [int(v) for v in values if v is not None]
+
+
+def b64_file(path: Path) -> str:
+    """A file's bytes as A1111 sends images: base64 text."""
+    return base64.b64encode(path.read_bytes()).decode("ascii")

@@ -13,9 +13,7 @@ The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids), cells (i
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
@@ -156,13 +154,9 @@ def script_info() -> list[dict[str, Any]]:
     return [{"name": XYZ_SCRIPT, "is_alwayson": False, "is_img2img": False, "args": args}]
 
 
-def _b64_file(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     """Run the request's selectable script through the job queue and answer as A1111 does."""
-    from lorastudio.api.a1111_requests import Img2ImgRequest, a1111_info, to_generate_config
+    from lorastudio.api.a1111_requests import Img2ImgRequest, a1111_info, b64_file, to_generate_config
     from lorastudio.service.grid import submit_grid
 
     name = str(req.script_name or "").strip()
@@ -200,7 +194,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
             prompts += list(result.get("prompts", []))
         info = a1111_info(req, cfg, job, infotexts, seeds, studio)
         info.update(all_prompts=prompts, index_of_first_image=1 if lone else 0)
-        images = [_b64_file(p) for p in paths] if req.send_images else []
+        images = [b64_file(p) for p in paths] if req.send_images else []
         return {
             "images": images,
             "parameters": req.model_dump(),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded
 from lorastudio.service import uploads
-from lorastudio.service.artifacts import Artifact, artifact_path, missing_artifact, open_artifact_store
+from lorastudio.service.artifacts import Artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, job_folder
 from lorastudio.service.job_watcher import JobWatcher
@@ -170,16 +170,9 @@ class Studio:
     def uploads_dir(self) -> Path:
         return uploads.uploads_dir(self.workspace)
 
-    def save_upload(self, data: bytes, suffix: str = ".png") -> str:
-        """Store bytes as a new upload, whole or not at all (service.uploads)."""
-        return uploads.save_upload(self.workspace, data, suffix)
-
     def discard_uploads(self, names: list[str | None]) -> None:
         """Remove uploads a refused request stored (its images), so a 4xx leaves nothing behind."""
         uploads.discard_uploads(self.workspace, names)
-
-    def upload_path(self, name: str) -> Path:
-        return uploads.upload_path(self.workspace, name)
 
     # --- submitting jobs --------------------------------------------------------------
 
@@ -279,11 +272,11 @@ class Studio:
         return self.artifact_store.list(job_id, self.job_folder(self.get_job(job_id)))
 
     def artifact(self, job_id: str, name: str) -> Artifact:
-        """One file of the job, from this box's disk if it is here, else from the artifact store."""
-        folder = self.job_folder(self.get_job(job_id))
-        if artifact_path(folder, name) is None:  # answered as a missing file: names never reach the disk
-            raise missing_artifact(job_id, name)
-        return self.artifact_store.get(job_id, folder, name)
+        """One file of the job, from this box's disk if it is here, else from the artifact store.
+
+        Both stores answer a name that is not a job file (traversal included) as a missing one.
+        """
+        return self.artifact_store.get(job_id, self.job_folder(self.get_job(job_id)), name)
 
     # --- waiting for jobs -------------------------------------------------------------
 
