@@ -98,16 +98,6 @@ def clip_skip_shown(value: object) -> bool:
         return True
 
 
-def _read_sampler(params: dict[str, Any]) -> dict[str, Any]:
-    # The raw name: "DPM++ 2M Karras" keeps its suffix, which counts unless `Schedule type` is given.
-    return {"sampler": str(params["Sampler"])} if params.get("Sampler") else {}
-
-
-def _read_schedule(params: dict[str, Any]) -> dict[str, Any]:
-    value = params.get("Schedule type")
-    return {"schedule": schedule_label(value)} if value else {}
-
-
 def _read_size(params: dict[str, Any]) -> dict[str, Any]:
     return {**_reads("Size-1", "width", int)(params), **_reads("Size-2", "height", int)(params)}
 
@@ -122,7 +112,7 @@ def _read_seed_resize(params: dict[str, Any]) -> dict[str, Any]:
 def _write_denoising(cfg: Any, facts: InfotextFacts) -> Any:
     if cfg.init_image:
         return cfg.strength
-    return cfg.hires_strength if cfg.hires_scale > 1 else None
+    return cfg.hires_strength if _hires(cfg) else None
 
 
 def _read_denoising(params: dict[str, Any]) -> dict[str, Any]:
@@ -160,9 +150,13 @@ def _only_masked(cfg: Any) -> bool:
     return bool(cfg.mask and cfg.inpaint_only_masked)
 
 
-def _read_text(key: str, field: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _read_text(
+    key: str, field: str, cast: Callable[[str], Any] = str
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A text value read as it is written (or through `cast`, e.g. to a canonical label)."""
+
     def read(params: dict[str, Any]) -> dict[str, Any]:
-        return {field: str(params[key])} if params.get(key) else {}
+        return {field: cast(str(params[key]))} if params.get(key) else {}
 
     return read
 
@@ -194,13 +188,14 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     _F("prompt", None, "prompt"),
     _F("negative_prompt", None, "negative_prompt"),
     _F("steps", "Steps", "steps", lambda c, f: c.steps, _reads("Steps", "steps", int)),
-    _F("sampler", "Sampler", "sampler_name", lambda c, f: f.sampler, _read_sampler, special=True),
+    _F("sampler", "Sampler", "sampler_name", lambda c, f: f.sampler, _read_text("Sampler", "sampler"), special=True),
+    # ^ the raw name: "DPM++ 2M Karras" keeps its suffix, which counts unless `Schedule type` is given
     _F(
         "schedule",
         "Schedule type",
         "scheduler",
         lambda c, f: None if f.schedule == "Automatic" else f.schedule,
-        _read_schedule,
+        _read_text("Schedule type", "schedule", schedule_label),
         special=True,
     ),
     _F("cfg_scale", "CFG scale", "cfg_scale", lambda c, f: c.cfg_scale, _reads("CFG scale", "cfg_scale", float)),
@@ -317,7 +312,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "Hires upscaler",
         "hr_upscaler",
         lambda c, f: c.hires_upscaler if _hires(c) else None,
-        lambda p: {"hires_upscaler": hires_upscaler_name(p["Hires upscaler"])} if p.get("Hires upscaler") else {},
+        _read_text("Hires upscaler", "hires_upscaler", hires_upscaler_name),
         hires_upscaler_name,
         mode="hires",
         api_default="Latent",

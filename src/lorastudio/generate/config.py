@@ -13,8 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
-from lorastudio.errors import LorastudioError
-from lorastudio.generate.samplers import schedule_label
+from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 
 __all__ = ["GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
 
@@ -110,10 +109,9 @@ class GenerateConfig(StrictModel):
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, value: str | None) -> str | None:
-        try:
-            schedule_label(value)  # "sgm_uniform", "karras": A1111's API spellings are fine too
-        except LorastudioError as exc:
-            raise ValueError(str(exc).split(": ", 1)[-1].rstrip(".")) from None
+        # "sgm_uniform", "karras": A1111's API spellings are fine too
+        if value is not None and find_schedule(value) is None:
+            raise ValueError(f"not supported; use one of: {', '.join(SCHEDULE_TYPES)}")
         return value  # kept as written: recipes record the request as the user gave it
 
     @field_validator("hires_upscaler")

@@ -265,6 +265,7 @@ class _Sampler:
         # A plain prompt skips the negative at CFG <= 1; AND's weighted sum is built on it.
         use_cfg = self.cfg.cfg_scale > 1.0 or weights != [1.0]
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
+        step_kwargs = self._step_kwargs(scheduler, generators)  # the same objects every step
         batch = len(seeds)
         for i, t in enumerate(timesteps):
             self.raise_if_stopped()
@@ -277,7 +278,7 @@ class _Sampler:
             noise_pred = self._predict(
                 latent_in, t, cond, weights, uncond if use_cfg else None, batch, width, height
             )
-            stepped = scheduler.step(noise_pred, t, latents, **self._step_kwargs(scheduler, generators))
+            stepped = scheduler.step(noise_pred, t, latents, **step_kwargs)
             latents = stepped.prev_sample
             if latent_mask is not None and masked_image_latents is None:
                 known = init_latents

@@ -120,7 +120,7 @@ def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
             f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (optionally + ' Karras')."
         )
     chosen = schedule or suffix
-    match = next((s for s in SCHEDULE_TYPES if s.lower() == _spelling(chosen)), None)
+    match = find_schedule(chosen)
     if match is None:
         raise LorastudioError(
             f"unknown schedule type {chosen!r}; choose one of: {', '.join(SCHEDULE_TYPES)}."
@@ -135,11 +135,16 @@ def _spelling(schedule: str) -> str:
     return schedule.strip().lower().replace("_", " ").replace("-", " ")
 
 
+def find_schedule(name: str) -> str | None:
+    """The schedule type's label for any of its spellings, or None when there is no such type."""
+    return next((s for s in SCHEDULE_TYPES if s.lower() == _spelling(str(name))), None)
+
+
 def schedule_label(name: str | None) -> str | None:
     """"karras", "sgm_uniform", "SGM Uniform" -> the schedule type's label; None stays None."""
     if name is None:
         return None
-    match = next((s for s in SCHEDULE_TYPES if s.lower() == _spelling(str(name))), None)
+    match = find_schedule(name)
     if match is None:
         raise LorastudioError(f"schedule type {name!r}: not supported; use one of: {', '.join(SCHEDULE_TYPES)}.")
     return match
