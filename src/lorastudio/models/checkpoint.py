@@ -97,7 +97,6 @@ def read_safetensors_private(path: Path) -> tuple[dict, dict[str, str]]:
     tensors live kills the process with SIGBUS. Reading the bytes first costs one copy and
     leaves no tie to the file.
     """
-    import json
     import struct
 
     from safetensors.torch import load

@@ -20,6 +20,7 @@ from lorastudio.adapters.metadata import build_metadata
 from lorastudio.train.kohya_config import kohya_training_facts
 from lorastudio.train.lora_modules import lycoris_network_args
 from lorastudio.train.outputs import atomic_file, output_targets
+from lorastudio.train.trainables import learning_rates
 
 __all__ = [
     "lora_file_from_training",
@@ -184,12 +185,12 @@ def _learning_rate_facts(cfg) -> dict[str, Any]:
     for the rate of text-encoder LoRA layers.
     """
     te_lora = cfg.trains_lora and cfg.lora.train_text_encoder
-    te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
+    unet_lr, te_lr, emb_lr = learning_rates(cfg)
     facts: dict[str, Any] = {"text_encoder_lr": te_lr if te_lora else None}
     if cfg.trains_embedding:
-        facts["embedding_lr"] = cfg.embedding.learning_rate or te_lr
+        facts["embedding_lr"] = emb_lr
     if cfg.trains_lora:
-        facts["unet_lr"] = cfg.train.learning_rate
+        facts["unet_lr"] = unet_lr
         facts["network_train_unet_only"] = not te_lora
     return facts
 

@@ -6,11 +6,11 @@ The loss curve is drawn with Pillow so a plain install (no matplotlib) still sho
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from lorastudio.data.manifest import atomic_write_text
 from lorastudio.generate.fonts import load_font
 
 __all__ = ["RunLog", "draw_loss_curve", "read_log"]
@@ -30,9 +30,7 @@ class RunLog:
         # A resumed run drops lines past its checkpoint: they will be written again.
         kept = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
         # Rewritten beside and renamed: a kill right now must not lose the log.
-        rewritten = self.path.with_name(f".{self.path.name}.partial")
-        rewritten.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        os.replace(rewritten, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.records = kept
         self._handle = open(self.path, "a", encoding="utf-8")
         self._writer = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from lorastudio.errors import LorastudioError
+from lorastudio.train.checkpoints import fsync_file
 
 __all__ = [
     "EMBEDDINGS_FOLDER",
@@ -83,8 +84,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     temporary = path.with_name(f".{path.name}.partial")
     try:
         yield temporary
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

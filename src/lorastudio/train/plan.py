@@ -31,7 +31,6 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
-    batches_per_epoch: int = 0  # micro-batches in one epoch (every image x repeats once)
 
 
 @dataclass
@@ -80,7 +79,7 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     num_samples = sum(img.repeats for img in images)
     batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
     steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
-    return TrainPlan(images, steps, why, dataset.root, num_samples, batches)
+    return TrainPlan(images, steps, why, dataset.root, num_samples)
 
 
 def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:

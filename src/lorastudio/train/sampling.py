@@ -53,24 +53,15 @@ def sampling_request(
     )
 
 
-def render(
-    model: Any,
-    request: GenerateConfig,
-    encoder: Any,
-    prompt: str | None = None,
-    negative: str | None = None,
-) -> list:
+def render(model: Any, request: GenerateConfig, encoder: Any) -> list:
     """The request's images (`GeneratedImage` list), drawn without gradients.
 
-    `encoder` is the caller's `PromptEncoder` (with a checkpoint's embeddings when scoring);
-    `prompt` and `negative` default to the request's own.
+    `encoder` is the caller's `PromptEncoder` (with a checkpoint's embeddings when scoring).
     """
     import torch
 
     from lorastudio.generate.pipeline import build_plan, generate_images
 
-    prompt = request.prompt if prompt is None else prompt
-    negative = request.negative_prompt if negative is None else negative
-    plan = build_plan(request, model, prompt, negative)
+    plan = build_plan(request, model, request.prompt, request.negative_prompt)
     with torch.no_grad():
         return generate_images(model, request, plan, encoder)

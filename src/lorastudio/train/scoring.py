@@ -34,7 +34,6 @@ __all__ = [
     "score_run",
     "checkpoint_files",
     "record_pick",
-    "chosen_steps",
     "default_prompts",
 ]
 
@@ -342,9 +341,6 @@ def score_run(
     return table
 
 
-def chosen_steps(run_dir: Path) -> set[int]:
-    """The steps scores.json names: the best-scored one and the one picked as the result."""
-    return RunFolder(run_dir).chosen_steps
 
 
 def checkpoint_files(ws: StudioFolders, run_name: str, step: int) -> dict[str, Path]:

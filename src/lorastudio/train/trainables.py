@@ -65,19 +65,24 @@ def setup_trainables(cfg: TrainConfig, model) -> tuple[LoraSet | None, TriggerEm
     return lora_set, embedding
 
 
+def learning_rates(cfg: TrainConfig) -> tuple[float, float, float]:
+    """(UNet, text-encoder, trigger-embedding) rates: what the optimizer uses and the file records."""
+    te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
+    return cfg.train.learning_rate, te_lr, cfg.embedding.learning_rate or te_lr
+
+
 def param_groups(
     cfg: TrainConfig, model, lora_set: LoraSet | None, embedding: TriggerEmbedding | None
 ) -> list[dict]:
     """The optimizer's groups: UNet rate, text-encoder rate, embedding rate (no weight decay)."""
-    te_lr = cfg.train.text_encoder_lr or cfg.train.learning_rate
+    unet_lr, te_lr, emb_lr = learning_rates(cfg)
     groups = []
     if cfg.trains_full_unet:
-        groups.append({"params": list(model.unet.parameters()), "lr": cfg.train.learning_rate})
+        groups.append({"params": list(model.unet.parameters()), "lr": unet_lr})
     if lora_set is not None:
-        groups.append({"params": lora_set.parameters_of(("unet",)), "lr": cfg.train.learning_rate})
+        groups.append({"params": lora_set.parameters_of(("unet",)), "lr": unet_lr})
         groups.append({"params": lora_set.parameters_of(("text_encoder", "text_encoder_2")), "lr": te_lr})
     if embedding is not None:
-        emb_lr = cfg.embedding.learning_rate or te_lr
         groups.append({"params": list(embedding.parameters()), "lr": emb_lr, "weight_decay": 0.0})
     return groups
 
