@@ -271,7 +271,7 @@ def latent_upscale_modes() -> list[dict[str, Any]]:
 
 @router.get("/loras")
 def loras(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
-    from lorastudio.service.loras import list_lora_files
+    from lorastudio.service.loras import lora_file_rows
 
     return [
         {
@@ -280,7 +280,7 @@ def loras(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
             "path": f"loras/{row['file']}",
             "metadata": row["metadata"],
         }
-        for row in list_lora_files(studio.workspace)
+        for row in lora_file_rows(studio.workspace)
     ]
 
 

@@ -12,21 +12,24 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.names import LIST_EMBEDDINGS, find_listed_weight
-from lorastudio.service.workspace import Workspace, find_weight, list_weight_files, safe_name, weight_file_row
+from lorastudio.service.workspace import (
+    Workspace,
+    find_weight,
+    list_weight_files,
+    safe_name,
+    weight_file_row_and_header,
+)
 
 __all__ = ["list_embeddings", "import_embedding", "delete_embedding"]
 
 
-def _vectors_and_width(path: Path) -> tuple[int | None, int | None]:
+def _vectors_and_width(header: dict[str, Any] | None) -> tuple[int | None, int | None]:
     """(vectors, width) from the first tensor of a .safetensors header, as A1111 shows them.
 
-    Pickled embeddings are not opened to be listed: (0, 0), as before.
+    Pickled embeddings are not opened to be listed (no header): (0, 0), as before.
     """
-    from lorastudio.models.checkpoint import read_safetensors_header
-
-    if path.suffix.lower() != ".safetensors":
+    if header is None:
         return 0, 0
-    header = read_safetensors_header(path)
     shapes = [v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
     first = shapes[0] if shapes else [0, 0]
     return (first[0] if len(first) > 1 else 1), (first[-1] if first else None)
@@ -39,11 +42,11 @@ def list_embeddings(ws: Workspace) -> list[dict[str, Any]]:
     """
     rows = []
     for path in list_weight_files(ws.embeddings, "embedding"):
-        row = weight_file_row(path)
+        row, header = weight_file_row_and_header(path)
         vectors = width = None
         if row["error"] is None:
             try:
-                vectors, width = _vectors_and_width(path)
+                vectors, width = _vectors_and_width(header)
             except (LorastudioError, KeyError, TypeError, OSError) as exc:
                 row["error"] = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: bad header"
         rows.append({**row, "vectors": vectors, "shape": width})

@@ -147,6 +147,11 @@ def _unreadable(path: Path, exc: BaseException) -> str:
 _LIBRARY_FIELDS = ("trigger", "base_model", "family", "run", "step", "method")
 
 
+def lora_file_rows(ws: Workspace) -> list[dict[str, Any]]:
+    """Each LoRA file's name, size and metadata, one header read per file (A1111's `/sdapi/v1/loras`)."""
+    return [weight_file_row(path) for path in list_weight_files(ws.loras, "lora")]
+
+
 def list_lora_files(ws: Workspace) -> list[dict[str, Any]]:
     """`GET /api/v1/loras`: each file's name, size and metadata, plus what training recorded (`library`)."""
     rows = list_loras(ws)

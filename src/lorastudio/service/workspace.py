@@ -86,8 +86,15 @@ def weight_file_row(path: Path) -> dict[str, Any]:
     A file that cannot be read is listed with an `error` (one line), never an exception,
     so one broken file does not hide the others.
     """
-    from lorastudio.models.checkpoint import read_safetensors_metadata
+    return weight_file_row_and_header(path)[0]
 
+
+def weight_file_row_and_header(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """`weight_file_row` and the safetensors header it was read from (None: not read), so a
+    listing that needs the tensor shapes too opens each file once."""
+    from lorastudio.models.checkpoint import read_safetensors_header
+
+    header = None
     row: dict[str, Any] = {
         "name": path.stem,
         "file": path.name,
@@ -97,10 +104,11 @@ def weight_file_row(path: Path) -> dict[str, Any]:
     }
     if path.suffix.lower() == ".safetensors":
         try:
-            row["metadata"] = read_safetensors_metadata(path)
+            header = read_safetensors_header(path)
+            row["metadata"] = dict(header.get("__metadata__") or {})
         except (LorastudioError, OSError) as exc:
             row["error"] = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: cannot be read ({exc})."
-    return row
+    return row, header
 
 
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")
