@@ -441,3 +441,12 @@ def test_an_imported_value_lorastudio_refuses_names_the_kohya_file(tmp_path):
     imported = import_kohya_config(toml)
     with pytest.raises(LorastudioError, match=r"imported from .*c\.toml: .*train.resolution 500 is not a multiple"):
         kohya_train_config(imported)
+
+
+def test_every_kohya_key_maps_to_a_key_this_lorastudio_has():
+    """The table and TrainConfig ship together: a target that is not a field would be a silent drop."""
+    from lorastudio.train.kohya_config import KOHYA_KEYS, _has_field
+
+    targets = {rule.target for rule in KOHYA_KEYS.values() if rule.target is not None}
+    assert targets and [t for t in sorted(targets) if not _has_field(t)] == []
+    assert _has_field("lora.type") and not _has_field("lora.no_such_key")

@@ -414,7 +414,7 @@ def _key_values(value: Any) -> list[tuple[str, Any]]:
 
 
 def _has_field(target: str) -> bool:
-    """Whether this lorastudio version has the dotted key (some kohya keys map to newer keys)."""
+    """Whether TrainConfig has the dotted key (a test holds every KOHYA_KEYS target to it)."""
     from lorastudio.train.config import TrainConfig
 
     model: Any = TrainConfig
@@ -448,15 +448,8 @@ def _apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
             continue
         if rule.target is None:
             out.skip(key, rule.reason)
-        elif not _has_field(rule.target):
-            _fallback(key, rule.target, converted, out)
         else:
             out.set(key, rule.target, converted)
-
-
-def _fallback(key: str, target: str, value: Any, out: KohyaImport) -> None:
-    """A key whose lorastudio home is newer than this build: a line saying so, never a silent drop."""
-    out.skip(key, f"this lorastudio has no {target}")
 
 
 def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
@@ -490,10 +483,8 @@ def _apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
         algo = str(args.pop("algo", "lora")).lower()
         if algo in ("lora", "locon"):
             out.set("network_args.algo", "lora.targets", "locon")
-        elif _has_field("lora.type"):
-            out.set("network_args.algo", "lora.type", algo)
         else:
-            out.skip("network_args.algo", f"LyCORIS {algo!r} training is not in this lorastudio")
+            out.set("network_args.algo", "lora.type", algo)
     else:
         out.skip(label, f"{module!r} is not supported (networks.lora, lycoris.kohya are)")
         return
