@@ -144,10 +144,23 @@ class _Sampler:
             resize_from = (cfg.seed_resize_from_w // factor, cfg.seed_resize_from_h // factor)
         return NoiseOptions(cfg.subseed_strength, resize_from)
 
-    def encode_image(self, pixels):
-        """Latents of pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
+    def _through_vae(self, fn, x, image_pixels: int, in_tiles):
+        """`fn(x)` at once for images up to TILED_DECODE_MIN_PIXELS, else image by image in tiles
+        (`in_tiles` is vae_tiling's encode or decode), stopping at the next tile when asked to."""
         import torch
 
+        if image_pixels <= TILED_DECODE_MIN_PIXELS:
+            return fn(x)
+        factor = self.model.vae_scale_factor
+        return torch.cat(
+            [
+                in_tiles(fn, x[i : i + 1], factor, tile=TILE_LATENT, before_tile=self.raise_if_stopped)
+                for i in range(x.shape[0])
+            ]
+        )
+
+    def encode_image(self, pixels):
+        """Latents of pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
         from lorastudio.generate.vae_tiling import encode_in_tiles
 
         vae = self.model.vae
@@ -156,18 +169,7 @@ class _Sampler:
         def tile_latents(tile):
             return vae.encode(tile).latent_dist.mean
 
-        if pixels.shape[-2] * pixels.shape[-1] <= TILED_DECODE_MIN_PIXELS:
-            latents = tile_latents(pixels)
-        else:
-            factor = self.model.vae_scale_factor
-            latents = torch.cat(
-                [
-                    encode_in_tiles(
-                        tile_latents, pixels[i : i + 1], factor, tile=TILE_LATENT, before_tile=self.raise_if_stopped
-                    )
-                    for i in range(pixels.shape[0])
-                ]
-            )
+        latents = self._through_vae(tile_latents, pixels, pixels.shape[-2] * pixels.shape[-1], encode_in_tiles)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((latents - shift) * vae.config.scaling_factor).to(self.model.dtype)
 
@@ -175,44 +177,23 @@ class _Sampler:
         """Pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
         import torch
 
+        from lorastudio.generate.vae_tiling import decode_in_tiles
+
         vae = self.model.vae
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         scaled = latents / vae.config.scaling_factor + shift
         factor = self.model.vae_scale_factor
-        if scaled.shape[-2] * scaled.shape[-1] * factor * factor <= TILED_DECODE_MIN_PIXELS:
-            decode = self._decode_whole
-        else:
-            decode = self._decode_tiled
-        images = decode(scaled.to(vae.dtype))
-        if torch.isnan(images).any() and vae.dtype in (torch.float16, torch.bfloat16):
-            # fp16 VAEs overflow on some images (SDXL's famously): retry in fp32, keep it there.
-            vae.to(torch.float32)
-            images = decode(scaled.to(torch.float32))
-        return images
-
-    def _decode_whole(self, scaled):
-        return self.model.vae.decode(scaled).sample
-
-    def _decode_tiled(self, scaled):
-        import torch
-
-        from lorastudio.generate.vae_tiling import decode_in_tiles
+        image_pixels = scaled.shape[-2] * scaled.shape[-1] * factor * factor
 
         def tile_pixels(tile):
             return self.model.vae.decode(tile).sample
 
-        return torch.cat(
-            [
-                decode_in_tiles(
-                    tile_pixels,
-                    scaled[i : i + 1],
-                    self.model.vae_scale_factor,
-                    tile=TILE_LATENT,
-                    before_tile=self.raise_if_stopped,
-                )
-                for i in range(scaled.shape[0])
-            ]
-        )
+        images = self._through_vae(tile_pixels, scaled.to(vae.dtype), image_pixels, decode_in_tiles)
+        if torch.isnan(images).any() and vae.dtype in (torch.float16, torch.bfloat16):
+            # fp16 VAEs overflow on some images (SDXL's famously): retry in fp32, keep it there.
+            vae.to(torch.float32)
+            images = self._through_vae(tile_pixels, scaled.to(torch.float32), image_pixels, decode_in_tiles)
+        return images
 
     def raise_if_stopped(self) -> None:
         """The cancel check between sampling steps, VAE tiles and the passes of a hires fix."""
