@@ -43,8 +43,12 @@ FRONTS = {"api", "cli", "ui"}
 HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "onnxruntime", "peft"}
 
 # Fronts translate input and call service/: besides their own package they import service/,
-# the root config/errors and the typed config models (`*.config`). `lorastudio serve` runs the app.
-FRONT_EXTRA: set[tuple[str, str]] = {("lorastudio.cli.serve", "lorastudio.api.app")}
+# the root config/errors and the typed config models (`*.config`). `lorastudio serve` runs the app,
+# and the app mounts the web UI (one process, one security layer).
+FRONT_EXTRA: set[tuple[str, str]] = {
+    ("lorastudio.cli.serve", "lorastudio.api.app"),
+    ("lorastudio.api.app", "lorastudio.ui.app"),
+}
 
 # (importer, imported) pairs that break the rules today, each with the package that removes it
 # (docs/RESTRUCTURING.md). WP8b = the second part of WP8.

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorastudio import __version__
 from lorastudio.api.security import (
+    Credentials,
     SecurityMiddleware,
     error_body,
     parse_auth,
@@ -57,13 +58,17 @@ def create_app(
     auth: str | None = None,
     token: str | None = None,
     tokens: list[tuple[str, str]] | None = None,
+    ui: bool = False,
 ) -> FastAPI:
     """The API for `studio`; `auth` ("user:pass[,user2:pass2]") and/or tokens protect every route.
 
     `token` is one bearer secret (`name:secret` makes it user `name`); `tokens` are
     (user, secret) pairs, each client its own user for quota, options and job lists.
+    `ui` mounts the web UI under `/ui` (Gradio, imported only then); with credentials set a
+    browser logs in once on `/login` for the UI, the API and the docs.
     """
-    from lorastudio.api import a1111, native
+    from lorastudio.api import a1111, login, native
+    from lorastudio.api.sessions import load_or_create_key
 
     app = FastAPI(
         title="lorastudio",
@@ -71,16 +76,24 @@ def create_app(
         description="Native job API (`/api/v1`) and the AUTOMATIC1111-compatible subset (`/sdapi/v1`).",
     )
     app.state.studio = studio
+    credentials = Credentials(parse_auth(auth), [*parse_tokens(token), *(tokens or [])])
+    if credentials.enabled:
+        credentials.session_key = load_or_create_key(studio.workspace.cache / "session.key")
+        app.include_router(login.router)
+    app.state.credentials = credentials
     app.include_router(native.router)
     app.include_router(a1111.router)
     _add_error_handlers(app)
+    if ui:
+        from lorastudio.ui.app import mount_ui
+
+        mount_ui(app, studio)
     spool_uploads_in_workspace()
     spool_dir = studio.workspace.cache / "spool"
     spool_dir.mkdir(parents=True, exist_ok=True)
     app.add_middleware(
         SecurityMiddleware,
-        users=parse_auth(auth),
-        tokens=[*parse_tokens(token), *(tokens or [])],
+        credentials=credentials,
         max_json_bytes=studio.settings.max_json_bytes,
         max_upload_bytes=studio.settings.max_upload_bytes,
         max_weights_upload_bytes=studio.settings.max_weights_upload_bytes,
@@ -186,6 +199,8 @@ def run_server(
     token: str | None = None,
     log_level: str = "info",
     tokens: list[tuple[str, str]] | None = None,
+    ui: bool = True,
+    root_path: str = "",
 ) -> None:
     """Serve the API with the studio's in-process worker until Ctrl-C / SIGTERM.
 
@@ -194,11 +209,18 @@ def run_server(
     """
     import uvicorn
 
-    app = create_app(studio, auth=auth, token=token, tokens=tokens)
+    app = create_app(studio, auth=auth, token=token, tokens=tokens, ui=ui)
     if host not in ("127.0.0.1", "localhost", "::1") and not (auth or token or tokens):
         logger.warning("serving on %s without --auth or --token: anyone on the network can use it", host)
     studio.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=5,
+            root_path=root_path,
+        )
     finally:
         studio.close()

@@ -25,6 +25,7 @@ from fastapi import HTTPException
 from lorastudio.errors import LorastudioError
 
 __all__ = [
+    "Credentials",
     "SecurityMiddleware",
     "parse_auth",
     "parse_tokens",
@@ -47,6 +48,9 @@ UPLOAD_PATHS = (
     "/api/v1/embeddings",
     "/api/v1/datasets",
 )
+# The web UI's file uploads (images, data sets) go through Gradio's upload route.
+UI_PREFIX = "/ui/"
+UI_UPLOAD_SUFFIX = "/gradio_api/upload"
 # Weight files (checkpoints are gigabytes) have their own, larger limit.
 WEIGHTS_UPLOAD_PATHS = ("/api/v1/models", "/api/v1/loras", "/api/v1/embeddings")
 
@@ -142,34 +146,47 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, f"request body over the limit of {limit} bytes; send a smaller file.")
 
 
-class SecurityMiddleware:
-    """Checks credentials, then caps the request body, for HTTP and WebSocket scopes."""
+class Credentials:
+    """Who may call: HTTP Basic users, bearer tokens and the login page's session cookie.
+
+    One object for the middleware (every request) and the login route (the form), so a
+    password is checked the same way wherever it arrives.
+    """
 
     def __init__(
         self,
-        app: Callable[[Scope, Receive, Send], Awaitable[None]],
-        *,
         users: Iterable[tuple[str, str]] = (),
-        token: str | None = None,
         tokens: Iterable[tuple[str, str]] = (),
-        max_json_bytes: int = 64 * 1024**2,
-        max_upload_bytes: int = 16 * 1024**3,
-        max_weights_upload_bytes: int | None = None,
-        spool_dir: Any = None,
+        session_key: bytes | None = None,
     ) -> None:
-        self.app = app
         self.users = [(u.encode(), p.encode()) for u, p in users]
         self.tokens = [(name, secret.encode()) for name, secret in tokens]
-        if token:
-            self.tokens.extend((name, secret.encode()) for name, secret in parse_tokens(token))
-        self.max_json_bytes = max_json_bytes
-        self.max_upload_bytes = max_upload_bytes
-        self.max_weights_upload_bytes = max_weights_upload_bytes or max_upload_bytes
-        self.spool_dir = spool_dir
+        self.session_key = session_key
 
     @property
     def enabled(self) -> bool:
         return bool(self.users or self.tokens)
+
+    def _token_user(self, value: bytes) -> str | None:
+        found = None
+        for name, secret in self.tokens:
+            if hmac.compare_digest(value, secret) and found is None:
+                found = name
+        return found
+
+    def _password_user(self, user: bytes, password: bytes) -> str | None:
+        ok = False
+        for known_user, known_password in self.users:
+            ok |= hmac.compare_digest(user, known_user) & hmac.compare_digest(password, known_password)
+        return user.decode("utf-8", "replace") if ok else None
+
+    def check_login(self, user: str, password: str) -> str | None:
+        """The login form: a user's password, or (user name empty) a bearer token as password."""
+        if not self.enabled:
+            return ""
+        if user:
+            return self._password_user(user.encode(), password.encode()) if self.users else None
+        return self._token_user(password.strip().encode()) if self.tokens else None
 
     def identify(self, headers: dict[bytes, bytes]) -> str | None:
         """The caller's user name ('' = anonymous or an unnamed token), or None when refused.
@@ -180,15 +197,12 @@ class SecurityMiddleware:
         if not self.enabled:
             return ""
         header = headers.get(b"authorization", b"")
+        if not header:
+            return self._session_user(headers.get(b"cookie", b""))
         scheme, _, value = header.partition(b" ")
         scheme = scheme.lower()
         if scheme == b"bearer" and self.tokens:
-            value = value.strip()
-            found = None
-            for name, secret in self.tokens:
-                if hmac.compare_digest(value, secret) and found is None:
-                    found = name
-            return found
+            return self._token_user(value.strip())
         if scheme == b"basic" and self.users:
             try:
                 decoded = base64.b64decode(value.strip(), validate=True)
@@ -197,16 +211,76 @@ class SecurityMiddleware:
             user, sep, password = decoded.partition(b":")
             if not sep:
                 return None
-            ok = False
-            for known_user, known_password in self.users:
-                ok |= hmac.compare_digest(user, known_user) & hmac.compare_digest(password, known_password)
-            return user.decode("utf-8", "replace") if ok else None
+            return self._password_user(user, password)
         return None
+
+    def _session_user(self, cookie_header: bytes) -> str | None:
+        if self.session_key is None or not cookie_header:
+            return None
+        from http.cookies import CookieError, SimpleCookie
+
+        from lorastudio.api.sessions import COOKIE_NAME, verify_session
+
+        try:
+            cookies = SimpleCookie(cookie_header.decode("latin-1"))
+        except CookieError:
+            return None
+        morsel = cookies.get(COOKIE_NAME)
+        return verify_session(self.session_key, morsel.value) if morsel is not None else None
+
+
+# Reachable without credentials: the login page itself.
+PUBLIC_PATHS = ("/login", "/logout")
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the proxy's prefix (`--root-path`), whether or not the server kept it in `path`."""
+    path, root = scope.get("path", "") or "/", scope.get("root_path", "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
+def _wants_html(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """A browser navigating to a page (not a script calling the API): send it to the login page."""
+    return scope.get("method") == "GET" and b"text/html" in headers.get(b"accept", b"")
+
+
+class SecurityMiddleware:
+    """Checks credentials, then caps the request body, for HTTP and WebSocket scopes."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        users: Iterable[tuple[str, str]] = (),
+        token: str | None = None,
+        tokens: Iterable[tuple[str, str]] = (),
+        credentials: Credentials | None = None,
+        max_json_bytes: int = 64 * 1024**2,
+        max_upload_bytes: int = 16 * 1024**3,
+        max_weights_upload_bytes: int | None = None,
+        spool_dir: Any = None,
+    ) -> None:
+        self.app = app
+        all_tokens = [*tokens, *(parse_tokens(token) if token else [])]
+        self.credentials = credentials or Credentials(users, all_tokens)
+        self.max_json_bytes = max_json_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_weights_upload_bytes = max_weights_upload_bytes or max_upload_bytes
+        self.spool_dir = spool_dir
+
+    @property
+    def enabled(self) -> bool:
+        return self.credentials.enabled
+
+    def identify(self, headers: dict[bytes, bytes]) -> str | None:
+        return self.credentials.identify(headers)
 
     def authorized(self, headers: dict[bytes, bytes]) -> bool:
         return self.identify(headers) is not None
 
     def limit_for(self, path: str) -> int:
+        if path.startswith(UI_PREFIX) and path.endswith(UI_UPLOAD_SUFFIX):
+            return self.max_upload_bytes
         if path.startswith(WEIGHTS_UPLOAD_PATHS):
             return self.max_weights_upload_bytes
         return self.max_upload_bytes if path.startswith(UPLOAD_PATHS) else self.max_json_bytes
@@ -225,10 +299,14 @@ class SecurityMiddleware:
                 send, 400, error_body("BadRequest", "two Authorization headers; send exactly one.")
             )
             return
-        user = self.identify(headers)
+        path = _route_path(scope)
+        user = "" if path in PUBLIC_PATHS else self.identify(headers)
         if user is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
+                return
+            if _wants_html(scope, headers) and self.credentials.session_key is not None:
+                await _redirect_to_login(send, scope)
                 return
             await _send_json(
                 send,
@@ -244,7 +322,7 @@ class SecurityMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope.get("path", ""))
+        limit = self.limit_for(path)
         try:
             announced = int(headers.get(b"content-length", b"0") or 0)
         except ValueError:
@@ -281,6 +359,19 @@ def _too_large(limit: int) -> dict[str, Any]:
     return error_body(
         "PayloadTooLarge", f"request body over the limit of {limit} bytes; send a smaller file."
     )
+
+
+async def _redirect_to_login(send: Send, scope: Scope) -> None:
+    """303 to the login page, which sends the browser back to the page it asked for."""
+    from urllib.parse import quote
+
+    root = scope.get("root_path", "")
+    target = root + _route_path(scope)
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    location = f"{root}/login?next={quote(target, safe='')}".encode()
+    await send({"type": "http.response.start", "status": 303, "headers": [(b"location", location), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _send_json(

@@ -46,6 +46,10 @@ def serve(
         "models (only while online: HF_HUB_OFFLINE unset). Off: names are files in the workspace.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI at / (Gradio); --no-ui: the API only."),
+    root_path: str = typer.Option(
+        "", "--root-path", help="URL prefix when served behind a reverse proxy (e.g. /studio)."
+    ),
     memory_budget_gb: float = typer.Option(
         None, "--memory-budget-gb", help="Evict loaded models (LRU) beyond this many GB of weights."
     ),
@@ -87,7 +91,7 @@ def serve(
         64, "--max-options-kb", help="Largest set of A1111 options one user may store; 0 = no limit."
     ),
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs) and run queued jobs in this process."""
+    """Serve the web UI (at /), the API (OpenAPI docs at /docs) and run queued jobs in this process."""
     from lorastudio.api.app import run_server
     from lorastudio.api.security import parse_tokens, read_tokens_file
     from lorastudio.service.studio import Studio, StudioSettings
@@ -115,5 +119,19 @@ def serve(
         max_options_bytes=max_options_kb * 1024,
     )
     studio = Studio(workspace(), settings)
-    typer.echo(f"lorastudio: serving http://{host}:{port} (docs at /docs), model {studio.model}", err=True)
-    run_server(studio, host=host, port=port, auth=auth, tokens=tokens, log_level=log_level)
+    where = f"http://{host}:{port}{root_path}"
+    typer.echo(
+        f"lorastudio: serving {where}/ (web UI{'' if ui else ' off'}; API docs at {where}/docs), "
+        f"model {studio.model}",
+        err=True,
+    )
+    run_server(
+        studio,
+        host=host,
+        port=port,
+        auth=auth,
+        tokens=tokens,
+        log_level=log_level,
+        ui=ui,
+        root_path=root_path.rstrip("/"),
+    )

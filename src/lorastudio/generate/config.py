@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from lorastudio.config import StrictModel
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 
-__all__ = ["GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
+__all__ = ["HIRES_UPSCALERS", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
 
 SamplingSteps = Annotated[
     int, Field(ge=1, description="Sampling steps (denoising iterations); A1111 'Steps'.")
@@ -24,6 +24,9 @@ CfgScale = Annotated[
     float,
     Field(description="Classifier-free guidance scale: how strongly the prompt steers the image; A1111 'CFG scale'."),
 ]
+# Upscalers of the hires fix's first pass (written as A1111 spells them in infotexts).
+HIRES_UPSCALERS: tuple[str, ...] = ("Latent", "Lanczos")
+
 SamplerName = Annotated[
     str, Field(description="A1111 sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'.")
 ]
@@ -117,9 +120,10 @@ class GenerateConfig(StrictModel):
     @field_validator("hires_upscaler")
     @classmethod
     def _known_upscaler(cls, value: str) -> str:
-        if value.lower() not in {"latent", "lanczos"}:
-            raise ValueError("choose 'Latent' or 'Lanczos'")
-        return "Latent" if value.lower() == "latent" else "Lanczos"
+        for name in HIRES_UPSCALERS:
+            if value.lower() == name.lower():
+                return name
+        raise ValueError("choose " + " or ".join(repr(name) for name in HIRES_UPSCALERS))
 
     @model_validator(mode="after")
     def _mask_needs_image(self) -> GenerateConfig:

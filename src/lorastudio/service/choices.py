@@ -1,0 +1,60 @@
+"""The names a form offers: samplers, schedules, upscalers and what the library holds.
+
+Pickers in the web UI (and any other front) list these; each comes from the table that
+also validates a request, so a picker never offers a value the service would refuse.
+"""
+
+from __future__ import annotations
+
+from lorastudio.service.workspace import Workspace
+
+__all__ = [
+    "embedding_names",
+    "hires_upscaler_names",
+    "lora_names",
+    "model_names",
+    "sampler_names",
+    "schedule_names",
+]
+
+
+def sampler_names() -> list[str]:
+    """A1111 sampler names, in A1111's order."""
+    from lorastudio.generate.samplers import sampler_names as names
+
+    return names()
+
+
+def schedule_names() -> list[str]:
+    """Schedule types ("Automatic" first: the sampler's own)."""
+    from lorastudio.generate.samplers import SCHEDULE_TYPES
+
+    return list(SCHEDULE_TYPES)
+
+
+def hires_upscaler_names() -> list[str]:
+    """Upscalers the hires fix takes (GenerateConfig.hires_upscaler)."""
+    from lorastudio.generate.config import HIRES_UPSCALERS
+
+    return list(HIRES_UPSCALERS)
+
+
+def model_names(ws: Workspace) -> list[str]:
+    """Models that load: files and folders in models/ that read, then the built-in tiny ones."""
+    from lorastudio.service.models import list_models
+
+    return [row["name"] for row in list_models(ws) if not row.get("error")]
+
+
+def lora_names(ws: Workspace) -> list[str]:
+    """LoRA files in loras/ that read, by name (what `<lora:name:w>` takes)."""
+    from lorastudio.service.loras import list_loras
+
+    return sorted(row["name"] for row in list_loras(ws) if not row.get("error"))
+
+
+def embedding_names(ws: Workspace) -> list[str]:
+    """Embeddings in embeddings/, by the name a prompt uses."""
+    from lorastudio.service.embeddings import list_embeddings
+
+    return sorted(row["name"] for row in list_embeddings(ws) if not row.get("error"))

@@ -1,0 +1,319 @@
+"""Generate: txt2img, img2img and hires fix, with live progress, Interrupt/Skip and the LoRA picker.
+
+Every control is a `GenerateConfig` field (limits and tooltip from the field); pressing
+Generate queues the same job the API's `POST /api/v1/jobs/generate` queues, then follows
+it: queue position, step, ETA, the preview image, and at the end the images with their
+infotext. Nothing here computes anything the service does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.ui.context import UiContext, error_text, user_of
+from lorastudio.ui.forms import field_control, optional_number
+
+TAB_ID = "generate"
+LABEL = "tab.generate"
+
+POLL_S = 0.4
+MAX_SEED = 2**32 - 1
+# Fields the form sends; the others keep GenerateConfig's defaults.
+FORM_FIELDS = (
+    "prompt", "negative_prompt", "model", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
+    "seed", "subseed", "subseed_strength", "batch_size", "count", "clip_skip", "hires_scale",
+    "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
+)  # fmt: skip
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+
+
+def build(ctx: UiContext) -> None:
+    from lorastudio.service.choices import (
+        embedding_names,
+        hires_upscaler_names,
+        lora_names,
+        model_names,
+        sampler_names,
+        schedule_names,
+    )
+
+    t, prefs, ws = ctx.t, ctx.preferences, ctx.studio.workspace
+    f: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(scale=4):
+            f["prompt"] = field_control(GenerateConfig, "prompt", t("generate.prompt"), lines=3)
+            f["negative_prompt"] = field_control(
+                GenerateConfig, "negative_prompt", t("generate.negative_prompt"), value=prefs.negative_prompt, lines=2
+            )
+        with gr.Column(scale=1, min_width=220):
+            f["model"] = gr.Dropdown(
+                model_names(ws), value=ctx.studio.model, label=t("generate.model"), elem_id="field-model"
+            )
+            refresh = gr.Button(t("generate.refresh"), size="sm")
+            run = gr.Button(t("generate.run"), variant="primary", elem_id="generate-run")
+            with gr.Row():
+                interrupt = gr.Button(t("generate.interrupt"), size="sm", elem_id="generate-interrupt")
+                skip = gr.Button(t("generate.skip"), size="sm", elem_id="generate-skip")
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                f["sampler"] = gr.Dropdown(
+                    sampler_names(), value=prefs.sampler, label=t("generate.sampler"), elem_id="field-sampler"
+                )
+                f["schedule"] = gr.Dropdown(
+                    schedule_names(), value="Automatic", label=t("generate.schedule"), elem_id="field-schedule"
+                )
+            f["steps"] = field_control(
+                GenerateConfig, "steps", t("generate.steps"), value=prefs.steps, slider=True, maximum=150
+            )
+            f["cfg_scale"] = field_control(
+                GenerateConfig, "cfg_scale", t("generate.cfg_scale"), value=prefs.cfg_scale, slider=True,
+                maximum=30, step=0.5,
+            )  # fmt: skip
+            with gr.Row():
+                f["width"] = field_control(GenerateConfig, "width", t("generate.width"), value=prefs.width, step=8)
+                f["height"] = field_control(GenerateConfig, "height", t("generate.height"), value=prefs.height, step=8)
+            with gr.Row():
+                f["seed"] = field_control(GenerateConfig, "seed", t("generate.seed"), scale=3)
+                random_seed = gr.Button(t("generate.random_seed"), size="sm", scale=1)
+                reuse_seed = gr.Button(t("generate.reuse_seed"), size="sm", scale=1, elem_id="reuse-seed")
+            with gr.Accordion(t("generate.subseed"), open=False):
+                f["subseed"] = field_control(GenerateConfig, "subseed", t("generate.subseed"))
+                f["subseed_strength"] = field_control(
+                    GenerateConfig, "subseed_strength", t("generate.subseed_strength"), slider=True, step=0.01
+                )
+            with gr.Row():
+                f["batch_size"] = field_control(
+                    GenerateConfig, "batch_size", t("generate.batch_size"), slider=True, maximum=8
+                )
+                f["count"] = field_control(GenerateConfig, "count", t("generate.count"), slider=True, maximum=16)
+            f["clip_skip"] = field_control(GenerateConfig, "clip_skip", t("generate.clip_skip"), slider=True)
+            with gr.Accordion(t("generate.hires"), open=False):
+                f["hires_scale"] = field_control(
+                    GenerateConfig, "hires_scale", t("generate.hires_scale"), slider=True, step=0.05
+                )
+                f["hires_steps"] = field_control(
+                    GenerateConfig, "hires_steps", t("generate.hires_steps"), slider=True, maximum=150
+                )
+                f["hires_strength"] = field_control(
+                    GenerateConfig, "hires_strength", t("generate.hires_strength"), slider=True, step=0.01
+                )
+                f["hires_upscaler"] = gr.Dropdown(
+                    hires_upscaler_names(), value="Latent", label=t("generate.hires_upscaler")
+                )
+            with gr.Accordion(t("generate.img2img"), open=False, elem_id="img2img") as img2img:
+                f["init_image"] = gr.Image(
+                    type="filepath", label=t("generate.init_image"), elem_id="init-image", height=256
+                )
+                f["strength"] = field_control(
+                    GenerateConfig, "strength", t("generate.strength"), slider=True, step=0.01
+                )
+                f["resize_mode"] = gr.Dropdown(
+                    [(name, index) for index, name in enumerate(RESIZE_MODES)],
+                    value=0,
+                    label=t("generate.resize_mode"),
+                )
+                clear_image = gr.Button(t("generate.clear_image"), size="sm")
+            with gr.Accordion(t("generate.networks"), open=False, elem_id="networks"):
+                with gr.Row():
+                    lora = gr.Dropdown(lora_names(ws), label=t("generate.lora"), elem_id="lora-picker", scale=3)
+                    lora_weight = gr.Slider(-2, 2, value=1.0, step=0.05, label=t("generate.lora_weight"), scale=2)
+                    add_lora = gr.Button(t("generate.add_lora"), size="sm", scale=1, elem_id="add-lora")
+                lora_card = gr.Markdown(elem_id="lora-card")
+                with gr.Row():
+                    embedding = gr.Dropdown(embedding_names(ws), label=t("generate.embedding"), scale=3)
+                    add_embedding = gr.Button(t("generate.add_embedding"), size="sm", scale=1)
+        with gr.Column():
+            progress = gr.Markdown(elem_id="progress-text")
+            preview = gr.Image(label=t("generate.progress"), visible=False, height=256, elem_id="preview")
+            gallery = gr.Gallery(label=t("generate.gallery"), columns=2, height=420, elem_id="gallery")
+            infotext = gr.Textbox(
+                label=t("generate.infotext"), lines=4, interactive=False, elem_id="infotext"
+            )
+            send_img2img = gr.Button(t("generate.send_img2img"), size="sm", elem_id="send-img2img")
+    last_seed = gr.State(-1)
+    images = gr.State([])
+
+    ctx.shared["generate.fields"] = f
+    ctx.shared["generate.img2img"] = img2img
+
+    inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
+
+    def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
+        yield from _run(ctx, {name: form[f[name]] for name in FORM_FIELDS}, user_of(request))
+
+    run.click(
+        generate, inputs, [progress, preview, gallery, infotext, last_seed, images], concurrency_limit=None
+    )
+    def interrupt_mine(request: gr.Request) -> None:
+        ctx.studio.interrupt(user_of(request))
+
+    def skip_mine(request: gr.Request) -> None:
+        ctx.studio.skip(user_of(request))
+
+    interrupt.click(interrupt_mine, None, None)
+    skip.click(skip_mine, None, None)
+    random_seed.click(lambda: -1, None, f["seed"])
+    reuse_seed.click(lambda seed: seed, last_seed, f["seed"])
+    clear_image.click(lambda: None, None, f["init_image"])
+    send_img2img.click(
+        _first_image, images, [f["init_image"], img2img]
+    )
+    add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
+    lora.change(lambda name: _lora_card(ctx, name), lora, lora_card)
+    add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
+    refresh.click(lambda: _refreshed(ctx), None, [f["model"], lora, embedding])
+    # A page (re)load shows the saved defaults and today's library, not those of the server's start.
+    defaults = ["sampler", "steps", "cfg_scale", "width", "height", "negative_prompt"]
+    ctx.on_load.append(
+        {
+            "fn": lambda: (*_refreshed(ctx), *_saved_defaults(ctx, defaults)),
+            "inputs": None,
+            "outputs": [f["model"], lora, embedding, *[f[name] for name in defaults]],
+        }
+    )
+
+
+def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.preferences import load_preferences
+
+    try:
+        saved = load_preferences(ctx.studio.workspace)
+    except LorastudioError:
+        return [gr.update() for _ in names]
+    return [gr.update(value=getattr(saved, name)) for name in names]
+
+
+def _append(prompt: str, text: str) -> str:
+    prompt = (prompt or "").rstrip()
+    return f"{prompt}, {text}" if prompt else text
+
+
+def _add_lora(prompt: str, name: str | None, weight: float) -> str:
+    """`<lora:name:w>` at the end of the prompt, as A1111's extra-networks cards insert it."""
+    if not name:
+        return prompt
+    return _append(prompt, f"<lora:{name}:{round(float(weight), 2):g}>")
+
+
+def _lora_card(ctx: UiContext, name: str | None) -> str:
+    """Trigger words, base model and where a LoRA came from, read from the library."""
+    if not name:
+        return ""
+    from lorastudio.service.loras import list_loras
+
+    row = next((r for r in list_loras(ctx.studio.workspace) if r["name"] == name), None)
+    if row is None:
+        return ""
+    lines = [f"**{name}**"]
+    for key, label in (("trigger", "library.column.trigger"), ("base_model", "library.column.base"),
+                       ("step", "library.column.steps"), ("error", "library.column.error")):  # fmt: skip
+        if row.get(key):
+            lines.append(f"- {ctx.t(label)}: `{row[key]}`")
+    return "\n".join(lines)
+
+
+def _refreshed(ctx: UiContext) -> tuple:
+    from lorastudio.service.choices import embedding_names, lora_names, model_names
+
+    ws = ctx.studio.workspace
+    return (
+        gr.update(choices=model_names(ws)),
+        gr.update(choices=lora_names(ws)),
+        gr.update(choices=embedding_names(ws)),
+    )
+
+
+def _first_image(images: list[str]) -> tuple:
+    return (images[0] if images else None), gr.update(open=True)
+
+
+def _config(ctx: UiContext, values: dict[str, Any]) -> GenerateConfig:
+    """The form as a GenerateConfig: an img2img source becomes an upload the job can name."""
+    from lorastudio.service.uploads import store_image
+
+    values = dict(values)
+    values["schedule"] = None if values.get("schedule") in (None, "", "Automatic") else values["schedule"]
+    for name in ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps"):
+        if values.get(name) is not None:
+            values[name] = int(values[name])
+    values["width"], values["height"] = optional_number(values["width"]), optional_number(values["height"])
+    source = values.pop("init_image", None)
+    cfg = GenerateConfig(**values)
+    if source:
+        encoded = base64.b64encode(Path(source).read_bytes()).decode()
+        cfg = cfg.model_copy(update={"init_image": store_image(ctx.studio.workspace, encoded, "init_image")})
+    return cfg
+
+
+def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:
+    t = ctx.t
+    if job.state == "queued":
+        return t("progress.queued", position=ctx.studio.queue_position(job) or 1)
+    if state.get("job") != job.id or not state.get("steps"):
+        return t("progress.starting")
+    eta = state.get("eta")
+    return t(
+        "progress.running",
+        step=state["step"],
+        steps=state["steps"],
+        percent=int(100 * float(state.get("progress") or 0)),
+        eta=f"{eta:.0f} s" if eta is not None else "…",
+    )
+
+
+def _preview_image(state: dict[str, Any]):
+    from lorastudio.service.uploads import decode_image
+
+    data = state.get("preview")
+    if not data:
+        return None
+    try:
+        return decode_image(data, "preview")[0]
+    except Exception:  # a preview that cannot be decoded is only a missing preview
+        return None
+
+
+def _run(ctx: UiContext, values: dict[str, Any], user: str) -> Iterator[tuple]:
+    """Queue the job, then yield (progress, preview, gallery, infotext, seed, images) until it ends."""
+    from lorastudio.service.png_info import png_info
+
+    t, studio = ctx.t, ctx.studio
+    no_change = gr.update()
+    try:
+        cfg = _config(ctx, values)
+        if cfg.seed == -1:
+            cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
+        job = studio.submit_generate(cfg, user=user)
+    except Exception as exc:  # refused input: say why next to the button, keep the form
+        yield (f'<span class="error-text">{t("app.error")}: {error_text(exc)}</span>', gr.update(visible=False),
+               no_change, no_change, no_change, no_change)  # fmt: skip
+        return
+    started = time.monotonic()
+    while True:
+        job = studio.get_job(job.id)
+        if job.finished:
+            break
+        state = studio.progress_state(user)
+        preview_image = _preview_image(state) if state.get("job") == job.id else None
+        yield (_progress_text(ctx, job, state), gr.update(value=preview_image, visible=preview_image is not None),
+               no_change, no_change, no_change, no_change)  # fmt: skip
+        time.sleep(POLL_S)
+    paths = [str(path) for path in studio.job_images(job)]
+    info = png_info(paths[0])["info"] if paths else ""
+    if job.state == "succeeded":
+        status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
+    elif job.state == "cancelled":
+        status = t("progress.cancelled")
+    else:
+        status = f'<span class="error-text">{t("progress.failed", error=job.error or job.state)}</span>'
+    yield status, gr.update(visible=False), paths, info, cfg.seed, paths

@@ -1,0 +1,151 @@
+"""Library: LoRAs (characters and styles), models and embeddings; search, details, delete, import.
+
+Each list is what `lorastudio lora list` / `models list` / `embeddings list` print (the same
+service functions); a LoRA's card shows its trigger words, base model, the run and step it
+came from and its sample images. Delete asks for the name a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lorastudio.ui.context import UiContext, error_text
+
+TAB_ID = "library"
+LABEL = "tab.library"
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str  # "loras", "models", "embeddings"
+    columns: tuple[str, ...]  # keys of the row dicts, labels "library.column.<key>"
+    rows: Callable[[Any], list[dict[str, Any]]]
+    delete: Callable[[Any, str], dict[str, Any]]
+    import_file: Callable[[Any, Path, str], dict[str, Any]]
+
+
+def _sections() -> tuple[Section, ...]:
+    from lorastudio.service import embeddings, loras, models
+
+    return (
+        Section("loras", ("name", "kind", "base", "trigger", "steps", "error"), _lora_rows, loras.delete_lora,
+                lambda ws, path, name: loras.import_lora(ws, path, name=name or None)),
+        Section("models", ("name", "kind", "size", "error"), _model_rows, models.delete_model,
+                lambda ws, path, name: models.import_model(ws, path, name=name or None)),
+        Section("embeddings", ("name", "kind", "size", "error"), _embedding_rows, embeddings.delete_embedding,
+                lambda ws, path, name: embeddings.import_embedding(ws, path, name or Path(path).stem)),
+    )  # fmt: skip
+
+
+def _lora_rows(ws) -> list[dict[str, Any]]:
+    from lorastudio.service.loras import list_loras
+
+    return [{"name": r["name"], "kind": r.get("type") or "LoRA", "base": r.get("base_model") or "",
+             "trigger": r.get("trigger") or "", "steps": r.get("step") or "", "error": r.get("error") or "",
+             "samples": r.get("samples") or []} for r in list_loras(ws)]  # fmt: skip
+
+
+def _model_rows(ws) -> list[dict[str, Any]]:
+    from lorastudio.service.models import list_models
+
+    return [{"name": r["name"], "kind": r.get("family") or "", "error": r.get("error") or "",
+             "size": f"{r['size_bytes'] / 2**20:.1f}" if r.get("size_bytes") else ""} for r in list_models(ws)]  # fmt: skip
+
+
+def _embedding_rows(ws) -> list[dict[str, Any]]:
+    from lorastudio.service.embeddings import list_embeddings
+
+    return [{"name": r["name"], "kind": f"{r.get('vectors') or '?'} x {r.get('shape') or '?'}",
+             "size": f"{r['size_bytes'] / 2**20:.2f}", "error": r.get("error") or ""}
+            for r in list_embeddings(ws)]  # fmt: skip
+
+
+def build(ctx: UiContext) -> None:
+    with gr.Tabs():
+        for section in _sections():
+            with gr.Tab(ctx.t(f"library.{section.key}"), id=f"library-{section.key}"):
+                _build_section(ctx, section)
+
+
+def _table(ctx: UiContext, section: Section, query: str = "") -> list[list]:
+    needle = (query or "").strip().lower()
+    rows = section.rows(ctx.studio.workspace)
+    return [[str(row.get(column, "")) for column in section.columns] for row in rows
+            if not needle or any(needle in str(value).lower() for value in row.values())]  # fmt: skip
+
+
+def _build_section(ctx: UiContext, section: Section) -> None:
+    t, key = ctx.t, section.key
+    with gr.Row():
+        search = gr.Textbox(label=t("library.search"), scale=4, elem_id=f"{key}-search")
+        refresh = gr.Button(t("library.refresh"), scale=1, elem_id=f"{key}-refresh")
+    table = gr.Dataframe(
+        headers=[t(f"library.column.{column}") for column in section.columns],
+        value=_table(ctx, section),
+        interactive=False,
+        wrap=True,
+        elem_id=f"{key}-table",
+    )
+    card = gr.Markdown(elem_id=f"{key}-card")
+    samples = gr.Gallery(columns=4, height=200, visible=key == "loras", elem_id=f"{key}-samples")
+    with gr.Row():
+        name = gr.Textbox(label=t("library.name"), scale=2, elem_id=f"{key}-name")
+        confirm = gr.Textbox(label=t("library.confirm_delete"), scale=2, elem_id=f"{key}-confirm")
+        delete = gr.Button(t("library.delete"), variant="stop", scale=1, elem_id=f"{key}-delete")
+    with gr.Row():
+        upload = gr.File(label=t("library.upload"), type="filepath", scale=3, elem_id=f"{key}-upload")
+        import_name = gr.Textbox(label=t("library.name"), scale=2)
+        do_import = gr.Button(t("library.import"), scale=1, elem_id=f"{key}-import")
+    message = gr.Markdown(elem_id=f"{key}-message")
+
+    def selected(event: gr.SelectData) -> tuple:
+        row = event.row_value or []
+        chosen = str(row[0]) if row else ""
+        return chosen, *_card(ctx, section, chosen)
+
+    def remove(chosen: str, again: str, query: str) -> tuple:
+        chosen = (chosen or "").strip()
+        if not chosen or chosen != (again or "").strip():
+            return t("library.confirm_delete"), gr.update()
+        try:
+            section.delete(ctx.studio.workspace, chosen)
+        except Exception as exc:
+            return _error(ctx, exc), gr.update()
+        return t("library.deleted", name=chosen), _table(ctx, section, query)
+
+    def add(path: str | None, wanted: str, query: str) -> tuple:
+        if not path:
+            return t("library.upload"), gr.update()
+        try:
+            info = section.import_file(ctx.studio.workspace, Path(path), (wanted or "").strip())
+        except Exception as exc:
+            return _error(ctx, exc), gr.update()
+        return t("library.imported", name=info.get("name", wanted)), _table(ctx, section, query)
+
+    search.change(lambda query: _table(ctx, section, query), search, table)
+    refresh.click(lambda query: _table(ctx, section, query), search, table)
+    table.select(selected, None, [name, card, samples])
+    delete.click(remove, [name, confirm, search], [message, table])
+    do_import.click(add, [upload, import_name, search], [message, table])
+    ctx.on_load.append({"fn": lambda: _table(ctx, section), "inputs": None, "outputs": table})
+
+
+def _card(ctx: UiContext, section: Section, name: str) -> tuple[str, list[str]]:
+    row = next((r for r in section.rows(ctx.studio.workspace) if r["name"] == name), None)
+    if row is None:
+        return "", []
+    lines = [f"### {name}"]
+    for column in section.columns[1:]:
+        if row.get(column):
+            lines.append(f"- {ctx.t(f'library.column.{column}')}: `{row[column]}`")
+    samples = [str(p) for p in row.get("samples", []) if Path(str(p)).is_file()]
+    return "\n".join(lines), samples
+
+
+def _error(ctx: UiContext, exc: BaseException) -> str:
+    return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'

@@ -1,0 +1,72 @@
+"""PNG info: drop an image made by lorastudio, A1111 or ComfyUI-with-A1111-text and read its recipe.
+
+The text is read by the one infotext reader (`service.png_info`), and "Send to Generate"
+fills the Generate form from the same recipe reader the CLI's `generate --from` uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from lorastudio.ui.context import UiContext, error_text
+
+TAB_ID = "png_info"
+LABEL = "tab.png_info"
+
+
+def build(ctx: UiContext) -> None:
+    t = ctx.t
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(type="filepath", label=t("png.image"), elem_id="png-image", height=360)
+        with gr.Column():
+            parameters = gr.Textbox(label=t("png.parameters"), lines=6, interactive=False, elem_id="png-parameters")
+            fields = gr.JSON(label=t("png.fields"), elem_id="png-fields")
+            send = gr.Button(t("png.send_generate"), variant="primary", elem_id="png-send-generate")
+            message = gr.Markdown(elem_id="png-message")
+
+    image.change(lambda path: _read(ctx, path), image, [parameters, fields, message])
+
+    generate_fields: dict[str, Any] = ctx.shared["generate.fields"]
+    names = [name for name in generate_fields if name != "init_image"]
+    outputs = [generate_fields[name] for name in names]
+
+    def send_to_generate(path: str | None) -> tuple:
+        values = _recipe(ctx, path)
+        if isinstance(values, str):  # no recipe: say so, change nothing
+            return (*[gr.update() for _ in names], gr.update(), values)
+        updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
+        return (*updates, gr.Tabs(selected="generate"), "")
+
+    send.click(send_to_generate, image, [*outputs, ctx.tabs, message])
+
+
+def _read(ctx: UiContext, path: str | None) -> tuple:
+    from lorastudio.service.png_info import png_info
+
+    if not path:
+        return "", None, ""
+    try:
+        info = png_info(path)
+    except Exception as exc:
+        return "", None, f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'
+    if not info["info"]:
+        return "", None, ctx.t("png.no_parameters")
+    return info["info"], info["parameters"], ""
+
+
+def _recipe(ctx: UiContext, path: str | None) -> dict[str, Any] | str:
+    """The image's recipe as Generate form values, or the reason there is none."""
+    from lorastudio.service.generation import config_from_recipe
+
+    if not path:
+        return ctx.t("png.no_parameters")
+    try:
+        cfg = config_from_recipe(path, ctx.studio.workspace)
+    except Exception as exc:
+        return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'
+    values = cfg.model_dump()
+    values["schedule"] = values.get("schedule") or "Automatic"
+    return values

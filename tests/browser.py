@@ -1,0 +1,138 @@
+"""A served studio (API + web UI) and a headless Chromium for the UI's end-to-end tests.
+
+Debian's `chromium` with the `playwright` package (never `playwright install`: it downloads a
+browser). Without them the tests skip locally and fail under CI (`.ci/run` installs chromium).
+Every page records the requests it makes to any other host: a test fails on one (offline).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+USER, PASSWORD = "admin", "secret"
+
+
+def require_browser() -> None:
+    """Skip (locally) or fail (CI) when Chromium or playwright is missing."""
+    reason = None
+    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
+        reason = "Debian's chromium is not installed (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "the playwright package is not installed (pip install -e '.[dev]')"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI is set, so this is an error, not a skip)")
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServedStudio:
+    url: str
+    studio: Any
+    root_path: str = ""
+
+
+@contextmanager
+def served_studio(workspace_root: Path, models_dir: Path, root_path: str = "") -> Iterator[ServedStudio]:
+    """`lorastudio serve --auth admin:secret` on a free port, in this process (the tiny models)."""
+    import uvicorn
+
+    from lorastudio.api.app import create_app
+    from lorastudio.models.tiny import TINY_MODELS
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.service.workspace import Workspace
+
+    workspace = Workspace.open(workspace_root)
+    for name in TINY_MODELS:
+        if not (workspace.models / name).exists():
+            (workspace.models / name).symlink_to(models_dir / name, target_is_directory=True)
+    studio = Studio(workspace, StudioSettings(model="tiny-sd15"))
+    app = create_app(studio, auth=f"{USER}:{PASSWORD}", ui=True)
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    studio.start()
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the UI server did not start")
+        time.sleep(0.05)
+    try:
+        yield ServedStudio(f"http://127.0.0.1:{port}", studio, root_path)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        studio.close()
+
+
+@dataclass
+class Browser:
+    """One Chromium; `page()` opens a page that logs what it asks of other hosts."""
+
+    browser: Any
+    base: str
+    foreign: list[str] = field(default_factory=list)
+
+    def page(self):
+        context = self.browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+
+        def record(request) -> None:
+            if not request.url.startswith((self.base, "data:", "blob:", "about:")):
+                self.foreign.append(request.url)
+
+        page.on("request", record)
+        return page
+
+
+@contextmanager
+def chromium(base: str) -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield Browser(browser, base)
+        finally:
+            browser.close()
+
+
+def log_in(page, base: str, user: str = USER, password: str = PASSWORD) -> None:
+    """The login page, as a person fills it in."""
+    page.goto(base + "/")
+    page.fill("#user", user)
+    page.fill("#password", password)
+    page.click("button[type=submit]")

@@ -1,0 +1,229 @@
+"""The web UI end to end in a real headless Chromium: log in, generate, read PNG info back,
+img2img, interrupt, the library and jobs tabs, Chinese labels; and nothing fetched from the internet.
+
+One served studio (tiny models, `--auth`) and one browser for the module; 64x64 images with a
+few steps keep each generation to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from browser import PASSWORD, USER, chromium, log_in, require_browser, served_studio
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "a red square, 红色方块"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_models_dir):
+    require_browser()
+    with served_studio(tmp_path_factory.mktemp("ui") / "studio", tiny_models_dir) as studio:
+        yield studio
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    with chromium(served.url) as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(served, browser):
+    page = browser.page()
+    log_in(page, served.url)
+    page.wait_for_selector("#generate-run")
+    yield page
+    page.context.close()
+    assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
+
+
+def _set(page, selector: str, value: object) -> None:
+    """Type into a Gradio number/text box and leave it, as a person does (the change fires on blur)."""
+    box = page.locator(selector).first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def _small_generation(page, prompt: str = PROMPT, steps: int = 3, count: int = 1) -> None:
+    page.locator("#field-prompt textarea").fill(prompt)
+    _set(page, "#field-width input", 64)
+    _set(page, "#field-height input", 64)
+    _set(page, "#field-steps input[type=number]", steps)
+    _set(page, "#field-count input[type=number]", count)
+    _set(page, "#field-seed input", 1234)
+
+
+def _wait_for_infotext(page, must_contain: str) -> str:
+    page.wait_for_function(
+        "(text) => { const box = document.querySelector('#infotext textarea');"
+        " return box && box.value.includes(text); }",
+        arg=must_contain,
+        timeout=120_000,
+    )
+    return page.locator("#infotext textarea").input_value()
+
+
+def _tab(page, label: str) -> None:
+    page.get_by_role("tab", name=label, exact=True).click()
+
+
+def test_the_ui_needs_a_login_and_one_login_opens_ui_api_and_docs(served, browser):
+    page = browser.page()
+    page.goto(served.url + "/ui/en/")
+    assert "/login" in page.url  # a browser is sent to the login page, not shown a 401
+    page.fill("#user", USER)
+    page.fill("#password", "wrong")
+    page.click("button[type=submit]")
+    assert page.get_by_role("alert").inner_text().startswith("Wrong user or password")
+    page.fill("#user", USER)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/ui/en/")  # back where the browser wanted to go
+    page.wait_for_selector("#generate-run")
+    assert page.request.get(served.url + "/api/v1/status").status == 200
+    assert page.request.get(served.url + "/docs").status == 200
+    anonymous = browser.browser.new_context()
+    assert anonymous.request.get(served.url + "/api/v1/status").status == 401
+    assert anonymous.request.get(served.url + "/ui/en/config").status == 401
+    anonymous.close()
+    page.context.close()
+
+
+def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, page):
+    _small_generation(page)
+    page.click("#generate-run")
+    info = _wait_for_infotext(page, "Steps: 3")
+    assert PROMPT in info and "Size: 64x64" in info and "Seed: 1234" in info
+    assert page.locator("#gallery img").count() >= 1
+    job = served.studio.list_jobs(limit=1)[0]
+    assert (job.kind, job.state, job.user) == ("generate", "succeeded", USER)
+    image = served.studio.job_images(job)[0]
+    page.locator("#field-prompt textarea").fill("another prompt")  # the recipe must bring them back
+    _set(page, "#field-seed input", 99)
+
+    _tab(page, "PNG info")
+    page.locator("#png-image input[type=file]").set_input_files(str(image))
+    page.wait_for_function(
+        "() => (document.querySelector('#png-parameters textarea') || {}).value?.includes('Steps: 3')"
+    )
+    assert PROMPT in page.locator("#png-parameters textarea").input_value()
+
+    page.click("#png-send-generate")
+    page.wait_for_function(
+        "(text) => document.querySelector('#field-prompt textarea').value === text", arg=PROMPT
+    )
+    assert page.locator("#field-seed input").input_value() == "1234"
+    assert page.locator("#field-steps input[type=number]").input_value() == "3"
+
+
+def test_send_to_img2img_and_generate_again(served, page):
+    _small_generation(page, prompt="img2img source")
+    page.click("#generate-run")
+    _wait_for_infotext(page, "img2img source")
+    page.click("#send-img2img")
+    page.wait_for_selector("#init-image img")
+    page.locator("#field-prompt textarea").fill("img2img result")
+    page.click("#generate-run")
+    info = _wait_for_infotext(page, "img2img result")
+    assert "Denoising strength: 0.75" in info  # an img2img infotext, as A1111 writes it
+    job = served.studio.list_jobs(limit=1)[0]
+    assert job.payload["config"]["init_image"]  # the source went in as an upload the job names
+
+
+def test_interrupt_stops_a_long_generation(served, page):
+    _small_generation(page, prompt="a long one", steps=20, count=16)
+    page.click("#generate-run")
+    page.wait_for_function(
+        "() => /Step|Queued/.test(document.querySelector('#progress-text').innerText)", timeout=120_000
+    )
+    page.click("#generate-interrupt")
+    page.wait_for_function(
+        "() => document.querySelector('#progress-text').innerText.includes('Interrupted')", timeout=120_000
+    )
+    job = served.studio.list_jobs(limit=1)[0]
+    assert job.state == "cancelled"
+    assert len(served.studio.job_images(job)) < 16
+
+
+def test_a_refused_value_is_shown_next_to_the_button_not_as_a_trace(served, page):
+    _small_generation(page)
+    _set(page, "#field-width input", 60)  # not a multiple of 8
+    page.click("#generate-run")
+    page.wait_for_function("() => document.querySelector('#progress-text').innerText.includes('Error')")
+    text = page.locator("#progress-text").inner_text()
+    assert "width" in text and "Traceback" not in text
+
+
+def test_jobs_tab_lists_the_jobs_of_this_studio(served, page):
+    job = served.studio.list_jobs(limit=1)[0]
+    _tab(page, "Jobs")
+    page.wait_for_function(
+        "(id) => document.querySelector('#jobs-table').innerText.includes(id)", arg=job.id, timeout=30_000
+    )
+
+
+def test_library_lists_a_lora_and_deletes_it_after_the_name_is_typed_twice(served, page):
+    from lorastudio.service.loras import list_loras
+
+    ws = served.studio.workspace
+    lora = _small_lora(ws.loras / "角色甲.safetensors")
+    _tab(page, "Library")
+    page.click("#loras-refresh")  # the file was copied in after the page loaded
+    page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色甲')")
+    page.locator("#loras-name textarea, #loras-name input").first.fill("角色甲")
+    page.locator("#loras-confirm textarea, #loras-confirm input").first.fill("角色甲")
+    page.click("#loras-delete")
+    page.wait_for_function("() => document.querySelector('#loras-message').innerText.includes('Deleted')")
+    assert not lora.exists()
+    assert "角色甲" not in {row["name"] for row in list_loras(ws)}
+
+
+def _small_lora(path: Path) -> Path:
+    """A one-module kohya LoRA file for tiny-sd15's first attention block (enough to be listed)."""
+    import torch
+    from safetensors.torch import save_file
+
+    prefix = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    tensors = {
+        f"{prefix}.lora_down.weight": torch.zeros(4, 32),
+        f"{prefix}.lora_up.weight": torch.zeros(32, 4),
+        f"{prefix}.alpha": torch.tensor(4.0),
+    }
+    save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora"})
+    return path
+
+
+def test_switching_the_ui_to_chinese_shows_chinese_labels_and_is_kept(served, page):
+    _tab(page, "Settings")
+    page.get_by_label("简体中文").check()
+    page.click("#settings-save")
+    page.wait_for_url("**/ui/zh/", timeout=60_000)
+    page.wait_for_selector("#generate-run")
+    for label in ("生成", "图片信息", "模型库", "任务", "设置"):
+        assert page.get_by_role("tab", name=label, exact=True).count() == 1
+    assert json.loads((served.studio.workspace.root / "preferences.json").read_text())["language"] == "zh"
+    page.goto(served.url + "/")  # the saved language is where a browser lands
+    page.wait_for_url("**/ui/zh/")
+    _tab(page, "设置")
+    page.get_by_label("English").check()
+    page.click("#settings-save")
+    page.wait_for_url("**/ui/en/", timeout=60_000)
+
+
+def test_every_tab_renders_and_is_photographed(served, page, tmp_path):
+    """Screenshots for docs/ (set LORASTUDIO_SCREENSHOTS=1 to refresh docs/screenshots)."""
+    folder = SCREENSHOTS if os.environ.get("LORASTUDIO_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, name in (("Generate", "generate"), ("PNG info", "png-info"), ("Library", "library"),
+                        ("Jobs", "jobs"), ("Settings", "settings")):  # fmt: skip
+        _tab(page, label)
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        assert (folder / f"{name}.png").stat().st_size > 10_000

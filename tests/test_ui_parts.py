@@ -1,0 +1,79 @@
+"""The web UI's parts without a browser: labels in both languages, controls from config fields,
+saved preferences."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.preferences import load_preferences, save_preferences
+from lorastudio.ui.forms import field_spec, optional_number
+from lorastudio.ui.i18n import LABELS, translator
+
+
+def test_every_label_has_an_english_and_a_chinese_text():
+    for key, (english, chinese) in LABELS.items():
+        assert english.strip() and chinese.strip(), key
+        assert english.count("{") == chinese.count("{"), f"{key}: both texts take the same values"
+
+
+def test_a_missing_label_is_an_error_not_an_english_word():
+    with pytest.raises(KeyError):
+        translator("zh")("no.such.label")
+    assert translator("zh")("progress.done", seconds=3) == "完成，用时 3 秒"
+
+
+def test_controls_take_limits_default_and_tooltip_from_the_config_field():
+    steps = field_spec(GenerateConfig, "steps")
+    assert (steps.kind, steps.default, steps.minimum, steps.maximum) == ("int", 20, 1, 500)
+    assert "Sampling steps" in steps.description
+    assert field_spec(GenerateConfig, "cfg_scale").kind == "float"
+    assert field_spec(GenerateConfig, "inpaint_only_masked").kind == "bool"
+    assert field_spec(GenerateConfig, "width").default is None
+    assert optional_number(0) is None and optional_number(64.0) == 64
+
+
+@pytest.mark.slow
+def test_both_pages_build_and_the_chinese_one_has_no_english_label_left(tiny_workspace):
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.ui.app import build_blocks
+
+    studio = Studio(tiny_workspace, StudioSettings())
+    try:
+        shown = {lang: _shown_texts(build_blocks(studio, lang).get_config_file()) for lang in ("en", "zh")}
+    finally:
+        studio.close()
+    assert "生成" in shown["zh"] and "Generate" in shown["en"]
+    english_only = {en for en, zh in LABELS.values() if en != zh}
+    leftovers = sorted(shown["zh"] & english_only)
+    assert not leftovers, f"English labels on the Chinese page: {leftovers}"
+
+
+def _shown_texts(config: dict) -> set[str]:
+    """Labels of controls and tabs and the text of buttons: what a reader of the page sees."""
+    texts = set()
+    for component in config["components"]:
+        props = component.get("props", {})
+        if isinstance(props.get("label"), str):
+            texts.add(props["label"])
+        if component.get("type") == "button" and isinstance(props.get("value"), str):
+            texts.add(props["value"])
+    return texts
+
+
+def test_preferences_are_saved_in_the_workspace_and_checked(workspace):
+    assert load_preferences(workspace).language == "en"
+    save_preferences(workspace, language="zh", steps=30)
+    assert load_preferences(workspace).language == "zh" and load_preferences(workspace).steps == 30
+    with pytest.raises(LorastudioError, match="langauge"):
+        save_preferences(workspace, langauge="zh")
+    with pytest.raises(LorastudioError, match="steps"):
+        save_preferences(workspace, steps=0)
+    assert load_preferences(workspace).steps == 30  # a refused change writes nothing
+
+
+def test_a_damaged_preferences_file_names_itself_and_the_fix(workspace):
+    (workspace.root / "preferences.json").write_text("{not json")
+    with pytest.raises(LorastudioError, match="preferences.json.*delete the file"):
+        load_preferences(workspace)
