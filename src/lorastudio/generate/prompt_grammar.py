@@ -44,9 +44,10 @@ __all__ = [
 TEXT = "text"  # a run of ordinary characters
 ESCAPE = "escape"  # a backslash and the character after it (never a newline)
 BACKSLASH = "backslash"  # a backslash with nothing to escape: at the end or before a newline
-SYNTAX = frozenset("()[]:|")  # each of these is a token on its own, its kind is the character
-
+# Each of `()[]:|` is a token on its own whose kind is the character itself.
 _TOKEN = re.compile(r"(?P<escape>\\.)|(?P<backslash>\\)|(?P<syntax>[()\[\]:|])|(?P<text>[^\\()\[\]:|]+)")
+_KINDS = {"escape": ESCAPE, "backslash": BACKSLASH, "text": TEXT}
+_OPENING = ("(", "[")
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,7 @@ class Token:
 
 def tokenize(prompt: str) -> list[Token]:
     """Cut a prompt into tokens; joining their texts gives the prompt back."""
-    tokens = []
-    for match in _TOKEN.finditer(prompt):
-        group = match.lastgroup
-        kind = match.group(0) if group == "syntax" else {"escape": ESCAPE, "backslash": BACKSLASH}.get(group, TEXT)
-        tokens.append(Token(kind, match.group(0)))
-    return tokens
+    return [Token(_KINDS.get(match.lastgroup, match.group(0)), match.group(0)) for match in _TOKEN.finditer(prompt)]
 
 
 # =======================================================================================
@@ -119,7 +115,7 @@ class _ScheduleParser:
         index = 0
         while index < len(self.tokens):
             token = self.tokens[index]
-            if token.kind in "([":
+            if token.kind in _OPENING:
                 try:
                     group, index = self.group(index)
                     nodes.extend(group)
@@ -141,7 +137,7 @@ class _ScheduleParser:
                 break
             if kind == BACKSLASH:
                 raise _NotInGrammar
-            if kind in "([":
+            if kind in _OPENING:
                 group, index = self.group(index)
                 nodes.extend(group)
             else:
