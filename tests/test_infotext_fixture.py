@@ -1,6 +1,6 @@
 """The infotext reader answers exactly what it answered when the fixture was recorded.
 
-`tests/fixtures/infotext/cases.jsonl` holds ~2000 texts (made by `record.py` next to it) and
+`tests/fixtures/infotext/cases.jsonl.gz` holds ~2000 texts (made by `record.py` next to it) and
 what `parse_infotext` gave for each, with and without A1111's defaults (and, for the texts
 `format_infotext` wrote, what it was given). The reader is our own
 code; this replay keeps its behaviour identical to the A1111 dialect users' images carry.
@@ -8,6 +8,7 @@ code; this replay keeps its behaviour identical to the A1111 dialect users' imag
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ import pytest
 
 from lorastudio.generate.infotext import format_infotext, parse_infotext
 
-CASES_FILE = Path(__file__).parent / "fixtures" / "infotext" / "cases.jsonl"
+CASES_FILE = Path(__file__).parent / "fixtures" / "infotext" / "cases.jsonl.gz"
 
 
 def _cases() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in CASES_FILE.read_text(encoding="utf-8").splitlines()]
+    text = gzip.decompress(CASES_FILE.read_bytes()).decode("utf-8")
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def _answer(text: str, fill_defaults: bool) -> Any:
