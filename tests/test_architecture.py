@@ -49,16 +49,6 @@ FRONT_EXTRA: set[tuple[str, str]] = {("lorastudio.cli.serve", "lorastudio.api.ap
 # (importer, imported) pairs that break the rules today, each with the package that removes it
 # (docs/RESTRUCTURING.md). WP8b = the second part of WP8.
 ALLOWED_IMPORTS: dict[tuple[str, str], str] = {
-    # The A1111 dialect reads sampler titles and infotexts from generate/ itself; WP6 moves the
-    # A1111 options and titles into api/ on top of service/ (infotexts through service.png_info).
-    ("lorastudio.api.a1111", "lorastudio.generate.samplers"): "WP6",
-    ("lorastudio.api.a1111", "lorastudio.generate.infotext"): "WP6",
-    ("lorastudio.api.a1111_requests", "lorastudio.generate.a1111_fields"): "WP6",
-    ("lorastudio.api.a1111_requests", "lorastudio.generate.samplers"): "WP6",
-    ("lorastudio.api.a1111_requests", "lorastudio.generate.infotext"): "WP6",
-    # `lorastudio pnginfo` parses the text itself; WP7 rewrites the reader and lets
-    # service.png_info hand back the parsed fields.
-    ("lorastudio.cli.prompt", "lorastudio.generate.infotext"): "WP7",
     # `lorastudio serve` parses the token options with api/'s parser; WP8b lets
     # api.app.run_server take the raw options.
     ("lorastudio.cli.serve", "lorastudio.api.security"): "WP8b",

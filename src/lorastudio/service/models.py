@@ -11,7 +11,7 @@ from lorastudio.service.library import Library
 from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
 from lorastudio.service.workspace import Workspace, find_with_suffix, safe_name
 
-__all__ = ["list_models", "model_info", "import_model", "delete_model"]
+__all__ = ["list_models", "titled_models", "model_info", "import_model", "delete_model"]
 
 
 def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
@@ -96,6 +96,17 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
                     "note": "built-in, built on first use",
                 }
             )
+    return rows
+
+
+def titled_models(ws: Workspace) -> list[dict[str, Any]]:
+    """`list_models` rows with the `filename` and the `title` ("file [hash10]") A1111 clients name models by."""
+    rows = []
+    for row in list_models(ws):
+        filename = Path(row["path"]).name if row.get("path") else row["name"]
+        row = dict(row, filename=filename)
+        row["title"] = f"{filename} [{row['hash']}]" if row.get("hash") else filename
+        rows.append(row)
     return rows
 
 
