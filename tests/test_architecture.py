@@ -59,17 +59,12 @@ ALLOWED_IMPORTS: dict[tuple[str, str], str] = {
     # `lorastudio pnginfo` parses the text itself; WP7 rewrites the reader and lets
     # service.png_info hand back the parsed fields.
     ("lorastudio.cli.prompt", "lorastudio.generate.infotext"): "WP7",
-    # `lorastudio serve` parses the token options with api/'s parser; WP8b lets
-    # api.app.run_server take the raw options.
-    ("lorastudio.cli.serve", "lorastudio.api.security"): "WP8b",
 }
 
 # Import circles that exist today (module-level, lazy and TYPE_CHECKING imports all count:
 # the modules need each other), each with the package that breaks it. A package's __init__
 # importing its own submodules is not a circle (cli/ registers its verbs that way).
 ALLOWED_CIRCLES: dict[frozenset[str], str] = {
-    # kohya writes LyCORIS modules, lycoris reads kohya names: WP8b moves the shared names down.
-    frozenset({"lorastudio.adapters.kohya", "lorastudio.adapters.lycoris"}): "WP8b",
 }
 
 # Files over MAX_LINES today, with their line count as a ceiling: they may only shrink.
