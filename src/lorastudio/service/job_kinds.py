@@ -291,7 +291,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
 
     A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
     """
-    from lorastudio.train.trainer import latest_state
+    from lorastudio.train.checkpoints import latest_state
 
     training = _training_module()
     cfg = saved_train_config(ctx.payload.get("config") or {})  # resolved when it was queued
