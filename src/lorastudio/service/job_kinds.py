@@ -418,6 +418,14 @@ def job_folder(ws: Workspace, job: Job) -> Path:
     return (kind.folder if kind is not None else output_folder)(ws, job)
 
 
+def job_images(ws: Workspace, job: Job) -> list[Path]:
+    """A generate job's PNGs: all of them, or those made before a cancel."""
+    folder = job_folder(ws, job)
+    if job.result and job.result.get("images"):
+        return [folder / name for name in job.result["images"]]
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
 # --- queueing a typed job ----------------------------------------------------------------
 # Each takes the studio (the checks and name resolution a request needs), the validated
 # config and the payload's extras; the studio's submit_* methods build the payload.

@@ -316,6 +316,13 @@ class JobStore(ABC):
                 raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f}s")
             time.sleep(0.02)
 
+    def queue_position(self, job: Job) -> int | None:
+        """How many queued jobs run before this one (0 = next); None once it started."""
+        if job.state != QUEUED:
+            return None
+        queued = self.list_jobs(state=QUEUED, limit=10_000)
+        return sum((j.priority, -j.created_at) > (job.priority, -job.created_at) for j in queued)
+
     def __enter__(self) -> JobStore:
         return self
 
