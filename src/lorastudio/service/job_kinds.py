@@ -177,11 +177,11 @@ class _StepReporter:
 
     def should_stop(self) -> bool:
         try:
-            self.ctx.check_cancelled()
+            skip = self.ctx.check_step(self.skippable)  # one database read for both questions
         except JobStopped as exc:
             self.stopped = exc
             return True
-        if self.skippable and self.ctx.skip_requested():
+        if skip:
             from lorastudio.generate.pipeline import SkipBatch
 
             self.ctx.emit("skipped", {})  # clients (and /progress) see the batch or cell dropped
