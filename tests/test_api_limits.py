@@ -273,7 +273,7 @@ def test_a_damaged_database_page_answers_503_naming_db_check_and_restore(
 
 
 def test_a_locked_or_full_database_is_not_called_damaged():
-    from lorastudio.service.studio import is_database_damaged
+    from lorastudio.service.quota import is_database_damaged
 
     assert is_database_damaged(sqlite3.DatabaseError("database disk image is malformed"))
     assert not is_database_damaged(sqlite3.OperationalError("database is locked"))

@@ -11,7 +11,8 @@ from PIL import Image
 
 from lorastudio.api.app import create_app
 from lorastudio.errors import LorastudioError
-from lorastudio.service.studio import QuotaExceeded, Studio, StudioSettings
+from lorastudio.service.quota import QuotaExceeded
+from lorastudio.service.studio import Studio, StudioSettings
 
 ALICE = ("alice", "pw-a")
 BOB = ("bob", "pw-b")

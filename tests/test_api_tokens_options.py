@@ -8,7 +8,7 @@ import base64
 import pytest
 from fastapi.testclient import TestClient
 
-from lorastudio.api.app import create_app
+from lorastudio.api.app import bearer_tokens, create_app
 from lorastudio.api.security import parse_tokens, read_tokens_file
 from lorastudio.errors import LorastudioError
 from lorastudio.service.studio import Studio, StudioSettings
@@ -30,7 +30,7 @@ def idle_studio(tiny_workspace):
 def client(idle_studio, tmp_path):
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text("# clients\nbob:bob-secret-22\n\n", encoding="utf-8")
-    tokens = parse_tokens(["alice:alice-secret-1"]) + read_tokens_file(tokens_file)
+    tokens = bearer_tokens(["alice:alice-secret-1"], str(tokens_file))  # what `serve` hands run_server
     app = create_app(idle_studio, tokens=tokens, token="shared-secret")
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

@@ -53,35 +53,15 @@ FRONT_EXTRA: set[tuple[str, str]] = {
 # (importer, imported) pairs that break the rules today, each with the package that removes it
 # (docs/RESTRUCTURING.md). WP8b = the second part of WP8.
 ALLOWED_IMPORTS: dict[tuple[str, str], str] = {
-    # The A1111 dialect reads sampler titles and infotexts from generate/ itself; WP6 moves the
-    # A1111 options and titles into api/ on top of service/ (infotexts through service.png_info).
-    ("lorastudio.api.a1111", "lorastudio.generate.samplers"): "WP6",
-    ("lorastudio.api.a1111", "lorastudio.generate.infotext"): "WP6",
-    ("lorastudio.api.a1111_requests", "lorastudio.generate.a1111_fields"): "WP6",
-    ("lorastudio.api.a1111_requests", "lorastudio.generate.samplers"): "WP6",
-    ("lorastudio.api.a1111_requests", "lorastudio.generate.infotext"): "WP6",
-    # `lorastudio pnginfo` parses the text itself; WP7 rewrites the reader and lets
-    # service.png_info hand back the parsed fields.
-    ("lorastudio.cli.prompt", "lorastudio.generate.infotext"): "WP7",
-    # `lorastudio serve` parses the token options with api/'s parser; WP8b lets
-    # api.app.run_server take the raw options.
-    ("lorastudio.cli.serve", "lorastudio.api.security"): "WP8b",
 }
 
 # Import circles that exist today (module-level, lazy and TYPE_CHECKING imports all count:
 # the modules need each other), each with the package that breaks it. A package's __init__
 # importing its own submodules is not a circle (cli/ registers its verbs that way).
-ALLOWED_CIRCLES: dict[frozenset[str], str] = {
-    # kohya writes LyCORIS modules, lycoris reads kohya names: WP8b moves the shared names down.
-    frozenset({"lorastudio.adapters.kohya", "lorastudio.adapters.lycoris"}): "WP8b",
-}
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
 
 # Files over MAX_LINES today, with their line count as a ceiling: they may only shrink.
 ALLOWED_LONG_FILES: dict[str, tuple[int, str]] = {
-    "lorastudio/train/trainer.py": (668, "WP5 rest: class-image preparation into train/prior.py, space check and pruning into train/checkpoints.py"),
-    "lorastudio/train/kohya_config.py": (936, "WP8b (split the kohya key table from the mapping)"),
-    "lorastudio/train/config.py": (776, "WP8b (sampling/section models into modules of their own)"),
-    "lorastudio/service/grid.py": (715, "WP8b (axes apart from cells and the run)"),
 }
 
 

@@ -64,7 +64,7 @@ def test_bucket_keys_are_validated_against_the_resolution():
 
 
 def test_training_plan_uses_bucket_options_and_data_repeats(tmp_path):
-    from lorastudio.train.trainer import prepare_plan
+    from lorastudio.train.plan import prepare_plan
     from training_helpers import write_images
 
     folder = write_images(tmp_path / "small", [((200, 10, 10), "red")] * 2, size=40)

@@ -279,3 +279,31 @@ def test_interrupt_before_the_first_grid_cell_is_done_ends_cancelled_with_nothin
     assert done.state == "cancelled" and done.result is None  # not "failed: no cell was generated"
     assert calls < 4  # stopped at the next step of the first cell
     assert not list(folder.glob("grid-*.png"))
+
+
+def test_each_sampling_step_asks_the_database_once_for_cancel_and_skip(queue_url, workspace):  # noqa: F811
+    from lorastudio.generate.pipeline import SkipBatch
+    from lorastudio.service.job_kinds import _StepReporter
+    from lorastudio.service.jobs.context import JobContext, WorkerInfo
+    from lorastudio.service.jobs.store import JobCancelled
+
+    with open_store(queue_url, workspace) as store:
+        store.enqueue("generate")
+        job = store.claim("w")
+        reads = []
+
+        class CountingStore:  # the worker's store, counting the reads a step makes
+            def __getattr__(self, name):
+                if name in ("stop_requests", "is_cancel_requested", "skips_requested"):
+                    reads.append(name)
+                return getattr(store, name)
+
+        ctx = JobContext(job, CountingStore(), workspace, WorkerInfo(None, "w"), workspace.outputs / job.id)
+        reporter = _StepReporter(ctx, skippable=True)
+        assert [reporter.should_stop() for _ in range(3)] == [False, False, False]
+        assert store.skip(job.id)
+        with pytest.raises(SkipBatch):
+            reporter.should_stop()
+        store.cancel(job.id)
+        assert reporter.should_stop() and isinstance(reporter.stopped, JobCancelled)
+    assert reads == ["stop_requests"] * 5

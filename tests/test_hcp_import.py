@@ -103,3 +103,14 @@ def test_unmappable_keys_are_refused_by_name(hcp_pair, tmp_path):
     message = str(info.value)
     assert "\n" not in message and message.startswith("text_encoder-5.safetensors: 2 keys")
     assert "vae.decoder.conv_in" in message and "base:text_model" in message
+
+
+def test_loading_an_hcp_pair_reads_each_half_once(hcp_pair, monkeypatch):
+    from lorastudio.models import checkpoint
+
+    folder, _, _ = hcp_pair
+    real, reads = checkpoint.read_safetensors_private, []
+    monkeypatch.setattr(checkpoint, "read_safetensors_private", lambda path: reads.append(path.name) or real(path))
+    lora = load_lora_file(folder / "unet-1000.safetensors")
+    assert lora.components() == {"unet", "text_encoder"}
+    assert sorted(reads) == ["text_encoder-1000.safetensors", "unet-1000.safetensors"]

@@ -267,3 +267,18 @@ def test_pnginfo_cli_errors_name_the_file(tmp_path):
     text_file.write_text("not an image")
     result = runner.invoke(app, ["pnginfo", str(text_file)])
     assert result.exit_code == 2 and "readme.txt" in result.output
+
+
+def test_png_info_service_gives_the_fronts_seeds_and_parameters(tmp_path):
+    from lorastudio.service.png_info import image_seeds, infotext_parameters, variation_seeds
+
+    text = "a cat\nSteps: 2, Seed: 42, Variation seed: 7, Variation seed strength: 0.5"
+    made = save_png(Image.new("RGB", (8, 8)), tmp_path / "made.png", text)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+
+    assert image_seeds([made, plain]) == ([text, ""], [42, -1])
+    assert variation_seeds([text, "b\nSteps: 2, Seed: 1, Sampler: Euler"]) == [7]
+    stated = infotext_parameters(text, fill_defaults=False)
+    assert stated["Seed"] == "42" and "Clip skip" not in stated
+    assert infotext_parameters(text)["Clip skip"] == "1"

@@ -171,7 +171,8 @@ def test_two_studios_on_one_workspace_run_each_of_20_jobs_once(workspace):
         one.start()
         two.start()
         wait_for(lambda: len(live_locks(workspace)) == 2, what="both studio workers to start")
-        assert one._worker.base_id == two._worker.base_id and one._worker.worker_id != two._worker.worker_id
+        w1, w2 = one.worker_thread.worker, two.worker_thread.worker
+        assert w1.base_id == w2.base_id and w1.worker_id != w2.worker_id
         jobs = [one.store.enqueue("sleep", {"seconds": 0.1, "steps": 2, "mark": True}) for _ in range(20)]
         finished = [one.store.wait_until(job.id, timeout=60) for job in jobs]
     assert {(j.state, j.attempt) for j in finished} == {("succeeded", 1)}

@@ -258,6 +258,23 @@ def test_outputs_list_json_is_the_api_rows(tiny_workspace):
     assert text.exit_code == 0 and api["outputs"][0]["id"] in text.stdout
 
 
+def test_the_lora_listing_reads_each_files_header_once(tiny_workspace, sd15_model, tmp_path, monkeypatch):
+    import safetensors
+
+    from lorastudio.models import checkpoint
+    from lorastudio.service.loras import list_lora_files
+
+    for seed in (1, 2):
+        (tiny_workspace.loras / f"style{seed}.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed))
+    real, reads = checkpoint.read_safetensors_header, []
+    monkeypatch.setattr(checkpoint, "read_safetensors_header", lambda path: reads.append(path.name) or real(path))
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: reads.append("safe_open") or None)
+    rows = list_lora_files(tiny_workspace)
+    assert sorted(reads) == ["style1.safetensors", "style2.safetensors"]
+    assert [(r["name"], r["library"]["trigger"], r["error"]) for r in rows] == [("style1", None, None), ("style2", None, None)]
+    assert rows[0]["metadata"] and rows[0]["size_bytes"] > 0
+
+
 def test_a_truncated_lora_is_listed_with_an_error_and_a_bad_upload_names_the_clients_file(client, studio, sd15_model, tmp_path):
     data = _lora_bytes(sd15_model, tmp_path)
     (studio.workspace.loras / "cut.safetensors").write_bytes(data[: len(data) // 2])  # header intact

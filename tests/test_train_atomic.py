@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from lorastudio.service.training import run_training
 from lorastudio.service.workspace import Workspace
+from lorastudio.train import export as export_module
 from lorastudio.train import trainer as trainer_module
 from lorastudio.train.checkpoints import COMPLETE_MARKER
 from training_helpers import tiny_train_config, write_images
@@ -108,7 +109,7 @@ def _kill_in_state(keep_whole: int):
 
 def _kill_in_lora_file():
     """Killed while the LoRA file is being written (half a file on disk)."""
-    real = trainer_module.save_lora
+    real = export_module.save_lora
 
     def save_lora(lora_set, embedding, path, *args, **kwargs):
         real(lora_set, embedding, path, *args, **kwargs)
@@ -121,7 +122,7 @@ def _kill_in_lora_file():
 
 
 def _kill_in_embedding_file():
-    real = trainer_module.save_embedding
+    real = export_module.save_embedding
 
     def save_embedding(embedding, path, *args, **kwargs):
         if trainer_module_step[0] == KILL_STEP:
@@ -287,3 +288,18 @@ def test_checkpoints_of_older_versions_have_their_state_files_checked(ws, tmp_pa
     assert f"checkpoint step-{KILL_STEP}: skipped, incomplete: no {COMPLETE_MARKER}, and state/{victim.name} {said}" in err
     assert "resumed from step-2 " in err and result["step"] == 6
     _assert_identical(_final_tensors(ws.runs / "old", "old"), straight)
+
+
+def test_a_whole_unet_run_without_room_for_one_checkpoint_stops_before_training(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from lorastudio.errors import LorastudioError
+    from lorastudio.train import checkpoints
+
+    usage = namedtuple("usage", "total used free")
+    weights = [torch.zeros(1000)]  # 4 kB fp32; a checkpoint needs 4 copies + the model file: 20 kB
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda _: usage(0, 0, 19_000))
+    with pytest.raises(LorastudioError, match="MiB free"):
+        checkpoints.check_checkpoint_space(tmp_path / "run", weights, weights, ema=True)
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda _: usage(0, 0, 21_000))
+    checkpoints.check_checkpoint_space(tmp_path / "run", weights, weights, ema=True)

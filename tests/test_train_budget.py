@@ -92,7 +92,7 @@ def test_max_epochs_counts_batches_as_the_trainer_does():
 
 
 def test_epoch_ends_inside_a_step_are_saved_at_that_step():
-    from lorastudio.train.trainer import ends_epoch
+    from lorastudio.train.plan import ends_epoch
 
     # 3 batches an epoch, 2 per step (grad_accum 2): epochs end in steps 2 (batch 3) and 3 (batch 6).
     assert [s for s in range(1, 10) if ends_epoch(s, 2, 3)] == [2, 3, 5, 6, 8, 9]

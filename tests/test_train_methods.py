@@ -297,7 +297,7 @@ def test_samples_show_what_the_saved_lora_draws_with_dropout_and_ema(ws, red_set
 def test_unet_dtype_bridge_lets_an_fp32_unet_sample_with_bf16_tensors(tiny_models_dir):
     from diffusers import UNet2DConditionModel
 
-    from lorastudio.train.trainer import unet_dtype_bridge
+    from lorastudio.train.trainables import unet_dtype_bridge
 
     unet = UNet2DConditionModel.from_pretrained(str(tiny_models_dir / "tiny-sd15" / "unet"))  # fp32
     generator = torch.Generator().manual_seed(0)
@@ -320,7 +320,7 @@ def test_whole_unet_methods_default_to_a_full_model_learning_rate():
 
 
 def test_gradient_buckets_keep_order_and_respect_the_limit():
-    from lorastudio.train.trainer import _buckets
+    from lorastudio.train.distributed import _buckets
 
     tensors = [
         torch.zeros(4),

@@ -120,7 +120,7 @@ def test_polynomial_power_shapes_the_decay():
 
 
 def test_a_wrong_optimizer_argument_fails_before_the_model_loads(tmp_path):
-    from lorastudio.train.trainer import prepare_plan
+    from lorastudio.train.plan import prepare_plan
     from training_helpers import write_images
 
     folder = write_images(tmp_path / "d", [((10, 10, 10), "x")], size=64)

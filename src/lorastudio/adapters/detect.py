@@ -96,7 +96,7 @@ def load_lora_file(path: str | Path) -> LoraFile:
     state, metadata = read_safetensors_private(path)  # never memory-mapped: the file may change
     keys = list(state)
     if is_hcp_state_dict(keys):
-        return load_hcp(path)
+        return load_hcp(path, state=state)  # the partner half is read by name
     lora = lora_from_state_dict(state, metadata, source=path.name)
     if not lora.source_format:
         lora.source_format = detect_format(keys, metadata)

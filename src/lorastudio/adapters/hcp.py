@@ -118,16 +118,22 @@ def hcp_partner_file(path: str | Path) -> Path | None:
     return None
 
 
-def load_hcp(path: str | Path, te_path: str | Path | None = None) -> LoraFile:
-    """An HCP LoRA from its UNet or text-encoder file; the other half is found by name when not given."""
+def load_hcp(
+    path: str | Path, te_path: str | Path | None = None, state: dict[str, torch.Tensor] | None = None
+) -> LoraFile:
+    """An HCP LoRA from its UNet or text-encoder file; the other half is found by name when not given.
+
+    state: `path`'s tensors when the caller has read them already (format detection), so the
+    file is not read twice.
+    """
     from lorastudio.models.checkpoint import read_safetensors_private
 
     path = Path(path)
     partner = Path(te_path) if te_path else hcp_partner_file(path)
     lora = LoraFile(source_format="hcp")
-    for file in (path, partner):
-        if file is not None:
-            _read_one(read_safetensors_private(file)[0], lora, file.name)
+    _read_one(state if state is not None else read_safetensors_private(path)[0], lora, path.name)
+    if partner is not None:
+        _read_one(read_safetensors_private(partner)[0], lora, partner.name)
     if not lora.modules:
         raise LorastudioError(f"{path.name}: no HCP `.___.layer.lora_down` tensors found.")
     return lora

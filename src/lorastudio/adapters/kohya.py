@@ -2,7 +2,7 @@
 
 A module name is prefix + module path with `.` -> `_`. Turning it back needs to know
 which underscores belong to a layer's own name (`to_q`, `transformer_blocks`), which is
-what `_VOCABULARY` is for; a name it cannot split still resolves at patch time through
+what `kohya_names._VOCABULARY` is for; a name it cannot split still resolves at patch time through
 `find_module`'s underscore fallback. SDXL files name UNet layers after the original LDM
 blocks (`input_blocks_4_1_...`): those stay in LDM layout until a UNet config is known.
 """
@@ -13,7 +13,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lorastudio.adapters.kohya_names import (
+    BUNDLE_PREFIX,
+    UNET_PREFIX,
+    component_and_name,
+    kohya_to_module_path,
+    read_bundled_embeddings,
+    uses_ldm_unet_names,
+)
 from lorastudio.adapters.lora_file import TEXT_ENCODERS, LoraFile, LoraModule
+from lorastudio.adapters.lycoris import lycoris_state_dict_of
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
@@ -32,46 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-UNET_PREFIX = "lora_unet_"
-TE_PREFIXES = {"lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
-BUNDLE_PREFIX = "bundle_emb."
-
-# Layer names that themselves contain underscores (diffusers, LDM, CLIP, LyCORIS targets).
-_VOCABULARY = {
-    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v", "to_out",
-    "proj_in", "proj_out", "conv_shortcut", "time_emb_proj", "conv_in", "conv_out", "conv_norm_out",
-    "time_embedding", "linear_1", "linear_2", "add_embedding", "class_embedding", "input_blocks",
-    "output_blocks", "middle_block", "in_layers", "out_layers", "emb_layers", "skip_connection",
-    "time_embed", "label_emb", "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj",
-    "final_layer_norm", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
-    "text_projection", "add_k_proj", "add_v_proj", "to_add_out", "group_norm",
-}  # fmt: skip
-
-
-def kohya_to_module_path(name: str) -> str:
-    """`down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q` -> dotted module path."""
-    tokens = name.split("_")
-    parts: list[str] = []
-    i = 0
-    while i < len(tokens):
-        for width in (3, 2):
-            joined = "_".join(tokens[i : i + width])
-            if i + width <= len(tokens) and joined in _VOCABULARY:
-                parts.append(joined)
-                i += width
-                break
-        else:
-            parts.append(tokens[i])
-            i += 1
-    return ".".join(parts)
-
-
-def uses_ldm_unet_names(keys) -> bool:
-    return any(
-        k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"))
-        for k in keys
-    )
 
 
 def kohya_name(component: str, path: str, family: Family) -> str:
@@ -98,34 +67,6 @@ def _split_module(key: str) -> tuple[str, str] | None:
         return None
     base, _, rest = key.partition(".")
     return base, rest
-
-
-def _component_and_name(base: str) -> tuple[str, str] | None:
-    if base.startswith(UNET_PREFIX):
-        return "unet", base[len(UNET_PREFIX) :]
-    for prefix, component in TE_PREFIXES.items():
-        if base.startswith(prefix):
-            return component, base[len(prefix) :]
-    return None
-
-
-def read_bundled_embeddings(state_dict: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-    """`bundle_emb.<token>.string_to_param.*` (SD1) or `bundle_emb.<token>.clip_l|clip_g` (SDXL)."""
-    grouped: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        if key.startswith(BUNDLE_PREFIX):
-            token, _, inner = key[len(BUNDLE_PREFIX) :].partition(".")
-            grouped.setdefault(token, {})[inner] = value
-    embeddings = {}
-    for token, parts in grouped.items():
-        if "clip_l" in parts or "clip_g" in parts:
-            embeddings[token] = [parts[k] for k in ("clip_l", "clip_g") if k in parts]
-        else:
-            vectors = next(iter(v for k, v in sorted(parts.items()) if k.startswith("string_to_param")), None)
-            if vectors is None:
-                vectors = next(iter(parts.values()))
-            embeddings[token] = [vectors]
-    return embeddings
 
 
 def lora_from_kohya_state_dict(
@@ -155,7 +96,7 @@ def lora_from_kohya_state_dict(
         metadata=dict(metadata or {}), unet_layout="ldm" if ldm else "diffusers", source_format="kohya"
     )
     for base, parts in pieces.items():
-        where = _component_and_name(base)
+        where = component_and_name(base)
         if where is None:
             continue
         if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
@@ -191,8 +132,6 @@ def kohya_state_dict(lora: LoraFile, family: Family, unet_config=None) -> dict[s
             )
             config = default_unet_config(family)
         lora = lora.with_ldm_unet(config) if needs_ldm else lora.with_diffusers_unet(config)
-    from lorastudio.adapters.lycoris import lycoris_state_dict_of
-
     state: dict[str, torch.Tensor] = {}
     for (component, path), module in lora.modules.items():
         name = kohya_name(component, path, family)

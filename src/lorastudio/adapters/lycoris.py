@@ -25,6 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lorastudio.adapters.kohya_names import (
+    BUNDLE_PREFIX,
+    component_and_name,
+    kohya_to_module_path,
+    read_bundled_embeddings,
+    uses_ldm_unet_names,
+)
 from lorastudio.adapters.lora_file import LoraFile, LoraModule
 from lorastudio.errors import LorastudioError
 
@@ -439,14 +446,6 @@ def lora_from_lycoris_state_dict(
     state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, source: str = "LoRA"
 ) -> LoraFile:
     """Read any LyCORIS file (kohya-style names) into a `LoraFile` with one module per layer."""
-    from lorastudio.adapters.kohya import (
-        BUNDLE_PREFIX,
-        _component_and_name,
-        kohya_to_module_path,
-        read_bundled_embeddings,
-        uses_ldm_unet_names,
-    )
-
     pieces: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         if key.startswith(BUNDLE_PREFIX) or "." not in key:
@@ -459,7 +458,7 @@ def lora_from_lycoris_state_dict(
         source_format="lycoris",
     )
     for base, parts in pieces.items():
-        where = _component_and_name(base)
+        where = component_and_name(base)
         if where is None:
             continue
         component, name = where

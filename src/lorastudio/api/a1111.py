@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lorastudio.api.a1111_options import model_rows, model_title, options_of
+from lorastudio.api.a1111_options import model_title, options_of
 from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. keep their old import path)
     Img2ImgRequest,
     Txt2ImgRequest,
@@ -32,7 +32,9 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 )
 from lorastudio.api.deps import get_studio, request_user
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES
+from lorastudio.service.a1111 import SCHEDULE_TYPES, sampler_names
+from lorastudio.service.models import titled_models
+from lorastudio.service.png_info import image_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.uploads import decode_image, store_image
 
@@ -112,11 +114,7 @@ def _read_infotexts(job, paths: list[Path]) -> tuple[list[str], list[int]]:
     result = job.result or {}
     if result.get("infotexts") and len(result["infotexts"]) == len(paths):
         return list(result["infotexts"]), [int(s) for s in result.get("seeds", [])]
-    from lorastudio.generate.infotext import parse_infotext, read_infotext
-
-    texts = [read_infotext(p) or "" for p in paths]
-    seeds = [int(parse_infotext(t).get("Seed", -1)) for t in texts]
-    return texts, seeds
+    return image_seeds(paths)
 
 
 def _strip_data_url(data: str) -> str:
@@ -151,13 +149,13 @@ def sd_models(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
             "filename": row["filename"],
             "config": None,
         }
-        for row in model_rows(studio)
+        for row in titled_models(studio.workspace)
     ]
 
 
 @router.post("/refresh-checkpoints")
 def refresh_checkpoints(studio: Studio = Depends(get_studio)) -> None:
-    model_rows(studio)  # re-reads the models folder and records new files in the library
+    titled_models(studio.workspace)  # re-reads the models folder and records new files in the library
     return None
 
 
@@ -166,7 +164,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
     """This user's options: A1111's defaults overlaid with what they set (each user has their own)."""
     options = options_of(studio)
     model = options.model_for(request_user(request))
-    sha = next((row.get("sha256") for row in model_rows(studio) if row["name"] == model), None)
+    sha = next((row.get("sha256") for row in titled_models(studio.workspace) if row["name"] == model), None)
     return {
         "sd_model_checkpoint": model_title(studio, model),
         "sd_checkpoint_hash": sha,
@@ -239,7 +237,7 @@ def skip(request: Request, studio: Studio = Depends(get_studio)) -> None:
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    return [{"name": name, "aliases": list(spec.aliases), "options": {}} for name, spec in SAMPLERS.items()]
+    return [{"name": name, "aliases": aliases, "options": {}} for name, aliases in sampler_names()]
 
 
 @router.get("/schedulers")

@@ -14,31 +14,19 @@ import math
 import re
 import threading
 import weakref
-from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded, NotFoundError
-from lorastudio.service.models import list_models
+from lorastudio.service.models import titled_models
 from lorastudio.service.names import find_vae
 from lorastudio.service.studio import Studio
 from lorastudio.service.workspace import MODEL_SUFFIXES
 
-__all__ = ["NO_VAE", "A1111Options", "model_name_from_title", "model_rows", "model_title", "options_of"]
+__all__ = ["NO_VAE", "A1111Options", "model_name_from_title", "model_title", "options_of"]
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]\s*$")
 # sd_vae values that mean "the model's own VAE".
 NO_VAE = {"", "automatic", "none"}
-
-
-def model_rows(studio: Studio) -> list[dict[str, Any]]:
-    """Library models with an A1111 `title` ("file [hash10]") and `filename`."""
-    rows = []
-    for row in list_models(studio.workspace):
-        filename = Path(row["path"]).name if row.get("path") else row["name"]
-        row = dict(row, filename=filename)
-        row["title"] = f"{filename} [{row['hash']}]" if row.get("hash") else filename
-        rows.append(row)
-    return rows
 
 
 def model_name_from_title(studio: Studio, title: str) -> str:
@@ -48,7 +36,7 @@ def model_name_from_title(studio: Studio, title: str) -> str:
         if text.lower().endswith(suffix):
             text = text[: -len(suffix)]
             break
-    names = {row["name"] for row in model_rows(studio)}
+    names = {row["name"] for row in titled_models(studio.workspace)}
     if text not in names:
         raise NotFoundError(f"model {title!r}: not in the library; choose one of: {', '.join(sorted(names))}.")
     return text
@@ -57,7 +45,7 @@ def model_name_from_title(studio: Studio, title: str) -> str:
 def model_title(studio: Studio, name: str | None = None) -> str:
     """The A1111 title of a library model (the default model when `name` is None)."""
     name = name or studio.model
-    for row in model_rows(studio):
+    for row in titled_models(studio.workspace):
         if row["name"] == name:
             return row["title"]
     return name

@@ -2,7 +2,8 @@
 
 Imported by the routes (`api/a1111.py`) and the selectable scripts (`api/a1111_scripts.py`);
 it imports neither, so the two no longer import each other. Which A1111 name means which
-field, and what the A1111 API assumes for a missing one, is `generate/a1111_fields.py`.
+field, and what the A1111 API assumes for a missing one, is `generate/a1111_fields.py`
+(reached through `service/a1111.py`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from lorastudio import __version__
 from lorastudio.api.a1111_options import NO_VAE, options_of
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.a1111_fields import A1111_FIELDS, a1111_request_names
-from lorastudio.generate.samplers import SCHEDULE_TYPES, parse_sampler, schedule_label
+from lorastudio.service.a1111 import (
+    A1111_FIELDS,
+    SCHEDULE_TYPES,
+    a1111_request_names,
+    api_default,
+    parse_sampler,
+    schedule_label,
+)
+from lorastudio.service.limits import MAX_SEED
+from lorastudio.service.png_info import variation_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
 
 __all__ = [
@@ -33,13 +42,6 @@ __all__ = [
 
 # A1111's defaults where the client sends nothing.
 DEFAULT_SAMPLER = "Euler a"
-# A1111 seeds: -1 (random) or 0..2**32-1, the range its random seeds are drawn from.
-MAX_SEED = 2**32 - 1
-
-
-def _api_default(field: str) -> Any:
-    """The A1111 API's default for a field, pinned in `A1111_FIELDS`."""
-    return next(row.api_default for row in A1111_FIELDS if row.field == field)
 
 
 class Txt2ImgRequest(BaseModel):
@@ -88,12 +90,12 @@ class Img2ImgRequest(Txt2ImgRequest):
     init_images: list[str] | None = None
     mask: str | None = None
     resize_mode: int = Field(0, ge=0, le=3)
-    denoising_strength: float | None = Field(_api_default("strength"), ge=0, le=1)
-    mask_blur: int | None = Field(_api_default("mask_blur"), ge=0, le=64)
+    denoising_strength: float | None = Field(api_default("strength"), ge=0, le=1)
+    mask_blur: int | None = Field(api_default("mask_blur"), ge=0, le=64)
     # None: "original", what lorastudio did before it was read
     inpainting_fill: int | None = Field(None, ge=0, le=3)
-    inpaint_full_res: bool | int = _api_default("inpaint_only_masked")
-    inpaint_full_res_padding: int = Field(_api_default("inpaint_padding"), ge=0, le=512)
+    inpaint_full_res: bool | int = api_default("inpaint_only_masked")
+    inpaint_full_res_padding: int = Field(api_default("inpaint_padding"), ge=0, le=512)
     inpainting_mask_invert: int = 0
     include_init_images: bool = False
 
@@ -207,7 +209,7 @@ def a1111_info(
     result = job.result or {}
     n = len(seeds)
     first_seed = seeds[0] if seeds else cfg.seed
-    subseeds = _variation_seeds(infotexts) if cfg.subseed_strength > 0 else seeds
+    subseeds = variation_seeds(infotexts) if cfg.subseed_strength > 0 else seeds
     return {
         "prompt": req.prompt,
         "all_prompts": [req.prompt] * n,
@@ -246,14 +248,6 @@ def a1111_info(
         "is_using_inpainting_conditioning": False,
         "version": f"lorastudio {__version__}",
     }
-
-
-def _variation_seeds(infotexts: list[str]) -> list[int]:
-    """Each image's "Variation seed" from its infotext (the subseeds the job resolved)."""
-    from lorastudio.generate.infotext import parse_infotext
-
-    values = [parse_infotext(text, fill_defaults=False).get("Variation seed") for text in infotexts]
-    return [int(v) for v in values if v is not None]
 
 
 def b64_file(path: Path) -> str:

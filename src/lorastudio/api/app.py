@@ -23,6 +23,7 @@ from lorastudio.api.security import (
     error_body,
     parse_auth,
     parse_tokens,
+    read_tokens_file,
     spool_uploads_in_workspace,
 )
 from lorastudio.errors import LorastudioError, NotFoundError
@@ -35,7 +36,7 @@ from lorastudio.service.quota import (
 )
 from lorastudio.service.studio import InvalidRequest, Studio
 
-__all__ = ["create_app", "run_server"]
+__all__ = ["bearer_tokens", "create_app", "run_server"]
 
 logger = logging.getLogger("lorastudio.api")
 
@@ -189,6 +190,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body("ServiceUnavailable", DATABASE_DAMAGED_DETAIL), status_code=503)
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=500)
+
+
+def bearer_tokens(token_values: list[str] | None, tokens_file: str | None = None) -> list[tuple[str, str]]:
+    """The (name, secret) pairs of `serve --token` values and a `--tokens-file`, read before the studio opens."""
+    return parse_tokens(token_values or []) + (read_tokens_file(tokens_file) if tokens_file else [])
 
 
 def run_server(

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Uplo
 from fastapi.responses import FileResponse, StreamingResponse
 
 from lorastudio import __version__
-from lorastudio.api.a1111_options import model_rows
 from lorastudio.api.deps import get_studio, request_user
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service import datasets as library_datasets
@@ -254,7 +253,7 @@ def upload(
 
 @router.get("/models")
 def list_models(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    rows = [{k: v for k, v in row.items() if k != "path"} for row in model_rows(studio)]
+    rows = [{k: v for k, v in row.items() if k != "path"} for row in library_models.titled_models(studio.workspace)]
     return {"models": rows, "default": studio.model}
 
 

@@ -63,8 +63,7 @@ def pnginfo_cmd(
 ) -> None:
     """Print the generation parameters stored in an image (A1111's PNG Info)."""
     from lorastudio.errors import LorastudioError
-    from lorastudio.generate.infotext import parse_infotext
-    from lorastudio.service.png_info import png_info
+    from lorastudio.service.png_info import infotext_parameters, png_info
 
     info = png_info(image)
     if not info["info"]:
@@ -74,7 +73,7 @@ def pnginfo_cmd(
     if as_json:
         print_json(info["parameters"])  # what /sdapi/v1/png-info answers as "parameters"
         return
-    params = parse_infotext(info["info"], fill_defaults=False)
+    params = infotext_parameters(info["info"], fill_defaults=False)
     typer.echo(f"Prompt: {params.pop('Prompt')}")
     negative = params.pop("Negative prompt")
     if negative:

@@ -92,11 +92,10 @@ def serve(
     ),
 ) -> None:
     """Serve the web UI (at /), the API (OpenAPI docs at /docs) and run queued jobs in this process."""
-    from lorastudio.api.app import run_server
-    from lorastudio.api.security import parse_tokens, read_tokens_file
+    from lorastudio.api.app import bearer_tokens, run_server
     from lorastudio.service.studio import Studio, StudioSettings
 
-    tokens = parse_tokens(token or []) + (read_tokens_file(tokens_file) if tokens_file else [])
+    tokens = bearer_tokens(token, tokens_file)
 
     settings = StudioSettings(
         queue_url=queue,

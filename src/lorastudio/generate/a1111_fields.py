@@ -4,6 +4,8 @@
 both ways: the infotext writer (`infotext_params`), the recipe reader
 (`config_fields_from_infotext`), the `/sdapi/v1` request mapping and its error names all loop
 over it. A new generation option is one row here (plus its field in `GenerateConfig`).
+The defaults A1111 assumes for keys an infotext leaves out are tables here too
+(`DEFAULTS_BEFORE_OLD_HIRES`, `DEFAULTS_AFTER_OLD_HIRES`, `VERSION_FLAGS`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from lorastudio.generate.samplers import schedule_label
 __all__ = [
     "A1111_FIELDS",
     "A1111Field",
+    "DEFAULTS_AFTER_OLD_HIRES",
+    "DEFAULTS_BEFORE_OLD_HIRES",
+    "InfotextDefault",
     "InfotextFacts",
+    "VERSION_FLAGS",
+    "VersionFlag",
     "a1111_request_names",
     "clip_skip_shown",
     "config_fields_from_infotext",
@@ -357,3 +364,87 @@ def config_fields_from_infotext(params: dict[str, Any]) -> dict[str, Any]:
 def a1111_request_names() -> dict[str, str]:
     """GenerateConfig field -> the A1111 request field a client sent (to name it in errors)."""
     return {row.field: row.request_name for row in A1111_FIELDS if row.field and row.request_name}
+
+
+# ---------------------------------------------------------------------------------------
+# What A1111 assumes for keys an infotext does not state
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InfotextDefault:
+    """A key A1111 fills in when an infotext leaves it out (webui 1.10's "PNG Info").
+
+    A tuple value stands for a size's `-1`/`-2` pair, filled as a whole when `-1` is missing.
+    `only_if(params)` limits the row to infotexts it holds for.
+    """
+
+    key: str
+    value: Any
+    only_if: Callable[[dict[str, Any]], bool] | None = None
+
+
+def _fp8_weight_on(params: dict[str, Any]) -> bool:
+    return params["FP8 weight"] != "Disable"
+
+
+def _prompts_use_emphasis(params: dict[str, Any]) -> bool:
+    """A weight other than 1 in either prompt (or a prompt the parser rejects) means emphasis."""
+    from lorastudio.generate.prompt_parser import parse_prompt_attention
+
+    try:
+        pieces = parse_prompt_attention(params["Prompt"]) + parse_prompt_attention(params["Negative prompt"])
+    except LorastudioError:
+        return True
+    return any(weight != 1.0 and text != "BREAK" for text, weight in pieces)
+
+
+_D = InfotextDefault
+# Two tables because the pre-1.0 hires conversion runs between them: it overwrites
+# "Hires resize" from the first and may add "Size", and parsed keys keep A1111's order.
+DEFAULTS_BEFORE_OLD_HIRES: tuple[InfotextDefault, ...] = (
+    _D("Clip skip", "1"),
+    _D("Hires resize", (0, 0)),
+    _D("Hires sampler", "Use same sampler"),
+    _D("Hires schedule type", "Use same scheduler"),
+    _D("Hires checkpoint", "Use same checkpoint"),
+    _D("Hires prompt", ""),
+    _D("Hires negative prompt", ""),
+    _D("Mask mode", "Inpaint masked"),
+    _D("Masked content", "original"),
+    _D("Inpaint area", "Whole picture"),
+    _D("Masked area padding", 32),
+)
+DEFAULTS_AFTER_OLD_HIRES: tuple[InfotextDefault, ...] = (
+    _D("RNG", "GPU"),
+    _D("Schedule type", "Automatic"),
+    _D("Schedule max sigma", 0),
+    _D("Schedule min sigma", 0),
+    _D("Schedule rho", 0),
+    _D("VAE Encoder", "Full"),
+    _D("VAE Decoder", "Full"),
+    _D("FP8 weight", "Disable"),
+    _D("Cache FP16 weight for LoRA", False, _fp8_weight_on),
+    _D("Emphasis", "Original", _prompts_use_emphasis),
+    _D("Refiner switch by sampling steps", False),
+)
+
+
+@dataclass(frozen=True)
+class VersionFlag:
+    """A flag A1111 sets (True) on images made before `before` when `only_if(params)` holds.
+
+    These flags switch on the old behaviour that made such an image, so it can be remade.
+    """
+
+    key: str
+    before: str
+    only_if: Callable[[dict[str, Any]], bool] | None = None
+
+
+VERSION_FLAGS: tuple[VersionFlag, ...] = (
+    VersionFlag("Old prompt editing timelines", "1.6.0", lambda params: "[" in params.get("Prompt", "")),
+    VersionFlag("Pad conds v0", "1.6.0", lambda params: params.get("Sampler", "") in ("DDIM", "PLMS")),
+    VersionFlag("Downcast alphas_cumprod", "1.7.0-225"),  # a build 225 commits after 1.7.0
+    VersionFlag("Refiner switch by sampling steps", "1.8.0", lambda params: bool(params.get("Refiner"))),
+)

@@ -75,6 +75,88 @@ class PromptChunk:
 EmbeddingFinder = Callable[[Sequence[int], int], "tuple[Any, int, int] | None"]
 
 
+class _ChunkWriter:
+    """Fills chunks of `length` tokens one token at a time and decides where each chunk ends.
+
+    Three rules end a chunk: it is full; `BREAK`; or it is full and its last comma is at most
+    `backtrack` tokens from the end (0: never), in which case the tokens after that comma open
+    the next chunk instead (an embedding fix stays with the chunk it was written into).
+    An embedding's vectors are never split: they open a new chunk when they do not fit.
+    `token_count` is the counter A1111 shows: `length` per closed chunk, the real tokens of
+    the last one.
+    """
+
+    def __init__(self, length: int, backtrack: int, comma_token: int | None):
+        self.length = length
+        self.backtrack = backtrack
+        self.comma_token = comma_token
+        self.chunks: list[PromptChunk] = []
+        self.current = PromptChunk()
+        self.comma_at: int | None = None  # where the current chunk's last comma is
+        self.token_count = 0
+
+    def _at_capacity(self) -> bool:
+        return len(self.current.tokens) == self.length
+
+    def end_chunk(self, last: bool = False) -> None:
+        """Pad the current chunk with `None` to `length` and start a new one."""
+        written = len(self.current.tokens)
+        self.token_count += written if last else self.length
+        padding = max(0, self.length - written)
+        self.current.tokens += [None] * padding
+        self.current.multipliers += [1.0] * padding
+        self.chunks.append(self.current)
+        self.current = PromptChunk()
+        self.comma_at = None
+
+    def _comma_is_near_the_end(self) -> bool:
+        if self.backtrack == 0 or self.comma_at is None:
+            return False
+        return len(self.current.tokens) - self.comma_at <= self.backtrack
+
+    def _end_chunk_at_comma(self) -> None:
+        """Close the chunk right after its last comma; what followed the comma opens the next one."""
+        cut = self.comma_at + 1  # type: ignore[operator]  (only called with a comma)
+        carried_tokens = self.current.tokens[cut:]
+        carried_multipliers = self.current.multipliers[cut:]
+        del self.current.tokens[cut:]
+        del self.current.multipliers[cut:]
+        self.end_chunk()
+        self.current.tokens = carried_tokens
+        self.current.multipliers = carried_multipliers
+
+    def make_room_for(self, token: int) -> None:
+        """Before writing `token`: note a comma, or end a full chunk (at its last comma if near)."""
+        if token == self.comma_token:
+            self.comma_at = len(self.current.tokens)
+        elif self._at_capacity() and self._comma_is_near_the_end():
+            self._end_chunk_at_comma()
+        if self._at_capacity():
+            self.end_chunk()
+
+    def write_token(self, token: int, weight: float) -> None:
+        self.current.tokens.append(token)
+        self.current.multipliers.append(weight)
+
+    def write_embedding(self, embedding: Any, vectors: int, weight: float) -> None:
+        if len(self.current.tokens) + vectors > self.length:
+            self.end_chunk()
+        self.current.fixes.append(EmbeddingFix(len(self.current.tokens), embedding, vectors))
+        self.current.tokens += [EMBEDDING_PLACEHOLDER] * vectors
+        self.current.multipliers += [weight] * vectors
+
+    def finish(self) -> tuple[list[PromptChunk], int]:
+        """The chunks (at least one, padding only for an empty prompt) and the token count."""
+        if self.current.tokens or not self.chunks:
+            self.end_chunk(last=True)
+        return self.chunks, self.token_count
+
+
+def _is_break(text: str, weight: float) -> bool:
+    """`parse_prompt_attention` marks BREAK as the piece ["BREAK", -1]."""
+    return text == "BREAK" and weight == -1
+
+
 def tokenize_prompt(
     parsed: list[list],
     tokenize: Callable[[list[str]], list[list[int]]],
@@ -83,74 +165,30 @@ def tokenize_prompt(
     comma_padding_backtrack: int = 20,
     find_embedding: EmbeddingFinder | None = None,
 ) -> tuple[list[PromptChunk], int]:
-    """Chunks for one parsed prompt and its token count (A1111's `tokenize_line`).
+    """Chunks for one parsed prompt and its token count (what A1111 shows under the prompt box).
 
     `parsed` is `parse_prompt_attention()`'s output; `tokenize` maps texts to token ids
     without BOS/EOS. `find_embedding(tokens, position)` may return
     `(embedding, n_vectors, n_tokens_consumed)` for a textual-inversion trigger starting
-    there. The token count is what A1111 shows under the prompt box (75 per full chunk).
+    there. See `_ChunkWriter` for where chunks end.
     """
-    tokenized = tokenize([text for text, _ in parsed])
-    chunks: list[PromptChunk] = []
-    chunk = PromptChunk()
-    token_count = 0
-    last_comma = -1
-
-    def close_chunk(is_last: bool = False) -> None:
-        nonlocal chunk, token_count, last_comma
-        token_count += len(chunk.tokens) if is_last else chunk_length
-        missing = chunk_length - len(chunk.tokens)
-        if missing > 0:
-            chunk.tokens += [None] * missing
-            chunk.multipliers += [1.0] * missing
-        chunks.append(chunk)
-        chunk = PromptChunk()
-        last_comma = -1
-
-    for tokens, (text, weight) in zip(tokenized, parsed, strict=True):
-        if text == "BREAK" and weight == -1:
-            close_chunk()
+    writer = _ChunkWriter(chunk_length, comma_padding_backtrack, comma_token)
+    for tokens, (text, weight) in zip(tokenize([text for text, _ in parsed]), parsed, strict=True):
+        if _is_break(text, weight):
+            writer.end_chunk()
             continue
-
         position = 0
         while position < len(tokens):
-            token = tokens[position]
-            if token == comma_token:
-                last_comma = len(chunk.tokens)
-            elif (
-                comma_padding_backtrack != 0
-                and len(chunk.tokens) == chunk_length
-                and last_comma != -1
-                and len(chunk.tokens) - last_comma <= comma_padding_backtrack
-            ):
-                # Move the words after the last comma to the next chunk.
-                cut = last_comma + 1
-                moved_tokens, moved_multipliers = chunk.tokens[cut:], chunk.multipliers[cut:]
-                del chunk.tokens[cut:], chunk.multipliers[cut:]
-                close_chunk()
-                chunk.tokens, chunk.multipliers = moved_tokens, moved_multipliers
-
-            if len(chunk.tokens) == chunk_length:
-                close_chunk()
-
+            writer.make_room_for(tokens[position])
             found = find_embedding(tokens, position) if find_embedding else None
             if found is None:
-                chunk.tokens.append(token)
-                chunk.multipliers.append(weight)
+                writer.write_token(tokens[position], weight)
                 position += 1
-                continue
-
-            embedding, vectors, consumed = found
-            if len(chunk.tokens) + vectors > chunk_length:
-                close_chunk()
-            chunk.fixes.append(EmbeddingFix(len(chunk.tokens), embedding, vectors))
-            chunk.tokens += [EMBEDDING_PLACEHOLDER] * vectors
-            chunk.multipliers += [weight] * vectors
-            position += consumed
-
-    if chunk.tokens or not chunks:
-        close_chunk(is_last=True)
-    return chunks, token_count
+            else:
+                embedding, vectors, consumed = found
+                writer.write_embedding(embedding, vectors, weight)
+                position += consumed
+    return writer.finish()
 
 
 def build_chunks(

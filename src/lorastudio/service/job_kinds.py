@@ -177,11 +177,11 @@ class _StepReporter:
 
     def should_stop(self) -> bool:
         try:
-            self.ctx.check_cancelled()
+            skip = self.ctx.check_step(self.skippable)  # one database read for both questions
         except JobStopped as exc:
             self.stopped = exc
             return True
-        if self.skippable and self.ctx.skip_requested():
+        if skip:
             from lorastudio.generate.pipeline import SkipBatch
 
             self.ctx.emit("skipped", {})  # clients (and /progress) see the batch or cell dropped
@@ -291,7 +291,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
 
     A job that ran before (worker crash or restart) resumes from the run's last checkpoint.
     """
-    from lorastudio.train.trainer import latest_state
+    from lorastudio.train.checkpoints import latest_state
 
     training = _training_module()
     cfg = saved_train_config(ctx.payload.get("config") or {})  # resolved when it was queued
@@ -416,6 +416,14 @@ def job_folder(ws: Workspace, job: Job) -> Path:
     """Where `job` writes its files: its kind's folder rule, `outputs/<job id>` for kinds without one."""
     kind = KINDS.get(job.kind)
     return (kind.folder if kind is not None else output_folder)(ws, job)
+
+
+def job_images(ws: Workspace, job: Job) -> list[Path]:
+    """A generate job's PNGs: all of them, or those made before a cancel."""
+    folder = job_folder(ws, job)
+    if job.result and job.result.get("images"):
+        return [folder / name for name in job.result["images"]]
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
 
 # --- queueing a typed job ----------------------------------------------------------------

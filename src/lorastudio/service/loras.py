@@ -12,7 +12,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import LIST_LORAS, find_listed_weight
-from lorastudio.service.workspace import Workspace, list_weight_files, weight_file_row
+from lorastudio.service.workspace import Workspace, list_weight_files, weight_file_row, weight_row
 
 __all__ = [
     "parse_lora_spec",
@@ -82,20 +82,30 @@ def _summary(lora, path: Path | None, family, fmt: str) -> dict[str, Any]:
     }
 
 
-def _network_type(path: Path) -> str | None:
-    """"lora", "loha", "lokr+dora", … from the file's tensor names (its header; no tensors loaded)."""
+def _network_type(header: dict[str, Any] | None) -> str | None:
+    """"lora", "loha", "lokr+dora", … from the tensor names in the file's header (no tensors loaded)."""
     from lorastudio.adapters.lycoris import network_types_from_keys
 
-    if path.suffix.lower() != ".safetensors":
+    if header is None:
         return None
-    try:
-        from safetensors import safe_open
+    return "+".join(network_types_from_keys(k for k in header if k != "__metadata__")) or None
 
-        with safe_open(str(path), framework="pt") as handle:
-            types = network_types_from_keys(handle.keys())
-    except Exception:  # an unreadable file is listed without a type (the "names" helper marks it)
-        return None
-    return "+".join(types) or None
+
+def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
+    """Every LoRA file in `loras/` with its safetensors header, each read once (None + one error line
+    for a file that cannot be read: one broken file must not hide the others, or answer 500)."""
+    from lorastudio.models.checkpoint import read_safetensors_header
+
+    found = []
+    for path in list_weight_files(ws.loras, "lora"):
+        header, error = None, None
+        if path.suffix.lower() == ".safetensors":
+            try:
+                header = read_safetensors_header(path)
+            except Exception as exc:
+                error = _unreadable(path, exc)
+        found.append((path, header, error))
+    return found
 
 
 def list_loras(ws: Workspace) -> list[dict[str, Any]]:
@@ -103,24 +113,25 @@ def list_loras(ws: Workspace) -> list[dict[str, Any]]:
 
     Files are the truth: a LoRA copied in by hand is listed too, with its file metadata only.
     """
-    from lorastudio.models.checkpoint import read_safetensors_metadata
+    return _listing_rows(ws, _read_headers(ws))
+
+
+def _listing_rows(
+    ws: Workspace, files: list[tuple[Path, dict[str, Any] | None, str | None]]
+) -> list[dict[str, Any]]:
     from lorastudio.service.library import Library
 
     known = {row["name"]: row for row in Library(ws).loras()}
     rows = []
-    for path in list_weight_files(ws.loras, "lora"):
+    for path, header, error in files:
         row = known.get(path.stem)
         info = json.loads(row["info"]) if row and row["info"] else {}
-        error = None
-        try:
-            metadata = read_safetensors_metadata(path) if path.suffix.lower() == ".safetensors" else {}
-        except Exception as exc:  # one broken file must not hide the others (or answer 500)
-            metadata, error = {}, _unreadable(path, exc)
+        metadata = (header or {}).get("__metadata__") or {}
         rows.append(
             {
                 "name": path.stem,
                 "path": str(path),
-                "type": _network_type(path),
+                "type": _network_type(header),
                 "trigger": (row or {}).get("trigger") or metadata.get("modelspec.trigger_phrase"),
                 "base_model": (row or {}).get("base_model") or metadata.get("ss_sd_model_name"),
                 "family": (row or {}).get("family"),
@@ -154,16 +165,11 @@ def lora_file_rows(ws: Workspace) -> list[dict[str, Any]]:
 
 def list_lora_files(ws: Workspace) -> list[dict[str, Any]]:
     """`GET /api/v1/loras`: each file's name, size and metadata, plus what training recorded (`library`)."""
-    rows = list_loras(ws)
-    by_name = {row["name"]: row for row in rows}
+    headers = _read_headers(ws)  # one read per file serves both rows
     files = []
-    for path in list_weight_files(ws.loras, "lora"):
-        row = by_name.get(path.stem) or {}
-        library = {k: row.get(k) for k in _LIBRARY_FIELDS} if row else None
-        entry = {**weight_file_row(path), "library": library}
-        if row.get("error"):
-            entry["error"] = row["error"]
-        files.append(entry)
+    for (path, header, error), row in zip(headers, _listing_rows(ws, headers), strict=True):
+        library = {k: row.get(k) for k in _LIBRARY_FIELDS}
+        files.append({**weight_row(path, header, error), "library": library})
     return files
 
 

@@ -11,7 +11,34 @@ from lorastudio.service.library import Library
 from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
 from lorastudio.service.workspace import Workspace, find_with_suffix, safe_name
 
-__all__ = ["list_models", "model_info", "import_model", "delete_model"]
+__all__ = [
+    "list_models",
+    "titled_models",
+    "model_info",
+    "import_model",
+    "delete_model",
+    "default_model",
+    "model_on_disk",
+]
+
+# A built-in tiny model (built on first use): the default of a workspace without models.
+DEFAULT_MODEL = "tiny-sd15"
+
+
+def default_model(ws: Workspace) -> str:
+    """The model a request that names none uses: the first in models/, else the built-in tiny one."""
+    models = ws.models
+    for path in sorted(models.iterdir()) if models.is_dir() else []:
+        if path.is_dir() and (path / "model_index.json").is_file():
+            return path.name
+        if path.is_file() and path.suffix == ".safetensors":
+            return path.stem
+    return DEFAULT_MODEL
+
+
+def model_on_disk(ws: Workspace, name: str) -> bool:
+    """In models/ already (a built-in tiny model that is not there yet would be built, slowly)."""
+    return (ws.models / name).exists() or (ws.models / f"{name}.safetensors").exists()
 
 
 def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
@@ -96,6 +123,17 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
                     "note": "built-in, built on first use",
                 }
             )
+    return rows
+
+
+def titled_models(ws: Workspace) -> list[dict[str, Any]]:
+    """`list_models` rows with the `filename` and the `title` ("file [hash10]") A1111 clients name models by."""
+    rows = []
+    for row in list_models(ws):
+        filename = Path(row["path"]).name if row.get("path") else row["name"]
+        row = dict(row, filename=filename)
+        row["title"] = f"{filename} [{row['hash']}]" if row.get("hash") else filename
+        rows.append(row)
     return rows
 
 

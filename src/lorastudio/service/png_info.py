@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["png_info"]
+__all__ = ["image_seeds", "infotext_parameters", "png_info", "variation_seeds"]
 
 
 def png_info(source: str | Path | bytes | PILImage.Image) -> dict[str, Any]:
@@ -26,3 +26,26 @@ def png_info(source: str | Path | bytes | PILImage.Image) -> dict[str, Any]:
 
     text, items = infotext_and_items(source)
     return {"info": text or "", "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+def infotext_parameters(text: str, fill_defaults: bool = True) -> dict[str, Any]:
+    """An infotext's prompt, negative prompt and keys; `fill_defaults=False`: only what it states."""
+    from lorastudio.generate.infotext import parse_infotext
+
+    return parse_infotext(text, fill_defaults=fill_defaults)
+
+
+def image_seeds(paths: list[Path]) -> tuple[list[str], list[int]]:
+    """Each image's infotext ("" if none) and the seed it states (-1 if none)."""
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    texts = [read_infotext(path) or "" for path in paths]
+    return texts, [int(parse_infotext(text).get("Seed", -1)) for text in texts]
+
+
+def variation_seeds(infotexts: list[str]) -> list[int]:
+    """The `Variation seed` each infotext states (the subseeds a job resolved); texts without one are skipped."""
+    from lorastudio.generate.infotext import parse_infotext
+
+    values = [parse_infotext(text, fill_defaults=False).get("Variation seed") for text in infotexts]
+    return [int(value) for value in values if value is not None]

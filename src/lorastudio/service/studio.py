@@ -22,26 +22,18 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import InvalidRequest, LimitExceeded
+from lorastudio.errors import InvalidRequest
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import Artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, job_folder
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, job_folder, job_images
 from lorastudio.service.job_watcher import JobWatcher
 from lorastudio.service.jobs import Event, Job, JobStore, open_store
-from lorastudio.service.jobs.store import QUEUED
-from lorastudio.service.jobs.worker import Worker
-from lorastudio.service.limits import MAX_PRIORITY, check_generate_limits, check_output_pixels, check_priority
+from lorastudio.service.limits import check_generate_limits, check_output_pixels, check_priority
 from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.models import default_model, model_on_disk
 from lorastudio.service.names import NamePolicy
-from lorastudio.service.quota import (
-    DATABASE_DAMAGED_DETAIL,
-    Quota,
-    QuotaExceeded,
-    StorageFull,
-    is_database_damaged,
-    is_storage_full,
-)
+from lorastudio.service.quota import Quota, StorageFull, is_storage_full
 from lorastudio.service.requests import RequestResolver
 from lorastudio.service.settings import StudioSettings
 from lorastudio.service.worker_thread import WorkerThread
@@ -51,24 +43,11 @@ if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.train.config import TrainConfig
 
-# QuotaExceeded, StorageFull, the storage checks (service.quota) and MAX_PRIORITY (service.limits):
-# named here for old imports.
-__all__ = [
-    "DATABASE_DAMAGED_DETAIL",
-    "MAX_PRIORITY",
-    "InvalidRequest",
-    "LimitExceeded",
-    "QuotaExceeded",
-    "Studio",
-    "StudioSettings",
-    "StorageFull",
-    "is_database_damaged",
-    "is_storage_full",
-]
+# InvalidRequest and StudioSettings: named here for the fronts that build a Studio.
+__all__ = ["InvalidRequest", "Studio", "StudioSettings"]
 
 logger = logging.getLogger("lorastudio.studio")
 
-DEFAULT_MODEL = "tiny-sd15"
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
 INTERRUPTIBLE_KINDS = ("generate", "grid")
 
@@ -100,7 +79,7 @@ class Studio:
         self.requests = RequestResolver(self.workspace, self.names, self.settings.device)
         self.watcher = JobWatcher(self.store, self._status_store)
         self.quota = Quota(self.store, self.settings.max_queued_per_user or 0, self._running_eta)
-        self._model = self.settings.model or self._first_model()
+        self._model = self.settings.model or default_model(self.workspace)
         # Count-then-enqueue under one lock, so concurrent requests of one user cannot overshoot.
         self._submit_lock = threading.Lock()
         shared = {"model_cache": self.cache, "names": self.names, "artifact_store": self.artifact_store}
@@ -113,21 +92,13 @@ class Studio:
 
     def start(self) -> None:
         """Start the in-process worker thread (one per device); idempotent."""
-        preload = self.settings.preload and self._model_on_disk(self._model)
+        preload = self.settings.preload and model_on_disk(self.workspace, self._model)
         self.worker_thread.start(self._open_store(), self._model if preload else None)
-
-    @property
-    def _worker(self) -> Worker | None:  # the running Worker (its identity), for tests and tools
-        return self.worker_thread.worker
 
     @property
     def ready(self) -> bool:
         """The worker runs jobs (and the default model is loaded, with `preload`)."""
         return self.worker_thread.ready
-
-    @property
-    def worker_running(self) -> bool:
-        return self.worker_thread.running
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (a running job goes back to the queue at its next step) and close the store."""
@@ -144,20 +115,6 @@ class Studio:
         self.close()
 
     # --- models -----------------------------------------------------------------------
-
-    def _first_model(self) -> str:
-        models = self.workspace.models
-        for path in sorted(models.iterdir()) if models.is_dir() else []:
-            if path.is_dir() and (path / "model_index.json").is_file():
-                return path.name
-            if path.is_file() and path.suffix == ".safetensors":
-                return path.stem
-        return DEFAULT_MODEL
-
-    def _model_on_disk(self, name: str) -> bool:
-        """In models/ already (a built-in tiny model that is not there yet would be built, slowly)."""
-        models = self.workspace.models
-        return (models / name).exists() or (models / f"{name}.safetensors").exists()
 
     @property
     def model(self) -> str:
@@ -257,11 +214,7 @@ class Studio:
 
     def queue_position(self, job: Job) -> int | None:
         """How many queued jobs run before this one (0 = next); None once it started."""
-        if job.state != QUEUED:
-            return None
-        queued = self.store.list_jobs(state=QUEUED, limit=10_000)
-        ahead = [j for j in queued if (j.priority, -j.created_at) > (job.priority, -job.created_at)]
-        return len(ahead)
+        return self.store.queue_position(job)
 
     def job_folder(self, job: Job) -> Path:
         """Where a job's files are: its kind's folder rule (runs/<run> for training, outputs/<job id> otherwise)."""
@@ -299,10 +252,7 @@ class Studio:
 
     def job_images(self, job: Job) -> list[Path]:
         """A generate job's PNGs: all of them, or those made before a cancel."""
-        folder = self.job_folder(job)
-        if job.result and job.result.get("images"):
-            return [folder / name for name in job.result["images"]]
-        return sorted(folder.glob("*.png")) if folder.is_dir() else []
+        return job_images(self.workspace, job)
 
     # --- streaming clients and A1111's /progress, /interrupt, /skip (service.job_watcher) -----
 
@@ -338,7 +288,7 @@ class Studio:
             "queue": url.split("@")[-1] if "@" in url else url,
             "model": self._model,
             "device": self.settings.device,
-            "worker": self.worker_running,
+            "worker": self.worker_thread.running,
             "ready": self.ready,
             "pid": os.getpid(),
             "artifacts": self.artifact_store.describe(),

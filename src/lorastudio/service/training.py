@@ -138,7 +138,10 @@ def run_training(
     `stop_at_step` ends the run early after saving a resumable checkpoint (used by tests
     and by a job queue that pauses work).
     """
-    from lorastudio.train.trainer import Trainer, latest_state, prepare_plan
+    from lorastudio.train.checkpoints import latest_state
+    from lorastudio.train.plan import prepare_plan
+    from lorastudio.train.runs import TrainPaths
+    from lorastudio.train.trainer import Trainer
 
     state = None
     if resume is not None:
@@ -169,8 +172,9 @@ def run_training(
     with atomic_file(run_dir / "config.yaml") as temporary:  # a kill here must not cost the run its config
         temporary.write_text(config.to_yaml(), encoding="utf-8")
     model_where = find_model(ws, config.model, names) if names is not None else None
+    paths = TrainPaths(run_dir=run_dir, models=ws.models, datasets=ws.datasets, cache=ws.cache)
     trainer = Trainer(
-        config, ws, run_dir, name, callback=callback, device=device, progress=progress, model_where=model_where
+        config, paths, name, callback=callback, device=device, progress=progress, model_where=model_where
     )
     if progress and os.environ.get("RANK", "0") == "0":
         import sys

@@ -15,7 +15,8 @@ import io
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -141,18 +142,26 @@ def new_upload_name(filename: str) -> str:
     return f"{uuid.uuid4().hex}{suffix}"
 
 
-def save_upload(ws: Workspace, data: bytes, suffix: str = ".png") -> str:
-    """Store bytes as a new upload: whole or not at all (a full disk leaves no `.part`)."""
-    path = uploads_dir(ws) / new_upload_name(f"x{suffix}")
+@contextmanager
+def _whole_or_nothing(path: Path, when_full: str) -> Iterator[Path]:
+    """The `.part` file to write `path` through: renamed into place when the block ends, removed
+    when it raises (a refused file, a dropped connection); a full disk answers `StorageFull`."""
     tmp = path.with_name(path.name + ".part")
     try:
-        tmp.write_bytes(data)
+        yield tmp
         tmp.replace(path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if is_storage_full(exc):
-            raise StorageFull("the server's disk is full; try again later.") from exc
+            raise StorageFull(when_full) from exc
         raise
+
+
+def save_upload(ws: Workspace, data: bytes, suffix: str = ".png") -> str:
+    """Store bytes as a new upload: whole or not at all (a full disk leaves no `.part`)."""
+    path = uploads_dir(ws) / new_upload_name(f"x{suffix}")
+    with _whole_or_nothing(path, "the server's disk is full; try again later.") as tmp:
+        tmp.write_bytes(data)
     return path.name
 
 
@@ -164,17 +173,10 @@ def store_stream(
     Whole or not at all: a refused file, a full disk or a dropped connection leaves no `.part`.
     """
     path = uploads_dir(ws) / new_upload_name(filename)
-    tmp = path.with_name(path.name + ".part")
-    try:
+    with _whole_or_nothing(path, "the server's disk is full; the upload was not kept, try again later.") as tmp:
         with tmp.open("wb") as out:
             shutil.copyfileobj(stream, out, COPY_CHUNK)
         check_upload(tmp, filename, allowed)
-        tmp.replace(path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if is_storage_full(exc):
-            raise StorageFull("the server's disk is full; the upload was not kept, try again later.") from exc
-        raise
     return path.name, path
 
 

@@ -94,21 +94,24 @@ def weight_file_row_and_header(path: Path) -> tuple[dict[str, Any], dict[str, An
     listing that needs the tensor shapes too opens each file once."""
     from lorastudio.models.checkpoint import read_safetensors_header
 
-    header = None
-    row: dict[str, Any] = {
-        "name": path.stem,
-        "file": path.name,
-        "size_bytes": path.stat().st_size,
-        "metadata": {},
-        "error": None,
-    }
+    header, error = None, None
     if path.suffix.lower() == ".safetensors":
         try:
             header = read_safetensors_header(path)
-            row["metadata"] = dict(header.get("__metadata__") or {})
         except (LorastudioError, OSError) as exc:
-            row["error"] = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: cannot be read ({exc})."
-    return row, header
+            error = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: cannot be read ({exc})."
+    return weight_row(path, header, error), header
+
+
+def weight_row(path: Path, header: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    """`weight_file_row` from a header already read (None: not a .safetensors file, or unreadable)."""
+    return {
+        "name": path.stem,
+        "file": path.name,
+        "size_bytes": path.stat().st_size,
+        "metadata": dict((header or {}).get("__metadata__") or {}),
+        "error": error,
+    }
 
 
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")

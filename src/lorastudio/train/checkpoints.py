@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lorastudio.errors import LorastudioError
 from lorastudio.train.steps import step_folders
 
 __all__ = [
@@ -30,6 +31,10 @@ __all__ = [
     "complete_step_folders",
     "remove_folder",
     "prune_checkpoints",
+    "latest_state",
+    "saved_states",
+    "prune_states",
+    "check_checkpoint_space",
     "fsync_file",
 ]
 
@@ -187,3 +192,42 @@ def prune_checkpoints(parent: Path, keep_last: int, protect: Iterable[int] = ())
             remove_folder(folder)
             removed.append(step)
     return removed
+
+
+def saved_states(run_dir: Path, say: Callable[[str], None] | None = None) -> list[Path]:
+    """Every complete `checkpoints/step-N/state` folder of a run, oldest first."""
+    return [folder / "state" for _, folder in complete_step_folders(run_dir / "checkpoints", say, "state")]
+
+
+def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete `checkpoints/step-N/state` folder of a run, if any.
+
+    An incomplete checkpoint (a kill while it was saved) is skipped, and `say` hears why.
+    """
+    states = saved_states(run_dir, say)
+    return states[-1] if states else None
+
+
+def prune_states(run_dir: Path, keep: int | None) -> None:
+    """Drop older resumable states beyond the newest `keep`; the LoRA/model files stay for scoring."""
+    if keep is None:
+        return
+    for old in saved_states(run_dir)[:-keep]:
+        remove_folder(old)
+
+
+def check_checkpoint_space(run_dir: Path, trained: Iterable, everything: Iterable, ema: bool) -> None:
+    """A whole-UNet checkpoint is gigabytes (model file + fp32 weights + optimizer state): check first.
+
+    trained / everything: the trained parameters and all of the model's (anything with `numel()`).
+    """
+    trained_count = sum(p.numel() for p in trained)
+    per_copy = 4 * trained_count * (3 + (1 if ema else 0))  # weights, Adam m and v, EMA
+    needed = per_copy + 4 * sum(p.numel() for p in everything)  # + the model file (fp32 at most)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise LorastudioError(
+            f"{run_dir}: {free >> 20} MiB free, but one checkpoint of a whole-UNet run needs about"
+            f" {needed >> 20} MiB; free disk space or raise train.save_every_steps."
+        )

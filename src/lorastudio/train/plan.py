@@ -10,16 +10,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig, budget_steps
 from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
 
-if TYPE_CHECKING:
-    from lorastudio.train.latents import LatentCache
-
-__all__ = ["TrainPlan", "PriorSet", "resolve_dataset_path", "prepare_plan", "ends_epoch"]
+__all__ = ["TrainPlan", "resolve_dataset_path", "prepare_plan", "ends_epoch"]
 
 
 @dataclass
@@ -31,15 +27,6 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
-
-
-@dataclass
-class PriorSet:
-    """Class images of a DreamBooth run with their latents and own batch order."""
-
-    images: list[TrainImage]
-    latents: LatentCache
-    schedule: BatchSchedule
 
 
 def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:

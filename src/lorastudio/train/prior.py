@@ -12,14 +12,112 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig
 
-__all__ = ["class_images_folder", "check_class_dir", "existing_class_images", "generate_class_images"]
+if TYPE_CHECKING:
+    from lorastudio.train.data import BatchSchedule, TrainImage
+    from lorastudio.train.latents import LatentCache
+
+__all__ = [
+    "PriorSet",
+    "prepare_prior",
+    "class_images_folder",
+    "check_class_dir",
+    "existing_class_images",
+    "generate_class_images",
+]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass
+class PriorSet:
+    """Class images of a DreamBooth run with their latents and own batch order."""
+
+    images: list[TrainImage]
+    latents: LatentCache
+    schedule: BatchSchedule
+
+
+def prepare_prior(
+    cfg: TrainConfig,
+    model,
+    datasets_folder: Path,
+    cache_root: Path,
+    vae_digest: str,
+    accelerator: Any,
+    say: Callable[[str], None],
+    emit: Callable[[dict], None],
+    show_progress: bool = True,
+) -> PriorSet:
+    """Generate missing class images with the base model, then cache their latents.
+
+    Runs before the trainables exist: class images come from the untouched base model. Only
+    the main process generates; the others wait and then read the same folder.
+    """
+    from lorastudio.data.dataset import Dataset
+    from lorastudio.train.data import BatchSchedule, BucketOptions, scan_images
+    from lorastudio.train.latents import LatentCache, check_cache_space
+
+    folder = class_images_folder(cfg, datasets_folder, model.sha256)
+    if not cfg.prior.class_dir:  # lorastudio's own folder: fill it up
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                _fill_class_folder(cfg, model, folder, say, emit, show_progress)
+    dataset = Dataset.open(folder, default_caption=cfg.prior.class_prompt)
+    items = dataset.items()[: cfg.prior.num_images]
+    if not items:
+        raise LorastudioError(f"prior.class_dir {folder}: holds no images; add class images or remove the setting.")
+    if len(items) < cfg.prior.num_images:
+        say(f"prior: {folder} holds {len(items)} class images (prior.num_images={cfg.prior.num_images})")
+    try:
+        images = scan_images(
+            items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
+        )
+    except LorastudioError as exc:
+        raise LorastudioError(f"class images in {folder}: {exc}") from None
+    check_cache_space(cache_root, images, False)
+    latents = LatentCache(cache_root, model.vae, vae_digest)
+    with accelerator.main_process_first():
+        latents.prepare(images, flip=False)
+    schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
+    say(f"prior: {len(images)} class images, loss weight {cfg.prior.loss_weight:g}")
+    return PriorSet(images, latents, schedule)
+
+
+def _fill_class_folder(
+    cfg: TrainConfig,
+    model,
+    folder: Path,
+    say: Callable[[str], None],
+    emit: Callable[[dict], None],
+    show_progress: bool,
+) -> None:
+    """Generate the class images `folder` lacks, with a progress bar and `class_images` events."""
+    from tqdm.auto import tqdm
+
+    missing = max(cfg.prior.num_images - len(existing_class_images(folder)), 0)
+    if not missing:
+        return
+    bar = tqdm(total=missing, desc="class images", unit="img", disable=not show_progress)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+        emit({"event": "class_images", "done": done, "total": total})
+
+    vae_dtype = model.vae.dtype
+    try:
+        made = generate_class_images(cfg, model, folder, progress)
+    finally:
+        bar.close()
+        # The fp16 NaN fallback may have moved the VAE to fp32; latents use the load precision.
+        model.vae.to(vae_dtype)
+    say(f"prior: generated {made} class images for {cfg.prior.class_prompt!r} in {folder}")
 
 
 def class_images_folder(cfg: TrainConfig, datasets_folder: Path, model_sha256: str) -> Path:

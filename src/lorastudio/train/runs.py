@@ -21,7 +21,7 @@ from lorastudio.errors import NotFoundError
 if TYPE_CHECKING:
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["StudioFolders", "Checkpoint", "RunFolder", "list_checkpoints"]
+__all__ = ["StudioFolders", "TrainPaths", "Checkpoint", "RunFolder", "list_checkpoints"]
 
 
 class StudioFolders(Protocol):
@@ -41,6 +41,16 @@ class StudioFolders(Protocol):
     def cache(self) -> Path: ...
 
     def safe_child(self, folder: Path, name: str, what: str = "name") -> Path: ...
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """The folders one training run uses: the service builds it, so the trainer needs no workspace."""
+
+    run_dir: Path  # runs/<name>/: config, checkpoints, samples, log, final files
+    models: Path  # where the base model is looked up
+    datasets: Path  # where named class-image folders live (and lorastudio's own are made)
+    cache: Path  # latent, text-encoder and downloaded-model caches
 
 
 @dataclass

@@ -30,60 +30,33 @@ import torch
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.checkpoints import (
+    check_checkpoint_space,
     clean_partial_folders,
-    complete_step_folders,
     partial_folder,
     prune_checkpoints,
+    prune_states,
     publish_checkpoint,
-    remove_folder,
 )
 from lorastudio.train.config import TrainConfig
-from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
-from lorastudio.train.distributed import _buckets, average_gradients, ranks_agree  # noqa: F401  (_buckets: tests)
+from lorastudio.train.data import BatchSchedule, TrainImage
+from lorastudio.train.distributed import average_gradients, ranks_agree
 from lorastudio.train.ema import WeightAverage
-from lorastudio.train.export import (
-    save_embedding,  # noqa: F401  (tests interrupt the writers through this module's names)
-    save_lora,  # noqa: F401
-    training_facts,
-    write_training_outputs,
-)
+from lorastudio.train.export import training_facts, write_training_outputs
 from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
-from lorastudio.train.plan import PriorSet, TrainPlan, ends_epoch, prepare_plan, resolve_dataset_path
+from lorastudio.train.plan import TrainPlan, ends_epoch
+from lorastudio.train.prior import PriorSet, prepare_prior
+from lorastudio.train.runs import TrainPaths
 from lorastudio.train.text import TriggerEmbedding, build_caption
 from lorastudio.train.text_cache import CaptionEncoder, TextEncoderCache, text_cache_key
 from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables, unet_dtype_bridge
 
-__all__ = [
-    "Trainer",
-    "TrainPlan",
-    "PriorSet",
-    "prepare_plan",
-    "resolve_dataset_path",
-    "ends_epoch",
-    "latest_state",
-    "unet_dtype_bridge",
-    "Callback",
-]
+__all__ = ["Trainer", "Callback"]
 
 Callback = Callable[[dict], None]
-
-
-def latest_state(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
-    """The newest complete `checkpoints/step-N/state` folder of a run, if any.
-
-    An incomplete checkpoint (a kill while it was saved) is skipped, and `say` hears why.
-    """
-    states = _saved_states(run_dir, say)
-    return states[-1] if states else None
-
-
-def _saved_states(run_dir: Path, say: Callable[[str], None] | None = None) -> list[Path]:
-    """Every complete `checkpoints/step-N/state` folder, oldest first."""
-    return [folder / "state" for _, folder in complete_step_folders(run_dir / "checkpoints", say, "state")]
 
 
 def _mixed_precision(requested: str, device_type: str) -> str:
@@ -102,8 +75,7 @@ class Trainer:
     def __init__(
         self,
         cfg: TrainConfig,
-        workspace,
-        run_dir: Path,
+        paths: TrainPaths,
         name: str,
         callback: Callback | None = None,
         device: str | None = None,
@@ -112,8 +84,8 @@ class Trainer:
     ):
         self.cfg = cfg
         self.model_where = model_where  # a ModelRef found by the service (None: look cfg.model up)
-        self.ws = workspace
-        self.run_dir = Path(run_dir)
+        self.paths = paths
+        self.run_dir = Path(paths.run_dir)
         self.name = name
         self.callback = callback
         self.device_request = device
@@ -149,7 +121,7 @@ class Trainer:
 
         device = self.accelerator.device
         model = load_model(
-            self.cfg.model, self.ws.models, self.ws.cache, device=str(device), where=self.model_where
+            self.cfg.model, self.paths.models, self.paths.cache, device=str(device), where=self.model_where
         )
         wanted = self.cfg.family
         if wanted and model.family.name != wanted:
@@ -242,10 +214,20 @@ class Trainer:
         self.images = plan.images
         self.total_steps = plan.steps
         self.model = self._load_model()
-        cache_root = self.ws.cache / "latents"
+        cache_root = self.paths.cache / "latents"
         if self.cfg.uses_prior:
             # Before the trainables exist: class images come from the untouched base model.
-            self.prior = self._prepare_prior(cache_root)
+            self.prior = prepare_prior(
+                self.cfg,
+                self.model,
+                self.paths.datasets,
+                cache_root,
+                self._vae_digest,
+                self.accelerator,
+                say=self._say,
+                emit=self._emit,
+                show_progress=self.progress,
+            )
         torch.manual_seed(self.cfg.seed)
         self._setup_trainables(self.model)
         self.unet_dtype = next(self.model.unet.parameters()).dtype
@@ -314,84 +296,14 @@ class Trainer:
         self._say(f"attention: {ATTENTION_LABELS[self.attention]}")
 
     def _check_checkpoint_space(self) -> None:
-        """A whole-UNet checkpoint is gigabytes (model file + fp32 weights + optimizer state)."""
-        if not self.cfg.trains_full_unet:
-            return
-        trained = sum(p.numel() for p in self.params)
-        everything = sum(p.numel() for m in self.model.components.values() for p in m.parameters())
-        per_copy = 4 * trained * (3 + (1 if self.ema is not None else 0))  # weights, Adam m and v, EMA
-        needed = per_copy + 4 * everything  # + the model file (fp32 at most)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.run_dir).free
-        if free < needed:
-            raise LorastudioError(
-                f"{self.run_dir}: {free >> 20} MiB free, but one checkpoint of a whole-UNet run needs about"
-                f" {needed >> 20} MiB; free disk space or raise train.save_every_steps."
-            )
+        if self.cfg.trains_full_unet:
+            everything = (p for m in self.model.components.values() for p in m.parameters())
+            check_checkpoint_space(self.run_dir, self.params, everything, ema=self.ema is not None)
 
     @functools.cached_property
     def _vae_digest(self) -> str:
         """The latent-cache key, hashed once (the VAE never trains)."""
         return vae_hash(self.model.vae)
-
-    def _prepare_prior(self, cache_root: Path) -> PriorSet:
-        """Generate missing class images with the base model, then cache their latents."""
-        from lorastudio.data.dataset import Dataset
-        from lorastudio.train.prior import class_images_folder
-
-        cfg = self.cfg
-        folder = class_images_folder(cfg, self.ws.datasets, self.model.sha256)
-        if not cfg.prior.class_dir:  # lorastudio's own folder: fill it up
-            with self.accelerator.main_process_first():
-                if self.accelerator.is_main_process:
-                    self._generate_class_images(folder)
-        dataset = Dataset.open(folder, default_caption=cfg.prior.class_prompt)
-        items = dataset.items()[: cfg.prior.num_images]
-        if not items:
-            raise LorastudioError(
-                f"prior.class_dir {folder}: holds no images; add class images or remove the setting."
-            )
-        if len(items) < cfg.prior.num_images:
-            self._say(
-                f"prior: {folder} holds {len(items)} class images (prior.num_images={cfg.prior.num_images})"
-            )
-        try:
-            images = scan_images(
-                items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
-            )
-        except LorastudioError as exc:
-            raise LorastudioError(f"class images in {folder}: {exc}") from None
-        check_cache_space(cache_root, images, False)
-        latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
-        with self.accelerator.main_process_first():
-            latents.prepare(images, flip=False)
-        schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
-        self._say(f"prior: {len(images)} class images, loss weight {cfg.prior.loss_weight:g}")
-        return PriorSet(images, latents, schedule)
-
-    def _generate_class_images(self, folder: Path) -> None:
-        from tqdm.auto import tqdm
-
-        from lorastudio.train.prior import existing_class_images, generate_class_images
-
-        cfg = self.cfg
-        missing = max(cfg.prior.num_images - len(existing_class_images(folder)), 0)
-        if not missing:
-            return
-        bar = tqdm(total=missing, desc="class images", unit="img", disable=not self.progress)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-            self._emit({"event": "class_images", "done": done, "total": total})
-
-        vae_dtype = self.model.vae.dtype
-        try:
-            made = generate_class_images(cfg, self.model, folder, progress)
-        finally:
-            bar.close()
-            # The fp16 NaN fallback may have moved the VAE to fp32; latents use the load precision.
-            self.model.vae.to(vae_dtype)
-        self._say(f"prior: generated {made} class images for {cfg.prior.class_prompt!r} in {folder}")
 
     def _prepare_text_cache(self) -> None:
         """Encode every fixed caption once (disk-cached across runs) when the text side is frozen."""
@@ -402,7 +314,7 @@ class Trainer:
             return
         model = self.model
         key = text_cache_key(model.sha256, model.family.name, self.cfg.clip_skip, model.dtype)
-        disk = self.caption_encoder.disk = TextEncoderCache(self.ws.cache / "text", key)
+        disk = self.caption_encoder.disk = TextEncoderCache(self.paths.cache / "text", key)
         with self.accelerator.main_process_first():
             self.caption_encoder.fill(captions)
         self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
@@ -621,14 +533,9 @@ class Trainer:
         self.accelerator.save_state(str(folder))
 
     def _prune_states(self) -> None:
-        """Drop older resumable states beyond `train.keep_states`; the LoRA/model files stay for scoring."""
+        """`train.keep_states` (a whole-UNet run keeps one by default: each state is gigabytes)."""
         keep = self.cfg.train.keep_states
-        if keep is None and self.cfg.trains_full_unet:
-            keep = 1  # a whole-UNet state is gigabytes
-        if keep is None:
-            return
-        for old in _saved_states(self.run_dir)[:-keep]:
-            remove_folder(old)
+        prune_states(self.run_dir, 1 if keep is None and self.cfg.trains_full_unet else keep)
 
     def _prune_checkpoints(self) -> None:
         """`output.keep_last`: only the newest N step checkpoints stay, and the best-scored one."""

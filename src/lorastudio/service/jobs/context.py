@@ -128,21 +128,31 @@ class JobContext:
         It asks the database every time (one indexed read), so a cancel requested during
         step k stops the job before step k+1, however short the steps are.
         """
+        self.check_step(skippable=False)
+
+    def check_step(self, skippable: bool = True) -> bool:
+        """`check_cancelled`, and then (`skippable`) `skip_requested`, from ONE database read:
+        sampling steps ask both, every step."""
         if self._lease_lost:
             raise LeaseLost(f"job {self.job_id}: lease lost")
+        requests = None
         if not self._cancel_requested:
-            self._cancel_requested = self.store.is_cancel_requested(self.job_id)
+            requests = self.store.stop_requests(self.job_id)
+            self._cancel_requested = requests.cancel
         if self._cancel_requested:
             raise JobCancelled(f"job {self.job_id}: cancelled")
         if self.worker.stopping.is_set():
             raise JobInterrupted(f"job {self.job_id}: worker {self.worker_id} is stopping")
+        return skippable and self._new_skip(requests.skips)
 
     def skip_requested(self) -> bool:
         """True once for each skip asked since this attempt started (A1111 /skip): drop the current item."""
-        if self._skips_seen is None:  # first call: what was asked before counts from here
-            self._skips_seen = self.store.skips_requested(self.job_id)
+        return self._new_skip(self.store.skips_requested(self.job_id))
+
+    def _new_skip(self, skips: int) -> bool:
+        if self._skips_seen is None:  # first look: what was asked before counts from here
+            self._skips_seen = skips
             return False
-        skips = self.store.skips_requested(self.job_id)
         if skips > self._skips_seen:
             self._skips_seen = skips
             return True

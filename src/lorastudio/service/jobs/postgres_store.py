@@ -31,6 +31,7 @@ from lorastudio.service.jobs.store import (
     Job,
     JobStore,
     LeaseLost,
+    StopRequests,
     check_finish_state,
     check_new_job,
     check_state_filter,
@@ -284,10 +285,6 @@ class PostgresJobStore(JobStore):
         )
         return self._one(sql, {"id": job_id}) is not None
 
-    def skips_requested(self, job_id: str) -> int:
-        row = self._one("SELECT skip_requests FROM jobs WHERE id = %s", (job_id,))
-        return int(row["skip_requests"]) if row else 0
-
     # --- the worker side --------------------------------------------------------------------
 
     def claim(
@@ -382,9 +379,9 @@ class PostgresJobStore(JobStore):
             raise LeaseLost(f"job {job_id} attempt {attempt} no longer owns the job")
         return row["event_seq"]
 
-    def is_cancel_requested(self, job_id: str) -> bool:
-        row = self._one("SELECT cancel_requested FROM jobs WHERE id = %s", (job_id,))
-        return bool(row and row["cancel_requested"])
+    def stop_requests(self, job_id: str) -> StopRequests:
+        row = self._one("SELECT cancel_requested, skip_requests FROM jobs WHERE id = %s", (job_id,))
+        return StopRequests(bool(row["cancel_requested"]), int(row["skip_requests"])) if row else StopRequests(False, 0)
 
     def finish(
         self,

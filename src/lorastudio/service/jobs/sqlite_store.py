@@ -34,6 +34,7 @@ from lorastudio.service.jobs.store import (
     Job,
     JobStore,
     LeaseLost,
+    StopRequests,
     check_finish_state,
     check_new_job,
     check_state_filter,
@@ -283,10 +284,6 @@ class SqliteJobStore(JobStore):
                 self._add_event(cur, job_id, row[0], "skip_requested", {"skips": row[1]})
         return row is not None
 
-    def skips_requested(self, job_id: str) -> int:
-        rows = self._read("SELECT skip_requests FROM jobs WHERE id = ?", (job_id,))
-        return int(rows[0][0]) if rows else 0
-
     # --- the worker side --------------------------------------------------------------------
 
     def claim(
@@ -368,9 +365,9 @@ class SqliteJobStore(JobStore):
             self._add_event(cur, job_id, row[0], event_type, data or {})
             return row[0]
 
-    def is_cancel_requested(self, job_id: str) -> bool:
-        rows = self._read("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
-        return bool(rows and rows[0][0])
+    def stop_requests(self, job_id: str) -> StopRequests:
+        rows = self._read("SELECT cancel_requested, skip_requests FROM jobs WHERE id = ?", (job_id,))
+        return StopRequests(bool(rows[0][0]), int(rows[0][1])) if rows else StopRequests(False, 0)
 
     def finish(
         self,

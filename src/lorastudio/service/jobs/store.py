@@ -21,7 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from lorastudio.errors import LorastudioError, NotFoundError
 
@@ -36,6 +36,7 @@ __all__ = [
     "JobStopped",
     "JobStore",
     "LeaseLost",
+    "StopRequests",
     "job_not_found",
 ]
 
@@ -119,6 +120,13 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class StopRequests(NamedTuple):
+    """What was asked of a running job: a cancel, and how many skips (A1111 /skip) so far."""
+
+    cancel: bool
+    skips: int
 
 
 @dataclass
@@ -207,9 +215,9 @@ class JobStore(ABC):
     def skip(self, job_id: str) -> bool:
         """Ask a running job to drop the item it works on and go on (A1111 /skip); False if not running."""
 
-    @abstractmethod
     def skips_requested(self, job_id: str) -> int:
         """How many skips were asked of the job so far (a worker acts on each new one)."""
+        return self.stop_requests(job_id).skips
 
     # --- the worker side ----------------------------------------------------------------
 
@@ -242,9 +250,13 @@ class JobStore(ABC):
     def emit(self, job_id: str, attempt: int, event_type: str, data: dict[str, Any] | None = None) -> int:
         """Store an event for a running job; returns its seq. Raises `LeaseLost`."""
 
-    @abstractmethod
     def is_cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked the running job to stop."""
+        return self.stop_requests(job_id).cancel
+
+    @abstractmethod
+    def stop_requests(self, job_id: str) -> StopRequests:
+        """The cancel flag and the skip count in one read: a job checks both between sampling steps."""
 
     @abstractmethod
     def finish(
@@ -315,6 +327,13 @@ class JobStore(ABC):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f}s")
             time.sleep(0.02)
+
+    def queue_position(self, job: Job) -> int | None:
+        """How many queued jobs run before this one (0 = next); None once it started."""
+        if job.state != QUEUED:
+            return None
+        queued = self.list_jobs(state=QUEUED, limit=10_000)
+        return sum((j.priority, -j.created_at) > (job.priority, -job.created_at) for j in queued)
 
     def __enter__(self) -> JobStore:
         return self

@@ -1,0 +1,224 @@
+"""The axes of a comparison grid (A1111's X/Y/Z plot) and their value lists, as pure functions.
+
+An `Axis` is one thing a grid varies (seed, CFG scale, sampler, LoRA weight, ...), found by our
+name, A1111's label or an alias. Value lists follow A1111's syntax: comma separated (CSV quotes
+allowed), integer ranges `1-5`, `1-9 (+2)`, `10-1 (-3)`, `1-10 [4]` (4 evenly spaced values) and
+float ranges `0.4-1.0 (+0.2)`, `0.4-1.0 [4]`. `apply_axis_value` changes one cell's request for
+one value (Prompt S/R replaces the first value by the others). service.grid plans and runs the cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lorastudio.errors import LorastudioError
+
+__all__ = [
+    "AXES",
+    "MAX_CELLS",
+    "Axis",
+    "apply_axis_value",
+    "find_axis",
+    "format_value",
+    "parse_axis_option",
+    "parse_values",
+    "with_lora_weight",
+]
+
+MAX_CELLS = 1000
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One thing a grid can vary. `label` is A1111's name for it where A1111 has one."""
+
+    name: str
+    label: str
+    kind: type
+    aliases: tuple[str, ...] = ()
+    show_label: bool = True  # "Steps: 20"; Prompt S/R and model names show the value alone
+    cost: int = 0  # slow to change (a model load): generated in the outer loop
+
+
+AXES: dict[str, Axis] = {
+    axis.name: axis
+    for axis in (
+        Axis("nothing", "Nothing", str, ("none",)),
+        Axis("seed", "Seed", int),
+        Axis("subseed", "Var. seed", int, ("variation seed", "var seed")),
+        Axis("subseed_strength", "Var. strength", float, ("variation strength", "var strength")),
+        Axis("steps", "Steps", int),
+        Axis("cfg", "CFG Scale", float, ("cfg_scale", "cfg scale", "guidance")),
+        Axis(
+            "prompt_sr", "Prompt S/R", str, ("prompt s/r", "prompt", "sr", "search replace"), show_label=False
+        ),
+        Axis("sampler", "Sampler", str, ("sampler_name",), show_label=False),
+        Axis("schedule", "Schedule type", str, ("scheduler", "schedule type")),
+        Axis(
+            "model",
+            "Checkpoint name",
+            str,
+            ("checkpoint name", "sd_model_checkpoint"),
+            show_label=False,
+            cost=2,
+        ),
+        Axis("checkpoint", "LoRA checkpoint", str, ("lora checkpoint", "run checkpoint", "step"), cost=1),
+        Axis("lora_weight", "LoRA weight", float, ("lora weight", "weight", "lora strength")),
+        Axis("width", "Width", int),
+        Axis("height", "Height", int),
+        Axis("size", "Size", str),
+        Axis("clip_skip", "Clip skip", int, ("clip skip", "clipskip")),
+        Axis("hires_steps", "Hires steps", int, ("hr_second_pass_steps",)),
+        Axis("hires_strength", "Denoising", float, ("denoising", "denoising_strength")),
+    )
+}
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+_AXIS_KEYS = {_key(k): a for a in AXES.values() for k in (a.name, a.label, *a.aliases)}
+
+
+def find_axis(name: str) -> Axis:
+    """An axis by our name (`lora_weight`), A1111's label (`CFG Scale`) or an alias."""
+    axis = _AXIS_KEYS.get(_key(str(name)))
+    if axis is None:
+        raise LorastudioError(f"grid axis {name!r}: unknown; choose one of: {', '.join(AXES)}.")
+    return axis
+
+
+# --- value lists --------------------------------------------------------------------------
+
+_INT = r"[+-]?\s*\d+"
+_FLOAT = r"[+-]?\s*(?:\d+(?:\.\d*)?|\.\d+)"
+_RANGE_STEP = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})(?:\s*\(\s*([+-]\s*{_FLOAT})\s*\))?\s*")
+_RANGE_COUNT = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})\s*\[\s*(\d+)\s*\]\s*")
+
+
+def _split_csv(text: str) -> list[str]:
+    rows = list(csv.reader(io.StringIO(str(text)), skipinitialspace=True))
+    return [item.strip() for row in rows for item in row if item.strip() != ""]
+
+
+def _number(text: str, kind: type, axis: str):
+    cleaned = text.replace(" ", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise LorastudioError(
+            f"grid axis {axis}: {text!r} is not a number; give e.g. '1,2,3', '1-5', '1-9 (+2)' or '0.4-1.0 [4]'."
+        ) from None
+    if kind is int:
+        if not value.is_integer():
+            raise LorastudioError(f"grid axis {axis}: {text!r} is not a whole number.")
+        return int(value)
+    return value
+
+
+def _expand_range(item: str, kind: type, axis: str) -> list | None:
+    """A1111's `a-b`, `a-b (+s)` and `a-b [n]`; None when the item is not a range."""
+    counted = _RANGE_COUNT.fullmatch(item)
+    stepped = _RANGE_STEP.fullmatch(item)
+    if counted:
+        start, end = _number(counted[1], float, axis), _number(counted[2], float, axis)
+        count = int(counted[3])
+        if count < 1:
+            raise LorastudioError(f"grid axis {axis}: {item!r} asks for no values; use [1] or more.")
+        values = [start + (end - start) * i / (count - 1) if count > 1 else start for i in range(count)]
+        return [int(v) for v in values] if kind is int else [round(v, 10) for v in values]
+    if stepped is None:
+        return None
+    start, end = _number(stepped[1], kind, axis), _number(stepped[2], kind, axis)
+    if stepped[3] is not None:
+        step = _number(stepped[3], kind, axis)
+    else:
+        step = 1 if end >= start else -1
+    if step == 0 or (end - start) * step < 0:
+        raise LorastudioError(f"grid axis {axis}: {item!r} never reaches its end; check the step's sign.")
+    count = math.floor((end - start) / step + 1e-9) + 1
+    if count > MAX_CELLS:
+        raise LorastudioError(f"grid axis {axis}: {item!r} makes {count} values; at most {MAX_CELLS}.")
+    if kind is int:
+        return [start + i * step for i in range(count)]
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def parse_values(text: str | list, axis: Axis) -> list:
+    """A value list in A1111's syntax, typed for the axis. A list is taken as already split."""
+    items = [str(v).strip() for v in text] if isinstance(text, list) else _split_csv(text)
+    if axis.name == "nothing":
+        return [""]
+    if not items:
+        raise LorastudioError(f"grid axis {axis.name}: no values; give e.g. '{axis.name}=a,b,c'.")
+    if axis.kind is str:
+        return items
+    values: list = []
+    for item in items:
+        expanded = _expand_range(item, axis.kind, axis.name)
+        values += expanded if expanded is not None else [_number(item, axis.kind, axis.name)]
+    return values
+
+
+def parse_axis_option(option: str) -> tuple[Axis, str]:
+    """`NAME=VALUES` as the CLI's --x/--y/--z take it."""
+    name, sep, values = str(option).partition("=")
+    if not sep:
+        raise LorastudioError(f"grid axis {option!r}: write NAME=VALUES, e.g. --x 'lora_weight=0.4,0.7,1.0'.")
+    return find_axis(name.strip()), values.strip()
+
+
+def format_value(axis: Axis, value: Any) -> str:
+    """The label of one value, as A1111 writes it ("CFG Scale: 7", "Euler a")."""
+    if axis.name == "nothing":
+        return ""
+    text = f"{round(value, 8):g}" if isinstance(value, float) else str(value)
+    return f"{axis.label}: {text}" if axis.show_label else text
+
+
+def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any], state: dict[str, Any]) -> None:
+    """Change one cell's request for one axis value (`state` holds the LoRA weight and checkpoint)."""
+    name = axis.name
+    if name == "nothing":
+        return
+    if name == "prompt_sr":
+        search = values[0]
+        if search not in fields["prompt"] and search not in fields["negative_prompt"]:
+            raise LorastudioError(
+                f"grid axis prompt_sr: {search!r} (the first value) is in neither the prompt nor the negative prompt."
+            )
+        fields["prompt"] = fields["prompt"].replace(search, value)
+        fields["negative_prompt"] = fields["negative_prompt"].replace(search, value)
+    elif name == "lora_weight":
+        state["weight"] = value
+    elif name == "checkpoint":
+        state["checkpoint"] = value
+    elif name == "cfg":
+        fields["cfg_scale"] = value
+    elif name == "size":
+        match = re.fullmatch(r"\s*(\d+)\s*[x×X]\s*(\d+)\s*", str(value))
+        if match is None:
+            raise LorastudioError(f"grid axis size: {value!r} is not WIDTHxHEIGHT, e.g. 512x768.")
+        fields["width"], fields["height"] = int(match[1]), int(match[2])
+    elif name == "sampler":
+        fields["sampler"] = value
+    else:
+        fields[name] = value
+
+
+def with_lora_weight(prompt: str, name: str, weight: float | None) -> str:
+    """The prompt with `<lora:name:weight>`: an existing tag of that name gets the weight, else one is added."""
+    pattern = re.compile(rf"<(lora|lyco):{re.escape(name)}((?::[^>]*)?)>")
+    match = pattern.search(prompt)
+    if match is None:
+        text = f"{weight if weight is not None else 1.0:g}"
+        return f"{prompt} <lora:{name}:{text}>".strip()
+    if weight is None:
+        return prompt
+    return prompt[: match.start()] + f"<{match[1]}:{name}:{weight:g}>" + prompt[match.end() :]

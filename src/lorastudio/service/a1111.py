@@ -1,0 +1,33 @@
+"""The A1111 dialect's names for the fronts: samplers, schedule types and the field table.
+
+`/sdapi/v1` speaks AUTOMATIC1111's names; what they mean lives in generate/ (samplers.py,
+a1111_fields.py). The fronts reach them here, so they import nothing below service/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lorastudio.generate.a1111_fields import A1111_FIELDS, A1111Field, a1111_request_names
+from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler, schedule_label
+
+__all__ = [
+    "A1111_FIELDS",
+    "A1111Field",
+    "SCHEDULE_TYPES",
+    "a1111_request_names",
+    "api_default",
+    "parse_sampler",
+    "sampler_names",
+    "schedule_label",
+]
+
+
+def sampler_names() -> list[tuple[str, list[str]]]:
+    """Every sampler's A1111 name with the other names it is known by, in A1111's order."""
+    return [(name, list(spec.aliases)) for name, spec in SAMPLERS.items()]
+
+
+def api_default(field: str) -> Any:
+    """What the A1111 API assumes for a GenerateConfig field a client leaves out (`A1111_FIELDS`)."""
+    return next(row.api_default for row in A1111_FIELDS if row.field == field)

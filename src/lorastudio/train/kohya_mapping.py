@@ -1,0 +1,260 @@
+"""Mapping a flat kohya config onto lorastudio keys: the table, then the keys that depend on others.
+
+`KohyaImport` collects what each key became (or why not); `apply_table` runs `KOHYA_KEYS`
+(train.kohya_keys) and the `apply_*` functions below take the keys that need the whole file:
+network module and args, optimizer, sample prompts. Folders and dataset TOMLs: train.kohya_datasets.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorastudio.errors import LorastudioError
+from lorastudio.train.kohya_keys import KOHYA_KEYS, OPTIMIZER_NAMES, SPECIAL_KEYS, NoEffect, Unmapped
+
+__all__ = [
+    "KohyaImport",
+    "apply_network",
+    "apply_optimizer",
+    "apply_sample_prompts",
+    "apply_table",
+    "flatten_sections",
+    "key_values",
+    "read_kohya_file",
+]
+
+
+@dataclass
+class KohyaImport:
+    """A kohya config turned into lorastudio keys, with a line for everything not mapped."""
+
+    config: dict[str, Any] = field(default_factory=dict)  # nested lorastudio keys
+    mapped: list[tuple[str, str, Any]] = field(default_factory=list)  # (kohya key, lorastudio key, value)
+    unmapped: list[tuple[str, str]] = field(default_factory=list)  # (kohya key, reason)
+    no_effect: list[tuple[str, str]] = field(default_factory=list)  # (kohya key, why nothing is needed)
+    sources: list[str] = field(default_factory=list)
+
+    def set(self, kohya_key: str, target: str, value: Any) -> None:
+        node = self.config
+        parts = target.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        self.mapped.append((kohya_key, target, value))
+
+    def get(self, target: str, default: Any = None) -> Any:
+        node: Any = self.config
+        for part in target.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def skip(self, kohya_key: str, reason: str) -> None:
+        self.unmapped.append((kohya_key, reason))
+
+    def lines(self) -> list[str]:
+        """What the import did, one line each: mapped keys, keys with nothing to do, keys not mapped."""
+        out = [f"kohya {k} -> {t} = {json.dumps(v, ensure_ascii=False)}" for k, t, v in self.mapped]
+        out += [f"kohya {k}: no setting needed ({why})" for k, why in self.no_effect]
+        out += [f"kohya {k}: NOT MAPPED ({why})" for k, why in self.unmapped]
+        return out
+
+    def to_yaml(self) -> str:
+        header = [f"# lorastudio config imported from {', '.join(self.sources)}"]
+        header += [f"# not mapped: {k} ({why})" for k, why in self.unmapped]
+        body = yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)
+        return "\n".join(header) + "\n" + body
+
+
+# -- reading --------------------------------------------------------------------------------
+def read_kohya_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LorastudioError(f"{path}: kohya config not found; check the path.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise LorastudioError(
+            f"{path}: not valid {path.suffix[1:].upper()} ({exc}); fix the syntax."
+        ) from None
+    return data
+
+
+def flatten_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """sd-scripts' reading: `[section]` tables are merged into one flat set of keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def _literal(text: str) -> Any:
+    """kohya parses `key=value` arguments with ast.literal_eval: '0.9,0.99' -> (0.9, 0.99)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def key_values(value: Any) -> list[tuple[str, Any]]:
+    """`["a=1", "b=0.9,0.99"]` or the GUI's `"a=1 b=0.9,0.99"` -> [(a, 1), (b, [0.9, 0.99])]."""
+    items = value.split() if isinstance(value, str) else list(value or [])
+    out = []
+    for item in items:
+        key, sep, raw = str(item).partition("=")
+        out.append((key.strip(), _literal(raw) if sep else True))
+    return out
+
+
+# -- keys that depend on others -------------------------------------------------------------
+def apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
+    for key, value in flat.items():
+        if value is None or value == "":
+            out.no_effect.append((key, "empty in the file"))
+            continue
+        if key in SPECIAL_KEYS:
+            continue
+        rule = KOHYA_KEYS.get(key)
+        if rule is None:
+            out.skip(key, "lorastudio has no equivalent setting")
+            continue
+        try:
+            converted = rule.convert(value)
+        except NoEffect as why:
+            out.no_effect.append((key, str(why)))
+            continue
+        except Unmapped as why:
+            out.skip(key, str(why))
+            continue
+        if rule.target is None:
+            out.skip(key, rule.reason)
+        else:
+            out.set(key, rule.target, converted)
+
+
+def apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
+    module, label = flat.get("network_module") or None, "network_module"
+    args = dict(key_values(flat.get("network_args")))
+    from_gui = {key for key in ("conv_dim", "conv_alpha") if key in flat and key not in args}
+    args.update({key: flat[key] for key in from_gui})
+    gui_type = flat.get("LoRA_type") or None  # kohya_ss GUI: "Standard", "LoCon", "LyCORIS/LoHa", ...
+    if gui_type is not None and module is not None:
+        out.no_effect.append(("LoRA_type", "network_module is set and wins"))
+    elif gui_type is not None:
+        label = "LoRA_type"
+        if gui_type in ("Standard", "LoCon", "Kohya LoCon"):
+            module = "networks.lora"
+        elif str(gui_type).startswith("LyCORIS/"):
+            module = "lycoris.kohya"
+            args.setdefault("algo", str(gui_type).split("/", 1)[1].lower())
+        else:
+            out.skip("LoRA_type", f"{gui_type!r} is not supported (Standard, LoCon, LyCORIS/* are)")
+            return
+    if module is None:
+        if args:
+            out.skip("network_args", "no network_module: a whole-model fine-tune has no network arguments")
+        method = "dreambooth" if out.get("prior.class_prompt") else "finetune"
+        out.set("(no network_module)", "method", method)
+        return
+    if module == "networks.lora":
+        out.set(label, "method", "lora")
+    elif module == "lycoris.kohya":
+        out.set(label, "method", "lora")
+        algo = str(args.pop("algo", "lora")).lower()
+        if algo in ("lora", "locon"):
+            out.set("network_args.algo", "lora.targets", "locon")
+        else:
+            out.set("network_args.algo", "lora.type", algo)
+    else:
+        out.skip(label, f"{module!r} is not supported (networks.lora, lycoris.kohya are)")
+        return
+    unet_only = flat.get("network_train_unet_only", False)
+    out.set(
+        "network_train_unet_only", "lora.train_text_encoder", not unet_only
+    )  # kohya trains both by default
+    for key, value in args.items():
+        name = key if key in from_gui else f"network_args.{key}"
+        if key == "conv_dim" and not value:
+            out.no_effect.append((name, "0: no conv layers, as without it"))
+        elif key == "conv_dim":
+            out.set(name, "lora.conv_rank", int(value))
+            out.set(name, "lora.targets", "locon")
+        elif key == "dropout":
+            out.set(name, "lora.dropout", float(value))
+        else:
+            out.skip(
+                name,
+                "lorastudio has no such network argument"
+                + (" (convs use lora.alpha)" if key == "conv_alpha" else ""),
+            )
+
+
+def apply_optimizer(flat: dict[str, Any], out: KohyaImport) -> None:
+    raw = flat.get("optimizer_type") or None
+    if raw is None and flat.get("use_8bit_adam"):
+        raw, key = "AdamW8bit", "use_8bit_adam"
+    elif raw is None and flat.get("use_lion_optimizer"):
+        raw, key = "Lion", "use_lion_optimizer"
+    else:
+        key = "optimizer_type"
+    name = None
+    if raw is not None:
+        name = OPTIMIZER_NAMES.get(str(raw).split(".")[-1].lower())
+        if name is None:
+            out.skip(
+                key,
+                f"optimizer {raw!r} is not available; choose one of {', '.join(sorted(set(OPTIMIZER_NAMES)))}",
+            )
+        else:
+            out.set(key, "train.optimizer", name)
+    args = key_values(flat.get("optimizer_args"))
+    if not args:
+        return
+    from lorastudio.train.optim import check_optimizer_args
+
+    kept: dict[str, Any] = {}
+    for arg, value in args:
+        label = f"optimizer_args.{arg}"
+        if arg == "weight_decay":
+            out.set(label, "train.weight_decay", float(value))
+            continue
+        try:
+            check_optimizer_args(name or "adamw", {arg: value})
+        except LorastudioError as exc:
+            out.skip(label, str(exc).rstrip("."))
+            continue
+        kept[arg] = value
+        out.mapped.append((label, f"train.optimizer_args.{arg}", value))
+    if kept:
+        out.config.setdefault("train", {})["optimizer_args"] = kept
+
+
+def apply_sample_prompts(flat: dict[str, Any], out: KohyaImport) -> None:
+    value = flat.get("sample_prompts")
+    if not value:
+        return
+    path = Path(str(value)).expanduser()
+    if not path.is_file() or path.suffix.lower() != ".txt":
+        out.skip("sample_prompts", f"{value}: only a readable .txt prompt file is imported")
+        return
+    prompts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            prompts.append(line.split(" --", 1)[0].strip())  # kohya's per-line --n/--w options are dropped
+    out.set("sample_prompts", "samples.prompts", prompts)
