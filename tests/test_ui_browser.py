@@ -104,6 +104,7 @@ def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, pa
     assert page.locator("#gallery img").count() >= 1
     job = served.studio.list_jobs(limit=1)[0]
     assert (job.kind, job.state, job.user) == ("generate", "succeeded", USER)
+    assert (job.payload["config"]["width"], job.payload["config"]["steps"]) == (64, 3)  # the form's values
     image = served.studio.job_images(job)[0]
     page.locator("#field-prompt textarea").fill("another prompt")  # the recipe must bring them back
     _set(page, "#field-seed input", 99)
@@ -135,6 +136,43 @@ def test_send_to_img2img_and_generate_again(served, page):
     assert "Denoising strength: 0.75" in info  # an img2img infotext, as A1111 writes it
     job = served.studio.list_jobs(limit=1)[0]
     assert job.payload["config"]["init_image"]  # the source went in as an upload the job names
+
+
+def test_send_to_inpaint_paint_a_mask_and_repaint_only_there(served, page):
+    _small_generation(page, prompt="inpaint source")
+    page.click("#generate-run")
+    _wait_for_infotext(page, "inpaint source")
+    page.click("#send-inpaint")
+    canvas = page.locator("#inpaint-painter canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1500)  # the accordion opens and the picture is fitted into the canvas
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(1000)  # the painter hands its layers to the form a moment after the stroke
+    page.locator("#field-prompt textarea").fill("inpaint result")
+    page.click("#generate-run")
+    info = _wait_for_infotext(page, "inpaint result")
+    assert "Mask blur: 4" in info  # an inpainting infotext, as A1111 writes it
+    job = served.studio.list_jobs(limit=1)[0]
+    assert job.payload["config"]["mask"] and job.payload["config"]["init_image"]
+
+
+def test_a_reload_reconnects_to_the_running_generation(served, page):
+    _small_generation(page, prompt="survives a reload", steps=20, count=12)
+    page.click("#generate-run")
+    page.wait_for_function("() => /Step|Queued|Starting/.test(document.querySelector('#progress-text').innerText)")
+    page.reload()
+    page.wait_for_function(
+        "() => /Step|Queued|Starting/.test(document.querySelector('#progress-text').innerText)", timeout=60_000
+    )
+    page.click("#generate-interrupt")
+    page.wait_for_function(
+        "() => document.querySelector('#progress-text').innerText.includes('Interrupted')", timeout=120_000
+    )
 
 
 def test_interrupt_stops_a_long_generation(served, page):

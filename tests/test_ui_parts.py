@@ -77,3 +77,20 @@ def test_a_damaged_preferences_file_names_itself_and_the_fix(workspace):
     (workspace.root / "preferences.json").write_text("{not json")
     with pytest.raises(LorastudioError, match="preferences.json.*delete the file"):
         load_preferences(workspace)
+
+
+def test_the_inpaint_painter_strokes_become_a_white_mask_over_black():
+    from PIL import Image
+
+    from lorastudio.ui.generate_run import mask_from_editor
+
+    background = Image.new("RGB", (64, 48), "red")
+    stroke = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    stroke.paste((255, 255, 255, 128), (10, 10, 20, 20))  # half-transparent paint still counts
+    image, mask = mask_from_editor({"background": background, "layers": [stroke], "composite": None})
+    assert image.size == (64, 48) and mask.mode == "L"
+    assert mask.getpixel((15, 15)) == 255 and mask.getpixel((40, 40)) == 0
+    assert mask.getbbox() == (10, 10, 20, 20)
+    empty = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    assert mask_from_editor({"background": background, "layers": [empty]}) is None  # nothing painted
+    assert mask_from_editor(None) is None

@@ -60,6 +60,14 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.strength": ("Denoising strength", "重绘幅度"),
     "generate.resize_mode": ("Resize mode", "缩放模式"),
     "generate.clear_image": ("Clear (back to txt2img)", "清除（回到文生图）"),
+    # generate: inpaint
+    "generate.inpaint": ("Inpaint", "局部重绘"),
+    "generate.inpaint_painter": ("Paint the part to repaint", "涂抹要重绘的区域"),
+    "generate.mask_blur": ("Mask blur", "蒙版模糊"),
+    "generate.inpainting_fill": ("Masked content", "蒙版区域内容"),
+    "generate.inpaint_only_masked": ("Only masked (at full resolution)", "仅重绘蒙版区域（全分辨率）"),
+    "generate.inpaint_padding": ("Only masked padding, pixels", "仅蒙版区域的边距（像素）"),
+    "generate.send_inpaint": ("Send to inpaint", "发送到局部重绘"),
     # generate: LoRA and embeddings
     "generate.networks": ("LoRA and embeddings", "LoRA 与嵌入"),
     "generate.lora": ("LoRA", "LoRA"),

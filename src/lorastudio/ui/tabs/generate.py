@@ -8,30 +8,27 @@ infotext. Nothing here computes anything the service does not.
 
 from __future__ import annotations
 
-import base64
-import random
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.ui.context import UiContext, error_text, user_of
-from lorastudio.ui.forms import field_control, optional_number
+from lorastudio.ui.context import UiContext, user_of
+from lorastudio.ui.forms import field_control
+from lorastudio.ui.generate_run import OUTPUT_COUNT, follow_running, infotext_of, submit_and_follow
 
 TAB_ID = "generate"
 LABEL = "tab.generate"
 
-POLL_S = 0.4
-MAX_SEED = 2**32 - 1
 # Fields the form sends; the others keep GenerateConfig's defaults.
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "batch_size", "count", "clip_skip", "hires_scale",
     "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
+    "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 
 
@@ -122,6 +119,30 @@ def build(ctx: UiContext) -> None:
                     label=t("generate.resize_mode"),
                 )
                 clear_image = gr.Button(t("generate.clear_image"), size="sm")
+            with gr.Accordion(t("generate.inpaint"), open=False, elem_id="inpaint") as inpaint:
+                painter = gr.ImageEditor(
+                    type="pil",
+                    label=t("generate.inpaint_painter"),
+                    sources=("upload", "clipboard"),
+                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                    transforms=(),
+                    layers=False,
+                    height=320,
+                    elem_id="inpaint-painter",
+                )
+                f["mask_blur"] = field_control(GenerateConfig, "mask_blur", t("generate.mask_blur"), slider=True)
+                f["inpainting_fill"] = gr.Dropdown(
+                    [(name, index) for index, name in enumerate(MASKED_CONTENT)],
+                    value=1,
+                    label=t("generate.inpainting_fill"),
+                    info=GenerateConfig.model_fields["inpainting_fill"].description,
+                )
+                f["inpaint_only_masked"] = field_control(
+                    GenerateConfig, "inpaint_only_masked", t("generate.inpaint_only_masked")
+                )
+                f["inpaint_padding"] = field_control(
+                    GenerateConfig, "inpaint_padding", t("generate.inpaint_padding"), slider=True, maximum=256
+                )
             with gr.Accordion(t("generate.networks"), open=False, elem_id="networks"):
                 with gr.Row():
                     lora = gr.Dropdown(lora_names(ws), label=t("generate.lora"), elem_id="lora-picker", scale=3)
@@ -138,7 +159,9 @@ def build(ctx: UiContext) -> None:
             infotext = gr.Textbox(
                 label=t("generate.infotext"), lines=4, interactive=False, elem_id="infotext"
             )
-            send_img2img = gr.Button(t("generate.send_img2img"), size="sm", elem_id="send-img2img")
+            with gr.Row():
+                send_img2img = gr.Button(t("generate.send_img2img"), size="sm", elem_id="send-img2img")
+                send_inpaint = gr.Button(t("generate.send_inpaint"), size="sm", elem_id="send-inpaint")
     last_seed = gr.State(-1)
     images = gr.State([])
 
@@ -147,12 +170,24 @@ def build(ctx: UiContext) -> None:
 
     inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
 
-    def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
-        yield from _run(ctx, {name: form[f[name]] for name in FORM_FIELDS}, user_of(request))
+    inputs.add(painter)
+    outputs = [progress, preview, gallery, infotext, last_seed, images]
+    assert len(outputs) == OUTPUT_COUNT
 
-    run.click(
-        generate, inputs, [progress, preview, gallery, infotext, last_seed, images], concurrency_limit=None
-    )
+    def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
+        values = {name: form[f[name]] for name in FORM_FIELDS}
+        yield from submit_and_follow(ctx, values, form[painter], user_of(request))
+
+    def reconnect(request: gr.Request) -> Iterator[tuple]:
+        yield from follow_running(ctx, user_of(request))
+
+    run.click(generate, inputs, outputs, concurrency_limit=None)
+    # a reload (or a second browser tab) picks up this user's generation where it is
+    ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": outputs, "concurrency_limit": None})
+    def selected_infotext(paths: list[str], event: gr.SelectData) -> str:
+        return infotext_of(paths, event.index)
+
+    gallery.select(selected_infotext, images, infotext)
     def interrupt_mine(request: gr.Request) -> None:
         ctx.studio.interrupt(user_of(request))
 
@@ -164,9 +199,8 @@ def build(ctx: UiContext) -> None:
     random_seed.click(lambda: -1, None, f["seed"])
     reuse_seed.click(lambda seed: seed, last_seed, f["seed"])
     clear_image.click(lambda: None, None, f["init_image"])
-    send_img2img.click(
-        _first_image, images, [f["init_image"], img2img]
-    )
+    send_img2img.click(_first_image, images, [f["init_image"], img2img])
+    send_inpaint.click(_first_image, images, [painter, inpaint])
     add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
     lora.change(lambda name: _lora_card(ctx, name), lora, lora_card)
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
@@ -190,7 +224,13 @@ def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
         saved = load_preferences(ctx.studio.workspace)
     except LorastudioError:
         return [gr.update() for _ in names]
-    return [gr.update(value=getattr(saved, name)) for name in names]
+    # Only what changed since the page was built: a value typed while the page loads stays.
+    return [
+        gr.update(value=getattr(saved, name))
+        if getattr(saved, name) != getattr(ctx.preferences, name)
+        else gr.update()
+        for name in names
+    ]
 
 
 def _append(prompt: str, text: str) -> str:
@@ -237,83 +277,3 @@ def _first_image(images: list[str]) -> tuple:
     return (images[0] if images else None), gr.update(open=True)
 
 
-def _config(ctx: UiContext, values: dict[str, Any]) -> GenerateConfig:
-    """The form as a GenerateConfig: an img2img source becomes an upload the job can name."""
-    from lorastudio.service.uploads import store_image
-
-    values = dict(values)
-    values["schedule"] = None if values.get("schedule") in (None, "", "Automatic") else values["schedule"]
-    for name in ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps"):
-        if values.get(name) is not None:
-            values[name] = int(values[name])
-    values["width"], values["height"] = optional_number(values["width"]), optional_number(values["height"])
-    source = values.pop("init_image", None)
-    cfg = GenerateConfig(**values)
-    if source:
-        encoded = base64.b64encode(Path(source).read_bytes()).decode()
-        cfg = cfg.model_copy(update={"init_image": store_image(ctx.studio.workspace, encoded, "init_image")})
-    return cfg
-
-
-def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:
-    t = ctx.t
-    if job.state == "queued":
-        return t("progress.queued", position=ctx.studio.queue_position(job) or 1)
-    if state.get("job") != job.id or not state.get("steps"):
-        return t("progress.starting")
-    eta = state.get("eta")
-    return t(
-        "progress.running",
-        step=state["step"],
-        steps=state["steps"],
-        percent=int(100 * float(state.get("progress") or 0)),
-        eta=f"{eta:.0f} s" if eta is not None else "…",
-    )
-
-
-def _preview_image(state: dict[str, Any]):
-    from lorastudio.service.uploads import decode_image
-
-    data = state.get("preview")
-    if not data:
-        return None
-    try:
-        return decode_image(data, "preview")[0]
-    except Exception:  # a preview that cannot be decoded is only a missing preview
-        return None
-
-
-def _run(ctx: UiContext, values: dict[str, Any], user: str) -> Iterator[tuple]:
-    """Queue the job, then yield (progress, preview, gallery, infotext, seed, images) until it ends."""
-    from lorastudio.service.png_info import png_info
-
-    t, studio = ctx.t, ctx.studio
-    no_change = gr.update()
-    try:
-        cfg = _config(ctx, values)
-        if cfg.seed == -1:
-            cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
-        job = studio.submit_generate(cfg, user=user)
-    except Exception as exc:  # refused input: say why next to the button, keep the form
-        yield (f'<span class="error-text">{t("app.error")}: {error_text(exc)}</span>', gr.update(visible=False),
-               no_change, no_change, no_change, no_change)  # fmt: skip
-        return
-    started = time.monotonic()
-    while True:
-        job = studio.get_job(job.id)
-        if job.finished:
-            break
-        state = studio.progress_state(user)
-        preview_image = _preview_image(state) if state.get("job") == job.id else None
-        yield (_progress_text(ctx, job, state), gr.update(value=preview_image, visible=preview_image is not None),
-               no_change, no_change, no_change, no_change)  # fmt: skip
-        time.sleep(POLL_S)
-    paths = [str(path) for path in studio.job_images(job)]
-    info = png_info(paths[0])["info"] if paths else ""
-    if job.state == "succeeded":
-        status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
-    elif job.state == "cancelled":
-        status = t("progress.cancelled")
-    else:
-        status = f'<span class="error-text">{t("progress.failed", error=job.error or job.state)}</span>'
-    yield status, gr.update(visible=False), paths, info, cfg.seed, paths

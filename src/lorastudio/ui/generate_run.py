@@ -1,0 +1,189 @@
+"""Running what the Generate tab asks for: form -> GenerateConfig -> a queued job -> live updates.
+
+Apart from the tab's layout so that the same follow loop serves the Generate button and a page
+reload (which reconnects to the user's job still running), and so the mask arithmetic of the
+inpaint painter can be tested without a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.ui.context import UiContext, error_text
+from lorastudio.ui.forms import optional_number
+
+__all__ = ["mask_from_editor", "submit_and_follow", "follow_running", "form_config", "OUTPUT_COUNT"]
+
+POLL_S = 0.4
+MAX_SEED = 2**32 - 1
+INT_FIELDS = ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps", "mask_blur",
+              "inpaint_padding", "resize_mode", "inpainting_fill")  # fmt: skip
+# progress, preview, gallery, infotext, last seed, image paths
+OUTPUT_COUNT = 6
+
+
+def _png_base64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def mask_from_editor(value: dict[str, Any] | None):
+    """(source image, mask) from the inpaint painter, or None when nothing was painted.
+
+    The painter gives the uploaded picture as `background` and the strokes as transparent
+    `layers`; every painted pixel (alpha > 0) of any layer is repainted (white), as A1111's
+    inpaint sketch reads it.
+    """
+    from PIL import Image
+
+    if not value or value.get("background") is None:
+        return None
+    background = value["background"]
+    if not isinstance(background, Image.Image):
+        background = Image.open(background)
+    mask = Image.new("L", background.size, 0)
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        if not isinstance(layer, Image.Image):
+            layer = Image.open(layer)
+        alpha = layer.convert("RGBA").getchannel("A").resize(background.size)
+        mask.paste(255, mask=alpha.point(lambda a: 255 if a > 0 else 0))
+    if mask.getbbox() is None:
+        return None
+    return background.convert("RGB"), mask
+
+
+def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] | None = None) -> GenerateConfig:
+    """The form as a GenerateConfig; an img2img source or a painted inpaint mask become uploads the
+    job names (the same store the API's base64 images go to)."""
+    from lorastudio.service.uploads import store_image
+
+    values = dict(values)
+    values["schedule"] = None if values.get("schedule") in (None, "", "Automatic") else values["schedule"]
+    for name in INT_FIELDS:
+        if values.get(name) is not None:
+            values[name] = int(values[name])
+    values["width"], values["height"] = optional_number(values.get("width")), optional_number(values.get("height"))
+    source = values.pop("init_image", None)
+    cfg = GenerateConfig(**values)
+    ws = ctx.studio.workspace
+    painted = mask_from_editor(painter)
+    if painted is not None:
+        image, mask = painted
+        return cfg.model_copy(
+            update={
+                "init_image": store_image(ws, _png_base64(image), "init_image"),
+                "mask": store_image(ws, _png_base64(mask), "mask", mask=True),
+            }
+        )
+    if source:
+        encoded = base64.b64encode(Path(source).read_bytes()).decode()
+        cfg = cfg.model_copy(update={"init_image": store_image(ws, encoded, "init_image")})
+    return cfg
+
+
+def _error_markup(ctx: UiContext, text: str) -> str:
+    return f'<span class="error-text">{ctx.t("app.error")}: {text}</span>'
+
+
+def submit_and_follow(
+    ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] | None, user: str
+) -> Iterator[tuple]:
+    """Queue the job, then yield the tab's outputs until it ends; a refused form says why and keeps the form."""
+    no_change = gr.update()
+    try:
+        cfg = form_config(ctx, values, painter)
+        if cfg.seed == -1:
+            cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
+        job = ctx.studio.submit_generate(cfg, user=user)
+    except Exception as exc:
+        yield (_error_markup(ctx, error_text(exc)), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
+        return
+    yield from _follow(ctx, job.id, user)
+
+
+def follow_running(ctx: UiContext, user: str) -> Iterator[tuple]:
+    """On a page (re)load: follow this user's generation still queued or running, if any."""
+    for state in ("running", "queued"):
+        for job in ctx.studio.list_jobs(state=state, user=user, limit=20):
+            if job.kind == "generate":
+                yield from _follow(ctx, job.id, user)
+                return
+    yield tuple(gr.update() for _ in range(OUTPUT_COUNT))
+
+
+def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
+    from lorastudio.service.png_info import png_info
+
+    t, studio, no_change = ctx.t, ctx.studio, gr.update()
+    started = time.monotonic()
+    while True:
+        job = studio.get_job(job_id)
+        if job.finished:
+            break
+        state = studio.progress_state(user)
+        image = _preview_image(state) if state.get("job") == job.id else None
+        yield (_progress_text(ctx, job, state), gr.update(value=image, visible=image is not None),
+               *[no_change] * (OUTPUT_COUNT - 2))  # fmt: skip
+        time.sleep(POLL_S)
+    paths = [str(path) for path in studio.job_images(job)]
+    info = png_info(paths[0])["info"] if paths else ""
+    if job.state == "succeeded":
+        status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
+    elif job.state == "cancelled":
+        status = t("progress.cancelled")
+    else:
+        status = _error_markup(ctx, t("progress.failed", error=job.error or job.state))
+    seed = (job.payload.get("config") or {}).get("seed", -1)
+    yield status, gr.update(visible=False), paths, info, seed, paths
+
+
+def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:
+    t = ctx.t
+    if job.state == "queued":
+        return t("progress.queued", position=ctx.studio.queue_position(job) or 1)
+    if state.get("job") != job.id or not state.get("steps"):
+        return t("progress.starting")
+    eta = state.get("eta")
+    return t(
+        "progress.running",
+        step=state["step"],
+        steps=state["steps"],
+        percent=int(100 * float(state.get("progress") or 0)),
+        eta=f"{eta:.0f} s" if eta is not None else "…",
+    )
+
+
+def _preview_image(state: dict[str, Any]):
+    from lorastudio.service.uploads import decode_image
+
+    data = state.get("preview")
+    if not data:
+        return None
+    try:
+        return decode_image(data, "preview")[0]
+    except Exception:  # a preview that cannot be decoded is only a missing preview
+        return None
+
+
+def infotext_of(paths: list[str], index: int) -> str:
+    """The infotext of the gallery's selected image (each image of a batch has its own seed)."""
+    from lorastudio.service.png_info import png_info
+
+    if not paths or not 0 <= index < len(paths):
+        return ""
+    try:
+        return png_info(paths[index])["info"]
+    except Exception as exc:
+        return error_text(exc)
