@@ -283,7 +283,7 @@ def test_interrupt_before_the_first_grid_cell_is_done_ends_cancelled_with_nothin
 
 def test_each_sampling_step_asks_the_database_once_for_cancel_and_skip(queue_url, workspace):  # noqa: F811
     from lorastudio.generate.pipeline import SkipBatch
-    from lorastudio.service.job_kinds import _StepReporter
+    from lorastudio.service.job_steps import StepReporter
     from lorastudio.service.jobs.context import JobContext, WorkerInfo
     from lorastudio.service.jobs.store import JobCancelled
 
@@ -299,7 +299,7 @@ def test_each_sampling_step_asks_the_database_once_for_cancel_and_skip(queue_url
                 return getattr(store, name)
 
         ctx = JobContext(job, CountingStore(), workspace, WorkerInfo(None, "w"), workspace.outputs / job.id)
-        reporter = _StepReporter(ctx, skippable=True)
+        reporter = StepReporter(ctx, skippable=True)
         assert [reporter.should_stop() for _ in range(3)] == [False, False, False]
         assert store.skip(job.id)
         with pytest.raises(SkipBatch):

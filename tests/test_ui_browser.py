@@ -161,17 +161,31 @@ def test_send_to_inpaint_paint_a_mask_and_repaint_only_there(served, page):
     assert job.payload["config"]["mask"] and job.payload["config"]["init_image"]
 
 
+def test_story_mode_renders_each_line_and_a_contact_sheet(served, page):
+    _small_generation(page, prompt="base prompt (unused)")
+    page.get_by_text("Story (prompt list)").click()
+    page.locator("#story-prompts textarea").fill("小红 in a red room\n小红 on a blue sea")
+    page.click("#story-run")
+    page.wait_for_function(
+        "() => (document.querySelector('#progress-text') || {innerText: ''}).innerText.includes('Done')", timeout=120_000
+    )
+    job = served.studio.list_jobs(limit=1)[0]
+    assert (job.kind, job.state) == ("series", "succeeded")
+    assert len(job.result["images"]) == 2 and job.result["contact_sheet"]
+    assert page.locator("#gallery img").count() >= 3  # the contact sheet, then both pictures
+
+
 def test_a_reload_reconnects_to_the_running_generation(served, page):
     _small_generation(page, prompt="survives a reload", steps=20, count=12)
     page.click("#generate-run")
-    page.wait_for_function("() => /Step|Queued|Starting/.test(document.querySelector('#progress-text').innerText)")
+    page.wait_for_function("() => /Step|Queued|Starting/.test((document.querySelector('#progress-text') || {innerText: ''}).innerText)")
     page.reload()
     page.wait_for_function(
-        "() => /Step|Queued|Starting/.test(document.querySelector('#progress-text').innerText)", timeout=60_000
+        "() => /Step|Queued|Starting/.test((document.querySelector('#progress-text') || {innerText: ''}).innerText)", timeout=60_000
     )
     page.click("#generate-interrupt")
     page.wait_for_function(
-        "() => document.querySelector('#progress-text').innerText.includes('Interrupted')", timeout=120_000
+        "() => (document.querySelector('#progress-text') || {innerText: ''}).innerText.includes('Interrupted')", timeout=120_000
     )
 
 
@@ -179,11 +193,11 @@ def test_interrupt_stops_a_long_generation(served, page):
     _small_generation(page, prompt="a long one", steps=20, count=16)
     page.click("#generate-run")
     page.wait_for_function(
-        "() => /Step|Queued/.test(document.querySelector('#progress-text').innerText)", timeout=120_000
+        "() => /Step|Queued/.test((document.querySelector('#progress-text') || {innerText: ''}).innerText)", timeout=120_000
     )
     page.click("#generate-interrupt")
     page.wait_for_function(
-        "() => document.querySelector('#progress-text').innerText.includes('Interrupted')", timeout=120_000
+        "() => (document.querySelector('#progress-text') || {innerText: ''}).innerText.includes('Interrupted')", timeout=120_000
     )
     job = served.studio.list_jobs(limit=1)[0]
     assert job.state == "cancelled"
@@ -194,7 +208,7 @@ def test_a_refused_value_is_shown_next_to_the_button_not_as_a_trace(served, page
     _small_generation(page)
     _set(page, "#field-width input", 60)  # not a multiple of 8
     page.click("#generate-run")
-    page.wait_for_function("() => document.querySelector('#progress-text').innerText.includes('Error')")
+    page.wait_for_function("() => (document.querySelector('#progress-text') || {innerText: ''}).innerText.includes('Error')")
     text = page.locator("#progress-text").inner_text()
     assert "width" in text and "Traceback" not in text
 

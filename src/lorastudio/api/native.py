@@ -27,6 +27,7 @@ from lorastudio.service import outputs as library_outputs
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.jobs import Job
 from lorastudio.service.limits import MAX_PRIORITY
+from lorastudio.service.series import SeriesJob, submit_series
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.uploads import UPLOAD_SUFFIXES, image_or_upload, store_stream
 from lorastudio.service.workspace import safe_name
@@ -80,6 +81,16 @@ def submit_generate(
     except BaseException:
         studio.discard_uploads(stored)  # a refused request leaves none of its images behind
         raise
+    return _job_json(studio, job)
+
+
+@router.post("/jobs/series")
+def submit_series_job(
+    body: SeriesJob, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue a story series: one image set per prompt of `series.prompts` on the base `config`, and a
+    contact sheet (`contact-sheet.png` among the job's artifacts)."""
+    job = submit_series(studio, body.config, body.series, user=request_user(request), priority=priority)
     return _job_json(studio, job)
 
 

@@ -7,32 +7,72 @@ of strings or of mappings with `prompt` plus any per-image overrides of the requ
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from PIL import Image, ImageDraw
+from pydantic import Field
 
+from lorastudio.config import StrictModel
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.fonts import fit_text, load_font
 
-__all__ = ["read_prompt_file", "series_requests", "contact_sheet", "SEED_POLICIES"]
+__all__ = [
+    "SeriesRequest",
+    "parse_prompt_list",
+    "looks_like_yaml_list",
+    "read_prompt_file",
+    "series_requests",
+    "contact_sheet",
+    "SEED_POLICIES",
+]
 
 SEED_POLICIES = ("fixed", "increment", "random")
 
 
+class SeriesRequest(StrictModel):
+    """The story part of a series request; the generation part is a GenerateConfig (the base)."""
+
+    prompts: str = Field(
+        description="The prompt list: one prompt per line ('#' starts a comment), or a YAML list of prompts "
+        "or of mappings with 'prompt' and any generation field (seed, steps, ...) for that picture.",
+        max_length=200_000,
+    )
+    seed_policy: Literal["fixed", "increment", "random"] = Field(
+        "fixed",
+        description="Seeds across the prompts: 'fixed' one seed for all (the same character and framing), "
+        "'increment' seed + i, 'random' a new seed each; an entry's own seed wins.",
+    )
+
+
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
+    """The prompts of a .txt (one per line) or .yaml file."""
     path = Path(path)
     if not path.is_file():
         raise LorastudioError(
             f"{path}: prompt file not found; give a .txt (one prompt per line) or .yaml list."
         )
     text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        data = yaml.safe_load(text) or []
+    return parse_prompt_list(text, path.suffix.lower() in {".yaml", ".yml"}, str(path))
+
+
+def looks_like_yaml_list(text: str) -> bool:
+    """A pasted prompt list in YAML starts with `- ` or `prompts:`; anything else is one prompt per line."""
+    first = next((line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")), "")
+    return first.startswith("- ") or first == "-" or first.startswith("prompts:")
+
+
+def parse_prompt_list(text: str, yaml_format: bool, source: str = "prompt list") -> list[dict[str, Any]]:
+    """Prompt entries (`{"prompt": ..., **fields}`) from the text of a prompt list."""
+    if yaml_format:
+        try:
+            data = yaml.safe_load(text) or []
+        except yaml.YAMLError as exc:
+            raise LorastudioError(f"{source}: not valid YAML ({exc.__class__.__name__}); check the indentation.") from None
         if isinstance(data, dict) and "prompts" in data:
             data = data["prompts"]
         if not isinstance(data, list):
-            raise LorastudioError(f"{path}: YAML must be a list of prompts or of mappings with 'prompt'.")
+            raise LorastudioError(f"{source}: YAML must be a list of prompts or of mappings with 'prompt'.")
         items = []
         for i, entry in enumerate(data):
             if isinstance(entry, str):
@@ -40,7 +80,7 @@ def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
             elif isinstance(entry, dict) and "prompt" in entry:
                 items.append(dict(entry))
             else:
-                raise LorastudioError(f"{path}: entry {i + 1} needs a 'prompt' key.")
+                raise LorastudioError(f"{source}: entry {i + 1} needs a 'prompt' key.")
         return items
     return [
         {"prompt": line.strip()}

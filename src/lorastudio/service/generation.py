@@ -326,33 +326,45 @@ class SeriesResult(GenerationResult):
 def run_series(
     ws: Workspace,
     base: dict[str, Any],
-    prompt_file: str | Path,
+    prompts: str | Path | list[dict[str, Any]],
     seed_policy: str = "fixed",
     progress: Callable[[int, int], None] | None = None,
     out_dir: Path | None = None,
     names: NamePolicy = STRICT,
+    cache: ModelCache | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    preview: Callable[[Any], None] | None = None,
+    sheet_name: str | None = None,
 ) -> SeriesResult:
-    """Render one image set per prompt of a prompt file with one seed policy, plus a contact sheet."""
+    """Render one image set per prompt (a prompt file or its entries) with one seed policy, plus a
+    contact sheet. Progress runs over the whole series; a stop keeps the pictures made so far."""
     from lorastudio.config import load_config
     from lorastudio.generate.pipeline import resolve_seed
     from lorastudio.generate.series import contact_sheet, read_prompt_file, series_requests
 
-    items = read_prompt_file(prompt_file)
+    items = prompts if isinstance(prompts, list) else read_prompt_file(prompts)
     if not items:
-        raise LorastudioError(f"{prompt_file}: contains no prompts.")
+        raise LorastudioError(f"{'the prompt list' if isinstance(prompts, list) else prompts}: contains no prompts.")
     seed = resolve_seed(int(base.get("seed", -1)))
-    cache = ModelCache(ws, names=names)
+    cache = cache or ModelCache(ws, names=names)
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
     images: list[OutputImage] = []
     labels: list[str] = []
     first = None
     for i, request in enumerate(series_requests(base, items, seed, seed_policy)):
         cfg = load_config(GenerateConfig, None, request)
-        result = run_generation(ws, cfg, cache, progress, out_dir=folder, names=names)
+
+        def overall(done: int, total: int, i: int = i) -> None:
+            progress(i * total + done, len(items) * total)
+
+        result = run_generation(
+            ws, cfg, cache, overall if progress else None, should_stop, out_dir=folder, preview=preview, names=names
+        )
         first = first or result
         images += result.images
         labels += [f"{i + 1}: {cfg.prompt}"] * len(result.images)
-    sheet = contact_sheet(
-        [img.path for img in images], labels, folder / f"contact-sheet-{Path(prompt_file).stem}.png"
-    )
+        if should_stop is not None and should_stop():
+            break
+    name = sheet_name or f"contact-sheet-{Path(prompts).stem if not isinstance(prompts, list) else 'series'}.png"
+    sheet = contact_sheet([img.path for img in images], labels, folder / name) if images else None
     return SeriesResult(images, first.model, first.model_hash, first.loras, sheet)

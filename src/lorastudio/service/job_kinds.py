@@ -18,7 +18,6 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,15 @@ from lorastudio.config import ConfigLayer, StrictModel, load_config, resolve_con
 from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.series import SeriesRequest
 from lorastudio.service.grid import GridRequest, GridResult, run_grid, submit_grid
+from lorastudio.service.job_steps import (
+    PREVIEW_EVERY_STEPS,
+    StepReporter,
+    model_cache_of,
+    names_policy_of,
+    publish_artifacts,
+)
 from lorastudio.service.jobs.registry import (
     FolderRule,
     Handler,
@@ -39,7 +46,8 @@ from lorastudio.service.jobs.registry import (
     output_folder,
     sleep_handler,
 )
-from lorastudio.service.jobs.store import Job, JobCancelled, JobStopped
+from lorastudio.service.jobs.store import Job, JobCancelled
+from lorastudio.service.series import series_handler, submit_series
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
 from lorastudio.train.config import TrainConfig, saved_train_config
@@ -66,10 +74,6 @@ __all__ = [
     "typed_job",
     "upload_path",
 ]
-
-# At most this often a generation step is written to the queue (the last step always is).
-PROGRESS_EVERY_S = 0.1
-
 
 class CaptionJobConfig(StrictModel):
     """Caption (image-to-text model) or tag (WD14 ONNX tagger) every image of a data set."""
@@ -106,87 +110,7 @@ class ImportJobConfig(StrictModel):
         return self
 
 
-# --- artifacts --------------------------------------------------------------------------
-
-
-def publish_artifacts(ctx: JobContext, folder: Path) -> list[str]:
-    """Upload a finished job's files to the artifact store, when it is not this workspace.
-
-    With several boxes the API that answers a download may not be the box that ran the job.
-    """
-    from lorastudio.service.artifacts import open_artifact_store
-
-    store = ctx.cache.get("artifact_store")
-    if store is None:
-        store = ctx.cache["artifact_store"] = open_artifact_store()
-    if not store.remote:
-        return []
-    names = store.publish(ctx.job_id, folder)
-    ctx.emit("artifacts", {"names": names, "store": store.describe()})
-    return names
-
-
 # --- generate ---------------------------------------------------------------------------
-
-
-def _model_cache(ctx: JobContext):
-    """The worker's model cache, kept across jobs so a loaded model is reused."""
-    from lorastudio.service.model_cache import ModelCache
-
-    cache = ctx.cache.get("model_cache")
-    if cache is None:
-        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace, names=_names_policy(ctx))
-    return cache
-
-
-def _names_policy(ctx: JobContext):
-    """How this worker finds request names: strict, hub ids only where its starter allows them."""
-    from lorastudio.service.names import STRICT
-
-    return ctx.cache.get("names", STRICT)
-
-
-PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's default is 10)
-
-
-class _StepReporter:
-    """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
-
-    def __init__(self, ctx: JobContext, skippable: bool = False) -> None:
-        self.ctx = ctx
-        self.skippable = skippable  # a /skip drops the current batch (generate jobs only)
-        self.stopped: JobStopped | None = None
-        self._last = 0.0
-
-    def progress(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done >= total or now - self._last >= PROGRESS_EVERY_S:
-            self._last = now
-            self.ctx.progress(done / max(total, 1), step=done, total=total)
-
-    def preview(self, image) -> None:
-        """A small PNG of the current estimate as a `preview` event (A1111's current_image)."""
-        import base64
-        import io
-
-        image = image.copy()
-        image.thumbnail((256, 256))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        self.ctx.emit("preview", {"image": base64.b64encode(buffer.getvalue()).decode("ascii")})
-
-    def should_stop(self) -> bool:
-        try:
-            skip = self.ctx.check_step(self.skippable)  # one database read for both questions
-        except JobStopped as exc:
-            self.stopped = exc
-            return True
-        if skip:
-            from lorastudio.generate.pipeline import SkipBatch
-
-            self.ctx.emit("skipped", {})  # clients (and /progress) see the batch or cell dropped
-            raise SkipBatch()
-        return False
 
 
 def generate_handler(ctx: JobContext) -> dict[str, Any]:
@@ -196,8 +120,8 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
     if cfg.device is None and ctx.device:
         cfg = cfg.model_copy(update={"device": ctx.device})
-    cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx, skippable=True)
+    cache = model_cache_of(ctx)
+    reporter = StepReporter(ctx, skippable=True)
     result = run_generation(
         ctx.workspace,
         cfg,
@@ -231,8 +155,8 @@ def grid_handler(ctx: JobContext) -> dict[str, Any]:
     request = GridRequest.model_validate(ctx.payload.get("grid") or {})
     if cfg.device is None and ctx.device:
         cfg = cfg.model_copy(update={"device": ctx.device})
-    cache = _model_cache(ctx)
-    reporter = _StepReporter(ctx, skippable=True)  # /skip drops the current cell
+    cache = model_cache_of(ctx)
+    reporter = StepReporter(ctx, skippable=True)  # /skip drops the current cell
     try:
         result = run_grid(
             ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
@@ -316,7 +240,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
             callback=on_event,
             device=ctx.device,
             progress=False,
-            names=_names_policy(ctx),
+            names=names_policy_of(ctx),
         )
     else:
         result = training.run_training(
@@ -326,7 +250,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
             run_dir=run_dir,
             device=ctx.device,
             progress=False,
-            names=_names_policy(ctx),
+            names=names_policy_of(ctx),
         )
     publish_artifacts(ctx, run_dir)
     return _json_ready(result)
@@ -439,6 +363,10 @@ def _submit_grid(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who
     return submit_grid(studio, cfg, extras["grid"], **who)
 
 
+def _submit_series(studio: Any, cfg: GenerateConfig, extras: dict[str, Any], **who: Any) -> Job:
+    return submit_series(studio, cfg, extras["series"], **who)
+
+
 def _submit_train(studio: Any, cfg: TrainConfig, extras: dict[str, Any], **who: Any) -> Job:
     return studio.submit_train(cfg, **who)
 
@@ -472,6 +400,7 @@ class JobKind:
 KINDS: dict[str, JobKind] = {
     "generate": JobKind(GenerateConfig, generate_handler, _submit_generate),
     "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, extras={"grid": GridRequest}),
+    "series": JobKind(GenerateConfig, series_handler, _submit_series, extras={"series": SeriesRequest}),
     "train": JobKind(TrainConfig, train_handler, _submit_train, folder=run_folder),
     "caption": JobKind(CaptionJobConfig, caption_handler, _submit_caption),
     "import": JobKind(ImportJobConfig, import_handler, _submit_import),

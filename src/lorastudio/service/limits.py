@@ -85,3 +85,12 @@ def check_grid_cells(limits: RequestLimits, cells: int) -> None:
         raise InvalidRequest(
             f"grid: {cells} cells is over the server's limit of {limit} (lorastudio serve --max-grid-cells)."
         )
+
+
+def check_series_prompts(limits: RequestLimits, prompts: int) -> None:
+    """A story series of at most `--max-grid-cells` prompts (each one generation, like a grid cell)."""
+    limit = limits.max_grid_cells
+    if limit and prompts > limit:
+        raise InvalidRequest(
+            f"series: {prompts} prompts is over the server's limit of {limit} (lorastudio serve --max-grid-cells)."
+        )

@@ -49,7 +49,7 @@ __all__ = ["InvalidRequest", "Studio", "StudioSettings"]
 logger = logging.getLogger("lorastudio.studio")
 
 # Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
-INTERRUPTIBLE_KINDS = ("generate", "grid")
+INTERRUPTIBLE_KINDS = ("generate", "grid", "series")
 
 
 class Studio:

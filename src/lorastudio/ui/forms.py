@@ -71,10 +71,16 @@ def field_spec(model: type[BaseModel], name: str) -> FieldSpec:
         kind = "float"
     else:
         kind = "text"
+    if info.is_required():
+        default = None
+    elif info.default_factory is not None:
+        default = info.default_factory()
+    else:
+        default = info.default
     return FieldSpec(
         name=name,
         kind=kind,
-        default=info.default,
+        default=default,
         description=(info.description or "").strip(),
         minimum=low,
         maximum=high,

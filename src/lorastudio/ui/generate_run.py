@@ -21,7 +21,16 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.ui.context import UiContext, error_text
 from lorastudio.ui.forms import optional_number
 
-__all__ = ["mask_from_editor", "submit_and_follow", "follow_running", "form_config", "OUTPUT_COUNT"]
+__all__ = [
+    "OUTPUT_COUNT",
+    "follow_running",
+    "form_config",
+    "mask_from_editor",
+    "submit_and_follow",
+    "submit_series_and_follow",
+]
+# job kinds the Generate tab starts and follows
+FOLLOWED_KINDS = ("generate", "series")
 
 POLL_S = 0.4
 MAX_SEED = 2**32 - 1
@@ -113,11 +122,30 @@ def submit_and_follow(
     yield from _follow(ctx, job.id, user)
 
 
+def submit_series_and_follow(
+    ctx: UiContext, values: dict[str, Any], prompts: str, seed_policy: str, user: str
+) -> Iterator[tuple]:
+    """The story mode: the form is the base request, each line (or YAML entry) one picture."""
+    from lorastudio.service.series import SeriesRequest, submit_series
+
+    no_change = gr.update()
+    try:
+        cfg = form_config(ctx, values)
+        if cfg.seed == -1:
+            cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
+        request = SeriesRequest(prompts=prompts or "", seed_policy=seed_policy)
+        job = submit_series(ctx.studio, cfg, request, user=user)
+    except Exception as exc:
+        yield (_error_markup(ctx, error_text(exc)), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
+        return
+    yield from _follow(ctx, job.id, user)
+
+
 def follow_running(ctx: UiContext, user: str) -> Iterator[tuple]:
     """On a page (re)load: follow this user's generation still queued or running, if any."""
     for state in ("running", "queued"):
         for job in ctx.studio.list_jobs(state=state, user=user, limit=20):
-            if job.kind == "generate":
+            if job.kind in FOLLOWED_KINDS:
                 yield from _follow(ctx, job.id, user)
                 return
     yield tuple(gr.update() for _ in range(OUTPUT_COUNT))
@@ -139,6 +167,9 @@ def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
         time.sleep(POLL_S)
     paths = [str(path) for path in studio.job_images(job)]
     info = png_info(paths[0])["info"] if paths else ""
+    sheet = (job.result or {}).get("contact_sheet")
+    if sheet:  # a series: its contact sheet first, then every picture
+        paths.insert(0, str(studio.job_folder(job) / sheet))
     if job.state == "succeeded":
         status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
     elif job.state == "cancelled":

@@ -68,6 +68,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.inpaint_only_masked": ("Only masked (at full resolution)", "仅重绘蒙版区域（全分辨率）"),
     "generate.inpaint_padding": ("Only masked padding, pixels", "仅蒙版区域的边距（像素）"),
     "generate.send_inpaint": ("Send to inpaint", "发送到局部重绘"),
+    # generate: story mode (a prompt list)
+    "generate.story": ("Story (prompt list)", "故事模式（提示词列表）"),
+    "generate.story_prompts": ("One prompt per line, or a YAML list", "每行一个提示词，或 YAML 列表"),
+    "generate.story_seed_policy": ("Seeds across the prompts", "各提示词的种子"),
+    "generate.story_run": ("Generate the series", "生成整组图片"),
     # generate: LoRA and embeddings
     "generate.networks": ("LoRA and embeddings", "LoRA 与嵌入"),
     "generate.lora": ("LoRA", "LoRA"),

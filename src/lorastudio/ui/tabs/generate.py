@@ -14,9 +14,16 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.series import SeriesRequest
 from lorastudio.ui.context import UiContext, user_of
 from lorastudio.ui.forms import field_control
-from lorastudio.ui.generate_run import OUTPUT_COUNT, follow_running, infotext_of, submit_and_follow
+from lorastudio.ui.generate_run import (
+    OUTPUT_COUNT,
+    follow_running,
+    infotext_of,
+    submit_and_follow,
+    submit_series_and_follow,
+)
 
 TAB_ID = "generate"
 LABEL = "tab.generate"
@@ -143,6 +150,12 @@ def build(ctx: UiContext) -> None:
                 f["inpaint_padding"] = field_control(
                     GenerateConfig, "inpaint_padding", t("generate.inpaint_padding"), slider=True, maximum=256
                 )
+            with gr.Accordion(t("generate.story"), open=False, elem_id="story"):
+                story_prompts = field_control(
+                    SeriesRequest, "prompts", t("generate.story_prompts"), lines=6, elem_id="story-prompts"
+                )
+                story_seeds = field_control(SeriesRequest, "seed_policy", t("generate.story_seed_policy"))
+                story_run = gr.Button(t("generate.story_run"), variant="primary", elem_id="story-run")
             with gr.Accordion(t("generate.networks"), open=False, elem_id="networks"):
                 with gr.Row():
                     lora = gr.Dropdown(lora_names(ws), label=t("generate.lora"), elem_id="lora-picker", scale=3)
@@ -181,7 +194,12 @@ def build(ctx: UiContext) -> None:
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         yield from follow_running(ctx, user_of(request))
 
+    def generate_series(form: dict, request: gr.Request) -> Iterator[tuple]:
+        values = {name: form[f[name]] for name in FORM_FIELDS}
+        yield from submit_series_and_follow(ctx, values, form[story_prompts], form[story_seeds], user_of(request))
+
     run.click(generate, inputs, outputs, concurrency_limit=None)
+    story_run.click(generate_series, inputs | {story_prompts, story_seeds}, outputs, concurrency_limit=None)
     # a reload (or a second browser tab) picks up this user's generation where it is
     ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": outputs, "concurrency_limit": None})
     def selected_infotext(paths: list[str], event: gr.SelectData) -> str:

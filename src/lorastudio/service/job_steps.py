@@ -1,0 +1,103 @@
+"""What every job handler that renders images shares: the worker's model cache, step progress
+with previews and the stop check, and publishing a finished job's files.
+
+Its own module so that handlers in other modules (`service.series`) use them without
+importing `service.job_kinds`, which imports every handler.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorastudio.service.jobs.store import JobStopped
+
+if TYPE_CHECKING:
+    from lorastudio.service.jobs.context import JobContext
+
+__all__ = ["PREVIEW_EVERY_STEPS", "PROGRESS_EVERY_S", "StepReporter", "model_cache_of", "names_policy_of",
+           "publish_artifacts"]  # fmt: skip
+
+# At most this often a generation step is written to the queue (the last step always is).
+PROGRESS_EVERY_S = 0.1
+
+
+# --- artifacts --------------------------------------------------------------------------
+
+
+def publish_artifacts(ctx: JobContext, folder: Path) -> list[str]:
+    """Upload a finished job's files to the artifact store, when it is not this workspace.
+
+    With several boxes the API that answers a download may not be the box that ran the job.
+    """
+    from lorastudio.service.artifacts import open_artifact_store
+
+    store = ctx.cache.get("artifact_store")
+    if store is None:
+        store = ctx.cache["artifact_store"] = open_artifact_store()
+    if not store.remote:
+        return []
+    names = store.publish(ctx.job_id, folder)
+    ctx.emit("artifacts", {"names": names, "store": store.describe()})
+    return names
+
+
+def model_cache_of(ctx: JobContext):
+    """The worker's model cache, kept across jobs so a loaded model is reused."""
+    from lorastudio.service.model_cache import ModelCache
+
+    cache = ctx.cache.get("model_cache")
+    if cache is None:
+        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace, names=names_policy_of(ctx))
+    return cache
+
+
+def names_policy_of(ctx: JobContext):
+    """How this worker finds request names: strict, hub ids only where its starter allows them."""
+    from lorastudio.service.names import STRICT
+
+    return ctx.cache.get("names", STRICT)
+
+
+PREVIEW_EVERY_STEPS = 5  # a preview image every N sampling steps (A1111's default is 10)
+
+
+class StepReporter:
+    """Turns sampler callbacks into throttled progress rows and a non-raising stop check."""
+
+    def __init__(self, ctx: JobContext, skippable: bool = False) -> None:
+        self.ctx = ctx
+        self.skippable = skippable  # a /skip drops the current batch (generate jobs only)
+        self.stopped: JobStopped | None = None
+        self._last = 0.0
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            self.ctx.progress(done / max(total, 1), step=done, total=total)
+
+    def preview(self, image) -> None:
+        """A small PNG of the current estimate as a `preview` event (A1111's current_image)."""
+        import base64
+        import io
+
+        image = image.copy()
+        image.thumbnail((256, 256))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        self.ctx.emit("preview", {"image": base64.b64encode(buffer.getvalue()).decode("ascii")})
+
+    def should_stop(self) -> bool:
+        try:
+            skip = self.ctx.check_step(self.skippable)  # one database read for both questions
+        except JobStopped as exc:
+            self.stopped = exc
+            return True
+        if skip:
+            from lorastudio.generate.pipeline import SkipBatch
+
+            self.ctx.emit("skipped", {})  # clients (and /progress) see the batch or cell dropped
+            raise SkipBatch()
+        return False
