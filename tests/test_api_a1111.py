@@ -270,6 +270,9 @@ def test_errors_have_the_a1111_shape(client):
     assert bad_sampler.status_code == 400 and "unknown sampler" in bad_sampler.json()["detail"]
     bad_type = client.post("/sdapi/v1/txt2img", json={**TINY, "steps": "many"})
     assert bad_type.status_code == 422
+    for tag in ("<lora:x:1:1:inf>", "<lora:x:dyn=nan>"):
+        bad_tag = client.post("/sdapi/v1/txt2img", json={**TINY, "prompt": f"red {tag}"})
+        assert bad_tag.status_code == 400 and tag in bad_tag.json()["detail"]
     for response in (bad_sampler, bad_type):
         assert set(response.json()) == {"error", "detail", "body", "errors"}
     assert client.get("/sdapi/v1/nothing").status_code == 404
