@@ -165,6 +165,9 @@ def test_png_info_reads_parameters(client):
     assert data["parameters"]["Seed"] == "99" and data["parameters"]["Prompt"] == "a cat"
     plain = client.post("/sdapi/v1/png-info", json={"image": encode(Image.new("RGB", (8, 8)))}).json()
     assert plain == {"info": "", "items": {}, "parameters": {}}
+    old_hires = "p\nSteps: 20, Size: 0x0, First pass size: 0x0"
+    zero = client.post("/sdapi/v1/png-info", json={"image": encode(Image.new("RGB", (8, 8)), info=old_hires)})
+    assert zero.status_code == 200 and zero.json()["parameters"]["Size-1"] == "0"
 
 
 def test_options_switch_the_model_and_sd_models_lists_titles(client):
