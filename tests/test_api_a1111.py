@@ -165,6 +165,9 @@ def test_png_info_reads_parameters(client):
     assert data["parameters"]["Seed"] == "99" and data["parameters"]["Prompt"] == "a cat"
     plain = client.post("/sdapi/v1/png-info", json={"image": encode(Image.new("RGB", (8, 8)))}).json()
     assert plain == {"info": "", "items": {}, "parameters": {}}
+    old_hires = "p\nSteps: 20, Size: 0x0, First pass size: 0x0"
+    zero = client.post("/sdapi/v1/png-info", json={"image": encode(Image.new("RGB", (8, 8)), info=old_hires)})
+    assert zero.status_code == 200 and zero.json()["parameters"]["Size-1"] == "0"
 
 
 def test_options_switch_the_model_and_sd_models_lists_titles(client):
@@ -270,6 +273,9 @@ def test_errors_have_the_a1111_shape(client):
     assert bad_sampler.status_code == 400 and "unknown sampler" in bad_sampler.json()["detail"]
     bad_type = client.post("/sdapi/v1/txt2img", json={**TINY, "steps": "many"})
     assert bad_type.status_code == 422
+    for tag in ("<lora:x:1:1:inf>", "<lora:x:dyn=nan>"):
+        bad_tag = client.post("/sdapi/v1/txt2img", json={**TINY, "prompt": f"red {tag}"})
+        assert bad_tag.status_code == 400 and tag in bad_tag.json()["detail"]
     for response in (bad_sampler, bad_type):
         assert set(response.json()) == {"error", "detail", "body", "errors"}
     assert client.get("/sdapi/v1/nothing").status_code == 404

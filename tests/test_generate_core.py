@@ -155,6 +155,32 @@ def test_hires_fix_doubles_size(sd15):
     assert lanczos[0].image.size == (96, 96)
 
 
+def test_hires_pass_continues_the_prompt_editing_timeline(sd15, monkeypatch):
+    """As in A1111 >= 1.6: in the hires pass decimals count on from 1.0, so [red:blue:1.5]
+    is red for the whole first pass and turns blue half-way through the hires pass."""
+    from lorastudio.generate import prompt_parser
+
+    schedules = []
+    original = prompt_parser.get_learned_conditioning_prompt_schedules
+
+    def recording(prompts, steps, hires_steps=None, use_old_scheduling=False):
+        result = original(prompts, steps, hires_steps, use_old_scheduling)
+        schedules.append((prompts[0], steps, hires_steps, result[0]))
+        return result
+
+    monkeypatch.setattr(prompt_parser, "get_learned_conditioning_prompt_schedules", recording)
+    hires = {"steps": 4, "sampler": "DDIM", "hires_scale": 2.0, "hires_steps": 6, "hires_strength": 0.7}
+    edited = pixels(run(sd15, prompt="[red:blue:1.5]", **hires)[0].image)
+    assert ("[red:blue:1.5]", 4, None, [[4, "red"]]) in schedules  # first pass: red throughout
+    assert ("[red:blue:1.5]", 4, 6, [[3, "red"], [6, "blue"]]) in schedules  # hires pass: half-way
+    red = pixels(run(sd15, prompt="red", **hires)[0].image)
+    assert np.abs(edited - red).mean() > 1
+    assert np.array_equal(
+        pixels(run(sd15, prompt="[red:blue:1.5]", steps=4, sampler="DDIM")[0].image),
+        pixels(run(sd15, prompt="red", steps=4, sampler="DDIM")[0].image),
+    )  # without hires the edit never happens
+
+
 def test_size_must_be_multiple_of_8():
     from pydantic import ValidationError
 

@@ -166,6 +166,18 @@ def test_fill_masked_takes_the_surrounding_colours():
     assert np.abs(filled[32, 32] - GREEN).max() <= 3  # the red hole takes the green around it
 
 
+def test_fill_masked_takes_the_nearest_colours_at_the_edges_of_a_hole():
+    image = Image.new("RGB", (64, 64), (255, 0, 0))
+    image.paste((0, 0, 255), (32, 0, 64, 64))  # red left half, blue right half
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (20, 0, 44, 64))  # a band across the border
+    filled = px(fill_masked(image, mask)).astype(int)
+    assert np.array_equal(filled[:, :20], px(image)[:, :20]) and np.array_equal(filled[:, 44:], px(image)[:, 44:])
+    near_red, near_blue = filled[32, 21], filled[32, 42]
+    assert near_red[0] - near_red[2] > 100 and near_blue[2] - near_blue[0] > 100
+    assert abs(int(filled[32, 31, 0]) - int(filled[32, 32, 0])) < 40  # the middle is a smooth blend
+
+
 def test_inpainting_fill_modes_differ_inside_and_keep_outside(sd15, tmp_path):
     src, mask = tmp_path / "src.png", tmp_path / "mask.png"
     image = Image.new("RGB", (64, 64), GREEN)

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from lorastudio.cli import _register, app
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.grid import draw_grid
+from lorastudio.generate.grid_axes import find_axis, parse_axis_option, parse_values
 from lorastudio.generate.infotext import parse_infotext, read_infotext
-from lorastudio.service.grid import find_axis, parse_axis_option, parse_values
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 _register()

@@ -161,6 +161,25 @@ def test_old_first_pass_size_is_converted():
     assert (params["Hires resize-1"], params["Hires resize-2"]) == (1024, 1024)
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    ["Size: 0x0, First pass size: 0x0", "Size-1: -5, Size-2: 10, First pass size: 0x0", "Size: 64x64, First pass size-1: -8, First pass size-2: 8"],
+)
+def test_an_old_hires_size_with_no_area_is_left_unconverted(sizes):
+    params = parse_infotext(f"p\nSteps: 20, {sizes}, Seed: 1")
+    stated = parse_infotext(f"p\nSteps: 20, {sizes}, Seed: 1", fill_defaults=False)
+    assert (params["Hires resize-1"], params["Hires resize-2"], params["Seed"]) == (0, 0, "1")  # no hires stated
+    assert {key: params[key] for key in stated} == stated
+
+
+def test_pnginfo_cli_reads_an_old_hires_size_of_zero(tmp_path):
+    path = save_png(Image.new("RGB", (8, 8)), tmp_path / "zero.png", "p\nSteps: 20, Size: 0x0, First pass size: 0x0")
+    runner, app = _cli()
+    result = runner.invoke(app, ["pnginfo", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["Size-1"] == "0"
+
+
 def test_hypernet_and_version_backcompat():
     params = parse_infotext("a [b:c:3]\nSteps: 20, Sampler: DDIM, Hypernet: anime, Version: v1.5.1, Seed: 1")
     assert params["Prompt"] == "a [b:c:3]<hypernet:anime:1.0>"

@@ -216,6 +216,18 @@ def test_extract_extra_networks_rejects_a_non_numeric_lora_weight():
         extract_extra_networks("<lora:mira:strong>")
 
 
+@pytest.mark.parametrize("tag", ["<lora:x:1:1:inf>", "<lora:x:dyn=nan>", "<lora:x:dyn=2.7>", "<lyco:x:1:1:1e999>"])
+def test_extract_extra_networks_refuses_a_dyn_that_is_not_a_whole_number(tag):
+    with pytest.raises(LorastudioError, match="whole number") as refused:
+        extract_extra_networks(f"a cat {tag}")
+    assert tag in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_other_extra_network_kinds_read_a_non_number_as_one_as_a1111_does():
+    _, (network,) = extract_extra_networks("<hypernet:h:strong:0.5:x>")
+    assert (network.te_weight, network.unet_weight, network.dyn_dim) == (1.0, 0.5, None)
+
+
 def _cli():
     from typer.testing import CliRunner
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 __all__ = [
     "open_request_image",
@@ -198,20 +198,37 @@ def _fill_bands(canvas: Image.Image, scaled: Image.Image, left: int, top: int, a
         canvas.paste(edge_right, (left + scaled.width, 0))
 
 
+# Inpainting "fill", coarse to fine: Gaussian radii in the order their blurs are laid on. A
+# radius written twice is laid on twice, so the narrow blurs, which carry the colours right
+# at a hole's edge, outweigh the wide ones; the final 0 puts the known pixels back sharp.
+FILL_BLUR_RADII = (256, 64, 16, 16, 4, 4, 4, 4, 2, 2, 0)
+
+
 def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """Inpainting "fill": replace the masked area by ever finer blurs of the unmasked colours.
+    """Inpainting "fill": paint the masked pixels with the colours around them before sampling.
 
-    The image with the masked part made transparent is blurred at falling radii and
-    stacked, so holes take the surrounding colours; unmasked pixels stay as they are.
+    Only unmasked pixels carry colour; each blur spreads them into the holes, and laying
+    sharper blurs over wider ones leaves a pixel deep in a hole with the mean of a wide
+    neighbourhood and one at the edge with the colour beside it. Unmasked pixels keep theirs.
     """
-    from PIL import ImageOps
+    canvas = Image.new("RGBA", image.size)
+    for layer in _spread_layers(_known_colours(image, mask)):
+        canvas = Image.alpha_composite(canvas, layer)
+    return canvas.convert("RGB")
 
-    keep = ImageOps.invert(mask.convert("L"))
-    visible = Image.new("RGBa", image.size)
-    visible.paste(image.convert("RGBA").convert("RGBa"), mask=keep)
-    stacked = Image.new("RGBA", image.size)
-    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
-        layer = visible.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
-        for _ in range(repeats):
-            stacked.alpha_composite(layer)
-    return stacked.convert("RGB")
+
+def _known_colours(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The image with the mask as transparency, premultiplied ("RGBa") so a blur averages
+    only known colours and the hidden ones never leak into the fill."""
+    known = image.convert("RGBA")
+    known.putalpha(ImageOps.invert(mask.convert("L")))
+    return known.convert("RGBa")
+
+
+def _spread_layers(known: Image.Image):
+    """One straight-alpha layer per entry of FILL_BLUR_RADII (a repeated radius is blurred once)."""
+    radius, layer = None, None
+    for next_radius in FILL_BLUR_RADII:
+        if next_radius != radius:
+            radius, layer = next_radius, known.filter(ImageFilter.GaussianBlur(next_radius)).convert("RGBA")
+        yield layer

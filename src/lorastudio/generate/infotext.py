@@ -339,6 +339,8 @@ def _convert_old_hires_fix(result: dict[str, Any]) -> None:
 
     Today's keys say it the other way round: `Size` is the first pass and `Hires resize` the
     final size. A first pass of 0x0 meant "about 512x512 in the final aspect ratio".
+    Sizes no webui could have made (negative, or a final size with no area) are left as
+    written: the image's other keys still read, and a recipe using them is refused later.
     """
     if result.get("First pass size-1") is None or result.get("First pass size-2") is None:
         return
@@ -348,6 +350,8 @@ def _convert_old_hires_fix(result: dict[str, Any]) -> None:
         final_width = int(result.get("Size-1", 512))
         final_height = int(result.get("Size-2", 512))
     except (TypeError, ValueError):
+        return
+    if min(first_width, first_height) < 0 or min(final_width, final_height) <= 0:
         return
     if first_width == 0 or first_height == 0:
         first_width, first_height = _first_pass_of_512_area(final_width, final_height)

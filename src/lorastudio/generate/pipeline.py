@@ -102,13 +102,23 @@ class _Sampler:
         self.subseeds: list[int] = []  # the current batch's variation seeds
 
     # -- conditioning ---------------------------------------------------------------------
-    def _schedule(self, text: str, steps: int) -> list[tuple[int, Any]]:
+    def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
+        """The conditioning up to each step of a pass of `steps`.
+
+        In a hires pass (`first_pass_steps` given) prompt editing goes on from the first
+        pass, as in A1111 1.6+: `[a:b:1.5]` switches half-way through the hires pass.
+        """
         from lorastudio.generate.prompt_parser import get_learned_conditioning_prompt_schedules
 
-        schedule = get_learned_conditioning_prompt_schedules([text], steps)[0]
+        if first_pass_steps is None:
+            schedule = get_learned_conditioning_prompt_schedules([text], steps)[0]
+        else:
+            schedule = get_learned_conditioning_prompt_schedules([text], first_pass_steps, hires_steps=steps)[0]
         return [(int(end), self.encoder.encode(t)) for end, t in schedule]
 
-    def _composable_schedule(self, text: str, steps: int) -> list[tuple[float, list[tuple[int, Any]]]]:
+    def _composable_schedule(
+        self, text: str, steps: int, first_pass_steps: int | None = None
+    ) -> list[tuple[float, list[tuple[int, Any]]]]:
         """A1111's composable diffusion: `a AND b :0.7` -> one `(weight, schedule)` per sub-prompt.
 
         Each sub-prompt has its own prompt-editing schedule and attention weights. Only the
@@ -116,7 +126,7 @@ class _Sampler:
         """
         from lorastudio.generate.prompt_parser import split_composable
 
-        return [(weight, self._schedule(part, steps)) for part, weight in split_composable(text)]
+        return [(weight, self._schedule(part, steps, first_pass_steps)) for part, weight in split_composable(text)]
 
     def _conds_at_step(self, composable, step: int):
         """The sub-prompts' conditionings at `step`, one row each."""
@@ -212,7 +222,9 @@ class _Sampler:
         latent_mask=None,
         masked_image_latents=None,
         full_mask=None,
+        first_pass_steps: int | None = None,
     ):
+        """Sample one pass; `first_pass_steps` marks a hires pass (its prompt editing continues the first)."""
         import torch
 
         model = self.model
@@ -240,9 +252,9 @@ class _Sampler:
             if len(timesteps) == 0:
                 return init_latents
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(seeds)))
-        composable = self._composable_schedule(self.plan.prompt, steps)
+        composable = self._composable_schedule(self.plan.prompt, steps, first_pass_steps)
         weights = [weight for weight, _ in composable]
-        uncond_schedule = self._schedule(self.plan.negative, steps)
+        uncond_schedule = self._schedule(self.plan.negative, steps, first_pass_steps)
         # A plain prompt skips the negative at CFG <= 1; AND's weighted sum is built on it.
         use_cfg = self.cfg.cfg_scale > 1.0 or weights != [1.0]
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
@@ -505,7 +517,13 @@ def _run_batch(
             upscaled = sampler.encode_image(pixels)
             sampler.raise_if_stopped()
         latents = sampler.denoise(
-            seeds, hires_w, hires_h, cfg.hires_steps or cfg.steps, cfg.hires_strength, upscaled
+            seeds,
+            hires_w,
+            hires_h,
+            cfg.hires_steps or cfg.steps,
+            cfg.hires_strength,
+            upscaled,
+            first_pass_steps=cfg.steps,
         )
     sampler.raise_if_stopped()  # a cancel during the last step: do not start a long decode
     images = tensor_to_pil(sampler.decode(latents))

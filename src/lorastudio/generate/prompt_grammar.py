@@ -472,7 +472,9 @@ def extract_extra_networks(prompt: str) -> tuple[str, list[ExtraNetwork]]:
     """Take `<kind:args>` tags out of the prompt; return the rest and the tags in order.
 
     `<lora:name>` is weight 1, `<lora:name:w>` sets both weights, `<lora:name:te:unet>`
-    or `te=`/`unet=`/`dyn=` set them one by one; `<lyco:...>` is a LoRA.
+    or `te=`/`unet=`/`dyn=` set them one by one (`dyn`, the rank kept, is a whole number);
+    `<lyco:...>` is a LoRA. A LoRA weight that is not a number is refused; for other kinds
+    (`<hypernet:h:strong>`) it reads as 1.0, as in the webui.
 
     >>> extract_extra_networks("a girl <lora:mira:0.7>")
     ('a girl ', [ExtraNetwork(kind='lora', name='mira', te_weight=0.7, unet_weight=0.7, dyn_dim=None, args=('mira', '0.7'))])
@@ -504,11 +506,13 @@ def _network(kind: str, arguments: list[str], tag: str) -> ExtraNetwork:
     unet_weight = number(positional[2]) if len(positional) > 2 else te_weight
     unet_weight = number(named["unet"]) if "unet" in named else unet_weight
     dyn_text = named.get("dyn", positional[3] if len(positional) > 3 else None)
-    dyn_dim = int(number(dyn_text)) if strict and dyn_text is not None else None
+    dyn_dim = _dyn_dim(dyn_text, tag) if strict and dyn_text is not None else None
     return ExtraNetwork(kind, positional[0], te_weight, unet_weight, dyn_dim, tuple(arguments))
 
 
 def _tag_number(text: str, tag: str, strict: bool) -> float:
+    """A weight. LoRA tags refuse a word; other kinds (`<hypernet:h:strong>`) read it as 1.0,
+    as the webui does, because their arguments may mean something to an extension."""
     try:
         return float(text)
     except ValueError:
@@ -517,3 +521,15 @@ def _tag_number(text: str, tag: str, strict: bool) -> float:
         raise LorastudioError(
             f"prompt tag {tag}: {text!r} is not a number; write weights like <lora:name:0.8>."
         ) from None
+
+
+_WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _dyn_dim(text: str, tag: str) -> int:
+    """The rank `dyn=` keeps: a whole number, as the webui's `int(...)` requires (`2.7`, `inf` refused)."""
+    if _WHOLE_NUMBER.fullmatch(text) is None:
+        raise LorastudioError(
+            f"prompt tag {tag}: dyn {text!r} is not a whole number; write the rank to keep like <lora:name:1:1:8>."
+        )
+    return int(text)

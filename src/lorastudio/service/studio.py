@@ -244,12 +244,6 @@ class Studio:
         """`wait_job` without holding a thread: many waiting requests cost no threads."""
         return await self.watcher.wait_async(job_id, timeout)
 
-    def generate(self, cfg: GenerateConfig, timeout: float | None = None) -> tuple[Job, list[Path]]:
-        """Generate synchronously, through the queue: the finished job and its PNGs."""
-        job = self.submit_generate(cfg)
-        job = self.wait_job(job.id, timeout)
-        return job, self.job_images(job)
-
     def job_images(self, job: Job) -> list[Path]:
         """A generate job's PNGs: all of them, or those made before a cancel."""
         return job_images(self.workspace, job)

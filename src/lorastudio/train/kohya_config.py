@@ -31,19 +31,6 @@ from lorastudio.train.kohya_mapping import (
 __all__ = ["KOHYA_KEYS", "KohyaImport", "import_kohya_config", "kohya_train_config", "kohya_training_facts"]
 
 
-def _has_field(target: str) -> bool:
-    """Whether TrainConfig has the dotted key (a test holds every KOHYA_KEYS target to it)."""
-    from lorastudio.train.config import TrainConfig
-
-    model: Any = TrainConfig
-    for part in target.split("."):
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return False
-        model = fields[part].annotation
-    return True
-
-
 # -- entry points ---------------------------------------------------------------------------
 def import_kohya_config(config: str | Path | None, dataset_config: str | Path | None = None) -> KohyaImport:
     """Map a kohya training TOML (and dataset TOML) to lorastudio keys; see the module docstring."""

@@ -18,7 +18,7 @@ from typing import Any, get_args
 import torch
 
 from lorastudio.errors import LorastudioError
-from lorastudio.train.config import ADAPTIVE_OPTIMIZERS, LrSchedulerName, uses_relative_step
+from lorastudio.train.train_section import ADAPTIVE_OPTIMIZERS, LrSchedulerName, uses_relative_step
 
 __all__ = [
     "OPTIMIZERS",
