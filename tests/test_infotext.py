@@ -298,6 +298,10 @@ def test_png_info_service_gives_the_fronts_seeds_and_parameters(tmp_path):
 
     assert image_seeds([made, plain]) == ([text, ""], [42, -1])
     assert variation_seeds([text, "b\nSteps: 2, Seed: 1, Sampler: Euler"]) == [7]
+    # a seed that is not a whole number counts as not stated (never a 500 on a crafted image)
+    odd = save_png(Image.new("RGB", (8, 8)), tmp_path / "odd.png", "c\nSteps: 2, Seed: abc, Sampler: Euler")
+    assert image_seeds([odd])[1] == [-1]
+    assert variation_seeds(["c\nSteps: 2, Seed: abc, Sampler: Euler, Variation seed: x1"]) == []
     stated = infotext_parameters(text, fill_defaults=False)
     assert stated["Seed"] == "42" and "Clip skip" not in stated
     assert infotext_parameters(text)["Clip skip"] == "1"

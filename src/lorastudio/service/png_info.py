@@ -40,7 +40,15 @@ def image_seeds(paths: list[Path]) -> tuple[list[str], list[int]]:
     from lorastudio.generate.infotext import parse_infotext, read_infotext
 
     texts = [read_infotext(path) or "" for path in paths]
-    return texts, [int(parse_infotext(text).get("Seed", -1)) for text in texts]
+    return texts, [_whole_number(parse_infotext(text).get("Seed"), -1) for text in texts]
+
+
+def _whole_number(value: object, missing: int | None) -> int | None:
+    """A seed as an infotext states it; one that is not a whole number counts as not stated."""
+    try:
+        return int(str(value).strip()) if value is not None else missing
+    except ValueError:
+        return missing
 
 
 def variation_seeds(infotexts: list[str]) -> list[int]:
@@ -48,4 +56,4 @@ def variation_seeds(infotexts: list[str]) -> list[int]:
     from lorastudio.generate.infotext import parse_infotext
 
     values = [parse_infotext(text, fill_defaults=False).get("Variation seed") for text in infotexts]
-    return [int(value) for value in values if value is not None]
+    return [seed for seed in (_whole_number(value, None) for value in values) if seed is not None]
