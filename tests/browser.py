@@ -77,7 +77,7 @@ def served_studio(workspace_root: Path, models_dir: Path, root_path: str = "") -
         if not (workspace.models / name).exists():
             (workspace.models / name).symlink_to(models_dir / name, target_is_directory=True)
     studio = Studio(workspace, StudioSettings(model="tiny-sd15"))
-    app = create_app(studio, auth=f"{USER}:{PASSWORD}", ui=True)
+    app = create_app(studio, auth=f"{USER}:{PASSWORD}", ui=True, root_path=root_path)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
     server = uvicorn.Server(config)
@@ -136,3 +136,57 @@ def log_in(page, base: str, user: str = USER, password: str = PASSWORD) -> None:
     page.fill("#user", user)
     page.fill("#password", password)
     page.click("button[type=submit]")
+
+
+@contextmanager
+def stripping_proxy(target: str, prefix: str) -> Iterator[str]:
+    """A reverse proxy that serves `target` under `prefix` (as nginx `location /prefix/ {proxy_pass
+    http://target/;}` does: the prefix is removed before the request goes on). Streams answers (SSE)."""
+    import http.server
+    import socketserver
+
+    import httpx
+
+    client = httpx.Client(base_url=target, timeout=None)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self) -> None:
+            if not self.path.startswith(prefix):
+                self.send_error(404)
+                return
+            path = self.path[len(prefix):] or "/"
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            headers["x-forwarded-host"] = self.headers.get("host", "")  # nginx: proxy_set_header
+            headers["x-forwarded-proto"] = "http"
+            with client.stream(self.command, path, headers=headers, content=body) as answer:
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.multi_items():
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection", "content-encoding"):
+                        self.send_header(key, value)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for chunk in answer.iter_bytes():  # decoded: content-encoding is not passed on
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+        do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", _free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{prefix}"
+    finally:
+        server.shutdown()
+        client.close()

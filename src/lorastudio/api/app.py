@@ -60,13 +60,15 @@ def create_app(
     token: str | None = None,
     tokens: list[tuple[str, str]] | None = None,
     ui: bool = False,
+    root_path: str = "",
 ) -> FastAPI:
     """The API for `studio`; `auth` ("user:pass[,user2:pass2]") and/or tokens protect every route.
 
     `token` is one bearer secret (`name:secret` makes it user `name`); `tokens` are
     (user, secret) pairs, each client its own user for quota, options and job lists.
     `ui` mounts the web UI under `/ui` (Gradio, imported only then); with credentials set a
-    browser logs in once on `/login` for the UI, the API and the docs.
+    browser logs in once on `/login` for the UI, the API and the docs. `root_path` is the
+    prefix a reverse proxy serves the app under (`--root-path`), for the UI's own links.
     """
     from lorastudio.api import a1111, login, native
     from lorastudio.api.sessions import load_or_create_key
@@ -88,7 +90,7 @@ def create_app(
     if ui:
         from lorastudio.ui.app import mount_ui
 
-        mount_ui(app, studio)
+        mount_ui(app, studio, root_path)
     spool_uploads_in_workspace()
     spool_dir = studio.workspace.cache / "spool"
     spool_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,7 @@ def run_server(
     """
     import uvicorn
 
-    app = create_app(studio, auth=auth, token=token, tokens=tokens, ui=ui)
+    app = create_app(studio, auth=auth, token=token, tokens=tokens, ui=ui, root_path=root_path)
     if host not in ("127.0.0.1", "localhost", "::1") and not (auth or token or tokens):
         logger.warning("serving on %s without --auth or --token: anyone on the network can use it", host)
     studio.start()

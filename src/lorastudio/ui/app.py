@@ -71,8 +71,12 @@ def build_blocks(studio: Studio, language: str):
     return blocks
 
 
-def mount_ui(app: FastAPI, studio: Studio) -> None:
-    """Mount one page per language under `/ui/<lang>/` and send `/` and `/ui` to the saved one."""
+def mount_ui(app: FastAPI, studio: Studio, root_path: str = "") -> None:
+    """Mount one page per language under `/ui/<lang>/` and send `/` and `/ui` to the saved one.
+
+    `root_path` is the reverse proxy's prefix: Gradio builds the links of its files (generated
+    images) from it and the proxy's X-Forwarded-Host, so they stay under the proxy's address.
+    """
     _offline_gradio(studio)
     import gradio as gr
 
@@ -82,6 +86,7 @@ def mount_ui(app: FastAPI, studio: Studio) -> None:
             app,
             build_blocks(studio, language),
             path=f"{UI_PATH}/{language}",
+            root_path=f"{root_path.rstrip('/')}{UI_PATH}/{language}",
             theme=theme,
             css=_CSS,
             footer_links=[],
