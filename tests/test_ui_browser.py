@@ -221,7 +221,7 @@ def test_jobs_tab_lists_the_jobs_of_this_studio(served, page):
     )
 
 
-def test_library_lists_a_lora_and_deletes_it_after_the_name_is_typed_twice(served, page):
+def test_library_lists_a_lora_renames_it_and_deletes_it_after_the_name_is_typed_twice(served, page):
     from lorastudio.service.loras import list_loras
 
     ws = served.studio.workspace
@@ -230,11 +230,15 @@ def test_library_lists_a_lora_and_deletes_it_after_the_name_is_typed_twice(serve
     page.click("#loras-refresh")  # the file was copied in after the page loaded
     page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色甲')")
     page.locator("#loras-name textarea, #loras-name input").first.fill("角色甲")
-    page.locator("#loras-confirm textarea, #loras-confirm input").first.fill("角色甲")
+    page.locator("#loras-new-name textarea, #loras-new-name input").first.fill("角色乙")
+    page.click("#loras-rename")
+    page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色乙')")
+    assert not lora.exists() and (ws.loras / "角色乙.safetensors").exists()
+    page.locator("#loras-confirm textarea, #loras-confirm input").first.fill("角色乙")
     page.click("#loras-delete")
     page.wait_for_function("() => document.querySelector('#loras-message').innerText.includes('Deleted')")
-    assert not lora.exists()
-    assert "角色甲" not in {row["name"] for row in list_loras(ws)}
+    assert not (ws.loras / "角色乙.safetensors").exists()
+    assert not {"角色甲", "角色乙"} & {row["name"] for row in list_loras(ws)}
 
 
 def _small_lora(path: Path) -> Path:

@@ -15,9 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import Field
 
 from lorastudio import __version__
 from lorastudio.api.deps import get_studio, request_user
+from lorastudio.config import StrictModel
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service import datasets as library_datasets
 from lorastudio.service import embeddings as library_embeddings
@@ -291,6 +293,18 @@ def upload_model(
     return data
 
 
+class Rename(StrictModel):
+    """A new name for a library entry."""
+
+    name: str = Field(..., min_length=1, max_length=200, description="The new name (letters, digits, '.', '-', '_').")
+
+
+@router.patch("/models/{name}")
+def rename_model(name: str, body: Rename, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Rename a model (requests and recipes that name the old name stop finding it)."""
+    return library_models.rename_model(studio.workspace, name, body.name)
+
+
 @router.delete("/models/{name}")
 def delete_model(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Remove a model file or folder and its library row (a link goes, never what it points at)."""
@@ -327,6 +341,12 @@ def upload_lora(
     return data
 
 
+@router.patch("/loras/{name}")
+def rename_lora(name: str, body: Rename, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Rename a LoRA; its run, trigger and samples follow it."""
+    return library_loras.rename_lora(studio.workspace, name, body.name)
+
+
 @router.delete("/loras/{name}")
 def delete_lora(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Remove a LoRA file and its library row (run, trigger, samples)."""
@@ -351,6 +371,12 @@ def upload_embedding(
         )
     finally:
         path.unlink(missing_ok=True)
+
+
+@router.patch("/embeddings/{name}")
+def rename_embedding(name: str, body: Rename, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Rename an embedding: the word prompts use for it changes."""
+    return library_embeddings.rename_embedding(studio.workspace, name, body.name)
 
 
 @router.delete("/embeddings/{name}")

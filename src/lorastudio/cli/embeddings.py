@@ -1,4 +1,4 @@
-"""`lorastudio embeddings list | delete`: textual-inversion embeddings in studio/embeddings."""
+"""`lorastudio embeddings list | delete | rename`: textual-inversion embeddings in studio/embeddings."""
 
 from __future__ import annotations
 
@@ -43,3 +43,19 @@ def delete_cmd(
         print_json(info)
     else:
         typer.echo(f"deleted embedding {info['name']}")
+
+
+@embeddings_app.command("rename")
+def rename_cmd(
+    name: str = typer.Argument(..., help="The current name, as `embeddings list` shows it."),
+    new_name: str = typer.Argument(..., help="The new name (letters of any script, digits, '.', '-', '_')."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Give an embedding a new name: the word prompts use for it changes."""
+    from lorastudio.service.embeddings import rename_embedding
+
+    info = rename_embedding(workspace(), name, new_name)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"renamed embedding {info['renamed_from']} -> {info['name']}")

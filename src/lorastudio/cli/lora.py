@@ -1,4 +1,4 @@
-"""`lorastudio lora list | import | export | merge | delete`: the LoRA library and its formats."""
+"""`lorastudio lora list | import | export | merge | delete | rename`: the LoRA library and its formats."""
 
 from __future__ import annotations
 
@@ -114,3 +114,19 @@ def delete_cmd(
 app.command("import", help="Import a LoRA into the workspace (same as `lora import`).")(import_cmd)
 app.command("export", help="Convert a LoRA to kohya, diffusers or peft (same as `lora export`).")(export_cmd)
 app.command("merge", help="Bake LoRAs into a checkpoint (same as `lora merge`).")(merge_cmd)
+
+
+@lora_app.command("rename")
+def rename_cmd(
+    name: str = typer.Argument(..., help="The current name, as `lora list` shows it."),
+    new_name: str = typer.Argument(..., help="The new name (letters of any script, digits, '.', '-', '_')."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Give a LoRA a new name; its run, trigger and samples follow it (prompts using the old name stop finding it)."""
+    from lorastudio.service.loras import rename_lora
+
+    info = rename_lora(workspace(), name, new_name)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"renamed LoRA {info['renamed_from']} -> {info['name']}")

@@ -1,4 +1,4 @@
-"""`lorastudio models list | info | import | delete`."""
+"""`lorastudio models list | info | import | delete | rename`."""
 
 from __future__ import annotations
 
@@ -84,3 +84,19 @@ def delete_cmd(
         print_json(info)
     else:
         typer.echo(f"deleted model {info['name']}")
+
+
+@models_app.command("rename")
+def rename_cmd(
+    name: str = typer.Argument(..., help="The current name, as `models list` shows it."),
+    new_name: str = typer.Argument(..., help="The new name (letters of any script, digits, '.', '-', '_')."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Give a model a new name (requests and recipes using the old name stop finding it)."""
+    from lorastudio.service.models import rename_model
+
+    info = rename_model(workspace(), name, new_name)
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"renamed model {info['renamed_from']} -> {info['name']}")

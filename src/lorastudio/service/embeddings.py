@@ -16,11 +16,12 @@ from lorastudio.service.workspace import (
     Workspace,
     find_weight,
     list_weight_files,
+    rename_without_clobbering,
     safe_name,
     weight_file_row_and_header,
 )
 
-__all__ = ["list_embeddings", "import_embedding", "delete_embedding"]
+__all__ = ["list_embeddings", "import_embedding", "delete_embedding", "rename_embedding"]
 
 
 def _vectors_and_width(header: dict[str, Any] | None) -> tuple[int | None, int | None]:
@@ -61,6 +62,15 @@ def delete_embedding(ws: Workspace, name: str) -> dict[str, Any]:
     """Remove an embedding file from embeddings/ (its prompt word stops being replaced)."""
     _embedding_path(ws, name).unlink()
     return {"name": name, "deleted": True}
+
+
+def rename_embedding(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
+    """Give an embedding a new name: its file stem is the word prompts use, so that word changes."""
+    path = _embedding_path(ws, name)
+    new_name = safe_name(new_name, "new embedding name")
+    target = ws.safe_child(ws.embeddings, f"{new_name}{path.suffix}", "embedding name")
+    rename_without_clobbering(path, target, "embedding")
+    return {"name": new_name, "renamed_from": name, "file": target.name}
 
 
 def import_embedding(ws: Workspace, source: Path, name: str) -> dict[str, Any]:

@@ -81,6 +81,10 @@ class Library:
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM library_models WHERE name = ?", (name,))
 
+    def rename_model(self, name: str, new_name: str, path: Path) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE library_models SET name = ?, path = ? WHERE name = ?", (new_name, str(path), name))
+
     # -- LoRAs ----------------------------------------------------------------------------
     def add_lora(
         self,
@@ -106,6 +110,11 @@ class Library:
         """Forget a LoRA (its run, trigger, samples): a file copied in later under this name starts clean."""
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM library_loras WHERE name = ?", (name,))
+
+    def rename_lora(self, name: str, new_name: str, path: Path) -> None:
+        """Keep a renamed LoRA's run, trigger and samples under its new name."""
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE library_loras SET name = ?, path = ? WHERE name = ?", (new_name, str(path), name))
 
     # -- outputs --------------------------------------------------------------------------
     def add_output(

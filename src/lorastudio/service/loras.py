@@ -12,7 +12,14 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import LIST_LORAS, find_listed_weight
-from lorastudio.service.workspace import Workspace, list_weight_files, weight_file_row, weight_row
+from lorastudio.service.workspace import (
+    Workspace,
+    list_weight_files,
+    rename_without_clobbering,
+    safe_name,
+    weight_file_row,
+    weight_row,
+)
 
 __all__ = [
     "parse_lora_spec",
@@ -23,6 +30,7 @@ __all__ = [
     "list_lora_files",
     "lora_file_info",
     "delete_lora",
+    "rename_lora",
     "EXPORT_FORMATS",
     "MERGE_FORMATS",
 ]
@@ -193,6 +201,21 @@ def delete_lora(ws: Workspace, name: str) -> dict[str, Any]:
     _lora_path(ws, name).unlink()
     Library(ws).remove_lora(name)
     return {"name": name, "deleted": True}
+
+
+def rename_lora(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
+    """Give a LoRA a new name (what `<lora:name:w>` takes); its run, trigger and samples follow it.
+
+    Prompts and recipes that name the old name stop finding it, as in A1111.
+    """
+    from lorastudio.service.library import Library
+
+    path = _lora_path(ws, name)
+    new_name = safe_name(new_name, "new LoRA name")
+    target = ws.safe_child(ws.loras, f"{new_name}{path.suffix}", "LoRA name")
+    rename_without_clobbering(path, target, "LoRA")
+    Library(ws).rename_lora(name, new_name, target)
+    return {"name": new_name, "renamed_from": name, "file": target.name}
 
 
 def _import_stem(source: Path) -> str:

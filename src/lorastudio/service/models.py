@@ -9,7 +9,7 @@ from typing import Any
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.library import Library
 from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
-from lorastudio.service.workspace import Workspace, find_with_suffix, safe_name
+from lorastudio.service.workspace import Workspace, find_with_suffix, rename_without_clobbering, safe_name
 
 __all__ = [
     "list_models",
@@ -17,6 +17,7 @@ __all__ = [
     "model_info",
     "import_model",
     "delete_model",
+    "rename_model",
     "default_model",
     "model_on_disk",
 ]
@@ -221,3 +222,25 @@ def delete_model(ws: Workspace, name: str) -> dict[str, Any]:
         raise unknown_name("model", name, ws.models, LIST_MODELS)
     Library(ws).remove_model(name)
     return {"name": name, "deleted": True}
+
+
+def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
+    """Give a model in models/ (a file, a diffusers folder or a link) a new name; requests and
+    recipes that name the old one stop finding it. Built-in tiny models are not files: not found."""
+    if not is_plain_name(name):
+        raise unknown_name("model", name, ws.models, LIST_MODELS)
+    folder = ws.models / name
+    single = find_with_suffix(ws.models, name, (LISTED_MODEL_SUFFIX,))
+    if folder.is_symlink() or folder.is_dir():
+        path, suffix = folder, ""
+    elif single is not None:
+        path, suffix = single, single.suffix
+    else:
+        raise unknown_name("model", name, ws.models, LIST_MODELS)
+    new_name = safe_name(new_name, "new model name")
+    for taken in (ws.models / new_name, ws.models / f"{new_name}{LISTED_MODEL_SUFFIX}"):
+        if taken.exists() or taken.is_symlink():
+            raise LorastudioError(f"model {new_name!r}: already exists in {ws.models}; choose another name.")
+    target = rename_without_clobbering(path, ws.models / f"{new_name}{suffix}", "model")
+    Library(ws).rename_model(name, new_name, target)
+    return {"name": new_name, "renamed_from": name}

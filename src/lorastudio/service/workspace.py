@@ -114,6 +114,30 @@ def weight_row(path: Path, header: dict[str, Any] | None, error: str | None = No
     }
 
 
+def rename_without_clobbering(path: Path, target: Path, what: str) -> Path:
+    """Give a library file (or model folder, or link) a new name in its folder; never replaces one.
+
+    A plain file is hard-linked under the new name before the old name goes, so a file that
+    appears under the new name meanwhile is never overwritten (the link fails instead).
+    """
+    if target.exists() or target.is_symlink():
+        raise LorastudioError(f"{what} {target.stem!r}: already exists in {target.parent}; choose another name.")
+    if path.is_file() and not path.is_symlink():
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            raise LorastudioError(
+                f"{what} {target.stem!r}: already exists in {target.parent}; choose another name."
+            ) from None
+        except OSError:  # a file system without hard links: a plain rename after the check above
+            path.rename(target)
+            return target
+        path.unlink()
+        return target
+    path.rename(target)
+    return target
+
+
 SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")
 _SAFE_NAME = re.compile(r"^[\w.\-]+$", re.UNICODE)
 

@@ -26,6 +26,7 @@ class Section:
     columns: tuple[str, ...]  # keys of the row dicts, labels "library.column.<key>"
     rows: Callable[[Any], list[dict[str, Any]]]
     delete: Callable[[Any, str], dict[str, Any]]
+    rename: Callable[[Any, str, str], dict[str, Any]]
     import_file: Callable[[Any, Path, str], dict[str, Any]]
 
 
@@ -33,12 +34,12 @@ def _sections() -> tuple[Section, ...]:
     from lorastudio.service import embeddings, loras, models
 
     return (
-        Section("loras", ("name", "kind", "base", "trigger", "steps", "error"), _lora_rows, loras.delete_lora,
+        Section("loras", ("name", "kind", "base", "trigger", "steps", "error"), _lora_rows, loras.delete_lora, loras.rename_lora,
                 lambda ws, path, name: loras.import_lora(ws, path, name=name or None)),
-        Section("models", ("name", "kind", "size", "error"), _model_rows, models.delete_model,
+        Section("models", ("name", "kind", "size", "error"), _model_rows, models.delete_model, models.rename_model,
                 lambda ws, path, name: models.import_model(ws, path, name=name or None)),
         Section("embeddings", ("name", "kind", "size", "error"), _embedding_rows, embeddings.delete_embedding,
-                lambda ws, path, name: embeddings.import_embedding(ws, path, name or Path(path).stem)),
+                embeddings.rename_embedding, lambda ws, path, name: embeddings.import_embedding(ws, path, name or Path(path).stem)),
     )  # fmt: skip
 
 
@@ -98,6 +99,9 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         confirm = gr.Textbox(label=t("library.confirm_delete"), scale=2, elem_id=f"{key}-confirm")
         delete = gr.Button(t("library.delete"), variant="stop", scale=1, elem_id=f"{key}-delete")
     with gr.Row():
+        new_name = gr.Textbox(label=t("library.new_name"), scale=4, elem_id=f"{key}-new-name")
+        rename = gr.Button(t("library.rename"), scale=1, elem_id=f"{key}-rename")
+    with gr.Row():
         upload = gr.File(label=t("library.upload"), type="filepath", scale=3, elem_id=f"{key}-upload")
         import_name = gr.Textbox(label=t("library.name"), scale=2)
         do_import = gr.Button(t("library.import"), scale=1, elem_id=f"{key}-import")
@@ -118,6 +122,16 @@ def _build_section(ctx: UiContext, section: Section) -> None:
             return _error(ctx, exc), gr.update()
         return t("library.deleted", name=chosen), _table(ctx, section, query)
 
+    def give_new_name(chosen: str, wanted: str, query: str) -> tuple:
+        chosen, wanted = (chosen or "").strip(), (wanted or "").strip()
+        if not chosen or not wanted:
+            return t("library.new_name"), gr.update(), gr.update()
+        try:
+            section.rename(ctx.studio.workspace, chosen, wanted)
+        except Exception as exc:
+            return _error(ctx, exc), gr.update(), gr.update()
+        return t("library.renamed", old=chosen, new=wanted), _table(ctx, section, query), wanted
+
     def add(path: str | None, wanted: str, query: str) -> tuple:
         if not path:
             return t("library.upload"), gr.update()
@@ -131,6 +145,7 @@ def _build_section(ctx: UiContext, section: Section) -> None:
     refresh.click(lambda query: _table(ctx, section, query), search, table)
     table.select(selected, None, [name, card, samples])
     delete.click(remove, [name, confirm, search], [message, table])
+    rename.click(give_new_name, [name, new_name, search], [message, table, name])
     do_import.click(add, [upload, import_name, search], [message, table])
     ctx.on_load.append({"fn": lambda: _table(ctx, section), "inputs": None, "outputs": table})
 
