@@ -1,0 +1,146 @@
+"""The Data sets tab end to end in headless Chromium: import by upload (a Chinese file name and
+data-set name, a caption .txt beside its image), a fixed caption, the caption editor and a bulk
+replace checked on disk, filters previewed then applied, a refused model named next to its button.
+
+Tiny noise PNGs made in the test keep each step to a second or two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import chromium, log_in, require_browser, served_studio
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_models_dir):
+    require_browser()
+    with served_studio(tmp_path_factory.mktemp("ui-datasets") / "studio", tiny_models_dir) as studio:
+        yield studio
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    with chromium(served.url) as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(served, browser):
+    page = browser.page()
+    log_in(page, served.url)
+    page.wait_for_selector("#generate-run")
+    page.get_by_role("tab", name="Data sets", exact=True).click()
+    yield page
+    page.context.close()
+    assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
+
+
+def _noise(path: Path, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB").save(path)
+    return path
+
+
+def _text_box(page, elem_id: str):
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def _wait_text(page, elem_id: str, text: str, timeout: int = 30_000) -> str:
+    page.wait_for_function(
+        "([id, text]) => (document.getElementById(id) || {}).innerText?.includes(text)",
+        arg=[elem_id, text],
+        timeout=timeout,
+    )
+    return page.locator(f"#{elem_id}").inner_text()
+
+
+def _upload(page, files: list[Path], name: str) -> None:
+    """Choose the files, wait until the browser sent them all, name the data set and import it."""
+    page.locator("#ds-upload input[type=file]").set_input_files([str(f) for f in files])
+    for file in files:  # the list shows each name once its upload is done (split over lines)
+        page.wait_for_function(
+            "(name) => document.getElementById('ds-upload').innerText.replace(/\\s/g, '').includes(name)",
+            arg=file.name,
+        )
+    _text_box(page, "ds-new-name").fill(name)
+    page.click("#ds-import-run")
+    _wait_text(page, "ds-import-message", f"Imported {name}")
+
+
+def _captions(served, name: str) -> dict[str, str]:
+    from lorastudio.service.datasets import dataset_captions
+
+    items = dataset_captions(served.studio.workspace, name)["items"]
+    return {Path(item["original"]).name: item["caption"] for item in items}
+
+
+def test_import_by_upload_caption_edit_and_bulk_replace_reach_the_files(served, page, tmp_path):
+    files = [_noise(tmp_path / "角色_01.png", seed=1), _noise(tmp_path / "b.png", seed=2),
+             _noise(tmp_path / "c.png", seed=3), tmp_path / "b.txt"]  # fmt: skip
+    files[3].write_text("a cat, red hair", encoding="utf-8")
+    _upload(page, files, "测试集")
+    assert "3 images" in _wait_text(page, "ds-info", "测试集")
+    assert _captions(served, "测试集") == {"角色_01.png": "", "b.png": "a cat, red hair", "c.png": ""}
+
+    page.get_by_role("tab", name="Captioning", exact=True).click()
+    _text_box(page, "ds-template").fill("a photo, red hair")
+    page.locator("#ds-only-missing input").check()
+    page.click("#ds-template-apply")
+    _wait_text(page, "ds-template-message", "Changed 2 of 3")
+    assert _captions(served, "测试集") == {"角色_01.png": "a photo, red hair", "b.png": "a cat, red hair",
+                                           "c.png": "a photo, red hair"}  # fmt: skip
+
+    page.get_by_role("tab", name="Caption editor", exact=True).click()
+    table = _wait_text(page, "ds-captions", "a photo, red hair")
+    assert "a cat, red hair" in table
+    assert page.locator("#ds-gallery img").count() == 3
+    _text_box(page, "ds-bulk-replace").fill("red hair=blue hair")
+    page.click("#ds-bulk-preview")
+    _wait_text(page, "ds-bulk-message", "Would change 3 captions")
+    assert "red hair" in _captions(served, "测试集")["b.png"]  # a preview writes nothing
+    page.click("#ds-bulk-apply")
+    _wait_text(page, "ds-bulk-message", "Changed 3 captions")
+    assert _captions(served, "测试集") == {"角色_01.png": "a photo, blue hair", "b.png": "a cat, blue hair",
+                                           "c.png": "a photo, blue hair"}  # fmt: skip
+    table = _wait_text(page, "ds-captions", "a cat, blue hair")
+    assert "red hair" not in table
+
+
+def test_filters_preview_a_too_small_image_then_apply_drops_it_and_the_report_shows(served, page, tmp_path):
+    files = [_noise(tmp_path / "big1.png", seed=4), _noise(tmp_path / "big2.png", seed=5),
+             _noise(tmp_path / "tiny.png", (16, 16), seed=6)]  # fmt: skip
+    _upload(page, files, "filtered")
+    page.get_by_role("tab", name="Filters", exact=True).click()
+    width = page.locator("#ds-clean-min_width input").first
+    width.fill("32")
+    width.press("Tab")
+    page.click("#ds-clean-preview")
+    assert "too small" in _wait_text(page, "ds-clean-table", "too small")
+    assert "Would drop 1 images, keep 2" in _wait_text(page, "ds-clean-message", "Would drop")
+    assert len(_captions(served, "filtered")) == 3  # the preview dropped nothing
+
+    page.click("#ds-clean-apply")
+    _wait_text(page, "ds-clean-message", "Dropped 1 images")
+    assert sorted(_captions(served, "filtered")) == ["big1.png", "big2.png"]
+    _wait_text(page, "ds-info", "2 images")
+
+    page.get_by_role("tab", name="Report", exact=True).click()
+    page.click("#ds-report-make")
+    page.wait_for_selector("#ds-report iframe")
+    assert (served.studio.workspace.datasets / "filtered" / "report.html").is_file()
+
+
+def test_a_missing_tagger_is_named_next_to_the_button(served, page, tmp_path):
+    _upload(page, [_noise(tmp_path / "one.png", seed=7)], "tagme")
+    page.get_by_role("tab", name="Captioning", exact=True).click()
+    _text_box(page, "ds-label-model").fill("no-such-tagger")
+    page.click("#ds-label-start")
+    text = _wait_text(page, "ds-label-progress", "Error")
+    assert "no-such-tagger" in text and "Traceback" not in text
