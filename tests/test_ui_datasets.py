@@ -112,6 +112,16 @@ def test_import_by_upload_caption_edit_and_bulk_replace_reach_the_files(served, 
     table = _wait_text(page, "ds-captions", "a cat, blue hair")
     assert "red hair" not in table
 
+    # one caption typed into the table, as a person edits a cell, then saved
+    row = page.locator("#ds-captions [role=row]", has_text="角色_01.png").first
+    row.locator("[data-col='2']").dblclick()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("角色, 红发")
+    page.keyboard.press("Enter")
+    page.click("#ds-captions-save")
+    _wait_text(page, "ds-captions-message", "Saved 1 captions")
+    assert _captions(served, "测试集")["角色_01.png"] == "角色, 红发"
+
 
 def test_filters_preview_a_too_small_image_then_apply_drops_it_and_the_report_shows(served, page, tmp_path):
     files = [_noise(tmp_path / "big1.png", seed=4), _noise(tmp_path / "big2.png", seed=5),
@@ -144,3 +154,22 @@ def test_a_missing_tagger_is_named_next_to_the_button(served, page, tmp_path):
     page.click("#ds-label-start")
     text = _wait_text(page, "ds-label-progress", "Error")
     assert "no-such-tagger" in text and "Traceback" not in text
+
+
+def test_tagging_runs_as_a_job_with_progress_and_writes_the_tags(served, page, tmp_path):
+    from test_dataset_models import build_tiny_wd14
+
+    build_tiny_wd14(served.studio.workspace.models / "tiny-wd14")
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(red)
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(blue)
+    _upload(page, [red, blue], "tagged")
+    page.get_by_role("tab", name="Captioning", exact=True).click()
+    _text_box(page, "ds-label-model").fill("tiny-wd14")
+    page.click("#ds-label-start")
+    _wait_text(page, "ds-label-progress", "Wrote 2 captions", timeout=60_000)
+    job = served.studio.list_jobs(limit=1)[0]
+    assert (job.kind, job.state, job.user) == ("caption", "succeeded", "admin")
+    captions = _captions(served, "tagged")
+    assert "red hair" in captions["red.png"] and "blue sky" in captions["blue.png"]
+    _wait_text(page, "ds-info", "2 with a caption")  # the view is read again when the job ends

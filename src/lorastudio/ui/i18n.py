@@ -159,6 +159,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "datasets.column.file": ("File", "文件"),
     "datasets.column.reason": ("Why", "原因"),
     "datasets.column.caption": ("Caption", "标注"),
+    "datasets.column.original": ("Uploaded as", "原文件名"),
     "datasets.column.before": ("Before", "修改前"),
     "datasets.column.after": ("After", "修改后"),
     "datasets.captioning": ("Captioning", "自动标注"),

@@ -281,10 +281,10 @@ def _build_editor(ctx: UiContext, picker: gr.Dropdown) -> tuple:
         reload = gr.Button(t("datasets.refresh"), scale=1, elem_id="ds-caption-reload")
     gallery = gr.Gallery(columns=6, height=260, label=t("datasets.images"), elem_id="ds-gallery")
     table = gr.Dataframe(
-        headers=[t("datasets.column.file"), t("datasets.column.caption")],
+        headers=[t("datasets.column.file"), t("datasets.column.original"), t("datasets.column.caption")],
         value=[],
         interactive=True,
-        static_columns=[0],
+        static_columns=[0, 1],
         wrap=True,
         elem_id="ds-captions",
     )
@@ -313,7 +313,7 @@ def _build_editor(ctx: UiContext, picker: gr.Dropdown) -> tuple:
         from lorastudio.service.datasets import write_captions
 
         try:
-            captions = {str(row[0]): str(row[1] or "") for row in _rows_of(rows) if row and row[0]}
+            captions = {str(row[0]): str(row[2] or "") for row in _rows_of(rows) if row and row[0]}
             result = write_captions(ctx.studio.workspace, _chosen(ctx, name), captions)
         except Exception as exc:
             return _error(ctx, exc)
@@ -358,7 +358,7 @@ def _editor_rows(ctx: UiContext, name: str | None, query: str) -> tuple[list, li
     except LorastudioError:  # deleted meanwhile: an empty editor, the picker's refresh says why
         return [], []
     gallery = [(item["path"], item["caption"] or item["file"]) for item in items]
-    return gallery, [[item["file"], item["caption"]] for item in items]
+    return gallery, [[item["file"], item["original"], item["caption"]] for item in items]
 
 
 def _rows_of(table: Any) -> list[list]:
