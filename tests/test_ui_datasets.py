@@ -173,3 +173,29 @@ def test_tagging_runs_as_a_job_with_progress_and_writes_the_tags(served, page, t
     captions = _captions(served, "tagged")
     assert "red hair" in captions["red.png"] and "blue sky" in captions["blue.png"]
     _wait_text(page, "ds-info", "2 with a caption")  # the view is read again when the job ends
+
+
+def test_a_queued_caption_job_is_followed_again_after_a_reload_and_cancelled(served, page, tmp_path):
+    from test_dataset_models import build_tiny_wd14
+
+    studio = served.studio
+    build_tiny_wd14(studio.workspace.models / "tiny-wd14")
+    _upload(page, [_noise(tmp_path / "wait.png", seed=8)], "queued")
+    busy = studio.submit("sleep", {"config": {"seconds": 60, "steps": 120}})  # holds the worker
+    try:
+        page.get_by_role("tab", name="Captioning", exact=True).click()
+        _text_box(page, "ds-label-model").fill("tiny-wd14")
+        page.click("#ds-label-start")
+        _wait_text(page, "ds-label-progress", "Queued")
+        job = next(j for j in studio.list_jobs(state="queued") if j.kind == "caption")
+
+        page.reload()  # a new page finds the user's caption job and follows it
+        page.get_by_role("tab", name="Data sets", exact=True).click()
+        page.get_by_role("tab", name="Captioning", exact=True).click()
+        _wait_text(page, "ds-label-progress", "Queued")
+        page.click("#ds-label-cancel")
+        _wait_text(page, "ds-label-progress", "Interrupted")
+        assert studio.get_job(job.id).state == "cancelled"
+    finally:
+        studio.cancel_job(busy.id)
+    assert _captions(served, "queued") == {"wait.png": ""}

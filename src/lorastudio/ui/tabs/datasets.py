@@ -209,16 +209,17 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
         return t("progress.cancelled") if current else ""
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
-        """A reload during a caption job of this user follows it again."""
-        running = ctx.studio.list_jobs(state="running", user=user_of(request), limit=20)
-        job = next((j for j in running if j.kind == "caption"), None)
+        """A reload during a caption job of this user (running or queued) follows it again."""
+        user = user_of(request)
+        unfinished = [job for state in ("running", "queued") for job in ctx.studio.list_jobs(state=state, user=user)]
+        job = next((j for j in unfinished if j.kind == "caption"), None)
         if job is None:
             yield "", ""
             return
         yield from _follow(ctx, job.id)
 
     cancel.click(cancel_job, job_id, progress)
-    ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": [progress, job_id]})
+    ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": [progress, job_id], "concurrency_limit": None})
     return [
         set_captions.click(fixed, [picker, template, trigger, only_missing], template_message),
         start.click(label, [picker, labeller, model, mode, threshold], [progress, job_id], concurrency_limit=None),
