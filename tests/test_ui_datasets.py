@@ -61,13 +61,14 @@ def _wait_text(page, elem_id: str, text: str, timeout: int = 30_000) -> str:
     return page.locator(f"#{elem_id}").inner_text()
 
 
-def _upload(page, files: list[Path], name: str) -> None:
-    """Choose the files, wait until the browser sent them all, name the data set and import it."""
-    page.locator("#ds-upload input[type=file]").set_input_files([str(f) for f in files])
+def _upload(page, files: list[Path], name: str, folder: Path | None = None) -> None:
+    """Choose the files (or a folder), wait until the browser sent them all, name the data set, import it."""
+    target = "ds-upload-folder" if folder else "ds-upload"
+    page.locator(f"#{target} input[type=file]").set_input_files(str(folder) if folder else [str(f) for f in files])
     for file in files:  # the list shows each name once its upload is done (split over lines)
         page.wait_for_function(
-            "(name) => document.getElementById('ds-upload').innerText.replace(/\\s/g, '').includes(name)",
-            arg=file.name,
+            "([id, name]) => document.getElementById(id).innerText.replace(/\\s/g, '').includes(name)",
+            arg=[target, file.name],
         )
     _text_box(page, "ds-new-name").fill(name)
     page.click("#ds-import-run")
@@ -123,10 +124,14 @@ def test_import_by_upload_caption_edit_and_bulk_replace_reach_the_files(served, 
     assert _captions(served, "测试集")["角色_01.png"] == "角色, 红发"
 
 
-def test_filters_preview_a_too_small_image_then_apply_drops_it_and_the_report_shows(served, page, tmp_path):
-    files = [_noise(tmp_path / "big1.png", seed=4), _noise(tmp_path / "big2.png", seed=5),
-             _noise(tmp_path / "tiny.png", (16, 16), seed=6)]  # fmt: skip
-    _upload(page, files, "filtered")
+def test_a_folder_upload_then_filters_preview_a_too_small_image_that_apply_drops(served, page, tmp_path):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    files = [_noise(shots / "big1.png", seed=4), _noise(shots / "big2.png", seed=5),
+             _noise(shots / "tiny.png", (16, 16), seed=6), shots / "big1.txt"]  # fmt: skip
+    files[3].write_text("from the folder", encoding="utf-8")
+    _upload(page, files, "filtered", folder=shots)
+    assert _captions(served, "filtered") == {"big1.png": "from the folder", "big2.png": "", "tiny.png": ""}
     page.get_by_role("tab", name="Filters", exact=True).click()
     width = page.locator("#ds-clean-min_width input").first
     width.fill("32")

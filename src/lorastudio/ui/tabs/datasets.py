@@ -27,6 +27,9 @@ POLL_S = 0.5  # how often a following handler reads the caption job
 CLEAN_FIELDS = ("min_width", "min_height", "min_ratio", "max_ratio", "dedupe", "phash_threshold", "min_sharpness")
 OPTIONAL_CLEAN_FIELDS = ("min_ratio", "max_ratio", "min_sharpness")  # an empty box (0) means "no limit"
 LABELLERS = ("tagger", "captioner")
+# Gradio copies (and hashes) every image it shows; the table lists all captions, the gallery the
+# first ones (a search narrows both).
+GALLERY_MAX = 48
 
 
 def build(ctx: UiContext) -> None:
@@ -73,25 +76,29 @@ def _refreshed_picker(ctx: UiContext, name: str | None):
 def _build_import(ctx: UiContext, picker: gr.Dropdown) -> None:
     t = ctx.t
     gr.Markdown(t("datasets.import_help"))
-    files = gr.File(label=t("datasets.files"), file_count="multiple", type="filepath", elem_id="ds-upload")
+    with gr.Row():
+        files = gr.File(label=t("datasets.files"), file_count="multiple", type="filepath", elem_id="ds-upload")
+        folder = gr.File(label=t("datasets.folder"), file_count="directory", type="filepath",
+                         elem_id="ds-upload-folder")  # fmt: skip
     with gr.Row():
         name = gr.Textbox(label=t("datasets.new_name"), scale=3, elem_id="ds-new-name")
         background = gr.Textbox(label=t("datasets.background"), value="white", scale=1, elem_id="ds-background")
         start = gr.Button(t("datasets.import_run"), variant="primary", scale=1, elem_id="ds-import-run")
     message = gr.Markdown(elem_id="ds-import-message")
 
-    def import_files(paths: list[str] | None, wanted: str, color: str) -> tuple:
+    def import_files(paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str) -> tuple:
         from lorastudio.service.datasets import import_uploaded_files
 
+        chosen = [*(paths or []), *(folder_paths or [])]
         try:
-            result = import_uploaded_files(ctx.studio.workspace, (wanted or "").strip(), paths or [], color or "white")
+            result = import_uploaded_files(ctx.studio.workspace, (wanted or "").strip(), chosen, color or "white")
         except Exception as exc:
             return _error(ctx, exc), gr.update()
         text = t("datasets.imported", name=result["name"], images=result["total_images"],
                  failed=len(result.get("failed_files") or []))  # fmt: skip
         return text, gr.update(choices=_names(ctx), value=result["name"])
 
-    start.click(import_files, [files, name, background], [message, picker])
+    start.click(import_files, [files, folder, name, background], [message, picker])
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -280,7 +287,8 @@ def _build_editor(ctx: UiContext, picker: gr.Dropdown) -> tuple:
     with gr.Row():
         search = gr.Textbox(label=t("datasets.search"), scale=4, elem_id="ds-caption-search")
         reload = gr.Button(t("datasets.refresh"), scale=1, elem_id="ds-caption-reload")
-    gallery = gr.Gallery(columns=6, height=260, label=t("datasets.images"), elem_id="ds-gallery")
+    gallery = gr.Gallery(columns=6, height=260, label=t("datasets.images", count=GALLERY_MAX),
+                         elem_id="ds-gallery")  # fmt: skip
     table = gr.Dataframe(
         headers=[t("datasets.column.file"), t("datasets.column.original"), t("datasets.column.caption")],
         value=[],
@@ -358,7 +366,7 @@ def _editor_rows(ctx: UiContext, name: str | None, query: str) -> tuple[list, li
             items = [item for item in items if item["file"] in wanted]
     except LorastudioError:  # deleted meanwhile: an empty editor, the picker's refresh says why
         return [], []
-    gallery = [(item["path"], item["caption"] or item["file"]) for item in items]
+    gallery = [(item["path"], item["caption"] or item["original"]) for item in items[:GALLERY_MAX]]
     return gallery, [[item["file"], item["original"], item["caption"]] for item in items]
 
 
