@@ -152,13 +152,23 @@ def test_a_folder_upload_then_filters_preview_a_too_small_image_that_apply_drops
     assert (served.studio.workspace.datasets / "filtered" / "report.html").is_file()
 
 
-def test_a_missing_tagger_is_named_next_to_the_button(served, page, tmp_path):
+def test_a_missing_tagger_is_named_next_to_the_button_and_the_set_is_deleted(served, page, tmp_path):
     _upload(page, [_noise(tmp_path / "one.png", seed=7)], "tagme")
     page.get_by_role("tab", name="Captioning", exact=True).click()
     _text_box(page, "ds-label-model").fill("no-such-tagger")
     page.click("#ds-label-start")
     text = _wait_text(page, "ds-label-progress", "Error")
     assert "no-such-tagger" in text and "Traceback" not in text
+
+    page.click("#ds-delete-box button")  # open the fold
+    _text_box(page, "ds-confirm").fill("tagm")  # a wrong name deletes nothing
+    page.click("#ds-delete")
+    _wait_text(page, "ds-delete-message", "Type the data set's name")
+    assert (served.studio.workspace.datasets / "tagme").is_dir()
+    _text_box(page, "ds-confirm").fill("tagme")
+    page.click("#ds-delete")
+    _wait_text(page, "ds-delete-message", "Deleted tagme")
+    assert not (served.studio.workspace.datasets / "tagme").exists()
 
 
 def test_tagging_runs_as_a_job_with_progress_and_writes_the_tags(served, page, tmp_path):

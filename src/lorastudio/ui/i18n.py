@@ -134,6 +134,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "datasets.refresh": ("Refresh", "刷新"),
     "datasets.info": ("**{name}**: {images} images, {captioned} with a caption", "**{name}**：{images} 张图片，{captioned} 张有标注"),
     "datasets.none_chosen": ("No data set chosen: pick one above or import one first.", "未选择数据集：请在上方选择，或先导入一个。"),
+    "datasets.delete": ("Delete this data set", "删除此数据集"),
+    "datasets.confirm_delete": ("Type the data set's name to delete it", "输入数据集名称以确认删除"),
+    "datasets.deleted": ("Deleted {name}", "已删除 {name}"),
     "datasets.import": ("Import", "导入"),
     "datasets.import_help": (
         "Upload images, a zip, or a folder's files with their caption .txt files (same name as the image).",

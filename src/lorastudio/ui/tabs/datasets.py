@@ -40,6 +40,7 @@ def build(ctx: UiContext) -> None:
         )
         refresh = gr.Button(t("datasets.refresh"), scale=1, elem_id="ds-refresh")
     info = gr.Markdown(elem_id="ds-info")
+    _build_delete(ctx, picker)
     changes = []  # events that change the chosen data set: the view is read again after each
     with gr.Tabs():
         with gr.Tab(t("datasets.import"), id="ds-import-tab"):
@@ -63,6 +64,29 @@ def build(ctx: UiContext) -> None:
         event.then(show, [picker, search], view)
     refresh.click(lambda name: _refreshed_picker(ctx, name), picker, picker).then(show, [picker, search], view)
     ctx.on_load.append({"fn": lambda: gr.update(choices=_names(ctx)), "inputs": None, "outputs": picker})
+
+
+def _build_delete(ctx: UiContext, picker: gr.Dropdown) -> None:
+    """Delete the chosen data set once its name is typed again (its images and captions go)."""
+    t = ctx.t
+    with gr.Accordion(t("datasets.delete"), open=False, elem_id="ds-delete-box"):
+        with gr.Row():
+            confirm = gr.Textbox(label=t("datasets.confirm_delete"), scale=3, elem_id="ds-confirm")
+            delete = gr.Button(t("datasets.delete"), variant="stop", scale=1, elem_id="ds-delete")
+        message = gr.Markdown(elem_id="ds-delete-message")
+
+    def remove(name: str | None, again: str) -> tuple:
+        from lorastudio.service.datasets import delete_dataset
+
+        if not name or name != (again or "").strip():
+            return t("datasets.confirm_delete"), gr.update()
+        try:
+            delete_dataset(ctx.studio.workspace, name)
+        except Exception as exc:
+            return _error(ctx, exc), gr.update()
+        return t("datasets.deleted", name=name), gr.update(choices=_names(ctx), value=None)
+
+    delete.click(remove, [picker, confirm], [message, picker])
 
 
 def _refreshed_picker(ctx: UiContext, name: str | None):
