@@ -44,7 +44,7 @@ def build(ctx: UiContext) -> None:
     changes = []  # events that change the chosen data set: the view is read again after each
     with gr.Tabs():
         with gr.Tab(t("datasets.import"), id="ds-import-tab"):
-            _build_import(ctx, picker)
+            changes += _build_import(ctx, picker)  # into a new set, or more images into this one
         with gr.Tab(t("datasets.filters"), id="ds-filters-tab"):
             changes += _build_filters(ctx, picker)
         with gr.Tab(t("datasets.captioning"), id="ds-captioning-tab"):
@@ -97,7 +97,7 @@ def _refreshed_picker(ctx: UiContext, name: str | None):
 # --- import ---------------------------------------------------------------------------------
 
 
-def _build_import(ctx: UiContext, picker: gr.Dropdown) -> None:
+def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
     t = ctx.t
     gr.Markdown(t("datasets.import_help"))
     with gr.Row():
@@ -122,7 +122,7 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> None:
                  failed=len(result.get("failed_files") or []))  # fmt: skip
         return text, gr.update(choices=_names(ctx), value=result["name"])
 
-    start.click(import_files, [files, folder, name, background], [message, picker])
+    return [start.click(import_files, [files, folder, name, background], [message, picker])]
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
     progress = gr.Markdown(elem_id="ds-label-progress")
     job_id = gr.State("")
 
-    def fixed(name: str, text: str, word: str, missing: bool) -> tuple:
+    def fixed(name: str, text: str, word: str, missing: bool) -> str:
         from lorastudio.service.datasets import template_captions
 
         try:
@@ -250,6 +250,7 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
         yield from _follow(ctx, job.id)
 
     cancel.click(cancel_job, job_id, progress)
+    labeller.change(lambda kind: gr.update(visible=kind == "tagger"), labeller, threshold)  # tagger only
     ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": [progress, job_id], "concurrency_limit": None})
     return [
         set_captions.click(fixed, [picker, template, trigger, only_missing], template_message),
@@ -346,7 +347,7 @@ def _build_editor(ctx: UiContext, picker: gr.Dropdown) -> tuple:
         from lorastudio.service.datasets import write_captions
 
         try:
-            captions = {str(row[0]): str(row[2] or "") for row in _rows_of(rows) if row and row[0]}
+            captions = {str(row[0]): _cell_text(row[2]) for row in _rows_of(rows) if row and row[0]}
             result = write_captions(ctx.studio.workspace, _chosen(ctx, name), captions)
         except Exception as exc:
             return _error(ctx, exc)
@@ -401,6 +402,11 @@ def _rows_of(table: Any) -> list[list]:
     if isinstance(table, dict):
         return list(table.get("data") or [])
     return list(table or [])
+
+
+def _cell_text(value: Any) -> str:
+    """A table cell as text: an emptied cell may come back as None or NaN."""
+    return "" if value is None or value != value else str(value)
 
 
 def _replace_lines(text: str) -> list[str]:
