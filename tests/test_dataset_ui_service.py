@@ -45,8 +45,10 @@ def test_uploaded_images_captions_and_zips_become_one_data_set(workspace, tmp_pa
         _browser_upload(uploads, "plain.png", image=noise(2)),
         _browser_upload(uploads, "more.zip", archive.read_bytes()),
     ]
-    result = import_uploaded_files(workspace, "角色集", files)
+    seen = []
+    result = import_uploaded_files(workspace, "角色集", files, progress=lambda done, source: seen.append(done))
     assert result["name"] == "角色集" and result["total_images"] == 3
+    assert seen and seen[-1] == 3  # the UI's progress bar counts the images
     captions = {row["original"].split("/")[-1]: row["caption"] for row in dataset_captions(workspace, "角色集")["items"]}
     assert captions == {"角色_01.png": "红发, smile", "plain.png": "", "z.png": "from the zip"}
     assert not [p for p in workspace.cache.iterdir() if p.name.startswith("dataset-upload-")]  # staging removed

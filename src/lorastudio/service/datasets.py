@@ -102,7 +102,11 @@ def import_dataset(
 
 
 def import_uploaded_files(
-    ws: Workspace, name: str, files: Sequence[str | Path], background: str = "white"
+    ws: Workspace,
+    name: str,
+    files: Sequence[str | Path],
+    background: str = "white",
+    progress: Callable[[int, str], None] | None = None,
 ) -> dict:
     """Import files a browser uploaded one by one (images, captions, zips) as one data set.
 
@@ -127,7 +131,7 @@ def import_uploaded_files(
             shutil.copyfile(path, target)
         if any(staging.iterdir()):
             sources.insert(0, staging)
-        return import_dataset(ws, name, sources, background=background)
+        return import_dataset(ws, name, sources, background=background, progress=progress)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

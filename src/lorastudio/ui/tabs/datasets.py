@@ -110,12 +110,16 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
         start = gr.Button(t("datasets.import_run"), variant="primary", scale=1, elem_id="ds-import-run")
     message = gr.Markdown(elem_id="ds-import-message")
 
-    def import_files(paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str) -> tuple:
+    def import_files(
+        paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str,
+        bar: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for a progress bar)
+    ) -> tuple:
         from lorastudio.service.datasets import import_uploaded_files
 
         chosen = [*(paths or []), *(folder_paths or [])]
         try:
-            result = import_uploaded_files(ctx.studio.workspace, (wanted or "").strip(), chosen, color or "white")
+            result = import_uploaded_files(ctx.studio.workspace, (wanted or "").strip(), chosen, color or "white",
+                                           progress=lambda done, file: bar((done, None), desc=Path(file).name))  # fmt: skip
         except Exception as exc:
             return _error(ctx, exc), gr.update()
         text = t("datasets.imported", name=result["name"], images=result["total_images"],
