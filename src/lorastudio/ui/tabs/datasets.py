@@ -40,7 +40,6 @@ def build(ctx: UiContext) -> None:
         )
         refresh = gr.Button(t("datasets.refresh"), scale=1, elem_id="ds-refresh")
     info = gr.Markdown(elem_id="ds-info")
-    _build_delete(ctx, picker)
     changes = []  # events that change the chosen data set: the view is read again after each
     with gr.Tabs():
         with gr.Tab(t("datasets.import"), id="ds-import-tab"):
@@ -54,6 +53,7 @@ def build(ctx: UiContext) -> None:
             changes += edits
         with gr.Tab(t("datasets.report"), id="ds-report-tab"):
             _build_report(ctx, picker)
+    _build_delete(ctx, picker)  # folded, at the foot of the page
 
     def show(name: str | None, query: str) -> tuple:
         return _info(ctx, name), *_editor_rows(ctx, name, query)
