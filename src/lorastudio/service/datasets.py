@@ -8,7 +8,7 @@ them. See `lorastudio.data` for the formats and the work itself.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lorastudio.data.captions import CaptionEdit, apply_template, matches, split_tags
@@ -22,6 +22,7 @@ __all__ = [
     "dataset_folder",
     "list_datasets",
     "import_dataset",
+    "import_uploaded_files",
     "clean_dataset",
     "resize_dataset",
     "caption_dataset",
@@ -31,6 +32,8 @@ __all__ = [
     "edit_captions",
     "split_tags",
     "search_captions",
+    "dataset_captions",
+    "write_captions",
     "dataset_info",
     "dataset_report",
     "export_dataset",
@@ -96,6 +99,52 @@ def import_dataset(
         "failed_files": report.failed,
         "skipped_files": report.skipped,
     }
+
+
+def import_uploaded_files(
+    ws: Workspace,
+    name: str,
+    files: Sequence[str | Path],
+    background: str = "white",
+    progress: Callable[[int, str], None] | None = None,
+) -> dict:
+    """Import files a browser uploaded one by one (images, captions, zips) as one data set.
+
+    An upload arrives as separate files, so a caption `.txt` is only found beside its image
+    once both sit in one folder again: the files are gathered under their own names in a
+    staging folder of the workspace cache (zips stay sources of their own), then imported.
+    """
+    import tempfile
+
+    if not files:
+        raise LorastudioError("dataset import: choose at least one image, caption .txt or zip to upload.")
+    ws.cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="dataset-upload-", dir=ws.cache))
+    try:
+        sources: list[Path] = []
+        for file in files:
+            path = Path(file)
+            if path.suffix.lower() == ".zip":
+                sources.append(path)
+                continue
+            target = _free_staging_path(staging, path.name)
+            shutil.copyfile(path, target)
+        if any(staging.iterdir()):
+            sources.insert(0, staging)
+        return import_dataset(ws, name, sources, background=background, progress=progress)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _free_staging_path(staging: Path, file_name: str) -> Path:
+    """`staging/file_name`, or in a numbered sub-folder when two uploads share a name."""
+    target = staging / Path(file_name).name
+    number = 1
+    while target.exists():
+        number += 1
+        target = staging / f"upload-{number}" / Path(file_name).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def clean_dataset(ws: Workspace, name: str, config: CleanConfig, dry_run: bool = False) -> dict:
@@ -230,6 +279,42 @@ def search_captions(ws: Workspace, name: str, query: str, regex: bool = False, t
         if matches(caption, query, regex=regex, tag=tag):
             hits.append({"file": item.file, "original": item.original, "caption": caption or ""})
     return {"name": name, "query": query, "count": len(hits), "matches": hits}
+
+
+def dataset_captions(ws: Workspace, name: str) -> dict:
+    """Every image of the data set with its stored path and caption, for a caption editor."""
+    folder = dataset_folder(ws, name)
+    items = [
+        {
+            "file": item.file,
+            "original": item.original,
+            "path": str(folder.image_path(item)),
+            "caption": folder.read_caption(item) or "",
+        }
+        for item in folder.items
+    ]
+    return {"name": name, "count": len(items), "items": items}
+
+
+def write_captions(ws: Workspace, name: str, captions: Mapping[str, str]) -> dict:
+    """Set the captions of the images named in `captions` (file -> text); returns how many changed.
+
+    Every file name is checked before anything is written, so a wrong name changes nothing.
+    """
+    folder = dataset_folder(ws, name)
+    by_file = {item.file: item for item in folder.items}
+    unknown = sorted(set(captions) - set(by_file))
+    if unknown:
+        raise LorastudioError(
+            f"dataset {name}: no image {unknown[0]!r}; reload the caption list and edit again."
+        )
+    changed = 0
+    for file, caption in captions.items():
+        item = by_file[file]
+        if " ".join(str(caption).split()) != (folder.read_caption(item) or ""):
+            folder.write_caption(item, " ".join(str(caption).split()))
+            changed += 1
+    return {"name": name, "changed": changed, "images": len(folder.items)}
 
 
 def dataset_info(ws: Workspace, name: str, resolution: int = 1024) -> dict:

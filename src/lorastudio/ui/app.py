@@ -95,9 +95,10 @@ def mount_ui(app: FastAPI, studio: Studio, root_path: str = "") -> None:
             mcp_server=False,
             pwa=False,
             enable_monitoring=False,
-            # images the UI shows come from these folders; the rest of the workspace (the job
-            # database, the session key, uploads of other users) is never served as a file
-            allowed_paths=[str(studio.workspace.outputs), str(studio.workspace.runs)],
+            # images the UI shows come from these folders (data sets: the caption editor's images
+            # and the report); the rest of the workspace (the job database, the session key,
+            # uploads of other users) is never served as a file
+            allowed_paths=[str(studio.workspace.outputs), str(studio.workspace.runs), str(studio.workspace.datasets)],
             blocked_paths=[str(studio.workspace.cache / "session.key"), str(studio.workspace.root / "studio.db")],
         )
 

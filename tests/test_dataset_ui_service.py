@@ -1,0 +1,81 @@
+"""The data-set service functions the web UI needs: files uploaded one by one become one data
+set (captions beside their images kept), and a caption editor reads and writes captions."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorastudio.errors import LorastudioError
+from lorastudio.service.datasets import dataset_captions, import_uploaded_files, write_captions
+
+
+def noise(seed: int, size=(64, 48)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+def _browser_upload(tmp_path, name: str, data: bytes | None = None, image: Image.Image | None = None):
+    """A file as Gradio stores an upload: alone in a folder of its own, under the client's name."""
+    folder = tmp_path / f"upload-{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    path = folder / name
+    if image is not None:
+        image.save(path)
+    else:
+        path.write_bytes(data or b"")
+    return path
+
+
+def test_uploaded_images_captions_and_zips_become_one_data_set(workspace, tmp_path):
+    uploads = tmp_path / "browser"
+    uploads.mkdir()
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        buffer = tmp_path / "z.png"
+        noise(3).save(buffer)
+        zf.write(buffer, "z.png")
+        zf.writestr("z.txt", "from the zip")
+    files = [
+        _browser_upload(uploads, "角色_01.png", image=noise(1)),
+        _browser_upload(uploads, "角色_01.txt", "红发, smile".encode()),
+        _browser_upload(uploads, "plain.png", image=noise(2)),
+        _browser_upload(uploads, "more.zip", archive.read_bytes()),
+    ]
+    seen = []
+    result = import_uploaded_files(workspace, "角色集", files, progress=lambda done, source: seen.append(done))
+    assert result["name"] == "角色集" and result["total_images"] == 3
+    assert seen and seen[-1] == 3  # the UI's progress bar counts the images
+    captions = {row["original"].split("/")[-1]: row["caption"] for row in dataset_captions(workspace, "角色集")["items"]}
+    assert captions == {"角色_01.png": "红发, smile", "plain.png": "", "z.png": "from the zip"}
+    assert not [p for p in workspace.cache.iterdir() if p.name.startswith("dataset-upload-")]  # staging removed
+
+
+def test_two_uploads_with_one_name_are_both_kept(workspace, tmp_path):
+    uploads = tmp_path / "browser"
+    uploads.mkdir()
+    files = [_browser_upload(uploads, "a.png", image=noise(1)), _browser_upload(uploads, "a.png", image=noise(2))]
+    assert import_uploaded_files(workspace, "twice", files)["total_images"] == 2
+
+
+def test_an_empty_upload_is_refused_with_the_fix(workspace):
+    with pytest.raises(LorastudioError, match="choose at least one"):
+        import_uploaded_files(workspace, "none", [])
+
+
+def test_edited_captions_are_written_and_a_wrong_file_changes_nothing(workspace, tmp_path):
+    uploads = tmp_path / "browser"
+    uploads.mkdir()
+    import_uploaded_files(workspace, "set", [_browser_upload(uploads, f"{i}.png", image=noise(i)) for i in range(2)])
+    rows = dataset_captions(workspace, "set")["items"]
+    assert all(row["caption"] == "" and row["path"].endswith(row["file"]) for row in rows)
+    first, second = rows[0]["file"], rows[1]["file"]
+    with pytest.raises(LorastudioError, match="no image 'nope.png'"):
+        write_captions(workspace, "set", {first: "changed", "nope.png": "x"})
+    assert dataset_captions(workspace, "set")["items"][0]["caption"] == ""
+    result = write_captions(workspace, "set", {first: "  a cat,\n sitting ", second: ""})
+    assert result["changed"] == 1
+    assert [row["caption"] for row in dataset_captions(workspace, "set")["items"]] == ["a cat, sitting", ""]
