@@ -33,7 +33,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 from lorastudio.api.deps import get_studio, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import SCHEDULE_TYPES, sampler_names
-from lorastudio.service.models import titled_models
+from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.uploads import decode_image, store_image
@@ -308,8 +308,9 @@ def embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 
 
 @router.get("/sd-vae")
-def sd_vae() -> list[dict[str, Any]]:
-    return []
+def sd_vae(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    """Separate VAEs in models/ (`sd_vae` / `vae` take the name); A1111's shape."""
+    return [{"model_name": row["name"], "filename": row["file"]} for row in list_vaes(studio.workspace)]
 
 
 @router.get("/hypernetworks")

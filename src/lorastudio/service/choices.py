@@ -15,6 +15,7 @@ __all__ = [
     "model_names",
     "sampler_names",
     "schedule_names",
+    "vae_names",
 ]
 
 
@@ -58,3 +59,10 @@ def embedding_names(ws: Workspace) -> list[str]:
     from lorastudio.service.embeddings import list_embeddings
 
     return sorted(row["name"] for row in list_embeddings(ws) if not row.get("error"))
+
+
+def vae_names(ws: Workspace) -> list[str]:
+    """Separate VAEs in models/ (a request's `vae`); the form offers "Automatic" (the model's own) first."""
+    from lorastudio.service.models import list_vaes
+
+    return [row["name"] for row in list_vaes(ws)]

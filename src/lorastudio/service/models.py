@@ -20,7 +20,11 @@ __all__ = [
     "rename_model",
     "default_model",
     "model_on_disk",
+    "list_vaes",
 ]
+
+# Tensor-name beginnings of a VAE saved on its own (A1111's models/VAE files: vae-ft-mse-840000...).
+_VAE_KEY_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
 # A built-in tiny model (built on first use): the default of a workspace without models.
 DEFAULT_MODEL = "tiny-sd15"
@@ -244,3 +248,35 @@ def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     target = rename_without_clobbering(path, ws.models / f"{new_name}{suffix}", "model")
     Library(ws).rename_model(name, new_name, target)
     return {"name": new_name, "renamed_from": name}
+
+
+def _is_vae(path: Path) -> bool:
+    """A separate VAE: a diffusers AutoencoderKL folder, or a .safetensors holding only VAE tensors."""
+    import json
+
+    from lorastudio.models.checkpoint import read_safetensors_header
+
+    if path.is_dir():
+        config = path / "config.json"
+        try:
+            return config.is_file() and json.loads(config.read_text()).get("_class_name") == "AutoencoderKL"
+        except (OSError, ValueError):
+            return False
+    if path.suffix.lower() != LISTED_MODEL_SUFFIX:
+        return False
+    try:
+        keys = [key for key in read_safetensors_header(path) if key != "__metadata__"]
+    except (LorastudioError, OSError):
+        return False
+    return bool(keys) and all(key.startswith(_VAE_KEY_PREFIXES) for key in keys)
+
+
+def list_vaes(ws: Workspace) -> list[dict[str, Any]]:
+    """VAEs a request may name in `vae` (A1111's SD VAE list): separate VAE files and folders in models/."""
+    rows = []
+    for path in sorted(ws.models.iterdir()) if ws.models.is_dir() else []:
+        if path.name.startswith(".") or not _is_vae(path):
+            continue
+        name = path.name if path.is_dir() else path.stem
+        rows.append({"name": name, "file": path.name})
+    return rows

@@ -80,6 +80,7 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
 
     values = dict(values)
     values["schedule"] = None if values.get("schedule") in (None, "", "Automatic") else values["schedule"]
+    values["vae"] = values.get("vae") or None  # "Automatic": the model's own VAE
     for name in INT_FIELDS:
         if values.get(name) is not None:
             values[name] = int(values[name])

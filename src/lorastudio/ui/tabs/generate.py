@@ -30,7 +30,7 @@ LABEL = "tab.generate"
 
 # Fields the form sends; the others keep GenerateConfig's defaults.
 FORM_FIELDS = (
-    "prompt", "negative_prompt", "model", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
+    "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "batch_size", "count", "clip_skip", "hires_scale",
     "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
     "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
@@ -47,6 +47,7 @@ def build(ctx: UiContext) -> None:
         model_names,
         sampler_names,
         schedule_names,
+        vae_names,
     )
 
     t, prefs, ws = ctx.t, ctx.preferences, ctx.studio.workspace
@@ -60,6 +61,13 @@ def build(ctx: UiContext) -> None:
         with gr.Column(scale=1, min_width=220):
             f["model"] = gr.Dropdown(
                 model_names(ws), value=ctx.studio.model, label=t("generate.model"), elem_id="field-model"
+            )
+            f["vae"] = gr.Dropdown(
+                [(t("generate.vae_automatic"), "")] + [(name, name) for name in vae_names(ws)],
+                value="",
+                label=t("generate.vae"),
+                info=GenerateConfig.model_fields["vae"].description,
+                elem_id="field-vae",
             )
             refresh = gr.Button(t("generate.refresh"), size="sm")
             run = gr.Button(t("generate.run"), variant="primary", elem_id="generate-run")
@@ -222,14 +230,14 @@ def build(ctx: UiContext) -> None:
     add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
     lora.change(lambda name: _lora_card(ctx, name), lora, lora_card)
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
-    refresh.click(lambda: _refreshed(ctx), None, [f["model"], lora, embedding])
+    refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
     # A page (re)load shows the saved defaults and today's library, not those of the server's start.
     defaults = ["sampler", "steps", "cfg_scale", "width", "height", "negative_prompt"]
     ctx.on_load.append(
         {
             "fn": lambda: (*_refreshed(ctx), *_saved_defaults(ctx, defaults)),
             "inputs": None,
-            "outputs": [f["model"], lora, embedding, *[f[name] for name in defaults]],
+            "outputs": [f["model"], f["vae"], lora, embedding, *[f[name] for name in defaults]],
         }
     )
 
@@ -281,11 +289,13 @@ def _lora_card(ctx: UiContext, name: str | None) -> str:
 
 
 def _refreshed(ctx: UiContext) -> tuple:
-    from lorastudio.service.choices import embedding_names, lora_names, model_names
+    """Today's models, VAEs, LoRAs and embeddings for the pickers."""
+    from lorastudio.service.choices import embedding_names, lora_names, model_names, vae_names
 
     ws = ctx.studio.workspace
     return (
         gr.update(choices=model_names(ws)),
+        gr.update(choices=[(ctx.t("generate.vae_automatic"), "")] + [(name, name) for name in vae_names(ws)]),
         gr.update(choices=lora_names(ws)),
         gr.update(choices=embedding_names(ws)),
     )

@@ -69,4 +69,5 @@ def _recipe(ctx: UiContext, path: str | None) -> dict[str, Any] | str:
         return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'
     values = cfg.model_dump()
     values["schedule"] = values.get("schedule") or "Automatic"
+    values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
     return values
