@@ -229,7 +229,11 @@ def test_library_lists_a_lora_renames_it_and_deletes_it_after_the_name_is_typed_
     _tab(page, "Library")
     page.click("#loras-refresh")  # the file was copied in after the page loaded
     page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色甲')")
-    page.locator("#loras-name textarea, #loras-name input").first.fill("角色甲")
+    page.locator("#loras-cards .thumbnail-item").first.click()  # its card
+    page.wait_for_function(
+        "() => (document.querySelector('#loras-name textarea, #loras-name input') || {}).value === '角色甲'"
+    )
+    assert "角色甲" in page.locator("#loras-card").inner_text()
     page.locator("#loras-new-name textarea, #loras-new-name input").first.fill("角色乙")
     page.click("#loras-rename")
     page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色乙')")

@@ -147,11 +147,54 @@ def _listing_rows(
                 "step": info.get("step"),
                 "method": info.get("method"),
                 "samples": info.get("samples", []),
+                "training": _training_summary(info.get("settings"), metadata),
+                "scores": _run_scores(ws, info.get("run")),
                 "registered": row is not None,
                 "error": error,
             }
         )
     return rows
+
+
+def _training_summary(settings: dict[str, Any] | None, metadata: dict[str, str]) -> dict[str, Any]:
+    """The few training settings a library card shows: from the run's config when lorastudio trained
+    it, else from the file's kohya `ss_*` metadata (a LoRA from elsewhere)."""
+    if settings:
+        train, lora = settings.get("train") or {}, settings.get("lora") or {}
+        return {
+            "steps": train.get("steps"),
+            "rank": lora.get("rank"),
+            "alpha": lora.get("alpha"),
+            "learning_rate": train.get("learning_rate"),
+            "resolution": train.get("resolution"),
+            "optimizer": train.get("optimizer"),
+        }
+    keys = {"steps": "ss_max_train_steps", "rank": "ss_network_dim", "alpha": "ss_network_alpha",
+            "learning_rate": "ss_learning_rate", "resolution": "ss_resolution", "optimizer": "ss_optimizer"}  # fmt: skip
+    return {field: metadata[key] for field, key in keys.items() if metadata.get(key) not in (None, "", "None")}
+
+
+def _run_scores(ws: Workspace, run: str | None) -> dict[str, Any] | None:
+    """The run's checkpoint pick (`scores.json`: best and chosen step, the score names), if it was scored."""
+    if not run:
+        return None
+    path = ws.runs / run / "scores.json"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not table:
+        return None
+    best = next((r for r in table.get("rows", []) if r.get("step") == table.get("best_step")), {})
+    return {
+        "best_step": table.get("best_step"),
+        "result_step": table.get("result_step"),
+        "best": {
+            key: value
+            for key, value in best.items()
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+        },
+    }
 
 
 def _unreadable(path: Path, exc: BaseException) -> str:

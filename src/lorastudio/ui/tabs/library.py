@@ -7,6 +7,7 @@ came from and its sample images. Delete asks for the name a second time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ def _lora_rows(ws) -> list[dict[str, Any]]:
 
     return [{"name": r["name"], "kind": r.get("type") or "LoRA", "base": r.get("base_model") or "",
              "trigger": r.get("trigger") or "", "steps": r.get("step") or "", "error": r.get("error") or "",
-             "samples": r.get("samples") or []} for r in list_loras(ws)]  # fmt: skip
+             "samples": r.get("samples") or [], "training": r.get("training"),
+             "scores": r.get("scores")} for r in list_loras(ws)]  # fmt: skip
 
 
 def _model_rows(ws) -> list[dict[str, Any]]:
@@ -85,6 +87,12 @@ def _build_section(ctx: UiContext, section: Section) -> None:
     with gr.Row():
         search = gr.Textbox(label=t("library.search"), scale=4, elem_id=f"{key}-search")
         refresh = gr.Button(t("library.refresh"), scale=1, elem_id=f"{key}-refresh")
+    cards = None
+    if key == "loras":  # characters and styles as cards: a sample picture, the name and the trigger
+        cards = gr.Gallery(
+            value=_cards(ctx, section), columns=6, height=260, allow_preview=False,
+            label=t("library.cards"), elem_id="loras-cards",
+        )  # fmt: skip
     table = gr.Dataframe(
         headers=[t(f"library.column.{column}") for column in section.columns],
         value=_table(ctx, section),
@@ -144,10 +152,43 @@ def _build_section(ctx: UiContext, section: Section) -> None:
     search.change(lambda query: _table(ctx, section, query), search, table)
     refresh.click(lambda query: _table(ctx, section, query), search, table)
     table.select(selected, None, [name, card, samples])
+    if cards is not None:
+        def picked(event: gr.SelectData) -> tuple:
+            chosen = str(event.value.get("caption") or "").split(" · ")[0] if isinstance(event.value, dict) else ""
+            return chosen, *_card(ctx, section, chosen)
+
+        cards.select(picked, None, [name, card, samples])
+        for trigger in (refresh.click, search.change):
+            trigger(lambda query: _cards(ctx, section, query), search, cards)
+        ctx.on_load.append({"fn": lambda: _cards(ctx, section), "inputs": None, "outputs": cards})
     delete.click(remove, [name, confirm, search], [message, table])
     rename.click(give_new_name, [name, new_name, search], [message, table, name])
     do_import.click(add, [upload, import_name, search], [message, table])
     ctx.on_load.append({"fn": lambda: _table(ctx, section), "inputs": None, "outputs": table})
+
+
+def _cards(ctx: UiContext, section: Section, query: str = "") -> list[tuple[str, str]]:
+    """(picture, "name · trigger") per LoRA: its latest sample, else a blank tile."""
+    needle = (query or "").strip().lower()
+    cards = []
+    for row in section.rows(ctx.studio.workspace):
+        if needle and not any(needle in str(value).lower() for value in row.values()):
+            continue
+        picture = next((str(p) for p in row.get("samples", []) if Path(str(p)).is_file()), None)
+        caption = f"{row['name']} · {row['trigger']}" if row.get("trigger") else row["name"]
+        cards.append((picture or _blank_tile(ctx), caption))
+    return cards
+
+
+def _blank_tile(ctx: UiContext) -> str:
+    """A grey square for a LoRA with no sample yet (in Gradio's own cache folder, which it serves)."""
+    from PIL import Image
+
+    path = Path(os.environ.get("GRADIO_TEMP_DIR") or ctx.studio.workspace.cache / "gradio") / "no-sample.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (200, 200, 200)).save(path)
+    return str(path)
 
 
 def _card(ctx: UiContext, section: Section, name: str) -> tuple[str, list[str]]:
@@ -158,6 +199,13 @@ def _card(ctx: UiContext, section: Section, name: str) -> tuple[str, list[str]]:
     for column in section.columns[1:]:
         if row.get(column):
             lines.append(f"- {ctx.t(f'library.column.{column}')}: `{row[column]}`")
+    training = {k: v for k, v in (row.get("training") or {}).items() if v not in (None, "")}
+    if training:
+        lines.append(f"- {ctx.t('library.training')}: " + ", ".join(f"{k} `{v}`" for k, v in training.items()))
+    scores = row.get("scores") or {}
+    if scores.get("best_step") is not None:
+        best = ", ".join(f"{k} {v:.3g}" for k, v in (scores.get("best") or {}).items())
+        lines.append(f"- {ctx.t('library.scores', step=scores['best_step'])}" + (f": {best}" if best else ""))
     samples = [str(p) for p in row.get("samples", []) if Path(str(p)).is_file()]
     return "\n".join(lines), samples
 
