@@ -190,3 +190,36 @@ def stripping_proxy(target: str, prefix: str) -> Iterator[str]:
     finally:
         server.shutdown()
         client.close()
+
+
+# --- fixtures a UI test module imports (`from browser import browser, served  # noqa: F401`) ---
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_models_dir):
+    """One served studio (tiny models, `--auth`) for the module."""
+    require_browser()
+    with served_studio(tmp_path_factory.mktemp("ui") / "studio", tiny_models_dir) as studio:
+        yield studio
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    """One Chromium for the module."""
+    with chromium(served.url) as browser:
+        yield browser
+
+
+@contextmanager
+def logged_in_page(served: ServedStudio, browser: Browser, tab: str | None = None) -> Iterator[Any]:
+    """A fresh page, logged in, on `tab`; on leaving, it must have asked nothing of another host."""
+    page = browser.page()
+    log_in(page, served.url)
+    page.wait_for_selector("#generate-run")
+    if tab:
+        page.get_by_role("tab", name=tab, exact=True).click()
+    try:
+        yield page
+    finally:
+        page.context.close()
+    assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from browser import PASSWORD, USER, chromium, log_in, require_browser, served_studio
+from browser import (
+    PASSWORD,
+    USER,
+    logged_in_page,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -21,27 +25,10 @@ PROMPT = "a red square, 红色方块"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_models_dir):
-    require_browser()
-    with served_studio(tmp_path_factory.mktemp("ui") / "studio", tiny_models_dir) as studio:
-        yield studio
-
-
-@pytest.fixture(scope="module")
-def browser(served):
-    with chromium(served.url) as browser:
-        yield browser
-
-
 @pytest.fixture
 def page(served, browser):
-    page = browser.page()
-    log_in(page, served.url)
-    page.wait_for_selector("#generate-run")
-    yield page
-    page.context.close()
-    assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
+    with logged_in_page(served, browser) as page:
+        yield page
 
 
 def _set(page, selector: str, value: object) -> None:

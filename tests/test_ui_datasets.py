@@ -13,33 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import chromium, log_in, require_browser, served_studio
+from browser import logged_in_page
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_models_dir):
-    require_browser()
-    with served_studio(tmp_path_factory.mktemp("ui-datasets") / "studio", tiny_models_dir) as studio:
-        yield studio
-
-
-@pytest.fixture(scope="module")
-def browser(served):
-    with chromium(served.url) as browser:
-        yield browser
-
-
 @pytest.fixture
 def page(served, browser):
-    page = browser.page()
-    log_in(page, served.url)
-    page.wait_for_selector("#generate-run")
-    page.get_by_role("tab", name="Data sets", exact=True).click()
-    yield page
-    page.context.close()
-    assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
+    with logged_in_page(served, browser, tab="Data sets") as page:
+        yield page
 
 
 def _noise(path: Path, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
