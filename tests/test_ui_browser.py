@@ -162,6 +162,22 @@ def test_story_mode_renders_each_line_and_a_contact_sheet(served, page):
     assert page.locator("#gallery img").count() >= 3  # the contact sheet, then both pictures
 
 
+def test_send_to_extras_and_upscale_keeps_the_recipe(served, page):
+    from PIL import Image
+
+    _small_generation(page, prompt="to be upscaled")
+    page.click("#generate-run")
+    _wait_for_infotext(page, "to be upscaled")
+    page.click("#send-extras")
+    page.wait_for_selector("#extras-source img")
+    page.click("#extras-run")
+    page.wait_for_function("() => document.querySelector('#extras-message').innerText.includes('128x128')")
+    info = page.locator("#extras-info textarea").input_value()
+    assert "to be upscaled" in info and "Postprocess upscale by: 2, Postprocess upscaler: Lanczos" in info
+    saved = sorted(served.studio.workspace.outputs.glob("*/*-upscaled-2x*.png"))
+    assert saved and Image.open(saved[-1]).size == (128, 128)
+
+
 def test_a_reload_reconnects_to_the_running_generation(served, page):
     _small_generation(page, prompt="survives a reload", steps=20, count=12)
     page.click("#generate-run")
@@ -268,8 +284,9 @@ def test_every_tab_renders_and_is_photographed(served, page, tmp_path):
     """Screenshots for docs/ (set LORASTUDIO_SCREENSHOTS=1 to refresh docs/screenshots)."""
     folder = SCREENSHOTS if os.environ.get("LORASTUDIO_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
-    for label, name in (("Generate", "generate"), ("PNG info", "png-info"), ("Library", "library"),
-                        ("Data sets", "datasets"), ("Jobs", "jobs"), ("Settings", "settings")):  # fmt: skip
+    tabs = (("Generate", "generate"), ("PNG info", "png-info"), ("Extras", "extras"), ("Library", "library"),
+            ("Data sets", "datasets"), ("Jobs", "jobs"), ("Settings", "settings"))  # fmt: skip
+    for label, name in tabs:
         _tab(page, label)
         page.wait_for_timeout(300)
         page.screenshot(path=str(folder / f"{name}.png"), full_page=True)

@@ -33,9 +33,10 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 from lorastudio.api.deps import get_studio, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import SCHEDULE_TYPES, sampler_names
+from lorastudio.service.extras import upscale_image
 from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
-from lorastudio.service.studio import InvalidRequest, Studio
+from lorastudio.service.studio import Studio
 from lorastudio.service.uploads import decode_image, store_image
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
@@ -378,22 +379,10 @@ def png_info(req: PngInfoRequest) -> dict[str, Any]:
 
 @router.post("/extra-single-image")
 def extra_single_image(req: ExtraSingleImageRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """Resize an image with Lanczos or Nearest (the upscalers lorastudio has)."""
-    from PIL import Image
-
+    """Resize an image with Lanczos or Nearest (the upscalers lorastudio has; service.extras)."""
     image, _ = decode_image(req.image, "image")
-    if req.resize_mode == 1:
-        size = (req.upscaling_resize_w, req.upscaling_resize_h)
-    else:
-        size = (round(image.width * req.upscaling_resize), round(image.height * req.upscaling_resize))
-    if min(size) < 1:
-        raise InvalidRequest(f"upscaling_resize: target size {size[0]}x{size[1]} is out of range.")
-    studio.check_output_pixels(size[0], size[1], f"upscaled size {size[0]}x{size[1]}")
-    upscaler = (req.upscaler_1 or "None").lower()
-    if upscaler not in ("none", "lanczos", "nearest"):
-        raise LorastudioError(f"upscaler {req.upscaler_1!r}: not available; use Lanczos or Nearest.")
-    method = Image.Resampling.NEAREST if upscaler == "nearest" else Image.Resampling.LANCZOS
-    out = image.convert("RGB").resize(size, method)
+    size = (req.upscaling_resize_w, req.upscaling_resize_h) if req.resize_mode == 1 else None
+    out = upscale_image(image, studio.settings, scale=req.upscaling_resize, size=size, upscaler=req.upscaler_1)
     buffer = io.BytesIO()
     out.save(buffer, format="PNG")
     return {"html_info": "", "image": base64.b64encode(buffer.getvalue()).decode("ascii")}

@@ -19,6 +19,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "tab.png_info": ("PNG info", "图片信息"),
     "tab.library": ("Library", "模型库"),
     "tab.jobs": ("Jobs", "任务"),
+    "tab.extras": ("Extras", "后期处理"),
     "tab.settings": ("Settings", "设置"),
     # generate: prompts and model
     "generate.prompt": ("Prompt", "正向提示词"),
@@ -68,6 +69,14 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.inpaint_only_masked": ("Only masked (at full resolution)", "仅重绘蒙版区域（全分辨率）"),
     "generate.inpaint_padding": ("Only masked padding, pixels", "仅蒙版区域的边距（像素）"),
     "generate.send_inpaint": ("Send to inpaint", "发送到局部重绘"),
+    "generate.send_extras": ("Send to extras", "发送到后期处理"),
+    # extras
+    "extras.source": ("Picture to upscale", "要放大的图片"),
+    "extras.upscaler": ("Upscaler", "放大算法"),
+    "extras.scale": ("Scale by", "放大倍数"),
+    "extras.run": ("Upscale", "放大"),
+    "extras.result": ("Upscaled", "放大结果"),
+    "extras.done": ("Saved, {width}x{height}", "已保存，{width}x{height}"),
     # generate: story mode (a prompt list)
     "generate.story": ("Story (prompt list)", "故事模式（提示词列表）"),
     "generate.story_prompts": ("One prompt per line, or a YAML list", "每行一个提示词，或 YAML 列表"),

@@ -183,11 +183,14 @@ def build(ctx: UiContext) -> None:
             with gr.Row():
                 send_img2img = gr.Button(t("generate.send_img2img"), size="sm", elem_id="send-img2img")
                 send_inpaint = gr.Button(t("generate.send_inpaint"), size="sm", elem_id="send-inpaint")
+                send_extras = gr.Button(t("generate.send_extras"), size="sm", elem_id="send-extras")
     last_seed = gr.State(-1)
     images = gr.State([])
 
     ctx.shared["generate.fields"] = f
     ctx.shared["generate.img2img"] = img2img
+    ctx.shared["generate.send_extras"] = send_extras  # wired by the Extras tab, built later
+    ctx.shared["generate.images"] = images
 
     inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
 

@@ -1,0 +1,54 @@
+"""Extras: upscale one picture (A1111's Extras tab), e.g. one the Generate tab sent here.
+
+The work is `service.extras` (the same function as `/sdapi/v1/extra-single-image`); the result
+is stored in outputs/ with the source's recipe plus the postprocess keys.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lorastudio.ui.context import UiContext, error_text
+
+TAB_ID = "extras"
+LABEL = "tab.extras"
+
+
+def build(ctx: UiContext) -> None:
+    from lorastudio.service.extras import UPSCALERS
+
+    t = ctx.t
+    with gr.Row():
+        with gr.Column():
+            source = gr.Image(type="filepath", label=t("extras.source"), elem_id="extras-source", height=320)
+            upscaler = gr.Dropdown(list(UPSCALERS), value="Lanczos", label=t("extras.upscaler"))
+            scale = gr.Slider(1, 8, value=2, step=0.25, label=t("extras.scale"), elem_id="extras-scale")
+            run = gr.Button(t("extras.run"), variant="primary", elem_id="extras-run")
+        with gr.Column():
+            result = gr.Image(type="filepath", label=t("extras.result"), elem_id="extras-result", height=320)
+            info = gr.Textbox(label=t("generate.infotext"), lines=4, interactive=False, elem_id="extras-info")
+            message = gr.Markdown(elem_id="extras-message")
+    ctx.shared["extras.source"] = source
+
+    def sent_from_generate(images: list[str]) -> tuple:
+        return (images[0] if images else None), gr.Tabs(selected=TAB_ID)
+
+    ctx.shared["generate.send_extras"].click(sent_from_generate, ctx.shared["generate.images"], [source, ctx.tabs])
+
+    def upscale(path: str | None, name: str, factor: float) -> tuple:
+        from PIL import Image
+
+        from lorastudio.service.extras import save_upscaled, upscale_image
+        from lorastudio.service.png_info import png_info
+
+        if not path:
+            return gr.update(), gr.update(), t("extras.source")
+        try:
+            with Image.open(path) as image:
+                out = upscale_image(image, ctx.studio.settings, scale=float(factor), upscaler=name)
+            saved = save_upscaled(ctx.studio.workspace, path, out, float(factor), name)
+        except Exception as exc:
+            return gr.update(), gr.update(), f'<span class="error-text">{t("app.error")}: {error_text(exc)}</span>'
+        return str(saved), png_info(saved)["info"], t("extras.done", width=out.width, height=out.height)
+
+    run.click(upscale, [source, upscaler, scale], [result, info, message])
