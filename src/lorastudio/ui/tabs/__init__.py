@@ -4,8 +4,8 @@
 Generate comes first: later tabs (PNG info, Library) fill its controls through `ctx.shared`.
 """
 
-from lorastudio.ui.tabs import generate, jobs, library, png_info, settings
+from lorastudio.ui.tabs import generate, jobs, library, png_info, settings, train
 
-TABS = (generate, png_info, library, jobs, settings)
+TABS = (generate, png_info, library, train, jobs, settings)
 
 __all__ = ["TABS"]
