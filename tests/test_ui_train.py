@@ -1,0 +1,180 @@
+"""The Train tab end to end in headless Chromium: a tiny run started from the generated form,
+followed live (progress, a sample image), cancelled and resumed; and a run named "小红" trained
+to the end, found in the Library and used by a `<lora:小红:1>` prompt on the Generate tab.
+
+tiny-sd15 at 64 px on a 3-image data set made here: a training step takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from browser import chromium, log_in, require_browser, served_studio
+
+pytestmark = pytest.mark.slow
+
+NAME = "小红"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_models_dir):
+    require_browser()
+    from lorastudio.service.datasets import import_dataset
+
+    root = tmp_path_factory.mktemp("ui-train")
+    with served_studio(root / "studio", tiny_models_dir) as studio:
+        source = root / "source"
+        source.mkdir()
+        for i in range(3):
+            Image.new("RGB", (64, 64), (200 + i * 20, 30, 30)).save(source / f"{i}.png")
+            (source / f"{i}.txt").write_text("zq, red square", encoding="utf-8")
+        import_dataset(studio.studio.workspace, "reds", [source])
+        yield studio
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    with chromium(served.url) as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(served, browser):
+    page = browser.page()
+    log_in(page, served.url)
+    page.wait_for_selector("#generate-run")
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.wait_for_selector("#train-start")
+    yield page
+    page.context.close()
+    assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
+
+
+def _box(page, key: str):
+    return page.locator(f"#train-field-{key.replace('.', '-')}").locator("textarea, input").first
+
+
+def _set(page, key: str, value: object) -> None:
+    """Type into the control of config key `key` and leave it (the change fires on blur)."""
+    box = _box(page, key)
+    box.fill(str(value))
+    box.press("Tab" if not key.endswith("prompts") else "Control+End")
+
+
+def _open(page, section: str) -> None:
+    accordion = page.locator(f"#train-section-{section}")
+    accordion.locator("button").first.click()
+
+
+def _tiny_run(page, name: str, steps: int, every: int) -> None:
+    """A tiny-sd15 run on the 'reds' data set at 64 px, a sample (and a checkpoint) every `every` steps."""
+    _set(page, "output.name", name)
+    _set(page, "model", "tiny-sd15")
+    _set(page, "data.dir", "reds")
+    _set(page, "trigger", "zq")
+    _set(page, "train.steps", steps)
+    _set(page, "train.resolution", 64)
+    _set(page, "train.learning_rate", 0.001)
+    _open(page, "train")
+    _set(page, "train.save_every_steps", every)
+    _open(page, "samples")
+    _set(page, "samples.prompts", "zq, red square")
+    _set(page, "samples.every_steps", every)
+    _set(page, "samples.steps", 2)
+    _open(page, "scoring")
+    _set(page, "scoring.steps", 2)
+
+
+def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:
+    page.wait_for_function(
+        "([sel, text]) => (document.querySelector(sel) || {}).innerText?.includes(text)",
+        arg=[selector, text],
+        timeout=timeout,
+    )
+    return page.locator(selector).inner_text()
+
+
+def test_a_run_is_followed_live_then_cancelled_and_resumed(served, page):
+    studio = served.studio
+    _tiny_run(page, "cancel-me", steps=400, every=2)
+    page.click("#train-start")
+    _wait_text(page, "#train-progress", "Step")
+    page.wait_for_selector("#train-samples img", timeout=120_000)  # the first sample image, while it trains
+    job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    assert studio.get_job(job_id).state == "running"
+    page.click("#train-cancel")
+    _wait_text(page, "#train-message", "Cancelled")
+    assert studio.get_job(job_id).state == "cancelled"
+
+    page.click("#train-resume")
+    page.wait_for_function(
+        "(old) => { const box = document.querySelector('#train-job-id textarea, #train-job-id input');"
+        " return box && box.value && box.value !== old; }",
+        arg=job_id,
+    )
+    resumed = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    assert resumed != job_id and studio.get_job(resumed).payload["run"] == "cancel-me"
+    plans = _plan_events(page, studio, resumed)  # the same run folder, from its checkpoint
+    assert plans[0]["start_step"] >= 2
+    page.click("#train-cancel")
+    _wait_text(page, "#train-message", "Cancelled")
+
+
+def _plan_events(page, studio, job_id: str) -> list[dict]:
+    for _ in range(300):
+        plans = [e.data for e in studio.job_events(job_id) if e.type == "plan"]
+        if plans:
+            return plans
+        page.wait_for_timeout(100)
+    raise AssertionError(f"job {job_id} never planned its run: {studio.get_job(job_id).error}")
+
+
+def test_a_refused_form_says_why_next_to_start(served, page):
+    _set(page, "model", "tiny-sd15")
+    _set(page, "data.dir", "no-such-set")
+    page.click("#train-start")
+    text = _wait_text(page, "#train-message", "Error", timeout=30_000)
+    assert "no-such-set" in text and "Traceback" not in text
+
+
+def test_a_chinese_named_run_reaches_the_library_and_a_prompt(served, page):
+    from lorastudio.service.loras import list_loras
+    from lorastudio.service.train_runs import run_progress
+
+    studio = served.studio
+    _tiny_run(page, NAME, steps=4, every=2)
+    page.click("#train-start")
+    _wait_text(page, "#train-message", "Finished", timeout=180_000)
+    assert NAME in {row["name"] for row in list_loras(studio.workspace)}
+    table = _wait_text(page, "#train-checkpoints", "✓")  # the best step, and the one in the library
+    assert [row["step"] for row in run_progress(studio.workspace, NAME)["scores"]] == [2, 4]
+    assert "In library" in table
+    step = page.locator("#train-pick-step input").first
+    step.fill("2")
+    step.press("Tab")
+    page.click("#train-use-checkpoint")
+    _wait_text(page, "#train-picked", "Step 2")
+    run = studio.workspace.runs / NAME
+    assert run_progress(studio.workspace, NAME)["result_step"] == 2
+    assert (studio.workspace.loras / f"{NAME}.safetensors").read_bytes() == (
+        run / "checkpoints" / "step-2" / f"{NAME}.safetensors"
+    ).read_bytes()
+
+    page.get_by_role("tab", name="Library", exact=True).click()
+    page.click("#loras-refresh")
+    _wait_text(page, "#loras-table", NAME)
+
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    page.locator("#field-prompt textarea").fill(f"zq, red square <lora:{NAME}:1>")
+    for key, value in (("width", 64), ("height", 64), ("steps", 3), ("seed", 5)):
+        box = page.locator(f"#field-{key} input[type=number], #field-{key} input").first
+        box.fill(str(value))
+        box.press("Tab")
+    page.click("#generate-run")
+    page.wait_for_function(
+        "(name) => (document.querySelector('#infotext textarea') || {}).value?.includes('Lora hashes')",
+        arg=NAME,
+        timeout=120_000,
+    )
+    assert NAME in page.locator("#infotext textarea").input_value()
