@@ -222,7 +222,7 @@ def test_every_tab_renders_and_is_photographed(served, page, tmp_path):
     folder = SCREENSHOTS if os.environ.get("LORASTUDIO_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     for label, name in (("Generate", "generate"), ("PNG info", "png-info"), ("Library", "library"),
-                        ("Jobs", "jobs"), ("Settings", "settings")):  # fmt: skip
+                        ("Train", "train"), ("Jobs", "jobs"), ("Settings", "settings")):  # fmt: skip
         _tab(page, label)
         page.wait_for_timeout(300)
         page.screenshot(path=str(folder / f"{name}.png"), full_page=True)

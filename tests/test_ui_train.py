@@ -121,6 +121,32 @@ def test_a_run_is_followed_live_then_cancelled_and_resumed(served, page):
     _wait_text(page, "#train-message", "Cancelled")
 
 
+def test_a_preset_fills_the_form_and_a_reload_follows_the_running_run(served, page, tmp_path):
+    page.locator("#train-preset input").first.click()
+    page.get_by_role("option", name="character", exact=True).click()
+    page.wait_for_function(
+        "() => (document.querySelector('#train-field-train-epochs_per_image input') || {}).value === '100'"
+    )
+    assert page.locator("#train-field-method input").first.input_value() == "pivotal"
+    assert "pivotal" in page.locator("#train-preset-about").inner_text().lower()
+    page.screenshot(path=str(tmp_path / "train.png"), full_page=True)
+
+    _tiny_run(page, "reloaded", steps=400, every=2)
+    page.click("#train-start")
+    _wait_text(page, "#train-progress", "Step")
+    job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    page.reload()
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.wait_for_function(
+        "(id) => (document.querySelector('#train-job-id textarea, #train-job-id input') || {}).value === id",
+        arg=job_id,
+    )
+    _wait_text(page, "#train-progress", "Step")
+    page.click("#train-cancel")
+    _wait_text(page, "#train-message", "Cancelled")
+    assert served.studio.get_job(job_id).state == "cancelled"
+
+
 def _plan_events(page, studio, job_id: str) -> list[dict]:
     for _ in range(300):
         plans = [e.data for e in studio.job_events(job_id) if e.type == "plan"]
@@ -138,7 +164,7 @@ def test_a_refused_form_says_why_next_to_start(served, page):
     assert "no-such-set" in text and "Traceback" not in text
 
 
-def test_a_chinese_named_run_reaches_the_library_and_a_prompt(served, page):
+def test_a_chinese_named_run_reaches_the_library_and_a_prompt(served, page, tmp_path):
     from lorastudio.service.loras import list_loras
     from lorastudio.service.train_runs import run_progress
 
@@ -147,9 +173,14 @@ def test_a_chinese_named_run_reaches_the_library_and_a_prompt(served, page):
     page.click("#train-start")
     _wait_text(page, "#train-message", "Finished", timeout=180_000)
     assert NAME in {row["name"] for row in list_loras(studio.workspace)}
-    table = _wait_text(page, "#train-checkpoints", "✓")  # the best step, and the one in the library
+    try:
+        table = _wait_text(page, "#train-checkpoints", "✓", timeout=20_000)  # the best step, and the one in the library
+    except Exception:
+        print("DEBUG", page.locator("#train-checkpoints").inner_text(), run_progress(studio.workspace, NAME), page.locator("#train-message").inner_text())
+        raise
     assert [row["step"] for row in run_progress(studio.workspace, NAME)["scores"]] == [2, 4]
     assert "In library" in table
+    page.screenshot(path=str(tmp_path / "finished.png"), full_page=True)
     step = page.locator("#train-pick-step input").first
     step.fill("2")
     step.press("Tab")

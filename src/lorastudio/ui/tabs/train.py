@@ -29,6 +29,8 @@ BASIC_KEYS = (
     "output.name", "model", "data.dir", "method", "trigger", "train.steps", "train.epochs_per_image",
     "lora.rank", "train.learning_rate", "train.resolution",
 )  # fmt: skip
+# What the user typed here stays when a preset is chosen (a preset rarely names a model or data set).
+KEPT_KEYS = ("output.name", "model", "data.dir", "trigger")
 
 
 def build(ctx: UiContext) -> None:
@@ -52,7 +54,7 @@ def build(ctx: UiContext) -> None:
     form = build_config_form(
         t,
         form_keys(),
-        preset_values(None),
+        {**preset_values(None), "model": ctx.studio.model},
         BASIC_KEYS,
         choices={"model": model_names(ws), "data.dir": datasets},
     )
@@ -68,7 +70,12 @@ def build(ctx: UiContext) -> None:
         loss = gr.LinePlot(x="step", y="loss", label=t("train.loss"), elem_id="train-loss", height=260)
         samples = gr.Gallery(label=t("train.samples"), columns=3, height=260, elem_id="train-samples")
     with gr.Accordion(t("train.checkpoints"), open=True):
-        table = gr.Dataframe(interactive=False, wrap=True, elem_id="train-checkpoints")
+        table = gr.Dataframe(
+            headers=[t("train.column.step"), t("train.column.best"), t("train.column.in_library")],
+            interactive=False,
+            wrap=True,
+            elem_id="train-checkpoints",
+        )
         with gr.Row():
             step = gr.Number(label=t("train.step"), precision=0, elem_id="train-pick-step", scale=2)
             use = gr.Button(t("train.use_checkpoint"), elem_id="train-use-checkpoint", scale=1)
@@ -77,11 +84,15 @@ def build(ctx: UiContext) -> None:
     controls = list(form.controls.values())
     follow_outputs = [message, job_id, progress, loss, samples, table]
 
-    def on_preset(name: str) -> list:
+    kept = [form.controls[key] for key in KEPT_KEYS]
+
+    def on_preset(name: str, *typed: str) -> list:
         try:
             values = preset_values(name or None)
         except Exception as exc:
             return [_error(ctx, exc), *[gr.update() for _ in controls]]
+        for key, value in zip(KEPT_KEYS, typed, strict=True):
+            values[key] = values[key] or value  # what the user typed stays, unless the preset names it
         description = next((p["description"] for p in presets if p["name"] == name), "")
         return [description, *form.updates(values)]
 
@@ -115,7 +126,7 @@ def build(ctx: UiContext) -> None:
             return _error(ctx, exc)
         return t("train.picked", step=result["step"], name=run)
 
-    preset.change(on_preset, preset, [about, *controls])
+    preset.change(on_preset, [preset, *kept], [about, *controls])
     start.click(start_run, {preset, *controls}, follow_outputs, concurrency_limit=None)
     resume.click(resume_run, job_id, follow_outputs, concurrency_limit=None)
     cancel.click(cancel_run, job_id, message)
@@ -179,7 +190,7 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     studio, t = ctx.studio, ctx.t
     run = str(studio.get_job(job_id).payload.get("run") or "")
     shown_samples: list | None = None
-    seen = {"after": 0, "step": 0, "total": 0}  # the newest progress event read so far
+    seen = {"after": 0, "step": 0, "total": 0, "points": -1}  # what was read and shown so far
     while True:
         job = studio.get_job(job_id)
         state = run_progress(studio.workspace, run)
@@ -189,7 +200,10 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         text = _progress_text(ctx, job, studio, seen["step"], seen["total"])
         if job.finished:
             break
-        yield "", job_id, text, _loss_frame(state), samples, gr.update()
+        points = len(state["loss"])
+        loss = _loss_frame(state) if points != seen["points"] else gr.update()
+        seen["points"] = points
+        yield "", job_id, text, loss, samples, gr.update()
         time.sleep(POLL_S)
     if job.state == "succeeded":
         done = t("train.done", name=(job.result or {}).get("name") or run)
@@ -229,7 +243,8 @@ def _read_progress(studio: Any, job_id: str, seen: dict[str, int]) -> None:
 def _loss_frame(state: dict) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(state["loss"] or [], columns=["step", "loss"])
+    frame = pd.DataFrame(state["loss"] or [], columns=["step", "loss"])
+    return frame.astype({"step": "int64", "loss": "float64"})  # numbers, so the plot's axes are scales
 
 
 def _checkpoint_table(ctx: UiContext, job_id: str) -> Any:
