@@ -48,6 +48,9 @@ def page(served, browser):
     page.wait_for_selector("#train-start")
     yield page
     page.context.close()
+    for job in served.studio.list_jobs(limit=50):  # a failed test must not leave its run to the next one
+        if not job.finished:
+            served.studio.cancel_job(job.id)
     assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
 
 
@@ -102,6 +105,7 @@ def test_a_run_is_followed_live_then_cancelled_and_resumed(served, page):
     _wait_text(page, "#train-progress", "Step")
     page.wait_for_selector("#train-samples img", timeout=120_000)  # the first sample image, while it trains
     job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    _events(page, studio, job_id, "checkpoint")  # so Resume has a checkpoint to start from
     assert studio.get_job(job_id).state == "running"
     page.click("#train-cancel")
     _wait_text(page, "#train-message", "Cancelled")
@@ -115,7 +119,7 @@ def test_a_run_is_followed_live_then_cancelled_and_resumed(served, page):
     )
     resumed = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
     assert resumed != job_id and studio.get_job(resumed).payload["run"] == "cancel-me"
-    plans = _plan_events(page, studio, resumed)  # the same run folder, from its checkpoint
+    plans = _events(page, studio, resumed, "plan")  # the same run folder, from its checkpoint
     assert plans[0]["start_step"] >= 2
     page.click("#train-cancel")
     _wait_text(page, "#train-message", "Cancelled")
@@ -147,13 +151,15 @@ def test_a_preset_fills_the_form_and_a_reload_follows_the_running_run(served, pa
     assert served.studio.get_job(job_id).state == "cancelled"
 
 
-def _plan_events(page, studio, job_id: str) -> list[dict]:
-    for _ in range(300):
-        plans = [e.data for e in studio.job_events(job_id) if e.type == "plan"]
-        if plans:
-            return plans
+def _events(page, studio, job_id: str, kind: str) -> list[dict]:
+    """The job's events of `kind`, once there is one (the run is followed by the browser meanwhile)."""
+    for _ in range(1200):
+        found = [e.data for e in studio.job_events(job_id) if e.type == kind]
+        if found:
+            return found
+        assert not studio.get_job(job_id).finished, studio.get_job(job_id).error
         page.wait_for_timeout(100)
-    raise AssertionError(f"job {job_id} never planned its run: {studio.get_job(job_id).error}")
+    raise AssertionError(f"job {job_id} sent no {kind} event")
 
 
 def test_a_refused_form_says_why_next_to_start(served, page):
@@ -171,13 +177,10 @@ def test_a_chinese_named_run_reaches_the_library_and_a_prompt(served, page, tmp_
     studio = served.studio
     _tiny_run(page, NAME, steps=4, every=2)
     page.click("#train-start")
-    _wait_text(page, "#train-message", "Finished", timeout=180_000)
+    _wait_text(page, "#train-message", f"Finished: the LoRA {NAME}", timeout=180_000)
     assert NAME in {row["name"] for row in list_loras(studio.workspace)}
-    try:
-        table = _wait_text(page, "#train-checkpoints", "✓", timeout=20_000)  # the best step, and the one in the library
-    except Exception:
-        print("DEBUG", page.locator("#train-checkpoints").inner_text(), run_progress(studio.workspace, NAME), page.locator("#train-message").inner_text())
-        raise
+    page.locator("#train-checkpoints").scroll_into_view_if_needed()  # the table draws rows in view only
+    table = _wait_text(page, "#train-checkpoints", "✓")  # the best step, and the one in the library
     assert [row["step"] for row in run_progress(studio.workspace, NAME)["scores"]] == [2, 4]
     assert "In library" in table
     page.screenshot(path=str(tmp_path / "finished.png"), full_page=True)

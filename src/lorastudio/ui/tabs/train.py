@@ -148,7 +148,8 @@ def build(ctx: UiContext) -> None:
             yield from _follow(ctx, job.id)
 
     ctx.on_load.append({"fn": lists, "inputs": None, "outputs": [form.controls["model"], form.controls["data.dir"]]})
-    ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": follow_outputs})
+    # not queued behind another page's follower: a reload must show the run at once
+    ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": follow_outputs, "concurrency_limit": None})
 
 
 def _error(ctx: UiContext, exc: BaseException) -> str:
