@@ -65,28 +65,27 @@ def _set(page, key: str, value: object) -> None:
     box.press("Tab" if not key.endswith("prompts") else "Control+End")
 
 
-def _open(page, section: str) -> None:
-    accordion = page.locator(f"#train-section-{section}")
-    accordion.locator("button").first.click()
+def _open(page, section: str, first_key: str) -> None:
+    """Unfold a section and wait until its controls are drawn (they mount when it opens)."""
+    page.locator(f"#train-section-{section}").locator("button").first.click()
+    _box(page, first_key).wait_for(state="visible")
 
 
 def _tiny_run(page, name: str, steps: int, every: int) -> None:
     """A tiny-sd15 run on the 'reds' data set at 64 px, a sample (and a checkpoint) every `every` steps."""
-    _set(page, "output.name", name)
-    _set(page, "model", "tiny-sd15")
-    _set(page, "data.dir", "reds")
-    _set(page, "trigger", "zq")
-    _set(page, "train.steps", steps)
-    _set(page, "train.resolution", 64)
-    _set(page, "train.learning_rate", 0.001)
-    _open(page, "train")
-    _set(page, "train.save_every_steps", every)
-    _open(page, "samples")
-    _set(page, "samples.prompts", "zq, red square")
-    _set(page, "samples.every_steps", every)
-    _set(page, "samples.steps", 2)
-    _open(page, "scoring")
-    _set(page, "scoring.steps", 2)
+    _open(page, "train", "train.save_every_steps")
+    _open(page, "samples", "samples.prompts")
+    _open(page, "scoring", "scoring.steps")
+    page.wait_for_timeout(500)  # the folded controls have their first value before they are typed into
+    values = {
+        "output.name": name, "model": "tiny-sd15", "data.dir": "reds", "trigger": "zq", "train.steps": steps,
+        "train.resolution": 64, "train.learning_rate": 0.001, "train.save_every_steps": every,
+        "samples.prompts": "zq, red square", "samples.every_steps": every, "samples.steps": 2, "scoring.steps": 2,
+    }  # fmt: skip
+    for key, value in values.items():
+        _set(page, key, value)
+    for key, value in values.items():
+        assert _box(page, key).input_value() == str(value), key
 
 
 def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:
@@ -100,11 +99,12 @@ def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:
 
 def test_a_run_is_followed_live_then_cancelled_and_resumed(served, page):
     studio = served.studio
-    _tiny_run(page, "cancel-me", steps=400, every=2)
+    _tiny_run(page, "cancel-me", steps=5000, every=2)
     page.click("#train-start")
     _wait_text(page, "#train-progress", "Step")
     page.wait_for_selector("#train-samples img", timeout=120_000)  # the first sample image, while it trains
     job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    assert studio.get_job(job_id).payload["config"]["train"]["save_every_steps"] == 2  # the folded field counts
     _events(page, studio, job_id, "checkpoint")  # so Resume has a checkpoint to start from
     assert studio.get_job(job_id).state == "running"
     page.click("#train-cancel")
@@ -135,7 +135,7 @@ def test_a_preset_fills_the_form_and_a_reload_follows_the_running_run(served, pa
     assert "pivotal" in page.locator("#train-preset-about").inner_text().lower()
     page.screenshot(path=str(tmp_path / "train.png"), full_page=True)
 
-    _tiny_run(page, "reloaded", steps=400, every=2)
+    _tiny_run(page, "reloaded", steps=5000, every=2)
     page.click("#train-start")
     _wait_text(page, "#train-progress", "Step")
     job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
