@@ -91,3 +91,30 @@ def test_only_a_cancelled_or_failed_training_job_resumes_and_it_keeps_its_run(wo
         assert again.payload == payload and again.state == "queued"
     finally:
         studio.close()
+
+
+def test_the_generated_form_reads_lists_mappings_and_empty_numbers_back_as_config_values():
+    import gradio as gr
+
+    from lorastudio.ui.config_form import build_config_form
+    from lorastudio.ui.i18n import translator
+
+    with gr.Blocks():
+        form = build_config_form(translator("zh"), form_keys(), preset_values(None), ["model", "train.steps"])
+    assert list(form.controls)[:2] == ["model", "train.steps"]  # basic keys first
+    assert form.controls["model"].label == "底模" and form.controls["lora.conv_rank"].label == "lora.conv_rank"
+    assert form.controls["train.learning_rate"].info.startswith("Learning rate")  # tooltip: the field's description
+    submitted = {control: None for control in form.controls.values()}
+    submitted.update({
+        form.controls["samples.prompts"]: "a red square\n\n 小红, smiling ",
+        form.controls["train.optimizer_args"]: '{"betas": [0.9, 0.99]}',
+        form.controls["train.steps"]: 0,  # an empty optional number
+        form.controls["lora.rank"]: 8.0,
+    })  # fmt: skip
+    values = form.read(submitted)
+    assert values["samples.prompts"] == ["a red square", "小红, smiling"]
+    assert values["train.optimizer_args"] == {"betas": [0.9, 0.99]}
+    assert values["train.steps"] is None and values["lora.rank"] == 8 and isinstance(values["lora.rank"], int)
+    submitted[form.controls["train.optimizer_args"]] = "betas=0.9"
+    with pytest.raises(LorastudioError, match="train.optimizer_args: not JSON"):
+        form.read(submitted)
