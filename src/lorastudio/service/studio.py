@@ -190,6 +190,20 @@ class Studio:
         payload = {"config": cfg.model_dump(mode="json"), "run": run}
         return self.submit("train", payload, user=user, priority=priority, affinity=cfg.model)
 
+    def resume_train(self, job_id: str, *, user: str = "", priority: int = 0) -> Job:
+        """Queue a cancelled or failed training job again: it resumes from its run's last checkpoint.
+
+        The new job keeps the run folder and the resolved config of the old one; the train
+        handler finds the checkpoint there (as after a worker restart).
+        """
+        old = self.get_job(job_id)
+        if old.kind != "train" or old.state not in ("cancelled", "failed"):
+            raise InvalidRequest(
+                f"job {job_id}: only a cancelled or failed training job resumes (this one is a {old.state} {old.kind} job)."
+            )
+        payload = {"config": old.payload["config"], "run": old.payload["run"]}
+        return self.submit("train", payload, user=user, priority=priority, affinity=old.affinity)
+
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
         cfg = self.requests.caption(cfg)
         return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)

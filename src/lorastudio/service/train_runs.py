@@ -1,0 +1,187 @@
+"""Training as a form sees it: a preset's values, a request from edited values, a run's progress.
+
+The web UI's Train tab shows every `TrainConfig` field filled from the chosen preset, and
+sends back only what the user changed: `train_request` turns that into the same request
+the API takes (`preset` plus the keys the user set), so `Studio.submit_train` layers it over
+the preset exactly as it layers an API request or the CLI's overrides.
+
+`run_progress` reads a run folder while it trains (loss log, sample images, scores), so a
+reloaded page shows the same run as the browser that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from lorastudio.service.workspace import Workspace
+    from lorastudio.train.config import TrainConfig
+
+__all__ = ["form_keys", "preset_values", "train_request", "run_progress", "pick_checkpoint", "training_eta"]
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The nested config model a field holds (`data: DataConfig`), else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def form_keys(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, tuple[type[BaseModel], str]]:
+    """Every dotted key of the training config -> (the model that holds it, its field name).
+
+    Sections (`train`, `lora`, ...) are walked; `preset` is left out (the preset picker sets it).
+    """
+    if model is None:
+        from lorastudio.train.config import TrainConfig
+
+        model = TrainConfig
+    keys: dict[str, tuple[type[BaseModel], str]] = {}
+    for name, info in model.model_fields.items():
+        if not prefix and name == "preset":
+            continue
+        section = _section_model(info.annotation)
+        if section is not None:
+            keys.update(form_keys(section, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = (model, name)
+    return keys
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    info = model.model_fields[name]
+    return info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+
+
+def preset_values(preset: str | None) -> dict[str, Any]:
+    """The value of every form key with `preset` applied over the config's defaults.
+
+    Not validated: a preset may leave a key for the user to fill in (the character preset's
+    trigger word), and the form must still show it.
+    """
+    from lorastudio.config import flatten_keys
+    from lorastudio.train.config import read_preset
+
+    values = {key: _default(model, name) for key, (model, name) in form_keys().items()}
+    if preset:
+        if preset not in _shipped_presets():
+            raise LorastudioError(f"preset {preset!r}: not a shipped preset; choose one of {', '.join(_shipped_presets())}.")
+        shown = flatten_keys(read_preset(preset))
+        values.update({key: value for key, value in shown.items() if key in values})
+    return values
+
+
+def _shipped_presets() -> list[str]:
+    from lorastudio.train.config import preset_names
+
+    return preset_names()
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"train.steps": 5} -> {"train": {"steps": 5}}."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *sections, name = key.split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return out
+
+
+def train_request(preset: str | None, values: dict[str, Any]) -> TrainConfig:
+    """The request a form sends: `preset` plus the values that differ from it.
+
+    A value the user left as the preset shows it is not sent, so the preset's way of saying how
+    long to train (`train.epochs_per_image`) gives way to a `train.steps` the user typed, as an
+    override does on the command line. `Studio.submit_train` resolves the layers.
+    """
+    from lorastudio.config import explain_validation_error
+    from lorastudio.train.config import TrainConfig
+
+    shown = preset_values(preset)
+    unknown = sorted(set(values) - set(shown))
+    if unknown:
+        raise LorastudioError(f"training form: unknown key {unknown[0]!r}; use a key of the training config.")
+    changed = {key: value for key, value in values.items() if value != shown[key]}
+    data = _nested(changed)
+    if preset:
+        data["preset"] = preset
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise LorastudioError(explain_validation_error(TrainConfig, exc, "training form")) from None
+
+
+def _log_records(path: Path) -> list[dict[str, Any]]:
+    """`log.jsonl` as far as it is written: a line the trainer is writing now is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def run_progress(ws: Workspace, run: str) -> dict[str, Any]:
+    """What a run folder shows so far: loss per step, sample images (newest step first), scores.
+
+    `loss` is a list of {"step", "loss"}; `samples` a list of (path, "step N") pairs; `scores`
+    the rows of scores.json with `best_step` and `result_step` (the step now in the library).
+    """
+    from lorastudio.train.steps import step_folders
+
+    run_dir = ws.safe_child(ws.runs, run, "run")
+    loss = [
+        {"step": int(r["step"]), "loss": float(r["loss"])}
+        for r in _log_records(run_dir / "log.jsonl")
+        if isinstance(r.get("step"), int) and isinstance(r.get("loss"), int | float)
+    ]
+    samples = [
+        (str(image), f"step {step}")
+        for step, folder in reversed(step_folders(run_dir / "samples"))
+        for image in sorted(folder.glob("*.png"))
+    ]
+    scores_path = run_dir / "scores.json"
+    table = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.is_file() else {}
+    return {
+        "run": run_dir.name,
+        "loss": loss,
+        "samples": samples,
+        "scores": table.get("rows", []),
+        "scorers": list(table.get("scorers", {})),
+        "best_step": table.get("best_step"),
+        "result_step": table.get("result_step"),
+    }
+
+
+def pick_checkpoint(ws: Workspace, run: str, step: int) -> dict[str, Any]:
+    """Put checkpoint `step` of `run` into the library under the run's name ("use this checkpoint")."""
+    from lorastudio.service.training import pick_training_checkpoint
+
+    return pick_training_checkpoint(ws, run, int(step), by="user")
+
+
+def training_eta(job: Any, now: float | None = None) -> float | None:
+    """Seconds a running job still needs at its pace so far (None before its first progress)."""
+    import time
+
+    fraction = float(job.progress or 0)
+    if not job.started_at or fraction <= 0:
+        return None
+    elapsed = (time.time() if now is None else now) - float(job.started_at)
+    return max(0.0, elapsed * (1 - fraction) / fraction)
