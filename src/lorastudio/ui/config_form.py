@@ -21,7 +21,7 @@ import gradio as gr
 from pydantic import BaseModel
 
 from lorastudio.errors import LorastudioError
-from lorastudio.ui.forms import _plain, field_spec
+from lorastudio.ui.forms import plain_type, field_spec
 from lorastudio.ui.i18n import LABELS
 
 __all__ = ["ConfigForm", "build_config_form", "element_id"]
@@ -34,7 +34,7 @@ def element_id(key: str, prefix: str = "train") -> str:
 
 def _shape(model: type[BaseModel], name: str) -> str:
     """"list" for a list of words, "mapping" for a dict, else the field spec's kind."""
-    origin = typing.get_origin(_plain(model.model_fields[name].annotation))
+    origin = typing.get_origin(plain_type(model.model_fields[name].annotation))
     if origin is list:
         return "list"
     if origin is dict:

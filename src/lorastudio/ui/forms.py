@@ -15,7 +15,7 @@ from typing import Any
 import annotated_types
 from pydantic import BaseModel
 
-__all__ = ["FieldSpec", "field_spec", "field_control", "optional_number"]
+__all__ = ["FieldSpec", "field_spec", "field_control", "optional_number", "plain_type"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _bounds(metadata: list[Any]) -> tuple[float | None, float | None]:
     return low, high
 
 
-def _plain(annotation: Any) -> Any:
+def plain_type(annotation: Any) -> Any:
     """`int | None` -> int; `Annotated[int, ...]` -> int."""
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
@@ -58,7 +58,7 @@ def _plain(annotation: Any) -> Any:
 def field_spec(model: type[BaseModel], name: str) -> FieldSpec:
     """The kind, default, limits, choices and description of `model.name`."""
     info = model.model_fields[name]
-    annotation = _plain(info.annotation)
+    annotation = plain_type(info.annotation)
     low, high = _bounds(list(info.metadata))
     choices: tuple[Any, ...] = ()
     if typing.get_origin(annotation) is typing.Literal:
