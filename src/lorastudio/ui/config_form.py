@@ -21,7 +21,7 @@ import gradio as gr
 from pydantic import BaseModel
 
 from lorastudio.errors import LorastudioError
-from lorastudio.ui.forms import plain_type, field_spec
+from lorastudio.ui.forms import field_spec, plain_type
 from lorastudio.ui.i18n import LABELS
 
 __all__ = ["ConfigForm", "build_config_form", "element_id"]
