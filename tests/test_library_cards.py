@@ -37,3 +37,17 @@ def test_a_lora_from_elsewhere_shows_its_kohya_metadata(workspace):
     _lora(workspace.loras / "found.safetensors", {"ss_network_dim": "16", "ss_max_train_steps": "1200", "ss_optimizer": "None"})
     row = list_loras(workspace)[0]
     assert row["training"] == {"rank": "16", "steps": "1200"} and row["scores"] is None
+
+
+def test_a1111_card_notes_beside_a_lora_give_its_preferred_weight_and_activation_text(workspace):
+    _lora(workspace.loras / "style.safetensors")
+    (workspace.loras / "style.json").write_text(
+        json.dumps({"preferred weight": 0.7, "activation text": "ink wash", "notes": "from civitai"}), encoding="utf-8"
+    )
+    _lora(workspace.loras / "plain.safetensors")
+    (workspace.loras / "plain.json").write_text("{broken", encoding="utf-8")
+    rows = {row["name"]: row for row in list_loras(workspace)}
+    assert (rows["style"]["preferred_weight"], rows["style"]["trigger"], rows["style"]["notes"]) == (
+        0.7, "ink wash", "from civitai"
+    )
+    assert rows["plain"]["preferred_weight"] is None and rows["plain"]["trigger"] is None

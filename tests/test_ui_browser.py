@@ -263,6 +263,24 @@ def _small_lora(path: Path) -> Path:
     return path
 
 
+def test_the_lora_picker_inserts_a_tag_at_the_preferred_weight(served, page):
+    ws = served.studio.workspace
+    _small_lora(ws.loras / "ink.safetensors")
+    (ws.loras / "ink.json").write_text('{"preferred weight": 0.7, "activation text": "ink wash"}')
+    page.click("#generate-refresh")  # the file came after the page loaded
+    page.get_by_text("LoRA and embeddings").click()
+    picker = page.locator("#lora-picker input")
+    picker.click()
+    picker.fill("ink")
+    page.get_by_role("option", name="ink", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#lora-card').innerText.includes('ink wash')")
+    page.locator("#field-prompt textarea").fill("a heron")
+    page.click("#add-lora")
+    page.wait_for_function(
+        "() => document.querySelector('#field-prompt textarea').value === 'a heron, <lora:ink:0.7>'"
+    )
+
+
 def test_switching_the_ui_to_chinese_shows_chinese_labels_and_is_kept(served, page):
     _tab(page, "Settings")
     page.get_by_label("简体中文").check()

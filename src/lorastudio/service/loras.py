@@ -140,13 +140,16 @@ def _listing_rows(
                 "name": path.stem,
                 "path": str(path),
                 "type": _network_type(header),
-                "trigger": (row or {}).get("trigger") or metadata.get("modelspec.trigger_phrase"),
+                "trigger": (row or {}).get("trigger")
+                or metadata.get("modelspec.trigger_phrase")
+                or _user_metadata(path)["activation_text"],
                 "base_model": (row or {}).get("base_model") or metadata.get("ss_sd_model_name"),
                 "family": (row or {}).get("family"),
                 "run": info.get("run"),
                 "step": info.get("step"),
                 "method": info.get("method"),
                 "samples": info.get("samples", []),
+                **_user_metadata(path),
                 "training": _training_summary(info.get("settings"), metadata),
                 "scores": _run_scores(ws, info.get("run")),
                 "registered": row is not None,
@@ -154,6 +157,25 @@ def _listing_rows(
             }
         )
     return rows
+
+
+def _user_metadata(path: Path) -> dict[str, Any]:
+    """What a user noted about a LoRA in A1111's sidecar `<name>.json` (the extra-networks card editor):
+    preferred weight, activation text, notes. A missing or broken sidecar is no note at all."""
+    sidecar = path.with_suffix(".json")
+    notes: dict[str, Any] = {}
+    if sidecar.is_file():
+        try:
+            loaded = json.loads(sidecar.read_text(encoding="utf-8"))
+            notes = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            notes = {}
+    weight = notes.get("preferred weight")
+    return {
+        "preferred_weight": float(weight) if isinstance(weight, int | float) and weight else None,
+        "activation_text": str(notes.get("activation text") or "") or None,
+        "notes": str(notes.get("notes") or "") or None,
+    }
 
 
 def _training_summary(settings: dict[str, Any] | None, metadata: dict[str, str]) -> dict[str, Any]:

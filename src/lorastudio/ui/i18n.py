@@ -115,6 +115,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "library.upload": ("Import a file", "导入文件"),
     "library.new_name": ("New name", "新名称"),
     "library.cards": ("Characters and styles", "角色与画风"),
+    "library.notes": ("Notes", "备注"),
     "library.training": ("Training", "训练参数"),
     "library.scores": ("Best checkpoint: step {step}", "最佳检查点：第 {step} 步"),
     "library.rename": ("Rename", "重命名"),

@@ -69,7 +69,7 @@ def build(ctx: UiContext) -> None:
                 info=GenerateConfig.model_fields["vae"].description,
                 elem_id="field-vae",
             )
-            refresh = gr.Button(t("generate.refresh"), size="sm")
+            refresh = gr.Button(t("generate.refresh"), size="sm", elem_id="generate-refresh")
             run = gr.Button(t("generate.run"), variant="primary", elem_id="generate-run")
             with gr.Row():
                 interrupt = gr.Button(t("generate.interrupt"), size="sm", elem_id="generate-interrupt")
@@ -169,7 +169,11 @@ def build(ctx: UiContext) -> None:
                     lora = gr.Dropdown(lora_names(ws), label=t("generate.lora"), elem_id="lora-picker", scale=3)
                     lora_weight = gr.Slider(-2, 2, value=1.0, step=0.05, label=t("generate.lora_weight"), scale=2)
                     add_lora = gr.Button(t("generate.add_lora"), size="sm", scale=1, elem_id="add-lora")
-                lora_card = gr.Markdown(elem_id="lora-card")
+                with gr.Row():
+                    lora_preview = gr.Image(
+                        show_label=False, height=128, interactive=False, visible=False, elem_id="lora-preview"
+                    )
+                    lora_card = gr.Markdown(elem_id="lora-card")
                 with gr.Row():
                     embedding = gr.Dropdown(embedding_names(ws), label=t("generate.embedding"), scale=3)
                     add_embedding = gr.Button(t("generate.add_embedding"), size="sm", scale=1)
@@ -231,7 +235,7 @@ def build(ctx: UiContext) -> None:
     send_img2img.click(_first_image, images, [f["init_image"], img2img])
     send_inpaint.click(_first_image, images, [painter, inpaint])
     add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
-    lora.change(lambda name: _lora_card(ctx, name), lora, lora_card)
+    lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
     refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
     # A page (re)load shows the saved defaults and today's library, not those of the server's start.
@@ -274,21 +278,25 @@ def _add_lora(prompt: str, name: str | None, weight: float) -> str:
     return _append(prompt, f"<lora:{name}:{round(float(weight), 2):g}>")
 
 
-def _lora_card(ctx: UiContext, name: str | None) -> str:
-    """Trigger words, base model and where a LoRA came from, read from the library."""
-    if not name:
-        return ""
+def _lora_card(ctx: UiContext, name: str | None) -> tuple:
+    """The picked LoRA's card: its latest sample, trigger words, base model and notes; the weight
+    slider moves to its preferred weight (A1111's card setting) when it has one."""
+    from pathlib import Path
+
     from lorastudio.service.loras import list_loras
 
-    row = next((r for r in list_loras(ctx.studio.workspace) if r["name"] == name), None)
+    row = next((r for r in list_loras(ctx.studio.workspace) if r["name"] == name), None) if name else None
     if row is None:
-        return ""
+        return "", gr.update(value=None, visible=False), gr.update()
     lines = [f"**{name}**"]
     for key, label in (("trigger", "library.column.trigger"), ("base_model", "library.column.base"),
-                       ("step", "library.column.steps"), ("error", "library.column.error")):  # fmt: skip
+                       ("step", "library.column.steps"), ("preferred_weight", "generate.lora_weight"),
+                       ("notes", "library.notes"), ("error", "library.column.error")):  # fmt: skip
         if row.get(key):
             lines.append(f"- {ctx.t(label)}: `{row[key]}`")
-    return "\n".join(lines)
+    sample = next((str(p) for p in row.get("samples", []) if Path(str(p)).is_file()), None)
+    weight = gr.update(value=row["preferred_weight"]) if row.get("preferred_weight") else gr.update()
+    return "\n".join(lines), gr.update(value=sample, visible=sample is not None), weight
 
 
 def _refreshed(ctx: UiContext) -> tuple:
