@@ -192,7 +192,7 @@ def stripping_proxy(target: str, prefix: str) -> Iterator[str]:
         client.close()
 
 
-# --- fixtures a UI test module imports (`from browser import browser, served  # noqa: F401`) ---
+# --- fixtures for the UI test modules (conftest registers this module as a plugin) ---
 
 
 @pytest.fixture(scope="module")
