@@ -79,3 +79,29 @@ def test_edited_captions_are_written_and_a_wrong_file_changes_nothing(workspace,
     result = write_captions(workspace, "set", {first: "  a cat,\n sitting ", second: ""})
     assert result["changed"] == 1
     assert [row["caption"] for row in dataset_captions(workspace, "set")["items"]] == ["a cat, sitting", ""]
+
+
+def test_a_browser_upload_is_imported_as_a_job_with_each_caption_beside_its_image(studio, tmp_path):
+    from PIL import Image
+
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.job_kinds import submit_dataset_upload
+
+    folder = tmp_path / "picked"
+    folder.mkdir()
+    for i, stem in enumerate(("角色_1", "b")):
+        Image.new("RGB", (96, 96), (40 * i, 200, 30)).save(folder / f"{stem}.png")
+    (folder / "角色_1.txt").write_text("zq, green square", encoding="utf-8")
+    files = sorted(folder.iterdir())
+    job = submit_dataset_upload(studio, "greens", files, user="ann")
+    assert job.kind == "import" and job.user == "ann"
+    job = studio.wait_job(job.id, timeout=120)
+    assert job.state == "succeeded", job.error
+    assert job.result["total_images"] == 2
+    captions = [p.read_text(encoding="utf-8").strip() for p in (studio.workspace.datasets / "greens").rglob("*.txt")]
+    assert "zq, green square" in captions  # paired by the original name, not the upload's
+    assert not any((studio.workspace.cache / "uploads").glob("*"))  # the uploads are used up
+    (folder / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(LorastudioError, match="UTF-8"):
+        submit_dataset_upload(studio, "bad", [folder / "bad.txt"])
+    assert not any((studio.workspace.cache / "uploads").glob("*"))  # a refused upload leaves nothing

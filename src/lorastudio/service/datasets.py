@@ -107,8 +107,11 @@ def import_uploaded_files(
     files: Sequence[str | Path],
     background: str = "white",
     progress: Callable[[int, str], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict:
     """Import files a browser uploaded one by one (images, captions, zips) as one data set.
+
+    `names` are the files' original names when they were stored under other ones (uploads).
 
     An upload arrives as separate files, so a caption `.txt` is only found beside its image
     once both sit in one folder again: the files are gathered under their own names in a
@@ -122,12 +125,13 @@ def import_uploaded_files(
     staging = Path(tempfile.mkdtemp(prefix="dataset-upload-", dir=ws.cache))
     try:
         sources: list[Path] = []
-        for file in files:
+        for index, file in enumerate(files):
             path = Path(file)
+            original = Path(names[index]).name if names else path.name
             if path.suffix.lower() == ".zip":
                 sources.append(path)
                 continue
-            target = _free_staging_path(staging, path.name)
+            target = _free_staging_path(staging, original)
             shutil.copyfile(path, target)
         if any(staging.iterdir()):
             sources.insert(0, staging)

@@ -18,7 +18,7 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -99,12 +99,22 @@ class ImportJobConfig(StrictModel):
     name: str = Field(..., description="Name in the workspace (letters, digits, '.', '-', '_').")
     uploads: list[str] = Field(..., min_length=1, description="Upload names from POST /api/v1/uploads.")
     background: str = Field("white", description="Data sets: colour that replaces transparency.")
+    file_names: list[str] = Field(
+        default_factory=list,
+        description="Data sets: each upload's original file name, in order, so a caption .txt is paired "
+        "with its image by name (an upload is stored under a fresh name).",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> ImportJobConfig:
         safe_name(self.name, "import name")
         for upload in self.uploads:
             safe_name(upload, "upload name")
+        if self.file_names and len(self.file_names) != len(self.uploads):
+            raise ValueError("file_names must give one name per upload, in the same order")
+        for original in self.file_names:
+            if not original or Path(original).name != original or original in (".", ".."):
+                raise ValueError(f"file name {original!r}: a plain file name, without folders")
         if self.what != "dataset" and len(self.uploads) != 1:
             raise ValueError(f"a {self.what} import takes exactly one upload")
         return self
@@ -296,13 +306,18 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
     sources = [upload_path(ws, name) for name in cfg.uploads]
     ctx.check_cancelled()
     if cfg.what == "dataset":
-        from lorastudio.service.datasets import import_dataset
+        from lorastudio.service.datasets import import_dataset, import_uploaded_files
 
         def progress(done: int, name: str) -> None:
-            ctx.progress(0.0, step=done, message=name)
+            ctx.progress(done / max(len(sources), 1), step=done, total=len(sources), message=name)
             ctx.check_cancelled()
 
-        result = import_dataset(ws, cfg.name, sources, background=cfg.background, progress=progress)
+        if cfg.file_names:  # a browser's files: together again under their own names
+            result = import_uploaded_files(
+                ws, cfg.name, sources, cfg.background, progress=progress, names=cfg.file_names
+            )
+        else:
+            result = import_dataset(ws, cfg.name, sources, background=cfg.background, progress=progress)
     elif cfg.what == "model":
         from lorastudio.service.models import import_model
 
@@ -318,6 +333,30 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
     for source in sources:
         source.unlink(missing_ok=True)
     return _json_ready(result)
+
+
+def submit_dataset_upload(
+    studio: Any, name: str, files: Sequence[str | Path], background: str = "white", *, user: str = ""
+):
+    """Store a browser's files as uploads and queue their import as a job (progress, cancel, the
+    Jobs list); the job pairs each caption .txt with its image by the original names."""
+    from lorastudio.service.uploads import DATASET_UPLOAD_SUFFIXES, discard_uploads, store_stream
+
+    if not files:
+        raise LorastudioError("dataset import: choose at least one image, caption .txt or zip to upload.")
+    safe_name(name, "data-set name")
+    stored: list[str] = []
+    try:
+        for file in files:
+            with open(file, "rb") as stream:
+                stored.append(store_stream(studio.workspace, stream, Path(file).name, DATASET_UPLOAD_SUFFIXES)[0])
+        cfg = ImportJobConfig(
+            what="dataset", name=name, uploads=stored, file_names=[Path(f).name for f in files], background=background
+        )
+        return studio.submit_import(cfg, user=user)
+    except BaseException:
+        discard_uploads(studio.workspace, stored)  # a refused import leaves no uploads behind
+        raise
 
 
 def _with_suffix(path: Path, suffix: str) -> Path:

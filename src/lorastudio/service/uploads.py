@@ -28,6 +28,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "UPLOADS_DIR",
     "UPLOAD_SUFFIXES",
+    "DATASET_UPLOAD_SUFFIXES",
     "check_upload",
     "decode_image",
     "discard_uploads",
@@ -55,6 +56,10 @@ _MAGIC = {
     ".zip": (b"PK\x03\x04", b"PK\x05\x06"),
 }
 UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
+# A data set's files as a browser uploads them: images, zips and the caption .txt beside each image.
+DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".zip", ".txt")
+# A caption file is text of at most this many bytes.
+MAX_CAPTION_BYTES = 64 * 1024
 
 
 def _invalid(exc: Exception) -> LorastudioError:
@@ -96,6 +101,15 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
         raise LorastudioError(
             f"upload {filename!r}: type {suffix or '(none)'} is not accepted; send one of {', '.join(allowed)}."
         )
+    if suffix == ".txt":  # a caption: UTF-8 text of a caption's size
+        data = Path(path).read_bytes()[: MAX_CAPTION_BYTES + 1]
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LorastudioError(f"upload {filename!r}: a caption file must be UTF-8 text.") from None
+        if len(data) > MAX_CAPTION_BYTES:
+            raise LorastudioError(f"upload {filename!r}: over {MAX_CAPTION_BYTES} bytes; a caption is one line.")
+        return
     if suffix == ".safetensors":
         try:
             read_safetensors_header(Path(path))

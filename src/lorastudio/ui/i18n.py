@@ -176,6 +176,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "datasets.new_name": ("New data set name", "新数据集名称"),
     "datasets.background": ("Background for transparency", "透明区域背景色"),
     "datasets.import_run": ("Import", "导入"),
+    "datasets.import_cancel": ("Cancel import", "取消导入"),
+    "datasets.import_running": ("Importing… {percent}%", "正在导入… {percent}%"),
     "datasets.imported": ("Imported {name}: {images} images ({failed} files refused)", "已导入 {name}：{images} 张图片（{failed} 个文件未导入）"),
     "datasets.filters": ("Filters", "筛选"),
     "datasets.clean.min_width": ("Minimum width", "最小宽度"),

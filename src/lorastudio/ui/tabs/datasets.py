@@ -108,25 +108,56 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
         name = gr.Textbox(label=t("datasets.new_name"), scale=3, elem_id="ds-new-name")
         background = gr.Textbox(label=t("datasets.background"), value="white", scale=1, elem_id="ds-background")
         start = gr.Button(t("datasets.import_run"), variant="primary", scale=1, elem_id="ds-import-run")
+        cancel = gr.Button(t("datasets.import_cancel"), scale=1, elem_id="ds-import-cancel")
     message = gr.Markdown(elem_id="ds-import-message")
+    job_id = gr.State("")
 
     def import_files(
-        paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str,
-        bar: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for a progress bar)
-    ) -> tuple:
-        from lorastudio.service.datasets import import_uploaded_files
+        paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str, request: gr.Request
+    ) -> Iterator[tuple]:
+        """Queue the import as a job (progress, Cancel, the Jobs list) and follow it."""
+        from lorastudio.service.job_kinds import submit_dataset_upload
 
         chosen = [*(paths or []), *(folder_paths or [])]
         try:
-            result = import_uploaded_files(ctx.studio.workspace, (wanted or "").strip(), chosen, color or "white",
-                                           progress=lambda done, file: bar((done, None), desc=Path(file).name))  # fmt: skip
+            job = submit_dataset_upload(ctx.studio, (wanted or "").strip(), chosen, color or "white", user=user_of(request))
         except Exception as exc:
-            return _error(ctx, exc), gr.update()
-        text = t("datasets.imported", name=result["name"], images=result["total_images"],
-                 failed=len(result.get("failed_files") or []))  # fmt: skip
-        return text, gr.update(choices=_names(ctx), value=result["name"])
+            yield _error(ctx, exc), gr.update(), ""
+            return
+        yield from _follow_import(ctx, job.id)
 
-    return [start.click(import_files, [files, folder, name, background], [message, picker])]
+    def stop(current: str) -> str:
+        if current:
+            ctx.studio.cancel_job(current)
+        return t("progress.cancelled") if current else ""
+
+    cancel.click(stop, job_id, message)
+    return [start.click(import_files, [files, folder, name, background], [message, picker, job_id],
+                        concurrency_limit=None)]  # fmt: skip
+
+
+def _follow_import(ctx: UiContext, job_id: str) -> Iterator[tuple]:
+    """Yield (message, picker, job id) until the import job ends; the new set is then picked."""
+    t, studio = ctx.t, ctx.studio
+    while True:
+        job = studio.get_job(job_id)
+        if job.finished:
+            break
+        if job.state == "queued":
+            text = t("progress.queued", position=studio.queue_position(job) or 1)
+        else:
+            text = t("datasets.import_running", percent=int(100 * float(job.progress or 0)))
+        yield text, gr.update(), job_id
+        time.sleep(POLL_S)
+    if job.state == "succeeded":
+        result = job.result or {}
+        text = t("datasets.imported", name=result.get("name", ""), images=result.get("total_images", 0),
+                 failed=len(result.get("failed_files") or []))  # fmt: skip
+        yield text, gr.update(choices=_names(ctx), value=result.get("name")), ""
+    elif job.state == "cancelled":
+        yield t("progress.cancelled"), gr.update(choices=_names(ctx)), ""
+    else:
+        yield f'<span class="error-text">{t("progress.failed", error=job.error or job.state)}</span>', gr.update(), ""
 
 
 # --- filters --------------------------------------------------------------------------------
