@@ -289,6 +289,8 @@ def test_switching_the_ui_to_chinese_shows_chinese_labels_and_is_kept(served, pa
     page.wait_for_selector("#generate-run")
     for label in ("生成", "图片信息", "模型库", "任务", "设置"):
         assert page.get_by_role("tab", name=label, exact=True).count() == 1
+    _tab(page, "图片信息")
+    assert "拖放" in page.locator("#png-image").inner_text()  # Gradio's own texts follow the page too
     assert json.loads((served.studio.workspace.root / "preferences.json").read_text())["language"] == "zh"
     page.goto(served.url + "/")  # the saved language is where a browser lands
     page.wait_for_url("**/ui/zh/")

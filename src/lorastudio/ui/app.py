@@ -37,6 +37,55 @@ footer { display: none !important; }
 """
 
 
+# Gradio translates its own texts ("Drop Image Here", "Clear") after the browser's language; each
+# page tells Gradio its language before Gradio's scripts start, whatever the browser says.
+GRADIO_LOCALES = {"en": "en", "zh": "zh-CN"}
+_LOCALE_SCRIPT = (
+    '<script>Object.defineProperty(navigator, "language", {{get: () => "{locale}"}});'
+    'Object.defineProperty(navigator, "languages", {{get: () => ["{locale}"]}});</script>'
+)
+
+
+class PageLocale:
+    """ASGI middleware: the first <head> of each language's page gets that language's locale script."""
+
+    def __init__(self, app, root: str = UI_PATH) -> None:
+        self.app = app
+        self.pages = {f"{root}/{language}/": locale for language, locale in GRADIO_LOCALES.items()}
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        locale = self.pages.get(path) if scope["type"] == "http" and scope.get("method") == "GET" else None
+        if locale is None:
+            await self.app(scope, receive, send)
+            return
+        start: dict = {}
+        body = bytearray()
+
+        async def buffered(message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            content = bytes(body)
+            is_html = any(k.lower() == b"content-type" and b"text/html" in v for k, v in headers)
+            encoded = any(k.lower() == b"content-encoding" for k, _ in headers)
+            if is_html and not encoded:
+                script = _LOCALE_SCRIPT.format(locale=locale).encode()
+                content = content.replace(b"<head>", b"<head>" + script, 1)
+            headers.append((b"content-length", str(len(content)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, buffered)
+
+
 def _offline_gradio(studio: Studio) -> None:
     """Gradio settings for a machine without internet: no analytics, uploads in the workspace."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -107,6 +156,7 @@ def mount_ui(app: FastAPI, studio: Studio, root_path: str = "") -> None:
         root = request.scope.get("root_path", "")
         return RedirectResponse(f"{root}{UI_PATH}/{language}/", status_code=307)
 
+    app.add_middleware(PageLocale)
     app.add_api_route("/", to_saved_language, methods=["GET"], include_in_schema=False)
     app.add_api_route(UI_PATH, to_saved_language, methods=["GET"], include_in_schema=False)
     app.add_api_route(f"{UI_PATH}/", to_saved_language, methods=["GET"], include_in_schema=False)
