@@ -127,7 +127,10 @@ class RunFolder:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
 
     def write_scores(self, table: dict[str, Any]) -> None:
-        self.scores_path.write_text(json.dumps(table, indent=2), encoding="utf-8")
+        """Whole or not at all: the Library and the Train tab read it while a run is scored."""
+        from lorastudio.data.manifest import atomic_write_text
+
+        atomic_write_text(self.scores_path, json.dumps(table, indent=2))
 
     @property
     def chosen_steps(self) -> set[int]:
