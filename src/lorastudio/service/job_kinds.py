@@ -34,8 +34,11 @@ from lorastudio.service.grid import GridRequest, GridResult, run_grid, submit_gr
 from lorastudio.service.job_steps import (
     PREVIEW_EVERY_STEPS,
     StepReporter,
+    generation_config,
+    keep_partial_result,
     model_cache_of,
     names_policy_of,
+    noting_loaded_models,
     publish_artifacts,
 )
 from lorastudio.service.jobs.registry import (
@@ -46,7 +49,7 @@ from lorastudio.service.jobs.registry import (
     output_folder,
     sleep_handler,
 )
-from lorastudio.service.jobs.store import Job, JobCancelled
+from lorastudio.service.jobs.store import Job
 from lorastudio.service.series import series_handler, submit_series
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
@@ -127,9 +130,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/`."""
     from lorastudio.service.generation import run_generation
 
-    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
-    if cfg.device is None and ctx.device:
-        cfg = cfg.model_copy(update={"device": ctx.device})
+    cfg = generation_config(ctx)
     cache = model_cache_of(ctx)
     reporter = StepReporter(ctx, skippable=True)
     result = run_generation(
@@ -161,30 +162,20 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
 
 def grid_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
-    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    cfg = generation_config(ctx)
     request = GridRequest.model_validate(ctx.payload.get("grid") or {})
-    if cfg.device is None and ctx.device:
-        cfg = cfg.model_copy(update={"device": ctx.device})
     cache = model_cache_of(ctx)
     reporter = StepReporter(ctx, skippable=True)  # /skip drops the current cell
     try:
-        result = run_grid(
-            ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
-        )
+        with noting_loaded_models(ctx, cache):
+            result = run_grid(
+                ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+            )
     except LorastudioError:
         if reporter.stopped is not None:  # stopped before any cell was done: nothing to draw
             raise reporter.stopped from None
         raise
-    finally:
-        ctx.loaded.clear()
-        ctx.loaded.update(cache.loaded_names())
-    if reporter.stopped is not None and not isinstance(reporter.stopped, JobCancelled):
-        raise reporter.stopped  # the worker stops or lost the job: it runs again, whole
-    publish_artifacts(ctx, ctx.artifacts_dir)
-    if reporter.stopped is not None:
-        # As A1111 ends an interrupted x/y/z plot: the grid of the cells done is kept and answered.
-        raise JobCancelled(str(reporter.stopped), result=_grid_result(result))
-    return _grid_result(result)
+    return keep_partial_result(ctx, reporter, _grid_result(result))
 
 
 def _grid_result(result: GridResult) -> dict[str, Any]:

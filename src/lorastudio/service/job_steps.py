@@ -8,16 +8,19 @@ importing `service.job_kinds`, which imports every handler.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lorastudio.service.jobs.store import JobStopped
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.jobs.store import JobCancelled, JobStopped
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.context import JobContext
 
-__all__ = ["PREVIEW_EVERY_STEPS", "PROGRESS_EVERY_S", "StepReporter", "model_cache_of", "names_policy_of",
-           "publish_artifacts"]  # fmt: skip
+__all__ = ["PREVIEW_EVERY_STEPS", "PROGRESS_EVERY_S", "StepReporter", "generation_config", "keep_partial_result",
+           "model_cache_of", "names_policy_of", "noting_loaded_models", "publish_artifacts"]  # fmt: skip
 
 # At most this often a generation step is written to the queue (the last step always is).
 PROGRESS_EVERY_S = 0.1
@@ -101,3 +104,36 @@ class StepReporter:
             self.ctx.emit("skipped", {})  # clients (and /progress) see the batch or cell dropped
             raise SkipBatch()
         return False
+
+
+# --- the frame of an image job ----------------------------------------------------------
+
+
+def generation_config(ctx: JobContext) -> GenerateConfig:
+    """The job's `config` as a GenerateConfig, on this worker's device when it names none."""
+    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    if cfg.device is None and ctx.device:
+        cfg = cfg.model_copy(update={"device": ctx.device})
+    return cfg
+
+
+@contextmanager
+def noting_loaded_models(ctx: JobContext, cache: Any) -> Iterator[None]:
+    """After the work, however it ends, the job reports which models its worker keeps loaded."""
+    try:
+        yield
+    finally:
+        ctx.loaded.clear()
+        ctx.loaded.update(cache.loaded_names())
+
+
+def keep_partial_result(ctx: JobContext, reporter: StepReporter, result: dict[str, Any]) -> dict[str, Any]:
+    """End a job that keeps what it made when cancelled (a grid, a series), as A1111 ends an
+    interrupted x/y/z plot: a worker stop runs it again whole; a cancel ends it `cancelled` with
+    `result`; otherwise its files are published and `result` answered."""
+    if reporter.stopped is not None and not isinstance(reporter.stopped, JobCancelled):
+        raise reporter.stopped  # the worker stops or lost the job: it runs again, whole
+    publish_artifacts(ctx, ctx.artifacts_dir)
+    if reporter.stopped is not None:
+        raise JobCancelled(str(reporter.stopped), result=result)
+    return result

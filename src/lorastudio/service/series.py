@@ -15,8 +15,13 @@ from lorastudio.config import StrictModel, load_config
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.series import SeriesRequest, looks_like_yaml_list, parse_prompt_list, series_requests
-from lorastudio.service.job_steps import StepReporter, model_cache_of, publish_artifacts
-from lorastudio.service.jobs.store import JobCancelled
+from lorastudio.service.job_steps import (
+    StepReporter,
+    generation_config,
+    keep_partial_result,
+    model_cache_of,
+    noting_loaded_models,
+)
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.context import JobContext
@@ -41,34 +46,23 @@ def series_handler(ctx: JobContext) -> dict[str, Any]:
     prompt and a contact sheet, in `outputs/<job id>/`. A cancel keeps the pictures made so far."""
     from lorastudio.service.generation import run_series
 
-    cfg = GenerateConfig.model_validate(ctx.payload.get("config") or {})
+    cfg = generation_config(ctx)
     request = SeriesRequest.model_validate(ctx.payload.get("series") or {})
-    if cfg.device is None and ctx.device:
-        cfg = cfg.model_copy(update={"device": ctx.device})
     cache = model_cache_of(ctx)
     reporter = StepReporter(ctx)
-    base = cfg.model_dump(exclude_defaults=True)
-    try:
+    with noting_loaded_models(ctx, cache):
         result = run_series(
-            ctx.workspace, base, series_entries(request), request.seed_policy, reporter.progress,
-            out_dir=ctx.artifacts_dir, cache=cache, should_stop=reporter.should_stop,
+            ctx.workspace, cfg.model_dump(exclude_defaults=True), series_entries(request), request.seed_policy,
+            reporter.progress, out_dir=ctx.artifacts_dir, cache=cache, should_stop=reporter.should_stop,
             preview=reporter.preview, sheet_name="contact-sheet.png",
         )  # fmt: skip
-    finally:
-        ctx.loaded.clear()
-        ctx.loaded.update(cache.loaded_names())
-    if reporter.stopped is not None and not isinstance(reporter.stopped, JobCancelled):
-        raise reporter.stopped  # the worker stops or lost the job: it runs again, whole
-    publish_artifacts(ctx, ctx.artifacts_dir)
     answer = {
         "images": [image.path.name for image in result.images],
         "seeds": [image.seed for image in result.images],
         "contact_sheet": result.contact_sheet.name if result.contact_sheet else None,
         "model": result.model,
     }
-    if reporter.stopped is not None:
-        raise JobCancelled(str(reporter.stopped), result=answer)
-    return answer
+    return keep_partial_result(ctx, reporter, answer)
 
 
 def submit_series(studio: Any, cfg: GenerateConfig, request: SeriesRequest, *, user: str = "", priority: int = 0):
