@@ -6,6 +6,8 @@ Generate tab's controls in `ctx.shared`, so no tab imports another.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
     from lorastudio.service.preferences import Preferences
     from lorastudio.service.studio import Studio
 
-__all__ = ["UiContext", "user_of", "error_text"]
+__all__ = ["UiContext", "user_of", "error_text", "error_markup", "failed_markup", "poll_job", "queued_text"]
 
 
 @dataclass
@@ -59,3 +61,29 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, LorastudioError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def error_markup(ctx: UiContext, problem: BaseException | str) -> str:
+    """A refused input's message, shown next to the control that sent it."""
+    text = error_text(problem) if isinstance(problem, BaseException) else problem
+    return f'<span class="error-text">{ctx.t("app.error")}: {text}</span>'
+
+
+def failed_markup(ctx: UiContext, job: Any) -> str:
+    """A job that ended in failure, in the place its progress was shown."""
+    return f'<span class="error-text">{ctx.t("progress.failed", error=job.error or job.state)}</span>'
+
+
+def queued_text(ctx: UiContext, job: Any) -> str:
+    """"Queued, position N", counting from 1 (the store counts the jobs ahead, from 0)."""
+    return ctx.t("progress.queued", position=(ctx.studio.queue_position(job) or 0) + 1)
+
+
+def poll_job(studio: Any, job_id: str, every: float) -> Iterator[Any]:
+    """The job, read again every `every` seconds; the last one yielded is finished."""
+    while True:
+        job = studio.get_job(job_id)
+        yield job
+        if job.finished:
+            return
+        time.sleep(every)

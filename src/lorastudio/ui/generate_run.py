@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.ui.context import UiContext, error_text
+from lorastudio.ui.context import UiContext, error_markup, error_text, failed_markup, poll_job, queued_text
 from lorastudio.ui.forms import optional_number
 
 __all__ = [
@@ -103,10 +103,6 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
     return cfg
 
 
-def _error_markup(ctx: UiContext, text: str) -> str:
-    return f'<span class="error-text">{ctx.t("app.error")}: {text}</span>'
-
-
 def submit_and_follow(
     ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] | None, user: str
 ) -> Iterator[tuple]:
@@ -118,7 +114,7 @@ def submit_and_follow(
             cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
         job = ctx.studio.submit_generate(cfg, user=user)
     except Exception as exc:
-        yield (_error_markup(ctx, error_text(exc)), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
+        yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
     yield from _follow(ctx, job.id, user)
 
@@ -137,7 +133,7 @@ def submit_series_and_follow(
         request = SeriesRequest(prompts=prompts or "", seed_policy=seed_policy)
         job = submit_series(ctx.studio, cfg, request, user=user)
     except Exception as exc:
-        yield (_error_markup(ctx, error_text(exc)), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
+        yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
     yield from _follow(ctx, job.id, user)
 
@@ -157,15 +153,13 @@ def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
 
     t, studio, no_change = ctx.t, ctx.studio, gr.update()
     started = time.monotonic()
-    while True:
-        job = studio.get_job(job_id)
+    for job in poll_job(studio, job_id, POLL_S):
         if job.finished:
             break
         state = studio.progress_state(user)
         image = _preview_image(state) if state.get("job") == job.id else None
         yield (_progress_text(ctx, job, state), gr.update(value=image, visible=image is not None),
                *[no_change] * (OUTPUT_COUNT - 2))  # fmt: skip
-        time.sleep(POLL_S)
     paths = [str(path) for path in studio.job_images(job)]
     info = png_info(paths[0])["info"] if paths else ""
     sheet = (job.result or {}).get("contact_sheet")
@@ -176,7 +170,7 @@ def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
     elif job.state == "cancelled":
         status = t("progress.cancelled")
     else:
-        status = _error_markup(ctx, t("progress.failed", error=job.error or job.state))
+        status = failed_markup(ctx, job)
     seed = (job.payload.get("config") or {}).get("seed", -1)
     yield status, gr.update(visible=False), paths, info, seed, paths
 
@@ -184,7 +178,7 @@ def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
 def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:
     t = ctx.t
     if job.state == "queued":
-        return t("progress.queued", position=ctx.studio.queue_position(job) or 1)
+        return queued_text(ctx, job)
     if state.get("job") != job.id or not state.get("steps"):
         return t("progress.starting")
     eta = state.get("eta")

@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
-from lorastudio.ui.context import UiContext, error_text, user_of
+from lorastudio.ui.context import UiContext, error_markup, failed_markup, poll_job, queued_text, user_of
 
 TAB_ID = "datasets"
 LABEL = "tab.datasets"
@@ -83,7 +83,7 @@ def _build_delete(ctx: UiContext, picker: gr.Dropdown) -> None:
         try:
             delete_dataset(ctx.studio.workspace, name)
         except Exception as exc:
-            return _error(ctx, exc), gr.update()
+            return error_markup(ctx, exc), gr.update()
         return t("datasets.deleted", name=name), gr.update(choices=_names(ctx), value=None)
 
     delete.click(remove, [picker, confirm], [message, picker])
@@ -122,7 +122,7 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
         try:
             job = submit_dataset_upload(ctx.studio, (wanted or "").strip(), chosen, color or "white", user=user_of(request))
         except Exception as exc:
-            yield _error(ctx, exc), gr.update(), ""
+            yield error_markup(ctx, exc), gr.update(), ""
             return
         yield from _follow_import(ctx, job.id)
 
@@ -139,16 +139,14 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
 def _follow_import(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     """Yield (message, picker, job id) until the import job ends; the new set is then picked."""
     t, studio = ctx.t, ctx.studio
-    while True:
-        job = studio.get_job(job_id)
+    for job in poll_job(studio, job_id, POLL_S):
         if job.finished:
             break
         if job.state == "queued":
-            text = t("progress.queued", position=studio.queue_position(job) or 1)
+            text = queued_text(ctx, job)
         else:
             text = t("datasets.import_running", percent=int(100 * float(job.progress or 0)))
         yield text, gr.update(), job_id
-        time.sleep(POLL_S)
     if job.state == "succeeded":
         result = job.result or {}
         text = t("datasets.imported", name=result.get("name", ""), images=result.get("total_images", 0),
@@ -157,7 +155,7 @@ def _follow_import(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     elif job.state == "cancelled":
         yield t("progress.cancelled"), gr.update(choices=_names(ctx)), ""
     else:
-        yield f'<span class="error-text">{t("progress.failed", error=job.error or job.state)}</span>', gr.update(), ""
+        yield failed_markup(ctx, job), gr.update(), ""
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -195,7 +193,7 @@ def _build_filters(ctx: UiContext, picker: gr.Dropdown) -> list:
             config = _clean_config({key: values[control] for key, control in controls.items()})
             result = clean_dataset(ctx.studio.workspace, _chosen(ctx, name), config, dry_run=dry_run)
         except Exception as exc:
-            return _error(ctx, exc), []
+            return error_markup(ctx, exc), []
         rows = [[row["file"], row["reason"]] for row in result["dropped"]]
         key = "datasets.clean_would_drop" if dry_run else "datasets.clean_dropped"
         return t(key, dropped=len(rows), kept=result["kept"]), rows
@@ -258,14 +256,14 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
                 ctx.studio.workspace, _chosen(ctx, name), text or "", (word or "").strip(), missing
             )
         except Exception as exc:
-            return _error(ctx, exc)
+            return error_markup(ctx, exc)
         return t("datasets.captions_set", changed=result["changed"], images=result["images"])
 
     def label(name: str, kind: str, model_name: str, how: str, cut: float, request: gr.Request) -> Iterator[tuple]:
         try:
             job = _submit_labelling(ctx, _chosen(ctx, name), kind, model_name, how, cut, user_of(request))
         except Exception as exc:
-            yield _error(ctx, exc), ""
+            yield error_markup(ctx, exc), ""
             return
         yield from _follow(ctx, job.id)
 
@@ -313,28 +311,26 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     """Yield (progress text, job id) until the caption job ends."""
     t, studio = ctx.t, ctx.studio
     started, seen, step, total = time.monotonic(), 0, 0, 0
-    while True:
-        job = studio.get_job(job_id)
+    for job in poll_job(studio, job_id, POLL_S):
         for event in studio.job_events(job_id, after=seen):
             seen = event.seq
             step, total = event.data.get("step", step), event.data.get("total", total)
         if job.finished:
             break
         if job.state == "queued":
-            text = t("progress.queued", position=studio.queue_position(job) or 1)
+            text = queued_text(ctx, job)
         elif total:
             text = t("datasets.label_running", step=step, total=total)
         else:
             text = t("progress.starting")
         yield text, job_id
-        time.sleep(POLL_S)
     if job.state == "succeeded":
         text = t("datasets.label_done", changed=(job.result or {}).get("written", step),
                  seconds=f"{time.monotonic() - started:.1f}")  # fmt: skip
     elif job.state == "cancelled":
         text = t("progress.cancelled")
     else:
-        text = f'<span class="error-text">{t("progress.failed", error=job.error or job.state)}</span>'
+        text = failed_markup(ctx, job)
     yield text, ""
 
 
@@ -385,7 +381,7 @@ def _build_editor(ctx: UiContext, picker: gr.Dropdown) -> tuple:
             captions = {str(row[0]): _cell_text(row[2]) for row in _rows_of(rows) if row and row[0]}
             result = write_captions(ctx.studio.workspace, _chosen(ctx, name), captions)
         except Exception as exc:
-            return _error(ctx, exc)
+            return error_markup(ctx, exc)
         return t("datasets.captions_saved", changed=result["changed"])
 
     def bulk(name: str, plus: str, minus: str, pairs: str, dry_run: bool) -> tuple:
@@ -396,7 +392,7 @@ def _build_editor(ctx: UiContext, picker: gr.Dropdown) -> tuple:
                                 replace=_replace_lines(pairs))  # fmt: skip
             result = edit_captions(ctx.studio.workspace, _chosen(ctx, name), edit, dry_run=dry_run)
         except Exception as exc:
-            return _error(ctx, exc), []
+            return error_markup(ctx, exc), []
         rows = [[row["file"], row["before"], row["after"]] for row in result["examples"]]
         key = "datasets.bulk_would_change" if dry_run else "datasets.bulk_changed"
         return t(key, changed=result["changed"]), rows
@@ -468,7 +464,7 @@ def _build_report(ctx: UiContext, picker: gr.Dropdown) -> None:
         try:
             path = Path(dataset_report(ctx.studio.workspace, _chosen(ctx, name), int(size or 1024))["report"])
         except Exception as exc:
-            return None, _error(ctx, exc)
+            return None, error_markup(ctx, exc)
         page = html.escape(path.read_text(encoding="utf-8"), quote=True)
         frame = f'<iframe sandbox srcdoc="{page}" style="width:100%;height:720px;border:0"></iframe>'
         return str(path), frame
@@ -501,6 +497,3 @@ def _info(ctx: UiContext, name: str | None) -> str:
         return ""
     return ctx.t("datasets.info", name=row["name"], images=row["images"], captioned=row["captioned"])
 
-
-def _error(ctx: UiContext, exc: BaseException) -> str:
-    return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lorastudio.ui.context import UiContext, error_text
+from lorastudio.ui.context import UiContext, error_markup
 
 TAB_ID = "extras"
 LABEL = "tab.extras"
@@ -48,7 +48,7 @@ def build(ctx: UiContext) -> None:
                 out = upscale_image(image, ctx.studio.settings, scale=float(factor), upscaler=name)
             saved = save_upscaled(ctx.studio.workspace, path, out, float(factor), name)
         except Exception as exc:
-            return gr.update(), gr.update(), f'<span class="error-text">{t("app.error")}: {error_text(exc)}</span>'
+            return gr.update(), gr.update(), error_markup(ctx, exc)
         return str(saved), png_info(saved)["info"], t("extras.done", width=out.width, height=out.height)
 
     run.click(upscale, [source, upscaler, scale], [result, info, message])

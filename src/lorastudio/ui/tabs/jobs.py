@@ -10,7 +10,7 @@ import datetime as dt
 
 import gradio as gr
 
-from lorastudio.ui.context import UiContext, error_text, user_of
+from lorastudio.ui.context import UiContext, error_markup, user_of
 
 TAB_ID = "jobs"
 LABEL = "tab.jobs"
@@ -39,7 +39,7 @@ def build(ctx: UiContext) -> None:
         try:
             cancelled = ctx.studio.cancel_job(job.strip())
         except Exception as exc:
-            return f'<span class="error-text">{t("app.error")}: {error_text(exc)}</span>', _rows(ctx)
+            return error_markup(ctx, exc), _rows(ctx)
         del request  # any user may cancel what the API lets them cancel (the service decides)
         return t("jobs.cancelled", job=cancelled.id), _rows(ctx)
 

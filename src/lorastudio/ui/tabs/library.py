@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from lorastudio.ui.context import UiContext, error_text
+from lorastudio.ui.context import UiContext, error_markup
 
 TAB_ID = "library"
 LABEL = "tab.library"
@@ -127,7 +127,7 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         try:
             section.delete(ctx.studio.workspace, chosen)
         except Exception as exc:
-            return _error(ctx, exc), gr.update()
+            return error_markup(ctx, exc), gr.update()
         return t("library.deleted", name=chosen), _table(ctx, section, query)
 
     def give_new_name(chosen: str, wanted: str, query: str) -> tuple:
@@ -137,7 +137,7 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         try:
             section.rename(ctx.studio.workspace, chosen, wanted)
         except Exception as exc:
-            return _error(ctx, exc), gr.update(), gr.update()
+            return error_markup(ctx, exc), gr.update(), gr.update()
         return t("library.renamed", old=chosen, new=wanted), _table(ctx, section, query), wanted
 
     def add(path: str | None, wanted: str, query: str) -> tuple:
@@ -146,7 +146,7 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         try:
             info = section.import_file(ctx.studio.workspace, Path(path), (wanted or "").strip())
         except Exception as exc:
-            return _error(ctx, exc), gr.update()
+            return error_markup(ctx, exc), gr.update()
         return t("library.imported", name=info.get("name", wanted)), _table(ctx, section, query)
 
     search.change(lambda query: _table(ctx, section, query), search, table)
@@ -209,6 +209,3 @@ def _card(ctx: UiContext, section: Section, name: str) -> tuple[str, list[str]]:
     samples = [str(p) for p in row.get("samples", []) if Path(str(p)).is_file()]
     return "\n".join(lines), samples
 
-
-def _error(ctx: UiContext, exc: BaseException) -> str:
-    return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'

@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from lorastudio.ui.context import UiContext, error_text
+from lorastudio.ui.context import UiContext, error_markup
 
 TAB_ID = "png_info"
 LABEL = "tab.png_info"
@@ -51,7 +51,7 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
     try:
         info = png_info(path)
     except Exception as exc:
-        return "", None, f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'
+        return "", None, error_markup(ctx, exc)
     if not info["info"]:
         return "", None, ctx.t("png.no_parameters")
     return info["info"], info["parameters"], ""
@@ -66,7 +66,7 @@ def _recipe(ctx: UiContext, path: str | None) -> dict[str, Any] | str:
     try:
         cfg = config_from_recipe(path, ctx.studio.workspace)
     except Exception as exc:
-        return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'
+        return error_markup(ctx, exc)
     values = cfg.model_dump()
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"

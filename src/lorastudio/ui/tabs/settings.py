@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lorastudio.service.preferences import LANGUAGES, Preferences
-from lorastudio.ui.context import UiContext, error_text
+from lorastudio.ui.context import UiContext, error_markup
 from lorastudio.ui.forms import field_control, optional_number
 
 TAB_ID = "settings"
@@ -49,7 +49,7 @@ def build(ctx: UiContext) -> None:
                 width=optional_number(width), height=optional_number(height), negative_prompt=negative or "",
             )  # fmt: skip
         except Exception as exc:
-            return f'<span class="error-text">{t("app.error")}: {error_text(exc)}</span>', ""
+            return error_markup(ctx, exc), ""
         return t("settings.saved"), saved.language
 
     # The page of the other language is another Gradio app: go there once the file is saved.

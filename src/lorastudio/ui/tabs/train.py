@@ -11,14 +11,13 @@ A reloaded page finds the user's running training job and follows it again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from lorastudio.ui.config_form import ConfigForm, build_config_form
-from lorastudio.ui.context import UiContext, error_text, user_of
+from lorastudio.ui.context import UiContext, error_markup, failed_markup, poll_job, queued_text, user_of
 
 TAB_ID = "train"
 LABEL = "tab.train"
@@ -90,7 +89,7 @@ def build(ctx: UiContext) -> None:
         try:
             values = preset_values(name or None)
         except Exception as exc:
-            return [_error(ctx, exc), *[gr.update() for _ in controls]]
+            return [error_markup(ctx, exc), *[gr.update() for _ in controls]]
         for key, value in zip(KEPT_KEYS, typed, strict=True):
             values[key] = values[key] or value  # what the user typed stays, unless the preset names it
         description = next((p["description"] for p in presets if p["name"] == name), "")
@@ -103,7 +102,7 @@ def build(ctx: UiContext) -> None:
         try:
             new = ctx.studio.resume_train(job.strip(), user=user_of(request))
         except Exception as exc:
-            yield _error(ctx, exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            yield error_markup(ctx, exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             return
         yield from _follow(ctx, new.id)
 
@@ -113,7 +112,7 @@ def build(ctx: UiContext) -> None:
         try:
             ctx.studio.cancel_job(job.strip())
         except Exception as exc:
-            return _error(ctx, exc)
+            return error_markup(ctx, exc)
         return t("train.cancelling")
 
     def use_checkpoint(job: str, chosen: float | None) -> str:
@@ -123,7 +122,7 @@ def build(ctx: UiContext) -> None:
             run = _run_of(ctx, job)
             result = pick_checkpoint(ws, run, int(chosen or 0))
         except Exception as exc:
-            return _error(ctx, exc)
+            return error_markup(ctx, exc)
         return t("train.picked", step=result["step"], name=run)
 
     preset.change(on_preset, [preset, *kept], [about, *controls])
@@ -152,9 +151,6 @@ def build(ctx: UiContext) -> None:
     ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": follow_outputs, "concurrency_limit": None})
 
 
-def _error(ctx: UiContext, exc: BaseException) -> str:
-    return f'<span class="error-text">{ctx.t("app.error")}: {error_text(exc)}</span>'
-
 
 def _selected_step(event: gr.SelectData) -> Any:
     row = event.row_value or []
@@ -169,7 +165,7 @@ def _start(ctx: UiContext, form: ConfigForm, preset: str, values: dict, user: st
         cfg = train_request(preset or None, form.read(values))
         job = ctx.studio.submit_train(cfg, user=user)
     except Exception as exc:
-        yield _error(ctx, exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        yield error_markup(ctx, exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         return
     yield from _follow(ctx, job.id)
 
@@ -192,8 +188,7 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     run = str(studio.get_job(job_id).payload.get("run") or "")
     shown_samples: list | None = None
     seen = {"after": 0, "step": 0, "total": 0, "points": -1}  # what was read and shown so far
-    while True:
-        job = studio.get_job(job_id)
+    for job in poll_job(studio, job_id, POLL_S):
         state = run_progress(studio.workspace, run)
         samples = state["samples"] if state["samples"] != shown_samples else gr.update()
         shown_samples = state["samples"]
@@ -205,13 +200,12 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         loss = _loss_frame(state) if points != seen["points"] else gr.update()
         seen["points"] = points
         yield "", job_id, text, loss, samples, gr.update()
-        time.sleep(POLL_S)
     if job.state == "succeeded":
         done = t("train.done", name=(job.result or {}).get("name") or run)
     elif job.state == "cancelled":
         done = t("train.cancelled")
     else:
-        done = f'<span class="error-text">{t("progress.failed", error=job.error or job.state)}</span>'
+        done = failed_markup(ctx, job)
     yield done, job_id, text, _loss_frame(state), samples, _checkpoint_table(ctx, job_id)
 
 
@@ -220,7 +214,7 @@ def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int)
 
     t = ctx.t
     if job.state == "queued":
-        return t("progress.queued", position=(studio.queue_position(job) or 0) + 1)
+        return queued_text(ctx, job)
     if not total:
         return t("progress.starting")
     eta = training_eta(job)
