@@ -135,6 +135,7 @@ def _listing_rows(
         row = known.get(path.stem)
         info = json.loads(row["info"]) if row and row["info"] else {}
         metadata = (header or {}).get("__metadata__") or {}
+        notes = _user_metadata(path)
         rows.append(
             {
                 "name": path.stem,
@@ -142,14 +143,14 @@ def _listing_rows(
                 "type": _network_type(header),
                 "trigger": (row or {}).get("trigger")
                 or metadata.get("modelspec.trigger_phrase")
-                or _user_metadata(path)["activation_text"],
+                or notes["activation_text"],
                 "base_model": (row or {}).get("base_model") or metadata.get("ss_sd_model_name"),
                 "family": (row or {}).get("family"),
                 "run": info.get("run"),
                 "step": info.get("step"),
                 "method": info.get("method"),
                 "samples": info.get("samples", []),
-                **_user_metadata(path),
+                **notes,
                 "training": _training_summary(info.get("settings"), metadata),
                 "scores": _run_scores(ws, info.get("run")),
                 "registered": row is not None,
