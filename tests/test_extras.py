@@ -29,3 +29,11 @@ def test_upscaling_is_refused_past_the_limit_or_with_an_unknown_upscaler():
         upscale_image(image, StudioSettings(max_output_pixels=100 * 100), scale=4)
     with pytest.raises(LorastudioError, match="ESRGAN_4x.*Lanczos"):
         upscale_image(image, StudioSettings(), scale=2, upscaler="ESRGAN_4x")
+
+
+def test_none_resizes_with_lanczos_as_the_a1111_route_always_did():
+    image = Image.new("RGB", (8, 8), "white")
+    image.putpixel((3, 3), (0, 0, 0))
+    none = upscale_image(image, StudioSettings(), scale=2, upscaler="None")
+    assert list(none.getdata()) == list(upscale_image(image, StudioSettings(), scale=2, upscaler="Lanczos").getdata())
+    assert list(none.getdata()) != list(upscale_image(image, StudioSettings(), scale=2, upscaler="Nearest").getdata())

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["UPSCALERS", "upscale_image", "save_upscaled"]
 
-# name -> Pillow resampling filter ("None" keeps the pixels: a plain resize with the nearest pixel)
-UPSCALERS: dict[str, str] = {"None": "NEAREST", "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
+# name -> Pillow resampling filter ("None", A1111's default name, resizes with Lanczos as before)
+UPSCALERS: dict[str, str] = {"None": "LANCZOS", "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
 
 
 def _target_size(image: PILImage.Image, scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
