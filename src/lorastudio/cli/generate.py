@@ -35,7 +35,7 @@ def progress_bar(desc: str):
 
 
 @app.command("generate")
-@config_options(GenerateConfig)
+@config_options(GenerateConfig, exclude=("controlnet",))  # units: --control (cli/control.py)
 def generate_cmd(
     prompts: Path = typer.Option(
         None, "--prompts", help="Prompt-list file (.txt lines or .yaml) for a series."

@@ -12,7 +12,7 @@ from lorastudio.cli.options import config_options
 from lorastudio.generate.config import GenerateConfig
 
 # One grid renders one image per cell: the batch fields have no meaning there.
-GRID_EXCLUDED = ("batch_size", "count")
+GRID_EXCLUDED = ("batch_size", "count", "controlnet")
 
 _AXIS_HELP = (
     "NAME=VALUES, e.g. 'lora_weight=0.4,0.7,1.0', 'checkpoint=step-500,step-1000,final', "

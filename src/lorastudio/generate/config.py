@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
+from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 
 __all__ = ["HIRES_UPSCALERS", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
@@ -98,6 +99,11 @@ class GenerateConfig(StrictModel):
     hires_strength: float = Field(0.5, ge=0, le=1, description="Hires second-pass denoising strength.")
     hires_upscaler: str = Field(
         "Latent", description="'Latent' (upscale latents) or 'Lanczos' (upscale the image)."
+    )
+    controlnet: list[ControlUnit] = Field(
+        default_factory=list,
+        max_length=MAX_CONTROL_UNITS,
+        description=f"ControlNet units (up to {MAX_CONTROL_UNITS}), each a preprocessor + ControlNet + image.",
     )
     vae: str | None = Field(None, description="A separate VAE file or folder overriding the model's VAE.")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: CUDA if present).")
