@@ -24,6 +24,8 @@ __all__ = [
     "MODEL_SUFFIXES",
     "LORA_SUFFIXES",
     "EMBEDDING_SUFFIXES",
+    "CONTROLNET_SUFFIXES",
+    "UPSCALER_SUFFIXES",
     "WEIGHT_SUFFIXES",
 ]
 
@@ -34,7 +36,17 @@ MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 # What A1111 reads as an embedding; a `.ckpt` in embeddings/ is neither listed nor applied.
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
-WEIGHT_SUFFIXES = {"model": MODEL_SUFFIXES, "lora": LORA_SUFFIXES, "embedding": EMBEDDING_SUFFIXES}
+# ControlNets (studio/controlnet) and upscaler models (studio/models/upscalers): pickled ones
+# are read with weights_only=True, never unpickled freely.
+CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
+UPSCALER_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+WEIGHT_SUFFIXES = {
+    "model": MODEL_SUFFIXES,
+    "lora": LORA_SUFFIXES,
+    "embedding": EMBEDDING_SUFFIXES,
+    "controlnet": CONTROLNET_SUFFIXES,
+    "upscaler": UPSCALER_SUFFIXES,
+}
 
 
 def _suffixes(kind: str) -> tuple[str, ...]:
@@ -138,7 +150,7 @@ def rename_without_clobbering(path: Path, target: Path, what: str) -> Path:
     return target
 
 
-SUBDIRS = ("models", "loras", "embeddings", "datasets", "runs", "outputs", "cache")
+SUBDIRS = ("models", "loras", "embeddings", "controlnet", "datasets", "runs", "outputs", "cache")
 _SAFE_NAME = re.compile(r"^[\w.\-]+$", re.UNICODE)
 
 
@@ -188,6 +200,21 @@ class Workspace:
     @property
     def embeddings(self) -> Path:
         return self.root / "embeddings"
+
+    @property
+    def controlnet(self) -> Path:
+        """ControlNet files and diffusers ControlNet folders (A1111's models/ControlNet)."""
+        return self.root / "controlnet"
+
+    @property
+    def upscalers(self) -> Path:
+        """Upscaler model files (ESRGAN family) for hires fix and Extras (A1111's models/ESRGAN etc.)."""
+        return self.models / "upscalers"
+
+    @property
+    def annotators(self) -> Path:
+        """Preprocessor weights the user brings (OpenPose, HED, ...; A1111's annotator/downloads)."""
+        return self.models / "annotators"
 
     @property
     def datasets(self) -> Path:
