@@ -47,6 +47,7 @@ def _register() -> None:
     _registered = True
     from lorastudio.cli import (  # noqa: F401
         common,  # noqa: F401
+        control,
         dataset,
         db,
         demo,
