@@ -100,6 +100,7 @@ class _Sampler:
         self.preview: PreviewFn | None = None
         self.preview_every = 0
         self.subseeds: list[int] = []  # the current batch's variation seeds
+        self.control = plan.extra.get("control")  # a generate.control.ControlStack (ControlNet units)
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
@@ -252,6 +253,8 @@ class _Sampler:
             if len(timesteps) == 0:
                 return init_latents
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(seeds)))
+        if self.control is not None:
+            self.control.begin_pass(width, height, len(timesteps), order, first_pass_steps is not None)
         composable = self._composable_schedule(self.plan.prompt, steps, first_pass_steps)
         weights = [weight for weight, _ in composable]
         uncond_schedule = self._schedule(self.plan.negative, steps, first_pass_steps)
@@ -340,6 +343,8 @@ class _Sampler:
                 "text_embeds": pooled,
                 "time_ids": time_ids.expand(pooled.shape[0], -1),
             }
+        if self.control is not None:
+            kwargs.update(self.control.residuals(latent_in, t, context.to(model.dtype), kwargs, batch))
         out = model.unet(latent_in, t, encoder_hidden_states=context.to(model.dtype), **kwargs).sample
         if uncond is None:
             return out
