@@ -11,22 +11,9 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
+from controlnet_files import diffusers_to_original, make_controlnet
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
-
-
-def make_controlnet(model, seed: int = 0):
-    """A ControlNet copied from the tiny UNet whose zero-initialised layers and hint encoder get
-    random weights: as built, a ControlNet adds exactly nothing."""
-    from diffusers import ControlNetModel
-
-    controlnet = ControlNetModel.from_unet(model.unet)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in controlnet.named_parameters():
-            if name.startswith(("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block.")):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return controlnet.eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +66,6 @@ def differs(a, b) -> float:
 
 
 def _save_every_layout(controlnet, folder):
-    from lorastudio.models.controlnet import diffusers_to_original
-
     state = {k: v.contiguous() for k, v in controlnet.state_dict().items()}
     original = diffusers_to_original(state, dict(controlnet.config))
     controlnet.save_pretrained(folder / "diffusers-folder")
@@ -115,7 +100,7 @@ def test_every_layout_loads_the_same_weights(fixture, request, tmp_path, tiny_mo
 
 
 def test_fp16_file_loads_in_the_requested_dtype(sd15, cn15, tmp_path):
-    from lorastudio.models.controlnet import diffusers_to_original, load_controlnet
+    from lorastudio.models.controlnet import load_controlnet
 
     original = diffusers_to_original(cn15.state_dict(), dict(cn15.config))
     save_file({k: v.half().contiguous() for k, v in original.items()}, tmp_path / "cn.safetensors")
@@ -139,7 +124,7 @@ def test_shipped_configs_name_the_real_original_keys(family, width):
     """The shipped configs build the real networks, whose keys map to lllyasviel's names and back."""
     from diffusers import ControlNetModel
 
-    from lorastudio.models.controlnet import diffusers_to_original, original_to_diffusers, shipped_config
+    from lorastudio.models.controlnet import original_to_diffusers, shipped_config
 
     config = shipped_config(family)
     assert config["cross_attention_dim"] == width

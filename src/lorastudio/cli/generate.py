@@ -35,7 +35,7 @@ def progress_bar(desc: str):
 
 
 @app.command("generate")
-@config_options(GenerateConfig, exclude=("controlnet",))  # units: --control (cli/control.py)
+@config_options(GenerateConfig, exclude=("controlnet",))  # units: --control below
 def generate_cmd(
     prompts: Path = typer.Option(
         None, "--prompts", help="Prompt-list file (.txt lines or .yaml) for a series."
@@ -48,6 +48,12 @@ def generate_cmd(
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object with paths, seeds and hashes."
     ),
+    controlnet: list[str] = typer.Option(
+        None,
+        "--control",
+        help="A ControlNet unit as KEY=VALUE pairs, e.g. 'model=NAME,module=canny,image=PATH,weight=0.8,"
+        "guidance_end=0.6' (repeat for up to 3 units; keys: the unit fields).",
+    ),
     fields: dict | None = None,
 ) -> None:
     """Generate images; each PNG carries A1111 parameters and a .yaml recipe beside it.
@@ -59,6 +65,10 @@ def generate_cmd(
 
     ws = workspace()
     overrides = dict(fields or {})
+    if controlnet:
+        from lorastudio.service.control import parse_control_option
+
+        overrides["controlnet"] = [parse_control_option(text) for text in controlnet]
     bar, update = progress_bar("generate")
     try:
         if prompts is not None:

@@ -36,7 +36,6 @@ __all__ = [
     "controlnet_facts",
     "load_controlnet",
     "original_to_diffusers",
-    "diffusers_to_original",
     "shipped_config",
     "sniff_controlnet",
 ]
@@ -263,78 +262,20 @@ def _config_value(config: Any, key: str) -> Any:
 # -- the original <-> diffusers key names ---------------------------------------------------
 
 
-def _ldm_table_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields `adapters.ldm`'s UNet table needs, for a ControlNet (which has no up blocks)."""
-    down = list(config["down_block_types"])
-    return {
-        "down_block_types": down,
-        "up_block_types": [t.replace("Down", "Up") for t in reversed(down)],
-        "layers_per_block": config.get("layers_per_block", 2),
-        "mid_block_type": config.get("mid_block_type") or "UNetMidBlock2DCrossAttn",
-    }
-
-
 def _hint_blocks(keys) -> int:
     return len({int(m.group(1)) for k in keys if (m := re.match(r"^controlnet_cond_embedding\.blocks\.(\d+)\.", k))})
 
 
-def _original_hint_count(keys) -> int:
-    """Convs in `input_hint_block` (0, 2, 4, ... 14 for the real ones): conv_in + blocks + conv_out."""
-    return len({int(m.group(1)) for k in keys if (m := re.match(r"^input_hint_block\.(\d+)\.", k))})
-
-
 def original_to_diffusers(state_dict: dict, config: dict[str, Any]) -> dict:
-    """lllyasviel's layout (prefix stripped) -> diffusers `ControlNetModel` keys, for this config."""
-    from lorastudio.adapters.ldm import unet_ldm_to_diffusers_path
+    """lllyasviel's layout (prefix stripped) -> diffusers `ControlNetModel` keys, for this config.
 
-    table = _ldm_table_config(config)
-    hint_convs = _original_hint_count(state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if parts[0] == "input_hint_block":
-            index = int(parts[1]) // 2
-            if index == 0:
-                name = "controlnet_cond_embedding.conv_in"
-            elif index == hint_convs - 1:
-                name = "controlnet_cond_embedding.conv_out"
-            else:
-                name = f"controlnet_cond_embedding.blocks.{index - 1}"
-            out[f"{name}.{parts[-1]}"] = value
-        elif parts[0] == "zero_convs":
-            out[f"controlnet_down_blocks.{parts[1]}.{parts[-1]}"] = value
-        elif parts[0] == "middle_block_out":
-            out[f"controlnet_mid_block.{parts[-1]}"] = value
-        else:
-            module, leaf = ".".join(parts[:-1]), parts[-1]
-            out[f"{unet_ldm_to_diffusers_path(module, table)}.{leaf}"] = value
-    return out
+    diffusers' own single-file conversion (Apache-2.0), given the config it needs: block numbering
+    follows `layers_per_block`, the hint encoder's length follows the file.
+    """
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
-
-def diffusers_to_original(state_dict: dict, config: dict[str, Any], prefix: str = "") -> dict:
-    """diffusers `ControlNetModel` keys -> lllyasviel's layout (what A1111's extension writes)."""
-    from lorastudio.adapters.ldm import unet_diffusers_to_ldm_path
-
-    table = _ldm_table_config(config)
-    blocks = _hint_blocks(state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        module, leaf = key.rsplit(".", 1)
-        parts = module.split(".")
-        if module == "controlnet_cond_embedding.conv_in":
-            name = "input_hint_block.0"
-        elif module == "controlnet_cond_embedding.conv_out":
-            name = f"input_hint_block.{2 * (blocks + 1)}"
-        elif parts[:2] == ["controlnet_cond_embedding", "blocks"]:
-            name = f"input_hint_block.{2 * (int(parts[2]) + 1)}"
-        elif parts[0] == "controlnet_down_blocks":
-            name = f"zero_convs.{parts[1]}.0"
-        elif module == "controlnet_mid_block":
-            name = "middle_block_out.0"
-        else:
-            name = unet_diffusers_to_ldm_path(module, table)
-        out[f"{prefix}{name}.{leaf}"] = value
-    return out
+    converted = convert_controlnet_checkpoint(dict(state_dict), dict(config))
+    return {k: v for k, v in converted.items() if v is not None}
 
 
 # -- configs --------------------------------------------------------------------------------
@@ -426,10 +367,7 @@ def _from_single_file(path: Path, facts: ControlNetFacts, dtype, unet_config: An
         table_config = shipped_config(facts.family)
         if facts.cross_attention_dim not in (None, table_config["cross_attention_dim"]) and unet_config is not None:
             table_config = _config_from_unet(unet_config)
-        try:
-            state_dict = original_to_diffusers(state_dict, table_config)
-        except LorastudioError as exc:
-            raise LorastudioError(f"{path.name}: its blocks do not match a {facts.family} ControlNet ({exc}).") from None
+        state_dict = original_to_diffusers(state_dict, table_config)
     config = _single_file_config(path, facts, unet_config, state_dict)
     with torch.device("meta"):
         model = ControlNetModel.from_config(config)

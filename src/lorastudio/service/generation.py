@@ -137,8 +137,10 @@ def run_generation(
     from lorastudio.generate.infotext import format_infotext, save_png
     from lorastudio.generate.pipeline import build_plan, generate_images, open_request_images
     from lorastudio.generate.prompt_parser import extract_extra_networks
+    from lorastudio.service.control import check_units, control_infotext, control_stack
 
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
+    check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
     cache = cache or ModelCache(ws, names=names)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
@@ -180,6 +182,7 @@ def run_generation(
         ti_hashes.append((name, lora_short_hash(path)))
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
+    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, cache, names)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     with applied_loras(model.components, loras):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
@@ -192,6 +195,7 @@ def run_generation(
         params = _infotext_params(
             cfg, plan, model, item.seed, [(d["name"], d["hash"]) for d in lora_info], used_ti, subseed
         )
+        params.update(control_infotext(cfg, control_rows))
         infotext = format_infotext(cfg.prompt, cfg.negative_prompt, params)
         png_path, recipe_path = _next_output_paths(folder, item.seed)
         recipe = {
@@ -207,6 +211,7 @@ def run_generation(
             },
             "loras": lora_info,
             "embeddings": [{"name": n, "hash": h} for n, h in used_ti],
+            "controlnets": control_rows,
             "infotext": infotext,
         }
         if subseed is not None:
@@ -243,6 +248,7 @@ def config_from_recipe(path: str | Path, ws: Workspace, vae_given: bool = False)
 
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
     from lorastudio.generate.infotext import parse_infotext, read_infotext
+    from lorastudio.service.control import units_from_infotext
 
     path = Path(path)
     if not path.is_file():
@@ -270,6 +276,7 @@ def config_from_recipe(path: str | Path, ws: Workspace, vae_given: bool = False)
         )
     params = parse_infotext(text, fill_defaults=False)
     request = config_fields_from_infotext(params)
+    request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
     request["model"] = _model_from_infotext(ws, params)
     if request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])

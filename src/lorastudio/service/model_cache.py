@@ -114,6 +114,24 @@ class ModelCache:
             self._evict_over_budget()
             return model
 
+    def get_controlnet(self, path: Path, model):
+        """The ControlNet at `path` for the loaded `model`, kept beside it (same device and dtype).
+
+        Cached in the base model's entry: it goes when the base model goes, and a file replaced
+        on disk is loaded again at its next use.
+        """
+        from lorastudio.models.controlnet import load_controlnet
+
+        stamp = file_stamp(path)
+        with self._lock:
+            cached = model.extra.setdefault("controlnets", {})
+            entry = cached.get(str(path))
+            if entry is not None and entry.stamp == stamp:
+                return entry.model
+            controlnet = load_controlnet(path, model.family.name, model.dtype, model.device, model.unet.config)
+            cached[str(path)] = _Entry(controlnet, stamp)
+            return controlnet
+
     def _evict_over_budget(self) -> None:
         if self.memory_budget_bytes is None:
             return

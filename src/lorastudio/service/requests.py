@@ -58,6 +58,8 @@ class RequestResolver:
             value = getattr(cfg, key)
             if value:
                 updates[key] = str(upload_path(self.workspace, value))
+        if cfg.controlnet:
+            updates["controlnet"] = [self._control_unit(i, unit) for i, unit in enumerate(cfg.controlnet)]
         if cfg.device is not None and cfg.device != self.device:
             raise InvalidRequest(
                 f"device {cfg.device!r}: the server chooses the device (lorastudio serve --device); "
@@ -66,6 +68,19 @@ class RequestResolver:
         if self.device:
             updates["device"] = self.device
         return cfg.model_copy(update=updates)
+
+    def _control_unit(self, index: int, unit):
+        """A unit whose ControlNet is in studio/controlnet and whose image and mask are uploads."""
+        from lorastudio.service.control import check_module
+        from lorastudio.service.controlnets import find_controlnet
+
+        check_module(unit, index)
+        try:
+            find_controlnet(self.workspace, unit.model, self.names)
+            paths = {key: str(upload_path(self.workspace, getattr(unit, key))) for key in ("image", "mask") if getattr(unit, key)}
+        except LorastudioError as exc:
+            raise type(exc)(f"ControlNet unit {index}: {exc}") from None
+        return unit.model_copy(update=paths)
 
     def train(self, cfg: TrainConfig) -> tuple[TrainConfig, str]:
         """A training run whose model, data sets and scorer models are workspace names, and its run

@@ -1,0 +1,251 @@
+"""ControlNet units of a request: checked, turned into a `ControlStack`, and written to the infotext.
+
+A unit names a ControlNet in studio/controlnet (name, A1111 title or, for the CLI, a path), an
+image (default: the init image, as the A1111 extension does in img2img) and a preprocessor. Every
+name and image is checked before the base model is loaded; the ControlNet file is sniffed and
+refused with one line when it is no ControlNet or one for another family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.control_units import ControlUnit
+from lorastudio.service.names import STRICT, NamePolicy
+from lorastudio.service.workspace import Workspace
+
+if TYPE_CHECKING:
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.generate.control import ControlStack
+
+__all__ = [
+    "INFOTEXT_FIELDS",
+    "check_module",
+    "check_units",
+    "control_infotext",
+    "control_stack",
+    "parse_control_option",
+    "units_from_infotext",
+]
+
+# The extension's infotext fields, in its order: (ControlUnit field, infotext name).
+INFOTEXT_FIELDS = (
+    ("module", "Module"),
+    ("model", "Model"),
+    ("weight", "Weight"),
+    ("resize_mode", "Resize Mode"),
+    ("processor_res", "Processor Res"),
+    ("threshold_a", "Threshold A"),
+    ("threshold_b", "Threshold B"),
+    ("guidance_start", "Guidance Start"),
+    ("guidance_end", "Guidance End"),
+    ("pixel_perfect", "Pixel Perfect"),
+    ("control_mode", "Control Mode"),
+)
+
+
+def _label(index: int) -> str:
+    return f"ControlNet unit {index}"
+
+
+def parse_control_option(text: str) -> dict[str, Any]:
+    """`model=NAME,module=canny,image=PATH,weight=0.8` -> ControlUnit fields (the CLI's `--control`)."""
+    fields = set(ControlUnit.model_fields)
+    unit: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise LorastudioError(
+                f"--control {text!r}: {part!r} is not KEY=VALUE of a unit field; keys: {', '.join(sorted(fields))}."
+            )
+        unit[key] = value.strip()
+    if "model" not in unit:
+        raise LorastudioError(f"--control {text!r}: needs model=NAME (see `lorastudio control list`).")
+    return unit
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+def _open(path: str, what: str, label: str) -> Image.Image:
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return img.convert("RGB") if what == "image" else img.convert("L")
+    except FileNotFoundError:
+        raise LorastudioError(f"{label}: {what} {path} not found; check the path.") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise LorastudioError(
+            f"{label}: {what} {Path(path).name} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
+        ) from None
+
+
+def _unit_images(cfg: GenerateConfig, index: int, unit: ControlUnit) -> tuple[Image.Image, Image.Image | None]:
+    """The unit's image (its own, else the init image) and mask, checked."""
+    label = _label(index)
+    source = unit.image or cfg.init_image
+    if not source:
+        raise LorastudioError(
+            f"{label}: has no image; give the unit an image (only img2img falls back on the init image)."
+        )
+    image = _open(source, "image", label)
+    mask = _open(unit.mask, "mask", label) if unit.mask else None
+    if mask is not None and mask.size != image.size:
+        raise LorastudioError(
+            f"{label}: mask is {mask.size[0]}x{mask.size[1]}, its image {image.size[0]}x{image.size[1]}; "
+            "make the mask the image's size."
+        )
+    return image, mask
+
+
+def _controlnet_path(ws: Workspace, unit: ControlUnit, index: int, names: NamePolicy) -> Path:
+    from lorastudio.service.controlnets import find_controlnet
+
+    if not names.strict and Path(unit.model).exists():  # the CLI may name a file anywhere
+        return Path(unit.model)
+    try:
+        return find_controlnet(ws, unit.model, names)
+    except LorastudioError as exc:
+        raise type(exc)(f"{_label(index)}: {exc}") from None
+
+
+def check_module(unit: ControlUnit, index: int) -> None:
+    if unit.module == "none":
+        return
+    try:
+        from lorastudio.generate.annotators.registry import find_annotator
+    except ImportError:
+        raise LorastudioError(
+            f"{_label(index)}: preprocessor {unit.module!r} is not available in this build; "
+            "use module=none with a ready control map."
+        ) from None
+    try:
+        find_annotator(unit.module)
+    except LorastudioError as exc:
+        raise type(exc)(f"{_label(index)}: {exc}") from None
+
+
+def check_units(ws: Workspace, cfg: GenerateConfig, names: NamePolicy = STRICT) -> list[Path]:
+    """Every unit's ControlNet, image, mask and preprocessor, checked before any model loads."""
+    from lorastudio.models.controlnet import controlnet_facts
+
+    paths = []
+    for index, unit in enumerate(cfg.controlnet):
+        path = _controlnet_path(ws, unit, index, names)
+        controlnet_facts(path)  # no ControlNet, or an unusable one: refused now, naming the file
+        _unit_images(cfg, index, unit)
+        check_module(unit, index)
+        paths.append(path)
+    return paths
+
+
+# -- preparing the stack ------------------------------------------------------------------------
+
+
+def _processor_resolution(unit: ControlUnit, image: Image.Image, width: int, height: int) -> int:
+    from lorastudio.generate.control import pixel_perfect_resolution
+
+    if unit.pixel_perfect:
+        return pixel_perfect_resolution(image.size, width, height, unit.resize_mode)
+    return unit.processor_res
+
+
+def _control_map(ws: Workspace, unit: ControlUnit, image: Image.Image, resolution: int, device, seed: int):
+    if unit.module == "none":
+        return image
+    from lorastudio.generate.annotators.registry import annotator_context, run_annotator
+
+    ctx = annotator_context(
+        unit.module, resolution, unit.threshold_a, unit.threshold_b, ws.annotators, str(device), seed
+    )
+    return run_annotator(unit.module, image, ctx).convert("RGB")
+
+
+def control_stack(
+    ws: Workspace, cfg: GenerateConfig, model, plan, cache=None, names: NamePolicy = STRICT
+) -> tuple[ControlStack | None, list[dict[str, Any]]]:
+    """The request's units ready to sample with, and one row per unit for the infotext and recipe
+    (title, path, processor resolution). (None, []) without units."""
+    from lorastudio.generate.control import ControlStack, PreparedUnit
+    from lorastudio.service.controlnets import controlnet_title
+
+    if not cfg.controlnet:
+        return None, []
+    prepared, rows = [], []
+    for index, (unit, path) in enumerate(zip(cfg.controlnet, check_units(ws, cfg, names), strict=True)):
+        controlnet = _load(cache, path, model)
+        image, mask = _unit_images(cfg, index, unit)
+        resolution = _processor_resolution(unit, image, plan.width, plan.height)
+        control_map = _control_map(ws, unit, image, resolution, model.device, plan.seeds[0] if plan.seeds else 0)
+        if mask is not None and control_map.size != mask.size:
+            mask = mask.resize(control_map.size)
+        prepared.append(
+            PreparedUnit(
+                _label(index), controlnet, control_map, unit.weight, unit.guidance_start, unit.guidance_end,
+                unit.control_mode, unit.resize_mode, unit.hr_option, unit.module, mask,
+            )
+        )
+        rows.append({"unit": index, "title": controlnet_title(path), "path": str(path), "processor_res": resolution})
+    return ControlStack(prepared, model.device, model.dtype), rows
+
+
+def _load(cache, path: Path, model):
+    if cache is not None:
+        return cache.get_controlnet(path, model)
+    from lorastudio.models.controlnet import load_controlnet
+
+    return load_controlnet(path, model.family.name, model.dtype, model.device, model.unet.config)
+
+
+# -- infotext -----------------------------------------------------------------------------------
+
+
+def _infotext_value(field: str, unit: ControlUnit, row: dict[str, Any]) -> str:
+    if field == "model":
+        return row["title"]
+    if field == "processor_res":
+        return str(row["processor_res"])
+    value = getattr(unit, field)
+    if field.startswith("threshold_"):
+        return str(float(value)) if value is not None else "-1"
+    return str(value)
+
+
+def control_infotext(cfg: GenerateConfig, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """`ControlNet N: "Module: canny, Model: name [hash8], Weight: 1.0, ..."`, as the extension writes."""
+    return {
+        f"ControlNet {row['unit']}": ", ".join(
+            f"{name}: {_infotext_value(field, cfg.controlnet[row['unit']], row)}" for field, name in INFOTEXT_FIELDS
+        )
+        for row in rows
+    }
+
+
+def units_from_infotext(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Units from an image's `ControlNet N` keys (their images are not in the infotext, as in A1111)."""
+    names = {name: field for field, name in INFOTEXT_FIELDS}
+    units = []
+    for index in range(10):
+        text = params.get(f"ControlNet {index}")
+        if not text:
+            continue
+        unit: dict[str, Any] = {}
+        for item in str(text).split(", "):
+            key, _, value = item.partition(": ")
+            field = names.get(key.strip())
+            if field is None:
+                continue
+            unit[field] = None if field.startswith("threshold_") and value.strip() in ("-1", "-1.0") else value.strip()
+        if unit.get("model"):
+            units.append(unit)
+    return units

@@ -1,0 +1,173 @@
+"""ControlNet units through the service and `lorastudio generate --control`: files in studio/controlnet,
+the extension's infotext lines, reproducible recipes, cached ControlNets, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from controlnet_files import diffusers_to_original, make_controlnet
+from lorastudio.cli import _register, app
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import GenerateConfig
+
+_register()
+runner = CliRunner()
+
+
+def _controlnet_file(ws, model, name: str = "cn", seed: int = 0):
+    """A tiny random ControlNet saved in the original layout with the `control_model.` prefix, fp16."""
+    controlnet = make_controlnet(model, seed)
+    original = diffusers_to_original(controlnet.state_dict(), dict(controlnet.config), prefix="control_model.")
+    path = ws.controlnet / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in original.items()}, path)
+    return path
+
+
+@pytest.fixture
+def cn_workspace(tiny_workspace, sd15):
+    _controlnet_file(tiny_workspace, sd15)
+    return tiny_workspace
+
+
+def _edges(path, kind="square"):
+    image = Image.new("RGB", (64, 64), "black")
+    draw = ImageDraw.Draw(image)
+    if kind == "square":
+        draw.rectangle((16, 16, 48, 48), outline="white", width=3)
+    else:
+        draw.line((0, 0, 64, 64), fill="white", width=3)
+    image.save(path)
+    return str(path)
+
+
+def gen(*args: str) -> dict:
+    result = runner.invoke(app, ["generate", "--model", "tiny-sd15", "--steps", "4", "--seed", "5", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def arr(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+
+
+def test_control_option_generates_writes_the_extensions_infotext_and_reproduces(cn_workspace, tmp_path):
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+    from lorastudio.service.generation import config_from_recipe
+
+    image = _edges(tmp_path / "edges.png")
+    plain = gen("--prompt", "red")
+    out = gen("--prompt", "red", "--control", f"model=cn,image={image},weight=0.8,guidance_end=0.6")
+    assert np.abs(arr(out["images"][0]) - arr(plain["images"][0])).mean() > 0.3
+    text = read_infotext(out["images"][0])
+    line = next(part for part in text.splitlines()[-1].split(", ControlNet ") if part.startswith("0: "))
+    assert line.startswith('0: "Module: none, Model: cn [')
+    assert (
+        'Weight: 0.8, Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: -1, Threshold B: -1, '
+        'Guidance Start: 0.0, Guidance End: 0.6, Pixel Perfect: False, Control Mode: Balanced"'
+    ) in line
+    recipe = yaml.safe_load(open(out["recipes"][0]))
+    assert recipe["request"]["controlnet"][0]["image"] == image
+    assert recipe["controlnets"][0]["title"].startswith("cn [")
+    again = gen("--recipe", out["recipes"][0])
+    assert np.array_equal(arr(again["images"][0]), arr(out["images"][0]))
+    from_png = config_from_recipe(out["images"][0], cn_workspace)
+    unit = from_png.controlnet[0]
+    assert (unit.model.startswith("cn ["), unit.weight, unit.guidance_end, unit.threshold_a) == (True, 0.8, 0.6, None)
+    assert parse_infotext(text)["ControlNet 0"].startswith("Module: none")
+
+
+def test_a_second_request_reuses_the_cached_controlnet(cn_workspace, tmp_path):
+    from lorastudio.service.model_cache import ModelCache
+
+    cache = ModelCache(cn_workspace)
+    model = cache.get("tiny-sd15")
+    path = cn_workspace.controlnet / "cn.safetensors"
+    first = cache.get_controlnet(path, model)
+    assert cache.get_controlnet(path, model) is first
+    assert next(first.parameters()).dtype == model.dtype
+    _controlnet_file(cn_workspace, model, seed=1)  # replaced on disk: loaded again
+    assert cache.get_controlnet(path, model) is not first
+
+
+def test_img2img_unit_without_image_uses_the_init_image(cn_workspace, tmp_path):
+    init = _edges(tmp_path / "init.png", "cross")
+    implicit = gen("--prompt", "red", "--init-image", init, "--strength", "0.8", "--control", "model=cn")
+    explicit = gen("--prompt", "red", "--init-image", init, "--strength", "0.8", "--control", f"model=cn,image={init}")
+    assert np.array_equal(arr(implicit["images"][0]), arr(explicit["images"][0]))
+
+
+def _error(*args: str) -> str:
+    result = runner.invoke(app, ["generate", "--model", "tiny-sd15", "--steps", "2", *args])
+    assert result.exit_code != 0
+    return str(result.exception) if not isinstance(result.exception, SystemExit) else result.output
+
+
+def test_bad_units_are_one_line_errors(cn_workspace, tmp_path, sdxl):
+    image = _edges(tmp_path / "e.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    Image.new("L", (32, 32)).save(tmp_path / "small-mask.png")
+    message = _error("--control", "model=cn,colour=red")
+    assert "colour" in message and "guidance_end" in message and "module" in message
+    assert "ControlNet unit 0: has no image" in _error("--control", "model=cn")
+    assert "ControlNet unit 0: image broken.png is not a readable image" in _error(
+        "--control", f"model=cn,image={tmp_path / 'broken.png'}"
+    )
+    assert "ControlNet unit 0: mask is 32x32, its image 64x64" in _error(
+        "--control", f"model=cn,image={image},mask={tmp_path / 'small-mask.png'}"
+    )
+    assert "nothere" in _error("--control", f"model=nothere,image={image}")
+    _controlnet_file(cn_workspace, sdxl, name="xl")
+    xl = cn_workspace.controlnet / "xl.safetensors"
+    # SDXL in the original layout: refused by name, before any model loads
+    assert "xl.safetensors: an SDXL ControlNet in the original (ldm) layout" in _error(
+        "--control", f"model=xl,image={image}"
+    )
+    xl.unlink()
+    assert "preprocessor" in _error("--control", f"model=cn,image={image},module=surely-not-a-module")
+
+
+def test_a_controlnet_for_another_family_is_refused(cn_workspace, tmp_path, sdxl):
+    from diffusers import ControlNetModel
+
+    ControlNetModel.from_unet(sdxl.unet).save_pretrained(cn_workspace.controlnet / "xl-folder")
+    image = _edges(tmp_path / "e.png")
+    message = _error("--control", f"model=xl-folder,image={image}")
+    assert "xl-folder: a ControlNet for SDXL, the model is SD 1.x" in message
+
+
+def test_the_resolver_resolves_unit_uploads_and_names(cn_workspace, tmp_path):
+    from lorastudio.service.names import NamePolicy
+    from lorastudio.service.requests import RequestResolver
+    from lorastudio.service.uploads import save_upload
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    name = save_upload(cn_workspace, buffer.getvalue())
+    resolver = RequestResolver(cn_workspace, NamePolicy(strict=True), device="cpu")
+    cfg = resolver.generate(GenerateConfig(prompt="a", controlnet=[{"model": "cn", "image": name}]), "tiny-sd15")
+    assert cfg.controlnet[0].image.endswith(name) and cfg.controlnet[0].image != name
+    with pytest.raises(LorastudioError, match="ControlNet unit 0: .*upload"):
+        resolver.generate(GenerateConfig(prompt="a", controlnet=[{"model": "cn", "image": "../x.png"}]), "tiny-sd15")
+    with pytest.raises(LorastudioError, match="ControlNet unit 0: .*missing-cn"):
+        resolver.generate(GenerateConfig(prompt="a", controlnet=[{"model": "missing-cn", "image": name}]), "tiny-sd15")
+    with pytest.raises(LorastudioError, match="ControlNet unit 0: .*plain name"):
+        resolver.generate(GenerateConfig(prompt="a", controlnet=[{"model": str(tmp_path / "cn.safetensors")}]), "tiny-sd15")
+
+
+def test_parse_control_option():
+    from lorastudio.service.control import parse_control_option
+
+    assert parse_control_option("model=a [1234abcd], module=canny ,weight=0.5,pixel-perfect=true") == {
+        "model": "a [1234abcd]", "module": "canny", "weight": "0.5", "pixel_perfect": "true",
+    }
+    with pytest.raises(LorastudioError, match="needs model=NAME"):
+        parse_control_option("weight=1")
