@@ -100,7 +100,7 @@ class _Sampler:
         self.preview: PreviewFn | None = None
         self.preview_every = 0
         self.subseeds: list[int] = []  # the current batch's variation seeds
-        self.control = plan.extra.get("control")  # a generate.control.ControlStack (ControlNet units)
+        self.control = getattr(plan, "extra", {}).get("control")  # a generate.control.ControlStack or None
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
