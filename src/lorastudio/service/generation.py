@@ -211,11 +211,12 @@ def run_generation(
             },
             "loras": lora_info,
             "embeddings": [{"name": n, "hash": h} for n, h in used_ti],
-            "controlnets": control_rows,
             "infotext": infotext,
         }
         if subseed is not None:
             recipe["image"]["subseed"] = subseed
+        if control_rows:  # which files the units used (title with hash); recipes without units unchanged
+            recipe["controlnets"] = control_rows
         save_png(item.image, png_path, infotext)
         tmp = recipe_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")
