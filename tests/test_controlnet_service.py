@@ -171,3 +171,24 @@ def test_parse_control_option():
     }
     with pytest.raises(LorastudioError, match="needs model=NAME"):
         parse_control_option("weight=1")
+
+
+def test_pixel_perfect_writes_the_resolution_it_used(cn_workspace, tmp_path):
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (256, 128), "white").save(wide)
+    out = gen("--prompt", "red", "--control", f"model=cn,image={wide},pixel_perfect=true,resize_mode=Resize and Fill")
+    unit = parse_infotext(read_infotext(out["images"][0]))["ControlNet 0"]
+    assert "Processor Res: 32, " in unit and "Pixel Perfect: True" in unit  # 128 px short side fitted into 64
+
+
+def test_cached_controlnets_count_towards_the_memory_budget(cn_workspace):
+    from lorastudio.service.model_cache import ModelCache, model_bytes
+
+    cache = ModelCache(cn_workspace)
+    model = cache.get("tiny-sd15")
+    before = model_bytes(model)
+    controlnet = cache.get_controlnet(cn_workspace.controlnet / "cn.safetensors", model)
+    added = sum(p.numel() * p.element_size() for p in controlnet.parameters())
+    assert model_bytes(model) == before + added

@@ -83,8 +83,24 @@ def _keys_and_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, 
         shapes = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
         return shapes, metadata
     if suffix in PICKLE_SUFFIXES:
-        return {k: tuple(v.shape) for k, v in load_pickled_state_dict(path).items()}, {}
+        return {k: tuple(v.shape) for k, v in _pickled_tensors(path).items()}, {}
     raise LorastudioError(f"{path.name}: not a ControlNet file type; use .safetensors, .pth, .ckpt, .pt or .bin.")
+
+
+def _pickled_tensors(path: Path) -> dict:
+    """A weights-only pickle's tensors, memory-mapped when the file is torch's zip format (sniffing
+    a 1.4 GB .pth then reads no tensor data); anything else goes through the checked loader."""
+    import torch
+
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) format, or refused: the checked loader says which, in one line
+        return load_pickled_state_dict(path)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise LorastudioError(f"{path.name}: holds no state dict; it is not a ControlNet file.")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
 def _refuse(path: Path, what: str, fix: str) -> LorastudioError:

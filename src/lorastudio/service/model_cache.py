@@ -30,8 +30,10 @@ _STAMPED_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json", ".
 
 
 def model_bytes(model) -> int:
-    """Bytes of weights a loaded model holds (all components)."""
-    return sum(p.numel() * p.element_size() for m in model.components.values() for p in m.parameters())
+    """Bytes of weights a loaded model holds (all components, and the ControlNets cached beside it)."""
+    controlnets = getattr(model, "extra", {}).get("controlnets", {})
+    modules = [*model.components.values(), *(entry.model for entry in controlnets.values())]
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
 
 
 def file_stamp(path: Path | None) -> tuple:
@@ -130,6 +132,7 @@ class ModelCache:
                 return entry.model
             controlnet = load_controlnet(path, model.family.name, model.dtype, model.device, model.unet.config)
             cached[str(path)] = _Entry(controlnet, stamp)
+            self._evict_over_budget()  # its weights count towards the budget with its base model's
             return controlnet
 
     def _evict_over_budget(self) -> None:
