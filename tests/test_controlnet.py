@@ -348,3 +348,20 @@ def test_pixel_perfect_resolution_follows_the_resize_mode():
     assert pixel_perfect_resolution((1024, 512), 512, 512, "Crop and Resize") == 512
     assert pixel_perfect_resolution((1024, 512), 512, 512, "Resize and Fill") == 256
     assert pixel_perfect_resolution((300, 300), 768, 512, "Just Resize") == 768
+
+
+@pytest.mark.parametrize("layers,variant", [([1, 0, 2], "mid"), ([0, 0, 0], "small")])
+def test_sdxl_single_files_of_other_depths_load_with_a_config_fitted_to_their_keys(sdxl, tmp_path, layers, variant):
+    """diffusers' mid/small SDXL ControlNets have fewer transformer blocks (some attentions hold none)."""
+    from diffusers import ControlNetModel
+
+    from lorastudio.models.controlnet import load_controlnet, sniff_controlnet
+
+    config = {k: v for k, v in make_controlnet(sdxl).config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    shallow = ControlNetModel.from_config(dict(config, transformer_layers_per_block=layers))
+    state = {k: v.contiguous() for k, v in shallow.state_dict().items()}
+    save_file(state, tmp_path / "shallow.safetensors")
+    assert sniff_controlnet(tmp_path / "shallow.safetensors") == ("sdxl", "diffusers", variant)
+    loaded = load_controlnet(tmp_path / "shallow.safetensors", "sdxl", torch.float32, "cpu", sdxl.unet.config)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())

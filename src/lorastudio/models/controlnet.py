@@ -157,14 +157,19 @@ def _transformer_counts(keys: list[str], layout: str) -> dict[str, int]:
 
 
 def _down_transformer_layers(keys: list[str], counts: dict[str, int]) -> tuple[int, ...]:
-    """`transformer_layers_per_block` as diffusers reads it: per down block, the blocks its attentions
-    hold; a block without attentions gets the mid block's count (diffusers takes the mid's from the last)."""
+    """`transformer_layers_per_block` as diffusers reads it: per down block, the transformer blocks its
+    attentions hold (0 when they hold none); a block without attentions gets the mid block's count,
+    since diffusers takes the mid block's from the last entry."""
     down = sorted({int(m.group(1)) for k in keys if (m := re.match(r"^down_blocks\.(\d+)\.", k))})
     mid = counts.get("mid_block.attentions.0", 0)
-    return tuple(
-        max((n for module, n in counts.items() if module.startswith(f"down_blocks.{i}.attentions.")), default=mid)
-        for i in down
-    )
+    layers = []
+    for i in down:
+        prefix = f"down_blocks.{i}.attentions."
+        if any(k.startswith(prefix) for k in keys):
+            layers.append(max((n for module, n in counts.items() if module.startswith(prefix)), default=0))
+        else:
+            layers.append(mid)
+    return tuple(layers)
 
 
 def _sdxl_variant(counts: dict[str, int]) -> str:
@@ -315,15 +320,21 @@ def _config_from_unet(unet_config: Any) -> dict[str, Any]:
     return {k: v for k, v in source.items() if k in accepted and not k.startswith("_")}
 
 
+def _fits_shipped(config: dict[str, Any], facts: ControlNetFacts, state_dict: dict) -> bool:
+    """Whether the file is the size of the shipped config: its text width and first block's channels."""
+    conv_in = state_dict.get("conv_in.weight")
+    channels_fit = conv_in is None or int(conv_in.shape[0]) == config["block_out_channels"][0]
+    return channels_fit and facts.cross_attention_dim in (None, config["cross_attention_dim"])
+
+
 def _single_file_config(path: Path, facts: ControlNetFacts, unet_config: Any, state_dict: dict) -> dict[str, Any]:
     """The config a single file loads with: the shipped one for its family, or the base UNet's body
-    for a width no shipped config has (tiny and custom models); corrected from the keys' facts."""
+    for sizes no shipped config has (tiny and custom models); corrected from the keys' facts."""
     config = shipped_config(facts.family, facts.variant)
-    if facts.cross_attention_dim not in (None, config["cross_attention_dim"]):
+    if not _fits_shipped(config, facts, state_dict):
         if unet_config is None:
             raise LorastudioError(
-                f"{path.name}: a ControlNet of text width {facts.cross_attention_dim} has no shipped config; "
-                "use its diffusers folder (with config.json)."
+                f"{path.name}: a ControlNet of a size no shipped config has; use its diffusers folder (with config.json)."
             )
         config = _config_from_unet(unet_config)
     return _fit_config_to_keys(config, facts, state_dict)
@@ -338,7 +349,7 @@ def _fit_config_to_keys(config: dict[str, Any], facts: ControlNetFacts, state_di
         for i in range(1, _hint_blocks(state_dict), 2):
             outs.append(int(state_dict[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0]))
         config["conditioning_embedding_out_channels"] = outs
-    if facts.transformer_layers and any(facts.transformer_layers):
+    if facts.transformer_layers:
         config["transformer_layers_per_block"] = list(facts.transformer_layers)
     proj = next((v for k, v in state_dict.items() if k.endswith("proj_in.weight")), None)
     if proj is not None:
