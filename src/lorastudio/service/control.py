@@ -217,8 +217,20 @@ def _infotext_value(field: str, unit: ControlUnit, row: dict[str, Any]) -> str:
         return str(row["processor_res"])
     value = getattr(unit, field)
     if field.startswith("threshold_"):
-        return str(float(value)) if value is not None else "-1"
+        value = value if value is not None else _default_threshold(unit.module, field)
+        return str(float(value)) if value is not None else "-1"  # -1: the extension's "no such slider"
     return str(value)
+
+
+def _default_threshold(module: str, field: str) -> float | None:
+    """The preprocessor's default for a threshold the unit leaves out (what the extension writes)."""
+    try:
+        from lorastudio.generate.annotators.registry import find_annotator
+
+        slider = getattr(find_annotator(module), field)
+    except (ImportError, LorastudioError):
+        return None
+    return slider.value if slider is not None else None
 
 
 def control_infotext(cfg: GenerateConfig, rows: list[dict[str, Any]]) -> dict[str, str]:
