@@ -365,3 +365,22 @@ def test_sdxl_single_files_of_other_depths_load_with_a_config_fitted_to_their_ke
     assert sniff_controlnet(tmp_path / "shallow.safetensors") == ("sdxl", "diffusers", variant)
     loaded = load_controlnet(tmp_path / "shallow.safetensors", "sdxl", torch.float32, "cpu", sdxl.unet.config)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_folder_with_only_fp16_weights_loads(sd15, cn15, tmp_path):
+    from lorastudio.models.controlnet import load_controlnet
+
+    cn15.save_pretrained(tmp_path / "cn", variant="fp16")
+    assert not (tmp_path / "cn" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = load_controlnet(tmp_path / "cn", "sd15", torch.float32, "cpu", sd15.unet.config)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in cn15.state_dict().items())
+
+
+def test_a_truncated_original_file_is_one_line(sd15, cn15, tmp_path):
+    from lorastudio.models.controlnet import load_controlnet
+
+    original = diffusers_to_original(cn15.state_dict(), dict(cn15.config))
+    partial = {k: v for k, v in original.items() if not k.startswith("middle_block.")}
+    save_file(partial, tmp_path / "partial.safetensors")
+    with pytest.raises(LorastudioError, match=r"^partial\.safetensors: .*is it complete\?$"):
+        load_controlnet(tmp_path / "partial.safetensors", "sd15", torch.float32, "cpu", sd15.unet.config)

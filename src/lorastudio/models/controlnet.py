@@ -394,7 +394,13 @@ def _from_single_file(path: Path, facts: ControlNetFacts, dtype, unet_config: An
         table_config = shipped_config(facts.family)
         if facts.cross_attention_dim not in (None, table_config["cross_attention_dim"]) and unet_config is not None:
             table_config = _config_from_unet(unet_config)
-        state_dict = original_to_diffusers(state_dict, table_config)
+        try:
+            state_dict = original_to_diffusers(state_dict, table_config)
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise LorastudioError(
+                f"{path.name}: its original-layout keys do not form a {facts.family} ControlNet "
+                f"({type(exc).__name__}: {str(exc)[:120]}); is it complete?"
+            ) from None
     config = _single_file_config(path, facts, unet_config, state_dict)
     with torch.device("meta"):
         model = ControlNetModel.from_config(config)
@@ -407,6 +413,14 @@ def _from_single_file(path: Path, facts: ControlNetFacts, dtype, unet_config: An
             f"{path.name}: its weights do not fit a {facts.family} ControlNet ({reason}); is it complete?"
         ) from None
     return model
+
+
+def _folder_variant(folder: Path) -> str | None:
+    """"fp16" when the folder holds only `diffusion_pytorch_model.fp16.*` weights (as many hub copies do)."""
+    names = {p.name for p in folder.iterdir()}
+    plain = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"}
+    fp16 = {"diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin"}
+    return "fp16" if not names & plain and names & fp16 else None
 
 
 def load_controlnet(path: str | Path, family: str, dtype=None, device: str | None = None, unet_config: Any = None):
@@ -426,7 +440,9 @@ def load_controlnet(path: str | Path, family: str, dtype=None, device: str | Non
         from diffusers import ControlNetModel
 
         try:
-            model = ControlNetModel.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
+            model = ControlNetModel.from_pretrained(
+                str(path), local_files_only=True, torch_dtype=dtype, variant=_folder_variant(path)
+            )
         except (OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise LorastudioError(f"{path.name}: the ControlNet folder cannot be loaded ({reason}).") from None
