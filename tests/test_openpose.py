@@ -272,3 +272,24 @@ def test_mediapipe_worker_output_is_drawn_as_an_openpose_map(monkeypatch, tmp_pa
 def test_real_mediapipe_runs_on_a_blank_image():
     result = run_annotator("mediapipe", Image.new("RGB", (128, 128), "white"), annotator_context("mediapipe", resolution=128))
     assert result.size == (128, 128) and np.asarray(result).max() == 0  # nobody there
+
+
+def _sample_photo(python: str) -> Path | None:
+    """matplotlib's public-domain portrait (mediapipe's interpreter has matplotlib), if it is there."""
+    import subprocess
+
+    code = "import matplotlib, pathlib; print(pathlib.Path(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg'))"
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    path = Path(done.stdout.strip()) if done.returncode == 0 else None
+    return path if path is not None and path.is_file() else None
+
+
+@pytest.mark.skipif(not os.environ.get(MEDIAPIPE_PYTHON_ENV), reason=f"{MEDIAPIPE_PYTHON_ENV} is not set")
+def test_real_mediapipe_finds_the_person_in_a_portrait():
+    photo = _sample_photo(os.environ[MEDIAPIPE_PYTHON_ENV])
+    if photo is None:
+        pytest.skip("no sample portrait in the mediapipe interpreter")
+    result = np.asarray(run_annotator("mediapipe", Image.open(photo), annotator_context("mediapipe", resolution=256)))
+    colours = {tuple(c) for c in result.reshape(-1, 3)}
+    assert BODY_COLORS[1] in colours and BODY_COLORS[0] in colours  # neck and nose discs
+    assert (result == 255).all(axis=2).sum() > 50  # face dots
