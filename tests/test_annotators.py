@@ -154,7 +154,8 @@ def test_detect_map_and_module_listing(workspace, drawing):
     assert list_modules(workspace)[[r["name"] for r in list_modules(workspace)].index("openpose")]["ready"] is True
 
 
-def test_cli_control_detect_and_modules(workspace, drawing, tmp_path):
+def test_cli_control_detect_and_modules(workspace, drawing, tmp_path, monkeypatch):
+    monkeypatch.delenv("LORASTUDIO_MEDIAPIPE_PYTHON", raising=False)
     source = tmp_path / "drawing.png"
     drawing.save(source)
     out = tmp_path / "maps" / "edges.png"
@@ -177,5 +178,6 @@ def test_cli_control_detect_and_modules(workspace, drawing, tmp_path):
     assert done.exit_code == 0, done.output
     rows = {row["name"]: row for row in json.loads(done.output)["modules"]}
     assert rows["openpose"]["ready"] is False and rows["shuffle"]["ready"] is True
+    assert rows["mediapipe_openpose"]["ready"] is False and "LORASTUDIO_MEDIAPIPE_PYTHON" in rows["mediapipe_openpose"]["needs"]
     done = runner.invoke(app, ["control", "modules"])
     assert "needs body_pose_model.pth" in done.output and "Canny Low Threshold=100" in done.output

@@ -59,5 +59,10 @@ def modules_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.
         return
     for row in rows:
         sliders = ", ".join(f"{s['name']}={s['value']:g}" for s in row["sliders"] if s)
-        state = "ready" if row["ready"] else "needs " + ", ".join(row["missing_weights"])
+        if row["ready"]:
+            state = "ready"
+        elif row["missing_weights"]:
+            state = "needs " + ", ".join(row["missing_weights"])
+        else:
+            state = "needs setup: lorastudio control detect --module '" + row["name"] + "' says how"
         typer.echo(f"{row['name']:<48} {state:<40} {sliders}")

@@ -97,6 +97,14 @@ def _slider(slider: Slider | None) -> dict[str, Any] | None:
 def module_row(annotator: Annotator, weights_dir: Path | None) -> dict[str, Any]:
     """One preprocessor as `control modules --json` and the A1111 module detail show it."""
     missing = [name for name in annotator.weights if weights_dir is None or not (weights_dir / name).is_file()]
+    needs = None
+    if annotator.run.startswith("lorastudio.generate.annotators.mediapipe_pose:"):
+        from lorastudio.generate.annotators.mediapipe_pose import mediapipe_python
+
+        try:
+            mediapipe_python()
+        except LorastudioError as error:
+            needs = str(error)
     sliders = [_slider(RESOLUTION_SLIDER) if annotator.uses_resolution else None]
     sliders += [_slider(annotator.threshold_a), _slider(annotator.threshold_b)]
     while sliders and sliders[-1] is None:
@@ -107,7 +115,8 @@ def module_row(annotator: Annotator, weights_dir: Path | None) -> dict[str, Any]
         "sliders": sliders,
         "weights": list(annotator.weights),
         "missing_weights": missing,
-        "ready": not missing,
+        "needs": needs,  # a setup step other than weight files (the mediapipe interpreter), or None
+        "ready": not missing and needs is None,
     }
 
 
