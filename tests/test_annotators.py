@@ -123,6 +123,7 @@ def test_frame_short_side_is_the_resolution_and_none_keeps_the_image(drawing):
     assert _map("canny", wide, resolution=100).shape == (100, 150, 3)  # padded to 64 inside, cut back after
     assert run_annotator("none", wide, annotator_context("none")) is not wide
     assert (np.asarray(run_annotator("none", wide, annotator_context("none"))) == np.asarray(wide)).all()
+    assert annotator_context("canny", resolution=-1).resolution == 512  # A1111's "default"
     with pytest.raises(LorastudioError, match="processor_res: 32"):
         annotator_context("canny", resolution=32)
 

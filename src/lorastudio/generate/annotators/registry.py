@@ -116,7 +116,7 @@ def find_annotator(name: str) -> Annotator:
 
 def annotator_context(
     name: str,
-    resolution: int = 512,
+    resolution: int | None = 512,
     threshold_a: float | None = None,
     threshold_b: float | None = None,
     weights_dir: Path | None = None,
@@ -125,7 +125,8 @@ def annotator_context(
 ) -> AnnotatorContext:
     """The run settings for preprocessor `name`, its resolution checked against the extension's range."""
     annotator = find_annotator(name)
-    resolution = int(resolution)
+    # A1111 clients send -1 for "the default" (the extension's API unit defaults to -1).
+    resolution = int(RESOLUTION_SLIDER.value) if resolution is None or int(resolution) == -1 else int(resolution)
     if not RESOLUTION_SLIDER.min <= resolution <= RESOLUTION_SLIDER.max:
         raise LorastudioError(
             f"processor_res: {resolution} is out of range; use {int(RESOLUTION_SLIDER.min)} to "
