@@ -23,6 +23,7 @@ from lorastudio.generate.annotators.openpose_draw import (
     draw_hand,
     draw_poses,
     hand_edge_color,
+    poses_json,
 )
 from lorastudio.generate.annotators.openpose_model import BodyPoseNet, FaceNet, HandPoseNet, load_pose_weights
 from lorastudio.generate.annotators.registry import annotator_context, run_annotator
@@ -213,6 +214,11 @@ def test_hands_and_face_run_for_each_person_found(weights_dir, monkeypatch):
     assert pose.body[1] == (128 / 256, 70 / 256)
     drawn = draw_poses(poses, 256, 256, hands=False, face=False)
     assert tuple(drawn[70, 114]) == (153, 0, 0)  # neck (128, 70) - right shoulder (100, 70), middle
+    found = poses_json(poses, 256, 256)
+    assert found["canvas_width"] == 256 and len(found["people"]) == 1
+    person = found["people"][0]
+    assert person["pose_keypoints_2d"][3:6] == [128.0, 70.0, 1.0]  # the neck, in pixels
+    assert len(person["face_keypoints_2d"]) == 70 * 3 and len(person["hand_left_keypoints_2d"]) == 21 * 3
 
 
 def test_missing_weights_name_the_file_and_folder(weights_dir, tmp_path):
@@ -266,6 +272,12 @@ def test_mediapipe_worker_output_is_drawn_as_an_openpose_map(monkeypatch, tmp_pa
     assert tuple(result[38, 64]) == BODY_COLORS[1]  # the neck at (0.5, 0.3)
     assert tuple(result[38, 57]) == (153, 0, 0)  # neck - right shoulder limb, red x 0.6
     assert result[120:].max() == 0  # the ankles: one hardly visible, one outside
+    ctx = annotator_context("mediapipe", resolution=100)
+    ctx.poses = []
+    run_annotator("mediapipe", Image.new("RGB", (100, 100)), ctx)  # padded to 128 inside
+    assert ctx.poses[0]["canvas_width"] == 100 and ctx.poses[0]["canvas_height"] == 100
+    assert ctx.poses[0]["people"][0]["pose_keypoints_2d"][:3] == [64.0, pytest.approx(0.15 * 128), 1.0]
+    assert ctx.poses[0]["people"][0]["pose_keypoints_2d"][30:33] == [0.0, 0.0, 0.0]  # right ankle (point 10): missing
 
 
 @pytest.mark.skipif(not os.environ.get(MEDIAPIPE_PYTHON_ENV), reason=f"{MEDIAPIPE_PYTHON_ENV} is not set")

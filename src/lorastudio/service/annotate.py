@@ -39,8 +39,13 @@ def detect_map(
     threshold_b: float | None = None,
     seed: int = 0,
     device: str | None = None,
+    poses: list[dict] | None = None,
 ) -> PILImage.Image:
-    """The RGB control map preprocessor `module` makes of `image` (at the processing resolution)."""
+    """The RGB control map preprocessor `module` makes of `image` (at the processing resolution).
+
+    Pass a list as `poses` to get the pose rows' keypoints too (OpenPose JSON, one dict per map),
+    as the A1111 extension's `/controlnet/detect` returns them.
+    """
     from lorastudio.generate.annotators.registry import annotator_context, run_annotator
 
     annotator = find_annotator(module)
@@ -53,6 +58,7 @@ def detect_map(
         device=_device(device) if annotator.weights else (device or "cpu"),  # torch only for networks
         seed=seed,
     )
+    ctx.poses = poses
     return run_annotator(annotator.name, image, ctx)
 
 

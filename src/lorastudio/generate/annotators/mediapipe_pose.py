@@ -20,7 +20,7 @@ import numpy as np
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.annotators.base import AnnotatorContext
-from lorastudio.generate.annotators.openpose_draw import Point, Pose, draw_poses
+from lorastudio.generate.annotators.openpose_draw import Point, Pose, draw_poses, poses_json
 
 __all__ = [
     "FACE_MESH_TO_OPENPOSE",
@@ -139,4 +139,6 @@ def mediapipe_openpose(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """The `mediapipe_openpose` row: body and face points drawn as an OpenPose map."""
     found = mediapipe_landmarks(image)
     pose = mediapipe_to_pose(found.get("pose"), found.get("face"))
+    if ctx.poses is not None:
+        ctx.poses.append(poses_json([pose] if pose else [], image.shape[1], image.shape[0]))
     return draw_poses([pose] if pose else [], image.shape[0], image.shape[1], body=True, hands=False, face=True)

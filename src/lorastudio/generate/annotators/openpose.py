@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lorastudio.generate.annotators.base import AnnotatorContext
-from lorastudio.generate.annotators.openpose_draw import Point, Pose, draw_poses
+from lorastudio.generate.annotators.openpose_draw import Point, Pose, draw_poses, poses_json
 from lorastudio.generate.annotators.openpose_model import BodyPoseNet, FaceNet, HandPoseNet, load_pose_weights
 
 __all__ = [
@@ -328,6 +328,8 @@ def _run(image: np.ndarray, ctx: AnnotatorContext, body: bool, hands: bool, face
     hand_net = _net(HandPoseNet, ctx.weight_file("hand_pose_model.pth"), ctx.device) if hands else None
     face_net = _net(FaceNet, ctx.weight_file("facenet.pth"), ctx.device) if face else None
     poses = detect_poses(image, body_net, hand_net, face_net, ctx.device)
+    if ctx.poses is not None:
+        ctx.poses.append(poses_json(poses, image.shape[1], image.shape[0]))
     return draw_poses(poses, image.shape[0], image.shape[1], body=body, hands=hands, face=face)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "draw_hand",
     "draw_poses",
     "hand_edge_color",
+    "poses_json",
 ]
 
 Point = tuple[float, float]
@@ -164,3 +165,30 @@ def draw_poses(
         if face:
             draw_face(canvas, pose.face)
     return canvas
+
+
+def _flat(points: list[Point | None] | None, width: int, height: int) -> list[float] | None:
+    """[x, y, confidence, ...] in pixels; a missing point is 0, 0, 0 (OpenPose's convention)."""
+    if points is None:
+        return None
+    flat: list[float] = []
+    for point in points:
+        flat += [0.0, 0.0, 0.0] if point is None else [point[0] * width, point[1] * height, 1.0]
+    return flat
+
+
+def poses_json(poses: list[Pose], width: int, height: int) -> dict:
+    """The poses as OpenPose JSON (what the A1111 extension's detect route returns and pose editors read)."""
+    return {
+        "people": [
+            {
+                "pose_keypoints_2d": _flat(pose.body, width, height),
+                "face_keypoints_2d": _flat(pose.face, width, height),
+                "hand_left_keypoints_2d": _flat(pose.left_hand, width, height),
+                "hand_right_keypoints_2d": _flat(pose.right_hand, width, height),
+            }
+            for pose in poses
+        ],
+        "canvas_width": width,
+        "canvas_height": height,
+    }

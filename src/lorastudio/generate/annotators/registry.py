@@ -223,7 +223,10 @@ def run_annotator(name: str, image: PILImage.Image, ctx: AnnotatorContext) -> PI
     if not annotator.uses_resolution:
         return Image.fromarray(hwc3(function(array, ctx)))
     padded, (height, width) = prepare_input(array, ctx.resolution)
+    known_poses = len(ctx.poses) if ctx.poses is not None else 0
     result = function(padded, ctx)
     if result.shape[:2] == padded.shape[:2]:
         result = result[:height, :width]
+    for found in (ctx.poses or [])[known_poses:]:  # the padding is right/bottom: only the canvas shrinks
+        found["canvas_width"], found["canvas_height"] = width, height
     return Image.fromarray(hwc3(result.copy()))
