@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["detect_file", "detect_map", "list_modules", "module_row"]
 
 
+_WEIGHT_FREE_MODULES = ("lorastudio.generate.annotators.builtin", "lorastudio.generate.annotators.mediapipe_pose")
+
+
+def _weight_free(annotator: Annotator) -> bool:
+    """OpenCV/numpy rows and the mediapipe subprocess: no torch, no device to pick."""
+    return annotator.run.split(":")[0] in _WEIGHT_FREE_MODULES
+
+
 def _device(device: str | None) -> str:
     if device:
         return device
@@ -55,7 +63,7 @@ def detect_map(
         threshold_a=threshold_a,
         threshold_b=threshold_b,
         weights_dir=ws.annotators,
-        device=_device(device) if annotator.weights else (device or "cpu"),  # torch only for networks
+        device=(device or "cpu") if _weight_free(annotator) else _device(device),  # torch only for networks
         seed=seed,
     )
     ctx.poses = poses
@@ -104,7 +112,7 @@ def module_row(annotator: Annotator, weights_dir: Path | None) -> dict[str, Any]
     """One preprocessor as `control modules --json` and the A1111 module detail show it."""
     missing = [name for name in annotator.weights if weights_dir is None or not (weights_dir / name).is_file()]
     needs = None
-    if annotator.run.startswith("lorastudio.generate.annotators.mediapipe_pose:"):
+    if annotator.run.startswith(f"{_WEIGHT_FREE_MODULES[1]}:"):
         from lorastudio.generate.annotators.mediapipe_pose import mediapipe_python
 
         try:
