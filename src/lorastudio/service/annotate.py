@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.annotators.registry import RESOLUTION_SLIDER, find_annotator, list_annotators
+from lorastudio.generate.annotators.registry import (
+    RESOLUTION_SLIDER,
+    annotator_context,
+    find_annotator,
+    list_annotators,
+    run_annotator,
+)
 from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -54,8 +60,6 @@ def detect_map(
     Pass a list as `poses` to get the pose rows' keypoints too (OpenPose JSON, one dict per map),
     as the A1111 extension's `/controlnet/detect` returns them.
     """
-    from lorastudio.generate.annotators.registry import annotator_context, run_annotator
-
     annotator = find_annotator(module)
     ctx = annotator_context(
         annotator.name,
