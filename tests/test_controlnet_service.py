@@ -192,3 +192,17 @@ def test_cached_controlnets_count_towards_the_memory_budget(cn_workspace):
     controlnet = cache.get_controlnet(cn_workspace.controlnet / "cn.safetensors", model)
     added = sum(p.numel() * p.element_size() for p in controlnet.parameters())
     assert model_bytes(model) == before + added
+
+
+def test_a_preprocessor_makes_the_map_the_unit_follows(cn_workspace, tmp_path):
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    photo = tmp_path / "photo.png"
+    image = Image.new("RGB", (64, 64), (40, 40, 200))
+    ImageDraw.Draw(image).ellipse((12, 12, 52, 52), fill=(230, 200, 40))
+    image.save(photo)
+    raw = gen("--prompt", "red", "--control", f"model=cn,image={photo}")
+    canny = gen("--prompt", "red", "--control", f"model=cn,image={photo},module=canny,processor_res=64")
+    assert np.abs(arr(raw["images"][0]) - arr(canny["images"][0])).mean() > 0.3
+    unit = parse_infotext(read_infotext(canny["images"][0]))["ControlNet 0"]
+    assert unit.startswith("Module: canny, ") and "Processor Res: 64, Threshold A: 100.0, Threshold B: 200.0" in unit
