@@ -82,6 +82,8 @@ class Txt2ImgRequest(BaseModel):
     save_images: bool = False
     script_name: str | None = None  # "x/y/z plot" (api/a1111_scripts.py)
     script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
+    # {"ControlNet": {"args": [unit, ...]}} (api/a1111_controlnet.py); other always-on scripts are not run
+    alwayson_scripts: dict[str, Any] | None = None
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -151,8 +153,12 @@ def to_generate_config(
     init_image: str | None = None,
     mask: str | None = None,
     user: str = "",
+    controlnet: list | None = None,
 ):
-    """An A1111 request -> a GenerateConfig whose images are upload names (this user's options)."""
+    """An A1111 request -> a GenerateConfig whose images are upload names (this user's options).
+
+    `controlnet`: the request's ControlUnits, their images already stored (api/a1111_controlnet.py).
+    """
     from pydantic import ValidationError
 
     user_options = options_of(studio)
@@ -171,6 +177,8 @@ def to_generate_config(
         clip_skip=max(1, int(clip_skip or 1)),
         vae=None if str(vae or "").strip().lower() in NO_VAE else str(vae),
     )
+    if controlnet:
+        fields["controlnet"] = list(controlnet)
     if isinstance(req, Img2ImgRequest):
         fields["init_image"] = init_image
         if mask:
