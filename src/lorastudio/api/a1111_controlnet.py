@@ -18,7 +18,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorastudio.errors import InvalidRequest
+from lorastudio.errors import InvalidRequest, LorastudioError
 from lorastudio.service.controlnets import (
     CONTROL_MODES,
     HR_OPTIONS,
@@ -36,6 +36,7 @@ __all__ = [
     "CONTROLNET_SCRIPT",
     "A1111Unit",
     "controlnet_args",
+    "decoded",
     "parse_unit",
     "parse_units",
     "store_units",
@@ -289,13 +290,23 @@ def store_units(ws: Workspace, units: list[A1111Unit], *, img2img: bool) -> tupl
         raise
 
 
+def decoded(data: str, what: str):
+    """A base64 image (service.uploads.decode_image); one that does not decode is a 422 naming `what`."""
+    try:
+        return decode_image(data, what)[0]
+    except InvalidRequest:
+        raise
+    except LorastudioError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 def _store_images(ws: Workspace, unit: A1111Unit) -> tuple[str | None, str | None]:
     if unit.image is None:
         return None, None
-    image, _ = decode_image(unit.image, f"{unit.what}.image")
+    image = decoded(unit.image, f"{unit.what}.image")
     mask = None
     if unit.mask is not None:
-        mask, _ = decode_image(unit.mask, f"{unit.what}.mask")
+        mask = decoded(unit.mask, f"{unit.what}.mask")
         if mask.size != image.size:
             raise InvalidRequest(
                 f"{unit.what}.mask: {mask.size[0]}x{mask.size[1]} differs from the image's "

@@ -15,11 +15,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorastudio.api.a1111_controlnet import decoded
 from lorastudio.api.deps import get_studio
 from lorastudio.errors import InvalidRequest
-from lorastudio.service.controlnets import MAX_CONTROL_UNITS, detect, list_annotators, list_controlnets
+from lorastudio.service.controlnets import (
+    MAX_CONTROL_UNITS,
+    check_module,
+    detect,
+    list_annotators,
+    list_controlnets,
+)
 from lorastudio.service.studio import Studio
-from lorastudio.service.uploads import decode_image
 
 __all__ = ["API_VERSION", "router"]
 
@@ -94,14 +100,15 @@ def control_types(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 @router.post("/detect")
 def detect_route(req: DetectRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """The preprocessor's map of each image, base64 PNG without a data: prefix, as the extension answers."""
+    check_module(req.controlnet_module, "controlnet_module")  # a 422 listing the names, before any decoding
     images = _input_images(req)
     resolution = _resolution(req.controlnet_processor_res)
     threshold_a = None if req.controlnet_threshold_a == -1 else req.controlnet_threshold_a
     threshold_b = None if req.controlnet_threshold_b == -1 else req.controlnet_threshold_b
-    decoded = [decode_image(data, f"controlnet_input_images[{i}]")[0] for i, data in enumerate(images)]
+    inputs = [decoded(data, f"controlnet_input_images[{i}]") for i, data in enumerate(images)]
     maps = [
         detect(studio.workspace, req.controlnet_module, image, resolution, threshold_a, threshold_b)
-        for image in decoded
+        for image in inputs
     ]
     return {"images": [_png_base64(image) for image in maps], "info": "Success"}
 
