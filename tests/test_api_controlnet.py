@@ -225,7 +225,7 @@ def cn_workspace(workspace):
 def test_unknown_module_and_model_are_422s_listing_the_valid_names(cn_workspace):
     title = list_controlnets(cn_workspace)[0]["title"]
     modules = ", ".join(row.name for row in list_annotators())
-    with pytest.raises(InvalidRequest, match=rf"^u\.module: preprocessor 'warp' is not available; use one of: {modules}"):
+    with pytest.raises(InvalidRequest, match=rf"^u\.module: preprocessor 'warp' is not available; use one of: {re.escape(modules)}"):
         check_module("warp", "u.module")
     assert check_module("None").name == "none" and check_module(None).name == "none"
     with pytest.raises(InvalidRequest, match=rf"^u\.model: ControlNet 'depth' not found in controlnet/; use one of: {re.escape(title)}"):
@@ -455,3 +455,44 @@ def test_the_webuiapi_client_sends_units_and_reads_the_lists(cn_client, captured
     with pytest.raises(RuntimeError, match="captured before the queue"):  # no units: `args: []` is fine
         api.txt2img(prompt="red", steps=2, width=64, height=64)
     assert captured[-1][0].controlnet == []
+
+
+# --- with the preprocessors (generate.annotators.registry) ---------------------------------------
+
+
+@pytest.fixture
+def registry():
+    return pytest.importorskip("lorastudio.generate.annotators.registry")
+
+
+def test_module_list_shows_the_registrys_preprocessors_and_sliders(cn_client, registry):
+    modules = cn_client.get("/controlnet/module_list").json()
+    assert modules["module_list"] == [row.name for row in registry.list_annotators()]
+    canny = modules["module_detail"]["canny"]
+    assert [s["name"] for s in canny["sliders"]] == ["Resolution", "Canny Low Threshold", "Canny High Threshold"]
+    assert canny["sliders"][1] == {"name": "Canny Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1.0}
+
+
+def test_detect_canny_answers_an_edge_map_and_checks_its_thresholds(cn_client, registry):
+    square = Image.new("RGB", (128, 128), (0, 0, 0))
+    square.paste((255, 255, 255), (32, 32, 96, 96))
+    body = {"controlnet_module": "canny", "controlnet_images": [encode(square, True)], "controlnet_processor_res": 128}
+    response = cn_client.post("/controlnet/detect", json=body)
+    assert response.status_code == 200, response.text
+    edges = decode(response.json()["images"][0]).convert("L")
+    assert set(edges.getdata()) == {0, 255} and edges.getpixel((64, 64)) == 0 and edges.getpixel((10, 10)) == 0
+    assert max(edges.getpixel((x, 64)) for x in range(29, 36)) == 255  # the square's left side
+    refused = cn_client.post("/controlnet/detect", json={**body, "controlnet_threshold_a": 300})
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == (
+        "controlnet.threshold_a: 300.0 is outside 'Canny Low Threshold' of 'canny' (1..255); send -1 for its default 100."
+    )
+
+
+def test_unit_modules_by_alias_and_thresholds_in_range(cn_workspace, registry):
+    (u,) = store_units(cn_workspace, parse_units(controlnet(unit(module="INVERT", threshold_a=64))), img2img=False)[0]
+    assert u.module == "invert (from white bg & black line)" and u.threshold_a is None
+    (u,) = store_units(cn_workspace, parse_units(controlnet(unit(module="canny", threshold_a=64, threshold_b=-1))), img2img=False)[0]
+    assert (u.module, u.threshold_a, u.threshold_b) == ("canny", 64.0, None)
+    with pytest.raises(InvalidRequest, match=rf"^{re.escape(WHERE)}\[0\]\.threshold_b: 0.0 is outside 'Canny High Threshold'"):
+        store_units(cn_workspace, parse_units(controlnet(unit(module="canny", threshold_b=0))), img2img=False)

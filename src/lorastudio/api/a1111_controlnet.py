@@ -162,7 +162,7 @@ def resize_mode(value: Any, what: str = "resize_mode") -> str:
         return RESIZE_BY_INDEX[value]
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit() and int(text) in RESIZE_BY_INDEX:
+        if text.isascii() and text.isdigit() and int(text) in RESIZE_BY_INDEX:
             return RESIZE_BY_INDEX[int(text)]
         if text.lower() in RESIZE_ALIASES:
             return RESIZE_ALIASES[text.lower()]
@@ -173,7 +173,7 @@ def control_mode(value: Any, what: str = "control_mode") -> str:
     """A control mode by name or by index (0 Balanced, 1 My prompt is more important, 2 ControlNet is more important)."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CONTROL_MODES):
         return CONTROL_MODES[value]
-    if isinstance(value, str) and value.strip().isdigit() and int(value) < len(CONTROL_MODES):
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and int(value) < len(CONTROL_MODES):
         return CONTROL_MODES[int(value)]
     return _choice(value, CONTROL_MODES, what, indexed=True)
 
