@@ -428,14 +428,22 @@ def test_detect_refuses_what_it_cannot_do(cn_client, body, detail):
     assert response.status_code == 422 and response.json()["detail"].startswith(detail), response.text
 
 
-def test_the_webuiapi_client_sends_units_and_reads_the_lists(cn_client, captured, monkeypatch):
+def webuiapi_client(client, monkeypatch):
+    """webuiapi's client, unchanged, talking to the in-process app (its session is the test client)."""
     import webuiapi
 
     with monkeypatch.context() as patch:  # no request before the session is ours
         patch.setattr(webuiapi.WebUIApi, "check_extensions", lambda self: None)
         api = webuiapi.WebUIApi(host="127.0.0.1", port=7860)
-    api.session = cn_client
-    api.check_extensions()
+    api.session = client
+    api.check_extensions()  # reads /sdapi/v1/scripts
+    return api
+
+
+def test_the_webuiapi_client_sends_units_and_reads_the_lists(cn_client, captured, monkeypatch):
+    import webuiapi
+
+    api = webuiapi_client(cn_client, monkeypatch)
     assert api.has_controlnet  # it saw "controlnet m2m"
     title = list_controlnets(cn_client.app.state.studio.workspace)[0]["title"]
     assert api.controlnet_version() == 3 and api.controlnet_model_list() == [title]
@@ -474,13 +482,15 @@ def test_module_list_shows_the_registrys_preprocessors_and_sliders(cn_client, re
 
 
 def test_detect_canny_answers_an_edge_map_and_checks_its_thresholds(cn_client, registry):
+    import numpy as np
+
     square = Image.new("RGB", (128, 128), (0, 0, 0))
     square.paste((255, 255, 255), (32, 32, 96, 96))
     body = {"controlnet_module": "canny", "controlnet_images": [encode(square, True)], "controlnet_processor_res": 128}
     response = cn_client.post("/controlnet/detect", json=body)
     assert response.status_code == 200, response.text
     edges = decode(response.json()["images"][0]).convert("L")
-    assert set(edges.getdata()) == {0, 255} and edges.getpixel((64, 64)) == 0 and edges.getpixel((10, 10)) == 0
+    assert set(np.unique(np.asarray(edges))) == {0, 255} and edges.getpixel((64, 64)) == 0 and edges.getpixel((10, 10)) == 0
     assert max(edges.getpixel((x, 64)) for x in range(29, 36)) == 255  # the square's left side
     refused = cn_client.post("/controlnet/detect", json={**body, "controlnet_threshold_a": 300})
     assert refused.status_code == 422
@@ -496,3 +506,50 @@ def test_unit_modules_by_alias_and_thresholds_in_range(cn_workspace, registry):
     assert (u.module, u.threshold_a, u.threshold_b) == ("canny", 64.0, None)
     with pytest.raises(InvalidRequest, match=rf"^{re.escape(WHERE)}\[0\]\.threshold_b: 0.0 is outside 'Canny High Threshold'"):
         store_units(cn_workspace, parse_units(controlnet(unit(module="canny", threshold_b=0))), img2img=False)
+
+
+# --- end to end, with a real (tiny) ControlNet ----------------------------------------------------
+
+
+@pytest.fixture
+def real_cn_client(studio, sd15):
+    """The app with a tiny random ControlNet (made from the tiny UNet) in studio/controlnet."""
+    from fastapi.testclient import TestClient
+
+    from lorastudio.api.app import create_app
+
+    pytest.importorskip("lorastudio.generate.control")  # the sampling side (helper "controlnet")
+    files = pytest.importorskip("controlnet_files")
+    files.make_controlnet(sd15).save_pretrained(studio.workspace.controlnet / "tiny-cn")
+    with TestClient(create_app(studio)) as client:
+        yield client
+
+
+def test_a_webuiapi_unit_steers_a_real_generation(real_cn_client, monkeypatch):
+    import numpy as np
+    import webuiapi
+
+    api = webuiapi_client(real_cn_client, monkeypatch)
+    (title,) = api.controlnet_model_list()
+    square = Image.new("RGB", (64, 64), "black")
+    square.paste((255, 255, 255), (16, 16, 48, 48))
+    args = {"prompt": "red", "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler"}
+    plain = api.txt2img(**args)
+    units = [webuiapi.ControlNetUnit(image=square, model=title, module="none", weight=1.0)]
+    controlled = api.txt2img(**args, controlnet_units=units)
+    assert controlled.image.size == (64, 64)
+    difference = np.abs(np.asarray(controlled.image, np.float32) - np.asarray(plain.image, np.float32)).mean()
+    assert difference > 1.0
+    assert "ControlNet 0" in controlled.image.info["parameters"]
+    units = [webuiapi.ControlNetUnit(model="tiny-cn", module="none", weight=1.0)]  # img2img: the init image
+    changed = api.img2img(images=[square], **args, denoising_strength=0.6, controlnet_units=units)
+    assert changed.image.size == (64, 64) and "ControlNet 0" in changed.image.info["parameters"]
+
+
+def test_a_native_request_naming_an_unknown_controlnet_is_refused_with_the_listing_hint(cn_client):
+    pytest.importorskip("lorastudio.service.control")  # the resolver checks unit models (helper "controlnet")
+    body = {**TINY, "model": "tiny-sd15", "prompt": "x", "controlnet": [{"model": "nope", "module": "none"}]}
+    response = cn_client.post("/api/v1/jobs/generate", json=body)
+    assert response.status_code in (404, 422), response.text
+    detail = response.json()["detail"]
+    assert "'nope'" in detail and "GET /controlnet/model_list" in detail
