@@ -372,6 +372,31 @@ def test_refused_units_answer_422_naming_the_unit_and_keep_no_upload(cn_client, 
     assert list(uploads_dir(cn_client.app.state.studio.workspace).iterdir()) == []
 
 
+def test_the_xyz_plot_takes_the_units_too(cn_client, monkeypatch):
+    import lorastudio.service.grid as grid
+
+    seen = []
+
+    def capture(studio, cfg, request, **_):
+        seen.append((cfg, request))
+        raise InvalidRequest("captured before the queue")
+
+    monkeypatch.setattr(grid, "submit_grid", capture)
+    body = {
+        **TINY,
+        "script_name": "x/y/z plot",
+        "script_args": [6, "3,7", None],
+        "alwayson_scripts": controlnet(unit(weight=0.4)),
+    }
+    response = cn_client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 422 and response.json()["detail"] == "captured before the queue"
+    cfg, request = seen[0]
+    assert request.x.axis == "cfg" and [u.weight for u in cfg.controlnet] == [0.4]
+    assert list(uploads_dir(cn_client.app.state.studio.workspace).iterdir()) == []
+    refused = cn_client.post("/sdapi/v1/txt2img", json={**body, "alwayson_scripts": controlnet(unit(image=""))})
+    assert refused.status_code == 422 and refused.json()["detail"].startswith(f"{WHERE}[0].image:")
+
+
 def test_scripts_list_controlnet_for_both_modes(cn_client):
     scripts = cn_client.get("/sdapi/v1/scripts").json()
     for mode in ("txt2img", "img2img"):
@@ -512,7 +537,7 @@ def test_unit_modules_by_alias_and_thresholds_in_range(cn_workspace, registry):
 
 
 @pytest.fixture
-def real_cn_client(studio, sd15):
+def real_cn_client(studio, request):
     """The app with a tiny random ControlNet (made from the tiny UNet) in studio/controlnet."""
     from fastapi.testclient import TestClient
 
@@ -520,7 +545,7 @@ def real_cn_client(studio, sd15):
 
     pytest.importorskip("lorastudio.generate.control")  # the sampling side (helper "controlnet")
     files = pytest.importorskip("controlnet_files")
-    files.make_controlnet(sd15).save_pretrained(studio.workspace.controlnet / "tiny-cn")
+    files.make_controlnet(request.getfixturevalue("sd15")).save_pretrained(studio.workspace.controlnet / "tiny-cn")
     with TestClient(create_app(studio)) as client:
         yield client
 
