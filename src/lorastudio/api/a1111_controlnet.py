@@ -158,24 +158,28 @@ def parse_unit(index: int, raw: Any) -> A1111Unit | None:
 
 def resize_mode(value: Any, what: str = "resize_mode") -> str:
     """A resize mode by name, by its pre-1.1 name, or by index (0 Just Resize, 1 Crop and Resize, 2 Resize and Fill)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value in RESIZE_BY_INDEX:
-        return RESIZE_BY_INDEX[value]
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.isdigit() and int(text) in RESIZE_BY_INDEX:
-            return RESIZE_BY_INDEX[int(text)]
-        if text.lower() in RESIZE_ALIASES:
-            return RESIZE_ALIASES[text.lower()]
+    if _as_index(value) in RESIZE_BY_INDEX:
+        return RESIZE_BY_INDEX[_as_index(value)]
+    if isinstance(value, str) and value.strip().lower() in RESIZE_ALIASES:
+        return RESIZE_ALIASES[value.strip().lower()]
     return _choice(value, RESIZE_MODES, what, indexed=True)
 
 
 def control_mode(value: Any, what: str = "control_mode") -> str:
     """A control mode by name or by index (0 Balanced, 1 My prompt is more important, 2 ControlNet is more important)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CONTROL_MODES):
-        return CONTROL_MODES[value]
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and int(value) < len(CONTROL_MODES):
-        return CONTROL_MODES[int(value)]
+    index = _as_index(value)
+    if index is not None and 0 <= index < len(CONTROL_MODES):
+        return CONTROL_MODES[index]
     return _choice(value, CONTROL_MODES, what, indexed=True)
+
+
+def _as_index(value: Any) -> int | None:
+    """An int, or a string of ASCII digits, as an index; anything else (true/false too) None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _choice(value: Any, choices: tuple[str, ...], what: str, indexed: bool = False) -> str:
