@@ -566,6 +566,7 @@ def test_a_webuiapi_unit_steers_a_real_generation(real_cn_client, monkeypatch):
     difference = np.abs(np.asarray(controlled.image, np.float32) - np.asarray(plain.image, np.float32)).mean()
     assert difference > 1.0
     assert "ControlNet 0" in controlled.image.info["parameters"]
+    assert controlled.info["extra_generation_params"]["ControlNet 0"].startswith("Module: none, Model: tiny-cn")
     units = [webuiapi.ControlNetUnit(model="tiny-cn", module="none", weight=1.0)]  # img2img: the init image
     changed = api.img2img(images=[square], **args, denoising_strength=0.6, controlnet_units=units)
     assert changed.image.size == (64, 64) and "ControlNet 0" in changed.image.info["parameters"]

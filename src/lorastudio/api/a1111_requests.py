@@ -27,7 +27,7 @@ from lorastudio.service.a1111 import (
     schedule_label,
 )
 from lorastudio.service.limits import MAX_SEED
-from lorastudio.service.png_info import variation_seeds
+from lorastudio.service.png_info import infotext_parameters, variation_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
 
 __all__ = [
@@ -245,9 +245,7 @@ def a1111_info(
         "denoising_strength": cfg.strength
         if cfg.init_image
         else (cfg.hires_strength if cfg.hires_scale > 1 else 0),
-        "extra_generation_params": {"Schedule type": cfg.schedule}
-        if cfg.schedule not in (None, "Automatic")
-        else {},
+        "extra_generation_params": _extra_generation_params(cfg, infotexts),
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": req.styles or [],
@@ -256,6 +254,17 @@ def a1111_info(
         "is_using_inpainting_conditioning": False,
         "version": f"lorastudio {__version__}",
     }
+
+
+def _extra_generation_params(cfg, infotexts: list[str]) -> dict[str, Any]:
+    """The schedule type, and each ControlNet unit's `ControlNet N` line as the extension adds it."""
+    extra: dict[str, Any] = {}
+    if cfg.schedule not in (None, "Automatic"):
+        extra["Schedule type"] = cfg.schedule
+    if cfg.controlnet and infotexts:
+        params = infotext_parameters(infotexts[0], fill_defaults=False)
+        extra.update({key: value for key, value in params.items() if key.startswith("ControlNet ")})
+    return extra
 
 
 def b64_file(path: Path) -> str:
