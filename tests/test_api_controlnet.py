@@ -579,3 +579,22 @@ def test_a_native_request_naming_an_unknown_controlnet_is_refused_with_the_listi
     assert response.status_code in (404, 422), response.text
     detail = response.json()["detail"]
     assert "'nope'" in detail and "GET /controlnet/model_list" in detail
+
+
+def test_detect_answers_the_pose_keypoints_of_the_pose_preprocessors(cn_client, registry, monkeypatch):
+    import lorastudio.service.annotate as annotate
+
+    calls = []
+
+    def fake_detect_map(ws, module, image, resolution, threshold_a, threshold_b, poses=None):
+        calls.append((module, resolution))
+        if module.startswith("openpose"):  # as the pose rows do; the others leave the list empty
+            poses.append({"people": [], "canvas_width": image.width, "canvas_height": image.height})
+        return image
+
+    monkeypatch.setattr(annotate, "detect_map", fake_detect_map)
+    body = {"controlnet_module": "openpose_full", "controlnet_input_images": [encode(RED)] * 2, "controlnet_processor_res": -1}
+    data = cn_client.post("/controlnet/detect", json=body).json()
+    assert calls == [("openpose_full", 512)] * 2 and len(data["images"]) == 2  # -1 = 512
+    assert data["poses"] == [{"people": [], "canvas_width": 64, "canvas_height": 48}] * 2
+    assert "poses" not in cn_client.post("/controlnet/detect", json={**body, "controlnet_module": "none"}).json()

@@ -99,18 +99,23 @@ def control_types(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 
 @router.post("/detect")
 def detect_route(req: DetectRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """The preprocessor's map of each image, base64 PNG without a data: prefix, as the extension answers."""
+    """The preprocessor's map of each image, base64 PNG without a data: prefix, as the extension answers
+    (with `poses`, the keypoints as OpenPose JSON, for the pose preprocessors)."""
     check_module(req.controlnet_module, "controlnet_module")  # a 422 listing the names, before any decoding
     images = _input_images(req)
     resolution = _resolution(req.controlnet_processor_res)
     threshold_a = None if req.controlnet_threshold_a == -1 else req.controlnet_threshold_a
     threshold_b = None if req.controlnet_threshold_b == -1 else req.controlnet_threshold_b
     inputs = [decoded(data, f"controlnet_input_images[{i}]") for i, data in enumerate(images)]
+    poses: list[dict] = []
     maps = [
-        detect(studio.workspace, req.controlnet_module, image, resolution, threshold_a, threshold_b)
+        detect(studio.workspace, req.controlnet_module, image, resolution, threshold_a, threshold_b, poses=poses)
         for image in inputs
     ]
-    return {"images": [_png_base64(image) for image in maps], "info": "Success"}
+    answer: dict[str, Any] = {"info": "Success", "images": [_png_base64(image) for image in maps]}
+    if poses:  # the pose preprocessors' keypoints, one OpenPose JSON per image
+        answer["poses"] = poses
+    return answer
 
 
 def _titles(studio: Studio) -> list[str]:

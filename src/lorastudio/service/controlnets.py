@@ -111,13 +111,9 @@ NO_MODEL = ("", "none")
 
 
 def list_annotators() -> list:
-    """The preprocessor rows (generate.annotators.registry); just "none" where the registry is absent."""
-    try:
-        from lorastudio.generate.annotators.registry import list_annotators as registry_rows
-    except ImportError:  # the registry lands with the annotators work; "none" needs no code
-        from lorastudio.generate.annotators.base import Annotator
+    """The preprocessor rows (generate.annotators.registry), in the extension's module_list order."""
+    from lorastudio.generate.annotators.registry import list_annotators as registry_rows
 
-        return [Annotator(name="none", run="", uses_resolution=False)]
     return list(registry_rows())
 
 
@@ -197,12 +193,21 @@ def control_unit(fields: dict[str, Any], what: str = "unit") -> ControlUnit:
         raise InvalidRequest(f"{what}{'.' + where if where else ''}: {message}.") from None
 
 
-def detect(ws: Workspace, module: str, image, resolution: int = 512, threshold_a=None, threshold_b=None):
-    """A preprocessor's map of `image` (service.annotate), its name and thresholds checked first (422s)."""
+def detect(
+    ws: Workspace,
+    module: str,
+    image,
+    resolution: int = 512,
+    threshold_a: float | None = None,
+    threshold_b: float | None = None,
+    poses: list[dict] | None = None,
+):
+    """A preprocessor's map of `image` (service.annotate), its name and thresholds checked first (422s).
+
+    `poses`: a list the pose preprocessors append their keypoints to (OpenPose JSON).
+    """
+    from lorastudio.service.annotate import detect_map
+
     row = check_module(module, "controlnet_module")
     threshold_a, threshold_b = check_thresholds(row, threshold_a, threshold_b, "controlnet")
-    try:
-        from lorastudio.service.annotate import detect_map
-    except ImportError:  # before the preprocessors land only "none" is listed: its map is the image
-        return image.convert("RGB")
-    return detect_map(ws, row.name, image, resolution, threshold_a, threshold_b)
+    return detect_map(ws, row.name, image, resolution, threshold_a, threshold_b, poses=poses)
