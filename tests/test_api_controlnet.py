@@ -502,7 +502,7 @@ def test_module_list_shows_the_registrys_preprocessors_and_sliders(cn_client, re
     modules = cn_client.get("/controlnet/module_list").json()
     assert modules["module_list"] == [row.name for row in registry.list_annotators()]
     canny = modules["module_detail"]["canny"]
-    assert [s["name"] for s in canny["sliders"]] == ["Resolution", "Canny Low Threshold", "Canny High Threshold"]
+    assert [s["name"] for s in canny["sliders"]] == ["Preprocessor Resolution", "Canny Low Threshold", "Canny High Threshold"]
     assert canny["sliders"][1] == {"name": "Canny Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1.0}
 
 

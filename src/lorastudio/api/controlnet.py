@@ -24,6 +24,7 @@ from lorastudio.service.controlnets import (
     detect,
     list_annotators,
     list_controlnets,
+    resolution_slider,
 )
 from lorastudio.service.studio import Studio
 
@@ -35,8 +36,6 @@ router = APIRouter(prefix="/controlnet", tags=["controlnet"])
 API_VERSION = 3
 # Images one /controlnet/detect call may carry (each is decoded and run on the server).
 MAX_DETECT_IMAGES = 8
-# The extension's resolution slider, shown for every preprocessor that resizes its input.
-RESOLUTION_SLIDER = {"name": "Resolution", "value": 512, "min": 64, "max": 2048, "step": 8}
 DEFAULT_RESOLUTION = 512
 
 
@@ -123,13 +122,11 @@ def _titles(studio: Studio) -> list[str]:
 
 
 def _sliders(row) -> list[dict[str, Any]]:
-    sliders = [dict(RESOLUTION_SLIDER)] if row.uses_resolution else []
-    for slider in (row.threshold_a, row.threshold_b):
-        if slider is not None:
-            sliders.append(
-                {"name": slider.name, "value": slider.value, "min": slider.min, "max": slider.max, "step": slider.step}
-            )
-    return sliders
+    """The sliders the preprocessor has (resolution first), as the extension lists its visible ones."""
+    sliders = [resolution_slider() if row.uses_resolution else None, row.threshold_a, row.threshold_b]
+    return [
+        {"name": s.name, "value": s.value, "min": s.min, "max": s.max, "step": s.step} for s in sliders if s is not None
+    ]
 
 
 def _input_images(req: DetectRequest) -> list[str]:

@@ -41,6 +41,7 @@ __all__ = [
     "find_controlnet",
     "list_annotators",
     "list_controlnets",
+    "resolution_slider",
 ]
 
 LIST_CONTROLNETS = "GET /controlnet/model_list (or `lorastudio controlnet list`)"
@@ -108,6 +109,13 @@ def find_controlnet(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Pa
 
 # What A1111 clients send for "no ControlNet chosen" (the extension's dropdown shows "None").
 NO_MODEL = ("", "none")
+
+
+def resolution_slider():
+    """The preprocessor resolution slider every resizing preprocessor shows (the registry's)."""
+    from lorastudio.generate.annotators.registry import RESOLUTION_SLIDER
+
+    return RESOLUTION_SLIDER
 
 
 def list_annotators() -> list:
