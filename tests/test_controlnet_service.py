@@ -206,3 +206,27 @@ def test_a_preprocessor_makes_the_map_the_unit_follows(cn_workspace, tmp_path):
     assert np.abs(arr(raw["images"][0]) - arr(canny["images"][0])).mean() > 0.3
     unit = parse_infotext(read_infotext(canny["images"][0]))["ControlNet 0"]
     assert unit.startswith("Module: canny, ") and "Processor Res: 64, Threshold A: 100.0, Threshold B: 200.0" in unit
+
+
+def test_only_masked_inpainting_crops_the_unit_image_to_the_masked_area(cn_workspace, tmp_path):
+    """The map lines up with the region that is sampled: the same as giving the crop itself."""
+    from lorastudio.generate.images import mask_crop_region
+
+    init = tmp_path / "init.png"
+    image = Image.new("RGB", (128, 128), "black")
+    ImageDraw.Draw(image).rectangle((40, 40, 100, 100), outline="white", width=3)
+    ImageDraw.Draw(image).line((0, 127, 127, 0), fill="white", width=3)
+    image.save(init)
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (48, 48, 80, 80))
+    mask.save(tmp_path / "mask.png")
+    box = mask_crop_region(mask, 8, 1.0)
+    image.crop(box).save(tmp_path / "crop.png")
+    image.resize((130, 130)).save(tmp_path / "other-size.png")  # not the init image's size: used whole
+    args = ["--prompt", "red", "--init-image", str(init), "--mask", str(tmp_path / "mask.png"), "--inpaint-only-masked",
+            "--inpaint-padding", "8", "--width", "64", "--height", "64", "--mask-blur", "0"]
+    whole = gen(*args, "--control", "model=cn")
+    cropped = gen(*args, "--control", f"model=cn,image={tmp_path / 'crop.png'}")
+    uncropped = gen(*args, "--control", f"model=cn,image={tmp_path / 'other-size.png'}")
+    assert np.array_equal(arr(whole["images"][0]), arr(cropped["images"][0]))
+    assert not np.array_equal(arr(whole["images"][0]), arr(uncropped["images"][0]))

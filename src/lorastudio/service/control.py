@@ -184,7 +184,7 @@ def control_stack(
     prepared, rows = [], []
     for index, (unit, path) in enumerate(zip(cfg.controlnet, check_units(ws, cfg, names), strict=True)):
         controlnet = _load(cache, path, model)
-        image, mask = _unit_images(cfg, index, unit)
+        image, mask = _crop_to_masked_area(cfg, plan, *_unit_images(cfg, index, unit))
         resolution = _processor_resolution(unit, image, plan.width, plan.height)
         control_map = _control_map(ws, unit, image, resolution, model.device, plan.seeds[0] if plan.seeds else 0)
         if mask is not None and control_map.size != mask.size:
@@ -197,6 +197,21 @@ def control_stack(
         )
         rows.append({"unit": index, "title": controlnet_title(path), "path": str(path), "processor_res": resolution})
     return ControlStack(prepared, model.device, model.dtype), rows
+
+
+def _crop_to_masked_area(cfg: GenerateConfig, plan, image: Image.Image, mask: Image.Image | None):
+    """"Only masked" inpainting samples the mask's region only: a unit image of the init image's size
+    is cropped to the same region first, as the extension does (so the map lines up with it)."""
+    from lorastudio.generate.images import mask_crop_region
+
+    if not (cfg.inpaint_only_masked and plan.mask is not None and plan.init_image is not None):
+        return image, mask
+    if image.size != plan.init_image.size:
+        return image, mask
+    box = mask_crop_region(plan.mask.resize(image.size), cfg.inpaint_padding, plan.width / plan.height)
+    if box is None:
+        return image, mask
+    return image.crop(box), (mask.crop(box) if mask is not None else None)
 
 
 def _load(cache, path: Path, model):
