@@ -16,7 +16,7 @@ from lorastudio.config import StrictModel
 from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 
-__all__ = ["HIRES_UPSCALERS", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
 
 SamplingSteps = Annotated[
     int, Field(ge=1, description="Sampling steps (denoising iterations); A1111 'Steps'.")
