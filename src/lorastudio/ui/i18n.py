@@ -314,6 +314,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "trainform.samples.steps": ("Sampling steps", "采样步数"),
     "trainform.scoring.enabled": ("Score checkpoints and pick the best", "为检查点评分并选出最佳"),
     "trainform.scoring.prompts": ("Scoring prompts (one per line)", "评分提示词（每行一条）"),
+    # upscalers (issue 15)
+    "extras.upscaler_2": ("Upscaler 2", "放大算法 2"),
+    "extras.upscaler_2_visibility": ("Upscaler 2 visibility", "放大算法 2 强度"),
 }
 
 Translator = Callable[..., str]
