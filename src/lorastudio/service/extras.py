@@ -22,7 +22,7 @@ from lorastudio.service.workspace import Workspace
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["UPSCALERS", "extras_upscaler_names", "upscale_image", "save_upscaled"]
+__all__ = ["UPSCALERS", "extras_upscaler_names", "upscale_files", "upscale_image", "upscaler_title", "save_upscaled"]
 
 # name -> Pillow resampling filter ("None", A1111's default name, resizes with Lanczos as before)
 UPSCALERS: dict[str, str] = {"None": "LANCZOS", "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
@@ -66,6 +66,7 @@ def _one_upscaler(
     tile_overlap: int,
     should_stop: Callable[[], bool] | None,
     progress: Callable[[int, int], None] | None,
+    allow_paths: bool = False,
 ) -> tuple[PILImage.Image, str]:
     """`image` at `size` through one upscaler, and the upscaler's name as A1111 writes it."""
     from PIL import Image
@@ -78,7 +79,7 @@ def _one_upscaler(
         raise LorastudioError(f"upscaler {upscaler!r}: not available; use one of {', '.join(UPSCALERS)}.")
     from lorastudio.service.upscalers import find_upscaler, load_upscaler
 
-    row = find_upscaler(ws, str(upscaler), _KINDS)
+    row = find_upscaler(ws, str(upscaler), _KINDS, allow_paths)
     model = load_upscaler(row["model_path"], _device())
     return model.upscale_to(image, size, tile, tile_overlap, should_stop, progress), row["name"]
 
@@ -104,6 +105,7 @@ def upscale_image(
     tile_overlap: int = 8,
     should_stop: Callable[[], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    allow_paths: bool = False,
 ) -> PILImage.Image:
     """`image` resized by `scale` (or to `size`) with `upscaler`, within `--max-output-pixels`.
 
@@ -119,23 +121,74 @@ def upscale_image(
     check_output_pixels(limits, fill[0], fill[1], f"upscaled size {fill[0]}x{fill[1]}")
     if not 0 <= upscaler_2_visibility <= 1:
         raise InvalidRequest(f"extras_upscaler_2_visibility: {upscaler_2_visibility} is out of range; use 0 to 1.")
-    out, _ = _one_upscaler(image, fill, upscaler, workspace, tile, tile_overlap, should_stop, progress)
+    out, _ = _one_upscaler(image, fill, upscaler, workspace, tile, tile_overlap, should_stop, progress, allow_paths)
     if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
         second, _ = _one_upscaler(image, fill, upscaler_2, workspace, tile, tile_overlap, should_stop, progress)
         out = Image.blend(out, second, upscaler_2_visibility)
     return _center_crop(out, (width, height)) if out.size != (width, height) else out
 
 
+def upscaler_title(ws: Workspace, name: str | None, allow_paths: bool = False) -> str:
+    """How the postprocess keys name an Extras upscaler: a filter's spelling or a model's A1111 title."""
+    known = {key.lower(): key for key in UPSCALERS}
+    if (name or "None").strip().lower() in known:
+        return known[(name or "None").strip().lower()]
+    from lorastudio.service.upscalers import find_upscaler
+
+    return find_upscaler(ws, str(name), _KINDS, allow_paths)["name"]
+
+
+def upscale_files(
+    ws: Workspace,
+    sources: list[Path],
+    limits: RequestLimits,
+    upscaler: str,
+    scale: float,
+    out_dir: Path | None = None,
+    tile: int = 192,
+    tile_overlap: int = 8,
+    progress_for: Callable[[Path], Callable[[int, int], None] | None] | None = None,
+) -> list[Path]:
+    """`lorastudio upscale`: each picture upscaled and saved with its recipe plus the postprocess keys.
+
+    The upscaler may be a path to a model file (the CLI's local files); `progress_for(source)`
+    gives each picture's tile callback.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    title = upscaler_title(ws, upscaler, allow_paths=True)
+    saved = []
+    for source in sources:
+        try:
+            with Image.open(source) as image:
+                image.load()
+                picture = image.convert("RGB")
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+            raise LorastudioError(f"{source}: not a readable image ({type(exc).__name__}); use a PNG or JPEG.") from None
+        progress = progress_for(source) if progress_for else None
+        out = upscale_image(
+            picture, limits, scale=scale, upscaler=upscaler, workspace=ws,
+            tile=tile, tile_overlap=tile_overlap, progress=progress, allow_paths=True,
+        )  # fmt: skip
+        saved.append(save_upscaled(ws, source, out, scale, title, out_dir))
+    return saved
+
+
 def save_upscaled(
-    ws: Workspace, source: str | Path, upscaled: PILImage.Image, scale: float, upscaler: str
+    ws: Workspace,
+    source: str | Path,
+    upscaled: PILImage.Image,
+    scale: float,
+    upscaler: str,
+    folder: Path | None = None,
 ) -> Path:
-    """Store an upscaled picture in `outputs/<date>/` with the source's recipe plus the postprocess keys."""
+    """Store an upscaled picture in `folder` (default `outputs/<date>/`) with the source's recipe plus the postprocess keys."""
     from lorastudio.generate.image_metadata import read_infotext, save_png
 
     recipe = read_infotext(source) or ""
     keys = f"Postprocess upscale by: {scale:g}, Postprocess upscaler: {upscaler}"
     text = f"{recipe.rstrip()}, {keys}" if recipe else keys  # on the parameters line, as A1111 writes it
-    folder = ws.outputs / dt.date.today().isoformat()
+    folder = Path(folder) if folder is not None else ws.outputs / dt.date.today().isoformat()
     stem = Path(source).stem
     target = folder / f"{stem}-upscaled-{scale:g}x.png"
     index = 1
