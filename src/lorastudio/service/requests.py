@@ -55,7 +55,9 @@ class RequestResolver:
         if cfg.vae:
             find_vae(self.workspace, cfg.vae, self.names)
         self.check_lora_tags(cfg.prompt, cfg.negative_prompt)
-        check_hires_upscaler(self.workspace, cfg)  # a model upscaler in studio/models/upscalers
+        hires = check_hires_upscaler(self.workspace, cfg)  # a model upscaler in studio/models/upscalers
+        if hires is not None:
+            updates["hires_upscaler"] = hires["name"]  # its A1111 title, as the infotext writes it
         for key in ("init_image", "mask"):
             value = getattr(cfg, key)
             if value:
