@@ -62,6 +62,7 @@ def _one_upscaler(
     size: tuple[int, int],
     upscaler: str | None,
     ws: Workspace | None,
+    device: str | None,
     tile: int,
     tile_overlap: int,
     should_stop: Callable[[], bool] | None,
@@ -80,7 +81,7 @@ def _one_upscaler(
     from lorastudio.service.upscalers import find_upscaler, load_upscaler
 
     row = find_upscaler(ws, str(upscaler), _KINDS, allow_paths)
-    model = load_upscaler(row["model_path"], _device())
+    model = load_upscaler(row["model_path"], device or _device())
     return model.upscale_to(image, size, tile, tile_overlap, should_stop, progress), row["name"]
 
 
@@ -121,9 +122,11 @@ def upscale_image(
     check_output_pixels(limits, fill[0], fill[1], f"upscaled size {fill[0]}x{fill[1]}")
     if not 0 <= upscaler_2_visibility <= 1:
         raise InvalidRequest(f"extras_upscaler_2_visibility: {upscaler_2_visibility} is out of range; use 0 to 1.")
-    out, _ = _one_upscaler(image, fill, upscaler, workspace, tile, tile_overlap, should_stop, progress, allow_paths)
+    device = getattr(limits, "device", None)  # a server's StudioSettings carries its --device
+    run = (workspace, device, tile, tile_overlap, should_stop, progress, allow_paths)
+    out, _ = _one_upscaler(image, fill, upscaler, *run)
     if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
-        second, _ = _one_upscaler(image, fill, upscaler_2, workspace, tile, tile_overlap, should_stop, progress)
+        second, _ = _one_upscaler(image, fill, upscaler_2, *run)
         out = Image.blend(out, second, upscaler_2_visibility)
     return _center_crop(out, (width, height)) if out.size != (width, height) else out
 
