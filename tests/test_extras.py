@@ -171,3 +171,15 @@ def test_cli_upscale_end_to_end(with_upscalers, tmp_path):
                                 "--out", str(tmp_path / "path")])  # fmt: skip
     assert model.exit_code == 0, model.output  # the CLI also takes a model file's path
     assert "Postprocess upscaler: 2x-Compact" in read_infotext(tmp_path / "path" / "fox-upscaled-2x.png")
+
+
+def test_form_choices_offer_the_workspace_upscalers(with_upscalers):
+    from lorastudio.service.choices import hires_upscaler_names
+
+    names = hires_upscaler_names(with_upscalers)
+    assert names[:6] == ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
+                         "Latent (nearest)", "Latent (nearest-exact)"]  # fmt: skip
+    assert names[6:] == ["None", "Lanczos", "Nearest", "2x-Compact", "R-ESRGAN 4x+"]
+    (with_upscalers.upscalers / "broken.pth").write_bytes(b"nope")
+    assert "broken" not in hires_upscaler_names(with_upscalers)  # unreadable files are not offered
+    assert hires_upscaler_names() == names[:9]
