@@ -73,6 +73,7 @@ def test_every_hires_upscaler_through_webuiapi(webui):
     assert {"None", "Lanczos", "Nearest", "R-ESRGAN 4x+", "2x-Compact"} <= set(listed)
     assert listed["R-ESRGAN 4x+"]["scale"] == 4 and listed["2x-Compact"]["scale"] == 2
     assert listed["R-ESRGAN 4x+"]["model_name"] == "RealESRGAN_x4plus"
+    assert [row["name"] for row in webui.get_realesrgan_models()] == ["R-ESRGAN 4x+"]
     results = {}
     for name in [*names, "None", "Lanczos", "Nearest", "R-ESRGAN 4x+", "realesrgan_x4plus", "2x-Compact"]:
         result = webui.txt2img(enable_hr=True, hr_upscaler=name, denoising_strength=0.3, **HIRES)

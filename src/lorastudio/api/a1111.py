@@ -38,7 +38,7 @@ from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
 from lorastudio.service.studio import Studio
 from lorastudio.service.uploads import decode_image, store_image
-from lorastudio.service.upscalers import list_upscalers
+from lorastudio.service.upscalers import REAL_ESRGAN_TITLES, list_upscalers
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
@@ -344,8 +344,13 @@ def face_restorers() -> list[dict[str, Any]]:
 
 
 @router.get("/realesrgan-models")
-def realesrgan_models() -> list[dict[str, Any]]:
-    return []
+def realesrgan_models(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    """The Real-ESRGAN releases in studio/models/upscalers, by their A1111 titles."""
+    return [
+        {"name": row["name"], "path": row["model_path"], "scale": row["scale"]}
+        for row in list_upscalers(studio.workspace)
+        if row["kind"] == "model" and row["name"] in REAL_ESRGAN_TITLES.values()
+    ]
 
 
 @router.get("/prompt-styles")

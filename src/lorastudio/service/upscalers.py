@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LorastudioError
+from lorastudio.generate.upscalers.names import REAL_ESRGAN_TITLES  # pure names: no torch
 from lorastudio.service.workspace import Workspace, list_weight_files
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from lorastudio.generate.upscalers.model import ModelUpscaler
 
 __all__ = [
+    "REAL_ESRGAN_TITLES",
     "check_hires_upscaler",
     "find_upscaler",
     "hires_model_upscaler",
