@@ -160,3 +160,30 @@ def test_spandrel_is_optional(monkeypatch, tmp_path):
     path = save({"layers.0.attn.qkv.weight": torch.zeros(6, 2)}, tmp_path / "4x-SwinIR.safetensors")
     with pytest.raises(LorastudioError, match="4x-SwinIR.safetensors: .*pip install --no-deps spandrel"):
         load_model_upscaler(path)
+
+
+def test_old_layout_2x_and_the_mmsr_layout_convert(tmp_path):
+    from lorastudio.generate.upscalers.networks import RRDBNet
+
+    torch.manual_seed(0)
+    net = RRDBNet(3, 3, 8, 1, 4, num_upsamples=1)  # an old-style 2x ESRGAN: one nearest upsample
+    state = {k: v.normal_(0, 0.1).clone() for k, v in net.state_dict().items()}
+    old = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head == "body":
+            n, rdb, conv, kind = rest.split(".")
+            old[f"model.1.sub.{n}.RDB{rdb[-1]}.{conv}.0.{kind}"] = value
+        elif head == "conv_body":
+            old[f"model.1.sub.1.{rest}"] = value
+        else:
+            old[f"model.{ {'conv_first': 0, 'conv_up1': 3, 'conv_hr': 5, 'conv_last': 7}[head] }.{rest}"] = value
+    model = load_model_upscaler(save(old, tmp_path / "2x-old.pth", None))
+    assert model.scale == 2 and _same_weights(model, state)
+    mmsr = {
+        key.replace("conv_body", "trunk_conv").replace("body.", "RRDB_trunk.").replace(".rdb", ".RDB")
+        .replace("conv_up1", "upconv1").replace("conv_hr", "HRconv"): value
+        for key, value in state.items()
+    }  # fmt: skip
+    assert "RRDB_trunk.0.RDB1.conv1.weight" in mmsr and "HRconv.weight" in mmsr
+    assert _same_weights(load_model_upscaler(save(mmsr, tmp_path / "RRDB_ESRGAN_x2.pth", None)), state)

@@ -244,7 +244,7 @@ def build_network(spec: UpscalerSpec, state: dict[str, Any], path: str | Path):
     network = (RRDBNet if spec.arch == "RRDBNet" else SRVGGNetCompact)(**spec.kwargs)
     try:
         network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        reason = str(exc).splitlines()[0][:160]
+    except RuntimeError as exc:  # torch's first line only says "Error(s) in loading state_dict"
+        reason = " ".join(str(exc).split("\n", 1)[-1].split())[:200]
         raise LorastudioError(f"{Path(path).name}: {spec.arch} weights do not fit ({reason}); {SUPPORTED}.") from None
     return network.eval()
