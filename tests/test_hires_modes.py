@@ -137,3 +137,29 @@ def test_cli_generate_takes_a_model_upscaler_for_the_hires_fix(tiny_workspace, t
     assert "Hires upscaler: 2x-compact" in Image.open(png).text["parameters"]
     bad = CliRunner().invoke(app, [*args, "--hires-upscaler", "nope"])
     assert bad.exit_code == 2 and "upscaler 'nope': not found" in bad.output and "2x-Compact" in bad.output
+
+
+def test_a_model_upscaler_in_the_hires_fix_stops_at_the_next_tile(sd15, tmp_path):
+    from lorastudio.generate import pipeline
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.upscalers.model import load_model_upscaler
+
+    model = load_model_upscaler(save(compact_state(2, seed=6), tmp_path / "2x.pth"))
+    tiles: list[int] = []
+
+    class SmallTiles:  # the loaded upscaler, run in 16 px tiles that are counted
+        def upscale_to(self, image, size, should_stop=None):
+            return model.upscale_to(image, size, tile=16, overlap=4, should_stop=should_stop,
+                                    progress=lambda done, total: tiles.append(done))  # fmt: skip
+
+    cfg = GenerateConfig(prompt="red", steps=2, width=64, height=64, seed=1, hires_scale=2.0, hires_steps=1,
+                         hires_upscaler="2x-Compact")  # fmt: skip
+    plan = pipeline.build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+    with pytest.raises(Exception, match="2x-Compact.*loaded by the service"):
+        pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15))
+    plan.hires_upscaler = SmallTiles()
+    assert len(pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15))) == 1
+    assert len(tiles) == 25  # 64 px in 16 px tiles, stride 12: 5 x 5
+    tiles.clear()
+    stopped = pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15), should_stop=lambda: len(tiles) >= 3)
+    assert stopped == [] and len(tiles) == 3
