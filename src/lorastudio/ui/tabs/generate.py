@@ -120,7 +120,7 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "hires_strength", t("generate.hires_strength"), slider=True, step=0.01
                 )
                 f["hires_upscaler"] = gr.Dropdown(
-                    hires_upscaler_names(), value="Latent", label=t("generate.hires_upscaler")
+                    hires_upscaler_names(ctx.studio.workspace), value="Latent", label=t("generate.hires_upscaler")
                 )
             with gr.Accordion(t("generate.img2img"), open=False, elem_id="img2img") as img2img:
                 f["init_image"] = gr.Image(
