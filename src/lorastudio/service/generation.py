@@ -138,8 +138,10 @@ def run_generation(
     from lorastudio.generate.pipeline import build_plan, generate_images, open_request_images
     from lorastudio.generate.prompt_parser import extract_extra_networks
     from lorastudio.service.control import check_units, control_infotext, control_stack
+    from lorastudio.service.upscalers import check_hires_upscaler, hires_model_upscaler
 
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
+    check_hires_upscaler(ws, cfg, allow_paths=not names.strict)  # an unknown upscaler too
     check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
     cache = cache or ModelCache(ws, names=names)
     prompt, networks = extract_extra_networks(cfg.prompt)
@@ -182,6 +184,7 @@ def run_generation(
         ti_hashes.append((name, lora_short_hash(path)))
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
+    plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
     plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, cache, names)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     with applied_loras(model.components, loras):
