@@ -478,7 +478,7 @@ def test_the_webuiapi_client_sends_units_and_reads_the_lists(cn_client, captured
 
     cn_unit = webuiapi.ControlNetUnit(image=RED, mask=HALF, model=title, weight=0.7, guidance_end=0.5, control_mode=1)
     with pytest.raises(RuntimeError, match="captured before the queue"):
-        api.txt2img(prompt="red", steps=2, width=64, height=64, controlnet_units=[cn_unit])
+        api.txt2img(prompt="red", steps=2, width=64, height=64, controlnet_units=[cn_unit], alwayson_scripts={})
     cfg, images = captured[-1]
     (cu,) = cfg.controlnet
     assert (cu.model, cu.weight, cu.guidance_end, cu.control_mode, cu.resize_mode) == (
@@ -561,14 +561,18 @@ def test_a_webuiapi_unit_steers_a_real_generation(real_cn_client, monkeypatch):
     args = {"prompt": "red", "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler"}
     plain = api.txt2img(**args)
     units = [webuiapi.ControlNetUnit(image=square, model=title, module="none", weight=1.0)]
-    controlled = api.txt2img(**args, controlnet_units=units)
+    # alwayson_scripts={}: webuiapi writes the units into its shared default dict otherwise, and every
+    # later call of any client in this process (tests/test_hires_modes.py's) would send them again
+    controlled = api.txt2img(**args, controlnet_units=units, alwayson_scripts={})
     assert controlled.image.size == (64, 64)
     difference = np.abs(np.asarray(controlled.image, np.float32) - np.asarray(plain.image, np.float32)).mean()
     assert difference > 1.0
     assert "ControlNet 0" in controlled.image.info["parameters"]
     assert controlled.info["extra_generation_params"]["ControlNet 0"].startswith("Module: none, Model: tiny-cn")
     units = [webuiapi.ControlNetUnit(model="tiny-cn", module="none", weight=1.0)]  # img2img: the init image
-    changed = api.img2img(images=[square], **args, denoising_strength=0.6, controlnet_units=units)
+    changed = api.img2img(
+        images=[square], **args, denoising_strength=0.6, controlnet_units=units, alwayson_scripts={}
+    )
     assert changed.image.size == (64, 64) and "ControlNet 0" in changed.image.info["parameters"]
 
 
