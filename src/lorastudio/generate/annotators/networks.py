@@ -1,0 +1,41 @@
+"""The preprocessors whose network weights the user brings (studio/models/annotators).
+
+Names are the A1111 ControlNet extension's labels (`/controlnet/module_list?alias_names=true`);
+`aliases` are its internal keys, which clients also send (e.g. "hed", "pidinet_safe", "depth").
+Sliders are the extension's; a row without sliders has none there either. This table imports
+no torch: each row names its function as "module:function".
+"""
+
+from __future__ import annotations
+
+from lorastudio.generate.annotators.base import Annotator, Slider
+
+__all__ = ["NET_ANNOTATORS"]
+
+_PACKAGE = "lorastudio.generate.annotators"
+
+NET_ANNOTATORS: list[Annotator] = [
+    Annotator("softedge_hed", f"{_PACKAGE}.hed:softedge_hed", ("ControlNetHED.pth",), aliases=("hed",)),
+    Annotator("softedge_hedsafe", f"{_PACKAGE}.hed:softedge_hedsafe", ("ControlNetHED.pth",), aliases=("hed_safe",)),
+    Annotator("scribble_hed", f"{_PACKAGE}.hed:scribble_hed", ("ControlNetHED.pth",), aliases=("fake_scribble",)),
+    Annotator("softedge_pidinet", f"{_PACKAGE}.pidinet:softedge_pidinet", ("table5_pidinet.pth",), aliases=("pidinet",)),
+    Annotator(
+        "softedge_pidisafe", f"{_PACKAGE}.pidinet:softedge_pidisafe", ("table5_pidinet.pth",), aliases=("pidinet_safe",)
+    ),
+    Annotator(
+        "scribble_pidinet", f"{_PACKAGE}.pidinet:scribble_pidinet", ("table5_pidinet.pth",), aliases=("pidinet_scribble",)
+    ),
+    Annotator("lineart_realistic", f"{_PACKAGE}.lineart:lineart_realistic", ("sk_model.pth",), aliases=("lineart",)),
+    Annotator("lineart_coarse", f"{_PACKAGE}.lineart:lineart_coarse", ("sk_model2.pth",)),
+    Annotator("lineart_anime", f"{_PACKAGE}.lineart_anime:lineart_anime", ("netG.pth",)),
+    Annotator(
+        "mlsd",
+        f"{_PACKAGE}.mlsd:mlsd",
+        ("mlsd_large_512_fp32.pth",),
+        threshold_a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
+        threshold_b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01),
+    ),
+    Annotator("depth_midas", f"{_PACKAGE}.depth:depth_midas", ("dpt-hybrid-midas",), aliases=("depth",)),
+    Annotator("depth_anything", f"{_PACKAGE}.depth:depth_anything", ("depth-anything-small-hf",)),
+    Annotator("depth_anything_v2", f"{_PACKAGE}.depth:depth_anything_v2", ("Depth-Anything-V2-Small-hf",)),
+]
