@@ -134,7 +134,8 @@ def estimate_depth(image: np.ndarray, module: str, ctx: AnnotatorContext) -> np.
     depth = F.interpolate(predicted.float().reshape(1, 1, *predicted.shape[-2:]), (height, width), mode="bilinear",
                           align_corners=False)[0, 0]
     depth = depth - depth.min()
-    depth = depth / depth.max().clamp_min(1e-8)
+    if depth.max() > 0:  # a flat prediction stays black
+        depth = depth / depth.max()
     return (depth.cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
 
 

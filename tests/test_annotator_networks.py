@@ -1,0 +1,353 @@
+"""The weight-based preprocessors: random weights saved under the real file names and key names.
+
+Each network is built with a fixed seed, its state dict written as the original file is laid
+out (prefixes, wrappers, stored kernels), then the row's function runs through an
+AnnotatorContext. Key names the real files hold are asserted, so a drifting layout fails here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.annotators.base import AnnotatorContext
+from lorastudio.generate.annotators.networks import NET_ANNOTATORS
+
+
+def _row(name: str):
+    return next(row for row in NET_ANNOTATORS if row.name == name)
+
+
+def _context(name: str, folder: Path | None, **settings) -> AnnotatorContext:
+    return AnnotatorContext(annotator=_row(name), resolution=64, weights_dir=folder, **settings)
+
+
+def _run(name: str, image: np.ndarray, folder: Path | None, **settings) -> np.ndarray:
+    module_name, function_name = _row(name).run.split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return function(image, _context(name, folder, **settings))
+
+
+def _drawing(height: int = 64, width: int = 64) -> np.ndarray:
+    """White paper, a dark filled rectangle, a red diagonal and a blue circle."""
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    cv2.rectangle(image, (8, 8), (width // 2, height // 2), (20, 20, 20), -1)
+    cv2.line(image, (0, height - 1), (width - 1, 0), (200, 0, 0), 2)
+    cv2.circle(image, (3 * width // 4, 3 * height // 4), min(height, width) // 8, (0, 0, 220), 2)
+    return image
+
+
+def _assert_map(result: np.ndarray, height: int, width: int) -> None:
+    assert result.dtype == np.uint8
+    assert result.shape[:2] == (height, width)
+    assert result.ndim == 2 or result.shape[2] == 3
+
+
+def _save(state: dict, path: Path) -> set[str]:
+    torch.save(state, path)
+    keys = set(state.get("state_dict", state))
+    return keys
+
+
+# --- HED -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hed_folder(tmp_path_factory) -> Path:
+    from lorastudio.generate.annotators.hed import HedNetwork
+
+    torch.manual_seed(0)
+    network = HedNetwork()
+    with torch.no_grad():
+        network.norm.copy_(torch.tensor([120.0, 115.0, 105.0]).reshape(1, 3, 1, 1))
+    folder = tmp_path_factory.mktemp("hed")
+    keys = _save(network.state_dict(), folder / "ControlNetHED.pth")
+    assert {"norm", "block1.convs.0.weight", "block1.convs.1.bias", "block5.convs.2.weight", "block3.projection.weight",
+            "block5.projection.bias"} <= keys
+    assert len(keys) == 37
+    return folder
+
+
+def test_softedge_hed_runs_on_the_real_layout_and_is_deterministic(hed_folder):
+    image = _drawing(64, 96)
+    first = _run("softedge_hed", image, hed_folder)
+    _assert_map(first, 64, 96)
+    assert first.max() > first.min()  # edges differ from flat paper
+    np.testing.assert_array_equal(first, _run("softedge_hed", image, hed_folder))
+
+
+def test_hed_safe_quantises_and_scribble_binarises(hed_folder):
+    image = _drawing()
+    safe = _run("softedge_hedsafe", image, hed_folder)
+    _assert_map(safe, 64, 64)
+    assert set(np.unique(safe)) <= {0, 127, 255}
+    scribble = _run("scribble_hed", image, hed_folder)
+    _assert_map(scribble, 64, 64)
+    assert set(np.unique(scribble)) <= {0, 255}
+
+
+def test_hed_refuses_a_file_with_a_missing_key(tmp_path, hed_folder):
+    state = torch.load(hed_folder / "ControlNetHED.pth", weights_only=True)
+    del state["block2.projection.weight"]
+    torch.save(state, tmp_path / "ControlNetHED.pth")
+    with pytest.raises(LorastudioError, match=r"ControlNetHED\.pth.*block2\.projection\.weight"):
+        _run("softedge_hed", _drawing(), tmp_path)
+
+
+def test_missing_weights_name_the_file_and_folder(tmp_path):
+    for name, file_name in [("softedge_hed", "ControlNetHED.pth"), ("softedge_pidinet", "table5_pidinet.pth"),
+                            ("lineart_realistic", "sk_model.pth"), ("lineart_coarse", "sk_model2.pth"),
+                            ("lineart_anime", "netG.pth"), ("mlsd", "mlsd_large_512_fp32.pth")]:
+        with pytest.raises(LorastudioError) as error:
+            _run(name, _drawing(), tmp_path)
+        message = str(error.value)
+        assert file_name in message and str(tmp_path) in message and "\n" not in message
+        assert _row(name).weights == (file_name,)
+
+
+# --- PiDiNet ---------------------------------------------------------------------------------
+
+
+def _pidinet_file_state(seed: int = 0) -> dict:
+    """What table5_pidinet.pth holds: {"state_dict": {"module.<key>": ...}}, difference kernels as 3x3."""
+    from lorastudio.generate.annotators.pidinet import PidiNetwork
+
+    torch.manual_seed(seed)
+    state = PidiNetwork().state_dict()
+    for key, value in list(state.items()):
+        if value.ndim == 4 and value.shape[2:] == (5, 5):  # radial-difference kernels are stored 3x3
+            state[key] = torch.randn(value.shape[0], value.shape[1], 3, 3) * 0.3
+    return {"epoch": 10, "state_dict": {f"module.{key}": value for key, value in state.items()}}
+
+
+@pytest.fixture(scope="module")
+def pidinet_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pidinet")
+    keys = _save(_pidinet_file_state(), folder / "table5_pidinet.pth")
+    assert {"module.init_block.weight", "module.block1_1.conv1.weight", "module.block1_3.conv2.weight",
+            "module.block2_1.shortcut.weight", "module.block4_1.shortcut.bias", "module.dilations.0.conv1.bias",
+            "module.dilations.3.conv2_4.weight", "module.attentions.2.conv2.weight", "module.conv_reduces.1.conv.weight",
+            "module.classifier.weight", "module.classifier.bias"} <= keys
+    assert len(keys) == 83
+    stored = torch.load(folder / "table5_pidinet.pth", weights_only=True)["state_dict"]
+    assert stored["module.block1_2.conv1.weight"].shape == (60, 1, 3, 3)  # radial: 3x3 in the file
+    return folder
+
+
+def test_pidinet_variants_on_the_real_layout(pidinet_folder):
+    image = _drawing(64, 96)
+    soft = _run("softedge_pidinet", image, pidinet_folder)
+    _assert_map(soft, 64, 96)
+    assert soft.max() > soft.min()
+    np.testing.assert_array_equal(soft, _run("softedge_pidinet", image, pidinet_folder))
+    assert set(np.unique(_run("softedge_pidisafe", image, pidinet_folder))) <= {0, 127, 255}
+    scribble = _run("scribble_pidinet", image, pidinet_folder)
+    _assert_map(scribble, 64, 96)
+    assert set(np.unique(scribble)) <= {0, 255}
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x[i + dy, j + dx] with zero padding."""
+    padded = F.pad(x, (2, 2, 2, 2))
+    height, width = x.shape[2:]
+    return padded[:, :, 2 + dy : 2 + dy + height, 2 + dx : 2 + dx + width]
+
+
+def test_pixel_difference_kernels_convert_to_the_same_convolution():
+    """Central: sum w_i (x_i - x_centre); radial: sum w_i (x at 2 steps - x at 1 step) per direction."""
+    from lorastudio.generate.annotators.pidinet import vanilla_kernel
+
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 9, 11)
+    weight = torch.randn(1, 1, 3, 3)
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+    central = sum(weight[0, 0, i // 3, i % 3] * (_shifted(x, dy, dx) - x) for i, (dy, dx) in enumerate(offsets))
+    torch.testing.assert_close(F.conv2d(x, vanilla_kernel(weight, "cd"), padding=1), central)
+
+    flat = weight.reshape(-1)
+    directions = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    radial = sum(flat[k + 1] * (_shifted(x, 2 * dy, 2 * dx) - _shifted(x, dy, dx)) for k, (dy, dx) in enumerate(directions))
+    torch.testing.assert_close(F.conv2d(x, vanilla_kernel(weight, "rd"), padding=2), radial)
+
+    angular = F.conv2d(x, vanilla_kernel(weight, "ad"), padding=1)
+    assert angular.shape == x.shape
+    torch.testing.assert_close(vanilla_kernel(weight, "ad").sum(), torch.tensor(0.0), atol=1e-5, rtol=0)
+
+
+# --- lineart ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lineart_folder(tmp_path_factory) -> Path:
+    from lorastudio.generate.annotators.lineart import LineartGenerator
+
+    folder = tmp_path_factory.mktemp("lineart")
+    for seed, file_name in [(0, "sk_model.pth"), (1, "sk_model2.pth")]:
+        torch.manual_seed(seed)
+        keys = _save(LineartGenerator().state_dict(), folder / file_name)
+        assert {"model0.1.weight", "model1.0.weight", "model1.3.bias", "model2.0.conv_block.1.weight",
+                "model2.2.conv_block.5.bias", "model3.0.weight", "model3.3.weight", "model4.1.weight"} <= keys
+        assert len(keys) == 24
+    return folder
+
+
+def test_lineart_realistic_and_coarse(lineart_folder):
+    image = _drawing(64, 80)
+    realistic = _run("lineart_realistic", image, lineart_folder)
+    _assert_map(realistic, 64, 80)
+    assert realistic.max() > realistic.min()
+    np.testing.assert_array_equal(realistic, _run("lineart_realistic", image, lineart_folder))
+    coarse = _run("lineart_coarse", image, lineart_folder)
+    _assert_map(coarse, 64, 80)
+    assert not np.array_equal(realistic, coarse)  # two files, two networks
+
+
+# --- lineart anime ---------------------------------------------------------------------------
+
+
+def test_lineart_anime_on_the_real_layout(tmp_path):
+    from lorastudio.generate.annotators.lineart_anime import AnimeUnet
+
+    torch.manual_seed(0)
+    state = AnimeUnet().state_dict()
+    innermost = "model.model.1" + ".model.3" * 6 + ".model.1.weight"
+    assert {"model.model.0.weight", "model.model.0.bias", "model.model.3.weight", "model.model.1.model.1.weight",
+            "model.model.1.model.5.bias", innermost} <= set(state)
+    assert state[innermost].shape == (512, 512, 4, 4)
+    assert len(state) == 32
+    torch.save({f"module.{key}": value for key, value in state.items()}, tmp_path / "netG.pth")  # DataParallel prefix
+    image = _drawing(64, 64)
+    first = _run("lineart_anime", image, tmp_path)
+    _assert_map(first, 64, 64)
+    np.testing.assert_array_equal(first, _run("lineart_anime", image, tmp_path))
+
+
+# --- MLSD ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlsd_folder(tmp_path_factory) -> Path:
+    from lorastudio.generate.annotators.mlsd import MlsdLarge
+
+    torch.manual_seed(0)
+    network = MlsdLarge()
+    folder = tmp_path_factory.mktemp("mlsd")
+    keys = _save(network.state_dict(), folder / "mlsd_large_512_fp32.pth")
+    assert {"backbone.features.0.0.weight", "backbone.features.0.1.running_var", "backbone.features.1.conv.0.0.weight",
+            "backbone.features.1.conv.1.weight", "backbone.features.2.conv.0.0.weight",
+            "backbone.features.13.conv.3.running_mean", "block15.conv1.0.weight", "block16.conv2.1.bias",
+            "block23.conv1.0.weight", "block23.conv3.bias"} <= keys
+    assert not any(key.startswith("backbone.features.14") for key in keys)
+    return folder
+
+
+def test_mlsd_draws_lines_from_the_decoded_maps(mlsd_folder):
+    image = _drawing(64, 96)
+    lines = _run("mlsd", image, mlsd_folder, threshold_a=0.0, threshold_b=0.0)
+    _assert_map(lines, 64, 96)
+    assert set(np.unique(lines)) <= {0, 255}
+    np.testing.assert_array_equal(lines, _run("mlsd", image, mlsd_folder, threshold_a=0.0, threshold_b=0.0))
+    assert _run("mlsd", image, mlsd_folder, threshold_a=2.0).max() == 0  # no centre scores above 2
+
+
+def test_mlsd_sliders_are_the_extensions():
+    row = _row("mlsd")
+    assert (row.threshold_a.name, row.threshold_a.value, row.threshold_a.min, row.threshold_a.max) == (
+        "MLSD Value Threshold", 0.1, 0.01, 2.0)
+    assert (row.threshold_b.name, row.threshold_b.value, row.threshold_b.max) == ("MLSD Distance Threshold", 0.1, 20.0)
+
+
+def test_mlsd_decoding_finds_a_planted_line():
+    from lorastudio.generate.annotators.mlsd import decode_lines
+
+    prediction = torch.full((1, 5, 16, 16), -10.0)
+    prediction[0, 0, 8, 4] = 10.0  # one confident centre at x=4, y=8 (half-size map)
+    prediction[0, 1:5, 8, 4] = torch.tensor([-3.0, 0.0, 3.0, 0.0])  # ends 3 px left and right
+    segments = decode_lines(prediction, 0.1, 0.1)
+    np.testing.assert_allclose(segments, [[2.0, 16.0, 14.0, 16.0]])
+    assert len(decode_lines(prediction, 0.1, 6.5)) == 0  # length 6 is under the distance threshold
+
+
+# --- network cache ---------------------------------------------------------------------------
+
+
+def test_a_replaced_weight_file_is_loaded_again(tmp_path, lineart_folder):
+    image = _drawing()
+    (tmp_path / "sk_model.pth").write_bytes((lineart_folder / "sk_model.pth").read_bytes())
+    before = _run("lineart_realistic", image, tmp_path)
+    (tmp_path / "sk_model.pth").write_bytes((lineart_folder / "sk_model2.pth").read_bytes())
+    stat = (tmp_path / "sk_model.pth").stat()
+    os.utime(tmp_path / "sk_model.pth", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(_run("lineart_realistic", image, tmp_path), _run("lineart_coarse", image, lineart_folder))
+    assert not np.array_equal(before, _run("lineart_realistic", image, tmp_path))
+
+
+# --- depth -----------------------------------------------------------------------------------
+
+
+def _tiny_dpt(folder: Path) -> None:
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=64,
+                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
+                       fusion_hidden_size=8, head_hidden_size=8)
+    torch.manual_seed(0)
+    DPTForDepthEstimation(config).save_pretrained(str(folder))
+
+
+def test_depth_midas_from_a_local_dpt_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _tiny_dpt(tmp_path / "dpt-hybrid-midas")
+    image = _drawing(64, 96)
+    depth = _run("depth_midas", image, tmp_path)
+    _assert_map(depth, 64, 96)
+    assert depth.min() == 0 and depth.max() == 255  # stretched to the full range
+    np.testing.assert_array_equal(depth, _run("depth_midas", image, tmp_path))
+    plain = np.full_like(image, 128)
+    assert not np.array_equal(depth, _run("depth_midas", plain, tmp_path))  # the map follows the image
+
+
+def test_depth_folder_is_found_case_insensitively_and_missing_is_one_line(tmp_path):
+    with pytest.raises(LorastudioError) as error:
+        _run("depth_anything", _drawing(), tmp_path)
+    message = str(error.value)
+    assert "depth-anything-small-hf" in message and str(tmp_path) in message and "\n" not in message
+    with pytest.raises(LorastudioError, match="dpt-hybrid-midas"):
+        _run("depth_midas", _drawing(), None)
+    from lorastudio.generate.annotators.depth import find_depth_folder
+
+    (tmp_path / "DPT-Hybrid-MiDaS").mkdir()
+    (tmp_path / "DPT-Hybrid-MiDaS" / "config.json").write_text("{}")
+    assert find_depth_folder("depth_midas", _context("depth_midas", tmp_path)).name == "DPT-Hybrid-MiDaS"
+
+
+def test_rows_use_the_extensions_names_and_aliases():
+    names = {row.name for row in NET_ANNOTATORS}
+    assert {"softedge_hed", "softedge_hedsafe", "scribble_hed", "softedge_pidinet", "softedge_pidisafe",
+            "scribble_pidinet", "lineart_realistic", "lineart_coarse", "lineart_anime", "mlsd", "depth_midas",
+            "depth_anything"} <= names
+    aliases = {alias: row.name for row in NET_ANNOTATORS for alias in row.aliases}
+    assert aliases["hed"] == "softedge_hed" and aliases["pidinet_safe"] == "softedge_pidisafe"
+    assert aliases["lineart"] == "lineart_realistic" and aliases["depth"] == "depth_midas"
+    for row in NET_ANNOTATORS:
+        module_name, function_name = row.run.split(":")
+        assert callable(getattr(importlib.import_module(module_name), function_name))
+
+
+class _Payload:
+    """Stands for code a pickled file could carry."""
+
+
+def test_a_pickle_with_code_is_refused_without_running_it(tmp_path):
+    torch.save({"norm": _Payload()}, tmp_path / "ControlNetHED.pth")
+    with pytest.raises(LorastudioError, match=r"ControlNetHED\.pth.*weights-only"):
+        _run("softedge_hed", _drawing(), tmp_path)
