@@ -105,7 +105,8 @@ def test_hed_refuses_a_file_with_a_missing_key(tmp_path, hed_folder):
 def test_missing_weights_name_the_file_and_folder(tmp_path):
     for name, file_name in [("softedge_hed", "ControlNetHED.pth"), ("softedge_pidinet", "table5_pidinet.pth"),
                             ("lineart_realistic", "sk_model.pth"), ("lineart_coarse", "sk_model2.pth"),
-                            ("lineart_anime", "netG.pth"), ("mlsd", "mlsd_large_512_fp32.pth")]:
+                            ("lineart_anime", "netG.pth"), ("lineart_anime_denoise", "erika.pth"),
+                            ("mlsd", "mlsd_large_512_fp32.pth")]:
         with pytest.raises(LorastudioError) as error:
             _run(name, _drawing(), tmp_path)
         message = str(error.value)
@@ -229,6 +230,29 @@ def test_lineart_anime_on_the_real_layout(tmp_path):
     first = _run("lineart_anime", image, tmp_path)
     _assert_map(first, 64, 64)
     np.testing.assert_array_equal(first, _run("lineart_anime", image, tmp_path))
+
+
+def test_lineart_anime_denoise_on_the_real_layout(tmp_path):
+    from lorastudio.generate.annotators.manga_line import MangaLineNetwork
+
+    torch.manual_seed(0)
+    network = MangaLineNetwork()
+    with torch.no_grad():
+        network.conv15.model[2].bias.fill_(150.0)  # a grey page, so the random lines show both ways
+    state = network.state_dict()
+    assert {"block0.model.0.conv1.model.0.running_mean", "block0.model.0.conv1.model.2.weight",
+            "block0.model.0.shortcut.model.0.weight", "block1.model.2.shortcut.model.0.weight",
+            "block4.model.11.residual.model.2.bias", "block5.model.0.shortcut.model.0.weight",
+            "block5.model.0.conv1.model.2.weight", "block9.model.1.residual.model.0.running_var",
+            "conv15.model.2.bias"} <= set(state)
+    assert "block1.model.1.shortcut.model.0.weight" not in state  # same shape: a plain sum
+    assert len(state) == 707
+    torch.save({f"module.{key}": value for key, value in state.items()}, tmp_path / "erika.pth")
+    image = _drawing(72, 88)  # not a multiple of 16: padded, then cropped back
+    first = _run("lineart_anime_denoise", image, tmp_path)
+    _assert_map(first, 72, 88)
+    assert first.max() > first.min()
+    np.testing.assert_array_equal(first, _run("lineart_anime_denoise", image, tmp_path))
 
 
 # --- MLSD ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ NET_ANNOTATORS: list[Annotator] = [
     Annotator("lineart_realistic", f"{_PACKAGE}.lineart:lineart_realistic", ("sk_model.pth",), aliases=("lineart",)),
     Annotator("lineart_coarse", f"{_PACKAGE}.lineart:lineart_coarse", ("sk_model2.pth",)),
     Annotator("lineart_anime", f"{_PACKAGE}.lineart_anime:lineart_anime", ("netG.pth",)),
+    Annotator("lineart_anime_denoise", f"{_PACKAGE}.manga_line:lineart_anime_denoise", ("erika.pth",)),
     Annotator(
         "mlsd",
         f"{_PACKAGE}.mlsd:mlsd",
