@@ -17,13 +17,16 @@ _PACKAGE = "lorastudio.generate.annotators"
 NET_ANNOTATORS: list[Annotator] = [
     Annotator("softedge_hed", f"{_PACKAGE}.hed:softedge_hed", ("ControlNetHED.pth",), aliases=("hed",)),
     Annotator("softedge_hedsafe", f"{_PACKAGE}.hed:softedge_hedsafe", ("ControlNetHED.pth",), aliases=("hed_safe",)),
-    Annotator("scribble_hed", f"{_PACKAGE}.hed:scribble_hed", ("ControlNetHED.pth",), aliases=("fake_scribble",)),
+    Annotator("scribble_hed", f"{_PACKAGE}.hed:scribble_hed", ("ControlNetHED.pth",)),
     Annotator("softedge_pidinet", f"{_PACKAGE}.pidinet:softedge_pidinet", ("table5_pidinet.pth",), aliases=("pidinet",)),
     Annotator(
         "softedge_pidisafe", f"{_PACKAGE}.pidinet:softedge_pidisafe", ("table5_pidinet.pth",), aliases=("pidinet_safe",)
     ),
     Annotator(
         "scribble_pidinet", f"{_PACKAGE}.pidinet:scribble_pidinet", ("table5_pidinet.pth",), aliases=("pidinet_scribble",)
+    ),
+    Annotator(
+        "t2ia_sketch_pidi", f"{_PACKAGE}.pidinet:sketch_pidinet", ("table5_pidinet.pth",), aliases=("pidinet_sketch",)
     ),
     Annotator("lineart_realistic", f"{_PACKAGE}.lineart:lineart_realistic", ("sk_model.pth",), aliases=("lineart",)),
     Annotator("lineart_coarse", f"{_PACKAGE}.lineart:lineart_coarse", ("sk_model2.pth",)),

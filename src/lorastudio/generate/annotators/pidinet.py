@@ -1,6 +1,7 @@
 """PiDiNet soft edges (`table5_pidinet.pth`, the "carv4" network with dilation and attention).
 
-Modules: `softedge_pidinet`, `softedge_pidisafe` (quantised), `scribble_pidinet` (thinned lines).
+Modules: `softedge_pidinet`, `softedge_pidisafe` (quantised), `scribble_pidinet` (thinned lines),
+`t2ia_sketch_pidi` (edges above 0.5, for the T2I-Adapter sketch model).
 The file holds `{"state_dict": {"module.<key>": tensor}}` as trained: its pixel-difference
 convolutions (central, angular, radial) are stored as plain 3x3 kernels. They are converted
 once at load into the equivalent vanilla kernels (3x3, or 5x5 for the radial ones), so the
@@ -25,7 +26,7 @@ from lorastudio.generate.annotators.netload import (
     read_state_dict,
 )
 
-__all__ = ["PIDINET_FILE", "PidiNetwork", "scribble_pidinet", "softedge_pidinet", "softedge_pidisafe"]
+__all__ = ["PIDINET_FILE", "PidiNetwork", "scribble_pidinet", "sketch_pidinet", "softedge_pidinet", "softedge_pidisafe"]
 
 PIDINET_FILE = "table5_pidinet.pth"
 
@@ -191,6 +192,11 @@ def softedge_pidinet(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
 def softedge_pidisafe(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """PiDiNet edges quantised to three levels."""
     return _to_uint8(quantise_edges(pidinet_edges(image, ctx)))
+
+
+def sketch_pidinet(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
+    """PiDiNet edges above one half, black and white (the T2I-Adapter sketch input)."""
+    return _to_uint8((pidinet_edges(image, ctx) > 0.5).astype(np.float32))
 
 
 def scribble_pidinet(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
