@@ -39,7 +39,10 @@ NET_ANNOTATORS: list[Annotator] = [
         threshold_a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
         threshold_b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01),
     ),
-    Annotator("depth_midas", f"{_PACKAGE}.depth:depth_midas", ("dpt-hybrid-midas",), aliases=("depth",)),
-    Annotator("depth_anything", f"{_PACKAGE}.depth:depth_anything", ("depth-anything-small-hf",)),
-    Annotator("depth_anything_v2", f"{_PACKAGE}.depth:depth_anything_v2", ("Depth-Anything-V2-Small-hf",)),
+    # Depth needs a transformers model FOLDER (depth.DEPTH_FOLDERS lists the accepted names), not a file:
+    # `weights` stays empty so that the file check before a run does not refuse a folder; depth.py
+    # names the folder when it is missing.
+    Annotator("depth_midas", f"{_PACKAGE}.depth:depth_midas", aliases=("depth",)),
+    Annotator("depth_anything", f"{_PACKAGE}.depth:depth_anything"),
+    Annotator("depth_anything_v2", f"{_PACKAGE}.depth:depth_anything_v2"),
 ]
