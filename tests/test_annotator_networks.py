@@ -345,6 +345,22 @@ def test_depth_midas_from_a_local_dpt_folder(tmp_path, monkeypatch):
     assert not np.array_equal(depth, _run("depth_midas", plain, tmp_path))  # the map follows the image
 
 
+def test_depth_anything_from_a_local_folder(tmp_path, monkeypatch):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+                            patch_size=14, image_size=518, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8,
+                                 head_hidden_size=8, reassemble_hidden_size=16)
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(config).save_pretrained(str(tmp_path / "depth-anything-small-hf"))
+    depth = _run("depth_anything", _drawing(64, 96), tmp_path)
+    _assert_map(depth, 64, 96)
+    assert depth.min() == 0 and depth.max() == 255
+
+
 def test_depth_folder_is_found_case_insensitively_and_missing_is_one_line(tmp_path):
     with pytest.raises(LorastudioError) as error:
         _run("depth_anything", _drawing(), tmp_path)
@@ -357,6 +373,8 @@ def test_depth_folder_is_found_case_insensitively_and_missing_is_one_line(tmp_pa
     (tmp_path / "DPT-Hybrid-MiDaS").mkdir()
     (tmp_path / "DPT-Hybrid-MiDaS" / "config.json").write_text("{}")
     assert find_depth_folder("depth_midas", _context("depth_midas", tmp_path)).name == "DPT-Hybrid-MiDaS"
+    with pytest.raises(LorastudioError, match="DPT-Hybrid-MiDaS.*not a transformers depth model"):
+        _run("depth_midas", _drawing(), tmp_path)  # a config.json that names no model
 
 
 def test_rows_use_the_extensions_names_and_aliases():
