@@ -345,6 +345,26 @@ def test_depth_midas_from_a_local_dpt_folder(tmp_path, monkeypatch):
     assert not np.array_equal(depth, _run("depth_midas", plain, tmp_path))  # the map follows the image
 
 
+def test_normal_midas_from_the_dpt_depth(tmp_path, monkeypatch):
+    from lorastudio.generate.annotators import depth
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _tiny_dpt(tmp_path / "dpt-hybrid-midas")
+    image = _drawing(64, 96)
+    normal = _run("normal_midas", image, tmp_path)
+    _assert_map(normal, 64, 96)
+    assert normal.shape == (64, 96, 3)
+    assert _row("normal_midas").threshold_a.value == 0.4
+
+    # A known depth: nearer to the right on the right half, flat (background) on the left.
+    ramp = np.zeros((64, 96), dtype=np.float32)
+    ramp[:, 48:] = 10.0 + 100.0 * np.arange(48, dtype=np.float32)
+    monkeypatch.setattr(depth, "predict_depth", lambda *_: ramp)
+    normal = _run("normal_midas", image, tmp_path, threshold_a=0.05)
+    assert (normal[:, :40] == (255, 127, 127)).all()  # background faces the camera (RGB = z, y, x)
+    assert (normal[:, 60:90, 2] > 250).all() and (normal[:, 60:90, 1] == 127).all()  # the slope points along x
+
+
 def test_depth_anything_from_a_local_folder(tmp_path, monkeypatch):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
@@ -385,6 +405,7 @@ def test_rows_use_the_extensions_names_and_aliases():
     aliases = {alias: row.name for row in NET_ANNOTATORS for alias in row.aliases}
     assert aliases["hed"] == "softedge_hed" and aliases["pidinet_safe"] == "softedge_pidisafe"
     assert aliases["lineart"] == "lineart_realistic" and aliases["depth"] == "depth_midas"
+    assert aliases["normal_map"] == "normal_midas" and aliases["pidinet_sketch"] == "t2ia_sketch_pidi"
     for row in NET_ANNOTATORS:
         module_name, function_name = row.run.split(":")
         assert callable(getattr(importlib.import_module(module_name), function_name))

@@ -1,6 +1,7 @@
 """Depth maps through `transformers` from a LOCAL model folder in studio/models/annotators.
 
-Modules: `depth_midas` (a DPT folder, e.g. Intel/dpt-hybrid-midas saved as `dpt-hybrid-midas`),
+Modules: `depth_midas` (a DPT folder, e.g. Intel/dpt-hybrid-midas saved as `dpt-hybrid-midas`) and
+`normal_midas` (a normal map from its depth),
 `depth_anything` and `depth_anything_v2` (Depth-Anything "-hf" folders). The folder is loaded
 with `local_files_only=True` (never a download). Inputs are prepared as the ControlNet
 extension does where transformers allows: DPT/MiDaS in -1..1 on the square its config names
@@ -24,7 +25,15 @@ from torch.nn import functional as F
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.annotators.base import AnnotatorContext
 
-__all__ = ["DEPTH_FOLDERS", "depth_anything", "depth_anything_v2", "depth_midas", "find_depth_folder"]
+__all__ = [
+    "DEPTH_FOLDERS",
+    "depth_anything",
+    "depth_anything_v2",
+    "depth_midas",
+    "find_depth_folder",
+    "normal_midas",
+    "predict_depth",
+]
 
 # Module -> accepted folder names (first = the one the message suggests), matched case-insensitively.
 DEPTH_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -118,8 +127,8 @@ def _network_size(height: int, width: int, config) -> tuple[int, int]:
     return 14 * math.ceil(height * scale / 14), 14 * math.ceil(width * scale / 14)
 
 
-def estimate_depth(image: np.ndarray, module: str, ctx: AnnotatorContext) -> np.ndarray:
-    """Relative inverse depth (HxW uint8, near = 255) of an HxWx3 uint8 RGB image."""
+def predict_depth(image: np.ndarray, module: str, ctx: AnnotatorContext) -> np.ndarray:
+    """The model's relative inverse depth (HxW float32, larger = nearer) at the image's size."""
     folder = find_depth_folder(module, ctx)
     model = _load_model(folder, ctx.device)
     model_type = getattr(model.config, "model_type", "")
@@ -131,17 +140,42 @@ def estimate_depth(image: np.ndarray, module: str, ctx: AnnotatorContext) -> np.
     tensor = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).to(ctx.device)
     with torch.no_grad():
         predicted = model(pixel_values=tensor).predicted_depth
-    depth = F.interpolate(predicted.float().reshape(1, 1, *predicted.shape[-2:]), (height, width), mode="bilinear",
-                          align_corners=False)[0, 0]
+    depth = F.interpolate(
+        predicted.float().reshape(1, 1, *predicted.shape[-2:]), (height, width), mode="bilinear", align_corners=False
+    )
+    return depth[0, 0].cpu().numpy()
+
+
+def _stretch(depth: np.ndarray) -> np.ndarray:
+    """0..1: the nearest point 1, the farthest 0 (a flat prediction stays 0)."""
     depth = depth - depth.min()
-    if depth.max() > 0:  # a flat prediction stays black
-        depth = depth / depth.max()
-    return (depth.cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
+    peak = depth.max()
+    return depth / peak if peak > 0 else depth
+
+
+def estimate_depth(image: np.ndarray, module: str, ctx: AnnotatorContext) -> np.ndarray:
+    """Relative inverse depth (HxW uint8, near = 255) of an HxWx3 uint8 RGB image."""
+    return (_stretch(predict_depth(image, module, ctx)) * 255.0).clip(0, 255).astype(np.uint8)
 
 
 def depth_midas(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """MiDaS (DPT) depth: near is white."""
     return estimate_depth(image, "depth_midas", ctx)
+
+
+def normal_midas(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
+    """A normal map from the MiDaS depth (ControlNet 1.0's "normal_map"): the depth's horizontal and
+    vertical gradients with a constant 2*pi as the third component, normalised; pixels farther
+    than the "Normal Background Threshold" (share of the depth range) face the camera. RGB = (z, y, x)."""
+    depth = predict_depth(image, "depth_midas", ctx)
+    gradient_x = cv2.Sobel(depth, cv2.CV_32F, 1, 0, ksize=3)
+    gradient_y = cv2.Sobel(depth, cv2.CV_32F, 0, 1, ksize=3)
+    background = _stretch(depth) < ctx.value_a()
+    gradient_x[background] = 0
+    gradient_y[background] = 0
+    normal = np.stack([gradient_x, gradient_y, np.full_like(gradient_x, 2.0 * np.pi)], axis=2)
+    normal /= np.sqrt(np.sum(normal**2, axis=2, keepdims=True))
+    return (normal * 127.5 + 127.5).clip(0, 255).astype(np.uint8)[:, :, ::-1].copy()
 
 
 def depth_anything(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:

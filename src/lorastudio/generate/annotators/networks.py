@@ -43,6 +43,12 @@ NET_ANNOTATORS: list[Annotator] = [
     # `weights` stays empty so that the file check before a run does not refuse a folder; depth.py
     # names the folder when it is missing.
     Annotator("depth_midas", f"{_PACKAGE}.depth:depth_midas", aliases=("depth",)),
+    Annotator(
+        "normal_midas",
+        f"{_PACKAGE}.depth:normal_midas",
+        threshold_a=Slider("Normal Background Threshold", 0.4, 0.0, 1.0, 0.01),
+        aliases=("normal_map",),
+    ),
     Annotator("depth_anything", f"{_PACKAGE}.depth:depth_anything"),
     Annotator("depth_anything_v2", f"{_PACKAGE}.depth:depth_anything_v2"),
 ]
