@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -60,6 +61,7 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CACHE_SIZE = 2
 _MODELS: OrderedDict[tuple[str, int, str], torch.nn.Module] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def find_depth_folder(module: str, ctx: AnnotatorContext) -> Path:
@@ -80,25 +82,30 @@ def find_depth_folder(module: str, ctx: AnnotatorContext) -> Path:
 
 
 def _load_model(folder: Path, device: str) -> torch.nn.Module:
+    """The folder's model in eval mode on `device`, cached by folder and newest file time."""
     newest = max(entry.stat().st_mtime_ns for entry in folder.iterdir() if entry.is_file())
     key = (str(folder.resolve()), newest, str(device))
-    model = _MODELS.get(key)
-    if model is None:
-        from transformers import AutoModelForDepthEstimation
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = _from_folder(folder).float().eval().to(device)
+            _MODELS[key] = model
+            while len(_MODELS) > _CACHE_SIZE:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
+        return model
 
-        try:
-            model = AutoModelForDepthEstimation.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, KeyError) as error:
-            raise LorastudioError(
-                f"{folder.name} in {folder.parent}/ is not a transformers depth model ({error.__class__.__name__}): "
-                "save one with save_pretrained, config.json and weights included."
-            ) from error
-        model = model.float().eval().to(device)
-        _MODELS[key] = model
-        while len(_MODELS) > _CACHE_SIZE:
-            _MODELS.popitem(last=False)
-    _MODELS.move_to_end(key)
-    return model
+
+def _from_folder(folder: Path) -> torch.nn.Module:
+    from transformers import AutoModelForDepthEstimation
+
+    try:
+        return AutoModelForDepthEstimation.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise LorastudioError(
+            f"{folder.name} in {folder.parent}/ is not a transformers depth model ({error.__class__.__name__}): "
+            "save one with save_pretrained, config.json and weights included."
+        ) from error
 
 
 def _normalisation(folder: Path, model_type: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

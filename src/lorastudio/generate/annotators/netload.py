@@ -8,6 +8,7 @@ naming the file (a wrong file must not give a silently random map).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = ["cached_network", "image_to_tensor", "load_strict", "read_state_dict"
 
 _CACHE_SIZE = 4
 _NETWORKS: OrderedDict[tuple[str, int, str, str], nn.Module] = OrderedDict()
+_LOCK = threading.Lock()  # API requests may run preprocessors on several threads
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -77,16 +79,17 @@ def cached_network(
     A replaced file (new mtime) is loaded again; only the last few networks are kept.
     """
     key = (str(path.resolve()), path.stat().st_mtime_ns, str(device), variant)
-    network = _NETWORKS.get(key)
-    if network is None:
-        network = build(path).float().eval().to(device)
-        for parameter in network.parameters():
-            parameter.requires_grad_(False)
-        _NETWORKS[key] = network
-        while len(_NETWORKS) > _CACHE_SIZE:
-            _NETWORKS.popitem(last=False)
-    _NETWORKS.move_to_end(key)
-    return network
+    with _LOCK:
+        network = _NETWORKS.get(key)
+        if network is None:
+            network = build(path).float().eval().to(device)
+            for parameter in network.parameters():
+                parameter.requires_grad_(False)
+            _NETWORKS[key] = network
+            while len(_NETWORKS) > _CACHE_SIZE:
+                _NETWORKS.popitem(last=False)
+        _NETWORKS.move_to_end(key)
+        return network
 
 
 def image_to_tensor(image, device: str) -> torch.Tensor:
