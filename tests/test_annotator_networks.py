@@ -419,3 +419,15 @@ def test_a_pickle_with_code_is_refused_without_running_it(tmp_path):
     torch.save({"norm": _Payload()}, tmp_path / "ControlNetHED.pth")
     with pytest.raises(LorastudioError, match=r"ControlNetHED\.pth.*weights-only"):
         _run("softedge_hed", _drawing(), tmp_path)
+
+
+def test_every_row_names_what_it_needs_and_the_table_imports_no_torch():
+    import subprocess
+    import sys
+
+    from lorastudio.generate.annotators.networks import DEPTH_FOLDERS
+
+    for row in NET_ANNOTATORS:
+        assert bool(row.weights) != (row.name in DEPTH_FOLDERS), row.name  # a file, or a folder: exactly one
+    code = "import sys, lorastudio.generate.annotators.networks; sys.exit('torch' in sys.modules or 'cv2' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ}, check=False).returncode == 0

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.annotators.base import AnnotatorContext
+from lorastudio.generate.annotators.networks import DEPTH_FOLDERS
 
 __all__ = [
     "DEPTH_FOLDERS",
@@ -36,24 +37,9 @@ __all__ = [
     "predict_depth",
 ]
 
-# Module -> accepted folder names (first = the one the message suggests), matched case-insensitively.
-DEPTH_FOLDERS: dict[str, tuple[str, ...]] = {
-    "depth_midas": ("dpt-hybrid-midas", "dpt-large", "dpt-hybrid-midas-hf"),
-    "depth_anything": (
-        "depth-anything-small-hf",
-        "depth-anything-small",
-        "depth-anything-base-hf",
-        "depth-anything-large-hf",
-    ),
-    "depth_anything_v2": (
-        "Depth-Anything-V2-Small-hf",
-        "depth-anything-v2-small",
-        "Depth-Anything-V2-Base-hf",
-        "Depth-Anything-V2-Large-hf",
-    ),
-}
 _SOURCES = {
     "depth_midas": "Intel/dpt-hybrid-midas",
+    "normal_midas": "Intel/dpt-hybrid-midas",
     "depth_anything": "LiheYoung/depth-anything-small-hf",
     "depth_anything_v2": "depth-anything/Depth-Anything-V2-Small-hf",
 }
@@ -174,7 +160,7 @@ def normal_midas(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """A normal map from the MiDaS depth (ControlNet 1.0's "normal_map"): the depth's horizontal and
     vertical gradients with a constant 2*pi as the third component, normalised; pixels farther
     than the "Normal Background Threshold" (share of the depth range) face the camera. RGB = (z, y, x)."""
-    depth = predict_depth(image, "depth_midas", ctx)
+    depth = predict_depth(image, "normal_midas", ctx)
     gradient_x = cv2.Sobel(depth, cv2.CV_32F, 1, 0, ksize=3)
     gradient_y = cv2.Sobel(depth, cv2.CV_32F, 0, 1, ksize=3)
     background = _stretch(depth) < ctx.value_a()

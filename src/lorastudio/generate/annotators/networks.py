@@ -10,9 +10,31 @@ from __future__ import annotations
 
 from lorastudio.generate.annotators.base import Annotator, Slider
 
-__all__ = ["NET_ANNOTATORS"]
+__all__ = ["DEPTH_FOLDERS", "NET_ANNOTATORS"]
 
 _PACKAGE = "lorastudio.generate.annotators"
+
+_MIDAS_FOLDERS = ("dpt-hybrid-midas", "dpt-large", "dpt-hybrid-midas-hf")
+
+# The depth rows need a transformers model FOLDER in studio/models/annotators, not a file: module ->
+# accepted folder names (the first is the one messages suggest), matched case-insensitively. A row
+# is ready when one of them holds a config.json.
+DEPTH_FOLDERS: dict[str, tuple[str, ...]] = {
+    "depth_midas": _MIDAS_FOLDERS,
+    "normal_midas": _MIDAS_FOLDERS,
+    "depth_anything": (
+        "depth-anything-small-hf",
+        "depth-anything-small",
+        "depth-anything-base-hf",
+        "depth-anything-large-hf",
+    ),
+    "depth_anything_v2": (
+        "Depth-Anything-V2-Small-hf",
+        "depth-anything-v2-small",
+        "Depth-Anything-V2-Base-hf",
+        "Depth-Anything-V2-Large-hf",
+    ),
+}
 
 NET_ANNOTATORS: list[Annotator] = [
     Annotator("softedge_hed", f"{_PACKAGE}.hed:softedge_hed", ("ControlNetHED.pth",), aliases=("hed",)),
@@ -39,9 +61,7 @@ NET_ANNOTATORS: list[Annotator] = [
         threshold_a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
         threshold_b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01),
     ),
-    # Depth needs a transformers model FOLDER (depth.DEPTH_FOLDERS lists the accepted names), not a file:
-    # `weights` stays empty so that the file check before a run does not refuse a folder; depth.py
-    # names the folder when it is missing.
+    # `weights` names files; the depth rows' folders are DEPTH_FOLDERS (depth.py names them when missing).
     Annotator("depth_midas", f"{_PACKAGE}.depth:depth_midas", aliases=("depth",)),
     Annotator(
         "normal_midas",
