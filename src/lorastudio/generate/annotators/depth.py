@@ -1,13 +1,13 @@
 """Depth maps through `transformers` from a LOCAL model folder in studio/models/annotators.
 
-Modules: `depth_midas` (a DPT folder, e.g. Intel/dpt-hybrid-midas saved as `dpt-hybrid-midas`) and
-`normal_midas` (a normal map from its depth),
-`depth_anything` and `depth_anything_v2` (Depth-Anything "-hf" folders). The folder is loaded
-with `local_files_only=True` (never a download). Inputs are prepared as the ControlNet
-extension does where transformers allows: DPT/MiDaS in -1..1 on the square its config names
-(384); Depth Anything resized so the short side is 518 (a multiple of 14) with ImageNet
-statistics. The result is resized back to the image. The relative inverse depth
-is stretched to 0..255: near is white, far is black.
+Modules: `depth_midas` and `normal_midas` (a DPT folder, e.g. Intel/dpt-hybrid-midas saved as
+`dpt-hybrid-midas`), `depth_anything` and `depth_anything_v2` (Depth-Anything "-hf" folders);
+`networks.DEPTH_FOLDERS` lists the folder names each accepts. A folder is loaded with
+`local_files_only=True` (never a download). Inputs are prepared as the ControlNet extension
+does where transformers allows: DPT/MiDaS in -1..1 on the square its config names (384);
+Depth Anything resized so the short side is 518 (a multiple of 14) with ImageNet statistics.
+The prediction is resized back to the image and its relative inverse depth stretched to
+0..255: near is white, far is black.
 """
 
 from __future__ import annotations
