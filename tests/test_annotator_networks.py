@@ -102,6 +102,18 @@ def test_hed_refuses_a_file_with_a_missing_key(tmp_path, hed_folder):
         _run("softedge_hed", _drawing(), tmp_path)
 
 
+def test_an_extra_key_is_refused_and_a_half_precision_copy_loads(tmp_path, hed_folder, pidinet_folder):
+    stored = torch.load(pidinet_folder / "table5_pidinet.pth", weights_only=True)
+    stored["state_dict"]["module.block5_1.conv1.weight"] = torch.zeros(1, 1, 3, 3)
+    torch.save(stored, tmp_path / "table5_pidinet.pth")
+    with pytest.raises(LorastudioError, match=r"table5_pidinet\.pth.*1 unexpected \(e\.g\. block5_1\.conv1\.weight\)"):
+        _run("softedge_pidinet", _drawing(), tmp_path)
+    state = torch.load(hed_folder / "ControlNetHED.pth", weights_only=True)
+    torch.save({key: value.half() for key, value in state.items()}, tmp_path / "ControlNetHED.pth")
+    half = _run("softedge_hed", _drawing(), tmp_path).astype(int)
+    assert np.abs(half - _run("softedge_hed", _drawing(), hed_folder).astype(int)).max() <= 3
+
+
 def test_missing_weights_name_the_file_and_folder(tmp_path):
     for name, file_name in [("softedge_hed", "ControlNetHED.pth"), ("softedge_pidinet", "table5_pidinet.pth"),
                             ("lineart_realistic", "sk_model.pth"), ("lineart_coarse", "sk_model2.pth"),
