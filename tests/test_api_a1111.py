@@ -235,7 +235,10 @@ def test_interrupt_stops_the_running_generation(client, studio):
 
 
 def test_lists_and_fixed_answers(client, studio):
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": ["x/y/z plot"], "img2img": []}
+    assert client.get("/sdapi/v1/scripts").json() == {
+        "txt2img": ["x/y/z plot", "controlnet", "controlnet m2m"],
+        "img2img": ["controlnet", "controlnet m2m"],
+    }
     samplers = client.get("/sdapi/v1/samplers").json()
     assert {"Euler a", "DPM++ 2M", "DDIM"} <= {s["name"] for s in samplers}
     assert all(set(s) == {"name", "aliases", "options"} for s in samplers)

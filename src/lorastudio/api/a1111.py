@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from lorastudio.api.a1111_controlnet import parse_units, store_units
 from lorastudio.api.a1111_options import model_title, options_of
 from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. keep their old import path)
     Img2ImgRequest,
@@ -76,19 +77,23 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
 
     def submit():
         init = mask = None
+        unit_uploads: list[str] = []
+        units = parse_units(req.alwayson_scripts)  # the units' shape, before anything is stored
         studio.check_quota(user)  # before any image is stored; over quota: 429 (api.app)
         try:
-            if isinstance(req, Img2ImgRequest):
+            img2img = isinstance(req, Img2ImgRequest)
+            if img2img:
                 if not req.init_images:
                     raise LorastudioError("img2img: init_images is empty; send one base64 image.")
                 init = store_image(studio.workspace, req.init_images[0], "init_images[0]")
                 if req.mask:
                     invert = bool(req.inpainting_mask_invert)
                     mask = store_image(studio.workspace, req.mask, "mask", mask=True, alpha_mask=True, invert=invert)
-            cfg = to_generate_config(req, studio, init, mask, user=user)
+            controlnet, unit_uploads = store_units(studio.workspace, units, img2img=img2img)
+            cfg = to_generate_config(req, studio, init, mask, user=user, controlnet=controlnet)
             return cfg, studio.submit_generate(cfg, user=user)
         except BaseException:
-            studio.discard_uploads([init, mask])  # a refused request leaves no files
+            studio.discard_uploads([init, mask, *unit_uploads])  # a refused request leaves no files
             raise
 
     cfg, job = await asyncio.to_thread(submit)
@@ -336,10 +341,11 @@ def prompt_styles() -> list[dict[str, Any]]:
 
 @router.get("/scripts")
 def scripts() -> dict[str, list[str]]:
-    """The x/y/z plot only: listing controlnet/adetailer would make clients send their arguments."""
-    from lorastudio.api.a1111_scripts import SCRIPTS
+    """The x/y/z plot and ControlNet (`controlnet`, and `controlnet m2m`, which webuiapi looks for
+    before it sends units); not adetailer & co., whose arguments clients would then send in vain."""
+    from lorastudio.api.a1111_scripts import LISTED_SCRIPTS
 
-    return {mode: list(names) for mode, names in SCRIPTS.items()}
+    return {mode: list(names) for mode, names in LISTED_SCRIPTS.items()}
 
 
 @router.get("/script-info")

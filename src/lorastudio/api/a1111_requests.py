@@ -27,7 +27,7 @@ from lorastudio.service.a1111 import (
     schedule_label,
 )
 from lorastudio.service.limits import MAX_SEED
-from lorastudio.service.png_info import variation_seeds
+from lorastudio.service.png_info import infotext_parameters, variation_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
 
 __all__ = [
@@ -82,6 +82,8 @@ class Txt2ImgRequest(BaseModel):
     save_images: bool = False
     script_name: str | None = None  # "x/y/z plot" (api/a1111_scripts.py)
     script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
+    # {"ControlNet": {"args": [unit, ...]}} (api/a1111_controlnet.py); other always-on scripts are not run
+    alwayson_scripts: dict[str, Any] | None = None
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -151,8 +153,12 @@ def to_generate_config(
     init_image: str | None = None,
     mask: str | None = None,
     user: str = "",
+    controlnet: list | None = None,
 ):
-    """An A1111 request -> a GenerateConfig whose images are upload names (this user's options)."""
+    """An A1111 request -> a GenerateConfig whose images are upload names (this user's options).
+
+    `controlnet`: the request's ControlUnits, their images already stored (api/a1111_controlnet.py).
+    """
     from pydantic import ValidationError
 
     user_options = options_of(studio)
@@ -171,6 +177,8 @@ def to_generate_config(
         clip_skip=max(1, int(clip_skip or 1)),
         vae=None if str(vae or "").strip().lower() in NO_VAE else str(vae),
     )
+    if controlnet:
+        fields["controlnet"] = list(controlnet)
     if isinstance(req, Img2ImgRequest):
         fields["init_image"] = init_image
         if mask:
@@ -237,9 +245,7 @@ def a1111_info(
         "denoising_strength": cfg.strength
         if cfg.init_image
         else (cfg.hires_strength if cfg.hires_scale > 1 else 0),
-        "extra_generation_params": {"Schedule type": cfg.schedule}
-        if cfg.schedule not in (None, "Automatic")
-        else {},
+        "extra_generation_params": _extra_generation_params(cfg, infotexts),
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": req.styles or [],
@@ -248,6 +254,17 @@ def a1111_info(
         "is_using_inpainting_conditioning": False,
         "version": f"lorastudio {__version__}",
     }
+
+
+def _extra_generation_params(cfg, infotexts: list[str]) -> dict[str, Any]:
+    """The schedule type, and each ControlNet unit's `ControlNet N` line as the extension adds it."""
+    extra: dict[str, Any] = {}
+    if cfg.schedule not in (None, "Automatic"):
+        extra["Schedule type"] = cfg.schedule
+    if cfg.controlnet and infotexts:
+        params = infotext_parameters(infotexts[0], fill_defaults=False)
+        extra.update({key: value for key, value in params.items() if key.startswith("ControlNet ")})
+    return extra
 
 
 def b64_file(path: Path) -> str:

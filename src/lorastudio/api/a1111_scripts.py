@@ -16,12 +16,27 @@ import asyncio
 import json
 from typing import Any
 
+from lorastudio.api.a1111_controlnet import CONTROLNET_M2M, CONTROLNET_SCRIPT
 from lorastudio.errors import LorastudioError
 
-__all__ = ["SCRIPTS", "XYZ_SCRIPT", "grid_request_from_script_args", "run_script", "script_info"]
+__all__ = [
+    "LISTED_SCRIPTS",
+    "SCRIPTS",
+    "XYZ_SCRIPT",
+    "grid_request_from_script_args",
+    "run_script",
+    "script_info",
+]
 
 XYZ_SCRIPT = "x/y/z plot"
+# The selectable scripts lorastudio runs (`script_name`).
 SCRIPTS = {"txt2img": [XYZ_SCRIPT], "img2img": []}
+# What `/sdapi/v1/scripts` lists: those, ControlNet's always-on script (its units are read from
+# `alwayson_scripts`), and "controlnet m2m", the extension's name webuiapi looks for before it
+# sends units. ControlNet's movie-to-movie script itself is not run.
+LISTED_SCRIPTS = {
+    mode: [*names, CONTROLNET_SCRIPT, CONTROLNET_M2M] for mode, names in SCRIPTS.items()
+}
 
 # A1111's txt2img axis list, by index, for the axes lorastudio has (same order in 1.6 to 1.10).
 A1111_TXT2IMG_AXES = {
@@ -122,6 +137,7 @@ def grid_request_from_script_args(args: list | dict):
 
 def script_info() -> list[dict[str, Any]]:
     """`/sdapi/v1/script-info`: the x/y/z plot and its arguments, in A1111's shape."""
+    from lorastudio.service.controlnets import MAX_CONTROL_UNITS
     from lorastudio.service.grid import AXES
 
     labels = [a.label for a in AXES.values()]
@@ -151,11 +167,19 @@ def script_info() -> list[dict[str, Any]]:
         arg("Grid margins (px)", 0),
         arg("Use text inputs instead of dropdowns", False),
     ]
-    return [{"name": XYZ_SCRIPT, "is_alwayson": False, "is_img2img": False, "args": args}]
+    units = [arg(f"ControlNet Unit {i}", None) for i in range(MAX_CONTROL_UNITS)]
+    return [
+        {"name": XYZ_SCRIPT, "is_alwayson": False, "is_img2img": False, "args": args},
+        *(
+            {"name": CONTROLNET_SCRIPT, "is_alwayson": True, "is_img2img": img2img, "args": units}
+            for img2img in (False, True)
+        ),
+    ]
 
 
 async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     """Run the request's selectable script through the job queue and answer as A1111 does."""
+    from lorastudio.api.a1111_controlnet import parse_units, store_units
     from lorastudio.api.a1111_requests import Img2ImgRequest, a1111_info, b64_file, to_generate_config
     from lorastudio.service.grid import submit_grid
 
@@ -167,8 +191,14 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     grid, lone, sub_grids = grid_request_from_script_args(req.script_args or [])
 
     def submit():
-        cfg = to_generate_config(req, studio, user=user)
-        return cfg, submit_grid(studio, cfg, grid, user=user)  # over quota: 429 (api.app)
+        units = parse_units(req.alwayson_scripts)
+        controlnet, stored = store_units(studio.workspace, units, img2img=False)
+        try:
+            cfg = to_generate_config(req, studio, user=user, controlnet=controlnet)
+            return cfg, submit_grid(studio, cfg, grid, user=user)  # over quota: 429 (api.app)
+        except BaseException:
+            studio.discard_uploads(stored)
+            raise
 
     cfg, job = await asyncio.to_thread(submit)
     job = await studio.wait_job_async(job.id)

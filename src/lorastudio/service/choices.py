@@ -9,6 +9,9 @@ from __future__ import annotations
 from lorastudio.service.workspace import Workspace
 
 __all__ = [
+    "control_module_names",
+    "control_module_sliders",
+    "controlnet_titles",
     "embedding_names",
     "hires_upscaler_names",
     "lora_names",
@@ -66,3 +69,32 @@ def vae_names(ws: Workspace) -> list[str]:
     from lorastudio.service.models import list_vaes
 
     return [row["name"] for row in list_vaes(ws)]
+
+
+def controlnet_titles(ws: Workspace) -> list[str]:
+    """ControlNets in controlnet/ that read, by A1111 title `name [hash8]`."""
+    from lorastudio.service.controlnets import list_controlnets
+
+    return [row["title"] for row in list_controlnets(ws) if not row.get("error")]
+
+
+def control_module_names() -> list[str]:
+    """Preprocessor names a ControlNet unit takes ("none" first: the image is the map)."""
+    from lorastudio.generate.annotators.registry import list_annotators
+
+    names = [row.name for row in list_annotators()]
+    return ["none", *sorted(name for name in names if name != "none")]
+
+
+def control_module_sliders(name: str) -> tuple[dict | None, dict | None]:
+    """The preprocessor's two parameters (name, value, min, max, step), None where it has none."""
+    from dataclasses import asdict
+
+    from lorastudio.errors import LorastudioError
+    from lorastudio.generate.annotators.registry import find_annotator
+
+    try:
+        row = find_annotator(name or "none")
+    except LorastudioError:
+        return None, None
+    return tuple(asdict(s) if s is not None else None for s in (row.threshold_a, row.threshold_b))

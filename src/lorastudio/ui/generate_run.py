@@ -11,7 +11,7 @@ import base64
 import io
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +103,24 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
     return cfg
 
 
+UnitsFn = Callable[[], list]  # the form's ControlNet units (ui/control_panel.units_from_form)
+
+
+def _with_units(cfg: GenerateConfig, units: UnitsFn | None) -> GenerateConfig:
+    return cfg.model_copy(update={"controlnet": units()}) if units is not None else cfg
+
+
 def submit_and_follow(
-    ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] | None, user: str
+    ctx: UiContext,
+    values: dict[str, Any],
+    painter: dict[str, Any] | None,
+    user: str,
+    units: UnitsFn | None = None,
 ) -> Iterator[tuple]:
     """Queue the job, then yield the tab's outputs until it ends; a refused form says why and keeps the form."""
     no_change = gr.update()
     try:
-        cfg = form_config(ctx, values, painter)
+        cfg = _with_units(form_config(ctx, values, painter), units)
         if cfg.seed == -1:
             cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
         job = ctx.studio.submit_generate(cfg, user=user)
@@ -120,14 +131,19 @@ def submit_and_follow(
 
 
 def submit_series_and_follow(
-    ctx: UiContext, values: dict[str, Any], prompts: str, seed_policy: str, user: str
+    ctx: UiContext,
+    values: dict[str, Any],
+    prompts: str,
+    seed_policy: str,
+    user: str,
+    units: UnitsFn | None = None,
 ) -> Iterator[tuple]:
     """The story mode: the form is the base request, each line (or YAML entry) one picture."""
     from lorastudio.service.series import SeriesRequest, submit_series
 
     no_change = gr.update()
     try:
-        cfg = form_config(ctx, values)
+        cfg = _with_units(form_config(ctx, values), units)
         if cfg.seed == -1:
             cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
         request = SeriesRequest(prompts=prompts or "", seed_policy=seed_policy)

@@ -314,6 +314,28 @@ LABELS: dict[str, tuple[str, str]] = {
     "trainform.samples.steps": ("Sampling steps", "采样步数"),
     "trainform.scoring.enabled": ("Score checkpoints and pick the best", "为检查点评分并选出最佳"),
     "trainform.scoring.prompts": ("Scoring prompts (one per line)", "评分提示词（每行一条）"),
+    # generate: ControlNet units (ui/control_panel.py)
+    "control.title": ("ControlNet", "ControlNet"),
+    "control.unit": ("Unit {number}", "单元 {number}"),
+    "control.enabled": ("Enable", "启用"),
+    "control.pixel_perfect": ("Pixel perfect", "完美像素"),
+    "control.image": ("Control image", "控制图"),
+    "control.map": ("Preprocessor result", "预处理结果"),
+    "control.module": ("Preprocessor", "预处理器"),
+    "control.model": ("ControlNet model", "ControlNet 模型"),
+    "control.preview": ("Preview", "预览"),
+    "control.weight": ("Control weight", "控制权重"),
+    "control.guidance_start": ("Starting control step", "引导介入时机"),
+    "control.guidance_end": ("Ending control step", "引导终止时机"),
+    "control.resize_mode": ("Resize mode", "缩放模式"),
+    "control.control_mode": ("Control mode", "控制模式"),
+    "control.hr_option": ("Hires fix passes", "高清修复阶段"),
+    "control.processor_res": ("Preprocessor resolution", "预处理器分辨率"),
+    "control.threshold_a": ("Parameter A", "参数 A"),
+    "control.threshold_b": ("Parameter B", "参数 B"),
+    "control.no_image": ("Upload a control image first.", "请先上传控制图。"),
+    "control.no_model": ("ControlNet unit {number}: choose a ControlNet model (or disable the unit).",
+                         "ControlNet 单元 {number}：请选择 ControlNet 模型（或停用该单元）。"),
 }
 
 Translator = Callable[..., str]

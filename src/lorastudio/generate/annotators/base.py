@@ -56,6 +56,7 @@ class AnnotatorContext:
     weights_dir: Path | None = None
     device: str = "cpu"
     seed: int = 0  # random preprocessors (shuffle) are reproducible from the request's seed
+    poses: list[dict] | None = None  # a list here: pose rows append their keypoints (OpenPose JSON) to it
 
     def value_a(self) -> float:
         """threshold_a, or the row's default."""

@@ -16,6 +16,7 @@ import gradio as gr
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.series import SeriesRequest
 from lorastudio.ui.context import UiContext, user_of
+from lorastudio.ui.control_panel import build_control_panel, units_from_form
 from lorastudio.ui.forms import field_control
 from lorastudio.ui.generate_run import (
     OUTPUT_COUNT,
@@ -158,6 +159,7 @@ def build(ctx: UiContext) -> None:
                 f["inpaint_padding"] = field_control(
                     GenerateConfig, "inpaint_padding", t("generate.inpaint_padding"), slider=True, maximum=256
                 )
+            control = build_control_panel(ctx)
             with gr.Accordion(t("generate.story"), open=False, elem_id="story"):
                 story_prompts = field_control(
                     SeriesRequest, "prompts", t("generate.story_prompts"), lines=6, elem_id="story-prompts"
@@ -199,19 +201,24 @@ def build(ctx: UiContext) -> None:
     inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
 
     inputs.add(painter)
+    inputs |= control.components()
     outputs = [progress, preview, gallery, infotext, last_seed, images]
     assert len(outputs) == OUTPUT_COUNT
 
     def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
         values = {name: form[f[name]] for name in FORM_FIELDS}
-        yield from submit_and_follow(ctx, values, form[painter], user_of(request))
+        units = lambda: units_from_form(ctx, control, form)  # noqa: E731
+        yield from submit_and_follow(ctx, values, form[painter], user_of(request), units)
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         yield from follow_running(ctx, user_of(request))
 
     def generate_series(form: dict, request: gr.Request) -> Iterator[tuple]:
         values = {name: form[f[name]] for name in FORM_FIELDS}
-        yield from submit_series_and_follow(ctx, values, form[story_prompts], form[story_seeds], user_of(request))
+        units = lambda: units_from_form(ctx, control, form)  # noqa: E731
+        yield from submit_series_and_follow(
+            ctx, values, form[story_prompts], form[story_seeds], user_of(request), units
+        )
 
     run.click(generate, inputs, outputs, concurrency_limit=None)
     story_run.click(generate_series, inputs | {story_prompts, story_seeds}, outputs, concurrency_limit=None)
@@ -238,6 +245,7 @@ def build(ctx: UiContext) -> None:
     lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
     refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
+    refresh.click(lambda: _control_choices(ctx, len(control.units)), None, control.pickers())
     # A page (re)load shows the saved defaults and today's library, not those of the server's start.
     defaults = ["sampler", "steps", "cfg_scale", "width", "height", "negative_prompt"]
     ctx.on_load.append(
@@ -310,6 +318,14 @@ def _refreshed(ctx: UiContext) -> tuple:
         gr.update(choices=lora_names(ws)),
         gr.update(choices=embedding_names(ws)),
     )
+
+
+def _control_choices(ctx: UiContext, units: int) -> tuple:
+    """Today's ControlNets and preprocessors for every unit's pickers (model, module per unit)."""
+    from lorastudio.service.choices import control_module_names, controlnet_titles
+
+    models, modules = controlnet_titles(ctx.studio.workspace), control_module_names()
+    return tuple(gr.update(choices=choices) for _ in range(units) for choices in (models, modules))
 
 
 def _first_image(images: list[str]) -> tuple:
