@@ -443,3 +443,29 @@ def test_every_row_names_what_it_needs_and_the_table_imports_no_torch():
         assert bool(row.weights) != (row.name in DEPTH_FOLDERS), row.name  # a file, or a folder: exactly one
     code = "import sys, lorastudio.generate.annotators.networks; sys.exit('torch' in sys.modules or 'cv2' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ}, check=False).returncode == 0
+
+
+# --- through the registry's frame (resize, pad to 64, crop, RGB) ------------------------------
+
+
+def test_networks_run_through_the_registry_by_name_and_alias(hed_folder, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from lorastudio.generate.annotators.registry import annotator_context, find_annotator, run_annotator
+    from lorastudio.service.annotate import module_row
+
+    image = Image.fromarray(_drawing(80, 100))
+    for name in ("hed", "softedge_hed"):
+        result = run_annotator(name, image, annotator_context(name, 96, weights_dir=hed_folder))
+        assert result.mode == "RGB" and result.size == (120, 96)  # short side 96, padding cut off
+    with pytest.raises(LorastudioError, match=r"table5_pidinet\.pth"):
+        run_annotator("pidinet", image, annotator_context("pidinet", 96, weights_dir=hed_folder))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    row = module_row(find_annotator("depth"), tmp_path)
+    assert row["ready"] is False and "dpt-hybrid-midas" in row["needs"]
+    _tiny_dpt(tmp_path / "dpt-hybrid-midas")
+    assert module_row(find_annotator("depth"), tmp_path)["ready"] is True
+    depth = run_annotator("depth", image, annotator_context("depth", 64, weights_dir=tmp_path))
+    assert depth.mode == "RGB" and depth.size == (80, 64)
+    assert np.asarray(depth).max() == 255

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.annotators.base import AnnotatorContext
-from lorastudio.generate.annotators.networks import DEPTH_FOLDERS
+from lorastudio.generate.annotators.networks import DEPTH_FOLDERS, depth_folder
 
 __all__ = [
     "DEPTH_FOLDERS",
@@ -52,18 +52,15 @@ _LOCK = threading.Lock()
 
 def find_depth_folder(module: str, ctx: AnnotatorContext) -> Path:
     """The model folder for `module` in the annotators folder, or one line saying what to put there."""
+    found = depth_folder(module, ctx.weights_dir)
+    if found is not None:
+        return found
     names = DEPTH_FOLDERS[module]
-    folder = ctx.weights_dir
-    if folder is not None and folder.is_dir():
-        present = {entry.name.lower(): entry for entry in folder.iterdir() if (entry / "config.json").is_file()}
-        for name in names:
-            if name.lower() in present:
-                return present[name.lower()]
-    where = f"{folder}/" if folder is not None else "studio/models/annotators/"
-    others = ", ".join(names[1:])
+    where = f"{ctx.weights_dir}/" if ctx.weights_dir is not None else "studio/models/annotators/"
     raise LorastudioError(
         f"preprocessor {module!r} needs the transformers folder {names[0]} ({_SOURCES[module]} saved with "
-        f"save_pretrained; also accepted: {others}): put it in {where} (lorastudio never downloads weights)."
+        f"save_pretrained; also accepted: {', '.join(names[1:])}): put it in {where} "
+        "(lorastudio never downloads weights)."
     )
 
 

@@ -8,9 +8,11 @@ no torch: each row names its function as "module:function".
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lorastudio.generate.annotators.base import Annotator, Slider
 
-__all__ = ["DEPTH_FOLDERS", "NET_ANNOTATORS"]
+__all__ = ["DEPTH_FOLDERS", "NET_ANNOTATORS", "depth_folder"]
 
 _PACKAGE = "lorastudio.generate.annotators"
 
@@ -72,3 +74,14 @@ NET_ANNOTATORS: list[Annotator] = [
     Annotator("depth_anything", f"{_PACKAGE}.depth:depth_anything"),
     Annotator("depth_anything_v2", f"{_PACKAGE}.depth:depth_anything_v2"),
 ]
+
+
+def depth_folder(module: str, weights_dir: Path | None) -> Path | None:
+    """The first folder DEPTH_FOLDERS accepts for `module` that holds a config.json, or None."""
+    if weights_dir is None or not Path(weights_dir).is_dir():
+        return None
+    present = {entry.name.lower(): entry for entry in Path(weights_dir).iterdir() if (entry / "config.json").is_file()}
+    for name in DEPTH_FOLDERS[module]:
+        if name.lower() in present:
+            return present[name.lower()]
+    return None
