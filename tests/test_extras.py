@@ -37,3 +37,149 @@ def test_none_resizes_with_lanczos_as_the_a1111_route_always_did():
     none = upscale_image(image, StudioSettings(), scale=2, upscaler="None")
     assert list(none.getdata()) == list(upscale_image(image, StudioSettings(), scale=2, upscaler="Lanczos").getdata())
     assert list(none.getdata()) != list(upscale_image(image, StudioSettings(), scale=2, upscaler="Nearest").getdata())
+
+
+# --- model upscalers (issue 15) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def with_upscalers(workspace):
+    from upscaler_files import compact_state, rrdbnet_state, save
+
+    save(rrdbnet_state(4, seed=2), workspace.upscalers / "RealESRGAN_x4plus.pth")
+    save(compact_state(2, seed=4), workspace.upscalers / "2x-Compact.safetensors")
+    return workspace
+
+
+def _gradient(width: int = 24, height: int = 16) -> Image.Image:
+    image = Image.new("RGB", (width, height))
+    image.putdata([(x * 10 % 256, y * 15 % 256, 128) for y in range(height) for x in range(width)])
+    return image
+
+
+def test_model_upscalers_are_listed_by_a1111_title_and_found_by_title_or_stem(with_upscalers):
+    from lorastudio.service.extras import extras_upscaler_names
+    from lorastudio.service.upscalers import find_upscaler, list_upscalers
+
+    rows = {row["name"]: row for row in list_upscalers(with_upscalers)}
+    assert rows["R-ESRGAN 4x+"]["kind"] == "model" and rows["R-ESRGAN 4x+"]["scale"] == 4
+    assert rows["Latent (bicubic antialiased)"]["kind"] == "latent" and rows["Nearest"]["kind"] == "resample"
+    assert set(rows["2x-Compact"]) == {"name", "model_name", "model_path", "model_url", "scale", "kind", "error"}
+    assert find_upscaler(with_upscalers, "realesrgan_X4PLUS")["name"] == "R-ESRGAN 4x+"
+    assert find_upscaler(with_upscalers, "r-esrgan 4x+")["model_name"] == "RealESRGAN_x4plus"
+    assert extras_upscaler_names(with_upscalers) == ["None", "Lanczos", "Nearest", "2x-Compact", "R-ESRGAN 4x+"]
+    with pytest.raises(LorastudioError, match="'ESRGAN_4x': not found; use one of: .*R-ESRGAN 4x\\+"):
+        find_upscaler(with_upscalers, "ESRGAN_4x")
+
+
+def test_a_model_upscaler_upscales_then_lanczos_reaches_the_target(with_upscalers):
+    import numpy as np
+
+    image = _gradient()
+    model = upscale_image(image, StudioSettings(), scale=3, upscaler="R-ESRGAN 4x+", workspace=with_upscalers)
+    lanczos = upscale_image(image, StudioSettings(), scale=3, upscaler="Lanczos")
+    assert model.size == lanczos.size == (72, 48)
+    assert np.abs(np.asarray(model, dtype=float) - np.asarray(lanczos, dtype=float)).mean() > 1
+    with pytest.raises(LorastudioError, match="not available; use one of None, Lanczos, Nearest"):
+        upscale_image(image, StudioSettings(), scale=3, upscaler="R-ESRGAN 4x+")  # no workspace: filters only
+
+
+def test_second_upscaler_blends_at_its_visibility_and_crop_fills_the_target(with_upscalers):
+    import numpy as np
+
+    image = _gradient()
+    settings = StudioSettings()
+    first = np.asarray(upscale_image(image, settings, scale=2, upscaler="Nearest"), dtype=float)
+    second = np.asarray(upscale_image(image, settings, scale=2, upscaler="2x-Compact", workspace=with_upscalers), dtype=float)
+    blended = upscale_image(
+        image, settings, scale=2, upscaler="Nearest", workspace=with_upscalers,
+        upscaler_2="2x-Compact", upscaler_2_visibility=0.25,
+    )  # fmt: skip
+    assert np.abs(np.asarray(blended, dtype=float) - (0.75 * first + 0.25 * second)).max() <= 1
+    cropped = upscale_image(image, settings, size=(40, 40), crop=True, upscaler="Lanczos")
+    assert cropped.size == (40, 40)  # filled to 60x40 keeping the aspect, then centre-cropped
+    filled = image.resize((60, 40), Image.Resampling.LANCZOS).crop((10, 0, 50, 40))
+    assert list(cropped.getdata()) == list(filled.getdata())
+
+
+def test_extra_single_and_batch_images_with_model_upscalers(client, studio):
+    import base64
+    import io
+
+    from upscaler_files import compact_state, save
+
+    save(compact_state(2, seed=4), studio.workspace.upscalers / "2x-Compact.safetensors")
+
+    def b64(image: Image.Image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    def unb64(text: str) -> Image.Image:
+        return Image.open(io.BytesIO(base64.b64decode(text)))
+
+    listed = client.get("/sdapi/v1/upscalers").json()
+    assert [row["name"] for row in listed] == ["None", "Lanczos", "Nearest", "2x-Compact"]
+    assert listed[3] == {
+        "name": "2x-Compact", "model_name": "2x-Compact", "model_url": None, "scale": 2,
+        "model_path": str(studio.workspace.upscalers / "2x-Compact.safetensors"),
+    }  # fmt: skip
+    single = client.post(
+        "/sdapi/v1/extra-single-image",
+        json={"image": b64(_gradient()), "upscaler_1": "2x-compact", "upscaling_resize": 2},
+    )
+    assert single.status_code == 200, single.text
+    expected = upscale_image(_gradient(), StudioSettings(), scale=2, upscaler="2x-Compact", workspace=studio.workspace)
+    assert list(unb64(single.json()["image"]).getdata()) == list(expected.getdata())
+    batch = client.post(
+        "/sdapi/v1/extra-batch-images",
+        json={
+            "imageList": [{"data": b64(_gradient()), "name": "a"}, {"data": b64(_gradient(8, 8)), "name": "b"}],
+            "resize_mode": 1, "upscaling_resize_w": 40, "upscaling_resize_h": 40, "upscaling_crop": True,
+            "upscaler_1": "Lanczos", "upscaler_2": "2x-Compact", "extras_upscaler_2_visibility": 0.5,
+        },
+    )  # fmt: skip
+    assert batch.status_code == 200, batch.text
+    assert [unb64(im).size for im in batch.json()["images"]] == [(40, 40), (40, 40)]
+    unknown = client.post("/sdapi/v1/extra-single-image", json={"image": b64(_gradient()), "upscaler_1": "SwinIR 4x"})
+    assert unknown.status_code == 422 and "2x-Compact" in unknown.json()["detail"]
+
+
+def test_cli_upscale_end_to_end(with_upscalers, tmp_path):
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+
+    _register()
+    source = save_png(_gradient(20, 12), tmp_path / "fox.png", "red fox\nSteps: 2, Seed: 5, Size: 20x12")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["upscale", "--list"])
+    assert listed.exit_code == 0 and "R-ESRGAN 4x+" in listed.output and "2x-Compact" in listed.output
+    result = runner.invoke(
+        app, ["upscale", str(source), "--upscaler", "realesrgan_x4plus", "--scale", "2", "--out", str(tmp_path / "up"),
+              "--tile", "8", "--tile-overlap", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "up" / "fox-upscaled-2x.png"
+    assert Image.open(saved).size == (40, 24)
+    assert read_infotext(saved) == (
+        "red fox\nSteps: 2, Seed: 5, Size: 20x12, Postprocess upscale by: 2, Postprocess upscaler: R-ESRGAN 4x+"
+    )
+    bad = runner.invoke(app, ["upscale", str(source), "--upscaler", "nope"])
+    assert bad.exit_code == 2 and "upscaler 'nope': not found" in bad.output
+    model = runner.invoke(app, ["upscale", str(source), "-u", str(with_upscalers.upscalers / "2x-Compact.safetensors"),
+                                "--out", str(tmp_path / "path")])  # fmt: skip
+    assert model.exit_code == 0, model.output  # the CLI also takes a model file's path
+    assert "Postprocess upscaler: 2x-Compact" in read_infotext(tmp_path / "path" / "fox-upscaled-2x.png")
+
+
+def test_form_choices_offer_the_workspace_upscalers(with_upscalers):
+    from lorastudio.service.choices import hires_upscaler_names
+
+    names = hires_upscaler_names(with_upscalers)
+    assert names[:6] == ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
+                         "Latent (nearest)", "Latent (nearest-exact)"]  # fmt: skip
+    assert names[6:] == ["None", "Lanczos", "Nearest", "2x-Compact", "R-ESRGAN 4x+"]
+    (with_upscalers.upscalers / "broken.pth").write_bytes(b"nope")
+    assert "broken" not in hires_upscaler_names(with_upscalers)  # unreadable files are not offered
+    assert hires_upscaler_names() == names[:9]

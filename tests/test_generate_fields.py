@@ -99,7 +99,7 @@ def _recipe(tmp_path, workspace, params: str, prompt: str = "a cat"):
 
 @pytest.mark.parametrize(
     ("upscaler", "expected"),
-    [("Latent (nearest-exact)", "Latent"), ("R-ESRGAN 4x+", "Lanczos"), ("Latent", "Latent")],
+    [("Latent (nearest-exact)", "Latent (nearest-exact)"), ("R-ESRGAN 4x+", "R-ESRGAN 4x+"), ("latent", "Latent")],
 )
 def test_1_any_hires_upscaler_in_a_recipe_reads(tmp_path, workspace, upscaler, expected):
     cfg = _recipe(

@@ -39,6 +39,7 @@ from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
 from lorastudio.service.studio import Studio
 from lorastudio.service.uploads import decode_image, store_image
+from lorastudio.service.upscalers import REAL_ESRGAN_TITLES, list_upscalers
 
 __all__ = ["router", "Txt2ImgRequest", "Img2ImgRequest", "to_generate_config"]
 
@@ -57,15 +58,34 @@ class PngInfoRequest(BaseModel):
     image: str
 
 
-class ExtraSingleImageRequest(BaseModel):
+class ExtrasRequest(BaseModel):
+    """A1111's Extras upscaling fields (face restoration fields are accepted and ignored)."""
+
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    image: str
     resize_mode: int = Field(0, ge=0, le=1)
     upscaling_resize: float = Field(2.0, gt=0, le=8)
     upscaling_resize_w: int = Field(512, ge=1, le=16384)
     upscaling_resize_h: int = Field(512, ge=1, le=16384)
+    upscaling_crop: bool = True
     upscaler_1: str | None = "None"
+    upscaler_2: str | None = "None"
+    extras_upscaler_2_visibility: float = Field(0.0, ge=0, le=1)
+
+
+class ExtraSingleImageRequest(ExtrasRequest):
+    image: str
+
+
+class ExtraBatchImage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: str
+    name: str = ""
+
+
+class ExtraBatchImagesRequest(ExtrasRequest):
+    imageList: list[ExtraBatchImage] = Field(default_factory=list, max_length=64)  # noqa: N815 (A1111's name)
 
 
 async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:
@@ -261,16 +281,15 @@ def schedulers() -> list[dict[str, Any]]:
 
 
 @router.get("/upscalers")
-def upscalers() -> list[dict[str, Any]]:
-    return [
-        {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": scale}
-        for name, scale in (("None", 1), ("Lanczos", 4), ("Nearest", 4))
-    ]
+def upscalers(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    """The filters and the model upscalers in studio/models/upscalers, in A1111's rows."""
+    keys = ("name", "model_name", "model_path", "model_url", "scale")
+    return [{key: row[key] for key in keys} for row in list_upscalers(studio.workspace) if row["kind"] != "latent"]
 
 
 @router.get("/latent-upscale-modes")
-def latent_upscale_modes() -> list[dict[str, Any]]:
-    return [{"name": "Latent"}]
+def latent_upscale_modes(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    return [{"name": row["name"]} for row in list_upscalers(studio.workspace) if row["kind"] == "latent"]
 
 
 @router.get("/loras")
@@ -330,8 +349,13 @@ def face_restorers() -> list[dict[str, Any]]:
 
 
 @router.get("/realesrgan-models")
-def realesrgan_models() -> list[dict[str, Any]]:
-    return []
+def realesrgan_models(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    """The Real-ESRGAN releases in studio/models/upscalers, by their A1111 titles."""
+    return [
+        {"name": row["name"], "path": row["model_path"], "scale": row["scale"]}
+        for row in list_upscalers(studio.workspace)
+        if row["kind"] == "model" and row["name"] in REAL_ESRGAN_TITLES.values()
+    ]
 
 
 @router.get("/prompt-styles")
@@ -383,12 +407,34 @@ def png_info(req: PngInfoRequest) -> dict[str, Any]:
     return read_png_info(image)
 
 
-@router.post("/extra-single-image")
-def extra_single_image(req: ExtraSingleImageRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """Resize an image with Lanczos or Nearest (the upscalers lorastudio has; service.extras)."""
-    image, _ = decode_image(req.image, "image")
+def _extras(image, req: ExtrasRequest, studio: Studio) -> str:
+    """One picture through A1111's Extras upscaling, as base64 PNG (service.extras)."""
     size = (req.upscaling_resize_w, req.upscaling_resize_h) if req.resize_mode == 1 else None
-    out = upscale_image(image, studio.settings, scale=req.upscaling_resize, size=size, upscaler=req.upscaler_1)
+    out = upscale_image(
+        image,
+        studio.settings,
+        scale=req.upscaling_resize,
+        size=size,
+        upscaler=req.upscaler_1,
+        workspace=studio.workspace,
+        crop=req.upscaling_crop,
+        upscaler_2=req.upscaler_2,
+        upscaler_2_visibility=req.extras_upscaler_2_visibility,
+    )
     buffer = io.BytesIO()
     out.save(buffer, format="PNG")
-    return {"html_info": "", "image": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@router.post("/extra-single-image")
+def extra_single_image(req: ExtraSingleImageRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Upscale one image with a filter or a model upscaler (service.extras)."""
+    image, _ = decode_image(req.image, "image")
+    return {"html_info": "", "image": _extras(image, req, studio)}
+
+
+@router.post("/extra-batch-images")
+def extra_batch_images(req: ExtraBatchImagesRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Upscale every image of `imageList` the same way (A1111's answer: `images`, base64 PNGs)."""
+    images = [decode_image(item.data, f"imageList[{i}].data")[0] for i, item in enumerate(req.imageList)]
+    return {"html_info": "", "images": [_extras(image, req, studio) for image in images]}

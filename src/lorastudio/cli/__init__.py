@@ -61,6 +61,7 @@ def _register() -> None:
         prompt,
         serve,
         train,
+        upscale,
     )
 
 

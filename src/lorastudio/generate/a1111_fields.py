@@ -17,6 +17,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.samplers import schedule_label
+from lorastudio.generate.upscalers.names import fixed_upscaler
 
 __all__ = [
     "A1111_FIELDS",
@@ -93,8 +94,10 @@ def _reads(key: str, field: str, cast: Callable[[Any], Any]) -> Callable[[dict[s
 
 
 def hires_upscaler_name(text: str | None) -> str:
-    """A1111's hires upscaler names: `Latent*` -> Latent, any other upscaler -> Lanczos (the image one)."""
-    return "Latent" if str(text or "Latent").strip().lower().startswith("latent") else "Lanczos"
+    """A1111's hires upscaler name as lorastudio spells it: a latent mode or filter in its canonical
+    spelling, any other name (a model upscaler, `R-ESRGAN 4x+`) as written; empty -> `Latent`."""
+    text = str(text or "").strip()
+    return fixed_upscaler(text) or text or "Latent"
 
 
 def clip_skip_shown(value: object) -> bool:

@@ -15,8 +15,9 @@ from pydantic import Field, field_validator, model_validator
 from lorastudio.config import StrictModel
 from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
+from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
 
-__all__ = ["HIRES_UPSCALERS", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
 
 SamplingSteps = Annotated[
     int, Field(ge=1, description="Sampling steps (denoising iterations); A1111 'Steps'.")
@@ -25,8 +26,9 @@ CfgScale = Annotated[
     float,
     Field(description="Classifier-free guidance scale: how strongly the prompt steers the image; A1111 'CFG scale'."),
 ]
-# Upscalers of the hires fix's first pass (written as A1111 spells them in infotexts).
-HIRES_UPSCALERS: tuple[str, ...] = ("Latent", "Lanczos")
+# Upscalers of the hires fix's first pass that need no file (written as A1111 spells them in
+# infotexts); any other name is a model upscaler in studio/models/upscalers, checked by the service.
+HIRES_UPSCALERS: tuple[str, ...] = FIXED_UPSCALERS
 
 SamplerName = Annotated[
     str, Field(description="A1111 sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'.")
@@ -98,7 +100,9 @@ class GenerateConfig(StrictModel):
     hires_steps: int = Field(0, ge=0, le=500, description="Hires second-pass steps (0 = same as steps).")
     hires_strength: float = Field(0.5, ge=0, le=1, description="Hires second-pass denoising strength.")
     hires_upscaler: str = Field(
-        "Latent", description="'Latent' (upscale latents) or 'Lanczos' (upscale the image)."
+        "Latent",
+        description="A1111 upscaler name: a latent mode ('Latent', 'Latent (bicubic antialiased)', ...), "
+        "'None', 'Lanczos', 'Nearest', or a model in studio/models/upscalers ('R-ESRGAN 4x+', '4x-UltraSharp').",
     )
     controlnet: list[ControlUnit] = Field(
         default_factory=list,
@@ -126,10 +130,11 @@ class GenerateConfig(StrictModel):
     @field_validator("hires_upscaler")
     @classmethod
     def _known_upscaler(cls, value: str) -> str:
-        for name in HIRES_UPSCALERS:
-            if value.lower() == name.lower():
-                return name
-        raise ValueError("choose " + " or ".join(repr(name) for name in HIRES_UPSCALERS))
+        # a model upscaler's name is checked against the workspace by the service
+        name = fixed_upscaler(value) or value.strip()
+        if not name:
+            raise ValueError("choose an upscaler: " + ", ".join(HIRES_UPSCALERS) + " or a model upscaler's name")
+        return name
 
     @model_validator(mode="after")
     def _mask_needs_image(self) -> GenerateConfig:

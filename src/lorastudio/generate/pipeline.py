@@ -17,6 +17,7 @@ from PIL import Image
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.hires import run_hires_pass, wants_hires
 from lorastudio.generate.images import (
     fill_masked,
     mask_crop_region,
@@ -62,6 +63,7 @@ class SamplingPlan:
     mask: Image.Image | None = None
     extra: dict = field(default_factory=dict)
     subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (A1111)
+    hires_upscaler: Any = None  # the model upscaler a hires fix names, loaded by the service
 
 
 def resolve_seed(seed: int) -> int:
@@ -494,37 +496,8 @@ def _run_batch(
     latents = sampler.denoise(
         seeds, width, height, cfg.steps, strength, init_latents, latent_mask, masked_latents, full_mask
     )
-    if cfg.hires_scale > 1.0 and plan.init_image is None:
-        hires_w = int(width * cfg.hires_scale) // 8 * 8
-        hires_h = int(height * cfg.hires_scale) // 8 * 8
-        if cfg.hires_upscaler == "Latent":
-            upscaled = torch.nn.functional.interpolate(
-                latents,
-                size=(hires_h // model.vae_scale_factor, hires_w // model.vae_scale_factor),
-                mode="bilinear",
-            )
-        else:
-            images = tensor_to_pil(sampler.decode(latents))
-            sampler.raise_if_stopped()
-            pixels = torch.cat(
-                [
-                    pil_to_tensor(
-                        im.resize((hires_w, hires_h), Image.Resampling.LANCZOS), model.device, model.dtype
-                    )
-                    for im in images
-                ]
-            )
-            upscaled = sampler.encode_image(pixels)
-            sampler.raise_if_stopped()
-        latents = sampler.denoise(
-            seeds,
-            hires_w,
-            hires_h,
-            cfg.hires_steps or cfg.steps,
-            cfg.hires_strength,
-            upscaled,
-            first_pass_steps=cfg.steps,
-        )
+    if wants_hires(cfg, plan):
+        latents = run_hires_pass(sampler, cfg, plan, latents, seeds)
     sampler.raise_if_stopped()  # a cancel during the last step: do not start a long decode
     images = tensor_to_pil(sampler.decode(latents))
     if init_for_overlay is not None:
@@ -572,7 +545,7 @@ def generate_images(
     sampler = _Sampler(model, encoder, cfg, plan, progress, should_stop)
     sampler.preview, sampler.preview_every = preview, preview_every
     passes = cfg.steps if plan.init_image is None else max(1, int(cfg.steps * cfg.strength))
-    if cfg.hires_scale > 1.0 and plan.init_image is None:
+    if wants_hires(cfg, plan):
         passes += max(1, int((cfg.hires_steps or cfg.steps) * cfg.hires_strength))
     sampler.total_steps = passes * cfg.count
     results: list[GeneratedImage] = []

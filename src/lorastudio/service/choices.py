@@ -36,11 +36,16 @@ def schedule_names() -> list[str]:
     return list(SCHEDULE_TYPES)
 
 
-def hires_upscaler_names() -> list[str]:
-    """Upscalers the hires fix takes (GenerateConfig.hires_upscaler)."""
+def hires_upscaler_names(ws: Workspace | None = None) -> list[str]:
+    """Upscalers the hires fix takes (GenerateConfig.hires_upscaler): the latent modes and filters,
+    then the workspace's model upscalers (studio/models/upscalers) that read."""
     from lorastudio.generate.config import HIRES_UPSCALERS
 
-    return list(HIRES_UPSCALERS)
+    if ws is None:
+        return list(HIRES_UPSCALERS)
+    from lorastudio.service.upscalers import upscaler_names
+
+    return upscaler_names(ws)
 
 
 def model_names(ws: Workspace) -> list[str]:

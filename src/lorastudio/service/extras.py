@@ -1,14 +1,17 @@
 """Extras: upscale one finished image (A1111's Extras tab and `/sdapi/v1/extra-single-image`).
 
-One function for the API and the web UI. The upscalers are the resampling filters lorastudio
-has today; model upscalers (ESRGAN family) plug in here with issue 15. The result keeps the
-source's recipe and adds A1111's `Postprocess upscale by` / `Postprocess upscaler` keys, so an
-upscaled picture still says how it was made.
+One function for the API, the web UI and `lorastudio upscale`. The upscalers are the resampling
+filters (None, Lanczos, Nearest) and the model upscalers in studio/models/upscalers (ESRGAN
+family, `service.upscalers`); a second upscaler can be blended in (A1111's `upscaler_2` with its
+visibility), and a target size can be filled and centre-cropped (`upscaling_crop`). The result
+keeps the source's recipe and adds A1111's `Postprocess upscale by` / `Postprocess upscaler`
+keys, so an upscaled picture still says how it was made.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +22,11 @@ from lorastudio.service.workspace import Workspace
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["UPSCALERS", "upscale_image", "save_upscaled"]
+__all__ = ["UPSCALERS", "extras_upscaler_names", "upscale_files", "upscale_image", "upscaler_title", "save_upscaled"]
 
 # name -> Pillow resampling filter ("None", A1111's default name, resizes with Lanczos as before)
 UPSCALERS: dict[str, str] = {"None": "LANCZOS", "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
+_KINDS = ("resample", "model")
 
 
 def _target_size(image: PILImage.Image, scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -33,6 +37,60 @@ def _target_size(image: PILImage.Image, scale: float | None, size: tuple[int, in
     return round(image.width * scale), round(image.height * scale)
 
 
+def extras_upscaler_names(ws: Workspace | None) -> list[str]:
+    """What the Extras tab offers: the filters, then the model upscalers that read."""
+    if ws is None:
+        return list(UPSCALERS)
+    from lorastudio.service.upscalers import upscaler_names
+
+    return upscaler_names(ws, _KINDS)
+
+
+def _filled_size(image: PILImage.Image, size: tuple[int, int], crop: bool) -> tuple[int, int]:
+    """A1111's "resize to": scaled by the larger ratio (then cropped to `size` when `crop`)."""
+    ratio = max(size[0] / image.width, size[1] / image.height)
+    return max(round(image.width * ratio), size[0] if crop else 1), max(round(image.height * ratio), size[1] if crop else 1)
+
+
+def _center_crop(image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
+    left, top = (image.width - size[0]) // 2, (image.height - size[1]) // 2
+    return image.crop((left, top, left + size[0], top + size[1]))
+
+
+def _one_upscaler(
+    image: PILImage.Image,
+    size: tuple[int, int],
+    upscaler: str | None,
+    ws: Workspace | None,
+    device: str | None,
+    tile: int,
+    tile_overlap: int,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int, int], None] | None,
+    allow_paths: bool = False,
+) -> tuple[PILImage.Image, str]:
+    """`image` at `size` through one upscaler, and the upscaler's name as A1111 writes it."""
+    from PIL import Image
+
+    known = {name.lower(): name for name in UPSCALERS}
+    name = known.get((upscaler or "None").strip().lower())
+    if name is not None:
+        return image.convert("RGB").resize(size, getattr(Image.Resampling, UPSCALERS[name])), name
+    if ws is None:
+        raise LorastudioError(f"upscaler {upscaler!r}: not available; use one of {', '.join(UPSCALERS)}.")
+    from lorastudio.service.upscalers import find_upscaler, load_upscaler
+
+    row = find_upscaler(ws, str(upscaler), _KINDS, allow_paths)
+    model = load_upscaler(row["model_path"], device or _device())
+    return model.upscale_to(image, size, tile, tile_overlap, should_stop, progress), row["name"]
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def upscale_image(
     image: PILImage.Image,
     limits: RequestLimits,
@@ -40,31 +98,100 @@ def upscale_image(
     scale: float | None = 2.0,
     size: tuple[int, int] | None = None,
     upscaler: str | None = "Lanczos",
+    workspace: Workspace | None = None,
+    crop: bool = False,
+    upscaler_2: str | None = None,
+    upscaler_2_visibility: float = 0.0,
+    tile: int = 192,
+    tile_overlap: int = 8,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    allow_paths: bool = False,
 ) -> PILImage.Image:
-    """`image` resized by `scale` (or to `size`) with `upscaler`, within `--max-output-pixels`."""
+    """`image` resized by `scale` (or to `size`) with `upscaler`, within `--max-output-pixels`.
+
+    Model upscalers need the `workspace` (their files); `crop` fills `size` keeping the aspect and
+    centre-crops (A1111's `upscaling_crop`); `upscaler_2` is blended in at its visibility.
+    """
     from PIL import Image
 
     width, height = _target_size(image, scale, size)
     if min(width, height) < 1:
         raise InvalidRequest(f"upscaling_resize: target size {width}x{height} is out of range.")
-    check_output_pixels(limits, width, height, f"upscaled size {width}x{height}")
-    known = {name.lower(): name for name in UPSCALERS}
-    name = known.get((upscaler or "None").lower())
-    if name is None:
-        raise LorastudioError(f"upscaler {upscaler!r}: not available; use one of {', '.join(UPSCALERS)}.")
-    return image.convert("RGB").resize((width, height), getattr(Image.Resampling, UPSCALERS[name]))
+    fill = _filled_size(image, (width, height), crop) if size is not None and crop else (width, height)
+    check_output_pixels(limits, fill[0], fill[1], f"upscaled size {fill[0]}x{fill[1]}")
+    if not 0 <= upscaler_2_visibility <= 1:
+        raise InvalidRequest(f"extras_upscaler_2_visibility: {upscaler_2_visibility} is out of range; use 0 to 1.")
+    device = getattr(limits, "device", None)  # a server's StudioSettings carries its --device
+    run = (workspace, device, tile, tile_overlap, should_stop, progress, allow_paths)
+    out, _ = _one_upscaler(image, fill, upscaler, *run)
+    if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
+        second, _ = _one_upscaler(image, fill, upscaler_2, *run)
+        out = Image.blend(out, second, upscaler_2_visibility)
+    return _center_crop(out, (width, height)) if out.size != (width, height) else out
+
+
+def upscaler_title(ws: Workspace, name: str | None, allow_paths: bool = False) -> str:
+    """How the postprocess keys name an Extras upscaler: a filter's spelling or a model's A1111 title."""
+    known = {key.lower(): key for key in UPSCALERS}
+    if (name or "None").strip().lower() in known:
+        return known[(name or "None").strip().lower()]
+    from lorastudio.service.upscalers import find_upscaler
+
+    return find_upscaler(ws, str(name), _KINDS, allow_paths)["name"]
+
+
+def upscale_files(
+    ws: Workspace,
+    sources: list[Path],
+    limits: RequestLimits,
+    upscaler: str,
+    scale: float,
+    out_dir: Path | None = None,
+    tile: int = 192,
+    tile_overlap: int = 8,
+    progress_for: Callable[[Path], Callable[[int, int], None] | None] | None = None,
+) -> list[Path]:
+    """`lorastudio upscale`: each picture upscaled and saved with its recipe plus the postprocess keys.
+
+    The upscaler may be a path to a model file (the CLI's local files); `progress_for(source)`
+    gives each picture's tile callback.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    title = upscaler_title(ws, upscaler, allow_paths=True)
+    saved = []
+    for source in sources:
+        try:
+            with Image.open(source) as image:
+                image.load()
+                picture = image.convert("RGB")
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+            raise LorastudioError(f"{source}: not a readable image ({type(exc).__name__}); use a PNG or JPEG.") from None
+        progress = progress_for(source) if progress_for else None
+        out = upscale_image(
+            picture, limits, scale=scale, upscaler=upscaler, workspace=ws,
+            tile=tile, tile_overlap=tile_overlap, progress=progress, allow_paths=True,
+        )  # fmt: skip
+        saved.append(save_upscaled(ws, source, out, scale, title, out_dir))
+    return saved
 
 
 def save_upscaled(
-    ws: Workspace, source: str | Path, upscaled: PILImage.Image, scale: float, upscaler: str
+    ws: Workspace,
+    source: str | Path,
+    upscaled: PILImage.Image,
+    scale: float,
+    upscaler: str,
+    folder: Path | None = None,
 ) -> Path:
-    """Store an upscaled picture in `outputs/<date>/` with the source's recipe plus the postprocess keys."""
+    """Store an upscaled picture in `folder` (default `outputs/<date>/`) with the source's recipe plus the postprocess keys."""
     from lorastudio.generate.image_metadata import read_infotext, save_png
 
     recipe = read_infotext(source) or ""
     keys = f"Postprocess upscale by: {scale:g}, Postprocess upscaler: {upscaler}"
     text = f"{recipe.rstrip()}, {keys}" if recipe else keys  # on the parameters line, as A1111 writes it
-    folder = ws.outputs / dt.date.today().isoformat()
+    folder = Path(folder) if folder is not None else ws.outputs / dt.date.today().isoformat()
     stem = Path(source).stem
     target = folder / f"{stem}-upscaled-{scale:g}x.png"
     index = 1

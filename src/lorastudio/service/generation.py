@@ -137,8 +137,10 @@ def run_generation(
     from lorastudio.generate.infotext import format_infotext, save_png
     from lorastudio.generate.pipeline import build_plan, generate_images, open_request_images
     from lorastudio.generate.prompt_parser import extract_extra_networks
+    from lorastudio.service.upscalers import check_hires_upscaler, hires_model_upscaler
 
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
+    check_hires_upscaler(ws, cfg, allow_paths=not names.strict)  # an unknown upscaler too
     cache = cache or ModelCache(ws, names=names)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
@@ -180,6 +182,7 @@ def run_generation(
         ti_hashes.append((name, lora_short_hash(path)))
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
+    plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     with applied_loras(model.components, loras):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)

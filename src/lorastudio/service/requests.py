@@ -14,6 +14,7 @@ from lorastudio.errors import InvalidRequest, LorastudioError
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.names import NamePolicy, find_aux_model, find_dataset, find_lora, find_model, find_vae
 from lorastudio.service.uploads import upload_path
+from lorastudio.service.upscalers import check_hires_upscaler
 from lorastudio.service.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class RequestResolver:
         if cfg.vae:
             find_vae(self.workspace, cfg.vae, self.names)
         self.check_lora_tags(cfg.prompt, cfg.negative_prompt)
+        hires = check_hires_upscaler(self.workspace, cfg)  # a model upscaler in studio/models/upscalers
+        if hires is not None:
+            updates["hires_upscaler"] = hires["name"]  # its A1111 title, as the infotext writes it
         for key in ("init_image", "mask"):
             value = getattr(cfg, key)
             if value:

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
+from lorastudio.generate.config import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.ui.context import UiContext, error_markup
 from lorastudio.ui.forms import field_control
 

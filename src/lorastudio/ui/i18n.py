@@ -336,6 +336,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "control.no_image": ("Upload a control image first.", "请先上传控制图。"),
     "control.no_model": ("ControlNet unit {number}: choose a ControlNet model (or disable the unit).",
                          "ControlNet 单元 {number}：请选择 ControlNet 模型（或停用该单元）。"),
+    # upscalers (issue 15)
+    "extras.upscaler_2": ("Upscaler 2", "放大算法 2"),
+    "extras.upscaler_2_visibility": ("Upscaler 2 visibility", "放大算法 2 强度"),
 }
 
 Translator = Callable[..., str]

@@ -15,14 +15,18 @@ LABEL = "tab.extras"
 
 
 def build(ctx: UiContext) -> None:
-    from lorastudio.service.extras import UPSCALERS
+    from lorastudio.service.extras import extras_upscaler_names
 
     t = ctx.t
+    names = extras_upscaler_names(ctx.studio.workspace)  # filters, then studio/models/upscalers
     with gr.Row():
         with gr.Column():
             source = gr.Image(type="filepath", label=t("extras.source"), elem_id="extras-source", height=320)
-            upscaler = gr.Dropdown(list(UPSCALERS), value="Lanczos", label=t("extras.upscaler"))
+            upscaler = gr.Dropdown(names, value="Lanczos", label=t("extras.upscaler"), elem_id="extras-upscaler")
             scale = gr.Slider(1, 8, value=2, step=0.25, label=t("extras.scale"), elem_id="extras-scale")
+            with gr.Row():
+                upscaler_2 = gr.Dropdown(names, value="None", label=t("extras.upscaler_2"), elem_id="extras-upscaler-2")
+                visibility = gr.Slider(0, 1, value=0, step=0.05, label=t("extras.upscaler_2_visibility"))
             run = gr.Button(t("extras.run"), variant="primary", elem_id="extras-run")
         with gr.Column():
             result = gr.Image(type="filepath", label=t("extras.result"), elem_id="extras-result", height=320)
@@ -35,7 +39,7 @@ def build(ctx: UiContext) -> None:
 
     ctx.shared["generate.send_extras"].click(sent_from_generate, ctx.shared["generate.images"], [source, ctx.tabs])
 
-    def upscale(path: str | None, name: str, factor: float) -> tuple:
+    def upscale(path: str | None, name: str, factor: float, name_2: str, visibility_2: float) -> tuple:
         from PIL import Image
 
         from lorastudio.service.extras import save_upscaled, upscale_image
@@ -45,10 +49,18 @@ def build(ctx: UiContext) -> None:
             return gr.update(), gr.update(), t("extras.source")
         try:
             with Image.open(path) as image:
-                out = upscale_image(image, ctx.studio.settings, scale=float(factor), upscaler=name)
+                out = upscale_image(
+                    image,
+                    ctx.studio.settings,
+                    scale=float(factor),
+                    upscaler=name,
+                    workspace=ctx.studio.workspace,
+                    upscaler_2=name_2,
+                    upscaler_2_visibility=float(visibility_2),
+                )
             saved = save_upscaled(ctx.studio.workspace, path, out, float(factor), name)
         except Exception as exc:
             return gr.update(), gr.update(), error_markup(ctx, exc)
         return str(saved), png_info(saved)["info"], t("extras.done", width=out.width, height=out.height)
 
-    run.click(upscale, [source, upscaler, scale], [result, info, message])
+    run.click(upscale, [source, upscaler, scale, upscaler_2, visibility], [result, info, message])

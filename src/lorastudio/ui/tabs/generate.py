@@ -120,7 +120,7 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "hires_strength", t("generate.hires_strength"), slider=True, step=0.01
                 )
                 f["hires_upscaler"] = gr.Dropdown(
-                    hires_upscaler_names(), value="Latent", label=t("generate.hires_upscaler")
+                    hires_upscaler_names(ctx.studio.workspace), value="Latent", label=t("generate.hires_upscaler")
                 )
             with gr.Accordion(t("generate.img2img"), open=False, elem_id="img2img") as img2img:
                 f["init_image"] = gr.Image(
@@ -246,6 +246,9 @@ def build(ctx: UiContext) -> None:
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
     refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
     refresh.click(lambda: _control_choices(ctx, len(control.units)), None, control.pickers())
+    ctx.on_load.append(
+        {"fn": lambda: _control_choices(ctx, len(control.units)), "inputs": None, "outputs": control.pickers()}
+    )
     # A page (re)load shows the saved defaults and today's library, not those of the server's start.
     defaults = ["sampler", "steps", "cfg_scale", "width", "height", "negative_prompt"]
     ctx.on_load.append(

@@ -1,0 +1,91 @@
+"""The hires fix's upscale step: between the first pass and the second, at the larger size.
+
+A latent mode (`Latent`, `Latent (bicubic antialiased)`, ...) interpolates the latents with
+A1111's mode and antialias; every other upscaler works on the decoded images, which are then
+encoded again: `None` and `Lanczos` resize with Lanczos, `Nearest` with nearest neighbour, and a
+model upscaler (loaded by the service into `plan.hires_upscaler`) runs at its native scale until
+the image is large enough, then Lanczos brings it to the target (as A1111 does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.images import pil_to_tensor, tensor_to_pil
+from lorastudio.generate.upscalers.names import LATENT_UPSCALE_MODES, RESAMPLE_UPSCALERS
+
+__all__ = ["hires_size", "run_hires_pass", "wants_hires"]
+
+
+def wants_hires(cfg: GenerateConfig, plan) -> bool:
+    """txt2img with an upscale factor above 1 (img2img never has a hires pass)."""
+    return cfg.hires_scale > 1.0 and plan.init_image is None
+
+
+def hires_size(cfg: GenerateConfig, width: int, height: int) -> tuple[int, int]:
+    """The second pass's size: the first pass's times the factor, down to a multiple of 8."""
+    return int(width * cfg.hires_scale) // 8 * 8, int(height * cfg.hires_scale) // 8 * 8
+
+
+def _upscale_latents(latents, name: str, size: tuple[int, int], factor: int):
+    import torch
+
+    mode, antialias = LATENT_UPSCALE_MODES[name]
+    width, height = size
+    return torch.nn.functional.interpolate(
+        latents, size=(height // factor, width // factor), mode=mode, antialias=antialias
+    )
+
+
+def _upscale_image(sampler, cfg: GenerateConfig, plan, image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    name = cfg.hires_upscaler
+    if name in RESAMPLE_UPSCALERS:
+        return image.resize(size, getattr(Image.Resampling, RESAMPLE_UPSCALERS[name]))
+    upscaler: Any = getattr(plan, "hires_upscaler", None)
+    if upscaler is None:
+        raise LorastudioError(
+            f"hires upscaler {name!r}: a model upscaler is loaded by the service from studio/models/upscalers; "
+            "generate through lorastudio generate or the API."
+        )
+
+    def stop() -> bool:
+        sampler.raise_if_stopped()  # cancel and skip between tiles, as between sampling steps
+        return False
+
+    return upscaler.upscale_to(image, size, should_stop=stop)
+
+
+def _upscale_pixels(sampler, cfg: GenerateConfig, plan, latents, size: tuple[int, int]):
+    import torch
+
+    model = sampler.model
+    images = tensor_to_pil(sampler.decode(latents))
+    sampler.raise_if_stopped()
+    pixels = torch.cat(
+        [pil_to_tensor(_upscale_image(sampler, cfg, plan, im, size), model.device, model.dtype) for im in images]
+    )
+    upscaled = sampler.encode_image(pixels)
+    sampler.raise_if_stopped()
+    return upscaled
+
+
+def run_hires_pass(sampler, cfg: GenerateConfig, plan, latents, seeds: list[int]):
+    """The first pass's `latents` upscaled with `cfg.hires_upscaler` and denoised again at the larger size."""
+    size = hires_size(cfg, plan.width, plan.height)
+    if cfg.hires_upscaler in LATENT_UPSCALE_MODES:
+        upscaled = _upscale_latents(latents, cfg.hires_upscaler, size, sampler.model.vae_scale_factor)
+    else:
+        upscaled = _upscale_pixels(sampler, cfg, plan, latents, size)
+    return sampler.denoise(
+        seeds,
+        size[0],
+        size[1],
+        cfg.hires_steps or cfg.steps,
+        cfg.hires_strength,
+        upscaled,
+        first_pass_steps=cfg.steps,
+    )

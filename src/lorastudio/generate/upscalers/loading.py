@@ -1,0 +1,250 @@
+"""Read an upscaler weight file, tell which network it is, and build that network.
+
+Pickles (`.pth`, `.pt`, `.ckpt`) load only through torch's weights-only unpickler; `.safetensors`
+as they are. Real-ESRGAN's training files keep the weights under `params_ema` (or `params`).
+Files that are something else (a LoRA, a checkpoint, a ControlNet, an unknown network) are
+refused in one line naming the file and what is supported; `spandrel`, when installed, is asked
+about networks this module does not know (SwinIR, HAT, DAT, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError, UnsafeFileError
+
+__all__ = [
+    "SUPPORTED",
+    "UpscalerSpec",
+    "build_network",
+    "read_upscaler_state_dict",
+    "sniff_upscaler",
+]
+
+SUPPORTED = (
+    "supported: ESRGAN/Real-ESRGAN RRDBNet files (new or old key layout) and SRVGGNetCompact "
+    "(realesr-general, realesr-animevideov3); `pip install --no-deps spandrel` (needs torchvision) adds SwinIR/HAT/DAT"
+)
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
+WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model", "net")
+
+# Key prefixes of files that are not upscalers, and what to call them.
+_OTHER_KINDS: tuple[tuple[str, str], ...] = (
+    ("lora_unet_", "a LoRA"),
+    ("lora_te", "a LoRA"),
+    ("model.diffusion_model.", "a Stable Diffusion checkpoint"),
+    ("conditioner.embedders.", "a Stable Diffusion checkpoint"),
+    ("first_stage_model.", "a Stable Diffusion checkpoint"),
+    ("control_model.", "a ControlNet"),
+    ("input_hint_block.", "a ControlNet"),
+    ("controlnet_cond_embedding.", "a ControlNet"),
+    ("decoder.up.", "a VAE"),
+    ("encoder.down.", "a VAE"),
+    ("string_to_param", "a textual-inversion embedding"),
+    ("emb_params", "a textual-inversion embedding"),
+)
+
+
+@dataclass(frozen=True)
+class UpscalerSpec:
+    """What a state dict is: the network, its constructor arguments and its scale."""
+
+    arch: str  # "RRDBNet" | "SRVGGNetCompact" | "spandrel"
+    scale: float
+    kwargs: dict[str, Any]
+    layout: str = ""  # "real-esrgan", "esrgan-old", "esrgan-mmsr", "compact"
+
+
+def _refuse(path: Path, what: str) -> LorastudioError:
+    return LorastudioError(f"{path.name}: {what}, not an upscaler; {SUPPORTED}.")
+
+
+def read_upscaler_state_dict(path: str | Path) -> dict[str, Any]:
+    """The tensors of an upscaler file (unwrapped from `params_ema`/`params`, `module.` stripped)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from lorastudio.models.checkpoint import read_safetensors_private
+
+        data: Any = read_safetensors_private(path)[0]
+    elif suffix in PICKLE_SUFFIXES:
+        data = _load_pickle(path)
+    else:
+        raise LorastudioError(f"{path.name}: unknown file type {suffix!r}; upscalers are .pth, .pt, .ckpt or .safetensors.")
+    for key in WRAPPER_KEYS:
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict):
+        raise _refuse(path, "holds no state dict")
+    tensors = {str(k): v for k, v in data.items() if hasattr(v, "shape")}
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    if not tensors:
+        raise _refuse(path, "holds no tensors")
+    return tensors
+
+
+def _load_pickle(path: Path) -> Any:
+    import pickle
+
+    import torch
+
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # neither torch's zip nor a raw pickle
+        raise LorastudioError(f"{path.name}: cannot be read as an upscaler (not a torch file); the file may be corrupt.")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        reason = f" ({found.group(1)})" if found else ""
+        raise UnsafeFileError(
+            f"{path.name}: refused, it needs unsafe unpickling{reason}; use a .safetensors copy of this upscaler."
+        ) from None
+    except Exception as exc:
+        raise LorastudioError(
+            f"{path.name}: cannot be read as an upscaler ({type(exc).__name__}); the file may be corrupt."
+        ) from None
+
+
+def sniff_upscaler(state: dict[str, Any], path: str | Path) -> UpscalerSpec:
+    """Which network `state` holds, or a one-line refusal naming the file and what is supported."""
+    path = Path(path)
+    for prefix, kind in _OTHER_KINDS:
+        if any(key.startswith(prefix) or f".{prefix}" in key for key in state):
+            raise _refuse(path, f"looks like {kind}")
+    if any(".lora_down." in key or ".lora_A." in key or key.endswith(".alpha") for key in state):
+        raise _refuse(path, "looks like a LoRA")
+    if "conv_first.weight" in state and any(key.startswith("body.") for key in state):
+        return _rrdbnet_spec(state, path, "real-esrgan")
+    if "model.0.weight" in state and any(key.startswith("model.1.sub.") for key in state):
+        return _rrdbnet_spec(_from_old_layout(state, path), path, "esrgan-old")
+    if "conv_first.weight" in state and any(key.startswith("RRDB_trunk.") for key in state):
+        return _rrdbnet_spec(_from_mmsr_layout(state), path, "esrgan-mmsr")
+    if "body.0.weight" in state and "body.1.weight" in state and state["body.1.weight"].ndim == 1:
+        return _compact_spec(state, path)
+    spec = _spandrel_spec(state)
+    if spec is not None:
+        return spec
+    raise _refuse(path, "is a network this build does not know")
+
+
+# -- RRDBNet --------------------------------------------------------------------------------------
+
+
+def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpec:
+    first, last = state["conv_first.weight"], state.get("conv_last.weight")
+    if last is None or first.ndim != 4:
+        raise _refuse(path, "is an RRDBNet without conv_last")
+    out_ch, in_folded = int(last.shape[0]), int(first.shape[1])
+    unshuffle = round((in_folded / out_ch) ** 0.5)
+    if unshuffle < 1 or out_ch * unshuffle * unshuffle != in_folded:
+        raise _refuse(path, f"is an RRDBNet with {in_folded} input channels for {out_ch} output ones")
+    blocks = {int(m.group(1)) for key in state if (m := re.match(r"body\.(\d+)\.", key))}
+    upsamples = sum(1 for key in state if re.fullmatch(r"conv_up\d+\.weight", key))
+    kwargs = {
+        "num_in_ch": out_ch,
+        "num_out_ch": out_ch,
+        "num_feat": int(first.shape[0]),
+        "num_block": max(blocks) + 1 if blocks else 0,
+        "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0]) if blocks else 32,
+        "num_upsamples": upsamples,
+        "unshuffle": unshuffle,
+    }
+    return UpscalerSpec("RRDBNet", 2**upsamples / unshuffle, kwargs, layout)
+
+
+def _from_old_layout(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Old ESRGAN keys (`model.0`, `model.1.sub.N.RDB1.conv1.0`, `model.3/6/8/10`) -> RRDBNet's."""
+    converted: dict[str, Any] = {}
+    tail: dict[int, dict[str, Any]] = {}
+    blocks = {int(m.group(1)) for key in state if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", key))}
+    trunk = max(blocks) + 1 if blocks else 0
+    for key, value in state.items():
+        if m := re.fullmatch(r"model\.0\.(weight|bias)", key):
+            converted[f"conv_first.{m.group(1)}"] = value
+        elif m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key):
+            converted[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = value
+        elif m := re.fullmatch(rf"model\.1\.sub\.{trunk}\.(weight|bias)", key):
+            converted[f"conv_body.{m.group(1)}"] = value
+        elif m := re.fullmatch(r"model\.(\d+)\.(weight|bias)", key):
+            tail.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        else:
+            raise _refuse(path, f"is an ESRGAN variant with key {key!r}")
+    if len(tail) < 2:
+        raise _refuse(path, "is an old-layout ESRGAN without its output convs")
+    *ups, hr, last = sorted(tail)
+    names = [f"conv_up{i}" for i in range(1, len(ups) + 1)] + ["conv_hr", "conv_last"]
+    for name, index in zip(names, [*ups, hr, last], strict=True):
+        for kind, value in tail[index].items():
+            converted[f"{name}.{kind}"] = value
+    return converted
+
+
+_MMSR_NAMES = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "upconv3": "conv_up3", "HRconv": "conv_hr"}
+
+
+def _from_mmsr_layout(state: dict[str, Any]) -> dict[str, Any]:
+    """ESRGAN's second layout (`RRDB_trunk.N.RDB1.conv1`, `trunk_conv`, `upconv1`, `HRconv`) -> RRDBNet's."""
+    converted = {}
+    for key, value in state.items():
+        if m := re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB(\d)\.(conv\d\.(?:weight|bias))", key):
+            key = f"body.{m.group(1)}.rdb{m.group(2)}.{m.group(3)}"
+        else:
+            head, _, kind = key.partition(".")
+            key = f"{_MMSR_NAMES.get(head, head)}.{kind}"
+        converted[key] = value
+    return converted
+
+
+# -- SRVGGNetCompact ------------------------------------------------------------------------------
+
+
+def _compact_spec(state: dict[str, Any], path: Path) -> UpscalerSpec:
+    convs = sorted(int(m.group(1)) for key in state if (m := re.fullmatch(r"body\.(\d+)\.weight", key)) and state[key].ndim == 4)
+    first, last = state["body.0.weight"], state[f"body.{convs[-1]}.weight"]
+    in_ch = int(first.shape[1])
+    scale = round((int(last.shape[0]) / in_ch) ** 0.5)
+    if scale < 1 or in_ch * scale * scale != int(last.shape[0]):
+        raise _refuse(path, f"is a compact network with {int(last.shape[0])} output channels")
+    kwargs = {"num_in_ch": in_ch, "num_out_ch": in_ch, "num_feat": int(first.shape[0]), "num_conv": len(convs) - 2, "upscale": scale}
+    return UpscalerSpec("SRVGGNetCompact", float(scale), kwargs, "compact")
+
+
+# -- spandrel (optional) --------------------------------------------------------------------------
+
+
+def _spandrel_spec(state: dict[str, Any]) -> UpscalerSpec | None:
+    """Ask `spandrel` (installed with `--no-deps`; it imports only beside torchvision)."""
+    try:
+        import spandrel
+    except Exception:  # not installed, or torchvision missing: the refusal names the extra
+        return None
+    try:
+        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception:
+        return None
+    return UpscalerSpec("spandrel", float(descriptor.scale), {"descriptor": descriptor}, type(descriptor.architecture).__name__)
+
+
+def build_network(spec: UpscalerSpec, state: dict[str, Any], path: str | Path):
+    """The network of `spec` with the weights of `state` (converted keys), in eval mode."""
+    from lorastudio.generate.upscalers.networks import RRDBNet, SRVGGNetCompact
+
+    if spec.arch == "spandrel":
+        return spec.kwargs["descriptor"].model.eval()
+    if spec.layout == "esrgan-old":
+        state = _from_old_layout(state, Path(path))
+    elif spec.layout == "esrgan-mmsr":
+        state = _from_mmsr_layout(state)
+    network = (RRDBNet if spec.arch == "RRDBNet" else SRVGGNetCompact)(**spec.kwargs)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # torch's first line only says "Error(s) in loading state_dict"
+        reason = " ".join(str(exc).split("\n", 1)[-1].split())[:200]
+        raise LorastudioError(f"{Path(path).name}: {spec.arch} weights do not fit ({reason}); {SUPPORTED}.") from None
+    return network.eval()

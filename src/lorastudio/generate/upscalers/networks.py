@@ -1,0 +1,121 @@
+"""The ESRGAN family's networks, with the parameter names of the released weight files.
+
+RRDBNet follows Real-ESRGAN / basicsr (`conv_first`, `body.N.rdb1..3.conv1..5`, `conv_body`,
+`conv_up1..`, `conv_hr`, `conv_last`): 2x and 1x models fold the input into 12 or 48 channels
+with a pixel unshuffle first; old-layout ESRGAN files (2x, 4x, 8x) are converted to these names
+by `loading`. SRVGGNetCompact follows Real-ESRGAN's compact model (`body.N`: convs and PReLUs,
+the last conv gives 3 * scale^2 channels, pixel-shuffled and added to a nearest upscale).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["RRDBNet", "SRVGGNetCompact"]
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five 3x3 convs, each seeing every earlier output; the result is scaled by 0.2 and added."""
+
+    def __init__(self, num_feat: int, num_grow_ch: int) -> None:
+        super().__init__()
+        for i in range(1, 5):
+            setattr(self, f"conv{i}", nn.Conv2d(num_feat + (i - 1) * num_grow_ch, num_grow_ch, 3, 1, 1))
+        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for i in range(1, 5):
+            conv = getattr(self, f"conv{i}")
+            features.append(F.leaky_relu(conv(torch.cat(features, 1)), 0.2))
+        return self.conv5(torch.cat(features, 1)) * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Three dense blocks in a residual (scaled by 0.2)."""
+
+    def __init__(self, num_feat: int, num_grow_ch: int) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN's generator: `num_upsamples` nearest 2x steps, after an optional pixel unshuffle.
+
+    Scale = 2 ** num_upsamples / unshuffle: Real-ESRGAN x4plus is (2, 1), x2plus (2, 2), a 1x
+    model (2, 4); old-layout 2x and 8x ESRGAN files have 1 and 3 upsamples.
+    """
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_block: int = 23,
+        num_grow_ch: int = 32,
+        num_upsamples: int = 2,
+        unshuffle: int = 1,
+    ) -> None:
+        super().__init__()
+        self.unshuffle = unshuffle
+        self.num_upsamples = num_upsamples
+        self.conv_first = nn.Conv2d(num_in_ch * unshuffle * unshuffle, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        for i in range(1, num_upsamples + 1):
+            setattr(self, f"conv_up{i}", nn.Conv2d(num_feat, num_feat, 3, 1, 1))
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    @property
+    def scale(self) -> float:
+        return 2**self.num_upsamples / self.unshuffle
+
+    @property
+    def size_multiple(self) -> int:
+        """Inputs must be a multiple of this (the unshuffle): `tiling` pads them."""
+        return self.unshuffle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
+        feat = self.conv_first(feat)
+        feat = feat + self.conv_body(self.body(feat))
+        for i in range(1, self.num_upsamples + 1):
+            conv = getattr(self, f"conv_up{i}")
+            feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+
+class SRVGGNetCompact(nn.Module):
+    """Real-ESRGAN's compact model: a plain conv + PReLU stack, pixel shuffle, plus a nearest upscale."""
+
+    def __init__(
+        self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_conv: int = 16, upscale: int = 4
+    ) -> None:
+        super().__init__()
+        self.upscale = upscale
+        layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
+        for _ in range(num_conv):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
+        layers.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
+        self.body = nn.ModuleList(layers)
+
+    @property
+    def scale(self) -> float:
+        return float(self.upscale)
+
+    size_multiple = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        out = F.pixel_shuffle(out, self.upscale)
+        return out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
