@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.annotators.networks import DEPTH_FOLDERS, depth_folder
 from lorastudio.generate.annotators.registry import (
     RESOLUTION_SLIDER,
     annotator_context,
@@ -123,6 +124,9 @@ def module_row(annotator: Annotator, weights_dir: Path | None) -> dict[str, Any]
             mediapipe_python()
         except LorastudioError as error:
             needs = str(error)
+    if annotator.name in DEPTH_FOLDERS and depth_folder(annotator.name, weights_dir) is None:
+        folders = DEPTH_FOLDERS[annotator.name]
+        needs = f"the transformers folder {folders[0]} (or {', '.join(folders[1:])}) in studio/models/annotators"
     sliders = [_slider(RESOLUTION_SLIDER) if annotator.uses_resolution else None]
     sliders += [_slider(annotator.threshold_a), _slider(annotator.threshold_b)]
     while sliders and sliders[-1] is None:
