@@ -4,10 +4,10 @@ unit that steers a generation (written to the infotext), and a unit the form can
 from __future__ import annotations
 
 import pytest
-from controlnet_files import diffusers_to_original, make_controlnet
 from PIL import Image, ImageDraw
 
 from browser import logged_in_page
+from controlnet_files import diffusers_to_original, make_controlnet
 
 pytestmark = pytest.mark.slow
 
