@@ -44,7 +44,7 @@ __all__ = [
     "resolution_slider",
 ]
 
-LIST_CONTROLNETS = "GET /controlnet/model_list (or `lorastudio controlnet list`)"
+LIST_CONTROLNETS = "GET /controlnet/model_list (or `lorastudio control list`)"
 _TITLE = re.compile(r"^(?P<name>.+?) \[(?P<hash>[0-9a-fA-F]{8,10})\]$")
 
 
