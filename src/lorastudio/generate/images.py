@@ -7,6 +7,7 @@ from typing import Any
 from PIL import Image, ImageFilter, ImageOps
 
 __all__ = [
+    "open_image_file",
     "open_request_image",
     "RequestImageError",
     "MAX_REQUEST_IMAGE_PIXELS",
@@ -87,6 +88,32 @@ def open_request_image(
         ) from None
     stream.close()
     return image, fmt
+
+
+def open_image_file(path: str, what: str, *, grey: bool = False, where: str | None = None) -> Image.Image:
+    """A request's image file (init image, mask, a ControlNet unit's image), EXIF-rotated, as RGB or grey.
+
+    A missing or unreadable file is one line naming it; `where` names the request part (a unit).
+    """
+    from pathlib import Path
+
+    from PIL import UnidentifiedImageError
+
+    from lorastudio.errors import LorastudioError
+
+    def head(shown: object) -> str:
+        return f"{where}: {what} {shown}" if where else f"{path}: {what}"
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img).convert("L" if grey else "RGB")
+    except FileNotFoundError:
+        raise LorastudioError(f"{head(path)} not found; check the path.") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise LorastudioError(
+            f"{head(Path(path).name)} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
+        ) from None
 
 
 def pil_to_tensor(image: Image.Image, device: str, dtype) -> Any:

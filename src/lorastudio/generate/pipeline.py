@@ -378,25 +378,12 @@ def _check_size(cfg: GenerateConfig, model) -> tuple[int, int]:
     return width, height
 
 
-def _open_image(path: str, what: str) -> Image.Image:
-    from PIL import ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return ImageOps.exif_transpose(img).convert("RGB") if what == "init image" else img.convert("L")
-    except FileNotFoundError:
-        raise LorastudioError(f"{path}: {what} not found; check the path.") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LorastudioError(
-            f"{path}: {what} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
-        ) from None
-
-
 def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.Image | None]:
     """The request's init image and mask, or a one-line error naming the bad file."""
-    init = _open_image(cfg.init_image, "init image") if cfg.init_image else None
-    mask = _open_image(cfg.mask, "mask") if cfg.mask else None
+    from lorastudio.generate.images import open_image_file
+
+    init = open_image_file(cfg.init_image, "init image") if cfg.init_image else None
+    mask = open_image_file(cfg.mask, "mask", grey=True) if cfg.mask else None
     return init, mask
 
 

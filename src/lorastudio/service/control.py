@@ -15,6 +15,7 @@ from PIL import Image
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.control_units import ControlUnit
+from lorastudio.generate.images import open_image_file
 from lorastudio.service.names import STRICT, NamePolicy
 from lorastudio.service.workspace import Workspace
 
@@ -74,22 +75,6 @@ def parse_control_option(text: str) -> dict[str, Any]:
 # -- images -------------------------------------------------------------------------------------
 
 
-def _open(path: str, what: str, label: str) -> Image.Image:
-    from PIL import ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB") if what == "image" else img.convert("L")
-    except FileNotFoundError:
-        raise LorastudioError(f"{label}: {what} {path} not found; check the path.") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LorastudioError(
-            f"{label}: {what} {Path(path).name} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
-        ) from None
-
-
 def _unit_images(cfg: GenerateConfig, index: int, unit: ControlUnit) -> tuple[Image.Image, Image.Image | None]:
     """The unit's image (its own, else the init image) and mask, checked."""
     label = _label(index)
@@ -98,8 +83,8 @@ def _unit_images(cfg: GenerateConfig, index: int, unit: ControlUnit) -> tuple[Im
         raise LorastudioError(
             f"{label}: has no image; give the unit an image (only img2img falls back on the init image)."
         )
-    image = _open(source, "image", label)
-    mask = _open(unit.mask, "mask", label) if unit.mask else None
+    image = open_image_file(source, "image", where=label)
+    mask = open_image_file(unit.mask, "mask", grey=True, where=label) if unit.mask else None
     if mask is not None and mask.size != image.size:
         raise LorastudioError(
             f"{label}: mask is {mask.size[0]}x{mask.size[1]}, its image {image.size[0]}x{image.size[1]}; "
@@ -120,19 +105,10 @@ def _controlnet_path(ws: Workspace, unit: ControlUnit, index: int, names: NamePo
 
 
 def check_module(unit: ControlUnit, index: int) -> None:
-    if unit.module == "none":
-        return
-    try:
-        from lorastudio.generate.annotators.registry import find_annotator
-    except ImportError:
-        raise LorastudioError(
-            f"{_label(index)}: preprocessor {unit.module!r} is not available in this build; "
-            "use module=none with a ready control map."
-        ) from None
-    try:
-        find_annotator(unit.module)
-    except LorastudioError as exc:
-        raise type(exc)(f"{_label(index)}: {exc}") from None
+    """The unit's preprocessor exists (the one check the API's units and the CLI's share)."""
+    from lorastudio.service.controlnets import check_module as known_module
+
+    known_module(unit.module, f"{_label(index)}: module")
 
 
 def check_units(ws: Workspace, cfg: GenerateConfig, names: NamePolicy = STRICT) -> list[Path]:

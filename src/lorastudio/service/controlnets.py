@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lorastudio.errors import InvalidRequest, NotFoundError
+from lorastudio.errors import InvalidRequest, LorastudioError, NotFoundError
 from lorastudio.generate.control_units import (
     CONTROL_MODES,
     HR_OPTIONS,
@@ -127,15 +127,12 @@ def list_annotators() -> list:
 
 def check_module(name: str | None, what: str = "module"):
     """The preprocessor row `name` names (its aliases too, any case), or a 422 listing the valid names."""
-    wanted = str(name or "none").strip()
-    rows = list_annotators()
-    for row in rows:
-        if wanted.lower() in (row.name.lower(), *(alias.lower() for alias in row.aliases)):
-            return row
-    names = ", ".join(row.name for row in rows)
-    raise InvalidRequest(
-        f"{what}: preprocessor {wanted[:80]!r} is not available; use one of: {names} (GET /controlnet/module_list)."
-    )
+    from lorastudio.generate.annotators.registry import find_annotator
+
+    try:
+        return find_annotator(str(name or "none").strip())
+    except LorastudioError as exc:
+        raise InvalidRequest(f"{what}: {str(exc).rstrip('.')} (GET /controlnet/module_list).") from None
 
 
 def check_thresholds(row, threshold_a: float | None, threshold_b: float | None, what: str = "unit"):

@@ -10,7 +10,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["edges_to_scribble", "non_maximum_suppression", "quantise_edges"]
+__all__ = ["edges_to_scribble", "non_maximum_suppression", "quantise_edges", "to_uint8"]
+
+
+def to_uint8(edge: np.ndarray) -> np.ndarray:
+    """An edge map in [0, 1] as the 8-bit map a ControlNet takes."""
+    return (edge * 255.0).clip(0, 255).astype(np.uint8)
 
 
 def quantise_edges(edge: np.ndarray, steps: int = 2) -> np.ndarray:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lorastudio.generate.annotators.base import AnnotatorContext
-from lorastudio.generate.annotators.edgemaps import edges_to_scribble, quantise_edges
+from lorastudio.generate.annotators.edgemaps import edges_to_scribble, quantise_edges, to_uint8
 from lorastudio.generate.annotators.netload import (
     cached_network,
     image_to_tensor,
@@ -86,18 +86,14 @@ def hed_edges(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-mean))
 
 
-def _to_uint8(edge: np.ndarray) -> np.ndarray:
-    return (edge * 255.0).clip(0, 255).astype(np.uint8)
-
-
 def softedge_hed(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """Soft HED edges, white on black."""
-    return _to_uint8(hed_edges(image, ctx))
+    return to_uint8(hed_edges(image, ctx))
 
 
 def softedge_hedsafe(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """HED edges quantised to three levels (hides fine detail from the ControlNet)."""
-    return _to_uint8(quantise_edges(hed_edges(image, ctx)))
+    return to_uint8(quantise_edges(hed_edges(image, ctx)))
 
 
 def scribble_hed(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:

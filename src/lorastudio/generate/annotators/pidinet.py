@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lorastudio.generate.annotators.base import AnnotatorContext
-from lorastudio.generate.annotators.edgemaps import edges_to_scribble, quantise_edges
+from lorastudio.generate.annotators.edgemaps import edges_to_scribble, quantise_edges, to_uint8
 from lorastudio.generate.annotators.netload import (
     cached_network,
     image_to_tensor,
@@ -180,23 +180,19 @@ def pidinet_edges(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
         return network(bgr)[0, 0].float().cpu().numpy()
 
 
-def _to_uint8(edge: np.ndarray) -> np.ndarray:
-    return (edge * 255.0).clip(0, 255).astype(np.uint8)
-
-
 def softedge_pidinet(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """Soft PiDiNet edges, white on black."""
-    return _to_uint8(pidinet_edges(image, ctx))
+    return to_uint8(pidinet_edges(image, ctx))
 
 
 def softedge_pidisafe(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """PiDiNet edges quantised to three levels."""
-    return _to_uint8(quantise_edges(pidinet_edges(image, ctx)))
+    return to_uint8(quantise_edges(pidinet_edges(image, ctx)))
 
 
 def sketch_pidinet(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:
     """PiDiNet edges above one half, black and white (the T2I-Adapter sketch input)."""
-    return _to_uint8((pidinet_edges(image, ctx) > 0.5).astype(np.float32))
+    return to_uint8((pidinet_edges(image, ctx) > 0.5).astype(np.float32))
 
 
 def scribble_pidinet(image: np.ndarray, ctx: AnnotatorContext) -> np.ndarray:

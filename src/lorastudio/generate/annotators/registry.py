@@ -111,7 +111,7 @@ def find_annotator(name: str) -> Annotator:
         if wanted == row.name.lower() or wanted in (alias.lower() for alias in row.aliases):
             return row
     names = ", ".join(row.name for row in rows)
-    raise LorastudioError(f"preprocessor {name!r} is unknown; use one of: {names}.")
+    raise LorastudioError(f"preprocessor {str(name)[:80]!r} is not available; use one of: {names}.")
 
 
 def annotator_context(
