@@ -384,3 +384,16 @@ def test_a_truncated_original_file_is_one_line(sd15, cn15, tmp_path):
     save_file(partial, tmp_path / "partial.safetensors")
     with pytest.raises(LorastudioError, match=r"^partial\.safetensors: .*is it complete\?$"):
         load_controlnet(tmp_path / "partial.safetensors", "sd15", torch.float32, "cpu", sd15.unet.config)
+
+
+def test_the_inpaint_hint_is_the_picture_with_its_hole_at_minus_one(cn15):
+    from lorastudio.generate.control import ControlStack
+
+    picture = Image.new("RGB", (64, 64), (255, 128, 0))
+    hole = Image.new("L", (64, 64), 0)
+    hole.paste(255, (16, 16, 48, 48))
+    stack = ControlStack([unit(cn15, picture, hole=hole, module="inpaint_only")], "cpu", torch.float32)
+    stack.begin_pass(64, 64, 4, 1, False)
+    cond = stack._pass[0].cond[0]
+    assert torch.all(cond[:, 20:44, 20:44] == -1)  # the hole: what the inpaint ControlNet fills
+    assert torch.allclose(cond[:, 2, 2], torch.tensor([1.0, 128 / 255, 0.0]), atol=1e-3)  # the picture in 0..1

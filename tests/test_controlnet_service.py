@@ -230,3 +230,22 @@ def test_only_masked_inpainting_crops_the_unit_image_to_the_masked_area(cn_works
     uncropped = gen(*args, "--control", f"model=cn,image={tmp_path / 'other-size.png'}")
     assert np.array_equal(arr(whole["images"][0]), arr(cropped["images"][0]))
     assert not np.array_equal(arr(whole["images"][0]), arr(uncropped["images"][0]))
+
+
+def test_an_inpaint_unit_fills_the_requests_hole_and_needs_a_mask(cn_workspace, tmp_path):
+    source, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(source)
+    hole = Image.new("L", (64, 64), 0)
+    hole.paste(255, (16, 16, 48, 48))
+    hole.save(mask)
+    inpaint = ["--init-image", str(source), "--mask", str(mask), "--strength", "1.0", "--mask-blur", "0"]
+    plain = gen("--prompt", "red", *inpaint)
+    filled = gen("--prompt", "red", *inpaint, "--control", "model=cn,module=inpaint_only")
+    assert np.abs(arr(filled["images"][0]) - arr(plain["images"][0])).mean() > 0.3
+    from lorastudio.generate.infotext import read_infotext
+
+    assert 'ControlNet 0: "Module: inpaint_only, Model: cn [' in read_infotext(filled["images"][0])
+    # txt2img with an image but no mask anywhere: nothing to fill, said before any model loads
+    assert "ControlNet unit 0: an inpaint preprocessor needs a mask" in _error(
+        "--control", f"model=cn,module=inpaint,image={source}"
+    )

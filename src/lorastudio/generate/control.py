@@ -123,6 +123,8 @@ class PreparedUnit:
     hr_option: str = "Both"
     module: str = "none"
     mask: Image.Image | None = None  # L, the size of the image: white = where the unit acts
+    # L, the size of the image: white = the hole an inpaint ControlNet fills (its hint is -1 there)
+    hole: Image.Image | None = None
 
     def acts_in(self, hires: bool) -> bool:
         if self.hr_option == "Low res only":
@@ -169,6 +171,10 @@ class ControlStack:
                 continue
             fitted = fit_control_image(unit.image.convert("RGB"), width, height, unit.resize_mode)
             cond = pil_to_tensor(fitted, self.device, self.dtype) * 0.5 + 0.5
+            if unit.hole is not None:  # the inpaint ControlNet's hint: the hole's pixels at -1
+                hole = fit_control_image(unit.hole.convert("RGB"), width, height, unit.resize_mode)
+                inside = (pil_to_tensor(hole, self.device, self.dtype)[:, :1] > 0).to(cond.dtype)
+                cond = cond * (1 - inside) - inside
             mask = None
             if unit.mask is not None:
                 fitted_mask = fit_control_image(unit.mask.convert("RGB"), width, height, unit.resize_mode)

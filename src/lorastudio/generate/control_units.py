@@ -47,7 +47,9 @@ class ControlUnit(StrictModel):
         None, description="Control image path; default: the init image (img2img/inpaint)."
     )
     mask: str | None = Field(
-        None, description="Optional mask (same size as the image): white = where the unit acts."
+        None,
+        description="Optional mask (same size as the image): white = where the unit acts; for the inpaint "
+        "preprocessors, the hole to fill (default: the request's inpaint mask).",
     )
     weight: float = Field(1.0, ge=0, le=2, description="Control weight (ControlNet conditioning scale).")
     guidance_start: float = Field(0.0, ge=0, le=1, description="Fraction of the steps where the unit starts.")

@@ -121,6 +121,10 @@ def check_units(ws: Workspace, cfg: GenerateConfig, names: NamePolicy = STRICT) 
         controlnet_facts(path)  # no ControlNet, or an unusable one: refused now, naming the file
         _unit_images(cfg, index, unit)
         check_module(unit, index)
+        if _is_inpaint_module(unit.module) and not (unit.mask or cfg.mask):
+            raise LorastudioError(
+                f"{_label(index)}: an inpaint preprocessor needs a mask; give the unit a mask or inpaint with --mask."
+            )
         paths.append(path)
     return paths
 
@@ -160,34 +164,61 @@ def control_stack(
     prepared, rows = [], []
     for index, (unit, path) in enumerate(zip(cfg.controlnet, check_units(ws, cfg, names), strict=True)):
         controlnet = _load(cache, path, model)
-        image, mask = _crop_to_masked_area(cfg, plan, *_unit_images(cfg, index, unit))
+        image, mask = _unit_images(cfg, index, unit)
+        hole = None
+        if _is_inpaint_module(unit.module):  # the mask is the hole to fill, not where the unit acts
+            hole, mask = _inpaint_hole(cfg, plan, image, mask, index), None
+        image, mask, hole = _crop_to_masked_area(cfg, plan, image, mask, hole)
         resolution = _processor_resolution(unit, image, plan.width, plan.height)
-        control_map = _control_map(ws, unit, image, resolution, model.device, plan.seeds[0] if plan.seeds else 0)
+        if hole is not None:
+            control_map = image  # the hint is the picture itself, its hole at -1 (ControlStack)
+        else:
+            control_map = _control_map(ws, unit, image, resolution, model.device, plan.seeds[0] if plan.seeds else 0)
         if mask is not None and control_map.size != mask.size:
             mask = mask.resize(control_map.size)
         prepared.append(
             PreparedUnit(
                 _label(index), controlnet, control_map, unit.weight, unit.guidance_start, unit.guidance_end,
-                unit.control_mode, unit.resize_mode, unit.hr_option, unit.module, mask,
+                unit.control_mode, unit.resize_mode, unit.hr_option, unit.module, mask, hole,
             )
         )
         rows.append({"unit": index, "title": controlnet_title(path), "path": str(path), "processor_res": resolution})
     return ControlStack(prepared, model.device, model.dtype), rows
 
 
-def _crop_to_masked_area(cfg: GenerateConfig, plan, image: Image.Image, mask: Image.Image | None):
+def _crop_to_masked_area(cfg: GenerateConfig, plan, image: Image.Image, *masks: Image.Image | None):
     """"Only masked" inpainting samples the mask's region only: a unit image of the init image's size
-    is cropped to the same region first, as the extension does (so the map lines up with it)."""
+    (and its masks) is cropped to the same region first, as the extension does (so the map lines up)."""
     from lorastudio.generate.images import mask_crop_region
 
     if not (cfg.inpaint_only_masked and plan.mask is not None and plan.init_image is not None):
-        return image, mask
+        return (image, *masks)
     if image.size != plan.init_image.size:
-        return image, mask
+        return (image, *masks)
     box = mask_crop_region(plan.mask.resize(image.size), cfg.inpaint_padding, plan.width / plan.height)
     if box is None:
-        return image, mask
-    return image.crop(box), (mask.crop(box) if mask is not None else None)
+        return (image, *masks)
+    return (image.crop(box), *(m.crop(box) if m is not None else None for m in masks))
+
+
+INPAINT_MODULES = ("inpaint_global_harmonious", "inpaint_only")
+
+
+def _is_inpaint_module(module: str) -> bool:
+    from lorastudio.generate.annotators.registry import find_annotator
+
+    return module != "none" and find_annotator(module).name in INPAINT_MODULES
+
+
+def _inpaint_hole(cfg: GenerateConfig, plan, image: Image.Image, mask: Image.Image | None, index: int):
+    """The hole an inpaint ControlNet fills: the unit's mask, else the request's inpaint mask (as the
+    extension takes A1111's); without either there is nothing to fill."""
+    hole = mask if mask is not None else plan.mask
+    if hole is None:
+        raise LorastudioError(
+            f"{_label(index)}: an inpaint preprocessor needs a mask; give the unit a mask or inpaint with --mask."
+        )
+    return hole.convert("L").resize(image.size) if hole.size != image.size else hole.convert("L")
 
 
 def _load(cache, path: Path, model):
