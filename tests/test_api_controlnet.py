@@ -569,6 +569,11 @@ def test_a_webuiapi_unit_steers_a_real_generation(real_cn_client, monkeypatch):
     assert difference > 1.0
     assert "ControlNet 0" in controlled.image.info["parameters"]
     assert controlled.info["extra_generation_params"]["ControlNet 0"].startswith("Module: none, Model: tiny-cn")
+    # the unit's map follows the image, as the extension answers (webuiapi sends no save_detected_map)
+    assert len(controlled.images) == 2 and np.array_equal(np.asarray(controlled.images[1]), np.asarray(square))
+    body = {**args, "alwayson_scripts": {"controlnet": {"args": [
+        {"image": encode(square), "model": title, "module": "none", "save_detected_map": False}]}}}  # fmt: skip
+    assert len(real_cn_client.post("/sdapi/v1/txt2img", json=body).json()["images"]) == 1
     units = [webuiapi.ControlNetUnit(model="tiny-cn", module="none", weight=1.0)]  # img2img: the init image
     changed = api.img2img(
         images=[square], **args, denoising_strength=0.6, controlnet_units=units, alwayson_scripts={}

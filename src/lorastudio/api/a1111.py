@@ -95,10 +95,11 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
 
         return await run_script(req, studio, user)
 
+    units = parse_units(req.alwayson_scripts)  # the units' shape, before anything is stored
+
     def submit():
         init = mask = None
         unit_uploads: list[str] = []
-        units = parse_units(req.alwayson_scripts)  # the units' shape, before anything is stored
         studio.check_quota(user)  # before any image is stored; over quota: 429 (api.app)
         try:
             img2img = isinstance(req, Img2ImgRequest)
@@ -125,6 +126,9 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
         paths = studio.job_images(job)
         infotexts, seeds = _read_infotexts(job, paths)
         images = [b64_file(p) for p in paths] if req.send_images else []
+        if req.send_images:  # the units' maps after the images, as the ControlNet extension answers
+            maps = studio.job_control_maps(job)
+            images += [b64_file(p) for unit, p in zip(units, maps, strict=False) if unit.save_detected_map]
         if isinstance(req, Img2ImgRequest) and req.include_init_images and req.init_images:
             images += [_strip_data_url(i) for i in req.init_images]
         parameters = req.model_dump()

@@ -45,6 +45,7 @@ class GenerationResult:
     model: str
     model_hash: str
     loras: list[dict[str, Any]] = field(default_factory=list)
+    control_maps: list[Path] = field(default_factory=list)  # one per ControlNet unit (detected_maps/)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class GenerationResult:
             "model": self.model,
             "model_hash": self.model_hash,
             "loras": self.loras,
+            "control_maps": [str(p) for p in self.control_maps],
         }
 
 
@@ -226,7 +228,23 @@ def run_generation(
         tmp.replace(recipe_path)
         library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
-    return GenerationResult(results, model.name, model.short_hash, lora_info)
+    maps = save_control_maps(plan.extra["control"], folder, results[0].path.stem) if results else []
+    return GenerationResult(results, model.name, model.short_hash, lora_info, maps)
+
+
+def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:
+    """Each unit's control map (after its preprocessor) as `detected_maps/<stem>-<unit>.png`, what the
+    A1111 extension saves and appends to an API answer, so a client sees what the units followed."""
+    if stack is None:
+        return []
+    target = folder / "detected_maps"
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, unit in enumerate(stack.units):
+        path = target / f"{stem}-{index}.png"
+        unit.image.convert("RGB").save(path)
+        paths.append(path)
+    return paths
 
 
 def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora_info: list, model) -> None:
@@ -378,4 +396,4 @@ def run_series(
             break
     name = sheet_name or f"contact-sheet-{Path(prompts).stem if not isinstance(prompts, list) else 'series'}.png"
     sheet = contact_sheet([img.path for img in images], labels, folder / name) if images else None
-    return SeriesResult(images, first.model, first.model_hash, first.loras, sheet)
+    return SeriesResult(images, first.model, first.model_hash, first.loras, contact_sheet=sheet)

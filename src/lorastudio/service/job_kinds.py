@@ -157,6 +157,8 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         "model": result.model,
         "model_hash": result.model_hash,
         "loras": [{k: v for k, v in lora.items() if k != "path"} for lora in result.loras],
+        # the units' maps, relative to the job folder (A1111 answers append them)
+        "control_maps": [p.relative_to(ctx.artifacts_dir).as_posix() for p in result.control_maps],
     }
 
 
@@ -378,6 +380,12 @@ def job_images(ws: Workspace, job: Job) -> list[Path]:
     if job.result and job.result.get("images"):
         return [folder / name for name in job.result["images"]]
     return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+def job_control_maps(ws: Workspace, job: Job) -> list[Path]:
+    """A generate job's ControlNet maps, one per unit in the request's order ([] without units)."""
+    names = (job.result or {}).get("control_maps") or []
+    return [job_folder(ws, job) / name for name in names]
 
 
 # --- queueing a typed job ----------------------------------------------------------------

@@ -26,7 +26,13 @@ from lorastudio.errors import InvalidRequest
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import Artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
-from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, job_folder, job_images
+from lorastudio.service.job_kinds import (
+    CaptionJobConfig,
+    ImportJobConfig,
+    job_control_maps,
+    job_folder,
+    job_images,
+)
 from lorastudio.service.job_watcher import JobWatcher
 from lorastudio.service.jobs import Event, Job, JobStore, open_store
 from lorastudio.service.limits import check_generate_limits, check_output_pixels, check_priority
@@ -261,6 +267,10 @@ class Studio:
     def job_images(self, job: Job) -> list[Path]:
         """A generate job's PNGs: all of them, or those made before a cancel."""
         return job_images(self.workspace, job)
+
+    def job_control_maps(self, job: Job) -> list[Path]:
+        """A generate job's ControlNet maps (after the preprocessors), one per unit."""
+        return job_control_maps(self.workspace, job)
 
     # --- streaming clients and A1111's /progress, /interrupt, /skip (service.job_watcher) -----
 
