@@ -245,10 +245,10 @@ def build(ctx: UiContext) -> None:
     lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
     refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
-    refresh.click(lambda: _control_choices(ctx, len(control.units)), None, control.pickers())
-    ctx.on_load.append(
-        {"fn": lambda: _control_choices(ctx, len(control.units)), "inputs": None, "outputs": control.pickers()}
-    )
+    # files copied into controlnet/ or models/upscalers after the server started: on refresh and reload
+    pickers = [f["hires_upscaler"], *control.pickers()]
+    refresh.click(lambda: _file_choices(ctx, len(control.units)), None, pickers)
+    ctx.on_load.append({"fn": lambda: _file_choices(ctx, len(control.units)), "inputs": None, "outputs": pickers})
     # A page (re)load shows the saved defaults and today's library, not those of the server's start.
     defaults = ["sampler", "steps", "cfg_scale", "width", "height", "negative_prompt"]
     ctx.on_load.append(
@@ -323,12 +323,16 @@ def _refreshed(ctx: UiContext) -> tuple:
     )
 
 
-def _control_choices(ctx: UiContext, units: int) -> tuple:
-    """Today's ControlNets and preprocessors for every unit's pickers (model, module per unit)."""
-    from lorastudio.service.choices import control_module_names, controlnet_titles
+def _file_choices(ctx: UiContext, units: int) -> tuple:
+    """Today's hires upscalers, then the ControlNets and preprocessors of every unit (model, module)."""
+    from lorastudio.service.choices import control_module_names, controlnet_titles, hires_upscaler_names
 
-    models, modules = controlnet_titles(ctx.studio.workspace), control_module_names()
-    return tuple(gr.update(choices=choices) for _ in range(units) for choices in (models, modules))
+    ws = ctx.studio.workspace
+    models, modules = controlnet_titles(ws), control_module_names()
+    return (
+        gr.update(choices=hires_upscaler_names(ws)),
+        *(gr.update(choices=choices) for _ in range(units) for choices in (models, modules)),
+    )
 
 
 def _first_image(images: list[str]) -> tuple:
