@@ -45,6 +45,7 @@ logger = logging.getLogger("lorastudio.jobs")
 
 # Consecutive failed claims (one per second) before the worker gives up and exits.
 MAX_CLAIM_FAILURES = 60
+STOP_CHECK_S = 0.05  # how soon an idle worker notices stop()
 
 
 def default_worker_id(device: str | None = None) -> str:
@@ -184,11 +185,20 @@ class Worker:
             if job is None:
                 if stop_when_idle:
                     break
-                self.store.wait_for_work(self.idle_wait_s)
+                self._wait_idle()
                 continue
             self.run_job(job)
             ran += 1
         return ran
+
+    def _wait_idle(self) -> None:
+        """Wait for work up to `idle_wait_s`, in short slices: `stop()` ends an idle worker at once
+        (a closing server, and every test's teardown, need not sit out the whole wait)."""
+        deadline = time.monotonic() + self.idle_wait_s
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.store.wait_for_work(min(STOP_CHECK_S, left)):
+                return
 
     def run_job(self, job: Job) -> str | None:
         """Run one claimed job to its end; returns the recorded state (None if not recorded)."""
