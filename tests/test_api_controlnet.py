@@ -607,3 +607,13 @@ def test_detect_answers_the_pose_keypoints_of_the_pose_preprocessors(cn_client, 
     assert calls == [("openpose_full", 512)] * 2 and len(data["images"]) == 2  # -1 = 512
     assert data["poses"] == [{"people": [], "canvas_width": 64, "canvas_height": 48}] * 2
     assert "poses" not in cn_client.post("/controlnet/detect", json={**body, "controlnet_module": "none"}).json()
+
+
+def test_native_lists_of_controlnets_preprocessors_and_upscalers(cn_client, cn_studio):
+    controlnets = cn_client.get("/api/v1/controlnets").json()["controlnets"]
+    assert [row["title"] for row in controlnets] == cn_client.get("/controlnet/model_list").json()["model_list"]
+    rows = {row["name"]: row for row in cn_client.get("/api/v1/preprocessors").json()["preprocessors"]}
+    assert rows["canny"]["ready"] and rows["canny"]["sliders"]
+    assert not rows["openpose"]["ready"] and "body_pose_model.pth" in rows["openpose"]["missing_weights"]
+    upscalers = {row["name"] for row in cn_client.get("/api/v1/upscalers").json()["upscalers"]}
+    assert {"Latent (antialiased)", "Lanczos", "None"} <= upscalers

@@ -384,6 +384,33 @@ def delete_embedding(name: str, studio: Studio = Depends(get_studio)) -> dict[st
     return library_embeddings.delete_embedding(studio.workspace, name)
 
 
+# --- ControlNet, preprocessors, upscalers ------------------------------------------------------
+
+
+@router.get("/controlnets")
+def list_controlnets(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """ControlNets in controlnet/ with their A1111 titles `name [hash8]` (what a unit's `model` takes)."""
+    from lorastudio.service.controlnets import list_controlnets as rows
+
+    return {"controlnets": rows(studio.workspace)}
+
+
+@router.get("/preprocessors")
+def list_preprocessors(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Preprocessors a unit's `module` takes, their parameters, and whether their weights are here."""
+    from lorastudio.service.annotate import list_modules
+
+    return {"preprocessors": list_modules(studio.workspace)}
+
+
+@router.get("/upscalers")
+def list_upscalers(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Upscalers the hires fix and Extras take: latent modes, filters, model files in models/upscalers."""
+    from lorastudio.service.upscalers import list_upscalers as rows
+
+    return {"upscalers": rows(studio.workspace)}
+
+
 # --- data sets ----------------------------------------------------------------------------
 
 
