@@ -58,6 +58,8 @@ def _register() -> None:
         lora,
         models,
         outputs,
+        portrait,
+        portrait_make,
         prompt,
         serve,
         train,

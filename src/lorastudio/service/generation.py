@@ -124,6 +124,7 @@ def run_generation(
     preview_every: int = 0,
     lora_files: dict[str, Path] | None = None,
     names: NamePolicy = STRICT,
+    add_to_library: bool = True,
 ) -> GenerationResult:
     """Generate every image of the request and write PNG + recipe for each.
 
@@ -132,6 +133,8 @@ def run_generation(
     embeddings bundled in those files win over same-name files in `embeddings/`: a
     checkpoint's trigger belongs to that checkpoint. `names` reads model, VAE and LoRA
     names: strict (the default, what a server uses) or lenient for the CLI's local paths.
+    `add_to_library=False` keeps intermediate images (a portrait's inpaint passes) out of the
+    outputs library.
     """
     from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
     from lorastudio.adapters.hashing import lora_short_hash
@@ -226,7 +229,8 @@ def run_generation(
         tmp = recipe_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")
         tmp.replace(recipe_path)
-        library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
+        if add_to_library:
+            library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
     maps = save_control_maps(plan.extra["control"], folder, results[0].path.stem) if results else []
     return GenerationResult(results, model.name, model.short_hash, lora_info, maps)

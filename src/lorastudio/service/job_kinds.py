@@ -50,6 +50,7 @@ from lorastudio.service.jobs.registry import (
     sleep_handler,
 )
 from lorastudio.service.jobs.store import Job
+from lorastudio.service.portrait_make import PortraitMakeConfig, portrait_make_handler, submit_portrait_make
 from lorastudio.service.series import series_handler, submit_series
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
@@ -443,6 +444,7 @@ KINDS: dict[str, JobKind] = {
     "caption": JobKind(CaptionJobConfig, caption_handler, _submit_caption),
     "import": JobKind(ImportJobConfig, import_handler, _submit_import),
     "sleep": JobKind(SleepConfig, sleep_handler, _submit_sleep),
+    "portrait-make": JobKind(PortraitMakeConfig, portrait_make_handler, submit_portrait_make),
 }
 
 
