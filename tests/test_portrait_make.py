@@ -1,0 +1,445 @@
+"""`portrait make`: persons' faces painted into template photos, on tiny-sd15 at 64 px.
+
+The face toolkit (detection, warp, masks, colour) is the helper "faces"'s work and the person
+registry the helper "ptrain"'s; where those modules are not importable yet, the `toolkit`
+fixture stands in small fakes. The face backend is always a fake with planted faces: the
+synthetic templates here have no real faces for dlib to find.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageDraw, ImageFilter
+from typer.testing import CliRunner
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.portrait.make import assign_persons, faces_left_to_right, paste_back, square_crop_box
+
+STEPS = 2
+
+# --- stand-ins for modules other helpers write ---------------------------------------------------
+
+
+@dataclass
+class _FakeFace:
+    box: tuple
+    points: dict = field(default_factory=dict)
+    score: float = 1.0
+
+    @property
+    def size(self) -> float:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+def _ellipse(size, box, shrink=0.0, feather=0):
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * shrink, (y1 - y0) * shrink
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).ellipse((x0 + dx, y0 + dy, x1 - dx, y1 - dy), fill=255)
+    return mask.filter(ImageFilter.GaussianBlur(feather)) if feather else mask
+
+
+def _fake_warp_face(source, source_face, target, target_face):
+    out = target.copy()
+    box = tuple(int(v) for v in target_face.box)
+    piece = source.crop(tuple(int(v) for v in source_face.box)).resize((box[2] - box[0], box[3] - box[1]))
+    out.paste(piece, box[:2])
+    return out
+
+
+def _fake_transfer_colour(source, reference, mask):
+    src, ref = np.asarray(source, np.float32), np.asarray(reference, np.float32)
+    m = np.asarray(mask, np.float32)[..., None] / 255.0
+    if m.sum() < 1:
+        return source
+    shift = (ref * m).sum((0, 1)) / m.sum() - (src * m).sum((0, 1)) / m.sum()
+    return Image.fromarray(np.clip(src + 0.5 * shift * m, 0, 255).astype(np.uint8))
+
+
+FAKES = {
+    "lorastudio.portrait.faces": {"Face": _FakeFace},
+    "lorastudio.portrait.align": {"warp_face": _fake_warp_face},
+    "lorastudio.portrait.masks": {
+        "face_mask": lambda size, face, feather: _ellipse(size, face.box, 0.05, feather),
+        "skin_mask": lambda image, face: _ellipse(image.size, face.box, 0.2),
+    },
+    "lorastudio.portrait.colour": {"transfer_colour": _fake_transfer_colour},
+}
+
+
+def _points(box) -> dict:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    return {
+        "left_eye": (x0 + 0.3 * w, y0 + 0.4 * h),
+        "right_eye": (x0 + 0.7 * w, y0 + 0.4 * h),
+        "nose": (x0 + 0.5 * w, y0 + 0.6 * h),
+        "mouth_left": (x0 + 0.35 * w, y0 + 0.78 * h),
+        "mouth_right": (x0 + 0.65 * w, y0 + 0.78 * h),
+    }
+
+
+class PlantedBackend:
+    """Faces planted by image size; the identity is the face box's mean colour."""
+
+    name = "planted"
+    licence = "test"
+    threshold = 0.6
+
+    def __init__(self, planted: dict[tuple[int, int], list[tuple]]):
+        self.planted = planted
+        self.detect_calls = 0
+
+    def detect(self, image):
+        from lorastudio.portrait.faces import Face
+
+        self.detect_calls += 1
+        return [Face(box=box, points=_points(box), score=0.99) for box in self.planted.get(image.size, [])]
+
+    def embed(self, image, face):
+        box = tuple(int(v) for v in face.box)
+        return np.asarray(image.convert("RGB").crop(box), np.float32).mean((0, 1)) / 255.0
+
+    def distance(self, a, b):
+        return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+ONE_FACE = (40, 36, 88, 92)  # in a 128x128 template
+TWO_FACES = [(76, 10, 116, 54), (12, 12, 52, 56)]  # in a 128x64 template (right one first: order is by x)
+PHOTO = (12, 12, 52, 52)  # in every 64x64 person photo
+
+
+@pytest.fixture
+def toolkit(monkeypatch):
+    """The faces helper's modules (real when importable), a planted backend, and persons as records."""
+    for name, attrs in FAKES.items():
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            module = types.ModuleType(name)
+            module.__dict__.update(attrs)
+            monkeypatch.setitem(sys.modules, name, module)
+    backend = PlantedBackend({(128, 128): [ONE_FACE], (128, 64): TWO_FACES, (64, 64): [PHOTO], (96, 96): []})
+    persons: dict[str, SimpleNamespace] = {}
+
+    def open_backend(ws, name=None):
+        return backend
+
+    def load_person(ws, name):
+        if name not in persons:
+            raise NotFoundError(f"person {name!r}: not found in {ws.root / 'persons'}; train one first.")
+        return persons[name]
+
+    for module_name, attr, value in (
+        ("lorastudio.service.faces", "open_backend", open_backend),
+        ("lorastudio.service.portraits", "load_person", load_person),
+    ):
+        try:
+            monkeypatch.setattr(importlib.import_module(module_name), attr, value)
+        except ImportError:
+            module = types.ModuleType(module_name)
+            setattr(module, attr, value)
+            monkeypatch.setitem(sys.modules, module_name, module)
+    return SimpleNamespace(backend=backend, persons=persons)
+
+
+def _random_lora(model, seed):
+    from lorastudio.adapters import LoraFile, LoraModule
+
+    g = torch.Generator().manual_seed(seed)
+    lora = LoraFile()
+    for path, module in model.unet.named_modules():
+        if path.endswith(("attn2.to_k", "attn2.to_v", "attn1.to_q", "attn1.to_out.0")):
+            down = torch.randn(4, module.in_features, generator=g) * 0.3
+            up = torch.randn(module.out_features, 4, generator=g) * 0.3
+            lora.add("unet", path, LoraModule(down, up, 2.0, "linear"))
+    return lora
+
+
+@pytest.fixture(scope="module")
+def lora_files(sd15, tmp_path_factory):
+    """Three different tiny LoRAs (made once per module)."""
+    from lorastudio.adapters import save_kohya
+
+    folder = tmp_path_factory.mktemp("loras")
+    paths = {}
+    for seed, name in enumerate(("lora-a", "lora-b", "lora-c")):
+        paths[name] = folder / f"{name}.safetensors"
+        save_kohya(_random_lora(sd15, seed), paths[name], family=sd15.family, unet_config=sd15.unet.config)
+    return paths
+
+
+def _photo(path: Path, colour) -> Path:
+    image = Image.new("RGB", (64, 64), (200, 200, 200))
+    ImageDraw.Draw(image).ellipse(PHOTO, fill=colour)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def people(tiny_workspace, toolkit, lora_files):
+    """Persons A, B, C with their own LoRA and photo; D without a LoRA."""
+    import shutil
+
+    colours = {"A": (220, 60, 60), "B": (60, 60, 220), "C": (60, 200, 60), "D": (120, 120, 120)}
+    for name, colour in colours.items():
+        photo = _photo(tiny_workspace.root / f"{name}.png", colour)
+        lora = None
+        if name != "D":
+            lora = f"lora-{name.lower()}"
+            shutil.copy(lora_files[lora], tiny_workspace.loras / f"{lora}.safetensors")
+        toolkit.persons[name] = SimpleNamespace(
+            name=name, trigger=f"zq{name.lower()}", lora=lora, photos=[photo], reference=photo, base="tiny-sd15"
+        )
+    return toolkit
+
+
+def _template(path: Path, size) -> Path:
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    Image.fromarray(noise).resize(size, Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def _px(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+
+
+def _cfg(**fields):
+    from lorastudio.service.portrait_make import PortraitMakeConfig
+
+    return PortraitMakeConfig(steps=STEPS, seed=5, **fields)
+
+
+def _make(ws, cfg, cache):
+    """The flow as the CLI runs it (local paths allowed)."""
+    from lorastudio.service.names import LENIENT
+    from lorastudio.service.portrait_make import make_portraits
+
+    return make_portraits(ws, cfg, cache, names=LENIENT)
+
+
+@pytest.fixture
+def cache(tiny_workspace):
+    from lorastudio.service.model_cache import ModelCache
+
+    return ModelCache(tiny_workspace)
+
+
+# --- the pure steps ----------------------------------------------------------------------------
+
+
+def test_crop_box_is_square_scaled_and_moved_inside_the_image():
+    assert square_crop_box((40, 40, 60, 60), (200, 100), 2.0) == (30, 30, 70, 70)
+    assert square_crop_box((0, 0, 20, 30), (200, 100), 2.5) == (0, 0, 75, 75)  # moved, not cut
+    assert square_crop_box((10, 10, 90, 90), (200, 100), 3.0) == (0, 0, 100, 100)  # image too small: shrunk
+    assert faces_left_to_right([(80, 0, 90, 10), (5, 0, 15, 10), (40, 0, 50, 10)]) == [1, 2, 0]
+
+
+def test_persons_go_left_to_right_and_an_explicit_face_wins():
+    assert assign_persons(["A", "B"], {}, 3, "t.png") == {1: "A", 2: "B"}
+    assert assign_persons(["A"], {3: "B", 1: "C"}, 3, "t.png") == {1: "C", 3: "B"}
+    with pytest.raises(LorastudioError, match=r"template t.png: 3 persons given but the template has 2 faces"):
+        assign_persons(["A", "B", "C"], {}, 2, "t.png")
+    with pytest.raises(LorastudioError, match=r"template t.png: --face 4=B: the template has faces 1..2"):
+        assign_persons([], {4: "B"}, 2, "t.png")
+    with pytest.raises(LorastudioError, match=r"template t.png: no face found"):
+        assign_persons(["A"], {}, 0, "t.png")
+
+
+def test_paste_back_keeps_the_template_outside_the_mask_exactly():
+    template = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    mask = _ellipse((60, 40), (20, 10, 40, 30), feather=2)
+    out = np.asarray(paste_back(template, Image.new("RGB", (16, 16), (255, 0, 255)), (16, 8, 44, 36), mask))
+    outside = np.asarray(mask) == 0
+    assert (out[outside] == np.asarray(template)[outside]).all()
+    assert np.abs(out[20, 30].astype(int) - (255, 0, 255)).max() <= 1
+
+
+# --- the flow on tiny-sd15 -----------------------------------------------------------------------
+
+
+def test_one_face_template_end_to_end_sorted_by_score_with_recipe(tiny_workspace, people, cache):
+    from lorastudio.portrait.faces import Face
+    from lorastudio.portrait.masks import face_mask
+
+    from lorastudio.generate.image_metadata import read_infotext
+    from lorastudio.service.portrait_make import RECIPE_KEY
+
+    template = _template(tiny_workspace.root / "solo.png", (128, 128))
+    result = _make(tiny_workspace, _cfg(persons=["A"], templates=[str(template)], count=3), cache)
+    assert len(result.images) == 3
+    scores = [image.score for image in result.images]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    assert sorted(image.seed for image in result.images) == [5, 6, 7]
+    before = _px(template)
+    face = Face(box=ONE_FACE, points=_points(ONE_FACE), score=1.0)
+    mask = np.asarray(face_mask((128, 128), face, round(0.08 * 128)))  # the flow's default feather (crop 128)
+    for image in result.images:
+        after = _px(image.path)
+        assert after.shape == before.shape  # output size = template size
+        assert np.abs(after - before)[mask == 0].max() <= 1  # outside the face: untouched
+        assert np.abs(after - before)[mask > 0.9 * mask.max()].mean() > 10  # inside: repainted
+    best = result.images[0]
+    recipe = yaml.safe_load(Image.open(best.path).text[RECIPE_KEY])
+    assert recipe == yaml.safe_load(best.recipe_path.read_text(encoding="utf-8"))
+    assert recipe["kind"] == "portrait-make" and recipe["score"] == best.score
+    assert recipe["request"]["seed"] == best.seed and recipe["request"]["count"] == 1
+    assert recipe["faces"][0]["person"] == "A" and "<lora:lora-a:0.9>" in recipe["faces"][0]["prompt"]
+    infotext = read_infotext(best.path)
+    assert "zqa" in infotext and f"Seed: {best.seed}" in infotext and "Portrait faces: 1=A" in infotext
+    assert not list(tiny_workspace.outputs.rglob("passes")), "inpaint passes stay out of the outputs"
+
+
+def test_each_lora_acts_only_on_its_own_face(tiny_workspace, people, cache):
+    template = _template(tiny_workspace.root / "pair.png", (128, 64))
+    pair = _make(tiny_workspace, _cfg(persons=["A", "B"], templates=[str(template)]), cache).images[0]
+    swapped = _make(tiny_workspace, _cfg(faces={1: "C", 2: "B"}, templates=[str(template)]), cache)
+    swapped = swapped.images[0]
+    left, right = TWO_FACES[1], TWO_FACES[0]  # face 1 is the leftmost
+    before, ab, cb = _px(template), _px(pair.path), _px(swapped.path)
+
+    def region(px, box):
+        x0, y0, x1, y1 = box
+        return px[y0 + 8 : y1 - 8, x0 + 8 : x1 - 8]
+
+    for box in (left, right):
+        assert np.abs(region(ab, box) - region(before, box)).mean() > 10  # both faces repainted
+    assert np.array_equal(region(ab, right), region(cb, right))  # A -> C on face 1 leaves face 2 alone
+    assert np.abs(region(ab, left) - region(cb, left)).mean() > 3  # while face 1 follows its LoRA
+    assert [(f["face"], f["person"], f["lora"]) for f in pair.faces] == [(1, "A", "lora-a"), (2, "B", "lora-b")]
+    assert "lora-b" not in pair.faces[0]["prompt"] and "lora-a" not in pair.faces[1]["prompt"]
+
+
+def test_the_recipe_makes_the_same_pixels_again_through_the_cli(tiny_workspace, people, cache):
+    from lorastudio.cli import _register, app
+    template = _template(tiny_workspace.root / "solo.png", (128, 128))
+    first = _make(tiny_workspace, _cfg(persons=["A"], templates=[str(template)], count=2), cache).images[1]
+    _register()
+    runner = CliRunner()
+    for recipe in (first.recipe_path, first.path):
+        out = runner.invoke(app, ["portrait", "make", "--recipe", str(recipe), "--json"])
+        assert out.exit_code == 0, out.output
+        again = json.loads(out.stdout.strip().splitlines()[-1])
+        assert again["seeds"] == [first.seed] and again["scores"] == [first.score]
+        assert np.array_equal(_px(again["images"][0]), _px(first.path))
+    template.write_bytes(template.read_bytes() + b"\0")  # another photo now: refused, named
+    out = runner.invoke(app, ["portrait", "make", "--recipe", str(first.recipe_path)])
+    assert out.exit_code == 2 and "changed since" in out.output and str(template) in out.output
+
+
+def test_bad_requests_are_one_line_naming_the_file_or_person(tiny_workspace, people):
+    from lorastudio.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    solo = _template(tiny_workspace.root / "solo.png", (128, 128))
+    empty = _template(tiny_workspace.root / "empty.png", (96, 96))
+
+    def fails(*args: str) -> str:
+        out = runner.invoke(app, ["portrait", "make", "--steps", "1", *args])
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert out.exit_code == 2 and len(lines) == 1, out.output
+        return lines[0]
+
+    assert "'nobody': not found" in fails("--person", "nobody", "--template", str(solo))
+    assert "person 'D': has no trained LoRA" in fails("--person", "D", "--template", str(solo))
+    assert "empty.png: no face found" in fails("--person", "A", "--template", str(empty))
+    assert "solo.png: 2 persons given but the template has 1 face" in fails(
+        "--person", "A", "--person", "B", "--template", str(solo)
+    )
+    assert "template 'nope': not in" in fails("--person", "A", "--template", "nope")
+    assert "--face 'x=A'" in fails("--face", "x=A", "--template", str(solo))
+
+
+# --- the template library ------------------------------------------------------------------------
+
+
+def test_templates_add_list_delete_and_the_face_cache_follows_the_file(tiny_workspace, toolkit):
+    from lorastudio.portrait.templates import face_cache_path
+    from lorastudio.service.templates import find_template, list_templates, template_faces
+
+    _register_cli = __import__("lorastudio.cli", fromlist=["_register"])._register
+    _register_cli()
+    from lorastudio.cli import app
+
+    runner = CliRunner()
+    photo = _template(tiny_workspace.root / "group.png", (128, 64))
+    out = runner.invoke(app, ["portrait", "templates", "add", str(photo), "--name", "duo", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["faces"] == 2 and toolkit.backend.detect_calls == 1
+    path = find_template(tiny_workspace, "duo", allow_paths=False)
+    cache = face_cache_path(path)
+    assert cache.is_file() and path.parent == tiny_workspace.root / "templates"
+    faces = template_faces(tiny_workspace, path, toolkit.backend)
+    assert [f.box[0] for f in faces] == [12, 76] and toolkit.backend.detect_calls == 1  # cached, left to right
+    assert list_templates(tiny_workspace) == [
+        {"name": "duo", "file": "duo.png", "path": str(path), "faces": 2}
+    ]
+    Image.open(path).resize((128, 128)).save(path)  # the file changed: the faces are found again
+    assert [f.box for f in template_faces(tiny_workspace, path, toolkit.backend)] == [ONE_FACE]
+    assert toolkit.backend.detect_calls == 2
+    assert json.loads(cache.read_text())["faces"][0]["box"] == list(ONE_FACE)
+    listed = runner.invoke(app, ["portrait", "templates", "list"])
+    assert "duo  duo.png  1 face(s)" in listed.output
+    empty = _template(tiny_workspace.root / "empty.png", (96, 96))
+    refused = runner.invoke(app, ["portrait", "templates", "add", str(empty)])
+    assert refused.exit_code == 2 and "empty.png: no face found" in refused.output
+    assert not (tiny_workspace.root / "templates" / "empty.png").exists()
+    assert runner.invoke(app, ["portrait", "templates", "delete", "duo"]).exit_code == 0
+    assert not path.exists() and not cache.exists()
+
+
+def test_controlnets_are_found_by_name_and_openpose_needs_its_weights(tiny_workspace):
+    from lorastudio.generate.annotators.registry import BODY_WEIGHTS
+    from lorastudio.service.portrait_make import control_models
+
+    assert control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"])) == {}
+    (tiny_workspace.controlnet / "control_v11p_sd15_canny.safetensors").write_bytes(b"x" * 64)
+    (tiny_workspace.controlnet / "control_v11p_sd15_openpose.safetensors").write_bytes(b"y" * 64)
+    found = control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"]))
+    assert found == {"canny": "control_v11p_sd15_canny"}  # no openpose weights yet
+    tiny_workspace.annotators.mkdir(parents=True, exist_ok=True)
+    (tiny_workspace.annotators / BODY_WEIGHTS).write_bytes(b"z")
+    found = control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"], canny="none"))
+    assert found == {"openpose": "control_v11p_sd15_openpose"}
+    with pytest.raises(LorastudioError, match="nope"):
+        control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"], canny="nope"))
+
+
+# --- the job kind ---------------------------------------------------------------------------------
+
+
+def test_portrait_make_job_runs_on_a_worker_and_answers_images_and_scores(tiny_workspace, people):
+    from lorastudio.service.job_kinds import KINDS, install, typed_job
+    from lorastudio.service.jobs import HandlerRegistry, open_store
+    from lorastudio.service.jobs.worker import Worker
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.service.templates import templates_folder
+
+    assert "portrait-make" in KINDS
+    _template(templates_folder(tiny_workspace) / "solo.png", (128, 128))
+    cfg, _ = typed_job("portrait-make", payload={"persons": ["A"], "templates": ["solo"], "steps": 1, "seed": 9})
+    with Studio(tiny_workspace, StudioSettings()) as studio:
+        with pytest.raises(LorastudioError, match="template '/etc/passwd'"):
+            bad, _ = typed_job("portrait-make", payload={"persons": ["A"], "templates": ["/etc/passwd"]})
+            KINDS["portrait-make"].submit(studio, bad, {})
+        job = KINDS["portrait-make"].submit(studio, cfg, {})
+    with open_store(None, tiny_workspace) as store:
+        Worker(store, tiny_workspace, registry=install(HandlerRegistry())).run(stop_when_idle=True)
+        done = store.get(job.id)
+    assert done.state == "succeeded", done.error
+    assert done.result["seeds"] == [9] and done.result["templates"] == ["solo"]
+    assert isinstance(done.result["scores"][0], float)
+    assert (tiny_workspace.outputs / job.id / done.result["images"][0]).is_file()
