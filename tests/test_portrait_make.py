@@ -122,7 +122,7 @@ PHOTO = (12, 12, 52, 52)  # in every 64x64 person photo
 
 @pytest.fixture
 def toolkit(monkeypatch):
-    """The faces helper's modules (real when importable), a planted backend, and persons as records."""
+    """The faces helper's modules (real when importable) and a backend with planted faces."""
     for name, attrs in FAKES.items():
         try:
             importlib.import_module(name)
@@ -131,27 +131,39 @@ def toolkit(monkeypatch):
             module.__dict__.update(attrs)
             monkeypatch.setitem(sys.modules, name, module)
     backend = PlantedBackend({(128, 128): [ONE_FACE], (128, 64): TWO_FACES, (64, 64): [PHOTO], (96, 96): []})
-    persons: dict[str, SimpleNamespace] = {}
+    try:
+        faces_service = importlib.import_module("lorastudio.service.faces")
+    except ImportError:
+        faces_service = types.ModuleType("lorastudio.service.faces")
+        monkeypatch.setitem(sys.modules, "lorastudio.service.faces", faces_service)
+    monkeypatch.setattr(faces_service, "open_backend", lambda ws, name=None: backend, raising=False)
+    try:
+        importlib.import_module("lorastudio.service.portraits")
+    except ImportError:  # before the person registry lands: its records read the same way
+        module = types.ModuleType("lorastudio.service.portraits")
+        module.load_person = _read_person_record
+        monkeypatch.setitem(sys.modules, "lorastudio.service.portraits", module)
+    return backend
 
-    def open_backend(ws, name=None):
-        return backend
 
-    def load_person(ws, name):
-        if name not in persons:
-            raise NotFoundError(f"person {name!r}: not found in {ws.root / 'persons'}; train one first.")
-        return persons[name]
+def _read_person_record(ws, name):
+    """What service.portraits.load_person reads from `studio/portraits/<name>.json` (stand-in)."""
+    from lorastudio.portrait.faces import Face
 
-    for module_name, attr, value in (
-        ("lorastudio.service.faces", "open_backend", open_backend),
-        ("lorastudio.service.portraits", "load_person", load_person),
-    ):
-        try:
-            monkeypatch.setattr(importlib.import_module(module_name), attr, value)
-        except ImportError:
-            module = types.ModuleType(module_name)
-            setattr(module, attr, value)
-            monkeypatch.setitem(sys.modules, module_name, module)
-    return SimpleNamespace(backend=backend, persons=persons)
+    path = ws.root / "portraits" / f"{name}.json"
+    if not path.is_file():
+        raise NotFoundError(f"person {name!r}: not trained; run `lorastudio portrait train` first.")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not data.get("lora"):
+        raise LorastudioError(f"person {name!r}: has no trained LoRA (loras/{name}.safetensors).")
+    embedding = path.parent / data["embedding"]
+    return SimpleNamespace(
+        name=name, trigger=data["trigger"], lora=ws.root / data["lora"],
+        reference_image=path.parent / data["reference_image"],
+        reference_face=Face(box=tuple(data["reference_face"]["box"]), points=_points(data["reference_face"]["box"])),
+        embedding=embedding, backend=data["backend"], base_model=data["base_model"],
+        kept_photos=[ws.root / p for p in data["kept_photos"]], mean_embedding=lambda: np.load(embedding),
+    )  # fmt: skip
 
 
 def _random_lora(model, seed):
@@ -189,19 +201,33 @@ def _photo(path: Path, colour) -> Path:
 
 @pytest.fixture
 def people(tiny_workspace, toolkit, lora_files):
-    """Persons A, B, C with their own LoRA and photo; D without a LoRA."""
+    """Persons A, B, C, each with their own LoRA, photo and mean identity; D without a LoRA.
+
+    Written as the person registry records them (`studio/portraits/<name>.json`).
+    """
     import shutil
 
+    from lorastudio.portrait.faces import Face
+
+    folder = tiny_workspace.root / "portraits"
     colours = {"A": (220, 60, 60), "B": (60, 60, 220), "C": (60, 200, 60), "D": (120, 120, 120)}
     for name, colour in colours.items():
-        photo = _photo(tiny_workspace.root / f"{name}.png", colour)
+        (folder / name).mkdir(parents=True)
+        photo = _photo(folder / name / "reference.png", colour)
+        embedding = toolkit.embed(Image.open(photo).convert("RGB"), Face(box=PHOTO, points=_points(PHOTO)))
+        np.save(folder / name / "embedding.npy", embedding)
         lora = None
         if name != "D":
-            lora = f"lora-{name.lower()}"
-            shutil.copy(lora_files[lora], tiny_workspace.loras / f"{lora}.safetensors")
-        toolkit.persons[name] = SimpleNamespace(
-            name=name, trigger=f"zq{name.lower()}", lora=lora, photos=[photo], reference=photo, base="tiny-sd15"
-        )
+            lora = f"loras/lora-{name.lower()}.safetensors"
+            shutil.copy(lora_files[f"lora-{name.lower()}"], tiny_workspace.root / lora)
+        record = {
+            "name": name, "trigger": f"zq{name.lower()}", "lora": lora,
+            "reference_image": f"{name}/reference.png",
+            "reference_face": {"box": list(PHOTO), "points": {k: list(v) for k, v in _points(PHOTO).items()}},
+            "embedding": f"{name}/embedding.npy", "backend": "planted", "base_model": "tiny-sd15",
+            "kept_photos": [f"portraits/{name}/reference.png"],
+        }  # fmt: skip
+        (folder / f"{name}.json").write_text(json.dumps(record), encoding="utf-8")
     return toolkit
 
 
@@ -353,7 +379,7 @@ def test_bad_requests_are_one_line_naming_the_file_or_person(tiny_workspace, peo
         assert out.exit_code == 2 and len(lines) == 1, out.output
         return lines[0]
 
-    assert "'nobody': not found" in fails("--person", "nobody", "--template", str(solo))
+    assert "person 'nobody': not trained" in fails("--person", "nobody", "--template", str(solo))
     assert "person 'D': has no trained LoRA" in fails("--person", "D", "--template", str(solo))
     assert "empty.png: no face found" in fails("--person", "A", "--template", str(empty))
     assert "solo.png: 2 persons given but the template has 1 face" in fails(
@@ -378,18 +404,18 @@ def test_templates_add_list_delete_and_the_face_cache_follows_the_file(tiny_work
     photo = _template(tiny_workspace.root / "group.png", (128, 64))
     out = runner.invoke(app, ["portrait", "templates", "add", str(photo), "--name", "duo", "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout)["faces"] == 2 and toolkit.backend.detect_calls == 1
+    assert json.loads(out.stdout)["faces"] == 2 and toolkit.detect_calls == 1
     path = find_template(tiny_workspace, "duo", allow_paths=False)
     cache = face_cache_path(path)
     assert cache.is_file() and path.parent == tiny_workspace.root / "templates"
-    faces = template_faces(tiny_workspace, path, toolkit.backend)
-    assert [f.box[0] for f in faces] == [12, 76] and toolkit.backend.detect_calls == 1  # cached, left to right
+    faces = template_faces(tiny_workspace, path, toolkit)
+    assert [f.box[0] for f in faces] == [12, 76] and toolkit.detect_calls == 1  # cached, left to right
     assert list_templates(tiny_workspace) == [
         {"name": "duo", "file": "duo.png", "path": str(path), "faces": 2}
     ]
     Image.open(path).resize((128, 128)).save(path)  # the file changed: the faces are found again
-    assert [f.box for f in template_faces(tiny_workspace, path, toolkit.backend)] == [ONE_FACE]
-    assert toolkit.backend.detect_calls == 2
+    assert [f.box for f in template_faces(tiny_workspace, path, toolkit)] == [ONE_FACE]
+    assert toolkit.detect_calls == 2
     assert json.loads(cache.read_text())["faces"][0]["box"] == list(ONE_FACE)
     listed = runner.invoke(app, ["portrait", "templates", "list"])
     assert "duo  duo.png  1 face(s)" in listed.output

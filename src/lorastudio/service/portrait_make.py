@@ -161,57 +161,51 @@ def _open_rgb(path: Path) -> PILImage.Image:
         raise LorastudioError(f"{path}: not a readable image ({exc}).") from None
 
 
-def _largest_face(backend: Any, image: PILImage.Image, where: str) -> Any:
+def _largest_face(backend: Any, image: PILImage.Image) -> Any | None:
     faces = backend.detect(image)
-    if not faces:
-        raise LorastudioError(f"{where}: no face found; the person's reference photo needs a visible face.")
-    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
 
 
 def _person(ws: Workspace, name: str, backend: Any) -> _Person:
-    """The person's LoRA, trigger, reference face and identity, or one line saying what is missing."""
+    """The person's LoRA, trigger, reference face and identity (`service.portraits.Person`).
+
+    `load_person` refuses an unknown person and one without a trained LoRA, one line each.
+    """
     from lorastudio.service.portraits import load_person
 
     person = load_person(ws, name)
-    lora = getattr(person, "lora", None)
-    if not lora:
-        raise LorastudioError(
-            f"person {name!r}: has no trained LoRA yet; run `lorastudio portrait train --name {name}` first."
-        )
-    lora_path = Path(str(lora))
+    lora = Path(person.lora)
     lora_files = {}
-    if lora_path.suffix == ".safetensors" or lora_path.is_absolute():
-        if not lora_path.is_file():
-            raise NotFoundError(f"person {name!r}: LoRA file {lora_path} is missing; train the person again.")
-        lora_tag = f"portrait-{name}"
-        lora_files[lora_tag] = lora_path
+    if lora.parent.resolve() == ws.loras.resolve():
+        lora_tag = lora.stem  # a library LoRA: `<lora:anna:0.9>` as the user would write it
     else:
-        lora_tag = str(lora)
-    photos = [Path(p) for p in (getattr(person, "photos", None) or [])]
-    reference_path = getattr(person, "reference", None) or (photos[0] if photos else None)
-    if reference_path is None:
-        raise LorastudioError(f"person {name!r}: no reference photo; train the person again from their photos.")
-    reference = _open_rgb(Path(reference_path))
-    reference_face = _largest_face(backend, reference, str(reference_path))
-    identity = []
-    for photo in photos[:MAX_IDENTITY_PHOTOS]:
-        image = _open_rgb(photo)
-        faces = backend.detect(image)
-        if faces:
-            face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-            identity.append(backend.embed(image, face))
-    if not identity:
-        identity.append(backend.embed(reference, reference_face))
+        lora_tag = f"portrait-{name}"
+        lora_files[lora_tag] = lora
+    reference = _open_rgb(Path(person.reference_image))
     return _Person(
         name=name,
-        trigger=str(getattr(person, "trigger", None) or name),
+        trigger=person.trigger or name,
         lora_tag=lora_tag,
         lora_files=lora_files,
         reference=reference,
-        reference_face=reference_face,
-        model=getattr(person, "base", None) or getattr(person, "model", None),
-        identity=identity,
+        reference_face=person.reference_face,
+        model=person.base_model or None,
+        identity=_identity(person, backend, reference),
     )
+
+
+def _identity(person: Any, backend: Any, reference: PILImage.Image) -> list[Any]:
+    """What a result is compared with: the person's mean identity when it comes from this backend,
+    else the embeddings of (up to 8 of) the kept photos, else of the reference photo."""
+    if person.backend == backend.name and Path(person.embedding).is_file():
+        return [person.mean_embedding()]
+    identity = []
+    for photo in list(person.kept_photos)[:MAX_IDENTITY_PHOTOS]:
+        image = _open_rgb(Path(photo))
+        face = _largest_face(backend, image)
+        if face is not None:
+            identity.append(backend.embed(image, face))
+    return identity or [backend.embed(reference, person.reference_face)]
 
 
 def _templates(ws: Workspace, cfg: PortraitMakeConfig, backend: Any, names: NamePolicy) -> list[_Template]:
