@@ -469,3 +469,48 @@ def test_portrait_make_job_runs_on_a_worker_and_answers_images_and_scores(tiny_w
     assert done.result["seeds"] == [9] and done.result["templates"] == ["solo"]
     assert isinstance(done.result["scores"][0], float)
     assert (tiny_workspace.outputs / job.id / done.result["images"][0]).is_file()
+
+
+# --- the real face stack on public-domain photos (once the face toolkit is installed) -------------
+
+FACE_PHOTOS = Path(__file__).parent / "fixtures" / "faces"
+
+
+def test_real_faces_grace_hopper_painted_into_the_astronaut(tiny_workspace, lora_files, cache):
+    """dlib finds the astronaut's face; Grace Hopper's record (as `portrait train` writes it) goes on it."""
+    if not (FACE_PHOTOS / "astronaut.jpg").is_file():
+        pytest.skip("the face toolkit's photos (tests/fixtures/faces) are not here")
+    pytest.importorskip("dlib")
+    import shutil
+
+    from lorastudio.portrait.faces import largest_face
+    from lorastudio.service.faces import open_backend
+    from lorastudio.service.portraits import load_person
+
+    backend = open_backend(tiny_workspace)
+    folder = tiny_workspace.root / "portraits" / "grace"
+    folder.mkdir(parents=True)
+    reference = Image.open(FACE_PHOTOS / "grace_hopper.jpg").convert("RGB")
+    reference.save(folder / "reference.png")
+    face = largest_face(backend.detect(reference))
+    np.save(folder / "embedding.npy", backend.embed(reference, face))
+    shutil.copy(lora_files["lora-a"], tiny_workspace.loras / "grace.safetensors")
+    record = {
+        "name": "grace", "trigger": "zqgrace", "lora": "loras/grace.safetensors",
+        "reference_image": "grace/reference.png", "reference_face": face.to_dict(),
+        "embedding": "grace/embedding.npy", "backend": backend.name, "base_model": "tiny-sd15",
+        "kept_photos": [],
+    }  # fmt: skip
+    (tiny_workspace.root / "portraits" / "grace.json").write_text(json.dumps(record), encoding="utf-8")
+    assert load_person(tiny_workspace, "grace").lora.name == "grace.safetensors"
+    template = FACE_PHOTOS / "astronaut.jpg"
+    result = _make(tiny_workspace, _cfg(persons=["grace"], templates=[str(template)], count=2), cache)
+    before, after = _px(template), _px(result.images[0].path)
+    assert after.shape == before.shape
+    box = [int(v) for v in result.images[0].faces[0]["box"]]
+    centre = (slice((box[1] + box[3]) // 2 - 8, (box[1] + box[3]) // 2 + 8), slice((box[0] + box[2]) // 2 - 8, (box[0] + box[2]) // 2 + 8))
+    assert np.abs(after - before)[centre].mean() > 5  # the face repainted
+    assert np.abs(after - before)[:20, :20].max() <= 1  # a corner far from the face untouched
+    scores = [image.score for image in result.images]
+    assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
+    assert result.images[0].faces[0]["prompt"].endswith("<lora:grace:0.9>")
