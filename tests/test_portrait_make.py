@@ -444,6 +444,21 @@ def test_controlnets_are_found_by_name_and_openpose_needs_its_weights(tiny_works
         control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"], canny="nope"))
 
 
+def test_a_canny_controlnet_found_by_name_guides_pass_one_and_the_recipe_names_it(tiny_workspace, people, cache, sd15):
+    from controlnet_files import make_controlnet
+    from lorastudio.generate.image_metadata import read_infotext
+
+    make_controlnet(sd15, seed=1).save_pretrained(tiny_workspace.controlnet / "tiny-canny")
+    template = _template(tiny_workspace.root / "solo.png", (128, 128))
+    guided = _make(tiny_workspace, _cfg(persons=["A"], templates=[str(template)], control_weight=2.0), cache).images[0]
+    plain = _make(tiny_workspace, _cfg(persons=["A"], templates=[str(template)], canny="none"), cache).images[0]
+    assert np.abs(_px(guided.path) - _px(plain.path)).max() > 2  # the unit acted (a tiny ControlNet: a small push)
+    recipe = yaml.safe_load(guided.recipe_path.read_text(encoding="utf-8"))
+    assert (recipe["request"]["canny"], recipe["request"]["openpose"]) == ("tiny-canny", "none")
+    assert "Portrait ControlNets: canny=tiny-canny" in read_infotext(guided.path)
+    assert "Portrait ControlNets" not in read_infotext(plain.path)
+
+
 # --- the job kind ---------------------------------------------------------------------------------
 
 

@@ -390,7 +390,10 @@ def make_portraits(
         for name in template.persons.values():
             if name not in persons:
                 persons[name] = _person(ws, name, backend)
-    units = _units(control_models(ws, cfg), cfg.control_weight)
+    chosen = control_models(ws, cfg)
+    units = _units(chosen, cfg.control_weight)
+    # the recipe names the ControlNets used (or 'none'): found by name today, maybe not tomorrow
+    cfg = cfg.model_copy(update={"canny": chosen.get("canny", "none"), "openpose": chosen.get("openpose", "none")})
     first = persons[next(iter(templates[0].persons.values()))]
     model_name = cfg.model or first.model or "tiny-sd15"
     cache = cache or ModelCache(ws, names=names)
@@ -513,6 +516,7 @@ def _infotext_params(cfg, template: _Template, seed: int, model_name: str, faces
         "Portrait template": template.path.stem,
         "Portrait faces": ", ".join(f"{f['face']}={f['person']}" for f in faces),
         "Portrait second strength": cfg.second_strength,
+        "Portrait ControlNets": ", ".join(f"{k}={v}" for k, v in (("canny", cfg.canny), ("openpose", cfg.openpose)) if v != "none") or None,
         "Portrait score": score,
     }
 
