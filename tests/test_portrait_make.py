@@ -429,19 +429,19 @@ def test_templates_add_list_delete_and_the_face_cache_follows_the_file(tiny_work
 
 def test_controlnets_are_found_by_name_and_openpose_needs_its_weights(tiny_workspace):
     from lorastudio.generate.annotators.registry import BODY_WEIGHTS
-    from lorastudio.service.portrait_make import control_models
+    from lorastudio.service.portrait_control import control_models
 
-    assert control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"])) == {}
+    assert control_models(tiny_workspace, None, None) == {}
     (tiny_workspace.controlnet / "control_v11p_sd15_canny.safetensors").write_bytes(b"x" * 64)
     (tiny_workspace.controlnet / "control_v11p_sd15_openpose.safetensors").write_bytes(b"y" * 64)
-    found = control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"]))
+    found = control_models(tiny_workspace, None, None)
     assert found == {"canny": "control_v11p_sd15_canny"}  # no openpose weights yet
     tiny_workspace.annotators.mkdir(parents=True, exist_ok=True)
     (tiny_workspace.annotators / BODY_WEIGHTS).write_bytes(b"z")
-    found = control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"], canny="none"))
+    found = control_models(tiny_workspace, "none", None)
     assert found == {"openpose": "control_v11p_sd15_openpose"}
     with pytest.raises(LorastudioError, match="nope"):
-        control_models(tiny_workspace, _cfg(persons=["A"], templates=["t"], canny="nope"))
+        control_models(tiny_workspace, "nope", None)
 
 
 def test_a_canny_controlnet_found_by_name_guides_pass_one_and_the_recipe_names_it(tiny_workspace, people, cache, sd15):

@@ -34,6 +34,7 @@ from lorastudio import __version__
 from lorastudio.config import StrictModel
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import STRICT, NamePolicy
+from lorastudio.service.portrait_control import control_models, control_units
 from lorastudio.service.templates import find_template, template_faces
 from lorastudio.service.workspace import Workspace, safe_name
 
@@ -220,45 +221,6 @@ def _templates(ws: Workspace, cfg: PortraitMakeConfig, backend: Any, names: Name
     return found
 
 
-# --- ControlNet units ----------------------------------------------------------------------
-
-
-def _find_by_pattern(ws: Workspace, word: str) -> str | None:
-    from lorastudio.service.controlnets import list_controlnets
-
-    names = [row["name"] for row in list_controlnets(ws) if not row["error"] and word in row["name"].lower()]
-    return names[0] if names else None
-
-
-def control_models(ws: Workspace, cfg: PortraitMakeConfig) -> dict[str, str]:
-    """The ControlNets pass 1 uses: {'canny': name, 'openpose': name}, each only when present.
-
-    An explicit name wins ('none' turns a unit off); otherwise a ControlNet whose name holds
-    'canny' / 'openpose'. OpenPose also needs the preprocessor's body weights in
-    studio/models/annotators.
-    """
-    from lorastudio.generate.annotators.registry import BODY_WEIGHTS
-    from lorastudio.service.controlnets import find_controlnet
-
-    chosen = {}
-    for kind, given in (("canny", cfg.canny), ("openpose", cfg.openpose)):
-        if given is not None and given.strip().lower() in ("none", ""):
-            continue
-        if given is not None:
-            find_controlnet(ws, given)  # an unknown name: one line listing the ControlNets
-            chosen[kind] = given
-        elif (name := _find_by_pattern(ws, kind)) is not None:
-            chosen[kind] = name
-    if "openpose" in chosen and not (ws.annotators / BODY_WEIGHTS).is_file():
-        if cfg.openpose is not None:
-            raise NotFoundError(
-                f"--openpose {cfg.openpose}: the openpose preprocessor needs {ws.annotators / BODY_WEIGHTS}; "
-                "put the weights there or pass --openpose none."
-            )
-        del chosen["openpose"]
-    return chosen
-
-
 # --- one face ---------------------------------------------------------------------------------
 
 
@@ -296,7 +258,7 @@ class _Pass:
             mask_blur=0,  # the mask is feathered already
             inpainting_fill=1,
             strength=strength,
-            controlnet=[u.model_copy(update={"image": str(init_path if u.module == "canny" else self.work / f"{tag}-template.png")}) for u in units],
+            controlnet=units,
             device=self.cfg.device,
         )
         result = run_generation(
@@ -331,7 +293,11 @@ def _repaint_face(step: _Pass, template: _Template, number: int, person: _Person
     warped = cut(warp_face(person.reference, person.reference_face, image, face), box, size)
     start = Image.composite(warped, template_crop, mask_crop)  # the person's face where the template's was
     tag = f"{template.path.stem}-{seed}-face{number}"
-    template_crop.save(step.work / f"{tag}-template.png")
+    start_path, template_path = step.work / f"{tag}-start.png", step.work / f"{tag}-template.png"
+    start.save(start_path)
+    template_crop.save(template_path)
+    # canny follows the start (the person's warped face), openpose the template's head
+    units = [u.model_copy(update={"image": str(start_path if u.module == "canny" else template_path)}) for u in units]
     first = step.inpaint(f"{tag}-1", person, seed, start, mask_crop, step.cfg.first_strength, units)
     if first is None:
         return None
@@ -353,17 +319,6 @@ def _score(backend: Any, image, face, person: _Person) -> tuple[float, float]:
 
 
 # --- the flow -------------------------------------------------------------------------------
-
-
-def _units(chosen: dict[str, str], weight: float) -> list:
-    from lorastudio.generate.control_units import ControlUnit
-
-    units = []
-    if "canny" in chosen:  # on pass 1's start image (the warped face in the template)
-        units.append(ControlUnit(module="canny", model=chosen["canny"], weight=weight, pixel_perfect=True))
-    if "openpose" in chosen:  # on the template's crop: the head's pose stays the template's
-        units.append(ControlUnit(module="openpose", model=chosen["openpose"], weight=weight, pixel_perfect=True))
-    return units
 
 
 def make_portraits(
@@ -390,8 +345,8 @@ def make_portraits(
         for name in template.persons.values():
             if name not in persons:
                 persons[name] = _person(ws, name, backend)
-    chosen = control_models(ws, cfg)
-    units = _units(chosen, cfg.control_weight)
+    chosen = control_models(ws, cfg.canny, cfg.openpose)
+    units = control_units(chosen, cfg.control_weight)
     # the recipe names the ControlNets used (or 'none'): found by name today, maybe not tomorrow
     cfg = cfg.model_copy(update={"canny": chosen.get("canny", "none"), "openpose": chosen.get("openpose", "none")})
     first = persons[next(iter(templates[0].persons.values()))]
