@@ -459,6 +459,46 @@ def test_a_canny_controlnet_found_by_name_guides_pass_one_and_the_recipe_names_i
     assert "Portrait ControlNets" not in read_infotext(plain.path)
 
 
+def test_each_face_gets_its_own_passes_with_its_own_lora_and_unit_images(tiny_workspace, people, cache, monkeypatch):
+    """What the flow asks the generator for, pass by pass (the generator itself stands aside)."""
+    import shutil
+
+    from lorastudio.generate.annotators.registry import BODY_WEIGHTS
+    from lorastudio.service import generation
+    from lorastudio.service.generation import GenerationResult, OutputImage
+
+    asked = []
+
+    def run_generation(ws, request, cache=None, **kwargs):
+        maps = {u.module: np.asarray(Image.open(u.image).convert("RGB")) for u in request.controlnet}
+        asked.append((request, maps, kwargs, np.asarray(Image.open(request.init_image).convert("RGB"))))
+        out = kwargs["out_dir"] / f"{len(asked)}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(request.init_image, out)
+        return GenerationResult([OutputImage(out, out, request.seed, "")], request.model, "0")
+
+    monkeypatch.setattr(generation, "run_generation", run_generation)
+    for name in ("cn-canny", "cn-openpose"):
+        (tiny_workspace.controlnet / f"{name}.safetensors").write_bytes(b"x" * 64)
+    tiny_workspace.annotators.mkdir(parents=True, exist_ok=True)
+    (tiny_workspace.annotators / BODY_WEIGHTS).write_bytes(b"z")
+    template = _template(tiny_workspace.root / "pair.png", (128, 64))
+    _make(tiny_workspace, _cfg(persons=["A", "B"], templates=[str(template)]), cache)
+    assert [(r.prompt.split("<lora:")[1], r.strength) for r, *_ in asked] == [
+        ("lora-a:0.9>", 0.7), ("lora-a:0.9>", 0.3), ("lora-b:0.9>", 0.7), ("lora-b:0.9>", 0.3)
+    ]  # fmt: skip
+    assert all(r.prompt.count("<lora:") == 1 and kw["add_to_library"] is False for r, _, kw, _ in asked)
+    for face, (request, maps, _, init) in zip((1, 1, 2, 2), asked, strict=True):
+        box = square_crop_box(TWO_FACES[2 - face], (128, 64), 2.5)  # face 1 is the leftmost
+        crop = np.asarray(Image.open(template).convert("RGB").crop(box).resize((64, 64), Image.Resampling.LANCZOS))
+        if request.strength == 0.7:  # pass 1: canny on the start (the warped face), openpose on the template
+            assert sorted(maps) == ["canny", "openpose"]
+            assert np.array_equal(maps["openpose"], crop) and np.array_equal(maps["canny"], init)
+            assert not np.array_equal(init, crop)  # the start holds the person's warped face
+        else:
+            assert maps == {}
+
+
 # --- the job kind ---------------------------------------------------------------------------------
 
 
