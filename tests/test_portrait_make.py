@@ -531,8 +531,9 @@ def test_portrait_make_job_runs_on_a_worker_and_answers_images_and_scores(tiny_w
 FACE_PHOTOS = Path(__file__).parent / "fixtures" / "faces"
 
 
-def test_real_faces_grace_hopper_painted_into_the_astronaut(tiny_workspace, lora_files, cache):
-    """dlib finds the astronaut's face; Grace Hopper's record (as `portrait train` writes it) goes on it."""
+@pytest.fixture
+def real_faces(tiny_workspace, lora_files):
+    """The real dlib backend, and Grace Hopper and the astronaut recorded as `portrait train` records them."""
     if not (FACE_PHOTOS / "astronaut.jpg").is_file():
         pytest.skip("the face toolkit's photos (tests/fixtures/faces) are not here")
     pytest.importorskip("dlib")
@@ -540,32 +541,57 @@ def test_real_faces_grace_hopper_painted_into_the_astronaut(tiny_workspace, lora
 
     from lorastudio.portrait.faces import largest_face
     from lorastudio.service.faces import open_backend
-    from lorastudio.service.portraits import load_person
 
     backend = open_backend(tiny_workspace)
-    folder = tiny_workspace.root / "portraits" / "grace"
-    folder.mkdir(parents=True)
-    reference = Image.open(FACE_PHOTOS / "grace_hopper.jpg").convert("RGB")
-    reference.save(folder / "reference.png")
-    face = largest_face(backend.detect(reference))
-    np.save(folder / "embedding.npy", backend.embed(reference, face))
-    shutil.copy(lora_files["lora-a"], tiny_workspace.loras / "grace.safetensors")
-    record = {
-        "name": "grace", "trigger": "zqgrace", "lora": "loras/grace.safetensors",
-        "reference_image": "grace/reference.png", "reference_face": face.to_dict(),
-        "embedding": "grace/embedding.npy", "backend": backend.name, "base_model": "tiny-sd15",
-        "kept_photos": [],
-    }  # fmt: skip
-    (tiny_workspace.root / "portraits" / "grace.json").write_text(json.dumps(record), encoding="utf-8")
+    for name, photo, lora in (("grace", "grace_hopper.jpg", "lora-a"), ("eileen", "astronaut.jpg", "lora-b")):
+        folder = tiny_workspace.root / "portraits" / name
+        folder.mkdir(parents=True)
+        reference = Image.open(FACE_PHOTOS / photo).convert("RGB")
+        reference.save(folder / "reference.png")
+        face = largest_face(backend.detect(reference))
+        np.save(folder / "embedding.npy", backend.embed(reference, face))
+        shutil.copy(lora_files[lora], tiny_workspace.loras / f"{name}.safetensors")
+        record = {
+            "name": name, "trigger": f"zq{name}", "lora": f"loras/{name}.safetensors",
+            "reference_image": f"{name}/reference.png", "reference_face": face.to_dict(),
+            "embedding": f"{name}/embedding.npy", "backend": backend.name, "base_model": "tiny-sd15",
+            "kept_photos": [],
+        }  # fmt: skip
+        (tiny_workspace.root / "portraits" / f"{name}.json").write_text(json.dumps(record), encoding="utf-8")
+    return backend
+
+
+def _centre(box) -> tuple[slice, slice]:
+    cx, cy = int(box[0] + box[2]) // 2, int(box[1] + box[3]) // 2
+    return slice(cy - 8, cy + 8), slice(cx - 8, cx + 8)
+
+
+def test_real_faces_grace_hopper_painted_into_the_astronaut(tiny_workspace, real_faces, cache):
+    """dlib finds the astronaut's face; Grace Hopper's record (as `portrait train` writes it) goes on it."""
+    from lorastudio.service.portraits import load_person
+
     assert load_person(tiny_workspace, "grace").lora.name == "grace.safetensors"
     template = FACE_PHOTOS / "astronaut.jpg"
     result = _make(tiny_workspace, _cfg(persons=["grace"], templates=[str(template)], count=2), cache)
     before, after = _px(template), _px(result.images[0].path)
     assert after.shape == before.shape
-    box = [int(v) for v in result.images[0].faces[0]["box"]]
-    centre = (slice((box[1] + box[3]) // 2 - 8, (box[1] + box[3]) // 2 + 8), slice((box[0] + box[2]) // 2 - 8, (box[0] + box[2]) // 2 + 8))
-    assert np.abs(after - before)[centre].mean() > 5  # the face repainted
+    assert np.abs(after - before)[_centre(result.images[0].faces[0]["box"])].mean() > 5  # the face repainted
     assert np.abs(after - before)[:20, :20].max() <= 1  # a corner far from the face untouched
     scores = [image.score for image in result.images]
     assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
     assert result.images[0].faces[0]["prompt"].endswith("<lora:grace:0.9>")
+
+
+def test_real_faces_two_persons_on_a_tiled_template_left_to_right(tiny_workspace, real_faces, cache):
+    """[astronaut | Grace Hopper] side by side: `--person grace --person eileen` swaps them."""
+    tiled = Image.new("RGB", (1024, 512), "white")
+    tiled.paste(Image.open(FACE_PHOTOS / "astronaut.jpg").convert("RGB"), (0, 0))
+    tiled.paste(Image.open(FACE_PHOTOS / "grace_hopper.jpg").convert("RGB").crop((0, 0, 512, 512)), (512, 0))
+    template = tiled.save(tiny_workspace.root / "duo.png") or tiny_workspace.root / "duo.png"
+    image = _make(tiny_workspace, _cfg(persons=["grace", "eileen"], templates=[str(template)]), cache).images[0]
+    assert [(f["face"], f["person"]) for f in image.faces] == [(1, "grace"), (2, "eileen")]
+    assert image.faces[0]["box"][2] < 512 <= image.faces[1]["box"][0]  # face 1 on the left tile
+    before, after = _px(template), _px(image.path)
+    for face in image.faces:
+        assert np.abs(after - before)[_centre(face["box"])].mean() > 5
+    assert np.abs(after - before)[:20, 500:524].max() <= 1  # between the faces, at the top: untouched
