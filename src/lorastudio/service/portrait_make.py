@@ -35,7 +35,7 @@ from lorastudio.config import StrictModel
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import STRICT, NamePolicy
 from lorastudio.service.portrait_control import control_models, control_units
-from lorastudio.service.templates import find_template, template_faces
+from lorastudio.service.templates import find_template, template_faces, templates_folder
 from lorastudio.service.workspace import Workspace, safe_name
 
 if TYPE_CHECKING:
@@ -217,7 +217,9 @@ def _templates(ws: Workspace, cfg: PortraitMakeConfig, backend: Any, names: Name
         path = find_template(ws, ref, allow_paths=not names.strict)
         faces = template_faces(ws, path, backend)
         persons = assign_persons(cfg.persons, cfg.faces, len(faces), path.name)
-        found.append(_Template(ref, path, _open_rgb(path), faces, persons))
+        in_library = path.parent.resolve() == templates_folder(ws).resolve()
+        # a recipe names a library template by name, any other photo by its full path
+        found.append(_Template(path.stem if in_library else str(path), path, _open_rgb(path), faces, persons))
     return found
 
 
