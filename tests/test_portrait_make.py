@@ -360,6 +360,9 @@ def test_the_recipe_makes_the_same_pixels_again_through_the_cli(tiny_workspace, 
         again = json.loads(out.stdout.strip().splitlines()[-1])
         assert again["seeds"] == [first.seed] and again["scores"] == [first.score]
         assert np.array_equal(_px(again["images"][0]), _px(first.path))
+    changed = runner.invoke(app, ["portrait", "make", "--recipe", str(first.recipe_path), "--set", "lora_weight=0.5", "--json"])
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.stdout.strip().splitlines()[-1])["faces"][0][0]["prompt"].endswith("<lora:lora-a:0.5>")
     template.write_bytes(template.read_bytes() + b"\0")  # another photo now: refused, named
     out = runner.invoke(app, ["portrait", "make", "--recipe", str(first.recipe_path)])
     assert out.exit_code == 2 and "changed since" in out.output and str(template) in out.output
@@ -387,6 +390,7 @@ def test_bad_requests_are_one_line_naming_the_file_or_person(tiny_workspace, peo
     )
     assert "template 'nope': not in" in fails("--person", "A", "--template", "nope")
     assert "--face 'x=A'" in fails("--face", "x=A", "--template", str(solo))
+    assert "stepz" in fails("--person", "A", "--template", str(solo), "--set", "stepz=3")
 
 
 # --- the template library ------------------------------------------------------------------------

@@ -40,6 +40,11 @@ def make_cmd(
     canny: str = typer.Option(None, "--canny", help="Canny ControlNet name ('none' = off; default: found by name)."),
     openpose: str = typer.Option(None, "--openpose", help="OpenPose ControlNet name ('none' = off; default: found by name)."),
     backend: str = typer.Option(None, "--backend", help="Face backend (default: dlib)."),
+    prompt: str = typer.Option(None, "--prompt", help="Prompt of each face's passes ({trigger} = the person's trigger)."),
+    settings: list[str] = typer.Option(
+        None, "--set", help="Any portrait setting KEY=VALUE (first_strength=0.6, lora_weight=0.8, ...); repeatable."
+    ),
+    device: str = typer.Option(None, "--device", help="cuda or cpu (default: cuda when present)."),
     recipe: Path = typer.Option(None, "--recipe", help="Make a portrait again from its .yaml recipe or PNG."),
     out: Path = typer.Option(None, "--out", help="Output folder (default studio/outputs/portraits/<date>)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object: images, scores, seeds, faces."),
@@ -58,12 +63,14 @@ def make_cmd(
         "faces": _face_options(list(face or [])) or None,
         "templates": list(template or []) or None,
         "count": count, "seed": seed, "model": model, "steps": steps,
-        "canny": canny, "openpose": openpose, "backend": backend,
+        "canny": canny, "openpose": openpose, "backend": backend, "prompt": prompt, "device": device,
     }  # fmt: skip
     overrides = {key: value for key, value in given.items() if value is not None}
     base = config_from_portrait_recipe(recipe).model_dump() if recipe else None
     if base is None and "templates" not in overrides:
         raise LorastudioError("portrait make: give --template IMG (or --recipe FILE); see `lorastudio portrait templates list`.")
+    if settings:  # --set under the named options: `--steps 30 --set steps=10` means 30
+        base = load_config(PortraitMakeConfig, None, list(settings), base={**(base or {}), **overrides}).model_dump()
     cfg = load_config(PortraitMakeConfig, None, overrides, base=base)
     result = make_portraits(workspace(), cfg, out_dir=out, names=LENIENT)
     if json_out:
