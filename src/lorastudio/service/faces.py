@@ -22,6 +22,7 @@ __all__ = [
     "compare_faces",
     "detect_faces",
     "detect_report",
+    "face_crop_dataset",
     "faces_folder",
     "list_backends",
     "load_face_image",
@@ -181,3 +182,31 @@ def compare_faces(
         "same_person": distance < opened.threshold,
         "faces": [face.to_dict() for face in faces],
     }
+
+
+def face_crop_dataset(
+    ws: Workspace,
+    name: str,
+    scale: float = 3.0,
+    backend: FaceBackend | str | None = None,
+    files: list[str] | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """`dataset import/clean --face-crop`: crop each image (or only `files`) to a square `scale` x the
+    largest face's box; images without a face are left as they are and listed."""
+    from lorastudio.data.clean import crop_images
+    from lorastudio.portrait.align import crop_around
+    from lorastudio.service.datasets import dataset_folder
+
+    if not 1.0 <= scale <= 10.0:
+        raise LorastudioError(f"--face-scale {scale}: use 1 to 10 (times the face box; EasyPhoto uses about 3).")
+    opened = _backend(ws, backend)
+
+    def face_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+        face = largest_face(opened.detect(image.convert("RGB")))
+        return None if face is None else crop_around(image, face, scale=scale, square=True)[1]
+
+    folder = dataset_folder(ws, name)
+    changes, left = crop_images(folder, face_box, files=files, dry_run=dry_run)
+    return {"name": name, "dry_run": dry_run, "backend": opened.name, "scale": scale,
+            "cropped": len(changes), "changes": changes, "no_face": left}  # fmt: skip
