@@ -48,6 +48,7 @@ def transfer_colour(
     reference_mean, reference_std = _stats(_lab(reference), reference_weights)
     ratio = reference_std / np.maximum(source_std, 1e-6)
     moved = (source_lab - source_mean) * ratio + reference_mean
-    blended = source_lab + (moved - source_lab) * weights[..., None]
-    rgb = cv2.cvtColor(blended.astype(np.float32), cv2.COLOR_LAB2RGB)
-    return Image.fromarray(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    rgb = cv2.cvtColor(moved.astype(np.float32), cv2.COLOR_LAB2RGB)
+    recoloured = Image.fromarray(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    # Pixels outside the mask stay exactly as they were; a feathered edge blends.
+    return Image.composite(recoloured, source.convert("RGB"), mask.convert("L").resize(source.size))
