@@ -2,8 +2,9 @@
 
 Points are in image pixels and named as the standard 5-point template names them, seen from the
 image: `left_eye` is the eye on the image's left (the person's right eye), `mouth_left` the mouth
-corner on the image's left. A backend that does not measure a point may estimate it and list its
-name in `Face.estimated` (dlib's 5-point model gives eye corners and the nose, not the mouth).
+corner on the image's left. A backend that does not measure a point as the template defines it
+may estimate it and list its name in `Face.estimated` (dlib's 5-point model gives eye corners and
+the bottom of the nose: its nose and mouth corners are estimates). Alignment uses measured points only.
 """
 
 from __future__ import annotations

@@ -141,11 +141,21 @@ def _grabcut_person_mask(image: Image.Image, face: Face | None) -> Image.Image:
     return Image.fromarray(person, mode="L")
 
 
+def _mediapipe_python() -> str:
+    """The interpreter named by LORASTUDIO_MEDIAPIPE_PYTHON (as the mediapipe pose annotator reads it)."""
+    python = os.environ.get(MEDIAPIPE_PYTHON_ENV, "").strip()
+    path = Path(python).expanduser()
+    if not path.is_file():
+        raise LorastudioError(
+            f"{MEDIAPIPE_PYTHON_ENV}={python}: no such interpreter; point it at a Python with mediapipe==0.10.21 "
+            "or unset it (the person mask then uses GrabCut)."
+        )
+    return str(path)
+
+
 def _mediapipe_person_mask(image: Image.Image) -> Image.Image:
     """Selfie segmentation in the interpreter named by LORASTUDIO_MEDIAPIPE_PYTHON (mediapipe 0.10.21)."""
-    from lorastudio.generate.annotators.mediapipe_pose import mediapipe_python
-
-    python = mediapipe_python()
+    python = _mediapipe_python()
     with tempfile.TemporaryDirectory(prefix="lorastudio-selfie-") as folder:
         source, target = Path(folder) / "in.png", Path(folder) / "mask.png"
         image.convert("RGB").save(source)

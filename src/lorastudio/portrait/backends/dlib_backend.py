@@ -7,9 +7,9 @@ path. The 68-point predictor beside them is non-commercial (iBUG 300-W) and is n
 
 dlib's 5 points are the two corners of each eye and the bottom of the nose. The eyes are the
 corners' midpoints; the nose point is the bottom of the nose (a little below the template's nose
-tip); the mouth corners are not measured, so they are estimated from the eye line with the
-ArcFace template's proportions (1.155 eye distances below the eyes' middle, 0.414 to each side)
-and listed in `Face.estimated`, which alignment then leaves out.
+tip, so it is listed as estimated); the mouth corners are not measured, so they are estimated from
+the eye line with the ArcFace template's proportions (1.155 eye distances below the eyes' middle,
+0.414 to each side). Alignment leaves estimated points out: dlib faces align by their eyes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ RETRY_UPSAMPLED_BELOW = 1024
 # The ArcFace template's mouth corners, in eye distances from the eyes' middle: across, down.
 MOUTH_ACROSS = 0.414
 MOUTH_DOWN = 1.155
+# Points that are not the template's: the bottom of the nose (not its tip) and the estimated mouth.
+ESTIMATED = ("nose", "mouth_left", "mouth_right")
 
 
 def import_dlib():
@@ -137,7 +139,7 @@ class DlibBackend(FaceBackend):
             face = Face(box=box, score=float(score))  # type: ignore[arg-type]
             shape = predictor(pixels, self._rectangle(face))
             faces.append(Face(box=face.box, points=_points_from_shape(shape), score=float(score),
-                              estimated=("mouth_left", "mouth_right")))  # fmt: skip
+                              estimated=ESTIMATED))  # fmt: skip
         return sort_left_to_right(faces)
 
     def embed(self, image: Image.Image, face: Face) -> np.ndarray:
