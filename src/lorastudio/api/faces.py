@@ -62,4 +62,4 @@ def compare_route(req: CompareFacesRequest, studio: Studio = Depends(get_studio)
 
     first, _ = decode_image(req.image_a, "image_a")
     second, _ = decode_image(req.image_b, "image_b")
-    return compare_faces(studio.workspace, first, second, req.backend)
+    return compare_faces(studio.workspace, first, second, req.backend, labels=("image_a", "image_b"))

@@ -31,6 +31,7 @@ TIMEOUT_S = 120
 FACE_HALF_WIDTH = 0.62
 FACE_HALF_HEIGHT = 0.78
 FACE_RAISE = 0.12
+GRABCUT_SIDE = 512
 
 
 def _ellipse(size: tuple[int, int], centre, axes, angle: float) -> np.ndarray:
@@ -116,7 +117,14 @@ def person_mask(image: Image.Image, face: Face | None = None) -> Image.Image:
 
 def _grabcut_person_mask(image: Image.Image, face: Face | None) -> Image.Image:
     """GrabCut from a rectangle: the face box widened to the shoulders and down to the bottom edge
-    (the centre 80% of the image without a face); the face itself is certain foreground."""
+    (the centre 80% of the image without a face); the face itself is certain foreground.
+
+    Runs on at most GRABCUT_SIDE px on the long side (GrabCut is slow), the mask scaled back."""
+    factor = min(1.0, GRABCUT_SIDE / max(image.size))
+    if factor < 1.0:
+        small = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.BILINEAR)
+        mask = _grabcut_person_mask(small, face.scaled(factor) if face is not None else None)
+        return mask.resize(image.size, Image.BILINEAR)
     pixels = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
     height, width = pixels.shape[:2]
     if face is None:
@@ -132,8 +140,7 @@ def _grabcut_person_mask(image: Image.Image, face: Face | None) -> Image.Image:
         mask[:] = cv2.GC_BGD
         x, y, w, h = rect
         mask[y : y + h, x : x + w] = cv2.GC_PR_FGD
-        inner = Face(box=face.box, points=face.points)
-        mask[_face_ellipse((width, height), inner.scaled(1.0)) > 0] = cv2.GC_FGD
+        mask[_face_ellipse((width, height), face) > 0] = cv2.GC_FGD
         cv2.grabCut(pixels, mask, None, background, foreground, 3, cv2.GC_INIT_WITH_MASK)
     else:
         cv2.grabCut(pixels, mask, rect, background, foreground, 3, cv2.GC_INIT_WITH_RECT)

@@ -161,11 +161,14 @@ def compare_faces(
     a: Image.Image | str | Path,
     b: Image.Image | str | Path,
     backend: FaceBackend | str | None = None,
+    labels: tuple[str, str] = ("first image", "second image"),
 ) -> dict[str, Any]:
-    """Identity distance between the largest face of `a` and of `b`, and the backend's verdict."""
+    """Identity distance between the largest face of `a` and of `b`, and the backend's verdict.
+
+    `labels` name in-memory images in messages (files are named by their path)."""
     opened = _backend(ws, backend)
     embeddings, faces = [], []
-    for label, image in (("first image", a), ("second image", b)):
+    for label, image in zip(labels, (a, b), strict=True):
         what = label if isinstance(image, Image.Image) else str(image)
         picture = load_face_image(image, what)
         face = largest_face(opened.detect(picture))

@@ -15,6 +15,7 @@ the eye line with the ArcFace template's proportions (1.155 eye distances below 
 from __future__ import annotations
 
 import importlib.util
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +40,8 @@ MOUTH_ACROSS = 0.414
 MOUTH_DOWN = 1.155
 # Points that are not the template's: the bottom of the nose (not its tip) and the estimated mouth.
 ESTIMATED = ("nose", "mouth_left", "mouth_right")
+# dlib's networks keep scratch buffers: one call at a time per process (API requests run in threads).
+_LOCK = threading.Lock()
 
 
 def import_dlib():
@@ -128,23 +131,23 @@ class DlibBackend(FaceBackend):
         scale = min(1.0, DETECT_MAX_SIDE / max(image.size))
         small = pixels if scale == 1.0 else _rgb(image.resize(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR))  # fmt: skip
-        rectangles, scores, _ = detector.run(small, 0, 0.0)
-        if not any(score >= self.min_score for score in scores) and max(small.shape[:2]) <= RETRY_UPSAMPLED_BELOW:
-            rectangles, scores, _ = detector.run(small, 1, 0.0)
         faces = []
-        for rectangle, score in zip(rectangles, scores, strict=True):
-            if score < self.min_score:
-                continue
-            box = tuple(float(v) / scale for v in (rectangle.left(), rectangle.top(), rectangle.right(), rectangle.bottom()))
-            face = Face(box=box, score=float(score))  # type: ignore[arg-type]
-            shape = predictor(pixels, self._rectangle(face))
-            faces.append(Face(box=face.box, points=_points_from_shape(shape), score=float(score),
-                              estimated=ESTIMATED))  # fmt: skip
+        with _LOCK:
+            rectangles, scores, _ = detector.run(small, 0, 0.0)
+            if not any(score >= self.min_score for score in scores) and max(small.shape[:2]) <= RETRY_UPSAMPLED_BELOW:
+                rectangles, scores, _ = detector.run(small, 1, 0.0)
+            for rectangle, score in zip(rectangles, scores, strict=True):
+                if score < self.min_score:
+                    continue
+                box = tuple(float(v) / scale for v in (rectangle.left(), rectangle.top(), rectangle.right(), rectangle.bottom()))
+                shape = predictor(pixels, self._rectangle(Face(box=box)))  # type: ignore[arg-type]
+                faces.append(Face(box=box, points=_points_from_shape(shape), score=float(score), estimated=ESTIMATED))  # type: ignore[arg-type]
         return sort_left_to_right(faces)
 
     def embed(self, image: Image.Image, face: Face) -> np.ndarray:
         """dlib's 128-d descriptor of the face in `face.box` (its 5 points are re-measured inside the box)."""
         _, predictor, descriptor = _models()
         pixels = _rgb(image)
-        shape = predictor(pixels, self._rectangle(face))
-        return np.asarray(descriptor.compute_face_descriptor(pixels, shape), dtype=np.float32)
+        with _LOCK:
+            shape = predictor(pixels, self._rectangle(face))
+            return np.asarray(descriptor.compute_face_descriptor(pixels, shape), dtype=np.float32)

@@ -8,6 +8,7 @@ same ArcFace template SFace's own `alignCrop` uses), so faces from any backend c
 
 from __future__ import annotations
 
+import threading
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class OpenCvZooBackend(FaceBackend):
         self.folder = Path(folder)
         self.detector_file = _one(self.folder, DETECTOR_PATTERN, "face_detection_yunet_2023mar.onnx")
         self.recogniser_file = _one(self.folder, RECOGNISER_PATTERN, "face_recognition_sface_2021dec.onnx")
+        self._lock = threading.Lock()  # the detector's input size is state: one image at a time
         try:
             self._detector = cv2.FaceDetectorYN.create(str(self.detector_file), "", (320, 320), score_threshold, nms_threshold, 5000)
             self._recogniser = cv2.FaceRecognizerSF.create(str(self.recogniser_file), "")
@@ -66,16 +68,18 @@ class OpenCvZooBackend(FaceBackend):
 
     def detect(self, image: Image.Image) -> list[Face]:
         bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
-        self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         try:
-            _, rows = self._detector.detect(bgr)
+            with self._lock:
+                self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+                _, rows = self._detector.detect(bgr)
         except cv2.error as exc:
             raise LorastudioError(f"{self.detector_file}: YuNet failed on this image ({str(exc).strip()[-120:]}).") from None
         return sort_left_to_right([face_from_yunet_row(row) for row in (rows if rows is not None else [])])
 
     def embed(self, image: Image.Image, face: Face) -> np.ndarray:
         aligned = cv2.cvtColor(np.asarray(align_face(image, face, 112)), cv2.COLOR_RGB2BGR)
-        return np.asarray(self._recogniser.feature(aligned), dtype=np.float32).ravel()
+        with self._lock:
+            return np.asarray(self._recogniser.feature(aligned), dtype=np.float32).ravel()
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return cosine_distance(a, b)
