@@ -69,6 +69,10 @@ def import_cmd(
     """Copy images (and their captions) into studio/datasets/NAME; sources are never changed."""
     from lorastudio.service.datasets import import_dataset
 
+    if face_crop:  # a missing face backend fails before anything is copied
+        from lorastudio.service.faces import open_backend
+
+        open_backend(workspace(), face_backend)
     bar = _Progress("import")
     try:
         result = import_dataset(workspace(), name, sources, background, max_pixels or None, progress=bar)
