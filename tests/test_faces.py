@@ -25,6 +25,9 @@ HOPPER = FIXTURES / "grace_hopper.jpg"
 # dlib's HOG boxes on the fixtures (x0, y0, x1, y1), stored when the fixtures were added.
 ASTRONAUT_BOX = (179, 83, 266, 170)
 HOPPER_BOX = (161, 137, 376, 352)
+# ... and their eyes and (bottom of the) nose.
+ASTRONAUT_POINTS = {"left_eye": (203.5, 102.0), "right_eye": (246.0, 104.5), "nose": (224.0, 135.0)}
+HOPPER_POINTS = {"left_eye": (223.0, 193.5), "right_eye": (307.5, 190.5), "nose": (270.0, 252.0)}
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +67,11 @@ def _tiled(photos) -> Image.Image:
 
 
 def test_dlib_finds_one_face_per_photo_at_the_stored_box_with_eyes_above_the_nose(faces):
-    for name, stored in (("astronaut", ASTRONAUT_BOX), ("hopper", HOPPER_BOX)):
+    for name, stored, points in (("astronaut", ASTRONAUT_BOX, ASTRONAUT_POINTS), ("hopper", HOPPER_BOX, HOPPER_POINTS)):
         face = faces[name]
         assert face.box == pytest.approx(stored, abs=3), name
+        for point, where in points.items():
+            assert face.points[point] == pytest.approx(where, abs=3), (name, point)
         (lx, ly), (rx, ry), (nx, ny) = face.points["left_eye"], face.points["right_eye"], face.points["nose"]
         assert lx < nx < rx, name  # image-left eye first
         assert max(ly, ry) < ny, name  # eyes above the nose
@@ -85,6 +90,7 @@ def test_the_same_person_is_below_the_threshold_and_two_people_above(dlib_backen
         "flip": ImageOps.mirror(astronaut),
         "jpeg q30": _jpeg(astronaut, 30),
         "crop": astronaut.crop((40, 20, 472, 452)),
+        "half size": astronaut.resize((256, 256)),
     }
     for label, variant in variants.items():
         found = dlib_backend.detect(variant)
