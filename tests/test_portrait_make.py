@@ -137,13 +137,18 @@ def toolkit(monkeypatch):
         faces_service = types.ModuleType("lorastudio.service.faces")
         monkeypatch.setitem(sys.modules, "lorastudio.service.faces", faces_service)
     monkeypatch.setattr(faces_service, "open_backend", lambda ws, name=None: backend, raising=False)
+    _person_registry(monkeypatch)
+    return backend
+
+
+def _person_registry(monkeypatch) -> None:
+    """service.portraits (helper ptrain's), or before it lands a stand-in reading the same records."""
     try:
         importlib.import_module("lorastudio.service.portraits")
-    except ImportError:  # before the person registry lands: its records read the same way
+    except ImportError:
         module = types.ModuleType("lorastudio.service.portraits")
         module.load_person = _read_person_record
         monkeypatch.setitem(sys.modules, "lorastudio.service.portraits", module)
-    return backend
 
 
 def _read_person_record(ws, name):
@@ -297,10 +302,9 @@ def test_paste_back_keeps_the_template_outside_the_mask_exactly():
 
 
 def test_one_face_template_end_to_end_sorted_by_score_with_recipe(tiny_workspace, people, cache):
+    from lorastudio.generate.image_metadata import read_infotext
     from lorastudio.portrait.faces import Face
     from lorastudio.portrait.masks import face_mask
-
-    from lorastudio.generate.image_metadata import read_infotext
     from lorastudio.service.portrait_make import RECIPE_KEY
 
     template = _template(tiny_workspace.root / "solo.png", (128, 128))
@@ -536,7 +540,7 @@ FACE_PHOTOS = Path(__file__).parent / "fixtures" / "faces"
 
 
 @pytest.fixture
-def real_faces(tiny_workspace, lora_files):
+def real_faces(tiny_workspace, lora_files, monkeypatch):
     """The real dlib backend, and Grace Hopper and the astronaut recorded as `portrait train` records them."""
     if not (FACE_PHOTOS / "astronaut.jpg").is_file():
         pytest.skip("the face toolkit's photos (tests/fixtures/faces) are not here")
@@ -546,6 +550,7 @@ def real_faces(tiny_workspace, lora_files):
     from lorastudio.portrait.faces import largest_face
     from lorastudio.service.faces import open_backend
 
+    _person_registry(monkeypatch)
     backend = open_backend(tiny_workspace)
     for name, photo, lora in (("grace", "grace_hopper.jpg", "lora-a"), ("eileen", "astronaut.jpg", "lora-b")):
         folder = tiny_workspace.root / "portraits" / name
