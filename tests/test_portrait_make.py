@@ -1,9 +1,8 @@
 """`portrait make`: persons' faces painted into template photos, on tiny-sd15 at 64 px.
 
-The face toolkit (detection, warp, masks, colour) is the helper "faces"'s work and the person
-registry the helper "ptrain"'s; where those modules are not importable yet, the `toolkit`
-fixture stands in small fakes. The face backend is always a fake with planted faces: the
-synthetic templates here have no real faces for dlib to find.
+The face toolkit (warp, masks, colour) is the real one; the face backend is one with planted
+faces (the synthetic templates have no real faces for dlib to find), except in the tests on
+the public-domain photos. Persons are written as the person registry records them.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import importlib
 import json
 import sys
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,22 +22,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from typer.testing import CliRunner
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.portrait.faces import Face
 from lorastudio.portrait.make import assign_persons, faces_left_to_right, paste_back, square_crop_box
+from lorastudio.service import faces as faces_service
 
 STEPS = 2
 
-# --- stand-ins for modules other helpers write ---------------------------------------------------
-
-
-@dataclass
-class _FakeFace:
-    box: tuple
-    points: dict = field(default_factory=dict)
-    score: float = 1.0
-
-    @property
-    def size(self) -> float:
-        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+# --- the face backend and person records --------------------------------------------------------
 
 
 def _ellipse(size, box, shrink=0.0, feather=0):
@@ -48,34 +37,6 @@ def _ellipse(size, box, shrink=0.0, feather=0):
     mask = Image.new("L", size, 0)
     ImageDraw.Draw(mask).ellipse((x0 + dx, y0 + dy, x1 - dx, y1 - dy), fill=255)
     return mask.filter(ImageFilter.GaussianBlur(feather)) if feather else mask
-
-
-def _fake_warp_face(source, source_face, target, target_face):
-    out = target.copy()
-    box = tuple(int(v) for v in target_face.box)
-    piece = source.crop(tuple(int(v) for v in source_face.box)).resize((box[2] - box[0], box[3] - box[1]))
-    out.paste(piece, box[:2])
-    return out
-
-
-def _fake_transfer_colour(source, reference, mask):
-    src, ref = np.asarray(source, np.float32), np.asarray(reference, np.float32)
-    m = np.asarray(mask, np.float32)[..., None] / 255.0
-    if m.sum() < 1:
-        return source
-    shift = (ref * m).sum((0, 1)) / m.sum() - (src * m).sum((0, 1)) / m.sum()
-    return Image.fromarray(np.clip(src + 0.5 * shift * m, 0, 255).astype(np.uint8))
-
-
-FAKES = {
-    "lorastudio.portrait.faces": {"Face": _FakeFace},
-    "lorastudio.portrait.align": {"warp_face": _fake_warp_face},
-    "lorastudio.portrait.masks": {
-        "face_mask": lambda size, face, feather: _ellipse(size, face.box, 0.05, feather),
-        "skin_mask": lambda image, face: _ellipse(image.size, face.box, 0.2),
-    },
-    "lorastudio.portrait.colour": {"transfer_colour": _fake_transfer_colour},
-}
 
 
 def _points(box) -> dict:
@@ -102,7 +63,6 @@ class PlantedBackend:
         self.detect_calls = 0
 
     def detect(self, image):
-        from lorastudio.portrait.faces import Face
 
         self.detect_calls += 1
         return [Face(box=box, points=_points(box), score=0.99) for box in self.planted.get(image.size, [])]
@@ -122,21 +82,9 @@ PHOTO = (12, 12, 52, 52)  # in every 64x64 person photo
 
 @pytest.fixture
 def toolkit(monkeypatch):
-    """The faces helper's modules (real when importable) and a backend with planted faces."""
-    for name, attrs in FAKES.items():
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            module = types.ModuleType(name)
-            module.__dict__.update(attrs)
-            monkeypatch.setitem(sys.modules, name, module)
+    """The face toolkit with a backend whose faces are planted (no real faces in these templates)."""
     backend = PlantedBackend({(128, 128): [ONE_FACE], (128, 64): TWO_FACES, (64, 64): [PHOTO], (96, 96): []})
-    try:
-        faces_service = importlib.import_module("lorastudio.service.faces")
-    except ImportError:
-        faces_service = types.ModuleType("lorastudio.service.faces")
-        monkeypatch.setitem(sys.modules, "lorastudio.service.faces", faces_service)
-    monkeypatch.setattr(faces_service, "open_backend", lambda ws, name=None: backend, raising=False)
+    monkeypatch.setattr(faces_service, "open_backend", lambda ws, name=None: backend)
     _person_registry(monkeypatch)
     return backend
 
@@ -153,7 +101,6 @@ def _person_registry(monkeypatch) -> None:
 
 def _read_person_record(ws, name):
     """What service.portraits.load_person reads from `studio/portraits/<name>.json` (stand-in)."""
-    from lorastudio.portrait.faces import Face
 
     path = ws.root / "portraits" / f"{name}.json"
     if not path.is_file():
@@ -212,7 +159,6 @@ def people(tiny_workspace, toolkit, lora_files):
     """
     import shutil
 
-    from lorastudio.portrait.faces import Face
 
     folder = tiny_workspace.root / "portraits"
     colours = {"A": (220, 60, 60), "B": (60, 60, 220), "C": (60, 200, 60), "D": (120, 120, 120)}
@@ -303,7 +249,6 @@ def test_paste_back_keeps_the_template_outside_the_mask_exactly():
 
 def test_one_face_template_end_to_end_sorted_by_score_with_recipe(tiny_workspace, people, cache):
     from lorastudio.generate.image_metadata import read_infotext
-    from lorastudio.portrait.faces import Face
     from lorastudio.portrait.masks import face_mask
     from lorastudio.service.portrait_make import RECIPE_KEY
 
