@@ -58,6 +58,7 @@ def _register() -> None:
         lora,
         models,
         outputs,
+        portrait,
         prompt,
         serve,
         train,
