@@ -3,8 +3,8 @@
 A run saves `checkpoints/step-N/` every few steps; the last one is not always the best
 (over-training burns the style in). Scorers are pluggable: `validation_loss` needs no
 extra weights and is always available; `clip_similarity` needs a local CLIP-vision
-folder; `tag_agreement` (tag_scoring.py) a local WD14 tagger. A face-ID scorer would
-register itself the same way (`register_scorer`, train/scorers.py).
+folder; `tag_agreement` (tag_scoring.py) a local WD14 tagger; `face_identity`
+(face_scoring.py) a face backend. Each registers itself (`register_scorer`, train/scorers.py).
 
 Everything is seeded (noise, timesteps, generation seeds), so scoring the same run twice
 gives the same table.
@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.train import tag_scoring  # noqa: F401  registers tag_agreement
+from lorastudio.train import (
+    face_scoring,  # noqa: F401  registers face_identity
+    tag_scoring,  # noqa: F401  registers tag_agreement
+)
 from lorastudio.train.runs import Checkpoint, RunFolder, StudioFolders, list_checkpoints
 from lorastudio.train.scorers import SCORERS, Scorer, ScoringContext, register_scorer
 
