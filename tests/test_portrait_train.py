@@ -1,0 +1,249 @@
+"""portrait train: which photos are used and why, the face_identity scorer, the whole flow.
+
+A fake face backend stands in for dlib: a "face" is a block of one planted colour, its identity
+that colour, so tests choose who is who and where every face is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorastudio.errors import LorastudioError
+from lorastudio.portrait.selection import crop_box, load_photo, select_photos
+from lorastudio.service.workspace import Workspace
+
+GREY = (128, 128, 128)
+ANN = (200, 100, 100)
+BOB = (100, 100, 200)
+
+
+@dataclass(frozen=True)
+class FakeFace:
+    box: tuple
+    points: dict = field(default_factory=dict)
+    score: float = 1.0
+
+    @property
+    def width(self):
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self):
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self):
+        return min(self.width, self.height)
+
+    @property
+    def roll_degrees(self):
+        (lx, ly), (rx, ry) = self.points["left_eye"], self.points["right_eye"]
+        return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+class FakeBackend:
+    """Faces are solid blocks of one colour (not grey, >= 1% of the pixels); identity = colour.
+
+    `rolls` tilts the eye line of the face of a given colour.
+    """
+
+    name, licence, threshold, metric = "fake", "test only", 0.3, "euclidean"
+
+    def __init__(self, rolls: dict | None = None):
+        self.rolls = rolls or {}
+
+    def detect(self, image):
+        pixels = np.asarray(image.convert("RGB"))
+        colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+        faces = []
+        for colour, count in zip(colours, counts, strict=True):
+            if tuple(colour) == GREY or tuple(colour) == (255, 255, 255) or count < pixels.shape[0] * pixels.shape[1] / 100:
+                continue
+            ys, xs = np.nonzero(np.all(pixels == colour, axis=-1))
+            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+            cx, cy, half = (box[0] + box[2]) / 2, box[1] + (box[3] - box[1]) * 0.4, (box[2] - box[0]) / 4
+            angle = math.radians(self.rolls.get(tuple(int(c) for c in colour), 0.0))
+            dx, dy = half * math.cos(angle), half * math.sin(angle)
+            points = {"left_eye": (cx - dx, cy - dy), "right_eye": (cx + dx, cy + dy)}
+            faces.append(FakeFace(box, points))
+        return sorted(faces, key=lambda f: f.box[0])
+
+    def embed(self, image, face):
+        x0, y0, x1, y1 = (int(v) for v in face.box)
+        block = np.asarray(image.convert("RGB"))[y0:y1, x0:x1].reshape(-1, 3)
+        return block.mean(axis=0) / 255.0
+
+    def distance(self, a, b):
+        return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+def photo(path, colour=ANN, box=(100, 80, 250, 230), size=(400, 400), faces=()):
+    image = Image.new("RGB", size, GREY)
+    for face_colour, face_box in [(colour, box), *faces] if colour else faces:
+        image.paste(face_colour, tuple(int(v) for v in face_box))
+    image.save(path)
+    return path
+
+
+def shade(colour, dr=0, dg=0, db=0):
+    return (colour[0] + dr, colour[1] + dg, colour[2] + db)
+
+
+# -- selection --------------------------------------------------------------------------------
+def test_each_unusable_photo_is_left_out_by_name_with_its_reason(tmp_path):
+    paths = [photo(tmp_path / f"ok{i}.png", shade(ANN, i)) for i in range(4)]
+    paths.append(photo(tmp_path / "noface.png", colour=None))
+    paths.append(photo(tmp_path / "twins.png", faces=[((101, 100, 100), (260, 80, 390, 230))], box=(10, 80, 150, 230)))
+    paths.append(photo(tmp_path / "small.png", box=(100, 100, 200, 200)))
+    paths.append(photo(tmp_path / "tilted.png", colour=(199, 100, 100)))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    paths.append(tmp_path / "broken.jpg")
+    selection = select_photos(paths, FakeBackend(rolls={(199, 100, 100): 40.0}), size=64)
+    reasons = {p.name: p.reason for p in selection.left_out}
+    assert sorted(p.name for p in selection.kept) == ["ok0.png", "ok1.png", "ok2.png", "ok3.png"]
+    assert "no face" in reasons["noface.png"]
+    assert "2 faces" in reasons["twins.png"]
+    assert "100 px" in reasons["small.png"] and "128" in reasons["small.png"]
+    assert "tilted 40 degrees" in reasons["tilted.png"]
+    assert "not an image" in reasons["broken.jpg"] or "damaged" in reasons["broken.jpg"]
+    report = selection.report()
+    assert {row["file"] for row in report["left_out"]} == set(reasons)
+    with pytest.raises(LorastudioError, match="4 of 9 photos usable.*noface.png: no face.*need at least 5"):
+        selection.require(5)
+    selection.require(4)
+
+
+def test_a_clearly_larger_face_is_used_beside_a_small_one(tmp_path):
+    path = photo(tmp_path / "crowd.png", faces=[(BOB, (300, 300, 340, 340))])
+    selection = select_photos([path], FakeBackend(), size=64)
+    assert [p.name for p in selection.kept] == ["crowd.png"]
+    assert selection.kept[0].face.box == (100.0, 80.0, 250.0, 230.0)
+
+
+def test_the_other_person_is_an_outlier_the_closest_are_kept_and_the_reference_is_the_mean(tmp_path):
+    offsets = [(0, 0, 0), (6, 0, 0), (-6, 0, 0), (0, 12, 0), (0, -12, 0), (0, 0, 20), (0, 0, -20)]
+    paths = [photo(tmp_path / f"ann{i}.png", shade(ANN, *o)) for i, o in enumerate(offsets)]
+    paths.append(photo(tmp_path / "bob.png", BOB))
+    selection = select_photos(paths, FakeBackend(), size=64, max_photos=5)
+    fate = {p.name: p.status for p in selection.photos}
+    assert fate["bob.png"] == "outlier" and "someone else" in next(p.reason for p in selection.photos if p.name == "bob.png")
+    assert fate["ann5.png"] == fate["ann6.png"] == "not_needed"  # the two farthest from the mean
+    assert [p.name for p in selection.kept][0] == "ann0.png" == selection.reference.name
+    assert {p.name for p in selection.kept} == {f"ann{i}.png" for i in range(5)}
+    assert np.allclose(selection.mean_embedding, np.array(ANN) / 255, atol=1e-6)
+
+
+def test_crops_are_square_three_faces_wide_inside_the_photo_and_upright(tmp_path):
+    face = FakeFace((100, 80, 250, 230))
+    assert crop_box(800, 800, face) == (-50 + 50, 0, 450, 450)  # 450 px, moved inside the top-left corner
+    assert crop_box(2000, 2000, face) == (-50 + 50, 0, 450, 450)
+    big = crop_box(2000, 2000, FakeFace((1000, 1000, 1100, 1100)))
+    assert big == (900, 900, 1200, 1200)  # 3 x 100 px around the centre
+    assert crop_box(400, 300, face) == (25, 0, 325, 300)  # shrunk to the photo's short side
+    path = photo(tmp_path / "a.png", box=(100, 80, 250, 230), size=(800, 800))
+    selection = select_photos([path], FakeBackend(), size=90)
+    kept = selection.kept[0]
+    assert kept.crop.size == (90, 90)
+    assert kept.crop_face.box == pytest.approx((20.0, 16.0, 50.0, 46.0))  # (face - crop corner) x 90/450
+    # EXIF orientation 6 (rotate 90 clockwise to view): the stored 300x200 photo is seen as 200x300
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (300, 200), GREY).save(rotated, exif=exif)
+    assert load_photo(rotated).size == (200, 300)
+
+
+def test_white_background_uses_the_person_mask(tmp_path):
+    path = photo(tmp_path / "a.png", size=(500, 500), box=(180, 180, 320, 320))
+    plain = select_photos([path], FakeBackend(), size=128).kept[0].crop
+    assert plain.getpixel((0, 0)) == GREY
+
+    def person_mask(image, face):
+        pixels = np.asarray(image)
+        return Image.fromarray(np.where(np.all(pixels == GREY, axis=-1), 0, 255).astype(np.uint8))
+
+    white = select_photos([path], FakeBackend(), size=128, person_mask=person_mask)
+    crop = white.kept[0].crop
+    assert crop.getpixel((0, 0)) == (255, 255, 255) and crop.getpixel((64, 64)) == ANN
+    assert white.report()["white_background"] is True
+
+
+# -- the face_identity scorer -------------------------------------------------------------------
+@pytest.fixture
+def fake_backend(monkeypatch):
+    from lorastudio.service import face_identity
+
+    backend = FakeBackend()
+    monkeypatch.setattr(face_identity, "open_face_backend", lambda ws, name=None: backend)
+    face_identity.install()
+    return backend
+
+
+def test_face_identity_prefers_the_checkpoint_that_draws_the_person(tmp_path, fake_backend):
+    from lorastudio.service.portraits import write_portrait_dataset
+    from lorastudio.train.scorers import SCORERS
+
+    ws = Workspace.open(tmp_path / "studio")
+    photos = [photo(tmp_path / f"ann{i}.png", shade(ANN, 3 * i)) for i in range(3)]
+    write_portrait_dataset(ws, "ann", "ann", select_photos(photos, fake_backend, size=64))
+    generated = {}
+    for step, colours in {10: [BOB, BOB], 20: [shade(ANN, 5), shade(ANN, -5)], 30: [shade(ANN, 40), None]}.items():
+        generated[step] = [photo(tmp_path / f"gen{step}-{i}.png", c, size=(64, 64), box=(16, 16, 48, 48)) for i, c in enumerate(colours)]
+    ctx = SimpleNamespace(ws=ws, cfg=SimpleNamespace(data=SimpleNamespace(dir="ann"), trigger="ann"), generated=generated)
+    scorer = SCORERS["face_identity"]
+    assert scorer.unavailable(ctx) is None and scorer.higher_is_better
+    scores = {step: scorer.score(ctx, SimpleNamespace(step=step), None) for step in generated}
+    assert max(scores, key=scores.get) == 20
+    assert scores[20] > 0.9 and scores[10] < 0.5  # the other person is under the same-person threshold
+    assert scores[30] < scores[20] and 0 < scores[30] < 0.5  # the faceless image scores 0, no error
+
+
+# -- the whole flow, through the command line ------------------------------------------------------
+@pytest.mark.slow
+def test_portrait_train_makes_the_data_set_the_lora_and_the_person(tiny_workspace, tmp_path, fake_backend, one_torch_thread):
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        photo(photos / f"ann{i}.png", shade(ANN, 2 * i), size=(300, 300), box=(80, 60, 220, 200))
+    photo(photos / "empty.png", colour=None)
+    _register()
+    args = ["portrait", "train", "--photos", str(photos), "--name", "ann", "--base", "tiny-sd15", "--steps", "4",
+            "--face-backend", "fake", "--json", "--device", "cpu"]  # fmt: skip
+    for setting in ("train.resolution=64", "train.save_every_steps=2", "scoring.steps=2", "lora.rank=4",
+                    "train.mixed_precision=no", "train.grad_accum=1"):  # fmt: skip
+        args += ["--set", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    ws = tiny_workspace
+    assert out["left_out"] == {"empty.png": "no face found"} and len(out["kept"]) == 4
+    assert (ws.loras / "ann.safetensors").is_file() and out["library_lora"] == str(ws.loras / "ann.safetensors")
+    dataset = ws.datasets / "ann"
+    captions = sorted(p.read_text().strip() for p in (dataset / "images").glob("*.txt"))
+    assert captions == ["a photo of ann person"] * 4
+    report = json.loads((dataset / "portrait.json").read_text())
+    assert report["backend"] == "fake" and report["reference"] == out["reference"]
+    scores = json.loads((ws.runs / "ann" / "scores.json").read_text())
+    assert scores["decided_by"] == "face_identity" and [r["step"] for r in scores["rows"]] == [2, 4]
+    assert all("a photo of ann person" in p for p in scores["prompts"])
+    person = json.loads((ws.root / "portraits" / "ann.json").read_text())
+    assert person["lora"] == "loras/ann.safetensors" and person["trigger"] == "ann"
+    assert (ws.root / "portraits" / person["reference_image"]).is_file()
+    assert np.load(ws.root / "portraits" / person["embedding"]).shape == (3,)
+    # too few usable photos: refused before training, naming each left-out photo
+    for extra in photos.glob("ann[123].png"):
+        extra.unlink()
+    again = CliRunner().invoke(app, [*args[:5], "bob", *args[6:]])
+    assert again.exit_code == 2 and "1 of 2 photos usable" in again.output and "empty.png: no face found" in again.output
+    assert not (ws.datasets / "bob").exists()
