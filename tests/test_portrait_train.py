@@ -205,8 +205,7 @@ def test_face_identity_prefers_the_checkpoint_that_draws_the_person(tmp_path, fa
     assert scores[30] < scores[20] and 0 < scores[30] < 0.5  # the faceless image scores 0, no error
 
 
-# -- the whole flow, through the command line ------------------------------------------------------
-@pytest.mark.slow
+# -- the whole flow, through the command line and the job queue ----------------------------------------
 def test_portrait_train_makes_the_data_set_the_lora_and_the_person(tiny_workspace, tmp_path, fake_backend, one_torch_thread):
     from typer.testing import CliRunner
 
@@ -247,3 +246,32 @@ def test_portrait_train_makes_the_data_set_the_lora_and_the_person(tiny_workspac
     again = CliRunner().invoke(app, [*args[:5], "bob", *args[6:]])
     assert again.exit_code == 2 and "1 of 2 photos usable" in again.output and "empty.png: no face found" in again.output
     assert not (ws.datasets / "bob").exists()
+
+
+def test_a_portrait_train_job_checks_uploads_reserves_its_run_and_trains(tiny_workspace, tmp_path, fake_backend, one_torch_thread):
+    from lorastudio.service.job_kinds import install, job_folder, submit_job, typed_job
+    from lorastudio.service.jobs import HandlerRegistry
+    from lorastudio.service.jobs.worker import Worker
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.service.uploads import store_stream
+
+    ws = tiny_workspace
+    uploads = []
+    for i in range(4):
+        path = photo(tmp_path / f"ann{i}.png", shade(ANN, 2 * i), size=(300, 300), box=(80, 60, 220, 200))
+        with path.open("rb") as stream:
+            uploads.append(store_stream(ws, stream, path.name)[0])
+    config = {"name": "ann", "photos": uploads, "base": "tiny-sd15", "steps": 2, "resolution": 64,
+              "save_every_steps": 2, "rank": 4, "face_backend": "fake", "min_photos": 3}  # fmt: skip
+    with Studio(ws, StudioSettings()) as studio:
+        missing, _ = typed_job("portrait-train", payload={"config": {**config, "photos": ["nope.png"]}})
+        with pytest.raises(LorastudioError, match="nope.png"):
+            submit_job(studio, "portrait-train", missing)
+        cfg, _ = typed_job("portrait-train", payload={"config": config})
+        job = submit_job(studio, "portrait-train", cfg)
+        assert job.payload["run"] == "ann" and job_folder(ws, job) == ws.runs / "ann" and (ws.runs / "ann").is_dir()
+        Worker(studio.store, ws, registry=install(HandlerRegistry())).run(stop_when_idle=True)
+        done = studio.get_job(job.id)
+    assert done.state == "succeeded", done.error
+    assert done.result["library_lora"] == str(ws.loras / "ann.safetensors") and len(done.result["kept"]) == 4
+    assert json.loads((ws.root / "portraits" / "ann.json").read_text())["run"] == "ann"

@@ -1,4 +1,4 @@
-"""The application's job kinds: generate, grid, train, caption, import (and the queue's `sleep`).
+"""The application's job kinds: generate, grid, train, caption, import, portrait-train (and the queue's `sleep`).
 
 `KINDS` is the one table of them: for each kind its typed config (the `config` of every
 payload), its handler, the function that queues it after the checks a request needs, and
@@ -50,6 +50,8 @@ from lorastudio.service.jobs.registry import (
     sleep_handler,
 )
 from lorastudio.service.jobs.store import Job
+from lorastudio.service.models import default_model
+from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import series_handler, submit_series
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
@@ -71,6 +73,7 @@ __all__ = [
     "install",
     "job_folder",
     "job_kind",
+    "portrait_train_handler",
     "publish_artifacts",
     "submit_job",
     "train_handler",
@@ -271,6 +274,38 @@ def _json_ready(value: Any) -> Any:
     return str(value)
 
 
+# --- portrait-train -----------------------------------------------------------------------
+
+
+def portrait_train_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a PortraitTrainConfig: uploaded photos) and `run` (reserved under runs/).
+
+    Photo checks, then training; the person's LoRA and registry entry are the result.
+    """
+    from lorastudio.service.portraits import train_person
+
+    cfg = PortraitTrainConfig.model_validate(ctx.payload.get("config") or {})
+    photos = [upload_path(ctx.workspace, name) for name in cfg.photos]
+    run_dir = run_folder(ctx.workspace, ctx.job)
+
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "photo":
+            ctx.progress(0.0, event["done"], event["total"], f"checking {event['file']}")
+        elif kind == "step":
+            ctx.progress(event["step"] / max(event["total"], 1), event["step"], event["total"])
+        elif kind:
+            ctx.emit(str(kind), _json_ready({k: v for k, v in event.items() if k != "event"}))
+        ctx.check_cancelled()
+
+    result = train_person(
+        ctx.workspace, cfg, photos, callback=on_event, device=ctx.device, progress=False,
+        names=names_policy_of(ctx), run=run_dir.name,
+    )  # fmt: skip
+    publish_artifacts(ctx, run_dir)
+    return _json_ready(result)
+
+
 # --- caption ----------------------------------------------------------------------------
 
 
@@ -409,6 +444,20 @@ def _submit_train(studio: Any, cfg: TrainConfig, extras: dict[str, Any], **who: 
     return studio.submit_train(cfg, **who)
 
 
+def _submit_portrait_train(studio: Any, cfg: PortraitTrainConfig, extras: dict[str, Any], **who: Any) -> Job:
+    """Check the photos were uploaded and the base model exists; reserve the run folder; queue."""
+    from lorastudio.service.portraits import reserve_run
+
+    if not cfg.photos:
+        raise LorastudioError("portrait-train: photos is empty; upload the person's photos (POST /api/v1/uploads).")
+    for name in cfg.photos:
+        upload_path(studio.workspace, name)
+    model = studio.check_model_name(cfg.base or studio.settings.model or default_model(studio.workspace))
+    cfg = cfg.model_copy(update={"base": model})
+    run = reserve_run(studio.workspace, cfg.name)
+    return studio.submit("portrait-train", {"config": cfg.model_dump(), "run": run}, affinity=model, **who)
+
+
 def _submit_caption(studio: Any, cfg: CaptionJobConfig, extras: dict[str, Any], **who: Any) -> Job:
     return studio.submit_caption(cfg, **who)
 
@@ -440,6 +489,7 @@ KINDS: dict[str, JobKind] = {
     "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, extras={"grid": GridRequest}),
     "series": JobKind(GenerateConfig, series_handler, _submit_series, extras={"series": SeriesRequest}),
     "train": JobKind(TrainConfig, train_handler, _submit_train, folder=run_folder),
+    "portrait-train": JobKind(PortraitTrainConfig, portrait_train_handler, _submit_portrait_train, folder=run_folder),
     "caption": JobKind(CaptionJobConfig, caption_handler, _submit_caption),
     "import": JobKind(ImportJobConfig, import_handler, _submit_import),
     "sleep": JobKind(SleepConfig, sleep_handler, _submit_sleep),

@@ -44,6 +44,7 @@ __all__ = [
     "portrait_train_config",
     "train_person",
     "validation_prompts",
+    "reserve_run",
 ]
 
 REGISTRY_VERSION = 1
@@ -178,6 +179,7 @@ class PortraitTrainConfig(StrictModel):
     save_every_steps: int | None = Field(
         None, ge=1, description="Checkpoint (and identity score) every N steps; default: the preset's (100)."
     )
+    rank: int | None = Field(None, ge=1, description="LoRA rank; default: the preset's (128).")
     white_background: bool = Field(False, description="Put every photo's person over a white background.")
     face_backend: str = Field("", description="Face backend (studio/models/faces/<name>); default: dlib.")
     max_photos: int = Field(15, ge=1, description="Keep at most this many photos (closest to the mean identity).")
@@ -343,6 +345,7 @@ def portrait_train_config(
     for key, value in (("steps", cfg.steps), ("resolution", cfg.resolution), ("save_every_steps", cfg.save_every_steps)):
         if value is not None:
             train[key] = value
+    lora = {"rank": cfg.rank, "alpha": cfg.rank / 2} if cfg.rank else {}  # the preset's alpha = rank / 2
     settings: dict[str, Any] = {
         "model": cfg.base or default_model(ws),
         "trigger": trigger,
@@ -350,6 +353,7 @@ def portrait_train_config(
         "output": {"name": cfg.name},
         "scoring": {"scorers": SCORERS, "prompts": validation_prompts(trigger)},
         "train": train,
+        "lora": lora,
     }
     layered = resolve_train_config(None, _merged(settings, parse_overrides(list(overrides))), "portrait")
     return layered.config
@@ -368,6 +372,13 @@ def _free_run_name(ws: Workspace, name: str) -> str:
     while (ws.runs / run).exists():
         n += 1
         run = f"{name}-{n}"
+    return run
+
+
+def reserve_run(ws: Workspace, name: str) -> str:
+    """A free run folder for a queued portrait job, created now so two jobs never share one."""
+    run = _free_run_name(ws, name)
+    ws.safe_child(ws.runs, run, "run name").mkdir(parents=True)
     return run
 
 
