@@ -40,8 +40,7 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the outcome."),
 ) -> None:
     """Train a person's LoRA from their photos; the best checkpoint by face identity is kept."""
-    from lorastudio.portrait.selection import list_photos
-    from lorastudio.service.portraits import PortraitTrainConfig, train_person
+    from lorastudio.service.portraits import PortraitTrainConfig, list_photos, train_person
 
     cfg = PortraitTrainConfig(
         name=name, base=base or "", trigger=trigger or "", steps=steps, white_background=white_background,

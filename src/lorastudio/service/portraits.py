@@ -37,6 +37,7 @@ __all__ = [
     "PortraitTrainConfig",
     "load_person",
     "list_people",
+    "list_photos",
     "portraits_dir",
     "person_folder",
     "select_person_photos",
@@ -203,6 +204,13 @@ def _open_backend(ws: Workspace, name: str) -> FaceBackend:
     from lorastudio.service.face_identity import open_face_backend
 
     return open_face_backend(ws, name or None)
+
+
+def list_photos(folder: str | Path) -> list[Path]:
+    """The photos in a folder (image files, by name); one clear line when there are none."""
+    from lorastudio.portrait.selection import list_photos as photos_in
+
+    return photos_in(folder)
 
 
 def select_person_photos(
