@@ -60,16 +60,18 @@ class FakeBackend:
         self.rolls = rolls or {}
 
     def detect(self, image):
-        pixels = np.asarray(image.convert("RGB"))
-        colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+        pixels = np.asarray(image.convert("RGB")).astype(np.int64)
+        codes = pixels[..., 0] * 65536 + pixels[..., 1] * 256 + pixels[..., 2]
+        values, counts = np.unique(codes, return_counts=True)
         faces = []
-        for colour, count in zip(colours, counts, strict=True):
-            if tuple(colour) == GREY or tuple(colour) == (255, 255, 255) or count < pixels.shape[0] * pixels.shape[1] / 100:
+        for code, count in zip(values, counts, strict=True):
+            colour = (int(code) // 65536, int(code) // 256 % 256, int(code) % 256)
+            if colour in (GREY, (255, 255, 255)) or count < codes.size / 100:
                 continue
-            ys, xs = np.nonzero(np.all(pixels == colour, axis=-1))
+            ys, xs = np.nonzero(codes == code)
             box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
             cx, cy, half = (box[0] + box[2]) / 2, box[1] + (box[3] - box[1]) * 0.4, (box[2] - box[0]) / 4
-            angle = math.radians(self.rolls.get(tuple(int(c) for c in colour), 0.0))
+            angle = math.radians(self.rolls.get(colour, 0.0))
             dx, dy = half * math.cos(angle), half * math.sin(angle)
             points = {"left_eye": (cx - dx, cy - dy), "right_eye": (cx + dx, cy + dy)}
             faces.append(FakeFace(box, points))
@@ -261,10 +263,10 @@ def test_a_portrait_train_job_checks_uploads_reserves_its_run_and_trains(tiny_wo
         path = photo(tmp_path / f"ann{i}.png", shade(ANN, 2 * i), size=(300, 300), box=(80, 60, 220, 200))
         with path.open("rb") as stream:
             uploads.append(store_stream(ws, stream, path.name)[0])
-    config = {"name": "ann", "photos": uploads, "base": "tiny-sd15", "steps": 2, "resolution": 64,
+    config = {"name": "ann", "photos": uploads, "file_names": [f"ann{i}.png" for i in range(4)], "base": "tiny-sd15", "steps": 2, "resolution": 64,
               "save_every_steps": 2, "rank": 4, "face_backend": "fake", "min_photos": 3}  # fmt: skip
     with Studio(ws, StudioSettings()) as studio:
-        missing, _ = typed_job("portrait-train", payload={"config": {**config, "photos": ["nope.png"]}})
+        missing, _ = typed_job("portrait-train", payload={"config": {**config, "photos": ["nope.png"], "file_names": []}})
         with pytest.raises(LorastudioError, match="nope.png"):
             submit_job(studio, "portrait-train", missing)
         cfg, _ = typed_job("portrait-train", payload={"config": config})
@@ -273,5 +275,7 @@ def test_a_portrait_train_job_checks_uploads_reserves_its_run_and_trains(tiny_wo
         Worker(studio.store, ws, registry=install(HandlerRegistry())).run(stop_when_idle=True)
         done = studio.get_job(job.id)
     assert done.state == "succeeded", done.error
-    assert done.result["library_lora"] == str(ws.loras / "ann.safetensors") and len(done.result["kept"]) == 4
+    assert done.result["library_lora"] == str(ws.loras / "ann.safetensors")
+    assert sorted(done.result["kept"]) == [f"ann{i}.png" for i in range(4)]  # the user's names, not the uploads'
+    assert not any((ws.cache / "uploads").iterdir()) and not (ws.cache / "portrait-photos" / job.id).exists()
     assert json.loads((ws.root / "portraits" / "ann.json").read_text())["run"] == "ann"

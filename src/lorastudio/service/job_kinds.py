@@ -18,6 +18,8 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,13 +282,17 @@ def _json_ready(value: Any) -> Any:
 def portrait_train_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (a PortraitTrainConfig: uploaded photos) and `run` (reserved under runs/).
 
-    Photo checks, then training; the person's LoRA and registry entry are the result.
+    Photo checks, then training; the person's LoRA and registry entry are the result. The
+    uploads are removed once it succeeded (a refused set stays, to be sent again with more photos).
     """
     from lorastudio.service.portraits import train_person
 
     cfg = PortraitTrainConfig.model_validate(ctx.payload.get("config") or {})
-    photos = [upload_path(ctx.workspace, name) for name in cfg.photos]
+    uploads = photos = [upload_path(ctx.workspace, name) for name in cfg.photos]
     run_dir = run_folder(ctx.workspace, ctx.job)
+    if cfg.file_names:  # the uploads under the user's own names, so the photo report names their files
+        staging = ctx.workspace.cache / "portrait-photos" / ctx.job.id
+        photos = _staged(photos, cfg.file_names, staging)
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
@@ -298,12 +304,34 @@ def portrait_train_handler(ctx: JobContext) -> dict[str, Any]:
             ctx.emit(str(kind), _json_ready({k: v for k, v in event.items() if k != "event"}))
         ctx.check_cancelled()
 
-    result = train_person(
-        ctx.workspace, cfg, photos, callback=on_event, device=ctx.device, progress=False,
-        names=names_policy_of(ctx), run=run_dir.name,
-    )  # fmt: skip
+    try:
+        result = train_person(
+            ctx.workspace, cfg, photos, callback=on_event, device=ctx.device, progress=False,
+            names=names_policy_of(ctx), run=run_dir.name,
+        )  # fmt: skip
+    finally:
+        if cfg.file_names:
+            shutil.rmtree(ctx.workspace.cache / "portrait-photos" / ctx.job.id, ignore_errors=True)
+    for upload in uploads:  # the kept photos are in the data set now (as an import removes its uploads)
+        upload.unlink(missing_ok=True)
     publish_artifacts(ctx, run_dir)
     return _json_ready(result)
+
+
+def _staged(photos: list[Path], names: list[str], staging: Path) -> list[Path]:
+    """Each upload linked (or copied) into `staging` under its original name; a repeated name gets a number."""
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for index, (source, name) in enumerate(zip(photos, names, strict=True)):
+        target = staging / name
+        if target.exists():
+            target = staging / f"{Path(name).stem}-{index}{Path(name).suffix}"
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        staged.append(target)
+    return staged
 
 
 # --- caption ----------------------------------------------------------------------------

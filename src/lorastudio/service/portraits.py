@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
 from lorastudio.errors import LorastudioError, NotFoundError
@@ -173,6 +173,10 @@ class PortraitTrainConfig(StrictModel):
     photos: list[str] = Field(
         default_factory=list, description="Upload names (POST /api/v1/uploads) of the person's photos."
     )
+    file_names: list[str] = Field(
+        default_factory=list,
+        description="Each upload's original file name, in order: the photo report names the user's files.",
+    )
     base: str = Field("", description="Base model to train on; default: the workspace's default model.")
     trigger: str = Field("", description="The word that calls the person in prompts; default: the name.")
     steps: int | None = Field(None, ge=1, description="Training steps; default: the portrait preset's (800).")
@@ -190,6 +194,15 @@ class PortraitTrainConfig(StrictModel):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return safe_name(value, "person name")
+
+    @model_validator(mode="after")
+    def _names_match(self) -> PortraitTrainConfig:
+        if self.file_names and len(self.file_names) != len(self.photos):
+            raise ValueError("file_names must give one name per photo, in the same order")
+        for original in self.file_names:
+            if not original or Path(original).name != original or original in (".", ".."):
+                raise ValueError(f"file name {original!r}: a plain file name, without folders")
+        return self
 
     @property
     def trigger_word(self) -> str:
@@ -410,6 +423,7 @@ def train_person(
     """
     from lorastudio.service import face_identity
     from lorastudio.service.training import run_training
+    from lorastudio.train.checkpoints import latest_state
 
     say = callback or (lambda event: None)
     train_cfg = portrait_train_config(ws, cfg, overrides)  # a bad setting fails before any photo is read
@@ -426,10 +440,13 @@ def train_person(
     run = run or _free_run_name(ws, cfg.name)
     _write_person(ws, cfg.name, trigger, selection, train_cfg.model, run, None)
     face_identity.install()
-    result = run_training(
-        ws, train_cfg, callback=callback, run_dir=ws.safe_child(ws.runs, run, "run name"), device=device,
-        progress=progress, names=names,
-    )  # fmt: skip
+    run_dir = ws.safe_child(ws.runs, run, "run name")
+    if latest_state(run_dir) is not None:  # a job started before (worker restart): go on from its checkpoint
+        result = run_training(ws, resume=str(run_dir), callback=callback, device=device, progress=progress, names=names)
+    else:
+        result = run_training(
+            ws, train_cfg, callback=callback, run_dir=run_dir, device=device, progress=progress, names=names
+        )
     lora = result.get("library_lora")
     lora_rel = Path(lora).resolve().relative_to(ws.root).as_posix() if lora else None
     record = _write_person(ws, cfg.name, trigger, selection, train_cfg.model, run, lora_rel)
