@@ -279,3 +279,46 @@ def test_a_portrait_train_job_checks_uploads_reserves_its_run_and_trains(tiny_wo
     assert sorted(done.result["kept"]) == [f"ann{i}.png" for i in range(4)]  # the user's names, not the uploads'
     assert not any((ws.cache / "uploads").iterdir()) and not (ws.cache / "portrait-photos" / job.id).exists()
     assert json.loads((ws.root / "portraits" / "ann.json").read_text())["run"] == "ann"
+
+
+# -- the real default backend (dlib) on public-domain photos -------------------------------------
+def test_dlib_keeps_one_person_drops_the_other_and_records_the_reference(workspace, tmp_path):
+    pytest.importorskip("dlib")
+    pytest.importorskip("lorastudio.portrait.backends.dlib_backend")
+    from pathlib import Path
+
+    from PIL import ImageOps
+
+    from lorastudio.service.face_identity import open_face_backend
+    from lorastudio.service.portraits import _write_person, load_person, write_portrait_dataset
+    from lorastudio.train.face_scoring import identity_score
+
+    fixtures = Path(__file__).parent / "fixtures" / "faces"
+    astronaut = Image.open(fixtures / "astronaut.jpg").convert("RGB").resize((1024, 1024))
+    hopper = Image.open(fixtures / "grace_hopper.jpg").convert("RGB")
+    astronaut.save(tmp_path / "a-plain.jpg")
+    ImageOps.mirror(astronaut).save(tmp_path / "a-flipped.jpg")
+    astronaut.save(tmp_path / "a-jpeg30.jpg", quality=30)
+    astronaut.crop((40, 0, 984, 944)).save(tmp_path / "a-crop.jpg")
+    astronaut.resize((512, 512)).save(tmp_path / "a-small.jpg")  # an 87 px face
+    hopper.save(tmp_path / "hopper.jpg")
+    paths = sorted(tmp_path.glob("*.jpg"))
+    backend = open_face_backend(workspace, None)
+    selection = select_photos(paths, backend)
+    fate = {p.name: (p.status, p.reason) for p in selection.photos}
+    assert fate["a-small.jpg"][0] == "refused" and "under 128 px" in fate["a-small.jpg"][1]
+    assert fate["hopper.jpg"][0] == "outlier"
+    assert {p.name for p in selection.kept} == {"a-plain.jpg", "a-flipped.jpg", "a-jpeg30.jpg", "a-crop.jpg"}
+    assert selection.reference.crop.size == (512, 512)
+    write_portrait_dataset(workspace, "eileen", "eileen", selection)
+    _write_person(workspace, "eileen", "eileen", selection, "tiny-sd15", "eileen", None)
+    person = load_person(workspace, "eileen", need_lora=False)
+    assert person.reference_image.is_file() and person.reference_face.size > 100
+    with pytest.raises(LorastudioError, match="no trained LoRA"):
+        load_person(workspace, "eileen")
+    references = list(np.load(workspace.datasets / "eileen" / "portrait_embeddings.npy"))
+    hopper_crop = tmp_path / "hopper-crop.png"
+    next(p for p in selection.photos if p.name == "hopper.jpg").crop.save(hopper_crop)
+    same = identity_score(backend, [person.reference_image], references)
+    other = identity_score(backend, [hopper_crop], references)
+    assert same > 0.75 and other < 0.5
