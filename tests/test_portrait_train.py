@@ -207,6 +207,17 @@ def test_face_identity_prefers_the_checkpoint_that_draws_the_person(tmp_path, fa
     assert scores[30] < scores[20] and 0 < scores[30] < 0.5  # the faceless image scores 0, no error
 
 
+def test_a_tie_on_identity_goes_to_the_next_scorer():
+    from lorastudio.train.scorers import SCORERS
+    from lorastudio.train.scoring import _best_step
+
+    rows = [{"step": s, "scores": {"face_identity": 0.0, "validation_loss": loss}} for s, loss in ((2, 0.5), (4, 0.3), (6, 0.4))]
+    usable = [SCORERS["face_identity"], SCORERS["validation_loss"]]
+    assert _best_step(rows, usable) == 4  # no checkpoint drew a face: the lowest loss
+    rows[2]["scores"]["face_identity"] = 0.1
+    assert _best_step(rows, usable) == 6 and _best_step(rows, usable[1:]) == 4
+
+
 # -- the whole flow, through the command line and the job queue ----------------------------------------
 def test_portrait_train_makes_the_data_set_the_lora_and_the_person(tiny_workspace, tmp_path, fake_backend, one_torch_thread):
     from typer.testing import CliRunner
@@ -236,7 +247,8 @@ def test_portrait_train_makes_the_data_set_the_lora_and_the_person(tiny_workspac
     report = json.loads((dataset / "portrait.json").read_text())
     assert report["backend"] == "fake" and report["reference"] == out["reference"]
     scores = json.loads((ws.runs / "ann" / "scores.json").read_text())
-    assert scores["decided_by"] == "face_identity" and [r["step"] for r in scores["rows"]] == [2, 4]
+    assert scores["decided_by"] == out["decided_by"] == "face_identity" and [r["step"] for r in scores["rows"]] == [2, 4]
+    assert set(out["identity"]) == {"2", "4"} and out["best_step"] == scores["best_step"]
     assert all("a photo of ann person" in p for p in scores["prompts"])
     person = json.loads((ws.root / "portraits" / "ann.json").read_text())
     assert person["lora"] == "loras/ann.safetensors" and person["trigger"] == "ann"

@@ -61,8 +61,10 @@ def train_cmd(
     for file, reason in result["left_out"].items():
         typer.echo(f"left out {file}: {reason}")
     typer.echo(f"data set: {result['dataset']}")
+    for step, score in (result.get("identity") or {}).items():
+        typer.echo(f"step {step:>6}: face identity {score:.3f}{'  <- best' if step == result.get('best_step') else ''}")
     if result.get("best_step") is not None:
-        typer.echo(f"best checkpoint by face identity: step {result['best_step']} (scores: {result.get('scores')})")
+        typer.echo(f"best checkpoint: step {result['best_step']} by {result.get('decided_by')} ({result.get('scores')})")
     typer.echo(f"lora: {result.get('library_lora')}  (trigger: {result['trigger']})")
 
 

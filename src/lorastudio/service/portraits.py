@@ -86,9 +86,10 @@ class Person:
 def face_to_json(face: Face) -> dict[str, Any]:
     """A `Face` as JSON: box, named points and score."""
     return {
-        "box": [float(v) for v in face.box],
-        "points": {k: [float(p[0]), float(p[1])] for k, p in (face.points or {}).items()},
-        "score": float(face.score),
+        "box": [round(float(v), 2) for v in face.box],
+        "points": {k: [round(float(p[0]), 2), round(float(p[1]), 2)] for k, p in (face.points or {}).items()},
+        "score": round(float(face.score), 4),
+        "estimated": list(getattr(face, "estimated", ())),
     }
 
 
@@ -447,6 +448,12 @@ def train_person(
         result = run_training(
             ws, train_cfg, callback=callback, run_dir=run_dir, device=device, progress=progress, names=names
         )
+    if result.get("scores"):  # which scorer decided, and each checkpoint's identity score
+        table = json.loads(Path(result["scores"]).read_text(encoding="utf-8"))
+        result["decided_by"] = table.get("decided_by")
+        result["identity"] = {
+            row["step"]: row["scores"].get("face_identity") for row in table["rows"] if "face_identity" in row["scores"]
+        }
     lora = result.get("library_lora")
     lora_rel = Path(lora).resolve().relative_to(ws.root).as_posix() if lora else None
     record = _write_person(ws, cfg.name, trigger, selection, train_cfg.model, run, lora_rel)

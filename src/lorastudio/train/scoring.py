@@ -220,9 +220,13 @@ def _generate_for(ctx: ScoringContext, checkpoint: Checkpoint, lora, out_dir: Pa
 
 
 # -- the table -----------------------------------------------------------------------------
-def _best_step(rows: list[dict], scorer: Scorer) -> int:
-    pick = max if scorer.higher_is_better else min
-    return pick(rows, key=lambda r: r["scores"][scorer.name])["step"]
+def _best_step(rows: list[dict], usable: list[Scorer]) -> int:
+    """The first scorer decides; a tie on it (no checkpoint drew a face yet) goes to the next one."""
+
+    def merit(row: dict) -> tuple[float, ...]:
+        return tuple(row["scores"][s.name] * (1 if s.higher_is_better else -1) for s in usable)
+
+    return max(rows, key=merit)["step"]
 
 
 def _score_checkpoint(ctx: ScoringContext, checkpoint: Checkpoint, usable: list[Scorer], cells: Path) -> dict:
@@ -312,7 +316,7 @@ def score_run(
     # Cell images live only as long as scoring: the run keeps the sheet, not 3 x N PNGs.
     with tempfile.TemporaryDirectory(prefix="lorastudio-score-") as cells:
         rows = [_score_checkpoint(ctx, c, usable, Path(cells)) for c in checkpoints]
-        best = _best_step(rows, usable[0]) if usable else checkpoints[-1].step
+        best = _best_step(rows, usable) if usable else checkpoints[-1].step
         sheet = contact_sheet(
             [p for c in checkpoints for p in ctx.generated[c.step]],
             [f"step {c.step}: {p}" for c in checkpoints for p in ctx.prompts],
