@@ -334,3 +334,25 @@ def test_dlib_keeps_one_person_drops_the_other_and_records_the_reference(workspa
     same = identity_score(backend, [person.reference_image], references)
     other = identity_score(backend, [hopper_crop], references)
     assert same > 0.75 and other < 0.5
+
+
+def test_the_native_api_queues_a_portrait_training_from_uploads(workspace, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lorastudio.api.app import create_app
+    from lorastudio.service.studio import Studio, StudioSettings
+
+    path = photo(tmp_path / "ann0.png")
+    with Studio(workspace, StudioSettings()) as studio:  # not started: the job stays queued
+        client = TestClient(create_app(studio))
+        missing = client.post("/api/v1/jobs/portrait-train", json={"name": "ann", "photos": ["nope.png"]})
+        assert missing.status_code == 404 and "nope.png" in missing.text
+        bad = client.post("/api/v1/jobs/portrait-train", json={"name": "../ann", "photos": ["x.png"]})
+        assert bad.status_code == 400 and "person name" in bad.text
+        upload = client.post("/api/v1/uploads", files={"file": ("ann0.png", path.read_bytes(), "image/png")})
+        name = upload.json()["upload"]
+        job = client.post("/api/v1/jobs/portrait-train", json={"name": "ann", "photos": [name], "file_names": ["ann0.png"]})
+        assert job.status_code == 200, job.text
+        queued = studio.get_job(job.json()["id"])
+    assert queued.kind == "portrait-train" and queued.payload["run"] == "ann" and (workspace.runs / "ann").is_dir()
+    assert queued.payload["config"]["base"] == "tiny-sd15" and queued.payload["config"]["photos"] == [name]
