@@ -254,6 +254,8 @@ def test_portrait_train_makes_the_data_set_the_lora_and_the_person(tiny_workspac
     assert person["lora"] == "loras/ann.safetensors" and person["trigger"] == "ann"
     assert (ws.root / "portraits" / person["reference_image"]).is_file()
     assert np.load(ws.root / "portraits" / person["embedding"]).shape == (3,)
+    people = CliRunner().invoke(app, ["portrait", "people", "--json"])
+    assert json.loads(people.stdout)["people"] == [{"name": "ann", "trigger": "ann", "lora": "loras/ann.safetensors", "photos": 4}]
     # too few usable photos: refused before training, naming each left-out photo
     for extra in photos.glob("ann[123].png"):
         extra.unlink()

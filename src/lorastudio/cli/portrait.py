@@ -68,6 +68,20 @@ def train_cmd(
     typer.echo(f"lora: {result.get('library_lora')}  (trigger: {result['trigger']})")
 
 
+@portrait_app.command("people")
+def people_cmd(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """The trained people: name, trigger, LoRA and photo count."""
+    from lorastudio.service.portraits import list_people
+
+    rows = list_people(workspace())
+    if as_json:
+        print_json({"people": rows})
+        return
+    for row in rows:
+        lora = row["lora"] or "(not trained yet)"
+        typer.echo(f"{row['name']:<20} trigger {row['trigger']:<16} {row['photos']:>3} photos  {lora}")
+
+
 class _PhotoBar:
     """A tqdm bar (with ETA) on stderr while photos are checked; the training draws its own."""
 

@@ -130,9 +130,10 @@ class Selection:
     def require(self, minimum: int) -> None:
         """Refuse to go on with fewer than `minimum` usable photos, saying why the rest were not."""
         if len(self.kept) < minimum:
+            min_face = self.settings.get("min_face", MIN_FACE)
             raise LorastudioError(
                 f"portrait: {self.summary()}; need at least {minimum}: add clear photos of one face"
-                f" (at least {MIN_FACE} px, upright)."
+                f" (at least {min_face:.0f} px, upright)."
             )
 
     def report(self) -> dict[str, Any]:

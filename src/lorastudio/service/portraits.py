@@ -188,6 +188,7 @@ class PortraitTrainConfig(StrictModel):
     rank: int | None = Field(None, ge=1, description="LoRA rank; default: the preset's (128).")
     white_background: bool = Field(False, description="Put every photo's person over a white background.")
     face_backend: str = Field("", description="Face backend (studio/models/faces/<name>); default: dlib.")
+    min_face: int = Field(128, ge=16, description="Refuse photos whose face box is smaller than this (px).")
     max_photos: int = Field(15, ge=1, description="Keep at most this many photos (closest to the mean identity).")
     min_photos: int = Field(MIN_PHOTOS, ge=1, description="Refuse to train on fewer usable photos than this.")
 
@@ -242,7 +243,8 @@ def select_person_photos(
         from lorastudio.portrait.masks import person_mask
     size = max(512, cfg.resolution or 512)
     return select_photos(
-        photos, backend, size=size, max_photos=cfg.max_photos, person_mask=person_mask, progress=progress
+        photos, backend, size=size, max_photos=cfg.max_photos, min_face=cfg.min_face, person_mask=person_mask,
+        progress=progress,
     )
 
 
