@@ -64,7 +64,11 @@ def train_cmd(
     for step, score in (result.get("identity") or {}).items():
         typer.echo(f"step {step:>6}: face identity {score:.3f}{'  <- best' if step == result.get('best_step') else ''}")
     if result.get("best_step") is not None:
-        typer.echo(f"best checkpoint: step {result['best_step']} by {result.get('decided_by')} ({result.get('scores')})")
+        identity = list((result.get("identity") or {}).values())
+        how = result.get("decided_by")
+        if len(identity) > 1 and len(set(identity)) == 1:
+            how = "the next scorer (face identity tied: no checkpoint drew the face yet)"
+        typer.echo(f"best checkpoint: step {result['best_step']} by {how} ({result.get('scores')})")
     typer.echo(f"lora: {result.get('library_lora')}  (trigger: {result['trigger']})")
 
 
