@@ -52,6 +52,7 @@ def _register() -> None:
         db,
         demo,
         embeddings,
+        face,
         generate,
         grid,
         jobs,

@@ -46,6 +46,11 @@ def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
             typer.echo(line)
 
 
+FACE_CROP = typer.Option(False, "--face-crop", help="Crop each image to a square around its largest face (once per image).")
+FACE_SCALE = typer.Option(3.0, "--face-scale", help="With --face-crop: the crop's side in face-box sizes (EasyPhoto: ~3).")
+FACE_BACKEND = typer.Option(None, "--face-backend", help="With --face-crop: 'dlib' (default) or a folder in studio/models/faces.")
+
+
 @dataset_app.command("import")
 def import_cmd(
     sources: list[str] = typer.Argument(
@@ -56,11 +61,18 @@ def import_cmd(
         "white", help="Colour transparent pixels are put on ('white', '#rrggbb')."
     ),
     max_pixels: int = typer.Option(0, help="Refuse images with more pixels (0 = default 120 MP)."),
+    face_crop: bool = FACE_CROP,
+    face_scale: float = FACE_SCALE,
+    face_backend: str | None = FACE_BACKEND,
     as_json: bool = JSON,
 ) -> None:
     """Copy images (and their captions) into studio/datasets/NAME; sources are never changed."""
     from lorastudio.service.datasets import import_dataset
 
+    if face_crop:  # a missing face backend fails before anything is copied
+        from lorastudio.service.faces import open_backend
+
+        open_backend(workspace(), face_backend)
     bar = _Progress("import")
     try:
         result = import_dataset(workspace(), name, sources, background, max_pixels or None, progress=bar)
@@ -72,7 +84,18 @@ def import_cmd(
     ]
     lines += [f"  failed  {row['source']}: {row['reason']}" for row in result["failed_files"]]
     lines += [f"  skipped {row['source']}: {row['reason']}" for row in result["skipped_files"]]
+    if face_crop:
+        result["face_crop"] = _face_crop(result["name"], face_scale, face_backend, result["imported_files"], False, lines)
     _emit(result, as_json, lines)
+
+
+def _face_crop(name: str, scale: float, backend: str | None, files: list[str] | None, dry_run: bool, lines: list[str]) -> dict:
+    from lorastudio.service.faces import face_crop_dataset
+
+    result = face_crop_dataset(workspace(), name, scale, backend, files=files, dry_run=dry_run)
+    lines.append(f"{name}: {'would crop' if dry_run else 'cropped'} {result['cropped']} images around their face")
+    lines += [f"  no face   {file}: left as it is" for file in result["no_face"]]
+    return result
 
 
 @dataset_app.command("clean")
@@ -90,6 +113,9 @@ def clean_cmd(
     resize_mode: str = typer.Option(
         "buckets", help="square (centre crop) | buckets (nearest training bucket)."
     ),
+    face_crop: bool = FACE_CROP,
+    face_scale: float = FACE_SCALE,
+    face_backend: str | None = FACE_BACKEND,
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be dropped or resized."),
     as_json: bool = JSON,
 ) -> None:
@@ -115,6 +141,8 @@ def clean_cmd(
     verb = "would drop" if dry_run else "dropped"
     lines = [f"{name}: {verb} {len(result['dropped'])}, keeping {result['kept']}"]
     lines += [f"  {row['file']}: {row['reason']}" for row in result["dropped"]]
+    if face_crop:
+        result["face_crop"] = _face_crop(name, face_scale, face_backend, None, dry_run, lines)
     if resize:
         result["resize"] = resize_dataset(ws, name, resize, resize_mode, dry_run=dry_run)
         lines.append(

@@ -8,6 +8,7 @@ copy is kept) and blur (variance of the Laplacian).
 
 `resize_images` centre-crops to a square or to the nearest training bucket. A `FocusFinder`
 (e.g. a face detector from the portrait tools) can move the crop to keep a point in frame.
+`crop_images` crops each image to the box a `BoxFinder` gives (`--face-crop`: around the face).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from lorastudio.data.images import ImageLoadError, open_image
 from lorastudio.data.manifest import DatasetFolder, ManifestItem, atomic_write_bytes, atomic_write_json
 from lorastudio.data.phash import blur_score, hamming, near_duplicate_groups, phash
 
-__all__ = ["Drop", "CleanPlan", "FocusFinder", "plan_clean", "apply_clean", "resize_images"]
+__all__ = ["BoxFinder", "Drop", "CleanPlan", "FocusFinder", "plan_clean", "apply_clean", "crop_images", "resize_images"]
 
 # Returns a point (x, y) in 0-1 image coordinates to keep in the crop, or None for the centre.
 FocusFinder = Callable[[Image.Image], tuple[float, float] | None]
+# Returns the box (x0, y0, x1, y1) in pixels to crop an image to, or None to leave it.
+BoxFinder = Callable[[Image.Image], tuple[int, int, int, int] | None]
 Progress = Callable[[int, int], None]
+# The manifest `extra` key that marks a cropped image, so a second run does not crop the crop.
+CROPPED_KEY = "cropped"
 
 
 @dataclass
@@ -173,3 +178,35 @@ def resize_images(
         item.width, item.height = resized.size
         folder.save()  # per image: an interrupted resize re-runs without touching done ones
     return changes
+
+
+def crop_images(
+    folder: DatasetFolder,
+    find_box: BoxFinder,
+    files: list[str] | None = None,
+    dry_run: bool = False,
+) -> tuple[list[dict], list[str]]:
+    """Crop images in place to the box `find_box` gives; returns ([{file, from, box}], files left as they were).
+
+    Only `files` when given; an image cropped before (marked in the manifest) is not cropped again.
+    """
+    wanted = set(files) if files is not None else None
+    changes, left = [], []
+    for item in folder.items:
+        if (wanted is not None and item.file not in wanted) or item.extra.get(CROPPED_KEY):
+            continue
+        path = folder.image_path(item)
+        image = open_image(path)
+        box = find_box(image)
+        if box is None or tuple(box) == (0, 0, image.width, image.height):
+            left.append(item.file)
+            continue
+        changes.append({"file": item.file, "from": [item.width, item.height], "box": list(box)})
+        if dry_run:
+            continue
+        cropped = image.crop(tuple(box))
+        atomic_write_bytes(path, _encode_like(path.suffix.lower(), cropped))
+        item.width, item.height = cropped.size
+        item.extra[CROPPED_KEY] = list(box)
+        folder.save()  # per image, as resize_images does
+    return changes, left

@@ -98,6 +98,7 @@ def import_dataset(
         **report.summary(),
         "failed_files": report.failed,
         "skipped_files": report.skipped,
+        "imported_files": [row["file"] for row in report.imported],
     }
 
 

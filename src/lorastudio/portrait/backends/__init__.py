@@ -1,0 +1,1 @@
+"""Face backends: dlib (default, weights from PyPI) and the bring-your-own-weights ONNX ones."""
