@@ -1,14 +1,14 @@
 """portrait train: which photos are used and why, the face_identity scorer, the whole flow.
 
-A fake face backend stands in for dlib: a "face" is a block of one planted colour, its identity
-that colour, so tests choose who is who and where every face is.
+A fake face backend stands in for dlib where the test needs to choose who is who and where every
+face is: a "face" is a block of one planted colour, its identity that colour. The last tests use
+the real default backend (dlib) on public-domain photos.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
+from lorastudio.portrait.faces import Face, FaceBackend
 from lorastudio.portrait.selection import crop_box, load_photo, select_photos
 from lorastudio.service.workspace import Workspace
 
@@ -24,31 +25,7 @@ ANN = (200, 100, 100)
 BOB = (100, 100, 200)
 
 
-@dataclass(frozen=True)
-class FakeFace:
-    box: tuple
-    points: dict = field(default_factory=dict)
-    score: float = 1.0
-
-    @property
-    def width(self):
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self):
-        return self.box[3] - self.box[1]
-
-    @property
-    def size(self):
-        return min(self.width, self.height)
-
-    @property
-    def roll_degrees(self):
-        (lx, ly), (rx, ry) = self.points["left_eye"], self.points["right_eye"]
-        return math.degrees(math.atan2(ry - ly, rx - lx))
-
-
-class FakeBackend:
+class FakeBackend(FaceBackend):
     """Faces are solid blocks of one colour (not grey, >= 1% of the pixels); identity = colour.
 
     `rolls` tilts the eye line of the face of a given colour.
@@ -74,16 +51,13 @@ class FakeBackend:
             angle = math.radians(self.rolls.get(colour, 0.0))
             dx, dy = half * math.cos(angle), half * math.sin(angle)
             points = {"left_eye": (cx - dx, cy - dy), "right_eye": (cx + dx, cy + dy)}
-            faces.append(FakeFace(box, points))
+            faces.append(Face(box, points))
         return sorted(faces, key=lambda f: f.box[0])
 
     def embed(self, image, face):
         x0, y0, x1, y1 = (int(v) for v in face.box)
         block = np.asarray(image.convert("RGB"))[y0:y1, x0:x1].reshape(-1, 3)
         return block.mean(axis=0) / 255.0
-
-    def distance(self, a, b):
-        return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
 
 
 def photo(path, colour=ANN, box=(100, 80, 250, 230), size=(400, 400), faces=()):
@@ -143,10 +117,10 @@ def test_the_other_person_is_an_outlier_the_closest_are_kept_and_the_reference_i
 
 
 def test_crops_are_square_three_faces_wide_inside_the_photo_and_upright(tmp_path):
-    face = FakeFace((100, 80, 250, 230))
+    face = Face((100, 80, 250, 230))
     assert crop_box(800, 800, face) == (-50 + 50, 0, 450, 450)  # 450 px, moved inside the top-left corner
     assert crop_box(2000, 2000, face) == (-50 + 50, 0, 450, 450)
-    big = crop_box(2000, 2000, FakeFace((1000, 1000, 1100, 1100)))
+    big = crop_box(2000, 2000, Face((1000, 1000, 1100, 1100)))
     assert big == (900, 900, 1200, 1200)  # 3 x 100 px around the centre
     assert crop_box(400, 300, face) == (25, 0, 325, 300)  # shrunk to the photo's short side
     path = photo(tmp_path / "a.png", box=(100, 80, 250, 230), size=(800, 800))

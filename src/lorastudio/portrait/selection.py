@@ -17,7 +17,6 @@ Nothing here knows a particular detector: it works through the `FaceBackend` int
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -215,14 +214,6 @@ def crop_box(width: int, height: int, face: Face, scale: float = CROP_SCALE) -> 
     return left, top, left + side, top + side
 
 
-def _moved(face: Face, left: float, top: float, factor: float) -> Face:
-    """The same face in a crop's coordinates (offset, then scaled)."""
-    x0, y0, x1, y1 = face.box
-    box = ((x0 - left) * factor, (y0 - top) * factor, (x1 - left) * factor, (y1 - top) * factor)
-    points = {k: ((x - left) * factor, (y - top) * factor) for k, (x, y) in (face.points or {}).items()}
-    return dataclasses.replace(face, box=box, points=points)
-
-
 def crop_around_face(
     image: Image.Image, face: Face, size: int = 512, scale: float = CROP_SCALE
 ) -> tuple[Image.Image, Face]:
@@ -231,7 +222,8 @@ def crop_around_face(
 
     left, top, right, bottom = crop_box(image.width, image.height, face, scale)
     crop = image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.LANCZOS)
-    return crop, _moved(face, left, top, size / (right - left))
+    factor = size / (right - left)
+    return crop, face.scaled(factor, (-left * factor, -top * factor))
 
 
 def white_background(image: Image.Image, mask: Image.Image) -> Image.Image:

@@ -83,27 +83,13 @@ class Person:
         return np.load(self.embedding)
 
 
-def face_to_json(face: Face) -> dict[str, Any]:
-    """A `Face` as JSON: box, named points and score."""
-    return {
-        "box": [round(float(v), 2) for v in face.box],
-        "points": {k: [round(float(p[0]), 2), round(float(p[1]), 2)] for k, p in (face.points or {}).items()},
-        "score": round(float(face.score), 4),
-        "estimated": list(getattr(face, "estimated", ())),
-    }
-
-
-def face_from_json(data: dict[str, Any]) -> Face:
-    from lorastudio.portrait.faces import Face
-
-    return Face.from_dict(data)
-
-
 def load_person(ws: Workspace, name: str, need_lora: bool = True) -> Person:
     """The person `name` from `studio/portraits/<name>.json`; one clear line when there is none.
 
     `need_lora`: refuse a person whose training has not published a LoRA yet.
     """
+    from lorastudio.portrait.faces import Face
+
     path = portraits_dir(ws) / f"{safe_name(name, 'person name')}.json"
     if not path.is_file():
         raise NotFoundError(
@@ -118,7 +104,7 @@ def load_person(ws: Workspace, name: str, need_lora: bool = True) -> Person:
             trigger=data["trigger"],
             lora=(ws.root / lora) if lora else None,
             reference_image=root / data["reference_image"],
-            reference_face=face_from_json(data["reference_face"]),
+            reference_face=Face.from_dict(data["reference_face"]),
             embedding=root / data["embedding"],
             backend=data.get("backend", ""),
             base_model=data.get("base_model", ""),
@@ -342,7 +328,7 @@ def _write_person(
         "threshold": selection.threshold,
         "reference_image": f"{name}/reference.png",
         "reference_source": reference.name,
-        "reference_face": face_to_json(reference.crop_face),
+        "reference_face": reference.crop_face.to_dict(),
         "embedding": f"{name}/embedding.npy",
         "dataset": name,
         "kept_photos": [dataset.image_path(i).relative_to(ws.root).as_posix() for i in dataset.items],
