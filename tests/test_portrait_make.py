@@ -7,12 +7,8 @@ the public-domain photos. Persons are written as the person registry records the
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +17,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFilter
 from typer.testing import CliRunner
 
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError
 from lorastudio.portrait.faces import Face
 from lorastudio.portrait.make import assign_persons, faces_left_to_right, paste_back, square_crop_box
 from lorastudio.service import faces as faces_service
@@ -85,37 +81,7 @@ def toolkit(monkeypatch):
     """The face toolkit with a backend whose faces are planted (no real faces in these templates)."""
     backend = PlantedBackend({(128, 128): [ONE_FACE], (128, 64): TWO_FACES, (64, 64): [PHOTO], (96, 96): []})
     monkeypatch.setattr(faces_service, "open_backend", lambda ws, name=None: backend)
-    _person_registry(monkeypatch)
     return backend
-
-
-def _person_registry(monkeypatch) -> None:
-    """service.portraits (helper ptrain's), or before it lands a stand-in reading the same records."""
-    try:
-        importlib.import_module("lorastudio.service.portraits")
-    except ImportError:
-        module = types.ModuleType("lorastudio.service.portraits")
-        module.load_person = _read_person_record
-        monkeypatch.setitem(sys.modules, "lorastudio.service.portraits", module)
-
-
-def _read_person_record(ws, name):
-    """What service.portraits.load_person reads from `studio/portraits/<name>.json` (stand-in)."""
-
-    path = ws.root / "portraits" / f"{name}.json"
-    if not path.is_file():
-        raise NotFoundError(f"person {name!r}: not trained; run `lorastudio portrait train` first.")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not data.get("lora"):
-        raise LorastudioError(f"person {name!r}: has no trained LoRA (loras/{name}.safetensors).")
-    embedding = path.parent / data["embedding"]
-    return SimpleNamespace(
-        name=name, trigger=data["trigger"], lora=ws.root / data["lora"],
-        reference_image=path.parent / data["reference_image"],
-        reference_face=Face(box=tuple(data["reference_face"]["box"]), points=_points(data["reference_face"]["box"])),
-        embedding=embedding, backend=data["backend"], base_model=data["base_model"],
-        kept_photos=[ws.root / p for p in data["kept_photos"]], mean_embedding=lambda: np.load(embedding),
-    )  # fmt: skip
 
 
 def _random_lora(model, seed):
@@ -485,7 +451,7 @@ FACE_PHOTOS = Path(__file__).parent / "fixtures" / "faces"
 
 
 @pytest.fixture
-def real_faces(tiny_workspace, lora_files, monkeypatch):
+def real_faces(tiny_workspace, lora_files):
     """The real dlib backend, and Grace Hopper and the astronaut recorded as `portrait train` records them."""
     if not (FACE_PHOTOS / "astronaut.jpg").is_file():
         pytest.skip("the face toolkit's photos (tests/fixtures/faces) are not here")
@@ -495,7 +461,6 @@ def real_faces(tiny_workspace, lora_files, monkeypatch):
     from lorastudio.portrait.faces import largest_face
     from lorastudio.service.faces import open_backend
 
-    _person_registry(monkeypatch)
     backend = open_backend(tiny_workspace)
     for name, photo, lora in (("grace", "grace_hopper.jpg", "lora-a"), ("eileen", "astronaut.jpg", "lora-b")):
         folder = tiny_workspace.root / "portraits" / name

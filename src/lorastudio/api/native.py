@@ -26,9 +26,10 @@ from lorastudio.service import embeddings as library_embeddings
 from lorastudio.service import loras as library_loras
 from lorastudio.service import models as library_models
 from lorastudio.service import outputs as library_outputs
-from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
+from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, submit_job
 from lorastudio.service.jobs import Job
 from lorastudio.service.limits import MAX_PRIORITY
+from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import SeriesJob, submit_series
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.uploads import UPLOAD_SUFFIXES, image_or_upload, store_stream
@@ -120,6 +121,16 @@ def submit_import(
 ) -> dict[str, Any]:
     """Queue an import of uploaded files as a data set, model, LoRA or embedding."""
     job = studio.submit_import(cfg, user=request_user(request), priority=priority)
+    return _job_json(studio, job)
+
+
+@router.post("/jobs/portrait-train")
+def submit_portrait_train(
+    cfg: PortraitTrainConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue a person's training from uploaded photos (`photos`: upload names): photo checks, the
+    data set, the LoRA with the best face-identity checkpoint, the person's record."""
+    job = submit_job(studio, "portrait-train", cfg, user=request_user(request), priority=priority)
     return _job_json(studio, job)
 
 

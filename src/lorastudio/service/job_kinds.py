@@ -1,4 +1,5 @@
-"""The application's job kinds: generate, grid, train, caption, import (and the queue's `sleep`).
+"""The application's job kinds: generate, grid, train, caption, import, portrait-train, portrait-make
+(and the queue's `sleep`).
 
 `KINDS` is the one table of them: for each kind its typed config (the `config` of every
 payload), its handler, the function that queues it after the checks a request needs, and
@@ -18,6 +19,8 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +53,9 @@ from lorastudio.service.jobs.registry import (
     sleep_handler,
 )
 from lorastudio.service.jobs.store import Job
+from lorastudio.service.models import default_model
 from lorastudio.service.portrait_make import PortraitMakeConfig, portrait_make_handler, submit_portrait_make
+from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import series_handler, submit_series
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
@@ -72,6 +77,7 @@ __all__ = [
     "install",
     "job_folder",
     "job_kind",
+    "portrait_train_handler",
     "publish_artifacts",
     "submit_job",
     "train_handler",
@@ -272,6 +278,64 @@ def _json_ready(value: Any) -> Any:
     return str(value)
 
 
+# --- portrait-train -----------------------------------------------------------------------
+
+
+def portrait_train_handler(ctx: JobContext) -> dict[str, Any]:
+    """payload: `config` (a PortraitTrainConfig: uploaded photos) and `run` (reserved under runs/).
+
+    Photo checks, then training; the person's LoRA and registry entry are the result. The
+    uploads are removed once it succeeded (a refused set stays, to be sent again with more photos).
+    """
+    from lorastudio.service.portraits import train_person
+
+    cfg = PortraitTrainConfig.model_validate(ctx.payload.get("config") or {})
+    uploads = photos = [upload_path(ctx.workspace, name) for name in cfg.photos]
+    run_dir = run_folder(ctx.workspace, ctx.job)
+    if cfg.file_names:  # the uploads under the user's own names, so the photo report names their files
+        staging = ctx.workspace.cache / "portrait-photos" / ctx.job.id
+        photos = _staged(photos, cfg.file_names, staging)
+
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "photo":
+            ctx.progress(0.0, event["done"], event["total"], f"checking {event['file']}")
+        elif kind == "step":
+            ctx.progress(event["step"] / max(event["total"], 1), event["step"], event["total"])
+        elif kind:
+            ctx.emit(str(kind), _json_ready({k: v for k, v in event.items() if k != "event"}))
+        ctx.check_cancelled()
+
+    try:
+        result = train_person(
+            ctx.workspace, cfg, photos, callback=on_event, device=ctx.device, progress=False,
+            names=names_policy_of(ctx), run=run_dir.name,
+        )  # fmt: skip
+    finally:
+        if cfg.file_names:
+            shutil.rmtree(ctx.workspace.cache / "portrait-photos" / ctx.job.id, ignore_errors=True)
+    for upload in uploads:  # the kept photos are in the data set now (as an import removes its uploads)
+        upload.unlink(missing_ok=True)
+    publish_artifacts(ctx, run_dir)
+    return _json_ready(result)
+
+
+def _staged(photos: list[Path], names: list[str], staging: Path) -> list[Path]:
+    """Each upload linked (or copied) into `staging` under its original name; a repeated name gets a number."""
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for index, (source, name) in enumerate(zip(photos, names, strict=True)):
+        target = staging / name
+        if target.exists():
+            target = staging / f"{Path(name).stem}-{index}{Path(name).suffix}"
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        staged.append(target)
+    return staged
+
+
 # --- caption ----------------------------------------------------------------------------
 
 
@@ -410,6 +474,20 @@ def _submit_train(studio: Any, cfg: TrainConfig, extras: dict[str, Any], **who: 
     return studio.submit_train(cfg, **who)
 
 
+def _submit_portrait_train(studio: Any, cfg: PortraitTrainConfig, extras: dict[str, Any], **who: Any) -> Job:
+    """Check the photos were uploaded and the base model exists; reserve the run folder; queue."""
+    from lorastudio.service.portraits import reserve_run
+
+    if not cfg.photos:
+        raise LorastudioError("portrait-train: photos is empty; upload the person's photos (POST /api/v1/uploads).")
+    for name in cfg.photos:
+        upload_path(studio.workspace, name)
+    model = studio.check_model_name(cfg.base or studio.settings.model or default_model(studio.workspace))
+    cfg = cfg.model_copy(update={"base": model})
+    run = reserve_run(studio.workspace, cfg.name)
+    return studio.submit("portrait-train", {"config": cfg.model_dump(), "run": run}, affinity=model, **who)
+
+
 def _submit_caption(studio: Any, cfg: CaptionJobConfig, extras: dict[str, Any], **who: Any) -> Job:
     return studio.submit_caption(cfg, **who)
 
@@ -441,10 +519,11 @@ KINDS: dict[str, JobKind] = {
     "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, extras={"grid": GridRequest}),
     "series": JobKind(GenerateConfig, series_handler, _submit_series, extras={"series": SeriesRequest}),
     "train": JobKind(TrainConfig, train_handler, _submit_train, folder=run_folder),
+    "portrait-train": JobKind(PortraitTrainConfig, portrait_train_handler, _submit_portrait_train, folder=run_folder),
     "caption": JobKind(CaptionJobConfig, caption_handler, _submit_caption),
     "import": JobKind(ImportJobConfig, import_handler, _submit_import),
-    "sleep": JobKind(SleepConfig, sleep_handler, _submit_sleep),
     "portrait-make": JobKind(PortraitMakeConfig, portrait_make_handler, submit_portrait_make),
+    "sleep": JobKind(SleepConfig, sleep_handler, _submit_sleep),
 }
 
 

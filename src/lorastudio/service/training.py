@@ -237,8 +237,10 @@ def score_training_run(
     ws: Workspace, run: str, device: str | None = None, tagger_model: str | None = None
 ) -> dict[str, Any]:
     """Score every checkpoint of `run` (scores.json, contact sheet); the table is returned."""
+    from lorastudio.service import face_identity
     from lorastudio.train.scoring import score_run
 
+    face_identity.install()  # the face_identity scorer opens backends through the workspace
     return score_run(ws, run, device=device, tagger_model=tagger_model)
 
 
@@ -337,10 +339,12 @@ def _choose_checkpoint(
     ws: Workspace, run_dir: Path, config: TrainConfig, device: str | None, model_where: Any = None
 ) -> dict[str, Any]:
     """Score the run's checkpoints: the best step, the table's path and the best checkpoint's files."""
+    from lorastudio.service import face_identity
     from lorastudio.train.scoring import checkpoint_files, list_checkpoints, score_run
 
     if run_dir.parent != ws.runs or not list_checkpoints(run_dir, config):
         return {}
+    face_identity.install()
     table = score_run(ws, run_dir.name, device=device, model_where=model_where)
     best = table["best_step"]
     return {

@@ -3,8 +3,8 @@
 A run saves `checkpoints/step-N/` every few steps; the last one is not always the best
 (over-training burns the style in). Scorers are pluggable: `validation_loss` needs no
 extra weights and is always available; `clip_similarity` needs a local CLIP-vision
-folder; `tag_agreement` (tag_scoring.py) a local WD14 tagger. A face-ID scorer would
-register itself the same way (`register_scorer`, train/scorers.py).
+folder; `tag_agreement` (tag_scoring.py) a local WD14 tagger; `face_identity`
+(face_scoring.py) a face backend. Each registers itself (`register_scorer`, train/scorers.py).
 
 Everything is seeded (noise, timesteps, generation seeds), so scoring the same run twice
 gives the same table.
@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.train import tag_scoring  # noqa: F401  registers tag_agreement
+from lorastudio.train import (
+    face_scoring,  # noqa: F401  registers face_identity
+    tag_scoring,  # noqa: F401  registers tag_agreement
+)
 from lorastudio.train.runs import Checkpoint, RunFolder, StudioFolders, list_checkpoints
 from lorastudio.train.scorers import SCORERS, Scorer, ScoringContext, register_scorer
 
@@ -217,9 +220,13 @@ def _generate_for(ctx: ScoringContext, checkpoint: Checkpoint, lora, out_dir: Pa
 
 
 # -- the table -----------------------------------------------------------------------------
-def _best_step(rows: list[dict], scorer: Scorer) -> int:
-    pick = max if scorer.higher_is_better else min
-    return pick(rows, key=lambda r: r["scores"][scorer.name])["step"]
+def _best_step(rows: list[dict], usable: list[Scorer]) -> int:
+    """The first scorer decides; a tie on it (no checkpoint drew a face yet) goes to the next one."""
+
+    def merit(row: dict) -> tuple[float, ...]:
+        return tuple(row["scores"][s.name] * (1 if s.higher_is_better else -1) for s in usable)
+
+    return max(rows, key=merit)["step"]
 
 
 def _score_checkpoint(ctx: ScoringContext, checkpoint: Checkpoint, usable: list[Scorer], cells: Path) -> dict:
@@ -309,7 +316,7 @@ def score_run(
     # Cell images live only as long as scoring: the run keeps the sheet, not 3 x N PNGs.
     with tempfile.TemporaryDirectory(prefix="lorastudio-score-") as cells:
         rows = [_score_checkpoint(ctx, c, usable, Path(cells)) for c in checkpoints]
-        best = _best_step(rows, usable[0]) if usable else checkpoints[-1].step
+        best = _best_step(rows, usable) if usable else checkpoints[-1].step
         sheet = contact_sheet(
             [p for c in checkpoints for p in ctx.generated[c.step]],
             [f"step {c.step}: {p}" for c in checkpoints for p in ctx.prompts],
