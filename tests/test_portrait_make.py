@@ -514,3 +514,42 @@ def test_real_faces_two_persons_on_a_tiled_template_left_to_right(tiny_workspace
     for face in image.faces:
         assert np.abs(after - before)[_centre(face["box"])].mean() > 5
     assert np.abs(after - before)[:20, 500:524].max() <= 1  # between the faces, at the top: untouched
+
+
+# --- train -> make ----------------------------------------------------------------------------------
+
+
+def test_portrait_train_then_make_on_the_tiny_model(tiny_workspace, tmp_path, monkeypatch, one_torch_thread):
+    """A person trained by `portrait train` (4 steps) goes into a template by `portrait make`."""
+    from lorastudio.cli import _register, app
+    from lorastudio.service import face_identity
+    from test_portrait_train import ANN, BOB, GREY, FakeBackend, photo, shade
+
+    backend = FakeBackend()  # faces are solid colour blocks, identity = colour
+    monkeypatch.setattr(face_identity, "open_face_backend", lambda ws, name=None: backend)
+    monkeypatch.setattr(faces_service, "open_backend", lambda ws, name=None: backend)
+    face_identity.install()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        photo(photos / f"ann{i}.png", shade(ANN, 2 * i), size=(300, 300), box=(80, 60, 220, 200))
+    _register()
+    runner = CliRunner()
+    train = ["portrait", "train", "--photos", str(photos), "--name", "ann", "--base", "tiny-sd15", "--steps", "2",
+             "--face-backend", "fake", "--device", "cpu"]  # fmt: skip
+    for setting in ("train.resolution=64", "train.save_every_steps=2", "scoring.steps=1", "lora.rank=4",
+                    "train.mixed_precision=no", "train.grad_accum=1"):  # fmt: skip
+        train += ["--set", setting]
+    trained = runner.invoke(app, train)
+    assert trained.exit_code == 0, trained.output
+    template = tmp_path / "bob.png"
+    photo(template, BOB, size=(128, 128), box=(40, 36, 88, 92))
+    made = runner.invoke(app, ["portrait", "make", "--person", "ann", "--template", str(template), "--steps", "2",
+                               "--count", "2", "--seed", "1", "--backend", "fake", "--json"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    out = json.loads(made.stdout.strip().splitlines()[-1])
+    assert out["faces"][0][0]["prompt"].endswith("<lora:ann:0.9>") and out["faces"][0][0]["trigger"] == "ann"
+    assert out["scores"] == sorted(out["scores"], reverse=True)
+    before, after = _px(template), _px(out["images"][0])
+    assert after.shape == before.shape and np.abs(after - before)[50:80, 52:76].mean() > 10
+    assert (after[:8, :8] == GREY).all()  # far from the face: the template as it was
