@@ -244,6 +244,8 @@ def test_one_face_template_end_to_end_sorted_by_score_with_recipe(tiny_workspace
 
 
 def test_each_lora_acts_only_on_its_own_face(tiny_workspace, people, cache):
+    from lorastudio.generate.image_metadata import read_infotext
+
     template = _template(tiny_workspace.root / "pair.png", (128, 64))
     pair = _make(tiny_workspace, _cfg(persons=["A", "B"], templates=[str(template)]), cache).images[0]
     swapped = _make(tiny_workspace, _cfg(faces={1: "C", 2: "B"}, templates=[str(template)]), cache)
@@ -260,6 +262,9 @@ def test_each_lora_acts_only_on_its_own_face(tiny_workspace, people, cache):
     assert np.array_equal(region(ab, right), region(cb, right))  # A -> C on face 1 leaves face 2 alone
     assert np.abs(region(ab, left) - region(cb, left)).mean() > 3  # while face 1 follows its LoRA
     assert [(f["face"], f["person"], f["lora"]) for f in pair.faces] == [(1, "A", "lora-a"), (2, "B", "lora-b")]
+    assert pair.faces[0]["lora_hash"] != pair.faces[1]["lora_hash"]
+    info = read_infotext(pair.path)
+    assert f"Lora hashes: \"lora-a: {pair.faces[0]['lora_hash']}, lora-b: {pair.faces[1]['lora_hash']}\"" in info
     assert "lora-b" not in pair.faces[0]["prompt"] and "lora-a" not in pair.faces[1]["prompt"]
 
 

@@ -133,6 +133,7 @@ class _Person:
     name: str
     trigger: str
     lora_tag: str
+    lora_hash: str  # A1111's short LoRA hash: a recipe shows which training made the face
     lora_files: dict[str, Path]
     reference: PILImage.Image
     reference_face: Any
@@ -172,6 +173,7 @@ def _person(ws: Workspace, name: str, backend: Any) -> _Person:
 
     `load_person` refuses an unknown person and one without a trained LoRA, one line each.
     """
+    from lorastudio.adapters.hashing import lora_short_hash
     from lorastudio.service.portraits import load_person
 
     person = load_person(ws, name)
@@ -187,6 +189,7 @@ def _person(ws: Workspace, name: str, backend: Any) -> _Person:
         name=name,
         trigger=person.trigger or name,
         lora_tag=lora_tag,
+        lora_hash=lora_short_hash(lora),
         lora_files=lora_files,
         reference=reference,
         reference_face=person.reference_face,
@@ -363,7 +366,7 @@ def make_portraits(
         step = _Pass(ws, cfg, cache, model_name, size, Path(work), names, should_stop)
         for template in templates:
             for k in range(cfg.count):
-                image, rows = template.image, []
+                rows = []
                 for number, name in template.persons.items():
                     repainted = _repaint_face(step, template, number, persons[name], seed + k, units)
                     if repainted is None:
@@ -398,6 +401,7 @@ def _face_row(cfg, template: _Template, number: int, person: _Person, box, seed:
         "box": [round(float(v), 2) for v in template.faces[number - 1].box],
         "crop": list(box),
         "lora": person.lora_tag,
+        "lora_hash": person.lora_hash,
         "trigger": person.trigger,
         "prompt": face_prompt(cfg, person.trigger, person.lora_tag),
         "seed": seed,
@@ -471,6 +475,7 @@ def _infotext_params(cfg, template: _Template, seed: int, model_name: str, faces
         "Model": model_name,
         "Denoising strength": cfg.first_strength,
         "Portrait template": template.path.stem,
+        "Lora hashes": ", ".join(dict.fromkeys(f"{f['lora']}: {f['lora_hash']}" for f in faces)),
         "Portrait faces": ", ".join(f"{f['face']}={f['person']}" for f in faces),
         "Portrait second strength": cfg.second_strength,
         "Portrait ControlNets": ", ".join(f"{k}={v}" for k, v in (("canny", cfg.canny), ("openpose", cfg.openpose)) if v != "none") or None,
