@@ -64,8 +64,9 @@ def find_template(ws: Workspace, ref: str, allow_paths: bool = True) -> Path:
     if allow_paths and given.is_file():
         return given.resolve()
     names = ", ".join(p.stem for p in _template_files(ws)) or "none yet"
+    where = f"not in {folder} and no such file" if allow_paths else f"not in {folder}"
     raise NotFoundError(
-        f"template {ref!r}: not in {folder} and no such file; templates: {names} "
+        f"template {ref!r}: {where}; templates: {names} "
         "(add one with `lorastudio portrait templates add FILE`)."
     )
 
