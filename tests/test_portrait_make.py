@@ -355,7 +355,7 @@ def test_controlnets_are_found_by_name_and_openpose_needs_its_weights(tiny_works
     from lorastudio.generate.annotators.registry import BODY_WEIGHTS
     from lorastudio.service.portrait_control import control_models
 
-    assert control_models(tiny_workspace, None, None) == {}
+    assert control_models(tiny_workspace, None, None, None) == {}
     (tiny_workspace.controlnet / "control_v11p_sd15_canny.safetensors").write_bytes(b"x" * 64)
     (tiny_workspace.controlnet / "control_v11p_sd15_openpose.safetensors").write_bytes(b"y" * 64)
     found = control_models(tiny_workspace, None, None)
@@ -378,7 +378,7 @@ def test_a_canny_controlnet_found_by_name_guides_pass_one_and_the_recipe_names_i
     plain = _make(tiny_workspace, _cfg(persons=["A"], templates=[str(template)], canny="none"), cache).images[0]
     assert np.abs(_px(guided.path) - _px(plain.path)).max() > 2  # the unit acted (a tiny ControlNet: a small push)
     recipe = yaml.safe_load(guided.recipe_path.read_text(encoding="utf-8"))
-    assert (recipe["request"]["canny"], recipe["request"]["openpose"]) == ("tiny-canny", "none")
+    assert [recipe["request"][k] for k in ("canny", "openpose", "tile")] == ["tiny-canny", "none", "none"]
     assert "Portrait ControlNets: canny=tiny-canny" in read_infotext(guided.path)
     assert "Portrait ControlNets" not in read_infotext(plain.path)
 
@@ -394,7 +394,7 @@ def test_each_face_gets_its_own_passes_with_its_own_lora_and_unit_images(tiny_wo
     asked = []
 
     def run_generation(ws, request, cache=None, **kwargs):
-        maps = {u.module: np.asarray(Image.open(u.image).convert("RGB")) for u in request.controlnet}
+        maps = {u.module: np.asarray(Image.open(u.image or request.init_image).convert("RGB")) for u in request.controlnet}
         asked.append((request, maps, kwargs, np.asarray(Image.open(request.init_image).convert("RGB"))))
         out = kwargs["out_dir"] / f"{len(asked)}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -402,7 +402,7 @@ def test_each_face_gets_its_own_passes_with_its_own_lora_and_unit_images(tiny_wo
         return GenerationResult([OutputImage(out, out, request.seed, "")], request.model, "0")
 
     monkeypatch.setattr(generation, "run_generation", run_generation)
-    for name in ("cn-canny", "cn-openpose"):
+    for name in ("cn-canny", "cn-openpose", "cn-tile"):
         (tiny_workspace.controlnet / f"{name}.safetensors").write_bytes(b"x" * 64)
     tiny_workspace.annotators.mkdir(parents=True, exist_ok=True)
     (tiny_workspace.annotators / BODY_WEIGHTS).write_bytes(b"z")
@@ -419,8 +419,8 @@ def test_each_face_gets_its_own_passes_with_its_own_lora_and_unit_images(tiny_wo
             assert sorted(maps) == ["canny", "openpose"]
             assert np.array_equal(maps["openpose"], crop) and np.array_equal(maps["canny"], init)
             assert not np.array_equal(init, crop)  # the start holds the person's warped face
-        else:
-            assert maps == {}
+        else:  # pass 2: tile on its start (pass 1 after the colour transfer)
+            assert list(maps) == ["tile_resample"] and np.array_equal(maps["tile_resample"], init)
 
 
 # --- the job kind ---------------------------------------------------------------------------------

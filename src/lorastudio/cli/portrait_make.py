@@ -39,6 +39,7 @@ def make_cmd(
     steps: int = typer.Option(None, "--steps", help="Sampling steps of each inpaint pass."),
     canny: str = typer.Option(None, "--canny", help="Canny ControlNet name ('none' = off; default: found by name)."),
     openpose: str = typer.Option(None, "--openpose", help="OpenPose ControlNet name ('none' = off; default: found by name)."),
+    tile: str = typer.Option(None, "--tile", help="Tile ControlNet for pass 2 ('none' = off; default: found by name)."),
     backend: str = typer.Option(None, "--backend", help="Face backend (default: dlib)."),
     prompt: str = typer.Option(None, "--prompt", help="Prompt of each face's passes ({trigger} = the person's trigger)."),
     settings: list[str] = typer.Option(
@@ -63,7 +64,7 @@ def make_cmd(
         "faces": _face_options(list(face or [])) or None,
         "templates": list(template or []) or None,
         "count": count, "seed": seed, "model": model, "steps": steps,
-        "canny": canny, "openpose": openpose, "backend": backend, "prompt": prompt, "device": device,
+        "canny": canny, "openpose": openpose, "tile": tile, "backend": backend, "prompt": prompt, "device": device,
     }  # fmt: skip
     overrides = {key: value for key, value in given.items() if value is not None}
     base = config_from_portrait_recipe(recipe).model_dump() if recipe else None

@@ -34,6 +34,7 @@ from lorastudio import __version__
 from lorastudio.config import StrictModel
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import STRICT, NamePolicy
+from lorastudio.service.portrait_control import KINDS as CONTROL_KINDS
 from lorastudio.service.portrait_control import control_models, control_units
 from lorastudio.service.templates import find_template, template_faces, templates_folder
 from lorastudio.service.workspace import Workspace, safe_name
@@ -87,6 +88,9 @@ class PortraitMakeConfig(StrictModel):
     )
     openpose: str | None = Field(
         None, description="OpenPose ControlNet for pass 1 (needs the openpose preprocessor's weights); 'none' = off; default: by name."
+    )
+    tile: str | None = Field(
+        None, description="Tile ControlNet for pass 2: a name in studio/controlnet, 'none' = off; default: one whose name holds 'tile'."
     )
     control_weight: float = Field(0.5, ge=0, le=2, description="Weight of each ControlNet unit.")
     backend: str | None = Field(None, description="Face backend (studio/models/faces/<name>); default: dlib.")
@@ -280,7 +284,7 @@ def face_prompt(cfg: PortraitMakeConfig, trigger: str, lora_tag: str) -> str:
     return f"{cfg.prompt.replace('{trigger}', trigger)} <lora:{lora_tag}:{cfg.lora_weight:g}>"
 
 
-def _repaint_face(step: _Pass, template: _Template, number: int, person: _Person, seed: int, units: list):
+def _repaint_face(step: _Pass, template: _Template, number: int, person: _Person, seed: int, units: tuple):
     """One face: (repainted crop, crop box, template-sized feathered mask), or None when stopped."""
     from PIL import Image
 
@@ -298,19 +302,19 @@ def _repaint_face(step: _Pass, template: _Template, number: int, person: _Person
     warped = cut(warp_face(person.reference, person.reference_face, image, face), box, size)
     start = Image.composite(warped, template_crop, mask_crop)  # the person's face where the template's was
     tag = f"{template.path.stem}-{seed}-face{number}"
-    start_path, template_path = step.work / f"{tag}-start.png", step.work / f"{tag}-template.png"
-    start.save(start_path)
+    template_path = step.work / f"{tag}-template.png"
     template_crop.save(template_path)
-    # canny follows the start (the person's warped face), openpose the template's head
-    units = [u.model_copy(update={"image": str(start_path if u.module == "canny" else template_path)}) for u in units]
-    first = step.inpaint(f"{tag}-1", person, seed, start, mask_crop, step.cfg.first_strength, units)
+    first_units, second_units = units
+    # canny reads the start (the person's warped face, the init image); openpose the template's head
+    first_units = [u.model_copy(update={"image": str(template_path)}) if u.module == "openpose" else u for u in first_units]
+    first = step.inpaint(f"{tag}-1", person, seed, start, mask_crop, step.cfg.first_strength, first_units)
     if first is None:
         return None
     skin = cut(skin_mask(image, face), box, size)
     coloured = transfer_colour(first, template_crop, skin)
     result = coloured
     if step.cfg.second_strength > 0:
-        result = step.inpaint(f"{tag}-2", person, seed, coloured, mask_crop, step.cfg.second_strength, [])
+        result = step.inpaint(f"{tag}-2", person, seed, coloured, mask_crop, step.cfg.second_strength, second_units)
         if result is None:
             return None
     return result, box, mask
@@ -350,10 +354,10 @@ def make_portraits(
         for name in template.persons.values():
             if name not in persons:
                 persons[name] = _person(ws, name, backend)
-    chosen = control_models(ws, cfg.canny, cfg.openpose)
+    chosen = control_models(ws, cfg.canny, cfg.openpose, cfg.tile)
     units = control_units(chosen, cfg.control_weight)
     # the recipe names the ControlNets used (or 'none'): found by name today, maybe not tomorrow
-    cfg = cfg.model_copy(update={"canny": chosen.get("canny", "none"), "openpose": chosen.get("openpose", "none")})
+    cfg = cfg.model_copy(update={kind: chosen.get(kind, "none") for kind in CONTROL_KINDS})
     first = persons[next(iter(templates[0].persons.values()))]
     model_name = cfg.model or first.model or "tiny-sd15"
     cache = cache or ModelCache(ws, names=names)
@@ -478,7 +482,9 @@ def _infotext_params(cfg, template: _Template, seed: int, model_name: str, faces
         "Lora hashes": ", ".join(dict.fromkeys(f"{f['lora']}: {f['lora_hash']}" for f in faces)),
         "Portrait faces": ", ".join(f"{f['face']}={f['person']}" for f in faces),
         "Portrait second strength": cfg.second_strength,
-        "Portrait ControlNets": ", ".join(f"{k}={v}" for k, v in (("canny", cfg.canny), ("openpose", cfg.openpose)) if v != "none") or None,
+        "Portrait ControlNets": ", ".join(
+            f"{kind}={getattr(cfg, kind)}" for kind in CONTROL_KINDS if getattr(cfg, kind) != "none"
+        ) or None,
         "Portrait score": score,
     }
 
