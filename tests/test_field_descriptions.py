@@ -18,6 +18,7 @@ from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.grid import AxisRequest, GridRequest
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
+from lorastudio.service.portrait_make import PortraitMakeConfig
 from lorastudio.train.config import TrainConfig
 
 JOB_CONFIGS = [
@@ -30,6 +31,7 @@ JOB_CONFIGS = [
     CleanConfig,
     CaptionerConfig,
     TaggerConfig,
+    PortraitMakeConfig,
 ]
 
 
