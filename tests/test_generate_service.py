@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from lora_helpers import random_lora
 from lorastudio.cli import _register, app
 
 _register()
@@ -72,18 +73,6 @@ def test_recipe_and_png_reproduce_the_image(tiny_workspace):
     assert np.array_equal(arr(from_png["images"][0]), arr(out["images"][0]))
 
 
-def _random_lora(model, rank=4, alpha=2.0, seed=0):
-    from lorastudio.adapters import LoraFile, LoraModule
-
-    g = torch.Generator().manual_seed(seed)
-    lora = LoraFile()
-    for path, module in model.unet.named_modules():
-        if path.endswith(("attn2.to_k", "attn2.to_v", "attn1.to_q", "attn1.to_out.0")):
-            # small enough to stay in the linear regime, so weight 0.3 changes less than 1.0
-            down = torch.randn(rank, module.in_features, generator=g) * 0.2
-            up = torch.randn(module.out_features, rank, generator=g) * 0.2
-            lora.add("unet", path, LoraModule(down, up, alpha, "linear"))
-    return lora
 
 
 @pytest.mark.slow
@@ -93,7 +82,7 @@ def test_lora_tag_changes_image_only_for_that_request(tiny_workspace):
 
     model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
     save_kohya(
-        _random_lora(model),
+        random_lora(model),
         tiny_workspace.loras / "wild.safetensors",
         family=model.family,
         unet_config=model.unet.config,
@@ -117,7 +106,7 @@ def test_missing_lora_and_wrong_family_lora_are_clear_errors(tiny_workspace):
     assert result.exit_code == 2 and "LoRA 'nope' not found" in result.output
     xl = load_model("tiny-sdxl", tiny_workspace.models, tiny_workspace.cache)
     save_kohya(
-        _random_lora(xl),
+        random_lora(xl),
         tiny_workspace.loras / "xl.safetensors",
         family=xl.family,
         unet_config=xl.unet.config,

@@ -17,6 +17,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from lora_helpers import random_lora
 from lorastudio.api.app import create_app
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import (
@@ -38,16 +39,7 @@ TRAVERSALS = ["../x", "/abs/x", "a/b", "a\\b", "C:x", ".hidden", "x\x00y", "..",
 
 
 def _random_lora(model, seed: int = 0):
-    from lorastudio.adapters import LoraFile, LoraModule
-
-    g = torch.Generator().manual_seed(seed)
-    lora = LoraFile()
-    for path, module in model.unet.named_modules():
-        if path.endswith(("attn2.to_k", "attn2.to_v", "attn1.to_q", "attn1.to_out.0")):
-            down = torch.randn(4, module.in_features, generator=g) * 0.3
-            up = torch.randn(module.out_features, 4, generator=g) * 0.3
-            lora.add("unet", path, LoraModule(down, up, 2.0, "linear"))
-    return lora
+    return random_lora(model, seed=seed, scale=0.3)
 
 
 def save_lora(model, path, seed: int = 0):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 from typer.testing import CliRunner
 
+from lora_helpers import random_lora
 from lorastudio.errors import LorastudioError
 from lorastudio.portrait.faces import Face
 from lorastudio.portrait.make import assign_persons, faces_left_to_right, paste_back, square_crop_box
@@ -84,17 +84,8 @@ def toolkit(monkeypatch):
     return backend
 
 
-def _random_lora(model, seed):
-    from lorastudio.adapters import LoraFile, LoraModule
-
-    g = torch.Generator().manual_seed(seed)
-    lora = LoraFile()
-    for path, module in model.unet.named_modules():
-        if path.endswith(("attn2.to_k", "attn2.to_v", "attn1.to_q", "attn1.to_out.0")):
-            down = torch.randn(4, module.in_features, generator=g) * 0.3
-            up = torch.randn(module.out_features, 4, generator=g) * 0.3
-            lora.add("unet", path, LoraModule(down, up, 2.0, "linear"))
-    return lora
+def _random_lora(model, seed: int = 0):
+    return random_lora(model, seed=seed, scale=0.3)
 
 
 @pytest.fixture(scope="module")
