@@ -105,10 +105,18 @@ def clean_cmd(
     min_height: int = typer.Option(0, help="Drop images shorter than this (px)."),
     min_ratio: float = typer.Option(0.0, help="Drop images with width/height below this (0 = off)."),
     max_ratio: float = typer.Option(0.0, help="Drop images with width/height above this (0 = off)."),
+    min_side: int = typer.Option(0, help="Drop images with a side shorter than this (px); 1024 for Kolors."),
+    max_aspect: float = typer.Option(
+        0.0, help="Drop images whose long side exceeds the short one this many times (2 = ratio 0.5-2.0; 0 = off)."
+    ),
     dedupe: str = typer.Option("near", help="off | exact | near (perceptual hash)."),
     phash_threshold: int = typer.Option(6, help="Max differing bits of 64 for near duplicates."),
     min_sharpness: float = typer.Option(0.0, help="Drop blurrier images (Laplacian variance; 0 = off)."),
-    kolors: bool = typer.Option(False, "--kolors", help="data-juicer preset: min 1024x1024, ratio 0.5-2.0."),
+    kolors: bool = typer.Option(
+        False,
+        "--kolors",
+        help="data-juicer preset of the Kolors walk-through: min 1024x1024, ratio 0.5-2.0 (options given win).",
+    ),
     resize: int = typer.Option(0, help="After filtering, crop/resize to this resolution (0 = keep size)."),
     resize_mode: str = typer.Option(
         "buckets", help="square (centre crop) | buckets (nearest training bucket)."
@@ -129,12 +137,20 @@ def clean_cmd(
         "min_height": min_height,
         "min_ratio": min_ratio or None,
         "max_ratio": max_ratio or None,
+        "min_side": min_side,
+        "max_aspect": max_aspect or None,
         "dedupe": dedupe,
         "phash_threshold": phash_threshold,
         "min_sharpness": min_sharpness or None,
     }
-    if kolors:
-        options.update(KOLORS_PRESET)
+    if kolors:  # the preset fills what the options leave unset; --min-side / --max-aspect replace its parts
+        given = {
+            "min_width": bool(min_width or min_side),
+            "min_height": bool(min_height or min_side),
+            "min_ratio": bool(min_ratio or max_aspect),
+            "max_ratio": bool(max_ratio or max_aspect),
+        }
+        options.update({key: value for key, value in KOLORS_PRESET.items() if not given[key]})
     config = load_config(CleanConfig, overrides=options)
     ws = workspace()
     result = clean_dataset(ws, name, config, dry_run=dry_run)
@@ -160,8 +176,13 @@ def caption_cmd(
     template: str = typer.Option(
         "", help="Instead of a model: fixed text or e.g. 'a photo of {trigger}, {caption}'."
     ),
+    fixed: str = typer.Option(
+        "", "--fixed", help="Instead of a model: this exact text as every caption, e.g. '二次元' (Kolors walk-through)."
+    ),
     trigger: str = typer.Option("", help="Value of {trigger} in the template."),
-    mode: str = typer.Option("missing", help="missing | overwrite | prepend | append."),
+    mode: str = typer.Option(
+        None, help="missing | overwrite | prepend | append (default: missing; overwrite with --fixed)."
+    ),
     prompt: str = typer.Option("", help="Conditional prompt for the model, e.g. 'a photo of'."),
     max_new_tokens: int = typer.Option(40),
     num_beams: int = typer.Option(1),
@@ -172,11 +193,16 @@ def caption_cmd(
 ) -> None:
     """Write captions with a model, or from a template / fixed caption."""
     from lorastudio.errors import LorastudioError
-    from lorastudio.service.datasets import caption_dataset, template_captions
+    from lorastudio.service.datasets import caption_dataset, fixed_captions, template_captions
 
-    if bool(model) == bool(template):
-        raise LorastudioError("dataset caption: give exactly one of --model or --template.")
+    if [bool(model), bool(template), bool(fixed)].count(True) != 1:
+        raise LorastudioError("dataset caption: give exactly one of --model, --template or --fixed.")
     ws = workspace()
+    if fixed:
+        result = fixed_captions(ws, name, fixed, mode or "overwrite")
+        _emit(result, as_json, [f"{name}: {result['changed']} of {result['images']} captions set to {fixed!r}"])
+        return
+    mode = mode or "missing"
     if template:
         result = template_captions(ws, name, template, trigger, only_missing=mode == "missing")
         _emit(
@@ -358,7 +384,12 @@ def report_cmd(
 def export_cmd(
     name: str,
     dest: Path,
-    format: str = typer.Option("folder", "--format", "-f", help="folder | csv | jsonl | kohya."),
+    format: str = typer.Option(
+        "folder",
+        "--format",
+        "-f",
+        help="folder | csv | metadata-csv (with BOM) | diffsynth (DEST/train/metadata.csv) | jsonl | kohya.",
+    ),
     repeats: int = typer.Option(0, help="folder format: put images in NN_name (kohya repeats)."),
     caption_ext: str = typer.Option(".txt", help="folder format: .txt or .caption."),
     as_json: bool = JSON,

@@ -17,7 +17,9 @@ from lorastudio.errors import LorastudioError
 
 __all__ = [
     "CaptionEdit",
+    "FIXED_MODES",
     "apply_template",
+    "fixed_caption",
     "join_tags",
     "matches",
     "split_tags",
@@ -55,6 +57,27 @@ def apply_template(template: str, caption: str | None = None, trigger: str = "",
     # Drop empty slots ("x, , y") that missing parts leave behind, and repeated tags, so
     # re-applying a template (e.g. after an interrupted run) does not add the trigger twice.
     return join_tags(_unique(split_tags(" ".join(text.split()))))
+
+
+FIXED_MODES = ("overwrite", "missing", "prepend", "append")
+
+
+def fixed_caption(text: str, caption: str | None, mode: str = "overwrite") -> str:
+    """One caption text for every image (the Kolors walk-through's "二次元"), taken as written.
+
+    overwrite: the caption becomes `text`; missing: only an empty caption does; prepend/append:
+    `text` joins the caption as a first/last tag unless it is one already.
+    """
+    if mode not in FIXED_MODES:
+        raise LorastudioError(f"--mode {mode!r}: use one of {', '.join(FIXED_MODES)} with --fixed.")
+    text, old = " ".join(text.split()), " ".join((caption or "").split())
+    if not text:
+        raise LorastudioError("--fixed: the caption text is empty; give the words every image gets.")
+    if mode == "overwrite" or not old:
+        return text
+    if mode == "missing" or text.lower() in {tag.lower() for tag in split_tags(old)}:
+        return old
+    return join_tags([text, old] if mode == "prepend" else [old, text])
 
 
 def _unique(tags: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 `plan_clean` only looks and returns what each filter would drop, with the reason;
 `apply_clean` moves those files (and captions) into `removed/` — nothing is deleted, and
-`clean_report.json` records it. Filters: minimum width/height, aspect-ratio range, exact
+`clean_report.json` records it. Filters: minimum width/height/side, aspect-ratio range, exact
 duplicates (same pixels), near duplicates (perceptual hash within a threshold; the largest
 copy is kept) and blur (variance of the Laplacian).
 
@@ -60,11 +60,15 @@ def _shape_reason(item: ManifestItem, config: CleanConfig) -> str | None:
         return f"too small: {w}x{h} is narrower than {config.min_width} px"
     if h < config.min_height:
         return f"too small: {w}x{h} is shorter than {config.min_height} px"
+    if min(w, h) < config.min_side:
+        return f"too small: {w}x{h} has a side under {config.min_side} px"
     ratio = w / h
     if config.min_ratio is not None and ratio < config.min_ratio:
         return f"aspect ratio {ratio:.2f} below {config.min_ratio}"
     if config.max_ratio is not None and ratio > config.max_ratio:
         return f"aspect ratio {ratio:.2f} above {config.max_ratio}"
+    if config.max_aspect is not None and max(w, h) / min(w, h) > config.max_aspect:
+        return f"aspect ratio {max(w, h) / min(w, h):.2f}:1 above {config.max_aspect}:1"
     return None
 
 

@@ -21,6 +21,10 @@ class CleanConfig(StrictModel):
     min_height: int = Field(0, ge=0, description="Drop images shorter than this (px).")
     min_ratio: float | None = Field(None, gt=0, description="Drop images with width/height below this.")
     max_ratio: float | None = Field(None, gt=0, description="Drop images with width/height above this.")
+    min_side: int = Field(0, ge=0, description="Drop images whose width or height is below this (px).")
+    max_aspect: float | None = Field(
+        None, ge=1, description="Drop images whose long side is more than this many times the short side."
+    )
     dedupe: Literal["off", "exact", "near"] = Field(
         "near", description="exact: same pixels; near: perceptual hash within phash_threshold bits."
     )

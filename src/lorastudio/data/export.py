@@ -1,7 +1,11 @@
 """Write a data set out in the layouts other trainers read.
 
 - `folder`:  `DEST/[NN_name/]image.png` + `image.txt` or `.caption` (kohya/HCP; NN = repeats when given)
-- `csv`:     images + `metadata.csv` with `file_name,text` (HF imagefolder, DiffSynth)
+- `csv`:     images + `metadata.csv` with `file_name,text` (HF imagefolder), UTF-8
+- `metadata-csv`: the same with a UTF-8 BOM, as pandas' `to_csv(encoding="utf-8-sig")` in the
+  DiffSynth-Studio / Kolors walk-through writes it (Excel then shows Chinese captions right)
+- `diffsynth`: `metadata-csv` inside `DEST/train/`, the layout DiffSynth-Studio's trainers read
+  (`--dataset_path DEST`)
 - `jsonl`:   images + `metadata.jsonl` with `{"file_name", "text"}` per line
 - `kohya`:   images + `meta_cap.json` `{stem: {"caption": ..., "tags": ...}}` (the merged
   caption + tag metadata kohya's `merge_dd_tags_to_metadata` makes); point kohya's
@@ -26,8 +30,9 @@ __all__ = ["EXPORT_FORMATS", "export_dataset", "split_caption_and_tags"]
 
 SENTENCE_WORDS = 4  # a caption part of this many words or more is prose (BLIP), not a booru tag
 
-ExportFormat = Literal["folder", "csv", "jsonl", "kohya"]
-EXPORT_FORMATS = ("folder", "csv", "jsonl", "kohya")
+ExportFormat = Literal["folder", "csv", "metadata-csv", "diffsynth", "jsonl", "kohya"]
+EXPORT_FORMATS = ("folder", "csv", "metadata-csv", "diffsynth", "jsonl", "kohya")
+BOM = "\ufeff"
 
 
 def split_caption_and_tags(caption: str, known_tags: list[str] | None = None) -> tuple[str, str]:
@@ -49,6 +54,15 @@ def split_caption_and_tags(caption: str, known_tags: list[str] | None = None) ->
     return join_tags(parts[:split_at]), join_tags(parts[split_at:])
 
 
+def _metadata_csv(records: list[tuple[str, str]], bom: bool) -> str:
+    """`file_name,text` rows, quoted where a caption holds commas or quotes (csv module rules)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file_name", "text"])
+    writer.writerows(records)
+    return (BOM if bom else "") + buffer.getvalue()
+
+
 def export_dataset(
     folder: DatasetFolder,
     dest: Path,
@@ -65,6 +79,8 @@ def export_dataset(
     if dest.exists() and any(dest.iterdir()):
         raise LorastudioError(f"{dest}: folder is not empty; choose a new or empty folder to export into.")
     images_dir = dest / f"{repeats}_{folder.name}" if fmt == "folder" and repeats else dest
+    if fmt == "diffsynth":
+        images_dir = dest / "train"
     images_dir.mkdir(parents=True, exist_ok=True)
     records = []
     kohya_meta: dict[str, dict[str, str]] = {}
@@ -79,12 +95,8 @@ def export_dataset(
         kohya_meta[item.stem] = {"caption": text, "tags": tags}
         if fmt == "folder" and caption:
             atomic_write_text(images_dir / (item.stem + caption_extension), caption + "\n")
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file_name", "text"])
-        writer.writerows(records)
-        atomic_write_text(dest / "metadata.csv", buffer.getvalue())
+    if fmt in ("csv", "metadata-csv", "diffsynth"):
+        atomic_write_text(images_dir / "metadata.csv", _metadata_csv(records, bom=fmt != "csv"))
     elif fmt == "jsonl":
         lines = [json.dumps({"file_name": f, "text": c}, ensure_ascii=False) for f, c in records]
         atomic_write_text(dest / "metadata.jsonl", "\n".join(lines) + "\n")

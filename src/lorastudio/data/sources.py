@@ -120,14 +120,32 @@ def _row_file_name(row: dict) -> str | None:
     return PurePosixPath(str(file_name).replace("\\", "/")).as_posix() if file_name else None
 
 
-def _parse_metadata(name: str, data: bytes) -> dict[str, str]:
-    """metadata.csv/.jsonl bytes -> {file_name: caption}."""
-    captions = {}
-    for row in _metadata_rows(name, data):
-        file_name, caption = _row_file_name(row), _caption_from_record(row)
-        if file_name and caption:
-            captions[file_name] = caption
-    return captions
+def _parse_metadata(name: str, data: bytes) -> tuple[dict[str, str | None], list[int]]:
+    """metadata.csv/.jsonl bytes -> ({file_name: caption or None}, numbers of rows without a file_name).
+
+    Row numbers count data rows from 1 (the header of a csv is not one).
+    """
+    captions: dict[str, str | None] = {}
+    nameless = []
+    for number, row in enumerate(_metadata_rows(name, data), 1):
+        file_name = _row_file_name(row)
+        if file_name:
+            captions[file_name] = _caption_from_record(row)
+        elif any(str(value or "").strip() for value in row.values()):  # a blank line is no row
+            nameless.append(number)
+    return captions, nameless
+
+
+def _metadata_problems(
+    meta_name: str, source: str, listed: list[str], nameless: list[int], present: set[str]
+) -> Iterator[SourceEntry]:
+    """Report lines for metadata rows that name no image here, so a broken metadata.csv is not silent."""
+    base = PurePosixPath(meta_name).name
+    for file_name in listed:
+        if file_name not in present:
+            yield SourceEntry(file_name, f"{source}: {file_name}", problem=f"listed in {base} but no such image")
+    for number in nameless:
+        yield SourceEntry(f"{meta_name} row {number}", f"{source}: row {number}", problem="row has no file_name")
 
 
 def _tree_entries(
@@ -135,11 +153,13 @@ def _tree_entries(
 ) -> Iterator[SourceEntry]:
     """Shared by folders and zips: `names` are POSIX paths relative to the root."""
     name_set = set(names)
-    metadata: dict[str, str] = {}  # image name (relative to the root) -> caption
+    metadata: dict[str, str | None] = {}  # image name (relative to the root) -> caption
     for meta_name in sorted(n for n in names if PurePosixPath(n).name in ("metadata.csv", "metadata.jsonl")):
         folder = PurePosixPath(meta_name).parent
-        for file_name, caption in _parse_metadata(meta_name, read(meta_name)).items():
-            metadata[(folder / file_name).as_posix()] = caption
+        captions, nameless = _parse_metadata(meta_name, read(meta_name))
+        listed = {(folder / file_name).as_posix(): caption for file_name, caption in captions.items()}
+        metadata.update({key: caption for key, caption in listed.items() if caption})
+        yield from _metadata_problems(meta_name, where(meta_name), list(listed), nameless, name_set)
     for name in sorted(names):
         path = PurePosixPath(name)
         if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
@@ -236,10 +256,10 @@ def _file_entry(path: Path, name: str, caption: str | None, repeats: int = 1) ->
 
 
 def _metadata_records(path: Path) -> Iterator[SourceEntry]:
-    for row in _metadata_rows(path.name, path.read_bytes()):
+    for number, row in enumerate(_metadata_rows(path.name, path.read_bytes()), 1):
         file_name = _row_file_name(row)
         if not file_name:
-            yield SourceEntry(str(row)[:60], str(path), problem="row has no file_name column")
+            yield SourceEntry(f"{path.name} row {number}", f"{path}: row {number}", problem="row has no file_name")
             continue
         yield _file_entry(_resolve_listed(path.parent, file_name), file_name, _caption_from_record(row))
 

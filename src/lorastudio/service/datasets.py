@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lorastudio.data.captions import CaptionEdit, apply_template, matches, split_tags
+from lorastudio.data.captions import CaptionEdit, apply_template, fixed_caption, matches, split_tags
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
 from lorastudio.data.manifest import DatasetFolder
 from lorastudio.errors import LorastudioError, NotFoundError
@@ -28,6 +28,7 @@ __all__ = [
     "caption_dataset",
     "tag_dataset",
     "template_captions",
+    "fixed_captions",
     "caption_edit",
     "edit_captions",
     "split_tags",
@@ -227,6 +228,19 @@ def template_captions(
             folder.write_caption(item, new)
             changed += 1
     return {"name": name, "changed": changed, "images": len(folder.items)}
+
+
+def fixed_captions(ws: Workspace, name: str, text: str, mode: str = "overwrite") -> dict:
+    """Give every image the same caption text, e.g. "二次元" (see `data.captions.fixed_caption`)."""
+    folder = dataset_folder(ws, name)
+    changed = 0
+    for item in folder.items:
+        old = folder.read_caption(item)
+        new = fixed_caption(text, old, mode)
+        if new != (old or ""):
+            folder.write_caption(item, new)
+            changed += 1
+    return {"name": name, "mode": mode, "changed": changed, "images": len(folder.items)}
 
 
 def caption_edit(
