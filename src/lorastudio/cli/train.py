@@ -43,11 +43,21 @@ def train_cmd(
     dataset_config: Path = typer.Option(
         None, "--dataset-config", help="A kohya sd-scripts dataset TOML ([[datasets.subsets]])."
     ),
+    diffsynth_args: str = typer.Option(
+        None,
+        "--diffsynth-args",
+        help="A DiffSynth-Studio training command line (train_kolors_lora.py --lora_rank 16 ...), or a file"
+        " holding one, to import.",
+    ),
     write_yaml: Path = typer.Option(
-        None, "--write-yaml", help="With --kohya-config: write the equivalent lorastudio YAML here."
+        None,
+        "--write-yaml",
+        help="With --kohya-config or --diffsynth-args: write the equivalent lorastudio YAML here.",
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="With --kohya-config: print the mapping and the YAML, do not train."
+        False,
+        "--dry-run",
+        help="With --kohya-config or --diffsynth-args: print the mapping and the YAML, do not train.",
     ),
     explain: bool = typer.Option(
         False,
@@ -70,10 +80,15 @@ def train_cmd(
     ws = workspace()
     kohya_yaml = None
     config = list(config or [])
-    if kohya_config or dataset_config:
+    if kohya_config or dataset_config or diffsynth_args:
         if resume or config:
-            raise typer.BadParameter("--kohya-config/--dataset-config: not with --resume or --config.")
-        resolved, kohya_yaml = _import_kohya(kohya_config, dataset_config, overrides or [], preset, write_yaml)
+            raise typer.BadParameter("--kohya-config/--dataset-config/--diffsynth-args: not with --resume or --config.")
+        if diffsynth_args and (kohya_config or dataset_config):
+            raise typer.BadParameter("--diffsynth-args: not with --kohya-config or --dataset-config; import one.")
+        tool = "diffsynth" if diffsynth_args else "kohya"
+        resolved, kohya_yaml = _import_foreign(
+            kohya_config, dataset_config, diffsynth_args, overrides or [], preset, write_yaml
+        )
         if explain:
             _print_explain(ws, resolved)
             return
@@ -84,13 +99,13 @@ def train_cmd(
         name = run_name_for(ws, cfg)
         cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": name})})
         if write_yaml is None:
-            write_yaml = ws.runs / name / "kohya_import.yaml"
+            write_yaml = ws.runs / name / f"{tool}_import.yaml"
             write_yaml.parent.mkdir(parents=True, exist_ok=True)
             write_yaml.write_text(kohya_yaml, encoding="utf-8")
-            typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)
+            typer.echo(f"{tool}: lorastudio config written to {write_yaml}", err=True)
         config, overrides, preset = [write_yaml], [f"output.name={name}"], None  # what a relaunch reads
     elif dry_run or write_yaml:
-        raise typer.BadParameter("--dry-run and --write-yaml go with --kohya-config or --dataset-config.")
+        raise typer.BadParameter("--dry-run and --write-yaml go with --kohya-config, --dataset-config or --diffsynth-args.")
     else:
         resolved = None if resume else resolve_train_config(config or None, overrides or [], preset)
         if explain:
@@ -123,16 +138,24 @@ def _print_explain(ws, resolved) -> None:
         typer.echo(line)
 
 
-def _import_kohya(kohya_config, dataset_config, overrides: list[str], preset, write_yaml):
-    """Map the kohya files, print every key's fate, write the YAML; returns (resolved config, YAML text)."""
-    from lorastudio.service.training import import_kohya
+def _import_foreign(kohya_config, dataset_config, diffsynth_args, overrides: list[str], preset, write_yaml):
+    """Map the kohya files or DiffSynth command line, print every key's fate, write the YAML.
 
-    resolved, text = import_kohya(
-        kohya_config, dataset_config, overrides, preset, report=lambda line: typer.echo(line, err=True)
-    )
+    Returns (resolved config, YAML text).
+    """
+    from lorastudio.service.training import import_diffsynth, import_kohya
+
+    def report(line: str) -> None:
+        typer.echo(line, err=True)
+
+    if diffsynth_args:
+        resolved, text = import_diffsynth(diffsynth_args, overrides, preset, report=report)
+    else:
+        resolved, text = import_kohya(kohya_config, dataset_config, overrides, preset, report=report)
     if write_yaml is not None:
         Path(write_yaml).write_text(text, encoding="utf-8")
-        typer.echo(f"kohya: lorastudio config written to {write_yaml}", err=True)
+        tool = "diffsynth" if diffsynth_args else "kohya"
+        typer.echo(f"{tool}: lorastudio config written to {write_yaml}", err=True)
     return resolved, text
 
 

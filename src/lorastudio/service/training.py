@@ -26,6 +26,7 @@ __all__ = [
     "run_training",
     "explain_training",
     "import_kohya",
+    "import_diffsynth",
     "resume_config",
     "run_name_for",
     "list_presets",
@@ -72,6 +73,30 @@ def import_kohya(
     for line in imported.lines() if report is not None else ():
         report(line)
     resolved = kohya_resolved_config(imported, overrides, preset)
+    imported.config = kohya_yaml_config(imported, overrides)
+    if preset:
+        imported.config["preset"] = preset
+    return resolved, imported.to_yaml()
+
+
+def import_diffsynth(
+    command: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | None = None,
+    report: Callable[[str], None] | None = None,
+) -> tuple[Any, str]:
+    """A DiffSynth-Studio training command line as lorastudio's config: (resolved config, YAML text).
+
+    As `import_kohya`: `report` gets one line per argument (and the notes on what differs)
+    before the config is checked; the YAML reproduces the run with `--config FILE`.
+    """
+    from lorastudio.train.diffsynth_args import diffsynth_resolved_config, import_diffsynth_args
+    from lorastudio.train.kohya_config import kohya_yaml_config
+
+    imported = import_diffsynth_args(command)
+    for line in imported.lines() if report is not None else ():
+        report(line)
+    resolved = diffsynth_resolved_config(imported, overrides, preset)
     imported.config = kohya_yaml_config(imported, overrides)
     if preset:
         imported.config["preset"] = preset
