@@ -190,7 +190,7 @@ def _map_budget(values: dict[str, Any], given: dict[str, Any], out: DiffSynthImp
         raise LorastudioError("--diffsynth-args: steps_per_epoch, max_epochs and accumulate_grad_batches must be >= 1.")
     steps_per_epoch = math.ceil(per_epoch / accumulate)
     out.set("max_epochs x steps_per_epoch", "train.steps", epochs * steps_per_epoch)
-    out.set("steps_per_epoch", "train.save_every_steps", steps_per_epoch)
+    out.set(_label("steps_per_epoch", given), "train.save_every_steps", steps_per_epoch)
     if accumulate != 1:
         out.set("accumulate_grad_batches", "train.grad_accum", accumulate)
     out.notes.append(
@@ -213,7 +213,7 @@ def _map_image_handling(values: dict[str, Any], given: dict[str, Any], out: Diff
             ("center_crop", "lorastudio centre-crops too, to the aspect-ratio bucket nearest each image")
         )
     else:
-        out.skip("center_crop", "(not given) DiffSynth crops at random; lorastudio always centre-crops to a bucket")
+        out.skip("center_crop", "not given: DiffSynth crops at random; lorastudio always centre-crops to a bucket")
     if values.get("random_flip"):
         out.set("random_flip", "data.flip", True)
 
