@@ -228,6 +228,10 @@ def test_diffsynth_targets_precision_and_what_cannot_be_mapped():
     assert not any("SECRET" in line for line in odd.lines())
     with pytest.raises(LorastudioError, match="--lora_rank 'x' is not a int"):
         import_diffsynth_args("--lora_rank x")
+    with pytest.raises(LorastudioError, match="'nothere.sh': no such file"):
+        import_diffsynth_args("nothere.sh")
+    with pytest.raises(LorastudioError, match="--dataset_path needs a value"):
+        import_diffsynth_args("--lora_rank 4 --dataset_path")
 
 
 def test_train_cli_explains_and_dry_runs_a_diffsynth_command(workspace, runner, tmp_path):

@@ -268,8 +268,10 @@ def _map_training(values: dict[str, Any], given: dict[str, Any], out: DiffSynthI
 
 def import_diffsynth_args(command: str, source: str = "command line") -> DiffSynthImport:
     """Map a DiffSynth-Studio training command line (or a file holding one) to lorastudio keys."""
-    path = Path(command).expanduser() if "\n" not in command and "--" not in command else None
-    if path is not None and path.is_file():
+    if "\n" not in command and "--" not in command:  # no arguments: the name of a file holding them
+        path = Path(command.strip()).expanduser()
+        if not path.is_file():
+            raise LorastudioError(f"--diffsynth-args {command!r}: no such file; give the command line or its file.")
         command, source = path.read_text(encoding="utf-8"), str(path)
     given, unknown = parse_arguments(split_command_line(command))
     if not given and not unknown:
