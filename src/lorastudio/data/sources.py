@@ -6,10 +6,12 @@ images carry `problem` instead, so the importer can list them in the report and 
 
 Accepted sources (`iter_source` picks by what the path is):
 - a folder (recursive): images + same-stem `.txt`/`.caption`; a `metadata.csv`/`.jsonl`
-  in it adds captions; kohya `NN_name` sub-folders give NN repeats;
+  in it adds captions (a same-stem caption file wins; rows naming no image, or no file at all,
+  are reported); kohya `NN_name` sub-folders give NN repeats;
 - a `.zip` with the same layout inside;
-- `metadata.csv` (columns `file_name` + `text`/`caption`/`tags`) or `metadata.jsonl`
-  (one object per line, same keys), paths relative to the file (HF imagefolder, DiffSynth);
+- `metadata.csv` (columns `file_name` + `text`/`caption`/`tags`; UTF-8 with or without the BOM
+  pandas' `utf-8-sig` writes, or GB18030) or `metadata.jsonl` (one object per line, same keys),
+  paths relative to the file (HF imagefolder, DiffSynth);
 - a kohya `meta_*.json`: `{image_key: {"caption": ..., "tags": ...}}`;
 - a `.txt`/`.lst` list of image paths, one per line (relative to the list's folder);
 - a single image file.
