@@ -121,6 +121,18 @@ def test_listed_but_missing_images_and_rows_without_a_file_are_reported(workspac
     assert captions_of(workspace, "other") == {"here.png": "二次元", "uncaptioned.png": None}
 
 
+def test_data_juicer_jsonl_with_image_lists_imports(workspace, runner, tmp_path):
+    """The walk-through's data-juicer files hold `{"text", "image": [absolute path]}` per line."""
+    images = tmp_path / "lora_dataset" / "train"
+    write_images(images, {"0.jpg": (32, 32), "1.jpg": (40, 32)})
+    result = tmp_path / "data-juicer" / "output" / "result.jsonl"
+    result.parent.mkdir(parents=True)
+    lines = [json.dumps({"text": "二次元", "image": [str(images / f"{i}.jpg")]}, ensure_ascii=False) for i in (0, 1)]
+    result.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    invoke(runner, "dataset", "import", str(result), "--name", "dj")
+    assert captions_of(workspace, "dj") == {"0.jpg": "二次元", "1.jpg": "二次元"}
+
+
 # -- size and aspect-ratio filters ---------------------------------------------------------------
 SHAPES = {
     "square.png": (1024, 1024),

@@ -11,7 +11,7 @@ Accepted sources (`iter_source` picks by what the path is):
 - a `.zip` with the same layout inside;
 - `metadata.csv` (columns `file_name` + `text`/`caption`/`tags`; UTF-8 with or without the BOM
   pandas' `utf-8-sig` writes, or GB18030) or `metadata.jsonl` (one object per line, same keys),
-  paths relative to the file (HF imagefolder, DiffSynth);
+  paths relative to the file (HF imagefolder, DiffSynth; data-juicer's `"image": [path]` too);
 - a kohya `meta_*.json`: `{image_key: {"caption": ..., "tags": ...}}`;
 - a `.txt`/`.lst` list of image paths, one per line (relative to the list's folder);
 - a single image file.
@@ -119,6 +119,8 @@ def _metadata_rows(name: str, data: bytes) -> list[dict]:
 
 def _row_file_name(row: dict) -> str | None:
     file_name = row.get("file_name") or row.get("image") or row.get("file")
+    if isinstance(file_name, list):  # data-juicer: {"text": ..., "image": ["path"]}
+        file_name = file_name[0] if file_name else None
     return PurePosixPath(str(file_name).replace("\\", "/")).as_posix() if file_name else None
 
 
