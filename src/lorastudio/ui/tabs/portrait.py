@@ -314,10 +314,10 @@ def _build_templates(ctx: UiContext) -> dict[str, Any]:
             return error_markup(ctx, exc), *_template_views(ctx)
         return t("portrait.template_deleted", name=template), *_template_views(ctx)
 
-    add.click(add_one, [upload, name], [message, gallery, chosen])
-    delete.click(delete_one, chosen, [message, gallery, chosen])
+    added = add.click(add_one, [upload, name], [message, gallery, chosen])
+    deleted = delete.click(delete_one, chosen, [message, gallery, chosen])
     ctx.on_load.append({"fn": lambda: _template_views(ctx), "inputs": None, "outputs": [gallery, chosen]})
-    return {"gallery": gallery, "chosen": chosen}
+    return {"gallery": gallery, "chosen": chosen, "changed": [added, deleted]}
 
 
 def _template_views(ctx: UiContext) -> tuple:
@@ -409,7 +409,8 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
     templates["gallery"].select(add_template_pick, chosen, chosen)
     # a person trained or a template added on this page shows in the pickers at once
     people["table"].change(choices, None, [persons, chosen])
-    templates["chosen"].change(choices, None, [persons, chosen])
+    for event in templates["changed"]:
+        event.then(choices, None, [persons, chosen])
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         running = ctx.studio.list_jobs(state="running", user=user_of(request), limit=20)
