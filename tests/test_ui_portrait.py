@@ -63,6 +63,14 @@ def _fill(page, elem_id: str, value: object) -> None:
     box.press("Tab")
 
 
+def _loaded(page, selector: str) -> None:
+    """An image under `selector` has loaded (the server serves its folder)."""
+    page.wait_for_function(
+        "(sel) => [...document.querySelectorAll(sel + ' img')].some(i => i.complete && i.naturalWidth > 0)",
+        arg=selector,
+    )
+
+
 def _pick(page, elem_id: str, option: str) -> None:
     page.locator(f"#{elem_id} input").first.click()
     page.get_by_role("option", name=option, exact=True).click()
@@ -100,7 +108,8 @@ def test_photos_are_checked_then_the_person_is_trained_and_listed(served, page, 
     assert config["steps"] == 2 and config["resolution"] == 64 and config["rank"] == 4
     assert sorted(config["file_names"]) == sorted(p.name for p in photos)
     assert "grace" in page.locator("#portrait-people").inner_text()
-    page.wait_for_selector("#portrait-reference img")
+    _loaded(page, "#portrait-reference")
+    assert "wall.png: no face" in page.locator("#portrait-train-progress").inner_text()  # the job's photo report
     assert "2" in page.locator("#portrait-scores").inner_text()  # the checkpoint at step 2 is scored
     assert (served.studio.workspace.loras / "grace.safetensors").is_file()
 
@@ -114,6 +123,7 @@ def test_a_template_is_added_and_a_portrait_made_with_its_score(served, page):
     page.click("#portrait-template-add")
     _wait_text(page, "#portrait-template-message", "1 face(s)")
     _wait_text(page, "#portrait-template-gallery", "astronaut · 1 face(s)")
+    _loaded(page, "#portrait-template-gallery")
 
     page.get_by_role("tab", name="Make", exact=True).click()
     _pick(page, "portrait-make-persons", "grace")
@@ -124,7 +134,7 @@ def test_a_template_is_added_and_a_portrait_made_with_its_score(served, page):
     _fill(page, "portrait-seed", 1)
     page.click("#portrait-make-run")
     _wait_text(page, "#portrait-make-message", "Done", timeout=120_000)
-    page.wait_for_selector("#portrait-results img")
+    _loaded(page, "#portrait-results")
     caption = page.locator("#portrait-results").inner_text()
     assert "astronaut · score " in caption and "score –" not in caption
     info = page.locator("#portrait-infotext textarea").first.input_value()
