@@ -305,7 +305,8 @@ def test_every_tab_renders_and_is_photographed(served, page, tmp_path):
     folder = SCREENSHOTS if os.environ.get("LORASTUDIO_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     tabs = (("Generate", "generate"), ("PNG info", "png-info"), ("Extras", "extras"), ("Library", "library"),
-            ("Data sets", "datasets"), ("Train", "train"), ("Jobs", "jobs"), ("Settings", "settings"))  # fmt: skip
+            ("Data sets", "datasets"), ("Train", "train"), ("Portrait", "portrait"), ("Jobs", "jobs"),
+            ("Settings", "settings"))  # fmt: skip
     for label, name in tabs:
         _tab(page, label)
         page.wait_for_timeout(300)

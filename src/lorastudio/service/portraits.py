@@ -37,6 +37,8 @@ __all__ = [
     "PortraitTrainConfig",
     "load_person",
     "list_people",
+    "check_photos",
+    "person_details",
     "list_photos",
     "portraits_dir",
     "person_folder",
@@ -141,6 +143,35 @@ def list_people(ws: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def person_details(ws: Workspace, name: str) -> dict[str, Any]:
+    """A person as the Portrait tab shows them: reference photo, LoRA, and the identity score of
+    each checkpoint of their training (the run's scores.json; [] before the first score)."""
+    from lorastudio.service.train_runs import run_progress
+
+    person = load_person(ws, name, need_lora=False)
+    rows: list[dict[str, Any]] = []
+    if person.run and (ws.runs / person.run).is_dir():
+        state = run_progress(ws, person.run)
+        rows = [
+            {
+                "step": row["step"],
+                "identity": row.get("scores", {}).get("face_identity"),
+                "best": row["step"] == state["best_step"],
+                "in_library": row["step"] == state["result_step"],
+            }
+            for row in state["scores"]
+        ]
+    return {
+        "name": person.name,
+        "trigger": person.trigger,
+        "lora": str(person.lora) if person.lora is not None and person.lora.is_file() else None,
+        "reference_image": str(person.reference_image),
+        "base_model": person.base_model,
+        "run": person.run,
+        "scores": rows,
+    }
+
+
 # -- the portrait-train flow ------------------------------------------------------------------
 CAPTION = "a photo of {trigger} person"  # every photo's caption (EasyPhoto: one fixed caption)
 VALIDATION_PROMPTS = (  # each checkpoint's portraits for face_identity (fixed seed: scoring.seed)
@@ -232,6 +263,25 @@ def select_person_photos(
         photos, backend, size=size, max_photos=cfg.max_photos, min_face=cfg.min_face, person_mask=person_mask,
         progress=progress,
     )
+
+
+def check_photos(ws: Workspace, cfg: PortraitTrainConfig, photos: Sequence[Path]) -> dict[str, Any]:
+    """The photo check alone, without training: which photos a training would keep (their crops,
+    best first) and why each other one is left out, by its file name. The Portrait tab's
+    "Check photos"; nothing is written."""
+    if not photos:
+        raise LorastudioError("portrait: no photos; choose 5 to 20 photos of the person.")
+    selection = select_person_photos(ws, cfg, photos)
+    reference = selection.reference
+    return {
+        "kept": [
+            {"file": p.name, "crop": p.crop, "distance": p.distance, "reference": p is reference}
+            for p in selection.kept
+        ],
+        "left_out": [{"file": p.name, "status": p.status, "reason": p.reason} for p in selection.left_out],
+        "summary": selection.summary(),
+        "enough": len(selection.kept) >= cfg.min_photos,
+    }
 
 
 def _dataset_root(ws: Workspace, name: str) -> Path:

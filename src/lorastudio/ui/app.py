@@ -147,7 +147,9 @@ def mount_ui(app: FastAPI, studio: Studio, root_path: str = "") -> None:
             # images the UI shows come from these folders (data sets: the caption editor's images
             # and the report); the rest of the workspace (the job database, the session key,
             # uploads of other users) is never served as a file
-            allowed_paths=[str(studio.workspace.outputs), str(studio.workspace.runs), str(studio.workspace.datasets)],
+            # and the portrait tab's template library and people's reference photos
+            allowed_paths=[str(studio.workspace.outputs), str(studio.workspace.runs), str(studio.workspace.datasets),
+                           str(studio.workspace.root / "templates"), str(studio.workspace.root / "portraits")],
             blocked_paths=[str(studio.workspace.cache / "session.key"), str(studio.workspace.root / "studio.db")],
         )
 

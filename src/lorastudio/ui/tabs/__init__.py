@@ -5,8 +5,8 @@ Generate comes first: later tabs (PNG info, Extras) wire its "send to" buttons a
 controls through `ctx.shared`.
 """
 
-from lorastudio.ui.tabs import datasets, extras, generate, jobs, library, png_info, settings, train
+from lorastudio.ui.tabs import datasets, extras, generate, jobs, library, png_info, portrait, settings, train
 
-TABS = (generate, png_info, extras, library, datasets, train, jobs, settings)
+TABS = (generate, png_info, extras, library, datasets, train, portrait, jobs, settings)
 
 __all__ = ["TABS"]
