@@ -1,0 +1,178 @@
+"""The workspace side of the portrait routes that take images inline (EasyPhoto's API, the
+native portrait-make job): base64 photos stored as uploads, base64 templates added to the
+template library, persons checked before a job is queued, a refused photo set read back
+from the job's selection report.
+
+Every refusal is an `InvalidRequest` (422) whose first word is the request field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.jobs import Job
+from lorastudio.service.studio import InvalidRequest, Studio
+from lorastudio.service.workspace import Workspace, safe_name
+
+__all__ = [
+    "UPLOADED_TEMPLATE_PREFIX",
+    "check_people",
+    "photo_refusal",
+    "store_photos",
+    "template_names",
+]
+
+# Templates sent as images are kept in the library as `upload-<sha256[:12]>`: the same image
+# sent again reuses its entry (and its cached faces).
+UPLOADED_TEMPLATE_PREFIX = "upload-"
+# A template reference longer than this (or a data: URL) is an image, not a name.
+MAX_NAME_CHARS = 200
+
+
+def _reason(exc: LorastudioError) -> str:
+    """The message without its leading `<what>: ` (the caller names the field instead)."""
+    text = str(exc)
+    head, sep, rest = text.partition(": ")
+    return rest if sep and len(head) < 300 else text
+
+
+def store_photos(ws: Workspace, images: list[str], field: str) -> tuple[list[str], list[str]]:
+    """Base64 photos stored as PNG uploads: (upload names, file names `photo-01.png`...).
+
+    A photo that is not an image refuses the whole request (nothing is kept).
+    """
+    from lorastudio.service.uploads import discard_uploads, store_image
+
+    stored: list[str] = []
+    try:
+        for index, data in enumerate(images):
+            stored.append(store_image(ws, data, f"{field}[{index}]"))
+    except BaseException:
+        discard_uploads(ws, stored)
+        raise
+    return stored, [f"photo-{index + 1:02d}.png" for index in range(len(stored))]
+
+
+def _is_image(ref: str) -> bool:
+    return ref.startswith("data:") or len(ref) > MAX_NAME_CHARS
+
+
+def _library_template(ws: Workspace, ref: str) -> str | None:
+    from lorastudio.service.templates import find_template
+
+    try:
+        return find_template(ws, ref, allow_paths=False).stem
+    except NotFoundError:
+        return None
+
+
+def _add_image_template(ws: Workspace, image: Any, where: str, backend: str | None) -> str:
+    """An image put in the library under its content hash (reused when it is there already)."""
+    import io
+    import tempfile
+
+    from lorastudio.service.templates import add_template
+
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    name = UPLOADED_TEMPLATE_PREFIX + hashlib.sha256(data).hexdigest()[:12]
+    if _library_template(ws, name):
+        return name
+    folder = ws.cache / "template-uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        path = Path(work) / f"{name}.png"
+        path.write_bytes(data)
+        try:
+            add_template(ws, path, name=name, backend=backend)
+        except LorastudioError as exc:  # no face: name the field, not the temporary file
+            raise InvalidRequest(f"{where}: {_reason(exc)}") from None
+    return name
+
+
+def template_names(ws: Workspace, refs: list[str], field: str, backend: str | None = None) -> list[str]:
+    """Each template reference as a library name: a library name stays, a base64 image or an
+    upload name (POST /api/v1/uploads) is added to the library first.
+
+    A template image without a face is refused, naming `field[i]`; the library keeps nothing of it.
+    """
+    from lorastudio.service.uploads import decode_image, upload_path
+
+    names = []
+    for index, ref in enumerate(refs):
+        where = f"{field}[{index}]"
+        if not ref.strip():
+            raise InvalidRequest(f"{where}: empty; give a template name or a base64 image.")
+        if _is_image(ref):
+            image, _ = decode_image(ref, where)
+        elif (found := _library_template(ws, ref)) is not None:
+            names.append(found)
+            continue
+        elif _is_upload(ws, ref):
+            image, _ = decode_image_file(upload_path(ws, ref), where)
+        else:
+            from lorastudio.service.templates import find_template
+
+            find_template(ws, ref, allow_paths=False)  # the 404 that lists the library's templates
+            raise AssertionError("unreachable")
+        names.append(_add_image_template(ws, image, where, backend))
+    return names
+
+
+def _is_upload(ws: Workspace, name: str) -> bool:
+    from lorastudio.service.uploads import upload_path
+
+    try:
+        upload_path(ws, name)
+    except LorastudioError:
+        return False
+    return True
+
+
+def decode_image_file(path: Path, where: str) -> tuple[Any, str]:
+    """An uploaded image file opened within the request limits (as a base64 one would be)."""
+    from lorastudio.generate.images import RequestImageError, open_request_image
+    from lorastudio.service.uploads import MAX_IMAGE_PIXELS
+
+    try:
+        return open_request_image(path, where, MAX_IMAGE_PIXELS)
+    except RequestImageError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def check_people(ws: Workspace, names: list[str], field: str) -> None:
+    """Every name is a trained person with a LoRA; else one line naming the field and the known people."""
+    from lorastudio.service.portraits import list_people, load_person
+
+    people = list_people(ws)
+    known = ", ".join(row["name"] for row in people) or "none yet"
+    if not names:
+        raise InvalidRequest(f"{field}: empty; name a trained person ({known}).")
+    for name in names:
+        try:
+            safe_name(name, "person")
+        except LorastudioError as exc:
+            raise InvalidRequest(f"{field}: {_reason(exc)}") from None
+        if not any(row["name"] == name for row in people):
+            raise InvalidRequest(f"{field}: {name!r} is not a trained person; known: {known} (train them first).")
+        try:
+            load_person(ws, name)
+        except LorastudioError as exc:
+            raise InvalidRequest(f"{field}: {exc}") from None
+
+
+def photo_refusal(studio: Studio, job: Job, field: str) -> str | None:
+    """Why a failed portrait-train job refused its photos (each left-out photo by name with its
+    reason), read from the job's `selection` event; None when it failed for another reason."""
+    minimum = int(((job.payload or {}).get("config") or {}).get("min_photos") or 1)
+    for event in studio.job_events(job.id):
+        if event.type == "selection" and len(event.data.get("kept") or []) < minimum:
+            return (
+                f"{field}: {event.data.get('summary', '')}; need at least {minimum} usable photos:"
+                " send clear photos of one face (at least 128 px, upright)."
+            )
+    return None
