@@ -19,6 +19,9 @@ from lorastudio.service.workspace import Workspace, safe_name
 
 __all__ = [
     "UPLOADED_TEMPLATE_PREFIX",
+    "add_template_image",
+    "delete_library_template",
+    "library_templates",
     "check_people",
     "photo_refusal",
     "store_photos",
@@ -69,8 +72,11 @@ def _library_template(ws: Workspace, ref: str) -> str | None:
         return None
 
 
-def _add_image_template(ws: Workspace, image: Any, where: str, backend: str | None) -> str:
-    """An image put in the library under its content hash (reused when it is there already)."""
+def _add_image_template(
+    ws: Workspace, image: Any, where: str, backend: str | None, name: str | None = None
+) -> str:
+    """An image put in the library as `name`, or (no name) under its content hash, reused when it
+    is there already."""
     import io
     import tempfile
 
@@ -79,9 +85,17 @@ def _add_image_template(ws: Workspace, image: Any, where: str, backend: str | No
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     data = buffer.getvalue()
-    name = UPLOADED_TEMPLATE_PREFIX + hashlib.sha256(data).hexdigest()[:12]
-    if _library_template(ws, name):
-        return name
+    if name is None:
+        name = UPLOADED_TEMPLATE_PREFIX + hashlib.sha256(data).hexdigest()[:12]
+        if _library_template(ws, name):
+            return name
+    else:
+        try:
+            name = safe_name(name, "template name")
+        except LorastudioError as exc:
+            raise InvalidRequest(f"name: {_reason(exc)}") from None
+        if _library_template(ws, name):
+            raise InvalidRequest(f"name: template {name!r} is in the library already; choose another or delete it first.")
     folder = ws.cache / "template-uploads"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as work:
@@ -176,3 +190,36 @@ def photo_refusal(studio: Studio, job: Job, field: str) -> str | None:
                 " send clear photos of one face (at least 128 px, upright)."
             )
     return None
+
+
+# --- the template library over HTTP -------------------------------------------------------
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "path"}  # a response never carries a server path
+
+
+def library_templates(ws: Workspace) -> list[dict[str, Any]]:
+    """The library's templates: name, file, number of faces (None until detected)."""
+    from lorastudio.service.templates import list_templates
+
+    return [_row(row) for row in list_templates(ws)]
+
+
+def add_template_image(
+    ws: Workspace, image: str | Path, where: str, name: str | None = None, backend: str | None = None
+) -> dict[str, Any]:
+    """A template from a base64 image or an uploaded file, its faces found; a photo without a
+    face is refused naming `where`. Answers its library row."""
+    from lorastudio.service.uploads import decode_image
+
+    picture, _ = decode_image_file(image, where) if isinstance(image, Path) else decode_image(image, where)
+    stem = _add_image_template(ws, picture, where, backend, name)
+    return next(row for row in library_templates(ws) if row["name"] == stem)
+
+
+def delete_library_template(ws: Workspace, name: str) -> dict[str, Any]:
+    """Remove a library template (never a path: the name must be in the library)."""
+    from lorastudio.service.templates import delete_template, find_template
+
+    return delete_template(ws, find_template(ws, name, allow_paths=False).stem)
