@@ -204,7 +204,7 @@ async def easyphoto_infer_forward(
         refs, fields = _template_refs(req)
         if not refs:
             raise InvalidRequest("selected_template_images: empty; send at least one template (base64 or a library name).")
-        templates = [template_names(studio.workspace, [ref], field)[0] for ref, field in zip(refs, fields, strict=True)]
+        templates = template_names(studio.workspace, refs, "templates", fields=fields)
         return submit_job(studio, "portrait-make", _make_config(req, studio, templates), user=user)
 
     job = await asyncio.to_thread(submit)

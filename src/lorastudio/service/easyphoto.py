@@ -9,6 +9,8 @@ Every refusal is an `InvalidRequest` (422) whose first word is the request field
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,18 @@ def _reason(exc: LorastudioError) -> str:
     return rest if sep and len(head) < 300 else text
 
 
+@contextmanager
+def _unprocessable() -> Iterator[None]:
+    """A plain refusal of a sent image (bad base64, empty) as the 422 of a bad field; a full disk
+    or a missing name keep their own status."""
+    try:
+        yield
+    except LorastudioError as exc:
+        if type(exc) is LorastudioError:
+            raise InvalidRequest(str(exc)) from None
+        raise
+
+
 def store_photos(ws: Workspace, images: list[str], field: str) -> tuple[list[str], list[str]]:
     """Base64 photos stored as PNG uploads: (upload names, file names `photo-01.png`...).
 
@@ -52,7 +66,8 @@ def store_photos(ws: Workspace, images: list[str], field: str) -> tuple[list[str
     stored: list[str] = []
     try:
         for index, data in enumerate(images):
-            stored.append(store_image(ws, data, f"{field}[{index}]"))
+            with _unprocessable():
+                stored.append(store_image(ws, data, f"{field}[{index}]"))
     except BaseException:
         discard_uploads(ws, stored)
         raise
@@ -108,21 +123,25 @@ def _add_image_template(
     return name
 
 
-def template_names(ws: Workspace, refs: list[str], field: str, backend: str | None = None) -> list[str]:
+def template_names(
+    ws: Workspace, refs: list[str], field: str, backend: str | None = None, fields: list[str] | None = None
+) -> list[str]:
     """Each template reference as a library name: a library name stays, a base64 image or an
     upload name (POST /api/v1/uploads) is added to the library first.
 
-    A template image without a face is refused, naming `field[i]`; the library keeps nothing of it.
+    A template image without a face is refused, naming `field[i]` (or `fields[i]`: each
+    reference's own request field); the library keeps nothing of it.
     """
     from lorastudio.service.uploads import decode_image, upload_path
 
     names = []
     for index, ref in enumerate(refs):
-        where = f"{field}[{index}]"
+        where = fields[index] if fields else f"{field}[{index}]"
         if not ref.strip():
             raise InvalidRequest(f"{where}: empty; give a template name or a base64 image.")
         if _is_image(ref):
-            image, _ = decode_image(ref, where)
+            with _unprocessable():
+                image, _ = decode_image(ref, where)
         elif (found := _library_template(ws, ref)) is not None:
             names.append(found)
             continue
@@ -213,7 +232,8 @@ def add_template_image(
     face is refused naming `where`. Answers its library row."""
     from lorastudio.service.uploads import decode_image
 
-    picture, _ = decode_image_file(image, where) if isinstance(image, Path) else decode_image(image, where)
+    with _unprocessable():
+        picture, _ = decode_image_file(image, where) if isinstance(image, Path) else decode_image(image, where)
     stem = _add_image_template(ws, picture, where, backend, name)
     return next(row for row in library_templates(ws) if row["name"] == stem)
 
