@@ -91,6 +91,24 @@ def test_native_portrait_make_job_and_the_template_library(client, studio, real_
     assert (studio.workspace.root / "portraits" / "grace.json").is_file()
 
 
+def test_interrupt_stops_a_portrait_make_and_skip_leaves_it_alone(client, studio, real_faces):  # noqa: F811
+    import time
+
+    job = client.post(
+        "/api/v1/jobs/portrait-make",
+        json={"persons": ["grace"], "templates": [_b64(_photo("astronaut.jpg"))], "steps": 500, "count": 3, "seed": 1},
+    ).json()
+    deadline = time.monotonic() + 60
+    while not any(e.type == "progress" for e in studio.job_events(job["id"])):
+        assert time.monotonic() < deadline, "the portrait job never started sampling"
+        time.sleep(0.05)
+    client.post("/sdapi/v1/skip")
+    assert studio.get_job(job["id"]).state == "running"  # /skip drops batches of generations only
+    assert client.post("/sdapi/v1/interrupt").status_code == 200
+    done = studio.wait_job(job["id"], timeout=60)
+    assert done.state == "cancelled" and done.progress < 0.5
+
+
 def test_bad_portrait_requests_are_422s_naming_the_field(client, studio, real_faces):  # noqa: F811
     ws = studio.workspace
     grey = _b64(Image.new("RGB", (256, 256), (128, 128, 128)))
