@@ -119,7 +119,8 @@ def _add_image_template(
         try:
             add_template(ws, path, name=name, backend=backend)
         except LorastudioError as exc:  # no face: name the field, not the temporary file
-            raise InvalidRequest(f"{where}: {_reason(exc)}") from None
+            text = _reason(exc) if str(exc).startswith(str(path)) else str(exc)
+            raise InvalidRequest(f"{where}: {text}") from None
     return name
 
 
