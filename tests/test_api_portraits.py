@@ -134,6 +134,8 @@ def test_bad_portrait_requests_are_422s_naming_the_field(client, studio, real_fa
 
     broken = client.post("/easyphoto/easyphoto_train_forward", json={"user_id": "x", "instance_images": [face, "%%%"]})
     assert broken.status_code == 422 and "instance_images[1]" in broken.text
+    escape = client.post("/easyphoto/easyphoto_train_forward", json={"user_id": "../x", "instance_images": [face]})
+    assert escape.status_code == 422 and escape.json()["detail"].startswith("user_id: ")
     empty = client.post("/easyphoto/easyphoto_train_forward", json={"user_id": "x", "instance_images": []})
     assert empty.status_code == 422 and "instance_images" in empty.text
 
