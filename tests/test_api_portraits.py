@@ -191,3 +191,22 @@ def test_easyphoto_trains_a_person_from_base64_photos_and_paints_them_into_a_tem
     # the template went into the library under its content hash; the same image again reuses it
     names = [row["name"] for row in client.get("/api/v1/templates").json()["templates"]]
     assert len(names) == 1 and names[0].startswith("upload-")
+
+
+def test_the_easyphoto_routes_are_behind_the_same_authentication(tiny_workspace):
+    from fastapi.testclient import TestClient
+
+    from lorastudio.api.app import create_app
+    from lorastudio.api.security import parse_tokens
+    from lorastudio.service.studio import Studio, StudioSettings
+
+    with Studio(tiny_workspace, StudioSettings()) as studio:  # not started: nothing runs
+        client = TestClient(create_app(studio, tokens=parse_tokens(["alice:alice-secret-1"])))
+        body = {"user_ids": "nobody", "selected_template_images": ["x"]}
+        assert client.post("/easyphoto/easyphoto_infer_forward", json=body).status_code == 401
+        assert client.post("/easyphoto/easyphoto_train_forward", json={"user_id": "x"}).status_code == 401
+        assert client.get("/api/v1/templates").status_code == 401
+        signed = client.post(
+            "/easyphoto/easyphoto_infer_forward", json=body, headers={"Authorization": "Bearer alice-secret-1"}
+        )
+        assert signed.status_code == 422 and "user_ids" in signed.text
