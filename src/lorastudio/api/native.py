@@ -29,6 +29,7 @@ from lorastudio.service import outputs as library_outputs
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, submit_job
 from lorastudio.service.jobs import Job
 from lorastudio.service.limits import MAX_PRIORITY
+from lorastudio.service.portrait_make import PortraitMakeConfig
 from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import SeriesJob, submit_series
 from lorastudio.service.studio import InvalidRequest, Studio
@@ -131,6 +132,25 @@ def submit_portrait_train(
     """Queue a person's training from uploaded photos (`photos`: upload names): photo checks, the
     data set, the LoRA with the best face-identity checkpoint, the person's record."""
     job = submit_job(studio, "portrait-train", cfg, user=request_user(request), priority=priority)
+    return _job_json(studio, job)
+
+
+@router.post("/jobs/portrait-make")
+def submit_portrait_make(
+    cfg: PortraitMakeConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue portraits: trained `persons` painted into `templates` (library names, upload names
+    or base64 images; an image is added to the template library first). Results: best score first."""
+    from lorastudio.service.easyphoto import check_people, template_names
+
+    studio.check_quota(request_user(request))  # before any template image is stored
+    if cfg.persons:
+        check_people(studio.workspace, cfg.persons, "persons")
+    if cfg.faces:
+        check_people(studio.workspace, list(cfg.faces.values()), "faces")
+    templates = template_names(studio.workspace, cfg.templates, "templates", cfg.backend)
+    cfg = cfg.model_copy(update={"templates": templates})
+    job = submit_job(studio, "portrait-make", cfg, user=request_user(request), priority=priority)
     return _job_json(studio, job)
 
 
@@ -270,6 +290,64 @@ def upload(
     studio.check_quota(request_user(request))
     name, path = _store_upload(studio, file)
     return {"upload": name, "filename": file.filename, "size_bytes": path.stat().st_size}
+
+
+# --- portraits: people and templates ------------------------------------------------------
+
+
+@router.get("/portraits")
+def list_portraits(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Trained people (POST /jobs/portrait-train): name, trigger, LoRA (None until trained), photos kept."""
+    from lorastudio.service.portraits import list_people
+
+    return {"people": list_people(studio.workspace)}
+
+
+@router.get("/templates")
+def list_templates(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """The template library (studio/templates): name, file, number of faces."""
+    from lorastudio.service.easyphoto import library_templates
+
+    return {"templates": library_templates(studio.workspace)}
+
+
+class TemplateImage(StrictModel):
+    """A template photo sent inline."""
+
+    image: str = Field(..., description="Base64 image (PNG/JPEG/WebP), or a data:image/...;base64 URL.")
+    name: str | None = Field(None, max_length=200, description="Library name; default: upload-<content hash>.")
+    backend: str | None = Field(None, max_length=200, description="Face backend; default: dlib.")
+
+
+@router.post("/templates/base64")
+def add_template_base64(body: TemplateImage, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Add a template from a base64 image; one with no face is refused (422 naming `image`)."""
+    from lorastudio.service.easyphoto import add_template_image
+
+    return add_template_image(studio.workspace, body.image, "image", body.name, body.backend)
+
+
+@router.post("/templates")
+def add_template_file(
+    file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Add a template photo (multipart `file`, optional `name`; default: the file's name)."""
+    from lorastudio.service.easyphoto import add_template_image
+
+    _, path = _store_upload(studio, file, (".png", ".jpg", ".jpeg", ".webp"))
+    try:
+        stem = name or Path(file.filename or "").stem or None
+        return add_template_image(studio.workspace, path, "file", stem)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.delete("/templates/{name}")
+def delete_template(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Remove a template and its cached faces from the library."""
+    from lorastudio.service.easyphoto import delete_library_template
+
+    return delete_library_template(studio.workspace, name)
 
 
 # --- models -------------------------------------------------------------------------------

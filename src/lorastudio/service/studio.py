@@ -54,8 +54,10 @@ __all__ = ["InvalidRequest", "Studio", "StudioSettings"]
 
 logger = logging.getLogger("lorastudio.studio")
 
-# Job kinds that A1111's /interrupt and /skip reach (they check both between sampling steps).
-INTERRUPTIBLE_KINDS = ("generate", "grid", "series")
+# Job kinds that A1111's /interrupt reaches (they check for it between sampling steps; what
+# they made before it is kept) and those /skip reaches (they can drop one batch or cell).
+INTERRUPTIBLE_KINDS = ("generate", "grid", "series", "portrait-make")
+SKIPPABLE_KINDS = ("generate", "grid", "series")
 
 
 class Studio:
@@ -286,17 +288,18 @@ class Studio:
         return self.watcher.progress_state(user)
 
     def interrupt(self, user: str | None = None) -> list[str]:
-        """Stop every running generation and x/y/z grid of `user` (A1111 /interrupt; `None`: of
-        anyone); returns their job ids.
+        """Stop every running generation, x/y/z grid and portrait-make of `user` (A1111 /interrupt;
+        `None`: of anyone); returns their job ids.
 
-        A grid keeps the cells it rendered: its job ends `cancelled` with the partial grid as result.
+        A grid keeps the cells it rendered: its job ends `cancelled` with the partial grid as result;
+        a portrait-make keeps the portraits it finished (in its folder), as a generation its batches.
         """
         return self.watcher.interrupt(user, INTERRUPTIBLE_KINDS)
 
     def skip(self, user: str | None = None) -> list[str]:
         """Drop the current batch of every running generation, or the current cell of every
         running grid, of `user` (`None`: of anyone), and go on with the next (A1111 /skip)."""
-        return self.watcher.skip(user, INTERRUPTIBLE_KINDS)
+        return self.watcher.skip(user, SKIPPABLE_KINDS)
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to show a client (no credentials)."""
