@@ -154,6 +154,7 @@ def test_progress_interrupt_and_skip_reach_only_the_callers_own_jobs(tiny_worksp
     import lorastudio.service.studio as studio_module
 
     monkeypatch.setattr(studio_module, "INTERRUPTIBLE_KINDS", ("sleep",))  # a job that runs long enough
+    monkeypatch.setattr(studio_module, "SKIPPABLE_KINDS", ("sleep",))  # Bob's skip must find it, and be refused
     studio = Studio(tiny_workspace, StudioSettings(max_queued_per_user=0))
     app = create_app(studio, tokens=parse_tokens(["alice:alice-secret-1", "bob:bob-secret-22"]))
     with TestClient(app, raise_server_exceptions=False) as client:
