@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from lorastudio.service.preferences import Preferences
     from lorastudio.service.studio import Studio
 
-__all__ = ["UiContext", "user_of", "error_text", "error_markup", "failed_markup", "poll_job", "queued_text"]
+__all__ = [
+    "UiContext", "user_of", "error_text", "error_markup", "failed_markup", "cancel_markup", "poll_job", "queued_text",
+]  # fmt: skip
 
 
 @dataclass
@@ -72,6 +74,17 @@ def error_markup(ctx: UiContext, problem: BaseException | str) -> str:
 def failed_markup(ctx: UiContext, job: Any) -> str:
     """A job that ended in failure, in the place its progress was shown."""
     return f'<span class="error-text">{ctx.t("progress.failed", error=job.error or job.state)}</span>'
+
+
+def cancel_markup(ctx: UiContext, job_id: str, cancelling_label: str) -> str:
+    """Ask the job shown in a tab to stop; the tab's "cancelling" text, or why it could not."""
+    if not (job_id or "").strip():
+        return ""
+    try:
+        ctx.studio.cancel_job(job_id.strip())
+    except Exception as exc:
+        return error_markup(ctx, exc)
+    return ctx.t(cancelling_label)
 
 
 def queued_text(ctx: UiContext, job: Any) -> str:

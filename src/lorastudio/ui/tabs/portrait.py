@@ -21,7 +21,15 @@ import gradio as gr
 
 from lorastudio.service.portrait_make import PortraitMakeConfig
 from lorastudio.service.portraits import PortraitTrainConfig
-from lorastudio.ui.context import UiContext, error_markup, failed_markup, poll_job, queued_text, user_of
+from lorastudio.ui.context import (
+    UiContext,
+    cancel_markup,
+    error_markup,
+    failed_markup,
+    poll_job,
+    queued_text,
+    user_of,
+)
 from lorastudio.ui.forms import field_control, field_spec, optional_number
 
 TAB_ID = "portrait"
@@ -120,13 +128,7 @@ def _build_person(ctx: UiContext) -> dict[str, Any]:
         yield from _follow_train(ctx, job.id)
 
     def cancel_training(job: str) -> str:
-        if not (job or "").strip():
-            return ""
-        try:
-            ctx.studio.cancel_job(job.strip())
-        except Exception as exc:
-            return error_markup(ctx, exc)
-        return t("portrait.cancelling")
+        return cancel_markup(ctx, job, "portrait.cancelling")
 
     def show_person(name: str | None) -> tuple:
         return _person_view(ctx, name)
@@ -376,13 +378,7 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
         yield from _follow_make(ctx, job.id)
 
     def stop(job: str) -> str:
-        if not (job or "").strip():
-            return ""
-        try:
-            ctx.studio.cancel_job(job.strip())
-        except Exception as exc:
-            return error_markup(ctx, exc)
-        return t("portrait.cancelling")
+        return cancel_markup(ctx, job, "portrait.cancelling")
 
     def picked(shown: list[str], event: gr.SelectData) -> str:
         from lorastudio.service.png_info import png_info

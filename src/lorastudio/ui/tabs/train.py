@@ -17,7 +17,15 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.ui.config_form import ConfigForm, build_config_form
-from lorastudio.ui.context import UiContext, error_markup, failed_markup, poll_job, queued_text, user_of
+from lorastudio.ui.context import (
+    UiContext,
+    cancel_markup,
+    error_markup,
+    failed_markup,
+    poll_job,
+    queued_text,
+    user_of,
+)
 
 TAB_ID = "train"
 LABEL = "tab.train"
@@ -107,13 +115,7 @@ def build(ctx: UiContext) -> None:
         yield from _follow(ctx, new.id)
 
     def cancel_run(job: str) -> str:
-        if not job.strip():
-            return ""
-        try:
-            ctx.studio.cancel_job(job.strip())
-        except Exception as exc:
-            return error_markup(ctx, exc)
-        return t("train.cancelling")
+        return cancel_markup(ctx, job, "train.cancelling")
 
     def use_checkpoint(job: str, chosen: float | None) -> str:
         from lorastudio.service.train_runs import pick_checkpoint
