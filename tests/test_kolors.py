@@ -1,0 +1,146 @@
+"""Kolors: the family module, tiny-kolors (ChatGLM + Kolors UNet), loading and generation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.generation import run_generation
+from lorastudio.service.model_cache import ModelCache
+from lorastudio.service.names import LENIENT
+
+# Prompts of the Kolors story workflow (DiffSynth-Studio tutorial, ../shared/seeds/004_*).
+SEED_PROMPTS = (
+    "二次元，一个紫色短发小女孩，在家中沙发上坐着，双手托着腮，很无聊，全身，粉色连衣裙",
+    "卡通，一个毛发柔顺的灰色小猫咪，从屋内跑向门口,开心",
+    "丑陋、变形、嘈杂、模糊、低对比度",
+)
+
+
+@pytest.fixture
+def ws(tiny_workspace, one_torch_thread):
+    return tiny_workspace
+
+
+@pytest.fixture(scope="module")
+def kolors(tiny_models_dir):
+    from lorastudio.models.loading import load_model
+
+    return load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+
+
+def _generate(ws, prompt: str, cache: ModelCache | None = None, **extra):
+    cfg = GenerateConfig(model="tiny-kolors", prompt=prompt, steps=8, seed=5, device="cpu", **extra)
+    result = run_generation(ws, cfg, cache=cache, names=LENIENT)
+    return result, [np.asarray(Image.open(i.path).convert("RGB"), dtype=np.float32) / 255 for i in result.images]
+
+
+def _redness(images) -> float:
+    stack = np.stack(images)
+    return float((stack[..., 0] - (stack[..., 1] + stack[..., 2]) / 2).mean())
+
+
+def test_tiny_kolors_is_a_kolors_diffusers_folder(tiny_models_dir, kolors):
+    folder = tiny_models_dir / "tiny-kolors"
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "KolorsPipeline"
+    assert index["text_encoder"] == ["kolors", "ChatGLMModel"]
+    assert kolors.family.name == "kolors" and kolors.family.text_encoder_kind == "chatglm"
+    unet = kolors.unet.config
+    assert unet.encoder_hid_dim_type == "text_proj" and unet.encoder_hid_dim == kolors.text_encoders[0].config.hidden_size
+    assert unet.addition_embed_type == "text_time"
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 12_000_000, size
+
+
+def test_vocabulary_is_byte_identical_and_round_trips_the_seed_prompts(kolors):
+    from lorastudio.models.tiny_kolors import train_vocabulary
+
+    assert train_vocabulary() == train_vocabulary()
+    tokenizer = kolors.tokenizers[0]
+    for prompt in SEED_PROMPTS + ("a red square, 龍🐱",):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == prompt
+        assert len(ids) < len(prompt.encode("utf-8"))  # real pieces, not only byte fallback
+    pieces = tokenizer.tokenize("一个红色的方块")
+    assert "红" in "".join(pieces) and not any(p.startswith("<0x") for p in pieces)
+
+
+def test_family_detection_from_folder_and_unet_file(tiny_models_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    from lorastudio.models.checkpoint import read_safetensors_keys
+    from lorastudio.models.families import family_from_diffusers_config, family_of_unet_keys
+    from lorastudio.models.loading import _family_of_folder
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(tiny_models_dir / "tiny-kolors" / "model_index.json", bare)
+    assert _family_of_folder(bare).name == "kolors"  # no lorastudio.json: from model_index.json
+    assert family_from_diffusers_config({"_class_name": "StableDiffusionXLPipeline"}).name == "sdxl"
+    import torch
+
+    unet_file = tmp_path / "kolors-finetune.safetensors"
+    save_file({"encoder_hid_proj.weight": torch.zeros(2, 2), "conv_in.weight": torch.zeros(1)}, str(unet_file))
+    assert family_of_unet_keys(read_safetensors_keys(unet_file)).name == "kolors"
+    assert family_of_unet_keys(["conv_in.weight", "add_embedding.linear_1.weight"]) is None
+
+
+def test_tokenizer_that_does_not_fit_the_encoder_is_refused(kolors):
+    from types import SimpleNamespace
+
+    from lorastudio.models.chatglm import check_vocabulary
+
+    check_vocabulary(kolors.tokenizers[0], kolors.text_encoders[0], "tiny-kolors")  # its own: fine
+    real_encoder = SimpleNamespace(config=SimpleNamespace(padded_vocab_size=65024))
+    with pytest.raises(LorastudioError, match="tokenizer has .* tokens but text_encoder"):
+        check_vocabulary(kolors.tokenizers[0], real_encoder, "Kolors")
+
+
+def test_text_encoder_follows_the_requested_dtype(tiny_models_dir, tmp_path):
+    import torch
+    from diffusers import KolorsPipeline
+
+    fp16 = tmp_path / "fp16"
+    shutil.copytree(tiny_models_dir / "tiny-kolors", fp16)
+    pipe = KolorsPipeline.from_pretrained(str(fp16), dtype=torch.float16, local_files_only=True)
+    pipe.text_encoder.save_pretrained(fp16 / "text_encoder")  # an fp16 encoder checkpoint
+    from lorastudio.models.loading import load_model
+
+    model = load_model(str(fp16), tmp_path / "models", tmp_path / "cache", device="cpu")
+    assert {p.dtype for p in model.text_encoders[0].parameters()} == {torch.float32}
+    assert next(model.unet.parameters()).dtype == torch.float32
+
+
+def test_chinese_prompt_generates_and_colour_words_matter(ws):
+    cache = ModelCache(ws)
+    result, red = _generate(ws, "一个红色的方块", cache=cache)
+    _, blue = _generate(ws, "一个蓝色的方块", cache=cache)
+    _, english = _generate(ws, "red", cache=cache)
+    _, again = _generate(ws, "一个红色的方块", cache=cache)
+    assert red[0].shape == (64, 64, 3)
+    assert np.array_equal(red[0], again[0])  # deterministic
+    assert _redness(red) > _redness(blue) + 0.05, (_redness(red), _redness(blue))
+    assert _redness(english) > _redness(blue)
+    info = Image.open(result.images[0].path).info.get("parameters", "")
+    assert "一个红色的方块" in info and "tiny-kolors" in info
+
+
+def test_prompt_weights_and_editing_change_kolors_conditioning(kolors):
+    import torch
+
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    encoder = PromptEncoder(kolors)
+    plain, weighted = encoder.encode("一个红色的方块"), encoder.encode("一个(红色:1.5)的方块")
+    assert plain.embeds.shape == (1, 256, kolors.text_encoders[0].config.hidden_size)
+    assert plain.pooled.shape == (1, kolors.text_encoders[0].config.hidden_size)
+    assert not torch.equal(plain.embeds, weighted.embeds)
+    assert torch.equal(plain.pooled, weighted.pooled)  # weights scale the context, not the pooled text
+    assert encoder.empty_chunk().shape == plain.embeds.shape
