@@ -144,3 +144,50 @@ def test_prompt_weights_and_editing_change_kolors_conditioning(kolors):
     assert not torch.equal(plain.embeds, weighted.embeds)
     assert torch.equal(plain.pooled, weighted.pooled)  # weights scale the context, not the pooled text
     assert encoder.empty_chunk().shape == plain.embeds.shape
+
+
+def test_lora_trained_on_red_makes_kolors_redder_and_is_tagged_kolors(ws, tmp_path):
+    from safetensors import safe_open
+
+    from lorastudio.adapters import check_lora_family, load_lora_file
+    from lorastudio.service.training import run_training
+    from lorastudio.train.config import load_train_config
+
+    data = tmp_path / "red"
+    data.mkdir()
+    for i in range(8):
+        Image.new("RGB", (64, 64), (230, 20 + i, 25)).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text("二次元", encoding="utf-8")
+    cfg = load_train_config(
+        overrides=[
+            "model=tiny-kolors",
+            f"data.dir={data}",
+            "train.resolution=64",
+            "train.steps=30",
+            "train.batch_size=4",
+            "train.save_every_steps=1000",
+            "train.learning_rate=3e-2",
+            "train.mixed_precision=no",
+            "lora.rank=8",
+            "lora.alpha=8",
+            "scoring.enabled=false",
+            "seed=3",
+            "output.name=kred",
+        ]
+    )
+    result = run_training(ws, cfg, progress=False)
+    with safe_open(result["library_lora"], framework="pt") as handle:
+        keys, meta = set(handle.keys()), handle.metadata()
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    assert not any("encoder_hid_proj" in k for k in keys)
+    assert meta["ss_base_model_version"] == "kolors"
+    cache = ModelCache(ws)
+    _, base = _generate(ws, "二次元", cache=cache, cfg_scale=1.0, batch_size=2)
+    _, trained = _generate(ws, "二次元 <lora:kred:1>", cache=cache, cfg_scale=1.0, batch_size=2)
+    assert _redness(trained) > _redness(base) + 0.05, (_redness(base), _redness(trained))
+    lora = load_lora_file(result["library_lora"])
+    with pytest.raises(LorastudioError, match="made for Kolors but the model is SDXL"):
+        check_lora_family(lora, "sdxl")
+    lora.metadata["ss_base_model_version"] = "sdxl_base_v1-0"
+    with pytest.raises(LorastudioError, match="made for SDXL but the model is Kolors"):
+        check_lora_family(lora, "kolors")
