@@ -191,3 +191,39 @@ def test_lora_trained_on_red_makes_kolors_redder_and_is_tagged_kolors(ws, tmp_pa
     lora.metadata["ss_base_model_version"] = "sdxl_base_v1-0"
     with pytest.raises(LorastudioError, match="made for SDXL but the model is Kolors"):
         check_lora_family(lora, "kolors")
+
+
+def test_unet_only_finetune_loads_over_its_base_folder(ws, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from lorastudio.models.loading import load_model
+
+    base = load_model("tiny-kolors", ws.models, ws.cache, device="cpu")
+    state = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    state["conv_out.bias"] += 0.5
+    finetune = tmp_path / "kolors-finetune.safetensors"
+    save_file(state, str(finetune), metadata={"lorastudio.base_model": "tiny-kolors"})
+    model = load_model(str(finetune), ws.models, ws.cache, device="cpu")
+    assert model.family.name == "kolors"
+    assert torch.equal(model.unet.conv_out.bias, base.unet.conv_out.bias + 0.5)
+    assert model.text_encoders[0].config.padded_vocab_size == base.text_encoders[0].config.padded_vocab_size
+    orphan = tmp_path / "orphan.safetensors"
+    save_file(state, str(orphan))
+    with pytest.raises(LorastudioError, match="needs the Kolors diffusers folder"):
+        load_model(str(orphan), tmp_path / "empty-models", ws.cache, device="cpu")
+
+
+@pytest.mark.slow
+def test_tiny_kolors_builds_byte_identically(tiny_models_dir, tmp_path):
+    import hashlib
+
+    from lorastudio.models.tiny import build_tiny_model
+
+    fresh = build_tiny_model("tiny-kolors", tmp_path / "tiny-kolors")
+
+    def digests(folder):
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert digests(fresh) == digests(tiny_models_dir / "tiny-kolors")

@@ -177,7 +177,9 @@ def run_generation(
         if info["name"] in (lora_files or {})
         for name in lora.embeddings
     }
-    for name, path in find_embedding_files(ws, [prompt, negative]).items():
+    # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none.
+    found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
+    for name, path in found.items():
         if name in pinned:
             continue
         embedding = load_embedding(path)
