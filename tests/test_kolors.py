@@ -146,6 +146,7 @@ def test_prompt_weights_and_editing_change_kolors_conditioning(kolors):
     assert encoder.empty_chunk().shape == plain.embeds.shape
 
 
+@pytest.mark.slow
 def test_lora_trained_on_red_makes_kolors_redder_and_is_tagged_kolors(ws, tmp_path):
     from safetensors import safe_open
 

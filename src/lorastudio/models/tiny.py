@@ -413,9 +413,7 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
 def _build(name: str, folder: Path, seed: int) -> Path:
     import torch
 
-    from lorastudio.models.tiny_kolors import build_kolors
-
-    builders = {"tiny-sd15": _build_sd15, "tiny-sd2": _build_sd2, "tiny-sdxl": _build_sdxl, "tiny-kolors": build_kolors}
+    builders = {"tiny-sd15": _build_sd15, "tiny-sd2": _build_sd2, "tiny-sdxl": _build_sdxl, "tiny-kolors": _build_kolors}
     with torch.random.fork_rng(), tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         torch.manual_seed(seed)
         work = Path(tmp) / "model"
@@ -530,6 +528,16 @@ def _build_sdxl(work: Path, vae, seed: int) -> dict:
         "force_zeros_for_empty_prompt": True,
     }
     return _model_index(head, scheduler, {"feature_extractor": [None, None], "image_encoder": [None, None]})
+
+
+def _build_kolors(work: Path, vae, seed: int) -> dict:
+    """tiny-kolors (see models/tiny_kolors.py), taught the colour words like the others."""
+    from lorastudio.models.tiny_kolors import build_kolors
+
+    def pretrain(unet, context, pooled, synonyms, scheduler_config: dict, steps: int) -> None:
+        train_colour_denoiser(unet, vae, context, pooled, scheduler_config, True, steps, seed, synonyms=synonyms)
+
+    return build_kolors(work, seed, TINY_SIZE, list(COLOUR_WORDS), pretrain)
 
 
 def _is_current(folder: Path) -> bool:

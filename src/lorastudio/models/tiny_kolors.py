@@ -120,14 +120,12 @@ def _text_encoder(vocab_words: int, seed: int):
     return encoder.eval()
 
 
-def _unet():
+def _unet(size: int):
     """SDXL's block kinds at tiny widths, plus Kolors' `text_proj` from ChatGLM's width."""
     from diffusers import UNet2DConditionModel
 
-    from lorastudio.models.tiny import TINY_SIZE
-
     return UNet2DConditionModel(
-        sample_size=TINY_SIZE // 8,
+        sample_size=size // 8,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -147,33 +145,34 @@ def _unet():
     )
 
 
-def build_kolors(work: Path, vae, seed: int) -> dict:
-    """Write tokenizer, text encoder, UNet and scheduler into `work`; return model_index.json."""
+def build_kolors(work: Path, seed: int, size: int, colour_words: list[str], pretrain) -> dict:
+    """Write tokenizer, text encoder, UNet and scheduler into `work`; return model_index.json.
+
+    `pretrain(unet, context, pooled, (context_zh, pooled_zh), scheduler_config, steps)` is
+    the other tiny models' colour training (models/tiny.py), given the English colour
+    words (and "") and their Chinese phrases as conditioning rows.
+    """
     import torch
     from diffusers import EulerDiscreteScheduler
     from diffusers.pipelines.kolors import ChatGLMTokenizer
 
     from lorastudio.models.chatglm import encode_texts
-    from lorastudio.models.tiny import _SCHEDULER_SD, COLOUR_WORDS, train_colour_denoiser
 
     (work / "tokenizer").mkdir(parents=True)
     (work / "tokenizer" / "tokenizer.model").write_bytes(train_vocabulary())
     tokenizer = ChatGLMTokenizer(str(work / "tokenizer" / "tokenizer.model"))
     tokenizer.save_pretrained(work / "tokenizer")
     encoder = _text_encoder(tokenizer.vocab_size, seed)
-    unet = _unet()
+    unet = _unet(size)
     # Kolors' own schedule (1100 steps, beta_end 0.014), predicting v like the other tiny
     # models: a few hundred CPU steps give a stable denoiser that way.
     scheduler_config = dict(SCHEDULER_CONFIG, prediction_type="v_prediction")
-    english = list(COLOUR_WORDS) + [""]
-    chinese = [f"一个{COLOUR_WORDS_ZH[w]}的方块" for w in COLOUR_WORDS] + [""]
+    english = list(colour_words) + [""]
+    chinese = [f"一个{COLOUR_WORDS_ZH[w]}的方块" for w in colour_words] + [""]
     with torch.no_grad():
         context, pooled = encode_texts(tokenizer, encoder, english)
         synonyms = encode_texts(tokenizer, encoder, chinese)
-    assert scheduler_config["beta_schedule"] == _SCHEDULER_SD["beta_schedule"]
-    train_colour_denoiser(
-        unet, vae, context, pooled, scheduler_config, True, PRETRAIN_STEPS, seed, synonyms=synonyms
-    )
+    pretrain(unet, context, pooled, synonyms, scheduler_config, PRETRAIN_STEPS)
     unet.save_pretrained(work / "unet")
     encoder.save_pretrained(work / "text_encoder")
     scheduler = EulerDiscreteScheduler.from_config(scheduler_config)
