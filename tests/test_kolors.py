@@ -228,3 +228,21 @@ def test_tiny_kolors_builds_byte_identically(tiny_models_dir, tmp_path):
                 for p in sorted(folder.rglob("*")) if p.is_file()}
 
     assert digests(fresh) == digests(tiny_models_dir / "tiny-kolors")
+
+
+def test_a1111_api_generates_with_tiny_kolors_from_a_chinese_prompt(client):
+    import base64
+    import io
+
+    request = {
+        "prompt": "一个红色的方块",
+        "steps": 4,
+        "width": 64,
+        "height": 64,
+        "override_settings": {"sd_model_checkpoint": "tiny-kolors"},
+    }
+    answer = client.post("/sdapi/v1/txt2img", json=request).json()
+    info = json.loads(answer["info"])
+    assert info["sd_model_name"] == "tiny-kolors" and info["prompt"] == "一个红色的方块"
+    image = Image.open(io.BytesIO(base64.b64decode(answer["images"][0])))
+    assert image.size == (64, 64)
