@@ -130,6 +130,9 @@ def test_chinese_prompt_generates_and_colour_words_matter(ws):
     assert _redness(english) > _redness(blue)
     info = Image.open(result.images[0].path).info.get("parameters", "")
     assert "一个红色的方块" in info and "tiny-kolors" in info
+    skipped, same = _generate(ws, "一个红色的方块", cache=cache, clip_skip=2)
+    assert np.array_equal(same[0], red[0])  # clip skip means nothing to ChatGLM: ignored
+    assert "Clip skip" not in Image.open(skipped.images[0].path).info["parameters"]
 
 
 def test_prompt_weights_and_editing_change_kolors_conditioning(kolors):
