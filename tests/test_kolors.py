@@ -249,3 +249,24 @@ def test_a1111_api_generates_with_tiny_kolors_from_a_chinese_prompt(client):
     assert info["sd_model_name"] == "tiny-kolors" and info["prompt"] == "一个红色的方块"
     image = Image.open(io.BytesIO(base64.b64decode(answer["images"][0])))
     assert image.size == (64, 64)
+
+
+def test_pickled_text_encoder_shards_and_a_vae_override_load(tiny_models_dir, tmp_path):
+    import torch
+
+    from lorastudio.models.loading import load_model
+
+    folder = tmp_path / "kolors-bin"
+    shutil.copytree(tiny_models_dir / "tiny-kolors", folder)
+    te = folder / "text_encoder"
+    state = {k: v for k, v in load_model(str(folder), tmp_path / "m", tmp_path / "c", device="cpu")
+             .text_encoders[0].state_dict().items()}
+    for weights in te.glob("*.safetensors"):
+        weights.unlink()
+    torch.save(state, te / "pytorch_model.bin")  # the original ChatGLM3 checkpoints are pickles
+    vae = tmp_path / "sdxl-vae-fp16-fix"
+    shutil.copytree(folder / "vae", vae)
+    model = load_model(str(folder), tmp_path / "m", tmp_path / "c", device="cpu", vae=str(vae))
+    assert model.vae_name == "sdxl-vae-fp16-fix"
+    for name, value in model.text_encoders[0].state_dict().items():
+        assert torch.equal(value, state[name]), name
