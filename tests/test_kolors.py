@@ -270,3 +270,12 @@ def test_pickled_text_encoder_shards_and_a_vae_override_load(tiny_models_dir, tm
     assert model.vae_name == "sdxl-vae-fp16-fix"
     for name, value in model.text_encoders[0].state_dict().items():
         assert torch.equal(value, state[name]), name
+
+
+def test_kolors_refuses_text_encoder_loras_and_embeddings(kolors):
+    from lorastudio.train.config import load_train_config
+    from lorastudio.train.trainables import setup_trainables
+
+    cfg = load_train_config(overrides=["model=tiny-kolors", "lora.train_text_encoder=true"])
+    with pytest.raises(LorastudioError, match="lora.train_text_encoder: Kolors LoRAs train the UNet only"):
+        setup_trainables(cfg, kolors)
