@@ -189,6 +189,21 @@ def test_lora_trained_on_red_makes_kolors_redder_and_is_tagged_kolors(ws, tmp_pa
     _, base = _generate(ws, "二次元", cache=cache, cfg_scale=1.0, batch_size=2)
     _, trained = _generate(ws, "二次元 <lora:kred:1>", cache=cache, cfg_scale=1.0, batch_size=2)
     assert _redness(trained) > _redness(base) + 0.05, (_redness(base), _redness(trained))
+    # The kohya file works in plain diffusers too (KolorsPipeline reads SDXL's kohya layout).
+    import torch
+    from diffusers import KolorsPipeline
+
+    pipe = KolorsPipeline.from_pretrained(str(ws.models / "tiny-kolors"), dtype=torch.float32, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    def diffusers_redness():
+        out = pipe("二次元", height=64, width=64, num_inference_steps=8, guidance_scale=1.0,
+                   generator=torch.Generator().manual_seed(5), output_type="np").images
+        return _redness(list(out))
+
+    before = diffusers_redness()
+    pipe.load_lora_weights(str(result["library_lora"]), unet_config=pipe.unet.config)  # kohya LDM names
+    assert diffusers_redness() > before + 0.05
     lora = load_lora_file(result["library_lora"])
     with pytest.raises(LorastudioError, match="made for Kolors but the model is SDXL"):
         check_lora_family(lora, "sdxl")
