@@ -179,7 +179,21 @@ def test_lora_trained_on_red_makes_kolors_redder_and_is_tagged_kolors(ws, tmp_pa
             "output.name=kred",
         ]
     )
-    result = run_training(ws, cfg, progress=False)
+    from diffusers.pipelines.kolors.text_encoder import ChatGLMModel
+
+    calls = []
+    forward = ChatGLMModel.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return forward(self, *args, **kwargs)
+
+    ChatGLMModel.forward = counted
+    try:
+        result = run_training(ws, cfg, progress=False)
+    finally:
+        ChatGLMModel.forward = forward
+    assert 1 <= len(calls) <= 2, calls  # captions encoded once and cached, not at each of the 30 steps
     with safe_open(result["library_lora"], framework="pt") as handle:
         keys, meta = set(handle.keys()), handle.metadata()
     assert keys and all(k.startswith("lora_unet_") for k in keys)

@@ -163,8 +163,9 @@ class PromptEncoder:
         multipliers = _token_weights(tokenizer, tokens, plain, [w for piece, w in parts for _ in piece])
         room = window - len(tokenizer.get_prefix_tokens())
         tokens, multipliers = tokens[:room], multipliers[:room]
-        inputs = chatglm_inputs(tokenizer, [tokens], window, self.model.device)
-        context, pooled = run_chatglm(encoder, inputs)
+        # The encoder may sit in CPU memory while Kolors trains (see train/trainer.py).
+        inputs = chatglm_inputs(tokenizer, [tokens], window, next(encoder.parameters()).device)
+        context, pooled = (t.to(self.model.device) for t in run_chatglm(encoder, inputs))
         if any(m != 1.0 for m in multipliers):
             context = _apply_emphasis(context, [1.0] * (window - len(multipliers)) + multipliers)
         return TextConditioning(context, pooled)

@@ -148,7 +148,8 @@ def encode_text(model, captions: list[str], clip_skip: int = 1) -> tuple[torch.T
     if model.family.text_encoder_kind == "chatglm":
         from lorastudio.models.chatglm import encode_texts
 
-        return encode_texts(model.tokenizers[0], model.text_encoders[0], captions, model.family.max_prompt_tokens)
+        embeds, pooled = encode_texts(model.tokenizers[0], model.text_encoders[0], captions, model.family.max_prompt_tokens)
+        return embeds.to(model.device), pooled.to(model.device)
     per_encoder = []
     pooled = None
     for encoder, tokenizer in zip(model.text_encoders, model.tokenizers, strict=True):
