@@ -167,7 +167,7 @@ def check_lora_family(
     made_for = detect_lora_family(lora)
     structural_sdxl = "text_encoder_2" in lora.components() or lora.unet_layout == "ldm"
     wrong_family = made_for is not None and made_for.name != family.name
-    if wrong_family or (structural_sdxl and family.name != "sdxl"):
+    if wrong_family or (structural_sdxl and not family.kohya_unet_ldm_names):
         label = made_for.label if made_for is not None else "SDXL"
         raise LorastudioError(
             f"{name}: was made for {label} but the model is {family.label}; "

@@ -104,6 +104,10 @@ def family_from_metadata(metadata: dict[str, str]) -> Family | None:
     if version.startswith("sdxl"):
         return get_family("sdxl")
     architecture = metadata.get("modelspec.architecture", "")
+    # Kolors LoRAs share SDXL's keys: the tag is the only thing that tells them apart.
+    kolors = get_family("kolors")
+    if version == kolors.ss_base_model_version or architecture.split("/")[0] == kolors.modelspec_architecture:
+        return kolors
     if architecture.startswith("stable-diffusion-xl"):
         return get_family("sdxl")
     if architecture.startswith("stable-diffusion-v2"):

@@ -43,7 +43,8 @@ class PromptEncoder:
         self.embeddings = [_Embedding(name, vecs) for name, vecs in (embeddings or {}).items()]
         self._cache: dict[str, TextConditioning] = {}
         tokenizer = model.tokenizers[0]
-        self._comma = tokenizer.convert_tokens_to_ids(",</w>")
+        self._chatglm = model.family.text_encoder_kind == "chatglm"
+        self._comma = None if self._chatglm else tokenizer.convert_tokens_to_ids(",</w>")
         self._pattern = (
             re.compile(r"(?<![\w])(" + "|".join(re.escape(e.name) for e in self.embeddings) + r")(?![\w])")
             if self.embeddings
@@ -79,6 +80,8 @@ class PromptEncoder:
     def _encode_uncached(self, text: str):
         import torch
 
+        if self._chatglm:
+            return self._encode_chatglm(text)
         chunks = build_chunks(parse_prompt_attention(text), self._tokenize, self._comma, CHUNK_LENGTH)
         per_encoder = []
         pooled = None
@@ -142,10 +145,55 @@ class PromptEncoder:
         final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
         return final_norm(out.hidden_states[-self.clip_skip])
 
+    def _encode_chatglm(self, text: str) -> TextConditioning:
+        """Kolors: one left-padded window of the family's 256 tokens, no chunks, no clip skip.
+
+        The prompt without its weighting syntax is tokenized whole, so a plain prompt gets
+        exactly diffusers' tokens; each token then takes the weight of the text it starts in
+        and scales its vector (mean restored, as for CLIP). BREAK has no chunk to end and
+        is dropped; tokens past the window are cut, as Kolors does.
+        """
+        from lorastudio.models.chatglm import chatglm_inputs, prompt_ids, run_chatglm
+
+        tokenizer, encoder = self.model.tokenizers[0], self.model.text_encoders[0]
+        window = self.model.family.max_prompt_tokens
+        parts = [(piece, weight) for piece, weight in parse_prompt_attention(text) if piece != "BREAK"]
+        plain = "".join(piece for piece, _ in parts)
+        tokens = prompt_ids(tokenizer, plain)
+        multipliers = _token_weights(tokenizer, tokens, plain, [w for piece, w in parts for _ in piece])
+        room = window - len(tokenizer.get_prefix_tokens())
+        tokens, multipliers = tokens[:room], multipliers[:room]
+        # The encoder may sit in CPU memory while Kolors trains (see train/trainer.py).
+        inputs = chatglm_inputs(tokenizer, [tokens], window, next(encoder.parameters()).device)
+        context, pooled = (t.to(self.model.device) for t in run_chatglm(encoder, inputs))
+        if any(m != 1.0 for m in multipliers):
+            context = _apply_emphasis(context, [1.0] * (window - len(multipliers)) + multipliers)
+        return TextConditioning(context, pooled)
+
     def empty_chunk(self) -> Any:
         """The encoding of one empty chunk, used to pad the shorter of cond/uncond."""
         z = self.encode("").embeds
+        if self._chatglm:
+            return z  # every ChatGLM prompt is one window long: nothing is ever padded
         return z[:, : CHUNK_LENGTH + 2]
+
+
+def _token_weights(tokenizer, tokens: list[int], plain: str, char_weights: list[float]) -> list[float]:
+    """Each token's weight: that of the first non-space prompt character its text covers.
+
+    A token's start is where the text decoded so far ends; byte-fallback tokens in the
+    middle of a character ("\ufffd" so far) keep the start of that character.
+    """
+    weights, start = [], 0
+    for k in range(len(tokens)):
+        first = start
+        while first < len(plain) - 1 and plain[first].isspace():
+            first += 1
+        weights.append(char_weights[min(first, len(char_weights) - 1)] if char_weights else 1.0)
+        decoded = tokenizer.decode(tokens[: k + 1])
+        if not decoded.endswith("\ufffd"):
+            start = max(start, len(decoded))
+    return weights
 
 
 def _apply_emphasis(z, multipliers: list[float]):

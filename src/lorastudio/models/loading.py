@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.models.chatglm import check_vocabulary
 from lorastudio.models.checkpoint import (
     PICKLE_SUFFIXES,
     convert_ckpt_to_safetensors,
@@ -265,12 +266,48 @@ def _as_safetensors(path: Path, cache_dir: Path) -> Path:
     return converted
 
 
+def _base_folder_for(path: Path, family: Family, models_dir: Path) -> Path:
+    """The diffusers folder a UNet-only file completes: named in its metadata, else the library's."""
+    base = read_safetensors_metadata(path).get("lorastudio.base_model")
+    if base:
+        return resolve_model(base, models_dir).path
+    folders = sorted(p for p in models_dir.iterdir() if (p / "model_index.json").is_file()) if models_dir.is_dir() else []
+    for folder in folders:
+        if _family_of_folder(folder) is family and not is_tiny_name(folder.name):
+            return folder
+    raise NotFoundError(
+        f"{path}: a {family.label} UNet-only file needs the {family.label} diffusers folder for its text "
+        "encoder and VAE; import it with `lorastudio models import PATH` first."
+    )
+
+
+def _load_unet_over_base(path: Path, family: Family, dtype, models_dir: Path) -> Any:
+    """A community fine-tune (UNet weights only, diffusers names) over its base model's folder."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    pipe = _load_folder(_base_folder_for(path, family, models_dir), dtype)[1]
+    state = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items()}
+    unet = UNet2DConditionModel.from_config(pipe.unet.config)
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        name = (missing or unexpected)[0]
+        raise LorastudioError(
+            f"{path}: does not fit {family.label}'s UNet ({len(missing)} missing, {len(unexpected)} "
+            f"unexpected tensors, e.g. {name}); pass a diffusers-named UNet file."
+        )
+    pipe.unet = unet.to(dtype)
+    return pipe
+
+
 def _load_single_file(
     path: Path, dtype, cache_dir: Path, models_dir: Path, family_name: str | None, prediction_type: str | None
 ) -> tuple[Family, Any]:
     path = _as_safetensors(path, cache_dir)
     keys = read_safetensors_keys(path)
     family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
+    if family.unet_marker and not family.single_file_markers:  # no all-in-one file exists (Kolors)
+        return family, _load_unet_over_base(path, family, dtype, models_dir)
     config = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
     try:
         pipe = _pipeline_class(family).from_single_file(
@@ -349,6 +386,8 @@ def load_model(
         vae_name, vae_sha = Path(vae).stem, model_hash(Path(vae), cache_dir)
     text_encoders = [getattr(pipe, name) for name in fam.text_encoders]
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if len(fam.text_encoders) > 1 else [])
+    if fam.text_encoder_kind == "chatglm":
+        check_vocabulary(tokenizers[0], text_encoders[0], str(where.path or where.hub_id))
     scheduler_config = dict(pipe.scheduler.config)
     if prediction_type:
         scheduler_config["prediction_type"] = prediction_type

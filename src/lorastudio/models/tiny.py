@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # tiny name -> the family (models/families) whose layout it copies
-TINY_FAMILIES = {"tiny-sd15": "sd15", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+TINY_FAMILIES = {"tiny-sd15": "sd15", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl", "tiny-kolors": "kolors"}
 TINY_MODELS = tuple(TINY_FAMILIES)
 BUILD_VERSION = 8  # bump when the recipe changes, so cached copies are rebuilt
 TINY_SIZE = 64  # native pixel size of the tiny models (latents are 8x8)
@@ -319,13 +319,27 @@ def _pretrain_unet_on_colours(
     CPU training makes it a real, if simple, text-conditioned denoiser: "red" gives red.
     """
     import torch
+
+    captions = list(COLOUR_WORDS) + [""]  # "" teaches the unconditional prediction CFG needs
+    with torch.no_grad():
+        context, pooled = _encode_captions(captions, tokenizers, text_encoders, sdxl)
+    train_colour_denoiser(unet, vae, context, pooled, scheduler_config, sdxl, steps, seed)
+
+
+def train_colour_denoiser(
+    unet, vae, context, pooled, scheduler_config: dict, sdxl: bool, steps: int, seed: int, synonyms=None
+) -> None:
+    """The training loop of `_pretrain_unet_on_colours`, on conditioning computed by the caller.
+
+    `context`/`pooled` hold one row per colour word (COLOUR_WORDS' order) and a last row for
+    "". `synonyms` (optional) are more rows in the same order, e.g. the words in Chinese:
+    each sample then picks one of the two spellings.
+    """
+    import torch
     from diffusers import DDPMScheduler
 
     generator = torch.Generator().manual_seed(seed)
     words = list(COLOUR_WORDS)
-    captions = words + [""]  # "" teaches the unconditional prediction classifier-free guidance needs
-    with torch.no_grad():
-        context, pooled = _encode_captions(captions, tokenizers, text_encoders, sdxl)
     noise_scheduler = DDPMScheduler.from_config(
         {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
     )
@@ -349,6 +363,9 @@ def _pretrain_unet_on_colours(
         latents, which = pool[pick], pool_words[pick]
         drop = torch.rand(batch, generator=generator) < 0.15
         caption_index = torch.where(drop, torch.full_like(which, len(words)), which)
+        rows_context, rows_pooled = context, pooled
+        if synonyms is not None and bool(torch.rand(1, generator=generator) < 0.5):
+            rows_context, rows_pooled = synonyms
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(
             0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator
@@ -359,8 +376,8 @@ def _pretrain_unet_on_colours(
             time_ids = torch.tensor(
                 [[TINY_SIZE, TINY_SIZE, 0, 0, TINY_SIZE, TINY_SIZE]] * batch, dtype=torch.float32
             )
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled[caption_index], "time_ids": time_ids}
-        prediction = unet(noisy, timesteps, encoder_hidden_states=context[caption_index], **kwargs).sample
+            kwargs["added_cond_kwargs"] = {"text_embeds": rows_pooled[caption_index], "time_ids": time_ids}
+        prediction = unet(noisy, timesteps, encoder_hidden_states=rows_context[caption_index], **kwargs).sample
         if noise_scheduler.config.prediction_type == "v_prediction":
             target = noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -396,7 +413,7 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
 def _build(name: str, folder: Path, seed: int) -> Path:
     import torch
 
-    builders = {"tiny-sd15": _build_sd15, "tiny-sd2": _build_sd2, "tiny-sdxl": _build_sdxl}
+    builders = {"tiny-sd15": _build_sd15, "tiny-sd2": _build_sd2, "tiny-sdxl": _build_sdxl, "tiny-kolors": _build_kolors}
     with torch.random.fork_rng(), tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         torch.manual_seed(seed)
         work = Path(tmp) / "model"
@@ -511,6 +528,16 @@ def _build_sdxl(work: Path, vae, seed: int) -> dict:
         "force_zeros_for_empty_prompt": True,
     }
     return _model_index(head, scheduler, {"feature_extractor": [None, None], "image_encoder": [None, None]})
+
+
+def _build_kolors(work: Path, vae, seed: int) -> dict:
+    """tiny-kolors (see models/tiny_kolors.py), taught the colour words like the others."""
+    from lorastudio.models.tiny_kolors import build_kolors
+
+    def pretrain(unet, context, pooled, synonyms, scheduler_config: dict, steps: int) -> None:
+        train_colour_denoiser(unet, vae, context, pooled, scheduler_config, True, steps, seed, synonyms=synonyms)
+
+    return build_kolors(work, seed, TINY_SIZE, list(COLOUR_WORDS), pretrain)
 
 
 def _is_current(folder: Path) -> bool:

@@ -152,6 +152,9 @@ def run_generation(
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     model = cache.get(cfg.model, cfg.device, cfg.vae)
+    if cfg.clip_skip > 1 and not model.family.supports_clip_skip:
+        # Kolors' ChatGLM has no clip skip: ignored, and the infotext says what was used.
+        cfg = cfg.model_copy(update={"clip_skip": 1})
     loras, lora_info = [], []
     for net in networks:
         if net.kind not in {"lora", "lyco"}:
@@ -177,7 +180,9 @@ def run_generation(
         if info["name"] in (lora_files or {})
         for name in lora.embeddings
     }
-    for name, path in find_embedding_files(ws, [prompt, negative]).items():
+    # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none.
+    found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
+    for name, path in found.items():
         if name in pinned:
             continue
         embedding = load_embedding(path)

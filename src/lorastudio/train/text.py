@@ -141,7 +141,15 @@ def _select_layer(family, encoder, out, clip_skip: int):
 
 
 def encode_text(model, captions: list[str], clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[B, 77, dim] conditioning (and SDXL's pooled [B, dim]) for a batch of captions."""
+    """[B, 77, dim] conditioning (and SDXL's pooled [B, dim]) for a batch of captions.
+
+    Kolors (ChatGLM): [B, 256, dim] and the pooled last token, as generation computes them.
+    """
+    if model.family.text_encoder_kind == "chatglm":
+        from lorastudio.models.chatglm import encode_texts
+
+        embeds, pooled = encode_texts(model.tokenizers[0], model.text_encoders[0], captions, model.family.max_prompt_tokens)
+        return embeds.to(model.device), pooled.to(model.device)
     per_encoder = []
     pooled = None
     for encoder, tokenizer in zip(model.text_encoders, model.tokenizers, strict=True):

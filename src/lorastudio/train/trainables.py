@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lorastudio.errors import LorastudioError
 from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text_encoder_targets, unet_targets
 from lorastudio.train.text import TriggerEmbedding
 
@@ -23,6 +24,7 @@ __all__ = ["setup_trainables", "param_groups", "TrainableState", "unet_dtype_bri
 
 def setup_trainables(cfg: TrainConfig, model) -> tuple[LoraSet | None, TriggerEmbedding | None]:
     """Make the UNet, a trigger embedding and/or LoRA layers trainable; returns (LoRA set, embedding)."""
+    _check_text_side(cfg, model.family)
     generator = torch.Generator().manual_seed(cfg.seed)
     lora_set, embedding = None, None
     if cfg.trains_full_unet:
@@ -63,6 +65,20 @@ def setup_trainables(cfg: TrainConfig, model) -> tuple[LoraSet | None, TriggerEm
                     cfg.lora.dropout,
                 )
     return lora_set, embedding
+
+
+def _check_text_side(cfg: TrainConfig, family) -> None:
+    """Kolors' ChatGLM (6 B parameters) is never adapted: its LoRAs and triggers are UNet-only."""
+    if family.text_encoder_kind == "clip":
+        return
+    if cfg.trains_embedding:
+        raise LorastudioError(
+            f"training: {family.label} has no textual-inversion embeddings; use a LoRA (mode=lora) instead."
+        )
+    if cfg.trains_lora and cfg.lora.train_text_encoder:
+        raise LorastudioError(
+            f"lora.train_text_encoder: {family.label} LoRAs train the UNet only; set lora.train_text_encoder=false."
+        )
 
 
 def learning_rates(cfg: TrainConfig) -> tuple[float, float, float]:

@@ -318,6 +318,12 @@ class Trainer:
         with self.accelerator.main_process_first():
             self.caption_encoder.fill(captions)
         self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
+        if model.family.text_encoder_kind == "chatglm" and model.device != "cpu":
+            # Kolors' 12.5 GB ChatGLM is done once every caption is cached: the UNet gets its memory.
+            for encoder in model.text_encoders:
+                encoder.to("cpu")
+            torch.cuda.empty_cache()
+            self._say("text: ChatGLM moved to CPU memory while the UNet trains")
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
         self._prepare(plan)

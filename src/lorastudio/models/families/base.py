@@ -29,6 +29,18 @@ class Family:
     uses_pooled_text: bool = False  # SDXL: pooled text embeds + size/crop time ids
     # keys that identify an LDM single-file checkpoint of this family
     single_file_markers: tuple[str, ...] = field(default_factory=tuple)
+    # How prompts become conditioning: "clip" (A1111's 75-token chunks, clip skip) or
+    # "chatglm" (one left-padded window of `max_prompt_tokens`, no clip skip).
+    text_encoder_kind: str = "clip"
+    max_prompt_tokens: int = 75  # per chunk for CLIP; the whole prompt for ChatGLM
+    supports_clip_skip: bool = True
+    default_guidance: float = 7.0
+    # model_index.json `_class_name`s that name this family's diffusers folders
+    pipeline_names: tuple[str, ...] = field(default_factory=tuple)
+    # a UNet tensor (diffusers name) whose presence marks a UNet-only file of this family
+    unet_marker: str | None = None
+    # diffusers scheduler config of the family's reference model (None: the folder's own)
+    scheduler_config: dict | None = None
 
     @property
     def lora_te_count(self) -> int:
