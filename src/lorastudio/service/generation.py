@@ -113,6 +113,21 @@ def _infotext_params(
     return infotext_params(cfg, facts)
 
 
+def with_family_defaults(cfg: GenerateConfig, family) -> GenerateConfig:
+    """The family's guidance and sampler where the request did not set them (Kolors: 5, Euler).
+
+    They become part of the request, so the infotext and the recipe reproduce the image.
+    Families whose defaults are GenerateConfig's own get the request back unchanged.
+    """
+    defaults = {"cfg_scale": family.default_guidance, "sampler": family.default_sampler}
+    update = {
+        name: value
+        for name, value in defaults.items()
+        if name not in cfg.model_fields_set and getattr(cfg, name) != value
+    }
+    return cfg.model_copy(update=update) if update else cfg
+
+
 def run_generation(
     ws: Workspace,
     cfg: GenerateConfig,
@@ -152,6 +167,7 @@ def run_generation(
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     model = cache.get(cfg.model, cfg.device, cfg.vae)
+    cfg = with_family_defaults(cfg, model.family)
     if cfg.clip_skip > 1 and not model.family.supports_clip_skip:
         # Kolors' ChatGLM has no clip skip: ignored, and the infotext says what was used.
         cfg = cfg.model_copy(update={"clip_skip": 1})

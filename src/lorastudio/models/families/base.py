@@ -34,7 +34,9 @@ class Family:
     text_encoder_kind: str = "clip"
     max_prompt_tokens: int = 75  # per chunk for CLIP; the whole prompt for ChatGLM
     supports_clip_skip: bool = True
+    # What a request that does not name them gets (GenerateConfig's own defaults are SD's).
     default_guidance: float = 7.0
+    default_sampler: str = "Euler a"
     # model_index.json `_class_name`s that name this family's diffusers folders
     pipeline_names: tuple[str, ...] = field(default_factory=tuple)
     # a UNet tensor (diffusers name) whose presence marks a UNet-only file of this family

@@ -43,6 +43,7 @@ FAMILY = Family(
     max_prompt_tokens=256,
     supports_clip_skip=False,
     default_guidance=5.0,
+    default_sampler="Euler",  # Kolors ships EulerDiscreteScheduler (not ancestral)
     pipeline_names=("KolorsPipeline", "KolorsImg2ImgPipeline"),
     unet_marker="encoder_hid_proj.weight",
     scheduler_config=SCHEDULER_CONFIG,
