@@ -51,3 +51,43 @@ def test_kolors_request_without_cfg_uses_kolors_guidance_and_the_recipe_reproduc
         ws, config_from_recipe(implicit.images[0].recipe_path, ws), cache=cache, names=LENIENT
     )
     assert np.array_equal(_pixels(again)[0], _pixels(implicit)[0])
+
+
+def test_kolors_trains_in_bf16_with_gradient_checkpointing_on_a_gpu_unless_the_config_says_otherwise(
+    ws, monkeypatch, tmp_path
+):
+    from types import SimpleNamespace
+
+    import torch
+
+    from lorastudio.service.training import explain_training
+    from lorastudio.train.config import resolve_train_config
+    from lorastudio.train.precision import mixed_precision_for as _mixed_precision
+    from lorastudio.train.trainer import Trainer
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert _mixed_precision("auto", "cuda", "bf16") == "bf16"
+    assert _mixed_precision("auto", "cpu", "bf16") == "no"  # the CPU stays fp32
+    assert _mixed_precision("fp16", "cuda", "bf16") == "fp16"  # what the user set wins
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert _mixed_precision("auto", "cuda", "bf16") == "no"  # never fp16 for Kolors
+    assert _mixed_precision("auto", "cuda", "auto") == "fp16"  # SD families as before
+
+    def trainer_for(overrides, model):
+        cfg = resolve_train_config(overrides=[f"model={model}", *overrides]).config
+        paths = SimpleNamespace(models=ws.models, run_dir=tmp_path)
+        trainer = Trainer(cfg, paths, "t", progress=False)
+        trainer.accelerator = SimpleNamespace(device=torch.device("cuda"))  # a faked GPU
+        trainer.model = SimpleNamespace(family=trainer._peek_family())
+        return trainer
+
+    assert trainer_for([], "tiny-kolors")._peek_family().name == "kolors"
+    assert trainer_for([], "tiny-kolors")._gradient_checkpointing() is True
+    assert trainer_for(["train.gradient_checkpointing=false"], "tiny-kolors")._gradient_checkpointing() is False
+    assert trainer_for([], "tiny-sdxl")._gradient_checkpointing() is False
+
+    explained = explain_training(ws, resolve_train_config(overrides=["model=tiny-kolors"]))
+    assert any("mixed_precision auto -> bf16" in line for line in explained)
+    assert any("gradient_checkpointing -> true" in line for line in explained)
+    sd = explain_training(ws, resolve_train_config(overrides=["model=tiny-sdxl"]))
+    assert not any("on a GPU" in line for line in sd)

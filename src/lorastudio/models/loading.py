@@ -209,6 +209,19 @@ def _family_of_folder(folder: Path) -> Family:
     return family_from_diffusers_config(index, te.get("hidden_size"), te.get("hidden_act"))
 
 
+def peek_family(where: ModelRef) -> Family | None:
+    """The family of a found model from its folder's JSON or a file's tensor names, without
+    loading it (the trainer picks its precision before the model loads); None if unsure."""
+    try:
+        if where.kind == "folder":
+            return _family_of_folder(where.path)
+        if where.kind == "single_file" and where.path.suffix == ".safetensors":
+            return detect_family_from_keys(read_safetensors_keys(where.path), str(where.path))
+    except (LorastudioError, OSError, ValueError, KeyError):
+        return None
+    return None
+
+
 def _quiet_library_logging() -> None:
     """diffusers/transformers print per-component bars and warnings; our fronts show their own."""
     import diffusers

@@ -108,12 +108,34 @@ def explain_training(ws: Workspace, resolved: Any) -> list[str]:
     from lorastudio.train.config import explain_lines
     from lorastudio.train.plan import prepare_plan
 
-    lines = explain_lines(resolved)
+    lines = explain_lines(resolved) + family_training_defaults(ws, resolved.config)
     try:
         plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     except LorastudioError as exc:
         return [*lines, f"# plan: not checked ({exc})"]
     return [*lines, f"# plan: {plan.explanation}"]
+
+
+def family_training_defaults(ws: Workspace, cfg: Any) -> list[str]:
+    """`--explain` lines for what the base model's family sets on a GPU where the config is silent
+    (Kolors: bf16, gradient checkpointing); none for SD families or a model not found."""
+    from lorastudio.models.loading import peek_family, resolve_model
+
+    try:
+        family = peek_family(resolve_model(cfg.model, ws.models))
+    except LorastudioError:
+        return []
+    if family is None:
+        return []
+    lines = []
+    if family.train_precision != "auto" and cfg.train.mixed_precision == "auto":
+        lines.append(
+            f"# {family.name} on a GPU: train.mixed_precision auto -> {family.train_precision}"
+            " (fp32 where the GPU lacks it; the CPU trains in fp32)"
+        )
+    if family.train_gradient_checkpointing and "gradient_checkpointing" not in cfg.train.model_fields_set:
+        lines.append(f"# {family.name} on a GPU: train.gradient_checkpointing -> true (set it to override)")
+    return lines
 
 
 def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:

@@ -48,6 +48,7 @@ from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.plan import TrainPlan, ends_epoch
+from lorastudio.train.precision import mixed_precision_for
 from lorastudio.train.prior import PriorSet, prepare_prior
 from lorastudio.train.runs import TrainPaths
 from lorastudio.train.text import TriggerEmbedding, build_caption
@@ -57,16 +58,6 @@ from lorastudio.train.trainables import TrainableState, param_groups, setup_trai
 __all__ = ["Trainer", "Callback"]
 
 Callback = Callable[[dict], None]
-
-
-def _mixed_precision(requested: str, device_type: str) -> str:
-    if requested == "auto":
-        if device_type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
-    if requested == "fp16" and device_type != "cuda":
-        raise LorastudioError("train.mixed_precision=fp16: needs a CUDA GPU; use bf16 or no on the CPU.")
-    return requested
 
 
 class Trainer:
@@ -112,9 +103,30 @@ class Trainer:
         from accelerate.utils import ProjectConfiguration
 
         cpu = self.device_request == "cpu" or not torch.cuda.is_available()
-        mp = _mixed_precision(self.cfg.train.mixed_precision, "cpu" if cpu else "cuda")
+        family = self._peek_family()
+        mp = mixed_precision_for(
+            self.cfg.train.mixed_precision, "cpu" if cpu else "cuda", family.train_precision if family else "auto"
+        )
         project = ProjectConfiguration(project_dir=str(self.run_dir), automatic_checkpoint_naming=False)
         return Accelerator(mixed_precision=mp, cpu=cpu, project_config=project)
+
+    def _peek_family(self):
+        """The base model's family before it loads (None when it cannot be told cheaply)."""
+        from lorastudio.models.loading import peek_family, resolve_model
+
+        try:
+            where = self.model_where or resolve_model(self.cfg.model, self.paths.models)
+        except LorastudioError:
+            return None  # _load_model says what is wrong
+        return peek_family(where)
+
+    def _gradient_checkpointing(self) -> bool:
+        """The config's choice; left unset, the family's on a GPU (Kolors: on)."""
+        train = self.cfg.train
+        if "gradient_checkpointing" in train.model_fields_set:
+            return train.gradient_checkpointing
+        on_gpu = self.accelerator.device.type == "cuda"
+        return train.gradient_checkpointing or (on_gpu and self.model.family.train_gradient_checkpointing)
 
     def _load_model(self):
         from lorastudio.models.loading import load_model
@@ -242,7 +254,7 @@ class Trainer:
             encode=self.caption_encoder,
             autocast=self.accelerator.autocast,
         )
-        if self.cfg.train.gradient_checkpointing:
+        if self._gradient_checkpointing():
             self.model.unet.enable_gradient_checkpointing()
             if self._text_trains:
                 for encoder in self.model.text_encoders:

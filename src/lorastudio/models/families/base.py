@@ -37,6 +37,10 @@ class Family:
     # What a request that does not name them gets (GenerateConfig's own defaults are SD's).
     default_guidance: float = 7.0
     default_sampler: str = "Euler a"
+    # Training on a GPU when the config leaves them at their defaults: "auto" precision means
+    # bf16-else-fp16, "bf16" means bf16-else-fp32 (fp16 overflows in Kolors' UNet, DiffSynth notes).
+    train_precision: str = "auto"
+    train_gradient_checkpointing: bool = False
     # model_index.json `_class_name`s that name this family's diffusers folders
     pipeline_names: tuple[str, ...] = field(default_factory=tuple)
     # a UNet tensor (diffusers name) whose presence marks a UNet-only file of this family
