@@ -91,3 +91,72 @@ def test_kolors_trains_in_bf16_with_gradient_checkpointing_on_a_gpu_unless_the_c
     assert any("gradient_checkpointing -> true" in line for line in explained)
     sd = explain_training(ws, resolve_train_config(overrides=["model=tiny-sdxl"]))
     assert not any("on a GPU" in line for line in sd)
+
+
+def _random_kolors_lora(unet, rank: int = 2, alpha: float = 1.0):
+    """A lorastudio LoRA on every UNet attention projection, strong enough to change pictures."""
+    import torch
+
+    from lorastudio.adapters.lora_file import LoraFile, LoraModule
+
+    generator = torch.Generator().manual_seed(0)
+    lora = LoraFile(metadata={})
+    for path, module in unet.named_modules():
+        if path.endswith(("attn1.to_q", "attn2.to_k", "attn2.to_v", "attn1.to_out.0")):
+            down = torch.randn(rank, module.in_features, generator=generator) * 0.5
+            up = torch.randn(module.out_features, rank, generator=generator) * 0.5
+            lora.add("unet", path, LoraModule(down, up, alpha, "linear"))
+    return lora
+
+
+def test_diffsynth_ckpt_lora_imports_to_the_same_weights_and_pictures(ws, tiny_models_dir, tmp_path):
+    import torch
+
+    from lorastudio.adapters import load_lora_file
+    from lorastudio.adapters.diffsynth import diffsynth_attention_blocks, diffsynth_state_dict
+    from lorastudio.adapters.kohya import save_kohya
+    from lorastudio.adapters.metadata import family_from_metadata
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.loras import import_lora
+
+    # DiffSynth-Studio's own numbering of the real Kolors UNet (diffsynth/models/sdxl_unet.py).
+    real = diffsynth_attention_blocks()
+    assert real[7] == "down_blocks.1.attentions.0" and real[21] == "mid_block.attentions.0"
+    assert real[41] == "up_blocks.1.attentions.2" and len(real) == 11
+
+    folder = tiny_models_dir / "tiny-kolors"
+    model = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+    config = dict(model.unet.config)
+    original = _random_kolors_lora(model.unet, rank=2, alpha=4.0)
+    save_kohya(original, ws.loras / "hero.safetensors", {}, family="kolors", unet_config=config)
+    ckpt = tmp_path / "hero_diffsynth.ckpt"
+    state = diffsynth_state_dict(original, config)
+    assert all(k.startswith("blocks.") and ".lora_" in k for k in state)
+    assert any(".to_out.lora_A.default.weight" in k for k in state)  # DiffSynth drops to_out's ".0"
+    torch.save(state, ckpt)
+
+    info = import_lora(ws, ckpt, name="hero-ds", model=folder)  # Kolors and alpha 4.0 by default
+    imported = ws.loras / "hero-ds.safetensors"
+    assert info["name"] == "hero-ds"
+    assert family_from_metadata(read_safetensors_metadata(imported)).name == "kolors"
+    back = load_lora_file(imported).with_diffusers_unet(config)
+    mine = load_lora_file(ws.loras / "hero.safetensors").with_diffusers_unet(config)
+    assert set(back.modules) == set(mine.modules) == {("unet", p) for _, p in original.modules}
+    for key, module in mine.modules.items():
+        assert torch.equal(back.modules[key].down, module.down) and torch.equal(back.modules[key].up, module.up)
+        assert back.modules[key].alpha == module.alpha == 4.0
+
+    cache = ModelCache(ws, names=LENIENT)
+    base = dict(model="tiny-kolors", steps=2, seed=1, device="cpu", width=64, height=64)
+    plain = run_generation(ws, GenerateConfig(prompt="一个女孩", **base), cache=cache, names=LENIENT)
+    pictures = [
+        _pixels(run_generation(ws, GenerateConfig(prompt=f"一个女孩 <lora:{n}:1>", **base), cache=cache, names=LENIENT))[0]
+        for n in ("hero", "hero-ds")
+    ]
+    assert np.array_equal(pictures[0], pictures[1])
+    assert np.abs(pictures[0] - _pixels(plain)[0]).mean() > 1  # the LoRA does something
+
+    half = import_lora(ws, ckpt, name="hero-a2", model=folder, alpha=2.0)
+    assert half["name"] == "hero-a2"
+    assert {m.alpha for m in load_lora_file(ws.loras / "hero-a2.safetensors").modules.values()} == {2.0}

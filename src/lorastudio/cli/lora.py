@@ -48,12 +48,15 @@ def import_cmd(
     model: str = typer.Option(
         None, "--model", help="Diffusers folder whose UNet layout the LoRA uses (SDXL)."
     ),
+    alpha: float = typer.Option(
+        None, "--alpha", help="Alpha of a DiffSynth-Studio .ckpt LoRA (the file has none; default 4.0)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Copy a LoRA into the workspace `loras/` as a kohya file that A1111 and ComfyUI read."""
     from lorastudio.service.loras import import_lora
 
-    _print(import_lora(workspace(), path, name, family, model), json_out)
+    _print(import_lora(workspace(), path, name, family, model, alpha), json_out)
 
 
 @lora_app.command("export")

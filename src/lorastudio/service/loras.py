@@ -298,14 +298,25 @@ def import_lora(
     name: str | None = None,
     family: str | None = None,
     model: str | Path | None = None,
+    alpha: float | None = None,
 ) -> dict[str, Any]:
-    """Copy a LoRA of any supported format into `loras/` as a kohya file (what A1111 reads)."""
+    """Copy a LoRA of any supported format into `loras/` as a kohya file (what A1111 reads).
+
+    DiffSynth-Studio files (`.ckpt` read weights-only, `blocks.N` names) are Kolors LoRAs unless
+    `family` says SDXL; they hold no alpha, so `alpha` (default 4.0, DiffSynth's) is written.
+    """
     from lorastudio.adapters.detect import load_lora_file
     from lorastudio.adapters.hashing import lora_short_hash
     from lorastudio.adapters.kohya import save_kohya
 
     source = Path(source)
-    lora = load_lora_file(source)
+    if _is_diffsynth_file(source):
+        lora = _load_diffsynth(source, alpha, model)
+        family = family or "kolors"
+    else:
+        if alpha is not None:
+            raise LorastudioError(f"{source.name}: --alpha is for DiffSynth-Studio files only; this file has its own.")
+        lora = load_lora_file(source)
     chosen = _family_for(lora, family, source.name)
     stem = name or _import_stem(source)
     target = ws.safe_child(ws.loras, f"{stem}.safetensors", what="LoRA name")
@@ -316,6 +327,32 @@ def import_lora(
     info = _summary(lora, target, chosen, "kohya")
     info.update(name=stem, hash=lora_short_hash(target))
     return info
+
+
+def _is_diffsynth_file(source: Path) -> bool:
+    """A pickled checkpoint (only DiffSynth-Studio's are read) or safetensors with `blocks.N` LoRA names."""
+    from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
+    from lorastudio.models.checkpoint import read_safetensors_keys
+
+    if source.suffix.lower() in {".ckpt", ".pt", ".pth", ".bin"}:
+        return True
+    return source.suffix.lower() == ".safetensors" and source.is_file() and is_diffsynth_state_dict(
+        read_safetensors_keys(source)
+    )
+
+
+def _load_diffsynth(source: Path, alpha: float | None, model: str | Path | None):
+    from lorastudio.adapters.diffsynth import (
+        DEFAULT_ALPHA,
+        load_diffsynth_file,
+        lora_from_diffsynth_state_dict,
+    )
+
+    if not source.is_file():
+        raise NotFoundError(f"{source}: LoRA file not found.")
+    state = load_diffsynth_file(source)
+    lora = lora_from_diffsynth_state_dict(state, DEFAULT_ALPHA if alpha is None else alpha, _unet_config_of(model))
+    return lora
 
 
 def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> dict[str, Path]:
