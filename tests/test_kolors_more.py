@@ -160,3 +160,27 @@ def test_diffsynth_ckpt_lora_imports_to_the_same_weights_and_pictures(ws, tiny_m
     half = import_lora(ws, ckpt, name="hero-a2", model=folder, alpha=2.0)
     assert half["name"] == "hero-a2"
     assert {m.alpha for m in load_lora_file(ws.loras / "hero-a2.safetensors").modules.values()} == {2.0}
+
+
+def test_the_docs_story_file_renders_eight_pictures_and_a_contact_sheet_on_tiny_kolors(ws, tiny_models_dir):
+    from pathlib import Path
+
+    from lorastudio.adapters.kohya import save_kohya
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.generation import run_series
+
+    story = Path(__file__).resolve().parents[1] / "docs" / "examples" / "kolors-story.yaml"
+    model = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+    lora = _random_kolors_lora(model.unet)
+    save_kohya(lora, ws.loras / "kolors-cat.safetensors", {}, family="kolors", unet_config=dict(model.unet.config))
+    base = dict(
+        model="tiny-kolors", negative_prompt="丑陋、变形、嘈杂、模糊、低对比度", seed=0, steps=2, width=64, height=64, device="cpu"
+    )
+    result = run_series(ws, base, story, seed_policy="fixed", names=LENIENT)
+    assert len(result.images) == 8 and {image.seed for image in result.images} == {0}
+    assert result.contact_sheet.name == "contact-sheet-kolors-story.png" and result.contact_sheet.is_file()
+    assert [lora["name"] for lora in result.loras] == ["kolors-cat"]
+    recipes = [yaml.safe_load(image.recipe_path.read_text(encoding="utf-8"))["request"] for image in result.images]
+    assert all(r["prompt"].startswith("卡通，") for r in recipes)
+    assert recipes[2]["negative_prompt"].endswith("色情擦边") and recipes[0]["negative_prompt"] == base["negative_prompt"]
+    assert len({image.path.read_bytes() for image in result.images}) == 8  # one seed, eight different pictures
