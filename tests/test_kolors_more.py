@@ -184,3 +184,29 @@ def test_the_docs_story_file_renders_eight_pictures_and_a_contact_sheet_on_tiny_
     assert all(r["prompt"].startswith("卡通，") for r in recipes)
     assert recipes[2]["negative_prompt"].endswith("色情擦边") and recipes[0]["negative_prompt"] == base["negative_prompt"]
     assert len({image.path.read_bytes() for image in result.images}) == 8  # one seed, eight different pictures
+
+
+def test_web_ui_lists_kolors_moves_its_defaults_and_generates_from_a_chinese_prompt(ws):
+    from types import SimpleNamespace
+
+    from lorastudio.service.choices import family_form_defaults, model_names
+    from lorastudio.ui.generate_run import form_config
+
+    assert "tiny-kolors" in model_names(ws)
+    preferred = {"cfg_scale": 7.0, "sampler": "Euler a"}
+    picked = family_form_defaults(ws, "tiny-kolors", dict(preferred), preferred)
+    assert picked == {"cfg_scale": 5.0, "sampler": "Euler"}
+    assert family_form_defaults(ws, "tiny-kolors", {"cfg_scale": 9.0, "sampler": "DDIM"}, preferred) == {}
+    assert family_form_defaults(ws, "tiny-sd15", picked, preferred) == preferred  # back for SD models
+    assert family_form_defaults(ws, "tiny-sd15", dict(preferred), preferred) == {}
+
+    ctx = SimpleNamespace(studio=SimpleNamespace(workspace=ws))
+    values = dict(
+        prompt="一个红色的方块", negative_prompt="丑陋、变形", model="tiny-kolors", vae="", sampler=picked["sampler"],
+        schedule="Automatic", steps=2, cfg_scale=picked["cfg_scale"], width=64, height=64, seed=4, batch_size=1,
+        device="cpu",
+    )
+    cfg = form_config(ctx, values)
+    result = run_generation(ws, cfg, names=LENIENT)
+    assert len(result.images) == 1 and "一个红色的方块" in result.images[0].infotext
+    assert "CFG scale: 5.0" in result.images[0].infotext

@@ -6,9 +6,12 @@ also validates a request, so a picker never offers a value the service would ref
 
 from __future__ import annotations
 
+from typing import Any
+
 from lorastudio.service.workspace import Workspace
 
 __all__ = [
+    "family_form_defaults",
     "control_module_names",
     "control_module_sliders",
     "controlnet_titles",
@@ -53,6 +56,30 @@ def model_names(ws: Workspace) -> list[str]:
     from lorastudio.service.models import list_models
 
     return [row["name"] for row in list_models(ws) if not row.get("error")]
+
+
+def family_form_defaults(
+    ws: Workspace, model: str | None, current: dict[str, Any], preferred: dict[str, Any]
+) -> dict[str, Any]:
+    """The Generate form's CFG scale and sampler for a newly picked model: its family's own
+    (Kolors: 5.0, Euler; SD families: the saved preferences) where the form still shows a value no
+    one chose (the preferences or another family's); a value the user moved stays."""
+    from lorastudio.models.families import FAMILIES, Family, get_family
+    from lorastudio.service.models import list_models
+
+    family_name = next((row["family"] for row in list_models(ws) if row["name"] == model), None)
+    if not family_name:
+        return {}
+    family = get_family(family_name)
+    fields = {"cfg_scale": "default_guidance", "sampler": "default_sampler"}
+    update = {}
+    for name, attr in fields.items():
+        own = getattr(family, attr)
+        wanted = preferred.get(name) if own == Family.__dataclass_fields__[attr].default else own
+        automatic = {preferred.get(name)} | {getattr(f, attr) for f in FAMILIES.values()}
+        if current.get(name) in automatic and current.get(name) != wanted:
+            update[name] = wanted
+    return update
 
 
 def lora_names(ws: Workspace) -> list[str]:

@@ -245,6 +245,11 @@ def build(ctx: UiContext) -> None:
     lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
     refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
+    f["model"].change(
+        lambda model, cfg, sampler: _family_defaults(ctx, model, cfg, sampler),
+        [f["model"], f["cfg_scale"], f["sampler"]],
+        [f["cfg_scale"], f["sampler"]],
+    )
     # files copied into controlnet/ or models/upscalers after the server started: on refresh and reload
     pickers = [f["hires_upscaler"], *control.pickers()]
     refresh.click(lambda: _file_choices(ctx, len(control.units)), None, pickers)
@@ -258,6 +263,15 @@ def build(ctx: UiContext) -> None:
             "outputs": [f["model"], f["vae"], lora, embedding, *[f[name] for name in defaults]],
         }
     )
+
+
+def _family_defaults(ctx: UiContext, model: str | None, cfg: float, sampler: str) -> tuple:
+    """Kolors' CFG 5 and Euler when a Kolors model is picked (the preferences back for SD models)."""
+    from lorastudio.service.choices import family_form_defaults
+
+    preferred = {"cfg_scale": ctx.preferences.cfg_scale, "sampler": ctx.preferences.sampler}
+    update = family_form_defaults(ctx.studio.workspace, model, {"cfg_scale": cfg, "sampler": sampler}, preferred)
+    return tuple(gr.update(value=update[n]) if n in update else gr.update() for n in ("cfg_scale", "sampler"))
 
 
 def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
