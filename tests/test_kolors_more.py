@@ -210,3 +210,30 @@ def test_web_ui_lists_kolors_moves_its_defaults_and_generates_from_a_chinese_pro
     result = run_generation(ws, cfg, names=LENIENT)
     assert len(result.images) == 1 and "一个红色的方块" in result.images[0].infotext
     assert "CFG scale: 5.0" in result.images[0].infotext
+
+
+def test_cli_imports_a_diffsynth_ckpt_with_its_alpha_and_refuses_a_pickle_with_objects(ws, tiny_models_dir, tmp_path):
+    import datetime
+
+    import torch
+    from typer.testing import CliRunner
+
+    from lorastudio.adapters import load_lora_file
+    from lorastudio.adapters.diffsynth import diffsynth_state_dict
+    from lorastudio.cli import _register, app
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+    state = diffsynth_state_dict(_random_kolors_lora(model.unet), dict(model.unet.config))
+    torch.save({"state_dict": state, "epoch": 0}, tmp_path / "epoch=0-step=500.ckpt")  # Lightning's wrapping
+    _register()
+    folder = str(tiny_models_dir / "tiny-kolors")
+    args = ["lora", "import", str(tmp_path / "epoch=0-step=500.ckpt"), "--name", "cat", "--model", folder]
+    done = CliRunner().invoke(app, [*args, "--alpha", "8", "--json"])
+    assert done.exit_code == 0, done.output
+    assert {m.alpha for m in load_lora_file(ws.loras / "cat.safetensors").modules.values()} == {8.0}
+
+    torch.save({**state, "made": datetime.date(2024, 8, 8)}, tmp_path / "odd.ckpt")  # not tensors only
+    refused = CliRunner().invoke(app, ["lora", "import", str(tmp_path / "odd.ckpt"), "--model", folder])
+    assert refused.exit_code != 0 and "weights-only" in refused.output
+    assert not (ws.loras / "odd.safetensors").exists()
