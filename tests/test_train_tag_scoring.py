@@ -153,7 +153,9 @@ def test_score_run_and_cli_with_a_tagger_on_a_tiny_run(
     scores = [row["scores"]["tag_agreement"] for row in table["rows"]]
     assert [row["step"] for row in table["rows"]] == [2, 4]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert table["best_step"] == table["rows"][scores.index(max(scores))]["step"]
+    tied = [row for row in table["rows"] if row["scores"]["tag_agreement"] == max(scores)]
+    # the best tag agreement wins; a tie on it goes to the next scorer (lower validation loss)
+    assert table["best_step"] == min(tied, key=lambda row: row["scores"]["validation_loss"])["step"]
 
     _register()
     cli = CliRunner().invoke(app, ["train", "score", "tagged", "--tagger-model", str(tagger_dir), "--json"])
