@@ -31,14 +31,24 @@ DEFAULT_MODEL = "tiny-sd15"
 
 
 def default_model(ws: Workspace) -> str:
-    """The model a request that names none uses: the first in models/, else the built-in tiny one."""
+    """The model a request that names none uses: the first of the user's own models in models/, else
+    the built-in default (tiny-sd15), else another built-in tiny model already there.
+
+    The built-in ones come last: `tiny-kolors` sorts before `tiny-sd15` but is no better default.
+    """
+    from lorastudio.models.tiny import is_tiny_name
+
     models = ws.models
+    found = []
     for path in sorted(models.iterdir()) if models.is_dir() else []:
         if path.is_dir() and (path / "model_index.json").is_file():
-            return path.name
-        if path.is_file() and path.suffix == ".safetensors":
-            return path.stem
-    return DEFAULT_MODEL
+            found.append(path.name)
+        elif path.is_file() and path.suffix == ".safetensors":
+            found.append(path.stem)
+    own = [name for name in found if not is_tiny_name(name)]
+    if own:
+        return own[0]
+    return DEFAULT_MODEL if DEFAULT_MODEL in found or not found else found[0]
 
 
 def model_on_disk(ws: Workspace, name: str) -> bool:
