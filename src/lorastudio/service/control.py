@@ -8,6 +8,7 @@ refused with one line when it is no ControlNet or one for another family.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INFOTEXT_FIELDS",
+    "CheckedUnit",
     "check_module",
     "check_units",
     "control_infotext",
@@ -111,22 +113,32 @@ def check_module(unit: ControlUnit, index: int) -> None:
     known_module(unit.module, f"{_label(index)}: module")
 
 
-def check_units(ws: Workspace, cfg: GenerateConfig, names: NamePolicy = STRICT) -> list[Path]:
-    """Every unit's ControlNet, image, mask and preprocessor, checked before any model loads."""
+@dataclass(frozen=True)
+class CheckedUnit:
+    """A unit whose ControlNet file, image, mask and preprocessor passed `check_units`."""
+
+    path: Path
+    image: Image.Image
+    mask: Image.Image | None
+
+
+def check_units(ws: Workspace, cfg: GenerateConfig, names: NamePolicy = STRICT) -> list[CheckedUnit]:
+    """Every unit's ControlNet, image, mask and preprocessor, checked before any model loads; what was
+    opened is handed on to `control_stack`, so nothing is found or decoded twice."""
     from lorastudio.models.controlnet import controlnet_facts
 
-    paths = []
+    checked = []
     for index, unit in enumerate(cfg.controlnet):
         path = _controlnet_path(ws, unit, index, names)
         controlnet_facts(path)  # no ControlNet, or an unusable one: refused now, naming the file
-        _unit_images(cfg, index, unit)
+        image, mask = _unit_images(cfg, index, unit)
         check_module(unit, index)
         if _is_inpaint_module(unit.module) and not (unit.mask or cfg.mask):
             raise LorastudioError(
                 f"{_label(index)}: an inpaint preprocessor needs a mask; give the unit a mask or inpaint with --mask."
             )
-        paths.append(path)
-    return paths
+        checked.append(CheckedUnit(path, image, mask))
+    return checked
 
 
 # -- preparing the stack ------------------------------------------------------------------------
@@ -152,19 +164,19 @@ def _control_map(ws: Workspace, unit: ControlUnit, image: Image.Image, resolutio
 
 
 def control_stack(
-    ws: Workspace, cfg: GenerateConfig, model, plan, cache=None, names: NamePolicy = STRICT
+    ws: Workspace, cfg: GenerateConfig, model, plan, checked: list[CheckedUnit], cache=None
 ) -> tuple[ControlStack | None, list[dict[str, Any]]]:
     """The request's units ready to sample with, and one row per unit for the infotext and recipe
-    (title, path, processor resolution). (None, []) without units."""
+    (title, path, processor resolution). (None, []) without units. `checked`: `check_units`' answer."""
     from lorastudio.generate.control import ControlStack, PreparedUnit
     from lorastudio.service.controlnets import controlnet_title
 
     if not cfg.controlnet:
         return None, []
     prepared, rows = [], []
-    for index, (unit, path) in enumerate(zip(cfg.controlnet, check_units(ws, cfg, names), strict=True)):
+    for index, (unit, found) in enumerate(zip(cfg.controlnet, checked, strict=True)):
+        path, image, mask = found.path, found.image, found.mask
         controlnet = _load(cache, path, model)
-        image, mask = _unit_images(cfg, index, unit)
         hole = None
         if _is_inpaint_module(unit.module):  # the mask is the hole to fill, not where the unit acts
             hole, mask = _inpaint_hole(cfg, plan, image, mask, index), None

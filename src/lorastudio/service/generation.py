@@ -162,7 +162,7 @@ def run_generation(
 
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
     check_hires_upscaler(ws, cfg, allow_paths=not names.strict)  # an unknown upscaler too
-    check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
+    units = check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
     cache = cache or ModelCache(ws, names=names)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
@@ -211,7 +211,7 @@ def run_generation(
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
     plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
-    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, cache, names)
+    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, units, cache)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     with applied_loras(model.components, loras):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
