@@ -67,16 +67,10 @@ def import_kohya(
     checked (so a refused config still shows the mapping). The YAML holds the imported keys
     and the command line's, so `--config FILE` reproduces the run.
     """
-    from lorastudio.train.kohya_config import import_kohya_config, kohya_resolved_config, kohya_yaml_config
+    from lorastudio.train.kohya_config import import_kohya_config, kohya_resolved_config
 
     imported = import_kohya_config(kohya_config, dataset_config)
-    for line in imported.lines() if report is not None else ():
-        report(line)
-    resolved = kohya_resolved_config(imported, overrides, preset)
-    imported.config = kohya_yaml_config(imported, overrides)
-    if preset:
-        imported.config["preset"] = preset
-    return resolved, imported.to_yaml()
+    return _resolved_import(imported, kohya_resolved_config, overrides, preset, report)
 
 
 def import_diffsynth(
@@ -91,12 +85,19 @@ def import_diffsynth(
     before the config is checked; the YAML reproduces the run with `--config FILE`.
     """
     from lorastudio.train.diffsynth_args import diffsynth_resolved_config, import_diffsynth_args
-    from lorastudio.train.kohya_config import kohya_yaml_config
 
     imported = import_diffsynth_args(command)
+    return _resolved_import(imported, diffsynth_resolved_config, overrides, preset, report)
+
+
+def _resolved_import(imported, resolve, overrides, preset: str | None, report) -> tuple[Any, str]:
+    """A foreign tool's imported settings: the mapping reported line by line first (a refused config
+    still shows it), then the resolved config and the YAML that reproduces the run."""
+    from lorastudio.train.kohya_config import kohya_yaml_config
+
     for line in imported.lines() if report is not None else ():
         report(line)
-    resolved = diffsynth_resolved_config(imported, overrides, preset)
+    resolved = resolve(imported, overrides, preset)
     imported.config = kohya_yaml_config(imported, overrides)
     if preset:
         imported.config["preset"] = preset

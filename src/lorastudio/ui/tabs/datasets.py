@@ -18,7 +18,15 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
-from lorastudio.ui.context import UiContext, error_markup, failed_markup, poll_job, queued_text, user_of
+from lorastudio.ui.context import (
+    UiContext,
+    cancel_markup,
+    error_markup,
+    failed_markup,
+    poll_job,
+    queued_text,
+    user_of,
+)
 
 TAB_ID = "datasets"
 LABEL = "tab.datasets"
@@ -127,9 +135,7 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
         yield from _follow_import(ctx, job.id)
 
     def stop(current: str) -> str:
-        if current:
-            ctx.studio.cancel_job(current)
-        return t("progress.cancelled") if current else ""
+        return cancel_markup(ctx, current, "progress.cancelled")
 
     cancel.click(stop, job_id, message)
     return [start.click(import_files, [files, folder, name, background], [message, picker, job_id],
@@ -268,9 +274,7 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
         yield from _follow(ctx, job.id)
 
     def cancel_job(current: str) -> str:
-        if current:
-            ctx.studio.cancel_job(current)
-        return t("progress.cancelled") if current else ""
+        return cancel_markup(ctx, current, "progress.cancelled")
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         """A reload during a caption job of this user (running or queued) follows it again."""
