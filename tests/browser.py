@@ -223,3 +223,11 @@ def logged_in_page(served: ServedStudio, browser: Browser, tab: str | None = Non
     finally:
         page.context.close()
     assert browser.foreign == [], f"the page fetched from other hosts: {browser.foreign[:5]}"
+
+
+def cancel_unfinished(studio: Any) -> None:
+    """After a test: a job it left running (a failed assertion) must not be followed by the next test."""
+    for job in studio.list_jobs(limit=50):
+        if not job.finished:
+            studio.cancel_job(job.id)
+

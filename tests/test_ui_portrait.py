@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from browser import logged_in_page
+from browser import cancel_unfinished, logged_in_page
 
 pytestmark = pytest.mark.slow
 
@@ -43,9 +43,7 @@ def page(served, browser):
     with logged_in_page(served, browser, tab="Portrait") as page:
         page.wait_for_selector("#portrait-check")
         yield page
-        for job in served.studio.list_jobs(limit=50):  # a failed test must not leave its job to the next one
-            if not job.finished:
-                served.studio.cancel_job(job.id)
+        cancel_unfinished(served.studio)
 
 
 def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from browser import logged_in_page
+from browser import cancel_unfinished, logged_in_page
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,7 @@ def page(served, browser):
     with logged_in_page(served, browser, tab="Train") as page:
         page.wait_for_selector("#train-start")
         yield page
-        for job in served.studio.list_jobs(limit=50):  # a failed test must not leave its run to the next one
-            if not job.finished:
-                served.studio.cancel_job(job.id)
+        cancel_unfinished(served.studio)
 
 
 def _box(page, key: str):
