@@ -32,6 +32,7 @@ from lorastudio.models.families import (
     family_from_diffusers_config,
     get_family,
 )
+from lorastudio.models.single_file import read_single_file
 from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model, is_tiny_name
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
@@ -180,6 +181,13 @@ def _hash_cache_path(path: Path, cache_dir: Path) -> Path:
     return cache_dir / "hashes" / f"{key}.txt"
 
 
+def _remember_hash(path: Path, cache_dir: Path, sha256: str) -> None:
+    """Keep a SHA-256 computed while loading, as `model_hash` would have (keyed by path, size, mtime)."""
+    cached = _hash_cache_path(path, cache_dir)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(sha256)
+
+
 def model_hash(path: Path, cache_dir: Path) -> str:
     """SHA-256 of a checkpoint file (A1111's hash), or of a folder's weight files; cached by size+mtime."""
     path = Path(path)
@@ -314,14 +322,27 @@ def _load_unet_over_base(path: Path, family: Family, dtype, models_dir: Path) ->
 
 
 def _load_single_file(
-    path: Path, dtype, cache_dir: Path, models_dir: Path, family_name: str | None, prediction_type: str | None
+    path: Path,
+    dtype,
+    device: str,
+    cache_dir: Path,
+    models_dir: Path,
+    family_name: str | None,
+    prediction_type: str | None,
 ) -> tuple[Family, Any]:
+    original = path
     path = _as_safetensors(path, cache_dir)
     keys = read_safetensors_keys(path)
     family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
     if family.unet_marker and not family.single_file_markers:  # no all-in-one file exists (Kolors)
         return family, _load_unet_over_base(path, family, dtype, models_dir)
     config = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
+    hash_file = path == original and not _hash_cache_path(path, cache_dir).is_file()
+    streamed = read_single_file(path, family, config, dtype, device, hash_file=hash_file)
+    if streamed is not None:
+        if streamed.sha256:
+            _remember_hash(path, cache_dir, streamed.sha256)
+        return family, _StreamedPipeline(config, family, streamed.components)
     try:
         pipe = _pipeline_class(family).from_single_file(
             str(path), config=str(config), dtype=dtype, local_files_only=True
@@ -332,6 +353,30 @@ def _load_single_file(
             f"{path}: could not be loaded as {family.label} ({first}); is the file complete?"
         ) from None
     return family, pipe
+
+
+class _StreamedPipeline:
+    """The parts of a diffusers pipeline `load_model` reads, for modules `read_single_file` built.
+
+    Tokenizers and the scheduler come from the same config folder diffusers would use.
+    """
+
+    def __init__(self, folder: Path, family: Family, components: dict[str, Any]) -> None:
+        import importlib
+
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        for name, module in components.items():
+            setattr(self, name, module)
+        # Weights read into private memory on their device: no copy away from the file needed.
+        self.private_modules = {id(module) for module in components.values()}
+        tokenizers = ["tokenizer"] + (["tokenizer_2"] if len(family.text_encoders) > 1 else [])
+        for name in tokenizers:
+            library, class_name = index[name]
+            cls = getattr(importlib.import_module(library), class_name)
+            setattr(self, name, cls.from_pretrained(str(folder / name), local_files_only=True))
+        library, class_name = index["scheduler"]
+        cls = getattr(importlib.import_module(library), class_name)
+        self.scheduler = cls.from_config(cls.load_config(str(folder / "scheduler")))
 
 
 def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
@@ -391,7 +436,7 @@ def load_model(
         fam, pipe = _load_folder(where.path, dtype)
         sha = model_hash(where.path, cache_dir)
     else:
-        fam, pipe = _load_single_file(where.path, dtype, cache_dir, models_dir, family, prediction_type)
+        fam, pipe = _load_single_file(where.path, dtype, device, cache_dir, models_dir, family, prediction_type)
         sha = model_hash(where.path, cache_dir)
     vae_name = vae_sha = None
     if vae is not None:
@@ -404,9 +449,11 @@ def load_model(
     scheduler_config = dict(pipe.scheduler.config)
     if prediction_type:
         scheduler_config["prediction_type"] = prediction_type
+    private = getattr(pipe, "private_modules", set())  # streamed from the file: nothing memory-mapped
     for module in [pipe.unet, pipe.vae, *text_encoders]:
         module.to(device)
-        detach_from_files(module)
+        if id(module) not in private:
+            detach_from_files(module)
         module.eval()
         module.requires_grad_(False)
     return LoadedModel(

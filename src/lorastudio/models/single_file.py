@@ -1,0 +1,266 @@
+"""Single-file checkpoints read tensor by tensor straight into their modules.
+
+diffusers' `from_single_file` memory-maps the whole file (its pages stay resident while the
+state dict lives), converts the full state dict to diffusers names and then copies it into the
+model, so the peak is the file plus the loaded weights: 1.6x the weights for an fp16 file
+loaded in fp32. Here each module is built empty (meta parameters) from the shipped config, and
+each parameter is read from the file with one `readinto` of its bytes, cast to the destination
+dtype and device, and put in place: the peak is the loaded weights plus a tensor per reader
+thread. Two threads read and convert, so reading overlaps the page faults of the destination
+memory; a first load hashes the file (A1111's model hash) in a third, at the same time.
+
+A layout the name tables (`models.ldm_names`) do not cover — a tensor missing or of another
+size — makes `read_single_file` return None with the reason logged, and the caller falls back
+to diffusers' converter, which knows more variants.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.models.checkpoint import file_sha256, read_safetensors_header
+from lorastudio.models.ldm_names import (
+    UNET_PREFIX,
+    VAE_PREFIX,
+    clip_key_to_ldm,
+    open_clip_key_to_ldm,
+    unet_diffusers_to_ldm_path,
+    vae_path_to_ldm,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from lorastudio.models.families import Family
+
+__all__ = ["SingleFile", "read_single_file", "text_encoder_layout"]
+
+logger = logging.getLogger(__name__)
+
+# Where each family keeps its text encoders in a single file: (layout, key prefix).
+_TEXT_ENCODERS = {
+    ("sd15", "text_encoder"): ("clip", "cond_stage_model.transformer."),
+    ("sd2", "text_encoder"): ("open_clip", "cond_stage_model.model."),
+    ("sdxl", "text_encoder"): ("clip", "conditioner.embedders.0.transformer."),
+    ("sdxl", "text_encoder_2"): ("open_clip", "conditioner.embedders.1.model."),
+}
+
+# Older names of the same tensors: SD1.x files saved with transformers 3 have no `text_model.`.
+_OLD_SPELLINGS = (("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."),)
+
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32"}
+
+
+def text_encoder_layout(family_name: str, component: str) -> tuple[str, str]:
+    """("clip" | "open_clip", key prefix) of a family's text encoder in a single file."""
+    return _TEXT_ENCODERS[(family_name, component)]
+
+
+@dataclass
+class SingleFile:
+    """What `read_single_file` built: modules by component name, and the file's SHA-256 if it was read whole."""
+
+    components: dict[str, Any]
+    sha256: str | None
+
+
+class _LayoutMismatch(Exception):
+    """The file's layout is not the one the tables describe (the caller uses diffusers instead)."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one parameter comes from: a file key, optionally one third of it, optionally transposed."""
+
+    key: str
+    third: int | None = None
+    transpose: bool = False
+
+
+def _sources(component: str, module, family_name: str) -> dict[str, _Source]:
+    """Parameter name -> where it is in the file, for every parameter of `module`."""
+    names = [name for name, _ in module.named_parameters()]
+    if component == "unet":
+        return {n: _Source(UNET_PREFIX + unet_diffusers_to_ldm_path(n, module.config)) for n in names}
+    if component == "vae":
+        up_blocks = len(module.config["up_block_types"])
+        return {n: _Source(VAE_PREFIX + vae_path_to_ldm(n, up_blocks)) for n in names}
+    layout, prefix = text_encoder_layout(family_name, component)
+    if layout == "clip":
+        return {n: _Source(clip_key_to_ldm(n, prefix)) for n in names}
+    sources = {}
+    for name in names:
+        key, third = open_clip_key_to_ldm(name, prefix)
+        sources[name] = _Source(key, third, transpose=key.endswith("text_projection"))
+    return sources
+
+
+def _empty_modules(folder: Path, family: Family) -> dict[str, Any]:
+    """UNet, VAE and text encoders built from `folder`'s configs with meta parameters (no memory)."""
+    from accelerate import init_empty_weights
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    modules = {}
+    with init_empty_weights(include_buffers=False):
+        for name in ("unet", "vae", *family.text_encoders):
+            library, class_name = index[name]
+            cls = getattr(importlib.import_module(library), class_name)
+            if library == "diffusers":
+                modules[name] = cls.from_config(cls.load_config(str(folder / name)))
+            else:
+                modules[name] = cls(cls.config_class.from_pretrained(str(folder / name)))
+    return modules
+
+
+class _Reader:
+    """Reads tensors of a .safetensors file by key, each into memory of its own or a reused buffer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.header = read_safetensors_header(path)
+        with open(path, "rb") as f:
+            self.data_start = 8 + int.from_bytes(f.read(8), "little")
+        self._scratch = threading.local()
+
+    def entry(self, key: str) -> dict:
+        entry = self.header.get(key)
+        if not isinstance(entry, dict):
+            raise _LayoutMismatch(f"tensor {key!r} is not in the file")
+        return entry
+
+    def file_key(self, key: str) -> str:
+        """`key`, or its older spelling when only that is in the file (as A1111 reads them)."""
+        if key in self.header:
+            return key
+        for new, old in _OLD_SPELLINGS:
+            if new in key and key.replace(new, old, 1) in self.header:
+                return key.replace(new, old, 1)
+        raise _LayoutMismatch(f"tensor {key!r} is not in the file")
+
+    def in_file_order(self, keys) -> list[str]:
+        return sorted(keys, key=lambda k: self.entry(k)["data_offsets"][0])
+
+    def read(self, fd: int, key: str, scratch_for) -> torch.Tensor:
+        """The tensor `key`. With `scratch_for(dtype)` True it lives in this thread's reused buffer
+        (the caller converts it right away): fresh pages cost a page fault each, about as much
+        as reading them."""
+        import torch
+
+        entry = self.entry(key)
+        start, end = entry["data_offsets"]
+        dtype = getattr(torch, _DTYPES.get(entry.get("dtype"), ""), None)
+        if dtype is None:
+            raise _LayoutMismatch(f"tensor {key!r} has dtype {entry.get('dtype')!r}")
+        if scratch_for(dtype):
+            scratch = getattr(self._scratch, "buffer", None)
+            if scratch is None or scratch.numel() < end - start:
+                scratch = self._scratch.buffer = torch.empty(end - start, dtype=torch.uint8)
+            raw = scratch[: end - start]
+        else:
+            raw = torch.empty(end - start, dtype=torch.uint8)
+        view, done = memoryview(raw.numpy()), 0
+        while done < len(view):  # one pread reads at most ~2 GB
+            count = os.preadv(fd, [view[done:]], self.data_start + start + done)
+            if count <= 0:
+                raise _LayoutMismatch(f"tensor {key!r} is cut short")
+            done += count
+        try:
+            return raw.view(dtype).reshape(entry["shape"])
+        except RuntimeError:
+            raise _LayoutMismatch(f"tensor {key!r} is {end - start} bytes for {entry['shape']}") from None
+
+
+def _fitted(value: torch.Tensor, source: _Source, shape: torch.Size, name: str) -> torch.Tensor:
+    """The file tensor cut (a q/k/v third), transposed and reshaped (1x1 conv <-> Linear) to `shape`."""
+    if source.third is not None:
+        size = value.shape[0] // 3
+        value = value[source.third * size : (source.third + 1) * size]
+    if source.transpose:
+        value = value.T
+    if value.shape != shape:
+        if value.numel() != shape.numel():
+            raise _LayoutMismatch(f"{name}: {tuple(value.shape)} in the file, {tuple(shape)} in the model")
+        value = value.reshape(shape)
+    return value
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _place(module, name: str, value: torch.Tensor) -> None:
+    import torch
+
+    owner_name, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    owner._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
+
+
+def read_single_file(
+    path: Path, family: Family, config: Path, dtype, device: str, hash_file: bool = False
+) -> SingleFile | None:
+    """The family's modules with the file's weights in `dtype` on `device`, or None (layout unknown).
+
+    `config` is a diffusers folder whose JSON configs describe the modules (the family's shipped
+    configs, or a tiny model's folder). With `hash_file` the file's SHA-256 is computed beside
+    the load (another thread; the file is in the page cache by then or soon) and returned too.
+    """
+    try:
+        modules = _empty_modules(config, family)
+        plans = {name: _sources(name, module, family.name) for name, module in modules.items()}
+    except Exception as exc:  # a config or name the tables do not know
+        logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
+        return None
+    reader = _Reader(path)
+    targets: dict[str, list[tuple[str, str, _Source]]] = {}
+    try:
+        for component, plan in plans.items():
+            for name, source in plan.items():
+                targets.setdefault(reader.file_key(source.key), []).append((component, name, source))
+    except _LayoutMismatch as exc:
+        logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
+        return None
+    converting = lambda file_dtype: file_dtype != dtype or device != "cpu"  # noqa: E731
+
+    def prepared(fd: int, key: str) -> list[tuple[str, str, torch.Tensor]]:
+        """The values one file tensor gives, in the destination dtype and device, in memory of their own."""
+        tensor = reader.read(fd, key, converting)
+        values = []
+        for component, name, source in targets[key]:
+            shape = modules[component].get_parameter(name).shape
+            value = _fitted(tensor, source, shape, f"{component}.{name}").to(device=device, dtype=dtype)
+            if _shares_memory(value, tensor) and (value.shape != tensor.shape or len(targets[key]) > 1):
+                value = value.clone()  # a third or a transposed view: its own memory, not the whole tensor's
+            values.append((component, name, value.contiguous()))
+        return values
+
+    # Two readers: one reads (or waits for page faults) while the other converts; both release the GIL.
+    hashing = None
+    if hash_file:
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="lorastudio-hash")
+        hashing = hasher.submit(file_sha256, path)
+        hasher.shutdown(wait=False)  # the thread ends with the hash
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="lorastudio-load") as pool:
+            for values in pool.map(lambda key: prepared(fd, key), reader.in_file_order(targets)):
+                for component, name, value in values:
+                    _place(modules[component], name, value)
+    except _LayoutMismatch as exc:
+        logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
+        return None
+    finally:
+        os.close(fd)
+    for module in modules.values():
+        module.to(device=device, dtype=dtype)  # buffers (made on the CPU) follow the parameters
+        module.eval()
+        module.requires_grad_(False)
+    return SingleFile(modules, hashing.result() if hashing else None)
