@@ -39,6 +39,12 @@ def serve(
     device: str = typer.Option(None, "--device", help="Device of the in-process worker (cuda, cuda:1, cpu)."),
     max_models: int = typer.Option(1, "--max-models", help="Models kept loaded at once (LRU)."),
     preload: bool = typer.Option(True, "--preload/--no-preload", help="Load the default model at start."),
+    compile_models: bool = typer.Option(
+        False,
+        "--compile",
+        help="torch.compile each loaded model's UNet and VAE decoder (CUDA graphs on a GPU). The first "
+        "image of each size pays the compile; later launches reuse studio/cache/torch-compile.",
+    ),
     allow_hub_ids: bool = typer.Option(
         False,
         "--allow-hub-ids",
@@ -103,6 +109,7 @@ def serve(
         device=device,
         max_models=max_models,
         preload=preload,
+        compile_backend="inductor" if compile_models else None,
         allow_hub_ids=allow_hub_ids,
         max_queued_per_user=max_queued_per_user,
         model_memory_budget_bytes=int(memory_budget_gb * 2**30) if memory_budget_gb else None,

@@ -65,6 +65,8 @@ class ModelCache:
     """At most `max_models` models and (when set) `memory_budget_bytes` of weights; LRU out.
 
     The newest model always stays, even alone over the budget: a request must be served.
+    `compile_backend` ("inductor", or "eager" to trace only) compiles each model as it loads
+    (`models.compiled`).
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class ModelCache:
         max_models: int = 1,
         memory_budget_bytes: int | None = None,
         names: NamePolicy = STRICT,
+        compile_backend: str | None = None,
     ) -> None:
         self.workspace = workspace
+        self.compile_backend = compile_backend  # None: eager; else torch.compile each loaded model
         self.max_models = max_models
         self.memory_budget_bytes = memory_budget_bytes
         self.names = names
@@ -112,6 +116,10 @@ class ModelCache:
                 raise LorastudioError(
                     f"model {where.name!r} could not be loaded ({reason}); replace its file with a complete copy."
                 ) from None
+            if self.compile_backend:
+                from lorastudio.models.compiled import compile_model
+
+                compile_model(model, self.workspace.cache, self.compile_backend)
             self._models[key] = _Entry(model, stamp)
             self._evict_over_budget()
             return model

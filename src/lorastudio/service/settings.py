@@ -47,6 +47,8 @@ class StudioSettings:
     # models, fetched or read from the HF cache; only when the machine is online
     # (HF_HUB_OFFLINE unset). Off: every name is a file or folder in the workspace.
     allow_hub_ids: bool = False
+    # torch.compile the UNet and VAE decoder of each loaded model ("inductor"; CUDA graphs on a GPU).
+    compile_backend: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

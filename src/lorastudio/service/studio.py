@@ -82,6 +82,7 @@ class Studio:
             max_models=self.settings.max_models,
             memory_budget_bytes=self.settings.model_memory_budget_bytes,
             names=self.names,
+            compile_backend=self.settings.compile_backend,
         )
         self.artifact_store = open_artifact_store(self.settings.artifacts_url)
         self.requests = RequestResolver(self.workspace, self.names, self.settings.device)

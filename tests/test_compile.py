@@ -1,0 +1,56 @@
+"""`serve --compile`: compiled models give the plain images, and per-request LoRAs still apply.
+
+Inductor's code generation takes minutes on a CPU, so the suite traces with the "eager"
+backend: the same dynamo graphs, the same in-place LoRA patching seen through them.
+`benchmarks/compile.py` times the real compiler.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lora_helpers import random_lora
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.generation import run_generation
+from lorastudio.service.model_cache import ModelCache
+
+
+def _pixels(result) -> np.ndarray:
+    return np.asarray(Image.open(result.images[0].path).convert("RGB"), dtype=np.float32)
+
+
+def test_compiled_model_gives_the_plain_images_with_and_without_loras(tiny_workspace, tmp_path, monkeypatch):
+    from lorastudio.adapters import save_kohya
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    plain_cache = ModelCache(tiny_workspace)
+    model = plain_cache.get("tiny-sd15")
+    save_kohya(random_lora(model), tiny_workspace.loras / "wild.safetensors", family=model.family,
+               unet_config=model.unet.config)  # fmt: skip
+    compiled_cache = ModelCache(tiny_workspace, compile_backend="eager")
+    assert compiled_cache.get("tiny-sd15").extra["compiled"]["backend"] == "eager"
+
+    def both(prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        cfg = GenerateConfig(model="tiny-sd15", prompt=prompt, steps=4, seed=7, width=64, height=64)
+        return (
+            _pixels(run_generation(tiny_workspace, cfg, plain_cache, out_dir=tmp_path / "plain")),
+            _pixels(run_generation(tiny_workspace, cfg, compiled_cache, out_dir=tmp_path / "compiled")),
+        )
+
+    plain, compiled = both("a red cube")
+    assert np.array_equal(plain, compiled)
+    plain_lora, compiled_lora = both("a red cube <lora:wild:1>")
+    assert np.abs(plain_lora - plain).mean() > 0.1  # the LoRA does something ...
+    assert np.array_equal(plain_lora, compiled_lora)  # ... and the compiled graphs see it
+    plain_after, compiled_after = both("a red cube")
+    assert np.array_equal(compiled_after, plain)  # and nothing of it stays
+
+
+def test_unknown_compile_backend_is_refused(tiny_workspace):
+    from lorastudio.models.compiled import compile_model
+
+    model = ModelCache(tiny_workspace).get("tiny-sd15")
+    with pytest.raises(ValueError, match="choose one of"):
+        compile_model(model, tiny_workspace.cache, "tensorrt")
