@@ -13,7 +13,11 @@ SDXL file needs about its own size in memory, not four times it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+# benchmarks/queue.py would shadow the standard library's `queue` (torch imports it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 CACHE = Path(os.environ.get("LORASTUDIO_BENCH_CACHE", Path.home() / ".cache" / "lorastudio-bench"))
 
@@ -75,7 +79,5 @@ def full_size_single_file(family_name: str) -> Path:
 
 
 if __name__ == "__main__":
-    import sys
-
     for name in sys.argv[1:] or ["sd15"]:
         print(full_size_single_file(name))

@@ -29,6 +29,16 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/queue.py vs stdlib
 
 
+def _benchmark_module(name: str):
+    """A sibling script imported by path (this folder stays off sys.path: see above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _weights_bytes(modules) -> int:
     return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
 
@@ -131,7 +141,7 @@ def in_child(runner: str, path: Path, family: str, device: str | None, work: Pat
 
 
 def bench_family(family: str, repeats: int, device: str | None, work: Path) -> dict:
-    from full_size import full_size_single_file
+    full_size_single_file = _benchmark_module("full_size").full_size_single_file
 
     from lorastudio.models.loading import model_hash
 
@@ -166,7 +176,6 @@ def main() -> None:
         runner, path, family, device, work = args.child
         print(json.dumps(RUNNERS[runner](path, family, None if device == "None" else device, work)))
         return
-    sys.path.insert(0, str(HERE))  # full_size.py, after torch's own imports are safe
     work = Path(tempfile.mkdtemp(prefix="lorastudio-load-"))
     print("peak: the process's peak RSS / the loaded weights (in brackets: the load's own growth / weights)")
     print("family  file   weights  lorastudio                diffusers                 ratio  second get")

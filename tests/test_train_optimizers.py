@@ -135,3 +135,26 @@ def test_a_wrong_optimizer_argument_fails_before_the_model_loads(tmp_path):
     )
     with pytest.raises(LorastudioError, match=r"optimizer_args\.betaz: not an argument of lion"):
         prepare_plan(cfg, tmp_path)
+
+
+def test_adamw_on_a_gpu_is_fused_and_steps_like_the_plain_loop():
+    """The fused kernel is chosen for CUDA parameters only; its step equals the CPU loop's (fp tolerance)."""
+    from types import SimpleNamespace
+
+    from lorastudio.train.optim import _device_defaults
+
+    on_gpu = [{"params": [SimpleNamespace(device=torch.device("cuda"))]}]
+    assert _device_defaults("adamw", on_gpu) == {"foreach": None, "fused": True}
+    assert _device_defaults("adamw", [{"params": [torch.zeros(2)]}]) == {}
+    assert _device_defaults("lion", on_gpu) == {}
+    weights = []
+    for kwargs in ({"foreach": False}, {"foreach": None, "fused": True}):  # torch runs fused AdamW on CPUs too
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(8, 8))
+        opt = torch.optim.AdamW([weight], lr=1e-2, weight_decay=0.01, **kwargs)
+        for _ in range(3):
+            opt.zero_grad()
+            (weight.square().sum()).backward()
+            opt.step()
+        weights.append(weight.detach())
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
