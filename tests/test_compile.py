@@ -21,6 +21,7 @@ def _pixels(result) -> np.ndarray:
     return np.asarray(Image.open(result.images[0].path).convert("RGB"), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_compiled_model_gives_the_plain_images_with_and_without_loras(tiny_workspace, tmp_path, monkeypatch):
     from lorastudio.adapters import save_kohya
 
