@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--skip-diffusers", action="store_true", help="time lorastudio's paths only")
     args = parser.parse_args()
 
+    import diffusers
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -128,6 +129,7 @@ def main() -> None:
     from lorastudio.adapters.patch import lingering_loras
     from lorastudio.service.lora_cache import LoraFileCache
 
+    diffusers.utils.logging.set_verbosity_error()  # peft's per-adapter "missing keys" lists
     torch.set_grad_enabled(False)
     dtype = getattr(torch, args.dtype)
     start = time.perf_counter()

@@ -72,26 +72,30 @@ def _fused_weight(original: torch.Tensor, contributions, out: torch.Tensor | Non
 
     rows = original.shape[0]
     cols = original.numel() // rows if rows else 0
-    ups, downs = [], []
+    ups, downs, scales = [], [], []
     for module, strength, _ in contributions:
         factors = _low_rank_factors(module, rows, cols)
         if factors is None:
             return None
-        up, down = factors
-        scale = float(strength) * module.scale
-        ups.append(up.to(device=original.device, dtype=torch.float32) * scale)
-        downs.append(down.to(device=original.device, dtype=torch.float32))
-    up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
-    down = downs[0] if len(downs) == 1 else torch.cat(downs, dim=0)
+        ups.append(factors[0])
+        downs.append(factors[1])
+        scales += [float(strength) * module.scale] * module.rank
+    # Few, large ops: on a busy CPU every small op pays a thread hand-off.
+    device, f32 = original.device, torch.float32
+    if len(ups) == 1:  # the scale rides on the GEMM (`alpha`)
+        up, down, alpha = ups[0].to(device, f32), downs[0].to(device, f32), scales[0]
+    else:  # one GEMM over every LoRA: [out, r1+r2+..] @ [r1+r2+.., in], scales on up's columns
+        up = torch.cat(ups, dim=1).to(device, f32).mul_(torch.tensor(scales, dtype=f32, device=device))
+        down, alpha = torch.cat(downs, dim=0).to(device, f32), 1.0
     flat = original.reshape(rows, cols)
     if out is not None and not out.is_contiguous():
         out = None
     if original.dtype == torch.float32:
         if out is None:
-            return torch.addmm(flat, up, down).reshape(original.shape)
-        torch.addmm(flat, up, down, out=out.view(rows, cols))
+            return torch.addmm(flat, up, down, alpha=alpha).reshape(original.shape)
+        torch.addmm(flat, up, down, alpha=alpha, out=out.view(rows, cols))
         return out
-    patched = torch.addmm(flat.float(), up, down).to(original.dtype).reshape(original.shape)
+    patched = torch.addmm(flat.float(), up, down, alpha=alpha).to(original.dtype).reshape(original.shape)
     if out is None:
         return patched
     out.copy_(patched)
