@@ -212,3 +212,15 @@ def test_same_lora_twice_patches_once_and_no_lora_is_a_fresh_model(tiny_workspac
     assert patcher.patched_layers == 0
     assert not np.array_equal(without, once)
     assert np.array_equal(without, generate("red", ModelCache(tiny_workspace)))  # a freshly loaded model
+
+
+def test_underscored_names_resolve_through_one_index(components):
+    from lorastudio.adapters import find_module
+
+    unet = components["unet"]
+    wanted = unet.get_submodule("down_blocks.0.attentions.0.proj_in")
+    assert find_module(unet, "down.blocks.0.attentions.0.proj.in") is wanted  # split at every underscore
+    assert find_module(unet, "down.blocks.0.attentions.0.proj.nope") is None
+    replacement = torch.nn.Linear(1, 1)
+    unet.get_submodule("down_blocks.0.attentions.0").proj_in = replacement  # the tree changed: noticed
+    assert find_module(unet, "down.blocks.0.attentions.0.proj.in") is replacement
