@@ -12,6 +12,7 @@ encoder q/k/v/out/fc1/fc2, with alpha), then times, interleaved:
   (c) lorastudio warm: parsed files cached, applied + restored
   (d) the same stack again on a model that still holds it (lingering patch: nothing to do)
   (e) a stack differing in one LoRA (lingering patch: only that LoRA's weights recomputed)
+  (f) the floor of any merging patcher: one `addmm` per layer with the factors ready
 
 and prints seconds, ratios against (a) and peak RSS, then checks that every weight is back
 bit-exact.
@@ -93,6 +94,31 @@ def write_kohya_lora(path: Path, targets, rank: int, seed: int) -> Path:
         tensors[f"{base}.alpha"] = torch.tensor(rank / 2).half()
     save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora", "ss_base_model_version": "sd_v1"})
     return path
+
+
+def gemm_floor(components: dict, loras):
+    """The arithmetic no merging patcher avoids: `W + U @ D` per layer, factors ready, buffers kept.
+
+    Timed beside the others to show how much of a patch is Python and small ops.
+    """
+    import torch
+
+    from lorastudio.adapters import find_module
+
+    work = []
+    for layer_key in {(c, p) for lora, _, _ in loras for c, p in lora.modules}:
+        layer = find_module(components[layer_key[0]], layer_key[1])
+        weight = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+        modules = [(lora.modules[layer_key], w) for lora, w, _ in loras if layer_key in lora.modules]
+        up = torch.cat([m.up.reshape(m.up.shape[0], -1).float() * (w * m.scale) for m, w in modules], dim=1)
+        down = torch.cat([m.down.reshape(m.down.shape[0], -1).float() for m, _ in modules], dim=0)
+        work.append((weight, up, down, torch.empty_like(weight)))
+
+    def floor() -> None:
+        for weight, up, down, out in work:
+            torch.addmm(weight, up, down, out=out)
+
+    return floor
 
 
 def weights_fingerprint(modules) -> str:
@@ -192,6 +218,7 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
 
     rows = {"(a) diffusers load x3 + set_adapters + unload": diffusers_stack} if pipe is not None else {}
+    rows["(f) floor: the merge's GEMMs alone (addmm per layer)"] = gemm_floor(components, request(stack_a))
     rows["(b) lorastudio cold: read + apply + restore"] = ours_cold
     rows["(c) lorastudio warm parsed cache: apply + restore"] = ours_warm
     timings = {label: [] for label in rows}
