@@ -1,6 +1,6 @@
 """Per-request LoRA stacking: lorastudio's patcher against diffusers' load/set_adapters/unload.
 
-    python benchmarks/lora_stack.py [--repeats 3] [--rank 32] [--dtype float32]
+    python benchmarks/lora_stack.py [--repeats 2] [--rank 32] [--dtype float32]
 
 Builds the full-size SD1.5 UNet and text encoder (random weights, from the shipped configs),
 writes 3 (+1) random kohya LoRA files of `--rank` on every module kohya's `networks.lora`
@@ -141,7 +141,7 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--skip-diffusers", action="store_true", help="time lorastudio's paths only")
