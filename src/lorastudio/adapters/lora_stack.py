@@ -16,7 +16,7 @@ import logging
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,17 @@ def _low_rank_factors(module: LoraModule, rows: int, cols: int) -> tuple[torch.T
     return up, down
 
 
+def _stacked(parts: list[torch.Tensor], dim: int, device) -> torch.Tensor:
+    """`parts` concatenated along `dim` as float32 on `device`; one op (cast included) when they are there."""
+    import torch
+
+    if any(part.device != torch.device(device) for part in parts):
+        return torch.cat([part.to(device) for part in parts], dim=dim).float()
+    shape = list(parts[0].shape)
+    shape[dim] = sum(part.shape[dim] for part in parts)
+    return torch.cat(parts, dim=dim, out=torch.empty(shape, dtype=torch.float32, device=device))
+
+
 def _fused_weight(original: torch.Tensor, contributions, out: torch.Tensor | None) -> torch.Tensor | None:
     """`original + sum(s * up @ down)` as one GEMM over concatenated factors (float32 math).
 
@@ -85,8 +96,8 @@ def _fused_weight(original: torch.Tensor, contributions, out: torch.Tensor | Non
     if len(ups) == 1:  # the scale rides on the GEMM (`alpha`)
         up, down, alpha = ups[0].to(device, f32), downs[0].to(device, f32), scales[0]
     else:  # one GEMM over every LoRA: [out, r1+r2+..] @ [r1+r2+.., in], scales on up's columns
-        up = torch.cat(ups, dim=1).to(device, f32).mul_(torch.tensor(scales, dtype=f32, device=device))
-        down, alpha = torch.cat(downs, dim=0).to(device, f32), 1.0
+        up = _stacked(ups, 1, device).mul_(torch.tensor(scales, dtype=f32, device=device))
+        down, alpha = _stacked(downs, 0, device), 1.0
     flat = original.reshape(rows, cols)
     if out is not None and not out.is_contiguous():
         out = None
@@ -114,9 +125,7 @@ def _delta_for(module: LoraModule, weight: torch.Tensor, path: str) -> torch.Ten
     return delta
 
 
-def _apply_lycoris(
-    module, target: torch.nn.Module, strength: float, path: str, before_change: Callable | None
-) -> None:
+def _apply_lycoris(module, target: torch.nn.Module, strength: float, path: str) -> None:
     """LoHa / LoKr / (IA)^3 / full / DoRA: the update is computed in float32 from the current weight."""
     import torch
 
@@ -136,30 +145,21 @@ def _apply_lycoris(
             f"LoRA module {path}: does not fit the model's {tuple(param.shape)} ({error}); "
             "the LoRA was trained for another model family or size."
         ) from None
-    if before_change is not None:
-        before_change(param)
     param.add_(update.to(dtype=param.dtype))
     bias = getattr(target, "bias", None)
     bias_update = lycoris.bias_update(module, bias, strength) if isinstance(bias, torch.Tensor) else None
     if bias_update is not None:
-        if before_change is not None:
-            before_change(bias)
         bias.add_(bias_update.to(dtype=bias.dtype))
 
 
-def add_module_update(
-    module, target: torch.nn.Module, strength: float, path: str, before_change: Callable | None = None
-) -> None:
+def add_module_update(module, target: torch.nn.Module, strength: float, path: str) -> None:
     """Add one module's update to `target`'s weight in place (the plain path, one module at a time)."""
     if not isinstance(module, LoraModule):
-        _apply_lycoris(module, target, strength, path, before_change)
+        _apply_lycoris(module, target, strength, path)
         return
     param = target.weight
     delta = _delta_for(module, param, path)
-    if before_change is not None:
-        before_change(param)
     param.add_(delta.mul_(float(strength) * module.scale).to(dtype=param.dtype))
-
 
 
 class LoraPatcher:
