@@ -29,7 +29,10 @@ Families
 
 Applying
 - `applied_loras(components, [(lora, te_weight, unet_weight), ...])`: context manager that
-  patches weights in place for one request and restores them bit-exact on exit.
+  patches weights for one block and restores them bit-exact on exit.
+- `lingering_loras(components, loras)`: the same, but the stack stays on the model for the
+  next request (same stack: nothing to do; another: only the layers that differ; `[]`: the
+  originals back). One lock per model serialises its users (`adapters.lora_stack`).
 - `merge_loras(components, [(lora, te_weight, unet_weight), ...])`: bake them in for good.
 
 Embeddings
@@ -72,7 +75,7 @@ from lorastudio.adapters.lycoris import (
 )
 from lorastudio.adapters.merge import merge_loras
 from lorastudio.adapters.metadata import build_metadata
-from lorastudio.adapters.patch import applied_loras
+from lorastudio.adapters.patch import applied_loras, lingering_loras
 from lorastudio.adapters.peft_format import save_diffusers, save_peft
 
 __all__ = [
@@ -93,6 +96,7 @@ __all__ = [
     "file_sha256",
     "find_module",
     "legacy_hash",
+    "lingering_loras",
     "load_embedding",
     "load_hcp",
     "load_lora_file",

@@ -13,6 +13,7 @@ when the component needs it.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -163,11 +164,37 @@ def find_module(component: torch.nn.Module, path: str) -> torch.nn.Module | None
 
 
 def _find_by_flat_name(component: torch.nn.Module, path: str) -> torch.nn.Module | None:
-    """Last resort for names parsed from `a_b_c` keys: match modules by their underscored names."""
+    """Last resort for names parsed from `a_b_c` keys: match modules by their underscored names.
+
+    One index per component instead of a walk over every module per key; a hit is checked
+    against the live module tree and a miss rebuilds the index once (layers added or removed).
+    """
     flat = path.replace(".", "_")
-    for name, module in component.named_modules():
-        if name.replace(".", "_") == flat or (
-            name.startswith(_TEXT_MODEL) and name[len(_TEXT_MODEL) :].replace(".", "_") == flat
-        ):
-            return module
+    for rebuild in (False, True):
+        found = _flat_names(component, rebuild).get(flat)
+        if found is not None and _still_there(component, *found):
+            return found[1]
     return None
+
+
+def _still_there(component: torch.nn.Module, name: str, module: torch.nn.Module) -> bool:
+    try:
+        return component.get_submodule(name) is module
+    except AttributeError:
+        return False
+
+
+_FLAT_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _flat_names(component: torch.nn.Module, rebuild: bool) -> dict[str, tuple[str, torch.nn.Module]]:
+    """Underscored name (also without `text_model_`) -> (dotted name, module), first in module order."""
+    index = None if rebuild else _FLAT_NAMES.get(component)
+    if index is None:
+        index = {}
+        for name, module in component.named_modules():
+            index.setdefault(name.replace(".", "_"), (name, module))
+            if name.startswith(_TEXT_MODEL):
+                index.setdefault(name[len(_TEXT_MODEL) :].replace(".", "_"), (name, module))
+        _FLAT_NAMES[component] = index
+    return index

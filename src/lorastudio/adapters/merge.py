@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lorastudio.adapters.patch import LoraRequest, apply_lora_deltas
+from lorastudio.adapters.lora_stack import LoraPatcher, LoraRequest
 
 if TYPE_CHECKING:
     import torch
@@ -18,4 +18,7 @@ def merge_loras(components: dict[str, torch.nn.Module], loras: Sequence[LoraRequ
 
     Returns the number of module updates made.
     """
-    return apply_lora_deltas(components, loras)
+    patcher = LoraPatcher()  # its own: the model's per-request patcher keeps serving requests
+    patcher.apply(components, loras)
+    patcher.commit()
+    return patcher.updates

@@ -19,6 +19,7 @@ from lorastudio import __version__
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
+from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora
 from lorastudio.service.workspace import Workspace, list_weight_files
@@ -151,8 +152,9 @@ def run_generation(
     `add_to_library=False` keeps intermediate images (a portrait's inpaint passes) out of the
     outputs library.
     """
-    from lorastudio.adapters import applied_loras, check_lora_family, load_embedding, load_lora_file
+    from lorastudio.adapters import check_lora_family, load_embedding
     from lorastudio.adapters.hashing import lora_short_hash
+    from lorastudio.adapters.patch import lingering_loras
     from lorastudio.generate.conditioning import PromptEncoder
     from lorastudio.generate.infotext import format_infotext, save_png
     from lorastudio.generate.pipeline import build_plan, generate_images, open_request_images
@@ -176,15 +178,15 @@ def run_generation(
         if net.kind not in {"lora", "lyco"}:
             continue
         path = (lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names)
-        lora = load_lora_file(path)
-        check_lora_family(lora, model.family, name=str(path))
-        loras.append((lora, net.te_weight, net.unet_weight))
+        parsed = parsed_lora_files().load(path)  # a known file is a stat and a lookup
+        check_lora_family(parsed.lora, model.family, name=str(path))
+        loras.append((parsed.lora, net.te_weight, net.unet_weight))
         lora_info.append(
             {
                 "name": net.name,
                 "te_weight": net.te_weight,
                 "unet_weight": net.unet_weight,
-                "hash": lora_short_hash(path),
+                "hash": parsed.short_hash,
                 "path": str(path),
             }
         )
@@ -213,7 +215,9 @@ def run_generation(
     plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
     plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, units, cache)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
-    with applied_loras(model.components, loras):
+    # The stack stays on the model for the next request (the same stack again costs nothing);
+    # a request without LoRAs gets the original weights back.
+    with lingering_loras(model.components, loras):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
     used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
     folder = out_dir or ws.outputs / dt.date.today().isoformat()

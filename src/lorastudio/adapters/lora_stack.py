@@ -1,0 +1,335 @@
+"""A model's LoRA stack, patched by swapping weight tensors and kept until the stack changes.
+
+Like ComfyUI's ModelPatcher, the original tensor of every patched weight is kept aside and
+the layer gets a new tensor `original + sum(strength * alpha/rank * up @ down)`; restoring
+puts the original tensor back, so it is bit-exact by construction and costs no copy. The
+patch stays while the next request asks for the same stack (nothing to do), and a
+different stack recomputes only the weights whose contributions changed, from the original.
+
+One `LoraPatcher` per model (found by `patcher_for(components)`, stored beside the model's
+modules so it dies with them); its lock serialises the requests that use the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.adapters.lora_file import COMPONENTS, LoraFile, LoraModule, find_module
+from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "patcher_for"]
+
+logger = logging.getLogger(__name__)
+
+LoraRequest = tuple[LoraFile, float, float]  # (lora, text-encoder weight, unet weight)
+Contribution = tuple[Any, float, str]  # (module, strength, "component.path" for messages)
+
+_LAYOUT_CACHE_SIZE = 16
+
+
+@dataclass
+class _Patched:
+    """One patched layer: its original tensors and the contributions its weight holds now."""
+
+    layer: Any
+    original_weight: torch.Tensor
+    original_bias: torch.Tensor | None
+    signature: tuple[Contribution, ...] = ()
+    weight: torch.Tensor | None = None  # the tensor the layer holds while patched
+    bias: torch.Tensor | None = None  # only LyCORIS modules change a bias
+
+
+def _same_contributions(a: tuple[Contribution, ...], b: tuple[Contribution, ...]) -> bool:
+    """Same modules (the very objects: a re-read file is another stack) with the same strengths."""
+    return len(a) == len(b) and all(x[0] is y[0] and x[1] == y[1] for x, y in zip(a, b, strict=True))
+
+
+def _low_rank_factors(module: LoraModule, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(up [rows, r], down [r, cols]) of a LoRA module on a weight viewed as [rows, cols]; None if it does not fit."""
+    up = module.up.reshape(module.up.shape[0], -1)
+    down = module.down.reshape(module.down.shape[0], -1)
+    if up.shape[0] != rows or down.shape[1] != cols or up.shape[1] != down.shape[0]:
+        return None
+    return up, down
+
+
+def _stacked(parts: list[torch.Tensor], dim: int, device) -> torch.Tensor:
+    """`parts` concatenated along `dim` as float32 on `device`; one op (cast included) when they are there."""
+    import torch
+
+    if any(part.device != torch.device(device) for part in parts):
+        return torch.cat([part.to(device) for part in parts], dim=dim).float()
+    shape = list(parts[0].shape)
+    shape[dim] = sum(part.shape[dim] for part in parts)
+    return torch.cat(parts, dim=dim, out=torch.empty(shape, dtype=torch.float32, device=device))
+
+
+def _fused_weight(original: torch.Tensor, contributions, out: torch.Tensor | None) -> torch.Tensor | None:
+    """`original + sum(s * up @ down)` as one GEMM over concatenated factors (float32 math).
+
+    None when a module does not fit the weight as a plain [out, in...] matrix (the plain
+    path then reshapes or explains the mismatch).
+    """
+    import torch
+
+    rows = original.shape[0]
+    cols = original.numel() // rows if rows else 0
+    ups, downs, scales = [], [], []
+    for module, strength, _ in contributions:
+        factors = _low_rank_factors(module, rows, cols)
+        if factors is None:
+            return None
+        ups.append(factors[0])
+        downs.append(factors[1])
+        scales += [float(strength) * module.scale] * module.rank
+    # Few, large ops: on a busy CPU every small op pays a thread hand-off.
+    device, f32 = original.device, torch.float32
+    if len(ups) == 1:  # the scale rides on the GEMM (`alpha`)
+        up, down, alpha = ups[0].to(device, f32), downs[0].to(device, f32), scales[0]
+    else:  # one GEMM over every LoRA: [out, r1+r2+..] @ [r1+r2+.., in], scales on up's columns
+        up = _stacked(ups, 1, device).mul_(torch.tensor(scales, dtype=f32, device=device))
+        down, alpha = _stacked(downs, 0, device), 1.0
+    flat = original.reshape(rows, cols)
+    if out is not None and not out.is_contiguous():
+        out = None
+    if original.dtype == torch.float32:
+        if out is None:
+            return torch.addmm(flat, up, down, alpha=alpha).reshape(original.shape)
+        torch.addmm(flat, up, down, alpha=alpha, out=out.view(rows, cols))
+        return out
+    patched = torch.addmm(flat.float(), up, down, alpha=alpha).to(original.dtype).reshape(original.shape)
+    if out is None:
+        return patched
+    out.copy_(patched)
+    return out
+
+
+def _delta_for(module: LoraModule, weight: torch.Tensor, path: str) -> torch.Tensor:
+    delta = module.delta(device=weight.device)
+    if delta.shape != weight.shape:
+        if delta.numel() != weight.numel():
+            raise LorastudioError(
+                f"LoRA module {path}: shape {tuple(delta.shape)} does not fit the model's {tuple(weight.shape)}; "
+                "the LoRA was trained for another model family or size."
+            )
+        delta = delta.reshape(weight.shape)  # e.g. 1x1 conv LoRA on a Linear proj_in
+    return delta
+
+
+def _apply_lycoris(module, target: torch.nn.Module, strength: float, path: str) -> None:
+    """LoHa / LoKr / (IA)^3 / full / DoRA: the update is computed in float32 from the current weight."""
+    import torch
+
+    from lorastudio.adapters import lycoris
+
+    param = target.weight
+    expected = lycoris.delta_numel(module)
+    if expected is not None and expected != param.numel():
+        raise LorastudioError(
+            f"LoRA module {path}: {expected} weights do not fit the model's {tuple(param.shape)}; "
+            "the LoRA was trained for another model family or size."
+        )
+    try:
+        update = lycoris.update(module, param.detach().float(), strength)
+    except RuntimeError as error:  # shapes that multiply but cannot broadcast onto this layer
+        raise LorastudioError(
+            f"LoRA module {path}: does not fit the model's {tuple(param.shape)} ({error}); "
+            "the LoRA was trained for another model family or size."
+        ) from None
+    param.add_(update.to(dtype=param.dtype))
+    bias = getattr(target, "bias", None)
+    bias_update = lycoris.bias_update(module, bias, strength) if isinstance(bias, torch.Tensor) else None
+    if bias_update is not None:
+        bias.add_(bias_update.to(dtype=bias.dtype))
+
+
+def add_module_update(module, target: torch.nn.Module, strength: float, path: str) -> None:
+    """Add one module's update to `target`'s weight in place (the plain path, one module at a time)."""
+    if not isinstance(module, LoraModule):
+        _apply_lycoris(module, target, strength, path)
+        return
+    param = target.weight
+    delta = _delta_for(module, param, path)
+    param.add_(delta.mul_(float(strength) * module.scale).to(dtype=param.dtype))
+
+
+class LoraPatcher:
+    """The LoRA stack one model holds now, and the originals to go back to."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner: int | None = None  # the thread holding `lock` (a nested use is refused, not hung)
+        self._patched: dict[int, _Patched] = {}
+        self._targets: dict[tuple[int, str], Any] = {}  # (id(component), path) -> layer or None
+        self._layouts: OrderedDict[int, tuple[LoraFile, LoraFile]] = OrderedDict()
+        self.touched = 0  # layers the last `apply` changed (patched, re-patched or restored)
+        self.updates = 0  # module updates the last `apply` asked for (one per LoRA per layer)
+
+    @property
+    def patched_layers(self) -> int:
+        return len(self._patched)
+
+    def apply(self, components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest]) -> int:
+        """Make the weights hold exactly `loras` (none: the originals); returns layers changed.
+
+        Layers whose (module, strength) contributions are the same as now are not touched;
+        the others are recomputed from their original. Any failure restores every layer.
+        """
+        import torch
+
+        touched = 0
+        try:
+            wanted = self._plan(components, loras)
+            self.updates = sum(len(contributions) for _, contributions in wanted.values())
+            with torch.no_grad():
+                for key in [k for k in self._patched if k not in wanted]:
+                    self._restore(key)
+                    touched += 1
+                for key, (layer, contributions) in wanted.items():
+                    state = self._patched.get(key)
+                    if state is not None and _same_contributions(state.signature, contributions):
+                        continue
+                    self._patch(key, layer, contributions)
+                    touched += 1
+        except BaseException:
+            self.restore()
+            raise
+        self.touched = touched
+        return touched
+
+    def restore(self) -> int:
+        """Every patched layer gets its original tensors back (bit-exact); returns how many."""
+        count = 0
+        for key in list(self._patched):
+            self._restore(key)
+            count += 1
+        return count
+
+    def commit(self) -> None:
+        """Keep the patched weights for good (a merge): the originals are let go."""
+        self._patched.clear()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _diffusers_layout(self, lora: LoraFile, components: dict[str, torch.nn.Module]) -> LoraFile:
+        """The LoRA with diffusers UNet paths; LDM-named (SDXL kohya) files are mapped once."""
+        if lora.unet_layout != "ldm" or "unet" not in components:
+            return lora
+        cached = self._layouts.get(id(lora))
+        if cached is not None and cached[0] is lora:
+            self._layouts.move_to_end(id(lora))
+            return cached[1]
+        mapped = lora.with_diffusers_unet(components["unet"].config)
+        self._layouts[id(lora)] = (lora, mapped)
+        while len(self._layouts) > _LAYOUT_CACHE_SIZE:
+            self._layouts.popitem(last=False)
+        return mapped
+
+    def _layer(self, component: torch.nn.Module, path: str):
+        key = (id(component), path)
+        if key not in self._targets:
+            self._targets[key] = find_module(component, path)
+        return self._targets[key]
+
+    def _plan(self, components, loras: Sequence[LoraRequest]) -> dict[int, tuple[Any, tuple[Contribution, ...]]]:
+        """id(layer) -> (layer, contributions in stack order), checking every LoRA fits the model."""
+        import torch
+
+        plan: dict[int, tuple[Any, list[Contribution]]] = {}
+        for lora, te_weight, unet_weight in loras:
+            lora = self._diffusers_layout(lora, components)
+            matched = missing = 0
+            for (component, path), module in lora.modules.items():
+                if component not in components:
+                    continue
+                layer = self._layer(components[component], path)
+                if layer is None or not isinstance(getattr(layer, "weight", None), torch.Tensor):
+                    missing += 1
+                    continue
+                matched += 1
+                strength = unet_weight if component == "unet" else te_weight
+                if strength == 0:
+                    continue
+                plan.setdefault(id(layer), (layer, []))[1].append((module, strength, f"{component}.{path}"))
+            if missing and not matched:
+                raise LorastudioError(
+                    f"LoRA ({lora.source_format or 'file'}): none of its {missing} modules exist in this model; "
+                    "it was made for another model family."
+                )
+            if missing:
+                logger.warning("LoRA: %d of %d modules not found in the model and skipped", missing, missing + matched)
+        return {key: (layer, tuple(contributions)) for key, (layer, contributions) in plan.items()}
+
+    # -- patching ---------------------------------------------------------------------------
+
+    def _patch(self, key: int, layer, contributions: tuple[Contribution, ...]) -> None:
+        state = self._patched.get(key)
+        if state is not None and not self._still_ours(key, state):
+            state = None
+        if state is None:
+            bias = getattr(layer, "bias", None)
+            state = _Patched(layer, layer.weight.data, bias.data if bias is not None else None)
+            self._patched[key] = state
+        state.signature = ()  # until the new weight is complete
+        if all(isinstance(m, LoraModule) for m, _, _ in contributions):
+            fused = _fused_weight(state.original_weight, contributions, state.weight)
+            if fused is not None:
+                self._put_back_bias(state)
+                layer.weight.data = state.weight = fused
+                state.signature = contributions
+                return
+        self._patch_in_order(state, contributions)
+        state.signature = contributions
+
+    def _patch_in_order(self, state: _Patched, contributions: tuple[Contribution, ...]) -> None:
+        """The plain path (LyCORIS modules, reshaped LoRAs): each update in stack order, on copies."""
+        layer = state.layer
+        layer.weight.data = state.weight = state.original_weight.clone()
+        if state.original_bias is not None:
+            layer.bias.data = state.bias = state.original_bias.clone()
+        for module, strength, label in contributions:
+            add_module_update(module, layer, strength, label)
+
+    def _put_back_bias(self, state: _Patched) -> None:
+        if state.bias is not None:
+            state.layer.bias.data = state.original_bias
+            state.bias = None
+
+    def _still_ours(self, key: int, state: _Patched) -> bool:
+        """False when someone else replaced the layer's tensor (e.g. `.to(device)`): forget it."""
+        if state.weight is None or state.layer.weight.data_ptr() == state.weight.data_ptr():
+            return True
+        logger.warning("LoRA: a patched weight was replaced behind the patcher; its original is dropped")
+        del self._patched[key]
+        return False
+
+    def _restore(self, key: int) -> None:
+        state = self._patched[key]
+        if self._still_ours(key, state):
+            state.layer.weight.data = state.original_weight
+            self._put_back_bias(state)
+            del self._patched[key]
+
+
+_PATCHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PATCHERS_LOCK = threading.Lock()
+
+
+def patcher_for(components: dict[str, torch.nn.Module]) -> LoraPatcher:
+    """The model's one `LoraPatcher`, kept beside its UNet / text encoders (dies with them)."""
+    modules = [components[name] for name in COMPONENTS if name in components]
+    with _PATCHERS_LOCK:
+        found = next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
+        patcher = found or LoraPatcher()
+        for module in modules:
+            _PATCHERS.setdefault(module, patcher)
+    return patcher

@@ -1,0 +1,102 @@
+"""Parsed LoRA files, kept by content hash so a request reads a known file as a stat and a lookup.
+
+A file is known by its stamp (path, size, mtime, inode): a replaced file has another stamp
+and is read again. Entries are keyed by the SHA-256 of the bytes, so two names of one file
+share one parsed copy, and the least recently used go first once `max_bytes` of files are
+held. The same parsed object comes back for the same content, which is what lets a model
+that still holds a LoRA stack see that the next request asks for the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorastudio.adapters.lora_file import LoraFile
+
+__all__ = ["DEFAULT_MAX_BYTES", "LoraFileCache", "ParsedLora", "parsed_lora_files"]
+
+DEFAULT_MAX_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class ParsedLora:
+    lora: LoraFile
+    short_hash: str  # A1111's 12-hex `Lora hashes:` value
+    sha256: str  # of the whole file: the cache key
+    size: int
+
+
+def _stamp(path: Path) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+class LoraFileCache:
+    """LoRA files parsed once; `load(path)` gives the same `ParsedLora` while the file is unchanged."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.reads = 0  # files parsed (misses), for tests and benchmarks
+        self._entries: OrderedDict[str, ParsedLora] = OrderedDict()  # sha256 -> parsed
+        self._stamps: dict[tuple, str] = {}  # stamp -> sha256
+        self._lock = threading.Lock()
+
+    def load(self, path: str | Path) -> ParsedLora:
+        """The parsed LoRA at `path` (a peft folder or a partnered HCP file is read every time)."""
+        from lorastudio.adapters.detect import load_lora_file
+        from lorastudio.adapters.hashing import lora_short_hash
+
+        path = Path(path)
+        if path.is_dir():
+            return ParsedLora(load_lora_file(path), lora_short_hash(path), "", 0)
+        stamp = _stamp(path) if path.is_file() else None
+        with self._lock:
+            digest = self._stamps.get(stamp) if stamp else None
+            if digest in self._entries:
+                self._entries.move_to_end(digest)
+                return self._entries[digest]
+        lora = load_lora_file(path)  # raises the one-line errors for missing or bad files
+        digest = _file_sha256(path)
+        parsed = ParsedLora(lora, lora_short_hash(path), digest, stamp[1] if stamp else 0)
+        self.reads += 1
+        if lora.source_format == "hcp" or stamp is None or _stamp(path) != stamp:
+            return parsed  # HCP reads a partner file; a file changing under us is not kept
+        with self._lock:
+            parsed = self._entries.setdefault(digest, parsed)
+            self._entries.move_to_end(digest)
+            self._stamps = {s: d for s, d in self._stamps.items() if s[0] != stamp[0]}
+            self._stamps[stamp] = digest
+            self._evict()
+        return parsed
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._stamps.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _evict(self) -> None:
+        held = sum(entry.size for entry in self._entries.values())
+        while held > self.max_bytes and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            held -= dropped.size
+            self._stamps = {s: d for s, d in self._stamps.items() if d != dropped.sha256}
+
+
+_DEFAULT = LoraFileCache()
+
+
+def parsed_lora_files() -> LoraFileCache:
+    """The process's parsed-LoRA cache (shared by every request and model)."""
+    return _DEFAULT

@@ -1,0 +1,226 @@
+"""LoRA stacks that stay on the model until the stack changes, and parsed LoRA files kept by content."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from lorastudio.adapters import LohaModule, LoraFile, LoraModule, applied_loras, save_kohya
+from lorastudio.adapters.lora_stack import add_module_update, patcher_for
+from lorastudio.adapters.patch import lingering_loras
+from lorastudio.errors import LorastudioError
+from lorastudio.service.lora_cache import LoraFileCache
+
+
+@pytest.fixture
+def components(tiny_models_dir):
+    """A private tiny-sd15 (UNet + text encoder): these tests change its weights."""
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_models_dir, tiny_models_dir / ".cache")
+    return {"unet": model.unet, "text_encoder": model.text_encoders[0]}
+
+
+def layers(components, component: str, suffix: str) -> list[tuple[str, torch.nn.Module]]:
+    return [(p, m) for p, m in components[component].named_modules() if p.endswith(suffix)]
+
+
+def lora_on(components, suffixes: tuple[str, ...], seed: int, rank: int = 4) -> LoraFile:
+    """A random LoRA (linear or conv, alpha = rank / 2) on the layers whose paths end with `suffixes`."""
+    g = torch.Generator().manual_seed(seed)
+    lora = LoraFile()
+    for component in ("unet", "text_encoder"):
+        for suffix in suffixes:
+            for path, layer in layers(components, component, suffix):
+                weight = layer.weight
+                if weight.dim() == 4:  # LoCon: a k x k down, a 1x1 up
+                    down = torch.randn(rank, *weight.shape[1:], generator=g) * 0.1
+                    up = torch.randn(weight.shape[0], rank, 1, 1, generator=g) * 0.1
+                    lora.add(component, path, LoraModule(down, up, rank / 2, "conv"))
+                else:
+                    down = torch.randn(rank, weight.shape[1], generator=g) * 0.1
+                    up = torch.randn(weight.shape[0], rank, generator=g) * 0.1
+                    lora.add(component, path, LoraModule(down, up, rank / 2, "linear"))
+    return lora
+
+
+def weights(components) -> dict:
+    return {(c, k): v.detach().clone() for c, m in components.items() for k, v in m.state_dict().items()}
+
+
+def assert_bit_exact(components, before) -> None:
+    now = {(c, k): v for c, m in components.items() for k, v in m.state_dict().items()}
+    changed = [key for key, value in before.items() if not torch.equal(now[key], value)]
+    assert not changed, f"not restored: {changed[:3]}"
+
+
+def count_layers(lora: LoraFile) -> int:
+    return len(lora.modules)
+
+
+def test_switching_stacks_touches_only_the_difference_and_none_restores_bit_exact(components):
+    a = lora_on(components, ("attn1.to_q",), seed=1)
+    b = lora_on(components, ("attn2.to_k",), seed=2)
+    c = lora_on(components, ("to_v", "q_proj"), seed=3)
+    before = weights(components)
+    with lingering_loras(components, [(a, 1.0, 1.0), (b, 1.0, 1.0)]) as patcher:
+        assert patcher.touched == count_layers(a) + count_layers(b)
+    with_ab = weights(components)
+    with lingering_loras(components, [(a, 1.0, 1.0), (b, 1.0, 1.0)]) as patcher:
+        assert patcher.touched == 0  # the same stack again: nothing to do
+    assert_bit_exact(components, with_ab)
+    with lingering_loras(components, [(a, 1.0, 1.0), (c, 1.0, 1.0)]) as patcher:
+        assert patcher.touched == count_layers(b) + count_layers(c)  # b restored, c patched, a kept
+    with lingering_loras(components, [(a, 0.5, 0.5), (c, 1.0, 1.0)]) as patcher:
+        assert patcher.touched == count_layers(a)  # a strength changed
+    with lingering_loras(components, []) as patcher:
+        assert patcher.touched == count_layers(a) + count_layers(c)
+        assert patcher.patched_layers == 0
+    assert_bit_exact(components, before)
+
+
+def test_failure_mid_patch_restores_every_weight(components):
+    good = lora_on(components, ("to_q", "fc1"), seed=1)
+    before = weights(components)
+    with lingering_loras(components, [(good, 1.0, 1.0)]):
+        pass
+    broken = lora_on(components, ("to_k",), seed=2)
+    path, layer = layers(components, "unet", "to_k")[-1]
+    broken.add("unet", path, LoraModule(torch.ones(2, 3), torch.ones(layer.weight.shape[0], 2)))  # 3 inputs: wrong
+    with pytest.raises(LorastudioError, match="does not fit"):
+        with lingering_loras(components, [(good, 1.0, 1.0), (broken, 1.0, 1.0)]):
+            pass
+    assert patcher_for(components).patched_layers == 0
+    assert_bit_exact(components, before)
+    with pytest.raises(RuntimeError, match="boom"), applied_loras(components, [(good, 1.0, 1.0)]):
+        raise RuntimeError("boom")
+    assert_bit_exact(components, before)
+
+
+def test_applied_loras_inside_a_lingering_stack_is_refused_not_hung(components):
+    lora = lora_on(components, ("to_q",), seed=1)
+    with lingering_loras(components, [(lora, 1.0, 1.0)]):
+        with pytest.raises(LorastudioError, match="already applied"), applied_loras(components, []):
+            pass
+    with lingering_loras(components, []):
+        pass
+
+
+def plain_weight(layer, contributions) -> torch.Tensor:
+    """What the plain path (one module at a time, in place) makes of a layer's weight."""
+    copy = torch.nn.Module()
+    copy.weight = torch.nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
+    copy.bias = None
+    for module, strength in contributions:
+        add_module_update(module, copy, strength, "test")
+    return copy.weight.detach()
+
+
+@pytest.mark.parametrize("suffix", ["attn2.to_k", "proj_in", "resnets.0.conv1", "fc2"])
+def test_fused_stack_equals_the_plain_path(components, suffix):
+    """LoRA (Linear), 1x1 and 3x3 LoCon convs: one GEMM per layer matches the module-by-module sum."""
+    first, second = lora_on(components, (suffix,), seed=1), lora_on(components, (suffix,), seed=2)
+    component = "text_encoder" if suffix == "fc2" else "unet"
+    path, layer = layers(components, component, suffix)[0]
+    key = (component, path)
+    expected = plain_weight(layer, [(first.modules[key], 0.7), (second.modules[key], -1.3)])
+    with applied_loras(components, [(first, 0.7, 0.7), (second, -1.3, -1.3)]):
+        fused = layer.weight.detach().clone()
+    assert not torch.equal(fused, layer.weight)  # it did change the layer
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lycoris_modules_keep_their_own_path_in_a_lingering_stack(components):
+    path, layer = layers(components, "unet", "attn1.to_out.0")[0]
+    out_features, in_features = layer.weight.shape
+    g = torch.Generator().manual_seed(0)
+    loha = LoraFile()
+    loha.add(
+        "unet",
+        path,
+        LohaModule(
+            torch.randn(out_features, 2, generator=g) * 0.3,
+            torch.randn(2, in_features, generator=g) * 0.3,
+            torch.randn(out_features, 2, generator=g) * 0.3,
+            torch.randn(2, in_features, generator=g) * 0.3,
+            alpha=1.0,
+        ),
+    )
+    plain = lora_on(components, ("attn1.to_out.0",), seed=4)
+    before = weights(components)
+    expected = plain_weight(layer, [(plain.modules[("unet", path)], 1.0), (loha.modules[("unet", path)], 0.8)])
+    with lingering_loras(components, [(plain, 1.0, 1.0), (loha, 0.8, 0.8)]):
+        torch.testing.assert_close(layer.weight.detach(), expected, rtol=0, atol=0)
+    with lingering_loras(components, [(plain, 1.0, 1.0)]) as patcher:  # LoHa gone: that layer back to LoRA only
+        assert patcher.touched == 1
+    with lingering_loras(components, []):
+        pass
+    assert_bit_exact(components, before)
+
+
+def write_lora(components, path, seed: int):
+    return save_kohya(lora_on(components, ("to_q",), seed=seed), path, family="sd15")
+
+
+def test_parsed_files_are_kept_by_content_and_a_replaced_file_is_read_again(components, tmp_path):
+    cache = LoraFileCache()
+    first = write_lora(components, tmp_path / "a.safetensors", seed=1)
+    parsed = cache.load(first)
+    assert cache.load(first) is parsed and cache.reads == 1  # a stat and a lookup
+    twin = tmp_path / "twin.safetensors"
+    twin.write_bytes(first.read_bytes())
+    assert cache.load(twin).lora is parsed.lora  # same bytes under another name: one parsed copy
+    write_lora(components, first, seed=2)
+    os.utime(first, ns=(1, 1))  # even with an old mtime: the size or inode tells
+    replaced = cache.load(first)
+    assert replaced.lora is not parsed.lora and replaced.sha256 != parsed.sha256
+    assert cache.reads == 3
+    small = LoraFileCache(max_bytes=first.stat().st_size + 1)  # room for one file
+    small.load(first)
+    small.load(write_lora(components, tmp_path / "b.safetensors", seed=3))
+    assert len(small) == 1
+    small.load(first)
+    assert small.reads == 3  # `first` was evicted, least recently used
+
+
+@pytest.mark.slow
+def test_same_lora_twice_patches_once_and_no_lora_is_a_fresh_model(tiny_workspace, one_torch_thread):
+    import numpy as np
+    from PIL import Image
+
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.model_cache import ModelCache
+
+    cache = ModelCache(tiny_workspace)
+    model = cache.get("tiny-sd15", "cpu", None)
+    write_lora({"unet": model.unet, "text_encoder": model.text_encoders[0]}, tiny_workspace.loras / "q.safetensors", 1)
+
+    def generate(prompt, model_cache):
+        request = GenerateConfig(model="tiny-sd15", prompt=prompt, steps=2, width=64, height=64, seed=5, device="cpu")
+        with Image.open(run_generation(tiny_workspace, request, model_cache).images[0].path) as image:
+            return np.asarray(image.convert("RGB"))
+
+    patcher = patcher_for(model.components)
+    once = generate("red <lora:q:1>", cache)
+    assert patcher.touched > 0
+    twice = generate("red <lora:q:1>", cache)
+    assert patcher.touched == 0 and np.array_equal(once, twice)
+    without = generate("red", cache)
+    assert patcher.patched_layers == 0
+    assert not np.array_equal(without, once)
+    assert np.array_equal(without, generate("red", ModelCache(tiny_workspace)))  # a freshly loaded model
+
+
+def test_underscored_names_resolve_through_one_index(components):
+    from lorastudio.adapters import find_module
+
+    unet = components["unet"]
+    wanted = unet.get_submodule("down_blocks.0.attentions.0.proj_in")
+    assert find_module(unet, "down.blocks.0.attentions.0.proj.in") is wanted  # split at every underscore
+    assert find_module(unet, "down.blocks.0.attentions.0.proj.nope") is None
+    replacement = torch.nn.Linear(1, 1)
+    unet.get_submodule("down_blocks.0.attentions.0").proj_in = replacement  # the tree changed: noticed
+    assert find_module(unet, "down.blocks.0.attentions.0.proj.in") is replacement
