@@ -224,3 +224,40 @@ def test_underscored_names_resolve_through_one_index(components):
     replacement = torch.nn.Linear(1, 1)
     unet.get_submodule("down_blocks.0.attentions.0").proj_in = replacement  # the tree changed: noticed
     assert find_module(unet, "down.blocks.0.attentions.0.proj.in") is replacement
+
+
+def test_in_place_stacks_keep_every_weight_at_its_address_and_equal_swapped_ones(components):
+    """Compiled models read weights where they are (CUDA graphs): in place gives the swapped values."""
+    a = lora_on(components, ("attn1.to_q", "conv1"), seed=1)
+    b = lora_on(components, ("attn2.to_k", "fc1"), seed=2)
+    g = torch.Generator().manual_seed(4)
+    loha = LoraFile()
+    for path, layer in layers(components, "unet", "attn1.to_v"):
+        rows, cols = layer.weight.shape
+        parts = [torch.randn(rows, 2, generator=g) * 0.1, torch.randn(2, cols, generator=g) * 0.1] * 2
+        loha.add("unet", path, LohaModule(*parts, alpha=2.0))
+    before = weights(components)
+    addresses = {(c, k): v.data_ptr() for c, m in components.items() for k, v in m.state_dict().items()}
+    swapped = {}
+    for stack in ([(a, 1.0, 0.8)], [(a, 1.0, 0.8), (b, 0.5, 1.0), (loha, 1.0, 1.0)]):
+        with lingering_loras(components, stack):
+            swapped[len(stack)] = weights(components)
+    with lingering_loras(components, []):
+        pass
+    for stack in ([(a, 1.0, 0.8)], [(a, 1.0, 0.8), (b, 0.5, 1.0), (loha, 1.0, 1.0)]):
+        with lingering_loras(components, stack, in_place=True) as patcher:
+            assert patcher.touched > 0
+        assert_bit_exact(components, swapped[len(stack)])
+        moved = [k for c, m in components.items() for k, v in m.state_dict().items() if v.data_ptr() != addresses[(c, k)]]
+        assert not moved, f"moved: {moved[:3]}"
+    with lingering_loras(components, [], in_place=True):
+        pass
+    assert_bit_exact(components, before)
+    # Switching modes while patched goes through the originals: nothing is lost either way.
+    with lingering_loras(components, [(a, 1.0, 1.0)], in_place=True):
+        pass
+    with lingering_loras(components, [(a, 1.0, 1.0)]):
+        pass
+    with applied_loras(components, [(b, 1.0, 1.0)]):
+        pass
+    assert_bit_exact(components, before)

@@ -171,6 +171,9 @@ class LoraPatcher:
         self._patched: dict[int, _Patched] = {}
         self._targets: dict[tuple[int, str], Any] = {}  # (id(component), path) -> layer or None
         self._layouts: OrderedDict[int, tuple[LoraFile, LoraFile]] = OrderedDict()
+        # Compiled models (CUDA graphs) read each weight at a fixed address: patch those in place,
+        # from a kept copy of the original, instead of swapping tensors.
+        self.in_place = False
         self.touched = 0  # layers the last `apply` changed (patched, re-patched or restored)
         self.updates = 0  # module updates the last `apply` asked for (one per LoRA per layer)
 
@@ -178,15 +181,22 @@ class LoraPatcher:
     def patched_layers(self) -> int:
         return len(self._patched)
 
-    def apply(self, components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest]) -> int:
+    def apply(
+        self, components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest], in_place: bool = False
+    ) -> int:
         """Make the weights hold exactly `loras` (none: the originals); returns layers changed.
 
         Layers whose (module, strength) contributions are the same as now are not touched;
         the others are recomputed from their original. Any failure restores every layer.
+        `in_place` keeps every weight at its address (for compiled models; costs a copy per
+        patch and per restore).
         """
         import torch
 
         touched = 0
+        if in_place != self.in_place:
+            touched += self.restore()  # the layers patched the other way go back first
+            self.in_place = in_place
         try:
             wanted = self._plan(components, loras)
             self.updates = sum(len(contributions) for _, contributions in wanted.values())
@@ -276,32 +286,51 @@ class LoraPatcher:
         if state is not None and not self._still_ours(key, state):
             state = None
         if state is None:
-            bias = getattr(layer, "bias", None)
-            state = _Patched(layer, layer.weight.data, bias.data if bias is not None else None)
+            state = self._new_state(layer)
             self._patched[key] = state
         state.signature = ()  # until the new weight is complete
         if all(isinstance(m, LoraModule) for m, _, _ in contributions):
             fused = _fused_weight(state.original_weight, contributions, state.weight)
             if fused is not None:
                 self._put_back_bias(state)
-                layer.weight.data = state.weight = fused
+                if not self.in_place:
+                    layer.weight.data = state.weight = fused
+                elif fused is not state.weight:  # written elsewhere (a non-contiguous weight)
+                    state.weight.copy_(fused)
                 state.signature = contributions
                 return
         self._patch_in_order(state, contributions)
         state.signature = contributions
 
+    def _new_state(self, layer) -> _Patched:
+        """Swapping: the layer's own tensors are the originals. In place: copies of them are."""
+        bias = getattr(layer, "bias", None)
+        if not self.in_place:
+            return _Patched(layer, layer.weight.data, bias.data if bias is not None else None)
+        original_bias = bias.data.clone() if bias is not None else None
+        return _Patched(layer, layer.weight.data.clone(), original_bias, weight=layer.weight.data)
+
     def _patch_in_order(self, state: _Patched, contributions: tuple[Contribution, ...]) -> None:
         """The plain path (LyCORIS modules, reshaped LoRAs): each update in stack order, on copies."""
         layer = state.layer
-        layer.weight.data = state.weight = state.original_weight.clone()
-        if state.original_bias is not None:
-            layer.bias.data = state.bias = state.original_bias.clone()
+        if self.in_place:
+            layer.weight.data.copy_(state.original_weight)
+            if state.original_bias is not None:
+                layer.bias.data.copy_(state.original_bias)
+                state.bias = layer.bias.data
+        else:
+            layer.weight.data = state.weight = state.original_weight.clone()
+            if state.original_bias is not None:
+                layer.bias.data = state.bias = state.original_bias.clone()
         for module, strength, label in contributions:
             add_module_update(module, layer, strength, label)
 
     def _put_back_bias(self, state: _Patched) -> None:
         if state.bias is not None:
-            state.layer.bias.data = state.original_bias
+            if self.in_place:
+                state.layer.bias.data.copy_(state.original_bias)
+            else:
+                state.layer.bias.data = state.original_bias
             state.bias = None
 
     def _still_ours(self, key: int, state: _Patched) -> bool:
@@ -315,7 +344,10 @@ class LoraPatcher:
     def _restore(self, key: int) -> None:
         state = self._patched[key]
         if self._still_ours(key, state):
-            state.layer.weight.data = state.original_weight
+            if self.in_place:
+                state.layer.weight.data.copy_(state.original_weight)
+            else:
+                state.layer.weight.data = state.original_weight
             self._put_back_bias(state)
             del self._patched[key]
 

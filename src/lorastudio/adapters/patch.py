@@ -57,14 +57,17 @@ def applied_loras(
 
 
 @contextmanager
-def lingering_loras(components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest]) -> Iterator[LoraPatcher]:
+def lingering_loras(
+    components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest], in_place: bool = False
+) -> Iterator[LoraPatcher]:
     """Make the model hold exactly `loras` for this block, and leave them for the next request.
 
     Other users of the model wait until the block ends. The same stack next time touches no
     weight (`patcher.touched == 0`); another stack recomputes only the layers whose LoRAs or
     strengths changed; `loras=[]` restores every weight bit-exact. A failure while patching
-    restores every weight before it propagates.
+    restores every weight before it propagates. `in_place` keeps every weight at its address
+    (compiled models: their graphs, CUDA graphs included, read the weights where they are).
     """
     with _holding(patcher_for(components)) as patcher:
-        patcher.apply(components, loras)
+        patcher.apply(components, loras, in_place=in_place)
         yield patcher

@@ -217,7 +217,7 @@ def run_generation(
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     # The stack stays on the model for the next request (the same stack again costs nothing);
     # a request without LoRAs gets the original weights back.
-    with lingering_loras(model.components, loras):
+    with lingering_loras(model.components, loras, in_place="compiled" in model.extra):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
     used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
