@@ -60,11 +60,17 @@ def tiny_models_dir():
     """Tiny models built once (a few minutes, side by side) and reused by every test.
 
     Kept between runs in ~/.cache/lorastudio-tests (the build is seeded, so a cached copy
-    equals a fresh one); LORASTUDIO_TEST_CACHE moves it.
+    equals a fresh one); LORASTUDIO_TEST_CACHE moves it. A file lock lets pytest runs started
+    side by side (or parallel workers) build it once and never replace a folder another one reads.
     """
+    from filelock import FileLock
+
     from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_models
 
-    return ensure_tiny_models(TINY_MODELS, _tiny_cache_root())
+    root = _tiny_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".build.lock")):
+        return ensure_tiny_models(TINY_MODELS, root)
 
 
 @pytest.fixture(autouse=True, scope="session")
