@@ -13,8 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-# The web UI's browser fixtures (`served`, `browser`) live in tests/browser.py.
-pytest_plugins = ("browser",)
+# The web UI's browser fixtures (`served`, `browser`) live in tests/browser.py; the job queue's
+# (`pg_server`: one PostgreSQL server for the session, `queue_url`) in tests/pg.py.
+pytest_plugins = ("browser", "pg")
 
 _LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0", ""}
 

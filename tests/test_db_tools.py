@@ -9,7 +9,6 @@ import pytest
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs import open_store
-from pg import pg_server  # noqa: F401  (fixture)
 
 PAGE = 4096
 
