@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-# The web UI's browser fixtures (`served`, `browser`) live in tests/browser.py.
-pytest_plugins = ("browser",)
+# The web UI's browser fixtures (`served`, `browser`) live in tests/browser.py; the job queue's
+# (`pg_server`: one PostgreSQL server for the session, `queue_url`) in tests/pg.py.
+pytest_plugins = ("browser", "pg")
 
 _LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0", ""}
 
@@ -49,19 +52,54 @@ def no_network():
     socket.socket.connect_ex = real_connect_ex
 
 
+def _tiny_cache_root() -> Path:
+    return Path(os.environ.get("LORASTUDIO_TEST_CACHE", Path.home() / ".cache" / "lorastudio-tests"))
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir():
     """Tiny models built once (a few minutes, side by side) and reused by every test.
 
     Kept between runs in ~/.cache/lorastudio-tests (the build is seeded, so a cached copy
-    equals a fresh one); LORASTUDIO_TEST_CACHE moves it.
+    equals a fresh one); LORASTUDIO_TEST_CACHE moves it. A file lock lets pytest runs started
+    side by side (or parallel workers) build it once and never replace a folder another one reads.
     """
-    from pathlib import Path
+    from filelock import FileLock
 
     from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_models
 
-    root = Path(os.environ.get("LORASTUDIO_TEST_CACHE", Path.home() / ".cache" / "lorastudio-tests"))
-    return ensure_tiny_models(TINY_MODELS, root)
+    root = _tiny_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".build.lock")):
+        return ensure_tiny_models(TINY_MODELS, root)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tiny_builds_copy_the_cache():
+    """A tiny model named in a workspace that lacks it is copied from the test cache, not rebuilt.
+
+    Building one trains its UNet for a minute; the build is seeded, so the cached copy holds the
+    same files. Only in-process builds are short-cut: a subprocess still builds for itself.
+    """
+    from lorastudio.models import tiny
+
+    real_build = tiny.build_tiny_model
+
+    def build_or_copy(name: str, folder, seed: int = 0) -> Path:
+        folder = Path(folder)
+        cached = _tiny_cache_root() / name
+        if seed != 0 or not tiny._is_current(cached) or folder.resolve() == cached.resolve():
+            return real_build(name, folder, seed)
+        partial = folder.with_name(folder.name + ".copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(cached, partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        return folder
+
+    tiny.build_tiny_model = build_or_copy
+    yield
+    tiny.build_tiny_model = real_build
 
 
 @pytest.fixture
@@ -88,6 +126,19 @@ def sdxl(tiny_models_dir):
     from lorastudio.models.loading import load_model
 
     return load_model("tiny-sdxl", tiny_models_dir, tiny_models_dir / ".cache")
+
+
+@pytest.fixture
+def cli(workspace, monkeypatch):
+    """`lorastudio ARGS...` in this process on the test's workspace (the local SQLite queue)."""
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+
+    monkeypatch.delenv("LORASTUDIO_QUEUE_URL", raising=False)
+    _register()
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(arg) for arg in args])
 
 
 @pytest.fixture

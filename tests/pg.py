@@ -110,7 +110,7 @@ def start_or_explain(request) -> PostgresServer:
     return server
 
 
-try:  # fixtures shared by the job-queue test files (import them by name)
+try:  # fixtures of the job-queue test files (conftest registers this module as a plugin)
     import pytest
 
     @pytest.fixture(scope="session")

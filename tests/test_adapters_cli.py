@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from lorastudio.adapters import LoraFile, LoraModule, applied_loras, load_lora_file, save_kohya
 
@@ -16,17 +15,6 @@ pytestmark = pytest.mark.slow  # CLI import/export/merge on a tiny model (~6 s)
 @pytest.fixture(scope="session")
 def tiny_sd15(tiny_models_dir):
     return tiny_models_dir / "tiny-sd15"
-
-
-@pytest.fixture(scope="module")
-def cli():
-    from lorastudio.cli import _register, app
-
-    _register()
-    import lorastudio.cli.lora  # noqa: F401  (registers the `lora` group)
-
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
 
 
 def _pipe(folder):

@@ -15,7 +15,6 @@ from PIL import Image
 from lorastudio.api.app import create_app
 from lorastudio.generate.infotext import parse_infotext, read_infotext
 from lorastudio.service.studio import Studio, StudioSettings
-from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
 TINY = {"model": "tiny-sd15", "steps": 4, "width": 64, "height": 64}
 

@@ -31,10 +31,15 @@ def free_port() -> int:
 
 
 class Server:
-    """`lorastudio serve` in a subprocess on a free port, with auth."""
+    """`lorastudio serve` in a subprocess on a free port, with auth.
 
-    def __init__(self, workspace) -> None:
+    `ui=False` adds `--no-ui`: Gradio's import and UI build are ~5 s of each start, and tests of
+    the API, the queue and restarts do not use the UI (tests/test_ui_*.py test it served).
+    """
+
+    def __init__(self, workspace, ui: bool = False) -> None:
         self.workspace = workspace
+        self.ui = ui
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -54,6 +59,7 @@ class Server:
             ":".join(AUTH),
             "--log-level",
             "warning",
+            *([] if self.ui else ["--no-ui"]),
         ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -91,9 +97,18 @@ def server(tiny_workspace):
     server.stop()
 
 
-def test_webuiapi_client_works_unchanged(server):
+@pytest.fixture
+def server_with_ui(tiny_workspace):
+    """`lorastudio serve` exactly as a user starts it (the web UI too)."""
+    server = Server(tiny_workspace, ui=True).start()
+    yield server
+    server.stop()
+
+
+def test_webuiapi_client_works_unchanged(server_with_ui):
     import webuiapi
 
+    server = server_with_ui
     api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, username=AUTH[0], password=AUTH[1])
     result = api.txt2img(prompt="red", steps=4, width=64, height=64, seed=42)
     assert result.image.size == (64, 64)

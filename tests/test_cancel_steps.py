@@ -8,7 +8,6 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.job_kinds import install
 from lorastudio.service.jobs import HandlerRegistry, open_store
 from lorastudio.service.jobs.worker import Worker
-from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
 
 def test_tiles_are_stitched_exactly_where_the_decoder_is_local():

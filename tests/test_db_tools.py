@@ -6,23 +6,11 @@ import os
 import sqlite3
 
 import pytest
-from typer.testing import CliRunner
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs import open_store
-from pg import pg_server  # noqa: F401  (fixture)
 
 PAGE = 4096
-
-
-@pytest.fixture
-def cli(workspace, monkeypatch):
-    from lorastudio.cli import _register, app
-
-    monkeypatch.delenv("LORASTUDIO_QUEUE_URL", raising=False)
-    _register()
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
 
 
 def fill_queue(workspace, jobs: int = 200) -> list[str]:

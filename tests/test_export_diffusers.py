@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from typer.testing import CliRunner
 
 from lorastudio.adapters import (
     LoraFile,
@@ -30,15 +29,6 @@ from lorastudio.adapters import (
 TRIGGER = "zqxpiv"
 PROMPT = f"a {TRIGGER} picture"
 SEED, STEPS, SIZE = 7, 6, 64
-
-
-@pytest.fixture(scope="module")
-def cli():
-    from lorastudio.cli import _register, app
-
-    _register()
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def _plain_pipe(folder):

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from typer.testing import CliRunner
 
 from lorastudio.errors import LorastudioError
 from lorastudio.portrait.faces import Face
@@ -277,15 +276,6 @@ def test_person_mask_uses_mediapipe_through_its_interpreter_when_set(tmp_path, m
 
 
 # --- service, CLI, API, data sets ---------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(workspace):
-    from lorastudio.cli import _register, app
-
-    _register()
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def test_face_detect_and_compare_json_end_to_end(cli, tmp_path):

@@ -7,7 +7,6 @@ import json
 import pytest
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.datasets import dataset_folder, import_dataset
@@ -25,16 +24,6 @@ TRAIN_YAML = {
     "data": {"dir": "reds"},
     "train": {"steps": 4, "resolution": 64},
 }
-
-
-@pytest.fixture
-def cli(workspace, monkeypatch):
-    from lorastudio.cli import _register, app
-
-    monkeypatch.delenv("LORASTUDIO_QUEUE_URL", raising=False)
-    _register()
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
 
 
 def test_jobs_submit_refuses_an_unknown_key_with_one_line_naming_the_right_one(cli, workspace):

@@ -15,7 +15,6 @@ import pytest
 from lorastudio.service.jobs import open_store
 from lorastudio.service.jobs.identity import WorkerLock, base_worker_id, owner_is_dead, unique_worker_id
 from lorastudio.service.jobs.worker import Worker, worker_locks_dir
-from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow  # worker processes killed and restarted (~13 s)
 

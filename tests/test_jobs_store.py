@@ -9,7 +9,6 @@ import pytest
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.jobs import LeaseLost, open_store
-from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
 SHORT_LEASE = 0.3
 

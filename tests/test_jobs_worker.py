@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from lorastudio.service.jobs import open_store, register_handler
 from lorastudio.service.jobs.identity import base_worker_id
 from lorastudio.service.jobs.worker import Worker
-from pg import pg_server, queue_url  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

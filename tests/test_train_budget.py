@@ -159,7 +159,7 @@ def _explained(output: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def test_cli_explain_names_the_source_of_every_value(workspace, tmp_path):
+def test_cli_explain_names_the_source_of_every_value(tiny_workspace, tmp_path):
     from typer.testing import CliRunner
 
     from lorastudio.cli import _register, app
@@ -185,7 +185,7 @@ def test_cli_explain_names_the_source_of_every_value(workspace, tmp_path):
     planned = CliRunner().invoke(app, [*args, "train.batch_size=2", "train.max_epochs=4"])
     assert planned.exit_code == 0, planned.output
     assert "# plan: 4 epochs x 3 batches of 2 (3 images, 6 with repeats) / 1 batches per step = 12 steps" in planned.stdout
-    assert not any(workspace.runs.iterdir())  # nothing trained
+    assert not any(tiny_workspace.runs.iterdir())  # nothing trained
 
 
 def test_cli_explain_with_a_kohya_config(workspace, tmp_path):
