@@ -1,15 +1,20 @@
 """Generation speed: lorastudio's sampling loop against plain diffusers, same model, same run.
 
     python benchmarks/generate.py [--model tiny-sd15] [--steps 20] [--repeats 5] [--device cpu]
+    python benchmarks/generate.py --shape sd15-full --sizes 64,256 --steps 4 --repeats 3
 
-Prints seconds per image for both and the ratio (lorastudio / diffusers; < 1 is faster).
-On a GPU pass a real model (`--model PATH`) for meaningful numbers; the tiny models
+Prints seconds per image for both, the ratio (lorastudio / diffusers; < 1 is faster) and the
+process's peak memory. `--shape sd15-full` builds the full-size SD1.5 model in memory with
+random weights from the shipped configs (no download, nothing written but the configs): its
+UNet dominates, so the ratio shows what lorastudio's loop adds around it. The tiny models
 measure mostly Python overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -18,6 +23,8 @@ from pathlib import Path
 
 # benchmarks/queue.py would shadow the standard library's `queue` (torch imports it).
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+SHAPES = {"sd15-full": "sd15", "sdxl-full": "sdxl"}
 
 
 def _time_interleaved(fns, repeats: int) -> list[float]:
@@ -33,41 +40,49 @@ def _time_interleaved(fns, repeats: int) -> list[float]:
     return [statistics.median(s) for s in samples]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-sd15")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--size", type=int, default=None)
-    args = parser.parse_args()
-
+def random_loaded_model(family_name: str, work: Path, device: str | None = None):
+    """A full-size `LoadedModel` with random weights, built in memory from the shipped configs."""
+    import diffusers
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from lorastudio.generate.conditioning import PromptEncoder
-    from lorastudio.generate.config import GenerateConfig
-    from lorastudio.generate.pipeline import build_plan, generate_images
-    from lorastudio.models.loading import load_model
+    from lorastudio.models.families import get_family
+    from lorastudio.models.loading import LoadedModel, config_folder, pick_device
 
-    work = Path(tempfile.mkdtemp(prefix="lorastudio-bench-"))
-    model = load_model(args.model, work / "models", work / "cache", device=args.device)
-    size = args.size or model.native_size
-    prompt = "a red picture, highly detailed"
-    cfg = GenerateConfig(
-        model=args.model,
-        prompt=prompt,
-        steps=args.steps,
-        sampler="DPM++ 2M",
-        seed=1,
-        width=size,
-        height=size,
-        cfg_scale=7.0,
+    family = get_family(family_name)
+    configs = config_folder(family, work)
+    device, dtype = pick_device(device)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(configs / "unet")))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(configs / "vae")))
+    text_encoders, tokenizers = [], []
+    for k, name in enumerate(family.text_encoders):
+        cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
+        text_encoders.append(cls(CLIPTextConfig.from_pretrained(str(configs / name))))
+        tokenizers.append(CLIPTokenizer.from_pretrained(str(configs / ("tokenizer" if k == 0 else "tokenizer_2"))))
+    for module in (unet, vae, *text_encoders):
+        module.to(device, dtype).eval().requires_grad_(False)
+    scheduler_json = json.loads((configs / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    scheduler = getattr(diffusers, scheduler_json["_class_name"]).from_config(scheduler_json)
+    return LoadedModel(
+        name=f"{family_name}-random",
+        family=family,
+        source=str(configs),
+        sha256="0" * 64,
+        unet=unet,
+        vae=vae,
+        text_encoders=text_encoders,
+        tokenizers=tokenizers,
+        scheduler_config=dict(scheduler.config),
+        device=device,
+        dtype=dtype,
     )
 
-    def ours() -> None:
-        plan = build_plan(cfg, model, cfg.prompt, cfg.negative_prompt)
-        generate_images(model, cfg, plan, PromptEncoder(model))
+
+def plain_pipeline(model):
+    """diffusers' own pipeline on the very same components, with the DPM++ 2M scheduler."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     pipe_cls = StableDiffusionXLPipeline if model.family.uses_pooled_text else StableDiffusionPipeline
     parts = {
@@ -83,22 +98,86 @@ def main() -> None:
     scheduler = DPMSolverMultistepScheduler.from_config(model.scheduler_config, algorithm_type="dpmsolver++")
     pipe = pipe_cls(scheduler=scheduler, **parts)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def compare_at_size(model, pipe, size: int, steps: int, repeats: int) -> tuple[float, float]:
+    """(lorastudio, diffusers) seconds per image at `size` px, DPM++ 2M, CFG 7, one image."""
+    import torch
+
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.generate.pipeline import build_plan, generate_images
+
+    prompt = "a red picture, highly detailed"
+    cfg = GenerateConfig(
+        model=model.name,
+        prompt=prompt,
+        steps=steps,
+        sampler="DPM++ 2M",
+        seed=1,
+        width=size,
+        height=size,
+        cfg_scale=7.0,
+    )
+
+    def ours() -> None:
+        plan = build_plan(cfg, model, cfg.prompt, cfg.negative_prompt)
+        generate_images(model, cfg, plan, PromptEncoder(model))
 
     def baseline() -> None:
         pipe(
             prompt,
-            num_inference_steps=args.steps,
+            num_inference_steps=steps,
             guidance_scale=7.0,
             width=size,
             height=size,
             generator=torch.Generator("cpu").manual_seed(1),
         )
 
-    t_ours, t_base = _time_interleaved([ours, baseline], args.repeats)
-    print(f"model={args.model} device={model.device} dtype={model.dtype} size={size} steps={args.steps}")
-    print(f"diffusers   {t_base:8.4f} s/image")
-    print(f"lorastudio  {t_ours:8.4f} s/image")
-    print(f"ratio (lorastudio / diffusers) = {t_ours / t_base:.3f}")
+    return tuple(_time_interleaved([ours, baseline], repeats))
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-sd15")
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="a full-size model with random weights instead")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--size", type=int, default=None, help="one size (px); default the model's own")
+    parser.add_argument("--sizes", default=None, help="comma list of sizes (px), e.g. 64,256")
+    args = parser.parse_args()
+
+    import torch
+
+    from lorastudio.models.loading import load_model
+
+    work = Path(tempfile.mkdtemp(prefix="lorastudio-bench-"))
+    if args.shape:
+        model = random_loaded_model(SHAPES[args.shape], work, args.device)
+    else:
+        model = load_model(args.model, work / "models", work / "cache", device=args.device)
+    pipe = plain_pipeline(model)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.size or model.native_size]
+    print(
+        f"model={args.shape or args.model} device={model.device} dtype={model.dtype} steps={args.steps} "
+        f"repeats={args.repeats} torch threads={torch.get_num_threads()}"
+    )
+    for size in sizes:
+        t_ours, t_base = compare_at_size(model, pipe, size, args.steps, args.repeats)
+        print(
+            f"size={size}: diffusers {t_base:8.4f} s/image  lorastudio {t_ours:8.4f} s/image  "
+            f"ratio (lorastudio / diffusers) = {t_ours / t_base:.3f}  peak {peak_memory_mb():.0f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """Training benchmark: lorastudio's trainer against a plain diffusers + peft LoRA loop.
 
-    .venv/bin/python benchmarks/train.py [--model tiny-sd15] [--resolution 64] [--rank 8]
+    .venv/bin/python benchmarks/train.py [--model tiny-sd15] [--resolutions 64] [--rank 8]
                                          [--batch 4] [--steps 30] [--shapes sd15,sdxl]
+    .venv/bin/python benchmarks/train.py --shapes sd15 --resolutions 64,256 --batch 1 \
+                                         --steps 5 --warmup 1 --models-dir ~/.cache/lorastudio-bench
 
 Both loops train the same model, resolution, rank, batch and target layers (every Linear /
 1x1 conv in the transformer blocks) on the same synthetic images, with latents and text
-embeddings computed once up front, and each runs in its own process so peak memory (CUDA
-max allocated, else peak RSS) is its own. Steps/s skips the first `--warmup` steps.
-`--shapes sd15,sdxl` adds SD1.5- and SDXL-shaped models with random weights (GPU only:
-on a CPU one step takes tens of seconds).
+embeddings computed once up front, the gradient norm clipped to 1 (lorastudio's default and
+diffusers' train_text_to_image_lora's), and each runs in its own process so peak memory
+(CUDA max allocated, else peak RSS) is its own. Steps/s skips the first `--warmup` steps.
+`--shapes sd15,sdxl` adds SD1.5- and SDXL-shaped models with random weights, written once
+to `--models-dir` (default: a temporary folder); on a CPU an SD1.5 step takes seconds at
+64 px, so keep `--steps` small there.
 """
 
 from __future__ import annotations
@@ -171,6 +175,7 @@ def run_plain(args) -> dict:
             ).sample
         loss = F.mse_loss(pred.float(), noise)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.startswith("cuda"):
@@ -186,11 +191,12 @@ def _rate(times: list[float], warmup: int) -> float:
     return (len(timed) - 1) / (timed[-1] - timed[0])
 
 
-def compare(args, model: str, root: Path) -> dict:
+def compare(args, model: str, root: Path, resolution: int) -> dict:
     results = {}
+    data = make_images(root / f"data-{resolution}", args.images, resolution)
     for which in ("lorastudio", "plain"):
-        cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(args.data),
-               "--workspace", str(root / "studio"), "--resolution", str(args.resolution), "--rank", str(args.rank),
+        cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
+               "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
                "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -199,6 +205,7 @@ def compare(args, model: str, root: Path) -> dict:
     ratio = results["lorastudio"]["steps_per_s"] / results["plain"]["steps_per_s"]
     return {
         "model": model,
+        "resolution": resolution,
         **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
         "speed_ratio": ratio,
     }
@@ -209,13 +216,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="tiny-sd15")
-    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--resolution", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--resolutions", default="64", help="comma list of square sizes (px), e.g. 64,256")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--shapes", default="", help="comma list of sd15,sdxl random-weight models (GPU)")
+    parser.add_argument("--shapes", default="", help="comma list of sd15,sdxl random-weight models")
+    parser.add_argument("--models-dir", default=None, help="keep the random-weight models here between runs")
     parser.add_argument("--which", choices=["lorastudio", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
@@ -224,15 +233,16 @@ def main() -> None:
         runner = run_lorastudio if args.which == "lorastudio" else run_plain
         print(json.dumps(runner(args)))
         return
+    resolutions = [int(r) for r in args.resolutions.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        args.data = make_images(root / "data", args.images, args.resolution)
-        models = [args.model] + [str(random_model(s, root / "models")) for s in args.shapes.split(",") if s]
-        rows = [compare(args, model, root) for model in models]
+        shapes_dir = Path(args.models_dir).expanduser() if args.models_dir else root / "models"
+        models = ([args.model] if args.model else []) + [str(random_model(s, shapes_dir)) for s in args.shapes.split(",") if s]
+        rows = [compare(args, model, root, r) for model in models for r in resolutions]
     for row in rows:
         print(json.dumps(row))
         print(
-            f"{Path(row['model']).name}: lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
+            f"{Path(row['model']).name} {row['resolution']} px: lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
             f"({row['lorastudio_peak_mb']:.0f} MB) vs plain {row['plain_steps_per_s']:.2f} steps/s "
             f"({row['plain_peak_mb']:.0f} MB); ratio {row['speed_ratio']:.2f}"
         )

@@ -103,6 +103,7 @@ class _Sampler:
         self.preview_every = 0
         self.subseeds: list[int] = []  # the current batch's variation seeds
         self.control = getattr(plan, "extra", {}).get("control")  # a generate.control.ControlStack or None
+        self._text_cache: tuple | None = None  # see _text_inputs
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
@@ -202,7 +203,8 @@ class _Sampler:
             return self.model.vae.decode(tile).sample
 
         images = self._through_vae(tile_pixels, scaled.to(vae.dtype), image_pixels, decode_in_tiles)
-        if torch.isnan(images).any() and vae.dtype in (torch.float16, torch.bfloat16):
+        # The dtype first: an fp32 VAE skips the NaN scan (a pass over the image and, on a GPU, a sync).
+        if vae.dtype in (torch.float16, torch.bfloat16) and torch.isnan(images).any():
             # fp16 VAEs overflow on some images (SDXL's famously): retry in fp32, keep it there.
             vae.to(torch.float32)
             images = self._through_vae(tile_pixels, scaled.to(torch.float32), image_pixels, decode_in_tiles)
@@ -315,6 +317,39 @@ class _Sampler:
         # image i of a batch identical to generating it alone with seed + i.
         return generators if len(generators) > 1 else generators[0]
 
+    def _text_inputs(self, cond, uncond, batch: int, width: int, height: int):
+        """The UNet's text context (and SDXL's added conditioning) for `cond` and `uncond`.
+
+        Built once and reused while the prompt schedule stays on the same conditionings (every
+        step without prompt editing), so a step does not re-pad, re-concatenate or copy SDXL's
+        time ids to the device again. The cache holds the conditionings it was built from, so
+        `is` compares them safely.
+        """
+        import torch
+
+        from lorastudio.generate.conditioning import pad_to_same_length
+
+        cached = self._text_cache
+        if cached is not None and cached[0] is cond and cached[1] is uncond and cached[2] == (batch, width, height):
+            return cached[3], cached[4]
+        model = self.model
+        c = cond.embeds
+        rows = [c]
+        if uncond is not None:
+            u, c = pad_to_same_length(uncond.embeds, c, self.encoder.empty_chunk())
+            rows = [u, *c.split(1)]
+        context = torch.cat([row.expand(batch, -1, -1) for row in rows]).to(model.dtype)
+        added = None
+        if model.family.uses_pooled_text:
+            time_ids = torch.tensor(
+                [[height, width, 0, 0, height, width]], device=model.device, dtype=model.dtype
+            )
+            pooled_rows = [cond.pooled] if uncond is None else [uncond.pooled, *cond.pooled.split(1)]
+            pooled = torch.cat([row.expand(batch, -1) for row in pooled_rows])
+            added = {"text_embeds": pooled, "time_ids": time_ids.expand(pooled.shape[0], -1)}
+        self._text_cache = (cond, uncond, (batch, width, height), context, added)
+        return context, added
+
     def _predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
         """One UNet call for the negative prompt and every AND sub-prompt (`cond` has a row each).
 
@@ -323,34 +358,19 @@ class _Sampler:
         """
         import torch
 
-        from lorastudio.generate.conditioning import pad_to_same_length
 
         model = self.model
-        c = cond.embeds
-        rows = [c]
-        if uncond is not None:
-            u, c = pad_to_same_length(uncond.embeds, c, self.encoder.empty_chunk())
-            rows = [u, *c.split(1)]
-        context = torch.cat([row.expand(batch, -1, -1) for row in rows])
-        if len(rows) > 1:
-            latent_in = torch.cat([latent_in] * len(rows))
-        kwargs = {}
-        if model.family.uses_pooled_text:
-            time_ids = torch.tensor(
-                [[height, width, 0, 0, height, width]], device=model.device, dtype=model.dtype
-            )
-            pooled_rows = [cond.pooled] if uncond is None else [uncond.pooled, *cond.pooled.split(1)]
-            pooled = torch.cat([row.expand(batch, -1) for row in pooled_rows])
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": pooled,
-                "time_ids": time_ids.expand(pooled.shape[0], -1),
-            }
+        context, added = self._text_inputs(cond, uncond, batch, width, height)
+        rows = context.shape[0] // batch
+        if rows > 1:
+            latent_in = torch.cat([latent_in] * rows)
+        kwargs = {} if added is None else {"added_cond_kwargs": added}
         if self.control is not None:
-            kwargs.update(self.control.residuals(latent_in, t, context.to(model.dtype), kwargs, batch))
-        out = model.unet(latent_in, t, encoder_hidden_states=context.to(model.dtype), **kwargs).sample
+            kwargs.update(self.control.residuals(latent_in, t, context, kwargs, batch))
+        out = model.unet(latent_in, t, encoder_hidden_states=context, **kwargs).sample
         if uncond is None:
             return out
-        out_uncond, *out_conds = out.chunk(len(rows))
+        out_uncond, *out_conds = out.chunk(rows)
         return combine_composable(out_uncond, out_conds, weights, self.cfg.cfg_scale)
 
 
