@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,16 @@ test: $(STAMP)
 # PostgreSQL ones. `make test` above stays the full suite that CI and the README run.
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow and not postgres"
+
+# The CPU benchmarks (issue 18): lorastudio's path beside the plain diffusers/peft one, same model and
+# run; figures go into benchmarks/RESULTS.md. About 10 minutes on 2 cores (first run: +1 min to write
+# the 2 GB random-weight SD1.5 file into ~/.cache/lorastudio-bench). The GPU set: benchmarks/gpu.sh.
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/load.py --families sd15 --repeats 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/lora_stack.py --repeats 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generate.py --shape sd15-full --sizes 64,256 --steps 4 --repeats 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train.py --model "" --shapes sd15 --resolutions 64,256 --batch 1 --steps 4 --warmup 1 --images 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cpu_user.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
