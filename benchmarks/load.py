@@ -143,10 +143,12 @@ def in_child(runner: str, path: Path, family: str, device: str | None, work: Pat
 def bench_family(family: str, repeats: int, device: str | None, work: Path) -> dict:
     full_size_single_file = _benchmark_module("full_size").full_size_single_file
 
-    from lorastudio.models.loading import model_hash
+    from lorastudio.models.families import get_family
+    from lorastudio.models.loading import config_folder, model_hash
 
     path = full_size_single_file(family)
     model_hash(path, work / "cache")  # both paths start with the hash known (lorastudio caches it)
+    config_folder(get_family(family), work / "cache")  # and with the config folder written (cached)
     samples: dict[str, list[dict]] = {"lorastudio": [], "diffusers": []}
     for _ in range(repeats):
         for runner in samples:

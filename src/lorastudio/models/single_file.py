@@ -4,10 +4,12 @@ diffusers' `from_single_file` memory-maps the whole file (its pages stay residen
 state dict lives), converts the full state dict to diffusers names and then copies it into the
 model, so the peak is the file plus the loaded weights: 1.6x the weights for an fp16 file
 loaded in fp32. Here each module is built empty (meta parameters) from the shipped config, and
-each parameter is read from the file with one `readinto` of its bytes, cast to the destination
-dtype and device, and put in place: the peak is the loaded weights plus a tensor per reader
-thread. Two threads read and convert, so reading overlaps the page faults of the destination
-memory; a first load hashes the file (A1111's model hash) in a third, at the same time.
+each parameter is cast from its bytes in the mapped file to the destination dtype and device,
+put in place, and its file pages dropped from the process (`MADV_DONTNEED`; they stay in the
+page cache); a tensor already in the destination dtype is read (`preadv`) straight into memory
+of its own. The peak is the loaded weights plus a tensor per reader thread. Two threads work
+side by side (one converts while the other waits for pages); a first load hashes the file
+(A1111's model hash) in a third, at the same time.
 
 A layout the name tables (`models.ldm_names`) do not cover — a tensor missing or of another
 size — makes `read_single_file` return None with the reason logged, and the caller falls back
@@ -19,8 +21,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import mmap
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,8 @@ _TEXT_ENCODERS = {
 
 # Older names of the same tensors: SD1.x files saved with transformers 3 have no `text_model.`.
 _OLD_SPELLINGS = (("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."),)
+
+_READERS = 2  # one converts while the other waits for pages (reads, page faults)
 
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32"}
 
@@ -128,7 +132,6 @@ class _Reader:
         self.header = read_safetensors_header(path)
         with open(path, "rb") as f:
             self.data_start = 8 + int.from_bytes(f.read(8), "little")
-        self._scratch = threading.local()
 
     def entry(self, key: str) -> dict:
         entry = self.header.get(key)
@@ -145,13 +148,17 @@ class _Reader:
                 return key.replace(new, old, 1)
         raise _LayoutMismatch(f"tensor {key!r} is not in the file")
 
+    def file_dtype(self, key: str):
+        import torch
+
+        return getattr(torch, _DTYPES.get(self.entry(key).get("dtype"), ""), None)
+
     def in_file_order(self, keys) -> list[str]:
         return sorted(keys, key=lambda k: self.entry(k)["data_offsets"][0])
 
-    def read(self, fd: int, key: str, scratch_for) -> torch.Tensor:
-        """The tensor `key`. With `scratch_for(dtype)` True it lives in this thread's reused buffer
-        (the caller converts it right away): fresh pages cost a page fault each, about as much
-        as reading them."""
+    def read(self, fd: int, mapping: mmap.mmap, key: str, converted: bool) -> torch.Tensor:
+        """The tensor `key`: a view of the mapped file when the caller converts it right away
+        (`converted`; then `release` it), else read into memory of its own (it becomes the weight)."""
         import torch
 
         entry = self.entry(key)
@@ -159,23 +166,30 @@ class _Reader:
         dtype = getattr(torch, _DTYPES.get(entry.get("dtype"), ""), None)
         if dtype is None:
             raise _LayoutMismatch(f"tensor {key!r} has dtype {entry.get('dtype')!r}")
-        if scratch_for(dtype):
-            scratch = getattr(self._scratch, "buffer", None)
-            if scratch is None or scratch.numel() < end - start:
-                scratch = self._scratch.buffer = torch.empty(end - start, dtype=torch.uint8)
-            raw = scratch[: end - start]
+        if end == start:
+            raw = torch.empty(0, dtype=torch.uint8)
+        elif converted:
+            raw = torch.frombuffer(mapping, dtype=torch.uint8, count=end - start, offset=self.data_start + start)
         else:
             raw = torch.empty(end - start, dtype=torch.uint8)
-        view, done = memoryview(raw.numpy()), 0
-        while done < len(view):  # one pread reads at most ~2 GB
-            count = os.preadv(fd, [view[done:]], self.data_start + start + done)
-            if count <= 0:
-                raise _LayoutMismatch(f"tensor {key!r} is cut short")
-            done += count
+            view, done = memoryview(raw.numpy()), 0
+            while done < len(view):  # one pread reads at most ~2 GB
+                count = os.preadv(fd, [view[done:]], self.data_start + start + done)
+                if count <= 0:
+                    raise _LayoutMismatch(f"tensor {key!r} is cut short")
+                done += count
         try:
             return raw.view(dtype).reshape(entry["shape"])
         except RuntimeError:
             raise _LayoutMismatch(f"tensor {key!r} is {end - start} bytes for {entry['shape']}") from None
+
+    def release(self, mapping: mmap.mmap, key: str) -> None:
+        """Drop a converted tensor's file pages from this process (they stay in the page cache):
+        the mapped file never adds up in the resident set, only the tensors being converted."""
+        start, end = (self.data_start + offset for offset in self.entry(key)["data_offsets"])
+        first = start - start % mmap.PAGESIZE
+        if end > first:
+            mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 def _fitted(value: torch.Tensor, source: _Source, shape: torch.Size, name: str) -> torch.Tensor:
@@ -194,6 +208,13 @@ def _fitted(value: torch.Tensor, source: _Source, shape: torch.Size, name: str) 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _close(mapping: mmap.mmap) -> None:
+    try:
+        mapping.close()
+    except BufferError:  # a view still alive (an error mid-way): the mapping goes with it
+        pass
 
 
 def _place(module, name: str, value: torch.Tensor) -> None:
@@ -228,11 +249,11 @@ def read_single_file(
     except _LayoutMismatch as exc:
         logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
         return None
-    converting = lambda file_dtype: file_dtype != dtype or device != "cpu"  # noqa: E731
 
-    def prepared(fd: int, key: str) -> list[tuple[str, str, torch.Tensor]]:
+    def prepared(fd: int, mapping: mmap.mmap, key: str) -> list[tuple[str, str, torch.Tensor]]:
         """The values one file tensor gives, in the destination dtype and device, in memory of their own."""
-        tensor = reader.read(fd, key, converting)
+        converted = reader.file_dtype(key) != dtype or device != "cpu"
+        tensor = reader.read(fd, mapping, key, converted)
         values = []
         for component, name, source in targets[key]:
             shape = modules[component].get_parameter(name).shape
@@ -240,24 +261,29 @@ def read_single_file(
             if _shares_memory(value, tensor) and (value.shape != tensor.shape or len(targets[key]) > 1):
                 value = value.clone()  # a third or a transposed view: its own memory, not the whole tensor's
             values.append((component, name, value.contiguous()))
+        if converted:
+            del tensor  # the view of the mapped file goes first, then its pages
+            reader.release(mapping, key)
         return values
 
-    # Two readers: one reads (or waits for page faults) while the other converts; both release the GIL.
+    # Two readers: one converts while the other waits for pages; both release the GIL.
     hashing = None
     if hash_file:
         hasher = ThreadPoolExecutor(1, thread_name_prefix="lorastudio-hash")
         hashing = hasher.submit(file_sha256, path)
         hasher.shutdown(wait=False)  # the thread ends with the hash
     fd = os.open(path, os.O_RDONLY)
+    mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)  # copy-on-write: a writable buffer torch accepts
     try:
-        with ThreadPoolExecutor(2, thread_name_prefix="lorastudio-load") as pool:
-            for values in pool.map(lambda key: prepared(fd, key), reader.in_file_order(targets)):
+        with ThreadPoolExecutor(_READERS, thread_name_prefix="lorastudio-load") as pool:
+            for values in pool.map(lambda key: prepared(fd, mapping, key), reader.in_file_order(targets)):
                 for component, name, value in values:
                     _place(modules[component], name, value)
     except _LayoutMismatch as exc:
         logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
         return None
     finally:
+        _close(mapping)
         os.close(fd)
     for module in modules.values():
         module.to(device=device, dtype=dtype)  # buffers (made on the CPU) follow the parameters
