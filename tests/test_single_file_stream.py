@@ -123,3 +123,37 @@ def test_a_file_with_a_tensor_of_another_size_is_refused_by_the_fallback_too(tin
     assert read_single_file(bad, get_family("sd15"), tiny_models_dir / "tiny-sd15", torch.float32, "cpu") is None
     with pytest.raises((LorastudioError, RuntimeError, ValueError)):
         load_model(str(bad), tiny_models_dir, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("name", ["tiny-sd15", "tiny-sd2", "tiny-sdxl"])
+def test_diffusers_folders_stream_into_the_modules_from_pretrained_builds(tiny_models_dir, name):
+    import diffusers
+
+    from lorastudio.models.loading import _family_of_folder
+    from lorastudio.models.single_file import read_diffusers_folder
+
+    folder = tiny_models_dir / name
+    family = _family_of_folder(folder)
+    streamed = read_diffusers_folder(folder, family, torch.float32, "cpu")
+    assert streamed is not None, "a plain diffusers folder streams"
+    pipe = getattr(diffusers, family.pipeline_class).from_pretrained(
+        str(folder), dtype=torch.float32, local_files_only=True
+    )
+    for component in ("unet", "vae", *family.text_encoders):
+        _assert_same_module(streamed.components[component], getattr(pipe, component), component)
+    loaded = load_model(name, tiny_models_dir, tiny_models_dir / ".cache")
+    assert loaded.scheduler_config == dict(pipe.scheduler.config)
+    assert [type(t).__name__ for t in loaded.tokenizers] == [
+        type(pipe.tokenizer).__name__, *([type(pipe.tokenizer_2).__name__] if len(family.text_encoders) > 1 else [])
+    ]
+
+
+def test_a_folder_the_reader_cannot_build_loads_through_diffusers(tiny_models_dir):
+    """Kolors' ChatGLM is not a class the streamed reader builds: diffusers loads the folder."""
+    from lorastudio.models.loading import _family_of_folder
+    from lorastudio.models.single_file import read_diffusers_folder
+
+    folder = tiny_models_dir / "tiny-kolors"
+    assert read_diffusers_folder(folder, _family_of_folder(folder), torch.float32, "cpu") is None
+    loaded = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache")
+    assert loaded.family.name == "kolors" and not any(p.is_meta for p in loaded.unet.parameters())

@@ -32,7 +32,7 @@ from lorastudio.models.families import (
     family_from_diffusers_config,
     get_family,
 )
-from lorastudio.models.single_file import read_single_file
+from lorastudio.models.single_file import read_diffusers_folder, read_single_file
 from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model, is_tiny_name
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
@@ -247,8 +247,14 @@ def _pipeline_class(family: Family):
     return getattr(diffusers, family.pipeline_class)
 
 
-def _load_folder(folder: Path, dtype) -> tuple[Family, Any]:
+def _load_folder(folder: Path, dtype, device: str | None = None) -> tuple[Family, Any]:
+    """A diffusers folder: streamed into place when its layout is the plain one and `device` is
+    known (`models.single_file.read_diffusers_folder`), else through diffusers' `from_pretrained`."""
     family = _family_of_folder(folder)
+    if device is not None:
+        streamed = read_diffusers_folder(folder, family, dtype, device)
+        if streamed is not None:
+            return family, _StreamedPipeline(folder, family, streamed.components)
     pipe = _pipeline_class(family).from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     return family, pipe
 
@@ -433,7 +439,7 @@ def load_model(
         )
         sha = hashlib.sha256(where.hub_id.encode()).hexdigest()
     elif where.kind == "folder":
-        fam, pipe = _load_folder(where.path, dtype)
+        fam, pipe = _load_folder(where.path, dtype, device)
         sha = model_hash(where.path, cache_dir)
     else:
         fam, pipe = _load_single_file(where.path, dtype, device, cache_dir, models_dir, family, prediction_type)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from lorastudio.models.families import Family
 
-__all__ = ["SingleFile", "read_single_file", "text_encoder_layout"]
+__all__ = ["SingleFile", "read_diffusers_folder", "read_single_file", "text_encoder_layout"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,10 @@ class _Reader:
         """`key`, or its older spelling when only that is in the file (as A1111 reads them)."""
         if key in self.header:
             return key
+        # transformers 5 flattened CLIPTextModel (no `text_model.`); files saved before or after may differ.
+        for other in ("text_model." + key, key.removeprefix("text_model.")):
+            if other in self.header:
+                return other
         for new, old in _OLD_SPELLINGS:
             if new in key and key.replace(new, old, 1) in self.header:
                 return key.replace(new, old, 1)
@@ -240,15 +244,54 @@ def read_single_file(
     except Exception as exc:  # a config or name the tables do not know
         logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
         return None
-    reader = _Reader(path)
-    targets: dict[str, list[tuple[str, str, _Source]]] = {}
+    hashing = None
+    if hash_file:
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="lorastudio-hash")
+        hashing = hasher.submit(file_sha256, path)
+        hasher.shutdown(wait=False)  # the thread ends with the hash
     try:
-        for component, plan in plans.items():
-            for name, source in plan.items():
-                targets.setdefault(reader.file_key(source.key), []).append((component, name, source))
+        _fill(path, plans, modules, dtype, device)
     except _LayoutMismatch as exc:
         logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
         return None
+    return SingleFile(_finished(modules, dtype, device), hashing.result() if hashing else None)
+
+
+# The weight file of each component in a diffusers folder (one file; sharded or .bin folders go to diffusers).
+_FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def read_diffusers_folder(folder: Path, family: Family, dtype, device: str) -> SingleFile | None:
+    """A diffusers folder's modules streamed the same way (names as saved), or None (let diffusers load it).
+
+    Only the plain layout: one `.safetensors` file per component, every parameter in it by its
+    own name (CLIP files may or may not carry `text_model.`).
+    """
+    try:
+        modules = _empty_modules(folder, family)
+    except Exception as exc:  # a class this reader does not build (Kolors' ChatGLM), a missing config
+        logger.info("%s: streamed loading not possible (%s); using diffusers' loader", folder.name, exc)
+        return None
+    try:
+        for component, module in modules.items():
+            files = [folder / component / name for name in _FOLDER_WEIGHTS if (folder / component / name).is_file()]
+            if len(files) != 1:
+                raise _LayoutMismatch(f"{component}: not one .safetensors file")
+            plan = {name: _Source(name) for name, _ in module.named_parameters()}
+            _fill(files[0], {component: plan}, modules, dtype, device)
+    except _LayoutMismatch as exc:
+        logger.info("%s: streamed loading not possible (%s); using diffusers' loader", folder.name, exc)
+        return None
+    return SingleFile(_finished(modules, dtype, device), None)
+
+
+def _fill(path: Path, plans: dict[str, dict[str, _Source]], modules: dict[str, Any], dtype, device: str) -> None:
+    """Put every planned parameter in place from the file at `path`; `_LayoutMismatch` if one is not there."""
+    reader = _Reader(path)
+    targets: dict[str, list[tuple[str, str, _Source]]] = {}
+    for component, plan in plans.items():
+        for name, source in plan.items():
+            targets.setdefault(reader.file_key(source.key), []).append((component, name, source))
 
     def prepared(fd: int, mapping: mmap.mmap, key: str) -> list[tuple[str, str, torch.Tensor]]:
         """The values one file tensor gives, in the destination dtype and device, in memory of their own."""
@@ -267,11 +310,6 @@ def read_single_file(
         return values
 
     # Two readers: one converts while the other waits for pages; both release the GIL.
-    hashing = None
-    if hash_file:
-        hasher = ThreadPoolExecutor(1, thread_name_prefix="lorastudio-hash")
-        hashing = hasher.submit(file_sha256, path)
-        hasher.shutdown(wait=False)  # the thread ends with the hash
     fd = os.open(path, os.O_RDONLY)
     mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)  # copy-on-write: a writable buffer torch accepts
     try:
@@ -279,14 +317,14 @@ def read_single_file(
             for values in pool.map(lambda key: prepared(fd, mapping, key), reader.in_file_order(targets)):
                 for component, name, value in values:
                     _place(modules[component], name, value)
-    except _LayoutMismatch as exc:
-        logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
-        return None
     finally:
         _close(mapping)
         os.close(fd)
+
+
+def _finished(modules: dict[str, Any], dtype, device: str) -> dict[str, Any]:
     for module in modules.values():
         module.to(device=device, dtype=dtype)  # buffers (made on the CPU) follow the parameters
         module.eval()
         module.requires_grad_(False)
-    return SingleFile(modules, hashing.result() if hashing else None)
+    return modules
