@@ -9,7 +9,6 @@ The tiny model makes no art: the point is to see every step work and where files
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,26 +46,11 @@ def _make_red_set(folder: Path, count: int = 8) -> Path:
     return folder
 
 
-@contextmanager
-def _single_threaded():
-    """Torch on one thread while the demo runs, as the tiny-model build already does.
-
-    The tiny model's operations are far too small to gain from a second thread, and with two
-    OpenMP threads on a busy 2-core machine every operation waits for both threads to be
-    scheduled: a tiny training step measured 28x slower (0.36 vs 10 steps/s) under load.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def run_demo(ws: Workspace, say: Callable[[str], None] = print, train_steps: int = 60) -> dict[str, Any]:
-    with _single_threaded():
+    """The demo with torch on one thread (tiny models: see `models.tiny.single_threaded_torch`)."""
+    from lorastudio.models.tiny import single_threaded_torch
+
+    with single_threaded_torch():
         return _run_demo(ws, say, train_steps)
 
 
