@@ -15,6 +15,7 @@ from lorastudio.models.ldm_names import (
     UNET_PREFIX,
     VAE_PREFIX,
     clip_key_to_ldm,
+    text_encoder_layout,
     unet_diffusers_to_ldm_path,
     unet_ldm_to_diffusers_path,
     vae_path_to_ldm,
@@ -110,17 +111,10 @@ def checkpoint_state_dict(components: dict[str, torch.nn.Module], family: Family
     unet, vae = components["unet"], components["vae"]
     state = unet_to_ldm(unet.state_dict(), unet.config)
     state.update(vae_to_ldm(vae.state_dict(), vae.config))
-    if family.name == "sdxl":
-        state.update(
-            clip_to_ldm(components["text_encoder"].state_dict(), "conditioner.embedders.0.transformer.")
-        )
-        state.update(
-            open_clip_to_ldm(components["text_encoder_2"].state_dict(), "conditioner.embedders.1.model.")
-        )
-    elif family.name == "sd2":
-        state.update(open_clip_to_ldm(components["text_encoder"].state_dict(), "cond_stage_model.model."))
-    else:
-        state.update(clip_to_ldm(components["text_encoder"].state_dict(), "cond_stage_model.transformer."))
+    for name in family.text_encoders:
+        layout, prefix = text_encoder_layout(family.name, name)
+        to_ldm = clip_to_ldm if layout == "clip" else open_clip_to_ldm
+        state.update(to_ldm(components[name].state_dict(), prefix))
     return {k: v.detach().contiguous() for k, v in state.items()}
 
 

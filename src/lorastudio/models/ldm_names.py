@@ -22,6 +22,7 @@ __all__ = [
     "vae_path_to_ldm",
     "clip_key_to_ldm",
     "open_clip_key_to_ldm",
+    "text_encoder_layout",
 ]
 
 UNET_PREFIX = "model.diffusion_model."
@@ -198,6 +199,24 @@ def vae_path_to_ldm(key: str, num_up_blocks: int) -> str:
                 tail = [names.get(tail[0], tail[0]), *tail[1:]]
             return ".".join([coder, "mid", "attn_1", *tail])
     raise LorastudioError(f"VAE tensor {key!r}: has no LDM name; is this an AutoencoderKL?")
+
+
+# Where each family keeps its text encoders in a single file: (layout, key prefix).
+_TEXT_ENCODERS = {
+    ("sd15", "text_encoder"): ("clip", "cond_stage_model.transformer."),
+    ("sd2", "text_encoder"): ("open_clip", "cond_stage_model.model."),
+    ("sdxl", "text_encoder"): ("clip", "conditioner.embedders.0.transformer."),
+    ("sdxl", "text_encoder_2"): ("open_clip", "conditioner.embedders.1.model."),
+}
+
+
+def text_encoder_layout(family_name: str, component: str) -> tuple[str, str]:
+    """("clip" | "open_clip", key prefix) of a family's text encoder in a single file.
+
+    A family without a single-file layout of its own (Kolors) gets SD1.x's, as the writer has
+    always done.
+    """
+    return _TEXT_ENCODERS.get((family_name, component), _TEXT_ENCODERS[("sd15", "text_encoder")])
 
 
 def clip_key_to_ldm(key: str, prefix: str) -> str:

@@ -34,6 +34,7 @@ from lorastudio.models.ldm_names import (
     VAE_PREFIX,
     clip_key_to_ldm,
     open_clip_key_to_ldm,
+    text_encoder_layout,
     unet_diffusers_to_ldm_path,
     vae_path_to_ldm,
 )
@@ -43,17 +44,9 @@ if TYPE_CHECKING:
 
     from lorastudio.models.families import Family
 
-__all__ = ["SingleFile", "read_diffusers_folder", "read_single_file", "text_encoder_layout"]
+__all__ = ["SingleFile", "read_diffusers_folder", "read_single_file"]
 
 logger = logging.getLogger(__name__)
-
-# Where each family keeps its text encoders in a single file: (layout, key prefix).
-_TEXT_ENCODERS = {
-    ("sd15", "text_encoder"): ("clip", "cond_stage_model.transformer."),
-    ("sd2", "text_encoder"): ("open_clip", "cond_stage_model.model."),
-    ("sdxl", "text_encoder"): ("clip", "conditioner.embedders.0.transformer."),
-    ("sdxl", "text_encoder_2"): ("open_clip", "conditioner.embedders.1.model."),
-}
 
 # Older names of the same tensors: SD1.x files saved with transformers 3 have no `text_model.`.
 _OLD_SPELLINGS = (("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."),)
@@ -61,11 +54,6 @@ _OLD_SPELLINGS = (("cond_stage_model.transformer.text_model.", "cond_stage_model
 _READERS = 2  # one converts while the other waits for pages (reads, page faults)
 
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32"}
-
-
-def text_encoder_layout(family_name: str, component: str) -> tuple[str, str]:
-    """("clip" | "open_clip", key prefix) of a family's text encoder in a single file."""
-    return _TEXT_ENCODERS[(family_name, component)]
 
 
 @dataclass
