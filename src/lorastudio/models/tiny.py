@@ -401,20 +401,14 @@ def build_tiny_model(name: str, folder: str | Path, seed: int = 0) -> Path:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars per component
-    # One thread: the same weights on every machine (thread count changes float sums), and
-    # no OpenMP oversubscription when other processes share the CPU.
-    with single_threaded_torch():
+    with single_threaded_torch():  # also: the same weights on every machine (threads change float sums)
         return _build(name, folder, seed)
 
 
 @contextmanager
 def single_threaded_torch() -> Iterator[None]:
-    """Torch on one thread inside the block, its own thread count again after.
-
-    Tiny models' operations are far too small to gain from a second thread, and with two
-    OpenMP threads on a busy 2-core machine every operation waits for both to be scheduled
-    (a tiny training step measured 28x slower under load).
-    """
+    """Torch on one thread inside the block: tiny models' operations gain nothing from a second, and
+    on a busy 2-core machine two OpenMP threads made a tiny training step up to 28x slower."""
     import torch
 
     threads = torch.get_num_threads()
