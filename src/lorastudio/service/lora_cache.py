@@ -9,7 +9,6 @@ that still holds a LoRA stack see that the next request asks for the same one.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,11 +34,6 @@ def _stamp(path: Path) -> tuple:
     return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
 class LoraFileCache:
     """LoRA files parsed once; `load(path)` gives the same `ParsedLora` while the file is unchanged."""
 
@@ -53,7 +47,7 @@ class LoraFileCache:
     def load(self, path: str | Path) -> ParsedLora:
         """The parsed LoRA at `path` (a peft folder or a partnered HCP file is read every time)."""
         from lorastudio.adapters.detect import load_lora_file
-        from lorastudio.adapters.hashing import lora_short_hash
+        from lorastudio.adapters.hashing import file_sha256, lora_short_hash
 
         path = Path(path)
         if path.is_dir():
@@ -65,7 +59,7 @@ class LoraFileCache:
                 self._entries.move_to_end(digest)
                 return self._entries[digest]
         lora = load_lora_file(path)  # raises the one-line errors for missing or bad files
-        digest = _file_sha256(path)
+        digest = file_sha256(path)
         parsed = ParsedLora(lora, lora_short_hash(path), digest, stamp[1] if stamp else 0)
         self.reads += 1
         if lora.source_format == "hcp" or stamp is None or _stamp(path) != stamp:
