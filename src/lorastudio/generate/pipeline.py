@@ -358,7 +358,6 @@ class _Sampler:
         """
         import torch
 
-
         model = self.model
         context, added = self._text_inputs(cond, uncond, batch, width, height)
         rows = context.shape[0] // batch

@@ -32,7 +32,7 @@ from lorastudio.models.families import (
     family_from_diffusers_config,
     get_family,
 )
-from lorastudio.models.single_file import read_diffusers_folder, read_single_file
+from lorastudio.models.single_file import component_class, read_diffusers_folder, read_single_file
 from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model, is_tiny_name
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
@@ -368,8 +368,6 @@ class _StreamedPipeline:
     """
 
     def __init__(self, folder: Path, family: Family, components: dict[str, Any]) -> None:
-        import importlib
-
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         for name, module in components.items():
             setattr(self, name, module)
@@ -377,12 +375,10 @@ class _StreamedPipeline:
         self.private_modules = {id(module) for module in components.values()}
         tokenizers = ["tokenizer"] + (["tokenizer_2"] if len(family.text_encoders) > 1 else [])
         for name in tokenizers:
-            library, class_name = index[name]
-            cls = getattr(importlib.import_module(library), class_name)
-            setattr(self, name, cls.from_pretrained(str(folder / name), local_files_only=True))
-        library, class_name = index["scheduler"]
-        cls = getattr(importlib.import_module(library), class_name)
-        self.scheduler = cls.from_config(cls.load_config(str(folder / "scheduler")))
+            tokenizer = component_class(index, name).from_pretrained(str(folder / name), local_files_only=True)
+            setattr(self, name, tokenizer)
+        scheduler = component_class(index, "scheduler")
+        self.scheduler = scheduler.from_config(scheduler.load_config(str(folder / "scheduler")))
 
 
 def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):

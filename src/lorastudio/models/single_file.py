@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from lorastudio.models.families import Family
 
-__all__ = ["SingleFile", "read_diffusers_folder", "read_single_file"]
+__all__ = ["SingleFile", "component_class", "read_diffusers_folder", "read_single_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,12 @@ def _sources(component: str, module, family_name: str) -> dict[str, _Source]:
     return sources
 
 
+def component_class(index: dict, name: str) -> type:
+    """The class `model_index.json` names for component `name` (e.g. transformers' CLIPTextModel)."""
+    library, class_name = index[name]
+    return getattr(importlib.import_module(library), class_name)
+
+
 def _empty_modules(folder: Path, family: Family) -> dict[str, Any]:
     """UNet, VAE and text encoders built from `folder`'s configs with meta parameters (no memory)."""
     from accelerate import init_empty_weights
@@ -103,8 +109,8 @@ def _empty_modules(folder: Path, family: Family) -> dict[str, Any]:
     modules = {}
     with init_empty_weights(include_buffers=False):
         for name in ("unet", "vae", *family.text_encoders):
-            library, class_name = index[name]
-            cls = getattr(importlib.import_module(library), class_name)
+            library, _ = index[name]
+            cls = component_class(index, name)
             if library == "diffusers":
                 modules[name] = cls.from_config(cls.load_config(str(folder / name)))
             else:
@@ -113,7 +119,7 @@ def _empty_modules(folder: Path, family: Family) -> dict[str, Any]:
 
 
 class _Reader:
-    """Reads tensors of a .safetensors file by key, each into memory of its own or a reused buffer."""
+    """Reads tensors of a .safetensors file by key: views of the mapped file, or memory of their own."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -155,7 +161,7 @@ class _Reader:
 
         entry = self.entry(key)
         start, end = entry["data_offsets"]
-        dtype = getattr(torch, _DTYPES.get(entry.get("dtype"), ""), None)
+        dtype = self.file_dtype(key)
         if dtype is None:
             raise _LayoutMismatch(f"tensor {key!r} has dtype {entry.get('dtype')!r}")
         if end == start:
