@@ -8,6 +8,7 @@ targets (attention / feed-forward / proj Linear and 1x1 convs of the transformer
 encoder q/k/v/out/fc1/fc2, with alpha), then times, interleaved:
 
   (a) diffusers: `load_lora_weights(file, adapter_name=...)` x3 + `set_adapters` + `unload_lora_weights`
+  (b0) lorastudio first stack: files read, and the model's first patch (no spare memory yet)
   (b) lorastudio cold: files read (parsed-file cache emptied) + applied + restored
   (c) lorastudio warm: parsed files cached, applied + restored
   (d) the same stack again on a model that still holds it (lingering patch: nothing to do)
@@ -152,6 +153,7 @@ def main() -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from lorastudio.adapters import applied_loras
+    from lorastudio.adapters.lora_stack import patcher_for
     from lorastudio.adapters.patch import lingering_loras
     from lorastudio.service.lora_cache import LoraFileCache
 
@@ -175,13 +177,19 @@ def main() -> None:
     cache = LoraFileCache()
 
     def request(paths) -> list:
-        return [(cache.load(p).lora, w, w) for p, w in zip(paths, weights, strict=True)]
+        return [(parsed.lora, w, w) for parsed, w in zip(cache.load_many(paths), weights, strict=True)]
 
     def diffusers_stack() -> None:
         for path, name in zip(stack_a, names, strict=True):
             pipe.load_lora_weights(str(path), adapter_name=name)
         pipe.set_adapters(names, weights)
         pipe.unload_lora_weights()
+
+    def ours_first() -> None:
+        cache.clear()
+        patcher_for(components).release_spares()  # fresh memory for every patched weight
+        with applied_loras(components, request(stack_a)):
+            pass
 
     def ours_cold() -> None:
         cache.clear()
@@ -219,6 +227,7 @@ def main() -> None:
 
     rows = {"(a) diffusers load x3 + set_adapters + unload": diffusers_stack} if pipe is not None else {}
     rows["(f) floor: the merge's GEMMs alone (addmm per layer)"] = gemm_floor(components, request(stack_a))
+    rows["(b0) lorastudio first stack: read + apply + restore"] = ours_first
     rows["(b) lorastudio cold: read + apply + restore"] = ours_cold
     rows["(c) lorastudio warm parsed cache: apply + restore"] = ours_warm
     timings = {label: [] for label in rows}

@@ -110,7 +110,7 @@ def test_loading_an_hcp_pair_reads_each_half_once(hcp_pair, monkeypatch):
 
     folder, _, _ = hcp_pair
     real, reads = checkpoint.read_safetensors_private, []
-    monkeypatch.setattr(checkpoint, "read_safetensors_private", lambda path: reads.append(path.name) or real(path))
+    monkeypatch.setattr(checkpoint, "read_safetensors_private", lambda path, *data: reads.append(path.name) or real(path, *data))
     lora = load_lora_file(folder / "unet-1000.safetensors")
     assert lora.components() == {"unet", "text_encoder"}
     assert sorted(reads) == ["text_encoder-1000.safetensors", "unet-1000.safetensors"]

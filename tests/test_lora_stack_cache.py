@@ -261,3 +261,63 @@ def test_in_place_stacks_keep_every_weight_at_its_address_and_equal_swapped_ones
     with applied_loras(components, [(b, 1.0, 1.0)]):
         pass
     assert_bit_exact(components, before)
+
+
+def test_a_new_stack_after_a_restore_reuses_the_patch_memory_and_gives_the_same_weights(components):
+    """Fresh pages cost a CPU more than the merge itself: a restored patch's tensor is the next one's."""
+    a = lora_on(components, ("attn1.to_q", "conv1"), seed=1)
+    b = lora_on(components, ("attn2.to_k", "conv1"), seed=2)
+    before = weights(components)
+    conv = next(layer for path, layer in layers(components, "unet", "conv1"))
+    with applied_loras(components, [(a, 1.0, 1.0)]):
+        first_address = conv.weight.data_ptr()
+    patcher = patcher_for(components)
+    assert_bit_exact(components, before)
+    spare_bytes = patcher.held_bytes()
+    assert spare_bytes > 0 and patcher.patched_layers == 0  # the spares, nothing patched
+    with applied_loras(components, [(b, 1.0, 1.0), (a, 0.5, 0.5)]):
+        assert conv.weight.data_ptr() == first_address  # the spare's memory, no fresh pages
+        reused = weights(components)
+        assert patcher.held_bytes() > 0
+    patcher.release_spares()
+    assert patcher.held_bytes() == 0
+    with applied_loras(components, [(b, 1.0, 1.0), (a, 0.5, 0.5)]):
+        assert_bit_exact(components, reused)  # new memory, the same weights
+    assert_bit_exact(components, before)
+
+
+def test_model_bytes_count_what_the_patcher_holds(tiny_workspace):
+    from lorastudio.service.model_cache import ModelCache, model_bytes
+
+    model = ModelCache(tiny_workspace).get("tiny-sd15", "cpu", None)
+    components = {"unet": model.unet, "text_encoder": model.text_encoders[0]}
+    plain = model_bytes(model)
+    a = lora_on(components, ("to_q",), seed=1)
+    with lingering_loras(components, [(a, 1.0, 1.0)]) as patcher:
+        held = patcher.held_bytes()
+    originals = sum(layer.weight.numel() * 4 for c in ("unet", "text_encoder") for _, layer in layers(components, c, "to_q"))
+    assert held == originals and model_bytes(model) == plain + held
+    with lingering_loras(components, [], in_place=True) as patcher:
+        assert patcher.held_bytes() == 0  # in place keeps no spares
+
+
+def test_load_many_reads_each_new_file_once_in_order_with_the_hashes_a1111_prints(components, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from lorastudio.adapters.hashing import file_sha256, lora_short_hash
+
+    files = [write_lora(components, tmp_path / f"{i}.safetensors", seed=i) for i in range(3)]
+    bare = tmp_path / "bare.safetensors"  # no sshs_model_hash stored: the tensor bytes are hashed
+    save_file(load_file(files[0]), bare)
+    cache = LoraFileCache()
+    parsed = cache.load_many([files[2], bare, files[0], files[2]])
+    assert cache.reads == 3  # files[2] asked twice, read once
+    assert parsed[0] is parsed[3]
+    for path, entry in zip([files[2], bare, files[0]], parsed, strict=False):
+        assert entry.sha256 == file_sha256(path) and entry.short_hash == lora_short_hash(path)
+        assert entry.size == path.stat().st_size
+    assert parsed[1].lora.modules.keys() == parsed[2].lora.modules.keys()
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 7)
+    with pytest.raises(LorastudioError, match="broken.safetensors"):
+        cache.load_many([files[1], broken, tmp_path / "missing.safetensors"])

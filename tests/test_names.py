@@ -285,7 +285,7 @@ def test_the_outside_lora_is_never_read_and_a_plain_name_still_works(studio, out
 
     read = []
     real = checkpoint.read_safetensors_private
-    monkeypatch.setattr(checkpoint, "read_safetensors_private", lambda p: (read.append(p), real(p))[1])
+    monkeypatch.setattr(checkpoint, "read_safetensors_private", lambda p, *data: (read.append(p), real(p, *data))[1])
     with TestClient(create_app(studio), raise_server_exceptions=False) as client:
         body = {**TINY, "seed": 3, "prompt": "red"}
         plain = client.post("/sdapi/v1/txt2img", json=body)

@@ -77,8 +77,11 @@ def lora_from_state_dict(
     return lora_from_hcp_state_dicts(state_dict, None, source)  # each key says which half it is
 
 
-def load_lora_file(path: str | Path) -> LoraFile:
-    """Read any supported LoRA (file or peft folder) into a `LoraFile`, format detected."""
+def load_lora_file(path: str | Path, data: bytes | None = None) -> LoraFile:
+    """Read any supported LoRA (file or peft folder) into a `LoraFile`, format detected.
+
+    `data`: the file's bytes when the caller has read them already (it hashes them too).
+    """
     from lorastudio.adapters.hcp import is_hcp_state_dict, load_hcp
     from lorastudio.adapters.peft_format import load_peft_folder
     from lorastudio.models.checkpoint import read_safetensors_private
@@ -93,7 +96,7 @@ def load_lora_file(path: str | Path) -> LoraFile:
             f"{path.name}: only .safetensors LoRAs are read (.pt/.ckpt are pickles that can run code); "
             "convert it to .safetensors in a trusted environment."
         )
-    state, metadata = read_safetensors_private(path)  # never memory-mapped: the file may change
+    state, metadata = read_safetensors_private(path, data)  # never memory-mapped: the file may change
     keys = list(state)
     if is_hcp_state_dict(keys):
         return load_hcp(path, state=state)  # the partner half is read by name

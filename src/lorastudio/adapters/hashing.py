@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -26,6 +27,7 @@ __all__ = [
     "safetensors_model_hash",
     "legacy_hash",
     "lora_short_hash",
+    "lora_short_hash_of_bytes",
     "state_dict_hashes",
     "add_hashes_to_metadata",
 ]
@@ -65,6 +67,13 @@ def safetensors_model_hash(path: str | Path) -> str:
 def legacy_hash(path: str | Path) -> str:
     with open(path, "rb") as stream:
         return _legacy(stream)
+
+
+def lora_short_hash_of_bytes(data: bytes) -> str:
+    """`lora_short_hash` of a .safetensors file already in memory (read once, parsed and hashed)."""
+    header_len = struct.unpack("<Q", data[:8])[0]
+    stored = (json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}).get("sshs_model_hash")
+    return (stored or hashlib.sha256(memoryview(data)[8 + header_len :]).hexdigest())[:12]
 
 
 def lora_short_hash(path: str | Path) -> str:

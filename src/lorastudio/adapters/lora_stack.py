@@ -26,7 +26,7 @@ from lorastudio.errors import LorastudioError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "patcher_for"]
+__all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "held_bytes", "patcher_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,10 +176,21 @@ class LoraPatcher:
         self.in_place = False
         self.touched = 0  # layers the last `apply` changed (patched, re-patched or restored)
         self.updates = 0  # module updates the last `apply` asked for (one per LoRA per layer)
+        # A restored layer's patched CPU tensor, kept as the memory of its next patch: fresh
+        # pages cost more than the merge's GEMM on a CPU (CUDA's caching allocator keeps its own).
+        self._spares: dict[int, torch.Tensor] = {}
 
     @property
     def patched_layers(self) -> int:
         return len(self._patched)
+
+    def held_bytes(self) -> int:
+        """Memory held beside the model's parameters: the originals of patched layers, and spares."""
+        kept = [t for state in self._patched.values() for t in (state.original_weight, state.original_bias)]
+        return sum(t.numel() * t.element_size() for t in [*kept, *self._spares.values()] if t is not None)
+
+    def release_spares(self) -> None:
+        self._spares.clear()
 
     def apply(
         self, components: dict[str, torch.nn.Module], loras: Sequence[LoraRequest], in_place: bool = False
@@ -197,6 +208,7 @@ class LoraPatcher:
         if in_place != self.in_place:
             touched += self.restore()  # the layers patched the other way go back first
             self.in_place = in_place
+            self._spares.clear()  # in place, patches need no memory of their own
         try:
             wanted = self._plan(components, loras)
             self.updates = sum(len(contributions) for _, contributions in wanted.values())
@@ -227,6 +239,7 @@ class LoraPatcher:
     def commit(self) -> None:
         """Keep the patched weights for good (a merge): the originals are let go."""
         self._patched.clear()
+        self._spares.clear()
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -290,7 +303,8 @@ class LoraPatcher:
             self._patched[key] = state
         state.signature = ()  # until the new weight is complete
         if all(isinstance(m, LoraModule) for m, _, _ in contributions):
-            fused = _fused_weight(state.original_weight, contributions, state.weight)
+            out = state.weight if state.weight is not None else self._spare(key, state.original_weight)
+            fused = _fused_weight(state.original_weight, contributions, out)
             if fused is not None:
                 self._put_back_bias(state)
                 if not self.in_place:
@@ -325,6 +339,12 @@ class LoraPatcher:
         for module, strength, label in contributions:
             add_module_update(module, layer, strength, label)
 
+    def _spare(self, key: int, like: torch.Tensor) -> torch.Tensor | None:
+        spare = self._spares.pop(key, None)
+        if spare is None or (spare.shape, spare.dtype, spare.device) != (like.shape, like.dtype, like.device):
+            return None
+        return spare
+
     def _put_back_bias(self, state: _Patched) -> None:
         if state.bias is not None:
             if self.in_place:
@@ -348,12 +368,22 @@ class LoraPatcher:
                 state.layer.weight.data.copy_(state.original_weight)
             else:
                 state.layer.weight.data = state.original_weight
+                if state.weight is not None and state.weight.device.type == "cpu":
+                    self._spares[key] = state.weight
             self._put_back_bias(state)
             del self._patched[key]
 
 
 _PATCHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PATCHERS_LOCK = threading.Lock()
+
+
+def held_bytes(components: dict[str, torch.nn.Module]) -> int:
+    """What the model's patcher holds beside its parameters (0 when none was made for it)."""
+    modules = [components[name] for name in COMPONENTS if name in components]
+    with _PATCHERS_LOCK:
+        patcher = next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
+    return patcher.held_bytes() if patcher is not None else 0
 
 
 def patcher_for(components: dict[str, torch.nn.Module]) -> LoraPatcher:

@@ -90,19 +90,20 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     return dict(read_safetensors_header(path).get("__metadata__") or {})
 
 
-def read_safetensors_private(path: Path) -> tuple[dict, dict[str, str]]:
+def read_safetensors_private(path: Path, data: bytes | None = None) -> tuple[dict, dict[str, str]]:
     """All tensors and the metadata of a .safetensors file, in private memory.
 
     safetensors' own loaders memory-map the file: replacing or truncating it while the
     tensors live kills the process with SIGBUS. Reading the bytes first costs one copy and
-    leaves no tie to the file.
+    leaves no tie to the file. `data`: the file's bytes when the caller has read them (to hash them).
     """
     import struct
 
     from safetensors.torch import load
 
     path = Path(path)
-    data = path.read_bytes()
+    if data is None:
+        data = path.read_bytes()
     try:
         header_len = struct.unpack("<Q", data[:8])[0]
         metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}

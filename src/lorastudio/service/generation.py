@@ -174,11 +174,10 @@ def run_generation(
         # Kolors' ChatGLM has no clip skip: ignored, and the infotext says what was used.
         cfg = cfg.model_copy(update={"clip_skip": 1})
     loras, lora_info = [], []
-    for net in networks:
-        if net.kind not in {"lora", "lyco"}:
-            continue
-        path = (lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names)
-        parsed = parsed_lora_files().load(path)  # a known file is a stat and a lookup
+    nets = [net for net in networks if net.kind in {"lora", "lyco"}]
+    paths = [(lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names) for net in nets]
+    # A known file is a stat and a lookup; new ones are read two at a time.
+    for net, path, parsed in zip(nets, paths, parsed_lora_files().load_many(paths), strict=True):
         check_lora_family(parsed.lora, model.family, name=str(path))
         loras.append((parsed.lora, net.te_weight, net.unet_weight))
         lora_info.append(

@@ -9,8 +9,10 @@ that still holds a LoRA stack see that the next request asks for the same one.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from lorastudio.adapters.lora_file import LoraFile
 __all__ = ["DEFAULT_MAX_BYTES", "LoraFileCache", "ParsedLora", "parsed_lora_files"]
 
 DEFAULT_MAX_BYTES = 2 * 2**30
+_READERS = 2  # files read at once by `load_many`
 
 
 @dataclass(frozen=True)
@@ -46,29 +49,54 @@ class LoraFileCache:
 
     def load(self, path: str | Path) -> ParsedLora:
         """The parsed LoRA at `path` (a peft folder or a partnered HCP file is read every time)."""
-        from lorastudio.adapters.detect import load_lora_file
-        from lorastudio.adapters.hashing import file_sha256, lora_short_hash
+        return self.load_many([path])[0]
 
-        path = Path(path)
-        if path.is_dir():
-            return ParsedLora(load_lora_file(path), lora_short_hash(path), "", 0)
+    def load_many(self, paths: list[str | Path]) -> list[ParsedLora]:
+        """The parsed LoRAs at `paths`, in order; the files not known yet are read two at a time
+        (reading, parsing and hashing release the GIL). The first bad file's error is raised."""
+        paths = [Path(p) for p in paths]
+        known = [self._known(path) for path in paths]
+        missing = list(dict.fromkeys(path for path, parsed in zip(paths, known, strict=True) if parsed is None))
+        if len(missing) > 1:
+            with ThreadPoolExecutor(_READERS, thread_name_prefix="lorastudio-lora") as pool:
+                read = dict(zip(missing, pool.map(self._read, missing), strict=True))
+        else:
+            read = {path: self._read(path) for path in missing}
+        return [parsed or read[path] for path, parsed in zip(paths, known, strict=True)]
+
+    def _known(self, path: Path) -> ParsedLora | None:
         stamp = _stamp(path) if path.is_file() else None
         with self._lock:
             digest = self._stamps.get(stamp) if stamp else None
             if digest in self._entries:
                 self._entries.move_to_end(digest)
                 return self._entries[digest]
-        lora = load_lora_file(path)  # raises the one-line errors for missing or bad files
-        digest = file_sha256(path)
-        parsed = ParsedLora(lora, lora_short_hash(path), digest, stamp[1] if stamp else 0)
+        return None
+
+    def _read(self, path: Path) -> ParsedLora:
+        """Read, parse and hash one file from a single read of its bytes, and keep it."""
+        from lorastudio.adapters.detect import load_lora_file
+        from lorastudio.adapters.hashing import lora_short_hash, lora_short_hash_of_bytes
+
+        if path.is_dir():
+            return ParsedLora(load_lora_file(path), lora_short_hash(path), "", 0)
+        if not path.is_file() or path.suffix.lower() != ".safetensors":
+            load_lora_file(path)  # raises the one-line error (missing file, pickle format)
+        stamp = _stamp(path)
+        data = path.read_bytes()
+        with ThreadPoolExecutor(1, thread_name_prefix="lorastudio-hash") as hasher:
+            whole = hasher.submit(lambda: hashlib.sha256(data).hexdigest())  # beside the parse
+            short = hasher.submit(lora_short_hash_of_bytes, data)
+            lora = load_lora_file(path, data)  # raises the one-line error for a bad file
+            parsed = ParsedLora(lora, short.result(), whole.result(), len(data))
         self.reads += 1
-        if lora.source_format == "hcp" or stamp is None or _stamp(path) != stamp:
+        if lora.source_format == "hcp" or _stamp(path) != stamp:
             return parsed  # HCP reads a partner file; a file changing under us is not kept
         with self._lock:
-            parsed = self._entries.setdefault(digest, parsed)
-            self._entries.move_to_end(digest)
+            parsed = self._entries.setdefault(parsed.sha256, parsed)
+            self._entries.move_to_end(parsed.sha256)
             self._stamps = {s: d for s, d in self._stamps.items() if s[0] != stamp[0]}
-            self._stamps[stamp] = digest
+            self._stamps[stamp] = parsed.sha256
             self._evict()
         return parsed
 

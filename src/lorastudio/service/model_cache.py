@@ -30,10 +30,14 @@ _STAMPED_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json", ".
 
 
 def model_bytes(model) -> int:
-    """Bytes of weights a loaded model holds (all components, and the ControlNets cached beside it)."""
+    """Bytes of weights a loaded model holds (all components, the ControlNets cached beside it,
+    and what its LoRA patcher keeps: originals of patched layers, spare patch memory)."""
+    from lorastudio.adapters.lora_stack import held_bytes
+
     controlnets = getattr(model, "extra", {}).get("controlnets", {})
     modules = [*model.components.values(), *(entry.model for entry in controlnets.values())]
-    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    return weights + held_bytes(model.components)
 
 
 def file_stamp(path: Path | None) -> tuple:
