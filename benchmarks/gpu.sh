@@ -29,3 +29,6 @@ step generate 240 "$PY" benchmarks/generate.py --shape sd15-full --sizes 512 --s
 step compile 420 "$PY" benchmarks/compile.py --model "$HOME/.cache/lorastudio-bench/random-sd15-fp16.safetensors" \
     --size 512 --steps 30 --repeats 3 --device cuda
 step train 420 "$PY" benchmarks/train.py --shapes sd15,sdxl --resolutions 512 --batch 1 --steps 20 --warmup 5
+# The CUDA-only tests: pinned async copies, losses read a step late, no host sync inside a
+# training step (torch's sync debug mode), compiled models with LoRAs patched in place.
+step cuda-tests 300 "$PY" -m pytest -p no:cacheprovider -q tests/test_train_async_steps.py tests/test_compile.py

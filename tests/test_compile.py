@@ -55,3 +55,33 @@ def test_unknown_compile_backend_is_refused(tiny_workspace):
     model = ModelCache(tiny_workspace).get("tiny-sd15")
     with pytest.raises(ValueError, match="choose one of"):
         compile_model(model, tiny_workspace.cache, "tensorrt")
+
+
+@pytest.mark.slow
+def test_training_with_a_compiled_unet_writes_the_plain_lora(workspace, tiny_models_dir, tmp_path, capfd):
+    """`train.torch_compile` (kohya torch_compile / dynamo_backend): same steps, same file, same names."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lorastudio.service.training import run_training
+    from lorastudio.train.kohya_config import import_kohya_config, kohya_yaml_config
+    from training_helpers import tiny_train_config, write_images
+
+    (workspace.models / "tiny-sd15").symlink_to(tiny_models_dir / "tiny-sd15", target_is_directory=True)
+    data = write_images(tmp_path / "red", [((230, 20 + i, 25), "zqx") for i in range(4)])
+
+    def run(name: str, *extra: str) -> dict:
+        cfg = tiny_train_config(data, "zqx", "train.steps=3", "lora.rank=4", "seed=3", f"output.name={name}", *extra)
+        return load_file(run_training(workspace, cfg, progress=True)["lora"])
+
+    plain = run("plain")
+    assert "compile:" not in capfd.readouterr().err
+    compiled = run("compiled", "train.torch_compile=true", "train.dynamo_backend=eager")
+    assert "compile: UNet with torch.compile (eager)" in capfd.readouterr().err
+    assert plain.keys() == compiled.keys()
+    for key in plain:
+        torch.testing.assert_close(compiled[key], plain[key], rtol=1e-5, atol=1e-6, msg=key)
+    toml = tmp_path / "kohya.toml"
+    toml.write_text('torch_compile = true\ndynamo_backend = "EAGER"\n')
+    train = kohya_yaml_config(import_kohya_config(toml))["train"]
+    assert (train["torch_compile"], train["dynamo_backend"]) == (True, "eager")

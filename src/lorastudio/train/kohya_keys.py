@@ -211,6 +211,8 @@ KOHYA_KEYS: dict[str, Rule] = {
     "full_fp16": Rule(None, _when_false("pure fp16 weights are not supported; use mixed_precision", "off")),
     "full_bf16": Rule(None, _when_false("pure bf16 weights are not supported; use mixed_precision", "off")),
     "gradient_checkpointing": Rule("train.gradient_checkpointing"),
+    "torch_compile": Rule("train.torch_compile"),
+    "dynamo_backend": Rule("train.dynamo_backend", str.lower),
     "seed": Rule("seed"),
     "clip_skip": Rule("clip_skip"),
     "max_token_length": _not_mapped("captions are encoded in one 77-token chunk"),

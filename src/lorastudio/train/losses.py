@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from lorastudio.train.async_steps import to_device
 from lorastudio.train.data import TrainImage, color_jitter
 from lorastudio.train.latents import LatentCache, encode_image
 from lorastudio.train.noise import training_noise
@@ -33,7 +34,7 @@ def time_ids(images: list[TrainImage], batch: Batch, device: torch.device) -> to
         img = images[index]
         (w, h), (top, left), (bw, bh) = img.size, img.crop, img.bucket
         rows.append([h, w, top, left, bh, bw])
-    return torch.tensor(rows, dtype=torch.float32, device=device)
+    return to_device(torch.tensor(rows, dtype=torch.float32), device)
 
 
 def snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
@@ -89,7 +90,7 @@ class DenoisingLoss:
         if color_aug:
             latents = color_augmented_latents(model.vae, images, batch, seed).to(device)
         else:
-            latents = torch.stack([cache.get(i, flipped) for i, flipped in batch]).to(device)
+            latents = to_device(torch.stack([cache.get(i, flipped) for i, flipped in batch]), device)
         generator = torch.Generator(device=device).manual_seed(seed)
         noise = training_noise(
             latents.shape,

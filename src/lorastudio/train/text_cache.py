@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lorastudio.train.async_steps import to_device
 from lorastudio.train.text import encode_text
 
 __all__ = ["TextEncoderCache", "CaptionEncoder", "text_cache_key"]
@@ -107,6 +108,6 @@ class CaptionEncoder:
                 self.memory.clear()
             self.fill(missing)
         device = self.model.device
-        embeds = torch.stack([self.memory[c][0] for c in captions]).to(device)
+        embeds = to_device(torch.stack([self.memory[c][0] for c in captions]), device)
         pooled = [self.memory[c][1] for c in captions]
-        return embeds, torch.stack(pooled).to(device) if pooled[0] is not None else None
+        return embeds, to_device(torch.stack(pooled), device) if pooled[0] is not None else None

@@ -147,6 +147,16 @@ class TrainSection(StrictModel):
         False,
         description="Recompute activations in the backward pass: less memory, slower (kohya gradient_checkpointing).",
     )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile the UNet for training (kohya torch_compile): each bucket shape compiles"
+        " once (static shapes), later steps run the fused code; pays off on a GPU over hundreds of steps.",
+    )
+    dynamo_backend: Literal["inductor", "eager", "aot_eager"] = Field(
+        "inductor",
+        description="The torch.compile backend (kohya dynamo_backend); eager and aot_eager trace without"
+        " generating code (debugging).",
+    )
     min_snr_gamma: float | None = Field(
         None,
         gt=0,

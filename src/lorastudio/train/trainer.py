@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from lorastudio.errors import LorastudioError
+from lorastudio.train.async_steps import LaggedReadout
 from lorastudio.train.checkpoints import (
     check_checkpoint_space,
     clean_partial_folders,
@@ -54,6 +55,7 @@ from lorastudio.train.runs import TrainPaths
 from lorastudio.train.text import TriggerEmbedding, build_caption
 from lorastudio.train.text_cache import CaptionEncoder, TextEncoderCache, text_cache_key
 from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables, unet_dtype_bridge
+from lorastudio.train.unet_setup import set_up_unet
 
 __all__ = ["Trainer", "Callback"]
 
@@ -119,14 +121,6 @@ class Trainer:
         except LorastudioError:
             return None  # _load_model says what is wrong
         return peek_family(where)
-
-    def _gradient_checkpointing(self) -> bool:
-        """The config's choice; left unset, the family's on a GPU (Kolors: on)."""
-        train = self.cfg.train
-        if "gradient_checkpointing" in train.model_fields_set:
-            return train.gradient_checkpointing
-        on_gpu = self.accelerator.device.type == "cuda"
-        return train.gradient_checkpointing or (on_gpu and self.model.family.train_gradient_checkpointing)
 
     def _load_model(self):
         from lorastudio.models.loading import load_model
@@ -254,13 +248,9 @@ class Trainer:
             encode=self.caption_encoder,
             autocast=self.accelerator.autocast,
         )
-        if self._gradient_checkpointing():
-            self.model.unet.enable_gradient_checkpointing()
-            if self._text_trains:
-                for encoder in self.model.text_encoders:
-                    encoder.gradient_checkpointing_enable()
-                    encoder.train()  # transformers checkpoints only in training mode (CLIP has no dropout)
-        self._select_attention()
+        self.attention = set_up_unet(
+            self.cfg, self.model, self.accelerator.device.type, self._text_trains, self.paths.cache, self._say
+        )
         self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
         if self.cfg.data.color_aug:
             # As in kohya, colour augmentation and cached latents exclude each other.
@@ -298,14 +288,6 @@ class Trainer:
         # The scheduler is stepped by hand (once per optimizer step on every process).
         self.optimizer = self.accelerator.prepare(optimizer)
         self.accelerator.register_for_checkpointing(TrainableState(self), self.lr_scheduler)
-
-    def _select_attention(self) -> None:
-        """`train.attention`: SDPA, or xformers when installed; the choice is printed with the run."""
-        from lorastudio.train.attention import ATTENTION_LABELS, apply_attention, resolve_attention
-
-        self.attention = resolve_attention(self.cfg.train.attention, self.accelerator.device.type)
-        apply_attention(self.model.unet, self.attention)
-        self._say(f"attention: {ATTENTION_LABELS[self.attention]}")
 
     def _check_checkpoint_space(self) -> None:
         if self.cfg.trains_full_unet:
@@ -380,6 +362,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         started, first_step = time.perf_counter(), self.step
+        losses = LaggedReadout()  # each step's loss read a step late: no wait on the GPU per step
+
+        def report(ready: list) -> None:
+            for (step, lr), loss in ready:
+                self._after_step(log, bar, step, lr, loss, started, first_step)
+
         try:
             while self.step < self.total_steps:
                 total_loss = torch.zeros((), device=acc.device)
@@ -397,13 +385,15 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update()
                 self.step += 1
-                self._after_step(log, bar, float(acc.reduce(total_loss, "mean")), started, first_step)
+                report(losses.push((self.step, self.lr_scheduler.get_last_lr()[0]), acc.reduce(total_loss, "mean")))
                 if self._checkpoint_due(self.step) or self.step == stop_at_step:
+                    report(losses.flush())  # the log is complete up to the checkpoint it resumes from
                     self.save_checkpoint()
                 if cfg.samples.prompts and self._samples_due(self.step):
                     self.write_samples()
                 if stop_at_step is not None and self.step >= stop_at_step and self.step < self.total_steps:
                     return False
+            report(losses.flush())
         finally:
             bar.close()
         return True
@@ -423,18 +413,17 @@ class Trainer:
         every = self.cfg.samples.every_steps
         return step % every == 0 if every else self._checkpoint_due(step)
 
-    def _after_step(self, log: RunLog | None, bar, loss: float, started: float, first_step: int) -> None:
-        lr = self.lr_scheduler.get_last_lr()[0]
-        done = self.step - first_step
+    def _after_step(
+        self, log: RunLog | None, bar, step: int, lr: float, loss: float, started: float, first_step: int
+    ) -> None:
+        done = step - first_step
         rate = done / max(time.perf_counter() - started, 1e-9)
-        eta = (self.total_steps - self.step) / rate if rate else None
+        eta = (self.total_steps - step) / rate if rate else None
         record = {
-            "step": self.step,
+            "step": step,
             "loss": loss,
             "lr": lr,
-            "epoch": self.schedule.epoch_of(
-                self.step * self.cfg.train.grad_accum * self.accelerator.num_processes - 1
-            ),
+            "epoch": self.schedule.epoch_of(step * self.cfg.train.grad_accum * self.accelerator.num_processes - 1),
         }
         if log is not None:
             log.write(record)
@@ -443,7 +432,7 @@ class Trainer:
         self._emit(
             {
                 "event": "step",
-                "step": self.step,
+                "step": step,
                 "total": self.total_steps,
                 "loss": loss,
                 "lr": lr,
