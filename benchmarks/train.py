@@ -1,7 +1,7 @@
 """Training benchmark: lorastudio's trainer against a plain diffusers + peft LoRA loop.
 
     .venv/bin/python benchmarks/train.py [--model tiny-sd15] [--resolutions 64] [--rank 8]
-                                         [--batch 4] [--steps 30] [--shapes sd15,sdxl]
+                                         [--batch 4] [--steps 30] [--shapes sd15,sdxl] [--repeats 3]
     .venv/bin/python benchmarks/train.py --shapes sd15 --resolutions 64,256 --batch 1 \
                                          --steps 5 --warmup 1 --models-dir ~/.cache/lorastudio-bench
 
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,16 +193,28 @@ def _rate(times: list[float], warmup: int) -> float:
 
 
 def compare(args, model: str, root: Path, resolution: int) -> dict:
-    results = {}
+    """`--repeats` pairs of runs, alternating which goes first (ABBA...): a slow spell of a shared
+    machine hits both alike. Steps/s: the median of each side; ratio: lorastudio / plain (> 1: faster)."""
+    samples: dict[str, list[dict]] = {"lorastudio": [], "plain": []}
     data = make_images(root / f"data-{resolution}", args.images, resolution)
-    for which in ("lorastudio", "plain"):
-        cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
-               "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
-               "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
-        results[which] = json.loads(done.stdout.strip().splitlines()[-1])
+    for repeat in range(args.repeats):
+        order = ("lorastudio", "plain") if repeat % 2 == 0 else ("plain", "lorastudio")
+        for which in order:
+            cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
+                   "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
+                   "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
+            samples[which].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results = {
+        which: {
+            "steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
+            "peak_mb": max(r["peak_mb"] for r in runs),
+            "all_steps_per_s": [round(r["steps_per_s"], 4) for r in runs],
+        }
+        for which, runs in samples.items()
+    }
     ratio = results["lorastudio"]["steps_per_s"] / results["plain"]["steps_per_s"]
     return {
         "model": model,
@@ -223,6 +236,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="pairs of runs, alternating which goes first")
     parser.add_argument("--shapes", default="", help="comma list of sd15,sdxl random-weight models")
     parser.add_argument("--models-dir", default=None, help="keep the random-weight models here between runs")
     parser.add_argument("--which", choices=["lorastudio", "plain"], help=argparse.SUPPRESS)
@@ -242,7 +256,8 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row))
         print(
-            f"{Path(row['model']).name} {row['resolution']} px: lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
+            f"{Path(row['model']).name} {row['resolution']} px (median of {args.repeats}): "
+            f"lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
             f"({row['lorastudio_peak_mb']:.0f} MB) vs plain {row['plain_steps_per_s']:.2f} steps/s "
             f"({row['plain_peak_mb']:.0f} MB); ratio {row['speed_ratio']:.2f}"
         )
