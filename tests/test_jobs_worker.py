@@ -229,3 +229,27 @@ def test_killed_worker_job_finishes_on_the_other_worker_exactly_once(queue_url, 
     assert [e.type for e in store.events(long.id)].count("started") == 2
     assert "requeued" in [e.type for e in store.events(long.id)]
     store.close()
+
+
+def test_worker_compile_gives_its_jobs_a_compiling_model_cache(workspace, monkeypatch):
+    """`lorastudio worker --compile`: the jobs' shared model cache compiles what it loads, as `serve --compile`."""
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+    from lorastudio.service.jobs.worker import Worker
+
+    seen = {}
+
+    def run_once(self) -> int:
+        seen["cache"] = self.cache.get("model_cache")
+        return 0
+
+    monkeypatch.setattr(Worker, "run", run_once)
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # keep pytest's own handlers
+    monkeypatch.setenv("LORASTUDIO_HOME", str(workspace.root))
+    _register()
+    done = CliRunner().invoke(app, ["worker", "--compile"])
+    assert done.exit_code == 0, done.output
+    assert seen["cache"].compile_backend == "inductor" and seen["cache"].names.strict
+    done = CliRunner().invoke(app, ["worker"])
+    assert done.exit_code == 0 and seen["cache"] is None  # made on first use, uncompiled (job_steps.model_cache_of)

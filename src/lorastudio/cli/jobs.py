@@ -171,6 +171,12 @@ def worker(
         help="Let jobs name Hugging Face hub ids (only while online), as `serve --allow-hub-ids`; "
         "otherwise every name is a file in the workspace.",
     ),
+    compile_models: bool = typer.Option(
+        False,
+        "--compile",
+        help="torch.compile each loaded model's UNet and VAE decoder, as `serve --compile` (CUDA graphs on a "
+        "GPU); the first image of each size pays the compile, later launches reuse studio/cache/torch-compile.",
+    ),
 ) -> None:
     """Run jobs from the queue until SIGTERM/Ctrl-C (a running job is handed back to the queue)."""
     from lorastudio.service.database import ensure_database_healthy
@@ -192,5 +198,6 @@ def worker(
         workspace=ws,
         registry=install(HandlerRegistry()),
         names=NamePolicy(strict=True, allow_hub_ids=allow_hub_ids),
+        compile_backend="inductor" if compile_models else None,
     )
     typer.echo(f"worker stopped after {ran} job(s)", err=True)

@@ -279,8 +279,11 @@ def run_worker_process(
     workspace: Workspace | None = None,
     registry: HandlerRegistry | None = None,
     names: Any = None,
+    compile_backend: str | None = None,
 ) -> int:
     """`lorastudio worker`: run until SIGTERM/SIGINT, then hand any running job back and exit.
+
+    `compile_backend`: torch.compile each model the worker loads, as `serve --compile` does.
 
     The worker runs the kinds of `registry` (filled by the caller) plus this process's
     `default_registry`: the `sleep` diagnostic and what the `imports` modules registered.
@@ -303,6 +306,11 @@ def run_worker_process(
     worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds, registry=serving)
     if names is not None:  # how request names are found (service.names.NamePolicy); default strict
         worker.cache["names"] = names
+    if compile_backend:
+        from lorastudio.service.model_cache import ModelCache
+        from lorastudio.service.names import STRICT
+
+        worker.cache["model_cache"] = ModelCache(workspace, names=names or STRICT, compile_backend=compile_backend)
 
     def on_signal(signum: int, frame: object) -> None:
         logger.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)
