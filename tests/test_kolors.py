@@ -293,3 +293,30 @@ def test_kolors_refuses_text_encoder_loras_and_embeddings(kolors):
     cfg = load_train_config(overrides=["model=tiny-kolors", "lora.train_text_encoder=true"])
     with pytest.raises(LorastudioError, match="lora.train_text_encoder: Kolors LoRAs train the UNet only"):
         setup_trainables(cfg, kolors)
+
+
+def test_a_full_kolors_export_is_its_unet_alone_and_loads_back_over_the_base(ws, kolors, tmp_path):
+    """No all-in-one layout holds ChatGLM: the file is what ComfyUI's UNet loader and lorastudio read."""
+    import torch
+    from safetensors import safe_open
+
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+
+    original = kolors.unet.conv_out.bias.detach().clone()
+    with torch.no_grad():
+        kolors.unet.conv_out.bias.add_(0.25)  # a change the file must carry
+    try:
+        path = save_single_file(kolors.components, kolors.family, tmp_path / "kolors-db.safetensors", {"x": "1"},
+                                base_model="tiny-kolors")  # fmt: skip
+        with safe_open(str(path), "pt") as f:
+            keys, metadata = set(f.keys()), f.metadata()
+        assert keys == set(kolors.unet.state_dict()) and metadata["lorastudio.base_model"] == "tiny-kolors"
+        loaded = load_model(str(path), ws.models, ws.cache, device="cpu")
+        assert loaded.family.name == "kolors"
+        assert torch.equal(loaded.unet.conv_out.bias, kolors.unet.conv_out.bias)
+        with pytest.raises(LorastudioError, match="holds the UNet alone"):
+            save_single_file(kolors.components, kolors.family, tmp_path / "no-base.safetensors")
+    finally:
+        with torch.no_grad():
+            kolors.unet.conv_out.bias.copy_(original)  # the module's model, as the other tests see it

@@ -64,6 +64,7 @@ def test_kolors_trains_in_bf16_with_gradient_checkpointing_on_a_gpu_unless_the_c
     from lorastudio.train.config import resolve_train_config
     from lorastudio.train.precision import mixed_precision_for as _mixed_precision
     from lorastudio.train.trainer import Trainer
+    from lorastudio.train.unet_setup import uses_gradient_checkpointing
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert _mixed_precision("auto", "cuda", "bf16") == "bf16"
@@ -73,18 +74,15 @@ def test_kolors_trains_in_bf16_with_gradient_checkpointing_on_a_gpu_unless_the_c
     assert _mixed_precision("auto", "cuda", "bf16") == "no"  # never fp16 for Kolors
     assert _mixed_precision("auto", "cuda", "auto") == "fp16"  # SD families as before
 
-    def trainer_for(overrides, model):
+    def checkpointing(overrides, model) -> bool:
         cfg = resolve_train_config(overrides=[f"model={model}", *overrides]).config
-        paths = SimpleNamespace(models=ws.models, run_dir=tmp_path)
-        trainer = Trainer(cfg, paths, "t", progress=False)
-        trainer.accelerator = SimpleNamespace(device=torch.device("cuda"))  # a faked GPU
-        trainer.model = SimpleNamespace(family=trainer._peek_family())
-        return trainer
+        trainer = Trainer(cfg, SimpleNamespace(models=ws.models, run_dir=tmp_path), "t", progress=False)
+        family = trainer._peek_family()
+        return uses_gradient_checkpointing(cfg, SimpleNamespace(family=family), "cuda")  # a faked GPU
 
-    assert trainer_for([], "tiny-kolors")._peek_family().name == "kolors"
-    assert trainer_for([], "tiny-kolors")._gradient_checkpointing() is True
-    assert trainer_for(["train.gradient_checkpointing=false"], "tiny-kolors")._gradient_checkpointing() is False
-    assert trainer_for([], "tiny-sdxl")._gradient_checkpointing() is False
+    assert checkpointing([], "tiny-kolors") is True
+    assert checkpointing(["train.gradient_checkpointing=false"], "tiny-kolors") is False
+    assert checkpointing([], "tiny-sdxl") is False
 
     explained = explain_training(ws, resolve_train_config(overrides=["model=tiny-kolors"]))
     assert any("mixed_precision auto -> bf16" in line for line in explained)

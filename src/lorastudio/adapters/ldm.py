@@ -124,15 +124,29 @@ def save_single_file(
     path: str | Path,
     metadata: dict[str, str] | None = None,
     dtype: torch.dtype | None = None,
+    base_model: str | None = None,
 ) -> Path:
     """Write an A1111 / ComfyUI single-file `.safetensors` checkpoint of the components.
 
-    `dtype` casts every floating tensor (A1111 checkpoints are usually fp16).
+    `dtype` casts every floating tensor (A1111 checkpoints are usually fp16). A family whose
+    text encoder has no place in such a file (Kolors' ChatGLM) gets what its users load
+    instead: the UNet alone under diffusers names (ComfyUI's UNet loader), with `base_model`
+    recorded as `lorastudio.base_model` so lorastudio completes it from that folder.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = checkpoint_state_dict(components, family)
+    metadata = dict(metadata or {})
+    if family.text_encoder_kind == "clip":
+        state = checkpoint_state_dict(components, family)
+    else:
+        if not base_model:
+            raise LorastudioError(
+                f"single-file export: a {family.label} file holds the UNet alone; name the base model it "
+                "completes (its diffusers folder)."
+            )
+        state = {k: v.detach().contiguous() for k, v in components["unet"].state_dict().items()}
+        metadata["lorastudio.base_model"] = base_model
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     # Tensors sharing storage (tied weights) must be separate in a safetensors file.
@@ -143,5 +157,5 @@ def save_single_file(
             state[key] = value.clone()
         seen.add(pointer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    save_file(state, str(path), metadata={k: str(v) for k, v in metadata.items()})
     return path

@@ -489,7 +489,7 @@ def merge_model(
         tiny = json.loads(marker.read_text(encoding="utf-8")).get("tiny") if marker.is_file() else None
         if tiny:
             metadata["lorastudio.base_config"] = tiny
-        save_single_file(components, family, out, metadata)
+        save_single_file(components, family, out, metadata, base_model=tiny or str(Path(model).resolve()))
     else:
         pipe.save_pretrained(str(out), safe_serialization=True)
     return {

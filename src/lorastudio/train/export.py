@@ -103,7 +103,9 @@ def save_full_checkpoint(
     if is_tiny_name(base_name):
         metadata["lorastudio.base_config"] = base_name
     with atomic_file(path) as temporary:
-        save_single_file(model.components, model.family, temporary, metadata, dtype=_dtype_of(precision))
+        save_single_file(
+            model.components, model.family, temporary, metadata, dtype=_dtype_of(precision), base_model=base_name
+        )
     return path
 
 
