@@ -30,5 +30,8 @@ step compile 420 "$PY" benchmarks/compile.py --model "$HOME/.cache/lorastudio-be
     --size 512 --steps 30 --repeats 3 --device cuda
 step train 420 "$PY" benchmarks/train.py --shapes sd15,sdxl --resolutions 512 --batch 1 --steps 20 --warmup 5
 # The CUDA-only tests: pinned async copies, losses read a step late, no host sync inside a
-# training step (torch's sync debug mode), compiled models with LoRAs patched in place.
-step cuda-tests 300 "$PY" -m pytest -p no:cacheprovider -q tests/test_train_async_steps.py tests/test_compile.py
+# training step (torch's sync debug mode), compiled models with LoRAs patched in place, and the
+# half-precision paths only a GPU runs (fp16/bf16 training, 8-bit AdamW, the fp32-UNet sampling
+# bridge, the fp16 VAE's fp32 retry on a real overflow).
+step cuda-tests 300 "$PY" -m pytest -p no:cacheprovider -q tests/test_train_async_steps.py tests/test_compile.py \
+    tests/test_gpu_paths.py

@@ -1,0 +1,104 @@
+"""The half-precision paths only a GPU runs: each once, with its result checked (`benchmarks/gpu.sh`).
+
+On a CPU they skip: the CPU trains and samples in fp32, and the same code paths are covered
+there with fakes (`test_generate_core`'s NaN retry, `test_train_optimizers`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+TRIGGER = "zqx"
+
+
+@pytest.fixture
+def ws(workspace, tiny_models_dir):
+    (workspace.models / "tiny-sd15").symlink_to(tiny_models_dir / "tiny-sd15", target_is_directory=True)
+    return workspace
+
+
+@pytest.fixture
+def red_set(tmp_path):
+    from training_helpers import write_images
+
+    return write_images(tmp_path / "red", [((230, 20 + i, 25), TRIGGER) for i in range(4)])
+
+
+def _train(ws, data, name: str, *extra: str) -> dict:
+    from lorastudio.service.training import run_training
+    from training_helpers import tiny_train_config
+
+    settings = ("train.steps=4", "train.save_every_steps=1000", "lora.rank=4", "seed=3", f"output.name={name}")
+    # tiny_train_config sets mixed_precision=no (the CPU's); the extras here set the GPU's.
+    cfg = tiny_train_config(data, TRIGGER, *settings, *extra)
+    return run_training(ws, cfg, progress=False, device="cuda")
+
+
+def _losses(ws, name: str) -> list[float]:
+    return [json.loads(line)["loss"] for line in (ws.runs / name / "log.jsonl").read_text().splitlines()]
+
+
+def _finite_file(path) -> bool:
+    from safetensors.torch import load_file
+
+    return all(torch.isfinite(t.float()).all() for t in load_file(str(path)).values())
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_training_gives_finite_losses_and_files(ws, red_set, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    result = _train(ws, red_set, f"mp-{precision}", f"train.mixed_precision={precision}")
+    losses = _losses(ws, f"mp-{precision}")
+    assert len(losses) == 4 and all(loss == loss and loss < 10 for loss in losses), losses
+    assert _finite_file(result["lora"])
+
+
+@cuda
+def test_adamw8bit_trains_on_the_gpu(ws, red_set):
+    pytest.importorskip("bitsandbytes")
+    result = _train(ws, red_set, "adam8", "train.optimizer=adamw8bit", "train.mixed_precision=fp16")
+    assert all(loss == loss for loss in _losses(ws, "adam8"))
+    assert _finite_file(result["lora"])
+
+
+@cuda
+def test_full_finetune_samples_through_the_fp32_unet_bridge(ws, red_set):
+    """A full fine-tune keeps the UNet in fp32 while the VAE and text encoder stay in half precision."""
+    import numpy as np
+    from PIL import Image
+
+    result = _train(
+        ws, red_set, "bridge", "method=finetune", "train.mixed_precision=fp16",
+        "samples.prompts=[zqx]", "samples.every_steps=2",
+    )  # fmt: skip
+    samples = sorted((ws.runs / "bridge").rglob("samples/**/*.png"))
+    assert samples, "no samples written"
+    for path in samples:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        assert pixels.std() > 0  # not a flat NaN-turned-black image
+    assert _finite_file(result["model"])
+
+
+@cuda
+def test_an_fp16_vae_that_really_overflows_is_decoded_again_in_fp32(tiny_models_dir, tmp_path):
+    from lorastudio.generate.pipeline import _Sampler
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_models_dir, tmp_path / "cache", device="cuda")
+    vae = model.vae.to(torch.float16)
+    with torch.no_grad():
+        vae.post_quant_conv.weight.mul_(400.0)  # activations past fp16's 65504 for large latents
+    latents = torch.full((1, 4, 8, 8), 40.0, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        half = vae.decode(latents / vae.config.scaling_factor).sample
+    assert torch.isnan(half).any(), "the fp16 decode did not overflow: the test needs larger values"
+    images = _Sampler(model, None, None, None, None, None).decode(latents)
+    assert torch.isfinite(images).all() and vae.dtype == torch.float32
