@@ -321,3 +321,22 @@ def test_load_many_reads_each_new_file_once_in_order_with_the_hashes_a1111_print
     broken.write_bytes(b"\x00" * 7)
     with pytest.raises(LorastudioError, match="broken.safetensors"):
         cache.load_many([files[1], broken, tmp_path / "missing.safetensors"])
+
+
+def test_merging_into_a_model_that_holds_a_request_stack_adds_to_the_true_weights(components):
+    from lorastudio.adapters.merge import merge_loras
+
+    a = lora_on(components, ("to_q",), seed=1)
+    b = lora_on(components, ("to_q", "to_k"), seed=2)
+    before = weights(components)
+    merge_loras(components, [(b, 1.0, 1.0)])
+    merged_alone = weights(components)
+    for (component, key), value in before.items():  # back to the originals, by value
+        components[component].state_dict()[key].copy_(value)
+    with lingering_loras(components, [(a, 1.0, 1.0)]):
+        pass  # a request's stack stays on the model
+    merge_loras(components, [(b, 1.0, 1.0)])
+    assert_bit_exact(components, merged_alone)  # a is gone, b is merged into the originals
+    with lingering_loras(components, []) as patcher:
+        assert patcher.touched == 0  # nothing left for the request patcher to restore
+    assert_bit_exact(components, merged_alone)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lorastudio.adapters.lora_stack import LoraPatcher, LoraRequest
+from lorastudio.adapters.lora_stack import LoraPatcher, LoraRequest, patcher_for
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +18,10 @@ def merge_loras(components: dict[str, torch.nn.Module], loras: Sequence[LoraRequ
 
     Returns the number of module updates made.
     """
-    patcher = LoraPatcher()  # its own: the model's per-request patcher keeps serving requests
-    patcher.apply(components, loras)
-    patcher.commit()
+    serving = patcher_for(components)
+    with serving.lock:
+        serving.restore()  # a stack a request left on the model goes first: the merge adds to the true weights
+        patcher = LoraPatcher()  # its own: the model's per-request patcher keeps serving requests
+        patcher.apply(components, loras)
+        patcher.commit()
     return patcher.updates
