@@ -173,3 +173,15 @@ def test_progress_interrupt_and_skip_reach_only_the_callers_own_jobs(tiny_worksp
         done = studio.wait_job(job.id, timeout=30)
     studio.close()
     assert done.state == "cancelled"
+
+
+def test_a_job_is_cancelled_by_its_owner_only(idle_studio):
+    """DELETE /api/v1/jobs/{id} as another user answers 403 and leaves the job queued."""
+    app = create_app(idle_studio, tokens=parse_tokens(["alice:alice-secret-1", "bob:bob-secret-22"]))
+    job = idle_studio.submit("sleep", {"config": {"seconds": 30}}, user="alice")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        refused = client.delete(f"/api/v1/jobs/{job.id}", headers=BOB)
+        assert refused.status_code == 403 and "another user's job" in refused.json()["detail"]
+        assert idle_studio.get_job(job.id).state == "queued"
+        assert client.delete(f"/api/v1/jobs/{job.id}", headers=ALICE).status_code == 200
+    assert idle_studio.get_job(job.id).state == "cancelled"

@@ -23,3 +23,7 @@ class NotFoundError(LorastudioError):
 
 class UnsafeFileError(LorastudioError):
     """A file would need unsafe unpickling or is otherwise refused for safety."""
+
+
+class NotYours(LorastudioError):
+    """Another user's job: the API answers 403 (users share files, not each other's work)."""

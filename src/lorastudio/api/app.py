@@ -26,7 +26,7 @@ from lorastudio.api.security import (
     read_tokens_file,
     spool_uploads_in_workspace,
 )
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError, NotFoundError, NotYours
 from lorastudio.service.quota import (
     DATABASE_DAMAGED_DETAIL,
     QuotaExceeded,
@@ -165,6 +165,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, StorageFull):
             return _storage_full(exc)
         status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InvalidRequest) else 400
+        status = 403 if isinstance(exc, NotYours) else status
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status)
 
     @app.exception_handler(RequestValidationError)

@@ -171,9 +171,10 @@ def get_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]
 
 
 @router.delete("/jobs/{job_id}")
-def cancel_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """Cancel a queued job now; a running one stops at its next step (its model stays loaded)."""
-    return _job_json(studio, studio.cancel_job(job_id))
+def cancel_job(job_id: str, request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Cancel a queued job now; a running one stops at its next step (its model stays loaded).
+    Only the caller's own jobs (403 for another user's)."""
+    return _job_json(studio, studio.cancel_job(job_id, user=request_user(request)))
 
 
 def _last_event_id(value: str | None) -> int:

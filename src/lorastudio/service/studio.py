@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import InvalidRequest
+from lorastudio.errors import InvalidRequest, NotYours
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import Artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
@@ -229,7 +229,10 @@ class Studio:
     def get_job(self, job_id: str) -> Job:
         return self.store.get(job_id)
 
-    def cancel_job(self, job_id: str) -> Job:
+    def cancel_job(self, job_id: str, user: str | None = None) -> Job:
+        """Cancel a job; with `user` (a request's caller) only that user's own job."""
+        if user is not None and self.store.get(job_id).user != user:
+            raise NotYours(f"job {job_id}: another user's job; only the user who queued it can cancel it.")
         return self.store.cancel(job_id)
 
     def job_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
