@@ -84,8 +84,10 @@ def test_only_a_cancelled_or_failed_training_job_resumes_and_it_keeps_its_run(wo
         payload = {"config": {"model": "tiny-sd15", "data": {"dir": "reds"}}, "run": "小红"}
         job = studio.submit("train", payload, user="ann")
         with pytest.raises(LorastudioError, match="only a cancelled or failed"):
-            studio.resume_train(job.id)
+            studio.resume_train(job.id, user="ann")
         studio.cancel_job(job.id)
+        with pytest.raises(LorastudioError, match="another user's training run"):
+            studio.resume_train(job.id, user="bob")  # Ann's run folder, Bob's quota: refused
         again = studio.resume_train(job.id, user="ann")
         assert again.id != job.id and again.kind == "train" and again.user == "ann"
         assert again.payload == payload and again.state == "queued"

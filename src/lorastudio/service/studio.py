@@ -206,6 +206,8 @@ class Studio:
         handler finds the checkpoint there (as after a worker restart).
         """
         old = self.get_job(job_id)
+        if old.user != user:  # it would write into their run folder, on this user's quota
+            raise NotYours(f"job {job_id}: another user's training run; only the user who queued it can resume it.")
         if old.kind != "train" or old.state not in ("cancelled", "failed"):
             raise InvalidRequest(
                 f"job {job_id}: only a cancelled or failed training job resumes (this one is a {old.state} {old.kind} job)."
