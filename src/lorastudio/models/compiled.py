@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-__all__ = ["COMPILE_BACKENDS", "compile_model", "compile_cache_dir"]
+__all__ = ["COMPILE_BACKENDS", "CompileBackend", "compile_model", "compile_cache_dir"]
 
 logger = logging.getLogger(__name__)
 
 # "inductor" is the real thing; "eager" and "aot_eager" trace without generating code (tests, debugging).
-COMPILE_BACKENDS = ("inductor", "eager", "aot_eager")
+CompileBackend = Literal["inductor", "eager", "aot_eager"]
+COMPILE_BACKENDS: tuple[str, ...] = get_args(CompileBackend)
 
 
 def compile_cache_dir(cache_dir: Path) -> Path:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
+from lorastudio.models.compiled import CompileBackend
 
 __all__ = [
     "ADAPTIVE_OPTIMIZERS",
@@ -152,7 +153,7 @@ class TrainSection(StrictModel):
         description="torch.compile the UNet for training (kohya torch_compile): each bucket shape compiles"
         " once (static shapes), later steps run the fused code; pays off on a GPU over hundreds of steps.",
     )
-    dynamo_backend: Literal["inductor", "eager", "aot_eager"] = Field(
+    dynamo_backend: CompileBackend = Field(
         "inductor",
         description="The torch.compile backend (kohya dynamo_backend); eager and aot_eager trace without"
         " generating code (debugging).",
