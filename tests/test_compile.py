@@ -85,3 +85,8 @@ def test_training_with_a_compiled_unet_writes_the_plain_lora(workspace, tiny_mod
     toml.write_text('torch_compile = true\ndynamo_backend = "EAGER"\n')
     train = kohya_yaml_config(import_kohya_config(toml))["train"]
     assert (train["torch_compile"], train["dynamo_backend"]) == (True, "eager")
+    toml.write_text('torch_compile = false\ndynamo_backend = "no"\n')  # kohya_ss GUI's default
+    imported = import_kohya_config(toml)
+    assert "dynamo_backend" not in kohya_yaml_config(imported).get("train", {})
+    toml.write_text('dynamo_backend = "cudagraphs"\n')
+    assert any(key == "dynamo_backend" for key, _ in import_kohya_config(toml).unmapped)

@@ -26,7 +26,7 @@ from lorastudio.errors import LorastudioError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "held_bytes", "patcher_for"]
+__all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "held_bytes", "patcher_for", "release_spares"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +185,16 @@ class LoraPatcher:
         return len(self._patched)
 
     def held_bytes(self) -> int:
-        """Memory held beside the model's parameters: the originals of patched layers, and spares."""
-        kept = [t for state in self._patched.values() for t in (state.original_weight, state.original_bias)]
-        return sum(t.numel() * t.element_size() for t in [*kept, *self._spares.values()] if t is not None)
+        """Memory held beside the model's parameters: the originals of patched layers, and spares.
+
+        Read without the lock (a model cache weighs models while requests patch): from snapshots.
+        """
+        kept = []
+        for state in list(self._patched.values()):
+            kept.append(state.original_weight)
+            if self.in_place or state.bias is not None:  # else the layer still holds its own bias
+                kept.append(state.original_bias)
+        return sum(t.numel() * t.element_size() for t in [*kept, *list(self._spares.values())] if t is not None)
 
     def release_spares(self) -> None:
         self._spares.clear()
@@ -378,12 +385,29 @@ _PATCHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PATCHERS_LOCK = threading.Lock()
 
 
-def held_bytes(components: dict[str, torch.nn.Module]) -> int:
-    """What the model's patcher holds beside its parameters (0 when none was made for it)."""
+def _existing_patcher(components: dict[str, torch.nn.Module]) -> LoraPatcher | None:
     modules = [components[name] for name in COMPONENTS if name in components]
     with _PATCHERS_LOCK:
-        patcher = next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
+        return next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
+
+
+def held_bytes(components: dict[str, torch.nn.Module]) -> int:
+    """What the model's patcher holds beside its parameters (0 when none was made for it)."""
+    patcher = _existing_patcher(components)
     return patcher.held_bytes() if patcher is not None else 0
+
+
+def release_spares(components: dict[str, torch.nn.Module]) -> None:
+    """Let the model's spare patch memory go (a model cache over its budget, before it evicts models).
+
+    Skipped while a request holds the model (it may be the caller itself, loading a ControlNet).
+    """
+    patcher = _existing_patcher(components)
+    if patcher is not None and patcher.lock.acquire(blocking=False):
+        try:
+            patcher.release_spares()
+        finally:
+            patcher.lock.release()
 
 
 def patcher_for(components: dict[str, torch.nn.Module]) -> LoraPatcher:

@@ -18,8 +18,9 @@ def merge_loras(components: dict[str, torch.nn.Module], loras: Sequence[LoraRequ
 
     Returns the number of module updates made.
     """
-    serving = patcher_for(components)
-    with serving.lock:
+    from lorastudio.adapters.patch import holding
+
+    with holding(patcher_for(components)) as serving:  # a nested use is refused, not hung
         serving.restore()  # a stack a request left on the model goes first: the merge adds to the true weights
         patcher = LoraPatcher()  # its own: the model's per-request patcher keeps serving requests
         patcher.apply(components, loras)

@@ -20,11 +20,11 @@ from lorastudio.errors import LorastudioError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoraRequest", "applied_loras", "lingering_loras"]
+__all__ = ["LoraRequest", "applied_loras", "holding", "lingering_loras"]
 
 
 @contextmanager
-def _holding(patcher: LoraPatcher) -> Iterator[LoraPatcher]:
+def holding(patcher: LoraPatcher) -> Iterator[LoraPatcher]:
     """The model's patcher, for this thread alone (a nested use would change weights under the outer one)."""
     if patcher.owner == threading.get_ident():
         raise LorastudioError(
@@ -48,7 +48,7 @@ def applied_loras(
     (normal or exception) every weight is the original again, bit-exact (also one that a
     `lingering_loras` stack had patched before).
     """
-    with _holding(patcher_for(components)) as patcher:
+    with holding(patcher_for(components)) as patcher:
         try:
             patcher.apply(components, loras)
             yield components
@@ -68,6 +68,6 @@ def lingering_loras(
     restores every weight before it propagates. `in_place` keeps every weight at its address
     (compiled models: their graphs, CUDA graphs included, read the weights where they are).
     """
-    with _holding(patcher_for(components)) as patcher:
+    with holding(patcher_for(components)) as patcher:
         patcher.apply(components, loras, in_place=in_place)
         yield patcher

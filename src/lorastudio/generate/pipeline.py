@@ -204,7 +204,7 @@ class _Sampler:
 
         images = self._through_vae(tile_pixels, scaled.to(vae.dtype), image_pixels, decode_in_tiles)
         # The dtype first: an fp32 VAE skips the NaN scan (a pass over the image and, on a GPU, a sync).
-        if vae.dtype in (torch.float16, torch.bfloat16) and torch.isnan(images).any():
+        if vae.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(images).all():
             # fp16 VAEs overflow on some images (SDXL's famously): retry in fp32, keep it there.
             vae.to(torch.float32)
             images = self._through_vae(tile_pixels, scaled.to(torch.float32), image_pixels, decode_in_tiles)

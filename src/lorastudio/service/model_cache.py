@@ -148,8 +148,13 @@ class ModelCache:
             return controlnet
 
     def _evict_over_budget(self) -> None:
+        from lorastudio.adapters.lora_stack import release_spares
+
         if self.memory_budget_bytes is None:
             return
+        if sum(model_bytes(e.model) for e in self._models.values()) > self.memory_budget_bytes:
+            for entry in self._models.values():  # spare LoRA patch memory goes before any model
+                release_spares(entry.model.components)
         while (
             len(self._models) > 1
             and sum(model_bytes(e.model) for e in self._models.values()) > self.memory_budget_bytes

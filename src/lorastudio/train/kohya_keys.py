@@ -138,6 +138,18 @@ class NoEffect(Exception):
     """A kohya key whose behaviour lorastudio already has (or that only tunes kohya's own machinery)."""
 
 
+def _dynamo_backend(value: Any) -> str:
+    """kohya_ss GUI configs carry "no" (accelerate's "no compile"); sd-scripts knows more backends."""
+    from lorastudio.models.compiled import COMPILE_BACKENDS
+
+    backend = str(value).lower()
+    if backend in ("no", "none", ""):
+        raise NoEffect("no compile backend: torch_compile decides whether the UNet is compiled")
+    if backend not in COMPILE_BACKENDS:
+        raise Unmapped(f"backend {value!r} is not available; choose one of {', '.join(COMPILE_BACKENDS)}")
+    return backend
+
+
 @dataclass(frozen=True)
 class Rule:
     """kohya key -> lorastudio key (dotted), with a converter; `target=None` with a reason = not mapped."""
@@ -212,7 +224,7 @@ KOHYA_KEYS: dict[str, Rule] = {
     "full_bf16": Rule(None, _when_false("pure bf16 weights are not supported; use mixed_precision", "off")),
     "gradient_checkpointing": Rule("train.gradient_checkpointing"),
     "torch_compile": Rule("train.torch_compile"),
-    "dynamo_backend": Rule("train.dynamo_backend", str.lower),
+    "dynamo_backend": Rule("train.dynamo_backend", _dynamo_backend),
     "seed": Rule("seed"),
     "clip_skip": Rule("clip_skip"),
     "max_token_length": _not_mapped("captions are encoded in one 77-token chunk"),

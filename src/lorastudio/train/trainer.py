@@ -390,8 +390,10 @@ class Trainer:
                     report(losses.flush())  # the log is complete up to the checkpoint it resumes from
                     self.save_checkpoint()
                 if cfg.samples.prompts and self._samples_due(self.step):
+                    report(losses.flush())  # the step's log line and event before its samples'
                     self.write_samples()
                 if stop_at_step is not None and self.step >= stop_at_step and self.step < self.total_steps:
+                    report(losses.flush())
                     return False
             report(losses.flush())
         finally:

@@ -47,6 +47,9 @@ def _compile(unet: Any, backend: str, cache_dir: Path, say: Callable[[str], None
     from lorastudio.models.compiled import compile_cache_dir
 
     if backend == "inductor":
+        import torch
+
         compile_cache_dir(cache_dir)  # a later run with the same shapes reuses the compiled code
+        torch._inductor.config.fx_graph_cache = True  # noqa: SLF001 — the documented switch
     unet.compile(backend=backend, dynamic=False)
     say(f"compile: UNet with torch.compile ({backend}); each bucket shape compiles on its first step")

@@ -76,12 +76,13 @@ def failed_markup(ctx: UiContext, job: Any) -> str:
     return f'<span class="error-text">{ctx.t("progress.failed", error=job.error or job.state)}</span>'
 
 
-def cancel_markup(ctx: UiContext, job_id: str, cancelling_label: str) -> str:
-    """Ask the job shown in a tab to stop; the tab's "cancelling" text, or why it could not."""
+def cancel_markup(ctx: UiContext, job_id: str, cancelling_label: str, user: str) -> str:
+    """Ask the job shown in a tab to stop (the caller's own: the id comes back from the browser);
+    the tab's "cancelling" text, or why it could not."""
     if not (job_id or "").strip():
         return ""
     try:
-        ctx.studio.cancel_job(job_id.strip())
+        ctx.studio.cancel_job(job_id.strip(), user=user)
     except Exception as exc:
         return error_markup(ctx, exc)
     return ctx.t(cancelling_label)

@@ -134,8 +134,8 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
             return
         yield from _follow_import(ctx, job.id)
 
-    def stop(current: str) -> str:
-        return cancel_markup(ctx, current, "progress.cancelled")
+    def stop(current: str, request: gr.Request) -> str:
+        return cancel_markup(ctx, current, "progress.cancelled", user_of(request))
 
     cancel.click(stop, job_id, message)
     return [start.click(import_files, [files, folder, name, background], [message, picker, job_id],
@@ -273,8 +273,8 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
             return
         yield from _follow(ctx, job.id)
 
-    def cancel_job(current: str) -> str:
-        return cancel_markup(ctx, current, "progress.cancelled")
+    def cancel_job(current: str, request: gr.Request) -> str:
+        return cancel_markup(ctx, current, "progress.cancelled", user_of(request))
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         """A reload during a caption job of this user (running or queued) follows it again."""

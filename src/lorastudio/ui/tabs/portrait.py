@@ -127,8 +127,8 @@ def _build_person(ctx: UiContext) -> dict[str, Any]:
             return
         yield from _follow_train(ctx, job.id)
 
-    def cancel_training(job: str) -> str:
-        return cancel_markup(ctx, job, "portrait.cancelling")
+    def cancel_training(job: str, request: gr.Request) -> str:
+        return cancel_markup(ctx, job, "portrait.cancelling", user_of(request))
 
     def show_person(name: str | None) -> tuple:
         return _person_view(ctx, name)
@@ -377,8 +377,8 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
             return
         yield from _follow_make(ctx, job.id)
 
-    def stop(job: str) -> str:
-        return cancel_markup(ctx, job, "portrait.cancelling")
+    def stop(job: str, request: gr.Request) -> str:
+        return cancel_markup(ctx, job, "portrait.cancelling", user_of(request))
 
     def picked(shown: list[str], event: gr.SelectData) -> str:
         from lorastudio.service.png_info import png_info

@@ -114,8 +114,8 @@ def build(ctx: UiContext) -> None:
             return
         yield from _follow(ctx, new.id)
 
-    def cancel_run(job: str) -> str:
-        return cancel_markup(ctx, job, "train.cancelling")
+    def cancel_run(job: str, request: gr.Request) -> str:
+        return cancel_markup(ctx, job, "train.cancelling", user_of(request))
 
     def use_checkpoint(job: str, chosen: float | None) -> str:
         from lorastudio.service.train_runs import pick_checkpoint
