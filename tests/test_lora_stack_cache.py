@@ -340,3 +340,22 @@ def test_merging_into_a_model_that_holds_a_request_stack_adds_to_the_true_weight
     with lingering_loras(components, []) as patcher:
         assert patcher.touched == 0  # nothing left for the request patcher to restore
     assert_bit_exact(components, merged_alone)
+
+
+def test_a_model_cache_over_budget_lets_spare_patch_memory_go_first(tiny_workspace):
+    from lorastudio.service.model_cache import ModelCache, model_bytes
+
+    cache = ModelCache(tiny_workspace)
+    model = cache.get("tiny-sd15", "cpu", None)
+    components = {"unet": model.unet, "text_encoder": model.text_encoders[0]}
+    with applied_loras(components, [(lora_on(components, ("to_q",), seed=1), 1.0, 1.0)]):
+        pass
+    patcher = patcher_for(components)
+    spare = patcher.held_bytes()
+    assert spare > 0
+    cache.memory_budget_bytes = model_bytes(model) - 1  # over budget by the spares alone
+    with lingering_loras(components, []):  # this thread holds the model: nothing released, no hang
+        cache._evict_over_budget()
+    assert patcher.held_bytes() == spare
+    cache._evict_over_budget()
+    assert patcher.held_bytes() == 0 and cache.loaded_names() == {"tiny-sd15"}  # the model stays
