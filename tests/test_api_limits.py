@@ -226,8 +226,9 @@ def test_a_full_disk_anywhere_else_answers_503_not_500(client, idle_studio, monk
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    job = idle_studio.submit("sleep", {"config": {"seconds": 1}})  # the anonymous caller's own job
     monkeypatch.setattr(idle_studio.store, "cancel", full)
-    response = client.delete("/api/v1/jobs/some-job")
+    response = client.delete(f"/api/v1/jobs/{job.id}")
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) >= 1
 
