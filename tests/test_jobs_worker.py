@@ -233,15 +233,18 @@ def test_killed_worker_job_finishes_on_the_other_worker_exactly_once(queue_url, 
 
 def test_worker_compile_gives_its_jobs_a_compiling_model_cache(workspace, monkeypatch):
     """`lorastudio worker --compile`: the jobs' shared model cache compiles what it loads, as `serve --compile`."""
+    from types import SimpleNamespace
+
     from typer.testing import CliRunner
 
     from lorastudio.cli import _register, app
+    from lorastudio.service.job_steps import model_cache_of
     from lorastudio.service.jobs.worker import Worker
 
     seen = {}
 
-    def run_once(self) -> int:
-        seen["cache"] = self.cache.get("model_cache")
+    def run_once(self) -> int:  # what a job of this worker gets as its model cache
+        seen["cache"] = model_cache_of(SimpleNamespace(cache=self.cache, workspace=workspace))
         return 0
 
     monkeypatch.setattr(Worker, "run", run_once)
@@ -252,4 +255,4 @@ def test_worker_compile_gives_its_jobs_a_compiling_model_cache(workspace, monkey
     assert done.exit_code == 0, done.output
     assert seen["cache"].compile_backend == "inductor" and seen["cache"].names.strict
     done = CliRunner().invoke(app, ["worker"])
-    assert done.exit_code == 0 and seen["cache"] is None  # made on first use, uncompiled (job_steps.model_cache_of)
+    assert done.exit_code == 0 and seen["cache"].compile_backend is None  # uncompiled without --compile

@@ -47,12 +47,15 @@ def publish_artifacts(ctx: JobContext, folder: Path) -> list[str]:
 
 
 def model_cache_of(ctx: JobContext):
-    """The worker's model cache, kept across jobs so a loaded model is reused."""
+    """The worker's model cache, kept across jobs so a loaded model is reused; it compiles what it
+    loads when the worker was started with a compile backend (`lorastudio worker --compile`)."""
     from lorastudio.service.model_cache import ModelCache
 
     cache = ctx.cache.get("model_cache")
     if cache is None:
-        cache = ctx.cache["model_cache"] = ModelCache(ctx.workspace, names=names_policy_of(ctx))
+        cache = ctx.cache["model_cache"] = ModelCache(
+            ctx.workspace, names=names_policy_of(ctx), compile_backend=ctx.cache.get("compile_backend")
+        )
     return cache
 
 

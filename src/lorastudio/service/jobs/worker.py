@@ -306,11 +306,8 @@ def run_worker_process(
     worker = Worker(store, workspace, worker_id=worker_id, device=device, kinds=kinds, registry=serving)
     if names is not None:  # how request names are found (service.names.NamePolicy); default strict
         worker.cache["names"] = names
-    if compile_backend:
-        from lorastudio.service.model_cache import ModelCache
-        from lorastudio.service.names import STRICT
-
-        worker.cache["model_cache"] = ModelCache(workspace, names=names or STRICT, compile_backend=compile_backend)
+    if compile_backend:  # read by the jobs' model cache (service.job_steps.model_cache_of)
+        worker.cache["compile_backend"] = compile_backend
 
     def on_signal(signum: int, frame: object) -> None:
         logger.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)
