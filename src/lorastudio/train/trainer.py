@@ -386,14 +386,16 @@ class Trainer:
                     self.ema.update()
                 self.step += 1
                 report(losses.push((self.step, self.lr_scheduler.get_last_lr()[0]), acc.reduce(total_loss, "mean")))
-                if self._checkpoint_due(self.step) or self.step == stop_at_step:
-                    report(losses.flush())  # the log is complete up to the checkpoint it resumes from
+                checkpoint = self._checkpoint_due(self.step) or self.step == stop_at_step
+                samples = cfg.samples.prompts and self._samples_due(self.step)
+                stopping = stop_at_step is not None and stop_at_step <= self.step < self.total_steps
+                if checkpoint or samples or stopping:
+                    report(losses.flush())  # the log is complete before a checkpoint, samples or a stop
+                if checkpoint:
                     self.save_checkpoint()
-                if cfg.samples.prompts and self._samples_due(self.step):
-                    report(losses.flush())  # the step's log line and event before its samples'
+                if samples:
                     self.write_samples()
-                if stop_at_step is not None and self.step >= stop_at_step and self.step < self.total_steps:
-                    report(losses.flush())
+                if stopping:
                     return False
             report(losses.flush())
         finally:
