@@ -152,14 +152,14 @@ class ModelCache:
 
         if self.memory_budget_bytes is None:
             return
-        if sum(model_bytes(e.model) for e in self._models.values()) > self.memory_budget_bytes:
+        if self._over_budget():
             for entry in self._models.values():  # spare LoRA patch memory goes before any model
                 release_spares(entry.model.components)
-        while (
-            len(self._models) > 1
-            and sum(model_bytes(e.model) for e in self._models.values()) > self.memory_budget_bytes
-        ):
+        while len(self._models) > 1 and self._over_budget():
             self._models.popitem(last=False)
+
+    def _over_budget(self) -> bool:
+        return sum(model_bytes(e.model) for e in self._models.values()) > self.memory_budget_bytes
 
     def loaded_names(self) -> set[str]:
         with self._lock:
