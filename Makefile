@@ -21,14 +21,16 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/lorastudio demo
 
 # Two workers (pytest-xdist), one torch thread each: the tiny-model tests are small ops, and the
-# served/browser tests wait on processes, so two at once finish in ~60 % of the serial time.
+# served/browser tests wait on processes, so two at once finish in ~60 % of the serial time. loadfile:
+# a test file runs on one worker, so its module fixtures (a served studio) are built once and its
+# tests may build on each other (xdist's loadgroup marks do nothing under pytest 9).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The edit-test loop: everything but the tests marked slow (longer tiny-model runs) and the
 # PostgreSQL ones. `make test` above stays the full suite that CI and the README run.
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow and not postgres"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not postgres"
 
 # The CPU benchmarks (issue 18): lorastudio's path beside the plain diffusers/peft one, same model and
 # run; figures go into benchmarks/RESULTS.md. About 10 minutes on 2 cores (first run: +1 min to write

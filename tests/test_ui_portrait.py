@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from browser import cancel_unfinished, logged_in_page
 
+# `make test` runs a file on one pytest-xdist worker (--dist loadfile): the later tests use the person the training test made.
 pytestmark = pytest.mark.slow
 
 FACES = Path(__file__).parent / "fixtures" / "faces"
@@ -56,9 +57,16 @@ def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:
 
 
 def _fill(page, elem_id: str, value: object) -> None:
+    """Type `value` and leave the box; typed again if the box had not settled (a control in a
+    just-opened accordion can still be given its start value after it shows, on a loaded machine)."""
     box = page.locator(f"#{elem_id}").locator("textarea, input").first
-    box.fill(str(value))
-    box.press("Tab")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Tab")
+        page.wait_for_timeout(200)
+        if box.input_value() == str(value):
+            return
+    raise AssertionError(f"#{elem_id} did not keep {value!r}")
 
 
 def _loaded(page, selector: str) -> None:
