@@ -175,7 +175,7 @@ def test_parsed_files_are_kept_by_content_and_a_replaced_file_is_read_again(comp
     write_lora(components, first, seed=2)
     os.utime(first, ns=(1, 1))  # even with an old mtime: the size or inode tells
     replaced = cache.load(first)
-    assert replaced.lora is not parsed.lora and replaced.sha256 != parsed.sha256
+    assert replaced.lora is not parsed.lora and replaced.key != parsed.key
     assert cache.reads == 3
     small = LoraFileCache(max_bytes=first.stat().st_size + 1)  # room for one file
     small.load(first)
@@ -304,7 +304,7 @@ def test_model_bytes_count_what_the_patcher_holds(tiny_workspace):
 def test_load_many_reads_each_new_file_once_in_order_with_the_hashes_a1111_prints(components, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from lorastudio.adapters.hashing import file_sha256, lora_short_hash
+    from lorastudio.adapters.hashing import lora_short_hash
 
     files = [write_lora(components, tmp_path / f"{i}.safetensors", seed=i) for i in range(3)]
     bare = tmp_path / "bare.safetensors"  # no sshs_model_hash stored: the tensor bytes are hashed
@@ -314,8 +314,9 @@ def test_load_many_reads_each_new_file_once_in_order_with_the_hashes_a1111_print
     assert cache.reads == 3  # files[2] asked twice, read once
     assert parsed[0] is parsed[3]
     for path, entry in zip([files[2], bare, files[0]], parsed, strict=False):
-        assert entry.sha256 == file_sha256(path) and entry.short_hash == lora_short_hash(path)
-        assert entry.size == path.stat().st_size
+        assert entry.short_hash == lora_short_hash(path) and entry.size == path.stat().st_size
+    # bare holds files[0]'s tensors under another header: another file, another key
+    assert len({entry.key for entry in parsed}) == 3
     assert parsed[1].lora.modules.keys() == parsed[2].lora.modules.keys()
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 7)

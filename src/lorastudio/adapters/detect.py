@@ -77,7 +77,7 @@ def lora_from_state_dict(
     return lora_from_hcp_state_dicts(state_dict, None, source)  # each key says which half it is
 
 
-def load_lora_file(path: str | Path, data: bytes | None = None) -> LoraFile:
+def load_lora_file(path: str | Path, data: bytes | bytearray | None = None) -> LoraFile:
     """Read any supported LoRA (file or peft folder) into a `LoraFile`, format detected.
 
     `data`: the file's bytes when the caller has read them already (it hashes them too).

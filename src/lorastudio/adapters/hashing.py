@@ -27,7 +27,7 @@ __all__ = [
     "safetensors_model_hash",
     "legacy_hash",
     "lora_short_hash",
-    "lora_short_hash_of_bytes",
+    "lora_hashes_of_bytes",
     "state_dict_hashes",
     "add_hashes_to_metadata",
 ]
@@ -69,11 +69,18 @@ def legacy_hash(path: str | Path) -> str:
         return _legacy(stream)
 
 
-def lora_short_hash_of_bytes(data: bytes) -> str:
-    """`lora_short_hash` of a .safetensors file already in memory (read once, parsed and hashed)."""
-    header_len = struct.unpack("<Q", data[:8])[0]
-    stored = (json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}).get("sshs_model_hash")
-    return (stored or hashlib.sha256(memoryview(data)[8 + header_len :]).hexdigest())[:12]
+def lora_hashes_of_bytes(data: bytes | bytearray) -> tuple[str, str]:
+    """(A1111's 12-hex LoRA hash, a content key) of a .safetensors file already in memory.
+
+    One SHA-256 pass over the tensor bytes serves both: it is `sshs_model_hash` (used unless
+    the file stores one), and with the header it identifies the whole file's content.
+    """
+    view = memoryview(data)
+    header_end = 8 + struct.unpack("<Q", view[:8])[0]
+    tensors = hashlib.sha256(view[header_end:]).digest()
+    key = hashlib.sha256(view[:header_end]).digest()
+    stored = (json.loads(bytes(view[8:header_end])).get("__metadata__") or {}).get("sshs_model_hash")
+    return (stored or tensors.hex())[:12], hashlib.sha256(key + tensors).hexdigest()
 
 
 def lora_short_hash(path: str | Path) -> str:

@@ -1,7 +1,7 @@
 """Parsed LoRA files, kept by content hash so a request reads a known file as a stat and a lookup.
 
 A file is known by its stamp (path, size, mtime, inode): a replaced file has another stamp
-and is read again. Entries are keyed by the SHA-256 of the bytes, so two names of one file
+and is read again. Entries are keyed by a hash of the content, so two names of one file
 share one parsed copy, and the least recently used go first once `max_bytes` of files are
 held. The same parsed object comes back for the same content, which is what lets a model
 that still holds a LoRA stack see that the next request asks for the same one.
@@ -9,7 +9,6 @@ that still holds a LoRA stack see that the next request asks for the same one.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ _READERS = 2  # files read at once by `load_many`
 class ParsedLora:
     lora: LoraFile
     short_hash: str  # A1111's 12-hex `Lora hashes:` value
-    sha256: str  # of the whole file: the cache key
+    key: str  # the content's hash (header and tensor bytes): the cache key
     size: int
 
 
@@ -43,8 +42,8 @@ class LoraFileCache:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.reads = 0  # files parsed (misses), for tests and benchmarks
-        self._entries: OrderedDict[str, ParsedLora] = OrderedDict()  # sha256 -> parsed
-        self._stamps: dict[tuple, str] = {}  # stamp -> sha256
+        self._entries: OrderedDict[str, ParsedLora] = OrderedDict()  # content key -> parsed
+        self._stamps: dict[tuple, str] = {}  # stamp -> content key
         self._lock = threading.Lock()
 
     def load(self, path: str | Path) -> ParsedLora:
@@ -74,29 +73,33 @@ class LoraFileCache:
         return None
 
     def _read(self, path: Path) -> ParsedLora:
-        """Read, parse and hash one file from a single read of its bytes, and keep it."""
+        """Read, parse and hash one file from a single read of its bytes, and keep it.
+
+        The tensors are views of the one buffer read (no second copy); the hashes are taken
+        in a thread beside the parse (hashlib releases the GIL)."""
         from lorastudio.adapters.detect import load_lora_file
-        from lorastudio.adapters.hashing import lora_short_hash, lora_short_hash_of_bytes
+        from lorastudio.adapters.hashing import lora_hashes_of_bytes, lora_short_hash
+        from lorastudio.models.checkpoint import read_private_bytes
 
         if path.is_dir():
             return ParsedLora(load_lora_file(path), lora_short_hash(path), "", 0)
         if not path.is_file() or path.suffix.lower() != ".safetensors":
             load_lora_file(path)  # raises the one-line error (missing file, pickle format)
         stamp = _stamp(path)
-        data = path.read_bytes()
+        data = read_private_bytes(path)
         with ThreadPoolExecutor(1, thread_name_prefix="lorastudio-hash") as hasher:
-            whole = hasher.submit(lambda: hashlib.sha256(data).hexdigest())  # beside the parse
-            short = hasher.submit(lora_short_hash_of_bytes, data)
+            hashes = hasher.submit(lora_hashes_of_bytes, data)
             lora = load_lora_file(path, data)  # raises the one-line error for a bad file
-            parsed = ParsedLora(lora, short.result(), whole.result(), len(data))
+            short, key = hashes.result()
+            parsed = ParsedLora(lora, short, key, len(data))
         self.reads += 1
         if lora.source_format == "hcp" or _stamp(path) != stamp:
             return parsed  # HCP reads a partner file; a file changing under us is not kept
         with self._lock:
-            parsed = self._entries.setdefault(parsed.sha256, parsed)
-            self._entries.move_to_end(parsed.sha256)
+            parsed = self._entries.setdefault(parsed.key, parsed)
+            self._entries.move_to_end(parsed.key)
             self._stamps = {s: d for s, d in self._stamps.items() if s[0] != stamp[0]}
-            self._stamps[stamp] = parsed.sha256
+            self._stamps[stamp] = parsed.key
             self._evict()
         return parsed
 
@@ -113,7 +116,7 @@ class LoraFileCache:
         while held > self.max_bytes and len(self._entries) > 1:
             _, dropped = self._entries.popitem(last=False)
             held -= dropped.size
-            self._stamps = {s: d for s, d in self._stamps.items() if d != dropped.sha256}
+            self._stamps = {s: d for s, d in self._stamps.items() if d != dropped.key}
 
 
 _DEFAULT = LoraFileCache()
