@@ -90,3 +90,34 @@ def test_training_with_a_compiled_unet_writes_the_plain_lora(workspace, tiny_mod
     assert "dynamo_backend" not in kohya_yaml_config(imported).get("train", {})
     toml.write_text('dynamo_backend = "cudagraphs"\n')
     assert any(key == "dynamo_backend" for key, _ in import_kohya_config(toml).unmapped)
+
+
+@pytest.mark.slow
+def test_samples_during_a_compiled_training_run_eagerly_and_compile_nothing(workspace, tiny_models_dir, tmp_path):
+    """Samples (a CFG batch of two) would compile new UNet graphs each time; they run eager."""
+    import torch._dynamo
+
+    from lorastudio.service.training import run_training
+    from training_helpers import tiny_train_config, write_images
+
+    (workspace.models / "tiny-sd15").symlink_to(tiny_models_dir / "tiny-sd15", target_is_directory=True)
+    data = write_images(tmp_path / "red", [((230, 20 + i, 25), "zqx") for i in range(4)])
+    compiled_frames = torch._dynamo.utils.counters["frames"]
+
+    def frames_compiled(name: str, *extra: str) -> int:
+        torch._dynamo.reset()
+        before = compiled_frames["ok"]
+        cfg = tiny_train_config(
+            data, "zqx", "train.steps=4", "lora.rank=4", "seed=3", f"output.name={name}",
+            "train.torch_compile=true", "train.dynamo_backend=eager", *extra,
+        )  # fmt: skip
+        run_training(workspace, cfg)
+        return compiled_frames["ok"] - before
+
+    plain = frames_compiled("plain")
+    sampled = frames_compiled(
+        "sampled", "samples.prompts=[zqx, a red square]", "samples.every_steps=2", "samples.steps=3"
+    )  # fmt: skip
+    assert plain > 0  # the training steps are compiled ...
+    assert sampled == plain  # ... and the samples added no graph
+    assert len(list((workspace.runs / "sampled" / "samples").glob("step-*/*.png"))) == 4

@@ -15,12 +15,14 @@ caches), so the next launch of the studio reuses them instead of compiling again
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-__all__ = ["COMPILE_BACKENDS", "CompileBackend", "compile_model", "compile_cache_dir"]
+__all__ = ["COMPILE_BACKENDS", "CompileBackend", "compile_model", "compile_cache_dir", "eager_calls"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +58,22 @@ def compile_model(model: Any, cache_dir: Path, backend: str = "inductor") -> Any
     model.extra["compiled"] = {"backend": backend, "mode": mode or "default"}
     logger.info("compiled %s's UNet and VAE decoder (%s, mode %s)", model.name, backend, mode or "default")
     return model
+
+
+@contextlib.contextmanager
+def eager_calls(module: Any) -> Iterator[None]:
+    """Calls to `module` (compiled in place with `Module.compile`) run eagerly meanwhile.
+
+    A training run compiles its UNet for the training shapes; the samples it draws between
+    steps have another batch (CFG) and size, and would compile new graphs each time until
+    dynamo's recompile limit. They are a few steps every so often, so eager is the faster way.
+    """
+    compiled = module.__dict__.get("_compiled_call_impl")
+    if compiled is None:
+        yield
+        return
+    module._compiled_call_impl = None  # noqa: SLF001 — what Module.compile sets; __call__ falls back to eager
+    try:
+        yield
+    finally:
+        module._compiled_call_impl = compiled  # noqa: SLF001

@@ -92,7 +92,8 @@ class LoraFileCache:
             lora = load_lora_file(path, data)  # raises the one-line error for a bad file
             short, key = hashes.result()
             parsed = ParsedLora(lora, short, key, len(data))
-        self.reads += 1
+        with self._lock:
+            self.reads += 1  # two readers at once (`load_many`)
         if lora.source_format == "hcp" or _stamp(path) != stamp:
             return parsed  # HCP reads a partner file; a file changing under us is not kept
         with self._lock:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from lorastudio.errors import LorastudioError
+from lorastudio.models.compiled import eager_calls
 from lorastudio.train.async_steps import LaggedReadout
 from lorastudio.train.checkpoints import (
     check_checkpoint_space,
@@ -494,6 +495,7 @@ class Trainer:
             self._averaged(),
             self._without_dropout(),
             unet_dtype_bridge(unet, self.unet_dtype, self.model.dtype),
+            eager_calls(unet),  # a compiled UNet is compiled for the training shapes only
         ):
             paths = self._sample_prompts(folder)
         self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
