@@ -106,3 +106,41 @@ def test_an_fp16_vae_that_really_overflows_is_decoded_again_in_fp32(tiny_models_
         vae.half()
         images = _Sampler(model, None, None, None, None, None).decode(latents)
     assert torch.isfinite(images).all() and vae.dtype == torch.float32
+
+
+
+@cuda
+def test_cached_captions_park_the_text_encoders_in_cpu_memory_and_samples_still_draw(ws, red_set, capfd):
+    """Parking changes where the encoders wait, not what trains: the same LoRA as a run without it."""
+    from safetensors.torch import load_file
+
+    extra = ("samples.prompts=[zqx]", "samples.every_steps=2")
+    parked = _train(ws, red_set, "parked", *extra)
+    assert "wait in CPU memory while the UNet trains" in capfd.readouterr().err
+    plain = _train(ws, red_set, "plain", "train.cache_text_encoder_outputs=false", *extra)
+    assert "wait in CPU memory" not in capfd.readouterr().err
+    assert len(sorted((ws.runs / "parked").rglob("samples/**/*.png"))) == 2
+    a, b = load_file(str(parked["lora"])), load_file(str(plain["lora"]))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+@cuda
+def test_a_caption_is_encoded_where_the_encoders_wait(tiny_models_dir, tmp_path):
+    """A caption missing from the cache while the encoders are parked: encoded on the CPU, used on the GPU."""
+    from lorastudio.models.loading import load_model
+    from lorastudio.train.text import encode_text
+
+    for name in ("tiny-sd15", "tiny-sdxl"):
+        model = load_model(name, tiny_models_dir, tmp_path / "cache", device="cuda")
+        with torch.no_grad():
+            on_gpu = encode_text(model, ["zqx, a red square"])
+            for encoder in model.text_encoders:
+                encoder.to("cpu")
+            parked = encode_text(model, ["zqx, a red square"])
+        for gpu, cpu in zip(on_gpu, parked, strict=True):
+            if gpu is None:
+                assert cpu is None
+                continue
+            assert cpu.device.type == "cuda"
+            torch.testing.assert_close(cpu.float(), gpu.float(), rtol=2e-2, atol=2e-2)

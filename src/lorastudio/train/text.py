@@ -155,9 +155,9 @@ def encode_text(model, captions: list[str], clip_skip: int = 1) -> tuple[torch.T
     for encoder, tokenizer in zip(model.text_encoders, model.tokenizers, strict=True):
         ids = tokenizer(
             captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
-        ).input_ids.to(model.device)
+        ).input_ids.to(encoder.device)  # where the encoder is: CPU memory while it waits (train.offload)
         out = encoder(ids, output_hidden_states=True)
-        per_encoder.append(_select_layer(model.family, encoder, out, clip_skip))
+        per_encoder.append(_select_layer(model.family, encoder, out, clip_skip).to(model.device))
         if model.family.uses_pooled_text:
             pooled = getattr(out, "text_embeds", None)
-    return torch.cat(per_encoder, dim=-1), pooled
+    return torch.cat(per_encoder, dim=-1), pooled.to(model.device) if pooled is not None else None

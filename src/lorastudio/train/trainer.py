@@ -48,6 +48,7 @@ from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
+from lorastudio.train.offload import ParkedEncoders
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.plan import TrainPlan, ends_epoch
 from lorastudio.train.precision import mixed_precision_for
@@ -241,6 +242,7 @@ class Trainer:
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         self.caption_encoder = CaptionEncoder(self.model, self.cfg.clip_skip, trains_text=self._text_trains)
+        self.parked = ParkedEncoders(self.model.device)  # filled once every caption is cached
         self.denoising_loss = DenoisingLoss(
             self.cfg,
             self.model,
@@ -313,12 +315,9 @@ class Trainer:
         with self.accelerator.main_process_first():
             self.caption_encoder.fill(captions)
         self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
-        if model.family.text_encoder_kind == "chatglm" and model.device != "cpu":
-            # Kolors' 12.5 GB ChatGLM is done once every caption is cached: the UNet gets its memory.
-            for encoder in model.text_encoders:
-                encoder.to("cpu")
-            torch.cuda.empty_cache()
-            self._say("text: ChatGLM moved to CPU memory while the UNet trains")
+        freed = self.parked.park(model.text_encoders, chatglm=model.family.text_encoder_kind == "chatglm")
+        if freed:  # every caption is cached: the UNet gets the encoders' GPU memory
+            self._say(f"text: the text encoders ({freed / 2**30:.1f} GiB) wait in CPU memory while the UNet trains")
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
         self._prepare(plan)
@@ -496,6 +495,7 @@ class Trainer:
             self._without_dropout(),
             unet_dtype_bridge(unet, self.unet_dtype, self.model.dtype),
             eager_calls(unet),  # a compiled UNet is compiled for the training shapes only
+            self.parked.back_for_samples(),
         ):
             paths = self._sample_prompts(folder)
         self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
