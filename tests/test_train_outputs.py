@@ -269,3 +269,24 @@ def test_kohya_save_last_n_epochs_becomes_keep_last(tmp_path):
     toml.write_text('pretrained_model_name_or_path = "tiny-sd15"\nsave_last_n_epochs = 3\n', encoding="utf-8")
     imported = import_kohya_config(toml)
     assert kohya_train_config(imported).output.keep_last == 3
+
+
+def test_an_exported_base_model_is_a_name_or_a_path_that_resolves_from_anywhere(tmp_path, monkeypatch):
+    """A UNet-only export (Kolors) names its base: a relative path would only resolve where training ran."""
+    from types import SimpleNamespace
+
+    from lorastudio.models.loading import resolve_model
+    from lorastudio.train.export import base_reference
+
+    folder = tmp_path / "runs-here" / "my-kolors"
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    monkeypatch.chdir(tmp_path / "runs-here")
+    loaded = SimpleNamespace(source=str(resolve_model("./my-kolors", tmp_path / "models").path))
+    recorded = base_reference("./my-kolors", loaded)
+    monkeypatch.chdir(tmp_path)  # a later session, elsewhere
+    assert resolve_model(recorded, tmp_path / "models").path == folder.resolve()
+    assert base_reference("kolors", loaded) == "kolors"  # a library name stays portable
+    assert base_reference("Kwai-Kolors/Kolors-diffusers", SimpleNamespace(source="Kwai-Kolors/Kolors-diffusers")) == (
+        "Kwai-Kolors/Kolors-diffusers"
+    )

@@ -85,6 +85,15 @@ def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path
     return path
 
 
+def base_reference(ref: str, model) -> str:
+    """How an exported file names its base model: a library or tiny name as given (it resolves
+    in any workspace), else the loaded model's absolute path (a relative one only resolves from
+    the folder training ran in)."""
+    if "/" not in ref and "\\" not in ref and not Path(ref).suffix:
+        return ref
+    return model.source
+
+
 def save_full_checkpoint(
     model, path: Path, facts: dict[str, Any], base_name: str = "", precision: str = "fp16"
 ) -> Path:
@@ -213,7 +222,7 @@ def write_training_outputs(
         embedding=embedding is not None,
     )
     if "model" in targets:
-        save_full_checkpoint(model, targets["model"], facts, base_name=cfg.model, precision=precision)
+        save_full_checkpoint(model, targets["model"], facts, base_name=base_reference(cfg.model, model), precision=precision)
     if "lora" in targets:
         save_lora(lora_set, embedding, targets["lora"], family, model.unet.config, facts, precision=precision)
     if "embedding" in targets:
