@@ -218,3 +218,16 @@ def test_separate_vae_file_overrides_the_models_vae(tiny_workspace, tmp_path):
     assert (b[..., 0] - a[..., 0]).mean() > 20 and (a[..., 1] - b[..., 1]).mean() > 20
     info = json.loads(runner.invoke(app, ["pnginfo", warm["images"][0], "--json"]).stdout)
     assert info["VAE"] == "warm-vae" and len(info["VAE hash"]) == 10
+
+
+def test_a_missing_lora_fails_before_the_model_is_loaded(tiny_workspace, monkeypatch):
+    from lorastudio.errors import NotFoundError
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.model_cache import ModelCache
+
+    cache = ModelCache(tiny_workspace)
+    monkeypatch.setattr(cache, "get", lambda *a, **k: pytest.fail("the model was loaded for a request that cannot run"))
+    cfg = GenerateConfig(model="tiny-sd15", prompt="x <lora:nope:1>", steps=2, width=64, height=64)
+    with pytest.raises(NotFoundError, match="LoRA 'nope' not found"):
+        run_generation(tiny_workspace, cfg, cache)

@@ -168,14 +168,15 @@ def run_generation(
     cache = cache or ModelCache(ws, names=names)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
+    nets = [net for net in networks if net.kind in {"lora", "lyco"}]
+    # A misspelt <lora:name> fails before the model loads (seconds to minutes for a real checkpoint).
+    paths = [(lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names) for net in nets]
     model = cache.get(cfg.model, cfg.device, cfg.vae)
     cfg = with_family_defaults(cfg, model.family)
     if cfg.clip_skip > 1 and not model.family.supports_clip_skip:
         # Kolors' ChatGLM has no clip skip: ignored, and the infotext says what was used.
         cfg = cfg.model_copy(update={"clip_skip": 1})
     loras, lora_info = [], []
-    nets = [net for net in networks if net.kind in {"lora", "lyco"}]
-    paths = [(lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names) for net in nets]
     # A known file is a stat and a lookup; new ones are read two at a time.
     for net, path, parsed in zip(nets, paths, parsed_lora_files().load_many(paths), strict=True):
         check_lora_family(parsed.lora, model.family, name=str(path))
