@@ -104,8 +104,9 @@ def test_the_generated_form_reads_lists_mappings_and_empty_numbers_back_as_confi
     with gr.Blocks():
         form = build_config_form(translator("zh"), form_keys(), preset_values(None), ["model", "train.steps"])
     assert list(form.controls)[:2] == ["model", "train.steps"]  # basic keys first
-    assert form.controls["model"].label == "底模" and form.controls["lora.conv_rank"].label == "lora.conv_rank"
-    assert form.controls["train.learning_rate"].info.startswith("Learning rate")  # tooltip: the field's description
+    assert form.controls["model"].label == "底模" and form.controls["lora.conv_rank"].label == "卷积秩 (conv dim)"
+    # tooltip: the YAML / CLI name, then the field's description
+    assert form.controls["train.learning_rate"].info.startswith("train.learning_rate: Learning rate")
     submitted = {control: None for control in form.controls.values()}
     submitted.update({
         form.controls["samples.prompts"]: "a red square\n\n 小红, smiling ",

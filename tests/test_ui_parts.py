@@ -94,3 +94,10 @@ def test_the_inpaint_painter_strokes_become_a_white_mask_over_black():
     empty = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
     assert mask_from_editor({"background": background, "layers": [empty]}) is None  # nothing painted
     assert mask_from_editor(None) is None
+
+
+def test_every_training_key_has_a_label_in_both_languages():
+    from lorastudio.service.train_runs import form_keys
+
+    unlabelled = [key for key in form_keys() if f"trainform.{key}" not in LABELS]
+    assert not unlabelled, f"add trainform.<key> labels (English and Chinese) to ui/i18n.py: {unlabelled}"

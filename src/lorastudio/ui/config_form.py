@@ -5,8 +5,8 @@ field: the kind, limits and tooltip come from the field, so a new config field a
 the form with no UI change. The keys named `basic` come first, open; the others are folded
 into one accordion per section. Lists of words are one-per-line text boxes; mappings are JSON.
 
-A label comes from the UI's table when it has one (`trainform.<key>`), else it is the key
-itself: the name the YAML files, the CLI's `key=value` and the API all use.
+A label comes from the UI's table (`trainform.<key>`; the key itself where one is missing);
+the tooltip starts with the key, the name the YAML files, the CLI's `key=value` and the API use.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def _control(
 ):
     """One control for `key`, showing `value`, with the field's limits and description."""
     spec = field_spec(model, name)
-    common = {"label": label, "info": spec.description or None, "elem_id": element_id(key)}
+    info = f"{key}: {spec.description}" if spec.description else key
+    common = {"label": label, "info": info, "elem_id": element_id(key)}
     shown = _shown(shape, value)
     if choices is not None:
         return gr.Dropdown(choices=list(choices), value=shown, allow_custom_value=True, **common)
