@@ -26,16 +26,21 @@ PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 
 
 def read_safetensors_keys(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes without loading the data (cheap for multi-GB files)."""
-    from safetensors import safe_open
+    """Tensor names and shapes without loading the data (cheap for multi-GB files).
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types
-        raise LorastudioError(
-            f"{path}: not a readable .safetensors file ({exc}); re-download or re-export it."
-        ) from None
+    From the JSON header alone: safetensors' `safe_open` + `get_slice` per name took 150 ms
+    for an SDXL checkpoint's 2,500 tensors, and a load asks twice.
+    """
+    header = read_safetensors_header(path)
+    keys = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise _not_safetensors(Path(path), f"tensor {name[:60]!r} has a bad shape")
+        keys[name] = tuple(shape)
+    return keys
 
 
 # A safetensors header larger than this is not one (the format's own readers cap it at 100 MB).
