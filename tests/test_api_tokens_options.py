@@ -185,3 +185,16 @@ def test_a_job_is_cancelled_by_its_owner_only(idle_studio):
         assert idle_studio.get_job(job.id).state == "queued"
         assert client.delete(f"/api/v1/jobs/{job.id}", headers=ALICE).status_code == 200
     assert idle_studio.get_job(job.id).state == "cancelled"
+
+
+def test_an_unnamed_token_cancels_no_named_users_job_and_with_auth_off_anyone_may(idle_studio):
+    job = idle_studio.submit("sleep", {"config": {"seconds": 30}}, user="alice")
+    shared = {"Authorization": "Bearer shared-secret-33"}
+    app = create_app(idle_studio, tokens=parse_tokens(["alice:alice-secret-1"]), token="shared-secret-33")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        refused = client.delete(f"/api/v1/jobs/{job.id}", headers=shared)  # its caller is "", not alice
+        assert refused.status_code == 403 and idle_studio.get_job(job.id).state == "queued"
+    with TestClient(create_app(idle_studio), raise_server_exceptions=False) as client:
+        # auth switched off later: the person running the studio owns every job, named or not
+        assert client.delete(f"/api/v1/jobs/{job.id}").status_code == 200
+    assert idle_studio.get_job(job.id).state == "cancelled"

@@ -91,8 +91,10 @@ def test_only_a_cancelled_or_failed_training_job_resumes_and_it_keeps_its_run(wo
         again = studio.resume_train(job.id, user="ann")
         assert again.id != job.id and again.kind == "train" and again.user == "ann"
         assert again.payload == payload and again.state == "queued"
-        studio.cancel_job(again.id, user="")  # auth off: whoever runs the studio may cancel ...
-        anyone = studio.resume_train(again.id, user="")  # ... and resume, under the run owner's name
+        with pytest.raises(LorastudioError, match="another user's job"):
+            studio.cancel_job(again.id, user="")  # an unnamed token is a caller too
+        studio.cancel_job(again.id, user=None)  # auth off: whoever runs the studio may cancel ...
+        anyone = studio.resume_train(again.id, user=None)  # ... and resume, under the run owner's name
         assert anyone.user == "ann" and anyone.state == "queued"
     finally:
         studio.close()

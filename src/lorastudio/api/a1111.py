@@ -31,7 +31,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
     scheduler_name,
     to_generate_config,
 )
-from lorastudio.api.deps import get_studio, request_user
+from lorastudio.api.deps import get_studio, owner_to_check, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import SCHEDULE_TYPES, sampler_names
 from lorastudio.service.extras import upscale_image
@@ -251,14 +251,14 @@ def progress(
 @router.post("/interrupt")
 def interrupt(request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Stop the caller's running generation; its request answers with the images made so far."""
-    studio.interrupt(request_user(request))
+    studio.interrupt(owner_to_check(request))
     return {}
 
 
 @router.post("/skip")
 def skip(request: Request, studio: Studio = Depends(get_studio)) -> None:
     """Drop the caller's running generation's current batch (n_iter) at its next step; go on with the next."""
-    studio.skip(request_user(request))
+    studio.skip(owner_to_check(request))
     return None
 
 

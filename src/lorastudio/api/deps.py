@@ -10,7 +10,7 @@ from fastapi import Request
 
 from lorastudio.service.studio import Studio
 
-__all__ = ["get_studio", "request_user"]
+__all__ = ["get_studio", "request_user", "owner_to_check"]
 
 
 def get_studio(request: Request) -> Studio:
@@ -21,3 +21,11 @@ def get_studio(request: Request) -> Studio:
 def request_user(request: Request) -> str:
     """The user the security layer authenticated for this request ("" when auth is off)."""
     return str(getattr(request.state, "user", "") or "")
+
+
+def owner_to_check(request: Request) -> str | None:
+    """Whose jobs this caller may cancel or resume: the authenticated user ("" for an unnamed
+    token), or None when auth is off (whoever runs the studio owns every job)."""
+    if getattr(request.state, "auth", True) is False:
+        return None
+    return request_user(request)

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import Field
 
 from lorastudio import __version__
-from lorastudio.api.deps import get_studio, request_user
+from lorastudio.api.deps import get_studio, owner_to_check, request_user
 from lorastudio.config import StrictModel
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service import datasets as library_datasets
@@ -174,7 +174,7 @@ def get_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]
 def cancel_job(job_id: str, request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Cancel a queued job now; a running one stops at its next step (its model stays loaded).
     Only the caller's own jobs (403 for another user's)."""
-    return _job_json(studio, studio.cancel_job(job_id, user=request_user(request)))
+    return _job_json(studio, studio.cancel_job(job_id, user=owner_to_check(request)))
 
 
 def _last_event_id(value: str | None) -> int:

@@ -315,8 +315,10 @@ class SecurityMiddleware:
                 [(b"www-authenticate", b'Basic realm="lorastudio"')],
             )
             return
+        state = scope.setdefault("state", {})
+        state["auth"] = self.enabled  # off: one person runs the studio, no job has another owner
         if user:
-            scope.setdefault("state", {})["user"] = user
+            state["user"] = user
         if self.spool_dir is not None:
             SPOOL_DIR.set(self.spool_dir)
         if scope["type"] == "websocket":

@@ -199,22 +199,22 @@ class Studio:
         payload = {"config": cfg.model_dump(mode="json"), "run": run}
         return self.submit("train", payload, user=user, priority=priority, affinity=cfg.model)
 
-    def resume_train(self, job_id: str, *, user: str = "", priority: int = 0) -> Job:
+    def resume_train(self, job_id: str, *, user: str | None, priority: int = 0) -> Job:
         """Queue a cancelled or failed training job again: it resumes from its run's last checkpoint.
 
         The new job keeps the run folder and the resolved config of the old one; the train
-        handler finds the checkpoint there (as after a worker restart). `user` "" (auth off)
+        handler finds the checkpoint there (as after a worker restart). `user` None (auth off)
         resumes any run, under its owner's name.
         """
         old = self.get_job(job_id)
-        if user and old.user != user:  # it would write into their run folder, on this user's quota
+        if user is not None and old.user != user:  # it would write into their run folder, on this user's quota
             raise NotYours(f"job {job_id}: another user's training run; only the user who queued it can resume it.")
         if old.kind != "train" or old.state not in ("cancelled", "failed"):
             raise InvalidRequest(
                 f"job {job_id}: only a cancelled or failed training job resumes (this one is a {old.state} {old.kind} job)."
             )
         payload = {"config": old.payload["config"], "run": old.payload["run"]}
-        return self.submit("train", payload, user=user or old.user, priority=priority, affinity=old.affinity)
+        return self.submit("train", payload, user=old.user if user is None else user, priority=priority, affinity=old.affinity)
 
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
         cfg = self.requests.caption(cfg)
@@ -233,11 +233,9 @@ class Studio:
         return self.store.get(job_id)
 
     def cancel_job(self, job_id: str, user: str | None = None) -> Job:
-        """Cancel a job; with `user` (a request's caller) only that user's own job.
-
-        "" is the caller when auth is off (whoever runs the studio): no owner to check, so the
-        jobs queued under names while auth was on can still be cancelled from the UI and API."""
-        if user and self.store.get(job_id).user != user:
+        """Cancel a job; with `user` (a request's caller, "" for an unnamed token) only that
+        user's own job. None (the CLI, or a server with auth off) checks no owner."""
+        if user is not None and self.store.get(job_id).user != user:
             raise NotYours(f"job {job_id}: another user's job; only the user who queued it can cancel it.")
         return self.store.cancel(job_id)
 

@@ -52,6 +52,15 @@ def user_of(request: Any) -> str:
     return str(getattr(state, "user", "") or "")
 
 
+def owner_to_check(request: Any) -> str | None:
+    """Whose jobs this browser may cancel or resume: its user, or None when auth is off
+    (whoever runs the studio owns every job); see `api.deps.owner_to_check`."""
+    inner = getattr(request, "request", None)
+    if getattr(getattr(inner, "state", None), "auth", True) is False:
+        return None
+    return user_of(request)
+
+
 def error_text(exc: BaseException) -> str:
     """A readable one-line message for a refused input (never a stack trace on the page)."""
     from pydantic import ValidationError
@@ -76,7 +85,7 @@ def failed_markup(ctx: UiContext, job: Any) -> str:
     return f'<span class="error-text">{ctx.t("progress.failed", error=job.error or job.state)}</span>'
 
 
-def cancel_markup(ctx: UiContext, job_id: str, cancelling_label: str, user: str) -> str:
+def cancel_markup(ctx: UiContext, job_id: str, cancelling_label: str, user: str | None) -> str:
     """Ask the job shown in a tab to stop (the caller's own: the id comes back from the browser);
     the tab's "cancelling" text, or why it could not."""
     if not (job_id or "").strip():

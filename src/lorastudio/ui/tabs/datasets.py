@@ -23,6 +23,7 @@ from lorastudio.ui.context import (
     cancel_markup,
     error_markup,
     failed_markup,
+    owner_to_check,
     poll_job,
     queued_text,
     user_of,
@@ -135,7 +136,7 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
         yield from _follow_import(ctx, job.id)
 
     def stop(current: str, request: gr.Request) -> str:
-        return cancel_markup(ctx, current, "progress.cancelled", user_of(request))
+        return cancel_markup(ctx, current, "progress.cancelled", owner_to_check(request))
 
     cancel.click(stop, job_id, message)
     return [start.click(import_files, [files, folder, name, background], [message, picker, job_id],
@@ -274,7 +275,7 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
         yield from _follow(ctx, job.id)
 
     def cancel_job(current: str, request: gr.Request) -> str:
-        return cancel_markup(ctx, current, "progress.cancelled", user_of(request))
+        return cancel_markup(ctx, current, "progress.cancelled", owner_to_check(request))
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         """A reload during a caption job of this user (running or queued) follows it again."""

@@ -15,7 +15,7 @@ import gradio as gr
 
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.series import SeriesRequest
-from lorastudio.ui.context import UiContext, user_of
+from lorastudio.ui.context import UiContext, owner_to_check, user_of
 from lorastudio.ui.control_panel import build_control_panel, units_from_form
 from lorastudio.ui.forms import field_control
 from lorastudio.ui.generate_run import (
@@ -229,10 +229,10 @@ def build(ctx: UiContext) -> None:
 
     gallery.select(selected_infotext, images, infotext)
     def interrupt_mine(request: gr.Request) -> None:
-        ctx.studio.interrupt(user_of(request))
+        ctx.studio.interrupt(owner_to_check(request))
 
     def skip_mine(request: gr.Request) -> None:
-        ctx.studio.skip(user_of(request))
+        ctx.studio.skip(owner_to_check(request))
 
     interrupt.click(interrupt_mine, None, None)
     skip.click(skip_mine, None, None)

@@ -10,7 +10,7 @@ import datetime as dt
 
 import gradio as gr
 
-from lorastudio.ui.context import UiContext, error_markup, user_of
+from lorastudio.ui.context import UiContext, error_markup, owner_to_check, user_of
 
 TAB_ID = "jobs"
 LABEL = "tab.jobs"
@@ -37,7 +37,7 @@ def build(ctx: UiContext) -> None:
 
     def cancel_job(job: str, request: gr.Request) -> tuple:
         try:  # the caller's own jobs only, as in the API
-            cancelled = ctx.studio.cancel_job(job.strip(), user=user_of(request))
+            cancelled = ctx.studio.cancel_job(job.strip(), user=owner_to_check(request))
         except Exception as exc:
             return error_markup(ctx, exc), _rows(ctx)
         return t("jobs.cancelled", job=cancelled.id), _rows(ctx)

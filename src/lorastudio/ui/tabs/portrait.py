@@ -26,6 +26,7 @@ from lorastudio.ui.context import (
     cancel_markup,
     error_markup,
     failed_markup,
+    owner_to_check,
     poll_job,
     queued_text,
     user_of,
@@ -128,7 +129,7 @@ def _build_person(ctx: UiContext) -> dict[str, Any]:
         yield from _follow_train(ctx, job.id)
 
     def cancel_training(job: str, request: gr.Request) -> str:
-        return cancel_markup(ctx, job, "portrait.cancelling", user_of(request))
+        return cancel_markup(ctx, job, "portrait.cancelling", owner_to_check(request))
 
     def show_person(name: str | None) -> tuple:
         return _person_view(ctx, name)
@@ -378,7 +379,7 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
         yield from _follow_make(ctx, job.id)
 
     def stop(job: str, request: gr.Request) -> str:
-        return cancel_markup(ctx, job, "portrait.cancelling", user_of(request))
+        return cancel_markup(ctx, job, "portrait.cancelling", owner_to_check(request))
 
     def picked(shown: list[str], event: gr.SelectData) -> str:
         from lorastudio.service.png_info import png_info

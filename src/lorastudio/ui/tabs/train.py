@@ -22,6 +22,7 @@ from lorastudio.ui.context import (
     cancel_markup,
     error_markup,
     failed_markup,
+    owner_to_check,
     poll_job,
     queued_text,
     user_of,
@@ -108,14 +109,14 @@ def build(ctx: UiContext) -> None:
 
     def resume_run(job: str, request: gr.Request) -> Iterator[tuple]:
         try:
-            new = ctx.studio.resume_train(job.strip(), user=user_of(request))
+            new = ctx.studio.resume_train(job.strip(), user=owner_to_check(request))
         except Exception as exc:
             yield error_markup(ctx, exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             return
         yield from _follow(ctx, new.id)
 
     def cancel_run(job: str, request: gr.Request) -> str:
-        return cancel_markup(ctx, job, "train.cancelling", user_of(request))
+        return cancel_markup(ctx, job, "train.cancelling", owner_to_check(request))
 
     def use_checkpoint(job: str, chosen: float | None) -> str:
         from lorastudio.service.train_runs import pick_checkpoint
