@@ -68,7 +68,6 @@ def test_the_tensors_share_one_read_and_outlive_the_file(tmp_path):
         ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "past the end"),
         ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12, "do not fill"),
         ({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "shape and dtype"),
-        ({"x": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown dtype"),
         ({"x": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, "bad shape"),
         (
             {
@@ -79,6 +78,13 @@ def test_the_tensors_share_one_read_and_outlive_the_file(tmp_path):
             "overlaps",
         ),
         ({"x": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "no data_offsets"),
+        ({"x": {"dtype": "F32", "shape": [True, 2], "data_offsets": [0, 8]}}, b"\0" * 8, "bad shape"),
+        ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [False, 8]}}, b"\0" * 8, "no data_offsets"),
+        ({"x": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}}, b"", "bad shape"),
+        ({"x": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}, b"", "bad shape"),
+        ({"x": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 8]}}, b"\0" * 8, "bad shape"),
+        ({"x": 7}, b"", "no data_offsets"),
+        ({"__metadata__": {"a": 1}}, b"", "mapping of strings"),
     ],
 )
 def test_a_broken_file_is_one_line_naming_it(tmp_path, header, body, reason):
@@ -90,7 +96,22 @@ def test_a_broken_file_is_one_line_naming_it(tmp_path, header, body, reason):
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x01\x02", struct.pack("<Q", 1 << 40) + b"{}", struct.pack("<Q", 4) + b"[1]  "])
+def _with_header(raw: bytes) -> bytes:
+    return struct.pack("<Q", len(raw)) + raw
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"", b"\x01\x02", struct.pack("<Q", 1 << 40) + b"{}", _with_header(b"[1]  "),
+        _with_header(b'{"a": ' + b"9" * 5000 + b"}"),  # past Python's integer-string limit
+        _with_header(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),  # nesting past the recursion limit
+        _with_header("{}".encode("utf-16")),  # the format is UTF-8 only
+        _with_header(b"\xef\xbb\xbf{}"),  # nor a BOM
+        _with_header(b'{"x\\ud800": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}'),  # lone surrogate
+        _with_header(b'{"__metadata__": {}, "__metadata__": {}}'),  # a repeated key
+    ],
+)  # fmt: skip
 def test_a_file_that_is_no_safetensors_at_all_is_refused(tmp_path, content):
     path = tmp_path / "x.safetensors"
     path.write_bytes(content)
@@ -109,3 +130,28 @@ def test_a_tensor_at_an_offset_its_dtype_cannot_view_gets_an_aligned_copy(tmp_pa
     tensors, _ = read_safetensors_private(path)
     assert torch.equal(tensors["half"], half) and torch.equal(tensors["single"], single)
     assert tensors["single"].data_ptr() % 4 == 0
+
+
+def test_a_dtype_torch_reads_that_lorastudio_does_not_know_says_so_not_corrupt(tmp_path):
+    path = tmp_path / "odd.safetensors"
+    _raw_file(path, {"x": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}, b"\0")
+    with pytest.raises(LorastudioError, match="dtype 'F4', which lorastudio cannot read") as caught:
+        read_safetensors_private(path)
+    assert "not a complete" not in str(caught.value)
+    complex_file = tmp_path / "complex.safetensors"
+    save_file({"z": torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64)}, str(complex_file))
+    assert torch.equal(read_safetensors_private(complex_file)[0]["z"], load_file(str(complex_file))["z"])
+
+
+def test_header_only_readers_check_the_same_rules(tmp_path):
+    from lorastudio.models.checkpoint import read_safetensors_header, read_safetensors_keys
+
+    path = tmp_path / "gap.safetensors"
+    _raw_file(path, {"x": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8)
+    for reader in (read_safetensors_header, read_safetensors_keys):
+        with pytest.raises(LorastudioError, match="gap.safetensors: not a readable .safetensors file"):
+            reader(path)
+    deep = tmp_path / "deep.safetensors"
+    deep.write_bytes(_with_header(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"))
+    with pytest.raises(LorastudioError, match="not UTF-8 JSON"):
+        read_safetensors_header(deep)

@@ -31,16 +31,8 @@ def read_safetensors_keys(path: Path) -> dict[str, tuple[int, ...]]:
     From the JSON header alone: safetensors' `safe_open` + `get_slice` per name took 150 ms
     for an SDXL checkpoint's 2,500 tensors, and a load asks twice.
     """
-    header = read_safetensors_header(path)
-    keys = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        shape = entry.get("shape")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise _not_safetensors(Path(path), f"tensor {name[:60]!r} has a bad shape")
-        keys[name] = tuple(shape)
-    return keys
+    header = read_safetensors_header(path)  # checked as safetensors checks it
+    return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
 
 
 # A safetensors header larger than this is not one (the format's own readers cap it at 100 MB).
@@ -75,12 +67,38 @@ def _incomplete(path: Path, reason: str) -> LorastudioError:
     return LorastudioError(f"{path.name}: not a complete .safetensors file ({reason}); replace it with a good copy.")
 
 
+# The format's dtypes and their sizes in bytes, and the torch dtype each is read as.
+_SAFETENSORS_DTYPES = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1), "C64": ("complex64", 8),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+    "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1), "BOOL": ("bool", 1),
+}  # fmt: skip
+_MAX_ELEMENTS = 2**62  # a shape past this is no tensor (and overflows torch's stride arithmetic)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (the format's reader refuses repeats)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key is repeated")
+    return found
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # JSON true/false are no counts
+
+
 def _checked_header(path: Path, raw: bytes | bytearray, data_size: int, fail=_not_safetensors) -> dict[str, Any]:
-    """The parsed header, its tensors checked to lie inside the `data_size` bytes after it."""
+    """The parsed header, checked as the format's own reader checks it: UTF-8 JSON, a mapping of
+    tensors with known dtypes whose shapes match their byte ranges, lying end to end and filling
+    the `data_size` bytes after the header exactly."""
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise fail(path, "header is not JSON") from None
+        header = json.loads(bytes(raw).decode("utf-8"), object_pairs_hook=_unique_keys)
+        for key in header if isinstance(header, dict) else ():
+            key.encode("utf-8")  # a lone surrogate escape (\ud800) is no UTF-8 name
+    except (UnicodeError, ValueError, RecursionError):  # JSON errors, huge integers, deep nesting
+        raise fail(path, "header is not UTF-8 JSON") from None
     if not isinstance(header, dict):
         raise fail(path, "header is not a mapping")
     metadata = header.get("__metadata__", {})
@@ -89,28 +107,51 @@ def _checked_header(path: Path, raw: bytes | bytearray, data_size: int, fail=_no
     ):
         raise fail(path, "__metadata__ is not a mapping of strings")
     for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise fail(path, f"tensor {name[:60]!r} has no data_offsets")
-        if not 0 <= offsets[0] <= offsets[1] <= data_size:
-            raise fail(path, f"tensor {name[:60]!r} lies past the end of the file")
+        if name != "__metadata__":
+            _check_entry(path, name, entry, data_size, fail)
+    _check_tensors_fill_the_file(path, header, data_size, fail)
     return header
+
+
+def _check_entry(path: Path, name: str, entry: Any, data_size: int, fail) -> None:
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
+        raise fail(path, f"tensor {name[:60]!r} has no data_offsets")
+    if not offsets[0] <= offsets[1] <= data_size:
+        raise fail(path, f"tensor {name[:60]!r} lies past the end of the file")
+    dtype, shape = entry.get("dtype"), entry.get("shape")
+    if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPES:
+        raise LorastudioError(
+            f"{path.name}: tensor {name[:60]!r} has dtype {str(dtype)[:20]!r}, which lorastudio cannot read; "
+            "convert the file to F32, F16 or BF16."
+        )
+    if not (isinstance(shape, list) and all(map(_is_count, shape))):
+        raise fail(path, f"tensor {name[:60]!r} has a bad shape")
+    elements = 1
+    for size in shape:
+        elements *= size or 1  # a zero-size tensor's other sides must still be sane
+        if elements > _MAX_ELEMENTS:
+            raise fail(path, f"tensor {name[:60]!r} has a bad shape")
+    if (0 if 0 in shape else elements) * _SAFETENSORS_DTYPES[dtype][1] != offsets[1] - offsets[0]:
+        raise fail(path, f"tensor {name[:60]!r} does not match its shape and dtype")
+
+
+def _check_tensors_fill_the_file(path: Path, header: dict[str, Any], data_size: int, fail) -> None:
+    """Tensors lie end to end and fill the data exactly, as the format's own reader demands."""
+    entries = [(name, entry) for name, entry in header.items() if name != "__metadata__"]
+    end = 0
+    for name, entry in sorted(entries, key=lambda item: tuple(item[1]["data_offsets"])):
+        begin, stop = entry["data_offsets"]
+        if begin != end:
+            raise fail(path, f"tensor {name[:60]!r} overlaps another or leaves a gap")
+        end = stop
+    if end != data_size:
+        raise fail(path, "the tensors do not fill the file")
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The `__metadata__` strings of a .safetensors file (kohya's `ss_*`, modelspec), header only."""
     return dict(read_safetensors_header(path).get("__metadata__") or {})
-
-
-# safetensors dtype names -> torch dtype names (those torch has; others are refused).
-_SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
-    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
-}  # fmt: skip
 
 
 def read_private_bytes(path: str | Path) -> bytearray:
@@ -147,48 +188,25 @@ def read_safetensors_private(path: Path, data: bytes | bytearray | None = None) 
         raise _incomplete(path, "bad header size")
     header = _checked_header(path, data[8 : 8 + size], len(data) - 8 - size, fail=_incomplete)
     metadata = header.pop("__metadata__", None) or {}
-    _check_tensors_fill_the_file(path, header, len(data) - 8 - size)
     # Sorted by name, as safe_open lists them: the order modules are applied in stays the same
     # whichever way the file was written.
-    tensors = {name: _tensor_view(path, name, header[name], data, 8 + size) for name in sorted(header)}
+    tensors = {name: _tensor_view(header[name], data, 8 + size) for name in sorted(header)}
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
 
-def _check_tensors_fill_the_file(path: Path, header: dict[str, Any], data_size: int) -> None:
-    """Tensors lie end to end and fill the data exactly, as the format's own reader demands."""
-    end = 0
-    for name, entry in sorted(header.items(), key=lambda item: tuple(item[1]["data_offsets"])):
-        begin, stop = entry["data_offsets"]
-        if begin != end:
-            raise _incomplete(path, f"tensor {name[:60]!r} overlaps another or leaves a gap")
-        end = stop
-    if end != data_size:
-        raise _incomplete(path, "the tensors do not fill the file")
-
-
-def _tensor_view(path: Path, name: str, entry: dict[str, Any], data: bytearray, body: int):
-    """One tensor as a view of `data` (a copy only where its offset breaks the dtype's alignment)."""
-    import math
-
+def _tensor_view(entry: dict[str, Any], data: bytearray, body: int):
+    """One checked tensor as a view of `data` (a copy only where its offset breaks the dtype's alignment)."""
     import torch
 
-    dtype_name = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
-    dtype = getattr(torch, dtype_name, None) if dtype_name else None
-    shape = entry.get("shape")
-    if dtype is None:
-        raise _incomplete(path, f"tensor {name[:60]!r} has an unknown dtype {str(entry.get('dtype'))[:20]!r}")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise _incomplete(path, f"tensor {name[:60]!r} has a bad shape")
+    dtype_name, itemsize = _SAFETENSORS_DTYPES[entry["dtype"]]
+    dtype, shape = getattr(torch, dtype_name), entry["shape"]
     begin, stop = entry["data_offsets"]
-    count, itemsize = math.prod(shape), torch.empty((), dtype=dtype).element_size()
-    if count * itemsize != stop - begin:
-        raise _incomplete(path, f"tensor {name[:60]!r} does not match its shape and dtype")
-    if count == 0:
+    if begin == stop:
         return torch.empty(shape, dtype=dtype)
     offset = body + begin
     if offset % itemsize:  # an odd offset: this tensor gets its own aligned copy
-        data, offset = bytearray(data[offset : offset + stop - begin]), 0
-    return torch.frombuffer(data, dtype=dtype, count=count, offset=offset).view(shape)
+        data, offset = data[offset:stop + body], 0
+    return torch.frombuffer(data, dtype=dtype, count=(stop - begin) // itemsize, offset=offset).view(shape)
 
 
 def detach_from_files(*modules) -> None:
