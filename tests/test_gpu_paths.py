@@ -29,14 +29,14 @@ def red_set(tmp_path):
     return write_images(tmp_path / "red", [((230, 20 + i, 25), TRIGGER) for i in range(4)])
 
 
-def _train(ws, data, name: str, *extra: str) -> dict:
+def _train(ws, data, name: str, *extra: str, progress: bool = False) -> dict:
     from lorastudio.service.training import run_training
     from training_helpers import tiny_train_config
 
     settings = ("train.steps=4", "train.save_every_steps=1000", "lora.rank=4", "seed=3", f"output.name={name}")
     # tiny_train_config sets mixed_precision=no (the CPU's); the extras here set the GPU's.
     cfg = tiny_train_config(data, TRIGGER, *settings, *extra)
-    return run_training(ws, cfg, progress=False, device="cuda")
+    return run_training(ws, cfg, progress=progress, device="cuda")  # progress: the run's lines on stderr
 
 
 def _losses(ws, name: str) -> list[float]:
@@ -115,10 +115,11 @@ def test_cached_captions_park_the_text_encoders_in_cpu_memory_and_samples_still_
     from safetensors.torch import load_file
 
     extra = ("samples.prompts=[zqx]", "samples.every_steps=2")
-    parked = _train(ws, red_set, "parked", *extra)
+    parked = _train(ws, red_set, "parked", *extra, progress=True)
     assert "wait in CPU memory while the UNet trains" in capfd.readouterr().err
-    plain = _train(ws, red_set, "plain", "train.cache_text_encoder_outputs=false", *extra)
-    assert "wait in CPU memory" not in capfd.readouterr().err
+    plain = _train(ws, red_set, "plain", "train.cache_text_encoder_outputs=false", *extra, progress=True)
+    said = capfd.readouterr().err
+    assert "attention:" in said and "wait in CPU memory" not in said  # the lines are shown, this one not
     assert len(sorted((ws.runs / "parked").rglob("samples/**/*.png"))) == 2
     a, b = load_file(str(parked["lora"])), load_file(str(plain["lora"]))
     for key in a:
