@@ -23,7 +23,7 @@ demo: $(STAMP)
 # Two workers (pytest-xdist), one torch thread each: the tiny-model tests are small ops, and the
 # served/browser tests wait on processes, so two at once finish in ~60 % of the serial time. loadfile:
 # a test file runs on one worker, so its module fixtures (a served studio) are built once and its
-# tests may build on each other (xdist's loadgroup marks do nothing under pytest 9).
+# tests may build on each other.
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 

@@ -278,15 +278,22 @@ def test_an_exported_base_model_is_a_name_or_a_path_that_resolves_from_anywhere(
     from lorastudio.models.loading import resolve_model
     from lorastudio.train.export import base_reference
 
-    folder = tmp_path / "runs-here" / "my-kolors"
-    folder.mkdir(parents=True)
-    (folder / "model_index.json").write_text("{}")
+    models = tmp_path / "models"
+    for folder in (tmp_path / "runs-here" / "my-kolors", models / "kolors-v1.0"):
+        folder.mkdir(parents=True)
+        (folder / "model_index.json").write_text("{}")
     monkeypatch.chdir(tmp_path / "runs-here")
-    loaded = SimpleNamespace(source=str(resolve_model("./my-kolors", tmp_path / "models").path))
-    recorded = base_reference("./my-kolors", loaded)
+
+    def recorded(ref: str) -> str:
+        where = resolve_model(ref, models)
+        return base_reference(ref, SimpleNamespace(source=str(where.path), name=where.name), models)
+
+    from_cwd = [recorded("./my-kolors"), recorded("my-kolors")]  # a folder beside the run, bare or not
+    library = recorded("kolors-v1.0")
     monkeypatch.chdir(tmp_path)  # a later session, elsewhere
-    assert resolve_model(recorded, tmp_path / "models").path == folder.resolve()
-    assert base_reference("kolors", loaded) == "kolors"  # a library name stays portable
-    assert base_reference("Kwai-Kolors/Kolors-diffusers", SimpleNamespace(source="Kwai-Kolors/Kolors-diffusers")) == (
-        "Kwai-Kolors/Kolors-diffusers"
-    )
+    for ref in from_cwd:
+        assert resolve_model(ref, models).path == (tmp_path / "runs-here" / "my-kolors").resolve()
+    assert library == "kolors-v1.0"  # a library name stays portable (a dotted one too)
+    assert base_reference("tiny-kolors", SimpleNamespace(source="/x", name="tiny-kolors"), models) == "tiny-kolors"
+    hub = SimpleNamespace(source="Kwai-Kolors/Kolors-diffusers", name="Kolors-diffusers")
+    assert base_reference("Kwai-Kolors/Kolors-diffusers", hub, models) == "Kwai-Kolors/Kolors-diffusers"

@@ -85,12 +85,22 @@ def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path
     return path
 
 
-def base_reference(ref: str, model) -> str:
-    """How an exported file names its base model: a library or tiny name as given (it resolves
-    in any workspace), else the loaded model's absolute path (a relative one only resolves from
-    the folder training ran in)."""
-    if "/" not in ref and "\\" not in ref and not Path(ref).suffix:
+def base_reference(ref: str, model, models_dir: Path | None = None) -> str:
+    """How an exported file names its base model: a tiny name, a hub id, the library name when
+    the model is in `models_dir` (it resolves in any session), else the loaded model's absolute
+    path (the name the config gave may be relative to the folder training ran in)."""
+    from lorastudio.models.loading import WEIGHT_SUFFIXES
+    from lorastudio.models.tiny import is_tiny_name
+
+    if is_tiny_name(ref):
         return ref
+    source = Path(model.source)
+    if not source.is_absolute():  # a hub id
+        return model.source
+    if models_dir is not None:
+        for candidate in [models_dir / model.name, *(models_dir / f"{model.name}{s}" for s in WEIGHT_SUFFIXES)]:
+            if candidate.exists() and candidate.resolve() == source:
+                return model.name
     return model.source
 
 
@@ -207,9 +217,10 @@ def _learning_rate_facts(cfg) -> dict[str, Any]:
 
 
 def write_training_outputs(
-    folder: Path, cfg, name: str, model, lora_set, embedding, facts: dict[str, Any]
+    folder: Path, cfg, name: str, model, lora_set, embedding, facts: dict[str, Any], models_dir: Path | None = None
 ) -> dict[str, Path]:
-    """The LoRA (or model) and the embedding, each on its own path (see `train.outputs`)."""
+    """The LoRA (or model) and the embedding, each on its own path (see `train.outputs`);
+    `models_dir` (the workspace's library) lets a full model name its base portably."""
     folder.mkdir(parents=True, exist_ok=True)
     family = model.family
     precision = cfg.output.save_precision
@@ -222,7 +233,8 @@ def write_training_outputs(
         embedding=embedding is not None,
     )
     if "model" in targets:
-        save_full_checkpoint(model, targets["model"], facts, base_name=base_reference(cfg.model, model), precision=precision)
+        base = base_reference(cfg.model, model, models_dir)
+        save_full_checkpoint(model, targets["model"], facts, base_name=base, precision=precision)
     if "lora" in targets:
         save_lora(lora_set, embedding, targets["lora"], family, model.unet.config, facts, precision=precision)
     if "embedding" in targets:

@@ -44,10 +44,10 @@ class ParkedEncoders:
 
     @contextlib.contextmanager
     def back_for_samples(self) -> Iterator[None]:
-        """The CLIP encoders on the device meanwhile, parked again after."""
-        for encoder in self.return_for_samples:
-            encoder.to(self.device)
+        """The CLIP encoders on the device meanwhile, parked again after (also when a move fails)."""
         try:
+            for encoder in self.return_for_samples:
+                encoder.to(self.device)
             yield
         finally:
             for encoder in self.return_for_samples:

@@ -480,7 +480,7 @@ class Trainer:
         with self._averaged():
             facts = self._facts()
             return write_training_outputs(
-                folder, self.cfg, self.name, self.model, self.lora_set, self.embedding, facts
+                folder, self.cfg, self.name, self.model, self.lora_set, self.embedding, facts, self.paths.models
             )
 
     def write_samples(self) -> list[Path]:
