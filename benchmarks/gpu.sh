@@ -2,7 +2,7 @@
 # Every GPU check and benchmark, most valuable first, within one deadline (a lent machine runs one
 # command for at most 10 minutes, and a session has 15 minutes of device time in all).
 #
-#     bash benchmarks/gpu.sh [OUT_DIR] [STEP ...]      # STEP: versions cuda-tests generate train files load compile
+#     bash benchmarks/gpu.sh [OUT_DIR] [STEP ...]   # STEP: versions cuda-tests generate train train-xl files load compile
 #
 # DEADLINE (seconds, default 540) bounds the whole run: a step gets what is left of it, and a step
 # that would start with under 30 s left is skipped (and named as skipped). A failed step does not
@@ -18,7 +18,7 @@
 set -u
 OUT=${1:-gpu-results}
 shift || true
-STEPS=${*:-versions cuda-tests generate train files load compile}
+STEPS=${*:-versions cuda-tests generate train train-xl files load compile}
 END=$((SECONDS + ${DEADLINE:-540}))
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -59,7 +59,11 @@ transformers.__version__, 'peft', peft.__version__)"
 step cuda-tests 300 "$PY" -m pytest -p no:cacheprovider -q -rs tests/test_train_async_steps.py tests/test_compile.py \
     tests/test_gpu_paths.py
 step generate 150 "$PY" benchmarks/generate.py --shape sd15-full --sizes 512 --steps 30 --repeats 3 --device cuda
-step train 240 "$PY" benchmarks/train.py --shapes sd15,sdxl --resolutions 512 --batch 1 --steps 20 --warmup 5
+step train 240 "$PY" benchmarks/train.py --shapes sd15,sdxl --resolutions 512 --batch 1 --steps 20 --warmup 5 \
+    --models-dir /tmp/lorastudio-bench-models
+# SDXL at 1024 px: it/s against plain, and each process's peak CUDA memory (the <= 8 GiB question).
+step train-xl 200 "$PY" benchmarks/train.py --shapes sdxl --resolutions 1024 --batch 1 --steps 10 --warmup 3 \
+    --models-dir /tmp/lorastudio-bench-models
 step files 240 "$PY" benchmarks/full_size.py sd15 sdxl
 step load 240 "$PY" benchmarks/load.py --families sd15,sdxl --repeats 1 --device cuda
 step compile 420 "$PY" benchmarks/compile.py --model "$HOME/.cache/lorastudio-bench/random-sd15-fp16.safetensors" \
