@@ -127,6 +127,40 @@ def test_cached_captions_park_the_text_encoders_in_cpu_memory_and_samples_still_
 
 
 @cuda
+def test_the_caches_fill_while_the_unet_waits_in_cpu_memory(ws, red_set, monkeypatch):
+    """Latents and captions are encoded with the UNet off the GPU; it is back for the first step."""
+    from lorastudio.train import latents, text_cache
+    from lorastudio.train.trainer import Trainer
+
+    unets: list = []
+    seen: dict[str, str] = {}
+
+    def spy(cls, method: str, label: str) -> None:
+        real = getattr(cls, method)
+
+        def recording(self, *args, **kwargs):
+            seen.setdefault(label, next(unets[0].parameters()).device.type)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, recording)
+
+    real_load = Trainer._load_model
+
+    def load_and_keep(self):
+        model = real_load(self)
+        unets.append(model.unet)
+        return model
+
+    monkeypatch.setattr(Trainer, "_load_model", load_and_keep)
+    spy(latents.LatentCache, "prepare", "latents")
+    spy(text_cache.CaptionEncoder, "fill", "captions")
+    spy(Trainer, "_loss", "first step")
+    result = _train(ws, red_set, "staged")
+    assert seen == {"latents": "cpu", "captions": "cpu", "first step": "cuda"}
+    assert _finite_file(result["lora"])
+
+
+@cuda
 def test_a_caption_is_encoded_where_the_encoders_wait(tiny_models_dir, tmp_path):
     """A caption missing from the cache while the encoders are parked: encoded on the CPU, used on the GPU."""
     from lorastudio.models.loading import load_model

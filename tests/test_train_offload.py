@@ -53,3 +53,24 @@ def test_a_cpu_run_moves_nothing():
     with parked.back_for_samples():
         pass
     assert moves == []
+
+
+def test_the_unet_waits_in_cpu_memory_while_the_caches_fill_on_a_gpu_run():
+    from lorastudio.train.offload import unet_in_cpu_memory
+
+    moves: list[str] = []
+    unet = _Encoder(moves, "unet")
+    with unet_in_cpu_memory(unet, "cuda") as waiting:
+        assert waiting and moves == ["unet->cpu"]
+    assert moves == ["unet->cpu", "unet->cuda"]
+    moves.clear()
+    try:
+        with unet_in_cpu_memory(unet, "cuda:1"):
+            raise RuntimeError("a cache failed")
+    except RuntimeError:
+        pass
+    assert moves == ["unet->cpu", "unet->cuda:1"]  # back on its device all the same
+    moves.clear()
+    with unet_in_cpu_memory(unet, "cpu") as waiting:
+        assert not waiting
+    assert moves == []

@@ -48,7 +48,7 @@ from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
-from lorastudio.train.offload import ParkedEncoders
+from lorastudio.train.offload import ParkedEncoders, unet_in_cpu_memory
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.plan import TrainPlan, ends_epoch
 from lorastudio.train.precision import mixed_precision_for
@@ -255,20 +255,12 @@ class Trainer:
             self.cfg, self.model, self.accelerator.device.type, self._text_trains, self.paths.cache, self._say
         )
         self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
-        if self.cfg.data.color_aug:
-            # As in kohya, colour augmentation and cached latents exclude each other.
-            self._say("latents: data.color_aug is on, so latents are encoded every step (latent cache off)")
-        else:
-            check_cache_space(cache_root, self.images, self.cfg.data.flip)
-            with self.accelerator.main_process_first():
-                encoded = self.latents.prepare(self.images, self.cfg.data.flip)
-            self._say(
-                f"latents: {len(self.images)} images, {encoded} newly encoded (cache {self.latents.folder})"
-            )
+        with unet_in_cpu_memory(self.model.unet, self.model.device):  # the caches need no UNet
+            self._prepare_latent_cache(cache_root)
+            self._prepare_text_cache()
         self.schedule = BatchSchedule(
             self.images, self.cfg.train.batch_size, self.cfg.seed, self.cfg.data.flip
         )
-        self._prepare_text_cache()
         self.params = self._trainable_parameters()
         if self.cfg.train.ema_decay:
             self.ema = WeightAverage(self.params, self.cfg.train.ema_decay)
@@ -301,6 +293,16 @@ class Trainer:
     def _vae_digest(self) -> str:
         """The latent-cache key, hashed once (the VAE never trains)."""
         return vae_hash(self.model.vae)
+
+    def _prepare_latent_cache(self, cache_root: Path) -> None:
+        if self.cfg.data.color_aug:
+            # As in kohya, colour augmentation and cached latents exclude each other.
+            self._say("latents: data.color_aug is on, so latents are encoded every step (latent cache off)")
+            return
+        check_cache_space(cache_root, self.images, self.cfg.data.flip)
+        with self.accelerator.main_process_first():
+            encoded = self.latents.prepare(self.images, self.cfg.data.flip)
+        self._say(f"latents: {len(self.images)} images, {encoded} newly encoded (cache {self.latents.folder})")
 
     def _prepare_text_cache(self) -> None:
         """Encode every fixed caption once (disk-cached across runs) when the text side is frozen."""
