@@ -110,7 +110,7 @@ def run_lorastudio(args) -> dict:
             f"model={args.model}", f"data.dir={args.data}", f"train.resolution={args.resolution}",
             f"train.steps={args.steps}", f"train.batch_size={args.batch}", f"lora.rank={args.rank}",
             f"lora.alpha={args.rank}", "train.save_every_steps=1000000", "lora.targets=kohya",
-            f"output.name=bench-{os.getpid()}",
+            f"output.name=bench-{os.getpid()}", *args.set,
         ]
     )  # fmt: skip
     run_training(ws, cfg, callback=on_event, progress=False)
@@ -205,7 +205,8 @@ def compare(args, model: str, root: Path, resolution: int) -> dict:
         for which in order:
             cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
                    "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
-                   "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+                   "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   *(f"--set={setting}" for setting in args.set)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
@@ -247,6 +248,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="pairs of runs, alternating which goes first")
     parser.add_argument("--shapes", default="", help="comma list of sd15,sdxl random-weight models")
     parser.add_argument("--models-dir", default=None, help="keep the random-weight models here between runs")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a training setting for lorastudio's run only, e.g. train.gradient_checkpointing=true (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--which", choices=["lorastudio", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
@@ -264,7 +269,8 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row))
         print(
-            f"{Path(row['model']).name} {row['resolution']} px (median of {args.repeats}): "
+            f"{Path(row['model']).name} {row['resolution']} px (median of {args.repeats})"
+            f"{' with ' + ', '.join(args.set) if args.set else ''}: "
             f"lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
             f"({row['lorastudio_peak_mb']:.0f} MB) vs plain {row['plain_steps_per_s']:.2f} steps/s "
             f"({row['plain_peak_mb']:.0f} MB); ratio {row['speed_ratio']:.2f} (per CPU-second {row['cpu_speed_ratio']:.3f})"
