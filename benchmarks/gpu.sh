@@ -27,7 +27,8 @@ if [ -x .venv/bin/python ]; then
 else
     PY=${PY:-python3}
     if [ -d .whl ]; then
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl || { echo "gpu.sh: the wheels in .whl did not install; run benchmarks/gpu_wheels.sh again"; exit 1; }
         export PYTHONPATH=/tmp/site:$PWD/src
     else
         export PYTHONPATH=$PWD/src
@@ -44,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...: runs when named in STEPS and time is l
     fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name (limit ${limit}s)" | tee "$OUT/gpu-$name.txt"
-    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/gpu-$name.txt"
+    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$OUT/gpu-$name.txt"
     echo "== $name: exit ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-$name.txt"
 }
 

@@ -13,6 +13,7 @@ NEEDED="diffusers pydantic pydantic_core annotated-types typing-inspection fasta
 python-multipart torchsde trampoline pytorch_optimizer importlib_metadata opentelemetry-api typing_extensions
 annotated-doc lazy-importer"
 mkdir -p .whl
+rm -f .whl/*.whl  # two versions of one package would stop the whole install there
 for name in $NEEDED; do
     pin=$(grep -i -m1 "^${name}==" constraints.txt)
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

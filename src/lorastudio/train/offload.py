@@ -3,8 +3,8 @@ encoders while the UNet trains.
 
 Filling the caches (the VAE encoding every image, at 1024 px for SDXL; the text encoders
 encoding every caption) does not use the UNet, so it waits in CPU memory meanwhile (5.1 GB of
-an SDXL fp16 UNet; the copies there and back take well under a second): that phase's peak is
-the VAE's and encoders', not theirs plus the UNet's.
+an SDXL fp16 UNet; the copies there and back take a second or two, not measured yet): that
+phase's peak is the VAE's and encoders', not theirs plus the UNet's.
 
 Once every caption's embedding is cached, the training steps never call the text encoders:
 on SDXL that is 1.6 GB (fp16) of GPU memory the UNet's activations can use, on Kolors
