@@ -175,6 +175,28 @@ def test_progress_interrupt_and_skip_reach_only_the_callers_own_jobs(tiny_worksp
     assert done.state == "cancelled"
 
 
+def test_with_auth_off_progress_and_interrupt_reach_the_running_job_whoever_queued_it(tiny_workspace, monkeypatch):
+    """A1111's single-user view: auth switched off after Alice queued a job, the person at the studio
+    still sees it run and can stop it."""
+    import time
+
+    import lorastudio.service.studio as studio_module
+
+    monkeypatch.setattr(studio_module, "INTERRUPTIBLE_KINDS", ("sleep",))
+    studio = Studio(tiny_workspace, StudioSettings(max_queued_per_user=0))
+    with TestClient(create_app(studio), raise_server_exceptions=False) as client:
+        job = studio.submit("sleep", {"config": {"seconds": 30, "steps": 300}}, user="alice")
+        studio.start()
+        deadline = time.monotonic() + 30
+        while studio.get_job(job.id).state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/sdapi/v1/progress").json()["state"]["job"] == job.id
+        assert client.post("/sdapi/v1/interrupt").status_code == 200
+        done = studio.wait_job(job.id, timeout=30)
+    studio.close()
+    assert done.state == "cancelled"
+
+
 def test_a_job_is_cancelled_by_its_owner_only(idle_studio):
     """DELETE /api/v1/jobs/{id} as another user answers 403 and leaves the job queued."""
     app = create_app(idle_studio, tokens=parse_tokens(["alice:alice-secret-1", "bob:bob-secret-22"]))

@@ -227,8 +227,8 @@ def cmd_flags(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 def progress(
     request: Request, skip_current_image: bool = False, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
-    """The caller's running job's progress; idle is exactly progress 0.0 and job_count 0."""
-    state = studio.progress_state(request_user(request))
+    """The caller's running job's progress (with auth off, the running job); idle is exactly progress 0.0 and job_count 0."""
+    state = studio.progress_state(owner_to_check(request))  # auth off: whatever runs, as in A1111
     started = state["started_at"]
     return {
         "progress": state["progress"] if state["job"] else 0.0,
