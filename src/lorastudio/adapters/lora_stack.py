@@ -385,10 +385,18 @@ _PATCHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PATCHERS_LOCK = threading.Lock()
 
 
+def _patched_modules(components: dict[str, torch.nn.Module]) -> list[torch.nn.Module]:
+    return [components[name] for name in COMPONENTS if name in components]
+
+
+def _registered(modules: list[torch.nn.Module]) -> LoraPatcher | None:
+    """The patcher registered for any of `modules` (the caller holds `_PATCHERS_LOCK`)."""
+    return next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
+
+
 def _existing_patcher(components: dict[str, torch.nn.Module]) -> LoraPatcher | None:
-    modules = [components[name] for name in COMPONENTS if name in components]
     with _PATCHERS_LOCK:
-        return next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
+        return _registered(_patched_modules(components))
 
 
 def held_bytes(components: dict[str, torch.nn.Module]) -> int:
@@ -412,10 +420,9 @@ def release_spares(components: dict[str, torch.nn.Module]) -> None:
 
 def patcher_for(components: dict[str, torch.nn.Module]) -> LoraPatcher:
     """The model's one `LoraPatcher`, kept beside its UNet / text encoders (dies with them)."""
-    modules = [components[name] for name in COMPONENTS if name in components]
+    modules = _patched_modules(components)
     with _PATCHERS_LOCK:
-        found = next((_PATCHERS[m] for m in modules if m in _PATCHERS), None)
-        patcher = found or LoraPatcher()
+        patcher = _registered(modules) or LoraPatcher()
         for module in modules:
             _PATCHERS.setdefault(module, patcher)
     return patcher
