@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-__all__ = ["COMPILE_BACKENDS", "CompileBackend", "compile_model", "compile_cache_dir", "eager_calls"]
+__all__ = ["COMPILE_BACKENDS", "CompileBackend", "compile_in_place", "compile_model", "compile_cache_dir", "eager_calls"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def compile_cache_dir(cache_dir: Path) -> Path:
     return folder
 
 
-def compile_model(model: Any, cache_dir: Path, backend: str = "inductor") -> Any:
-    """Compile `model`'s UNet and VAE decoder in place; returns the model.
+def compile_in_place(module: Any, backend: str, cache_dir: Path, mode: str | None = None) -> None:
+    """`module.compile` (state-dict names unchanged), static shapes, inductor's FX cache in the workspace.
 
     Static shapes (`dynamic=False`): each size and batch gets its own graph, which is what
     CUDA graphs need; torch falls back to eager after its recompile limit.
@@ -49,12 +49,17 @@ def compile_model(model: Any, cache_dir: Path, backend: str = "inductor") -> Any
     if backend not in COMPILE_BACKENDS:
         raise ValueError(f"compile backend {backend!r}: choose one of {', '.join(COMPILE_BACKENDS)}")
     if backend == "inductor":
-        compile_cache_dir(cache_dir)
+        compile_cache_dir(cache_dir)  # a later launch with the same shapes reuses the compiled code
         torch._inductor.config.fx_graph_cache = True  # noqa: SLF001 — the documented switch
+    module.compile(backend=backend, mode=mode, dynamic=False)
+
+
+def compile_model(model: Any, cache_dir: Path, backend: str = "inductor") -> Any:
+    """Compile `model`'s UNet and VAE decoder in place (`compile_in_place`); returns the model."""
     on_gpu = str(model.device).startswith("cuda")
     mode = "reduce-overhead" if on_gpu and backend == "inductor" else None
-    model.unet.compile(backend=backend, mode=mode, dynamic=False)
-    model.vae.decoder.compile(backend=backend, mode=mode, dynamic=False)
+    compile_in_place(model.unet, backend, cache_dir, mode)
+    compile_in_place(model.vae.decoder, backend, cache_dir, mode)
     model.extra["compiled"] = {"backend": backend, "mode": mode or "default"}
     logger.info("compiled %s's UNet and VAE decoder (%s, mode %s)", model.name, backend, mode or "default")
     return model

@@ -38,18 +38,9 @@ def set_up_unet(
     apply_attention(model.unet, attention)
     say(f"attention: {ATTENTION_LABELS[attention]}")
     if cfg.train.torch_compile:
-        _compile(model.unet, cfg.train.dynamo_backend, cache_dir, say)
+        from lorastudio.models.compiled import compile_in_place
+
+        # In place: state-dict names unchanged, so checkpoints and exports read the same.
+        compile_in_place(model.unet, cfg.train.dynamo_backend, cache_dir)
+        say(f"compile: UNet with torch.compile ({cfg.train.dynamo_backend}); each bucket shape compiles on its first step")
     return attention
-
-
-def _compile(unet: Any, backend: str, cache_dir: Path, say: Callable[[str], None]) -> None:
-    """In place (state-dict names unchanged, so checkpoints and exports read the same), static shapes."""
-    from lorastudio.models.compiled import compile_cache_dir
-
-    if backend == "inductor":
-        import torch
-
-        compile_cache_dir(cache_dir)  # a later run with the same shapes reuses the compiled code
-        torch._inductor.config.fx_graph_cache = True  # noqa: SLF001 — the documented switch
-    unet.compile(backend=backend, dynamic=False)
-    say(f"compile: UNet with torch.compile ({backend}); each bucket shape compiles on its first step")
