@@ -32,7 +32,6 @@ class ParkedEncoders:
 
     def __init__(self, device: Any) -> None:
         self.device = device
-        self.parked: list[Any] = []
         self.return_for_samples: list[Any] = []
 
     def park(self, encoders: Sequence[Any], *, chatglm: bool) -> int:
@@ -43,7 +42,6 @@ class ParkedEncoders:
             return 0
         for encoder in encoders:
             encoder.to("cpu")
-        self.parked = list(encoders)
         self.return_for_samples = [] if chatglm else list(encoders)
         _release_cached_memory()
         return _bytes(encoders)
