@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,20 @@ def read_safetensors_header(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise _not_safetensors(path, "too short")
-        size = int.from_bytes(head, "little")
-        if size <= 1 or size > MAX_SAFETENSORS_HEADER:
-            raise _not_safetensors(path, "bad header size")
+        file_size = os.fstat(f.fileno()).st_size
+        size = _header_size(path, f.read(8), file_size, _not_safetensors)
         raw = f.read(size)
-    return _checked_header(path, raw, path.stat().st_size - 8 - size)
+    return _checked_header(path, raw, file_size - 8 - size)
+
+
+def _header_size(path: Path, head: bytes | bytearray, file_size: int, fail) -> int:
+    """The header length the file's first 8 bytes give, checked to fit the format and the file."""
+    if len(head) < 8:
+        raise fail(path, "too short")
+    size = int.from_bytes(head[:8], "little")
+    if size <= 1 or size > MAX_SAFETENSORS_HEADER or 8 + size > file_size:
+        raise fail(path, "bad header size")
+    return size
 
 
 def _incomplete(path: Path, reason: str) -> LorastudioError:
@@ -156,8 +163,6 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
 
 def read_private_bytes(path: str | Path) -> bytearray:
     """A file's bytes in one private, writable buffer: one copy, which tensors may then view."""
-    import os
-
     with open(path, "rb") as f:
         buffer = bytearray(os.fstat(f.fileno()).st_size)
         view, got = memoryview(buffer), 0
@@ -181,11 +186,7 @@ def read_safetensors_private(path: Path, data: bytes | bytearray | None = None) 
         data = read_private_bytes(path)
     elif not isinstance(data, bytearray):
         data = bytearray(data)
-    if len(data) < 8:
-        raise _incomplete(path, "too short")
-    size = int.from_bytes(data[:8], "little")
-    if size <= 1 or size > MAX_SAFETENSORS_HEADER or 8 + size > len(data):
-        raise _incomplete(path, "bad header size")
+    size = _header_size(path, data[:8], len(data), _incomplete)
     header = _checked_header(path, data[8 : 8 + size], len(data) - 8 - size, fail=_incomplete)
     metadata = header.pop("__metadata__", None) or {}
     # Sorted by name, as safe_open lists them: the order modules are applied in stays the same
