@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from lorastudio.service import callers
 from lorastudio.service.studio import Studio
 
 __all__ = ["get_studio", "request_user", "owner_to_check"]
@@ -20,12 +21,9 @@ def get_studio(request: Request) -> Studio:
 
 def request_user(request: Request) -> str:
     """The user the security layer authenticated for this request ("" when auth is off)."""
-    return str(getattr(request.state, "user", "") or "")
+    return callers.caller_name(request.state)
 
 
 def owner_to_check(request: Request) -> str | None:
-    """Whose jobs this caller may cancel or resume: the authenticated user ("" for an unnamed
-    token), or None when auth is off (whoever runs the studio owns every job)."""
-    if getattr(request.state, "auth", True) is False:
-        return None
-    return request_user(request)
+    """Whose jobs this caller may cancel or resume (`service.callers.owner_to_check`)."""
+    return callers.owner_to_check(request.state)

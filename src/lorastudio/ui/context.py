@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.service import callers
 from lorastudio.ui.i18n import Translator, translator
 
 if TYPE_CHECKING:
@@ -45,20 +46,19 @@ class UiContext:
         return cls(studio=studio, language=language, t=translator(language), preferences=preferences)
 
 
+def _state_of(request: Any) -> Any:
+    """The state the security middleware wrote on the HTTP request behind a `gr.Request`."""
+    return getattr(getattr(request, "request", None), "state", None)
+
+
 def user_of(request: Any) -> str:
     """The user the security middleware authenticated for this browser ('' when auth is off)."""
-    inner = getattr(request, "request", None)
-    state = getattr(inner, "state", None)
-    return str(getattr(state, "user", "") or "")
+    return callers.caller_name(_state_of(request))
 
 
 def owner_to_check(request: Any) -> str | None:
-    """Whose jobs this browser may cancel or resume: its user, or None when auth is off
-    (whoever runs the studio owns every job); see `api.deps.owner_to_check`."""
-    inner = getattr(request, "request", None)
-    if getattr(getattr(inner, "state", None), "auth", True) is False:
-        return None
-    return user_of(request)
+    """Whose jobs this browser may cancel or resume (`service.callers.owner_to_check`)."""
+    return callers.owner_to_check(_state_of(request))
 
 
 def error_text(exc: BaseException) -> str:
