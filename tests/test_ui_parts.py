@@ -101,3 +101,38 @@ def test_every_training_key_has_a_label_in_both_languages():
 
     unlabelled = [key for key in form_keys() if f"trainform.{key}" not in LABELS]
     assert not unlabelled, f"add trainform.<key> labels (English and Chinese) to ui/i18n.py: {unlabelled}"
+
+
+def _browser_request(**state):
+    """What gr.Request wraps: the HTTP request whose state the security middleware wrote."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(request=SimpleNamespace(state=SimpleNamespace(**state)))
+
+
+def test_a_reload_follows_a_queued_generation_by_the_callers_rule(tiny_workspace):
+    """Auth off: the studio's queued generation is followed whoever queued it (it was shown to
+    nobody when queued under a name while auth was on); auth on: only the caller's own."""
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.ui.context import UiContext
+    from lorastudio.ui.generate_run import follow_running
+
+    studio = Studio(tiny_workspace, StudioSettings())  # not started: the job stays queued
+    callers = {
+        "auth off": _browser_request(auth=False),
+        "alice": _browser_request(auth=True, user="alice"),
+        "bob": _browser_request(auth=True, user="bob"),
+        "unnamed token": _browser_request(auth=True),
+    }
+    first = {}
+    try:
+        ctx = UiContext.create(studio, "en")
+        studio.submit_generate(GenerateConfig(model="tiny-sd15", prompt="alice's", steps=2), user="alice")
+        for caller, request in callers.items():
+            followed = follow_running(ctx, request)
+            first[caller] = next(followed)[0]
+            followed.close()
+    finally:
+        studio.close()
+    assert "Queued" in str(first["auth off"]) and "Queued" in str(first["alice"]), first
+    assert not isinstance(first["bob"], str) and not isinstance(first["unnamed token"], str), first

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from lorastudio.service.studio import Studio
 
 __all__ = [
-    "UiContext", "user_of", "error_text", "error_markup", "failed_markup", "cancel_markup", "poll_job", "queued_text",
+    "UiContext", "user_of", "owner_to_check", "unfinished_job_of", "error_text", "error_markup", "failed_markup", "cancel_markup", "poll_job", "queued_text",
 ]  # fmt: skip
 
 
@@ -59,6 +59,19 @@ def user_of(request: Any) -> str:
 def owner_to_check(request: Any) -> str | None:
     """Whose jobs this browser may cancel or resume (`service.callers.owner_to_check`)."""
     return callers.owner_to_check(_state_of(request))
+
+
+def unfinished_job_of(
+    ctx: UiContext, request: Any, kinds: tuple[str, ...], states: tuple[str, ...] = ("running",)
+) -> Any | None:
+    """The caller's job of one of these kinds still in one of these states, for a page reload to
+    follow again: the same jobs it may cancel (with auth off, the studio's, whoever queued them)."""
+    owner = owner_to_check(request)
+    for state in states:
+        for job in ctx.studio.list_jobs(state=state, user=owner, limit=50):
+            if job.kind in kinds:
+                return job
+    return None
 
 
 def error_text(exc: BaseException) -> str:

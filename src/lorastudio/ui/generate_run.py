@@ -18,7 +18,15 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.ui.context import UiContext, error_markup, error_text, failed_markup, poll_job, queued_text
+from lorastudio.ui.context import (
+    UiContext,
+    error_markup,
+    error_text,
+    failed_markup,
+    poll_job,
+    queued_text,
+    unfinished_job_of,
+)
 from lorastudio.ui.forms import optional_number
 
 __all__ = [
@@ -127,7 +135,7 @@ def submit_and_follow(
     except Exception as exc:
         yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
-    yield from _follow(ctx, job.id, user)
+    yield from _follow(ctx, job.id)
 
 
 def submit_series_and_follow(
@@ -151,20 +159,19 @@ def submit_series_and_follow(
     except Exception as exc:
         yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
-    yield from _follow(ctx, job.id, user)
+    yield from _follow(ctx, job.id)
 
 
-def follow_running(ctx: UiContext, user: str) -> Iterator[tuple]:
-    """On a page (re)load: follow this user's generation still queued or running, if any."""
-    for state in ("running", "queued"):
-        for job in ctx.studio.list_jobs(state=state, user=user, limit=20):
-            if job.kind in FOLLOWED_KINDS:
-                yield from _follow(ctx, job.id, user)
-                return
-    yield tuple(gr.update() for _ in range(OUTPUT_COUNT))
+def follow_running(ctx: UiContext, request: Any) -> Iterator[tuple]:
+    """On a page (re)load: follow the caller's generation still queued or running, if any."""
+    job = unfinished_job_of(ctx, request, FOLLOWED_KINDS, ("running", "queued"))
+    if job is None:
+        yield tuple(gr.update() for _ in range(OUTPUT_COUNT))
+        return
+    yield from _follow(ctx, job.id)
 
 
-def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
+def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     from lorastudio.service.png_info import png_info
 
     t, studio, no_change = ctx.t, ctx.studio, gr.update()
@@ -172,7 +179,7 @@ def _follow(ctx: UiContext, job_id: str, user: str) -> Iterator[tuple]:
     for job in poll_job(studio, job_id, POLL_S):
         if job.finished:
             break
-        state = studio.progress_state(user)
+        state = studio.progress_state(job.user)  # this job's owner's: its progress and preview
         image = _preview_image(state) if state.get("job") == job.id else None
         yield (_progress_text(ctx, job, state), gr.update(value=image, visible=image is not None),
                *[no_change] * (OUTPUT_COUNT - 2))  # fmt: skip

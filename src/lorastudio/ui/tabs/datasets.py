@@ -26,6 +26,7 @@ from lorastudio.ui.context import (
     owner_to_check,
     poll_job,
     queued_text,
+    unfinished_job_of,
     user_of,
 )
 
@@ -279,9 +280,7 @@ def _build_captioning(ctx: UiContext, picker: gr.Dropdown) -> list:
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         """A reload during a caption job of this user (running or queued) follows it again."""
-        user = user_of(request)
-        unfinished = [job for state in ("running", "queued") for job in ctx.studio.list_jobs(state=state, user=user)]
-        job = next((j for j in unfinished if j.kind == "caption"), None)
+        job = unfinished_job_of(ctx, request, ("caption",), ("running", "queued"))
         if job is None:
             yield "", ""
             return

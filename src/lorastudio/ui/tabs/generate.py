@@ -211,7 +211,7 @@ def build(ctx: UiContext) -> None:
         yield from submit_and_follow(ctx, values, form[painter], user_of(request), units)
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
-        yield from follow_running(ctx, user_of(request))
+        yield from follow_running(ctx, request)
 
     def generate_series(form: dict, request: gr.Request) -> Iterator[tuple]:
         values = {name: form[f[name]] for name in FORM_FIELDS}

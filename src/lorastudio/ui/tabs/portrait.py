@@ -29,6 +29,7 @@ from lorastudio.ui.context import (
     owner_to_check,
     poll_job,
     queued_text,
+    unfinished_job_of,
     user_of,
 )
 from lorastudio.ui.forms import field_control, field_spec, optional_number
@@ -144,8 +145,7 @@ def _build_person(ctx: UiContext) -> dict[str, Any]:
         return _people_table(ctx), gr.update(choices=_people_names(ctx)), gr.update(choices=model_names(ws))
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
-        running = ctx.studio.list_jobs(state="running", user=user_of(request), limit=20)
-        job = next((j for j in running if j.kind == "portrait-train"), None)
+        job = unfinished_job_of(ctx, request, ("portrait-train",))
         if job is not None:
             yield from _follow_train(ctx, job.id)
 
@@ -410,8 +410,7 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
         event.then(choices, None, [persons, chosen])
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
-        running = ctx.studio.list_jobs(state="running", user=user_of(request), limit=20)
-        job = next((j for j in running if j.kind == "portrait-make"), None)
+        job = unfinished_job_of(ctx, request, ("portrait-make",))
         if job is not None:
             yield from _follow_make(ctx, job.id)
 

@@ -25,6 +25,7 @@ from lorastudio.ui.context import (
     owner_to_check,
     poll_job,
     queued_text,
+    unfinished_job_of,
     user_of,
 )
 
@@ -144,8 +145,7 @@ def build(ctx: UiContext) -> None:
     refresh.click(lists, None, [form.controls["model"], form.controls["data.dir"]])
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
-        running = ctx.studio.list_jobs(state="running", user=user_of(request), limit=20)
-        job = next((j for j in running if j.kind == "train"), None)
+        job = unfinished_job_of(ctx, request, ("train",))
         if job is not None:
             yield from _follow(ctx, job.id)
 
