@@ -63,10 +63,10 @@ step generate 150 "$PY" benchmarks/generate.py --shape sd15-full --sizes 512 --s
 step train 240 "$PY" benchmarks/train.py --model "" --shapes sd15,sdxl --resolutions 512 --batch 1 --steps 20 --warmup 5 \
     --models-dir /tmp/lorastudio-bench-models
 # SDXL at 1024 px: it/s against plain, and each process's peak CUDA memory (the <= 8 GiB question),
-# lorastudio as it runs by default, then with gradient checkpointing (the low-memory setting).
-step train-xl 240 bash -c "$PY benchmarks/train.py --model '' --shapes sdxl --resolutions 1024 --batch 1 --steps 10 --warmup 3 \
-    --models-dir /tmp/lorastudio-bench-models; $PY benchmarks/train.py --model '' --shapes sdxl --resolutions 1024 \
-    --batch 1 --steps 10 --warmup 3 --models-dir /tmp/lorastudio-bench-models --set train.gradient_checkpointing=true"
+# lorastudio as it runs by default and with gradient checkpointing (the low-memory setting), both
+# against the same plain run (three processes, three SDXL loads).
+step train-xl 240 "$PY" benchmarks/train.py --model "" --shapes sdxl --resolutions 1024 --batch 1 --steps 10 --warmup 3 \
+    --models-dir /tmp/lorastudio-bench-models --variant train.gradient_checkpointing=true
 step files 240 "$PY" benchmarks/full_size.py sd15 sdxl
 step load 240 "$PY" benchmarks/load.py --families sd15,sdxl --repeats 1 --device cuda
 step compile 420 "$PY" benchmarks/compile.py --model "$HOME/.cache/lorastudio-bench/random-sd15-fp16.safetensors" \

@@ -4,6 +4,7 @@
                                          [--batch 4] [--steps 30] [--shapes sd15,sdxl] [--repeats 3]
     .venv/bin/python benchmarks/train.py --shapes sd15 --resolutions 64,256 --batch 1 \
                                          --steps 5 --warmup 1 --models-dir ~/.cache/lorastudio-bench
+    .venv/bin/python benchmarks/train.py --variant train.gradient_checkpointing=true   # a second setting
 
 Both loops train the same model, resolution, rank, batch and target layers (every Linear /
 1x1 conv in the transformer blocks) on the same synthetic images, with latents and text
@@ -196,41 +197,45 @@ def _rate(times: list[float], warmup: int) -> float:
 
 
 def compare(args, model: str, root: Path, resolution: int) -> dict:
-    """`--repeats` pairs of runs, alternating which goes first (ABBA...): a slow spell of a shared
-    machine hits both alike. Steps/s: the median of each side; ratio: lorastudio / plain (> 1: faster)."""
-    samples: dict[str, list[dict]] = {"lorastudio": [], "plain": []}
+    """`--repeats` rounds of runs, alternating which goes first (ABBA...): a slow spell of a shared
+    machine hits both alike. Each `--variant` is one more lorastudio run per round, measured against
+    the same plain run. Steps/s: the median of each side; ratios: lorastudio / plain (> 1: faster)."""
+    sides = {"lorastudio": list(args.set), **{f"lorastudio+{v}": [*args.set, v] for v in args.variant}}
+    samples: dict[str, list[dict]] = {name: [] for name in (*sides, "plain")}
     data = make_images(root / f"data-{resolution}", args.images, resolution)
     for repeat in range(args.repeats):
-        order = ("lorastudio", "plain") if repeat % 2 == 0 else ("plain", "lorastudio")
-        for which in order:
+        order = (*sides, "plain") if repeat % 2 == 0 else ("plain", *sides)
+        for name in order:
+            which = "plain" if name == "plain" else "lorastudio"
             cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
                    "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
                    "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   *(f"--set={setting}" for setting in args.set)]  # fmt: skip
+                   *(f"--set={setting}" for setting in sides.get(name, []))]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
-            samples[which].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+            samples[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     results = {
-        which: {
+        name: {
             "steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
             "steps_per_cpu_s": statistics.median(r["steps_per_cpu_s"] for r in runs),
             "peak_mb": max(r["peak_mb"] for r in runs),
             "all_steps_per_s": [round(r["steps_per_s"], 4) for r in runs],
         }
-        for which, runs in samples.items()
+        for name, runs in samples.items()
     }
-    ratio = results["lorastudio"]["steps_per_s"] / results["plain"]["steps_per_s"]
-    # Steps per CPU-second (all threads): on a CPU shared with other work, wall time counts the
-    # waits for a core; the CPU time a step needs does not, which is what "overhead" asks about.
-    cpu_ratio = results["lorastudio"]["steps_per_cpu_s"] / results["plain"]["steps_per_cpu_s"]
-    return {
-        "model": model,
-        "resolution": resolution,
-        **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
-        "speed_ratio": ratio,
-        "cpu_speed_ratio": cpu_ratio,
-    }
+    plain = results["plain"]
+    row: dict = {"model": model, "resolution": resolution, "plain": plain, "sides": {}}
+    for name in sides:
+        mine = results[name]
+        # Steps per CPU-second (all threads): on a CPU shared with other work, wall time counts the
+        # waits for a core; the CPU time a step needs does not, which is what "overhead" asks about.
+        row["sides"][name] = {
+            **mine,
+            "speed_ratio": mine["steps_per_s"] / plain["steps_per_s"],
+            "cpu_speed_ratio": mine["steps_per_cpu_s"] / plain["steps_per_cpu_s"],
+        }
+    return row
 
 
 def main() -> None:
@@ -252,6 +257,10 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a training setting for lorastudio's run only, e.g. train.gradient_checkpointing=true (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="KEY=VALUE",
+        help="one more lorastudio run per round with this setting too, against the same plain run (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--which", choices=["lorastudio", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
@@ -268,14 +277,16 @@ def main() -> None:
         rows = [compare(args, model, root, r) for model in models for r in resolutions]
     for row in rows:
         print(json.dumps(row))
-        print(
-            f"{Path(row['model']).name} {row['resolution']} px (median of {args.repeats})"
-            f"{' with ' + ', '.join(args.set) if args.set else ''}: "
-            f"lorastudio {row['lorastudio_steps_per_s']:.2f} steps/s "
-            f"({row['lorastudio_peak_mb']:.0f} MB) vs plain {row['plain_steps_per_s']:.2f} steps/s "
-            f"({row['plain_peak_mb']:.0f} MB); ratio {row['speed_ratio']:.2f} (per CPU-second {row['cpu_speed_ratio']:.3f})"
-        )
-
+        plain = row["plain"]
+        for name, side in row["sides"].items():
+            settings = [*args.set, name.partition("+")[2]] if "+" in name else list(args.set)
+            print(
+                f"{Path(row['model']).name} {row['resolution']} px (median of {args.repeats})"
+                f"{' with ' + ', '.join(s for s in settings if s) if any(settings) else ''}: "
+                f"lorastudio {side['steps_per_s']:.2f} steps/s ({side['peak_mb']:.0f} MB) "
+                f"vs plain {plain['steps_per_s']:.2f} steps/s ({plain['peak_mb']:.0f} MB); "
+                f"ratio {side['speed_ratio']:.2f} (per CPU-second {side['cpu_speed_ratio']:.3f})"
+            )
 
 if __name__ == "__main__":
     main()

@@ -134,18 +134,23 @@ def test_cached_captions_park_the_text_encoders_in_cpu_memory_and_samples_still_
 
 @cuda
 def test_the_caches_fill_while_the_unet_waits_in_cpu_memory(ws, red_set, monkeypatch):
-    """Latents and captions are encoded with the UNet off the GPU; it is back for the first step."""
+    """Latents and captions are encoded with the UNet off the GPU; it is back for the first step,
+    where the VAE waits in CPU memory. A second run on the same images (all cached) moves no UNet."""
     from lorastudio.train import latents, text_cache
     from lorastudio.train.trainer import Trainer
 
-    unets: list = []
+    models: list = []
     seen: dict[str, str] = {}
+
+    def where(module) -> str:
+        return next(module.parameters()).device.type
 
     def spy(cls, method: str, label: str) -> None:
         real = getattr(cls, method)
 
         def recording(self, *args, **kwargs):
-            seen.setdefault(label, next(unets[0].parameters()).device.type)
+            seen.setdefault(label, where(models[-1].unet))
+            seen.setdefault(f"vae at {label}", where(models[-1].vae))
             return real(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, method, recording)
@@ -153,17 +158,22 @@ def test_the_caches_fill_while_the_unet_waits_in_cpu_memory(ws, red_set, monkeyp
     real_load = Trainer._load_model
 
     def load_and_keep(self):
-        model = real_load(self)
-        unets.append(model.unet)
-        return model
+        models.append(real_load(self))
+        return models[-1]
 
     monkeypatch.setattr(Trainer, "_load_model", load_and_keep)
     spy(latents.LatentCache, "prepare", "latents")
     spy(text_cache.CaptionEncoder, "fill", "captions")
     spy(Trainer, "_loss", "first step")
     result = _train(ws, red_set, "staged")
-    assert seen == {"latents": "cpu", "captions": "cpu", "first step": "cuda"}
+    assert {k: seen[k] for k in ("latents", "captions", "first step")} == {
+        "latents": "cpu", "captions": "cpu", "first step": "cuda"
+    }  # fmt: skip
+    assert seen["vae at latents"] == "cuda" and seen["vae at first step"] == "cpu"
     assert _finite_file(result["lora"])
+    seen.clear()
+    _train(ws, red_set, "staged-again")
+    assert seen["latents"] == seen["captions"] == seen["first step"] == "cuda"
 
 
 @cuda

@@ -1,13 +1,16 @@
-"""`ParkedEncoders`: the order of moves a GPU run makes (recorded here with stand-in encoders).
+"""`ParkedModules` and `prepare_caches`: the order of moves a GPU run makes (recorded here with
+stand-in modules).
 
 The real moves run in `tests/test_gpu_paths.py` on a GPU; on a CPU run nothing moves at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-from lorastudio.train.offload import ParkedEncoders
+from lorastudio.train.offload import ParkedModules
 
 
 class _Encoder(torch.nn.Module):
@@ -26,8 +29,8 @@ class _Encoder(torch.nn.Module):
 def test_a_gpu_run_parks_clip_encoders_and_brings_them_back_for_each_sample_step():
     moves: list[str] = []
     encoders = [_Encoder(moves, "clip"), _Encoder(moves, "bigG")]
-    parked = ParkedEncoders("cuda:0")
-    assert parked.park(encoders, chatglm=False) == 2 * 256 * 256 * 2  # fp16 bytes freed on the GPU
+    parked = ParkedModules("cuda:0")
+    assert parked.park(encoders) == 2 * 256 * 256 * 2  # fp16 bytes freed on the GPU
     assert moves == ["clip->cpu", "bigG->cpu"]
     for _ in range(2):
         moves.clear()
@@ -38,8 +41,8 @@ def test_a_gpu_run_parks_clip_encoders_and_brings_them_back_for_each_sample_step
 
 def test_chatglm_stays_in_cpu_memory_for_samples_too():
     moves: list[str] = []
-    parked = ParkedEncoders("cuda")
-    parked.park([_Encoder(moves, "chatglm")], chatglm=True)
+    parked = ParkedModules("cuda")
+    parked.park([_Encoder(moves, "chatglm")], back_for_samples=False)
     moves.clear()
     with parked.back_for_samples():
         pass
@@ -48,8 +51,8 @@ def test_chatglm_stays_in_cpu_memory_for_samples_too():
 
 def test_a_cpu_run_moves_nothing():
     moves: list[str] = []
-    parked = ParkedEncoders("cpu")
-    assert parked.park([_Encoder(moves, "clip")], chatglm=False) == 0
+    parked = ParkedModules("cpu")
+    assert parked.park([_Encoder(moves, "clip")]) == 0
     with parked.back_for_samples():
         pass
     assert moves == []
@@ -74,3 +77,81 @@ def test_the_unet_waits_in_cpu_memory_while_the_caches_fill_on_a_gpu_run():
     with unet_in_cpu_memory(unet, "cpu") as waiting:
         assert not waiting
     assert moves == []
+
+
+class _Latents:
+    """A latent cache whose `missing` count falls to 0 once `prepare` ran (what the disk does)."""
+
+    def __init__(self, folder, missing: int) -> None:
+        self.folder, self.left, self.prepared = folder / "vae", missing, 0
+
+    def missing(self, images, flip) -> int:
+        return self.left
+
+    def prepare(self, images, flip) -> int:
+        self.prepared, self.left = self.left, 0
+        return self.prepared
+
+
+class _Captions:
+    """A caption encoder that stores each caption in its disk cache, as the real one does."""
+
+    def __init__(self, moves: list[str]) -> None:
+        self.disk, self.moves = None, moves
+
+    def fill(self, captions) -> None:
+        self.moves.append("encode captions")
+        for caption in captions:
+            if self.disk.load(caption) is None:
+                self.disk.save(caption, torch.zeros(2, 2), None)
+
+
+def _prepare(tmp_path, moves, latents_missing: int, *, device="cuda", **data):
+    from types import SimpleNamespace
+
+    from lorastudio.train.caches import prepare_caches
+    from lorastudio.train.config import TrainConfig
+
+    model = SimpleNamespace(
+        unet=_Encoder(moves, "unet"),
+        vae=_Encoder(moves, "vae"),
+        text_encoders=[_Encoder(moves, "clip"), _Encoder(moves, "bigG")],
+        device=device,
+        sha256="0" * 64,
+        family=SimpleNamespace(name="sdxl", text_encoder_kind="clip"),
+        dtype=torch.float16,
+    )
+    accelerator = SimpleNamespace(main_process_first=contextlib.nullcontext)
+    parked = ParkedModules(device)
+    cfg = TrainConfig.model_validate({"data": data})
+    captions = _Captions(moves)
+    said: list[str] = []
+    latents = _Latents(tmp_path, latents_missing)
+    prepare_caches(cfg, model, [], latents, captions, ["zqx, a cat"], tmp_path / "text", accelerator, parked, said.append)
+    return parked, said
+
+
+def test_the_unet_steps_aside_only_while_something_is_encoded(tmp_path):
+    moves: list[str] = []
+    parked, said = _prepare(tmp_path, moves, latents_missing=3)
+    assert moves == ["unet->cpu", "encode captions", "unet->cuda", "clip->cpu", "bigG->cpu", "vae->cpu"]
+    assert [m.name for m in parked.return_for_samples] == ["clip", "bigG", "vae"]
+    assert any("VAE" in line for line in said) and any("text encoders" in line for line in said)
+
+    moves.clear()  # a second run on the same images: every latent and caption is on disk
+    _prepare(tmp_path, moves, latents_missing=0)
+    assert moves == ["encode captions", "clip->cpu", "bigG->cpu", "vae->cpu"]  # read, not encoded: no UNet trip
+
+
+def test_colour_augmentation_keeps_the_vae_on_the_gpu(tmp_path):
+    moves: list[str] = []
+    parked, said = _prepare(tmp_path, moves, latents_missing=3, color_aug=True)
+    assert "vae->cpu" not in moves and [m.name for m in parked.return_for_samples] == ["clip", "bigG"]
+    assert moves[0] == "unet->cpu"  # the captions were still encoded with the UNet aside
+    assert any("latent cache off" in line for line in said)
+
+
+def test_a_cpu_run_fills_the_caches_without_moving_anything(tmp_path):
+    moves: list[str] = []
+    _prepare(tmp_path, moves, latents_missing=3, device="cpu")
+    assert moves == ["encode captions"]

@@ -79,6 +79,11 @@ class LatentCache:
     def _encode(self, image: TrainImage, flipped: bool) -> torch.Tensor:
         return encode_image(self.vae, open_image(image.path), image.bucket, flipped)
 
+    def missing(self, images: list[TrainImage], flip: bool) -> int:
+        """How many latents `prepare` would encode (not on disk yet)."""
+        sides = (False, True) if flip else (False,)
+        return sum(not self._path(image, flipped).is_file() for image in images for flipped in sides)
+
     def prepare(self, images: list[TrainImage], flip: bool, progress=None) -> int:
         """Load or encode every latent the run needs; returns how many were encoded now."""
         from safetensors.torch import load_file, save_file

@@ -40,6 +40,10 @@ class TextEncoderCache:
     def _path(self, caption: str) -> Path:
         return self.folder / f"{hashlib.sha256(caption.encode('utf-8')).hexdigest()[:32]}.safetensors"
 
+    def missing(self, captions: list[str]) -> int:
+        """How many of `captions` have no file yet (would be encoded)."""
+        return sum(not self._path(caption).is_file() for caption in captions)
+
     def load(self, caption: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         from safetensors.torch import load_file
 

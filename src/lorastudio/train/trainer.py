@@ -31,6 +31,7 @@ import torch
 from lorastudio.errors import LorastudioError
 from lorastudio.models.compiled import eager_calls
 from lorastudio.train.async_steps import LaggedReadout
+from lorastudio.train.caches import prepare_caches
 from lorastudio.train.checkpoints import (
     check_checkpoint_space,
     clean_partial_folders,
@@ -44,18 +45,18 @@ from lorastudio.train.data import BatchSchedule, TrainImage
 from lorastudio.train.distributed import average_gradients, ranks_agree
 from lorastudio.train.ema import WeightAverage
 from lorastudio.train.export import training_facts, write_training_outputs
-from lorastudio.train.latents import LatentCache, check_cache_space, vae_hash
+from lorastudio.train.latents import LatentCache, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
-from lorastudio.train.offload import ParkedEncoders, unet_in_cpu_memory
+from lorastudio.train.offload import ParkedModules
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
 from lorastudio.train.plan import TrainPlan, ends_epoch
 from lorastudio.train.precision import mixed_precision_for
 from lorastudio.train.prior import PriorSet, prepare_prior
 from lorastudio.train.runs import TrainPaths
 from lorastudio.train.text import TriggerEmbedding, build_caption
-from lorastudio.train.text_cache import CaptionEncoder, TextEncoderCache, text_cache_key
+from lorastudio.train.text_cache import CaptionEncoder
 from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables, unet_dtype_bridge
 from lorastudio.train.unet_setup import set_up_unet
 
@@ -242,7 +243,7 @@ class Trainer:
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         self.caption_encoder = CaptionEncoder(self.model, self.cfg.clip_skip, trains_text=self._text_trains)
-        self.parked = ParkedEncoders(self.model.device)  # filled once every caption is cached
+        self.parked = ParkedModules(self.model.device)  # filled once the caches are
         self.denoising_loss = DenoisingLoss(
             self.cfg,
             self.model,
@@ -255,9 +256,18 @@ class Trainer:
             self.cfg, self.model, self.accelerator.device.type, self._text_trains, self.paths.cache, self._say
         )
         self.latents = LatentCache(cache_root, self.model.vae, self._vae_digest)
-        with unet_in_cpu_memory(self.model.unet, self.model.device):  # the caches need no UNet
-            self._prepare_latent_cache(cache_root)
-            self._prepare_text_cache()
+        prepare_caches(
+            self.cfg,
+            self.model,
+            self.images,
+            self.latents,
+            self.caption_encoder,
+            self._cached_captions(),
+            self.paths.cache / "text",
+            self.accelerator,
+            self.parked,
+            self._say,
+        )
         self.schedule = BatchSchedule(
             self.images, self.cfg.train.batch_size, self.cfg.seed, self.cfg.data.flip
         )
@@ -294,32 +304,11 @@ class Trainer:
         """The latent-cache key, hashed once (the VAE never trains)."""
         return vae_hash(self.model.vae)
 
-    def _prepare_latent_cache(self, cache_root: Path) -> None:
-        if self.cfg.data.color_aug:
-            # As in kohya, colour augmentation and cached latents exclude each other.
-            self._say("latents: data.color_aug is on, so latents are encoded every step (latent cache off)")
-            return
-        check_cache_space(cache_root, self.images, self.cfg.data.flip)
-        with self.accelerator.main_process_first():
-            encoded = self.latents.prepare(self.images, self.cfg.data.flip)
-        self._say(f"latents: {len(self.images)} images, {encoded} newly encoded (cache {self.latents.folder})")
-
-    def _prepare_text_cache(self) -> None:
-        """Encode every fixed caption once (disk-cached across runs) when the text side is frozen."""
-        if self._text_trains:
-            return
-        captions = self._fixed_captions()
-        if captions is None or not self.cfg.train.cache_text_encoder_outputs:
-            return
-        model = self.model
-        key = text_cache_key(model.sha256, model.family.name, self.cfg.clip_skip, model.dtype)
-        disk = self.caption_encoder.disk = TextEncoderCache(self.paths.cache / "text", key)
-        with self.accelerator.main_process_first():
-            self.caption_encoder.fill(captions)
-        self._say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
-        freed = self.parked.park(model.text_encoders, chatglm=model.family.text_encoder_kind == "chatglm")
-        if freed:  # every caption is cached: the UNet gets the encoders' GPU memory
-            self._say(f"text: the text encoders ({freed / 2**30:.1f} GiB) wait in CPU memory while the UNet trains")
+    def _cached_captions(self) -> list[str] | None:
+        """The captions to encode once and cache: all of them, while the text side is frozen."""
+        if self._text_trains or not self.cfg.train.cache_text_encoder_outputs:
+            return None
+        return self._fixed_captions()
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
         self._prepare(plan)
