@@ -177,6 +177,34 @@ def test_the_caches_fill_while_the_unet_waits_in_cpu_memory(ws, red_set, monkeyp
 
 
 @cuda
+def test_class_image_latents_are_encoded_while_the_unet_waits_in_cpu_memory(ws, red_set, monkeypatch):
+    """Prior preservation: class images are drawn with the UNet on the GPU, their latents encoded
+    with it aside, like the run's own."""
+    from lorastudio.train import latents, prior
+
+    where: list[tuple[int, str]] = []
+    real_prepare, real_prior = latents.LatentCache.prepare, prior.prepare_prior
+    models: list = []
+
+    def recording(self, images, flip, progress=None):
+        unet = models[-1].unet
+        where.append((len(images), next(unet.parameters()).device.type))
+        return real_prepare(self, images, flip, progress)
+
+    def keep_model(cfg, model, *args, **kwargs):
+        models.append(model)
+        return real_prior(cfg, model, *args, **kwargs)
+
+    monkeypatch.setattr(latents.LatentCache, "prepare", recording)
+    monkeypatch.setattr(prior, "prepare_prior", keep_model)
+    monkeypatch.setattr("lorastudio.train.trainer.prepare_prior", keep_model)
+    class_images = ("prior.class_prompt=square", "prior.num_images=2", "prior.steps=4", "prior.sampler=Euler")
+    result = _train(ws, red_set, "prior-staged", *class_images)
+    assert where[0] == (2, "cpu") and where[1] == (4, "cpu"), where  # class latents, then the run's own
+    assert _finite_file(result["lora"])
+
+
+@cuda
 def test_a_caption_is_encoded_where_the_encoders_wait(tiny_models_dir, tmp_path):
     """A caption missing from the cache while the encoders are parked: encoded on the CPU, used on the GPU."""
     from lorastudio.models.loading import load_model

@@ -9,6 +9,7 @@ model, prompt and resolution reuse them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Callable
@@ -63,6 +64,7 @@ def prepare_prior(
     from lorastudio.data.dataset import Dataset
     from lorastudio.train.data import BatchSchedule, BucketOptions, scan_images
     from lorastudio.train.latents import LatentCache, check_cache_space
+    from lorastudio.train.offload import unet_in_cpu_memory
 
     folder = class_images_folder(cfg, datasets_folder, model.sha256)
     if not cfg.prior.class_dir:  # lorastudio's own folder: fill it up
@@ -83,8 +85,11 @@ def prepare_prior(
         raise LorastudioError(f"class images in {folder}: {exc}") from None
     check_cache_space(cache_root, images, False)
     latents = LatentCache(cache_root, model.vae, vae_digest)
-    with accelerator.main_process_first():
-        latents.prepare(images, flip=False)
+    # As for the run's own images (`train.caches`): the UNet waits in CPU memory while the VAE encodes.
+    encodes = latents.missing(images, flip=False) > 0
+    with unet_in_cpu_memory(model.unet, model.device) if encodes else contextlib.nullcontext():
+        with accelerator.main_process_first():
+            latents.prepare(images, flip=False)
     schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
     say(f"prior: {len(images)} class images, loss weight {cfg.prior.loss_weight:g}")
     return PriorSet(images, latents, schedule)
