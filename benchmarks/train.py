@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=1, help="pairs of runs, alternating which goes first")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of runs (lorastudio, its variants, plain), alternating which goes first")
     parser.add_argument("--shapes", default="", help="comma list of sd15,sdxl random-weight models")
     parser.add_argument("--models-dir", default=None, help="keep the random-weight models here between runs")
     parser.add_argument(
@@ -287,6 +287,7 @@ def main() -> None:
                 f"vs plain {plain['steps_per_s']:.2f} steps/s ({plain['peak_mb']:.0f} MB); "
                 f"ratio {side['speed_ratio']:.2f} (per CPU-second {side['cpu_speed_ratio']:.3f})"
             )
+
 
 if __name__ == "__main__":
     main()

@@ -82,15 +82,16 @@ def test_the_unet_waits_in_cpu_memory_while_the_caches_fill_on_a_gpu_run():
 class _Latents:
     """A latent cache whose `missing` count falls to 0 once `prepare` ran (what the disk does)."""
 
-    def __init__(self, folder, missing: int) -> None:
-        self.folder, self.left, self.prepared = folder / "vae", missing, 0
+    def __init__(self, folder, missing: int, moves: list[str]) -> None:
+        self.folder, self.left, self.moves = folder / "vae", missing, moves
 
     def missing(self, images, flip) -> int:
         return self.left
 
     def prepare(self, images, flip) -> int:
-        self.prepared, self.left = self.left, 0
-        return self.prepared
+        encoded, self.left = self.left, 0
+        self.moves.append(f"latents ({encoded} encoded)")
+        return encoded
 
 
 class _Captions:
@@ -100,13 +101,16 @@ class _Captions:
         self.disk, self.moves = None, moves
 
     def fill(self, captions) -> None:
-        self.moves.append("encode captions")
-        for caption in captions:
-            if self.disk.load(caption) is None:
-                self.disk.save(caption, torch.zeros(2, 2), None)
+        encoded = [caption for caption in captions if self.disk.load(caption) is None]
+        for caption in encoded:
+            self.disk.save(caption, torch.zeros(2, 2), None)
+        self.moves.append(f"captions ({len(encoded)} encoded)")
 
 
-def _prepare(tmp_path, moves, latents_missing: int, *, device="cuda", **data):
+CAPTIONS = ["zqx, a cat"]
+
+
+def _prepare(tmp_path, moves, latents_missing: int, *, device="cuda", captions=CAPTIONS, **data):
     from types import SimpleNamespace
 
     from lorastudio.train.caches import prepare_caches
@@ -124,34 +128,59 @@ def _prepare(tmp_path, moves, latents_missing: int, *, device="cuda", **data):
     accelerator = SimpleNamespace(main_process_first=contextlib.nullcontext)
     parked = ParkedModules(device)
     cfg = TrainConfig.model_validate({"data": data})
-    captions = _Captions(moves)
     said: list[str] = []
-    latents = _Latents(tmp_path, latents_missing)
-    prepare_caches(cfg, model, [], latents, captions, ["zqx, a cat"], tmp_path / "text", accelerator, parked, said.append)
+    latents = _Latents(tmp_path, latents_missing, moves)
+    args = (cfg, model, [], latents, _Captions(moves), captions, tmp_path / "text", accelerator, parked, said.append)
+    prepare_caches(*args)
     return parked, said
 
 
-def test_the_unet_steps_aside_only_while_something_is_encoded(tmp_path):
+PARKING = ["clip->cpu", "bigG->cpu", "vae->cpu"]
+
+
+def test_the_unet_steps_aside_while_the_caches_fill_and_the_rest_parks_before_it_is_back(tmp_path):
     moves: list[str] = []
     parked, said = _prepare(tmp_path, moves, latents_missing=3)
-    assert moves == ["unet->cpu", "encode captions", "unet->cuda", "clip->cpu", "bigG->cpu", "vae->cpu"]
+    assert moves == ["unet->cpu", "latents (3 encoded)", "captions (1 encoded)", *PARKING, "unet->cuda"]
     assert [m.name for m in parked.return_for_samples] == ["clip", "bigG", "vae"]
-    assert any("VAE" in line for line in said) and any("text encoders" in line for line in said)
+    assert any("VAE" in line for line in said) and any("the text encoders" in line for line in said)
 
-    moves.clear()  # a second run on the same images: every latent and caption is on disk
-    _prepare(tmp_path, moves, latents_missing=0)
-    assert moves == ["encode captions", "clip->cpu", "bigG->cpu", "vae->cpu"]  # read, not encoded: no UNet trip
+
+def test_a_run_whose_caches_are_warm_moves_no_unet(tmp_path):
+    moves: list[str] = []
+    _prepare(tmp_path, moves, latents_missing=0, captions=CAPTIONS)  # fills the caption cache on disk
+    moves.clear()
+    _prepare(tmp_path, moves, latents_missing=0)  # a second run on the same images
+    assert moves == ["latents (0 encoded)", "captions (0 encoded)", *PARKING]
+
+
+def test_missing_latents_alone_or_missing_captions_alone_move_the_unet(tmp_path):
+    moves: list[str] = []
+    _prepare(tmp_path, moves, latents_missing=2)  # latents and captions missing (captions now on disk)
+    moves.clear()
+    _prepare(tmp_path, moves, latents_missing=2)  # latents alone
+    assert moves == ["unet->cpu", "latents (2 encoded)", "captions (0 encoded)", *PARKING, "unet->cuda"]
+    moves.clear()
+    _prepare(tmp_path, moves, latents_missing=0, captions=["a caption not seen yet"])  # captions alone
+    assert moves == ["unet->cpu", "latents (0 encoded)", "captions (1 encoded)", *PARKING, "unet->cuda"]
+
+
+def test_a_trained_text_side_keeps_its_encoders_and_parks_the_vae(tmp_path):
+    moves: list[str] = []
+    parked, _ = _prepare(tmp_path, moves, latents_missing=0, captions=None)  # no caption cache at all
+    assert moves == ["latents (0 encoded)", "vae->cpu"]
+    assert [m.name for m in parked.return_for_samples] == ["vae"]
 
 
 def test_colour_augmentation_keeps_the_vae_on_the_gpu(tmp_path):
     moves: list[str] = []
     parked, said = _prepare(tmp_path, moves, latents_missing=3, color_aug=True)
-    assert "vae->cpu" not in moves and [m.name for m in parked.return_for_samples] == ["clip", "bigG"]
-    assert moves[0] == "unet->cpu"  # the captions were still encoded with the UNet aside
+    assert moves == ["unet->cpu", "captions (1 encoded)", "clip->cpu", "bigG->cpu", "unet->cuda"]
+    assert [m.name for m in parked.return_for_samples] == ["clip", "bigG"]
     assert any("latent cache off" in line for line in said)
 
 
 def test_a_cpu_run_fills_the_caches_without_moving_anything(tmp_path):
     moves: list[str] = []
-    _prepare(tmp_path, moves, latents_missing=3, device="cpu")
-    assert moves == ["encode captions"]
+    parked, _ = _prepare(tmp_path, moves, latents_missing=3, device="cpu")
+    assert moves == ["latents (3 encoded)", "captions (1 encoded)"] and parked.return_for_samples == []

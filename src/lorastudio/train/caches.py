@@ -4,8 +4,8 @@ once, and the frozen modules the steps will not call moved out of the GPU's way.
 On a GPU run the UNet waits in CPU memory while something is encoded (the caches need no UNet,
 and SDXL's VAE at 1024 px beside its UNet is the phase's peak), but only then: when every latent
 and caption is on disk already (a resumed run, a second run on the same images) it stays where
-it is. Afterwards the text encoders park once every caption is cached, the VAE once every latent
-is (`train.offload`).
+it is. The text encoders park once every caption is cached, the VAE once every latent is, both
+before the UNet comes back, so the GPU never holds all of them at once (`train.offload`).
 """
 
 from __future__ import annotations
@@ -50,20 +50,19 @@ def prepare_caches(
         text_disk is not None and text_disk.missing(captions) > 0
     )
     staging = unet_in_cpu_memory(model.unet, model.device) if encodes else contextlib.nullcontext()
-    with staging:
+    with staging:  # parked before the UNet comes back: the GPU never holds all of them at once
         if cache_latents:
             _fill_latents(cfg, images, latents, accelerator, say)
         if text_disk is not None:
             _fill_captions(caption_encoder, captions, text_disk, accelerator, say)
-    if text_disk is not None:
-        chatglm = model.family.text_encoder_kind == "chatglm"
-        freed = parked.park(model.text_encoders, back_for_samples=not chatglm)
-        if freed:  # every caption is cached: the UNet gets the encoders' GPU memory
-            say(f"text: the text encoders ({freed / 2**30:.1f} GiB) wait in CPU memory while the UNet trains")
-    if cache_latents:
-        freed = parked.park([model.vae])
-        if freed:
-            say(f"latents: the VAE ({freed / 2**30:.2f} GiB) waits in CPU memory while the UNet trains")
+            chatglm = model.family.text_encoder_kind == "chatglm"
+            freed = parked.park(model.text_encoders, back_for_samples=not chatglm)
+            if freed:  # every caption is cached: the UNet gets the encoders' GPU memory
+                say(f"text: the text encoders ({freed / 2**30:.1f} GiB) wait in CPU memory while the UNet trains")
+        if cache_latents:
+            freed = parked.park([model.vae])
+            if freed:
+                say(f"latents: the VAE ({freed / 2**30:.2f} GiB) waits in CPU memory while the UNet trains")
 
 
 def _fill_latents(

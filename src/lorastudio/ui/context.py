@@ -68,7 +68,7 @@ def unfinished_job_of(
     follow again: the same jobs it may cancel (with auth off, the studio's, whoever queued them)."""
     owner = owner_to_check(request)
     for state in states:
-        for job in ctx.studio.list_jobs(state=state, user=owner, limit=50):
+        for job in ctx.studio.list_jobs(state=state, user=owner, limit=1000):  # kinds mixed in the queue
             if job.kind in kinds:
                 return job
     return None
