@@ -272,6 +272,28 @@ def test_progress_reports_interrupted_and_skipped_as_a1111_does(workspace):
         studio.close()
 
 
+def test_a_page_following_one_of_a_users_two_running_jobs_sees_that_ones_progress(workspace):
+    """Two workers run two of Alice's generations: A1111's /progress view shows one, a page following
+    the other sees the other's step (it showed "starting" for as long as it ran)."""
+    from lorastudio.service.studio import Studio
+
+    studio = Studio(workspace)  # no worker: this test plays two workers' part
+    try:
+        first = studio.store.enqueue("generate", {}, user="alice")
+        second = studio.store.enqueue("generate", {}, user="alice")
+        first, second = studio.store.claim("w1"), studio.store.claim("w2")
+        studio.store.progress(first.id, first.attempt, 0.5, {"step": 5, "total": 10})
+        studio.store.progress(second.id, second.attempt, 0.2, {"step": 2, "total": 10})
+        shown = studio.progress_state("alice")["job"]  # one of them, as A1111's /progress shows one
+        other, step = (second.id, 2) if shown == first.id else (first.id, 5)
+        state = studio.progress_state("alice", other)
+        assert (state["job"], state["step"], state["job_count"]) == (other, step, 2)
+        assert studio.progress_state("alice", shown)["step"] == 7 - step  # and back (one progress cursor)
+        assert studio.progress_state("bob", second.id)["job"] is None  # never another user's
+    finally:
+        studio.close()
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_interrupt_before_the_first_grid_cell_is_done_ends_cancelled_with_nothing_drawn(tiny_workspace, monkeypatch):
     done, calls, folder = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, 2, lambda s: s.interrupt())

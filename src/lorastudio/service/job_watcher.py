@@ -153,12 +153,13 @@ class JobWatcher:
 
     # --- what the A1111 /progress, /interrupt and /skip routes see ---------------------------
 
-    def progress_state(self, user: str | None = None) -> dict[str, Any]:
+    def progress_state(self, user: str | None = None, job_id: str | None = None) -> dict[str, Any]:
         """The running job (if any), its step and ETA, whether it was interrupted or skipped, and
         how many jobs are active.
 
         With `user` only that user's running job is shown (its prompt's preview image is theirs);
-        `None` shows the oldest running job of anyone (the server's own view).
+        `None` shows the oldest running job of anyone (the server's own view). With `job_id`, that
+        job while it runs (a page following one job of a user who has several running).
         """
         store = self.status_store
         running = self.running_of(user, store)
@@ -176,6 +177,8 @@ class JobWatcher:
             "interrupted": False,
             "skipped": False,
         }
+        if job_id is not None:
+            running = [job for job in running if job.id == job_id]
         if not running:
             return state
         job = min(running, key=lambda j: j.started_at or 0.0)

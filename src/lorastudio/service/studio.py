@@ -291,9 +291,10 @@ class Studio:
     def unsubscribe(self, event: asyncio.Event) -> None:
         self.watcher.unsubscribe(event)
 
-    def progress_state(self, user: str | None = None) -> dict[str, Any]:
-        """The running job of `user` (None: of anyone), its step, ETA and preview (A1111 /progress)."""
-        return self.watcher.progress_state(user)
+    def progress_state(self, user: str | None = None, job_id: str | None = None) -> dict[str, Any]:
+        """The running job of `user` (None: of anyone; `job_id`: that one), its step, ETA and preview
+        (A1111 /progress)."""
+        return self.watcher.progress_state(user, job_id)
 
     def interrupt(self, user: str | None = None) -> list[str]:
         """Stop every running generation, x/y/z grid and portrait-make of `user` (A1111 /interrupt;

@@ -179,7 +179,7 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     for job in poll_job(studio, job_id, POLL_S):
         if job.finished:
             break
-        state = studio.progress_state(job.user)  # this job's owner's: its progress and preview
+        state = studio.progress_state(job.user, job.id)  # this job's progress and preview
         image = _preview_image(state) if state.get("job") == job.id else None
         yield (_progress_text(ctx, job, state), gr.update(value=image, visible=image is not None),
                *[no_change] * (OUTPUT_COUNT - 2))  # fmt: skip
