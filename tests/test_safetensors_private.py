@@ -62,6 +62,34 @@ def test_the_tensors_share_one_read_and_outlive_the_file(tmp_path):
     assert float(tensors["up"].sum()) == 32
 
 
+def test_a_file_of_megabytes_reads_into_private_memory_that_outlives_it(tmp_path):
+    """Over 2 MiB the buffer is anonymous memory advised for huge pages (not a bytearray): the same
+    values, views of it, an aligned copy for an odd offset, and no tie to the file."""
+    import mmap
+
+    big = torch.arange(3 << 20, dtype=torch.uint8)  # 3 MiB
+    half, single = torch.arange(3, dtype=torch.float16), torch.arange(2, dtype=torch.float32)
+    header = {
+        "big": {"dtype": "U8", "shape": [3 << 20], "data_offsets": [0, 3 << 20]},
+        "half": {"dtype": "F16", "shape": [3], "data_offsets": [3 << 20, (3 << 20) + 6]},
+        "single": {"dtype": "F32", "shape": [2], "data_offsets": [(3 << 20) + 6, (3 << 20) + 14]},
+    }
+    path = tmp_path / "big.safetensors"
+    _raw_file(path, header, big.numpy().tobytes() + half.numpy().tobytes() + single.numpy().tobytes())
+    data = read_private_bytes(path)
+    assert isinstance(data, mmap.mmap) and len(data) == path.stat().st_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no read-only buffer viewed
+        tensors, _ = read_safetensors_private(path, data)
+    start = torch.frombuffer(data, dtype=torch.uint8).data_ptr()
+    assert start <= tensors["big"].data_ptr() < start + len(data)  # a view, not a copy
+    assert tensors["single"].data_ptr() % 4 == 0
+    path.write_bytes(b"")  # truncated: a reader that mapped the file would die of SIGBUS here
+    del data
+    assert torch.equal(tensors["big"], big) and torch.equal(tensors["half"], half)
+    assert torch.equal(tensors["single"], single)
+
+
 @pytest.mark.parametrize(
     ("header", "body", "reason"),
     [

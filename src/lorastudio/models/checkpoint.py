@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -161,30 +162,54 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     return dict(read_safetensors_header(path).get("__metadata__") or {})
 
 
-def read_private_bytes(path: str | Path) -> bytearray:
+PrivateBuffer = bytearray | mmap.mmap  # what `read_private_bytes` returns: writable, viewable
+
+
+def _fresh_buffer(size: int) -> PrivateBuffer:
+    """`size` bytes of private memory, backed by huge pages where the kernel has them.
+
+    Filling fresh memory costs a page fault per 4 KiB page, which is most of the time reading a
+    LoRA takes (36 MiB: 24 ms into a bytearray, 6 ms into huge pages on the 2-core test machine).
+    Anonymous, never tied to the file; a bytearray where mmap or THP is not there.
+    """
+    if size >= 2 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except OSError:
+            return bytearray(size)
+        try:
+            buffer.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # THP off in this kernel: plain pages
+            pass
+        return buffer
+    return bytearray(size)
+
+
+def read_private_bytes(path: str | Path) -> PrivateBuffer:
     """A file's bytes in one private, writable buffer: one copy, which tensors may then view."""
     with open(path, "rb") as f:
-        buffer = bytearray(os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        buffer = _fresh_buffer(size)
         view, got = memoryview(buffer), 0
-        while got < len(buffer) and (n := f.readinto(view[got:])):
+        while got < size and (n := f.readinto(view[got:])):
             got += n
         view.release()
-    return buffer if got == len(buffer) else buffer[:got]  # a file that shrank meanwhile
+    return buffer if got == size else bytearray(buffer[:got])  # a file that shrank meanwhile
 
 
-def read_safetensors_private(path: Path, data: bytes | bytearray | None = None) -> tuple[dict, dict[str, str]]:
+def read_safetensors_private(path: Path, data: bytes | PrivateBuffer | None = None) -> tuple[dict, dict[str, str]]:
     """All tensors and the metadata of a .safetensors file, in private memory.
 
     safetensors' own loaders memory-map the file: replacing or truncating it while the
     tensors live kills the process with SIGBUS. Here the file is read once into a private
     buffer and the tensors are views of it (no tie to the file, no second copy). `data`: the
-    file's bytes when the caller has read them (to hash them); a `bytearray` is viewed, other
-    bytes are copied once.
+    file's bytes when the caller has read them (to hash them); a `read_private_bytes` buffer is
+    viewed, other bytes are copied once.
     """
     path = Path(path)
     if data is None:
         data = read_private_bytes(path)
-    elif not isinstance(data, bytearray):
+    elif not isinstance(data, bytearray | mmap.mmap):
         data = bytearray(data)
     size = _header_size(path, data[:8], len(data), _incomplete)
     header = _checked_header(path, data[8 : 8 + size], len(data) - 8 - size, fail=_incomplete)
@@ -195,7 +220,7 @@ def read_safetensors_private(path: Path, data: bytes | bytearray | None = None) 
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
 
-def _tensor_view(entry: dict[str, Any], data: bytearray, body: int):
+def _tensor_view(entry: dict[str, Any], data: PrivateBuffer, body: int):
     """One checked tensor as a view of `data` (a copy only where its offset breaks the dtype's alignment)."""
     import torch
 
@@ -206,7 +231,7 @@ def _tensor_view(entry: dict[str, Any], data: bytearray, body: int):
         return torch.empty(shape, dtype=dtype)
     offset = body + begin
     if offset % itemsize:  # an odd offset: this tensor gets its own aligned copy
-        data, offset = data[offset:stop + body], 0
+        data, offset = bytearray(memoryview(data)[offset : stop + body]), 0
     return torch.frombuffer(data, dtype=dtype, count=(stop - begin) // itemsize, offset=offset).view(shape)
 
 
