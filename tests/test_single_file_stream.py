@@ -111,6 +111,58 @@ def test_a_layout_outside_the_tables_falls_back_to_diffusers(tiny_models_dir, tm
         _assert_same_module(loaded.components[name], reference.components[name], name)
 
 
+def test_a_module_another_thread_builds_during_a_load_keeps_its_weights(tiny_models_dir, tmp_path, monkeypatch):
+    """The empty modules are built on the meta device for the loading thread only: a module built
+    meanwhile elsewhere (an annotator for a preview) has real weights, initialised."""
+    import threading
+
+    import lorastudio.models.single_file as single_file
+
+    model, path = _single_file(tiny_models_dir, "tiny-sd15", tmp_path)
+    real_class, built = single_file.component_class, {}
+
+    def build_elsewhere_meanwhile(index, name):
+        if name == "vae":  # the loading thread is inside its meta-device block now
+            worker = threading.Thread(target=lambda: built.setdefault("linear", torch.nn.Linear(8, 8)))
+            worker.start()
+            worker.join()
+        return real_class(index, name)
+
+    monkeypatch.setattr(single_file, "component_class", build_elsewhere_meanwhile)
+    streamed = read_single_file(path, model.family, tiny_models_dir / "tiny-sd15", torch.float32, "cpu")
+    assert streamed is not None
+    weight = built["linear"].weight
+    assert weight.device.type == "cpu" and float(weight.abs().sum()) > 0
+    positions = dict(streamed.components["text_encoder"].named_buffers())["embeddings.position_ids"]
+    assert positions.device.type == "cpu" and positions.tolist() == [list(range(positions.shape[1]))]
+
+
+def test_a_module_with_a_buffer_the_reader_cannot_fill_loads_through_diffusers(tiny_models_dir, tmp_path, caplog, monkeypatch):
+    import lorastudio.models.single_file as single_file
+
+    _, path = _single_file(tiny_models_dir, "tiny-sd15", tmp_path)
+    reference = load_model(str(path), tiny_models_dir, tmp_path / "cache")
+    real_class = single_file.component_class
+
+    def with_a_new_buffer(index, name):
+        cls = real_class(index, name)
+        if name != "vae":
+            return cls
+
+        class VaeWithTable(cls):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.register_buffer("table", torch.ones(3), persistent=False)
+
+        return VaeWithTable
+
+    monkeypatch.setattr(single_file, "component_class", with_a_new_buffer)
+    with caplog.at_level(logging.INFO, logger="lorastudio.models.single_file"):
+        loaded = load_model(str(path), tiny_models_dir, tmp_path / "cache")
+    assert "buffer 'table' has no known value" in caplog.text and "using diffusers' converter" in caplog.text
+    _assert_same_module(loaded.components["vae"], reference.components["vae"], "vae")
+
+
 def test_a_file_with_a_tensor_of_another_size_is_refused_by_the_fallback_too(tiny_models_dir, tmp_path):
     from lorastudio.errors import LorastudioError
 
