@@ -153,6 +153,22 @@ def test_resize_modes_change_img2img_and_crop_keeps_the_centre(sd15, tmp_path):
     assert np.array_equal(outs[1], px(run(sd15, init_image=str(centre), **common)[0].image))
 
 
+def test_whole_picture_inpainting_is_width_by_height_with_the_stretched_init_outside_the_mask(sd15, tmp_path):
+    """Resize mode 0 (just resize): A1111 stretches the init image and the mask to width x height and
+    pastes the result over the stretched init, so the picture has the requested size (the infotext's)."""
+    wide, mask = tmp_path / "wide.png", tmp_path / "mask.png"
+    wide_init().save(wide)
+    hole = Image.new("L", (128, 64), 0)
+    hole.paste(255, (48, 16, 80, 48))
+    hole.save(mask)
+    common = {"init_image": str(wide), "mask": str(mask), "mask_blur": 0, "strength": 0.6, "sampler": "Euler"}
+    image = run(sd15, resize_mode=0, width=64, height=64, **common)[0].image
+    assert image.size == (64, 64)
+    stretched = px(wide_init().resize((64, 64), Image.Resampling.LANCZOS))
+    assert np.abs(px(image)[:, :16] - stretched[:, :16]).max() <= 1  # outside the mask: the init, stretched
+    assert np.abs(px(image)[24:40, 28:36] - stretched[24:40, 28:36]).mean() > 1  # inside: sampled
+
+
 # --- inpainting masked content -----------------------------------------------------------
 
 

@@ -425,12 +425,13 @@ def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> Sampli
 def _reframe_init(cfg: GenerateConfig, plan: SamplingPlan) -> tuple[Image.Image, bool, bool]:
     """The init image after `resize_mode`, and whether it was reframed / is latent-upscaled.
 
-    Modes 1 and 2 reframe the image to width x height here (the mask follows); mode 3 keeps
-    it at its own size and stretches its latents. "Only masked" inpainting crops its own
-    region, so it ignores the mode, as A1111 does.
+    Modes 0-2 reframe the image to width x height (the mask follows, and an inpainted picture
+    is width x height, as in A1111); plain img2img in mode 0 is stretched where it is encoded.
+    Mode 3 keeps it at its own size and stretches its latents. "Only masked" inpainting crops
+    its own region, so it ignores the mode, as A1111 does.
     """
     only_masked = plan.mask is not None and cfg.inpaint_only_masked
-    if only_masked or cfg.resize_mode == 0:
+    if only_masked or (cfg.resize_mode == 0 and plan.mask is None):
         return plan.init_image, False, False
     if cfg.resize_mode == 3:
         return plan.init_image, False, True
