@@ -319,6 +319,9 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
         )
         clip = to_generate_config(Txt2ImgRequest(override_settings={"CLIP_stop_at_last_layers": 2}), studio)
         assert clip.clip_skip == 2 and clip.model == "tiny-sd15" and clip.vae is None
+        assert clip.pad_conds is False  # A1111's default: prompt and negative prompt in their own calls
+        padded = to_generate_config(Txt2ImgRequest(override_settings={"pad_cond_uncond": True}), studio)
+        assert padded.pad_conds is True
         img = to_generate_config(
             Img2ImgRequest(denoising_strength=0.3, inpaint_full_res=0, mask_blur=None),
             studio,

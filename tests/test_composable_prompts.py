@@ -155,7 +155,11 @@ def test_sub_prompts_of_different_lengths_pad_like_a1111(sd15, unet_calls):
 
     image = run(sd15, prompt=f"{long_text} AND blue", steps=2)
     assert np.isfinite(image).all()
-    # the one-chunk negative is padded with empty chunks to the prompt's two
+    # the one-chunk negative runs in its own call, the two sub-prompts in one (A1111 without "Pad conds")
+    assert [tuple(context.shape[:2]) for _, context, _, _ in unet_calls] == [(1, 77), (2, 77 * 2)] * 2
+    unet_calls.clear()
+    run(sd15, prompt=f"{long_text} AND blue", steps=2, pad_conds=True)
+    # padded: the negative gets empty chunks up to the prompt's two, all in one call
     assert {tuple(context.shape[:2]) for _, context, _, _ in unet_calls} == {(3, 77 * 2)}
 
 

@@ -171,6 +171,16 @@ def _read_text(
     return read
 
 
+def _read_flag(key: str, field: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A True/False key (A1111 writes only True)."""
+
+    def read(params: dict[str, Any]) -> dict[str, Any]:
+        value = str(params.get(key, "") or "").strip().lower()
+        return {field: value in ("true", "1", "yes")} if value else {}
+
+    return read
+
+
 def _hashes(pairs: list[tuple[str, str]]) -> str | None:
     return ", ".join(f"{n}: {h}" for n, h in pairs) if pairs else None
 
@@ -337,6 +347,8 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     ),
     _F(None, "Lora hashes", None, lambda c, f: _hashes(f.lora_hashes)),
     _F(None, "TI hashes", None, lambda c, f: _hashes(f.ti_hashes)),
+    # An A1111 option (`pad_cond_uncond`, in a request's override_settings), not a request field.
+    _F("pad_conds", "Pad conds", None, lambda c, f: True if c.pad_conds else None, _read_flag("Pad conds", "pad_conds")),
     _F(None, "Version", None, _version),
     _F("device", None, None),
 )

@@ -55,6 +55,12 @@ class GenerateConfig(StrictModel):
     eta: float = Field(
         0.0, ge=0, le=1, description="DDIM eta: fresh noise mixed in at each step (0 = deterministic); other samplers ignore it."
     )
+    pad_conds: bool = Field(
+        False,
+        description="When the prompt and the negative prompt have different numbers of 75-token chunks, pad the"
+        " shorter with empty chunks so both run in one UNet call (A1111's 'Pad prompt/negative prompt', infotext"
+        " 'Pad conds': faster, other pictures); off, they run as two calls, as A1111 does by default.",
+    )
     seed: SamplingSeed = Field(-1, ge=-1)
     subseed: int = Field(
         -1, ge=-1, description="Variation seed (-1 = random); image i uses subseed + i, all share the seed."

@@ -181,22 +181,26 @@ class ControlStack:
                 mask = (pil_to_tensor(fitted_mask, self.device, self.dtype) * 0.5 + 0.5)[:, :1]
             self._pass.append(_PassUnit(unit, cond, mask))
 
-    def residuals(self, latent_in, t, context, unet_kwargs: dict, batch: int) -> dict:
+    def residuals(
+        self, latent_in, t, context, unet_kwargs: dict, uncond_rows: int, *, same_evaluation: bool = False
+    ) -> dict:
         """UNet kwargs with the summed residuals of the units active at this call ({} when none is).
 
-        Called once per UNet call. The rows of `latent_in` are `[uncond, prompt rows...]`, `batch`
-        each, when it has more than `batch` rows (CFG); else the prompt's rows only.
+        Called once per UNet call; the first `uncond_rows` rows of `latent_in` are the negative
+        prompt's (0: none, the prompt's rows only). A model evaluation run as two UNet calls (a
+        prompt and a negative prompt of different lengths) counts once: its second call says
+        `same_evaluation`.
         """
-        step = self._calls // self._order
-        self._calls += 1
-        has_uncond = latent_in.shape[0] > batch
+        if not same_evaluation:
+            self._calls += 1
+        step = (self._calls - 1) // self._order
         added_cond_kwargs = unet_kwargs.get("added_cond_kwargs")
         down_total, mid_total = None, None
         for item in self._pass:
             unit = item.unit
             if not step_is_active(step, self._steps, unit.guidance_start, unit.guidance_end):
                 continue
-            down, mid = self._one_unit(item, latent_in, t, context, added_cond_kwargs, has_uncond, batch)
+            down, mid = self._one_unit(item, latent_in, t, context, added_cond_kwargs, uncond_rows)
             if down_total is None:
                 down_total, mid_total = down, mid
             else:
@@ -206,7 +210,7 @@ class ControlStack:
             return {}
         return {"down_block_additional_residuals": down_total, "mid_block_additional_residual": mid_total}
 
-    def _one_unit(self, item: _PassUnit, latent_in, t, context, added_cond_kwargs, has_uncond: bool, batch: int):
+    def _one_unit(self, item: _PassUnit, latent_in, t, context, added_cond_kwargs, uncond_rows: int):
         unit = item.unit
         controlnet = unit.controlnet
         sample = latent_in
@@ -229,17 +233,17 @@ class ControlStack:
         else:
             scales = [unit.weight] * len(outputs)
         outputs = [out * scale for out, scale in zip(outputs, scales, strict=True)]
-        if unit.control_mode == "ControlNet is more important" and has_uncond:
-            outputs = [self._without_uncond(out, batch) for out in outputs]
+        if unit.control_mode == "ControlNet is more important" and uncond_rows:
+            outputs = [self._without_uncond(out, uncond_rows) for out in outputs]
         if item.mask is not None:
             outputs = [out * self._mask_at(item.mask, out) for out in outputs]
         return outputs[:-1], outputs[-1]
 
     @staticmethod
-    def _without_uncond(out, batch: int):
+    def _without_uncond(out, uncond_rows: int):
         """The control on the prompt's rows only (the extension's cfg injection)."""
         out = out.clone()
-        out[:batch] = 0
+        out[:uncond_rows] = 0
         return out
 
     @staticmethod

@@ -17,6 +17,7 @@ from PIL import Image
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.guidance import GuidedUnet
 from lorastudio.generate.hires import run_hires_pass, wants_hires
 from lorastudio.generate.images import (
     fill_masked,
@@ -103,7 +104,7 @@ class _Sampler:
         self.preview_every = 0
         self.subseeds: list[int] = []  # the current batch's variation seeds
         self.control = getattr(plan, "extra", {}).get("control")  # a generate.control.ControlStack or None
-        self._text_cache: tuple | None = None  # see _text_inputs
+        self.guided = GuidedUnet(model, cfg, encoder, self.control)
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
@@ -311,79 +312,15 @@ class _Sampler:
             kwargs["eta"] = self.cfg.eta
         return kwargs
 
+    def _predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
+        """One step's guided prediction (`generate.guidance`)."""
+        return self.guided.predict(latent_in, t, cond, weights, uncond, batch, width, height)
+
     @staticmethod
     def _step_generator(generators):
         # Ancestral/SDE samplers draw noise each step: one generator per image keeps
         # image i of a batch identical to generating it alone with seed + i.
         return generators if len(generators) > 1 else generators[0]
-
-    def _text_inputs(self, cond, uncond, batch: int, width: int, height: int):
-        """The UNet's text context (and SDXL's added conditioning) for `cond` and `uncond`.
-
-        Built once and reused while the prompt schedule stays on the same conditionings (every
-        step without prompt editing), so a step does not re-pad, re-concatenate or copy SDXL's
-        time ids to the device again. The cache holds the conditionings it was built from, so
-        `is` compares them safely.
-        """
-        import torch
-
-        from lorastudio.generate.conditioning import pad_to_same_length
-
-        cached = self._text_cache
-        if cached is not None and cached[0] is cond and cached[1] is uncond and cached[2] == (batch, width, height):
-            return cached[3], cached[4]
-        model = self.model
-        c = cond.embeds
-        rows = [c]
-        if uncond is not None:
-            u, c = pad_to_same_length(uncond.embeds, c, self.encoder.empty_chunk())
-            rows = [u, *c.split(1)]
-        context = torch.cat([row.expand(batch, -1, -1) for row in rows]).to(model.dtype)
-        added = None
-        if model.family.uses_pooled_text:
-            time_ids = torch.tensor(
-                [[height, width, 0, 0, height, width]], device=model.device, dtype=model.dtype
-            )
-            pooled_rows = [cond.pooled] if uncond is None else [uncond.pooled, *cond.pooled.split(1)]
-            pooled = torch.cat([row.expand(batch, -1) for row in pooled_rows])
-            added = {"text_embeds": pooled, "time_ids": time_ids.expand(pooled.shape[0], -1)}
-        self._text_cache = (cond, uncond, (batch, width, height), context, added)
-        return context, added
-
-    def _predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
-        """One UNet call for the negative prompt and every AND sub-prompt (`cond` has a row each).
-
-        The batch is `[uncond, sub-prompt 1, sub-prompt 2, ...]`, each `batch` images long;
-        without `uncond` (CFG <= 1, plain prompt) the prompt's prediction is used as it is.
-        """
-        import torch
-
-        model = self.model
-        context, added = self._text_inputs(cond, uncond, batch, width, height)
-        rows = context.shape[0] // batch
-        if rows > 1:
-            latent_in = torch.cat([latent_in] * rows)
-        kwargs = {} if added is None else {"added_cond_kwargs": added}
-        if self.control is not None:
-            kwargs.update(self.control.residuals(latent_in, t, context, kwargs, batch))
-        out = model.unet(latent_in, t, encoder_hidden_states=context, **kwargs).sample
-        if uncond is None:
-            return out
-        out_uncond, *out_conds = out.chunk(rows)
-        return combine_composable(out_uncond, out_conds, weights, self.cfg.cfg_scale)
-
-
-def combine_composable(out_uncond, out_conds: list, weights: list[float], cfg_scale: float):
-    """`uncond + cfg_scale * sum_i w_i * (cond_i - uncond)`: A1111's CFG with AND sub-prompts.
-
-    Accumulated term by term like A1111's `combine_denoised`, so one sub-prompt of weight 1
-    is exactly the classic `uncond + cfg_scale * (cond - uncond)`. The sum is affine in the
-    predictions, so it means the same for noise, v or x0 predictions.
-    """
-    guided = out_uncond
-    for out_cond, weight in zip(out_conds, weights, strict=True):
-        guided = guided + (weight * cfg_scale) * (out_cond - out_uncond)
-    return guided
 
 
 def _check_size(cfg: GenerateConfig, model) -> tuple[int, int]:

@@ -1,0 +1,121 @@
+"""A prompt and a negative prompt of different chunk counts: two UNet calls by default, as A1111
+runs them (its "Pad prompt/negative prompt" option off); `pad_conds` pads the shorter with empty
+chunks into one call and says so in the infotext (`Pad conds: True`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lorastudio.generate.config import GenerateConfig
+from test_generate_core import run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LONG = ", ".join(["red square"] * 40)  # over 75 tokens: two chunks
+SHORT = "blue"
+
+
+def _context_lengths(model, monkeypatch, **kw) -> tuple[list[list[int]], list[torch.Tensor], np.ndarray]:
+    """Per UNet call, the token length of each row's text context and the call's output; the picture."""
+    calls: list[list[int]] = []
+    outputs: list[torch.Tensor] = []
+    real_forward = model.unet.forward
+
+    def recording(sample, t, encoder_hidden_states=None, **kwargs):
+        calls.append([encoder_hidden_states.shape[1]] * encoder_hidden_states.shape[0])
+        out = real_forward(sample, t, encoder_hidden_states=encoder_hidden_states, **kwargs)
+        outputs.append(out.sample.detach().clone())
+        return out
+
+    monkeypatch.setattr(model.unet, "forward", recording)
+    try:
+        image = run(model, steps=2, width=64, height=64, **kw)[0].image
+    finally:
+        monkeypatch.undo()
+    return calls, outputs, np.asarray(image, dtype=np.float32)
+
+
+@pytest.mark.parametrize("prompt, negative", [(LONG, SHORT), (SHORT, LONG)])
+def test_different_lengths_run_as_two_calls_unless_padded(sd15, monkeypatch, prompt, negative):
+    split, split_out, _ = _context_lengths(sd15, monkeypatch, prompt=prompt, negative_prompt=negative)
+    padded, padded_out, _ = _context_lengths(sd15, monkeypatch, prompt=prompt, negative_prompt=negative, pad_conds=True)
+    uncond, cond = (77, 154) if len(negative) < len(prompt) else (154, 77)
+    assert split == [[uncond], [cond]] * 2  # per step: the negative prompt's call, then the prompt's
+    assert padded == [[154, 154]] * 2  # one call, both padded to two chunks
+    # The first step's predictions (same latents): the longer text's row is the same either way,
+    # the shorter one's changes with the empty chunk padded onto it.
+    split_uncond, split_cond = split_out[0], split_out[1]
+    padded_uncond, padded_cond = padded_out[0].chunk(2)
+    longer, shorter = ((split_cond, padded_cond), (split_uncond, padded_uncond))[:: 1 if cond > uncond else -1]
+    torch.testing.assert_close(longer[0], longer[1], rtol=1e-5, atol=1e-5)
+    assert float((shorter[0] - shorter[1]).abs().mean()) > 1e-3
+
+
+def test_the_same_length_is_one_call_and_the_same_picture_either_way(sd15, monkeypatch):
+    plain, _, plain_image = _context_lengths(sd15, monkeypatch, prompt="red square", negative_prompt=SHORT)
+    padded, _, padded_image = _context_lengths(sd15, monkeypatch, prompt="red square", negative_prompt=SHORT, pad_conds=True)
+    assert plain == padded == [[77, 77]] * 2
+    assert np.array_equal(plain_image, padded_image)
+
+
+def test_and_sub_prompts_share_the_prompt_call(sd15, monkeypatch):
+    calls, _, image = _context_lengths(sd15, monkeypatch, prompt=f"{LONG} AND blue :0.5", negative_prompt=SHORT)
+    assert calls == [[77], [154, 154]] * 2  # sub-prompts stacked to one length (A1111's stack_conds)
+    assert np.isfinite(image).all()
+
+
+def test_sdxl_pooled_vectors_follow_each_call(sdxl, monkeypatch):
+    calls, _, image = _context_lengths(sdxl, monkeypatch, prompt=LONG, negative_prompt=SHORT)
+    assert calls == [[77], [154]] * 2 and np.isfinite(image).all()
+
+
+def test_the_infotext_says_pad_conds_and_reads_it_back(tmp_path):
+    from lorastudio.generate.a1111_fields import InfotextFacts, config_fields_from_infotext, infotext_params
+
+    facts = InfotextFacts(sampler="Euler", schedule="Automatic", width=64, height=64, seed=1)
+    padded = infotext_params(GenerateConfig(model="m", prompt="p", pad_conds=True), facts)
+    assert padded["Pad conds"] is True
+    assert infotext_params(GenerateConfig(model="m", prompt="p"), facts).get("Pad conds") is None  # left out
+    assert config_fields_from_infotext({"Pad conds": "True"})["pad_conds"] is True
+    assert "pad_conds" not in config_fields_from_infotext({"Steps": "20"})
+
+
+def test_a_controlnet_counts_a_split_evaluation_as_one_step(sd15):
+    """A unit active for the first half of 4 steps: two calls per step still count one step."""
+    from PIL import Image
+
+    from controlnet_files import make_controlnet
+    from lorastudio.generate.control import ControlStack, PreparedUnit
+
+    image = Image.new("RGB", (64, 64), "white")
+    unit = PreparedUnit("ControlNet unit 0", make_controlnet(sd15), image, guidance_end=0.5)
+    stack = ControlStack([unit], "cpu", torch.float32)
+    stack.begin_pass(64, 64, 4, 1, False)
+    latents = torch.randn(1, 4, 8, 8)
+    context = torch.randn(1, 77, sd15.unet.config.cross_attention_dim)
+    active = []
+    for _ in range(4):
+        first = stack.residuals(latents, torch.tensor(500), context, {}, 1)
+        second = stack.residuals(latents, torch.tensor(500), context, {}, 0, same_evaluation=True)
+        active.append((bool(first), bool(second)))
+    assert active == [(True, True), (True, True), (False, False), (False, False)]
+
+
+def test_controlnet_is_more_important_spares_only_the_negative_prompts_call(sd15):
+    """The extension's cfg injection: no control on the negative prompt's rows, also when they are a call of their own."""
+    from PIL import Image
+
+    from controlnet_files import make_controlnet
+    from lorastudio.generate.control import ControlStack, PreparedUnit
+
+    image = Image.new("RGB", (64, 64), "white")
+    unit = PreparedUnit("ControlNet unit 0", make_controlnet(sd15), image, control_mode="ControlNet is more important")
+    stack = ControlStack([unit], "cpu", torch.float32)
+    stack.begin_pass(64, 64, 1, 1, False)
+    latents = torch.randn(1, 4, 8, 8)
+    context = torch.randn(1, 77, sd15.unet.config.cross_attention_dim)
+    negative = stack.residuals(latents, torch.tensor(500), context, {}, 1)["mid_block_additional_residual"]
+    prompt = stack.residuals(latents, torch.tensor(500), context, {}, 0, same_evaluation=True)
+    assert float(negative.abs().max()) == 0 and float(prompt["mid_block_additional_residual"].abs().max()) > 0
