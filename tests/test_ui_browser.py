@@ -85,9 +85,10 @@ def test_the_ui_needs_a_login_and_one_login_opens_ui_api_and_docs(served, browse
 
 def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, page):
     _small_generation(page)
+    page.locator("#field-pad_conds input").check()  # an A1111 option the recipe carries as "Pad conds"
     page.click("#generate-run")
     info = _wait_for_infotext(page, "Steps: 3")
-    assert PROMPT in info and "Size: 64x64" in info and "Seed: 1234" in info
+    assert PROMPT in info and "Size: 64x64" in info and "Seed: 1234" in info and "Pad conds: True" in info
     assert page.locator("#gallery img").count() >= 1
     job = served.studio.list_jobs(limit=1)[0]
     assert (job.kind, job.state, job.user) == ("generate", "succeeded", USER)
@@ -95,6 +96,7 @@ def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, pa
     image = served.studio.job_images(job)[0]
     page.locator("#field-prompt textarea").fill("another prompt")  # the recipe must bring them back
     _set(page, "#field-seed input", 99)
+    page.locator("#field-pad_conds input").uncheck()
 
     _tab(page, "PNG info")
     page.locator("#png-image input[type=file]").set_input_files(str(image))
@@ -109,6 +111,7 @@ def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, pa
     )
     assert page.locator("#field-seed input").input_value() == "1234"
     assert page.locator("#field-steps input[type=number]").input_value() == "3"
+    assert page.locator("#field-pad_conds input").is_checked()
 
 
 def test_send_to_img2img_and_generate_again(served, page):

@@ -42,6 +42,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.batch_size": ("Batch size", "单批数量"),
     "generate.count": ("Batch count", "批次数"),
     "generate.clip_skip": ("Clip skip", "跳过 CLIP 层"),
+    "generate.pad_conds": ("Pad prompt/negative prompt", "补齐正/负提示词长度"),
     "generate.run": ("Generate", "生成"),
     "generate.interrupt": ("Interrupt", "中断"),
     "generate.skip": ("Skip", "跳过"),

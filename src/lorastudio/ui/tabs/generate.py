@@ -32,7 +32,7 @@ LABEL = "tab.generate"
 # Fields the form sends; the others keep GenerateConfig's defaults.
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
-    "seed", "subseed", "subseed_strength", "batch_size", "count", "clip_skip", "hires_scale",
+    "seed", "subseed", "subseed_strength", "batch_size", "count", "clip_skip", "pad_conds", "hires_scale",
     "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
     "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
@@ -108,7 +108,11 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "batch_size", t("generate.batch_size"), slider=True, maximum=8
                 )
                 f["count"] = field_control(GenerateConfig, "count", t("generate.count"), slider=True, maximum=16)
-            f["clip_skip"] = field_control(GenerateConfig, "clip_skip", t("generate.clip_skip"), slider=True)
+            with gr.Row():
+                f["clip_skip"] = field_control(
+                    GenerateConfig, "clip_skip", t("generate.clip_skip"), slider=True, scale=3
+                )
+                f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"), scale=1)
             with gr.Accordion(t("generate.hires"), open=False):
                 f["hires_scale"] = field_control(
                     GenerateConfig, "hires_scale", t("generate.hires_scale"), slider=True, step=0.05
