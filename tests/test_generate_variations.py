@@ -167,6 +167,8 @@ def test_whole_picture_inpainting_is_width_by_height_with_the_stretched_init_out
     stretched = px(wide_init().resize((64, 64), Image.Resampling.LANCZOS))
     assert np.abs(px(image)[:, :16] - stretched[:, :16]).max() <= 1  # outside the mask: the init, stretched
     assert np.abs(px(image)[24:40, 28:36] - stretched[24:40, 28:36]).mean() > 1  # inside: sampled
+    # No size given (the web form's blank boxes): the photo keeps its own size, not the model's square.
+    assert run(sd15, resize_mode=0, **common)[0].image.size == (128, 64)
 
 
 # --- inpainting masked content -----------------------------------------------------------
@@ -241,3 +243,20 @@ def test_api_maps_variation_resize_mode_and_masked_content(client):
     answer = client.post("/sdapi/v1/img2img", json={**body, **fields}).json()
     text = json.loads(answer["info"])["infotexts"][0]
     assert "Masked content: latent noise" in text and "Resize mode" not in text
+
+
+def test_the_whole_pictures_overlay_mask_is_doubled_as_in_a1111():
+    """A1111 pastes a whole-picture inpaint through the blurred mask times two (clipped); "only masked"
+    through the mask itself."""
+    from lorastudio.generate.pipeline import _paste_back
+
+    generated, original = Image.new("RGB", (4, 1), RED), Image.new("RGB", (4, 1), GREEN)
+    mask = Image.new("L", (4, 1))
+    mask.putdata([0, 64, 128, 255])
+    whole = px(_paste_back(generated, original, mask, None))[0]
+    share = np.array([0, 128, 255, 255]) / 255  # min(255, 2 * mask)
+    expected = share[:, None] * np.array(RED) + (1 - share[:, None]) * np.array(GREEN)
+    assert np.abs(whole - expected).max() <= 1.5
+    only_masked = px(_paste_back(generated, original, mask, (0, 0, 4, 1)))[0]
+    share = np.array([0, 64, 128, 255]) / 255
+    assert np.abs(only_masked - (share[:, None] * np.array(RED) + (1 - share[:, None]) * np.array(GREEN))).max() <= 1.5

@@ -71,15 +71,26 @@ def test_sdxl_pooled_vectors_follow_each_call(sdxl, monkeypatch):
     assert calls == [[77], [154]] * 2 and np.isfinite(image).all()
 
 
-def test_the_infotext_says_pad_conds_and_reads_it_back(tmp_path):
+def test_the_infotext_says_pad_conds_when_it_padded_and_reads_it_back():
     from lorastudio.generate.a1111_fields import InfotextFacts, config_fields_from_infotext, infotext_params
 
     facts = InfotextFacts(sampler="Euler", schedule="Automatic", width=64, height=64, seed=1)
-    padded = infotext_params(GenerateConfig(model="m", prompt="p", pad_conds=True), facts)
-    assert padded["Pad conds"] is True
-    assert infotext_params(GenerateConfig(model="m", prompt="p"), facts).get("Pad conds") is None  # left out
+    padded = InfotextFacts(sampler="Euler", schedule="Automatic", width=64, height=64, seed=1, padded_conds=True)
+    on = GenerateConfig(model="m", prompt="p", pad_conds=True)
+    assert infotext_params(on, padded)["Pad conds"] is True
+    assert infotext_params(on, facts).get("Pad conds") is None  # on, but one length: nothing padded (A1111)
     assert config_fields_from_infotext({"Pad conds": "True"})["pad_conds"] is True
     assert "pad_conds" not in config_fields_from_infotext({"Steps": "20"})
+
+
+@pytest.mark.parametrize("prompt, written", [(LONG, True), ("red square", False)])
+def test_a_generated_png_says_pad_conds_only_when_a_prompt_was_padded(tiny_workspace, prompt, written):
+    from lorastudio.service.generation import run_generation
+
+    cfg = GenerateConfig(model="tiny-sd15", prompt=prompt, negative_prompt=SHORT, steps=2, width=64, height=64, pad_conds=True)
+    result = run_generation(tiny_workspace, cfg)
+    text = result.images[0].infotext
+    assert ("Pad conds: True" in text) is written, text
 
 
 def test_a_controlnet_counts_a_split_evaluation_as_one_step(sd15):
@@ -119,3 +130,27 @@ def test_controlnet_is_more_important_spares_only_the_negative_prompts_call(sd15
     negative = stack.residuals(latents, torch.tensor(500), context, {}, 1)["mid_block_additional_residual"]
     prompt = stack.residuals(latents, torch.tensor(500), context, {}, 0, same_evaluation=True)
     assert float(negative.abs().max()) == 0 and float(prompt["mid_block_additional_residual"].abs().max()) > 0
+
+
+def test_two_calls_give_the_cfg_of_each_calls_own_prediction(sdxl):
+    """Different lengths on SDXL: the guided prediction is uncond + cfg * (cond - uncond) of two plain
+    UNet calls, each with its own text, pooled vector and time ids."""
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.generate.guidance import GuidedUnet
+
+    encoder = PromptEncoder(sdxl)
+    cond, uncond = encoder.encode(LONG), encoder.encode(SHORT)
+    assert cond.embeds.shape[1] != uncond.embeds.shape[1]
+    cfg = GenerateConfig(model="tiny-sdxl", prompt=LONG, negative_prompt=SHORT, cfg_scale=5.0)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500)
+    time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])
+
+    def plain(text):
+        added = {"text_embeds": text.pooled, "time_ids": time_ids}
+        return sdxl.unet(latents, t, encoder_hidden_states=text.embeds, added_cond_kwargs=added).sample
+
+    with torch.no_grad():
+        guided = GuidedUnet(sdxl, cfg, encoder).predict(latents, t, cond, [1.0], uncond, 1, 64, 64)
+        expected = plain(uncond) + 5.0 * (plain(cond) - plain(uncond))
+    torch.testing.assert_close(guided, expected, rtol=1e-5, atol=1e-5)

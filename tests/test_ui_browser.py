@@ -85,10 +85,9 @@ def test_the_ui_needs_a_login_and_one_login_opens_ui_api_and_docs(served, browse
 
 def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, page):
     _small_generation(page)
-    page.locator("#field-pad_conds input").check()  # an A1111 option the recipe carries as "Pad conds"
     page.click("#generate-run")
     info = _wait_for_infotext(page, "Steps: 3")
-    assert PROMPT in info and "Size: 64x64" in info and "Seed: 1234" in info and "Pad conds: True" in info
+    assert PROMPT in info and "Size: 64x64" in info and "Seed: 1234" in info
     assert page.locator("#gallery img").count() >= 1
     job = served.studio.list_jobs(limit=1)[0]
     assert (job.kind, job.state, job.user) == ("generate", "succeeded", USER)
@@ -96,7 +95,6 @@ def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, pa
     image = served.studio.job_images(job)[0]
     page.locator("#field-prompt textarea").fill("another prompt")  # the recipe must bring them back
     _set(page, "#field-seed input", 99)
-    page.locator("#field-pad_conds input").uncheck()
 
     _tab(page, "PNG info")
     page.locator("#png-image input[type=file]").set_input_files(str(image))
@@ -111,7 +109,27 @@ def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, pa
     )
     assert page.locator("#field-seed input").input_value() == "1234"
     assert page.locator("#field-steps input[type=number]").input_value() == "3"
-    assert page.locator("#field-pad_conds input").is_checked()
+
+
+def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_box_back(served, page):
+    """A prompt of two 75-token chunks with a one-chunk negative, padded (A1111's option): the
+    infotext says so, and PNG info -> Generate ticks the box again."""
+    long_prompt = ", ".join(["red square"] * 40)
+    _small_generation(page, prompt=long_prompt)
+    page.locator("#field-negative_prompt textarea").fill("blue")
+    page.locator("#field-pad_conds input").check()
+    page.click("#generate-run")
+    info = _wait_for_infotext(page, "Pad conds: True")
+    assert "Steps: 3" in info
+    image = served.studio.job_images(served.studio.list_jobs(limit=1)[0])[0]
+    page.locator("#field-pad_conds input").uncheck()
+    _tab(page, "PNG info")
+    page.locator("#png-image input[type=file]").set_input_files(str(image))
+    page.wait_for_function(
+        "() => (document.querySelector('#png-parameters textarea') || {}).value?.includes('Pad conds')"
+    )
+    page.click("#png-send-generate")
+    page.wait_for_function("() => document.querySelector('#field-pad_conds input').checked")
 
 
 def test_send_to_img2img_and_generate_again(served, page):

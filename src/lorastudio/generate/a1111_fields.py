@@ -52,6 +52,7 @@ class InfotextFacts:
     vae_name: str | None = None
     lora_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
     ti_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
+    padded_conds: bool = False  # `pad_conds` padded a prompt and its negative to one length
 
 
 @dataclass(frozen=True)
@@ -348,7 +349,8 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     _F(None, "Lora hashes", None, lambda c, f: _hashes(f.lora_hashes)),
     _F(None, "TI hashes", None, lambda c, f: _hashes(f.ti_hashes)),
     # An A1111 option (`pad_cond_uncond`, in a request's override_settings), not a request field.
-    _F("pad_conds", "Pad conds", None, lambda c, f: True if c.pad_conds else None, _read_flag("Pad conds", "pad_conds")),
+    # Written, as A1111 writes it, only when padding happened (prompts of one length need none).
+    _F("pad_conds", "Pad conds", None, lambda c, f: True if f.padded_conds else None, _read_flag("Pad conds", "pad_conds")),
     _F(None, "Version", None, _version),
     _F("device", None, None),
 )

@@ -37,6 +37,7 @@ class GuidedUnet:
         self.encoder = encoder  # its `empty_chunk()` pads (pad_conds)
         self.control = control  # a generate.control.ControlStack or None
         self._cache: tuple | None = None  # see _calls
+        self.padded = False  # a prompt and its negative were padded to one length (infotext "Pad conds")
 
     def predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
         """The predictions for the negative prompt and every AND sub-prompt (`cond` has a row each),
@@ -84,6 +85,7 @@ class GuidedUnet:
             u = uncond.embeds
             if self.cfg.pad_conds and u.shape[1] != c.shape[1]:
                 u, c = pad_to_same_length(u, c, self.encoder.empty_chunk())
+                self.padded = True
             cond_rows = list(c.split(1))
             cond_pooled = list(cond.pooled.split(1)) if cond.pooled is not None else [None] * len(cond_rows)
             if u.shape[1] == c.shape[1]:

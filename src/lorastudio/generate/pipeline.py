@@ -65,6 +65,7 @@ class SamplingPlan:
     extra: dict = field(default_factory=dict)
     subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (A1111)
     hires_upscaler: Any = None  # the model upscaler a hires fix names, loaded by the service
+    padded_conds: bool = False  # set by the loop when `pad_conds` padded a prompt (infotext "Pad conds")
 
 
 def resolve_seed(seed: int) -> int:
@@ -364,11 +365,14 @@ def _reframe_init(cfg: GenerateConfig, plan: SamplingPlan) -> tuple[Image.Image,
 
     Modes 0-2 reframe the image to width x height (the mask follows, and an inpainted picture
     is width x height, as in A1111); plain img2img in mode 0 is stretched where it is encoded.
-    Mode 3 keeps it at its own size and stretches its latents. "Only masked" inpainting crops
-    its own region, so it ignores the mode, as A1111 does.
+    Inpainting with no size given (lorastudio's "the model's own") keeps the picture at the init
+    image's size: a photo is not squashed into the model's square. Mode 3 keeps the image at its
+    own size and stretches its latents. "Only masked" inpainting crops its own region, so it
+    ignores the mode, as A1111 does.
     """
     only_masked = plan.mask is not None and cfg.inpaint_only_masked
-    if only_masked or (cfg.resize_mode == 0 and plan.mask is None):
+    size_given = cfg.width is not None or cfg.height is not None
+    if only_masked or (cfg.resize_mode == 0 and (plan.mask is None or not size_given)):
         return plan.init_image, False, False
     if cfg.resize_mode == 3:
         return plan.init_image, False, True
@@ -455,7 +459,13 @@ def _run_batch(
 
 
 def _paste_back(generated: Image.Image, original: Image.Image, mask: Image.Image, crop_box) -> Image.Image:
-    """Keep the original pixels outside the (blurred) mask, like A1111's overlay."""
+    """Keep the original pixels outside the (blurred) mask, like A1111's overlay.
+
+    The whole picture's overlay mask is A1111's too: the blurred mask doubled (clipped at white),
+    so the generated pixels reach the middle of the blur; "only masked" pastes by the mask itself.
+    """
+    if crop_box is None:
+        mask = mask.point(lambda value: min(255, value * 2))
     if crop_box is not None:
         x0, y0, x1, y1 = crop_box
         canvas = original.copy()
@@ -510,4 +520,5 @@ def generate_images(
                 continue
             for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
                 results.append(GeneratedImage(image, seed, batch_index * cfg.batch_size + offset))
+    plan.padded_conds = sampler.guided.padded
     return results

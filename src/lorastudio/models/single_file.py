@@ -113,15 +113,18 @@ def _empty_modules(folder: Path, family: Family) -> dict[str, Any]:
     import torch
 
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    modules = {}
+    # Classes and configs first: a module imported inside the meta block would keep meta tensors
+    # it makes at import time (diffusers has such constants).
+    recipes = []
+    for name in ("unet", "vae", *family.text_encoders):
+        library, _ = index[name]
+        cls = component_class(index, name)
+        if library == "diffusers":
+            recipes.append((name, cls.from_config, cls.load_config(str(folder / name))))
+        else:
+            recipes.append((name, cls, cls.config_class.from_pretrained(str(folder / name))))
     with torch.device("meta"):
-        for name in ("unet", "vae", *family.text_encoders):
-            library, _ = index[name]
-            cls = component_class(index, name)
-            if library == "diffusers":
-                modules[name] = cls.from_config(cls.load_config(str(folder / name)))
-            else:
-                modules[name] = cls(cls.config_class.from_pretrained(str(folder / name)))
+        modules = {name: build(config) for name, build, config in recipes}
     for name, module in modules.items():
         _materialise_buffers(name, module)
     return modules
@@ -131,6 +134,10 @@ def _materialise_buffers(component: str, module) -> None:
     """Give the meta buffers of a module built on the meta device their values (CLIP's positions)."""
     import torch
 
+    for owner_name, owner in module.named_modules():
+        for attr, value in vars(owner).items():  # a tensor kept as a plain attribute: nothing would fill it
+            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                raise _LayoutMismatch(f"{component}: {owner_name or 'the module'}.{attr} is a tensor with no known value")
     for buffer_name, buffer in list(module.named_buffers()):
         if buffer.device.type != "meta":
             continue

@@ -110,6 +110,7 @@ def _infotext_params(
         vae_name=model.vae_name,
         lora_hashes=lora_hashes,
         ti_hashes=ti_hashes,
+        padded_conds=plan.padded_conds,
     )
     return infotext_params(cfg, facts)
 

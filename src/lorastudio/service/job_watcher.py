@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -27,6 +28,7 @@ logger = logging.getLogger("lorastudio.studio")
 
 # A waiter re-reads the job from the store this often, for jobs finished by other processes.
 WAIT_POLL_S = 0.5
+_FOLLOWED_JOBS = 16  # progress cursors kept (one per running job a page follows)
 
 
 class JobWatcher:
@@ -44,7 +46,9 @@ class JobWatcher:
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._hub: threading.Thread | None = None
         self._closed = threading.Event()
-        self._progress_cursor: tuple[str, int, dict[str, Any]] = ("", 0, {})
+        # Per running job followed: the last event read and the progress state so far, so a poll
+        # reads only the new events (a few jobs at once: two pages following two jobs).
+        self._progress_cursors: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
 
     def stop(self) -> None:
         """Let the event listener end (it notices within a second)."""
@@ -202,9 +206,7 @@ class JobWatcher:
 
     def _latest_progress(self, job_id: str) -> dict[str, Any]:
         with self._lock:
-            cursor_job, seq, data = self._progress_cursor
-        if cursor_job != job_id:
-            seq, data = 0, {}
+            seq, data = self._progress_cursors.get(job_id, (0, {}))
         for event in self.status_store.events(job_id, after_seq=seq, limit=10_000):
             seq = event.seq
             if event.type == "progress":
@@ -218,7 +220,10 @@ class JobWatcher:
             elif event.type == "skipped":  # the worker dropped the batch or cell
                 data = {**data, "skip_taken": True}
         with self._lock:
-            self._progress_cursor = (job_id, seq, data)
+            self._progress_cursors[job_id] = (seq, data)
+            self._progress_cursors.move_to_end(job_id)
+            while len(self._progress_cursors) > _FOLLOWED_JOBS:
+                self._progress_cursors.popitem(last=False)
         return data
 
     def running_of(self, user: str | None, store: JobStore | None = None) -> list[Job]:
