@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image, PngImagePlugin
 
-from lorastudio.errors import LorastudioError
+from lorastudio.errors import InvalidRequest, LorastudioError
 from lorastudio.generate.infotext import parse_infotext
 from lorastudio.service.studio import Studio, StudioSettings
 
@@ -322,6 +322,8 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
         assert clip.pad_conds is False  # A1111's default: prompt and negative prompt in their own calls
         padded = to_generate_config(Txt2ImgRequest(override_settings={"pad_cond_uncond": True}), studio)
         assert padded.pad_conds is True
+        with pytest.raises(InvalidRequest, match="pad_cond_uncond"):  # "false" would read as true
+            to_generate_config(Txt2ImgRequest(override_settings={"pad_cond_uncond": "false"}), studio)
         img = to_generate_config(
             Img2ImgRequest(denoising_strength=0.3, inpaint_full_res=0, mask_blur=None),
             studio,

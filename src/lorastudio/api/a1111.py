@@ -199,6 +199,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
         "sd_model_checkpoint": model_title(studio, model),
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
+        "pad_cond_uncond": False,
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",

@@ -89,6 +89,8 @@ class A1111Options:
         checked = dict(values)
         if "CLIP_stop_at_last_layers" in checked:
             checked["CLIP_stop_at_last_layers"] = _clip_skip(checked["CLIP_stop_at_last_layers"], where)
+        if "pad_cond_uncond" in checked and not isinstance(checked["pad_cond_uncond"], bool):
+            raise InvalidRequest(f"{where}.pad_cond_uncond: true or false.")
         if "sd_vae" in checked and checked["sd_vae"] is not None:
             vae = checked["sd_vae"]
             if not isinstance(vae, str):

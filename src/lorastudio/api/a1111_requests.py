@@ -176,7 +176,7 @@ def to_generate_config(
         schedule=choice.schedule,
         clip_skip=max(1, int(clip_skip or 1)),
         vae=None if str(vae or "").strip().lower() in NO_VAE else str(vae),
-        pad_conds=bool(overrides.get("pad_cond_uncond", options.get("pad_cond_uncond", False))),
+        pad_conds=overrides.get("pad_cond_uncond", options.get("pad_cond_uncond", False)) is True,
     )
     if controlnet:
         fields["controlnet"] = list(controlnet)
