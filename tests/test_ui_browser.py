@@ -111,18 +111,24 @@ def test_generate_then_read_the_png_info_back_and_send_it_to_generate(served, pa
     assert page.locator("#field-steps input[type=number]").input_value() == "3"
 
 
-def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_box_back(served, page):
-    """A prompt of two 75-token chunks with a one-chunk negative, padded (A1111's option): the
-    infotext says so, and PNG info -> Generate ticks the box again."""
+def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_options_back(served, page):
+    """A prompt of two 75-token chunks with a one-chunk negative, padded (A1111's option), DDIM's eta
+    and a seed resize: the infotext says so, and PNG info -> Generate sets them again."""
     long_prompt = ", ".join(["red square"] * 40)
     _small_generation(page, prompt=long_prompt)
     page.locator("#field-negative_prompt textarea").fill("blue")
     page.locator("#field-pad_conds input").check()
+    _set(page, "#field-eta input[type=number]", 0.3)
+    page.get_by_text("Variation seed").first.click()  # the accordion with the seed resize boxes
+    _set(page, "#field-seed_resize_from_w input", 96)
+    _set(page, "#field-seed_resize_from_h input", 80)
     page.click("#generate-run")
     info = _wait_for_infotext(page, "Pad conds: True")
-    assert "Steps: 3" in info
+    assert "Steps: 3" in info and "Eta DDIM: 0.3" in info and "Seed resize from: 96x80" in info
     image = served.studio.job_images(served.studio.list_jobs(limit=1)[0])[0]
     page.locator("#field-pad_conds input").uncheck()
+    _set(page, "#field-eta input[type=number]", 0)
+    _set(page, "#field-seed_resize_from_w input", 0)
     _tab(page, "PNG info")
     page.locator("#png-image input[type=file]").set_input_files(str(image))
     page.wait_for_function(
@@ -130,6 +136,8 @@ def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_box_back(se
     )
     page.click("#png-send-generate")
     page.wait_for_function("() => document.querySelector('#field-pad_conds input').checked")
+    assert page.locator("#field-eta input[type=number]").input_value() == "0.3"
+    assert page.locator("#field-seed_resize_from_w input").input_value() == "96"
 
 
 def test_send_to_img2img_and_generate_again(served, page):

@@ -43,7 +43,7 @@ FOLLOWED_KINDS = ("generate", "series")
 POLL_S = 0.4
 MAX_SEED = 2**32 - 1
 INT_FIELDS = ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps", "mask_blur",
-              "inpaint_padding", "resize_mode", "inpainting_fill")  # fmt: skip
+              "inpaint_padding", "resize_mode", "inpainting_fill", "seed_resize_from_w", "seed_resize_from_h")  # fmt: skip
 # progress, preview, gallery, infotext, last seed, image paths
 OUTPUT_COUNT = 6
 

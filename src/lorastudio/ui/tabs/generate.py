@@ -32,7 +32,8 @@ LABEL = "tab.generate"
 # Fields the form sends; the others keep GenerateConfig's defaults.
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
-    "seed", "subseed", "subseed_strength", "batch_size", "count", "clip_skip", "pad_conds", "hires_scale",
+    "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
+    "clip_skip", "eta", "pad_conds", "hires_scale",
     "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
     "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
@@ -103,6 +104,13 @@ def build(ctx: UiContext) -> None:
                 f["subseed_strength"] = field_control(
                     GenerateConfig, "subseed_strength", t("generate.subseed_strength"), slider=True, step=0.01
                 )
+                with gr.Row():
+                    f["seed_resize_from_w"] = field_control(
+                        GenerateConfig, "seed_resize_from_w", t("generate.seed_resize_from_w")
+                    )
+                    f["seed_resize_from_h"] = field_control(
+                        GenerateConfig, "seed_resize_from_h", t("generate.seed_resize_from_h")
+                    )
             with gr.Row():
                 f["batch_size"] = field_control(
                     GenerateConfig, "batch_size", t("generate.batch_size"), slider=True, maximum=8
@@ -112,6 +120,7 @@ def build(ctx: UiContext) -> None:
                 f["clip_skip"] = field_control(
                     GenerateConfig, "clip_skip", t("generate.clip_skip"), slider=True, scale=3
                 )
+                f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
                 f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"), scale=1)
             with gr.Accordion(t("generate.hires"), open=False):
                 f["hires_scale"] = field_control(
