@@ -140,6 +140,28 @@ def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_options_bac
     assert page.locator("#field-seed_resize_from_w input").input_value() == "96"
 
 
+def test_a_picture_given_with_blank_size_boxes_sets_them_to_its_own_size(served, page, tmp_path):
+    """A1111's "auto detect size": a 136x72 photo dropped on img2img with both boxes blank fills them
+    (multiples of 8), so it is not drawn into the model's square; typed sizes stay."""
+    from PIL import Image
+
+    photo = tmp_path / "wide photo.png"
+    Image.new("RGB", (139, 72), (200, 30, 30)).save(photo)
+    _set(page, "#field-width input", 0)
+    _set(page, "#field-height input", 0)
+    page.locator("#img2img").get_by_text("img2img").first.click()
+    page.locator("#init-image input[type=file]").set_input_files(str(photo))
+    page.wait_for_function("() => document.querySelector('#field-width input').value === '136'")
+    assert page.locator("#field-height input").input_value() == "72"
+    _set(page, "#field-width input", 64)
+    _set(page, "#field-height input", 64)
+    other = tmp_path / "other.png"
+    Image.new("RGB", (200, 96), (30, 30, 200)).save(other)
+    page.locator("#init-image input[type=file]").set_input_files(str(other))
+    page.wait_for_timeout(1500)
+    assert page.locator("#field-width input").input_value() == "64"  # a typed size stays
+
+
 def test_send_to_img2img_and_generate_again(served, page):
     _small_generation(page, prompt="img2img source")
     page.click("#generate-run")

@@ -136,3 +136,19 @@ def test_a_reload_follows_a_queued_generation_by_the_callers_rule(tiny_workspace
         studio.close()
     assert "Queued" in str(first["auth off"]) and "Queued" in str(first["alice"]), first
     assert not isinstance(first["bob"], str) and not isinstance(first["unnamed token"], str), first
+
+
+def test_a_picture_sets_only_blank_size_boxes_to_its_size_in_multiples_of_8(tmp_path):
+    from PIL import Image
+
+    from lorastudio.ui.generate_run import size_from_picture
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (523, 300)).save(photo)
+    width, height = size_from_picture(str(photo), 0, None)
+    assert (width["value"], height["value"]) == (520, 296)
+    kept = size_from_picture(str(photo), 512, 0)  # one box typed: the user's size stays
+    assert all("value" not in update for update in kept)
+    painter = {"background": Image.new("RGB", (40, 900)), "layers": []}
+    assert [u["value"] for u in size_from_picture(painter, None, None)] == [64, 896]
+    assert all("value" not in update for update in size_from_picture(None, 0, 0))

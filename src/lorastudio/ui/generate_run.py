@@ -32,6 +32,7 @@ from lorastudio.ui.forms import optional_number
 __all__ = [
     "OUTPUT_COUNT",
     "follow_running",
+    "size_from_picture",
     "form_config",
     "mask_from_editor",
     "submit_and_follow",
@@ -109,6 +110,23 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
         encoded = base64.b64encode(Path(source).read_bytes()).decode()
         cfg = cfg.model_copy(update={"init_image": store_image(ws, encoded, "init_image")})
     return cfg
+
+
+def size_from_picture(picture: Any, width: Any, height: Any) -> tuple:
+    """A1111's "auto detect size from img2img": a picture given with both size boxes blank sets them
+    to its own size (multiples of 8), so a photo is not drawn into the model's square; a size the
+    user typed stays. `picture`: an image path, or the inpaint painter's value."""
+    from PIL import Image
+
+    background = picture.get("background") if isinstance(picture, dict) else picture
+    if background is None or optional_number(width) or optional_number(height):
+        return gr.update(), gr.update()
+    if isinstance(background, Image.Image):
+        w, h = background.size
+    else:
+        with Image.open(background) as image:
+            w, h = image.size
+    return gr.update(value=max(64, w // 8 * 8)), gr.update(value=max(64, h // 8 * 8))
 
 
 UnitsFn = Callable[[], list]  # the form's ControlNet units (ui/control_panel.units_from_form)

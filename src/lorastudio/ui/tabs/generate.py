@@ -22,6 +22,7 @@ from lorastudio.ui.generate_run import (
     OUTPUT_COUNT,
     follow_running,
     infotext_of,
+    size_from_picture,
     submit_and_follow,
     submit_series_and_follow,
 )
@@ -252,8 +253,13 @@ def build(ctx: UiContext) -> None:
     random_seed.click(lambda: -1, None, f["seed"])
     reuse_seed.click(lambda seed: seed, last_seed, f["seed"])
     clear_image.click(lambda: None, None, f["init_image"])
-    send_img2img.click(_first_image, images, [f["init_image"], img2img])
-    send_inpaint.click(_first_image, images, [painter, inpaint])
+    size = [f["width"], f["height"]]
+    send_img2img.click(_first_image, images, [f["init_image"], img2img]).then(
+        size_from_picture, [f["init_image"], *size], size
+    )
+    send_inpaint.click(_first_image, images, [painter, inpaint]).then(size_from_picture, [painter, *size], size)
+    f["init_image"].upload(size_from_picture, [f["init_image"], *size], size)
+    painter.upload(size_from_picture, [painter, *size], size)
     add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
     lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
