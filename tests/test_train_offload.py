@@ -76,6 +76,8 @@ def test_the_unet_waits_in_cpu_memory_while_the_caches_fill_on_a_gpu_run():
     moves.clear()
     with unet_in_cpu_memory(unet, "cpu") as waiting:
         assert not waiting
+    with unet_in_cpu_memory(unet, "cuda", encoding=False) as waiting:  # every cache warm: no trip
+        assert not waiting
     assert moves == []
 
 

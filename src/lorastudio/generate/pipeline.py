@@ -464,14 +464,13 @@ def _paste_back(generated: Image.Image, original: Image.Image, mask: Image.Image
     The whole picture's overlay mask is A1111's too: the blurred mask doubled (clipped at white),
     so the generated pixels reach the middle of the blur; "only masked" pastes by the mask itself.
     """
-    if crop_box is None:
-        mask = mask.point(lambda value: min(255, value * 2))
     if crop_box is not None:
         x0, y0, x1, y1 = crop_box
         canvas = original.copy()
         canvas.paste(generated.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS), (x0, y0))
         generated = canvas
     else:
+        mask = mask.point(lambda value: min(255, value * 2))
         generated = (
             generated.resize(original.size, Image.Resampling.LANCZOS)
             if generated.size != original.size

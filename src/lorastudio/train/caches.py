@@ -10,7 +10,6 @@ before the UNet comes back, so the GPU never holds all of them at once (`train.o
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,8 @@ def prepare_caches(
     encodes = (cache_latents and latents.missing(images, cfg.data.flip) > 0) or (
         text_disk is not None and text_disk.missing(captions) > 0
     )
-    staging = unet_in_cpu_memory(model.unet, model.device) if encodes else contextlib.nullcontext()
-    with staging:  # parked before the UNet comes back: the GPU never holds all of them at once
+    # Parked before the UNet comes back: the GPU never holds all of them at once.
+    with unet_in_cpu_memory(model.unet, model.device, encoding=encodes):
         if cache_latents:
             _fill_latents(cfg, images, latents, accelerator, say)
         if text_disk is not None:

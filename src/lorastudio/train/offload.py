@@ -66,12 +66,13 @@ class ParkedModules:
 
 
 @contextlib.contextmanager
-def unet_in_cpu_memory(unet: Any, device: Any) -> Iterator[bool]:
-    """The UNet in CPU memory meanwhile on a GPU run (True), back on `device` after; a CPU run
-    moves nothing (False)."""
+def unet_in_cpu_memory(unet: Any, device: Any, *, encoding: bool = True) -> Iterator[bool]:
+    """The UNet in CPU memory meanwhile on a GPU run (True), back on `device` after; a CPU run,
+    or a phase that encodes nothing (`encoding=False`: every latent and caption cached), moves
+    nothing (False)."""
     import torch
 
-    if torch.device(device).type == "cpu":
+    if not encoding or torch.device(device).type == "cpu":
         yield False
         return
     try:

@@ -9,7 +9,6 @@ model, prompt and resolution reuse them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from collections.abc import Callable
@@ -87,7 +86,7 @@ def prepare_prior(
     latents = LatentCache(cache_root, model.vae, vae_digest)
     # As for the run's own images (`train.caches`): the UNet waits in CPU memory while the VAE encodes.
     encodes = latents.missing(images, flip=False) > 0
-    with unet_in_cpu_memory(model.unet, model.device) if encodes else contextlib.nullcontext():
+    with unet_in_cpu_memory(model.unet, model.device, encoding=encodes):
         with accelerator.main_process_first():
             latents.prepare(images, flip=False)
     schedule = BatchSchedule(images, cfg.train.batch_size, cfg.seed + 1, flip=False)
