@@ -16,6 +16,7 @@ import pytest
 from browser import (
     PASSWORD,
     USER,
+    fill_and_keep,
     logged_in_page,
 )
 
@@ -120,8 +121,8 @@ def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_options_bac
     page.locator("#field-pad_conds input").check()
     _set(page, "#field-eta input[type=number]", 0.3)
     page.get_by_text("Variation seed").first.click()  # the accordion with the seed resize boxes
-    _set(page, "#field-seed_resize_from_w input", 96)
-    _set(page, "#field-seed_resize_from_h input", 80)
+    fill_and_keep(page, "field-seed_resize_from_w", 96)
+    fill_and_keep(page, "field-seed_resize_from_h", 80)
     page.click("#generate-run")
     info = _wait_for_infotext(page, "Pad conds: True")
     assert "Steps: 3" in info and "Eta DDIM: 0.3" in info and "Seed resize from: 96x80" in info

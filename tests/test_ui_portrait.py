@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from browser import cancel_unfinished, logged_in_page
+from browser import cancel_unfinished, fill_and_keep, logged_in_page
 
 # `make test` runs a file on one pytest-xdist worker (--dist loadfile): the later tests use the person the training test made.
 pytestmark = pytest.mark.slow
@@ -56,19 +56,6 @@ def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:
     return page.locator(selector).inner_text()
 
 
-def _fill(page, elem_id: str, value: object) -> None:
-    """Type `value` and leave the box; typed again if the box had not settled (a control in a
-    just-opened accordion can still be given its start value after it shows, on a loaded machine)."""
-    box = page.locator(f"#{elem_id}").locator("textarea, input").first
-    for _ in range(5):
-        box.fill(str(value))
-        box.press("Tab")
-        page.wait_for_timeout(200)
-        if box.input_value() == str(value):
-            return
-    raise AssertionError(f"#{elem_id} did not keep {value!r}")
-
-
 def _loaded(page, selector: str) -> None:
     """An image under `selector` has loaded (the server serves its folder)."""
     page.wait_for_function(
@@ -95,13 +82,13 @@ def test_photos_are_checked_then_the_person_is_trained_and_listed(served, page, 
     assert "hopper" not in refused
     assert "reference" in page.locator("#portrait-kept").inner_text()  # one kept crop is the reference
 
-    _fill(page, "portrait-name", "grace")
-    _fill(page, "portrait-steps", 2)
+    fill_and_keep(page, "portrait-name", "grace")
+    fill_and_keep(page, "portrait-steps", 2)
     page.click("#portrait-advanced button")
     page.locator("#portrait-resolution input").first.wait_for(state="visible")
-    _fill(page, "portrait-resolution", 64)
-    _fill(page, "portrait-save-every-steps", 2)
-    _fill(page, "portrait-rank", 4)
+    fill_and_keep(page, "portrait-resolution", 64)
+    fill_and_keep(page, "portrait-save-every-steps", 2)
+    fill_and_keep(page, "portrait-rank", 4)
     page.click("#portrait-train")
     page.wait_for_function(
         "() => (document.querySelector('#portrait-train-job textarea, #portrait-train-job input') || {}).value"
@@ -136,8 +123,8 @@ def test_a_template_is_added_and_a_portrait_made_with_its_score(served, page):
     page.keyboard.press("Escape")
     _pick(page, "portrait-make-templates", "astronaut")
     page.keyboard.press("Escape")
-    _fill(page, "portrait-make-steps", 2)
-    _fill(page, "portrait-seed", 1)
+    fill_and_keep(page, "portrait-make-steps", 2)
+    fill_and_keep(page, "portrait-seed", 1)
     page.click("#portrait-make-run")
     _wait_text(page, "#portrait-make-message", "Done", timeout=120_000)
     _loaded(page, "#portrait-results")
