@@ -138,7 +138,6 @@ def log_in(page, base: str, user: str = USER, password: str = PASSWORD) -> None:
     page.click("button[type=submit]")
 
 
-@contextmanager
 def fill_and_keep(page, elem_id: str, value: object) -> None:
     """Type `value` into the control `#elem_id` and leave it; typed again if the box had not settled
     (a control in a just-opened accordion can still be given its start value after it shows, on a
@@ -153,6 +152,7 @@ def fill_and_keep(page, elem_id: str, value: object) -> None:
     raise AssertionError(f"#{elem_id} did not keep {value!r}")
 
 
+@contextmanager
 def stripping_proxy(target: str, prefix: str) -> Iterator[str]:
     """A reverse proxy that serves `target` under `prefix` (as nginx `location /prefix/ {proxy_pass
     http://target/;}` does: the prefix is removed before the request goes on). Streams answers (SSE)."""
