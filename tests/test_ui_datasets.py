@@ -98,9 +98,10 @@ def test_import_by_upload_caption_edit_and_bulk_replace_reach_the_files(served, 
     # one caption typed into the table, as a person edits a cell, then saved
     row = page.locator("#ds-captions [role=row]", has_text="角色_01.png").first
     row.locator("[data-col='2']").dblclick()
-    page.keyboard.press("ControlOrMeta+a")
-    page.keyboard.type("角色, 红发")
-    page.keyboard.press("Enter")
+    editor = row.locator("[data-col='2']").locator("textarea, input").first
+    editor.wait_for()  # the cell's editor is open (select-all before it shows selected nothing, under load)
+    editor.fill("角色, 红发")
+    editor.press("Enter")
     page.click("#ds-captions-save")
     _wait_text(page, "ds-captions-message", "Saved 1 captions")
     assert _captions(served, "测试集")["角色_01.png"] == "角色, 红发"
