@@ -9,8 +9,11 @@
 Both loops train the same model, resolution, rank, batch and target layers (every Linear /
 1x1 conv in the transformer blocks) on the same synthetic images, with latents and text
 embeddings computed once up front, the gradient norm clipped to 1 (lorastudio's default and
-diffusers' train_text_to_image_lora's), and each runs in its own process so peak memory
-(CUDA max allocated, else peak RSS) is its own. Steps/s skips the first `--warmup` steps.
+diffusers' train_text_to_image_lora's). On a CPU (`--mode interleaved`, the default there)
+both loops run in one process, a plain step after each of lorastudio's, so a shared machine's
+slow spells hit both alike; on a GPU (`--mode processes`) each runs in its own process so peak
+memory (CUDA max allocated, else peak RSS) is its own and nothing syncs between lorastudio's
+steps. Steps/s skips the first `--warmup` steps.
 `--shapes sd15,sdxl` adds SD1.5- and SDXL-shaped models with random weights, written once
 to `--models-dir` (default: a temporary folder); on a CPU an SD1.5 step takes seconds at
 64 px, so keep `--steps` small there.
@@ -92,20 +95,12 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_lorastudio(args) -> dict:
+def _train_lorastudio(args, on_event) -> None:
     from lorastudio.service.training import run_training
     from lorastudio.service.workspace import Workspace
     from lorastudio.train.config import load_train_config
 
     ws = Workspace.open(args.workspace)
-    times: list[float] = []
-    cpu: list[float] = []
-
-    def on_event(event: dict) -> None:
-        if event.get("event") == "step":
-            times.append(time.perf_counter())
-            cpu.append(time.process_time())
-
     cfg = load_train_config(
         overrides=[
             f"model={args.model}", f"data.dir={args.data}", f"train.resolution={args.resolution}",
@@ -115,78 +110,149 @@ def run_lorastudio(args) -> dict:
         ]
     )  # fmt: skip
     run_training(ws, cfg, callback=on_event, progress=False)
+
+
+def run_lorastudio(args) -> dict:
+    times: list[float] = []
+    cpu: list[float] = []
+
+    def on_event(event: dict) -> None:
+        if event.get("event") == "step":
+            times.append(time.perf_counter())
+            cpu.append(time.process_time())
+
+    _train_lorastudio(args, on_event)
     return {"steps_per_s": _rate(times, args.warmup), "steps_per_cpu_s": _rate(cpu, args.warmup), "peak_mb": peak_memory_mb()}
+
+
+class PlainLoop:
+    """The reference: a minimal diffusers + peft LoRA loop, as in diffusers' train_text_to_image_lora.
+
+    Set up once (model, adapter, cached latents and prompt embedding), then one `step()` at a time,
+    so the interleaved mode can run a plain step between two of lorastudio's."""
+
+    def __init__(self, args) -> None:
+        import torch
+        from diffusers import DDPMScheduler, DiffusionPipeline
+        from peft import LoraConfig
+        from PIL import Image
+
+        from lorastudio.models.loading import pick_device, resolve_model
+        from lorastudio.service.workspace import Workspace
+
+        ws = Workspace.open(args.workspace)
+        self.device, self.dtype = device, dtype = pick_device(None)
+        self.batch, self.resolution = args.batch, args.resolution
+        folder = resolve_model(args.model, ws.models).path
+        pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+            if module is not None:
+                module.to(device).requires_grad_(False)
+        torch.manual_seed(0)
+        pipe.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=PEFT_TARGETS))
+        self.params = [p for p in pipe.unet.parameters() if p.requires_grad]
+        for p in self.params:
+            p.data = p.data.float()
+        self.sdxl = hasattr(pipe, "text_encoder_2")
+        with torch.no_grad():
+            pixels = []
+            for path in sorted(Path(args.data).glob("*.png")):
+                image = Image.open(path).convert("RGB").resize((args.resolution, args.resolution))
+                pixels.append(
+                    torch.tensor(list(image.getdata()), dtype=torch.float32).view(
+                        args.resolution, args.resolution, 3
+                    )
+                )
+            pixels = torch.stack(pixels).permute(0, 3, 1, 2).to(device, dtype) / 127.5 - 1
+            self.latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+            if self.sdxl:
+                self.embeds, _, self.pooled, _ = pipe.encode_prompt(
+                    "bench", device=device, do_classifier_free_guidance=False
+                )
+            else:
+                self.embeds, _ = pipe.encode_prompt("bench", device, 1, False)
+        self.unet = pipe.unet
+        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
+        self.done = 0
+
+    def step(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        device, dtype, size = self.device, self.dtype, self.batch
+        pick = torch.arange(self.done * size, (self.done + 1) * size) % len(self.latents)
+        batch = self.latents[pick].float()
+        noise = torch.randn_like(batch)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (size,), device=device)
+        noisy = self.scheduler.add_noise(batch, noise, t)
+        kwargs = {}
+        if self.sdxl:
+            px = float(self.resolution)
+            time_ids = torch.tensor([[px, px, 0, 0, px, px]] * size, device=device, dtype=dtype)
+            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled.expand(size, -1), "time_ids": time_ids}
+        with torch.enable_grad(), torch.autocast(
+            device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32
+        ):
+            pred = self.unet(noisy.to(dtype), t, encoder_hidden_states=self.embeds.expand(size, -1, -1), **kwargs).sample
+            loss = F.mse_loss(pred.float(), noise)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.done += 1
 
 
 def run_plain(args) -> dict:
-    """The reference: a minimal diffusers + peft LoRA loop, as in diffusers' train_text_to_image_lora."""
-    import torch
-    import torch.nn.functional as F
-    from diffusers import DDPMScheduler, DiffusionPipeline
-    from peft import LoraConfig
-    from PIL import Image
-
-    from lorastudio.models.loading import pick_device, resolve_model
-    from lorastudio.service.workspace import Workspace
-
-    ws = Workspace.open(args.workspace)
-    device, dtype = pick_device(None)
-    folder = resolve_model(args.model, ws.models).path
-    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-        if module is not None:
-            module.to(device).requires_grad_(False)
-    torch.manual_seed(0)
-    pipe.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=PEFT_TARGETS))
-    params = [p for p in pipe.unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()
-    sdxl = hasattr(pipe, "text_encoder_2")
-    with torch.no_grad():
-        pixels = []
-        for path in sorted(Path(args.data).glob("*.png")):
-            image = Image.open(path).convert("RGB").resize((args.resolution, args.resolution))
-            pixels.append(
-                torch.tensor(list(image.getdata()), dtype=torch.float32).view(
-                    args.resolution, args.resolution, 3
-                )
-            )
-        pixels = torch.stack(pixels).permute(0, 3, 1, 2).to(device, dtype) / 127.5 - 1
-        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
-        if sdxl:
-            embeds, _, pooled, _ = pipe.encode_prompt(
-                "bench", device=device, do_classifier_free_guidance=False
-            )
-        else:
-            embeds, _ = pipe.encode_prompt("bench", device, 1, False)
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    loop = PlainLoop(args)
     times, cpu = [], []
-    for step in range(args.steps):
-        pick = torch.arange(step * args.batch, (step + 1) * args.batch) % len(latents)
-        batch = latents[pick].float()
-        noise = torch.randn_like(batch)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), device=device)
-        noisy = scheduler.add_noise(batch, noise, t)
-        kwargs = {}
-        if sdxl:
-            size = float(args.resolution)
-            time_ids = torch.tensor([[size, size, 0, 0, size, size]] * args.batch, device=device, dtype=dtype)
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled.expand(args.batch, -1), "time_ids": time_ids}
-        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
-            pred = pipe.unet(
-                noisy.to(dtype), t, encoder_hidden_states=embeds.expand(args.batch, -1, -1), **kwargs
-            ).sample
-        loss = F.mse_loss(pred.float(), noise)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+    for _ in range(args.steps):
+        loop.step()
         times.append(time.perf_counter())
         cpu.append(time.process_time())
     return {"steps_per_s": _rate(times, args.warmup), "steps_per_cpu_s": _rate(cpu, args.warmup), "peak_mb": peak_memory_mb()}
+
+
+def run_interleaved(args) -> dict:
+    """Both loops in this one process, a plain step after each of lorastudio's.
+
+    A shared CPU slows or speeds whole minutes at a time; two steps a second apart see the same
+    machine, so the ratio of their sums resolves what separate runs cannot. lorastudio's step =
+    from the end of the previous plain step to its next `step` event (its bookkeeping included)."""
+    plain = PlainLoop(args)
+    mine: dict[str, list[float]] = {"wall": [], "cpu": []}
+    theirs: dict[str, list[float]] = {"wall": [], "cpu": []}
+    resumed: dict[str, float] = {}
+
+    def clocks() -> dict[str, float]:
+        return {"wall": time.perf_counter(), "cpu": time.process_time()}
+
+    def plain_step_between(event: dict) -> None:
+        if event.get("event") != "step":
+            return
+        now = clocks()
+        if resumed:  # the first step's interval would include lorastudio's model load
+            for key in mine:
+                mine[key].append(now[key] - resumed[key])
+        plain.step()
+        after = clocks()
+        for key in theirs:
+            theirs[key].append(after[key] - now[key])
+        resumed.update(clocks())
+
+    _train_lorastudio(args, plain_step_between)
+    skip = max(args.warmup - 1, 0)  # lorastudio's list starts at its second step
+    mine = {key: values[skip:] for key, values in mine.items()}
+    theirs = {key: values[args.warmup :][: len(mine["wall"])] for key, values in theirs.items()}
+    pairs = [p / m for m, p in zip(mine["wall"], theirs["wall"], strict=True)]
+    return {
+        "lorastudio": {key: len(v) / sum(v) for key, v in (("steps_per_s", mine["wall"]), ("steps_per_cpu_s", mine["cpu"]))},
+        "plain": {key: len(v) / sum(v) for key, v in (("steps_per_s", theirs["wall"]), ("steps_per_cpu_s", theirs["cpu"]))},
+        "pair_ratios": [round(r, 4) for r in pairs],
+        "peak_mb": peak_memory_mb(),
+    }
 
 
 def _rate(times: list[float], warmup: int) -> float:
@@ -203,18 +269,13 @@ def compare(args, model: str, root: Path, resolution: int) -> dict:
     sides = {"lorastudio": list(args.set), **{f"lorastudio+{v}": [*args.set, v] for v in args.variant}}
     samples: dict[str, list[dict]] = {name: [] for name in (*sides, "plain")}
     data = make_images(root / f"data-{resolution}", args.images, resolution)
+    if args.mode == "interleaved":
+        return compare_interleaved(args, model, root, resolution, data, sides)
     for repeat in range(args.repeats):
         order = (*sides, "plain") if repeat % 2 == 0 else ("plain", *sides)
         for name in order:
             which = "plain" if name == "plain" else "lorastudio"
-            cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
-                   "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
-                   "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   *(f"--set={setting}" for setting in sides.get(name, []))]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-            samples[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            samples[name].append(_child(args, which, model, root, resolution, data, sides.get(name, [])))
     results = {
         name: {
             "steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
@@ -235,6 +296,43 @@ def compare(args, model: str, root: Path, resolution: int) -> dict:
             "speed_ratio": mine["steps_per_s"] / plain["steps_per_s"],
             "cpu_speed_ratio": mine["steps_per_cpu_s"] / plain["steps_per_cpu_s"],
         }
+    return row
+
+
+def _child(args, which: str, model: str, root: Path, resolution: int, data: Path, settings: list[str]) -> dict:
+    """One measurement in a fresh process (its own peak memory, no state left by the other path)."""
+    cmd = [sys.executable, __file__, "--which", which, "--model", model, "--data", str(data),
+           "--workspace", str(root / "studio"), "--resolution", str(resolution), "--rank", str(args.rank),
+           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           *(f"--set={setting}" for setting in settings)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_interleaved(args, model: str, root: Path, resolution: int, data: Path, sides: dict) -> dict:
+    """`--repeats` processes per side, each running both loops step by step (`run_interleaved`).
+    Ratios: the median over runs of lorastudio's steps/s over the plain loop's in the same run."""
+    row: dict = {"model": model, "resolution": resolution, "mode": "interleaved", "sides": {}}
+    for name, settings in sides.items():
+        runs = [_child(args, "interleaved", model, root, resolution, data, settings) for _ in range(args.repeats)]
+        side = {
+            key: statistics.median(r["lorastudio"][key] for r in runs) for key in ("steps_per_s", "steps_per_cpu_s")
+        }
+        plain = {key: statistics.median(r["plain"][key] for r in runs) for key in ("steps_per_s", "steps_per_cpu_s")}
+        row["sides"][name] = {
+            **side,
+            "plain_steps_per_s": plain["steps_per_s"],
+            "peak_mb": max(r["peak_mb"] for r in runs),
+            "speed_ratio": statistics.median(r["lorastudio"]["steps_per_s"] / r["plain"]["steps_per_s"] for r in runs),
+            "cpu_speed_ratio": statistics.median(
+                r["lorastudio"]["steps_per_cpu_s"] / r["plain"]["steps_per_cpu_s"] for r in runs
+            ),
+            "median_pair_ratio": statistics.median(x for r in runs for x in r["pair_ratios"]),
+            "all_speed_ratios": [round(r["lorastudio"]["steps_per_s"] / r["plain"]["steps_per_s"], 4) for r in runs],
+        }
+        row.setdefault("plain", {"steps_per_s": plain["steps_per_s"], "peak_mb": float("nan")})
     return row
 
 
@@ -261,14 +359,24 @@ def main() -> None:
         "--variant", action="append", default=[], metavar="KEY=VALUE",
         help="one more lorastudio run per round with this setting too, against the same plain run (repeatable)",
     )  # fmt: skip
-    parser.add_argument("--which", choices=["lorastudio", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mode", choices=["auto", "interleaved", "processes"], default="auto",
+        help="interleaved: both loops in one process, a plain step after each of lorastudio's (resolves a "
+        "few %% on a shared CPU; peak memory is the two together); processes: each loop in its own process "
+        "(peak memory each, no sync between steps: the GPU question). auto: processes on a GPU, else interleaved",
+    )  # fmt: skip
+    parser.add_argument("--which", choices=["lorastudio", "plain", "interleaved"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.which:
-        runner = run_lorastudio if args.which == "lorastudio" else run_plain
-        print(json.dumps(runner(args)))
+        runners = {"lorastudio": run_lorastudio, "plain": run_plain, "interleaved": run_interleaved}
+        print(json.dumps(runners[args.which](args)))
         return
+    if args.mode == "auto":
+        import torch
+
+        args.mode = "processes" if torch.cuda.is_available() else "interleaved"
     resolutions = [int(r) for r in args.resolutions.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -283,9 +391,14 @@ def main() -> None:
             print(
                 f"{Path(row['model']).name} {row['resolution']} px (median of {args.repeats})"
                 f"{' with ' + ', '.join(s for s in settings if s) if any(settings) else ''}: "
-                f"lorastudio {side['steps_per_s']:.2f} steps/s ({side['peak_mb']:.0f} MB) "
-                f"vs plain {plain['steps_per_s']:.2f} steps/s ({plain['peak_mb']:.0f} MB); "
-                f"ratio {side['speed_ratio']:.2f} (per CPU-second {side['cpu_speed_ratio']:.3f})"
+                f"lorastudio {side['steps_per_s']:.3f} steps/s vs plain "
+                f"{side.get('plain_steps_per_s', plain['steps_per_s']):.3f} steps/s; "
+                f"ratio {side['speed_ratio']:.3f} (per CPU-second {side['cpu_speed_ratio']:.3f})"
+                + (
+                    f"; interleaved in one process, peak {side['peak_mb']:.0f} MB for both"
+                    if row.get("mode") == "interleaved"
+                    else f"; peak {side['peak_mb']:.0f} MB vs {plain['peak_mb']:.0f} MB"
+                )
             )
 
 
