@@ -39,7 +39,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/load.py --families sd15 --repeats 2
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/lora_stack.py --repeats 2
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generate.py --shape sd15-full --sizes 64,256 --steps 4 --repeats 2
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train.py --model "" --shapes sd15 --resolutions 64,256 --batch 1 --steps 4 --warmup 1 --images 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train.py --model "" --shapes sd15 --resolutions 64,256 --batch 1 --steps 8 --warmup 2 --images 2 --models-dir ~/.cache/lorastudio-bench
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cpu_user.py
 
 lint: $(STAMP)

@@ -89,6 +89,17 @@ def test_requests_at_the_limits_are_queued(client, idle_studio):
     assert len(idle_studio.list_jobs()) == 2
 
 
+def test_a_request_with_no_size_is_bounded_by_its_init_pictures_size(client, idle_studio):
+    """No size given: the request samples at the init picture's own size, so that size meets --max-pixels."""
+    big = base64.b64encode(png_bytes((300, 300))).decode()
+    assert_limit(client.post("/api/v1/jobs/generate", json={"steps": 1, "init_image": big}), "296x296", "--max-pixels")
+    small = base64.b64encode(png_bytes((200, 120))).decode()
+    assert client.post("/api/v1/jobs/generate", json={"steps": 1, "init_image": small}).status_code == 200
+    sized = {"steps": 1, "init_image": big, "width": 64, "height": 64}  # a size given: the picture is resized to it
+    assert client.post("/api/v1/jobs/generate", json=sized).status_code == 200
+    assert len(idle_studio.list_jobs()) == 2
+
+
 def test_upscale_output_is_bounded(client):
     image = base64.b64encode(png_bytes((300, 300))).decode()
     response = client.post("/sdapi/v1/extra-single-image", json={"image": image, "upscaling_resize": 2})

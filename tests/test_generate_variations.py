@@ -144,7 +144,7 @@ def test_resize_modes_change_img2img_and_crop_keeps_the_centre(sd15, tmp_path):
     wide, centre = tmp_path / "wide.png", tmp_path / "centre.png"
     wide_init().save(wide)
     wide_init().crop((32, 0, 96, 64)).save(centre)
-    common = {"strength": 0.5, "sampler": "Euler", "steps": 4}
+    common = {"strength": 0.5, "sampler": "Euler", "steps": 4, "width": 64, "height": 64}  # the model's square
     outs = [px(run(sd15, init_image=str(wide), resize_mode=m, **common)[0].image) for m in range(4)]
     for i in range(4):
         for j in range(i + 1, 4):
@@ -169,6 +169,43 @@ def test_whole_picture_inpainting_is_width_by_height_with_the_stretched_init_out
     assert np.abs(px(image)[24:40, 28:36] - stretched[24:40, 28:36]).mean() > 1  # inside: sampled
     # No size given (the web form's blank boxes): the photo keeps its own size, not the model's square.
     assert run(sd15, resize_mode=0, **common)[0].image.size == (128, 64)
+
+
+def test_img2img_with_no_size_samples_at_the_pictures_own_size_as_shown(tiny_workspace, tmp_path):
+    """`lorastudio generate --init-image photo` with no size: the photo's size (multiples of 8, EXIF
+    rotation applied), not the model's square; the infotext says it, so the image regenerates."""
+    photo = tmp_path / "照片.png"
+    wide_init().resize((131, 90)).save(photo)
+    out = gen("--prompt", "red", "--init-image", str(photo), "--strength", "0.5")
+    made = Image.open(out["images"][0])
+    assert made.size == (128, 88)
+    params = parse_infotext(read_infotext(out["images"][0]))
+    assert (params["Size-1"], params["Size-2"]) == ("128", "88")
+    again = gen("--recipe", out["images"][0], "--init-image", str(photo))
+    assert np.array_equal(px(Image.open(again["images"][0])), px(made))
+    phone = tmp_path / "phone.jpg"  # stored 128x64, shown 64x128 (EXIF orientation 6: turned a quarter)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    wide_init().save(phone, exif=exif)
+    assert Image.open(gen("--prompt", "red", "--init-image", str(phone))["images"][0]).size == (64, 128)
+    given = gen("--prompt", "red", "--init-image", str(photo), "--width", "64", "--height", "64")
+    assert Image.open(given["images"][0]).size == (64, 64)  # a size given: the picture is resized to it
+
+
+def test_an_uploaded_photo_is_stored_as_it_is_shown(tiny_workspace):
+    """A base64 JPEG turned by its EXIF orientation is stored (as a PNG, which keeps no such tag)
+    already turned: the API's and the web form's init images are the picture the user saw."""
+    from lorastudio.service.uploads import store_image, upload_path
+
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    buffer = io.BytesIO()
+    wide_init().save(buffer, format="JPEG", exif=exif, quality=95)
+    ws = tiny_workspace
+    stored = Image.open(upload_path(ws, store_image(ws, base64.b64encode(buffer.getvalue()).decode(), "init_image")))
+    assert stored.size == (64, 128)
+    right, left = px(stored)[100, 60], px(stored)[100, 2]  # the top stripe is now the right-hand column
+    assert np.abs(right - YELLOW).max() < 40 and np.abs(left - YELLOW).max() > 100
 
 
 # --- inpainting masked content -----------------------------------------------------------

@@ -152,3 +152,9 @@ def test_a_picture_sets_only_blank_size_boxes_to_its_size_in_multiples_of_8(tmp_
     painter = {"background": Image.new("RGB", (40, 900)), "layers": []}
     assert [u["value"] for u in size_from_picture(painter, None, None)] == [64, 896]
     assert all("value" not in update for update in size_from_picture(None, 0, 0))
+    sideways = tmp_path / "phone.jpg"  # stored 300x200, shown 200x300 (EXIF orientation 6)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.new("RGB", (300, 200)).save(sideways, exif=exif)
+    assert [u["value"] for u in size_from_picture(str(sideways), None, None)] == [200, 296]
+    assert all("value" not in update for update in size_from_picture(str(tmp_path / "gone.png"), None, None))

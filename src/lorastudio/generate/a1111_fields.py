@@ -16,6 +16,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import snap_size
 from lorastudio.generate.samplers import schedule_label
 from lorastudio.generate.upscalers.names import fixed_upscaler
 
@@ -196,11 +197,6 @@ def _seed_of_request(value: int) -> int:
     return value if value >= 0 else -1
 
 
-def _size_of_request(value: int) -> int:
-    """A1111 accepts any size and works in multiples of 8; so do we (at least 64)."""
-    return max(64, min(4096, int(value) // 8 * 8))
-
-
 _F = A1111Field
 # In infotext order: keys A1111 fixes come first (format_infotext sorts them), the others follow
 # in this order. Per-dialect defaults are pinned here (API vs GenerateConfig): hires denoising
@@ -221,8 +217,8 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     ),
     _F("cfg_scale", "CFG scale", "cfg_scale", lambda c, f: c.cfg_scale, _reads("CFG scale", "cfg_scale", float)),
     _F("seed", "Seed", "seed", lambda c, f: f.seed, _reads("Seed", "seed", int), _seed_of_request),
-    _F("width", "Size", "width", lambda c, f: f"{f.width}x{f.height}", _read_size, _size_of_request),
-    _F("height", None, "height", from_request=_size_of_request),
+    _F("width", "Size", "width", lambda c, f: f"{f.width}x{f.height}", _read_size, snap_size),  # A1111 takes any size, works in 8s
+    _F("height", None, "height", from_request=snap_size),
     _F(None, "Model hash", None, lambda c, f: f.model_hash),
     _F("model", "Model", "sd_model_checkpoint", lambda c, f: f.model_name, _read_text("Model", "model"), special=True),
     _F(None, "VAE hash", None, lambda c, f: f.vae_hash),

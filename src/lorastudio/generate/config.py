@@ -17,7 +17,24 @@ from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
 
-__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "request_size", "snap_size"]
+
+MIN_SIZE, MAX_SIZE = 64, 4096  # pixels per side of a generated image
+
+
+def snap_size(value: float) -> int:
+    """A size A1111 would work at: a multiple of 8 (rounded down), 64 to 4096. For a size a client
+    sends in A1111's dialect and for a picture's own size taken as the request's."""
+    return max(MIN_SIZE, min(MAX_SIZE, int(value) // 8 * 8))
+
+
+def request_size(width: int | None, height: int | None, native: int, picture: tuple[int, int] | None) -> tuple[int, int]:
+    """The size a request samples at. Both blank with an init picture: the picture's own size
+    (snapped), as A1111's "auto detect size" and ComfyUI's VAE Encode do, so a photo is not squashed
+    into the model's square; else what it says, and the model's native size for a blank side."""
+    if width is None and height is None and picture is not None:
+        return snap_size(picture[0]), snap_size(picture[1])
+    return width or native, height or native
 
 SamplingSteps = Annotated[
     int, Field(ge=1, description="Sampling steps (denoising iterations); A1111 'Steps'.")
@@ -75,10 +92,14 @@ class GenerateConfig(StrictModel):
         0, ge=0, le=4096, description="Draw the noise as for this height, centred (0 = off; needs both)."
     )
     width: int | None = Field(
-        None, description="Width in pixels (multiple of 8); default: the model's native size."
+        None,
+        description="Width in pixels (multiple of 8); default: the init image's own size (both blank), "
+        "else the model's native size.",
     )
     height: int | None = Field(
-        None, description="Height in pixels (multiple of 8); default: the model's native size."
+        None,
+        description="Height in pixels (multiple of 8); default: the init image's own size (both blank), "
+        "else the model's native size.",
     )
     batch_size: int = Field(1, ge=1, le=64, description="Images per batch.")
     count: int = Field(1, ge=1, le=1000, description="Number of batches (A1111 n_iter).")
@@ -121,8 +142,8 @@ class GenerateConfig(StrictModel):
     @field_validator("width", "height")
     @classmethod
     def _multiple_of_8(cls, value: int | None) -> int | None:
-        if value is not None and (value < 64 or value > 4096 or value % 8):
-            raise ValueError(f"{value} must be a multiple of 8 between 64 and 4096")
+        if value is not None and (value < MIN_SIZE or value > MAX_SIZE or value % 8):
+            raise ValueError(f"{value} must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE}")
         return value
 
     @field_validator("schedule")

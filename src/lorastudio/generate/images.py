@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
@@ -9,6 +10,7 @@ from PIL import Image, ImageFilter, ImageOps
 __all__ = [
     "open_image_file",
     "open_request_image",
+    "picture_size",
     "RequestImageError",
     "MAX_REQUEST_IMAGE_PIXELS",
     "pil_to_tensor",
@@ -114,6 +116,26 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
         raise LorastudioError(
             f"{head(Path(path).name)} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
         ) from None
+
+
+_SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that turn a picture a quarter: width and height swap
+
+
+def picture_size(source: str | Path | Image.Image) -> tuple[int, int] | None:
+    """Width x height of a picture as it is shown (EXIF rotation applied, as `open_image_file` does),
+    from its header alone; None where the file is missing or no picture (its opener says why later)."""
+    try:
+        if isinstance(source, Image.Image):
+            return _shown_size(source)
+        with Image.open(source) as image:
+            return _shown_size(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def _shown_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if image.getexif().get(0x0112) in _SIDEWAYS else (width, height)
 
 
 def pil_to_tensor(image: Image.Image, device: str, dtype) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.config import GenerateConfig, request_size
 from lorastudio.generate.guidance import GuidedUnet
 from lorastudio.generate.hires import run_hires_pass, wants_hires
 from lorastudio.generate.images import (
@@ -324,9 +324,8 @@ class _Sampler:
         return generators if len(generators) > 1 else generators[0]
 
 
-def _check_size(cfg: GenerateConfig, model) -> tuple[int, int]:
-    width = cfg.width or model.native_size
-    height = cfg.height or model.native_size
+def _check_size(cfg: GenerateConfig, model, init: Image.Image | None) -> tuple[int, int]:
+    width, height = request_size(cfg.width, cfg.height, model.native_size, init.size if init else None)
     factor = model.vae_scale_factor
     if width % factor or height % factor:
         raise LorastudioError(
@@ -345,7 +344,8 @@ def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.
 
 
 def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> SamplingPlan:
-    width, height = _check_size(cfg, model)
+    init_image, mask = open_request_images(cfg)
+    width, height = _check_size(cfg, model, init_image)
     base_seed = resolve_seed(cfg.seed)
     seeds = [base_seed + i for i in range(cfg.total_images)]
     subseeds: list[int] = []
@@ -356,7 +356,7 @@ def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> Sampli
         subseeds = [base_subseed + i for i in range(cfg.total_images)]
     plan = SamplingPlan(width, height, seeds, parse_sampler(cfg.sampler, cfg.schedule), prompt, negative)
     plan.subseeds = subseeds
-    plan.init_image, plan.mask = open_request_images(cfg)
+    plan.init_image, plan.mask = init_image, mask
     return plan
 
 
@@ -365,9 +365,9 @@ def _reframe_init(cfg: GenerateConfig, plan: SamplingPlan) -> tuple[Image.Image,
 
     Modes 0-2 reframe the image to width x height (the mask follows, and an inpainted picture
     is width x height, as in A1111); plain img2img in mode 0 is stretched where it is encoded.
-    Inpainting with no size given (lorastudio's "the model's own") keeps the picture at the init
-    image's size: a photo is not squashed into the model's square. Mode 3 keeps the image at its
-    own size and stretches its latents. "Only masked" inpainting crops its own region, so it
+    With no size given the request works at the init image's own size (`request_size`), and an
+    inpainted picture comes back at exactly that size (not rounded to 8). Mode 3 keeps the
+    image at its own size and stretches its latents. "Only masked" inpainting crops its own region, so it
     ignores the mode, as A1111 does.
     """
     only_masked = plan.mask is not None and cfg.inpaint_only_masked

@@ -55,8 +55,14 @@ def check_priority(priority: int) -> None:
         raise InvalidRequest(f"priority: {priority} is out of range; use -{MAX_PRIORITY}..{MAX_PRIORITY}.")
 
 
-def check_generate_limits(limits: RequestLimits, cfg: GenerateConfig) -> None:
-    """Refuse a generation that asks for more work than the server's limits (422 naming the option)."""
+def check_generate_limits(
+    limits: RequestLimits, cfg: GenerateConfig, init_size: tuple[int, int] | None = None
+) -> None:
+    """Refuse a generation that asks for more work than the server's limits (422 naming the option).
+
+    `init_size`: the init picture's size; a request with no size samples at it (`request_size`)."""
+    from lorastudio.generate.config import request_size
+
     for key in ("seed", "subseed"):
         if getattr(cfg, key) > MAX_SEED:
             raise InvalidRequest(f"{key}: {getattr(cfg, key)} is out of range; use -1 (random) or 0..{MAX_SEED}.")
@@ -66,7 +72,7 @@ def check_generate_limits(limits: RequestLimits, cfg: GenerateConfig) -> None:
     _limit(cfg.steps, limits.max_steps, "steps", "--max-steps")
     _limit(cfg.hires_steps, limits.max_steps, "hires steps", "--max-steps")
     _limit(cfg.total_images, limits.max_images_per_request, "images (batch x count)", "--max-images")
-    width, height = cfg.width or NATIVE_SIZE, cfg.height or NATIVE_SIZE
+    width, height = request_size(cfg.width, cfg.height, NATIVE_SIZE, init_size if cfg.init_image else None)
     _limit(width * height, limits.max_image_pixels, f"size {width}x{height}", "--max-pixels", " pixels")
     if cfg.hires_scale > 1:
         out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)

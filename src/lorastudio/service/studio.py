@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorastudio.errors import InvalidRequest, NotYours
+from lorastudio.errors import InvalidRequest, LorastudioError, NotYours
 from lorastudio.service import uploads
 from lorastudio.service.artifacts import Artifact, open_artifact_store
 from lorastudio.service.database import ensure_database_healthy
@@ -176,7 +176,19 @@ class Studio:
 
     def check_generate_limits(self, cfg: GenerateConfig) -> None:
         """Refuse a generation that asks for more work than the server's limits (service.limits)."""
-        check_generate_limits(self.settings, cfg)
+        check_generate_limits(self.settings, cfg, self._init_picture_size(cfg))
+
+    def _init_picture_size(self, cfg: GenerateConfig) -> tuple[int, int] | None:
+        """The uploaded init picture's size where the request gives none (it is then sampled at it)."""
+        if not cfg.init_image or cfg.width is not None or cfg.height is not None:
+            return None
+        from lorastudio.generate.images import picture_size
+
+        try:
+            path = uploads.upload_path(self.workspace, cfg.init_image)
+        except LorastudioError:  # not an upload: resolving the request refuses it next
+            return None
+        return picture_size(path)
 
     def check_output_pixels(self, width: int, height: int, what: str) -> None:
         """An upscaled image (/extra-single-image) within `max_output_pixels`."""

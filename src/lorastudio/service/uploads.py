@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lorastudio.errors import InvalidRequest, LorastudioError
 from lorastudio.service.quota import StorageFull, is_storage_full
@@ -35,6 +35,7 @@ __all__ = [
     "image_or_upload",
     "new_upload_name",
     "save_upload",
+    "shown_size",
     "store_image",
     "store_stream",
     "upload_path",
@@ -201,21 +202,31 @@ def store_image(
 
     `alpha_mask`: a mask painted as transparency (A1111 clients do) is read from its alpha
     channel; `invert` swaps what is kept and what is repainted (A1111's inpainting_mask_invert).
+    A photo's EXIF rotation is applied: the stored PNG keeps no orientation tag, so it is stored
+    as it is shown (as an image read from a file is).
     """
+    from PIL import ImageOps
+
     image, _ = decode_image(data, what)
+    image = ImageOps.exif_transpose(image)
     if mask:
         if alpha_mask and image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
             image = image.getchannel("A")
         image = image.convert("L")
         if invert:
-            from PIL import ImageOps
-
             image = ImageOps.invert(image)
     else:
         image = image.convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return save_upload(ws, buffer.getvalue(), ".png")
+
+
+def shown_size(picture: Any) -> tuple[int, int] | None:
+    """A picture's (path or PIL image) width x height as shown, EXIF rotation applied; None if unreadable."""
+    from lorastudio.generate.images import picture_size
+
+    return picture_size(picture)
 
 
 def image_or_upload(ws: Workspace, value: str | None, what: str, *, mask: bool = False) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.config import GenerateConfig, snap_size
 from lorastudio.ui.context import (
     UiContext,
     error_markup,
@@ -114,19 +114,18 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
 
 def size_from_picture(picture: Any, width: Any, height: Any) -> tuple:
     """A1111's "auto detect size from img2img": a picture given with both size boxes blank sets them
-    to its own size (multiples of 8), so a photo is not drawn into the model's square; a size the
-    user typed stays. `picture`: an image path, or the inpaint painter's value."""
-    from PIL import Image
+    to its own size as shown (EXIF rotation applied; multiples of 8), so a photo is not drawn into
+    the model's square; a size the user typed stays. `picture`: an image path, or the inpaint
+    painter's value. (A request sent with no size is sampled at that size too: `request_size`.)"""
+    from lorastudio.service.uploads import shown_size
 
     background = picture.get("background") if isinstance(picture, dict) else picture
     if background is None or optional_number(width) or optional_number(height):
         return gr.update(), gr.update()
-    if isinstance(background, Image.Image):
-        w, h = background.size
-    else:
-        with Image.open(background) as image:
-            w, h = image.size
-    return gr.update(value=max(64, w // 8 * 8)), gr.update(value=max(64, h // 8 * 8))
+    size = shown_size(background)
+    if size is None:
+        return gr.update(), gr.update()
+    return gr.update(value=snap_size(size[0])), gr.update(value=snap_size(size[1]))
 
 
 UnitsFn = Callable[[], list]  # the form's ControlNet units (ui/control_panel.units_from_form)
