@@ -324,6 +324,12 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
         assert padded.pad_conds is True
         with pytest.raises(InvalidRequest, match="pad_cond_uncond"):  # "false" would read as true
             to_generate_config(Txt2ImgRequest(override_settings={"pad_cond_uncond": "false"}), studio)
+        old = to_generate_config(
+            Txt2ImgRequest(override_settings={"pad_cond_uncond_v0": True, "use_old_scheduling": True}), studio
+        )
+        assert (old.pad_conds_v0, old.old_prompt_editing, old.pad_conds) == (True, True, False)
+        with pytest.raises(InvalidRequest, match="use_old_scheduling"):
+            to_generate_config(Txt2ImgRequest(override_settings={"use_old_scheduling": 1}), studio)
         img = to_generate_config(
             Img2ImgRequest(denoising_strength=0.3, inpaint_full_res=0, mask_blur=None),
             studio,

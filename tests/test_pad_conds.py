@@ -1,6 +1,7 @@
 """A prompt and a negative prompt of different chunk counts: two UNet calls by default, as A1111
 runs them (its "Pad prompt/negative prompt" option off); `pad_conds` pads the shorter with empty
-chunks into one call and says so in the infotext (`Pad conds: True`)."""
+chunks into one call and says so in the infotext (`Pad conds: True`); `pad_conds_v0` (A1111
+before 1.6) fits the negative prompt to the prompt's length (`Pad conds v0: True`)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,40 @@ def test_two_calls_give_the_cfg_of_each_calls_own_prediction(sdxl):
         guided = GuidedUnet(sdxl, cfg, encoder).predict(latents, t, cond, [1.0], uncond, 1, 64, 64)
         expected = plain(uncond) + 5.0 * (plain(cond) - plain(uncond))
     torch.testing.assert_close(guided, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prompt, negative", [(LONG, SHORT), (SHORT, LONG)])
+def test_pad_conds_v0_fits_the_negative_prompt_to_the_prompts_length(sd15, monkeypatch, prompt, negative):
+    """A1111 before 1.6: a shorter negative prompt repeats its last token vector, a longer one is
+    cut; the prompt keeps its length; one call (and v0 wins over pad_conds, as A1111 tries it first)."""
+    from lorastudio.generate.conditioning import PromptEncoder, fit_to_length
+
+    calls, _, _ = _context_lengths(sd15, monkeypatch, prompt=prompt, negative_prompt=negative, pad_conds_v0=True)
+    length = 154 if prompt == LONG else 77
+    assert calls == [[length, length]] * 2
+    both, _, _ = _context_lengths(sd15, monkeypatch, prompt=prompt, negative_prompt=negative, pad_conds_v0=True, pad_conds=True)
+    assert both == calls
+    embeds = PromptEncoder(sd15, 1).encode(negative).embeds
+    fitted = fit_to_length(embeds, length)
+    assert fitted.shape[1] == length
+    if embeds.shape[1] < length:
+        assert torch.equal(fitted[:, :77], embeds) and torch.equal(fitted[:, 77:], embeds[:, -1:].expand(-1, 77, -1))
+    else:
+        assert torch.equal(fitted, embeds[:, :length])
+
+
+def test_pad_conds_v0_is_written_when_it_fitted_and_read_from_old_webui_images(tiny_workspace):
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
+    from lorastudio.generate.infotext import parse_infotext
+    from lorastudio.service.generation import run_generation
+
+    base = {"model": "tiny-sd15", "negative_prompt": SHORT, "steps": 2, "width": 64, "height": 64, "pad_conds_v0": True}
+    long_text = run_generation(tiny_workspace, GenerateConfig(prompt=LONG, **base)).images[0].infotext
+    short_text = run_generation(tiny_workspace, GenerateConfig(prompt="red square", **base)).images[0].infotext
+    assert "Pad conds v0: True" in long_text and "Pad conds v0" not in short_text
+    assert config_fields_from_infotext(parse_infotext(long_text))["pad_conds_v0"] is True
+    # A1111 sets the flag on DDIM/PLMS images of webuis before 1.6, whose infotexts do not carry it.
+    old = "a cat\nSteps: 20, Sampler: DDIM, CFG scale: 7, Seed: 1, Size: 512x512, Version: v1.5.1"
+    assert config_fields_from_infotext(parse_infotext(old))["pad_conds_v0"] is True
+    newer = old.replace("v1.5.1", "v1.6.0")
+    assert "pad_conds_v0" not in config_fields_from_infotext(parse_infotext(newer))

@@ -33,7 +33,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 )
 from lorastudio.api.deps import get_studio, owner_to_check, request_user
 from lorastudio.errors import LorastudioError
-from lorastudio.service.a1111 import SCHEDULE_TYPES, sampler_names
+from lorastudio.service.a1111 import FLAG_OPTIONS, SCHEDULE_TYPES, sampler_names
 from lorastudio.service.extras import upscale_image
 from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
@@ -199,7 +199,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
         "sd_model_checkpoint": model_title(studio, model),
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
-        "pad_cond_uncond": False,
+        **dict.fromkeys(FLAG_OPTIONS, False),
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",

@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded, NotFoundError
+from lorastudio.service.a1111 import FLAG_OPTIONS
 from lorastudio.service.models import titled_models
 from lorastudio.service.names import find_vae
 from lorastudio.service.studio import Studio
@@ -89,8 +90,9 @@ class A1111Options:
         checked = dict(values)
         if "CLIP_stop_at_last_layers" in checked:
             checked["CLIP_stop_at_last_layers"] = _clip_skip(checked["CLIP_stop_at_last_layers"], where)
-        if "pad_cond_uncond" in checked and not isinstance(checked["pad_cond_uncond"], bool):
-            raise InvalidRequest(f"{where}.pad_cond_uncond: true or false.")
+        for option in FLAG_OPTIONS:
+            if option in checked and not isinstance(checked[option], bool):
+                raise InvalidRequest(f"{where}.{option}: true or false.")
         if "sd_vae" in checked and checked["sd_vae"] is not None:
             vae = checked["sd_vae"]
             if not isinstance(vae, str):

@@ -20,6 +20,7 @@ from lorastudio.api.a1111_options import NO_VAE, options_of
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import (
     A1111_FIELDS,
+    FLAG_OPTIONS,
     SCHEDULE_TYPES,
     a1111_request_names,
     api_default,
@@ -176,8 +177,9 @@ def to_generate_config(
         schedule=choice.schedule,
         clip_skip=max(1, int(clip_skip or 1)),
         vae=None if str(vae or "").strip().lower() in NO_VAE else str(vae),
-        pad_conds=overrides.get("pad_cond_uncond", options.get("pad_cond_uncond", False)) is True,
     )
+    for option, field in FLAG_OPTIONS.items():
+        fields[field] = overrides.get(option, options.get(option, False)) is True
     if controlnet:
         fields["controlnet"] = list(controlnet)
     if isinstance(req, Img2ImgRequest):

@@ -54,6 +54,7 @@ class InfotextFacts:
     lora_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
     ti_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
     padded_conds: bool = False  # `pad_conds` padded a prompt and its negative to one length
+    padded_conds_v0: bool = False  # `pad_conds_v0` cut or extended the negative prompt to the prompt's length
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,21 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     # An A1111 option (`pad_cond_uncond`, in a request's override_settings), not a request field.
     # Written, as A1111 writes it, only when padding happened (prompts of one length need none).
     _F("pad_conds", "Pad conds", None, lambda c, f: True if f.padded_conds else None, _read_flag("Pad conds", "pad_conds")),
+    # The two options older webuis' images turn on (`VERSION_FLAGS`): `pad_cond_uncond_v0`, `use_old_scheduling`.
+    _F(
+        "pad_conds_v0",
+        "Pad conds v0",
+        None,
+        lambda c, f: True if f.padded_conds_v0 else None,
+        _read_flag("Pad conds v0", "pad_conds_v0"),
+    ),
+    _F(
+        "old_prompt_editing",
+        "Old prompt editing timelines",
+        None,
+        lambda c, f: True if c.old_prompt_editing else None,
+        _read_flag("Old prompt editing timelines", "old_prompt_editing"),
+    ),
     _F(None, "Version", None, _version),
     _F("device", None, None),
 )

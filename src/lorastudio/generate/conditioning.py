@@ -223,6 +223,16 @@ def pad_to_same_length(a, b, filler):
     return a, b
 
 
+def fit_to_length(embeds, length: int):
+    """A conditioning cut to `length` tokens, or extended by repeating its last token vector:
+    how A1111 before 1.6 matched the negative prompt to the prompt ("Pad conds v0")."""
+    import torch
+
+    if embeds.shape[1] >= length:
+        return embeds[:, :length]
+    return torch.cat([embeds, embeds[:, -1:].expand(-1, length - embeds.shape[1], -1)], dim=1)
+
+
 def stack_conditionings(conds: list[TextConditioning]) -> TextConditioning:
     """One row per AND sub-prompt, so the UNet sees them all in one batch.
 

@@ -78,6 +78,18 @@ class GenerateConfig(StrictModel):
         " shorter with empty chunks so both run in one UNet call (A1111's 'Pad prompt/negative prompt', infotext"
         " 'Pad conds': faster, other pictures); off, they run as two calls, as A1111 does by default.",
     )
+    pad_conds_v0: bool = Field(
+        False,
+        description="A1111's pre-1.6 padding (infotext 'Pad conds v0', which A1111 sets on DDIM/PLMS images older"
+        " webuis made): a shorter negative prompt repeats its last token vector to the prompt's length, a longer"
+        " one is cut to it; one UNet call. Wins over pad_conds.",
+    )
+    old_prompt_editing: bool = Field(
+        False,
+        description="A1111's pre-1.6 prompt-editing timelines (infotext 'Old prompt editing timelines'): in"
+        " [from:to:when] a value below 1 is a fraction of the steps and 1 or more a step number, written"
+        " 1.0 or 1; the hires pass reads the first pass's timeline.",
+    )
     seed: SamplingSeed = Field(-1, ge=-1)
     subseed: int = Field(
         -1, ge=-1, description="Variation seed (-1 = random); image i uses subseed + i, all share the seed."

@@ -3,7 +3,8 @@ every AND sub-prompt, and their weighted sum (A1111's `combine_denoised`).
 
 A prompt and a negative prompt of the same length share one UNet call; of different lengths
 (75-token chunks) they run as two calls, as A1111 does by default, unless `pad_conds` pads the
-shorter with empty chunks (A1111's "Pad prompt/negative prompt" option: faster, other pictures).
+shorter with empty chunks (A1111's "Pad prompt/negative prompt" option: faster, other pictures)
+or `pad_conds_v0` fits the negative prompt to the prompt's length (A1111 before 1.6).
 A ControlNet stack adds its residuals to each call and counts the evaluation once.
 """
 
@@ -38,6 +39,7 @@ class GuidedUnet:
         self.control = control  # a generate.control.ControlStack or None
         self._cache: tuple | None = None  # see _calls
         self.padded = False  # a prompt and its negative were padded to one length (infotext "Pad conds")
+        self.padded_v0 = False  # the negative prompt was cut or extended to the prompt's ("Pad conds v0")
 
     def predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
         """The predictions for the negative prompt and every AND sub-prompt (`cond` has a row each),
@@ -72,7 +74,7 @@ class GuidedUnet:
         time ids to the device again. The cache holds the conditionings it was built from, so
         `is` compares them safely.
         """
-        from lorastudio.generate.conditioning import pad_to_same_length
+        from lorastudio.generate.conditioning import fit_to_length, pad_to_same_length
 
         cached = self._cache
         if cached is not None and cached[0] is cond and cached[1] is uncond and cached[2] == (batch, width, height):
@@ -83,7 +85,10 @@ class GuidedUnet:
             calls = [self._call([c], [cond.pooled], 0, *size)]
         else:
             u = uncond.embeds
-            if self.cfg.pad_conds and u.shape[1] != c.shape[1]:
+            if self.cfg.pad_conds_v0 and u.shape[1] != c.shape[1]:  # A1111 tries v0 first
+                u = fit_to_length(u, c.shape[1])
+                self.padded_v0 = True
+            elif self.cfg.pad_conds and u.shape[1] != c.shape[1]:
                 u, c = pad_to_same_length(u, c, self.encoder.empty_chunk())
                 self.padded = True
             cond_rows = list(c.split(1))

@@ -66,6 +66,7 @@ class SamplingPlan:
     subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (A1111)
     hires_upscaler: Any = None  # the model upscaler a hires fix names, loaded by the service
     padded_conds: bool = False  # set by the loop when `pad_conds` padded a prompt (infotext "Pad conds")
+    padded_conds_v0: bool = False  # the same for `pad_conds_v0` ("Pad conds v0")
 
 
 def resolve_seed(seed: int) -> int:
@@ -116,10 +117,11 @@ class _Sampler:
         """
         from lorastudio.generate.prompt_parser import get_learned_conditioning_prompt_schedules
 
+        old = self.cfg.old_prompt_editing  # A1111's pre-1.6 timelines
         if first_pass_steps is None:
-            schedule = get_learned_conditioning_prompt_schedules([text], steps)[0]
+            schedule = get_learned_conditioning_prompt_schedules([text], steps, None, old)[0]
         else:
-            schedule = get_learned_conditioning_prompt_schedules([text], first_pass_steps, hires_steps=steps)[0]
+            schedule = get_learned_conditioning_prompt_schedules([text], first_pass_steps, steps, old)[0]
         return [(int(end), self.encoder.encode(t)) for end, t in schedule]
 
     def _composable_schedule(
@@ -520,4 +522,5 @@ def generate_images(
             for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
                 results.append(GeneratedImage(image, seed, batch_index * cfg.batch_size + offset))
     plan.padded_conds = sampler.guided.padded
+    plan.padded_conds_v0 = sampler.guided.padded_v0
     return results

@@ -13,6 +13,7 @@ from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
 
 __all__ = [
     "A1111_FIELDS",
+    "FLAG_OPTIONS",
     "A1111Field",
     "SCHEDULE_TYPES",
     "a1111_request_names",
@@ -21,6 +22,15 @@ __all__ = [
     "sampler_names",
     "schedule_label",
 ]
+
+
+# A1111 options (a request's `override_settings`, `POST /options`) that are request fields here,
+# each true or false: option name -> GenerateConfig field.
+FLAG_OPTIONS: dict[str, str] = {
+    "pad_cond_uncond": "pad_conds",
+    "pad_cond_uncond_v0": "pad_conds_v0",
+    "use_old_scheduling": "old_prompt_editing",
+}
 
 
 def sampler_names() -> list[tuple[str, list[str]]]:

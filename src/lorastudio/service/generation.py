@@ -111,6 +111,7 @@ def _infotext_params(
         lora_hashes=lora_hashes,
         ti_hashes=ti_hashes,
         padded_conds=plan.padded_conds,
+        padded_conds_v0=plan.padded_conds_v0,
     )
     return infotext_params(cfg, facts)
 

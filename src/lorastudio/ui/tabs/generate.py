@@ -34,7 +34,7 @@ LABEL = "tab.generate"
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
-    "clip_skip", "eta", "pad_conds", "hires_scale",
+    "clip_skip", "eta", "pad_conds", "pad_conds_v0", "old_prompt_editing", "hires_scale",
     "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
     "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
@@ -123,6 +123,12 @@ def build(ctx: UiContext) -> None:
                 )
                 f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
                 f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"), scale=1)
+            with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
+                with gr.Row():
+                    f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
+                    f["old_prompt_editing"] = field_control(
+                        GenerateConfig, "old_prompt_editing", t("generate.old_prompt_editing")
+                    )
             with gr.Accordion(t("generate.hires"), open=False):
                 f["hires_scale"] = field_control(
                     GenerateConfig, "hires_scale", t("generate.hires_scale"), slider=True, step=0.05

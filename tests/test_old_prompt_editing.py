@@ -1,0 +1,53 @@
+"""A1111's pre-1.6 prompt-editing timelines (`old_prompt_editing`, infotext `Old prompt editing
+timelines`): a `when` below 1 is a fraction, 1 or more a step, in the first pass and the hires pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lorastudio.generate.config import GenerateConfig
+from test_generate_core import run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def picture(model, prompt: str, **kw) -> np.ndarray:
+    image = run(model, prompt=prompt, steps=4, seed=3, width=64, height=64, sampler="Euler", **kw)[0].image
+    return np.asarray(image, dtype=np.float32)
+
+
+def test_old_timelines_read_1_point_0_as_step_one(sd15):
+    """Since 1.6 `[red:blue:1.0]` is the whole run (a decimal is a fraction); before, step 1."""
+    old = picture(sd15, "[red:blue:1.0]", old_prompt_editing=True)
+    assert np.array_equal(old, picture(sd15, "[red:blue:1]"))  # an integer is a step under both rules
+    assert np.array_equal(picture(sd15, "[red:blue:1.0]"), picture(sd15, "red"))
+    assert np.abs(old - picture(sd15, "red")).mean() > 0.5
+    assert np.array_equal(picture(sd15, "[red:blue:0.5]", old_prompt_editing=True), picture(sd15, "[red:blue:0.5]"))
+
+
+def test_old_timelines_in_the_hires_pass_follow_the_first_pass(sd15):
+    """1.6+: in the hires pass a decimal counts from 1.0, so `[red:blue:0.5]` is `blue` throughout
+    it; before 1.6 the pass read the first pass's timeline again (red for the first half)."""
+    hires = {"hires_scale": 1.5, "hires_steps": 4, "hires_strength": 0.6, "hires_upscaler": "Latent"}
+    new = picture(sd15, "[red:blue:0.5]", **hires)
+    old = picture(sd15, "[red:blue:0.5]", old_prompt_editing=True, **hires)
+    assert old.shape == new.shape == (96, 96, 3)
+    assert np.abs(old - new).mean() > 0.2
+
+
+def test_the_infotext_records_old_timelines_and_old_webui_images_turn_them_on(tiny_workspace):
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
+    from lorastudio.generate.infotext import parse_infotext
+    from lorastudio.service.generation import run_generation
+
+    base = {"model": "tiny-sd15", "prompt": "[red:blue:0.5]", "steps": 2, "width": 64, "height": 64}
+    text = run_generation(tiny_workspace, GenerateConfig(**base, old_prompt_editing=True)).images[0].infotext
+    assert "Old prompt editing timelines: True" in text
+    assert config_fields_from_infotext(parse_infotext(text))["old_prompt_editing"] is True
+    plain = run_generation(tiny_workspace, GenerateConfig(**base)).images[0].infotext
+    assert "Old prompt editing" not in plain
+    made_by_150 = "a [cat:dog:0.5]\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Version: v1.5.0"
+    assert config_fields_from_infotext(parse_infotext(made_by_150))["old_prompt_editing"] is True
+    no_editing = made_by_150.replace("[cat:dog:0.5]", "cat")
+    assert "old_prompt_editing" not in config_fields_from_infotext(parse_infotext(no_editing))
