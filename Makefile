@@ -34,7 +34,8 @@ test-fast: $(STAMP)
 
 # The CPU benchmarks (issue 18): lorastudio's path beside the plain diffusers/peft one, same model and
 # run; figures go into benchmarks/RESULTS.md. About 10 minutes on 2 cores (first run: +1 min to write
-# the 2 GB random-weight SD1.5 file into ~/.cache/lorastudio-bench). The GPU set: benchmarks/gpu.sh.
+# the 2 GB random-weight SD1.5 file and a 4 GB diffusers folder of it into ~/.cache/lorastudio-bench,
+# kept for the next run; delete that folder to free them). The GPU set: benchmarks/gpu.sh.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/load.py --families sd15 --repeats 2
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/lora_stack.py --repeats 2

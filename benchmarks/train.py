@@ -191,10 +191,9 @@ class PlainLoop:
             px = float(self.resolution)
             time_ids = torch.tensor([[px, px, 0, 0, px, px]] * size, device=device, dtype=dtype)
             kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled.expand(size, -1), "time_ids": time_ids}
-        with torch.enable_grad(), torch.autocast(
-            device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32
-        ):
-            pred = self.unet(noisy.to(dtype), t, encoder_hidden_states=self.embeds.expand(size, -1, -1), **kwargs).sample
+        with torch.enable_grad():
+            with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
+                pred = self.unet(noisy.to(dtype), t, encoder_hidden_states=self.embeds.expand(size, -1, -1), **kwargs).sample
             loss = F.mse_loss(pred.float(), noise)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -243,13 +242,19 @@ def run_interleaved(args) -> dict:
         resumed.update(clocks())
 
     _train_lorastudio(args, plain_step_between)
-    skip = max(args.warmup - 1, 0)  # lorastudio's list starts at its second step
-    mine = {key: values[skip:] for key, values in mine.items()}
-    theirs = {key: values[args.warmup :][: len(mine["wall"])] for key, values in theirs.items()}
+    # lorastudio's list starts at its second step; the plain loop's at its first: both skip the
+    # same steps, and at least each one's first (a cold step would flatter the other side).
+    first = max(args.warmup, 1)
+    mine = {key: values[first - 1 :] for key, values in mine.items()}
+    theirs = {key: values[first:][: len(mine["wall"])] for key, values in theirs.items()}
     pairs = [p / m for m, p in zip(mine["wall"], theirs["wall"], strict=True)]
+
+    def per_s(values: list[float]) -> float:
+        return len(values) / sum(values) if values else float("nan")
+
     return {
-        "lorastudio": {key: len(v) / sum(v) for key, v in (("steps_per_s", mine["wall"]), ("steps_per_cpu_s", mine["cpu"]))},
-        "plain": {key: len(v) / sum(v) for key, v in (("steps_per_s", theirs["wall"]), ("steps_per_cpu_s", theirs["cpu"]))},
+        "lorastudio": {"steps_per_s": per_s(mine["wall"]), "steps_per_cpu_s": per_s(mine["cpu"])},
+        "plain": {"steps_per_s": per_s(theirs["wall"]), "steps_per_cpu_s": per_s(theirs["cpu"])},
         "pair_ratios": [round(r, 4) for r in pairs],
         "peak_mb": peak_memory_mb(),
     }
@@ -373,10 +378,14 @@ def main() -> None:
         runners = {"lorastudio": run_lorastudio, "plain": run_plain, "interleaved": run_interleaved}
         print(json.dumps(runners[args.which](args)))
         return
-    if args.mode == "auto":
-        import torch
+    import torch
 
+    if args.mode == "auto":
         args.mode = "processes" if torch.cuda.is_available() else "interleaved"
+    elif args.mode == "interleaved" and torch.cuda.is_available():
+        # lorastudio reads each step's loss a step late (no host sync): its step events do not mark
+        # when a step ended on the GPU, so steps cannot be timed one by one there.
+        raise SystemExit("--mode interleaved times steps on a CPU only; use --mode processes on a GPU.")
     resolutions = [int(r) for r in args.resolutions.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

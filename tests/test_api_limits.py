@@ -93,10 +93,14 @@ def test_a_request_with_no_size_is_bounded_by_its_init_pictures_size(client, idl
     """No size given: the request samples at the init picture's own size, so that size meets --max-pixels."""
     big = base64.b64encode(png_bytes((300, 300))).decode()
     assert_limit(client.post("/api/v1/jobs/generate", json={"steps": 1, "init_image": big}), "296x296", "--max-pixels")
+    # "Only masked" inpainting samples the cut-out region at the model's size, not the picture's.
+    only_masked = {"steps": 1, "init_image": big, "mask": big, "inpaint_only_masked": True}
+    assert_limit(client.post("/api/v1/jobs/generate", json=only_masked), "1024x1024", "--max-pixels")
     small = base64.b64encode(png_bytes((200, 120))).decode()
     assert client.post("/api/v1/jobs/generate", json={"steps": 1, "init_image": small}).status_code == 200
-    sized = {"steps": 1, "init_image": big, "width": 64, "height": 64}  # a size given: the picture is resized to it
-    assert client.post("/api/v1/jobs/generate", json=sized).status_code == 200
+    # img2img has no hires pass: a hires factor left in the request is not an output size.
+    leftover = {"steps": 1, "init_image": small, "hires_scale": 4.0}
+    assert client.post("/api/v1/jobs/generate", json=leftover).status_code == 200
     assert len(idle_studio.list_jobs()) == 2
 
 

@@ -192,10 +192,22 @@ def test_img2img_with_no_size_samples_at_the_pictures_own_size_as_shown(tiny_wor
     assert Image.open(given["images"][0]).size == (64, 64)  # a size given: the picture is resized to it
 
 
+def test_a_picture_larger_than_4096_is_scaled_as_a_whole_and_only_masked_keeps_the_model_size():
+    from lorastudio.generate.config import GenerateConfig, request_size
+
+    photo = GenerateConfig(init_image="p.jpg")
+    assert request_size(photo, 512, (6000, 4000)) == (4096, 2728)  # one factor for both sides, then 8s
+    assert request_size(photo, 512, (100, 30)) == (96, 64)  # at least 64 a side
+    assert request_size(photo.model_copy(update={"width": 256}), 512, (100, 30)) == (256, 512)
+    only_masked = photo.model_copy(update={"mask": "m.png", "inpaint_only_masked": True})
+    assert request_size(only_masked, 512, (6000, 4000)) == (512, 512)
+    assert request_size(GenerateConfig(), 512, None) == (512, 512)
+
+
 def test_an_uploaded_photo_is_stored_as_it_is_shown(tiny_workspace):
     """A base64 JPEG turned by its EXIF orientation is stored (as a PNG, which keeps no such tag)
     already turned: the API's and the web form's init images are the picture the user saw."""
-    from lorastudio.service.uploads import store_image, upload_path
+    from lorastudio.service.uploads import decode_image, store_image, upload_path
 
     exif = Image.new("RGB", (1, 1)).getexif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise
@@ -206,6 +218,9 @@ def test_an_uploaded_photo_is_stored_as_it_is_shown(tiny_workspace):
     assert stored.size == (64, 128)
     right, left = px(stored)[100, 60], px(stored)[100, 2]  # the top stripe is now the right-hand column
     assert np.abs(right - YELLOW).max() < 40 and np.abs(left - YELLOW).max() > 100
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    assert decode_image(encoded, "unit image")[0].size == (64, 128)  # ControlNet units' images too
+    assert decode_image(encoded, "image", as_shown=False)[0].size == (128, 64)  # PNG info reads it as sent
 
 
 # --- inpainting masked content -----------------------------------------------------------

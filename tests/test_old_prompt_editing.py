@@ -28,7 +28,7 @@ def test_old_timelines_read_1_point_0_as_step_one(sd15):
 
 def test_old_timelines_in_the_hires_pass_follow_the_first_pass(sd15):
     """1.6+: in the hires pass a decimal counts from 1.0, so `[red:blue:0.5]` is `blue` throughout
-    it; before 1.6 the pass read the first pass's timeline again (red for the first half)."""
+    it; the old rule reads the first pass's timeline again (its two steps: red)."""
     hires = {"hires_scale": 1.5, "hires_steps": 4, "hires_strength": 0.6, "hires_upscaler": "Latent"}
     new = picture(sd15, "[red:blue:0.5]", **hires)
     old = picture(sd15, "[red:blue:0.5]", old_prompt_editing=True, **hires)
@@ -41,12 +41,15 @@ def test_the_infotext_records_old_timelines_and_old_webui_images_turn_them_on(ti
     from lorastudio.generate.infotext import parse_infotext
     from lorastudio.service.generation import run_generation
 
-    base = {"model": "tiny-sd15", "prompt": "[red:blue:0.5]", "steps": 2, "width": 64, "height": 64}
-    text = run_generation(tiny_workspace, GenerateConfig(**base, old_prompt_editing=True)).images[0].infotext
+    base = {"model": "tiny-sd15", "steps": 2, "width": 64, "height": 64}
+    text = run_generation(tiny_workspace, GenerateConfig(**base, prompt="[red:blue:1.0]", old_prompt_editing=True)).images[0].infotext
     assert "Old prompt editing timelines: True" in text
     assert config_fields_from_infotext(parse_infotext(text))["old_prompt_editing"] is True
-    plain = run_generation(tiny_workspace, GenerateConfig(**base)).images[0].infotext
+    plain = run_generation(tiny_workspace, GenerateConfig(**base, prompt="[red:blue:1.0]")).images[0].infotext
     assert "Old prompt editing" not in plain
+    # As A1111: written only where the old rule gave a prompt another schedule (0.5 of 2 steps is step 1 both ways).
+    same = run_generation(tiny_workspace, GenerateConfig(**base, prompt="[red:blue:0.5]", old_prompt_editing=True))
+    assert "Old prompt editing" not in same.images[0].infotext
     made_by_150 = "a [cat:dog:0.5]\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Version: v1.5.0"
     assert config_fields_from_infotext(parse_infotext(made_by_150))["old_prompt_editing"] is True
     no_editing = made_by_150.replace("[cat:dog:0.5]", "cat")

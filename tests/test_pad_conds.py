@@ -159,22 +159,32 @@ def test_two_calls_give_the_cfg_of_each_calls_own_prediction(sdxl):
 
 @pytest.mark.parametrize("prompt, negative", [(LONG, SHORT), (SHORT, LONG)])
 def test_pad_conds_v0_fits_the_negative_prompt_to_the_prompts_length(sd15, monkeypatch, prompt, negative):
-    """A1111 before 1.6: a shorter negative prompt repeats its last token vector, a longer one is
-    cut; the prompt keeps its length; one call (and v0 wins over pad_conds, as A1111 tries it first)."""
-    from lorastudio.generate.conditioning import PromptEncoder, fit_to_length
+    """A1111 before 1.6: a shorter negative prompt repeats its last token vector (not an empty
+    chunk, as pad_conds pads), a longer one is cut; the prompt is untouched; one call. v0 wins over
+    pad_conds, as A1111 tries it first."""
+    from lorastudio.generate.conditioning import PromptEncoder
 
-    calls, _, _ = _context_lengths(sd15, monkeypatch, prompt=prompt, negative_prompt=negative, pad_conds_v0=True)
-    length = 154 if prompt == LONG else 77
-    assert calls == [[length, length]] * 2
-    both, _, _ = _context_lengths(sd15, monkeypatch, prompt=prompt, negative_prompt=negative, pad_conds_v0=True, pad_conds=True)
-    assert both == calls
-    embeds = PromptEncoder(sd15, 1).encode(negative).embeds
-    fitted = fit_to_length(embeds, length)
-    assert fitted.shape[1] == length
-    if embeds.shape[1] < length:
-        assert torch.equal(fitted[:, :77], embeds) and torch.equal(fitted[:, 77:], embeds[:, -1:].expand(-1, 77, -1))
-    else:
-        assert torch.equal(fitted, embeds[:, :length])
+    contexts: list[torch.Tensor] = []
+    real_forward = sd15.unet.forward
+
+    def recording(sample, t, encoder_hidden_states=None, **kwargs):
+        contexts.append(encoder_hidden_states.detach().clone())
+        return real_forward(sample, t, encoder_hidden_states=encoder_hidden_states, **kwargs)
+
+    monkeypatch.setattr(sd15.unet, "forward", recording)
+    run(sd15, steps=1, width=64, height=64, prompt=prompt, negative_prompt=negative, pad_conds_v0=True, pad_conds=True)
+    monkeypatch.undo()
+    assert len(contexts) == 1  # one call
+    uncond, cond = contexts[0].chunk(2)
+    encoder = PromptEncoder(sd15, 1)
+    negative_embeds, prompt_embeds = encoder.encode(negative).embeds, encoder.encode(prompt).embeds
+    torch.testing.assert_close(cond, prompt_embeds.to(cond.dtype))
+    if negative == SHORT:  # 77 tokens -> 154: the last vector 77 more times
+        torch.testing.assert_close(uncond[:, :77], negative_embeds.to(cond.dtype))
+        torch.testing.assert_close(uncond[:, 77:], negative_embeds[:, -1:].expand(-1, 77, -1).to(cond.dtype))
+        assert float((uncond[:, 77:] - encoder.empty_chunk().to(cond.dtype)).abs().max()) > 1e-3  # not pad_conds' filler
+    else:  # 154 tokens -> 77: cut
+        torch.testing.assert_close(uncond, negative_embeds[:, :77].to(cond.dtype))
 
 
 def test_pad_conds_v0_is_written_when_it_fitted_and_read_from_old_webui_images(tiny_workspace):

@@ -408,7 +408,7 @@ def png_info(req: PngInfoRequest) -> dict[str, Any]:
     """The generation parameters stored in an image (EXIF, PNG chunk or GIF comment), raw and parsed."""
     from lorastudio.service.png_info import png_info as read_png_info
 
-    image, _ = decode_image(req.image, "image")  # size limits before anything is read
+    image, _ = decode_image(req.image, "image", as_shown=False)  # size limits before anything is read
     return read_png_info(image)
 
 

@@ -55,6 +55,7 @@ class InfotextFacts:
     ti_hashes: list[tuple[str, str]] = dc_field(default_factory=list)
     padded_conds: bool = False  # `pad_conds` padded a prompt and its negative to one length
     padded_conds_v0: bool = False  # `pad_conds_v0` cut or extended the negative prompt to the prompt's length
+    old_timelines: bool = False  # `old_prompt_editing` gave a prompt another schedule than 1.6+ would
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "old_prompt_editing",
         "Old prompt editing timelines",
         None,
-        lambda c, f: True if c.old_prompt_editing else None,
+        lambda c, f: True if f.old_timelines else None,  # as A1111: where the old rule changed a schedule
         _read_flag("Old prompt editing timelines", "old_prompt_editing"),
     ),
     _F(None, "Version", None, _version),

@@ -28,13 +28,20 @@ def snap_size(value: float) -> int:
     return max(MIN_SIZE, min(MAX_SIZE, int(value) // 8 * 8))
 
 
-def request_size(width: int | None, height: int | None, native: int, picture: tuple[int, int] | None) -> tuple[int, int]:
-    """The size a request samples at. Both blank with an init picture: the picture's own size
-    (snapped), as A1111's "auto detect size" and ComfyUI's VAE Encode do, so a photo is not squashed
-    into the model's square; else what it says, and the model's native size for a blank side."""
-    if width is None and height is None and picture is not None:
-        return snap_size(picture[0]), snap_size(picture[1])
-    return width or native, height or native
+def request_size(cfg: GenerateConfig, native: int, picture: tuple[int, int] | None) -> tuple[int, int]:
+    """The size a request samples at (`picture`: its init picture's size as shown).
+
+    Both sides blank with an init picture: the picture's own size, as A1111's "auto detect size"
+    and ComfyUI's VAE Encode do, so a photo is not squashed into the model's square; scaled down as
+    a whole where a side is over 4096 px, then snapped to 8. Not for "only masked" inpainting: the
+    masked region is cut out and sampled at the model's size, its point. Else what the request
+    says, and the model's native size for a blank side.
+    """
+    if cfg.width is None and cfg.height is None and picture is not None and cfg.samples_at_picture_size:
+        scale = min(1.0, MAX_SIZE / max(picture))
+        return snap_size(picture[0] * scale), snap_size(picture[1] * scale)
+    return cfg.width or native, cfg.height or native
+
 
 SamplingSteps = Annotated[
     int, Field(ge=1, description="Sampling steps (denoising iterations); A1111 'Steps'.")
@@ -150,6 +157,16 @@ class GenerateConfig(StrictModel):
     )
     vae: str | None = Field(None, description="A separate VAE file or folder overriding the model's VAE.")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: CUDA if present).")
+
+    @property
+    def samples_at_picture_size(self) -> bool:
+        """No size given and an init picture that is sampled whole (`request_size`)."""
+        return (
+            self.width is None
+            and self.height is None
+            and self.init_image is not None
+            and not (self.mask is not None and self.inpaint_only_masked)
+        )
 
     @field_validator("width", "height")
     @classmethod

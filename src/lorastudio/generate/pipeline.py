@@ -67,6 +67,7 @@ class SamplingPlan:
     hires_upscaler: Any = None  # the model upscaler a hires fix names, loaded by the service
     padded_conds: bool = False  # set by the loop when `pad_conds` padded a prompt (infotext "Pad conds")
     padded_conds_v0: bool = False  # the same for `pad_conds_v0` ("Pad conds v0")
+    old_timelines: bool = False  # `old_prompt_editing` changed a schedule ("Old prompt editing timelines")
 
 
 def resolve_seed(seed: int) -> int:
@@ -107,6 +108,7 @@ class _Sampler:
         self.subseeds: list[int] = []  # the current batch's variation seeds
         self.control = getattr(plan, "extra", {}).get("control")  # a generate.control.ControlStack or None
         self.guided = GuidedUnet(model, cfg, encoder, self.control)
+        self.old_timelines_differed = False  # infotext "Old prompt editing timelines"
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
@@ -117,11 +119,12 @@ class _Sampler:
         """
         from lorastudio.generate.prompt_parser import get_learned_conditioning_prompt_schedules
 
-        old = self.cfg.old_prompt_editing  # A1111's pre-1.6 timelines
-        if first_pass_steps is None:
-            schedule = get_learned_conditioning_prompt_schedules([text], steps, None, old)[0]
-        else:
-            schedule = get_learned_conditioning_prompt_schedules([text], first_pass_steps, steps, old)[0]
+        base, hires = (steps, None) if first_pass_steps is None else (first_pass_steps, steps)
+        schedule = get_learned_conditioning_prompt_schedules([text], base, hires)[0]
+        if self.cfg.old_prompt_editing:  # A1111's pre-1.6 timelines; the infotext says so where they differ
+            old = get_learned_conditioning_prompt_schedules([text], base, hires, use_old_scheduling=True)[0]
+            self.old_timelines_differed |= old != schedule
+            schedule = old
         return [(int(end), self.encoder.encode(t)) for end, t in schedule]
 
     def _composable_schedule(
@@ -144,10 +147,12 @@ class _Sampler:
 
     @staticmethod
     def _at_step(schedule, step: int):
+        """The conditioning for `step`; past the schedule's end the first one, as A1111 (only a hires
+        pass longer than the first pass under the old timelines reaches there)."""
         for end, cond in schedule:
             if step <= end:
                 return cond
-        return schedule[-1][1]
+        return schedule[0][1]
 
     # -- latents --------------------------------------------------------------------------
     def _noise(self, seeds: list[int], shape: tuple[int, ...]):
@@ -327,7 +332,7 @@ class _Sampler:
 
 
 def _check_size(cfg: GenerateConfig, model, init: Image.Image | None) -> tuple[int, int]:
-    width, height = request_size(cfg.width, cfg.height, model.native_size, init.size if init else None)
+    width, height = request_size(cfg, model.native_size, init.size if init else None)
     factor = model.vae_scale_factor
     if width % factor or height % factor:
         raise LorastudioError(
@@ -523,4 +528,5 @@ def generate_images(
                 results.append(GeneratedImage(image, seed, batch_index * cfg.batch_size + offset))
     plan.padded_conds = sampler.guided.padded
     plan.padded_conds_v0 = sampler.guided.padded_v0
+    plan.old_timelines = sampler.old_timelines_differed
     return results

@@ -112,6 +112,7 @@ def _infotext_params(
         ti_hashes=ti_hashes,
         padded_conds=plan.padded_conds,
         padded_conds_v0=plan.padded_conds_v0,
+        old_timelines=plan.old_timelines,
     )
     return infotext_params(cfg, facts)
 

@@ -72,9 +72,10 @@ def check_generate_limits(
     _limit(cfg.steps, limits.max_steps, "steps", "--max-steps")
     _limit(cfg.hires_steps, limits.max_steps, "hires steps", "--max-steps")
     _limit(cfg.total_images, limits.max_images_per_request, "images (batch x count)", "--max-images")
-    width, height = request_size(cfg.width, cfg.height, NATIVE_SIZE, init_size if cfg.init_image else None)
-    _limit(width * height, limits.max_image_pixels, f"size {width}x{height}", "--max-pixels", " pixels")
-    if cfg.hires_scale > 1:
+    width, height = request_size(cfg, NATIVE_SIZE, init_size)
+    what = f"size {width}x{height}" + (" (the init image's own; send width and height)" if cfg.samples_at_picture_size else "")
+    _limit(width * height, limits.max_image_pixels, what, "--max-pixels", " pixels")
+    if cfg.hires_scale > 1 and not cfg.init_image:  # img2img has no hires pass
         out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)
         _limit(out, limits.max_output_pixels, "hires output", "--max-output-pixels", " pixels")
 

@@ -180,7 +180,7 @@ class Studio:
 
     def _init_picture_size(self, cfg: GenerateConfig) -> tuple[int, int] | None:
         """The uploaded init picture's size where the request gives none (it is then sampled at it)."""
-        if not cfg.init_image or cfg.width is not None or cfg.height is not None:
+        if not cfg.samples_at_picture_size:
             return None
         from lorastudio.generate.images import picture_size
 

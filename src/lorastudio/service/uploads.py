@@ -67,11 +67,13 @@ def _invalid(exc: Exception) -> LorastudioError:
     return InvalidRequest(str(exc))
 
 
-def decode_image(data: str, what: str = "image"):
+def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
     """A base64 image, with or without a `data:image/...;base64,` prefix -> (PIL image, format).
 
     Only real images of the usual formats pass, within the decoding limits of
-    `generate.images.open_request_image` (pixels, PNG text chunks).
+    `generate.images.open_request_image` (pixels, PNG text chunks). `as_shown`: a photo's EXIF
+    rotation is applied (as A1111 1.7+ reads every request image, and as image files are read
+    here), so an init image, its mask and ControlNet images line up; off to read metadata as sent.
     """
     from lorastudio.generate.images import RequestImageError, open_request_image
 
@@ -87,9 +89,14 @@ def decode_image(data: str, what: str = "image"):
     if not raw:
         raise LorastudioError(f"{what}: empty; send a PNG or JPEG as base64.")
     try:
-        return open_request_image(raw, what, MAX_IMAGE_PIXELS)
+        image, fmt = open_request_image(raw, what, MAX_IMAGE_PIXELS)
     except RequestImageError as exc:
         raise _invalid(exc) from None
+    if as_shown:
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
+    return image, fmt
 
 
 def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFFIXES) -> None:
@@ -202,13 +209,11 @@ def store_image(
 
     `alpha_mask`: a mask painted as transparency (A1111 clients do) is read from its alpha
     channel; `invert` swaps what is kept and what is repainted (A1111's inpainting_mask_invert).
-    A photo's EXIF rotation is applied: the stored PNG keeps no orientation tag, so it is stored
-    as it is shown (as an image read from a file is).
+    A photo is stored as it is shown (`decode_image`): the PNG keeps no EXIF orientation.
     """
     from PIL import ImageOps
 
     image, _ = decode_image(data, what)
-    image = ImageOps.exif_transpose(image)
     if mask:
         if alpha_mask and image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
             image = image.getchannel("A")
