@@ -192,13 +192,16 @@ def test_img2img_with_no_size_samples_at_the_pictures_own_size_as_shown(tiny_wor
     assert Image.open(given["images"][0]).size == (64, 64)  # a size given: the picture is resized to it
 
 
-def test_a_picture_larger_than_4096_is_scaled_as_a_whole_and_only_masked_keeps_the_model_size():
+def test_request_size_follows_the_picture_where_the_request_leaves_it_a_side():
     from lorastudio.generate.config import GenerateConfig, request_size
 
     photo = GenerateConfig(init_image="p.jpg")
     assert request_size(photo, 512, (6000, 4000)) == (4096, 2728)  # one factor for both sides, then 8s
     assert request_size(photo, 512, (100, 30)) == (96, 64)  # at least 64 a side
-    assert request_size(photo.model_copy(update={"width": 256}), 512, (100, 30)) == (256, 512)
+    assert request_size(photo.model_copy(update={"width": 256}), 512, (300, 200)) == (256, 168)  # the aspect ratio
+    assert request_size(photo.model_copy(update={"height": 256}), 512, (300, 200)) == (384, 256)
+    sized = photo.model_copy(update={"width": 256, "height": 128})
+    assert request_size(sized, 512, (300, 200)) == (256, 128)  # both given: the picture is resized to them
     only_masked = photo.model_copy(update={"mask": "m.png", "inpaint_only_masked": True})
     assert request_size(only_masked, 512, (6000, 4000)) == (512, 512)
     assert request_size(GenerateConfig(), 512, None) == (512, 512)

@@ -31,16 +31,22 @@ def snap_size(value: float) -> int:
 def request_size(cfg: GenerateConfig, native: int, picture: tuple[int, int] | None) -> tuple[int, int]:
     """The size a request samples at (`picture`: its init picture's size as shown).
 
-    Both sides blank with an init picture: the picture's own size, as A1111's "auto detect size"
-    and ComfyUI's VAE Encode do, so a photo is not squashed into the model's square; scaled down as
-    a whole where a side is over 4096 px, then snapped to 8. Not for "only masked" inpainting: the
-    masked region is cut out and sampled at the model's size, its point. Else what the request
-    says, and the model's native size for a blank side.
+    An init picture sampled whole (`follows_picture`) fills what the request leaves blank: both
+    sides, its own size, as A1111's "auto detect size" and ComfyUI's VAE Encode do, so a photo is
+    not squashed into the model's square (scaled down as a whole where a side is over 4096 px);
+    one side, the other from the picture's aspect ratio. Snapped to 8. Otherwise what the request
+    says, and the model's native size for a blank side ("only masked" inpainting cuts out its
+    region and samples it at the model's size, its point).
     """
-    if cfg.width is None and cfg.height is None and picture is not None and cfg.samples_at_picture_size:
-        scale = min(1.0, MAX_SIZE / max(picture))
-        return snap_size(picture[0] * scale), snap_size(picture[1] * scale)
-    return cfg.width or native, cfg.height or native
+    if picture is None or not cfg.follows_picture:
+        return cfg.width or native, cfg.height or native
+    width, height = picture
+    if cfg.width is not None:
+        return cfg.width, snap_size(cfg.width * height / width)
+    if cfg.height is not None:
+        return snap_size(cfg.height * width / height), cfg.height
+    scale = min(1.0, MAX_SIZE / max(picture))
+    return snap_size(width * scale), snap_size(height * scale)
 
 
 SamplingSteps = Annotated[
@@ -112,13 +118,13 @@ class GenerateConfig(StrictModel):
     )
     width: int | None = Field(
         None,
-        description="Width in pixels (multiple of 8); default: the init image's own size (both blank), "
-        "else the model's native size.",
+        description="Width in pixels (multiple of 8); default: from the init image (its size, or its aspect "
+        "ratio with the height), else the model's native size.",
     )
     height: int | None = Field(
         None,
-        description="Height in pixels (multiple of 8); default: the init image's own size (both blank), "
-        "else the model's native size.",
+        description="Height in pixels (multiple of 8); default: from the init image (its size, or its aspect "
+        "ratio with the width), else the model's native size.",
     )
     batch_size: int = Field(1, ge=1, le=64, description="Images per batch.")
     count: int = Field(1, ge=1, le=1000, description="Number of batches (A1111 n_iter).")
@@ -159,11 +165,10 @@ class GenerateConfig(StrictModel):
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: CUDA if present).")
 
     @property
-    def samples_at_picture_size(self) -> bool:
-        """No size given and an init picture that is sampled whole (`request_size`)."""
+    def follows_picture(self) -> bool:
+        """A side left blank and an init picture sampled whole: the size comes from it (`request_size`)."""
         return (
-            self.width is None
-            and self.height is None
+            (self.width is None or self.height is None)
             and self.init_image is not None
             and not (self.mask is not None and self.inpaint_only_masked)
         )

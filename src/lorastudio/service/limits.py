@@ -73,7 +73,7 @@ def check_generate_limits(
     _limit(cfg.hires_steps, limits.max_steps, "hires steps", "--max-steps")
     _limit(cfg.total_images, limits.max_images_per_request, "images (batch x count)", "--max-images")
     width, height = request_size(cfg, NATIVE_SIZE, init_size)
-    what = f"size {width}x{height}" + (" (the init image's own; send width and height)" if cfg.samples_at_picture_size else "")
+    what = f"size {width}x{height}" + (" (from the init image; send width and height)" if cfg.follows_picture else "")
     _limit(width * height, limits.max_image_pixels, what, "--max-pixels", " pixels")
     if cfg.hires_scale > 1 and not cfg.init_image:  # img2img has no hires pass
         out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)

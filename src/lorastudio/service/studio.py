@@ -179,8 +179,8 @@ class Studio:
         check_generate_limits(self.settings, cfg, self._init_picture_size(cfg))
 
     def _init_picture_size(self, cfg: GenerateConfig) -> tuple[int, int] | None:
-        """The uploaded init picture's size where the request gives none (it is then sampled at it)."""
-        if not cfg.samples_at_picture_size:
+        """The uploaded init picture's size where the request leaves a side to it (`request_size`)."""
+        if not cfg.follows_picture:
             return None
         from lorastudio.generate.images import picture_size
 
