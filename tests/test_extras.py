@@ -97,9 +97,22 @@ def test_second_upscaler_blends_at_its_visibility_and_crop_fills_the_target(with
     )  # fmt: skip
     assert np.abs(np.asarray(blended, dtype=float) - (0.75 * first + 0.25 * second)).max() <= 1
     cropped = upscale_image(image, settings, size=(40, 40), crop=True, upscaler="Lanczos")
-    assert cropped.size == (40, 40)  # filled to 60x40 keeping the aspect, then centre-cropped
-    filled = image.resize((60, 40), Image.Resampling.LANCZOS).crop((10, 0, 50, 40))
+    assert cropped.size == (40, 40)  # filled keeping the aspect: 60x40, to 8s 56x40, then centred and cut
+    filled = image.resize((56, 40), Image.Resampling.LANCZOS).crop((8, 0, 48, 40))
     assert list(cropped.getdata()) == list(filled.getdata())
+
+
+def test_extras_sizes_are_a1111s_multiples_of_8_and_resize_to_keeps_the_aspect_without_crop():
+    import numpy as np
+
+    settings = StudioSettings()
+    assert upscale_image(Image.new("RGB", (333, 200)), settings, scale=1.5).size == (496, 296)  # 499.5x300 down to 8s
+    wide = Image.new("RGB", (60, 30), "white")
+    assert upscale_image(wide, settings, size=(100, 100), crop=False).size == (200, 96)  # not stretched to 100x100
+    framed = np.asarray(upscale_image(wide, settings, size=(100, 100), crop=True))
+    assert framed.shape == (100, 100, 3)
+    # 200x96 centred on 100x100: the 96 rows leave a black band of 2 at the top and bottom, as A1111's paste does
+    assert framed[:2].max() == 0 and framed[-2:].max() == 0 and framed[2:98].min() > 200
 
 
 def test_extra_single_and_batch_images_with_model_upscalers(client, studio):

@@ -29,12 +29,18 @@ UPSCALERS: dict[str, str] = {"None": "LANCZOS", "Lanczos": "LANCZOS", "Nearest":
 _KINDS = ("resample", "model")
 
 
-def _target_size(image: PILImage.Image, scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
+def _upscaled_size(image: PILImage.Image, scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    """A1111's Extras size: the picture times `scale` (with a target `size`, times the larger ratio,
+    which fills it), each side rounded down to a multiple of 8, as A1111's upscalers all end."""
     if size is not None:
-        return int(size[0]), int(size[1])
-    if scale is None or not scale > 0:
+        if min(size) < 1:
+            raise InvalidRequest(f"upscaling_resize_w/h: target size {size[0]}x{size[1]} is out of range.")
+        factor = max(size[0] / image.width, size[1] / image.height)
+    elif scale is None or not scale > 0:
         raise InvalidRequest(f"upscaling_resize: {scale} is out of range; use a factor above 0.")
-    return round(image.width * scale), round(image.height * scale)
+    else:
+        factor = scale
+    return int(image.width * factor // 8 * 8), int(image.height * factor // 8 * 8)
 
 
 def extras_upscaler_names(ws: Workspace | None) -> list[str]:
@@ -46,15 +52,14 @@ def extras_upscaler_names(ws: Workspace | None) -> list[str]:
     return upscaler_names(ws, _KINDS)
 
 
-def _filled_size(image: PILImage.Image, size: tuple[int, int], crop: bool) -> tuple[int, int]:
-    """A1111's "resize to": scaled by the larger ratio (then cropped to `size` when `crop`)."""
-    ratio = max(size[0] / image.width, size[1] / image.height)
-    return max(round(image.width * ratio), size[0] if crop else 1), max(round(image.height * ratio), size[1] if crop else 1)
+def _centred_on(image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
+    """A1111's `upscaling_crop`: the picture centred on a canvas of `size`, cut where it is larger
+    (a side that came out short of an odd target after rounding to 8 leaves a black band, as there)."""
+    from PIL import Image
 
-
-def _center_crop(image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
-    left, top = (image.width - size[0]) // 2, (image.height - size[1]) // 2
-    return image.crop((left, top, left + size[0], top + size[1]))
+    canvas = Image.new("RGB", size)
+    canvas.paste(image, (size[0] // 2 - image.width // 2, size[1] // 2 - image.height // 2))
+    return canvas
 
 
 def _one_upscaler(
@@ -108,18 +113,20 @@ def upscale_image(
     progress: Callable[[int, int], None] | None = None,
     allow_paths: bool = False,
 ) -> PILImage.Image:
-    """`image` resized by `scale` (or to `size`) with `upscaler`, within `--max-output-pixels`.
+    """`image` resized by `scale` (or to fill `size`) with `upscaler`, within `--max-output-pixels`.
 
-    Model upscalers need the `workspace` (their files); `crop` fills `size` keeping the aspect and
-    centre-crops (A1111's `upscaling_crop`); `upscaler_2` is blended in at its visibility.
+    Sizes as A1111's Extras (`_upscaled_size`): multiples of 8; with `size`, scaled by the ratio
+    that fills it, keeping the aspect, then centred and cut to `size` when `crop` (A1111's
+    `upscaling_crop`). Model upscalers need the `workspace` (their files); `upscaler_2` is blended
+    in at its visibility.
     """
     from PIL import Image
 
-    width, height = _target_size(image, scale, size)
-    if min(width, height) < 1:
-        raise InvalidRequest(f"upscaling_resize: target size {width}x{height} is out of range.")
-    fill = _filled_size(image, (width, height), crop) if size is not None and crop else (width, height)
-    check_output_pixels(limits, fill[0], fill[1], f"upscaled size {fill[0]}x{fill[1]}")
+    fill = _upscaled_size(image, scale, size)
+    if min(fill) < 1:
+        raise InvalidRequest(f"upscaling_resize: the picture would be {fill[0]}x{fill[1]}; upscale more.")
+    final = size if size is not None and crop else fill
+    check_output_pixels(limits, final[0], final[1], f"upscaled size {final[0]}x{final[1]}")
     if not 0 <= upscaler_2_visibility <= 1:
         raise InvalidRequest(f"extras_upscaler_2_visibility: {upscaler_2_visibility} is out of range; use 0 to 1.")
     device = getattr(limits, "device", None)  # a server's StudioSettings carries its --device
@@ -128,7 +135,7 @@ def upscale_image(
     if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
         second, _ = _one_upscaler(image, fill, upscaler_2, *run)
         out = Image.blend(out, second, upscaler_2_visibility)
-    return _center_crop(out, (width, height)) if out.size != (width, height) else out
+    return _centred_on(out, final) if out.size != final else out
 
 
 def upscaler_title(ws: Workspace, name: str | None, allow_paths: bool = False) -> str:
@@ -157,17 +164,12 @@ def upscale_files(
     The upscaler may be a path to a model file (the CLI's local files); `progress_for(source)`
     gives each picture's tile callback.
     """
-    from PIL import Image, UnidentifiedImageError
+    from lorastudio.generate.images import open_image_file
 
     title = upscaler_title(ws, upscaler, allow_paths=True)
     saved = []
     for source in sources:
-        try:
-            with Image.open(source) as image:
-                image.load()
-                picture = image.convert("RGB")
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-            raise LorastudioError(f"{source}: not a readable image ({type(exc).__name__}); use a PNG or JPEG.") from None
+        picture = open_image_file(str(source), "image")  # EXIF rotation applied, as A1111 reads it
         progress = progress_for(source) if progress_for else None
         out = upscale_image(
             picture, limits, scale=scale, upscaler=upscaler, workspace=ws,
