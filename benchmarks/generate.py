@@ -3,8 +3,9 @@
     python benchmarks/generate.py [--model tiny-sd15] [--steps 20] [--repeats 5] [--device cpu]
     python benchmarks/generate.py --shape sd15-full --sizes 64,256 --steps 4 --repeats 3
 
-Prints seconds per image for both, the ratio (lorastudio / diffusers; < 1 is faster) and the
-process's peak memory. `--shape sd15-full` builds the full-size SD1.5 model in memory with
+Prints seconds per image for both, the ratio (lorastudio / diffusers; < 1 is faster), the
+process's peak memory, and each path's time outside the model's networks (the loop's own cost,
+which the whole-image ratio cannot resolve to 2 % on a shared CPU). `--shape sd15-full` builds the full-size SD1.5 model in memory with
 random weights from the shipped configs (no download, nothing written but the configs): its
 UNet dominates, so the ratio shows what lorastudio's loop adds around it. The tiny models
 measure mostly Python overhead.
@@ -27,17 +28,51 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 SHAPES = {"sd15-full": "sd15", "sdxl-full": "sdxl"}
 
 
-def _time_interleaved(fns, repeats: int) -> list[float]:
-    """Median seconds per call, alternating the functions so machine load hits both alike."""
+class ModelCallClock:
+    """Seconds spent inside the model's networks (UNet, VAE, text encoders) while it is on.
+
+    Both paths call the same modules with the same shapes, so what a path spends *outside* them is
+    its own loop's cost: a figure a busy CPU's swings (±5 % per image at 256 px here) do not hide."""
+
+    def __init__(self, modules) -> None:
+        self.seconds = 0.0
+        self._modules = [m for m in modules if m is not None]
+
+    def __enter__(self) -> ModelCallClock:
+        for module in self._modules:
+            forward = module.forward
+
+            def timed(*args, _forward=forward, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _forward(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - start
+
+            module.forward = timed  # an instance attribute: `del` restores the class's forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module in self._modules:
+            del module.forward
+
+
+def _time_interleaved(fns, repeats: int, clock: ModelCallClock | None = None) -> list[tuple[float, float]]:
+    """(median seconds per call, median seconds outside the model's networks) per function,
+    alternating the functions so machine load hits both alike."""
     for fn in fns:
         fn()  # warm-up: kernels, caches, lazy imports
-    samples = [[] for _ in fns]
+    samples: list[list[float]] = [[] for _ in fns]
+    outside: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            inside = clock.seconds if clock else 0.0
             start = time.perf_counter()
             fn()
-            samples[i].append(time.perf_counter() - start)
-    return [statistics.median(s) for s in samples]
+            total = time.perf_counter() - start
+            samples[i].append(total)
+            outside[i].append(total - ((clock.seconds - inside) if clock else 0.0))
+    return [(statistics.median(s), statistics.median(o)) for s, o in zip(samples, outside, strict=True)]
 
 
 def random_loaded_model(family_name: str, work: Path, device: str | None = None):
@@ -101,8 +136,9 @@ def plain_pipeline(model):
     return pipe
 
 
-def compare_at_size(model, pipe, size: int, steps: int, repeats: int) -> tuple[float, float]:
-    """(lorastudio, diffusers) seconds per image at `size` px, DPM++ 2M, CFG 7, one image."""
+def compare_at_size(model, pipe, size: int, steps: int, repeats: int) -> tuple[tuple[float, float], ...]:
+    """(lorastudio, diffusers) (seconds per image, seconds outside the networks) at `size` px,
+    DPM++ 2M, CFG 7, one image."""
     import torch
 
     from lorastudio.generate.conditioning import PromptEncoder
@@ -135,7 +171,9 @@ def compare_at_size(model, pipe, size: int, steps: int, repeats: int) -> tuple[f
             generator=torch.Generator("cpu").manual_seed(1),
         )
 
-    return tuple(_time_interleaved([ours, baseline], repeats))
+    networks = [model.unet, model.vae.decoder, model.vae.encoder, *model.text_encoders]
+    with ModelCallClock(networks) as clock:
+        return tuple(_time_interleaved([ours, baseline], repeats, clock))
 
 
 def peak_memory_mb() -> float:
@@ -173,11 +211,16 @@ def main() -> None:
         f"repeats={args.repeats} torch threads={torch.get_num_threads()}"
     )
     for size in sizes:
-        t_ours, t_base = compare_at_size(model, pipe, size, args.steps, args.repeats)
+        (t_ours, own_ours), (t_base, own_base) = compare_at_size(model, pipe, size, args.steps, args.repeats)
         print(
             f"size={size}: diffusers {t_base:8.4f} s/image  lorastudio {t_ours:8.4f} s/image  "
             f"ratio (lorastudio / diffusers) = {t_ours / t_base:.3f}  peak {peak_memory_mb():.0f} MB"
         )
+        if str(model.device) == "cpu":  # on a GPU the host returns before the kernels ran: no such split
+            print(
+                f"  outside the networks (UNet, VAE, text encoders): diffusers {own_base * 1000:.1f} ms/image, "
+                f"lorastudio {own_ours * 1000:.1f} ms/image = {own_ours / t_base:.2%} of diffusers' image"
+            )
 
 
 if __name__ == "__main__":
