@@ -146,6 +146,27 @@ def test_4_a_missing_recipe_vae_is_replaced_by_the_one_the_user_passes(tmp_path,
     assert (cfg.vae, cfg.seed, cfg.prompt) == ("myvae", 1, "a cat")
 
 
+def test_a_missing_recipe_model_is_replaced_by_the_one_the_user_passes(tmp_path, workspace, monkeypatch):
+    """The refusal says "pass --model": passing it works, for an image whose model this workspace lacks
+    and for one that names none (A1111 texts without `Model:`); the Generate form keeps its model."""
+    from lorastudio.service.generation import config_from_recipe, missing_model_of
+
+    elsewhere = _png_with(tmp_path, "a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model hash: 0123abcd, Model: my-mix", "a.png")
+    with pytest.raises(NotFoundError, match="my-mix.*--model NAME"):
+        config_from_recipe(elsewhere, workspace)
+    cfg = _captured_config(monkeypatch, ["--recipe", str(elsewhere), "--model", "tiny-sd15"])
+    assert (cfg.model, cfg.seed, cfg.prompt) == ("tiny-sd15", 3, "a cat")
+    assert missing_model_of(elsewhere, workspace) == "my-mix"
+    unnamed = _png_with(tmp_path, "a dog\nSteps: 5, Sampler: Euler, Seed: 4", "b.png")
+    with pytest.raises(NotFoundError, match="does not say which model"):
+        config_from_recipe(unnamed, workspace)
+    assert config_from_recipe(unnamed, workspace, model="tiny-sd15").model == "tiny-sd15"
+    assert missing_model_of(unnamed, workspace) is None  # nothing named: nothing to warn about
+    here = _png_with(tmp_path, "a cow\nSteps: 5, Sampler: Euler, Seed: 5, Model: tiny-sd15", "c.png")
+    assert config_from_recipe(here, workspace, model="other").model == "tiny-sd15"  # the image's own wins
+    assert missing_model_of(here, workspace) is None
+
+
 def test_5_and_6_inpaint_fields_and_img2img_strength_are_read_back(tmp_path, workspace):
     cfg = _recipe(
         tmp_path, workspace, "Sampler: Euler, Seed: 1, Size: 64x64, Denoising strength: 0.35, "

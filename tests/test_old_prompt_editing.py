@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lorastudio.generate.config import GenerateConfig
 from test_generate_core import run
@@ -54,3 +55,18 @@ def test_the_infotext_records_old_timelines_and_old_webui_images_turn_them_on(ti
     assert config_fields_from_infotext(parse_infotext(made_by_150))["old_prompt_editing"] is True
     no_editing = made_by_150.replace("[cat:dog:0.5]", "cat")
     assert "old_prompt_editing" not in config_fields_from_infotext(parse_infotext(no_editing))
+
+
+
+def test_regenerating_an_old_webuis_image_uses_its_old_behaviours(tiny_workspace, tmp_path):
+    """`--recipe` of a 1.5.1 DDIM image with prompt editing: both flags on, as A1111 reads it."""
+    from lorastudio.generate.image_metadata import save_png
+    from lorastudio.service.generation import config_from_recipe
+
+    text = "a [cat:dog:1.0]\nSteps: 3, Sampler: DDIM, CFG scale: 7, Seed: 5, Size: 64x64, Version: v1.5.1"
+    old = save_png(Image.new("RGB", (64, 64)), tmp_path / "old.png", text)
+    cfg = config_from_recipe(old, tiny_workspace, model="tiny-sd15")
+    assert (cfg.pad_conds_v0, cfg.old_prompt_editing, cfg.seed) == (True, True, 5)
+    newer = save_png(Image.new("RGB", (64, 64)), tmp_path / "new.png", text.replace("v1.5.1", "v1.9.4"))
+    cfg = config_from_recipe(newer, tiny_workspace, model="tiny-sd15")
+    assert (cfg.pad_conds_v0, cfg.old_prompt_editing) == (False, False)

@@ -141,6 +141,31 @@ def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_options_bac
     assert page.locator("#field-seed_resize_from_w input").input_value() == "96"
 
 
+def test_png_info_of_an_old_webuis_image_turns_on_its_old_behaviours(served, page, tmp_path):
+    """A DDIM image with prompt editing from A1111 1.5.1: PNG info -> Generate ticks "Pad conds v0"
+    and "Old prompt editing timelines" (A1111's Version rule), so it regenerates the old way."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        "a [cat:dog:0.5]\nSteps: 3, Sampler: DDIM, CFG scale: 7, Seed: 5, Size: 64x64, Version: v1.5.1",
+    )
+    old = tmp_path / "made by 1.5.1.png"
+    Image.new("RGB", (64, 64)).save(old, pnginfo=info)
+    _tab(page, "PNG info")
+    page.locator("#png-image input[type=file]").set_input_files(str(old))
+    page.wait_for_function(
+        "() => (document.querySelector('#png-parameters textarea') || {}).value?.includes('v1.5.1')"
+    )
+    page.click("#png-send-generate")
+    page.wait_for_function("() => document.querySelector('#field-seed input')?.value === '5'")
+    page.get_by_text("Older A1111 images").first.click()
+    page.wait_for_function("() => document.querySelector('#field-pad_conds_v0 input')?.checked")
+    assert page.locator("#field-old_prompt_editing input").is_checked()
+    assert not page.locator("#field-pad_conds input").is_checked()
+
+
 def test_a_picture_given_with_blank_size_boxes_sets_them_to_its_own_size(served, page, tmp_path):
     """A1111's "auto detect size": a 136x72 photo dropped on img2img with both boxes blank fills them
     (multiples of 8), so it is not drawn into the model's square; typed sizes stay."""

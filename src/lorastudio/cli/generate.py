@@ -76,7 +76,9 @@ def generate_cmd(
         else:
             from lorastudio.config import load_config
 
-            base = config_from_recipe(recipe, ws, vae_given="vae" in overrides).model_dump() if recipe else None
+            base = None
+            if recipe:  # --model picks the model where the image's is not here (or not named)
+                base = config_from_recipe(recipe, ws, "vae" in overrides, overrides.get("model")).model_dump()
             request = load_config(GenerateConfig, None, overrides, base=base)
             result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT)
     finally:

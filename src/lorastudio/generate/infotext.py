@@ -44,6 +44,7 @@ from lorastudio.generate.image_metadata import (  # noqa: F401  (re-exported: wh
 __all__ = [
     "A1111_FIELDS",
     "A1111Field",
+    "add_version_flags",
     "InfotextFacts",
     "KNOWN_KEY_ORDER",
     "config_fields_from_infotext",
@@ -312,7 +313,7 @@ def fill_a1111_defaults(result: dict[str, Any]) -> None:
     _fill(result, DEFAULTS_BEFORE_OLD_HIRES)
     _convert_old_hires_fix(result)
     _fill(result, DEFAULTS_AFTER_OLD_HIRES)
-    _add_version_flags(result)
+    add_version_flags(result)
 
 
 def _fill(result: dict[str, Any], defaults: tuple[InfotextDefault, ...]) -> None:
@@ -365,8 +366,12 @@ def _first_pass_of_512_area(width: int, height: int) -> tuple[int, int]:
     return math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
 
 
-def _add_version_flags(result: dict[str, Any]) -> None:
-    """Set the flags for images an older webui made (see `VERSION_FLAGS`); no or odd version, none."""
+def add_version_flags(result: dict[str, Any]) -> None:
+    """Set the flags for images an older webui made (see `VERSION_FLAGS`); no or odd version, none.
+
+    A1111 sets them whenever it reads an image's parameters (its `auto_backcompat`), so a recipe
+    read for regenerating gets them even where no other default is filled in.
+    """
     version = _webui_version(result.get("Version"))
     if version is None:
         return

@@ -292,16 +292,20 @@ def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora
             ti_hashes.append((name, info["hash"]))
 
 
-def config_from_recipe(path: str | Path, ws: Workspace, vae_given: bool = False) -> GenerateConfig:
+def config_from_recipe(
+    path: str | Path, ws: Workspace, vae_given: bool = False, model: str | None = None
+) -> GenerateConfig:
     """A request that reproduces an image: from our YAML recipe or any A1111-style PNG.
 
     A VAE named by the image must be in this workspace (another VAE makes another image),
-    unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`).
+    unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`). So must its model,
+    unless the caller names the model to use where the image's is missing or not given (`model`:
+    `--model`, the Generate form's current model, as A1111 keeps its checkpoint then).
     """
     from pydantic import ValidationError
 
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
-    from lorastudio.generate.infotext import parse_infotext, read_infotext
+    from lorastudio.generate.infotext import add_version_flags, parse_infotext, read_infotext
     from lorastudio.service.control import units_from_infotext
 
     path = Path(path)
@@ -329,9 +333,10 @@ def config_from_recipe(path: str | Path, ws: Workspace, vae_given: bool = False)
             f"{path}: has no generation parameters; use an image saved by lorastudio or A1111."
         )
     params = parse_infotext(text, fill_defaults=False)
+    add_version_flags(params)  # an older webui's image regenerates with its old behaviours, as in A1111
     request = config_fields_from_infotext(params)
     request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
-    request["model"] = _model_from_infotext(ws, params)
+    request["model"] = _model_from_infotext(ws, params, model)
     if request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
     try:
@@ -361,16 +366,42 @@ def _model_available(ws: Workspace, ref: str) -> bool:
     return bool(ref) and (is_tiny_name(ref) or (ws.models / ref).exists() or Path(ref).exists())
 
 
-def _model_from_infotext(ws: Workspace, params: dict) -> str:
+def _workspace_model(ws: Workspace, params: dict) -> str | None:
+    """This workspace's name for the image's model: by name, else by short hash; None if it lacks it."""
     name = str(params.get("Model", "") or "")
     if _model_available(ws, name):
         return name
     short = str(params.get("Model hash", "") or "")
     match = Library(ws).model_by_hash(short) if short else None
-    if match:
-        return match["name"]
+    return match["name"] if match else None
+
+
+def missing_model_of(path: str | Path, ws: Workspace) -> str | None:
+    """The model an A1111-style image names when this workspace has it neither by name nor by hash."""
+    from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+    text = read_infotext(Path(path)) if Path(path).suffix.lower() not in {".yaml", ".yml"} else None
+    if not text:
+        return None
+    params = parse_infotext(text, fill_defaults=False)
+    named = str(params.get("Model", "") or params.get("Model hash", "") or "")
+    return named if named and _workspace_model(ws, params) is None else None
+
+
+def _model_from_infotext(ws: Workspace, params: dict, fallback: str | None = None) -> str:
+    """The image's model in this workspace; else `fallback`; else one line saying what to do."""
+    found = _workspace_model(ws, params)
+    if found:
+        return found
+    if fallback:
+        return fallback
+    name = str(params.get("Model", "") or "")
+    short = str(params.get("Model hash", "") or "")
+    if not name and not short:
+        raise NotFoundError("the image does not say which model made it; pass --model NAME to pick one.")
     raise NotFoundError(
-        f"model {name or short!r} from the image is not in this workspace; import it with `lorastudio models import`."
+        f"model {name or short!r} from the image is not in this workspace; import it with "
+        "`lorastudio models import`, or pass --model NAME to use another."
     )
 
 

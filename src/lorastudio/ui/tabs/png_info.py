@@ -33,14 +33,15 @@ def build(ctx: UiContext) -> None:
     names = [name for name in generate_fields if name != "init_image"]
     outputs = [generate_fields[name] for name in names]
 
-    def send_to_generate(path: str | None) -> tuple:
-        values = _recipe(ctx, path)
+    def send_to_generate(path: str | None, current_model: str | None) -> tuple:
+        values = _recipe(ctx, path, current_model)
         if isinstance(values, str):  # no recipe: say so, change nothing
             return (*[gr.update() for _ in names], gr.update(), values)
+        note = values.pop("_note", "")
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
-        return (*updates, gr.Tabs(selected="generate"), "")
+        return (*updates, gr.Tabs(selected="generate"), note)
 
-    send.click(send_to_generate, image, [*outputs, ctx.tabs, message])
+    send.click(send_to_generate, [image, generate_fields["model"]], [*outputs, ctx.tabs, message])
 
 
 def _read(ctx: UiContext, path: str | None) -> tuple:
@@ -57,17 +58,22 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
     return info["info"], info["parameters"], ""
 
 
-def _recipe(ctx: UiContext, path: str | None) -> dict[str, Any] | str:
-    """The image's recipe as Generate form values, or the reason there is none."""
-    from lorastudio.service.generation import config_from_recipe
+def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) -> dict[str, Any] | str:
+    """The image's recipe as Generate form values, or the reason there is none. An image whose
+    model is not in this workspace (or that names none) keeps the form's model, as A1111 keeps its
+    checkpoint; `_note` then says so."""
+    from lorastudio.service.generation import config_from_recipe, missing_model_of
 
     if not path:
         return ctx.t("png.no_parameters")
     try:
-        cfg = config_from_recipe(path, ctx.studio.workspace)
+        cfg = config_from_recipe(path, ctx.studio.workspace, model=current_model or ctx.studio.model)
+        missing = missing_model_of(path, ctx.studio.workspace)
     except Exception as exc:
         return error_markup(ctx, exc)
     values = cfg.model_dump()
+    if missing:
+        values["_note"] = ctx.t("png.model_kept", named=missing, model=cfg.model)
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
     return values
