@@ -151,6 +151,7 @@ def test_a_picture_sets_only_blank_size_boxes_to_its_size_in_multiples_of_8(tmp_
     assert all("value" not in update for update in kept)
     painter = {"background": Image.new("RGB", (40, 900)), "layers": []}
     assert [u["value"] for u in size_from_picture(painter, None, None)] == [64, 896]
+    assert all("value" not in update for update in size_from_picture(painter, None, None, True))  # only masked
     assert all("value" not in update for update in size_from_picture(None, 0, 0))
     sideways = tmp_path / "phone.jpg"  # stored 300x200, shown 200x300 (EXIF orientation 6)
     exif = Image.new("RGB", (1, 1)).getexif()

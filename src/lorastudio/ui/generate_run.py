@@ -112,15 +112,16 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
     return cfg
 
 
-def size_from_picture(picture: Any, width: Any, height: Any) -> tuple:
+def size_from_picture(picture: Any, width: Any, height: Any, only_masked: bool = False) -> tuple:
     """A1111's "auto detect size from img2img": a picture given with both size boxes blank sets them
     to its own size as shown (EXIF rotation applied; multiples of 8), so a photo is not drawn into
-    the model's square; a size the user typed stays. `picture`: an image path, or the inpaint
-    painter's value. (A request sent with no size is sampled at that size too: `request_size`.)"""
+    the model's square; a size the user typed stays, and so do blank boxes for "only masked"
+    inpainting (its cut-out is sampled at the model's size). `picture`: an image path, or the
+    inpaint painter's value. (A request sent with blank boxes gets the same: `request_size`.)"""
     from lorastudio.service.uploads import shown_size
 
     background = picture.get("background") if isinstance(picture, dict) else picture
-    if background is None or optional_number(width) or optional_number(height):
+    if background is None or only_masked or optional_number(width) or optional_number(height):
         return gr.update(), gr.update()
     size = shown_size(background)
     if size is None:

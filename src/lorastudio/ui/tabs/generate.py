@@ -263,9 +263,12 @@ def build(ctx: UiContext) -> None:
     send_img2img.click(_first_image, images, [f["init_image"], img2img]).then(
         size_from_picture, [f["init_image"], *size], size
     )
-    send_inpaint.click(_first_image, images, [painter, inpaint]).then(size_from_picture, [painter, *size], size)
+    only_masked = f["inpaint_only_masked"]  # its cut-out is sampled at the model's size: no auto size then
+    send_inpaint.click(_first_image, images, [painter, inpaint]).then(
+        size_from_picture, [painter, *size, only_masked], size
+    )
     f["init_image"].upload(size_from_picture, [f["init_image"], *size], size)
-    painter.upload(size_from_picture, [painter, *size], size)
+    painter.upload(size_from_picture, [painter, *size, only_masked], size)
     add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
     lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
