@@ -36,10 +36,13 @@ class ModelCallClock:
 
     def __init__(self, modules) -> None:
         self.seconds = 0.0
-        self._modules = [m for m in modules if m is not None]
+        self._modules = list({id(m): m for m in modules if m is not None}.values())  # each timed once
+        self._own: dict[int, object] = {}  # forwards set on the instances before (hooks), put back after
 
     def __enter__(self) -> ModelCallClock:
         for module in self._modules:
+            if "forward" in module.__dict__:
+                self._own[id(module)] = module.__dict__["forward"]
             forward = module.forward
 
             def timed(*args, _forward=forward, **kwargs):
@@ -54,7 +57,10 @@ class ModelCallClock:
 
     def __exit__(self, *exc) -> None:
         for module in self._modules:
-            del module.forward
+            if id(module) in self._own:
+                module.forward = self._own.pop(id(module))
+            else:
+                del module.forward
 
 
 def _time_interleaved(fns, repeats: int, clock: ModelCallClock | None = None) -> list[tuple[float, float]]:

@@ -113,6 +113,9 @@ def test_extras_sizes_are_a1111s_multiples_of_8_and_resize_to_keeps_the_aspect_w
     assert framed.shape == (100, 100, 3)
     # 200x96 centred on 100x100: the 96 rows leave a black band of 2 at the top and bottom, as A1111's paste does
     assert framed[:2].max() == 0 and framed[-2:].max() == 0 and framed[2:98].min() > 200
+    # The limit counts the size the upscalers work at, before the cut: 10x100 filling 100x100 is 96x1000 (8s).
+    with pytest.raises(LorastudioError, match="96x1000.*max-output-pixels"):
+        upscale_image(Image.new("RGB", (10, 100)), StudioSettings(max_output_pixels=20000), size=(100, 100), crop=True)
 
 
 def test_extra_single_and_batch_images_with_model_upscalers(client, studio):

@@ -22,7 +22,15 @@ from lorastudio.service.workspace import Workspace
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["UPSCALERS", "extras_upscaler_names", "upscale_files", "upscale_image", "upscaler_title", "save_upscaled"]
+__all__ = [
+    "UPSCALERS",
+    "extras_upscaler_names",
+    "read_picture",
+    "save_upscaled",
+    "upscale_files",
+    "upscale_image",
+    "upscaler_title",
+]
 
 # name -> Pillow resampling filter ("None", A1111's default name, resizes with Lanczos as before)
 UPSCALERS: dict[str, str] = {"None": "LANCZOS", "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
@@ -124,9 +132,11 @@ def upscale_image(
 
     fill = _upscaled_size(image, scale, size)
     if min(fill) < 1:
-        raise InvalidRequest(f"upscaling_resize: the picture would be {fill[0]}x{fill[1]}; upscale more.")
+        what = "upscaling_resize_w/h" if size is not None else "upscaling_resize"
+        raise InvalidRequest(f"{what}: the picture would be {fill[0]}x{fill[1]}; ask for a larger size.")
     final = size if size is not None and crop else fill
-    check_output_pixels(limits, final[0], final[1], f"upscaled size {final[0]}x{final[1]}")
+    for width, height in {fill, final}:  # the upscalers work at `fill` before any crop
+        check_output_pixels(limits, width, height, f"upscaled size {width}x{height}")
     if not 0 <= upscaler_2_visibility <= 1:
         raise InvalidRequest(f"extras_upscaler_2_visibility: {upscaler_2_visibility} is out of range; use 0 to 1.")
     device = getattr(limits, "device", None)  # a server's StudioSettings carries its --device
@@ -164,12 +174,10 @@ def upscale_files(
     The upscaler may be a path to a model file (the CLI's local files); `progress_for(source)`
     gives each picture's tile callback.
     """
-    from lorastudio.generate.images import open_image_file
-
     title = upscaler_title(ws, upscaler, allow_paths=True)
     saved = []
     for source in sources:
-        picture = open_image_file(str(source), "image")  # EXIF rotation applied, as A1111 reads it
+        picture = read_picture(source)
         progress = progress_for(source) if progress_for else None
         out = upscale_image(
             picture, limits, scale=scale, upscaler=upscaler, workspace=ws,
@@ -177,6 +185,14 @@ def upscale_files(
         )  # fmt: skip
         saved.append(save_upscaled(ws, source, out, scale, title, out_dir))
     return saved
+
+
+def read_picture(path: str | Path) -> PILImage.Image:
+    """A picture file as shown (EXIF rotation applied, as A1111 reads it), RGB; one line naming an
+    unreadable file. The web UI hands JPEGs over as stored."""
+    from lorastudio.generate.images import open_image_file
+
+    return open_image_file(str(path), "image")
 
 
 def save_upscaled(

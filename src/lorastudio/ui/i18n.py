@@ -112,8 +112,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "png.send_generate": ("Send to Generate", "发送到生成"),
     "png.no_parameters": ("This image carries no generation parameters.", "这张图片没有生成参数。"),
     "png.model_kept": (
-        "The image's model {named} is not in this workspace; the form keeps {model}.",
-        "图片所用模型 {named} 不在工作区中，表单保留 {model}。",
+        "The image's model {named} is not in this workspace; generating with {model}.",
+        "图片所用模型 {named} 不在工作区中，将使用 {model} 生成。",
     ),
     # library
     "library.loras": ("LoRAs", "LoRA"),

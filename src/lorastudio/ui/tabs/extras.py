@@ -40,24 +40,21 @@ def build(ctx: UiContext) -> None:
     ctx.shared["generate.send_extras"].click(sent_from_generate, ctx.shared["generate.images"], [source, ctx.tabs])
 
     def upscale(path: str | None, name: str, factor: float, name_2: str, visibility_2: float) -> tuple:
-        from PIL import Image
-
-        from lorastudio.service.extras import save_upscaled, upscale_image
+        from lorastudio.service.extras import read_picture, save_upscaled, upscale_image
         from lorastudio.service.png_info import png_info
 
         if not path:
             return gr.update(), gr.update(), t("extras.source")
         try:
-            with Image.open(path) as image:
-                out = upscale_image(
-                    image,
-                    ctx.studio.settings,
-                    scale=float(factor),
-                    upscaler=name,
-                    workspace=ctx.studio.workspace,
-                    upscaler_2=name_2,
-                    upscaler_2_visibility=float(visibility_2),
-                )
+            out = upscale_image(
+                read_picture(path),  # as shown: gradio passes a phone's JPEG as stored
+                ctx.studio.settings,
+                scale=float(factor),
+                upscaler=name,
+                workspace=ctx.studio.workspace,
+                upscaler_2=name_2,
+                upscaler_2_visibility=float(visibility_2),
+            )
             saved = save_upscaled(ctx.studio.workspace, path, out, float(factor), name)
         except Exception as exc:
             return gr.update(), gr.update(), error_markup(ctx, exc)

@@ -38,6 +38,8 @@ def build(ctx: UiContext) -> None:
         if isinstance(values, str):  # no recipe: say so, change nothing
             return (*[gr.update() for _ in names], gr.update(), values)
         note = values.pop("_note", "")
+        if note:  # a toast: the click moves to the Generate tab, away from this tab's message line
+            gr.Warning(note)
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
         return (*updates, gr.Tabs(selected="generate"), note)
 
@@ -60,8 +62,8 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
 
 def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) -> dict[str, Any] | str:
     """The image's recipe as Generate form values, or the reason there is none. An image whose
-    model is not in this workspace (or that names none) keeps the form's model, as A1111 keeps its
-    checkpoint; `_note` then says so."""
+    model is not in this workspace (or that names none) gets the form's model (the studio's when the
+    form has none), as A1111 keeps its checkpoint; `_note` names the missing one."""
     from lorastudio.service.generation import config_from_recipe, missing_model_of
 
     if not path:
