@@ -109,6 +109,32 @@ def test_bulk_edit_and_template_on_a_dataset(tagged):
         edit_captions(tagged, "t", CaptionEdit())
 
 
+def test_template_captions_follow_the_mode_and_refuse_an_unknown_one(tagged):
+    template_captions(tagged, "t", "masterpiece", mode="append")
+    captions = _by_original(tagged)
+    assert captions["b.png"] == "solo, alice, red hair, masterpiece" and captions["c.png"] == "masterpiece"
+    template_captions(tagged, "t", "best quality", mode="prepend")
+    assert _by_original(tagged)["b.png"] == "best quality, solo, alice, red hair, masterpiece"
+    with pytest.raises(LorastudioError, match="'apend'.*missing, overwrite, prepend, append"):
+        template_captions(tagged, "t", "oops", mode="apend")
+    assert "oops" not in " ".join(c or "" for c in _by_original(tagged).values())  # nothing written
+    _register()
+    result = CliRunner().invoke(app, ["dataset", "caption", "t", "--template", "solo", "--mode", "missing"], env={"LORASTUDIO_HOME": str(tagged.root)})
+    assert result.exit_code == 0 and "0 of 3" in result.output
+    template_captions(tagged, "t", "x", only_missing=False)  # the UI's checkbox off: overwrite
+    assert set(_by_original(tagged).values()) == {"x"}
+
+
+def test_captions_edited_in_notepad_read_as_written(tagged):
+    """A caption saved again with a UTF-8 BOM, or as Notepad's "Unicode" (UTF-16), reads as its text."""
+    folder = dataset_folder(tagged, "t")
+    first, second = folder.items[0], folder.items[1]
+    folder.caption_path(first).write_bytes("\ufeffalice, smile".encode())
+    folder.caption_path(second).write_bytes("角色, smile".encode("utf-16"))
+    assert folder.read_caption(first) == "alice, smile" and folder.read_caption(second) == "角色, smile"
+    assert search_captions(tagged, "t", "alice", tag=True)["count"] >= 1
+
+
 def test_search_info_and_html_report(tagged):
     found = search_captions(tagged, "t", "red hair", tag=True)
     assert found["count"] == 2 and {m["original"] for m in found["matches"]} == {"a.png", "b.png"}

@@ -204,7 +204,7 @@ def caption_cmd(
         return
     mode = mode or "missing"
     if template:
-        result = template_captions(ws, name, template, trigger, only_missing=mode == "missing")
+        result = template_captions(ws, name, template, trigger, mode=mode)
         _emit(
             result,
             as_json,

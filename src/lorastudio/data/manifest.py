@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST_VERSION",
     "CAPTION_EXTENSION",
     "DatasetFolder",
+    "decode_text",
     "ManifestItem",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -72,6 +73,21 @@ def safe_stem(original: str, sha256: str) -> str:
     stem = unicodedata.normalize("NFKD", Path(original).stem).encode("ascii", "ignore").decode()
     slug = _SLUG_DROP.sub("_", stem).strip("_-")[:40]
     return f"{slug}-{sha256[:8]}" if slug else sha256[:12]
+
+
+def decode_text(data: bytes) -> str:
+    """Caption and metadata bytes as text: UTF-16 with its BOM (Notepad's "Unicode"), UTF-8 with or
+    without a BOM, else GB18030 (Chinese captions saved by Windows tools); never fails."""
+    import codecs
+
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -186,10 +202,11 @@ class DatasetFolder:
 
     # -- captions -----------------------------------------------------------------------
     def read_caption(self, item: ManifestItem) -> str | None:
+        """The caption as the user wrote it: a file edited since in Notepad may carry a BOM or be UTF-16."""
         path = self.caption_path(item)
         if not path.is_file():
             return None
-        return path.read_text(encoding="utf-8", errors="replace").strip()
+        return decode_text(path.read_bytes()).strip()
 
     def write_caption(self, item: ManifestItem, caption: str) -> None:
         atomic_write_text(self.caption_path(item), caption.strip() + "\n")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lorastudio.data.images import IMAGE_EXTENSIONS, is_image_name
+from lorastudio.data.manifest import decode_text
 from lorastudio.errors import LorastudioError, NotFoundError
 
 __all__ = [
@@ -90,18 +91,9 @@ def _read_bytes(path: Path) -> Callable[[], bytes]:
     return path.read_bytes
 
 
-def _decode_text(data: bytes) -> str:
-    for encoding in ("utf-8-sig", "gb18030"):  # Chinese captions saved by Windows tools
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("utf-8", errors="replace")
-
-
 def _metadata_rows(name: str, data: bytes) -> list[dict]:
     """metadata.csv / .jsonl bytes -> list of row dicts."""
-    text = _decode_text(data)
+    text = decode_text(data)
     if name.lower().endswith(".csv"):
         return list(csv.DictReader(io.StringIO(text)))
     rows = []
@@ -179,7 +171,7 @@ def _tree_entries(
         for sidecar in CAPTION_SIDECARS:
             sidecar_name = str(path.with_suffix(sidecar))
             if sidecar_name in name_set:
-                caption = _clean_caption(_decode_text(read(sidecar_name)))
+                caption = _clean_caption(decode_text(read(sidecar_name)))
                 break
         caption = caption or metadata.get(name)
         # kohya: the nearest `NN_name` folder above the image sets its repeats.
@@ -254,7 +246,7 @@ def _file_entry(path: Path, name: str, caption: str | None, repeats: int = 1) ->
     if caption is None:
         for sidecar in CAPTION_SIDECARS:
             if path.with_suffix(sidecar).is_file():
-                caption = _clean_caption(_decode_text(path.with_suffix(sidecar).read_bytes()))
+                caption = _clean_caption(decode_text(path.with_suffix(sidecar).read_bytes()))
                 break
     return SourceEntry(name, str(path), read=_read_bytes(path), caption=caption, repeats=repeats)
 
@@ -291,7 +283,7 @@ def read_kohya_json(path: Path) -> Iterator[SourceEntry]:
     """kohya meta_cap/meta_clean/meta_lat.json; caption and tags are joined as kohya does."""
     path = Path(path)
     try:
-        data = json.loads(_decode_text(path.read_bytes()))
+        data = json.loads(decode_text(path.read_bytes()))
     except json.JSONDecodeError as exc:
         raise LorastudioError(f"{path}: not valid JSON ({exc.msg}); fix the file.") from None
     if not isinstance(data, dict):
@@ -313,7 +305,7 @@ def read_kohya_json(path: Path) -> Iterator[SourceEntry]:
 
 def read_list(path: Path) -> Iterator[SourceEntry]:
     path = Path(path)
-    for line in _decode_text(path.read_bytes()).splitlines():
+    for line in decode_text(path.read_bytes()).splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             image = _resolve_listed(path.parent, line)
             yield _file_entry(image, image.name, None)

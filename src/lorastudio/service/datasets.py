@@ -214,16 +214,26 @@ def tag_dataset(
 
 
 def template_captions(
-    ws: Workspace, name: str, template: str, trigger: str = "", only_missing: bool = False
+    ws: Workspace, name: str, template: str, trigger: str = "", only_missing: bool = False, mode: str | None = None
 ) -> dict:
-    """Set every caption from a template: fixed text, or '{trigger}, {caption}' style."""
+    """Set captions from a template: fixed text, or '{trigger}, {caption}' style.
+
+    `mode` as for model captions: overwrite, missing (only empty captions; also `only_missing`),
+    prepend / append (the template's text joins the caption, tags not repeated). An unknown mode
+    is refused before any caption changes.
+    """
+    from lorastudio.data.labeling import MODES, combine
+
+    mode = mode or ("missing" if only_missing else "overwrite")
+    if mode not in MODES:
+        raise LorastudioError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
     folder = dataset_folder(ws, name)
     changed = 0
     for item in folder.items:
         old = folder.read_caption(item)
-        if only_missing and old:
+        if mode == "missing" and old:
             continue
-        new = apply_template(template, old, trigger=trigger, name=item.stem)
+        new = combine(apply_template(template, old, trigger=trigger, name=item.stem), old, mode)
         if new != (old or ""):
             folder.write_caption(item, new)
             changed += 1
