@@ -224,8 +224,25 @@ def test_embedding_file_may_not_overwrite_the_lora(cli, tmp_path):
     before = source.read_bytes()
 
     result = cli("export", source, "--to", "diffusers", "--out", tmp_path / "d.safetensors")
-    assert result.exit_code == 2 and "would overwrite the LoRA" in result.output
+    assert result.exit_code == 2 and "would overwrite that file" in result.output
     assert source.read_bytes() == before and not (tmp_path / "d.safetensors").exists()
+
+
+def test_embedding_file_may_not_overwrite_another_lora_beside_it(cli, tmp_path):
+    """Exported next to the source (no --out, e.g. in studio/loras), the trigger's embedding file
+    must not replace another LoRA that happens to be named like the trigger; an earlier export's
+    embedding file is replaced."""
+    _, source = _small_pivotal(tmp_path / "pivot.safetensors")
+    _, other = _small_pivotal(tmp_path / f"{TRIGGER}.safetensors")
+    before = other.read_bytes()
+    result = cli("export", source, "--to", "diffusers")
+    assert result.exit_code == 2 and "would overwrite that file" in result.output
+    assert other.read_bytes() == before and not (tmp_path / "pivot-diffusers.safetensors").exists()
+    other.unlink()
+    assert cli("export", source, "--to", "diffusers").exit_code == 0
+    again = cli("export", source, "--to", "peft")  # its embedding file is there already: replaced
+    assert again.exit_code == 0, again.output
+    assert _keys(tmp_path / f"{TRIGGER}.safetensors") == {"emb_params"}
 
 
 @pytest.mark.slow

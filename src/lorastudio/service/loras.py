@@ -364,12 +364,29 @@ def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> di
                 f"bundle_emb.{token}: trigger token is not a usable file name; export with --to kohya to keep it bundled."
             )
         path = folder / f"{token}.safetensors"
-        if any(path.resolve() == other.resolve() for other in keep_clear):
+        if any(path.resolve() == other.resolve() for other in keep_clear) or _holds_other_than_embedding(path):
             raise LorastudioError(
-                f"{path}: the embedding for {token!r} would overwrite the LoRA; pass --out in another folder or name."
+                f"{path}: the embedding for {token!r} would overwrite that file; pass --out in another folder."
             )
         planned[token] = path
     return planned
+
+
+_EMBEDDING_KEYS = ("emb_params", "clip_l", "clip_g", "string_to_param")
+
+
+def _holds_other_than_embedding(path: Path) -> bool:
+    """An existing file that is not an embedding (a LoRA in loras/ named like the trigger): keep it.
+    An embedding there is an earlier export of this one, replaced."""
+    if not path.exists():
+        return False
+    from lorastudio.models.checkpoint import read_safetensors_keys
+
+    try:
+        keys = read_safetensors_keys(path)
+    except LorastudioError:
+        return True
+    return not keys or any(not key.startswith(_EMBEDDING_KEYS) for key in keys)
 
 
 def _write_embedding_files(lora, planned: dict[str, Path], family) -> list[str]:
