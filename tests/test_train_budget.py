@@ -267,3 +267,16 @@ def test_kohya_yaml_keeps_the_command_lines_budget_over_the_files(workspace, tmp
     assert written["train"] == {"steps": 30, "save_every_epochs": 2}
     again = load_train_config(mine)
     assert (again.train.steps, again.train.max_epochs, again.train.save_every_epochs) == (30, None, 2)
+
+
+def test_resume_refuses_settings_it_would_ignore(tiny_workspace):
+    """`--resume RUN` trains with the run's own config.yaml: a setting beside it (train.steps=8 to
+    train longer, a preset, a file) was silently ignored; it is refused before anything runs."""
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+
+    _register()
+    for extra in (["train.steps=8"], ["--preset", "style"]):
+        result = CliRunner().invoke(app, ["train", "--resume", "some-run", *extra])
+        assert result.exit_code == 2 and "would be ignored" in result.output, result.output

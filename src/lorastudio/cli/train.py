@@ -41,7 +41,7 @@ def train_cmd(
         None, "--kohya-config", help="A kohya sd-scripts / kohya_ss training TOML to import."
     ),
     dataset_config: Path = typer.Option(
-        None, "--dataset-config", help="A kohya sd-scripts dataset TOML ([[datasets.subsets]])."
+        None, "--dataset-config", help="A kohya sd-scripts dataset TOML (\\[\\[datasets.subsets]])."
     ),
     diffsynth_args: str = typer.Option(
         None,
@@ -77,6 +77,12 @@ def train_cmd(
         return
     if explain and resume:
         raise typer.BadParameter("--explain: not with --resume (the run's config.yaml is its resolved config).")
+    if resume and (overrides or config or preset):
+        given = " ".join([*(overrides or []), *(f"--config {c}" for c in config or []), *([f"--preset {preset}"] if preset else [])])
+        raise typer.BadParameter(
+            f"--resume {resume} continues the run with its own config.yaml, so {given!r} would be ignored;"
+            " drop them, or start a new run with them (another output.name)."
+        )
     ws = workspace()
     kohya_yaml = None
     config = list(config or [])
