@@ -114,3 +114,18 @@ def test_loading_an_hcp_pair_reads_each_half_once(hcp_pair, monkeypatch):
     lora = load_lora_file(folder / "unet-1000.safetensors")
     assert lora.components() == {"unet", "text_encoder"}
     assert sorted(reads) == ["text_encoder-1000.safetensors", "unet-1000.safetensors"]
+
+
+def test_a_civitai_file_name_becomes_a_library_name(hcp_pair, workspace):
+    """`detail tweaker (v2).safetensors` was refused ("name ... is not allowed"); its name is now the
+    stem with what a name may not hold as `_`, and it is used in prompts by that name."""
+    import shutil
+
+    from lorastudio.service.loras import import_lora
+
+    folder, _, _ = hcp_pair
+    civitai = folder / "detail tweaker (v2).safetensors"
+    shutil.copy(folder / "unet-1000.safetensors", civitai)
+    info = import_lora(workspace, civitai, family="sd15")
+    assert info["name"] == "detail_tweaker_v2"
+    assert (workspace.loras / "detail_tweaker_v2.safetensors").is_file()

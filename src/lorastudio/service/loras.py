@@ -7,6 +7,7 @@ The CLI and API call these; they hold the logic so the fronts stay thin. Heavy i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -285,11 +286,15 @@ def rename_lora(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
 
 
 def _import_stem(source: Path) -> str:
-    """The library name: HCP-Diffusion's `unet-N` / `text_encoder-N` / `TE-N` lose their half's prefix."""
+    """The library name: the file's stem, HCP-Diffusion's `unet-N` / `text_encoder-N` / `TE-N`
+    without their half's prefix, and what a name may not hold (civitai's `detail tweaker`,
+    `add_detail (v2)`) as `_` (`detail_tweaker`, `add_detail_v2`): `--name` picks another."""
+    stem = source.stem
     for prefix in ("unet-", "text_encoder-", "TE-"):
-        if source.stem.startswith(prefix) and len(source.stem) > len(prefix):
-            return source.stem[len(prefix) :]
-    return source.stem
+        if stem.startswith(prefix) and len(stem) > len(prefix):
+            stem = stem[len(prefix) :]
+            break
+    return re.sub(r"[^\w.\-]+", "_", stem).strip("_.") or "lora"
 
 
 def import_lora(
