@@ -167,6 +167,8 @@ def test_cli_control_detect_and_modules(workspace, drawing, tmp_path, monkeypatc
     assert done.exit_code == 0, done.output
     assert Image.open(out).size == (128, 128)
     assert np.asarray(Image.open(out)).max() == 255
+    as_json = runner.invoke(app, ["control", "detect", "-m", "canny", str(source), "--out", str(out), "--json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["map"] == str(out)
 
     done = runner.invoke(app, ["control", "detect", "--module", "openpose", str(source), "--out", str(out)])
     assert done.exit_code == 2

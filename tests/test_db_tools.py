@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
@@ -114,6 +115,11 @@ def test_default_backup_goes_into_the_workspace(workspace, cli):
     assert made.exit_code == 0, made.output
     path = made.stdout.strip()
     assert path.startswith(str(workspace.root / "backups" / "studio-")) and len(job_ids(path)) == 2
+    as_json = cli("db", "backup", "--json")
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["backup"].endswith(".db")
+    restored = cli("db", "restore", path, "--json")
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(restored.stdout)["database"] == str(workspace.db_path)
 
 
 def test_restore_refuses_a_damaged_backup_and_changes_nothing(workspace, cli, tmp_path):

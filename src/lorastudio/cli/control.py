@@ -40,11 +40,15 @@ def detect_cmd(
     threshold_a: float | None = typer.Option(None, "--threshold-a", help="The preprocessor's first slider (default: its own)."),
     threshold_b: float | None = typer.Option(None, "--threshold-b", help="The preprocessor's second slider (default: its own)."),
     seed: int = typer.Option(0, "--seed", help="Seed of random preprocessors (shuffle)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Write the control map a preprocessor makes of IMAGE (weights from studio/models/annotators)."""
     from lorastudio.service.annotate import detect_file
 
     path = detect_file(workspace(), module, image, out, resolution, threshold_a, threshold_b, seed)
+    if json_out:
+        print_json({"map": str(path), "module": module, "image": str(image)})
+        return
     typer.echo(str(path))
 
 

@@ -38,20 +38,29 @@ def check(
 def backup(
     target: str = typer.Argument(None, help="File (or folder) to write; default <workspace>/backups/studio-<time>.db."),
     queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Write a consistent copy of the queue database (safe while servers and workers run)."""
     from lorastudio.service.database import backup_database
 
-    typer.echo(str(backup_database(queue, workspace(), target)))
+    written = backup_database(queue, workspace(), target)
+    if as_json:
+        print_json({"backup": str(written)})
+    else:
+        typer.echo(str(written))
 
 
 @db_app.command("restore")
 def restore(
     backup_file: str = typer.Argument(..., metavar="BACKUP", help="A file written by `lorastudio db backup`."),
     queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Replace the queue database by a backup; the old file is kept as studio.db.bak-<time>."""
     from lorastudio.service.database import restore_database
 
     database, kept = restore_database(backup_file, queue, workspace())
+    if as_json:
+        print_json({"database": str(database), "backup": str(backup_file), "kept": str(kept) if kept else None})
+        return
     typer.echo(f"restored {database} from {backup_file}" + (f"; the old database is kept as {kept}" if kept else ""))
