@@ -187,6 +187,29 @@ def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_works
     assert sorted(used) == listed
 
 
+def test_an_embedding_for_another_family_is_skipped_as_a1111_does(tiny_workspace):
+    """A second run with the same trigger on SDXL replaces `alice.safetensors` with clip_l/clip_g
+    vectors; an SD1.5 prompt saying "alice" then failed. As A1111, such a file (or one of another
+    width) is skipped and its word read as text: the picture is the one without the file."""
+    import numpy as np
+    import torch
+
+    from lorastudio.adapters import Embedding, save_embedding
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import run_generation
+
+    request = GenerateConfig(model="tiny-sd15", prompt="alice, red wide", seed=3, **TINY)
+    plain = run_generation(tiny_workspace, request).images[0]
+    save_embedding(Embedding("alice", [torch.randn(2, 32), torch.randn(2, 64)]), tiny_workspace.embeddings / "alice.safetensors", "sdxl")
+    _embedding(tiny_workspace.embeddings / "wide.safetensors", width=48)
+    skipped = run_generation(tiny_workspace, request).images[0]
+    assert np.array_equal(np.asarray(Image.open(skipped.path)), np.asarray(Image.open(plain.path)))
+    assert "TI hashes" not in skipped.infotext
+    _embedding(tiny_workspace.embeddings / "red.safetensors")  # one that fits is still used
+    used = run_generation(tiny_workspace, request).images[0]
+    assert "TI hashes: \"red: " in used.infotext
+
+
 def test_a1111_embeddings_route_reshapes_the_service_rows(client, studio):
     _embedding(studio.workspace.embeddings / "glow.safetensors", vectors=2)
     (studio.workspace.embeddings / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")

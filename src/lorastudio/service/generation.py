@@ -7,6 +7,7 @@ this request only, runs the sampling loop and writes every image with its full r
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora
 from lorastudio.service.workspace import Workspace, list_weight_files
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "GenerationResult",
@@ -63,6 +66,16 @@ class GenerationResult:
 def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path:
     """The file a `<lora:NAME>` tag names: a plain name in loras/ (see `service.names`)."""
     return find_lora(ws, name, names)
+
+
+def _embedding_fits(embedding, model) -> bool:
+    """One vector set per text encoder, each as wide as that encoder's token embeddings."""
+    if len(embedding.vectors) != len(model.text_encoders):
+        return False
+    return all(
+        vectors.shape[-1] == encoder.get_input_embeddings().weight.shape[-1]
+        for vectors, encoder in zip(embedding.vectors, model.text_encoders, strict=True)
+    )
 
 
 def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
@@ -207,10 +220,10 @@ def run_generation(
         if name in pinned:
             continue
         embedding = load_embedding(path)
-        if len(embedding.vectors) != len(model.text_encoders):
-            raise LorastudioError(
-                f"{path}: embedding is for another model family ({len(embedding.vectors)} text encoders)."
-            )
+        if not _embedding_fits(embedding, model):
+            # As A1111: an embedding made for another family is skipped, its word stays a word.
+            logger.warning("%s: an embedding for another model family; %r is read as a plain word", path.name, name)
+            continue
         embeddings[name] = [v.to(model.device, model.dtype) for v in embedding.vectors]
         ti_hashes.append((name, lora_short_hash(path)))
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
