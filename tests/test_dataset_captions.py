@@ -57,6 +57,17 @@ def _by_original(ws) -> dict[str, str | None]:
 # -- pure caption functions ---------------------------------------------------------------
 
 
+def test_bulk_edits_compare_tags_case_insensitively_and_split_commas():
+    edit = CaptionEdit(add=["masterpiece, best quality"])
+    once = edit.apply("alice, smile")
+    assert once == "alice, smile, masterpiece, best quality" and edit.apply(once) == once  # twice: no repeats
+    assert CaptionEdit(replace={"Smile": "grin"}).apply("alice, smile") == "alice, grin"
+    assert CaptionEdit(replace={"smile": "grin, happy"}).apply("alice, smile") == "alice, grin, happy"
+    assert CaptionEdit(replace={"smile": ""}).apply("alice, smile") == "alice"
+    assert CaptionEdit(remove=["SMILE, Alice"]).apply("alice, smile, solo") == "solo"
+    assert CaptionEdit(trigger_first="Alice").apply("alice, smile") == "Alice, smile"
+
+
 def test_templates_fill_fields_and_drop_empty_slots():
     assert (
         apply_template("a photo of {trigger}, {caption}", "red hair", trigger="sks")

@@ -111,14 +111,17 @@ class CaptionEdit:
         )
 
     def apply(self, caption: str | None) -> str:
+        """Tags are compared case-insensitively everywhere (`Smile` is `smile`, as search finds it),
+        and an option's value may hold several comma-separated tags (`--add "a, b"`)."""
         tags = split_tags(caption)
         if self.replace:
-            tags = [self.replace.get(tag, tag) for tag in tags]
-            tags = [tag for tag in tags if tag]
+            replacing = {old.strip().lower(): new for old, new in self.replace.items()}
+            tags = [replacing.get(tag.lower(), tag) for tag in tags]
+            tags = [new for tag in tags for new in (split_tags(tag) or [])]
         if self.remove:
-            removed = {tag.lower() for tag in self.remove}
+            removed = {tag.lower() for item in self.remove for tag in split_tags(item)}
             tags = [tag for tag in tags if tag.lower() not in removed]
-        for tag in self.add:
+        for tag in (tag for item in self.add for tag in split_tags(item)):
             if tag.lower() not in {t.lower() for t in tags}:
                 tags.append(tag)
         if self.lower:
@@ -129,7 +132,8 @@ class CaptionEdit:
             head, tail = tags[: self.keep_tokens], tags[self.keep_tokens :]
             tags = head + sorted(tail, key=str.lower)
         if self.trigger_first:
-            tags = [self.trigger_first] + [tag for tag in tags if tag != self.trigger_first]
+            first = self.trigger_first.strip()
+            tags = [first] + [tag for tag in tags if tag.lower() != first.lower()]
         return join_tags(tags)
 
 
