@@ -183,7 +183,9 @@ def test_export_formats_round_trip_through_dataset(tagged, tmp_path, fmt):
         assert len(meta) == 3 and all("caption" in v for v in meta.values())
         loaded = Dataset.open(dest / "meta_cap.json")
     assert len(loaded) == 3
-    assert {item.caption for item in loaded} == {"1girl, Red Hair, smile, smile", "solo, alice, red hair", ""}
+    # the uncaptioned image: kohya trains it on its folder's name ("5_t"), the other formats on ""
+    uncaptioned = "t" if fmt == "folder" else ""
+    assert {item.caption for item in loaded} == {"1girl, Red Hair, smile, smile", "solo, alice, red hair", uncaptioned}
     assert all(item.image.is_file() for item in loaded.items())
     with pytest.raises(LorastudioError, match="not empty"):
         export_dataset(tagged, "t", dest, fmt)
@@ -203,6 +205,12 @@ def test_training_reads_plain_kohya_folder_without_import(workspace, tmp_path):
     assert by_name["x.png"].caption == "alice, smile" and by_name["x.png"].repeats == 10
     assert by_name["y.jpg"].caption == "fallback" and by_name["y.jpg"].repeats == 2
     assert not any(workspace.datasets.iterdir())  # nothing was imported
+    # No default caption: kohya's, the folder's name ("2_style" -> "style"; DreamBooth's "5_sks dog").
+    (root / "5_sks dog").mkdir()
+    noise(3).save(root / "5_sks dog" / "z.png")
+    by_name = {item.image.name: item for item in open_training_dataset(workspace, str(root))}
+    assert by_name["y.jpg"].caption == "style" and by_name["z.png"].caption == "sks dog"
+    assert by_name["x.png"].caption == "alice, smile"
 
 
 def test_training_reads_managed_dataset_by_name(tagged):

@@ -59,7 +59,9 @@ class Dataset:
             if entry.problem or entry.read is None:
                 skipped.append((entry.name, entry.problem or "unreadable"))
                 continue
-            items.append(DatasetItem(Path(entry.source), entry.caption or default_caption, entry.repeats))
+            # No caption file: data.default_caption, else the kohya folder's name (as kohya trains it).
+            caption = entry.caption or default_caption or entry.folder_caption
+            items.append(DatasetItem(Path(entry.source), caption, entry.repeats))
         if not items:
             raise LorastudioError(
                 f"{path}: no images found; add .png/.jpg/.webp files or point at the right folder."

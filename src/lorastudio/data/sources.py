@@ -63,6 +63,7 @@ class SourceEntry:
     caption: str | None = None
     repeats: int = 1
     problem: str | None = None
+    folder_caption: str = ""  # a kohya `NN_name` folder's name: kohya's caption where none is given
 
 
 def kohya_repeats(folder_name: str) -> tuple[int, str] | None:
@@ -174,9 +175,15 @@ def _tree_entries(
                 caption = _clean_caption(decode_text(read(sidecar_name)))
                 break
         caption = caption or metadata.get(name)
-        # kohya: the nearest `NN_name` folder above the image sets its repeats.
-        repeats = next((kohya[0] for part in reversed(path.parts[:-1]) if (kohya := kohya_repeats(part))), 1)
-        yield SourceEntry(name, where(name), read=lambda n=name: read(n), caption=caption, repeats=repeats)
+        # kohya: the nearest `NN_name` folder above the image sets its repeats, and its name is the
+        # caption kohya trains an image without one on (DreamBooth's "5_sks dog").
+        repeats, folder_caption = next(
+            (kohya for part in reversed(path.parts[:-1]) if (kohya := kohya_repeats(part))), (1, "")
+        )
+        yield SourceEntry(
+            name, where(name), read=lambda n=name: read(n), caption=caption, repeats=repeats,
+            folder_caption=folder_caption.strip(),
+        )  # fmt: skip
 
 
 def read_folder(root: Path) -> Iterator[SourceEntry]:
