@@ -47,3 +47,26 @@ def test_kohya_export_writes_caption_and_tags_from_the_tagger_record(workspace, 
     # Training on the export reads back the very captions the data set trains with.
     originals = {folder.read_caption(item) for item in folder.items}
     assert {item.caption for item in Dataset.open(dest / "meta_cap.json")} == originals
+
+
+def test_a_tags_only_caption_is_not_joined_behind_an_empty_prose_part(workspace, tmp_path):
+    """kohya trains `caption + ", " + tags` when both keys are there: `{"caption": "", "tags": "alice,
+    smile"}` became ", alice, smile". A caption with no prose is written as the caption alone."""
+    import json
+
+    from PIL import Image
+
+    from lorastudio.data.dataset import Dataset
+    from lorastudio.service.datasets import export_dataset, import_dataset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(src / "a.png")
+    (src / "a.txt").write_text("alice, smile", encoding="utf-8")
+    Image.new("RGB", (32, 32), (10, 10, 200)).save(src / "b.png")
+    import_dataset(workspace, "tags", [src])
+    dest = tmp_path / "out"
+    export_dataset(workspace, "tags", dest, "kohya")
+    meta = json.loads((dest / "meta_cap.json").read_text(encoding="utf-8"))
+    assert sorted(meta.values(), key=lambda r: r["caption"]) == [{"caption": ""}, {"caption": "alice, smile"}]
+    assert {item.caption for item in Dataset.open(dest / "meta_cap.json")} == {"", "alice, smile"}

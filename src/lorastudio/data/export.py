@@ -92,7 +92,9 @@ def export_dataset(
         caption = folder.read_caption(item) or ""
         records.append((item.file, caption))
         text, tags = split_caption_and_tags(caption, item.extra.get("tags"))
-        kohya_meta[item.stem] = {"caption": text, "tags": tags}
+        # kohya joins `caption + ", " + tags` whenever both keys are there: an empty prose part is left
+        # out, or its captions would start with ", " (and keep_tokens would pin an empty token).
+        kohya_meta[item.stem] = {"caption": text, "tags": tags} if text and tags else {"caption": text or tags}
         if fmt == "folder" and caption:
             atomic_write_text(images_dir / (item.stem + caption_extension), caption + "\n")
     if fmt in ("csv", "metadata-csv", "diffsynth"):
