@@ -291,3 +291,22 @@ def test_two_process_cpu_run_keeps_ranks_identical(ws, red_set):
     assert payload["ranks_agree"] is True and payload["step"] == 3
     assert "plan: 3 steps x 2 samples per step" in done.stderr
     assert (ws.loras / "ddp.safetensors").is_file()
+
+
+def test_a_trigger_embedding_of_another_family_is_not_replaced(ws, red_set):
+    """An SD1.5 `embeddings/<trigger>.safetensors` is there: an SDXL pivotal run with the same
+    trigger would replace it (and break SD1.5 prompts); it is refused before any model loads. The
+    same family may retrain it."""
+    from lorastudio.adapters import Embedding, save_embedding
+
+    save_embedding(Embedding(TRIGGER, [torch.randn(2, 32)]), ws.embeddings / f"{TRIGGER}.safetensors", "sd15")
+    before = (ws.embeddings / f"{TRIGGER}.safetensors").read_bytes()
+    xl = _config(red_set, "method=pivotal", "model=tiny-sdxl", "output.name=xl-clash")
+    with pytest.raises(LorastudioError, match="another model family.*pick another trigger"):
+        run_training(ws, xl)
+    assert (ws.embeddings / f"{TRIGGER}.safetensors").read_bytes() == before
+    assert not (ws.runs / "xl-clash").exists()
+    from lorastudio.service.training import _check_trigger_embedding_fits
+
+    _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal"))  # SD1.5 again: fine
+    _check_trigger_embedding_fits(ws, _config(red_set, "model=tiny-sdxl"))  # a LoRA alone publishes none

@@ -211,6 +211,7 @@ def run_training(
             )
         if config.trains_full_unet:
             _check_model_name_free(ws, name)
+        _check_trigger_embedding_fits(ws, config)
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
@@ -267,6 +268,29 @@ def _check_model_name_free(ws: Workspace, name: str) -> None:
     if taken:
         raise LorastudioError(
             f"output.name {name!r}: {taken[0]} already exists; choose another output.name for the trained model."
+        )
+
+
+def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
+    """The run publishes embeddings/<trigger>.safetensors: never over another family's embedding
+    (an SD1.5 `alice` replaced by an SDXL one breaks every SD1.5 prompt saying alice)."""
+    if not (cfg.trains_embedding and cfg.trigger):
+        return
+    existing = ws.embeddings / f"{cfg.trigger}.safetensors"
+    if not existing.is_file():
+        return
+    from lorastudio.models.checkpoint import read_safetensors_keys
+    from lorastudio.models.loading import peek_family, resolve_model
+
+    try:
+        family = peek_family(resolve_model(cfg.model, ws.models))
+        keys = set(read_safetensors_keys(existing))
+    except LorastudioError:  # a model found only later (hub id) or an unreadable file: the run decides
+        return
+    if family is not None and family.embedding_keys and keys != set(family.embedding_keys):
+        raise LorastudioError(
+            f"trigger {cfg.trigger!r}: {existing} holds an embedding for another model family, which this"
+            f" {family.label} run would replace; pick another trigger, or rename or delete that file."
         )
 
 
