@@ -146,6 +146,20 @@ def test_captions_edited_in_notepad_read_as_written(tagged):
     assert search_captions(tagged, "t", "alice", tag=True)["count"] >= 1
 
 
+def test_info_lists_a_broken_file_once_and_not_after_it_was_fixed(workspace, tmp_path):
+    src = tmp_path / "again"
+    src.mkdir()
+    noise(7).save(src / "good.png")
+    (src / "broken.png").write_bytes(b"not a picture")
+    for _ in range(3):  # importing the folder again reports the broken file every time
+        import_dataset(workspace, "again", [src])
+    failed = dataset_info(workspace, "again")["import_failed"]
+    assert [row["source"].split("/")[-1] for row in failed] == ["broken.png"]
+    noise(8).save(src / "broken.png")  # fixed and imported: no longer a failure
+    import_dataset(workspace, "again", [src])
+    assert dataset_info(workspace, "again")["import_failed"] == []
+
+
 def test_search_info_and_html_report(tagged):
     found = search_captions(tagged, "t", "red hair", tag=True)
     assert found["count"] == 2 and {m["original"] for m in found["matches"]} == {"a.png", "b.png"}

@@ -71,9 +71,22 @@ def summarize(folder: DatasetFolder, resolution: int = 1024, top_tags: int = 50)
         "buckets": dict(sorted(bucket_counts.items(), key=lambda kv: -kv[1])),
         "tag_frequency": dict(tag_frequency(captions.values()).most_common(top_tags)),
         "import_runs": len(runs),
-        "import_failed": [row for run in runs for row in run.get("failed", [])],
+        "import_failed": _still_failing(runs),
         "import_skipped": [row for run in runs for row in run.get("skipped", [])],
     }
+
+
+def _still_failing(runs: list[dict]) -> list[dict]:
+    """Each source that failed, once, with its latest reason; not one a later import brought in
+    (re-importing a folder reports its broken file every time)."""
+    failing: dict[str, dict] = {}
+    for run in runs:
+        for row in run.get("failed", []):
+            failing.pop(row.get("source"), None)
+            failing[row.get("source")] = row
+        for row in run.get("imported", []):
+            failing.pop(row.get("source"), None)
+    return list(failing.values())
 
 
 def _ordered_size_labels() -> list[str]:
