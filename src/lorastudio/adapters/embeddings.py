@@ -7,6 +7,7 @@ cannot run code. Anything it refuses is refused here with `UnsafeFileError`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ __all__ = [
     "load_embedding",
     "embedding_from_state_dict",
     "embeddings_from_lora",
+    "has_embedding_layout",
     "save_embedding",
 ]
 
@@ -43,6 +45,15 @@ class Embedding:
 
 def _as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
+
+
+def has_embedding_layout(names: Iterable[str]) -> bool:
+    """Tensor names of an embedding file and nothing else: `emb_params`, `clip_l`/`clip_g`, or an
+    A1111 .pt's `string_to_param(.*)` (the layouts `embedding_from_state_dict` reads by name)."""
+    names = list(names)
+    return bool(names) and all(
+        name in ("emb_params", "clip_l", "clip_g") or name.split(".", 1)[0] == "string_to_param" for name in names
+    )
 
 
 def embedding_from_state_dict(data: dict, name: str, source: str = "embedding") -> Embedding:

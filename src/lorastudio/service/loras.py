@@ -377,21 +377,18 @@ def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> di
     return planned
 
 
-_EMBEDDING_KEYS = ("emb_params", "clip_l", "clip_g", "string_to_param")
-
-
 def _holds_other_than_embedding(path: Path) -> bool:
     """An existing file that is not an embedding (a LoRA in loras/ named like the trigger): keep it.
     An embedding there is an earlier export of this one, replaced."""
     if not path.exists():
         return False
+    from lorastudio.adapters.embeddings import has_embedding_layout
     from lorastudio.models.checkpoint import read_safetensors_keys
 
     try:
-        keys = read_safetensors_keys(path)
+        return not has_embedding_layout(read_safetensors_keys(path))
     except LorastudioError:
         return True
-    return not keys or any(not key.startswith(_EMBEDDING_KEYS) for key in keys)
 
 
 def _write_embedding_files(lora, planned: dict[str, Path], family) -> list[str]:

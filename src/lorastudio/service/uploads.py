@@ -211,14 +211,14 @@ def store_image(
     channel; `invert` swaps what is kept and what is repainted (A1111's inpainting_mask_invert).
     A photo is stored as it is shown (`decode_image`): the PNG keeps no EXIF orientation.
     """
-    from PIL import ImageOps
-
     image, _ = decode_image(data, what)
     if mask:
         if alpha_mask and image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
             image = image.getchannel("A")
         image = image.convert("L")
         if invert:
+            from PIL import ImageOps
+
             image = ImageOps.invert(image)
     else:
         image = image.convert("RGB")

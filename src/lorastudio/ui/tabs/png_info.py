@@ -34,10 +34,10 @@ def build(ctx: UiContext) -> None:
     outputs = [generate_fields[name] for name in names]
 
     def send_to_generate(path: str | None, current_model: str | None) -> tuple:
-        values = _recipe(ctx, path, current_model)
-        if isinstance(values, str):  # no recipe: say so, change nothing
-            return (*[gr.update() for _ in names], gr.update(), values)
-        note = values.pop("_note", "")
+        recipe = _recipe(ctx, path, current_model)
+        if isinstance(recipe, str):  # no recipe: say so, change nothing
+            return (*[gr.update() for _ in names], gr.update(), recipe)
+        values, note = recipe
         if note:  # a toast: the click moves to the Generate tab, away from this tab's message line
             gr.Warning(note)
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
@@ -60,10 +60,10 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
     return info["info"], info["parameters"], ""
 
 
-def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) -> dict[str, Any] | str:
-    """The image's recipe as Generate form values, or the reason there is none. An image whose
-    model is not in this workspace (or that names none) gets the form's model (the studio's when the
-    form has none), as A1111 keeps its checkpoint; `_note` names the missing one."""
+def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) -> tuple[dict[str, Any], str] | str:
+    """(the image's recipe as Generate form values, a note), or the reason there is none. An image
+    whose model is not in this workspace (or that names none) gets the form's model (the studio's
+    when the form has none), as A1111 keeps its checkpoint; the note names the missing one."""
     from lorastudio.service.generation import config_from_recipe, missing_model_of
 
     if not path:
@@ -74,8 +74,6 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
     except Exception as exc:
         return error_markup(ctx, exc)
     values = cfg.model_dump()
-    if missing:
-        values["_note"] = ctx.t("png.model_kept", named=missing, model=cfg.model)
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
-    return values
+    return values, ctx.t("png.model_kept", named=missing, model=cfg.model) if missing else ""
