@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from lorastudio.errors import LorastudioError
 from lorastudio.service.training import run_training
 from lorastudio.train.config import preset_names
-from lorastudio.train.outputs import copy_to_library, output_targets
+from lorastudio.train.outputs import atomic_file, copy_to_library, output_targets
 from training_helpers import tiny_train_config, write_images
 
 pytestmark = pytest.mark.slow  # trains every preset end to end (~40 s)
@@ -180,6 +180,20 @@ def test_a_scorer_that_fails_leaves_the_final_files_in_the_library(ws, images, m
     with pytest.raises(RuntimeError, match="CLIP folder is broken"):
         run_training(ws, cfg, progress=False, device="cpu")
     assert (ws.loras / "scored.safetensors").read_bytes() == (ws.runs / "scored" / "scored.safetensors").read_bytes()
+
+
+def test_two_writers_of_one_file_never_touch_each_others_half_written_copy(tmp_path):
+    """Both ranks of a two-process run write the run's config.yaml (CI saw one rank's rename take
+    the other's temporary file away): each write has its own temporary; the last rename wins whole."""
+    target = tmp_path / "config.yaml"
+    with atomic_file(target) as first:
+        first.write_text("first", encoding="utf-8")
+        with atomic_file(target) as second:
+            assert second != first
+            second.write_text("second", encoding="utf-8")
+        assert first.read_text(encoding="utf-8") == "first" and target.read_text(encoding="utf-8") == "second"
+    assert target.read_text(encoding="utf-8") == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
 def test_a_broken_file_is_never_copied_into_the_library(tmp_path):

@@ -216,10 +216,11 @@ def run_training(
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     run_dir.mkdir(parents=True, exist_ok=True)
-    from lorastudio.train.outputs import atomic_file
+    if os.environ.get("RANK", "0") == "0":  # one writer: every rank of a data-parallel run holds the same config
+        from lorastudio.train.outputs import atomic_file
 
-    with atomic_file(run_dir / "config.yaml") as temporary:  # a kill here must not cost the run its config
-        temporary.write_text(config.to_yaml(), encoding="utf-8")
+        with atomic_file(run_dir / "config.yaml") as temporary:  # a kill here must not cost the run its config
+            temporary.write_text(config.to_yaml(), encoding="utf-8")
     model_where = find_model(ws, config.model, names) if names is not None else None
     paths = TrainPaths(run_dir=run_dir, models=ws.models, datasets=ws.datasets, cache=ws.cache)
     trainer = Trainer(

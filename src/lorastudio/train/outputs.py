@@ -14,6 +14,7 @@ never holds half a file.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,9 +80,14 @@ def output_targets(
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a hidden sibling path to write; on success it is fsynced and renamed onto `path`."""
+    """Yield a hidden sibling path to write; on success it is fsynced and renamed onto `path`.
+
+    The sibling's name is unique to this write: two writers of one path (ranks of a run, two jobs
+    in one server) never write into, rename or delete each other's half-written file; the last
+    rename wins whole.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         yield temporary
         fsync_file(temporary)
