@@ -192,6 +192,26 @@ def test_img2img_with_no_size_samples_at_the_pictures_own_size_as_shown(tiny_wor
     assert Image.open(given["images"][0]).size == (64, 64)  # a size given: the picture is resized to it
 
 
+def test_an_inpainted_photo_regenerated_from_its_recipe_is_the_same_picture(tiny_workspace, tmp_path):
+    """No size given: the photo comes back at its own 131x90 while the infotext says the 128x88 it
+    sampled at (A1111 has no other size to write); the recipe's 128x88 is the photo's own, so the
+    regenerated picture is the same, not the photo stretched to 128x88."""
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    wide_init().resize((131, 90)).save(photo)
+    hole = Image.new("L", (131, 90), 0)
+    hole.paste(255, (40, 20, 90, 70))
+    hole.save(mask)
+    first = gen("--prompt", "red", "--init-image", str(photo), "--mask", str(mask), "--strength", "0.6")
+    made = Image.open(first["images"][0])
+    assert made.size == (131, 90)
+    params = parse_infotext(read_infotext(first["images"][0]))
+    assert (params["Size-1"], params["Size-2"]) == ("128", "88")
+    again = gen("--recipe", first["images"][0], "--init-image", str(photo), "--mask", str(mask))
+    assert np.array_equal(px(Image.open(again["images"][0])), px(made))
+    other = gen("--recipe", first["images"][0], "--init-image", str(photo), "--mask", str(mask), "--width", "96")
+    assert Image.open(other["images"][0]).size == (96, 88)  # another size: resized to it, as A1111
+
+
 def test_request_size_follows_the_picture_where_the_request_leaves_it_a_side():
     from lorastudio.generate.config import GenerateConfig, request_size
 

@@ -17,7 +17,7 @@ from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
 
-__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "request_size", "snap_size"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "request_size", "size_from_picture", "snap_size"]
 
 MIN_SIZE, MAX_SIZE = 64, 4096  # pixels per side of a generated image
 
@@ -45,6 +45,16 @@ def request_size(cfg: GenerateConfig, native: int, picture: tuple[int, int] | No
         return cfg.width, snap_size(cfg.width * height / width)
     if cfg.height is not None:
         return snap_size(cfg.height * width / height), cfg.height
+    return size_from_picture(picture)
+
+
+def size_from_picture(picture: tuple[int, int]) -> tuple[int, int]:
+    """The size a picture alone asks for: its own, snapped to 8, scaled as a whole above 4096.
+
+    Also how a recipe's size is recognised as the picture's own (an inpainted photo regenerated
+    from its infotext comes back at the photo's size, as the first time).
+    """
+    width, height = picture
     scale = min(1.0, MAX_SIZE / max(picture))
     return snap_size(width * scale), snap_size(height * scale)
 

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.config import GenerateConfig, request_size
+from lorastudio.generate.config import GenerateConfig, request_size, size_from_picture
 from lorastudio.generate.guidance import GuidedUnet
 from lorastudio.generate.hires import run_hires_pass, wants_hires
 from lorastudio.generate.images import (
@@ -373,12 +373,13 @@ def _reframe_init(cfg: GenerateConfig, plan: SamplingPlan) -> tuple[Image.Image,
     Modes 0-2 reframe the image to width x height (the mask follows, and an inpainted picture
     is width x height, as in A1111); plain img2img in mode 0 is stretched where it is encoded.
     With no size given the request works at the init image's own size (`request_size`), and an
-    inpainted picture comes back at exactly that size (not rounded to 8). Mode 3 keeps the
+    inpainted picture comes back at exactly that size (not rounded to 8); so does one whose size
+    is the one the picture itself gives (its recipe regenerated). Mode 3 keeps the
     image at its own size and stretches its latents. "Only masked" inpainting crops its own region, so it
     ignores the mode, as A1111 does.
     """
     only_masked = plan.mask is not None and cfg.inpaint_only_masked
-    size_given = cfg.width is not None or cfg.height is not None
+    size_given = (plan.width, plan.height) != size_from_picture(plan.init_image.size)
     if only_masked or (cfg.resize_mode == 0 and (plan.mask is None or not size_given)):
         return plan.init_image, False, False
     if cfg.resize_mode == 3:
