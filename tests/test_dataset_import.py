@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,6 +216,47 @@ def test_zip_source_with_kohya_repeat_folder(workspace, tmp_path):
     assert dataset_folder(workspace, "zipped").read_caption(items["top/3_bob/d.png"]) == "bob"
     assert items["10_alice/a.png"].repeats == 10 and items["other/c.webp"].repeats == 1
     assert dataset_folder(workspace, "zipped").read_caption(items["10_alice/a.png"]) == "alice, smile"
+
+
+def test_an_imported_kohya_folder_trains_and_exports_as_kohya_would_read_it(workspace, tmp_path):
+    """`5_sks dog/a.png` without a caption: kohya trains it on "sks dog" five times. Imported, it
+    keeps both (the folder's name only while the image has no caption and the run sets no default,
+    as for the folder used in place); exported as a folder, it goes back into `5_sks dog/`."""
+    from lorastudio.data.dataset import Dataset
+    from lorastudio.service.datasets import export_dataset, open_training_dataset
+
+    source = tmp_path / "train"
+    (source / "5_sks dog").mkdir(parents=True)
+    (source / "loose").mkdir()
+    noise(40).save(source / "5_sks dog" / "a.png")
+    noise(41).save(source / "5_sks dog" / "b.png")
+    (source / "5_sks dog" / "b.txt").write_text("sks dog, running", encoding="utf-8")
+    noise(42).save(source / "loose" / "c.png")
+    import_dataset(workspace, "dogs", [source])
+
+    def captions(opened) -> dict:
+        return {Path(item.image).stem.split("-")[0]: (item.caption, item.repeats) for item in opened}
+
+    in_place = captions(open_training_dataset(workspace, str(source)))
+    imported = captions(open_training_dataset(workspace, "dogs"))
+    assert imported == in_place == {"a": ("sks dog", 5), "b": ("sks dog, running", 5), "c": ("", 1)}
+    with_default = captions(open_training_dataset(workspace, "dogs", default_caption="zqx"))
+    assert with_default["a"] == ("zqx", 5) and with_default["c"] == ("zqx", 1)
+    manifest = json.loads((workspace.datasets / "dogs" / "manifest.json").read_text(encoding="utf-8"))
+    assert sorted(item.get("folder_caption", "") for item in manifest["items"]) == ["", "sks dog", "sks dog"]
+
+    out = tmp_path / "out"
+    result = export_dataset(workspace, "dogs", out)
+    assert result["folders"] == ["1_dogs", "5_sks dog"]
+    assert sorted(p.name for p in (out / "5_sks dog").iterdir() if p.suffix == ".txt") == [
+        next(p.stem for p in (out / "5_sks dog").glob("b*.png")) + ".txt"
+    ]  # a's caption is the folder's name, as kohya reads it: no file written
+    # kohya trains an uncaptioned image on the name of the folder it sits in (as with --repeats N)
+    assert captions(Dataset.open(out)) == {**in_place, "c": ("dogs", 1)}
+    flat = tmp_path / "flat.jsonl"
+    export_dataset(workspace, "dogs", flat.parent / "jsonl", "jsonl")
+    lines = (flat.parent / "jsonl" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(line)["text"] for line in lines) == ["", "sks dog", "sks dog, running"]
 
 
 def test_metadata_and_kohya_json_sources(workspace, tmp_path):

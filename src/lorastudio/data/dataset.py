@@ -71,7 +71,11 @@ class Dataset:
     @classmethod
     def _from_manifest(cls, folder: DatasetFolder, default_caption: str) -> Dataset:
         items = [
-            DatasetItem(folder.image_path(item), folder.read_caption(item) or default_caption, item.repeats)
+            DatasetItem(
+                folder.image_path(item),
+                folder.read_caption(item) or default_caption or item.folder_caption,
+                item.repeats,
+            )
             for item in folder.items
             if folder.image_path(item).is_file()
         ]

@@ -1,6 +1,9 @@
 """Write a data set out in the layouts other trainers read.
 
-- `folder`:  `DEST/[NN_name/]image.png` + `image.txt` or `.caption` (kohya/HCP; NN = repeats when given)
+- `folder`:  `DEST/[NN_name/]image.png` + `image.txt` or `.caption` (kohya/HCP). With `repeats`, one
+  `NN_<data set>` folder; without, images imported from kohya `NN_name` folders (or given repeats)
+  go back into `NN_name` folders (repeats and, for an uncaptioned image, its folder caption kept),
+  the rest into `1_<data set>`; a set with neither is written flat.
 - `csv`:     images + `metadata.csv` with `file_name,text` (HF imagefolder), UTF-8
 - `metadata-csv`: the same with a UTF-8 BOM, as pandas' `to_csv(encoding="utf-8-sig")` in the
   DiffSynth-Studio / Kolors walk-through writes it (Excel then shows Chinese captions right)
@@ -82,21 +85,32 @@ def export_dataset(
     if fmt == "diffsynth":
         images_dir = dest / "train"
     images_dir.mkdir(parents=True, exist_ok=True)
+    grouped = fmt == "folder" and not repeats and any(i.repeats != 1 or i.folder_caption for i in folder.items)
     records = []
     kohya_meta: dict[str, dict[str, str]] = {}
+    subfolders: set[str] = set()
     for item in folder.items:
         source = folder.image_path(item)
         if not source.is_file():
             continue
-        shutil.copy2(source, images_dir / item.file)
-        caption = folder.read_caption(item) or ""
+        target_dir = images_dir
+        if grouped:  # the kohya folder the image came from: its repeats, its name as the caption
+            subfolder = f"{item.repeats}_{item.folder_caption or folder.name}"
+            subfolders.add(subfolder)
+            target_dir = dest / subfolder
+            target_dir.mkdir(exist_ok=True)
+        shutil.copy2(source, target_dir / item.file)
+        own = folder.read_caption(item) or ""
+        # An uncaptioned image of a kohya folder trains on the folder's name: written out as its
+        # caption where the layout has no such folder to carry it.
+        caption = own or ("" if grouped else item.folder_caption)
         records.append((item.file, caption))
         text, tags = split_caption_and_tags(caption, item.extra.get("tags"))
         # kohya joins `caption + ", " + tags` whenever both keys are there: an empty prose part is left
         # out, or its captions would start with ", " (and keep_tokens would pin an empty token).
         kohya_meta[item.stem] = {"caption": text, "tags": tags} if text and tags else {"caption": text or tags}
         if fmt == "folder" and caption:
-            atomic_write_text(images_dir / (item.stem + caption_extension), caption + "\n")
+            atomic_write_text(target_dir / (item.stem + caption_extension), caption + "\n")
     if fmt in ("csv", "metadata-csv", "diffsynth"):
         atomic_write_text(images_dir / "metadata.csv", _metadata_csv(records, bom=fmt != "csv"))
     elif fmt == "jsonl":
@@ -104,4 +118,7 @@ def export_dataset(
         atomic_write_text(dest / "metadata.jsonl", "\n".join(lines) + "\n")
     elif fmt == "kohya":
         atomic_write_json(dest / "meta_cap.json", kohya_meta)
-    return {"format": fmt, "dest": str(dest), "images": len(records), "images_dir": str(images_dir)}
+    summary = {"format": fmt, "dest": str(dest), "images": len(records), "images_dir": str(images_dir)}
+    if grouped:
+        summary["folders"] = sorted(subfolders)
+    return summary

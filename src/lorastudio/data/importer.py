@@ -112,6 +112,7 @@ def _import_one(
         width=image.width,
         height=image.height,
         repeats=entry.repeats,
+        folder_caption=entry.folder_caption,
     )
     target = folder.image_path(item)
     if not target.is_file():  # present when a previous, interrupted run got this far

@@ -99,6 +99,9 @@ class ManifestItem:
     width: int
     height: int
     repeats: int = 1
+    # A kohya `NN_name` source folder's name: kohya's caption for an image without one (used, as
+    # kohya does, only while the image has no caption and the run sets no default caption).
+    folder_caption: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,14 +110,20 @@ class ManifestItem:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if not data["extra"]:
-            data.pop("extra")
+        for optional in ("folder_caption", "extra"):
+            if not data[optional]:
+                data.pop(optional)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ManifestItem:
         known = {k: data[k] for k in ("file", "original", "source", "sha256", "width", "height") if k in data}
-        return cls(**known, repeats=int(data.get("repeats", 1)), extra=dict(data.get("extra", {})))
+        return cls(
+            **known,
+            repeats=int(data.get("repeats", 1)),
+            folder_caption=str(data.get("folder_caption", "")),
+            extra=dict(data.get("extra", {})),
+        )
 
 
 class DatasetFolder:
