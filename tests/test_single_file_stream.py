@@ -58,6 +58,17 @@ def test_streamed_modules_equal_diffusers_from_single_file(tiny_models_dir, tmp_
         _assert_same_module(streamed.components[component], getattr(pipe, component), component)
 
 
+@pytest.mark.parametrize("name", ["tiny-sd15", "tiny-sd2", "tiny-sdxl"])
+def test_text_widths_peeked_from_a_file_or_a_folder_are_the_loaded_encoders(tiny_models_dir, tmp_path, name):
+    """What the trainer's trigger check compares an existing embedding with, before any load."""
+    from lorastudio.models.loading import ModelRef, peek_text_widths
+
+    model, path = _single_file(tiny_models_dir, name, tmp_path)
+    loaded = tuple(encoder.get_input_embeddings().weight.shape[-1] for encoder in model.text_encoders)
+    assert peek_text_widths(ModelRef(name, path, "single_file"), model.family) == loaded
+    assert peek_text_widths(ModelRef(name, tiny_models_dir / name, "folder"), model.family) == loaded
+
+
 def test_fp32_file_weights_land_unconverted_and_own_their_memory(tiny_models_dir, tmp_path):
     """fp32 read into fp32 is read straight into place; OpenCLIP's fused q/k/v become three tensors."""
     model, path = _single_file(tiny_models_dir, "tiny-sdxl", tmp_path, dtype=None)

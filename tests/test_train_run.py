@@ -311,3 +311,7 @@ def test_a_trigger_embedding_of_another_family_is_not_replaced(ws, red_set):
 
     _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal"))  # SD1.5 again: fine
     _check_trigger_embedding_fits(ws, _config(red_set, "model=tiny-sdxl"))  # a LoRA alone publishes none
+    # An SD2.x embedding has SD1.x's one tensor name, `emb_params`, and another width (1024, not 768).
+    save_embedding(Embedding(TRIGGER, [torch.randn(2, 48)]), ws.embeddings / f"{TRIGGER}.safetensors", "sd15")
+    with pytest.raises(LorastudioError, match="another model family"):
+        _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal"))

@@ -230,6 +230,25 @@ def peek_family(where: ModelRef) -> Family | None:
     return None
 
 
+def peek_text_widths(where: ModelRef, family: Family) -> tuple[int, ...] | None:
+    """How wide the model's token embeddings are, one per text encoder, without loading it (an
+    SD1.x and an SD2.x embedding share their tensor name and differ only there); None if unsure."""
+    try:
+        if where.kind == "folder":
+            return tuple(
+                int(json.loads((where.path / encoder / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+                for encoder in family.text_encoders
+            )
+        if where.kind == "single_file" and where.path.suffix == ".safetensors":
+            shapes = read_safetensors_keys(where.path)
+            # LDM and diffusers names alike end so; sorted, SDXL's embedders 0 and 1 are in encoder order.
+            widths = [shape[-1] for name, shape in sorted(shapes.items()) if name.endswith("token_embedding.weight")]
+            return tuple(widths) if len(widths) == len(family.text_encoders) else None
+    except (LorastudioError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
 def _quiet_library_logging() -> None:
     """diffusers/transformers print per-component bars and warnings; our fronts show their own."""
     import diffusers

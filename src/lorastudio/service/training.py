@@ -281,14 +281,21 @@ def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
     if not existing.is_file():
         return
     from lorastudio.models.checkpoint import read_safetensors_keys
-    from lorastudio.models.loading import peek_family, resolve_model
+    from lorastudio.models.loading import peek_family, peek_text_widths, resolve_model
 
     try:
-        family = peek_family(resolve_model(cfg.model, ws.models))
-        keys = set(read_safetensors_keys(existing))
+        where = resolve_model(cfg.model, ws.models)
+        family = peek_family(where)
+        shapes = read_safetensors_keys(existing)
     except LorastudioError:  # a model found only later (hub id) or an unreadable file: the run decides
         return
-    if family is not None and family.embedding_keys and keys != set(family.embedding_keys):
+    if family is None or not family.embedding_keys:
+        return
+    fits = set(shapes) == set(family.embedding_keys)
+    widths = peek_text_widths(where, family) if fits else None
+    if widths is not None:  # SD1.x and SD2.x embeddings share their tensor name: their width tells
+        fits = tuple(shapes[key][-1] for key in family.embedding_keys) == widths
+    if not fits:
         raise LorastudioError(
             f"trigger {cfg.trigger!r}: {existing} holds an embedding for another model family, which this"
             f" {family.label} run would replace; pick another trigger, or rename or delete that file."
