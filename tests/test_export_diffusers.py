@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from lorastudio.adapters import (
+    Embedding,
     LoraFile,
     LoraModule,
     embeddings_from_lora,
@@ -284,3 +285,24 @@ def test_trained_lora_gives_the_same_image_in_plain_diffusers(
     step = _one_denoising_step(sd15, pipe, [(lora, 1.0, 1.0)], {})
     assert step["text"] < FLOAT32_SAME_FUNCTION and step["unet"] < FLOAT32_SAME_FUNCTION, step
     assert step["effect"] > 100 * FLOAT32_SAME_FUNCTION, step
+
+
+def test_an_export_inside_the_studio_loras_puts_the_embedding_in_embeddings(cli, workspace):
+    """`lora export studio/loras/pivot.safetensors --to diffusers` (no --out): the trigger's file
+    goes to embeddings/ (in loras/ the studio and A1111 list it as a LoRA); the run's own copy there
+    is replaced, another family's embedding of that trigger (another width) is kept."""
+    lora, source = _small_pivotal(workspace.loras / "pivot.safetensors")
+    result = cli("lora", "export", source, "--to", "diffusers", "--json")
+    assert result.exit_code == 0, result.output
+    embedding_file = workspace.embeddings / f"{TRIGGER}.safetensors"
+    assert json.loads(result.stdout)["embedding_files"] == [str(embedding_file)]
+    assert torch.equal(load_embedding(embedding_file).vectors[0], lora.embeddings[TRIGGER][0])
+    assert sorted(p.name for p in workspace.loras.iterdir()) == ["pivot-diffusers.safetensors", "pivot.safetensors"]
+    assert cli("lora", "export", source, "--to", "diffusers", "--out", workspace.loras / "again.safetensors").exit_code == 0
+
+    save_embedding(Embedding(TRIGGER, [torch.randn(2, 48)]), embedding_file, "sd15")  # an SD2-wide one
+    before = embedding_file.read_bytes()
+    result = cli("lora", "export", source, "--to", "diffusers", "--out", workspace.loras / "third.safetensors")
+    assert result.exit_code == 2 and "would overwrite that file" in result.output
+    assert embedding_file.read_bytes() == before
+

@@ -72,14 +72,15 @@ def export_cmd(
         False,
         "--no-embeddings",
         help="kohya: leave bundled trigger embeddings out of the LoRA (diffusers' load_lora_weights "
-        "refuses them) and write each as <token>.safetensors next to it. diffusers/peft always do.",
+        "refuses them) and write each as <token>.safetensors next to it (in studio/loras: into "
+        "studio/embeddings). diffusers/peft always do.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Write a LoRA in another layout, keeping alpha; bundled embeddings go to <token>.safetensors."""
     from lorastudio.service.loras import export_lora
 
-    _print(export_lora(path, to, out, family, model, no_embeddings=no_embeddings), json_out)
+    _print(export_lora(path, to, out, family, model, no_embeddings=no_embeddings, ws=workspace()), json_out)
 
 
 @lora_app.command("merge")

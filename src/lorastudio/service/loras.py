@@ -361,7 +361,8 @@ def _load_diffsynth(source: Path, alpha: float | None, model: str | Path | None)
 
 
 def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> dict[str, Path]:
-    """`<token>.safetensors` in `folder` per bundled embedding; refuses names that would clobber a LoRA."""
+    """`<token>.safetensors` in `folder` per bundled embedding; refuses names that would clobber a
+    LoRA or an embedding of another width (another family's, of the same trigger)."""
     planned = {}
     for token in sorted(lora.embeddings):
         if not token or Path(token).name != token or token in {".", ".."}:
@@ -369,7 +370,8 @@ def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> di
                 f"bundle_emb.{token}: trigger token is not a usable file name; export with --to kohya to keep it bundled."
             )
         path = folder / f"{token}.safetensors"
-        if any(path.resolve() == other.resolve() for other in keep_clear) or _holds_other_than_embedding(path):
+        widths = [vectors.shape[-1] for vectors in lora.embeddings[token]]
+        if any(path.resolve() == other.resolve() for other in keep_clear) or _holds_other_than_embedding(path, widths):
             raise LorastudioError(
                 f"{path}: the embedding for {token!r} would overwrite that file; pass --out in another folder."
             )
@@ -377,18 +379,20 @@ def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> di
     return planned
 
 
-def _holds_other_than_embedding(path: Path) -> bool:
-    """An existing file that is not an embedding (a LoRA in loras/ named like the trigger): keep it.
-    An embedding there is an earlier export of this one, replaced."""
+def _holds_other_than_embedding(path: Path, widths: list[int]) -> bool:
+    """An existing file that is not an embedding of these widths (a LoRA in loras/ named like the
+    trigger, another family's embedding): keep it. One of the same widths is an earlier export of
+    this one (or the trained run's own copy), replaced."""
     if not path.exists():
         return False
     from lorastudio.adapters.embeddings import has_embedding_layout
     from lorastudio.models.checkpoint import read_safetensors_keys
 
     try:
-        return not has_embedding_layout(read_safetensors_keys(path))
+        shapes = read_safetensors_keys(path)
     except LorastudioError:
         return True
+    return not has_embedding_layout(shapes) or sorted(s[-1] for s in shapes.values()) != sorted(widths)
 
 
 def _write_embedding_files(lora, planned: dict[str, Path], family) -> list[str]:
@@ -419,13 +423,16 @@ def export_lora(
     family: str | None = None,
     model: str | Path | None = None,
     no_embeddings: bool = False,
+    ws: Workspace | None = None,
 ) -> dict[str, Any]:
     """Write a LoRA in another layout: kohya file, diffusers file or peft folder(s).
 
     diffusers and peft files cannot hold a pivotal LoRA's trigger embedding (`bundle_emb.*`),
     and diffusers' `load_lora_weights` refuses a kohya file that has one; so for those targets,
     and for kohya with `no_embeddings`, each bundled embedding is written next to the output as
-    `<token>.safetensors` (what A1111's embeddings folder and `load_textual_inversion` read).
+    `<token>.safetensors` (what A1111's embeddings folder and `load_textual_inversion` read) —
+    into the workspace's embeddings/ when the output is in its loras/, where the studio and
+    A1111 would list the embedding as a LoRA.
     """
     from dataclasses import replace
 
@@ -447,7 +454,10 @@ def export_lora(
     suffix = {"kohya": "-kohya.safetensors", "diffusers": "-diffusers.safetensors", "peft": "-peft"}[to]
     target = Path(out) if out else source.with_name(stem + suffix)
     separate = bool(lora.embeddings) and (no_embeddings or to != "kohya")
-    planned = _embedding_files_for(lora, target.parent, (source, target)) if separate else {}
+    embeddings_folder = target.parent
+    if ws is not None and embeddings_folder.resolve() == ws.loras.resolve():
+        embeddings_folder = ws.embeddings
+    planned = _embedding_files_for(lora, embeddings_folder, (source, target)) if separate else {}
     written = replace(lora, embeddings={}) if separate else lora
     if not written.modules and planned:
         target = None  # an embedding-only file: the standalone embeddings are the whole export
