@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -195,6 +196,11 @@ def stripping_proxy(target: str, prefix: str) -> Iterator[str]:
 
     class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            # The browser closing a stream (an SSE page left) ends a forward half-way: not an error.
+            if not isinstance(sys.exc_info()[1], (httpx.TransportError, ConnectionError)):
+                super().handle_error(request, client_address)
 
     server = Server(("127.0.0.1", _free_port()), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
