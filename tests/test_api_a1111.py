@@ -345,5 +345,8 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
         )
         with pytest.raises(LorastudioError, match="scheduler"):
             to_generate_config(Txt2ImgRequest(scheduler="polyexponential"), studio)
+        # What A1111's API models assume when a plain client sends neither: Euler, and 0.75
+        bare = to_generate_config(Txt2ImgRequest(enable_hr=True, width=64, height=64, hr_scale=2), studio)
+        assert (bare.sampler, bare.schedule, bare.hires_strength) == ("Euler", "Automatic", 0.75)
     finally:
         studio.close()

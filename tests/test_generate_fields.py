@@ -211,7 +211,8 @@ def _infotext_fields() -> list[str]:
     [
         dict(sampler="DPM++ 2M", schedule="Karras", steps=9, cfg_scale=5.5, seed=3, subseed=8,
              subseed_strength=0.25, seed_resize_from_w=72, seed_resize_from_h=80, clip_skip=2,
-             hires_scale=1.5, hires_steps=4, hires_strength=0.3, hires_upscaler="Lanczos", eta=0.5),
+             hires_scale=1.5, hires_steps=4, hires_strength=0.3, hires_upscaler="Lanczos"),
+        dict(sampler="DDIM", eta=0.5),
         dict(sampler="Euler", schedule="SGM Uniform", init_image="x.png", mask="m.png", strength=0.6,
              mask_blur=6, inpaint_only_masked=True, inpaint_padding=16, inpainting_fill=2, vae="myvae"),
     ],
@@ -326,3 +327,6 @@ def test_eta_changes_ddim_and_travels_through_infotext_recipe_and_api(tiny_works
     answer = client.post("/sdapi/v1/txt2img", json={**request, "eta": 0.5})
     assert answer.status_code == 200, answer.text
     assert json.loads(answer.json()["info"])["infotexts"][0] == with_eta.infotext
+    # webuiapi sends eta=1.0 with every request; Euler a ignores it, so its infotext says nothing
+    euler = client.post("/sdapi/v1/txt2img", json={**request, "sampler_name": "Euler a", "eta": 1.0})
+    assert "Eta" not in json.loads(euler.json()["info"])["infotexts"][0]

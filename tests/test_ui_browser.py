@@ -119,7 +119,11 @@ def test_a_padded_long_prompt_says_pad_conds_and_png_info_brings_the_options_bac
     _small_generation(page, prompt=long_prompt)
     page.locator("#field-negative_prompt textarea").fill("blue")
     page.locator("#field-pad_conds input").check()
-    _set(page, "#field-eta input[type=number]", 0.3)
+    sampler = page.locator("#field-sampler input")
+    sampler.click()
+    sampler.fill("DDIM")
+    page.get_by_role("option", name="DDIM", exact=True).click()
+    _set(page, "#field-eta input[type=number]", 0.3)  # DDIM's: written for DDIM alone
     page.get_by_text("Variation seed").first.click()  # the accordion with the seed resize boxes
     fill_and_keep(page, "field-seed_resize_from_w", 96)
     fill_and_keep(page, "field-seed_resize_from_h", 80)

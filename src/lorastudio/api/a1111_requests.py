@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # A1111's defaults where the client sends nothing.
-DEFAULT_SAMPLER = "Euler a"
+DEFAULT_SAMPLER = "Euler"  # the `sampler_index` default of A1111's API models
 
 
 class Txt2ImgRequest(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import snap_size
-from lorastudio.generate.samplers import schedule_label
+from lorastudio.generate.samplers import schedule_label, takes_eta
 from lorastudio.generate.upscalers.names import fixed_upscaler
 
 __all__ = [
@@ -260,7 +260,8 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         mode="img2img",
         api_default=0.75,
     ),
-    _F("hires_strength", None, "denoising_strength", mode="hires", api_default=0.7),
+    # A1111's txt2img processing default (its web form shows 0.7; the API takes the class's 0.75).
+    _F("hires_strength", None, "denoising_strength", mode="hires", api_default=0.75),
     _F(
         "clip_skip",
         "Clip skip",
@@ -340,7 +341,9 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "eta",
         "Eta DDIM",
         "eta",
-        lambda c, f: c.eta if c.eta else None,
+        # A1111 writes it for its timestep samplers only; ours apply it in DDIM alone (webuiapi
+        # sends eta=1.0 with every request: an Euler a image must not claim "Eta DDIM: 1.0").
+        lambda c, f: c.eta if c.eta and takes_eta(c.sampler) else None,
         _reads("Eta DDIM", "eta", float),
         api_default=0.0,
     ),

@@ -18,6 +18,7 @@ __all__ = [
     "parse_sampler",
     "sampler_names",
     "schedule_label",
+    "takes_eta",
 ]
 
 
@@ -26,6 +27,7 @@ class SamplerSpec:
     scheduler: str  # diffusers class name
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    takes_eta: bool = False  # the scheduler's step mixes in `eta` fresh noise (A1111's "Eta DDIM")
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
@@ -52,7 +54,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
         ("k_dpmpp_3m_sde", "dpmpp_3m_sde"),
     ),
-    "DDIM": SamplerSpec("DDIMScheduler", aliases=("ddim",)),
+    "DDIM": SamplerSpec("DDIMScheduler", aliases=("ddim",), takes_eta=True),
     "PLMS": SamplerSpec("PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
     "UniPC": SamplerSpec("UniPCMultistepScheduler", aliases=("unipc",)),
     "LCM": SamplerSpec("LCMScheduler", aliases=("lcm",)),
@@ -95,6 +97,15 @@ class SamplerChoice:
 
 def sampler_names() -> list[str]:
     return list(SAMPLERS)
+
+
+def takes_eta(name: str) -> bool:
+    """Whether the sampler `name` (any spelling, schedule suffix allowed) uses DDIM's eta; the
+    others ignore it, so an infotext must not claim it."""
+    try:
+        return SAMPLERS[parse_sampler(name).sampler].takes_eta
+    except LorastudioError:
+        return False
 
 
 def _lookup(name: str) -> str | None:
