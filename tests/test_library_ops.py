@@ -174,6 +174,63 @@ def test_every_listed_lora_is_found_by_its_tag_even_with_an_upper_case_suffix(ti
     assert not isinstance(refused.value, NotFoundError)
 
 
+def test_loras_in_subfolders_and_by_their_alias_are_found_as_a1111_finds_them(tiny_workspace, sd15_model, tmp_path):
+    """A1111 users keep LoRAs in subfolders of models/Lora and type what its cards insert, the
+    training name (`ss_output_name`): `<lora:hero:1>` for loras/chars/hero.safetensors and
+    `<lora:mystyle:1>` for loras/style1.safetensors. A name two files share as alias is no name;
+    the folder's own file wins over a subfolder's; hidden folders and peft folders are not walked."""
+    from safetensors.torch import load_file, save_file
+
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.generation import find_lora_file, run_generation
+    from lorastudio.service.model_cache import ModelCache
+
+    loras = tiny_workspace.loras
+    (loras / "chars").mkdir()
+    (loras / "chars" / "hero.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=2))
+    (loras / "chars" / "style1.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=5))
+    for name, alias, seed in (("style1", "mystyle", 3), ("twin-a", "same", 4), ("twin-b", "same", 4)):
+        _lora_bytes(sd15_model, tmp_path, seed=seed)
+        tensors = load_file(str(tmp_path / f"lora-{seed}.safetensors"))
+        save_file(tensors, str(loras / f"{name}.safetensors"), metadata={"ss_output_name": alias})
+    (loras / ".trash").mkdir()
+    (loras / ".trash" / "gone.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=6))
+    (loras / "peft-one").mkdir()
+    (loras / "peft-one" / "adapter_config.json").write_text("{}")
+    (loras / "peft-one" / "adapter_model.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=7))
+    (loras / "chars" / "loop").symlink_to(loras, target_is_directory=True)  # a link back up: walked once
+
+    studio = Studio(tiny_workspace, StudioSettings())
+    with TestClient(create_app(studio)) as client:
+        native = [row["name"] for row in client.get("/api/v1/loras").json()["loras"]]
+        a1111 = {row["name"]: row["alias"] for row in client.get("/sdapi/v1/loras").json()}
+    studio.close()
+    assert native == ["style1", "twin-a", "twin-b", "hero", "style1"]
+    assert a1111["hero"] == "hero" and a1111["twin-a"] == "same"
+    assert find_lora_file(tiny_workspace, "hero") == loras / "chars" / "hero.safetensors"
+    assert find_lora_file(tiny_workspace, "style1") == loras / "style1.safetensors"  # the folder's own
+    assert find_lora_file(tiny_workspace, "mystyle") == loras / "style1.safetensors"
+    for missing in ("same", "gone", "adapter_model", "chars/hero"):
+        with pytest.raises(NotFoundError):
+            find_lora_file(tiny_workspace, missing)
+
+    cache = ModelCache(tiny_workspace)
+    by_file = run_generation(tiny_workspace, GenerateConfig(model="tiny-sd15", prompt="red <lora:style1:1>", seed=1, **TINY), cache)
+    by_alias = run_generation(tiny_workspace, GenerateConfig(model="tiny-sd15", prompt="red <lora:mystyle:1>", seed=1, **TINY), cache)
+    nested = run_generation(tiny_workspace, GenerateConfig(model="tiny-sd15", prompt="red <lora:hero:1>", seed=1, **TINY), cache)
+    def pixels(image) -> bytes:
+        return Image.open(image.path).convert("RGB").tobytes()
+
+    assert pixels(by_alias.images[0]) == pixels(by_file.images[0]) != pixels(nested.images[0])
+    assert "Lora hashes" in by_alias.images[0].infotext and "Lora hashes" in nested.images[0].infotext
+    from lorastudio.service.loras import rename_lora
+
+    rename_lora(tiny_workspace, "hero", "hero2")  # stays in its subfolder
+    assert (loras / "chars" / "hero2.safetensors").is_file() and not (loras / "hero2.safetensors").exists()
+    with pytest.raises(LorastudioError, match="already exists in .*chars"):
+        rename_lora(tiny_workspace, "twin-a", "hero2")  # a name a subfolder's file holds is taken
+
+
 def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_workspace):
     from lorastudio.service.embeddings import list_embeddings
     from lorastudio.service.generation import find_embedding_files
@@ -181,10 +238,12 @@ def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_works
     _embedding(tiny_workspace.embeddings / "glow.safetensors")
     _embedding(tiny_workspace.embeddings / "shout.SAFETENSORS")
     (tiny_workspace.embeddings / "old.ckpt").write_bytes(b"\x80\x04K\x01.")
+    (tiny_workspace.embeddings / "negatives").mkdir()  # A1111 walks the embeddings folder too
+    _embedding(tiny_workspace.embeddings / "negatives" / "badhands.safetensors")
     listed = [row["name"] for row in list_embeddings(tiny_workspace)]
-    assert listed == ["glow", "shout"]
-    used = find_embedding_files(tiny_workspace, ["glow shout old"])
-    assert sorted(used) == listed
+    assert listed == ["glow", "shout", "badhands"]
+    used = find_embedding_files(tiny_workspace, ["glow shout old", "badhands"])
+    assert sorted(used) == sorted(listed)
 
 
 def test_an_embedding_for_another_family_is_skipped_as_a1111_does(tiny_workspace):

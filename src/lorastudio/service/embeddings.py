@@ -68,7 +68,10 @@ def rename_embedding(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     """Give an embedding a new name: its file stem is the word prompts use, so that word changes."""
     path = _embedding_path(ws, name)
     new_name = safe_name(new_name, "new embedding name")
-    target = ws.safe_child(ws.embeddings, f"{new_name}{path.suffix}", "embedding name")
+    target = path.with_name(f"{new_name}{path.suffix}")  # in its own (sub)folder of embeddings/
+    taken = find_weight(ws.embeddings, new_name, "embedding")
+    if taken is not None:
+        raise LorastudioError(f"embedding {new_name!r}: already exists in {taken.parent}; choose another name.")
     rename_without_clobbering(path, target, "embedding")
     return {"name": new_name, "renamed_from": name, "file": target.name}
 

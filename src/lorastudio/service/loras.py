@@ -15,6 +15,7 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import LIST_LORAS, find_listed_weight
 from lorastudio.service.workspace import (
     Workspace,
+    find_weight,
     list_weight_files,
     rename_without_clobbering,
     safe_name,
@@ -279,7 +280,10 @@ def rename_lora(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
 
     path = _lora_path(ws, name)
     new_name = safe_name(new_name, "new LoRA name")
-    target = ws.safe_child(ws.loras, f"{new_name}{path.suffix}", "LoRA name")
+    target = path.with_name(f"{new_name}{path.suffix}")  # in its own (sub)folder of loras/
+    taken = find_weight(ws.loras, new_name, "lora")
+    if taken is not None:
+        raise LorastudioError(f"LoRA {new_name!r}: already exists in {taken.parent}; choose another name.")
     rename_without_clobbering(path, target, "LoRA")
     Library(ws).rename_lora(name, new_name, target)
     return {"name": new_name, "renamed_from": name, "file": target.name}

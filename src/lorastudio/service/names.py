@@ -192,9 +192,37 @@ def find_vae(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Path:
 
 
 def find_lora(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Path:
-    """A LoRA named by a `<lora:NAME:…>` tag: `loras/NAME.safetensors` (or a peft folder there)."""
-    found = resolve(name, ws.loras, "LoRA", LIST_LORAS, policy=NamePolicy(policy.strict), suffixes=LORA_SUFFIXES)
+    """A LoRA named by a `<lora:NAME:…>` tag: `loras/NAME.safetensors` (or a peft folder there),
+    else, as A1111 finds it, a file of that name in a subfolder of loras/, else the one LoRA whose
+    `ss_output_name` (A1111's alias, what its cards insert) is NAME."""
+    try:
+        found = resolve(name, ws.loras, "LoRA", LIST_LORAS, policy=NamePolicy(policy.strict), suffixes=LORA_SUFFIXES)
+    except NotFoundError:
+        nested = find_weight(ws.loras, name, "lora") if is_plain_name(name) else None
+        aliased = nested or (_lora_with_alias(ws, name) if is_plain_name(name) else None)
+        if aliased is None:
+            raise
+        return aliased
     return found.path
+
+
+def _lora_with_alias(ws: Workspace, alias: str) -> Path | None:
+    """The LoRA file whose training name (`ss_output_name`) is `alias`; None when none or several
+    have it (A1111 refuses an alias two files share)."""
+    from lorastudio.models.checkpoint import read_safetensors_header
+    from lorastudio.service.workspace import list_weight_files
+
+    owners = []
+    for path in list_weight_files(ws.loras, "lora"):
+        if path.suffix.lower() != ".safetensors":
+            continue
+        try:
+            metadata = read_safetensors_header(path).get("__metadata__") or {}
+        except (LorastudioError, OSError):
+            continue
+        if metadata.get("ss_output_name") == alias:
+            owners.append(path)
+    return owners[0] if len(owners) == 1 else None
 
 
 def find_dataset(ws: Workspace, name: str, what: str = "data set", policy: NamePolicy = STRICT) -> Path:

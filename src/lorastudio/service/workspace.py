@@ -55,19 +55,39 @@ def _suffixes(kind: str) -> tuple[str, ...]:
     return WEIGHT_SUFFIXES[kind]
 
 
-def list_weight_files(folder: Path, kind: str) -> list[Path]:
-    """The weight files of one kind directly in a workspace folder, sorted.
+# Kinds whose folders are searched with their subfolders, as A1111 walks its Lora and embeddings
+# folders (`loras/characters/hero.safetensors` is `<lora:hero>`); names stay file stems.
+RECURSIVE_KINDS = frozenset({"lora", "embedding"})
 
-    Hidden files are never names a request may use (`service.names`), so they are not listed.
-    """
+
+def _candidate_files(folder: Path, recursive: bool) -> list[Path]:
+    """Files in `folder` (and, recursive, its subfolders): the folder's own first, then each
+    subfolder's in path order. Hidden files and folders are never names a request may use
+    (`service.names`); a peft LoRA folder (adapter_config.json) is one LoRA, not files to list."""
     if not folder.is_dir():
         return []
+    own = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    if not recursive:
+        return own
+    nested: list[Path] = []
+    seen = {os.path.realpath(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if root != str(folder):
+            if real in seen or (Path(root) / "adapter_config.json").is_file():
+                dirs[:] = []  # a link back up the tree, or a peft folder
+                continue
+            seen.add(real)
+            nested += [Path(root) / f for f in files if not f.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return own + sorted((p for p in nested if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def list_weight_files(folder: Path, kind: str) -> list[Path]:
+    """The weight files of one kind in a workspace folder: its own, sorted, then (LoRAs and
+    embeddings) those in its subfolders."""
     suffixes = _suffixes(kind)
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
-    )
+    return [p for p in _candidate_files(folder, kind in RECURSIVE_KINDS) if p.suffix.lower() in suffixes]
 
 
 def find_weight(folder: Path, name: str, kind: str) -> Path | None:
@@ -75,21 +95,22 @@ def find_weight(folder: Path, name: str, kind: str) -> Path | None:
 
     `name` must already be a plain name (`service.names.is_plain_name`); this only looks.
     """
-    return find_with_suffix(folder, name, _suffixes(kind))
+    return find_with_suffix(folder, name, _suffixes(kind), recursive=kind in RECURSIVE_KINDS)
 
 
-def find_with_suffix(folder: Path, name: str, suffixes: tuple[str, ...]) -> Path | None:
-    """`folder/name<suffix>` for one of `suffixes` in any case; the table's order, then exact case, wins."""
-    if not folder.is_dir():
-        return None
-    matches = [
-        p
-        for p in folder.iterdir()
-        if p.stem == name and p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
-    ]
+def find_with_suffix(
+    folder: Path, name: str, suffixes: tuple[str, ...], *, recursive: bool = False
+) -> Path | None:
+    """`folder/name<suffix>` for one of `suffixes` in any case; the table's order, then exact case, wins.
+
+    Recursive: a file of that stem in a subfolder where the folder itself has none (the first
+    subfolder in path order: two LoRAs of one name are told apart only by renaming one).
+    """
+    matches = [p for p in _candidate_files(folder, recursive) if p.stem == name and p.suffix.lower() in suffixes]
     if not matches:
         return None
-    return min(matches, key=lambda p: (suffixes.index(p.suffix.lower()), p.suffix != p.suffix.lower(), p.name))
+    nearest = [p for p in matches if p.parent == folder] or [p for p in matches if p.parent == matches[0].parent]
+    return min(nearest, key=lambda p: (suffixes.index(p.suffix.lower()), p.suffix != p.suffix.lower(), p.name))
 
 
 def weight_file_row(path: Path) -> dict[str, Any]:
