@@ -186,7 +186,7 @@ def test_dialect_defaults_are_pinned_and_errors_use_a1111_names():
     from lorastudio.api.a1111_requests import Img2ImgRequest
 
     api = {row.field: row.api_default for row in A1111_FIELDS if row.api_default is not None}
-    assert (api["hires_strength"], api["inpaint_padding"], api["inpaint_only_masked"]) == (0.7, 0, True)
+    assert (api["hires_strength"], api["inpaint_padding"], api["inpaint_only_masked"]) == (0.75, 0, True)  # processing.py: Txt2Img denoising_strength = 0.75
     config = GenerateConfig()
     assert (config.hires_strength, config.inpaint_padding, config.inpaint_only_masked) == (0.5, 32, False)
     request = Img2ImgRequest()

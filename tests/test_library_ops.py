@@ -231,6 +231,32 @@ def test_loras_in_subfolders_and_by_their_alias_are_found_as_a1111_finds_them(ti
         rename_lora(tiny_workspace, "twin-a", "hero2")  # a name a subfolder's file holds is taken
 
 
+def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tiny_workspace, sd15_model, tmp_path):
+    """The image says `<lora:mystyle_v2:0.8>` and `Lora hashes: "mystyle_v2: <hash>"`; this studio
+    has that file as style1: the recipe names style1, as A1111's paste does. A tag the studio has
+    by name, or a hash it lacks, stays as written."""
+    from PIL import PngImagePlugin
+
+    from lorastudio.adapters.hashing import lora_short_hash
+    from lorastudio.service.generation import config_from_recipe
+
+    (tiny_workspace.loras / "style1.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=3))
+    (tiny_workspace.loras / "kept.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=4))
+    short = lora_short_hash(tiny_workspace.loras / "style1.safetensors")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        "red <lora:mystyle_v2:0.8> <lora:kept:0.5> <lora:gone:1>\nNegative prompt: <lora:mystyle_v2:-0.2>\n"
+        "Steps: 1, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Model: tiny-sd15, "
+        f'Lora hashes: "mystyle_v2: {short}, kept: {short}, gone: 0123456789ab", Version: v1.10.1',
+    )
+    image = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64)).save(image, pnginfo=info)
+    cfg = config_from_recipe(image, tiny_workspace)
+    assert cfg.prompt == "red <lora:style1:0.8> <lora:kept:0.5> <lora:gone:1>"
+    assert cfg.negative_prompt == "<lora:style1:-0.2>"
+
+
 def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_workspace):
     from lorastudio.service.embeddings import list_embeddings
     from lorastudio.service.generation import find_embedding_files

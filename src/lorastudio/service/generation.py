@@ -23,6 +23,7 @@ from lorastudio.service.library import Library
 from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora
+from lorastudio.service.recipe_loras import rename_loras_by_hash
 from lorastudio.service.workspace import Workspace, list_weight_files
 
 logger = logging.getLogger(__name__)
@@ -350,6 +351,8 @@ def config_from_recipe(
     request = config_fields_from_infotext(params)
     request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
     request["model"] = _model_from_infotext(ws, params, model)
+    for line in rename_loras_by_hash(ws, params, request):  # as A1111's paste: same file, other name
+        logger.info("recipe %s: LoRA %s (same hash)", path.name, line)
     if request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
     try:
