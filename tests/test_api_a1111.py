@@ -154,6 +154,9 @@ def test_img2img_refuses_what_is_not_an_image(client):
     assert "not a readable image" in response.json()["detail"]
     empty = client.post("/sdapi/v1/img2img", json={**TINY, "init_images": []})
     assert empty.status_code == 400
+    # A1111 gives each of several images a batch slot; one request here samples one: refused, not dropped
+    several = client.post("/sdapi/v1/img2img", json={**TINY, "init_images": [encode(Image.new("RGB", (64, 64)))] * 2})
+    assert several.status_code == 400 and "one request per image" in several.json()["detail"]
 
 
 def test_png_info_reads_parameters(client):

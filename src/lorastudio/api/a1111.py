@@ -106,6 +106,11 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
             if img2img:
                 if not req.init_images:
                     raise LorastudioError("img2img: init_images is empty; send one base64 image.")
+                if len(req.init_images) > 1:  # A1111 gives each its batch slot; never drop the others silently
+                    raise LorastudioError(
+                        f"img2img: {len(req.init_images)} init_images; lorastudio samples one init image"
+                        " per request: send one request per image."
+                    )
                 init = store_image(studio.workspace, req.init_images[0], "init_images[0]")
                 if req.mask:
                     invert = bool(req.inpainting_mask_invert)
