@@ -149,7 +149,11 @@ def test_4_a_missing_recipe_vae_is_replaced_by_the_one_the_user_passes(tmp_path,
 def test_a_missing_recipe_model_is_replaced_by_the_one_the_user_passes(tmp_path, workspace, monkeypatch):
     """The refusal says "pass --model": passing it works, for an image whose model this workspace lacks
     and for one that names none (A1111 texts without `Model:`); the Generate form keeps its model."""
-    from lorastudio.service.generation import config_from_recipe, missing_model_of
+    from lorastudio.service.recipes import config_from_recipe, read_recipe
+
+    def missing_model_of(image, ws):
+        notes = [n for n in read_recipe(image, ws, model="tiny-sd15").notes if n.key == "model_kept"]
+        return notes[0].params["named"] if notes else None
 
     elsewhere = _png_with(tmp_path, "a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model hash: 0123abcd, Model: my-mix", "a.png")
     with pytest.raises(NotFoundError, match="my-mix.*--model NAME"):
@@ -165,6 +169,24 @@ def test_a_missing_recipe_model_is_replaced_by_the_one_the_user_passes(tmp_path,
     here = _png_with(tmp_path, "a cow\nSteps: 5, Sampler: Euler, Seed: 5, Model: tiny-sd15", "c.png")
     assert config_from_recipe(here, workspace, model="other").model == "tiny-sd15"  # the image's own wins
     assert missing_model_of(here, workspace) is None
+
+
+def test_a_recipe_says_when_a1111_drew_the_noise_on_the_gpu(tmp_path, workspace):
+    """A1111 draws noise on the GPU unless its RNG setting says CPU, and writes nothing then;
+    lorastudio draws it on the CPU (and writes RNG: CPU), so only such images come back the same."""
+    from lorastudio.service.recipes import read_recipe
+
+    common = "a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model: tiny-sd15"
+    cases = {
+        "gpu.png": (common + ", Version: v1.10.1", ["GPU"]),
+        "nv.png": (common + ", RNG: NV, Version: v1.10.1", ["NV"]),
+        "cpu.png": (common + ", RNG: CPU, Version: v1.10.1", []),
+        "ours-before.png": (common + ", Version: lorastudio 0.1.0", []),  # made before RNG was written
+    }
+    for name, (text, sources) in cases.items():
+        notes = read_recipe(_png_with(tmp_path, text, name), workspace).notes
+        assert [n.params["source"] for n in notes if n.key == "noise_source"] == sources, name
+        assert all("CPU" in n.text for n in notes)
 
 
 def test_5_and_6_inpaint_fields_and_img2img_strength_are_read_back(tmp_path, workspace):

@@ -238,7 +238,7 @@ def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tin
     from PIL import PngImagePlugin
 
     from lorastudio.adapters.hashing import lora_short_hash
-    from lorastudio.service.generation import config_from_recipe
+    from lorastudio.service.recipes import read_recipe
 
     (tiny_workspace.loras / "style1.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=3))
     (tiny_workspace.loras / "kept.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=4))
@@ -252,9 +252,11 @@ def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tin
     )
     image = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64)).save(image, pnginfo=info)
-    cfg = config_from_recipe(image, tiny_workspace)
-    assert cfg.prompt == "red <lora:style1:0.8> <lora:kept:0.5> <lora:gone:1>"
-    assert cfg.negative_prompt == "<lora:style1:-0.2>"
+    recipe = read_recipe(image, tiny_workspace)
+    assert recipe.config.prompt == "red <lora:style1:0.8> <lora:kept:0.5> <lora:gone:1>"
+    assert recipe.config.negative_prompt == "<lora:style1:-0.2>"
+    renamed = [n.params for n in recipe.notes if n.key == "lora_renamed"]
+    assert renamed == [{"old": "mystyle_v2", "new": "style1"}]  # said once, for both prompts
 
 
 def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_workspace):

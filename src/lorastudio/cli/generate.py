@@ -60,8 +60,9 @@ def generate_cmd(
 
     Every generation option (--steps, --sampler, --eta, ...) comes from GenerateConfig.
     """
-    from lorastudio.service.generation import config_from_recipe, run_generation, run_series
+    from lorastudio.service.generation import run_generation, run_series
     from lorastudio.service.names import LENIENT  # the CLI runs as the user: local paths are fine
+    from lorastudio.service.recipes import read_recipe
 
     ws = workspace()
     overrides = dict(fields or {})
@@ -78,7 +79,10 @@ def generate_cmd(
 
             base = None
             if recipe:  # --model picks the model where the image's is not here (or not named)
-                base = config_from_recipe(recipe, ws, "vae" in overrides, overrides.get("model")).model_dump()
+                read = read_recipe(recipe, ws, "vae" in overrides, overrides.get("model"))
+                for note in read.notes:  # what will not come back the same
+                    typer.echo(f"recipe: {note.text}", err=True)
+                base = read.config.model_dump()
             request = load_config(GenerateConfig, None, overrides, base=base)
             result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT)
     finally:

@@ -270,6 +270,9 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         _reads("Clip skip", "clip_skip", int),
         special=True,
     ),
+    # Every noise here is drawn on the CPU (`generate.noise`); A1111 reads a missing key as its
+    # default "GPU" and would start an image pasted into it from other noise.
+    _F(None, "RNG", None, lambda c, f: "CPU"),
     _F("batch_size", None, "batch_size"),
     _F("count", None, "n_iter"),
     _F("init_image", None, "init_images", special=True),

@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 
 from lorastudio import __version__
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora
-from lorastudio.service.recipe_loras import rename_loras_by_hash
+from lorastudio.service.recipes import config_from_recipe  # re-exported: where callers have found it
 from lorastudio.service.workspace import Workspace, list_weight_files
 
 logger = logging.getLogger(__name__)
@@ -304,121 +304,6 @@ def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora
                 continue
             embeddings[name] = [v.to(model.device, model.dtype) for v in vectors]
             ti_hashes.append((name, info["hash"]))
-
-
-def config_from_recipe(
-    path: str | Path, ws: Workspace, vae_given: bool = False, model: str | None = None
-) -> GenerateConfig:
-    """A request that reproduces an image: from our YAML recipe or any A1111-style PNG.
-
-    A VAE named by the image must be in this workspace (another VAE makes another image),
-    unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`). So must its model,
-    unless the caller names the model to use where the image's is missing or not given (`model`:
-    `--model`, the Generate form's current model, as A1111 keeps its checkpoint then).
-    """
-    from pydantic import ValidationError
-
-    from lorastudio.generate.a1111_fields import config_fields_from_infotext
-    from lorastudio.generate.infotext import add_version_flags, parse_infotext, read_infotext
-    from lorastudio.service.control import units_from_infotext
-
-    path = Path(path)
-    if not path.is_file():
-        raise LorastudioError(
-            f"{path}: recipe not found; pass a .yaml recipe or a PNG made by lorastudio or A1111."
-        )
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        request = dict(data.get("request") or {})
-        image = data.get("image") or {}
-        if "seed" in image:
-            request.update(seed=image["seed"], batch_size=1, count=1)
-        if "subseed" in image:
-            request["subseed"] = image["subseed"]
-        model_info = data.get("model") or {}
-        if model_info.get("hash") and not _model_available(ws, request.get("model", "")):
-            match = Library(ws).model_by_hash(model_info["hash"])
-            if match:
-                request["model"] = match["name"]
-        return GenerateConfig.model_validate(request)
-    text = read_infotext(path)
-    if not text:
-        raise LorastudioError(
-            f"{path}: has no generation parameters; use an image saved by lorastudio or A1111."
-        )
-    params = parse_infotext(text, fill_defaults=False)
-    add_version_flags(params)  # an older webui's image regenerates with its old behaviours, as in A1111
-    request = config_fields_from_infotext(params)
-    request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
-    request["model"] = _model_from_infotext(ws, params, model)
-    for line in rename_loras_by_hash(ws, params, request):  # as A1111's paste: same file, other name
-        logger.info("recipe %s: LoRA %s (same hash)", path.name, line)
-    if request.get("vae") and not vae_given:
-        request["vae"] = _vae_from_infotext(ws, request["vae"])
-    try:
-        return GenerateConfig.model_validate(request)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in error.get("loc", ())) or "infotext"
-        raise LorastudioError(f"{path}: {field}: {error['msg']}; edit the image's parameters.") from None
-
-
-def _vae_from_infotext(ws: Workspace, name: str) -> str:
-    """The image's `VAE` by name in models/; one line when this workspace lacks it."""
-    from lorastudio.service.names import find_vae
-
-    try:
-        find_vae(ws, name)
-    except LorastudioError:
-        raise NotFoundError(
-            f"VAE {name!r} from the image is not in this workspace; put it in models/ or pass --vae."
-        ) from None
-    return name
-
-
-def _model_available(ws: Workspace, ref: str) -> bool:
-    from lorastudio.models.tiny import is_tiny_name
-
-    return bool(ref) and (is_tiny_name(ref) or (ws.models / ref).exists() or Path(ref).exists())
-
-
-def _workspace_model(ws: Workspace, params: dict) -> str | None:
-    """This workspace's name for the image's model: by name, else by short hash; None if it lacks it."""
-    name = str(params.get("Model", "") or "")
-    if _model_available(ws, name):
-        return name
-    short = str(params.get("Model hash", "") or "")
-    match = Library(ws).model_by_hash(short) if short else None
-    return match["name"] if match else None
-
-
-def missing_model_of(path: str | Path, ws: Workspace) -> str | None:
-    """The model an A1111-style image names when this workspace has it neither by name nor by hash."""
-    from lorastudio.generate.infotext import parse_infotext, read_infotext
-
-    text = read_infotext(Path(path)) if Path(path).suffix.lower() not in {".yaml", ".yml"} else None
-    if not text:
-        return None
-    params = parse_infotext(text, fill_defaults=False)
-    named = str(params.get("Model", "") or params.get("Model hash", "") or "")
-    return named if named and _workspace_model(ws, params) is None else None
-
-
-def _model_from_infotext(ws: Workspace, params: dict, fallback: str | None = None) -> str:
-    """The image's model in this workspace; else `fallback`; else one line saying what to do."""
-    found = _workspace_model(ws, params)
-    if found:
-        return found
-    if fallback:
-        return fallback
-    name = str(params.get("Model", "") or "")
-    short = str(params.get("Model hash", "") or "")
-    if not name and not short:
-        raise NotFoundError("the image does not say which model made it; pass --model NAME to pick one.")
-    raise NotFoundError(
-        f"model {name or short!r} from the image is not in this workspace; import it with "
-        "`lorastudio models import`, or pass --model NAME to use another."
-    )
 
 
 @dataclass

@@ -30,16 +30,18 @@ def lora_hash_pairs(value: object) -> dict[str, str]:
     return pairs
 
 
-def rename_loras_by_hash(ws: Workspace, params: dict[str, Any], request: dict[str, Any]) -> list[str]:
+def rename_loras_by_hash(
+    ws: Workspace, params: dict[str, Any], request: dict[str, Any]
+) -> list[tuple[str, str]]:
     """Rewrite the request's prompts' `<lora:NAME:` tags that no local LoRA answers to, where the
-    image's `Lora hashes` gives NAME a hash a local LoRA has. Returns "old -> new" lines."""
+    image's `Lora hashes` gives NAME a hash a local LoRA has. Returns the (old, new) names."""
     from lorastudio.service.names import find_lora
 
     wanted = lora_hash_pairs(params.get("Lora hashes"))
     if not wanted:
         return []
     local: dict[str, str] | None = None
-    renamed: list[str] = []
+    renamed: list[tuple[str, str]] = []
 
     def missing(name: str) -> bool:
         try:
@@ -57,7 +59,8 @@ def rename_loras_by_hash(ws: Workspace, params: dict[str, Any], request: dict[st
         found = local.get(wanted[name])
         if found is None:
             return match.group(0)
-        renamed.append(f"{name} -> {found}")
+        if (name, found) not in renamed:
+            renamed.append((name, found))
         return f"{match.group(1)}{found}{match.group(3)}"
 
     for key in ("prompt", "negative_prompt"):

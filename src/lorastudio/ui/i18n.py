@@ -115,6 +115,16 @@ LABELS: dict[str, tuple[str, str]] = {
         "The image's model {named} is not in this workspace; generating with {model}.",
         "图片所用模型 {named} 不在工作区中，将使用 {model} 生成。",
     ),
+    "png.lora_renamed": (
+        "LoRA {old} is {new} in this workspace (same hash).",
+        "LoRA {old} 在工作区中名为 {new}（哈希相同）。",
+    ),
+    "png.noise_source": (
+        "A1111 drew this image's noise on the {source} (RNG: {source}); lorastudio draws it on the CPU,"
+        " so the picture will differ (images made with RNG: CPU come back the same).",
+        "这张图片的噪声由 A1111 在 {source} 上生成（RNG: {source}）；lorastudio 在 CPU 上生成噪声，"
+        "因此画面会不同（用 RNG: CPU 生成的图片可以完全复现）。",
+    ),
     # library
     "library.loras": ("LoRAs", "LoRA"),
     "library.models": ("Models", "模型"),

@@ -63,17 +63,17 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
 def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) -> tuple[dict[str, Any], str] | str:
     """(the image's recipe as Generate form values, a note), or the reason there is none. An image
     whose model is not in this workspace (or that names none) gets the form's model (the studio's
-    when the form has none), as A1111 keeps its checkpoint; the note names the missing one."""
-    from lorastudio.service.generation import config_from_recipe, missing_model_of
+    when the form has none), as A1111 keeps its checkpoint; the note says so, and what else will
+    not come back the same (a LoRA found by hash under another name, A1111's GPU noise)."""
+    from lorastudio.service.recipes import read_recipe
 
     if not path:
         return ctx.t("png.no_parameters")
     try:
-        cfg = config_from_recipe(path, ctx.studio.workspace, model=current_model or ctx.studio.model)
-        missing = missing_model_of(path, ctx.studio.workspace)
+        recipe = read_recipe(path, ctx.studio.workspace, model=current_model or ctx.studio.model)
     except Exception as exc:
         return error_markup(ctx, exc)
-    values = cfg.model_dump()
+    values = recipe.config.model_dump()
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
-    return values, ctx.t("png.model_kept", named=missing, model=cfg.model) if missing else ""
+    return values, " ".join(ctx.t(f"png.{note.key}", **note.params) for note in recipe.notes)

@@ -1,0 +1,183 @@
+"""Recipes: the request that remakes an image, from our YAML recipe or any A1111-style PNG.
+
+What cannot come back exactly is said in notes (structured, so the web UI words them in its
+language and the CLI prints them): a model this workspace lacks, replaced by the caller's; a
+LoRA found under another name by its hash; noise A1111 drew on the GPU, which no CPU draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.library import Library
+from lorastudio.service.recipe_loras import rename_loras_by_hash
+from lorastudio.service.workspace import Workspace
+
+__all__ = ["Recipe", "RecipeNote", "config_from_recipe", "read_recipe"]
+
+
+@dataclass(frozen=True)
+class RecipeNote:
+    """One thing about a recipe the user should know: `key` names it for a translation, `params`
+    fill it, `text` says it in English."""
+
+    key: str
+    params: dict[str, str]
+    text: str
+
+
+@dataclass
+class Recipe:
+    config: GenerateConfig
+    notes: list[RecipeNote] = field(default_factory=list)
+
+
+def config_from_recipe(
+    path: str | Path, ws: Workspace, vae_given: bool = False, model: str | None = None
+) -> GenerateConfig:
+    """`read_recipe`'s request alone."""
+    return read_recipe(path, ws, vae_given, model).config
+
+
+def read_recipe(path: str | Path, ws: Workspace, vae_given: bool = False, model: str | None = None) -> Recipe:
+    """A request that reproduces an image, and notes on what may not come back the same.
+
+    A VAE named by the image must be in this workspace (another VAE makes another image),
+    unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`). So must its model,
+    unless the caller names the model to use where the image's is missing or not given (`model`:
+    `--model`, the Generate form's current model, as A1111 keeps its checkpoint then).
+    """
+    from pydantic import ValidationError
+
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
+    from lorastudio.generate.infotext import add_version_flags, parse_infotext, read_infotext
+    from lorastudio.service.control import units_from_infotext
+
+    path = Path(path)
+    if not path.is_file():
+        raise LorastudioError(
+            f"{path}: recipe not found; pass a .yaml recipe or a PNG made by lorastudio or A1111."
+        )
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        return Recipe(GenerateConfig.model_validate(_yaml_request(path, ws)))
+    text = read_infotext(path)
+    if not text:
+        raise LorastudioError(
+            f"{path}: has no generation parameters; use an image saved by lorastudio or A1111."
+        )
+    params = parse_infotext(text, fill_defaults=False)
+    add_version_flags(params)  # an older webui's image regenerates with its old behaviours, as in A1111
+    request = config_fields_from_infotext(params)
+    request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
+    notes: list[RecipeNote] = []
+    request["model"] = _model_from_infotext(ws, params, model, notes)
+    for old, new in rename_loras_by_hash(ws, params, request):  # as A1111's paste: same file, other name
+        notes.append(
+            RecipeNote("lora_renamed", {"old": old, "new": new}, f"LoRA {old} is {new} here (same hash).")
+        )
+    notes += _noise_notes(params)
+    if request.get("vae") and not vae_given:
+        request["vae"] = _vae_from_infotext(ws, request["vae"])
+    try:
+        return Recipe(GenerateConfig.model_validate(request), notes)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error.get("loc", ())) or "infotext"
+        raise LorastudioError(f"{path}: {where}: {error['msg']}; edit the image's parameters.") from None
+
+
+def _yaml_request(path: Path, ws: Workspace) -> dict[str, Any]:
+    """Our recipe's request, for its own image (seed, variation seed) and the model by hash."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    request = dict(data.get("request") or {})
+    image = data.get("image") or {}
+    if "seed" in image:
+        request.update(seed=image["seed"], batch_size=1, count=1)
+    if "subseed" in image:
+        request["subseed"] = image["subseed"]
+    model_info = data.get("model") or {}
+    if model_info.get("hash") and not _model_available(ws, request.get("model", "")):
+        match = Library(ws).model_by_hash(model_info["hash"])
+        if match:
+            request["model"] = match["name"]
+    return request
+
+
+def _noise_notes(params: dict[str, Any]) -> list[RecipeNote]:
+    """A1111 draws noise on the GPU unless its RNG setting says CPU (an absent key means GPU);
+    lorastudio always draws it on the CPU, so such an image comes back as another picture."""
+    source = str(params.get("RNG", "") or "").strip()
+    ours = str(params.get("Version", "") or "").startswith("lorastudio")
+    if source.upper() == "CPU" or (not source and ours):
+        return []
+    source = source or "GPU"
+    return [
+        RecipeNote(
+            "noise_source",
+            {"source": source},
+            f"the image's noise was drawn by A1111 on the {source} (RNG: {source}); lorastudio draws it on the"
+            " CPU, so the picture will differ (A1111 images made with RNG: CPU come back the same).",
+        )
+    ]
+
+
+def _vae_from_infotext(ws: Workspace, name: str) -> str:
+    """The image's `VAE` by name in models/; one line when this workspace lacks it."""
+    from lorastudio.service.names import find_vae
+
+    try:
+        find_vae(ws, name)
+    except LorastudioError:
+        raise NotFoundError(
+            f"VAE {name!r} from the image is not in this workspace; put it in models/ or pass --vae."
+        ) from None
+    return name
+
+
+def _model_available(ws: Workspace, ref: str) -> bool:
+    from lorastudio.models.tiny import is_tiny_name
+
+    return bool(ref) and (is_tiny_name(ref) or (ws.models / ref).exists() or Path(ref).exists())
+
+
+def _workspace_model(ws: Workspace, params: dict) -> str | None:
+    """This workspace's name for the image's model: by name, else by short hash; None if it lacks it."""
+    name = str(params.get("Model", "") or "")
+    if _model_available(ws, name):
+        return name
+    short = str(params.get("Model hash", "") or "")
+    match = Library(ws).model_by_hash(short) if short else None
+    return match["name"] if match else None
+
+
+def _model_from_infotext(ws: Workspace, params: dict, fallback: str | None, notes: list[RecipeNote]) -> str:
+    """The image's model in this workspace; else `fallback` (noted where the image names one);
+    else one line saying what to do."""
+    found = _workspace_model(ws, params)
+    if found:
+        return found
+    if fallback:
+        named = str(params.get("Model", "") or params.get("Model hash", "") or "")
+        if named:
+            notes.append(
+                RecipeNote(
+                    "model_kept",
+                    {"named": named, "model": fallback},
+                    f"the image's model {named} is not in this workspace; generating with {fallback}.",
+                )
+            )
+        return fallback
+    name = str(params.get("Model", "") or "")
+    short = str(params.get("Model hash", "") or "")
+    if not name and not short:
+        raise NotFoundError("the image does not say which model made it; pass --model NAME to pick one.")
+    raise NotFoundError(
+        f"model {name or short!r} from the image is not in this workspace; import it with "
+        "`lorastudio models import`, or pass --model NAME to use another."
+    )
