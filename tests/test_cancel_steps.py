@@ -65,7 +65,8 @@ def test_hires_upscale_stops_at_the_next_encoder_tile(sd15, monkeypatch, one_tor
         )
     finally:
         hook.remove()
-    assert stopped == [] and len(encoded_tiles) == 1
+    # the image as far as it got (A1111's interrupt): the first pass at its own size
+    assert [i.image.size for i in stopped] == [(64, 64)] and len(encoded_tiles) == 1
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -91,8 +92,12 @@ def test_cancel_requested_during_step_k_stops_the_job_before_step_k_plus_2(
 
         monkeypatch.setattr(_Sampler, "_predict", predict_and_cancel_at_k)
         Worker(store, tiny_workspace, worker_id="w", registry=install(HandlerRegistry())).run(stop_when_idle=True)
-        assert store.get(job.id).state == "cancelled"
+        done = store.get(job.id)
+        assert done.state == "cancelled"
     assert k <= len(steps_run) < k + 2, steps_run
+    # The image as far as it got is the cancelled job's result, as A1111's interrupt answers it
+    assert done.result["seeds"] == [1] and len(done.result["infotexts"]) == 1
+    assert (tiny_workspace.outputs / job.id / done.result["images"][0]).is_file()
 
 
 def test_a_cancel_during_decode_stops_at_the_next_tile(sd15, monkeypatch, one_torch_thread):
@@ -119,7 +124,7 @@ def test_a_cancel_during_decode_stops_at_the_next_tile(sd15, monkeypatch, one_to
     assert stopped == [] and len(decoded_tiles) == 1
 
 
-# --- /skip: drop the current batch, go on with the next ---------------------------------------
+# --- /skip: end the current batch where it got to, go on with the next --------------------------
 
 
 def test_skip_is_counted_for_running_jobs_only(queue_url, workspace):  # noqa: F811
@@ -151,7 +156,7 @@ def test_an_old_studio_db_gains_the_skip_column(workspace):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_skip_during_a_batch_drops_it_within_one_step_and_the_next_batches_run(
+def test_skip_during_a_batch_ends_it_within_one_step_as_far_as_it_got_and_the_next_batches_run(
     tiny_workspace,
     queue_url,  # noqa: F811
     monkeypatch,
@@ -177,11 +182,17 @@ def test_skip_during_a_batch_drops_it_within_one_step_and_the_next_batches_run(
         Worker(store, tiny_workspace, worker_id="w", registry=install(HandlerRegistry())).run(stop_when_idle=True)
         done = store.get(job.id)
     assert done.state == "succeeded", done.error
-    assert done.result["seeds"] == [101, 102]  # the first batch (seed 100) was dropped
+    # As A1111's skip: the first batch (seed 100) comes back decoded from where it got to
+    assert done.result["seeds"] == [100, 101, 102]
     assert k <= len(calls) - 2 * steps < k + 2
+    from PIL import Image
+
+    folder = tiny_workspace.outputs / job.id
+    first, full = (Image.open(folder / name).convert("RGB").tobytes() for name in done.result["images"][:2])
+    assert first != full
 
 
-# --- x/y/z grids: /interrupt stops the grid and keeps the cells done, /skip drops a cell --------
+# --- x/y/z grids: /interrupt stops the grid, /skip ends a cell; both keep the cell as far as it got --
 
 
 def _grid_payload(steps: int) -> dict:
@@ -219,25 +230,25 @@ def _run_grid_and_call_at_step(workspace, monkeypatch, at_step: int, call) -> tu
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_interrupt_during_a_grid_cell_stops_within_one_step_and_keeps_the_cells_done(tiny_workspace, monkeypatch):
+def test_interrupt_during_a_grid_cell_stops_within_one_step_and_keeps_the_cells_made(tiny_workspace, monkeypatch):
     from PIL import Image
 
     steps, k = 6, 2  # the interrupt comes during step k of the second cell
     done, calls, folder = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, steps + k, lambda s: s.interrupt())
     assert done.state == "cancelled", done.error
     assert steps + k <= calls < steps + k + 2  # the second cell stopped at its next step, the third never ran
-    assert done.result["seeds"] == [1] and len(done.result["images"]) == 1
+    assert done.result["seeds"] == [1, 2] and len(done.result["images"]) == 2  # the second as far as it got
     grid = Image.open(folder / done.result["grid"])
     assert grid.width >= 3 * 64  # the whole layout, the cells not rendered left blank
     assert (folder / done.result["images"][0]).is_file()
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_skip_during_a_grid_cell_drops_that_cell_and_the_next_cells_run(tiny_workspace, monkeypatch):
+def test_skip_during_a_grid_cell_ends_that_cell_and_the_next_cells_run(tiny_workspace, monkeypatch):
     steps, k = 6, 2  # the skip comes during step k of the first cell
     done, calls, _ = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, k, lambda s: s.skip())
     assert done.state == "succeeded", done.error
-    assert done.result["seeds"] == [2, 3]  # the first cell (seed 1) was dropped
+    assert done.result["seeds"] == [1, 2, 3]  # the first cell (seed 1) as far as it got
     assert k <= calls - 2 * steps < k + 2
 
 
@@ -295,11 +306,12 @@ def test_a_page_following_one_of_a_users_two_running_jobs_sees_that_ones_progres
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_interrupt_before_the_first_grid_cell_is_done_ends_cancelled_with_nothing_drawn(tiny_workspace, monkeypatch):
+def test_interrupt_in_the_first_grid_cell_ends_cancelled_with_that_cell_as_far_as_it_got(tiny_workspace, monkeypatch):
     done, calls, folder = _run_grid_and_call_at_step(tiny_workspace, monkeypatch, 2, lambda s: s.interrupt())
-    assert done.state == "cancelled" and done.result is None  # not "failed: no cell was generated"
+    assert done.state == "cancelled" and done.result["seeds"] == [1]  # not "failed: no cell was generated"
     assert calls < 4  # stopped at the next step of the first cell
-    assert not list(folder.glob("grid-*.png"))
+    assert len(list(folder.glob("grid-*.png"))) == 1
+
 
 
 def test_each_sampling_step_asks_the_database_once_for_cancel_and_skip(queue_url, workspace):  # noqa: F811

@@ -425,7 +425,8 @@ def test_a1111_xyz_plot_is_held_to_the_server_limits(studio, client):
 
 def test_an_interrupted_a1111_xyz_plot_answers_the_grid_of_the_cells_done(client, studio, monkeypatch):
     """As A1111: /interrupt during the second cell ends the plot; the answer holds the grid (the
-    cells not rendered left blank) and the one cell done, and the job is recorded cancelled."""
+    cell not rendered left blank), the cell done and the one interrupted as far as it got, and the
+    job is recorded cancelled."""
     from lorastudio.generate.pipeline import _Sampler
 
     steps = 4
@@ -451,9 +452,9 @@ def test_an_interrupted_a1111_xyz_plot_answers_the_grid_of_the_cells_done(client
     response = client.post("/sdapi/v1/txt2img", json=body)
     assert response.status_code == 200, response.text
     data = response.json()
-    assert len(data["images"]) == 1 + 1  # the grid, then the one cell done
+    assert len(data["images"]) == 1 + 2  # the grid, then the cell done and the one interrupted (A1111 keeps it)
     grid = Image.open(io.BytesIO(base64.b64decode(data["images"][0])))
     assert grid.width >= 3 * 64
-    assert [int(parse_infotext(t)["Seed"]) for t in json.loads(data["info"])["infotexts"][1:]] == [7]
+    assert [int(parse_infotext(t)["Seed"]) for t in json.loads(data["info"])["infotexts"][1:]] == [7, 8]
     assert studio.list_jobs()[0].state == "cancelled"
     assert len(calls) < 2 * steps + 1  # the third cell never ran

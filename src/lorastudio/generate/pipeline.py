@@ -109,6 +109,10 @@ class _Sampler:
         self.control = getattr(plan, "extra", {}).get("control")  # a generate.control.ControlStack or None
         self.guided = GuidedUnet(model, cfg, encoder, self.control)
         self.old_timelines_differed = False  # infotext "Old prompt editing timelines"
+        # The current batch's latest denoised estimate, and what stopped it (a cancel or a skip):
+        # as A1111, an interrupted batch still comes back, decoded from where it got to.
+        self.estimate = None
+        self.stopped: Exception | None = None
 
     # -- conditioning ---------------------------------------------------------------------
     def _schedule(self, text: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, Any]]:
@@ -220,8 +224,9 @@ class _Sampler:
         return images
 
     def raise_if_stopped(self) -> None:
-        """The cancel check between sampling steps, VAE tiles and the passes of a hires fix."""
-        if self.should_stop is not None and self.should_stop():
+        """The cancel check between sampling steps, VAE tiles and the passes of a hires fix (none
+        while a stopped batch's estimate is decoded: that finishes it)."""
+        if self.stopped is None and self.should_stop is not None and self.should_stop():
             raise _Cancelled()
 
     # -- the loop -------------------------------------------------------------------------
@@ -295,18 +300,18 @@ class _Sampler:
                     known = scheduler.add_noise(init_latents, noise, timesteps[i + 1 : i + 2].repeat(batch))
                 latents = (1 - latent_mask) * known + latent_mask * latents
             self.step_done += 1
+            estimate = getattr(stepped, "pred_original_sample", None)
+            self.estimate = latents if estimate is None else estimate
             if self.progress is not None:
                 self.progress(self.step_done, self.total_steps)
-            self._maybe_preview(stepped, latents)
+            self._maybe_preview()
         return latents
 
-    def _maybe_preview(self, stepped, latents) -> None:
+    def _maybe_preview(self) -> None:
         """Every N steps, decode the current denoised estimate of the first image (A1111's "Full")."""
         if self.preview is None or not self.preview_every or self.step_done % self.preview_every:
             return
-        estimate = getattr(stepped, "pred_original_sample", None)
-        estimate = latents if estimate is None else estimate
-        self.preview(tensor_to_pil(self.decode(estimate[:1]))[0])
+        self.preview(tensor_to_pil(self.decode(self.estimate[:1]))[0])
 
     def _step_kwargs(self, scheduler, generators) -> dict[str, Any]:
         """What this scheduler's step takes of ours: per-image generators, and eta (DDIM)."""
@@ -454,12 +459,18 @@ def _run_batch(
                 # One row per image: _predict repeats the 9-channel input for uncond and each sub-prompt.
                 full_mask = torch.cat([latent_mask.round()] * len(seeds))
     strength = cfg.strength if init_latents is not None else None
-    latents = sampler.denoise(
-        seeds, width, height, cfg.steps, strength, init_latents, latent_mask, masked_latents, full_mask
-    )
-    if wants_hires(cfg, plan):
-        latents = run_hires_pass(sampler, cfg, plan, latents, seeds)
-    sampler.raise_if_stopped()  # a cancel during the last step: do not start a long decode
+    sampler.estimate = None
+    try:
+        latents = sampler.denoise(
+            seeds, width, height, cfg.steps, strength, init_latents, latent_mask, masked_latents, full_mask
+        )
+        if wants_hires(cfg, plan):
+            latents = run_hires_pass(sampler, cfg, plan, latents, seeds)
+        sampler.raise_if_stopped()  # a cancel during the last step: the images as they are, decoded once
+    except (_Cancelled, SkipBatch) as stop:
+        if sampler.estimate is None:  # stopped before its first step: nothing to show
+            raise
+        latents, sampler.stopped = sampler.estimate, stop  # A1111's interrupt/skip: where it got to
     images = tensor_to_pil(sampler.decode(latents))
     if init_for_overlay is not None:
         images = [_paste_back(im, init_for_overlay, mask_for_overlay, crop_box) for im in images]
@@ -501,8 +512,9 @@ def generate_images(
     """Run every batch of a request; LoRAs must already be applied by the caller.
 
     `should_stop()` is asked before every sampling step and VAE tile: True stops the
-    request (the images of finished batches are returned), raising `SkipBatch` drops the
-    current batch only.
+    request, raising `SkipBatch` ends the current batch only. As A1111's interrupt and skip, the
+    batch that was stopped comes back too, decoded from its latest denoised estimate (a batch
+    stopped before its first step does not).
 
     `preview(image)` is called every `preview_every` steps with the current estimate.
     """
@@ -527,6 +539,9 @@ def generate_images(
                 continue
             for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
                 results.append(GeneratedImage(image, seed, batch_index * cfg.batch_size + offset))
+            stopped, sampler.stopped = sampler.stopped, None
+            if isinstance(stopped, _Cancelled):
+                break
     plan.padded_conds = sampler.guided.padded
     plan.padded_conds_v0 = sampler.guided.padded_v0
     plan.old_timelines = sampler.old_timelines_differed

@@ -154,10 +154,8 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         ctx.emit("image", {"name": image.path.name, "seed": image.seed, "infotext": image.infotext})
     ctx.loaded.clear()
     ctx.loaded.update(cache.loaded_names())
-    if reporter.stopped is not None:
-        raise reporter.stopped
-    publish_artifacts(ctx, ctx.artifacts_dir)
-    return {
+    # A cancel keeps the images made before it (the job ends `cancelled` with them as its result).
+    return keep_partial_result(ctx, reporter, {
         "images": [i.path.name for i in result.images],
         "seeds": [i.seed for i in result.images],
         "infotexts": [i.infotext for i in result.images],
@@ -166,7 +164,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         "loras": [{k: v for k, v in lora.items() if k != "path"} for lora in result.loras],
         # the units' maps, relative to the job folder (A1111 answers append them)
         "control_maps": [p.relative_to(ctx.artifacts_dir).as_posix() for p in result.control_maps],
-    }
+    })  # fmt: skip
 
 
 def grid_handler(ctx: JobContext) -> dict[str, Any]:
