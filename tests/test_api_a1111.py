@@ -314,12 +314,8 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
             ),
             studio,
         )
-        assert (hires.hires_scale, hires.hires_steps, hires.hires_strength, hires.hires_upscaler) == (
-            2.0,
-            3,
-            0.4,
-            "Lanczos",
-        )
+        assert (hires.hires_resize_x, hires.hires_resize_y, hires.hires_scale) == (128, 96, 1.0)  # not a factor
+        assert (hires.hires_steps, hires.hires_strength, hires.hires_upscaler) == (3, 0.4, "Lanczos")
         clip = to_generate_config(Txt2ImgRequest(override_settings={"CLIP_stop_at_last_layers": 2}), studio)
         assert clip.clip_skip == 2 and clip.model == "tiny-sd15" and clip.vae is None
         assert clip.pad_conds is False  # A1111's default: prompt and negative prompt in their own calls

@@ -164,3 +164,50 @@ def test_a_model_upscaler_in_the_hires_fix_stops_at_the_next_tile(sd15, tmp_path
     stopped = pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15), should_stop=lambda: len(tiles) >= 3)
     # As A1111 (its hires pass returns the first pass's samples when interrupted): the first pass, decoded
     assert [i.image.size for i in stopped] == [(64, 64)] and len(tiles) == 3
+
+
+def test_hires_resize_to_a_size_crops_as_a1111_and_the_recipe_brings_it_back(client, studio, tmp_path):
+    """`hr_resize_x/y` 128x96 from 64x64: upscaled to cover (128x128), the latents cut to 128x96
+    centred, `Hires resize: 128x96` written (not a factor); one side alone keeps the aspect ratio.
+    The PNG regenerates the same picture."""
+    from lorastudio.generate.config import hires_final_size, hires_target
+    from lorastudio.generate.infotext import read_infotext
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.recipes import config_from_recipe
+    from test_api_a1111 import decode
+
+    cfg = GenerateConfig(width=64, height=64, hires_resize_x=128, hires_resize_y=96)
+    assert hires_target(cfg, 64, 64) == ((128, 128), (0, 4)) and hires_final_size(cfg, 64, 64) == (128, 96)
+    wide = cfg.model_copy(update={"hires_resize_x": 96, "hires_resize_y": 160})  # taller than wide: by height
+    assert hires_target(wide, 64, 64) == ((160, 160), (8, 0)) and hires_final_size(wide, 64, 64) == (96, 160)
+    assert hires_final_size(cfg.model_copy(update={"hires_resize_y": 0, "hires_resize_x": 100}), 64, 48) == (96, 72)
+
+    body = {**HIRES, "enable_hr": True, "hr_scale": 2, "hr_resize_x": 128, "hr_resize_y": 96, "hr_upscaler": "Latent"}
+    answer = client.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    image = decode(answer.json()["images"][0])
+    infotext = read_infotext_of(answer)
+    assert image.size == (128, 96)
+    assert "Hires resize: 128x96" in infotext and "Hires upscale:" not in infotext
+    one_side = client.post("/sdapi/v1/txt2img", json={**body, "hr_resize_y": 0, "hr_resize_x": 100})
+    assert decode(one_side.json()["images"][0]).size == (96, 96) and "Hires resize: 100x0" in read_infotext_of(one_side)
+
+    png = tmp_path / "resized.png"
+    image.save(png, pnginfo=_png_info(infotext))
+    again = run_generation(studio.workspace, config_from_recipe(png, studio.workspace)).images[0]
+    assert read_infotext(again.path) == infotext
+    assert np.array_equal(_pixels(Image.open(again.path)), _pixels(image))
+
+
+def read_infotext_of(answer) -> str:
+    import json
+
+    return json.loads(answer.json()["info"])["infotexts"][0]
+
+
+def _png_info(text: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    return info

@@ -187,10 +187,10 @@ def to_generate_config(
         if mask:
             fields["mask"] = mask
     elif req.enable_hr:
-        scale = req.hr_scale
-        if req.hr_resize_x or req.hr_resize_y:
-            scale = max(req.hr_resize_x / fields["width"], req.hr_resize_y / fields["height"])
-        fields["hires_scale"] = min(max(scale, 1.0), 4.0)
+        if req.hr_resize_x or req.hr_resize_y:  # A1111: a size to resize to replaces the factor
+            fields["hires_resize_x"], fields["hires_resize_y"] = req.hr_resize_x or 0, req.hr_resize_y or 0
+        else:
+            fields["hires_scale"] = min(max(req.hr_scale, 1.0), 4.0)
     try:
         return _validated_config(fields)
     except ValidationError as exc:
@@ -247,7 +247,7 @@ def a1111_info(
         "seed_resize_from_h": cfg.seed_resize_from_h or -1,
         "denoising_strength": cfg.strength
         if cfg.init_image
-        else (cfg.hires_strength if cfg.hires_scale > 1 else 0),
+        else (cfg.hires_strength if cfg.hires_on else 0),
         "extra_generation_params": _extra_generation_params(cfg, infotexts),
         "index_of_first_image": 0,
         "infotexts": infotexts,

@@ -123,6 +123,17 @@ def _read_seed_resize(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hires_resized(cfg: Any) -> bool:
+    return bool(cfg.hires_resize_x or cfg.hires_resize_y)
+
+
+def _read_hires_resize(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_reads("Hires resize-1", "hires_resize_x", int)(params),
+        **_reads("Hires resize-2", "hires_resize_y", int)(params),
+    }
+
+
 def _write_denoising(cfg: Any, facts: InfotextFacts) -> Any:
     if cfg.init_image:
         return cfg.strength
@@ -133,7 +144,8 @@ def _read_denoising(params: dict[str, Any]) -> dict[str, Any]:
     """One key, two fields: the hires pass's strength when the image had one, else img2img's."""
     if params.get("Denoising strength") in (None, ""):
         return {}
-    field = "hires_strength" if "Hires upscale" in params else "strength"
+    resized = any(str(params.get(f"Hires resize-{side}", 0) or 0) not in ("0", "") for side in (1, 2))
+    field = "hires_strength" if "Hires upscale" in params or resized else "strength"
     return {field: _number(params, "Denoising strength", float)}
 
 
@@ -157,7 +169,7 @@ def _write_masked_content(cfg: Any, facts: InfotextFacts) -> Any:
 
 
 def _hires(cfg: Any) -> bool:
-    return cfg.hires_scale > 1 and not cfg.init_image
+    return cfg.hires_on
 
 
 def _only_masked(cfg: Any) -> bool:
@@ -318,10 +330,20 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "hires_scale",
         "Hires upscale",
         "hr_scale",
-        lambda c, f: c.hires_scale if _hires(c) else None,
+        lambda c, f: c.hires_scale if _hires(c) and not _hires_resized(c) else None,
         _reads("Hires upscale", "hires_scale", float),
         special=True,
     ),
+    # A size to resize to replaces the factor (A1111 writes one key or the other, as given: "100x0").
+    _F(
+        "hires_resize_x",
+        "Hires resize",
+        "hr_resize_x",
+        lambda c, f: f"{c.hires_resize_x}x{c.hires_resize_y}" if _hires(c) and _hires_resized(c) else None,
+        _read_hires_resize,
+        special=True,
+    ),
+    _F("hires_resize_y", None, "hr_resize_y", special=True),
     _F(
         "hires_steps",
         "Hires steps",

@@ -17,7 +17,7 @@ from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
 
-__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "request_size", "size_from_picture", "snap_size"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "hires_final_size", "hires_target", "request_size", "size_from_picture", "snap_size"]
 
 MIN_SIZE, MAX_SIZE = 64, 4096  # pixels per side of a generated image
 
@@ -57,6 +57,32 @@ def size_from_picture(picture: tuple[int, int]) -> tuple[int, int]:
     width, height = picture
     scale = min(1.0, MAX_SIZE / max(picture))
     return snap_size(width * scale), snap_size(height * scale)
+
+
+def hires_target(cfg: GenerateConfig, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where a first pass of `width` x `height` is upscaled to, and how many latent columns and
+    rows are then cut off (centred) to make the second pass's size, as A1111 computes them.
+
+    By the factor: both sides times it. Resize to one side: the other from the aspect ratio. Resize
+    to both: upscaled to cover them, then cropped to them (A1111's `truncate_x/y`). Multiples of 8.
+    """
+    x, y = cfg.hires_resize_x, cfg.hires_resize_y
+    if not x and not y:
+        return (int(width * cfg.hires_scale) // 8 * 8, int(height * cfg.hires_scale) // 8 * 8), (0, 0)
+    if not y or (x and width / height < x / y):
+        upscaled = (x, x * height // width)
+    else:
+        upscaled = (y * width // height, y)
+    upscaled = (upscaled[0] // 8 * 8, upscaled[1] // 8 * 8)
+    if not (x and y):
+        return upscaled, (0, 0)
+    return upscaled, (max(0, (upscaled[0] - x) // 8), max(0, (upscaled[1] - y) // 8))
+
+
+def hires_final_size(cfg: GenerateConfig, width: int, height: int) -> tuple[int, int]:
+    """The size a hires pass samples at and the image comes out at."""
+    (up_w, up_h), (crop_x, crop_y) = hires_target(cfg, width, height)
+    return up_w - 8 * crop_x, up_h - 8 * crop_y
 
 
 SamplingSteps = Annotated[
@@ -159,6 +185,12 @@ class GenerateConfig(StrictModel):
     inpaint_only_masked: bool = Field(False, description="Inpaint only the masked region at full resolution.")
     inpaint_padding: int = Field(32, ge=0, le=512, description="Padding around the masked region, in pixels.")
     hires_scale: float = Field(1.0, ge=1.0, le=4.0, description="Hires fix upscale factor (1 = off).")
+    hires_resize_x: int = Field(
+        0, ge=0, le=MAX_SIZE,
+        description="Hires fix: resize width to (0 = by the factor, or from the height and the aspect ratio); "
+        "with both sides given the upscaled image is cropped to them, as A1111's 'Resize width to'.",
+    )  # fmt: skip
+    hires_resize_y: int = Field(0, ge=0, le=MAX_SIZE, description="Hires fix: resize height to (see hires_resize_x).")
     hires_steps: int = Field(0, ge=0, le=500, description="Hires second-pass steps (0 = same as steps).")
     hires_strength: float = Field(0.5, ge=0, le=1, description="Hires second-pass denoising strength.")
     hires_upscaler: str = Field(
@@ -173,6 +205,11 @@ class GenerateConfig(StrictModel):
     )
     vae: str | None = Field(None, description="A separate VAE file or folder overriding the model's VAE.")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: CUDA if present).")
+
+    @property
+    def hires_on(self) -> bool:
+        """txt2img with a hires pass: a factor above 1 or a size to resize to (img2img has none)."""
+        return (self.hires_scale > 1.0 or self.hires_resize_x > 0 or self.hires_resize_y > 0) and not self.init_image
 
     @property
     def follows_picture(self) -> bool:

@@ -14,21 +14,23 @@ from typing import Any
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.config import GenerateConfig, hires_final_size, hires_target
 from lorastudio.generate.images import pil_to_tensor, tensor_to_pil
 from lorastudio.generate.upscalers.names import LATENT_UPSCALE_MODES, RESAMPLE_UPSCALERS
 
-__all__ = ["hires_size", "run_hires_pass", "wants_hires"]
+__all__ = ["run_hires_pass", "wants_hires"]
 
 
 def wants_hires(cfg: GenerateConfig, plan) -> bool:
-    """txt2img with an upscale factor above 1 (img2img never has a hires pass)."""
-    return cfg.hires_scale > 1.0 and plan.init_image is None
+    """txt2img with an upscale factor above 1 or a size to resize to (img2img never has a hires pass)."""
+    return cfg.hires_on and plan.init_image is None
 
 
-def hires_size(cfg: GenerateConfig, width: int, height: int) -> tuple[int, int]:
-    """The second pass's size: the first pass's times the factor, down to a multiple of 8."""
-    return int(width * cfg.hires_scale) // 8 * 8, int(height * cfg.hires_scale) // 8 * 8
+def _crop_latents(latents, crop: tuple[int, int]):
+    """Cut `crop` (columns, rows) off the upscaled latents, centred, the odd one at the end (A1111)."""
+    columns, rows = crop
+    height, width = latents.shape[-2:]
+    return latents[:, :, rows // 2 : height - (rows + 1) // 2, columns // 2 : width - (columns + 1) // 2]
 
 
 def _upscale_latents(latents, name: str, size: tuple[int, int], factor: int):
@@ -74,16 +76,19 @@ def _upscale_pixels(sampler, cfg: GenerateConfig, plan, latents, size: tuple[int
 
 
 def run_hires_pass(sampler, cfg: GenerateConfig, plan, latents, seeds: list[int]):
-    """The first pass's `latents` upscaled with `cfg.hires_upscaler` and denoised again at the larger size."""
-    size = hires_size(cfg, plan.width, plan.height)
+    """The first pass's `latents` upscaled with `cfg.hires_upscaler` (cropped to a resize target) and
+    denoised again at the larger size."""
+    size, crop = hires_target(cfg, plan.width, plan.height)
     if cfg.hires_upscaler in LATENT_UPSCALE_MODES:
         upscaled = _upscale_latents(latents, cfg.hires_upscaler, size, sampler.model.vae_scale_factor)
     else:
         upscaled = _upscale_pixels(sampler, cfg, plan, latents, size)
+    upscaled = _crop_latents(upscaled, crop)
+    final = hires_final_size(cfg, plan.width, plan.height)
     return sampler.denoise(
         seeds,
-        size[0],
-        size[1],
+        final[0],
+        final[1],
         cfg.hires_steps or cfg.steps,
         cfg.hires_strength,
         upscaled,

@@ -61,7 +61,7 @@ def check_generate_limits(
     """Refuse a generation that asks for more work than the server's limits (422 naming the option).
 
     `init_size`: the init picture's size; a request with no size samples at it (`request_size`)."""
-    from lorastudio.generate.config import request_size
+    from lorastudio.generate.config import hires_target, request_size
 
     for key in ("seed", "subseed"):
         if getattr(cfg, key) > MAX_SEED:
@@ -75,9 +75,9 @@ def check_generate_limits(
     width, height = request_size(cfg, NATIVE_SIZE, init_size)
     what = f"size {width}x{height}" + (" (from the init image; send width and height)" if cfg.follows_picture else "")
     _limit(width * height, limits.max_image_pixels, what, "--max-pixels", " pixels")
-    if cfg.hires_scale > 1 and not cfg.init_image:  # img2img has no hires pass
-        out = int(width * cfg.hires_scale) * int(height * cfg.hires_scale)
-        _limit(out, limits.max_output_pixels, "hires output", "--max-output-pixels", " pixels")
+    if cfg.hires_on:  # img2img has no hires pass
+        upscaled, _ = hires_target(cfg, width, height)  # the largest image the pass holds, before a crop
+        _limit(upscaled[0] * upscaled[1], limits.max_output_pixels, "hires output", "--max-output-pixels", " pixels")
 
 
 def check_output_pixels(limits: RequestLimits, width: int, height: int, what: str) -> None:

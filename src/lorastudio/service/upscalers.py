@@ -147,7 +147,7 @@ def check_hires_upscaler(ws: Workspace, cfg: GenerateConfig, allow_paths: bool =
     """The row of the model upscaler a txt2img hires fix names (None for latent modes and filters, or no hires)."""
     from lorastudio.generate.upscalers.names import fixed_upscaler
 
-    if not (cfg.hires_scale > 1 and not cfg.init_image) or fixed_upscaler(cfg.hires_upscaler):
+    if not cfg.hires_on or fixed_upscaler(cfg.hires_upscaler):
         return None
     return find_upscaler(ws, cfg.hires_upscaler, allow_paths=allow_paths)
 

@@ -59,6 +59,8 @@ LABELS: dict[str, tuple[str, str]] = {
     # generate: hires fix
     "generate.hires": ("Hires fix", "高清修复"),
     "generate.hires_scale": ("Upscale by", "放大倍数"),
+    "generate.hires_resize_x": ("Resize width to", "将宽度调整为"),
+    "generate.hires_resize_y": ("Resize height to", "将高度调整为"),
     "generate.hires_steps": ("Hires steps", "高清修复步数"),
     "generate.hires_strength": ("Denoising strength", "重绘幅度"),
     "generate.hires_upscaler": ("Upscaler", "放大算法"),

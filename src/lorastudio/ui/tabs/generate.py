@@ -35,7 +35,7 @@ FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
     "clip_skip", "eta", "pad_conds", "pad_conds_v0", "old_prompt_editing", "hires_scale",
-    "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
+    "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
     "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
@@ -133,6 +133,13 @@ def build(ctx: UiContext) -> None:
                 f["hires_scale"] = field_control(
                     GenerateConfig, "hires_scale", t("generate.hires_scale"), slider=True, step=0.05
                 )
+                with gr.Row():  # A1111: a size given here replaces the factor
+                    f["hires_resize_x"] = field_control(
+                        GenerateConfig, "hires_resize_x", t("generate.hires_resize_x"), slider=True, step=8, maximum=2048
+                    )
+                    f["hires_resize_y"] = field_control(
+                        GenerateConfig, "hires_resize_y", t("generate.hires_resize_y"), slider=True, step=8, maximum=2048
+                    )
                 f["hires_steps"] = field_control(
                     GenerateConfig, "hires_steps", t("generate.hires_steps"), slider=True, maximum=150
                 )
