@@ -236,6 +236,9 @@ def progress(
     """The caller's running job's progress (with auth off, the running job); idle is exactly progress 0.0 and job_count 0."""
     state = studio.progress_state(owner_to_check(request))  # auth off: whatever runs, as in A1111
     started = state["started_at"]
+    # A1111 counts steps per batch (job_no = the batch running); ours count the whole request's
+    per_batch = max(1, state["steps"] // max(1, state["batches"]))
+    batch = min(state["step"] // per_batch, state["batches"] - 1) if state["steps"] else 0
     return {
         "progress": state["progress"] if state["job"] else 0.0,
         "eta_relative": float(state["eta"] or 0.0),
@@ -245,9 +248,9 @@ def progress(
             "job": state["job"] or "",
             "job_count": state["job_count"],
             "job_timestamp": dt.datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S") if started else "0",
-            "job_no": 0,
-            "sampling_step": state["step"],
-            "sampling_steps": state["steps"],
+            "job_no": batch,
+            "sampling_step": state["step"] - batch * per_batch if state["steps"] else 0,
+            "sampling_steps": per_batch if state["steps"] else 0,
         },
         "current_image": None if skip_current_image else state.get("preview"),
         "textinfo": f"{state['kind']} job {state['job']}" if state["job"] else None,

@@ -180,6 +180,7 @@ class JobWatcher:
             "preview": None,
             "interrupted": False,
             "skipped": False,
+            "batches": 1,
         }
         if job_id is not None:
             running = [job for job in running if job.id == job_id]
@@ -201,6 +202,8 @@ class JobWatcher:
             started_at=job.started_at,
             interrupted=job.cancel_requested,
             skipped=bool(data.get("skipped", False)),
+            # a generation's batches (n_iter): its steps count all of them, A1111 shows one at a time
+            batches=int(((job.payload or {}).get("config") or {}).get("count", 1) or 1) if job.kind == "generate" else 1,
         )
         return state
 
