@@ -110,11 +110,13 @@ def test_1_any_hires_upscaler_in_a_recipe_reads(tmp_path, workspace, upscaler, e
     assert cfg.strength == GenerateConfig().strength  # 6: the key went to the hires pass only
 
 
-def test_2_old_karras_suffix_survives_a_recipe_unless_schedule_type_says_otherwise(tmp_path, workspace):
+def test_2_old_karras_suffix_survives_a_recipe_and_wins_as_in_a1111(tmp_path, workspace):
     cfg = _recipe(tmp_path, workspace, "Sampler: DPM++ 2M Karras, Seed: 1, Size: 64x64")
     assert parse_sampler(cfg.sampler, cfg.schedule).schedule == "Karras"
+    # A1111's get_sampler_and_scheduler: a schedule in the sampler's name replaces the one given
     cfg = _recipe(tmp_path, workspace, "Sampler: DPM++ 2M Karras, Schedule type: Exponential, Seed: 1")
-    assert parse_sampler(cfg.sampler, cfg.schedule).schedule == "Exponential"
+    assert parse_sampler(cfg.sampler, cfg.schedule).schedule == "Karras"
+    assert parse_sampler("DPM++ 2M", "Exponential").schedule == "Exponential"
 
 
 def test_3_a1111_schedule_spellings_work_everywhere(tmp_path, workspace, monkeypatch):

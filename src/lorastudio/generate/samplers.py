@@ -117,7 +117,8 @@ def _lookup(name: str) -> str | None:
 
 
 def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
-    """ "DPM++ 2M Karras" -> (DPM++ 2M, Karras); an explicit schedule wins over the suffix."""
+    """ "DPM++ 2M Karras" -> (DPM++ 2M, Karras). The name's suffix wins over `schedule`, as in A1111's
+    `get_sampler_and_scheduler` (a client sending "DPM++ 2M Karras" with scheduler "exponential" gets Karras)."""
     sampler = _lookup(name)
     suffix = "Automatic"
     if sampler is None:
@@ -130,7 +131,7 @@ def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
         raise LorastudioError(
             f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (optionally + ' Karras')."
         )
-    chosen = schedule or suffix
+    chosen = suffix if suffix != "Automatic" else (schedule or suffix)
     match = find_schedule(chosen)
     if match is None:
         raise LorastudioError(
