@@ -112,7 +112,9 @@ def test_no_request_is_a_server_error(fuzz_studio):
             try:
                 fuzz_operation(operation, mode, statuses)
             except Exception as exc:  # collect them all: one run shows every broken route
-                failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {exc}"[:2000])
+                # hypothesis wraps what failed ("Inconsistent results ... (1 sub-exception)"): show it too
+                inner = "; ".join(str(e)[:1500] for e in getattr(exc, "exceptions", ()))
+                failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {exc} {inner}"[:4000])
     assert not failures, "\n\n".join(failures)
     by_class = Counter()
     for (_, _, klass), n in statuses.items():

@@ -242,6 +242,9 @@ def test_an_imported_kohya_folder_trains_and_exports_as_kohya_would_read_it(work
     assert imported == in_place == {"a": ("sks dog", 5), "b": ("sks dog, running", 5), "c": ("", 1)}
     with_default = captions(open_training_dataset(workspace, "dogs", default_caption="zqx"))
     assert with_default["a"] == ("zqx", 5) and with_default["c"] == ("zqx", 1)
+    from lorastudio.service.datasets import dataset_info
+
+    assert dataset_info(workspace, "dogs")["folder_captions"] == {"sks dog": 1}  # a's; b has its own
     manifest = json.loads((workspace.datasets / "dogs" / "manifest.json").read_text(encoding="utf-8"))
     assert sorted(item.get("folder_caption", "") for item in manifest["items"]) == ["", "sks dog", "sks dog"]
 

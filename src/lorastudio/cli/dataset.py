@@ -360,6 +360,8 @@ def info_cmd(
     ]
     if info["uncaptioned"]:
         lines.append(f"no caption: {len(info['uncaptioned'])} (" + ", ".join(info["uncaptioned"][:10]) + ")")
+    for caption, count in info.get("folder_captions", {}).items():
+        lines.append(f"  {count} of them train on their kohya folder's name: {caption!r}")
     if info["import_failed"]:
         lines.append(f"import failures: {len(info['import_failed'])}")
         lines += [f"  {row['source']}: {row['reason']}" for row in info["import_failed"][:20]]

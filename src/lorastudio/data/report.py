@@ -63,6 +63,8 @@ def summarize(folder: DatasetFolder, resolution: int = 1024, top_tags: int = 50)
         "samples_per_epoch": sum(i.repeats for i in items),
         "captioned": sum(1 for c in captions.values() if c),
         "uncaptioned": [file for file, caption in captions.items() if not caption],
+        # kohya's caption for those of them from an `NN_name` folder (training reads it, as kohya)
+        "folder_captions": dict(Counter(i.folder_caption for i in items if i.folder_caption and not captions[i.file])),
         "short_side_histogram": {
             label: short_sides[label] for label in _ordered_size_labels() if short_sides[label]
         },
