@@ -256,6 +256,26 @@ def test_text_encoder_lora_metadata_says_it_was_trained(ws, images):
     assert meta["ss_text_encoder_lr"] == "3e-05" and meta["ss_unet_lr"] == "0.0001"
 
 
+def test_kohya_folders_are_the_subsets_of_the_dataset_dirs_and_tag_frequency_metadata(ws, tmp_path):
+    """kohya keys `ss_dataset_dirs` and `ss_tag_frequency` by each subset folder ("10_mira"), with its
+    own repeats and counts (an uncaptioned image counts its folder's name, as kohya trains it);
+    the same folders imported as a data set give the same keys."""
+    from lorastudio.service.datasets import import_dataset
+
+    root = tmp_path / "train"
+    write_images(root / "3_mira", [((200, 40, 60), f"{TRIGGER}, red"), ((210, 40, 60), None)])
+    write_images(root / "1_style", [((20, 40, 200), "blue, sky")])
+    expected_dirs = {"3_mira": {"n_repeats": 3, "img_count": 2}, "1_style": {"n_repeats": 1, "img_count": 1}}
+    expected_tags = {"3_mira": {TRIGGER: 2, "red": 1}, "1_style": {"blue": 1, "sky": 1}}
+    import_dataset(ws, "kohya-set", [root])
+    for name, data in (("raw", str(root)), ("imported", "kohya-set")):
+        cfg = tiny_train_config(data, TRIGGER, "train.steps=1", "lora.rank=2", f"output.name={name}")
+        with safe_open(run_training(ws, cfg, progress=False)["library_lora"], framework="pt") as handle:
+            meta = handle.metadata()
+        assert json.loads(meta["ss_dataset_dirs"]) == expected_dirs, name
+        assert json.loads(meta["ss_tag_frequency"]) == expected_tags, name
+
+
 # -- output.keep_last --------------------------------------------------------------------------
 def test_keep_last_keeps_the_newest_checkpoints_and_the_best_scored_one(ws, images):
     cfg = tiny_train_config(

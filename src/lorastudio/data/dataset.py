@@ -26,6 +26,7 @@ class DatasetItem:
     image: Path
     caption: str
     repeats: int = 1
+    folder_caption: str = ""  # the kohya `NN_name` folder it came from (its name part), "" for none
 
 
 class Dataset:
@@ -61,7 +62,7 @@ class Dataset:
                 continue
             # No caption file: data.default_caption, else the kohya folder's name (as kohya trains it).
             caption = entry.caption or default_caption or entry.folder_caption
-            items.append(DatasetItem(Path(entry.source), caption, entry.repeats))
+            items.append(DatasetItem(Path(entry.source), caption, entry.repeats, entry.folder_caption))
         if not items:
             raise LorastudioError(
                 f"{path}: no images found; add .png/.jpg/.webp files or point at the right folder."
@@ -75,6 +76,7 @@ class Dataset:
                 folder.image_path(item),
                 folder.read_caption(item) or default_caption or item.folder_caption,
                 item.repeats,
+                item.folder_caption,
             )
             for item in folder.items
             if folder.image_path(item).is_file()

@@ -36,6 +36,7 @@ class TrainImage:
     bucket: Bucket
     crop: tuple[int, int]  # (top, left) of the crop in the scaled image (SDXL time ids)
     digest: str  # content hash, the latent cache key
+    folder_caption: str = ""  # its kohya `NN_name` folder's name part (the files' ss_dataset_dirs key)
 
 
 def _upright_size(path: Path) -> tuple[int, int]:
@@ -102,7 +103,8 @@ def scan_images(
             continue
         images.append(
             TrainImage(
-                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_sha256(item.image)
+                Path(item.image), item.caption, item.repeats, size, bucket, crop, file_sha256(item.image),
+                getattr(item, "folder_caption", ""),
             )
         )
     if too_small:

@@ -142,11 +142,20 @@ def training_facts(
 
     `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s.
     """
-    tags: dict[str, int] = {}
+    # kohya keys both by the subset's folder name ("10_alice"): an image from a kohya folder is in
+    # its folder's subset, any other in the data set's.
+    dataset_name = Path(cfg.data.dir.rstrip("/\\")).name or cfg.data.dir
+    subsets: dict[str, list] = {}
     for img in images:
-        for tag in (t.strip() for t in img.caption.split(",")):
-            if tag:
-                tags[tag] = tags.get(tag, 0) + 1
+        key = f"{img.repeats}_{img.folder_caption}" if img.folder_caption else dataset_name
+        subsets.setdefault(key, []).append(img)
+    tag_frequency: dict[str, dict[str, int]] = {}
+    for key, members in subsets.items():
+        tags = tag_frequency.setdefault(key, {})
+        for img in members:
+            for tag in (t.strip() for t in img.caption.split(",")):
+                if tag:
+                    tags[tag] = tags.get(tag, 0) + 1
     buckets: dict[str, int] = {}
     for img in images:
         key = f"{img.bucket[0]}x{img.bucket[1]}"
@@ -175,12 +184,10 @@ def training_facts(
         "sd_model_hash": model.short_hash,
         "new_sd_model_hash": model.sha256,
         "dataset_dirs": {
-            cfg.data.dir: {
-                "n_repeats": max(i.repeats for i in images),
-                "img_count": len(images),
-            }
+            key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
+            for key, members in subsets.items()
         },
-        "tag_frequency": {cfg.data.dir: tags},
+        "tag_frequency": tag_frequency,
         "bucket_info": {"buckets": buckets},
         "learning_rate": cfg.train.learning_rate,
         **_learning_rate_facts(cfg),
