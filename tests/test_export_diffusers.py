@@ -306,3 +306,21 @@ def test_an_export_inside_the_studio_loras_puts_the_embedding_in_embeddings(cli,
     assert result.exit_code == 2 and "would overwrite that file" in result.output
     assert embedding_file.read_bytes() == before
 
+
+def test_a_peft_export_keeps_the_loras_metadata_and_reads_back_as_its_family(cli, tmp_path):
+    """`--to peft` wrote `{"format": "pt"}` only: the family, trigger and training facts were lost and
+    a re-import needed --family. Each adapter file now carries the LoRA's metadata."""
+    from lorastudio.adapters.detect import detect_lora_family
+    from lorastudio.adapters.peft_format import load_peft_folder
+
+    _, source = _small_pivotal(tmp_path / "pivot.safetensors")
+    before = load_lora_file(source).metadata
+    assert detect_lora_family(load_lora_file(source)).name == "sd15"
+    result = cli("lora", "export", source, "--to", "peft", "--out", tmp_path / "pivot-peft")
+    assert result.exit_code == 0, result.output
+    back = load_peft_folder(tmp_path / "pivot-peft")
+    assert {k: v for k, v in back.metadata.items() if k.startswith(("ss_", "modelspec."))} == {
+        k: v for k, v in before.items() if k.startswith(("ss_", "modelspec."))
+    }
+    assert detect_lora_family(back).name == "sd15"
+

@@ -249,7 +249,10 @@ def save_peft(lora: LoraFile, folder: str | Path, unet_config=None) -> Path:
             state[f"{PEFT_PREFIX}{path}.lora_A.weight"] = module.down.detach().contiguous()
             state[f"{PEFT_PREFIX}{path}.lora_B.weight"] = module.up.detach().contiguous()
         config = {"peft_type": "LORA", "task_type": None, **_peft_config(modules)}
-        save_file(state, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+        # The LoRA's own metadata (ss_*, modelspec.*: family, trigger, training) rides along, so a
+        # peft export reads back as what it was (its family without --family).
+        metadata = {k: v for k, v in lora.metadata.items() if k != ADAPTER_METADATA_KEY}
+        save_file(state, str(target / "adapter_model.safetensors"), metadata={**metadata, "format": "pt"})
         (target / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder
 
@@ -275,8 +278,9 @@ def load_peft_folder(folder: str | Path) -> LoraFile:
                 f"{adapter}: adapter_model.safetensors is missing (.bin adapters are not read: unsafe pickle)."
             )
         component = adapter.name if adapter.name in COMPONENTS else None
-        part = lora_from_diffusers_state_dict(
-            read_safetensors_private(weights)[0], component=component, adapter_config=config
-        )
+        tensors, metadata = read_safetensors_private(weights)
+        part = lora_from_diffusers_state_dict(tensors, component=component, adapter_config=config)
         lora.modules.update(part.modules)
+        for key, value in metadata.items():
+            lora.metadata.setdefault(key, value)
     return lora
