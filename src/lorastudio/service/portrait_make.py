@@ -274,7 +274,9 @@ class _Pass:
             self.ws, request, self.cache, should_stop=self.should_stop, out_dir=self.work / "passes",
             lora_files=person.lora_files, names=self.names, add_to_library=False,
         )  # fmt: skip
-        if not result.images:
+        # A stopped pass hands back its image as far as it got (A1111's interrupt); a portrait is
+        # made of finished passes only.
+        if not result.images or (self.should_stop is not None and self.should_stop()):
             return None  # stopped
         return _open_rgb(result.images[0].path)
 
