@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -274,6 +275,12 @@ def test_kohya_folders_are_the_subsets_of_the_dataset_dirs_and_tag_frequency_met
             meta = handle.metadata()
         assert json.loads(meta["ss_dataset_dirs"]) == expected_dirs, name
         assert json.loads(meta["ss_tag_frequency"]) == expected_tags, name
+        # kohya's shapes, which A1111's LoRA info dialog reads (an int per bucket emptied it)
+        assert json.loads(meta["ss_bucket_info"]) == {
+            "buckets": {"0": {"resolution": [64, 64], "count": 7}}, "mean_img_ar_error": 0.0
+        }
+        assert meta["ss_num_train_images"] == "7"  # images x repeats, as kohya counts them
+        assert abs(float(meta["ss_training_started_at"]) - time.time()) < 600
 
 
 # -- output.keep_last --------------------------------------------------------------------------

@@ -137,8 +137,13 @@ def training_facts(
     epoch: int,
     mixed_precision: str,
     prediction_type: str,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """What the run was, for the files' metadata: network, data set, tags, buckets, rates, seed.
+
+    In kohya's shapes, which A1111's LoRA info dialog reads: `bucket_info` lists each bucket's
+    resolution and count (an int per bucket made that dialog empty), `num_train_images` counts
+    repeats, `training_started_at` is seconds since the epoch (its "Date trained").
 
     `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s.
     """
@@ -156,10 +161,17 @@ def training_facts(
             for tag in (t.strip() for t in img.caption.split(",")):
                 if tag:
                     tags[tag] = tags.get(tag, 0) + 1
-    buckets: dict[str, int] = {}
+    buckets: dict[tuple[int, int], int] = {}
     for img in images:
-        key = f"{img.bucket[0]}x{img.bucket[1]}"
-        buckets[key] = buckets.get(key, 0) + img.repeats
+        buckets[tuple(img.bucket)] = buckets.get(tuple(img.bucket), 0) + img.repeats
+    bucket_info = {
+        "buckets": {
+            str(i): {"resolution": list(resolution), "count": count}
+            for i, (resolution, count) in enumerate(sorted(buckets.items()))
+        },
+        "mean_img_ar_error": sum(abs(i.bucket[0] / i.bucket[1] - i.size[0] / i.size[1]) for i in images)
+        / max(len(images), 1),
+    }
     return {
         "output_name": name,
         "network_dim": cfg.lora.rank if cfg.trains_lora else None,
@@ -179,7 +191,7 @@ def training_facts(
         "clip_skip": cfg.clip_skip,
         "v2": model.family.name == "sd2",
         "v_parameterization": prediction_type == "v_prediction",
-        "num_train_images": len(images),
+        "num_train_images": sum(i.repeats for i in images),
         "sd_model_name": model.name,
         "sd_model_hash": model.short_hash,
         "new_sd_model_hash": model.sha256,
@@ -188,7 +200,8 @@ def training_facts(
             for key, members in subsets.items()
         },
         "tag_frequency": tag_frequency,
-        "bucket_info": {"buckets": buckets},
+        "bucket_info": bucket_info,
+        "training_started_at": started_at,
         "learning_rate": cfg.train.learning_rate,
         **_learning_rate_facts(cfg),
         "mixed_precision": mixed_precision,

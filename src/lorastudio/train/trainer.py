@@ -82,6 +82,7 @@ class Trainer:
         self.model_where = model_where  # a ModelRef found by the service (None: look cfg.model up)
         self.paths = paths
         self.run_dir = Path(paths.run_dir)
+        self.training_started_at: float | None = None
         self.name = name
         self.callback = callback
         self.device_request = device
@@ -330,6 +331,7 @@ class Trainer:
             }
         )
         log = RunLog(self.run_dir, resume_step=self.step) if self.accelerator.is_main_process else None
+        self.training_started_at = time.time()  # kohya's ss_training_started_at: this session's start
         try:
             finished = self._loop(log, stop_at_step)
         finally:
@@ -448,6 +450,7 @@ class Trainer:
             self.schedule.epoch_of(max(accumulated - 1, 0)) + 1,
             self.accelerator.mixed_precision,
             self.prediction_type,
+            self.training_started_at,
         )
 
     def _averaged(self):
