@@ -118,8 +118,8 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "bucket_reso_steps": 64,
         "bucket_no_upscale": True,
         "dir": data.as_posix(),  # kohya DreamBooth folders: the NN_name sub-folders give the repeats
-        "default_caption": "mira",  # ... and an uncaptioned image is captioned with the folder's name
-    }
+    }  # ... and an uncaptioned image trains on its folder's name: the data set reads that itself
+    assert any(key.startswith("train_data_dir (NN_name") and "(mira)" in why for key, why in imported.no_effect)
     assert cfg["lora"] == {
         "rank": 32,
         "alpha": 16,
@@ -463,3 +463,21 @@ def test_every_kohya_key_maps_to_a_key_this_lorastudio_has():
     targets = {rule.target for rule in KOHYA_KEYS.values() if rule.target is not None}
     assert targets and [t for t in sorted(targets) if not _has_field(t)] == []
     assert _has_field("lora.type") and not _has_field("lora.no_such_key")
+
+
+def test_kohya_defaults_a_zero_text_encoder_lr_and_features_left_off_read_as_kohya_runs_them(tmp_path):
+    """sd-scripts: network_alpha defaults to 1 and network_dim to 4 (lorastudio's own are 8 and 16),
+    a text_encoder_lr of 0 drops the text encoder's parameter group (the UNet alone trains), and a
+    feature set to false or 0 (kohya_ss GUI files carry them all) is no setting at all."""
+    toml = _write(
+        tmp_path / "gui.toml",
+        'network_module = "networks.lora"\nnetwork_dim = 32\nlearning_rate = 1e-4\nunet_lr = 1e-4\n'
+        "text_encoder_lr = 0\nzero_terminal_snr = false\nadaptive_noise_scale = 0\n",
+    )
+    imported = import_kohya_config(toml)
+    assert imported.config["lora"] == {"rank": 32, "alpha": 1.0, "train_text_encoder": False}
+    assert imported.config["train"].get("text_encoder_lr") is None  # not learning_rate either
+    assert {key for key, _ in imported.unmapped} & {"zero_terminal_snr", "adaptive_noise_scale"} == set()
+    bare = import_kohya_config(_write(tmp_path / "bare.toml", 'network_module = "networks.lora"\n'))
+    assert (bare.config["lora"]["rank"], bare.config["lora"]["alpha"]) == (4, 1.0)
+    assert bare.config["lora"]["train_text_encoder"] is True

@@ -41,14 +41,17 @@ class Dataset:
         self.skipped = skipped or []  # (name, reason) for entries that are not usable images
 
     @classmethod
-    def open(cls, path: str | Path, default_caption: str = "") -> Dataset:
+    def open(cls, path: str | Path, default_caption: str = "", fallback_caption: str = "") -> Dataset:
+        """An image without a caption trains on `default_caption` (data.default_caption), else on
+        its kohya `NN_name` folder's name (kohya's class tokens), else on `fallback_caption` (the
+        trigger)."""
         path = Path(path).expanduser()
         if not path.exists():
             raise NotFoundError(
                 f"{path}: data set not found; give an imported data set name or a folder path."
             )
         if path.is_dir() and (path / "manifest.json").is_file():
-            return cls._from_manifest(DatasetFolder.load(path), default_caption)
+            return cls._from_manifest(DatasetFolder.load(path), default_caption, fallback_caption)
         if path.is_file() and path.suffix.lower() == ".zip":
             raise LorastudioError(
                 f"{path}: train from a zip after `lorastudio dataset import {path} --name NAME`."
@@ -61,7 +64,7 @@ class Dataset:
                 skipped.append((entry.name, entry.problem or "unreadable"))
                 continue
             # No caption file: data.default_caption, else the kohya folder's name (as kohya trains it).
-            caption = entry.caption or default_caption or entry.folder_caption
+            caption = entry.caption or default_caption or entry.folder_caption or fallback_caption
             items.append(DatasetItem(Path(entry.source), caption, entry.repeats, entry.folder_caption))
         if not items:
             raise LorastudioError(
@@ -70,11 +73,11 @@ class Dataset:
         return cls(items, path if path.is_dir() else path.parent, kind, skipped)
 
     @classmethod
-    def _from_manifest(cls, folder: DatasetFolder, default_caption: str) -> Dataset:
+    def _from_manifest(cls, folder: DatasetFolder, default_caption: str, fallback_caption: str = "") -> Dataset:
         items = [
             DatasetItem(
                 folder.image_path(item),
-                folder.read_caption(item) or default_caption or item.folder_caption,
+                folder.read_caption(item) or default_caption or item.folder_caption or fallback_caption,
                 item.repeats,
                 item.folder_caption,
             )

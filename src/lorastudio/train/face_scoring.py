@@ -112,7 +112,7 @@ def _embedded_reference(ctx: ScoringContext, backend: FaceBackend) -> Any:
     from lorastudio.data.dataset import Dataset
 
     rows = []
-    for item in Dataset.open(_dataset_dir(ctx), default_caption=ctx.cfg.trigger):
+    for item in Dataset.open(_dataset_dir(ctx), fallback_caption=ctx.cfg.trigger):
         with Image.open(item.image) as opened:
             image = opened.convert("RGB")
         faces = backend.detect(image)

@@ -51,7 +51,7 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
         out.no_effect.append(("max_train_steps", "max_train_epochs is set and wins, as in kohya"))
     apply_table(flat, out)
     if base_lr is not None:  # kohya: unet_lr wins for the UNet; learning_rate still serves the text encoder
-        if flat.get("text_encoder_lr"):
+        if flat.get("text_encoder_lr") is not None:  # 0 included: the text encoder is not trained
             out.no_effect.append(
                 ("learning_rate", "unet_lr and text_encoder_lr are both set and win, as in kohya")
             )

@@ -67,13 +67,12 @@ def _folder_class_caption(folder: Path, out: KohyaImport) -> None:
     from lorastudio.data.sources import kohya_repeats
 
     names = sorted({found[1] for c in folder.glob("*") if c.is_dir() and (found := kohya_repeats(c.name))})
-    if len(names) == 1:
-        out.set("train_data_dir (NN_name folder)", "data.default_caption", names[0])
-    elif names:
-        out.skip(
-            "train_data_dir (NN_name folders)",
-            f"uncaptioned images take their folder's name ({', '.join(names)}) in kohya;"
-            " lorastudio has one data.default_caption: add caption files",
+    if names:
+        out.no_effect.append(
+            (
+                "train_data_dir (NN_name folders)",
+                f"uncaptioned images train on their folder's name ({', '.join(names)}), as in kohya",
+            )
         )
 
 

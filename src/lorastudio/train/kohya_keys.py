@@ -160,7 +160,15 @@ class Rule:
 
 
 def _not_mapped(reason: str) -> Rule:
-    return Rule(None, reason=reason)
+    """A feature lorastudio lacks: reported when the file turns it on; false or 0 (off, what
+    kohya_ss GUI files always carry) needs nothing."""
+
+    def convert(value: Any) -> Any:
+        if value is False or (isinstance(value, int | float) and value == 0):
+            raise NoEffect("off, as lorastudio runs")
+        return value
+
+    return Rule(None, convert, reason)
 
 
 def _no_effect(reason: str) -> Rule:

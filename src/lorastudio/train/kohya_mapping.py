@@ -147,6 +147,13 @@ def apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
             out.set(key, rule.target, converted)
 
 
+def _is_zero(value: Any) -> bool:
+    try:
+        return float(value) == 0
+    except (TypeError, ValueError):
+        return False
+
+
 def apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
     module, label = flat.get("network_module") or None, "network_module"
     args = dict(key_values(flat.get("network_args")))
@@ -184,9 +191,19 @@ def apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
         out.skip(label, f"{module!r} is not supported (networks.lora, lycoris.kohya are)")
         return
     unet_only = flat.get("network_train_unet_only", False)
-    out.set(
-        "network_train_unet_only", "lora.train_text_encoder", not unet_only
-    )  # kohya trains both by default
+    te_lr = flat.get("text_encoder_lr")
+    if not unet_only and te_lr is not None and _is_zero(te_lr):
+        # sd-scripts drops a parameter group whose lr is 0 ("NO LR skipping"): the UNet alone trains
+        out.set("text_encoder_lr = 0", "lora.train_text_encoder", False)
+    else:
+        out.set(
+            "network_train_unet_only", "lora.train_text_encoder", not unet_only
+        )  # kohya trains both by default
+    # sd-scripts' own defaults where the file is silent (lorastudio's differ: rank 16, alpha 8)
+    if "network_dim" not in flat:
+        out.set("network_dim (kohya default)", "lora.rank", 4)
+    if "network_alpha" not in flat:
+        out.set("network_alpha (kohya default)", "lora.alpha", 1.0)
     for key, value in args.items():
         name = key if key in from_gui else f"network_args.{key}"
         if key == "conv_dim" and not value:

@@ -47,7 +47,7 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
             "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
         )
     path = resolve_dataset_path(cfg.data.dir, datasets_folder)
-    dataset = Dataset.open(path, default_caption=cfg.data.default_caption or cfg.trigger)
+    dataset = Dataset.open(path, default_caption=cfg.data.default_caption, fallback_caption=cfg.trigger)
     if len(dataset) == 0:
         raise LorastudioError(f"{path}: the data set is empty; add images first.")
     items = dataset.items()

@@ -111,7 +111,8 @@ def _training_images(ctx: ScoringContext) -> list[tuple[Path, str]]:
     cfg = ctx.cfg
     dataset = Dataset.open(
         resolve_dataset_path(cfg.data.dir, ctx.ws.datasets),
-        default_caption=cfg.data.default_caption or cfg.trigger,
+        default_caption=cfg.data.default_caption,
+        fallback_caption=cfg.trigger,
     )
     images = {Path(item.image): item.caption for item in dataset}
     for img in ctx.held_out:
