@@ -299,6 +299,9 @@ def test_an_export_inside_the_studio_loras_puts_the_embedding_in_embeddings(cli,
     assert torch.equal(load_embedding(embedding_file).vectors[0], lora.embeddings[TRIGGER][0])
     assert sorted(p.name for p in workspace.loras.iterdir()) == ["pivot-diffusers.safetensors", "pivot.safetensors"]
     assert cli("lora", "export", source, "--to", "diffusers", "--out", workspace.loras / "again.safetensors").exit_code == 0
+    nested = cli("lora", "export", source, "--to", "peft", "--out", workspace.loras / "chars" / "pivot-peft", "--json")
+    assert json.loads(nested.stdout)["embedding_files"] == [str(embedding_file)]  # a subfolder of loras/ too
+    assert not (workspace.loras / "chars" / f"{TRIGGER}.safetensors").exists()
 
     save_embedding(Embedding(TRIGGER, [torch.randn(2, 48)]), embedding_file, "sd15")  # an SD2-wide one
     before = embedding_file.read_bytes()

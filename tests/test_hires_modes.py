@@ -181,6 +181,12 @@ def test_hires_resize_to_a_size_crops_as_a1111_and_the_recipe_brings_it_back(cli
     wide = cfg.model_copy(update={"hires_resize_x": 96, "hires_resize_y": 160})  # taller than wide: by height
     assert hires_target(wide, 64, 64) == ((160, 160), (8, 0)) and hires_final_size(wide, 64, 64) == (96, 160)
     assert hires_final_size(cfg.model_copy(update={"hires_resize_y": 0, "hires_resize_x": 100}), 64, 48) == (96, 72)
+    from lorastudio.errors import LorastudioError
+
+    with pytest.raises(ValueError, match="at least 64"):
+        GenerateConfig(hires_resize_x=4)  # 1-63 made a 0x0 second pass (a 500)
+    with pytest.raises(LorastudioError, match="64x8 image"):
+        hires_target(GenerateConfig(hires_resize_x=64), 512, 64)
 
     body = {**HIRES, "enable_hr": True, "hr_scale": 2, "hr_resize_x": 128, "hr_resize_y": 96, "hr_upscaler": "Latent"}
     answer = client.post("/sdapi/v1/txt2img", json=body)
@@ -189,6 +195,7 @@ def test_hires_resize_to_a_size_crops_as_a1111_and_the_recipe_brings_it_back(cli
     infotext = read_infotext_of(answer)
     assert image.size == (128, 96)
     assert "Hires resize: 128x96" in infotext and "Hires upscale:" not in infotext
+    assert client.post("/sdapi/v1/txt2img", json={**body, "hr_resize_x": 4}).status_code == 422
     one_side = client.post("/sdapi/v1/txt2img", json={**body, "hr_resize_y": 0, "hr_resize_x": 100})
     assert decode(one_side.json()["images"][0]).size == (96, 96) and "Hires resize: 100x0" in read_infotext_of(one_side)
 

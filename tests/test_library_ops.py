@@ -199,18 +199,28 @@ def test_loras_in_subfolders_and_by_their_alias_are_found_as_a1111_finds_them(ti
     (loras / "peft-one" / "adapter_config.json").write_text("{}")
     (loras / "peft-one" / "adapter_model.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=7))
     (loras / "chars" / "loop").symlink_to(loras, target_is_directory=True)  # a link back up: walked once
+    # Links to the workspace, a folder above it or another workspace folder are never walked (a LoRA
+    # name must not reach, or delete, models/); a shared folder outside the workspace is.
+    (tiny_workspace.models / "base.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=8))
+    (loras / "up").symlink_to(tiny_workspace.root, target_is_directory=True)
+    (loras / "top").symlink_to(tiny_workspace.root.parent, target_is_directory=True)
+    (loras / "models").symlink_to(tiny_workspace.models, target_is_directory=True)
+    shared = tmp_path / "a1111" / "Lora"
+    shared.mkdir(parents=True)
+    (shared / "shared-one.safetensors").write_bytes(_lora_bytes(sd15_model, tmp_path, seed=9))
+    (loras / "a1111").symlink_to(shared, target_is_directory=True)
 
     studio = Studio(tiny_workspace, StudioSettings())
     with TestClient(create_app(studio)) as client:
         native = [row["name"] for row in client.get("/api/v1/loras").json()["loras"]]
         a1111 = {row["name"]: row["alias"] for row in client.get("/sdapi/v1/loras").json()}
     studio.close()
-    assert native == ["style1", "twin-a", "twin-b", "hero", "style1"]
+    assert native == ["style1", "twin-a", "twin-b", "shared-one", "hero", "style1"]
     assert a1111["hero"] == "hero" and a1111["twin-a"] == "same"
     assert find_lora_file(tiny_workspace, "hero") == loras / "chars" / "hero.safetensors"
     assert find_lora_file(tiny_workspace, "style1") == loras / "style1.safetensors"  # the folder's own
     assert find_lora_file(tiny_workspace, "mystyle") == loras / "style1.safetensors"
-    for missing in ("same", "gone", "adapter_model", "chars/hero"):
+    for missing in ("same", "gone", "adapter_model", "chars/hero", "base"):
         with pytest.raises(NotFoundError):
             find_lora_file(tiny_workspace, missing)
 
@@ -272,6 +282,8 @@ def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_works
     assert listed == ["glow", "shout", "badhands"]
     used = find_embedding_files(tiny_workspace, ["glow shout old", "badhands"])
     assert sorted(used) == sorted(listed)
+    _embedding(tiny_workspace.embeddings / "negatives" / "glow.safetensors")  # a name the folder's own file has
+    assert find_embedding_files(tiny_workspace, ["glow"])["glow"] == tiny_workspace.embeddings / "glow.safetensors"
 
 
 def test_an_embedding_for_another_family_is_skipped_as_a1111_does(tiny_workspace):

@@ -220,7 +220,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     _F("negative_prompt", None, "negative_prompt"),
     _F("steps", "Steps", "steps", lambda c, f: c.steps, _reads("Steps", "steps", int)),
     _F("sampler", "Sampler", "sampler_name", lambda c, f: f.sampler, _read_text("Sampler", "sampler"), special=True),
-    # ^ the raw name: "DPM++ 2M Karras" keeps its suffix, which counts unless `Schedule type` is given
+    # ^ the raw name: "DPM++ 2M Karras" keeps its suffix, which wins over `Schedule type` (as A1111)
     _F(
         "schedule",
         "Schedule type",

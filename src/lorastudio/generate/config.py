@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from lorastudio.config import StrictModel
+from lorastudio.errors import LorastudioError
 from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
@@ -74,9 +75,14 @@ def hires_target(cfg: GenerateConfig, width: int, height: int) -> tuple[tuple[in
     else:
         upscaled = (y * width // height, y)
     upscaled = (upscaled[0] // 8 * 8, upscaled[1] // 8 * 8)
-    if not (x and y):
-        return upscaled, (0, 0)
-    return upscaled, (max(0, (upscaled[0] - x) // 8), max(0, (upscaled[1] - y) // 8))
+    crop = (max(0, (upscaled[0] - x) // 8), max(0, (upscaled[1] - y) // 8)) if x and y else (0, 0)
+    final = (upscaled[0] - 8 * crop[0], upscaled[1] - 8 * crop[1])
+    if min(final) < MIN_SIZE:
+        raise LorastudioError(
+            f"hires fix: resizing {width}x{height} to {x}x{y} makes a {final[0]}x{final[1]} image; "
+            f"give a resize of at least {MIN_SIZE} px a side."
+        )
+    return upscaled, crop
 
 
 def hires_final_size(cfg: GenerateConfig, width: int, height: int) -> tuple[int, int]:
@@ -225,6 +231,13 @@ class GenerateConfig(StrictModel):
     def _multiple_of_8(cls, value: int | None) -> int | None:
         if value is not None and (value < MIN_SIZE or value > MAX_SIZE or value % 8):
             raise ValueError(f"{value} must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE}")
+        return value
+
+    @field_validator("hires_resize_x", "hires_resize_y")
+    @classmethod
+    def _resize_or_off(cls, value: int) -> int:
+        if 0 < value < MIN_SIZE:
+            raise ValueError(f"{value}: use 0 (off) or at least {MIN_SIZE}")
         return value
 
     @field_validator("schedule")

@@ -87,7 +87,7 @@ def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
     found = {}
     for path in list_weight_files(ws.embeddings, "embedding"):
         if any(re.search(rf"(?<![\w]){re.escape(path.stem)}(?![\w])", t) for t in texts):
-            found[path.stem] = path
+            found.setdefault(path.stem, path)  # the folder's own file wins a name a subfolder's shares
     return found
 
 

@@ -459,8 +459,9 @@ def export_lora(
     target = Path(out) if out else source.with_name(stem + suffix)
     separate = bool(lora.embeddings) and (no_embeddings or to != "kohya")
     embeddings_folder = target.parent
-    if ws is not None and embeddings_folder.resolve() == ws.loras.resolve():
-        embeddings_folder = ws.embeddings
+    loras = ws.loras.resolve() if ws is not None else None
+    if loras is not None and (embeddings_folder.resolve() == loras or loras in embeddings_folder.resolve().parents):
+        embeddings_folder = ws.embeddings  # loras/ and its subfolders: listed as LoRAs there
     planned = _embedding_files_for(lora, embeddings_folder, (source, target)) if separate else {}
     written = replace(lora, embeddings={}) if separate else lora
     if not written.modules and planned:

@@ -208,7 +208,7 @@ def find_lora(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Path:
 
 def _lora_with_alias(ws: Workspace, alias: str) -> Path | None:
     """The LoRA file whose training name (`ss_output_name`) is `alias`; None when none or several
-    have it (A1111 refuses an alias two files share)."""
+    have it (ambiguous: A1111's cards then insert the file name instead of the alias)."""
     from lorastudio.models.checkpoint import read_safetensors_header
     from lorastudio.service.workspace import list_weight_files
 

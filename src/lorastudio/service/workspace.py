@@ -63,24 +63,41 @@ RECURSIVE_KINDS = frozenset({"lora", "embedding"})
 def _candidate_files(folder: Path, recursive: bool) -> list[Path]:
     """Files in `folder` (and, recursive, its subfolders): the folder's own first, then each
     subfolder's in path order. Hidden files and folders are never names a request may use
-    (`service.names`); a peft LoRA folder (adapter_config.json) is one LoRA, not files to list."""
+    (`service.names`); a peft LoRA folder (adapter_config.json) is one LoRA, not files to list.
+
+    A linked subfolder is walked when it leads inside `folder` (once) or to a folder outside the
+    workspace (a shared LoRA folder); never to the workspace itself, a folder above it or another
+    workspace folder (models/, runs/): a LoRA name must not reach, or delete, a file there.
+    """
     if not folder.is_dir():
         return []
     own = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
     if not recursive:
         return own
     nested: list[Path] = []
-    seen = {os.path.realpath(folder)}
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if root != str(folder):
-            if real in seen or (Path(root) / "adapter_config.json").is_file():
-                dirs[:] = []  # a link back up the tree, or a peft folder
+    root = os.path.realpath(folder)
+    seen = {root}
+    for where, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if where != str(folder):
+            if real in seen or not _walkable(real, root) or (Path(where) / "adapter_config.json").is_file():
+                dirs[:] = []  # visited, outside what may be walked, or a peft folder
                 continue
             seen.add(real)
-            nested += [Path(root) / f for f in files if not f.startswith(".")]
+            nested += [Path(where) / f for f in files if not f.startswith(".")]
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     return own + sorted((p for p in nested if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _walkable(real: str, root: str) -> bool:
+    """A (linked) folder the walk of `root` (a workspace folder) may enter: see `_candidate_files`."""
+    if _within(real, root):
+        return True
+    return not _within(real, os.path.dirname(root)) and not _within(root, real)
 
 
 def list_weight_files(folder: Path, kind: str) -> list[Path]:
@@ -106,7 +123,9 @@ def find_with_suffix(
     Recursive: a file of that stem in a subfolder where the folder itself has none (the first
     subfolder in path order: two LoRAs of one name are told apart only by renaming one).
     """
-    matches = [p for p in _candidate_files(folder, recursive) if p.stem == name and p.suffix.lower() in suffixes]
+    matches = [p for p in _candidate_files(folder, False) if p.stem == name and p.suffix.lower() in suffixes]
+    if not matches and recursive:  # the folder's own file wins: the subfolders are walked only without one
+        matches = [p for p in _candidate_files(folder, True) if p.stem == name and p.suffix.lower() in suffixes]
     if not matches:
         return None
     nearest = [p for p in matches if p.parent == folder] or [p for p in matches if p.parent == matches[0].parent]
