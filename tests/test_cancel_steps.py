@@ -100,6 +100,31 @@ def test_cancel_requested_during_step_k_stops_the_job_before_step_k_plus_2(
     assert (tiny_workspace.outputs / job.id / done.result["images"][0]).is_file()
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_worker_stop_during_sampling_keeps_nothing_and_the_job_runs_again(tiny_workspace, queue_url, monkeypatch):  # noqa: F811
+    """A cancel keeps the batch it stops (A1111's interrupt); a worker that stops hands the job
+    back to run again whole, so its half-sampled batch is neither saved nor added to the library."""
+    from lorastudio.generate.pipeline import _Sampler
+
+    config = GenerateConfig(model="tiny-sd15", prompt="red", steps=40, width=64, height=64, seed=1)
+    with open_store(queue_url, tiny_workspace) as store:
+        job = store.enqueue("generate", {"config": config.model_dump(mode="json")})
+        worker = Worker(store, tiny_workspace, worker_id="w", registry=install(HandlerRegistry()))
+        real_predict, calls = _Sampler._predict, []
+
+        def predict_and_stop_the_worker(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                worker.stop()
+            return real_predict(self, *args, **kwargs)
+
+        monkeypatch.setattr(_Sampler, "_predict", predict_and_stop_the_worker)
+        worker.run(stop_when_idle=True)
+        assert store.get(job.id).state == "queued" and len(calls) < 6
+    folder = tiny_workspace.outputs / job.id
+    assert not (folder.is_dir() and list(folder.glob("*.png")))
+
+
 def test_a_cancel_during_decode_stops_at_the_next_tile(sd15, monkeypatch, one_torch_thread):
     from lorastudio.generate import pipeline
     from lorastudio.generate.conditioning import PromptEncoder

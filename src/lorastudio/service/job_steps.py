@@ -100,6 +100,10 @@ class StepReporter:
             skip = self.ctx.check_step(self.skippable)  # one database read for both questions
         except JobStopped as exc:
             self.stopped = exc
+            if not isinstance(exc, JobCancelled):
+                # The worker stops or lost the job: it runs again whole, so nothing of this run is
+                # kept (a cancel keeps the batch it stopped, as A1111's interrupt).
+                raise
             return True
         if skip:
             from lorastudio.generate.pipeline import SkipBatch
