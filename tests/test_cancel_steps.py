@@ -365,3 +365,40 @@ def test_each_sampling_step_asks_the_database_once_for_cancel_and_skip(queue_url
         store.cancel(job.id)
         assert reporter.should_stop() and isinstance(reporter.stopped, JobCancelled)
     assert reads == ["stop_requests"] * 5
+
+
+@pytest.mark.parametrize("name", ["Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2S a", "UniPC", "LCM"])
+def test_a_stopped_batch_is_decoded_from_the_samplers_clean_estimate(sd15, name):
+    """A1111 returns an interrupted batch from its denoised estimate: DPM-Solver and UniPC keep it
+    as their last model output (their step output has none), so those come back clean too."""
+    import torch
+
+    from lorastudio.generate.pipeline import denoised_estimate
+    from lorastudio.generate.samplers import make_scheduler, parse_sampler
+
+    # epsilon prediction, so that a model "knowing the noise" is simply that noise
+    scheduler = make_scheduler(parse_sampler(name), {**sd15.scheduler_config, "prediction_type": "epsilon"})
+    scheduler.set_timesteps(6)
+    g = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
+    t = scheduler.timesteps[0]
+    sample = scheduler.add_noise(clean, noise, t.reshape(1))  # what the first step sees
+    kwargs = {} if name == "UniPC" else {"generator": g}
+    stepped = scheduler.step(noise, t, sample, **kwargs)  # a model that knows the noise exactly
+    estimate = denoised_estimate(scheduler, stepped, stepped.prev_sample)
+    assert torch.allclose(estimate, clean, atol=2e-2), (estimate - clean).abs().max()
+    assert not torch.allclose(stepped.prev_sample, clean, atol=2e-2)  # the sample itself is still noisy
+
+
+def test_progress_counts_sampling_steps_for_second_order_samplers(sd15, one_torch_thread):
+    """Heun and DPM2 evaluate the UNet twice for most steps: progress (and A1111's /progress
+    job_no) counts each step once, ending at the request's total."""
+    from lorastudio.generate import pipeline
+    from lorastudio.generate.conditioning import PromptEncoder
+
+    for sampler in ("Heun", "DPM2", "Euler"):
+        cfg = GenerateConfig(model="tiny-sd15", prompt="red", steps=3, count=2, width=64, height=64, seed=1, sampler=sampler)
+        plan = pipeline.build_plan(cfg, sd15, cfg.prompt, cfg.negative_prompt)
+        seen: list = []
+        pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15), progress=lambda d, t, seen=seen: seen.append((d, t)))
+        assert seen == [(d, 6) for d in range(1, 7)], sampler

@@ -79,6 +79,22 @@ class _Cancelled(Exception):
     pass
 
 
+def denoised_estimate(scheduler, stepped, latents):
+    """The step's estimate of the finished latents (the preview, and an interrupted batch's picture
+    as A1111 returns it): the step output's own, else the x0 prediction DPM-Solver and UniPC keep
+    for their next step, else (PLMS) the latents as they are."""
+    for name in ("pred_original_sample", "denoised"):  # most samplers; LCM
+        value = getattr(stepped, name, None)
+        if value is not None:
+            return value
+    outputs = getattr(scheduler, "model_outputs", None)
+    config = scheduler.config
+    predicts_x0 = getattr(config, "predict_x0", False) or getattr(config, "algorithm_type", "").endswith("dpmsolver++")
+    if predicts_x0 and outputs and outputs[-1] is not None and outputs[-1].shape == latents.shape:
+        return outputs[-1]
+    return latents
+
+
 class SkipBatch(Exception):
     """Raised by a `should_stop` callback to drop the current batch and go on with the next (A1111 /skip)."""
 
@@ -281,6 +297,7 @@ class _Sampler:
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
         step_kwargs = self._step_kwargs(scheduler, generators)  # the same objects every step
         batch = len(seeds)
+        done_before = self.step_done
         for i, t in enumerate(timesteps):
             self.raise_if_stopped()
             step_index = t_start + i // order
@@ -299,12 +316,14 @@ class _Sampler:
                 if i < len(timesteps) - 1:
                     known = scheduler.add_noise(init_latents, noise, timesteps[i + 1 : i + 2].repeat(batch))
                 latents = (1 - latent_mask) * known + latent_mask * latents
-            self.step_done += 1
-            estimate = getattr(stepped, "pred_original_sample", None)
-            self.estimate = latents if estimate is None else estimate
-            if self.progress is not None:
-                self.progress(self.step_done, self.total_steps)
-            self._maybe_preview()
+            self.estimate = denoised_estimate(scheduler, stepped, latents)
+            # A second-order sampler (Heun, DPM2) evaluates most steps twice: progress counts steps.
+            done = done_before + i // order + 1
+            if done != self.step_done:
+                self.step_done = done
+                if self.progress is not None:
+                    self.progress(self.step_done, self.total_steps)
+                self._maybe_preview()
         return latents
 
     def _maybe_preview(self) -> None:
