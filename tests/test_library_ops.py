@@ -306,7 +306,11 @@ def test_an_embedding_for_another_family_is_skipped_as_a1111_does(tiny_workspace
     assert "TI hashes" not in skipped.infotext
     _embedding(tiny_workspace.embeddings / "red.safetensors")  # one that fits is still used
     used = run_generation(tiny_workspace, request).images[0]
-    assert "TI hashes: \"red: " in used.infotext
+    import hashlib
+
+    # A1111's TI hash: the first 12 hex of the whole file's SHA-256 (not the tensor bytes' hash)
+    short = hashlib.sha256((tiny_workspace.embeddings / "red.safetensors").read_bytes()).hexdigest()[:12]
+    assert f'TI hashes: "red: {short}"' in used.infotext
 
 
 def test_a1111_embeddings_route_reshapes_the_service_rows(client, studio):

@@ -170,12 +170,12 @@ def run_generation(
     outputs library.
     """
     from lorastudio.adapters import check_lora_family, load_embedding
-    from lorastudio.adapters.hashing import lora_short_hash
     from lorastudio.adapters.patch import lingering_loras
     from lorastudio.generate.conditioning import PromptEncoder
     from lorastudio.generate.infotext import format_infotext, save_png
     from lorastudio.generate.pipeline import build_plan, generate_images, open_request_images
     from lorastudio.generate.prompt_parser import extract_extra_networks
+    from lorastudio.models.checkpoint import file_sha256
     from lorastudio.service.control import check_units, control_infotext, control_stack
     from lorastudio.service.upscalers import check_hires_upscaler, hires_model_upscaler
 
@@ -226,7 +226,7 @@ def run_generation(
             logger.warning("%s: an embedding for another model family; %r is read as a plain word", path.name, name)
             continue
         embeddings[name] = [v.to(model.device, model.dtype) for v in embedding.vectors]
-        ti_hashes.append((name, lora_short_hash(path)))
+        ti_hashes.append((name, file_sha256(path)[:12]))  # A1111's: the whole file's SHA-256
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
     plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
