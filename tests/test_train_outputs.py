@@ -283,6 +283,18 @@ def test_kohya_folders_are_the_subsets_of_the_dataset_dirs_and_tag_frequency_met
         assert abs(float(meta["ss_training_started_at"]) - time.time()) < 600
 
 
+def test_the_last_step_is_a_checkpoint_too_so_the_final_weights_can_be_chosen(ws, images):
+    """steps=5 saving every 2: kohya saves the last model too; the final weights were never a
+    candidate (the library got step 4 while the job said 5). A run with no earlier checkpoint
+    saves none (its final files are the result)."""
+    cfg = tiny_train_config(images, TRIGGER, "train.steps=5", "train.save_every_steps=2", "lora.rank=2", "output.name=five")
+    run_training(ws, cfg, progress=False)
+    saved = sorted(p.name for p in (ws.runs / "five" / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert saved == ["step-2", "step-4", "step-5"]
+    scores = json.loads((ws.runs / "five" / "scores.json").read_text(encoding="utf-8"))
+    assert [row["step"] for row in scores["rows"]] == [2, 4, 5]
+
+
 # -- output.keep_last --------------------------------------------------------------------------
 def test_keep_last_keeps_the_newest_checkpoints_and_the_best_scored_one(ws, images):
     cfg = tiny_train_config(

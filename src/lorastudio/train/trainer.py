@@ -379,7 +379,7 @@ class Trainer:
                     self.ema.update()
                 self.step += 1
                 report(losses.push((self.step, self.lr_scheduler.get_last_lr()[0]), acc.reduce(total_loss, "mean")))
-                checkpoint = self._checkpoint_due(self.step) or self.step == stop_at_step
+                checkpoint = self._checkpoint_due(self.step) or self.step in (stop_at_step, self._last_checkpoint_step)
                 samples = cfg.samples.prompts and self._samples_due(self.step)
                 stopping = stop_at_step is not None and stop_at_step <= self.step < self.total_steps
                 if checkpoint or samples or stopping:
@@ -394,6 +394,13 @@ class Trainer:
         finally:
             bar.close()
         return True
+
+    @functools.cached_property
+    def _last_checkpoint_step(self) -> int | None:
+        """A run that saved checkpoints before its end saves one at its last step too (kohya always
+        saves the last model): the final weights are a candidate when the best one is chosen."""
+        earlier = any(self._checkpoint_due(step) for step in range(1, self.total_steps))
+        return self.total_steps if earlier else None
 
     def _checkpoint_due(self, step: int) -> bool:
         """Every `save_every_steps` steps, and at the end of every `save_every_epochs`-th epoch."""
