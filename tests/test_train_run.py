@@ -315,3 +315,37 @@ def test_a_trigger_embedding_of_another_family_is_not_replaced(ws, red_set):
     save_embedding(Embedding(TRIGGER, [torch.randn(2, 48)]), ws.embeddings / f"{TRIGGER}.safetensors", "sd15")
     with pytest.raises(LorastudioError, match="another model family"):
         _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal"))
+
+
+def test_a_second_run_with_the_same_trigger_never_takes_over_the_first_runs_embedding(ws, red_set):
+    """embeddings/<trigger>.safetensors wins over the one a LoRA bundles (A1111 and here): a second
+    pivotal run with the same trigger replaced it silently, giving the first LoRA the second's
+    trigger. The first run's file stays; each LoRA generates with its own trigger (the file wins
+    only for its own run's LoRA, or as the user's); the first run may publish again."""
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.generate.infotext import parse_infotext
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.training import publish
+    from lorastudio.train.config import saved_train_config
+
+    pivotal = ("method=pivotal", "train.steps=2", "train.learning_rate=0.05")
+    first = run_training(ws, _config(red_set, *pivotal, "output.name=va"), progress=False)
+    embedding = ws.embeddings / f"{TRIGGER}.safetensors"
+    before = embedding.read_bytes()
+    second = run_training(ws, _config(red_set, *pivotal, "seed=9", "output.name=vb"), progress=False)
+    assert embedding.read_bytes() == before and second["embedding_kept"] == str(embedding)
+
+    def ti_hash(lora: str) -> str:
+        request = GenerateConfig(model="tiny-sd15", prompt=f"{TRIGGER} <lora:{lora}:1>", steps=1, width=64, height=64)
+        return parse_infotext(run_generation(ws, request).images[0].infotext)["TI hashes"]
+
+    import hashlib
+
+    from lorastudio.adapters.hashing import lora_short_hash
+
+    assert ti_hash("va") == f"{TRIGGER}: {hashlib.sha256(before).hexdigest()[:12]}"  # its own run's file
+    assert ti_hash("vb") == f"{TRIGGER}: {lora_short_hash(ws.loras / 'vb.safetensors')}"  # its bundle
+    run_dir = Path(first["run_dir"])
+    saved = saved_train_config(run_dir / "config.yaml")
+    files = {"lora": run_dir / "va.safetensors", "embedding": run_dir / "embeddings" / f"{TRIGGER}.safetensors"}
+    assert publish(ws, run_dir, saved, files, 2, "user")["library_embedding"] == str(embedding)  # its own: again

@@ -131,6 +131,17 @@ def test_scoring_again_gives_the_same_numbers_and_pick_overrides(trained):
     assert picked["step"] == other
     table = json.loads((ws.runs / "scored" / "scores.json").read_text())
     assert table["result_step"] == other and table["picked_by"] == "user"
+    # Renamed in the library (its run follows it), then another checkpoint picked: the renamed file
+    # is replaced; no second LoRA under the run's first name appears.
+    from lorastudio.service.loras import list_loras, rename_lora
+
+    rename_lora(ws, "scored", "surtr_v1")
+    best = next(r["step"] for r in again["rows"] if r["best"])
+    pick_training_checkpoint(ws, "scored", best)
+    checkpoint = ws.runs / "scored" / "checkpoints" / f"step-{best}"
+    assert (ws.loras / "surtr_v1.safetensors").read_bytes() == (checkpoint / "scored.safetensors").read_bytes()
+    assert [row["name"] for row in list_loras(ws)] == ["surtr_v1"]
+    rename_lora(ws, "surtr_v1", "scored")  # as the module's other tests expect it
 
 
 def test_cli_pick_and_errors(trained, monkeypatch):

@@ -36,6 +36,17 @@ def _vectors_and_width(header: dict[str, Any] | None) -> tuple[int | None, int |
     return (first[0] if len(first) > 1 else 1), (first[-1] if first else None)
 
 
+def embedding_owner(path: Path) -> str | None:
+    """The training run (output name) that published a library embedding; None for a file put
+    there by hand (or one that cannot be read)."""
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    try:
+        return read_safetensors_metadata(path).get("ss_output_name") or None
+    except (LorastudioError, OSError):
+        return None
+
+
 def list_embeddings(ws: Workspace) -> list[dict[str, Any]]:
     """Every embedding in embeddings/: name, file, size, metadata, `vectors` and `shape` (width).
 

@@ -209,14 +209,14 @@ def run_generation(
         )
     embeddings = {}
     ti_hashes = []
+    # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none.
+    found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
     pinned = {
         name
         for (lora, _, _), info in zip(loras, lora_info, strict=True)
         if info["name"] in (lora_files or {})
         for name in lora.embeddings
-    }
-    # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none.
-    found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
+    } | _bundles_over_other_runs(found, loras)
     for name, path in found.items():
         if name in pinned:
             continue
@@ -293,10 +293,27 @@ def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _bundles_over_other_runs(found: dict[str, Path], loras: list) -> set[str]:
+    """Words a prompt's LoRA bundles whose library file another training run published: the LoRA's
+    own wins there (two runs of one trigger each keep theirs). A file the LoRA's own run published,
+    or one put there by hand, wins as in A1111."""
+    from lorastudio.service.embeddings import embedding_owner
+
+    words = set()
+    for lora, _, _ in loras:
+        run = lora.metadata.get("ss_output_name")
+        for word in lora.embeddings:
+            owner = embedding_owner(found[word]) if run and word in found else None
+            if owner is not None and owner != run:
+                words.add(word)
+    return words
+
+
 def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora_info: list, model) -> None:
     """Trigger embeddings bundled in the prompt's LoRAs (`bundle_emb.*`), as A1111 loads them.
 
-    A standalone embedding of the same name wins, as in A1111 ("skip bundle embedding").
+    A standalone embedding of the same name wins, as in A1111 ("skip bundle embedding"), unless
+    another training run published it (`_bundles_over_other_runs`).
     """
     for (lora, _, _), info in zip(loras, lora_info, strict=True):
         for name, vectors in lora.embeddings.items():

@@ -10,6 +10,7 @@ files into models/, loras/ or embeddings/ and records them in studio.db: once af
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from lorastudio.service.names import NamePolicy, find_model
 if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
     from lorastudio.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "run_training",
@@ -302,6 +305,7 @@ def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
         )
 
 
+
 def _free_training_memory() -> None:
     """The trainer and accelerate's state hooks reference each other: only a collection frees them."""
     import gc
@@ -343,6 +347,7 @@ def publish(
     library). `by` is who chose the checkpoint: "score" or "user" are noted in scores.json,
     "final" (the files of the last step, no scoring) is not.
     """
+    from lorastudio.service.embeddings import embedding_owner
     from lorastudio.train.outputs import copy_to_library
 
     name = cfg.output.name or run_dir.name
@@ -352,20 +357,45 @@ def publish(
         copy_to_library(files["model"], library, "model")
         out["library_model"] = str(library)
     if "lora" in files:
-        library = ws.safe_child(ws.loras, f"{name}.safetensors", "output.name")
+        # A LoRA the user renamed since (its run follows it) is replaced under its new name
+        library = _library_lora_of_run(ws, run_dir.name) or ws.safe_child(ws.loras, f"{name}.safetensors", "output.name")
         trigger = cfg.trigger if cfg.trains_embedding else None
         copy_to_library(files["lora"], library, "lora", expect_lora_keys=cfg.trains_lora, trigger=trigger)
         out["library_lora"] = str(library)
     if "embedding" in files:
         library = ws.safe_child(ws.embeddings, f"{cfg.trigger}.safetensors", "trigger")
-        copy_to_library(files["embedding"], library, "embedding")
-        out["library_embedding"] = str(library)
+        if library.exists() and embedding_owner(library) != name:
+            # Another run's (or the user's own) embedding of the word: replacing it gave every LoRA of
+            # that run this run's trigger. It stays; this run's is in its LoRA, which uses it.
+            logger.warning(
+                "%s is another run's or your own embedding of %r: kept; this run's is bundled in its LoRA (%s)",
+                library, cfg.trigger, files["embedding"],
+            )
+            out["embedding_kept"] = str(library)
+        else:
+            copy_to_library(files["embedding"], library, "embedding")
+            out["library_embedding"] = str(library)
     if by != "final":
         from lorastudio.train.scoring import record_pick
 
         record_pick(run_dir, step, by)
     _register_result(ws, run_dir, cfg, out, step)
     return out
+
+
+def _library_lora_of_run(ws: Workspace, run: str) -> Path | None:
+    """The library file the run's LoRA was last published as (renamed or moved since), if any."""
+    import json
+
+    from lorastudio.service.library import Library
+
+    loras = ws.loras.resolve()
+    rows = [row for row in Library(ws).loras() if json.loads(row.get("info") or "{}").get("run") == run]
+    for row in sorted(rows, key=lambda r: r.get("added_at") or 0, reverse=True):
+        path = Path(row["path"])
+        if path.is_file() and (path.resolve().parent == loras or loras in path.resolve().parents):
+            return path
+    return None
 
 
 def _latest_samples(run_dir: Path, step: int | None) -> list[str]:
