@@ -402,3 +402,23 @@ def test_progress_counts_sampling_steps_for_second_order_samplers(sd15, one_torc
         seen: list = []
         pipeline.generate_images(sd15, cfg, plan, PromptEncoder(sd15), progress=lambda d, t, seen=seen: seen.append((d, t)))
         assert seen == [(d, 6) for d in range(1, 7)], sampler
+
+
+def test_a_resumed_training_runs_eta_is_the_trainers_own(workspace):
+    """Resumed at step 500 of 1000, ten steps done in 10 s after 20 s of loading: the job's elapsed
+    time said 29 s were left; the trainer's estimate (its pace this session) says 490 s, and both
+    /progress and the Train tab show that."""
+    from lorastudio.service.studio import Studio
+    from lorastudio.service.train_runs import training_eta
+
+    studio = Studio(workspace)  # no worker: this test plays the worker's part
+    try:
+        studio.store.enqueue("train", {})
+        job = studio.store.claim("w")
+        studio.store.progress(job.id, job.attempt, 0.51, {"step": 510, "total": 1000, "eta_s": 490.0})
+        assert studio.progress_state()["eta"] == 490.0
+        running = studio.get_job(job.id)
+        assert training_eta(running, reported=490.0) == 490.0
+        assert training_eta(running, now=running.started_at + 30) < 60  # the elapsed-time guess it replaces
+    finally:
+        studio.close()

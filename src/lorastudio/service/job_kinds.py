@@ -235,7 +235,8 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
         if kind == "step":
             loss = event.get("loss")
             message = f"loss {loss:.4f}" if isinstance(loss, float) else None
-            ctx.progress(event["step"] / max(event["total"], 1), event["step"], event["total"], message)
+            fraction = event["step"] / max(event["total"], 1)
+            ctx.progress(fraction, event["step"], event["total"], message, eta_s=event.get("eta_s"))
         elif kind:
             ctx.emit(str(kind), {k: v for k, v in event.items() if k != "event"})
         ctx.check_cancelled()

@@ -191,6 +191,8 @@ class JobWatcher:
         now = store.now()
         elapsed = max(now - (job.started_at or now), 0.0)
         eta = elapsed / job.progress - elapsed if job.progress > 0 else None
+        if data.get("eta_s") is not None:  # the work's own (a resumed run's pace since its restart)
+            eta = float(data["eta_s"])
         state.update(
             job=job.id,
             kind=job.kind,

@@ -176,10 +176,14 @@ def pick_checkpoint(ws: Workspace, run: str, step: int) -> dict[str, Any]:
     return pick_training_checkpoint(ws, run, int(step), by="user")
 
 
-def training_eta(job: Any, now: float | None = None) -> float | None:
-    """Seconds a running job still needs at its pace so far (None before its first progress)."""
+def training_eta(job: Any, now: float | None = None, reported: float | None = None) -> float | None:
+    """Seconds a running job still needs: the trainer's own estimate when it `reported` one (its
+    pace over the steps of this session, after loading: a resumed run is not "half done in 20 s"),
+    else at the job's pace so far (None before its first progress)."""
     import time
 
+    if reported is not None:
+        return max(0.0, float(reported))
     fraction = float(job.progress or 0)
     if not job.started_at or fraction <= 0:
         return None

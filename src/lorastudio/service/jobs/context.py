@@ -102,10 +102,20 @@ class JobContext:
         self._lease_lost = True
 
     def progress(
-        self, fraction: float, step: int | None = None, total: int | None = None, message: str | None = None
+        self,
+        fraction: float,
+        step: int | None = None,
+        total: int | None = None,
+        message: str | None = None,
+        eta_s: float | None = None,
     ) -> None:
-        """Store a progress event and the job's progress (0..1). Raises `LeaseLost` if the job was taken away."""
+        """Store a progress event and the job's progress (0..1). Raises `LeaseLost` if the job was taken away.
+
+        `eta_s`: the work's own estimate of the seconds left, where it knows better than the job's
+        elapsed time can (a resumed training run, a long setup before the first step)."""
         data: dict[str, Any] = {}
+        if eta_s is not None:
+            data["eta_s"] = float(eta_s)
         if step is not None:
             data["step"] = step
         if total is not None:

@@ -196,7 +196,7 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         samples = state["samples"] if state["samples"] != shown_samples else gr.update()
         shown_samples = state["samples"]
         _read_progress(studio, job_id, seen)
-        text = _progress_text(ctx, job, studio, seen["step"], seen["total"])
+        text = _progress_text(ctx, job, studio, seen["step"], seen["total"], seen.get("eta"))
         if job.finished:
             break
         points = len(state["loss"])
@@ -212,7 +212,7 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     yield done, job_id, text, _loss_frame(state), samples, _checkpoint_table(ctx, job_id)
 
 
-def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int) -> str:
+def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int, reported_eta: float | None = None) -> str:
     from lorastudio.service.train_runs import training_eta
 
     t = ctx.t
@@ -220,7 +220,7 @@ def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int)
         return queued_text(ctx, job)
     if not total:
         return t("progress.starting")
-    eta = training_eta(job)
+    eta = training_eta(job, reported=reported_eta)
     return t(
         "progress.running",
         step=step,
@@ -230,12 +230,13 @@ def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int)
     )
 
 
-def _read_progress(studio: Any, job_id: str, seen: dict[str, int]) -> None:
+def _read_progress(studio: Any, job_id: str, seen: dict[str, Any]) -> None:
     """Step and total of the job's newest progress event, reading only the events not seen yet."""
     for event in studio.job_events(job_id, after=seen["after"]):
         seen["after"] = max(seen["after"], event.seq)
         if event.type == "progress" and event.data.get("total"):
             seen["step"], seen["total"] = int(event.data.get("step") or 0), int(event.data["total"])
+            seen["eta"] = event.data.get("eta_s")
 
 
 def _loss_frame(state: dict) -> Any:
