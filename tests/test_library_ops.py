@@ -212,9 +212,14 @@ def test_loras_in_subfolders_and_by_their_alias_are_found_as_a1111_finds_them(ti
 
     studio = Studio(tiny_workspace, StudioSettings())
     with TestClient(create_app(studio)) as client:
-        native = [row["name"] for row in client.get("/api/v1/loras").json()["loras"]]
+        rows = client.get("/api/v1/loras").json()["loras"]
+        native = [row["name"] for row in rows]
         a1111 = {row["name"]: row["alias"] for row in client.get("/sdapi/v1/loras").json()}
     studio.close()
+    # the subfolder's style1 is listed, saying why <lora:style1> does not reach it
+    assert [row["error"] for row in rows if row["name"] == "style1"] == [
+        None, "style1.safetensors: <lora:style1> uses style1.safetensors; rename this file to use it."
+    ]
     assert native == ["style1", "twin-a", "twin-b", "shared-one", "hero", "style1"]
     assert a1111["hero"] == "hero" and a1111["twin-a"] == "same"
     assert find_lora_file(tiny_workspace, "hero") == loras / "chars" / "hero.safetensors"

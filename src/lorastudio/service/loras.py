@@ -107,15 +107,30 @@ def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str 
     from lorastudio.models.checkpoint import read_safetensors_header
 
     found = []
-    for path in list_weight_files(ws.loras, "lora"):
-        header, error = None, None
+    paths = list_weight_files(ws.loras, "lora")
+    shadowed = _shadowed_names(ws, paths)
+    for path in paths:
+        header, error = None, shadowed.get(path)
         if path.suffix.lower() == ".safetensors":
             try:
                 header = read_safetensors_header(path)
             except Exception as exc:
                 error = _unreadable(path, exc)
-        found.append((path, header, error))
+        found.append((path, header, error or shadowed.get(path)))
     return found
+
+
+def _shadowed_names(ws: Workspace, paths: list[Path]) -> dict[Path, str]:
+    """Files whose name an earlier listed file has (the folder's own, or the first subfolder's):
+    `<lora:name>` never reaches them, and the listing says so."""
+    first: dict[str, Path] = {}
+    shadowed = {}
+    for path in paths:
+        winner = first.setdefault(path.stem, path)
+        if winner != path:
+            shown = winner.relative_to(ws.loras).as_posix()
+            shadowed[path] = f"{path.name}: <lora:{path.stem}> uses {shown}; rename this file to use it."
+    return shadowed
 
 
 def list_loras(ws: Workspace) -> list[dict[str, Any]]:
@@ -236,7 +251,7 @@ _LIBRARY_FIELDS = ("trigger", "base_model", "family", "run", "step", "method")
 
 def lora_file_rows(ws: Workspace) -> list[dict[str, Any]]:
     """Each LoRA file's name, size and metadata, one header read per file (A1111's `/sdapi/v1/loras`)."""
-    return [weight_file_row(path) for path in list_weight_files(ws.loras, "lora")]
+    return [weight_row(path, header, error) for path, header, error in _read_headers(ws)]
 
 
 def list_lora_files(ws: Workspace) -> list[dict[str, Any]]:
