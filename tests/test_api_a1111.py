@@ -351,3 +351,24 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
         assert (bare.sampler, bare.schedule, bare.hires_strength) == ("Euler", "Automatic", 0.75)
     finally:
         studio.close()
+
+
+def test_prompt_styles_from_the_studios_styles_csv_are_listed_and_merged_as_a1111_merges_them(client, studio):
+    """A1111 users copy their styles.csv in: /prompt-styles lists it, `styles` merges each style into
+    the prompts (at `{prompt}`, else after a comma), and the infotext records the merged prompts."""
+    (studio.workspace.root / "styles.csv").write_text(
+        "\ufeffname,prompt,negative_prompt\n"
+        'Cinematic,"cinematic still of {prompt}, film grain",blurry\n'
+        "Red,red theme,\n",
+        encoding="utf-8",
+    )
+    listed = client.get("/sdapi/v1/prompt-styles").json()
+    assert [s["name"] for s in listed] == ["Cinematic", "Red"] and listed[0]["negative_prompt"] == "blurry"
+    answer = client.post("/sdapi/v1/txt2img", json={**TINY, "prompt": "a fox", "negative_prompt": "ugly",
+                                                     "styles": ["Cinematic", "Red"]})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    infotext = json.loads(answer.json()["info"])["infotexts"][0]
+    assert infotext.startswith("cinematic still of a fox, film grain, red theme\nNegative prompt: ugly, blurry\n")
+    unknown = client.post("/sdapi/v1/txt2img", json={**TINY, "prompt": "a fox", "styles": ["Noir"]})
+    assert unknown.status_code == 404 and "Cinematic, Red" in unknown.json()["detail"]
+

@@ -335,3 +335,10 @@ def test_the_whole_pictures_overlay_mask_is_doubled_as_in_a1111():
     only_masked = px(_paste_back(generated, original, mask, (0, 0, 4, 1)))[0]
     share = np.array([0, 64, 128, 255]) / 255
     assert np.abs(only_masked - (share[:, None] * np.array(RED) + (1 - share[:, None]) * np.array(GREEN))).max() <= 1.5
+
+
+def test_cli_style_merges_an_a1111_style_into_the_prompts(tiny_workspace):
+    (tiny_workspace.root / "styles.csv").write_text("name,prompt,negative_prompt\nRed,red theme,blurry\n", encoding="utf-8")
+    out = gen("--prompt", "a fox", "--negative-prompt", "ugly", "--style", "Red")
+    params = parse_infotext(read_infotext(out["images"][0]))
+    assert (params["Prompt"], params["Negative prompt"]) == ("a fox, red theme", "ugly, blurry")

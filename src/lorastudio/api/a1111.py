@@ -372,8 +372,14 @@ def realesrgan_models(studio: Studio = Depends(get_studio)) -> list[dict[str, An
 
 
 @router.get("/prompt-styles")
-def prompt_styles() -> list[dict[str, Any]]:
-    return []
+def prompt_styles(studio: Studio = Depends(get_studio)) -> list[dict[str, Any]]:
+    """The styles of studio/styles.csv (A1111's file, copied in), as A1111 lists them."""
+    from lorastudio.service.styles import list_styles
+
+    return [
+        {"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+        for s in list_styles(studio.workspace)
+    ]
 
 
 @router.get("/scripts")

@@ -171,6 +171,12 @@ def to_generate_config(
         req.sampler_name or req.sampler_index or DEFAULT_SAMPLER, _schedule_of(req.scheduler)
     )
     fields = _table_fields(req, mask)
+    if req.styles:  # merged into the prompts the image records (A1111 puts them in its infotext too)
+        from lorastudio.service.styles import apply_styles
+
+        fields["prompt"], fields["negative_prompt"] = apply_styles(
+            studio.workspace, fields.get("prompt") or "", fields.get("negative_prompt") or "", req.styles
+        )
     fields.update(
         model=overrides.get("sd_model_checkpoint") or user_options.model_for(user),
         sampler=choice.sampler,

@@ -54,6 +54,9 @@ def generate_cmd(
         help="A ControlNet unit as KEY=VALUE pairs, e.g. 'model=NAME,module=canny,image=PATH,weight=0.8,"
         "guidance_end=0.6' (repeat for up to 3 units; keys: the unit fields).",
     ),
+    style: list[str] = typer.Option(
+        None, "--style", help="A1111 prompt style from studio/styles.csv merged into the prompts (repeatable)."
+    ),
     fields: dict | None = None,
 ) -> None:
     """Generate images; each PNG carries A1111 parameters and a .yaml recipe beside it.
@@ -84,6 +87,11 @@ def generate_cmd(
                     typer.echo(f"recipe: {note.text}", err=True)
                 base = read.config.model_dump()
             request = load_config(GenerateConfig, None, overrides, base=base)
+            if style:  # merged into the prompts the image records, as A1111 does
+                from lorastudio.service.styles import apply_styles
+
+                prompt, negative = apply_styles(ws, request.prompt, request.negative_prompt, list(style))
+                request = request.model_copy(update={"prompt": prompt, "negative_prompt": negative})
             result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT)
     finally:
         bar.close()
