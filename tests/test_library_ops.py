@@ -246,7 +246,7 @@ def test_loras_in_subfolders_and_by_their_alias_are_found_as_a1111_finds_them(ti
         rename_lora(tiny_workspace, "twin-a", "hero2")  # a name a subfolder's file holds is taken
 
 
-def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tiny_workspace, sd15_model, tmp_path):
+def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tiny_workspace, sd15_model, tmp_path, monkeypatch):
     """The image says `<lora:mystyle_v2:0.8>` and `Lora hashes: "mystyle_v2: <hash>"`; this studio
     has that file as style1: the recipe names style1, as A1111's paste does. A tag the studio has
     by name, or a hash it lacks, stays as written."""
@@ -272,6 +272,12 @@ def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tin
     assert recipe.config.negative_prompt == "<lora:style1:-0.2>"
     renamed = [n.params for n in recipe.notes if n.key == "lora_renamed"]
     assert renamed == [{"old": "mystyle_v2", "new": "style1"}]  # said once, for both prompts
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr("lorastudio.adapters.hashing.lora_short_hash", no_hashing)  # kept by size and mtime
+    assert read_recipe(image, tiny_workspace).config.prompt == recipe.config.prompt
 
 
 def test_embeddings_listed_are_the_ones_applied_and_a_ckpt_is_neither(tiny_workspace):

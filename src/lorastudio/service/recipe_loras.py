@@ -79,7 +79,23 @@ def _local_lora_hashes(ws: Workspace) -> dict[str, str]:
         if path.suffix.lower() != ".safetensors":
             continue
         try:
-            hashes.setdefault(lora_short_hash(Path(path)), path.stem)
+            hashes.setdefault(_cached(ws, Path(path), lora_short_hash), path.stem)
         except Exception:  # safetensors' own error too: an unreadable file is one not matched
             continue
     return hashes
+
+
+def _cached(ws: Workspace, path: Path, compute) -> str:
+    """`compute(path)` kept in the workspace cache by path, size and mtime: a file without
+    `sshs_model_hash` is read whole to hash, once, not on every image dropped into PNG info."""
+    import hashlib
+
+    stat = path.stat()
+    key = hashlib.sha256(f"lora-short|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    cached = ws.cache / "hashes" / f"{key}.txt"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8").strip()
+    value = compute(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(value, encoding="utf-8")
+    return value
