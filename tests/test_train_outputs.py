@@ -281,6 +281,11 @@ def test_kohya_folders_are_the_subsets_of_the_dataset_dirs_and_tag_frequency_met
         }
         assert meta["ss_num_train_images"] == "7"  # images x repeats, as kohya counts them
         assert abs(float(meta["ss_training_started_at"]) - time.time()) < 600
+    # data.repeats replaces every folder's repeats; the keys stay the folders' names, as kohya's
+    cfg = tiny_train_config(str(root), TRIGGER, "train.steps=1", "lora.rank=2", "data.repeats=2", "output.name=twice")
+    with safe_open(run_training(ws, cfg, progress=False)["library_lora"], framework="pt") as handle:
+        dirs = json.loads(handle.metadata()["ss_dataset_dirs"])
+    assert dirs == {"3_mira": {"n_repeats": 2, "img_count": 2}, "1_style": {"n_repeats": 2, "img_count": 1}}
 
 
 def test_the_last_step_is_a_checkpoint_too_so_the_final_weights_can_be_chosen(ws, images):

@@ -27,6 +27,11 @@ class DatasetItem:
     caption: str
     repeats: int = 1
     folder_caption: str = ""  # the kohya `NN_name` folder it came from (its name part), "" for none
+    subset: str = ""  # that folder's name ("10_alice"): kohya's key for it in the files' metadata
+
+    @staticmethod
+    def kohya_subset(repeats: int, folder_caption: str) -> str:
+        return f"{repeats}_{folder_caption}" if folder_caption else ""
 
 
 class Dataset:
@@ -65,7 +70,8 @@ class Dataset:
                 continue
             # No caption file: data.default_caption, else the kohya folder's name (as kohya trains it).
             caption = entry.caption or default_caption or entry.folder_caption or fallback_caption
-            items.append(DatasetItem(Path(entry.source), caption, entry.repeats, entry.folder_caption))
+            subset = DatasetItem.kohya_subset(entry.repeats, entry.folder_caption)
+            items.append(DatasetItem(Path(entry.source), caption, entry.repeats, entry.folder_caption, subset))
         if not items:
             raise LorastudioError(
                 f"{path}: no images found; add .png/.jpg/.webp files or point at the right folder."
@@ -80,6 +86,7 @@ class Dataset:
                 folder.read_caption(item) or default_caption or item.folder_caption or fallback_caption,
                 item.repeats,
                 item.folder_caption,
+                DatasetItem.kohya_subset(item.repeats, item.folder_caption),
             )
             for item in folder.items
             if folder.image_path(item).is_file()

@@ -152,7 +152,7 @@ def training_facts(
     dataset_name = Path(cfg.data.dir.rstrip("/\\")).name or cfg.data.dir
     subsets: dict[str, list] = {}
     for img in images:
-        key = f"{img.repeats}_{img.folder_caption}" if img.folder_caption else dataset_name
+        key = img.subset or dataset_name
         subsets.setdefault(key, []).append(img)
     tag_frequency: dict[str, dict[str, int]] = {}
     for key, members in subsets.items():
