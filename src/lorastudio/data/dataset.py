@@ -26,8 +26,7 @@ class DatasetItem:
     image: Path
     caption: str
     repeats: int = 1
-    folder_caption: str = ""  # the kohya `NN_name` folder it came from (its name part), "" for none
-    subset: str = ""  # that folder's name ("10_alice"): kohya's key for it in the files' metadata
+    subset: str = ""  # the kohya `NN_name` folder it came from ("10_alice"): the files' metadata key
 
     @staticmethod
     def kohya_subset(repeats: int, folder_caption: str) -> str:
@@ -71,7 +70,7 @@ class Dataset:
             # No caption file: data.default_caption, else the kohya folder's name (as kohya trains it).
             caption = entry.caption or default_caption or entry.folder_caption or fallback_caption
             subset = DatasetItem.kohya_subset(entry.repeats, entry.folder_caption)
-            items.append(DatasetItem(Path(entry.source), caption, entry.repeats, entry.folder_caption, subset))
+            items.append(DatasetItem(Path(entry.source), caption, entry.repeats, subset))
         if not items:
             raise LorastudioError(
                 f"{path}: no images found; add .png/.jpg/.webp files or point at the right folder."
@@ -85,7 +84,6 @@ class Dataset:
                 folder.image_path(item),
                 folder.read_caption(item) or default_caption or item.folder_caption or fallback_caption,
                 item.repeats,
-                item.folder_caption,
                 DatasetItem.kohya_subset(item.repeats, item.folder_caption),
             )
             for item in folder.items

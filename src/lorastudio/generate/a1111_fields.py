@@ -137,7 +137,7 @@ def _read_hires_resize(params: dict[str, Any]) -> dict[str, Any]:
 def _write_denoising(cfg: Any, facts: InfotextFacts) -> Any:
     if cfg.init_image:
         return cfg.strength
-    return cfg.hires_strength if _hires(cfg) else None
+    return cfg.hires_strength if cfg.hires_on else None
 
 
 def _read_denoising(params: dict[str, Any]) -> dict[str, Any]:
@@ -166,10 +166,6 @@ def _write_masked_content(cfg: Any, facts: InfotextFacts) -> Any:
 
     # A1111 leaves out the default, "original"
     return INPAINTING_FILLS[cfg.inpainting_fill] if cfg.mask and cfg.inpainting_fill != 1 else None
-
-
-def _hires(cfg: Any) -> bool:
-    return cfg.hires_on
 
 
 def _only_masked(cfg: Any) -> bool:
@@ -330,7 +326,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "hires_scale",
         "Hires upscale",
         "hr_scale",
-        lambda c, f: c.hires_scale if _hires(c) and not _hires_resized(c) else None,
+        lambda c, f: c.hires_scale if c.hires_on and not _hires_resized(c) else None,
         _reads("Hires upscale", "hires_scale", float),
         special=True,
     ),
@@ -339,7 +335,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "hires_resize_x",
         "Hires resize",
         "hr_resize_x",
-        lambda c, f: f"{c.hires_resize_x}x{c.hires_resize_y}" if _hires(c) and _hires_resized(c) else None,
+        lambda c, f: f"{c.hires_resize_x}x{c.hires_resize_y}" if c.hires_on and _hires_resized(c) else None,
         _read_hires_resize,
         special=True,
     ),
@@ -348,7 +344,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "hires_steps",
         "Hires steps",
         "hr_second_pass_steps",
-        lambda c, f: (c.hires_steps or None) if _hires(c) else None,
+        lambda c, f: (c.hires_steps or None) if c.hires_on else None,
         _reads("Hires steps", "hires_steps", int),
         mode="hires",
     ),
@@ -356,7 +352,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         "hires_upscaler",
         "Hires upscaler",
         "hr_upscaler",
-        lambda c, f: c.hires_upscaler if _hires(c) else None,
+        lambda c, f: c.hires_upscaler if c.hires_on else None,
         _read_text("Hires upscaler", "hires_upscaler", hires_upscaler_name),
         hires_upscaler_name,
         mode="hires",

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.config import GenerateConfig, hires_final_size, hires_target
+from lorastudio.generate.config import GenerateConfig, hires_target
 from lorastudio.generate.images import pil_to_tensor, tensor_to_pil
 from lorastudio.generate.upscalers.names import LATENT_UPSCALE_MODES, RESAMPLE_UPSCALERS
 
@@ -84,11 +84,11 @@ def run_hires_pass(sampler, cfg: GenerateConfig, plan, latents, seeds: list[int]
     else:
         upscaled = _upscale_pixels(sampler, cfg, plan, latents, size)
     upscaled = _crop_latents(upscaled, crop)
-    final = hires_final_size(cfg, plan.width, plan.height)
+    factor = sampler.model.vae_scale_factor
     return sampler.denoise(
         seeds,
-        final[0],
-        final[1],
+        upscaled.shape[-1] * factor,  # the second pass's size: what the crop left
+        upscaled.shape[-2] * factor,
         cfg.hires_steps or cfg.steps,
         cfg.hires_strength,
         upscaled,

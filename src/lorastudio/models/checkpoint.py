@@ -305,3 +305,23 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hash_cache_path(path: Path, cache_dir: Path, kind: str = "") -> Path:
+    """Where a hash of `path` is kept: keyed by the file's path, size and mtime (and `kind`, for a
+    hash other than the whole file's SHA-256), so a replaced file is hashed again."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = hashlib.sha256((f"{kind}|{key}" if kind else key).encode()).hexdigest()[:24]
+    return cache_dir / "hashes" / f"{key}.txt"
+
+
+def cached_file_hash(path: Path, cache_dir: Path, compute=file_sha256, kind: str = "") -> str:
+    """`compute(path)` (the whole file's SHA-256 by default), computed once per version of the file."""
+    cached = hash_cache_path(path, cache_dir, kind)
+    if cached.is_file():
+        return cached.read_text().strip()
+    value = compute(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(value)
+    return value

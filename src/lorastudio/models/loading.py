@@ -20,12 +20,14 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.models.chatglm import check_vocabulary
 from lorastudio.models.checkpoint import (
     PICKLE_SUFFIXES,
+    cached_file_hash,
     convert_ckpt_to_safetensors,
     detach_from_files,
     file_sha256,
     read_safetensors_keys,
     read_safetensors_metadata,
 )
+from lorastudio.models.checkpoint import hash_cache_path as _hash_cache_path
 from lorastudio.models.families import (
     Family,
     detect_family_from_keys,
@@ -175,12 +177,6 @@ def config_folder(
     return folder
 
 
-def _hash_cache_path(path: Path, cache_dir: Path) -> Path:
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
-    return cache_dir / "hashes" / f"{key}.txt"
-
-
 def _remember_hash(path: Path, cache_dir: Path, sha256: str) -> None:
     """Keep a SHA-256 computed while loading, as `model_hash` would have (keyed by path, size, mtime)."""
     cached = _hash_cache_path(path, cache_dir)
@@ -194,13 +190,7 @@ def model_hash(path: Path, cache_dir: Path) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
     digest = hashlib.sha256()
     for f in files:
-        cached = _hash_cache_path(f, cache_dir)
-        if cached.is_file():
-            value = cached.read_text().strip()
-        else:
-            value = file_sha256(f)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(value)
+        value = cached_file_hash(f, cache_dir)
         if path.is_file():
             return value
         digest.update(f"{f.relative_to(path).as_posix()}:{value}\n".encode())

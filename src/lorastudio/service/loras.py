@@ -110,7 +110,7 @@ def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str 
     paths = list_weight_files(ws.loras, "lora")
     shadowed = _shadowed_names(ws, paths)
     for path in paths:
-        header, error = None, shadowed.get(path)
+        header, error = None, None
         if path.suffix.lower() == ".safetensors":
             try:
                 header = read_safetensors_header(path)

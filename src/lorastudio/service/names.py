@@ -198,18 +198,17 @@ def find_lora(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Path:
     try:
         found = resolve(name, ws.loras, "LoRA", LIST_LORAS, policy=NamePolicy(policy.strict), suffixes=LORA_SUFFIXES)
     except NotFoundError:
-        nested = find_weight(ws.loras, name, "lora") if is_plain_name(name) else None
-        aliased = nested or (_lora_with_alias(ws, name) if is_plain_name(name) else None)
-        if aliased is None:
+        elsewhere = (find_weight(ws.loras, name, "lora") or _lora_with_alias(ws, name)) if is_plain_name(name) else None
+        if elsewhere is None:
             raise
-        return aliased
+        return elsewhere
     return found.path
 
 
 def _lora_with_alias(ws: Workspace, alias: str) -> Path | None:
     """The LoRA file whose training name (`ss_output_name`) is `alias`; None when none or several
     have it (ambiguous: A1111's cards then insert the file name instead of the alias)."""
-    from lorastudio.models.checkpoint import read_safetensors_header
+    from lorastudio.models.checkpoint import read_safetensors_metadata
     from lorastudio.service.workspace import list_weight_files
 
     owners = []
@@ -217,7 +216,7 @@ def _lora_with_alias(ws: Workspace, alias: str) -> Path | None:
         if path.suffix.lower() != ".safetensors":
             continue
         try:
-            metadata = read_safetensors_header(path).get("__metadata__") or {}
+            metadata = read_safetensors_metadata(path)
         except (LorastudioError, OSError):
             continue
         if metadata.get("ss_output_name") == alias:

@@ -9,7 +9,6 @@ another name). Recipes read here do the same, so the image regenerates with the 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
@@ -73,29 +72,17 @@ def _local_lora_hashes(ws: Workspace) -> dict[str, str]:
     """{A1111 short hash: LoRA name} for the workspace's safetensors LoRAs (a file that cannot be
     read is left out; the first of two files with one hash wins)."""
     from lorastudio.adapters.hashing import lora_short_hash
+    from lorastudio.models.checkpoint import cached_file_hash
 
     hashes: dict[str, str] = {}
     for path in list_weight_files(ws.loras, "lora"):
         if path.suffix.lower() != ".safetensors":
             continue
         try:
-            hashes.setdefault(_cached(ws, Path(path), lora_short_hash), path.stem)
+            # kept by path, size and mtime: a file without `sshs_model_hash` is read whole to hash once,
+            # not on every image dropped into PNG info
+            hashes.setdefault(cached_file_hash(path, ws.cache, lora_short_hash, kind="lora-short"), path.stem)
         except Exception:  # safetensors' own error too: an unreadable file is one not matched
             continue
     return hashes
 
-
-def _cached(ws: Workspace, path: Path, compute) -> str:
-    """`compute(path)` kept in the workspace cache by path, size and mtime: a file without
-    `sshs_model_hash` is read whole to hash, once, not on every image dropped into PNG info."""
-    import hashlib
-
-    stat = path.stat()
-    key = hashlib.sha256(f"lora-short|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
-    cached = ws.cache / "hashes" / f"{key}.txt"
-    if cached.is_file():
-        return cached.read_text(encoding="utf-8").strip()
-    value = compute(path)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(value, encoding="utf-8")
-    return value

@@ -305,7 +305,6 @@ def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
         )
 
 
-
 def _free_training_memory() -> None:
     """The trainer and accelerate's state hooks reference each other: only a collection frees them."""
     import gc
@@ -393,7 +392,7 @@ def _library_lora_of_run(ws: Workspace, run: str) -> Path | None:
     rows = [row for row in Library(ws).loras() if json.loads(row.get("info") or "{}").get("run") == run]
     for row in sorted(rows, key=lambda r: r.get("added_at") or 0, reverse=True):
         path = Path(row["path"])
-        if path.is_file() and (path.resolve().parent == loras or loras in path.resolve().parents):
+        if path.is_file() and loras in path.resolve().parents:
             return path
     return None
 

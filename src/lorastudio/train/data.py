@@ -36,7 +36,6 @@ class TrainImage:
     bucket: Bucket
     crop: tuple[int, int]  # (top, left) of the crop in the scaled image (SDXL time ids)
     digest: str  # content hash, the latent cache key
-    folder_caption: str = ""  # its kohya `NN_name` folder's name part
     subset: str = ""  # that folder's name, kohya's ss_dataset_dirs key (data.repeats may change repeats)
 
 
@@ -105,7 +104,6 @@ def scan_images(
         images.append(
             TrainImage(
                 Path(item.image), item.caption, item.repeats, size, bucket, crop, file_sha256(item.image),
-                getattr(item, "folder_caption", ""),
                 getattr(item, "subset", ""),
             )
         )
