@@ -342,3 +342,13 @@ def test_cli_style_merges_an_a1111_style_into_the_prompts(tiny_workspace):
     out = gen("--prompt", "a fox", "--negative-prompt", "ugly", "--style", "Red")
     params = parse_infotext(read_infotext(out["images"][0]))
     assert (params["Prompt"], params["Negative prompt"]) == ("a fox, red theme", "ugly, blurry")
+
+
+def test_the_style_picker_lists_the_file_in_order_and_nothing_for_a_broken_file(tiny_workspace):
+    from lorastudio.service.choices import style_names
+
+    styles = tiny_workspace.root / "styles.csv"
+    styles.write_text("name,prompt,negative_prompt\nZed,z,\nAlpha,a,\nZed,again,\n", encoding="utf-8")
+    assert style_names(tiny_workspace) == ["Zed", "Alpha"]  # file order, a repeated name once
+    styles.write_text("prompt,negative_prompt\nred,\n", encoding="utf-8")  # no name column: not A1111's file
+    assert style_names(tiny_workspace) == []

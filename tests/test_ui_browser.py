@@ -368,6 +368,38 @@ def test_the_lora_picker_inserts_a_tag_at_the_preferred_weight(served, page):
     )
 
 
+def _pick(page, selector: str, option: str) -> None:
+    picker = page.locator(f"{selector} input")
+    picker.click()
+    picker.fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")  # a multiselect stays open after a pick
+
+
+def test_styles_are_merged_when_queued_or_written_into_the_prompts_by_the_button(served, page):
+    ws = served.studio.workspace
+    (ws.root / "styles.csv").write_text(
+        'name,prompt,negative_prompt\nink,"ink wash, {prompt}",blurry\nsharp,"sharp focus",""\n', encoding="utf-8"
+    )
+    page.click("#generate-refresh")  # the file came after the page loaded
+    _small_generation(page, prompt="a heron", steps=2)
+    page.locator("#field-negative_prompt textarea").fill("")
+    _pick(page, "#styles", "ink")
+    page.click("#generate-run")
+    info = _wait_for_infotext(page, "Steps: 2")
+    assert info.startswith("ink wash, a heron\nNegative prompt: blurry\n")  # the merged prompts are the recipe
+    job = served.studio.list_jobs(limit=1)[0]
+    assert job.payload["config"]["prompt"] == "ink wash, a heron"
+
+    _pick(page, "#styles", "sharp")  # now ink and sharp, merged in that order
+    page.click("#apply-styles")
+    page.wait_for_function(
+        "() => document.querySelector('#field-prompt textarea').value === 'ink wash, a heron, sharp focus'"
+    )
+    assert page.locator("#field-negative_prompt textarea").input_value() == "blurry"
+    assert page.locator("#styles .token").count() == 0  # cleared: not merged a second time on Generate
+
+
 def test_switching_the_ui_to_chinese_shows_chinese_labels_and_is_kept(served, page):
     _tab(page, "Settings")
     page.get_by_label("简体中文").check()

@@ -21,6 +21,7 @@ __all__ = [
     "model_names",
     "sampler_names",
     "schedule_names",
+    "style_names",
     "vae_names",
 ]
 
@@ -94,6 +95,18 @@ def embedding_names(ws: Workspace) -> list[str]:
     from lorastudio.service.embeddings import list_embeddings
 
     return sorted(row["name"] for row in list_embeddings(ws) if not row.get("error"))
+
+
+def style_names(ws: Workspace) -> list[str]:
+    """Prompt styles of studio/styles.csv, in file order; none when the file cannot be read (a
+    request naming a style then says why)."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.styles import list_styles
+
+    try:
+        return list(dict.fromkeys(style.name for style in list_styles(ws)))
+    except LorastudioError:
+        return []
 
 
 def vae_names(ws: Workspace) -> list[str]:

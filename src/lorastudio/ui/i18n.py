@@ -98,6 +98,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.add_lora": ("Add to prompt", "加入提示词"),
     "generate.embedding": ("Embedding", "嵌入"),
     "generate.add_embedding": ("Add to prompt", "加入提示词"),
+    "generate.styles": ("Styles", "风格"),
+    "generate.apply_styles": ("Apply styles to prompts", "将风格写入提示词"),
     "generate.lora_card": ("About this LoRA", "LoRA 信息"),
     "generate.refresh": ("Refresh lists", "刷新列表"),
     # progress texts

@@ -15,7 +15,7 @@ import gradio as gr
 
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.series import SeriesRequest
-from lorastudio.ui.context import UiContext, owner_to_check, user_of
+from lorastudio.ui.context import UiContext, error_markup, owner_to_check, user_of
 from lorastudio.ui.control_panel import build_control_panel, units_from_form
 from lorastudio.ui.forms import field_control
 from lorastudio.ui.generate_run import (
@@ -50,6 +50,7 @@ def build(ctx: UiContext) -> None:
         model_names,
         sampler_names,
         schedule_names,
+        style_names,
         vae_names,
     )
 
@@ -77,6 +78,11 @@ def build(ctx: UiContext) -> None:
             with gr.Row():
                 interrupt = gr.Button(t("generate.interrupt"), size="sm", elem_id="generate-interrupt")
                 skip = gr.Button(t("generate.skip"), size="sm", elem_id="generate-skip")
+            # A1111's styles: merged into the prompts when the job is queued, or now by the button
+            styles = gr.Dropdown(
+                style_names(ws), value=[], multiselect=True, label=t("generate.styles"), elem_id="styles"
+            )
+            apply_styles = gr.Button(t("generate.apply_styles"), size="sm", elem_id="apply-styles")
     with gr.Row():
         with gr.Column():
             with gr.Row():
@@ -228,12 +234,13 @@ def build(ctx: UiContext) -> None:
     inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
 
     inputs.add(painter)
+    inputs.add(styles)
     inputs |= control.components()
     outputs = [progress, preview, gallery, infotext, last_seed, images]
     assert len(outputs) == OUTPUT_COUNT
 
     def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
-        values = {name: form[f[name]] for name in FORM_FIELDS}
+        values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
         yield from submit_and_follow(ctx, values, form[painter], user_of(request), units)
 
@@ -241,7 +248,7 @@ def build(ctx: UiContext) -> None:
         yield from follow_running(ctx, request)
 
     def generate_series(form: dict, request: gr.Request) -> Iterator[tuple]:
-        values = {name: form[f[name]] for name in FORM_FIELDS}
+        values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
         yield from submit_series_and_follow(
             ctx, values, form[story_prompts], form[story_seeds], user_of(request), units
@@ -279,7 +286,10 @@ def build(ctx: UiContext) -> None:
     add_lora.click(_add_lora, [f["prompt"], lora, lora_weight], f["prompt"])
     lora.change(lambda name: _lora_card(ctx, name), lora, [lora_card, lora_preview, lora_weight])
     add_embedding.click(lambda prompt, name: _append(prompt, name) if name else prompt, [f["prompt"], embedding], f["prompt"])  # noqa: E501
-    refresh.click(lambda: _refreshed(ctx), None, [f["model"], f["vae"], lora, embedding])
+    library_pickers = [f["model"], f["vae"], lora, embedding, styles]  # the outputs of _refreshed
+    refresh.click(lambda: _refreshed(ctx), None, library_pickers)
+    prompts = [f["prompt"], f["negative_prompt"]]
+    apply_styles.click(lambda *args: _styles_applied(ctx, *args), [*prompts, styles], [*prompts, styles, progress])
     f["model"].change(
         lambda model, cfg, sampler: _family_defaults(ctx, model, cfg, sampler),
         [f["model"], f["cfg_scale"], f["sampler"]],
@@ -295,7 +305,7 @@ def build(ctx: UiContext) -> None:
         {
             "fn": lambda: (*_refreshed(ctx), *_saved_defaults(ctx, defaults)),
             "inputs": None,
-            "outputs": [f["model"], f["vae"], lora, embedding, *[f[name] for name in defaults]],
+            "outputs": [*library_pickers, *[f[name] for name in defaults]],
         }
     )
 
@@ -360,8 +370,8 @@ def _lora_card(ctx: UiContext, name: str | None) -> tuple:
 
 
 def _refreshed(ctx: UiContext) -> tuple:
-    """Today's models, VAEs, LoRAs and embeddings for the pickers."""
-    from lorastudio.service.choices import embedding_names, lora_names, model_names, vae_names
+    """Today's models, VAEs, LoRAs, embeddings and styles for the pickers."""
+    from lorastudio.service.choices import embedding_names, lora_names, model_names, style_names, vae_names
 
     ws = ctx.studio.workspace
     return (
@@ -369,7 +379,20 @@ def _refreshed(ctx: UiContext) -> tuple:
         gr.update(choices=[(ctx.t("generate.vae_automatic"), "")] + [(name, name) for name in vae_names(ws)]),
         gr.update(choices=lora_names(ws)),
         gr.update(choices=embedding_names(ws)),
+        gr.update(choices=style_names(ws)),
     )
+
+
+def _styles_applied(ctx: UiContext, prompt: str, negative_prompt: str, names: list[str] | None) -> tuple:
+    """A1111's "apply styles" button: the picked styles written into the prompt boxes, the picker
+    cleared (so they are not merged a second time when the job is queued)."""
+    from lorastudio.service.styles import apply_styles
+
+    try:
+        prompt, negative_prompt = apply_styles(ctx.studio.workspace, prompt or "", negative_prompt or "", names or [])
+    except Exception as exc:
+        return gr.update(), gr.update(), gr.update(), error_markup(ctx, exc)
+    return prompt, negative_prompt, [], ""
 
 
 def _file_choices(ctx: UiContext, units: int) -> tuple:
