@@ -28,7 +28,7 @@ from lorastudio.generate.images import (
     tensor_to_pil,
 )
 from lorastudio.generate.noise import NoiseOptions, batch_noise
-from lorastudio.generate.samplers import SamplerChoice, make_scheduler, parse_sampler
+from lorastudio.generate.samplers import SamplerChoice, img2img_steps, make_scheduler, parse_sampler
 
 __all__ = ["SamplingPlan", "GeneratedImage", "SkipBatch", "generate_images", "resolve_seed"]
 
@@ -264,7 +264,9 @@ class _Sampler:
 
         model = self.model
         scheduler = make_scheduler(self.plan.sampler, model.scheduler_config)
-        scheduler.set_timesteps(steps, device=model.device)
+        hires = first_pass_steps is not None
+        schedule_steps, sampled = (steps, steps) if init_latents is None else img2img_steps(steps, strength, hires)
+        scheduler.set_timesteps(schedule_steps, device=model.device)
         timesteps = scheduler.timesteps
         order = getattr(scheduler, "order", 1)
         # Noise lives in the VAE's latent space (an inpainting UNet's extra input channels are
@@ -277,10 +279,8 @@ class _Sampler:
         noise = self._noise(seeds, shape)
         if init_latents is None:
             latents = noise * scheduler.init_noise_sigma
-            t_start = 0
-        else:
-            init_steps = min(int(steps * strength), steps)
-            t_start = max(steps - init_steps, 0)
+        else:  # the last `sampled` steps of the schedule, as A1111
+            t_start = schedule_steps - sampled
             timesteps = timesteps[t_start * order :]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(t_start * order)
@@ -288,7 +288,9 @@ class _Sampler:
                 return init_latents
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(seeds)))
         if self.control is not None:
-            self.control.begin_pass(width, height, len(timesteps), order, first_pass_steps is not None)
+            self.control.begin_pass(width, height, len(timesteps), order, hires)
+        # Prompt editing is timed over the requested steps and counts the steps this pass samples
+        # from 0 (A1111's denoiser counter restarts each pass): img2img at 0.5 sees the first half.
         composable = self._composable_schedule(self.plan.prompt, steps, first_pass_steps)
         weights = [weight for weight, _ in composable]
         uncond_schedule = self._schedule(self.plan.negative, steps, first_pass_steps)
@@ -300,7 +302,7 @@ class _Sampler:
         done_before = self.step_done
         for i, t in enumerate(timesteps):
             self.raise_if_stopped()
-            step_index = t_start + i // order
+            step_index = i // order
             cond = self._conds_at_step(composable, step_index)
             uncond = self._at_step(uncond_schedule, step_index)
             latent_in = scheduler.scale_model_input(latents, t)
@@ -541,9 +543,9 @@ def generate_images(
 
     sampler = _Sampler(model, encoder, cfg, plan, progress, should_stop)
     sampler.preview, sampler.preview_every = preview, preview_every
-    passes = cfg.steps if plan.init_image is None else max(1, int(cfg.steps * cfg.strength))
+    passes = cfg.steps if plan.init_image is None else img2img_steps(cfg.steps, cfg.strength)[1]
     if wants_hires(cfg, plan):
-        passes += max(1, int((cfg.hires_steps or cfg.steps) * cfg.hires_strength))
+        passes += img2img_steps(cfg.hires_steps or cfg.steps, cfg.hires_strength, exact=True)[1]
     sampler.total_steps = passes * cfg.count
     results: list[GeneratedImage] = []
     with torch.inference_mode():

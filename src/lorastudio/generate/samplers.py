@@ -14,6 +14,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULE_TYPES",
     "SamplerChoice",
+    "img2img_steps",
     "make_scheduler",
     "parse_sampler",
     "sampler_names",
@@ -179,3 +180,18 @@ def make_scheduler(choice: SamplerChoice, base_config: dict):
         raise LorastudioError(
             f"sampler {choice.sampler!r} needs an extra package ({exc}); pick another sampler."
         ) from None
+
+
+def img2img_steps(steps: int, strength: float, exact: bool = False) -> tuple[int, int]:
+    """(steps of the noise schedule, steps sampled) of a pass that starts from a picture, as A1111's
+    `setup_img2img_steps` counts them.
+
+    img2img samples the last `int(min(strength, 0.999) * steps) + 1` steps of a `steps` schedule
+    (20 steps at 0.5: 11). A hires pass (`exact`, A1111 passes its step count) samples exactly
+    `steps` steps, the last ones of a schedule stretched to `steps / strength` (10 at 0.5: the last
+    10 of 20). A hires pass at strength 0 samples nothing (the upscaled picture is kept).
+    """
+    capped = min(float(strength), 0.999)
+    if exact:
+        return (int(steps / capped), steps) if capped > 0 else (steps, 0)
+    return steps, min(int(max(capped, 0.0) * steps) + 1, steps)
