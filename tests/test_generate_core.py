@@ -148,6 +148,38 @@ def test_inpainting_keeps_unmasked_pixels(sd15, tmp_path):
         assert np.abs(out[24:40, 24:40] - np.array([30, 200, 30])).mean() > 5  # repainted centre
 
 
+def test_a_grey_mask_below_a1111s_threshold_repaints_nothing(sd15, tmp_path):
+    """A1111 makes masks black and white (> 128 repaints) before blurring them."""
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
+    m = Image.new("L", (64, 64), 0)
+    m.paste(100, (16, 16, 48, 48))  # a soft mask's faint part
+    m.save(mask)
+    common = {"prompt": "red", "init_image": str(src), "mask": str(mask), "mask_blur": 0, "strength": 1.0, "steps": 4}
+    assert np.abs(pixels(run(sd15, **common)[0].image) - np.array([30, 200, 30])).max() <= 1
+    m.paste(140, (16, 16, 48, 48))
+    m.save(mask)
+    assert np.abs(pixels(run(sd15, **common)[0].image)[24:40, 24:40] - np.array([30, 200, 30])).mean() > 5
+
+
+def test_only_masked_crops_around_the_blurred_mask_so_its_feather_fades_inside(sd15, tmp_path):
+    """A1111 takes the "only masked" region from the blurred mask: the pixels just outside the hard
+    mask, where the blur still reaches, are blended (they were cut off, leaving a seam)."""
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (128, 128), (128, 128, 128)).save(src)
+    m = Image.new("L", (128, 128), 0)
+    m.paste(255, (48, 48, 80, 80))
+    m.save(mask)
+    out = pixels(
+        run(sd15, prompt="red", init_image=str(src), mask=str(mask), mask_blur=4, strength=1.0, steps=4,
+            inpaint_only_masked=True, inpaint_padding=0, width=64, height=64)[0].image
+    )  # fmt: skip
+    assert out.shape[:2] == (128, 128)
+    changed = np.abs(out - 128).max(axis=2) > 2
+    assert changed[64, 46] and changed[46, 64]  # in the feather outside the 48..80 square
+    assert not changed[64, 30] and not changed[4, 4]  # beyond the blur: untouched
+
+
 def test_hires_fix_doubles_size(sd15):
     out = run(sd15, prompt="yellow", hires_scale=2.0, hires_steps=3, hires_strength=0.5, steps=4)
     assert out[0].image.size == (128, 128)

@@ -157,8 +157,9 @@ def tensor_to_pil(images) -> list[Image.Image]:
 
 
 def prepare_mask(mask: Image.Image, size: tuple[int, int], blur: int) -> Image.Image:
-    """Greyscale mask at `size`, white = repaint, blurred like A1111's mask blur."""
-    mask = mask.convert("L").resize(size, Image.Resampling.LANCZOS)
+    """Greyscale mask at `size`, white = repaint: made black and white at A1111's threshold (a grey
+    above 128 repaints, A1111's default "mask_round"), then blurred like A1111's mask blur."""
+    mask = mask.convert("L").resize(size, Image.Resampling.LANCZOS).point(lambda v: 255 if v > 128 else 0)
     if blur > 0:
         mask = mask.filter(ImageFilter.GaussianBlur(blur))
     return mask

@@ -449,10 +449,8 @@ def _run_batch(
             mask_full = prepare_mask(plan.mask, plan.init_image.size, cfg.mask_blur)
             if reframed:
                 mask_full = resize_image(cfg.resize_mode, mask_full, width, height)
-            if cfg.inpaint_only_masked:
-                crop_box = mask_crop_region(
-                    plan.mask.resize(source.size), cfg.inpaint_padding, width / height
-                )
+            if cfg.inpaint_only_masked:  # around the blurred mask, so the feather fades out inside it
+                crop_box = mask_crop_region(mask_full, cfg.inpaint_padding, width / height)
             region = source.crop(crop_box) if crop_box else source
             mask_region = mask_full.crop(crop_box) if crop_box else mask_full
             init_for_overlay, mask_for_overlay = source, mask_full
@@ -469,7 +467,8 @@ def _run_batch(
         if mask_img is not None:
             mask_t = pil_to_tensor(mask_img.convert("RGB"), model.device, model.dtype)[:, :1] * 0.5 + 0.5
             lat_h, lat_w = init_latents.shape[-2:]
-            latent_mask = torch.nn.functional.interpolate(mask_t, size=(lat_h, lat_w), mode="bilinear")
+            # rounded as A1111's latent mask: a latent is repainted or kept (the blur feathers the pixels)
+            latent_mask = torch.nn.functional.interpolate(mask_t, size=(lat_h, lat_w), mode="bilinear").round()
             if cfg.inpainting_fill in (2, 3):
                 init_latents = _fill_latent_hole(cfg, init_latents, latent_mask, seeds, model)
             if model.unet.config.in_channels == 9:  # a dedicated inpainting model

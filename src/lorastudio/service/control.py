@@ -201,13 +201,14 @@ def control_stack(
 def _crop_to_masked_area(cfg: GenerateConfig, plan, image: Image.Image, *masks: Image.Image | None):
     """"Only masked" inpainting samples the mask's region only: a unit image of the init image's size
     (and its masks) is cropped to the same region first, as the extension does (so the map lines up)."""
-    from lorastudio.generate.images import mask_crop_region
+    from lorastudio.generate.images import mask_crop_region, prepare_mask
 
     if not (cfg.inpaint_only_masked and plan.mask is not None and plan.init_image is not None):
         return (image, *masks)
     if image.size != plan.init_image.size:
         return (image, *masks)
-    box = mask_crop_region(plan.mask.resize(image.size), cfg.inpaint_padding, plan.width / plan.height)
+    blurred = prepare_mask(plan.mask, image.size, cfg.mask_blur)  # the region the loop crops (its blurred mask)
+    box = mask_crop_region(blurred, cfg.inpaint_padding, plan.width / plan.height)
     if box is None:
         return (image, *masks)
     return (image.crop(box), *(m.crop(box) if m is not None else None for m in masks))
