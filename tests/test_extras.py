@@ -157,6 +157,12 @@ def test_extra_single_and_batch_images_with_model_upscalers(client, studio):
     )  # fmt: skip
     assert batch.status_code == 200, batch.text
     assert [unb64(im).size for im in batch.json()["images"]] == [(40, 40), (40, 40)]
+    keys = (
+        "Postprocess upscale to: 40x40, Postprocess crop to: 40x40, Postprocess upscaler: Lanczos, "
+        "Postprocess upscaler 2: 2x-Compact"
+    )
+    assert batch.json()["html_info"] == f"<p>{keys}</p>"
+    assert unb64(batch.json()["images"][0]).info["postprocessing"] == keys
     unknown = client.post("/sdapi/v1/extra-single-image", json={"image": b64(_gradient()), "upscaler_1": "SwinIR 4x"})
     assert unknown.status_code == 422 and "2x-Compact" in unknown.json()["detail"]
 
@@ -199,3 +205,23 @@ def test_form_choices_offer_the_workspace_upscalers(with_upscalers):
     (with_upscalers.upscalers / "broken.pth").write_bytes(b"nope")
     assert "broken" not in hires_upscaler_names(with_upscalers)  # unreadable files are not offered
     assert hires_upscaler_names() == names[:9]
+
+
+def test_the_a1111_extras_answer_keeps_the_recipe_and_adds_a_postprocessing_chunk(client, tmp_path):
+    """As A1111's API: the source's `parameters` stay, the upscale is written as a `postprocessing`
+    chunk and shown in `html_info` (the picture came back with no text at all)."""
+    import base64
+    import io
+
+    recipe = "red fox\nSteps: 2, Seed: 5, Size: 32x16"
+    source = save_png(Image.new("RGB", (32, 16), "red"), tmp_path / "a.png", recipe)
+    answer = client.post(
+        "/sdapi/v1/extra-single-image",
+        json={"image": base64.b64encode(source.read_bytes()).decode(), "upscaler_1": "Lanczos", "upscaling_resize": 2},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["html_info"] == "<p>Postprocess upscale by: 2, Postprocess upscaler: Lanczos</p>"
+    out = Image.open(io.BytesIO(base64.b64decode(answer.json()["image"])))
+    assert out.size == (64, 32)
+    assert out.info["parameters"] == recipe
+    assert out.info["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import io
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 from lorastudio.api.deps import get_studio, owner_to_check, request_user
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import FLAG_OPTIONS, SCHEDULE_TYPES, sampler_names
-from lorastudio.service.extras import upscale_image
+from lorastudio.service.extras import extras_png
 from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
 from lorastudio.service.studio import Studio
@@ -426,34 +425,35 @@ def png_info(req: PngInfoRequest) -> dict[str, Any]:
     return read_png_info(image)
 
 
-def _extras(image, req: ExtrasRequest, studio: Studio) -> str:
-    """One picture through A1111's Extras upscaling, as base64 PNG (service.extras)."""
-    size = (req.upscaling_resize_w, req.upscaling_resize_h) if req.resize_mode == 1 else None
-    out = upscale_image(
+def _extras(image, req: ExtrasRequest, studio: Studio) -> tuple[str, str]:
+    """One picture through A1111's Extras upscaling: (base64 PNG, html_info) (service.extras)."""
+    import html
+
+    png, keys = extras_png(
         image,
         studio.settings,
+        studio.workspace,
         scale=req.upscaling_resize,
-        size=size,
-        upscaler=req.upscaler_1,
-        workspace=studio.workspace,
+        size=(req.upscaling_resize_w, req.upscaling_resize_h) if req.resize_mode == 1 else None,
         crop=req.upscaling_crop,
+        upscaler=req.upscaler_1,
         upscaler_2=req.upscaler_2,
         upscaler_2_visibility=req.extras_upscaler_2_visibility,
     )
-    buffer = io.BytesIO()
-    out.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(png).decode("ascii"), f"<p>{html.escape(keys)}</p>"
 
 
 @router.post("/extra-single-image")
 def extra_single_image(req: ExtraSingleImageRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Upscale one image with a filter or a model upscaler (service.extras)."""
     image, _ = decode_image(req.image, "image")
-    return {"html_info": "", "image": _extras(image, req, studio)}
+    encoded, html_info = _extras(image, req, studio)
+    return {"html_info": html_info, "image": encoded}
 
 
 @router.post("/extra-batch-images")
 def extra_batch_images(req: ExtraBatchImagesRequest, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Upscale every image of `imageList` the same way (A1111's answer: `images`, base64 PNGs)."""
     images = [decode_image(item.data, f"imageList[{i}].data")[0] for i, item in enumerate(req.imageList)]
-    return {"html_info": "", "images": [_extras(image, req, studio) for image in images]}
+    answers = [_extras(image, req, studio) for image in images]
+    return {"html_info": answers[-1][1] if answers else "", "images": [encoded for encoded, _ in answers]}

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UPSCALERS",
+    "extras_png",
     "extras_upscaler_names",
+    "postprocess_keys",
     "read_picture",
     "save_upscaled",
     "upscale_files",
@@ -148,6 +150,67 @@ def upscale_image(
     return _centred_on(out, final) if out.size != final else out
 
 
+def postprocess_keys(
+    scale: float | None,
+    upscaler: str,
+    *,
+    size: tuple[int, int] | None = None,
+    crop: bool = False,
+    upscaler_2: str | None = None,
+    upscaler_2_visibility: float = 0.0,
+) -> str:
+    """A1111's Extras infotext: `Postprocess upscale by` (or `... upscale to` and, cropped, `... crop to`),
+    `Postprocess upscaler` and, when blended in, `Postprocess upscaler 2`."""
+    keys = [f"Postprocess upscale to: {size[0]}x{size[1]}"] if size is not None else [f"Postprocess upscale by: {scale:g}"]
+    if size is not None and crop:
+        keys.append(f"Postprocess crop to: {size[0]}x{size[1]}")
+    keys.append(f"Postprocess upscaler: {upscaler}")
+    if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
+        keys.append(f"Postprocess upscaler 2: {upscaler_2}")
+    return ", ".join(keys)
+
+
+def extras_png(
+    image: PILImage.Image,
+    limits: RequestLimits,
+    ws: Workspace,
+    *,
+    scale: float | None,
+    size: tuple[int, int] | None,
+    crop: bool,
+    upscaler: str | None,
+    upscaler_2: str | None,
+    upscaler_2_visibility: float,
+) -> tuple[bytes, str]:
+    """The A1111 API's Extras answer for one picture: (PNG bytes, its postprocess infotext).
+
+    As A1111, the PNG keeps the source's text (its `parameters`, also one read from a JPEG's EXIF)
+    and adds a `postprocessing` chunk with the keys, which the answer's `html_info` shows."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from lorastudio.generate.image_metadata import infotext_and_items
+
+    out = upscale_image(
+        image, limits, scale=scale, size=size, upscaler=upscaler, workspace=ws, crop=crop,
+        upscaler_2=upscaler_2, upscaler_2_visibility=upscaler_2_visibility,
+    )  # fmt: skip
+    titles = [upscaler_title(ws, name) if name else "None" for name in (upscaler, upscaler_2)]
+    keys = postprocess_keys(
+        scale, titles[0], size=size, crop=crop, upscaler_2=titles[1], upscaler_2_visibility=upscaler_2_visibility
+    )
+    parameters, items = infotext_and_items(image)
+    chunks = PngInfo()
+    for key, value in {**({"parameters": parameters} if parameters else {}), **items}.items():
+        if isinstance(value, str) and key != "postprocessing":
+            chunks.add_text(key, value)
+    chunks.add_text("postprocessing", keys)
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG", pnginfo=chunks)
+    return buffer.getvalue(), keys
+
+
 def upscaler_title(ws: Workspace, name: str | None, allow_paths: bool = False) -> str:
     """How the postprocess keys name an Extras upscaler: a filter's spelling or a model's A1111 title."""
     known = {key.lower(): key for key in UPSCALERS}
@@ -207,7 +270,7 @@ def save_upscaled(
     from lorastudio.generate.image_metadata import read_infotext, save_png
 
     recipe = read_infotext(source) or ""
-    keys = f"Postprocess upscale by: {scale:g}, Postprocess upscaler: {upscaler}"
+    keys = postprocess_keys(scale, upscaler)
     text = f"{recipe.rstrip()}, {keys}" if recipe else keys  # on the parameters line, as A1111 writes it
     folder = Path(folder) if folder is not None else ws.outputs / dt.date.today().isoformat()
     stem = Path(source).stem
