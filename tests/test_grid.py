@@ -50,6 +50,8 @@ def test_value_lists_follow_a1111_syntax():
     assert parse_values(["Euler", "DDIM"], sampler) == ["Euler", "DDIM"]  # A1111's dropdown lists
     axis, values = parse_axis_option("prompt_sr=红色, 蓝色")
     assert axis.name == "prompt_sr" and parse_values(values, axis) == ["红色", "蓝色"]
+    assert parse_values("cat, ", axis) == ["cat", ""]  # A1111: the second cell replaces "cat" by nothing
+    assert parse_values("5, ,6", find_axis("steps")) == [5, 6]  # other axes skip empty items
     assert {find_axis(n).name for n in ("Prompt S/R", "prompt-sr", "Checkpoint name", "LoRA checkpoint")} == {
         "prompt_sr",
         "model",
@@ -155,6 +157,9 @@ def test_cli_grid_cells_carry_their_axis_values(tiny_workspace):
     info = parse_infotext(read_infotext(out["grid"]))
     assert info["Script"] == "X/Y/Z plot" and info["X Type"] == "Seed" and info["Y Type"] == "Prompt S/R"
     assert info["Z Type"] == "Steps" and info["Fixed X Values"] == "11, 12" and int(info["Seed"]) == 11
+    text = read_infotext(out["grid"])  # the first cell's own line, the script's keys after it
+    assert text.startswith(read_infotext(cells[0]["image"]) + ", Script: X/Y/Z plot, X Type: Seed")
+    assert "Size: 64x64" in text and "Size-1" not in text
     # one seed for the whole grid when the base seed is -1 and no axis sets it
     again = _grid_cli("--prompt", "green", "--steps", "1", "--seed", "-1", "--x", "cfg=2,6")
     assert len({c["seed"] for c in again["cells"]}) == 1
@@ -165,6 +170,7 @@ def test_cli_grid_errors_are_one_line(tiny_workspace):
         (["--x", "colour=1,2"], "unknown; choose one of"),
         (["--x", "lora_weight=0.5,1"], "which LoRA?"),
         (["--x", "prompt_sr=purple,red"], "neither the prompt nor"),
+        (["--x", "prompt_sr=,red"], "first value is empty"),
         (["--x", "cfg=3", "--y", "cfg=4"], "same axis"),
         (["--x", "sampler=Euler a,Nope"], "Nope"),
         (["--x", "checkpoint=step-1"], "--run RUN"),

@@ -102,9 +102,9 @@ _RANGE_STEP = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})(?:\s*\(\s*([+-]\s*{_F
 _RANGE_COUNT = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})\s*\[\s*(\d+)\s*\]\s*")
 
 
-def _split_csv(text: str) -> list[str]:
+def _split_csv(text: str, keep_empty: bool = False) -> list[str]:
     rows = list(csv.reader(io.StringIO(str(text)), skipinitialspace=True))
-    return [item.strip() for row in rows for item in row if item.strip() != ""]
+    return [item.strip() for row in rows for item in row if keep_empty or item.strip() != ""]
 
 
 def _number(text: str, kind: type, axis: str):
@@ -152,7 +152,10 @@ def _expand_range(item: str, kind: type, axis: str) -> list | None:
 
 def parse_values(text: str | list, axis: Axis) -> list:
     """A value list in A1111's syntax, typed for the axis. A list is taken as already split."""
-    items = [str(v).strip() for v in text] if isinstance(text, list) else _split_csv(text)
+    # Prompt S/R keeps an empty value, as A1111 does: `cat, ` is "cat", then "cat" replaced by nothing
+    items = [str(v).strip() for v in text] if isinstance(text, list) else _split_csv(text, axis.name == "prompt_sr")
+    if axis.name == "prompt_sr" and not any(items):
+        items = []
     if axis.name == "nothing":
         return [""]
     if not items:
@@ -189,6 +192,8 @@ def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any
         return
     if name == "prompt_sr":
         search = values[0]
+        if not search:
+            raise LorastudioError("grid axis prompt_sr: the first value is empty; start with the words to replace.")
         if search not in fields["prompt"] and search not in fields["negative_prompt"]:
             raise LorastudioError(
                 f"grid axis prompt_sr: {search!r} (the first value) is in neither the prompt nor the negative prompt."

@@ -352,21 +352,22 @@ def _next_grid_stem(folder: Path) -> str:
 def _grid_infotext(
     first: GridCell, axes: list[tuple[Axis, list, str]], fixed_seeds: bool, with_z: bool
 ) -> str:
-    """The first cell's parameters plus the script and its axes, as A1111 writes a grid's infotext."""
-    from lorastudio.generate.infotext import format_infotext, parse_infotext
+    """The first cell's infotext as it was written, plus the script and its axes on its parameters
+    line, as A1111 writes a grid's infotext (no round trip through the parser: that splits `Size`)."""
+    from lorastudio.generate.infotext import format_infotext, quote
 
-    params = parse_infotext(first.infotext, fill_defaults=False) if first.infotext else {}
-    prompt = params.pop("Prompt", first.config.prompt)
-    negative = params.pop("Negative prompt", first.config.negative_prompt)
-    params["Script"] = SCRIPT_TITLE
+    script: dict[str, object] = {"Script": SCRIPT_TITLE}
     for letter, (axis, values, raw) in zip("XYZ", axes, strict=True):
         if axis.name == "nothing" or (letter == "Z" and not with_z):
             continue
-        params[f"{letter} Type"] = axis.label
-        params[f"{letter} Values"] = raw
+        script[f"{letter} Type"] = axis.label
+        script[f"{letter} Values"] = raw
         if axis.name in {"seed", "subseed"} and fixed_seeds:
-            params[f"Fixed {letter} Values"] = ", ".join(str(v) for v in values)
-    return format_infotext(prompt, negative, params)
+            script[f"Fixed {letter} Values"] = ", ".join(str(v) for v in values)
+    keys = ", ".join(f"{key}: {quote(value)}" for key, value in script.items())
+    if not first.infotext:
+        return format_infotext(first.config.prompt, first.config.negative_prompt, script)
+    return f"{first.infotext.rstrip()}, {keys}"
 
 
 def run_grid(
