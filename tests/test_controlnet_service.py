@@ -105,6 +105,21 @@ def test_img2img_unit_without_image_uses_the_init_image(cn_workspace, tmp_path):
     assert np.array_equal(arr(implicit["images"][0]), arr(explicit["images"][0]))
 
 
+def test_a_unit_on_the_img2img_picture_is_fitted_by_the_img2img_resize_mode(cn_workspace, tmp_path):
+    """The extension fits a unit that takes the init image by A1111's resize mode (a stretched 96x64
+    picture got a centre-cropped map, which no longer lined up with it)."""
+    wide = Image.new("RGB", (96, 64), "black")
+    ImageDraw.Draw(wide).line((0, 0, 96, 64), fill="white", width=3)
+    wide.save(tmp_path / "wide.png")
+    common = ["--prompt", "red", "--init-image", str(tmp_path / "wide.png"), "--strength", "0.8", "--width", "64",
+              "--height", "64", "--resize-mode", "0"]  # fmt: skip
+    implicit = gen(*common, "--control", "model=cn")
+    stretched = gen(*common, "--control", f"model=cn,image={tmp_path / 'wide.png'},resize_mode=Just Resize")
+    cropped = gen(*common, "--control", f"model=cn,image={tmp_path / 'wide.png'},resize_mode=Crop and Resize")
+    assert np.array_equal(arr(implicit["images"][0]), arr(stretched["images"][0]))
+    assert not np.array_equal(arr(implicit["images"][0]), arr(cropped["images"][0]))
+
+
 def _error(*args: str) -> str:
     result = runner.invoke(app, ["generate", "--model", "tiny-sd15", "--steps", "2", *args])
     assert result.exit_code != 0

@@ -144,11 +144,25 @@ def check_units(ws: Workspace, cfg: GenerateConfig, names: NamePolicy = STRICT) 
 # -- preparing the stack ------------------------------------------------------------------------
 
 
-def _processor_resolution(unit: ControlUnit, image: Image.Image, width: int, height: int) -> int:
+# A1111's img2img resize modes as the extension fits a unit that takes the init image (mode 3,
+# latent upscale, stretches the picture)
+_IMG2IMG_RESIZE = {0: "Just Resize", 1: "Crop and Resize", 2: "Resize and Fill", 3: "Just Resize"}
+
+
+def _fit_mode(cfg: GenerateConfig, unit: ControlUnit) -> str:
+    """How the unit's image meets the output: its own mode, or, for a unit that falls back on the
+    img2img picture, the img2img resize mode (the extension's `choose_input_image`), so the map lines
+    up with the picture it was made from."""
+    if unit.image or not cfg.init_image:
+        return unit.resize_mode
+    return _IMG2IMG_RESIZE.get(cfg.resize_mode, unit.resize_mode)
+
+
+def _processor_resolution(unit: ControlUnit, image: Image.Image, width: int, height: int, fit: str) -> int:
     from lorastudio.generate.control import pixel_perfect_resolution
 
     if unit.pixel_perfect:
-        return pixel_perfect_resolution(image.size, width, height, unit.resize_mode)
+        return pixel_perfect_resolution(image.size, width, height, fit)
     return unit.processor_res
 
 
@@ -181,7 +195,8 @@ def control_stack(
         if _is_inpaint_module(unit.module):  # the mask is the hole to fill, not where the unit acts
             hole, mask = _inpaint_hole(cfg, plan, image, mask, index), None
         image, mask, hole = _crop_to_masked_area(cfg, plan, image, mask, hole)
-        resolution = _processor_resolution(unit, image, plan.width, plan.height)
+        fit = _fit_mode(cfg, unit)
+        resolution = _processor_resolution(unit, image, plan.width, plan.height, fit)
         if hole is not None:
             control_map = image  # the hint is the picture itself, its hole at -1 (ControlStack)
         else:
@@ -191,7 +206,7 @@ def control_stack(
         prepared.append(
             PreparedUnit(
                 _label(index), controlnet, control_map, unit.weight, unit.guidance_start, unit.guidance_end,
-                unit.control_mode, unit.resize_mode, unit.hr_option, unit.module, mask, hole,
+                unit.control_mode, fit, unit.hr_option, unit.module, mask, hole,
             )
         )
         rows.append({"unit": index, "title": controlnet_title(path), "path": str(path), "processor_res": resolution})
