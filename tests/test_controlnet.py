@@ -251,11 +251,15 @@ def test_guidance_window_limits_the_steps_a_unit_acts_in(sd15, cn15):
     from lorastudio.generate.control import step_is_active
 
     plain = run(sd15)
-    assert np.array_equal(run(sd15, [unit(cn15, guidance_start=0.0, guidance_end=0.0)]), plain)
+    assert np.array_equal(run(sd15, [unit(cn15, guidance_start=1.0, guidance_end=1.0)]), plain)  # never reached
     full = run(sd15, [unit(cn15)])
     early = run(sd15, [unit(cn15, guidance_end=0.4)])
     assert differs(early[0], plain[0]) > 0.5 and differs(early[0], full[0]) > 0.5
-    assert [step_is_active(i, 10, 0.2, 0.6) for i in range(10)] == [False, False, True, True, True, True] + [False] * 4
+    # the extension's window: sampling_step / steps with both ends in, sampling_step one step behind
+    assert [step_is_active(i, 10, 0.2, 0.6) for i in range(10)] == [False] * 3 + [True] * 5 + [False] * 2
+    assert [step_is_active(i, 20, 0.0, 0.5) for i in range(20)] == [True] * 12 + [False] * 8
+    assert [step_is_active(i, 20, 0.0, 0.0) for i in range(20)] == [True] * 2 + [False] * 18
+    assert [step_is_active(i, 20, 0.5, 1.0) for i in range(20)] == [False] * 11 + [True] * 9
 
 
 def test_mask_keeps_the_control_where_it_is_white(sd15, cn15):

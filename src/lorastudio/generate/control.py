@@ -49,10 +49,14 @@ def soft_scales(weight: float, count: int) -> list[float]:
 
 
 def step_is_active(step: int, steps: int, start: float, end: float) -> bool:
-    """Whether step `step` of a pass of `steps` lies in the unit's guidance window."""
+    """Whether step `step` (from 0) of a pass of `steps` lies in the unit's guidance window, as the
+    extension decides it: by `sampling_step / steps`, both ends included, where A1111's
+    `sampling_step` is the last finished step's index while a step is sampled (0 for steps 0 and 1,
+    then one behind). So 20 steps ending at 0.5 act in steps 0..11, and [0, 0] in the first two."""
     if steps <= 0:
         return False
-    return step / steps >= start and (step + 1) / steps <= end
+    percent = max(step - 1, 0) / steps
+    return not (percent < start or percent > end)
 
 
 def pixel_perfect_resolution(image_size: tuple[int, int], width: int, height: int, resize_mode: str) -> int:
