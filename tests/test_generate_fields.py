@@ -354,3 +354,30 @@ def test_eta_changes_ddim_and_travels_through_infotext_recipe_and_api(tiny_works
     # webuiapi sends eta=1.0 with every request; Euler a ignores it, so its infotext says nothing
     euler = client.post("/sdapi/v1/txt2img", json={**request, "sampler_name": "Euler a", "eta": 1.0})
     assert "Eta" not in json.loads(euler.json()["info"])["infotexts"][0]
+
+
+def test_the_web_forms_recipe_splits_the_sampler_and_leaves_out_what_this_studio_lacks(tmp_path, workspace):
+    """A1111's paste into txt2img: a pre-1.9 `DPM++ 2M Karras` fills both pickers; a VAE, schedule or
+    hires upscaler this studio lacks is left out with a note (the CLI's --recipe refuses the VAE)."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.recipes import read_recipe
+
+    text = (
+        "a cat\nSteps: 5, Sampler: DPM++ 2M Karras, Seed: 1, Size: 64x64, Model: tiny-sd15, "
+        "VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.4, Hires upscale: 2, "
+        "Hires upscaler: R-ESRGAN 4x+"
+    )
+    image = _png_with(tmp_path, text)
+    with pytest.raises(LorastudioError, match="VAE"):
+        read_recipe(image, workspace)
+    recipe = read_recipe(image, workspace, form=True)
+    assert (recipe.config.sampler, recipe.config.schedule) == ("DPM++ 2M", "Karras")
+    assert recipe.config.vae is None and recipe.config.hires_upscaler == GenerateConfig().hires_upscaler
+    assert {n.key for n in recipe.notes} >= {"vae_missing", "hires_upscaler_missing"}
+    aligned = read_recipe(_png_with(tmp_path, "a cat\nSteps: 5, Sampler: Euler, Schedule type: Align Your Steps, Seed: 1",
+                                    "ays.png"), workspace, model="tiny-sd15", form=True)  # fmt: skip
+    assert (aligned.config.sampler, aligned.config.schedule) == ("Euler", None)
+    assert [n.key for n in aligned.notes if n.key.endswith("unknown")] == ["schedule_unknown"]
+    restart = read_recipe(_png_with(tmp_path, "a cat\nSteps: 5, Sampler: Restart, Seed: 1", "restart.png"),
+                          workspace, model="tiny-sd15", form=True)  # fmt: skip
+    assert "sampler_unknown" in {n.key for n in restart.notes} and restart.config.sampler == GenerateConfig().sampler

@@ -170,6 +170,31 @@ def test_png_info_of_an_old_webuis_image_turns_on_its_old_behaviours(served, pag
     assert not page.locator("#field-pad_conds input").is_checked()
 
 
+def test_png_info_of_a_civitai_image_fills_both_pickers_and_generates(served, page, tmp_path):
+    """Pre-1.9 A1111 images say `Sampler: DPM++ 2M Karras` and name a VAE this studio lacks: the paste
+    fills sampler + schedule, keeps the form's VAE with a note, and Generate runs (it was refused)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        "a heron\nSteps: 2, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 7, Size: 64x64, "
+        "VAE: vae-ft-mse-840000-ema-pruned.safetensors, Version: v1.6.0",
+    )
+    civitai = tmp_path / "civitai.png"
+    Image.new("RGB", (64, 64)).save(civitai, pnginfo=info)
+    _tab(page, "PNG info")
+    page.locator("#png-image input[type=file]").set_input_files(str(civitai))
+    page.wait_for_function("() => (document.querySelector('#png-parameters textarea') || {}).value?.includes('Karras')")
+    page.click("#png-send-generate")
+    page.wait_for_function("() => document.querySelector('#field-seed input')?.value === '7'")
+    assert page.locator("#field-sampler input").input_value() == "DPM++ 2M"
+    assert page.locator("#field-schedule input").input_value() == "Karras"
+    page.click("#generate-run")
+    text = _wait_for_infotext(page, "Seed: 7")
+    assert "Sampler: DPM++ 2M, Schedule type: Karras" in text
+
+
 def test_a_picture_given_with_blank_size_boxes_sets_them_to_its_own_size(served, page, tmp_path):
     """A1111's "auto detect size": a 136x72 photo dropped on img2img with both boxes blank fills them
     (multiples of 8), so it is not drawn into the model's square; typed sizes stay."""

@@ -45,13 +45,17 @@ def config_from_recipe(
     return read_recipe(path, ws, vae_given, model).config
 
 
-def read_recipe(path: str | Path, ws: Workspace, vae_given: bool = False, model: str | None = None) -> Recipe:
+def read_recipe(
+    path: str | Path, ws: Workspace, vae_given: bool = False, model: str | None = None, form: bool = False
+) -> Recipe:
     """A request that reproduces an image, and notes on what may not come back the same.
 
     A VAE named by the image must be in this workspace (another VAE makes another image),
     unless the caller overrides the VAE anyway (`vae_given`, e.g. `--vae`). So must its model,
     unless the caller names the model to use where the image's is missing or not given (`model`:
-    `--model`, the Generate form's current model, as A1111 keeps its checkpoint then).
+    `--model`, the Generate form's current model, as A1111 keeps its checkpoint then). `form`:
+    for the web form, as A1111's paste: a VAE, sampler, schedule or hires upscaler this studio lacks
+    is left out with a note (`service.recipe_form`), and the sampler comes split from its schedule.
     """
     from pydantic import ValidationError
 
@@ -73,16 +77,24 @@ def read_recipe(path: str | Path, ws: Workspace, vae_given: bool = False, model:
         )
     params = parse_infotext(text, fill_defaults=False)
     add_version_flags(params)  # an older webui's image regenerates with its old behaviours, as in A1111
+    notes: list[RecipeNote] = []
+    if form:
+        from lorastudio.service.recipe_form import form_params
+
+        params = form_params(params, notes)
     request = config_fields_from_infotext(params)
     request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
-    notes: list[RecipeNote] = []
     request["model"] = _model_from_infotext(ws, params, model, notes)
     for old, new in rename_loras_by_hash(ws, params, request):  # as A1111's paste: same file, other name
         notes.append(
             RecipeNote("lora_renamed", {"old": old, "new": new}, f"LoRA {old} is {new} here (same hash).")
         )
     notes += _noise_notes(params)
-    if request.get("vae") and not vae_given:
+    if form:
+        from lorastudio.service.recipe_form import form_request
+
+        request = form_request(ws, request, notes)
+    elif request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
     try:
         return Recipe(GenerateConfig.model_validate(request), notes)

@@ -129,6 +129,16 @@ LABELS: dict[str, tuple[str, str]] = {
         "这张图片的噪声由 A1111 在 {source} 上生成（RNG: {source}）；lorastudio 在 CPU 上生成噪声，"
         "因此画面会不同（用 RNG: CPU 生成的图片可以完全复现）。",
     ),
+    "png.vae_missing": ("VAE {name} is not in this workspace; the model's own is used.", "工作区中没有 VAE {name}，将使用模型自带的 VAE。"),
+    "png.sampler_unknown": ("Sampler {name} is not available here; the form's is kept.", "此处没有采样器 {name}，保留表单中的采样器。"),
+    "png.schedule_unknown": (
+        "Schedule type {name} is not available here; the sampler's own is used.",
+        "此处没有调度类型 {name}，将使用采样器默认的调度。",
+    ),
+    "png.hires_upscaler_missing": (
+        "Hires upscaler {name} is not installed; put it in models/upscalers, the form's is kept.",
+        "未安装高清修复放大器 {name}（可放入 models/upscalers），保留表单中的放大器。",
+    ),
     # library
     "library.loras": ("LoRAs", "LoRA"),
     "library.models": ("Models", "模型"),

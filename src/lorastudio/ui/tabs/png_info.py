@@ -60,6 +60,14 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
     return info["info"], info["parameters"], ""
 
 
+# fields a recipe note says this studio lacks: the Generate form keeps its own value
+_KEPT_BY_NOTE = {
+    "vae_missing": ("vae",),
+    "sampler_unknown": ("sampler", "schedule"),
+    "hires_upscaler_missing": ("hires_upscaler",),
+}
+
+
 def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) -> tuple[dict[str, Any], str] | str:
     """(the image's recipe as Generate form values, a note), or the reason there is none. An image
     whose model is not in this workspace (or that names none) gets the form's model (the studio's
@@ -70,10 +78,13 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
     if not path:
         return ctx.t("png.no_parameters")
     try:
-        recipe = read_recipe(path, ctx.studio.workspace, model=current_model or ctx.studio.model)
+        recipe = read_recipe(path, ctx.studio.workspace, model=current_model or ctx.studio.model, form=True)
     except Exception as exc:
         return error_markup(ctx, exc)
     values = recipe.config.model_dump()
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
+    for note in recipe.notes:  # a value this studio lacks: the form keeps its own, as A1111's paste
+        for name in _KEPT_BY_NOTE.get(note.key, ()):
+            values.pop(name, None)
     return values, " ".join(ctx.t(f"png.{note.key}", **note.params) for note in recipe.notes)

@@ -1,0 +1,96 @@
+"""A recipe for the web form: what this studio cannot take is left out and noted, not refused.
+
+A1111's "Send to txt2img" fills every field it can and leaves the rest as they are: a VAE it
+lacks, a sampler or schedule type it does not know, a hires upscaler not installed. The CLI's
+`--recipe` refuses those (the picture would differ without a word); the form gets the same
+request with those fields dropped, each with a note, and the sampler split into the form's
+two pickers (A1111 before 1.9 wrote `Sampler: DPM++ 2M Karras`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lorastudio.errors import LorastudioError
+from lorastudio.service.workspace import Workspace
+
+__all__ = ["form_params", "form_request"]
+
+
+def form_params(params: dict[str, Any], notes: list) -> dict[str, Any]:
+    """The infotext's keys with a `Schedule type` this studio lacks (e.g. Align Your Steps) left out."""
+    from lorastudio.generate.samplers import find_schedule
+
+    schedule = params.get("Schedule type")
+    if not schedule or find_schedule(str(schedule)) is not None:
+        return params
+    notes.append(_note("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here."))
+    return {key: value for key, value in params.items() if key != "Schedule type"}
+
+
+def form_request(ws: Workspace, request: dict[str, Any], notes: list) -> dict[str, Any]:
+    """`request` (infotext fields) with what the form cannot show dropped, and a note for each."""
+    request = dict(request)
+    _keep_known_vae(ws, request, notes)
+    _split_sampler(request, notes)
+    _keep_known_hires_upscaler(ws, request, notes)
+    return request
+
+
+def _note(key: str, params: dict[str, str], text: str):
+    from lorastudio.service.recipes import RecipeNote
+
+    return RecipeNote(key, params, text)
+
+
+def _keep_known_vae(ws: Workspace, request: dict[str, Any], notes: list) -> None:
+    from lorastudio.service.names import find_vae
+
+    name = request.get("vae")
+    if not name:
+        return
+    try:
+        find_vae(ws, name)
+    except LorastudioError:
+        request.pop("vae")
+        notes.append(_note("vae_missing", {"name": str(name)}, f"VAE {name} is not in this workspace; using the model's own."))
+
+
+def _split_sampler(request: dict[str, Any], notes: list) -> None:
+    """`DPM++ 2M Karras` -> sampler `DPM++ 2M`, schedule `Karras`; an unknown one is left to the form."""
+    from lorastudio.generate.samplers import parse_sampler
+
+    sampler, schedule = request.get("sampler"), request.get("schedule")
+    if not sampler:
+        return
+    try:
+        choice = parse_sampler(str(sampler), schedule)
+    except LorastudioError:
+        try:
+            choice = parse_sampler(str(sampler))
+        except LorastudioError:
+            request.pop("sampler", None)
+            request.pop("schedule", None)
+            notes.append(_note("sampler_unknown", {"name": str(sampler)}, f"sampler {sampler} is not available here."))
+            return
+        notes.append(
+            _note("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here.")
+        )
+    request["sampler"] = choice.sampler
+    request["schedule"] = None if choice.schedule == "Automatic" else choice.schedule
+
+
+def _keep_known_hires_upscaler(ws: Workspace, request: dict[str, Any], notes: list) -> None:
+    from lorastudio.service.choices import hires_upscaler_names
+
+    name = request.get("hires_upscaler")
+    if not name:
+        return
+    known = {option.lower(): option for option in hires_upscaler_names(ws)}
+    if str(name).lower() in known:
+        request["hires_upscaler"] = known[str(name).lower()]
+        return
+    request.pop("hires_upscaler")
+    notes.append(
+        _note("hires_upscaler_missing", {"name": str(name)}, f"hires upscaler {name} is not installed here.")
+    )
