@@ -349,3 +349,37 @@ def test_a_second_run_with_the_same_trigger_never_takes_over_the_first_runs_embe
     saved = saved_train_config(run_dir / "config.yaml")
     files = {"lora": run_dir / "va.safetensors", "embedding": run_dir / "embeddings" / f"{TRIGGER}.safetensors"}
     assert publish(ws, run_dir, saved, files, 2, "user")["library_embedding"] == str(embedding)  # its own: again
+
+
+def test_a_resume_never_unpickles_code_and_a_run_never_replaces_another_lora(ws, red_set, tmp_path):
+    """`train --resume FOLDER` of a run made elsewhere: accelerate unpickles its registered objects
+    with weights_only=False, so an edited state ran code. It is refused before anything is loaded.
+    A new run never writes over a LoRA or a finished run of the same name."""
+    import shutil
+
+    run_training(ws, _config(red_set, "output.name=shared"), progress=False, stop_at_step=3)
+    copy = tmp_path / "from a stranger"
+    shutil.copytree(ws.runs / "shared", copy)
+    checkpoint = copy / "checkpoints" / "step-3"
+    marker, victim = tmp_path / "PWNED", checkpoint / "state" / "custom_checkpoint_1.pkl"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch '{marker}'",))
+
+    torch.save({"last_epoch": 3, "payload": Payload()}, victim)
+    listing = json.loads((checkpoint / "complete.json").read_text())
+    listing["files"]["state/custom_checkpoint_1.pkl"] = victim.stat().st_size
+    (checkpoint / "complete.json").write_text(json.dumps(listing))
+    with pytest.raises(LorastudioError, match="custom_checkpoint_1.pkl: holds more than tensors"):
+        run_training(ws, resume=str(copy), progress=False)
+    assert not marker.exists()
+    assert run_training(ws, resume="shared", progress=False)["finished"]  # the run's own state still resumes
+
+    (ws.loras / "mine.safetensors").write_bytes((ws.loras / "shared.safetensors").read_bytes())
+    with pytest.raises(LorastudioError, match="mine.safetensors is another LoRA"):
+        run_training(ws, _config(red_set, "output.name=mine"), progress=False)
+    (ws.runs / "done").mkdir()
+    (ws.runs / "done" / "config.yaml").write_text("model: tiny-sd15\n")  # a finished run that kept no state
+    with pytest.raises(LorastudioError, match="already holds a finished run"):
+        run_training(ws, _config(red_set, "output.name=done"), progress=False)

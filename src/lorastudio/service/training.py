@@ -151,7 +151,7 @@ def run_name_for(ws: Workspace, cfg: TrainConfig) -> str:
     base = cfg.trigger or Path(cfg.data.dir.rstrip("/")).name or "lora"
     base = "".join(c if c.isalnum() or c in "-_." else "_" for c in base) or "lora"
     name, n = base, 1
-    while (ws.runs / name).exists():
+    while (ws.runs / name).exists() or (ws.loras / f"{name}.safetensors").exists():
         n += 1
         name = f"{base}-{n}"
     return name
@@ -203,6 +203,7 @@ def run_training(
             raise LorastudioError(
                 f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
             )
+        _check_lora_name_free(ws, name, run_dir, config)
     elif config is None:
         raise LorastudioError("training: give a config or a run to resume.")
     else:
@@ -212,6 +213,11 @@ def run_training(
             raise LorastudioError(
                 f"run folder {run_dir}: already holds a run; resume it with --resume {run_dir.name} or set output.name."
             )
+        if (run_dir / "config.yaml").is_file():  # a finished run without a saved state: its files would go
+            raise LorastudioError(
+                f"run folder {run_dir}: already holds a finished run; set another output.name or delete that run."
+            )
+        _check_lora_name_free(ws, name, run_dir, config)
         if config.trains_full_unet:
             _check_model_name_free(ws, name)
         _check_trigger_embedding_fits(ws, config)
@@ -273,6 +279,21 @@ def _check_model_name_free(ws: Workspace, name: str) -> None:
         raise LorastudioError(
             f"output.name {name!r}: {taken[0]} already exists; choose another output.name for the trained model."
         )
+
+
+def _check_lora_name_free(ws: Workspace, name: str, run_dir: Path, cfg: TrainConfig) -> None:
+    """A LoRA run publishes loras/<name>.safetensors: never over a LoRA that is not this run's own
+    (one put there by hand, imported, or left by a deleted run of another data set)."""
+    if not cfg.trains_lora:
+        return
+    target = ws.loras / f"{name}.safetensors"
+    if not target.exists():
+        return
+    if (run_dir / "config.yaml").is_file() and _library_lora_of_run(ws, run_dir.name) is not None:
+        return  # a resume: publishing replaces this run's own LoRA (under its name now), nothing else
+    raise LorastudioError(
+        f"output.name {name!r}: {target} is another LoRA; set another output.name or rename that LoRA first."
+    )
 
 
 def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "prune_states",
     "check_checkpoint_space",
     "fsync_file",
+    "refuse_unsafe_state",
 ]
 
 COMPLETE_MARKER = "complete.json"
@@ -231,3 +232,25 @@ def check_checkpoint_space(run_dir: Path, trained: Iterable, everything: Iterabl
             f"{run_dir}: {free >> 20} MiB free, but one checkpoint of a whole-UNet run needs about"
             f" {needed >> 20} MiB; free disk space or raise train.save_every_steps."
         )
+
+
+def refuse_unsafe_state(state: Path) -> None:
+    """Every pickle of a resumable state read by torch's weights-only loader first, so a state that
+    holds more than tensors and plain values (a run folder from someone else, edited to run code
+    when unpickled) is refused before `accelerate` opens it: it loads its registered objects'
+    `custom_checkpoint_N.pkl` with `weights_only=False`. Tensors are mapped, not read."""
+    import pickle
+
+    from accelerate.utils.other import load  # torch.load, weights only, numpy's RNG state allowed
+
+    for path in sorted(state.iterdir()):
+        if path.suffix not in {".pkl", ".bin"} or not path.is_file():
+            continue
+        try:
+            load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LorastudioError(
+                f"{path}: holds more than tensors ({reason[:160]}); it was not loaded, because unpickling it could"
+                " run code. Resume only runs made here, or delete this checkpoint."
+            ) from None

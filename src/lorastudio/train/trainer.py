@@ -39,6 +39,7 @@ from lorastudio.train.checkpoints import (
     prune_checkpoints,
     prune_states,
     publish_checkpoint,
+    refuse_unsafe_state,
 )
 from lorastudio.train.config import TrainConfig
 from lorastudio.train.data import BatchSchedule, TrainImage
@@ -318,6 +319,7 @@ class Trainer:
                 self._say(f"checkpoints: removed {leftover.name}, a save that a kill interrupted")
         self.accelerator.wait_for_everyone()
         if resume_from is not None:
+            refuse_unsafe_state(Path(resume_from))  # before accelerate unpickles anything
             self.accelerator.load_state(str(resume_from))
             self._say(f"resumed from {resume_from.parent.name} (step {self.step}/{self.total_steps})")
         self._emit(
