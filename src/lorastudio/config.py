@@ -36,6 +36,8 @@ __all__ = [
     "override_layer",
     "parse_overrides",
     "read_config_file",
+    "read_text_file",
+    "decode_text",
     "apply_overrides",
 ]
 
@@ -50,12 +52,37 @@ class StrictModel(BaseModel):
     )
 
 
+def decode_text(data: bytes) -> str:
+    """Bytes of a text file users wrote: UTF-16 with its BOM (Notepad's "Unicode"), UTF-8 with or
+    without a BOM, else GB18030 (Chinese text saved by Windows tools), else Windows-1252; never fails."""
+    import codecs
+
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    for encoding in ("utf-8-sig", "gb18030", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace")
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """A config, prompt list or recipe as text in any of `decode_text`'s encodings; one line naming
+    the file when it cannot be read."""
+    path = Path(path)
+    try:
+        return decode_text(path.read_bytes())
+    except OSError as exc:
+        raise LorastudioError(f"{path}: cannot read this {what} ({exc.strerror or exc}); check the path.") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or TOML file into a dict (empty file -> {})."""
     path = Path(path)
     if not path.is_file():
         raise LorastudioError(f"{path}: config file not found; check the path.")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "config file")
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorastudio.config import decode_text
 from lorastudio.errors import LorastudioError, NotFoundError
 
 __all__ = [
@@ -73,21 +74,6 @@ def safe_stem(original: str, sha256: str) -> str:
     stem = unicodedata.normalize("NFKD", Path(original).stem).encode("ascii", "ignore").decode()
     slug = _SLUG_DROP.sub("_", stem).strip("_-")[:40]
     return f"{slug}-{sha256[:8]}" if slug else sha256[:12]
-
-
-def decode_text(data: bytes) -> str:
-    """Caption and metadata bytes as text: UTF-16 with its BOM (Notepad's "Unicode"), UTF-8 with or
-    without a BOM, else GB18030 (Chinese captions saved by Windows tools); never fails."""
-    import codecs
-
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16", errors="replace")
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("utf-8", errors="replace")
 
 
 @dataclass

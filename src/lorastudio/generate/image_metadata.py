@@ -132,7 +132,9 @@ def _open_image(source: str | Path | bytes):
         return image
     except FileNotFoundError:
         raise LorastudioError(f"{name}: file not found; check the path.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise LorastudioError(f"{name}: too large to open ({exc}); shrink it first.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise LorastudioError(
             f"{name}: not a readable image ({exc}); pass a PNG, JPEG or WebP file."
         ) from None

@@ -112,7 +112,9 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
             return ImageOps.exif_transpose(img).convert("L" if grey else "RGB")
     except FileNotFoundError:
         raise LorastudioError(f"{head(path)} not found; check the path.") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise LorastudioError(f"{head(Path(path).name)} is too large to open ({exc}); shrink it first.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise LorastudioError(
             f"{head(Path(path).name)} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
         ) from None

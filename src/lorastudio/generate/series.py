@@ -13,7 +13,7 @@ import yaml
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from lorastudio.config import StrictModel
+from lorastudio.config import StrictModel, read_text_file
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.fonts import fit_text, load_font
 
@@ -52,7 +52,7 @@ def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
         raise LorastudioError(
             f"{path}: prompt file not found; give a .txt (one prompt per line) or .yaml list."
         )
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "prompt file")
     return parse_prompt_list(text, path.suffix.lower() in {".yaml", ".yml"}, str(path))
 
 

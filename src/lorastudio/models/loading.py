@@ -104,6 +104,12 @@ def pick_device(requested: str | None = None) -> tuple[str, Any]:
     import torch
 
     device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not (device in ("cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise LorastudioError(f"device {device!r}: not a device here; use cpu, cuda or cuda:N (one GPU).")
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise LorastudioError("device 'mps' requested but this machine has no Apple GPU; use --device cpu.")
+        return device, torch.float32
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise LorastudioError(
@@ -451,7 +457,15 @@ def load_model(
         sha = model_hash(where.path, cache_dir)
     vae_name = vae_sha = None
     if vae is not None:
-        pipe.vae = _load_vae_override(Path(vae), pipe, cache_dir, dtype)
+        try:
+            pipe.vae = _load_vae_override(Path(vae), pipe, cache_dir, dtype)
+        except LorastudioError:
+            raise
+        except Exception as exc:  # a LoRA or a broken file given as the VAE: name the VAE, not the model
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise LorastudioError(
+                f"VAE {Path(vae).name}: could not be loaded ({reason}); give a VAE file (e.g. vae-ft-mse-840000)."
+            ) from None
         vae_name, vae_sha = Path(vae).stem, model_hash(Path(vae), cache_dir)
     text_encoders = [getattr(pipe, name) for name in fam.text_encoders]
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if len(fam.text_encoders) > 1 else [])

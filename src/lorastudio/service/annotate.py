@@ -90,13 +90,16 @@ def detect_file(
     seed: int = 0,
 ) -> Path:
     """`control detect`: the map of the image file written as PNG to `out` (default `<stem>-<module>.png` here)."""
-    from lorastudio.generate.images import open_request_image
+    from lorastudio.generate.images import RequestImageError, open_request_image
 
     image_path = Path(image_path)
     if not image_path.is_file():
         raise LorastudioError(f"{image_path}: no such image file; give the path of a PNG, JPEG or WebP.")
     annotator = find_annotator(module)
-    image, _ = open_request_image(image_path, what=str(image_path))
+    try:
+        image, _ = open_request_image(image_path, what=str(image_path))
+    except RequestImageError as exc:
+        raise LorastudioError(str(exc)) from None
     result = detect_map(ws, annotator.name, image, resolution, threshold_a, threshold_b, seed)
     short_name = annotator.aliases[0] if annotator.aliases else annotator.name
     target = Path(out) if out is not None else Path.cwd() / f"{image_path.stem}-{_file_stub(short_name)}.png"

@@ -141,9 +141,25 @@ def resolve(
                 return Resolved(path.stem if path.is_file() else path.name, path=path)
         except OSError:
             pass
+    if not policy.strict and _looks_like_path(name, suffixes):  # a mistyped path: never a hub lookup
+        raise NotFoundError(f"{what} {name!r}: no such file or folder; check the path, or give a name from {listing}.")
     if policy.allow_hub_ids and is_hub_id(name) and (hub_online() or not policy.strict):
         return Resolved(name.split("/")[-1], hub_id=name)
     raise unknown_name(what, name, folder, listing)
+
+
+def _looks_like_path(name: object, suffixes: tuple[str, ...]) -> bool:
+    """A name the user meant as a local path: `./x`, `/x`, `~/x`, one ending in a weight file's suffix,
+    or one whose folder exists here (`single/typo.safetensors`); `org/name` alone is a hub id."""
+    if not isinstance(name, str) or not name:
+        return False
+    if name.startswith((".", "/", "~", "\\")) or Path(name).suffix.lower() in {*suffixes, ".safetensors", ".ckpt"}:
+        return True
+    parent = Path(name).expanduser().parent
+    try:
+        return str(parent) not in ("", ".") and parent.is_dir()
+    except OSError:
+        return False
 
 
 # -- the kinds of names a request carries ------------------------------------------------

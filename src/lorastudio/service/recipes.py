@@ -57,8 +57,6 @@ def read_recipe(
     for the web form, as A1111's paste: a VAE, sampler, schedule or hires upscaler this studio lacks
     is left out with a note (`service.recipe_form`), and the sampler comes split from its schedule.
     """
-    from pydantic import ValidationError
-
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
     from lorastudio.generate.infotext import add_version_flags, parse_infotext, read_infotext
     from lorastudio.service.control import units_from_infotext
@@ -69,7 +67,7 @@ def read_recipe(
             f"{path}: recipe not found; pass a .yaml recipe or a PNG made by lorastudio or A1111."
         )
     if path.suffix.lower() in {".yaml", ".yml"}:
-        return Recipe(GenerateConfig.model_validate(_yaml_request(path, ws)))
+        return Recipe(_validated(_yaml_request(path, ws), path, "edit the recipe"))
     text = read_infotext(path)
     if not text:
         raise LorastudioError(
@@ -96,24 +94,41 @@ def read_recipe(
         request = form_request(ws, request, notes)
     elif request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
+    return Recipe(_validated(request, path, "edit the image's parameters"), notes)
+
+
+def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:
+    """The request as a GenerateConfig; the first field it refuses as one line naming the file."""
+    from pydantic import ValidationError
+
     try:
-        return Recipe(GenerateConfig.model_validate(request), notes)
+        return GenerateConfig.model_validate(request)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error.get("loc", ())) or "infotext"
-        raise LorastudioError(f"{path}: {where}: {error['msg']}; edit the image's parameters.") from None
+        where = ".".join(str(p) for p in error.get("loc", ())) or "request"
+        raise LorastudioError(f"{path}: {where}: {error['msg']}; {fix}.") from None
 
 
 def _yaml_request(path: Path, ws: Workspace) -> dict[str, Any]:
     """Our recipe's request, for its own image (seed, variation seed) and the model by hash."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    request = dict(data.get("request") or {})
-    image = data.get("image") or {}
+    from lorastudio.config import read_text_file
+
+    try:
+        data = yaml.safe_load(read_text_file(path, "recipe")) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise LorastudioError(f"{path}: not valid YAML ({first}); fix the syntax.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("request"), dict) or not data["request"]:
+        raise LorastudioError(
+            f"{path}: not a lorastudio recipe (no `request:` mapping); pass the .yaml written beside an image."
+        )
+    request = dict(data["request"])
+    image = data.get("image") if isinstance(data.get("image"), dict) else {}
     if "seed" in image:
         request.update(seed=image["seed"], batch_size=1, count=1)
     if "subseed" in image:
         request["subseed"] = image["subseed"]
-    model_info = data.get("model") or {}
+    model_info = data.get("model") if isinstance(data.get("model"), dict) else {}
     if model_info.get("hash") and not _model_available(ws, request.get("model", "")):
         match = Library(ws).model_by_hash(model_info["hash"])
         if match:

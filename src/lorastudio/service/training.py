@@ -194,6 +194,10 @@ def run_training(
     from lorastudio.train.runs import TrainPaths
     from lorastudio.train.trainer import Trainer
 
+    if device:  # a device this machine lacks: one line before any planning (the trainer checks it again)
+        from lorastudio.models.loading import pick_device
+
+        pick_device(device)
     state = None
     if resume is not None:
         config, run_dir = resume_config(ws, resume)

@@ -223,7 +223,13 @@ class Workspace:
 
     def ensure(self) -> None:
         for sub in SUBDIRS:
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LorastudioError(
+                    f"workspace {self.root}: cannot create {sub}/ ({exc.strerror or exc}); set LORASTUDIO_HOME "
+                    "to a folder you can write (default ./studio)."
+                ) from None
 
     @property
     def db_path(self) -> Path:

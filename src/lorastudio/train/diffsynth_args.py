@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError
 from lorastudio.train.kohya_mapping import KohyaImport
 
@@ -272,7 +273,7 @@ def import_diffsynth_args(command: str, source: str = "command line") -> DiffSyn
         path = Path(command.strip()).expanduser()
         if not path.is_file():
             raise LorastudioError(f"--diffsynth-args {command!r}: no such file; give the command line or its file.")
-        command, source = path.read_text(encoding="utf-8"), str(path)
+        command, source = read_text_file(path, "command file"), str(path)
     given, unknown = parse_arguments(split_command_line(command))
     if not given and not unknown:
         raise LorastudioError("--diffsynth-args: no --arguments found; paste the train_kolors_lora.py command line.")

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError
 from lorastudio.train.kohya_keys import KOHYA_KEYS, OPTIMIZER_NAMES, SPECIAL_KEYS, NoEffect, Unmapped
 
@@ -78,7 +79,7 @@ class KohyaImport:
 def read_kohya_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise LorastudioError(f"{path}: kohya config not found; check the path.")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "kohya config")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
@@ -270,7 +271,7 @@ def apply_sample_prompts(flat: dict[str, Any], out: KohyaImport) -> None:
         out.skip("sample_prompts", f"{value}: only a readable .txt prompt file is imported")
         return
     prompts = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text_file(path, "sample prompts file").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             prompts.append(line.split(" --", 1)[0].strip())  # kohya's per-line --n/--w options are dropped

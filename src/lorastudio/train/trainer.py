@@ -109,6 +109,10 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
+        if self.device_request:  # an unknown device, or CUDA asked for on a machine without: one line
+            from lorastudio.models.loading import pick_device
+
+            pick_device(self.device_request)
         cpu = self.device_request == "cpu" or not torch.cuda.is_available()
         family = self._peek_family()
         mp = mixed_precision_for(

@@ -1,0 +1,114 @@
+"""Bad input on the command line is one line naming the file and the fix (exit 2), never a traceback:
+text files in the encodings Windows tools save, hand-edited recipes, pictures over Pillow's limit,
+an unusable workspace folder, a device this machine lacks, a mistyped path, a LoRA given as the VAE."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lorastudio.cli import _register, app
+
+_register()
+runner = CliRunner()
+
+
+def _fails_in_one_line(args: list[str], *expected: str) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (args, result.output, result.exception)
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("encoding", ["gb18030", "utf-16", "utf-8-sig"])
+def test_a_config_saved_by_a_windows_tool_reads(tmp_path, workspace, encoding):
+    config = tmp_path / "角色.yaml"
+    config.write_bytes("trigger: 小红\nlora:\n  rank: 8\n".encode(encoding))
+    result = runner.invoke(app, ["train", "-c", str(config), "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "小红" in result.stdout and "lora.rank" in result.stdout
+
+
+def test_a_story_file_in_gbk_reads(tiny_workspace, tmp_path):
+    from lorastudio.generate.series import read_prompt_file
+
+    story = tmp_path / "story.txt"
+    story.write_bytes("一只红色的狐狸\n蓝色的海\n".encode("gb18030"))
+    assert [entry["prompt"] for entry in read_prompt_file(story)] == ["一只红色的狐狸", "蓝色的海"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("request:\n  prompt: a fox\n  stpes: 3\n", "stpes"),
+        ("request:\n  prompt: a fox\n  steps: three\n", "steps"),
+        ("request: [unclosed\n", "not valid YAML"),
+        ("- a\n- b\n", "not a lorastudio recipe"),
+        ("", "not a lorastudio recipe"),
+    ],
+)
+def test_a_hand_edited_recipe_is_one_line(tiny_workspace, tmp_path, text, expected):
+    recipe = tmp_path / "edited.yaml"
+    recipe.write_text(text, encoding="utf-8")
+    _fails_in_one_line(["generate", "--recipe", str(recipe)], "edited.yaml", expected)
+
+
+def test_a_picture_over_pillows_limit_is_one_line(tiny_workspace, tmp_path, monkeypatch):
+    picture = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64)).save(picture)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit, a "bomb"
+    _fails_in_one_line(["pnginfo", str(picture)], "huge.png", "too large")
+    _fails_in_one_line(
+        ["generate", "--model", "tiny-sd15", "--prompt", "x", "--steps", "1", "--init-image", str(picture)],
+        "huge.png", "too large",
+    )  # fmt: skip
+    _fails_in_one_line(["upscale", str(picture), "--upscaler", "Lanczos"], "huge.png", "too large")
+
+
+def test_control_detect_on_an_unreadable_file_is_one_line(workspace, tmp_path):
+    empty = tmp_path / "zero.png"
+    empty.write_bytes(b"")
+    _fails_in_one_line(["control", "detect", "--module", "canny", str(empty)], "zero.png")
+
+
+def test_an_unusable_workspace_folder_is_one_line(tmp_path, monkeypatch):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    monkeypatch.setenv("LORASTUDIO_HOME", str(a_file))
+    _fails_in_one_line(["models", "list"], "notes.txt", "LORASTUDIO_HOME")
+
+
+def test_a_device_this_machine_lacks_is_refused_for_generation_and_training(tiny_workspace, tmp_path):
+    import torch
+
+    _fails_in_one_line(["generate", "--model", "tiny-sd15", "--prompt", "x", "--device", "tpu"], "'tpu'", "cpu, cuda")
+    if torch.cuda.is_available():
+        return
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 64), (200, 10 * i, 10)).save(data / f"{i}.png")
+    _fails_in_one_line(
+        ["train", "--device", "cuda", "model=tiny-sd15", f"data.dir={data}", "train.steps=1", "train.resolution=64"],
+        "no CUDA GPU",
+    )  # it trained on the CPU without a word
+
+
+def test_a_mistyped_path_is_no_such_file_not_a_hub_lookup(tiny_workspace, tmp_path):
+    (tmp_path / "single").mkdir()
+    for name in (str(tmp_path / "single" / "typo.safetensors"), "./nope/", "single-typo.ckpt"):
+        _fails_in_one_line(["generate", "--model", name, "--prompt", "x"], "no such file or folder")
+
+
+def test_a_lora_given_as_the_vae_names_the_vae(tiny_workspace, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "ink.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(4, 8)}, str(lora))
+    line = _fails_in_one_line(["generate", "--model", "tiny-sd15", "--prompt", "x", "--steps", "1", "--vae", str(lora)])
+    assert "VAE" in line and "ink.safetensors" in line and "tiny-sd15" not in line
