@@ -112,3 +112,23 @@ def test_a_lora_given_as_the_vae_names_the_vae(tiny_workspace, tmp_path):
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(4, 8)}, str(lora))
     line = _fails_in_one_line(["generate", "--model", "tiny-sd15", "--prompt", "x", "--steps", "1", "--vae", str(lora)])
     assert "VAE" in line and "ink.safetensors" in line and "tiny-sd15" not in line
+
+
+def test_a_config_error_names_the_file_or_layer_that_set_the_key(workspace, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  stpes: 5\n", encoding="utf-8")
+    fine = tmp_path / "fine.toml"
+    fine.write_text("[lora]\nrank = 8\n", encoding="utf-8")
+    _fails_in_one_line(["train", "-c", str(fine), "-c", str(typo), "--explain"], f"{typo}: unknown key 'train.stpes'")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[train]\nsteps = [1, 2]\n", encoding="utf-8")
+    _fails_in_one_line(["train", "-c", str(wrong), "--explain"], f"{wrong}: train.steps = [1, 2]")
+    _fails_in_one_line(["train", "-c", str(fine), "--explain", "lora.rnk=4"], "override: unknown key 'lora.rnk'")
+
+
+def test_a_story_entry_with_a_typo_names_the_entry(tiny_workspace, tmp_path):
+    story = tmp_path / "story.yaml"
+    story.write_text("- prompt: a fox\n- prompt: a cat\n  stpes: 3\n", encoding="utf-8")
+    _fails_in_one_line(
+        ["generate", "--model", "tiny-sd15", "--prompts", str(story)], "story.yaml: entry 2: unknown key 'stpes'", "steps"
+    )

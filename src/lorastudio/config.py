@@ -154,20 +154,35 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(fields) if fields else []
 
 
-def explain_validation_error(model: type[BaseModel], exc: ValidationError, source: str = "config") -> str:
-    """One line per problem, with valid keys or choices listed."""
+def _source_of(key: str, sources: Mapping[str, str], default: str) -> str:
+    """The layer that set `key` (or the mapping holding it, or a key inside it): `file my.yaml`, ..."""
+    if key in sources:
+        return sources[key]
+    parents = [k for k in sources if key.startswith(f"{k}.")]
+    children = [k for k in sources if k.startswith(f"{key}.")]
+    found = max(parents, key=len) if parents else (children[0] if children else None)
+    return sources[found] if found else default
+
+
+def explain_validation_error(
+    model: type[BaseModel], exc: ValidationError, source: str = "config", sources: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem, with valid keys or choices listed, each named by the file or layer that set it."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
+        source_here = _source_of(key, sources or {}, source)
+        if source_here.startswith("file "):
+            source_here = source_here[len("file ") :]
         if err["type"] == "extra_forbidden":
             valid = _field_names(model, loc)
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-            lines.append(f"{source}: unknown key {key!r}.{did_you_mean} Valid keys here: {', '.join(valid)}.")
+            lines.append(f"{source_here}: unknown key {key!r}.{did_you_mean} Valid keys here: {', '.join(valid)}.")
         else:
             given = json.dumps(err.get("input"), default=str)[:80]
-            lines.append(f"{source}: {key} = {given}: {err['msg']}.")
+            lines.append(f"{source_here}: {key} = {given}: {err['msg']}.")
     return " ".join(lines)
 
 
@@ -266,11 +281,11 @@ def merge_layers(
     return data, sources, dropped
 
 
-def _validate(model: type[M], data: Mapping[str, Any], source: str) -> M:
+def _validate(model: type[M], data: Mapping[str, Any], source: str, sources: Mapping[str, str] | None = None) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise LorastudioError(explain_validation_error(model, exc, source)) from None
+        raise LorastudioError(explain_validation_error(model, exc, source, sources)) from None
 
 
 def resolve_config(
@@ -278,7 +293,7 @@ def resolve_config(
 ) -> ResolvedConfig[M]:
     """Merge the layers (lowest first), validate, and keep where every value came from."""
     data, sources, dropped = merge_layers(layers, groups)
-    return ResolvedConfig(_validate(model, data, source), sources, dropped)
+    return ResolvedConfig(_validate(model, data, source, sources), sources, dropped)
 
 
 def file_layers(files: str | Path | Sequence[str | Path] | None) -> list[ConfigLayer]:

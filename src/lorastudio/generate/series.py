@@ -78,6 +78,7 @@ def parse_prompt_list(text: str, yaml_format: bool, source: str = "prompt list")
             if isinstance(entry, str):
                 items.append({"prompt": entry})
             elif isinstance(entry, dict) and "prompt" in entry:
+                _check_entry_keys(entry, f"{source}: entry {i + 1}")
                 items.append(dict(entry))
             else:
                 raise LorastudioError(f"{source}: entry {i + 1} needs a 'prompt' key.")
@@ -87,6 +88,19 @@ def parse_prompt_list(text: str, yaml_format: bool, source: str = "prompt list")
         for line in text.splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
+
+
+def _check_entry_keys(entry: dict[str, Any], where: str) -> None:
+    """Every key of a YAML entry is a generation setting (a typo would be dropped or refused later, unnamed)."""
+    import difflib
+
+    from lorastudio.generate.config import GenerateConfig
+
+    for key in entry:
+        if key not in GenerateConfig.model_fields:
+            hint = difflib.get_close_matches(str(key), list(GenerateConfig.model_fields), n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise LorastudioError(f"{where}: unknown key {key!r}{did_you_mean}; use generation settings such as steps, seed.")
 
 
 def series_requests(
