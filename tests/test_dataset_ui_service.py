@@ -102,6 +102,25 @@ def test_a_browser_upload_is_imported_as_a_job_with_each_caption_beside_its_imag
     assert "zq, green square" in captions  # paired by the original name, not the upload's
     assert not any((studio.workspace.cache / "uploads").glob("*"))  # the uploads are used up
     (folder / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(LorastudioError, match="UTF-8"):
+    with pytest.raises(LorastudioError, match="none of the 1 files.*UTF-8"):
         submit_dataset_upload(studio, "bad", [folder / "bad.txt"])
     assert not any((studio.workspace.cache / "uploads").glob("*"))  # a refused upload leaves nothing
+    # one broken picture (and a .bmp, which kohya reads) among good ones: the others are imported, it is reported
+    (folder / "坏.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.new("RGB", (96, 96), (10, 20, 200)).save(folder / "c.bmp")
+    job = studio.wait_job(submit_dataset_upload(studio, "mixed", sorted(folder.glob("*.*"))).id, timeout=120)
+    assert job.state == "succeeded", job.error
+    assert job.result["total_images"] == 3  # 角色_1, b and c.bmp
+    assert [(row["source"], "readable" in row["reason"] or "UTF-8" in row["reason"]) for row in job.result["failed_files"]] == [
+        ("bad.txt", True), ("坏.png", True)]  # fmt: skip
+
+
+def test_an_import_where_nothing_reads_is_refused_and_leaves_no_set(workspace, tmp_path):
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.datasets import import_dataset, list_datasets
+
+    (tmp_path / "zero.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not a picture")
+    with pytest.raises(LorastudioError, match="no image could be imported"):
+        import_dataset(workspace, "allbad", [tmp_path / "zero.png", tmp_path / "text.png"])
+    assert not (workspace.datasets / "allbad").exists() and "allbad" not in str(list_datasets(workspace))

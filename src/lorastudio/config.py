@@ -172,9 +172,8 @@ def explain_validation_error(
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
-        source_here = _source_of(key, sources or {}, source)
-        if source_here.startswith("file "):
-            source_here = source_here[len("file ") :]
+        layer = _source_of(key, sources or {}, source)  # the file that set it, else the caller's name
+        source_here = layer[len("file ") :] if layer.startswith("file ") else layer if source == "config" else source
         if err["type"] == "extra_forbidden":
             valid = _field_names(model, loc)
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)

@@ -83,6 +83,7 @@ def import_dataset(
             raise NotFoundError(f"{source}: no such file or folder; check the path.")
     color = parse_color(background)
     entries = iter_sources(sources)
+    new_set = not (ws.datasets / name).exists()
     folder = dataset_folder(ws, name, must_exist=False)
     report = import_entries(
         folder,
@@ -92,6 +93,12 @@ def import_dataset(
         max_pixels=max_pixels or MAX_PIXELS,
         progress=progress,
     )
+    if new_set and not folder.items:  # nothing read: no empty data set is left behind, and it is an error
+        shutil.rmtree(folder.root, ignore_errors=True)
+        first = report.failed[0] if report.failed else report.skipped[0] if report.skipped else None
+        why = f"{first['source']}: {first['reason']}" if first else "no image files found"
+        problems = len(report.failed) + len(report.skipped)
+        raise LorastudioError(f"dataset import {name!r}: no image could be imported ({problems} refused; {why}).")
     return {
         "name": folder.name,
         "path": str(folder.root),

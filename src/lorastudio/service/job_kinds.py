@@ -114,6 +114,10 @@ class ImportJobConfig(StrictModel):
         description="Data sets: each upload's original file name, in order, so a caption .txt is paired "
         "with its image by name (an upload is stored under a fresh name).",
     )
+    refused_files: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Data sets: files the upload itself refused ({source, reason}), reported with the import's own.",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> ImportJobConfig:
@@ -375,6 +379,8 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
             )
         else:
             result = import_dataset(ws, cfg.name, sources, background=cfg.background, progress=progress)
+        result["failed_files"] = [*cfg.refused_files, *result.get("failed_files", [])]
+        result["failed"] = len(result["failed_files"])
     elif cfg.what == "model":
         from lorastudio.service.models import import_model
 
@@ -403,12 +409,20 @@ def submit_dataset_upload(
         raise LorastudioError("dataset import: choose at least one image, caption .txt or zip to upload.")
     safe_name(name, "data-set name")
     stored: list[str] = []
+    kept: list[str] = []
+    refused: list[dict[str, str]] = []
     try:
-        for file in files:
-            with open(file, "rb") as stream:
-                stored.append(store_stream(studio.workspace, stream, Path(file).name, DATASET_UPLOAD_SUFFIXES)[0])
+        for file in files:  # one bad file is reported, as kohya skips it; the others are imported
+            try:
+                with open(file, "rb") as stream:
+                    stored.append(store_stream(studio.workspace, stream, Path(file).name, DATASET_UPLOAD_SUFFIXES)[0])
+                kept.append(Path(file).name)
+            except LorastudioError as exc:
+                refused.append({"source": Path(file).name, "reason": str(exc)})
+        if not stored:
+            raise LorastudioError(f"dataset import: none of the {len(files)} files can be used ({refused[0]['reason']})")
         cfg = ImportJobConfig(
-            what="dataset", name=name, uploads=stored, file_names=[Path(f).name for f in files], background=background
+            what="dataset", name=name, uploads=stored, file_names=kept, background=background, refused_files=refused
         )
         return studio.submit_import(cfg, user=user)
     except BaseException:

@@ -54,11 +54,12 @@ _MAGIC = {
     ".jpg": (b"\xff\xd8\xff",),
     ".jpeg": (b"\xff\xd8\xff",),
     ".webp": (b"RIFF",),
+    ".bmp": (b"BM",),
     ".zip": (b"PK\x03\x04", b"PK\x05\x06"),
 }
 UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
 # A data set's files as a browser uploads them: images, zips and the caption .txt beside each image.
-DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".zip", ".txt")
+DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".zip", ".txt")
 # A caption file is text of at most this many bytes.
 MAX_CAPTION_BYTES = 64 * 1024
 
