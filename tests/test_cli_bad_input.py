@@ -132,3 +132,19 @@ def test_a_story_entry_with_a_typo_names_the_entry(tiny_workspace, tmp_path):
     _fails_in_one_line(
         ["generate", "--model", "tiny-sd15", "--prompts", str(story)], "story.yaml: entry 2: unknown key 'stpes'", "steps"
     )
+
+
+def test_training_names_every_unreadable_file_at_once(tiny_workspace, tmp_path):
+    data = tmp_path / "训练 数据"
+    data.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (200, 20 * i, 10)).save(data / f"good{i}.png")
+    (data / "zero.png").write_bytes(b"")
+    (data / "text.png").write_text("not a picture")
+    whole = data / "good0.png"
+    (data / "cut.png").write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    line = _fails_in_one_line(
+        ["train", "model=tiny-sd15", f"data.dir={data}", "train.steps=1", "train.resolution=64"],
+        "3 files cannot be read as images",
+    )
+    assert all(name in line for name in ("zero.png", "text.png", "cut.png"))

@@ -40,14 +40,16 @@ class TrainImage:
 
 
 def _upright_size(path: Path) -> tuple[int, int]:
+    """The picture's size as shown, from its header; a file cut short (PNG chunks checked) is refused now,
+    not when its latents are made hours into a run."""
     try:
+        with Image.open(path) as image:
+            image.verify()  # only right after opening: a second open reads the header
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
-    except (OSError, ValueError) as exc:
-        raise LorastudioError(
-            f"{path}: cannot be read as an image ({exc}); remove it from the data set."
-        ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise LorastudioError(f"{path} ({exc})") from None
     return (height, width) if orientation in _ROTATED else (width, height)
 
 
@@ -92,9 +94,13 @@ def scan_images(
     """Read sizes (headers only), assign buckets, and refuse images too small for `resolution`."""
     options = options or BucketOptions(step=bucket_step)
     buckets = options.buckets(resolution)
-    images, too_small, worst = [], [], 1.0
+    images, too_small, unreadable, worst = [], [], [], 1.0
     for item in items:
-        size = _upright_size(Path(item.image))
+        try:
+            size = _upright_size(Path(item.image))
+        except LorastudioError as exc:  # every unreadable file is named at once, not one per attempt
+            unreadable.append(str(exc))
+            continue
         bucket = options.bucket_for(size, resolution, buckets)
         scale, crop = _scaled_crop(size, bucket)
         if scale > max_upscale * 1.01:
@@ -107,6 +113,9 @@ def scan_images(
                 getattr(item, "subset", ""),
             )
         )
+    if unreadable:
+        shown = "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        raise LorastudioError(f"{len(unreadable)} files cannot be read as images: {shown}; remove or replace them.")
     if too_small:
         shown = ", ".join(too_small[:5]) + (f" and {len(too_small) - 5} more" if len(too_small) > 5 else "")
         raise LorastudioError(
