@@ -49,8 +49,8 @@ def tagged(workspace, tmp_path):
     return workspace
 
 
-def _by_original(ws) -> dict[str, str | None]:
-    folder = dataset_folder(ws, "t")
+def _by_original(ws, name: str = "t") -> dict[str, str | None]:
+    folder = dataset_folder(ws, name)
     return {item.original: folder.read_caption(item) for item in folder.items}
 
 
@@ -278,3 +278,17 @@ def test_cli_round_trip(workspace, tmp_path):
 
     result = runner.invoke(app, ["dataset", "info", "missing"])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_a_template_keeps_the_kohya_folder_caption_and_needs_its_trigger(workspace, tmp_path):
+    """An uncaptioned image of `10_alice/` trains on "alice": `{caption}` is that (the template wrote
+    "a photo of" over it); a template naming {trigger} without a trigger is refused, nothing written."""
+    root = tmp_path / "img"
+    (root / "10_alice").mkdir(parents=True)
+    noise(1).save(root / "10_alice" / "x.png")
+    import_dataset(workspace, "k", [root])
+    with pytest.raises(LorastudioError, match="--trigger"):
+        template_captions(workspace, "k", "a photo of {trigger}, {caption}")
+    assert _by_original(workspace, "k")["10_alice/x.png"] in ("", None)
+    template_captions(workspace, "k", "a photo of {trigger}, {caption}", trigger="zq")
+    assert _by_original(workspace, "k")["10_alice/x.png"] == "a photo of zq, alice"

@@ -234,13 +234,17 @@ def template_captions(
     mode = mode or ("missing" if only_missing else "overwrite")
     if mode not in MODES:
         raise LorastudioError(f"--mode {mode!r}: use one of {', '.join(MODES)}.")
+    if "{trigger}" in template and not (trigger or "").strip():
+        raise LorastudioError(f"caption template {template!r} uses {{trigger}}: give the word with --trigger WORD.")
     folder = dataset_folder(ws, name)
     changed = 0
     for item in folder.items:
         old = folder.read_caption(item)
         if mode == "missing" and old:
             continue
-        new = combine(apply_template(template, old, trigger=trigger, name=item.stem), old, mode)
+        # an image without a caption file trains on its kohya folder's name: that is its caption here too
+        current = old or item.folder_caption
+        new = combine(apply_template(template, current, trigger=trigger, name=item.stem), current, mode)
         if new != (old or ""):
             folder.write_caption(item, new)
             changed += 1
