@@ -148,3 +148,13 @@ def test_training_names_every_unreadable_file_at_once(tiny_workspace, tmp_path):
         "3 files cannot be read as images",
     )
     assert all(name in line for name in ("zero.png", "text.png", "cut.png"))
+
+
+def test_upscale_names_a_picture_too_small_and_still_does_the_others(workspace, tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "one.png")
+    Image.new("RGB", (16, 16)).save(tmp_path / "ok.png")
+    line = _fails_in_one_line(
+        ["upscale", str(tmp_path / "one.png"), str(tmp_path / "ok.png"), "--upscaler", "Lanczos", "--out", str(tmp_path / "up")],
+        "one.png", "1x1",
+    )  # fmt: skip
+    assert "ok-upscaled-2x.png" in line and (tmp_path / "up" / "ok-upscaled-2x.png").is_file()

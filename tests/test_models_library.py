@@ -65,6 +65,27 @@ def test_import_single_file_and_family_detection(tiny_workspace, tmp_path):
     assert info["hash"] == hashlib.sha256(single.read_bytes()).hexdigest()[:10]
 
 
+def test_a_ckpt_dropped_into_models_is_listed_described_and_deleted_as_a1111_lists_it(tiny_workspace, tmp_path):
+    """`models list` skipped a .ckpt that `generate --model` used; `models info` called it a broken .safetensors."""
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "mini.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    torch.save({"state_dict": load_file(single)}, tiny_workspace.models / "dropped.ckpt")
+    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    rows = {row["name"]: row for row in (listed["models"] if isinstance(listed, dict) else listed)}
+    assert rows["dropped"]["family"] == "sd15" and rows["dropped"]["hash"]
+    info = runner.invoke(app, ["models", "info", "dropped", "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.stdout)["family"] == "sd15"
+    assert runner.invoke(app, ["models", "delete", "dropped"]).exit_code == 0
+    assert not (tiny_workspace.models / "dropped.ckpt").exists()
+
+
 def test_pickled_checkpoint_with_code_is_refused(tmp_path):
     from lorastudio.models.checkpoint import load_pickled_state_dict
 

@@ -92,6 +92,7 @@ def _run_demo(ws: Workspace, say: Callable[[str], None], train_steps: int) -> di
 
     # The demo owns these names: a second `lorastudio demo` starts its run afresh.
     shutil.rmtree(ws.runs / "demo-red", ignore_errors=True)
+    (ws.loras / "demo-red.safetensors").unlink(missing_ok=True)  # and its LoRA (a run never replaces another's)
     data = _make_red_set(ws.datasets / "demo-red")
     say(f"2/3  training a LoRA on {data} (8 red pictures, trigger '{TRIGGER}') ...")
     from lorastudio.config import load_config
@@ -116,7 +117,7 @@ def _run_demo(ws: Workspace, say: Callable[[str], None], train_steps: int) -> di
         },
     )
     trained = run_training(ws, config)
-    summary["training"] = {k: str(v) for k, v in trained.items()}
+    summary["training"] = {k: str(v) if isinstance(v, Path) else v for k, v in trained.items()}  # JSON types kept
     say(f"     -> LoRA {trained.get('lora')}")
 
     say("3/3  before/after with the same seed ...")

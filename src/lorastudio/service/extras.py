@@ -135,7 +135,9 @@ def upscale_image(
     fill = _upscaled_size(image, scale, size)
     if min(fill) < 1:
         what = "upscaling_resize_w/h" if size is not None else "upscaling_resize"
-        raise InvalidRequest(f"{what}: the picture would be {fill[0]}x{fill[1]}; ask for a larger size.")
+        raise InvalidRequest(
+            f"{what}: the {image.width}x{image.height} picture would be {fill[0]}x{fill[1]}; ask for a larger size."
+        )
     final = size if size is not None and crop else fill
     for width, height in {fill, final}:  # the upscalers work at `fill` before any crop
         check_output_pixels(limits, width, height, f"upscaled size {width}x{height}")
@@ -238,15 +240,23 @@ def upscale_files(
     gives each picture's tile callback.
     """
     title = upscaler_title(ws, upscaler, allow_paths=True)
-    saved = []
-    for source in sources:
-        picture = read_picture(source)
-        progress = progress_for(source) if progress_for else None
-        out = upscale_image(
-            picture, limits, scale=scale, upscaler=upscaler, workspace=ws,
-            tile=tile, tile_overlap=tile_overlap, progress=progress, allow_paths=True,
-        )  # fmt: skip
+    saved, failed = [], []
+    for source in sources:  # a picture that cannot be upscaled is named; the others are still done
+        try:
+            picture = read_picture(source)
+            progress = progress_for(source) if progress_for else None
+            out = upscale_image(
+                picture, limits, scale=scale, upscaler=upscaler, workspace=ws,
+                tile=tile, tile_overlap=tile_overlap, progress=progress, allow_paths=True,
+            )  # fmt: skip
+        except LorastudioError as exc:
+            text = str(exc).rstrip(".")
+            failed.append(text if text.startswith(str(source)) else f"{source}: {text}")
+            continue
         saved.append(save_upscaled(ws, source, out, scale, title, out_dir))
+    if failed:
+        done = f"; the other {len(saved)} were saved: {', '.join(str(p) for p in saved)}" if saved else ""
+        raise LorastudioError(f"{len(failed)} pictures not upscaled: {'; '.join(failed)}{done}.")
     return saved
 
 

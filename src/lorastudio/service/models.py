@@ -66,8 +66,11 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
         family = _family_of_folder(path).name
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         kind = "diffusers"
-    else:
-        family = detect_family_from_keys(read_safetensors_keys(path), str(path)).name
+    else:  # a pickled .ckpt is read through its weights-only conversion (cached, as generation uses it)
+        from lorastudio.models.loading import _as_safetensors
+
+        readable = _as_safetensors(path, ws.cache)
+        family = detect_family_from_keys(read_safetensors_keys(readable), str(path)).name
         size = path.stat().st_size
         kind = "single_file"
     sha = model_hash(path, ws.cache)
@@ -82,20 +85,22 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
     }
 
 
-# Listed models: diffusers folders and .safetensors files (pickled checkpoints are converted on import).
-LISTED_MODEL_SUFFIX = ".safetensors"
+# Listed models: diffusers folders, .safetensors files and, as A1111 lists them, .ckpt checkpoints
+# dropped into models/ (read weights-only through a cached conversion; a .safetensors of the same name wins).
+LISTED_MODEL_SUFFIXES = (".safetensors", ".ckpt")
 
 
 def _entries(ws: Workspace) -> dict[str, Path]:
     entries = {}
-    for path in sorted(ws.models.iterdir()):
+    paths = sorted(ws.models.iterdir(), key=lambda p: (p.suffix.lower() == ".ckpt", p.name))
+    for path in paths:
         if path.name.startswith("."):
             continue  # never a name a request may use (service.names)
         if path.is_dir() and (path / "model_index.json").is_file():
             entries[path.name] = path
-        elif path.is_file() and path.suffix.lower() == LISTED_MODEL_SUFFIX:
+        elif path.is_file() and path.suffix.lower() in LISTED_MODEL_SUFFIXES:
             entries.setdefault(path.stem, path)
-    return entries
+    return dict(sorted(entries.items()))
 
 
 def list_models(ws: Workspace) -> list[dict[str, Any]]:
@@ -226,8 +231,8 @@ def delete_model(ws: Workspace, name: str) -> dict[str, Any]:
     if not is_plain_name(name):
         raise unknown_name("model", name, ws.models, LIST_MODELS)
     folder = ws.models / name
-    exact = ws.models / f"{name}{LISTED_MODEL_SUFFIX}"
-    single = exact if exact.is_symlink() else find_with_suffix(ws.models, name, (LISTED_MODEL_SUFFIX,))
+    links = [ws.models / f"{name}{suffix}" for suffix in LISTED_MODEL_SUFFIXES]
+    single = next((p for p in links if p.is_symlink()), None) or find_with_suffix(ws.models, name, LISTED_MODEL_SUFFIXES)
     if folder.is_symlink() or single is not None:
         (folder if folder.is_symlink() else single).unlink()  # a link goes, never what it points at
     elif folder.is_dir():
@@ -244,7 +249,7 @@ def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     if not is_plain_name(name):
         raise unknown_name("model", name, ws.models, LIST_MODELS)
     folder = ws.models / name
-    single = find_with_suffix(ws.models, name, (LISTED_MODEL_SUFFIX,))
+    single = find_with_suffix(ws.models, name, LISTED_MODEL_SUFFIXES)
     if folder.is_symlink() or folder.is_dir():
         path, suffix = folder, ""
     elif single is not None:
@@ -252,7 +257,7 @@ def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     else:
         raise unknown_name("model", name, ws.models, LIST_MODELS)
     new_name = safe_name(new_name, "new model name")
-    for taken in (ws.models / new_name, ws.models / f"{new_name}{LISTED_MODEL_SUFFIX}"):
+    for taken in (ws.models / new_name, *(ws.models / f"{new_name}{suffix}" for suffix in LISTED_MODEL_SUFFIXES)):
         if taken.exists() or taken.is_symlink():
             raise LorastudioError(f"model {new_name!r}: already exists in {ws.models}; choose another name.")
     target = rename_without_clobbering(path, ws.models / f"{new_name}{suffix}", "model")
@@ -272,7 +277,7 @@ def _is_vae(path: Path) -> bool:
             return config.is_file() and json.loads(config.read_text()).get("_class_name") == "AutoencoderKL"
         except (OSError, ValueError):
             return False
-    if path.suffix.lower() != LISTED_MODEL_SUFFIX:
+    if path.suffix.lower() != ".safetensors":
         return False
     try:
         keys = [key for key in read_safetensors_header(path) if key != "__metadata__"]
