@@ -158,3 +158,23 @@ def test_upscale_names_a_picture_too_small_and_still_does_the_others(workspace, 
         "one.png", "1x1",
     )  # fmt: skip
     assert "ok-upscaled-2x.png" in line and (tmp_path / "up" / "ok-upscaled-2x.png").is_file()
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tiny_workspace, tmp_path, monkeypatch):
+    import lorastudio.service.training as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "run_training", interrupted)
+    data = tmp_path / "data"
+    data.mkdir()
+    result = runner.invoke(app, ["train", "model=tiny-sd15", f"data.dir={data}", "output.name=mira"])
+    assert result.exit_code == 130 and "lorastudio train --resume mira" in result.output
+
+
+def test_serve_refuses_a_bad_port_and_a_bad_auth_before_serving(workspace):
+    result = runner.invoke(app, ["serve", "--port", "99999"])
+    assert result.exit_code == 2 and "--port" in result.output
+    line = _fails_in_one_line(["serve", "--auth", "nopassword"], "user:password")
+    assert "serving" not in line

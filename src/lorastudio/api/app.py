@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -213,8 +214,10 @@ def run_server(
     tokens: list[tuple[str, str]] | None = None,
     ui: bool = True,
     root_path: str = "",
+    announce: Callable[[], None] | None = None,
 ) -> None:
-    """Serve the API with the studio's in-process worker until Ctrl-C / SIGTERM.
+    """Serve the API with the studio's in-process worker until Ctrl-C / SIGTERM (`announce`: called
+    once the app is built, its settings checked).
 
     On a graceful stop a running job goes back to the queue; after a crash the next
     start requeues it (same worker id), and a training job resumes from its checkpoint.
@@ -222,6 +225,8 @@ def run_server(
     import uvicorn
 
     app = create_app(studio, auth=auth, token=token, tokens=tokens, ui=ui, root_path=root_path)
+    if announce is not None:
+        announce()
     if host not in ("127.0.0.1", "localhost", "::1") and not (auth or token or tokens):
         logger.warning("serving on %s without --auth or --token: anyone on the network can use it", host)
     studio.start()

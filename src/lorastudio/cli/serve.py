@@ -13,7 +13,7 @@ def serve(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes it to the network."
     ),
-    port: int = typer.Option(7860, "--port", help="TCP port (A1111's default is 7860)."),
+    port: int = typer.Option(7860, "--port", min=1, max=65535, help="TCP port (A1111's default is 7860)."),
     model: str = typer.Option(None, "--model", help="Default model name (A1111 sd_model_checkpoint)."),
     auth: str = typer.Option(
         None,
@@ -126,11 +126,14 @@ def serve(
     )
     studio = Studio(workspace(), settings)
     where = f"http://{host}:{port}{root_path}"
-    typer.echo(
-        f"lorastudio: serving {where}/ (web UI{'' if ui else ' off'}; API docs at {where}/docs), "
-        f"model {studio.model}",
-        err=True,
-    )
+
+    def announce() -> None:  # once the app is built: a malformed --auth is refused before this line
+        typer.echo(
+            f"lorastudio: serving {where}/ (web UI{'' if ui else ' off'}; API docs at {where}/docs), "
+            f"model {studio.model}",
+            err=True,
+        )
+
     run_server(
         studio,
         host=host,
@@ -140,4 +143,5 @@ def serve(
         log_level=log_level,
         ui=ui,
         root_path=root_path.rstrip("/"),
+        announce=announce,
     )

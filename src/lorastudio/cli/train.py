@@ -125,7 +125,12 @@ def train_cmd(
         raise typer.Exit(
             _relaunch(num_processes, config, preset, resume, overrides or [], name, device, as_json)
         )
-    result = run_training(ws, cfg, resume=resume, device=device, progress=True)
+    run = resume or run_name_for(ws, cfg)  # before the run's folder exists (a new run takes a free name)
+    try:
+        result = run_training(ws, cfg, resume=resume, device=device, progress=True)
+    except KeyboardInterrupt:  # Ctrl-C: say how to go on from the last checkpoint
+        typer.echo(f"\ninterrupted; continue from the last checkpoint with: lorastudio train --resume {run}", err=True)
+        raise typer.Exit(130) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
 __all__ = ["form_params", "form_request"]
@@ -38,8 +39,6 @@ def form_request(ws: Workspace, request: dict[str, Any], notes: list) -> dict[st
 
 
 def _note(key: str, params: dict[str, str], text: str):
-    from lorastudio.service.recipes import RecipeNote
-
     return RecipeNote(key, params, text)
 
 

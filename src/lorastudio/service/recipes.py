@@ -17,19 +17,10 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.recipe_loras import rename_loras_by_hash
+from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
 __all__ = ["Recipe", "RecipeNote", "config_from_recipe", "read_recipe"]
-
-
-@dataclass(frozen=True)
-class RecipeNote:
-    """One thing about a recipe the user should know: `key` names it for a translation, `params`
-    fill it, `text` says it in English."""
-
-    key: str
-    params: dict[str, str]
-    text: str
 
 
 @dataclass
