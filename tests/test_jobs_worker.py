@@ -63,6 +63,19 @@ def test_handler_error_fails_the_job_with_its_traceback(store, workspace):
     assert tb and "out of VRAM" in tb[0].data["text"]
 
 
+def test_a_refused_input_fails_the_job_with_its_own_line_only(store, workspace):
+    """The UI and API show `job.error`: a LorastudioError is the user's fix, not a class name."""
+    from lorastudio.errors import LorastudioError
+
+    def refuse(ctx):
+        raise LorastudioError("inkwash.safetensors: made for SD 1.x; pick an SD 1.x model.")
+
+    register_handler("test-refused", refuse)
+    job = store.enqueue("test-refused")
+    Worker(store, workspace, kinds=["test-refused"]).run(stop_when_idle=True)
+    assert store.get(job.id).error == "inkwash.safetensors: made for SD 1.x; pick an SD 1.x model."
+
+
 def test_bad_handler_results_and_unknown_kinds_fail_clearly(store, workspace):
     register_handler("test-not-a-dict", lambda ctx: ["a list"])
     register_handler("test-unserialisable", lambda ctx: {"x": object()})

@@ -222,8 +222,8 @@ class Worker:
             heartbeat.stop()
             logger.warning("job %s: lease lost; its result is dropped", job.id)
             return None
-        except Exception as exc:
-            state, error = FAILED, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a refused input says only its one line; anything else names its type
+            state, error = FAILED, str(exc) if isinstance(exc, LorastudioError) else f"{type(exc).__name__}: {exc}"
             self._log_traceback(ctx)
         finally:
             heartbeat.stop()
