@@ -141,7 +141,7 @@ def test_img2img_accepts_data_urls_raw_base64_and_masks(client):
     assert len(data["images"]) == 2  # the result, then the init image
     params = parse_infotext(decode(data["images"][0]).info["parameters"])
     assert params["Mask blur"] == "2" and params["Inpaint area"] == "Only masked"
-    assert params["Masked area padding"] == "8"
+    assert params["Masked area padding"] == "8" and params["Mask mode"] == "Inpaint not masked"  # as A1111 1.10
     # inverted mask: the centre is kept, so it stays the init colour exactly
     out = decode(data["images"][0]).convert("RGB")
     assert out.getpixel((32, 32)) == (220, 20, 20)

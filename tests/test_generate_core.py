@@ -162,6 +162,33 @@ def test_a_grey_mask_below_a1111s_threshold_repaints_nothing(sd15, tmp_path):
     assert np.abs(pixels(run(sd15, **common)[0].image)[24:40, 24:40] - np.array([30, 200, 30])).mean() > 5
 
 
+def test_an_inverted_mask_repaints_outside_and_the_infotext_says_so(sd15, tmp_path):
+    """A1111's "Inpaint not masked" (API inpainting_mask_invert): written as `Mask mode` and read back."""
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
+    from lorastudio.generate.infotext import parse_infotext
+
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
+    m = Image.new("L", (64, 64), 0)
+    m.paste(255, (16, 16, 48, 48))
+    m.save(mask)
+    common = {"prompt": "red", "init_image": str(src), "mask": str(mask), "mask_blur": 0, "strength": 1.0, "steps": 4}
+    out = run(sd15, mask_invert=True, **common)[0]
+    picture = pixels(out.image)
+    assert np.abs(picture[24:40, 24:40] - np.array([30, 200, 30])).max() <= 1  # the masked centre is kept
+    assert np.abs(picture[:8, :8] - np.array([30, 200, 30])).mean() > 5  # the corners are repainted
+    from lorastudio.generate.a1111_fields import InfotextFacts, infotext_params
+    from lorastudio.generate.infotext import format_infotext
+
+    cfg = GenerateConfig(model="tiny-sd15", mask_invert=True, **common)
+    text = format_infotext("red", "", infotext_params(cfg, InfotextFacts("Euler", "Automatic", 64, 64, out.seed)))
+    assert "Mask mode: Inpaint not masked" in text
+    assert config_fields_from_infotext(parse_infotext(text, fill_defaults=False))["mask_invert"] is True
+    plain = format_infotext("red", "", infotext_params(cfg.model_copy(update={"mask_invert": False}),
+                                                       InfotextFacts("Euler", "Automatic", 64, 64, out.seed)))  # fmt: skip
+    assert "Mask mode" not in plain
+
+
 def test_only_masked_crops_around_the_blurred_mask_so_its_feather_fades_inside(sd15, tmp_path):
     """A1111 takes the "only masked" region from the blurred mask: the pixels just outside the hard
     mask, where the blur still reaches, are blended (they were cut off, leaving a seam)."""

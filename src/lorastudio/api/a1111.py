@@ -111,9 +111,8 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
                         " per request: send one request per image."
                     )
                 init = store_image(studio.workspace, req.init_images[0], "init_images[0]")
-                if req.mask:
-                    invert = bool(req.inpainting_mask_invert)
-                    mask = store_image(studio.workspace, req.mask, "mask", mask=True, alpha_mask=True, invert=invert)
+                if req.mask:  # inpainting_mask_invert is the config's mask_invert (the infotext's Mask mode)
+                    mask = store_image(studio.workspace, req.mask, "mask", mask=True, alpha_mask=True)
             controlnet, unit_uploads = store_units(studio.workspace, units, img2img=img2img)
             cfg = to_generate_config(req, studio, init, mask, user=user, controlnet=controlnet)
             return cfg, studio.submit_generate(cfg, user=user)

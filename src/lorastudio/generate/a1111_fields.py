@@ -296,6 +296,17 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         api_default=4,
     ),
     _F(
+        "mask_invert",
+        "Mask mode",
+        "inpainting_mask_invert",
+        lambda c, f: "Inpaint not masked" if c.mask and c.mask_invert else None,
+        lambda params: {"mask_invert": True}
+        if str(params.get("Mask mode", "") or "").strip().lower() == "inpaint not masked"
+        else {},
+        bool,
+        mode="inpaint",
+    ),
+    _F(
         "inpaint_only_masked",
         "Inpaint area",
         "inpaint_full_res",

@@ -182,6 +182,9 @@ class GenerateConfig(StrictModel):
     )
     mask: str | None = Field(None, description="Inpainting mask image (white = repaint).")
     mask_blur: int = Field(4, ge=0, le=64, description="Mask blur radius in pixels.")
+    mask_invert: bool = Field(
+        False, description="Repaint what the mask leaves black, keep the white (A1111's 'Inpaint not masked')."
+    )
     inpainting_fill: int = Field(
         1,
         ge=0,

@@ -373,6 +373,10 @@ def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.
 
     init = open_image_file(cfg.init_image, "init image") if cfg.init_image else None
     mask = open_image_file(cfg.mask, "mask", grey=True) if cfg.mask else None
+    if mask is not None and cfg.mask_invert:  # "Inpaint not masked": the plan's mask is what is repainted
+        from PIL import ImageOps
+
+        mask = ImageOps.invert(mask)
     return init, mask
 
 
