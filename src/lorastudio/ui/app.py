@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse
 
 from lorastudio.service.preferences import LANGUAGES, load_preferences
 from lorastudio.ui.context import UiContext
+from lorastudio.ui.field_help import page_language
 from lorastudio.ui.tabs import TABS
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ def build_blocks(studio: Studio, language: str):
 
     ctx = UiContext.create(studio, language)
     t = ctx.t
-    with gr.Blocks(title=t("app.title"), analytics_enabled=False) as blocks:
+    # page_language: the controls' help lines (config field descriptions) in the page's language
+    with page_language(language), gr.Blocks(title=t("app.title"), analytics_enabled=False) as blocks:
         gr.Markdown(f"## {t('app.title')}\n{t('app.subtitle')}", elem_id="app-header")
         with gr.Tabs() as tabs:
             ctx.tabs = tabs

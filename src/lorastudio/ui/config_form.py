@@ -6,7 +6,8 @@ the form with no UI change. The keys named `basic` come first, open; the others 
 into one accordion per section. Lists of words are one-per-line text boxes; mappings are JSON.
 
 A label comes from the UI's table (`trainform.<key>`; the key itself where one is missing);
-the tooltip starts with the key, the name the YAML files, the CLI's `key=value` and the API use.
+the tooltip starts with the key, the name the YAML files, the CLI's `key=value` and the API use,
+followed by the field's description in the page's language (`ui/field_help.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import gradio as gr
 from pydantic import BaseModel
 
 from lorastudio.errors import LorastudioError
+from lorastudio.ui.field_help import field_help
 from lorastudio.ui.forms import field_spec, plain_type
 from lorastudio.ui.i18n import LABELS
 
@@ -107,7 +109,8 @@ def _control(
 ):
     """One control for `key`, showing `value`, with the field's limits and description."""
     spec = field_spec(model, name)
-    info = f"{key}: {spec.description}" if spec.description else key
+    description = field_help(model, name)
+    info = f"{key}: {description}" if description else key
     common = {"label": label, "info": info, "elem_id": element_id(key)}
     shown = _shown(shape, value)
     if choices is not None:

@@ -16,6 +16,7 @@ import gradio as gr
 
 from lorastudio.generate.config import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.ui.context import UiContext, error_markup
+from lorastudio.ui.field_help import field_help
 from lorastudio.ui.forms import field_control
 
 __all__ = ["UNIT_FIELDS", "ControlPanel", "build_control_panel", "units_from_form"]
@@ -74,11 +75,11 @@ def _unit_controls(ctx: UiContext, index: int) -> dict[str, Any]:
     with gr.Row():
         unit["module"] = gr.Dropdown(
             control_module_names(), value="none", label=t("control.module"), elem_id=ids("module"),
-            info=ControlUnit.model_fields["module"].description,
+            info=field_help(ControlUnit, "module"),
         )  # fmt: skip
         unit["model"] = gr.Dropdown(
             controlnet_titles(ws), value=None, label=t("control.model"), elem_id=ids("model"),
-            info=ControlUnit.model_fields["model"].description,
+            info=field_help(ControlUnit, "model"),
         )  # fmt: skip
         preview = gr.Button(t("control.preview"), size="sm", elem_id=ids("preview"))
     preview_error = gr.Markdown(elem_id=ids("error"))
@@ -101,9 +102,9 @@ def _unit_controls(ctx: UiContext, index: int) -> dict[str, Any]:
         )  # fmt: skip
         # -1: the preprocessor's default (A1111's convention; Gradio sends an empty box as 0)
         unit["threshold_a"] = gr.Number(-1, label=t("control.threshold_a"), elem_id=ids("threshold-a"),
-                                        info=ControlUnit.model_fields["threshold_a"].description)  # fmt: skip
+                                        info=field_help(ControlUnit, "threshold_a"))  # fmt: skip
         unit["threshold_b"] = gr.Number(-1, label=t("control.threshold_b"), elem_id=ids("threshold-b"),
-                                        info=ControlUnit.model_fields["threshold_b"].description)  # fmt: skip
+                                        info=field_help(ControlUnit, "threshold_b"))  # fmt: skip
 
     def show_map(image: str | None, module: str, resolution: float, a: float | None, b: float | None):
         try:

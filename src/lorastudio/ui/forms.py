@@ -1,8 +1,9 @@
 """Form controls made from a config model's fields, so the UI, API and CLI cannot drift.
 
 A control takes its default, limits and tooltip from the field (`Field(20, ge=1, le=150,
-description=...)`); only the label comes from the UI's table (it is translated). Adding a
-field to `GenerateConfig` and one line in a tab is all a new control needs.
+description=...)`); only the label comes from the UI's table (it is translated), and on the
+Chinese page the tooltip from `ui/field_help.py`. Adding a field to `GenerateConfig` and one
+line in a tab is all a new control needs (and its Chinese help line, or a test fails).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import annotated_types
 from pydantic import BaseModel
+
+from lorastudio.ui.field_help import field_help
 
 __all__ = ["FieldSpec", "field_spec", "field_control", "optional_number", "plain_type"]
 
@@ -100,7 +103,8 @@ def field_control(
     **kwargs: Any,
 ):
     """A Gradio control for `model.name`: a slider or number box within the field's limits,
-    a checkbox, a dropdown of its choices or a text box, with the description as tooltip.
+    a checkbox, a dropdown of its choices or a text box, with the description as tooltip (in
+    the language of the page being built: `field_help`).
 
     `value` overrides the field's default (a saved preference); `maximum` narrows a limit that
     is too wide for a slider (steps up to 500 are valid, a slider to 150 is usable).
@@ -109,7 +113,7 @@ def field_control(
 
     spec = field_spec(model, name)
     start = spec.default if value is None else value
-    common = {"label": label, "info": spec.description or None, "elem_id": f"field-{name}", **kwargs}
+    common = {"label": label, "info": field_help(model, name) or None, "elem_id": f"field-{name}", **kwargs}
     if spec.kind == "bool":
         return gr.Checkbox(value=bool(start), **common)
     if spec.kind == "choice":

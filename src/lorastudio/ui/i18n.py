@@ -2,8 +2,8 @@
 
 The source workflows are Chinese and so are many users; a label that is missing from the
 table is a test failure (tests/test_ui_i18n.py), never an English word on a Chinese page.
-Tooltips come from the config models' field descriptions (one source with CLI help and the
-API docs), so they are not repeated here.
+Tooltips come from the config models' field descriptions (one English source with CLI help and
+the API docs), so they are not repeated here; their Chinese texts are `ui/field_help.py`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.series import SeriesRequest
 from lorastudio.ui.context import UiContext, error_markup, owner_to_check, user_of
 from lorastudio.ui.control_panel import build_control_panel, units_from_form
+from lorastudio.ui.field_help import field_help
 from lorastudio.ui.forms import field_control
 from lorastudio.ui.generate_run import (
     OUTPUT_COUNT,
@@ -70,7 +71,7 @@ def build(ctx: UiContext) -> None:
                 [(t("generate.vae_automatic"), "")] + [(name, name) for name in vae_names(ws)],
                 value="",
                 label=t("generate.vae"),
-                info=GenerateConfig.model_fields["vae"].description,
+                info=field_help(GenerateConfig, "vae"),
                 elem_id="field-vae",
             )
             refresh = gr.Button(t("generate.refresh"), size="sm", elem_id="generate-refresh")
@@ -184,7 +185,7 @@ def build(ctx: UiContext) -> None:
                     [(name, index) for index, name in enumerate(MASKED_CONTENT)],
                     value=1,
                     label=t("generate.inpainting_fill"),
-                    info=GenerateConfig.model_fields["inpainting_fill"].description,
+                    info=field_help(GenerateConfig, "inpainting_fill"),
                 )
                 f["inpaint_only_masked"] = field_control(
                     GenerateConfig, "inpaint_only_masked", t("generate.inpaint_only_masked")

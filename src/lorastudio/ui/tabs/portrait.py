@@ -32,6 +32,7 @@ from lorastudio.ui.context import (
     unfinished_job_of,
     user_of,
 )
+from lorastudio.ui.field_help import field_help
 from lorastudio.ui.forms import field_control, field_spec, optional_number
 
 TAB_ID = "portrait"
@@ -79,7 +80,7 @@ def _build_person(ctx: UiContext) -> dict[str, Any]:
         fields["trigger"] = field_control(PortraitTrainConfig, "trigger", t("portrait.trigger"), elem_id="portrait-trigger")
         fields["base"] = gr.Dropdown(
             model_names(ws), value=ctx.studio.model, label=t("portrait.base"), allow_custom_value=True,
-            info=field_spec(PortraitTrainConfig, "base").description, elem_id="portrait-base",
+            info=field_help(PortraitTrainConfig, "base"), elem_id="portrait-base",
         )  # fmt: skip
         fields["steps"] = field_control(PortraitTrainConfig, "steps", t("portrait.steps"), elem_id="portrait-steps")
     with gr.Accordion(t("portrait.advanced"), open=False, elem_id="portrait-advanced"):
@@ -346,9 +347,9 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
     t = ctx.t
     with gr.Row():
         persons = gr.Dropdown([], multiselect=True, label=t("portrait.make_persons"), elem_id="portrait-make-persons",
-                              info=field_spec(PortraitMakeConfig, "persons").description)  # fmt: skip
+                              info=field_help(PortraitMakeConfig, "persons"))  # fmt: skip
         chosen = gr.Dropdown([], multiselect=True, label=t("portrait.make_templates"), elem_id="portrait-make-templates",
-                             info=field_spec(PortraitMakeConfig, "templates").description)  # fmt: skip
+                             info=field_help(PortraitMakeConfig, "templates"))  # fmt: skip
     with gr.Row():
         count = field_control(PortraitMakeConfig, "count", t("portrait.count"), elem_id="portrait-count")
         seed = field_control(PortraitMakeConfig, "seed", t("portrait.seed"), elem_id="portrait-seed")

@@ -1,0 +1,166 @@
+"""The help line under a form control, in the page's language.
+
+A control's help line is its config field's description (`Field(..., description=...)`), the
+one English text CLI --help and the API docs show too, so it stays English there and on the
+English page. The Chinese page shows the text of `HELP_ZH`, keyed `"ModelClass.field"`, with
+code names, option values, file names and A1111/kohya keys left in English. The page being
+built sets the language (`page_language`, in `ui.app.build_blocks`), so `forms.field_control`
+and `config_form` need no language argument.
+
+A field the UI shows without a Chinese text here fails tests/test_ui_field_help.py; should one
+slip through, the page shows the English description rather than fail to build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from pydantic import BaseModel
+
+from lorastudio.ui.field_help_train import CFG_SCALE_ZH, STEPS_ZH, TRAIN_HELP_ZH
+
+__all__ = ["HELP_ZH", "field_help", "page_language"]
+
+_LANGUAGE: ContextVar[str] = ContextVar("lorastudio_ui_page_language", default="en")
+
+
+@contextmanager
+def page_language(language: str) -> Iterator[None]:
+    """Help lines of the controls built inside this block are in `language` ("en", "zh")."""
+    token = _LANGUAGE.set(language)
+    try:
+        yield
+    finally:
+        _LANGUAGE.reset(token)
+
+
+def field_help(model: type[BaseModel], name: str, language: str | None = None) -> str:
+    """The help line of `model.name` in `language` (default: the page's): the field's English
+    description, or its Chinese text on a Chinese page ("" for a field without a description)."""
+    english = (model.model_fields[name].description or "").strip()
+    if not english or (language or _LANGUAGE.get()) != "zh":
+        return english
+    return HELP_ZH.get(f"{model.__name__}.{name}", english)
+
+
+# "ModelClass.field" -> 简体中文 (the Generate tab, ControlNet units, story mode, Settings, data sets,
+# portraits); the Train tab's sections are in `field_help_train`.
+HELP_ZH: dict[str, str] = {
+    # Generate tab (generate/config.py: GenerateConfig)
+    "GenerateConfig.prompt": "正向提示词，使用 A1111 语法：(word:1.2)、[from:to:0.5]、<lora:name:0.8>、BREAK。",
+    "GenerateConfig.negative_prompt": "反向提示词（语法与正向提示词相同）。",
+    "GenerateConfig.vae": "单独的 VAE 文件或文件夹，替换模型自带的 VAE。",
+    "GenerateConfig.steps": STEPS_ZH,
+    "GenerateConfig.cfg_scale": CFG_SCALE_ZH,
+    "GenerateConfig.width": (
+        "宽度，单位像素（8 的倍数）；默认：取自原图（原图的尺寸，或按原图宽高比由高度换算），"
+        "没有原图时用模型的原生尺寸。"
+    ),
+    "GenerateConfig.height": (
+        "高度，单位像素（8 的倍数）；默认：取自原图（原图的尺寸，或按原图宽高比由宽度换算），"
+        "没有原图时用模型的原生尺寸。"
+    ),
+    "GenerateConfig.seed": "第一张图的随机种子；同一批的第 i 张图使用 seed + i（-1 = 随机）。",
+    "GenerateConfig.subseed": "变异种子（-1 = 随机）；第 i 张图使用 subseed + i，所有图共用同一个主种子。",
+    "GenerateConfig.subseed_strength": "噪声从主种子向变异种子偏移的程度（0 = 关闭）。",
+    "GenerateConfig.seed_resize_from_w": "按此宽度生成噪声并居中对齐（0 = 关闭；宽和高需同时设置）。",
+    "GenerateConfig.seed_resize_from_h": "按此高度生成噪声并居中对齐（0 = 关闭；宽和高需同时设置）。",
+    "GenerateConfig.batch_size": "每批生成的图片数。",
+    "GenerateConfig.count": "批次数（对应 A1111 的 n_iter）。",
+    "GenerateConfig.clip_skip": "在文本编码器的倒数第 N 层停止（跳过 CLIP 层数）。",
+    "GenerateConfig.eta": "DDIM 的 eta：每一步混入的新噪声量（0 = 确定性采样）；其他采样器忽略此项。",
+    "GenerateConfig.pad_conds": (
+        "正向与反向提示词的 75 token 分块数不同时，用空块补齐较短的一方，使两者在一次 UNet 调用中计算"
+        "（对应 A1111 的 'Pad prompt/negative prompt'，infotext 中为 'Pad conds'：更快，但出图不同）；"
+        "关闭时分两次调用，与 A1111 的默认做法一致。"
+    ),
+    "GenerateConfig.pad_conds_v0": (
+        "A1111 1.6 之前的补齐方式（infotext 中为 'Pad conds v0'，A1111 会给旧版 webui 用 DDIM/PLMS 生成的图片"
+        "标上它）：较短的反向提示词重复其最后一个 token 向量直到与正向提示词等长，较长的则截断到该长度；"
+        "只调用一次 UNet。优先于 pad_conds。"
+    ),
+    "GenerateConfig.old_prompt_editing": (
+        "A1111 1.6 之前的提示词编辑时间线（infotext 中为 'Old prompt editing timelines'）：[from:to:when] 中"
+        "小于 1 的值表示占总步数的比例，大于等于 1 的值表示第几步（写成 1.0 或 1 都一样）；"
+        "高清修复阶段沿用第一阶段的时间线。"
+    ),
+    "GenerateConfig.hires_scale": "高清修复的放大倍数（1 = 关闭）。",
+    "GenerateConfig.hires_resize_x": (
+        "高清修复：将宽度调整为此值（0 = 按放大倍数，或由高度与宽高比换算）；宽和高都给定时，"
+        "放大后的图片裁剪到该尺寸，与 A1111 的 'Resize width to' 相同。"
+    ),
+    "GenerateConfig.hires_resize_y": "高清修复：将高度调整为此值（见 hires_resize_x）。",
+    "GenerateConfig.hires_steps": "高清修复第二阶段的采样步数（0 = 与 steps 相同）。",
+    "GenerateConfig.hires_strength": "高清修复第二阶段的重绘幅度。",
+    "GenerateConfig.strength": "图生图（img2img）的重绘幅度。",
+    "GenerateConfig.mask_blur": "蒙版模糊半径，单位像素。",
+    "GenerateConfig.inpainting_fill": (
+        "蒙版区域内容：0 fill（填充模糊后的颜色）、1 original（原图）、2 latent noise（潜空间噪声）、"
+        "3 latent nothing（空白潜空间）。"
+    ),
+    "GenerateConfig.inpaint_only_masked": "仅以全分辨率重绘蒙版区域。",
+    "GenerateConfig.inpaint_padding": "蒙版区域四周的边距，单位像素。",
+    # Generate tab: ControlNet units (generate/control_units.py: ControlUnit)
+    "ControlUnit.module": "先对图片运行的预处理器（annotator），如 'canny'；'none' = 直接把图片当作控制图。",
+    "ControlUnit.model": "studio/controlnet 中的 ControlNet 模型：名称、A1111 标题 'name [hash8]'，或路径。",
+    "ControlUnit.weight": "控制权重（ControlNet conditioning scale）。",
+    "ControlUnit.guidance_start": "该单元开始起作用的时机，占总步数的比例。",
+    "ControlUnit.guidance_end": "该单元停止起作用的时机，占总步数的比例。",
+    "ControlUnit.resize_mode": "控制图的宽高比与输出不同时，如何适配输出尺寸。",
+    "ControlUnit.control_mode": "提示词与控制图之间的侧重。",
+    "ControlUnit.pixel_perfect": "按输出所需的分辨率运行预处理器（忽略 processor_res）。",
+    "ControlUnit.processor_res": "预处理器分辨率（短边）。",
+    "ControlUnit.threshold_a": "预处理器的第一个参数（如 canny 的低阈值）。",
+    "ControlUnit.threshold_b": "预处理器的第二个参数（如 canny 的高阈值）。",
+    "ControlUnit.hr_option": "该单元在高清修复的哪些阶段起作用。",
+    # Generate tab: story mode (service: SeriesRequest)
+    "SeriesRequest.prompts": (
+        "提示词列表：每行一个提示词（'#' 开头为注释），或一个 YAML 列表，每项是一个提示词，"
+        "或一个含 'prompt' 及该图任意生成参数（seed、steps 等）的映射。"
+    ),
+    "SeriesRequest.seed_policy": (
+        "各提示词的种子：'fixed' 全部使用同一个种子（角色和构图保持一致），'increment' 使用 seed + i，"
+        "'random' 每条都用新种子；条目自带的 seed 优先。"
+    ),
+    # Settings tab (service/preferences.py: Preferences)
+    "Preferences.steps": "生成页打开时默认的采样步数。",
+    "Preferences.cfg_scale": "生成页打开时默认的提示词引导系数 (CFG)。",
+    "Preferences.width": "生成页打开时默认的宽度（留空或 0：使用模型自身的尺寸）。",
+    "Preferences.height": "生成页打开时默认的高度（留空或 0：使用模型自身的尺寸）。",
+    "Preferences.negative_prompt": "生成页打开时默认的反向提示词。",
+    # Data sets tab: clean and caption (data/config.py, service/job_kinds.py)
+    "CleanConfig.min_width": "剔除宽度小于此值的图片（像素）。",
+    "CleanConfig.min_height": "剔除高度小于此值的图片（像素）。",
+    "CleanConfig.min_ratio": "剔除宽高比（宽/高）低于此值的图片。",
+    "CleanConfig.max_ratio": "剔除宽高比（宽/高）高于此值的图片。",
+    "CleanConfig.dedupe": "去重方式 — exact：像素完全相同；near：感知哈希（phash）相差不超过 phash_threshold 位。",
+    "CleanConfig.phash_threshold": "判定两张图片近似重复时，允许不同的最大位数（共 64 位）。",
+    "CleanConfig.min_sharpness": "剔除拉普拉斯方差低于此值的图片（模糊）；一般可从 100 左右开始。",
+    "CaptionJobConfig.mode": (
+        "missing（只给没有标注的图片打标）、overwrite（覆盖原标注）、prepend（加在原标注前）"
+        "或 append（加在原标注后）。"
+    ),
+    "TaggerConfig.general_threshold": "通用标签（general tags）的最低置信度。",
+    # Portrait tab: training a person (service/portraits.py: PortraitTrainConfig)
+    "PortraitTrainConfig.name": "人物名称：数据集、LoRA 和人物登记条目都以此命名。",
+    "PortraitTrainConfig.trigger": "在提示词中调用此人物的触发词；默认：人物名称。",
+    "PortraitTrainConfig.base": "用于训练的底模；默认：工作区的默认模型。",
+    "PortraitTrainConfig.steps": "训练步数；默认：portrait 预设的步数（800）。",
+    "PortraitTrainConfig.resolution": "训练分辨率；默认：预设的值（512）。",
+    "PortraitTrainConfig.save_every_steps": "每 N 步保存检查点（并计算人脸相似度）；默认：预设的值（100）。",
+    "PortraitTrainConfig.rank": "LoRA 的网络维度 (rank)；默认：预设的值（128）。",
+    "PortraitTrainConfig.white_background": "把每张照片中的人物放到白色背景上。",
+    "PortraitTrainConfig.face_backend": "人脸识别后端（studio/models/faces/<name>）；默认：dlib。",
+    "PortraitTrainConfig.min_face": "人脸框小于此值（像素）的照片不采用。",
+    "PortraitTrainConfig.max_photos": "最多保留这么多张照片（与平均人脸特征最接近的）。",
+    "PortraitTrainConfig.min_photos": "可用照片少于此数时不开始训练。",
+    # Portrait tab: making portraits from templates (service/portrait_make.py: PortraitMakeConfig)
+    "PortraitMakeConfig.persons": "人物，按从左到右的顺序对应模板中的人脸。",
+    "PortraitMakeConfig.templates": "模板名称（studio/templates 中的）或照片路径。",
+    "PortraitMakeConfig.count": "每个模板生成的张数（种子依次为 seed、seed+1……）。",
+    "PortraitMakeConfig.seed": "第一张结果的随机种子（-1 = 随机）。",
+    "PortraitMakeConfig.steps": "每一轮（pass）的采样步数。",
+    **TRAIN_HELP_ZH,
+}
