@@ -203,8 +203,12 @@ LABELS: dict[str, tuple[str, str]] = {
     "datasets.deleted": ("Deleted {name}", "已删除 {name}"),
     "datasets.import": ("Import", "导入"),
     "datasets.import_help": (
-        "Upload images, a zip, or a folder's files with their caption .txt files (same name as the image).",
-        "上传图片、zip 压缩包，或文件夹中的文件及其同名的标注 .txt 文件。",
+        "Upload images, a zip, or a folder's files with their caption .txt files (same name as the image)."
+        " A kohya folder (`img/10_alice/...`): upload it as a zip — the browser sends a folder's files without"
+        " their subfolders, so the repeats in `10_` and the folder caption would be lost.",
+        "上传图片、zip 压缩包，或文件夹中的文件及其同名的标注 .txt 文件。"
+        "kohya 格式的文件夹（`img/10_alice/...`）请打包成 zip 上传：浏览器上传文件夹时不带子文件夹，"
+        "`10_` 的重复次数和文件夹名标注会丢失。",
     ),
     "datasets.files": ("Images, captions (.txt) or zip", "图片、标注 (.txt) 或 zip"),
     "datasets.folder": ("Or a whole folder", "或整个文件夹"),
