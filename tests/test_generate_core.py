@@ -189,6 +189,17 @@ def test_an_inverted_mask_repaints_outside_and_the_infotext_says_so(sd15, tmp_pa
     assert "Mask mode" not in plain
 
 
+def test_only_masked_with_a_blank_mask_is_img2img_of_the_whole_picture(sd15, tmp_path):
+    """A1111: "Unable to perform Inpaint Only mask because mask is blank, switch to img2img mode"."""
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
+    Image.new("L", (64, 64), 0).save(mask)
+    common = {"prompt": "red", "init_image": str(src), "strength": 0.9, "steps": 4, "seed": 3}
+    blank = pixels(run(sd15, mask=str(mask), inpaint_only_masked=True, **common)[0].image)
+    plain = pixels(run(sd15, **common)[0].image)
+    assert np.abs(blank - plain).max() <= 1  # the whole picture sampled (it came back untouched)
+
+
 def test_only_masked_crops_around_the_blurred_mask_so_its_feather_fades_inside(sd15, tmp_path):
     """A1111 takes the "only masked" region from the blurred mask: the pixels just outside the hard
     mask, where the blur still reaches, are blended (they were cut off, leaving a seam)."""

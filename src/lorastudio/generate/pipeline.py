@@ -449,12 +449,14 @@ def _run_batch(
     if plan.init_image is not None:
         source, reframed, latent_upscale = _reframe_init(cfg, plan)
         work_size = None if latent_upscale else (width, height)
-        if plan.mask is not None:
-            mask_full = prepare_mask(plan.mask, plan.init_image.size, cfg.mask_blur)
-            if reframed:
-                mask_full = resize_image(cfg.resize_mode, mask_full, width, height)
-            if cfg.inpaint_only_masked:  # around the blurred mask, so the feather fades out inside it
-                crop_box = mask_crop_region(mask_full, cfg.inpaint_padding, width / height)
+        mask_full = prepare_mask(plan.mask, plan.init_image.size, cfg.mask_blur) if plan.mask is not None else None
+        if mask_full is not None and reframed:
+            mask_full = resize_image(cfg.resize_mode, mask_full, width, height)
+        if mask_full is not None and cfg.inpaint_only_masked:  # around the blurred mask: its feather fades inside
+            crop_box = mask_crop_region(mask_full, cfg.inpaint_padding, width / height)
+            if crop_box is None and model.unet.config.in_channels != 9:  # a blank mask: A1111 falls back to
+                mask_full = None  # img2img of the whole picture (an inpainting model keeps its empty mask)
+        if mask_full is not None:
             region = source.crop(crop_box) if crop_box else source
             mask_region = mask_full.crop(crop_box) if crop_box else mask_full
             init_for_overlay, mask_for_overlay = source, mask_full
