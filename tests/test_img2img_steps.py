@@ -91,3 +91,18 @@ def test_prompt_editing_in_img2img_counts_the_sampled_steps_from_zero(sd15, tmp_
     with _UnetCalls(sd15.unet) as edited:
         run(sd15, prompt="[red:blue:0.2]", steps=10, strength=0.5, **common)
     assert [torch.equal(c, blue_cond) for c in edited.conds] == [False] * 3 + [True] * 3
+
+
+def test_a_second_order_sampler_times_prompt_editing_over_model_calls(sd15):
+    """A1111 times a second-order sampler's prompts over 2 x steps and counts model calls (Heun: two a
+    step, one for the last): `[red:blue:3]` over 4 Heun steps is red for calls 0-3, blue for 4-6."""
+    common = {"sampler": "Heun", "width": 64, "height": 64, "cfg_scale": 1.0, "steps": 4}
+    with _UnetCalls(sd15.unet) as red:
+        run(sd15, prompt="red", **common)
+    with _UnetCalls(sd15.unet) as edited:
+        run(sd15, prompt="[red:blue:3]", **common)
+    assert len(edited.conds) == 7
+    assert [torch.equal(c, red.conds[0]) for c in edited.conds] == [True] * 4 + [False] * 3
+    with _UnetCalls(sd15.unet) as half:
+        run(sd15, prompt="[red:blue:0.5]", **common)  # switch after call 4 of 8: calls 0-4 red
+    assert [torch.equal(c, red.conds[0]) for c in half.conds] == [True] * 5 + [False] * 2

@@ -28,7 +28,13 @@ from lorastudio.generate.images import (
     tensor_to_pil,
 )
 from lorastudio.generate.noise import NoiseOptions, batch_noise
-from lorastudio.generate.samplers import SamplerChoice, img2img_steps, make_scheduler, parse_sampler
+from lorastudio.generate.samplers import (
+    SamplerChoice,
+    img2img_steps,
+    make_scheduler,
+    parse_sampler,
+    prompt_calls,
+)
 
 __all__ = ["SamplingPlan", "GeneratedImage", "SkipBatch", "generate_images", "resolve_seed"]
 
@@ -291,9 +297,15 @@ class _Sampler:
             self.control.begin_pass(width, height, len(timesteps), order, hires)
         # Prompt editing is timed over the requested steps and counts the steps this pass samples
         # from 0 (A1111's denoiser counter restarts each pass): img2img at 0.5 sees the first half.
-        composable = self._composable_schedule(self.plan.prompt, steps, first_pass_steps)
+        # A1111's denoiser counts model calls: a second-order sampler's prompts are timed over twice
+        # the steps, and each of this pass's calls maps onto A1111's (2 per step, 1 for the last)
+        name = self.plan.sampler.sampler
+        timed, base = prompt_calls(name, steps), first_pass_steps and prompt_calls(name, first_pass_steps)
+        n_steps = -(-len(timesteps) // order)
+        a1111_calls = 2 * n_steps - 1 if timed != steps else len(timesteps)
+        composable = self._composable_schedule(self.plan.prompt, timed, base)
         weights = [weight for weight, _ in composable]
-        uncond_schedule = self._schedule(self.plan.negative, steps, first_pass_steps)
+        uncond_schedule = self._schedule(self.plan.negative, timed, base)
         # A plain prompt skips the negative at CFG <= 1; AND's weighted sum is built on it.
         use_cfg = self.cfg.cfg_scale > 1.0 or weights != [1.0]
         generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
@@ -302,7 +314,7 @@ class _Sampler:
         done_before = self.step_done
         for i, t in enumerate(timesteps):
             self.raise_if_stopped()
-            step_index = i // order
+            step_index = i * a1111_calls // len(timesteps) if timed != steps else i // order
             cond = self._conds_at_step(composable, step_index)
             uncond = self._at_step(uncond_schedule, step_index)
             latent_in = scheduler.scale_model_input(latents, t)

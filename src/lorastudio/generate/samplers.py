@@ -16,6 +16,7 @@ __all__ = [
     "SamplerChoice",
     "img2img_steps",
     "make_scheduler",
+    "prompt_calls",
     "parse_sampler",
     "sampler_names",
     "schedule_label",
@@ -29,22 +30,27 @@ class SamplerSpec:
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     takes_eta: bool = False  # the scheduler's step mixes in `eta` fresh noise (A1111's "Eta DDIM")
+    second_order: bool = False  # A1111 calls the model twice a step and times prompts over 2 x steps
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "euler_ancestral")),
     "Euler": SamplerSpec("EulerDiscreteScheduler", aliases=("k_euler", "euler")),
     "LMS": SamplerSpec("LMSDiscreteScheduler", aliases=("k_lms", "lms")),
-    "Heun": SamplerSpec("HeunDiscreteScheduler", aliases=("k_heun", "heun")),
-    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm_2")),
-    "DPM2 a": SamplerSpec("KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a", "dpm_2_ancestral")),
-    "DPM++ 2S a": SamplerSpec("DPMSolverSinglestepScheduler", {"solver_order": 2}, ("k_dpmpp_2s_a",)),
+    "Heun": SamplerSpec("HeunDiscreteScheduler", aliases=("k_heun", "heun"), second_order=True),
+    "DPM2": SamplerSpec("KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm_2"), second_order=True),
+    "DPM2 a": SamplerSpec(
+        "KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a", "dpm_2_ancestral"), second_order=True
+    ),
+    "DPM++ 2S a": SamplerSpec(
+        "DPMSolverSinglestepScheduler", {"solver_order": 2}, ("k_dpmpp_2s_a",), second_order=True
+    ),
     "DPM++ 2M": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
         ("k_dpmpp_2m", "dpmpp_2m"),
     ),
-    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde")),
+    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde"), second_order=True),
     "DPM++ 2M SDE": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
@@ -195,3 +201,9 @@ def img2img_steps(steps: int, strength: float, exact: bool = False) -> tuple[int
     if exact:
         return (int(steps / capped), steps) if capped > 0 else (steps, 0)
     return steps, min(int(max(capped, 0.0) * steps) + 1, steps)
+
+
+def prompt_calls(sampler: str, steps: int) -> int:
+    """How many model calls A1111 times prompt editing over for `steps` steps of `sampler`: its
+    `total_steps` (twice the steps for a second-order sampler, whose denoiser counts calls)."""
+    return steps * 2 if SAMPLERS[sampler].second_order else steps
