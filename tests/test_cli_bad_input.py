@@ -170,6 +170,9 @@ def test_ctrl_c_during_training_says_how_to_resume(tiny_workspace, tmp_path, mon
     data = tmp_path / "data"
     data.mkdir()
     result = runner.invoke(app, ["train", "model=tiny-sd15", f"data.dir={data}", "output.name=mira"])
+    assert result.exit_code == 130 and "before the first checkpoint; run the same command again" in result.output
+    monkeypatch.setattr(training, "has_checkpoint", lambda ws, run: True)
+    result = runner.invoke(app, ["train", "model=tiny-sd15", f"data.dir={data}", "output.name=mira"])
     assert result.exit_code == 130 and "lorastudio train --resume mira" in result.output
 
 
@@ -178,3 +181,31 @@ def test_serve_refuses_a_bad_port_and_a_bad_auth_before_serving(workspace):
     assert result.exit_code == 2 and "--port" in result.output
     line = _fails_in_one_line(["serve", "--auth", "nopassword"], "user:password")
     assert "serving" not in line
+
+
+def test_a_resumable_state_is_read_weights_only_and_a_damaged_file_is_named(tmp_path):
+    import os
+
+    import torch
+
+    from lorastudio.errors import LorastudioError
+    from lorastudio.train.checkpoints import refuse_unsafe_state
+
+    state = tmp_path / "state"
+    state.mkdir()
+    torch.save({"step": 3, "lora": {"w": torch.ones(2)}}, state / "custom_checkpoint_0.pkl")
+    (state / "model.safetensors").write_bytes(b"not checked here")
+    refuse_unsafe_state(state)  # tensors and plain values pass
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"x": Payload()}, state / "scaler.pt")  # any suffix accelerate may load
+    with pytest.raises(LorastudioError, match="scaler.pt: holds more than tensors.*posix.system"):
+        refuse_unsafe_state(state)
+    (state / "scaler.pt").unlink()
+    whole = (state / "custom_checkpoint_0.pkl").read_bytes()
+    (state / "random_states_0.pkl").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(LorastudioError, match="random_states_0.pkl: damaged.*delete this checkpoint"):
+        refuse_unsafe_state(state)

@@ -352,3 +352,15 @@ def test_the_style_picker_lists_the_file_in_order_and_nothing_for_a_broken_file(
     assert style_names(tiny_workspace) == ["Zed", "Alpha"]  # file order, a repeated name once
     styles.write_text("prompt,negative_prompt\nred,\n", encoding="utf-8")  # no name column: not A1111's file
     assert style_names(tiny_workspace) == []
+
+
+def test_styles_reach_every_prompt_of_a_story(tiny_workspace, tmp_path):
+    """A story replaces the base prompt per line: the styles are merged into each line (only the
+    negative prompt kept them before)."""
+    (tiny_workspace.root / "styles.csv").write_text("name,prompt,negative_prompt\nRed,red theme,blurry\n", encoding="utf-8")
+    story = tmp_path / "story.txt"
+    story.write_text("a fox\na cat\n", encoding="utf-8")
+    out = gen("--prompts", str(story), "--negative-prompt", "ugly", "--style", "Red", "--steps", "1")
+    prompts = [parse_infotext(read_infotext(path))["Prompt"] for path in out["images"]]
+    negatives = {parse_infotext(read_infotext(path))["Negative prompt"] for path in out["images"]}
+    assert prompts == ["a fox, red theme", "a cat, red theme"] and negatives == {"ugly, blurry"}

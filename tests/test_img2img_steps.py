@@ -106,3 +106,10 @@ def test_a_second_order_sampler_times_prompt_editing_over_model_calls(sd15):
     with _UnetCalls(sd15.unet) as half:
         run(sd15, prompt="[red:blue:0.5]", **common)  # switch after call 4 of 8: calls 0-4 red
     assert [torch.equal(c, red.conds[0]) for c in half.conds] == [True] * 5 + [False] * 2
+
+
+def test_a_hires_pass_at_a_tiny_strength_stays_within_the_models_timesteps(sd15):
+    """12 hires steps at 0.01 stretch A1111's schedule to 1200 steps; DDIM has 1000 timesteps."""
+    out = run(sd15, prompt="red", sampler="DDIM", steps=2, width=64, height=64, hires_scale=1.5, hires_steps=12,
+              hires_strength=0.01)  # fmt: skip
+    assert out[0].image.size == (96, 96)

@@ -86,6 +86,24 @@ def test_a_ckpt_dropped_into_models_is_listed_described_and_deleted_as_a1111_lis
     assert not (tiny_workspace.models / "dropped.ckpt").exists()
 
 
+def test_a_broken_checkpoint_is_read_once_not_at_every_listing(tiny_workspace, monkeypatch):
+    from lorastudio.service import models as service_models
+
+    (tiny_workspace.models / "broken.ckpt").write_bytes(b"not a pickle at all")
+    calls = []
+    real = service_models._describe
+
+    def counting(ws, name, path):
+        calls.append(name)
+        return real(ws, name, path)
+
+    monkeypatch.setattr(service_models, "_describe", counting)
+    for _ in range(3):
+        rows = {row["name"]: row for row in service_models.list_models(tiny_workspace)}
+        assert rows["broken"]["error"]
+    assert calls.count("broken") == 1
+
+
 def test_pickled_checkpoint_with_code_is_refused(tmp_path):
     from lorastudio.models.checkpoint import load_pickled_state_dict
 

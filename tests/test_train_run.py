@@ -381,5 +381,15 @@ def test_a_resume_never_unpickles_code_and_a_run_never_replaces_another_lora(ws,
         run_training(ws, _config(red_set, "output.name=mine"), progress=False)
     (ws.runs / "done").mkdir()
     (ws.runs / "done" / "config.yaml").write_text("model: tiny-sd15\n")  # a finished run that kept no state
+    (ws.runs / "done" / "done.safetensors").write_bytes((ws.loras / "shared.safetensors").read_bytes())
     with pytest.raises(LorastudioError, match="already holds a finished run"):
         run_training(ws, _config(red_set, "output.name=done"), progress=False)
+
+    def stop_at_first_step(event):  # Ctrl-C before the first checkpoint: only config.yaml and logs are left
+        if event.get("event") == "step":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(ws, _config(red_set, "output.name=early"), progress=False, callback=stop_at_first_step)
+    assert (ws.runs / "early" / "config.yaml").is_file()
+    assert run_training(ws, _config(red_set, "output.name=early"), progress=False)["finished"]  # starts over

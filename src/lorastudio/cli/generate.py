@@ -76,7 +76,9 @@ def generate_cmd(
     bar, update = progress_bar("generate")
     try:
         if prompts is not None:
-            result = run_series(ws, overrides, prompts, seed_policy, progress=update, out_dir=out, names=LENIENT)
+            result = run_series(
+                ws, overrides, prompts, seed_policy, progress=update, out_dir=out, names=LENIENT, styles=list(style or [])
+            )
         else:
             from lorastudio.config import load_config
 

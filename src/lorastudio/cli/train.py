@@ -128,8 +128,13 @@ def train_cmd(
     run = resume or run_name_for(ws, cfg)  # before the run's folder exists (a new run takes a free name)
     try:
         result = run_training(ws, cfg, resume=resume, device=device, progress=True)
-    except KeyboardInterrupt:  # Ctrl-C: say how to go on from the last checkpoint
-        typer.echo(f"\ninterrupted; continue from the last checkpoint with: lorastudio train --resume {run}", err=True)
+    except KeyboardInterrupt:  # Ctrl-C: say how to go on (from the last checkpoint, when there is one)
+        from lorastudio.service.training import has_checkpoint
+
+        if has_checkpoint(ws, run):
+            typer.echo(f"\ninterrupted; continue from the last checkpoint with: lorastudio train --resume {run}", err=True)
+        else:
+            typer.echo("\ninterrupted before the first checkpoint; run the same command again to start over.", err=True)
         raise typer.Exit(130) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -272,6 +272,9 @@ class _Sampler:
         scheduler = make_scheduler(self.plan.sampler, model.scheduler_config)
         hires = first_pass_steps is not None
         schedule_steps, sampled = (steps, steps) if init_latents is None else img2img_steps(steps, strength, hires)
+        # a hires pass at a tiny strength stretches its schedule past the model's timesteps (12 / 0.01)
+        schedule_steps = min(schedule_steps, int(getattr(scheduler.config, "num_train_timesteps", 1000)))
+        sampled = min(sampled, schedule_steps)
         scheduler.set_timesteps(schedule_steps, device=model.device)
         timesteps = scheduler.timesteps
         order = getattr(scheduler, "order", 1)
@@ -388,7 +391,7 @@ def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.
     if mask is not None and cfg.mask_invert:  # "Inpaint not masked": the plan's mask is what is repainted
         from PIL import ImageOps
 
-        mask = ImageOps.invert(mask)
+        mask = ImageOps.invert(mask.point(lambda v: 255 if v > 128 else 0))  # A1111: made binary, then inverted
     return init, mask
 
 

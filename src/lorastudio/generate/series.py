@@ -43,6 +43,10 @@ class SeriesRequest(StrictModel):
         description="Seeds across the prompts: 'fixed' one seed for all (the same character and framing), "
         "'increment' seed + i, 'random' a new seed each; an entry's own seed wins.",
     )
+    styles: list[str] = Field(
+        default_factory=list,
+        description="A1111 prompt styles (studio/styles.csv) merged into every prompt and its negative prompt.",
+    )
 
 
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:

@@ -345,14 +345,20 @@ def run_series(
     should_stop: Callable[[], bool] | None = None,
     preview: Callable[[Any], None] | None = None,
     sheet_name: str | None = None,
+    styles: list[str] | None = None,
 ) -> SeriesResult:
     """Render one image set per prompt (a prompt file or its entries) with one seed policy, plus a
-    contact sheet. Progress runs over the whole series; a stop keeps the pictures made so far."""
+    contact sheet. Progress runs over the whole series; a stop keeps the pictures made so far.
+    `styles` (A1111 prompt styles) are merged into every entry's prompts."""
     from lorastudio.config import load_config
     from lorastudio.generate.pipeline import resolve_seed
     from lorastudio.generate.series import contact_sheet, read_prompt_file, series_requests
 
     items = prompts if isinstance(prompts, list) else read_prompt_file(prompts)
+    if styles:
+        from lorastudio.service.styles import styled_entries
+
+        items = styled_entries(ws, items, list(styles), str(base.get("negative_prompt") or ""))
     if not items:
         raise LorastudioError(f"{'the prompt list' if isinstance(prompts, list) else prompts}: contains no prompts.")
     seed = resolve_seed(int(base.get("seed", -1)))

@@ -103,6 +103,19 @@ def _entries(ws: Workspace) -> dict[str, Path]:
     return dict(sorted(entries.items()))
 
 
+# Files that could not be described, by (path, size, mtime): listings are polled (A1111 clients ask
+# /sdapi/v1/sd-models often) and a broken multi-GB .ckpt would be hashed and unpickled each time.
+_UNREADABLE: dict[tuple[str, int, int], BaseException] = {}
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def list_models(ws: Workspace) -> list[dict[str, Any]]:
     """Every model in the workspace, plus the built-in tiny models (built on first use)."""
     from lorastudio.models.tiny import TINY_FAMILIES
@@ -113,9 +126,14 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
     for name, path in _entries(ws).items():
         row = known.get(name)
         if row is None or row["path"] != str(path):
+            stamp = _stamp(path)
+            if stamp in _UNREADABLE:  # read (and hashed) once: a broken file is not read again per listing
+                rows.append(_broken_row(name, path, _UNREADABLE[stamp]))
+                continue
             try:
                 info = _describe(ws, name, path)
             except Exception as exc:  # one broken file must not hide the others (or answer 500)
+                _UNREADABLE[stamp] = exc
                 rows.append(_broken_row(name, path, exc))
                 continue
             library.add_model(name, path, info["family"], info["sha256"], info["size_bytes"], info["kind"])

@@ -54,7 +54,7 @@ def series_handler(ctx: JobContext) -> dict[str, Any]:
         result = run_series(
             ctx.workspace, cfg.model_dump(exclude_defaults=True), series_entries(request), request.seed_policy,
             reporter.progress, out_dir=ctx.artifacts_dir, cache=cache, should_stop=reporter.should_stop,
-            preview=reporter.preview, sheet_name="contact-sheet.png",
+            preview=reporter.preview, sheet_name="contact-sheet.png", styles=request.styles,
         )  # fmt: skip
     answer = {
         "images": [image.path.name for image in result.images],
@@ -75,6 +75,10 @@ def submit_series(studio: Any, cfg: GenerateConfig, request: SeriesRequest, *, u
         raise LorastudioError("series.prompts: contains no prompts; write one prompt per line.")
     check_series_prompts(studio.settings, len(entries))
     base = cfg.model_dump(exclude_defaults=True)
+    if request.styles:  # checked now (an unknown style) as each picture will be made
+        from lorastudio.service.styles import styled_entries
+
+        entries = styled_entries(studio.workspace, entries, request.styles, cfg.negative_prompt)
     for entry in series_requests(base, entries, 0, request.seed_policy):
         one = load_config(GenerateConfig, None, entry)
         parse_sampler(one.sampler, one.schedule)

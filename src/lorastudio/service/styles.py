@@ -13,11 +13,12 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["PromptStyle", "apply_styles", "list_styles", "styles_file"]
+__all__ = ["PromptStyle", "apply_styles", "list_styles", "styled_entries", "styles_file"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,19 @@ def apply_styles(ws: Workspace, prompt: str, negative_prompt: str, names: list[s
             raise NotFoundError(f"style {name!r} is not in {styles_file(ws).name} (styles: {listed}).")
         prompt, negative_prompt = _merge(style.prompt, prompt), _merge(style.negative_prompt, negative_prompt)
     return prompt, negative_prompt
+
+
+def styled_entries(
+    ws: Workspace, entries: list[dict[str, Any]], names: list[str], negative_prompt: str = ""
+) -> list[dict[str, Any]]:
+    """A story's prompt entries with the styles merged into each prompt and negative prompt (an entry
+    without its own negative prompt has the base request's, `negative_prompt`, merged)."""
+    if not names:
+        return entries
+    styled = []
+    for entry in entries:
+        prompt, negative = apply_styles(
+            ws, str(entry.get("prompt") or ""), str(entry.get("negative_prompt", negative_prompt) or ""), names
+        )
+        styled.append({**entry, "prompt": prompt, "negative_prompt": negative})
+    return styled

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "run_training",
+    "has_checkpoint",
     "explain_training",
     "import_kohya",
     "import_diffsynth",
@@ -168,6 +169,15 @@ def resume_config(ws: Workspace, run: str) -> tuple[TrainConfig, Path]:
     return saved_train_config(run_dir / "config.yaml"), run_dir
 
 
+def has_checkpoint(ws: Workspace, run: str) -> bool:
+    """Whether run `run` (a name under runs/ or a path) has a complete checkpoint to resume from."""
+    from lorastudio.train.checkpoints import latest_state
+
+    path = Path(run).expanduser()
+    run_dir = path if path.is_dir() else ws.runs / run
+    return run_dir.is_dir() and latest_state(run_dir) is not None
+
+
 def run_training(
     ws: Workspace,
     config: TrainConfig | None = None,
@@ -217,7 +227,7 @@ def run_training(
             raise LorastudioError(
                 f"run folder {run_dir}: already holds a run; resume it with --resume {run_dir.name} or set output.name."
             )
-        if (run_dir / "config.yaml").is_file():  # a finished run without a saved state: its files would go
+        if _finished(ws, run_dir, name):  # a finished run that kept no state: its files would be replaced
             raise LorastudioError(
                 f"run folder {run_dir}: already holds a finished run; set another output.name or delete that run."
             )
@@ -283,6 +293,13 @@ def _check_model_name_free(ws: Workspace, name: str) -> None:
         raise LorastudioError(
             f"output.name {name!r}: {taken[0]} already exists; choose another output.name for the trained model."
         )
+
+
+def _finished(ws: Workspace, run_dir: Path, name: str) -> bool:
+    """A run that ended: its result file or scores are in its folder, or the library holds its LoRA
+    (a run stopped before its first checkpoint left only config.yaml and logs: it may start again)."""
+    results = [run_dir / f"{name}.safetensors", run_dir / "scores.json"]
+    return any(path.is_file() for path in results) or _library_lora_of_run(ws, run_dir.name) is not None
 
 
 def _check_lora_name_free(ws: Workspace, name: str, run_dir: Path, cfg: TrainConfig) -> None:

@@ -238,19 +238,24 @@ def refuse_unsafe_state(state: Path) -> None:
     """Every pickle of a resumable state read by torch's weights-only loader first, so a state that
     holds more than tensors and plain values (a run folder from someone else, edited to run code
     when unpickled) is refused before `accelerate` opens it: it loads its registered objects'
-    `custom_checkpoint_N.pkl` with `weights_only=False`. Tensors are mapped, not read."""
+    `custom_checkpoint_N.pkl` with `weights_only=False`. Tensors of zip archives are mapped, not read."""
     import pickle
+    import zipfile
 
     from accelerate.utils.other import load  # torch.load, weights only, numpy's RNG state allowed
 
     for path in sorted(state.iterdir()):
-        if path.suffix not in {".pkl", ".bin"} or not path.is_file():
+        if not path.is_file() or path.suffix.lower() in {".safetensors", ".json"}:
             continue
         try:
-            load(path, map_location="cpu", weights_only=True, mmap=True)
-        except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except pickle.UnpicklingError as exc:  # torch's own text: the line naming the refused global
+            lines = [line.strip() for line in str(exc).splitlines() if "unsupported" in line.lower()]
+            reason = lines[0].split("error:")[-1].strip()[:160] if lines else "objects beyond tensors"
             raise LorastudioError(
-                f"{path}: holds more than tensors ({reason[:160]}); it was not loaded, because unpickling it could"
+                f"{path}: holds more than tensors ({reason}); it was not loaded, because unpickling it could"
                 " run code. Resume only runs made here, or delete this checkpoint."
             ) from None
+        except (OSError, EOFError, RuntimeError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise LorastudioError(f"{path}: damaged ({reason}); delete this checkpoint to resume from an earlier one.") from None

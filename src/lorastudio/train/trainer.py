@@ -113,7 +113,8 @@ class Trainer:
             from lorastudio.models.loading import pick_device
 
             pick_device(self.device_request)
-        cpu = self.device_request == "cpu" or not torch.cuda.is_available()
+        # --device mps: accelerate picks the Apple GPU itself when it is not told to use the CPU
+        cpu = self.device_request == "cpu" or (self.device_request != "mps" and not torch.cuda.is_available())
         family = self._peek_family()
         mp = mixed_precision_for(
             self.cfg.train.mixed_precision, "cpu" if cpu else "cuda", family.train_precision if family else "auto"

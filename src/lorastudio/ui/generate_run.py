@@ -175,11 +175,13 @@ def submit_series_and_follow(
     from lorastudio.service.series import SeriesRequest, submit_series
 
     no_change = gr.update()
+    values = dict(values)
+    styles = list(values.pop("styles", None) or [])  # merged into every story line, not the base only
     try:
         cfg = _with_units(form_config(ctx, values), units)
         if cfg.seed == -1:
             cfg = cfg.model_copy(update={"seed": random.randint(0, MAX_SEED)})
-        request = SeriesRequest(prompts=prompts or "", seed_policy=seed_policy)
+        request = SeriesRequest(prompts=prompts or "", seed_policy=seed_policy, styles=styles)
         job = submit_series(ctx.studio, cfg, request, user=user)
     except Exception as exc:
         yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))

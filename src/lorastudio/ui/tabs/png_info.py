@@ -61,8 +61,7 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
 
 
 # fields a recipe note says this studio lacks: the Generate form keeps its own value
-_KEPT_BY_NOTE = {
-    "vae_missing": ("vae",),
+_KEPT_BY_NOTE = {  # (a VAE or schedule type this studio lacks becomes "Automatic", as its note says)
     "sampler_unknown": ("sampler", "schedule"),
     "hires_upscaler_missing": ("hires_upscaler",),
 }
