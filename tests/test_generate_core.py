@@ -124,19 +124,28 @@ def test_img2img_strength_controls_change(sd15, tmp_path):
     assert np.abs(low - base).mean() < np.abs(high - base).mean()
 
 
-def test_inpainting_keeps_unmasked_pixels(sd15, tmp_path):
+GREEN = np.array([30, 200, 30])
+
+
+def _green_and_square_mask(tmp_path, grey: int = 255) -> tuple[str, str]:
+    """A 64x64 green picture and a mask whose 32x32 centre square has `grey` (the rest black)."""
     src, mask = tmp_path / "src.png", tmp_path / "mask.png"
-    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
-    m = Image.new("L", (64, 64), 0)
-    m.paste(255, (16, 16, 48, 48))
-    m.save(mask)
+    Image.new("RGB", (64, 64), tuple(GREEN)).save(src)
+    square = Image.new("L", (64, 64), 0)
+    square.paste(grey, (16, 16, 48, 48))
+    square.save(mask)
+    return str(src), str(mask)
+
+
+def test_inpainting_keeps_unmasked_pixels(sd15, tmp_path):
+    src, mask = _green_and_square_mask(tmp_path)
     for only_masked in (False, True):
         out = pixels(
             run(
                 sd15,
                 prompt="red",
-                init_image=str(src),
-                mask=str(mask),
+                init_image=src,
+                mask=mask,
                 mask_blur=0,
                 strength=1.0,
                 steps=8,
@@ -150,15 +159,10 @@ def test_inpainting_keeps_unmasked_pixels(sd15, tmp_path):
 
 def test_a_grey_mask_below_a1111s_threshold_repaints_nothing(sd15, tmp_path):
     """A1111 makes masks black and white (> 128 repaints) before blurring them."""
-    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
-    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
-    m = Image.new("L", (64, 64), 0)
-    m.paste(100, (16, 16, 48, 48))  # a soft mask's faint part
-    m.save(mask)
-    common = {"prompt": "red", "init_image": str(src), "mask": str(mask), "mask_blur": 0, "strength": 1.0, "steps": 4}
+    src, mask = _green_and_square_mask(tmp_path, grey=100)  # a soft mask's faint part
+    common = {"prompt": "red", "init_image": src, "mask": mask, "mask_blur": 0, "strength": 1.0, "steps": 4}
     assert np.abs(pixels(run(sd15, **common)[0].image) - np.array([30, 200, 30])).max() <= 1
-    m.paste(140, (16, 16, 48, 48))
-    m.save(mask)
+    _green_and_square_mask(tmp_path, grey=140)
     assert np.abs(pixels(run(sd15, **common)[0].image)[24:40, 24:40] - np.array([30, 200, 30])).mean() > 5
 
 
@@ -167,12 +171,8 @@ def test_an_inverted_mask_repaints_outside_and_the_infotext_says_so(sd15, tmp_pa
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
     from lorastudio.generate.infotext import parse_infotext
 
-    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
-    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
-    m = Image.new("L", (64, 64), 0)
-    m.paste(255, (16, 16, 48, 48))
-    m.save(mask)
-    common = {"prompt": "red", "init_image": str(src), "mask": str(mask), "mask_blur": 0, "strength": 1.0, "steps": 4}
+    src, mask = _green_and_square_mask(tmp_path)
+    common = {"prompt": "red", "init_image": src, "mask": mask, "mask_blur": 0, "strength": 1.0, "steps": 4}
     out = run(sd15, mask_invert=True, **common)[0]
     picture = pixels(out.image)
     assert np.abs(picture[24:40, 24:40] - np.array([30, 200, 30])).max() <= 1  # the masked centre is kept
@@ -191,11 +191,9 @@ def test_an_inverted_mask_repaints_outside_and_the_infotext_says_so(sd15, tmp_pa
 
 def test_only_masked_with_a_blank_mask_is_img2img_of_the_whole_picture(sd15, tmp_path):
     """A1111: "Unable to perform Inpaint Only mask because mask is blank, switch to img2img mode"."""
-    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
-    Image.new("RGB", (64, 64), (30, 200, 30)).save(src)
-    Image.new("L", (64, 64), 0).save(mask)
-    common = {"prompt": "red", "init_image": str(src), "strength": 0.9, "steps": 4, "seed": 3}
-    blank = pixels(run(sd15, mask=str(mask), inpaint_only_masked=True, **common)[0].image)
+    src, mask = _green_and_square_mask(tmp_path, grey=0)
+    common = {"prompt": "red", "init_image": src, "strength": 0.9, "steps": 4, "seed": 3}
+    blank = pixels(run(sd15, mask=mask, inpaint_only_masked=True, **common)[0].image)
     plain = pixels(run(sd15, **common)[0].image)
     assert np.abs(blank - plain).max() <= 1  # the whole picture sampled (it came back untouched)
 
