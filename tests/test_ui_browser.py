@@ -284,6 +284,52 @@ def test_send_to_extras_and_upscale_keeps_the_recipe(served, page):
     assert saved and Image.open(saved[-1]).size == (128, 128)
 
 
+def _pick_second_image(page, prompt: str) -> None:
+    """Two images (seeds 1234, 1235), the second picked in the gallery, as a person clicks it."""
+    _small_generation(page, prompt=prompt, count=2)
+    page.click("#generate-run")
+    assert "Seed: 1234" in _wait_for_infotext(page, prompt)  # this job's (an earlier one had seed 1234 too)
+    page.wait_for_function("() => document.querySelectorAll('#gallery .thumbnail-item').length >= 2")
+    page.locator("#gallery .thumbnail-item").nth(1).click()
+    _wait_for_infotext(page, "Seed: 1235")
+
+
+def test_send_to_buttons_send_the_gallerys_selected_image(served, page):
+    """A1111's "send to" buttons send the picked image, not the first one."""
+    from PIL import Image
+
+    _pick_second_image(page, "pick the second")
+    source = served.studio.job_images(served.studio.list_jobs(limit=1)[0])[1]
+    assert source.name.endswith("-1235.png")
+    page.click("#send-img2img")
+    page.wait_for_function("() => (document.querySelector('#init-image img') || {src: ''}).src.includes('-1235')")
+    page.click("#send-inpaint")  # then painted and repainted: the job's picture is the picked one
+    canvas = page.locator("#inpaint-painter canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1500)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    page.locator("#field-prompt textarea").fill("repaint the picked one")
+    page.click("#generate-run")
+    _wait_for_infotext(page, "repaint the picked one")
+    job = served.studio.list_jobs(limit=1)[0]
+    sent = Image.open(job.payload["config"]["init_image"])  # the stored upload the job names
+    assert sent.convert("RGB").tobytes() == Image.open(source).convert("RGB").tobytes()
+
+    _pick_second_image(page, "upscale the second")
+    page.click("#send-extras")
+    page.wait_for_selector("#extras-source img")
+    page.click("#extras-run")
+    page.wait_for_function("() => document.querySelector('#extras-message').innerText.includes('128x128')")
+    info = page.locator("#extras-info textarea").input_value()
+    assert "upscale the second" in info and "Seed: 1235" in info
+
+
 def test_a_reload_reconnects_to_the_running_generation(served, page):
     # Long enough to be still running after a reload on a fast machine (interrupted, it costs nothing).
     _small_generation(page, prompt="survives a reload", steps=50, count=40)

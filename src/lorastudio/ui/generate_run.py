@@ -32,6 +32,8 @@ from lorastudio.ui.forms import optional_number
 __all__ = [
     "OUTPUT_COUNT",
     "follow_running",
+    "selected_image",
+    "selected_seed",
     "size_from_picture",
     "form_config",
     "mask_from_editor",
@@ -45,7 +47,7 @@ POLL_S = 0.4
 MAX_SEED = 2**32 - 1
 INT_FIELDS = ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps", "mask_blur",
               "inpaint_padding", "resize_mode", "inpainting_fill", "seed_resize_from_w", "seed_resize_from_h")  # fmt: skip
-# progress, preview, gallery, infotext, last seed, image paths
+# progress, preview, gallery, infotext, the gallery's selected index, image paths
 OUTPUT_COUNT = 6
 
 
@@ -219,8 +221,7 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         status = t("progress.cancelled")
     else:
         status = failed_markup(ctx, job)
-    seed = (job.payload.get("config") or {}).get("seed", -1)
-    yield status, gr.update(visible=False), paths, info, seed, paths
+    yield status, gr.update(visible=False), paths, info, 0, paths  # a new gallery: its first image selected
 
 
 def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:
@@ -249,6 +250,29 @@ def _preview_image(state: dict[str, Any]):
         return decode_image(data, "preview")[0]
     except Exception:  # a preview that cannot be decoded is only a missing preview
         return None
+
+
+def selected_image(paths: list[str] | None, index: int | None) -> str | None:
+    """The gallery's selected image (A1111's "send to" buttons send it), the first when none was picked."""
+    if not paths:
+        return None
+    return paths[index] if index is not None and 0 <= index < len(paths) else paths[0]
+
+
+def selected_seed(paths: list[str] | None, index: int | None) -> int:
+    """The seed the selected image states (each image of a batch has its own), for "reuse seed";
+    a picture without one (a grid, a contact sheet): the first image's that states one; -1 for none."""
+    from lorastudio.service.png_info import image_seeds
+
+    chosen = selected_image(paths, index)
+    for path in [chosen, *(p for p in paths or [] if p != chosen)] if chosen else []:
+        try:
+            seed = image_seeds([Path(path)])[1][0]
+        except Exception:  # an image gone from disk: nothing to read
+            continue
+        if seed != -1:
+            return seed
+    return -1
 
 
 def infotext_of(paths: list[str], index: int) -> str:

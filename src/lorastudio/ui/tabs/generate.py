@@ -22,6 +22,8 @@ from lorastudio.ui.generate_run import (
     OUTPUT_COUNT,
     follow_running,
     infotext_of,
+    selected_image,
+    selected_seed,
     size_from_picture,
     submit_and_follow,
     submit_series_and_follow,
@@ -223,20 +225,21 @@ def build(ctx: UiContext) -> None:
                 send_img2img = gr.Button(t("generate.send_img2img"), size="sm", elem_id="send-img2img")
                 send_inpaint = gr.Button(t("generate.send_inpaint"), size="sm", elem_id="send-inpaint")
                 send_extras = gr.Button(t("generate.send_extras"), size="sm", elem_id="send-extras")
-    last_seed = gr.State(-1)
+    selected = gr.State(0)  # the gallery's selected image (a new gallery: its first)
     images = gr.State([])
 
     ctx.shared["generate.fields"] = f
     ctx.shared["generate.img2img"] = img2img
     ctx.shared["generate.send_extras"] = send_extras  # wired by the Extras tab, built later
     ctx.shared["generate.images"] = images
+    ctx.shared["generate.selected"] = selected
 
     inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
 
     inputs.add(painter)
     inputs.add(styles)
     inputs |= control.components()
-    outputs = [progress, preview, gallery, infotext, last_seed, images]
+    outputs = [progress, preview, gallery, infotext, selected, images]
     assert len(outputs) == OUTPUT_COUNT
 
     def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
@@ -258,10 +261,10 @@ def build(ctx: UiContext) -> None:
     story_run.click(generate_series, inputs | {story_prompts, story_seeds}, outputs, concurrency_limit=None)
     # a reload (or a second browser tab) picks up this user's generation where it is
     ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": outputs, "concurrency_limit": None})
-    def selected_infotext(paths: list[str], event: gr.SelectData) -> str:
-        return infotext_of(paths, event.index)
+    def selected_infotext(paths: list[str], event: gr.SelectData) -> tuple:
+        return infotext_of(paths, event.index), event.index
 
-    gallery.select(selected_infotext, images, infotext)
+    gallery.select(selected_infotext, images, [infotext, selected])
     def interrupt_mine(request: gr.Request) -> None:
         ctx.studio.interrupt(owner_to_check(request))
 
@@ -271,14 +274,14 @@ def build(ctx: UiContext) -> None:
     interrupt.click(interrupt_mine, None, None)
     skip.click(skip_mine, None, None)
     random_seed.click(lambda: -1, None, f["seed"])
-    reuse_seed.click(lambda seed: seed, last_seed, f["seed"])
+    reuse_seed.click(lambda paths: selected_seed(paths, 0), images, f["seed"])
     clear_image.click(lambda: None, None, f["init_image"])
     size = [f["width"], f["height"]]
-    send_img2img.click(_first_image, images, [f["init_image"], img2img]).then(
+    send_img2img.click(_selected_image, [images, selected], [f["init_image"], img2img]).then(
         size_from_picture, [f["init_image"], *size], size
     )
     only_masked = f["inpaint_only_masked"]  # its cut-out is sampled at the model's size: no auto size then
-    send_inpaint.click(_first_image, images, [painter, inpaint]).then(
+    send_inpaint.click(_selected_image, [images, selected], [painter, inpaint]).then(
         size_from_picture, [painter, *size, only_masked], size
     )
     f["init_image"].upload(size_from_picture, [f["init_image"], *size], size)
@@ -407,7 +410,7 @@ def _file_choices(ctx: UiContext, units: int) -> tuple:
     )
 
 
-def _first_image(images: list[str]) -> tuple:
-    return (images[0] if images else None), gr.update(open=True)
+def _selected_image(images: list[str], index: int) -> tuple:
+    return selected_image(images, index), gr.update(open=True)
 
 
