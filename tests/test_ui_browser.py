@@ -330,6 +330,17 @@ def test_send_to_buttons_send_the_gallerys_selected_image(served, page):
     assert "upscale the second" in info and "Seed: 1235" in info
 
 
+def test_reuse_seed_takes_the_selected_images_own_seed(served, page):
+    _pick_second_image(page, "reuse the second seed")
+    _set(page, "#field-seed input", -1)
+    page.click("#reuse-seed")
+    page.wait_for_function("() => document.querySelector('#field-seed input').value === '1235'")
+    page.locator("#gallery .thumbnail-item").first.click()  # the preview's strip: the first again
+    _wait_for_infotext(page, "Seed: 1234")
+    page.click("#reuse-seed")
+    page.wait_for_function("() => document.querySelector('#field-seed input').value === '1234'")
+
+
 def test_a_reload_reconnects_to_the_running_generation(served, page):
     # Long enough to be still running after a reload on a fast machine (interrupted, it costs nothing).
     _small_generation(page, prompt="survives a reload", steps=50, count=40)

@@ -274,7 +274,7 @@ def build(ctx: UiContext) -> None:
     interrupt.click(interrupt_mine, None, None)
     skip.click(skip_mine, None, None)
     random_seed.click(lambda: -1, None, f["seed"])
-    reuse_seed.click(lambda paths: selected_seed(paths, 0), images, f["seed"])
+    reuse_seed.click(selected_seed, [images, selected], f["seed"])  # the selected image's own seed, as A1111
     clear_image.click(lambda: None, None, f["init_image"])
     size = [f["width"], f["height"]]
     send_img2img.click(_selected_image, [images, selected], [f["init_image"], img2img]).then(
