@@ -410,9 +410,15 @@ def test_library_lists_a_lora_renames_it_and_deletes_it_after_the_name_is_typed_
     page.click("#loras-rename")
     page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色乙')")
     assert not lora.exists() and (ws.loras / "角色乙.safetensors").exists()
+    # the cards and the details panel follow the rename, not only the table
+    page.wait_for_function("() => document.querySelector('#loras-card').innerText.includes('角色乙')")
+    page.wait_for_function("() => document.querySelector('#loras-cards').innerText.includes('角色乙')")
+    assert "角色甲" not in page.locator("#loras-cards").inner_text() + page.locator("#loras-card").inner_text()
     page.locator("#loras-confirm textarea, #loras-confirm input").first.fill("角色乙")
     page.click("#loras-delete")
     page.wait_for_function("() => document.querySelector('#loras-message').innerText.includes('Deleted')")
+    page.wait_for_function("() => !document.querySelector('#loras-card').innerText.includes('角色乙')")
+    page.wait_for_function("() => !document.querySelector('#loras-cards').innerText.includes('角色乙')")
     assert not (ws.loras / "角色乙.safetensors").exists()
     assert not {"角色甲", "角色乙"} & {row["name"] for row in list_loras(ws)}
 
