@@ -292,6 +292,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "train.picked": ("Step {step} is now the LoRA {name} in the library.", "第 {step} 步已作为 LoRA {name} 放入模型库。"),
     "train.cancelling": ("Cancelling…", "正在取消…"),
     "train.cancelled": ("Cancelled. Resume continues from the last checkpoint.", "已取消。点击“继续训练”将从上一个检查点继续。"),
+    "train.stopped_at": ("Stopped at step {step}/{steps}.", "停止于第 {step}/{steps} 步。"),
+    "train.finished_at": ("Finished at step {step}/{steps}.", "完成于第 {step}/{steps} 步。"),
     "train.done": ("Finished: the LoRA {name} is in the library.", "训练完成：LoRA {name} 已放入模型库。"),
     "train.column.step": ("Step", "步数"),
     "train.column.best": ("Best", "最佳"),
