@@ -341,6 +341,30 @@ def test_reuse_seed_takes_the_selected_images_own_seed(served, page):
     page.wait_for_function("() => document.querySelector('#field-seed input').value === '1234'")
 
 
+def test_an_xyz_plot_over_cfg_scale_draws_a_grid_with_its_cells(served, page):
+    """The Generate tab's X/Y/Z plot: the form is the base request, 2 columns over CFG Scale."""
+    from PIL import Image
+
+    _small_generation(page, prompt="a grid of two", steps=2)
+    page.get_by_text("X/Y/Z plot").click()
+    _pick(page, "#grid-x-type", "CFG Scale")
+    fill_and_keep(page, "grid-x-values", "5, 9")
+    page.click("#grid-run")
+    info = _wait_for_infotext(page, "Script: X/Y/Z plot")
+    assert "X Type: CFG Scale" in info and "a grid of two" in info and "Seed: 1234" in info
+    page.wait_for_function(
+        "() => (document.querySelector('#progress-text') || {innerText: ''}).innerText.includes('Done')"
+    )
+    job = served.studio.list_jobs(limit=1)[0]
+    assert (job.kind, job.state) == ("grid", "succeeded")
+    assert job.payload["config"]["steps"] == 2 and job.payload["grid"]["x"]["axis"] == "cfg"
+    assert len(served.studio.job_images(job)) == 2  # one image per cell, each with its own infotext
+    assert "CFG scale: 5" in job.result["infotexts"][0] and "CFG scale: 9" in job.result["infotexts"][1]
+    grid = Image.open(served.studio.job_folder(job) / job.result["grid"])
+    assert grid.width >= 2 * 64 and grid.height >= 64  # two cells side by side (and the legend)
+    assert page.locator("#gallery .thumbnail-item").count() == 3  # the grid, then both cells
+
+
 def test_a_reload_reconnects_to_the_running_generation(served, page):
     # Long enough to be still running after a reload on a fast machine (interrupted, it costs nothing).
     _small_generation(page, prompt="survives a reload", steps=50, count=40)

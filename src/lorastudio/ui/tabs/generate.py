@@ -26,8 +26,10 @@ from lorastudio.ui.generate_run import (
     selected_seed,
     size_from_picture,
     submit_and_follow,
+    submit_grid_and_follow,
     submit_series_and_follow,
 )
+from lorastudio.ui.grid_panel import build_grid_panel, grid_request_from_form
 
 TAB_ID = "generate"
 LABEL = "tab.generate"
@@ -195,6 +197,7 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "inpaint_padding", t("generate.inpaint_padding"), slider=True, maximum=256
                 )
             control = build_control_panel(ctx)
+            grid = build_grid_panel(ctx)
             with gr.Accordion(t("generate.story"), open=False, elem_id="story"):
                 story_prompts = field_control(
                     SeriesRequest, "prompts", t("generate.story_prompts"), lines=6, elem_id="story-prompts"
@@ -247,6 +250,12 @@ def build(ctx: UiContext) -> None:
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
         yield from submit_and_follow(ctx, values, form[painter], user_of(request), units)
 
+    def generate_grid(form: dict, request: gr.Request) -> Iterator[tuple]:
+        values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
+        units = lambda: units_from_form(ctx, control, form)  # noqa: E731
+        axes = lambda: grid_request_from_form(grid, form)  # noqa: E731
+        yield from submit_grid_and_follow(ctx, values, form[painter], axes, user_of(request), units)
+
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         yield from follow_running(ctx, request)
 
@@ -259,6 +268,7 @@ def build(ctx: UiContext) -> None:
 
     run.click(generate, inputs, outputs, concurrency_limit=None)
     story_run.click(generate_series, inputs | {story_prompts, story_seeds}, outputs, concurrency_limit=None)
+    grid.run.click(generate_grid, inputs | grid.components(), outputs, concurrency_limit=None)
     # a reload (or a second browser tab) picks up this user's generation where it is
     ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": outputs, "concurrency_limit": None})
     def selected_infotext(paths: list[str], event: gr.SelectData) -> tuple:
