@@ -284,6 +284,87 @@ def test_send_to_extras_and_upscale_keeps_the_recipe(served, page):
     assert saved and Image.open(saved[-1]).size == (128, 128)
 
 
+def _pick_second_image(page, prompt: str) -> None:
+    """Two images (seeds 1234, 1235), the second picked in the gallery, as a person clicks it."""
+    _small_generation(page, prompt=prompt, count=2)
+    page.click("#generate-run")
+    assert "Seed: 1234" in _wait_for_infotext(page, prompt)  # this job's (an earlier one had seed 1234 too)
+    page.wait_for_function("() => document.querySelectorAll('#gallery .thumbnail-item').length >= 2")
+    page.locator("#gallery .thumbnail-item").nth(1).click()
+    _wait_for_infotext(page, "Seed: 1235")
+
+
+def test_send_to_buttons_send_the_gallerys_selected_image(served, page):
+    """A1111's "send to" buttons send the picked image, not the first one."""
+    from PIL import Image
+
+    _pick_second_image(page, "pick the second")
+    source = served.studio.job_images(served.studio.list_jobs(limit=1)[0])[1]
+    assert source.name.endswith("-1235.png")
+    page.click("#send-img2img")
+    page.wait_for_function("() => (document.querySelector('#init-image img') || {src: ''}).src.includes('-1235')")
+    page.click("#send-inpaint")  # then painted and repainted: the job's picture is the picked one
+    canvas = page.locator("#inpaint-painter canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1500)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    page.locator("#field-prompt textarea").fill("repaint the picked one")
+    page.click("#generate-run")
+    _wait_for_infotext(page, "repaint the picked one")
+    job = served.studio.list_jobs(limit=1)[0]
+    sent = Image.open(job.payload["config"]["init_image"])  # the stored upload the job names
+    assert sent.convert("RGB").tobytes() == Image.open(source).convert("RGB").tobytes()
+
+    _pick_second_image(page, "upscale the second")
+    page.click("#send-extras")
+    page.wait_for_selector("#extras-source img")
+    page.click("#extras-run")
+    page.wait_for_function("() => document.querySelector('#extras-message').innerText.includes('128x128')")
+    info = page.locator("#extras-info textarea").input_value()
+    assert "upscale the second" in info and "Seed: 1235" in info
+
+
+def test_reuse_seed_takes_the_selected_images_own_seed(served, page):
+    _pick_second_image(page, "reuse the second seed")
+    _set(page, "#field-seed input", -1)
+    page.click("#reuse-seed")
+    page.wait_for_function("() => document.querySelector('#field-seed input').value === '1235'")
+    page.locator("#gallery .thumbnail-item").first.click()  # the preview's strip: the first again
+    _wait_for_infotext(page, "Seed: 1234")
+    page.click("#reuse-seed")
+    page.wait_for_function("() => document.querySelector('#field-seed input').value === '1234'")
+
+
+def test_an_xyz_plot_over_cfg_scale_draws_a_grid_with_its_cells(served, page):
+    """The Generate tab's X/Y/Z plot: the form is the base request, 2 columns over CFG Scale."""
+    from PIL import Image
+
+    _small_generation(page, prompt="a grid of two", steps=2)
+    page.get_by_text("X/Y/Z plot").click()
+    _pick(page, "#grid-x-type", "CFG Scale")
+    fill_and_keep(page, "grid-x-values", "5, 9")
+    page.click("#grid-run")
+    info = _wait_for_infotext(page, "Script: X/Y/Z plot")
+    assert "X Type: CFG Scale" in info and "a grid of two" in info and "Seed: 1234" in info
+    page.wait_for_function(
+        "() => (document.querySelector('#progress-text') || {innerText: ''}).innerText.includes('Done')"
+    )
+    job = served.studio.list_jobs(limit=1)[0]
+    assert (job.kind, job.state) == ("grid", "succeeded")
+    assert job.payload["config"]["steps"] == 2 and job.payload["grid"]["x"]["axis"] == "cfg"
+    assert len(served.studio.job_images(job)) == 2  # one image per cell, each with its own infotext
+    assert "CFG scale: 5" in job.result["infotexts"][0] and "CFG scale: 9" in job.result["infotexts"][1]
+    grid = Image.open(served.studio.job_folder(job) / job.result["grid"])
+    assert grid.width >= 2 * 64 and grid.height >= 64  # two cells side by side (and the legend)
+    assert page.locator("#gallery .thumbnail-item").count() == 3  # the grid, then both cells
+
+
 def test_a_reload_reconnects_to_the_running_generation(served, page):
     # Long enough to be still running after a reload on a fast machine (interrupted, it costs nothing).
     _small_generation(page, prompt="survives a reload", steps=50, count=40)
@@ -353,9 +434,15 @@ def test_library_lists_a_lora_renames_it_and_deletes_it_after_the_name_is_typed_
     page.click("#loras-rename")
     page.wait_for_function("() => document.querySelector('#loras-table').innerText.includes('角色乙')")
     assert not lora.exists() and (ws.loras / "角色乙.safetensors").exists()
+    # the cards and the details panel follow the rename, not only the table
+    page.wait_for_function("() => document.querySelector('#loras-card').innerText.includes('角色乙')")
+    page.wait_for_function("() => document.querySelector('#loras-cards').innerText.includes('角色乙')")
+    assert "角色甲" not in page.locator("#loras-cards").inner_text() + page.locator("#loras-card").inner_text()
     page.locator("#loras-confirm textarea, #loras-confirm input").first.fill("角色乙")
     page.click("#loras-delete")
     page.wait_for_function("() => document.querySelector('#loras-message').innerText.includes('Deleted')")
+    page.wait_for_function("() => !document.querySelector('#loras-card').innerText.includes('角色乙')")
+    page.wait_for_function("() => !document.querySelector('#loras-cards').innerText.includes('角色乙')")
     assert not (ws.loras / "角色乙.safetensors").exists()
     assert not {"角色甲", "角色乙"} & {row["name"] for row in list_loras(ws)}
 

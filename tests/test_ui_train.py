@@ -134,6 +134,40 @@ def test_a_preset_fills_the_form_and_a_reload_follows_the_running_run(served, pa
     assert served.studio.get_job(job_id).state == "cancelled"
 
 
+def test_a_cancelled_run_says_where_it_stopped_and_resumes_after_a_reload(served, page):
+    """After Cancel no running "Step n/N … ETA" line stays; a reload (or a server restart) shows the
+    user's cancelled run, so Resume queues it again from its checkpoint."""
+    studio = served.studio
+    _tiny_run(page, "reload-resume", steps=5000, every=2)
+    page.click("#train-start")
+    _wait_text(page, "#train-progress", "Step")
+    job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    _events(page, studio, job_id, "checkpoint")
+    page.click("#train-cancel")
+    _wait_text(page, "#train-message", "Cancelled")
+    progress = _wait_text(page, "#train-progress", "Stopped at step")
+    assert "ETA" not in progress, progress
+
+    page.reload()
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.wait_for_function(
+        "(id) => (document.querySelector('#train-job-id textarea, #train-job-id input') || {}).value === id",
+        arg=job_id,
+    )
+    _wait_text(page, "#train-message", "Cancelled")
+    page.click("#train-resume")
+    page.wait_for_function(
+        "(old) => { const box = document.querySelector('#train-job-id textarea, #train-job-id input');"
+        " return box && box.value && box.value !== old; }",
+        arg=job_id,
+    )
+    resumed = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
+    assert studio.get_job(resumed).payload["run"] == "reload-resume"
+    assert _events(page, studio, resumed, "plan")[0]["start_step"] >= 2
+    page.click("#train-cancel")
+    _wait_text(page, "#train-message", "Cancelled")
+
+
 def _events(page, studio, job_id: str, kind: str) -> list[dict]:
     """The job's events of `kind`, once there is one (the run is followed by the browser meanwhile)."""
     for _ in range(1200):

@@ -16,6 +16,7 @@ __all__ = [
     "control_module_sliders",
     "controlnet_titles",
     "embedding_names",
+    "grid_axis_choices",
     "hires_upscaler_names",
     "lora_names",
     "model_names",
@@ -31,6 +32,13 @@ def sampler_names() -> list[str]:
     from lorastudio.generate.samplers import sampler_names as names
 
     return names()
+
+
+def grid_axis_choices() -> list[tuple[str, str]]:
+    """(A1111's label, axis name) of every X/Y/Z plot axis, "Nothing" first (`GridRequest` takes either)."""
+    from lorastudio.generate.grid_axes import AXES
+
+    return [(axis.label, axis.name) for axis in AXES.values()]
 
 
 def schedule_names() -> list[str]:

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
     from lorastudio.train.config import TrainConfig
 
-__all__ = ["form_keys", "preset_values", "train_request", "run_progress", "pick_checkpoint", "training_eta"]
+__all__ = [
+    "form_keys", "preset_values", "train_request", "run_progress", "pick_checkpoint", "training_eta", "latest_training_job",
+]  # fmt: skip
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
@@ -189,3 +191,18 @@ def training_eta(job: Any, now: float | None = None, reported: float | None = No
         return None
     elapsed = (time.time() if now is None else now) - float(job.started_at)
     return max(0.0, elapsed * (1 - fraction) / fraction)
+
+
+RESUMABLE_STATES = ("cancelled", "failed")  # what `Studio.resume_train` queues again
+
+
+def latest_training_job(studio: Any, owner: str | None, scan: int = 1000) -> Any | None:
+    """What a reloaded Train page shows: `owner`'s (None: anyone's) training job still queued or
+    running, else their newest training job when it ended cancelled or failed, so Resume can queue it
+    again (after a page reload or a server restart); None when their newest run succeeded or there is none."""
+    for state in ("running", "queued"):
+        job = next((j for j in studio.list_jobs(state=state, user=owner, limit=scan) if j.kind == "train"), None)
+        if job is not None:
+            return job
+    newest = next((j for j in studio.list_jobs(user=owner, limit=scan) if j.kind == "train"), None)  # newest first
+    return newest if newest is not None and newest.state in RESUMABLE_STATES else None

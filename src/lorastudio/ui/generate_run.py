@@ -32,20 +32,23 @@ from lorastudio.ui.forms import optional_number
 __all__ = [
     "OUTPUT_COUNT",
     "follow_running",
+    "selected_image",
+    "selected_seed",
     "size_from_picture",
     "form_config",
     "mask_from_editor",
     "submit_and_follow",
+    "submit_grid_and_follow",
     "submit_series_and_follow",
 ]
 # job kinds the Generate tab starts and follows
-FOLLOWED_KINDS = ("generate", "series")
+FOLLOWED_KINDS = ("generate", "series", "grid")
 
 POLL_S = 0.4
 MAX_SEED = 2**32 - 1
 INT_FIELDS = ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps", "mask_blur",
               "inpaint_padding", "resize_mode", "inpainting_fill", "seed_resize_from_w", "seed_resize_from_h")  # fmt: skip
-# progress, preview, gallery, infotext, last seed, image paths
+# progress, preview, gallery, infotext, the gallery's selected index, image paths
 OUTPUT_COUNT = 6
 
 
@@ -189,6 +192,28 @@ def submit_series_and_follow(
     yield from _follow(ctx, job.id)
 
 
+def submit_grid_and_follow(
+    ctx: UiContext,
+    values: dict[str, Any],
+    painter: dict[str, Any] | None,
+    grid: Callable[[], Any],
+    user: str,
+    units: UnitsFn | None = None,
+) -> Iterator[tuple]:
+    """The X/Y/Z plot: the form is the base request, `grid()` the GridRequest; seed -1 is left to
+    the service (one seed for the whole grid, or a new one per cell with "Keep -1 for seeds")."""
+    from lorastudio.service.grid import submit_grid
+
+    no_change = gr.update()
+    try:
+        cfg = _with_units(form_config(ctx, values, painter), units)
+        job = submit_grid(ctx.studio, cfg, grid(), user=user)
+    except Exception as exc:
+        yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
+        return
+    yield from _follow(ctx, job.id)
+
+
 def follow_running(ctx: UiContext, request: Any) -> Iterator[tuple]:
     """On a page (re)load: follow the caller's generation still queued or running, if any."""
     job = unfinished_job_of(ctx, request, FOLLOWED_KINDS, ("running", "queued"))
@@ -210,19 +235,22 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         image = _preview_image(state) if state.get("job") == job.id else None
         yield (_progress_text(ctx, job, state), gr.update(value=image, visible=image is not None),
                *[no_change] * (OUTPUT_COUNT - 2))  # fmt: skip
-    paths = [str(path) for path in studio.job_images(job)]
-    info = png_info(paths[0])["info"] if paths else ""
-    sheet = (job.result or {}).get("contact_sheet")
-    if sheet:  # a series: its contact sheet first, then every picture
-        paths.insert(0, str(studio.job_folder(job) / sheet))
+    images = [str(path) for path in studio.job_images(job)]
+    result, folder = job.result or {}, studio.job_folder(job)
+    # a grid: the grid (its infotext shown: "Script: X/Y/Z plot"), its Z sub-grids, then every cell;
+    # a series: its contact sheet, then every picture
+    firsts = [result["grid"], *result.get("sub_grids", [])] if result.get("grid") else []
+    firsts += [result["contact_sheet"]] if result.get("contact_sheet") else []
+    paths = [str(folder / name) for name in firsts] + images
+    shown = paths[0] if result.get("grid") else (images[0] if images else None)
+    info = png_info(shown)["info"] if shown else ""
     if job.state == "succeeded":
         status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
     elif job.state == "cancelled":
         status = t("progress.cancelled")
     else:
         status = failed_markup(ctx, job)
-    seed = (job.payload.get("config") or {}).get("seed", -1)
-    yield status, gr.update(visible=False), paths, info, seed, paths
+    yield status, gr.update(visible=False), paths, info, 0, paths  # a new gallery: its first image selected
 
 
 def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:
@@ -251,6 +279,29 @@ def _preview_image(state: dict[str, Any]):
         return decode_image(data, "preview")[0]
     except Exception:  # a preview that cannot be decoded is only a missing preview
         return None
+
+
+def selected_image(paths: list[str] | None, index: int | None) -> str | None:
+    """The gallery's selected image (A1111's "send to" buttons send it), the first when none was picked."""
+    if not paths:
+        return None
+    return paths[index] if index is not None and 0 <= index < len(paths) else paths[0]
+
+
+def selected_seed(paths: list[str] | None, index: int | None) -> int:
+    """The seed the selected image states (each image of a batch has its own), for "reuse seed";
+    a picture without one (a grid, a contact sheet): the first image's that states one; -1 for none."""
+    from lorastudio.service.png_info import image_seeds
+
+    chosen = selected_image(paths, index)
+    for path in [chosen, *(p for p in paths or [] if p != chosen)] if chosen else []:
+        try:
+            seed = image_seeds([Path(path)])[1][0]
+        except Exception:  # an image gone from disk: nothing to read
+            continue
+        if seed != -1:
+            return seed
+    return -1
 
 
 def infotext_of(paths: list[str], index: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lorastudio.ui.context import UiContext, error_markup
+from lorastudio.ui.generate_run import selected_image
 
 TAB_ID = "extras"
 LABEL = "tab.extras"
@@ -34,10 +35,11 @@ def build(ctx: UiContext) -> None:
             message = gr.Markdown(elem_id="extras-message")
     ctx.shared["extras.source"] = source
 
-    def sent_from_generate(images: list[str]) -> tuple:
-        return (images[0] if images else None), gr.Tabs(selected=TAB_ID)
+    def sent_from_generate(images: list[str], index: int) -> tuple:
+        return selected_image(images, index), gr.Tabs(selected=TAB_ID)  # the gallery's selected image, as A1111
 
-    ctx.shared["generate.send_extras"].click(sent_from_generate, ctx.shared["generate.images"], [source, ctx.tabs])
+    sent = [ctx.shared["generate.images"], ctx.shared["generate.selected"]]
+    ctx.shared["generate.send_extras"].click(sent_from_generate, sent, [source, ctx.tabs])
 
     def upscale(path: str | None, name: str, factor: float, name_2: str, visibility_2: float) -> tuple:
         from lorastudio.service.extras import read_picture, save_upscaled, upscale_image

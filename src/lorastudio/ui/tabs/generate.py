@@ -23,10 +23,14 @@ from lorastudio.ui.generate_run import (
     OUTPUT_COUNT,
     follow_running,
     infotext_of,
+    selected_image,
+    selected_seed,
     size_from_picture,
     submit_and_follow,
+    submit_grid_and_follow,
     submit_series_and_follow,
 )
+from lorastudio.ui.grid_panel import build_grid_panel, grid_request_from_form
 
 TAB_ID = "generate"
 LABEL = "tab.generate"
@@ -194,6 +198,7 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "inpaint_padding", t("generate.inpaint_padding"), slider=True, maximum=256
                 )
             control = build_control_panel(ctx)
+            grid = build_grid_panel(ctx)
             with gr.Accordion(t("generate.story"), open=False, elem_id="story"):
                 story_prompts = field_control(
                     SeriesRequest, "prompts", t("generate.story_prompts"), lines=6, elem_id="story-prompts"
@@ -224,26 +229,33 @@ def build(ctx: UiContext) -> None:
                 send_img2img = gr.Button(t("generate.send_img2img"), size="sm", elem_id="send-img2img")
                 send_inpaint = gr.Button(t("generate.send_inpaint"), size="sm", elem_id="send-inpaint")
                 send_extras = gr.Button(t("generate.send_extras"), size="sm", elem_id="send-extras")
-    last_seed = gr.State(-1)
+    selected = gr.State(0)  # the gallery's selected image (a new gallery: its first)
     images = gr.State([])
 
     ctx.shared["generate.fields"] = f
     ctx.shared["generate.img2img"] = img2img
     ctx.shared["generate.send_extras"] = send_extras  # wired by the Extras tab, built later
     ctx.shared["generate.images"] = images
+    ctx.shared["generate.selected"] = selected
 
     inputs = {f[name] for name in FORM_FIELDS}  # a set: Gradio passes one dict {control: value}
 
     inputs.add(painter)
     inputs.add(styles)
     inputs |= control.components()
-    outputs = [progress, preview, gallery, infotext, last_seed, images]
+    outputs = [progress, preview, gallery, infotext, selected, images]
     assert len(outputs) == OUTPUT_COUNT
 
     def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
         values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
         yield from submit_and_follow(ctx, values, form[painter], user_of(request), units)
+
+    def generate_grid(form: dict, request: gr.Request) -> Iterator[tuple]:
+        values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
+        units = lambda: units_from_form(ctx, control, form)  # noqa: E731
+        axes = lambda: grid_request_from_form(grid, form)  # noqa: E731
+        yield from submit_grid_and_follow(ctx, values, form[painter], axes, user_of(request), units)
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         yield from follow_running(ctx, request)
@@ -257,12 +269,13 @@ def build(ctx: UiContext) -> None:
 
     run.click(generate, inputs, outputs, concurrency_limit=None)
     story_run.click(generate_series, inputs | {story_prompts, story_seeds}, outputs, concurrency_limit=None)
+    grid.run.click(generate_grid, inputs | grid.components(), outputs, concurrency_limit=None)
     # a reload (or a second browser tab) picks up this user's generation where it is
     ctx.on_load.append({"fn": reconnect, "inputs": None, "outputs": outputs, "concurrency_limit": None})
-    def selected_infotext(paths: list[str], event: gr.SelectData) -> str:
-        return infotext_of(paths, event.index)
+    def selected_infotext(paths: list[str], event: gr.SelectData) -> tuple:
+        return infotext_of(paths, event.index), event.index
 
-    gallery.select(selected_infotext, images, infotext)
+    gallery.select(selected_infotext, images, [infotext, selected])
     def interrupt_mine(request: gr.Request) -> None:
         ctx.studio.interrupt(owner_to_check(request))
 
@@ -272,14 +285,14 @@ def build(ctx: UiContext) -> None:
     interrupt.click(interrupt_mine, None, None)
     skip.click(skip_mine, None, None)
     random_seed.click(lambda: -1, None, f["seed"])
-    reuse_seed.click(lambda seed: seed, last_seed, f["seed"])
+    reuse_seed.click(selected_seed, [images, selected], f["seed"])  # the selected image's own seed, as A1111
     clear_image.click(lambda: None, None, f["init_image"])
     size = [f["width"], f["height"]]
-    send_img2img.click(_first_image, images, [f["init_image"], img2img]).then(
+    send_img2img.click(_selected_image, [images, selected], [f["init_image"], img2img]).then(
         size_from_picture, [f["init_image"], *size], size
     )
     only_masked = f["inpaint_only_masked"]  # its cut-out is sampled at the model's size: no auto size then
-    send_inpaint.click(_first_image, images, [painter, inpaint]).then(
+    send_inpaint.click(_selected_image, [images, selected], [painter, inpaint]).then(
         size_from_picture, [painter, *size, only_masked], size
     )
     f["init_image"].upload(size_from_picture, [f["init_image"], *size], size)
@@ -408,7 +421,7 @@ def _file_choices(ctx: UiContext, units: int) -> tuple:
     )
 
 
-def _first_image(images: list[str]) -> tuple:
-    return (images[0] if images else None), gr.update(open=True)
+def _selected_image(images: list[str], index: int) -> tuple:
+    return selected_image(images, index), gr.update(open=True)
 
 

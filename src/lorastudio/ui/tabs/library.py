@@ -120,34 +120,43 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         chosen = str(row[0]) if row else ""
         return chosen, *_card(ctx, section, chosen)
 
+    # what shows the library: after a rename, delete or import all of it, the details of the name now shown
+    shown = [table, *([cards] if cards is not None else []), card, samples]
+
+    def listing(query: str, chosen: str) -> list:
+        lists = [_table(ctx, section, query), *([_cards(ctx, section, query)] if cards is not None else [])]
+        return [*lists, *_card(ctx, section, chosen)]
+
+    unchanged = [gr.update() for _ in shown]
+
     def remove(chosen: str, again: str, query: str) -> tuple:
         chosen = (chosen or "").strip()
         if not chosen or chosen != (again or "").strip():
-            return t("library.confirm_delete"), gr.update()
+            return t("library.confirm_delete"), gr.update(), gr.update(), *unchanged
         try:
             section.delete(ctx.studio.workspace, chosen)
         except Exception as exc:
-            return error_markup(ctx, exc), gr.update()
-        return t("library.deleted", name=chosen), _table(ctx, section, query)
+            return error_markup(ctx, exc), gr.update(), gr.update(), *unchanged
+        return t("library.deleted", name=chosen), "", "", *listing(query, "")
 
     def give_new_name(chosen: str, wanted: str, query: str) -> tuple:
         chosen, wanted = (chosen or "").strip(), (wanted or "").strip()
         if not chosen or not wanted:
-            return t("library.new_name"), gr.update(), gr.update()
+            return t("library.new_name"), gr.update(), *unchanged
         try:
             section.rename(ctx.studio.workspace, chosen, wanted)
         except Exception as exc:
-            return error_markup(ctx, exc), gr.update(), gr.update()
-        return t("library.renamed", old=chosen, new=wanted), _table(ctx, section, query), wanted
+            return error_markup(ctx, exc), gr.update(), *unchanged
+        return t("library.renamed", old=chosen, new=wanted), wanted, *listing(query, wanted)
 
-    def add(path: str | None, wanted: str, query: str) -> tuple:
+    def add(path: str | None, wanted: str, query: str, chosen: str) -> tuple:
         if not path:
-            return t("library.upload"), gr.update()
+            return t("library.upload"), *unchanged
         try:
             info = section.import_file(ctx.studio.workspace, Path(path), (wanted or "").strip())
         except Exception as exc:
-            return error_markup(ctx, exc), gr.update()
-        return t("library.imported", name=info.get("name", wanted)), _table(ctx, section, query)
+            return error_markup(ctx, exc), *unchanged
+        return t("library.imported", name=info.get("name", wanted)), *listing(query, (chosen or "").strip())
 
     search.change(lambda query: _table(ctx, section, query), search, table)
     refresh.click(lambda query: _table(ctx, section, query), search, table)
@@ -161,9 +170,9 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         for trigger in (refresh.click, search.change):
             trigger(lambda query: _cards(ctx, section, query), search, cards)
         ctx.on_load.append({"fn": lambda: _cards(ctx, section), "inputs": None, "outputs": cards})
-    delete.click(remove, [name, confirm, search], [message, table])
-    rename.click(give_new_name, [name, new_name, search], [message, table, name])
-    do_import.click(add, [upload, import_name, search], [message, table])
+    delete.click(remove, [name, confirm, search], [message, name, confirm, *shown])
+    rename.click(give_new_name, [name, new_name, search], [message, name, *shown])
+    do_import.click(add, [upload, import_name, search, name], [message, *shown])
     ctx.on_load.append({"fn": lambda: _table(ctx, section), "inputs": None, "outputs": table})
 
 

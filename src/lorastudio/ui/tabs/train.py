@@ -6,7 +6,8 @@ the service's. While the job runs the tab shows step/total and ETA, the loss cur
 run's log, and each sample image as the trainer writes it; Cancel stops it and Resume queues
 it again from its last checkpoint. At the end the checkpoint table shows the scores, and
 "Use this checkpoint" puts the chosen step's LoRA into the library under the run's name.
-A reloaded page finds the user's running training job and follows it again.
+A reloaded page finds the user's running training job and follows it again, or shows their last
+run if it was cancelled or failed, so Resume queues it again (also after a server restart).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from lorastudio.ui.context import (
     owner_to_check,
     poll_job,
     queued_text,
-    unfinished_job_of,
     user_of,
 )
 
@@ -145,9 +145,14 @@ def build(ctx: UiContext) -> None:
     refresh.click(lists, None, [form.controls["model"], form.controls["data.dir"]])
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
-        job = unfinished_job_of(ctx, request, ("train",))
-        if job is not None:
-            yield from _follow(ctx, job.id)
+        from lorastudio.service.train_runs import latest_training_job
+
+        # the running run followed again, or the last one cancelled or failed, so Resume can queue it
+        job = latest_training_job(ctx.studio, owner_to_check(request))
+        if job is None:
+            yield tuple(gr.update() for _ in follow_outputs)
+            return
+        yield from _follow(ctx, job.id)
 
     ctx.on_load.append({"fn": lists, "inputs": None, "outputs": [form.controls["model"], form.controls["data.dir"]]})
     # not queued behind another page's follower: a reload must show the run at once
@@ -218,6 +223,10 @@ def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int,
     t = ctx.t
     if job.state == "queued":
         return queued_text(ctx, job)
+    if job.finished:  # where it ended, never a running step with an ETA
+        if not total:
+            return ""
+        return t("train.finished_at" if job.state == "succeeded" else "train.stopped_at", step=step, steps=total)
     if not total:
         return t("progress.starting")
     eta = training_eta(job, reported=reported_eta)
