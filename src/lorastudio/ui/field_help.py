@@ -162,5 +162,11 @@ HELP_ZH: dict[str, str] = {
     "PortraitMakeConfig.count": "每个模板生成的张数（种子依次为 seed、seed+1……）。",
     "PortraitMakeConfig.seed": "第一张结果的随机种子（-1 = 随机）。",
     "PortraitMakeConfig.steps": "每一轮（pass）的采样步数。",
+    # Generate tab: the X/Y/Z plot (service/grid.py: GridRequest, AxisRequest)
+    "AxisRequest.values": "A1111 的取值写法：'0.4,0.7,1.0'、'1-5'、'0.4-1.0 [4]'。",
+    "GridRequest.draw_legend": "在行、列和 Z 网格旁标注各自的取值（A1111 的 Draw legend）。",
+    "GridRequest.lora": "权重轴 / 检查点轴作用的 LoRA 名称。",
+    "GridRequest.margin": "格子之间的间距（像素）。",
+    "GridRequest.run": "检查点轴要逐个试用的训练运行（studio/runs 中的）。",
     **TRAIN_HELP_ZH,
 }

@@ -33,7 +33,9 @@ class GridPanel:
 
 
 def _described(name: str) -> str | None:
-    return GridRequest.model_fields[name].description or None
+    from lorastudio.ui.field_help import field_help  # in the page's language
+
+    return field_help(GridRequest, name) or None
 
 
 def build_grid_panel(ctx: UiContext) -> GridPanel:
@@ -72,8 +74,9 @@ def build_grid_panel(ctx: UiContext) -> GridPanel:
 
 def _described_values() -> str | None:
     from lorastudio.service.grid import AxisRequest
+    from lorastudio.ui.field_help import field_help
 
-    return AxisRequest.model_fields["values"].description or None
+    return field_help(AxisRequest, "values") or None
 
 
 def grid_request_from_form(panel: GridPanel, form: dict) -> GridRequest:
