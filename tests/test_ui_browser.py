@@ -193,6 +193,17 @@ def test_png_info_of_a_civitai_image_fills_both_pickers_and_generates(served, pa
     page.click("#generate-run")
     text = _wait_for_infotext(page, "Seed: 7")
     assert "Sampler: DPM++ 2M, Schedule type: Karras" in text
+    page.locator("#inpaint").get_by_text("Inpaint", exact=True).first.click()  # open the accordion
+    assert not page.locator("#field-mask_invert input").is_checked()
+    info = PngImagePlugin.PngInfo()  # an inpainting that repainted outside its mask: the box is ticked
+    info.add_text("parameters", "a heron\nSteps: 2, Sampler: Euler, Seed: 8, Size: 64x64, Mask mode: Inpaint not masked")
+    Image.new("RGB", (64, 64)).save(tmp_path / "inverted.png", pnginfo=info)
+    _tab(page, "PNG info")
+    page.locator("#png-image input[type=file]").set_input_files(str(tmp_path / "inverted.png"))
+    page.wait_for_function("() => (document.querySelector('#png-parameters textarea') || {}).value?.includes('Mask mode')")
+    page.click("#png-send-generate")
+    page.wait_for_function("() => document.querySelector('#field-seed input')?.value === '8'")
+    page.wait_for_function("() => document.querySelector('#field-mask_invert input')?.checked")
 
 
 def test_a_picture_given_with_blank_size_boxes_sets_them_to_its_own_size(served, page, tmp_path):

@@ -75,6 +75,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.inpaint_painter": ("Paint the part to repaint", "涂抹要重绘的区域"),
     "generate.mask_blur": ("Mask blur", "蒙版模糊"),
     "generate.inpainting_fill": ("Masked content", "蒙版区域内容"),
+    "generate.mask_invert": ("Inpaint not masked", "重绘非蒙版区域"),
     "generate.inpaint_only_masked": ("Only masked (at full resolution)", "仅重绘蒙版区域（全分辨率）"),
     "generate.inpaint_padding": ("Only masked padding, pixels", "仅蒙版区域的边距（像素）"),
     "generate.send_inpaint": ("Send to inpaint", "发送到局部重绘"),

@@ -41,7 +41,7 @@ FORM_FIELDS = (
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
     "clip_skip", "eta", "pad_conds", "pad_conds_v0", "old_prompt_editing", "hires_scale",
     "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
-    "mask_blur", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
+    "mask_blur", "mask_invert", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -191,6 +191,7 @@ def build(ctx: UiContext) -> None:
                     label=t("generate.inpainting_fill"),
                     info=field_help(GenerateConfig, "inpainting_fill"),
                 )
+                f["mask_invert"] = field_control(GenerateConfig, "mask_invert", t("generate.mask_invert"))
                 f["inpaint_only_masked"] = field_control(
                     GenerateConfig, "inpaint_only_masked", t("generate.inpaint_only_masked")
                 )
