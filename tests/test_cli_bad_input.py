@@ -86,6 +86,9 @@ def test_a_device_this_machine_lacks_is_refused_for_generation_and_training(tiny
     import torch
 
     _fails_in_one_line(["generate", "--model", "tiny-sd15", "--prompt", "x", "--device", "tpu"], "'tpu'", "cpu, cuda")
+    from lorastudio.models.loading import pick_device
+
+    assert pick_device("cpu:0")[0] == "cpu:0"  # what accelerate gives a data-parallel rank
     if torch.cuda.is_available():
         return
     data = tmp_path / "data"

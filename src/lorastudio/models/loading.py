@@ -104,13 +104,14 @@ def pick_device(requested: str | None = None) -> tuple[str, Any]:
     import torch
 
     device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not (device in ("cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+    kind, _, index = device.partition(":")  # "cpu:0" is what a data-parallel rank is given
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
         raise LorastudioError(f"device {device!r}: not a device here; use cpu, cuda or cuda:N (one GPU).")
-    if device == "mps":
+    if kind == "mps":
         if not torch.backends.mps.is_available():
-            raise LorastudioError("device 'mps' requested but this machine has no Apple GPU; use --device cpu.")
+            raise LorastudioError(f"device {device!r} requested but this machine has no Apple GPU; use --device cpu.")
         return device, torch.float32
-    if device.startswith("cuda"):
+    if kind == "cuda":
         if not torch.cuda.is_available():
             raise LorastudioError(
                 f"device {device!r} requested but no CUDA GPU is available; use --device cpu."

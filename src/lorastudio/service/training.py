@@ -296,10 +296,9 @@ def _check_model_name_free(ws: Workspace, name: str) -> None:
 
 
 def _finished(ws: Workspace, run_dir: Path, name: str) -> bool:
-    """A run that ended: its result file or scores are in its folder, or the library holds its LoRA
+    """A run that ended: its result file is in its folder, or the library holds its LoRA
     (a run stopped before its first checkpoint left only config.yaml and logs: it may start again)."""
-    results = [run_dir / f"{name}.safetensors", run_dir / "scores.json"]
-    return any(path.is_file() for path in results) or _library_lora_of_run(ws, run_dir.name) is not None
+    return (run_dir / f"{name}.safetensors").is_file() or _library_lora_of_run(ws, run_dir.name) is not None
 
 
 def _check_lora_name_free(ws: Workspace, name: str, run_dir: Path, cfg: TrainConfig) -> None:
