@@ -62,6 +62,20 @@ def _tab(page, label: str) -> None:
     page.get_by_role("tab", name=label, exact=True).click()
 
 
+
+def _paint_the_centre(page) -> None:
+    """One brush stroke across the middle of the inpaint painter's picture."""
+    canvas = page.locator("#inpaint-painter canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1500)  # the accordion opens and the picture is fitted into the canvas
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(1000)  # the painter hands its layers to the form a moment after the stroke
+
 def test_the_ui_needs_a_login_and_one_login_opens_ui_api_and_docs(served, browser):
     page = browser.page()
     page.goto(served.url + "/ui/en/")
@@ -247,16 +261,7 @@ def test_send_to_inpaint_paint_a_mask_and_repaint_only_there(served, page):
     page.click("#generate-run")
     _wait_for_infotext(page, "inpaint source")
     page.click("#send-inpaint")
-    canvas = page.locator("#inpaint-painter canvas").first
-    canvas.wait_for()
-    page.wait_for_timeout(1500)  # the accordion opens and the picture is fitted into the canvas
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
-    page.mouse.up()
-    page.wait_for_timeout(1000)  # the painter hands its layers to the form a moment after the stroke
+    _paint_the_centre(page)
     page.locator("#field-prompt textarea").fill("inpaint result")
     page.click("#generate-run")
     info = _wait_for_infotext(page, "inpaint result")
@@ -285,14 +290,19 @@ def test_send_to_extras_and_upscale_keeps_the_recipe(served, page):
     _small_generation(page, prompt="to be upscaled")
     page.click("#generate-run")
     _wait_for_infotext(page, "to be upscaled")
+    info = _upscale_in_extras(page)
+    assert "to be upscaled" in info and "Postprocess upscale by: 2, Postprocess upscaler: Lanczos" in info
+    saved = sorted(served.studio.workspace.outputs.glob("*/*-upscaled-2x*.png"))
+    assert saved and Image.open(saved[-1]).size == (128, 128)
+
+
+def _upscale_in_extras(page) -> str:
+    """Send the picked image to Extras, upscale it 2x (64 -> 128 px) and answer its infotext."""
     page.click("#send-extras")
     page.wait_for_selector("#extras-source img")
     page.click("#extras-run")
     page.wait_for_function("() => document.querySelector('#extras-message').innerText.includes('128x128')")
-    info = page.locator("#extras-info textarea").input_value()
-    assert "to be upscaled" in info and "Postprocess upscale by: 2, Postprocess upscaler: Lanczos" in info
-    saved = sorted(served.studio.workspace.outputs.glob("*/*-upscaled-2x*.png"))
-    assert saved and Image.open(saved[-1]).size == (128, 128)
+    return page.locator("#extras-info textarea").input_value()
 
 
 def _pick_second_image(page, prompt: str) -> None:
@@ -315,16 +325,7 @@ def test_send_to_buttons_send_the_gallerys_selected_image(served, page):
     page.click("#send-img2img")
     page.wait_for_function("() => (document.querySelector('#init-image img') || {src: ''}).src.includes('-1235')")
     page.click("#send-inpaint")  # then painted and repainted: the job's picture is the picked one
-    canvas = page.locator("#inpaint-painter canvas").first
-    canvas.wait_for()
-    page.wait_for_timeout(1500)
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
-    page.mouse.up()
-    page.wait_for_timeout(1000)
+    _paint_the_centre(page)
     page.locator("#field-prompt textarea").fill("repaint the picked one")
     page.click("#generate-run")
     _wait_for_infotext(page, "repaint the picked one")
@@ -333,11 +334,7 @@ def test_send_to_buttons_send_the_gallerys_selected_image(served, page):
     assert sent.convert("RGB").tobytes() == Image.open(source).convert("RGB").tobytes()
 
     _pick_second_image(page, "upscale the second")
-    page.click("#send-extras")
-    page.wait_for_selector("#extras-source img")
-    page.click("#extras-run")
-    page.wait_for_function("() => document.querySelector('#extras-message').innerText.includes('128x128')")
-    info = page.locator("#extras-info textarea").input_value()
+    info = _upscale_in_extras(page)
     assert "upscale the second" in info and "Seed: 1235" in info
 
 

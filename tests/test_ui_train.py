@@ -80,6 +80,16 @@ def _wait_text(page, selector: str, text: str, timeout: int = 120_000) -> str:
     return page.locator(selector).inner_text()
 
 
+
+def _reload_and_see_job(page, job_id: str) -> None:
+    """Reload the page, open the Train tab and wait until it shows job `job_id` again."""
+    page.reload()
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.wait_for_function(
+        "(id) => (document.querySelector('#train-job-id textarea, #train-job-id input') || {}).value === id",
+        arg=job_id,
+    )
+
 def test_a_run_is_followed_live_then_cancelled_and_resumed(served, page):
     studio = served.studio
     _tiny_run(page, "cancel-me", steps=5000, every=2)
@@ -122,12 +132,7 @@ def test_a_preset_fills_the_form_and_a_reload_follows_the_running_run(served, pa
     page.click("#train-start")
     _wait_text(page, "#train-progress", "Step")
     job_id = page.locator("#train-job-id textarea, #train-job-id input").first.input_value()
-    page.reload()
-    page.get_by_role("tab", name="Train", exact=True).click()
-    page.wait_for_function(
-        "(id) => (document.querySelector('#train-job-id textarea, #train-job-id input') || {}).value === id",
-        arg=job_id,
-    )
+    _reload_and_see_job(page, job_id)
     _wait_text(page, "#train-progress", "Step")
     page.click("#train-cancel")
     _wait_text(page, "#train-message", "Cancelled")
@@ -148,12 +153,7 @@ def test_a_cancelled_run_says_where_it_stopped_and_resumes_after_a_reload(served
     progress = _wait_text(page, "#train-progress", "Stopped at step")
     assert "ETA" not in progress, progress
 
-    page.reload()
-    page.get_by_role("tab", name="Train", exact=True).click()
-    page.wait_for_function(
-        "(id) => (document.querySelector('#train-job-id textarea, #train-job-id input') || {}).value === id",
-        arg=job_id,
-    )
+    _reload_and_see_job(page, job_id)
     _wait_text(page, "#train-message", "Cancelled")
     page.click("#train-resume")
     page.wait_for_function(
