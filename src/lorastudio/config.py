@@ -174,8 +174,13 @@ def explain_validation_error(
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
-        layer = _source_of(key, sources or {}, source)  # the file that set it, else the caller's name
-        source_here = layer[len("file ") :] if layer.startswith("file ") else layer if source == "config" else source
+        layer = _source_of(key, sources or {}, source)
+        if layer.startswith("file "):  # the file that set the key
+            source_here = layer[len("file ") :]
+        elif source == "config":  # no name from the caller: the layer's ("override", "preset style")
+            source_here = layer
+        else:
+            source_here = source
         if err["type"] == "extra_forbidden":
             valid = _field_names(model, loc)
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)

@@ -158,10 +158,15 @@ def tensor_to_pil(images) -> list[Image.Image]:
     return [Image.fromarray(a) for a in array]
 
 
+def binary_mask(mask: Image.Image) -> Image.Image:
+    """The mask black and white at A1111's threshold: a grey above 128 repaints (its default "mask_round")."""
+    return mask.convert("L").point(lambda v: 255 if v > 128 else 0)
+
+
 def prepare_mask(mask: Image.Image, size: tuple[int, int], blur: int) -> Image.Image:
-    """Greyscale mask at `size`, white = repaint: made black and white at A1111's threshold (a grey
-    above 128 repaints, A1111's default "mask_round"), then blurred like A1111's mask blur."""
-    mask = mask.convert("L").resize(size, Image.Resampling.LANCZOS).point(lambda v: 255 if v > 128 else 0)
+    """Greyscale mask at `size`, white = repaint: made black and white (`binary_mask`), then blurred
+    like A1111's mask blur."""
+    mask = binary_mask(mask.convert("L").resize(size, Image.Resampling.LANCZOS))
     if blur > 0:
         mask = mask.filter(ImageFilter.GaussianBlur(blur))
     return mask

@@ -20,6 +20,7 @@ from lorastudio.generate.config import GenerateConfig, request_size, size_from_p
 from lorastudio.generate.guidance import GuidedUnet
 from lorastudio.generate.hires import run_hires_pass, wants_hires
 from lorastudio.generate.images import (
+    binary_mask,
     fill_masked,
     mask_crop_region,
     pil_to_tensor,
@@ -304,8 +305,9 @@ class _Sampler:
         # the steps, and each of this pass's calls maps onto A1111's (2 per step, 1 for the last)
         name = self.plan.sampler.sampler
         timed, base = prompt_calls(name, steps), first_pass_steps and prompt_calls(name, first_pass_steps)
+        counts_calls = timed != steps  # a second-order sampler
         n_steps = -(-len(timesteps) // order)
-        a1111_calls = 2 * n_steps - 1 if timed != steps else len(timesteps)
+        a1111_calls = 2 * n_steps - 1 if counts_calls else len(timesteps)
         composable = self._composable_schedule(self.plan.prompt, timed, base)
         weights = [weight for weight, _ in composable]
         uncond_schedule = self._schedule(self.plan.negative, timed, base)
@@ -317,7 +319,7 @@ class _Sampler:
         done_before = self.step_done
         for i, t in enumerate(timesteps):
             self.raise_if_stopped()
-            step_index = i * a1111_calls // len(timesteps) if timed != steps else i // order
+            step_index = i * a1111_calls // len(timesteps) if counts_calls else i // order
             cond = self._conds_at_step(composable, step_index)
             uncond = self._at_step(uncond_schedule, step_index)
             latent_in = scheduler.scale_model_input(latents, t)
@@ -391,7 +393,7 @@ def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.
     if mask is not None and cfg.mask_invert:  # "Inpaint not masked": the plan's mask is what is repainted
         from PIL import ImageOps
 
-        mask = ImageOps.invert(mask.point(lambda v: 255 if v > 128 else 0))  # A1111: made binary, then inverted
+        mask = ImageOps.invert(binary_mask(mask))  # A1111: made binary, then inverted
     return init, mask
 
 

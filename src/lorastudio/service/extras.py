@@ -198,7 +198,7 @@ def extras_png(
         image, limits, scale=scale, size=size, upscaler=upscaler, workspace=ws, crop=crop,
         upscaler_2=upscaler_2, upscaler_2_visibility=upscaler_2_visibility,
     )  # fmt: skip
-    titles = [upscaler_title(ws, name) if name else "None" for name in (upscaler, upscaler_2)]
+    titles = [upscaler_title(ws, name) for name in (upscaler, upscaler_2)]
     keys = postprocess_keys(
         scale, titles[0], size=size, crop=crop, upscaler_2=titles[1], upscaler_2_visibility=upscaler_2_visibility
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.library import Library
+from lorastudio.service.model_cache import file_stamp
 from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
 from lorastudio.service.workspace import Workspace, find_with_suffix, rename_without_clobbering, safe_name
 
@@ -103,17 +104,10 @@ def _entries(ws: Workspace) -> dict[str, Path]:
     return dict(sorted(entries.items()))
 
 
-# Files that could not be described, by (path, size, mtime): listings are polled (A1111 clients ask
-# /sdapi/v1/sd-models often) and a broken multi-GB .ckpt would be hashed and unpickled each time.
-_UNREADABLE: dict[tuple[str, int, int], BaseException] = {}
-
-
-def _stamp(path: Path) -> tuple[str, int, int]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (str(path), -1, -1)
-    return (str(path), stat.st_size, stat.st_mtime_ns)
+# Files that could not be described, by their stamp (`model_cache.file_stamp`): listings are polled
+# (A1111 clients ask /sdapi/v1/sd-models often) and a broken multi-GB .ckpt would be hashed and
+# unpickled each time.
+_UNREADABLE: dict[tuple, BaseException] = {}
 
 
 def list_models(ws: Workspace) -> list[dict[str, Any]]:
@@ -126,7 +120,7 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
     for name, path in _entries(ws).items():
         row = known.get(name)
         if row is None or row["path"] != str(path):
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
             if stamp in _UNREADABLE:  # read (and hashed) once: a broken file is not read again per listing
                 rows.append(_broken_row(name, path, _UNREADABLE[stamp]))
                 continue

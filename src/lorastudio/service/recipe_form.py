@@ -25,7 +25,7 @@ def form_params(params: dict[str, Any], notes: list) -> dict[str, Any]:
     schedule = params.get("Schedule type")
     if not schedule or find_schedule(str(schedule)) is not None:
         return params
-    notes.append(_note("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here."))
+    notes.append(RecipeNote("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here."))
     return {key: value for key, value in params.items() if key != "Schedule type"}
 
 
@@ -38,10 +38,6 @@ def form_request(ws: Workspace, request: dict[str, Any], notes: list) -> dict[st
     return request
 
 
-def _note(key: str, params: dict[str, str], text: str):
-    return RecipeNote(key, params, text)
-
-
 def _keep_known_vae(ws: Workspace, request: dict[str, Any], notes: list) -> None:
     from lorastudio.service.names import find_vae
 
@@ -52,7 +48,7 @@ def _keep_known_vae(ws: Workspace, request: dict[str, Any], notes: list) -> None
         find_vae(ws, name)
     except LorastudioError:
         request.pop("vae")
-        notes.append(_note("vae_missing", {"name": str(name)}, f"VAE {name} is not in this workspace; using the model's own."))
+        notes.append(RecipeNote("vae_missing", {"name": str(name)}, f"VAE {name} is not in this workspace; using the model's own."))
 
 
 def _split_sampler(request: dict[str, Any], notes: list) -> None:
@@ -70,10 +66,10 @@ def _split_sampler(request: dict[str, Any], notes: list) -> None:
         except LorastudioError:
             request.pop("sampler", None)
             request.pop("schedule", None)
-            notes.append(_note("sampler_unknown", {"name": str(sampler)}, f"sampler {sampler} is not available here."))
+            notes.append(RecipeNote("sampler_unknown", {"name": str(sampler)}, f"sampler {sampler} is not available here."))
             return
         notes.append(
-            _note("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here.")
+            RecipeNote("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here.")
         )
     request["sampler"] = choice.sampler
     request["schedule"] = None if choice.schedule == "Automatic" else choice.schedule
@@ -91,5 +87,5 @@ def _keep_known_hires_upscaler(ws: Workspace, request: dict[str, Any], notes: li
         return
     request.pop("hires_upscaler")
     notes.append(
-        _note("hires_upscaler_missing", {"name": str(name)}, f"hires upscaler {name} is not installed here.")
+        RecipeNote("hires_upscaler_missing", {"name": str(name)}, f"hires upscaler {name} is not installed here.")
     )

@@ -162,8 +162,7 @@ def resume_config(ws: Workspace, run: str) -> tuple[TrainConfig, Path]:
     """The saved config of run `run` (a name under runs/ or a path) and its folder."""
     from lorastudio.train.config import saved_train_config
 
-    path = Path(run).expanduser()
-    run_dir = path if path.is_dir() else ws.safe_child(ws.runs, run, "run")
+    run_dir = _run_folder(ws, run)
     if not (run_dir / "config.yaml").is_file():
         raise NotFoundError(f"run {run!r}: no config.yaml in {run_dir}; give a run name from `{ws.runs}`.")
     return saved_train_config(run_dir / "config.yaml"), run_dir
@@ -173,9 +172,14 @@ def has_checkpoint(ws: Workspace, run: str) -> bool:
     """Whether run `run` (a name under runs/ or a path) has a complete checkpoint to resume from."""
     from lorastudio.train.checkpoints import latest_state
 
-    path = Path(run).expanduser()
-    run_dir = path if path.is_dir() else ws.runs / run
+    run_dir = _run_folder(ws, run)
     return run_dir.is_dir() and latest_state(run_dir) is not None
+
+
+def _run_folder(ws: Workspace, run: str) -> Path:
+    """Run `run`: a folder path as given, else the name of one under runs/."""
+    path = Path(run).expanduser()
+    return path if path.is_dir() else ws.safe_child(ws.runs, run, "run")
 
 
 def run_training(
