@@ -354,6 +354,16 @@ def test_the_style_picker_lists_the_file_in_order_and_nothing_for_a_broken_file(
     assert style_names(tiny_workspace) == []
 
 
+def test_a_styles_csv_saved_by_excel_on_a_chinese_windows_reads(tiny_workspace):
+    """Excel on a Chinese Windows saves CSV as GBK: its styles read (a UTF-8-only read refused the file)."""
+    from lorastudio.service.choices import style_names
+    from lorastudio.service.styles import apply_styles
+
+    (tiny_workspace.root / "styles.csv").write_bytes("name,prompt,negative_prompt\n水墨,水墨画风格,模糊\n".encode("gbk"))
+    assert style_names(tiny_workspace) == ["水墨"]
+    assert apply_styles(tiny_workspace, "山", "", ["水墨"]) == ("山, 水墨画风格", "模糊")
+
+
 def test_styles_reach_every_prompt_of_a_story(tiny_workspace, tmp_path):
     """A story replaces the base prompt per line: the styles are merged into each line (only the
     negative prompt kept them before)."""

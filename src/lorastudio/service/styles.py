@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.workspace import Workspace
 
@@ -37,10 +38,8 @@ def list_styles(ws: Workspace) -> list[PromptStyle]:
     path = styles_file(ws)
     if not path.is_file():
         return []
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # A1111 and Excel write a BOM now and then
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LorastudioError(f"{path}: cannot be read as UTF-8 CSV ({exc}); save it as UTF-8.") from None
+    # A1111 and Excel write a BOM now and then; Excel on a Chinese Windows saves CSV as GBK.
+    text = read_text_file(path, what="styles file")
     rows = csv.DictReader(io.StringIO(text))
     if rows.fieldnames is None or "name" not in rows.fieldnames:
         raise LorastudioError(f"{path}: needs a header row 'name,prompt,negative_prompt', as A1111's styles.csv.")
