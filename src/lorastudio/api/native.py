@@ -107,6 +107,29 @@ def submit_train(
     return _job_json(studio, job)
 
 
+@router.post("/jobs/{job_id}/resume")
+def resume_train(
+    job_id: str, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Queue a cancelled or failed training job again: the new job resumes its run from the last
+    checkpoint (the web UI's Resume). Only the caller's own run (403 for another user's)."""
+    job = studio.resume_train(job_id, user=owner_to_check(request), priority=priority)
+    return _job_json(studio, job)
+
+
+class CheckpointPick(StrictModel):
+    step: int = Field(..., ge=0, description="A saved checkpoint step of the run (its scores.json rows).")
+
+
+@router.post("/jobs/{job_id}/checkpoint")
+def pick_checkpoint(
+    job_id: str, body: CheckpointPick, request: Request, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
+    """Use checkpoint `step` of a training job's run as its LoRA in the library (the web UI's "Use
+    this checkpoint", `lorastudio train pick`). Only the caller's own run (403 for another user's)."""
+    return studio.pick_checkpoint(job_id, body.step, user=owner_to_check(request))
+
+
 @router.post("/jobs/caption")
 def submit_caption(
     cfg: CaptionJobConfig, request: Request, priority: int = PRIORITY, studio: Studio = Depends(get_studio)

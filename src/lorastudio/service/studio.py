@@ -228,6 +228,21 @@ class Studio:
         payload = {"config": old.payload["config"], "run": old.payload["run"]}
         return self.submit("train", payload, user=old.user if user is None else user, priority=priority, affinity=old.affinity)
 
+    def pick_checkpoint(self, job_id: str, step: int, *, user: str | None) -> dict[str, Any]:
+        """"Use this checkpoint": step `step` of a training job's run replaces the run's LoRA in the
+        library (kohya users pick an earlier epoch when the last one overfits). Only the user who
+        queued the run (`user` None: auth off, anyone), as resuming it."""
+        from lorastudio.service.training import pick_training_checkpoint
+
+        job = self.get_job(job_id)
+        if user is not None and job.user != user:
+            raise NotYours(f"job {job_id}: another user's training run; only the user who queued it can pick its checkpoint.")
+        run = str(job.payload.get("run") or "") if job.kind == "train" else ""
+        if not run:
+            raise InvalidRequest(f"job {job_id}: a {job.kind} job; only a training job has checkpoints to pick.")
+        self.workspace.safe_child(self.workspace.runs, run, "run")  # a name under runs/, never a path
+        return pick_training_checkpoint(self.workspace, run, int(step), by="user")
+
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
         cfg = self.requests.caption(cfg)
         return self.submit("caption", {"config": cfg.model_dump()}, user=user, priority=priority)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from lorastudio.train.config import TrainConfig
 
 __all__ = [
-    "form_keys", "preset_values", "train_request", "run_progress", "pick_checkpoint", "training_eta", "latest_training_job",
+    "form_keys", "preset_values", "train_request", "run_progress", "training_eta", "latest_training_job",
 ]  # fmt: skip
 
 
@@ -169,13 +169,6 @@ def run_progress(ws: Workspace, run: str) -> dict[str, Any]:
         "best_step": table.get("best_step"),
         "result_step": table.get("result_step"),
     }
-
-
-def pick_checkpoint(ws: Workspace, run: str, step: int) -> dict[str, Any]:
-    """Put checkpoint `step` of `run` into the library under the run's name ("use this checkpoint")."""
-    from lorastudio.service.training import pick_training_checkpoint
-
-    return pick_training_checkpoint(ws, run, int(step), by="user")
 
 
 def training_eta(job: Any, now: float | None = None, reported: float | None = None) -> float | None:

@@ -177,8 +177,11 @@ def has_checkpoint(ws: Workspace, run: str) -> bool:
 
 
 def _run_folder(ws: Workspace, run: str) -> Path:
-    """Run `run`: a folder path as given, else the name of one under runs/."""
+    """Run `run`: the name of one under runs/, else a folder path as given (a plain name that is a
+    run wins over a same-named folder of the current directory)."""
     path = Path(run).expanduser()
+    if len(path.parts) == 1 and not path.is_absolute() and (ws.runs / run).is_dir():
+        return ws.safe_child(ws.runs, run, "run")
     return path if path.is_dir() else ws.safe_child(ws.runs, run, "run")
 
 

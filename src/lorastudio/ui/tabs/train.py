@@ -119,12 +119,10 @@ def build(ctx: UiContext) -> None:
     def cancel_run(job: str, request: gr.Request) -> str:
         return cancel_markup(ctx, job, "train.cancelling", owner_to_check(request))
 
-    def use_checkpoint(job: str, chosen: float | None) -> str:
-        from lorastudio.service.train_runs import pick_checkpoint
-
+    def use_checkpoint(job: str, chosen: float | None, request: gr.Request) -> str:
         try:
             run = _run_of(ctx, job)
-            result = pick_checkpoint(ws, run, int(chosen or 0))
+            result = ctx.studio.pick_checkpoint(job.strip(), int(chosen or 0), user=owner_to_check(request))
         except Exception as exc:
             return error_markup(ctx, exc)
         return t("train.picked", step=result["step"], name=run)
