@@ -223,6 +223,14 @@ class _Sampler:
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((latents - shift) * vae.config.scaling_factor).to(self.model.dtype)
 
+    def _paint_everything(self, batch: int, width: int, height: int):
+        """An inpainting UNet's inputs with no mask (txt2img, img2img, hires): repaint all over mid-grey, as A1111."""
+        import torch
+
+        f, opts = self.model.vae_scale_factor, {"device": self.model.device, "dtype": self.model.dtype}
+        blank = self.encode_image(torch.zeros(1, 3, height, width, **opts))
+        return torch.ones(batch, 1, height // f, width // f, **opts), blank.expand(batch, -1, -1, -1)
+
     def decode(self, latents):
         """Pixels in -1..1; large images in tiles, stopping at the next tile when asked to."""
         import torch
@@ -279,14 +287,15 @@ class _Sampler:
         scheduler.set_timesteps(schedule_steps, device=model.device)
         timesteps = scheduler.timesteps
         order = getattr(scheduler, "order", 1)
-        # Noise lives in the VAE's latent space (an inpainting UNet's extra input channels are
-        # the mask and masked image, concatenated per step).
+        # Noise in the VAE's latent space (an inpainting UNet's mask and masked image join per step).
         shape = (
             model.vae.config.latent_channels,
             height // model.vae_scale_factor,
             width // model.vae_scale_factor,
         )
         noise = self._noise(seeds, shape)
+        if masked_image_latents is None and model.unet.config.in_channels == 9:
+            full_mask, masked_image_latents = self._paint_everything(len(seeds), width, height)
         if init_latents is None:
             latents = noise * scheduler.init_noise_sigma
         else:  # the last `sampled` steps of the schedule, as A1111
