@@ -34,6 +34,7 @@ from lorastudio.models.families import (
     family_from_diffusers_config,
     get_family,
 )
+from lorastudio.models.prediction import declared_prediction, unet_predicts_v
 from lorastudio.models.single_file import component_class, read_diffusers_folder, read_single_file
 from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model, is_tiny_name
 from lorastudio.models.tokenizer import write_clip_tokenizer
@@ -282,21 +283,27 @@ def _single_file_config(
     cache_dir: Path,
     models_dir: Path,
     prediction_type: str | None,
-) -> Path:
-    """The config folder for a single file: a tiny model's own folder, or the family's shipped one."""
+) -> tuple[Path, bool]:
+    """The config folder for a single file (a tiny model's own folder, or the family's shipped
+    one) and whether its prediction type is settled; an SD 2.x file that declares none is not,
+    and its UNet is asked after loading (`models.prediction`)."""
     meta = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
     base = meta.get("lorastudio.base_config")
     if base and is_tiny_name(base):
-        return ensure_tiny_model(base, models_dir)
+        return ensure_tiny_model(base, models_dir), True
     in_channels = keys.get("model.diffusion_model.input_blocks.0.0.weight", (0, 4))[1]
     unet = {"in_channels": in_channels} if in_channels != 4 else {}
-    # SAI model spec: "epsilon" or "v" (what lorastudio's fine-tunes and many SD2 files record).
-    prediction_type = prediction_type or _SPEC_PREDICTION.get(meta.get("modelspec.prediction_type", ""))
+    # A caller's choice, the SAI model spec, a yaml beside the file, a 9-channel SD 2.x UNet.
+    prediction_type = prediction_type or declared_prediction(path, meta, in_channels, family.name)
     sched = {"prediction_type": prediction_type} if prediction_type else {}
-    return config_folder(family, cache_dir, unet, sched)
+    return config_folder(family, cache_dir, unet, sched), bool(prediction_type) or family.name != "sd2"
 
 
-_SPEC_PREDICTION = {"v": "v_prediction", "v_prediction": "v_prediction", "epsilon": "epsilon"}
+def _settle_prediction(pipe: Any) -> None:
+    """An SD 2.x file that declares nothing: its UNet says whether it predicts v or the noise."""
+    kind = "v_prediction" if unet_predicts_v(pipe.unet) else "epsilon"
+    if pipe.scheduler.config.get("prediction_type") != kind:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=kind)
 
 
 def _as_safetensors(path: Path, cache_dir: Path) -> Path:
@@ -358,22 +365,25 @@ def _load_single_file(
     family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
     if family.unet_marker and not family.single_file_markers:  # no all-in-one file exists (Kolors)
         return family, _load_unet_over_base(path, family, dtype, models_dir)
-    config = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
+    config, settled = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
     hash_file = path == original and not _hash_cache_path(path, cache_dir).is_file()
     streamed = read_single_file(path, family, config, dtype, device, hash_file=hash_file)
     if streamed is not None:
         if streamed.sha256:
             _remember_hash(path, cache_dir, streamed.sha256)
-        return family, _StreamedPipeline(config, family, streamed.components)
-    try:
-        pipe = _pipeline_class(family).from_single_file(
-            str(path), config=str(config), dtype=dtype, local_files_only=True
-        )
-    except (ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise LorastudioError(
-            f"{path}: could not be loaded as {family.label} ({first}); is the file complete?"
-        ) from None
+        pipe = _StreamedPipeline(config, family, streamed.components)
+    else:
+        try:
+            pipe = _pipeline_class(family).from_single_file(
+                str(path), config=str(config), dtype=dtype, local_files_only=True
+            )
+        except (ValueError, RuntimeError, KeyError) as exc:
+            first = str(exc).splitlines()[0][:200]
+            raise LorastudioError(
+                f"{path}: could not be loaded as {family.label} ({first}); is the file complete?"
+            ) from None
+    if not settled:
+        _settle_prediction(pipe)
     return family, pipe
 
 

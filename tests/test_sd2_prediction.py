@@ -1,0 +1,79 @@
+"""An SD 2.x single file predicts v (768-v and its fine-tunes) or the noise (512-base, the 512
+inpainting model): the file's own spec, an LDM yaml beside it, a 9-channel UNet, else the UNet
+itself says which. Every SD 2.x file was read as v before, so 512-base fine-tunes sampled wrongly.
+
+The files here carry no `lorastudio.base_config`, so they load as a civitai file does; only the
+family's shipped full-size config folder is swapped for tiny-sd2's configs (same overrides)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from lorastudio.models import loading
+
+
+@pytest.fixture
+def tiny_configs(tiny_workspace, monkeypatch):
+    """`config_folder` answering with tiny-sd2's configs, overrides applied as the real one does."""
+    tiny = tiny_workspace.models / "tiny-sd2"
+
+    def fake(family, cache_dir, unet_overrides=None, scheduler_overrides=None):
+        tag = json.dumps([unet_overrides or {}, scheduler_overrides or {}], sort_keys=True)
+        folder = cache_dir / "fake-configs" / str(abs(hash(tag)))
+        if not folder.is_dir():
+            shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "lorastudio.json"))
+            for part, name, changes in (("unet", "config.json", unet_overrides), ("scheduler", "scheduler_config.json", scheduler_overrides)):  # fmt: skip
+                config = json.loads((folder / part / name).read_text())
+                config.update(changes or {})
+                (folder / part / name).write_text(json.dumps(config))
+        return folder
+
+    monkeypatch.setattr(loading, "config_folder", fake)
+    return tiny_workspace
+
+
+def _sd2_file(ws, path, out_bias: float, metadata: dict | None = None, nine_channels: bool = False):
+    """tiny-sd2 as a plain SD 2.x file whose UNet answers a constant `out_bias` (zeroed output conv)."""
+    from lorastudio.adapters.ldm import save_single_file
+
+    model = loading.load_model("tiny-sd2", ws.models, ws.cache, device="cpu")
+    unet = model.unet
+    with torch.no_grad():
+        unet.conv_out.weight.zero_()
+        unet.conv_out.bias.fill_(out_bias)
+        if nine_channels:
+            plain = unet.conv_in
+            unet.conv_in = torch.nn.Conv2d(9, plain.out_channels, plain.kernel_size, padding=plain.padding)
+            unet.conv_in.weight.zero_()
+            unet.conv_in.weight[:, :4] = plain.weight
+            unet.conv_in.bias.copy_(plain.bias)
+    save_single_file(model.components, model.family, path, metadata or {})
+    return path
+
+
+def _prediction(ws, path) -> str:
+    return loading.load_model(str(path), ws.models, ws.cache, device="cpu").scheduler_config["prediction_type"]
+
+
+def test_the_unet_says_v_or_noise_when_nothing_else_does(tiny_configs, tmp_path):
+    ws = tiny_configs
+    assert _prediction(ws, _sd2_file(ws, tmp_path / "v768.safetensors", out_bias=-3.0)) == "v_prediction"
+    assert _prediction(ws, _sd2_file(ws, tmp_path / "base512.safetensors", out_bias=0.0)) == "epsilon"
+
+
+def test_a_yaml_beside_the_file_the_spec_and_a_9_channel_unet_decide_first(tiny_configs, tmp_path):
+    ws = tiny_configs
+    v_file = _sd2_file(ws, tmp_path / "v768.safetensors", out_bias=-3.0)
+    v_file.with_suffix(".yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n", encoding="utf-8")
+    assert _prediction(ws, v_file) == "epsilon"  # LDM's default parameterisation: the yaml wins
+    eps_file = _sd2_file(ws, tmp_path / "base512.safetensors", out_bias=0.0)
+    eps_file.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n', encoding="utf-8")
+    assert _prediction(ws, eps_file) == "v_prediction"
+    spec = _sd2_file(ws, tmp_path / "spec.safetensors", out_bias=-3.0, metadata={"modelspec.prediction_type": "epsilon"})
+    assert _prediction(ws, spec) == "epsilon"
+    inpainting = _sd2_file(ws, tmp_path / "inpainting.safetensors", out_bias=-3.0, nine_channels=True)
+    assert _prediction(ws, inpainting) == "epsilon"
