@@ -220,3 +220,26 @@ def test_a_folder_the_reader_cannot_build_loads_through_diffusers(tiny_models_di
     assert read_diffusers_folder(folder, _family_of_folder(folder), torch.float32, "cpu") is None
     loaded = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache")
     assert loaded.family.name == "kolors" and not any(p.is_meta for p in loaded.unet.parameters())
+
+
+def test_a_checkpoint_without_a_vae_loads_with_the_vae_given_and_says_so_without(tiny_models_dir, tmp_path):
+    """Pruned civitai files leave the VAE out for the user to pick one: with `--vae` the file loads
+    (the same weights as the whole file with that VAE); without it, one line says to pass one."""
+    from lorastudio.errors import LorastudioError
+
+    model, whole = _single_file(tiny_models_dir, "tiny-sd15", tmp_path, dtype=torch.float32)
+    without = tmp_path / "no-vae.safetensors"
+    tensors = {k: v for k, v in load_file(str(whole)).items() if not k.startswith("first_stage_model.")}
+    save_file(tensors, str(without), {"lorastudio.base_config": "tiny-sd15"})
+    with pytest.raises(LorastudioError, match="has no VAE; pass one with --vae"):
+        load_model(str(without), tiny_models_dir, tiny_models_dir / ".cache")
+    vae_folder = tiny_models_dir / "tiny-sd15" / "vae"
+    loaded = load_model(str(without), tiny_models_dir, tiny_models_dir / ".cache", vae=vae_folder)
+    assert loaded.vae_name == "vae"
+    for name in ("unet", "vae", "text_encoder"):
+        _assert_same_module(loaded.components[name], model.components[name], name)
+    vae_file = tmp_path / "vae-ft.safetensors"  # a VAE as A1111 users keep it: one LDM-named file
+    save_file({k.removeprefix("first_stage_model."): v for k, v in load_file(str(whole)).items()
+               if k.startswith("first_stage_model.")}, str(vae_file))  # fmt: skip
+    from_file = load_model(str(without), tiny_models_dir, tiny_models_dir / ".cache", vae=vae_file)
+    _assert_same_module(from_file.vae, model.vae, "vae")

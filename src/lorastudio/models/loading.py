@@ -34,6 +34,7 @@ from lorastudio.models.families import (
     family_from_diffusers_config,
     get_family,
 )
+from lorastudio.models.ldm_names import VAE_PREFIX
 from lorastudio.models.prediction import declared_prediction, unet_predicts_v
 from lorastudio.models.single_file import component_class, read_diffusers_folder, read_single_file
 from lorastudio.models.tiny import TINY_MODELS, ensure_tiny_model, is_tiny_name
@@ -358,6 +359,7 @@ def _load_single_file(
     models_dir: Path,
     family_name: str | None,
     prediction_type: str | None,
+    vae_given: bool = False,
 ) -> tuple[Family, Any]:
     original = path
     path = _as_safetensors(path, cache_dir)
@@ -366,12 +368,22 @@ def _load_single_file(
     if family.unet_marker and not family.single_file_markers:  # no all-in-one file exists (Kolors)
         return family, _load_unet_over_base(path, family, dtype, models_dir)
     config, settled = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
+    without_vae = not any(key.startswith(VAE_PREFIX) for key in keys)
+    if without_vae and not vae_given:
+        raise LorastudioError(
+            f"{original}: this checkpoint has no VAE; pass one with --vae FILE (e.g. vae-ft-mse-840000 for SD 1.x)."
+        )
     hash_file = path == original and not _hash_cache_path(path, cache_dir).is_file()
-    streamed = read_single_file(path, family, config, dtype, device, hash_file=hash_file)
+    skip = ("vae",) if without_vae else ()
+    streamed = read_single_file(path, family, config, dtype, device, hash_file=hash_file, skip=skip)
     if streamed is not None:
         if streamed.sha256:
             _remember_hash(path, cache_dir, streamed.sha256)
         pipe = _StreamedPipeline(config, family, streamed.components)
+        if without_vae:  # `load_model` puts the given VAE in, built from this config
+            pipe.vae, pipe.vae_config = None, json.loads((config / "vae" / "config.json").read_text(encoding="utf-8"))
+    elif without_vae:
+        raise LorastudioError(f"{original}: a checkpoint without a VAE in a layout only diffusers reads; add the VAE to the file.")
     else:
         try:
             pipe = _pipeline_class(family).from_single_file(
@@ -416,13 +428,13 @@ def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
     if not vae_path.is_file():
         raise NotFoundError(f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.")
     vae_path = _as_safetensors(vae_path, cache_dir)
-    vae_cfg = (
-        cache_dir
-        / "configs"
-        / f"vae-{hashlib.sha256(json.dumps(dict(pipe.vae.config)).encode()).hexdigest()[:8]}"
-    )
-    if not (vae_cfg / "config.json").is_file():
+    config = dict(pipe.vae.config) if pipe.vae is not None else pipe.vae_config  # a checkpoint without one
+    vae_cfg = cache_dir / "configs" / f"vae-{hashlib.sha256(json.dumps(config).encode()).hexdigest()[:8]}"
+    if not (vae_cfg / "config.json").is_file() and pipe.vae is not None:
         pipe.vae.save_config(str(vae_cfg))
+    elif not (vae_cfg / "config.json").is_file():
+        vae_cfg.mkdir(parents=True, exist_ok=True)
+        (vae_cfg / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return AutoencoderKL.from_single_file(
         str(vae_path), config=str(vae_cfg), dtype=dtype, local_files_only=True
     )
@@ -464,7 +476,9 @@ def load_model(
         fam, pipe = _load_folder(where.path, dtype, device)
         sha = model_hash(where.path, cache_dir)
     else:
-        fam, pipe = _load_single_file(where.path, dtype, device, cache_dir, models_dir, family, prediction_type)
+        fam, pipe = _load_single_file(
+            where.path, dtype, device, cache_dir, models_dir, family, prediction_type, vae_given=vae is not None
+        )
         sha = model_hash(where.path, cache_dir)
     vae_name = vae_sha = None
     if vae is not None:

@@ -255,16 +255,17 @@ def _place(module, name: str, value: torch.Tensor) -> None:
 
 
 def read_single_file(
-    path: Path, family: Family, config: Path, dtype, device: str, hash_file: bool = False
+    path: Path, family: Family, config: Path, dtype, device: str, hash_file: bool = False, skip: tuple = ()
 ) -> SingleFile | None:
     """The family's modules with the file's weights in `dtype` on `device`, or None (layout unknown).
 
     `config` is a diffusers folder whose JSON configs describe the modules (the family's shipped
     configs, or a tiny model's folder). With `hash_file` the file's SHA-256 is computed beside
     the load (another thread; the file is in the page cache by then or soon) and returned too.
+    Components in `skip` are left out (a checkpoint without a VAE, loaded with a separate one).
     """
     try:
-        modules = _empty_modules(config, family)
+        modules = {name: m for name, m in _empty_modules(config, family).items() if name not in skip}
         plans = {name: _sources(name, module, family.name) for name, module in modules.items()}
     except Exception as exc:  # a config or name the tables do not know
         logger.info("%s: streamed loading not possible (%s); using diffusers' converter", path.name, exc)
