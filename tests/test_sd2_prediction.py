@@ -36,12 +36,17 @@ def tiny_configs(tiny_workspace, monkeypatch):
     return tiny_workspace
 
 
-def _sd2_file(ws, path, out_bias: float, metadata: dict | None = None, nine_channels: bool = False):
+@pytest.fixture(scope="module")
+def tiny_sd2(tiny_models_dir):
+    return loading.load_model("tiny-sd2", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+
+
+def _sd2_file(model, path, out_bias: float, metadata: dict | None = None, nine_channels: bool = False):
     """tiny-sd2 as a plain SD 2.x file whose UNet answers a constant `out_bias` (zeroed output conv)."""
     from lorastudio.adapters.ldm import save_single_file
 
-    model = loading.load_model("tiny-sd2", ws.models, ws.cache, device="cpu")
     unet = model.unet
+    kept = unet.conv_in, unet.conv_out.weight.clone(), unet.conv_out.bias.clone()
     with torch.no_grad():
         unet.conv_out.weight.zero_()
         unet.conv_out.bias.fill_(out_bias)
@@ -51,7 +56,13 @@ def _sd2_file(ws, path, out_bias: float, metadata: dict | None = None, nine_chan
             unet.conv_in.weight.zero_()
             unet.conv_in.weight[:, :4] = plain.weight
             unet.conv_in.bias.copy_(plain.bias)
-    save_single_file(model.components, model.family, path, metadata or {})
+    try:
+        save_single_file(model.components, model.family, path, metadata or {})
+    finally:
+        with torch.no_grad():
+            unet.conv_in = kept[0]
+            unet.conv_out.weight.copy_(kept[1])
+            unet.conv_out.bias.copy_(kept[2])
     return path
 
 
@@ -59,21 +70,21 @@ def _prediction(ws, path) -> str:
     return loading.load_model(str(path), ws.models, ws.cache, device="cpu").scheduler_config["prediction_type"]
 
 
-def test_the_unet_says_v_or_noise_when_nothing_else_does(tiny_configs, tmp_path):
+def test_the_unet_says_v_or_noise_when_nothing_else_does(tiny_configs, tiny_sd2, tmp_path):
     ws = tiny_configs
-    assert _prediction(ws, _sd2_file(ws, tmp_path / "v768.safetensors", out_bias=-3.0)) == "v_prediction"
-    assert _prediction(ws, _sd2_file(ws, tmp_path / "base512.safetensors", out_bias=0.0)) == "epsilon"
+    assert _prediction(ws, _sd2_file(tiny_sd2, tmp_path / "v768.safetensors", out_bias=-3.0)) == "v_prediction"
+    assert _prediction(ws, _sd2_file(tiny_sd2, tmp_path / "base512.safetensors", out_bias=0.0)) == "epsilon"
 
 
-def test_a_yaml_beside_the_file_the_spec_and_a_9_channel_unet_decide_first(tiny_configs, tmp_path):
+def test_a_yaml_beside_the_file_the_spec_and_a_9_channel_unet_decide_first(tiny_configs, tiny_sd2, tmp_path):
     ws = tiny_configs
-    v_file = _sd2_file(ws, tmp_path / "v768.safetensors", out_bias=-3.0)
+    v_file = _sd2_file(tiny_sd2, tmp_path / "v768.safetensors", out_bias=-3.0)
     v_file.with_suffix(".yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n", encoding="utf-8")
     assert _prediction(ws, v_file) == "epsilon"  # LDM's default parameterisation: the yaml wins
-    eps_file = _sd2_file(ws, tmp_path / "base512.safetensors", out_bias=0.0)
+    eps_file = _sd2_file(tiny_sd2, tmp_path / "base512.safetensors", out_bias=0.0)
     eps_file.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n', encoding="utf-8")
     assert _prediction(ws, eps_file) == "v_prediction"
-    spec = _sd2_file(ws, tmp_path / "spec.safetensors", out_bias=-3.0, metadata={"modelspec.prediction_type": "epsilon"})
+    spec = _sd2_file(tiny_sd2, tmp_path / "spec.safetensors", out_bias=-3.0, metadata={"modelspec.prediction_type": "epsilon"})
     assert _prediction(ws, spec) == "epsilon"
-    inpainting = _sd2_file(ws, tmp_path / "inpainting.safetensors", out_bias=-3.0, nine_channels=True)
+    inpainting = _sd2_file(tiny_sd2, tmp_path / "inpainting.safetensors", out_bias=-3.0, nine_channels=True)
     assert _prediction(ws, inpainting) == "epsilon"
