@@ -264,3 +264,34 @@ def test_an_inpaint_unit_fills_the_requests_hole_and_needs_a_mask(cn_workspace, 
     assert "ControlNet unit 0: an inpaint preprocessor needs a mask" in _error(
         "--control", f"model=cn,module=inpaint,image={source}"
     )
+
+
+def _civitai_png(path, units: str) -> str:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", f"a red square\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 7, Size: 64x64, {units}")
+    Image.new("RGB", (64, 64)).save(path, pnginfo=info)
+    return str(path)
+
+
+def test_a_pasted_images_units_reach_the_form_by_title_and_one_this_studio_lacks_is_left_off(cn_workspace, tmp_path):
+    """The web form's paste (A1111's ControlNet extension restores a unit's settings, not its image):
+    the model by the picker's title (another hash in the image: the file here), the settings as written;
+    a unit whose ControlNet is not here is left off with a note, not refused."""
+    from lorastudio.service.controlnets import list_controlnets
+    from lorastudio.service.recipes import read_recipe
+
+    title = list_controlnets(cn_workspace)[0]["title"]
+    units = (
+        'ControlNet 0: "Module: canny, Model: cn [0badc0de], Weight: 0.6, Resize Mode: Crop and Resize, '
+        "Processor Res: 256, Threshold A: 50, Threshold B: 150, Guidance Start: 0.1, Guidance End: 0.9, "
+        'Pixel Perfect: False, Control Mode: Balanced", '
+        'ControlNet 1: "Module: depth_midas, Model: control_v11f1p_sd15_depth [cfd03158], Weight: 1"'
+    )
+    recipe = read_recipe(_civitai_png(tmp_path / "civitai.png", units), cn_workspace, model="tiny-sd15", form=True)
+    (unit,) = recipe.config.controlnet
+    assert (unit.model, unit.module, unit.weight, unit.processor_res) == (title, "canny", 0.6, 256)
+    assert (unit.threshold_a, unit.threshold_b, unit.guidance_start, unit.guidance_end) == (50, 150, 0.1, 0.9)
+    missing = [note for note in recipe.notes if note.key == "controlnet_missing"]
+    assert len(missing) == 1 and missing[0].params["unit"] == 1

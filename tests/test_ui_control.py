@@ -98,3 +98,33 @@ def test_an_enabled_unit_without_a_model_is_refused_naming_it(served, page):
         timeout=10_000,
     )
     assert len(served.studio.list_jobs(limit=100)) == before  # nothing was queued
+
+
+def test_png_info_fills_the_units_of_a_pasted_image(served, page, control_files, tmp_path):
+    """As the extension's paste: unit 0 enabled with the image's model, preprocessor and settings (its
+    parameters kept, not reset to the preprocessor's defaults), unit 1 switched off."""
+    from PIL.PngImagePlugin import PngInfo
+
+    page.get_by_role("tab", name="Unit 1", exact=True).click()
+    page.locator("#control-1-enabled input").check()  # the form's own unit: the image has none there
+    page.get_by_role("tab", name="Unit 0", exact=True).click()
+    info = PngInfo()
+    info.add_text("parameters", "a red square\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 7, Size: 64x64, "
+                  f'ControlNet 0: "Module: canny, Model: {control_files["title"]}, Weight: 0.6, '
+                  "Processor Res: 256, Threshold A: 50, Threshold B: 150, Guidance Start: 0.1, Guidance End: 0.9\"")  # fmt: skip
+    pasted = tmp_path / "civitai.png"
+    Image.new("RGB", (64, 64)).save(pasted, pnginfo=info)
+    page.get_by_role("tab", name="PNG info", exact=True).click()
+    page.locator("#png-image input[type=file]").set_input_files(str(pasted))
+    page.wait_for_function(
+        "() => (document.querySelector('#png-parameters textarea') || {}).value?.includes('ControlNet 0')"
+    )
+    page.click("#png-send-generate")
+    page.wait_for_function("() => document.querySelector('#control-0-enabled input').checked", timeout=10_000)
+    assert page.locator("#control-0-model input").input_value() == control_files["title"]
+    assert page.locator("#control-0-module input").input_value() == "canny"
+    assert page.locator("#control-0-weight input[type=number]").input_value() == "0.6"
+    page.wait_for_timeout(500)  # the module's change event has run: the pasted thresholds stay
+    assert page.locator("#control-0-threshold-a input").input_value() == "50"
+    page.get_by_role("tab", name="Unit 1", exact=True).click()
+    assert not page.locator("#control-1-enabled input").is_checked()

@@ -4,7 +4,8 @@ A1111's "Send to txt2img" fills every field it can and leaves the rest as they a
 lacks, a sampler or schedule type it does not know, a hires upscaler not installed. The CLI's
 `--recipe` refuses those (the picture would differ without a word); the form gets the same
 request with those fields dropped, each with a note, and the sampler split into the form's
-two pickers (A1111 before 1.9 wrote `Sampler: DPM++ 2M Karras`).
+two pickers (A1111 before 1.9 wrote `Sampler: DPM++ 2M Karras`). ControlNet units come back
+as the extension's paste restores them: settings and model by its title, the image left to the user.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def form_request(ws: Workspace, request: dict[str, Any], notes: list) -> dict[st
     _keep_known_vae(ws, request, notes)
     _split_sampler(request, notes)
     _keep_known_hires_upscaler(ws, request, notes)
+    _keep_known_control_units(ws, request, notes)
     return request
 
 
@@ -89,3 +91,27 @@ def _keep_known_hires_upscaler(ws: Workspace, request: dict[str, Any], notes: li
     notes.append(
         RecipeNote("hires_upscaler_missing", {"name": str(name)}, f"hires upscaler {name} is not installed here.")
     )
+
+
+def _keep_known_control_units(ws: Workspace, request: dict[str, Any], notes: list) -> None:
+    """Each `ControlNet N` unit with its model as the form's picker titles it (`name [hash8]`); a unit
+    whose model or preprocessor this studio lacks is left out with a note."""
+    from lorastudio.service.controlnets import check_module, controlnet_title, find_controlnet
+
+    kept = []
+    for index, unit in enumerate(request.get("controlnet") or []):
+        unit = dict(unit)
+        try:
+            unit["model"] = controlnet_title(find_controlnet(ws, str(unit.get("model") or "")))
+        except LorastudioError:
+            notes.append(RecipeNote("controlnet_missing", {"unit": index, "name": str(unit.get("model"))},
+                                    f"ControlNet unit {index}: {unit.get('model')} is not in this studio; the unit is left off."))  # fmt: skip
+            continue
+        try:
+            unit["module"] = check_module(unit.get("module") or "none").name
+        except LorastudioError:
+            notes.append(RecipeNote("control_module_unknown", {"unit": index, "name": str(unit.get("module"))},
+                                    f"ControlNet unit {index}: preprocessor {unit.get('module')} is not available here; the unit is left off."))  # fmt: skip
+            continue
+        kept.append(unit)
+    request["controlnet"] = kept

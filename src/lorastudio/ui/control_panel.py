@@ -112,18 +112,21 @@ def _unit_controls(ctx: UiContext, index: int) -> dict[str, Any]:
         except Exception as exc:
             return None, error_markup(ctx, exc)
 
-    def module_sliders(module: str) -> tuple:
-        """The picked preprocessor's parameters: their names as labels, their defaults as values."""
+    def module_sliders(module: str, with_values: bool = False) -> tuple:
+        """The picked preprocessor's parameters: their names as labels (and, when the user picked
+        it, their defaults as values; a pasted recipe brings its own values)."""
         from lorastudio.service.choices import control_module_sliders
 
         updates = []
         for key, slider in zip(("threshold_a", "threshold_b"), control_module_sliders(module), strict=True):
             label = t(f"control.{key}") if slider is None else f"{t(f'control.{key}')}: {slider['name']}"
-            updates.append(gr.update(label=label, value=-1 if slider is None else slider["value"],
-                                     interactive=slider is not None))  # fmt: skip
+            value = {"value": -1 if slider is None else slider["value"]} if with_values else {}
+            updates.append(gr.update(label=label, interactive=slider is not None, **value))
         return tuple(updates)
 
-    unit["module"].change(module_sliders, unit["module"], [unit["threshold_a"], unit["threshold_b"]])
+    thresholds = [unit["threshold_a"], unit["threshold_b"]]
+    unit["module"].change(module_sliders, unit["module"], thresholds)
+    unit["module"].input(lambda module: module_sliders(module, with_values=True), unit["module"], thresholds)
 
     preview.click(
         show_map,

@@ -140,6 +140,14 @@ LABELS: dict[str, tuple[str, str]] = {
         "Hires upscaler {name} is not installed; put it in models/upscalers, the form's is kept.",
         "未安装高清修复放大器 {name}（可放入 models/upscalers），保留表单中的放大器。",
     ),
+    "png.controlnet_missing": (
+        "ControlNet unit {unit}: {name} is not in studio/controlnet; the unit is left off.",
+        "ControlNet 单元 {unit}：studio/controlnet 中没有 {name}，该单元保持关闭。",
+    ),
+    "png.control_module_unknown": (
+        "ControlNet unit {unit}: preprocessor {name} is not available here; the unit is left off.",
+        "ControlNet 单元 {unit}：此处没有预处理器 {name}，该单元保持关闭。",
+    ),
     # library
     "library.loras": ("LoRAs", "LoRA"),
     "library.models": ("Models", "模型"),

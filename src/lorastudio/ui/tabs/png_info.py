@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from lorastudio.ui.context import UiContext, error_markup
+from lorastudio.ui.control_panel import UNIT_FIELDS
 
 TAB_ID = "png_info"
 LABEL = "tab.png_info"
@@ -32,18 +33,45 @@ def build(ctx: UiContext) -> None:
     generate_fields: dict[str, Any] = ctx.shared["generate.fields"]
     names = [name for name in generate_fields if name != "init_image"]
     outputs = [generate_fields[name] for name in names]
+    panel = ctx.shared["generate.control"]
+    unit_outputs = [unit[name] for unit in panel.units for name in ("enabled", *UNIT_FIELDS)]
 
     def send_to_generate(path: str | None, current_model: str | None) -> tuple:
         recipe = _recipe(ctx, path, current_model)
         if isinstance(recipe, str):  # no recipe: say so, change nothing
-            return (*[gr.update() for _ in names], gr.update(), recipe)
+            return (*[gr.update() for _ in names], *[gr.update() for _ in unit_outputs], gr.update(), recipe)
         values, note = recipe
         if note:  # a toast: the click moves to the Generate tab, away from this tab's message line
             gr.Warning(note)
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
-        return (*updates, gr.Tabs(selected="generate"), note)
+        units = _control_updates(ctx, len(panel.units), values.get("controlnet") or [])
+        return (*updates, *units, gr.Tabs(selected="generate"), note)
 
-    send.click(send_to_generate, [image, generate_fields["model"]], [*outputs, ctx.tabs, message])
+    send.click(send_to_generate, [image, generate_fields["model"]], [*outputs, *unit_outputs, ctx.tabs, message])
+
+
+def _control_updates(ctx: UiContext, count: int, units: list[dict[str, Any]]) -> list:
+    """The ControlNet panel as the image's units set it (the extension's paste): each unit of the
+    recipe enabled with its settings, its image left to the user; the other units switched off."""
+    from lorastudio.service.choices import controlnet_titles
+
+    titles = controlnet_titles(ctx.studio.workspace)  # the picker's choices may predate a new file
+    updates: list = []
+    for index in range(count):
+        if index >= len(units):
+            updates += [gr.update(value=False), *[gr.update() for _ in UNIT_FIELDS]]
+            continue
+        unit = units[index]
+        updates.append(gr.update(value=True))
+        for name in UNIT_FIELDS:
+            value = unit.get(name)
+            if name == "model":
+                updates.append(gr.update(choices=titles, value=value))
+            elif name.startswith("threshold_"):
+                updates.append(gr.update(value=-1 if value is None else value))  # -1: the preprocessor's default
+            else:
+                updates.append(gr.update(value=value))
+    return updates
 
 
 def _read(ctx: UiContext, path: str | None) -> tuple:
