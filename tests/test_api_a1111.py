@@ -344,6 +344,7 @@ def test_request_mapping_keeps_a1111_meanings(workspace):
             False,
             4,
         )
+        assert img.inpainting_fill == 0  # A1111's API: "fill" when a client sends no inpainting_fill
         with pytest.raises(LorastudioError, match="scheduler"):
             to_generate_config(Txt2ImgRequest(scheduler="polyexponential"), studio)
         # What A1111's API models assume when a plain client sends neither: Euler, and 0.75

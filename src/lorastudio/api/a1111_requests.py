@@ -95,8 +95,8 @@ class Img2ImgRequest(Txt2ImgRequest):
     resize_mode: int = Field(0, ge=0, le=3)
     denoising_strength: float | None = Field(api_default("strength"), ge=0, le=1)
     mask_blur: int | None = Field(api_default("mask_blur"), ge=0, le=64)
-    # None: "original", what lorastudio did before it was read
-    inpainting_fill: int | None = Field(None, ge=0, le=3)
+    # A1111's API assumes 0 "fill" (its web form: 1 "original")
+    inpainting_fill: int | None = Field(api_default("inpainting_fill"), ge=0, le=3)
     inpaint_full_res: bool | int = api_default("inpaint_only_masked")
     inpaint_full_res_padding: int = Field(api_default("inpaint_padding"), ge=0, le=512)
     inpainting_mask_invert: int = 0

@@ -332,6 +332,7 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         _write_masked_content,
         _read_masked_content,
         mode="inpaint",
+        api_default=0,  # A1111's processing default, "fill" (the web form and the CLI: "original")
     ),
     _F(
         "hires_scale",
