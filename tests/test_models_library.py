@@ -121,6 +121,71 @@ def test_pickled_checkpoint_with_code_is_refused(tmp_path):
     assert torch.equal(load_pickled_state_dict(good)["w"], torch.ones(2))
 
 
+def _fake_lightning_callback(monkeypatch):
+    """A class pickled under pytorch_lightning's ModelCheckpoint name, as old SD trainers saved it."""
+    import types
+
+    class ModelCheckpoint:
+        pass
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = "pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"
+    module = types.ModuleType(ModelCheckpoint.__module__)
+    module.ModelCheckpoint = ModelCheckpoint
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", ModelCheckpoint.__module__):
+        monkeypatch.setitem(sys.modules, name, module)
+    return ModelCheckpoint
+
+
+def test_old_sd_checkpoints_load_weights_only(tmp_path, monkeypatch, capfd):
+    """numpy `global_step`s and lightning callbacks load as A1111 loads them, with no code run."""
+    import numpy as np
+
+    from lorastudio.models.checkpoint import load_pickled_state_dict
+
+    callback = _fake_lightning_callback(monkeypatch)
+    weights = {"w": torch.ones(2)}
+    saves = {
+        "numpy_step.ckpt": {"state_dict": weights, "global_step": np.int64(470000), "epoch": 6},
+        "callback_class.ckpt": {"state_dict": weights, "callbacks": {callback: {"best_model_score": None}}},
+        "callback_object.ckpt": {"state_dict": weights, "callback": callback()},
+    }
+    for name, data in saves.items():
+        torch.save(data, tmp_path / name)
+    legacy = tmp_path / "legacy_numpy1.ckpt"  # the non-zip format, with numpy 1's module path
+    torch.save(saves["numpy_step.ckpt"], legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes().replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"))
+    monkeypatch.undo()  # loading must not need the real pytorch_lightning
+    capfd.readouterr()
+    for path in [*(tmp_path / name for name in saves), legacy]:
+        assert torch.equal(load_pickled_state_dict(path)["w"], torch.ones(2)), path.name
+    assert capfd.readouterr().err == ""  # no warning about the legacy format's pickle protocol
+
+
+def test_checkpoint_refusal_names_what_torch_refused(tmp_path):
+    import os
+
+    import numpy as np
+
+    from lorastudio.models.checkpoint import load_pickled_state_dict
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state_dict": {"w": torch.ones(2)}, "array": np.arange(3)}, tmp_path / "array.ckpt")
+    torch.save({"state_dict": {"w": torch.ones(2)}, "evil": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UnsafeFileError) as info:
+        load_pickled_state_dict(tmp_path / "array.ckpt")
+    message = str(info.value)
+    assert "Unsupported global: GLOBAL numpy._core.multiarray._reconstruct" in message
+    assert "trust" not in message and "weights_only" not in message and len(message.splitlines()) == 1
+    with pytest.raises(UnsafeFileError, match=r"evil.ckpt: refused .*GLOBAL \w+\.system"):
+        load_pickled_state_dict(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
 def test_corrupt_checkpoint_is_one_clear_line(tiny_workspace, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
