@@ -7,6 +7,8 @@ from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
 
+from lorastudio.image_modes import to_8bit
+
 __all__ = [
     "open_image_file",
     "open_request_image",
@@ -109,7 +111,7 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
     try:
         with Image.open(path) as img:
             img.load()
-            return ImageOps.exif_transpose(img).convert("L" if grey else "RGB")
+            return to_8bit(ImageOps.exif_transpose(img)).convert("L" if grey else "RGB")
     except FileNotFoundError:
         raise LorastudioError(f"{head(path)} not found; check the path.") from None
     except Image.DecompressionBombError as exc:
