@@ -65,6 +65,36 @@ def test_import_single_file_and_family_detection(tiny_workspace, tmp_path):
     assert info["hash"] == hashlib.sha256(single.read_bytes()).hexdigest()[:10]
 
 
+def test_an_imported_ckpt_is_found_by_the_hash_a1111_wrote(tiny_workspace, tmp_path):
+    """A1111's "Model hash" is the .ckpt's own; the import converts it, and images A1111 made with
+    the .ckpt must still find the model (by PNG info and by a recipe)."""
+    import hashlib
+
+    from PIL import Image, PngImagePlugin
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.recipes import config_from_recipe
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "mini.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    ckpt = tmp_path / "old-mix.ckpt"
+    torch.save({"state_dict": load_file(single), "global_step": 1}, ckpt)
+    a1111_hash = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:10]
+    result = runner.invoke(app, ["models", "import", str(ckpt), "--name", "mix"])
+    assert result.exit_code == 0, result.output
+    assert f"converted from a .ckpt with hash {a1111_hash}" in result.output
+    info = json.loads(runner.invoke(app, ["models", "info", "mix", "--json"]).stdout)
+    assert info["original_hash"] == a1111_hash != info["hash"]
+    picture = tmp_path / "a1111.png"
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", f"a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model hash: {a1111_hash}, Model: old-mix")
+    Image.new("RGB", (8, 8)).save(picture, pnginfo=text)
+    assert config_from_recipe(picture, tiny_workspace).model == "mix"
+
+
 def test_a_ckpt_dropped_into_models_is_listed_described_and_deleted_as_a1111_lists_it(tiny_workspace, tmp_path):
     """`models list` skipped a .ckpt that `generate --model` used; `models info` called it a broken .safetensors."""
     from safetensors.torch import load_file

@@ -68,7 +68,8 @@ def import_cmd(
     if json_out:
         print_json(info)
     else:
-        typer.echo(f"imported {info['name']} ({info['family']}, hash {info['hash']}) -> {info['path']}")
+        original = f", converted from a .ckpt with hash {info['original_hash']}" if info.get("original_hash") else ""
+        typer.echo(f"imported {info['name']} ({info['family']}, hash {info['hash']}{original}) -> {info['path']}")
 
 
 @models_app.command("delete")

@@ -22,6 +22,7 @@ __all__ = [
     "detach_from_files",
     "load_pickled_state_dict",
     "convert_ckpt_to_safetensors",
+    "original_sha256",
     "file_sha256",
     "PICKLE_SUFFIXES",
 ]
@@ -340,16 +341,31 @@ def load_pickled_state_dict(path: Path) -> dict:
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
+# Metadata key of a converted .ckpt: the original file's SHA-256, which A1111 names the model by
+# ("Model hash" = its first 10 hex), so images A1111 made with the .ckpt still find the model.
+ORIGINAL_SHA256_KEY = "converted_from_sha256"
+
+
 def convert_ckpt_to_safetensors(path: Path, out: Path) -> Path:
-    """Write a weights-only-loadable pickle as .safetensors (what `models import` stores)."""
+    """Write a weights-only-loadable pickle as .safetensors (what `models import` stores), keeping
+    the pickle's own SHA-256 in the metadata (`original_sha256`)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.contiguous() for k, v in load_pickled_state_dict(path).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"converted_from": path.name})
+    metadata = {"converted_from": path.name, ORIGINAL_SHA256_KEY: file_sha256(path)}
+    save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(out)
     return out
+
+
+def original_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of the .ckpt a .safetensors was converted from (header only), or None."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return None
+    value = read_safetensors_metadata(path).get(ORIGINAL_SHA256_KEY, "").lower()
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
