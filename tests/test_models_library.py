@@ -231,6 +231,9 @@ def test_missing_model_and_unknown_family_errors(tiny_workspace):
     assert result.exit_code == 2 and "model 'no-such-model' not found" in result.output
     with pytest.raises(LorastudioError, match="not a Stable Diffusion checkpoint"):
         detect_family_from_keys(["foo.weight"])
+    with pytest.raises(LorastudioError) as unet_only:  # no option to pass: say what the user can do
+        detect_family_from_keys(["model.diffusion_model.input_blocks.0.0.weight"], "unet.safetensors")
+    assert "--family" not in str(unet_only.value) and "full checkpoint" in str(unet_only.value)
     assert (
         detect_family_from_keys(
             [
