@@ -95,6 +95,25 @@ def test_an_imported_ckpt_is_found_by_the_hash_a1111_wrote(tiny_workspace, tmp_p
     assert config_from_recipe(picture, tiny_workspace).model == "mix"
 
 
+def test_a_file_name_with_spaces_imports_under_a_safe_name(tiny_workspace, tmp_path):
+    """A1111 takes any file name; without --name the stem becomes a safe name (CJK kept) and is said."""
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.workspace import name_from_stem, safe_name
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "国风_模型 v2.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    result = runner.invoke(app, ["models", "import", str(single)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("imported 国风_模型 v2.safetensors as 国风_模型_v2 (sd15")
+    assert (tiny_workspace.models / "国风_模型_v2.safetensors").is_file()
+    again = runner.invoke(app, ["models", "import", str(single)])
+    assert again.exit_code != 0 and "'国风_模型_v2' already exists" in again.output
+    for stem in ("add_detail (v2)", "..hidden", "a..b", "  ", "x\ny"):
+        assert safe_name(name_from_stem(stem, "model"), "model name")
+
+
 def test_a_ckpt_dropped_into_models_is_listed_described_and_deleted_as_a1111_lists_it(tiny_workspace, tmp_path):
     """`models list` skipped a .ckpt that `generate --model` used; `models info` called it a broken .safetensors."""
     from safetensors.torch import load_file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from lorastudio.cli import app
@@ -69,7 +71,9 @@ def import_cmd(
         print_json(info)
     else:
         original = f", converted from a .ckpt with hash {info['original_hash']}" if info.get("original_hash") else ""
-        typer.echo(f"imported {info['name']} ({info['family']}, hash {info['hash']}{original}) -> {info['path']}")
+        source = Path(path).name
+        named = info["name"] if info["name"] in (source, Path(path).stem) else f"{source} as {info['name']}"
+        typer.echo(f"imported {named} ({info['family']}, hash {info['hash']}{original}) -> {info['path']}")
 
 
 @models_app.command("delete")

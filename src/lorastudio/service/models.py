@@ -10,7 +10,13 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.library import Library
 from lorastudio.service.model_cache import file_stamp
 from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
-from lorastudio.service.workspace import Workspace, find_with_suffix, rename_without_clobbering, safe_name
+from lorastudio.service.workspace import (
+    Workspace,
+    find_with_suffix,
+    name_from_stem,
+    rename_without_clobbering,
+    safe_name,
+)
 
 __all__ = [
     "list_models",
@@ -227,7 +233,7 @@ def import_model(
         raise LorastudioError(
             f"{source}: unsupported file type {source.suffix!r}; use .safetensors or .ckpt."
         )
-    name = safe_name(name or source.stem, "model name")
+    name = safe_name(name, "model name") if name else name_from_stem(source.stem, "model")
     target = ws.models / (name if is_folder else f"{name}.safetensors")
     if target.exists():
         raise LorastudioError(f"model {name!r} already exists in {ws.models}; choose another --name.")

@@ -207,6 +207,13 @@ def safe_name(name: str, what: str = "name") -> str:
     return name
 
 
+def name_from_stem(stem: str, fallback: str) -> str:
+    """A file's stem as a new library name, as A1111 takes any file name: what a name may not hold
+    (spaces, brackets, `..`) becomes `_` (`add_detail (v2)` -> `add_detail_v2`), letters of any
+    script stay; `fallback` when nothing is left. An explicit name goes through `safe_name`."""
+    return re.sub(r"[^\w.\-]+|\.{2,}", "_", stem).strip("_.") or fallback
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
