@@ -86,12 +86,20 @@ def open_request_image(
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         stream.close()
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise RequestImageError(
-            f"{what}: not a readable image or over the decoding limits ({reason}); send a PNG, JPEG or WebP."
-        ) from None
+        raise RequestImageError(_decode_failure(what, exc)) from None
     stream.close()
     return image, fmt
+
+
+def _decode_failure(what: str, exc: Exception) -> str:
+    """One line for an image Pillow could not decode. Pillow's "cannot identify image file" names
+    the stream (`<_io.BytesIO object at 0x…>`) or the server's upload path; neither helps a client."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return f"{what}: not a readable image (no format Pillow knows); send a PNG, JPEG or WebP."
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return f"{what}: not a readable image or over the decoding limits ({reason}); send a PNG, JPEG or WebP."
 
 
 def open_image_file(path: str, what: str, *, grey: bool = False, where: str | None = None) -> Image.Image:
