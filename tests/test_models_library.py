@@ -313,3 +313,17 @@ def test_model_cache_evicts_least_recently_used_over_budget(tiny_workspace):
     cache.get("tiny-sd15")
     cache.get("tiny-sdxl")  # both together exceed the budget: tiny-sd15 (least recent) goes
     assert cache.loaded_names() == {"tiny-sdxl"}
+
+
+def test_models_list_columns_line_up_with_chinese_names(monkeypatch):
+    """Names were padded by characters; a CJK letter takes two terminal columns."""
+    from lorastudio.service import models as service_models
+
+    row = {"family": "sd15", "hash": "0123456789", "size_bytes": 2048, "path": "/m"}
+    rows = [dict(row, name="mix"), dict(row, name="国风_模型_v2")]  # 3 and 12 columns wide
+    monkeypatch.setattr(service_models, "list_models", lambda ws: rows)
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    ascii_line, wide_line = result.output.splitlines()
+    assert ascii_line.startswith("mix" + " " * 29 + " sd15")
+    assert wide_line.startswith("国风_模型_v2" + " " * 20 + " sd15")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from lorastudio.cli import app
-from lorastudio.cli.common import print_json, workspace
+from lorastudio.cli.common import padded, print_json, workspace
 
 models_app = typer.Typer(help="The model library in the workspace (studio/models).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -34,7 +34,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         return
     for r in rows:
         typer.echo(
-            f"{r['name']:<32} {r['family'] or '?':<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  "
+            f"{padded(r['name'], 32)} {r['family'] or '?':<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  "
             f"{r.get('error') or r.get('note', r['path'])}"
         )
 
