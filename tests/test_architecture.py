@@ -25,6 +25,7 @@ FLOORS: dict[str, int] = {
     "lorastudio": 0,  # the package root: __version__ only
     "errors": 0,
     "config": 1,
+    "image_modes": 1,  # Pillow modes to 8 bits, for every reader of pictures
     "models": 2,
     "adapters": 3,
     "data": 4,

@@ -65,6 +65,55 @@ def test_import_single_file_and_family_detection(tiny_workspace, tmp_path):
     assert info["hash"] == hashlib.sha256(single.read_bytes()).hexdigest()[:10]
 
 
+def test_an_imported_ckpt_is_found_by_the_hash_a1111_wrote(tiny_workspace, tmp_path):
+    """A1111's "Model hash" is the .ckpt's own; the import converts it, and images A1111 made with
+    the .ckpt must still find the model (by PNG info and by a recipe)."""
+    import hashlib
+
+    from PIL import Image, PngImagePlugin
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.recipes import config_from_recipe
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "mini.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    ckpt = tmp_path / "old-mix.ckpt"
+    torch.save({"state_dict": load_file(single), "global_step": 1}, ckpt)
+    a1111_hash = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:10]
+    result = runner.invoke(app, ["models", "import", str(ckpt), "--name", "mix"])
+    assert result.exit_code == 0, result.output
+    assert f"converted from a .ckpt with hash {a1111_hash}" in result.output
+    info = json.loads(runner.invoke(app, ["models", "info", "mix", "--json"]).stdout)
+    assert info["original_hash"] == a1111_hash != info["hash"]
+    picture = tmp_path / "a1111.png"
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", f"a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model hash: {a1111_hash}, Model: old-mix")
+    Image.new("RGB", (8, 8)).save(picture, pnginfo=text)
+    assert config_from_recipe(picture, tiny_workspace).model == "mix"
+
+
+def test_a_file_name_with_spaces_imports_under_a_safe_name(tiny_workspace, tmp_path):
+    """A1111 takes any file name; without --name the stem becomes a safe name (CJK kept) and is said."""
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.workspace import name_from_stem, safe_name
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    single = tmp_path / "国风_模型 v2.safetensors"
+    save_single_file(model.components, model.family, single, {"lorastudio.base_config": "tiny-sd15"})
+    result = runner.invoke(app, ["models", "import", str(single)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("imported 国风_模型 v2.safetensors as 国风_模型_v2 (sd15")
+    assert (tiny_workspace.models / "国风_模型_v2.safetensors").is_file()
+    again = runner.invoke(app, ["models", "import", str(single)])
+    assert again.exit_code != 0 and "'国风_模型_v2' already exists" in again.output
+    for stem in ("add_detail (v2)", "..hidden", "a..b", "  ", "x\ny"):
+        assert safe_name(name_from_stem(stem, "model"), "model name")
+
+
 def test_a_ckpt_dropped_into_models_is_listed_described_and_deleted_as_a1111_lists_it(tiny_workspace, tmp_path):
     """`models list` skipped a .ckpt that `generate --model` used; `models info` called it a broken .safetensors."""
     from safetensors.torch import load_file
@@ -121,6 +170,71 @@ def test_pickled_checkpoint_with_code_is_refused(tmp_path):
     assert torch.equal(load_pickled_state_dict(good)["w"], torch.ones(2))
 
 
+def _fake_lightning_callback(monkeypatch):
+    """A class pickled under pytorch_lightning's ModelCheckpoint name, as old SD trainers saved it."""
+    import types
+
+    class ModelCheckpoint:
+        pass
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = "pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"
+    module = types.ModuleType(ModelCheckpoint.__module__)
+    module.ModelCheckpoint = ModelCheckpoint
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", ModelCheckpoint.__module__):
+        monkeypatch.setitem(sys.modules, name, module)
+    return ModelCheckpoint
+
+
+def test_old_sd_checkpoints_load_weights_only(tmp_path, monkeypatch, capfd):
+    """numpy `global_step`s and lightning callbacks load as A1111 loads them, with no code run."""
+    import numpy as np
+
+    from lorastudio.models.checkpoint import load_pickled_state_dict
+
+    callback = _fake_lightning_callback(monkeypatch)
+    weights = {"w": torch.ones(2)}
+    saves = {
+        "numpy_step.ckpt": {"state_dict": weights, "global_step": np.int64(470000), "epoch": 6},
+        "callback_class.ckpt": {"state_dict": weights, "callbacks": {callback: {"best_model_score": None}}},
+        "callback_object.ckpt": {"state_dict": weights, "callback": callback()},
+    }
+    for name, data in saves.items():
+        torch.save(data, tmp_path / name)
+    legacy = tmp_path / "legacy_numpy1.ckpt"  # the non-zip format, with numpy 1's module path
+    torch.save(saves["numpy_step.ckpt"], legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes().replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"))
+    monkeypatch.undo()  # loading must not need the real pytorch_lightning
+    capfd.readouterr()
+    for path in [*(tmp_path / name for name in saves), legacy]:
+        assert torch.equal(load_pickled_state_dict(path)["w"], torch.ones(2)), path.name
+    assert capfd.readouterr().err == ""  # no warning about the legacy format's pickle protocol
+
+
+def test_checkpoint_refusal_names_what_torch_refused(tmp_path):
+    import os
+
+    import numpy as np
+
+    from lorastudio.models.checkpoint import load_pickled_state_dict
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state_dict": {"w": torch.ones(2)}, "array": np.arange(3)}, tmp_path / "array.ckpt")
+    torch.save({"state_dict": {"w": torch.ones(2)}, "evil": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UnsafeFileError) as info:
+        load_pickled_state_dict(tmp_path / "array.ckpt")
+    message = str(info.value)
+    assert "Unsupported global: GLOBAL numpy._core.multiarray._reconstruct" in message
+    assert "trust" not in message and "weights_only" not in message and len(message.splitlines()) == 1
+    with pytest.raises(UnsafeFileError, match=r"evil.ckpt: refused .*GLOBAL \w+\.system"):
+        load_pickled_state_dict(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
 def test_corrupt_checkpoint_is_one_clear_line(tiny_workspace, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
@@ -136,6 +250,9 @@ def test_missing_model_and_unknown_family_errors(tiny_workspace):
     assert result.exit_code == 2 and "model 'no-such-model' not found" in result.output
     with pytest.raises(LorastudioError, match="not a Stable Diffusion checkpoint"):
         detect_family_from_keys(["foo.weight"])
+    with pytest.raises(LorastudioError) as unet_only:  # no option to pass: say what the user can do
+        detect_family_from_keys(["model.diffusion_model.input_blocks.0.0.weight"], "unet.safetensors")
+    assert "--family" not in str(unet_only.value) and "full checkpoint" in str(unet_only.value)
     assert (
         detect_family_from_keys(
             [
@@ -196,3 +313,17 @@ def test_model_cache_evicts_least_recently_used_over_budget(tiny_workspace):
     cache.get("tiny-sd15")
     cache.get("tiny-sdxl")  # both together exceed the budget: tiny-sd15 (least recent) goes
     assert cache.loaded_names() == {"tiny-sdxl"}
+
+
+def test_models_list_columns_line_up_with_chinese_names(monkeypatch):
+    """Names were padded by characters; a CJK letter takes two terminal columns."""
+    from lorastudio.service import models as service_models
+
+    row = {"family": "sd15", "hash": "0123456789", "size_bytes": 2048, "path": "/m"}
+    rows = [dict(row, name="mix"), dict(row, name="国风_模型_v2")]  # 3 and 12 columns wide
+    monkeypatch.setattr(service_models, "list_models", lambda ws: rows)
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    ascii_line, wide_line = result.output.splitlines()
+    assert ascii_line.startswith("mix" + " " * 29 + " sd15")
+    assert wide_line.startswith("国风_模型_v2" + " " * 20 + " sd15")

@@ -451,3 +451,15 @@ def test_a_broken_file_is_listed_with_an_error_not_a_500(idle_client, tiny_works
     assert "tiny-sd15" in {row["name"] for row in models.json()["models"]}
     for path in ("/sdapi/v1/loras", "/sdapi/v1/embeddings", "/sdapi/v1/sd-models"):
         assert idle_client.get(path).status_code == 200, path
+
+
+def test_a_new_name_is_one_line_and_fits_a_file_name():
+    """`safe_name` matched with `$`, which lets a trailing newline in; and a 300-letter name failed later as
+    an OSError. Both are refused with the usual one line."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.workspace import safe_name
+
+    assert safe_name("国风_模型_v2") == "国风_模型_v2"
+    for bad in ("mix\n", "模" * 100):
+        with pytest.raises(LorastudioError, match="model name"):
+            safe_name(bad, "model name")

@@ -39,3 +39,18 @@ def test_a_refused_upload_leaves_nothing_and_a_good_one_is_renamed_into_place(wo
     assert _files(workspace) == []
     name, path = uploads.store_stream(workspace, io.BytesIO(b"PK\x03\x04rest"), "data.zip")
     assert _files(workspace) == [name] and name.endswith(".zip") and path.read_bytes() == b"PK\x03\x04rest"
+
+
+def test_an_undecodable_request_image_is_worded_without_pillows_stream_repr():
+    """Pillow's "cannot identify image file <_io.BytesIO object at 0x…>" reached API clients (EasyPhoto's
+    instance_images, every base64 image): the line says what the data is, not which object held it."""
+    import base64
+
+    from lorastudio.service.uploads import decode_image
+
+    text = "data:image/png;base64," + base64.b64encode(b"just some notes, not a picture\n" * 4).decode()
+    with pytest.raises(LorastudioError) as info:
+        decode_image(text, "instance_images[0]")
+    message = str(info.value)
+    assert message.startswith("instance_images[0]: not a readable image (no format") and "object at" not in message
+    assert "BytesIO" not in message and len(message.splitlines()) == 1

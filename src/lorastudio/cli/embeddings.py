@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lorastudio.cli import app
-from lorastudio.cli.common import print_json, workspace
+from lorastudio.cli.common import padded, print_json, workspace
 
 embeddings_app = typer.Typer(
     help="Textual-inversion embeddings in the workspace (the file name is the prompt word).",
@@ -27,7 +27,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         typer.echo("no embeddings yet: copy .safetensors/.pt files into studio/embeddings.")
     for row in rows:
         detail = row["error"] or f"vectors={row['vectors']} width={row['shape']}"
-        typer.echo(f"{row['name']:<24} {row['file']:<32} {detail}")
+        typer.echo(f"{padded(row['name'], 24)} {padded(row['file'], 32)} {detail}")
 
 
 @embeddings_app.command("delete")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lorastudio.cli import app
-from lorastudio.cli.common import print_json, workspace
+from lorastudio.cli.common import padded, print_json, workspace
 
 lora_app = typer.Typer(
     help="LoRA files: list the library, import, convert, merge into a model, delete.", no_args_is_help=True
@@ -35,7 +35,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
     for row in rows:
         run = f"run {row['run']} step {row['step']}" if row["run"] else "not trained here"
         typer.echo(
-            f"{row['name']:<24} type={row.get('type') or '-':<10} trigger={row['trigger'] or '-':<12} "
+            f"{padded(row['name'], 24)} type={row.get('type') or '-':<10} trigger={padded(row['trigger'] or '-', 12)} "
             f"base={row['base_model'] or '-':<14} {run}"
         )
 

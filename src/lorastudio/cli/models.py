@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from lorastudio.cli import app
-from lorastudio.cli.common import print_json, workspace
+from lorastudio.cli.common import padded, print_json, workspace
 
 models_app = typer.Typer(help="The model library in the workspace (studio/models).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -32,7 +34,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         return
     for r in rows:
         typer.echo(
-            f"{r['name']:<32} {r['family'] or '?':<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  "
+            f"{padded(r['name'], 32)} {r['family'] or '?':<5} {r['hash'] or '-':<10} {_size(r['size_bytes']):>8}  "
             f"{r.get('error') or r.get('note', r['path'])}"
         )
 
@@ -68,7 +70,10 @@ def import_cmd(
     if json_out:
         print_json(info)
     else:
-        typer.echo(f"imported {info['name']} ({info['family']}, hash {info['hash']}) -> {info['path']}")
+        original = f", converted from a .ckpt with hash {info['original_hash']}" if info.get("original_hash") else ""
+        source = Path(path).name
+        named = info["name"] if info["name"] in (source, Path(path).stem) else f"{source} as {info['name']}"
+        typer.echo(f"imported {named} ({info['family']}, hash {info['hash']}{original}) -> {info['path']}")
 
 
 @models_app.command("delete")

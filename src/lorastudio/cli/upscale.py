@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from lorastudio.cli import app
-from lorastudio.cli.common import print_json, workspace
+from lorastudio.cli.common import padded, print_json, workspace
 
 
 def _tile_bar(source: Path):
@@ -56,7 +56,7 @@ def upscale_cmd(
             return
         for row in rows:
             scale_text = f"{row['scale']:g}x" if row["scale"] else "?"
-            typer.echo(f"{row['name']:<32} {row['kind']:<9} {scale_text:<4} {row['error'] or row['model_path'] or ''}")
+            typer.echo(f"{padded(row['name'], 32)} {row['kind']:<9} {scale_text:<4} {row['error'] or row['model_path'] or ''}")
         return
     if not images:
         raise typer.BadParameter("give at least one picture (or --list).", param_hint="IMAGE")

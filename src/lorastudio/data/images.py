@@ -17,10 +17,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lorastudio.errors import LorastudioError
+from lorastudio.image_modes import to_rgb
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -70,37 +70,6 @@ def parse_color(value: str | Sequence[int]) -> RGB:
         raise LorastudioError(
             f"colour {value!r} is not known; use a name like 'white' or '#rrggbb'."
         ) from None
-
-
-def _high_bit_to_8bit(image: Image.Image) -> Image.Image:
-    """16/32-bit integer or float greyscale -> 'L', scaling by the range the mode can hold."""
-    array = np.asarray(image)
-    if image.mode == "F":
-        peak = 1.0 if float(array.max(initial=0.0)) <= 1.0 else 255.0
-        array = array / peak * 255.0
-    elif array.max(initial=0) > 255:
-        array = array / 257.0  # 65535 -> 255
-    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
-
-
-def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image:
-    """Any Pillow mode -> RGB; transparency is composited on `background`."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
-        return _high_bit_to_8bit(image).convert("RGB")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    if mode in {"LA", "La", "PA", "RGBa", "RGBA"}:
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    if mode == "L" and "transparency" in image.info:
-        return to_rgb(image.convert("LA"), background)
-    return image.convert("RGB")
 
 
 def _read_source(source: str | Path | bytes) -> tuple[io.BytesIO | Path, str]:

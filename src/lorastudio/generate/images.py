@@ -7,6 +7,8 @@ from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
 
+from lorastudio.image_modes import to_8bit
+
 __all__ = [
     "open_image_file",
     "open_request_image",
@@ -84,12 +86,20 @@ def open_request_image(
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         stream.close()
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise RequestImageError(
-            f"{what}: not a readable image or over the decoding limits ({reason}); send a PNG, JPEG or WebP."
-        ) from None
+        raise RequestImageError(_decode_failure(what, exc)) from None
     stream.close()
     return image, fmt
+
+
+def _decode_failure(what: str, exc: Exception) -> str:
+    """One line for an image Pillow could not decode. Pillow's "cannot identify image file" names
+    the stream (`<_io.BytesIO object at 0x…>`) or the server's upload path; neither helps a client."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return f"{what}: not a readable image (no format Pillow knows); send a PNG, JPEG or WebP."
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return f"{what}: not a readable image or over the decoding limits ({reason}); send a PNG, JPEG or WebP."
 
 
 def open_image_file(path: str, what: str, *, grey: bool = False, where: str | None = None) -> Image.Image:
@@ -109,7 +119,7 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
     try:
         with Image.open(path) as img:
             img.load()
-            return ImageOps.exif_transpose(img).convert("L" if grey else "RGB")
+            return to_8bit(ImageOps.exif_transpose(img)).convert("L" if grey else "RGB")
     except FileNotFoundError:
         raise LorastudioError(f"{head(path)} not found; check the path.") from None
     except Image.DecompressionBombError as exc:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import mmap
 import os
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ __all__ = [
     "detach_from_files",
     "load_pickled_state_dict",
     "convert_ckpt_to_safetensors",
+    "original_sha256",
     "file_sha256",
     "PICKLE_SUFFIXES",
 ]
@@ -259,6 +262,58 @@ def detach_from_files(*modules) -> None:
                     tensor.data = tensor.data.clone()
 
 
+class _InertCallback:
+    """Stands in for pytorch_lightning's `ModelCheckpoint` in old checkpoints: nothing runs, its
+    state is kept as plain attributes and dropped with everything but the weights."""
+
+
+def _harmless_globals() -> list:
+    """What old SD `.ckpt` files hold besides tensors, as A1111's restricted unpickler allows it:
+    a numpy `global_step` (numpy 1 and 2 module paths) and lightning's callback class."""
+    import importlib
+
+    import numpy as np
+
+    try:
+        scalar = importlib.import_module("numpy._core.multiarray").scalar
+    except ImportError:  # numpy 1 before 1.26
+        scalar = importlib.import_module("numpy.core.multiarray").scalar
+    dtypes = {type(np.dtype(code)) for code in np.typecodes["All"]}  # a dtype's state is set on its class
+    return [
+        (scalar, "numpy._core.multiarray.scalar"),
+        (scalar, "numpy.core.multiarray.scalar"),
+        (np.dtype, "numpy.dtype"),
+        *dtypes,
+        (_InertCallback, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+    ]
+
+
+_SAFE_LOAD_LOCK = threading.Lock()  # torch's allow-list is process-wide: one load adds and removes it at a time
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    """`torch.load(weights_only=True)` with `_harmless_globals` allowed (nothing that runs code)."""
+    import torch
+
+    with _SAFE_LOAD_LOCK, torch.serialization.safe_globals(_harmless_globals()), warnings.catch_warnings():
+        # the legacy (non-zip) format warns about its pickle protocol on every load
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+_TORCH_BOILERPLATE = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file an issue")
+
+
+def unpickling_refusal(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names what the file holds (`Unsupported global:
+    GLOBAL os.system …`), without its advice to load the file unsafely."""
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.startswith(_TORCH_BOILERPLATE):
+            return line.split(" Please use `torch.serialization")[0].rstrip(".")[:200]
+    return type(exc).__name__
+
+
 def load_pickled_state_dict(path: Path) -> dict:
     """A `.ckpt`/`.pt` state dict, loaded only if torch's weights-only unpickler accepts it.
 
@@ -269,11 +324,11 @@ def load_pickled_state_dict(path: Path) -> dict:
     import torch
 
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        data = _torch_load_weights_only(path)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0][:160]
         raise UnsafeFileError(
-            f"{path}: refused — it needs unsafe unpickling ({reason}); get a .safetensors version of this model instead."
+            f"{path}: refused — it holds more than weights ({unpickling_refusal(exc)}); "
+            "get a .safetensors version of this model instead."
         ) from None
     except Exception as exc:
         raise LorastudioError(
@@ -286,16 +341,31 @@ def load_pickled_state_dict(path: Path) -> dict:
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
+# Metadata key of a converted .ckpt: the original file's SHA-256, which A1111 names the model by
+# ("Model hash" = its first 10 hex), so images A1111 made with the .ckpt still find the model.
+ORIGINAL_SHA256_KEY = "converted_from_sha256"
+
+
 def convert_ckpt_to_safetensors(path: Path, out: Path) -> Path:
-    """Write a weights-only-loadable pickle as .safetensors (what `models import` stores)."""
+    """Write a weights-only-loadable pickle as .safetensors (what `models import` stores), keeping
+    the pickle's own SHA-256 in the metadata (`original_sha256`)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.contiguous() for k, v in load_pickled_state_dict(path).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"converted_from": path.name})
+    metadata = {"converted_from": path.name, ORIGINAL_SHA256_KEY: file_sha256(path)}
+    save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(out)
     return out
+
+
+def original_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of the .ckpt a .safetensors was converted from (header only), or None."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return None
+    value = read_safetensors_metadata(path).get(ORIGINAL_SHA256_KEY, "").lower()
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -71,11 +71,18 @@ class Library:
             return dict(row) if row else None
 
     def model_by_hash(self, short_hash: str) -> dict[str, Any] | None:
+        """The model whose SHA-256 starts with `short_hash`, or that was converted from a .ckpt whose
+        SHA-256 does (A1111 wrote the .ckpt's hash into the images it made with it)."""
+        short = short_hash.lower()
         with closing(self._connect()) as db:
-            row = db.execute(
-                "SELECT * FROM library_models WHERE sha256 LIKE ?", (short_hash.lower() + "%",)
-            ).fetchone()
-            return dict(row) if row else None
+            row = db.execute("SELECT * FROM library_models WHERE sha256 LIKE ?", (short + "%",)).fetchone()
+            rows = [row] if row else db.execute("SELECT * FROM library_models ORDER BY name").fetchall()
+        if row:
+            return dict(row)
+        for row in rows:
+            if json.loads(row["info"] or "{}").get("original_sha256", "").startswith(short):
+                return dict(row)
+        return None
 
     def remove_model(self, name: str) -> None:
         with closing(self._connect()) as db, db:

@@ -7,7 +7,6 @@ The CLI and API call these; they hold the logic so the fronts stay thin. Heavy i
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from lorastudio.service.workspace import (
     Workspace,
     find_weight,
     list_weight_files,
+    name_from_stem,
     rename_without_clobbering,
     safe_name,
     weight_file_row,
@@ -313,7 +313,7 @@ def _import_stem(source: Path) -> str:
         if stem.startswith(prefix) and len(stem) > len(prefix):
             stem = stem[len(prefix) :]
             break
-    return re.sub(r"[^\w.\-]+", "_", stem).strip("_.") or "lora"
+    return name_from_stem(stem, "lora")
 
 
 def import_lora(

@@ -10,7 +10,13 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.library import Library
 from lorastudio.service.model_cache import file_stamp
 from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model, is_plain_name, unknown_name
-from lorastudio.service.workspace import Workspace, find_with_suffix, rename_without_clobbering, safe_name
+from lorastudio.service.workspace import (
+    Workspace,
+    find_with_suffix,
+    name_from_stem,
+    rename_without_clobbering,
+    safe_name,
+)
 
 __all__ = [
     "list_models",
@@ -58,8 +64,12 @@ def model_on_disk(ws: Workspace, name: str) -> bool:
 
 
 def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
-    """Family, hash and size of a model in the folder; hashes are cached by size+mtime."""
-    from lorastudio.models.checkpoint import read_safetensors_keys
+    """Family, hash and size of a model in the folder; hashes are cached by size+mtime.
+
+    A .ckpt converted on import also answers its own SHA-256 (`original_sha256`): A1111 wrote
+    that one into the images it made with the .ckpt.
+    """
+    from lorastudio.models.checkpoint import original_sha256, read_safetensors_keys
     from lorastudio.models.families import detect_family_from_keys
     from lorastudio.models.loading import _family_of_folder, model_hash
 
@@ -75,7 +85,7 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
         size = path.stat().st_size
         kind = "single_file"
     sha = model_hash(path, ws.cache)
-    return {
+    info = {
         "name": name,
         "path": str(path),
         "family": family,
@@ -84,6 +94,17 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
         "size_bytes": size,
         "kind": kind,
     }
+    if not path.is_dir() and (original := original_sha256(path)):
+        info.update(original_sha256=original, original_hash=original[:10])
+    return info
+
+
+def _remember(library: Library, info: dict[str, Any]) -> None:
+    """The library row of a described model; a converted .ckpt's own hash goes with it (`model_by_hash`)."""
+    extra = {"original_sha256": info["original_sha256"]} if info.get("original_sha256") else None
+    library.add_model(
+        info["name"], Path(info["path"]), info["family"], info["sha256"], info["size_bytes"], info["kind"], extra
+    )
 
 
 # Listed models: diffusers folders, .safetensors files and, as A1111 lists them, .ckpt checkpoints
@@ -130,7 +151,7 @@ def list_models(ws: Workspace) -> list[dict[str, Any]]:
                 _UNREADABLE[stamp] = exc
                 rows.append(_broken_row(name, path, exc))
                 continue
-            library.add_model(name, path, info["family"], info["sha256"], info["size_bytes"], info["kind"])
+            _remember(library, info)
             row = info
         rows.append(
             {
@@ -190,9 +211,7 @@ def model_info(ws: Workspace, name: str, names: NamePolicy = STRICT) -> dict[str
             f"model {name!r} is a hub id and not on this machine; download it or give a path."
         )
     info = _describe(ws, ref.name, ref.path)
-    Library(ws).add_model(
-        ref.name, ref.path, info["family"], info["sha256"], info["size_bytes"], info["kind"]
-    )
+    _remember(Library(ws), info)
     return info
 
 
@@ -214,7 +233,7 @@ def import_model(
         raise LorastudioError(
             f"{source}: unsupported file type {source.suffix!r}; use .safetensors or .ckpt."
         )
-    name = safe_name(name or source.stem, "model name")
+    name = safe_name(name, "model name") if name else name_from_stem(source.stem, "model")
     target = ws.models / (name if is_folder else f"{name}.safetensors")
     if target.exists():
         raise LorastudioError(f"model {name!r} already exists in {ws.models}; choose another --name.")

@@ -74,7 +74,8 @@ def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
     Only real images of the usual formats pass, within the decoding limits of
     `generate.images.open_request_image` (pixels, PNG text chunks). `as_shown`: a photo's EXIF
     rotation is applied (as A1111 1.7+ reads every request image, and as image files are read
-    here), so an init image, its mask and ControlNet images line up; off to read metadata as sent.
+    here), so an init image, its mask and ControlNet images line up, and 16-bit greyscale is
+    brought to 8 bits (`image_modes.to_8bit`); off to read metadata as sent.
     """
     from lorastudio.generate.images import RequestImageError, open_request_image
 
@@ -96,7 +97,9 @@ def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
     if as_shown:
         from PIL import ImageOps
 
-        image = ImageOps.exif_transpose(image)
+        from lorastudio.image_modes import to_8bit
+
+        image = to_8bit(ImageOps.exif_transpose(image))
     return image, fmt
 
 

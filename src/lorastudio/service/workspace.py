@@ -191,7 +191,7 @@ def rename_without_clobbering(path: Path, target: Path, what: str) -> Path:
 
 
 SUBDIRS = ("models", "loras", "embeddings", "controlnet", "datasets", "runs", "outputs", "cache")
-_SAFE_NAME = re.compile(r"^[\w.\-]+$", re.UNICODE)
+_SAFE_NAME = re.compile(r"[\w.\-]+", re.UNICODE)  # whole name (fullmatch: `$` let a trailing newline in)
 
 
 def safe_name(name: str, what: str = "name") -> str:
@@ -199,12 +199,21 @@ def safe_name(name: str, what: str = "name") -> str:
 
     Looking up an existing entry by a request's name goes through `service.names` instead.
     """
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name.startswith(".") or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.startswith(".") or ".." in name:
         raise LorastudioError(
             f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' "
             "(no slashes or spaces, not starting with '.')."
         )
+    if len(name.encode("utf-8")) > 240:  # room for a suffix within the usual 255-byte file name limit
+        raise LorastudioError(f"{what} {name[:40]!r}… is too long for a file name; use a shorter one.")
     return name
+
+
+def name_from_stem(stem: str, fallback: str) -> str:
+    """A file's stem as a new library name, as A1111 takes any file name: what a name may not hold
+    (spaces, brackets, `..`) becomes `_` (`add_detail (v2)` -> `add_detail_v2`), letters of any
+    script stay; `fallback` when nothing is left. An explicit name goes through `safe_name`."""
+    return re.sub(r"[^\w.\-]+|\.{2,}", "_", stem).strip("_.") or fallback
 
 
 @dataclass(frozen=True)

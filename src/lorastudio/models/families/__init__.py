@@ -38,9 +38,10 @@ def detect_family_from_keys(keys: Iterable[str], source: str = "checkpoint") -> 
     for fam in (sdxl.FAMILY, sd2.FAMILY, sd15.FAMILY):
         if any(marker in keyset for marker in fam.single_file_markers):
             return fam
-    if any(k.startswith("model.diffusion_model.") for k in keyset):
+    if any(k.startswith("model.diffusion_model.") for k in keyset):  # a UNet alone cannot make pictures
         raise LorastudioError(
-            f"{source}: has a UNet but no text encoder keys lorastudio knows; pass --family sd15|sd2|sdxl."
+            f"{source}: holds a UNet but no text encoder lorastudio knows; "
+            "use the full checkpoint (UNet, text encoder and VAE) it was taken from."
         )
     raise LorastudioError(f"{source}: not a Stable Diffusion checkpoint (no model.diffusion_model.* keys).")
 

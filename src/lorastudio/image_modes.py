@@ -1,0 +1,61 @@
+"""Any Pillow mode to 8 bits: the one rule every reader of a user's picture follows.
+
+A 16-bit greyscale PNG opens in mode `I;16` (or `I`), a float TIFF in `F`. Pillow's
+`convert("RGB")` and `convert("L")` clip those values at 255, so nearly every pixel of such a
+picture turns white. Readers in every package (data import, portraits, faces, request images)
+bring these modes to 8 bits here first, scaled by the range the mode holds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["HIGH_BIT_MODES", "to_8bit", "to_rgb"]
+
+# Pillow's greyscale modes with more than 8 bits per pixel.
+HIGH_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+RGB = tuple[int, int, int]
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16/32-bit integer or float greyscale picture as 8-bit 'L'; any other mode as it is.
+
+    Integers above 255 are read as 16-bit (65535 -> 255); floats up to 1.0 as 0..1.
+    """
+    if image.mode not in HIGH_BIT_MODES:
+        return image
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image)
+    if image.mode == "F":
+        peak = 1.0 if float(array.max(initial=0.0)) <= 1.0 else 255.0
+        array = array / peak * 255.0
+    elif array.max(initial=0) > 255:
+        array = array / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
+
+
+def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited on `background`."""
+    from PIL import Image
+
+    image = to_8bit(image)
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in {"LA", "La", "PA", "RGBa", "RGBA"}:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    if mode == "L" and "transparency" in image.info:
+        return to_rgb(image.convert("LA"), background)
+    return image.convert("RGB")

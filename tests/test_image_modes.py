@@ -1,0 +1,75 @@
+"""16-bit and float greyscale pictures read as the grey they show, by every reader (image_modes)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lorastudio.image_modes import to_8bit, to_rgb
+
+MID_GREY = 32896  # 16-bit; 8-bit 128 (65535 / 257 = 255)
+
+
+def _grey16_png(path=None) -> bytes:
+    """A 16-bit greyscale PNG (opens in Pillow mode I;16 or I): a mid-grey left half, black right."""
+    array = np.zeros((64, 64), dtype=np.uint16)
+    array[:, :32] = MID_GREY
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    if path is not None:
+        path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _assert_mid_grey(image: Image.Image, mode: str) -> None:
+    assert image.mode == mode
+    pixels = np.asarray(image).astype(int)
+    left, right = pixels[:, :32], pixels[:, 32:]
+    assert abs(int(left.mean()) - 128) <= 1 and right.max() == 0  # convert() alone gives 255 on the left
+
+
+def test_high_bit_modes_scale_to_8_bits():
+    assert Image.open(io.BytesIO(_grey16_png())).mode in {"I;16", "I"}
+    _assert_mid_grey(to_8bit(Image.open(io.BytesIO(_grey16_png()))), "L")
+    _assert_mid_grey(to_rgb(Image.open(io.BytesIO(_grey16_png()))).convert("L"), "L")
+    floats = Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), "F")
+    assert np.asarray(to_8bit(floats)).max() == 127
+    rgb = Image.new("RGB", (2, 2), (1, 2, 3))
+    assert to_8bit(rgb) is rgb  # other modes untouched
+
+
+def test_portrait_photo_and_face_image_keep_16_bit_grey(tmp_path):
+    from lorastudio.portrait.selection import load_photo
+    from lorastudio.service.faces import load_face_image
+
+    path = tmp_path / "scan.png"
+    _grey16_png(path)
+    _assert_mid_grey(load_photo(path).convert("L"), "L")
+    _assert_mid_grey(load_face_image(path).convert("L"), "L")
+    _assert_mid_grey(load_face_image(Image.open(path)).convert("L"), "L")
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_request_image_file_keeps_16_bit_grey(tmp_path, grey):
+    from lorastudio.generate.images import open_image_file
+
+    path = tmp_path / "init.png"
+    _grey16_png(path)
+    image = open_image_file(str(path), "init image", grey=grey)
+    _assert_mid_grey(image.convert("L"), "L")
+    assert image.mode == ("L" if grey else "RGB")
+
+
+def test_uploaded_16_bit_grey_picture_and_mask(workspace):
+    from lorastudio.service.uploads import decode_image, store_image, upload_path
+
+    data = base64.b64encode(_grey16_png()).decode()
+    _assert_mid_grey(decode_image(data, "image")[0], "L")
+    with Image.open(upload_path(workspace, store_image(workspace, data, "mask", mask=True))) as mask:
+        _assert_mid_grey(mask, "L")
+    with Image.open(upload_path(workspace, store_image(workspace, data, "init_images[0]"))) as picture:
+        _assert_mid_grey(picture.convert("L"), "L")
