@@ -93,6 +93,10 @@ def test_an_imported_ckpt_is_found_by_the_hash_a1111_wrote(tiny_workspace, tmp_p
     text.add_text("parameters", f"a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model hash: {a1111_hash}, Model: old-mix")
     Image.new("RGB", (8, 8)).save(picture, pnginfo=text)
     assert config_from_recipe(picture, tiny_workspace).model == "mix"
+    from lorastudio.models.loading import single_file_sha256
+
+    stored = tiny_workspace.models / "mix.safetensors"  # what its images write as "Model hash", as A1111
+    assert single_file_sha256(stored, tiny_workspace.cache)[:10] == a1111_hash
 
 
 def test_a_file_name_with_spaces_imports_under_a_safe_name(tiny_workspace, tmp_path):

@@ -24,6 +24,7 @@ from lorastudio.models.checkpoint import (
     convert_ckpt_to_safetensors,
     detach_from_files,
     file_sha256,
+    original_sha256,
     read_safetensors_keys,
     read_safetensors_metadata,
 )
@@ -419,6 +420,12 @@ class _StreamedPipeline:
         self.scheduler = scheduler.from_config(scheduler.load_config(str(folder / "scheduler")))
 
 
+def single_file_sha256(path: Path, cache_dir: Path) -> str:
+    """The hash images name a single file by: an imported .ckpt's own (the pickle's, as A1111 writes
+    it for that file), else the file's."""
+    return original_sha256(path) or model_hash(path, cache_dir)
+
+
 def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
     from diffusers import AutoencoderKL
 
@@ -479,7 +486,7 @@ def load_model(
         fam, pipe = _load_single_file(
             where.path, dtype, device, cache_dir, models_dir, family, prediction_type, vae_given=vae is not None
         )
-        sha = model_hash(where.path, cache_dir)
+        sha = single_file_sha256(where.path, cache_dir)
     vae_name = vae_sha = None
     if vae is not None:
         try:
