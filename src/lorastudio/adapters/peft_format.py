@@ -93,7 +93,7 @@ def lora_from_diffusers_state_dict(
     configs = _component_configs(metadata)
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
-        for marker, slot in ((".lora_A.weight", "down"), (".lora_B.weight", "up")):
+        for marker, slot in ((".lora_A.weight", "down"), (".lora_B.weight", "up"), (".alpha", "alpha")):
             if key.endswith(marker):
                 comp, path = _split_component(key[: -len(marker)], component)
                 pairs.setdefault((comp, path), {})[slot] = value
@@ -104,22 +104,26 @@ def lora_from_diffusers_state_dict(
         raise LorastudioError("LoRA: uses LoRA biases or DoRA magnitudes, which lorastudio cannot apply.")
     lora = LoraFile(metadata=metadata, source_format="peft" if component or adapter_config else "diffusers")
     for (comp, path), parts in pairs.items():
-        if set(parts) != {"down", "up"}:
+        if not {"down", "up"} <= set(parts):
             raise LorastudioError(
                 f"LoRA: module {comp}.{path} lacks lora_A or lora_B; the file is incomplete."
             )
         down, up = parts["down"], parts["up"]
-        config = adapter_config or configs.get(comp, {})
-        alpha = None
-        if config:
-            rank = int(_pattern_value(path, config.get("rank_pattern") or {}, config.get("r", down.shape[0])))
-            alpha = float(
-                _pattern_value(path, config.get("alpha_pattern") or {}, config.get("lora_alpha", rank))
-            )
+        alpha = _module_alpha(path, down, parts.get("alpha"), adapter_config or configs.get(comp, {}))
         lora.add(comp, path, LoraModule(down, up, alpha, "conv" if down.dim() == 4 else "linear"))
     if not lora.modules:
         raise LorastudioError("LoRA: no lora_A/lora_B tensors found; it is not a diffusers/peft LoRA.")
     return lora
+
+
+def _module_alpha(path: str, down: torch.Tensor, tensor: torch.Tensor | None, config: dict) -> float | None:
+    """The module's own `.alpha` tensor, else the adapter config's alpha, else None (= rank)."""
+    if tensor is not None:
+        return float(tensor)
+    if not config:
+        return None
+    rank = int(_pattern_value(path, config.get("rank_pattern") or {}, config.get("r", down.shape[0])))
+    return float(_pattern_value(path, config.get("alpha_pattern") or {}, config.get("lora_alpha", rank)))
 
 
 def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], metadata=None) -> LoraFile:
