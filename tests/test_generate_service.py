@@ -231,3 +231,22 @@ def test_a_missing_lora_fails_before_the_model_is_loaded(tiny_workspace, monkeyp
     cfg = GenerateConfig(model="tiny-sd15", prompt="x <lora:nope:1>", steps=2, width=64, height=64)
     with pytest.raises(NotFoundError, match="LoRA 'nope' not found"):
         run_generation(tiny_workspace, cfg, cache)
+
+
+@pytest.mark.slow
+def test_lora_tag_dyn_keeps_the_first_ranks(tiny_workspace):
+    from lorastudio.adapters import LoraFile, LoraModule, save_kohya
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    full = random_lora(model, rank=8, alpha=4.0, scale=0.4)
+    cut = LoraFile()  # the same file cut to 2 ranks by hand, at the whole file's alpha / rank
+    for (component, path), module in full.modules.items():
+        cut.add(component, path, LoraModule(module.down[:2].clone(), module.up[:, :2].clone(), 1.0))
+    for name, lora in (("dyl", full), ("cut", cut)):
+        save_kohya(lora, tiny_workspace.loras / f"{name}.safetensors", family=model.family)
+    whole = arr(gen("--prompt", "blue <lora:dyl:1>", "--seed", "4")["images"][0])
+    dyn = arr(gen("--prompt", "blue <lora:dyl:1:1:2>", "--seed", "4")["images"][0])
+    by_hand = arr(gen("--prompt", "blue <lora:cut:1>", "--seed", "4")["images"][0])
+    assert np.abs(dyn - by_hand).max() <= 1  # 8-bit rounding at most
+    assert np.abs(dyn - whole).mean() > 1

@@ -197,7 +197,7 @@ def run_generation(
     # A known file is a stat and a lookup; new ones are read two at a time.
     for net, path, parsed in zip(nets, paths, parsed_lora_files().load_many(paths), strict=True):
         check_lora_family(parsed.lora, model.family, name=str(path))
-        loras.append((parsed.lora, net.te_weight, net.unet_weight))
+        loras.append((parsed.lora, net.te_weight, net.unet_weight, net.dyn_dim))
         lora_info.append(
             {
                 "name": net.name,
@@ -213,7 +213,7 @@ def run_generation(
     found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
     pinned = {
         name
-        for (lora, _, _), info in zip(loras, lora_info, strict=True)
+        for (lora, *_), info in zip(loras, lora_info, strict=True)
         if info["name"] in (lora_files or {})
         for name in lora.embeddings
     } | _bundles_over_other_runs(found, loras)
@@ -300,7 +300,7 @@ def _bundles_over_other_runs(found: dict[str, Path], loras: list) -> set[str]:
     from lorastudio.service.embeddings import embedding_owner
 
     words = set()
-    for lora, _, _ in loras:
+    for lora, *_ in loras:
         run = lora.metadata.get("ss_output_name")
         for word in lora.embeddings:
             owner = embedding_owner(found[word]) if run and word in found else None
@@ -315,7 +315,7 @@ def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora
     A standalone embedding of the same name wins, as in A1111 ("skip bundle embedding"), unless
     another training run published it (`_bundles_over_other_runs`).
     """
-    for (lora, _, _), info in zip(loras, lora_info, strict=True):
+    for (lora, *_), info in zip(loras, lora_info, strict=True):
         for name, vectors in lora.embeddings.items():
             if name in embeddings or len(vectors) != len(model.text_encoders):
                 continue
