@@ -70,6 +70,19 @@ def test_a1111_pt_embedding_is_read_with_weights_only(tmp_path):
     assert torch.equal(back.vectors[0], vectors)
 
 
+def test_original_textual_inversion_pt_with_a_parameter_dict_is_read(tmp_path, capsys):
+    vectors = torch.randn(2, 768)
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(vectors.clone())})
+    torch.save({"string_to_token": {"*": torch.tensor(265)}, "string_to_param": params}, tmp_path / "old.pt")
+    back = load_embedding(tmp_path / "old.pt")
+    assert back.name == "old" and torch.equal(back.vectors[0], vectors)
+    # the class allowed for it carries no code: a payload beside it is still refused, unrun
+    torch.save({"string_to_param": params, "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeFileError, match="evil.pt"):
+        load_embedding(tmp_path / "evil.pt")
+    assert "pwned" not in capsys.readouterr().out
+
+
 class Payload:
     """A pickled custom class: what a malicious .pt would carry."""
 

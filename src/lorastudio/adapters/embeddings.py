@@ -2,7 +2,9 @@
 
 `.pt` files are pickles; they are read only with `torch.load(weights_only=True)`, which
 refuses any pickled object other than tensors and plain containers, so a crafted file
-cannot run code. Anything it refuses is refused here with `UnsafeFileError`.
+cannot run code. Anything it refuses is refused here with `UnsafeFileError`. The one class
+allowed beside them is `nn.ParameterDict`, which original textual-inversion files pickle as
+`string_to_param` (A1111's restricted unpickler allows it too).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def embedding_from_state_dict(data: dict, name: str, source: str = "embedding") 
 
     if "string_to_param" in data:  # A1111 .pt
         params = data["string_to_param"]
+        params = getattr(params, "_parameters", params)  # an nn.ParameterDict keeps its tensors there
         tensor = params.get("*", next(iter(params.values()))) if isinstance(params, dict) else params
         return Embedding(name, [_as_matrix(tensor)])
     if "clip_l" in data or "clip_g" in data:
@@ -90,7 +93,8 @@ def _load_pickle_safely(path: Path) -> dict:
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([torch.nn.ParameterDict]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as exc:
         raise UnsafeFileError(
             f"{path.name}: holds pickled objects that are not plain tensors, so it is refused "
