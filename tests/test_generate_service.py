@@ -132,6 +132,22 @@ def test_embedding_is_used_by_name(tiny_workspace):
     assert "zkstar" in info.get("TI hashes", "")
 
 
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_broken_or_refused_embedding_leaves_its_word_a_word(tiny_workspace, caplog):
+    plain = gen("--prompt", "zkbad zkevil picture", "--seed", "2")
+    (tiny_workspace.embeddings / "zkbad.safetensors").write_bytes(b"not a safetensors file")
+    torch.save({"string_to_param": {"*": torch.zeros(1, 32)}, "x": _Payload()}, tiny_workspace.embeddings / "zkevil.pt")
+    with caplog.at_level("WARNING", logger="lorastudio.service.generation"):
+        kept = gen("--prompt", "zkbad zkevil picture", "--seed", "2")  # was: the whole request failed
+    assert np.array_equal(arr(kept["images"][0]), arr(plain["images"][0]))
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'zkbad' is read as a plain word" in warned and "'zkevil' is read as a plain word" in warned
+
+
 def test_embedding_bundled_in_a_lora_is_used_unless_a_file_has_that_name(tiny_workspace):
     from lorastudio.adapters import Embedding, LoraFile, save_embedding
     from lorastudio.adapters.kohya import save_kohya

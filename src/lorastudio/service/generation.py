@@ -220,7 +220,12 @@ def run_generation(
     for name, path in found.items():
         if name in pinned:
             continue
-        embedding = load_embedding(path)
+        try:
+            embedding = load_embedding(path)
+        except LorastudioError as exc:
+            # As A1111: a file that cannot be read (the listing shows why) leaves its word a word.
+            logger.warning("%s; %r is read as a plain word", exc, name)
+            continue
         if not _embedding_fits(embedding, model):
             # As A1111: an embedding made for another family is skipped, its word stays a word.
             logger.warning("%s: an embedding for another model family; %r is read as a plain word", path.name, name)
