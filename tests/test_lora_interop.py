@@ -39,3 +39,57 @@ def test_alpha_tensors_in_a_diffusers_lora_set_its_strength(tmp_path):
     save_file(state, str(tmp_path / "alpha.safetensors"), metadata=metadata)
     lora = load_lora_file(tmp_path / "alpha.safetensors")
     torch.testing.assert_close(patched_delta(lora, FF, (32, 64)), up @ down / 8)
+
+
+Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+KOHYA_Q = "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+
+
+def _save(tmp_path, state) -> object:
+    save_file(state, str(tmp_path / "x.safetensors"))
+    return load_lora_file(tmp_path / "x.safetensors")
+
+
+def test_kohya_names_with_peft_lora_a_b_read_as_down_up(tmp_path):
+    down, up = torch.randn(4, 16), torch.randn(8, 4)
+    state = {
+        f"lora_unet_{KOHYA_Q}.lora_A.weight": down,
+        f"lora_unet_{KOHYA_Q}.lora_B.weight": up,
+        f"lora_unet_{KOHYA_Q}.alpha": torch.tensor(2.0),
+    }
+    torch.testing.assert_close(patched_delta(_save(tmp_path, state), Q, (8, 16)), up @ down / 2)
+
+
+def test_simpletuner_lycoris_prefix_names_unet_layers(tmp_path):
+    down, up = torch.randn(4, 16), torch.randn(8, 4)
+    state = {f"lycoris_{KOHYA_Q}.lora_down.weight": down, f"lycoris_{KOHYA_Q}.lora_up.weight": up}
+    torch.testing.assert_close(patched_delta(_save(tmp_path, state), Q, (8, 16)), up @ down)
+
+
+def test_old_diffusers_lora_linear_layer_on_the_text_encoder(tmp_path):
+    path = "encoder.layers.0.self_attn.q_proj"
+    down, up = torch.randn(4, 16), torch.randn(8, 4)
+    state = {
+        f"text_encoder.text_model.{path}.lora_linear_layer.down.weight": down,
+        f"text_encoder.text_model.{path}.lora_linear_layer.up.weight": up,
+    }
+    lora = _save(tmp_path, state)
+    torch.testing.assert_close(patched_delta(lora, path, (8, 16), "text_encoder"), up @ down)
+
+
+def test_lycoris_train_norm_differences_move_the_norm_weight_and_bias(tmp_path):
+    norm = "down_blocks.0.attentions.0.transformer_blocks.0.norm1"
+    w_norm, b_norm = torch.randn(16), torch.randn(16)
+    state = {
+        f"lora_unet_{KOHYA_Q}.lora_down.weight": torch.randn(4, 16),
+        f"lora_unet_{KOHYA_Q}.lora_up.weight": torch.randn(8, 4),
+        f"lora_unet_{norm.replace('.', '_')}.w_norm": w_norm,
+        f"lora_unet_{norm.replace('.', '_')}.b_norm": b_norm,
+    }
+    lora = _save(tmp_path, state)
+    layer = torch.nn.LayerNorm(16)
+    components = {"unet": module_tree(norm, layer)}
+    with applied_loras(components, [(lora, 1.0, 0.5)]):
+        torch.testing.assert_close(layer.weight.detach(), 1 + 0.5 * w_norm)
+        torch.testing.assert_close(layer.bias.detach(), 0.5 * b_norm)
+    assert torch.equal(layer.weight.detach(), torch.ones(16))  # restored

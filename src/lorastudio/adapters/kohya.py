@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lorastudio.adapters.kohya_names import (
     BUNDLE_PREFIX,
+    MODULE_PREFIXES,
     UNET_PREFIX,
     component_and_name,
     kohya_to_module_path,
@@ -58,7 +59,7 @@ def kohya_name(component: str, path: str, family: Family) -> str:
 
 
 def is_kohya_state_dict(keys) -> bool:
-    return any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys)
+    return any(k.startswith(MODULE_PREFIXES) for k in keys)
 
 
 def _split_module(key: str) -> tuple[str, str] | None:

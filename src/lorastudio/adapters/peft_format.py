@@ -6,8 +6,9 @@
   metadata alpha is lost and defaults to the rank, so lorastudio always writes it.
 - peft (`PeftModel.save_pretrained`): a folder with `adapter_model.safetensors`
   (`base_model.model.<path>.lora_A.weight`) and `adapter_config.json`; one per component.
-- old diffusers (LoRACompatibleLinear / attention processors): `<path>.lora.down.weight`,
-  `<path>.processor.to_q_lora.down.weight`; these carry no alpha (alpha = rank).
+- old diffusers (LoRACompatibleLinear / attention processors / the text-encoder monkey patch):
+  `<path>.lora.down.weight`, `<path>.processor.to_q_lora.down.weight`,
+  `<path>.lora_linear_layer.down.weight`; these carry no alpha (alpha = rank).
 """
 
 from __future__ import annotations
@@ -47,8 +48,16 @@ def is_peft_state_dict(keys) -> bool:
     return any(".lora_A." in k or ".lora_B." in k for k in keys)
 
 
+_OLD_PAIRS = (
+    (".lora.down.weight", "down"),
+    (".lora.up.weight", "up"),
+    (".lora_linear_layer.down.weight", "down"),
+    (".lora_linear_layer.up.weight", "up"),
+)
+
+
 def is_old_diffusers_state_dict(keys) -> bool:
-    return any(k.endswith((".lora.down.weight", ".lora.up.weight")) or _OLD_PROCESSOR.match(k) for k in keys)
+    return any(k.endswith(tuple(m for m, _ in _OLD_PAIRS)) or _OLD_PROCESSOR.match(k) for k in keys)
 
 
 def _split_component(key: str, default: str | None) -> tuple[str, str]:
@@ -127,7 +136,7 @@ def _module_alpha(path: str, down: torch.Tensor, tensor: torch.Tensor | None, co
 
 
 def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], metadata=None) -> LoraFile:
-    """Old diffusers layouts: `<path>.lora.down.weight` and attention-processor `to_q_lora`."""
+    """Old diffusers layouts: `<path>.lora.down.weight`, `lora_linear_layer` and processor `to_q_lora`."""
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         match = _OLD_PROCESSOR.match(key)
@@ -136,7 +145,7 @@ def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], meta
             comp, path = _split_component(f"{match['path']}.{proj}", None)
             pairs.setdefault((comp, path), {})[match["which"]] = value
             continue
-        for marker, slot in ((".lora.down.weight", "down"), (".lora.up.weight", "up")):
+        for marker, slot in _OLD_PAIRS:
             if key.endswith(marker):
                 comp, path = _split_component(key[: -len(marker)], None)
                 pairs.setdefault((comp, path), {})[slot] = value
