@@ -176,8 +176,10 @@ def save_kohya(
     unet_config=None,
     dtype=None,
 ) -> Path:
-    """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI, Forge and diffusers load.
+    """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI and Forge load.
 
+    For diffusers write `lora export --to diffusers` (`save_diffusers`): diffusers' kohya reader
+    misapplies alphas that differ per module and fails on a text-encoder LoRA without `out_proj`.
     LyCORIS modules (LoHa, LoKr, (IA)^3, full, DoRA) keep LyCORIS' own tensor names.
     `dtype` casts every floating tensor, as kohya's `--save_precision` does (fp16 is usual).
 
