@@ -38,7 +38,8 @@ Applying
 
 Embeddings
 - `Embedding(name, vectors)`, `load_embedding(path, name=None)` (.pt only via
-  `torch.load(weights_only=True)`, else `UnsafeFileError`), `save_embedding(emb, path, family)`.
+  `torch.load(weights_only=True)`, else `UnsafeFileError`; an A1111 .png from its
+  `sd-ti-embedding` chunk, as JSON), `save_embedding(emb, path, family)`.
   Embeddings bundled in a LoRA are in `LoraFile.embeddings` ({token: [tensor per encoder]});
   `embeddings_from_lora(lora)` gives them as `Embedding`s.
 
