@@ -113,6 +113,10 @@ def test_merge_single_file_equals_applied_lora(cli, tiny_sd15, tmp_path):
     assert all(torch.equal(v, patched[k]) for k, v in loaded.unet.state_dict().items())
     assert torch.allclose(_unet_out(merged.unet), expected, atol=1e-5)
     assert not torch.allclose(_unet_out(pipe.unet), expected, atol=1e-3)
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as handle:  # the LoRAs by file name, not where they lie
+        assert json.loads(handle.metadata()["lorastudio.merged_loras"]) == ["s.safetensors:0.5"]
 
 
 def test_merge_refuses_sdxl_lora_on_sd15(cli, tiny_sd15, tmp_path):

@@ -70,6 +70,47 @@ def test_a1111_pt_embedding_is_read_with_weights_only(tmp_path):
     assert torch.equal(back.vectors[0], vectors)
 
 
+def test_original_textual_inversion_pt_with_a_parameter_dict_is_read(tmp_path, capsys):
+    vectors = torch.randn(2, 768)
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(vectors.clone())})
+    torch.save({"string_to_token": {"*": torch.tensor(265)}, "string_to_param": params}, tmp_path / "old.pt")
+    back = load_embedding(tmp_path / "old.pt")
+    assert back.name == "old" and torch.equal(back.vectors[0], vectors)
+    # the class allowed for it carries no code: a payload beside it is still refused, unrun
+    torch.save({"string_to_param": params, "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeFileError, match="evil.pt"):
+        load_embedding(tmp_path / "evil.pt")
+    assert "pwned" not in capsys.readouterr().out
+
+
+def _a1111_png(path, data: dict, chunk: str = "sd-ti-embedding"):
+    """A picture with an embedding as A1111 saves one: base64 JSON, tensors as {"TORCHTENSOR": lists}."""
+    import base64
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    def encode(value):
+        if isinstance(value, torch.Tensor):
+            return {"TORCHTENSOR": value.tolist()}
+        return {k: encode(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    info = PngInfo()
+    info.add_text(chunk, base64.b64encode(json.dumps(encode(data)).encode()).decode())
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+def test_a1111_png_embedding_is_read_from_its_text_chunk(tmp_path):
+    vectors = torch.randn(2, 768)
+    data = {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": "pic", "step": 500}
+    back = load_embedding(_a1111_png(tmp_path / "pic.png", data))
+    assert back.name == "pic" and torch.equal(back.vectors[0], vectors)
+    plain = _a1111_png(tmp_path / "preview.png", data, chunk="parameters")  # a picture, no embedding
+    with pytest.raises(LorastudioError, match="preview.png: has no sd-ti-embedding text chunk"):
+        load_embedding(plain)
+
+
 class Payload:
     """A pickled custom class: what a malicious .pt would carry."""
 

@@ -398,3 +398,51 @@ def test_kohya_names_parse_back_to_module_paths():
     model = torch.nn.Module()
     model.odd_layer_name = torch.nn.Linear(2, 2)
     assert find_module(model, kohya_to_module_path("odd_layer_name")) is model.odd_layer_name
+
+
+def _ldm_named_unet_file(lora: LoraFile, unet_config, path, metadata=None):
+    """A kohya file whose UNet keys use LDM block names (as some SD 1.x trainers write them)."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for (_, module_path), module in lora.with_ldm_unet(unet_config).modules.items():
+        name = "lora_unet_" + module_path.replace(".", "_")
+        state[f"{name}.lora_down.weight"] = module.down
+        state[f"{name}.lora_up.weight"] = module.up
+        state[f"{name}.alpha"] = torch.tensor(float(module.alpha))
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("metadata", [{"ss_base_model_version": "sd_v1"}, None])
+def test_sd15_lora_with_ldm_unet_names_applies_on_sd15(tiny_models_dir, tmp_path, metadata):
+    pipe = load_pipeline(tiny_models_dir, "tiny-sd15")
+    components = {"unet": pipe.unet}
+    lora = random_lora(components)
+    path = _ldm_named_unet_file(lora, pipe.unet.config, tmp_path / "ldm.safetensors", metadata)
+    read = load_lora_file(path)
+    assert read.unet_layout == "ldm" and any("input_blocks" in p for _, p in read.modules)
+    check_lora_family(read, "sd15", name="ldm.safetensors", components=components)  # was refused
+    base = component_outputs(components, "sd15")["unet"]
+    with applied_loras(components, [(lora, 1.0, 1.0)]):
+        expected = component_outputs(components, "sd15")["unet"]
+    with applied_loras(components, [(read, 1.0, 1.0)]):
+        got = component_outputs(components, "sd15")["unet"]
+    assert (expected - base).abs().max() > 1e-3
+    torch.testing.assert_close(got, expected)
+
+
+def test_ldm_names_with_sdxl_only_blocks_still_tell_sdxl(tmp_path):
+    from safetensors.torch import save_file
+
+    from lorastudio.adapters import detect_lora_family
+
+    key = "lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q"  # depth 2: SDXL only
+    save_file(
+        {f"{key}.lora_down.weight": torch.ones(4, 640), f"{key}.lora_up.weight": torch.ones(640, 4)},
+        str(tmp_path / "xl.safetensors"),
+    )
+    lora = load_lora_file(tmp_path / "xl.safetensors")
+    assert detect_lora_family(lora).name == "sdxl"
+    with pytest.raises(LorastudioError, match="made for SDXL but the model is SD 1.x"):
+        check_lora_family(lora, "sd15")

@@ -132,6 +132,22 @@ def test_embedding_is_used_by_name(tiny_workspace):
     assert "zkstar" in info.get("TI hashes", "")
 
 
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_broken_or_refused_embedding_leaves_its_word_a_word(tiny_workspace, caplog):
+    plain = gen("--prompt", "zkbad zkevil picture", "--seed", "2")
+    (tiny_workspace.embeddings / "zkbad.safetensors").write_bytes(b"not a safetensors file")
+    torch.save({"string_to_param": {"*": torch.zeros(1, 32)}, "x": _Payload()}, tiny_workspace.embeddings / "zkevil.pt")
+    with caplog.at_level("WARNING", logger="lorastudio.service.generation"):
+        kept = gen("--prompt", "zkbad zkevil picture", "--seed", "2")  # was: the whole request failed
+    assert np.array_equal(arr(kept["images"][0]), arr(plain["images"][0]))
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'zkbad' is read as a plain word" in warned and "'zkevil' is read as a plain word" in warned
+
+
 def test_embedding_bundled_in_a_lora_is_used_unless_a_file_has_that_name(tiny_workspace):
     from lorastudio.adapters import Embedding, LoraFile, save_embedding
     from lorastudio.adapters.kohya import save_kohya
@@ -231,3 +247,22 @@ def test_a_missing_lora_fails_before_the_model_is_loaded(tiny_workspace, monkeyp
     cfg = GenerateConfig(model="tiny-sd15", prompt="x <lora:nope:1>", steps=2, width=64, height=64)
     with pytest.raises(NotFoundError, match="LoRA 'nope' not found"):
         run_generation(tiny_workspace, cfg, cache)
+
+
+@pytest.mark.slow
+def test_lora_tag_dyn_keeps_the_first_ranks(tiny_workspace):
+    from lorastudio.adapters import LoraFile, LoraModule, save_kohya
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-sd15", tiny_workspace.models, tiny_workspace.cache)
+    full = random_lora(model, rank=8, alpha=4.0, scale=0.4)
+    cut = LoraFile()  # the same file cut to 2 ranks by hand, at the whole file's alpha / rank
+    for (component, path), module in full.modules.items():
+        cut.add(component, path, LoraModule(module.down[:2].clone(), module.up[:, :2].clone(), 1.0))
+    for name, lora in (("dyl", full), ("cut", cut)):
+        save_kohya(lora, tiny_workspace.loras / f"{name}.safetensors", family=model.family)
+    whole = arr(gen("--prompt", "blue <lora:dyl:1>", "--seed", "4")["images"][0])
+    dyn = arr(gen("--prompt", "blue <lora:dyl:1:1:2>", "--seed", "4")["images"][0])
+    by_hand = arr(gen("--prompt", "blue <lora:cut:1>", "--seed", "4")["images"][0])
+    assert np.abs(dyn - by_hand).max() <= 1  # 8-bit rounding at most
+    assert np.abs(dyn - whole).mean() > 1

@@ -132,6 +132,21 @@ def test_cli_embeddings_list_and_delete(tiny_workspace):
     assert "not found in embeddings/" in _cli_error("embeddings", "delete", "sparkle")
 
 
+def test_embedding_listing_reads_the_vectors_tensor_not_the_first_one(tiny_workspace):
+    import torch
+    from safetensors.torch import save_file
+
+    from lorastudio.adapters import Embedding, save_embedding
+    from lorastudio.service.embeddings import list_embeddings
+
+    xl = Embedding("xl", [torch.randn(2, 768), torch.randn(2, 1280)])  # the header sorts clip_g first
+    save_embedding(xl, tiny_workspace.embeddings / "xl.safetensors", "sdxl")
+    a1111 = {"string_to_param.*": torch.randn(3, 768), "string_to_token.*": torch.tensor([265])}
+    save_file(a1111, str(tiny_workspace.embeddings / "old.safetensors"))  # string_to_token sorts first
+    rows = {row["name"]: (row["vectors"], row["shape"]) for row in list_embeddings(tiny_workspace)}
+    assert rows == {"old": (3, 768), "xl": (2, 768)}
+
+
 def test_api_lora_delete_removes_the_row_too(client, studio, sd15_model, tmp_path):
     path = studio.workspace.loras / "style.safetensors"
     path.write_bytes(_lora_bytes(sd15_model, tmp_path))

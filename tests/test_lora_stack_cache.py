@@ -360,3 +360,24 @@ def test_a_model_cache_over_budget_lets_spare_patch_memory_go_first(tiny_workspa
     assert patcher.held_bytes() == spare
     cache._evict_over_budget()
     assert patcher.held_bytes() == 0 and cache.loaded_names() == {"tiny-sd15"}  # the model stays
+
+
+def test_dyn_keeps_the_first_ranks_and_is_part_of_the_stack(components):
+    lora = lora_on(components, ("attn1.to_q",), seed=4, rank=8)
+    (path, layer), *_ = layers(components, "unet", "attn1.to_q")
+    module = lora.modules[("unet", path)]
+    original = layer.weight.detach().clone()
+    with lingering_loras(components, [(lora, 1.0, 1.0, 3)]) as patcher:
+        assert patcher.touched == count_layers(lora)
+        delta = layer.weight.detach() - original
+    # A1111's dyn: up[:, :3] @ down[:3] at the whole file's alpha / rank (4 / 8)
+    torch.testing.assert_close(delta, 0.5 * module.up[:, :3] @ module.down[:3])
+    with lingering_loras(components, [(lora, 1.0, 1.0, 3)]) as patcher:
+        assert patcher.touched == 0  # the same dyn again: nothing to do
+    with lingering_loras(components, [(lora, 1.0, 1.0, 5)]) as patcher:
+        assert patcher.touched == count_layers(lora)  # another dyn is another patch
+    with lingering_loras(components, [(lora, 1.0, 1.0)]) as patcher:
+        assert patcher.touched == count_layers(lora)
+        torch.testing.assert_close(layer.weight.detach() - original, 0.5 * module.up @ module.down)
+    with lingering_loras(components, []):
+        pass

@@ -29,7 +29,8 @@ Families
 
 Applying
 - `applied_loras(components, [(lora, te_weight, unet_weight), ...])`: context manager that
-  patches weights for one block and restores them bit-exact on exit.
+  patches weights for one block and restores them bit-exact on exit. A fourth item, `dyn`
+  (A1111's `<lora:name:te:unet:dyn>`), keeps only each pair's first `dyn` ranks.
 - `lingering_loras(components, loras)`: the same, but the stack stays on the model for the
   next request (same stack: nothing to do; another: only the layers that differ; `[]`: the
   originals back). One lock per model serialises its users (`adapters.lora_stack`).
@@ -37,7 +38,8 @@ Applying
 
 Embeddings
 - `Embedding(name, vectors)`, `load_embedding(path, name=None)` (.pt only via
-  `torch.load(weights_only=True)`, else `UnsafeFileError`), `save_embedding(emb, path, family)`.
+  `torch.load(weights_only=True)`, else `UnsafeFileError`; an A1111 .png from its
+  `sd-ti-embedding` chunk, as JSON), `save_embedding(emb, path, family)`.
   Embeddings bundled in a LoRA are in `LoraFile.embeddings` ({token: [tensor per encoder]});
   `embeddings_from_lora(lora)` gives them as `Embedding`s.
 

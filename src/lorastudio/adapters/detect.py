@@ -1,13 +1,15 @@
 """Which format and model family a LoRA file is, from its keys and metadata.
 
 A1111 reads `ss_base_model_version`; files without it are judged by their keys and
-widths (cross-attention 768 = SD1, 1024 = SD2, 2048 = SDXL; a second text encoder or LDM
-UNet names = SDXL). A LoRA for another family is refused with one line, never applied
-half-way.
+widths (cross-attention 768 = SD1, 1024 = SD2, 2048 = SDXL; a second text encoder or a
+block only SDXL has = SDXL). LDM UNet names alone tell nothing: SDXL kohya files use them,
+but so do SD 1.x files from some trainers, and A1111 and ComfyUI apply those. A LoRA for
+another family is refused with one line, never applied half-way.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,9 @@ __all__ = [
 
 _CROSS_ATTENTION_WIDTHS = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
 _TEXT_WIDTHS = {768: "sd15", 1024: "sd2"}
+# Only SDXL (of SD1/SD2/SDXL) stacks more than one transformer block per attention or has
+# the size/crop embedding (`label_emb` in LDM names, `add_embedding` in diffusers names).
+_SDXL_ONLY_PATH = re.compile(r"(^|\.)(transformer_blocks\.[1-9]|label_emb|add_embedding)")
 
 
 def detect_format(keys, metadata: dict[str, str] | None = None) -> str:
@@ -139,17 +144,24 @@ def _family_from_widths(lora: LoraFile) -> str | None:
     return None
 
 
+def _has_sdxl_only_blocks(lora: LoraFile) -> bool:
+    return any(component == "unet" and _SDXL_ONLY_PATH.search(path) for component, path in lora.modules)
+
+
 def detect_lora_family(lora: LoraFile) -> Family | None:
-    """The family a LoRA was made for, or None when nothing tells (e.g. tiny test models)."""
+    """The family a LoRA was made for, or None when nothing tells (e.g. tiny test models).
+
+    Metadata first, then a second text encoder, then widths, then SDXL-only blocks.
+    """
     from lorastudio.adapters.metadata import family_from_metadata
     from lorastudio.models.families import get_family
 
     family = family_from_metadata(lora.metadata)
     if family is not None:
         return family
-    if "text_encoder_2" in lora.components() or lora.unet_layout == "ldm":
+    if "text_encoder_2" in lora.components():
         return get_family("sdxl")
-    name = _family_from_widths(lora)
+    name = _family_from_widths(lora) or ("sdxl" if _has_sdxl_only_blocks(lora) else None)
     return get_family(name) if name else None
 
 
@@ -168,13 +180,12 @@ def check_lora_family(
 
     family = get_family(family) if isinstance(family, str) else family
     made_for = detect_lora_family(lora)
-    structural_sdxl = "text_encoder_2" in lora.components() or lora.unet_layout == "ldm"
-    wrong_family = made_for is not None and made_for.name != family.name
-    if wrong_family or (structural_sdxl and not family.kohya_unet_ldm_names):
-        label = made_for.label if made_for is not None else "SDXL"
+    if "text_encoder_2" in lora.components() and family.lora_te_count < 2:
+        made_for = get_family("sdxl")  # a second text encoder, whatever the metadata says
+    if made_for is not None and made_for.name != family.name:
         raise LorastudioError(
-            f"{name}: was made for {label} but the model is {family.label}; "
-            f"use a {family.label} LoRA or switch to an {label} model."
+            f"{name}: was made for {made_for.label} but the model is {family.label}; "
+            f"use a {family.label} LoRA or switch to an {made_for.label} model."
         )
     if components is None:
         return

@@ -2,7 +2,13 @@
 
 `.pt` files are pickles; they are read only with `torch.load(weights_only=True)`, which
 refuses any pickled object other than tensors and plain containers, so a crafted file
-cannot run code. Anything it refuses is refused here with `UnsafeFileError`.
+cannot run code. Anything it refuses is refused here with `UnsafeFileError`. The one class
+allowed beside them is `nn.ParameterDict`, which original textual-inversion files pickle as
+`string_to_param` (A1111's restricted unpickler allows it too).
+
+A1111 also saves embeddings as PNG pictures: the `.pt` dict as JSON (tensors as
+`{"TORCHTENSOR": nested lists}`), base64-encoded in an `sd-ti-embedding` text chunk. That
+is read as JSON, never unpickled; the older form hidden in the picture's pixels is not read.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ def embedding_from_state_dict(data: dict, name: str, source: str = "embedding") 
 
     if "string_to_param" in data:  # A1111 .pt
         params = data["string_to_param"]
+        params = getattr(params, "_parameters", params)  # an nn.ParameterDict keeps its tensors there
         tensor = params.get("*", next(iter(params.values()))) if isinstance(params, dict) else params
         return Embedding(name, [_as_matrix(tensor)])
     if "clip_l" in data or "clip_g" in data:
@@ -90,12 +97,48 @@ def _load_pickle_safely(path: Path) -> dict:
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([torch.nn.ParameterDict]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as exc:
         raise UnsafeFileError(
             f"{path.name}: holds pickled objects that are not plain tensors, so it is refused "
             "(it could run code); convert it to .safetensors in a trusted environment."
         ) from exc
+
+
+_PNG_CHUNK = "sd-ti-embedding"
+
+
+def _tensor_from_json(value: dict):
+    import torch
+
+    if set(value) == {"TORCHTENSOR"}:
+        return torch.tensor(value["TORCHTENSOR"], dtype=torch.float32)
+    return value
+
+
+def _load_png(path: Path) -> dict:
+    """The embedding dict in an A1111 PNG's `sd-ti-embedding` chunk (base64 JSON, no pickle)."""
+    import base64
+    import binascii
+    import json
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {}).get(_PNG_CHUNK)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise LorastudioError(f"{path.name}: not a readable PNG ({exc}); save the embedding again.") from None
+    if text is None:
+        raise LorastudioError(
+            f"{path.name}: has no {_PNG_CHUNK} text chunk (embeddings hidden in a picture's pixels are "
+            "not read); use the .pt or .safetensors file of the embedding."
+        )
+    try:
+        return json.loads(base64.b64decode(text), object_hook=_tensor_from_json)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise LorastudioError(f"{path.name}: its {_PNG_CHUNK} chunk is not base64 JSON ({exc}).") from None
 
 
 def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
@@ -109,8 +152,10 @@ def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
         data = read_safetensors_private(path)[0]  # never memory-mapped: the file may change
     elif path.suffix.lower() in _PICKLE_SUFFIXES:
         data = _load_pickle_safely(path)
+    elif path.suffix.lower() == ".png":
+        data = _load_png(path)
     else:
-        raise LorastudioError(f"{path.name}: unknown embedding file type; use .safetensors or .pt.")
+        raise LorastudioError(f"{path.name}: unknown embedding file type; use .safetensors, .pt or an A1111 .png.")
     if not isinstance(data, dict):
         raise LorastudioError(f"{path.name}: is not a dict of tensors; it is not an embedding.")
     return embedding_from_state_dict(data, name or path.stem, source=path.name)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lorastudio.adapters.kohya_names import (
     BUNDLE_PREFIX,
+    MODULE_PREFIXES,
     UNET_PREFIX,
     component_and_name,
     kohya_to_module_path,
@@ -58,7 +59,7 @@ def kohya_name(component: str, path: str, family: Family) -> str:
 
 
 def is_kohya_state_dict(keys) -> bool:
-    return any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys)
+    return any(k.startswith(MODULE_PREFIXES) for k in keys)
 
 
 def _split_module(key: str) -> tuple[str, str] | None:
@@ -175,8 +176,10 @@ def save_kohya(
     unet_config=None,
     dtype=None,
 ) -> Path:
-    """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI, Forge and diffusers load.
+    """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI and Forge load.
 
+    For diffusers write `lora export --to diffusers` (`save_diffusers`): diffusers' kohya reader
+    misapplies alphas that differ per module and fails on a text-encoder LoRA without `out_proj`.
     LyCORIS modules (LoHa, LoKr, (IA)^3, full, DoRA) keep LyCORIS' own tensor names.
     `dtype` casts every floating tensor, as kohya's `--save_precision` does (fp16 is usual).
 

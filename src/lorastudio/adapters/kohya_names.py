@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUNDLE_PREFIX",
+    "MODULE_PREFIXES",
     "TE_PREFIXES",
     "UNET_PREFIX",
     "component_and_name",
@@ -24,7 +25,10 @@ __all__ = [
 ]
 
 UNET_PREFIX = "lora_unet_"
+# SimpleTuner's LyCORIS files name UNet layers `lycoris_<diffusers path>` (ComfyUI reads them).
+_UNET_PREFIXES = (UNET_PREFIX, "lycoris_")
 TE_PREFIXES = {"lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
+MODULE_PREFIXES = (*_UNET_PREFIXES, *TE_PREFIXES)  # what a kohya-style module name starts with
 BUNDLE_PREFIX = "bundle_emb."
 
 # Layer names that themselves contain underscores (diffusers, LDM, CLIP, LyCORIS targets).
@@ -65,8 +69,9 @@ def uses_ldm_unet_names(keys) -> bool:
 
 
 def component_and_name(base: str) -> tuple[str, str] | None:
-    if base.startswith(UNET_PREFIX):
-        return "unet", base[len(UNET_PREFIX) :]
+    for prefix in _UNET_PREFIXES:
+        if base.startswith(prefix):
+            return "unet", base[len(prefix) :]
     for prefix, component in TE_PREFIXES.items():
         if base.startswith(prefix):
             return component, base[len(prefix) :]

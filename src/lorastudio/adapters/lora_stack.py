@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.adapters.lora_file import COMPONENTS, LoraFile, LoraModule, find_module
@@ -30,7 +30,9 @@ __all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "held_bytes", "pat
 
 logger = logging.getLogger(__name__)
 
-LoraRequest = tuple[LoraFile, float, float]  # (lora, text-encoder weight, unet weight)
+# (lora, text-encoder weight, unet weight[, dyn]): dyn, A1111's `<lora:name:te:unet:dyn>`, keeps
+# the first `dyn` ranks of each LoRA pair (DyLoRA files are ordered so these matter most).
+LoraRequest = tuple[LoraFile, float, float] | tuple[LoraFile, float, float, int | None]
 Contribution = tuple[Any, float, str]  # (module, strength, "component.path" for messages)
 
 _LAYOUT_CACHE_SIZE = 16
@@ -51,6 +53,23 @@ class _Patched:
 def _same_contributions(a: tuple[Contribution, ...], b: tuple[Contribution, ...]) -> bool:
     """Same modules (the very objects: a re-read file is another stack) with the same strengths."""
     return len(a) == len(b) and all(x[0] is y[0] and x[1] == y[1] for x, y in zip(a, b, strict=True))
+
+
+def _first_ranks(module, dyn: int):
+    """A LoRA pair cut to its first `dyn` ranks at the full file's alpha / rank, as A1111 rebuilds it.
+
+    Other module kinds (LoHa, LoKr, DoRA, ...) are whole: A1111 cuts only up/down pairs.
+    """
+    if not isinstance(module, LoraModule) or module.rank <= dyn:
+        return module
+    return LoraModule(module.down[:dyn], module.up[:, :dyn], module.scale * dyn, module.kind)
+
+
+def _request_parts(request: LoraRequest) -> tuple[LoraFile, float, float, int | None]:
+    """(lora, te, unet, dyn); dyn None (or not above 0: the webui's off) keeps every rank."""
+    lora, te_weight, unet_weight, *rest = request
+    dyn = rest[0] if rest else None
+    return lora, te_weight, unet_weight, dyn if dyn is not None and dyn > 0 else None
 
 
 def _low_rank_factors(module: LoraModule, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -170,7 +189,7 @@ class LoraPatcher:
         self.owner: int | None = None  # the thread holding `lock` (a nested use is refused, not hung)
         self._patched: dict[int, _Patched] = {}
         self._targets: dict[tuple[int, str], Any] = {}  # (id(component), path) -> layer or None
-        self._layouts: OrderedDict[int, tuple[LoraFile, LoraFile]] = OrderedDict()
+        self._layouts: OrderedDict[tuple[int, int | None], tuple[LoraFile, LoraFile]] = OrderedDict()
         # Compiled models (CUDA graphs) read each weight at a fixed address: patch those in place,
         # from a kept copy of the original, instead of swapping tensors.
         self.in_place = False
@@ -250,19 +269,28 @@ class LoraPatcher:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def _diffusers_layout(self, lora: LoraFile, components: dict[str, torch.nn.Module]) -> LoraFile:
-        """The LoRA with diffusers UNet paths; LDM-named (SDXL kohya) files are mapped once."""
-        if lora.unet_layout != "ldm" or "unet" not in components:
+    def _as_patched(self, lora: LoraFile, components: dict[str, torch.nn.Module], dyn: int | None) -> LoraFile:
+        """The LoRA with diffusers UNet paths (LDM-named files mapped) and its first `dyn` ranks.
+
+        Kept per (file, dyn): the same stack again finds the very same modules (nothing to
+        patch), while another dyn gives other modules, so its layers are patched again.
+        """
+        to_map = lora.unet_layout == "ldm" and "unet" in components
+        if not to_map and dyn is None:
             return lora
-        cached = self._layouts.get(id(lora))
+        key = (id(lora), dyn)
+        cached = self._layouts.get(key)
         if cached is not None and cached[0] is lora:
-            self._layouts.move_to_end(id(lora))
+            self._layouts.move_to_end(key)
             return cached[1]
-        mapped = lora.with_diffusers_unet(components["unet"].config)
-        self._layouts[id(lora)] = (lora, mapped)
+        prepared = lora.with_diffusers_unet(components["unet"].config) if to_map else lora
+        if dyn is not None:
+            modules = {where: _first_ranks(module, dyn) for where, module in prepared.modules.items()}
+            prepared = replace(prepared, modules=modules)
+        self._layouts[key] = (lora, prepared)
         while len(self._layouts) > _LAYOUT_CACHE_SIZE:
             self._layouts.popitem(last=False)
-        return mapped
+        return prepared
 
     def _layer(self, component: torch.nn.Module, path: str):
         key = (id(component), path)
@@ -275,8 +303,9 @@ class LoraPatcher:
         import torch
 
         plan: dict[int, tuple[Any, list[Contribution]]] = {}
-        for lora, te_weight, unet_weight in loras:
-            lora = self._diffusers_layout(lora, components)
+        for request in loras:
+            lora, te_weight, unet_weight, dyn = _request_parts(request)
+            lora = self._as_patched(lora, components, dyn)
             matched = missing = 0
             for (component, path), module in lora.modules.items():
                 if component not in components:

@@ -1,9 +1,10 @@
 """LyCORIS files: LoCon, LoHa, LoKr, (IA)^3, full ("diff") and DoRA-weighted modules.
 
-LyCORIS names modules like kohya (`lora_unet_…`, `lora_te_…`, `lora_te1_/te2_…`) and tells the
-algorithm by the tensor suffixes of each module:
+LyCORIS names modules like kohya (`lora_unet_…`, `lora_te_…`, `lora_te1_/te2_…`; SimpleTuner:
+`lycoris_<diffusers path>`) and tells the algorithm by the tensor suffixes of each module:
 
-- LoCon: `lora_down`, `lora_up` (+ `lora_mid` for its Tucker/CP conv variant), `alpha`.
+- LoCon: `lora_down`, `lora_up` (or peft's `lora_A`, `lora_B`; + `lora_mid` for its Tucker/CP conv
+  variant), `alpha`.
   Folding mid into down gives an exactly equal plain pair, so it becomes a `LoraModule`.
 - LoHa: `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b` (+ `hada_t1`, `hada_t2` for CP
   convs), `alpha`: ΔW = alpha/dim · (w1_a @ w1_b) ⊙ (w2_a @ w2_b).
@@ -11,7 +12,8 @@ algorithm by the tensor suffixes of each module:
   `alpha`: ΔW = scale · kron(w1, w2), scale alpha/dim where dim is the rank of whichever half is
   decomposed, and 1 when both halves are full matrices (LyCORIS, A1111 and ComfyUI agree).
 - (IA)^3: `weight` (+ `on_input`): ΔW = W · w, per output row (per input column with on_input).
-- full: `diff` (+ `diff_b`): ΔW = diff, Δb = diff_b.
+- full: `diff` (+ `diff_b`): ΔW = diff, Δb = diff_b; `train_norm`'s `w_norm`/`b_norm` on norm
+  layers are the same thing.
 - DoRA: `dora_scale` beside any of the above: W' = m · (W + ΔW) / ‖W + ΔW‖, the norm per
   output row when `dora_scale` is [out, 1, …] (LyCORIS `wd_on_out`) and per input column when
   it is [1, in, …]; at strength s the weight moves by s · (W' − W), as A1111 and ComfyUI do.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from lorastudio.adapters.kohya_names import (
     BUNDLE_PREFIX,
+    MODULE_PREFIXES,
     component_and_name,
     kohya_to_module_path,
     read_bundled_embeddings,
@@ -61,6 +64,9 @@ _LOCON = {"lora_down.weight", "lora_up.weight", "lora_mid.weight"}
 _IA3 = {"weight", "on_input"}
 _FULL = {"diff", "diff_b"}
 _COMMON = {"alpha", "dora_scale"}
+# Other writers' names for the same tensors, as A1111 and ComfyUI read them: peft's lora_A/B under
+# kohya names, and LyCORIS `train_norm`'s norm-layer differences (a full diff on the norm's weight).
+_SAME_AS = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight", "w_norm": "diff", "b_norm": "diff_b"}
 NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "ia3", "full", "dora")
 
 
@@ -276,8 +282,9 @@ def network_types_from_keys(keys) -> list[str]:
     found = set()
     for key in keys:
         base, _, rest = key.partition(".")
-        if not base.startswith(("lora_unet_", "lora_te")):
+        if not base.startswith(MODULE_PREFIXES):
             continue
+        rest = _SAME_AS.get(rest, rest)
         if rest.startswith("hada_"):
             found.add("loha")
         elif rest.startswith("lokr_"):
@@ -361,7 +368,7 @@ def is_lycoris_state_dict(keys, metadata: dict[str, str] | None = None) -> bool:
         return True
     for key in keys:
         base, _, rest = key.partition(".")
-        if base.startswith(("lora_unet_", "lora_te")) and rest not in ("lora_down.weight", "lora_up.weight", "alpha"):
+        if base.startswith(MODULE_PREFIXES) and rest not in ("lora_down.weight", "lora_up.weight", "alpha"):
             return True  # LoHa, LoKr, (IA)^3, full, DoRA, CP LoCon, or something to refuse by name
     return False
 
@@ -382,6 +389,7 @@ def _kind(tensor: torch.Tensor) -> str:
 
 def _module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str):
     """One module from its suffix -> tensor map, or a one-line error naming what is wrong."""
+    parts = {_SAME_AS.get(suffix, suffix): tensor for suffix, tensor in parts.items()}
     suffixes = set(parts)
     unknown = suffixes - (_LOHA | _LOKR | _LOCON | _IA3 | _FULL | _COMMON)
     families = [name for name, keys in (("LoRA", _LOCON), ("LoHa", _LOHA), ("LoKr", _LOKR), ("full", _FULL)) if suffixes & keys]

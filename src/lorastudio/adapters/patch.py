@@ -44,7 +44,7 @@ def applied_loras(
 ) -> Iterator[dict[str, torch.nn.Module]]:
     """Apply LoRAs to `components` ("unet", "text_encoder", "text_encoder_2") for one block.
 
-    loras: (LoraFile, te_weight, unet_weight) tuples; several at once add up. On exit
+    loras: (LoraFile, te_weight, unet_weight[, dyn]) tuples; several at once add up. On exit
     (normal or exception) every weight is the original again, bit-exact (also one that a
     `lingering_loras` stack had patched before).
     """

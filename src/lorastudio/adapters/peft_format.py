@@ -6,8 +6,9 @@
   metadata alpha is lost and defaults to the rank, so lorastudio always writes it.
 - peft (`PeftModel.save_pretrained`): a folder with `adapter_model.safetensors`
   (`base_model.model.<path>.lora_A.weight`) and `adapter_config.json`; one per component.
-- old diffusers (LoRACompatibleLinear / attention processors): `<path>.lora.down.weight`,
-  `<path>.processor.to_q_lora.down.weight`; these carry no alpha (alpha = rank).
+- old diffusers (LoRACompatibleLinear / attention processors / the text-encoder monkey patch):
+  `<path>.lora.down.weight`, `<path>.processor.to_q_lora.down.weight`,
+  `<path>.lora_linear_layer.down.weight`; these carry no alpha (alpha = rank).
 """
 
 from __future__ import annotations
@@ -47,8 +48,16 @@ def is_peft_state_dict(keys) -> bool:
     return any(".lora_A." in k or ".lora_B." in k for k in keys)
 
 
+_OLD_PAIRS = (
+    (".lora.down.weight", "down"),
+    (".lora.up.weight", "up"),
+    (".lora_linear_layer.down.weight", "down"),
+    (".lora_linear_layer.up.weight", "up"),
+)
+
+
 def is_old_diffusers_state_dict(keys) -> bool:
-    return any(k.endswith((".lora.down.weight", ".lora.up.weight")) or _OLD_PROCESSOR.match(k) for k in keys)
+    return any(k.endswith(tuple(m for m, _ in _OLD_PAIRS)) or _OLD_PROCESSOR.match(k) for k in keys)
 
 
 def _split_component(key: str, default: str | None) -> tuple[str, str]:
@@ -93,7 +102,7 @@ def lora_from_diffusers_state_dict(
     configs = _component_configs(metadata)
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
-        for marker, slot in ((".lora_A.weight", "down"), (".lora_B.weight", "up")):
+        for marker, slot in ((".lora_A.weight", "down"), (".lora_B.weight", "up"), (".alpha", "alpha")):
             if key.endswith(marker):
                 comp, path = _split_component(key[: -len(marker)], component)
                 pairs.setdefault((comp, path), {})[slot] = value
@@ -104,26 +113,30 @@ def lora_from_diffusers_state_dict(
         raise LorastudioError("LoRA: uses LoRA biases or DoRA magnitudes, which lorastudio cannot apply.")
     lora = LoraFile(metadata=metadata, source_format="peft" if component or adapter_config else "diffusers")
     for (comp, path), parts in pairs.items():
-        if set(parts) != {"down", "up"}:
+        if not {"down", "up"} <= set(parts):
             raise LorastudioError(
                 f"LoRA: module {comp}.{path} lacks lora_A or lora_B; the file is incomplete."
             )
         down, up = parts["down"], parts["up"]
-        config = adapter_config or configs.get(comp, {})
-        alpha = None
-        if config:
-            rank = int(_pattern_value(path, config.get("rank_pattern") or {}, config.get("r", down.shape[0])))
-            alpha = float(
-                _pattern_value(path, config.get("alpha_pattern") or {}, config.get("lora_alpha", rank))
-            )
+        alpha = _module_alpha(path, down, parts.get("alpha"), adapter_config or configs.get(comp, {}))
         lora.add(comp, path, LoraModule(down, up, alpha, "conv" if down.dim() == 4 else "linear"))
     if not lora.modules:
         raise LorastudioError("LoRA: no lora_A/lora_B tensors found; it is not a diffusers/peft LoRA.")
     return lora
 
 
+def _module_alpha(path: str, down: torch.Tensor, tensor: torch.Tensor | None, config: dict) -> float | None:
+    """The module's own `.alpha` tensor, else the adapter config's alpha, else None (= rank)."""
+    if tensor is not None:
+        return float(tensor)
+    if not config:
+        return None
+    rank = int(_pattern_value(path, config.get("rank_pattern") or {}, config.get("r", down.shape[0])))
+    return float(_pattern_value(path, config.get("alpha_pattern") or {}, config.get("lora_alpha", rank)))
+
+
 def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], metadata=None) -> LoraFile:
-    """Old diffusers layouts: `<path>.lora.down.weight` and attention-processor `to_q_lora`."""
+    """Old diffusers layouts: `<path>.lora.down.weight`, `lora_linear_layer` and processor `to_q_lora`."""
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         match = _OLD_PROCESSOR.match(key)
@@ -132,7 +145,7 @@ def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], meta
             comp, path = _split_component(f"{match['path']}.{proj}", None)
             pairs.setdefault((comp, path), {})[match["which"]] = value
             continue
-        for marker, slot in ((".lora.down.weight", "down"), (".lora.up.weight", "up")):
+        for marker, slot in _OLD_PAIRS:
             if key.endswith(marker):
                 comp, path = _split_component(key[: -len(marker)], None)
                 pairs.setdefault((comp, path), {})[slot] = value

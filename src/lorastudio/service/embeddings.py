@@ -24,16 +24,27 @@ from lorastudio.service.workspace import (
 __all__ = ["list_embeddings", "import_embedding", "delete_embedding", "rename_embedding"]
 
 
+def _vectors_shape(shapes: dict[str, list[int]]) -> list[int]:
+    """The shape of the tensor that holds the vectors: `emb_params`, SDXL's `clip_l` (the first
+    encoder's, as for SD1), an A1111 file's `string_to_param` (not its `string_to_token`), else
+    the one tensor a diffusers concept file has."""
+    for name in ("emb_params", "clip_l", "string_to_param.*"):
+        if name in shapes:
+            return shapes[name]
+    params = [shape for name, shape in shapes.items() if name.split(".", 1)[0] == "string_to_param"]
+    return params[0] if params else next(iter(shapes.values()), [0, 0])
+
+
 def _vectors_and_width(header: dict[str, Any] | None) -> tuple[int | None, int | None]:
-    """(vectors, width) from the first tensor of a .safetensors header, as A1111 shows them.
+    """(vectors, width) of a .safetensors embedding, from its header, as A1111 shows them.
 
     Pickled embeddings are not opened to be listed (no header): (0, 0), as before.
     """
     if header is None:
         return 0, 0
-    shapes = [v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    first = shapes[0] if shapes else [0, 0]
-    return (first[0] if len(first) > 1 else 1), (first[-1] if first else None)
+    shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    shape = _vectors_shape(shapes)
+    return (shape[0] if len(shape) > 1 else 1), (shape[-1] if shape else None)
 
 
 def embedding_owner(path: Path) -> str | None:

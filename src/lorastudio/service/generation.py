@@ -197,7 +197,7 @@ def run_generation(
     # A known file is a stat and a lookup; new ones are read two at a time.
     for net, path, parsed in zip(nets, paths, parsed_lora_files().load_many(paths), strict=True):
         check_lora_family(parsed.lora, model.family, name=str(path))
-        loras.append((parsed.lora, net.te_weight, net.unet_weight))
+        loras.append((parsed.lora, net.te_weight, net.unet_weight, net.dyn_dim))
         lora_info.append(
             {
                 "name": net.name,
@@ -213,14 +213,19 @@ def run_generation(
     found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
     pinned = {
         name
-        for (lora, _, _), info in zip(loras, lora_info, strict=True)
+        for (lora, *_), info in zip(loras, lora_info, strict=True)
         if info["name"] in (lora_files or {})
         for name in lora.embeddings
     } | _bundles_over_other_runs(found, loras)
     for name, path in found.items():
         if name in pinned:
             continue
-        embedding = load_embedding(path)
+        try:
+            embedding = load_embedding(path)
+        except LorastudioError as exc:
+            # As A1111: a file that cannot be read (the listing shows why) leaves its word a word.
+            logger.warning("%s; %r is read as a plain word", exc, name)
+            continue
         if not _embedding_fits(embedding, model):
             # As A1111: an embedding made for another family is skipped, its word stays a word.
             logger.warning("%s: an embedding for another model family; %r is read as a plain word", path.name, name)
@@ -300,7 +305,7 @@ def _bundles_over_other_runs(found: dict[str, Path], loras: list) -> set[str]:
     from lorastudio.service.embeddings import embedding_owner
 
     words = set()
-    for lora, _, _ in loras:
+    for lora, *_ in loras:
         run = lora.metadata.get("ss_output_name")
         for word in lora.embeddings:
             owner = embedding_owner(found[word]) if run and word in found else None
@@ -315,7 +320,7 @@ def _add_bundled_embeddings(embeddings: dict, ti_hashes: list, loras: list, lora
     A standalone embedding of the same name wins, as in A1111 ("skip bundle embedding"), unless
     another training run published it (`_bundles_over_other_runs`).
     """
-    for (lora, _, _), info in zip(loras, lora_info, strict=True):
+    for (lora, *_), info in zip(loras, lora_info, strict=True):
         for name, vectors in lora.embeddings.items():
             if name in embeddings or len(vectors) != len(model.text_encoders):
                 continue

@@ -524,16 +524,17 @@ def merge_model(
         raise LorastudioError("merge: no --lora given; pass at least one FILE:WEIGHT.")
     pipe, family = _load_pipeline(Path(model))
     components = {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
-    requests = []
+    requests, recorded = [], []
     for spec in lora_specs:
         path, weight = parse_lora_spec(spec)
         lora = load_lora_file(path)
         check_lora_family(lora, family, name=path.name, components=components)
         requests.append((lora, weight, weight))
+        recorded.append(f"{path.name}:{weight:g}")  # file names only: a shared file tells no one's folders
     touched = merge_loras(components, requests)
     out = Path(out)
     if fmt == "single-file":
-        metadata = {"lorastudio.merged_loras": json.dumps(lora_specs)}
+        metadata = {"lorastudio.merged_loras": json.dumps(recorded)}
         marker = Path(model) / "lorastudio.json"  # a tiny model: record it so the file loads back
         tiny = json.loads(marker.read_text(encoding="utf-8")).get("tiny") if marker.is_file() else None
         if tiny:
