@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.conditioning import pooled_at
 
 __all__ = ["TriggerEmbedding", "encode_text", "build_caption", "trigger_tokens"]
 
@@ -158,6 +159,6 @@ def encode_text(model, captions: list[str], clip_skip: int = 1) -> tuple[torch.T
         ).input_ids.to(encoder.device)  # where the encoder is: CPU memory while it waits (train.offload)
         out = encoder(ids, output_hidden_states=True)
         per_encoder.append(_select_layer(model.family, encoder, out, clip_skip).to(model.device))
-        if model.family.uses_pooled_text:
-            pooled = getattr(out, "text_embeds", None)
+        if model.family.uses_pooled_text:  # at the first end-of-text token, never at the trigger's ids
+            pooled = pooled_at(encoder, out, (ids == tokenizer.eos_token_id).int().argmax(-1))
     return torch.cat(per_encoder, dim=-1), pooled.to(model.device) if pooled is not None else None
