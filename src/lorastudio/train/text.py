@@ -19,7 +19,7 @@ from torch import nn
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.conditioning import pooled_at
 
-__all__ = ["TriggerEmbedding", "encode_text", "build_caption", "trigger_tokens"]
+__all__ = ["TriggerEmbedding", "encode_text", "build_caption", "mentions_trigger", "trigger_tokens"]
 
 MAX_TOKENS = 77
 
@@ -97,6 +97,11 @@ def _init_vectors(encoder, tokenizer, init_text: str, num_vectors: int) -> torch
     return vectors[torch.arange(num_vectors) % len(ids)]
 
 
+def mentions_trigger(text: str, trigger: str) -> bool:
+    """Whether `text` holds the trigger as a whole word, in any case: the text encoder lowercases."""
+    return bool(trigger) and re.search(rf"(?<![\w]){re.escape(trigger)}(?![\w])", text, re.I) is not None
+
+
 def build_caption(
     caption: str,
     trigger: str,
@@ -110,14 +115,11 @@ def build_caption(
     """One training caption: shuffle tags after the first `keep_tokens`, add the trigger, maybe drop it.
 
     `tag_dropout` (kohya's caption_tag_dropout_rate) drops each tag after the first
-    `keep_tokens` with that chance; the trigger word is never dropped.
+    `keep_tokens` with that chance; a tag holding the trigger word ("Surtr (arknights)") is never dropped.
     """
     tags = [t.strip() for t in caption.split(",")]
     tags = [t for t in tags if t]
-    has_trigger = bool(trigger) and any(
-        re.search(rf"(?<![\w]){re.escape(trigger)}(?![\w])", t, re.I) for t in tags
-    )
-    if trigger and prefix_trigger and not has_trigger:
+    if trigger and prefix_trigger and not any(mentions_trigger(t, trigger) for t in tags):
         tags.insert(0, trigger)
     if shuffle_tags and len(tags) > keep_tokens:
         head, tail = tags[:keep_tokens], tags[keep_tokens:]
@@ -125,7 +127,7 @@ def build_caption(
         tags = head + tail
     if tag_dropout:
         tags = tags[:keep_tokens] + [
-            t for t in tags[keep_tokens:] if t == trigger or rng.random() >= tag_dropout
+            t for t in tags[keep_tokens:] if mentions_trigger(t, trigger) or rng.random() >= tag_dropout
         ]
     if dropout and rng.random() < dropout:
         return ""
