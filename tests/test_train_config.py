@@ -107,6 +107,25 @@ def test_caption_building_keeps_tokens_prefixes_trigger_and_drops():
     assert build_caption("smile", "mira", True, False, 1, 1.0, rng) == ""
 
 
+def test_an_embedding_run_with_no_caption_holding_the_trigger_is_refused(tmp_path):
+    from lorastudio.train.plan import prepare_plan
+    from training_helpers import write_images
+
+    folder = write_images(tmp_path / "set", [((200, 10, 10), "red, 1girl"), ((10, 200, 10), "green")])
+    common = ["model=tiny-sd15", f"data.dir={folder}", "train.resolution=64", "trigger=notthere"]
+    unprefixed = [*common, "method=embedding", "data.caption_prefix_trigger=false"]
+    with pytest.raises(LorastudioError, match="no caption contains the trigger 'notthere'; set data.caption_prefix_trigger"):
+        prepare_plan(load_train_config(overrides=unprefixed), tmp_path)
+    with pytest.raises(LorastudioError, match="no caption contains"):
+        prepare_plan(load_train_config(overrides=[*common, "method=pivotal", "data.caption_prefix_trigger=false"]), tmp_path)
+    assert len(prepare_plan(load_train_config(overrides=[*common, "method=embedding"]), tmp_path).images) == 2
+    assert prepare_plan(load_train_config(overrides=unprefixed), tmp_path, held_out=True).images  # scoring's set
+    lora = [*common, "method=lora", "data.caption_prefix_trigger=false"]
+    assert prepare_plan(load_train_config(overrides=lora), tmp_path).images  # a LoRA learns from any caption
+    (folder / "1.txt").write_text("green, NotThere (person)", encoding="utf-8")  # one caption is enough
+    assert prepare_plan(load_train_config(overrides=unprefixed), tmp_path).images
+
+
 def _image(path, size, colour=(200, 10, 10)):
     Image.new("RGB", size, colour).save(path)
     return DatasetItem(path, "x", 1)

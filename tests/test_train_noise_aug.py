@@ -74,6 +74,16 @@ def test_tag_dropout_drops_at_the_rate_and_keeps_the_first_tokens():
         assert "mira" in out.split(", ")
 
 
+@pytest.mark.parametrize("shuffle, keep", [(False, 0), (True, 0), (True, 1)])
+def test_tag_dropout_keeps_a_tag_that_holds_the_trigger_in_any_case(shuffle, keep):
+    rng = random.Random(0)
+    for caption, tag in [("1girl, Surtr, red hair", "Surtr"), ("surtr (arknights), red hair", "surtr (arknights)")]:
+        for _ in range(50):
+            out = build_caption(caption, "surtr", True, shuffle, keep, 0.0, rng, tag_dropout=0.99)
+            assert tag in out.split(", ")
+            assert "surtr" not in out.split(", ")  # the caption holds it, so it is not prefixed
+
+
 def test_tag_dropout_is_a_validated_data_key():
     assert load_train_config(overrides=["data.tag_dropout=0.1"]).data.tag_dropout == 0.1
     with pytest.raises(LorastudioError, match="tag_dropout"):

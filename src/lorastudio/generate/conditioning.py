@@ -16,7 +16,7 @@ from typing import Any
 from lorastudio.generate.prompt_chunks import build_chunks
 from lorastudio.generate.prompt_parser import parse_prompt_attention
 
-__all__ = ["TextConditioning", "PromptEncoder", "pad_to_same_length", "stack_conditionings"]
+__all__ = ["TextConditioning", "PromptEncoder", "pad_to_same_length", "pooled_at", "stack_conditionings"]
 
 CHUNK_LENGTH = 75
 _PLACEHOLDER_BASE = 10_000_000  # token ids at or above this stand for embedding vectors
@@ -131,7 +131,7 @@ class PromptEncoder:
             if hook is not None:
                 hook.remove()
         z = self._select_layer(encoder, out)
-        pooled = getattr(out, "text_embeds", None) if self.model.family.uses_pooled_text else None
+        pooled = pooled_at(encoder, out, [first_eos]) if self.model.family.uses_pooled_text else None
         if any(m != 1.0 for m in multipliers):
             z = _apply_emphasis(z, multipliers)
         return z, pooled
@@ -176,6 +176,23 @@ class PromptEncoder:
         if self._chatglm:
             return z  # every ChatGLM prompt is one window long: nothing is ever padded
         return z[:, : CHUNK_LENGTH + 2]
+
+
+def pooled_at(encoder, out, eos_positions):
+    """SDXL's pooled text: the projected final hidden state at each row's first real end-of-text token.
+
+    transformers pools at `input_ids.argmax()` when the config says eos_token_id 2, as every
+    real SDXL config does; that lands on a trigger's added token or an embedding placeholder.
+    A1111 pools at the end-of-text token. None for an encoder without a projection (SDXL's first).
+    """
+    import torch
+
+    projection = getattr(encoder, "text_projection", None)
+    if projection is None:
+        return None
+    hidden = out.last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return projection(hidden[rows, torch.as_tensor(eos_positions, device=hidden.device)])
 
 
 def _token_weights(tokenizer, tokens: list[int], plain: str, char_weights: list[float]) -> list[float]:

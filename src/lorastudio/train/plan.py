@@ -8,6 +8,7 @@ through it too, so a plan means the same thing everywhere.
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig, budget_steps
 from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
 
-__all__ = ["TrainPlan", "resolve_dataset_path", "prepare_plan", "ends_epoch"]
+__all__ = ["TrainPlan", "check_trigger_in_captions", "resolve_dataset_path", "prepare_plan", "ends_epoch"]
 
 
 @dataclass
@@ -38,8 +39,28 @@ def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
     return Path(data_dir).expanduser()
 
 
-def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1) -> TrainPlan:
-    """Open the data set and check sizes and budget: every cheap error before heavy work."""
+def check_trigger_in_captions(cfg: TrainConfig, captions: list[str]) -> None:
+    """An embedding learns only from captions that hold its trigger: with none, a run trains nothing."""
+    from lorastudio.train.text import build_caption, mentions_trigger
+
+    if not cfg.trains_embedding:
+        return
+    rng = random.Random(0)  # unused: no shuffling and no dropout here
+    built = (build_caption(c, cfg.trigger, cfg.data.caption_prefix_trigger, False, 0, 0.0, rng) for c in captions)
+    if not any(mentions_trigger(caption, cfg.trigger) for caption in built):
+        raise LorastudioError(
+            f"no caption contains the trigger {cfg.trigger!r}; set data.caption_prefix_trigger=true"
+            " or add it to the captions."
+        )
+
+
+def prepare_plan(
+    cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1, held_out: bool = False
+) -> TrainPlan:
+    """Open the data set and check sizes and budget: every cheap error before heavy work.
+
+    `held_out`: scoring's validation images, which need not hold the trigger.
+    """
     from lorastudio.data.dataset import Dataset
 
     if not cfg.model:
@@ -53,6 +74,8 @@ def prepare_plan(cfg: TrainConfig, datasets_folder: Path, num_processes: int = 1
     items = dataset.items()
     if cfg.data.repeats is not None:  # kohya subsets' num_repeats: one count for the whole data.dir
         items = [dataclasses.replace(item, repeats=cfg.data.repeats) for item in items]
+    if not held_out:
+        check_trigger_in_captions(cfg, [item.caption for item in items])
     images = scan_images(
         items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
     )

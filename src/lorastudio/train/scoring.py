@@ -53,7 +53,7 @@ def _held_out_images(datasets_dir: Path, cfg: TrainConfig) -> tuple[list[Any], s
         held = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"dir": cfg.scoring.validation_dir})}
         )
-        plan = prepare_plan(held, datasets_dir)
+        plan = prepare_plan(held, datasets_dir, held_out=True)
         return plan.images, f"{len(plan.images)} held-out images ({cfg.scoring.validation_dir})"
     plan = prepare_plan(cfg, datasets_dir)
     images = plan.images[:VALIDATION_IMAGES]

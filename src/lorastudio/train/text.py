@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.conditioning import pooled_at
 
-__all__ = ["TriggerEmbedding", "encode_text", "build_caption", "trigger_tokens"]
+__all__ = ["TriggerEmbedding", "encode_text", "build_caption", "mentions_trigger", "trigger_tokens"]
 
 MAX_TOKENS = 77
 
@@ -96,6 +97,11 @@ def _init_vectors(encoder, tokenizer, init_text: str, num_vectors: int) -> torch
     return vectors[torch.arange(num_vectors) % len(ids)]
 
 
+def mentions_trigger(text: str, trigger: str) -> bool:
+    """Whether `text` holds the trigger as a whole word, in any case: the text encoder lowercases."""
+    return bool(trigger) and re.search(rf"(?<![\w]){re.escape(trigger)}(?![\w])", text, re.I) is not None
+
+
 def build_caption(
     caption: str,
     trigger: str,
@@ -109,14 +115,11 @@ def build_caption(
     """One training caption: shuffle tags after the first `keep_tokens`, add the trigger, maybe drop it.
 
     `tag_dropout` (kohya's caption_tag_dropout_rate) drops each tag after the first
-    `keep_tokens` with that chance; the trigger word is never dropped.
+    `keep_tokens` with that chance; a tag holding the trigger word ("Surtr (arknights)") is never dropped.
     """
     tags = [t.strip() for t in caption.split(",")]
     tags = [t for t in tags if t]
-    has_trigger = bool(trigger) and any(
-        re.search(rf"(?<![\w]){re.escape(trigger)}(?![\w])", t, re.I) for t in tags
-    )
-    if trigger and prefix_trigger and not has_trigger:
+    if trigger and prefix_trigger and not any(mentions_trigger(t, trigger) for t in tags):
         tags.insert(0, trigger)
     if shuffle_tags and len(tags) > keep_tokens:
         head, tail = tags[:keep_tokens], tags[keep_tokens:]
@@ -124,7 +127,7 @@ def build_caption(
         tags = head + tail
     if tag_dropout:
         tags = tags[:keep_tokens] + [
-            t for t in tags[keep_tokens:] if t == trigger or rng.random() >= tag_dropout
+            t for t in tags[keep_tokens:] if mentions_trigger(t, trigger) or rng.random() >= tag_dropout
         ]
     if dropout and rng.random() < dropout:
         return ""
@@ -158,6 +161,6 @@ def encode_text(model, captions: list[str], clip_skip: int = 1) -> tuple[torch.T
         ).input_ids.to(encoder.device)  # where the encoder is: CPU memory while it waits (train.offload)
         out = encoder(ids, output_hidden_states=True)
         per_encoder.append(_select_layer(model.family, encoder, out, clip_skip).to(model.device))
-        if model.family.uses_pooled_text:
-            pooled = getattr(out, "text_embeds", None)
+        if model.family.uses_pooled_text:  # at the first end-of-text token, never at the trigger's ids
+            pooled = pooled_at(encoder, out, (ids == tokenizer.eos_token_id).int().argmax(-1))
     return torch.cat(per_encoder, dim=-1), pooled.to(model.device) if pooled is not None else None
