@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
@@ -287,6 +288,23 @@ def test_errors_have_the_a1111_shape(client):
     for response in (bad_sampler, bad_type):
         assert set(response.json()) == {"error", "detail", "body", "errors"}
     assert client.get("/sdapi/v1/nothing").status_code == 404
+
+
+def test_a_lora_this_studio_lacks_is_left_out_as_a1111_does_and_the_native_api_refuses_it(client, studio):
+    """A1111 generates without a LoRA it cannot find ("Lora not found"): clients with a fixed prompt
+    template keep working. The tag stays in the infotext's prompt, no hash is written for it."""
+    answer = client.post("/sdapi/v1/txt2img", json={**TINY, "prompt": "red <lora:not-here:0.8>", "seed": 3})
+    assert answer.status_code == 200, answer.text
+    infotext = json.loads(answer.json()["info"])["infotexts"][0]
+    assert infotext.startswith("red <lora:not-here:0.8>\n") and "Lora hashes" not in infotext
+    job = studio.list_jobs(limit=1)[0]
+    assert job.result["missing_loras"] == ["not-here"]
+    assert any("Lora not found: not-here" in e.data.get("line", "") for e in studio.job_events(job.id))
+    plain = client.post("/sdapi/v1/txt2img", json={**TINY, "prompt": "red", "seed": 3}).json()
+    same = [np.asarray(decode(image)) for image in (plain["images"][0], answer.json()["images"][0])]
+    assert np.array_equal(*same)  # the same picture as without the tag
+    native = client.post("/api/v1/jobs/generate", json={**TINY, "prompt": "red <lora:not-here:0.8>"})
+    assert native.status_code == 404 and "not-here" in native.json()["detail"]
 
 
 def test_request_mapping_keeps_a1111_meanings(workspace):

@@ -176,12 +176,18 @@ def check_lora_family(
     components: when given, also checks that the LoRA's layers fit this model's shapes.
     """
     from lorastudio.adapters.lora_file import find_module
+    from lorastudio.adapters.metadata import family_from_metadata
     from lorastudio.models.families import get_family
 
     family = get_family(family) if isinstance(family, str) else family
     made_for = detect_lora_family(lora)
-    if "text_encoder_2" in lora.components() and family.lora_te_count < 2:
+    second_encoder = "text_encoder_2" in lora.components()
+    if second_encoder and family.lora_te_count < 2:
         made_for = get_family("sdxl")  # a second text encoder, whatever the metadata says
+    # Shapes alone cannot tell SDXL's UNet from Kolors' (the same blocks and widths): only metadata can.
+    sdxl_shaped = made_for is not None and made_for.name == "sdxl" and not second_encoder
+    if sdxl_shaped and family.kohya_unet_ldm_names and family_from_metadata(lora.metadata) is None:
+        made_for = family
     if made_for is not None and made_for.name != family.name:
         raise LorastudioError(
             f"{name}: was made for {made_for.label} but the model is {family.label}; "

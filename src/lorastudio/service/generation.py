@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from lorastudio import __version__
-from lorastudio.errors import LorastudioError
+from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.lora_cache import parsed_lora_files
@@ -51,6 +51,7 @@ class GenerationResult:
     model_hash: str
     loras: list[dict[str, Any]] = field(default_factory=list)
     control_maps: list[Path] = field(default_factory=list)  # one per ControlNet unit (detected_maps/)
+    missing_loras: list[str] = field(default_factory=list)  # `<lora:NAME>` tags skipped (missing_loras="skip")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -61,12 +62,30 @@ class GenerationResult:
             "model_hash": self.model_hash,
             "loras": self.loras,
             "control_maps": [str(p) for p in self.control_maps],
+            "missing_loras": self.missing_loras,
         }
 
 
 def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path:
     """The file a `<lora:NAME>` tag names: a plain name in loras/ (see `service.names`)."""
     return find_lora(ws, name, names)
+
+
+def _lora_files_of(ws: Workspace, nets: list, lora_files: dict[str, Path] | None, names: NamePolicy, skip_missing: bool):
+    """(the tags that name a LoRA, their files, the names of those that name none). A missing name
+    is refused, or with `skip_missing` left out as A1111 does ("Lora not found"), for its API clients."""
+    found, paths, missing = [], [], []
+    for net in nets:
+        try:
+            path = (lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names)
+        except NotFoundError:
+            if not skip_missing:
+                raise
+            missing.append(net.name)
+            continue
+        found.append(net)
+        paths.append(path)
+    return found, paths, missing
 
 
 def _embedding_fits(embedding, model) -> bool:
@@ -158,6 +177,7 @@ def run_generation(
     lora_files: dict[str, Path] | None = None,
     names: NamePolicy = STRICT,
     add_to_library: bool = True,
+    missing_loras: str = "refuse",
 ) -> GenerationResult:
     """Generate every image of the request and write PNG + recipe for each.
 
@@ -167,7 +187,8 @@ def run_generation(
     checkpoint's trigger belongs to that checkpoint. `names` reads model, VAE and LoRA
     names: strict (the default, what a server uses) or lenient for the CLI's local paths.
     `add_to_library=False` keeps intermediate images (a portrait's inpaint passes) out of the
-    outputs library.
+    outputs library. `missing_loras="skip"` generates without a `<lora:NAME>` no file answers to,
+    as A1111 does for its API clients (the result lists them); the default refuses the request.
     """
     from lorastudio.adapters import check_lora_family, load_embedding
     from lorastudio.adapters.patch import lingering_loras
@@ -187,7 +208,9 @@ def run_generation(
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     nets = [net for net in networks if net.kind in {"lora", "lyco"}]
     # A misspelt <lora:name> fails before the model loads (seconds to minutes for a real checkpoint).
-    paths = [(lora_files or {}).get(net.name) or find_lora_file(ws, net.name, names) for net in nets]
+    nets, paths, missing = _lora_files_of(ws, nets, lora_files, names, skip_missing=missing_loras == "skip")
+    if missing:
+        logger.warning("Lora not found: %s (generating without it, as A1111)", ", ".join(missing))
     model = cache.get(cfg.model, cfg.device, cfg.vae)
     cfg = with_family_defaults(cfg, model.family)
     if cfg.clip_skip > 1 and not model.family.supports_clip_skip:
@@ -280,7 +303,7 @@ def run_generation(
             library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
     maps = save_control_maps(plan.extra["control"], folder, results[0].path.stem) if results else []
-    return GenerationResult(results, model.name, model.short_hash, lora_info, maps)
+    return GenerationResult(results, model.name, model.short_hash, lora_info, maps, missing)
 
 
 def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:

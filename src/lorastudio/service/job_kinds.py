@@ -153,7 +153,10 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         out_dir=ctx.artifacts_dir,
         preview=reporter.preview,
         preview_every=PREVIEW_EVERY_STEPS,
+        missing_loras=str(ctx.payload.get("missing_loras") or "refuse"),
     )
+    if result.missing_loras:  # A1111's console and toast line
+        ctx.emit("log", {"line": f"Lora not found: {', '.join(result.missing_loras)}"})
     for image in result.images:
         ctx.emit("image", {"name": image.path.name, "seed": image.seed, "infotext": image.infotext})
     ctx.loaded.clear()
@@ -168,6 +171,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         "loras": [{k: v for k, v in lora.items() if k != "path"} for lora in result.loras],
         # the units' maps, relative to the job folder (A1111 answers append them)
         "control_maps": [p.relative_to(ctx.artifacts_dir).as_posix() for p in result.control_maps],
+        "missing_loras": result.missing_loras,
     })  # fmt: skip
 
 

@@ -40,21 +40,23 @@ class RequestResolver:
         find_model(self.workspace, name, self.names, what=what, build=False)
         return name
 
-    def check_lora_tags(self, *prompts: str) -> None:
-        """Every `<lora:NAME>` of the prompts names a LoRA in loras/ (refused now, not in the queue)."""
+    def check_lora_tags(self, *prompts: str, must_exist: bool = True) -> None:
+        """Every `<lora:...>` tag of the prompts is well-formed and (`must_exist`) names a LoRA in
+        loras/ (refused now, not in the queue)."""
         from lorastudio.generate.prompt_parser import extract_extra_networks
 
         for prompt in prompts:
             for net in extract_extra_networks(prompt or "")[1]:
-                if net.kind in {"lora", "lyco"}:
+                if net.kind in {"lora", "lyco"} and must_exist:
                     find_lora(self.workspace, net.name, self.names)
 
-    def generate(self, cfg: GenerateConfig, default_model: str) -> GenerateConfig:
-        """A generation whose names all name workspace files (`default_model` where it names none)."""
+    def generate(self, cfg: GenerateConfig, default_model: str, missing_loras: str = "refuse") -> GenerateConfig:
+        """A generation whose names all name workspace files (`default_model` where it names none);
+        `missing_loras="skip"` lets `<lora:NAME>` tags name no file (A1111 generates without them)."""
         updates: dict[str, Any] = {"model": self.check_model_name(cfg.model or default_model)}
         if cfg.vae:
             find_vae(self.workspace, cfg.vae, self.names)
-        self.check_lora_tags(cfg.prompt, cfg.negative_prompt)
+        self.check_lora_tags(cfg.prompt, cfg.negative_prompt, must_exist=missing_loras != "skip")
         hires = check_hires_upscaler(self.workspace, cfg)  # a model upscaler in studio/models/upscalers
         if hires is not None:
             updates["hires_upscaler"] = hires["name"]  # its A1111 title, as the infotext writes it

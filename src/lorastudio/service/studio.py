@@ -170,9 +170,9 @@ class Studio:
         """`name` when it names a model in the workspace (or an allowed hub id); else the 404 of a missing one."""
         return self.requests.check_model_name(name, what)
 
-    def resolve_generate(self, cfg: GenerateConfig) -> GenerateConfig:
+    def resolve_generate(self, cfg: GenerateConfig, missing_loras: str = "refuse") -> GenerateConfig:
         """A request whose names all name workspace files (service.requests); the rest is refused."""
-        return self.requests.generate(cfg, self._model)
+        return self.requests.generate(cfg, self._model, missing_loras)
 
     def check_generate_limits(self, cfg: GenerateConfig) -> None:
         """Refuse a generation that asks for more work than the server's limits (service.limits)."""
@@ -194,15 +194,20 @@ class Studio:
         """An upscaled image (/extra-single-image) within `max_output_pixels`."""
         check_output_pixels(self.settings, width, height, what)
 
-    def submit_generate(self, cfg: GenerateConfig, *, user: str = "", priority: int = 0) -> Job:
+    def submit_generate(
+        self, cfg: GenerateConfig, *, user: str = "", priority: int = 0, missing_loras: str = "refuse"
+    ) -> Job:
+        """Queue a generation. `missing_loras="skip"` (the A1111 API, as A1111): a `<lora:NAME>` no
+        file answers to is left out with a "Lora not found" line, not refused."""
         from lorastudio.generate.samplers import parse_sampler
 
         parse_sampler(cfg.sampler, cfg.schedule)  # a bad name fails now, not in the queue
         self.check_generate_limits(cfg)
-        cfg = self.resolve_generate(cfg)
-        return self.submit(
-            "generate", {"config": cfg.model_dump()}, user=user, priority=priority, affinity=cfg.model
-        )
+        cfg = self.resolve_generate(cfg, missing_loras)
+        payload: dict[str, Any] = {"config": cfg.model_dump()}
+        if missing_loras == "skip":
+            payload["missing_loras"] = "skip"
+        return self.submit("generate", payload, user=user, priority=priority, affinity=cfg.model)
 
     def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:
         """Reserve the run folder now (two queued runs never share one) and queue the run."""
