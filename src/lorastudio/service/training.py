@@ -215,7 +215,7 @@ def run_training(
         from lorastudio.models.loading import pick_device
 
         pick_device(device)
-    state = None
+    state, facts = None, None
     if resume is not None:
         config, run_dir = resume_config(ws, resume)
         name = run_dir.name if not config.output.name else config.output.name
@@ -224,6 +224,7 @@ def run_training(
             raise LorastudioError(
                 f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
             )
+        facts = _check_resumable(config, state, resume)
         _check_lora_name_free(ws, name, run_dir, config)
     elif config is None:
         raise LorastudioError("training: give a config or a run to resume.")
@@ -245,6 +246,11 @@ def run_training(
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    if state is not None and (say := _stderr_printer(progress)) is not None:
+        from lorastudio.train.resume import dataset_change
+
+        if note := dataset_change(config.model_dump(mode="json"), facts, len(plan.images)):
+            say(note)
     run_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":  # one writer: every rank of a data-parallel run holds the same config
         from lorastudio.train.outputs import atomic_file
@@ -282,6 +288,16 @@ def run_training(
             files, step, by = final, result["step"], "final"
         result.update(publish(ws, run_dir, config, files, step, by))
     return result
+
+
+def _check_resumable(config: TrainConfig, state: Path, run: str) -> dict[str, str] | None:
+    """A config.yaml edited since the checkpoint must not reshape what it holds (refused, naming the
+    keys); returns the checkpoint's metadata for the data set check."""
+    from lorastudio.train.resume import check_resumable, checkpoint_facts
+
+    facts = checkpoint_facts(state)
+    check_resumable(config.model_dump(mode="json"), facts, run, state.parent.name)
+    return facts
 
 
 def _stderr_printer(progress: bool) -> Callable[[str], None] | None:
