@@ -60,6 +60,24 @@ def test_wrong_type_and_bad_choice_are_rejected():
         load_train_config(overrides=["method=pivotal"])  # a trigger embedding needs a trigger
 
 
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [
+        (["method=embedding"], "config: method 'embedding' trains a trigger embedding; set trigger=<word>."),
+        (["trigger=two words"], "config: trigger must be one word (no spaces or commas)."),
+        (["method=dreambooth"], "config: method 'dreambooth' needs class images; set prior.class_prompt="),
+        (["train.resolution=100"], "config: train.resolution 100 is not a multiple of data.bucket_reso_steps 64;"),
+    ],
+)
+def test_a_check_across_keys_says_only_its_message(overrides, said):
+    """A model validator's error has no key of its own: no ` = {whole config}` dump, no "Value error, "."""
+    with pytest.raises(LorastudioError) as info:
+        load_train_config(overrides=overrides)
+    message = str(info.value)
+    assert message.startswith(said), message
+    assert "Value error" not in message and " = {" not in message and len(message) < 200
+
+
 def test_config_file_and_overrides_layer_over_preset(tmp_path):
     file = tmp_path / "my.yaml"
     file.write_text("preset: portrait\ntrigger: anna\ntrain:\n  steps: 300\n", encoding="utf-8")
