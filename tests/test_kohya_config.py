@@ -481,3 +481,24 @@ def test_kohya_defaults_a_zero_text_encoder_lr_and_features_left_off_read_as_koh
     bare = import_kohya_config(_write(tmp_path / "bare.toml", 'network_module = "networks.lora"\n'))
     assert (bare.config["lora"]["rank"], bare.config["lora"]["alpha"]) == (4, 1.0)
     assert bare.config["lora"]["train_text_encoder"] is True
+
+
+def test_keys_a_kohya_toml_leaves_out_take_sd_scripts_defaults(tmp_path):
+    """sd-scripts' argparse defaults: keep_tokens 0 (lorastudio's 1 kept a shuffled first tag in place)
+    and max_train_steps 1600 (lorastudio's 1000); a run in epochs, or a dataset TOML's keep_tokens, wins."""
+    data = tmp_path / "img"
+    data.mkdir()
+    toml = _write(
+        tmp_path / "min.toml",
+        f'pretrained_model_name_or_path = "tiny-sd15"\ntrain_data_dir = "{data.as_posix()}"\n'
+        'network_module = "networks.lora"\nshuffle_caption = true\n',
+    )
+    cfg = kohya_train_config(import_kohya_config(toml))
+    assert (cfg.data.keep_tokens, cfg.train.steps, cfg.data.shuffle_tags) == (0, 1600, True)
+    epochs = _write(tmp_path / "epochs.toml", toml.read_text() + "max_train_epochs = 3\n")
+    cfg = kohya_train_config(import_kohya_config(epochs))
+    assert (cfg.train.max_epochs, cfg.train.steps) == (3, None)
+    dataset = _write(
+        tmp_path / "d.toml", f'[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{data.as_posix()}"\nkeep_tokens = 2\n'
+    )
+    assert kohya_train_config(import_kohya_config(toml, dataset)).data.keep_tokens == 2
