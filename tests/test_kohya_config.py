@@ -502,3 +502,32 @@ def test_keys_a_kohya_toml_leaves_out_take_sd_scripts_defaults(tmp_path):
         tmp_path / "d.toml", f'[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{data.as_posix()}"\nkeep_tokens = 2\n'
     )
     assert kohya_train_config(import_kohya_config(toml, dataset)).data.keep_tokens == 2
+
+
+def test_in_json_apart_from_its_images_is_refused_with_the_fix(tmp_path):
+    """sd-scripts finds in_json's image keys in train_data_dir; lorastudio beside the json. Apart, with
+    relative keys, the run found no images at all: the import says so and how to fix it."""
+    images, meta = tmp_path / "kj", tmp_path / "meta"
+    for folder in (images, meta):
+        folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(images / "f0.png")
+    record = json.dumps({"f0": {"caption": "a red girl", "tags": "1girl"}})
+    (meta / "meta_lat.json").write_text(record, encoding="utf-8")
+    (images / "meta_lat.json").write_text(record, encoding="utf-8")
+    body = 'network_module = "networks.lora"\ntrain_data_dir = "{}"\nin_json = "{}"\n'
+    apart = _write(tmp_path / "apart.toml", body.format(images.as_posix(), (meta / "meta_lat.json").as_posix()))
+    with pytest.raises(LorastudioError, match=r"sd-scripts finds its images in train_data_dir .*kj, lorastudio beside") as info:
+        import_kohya_config(apart)
+    assert "put meta_lat.json in" in str(info.value) and "\n" not in str(info.value)
+    together = _write(tmp_path / "ok.toml", body.format(images.as_posix(), (images / "meta_lat.json").as_posix()))
+    assert import_kohya_config(together).config["data"]["dir"] == (images / "meta_lat.json").as_posix()
+    (meta / "meta_lat.json").write_text(json.dumps({str(images / "f0"): {"caption": "x"}}), encoding="utf-8")
+    assert import_kohya_config(apart).config["data"]["dir"] == (meta / "meta_lat.json").as_posix()  # absolute keys
+    subset = _write(
+        tmp_path / "d.toml",
+        f'[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{images.as_posix()}"\n'
+        f'metadata_file = "{(tmp_path / "m2.json").as_posix()}"\n',
+    )
+    (tmp_path / "m2.json").write_text(record, encoding="utf-8")
+    with pytest.raises(LorastudioError, match="kohya metadata_file .*sd-scripts finds its images in image_dir"):
+        import_kohya_config(None, subset)
