@@ -186,3 +186,11 @@ def test_cli_lists_presets():
     assert result.exit_code == 0, result.output
     names = [p["name"] for p in json.loads(result.output)["presets"]]
     assert "portrait" in names and "character" in names
+
+
+def test_one_sample_prompt_may_be_given_as_a_string():
+    """`samples.prompts="red girl, smiling"` was "Input should be a valid list"; it is one prompt."""
+    cfg = load_train_config(overrides=["samples.prompts=red girl, smiling"])
+    assert cfg.samples.prompts == ["red girl, smiling"]
+    assert load_train_config(overrides=["samples.prompts="]).samples.prompts == []
+    assert load_train_config(overrides=["samples.prompts=[a, b]"]).samples.prompts == ["a", "b"]
