@@ -176,14 +176,7 @@ def training_facts(
         "output_name": name,
         "network_dim": cfg.lora.rank if cfg.trains_lora else None,
         "network_alpha": cfg.lora.alpha if cfg.trains_lora else None,
-        "network_args": {
-            "targets": cfg.lora.targets,
-            "conv_dim": cfg.lora.conv_rank or cfg.lora.rank,
-            "method": cfg.method,
-            **lycoris_network_args(cfg.lora),
-        }
-        if cfg.trains_lora
-        else None,
+        "network_args": _network_args(cfg) if cfg.trains_lora else None,
         "network_module": "lycoris.kohya" if cfg.trains_lora and cfg.lora.type != "lora" else None,
         "steps": step,
         "epoch": epoch,
@@ -217,6 +210,15 @@ def training_facts(
         "trigger_phrase": cfg.trigger or None,
         **kohya_training_facts(cfg),
     }
+
+
+def _network_args(cfg) -> dict[str, Any]:
+    """`ss_network_args`: kohya's networks.lora (and LyCORIS) read `conv_dim` as "train the 3x3 convs",
+    so only a LoCon run, whose convs are trained, names it (with `conv_alpha`: lora.alpha)."""
+    args: dict[str, Any] = {"targets": cfg.lora.targets, "method": cfg.method, **lycoris_network_args(cfg.lora)}
+    if cfg.lora.targets == "locon" and cfg.lora.type == "lora":  # LyCORIS' own args hold them otherwise
+        args.update(conv_dim=cfg.lora.conv_rank or cfg.lora.rank, conv_alpha=cfg.lora.alpha)
+    return args
 
 
 def _learning_rate_facts(cfg) -> dict[str, Any]:
