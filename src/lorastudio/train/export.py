@@ -138,6 +138,7 @@ def training_facts(
     mixed_precision: str,
     prediction_type: str,
     started_at: float | None = None,
+    class_images: list | None = None,
 ) -> dict[str, Any]:
     """What the run was, for the files' metadata: network, data set, tags, buckets, rates, seed.
 
@@ -145,7 +146,8 @@ def training_facts(
     resolution and count (an int per bucket made that dialog empty), `num_train_images` counts
     repeats, `training_started_at` is seconds since the epoch (its "Date trained").
 
-    `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s.
+    `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s and
+    `class_images` the prior-preservation ones (kohya's regularisation images), if any.
     """
     # kohya keys both by the subset's folder name ("10_alice"): an image from a kohya folder is in
     # its folder's subset, any other in the data set's.
@@ -192,6 +194,7 @@ def training_facts(
             key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
             for key, members in subsets.items()
         },
+        **_prior_facts(cfg, class_images),
         "tag_frequency": tag_frequency,
         "bucket_info": bucket_info,
         "training_started_at": started_at,
@@ -219,6 +222,24 @@ def _network_args(cfg) -> dict[str, Any]:
     if cfg.lora.targets == "locon" and cfg.lora.type == "lora":  # LyCORIS' own args hold them otherwise
         args.update(conv_dim=cfg.lora.conv_rank or cfg.lora.rank, conv_alpha=cfg.lora.alpha)
     return args
+
+
+def _prior_facts(cfg, class_images: list | None) -> dict[str, Any]:
+    """kohya's regularisation-image keys for a prior-preservation run: count, folders, loss weight."""
+    if not cfg.uses_prior:
+        return {}
+    images = class_images or []
+    folders: dict[str, list] = {}
+    for img in images:
+        folders.setdefault(img.subset or Path(img.path).parent.name, []).append(img)
+    return {
+        "num_reg_images": sum(i.repeats for i in images) if images else cfg.prior.num_images,
+        "reg_dataset_dirs": {
+            key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
+            for key, members in folders.items()
+        },
+        "prior_loss_weight": cfg.prior.loss_weight,
+    }
 
 
 def _learning_rate_facts(cfg) -> dict[str, Any]:
