@@ -194,3 +194,16 @@ def test_one_sample_prompt_may_be_given_as_a_string():
     assert cfg.samples.prompts == ["red girl, smiling"]
     assert load_train_config(overrides=["samples.prompts="]).samples.prompts == []
     assert load_train_config(overrides=["samples.prompts=[a, b]"]).samples.prompts == ["a", "b"]
+
+
+def test_keys_of_another_method_are_said_to_be_ignored():
+    """`lora.train_text_encoder=true` on an embedding run (or `embedding.*` on a LoRA run) changed nothing,
+    silently; `--explain` and the run's plan lines say so."""
+    from lorastudio.train.config import explain_lines, ignored_keys, resolve_train_config
+
+    embedding = load_train_config(overrides=["method=embedding", "trigger=zqx", "lora.train_text_encoder=true"])
+    assert ignored_keys(embedding) == ["lora.train_text_encoder=true ignored: method 'embedding' trains no LoRA"]
+    lora = resolve_train_config(None, ["method=lora", "embedding.num_vectors=4"])
+    assert "# embedding.num_vectors=4 ignored: method 'lora' trains no trigger embedding" in explain_lines(lora)
+    assert ignored_keys(load_train_config(preset="character", overrides=["trigger=zqx"])) == []
+    assert ignored_keys(load_train_config(overrides=["method=dreambooth", "prior.class_prompt=a dog"])) == []

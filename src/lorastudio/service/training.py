@@ -207,6 +207,7 @@ def run_training(
     and by a job queue that pauses work).
     """
     from lorastudio.train.checkpoints import latest_state
+    from lorastudio.train.config import ignored_keys
     from lorastudio.train.plan import prepare_plan
     from lorastudio.train.runs import TrainPaths
     from lorastudio.train.trainer import Trainer
@@ -266,6 +267,8 @@ def run_training(
         import sys
 
         print(f"plan: {plan.explanation}", file=sys.stderr, flush=True)
+        for line in ignored_keys(config):
+            print(f"config: {line}", file=sys.stderr, flush=True)
     result = trainer.run(plan, resume_from=state, stop_at_step=stop_at_step)
     result.setdefault("run_dir", str(run_dir))
     result.setdefault("name", name)
