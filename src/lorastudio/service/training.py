@@ -343,8 +343,8 @@ def _check_lora_name_free(ws: Workspace, name: str, run_dir: Path, cfg: TrainCon
 
 
 def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
-    """The run publishes embeddings/<trigger>.safetensors: never over another family's embedding
-    (an SD1.5 `alice` replaced by an SDXL one breaks every SD1.5 prompt saying alice)."""
+    """The run publishes embeddings/<trigger>.safetensors, and `publish` never replaces another run's or
+    family's file there: a word that already names another family's embedding is refused up front."""
     if not (cfg.trains_embedding and cfg.trigger):
         return
     existing = ws.embeddings / f"{cfg.trigger}.safetensors"
@@ -367,8 +367,9 @@ def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
         fits = tuple(shapes[key][-1] for key in family.embedding_keys) == widths
     if not fits:
         raise LorastudioError(
-            f"trigger {cfg.trigger!r}: {existing} holds an embedding for another model family, which this"
-            f" {family.label} run would replace; pick another trigger, or rename or delete that file."
+            f"trigger {cfg.trigger!r}: {existing} is an embedding for another model family, which publishing"
+            f" keeps, so this {family.label} run's embedding could not go into embeddings/ under that word;"
+            " pick another trigger, or rename or delete that file."
         )
 
 
