@@ -481,3 +481,53 @@ def test_kohya_defaults_a_zero_text_encoder_lr_and_features_left_off_read_as_koh
     bare = import_kohya_config(_write(tmp_path / "bare.toml", 'network_module = "networks.lora"\n'))
     assert (bare.config["lora"]["rank"], bare.config["lora"]["alpha"]) == (4, 1.0)
     assert bare.config["lora"]["train_text_encoder"] is True
+
+
+def test_keys_a_kohya_toml_leaves_out_take_sd_scripts_defaults(tmp_path):
+    """sd-scripts' argparse defaults: keep_tokens 0 (lorastudio's 1 kept a shuffled first tag in place)
+    and max_train_steps 1600 (lorastudio's 1000); a run in epochs, or a dataset TOML's keep_tokens, wins."""
+    data = tmp_path / "img"
+    data.mkdir()
+    toml = _write(
+        tmp_path / "min.toml",
+        f'pretrained_model_name_or_path = "tiny-sd15"\ntrain_data_dir = "{data.as_posix()}"\n'
+        'network_module = "networks.lora"\nshuffle_caption = true\n',
+    )
+    cfg = kohya_train_config(import_kohya_config(toml))
+    assert (cfg.data.keep_tokens, cfg.train.steps, cfg.data.shuffle_tags) == (0, 1600, True)
+    epochs = _write(tmp_path / "epochs.toml", toml.read_text() + "max_train_epochs = 3\n")
+    cfg = kohya_train_config(import_kohya_config(epochs))
+    assert (cfg.train.max_epochs, cfg.train.steps) == (3, None)
+    dataset = _write(
+        tmp_path / "d.toml", f'[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{data.as_posix()}"\nkeep_tokens = 2\n'
+    )
+    assert kohya_train_config(import_kohya_config(toml, dataset)).data.keep_tokens == 2
+
+
+def test_in_json_apart_from_its_images_is_refused_with_the_fix(tmp_path):
+    """sd-scripts finds in_json's image keys in train_data_dir; lorastudio beside the json. Apart, with
+    relative keys, the run found no images at all: the import says so and how to fix it."""
+    images, meta = tmp_path / "kj", tmp_path / "meta"
+    for folder in (images, meta):
+        folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(images / "f0.png")
+    record = json.dumps({"f0": {"caption": "a red girl", "tags": "1girl"}})
+    (meta / "meta_lat.json").write_text(record, encoding="utf-8")
+    (images / "meta_lat.json").write_text(record, encoding="utf-8")
+    body = 'network_module = "networks.lora"\ntrain_data_dir = "{}"\nin_json = "{}"\n'
+    apart = _write(tmp_path / "apart.toml", body.format(images.as_posix(), (meta / "meta_lat.json").as_posix()))
+    with pytest.raises(LorastudioError, match=r"sd-scripts finds its images in train_data_dir .*kj, lorastudio beside") as info:
+        import_kohya_config(apart)
+    assert "put meta_lat.json in" in str(info.value) and "\n" not in str(info.value)
+    together = _write(tmp_path / "ok.toml", body.format(images.as_posix(), (images / "meta_lat.json").as_posix()))
+    assert import_kohya_config(together).config["data"]["dir"] == (images / "meta_lat.json").as_posix()
+    (meta / "meta_lat.json").write_text(json.dumps({str(images / "f0"): {"caption": "x"}}), encoding="utf-8")
+    assert import_kohya_config(apart).config["data"]["dir"] == (meta / "meta_lat.json").as_posix()  # absolute keys
+    subset = _write(
+        tmp_path / "d.toml",
+        f'[[datasets]]\n[[datasets.subsets]]\nimage_dir = "{images.as_posix()}"\n'
+        f'metadata_file = "{(tmp_path / "m2.json").as_posix()}"\n',
+    )
+    (tmp_path / "m2.json").write_text(record, encoding="utf-8")
+    with pytest.raises(LorastudioError, match="kohya metadata_file .*sd-scripts finds its images in image_dir"):
+        import_kohya_config(None, subset)

@@ -60,6 +60,24 @@ def test_wrong_type_and_bad_choice_are_rejected():
         load_train_config(overrides=["method=pivotal"])  # a trigger embedding needs a trigger
 
 
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [
+        (["method=embedding"], "config: method 'embedding' trains a trigger embedding; set trigger=<word>."),
+        (["trigger=two words"], "config: trigger must be one word (no spaces or commas)."),
+        (["method=dreambooth"], "config: method 'dreambooth' needs class images; set prior.class_prompt="),
+        (["train.resolution=100"], "config: train.resolution 100 is not a multiple of data.bucket_reso_steps 64;"),
+    ],
+)
+def test_a_check_across_keys_says_only_its_message(overrides, said):
+    """A model validator's error has no key of its own: no ` = {whole config}` dump, no "Value error, "."""
+    with pytest.raises(LorastudioError) as info:
+        load_train_config(overrides=overrides)
+    message = str(info.value)
+    assert message.startswith(said), message
+    assert "Value error" not in message and " = {" not in message and len(message) < 200
+
+
 def test_config_file_and_overrides_layer_over_preset(tmp_path):
     file = tmp_path / "my.yaml"
     file.write_text("preset: portrait\ntrigger: anna\ntrain:\n  steps: 300\n", encoding="utf-8")
@@ -187,3 +205,24 @@ def test_cli_lists_presets():
     assert result.exit_code == 0, result.output
     names = [p["name"] for p in json.loads(result.output)["presets"]]
     assert "portrait" in names and "character" in names
+
+
+def test_one_sample_prompt_may_be_given_as_a_string():
+    """`samples.prompts="red girl, smiling"` was "Input should be a valid list"; it is one prompt."""
+    cfg = load_train_config(overrides=["samples.prompts=red girl, smiling"])
+    assert cfg.samples.prompts == ["red girl, smiling"]
+    assert load_train_config(overrides=["samples.prompts="]).samples.prompts == []
+    assert load_train_config(overrides=["samples.prompts=[a, b]"]).samples.prompts == ["a", "b"]
+
+
+def test_keys_of_another_method_are_said_to_be_ignored():
+    """`lora.train_text_encoder=true` on an embedding run (or `embedding.*` on a LoRA run) changed nothing,
+    silently; `--explain` and the run's plan lines say so."""
+    from lorastudio.train.config import explain_lines, ignored_keys, resolve_train_config
+
+    embedding = load_train_config(overrides=["method=embedding", "trigger=zqx", "lora.train_text_encoder=true"])
+    assert ignored_keys(embedding) == ["lora.train_text_encoder=true ignored: method 'embedding' trains no LoRA"]
+    lora = resolve_train_config(None, ["method=lora", "embedding.num_vectors=4"])
+    assert "# embedding.num_vectors=4 ignored: method 'lora' trains no trigger embedding" in explain_lines(lora)
+    assert ignored_keys(load_train_config(preset="character", overrides=["trigger=zqx"])) == []
+    assert ignored_keys(load_train_config(overrides=["method=dreambooth", "prior.class_prompt=a dog"])) == []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lorastudio.errors import LorastudioError
@@ -347,6 +349,10 @@ def test_user_class_dir_is_used_as_is_never_filled(ws, red_set, tmp_path):
     assert result["finished"]
     assert sorted(p.name for p in (tmp_path / "dogs").rglob("*")) == before  # nothing generated into it
     assert not [p for p in ws.datasets.iterdir() if p.name.startswith("class-")]
+    with safe_open(result["library_lora"], framework="pt") as handle:  # kohya's regularisation keys
+        meta = handle.metadata()
+    assert (meta["ss_num_reg_images"], meta["ss_prior_loss_weight"]) == ("6", "1.0")  # 3 images x 2 repeats
+    assert json.loads(meta["ss_reg_dataset_dirs"]) == {"2_dog": {"n_repeats": 2, "img_count": 3}}
 
     missing = _config(red_set, "output.name=nope", "prior.class_prompt=a dog", "prior.class_dir=nodogs")
     with pytest.raises(LorastudioError, match="prior.class_dir 'nodogs'"):

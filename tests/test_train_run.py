@@ -295,16 +295,17 @@ def test_two_process_cpu_run_keeps_ranks_identical(ws, red_set):
 
 
 def test_a_trigger_embedding_of_another_family_is_not_replaced(ws, red_set):
-    """An SD1.5 `embeddings/<trigger>.safetensors` is there: an SDXL pivotal run with the same
-    trigger would replace it (and break SD1.5 prompts); it is refused before any model loads. The
-    same family may retrain it."""
+    """An SD1.5 `embeddings/<trigger>.safetensors` is there: publishing keeps it, so an SDXL pivotal run
+    with the same trigger could not publish its embedding; it is refused before any model loads, in
+    words that say the file is kept (not "would replace"). The same family may retrain it."""
     from lorastudio.adapters import Embedding, save_embedding
 
     save_embedding(Embedding(TRIGGER, [torch.randn(2, 32)]), ws.embeddings / f"{TRIGGER}.safetensors", "sd15")
     before = (ws.embeddings / f"{TRIGGER}.safetensors").read_bytes()
     xl = _config(red_set, "method=pivotal", "model=tiny-sdxl", "output.name=xl-clash")
-    with pytest.raises(LorastudioError, match="another model family.*pick another trigger"):
+    with pytest.raises(LorastudioError, match="another model family, which publishing keeps.*pick another trigger") as refused:
         run_training(ws, xl)
+    assert "replace" not in str(refused.value)
     assert (ws.embeddings / f"{TRIGGER}.safetensors").read_bytes() == before
     assert not (ws.runs / "xl-clash").exists()
     from lorastudio.service.training import _check_trigger_embedding_fits

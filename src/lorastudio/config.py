@@ -186,10 +186,20 @@ def explain_validation_error(
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
             lines.append(f"{source_here}: unknown key {key!r}.{did_you_mean} Valid keys here: {', '.join(valid)}.")
+        elif not loc:  # a check across keys (a model validator): its message names the keys itself
+            lines.append(f"{source_here}: {_message(err)}.")
         else:
             given = json.dumps(err.get("input"), default=str)[:80]
             lines.append(f"{source_here}: {key} = {given}: {err['msg']}.")
     return " ".join(lines)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """A validator's own words, without pydantic's "Value error, " or "Assertion failed, " prefix."""
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg.rstrip(".")
 
 
 def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

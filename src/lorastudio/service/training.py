@@ -207,6 +207,7 @@ def run_training(
     and by a job queue that pauses work).
     """
     from lorastudio.train.checkpoints import latest_state
+    from lorastudio.train.config import ignored_keys
     from lorastudio.train.plan import prepare_plan
     from lorastudio.train.runs import TrainPaths
     from lorastudio.train.trainer import Trainer
@@ -215,7 +216,7 @@ def run_training(
         from lorastudio.models.loading import pick_device
 
         pick_device(device)
-    state = None
+    state, facts = None, None
     if resume is not None:
         config, run_dir = resume_config(ws, resume)
         name = run_dir.name if not config.output.name else config.output.name
@@ -224,6 +225,7 @@ def run_training(
             raise LorastudioError(
                 f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
             )
+        facts = _check_resumable(config, state, resume)
         _check_lora_name_free(ws, name, run_dir, config)
     elif config is None:
         raise LorastudioError("training: give a config or a run to resume.")
@@ -245,6 +247,11 @@ def run_training(
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    if state is not None and (say := _stderr_printer(progress)) is not None:
+        from lorastudio.train.resume import dataset_change
+
+        if note := dataset_change(config.model_dump(mode="json"), facts, len(plan.images)):
+            say(note)
     run_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":  # one writer: every rank of a data-parallel run holds the same config
         from lorastudio.train.outputs import atomic_file
@@ -260,6 +267,8 @@ def run_training(
         import sys
 
         print(f"plan: {plan.explanation}", file=sys.stderr, flush=True)
+        for line in ignored_keys(config):
+            print(f"config: {line}", file=sys.stderr, flush=True)
     result = trainer.run(plan, resume_from=state, stop_at_step=stop_at_step)
     result.setdefault("run_dir", str(run_dir))
     result.setdefault("name", name)
@@ -282,6 +291,16 @@ def run_training(
             files, step, by = final, result["step"], "final"
         result.update(publish(ws, run_dir, config, files, step, by))
     return result
+
+
+def _check_resumable(config: TrainConfig, state: Path, run: str) -> dict[str, str] | None:
+    """A config.yaml edited since the checkpoint must not reshape what it holds (refused, naming the
+    keys); returns the checkpoint's metadata for the data set check."""
+    from lorastudio.train.resume import check_resumable, checkpoint_facts
+
+    facts = checkpoint_facts(state)
+    check_resumable(config.model_dump(mode="json"), facts, run, state.parent.name)
+    return facts
 
 
 def _stderr_printer(progress: bool) -> Callable[[str], None] | None:
@@ -324,8 +343,8 @@ def _check_lora_name_free(ws: Workspace, name: str, run_dir: Path, cfg: TrainCon
 
 
 def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
-    """The run publishes embeddings/<trigger>.safetensors: never over another family's embedding
-    (an SD1.5 `alice` replaced by an SDXL one breaks every SD1.5 prompt saying alice)."""
+    """The run publishes embeddings/<trigger>.safetensors, and `publish` never replaces another run's or
+    family's file there: a word that already names another family's embedding is refused up front."""
     if not (cfg.trains_embedding and cfg.trigger):
         return
     existing = ws.embeddings / f"{cfg.trigger}.safetensors"
@@ -348,8 +367,9 @@ def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
         fits = tuple(shapes[key][-1] for key in family.embedding_keys) == widths
     if not fits:
         raise LorastudioError(
-            f"trigger {cfg.trigger!r}: {existing} holds an embedding for another model family, which this"
-            f" {family.label} run would replace; pick another trigger, or rename or delete that file."
+            f"trigger {cfg.trigger!r}: {existing} is an embedding for another model family, which publishing"
+            f" keeps, so this {family.label} run's embedding could not go into embeddings/ under that word;"
+            " pick another trigger, or rename or delete that file."
         )
 
 

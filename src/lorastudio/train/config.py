@@ -74,6 +74,7 @@ __all__ = [
     "saved_train_config",
     "request_train_config",
     "explain_lines",
+    "ignored_keys",
     "budget_steps",
     "BUDGET_KEYS",
     "DEFAULT_STEPS",
@@ -294,6 +295,19 @@ def explain_lines(resolved: ResolvedConfig[TrainConfig]) -> list[str]:
         shown = json.dumps(value, ensure_ascii=False, default=str)
         lines.append(f"{key:<{width}} = {shown:<24}  <- {source}")
     lines += [f"# {line}" for line in resolved.dropped]
+    return lines + [f"# {line}" for line in ignored_keys(resolved.config)]
+
+
+def ignored_keys(cfg: TrainConfig) -> list[str]:
+    """A line per section set for another method (`lora.*` of an embedding run, `embedding.*` of a
+    LoRA run): the run trains without them, and a user who set them should hear it."""
+    lines = []
+    for section, used, what in (("lora", cfg.trains_lora, "LoRA"), ("embedding", cfg.trains_embedding, "trigger embedding")):
+        values = getattr(cfg, section).model_dump(mode="json")
+        defaults = type(getattr(cfg, section))().model_dump(mode="json")
+        changed = [f"{section}.{key}={json.dumps(value)}" for key, value in values.items() if value != defaults[key]]
+        if changed and not used:
+            lines.append(f"{', '.join(changed)} ignored: method {cfg.method!r} trains no {what}")
     return lines
 
 

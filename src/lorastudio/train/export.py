@@ -138,6 +138,7 @@ def training_facts(
     mixed_precision: str,
     prediction_type: str,
     started_at: float | None = None,
+    class_images: list | None = None,
 ) -> dict[str, Any]:
     """What the run was, for the files' metadata: network, data set, tags, buckets, rates, seed.
 
@@ -145,7 +146,8 @@ def training_facts(
     resolution and count (an int per bucket made that dialog empty), `num_train_images` counts
     repeats, `training_started_at` is seconds since the epoch (its "Date trained").
 
-    `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s.
+    `epoch` is 1-based (the epoch `step` ended in); `images` are the plan's `TrainImage`s and
+    `class_images` the prior-preservation ones (kohya's regularisation images), if any.
     """
     # kohya keys both by the subset's folder name ("10_alice"): an image from a kohya folder is in
     # its folder's subset, any other in the data set's.
@@ -176,14 +178,7 @@ def training_facts(
         "output_name": name,
         "network_dim": cfg.lora.rank if cfg.trains_lora else None,
         "network_alpha": cfg.lora.alpha if cfg.trains_lora else None,
-        "network_args": {
-            "targets": cfg.lora.targets,
-            "conv_dim": cfg.lora.conv_rank or cfg.lora.rank,
-            "method": cfg.method,
-            **lycoris_network_args(cfg.lora),
-        }
-        if cfg.trains_lora
-        else None,
+        "network_args": _network_args(cfg) if cfg.trains_lora else None,
         "network_module": "lycoris.kohya" if cfg.trains_lora and cfg.lora.type != "lora" else None,
         "steps": step,
         "epoch": epoch,
@@ -199,6 +194,7 @@ def training_facts(
             key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
             for key, members in subsets.items()
         },
+        **_prior_facts(cfg, class_images),
         "tag_frequency": tag_frequency,
         "bucket_info": bucket_info,
         "training_started_at": started_at,
@@ -216,6 +212,33 @@ def training_facts(
         "lorastudio_config": cfg.model_dump(mode="json"),
         "trigger_phrase": cfg.trigger or None,
         **kohya_training_facts(cfg),
+    }
+
+
+def _network_args(cfg) -> dict[str, Any]:
+    """`ss_network_args`: kohya's networks.lora (and LyCORIS) read `conv_dim` as "train the 3x3 convs",
+    so only a LoCon run, whose convs are trained, names it (with `conv_alpha`: lora.alpha)."""
+    args: dict[str, Any] = {"targets": cfg.lora.targets, "method": cfg.method, **lycoris_network_args(cfg.lora)}
+    if cfg.lora.targets == "locon" and cfg.lora.type == "lora":  # LyCORIS' own args hold them otherwise
+        args.update(conv_dim=cfg.lora.conv_rank or cfg.lora.rank, conv_alpha=cfg.lora.alpha)
+    return args
+
+
+def _prior_facts(cfg, class_images: list | None) -> dict[str, Any]:
+    """kohya's regularisation-image keys for a prior-preservation run: count, folders, loss weight."""
+    if not cfg.uses_prior:
+        return {}
+    images = class_images or []
+    folders: dict[str, list] = {}
+    for img in images:
+        folders.setdefault(img.subset or Path(img.path).parent.name, []).append(img)
+    return {
+        "num_reg_images": sum(i.repeats for i in images) if images else cfg.prior.num_images,
+        "reg_dataset_dirs": {
+            key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
+            for key, members in folders.items()
+        },
+        "prior_loss_weight": cfg.prior.loss_weight,
     }
 
 

@@ -20,6 +20,7 @@ from lorastudio.train.kohya_datasets import apply_dataset_config, apply_folders
 from lorastudio.train.kohya_keys import GUI_ALIASES, KOHYA_KEYS
 from lorastudio.train.kohya_mapping import (
     KohyaImport,
+    apply_defaults,
     apply_network,
     apply_optimizer,
     apply_sample_prompts,
@@ -64,6 +65,7 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
     apply_folders(flat, out, dataset_config is not None)
     if config is not None:
         apply_network(flat, out)
+        apply_defaults(out)
     apply_optimizer(flat, out)
     apply_sample_prompts(flat, out)
     if "dataset_config" in flat:

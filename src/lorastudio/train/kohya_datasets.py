@@ -44,7 +44,8 @@ def apply_folders(flat: dict[str, Any], out: KohyaImport, has_dataset_config: bo
     if flat.get("in_json"):
         out.set("in_json", "data.dir", str(flat["in_json"]))
         if flat.get("train_data_dir"):
-            out.no_effect.append(("train_data_dir", "images are found next to the in_json metadata"))
+            _check_images_beside_metadata(str(flat["in_json"]), str(flat["train_data_dir"]), "in_json", "train_data_dir")
+            out.no_effect.append(("train_data_dir", "the in_json metadata's images are found in it"))
     elif flat.get("train_data_dir"):
         out.set("train_data_dir", "data.dir", str(flat["train_data_dir"]))  # NN_name folders give repeats
         _folder_class_caption(Path(str(flat["train_data_dir"])).expanduser(), out)
@@ -60,6 +61,24 @@ def apply_folders(flat: dict[str, Any], out: KohyaImport, has_dataset_config: bo
             )
         if count := _count_images(folder):
             out.set("reg_data_dir (images)", "prior.num_images", count)
+
+
+def _check_images_beside_metadata(metadata: str, image_dir: str, key: str, dir_key: str) -> None:
+    """sd-scripts finds a metadata file's `image_key`s in `image_dir`; lorastudio reads them beside the
+    file. Two folders and relative keys would train on other images (or none): refused, with the fix."""
+    path, folder = Path(metadata).expanduser(), Path(image_dir).expanduser()
+    if path.parent.resolve() == folder.resolve() or not path.is_file():
+        return  # one folder; or no file: the data set says what is missing
+    try:
+        keys = list(json.loads(path.read_text(encoding="utf-8-sig")))
+    except (ValueError, OSError, UnicodeDecodeError, TypeError):
+        return
+    if all(Path(k).expanduser().is_absolute() for k in keys):
+        return
+    raise LorastudioError(
+        f"kohya {key} {path}: sd-scripts finds its images in {dir_key} {folder}, lorastudio beside the"
+        f" metadata file; put {path.name} in {folder} and point {key} at it."
+    )
 
 
 def _folder_class_caption(folder: Path, out: KohyaImport) -> None:
@@ -155,6 +174,8 @@ def apply_dataset_config(path: Path, out: KohyaImport) -> None:
 
 
 def _subset_dir(subset: dict[str, Any]) -> str:
+    if subset.get("metadata_file") and subset.get("image_dir"):
+        _check_images_beside_metadata(str(subset["metadata_file"]), str(subset["image_dir"]), "metadata_file", "image_dir")
     return str(subset.get("metadata_file") or subset.get("image_dir") or "")
 
 

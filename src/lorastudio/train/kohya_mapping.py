@@ -22,6 +22,7 @@ from lorastudio.train.kohya_keys import KOHYA_KEYS, OPTIMIZER_NAMES, SPECIAL_KEY
 
 __all__ = [
     "KohyaImport",
+    "apply_defaults",
     "apply_network",
     "apply_optimizer",
     "apply_sample_prompts",
@@ -220,6 +221,20 @@ def apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
                 "lorastudio has no such network argument"
                 + (" (convs use lora.alpha)" if key == "conv_alpha" else ""),
             )
+
+
+# sd-scripts' argparse defaults (library/train_util.py) that change a run where lorastudio's differ:
+# keep_tokens 0 (lorastudio keeps the trigger: 1), max_train_steps 1600 (lorastudio: 1000).
+KOHYA_DEFAULTS = {"keep_tokens": ("data.keep_tokens", 0), "max_train_steps": ("train.steps", 1600)}
+
+
+def apply_defaults(out: KohyaImport) -> None:
+    """What a training TOML leaves out is sd-scripts' default, not lorastudio's (after the dataset
+    TOML, whose subsets may set keep_tokens; a run budgeted in epochs keeps its epochs)."""
+    for kohya_key, (target, value) in KOHYA_DEFAULTS.items():
+        budgeted = target == "train.steps" and out.get("train.max_epochs") is not None
+        if out.get(target) is None and not budgeted:
+            out.set(f"{kohya_key} (kohya default)", target, value)
 
 
 def apply_optimizer(flat: dict[str, Any], out: KohyaImport) -> None:

@@ -251,14 +251,14 @@ _LAYER_TYPES = {"lora": LoraLayer, "loha": LohaLayer, "lokr": LokrLayer}
 
 
 def lycoris_network_args(lora_cfg) -> dict[str, str]:
-    """`ss_network_args` entries LyCORIS' kohya loader reads (`algo`, `conv_dim`, `conv_alpha`); none for LoRA."""
+    """`ss_network_args` entries LyCORIS' kohya loader reads (`algo`; `conv_dim`, `conv_alpha` only where
+    the convs are trained: LyCORIS adds conv layers for a conv_dim); none for LoRA."""
     if lora_cfg.type == "lora":
         return {}
-    return {
-        "algo": lora_cfg.type,
-        "conv_dim": str(lora_cfg.conv_rank or lora_cfg.rank),
-        "conv_alpha": str(lora_cfg.alpha),
-    }
+    args = {"algo": lora_cfg.type}
+    if lora_cfg.targets == "locon":
+        args.update(conv_dim=str(lora_cfg.conv_rank or lora_cfg.rank), conv_alpha=str(lora_cfg.alpha))
+    return args
 
 
 @dataclass(frozen=True)

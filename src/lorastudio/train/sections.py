@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lorastudio.config import StrictModel
 from lorastudio.generate.config import CfgScale, SamplerName, SamplingSeed, SamplingSteps
@@ -217,6 +217,16 @@ class SamplesConfig(StrictModel):
     cfg_scale: CfgScale = 7.0
     sampler: SamplerName = Field("Euler a", description="A1111 sampler name of the samples (kohya sample_sampler).")
     seed: SamplingSeed = Field(0, description="Seed of every sample image (-1 = random).")
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _one_prompt(cls, value):
+        """`samples.prompts="red girl"` is one prompt (a prompt's commas are its own, never a list); "" none."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value] if value.strip() else []
+        return value
 
 
 class ScoringConfig(StrictModel):

@@ -465,6 +465,7 @@ class Trainer:
             self.accelerator.mixed_precision,
             self.prediction_type,
             self.training_started_at,
+            self.prior.images if self.prior is not None else None,
         )
 
     def _averaged(self):

@@ -1,0 +1,61 @@
+"""`train --resume` after config.yaml was edited: a key that reshapes the saved state is refused with
+one line naming it, a longer budget resumes, a changed data set is said."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from lorastudio.errors import LorastudioError
+from lorastudio.service.training import run_training
+from training_helpers import tiny_train_config, write_images
+
+pytestmark = pytest.mark.slow  # one short training run, resumed (~10 s)
+
+
+def _edit(config_path, **changes) -> None:
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def test_an_edited_config_that_reshapes_the_state_is_refused_and_a_longer_budget_resumes(
+    tiny_workspace, tmp_path, capsys
+):
+    ws = tiny_workspace
+    data = write_images(tmp_path / "red", [((230, 20 + i, 25), "zqx") for i in range(3)])
+    cfg = tiny_train_config(
+        data, "zqx", "method=pivotal", "train.steps=4", "train.save_every_steps=2", "lora.rank=4",
+        "output.name=edited", "scoring.enabled=false",
+    )
+    run_training(ws, cfg, progress=False, stop_at_step=2)
+    config = ws.runs / "edited" / "config.yaml"
+    original = config.read_text(encoding="utf-8")
+
+    for changes, named in (
+        ({"lora__rank": 8}, "lora.rank 4 -> 8"),
+        ({"method": "lora"}, 'method "pivotal" -> "lora"'),
+        ({"embedding__num_vectors": 3, "lora__targets": "attn"}, '"kohya" -> "attn", embedding.num_vectors'),
+        ({"train__ema_decay": 0.99}, "train.ema_decay null -> 0.99"),
+    ):
+        config.write_text(original, encoding="utf-8")
+        _edit(config, **changes)
+        with pytest.raises(LorastudioError, match="config.yaml changes what step-2 trained") as refused:
+            run_training(ws, resume="edited", progress=False)
+        assert named in str(refused.value) and "put the old value back" in str(refused.value)
+        assert "\n" not in str(refused.value)
+
+    # A longer run, other rates, one more image: it resumes (and says the data set changed).
+    config.write_text(original, encoding="utf-8")
+    _edit(config, train__steps=6, train__learning_rate=5e-5, lora__dropout=0.1)
+    write_images(tmp_path / "more", [((10, 10, 10), "zqx")])
+    (tmp_path / "more" / "0.png").rename(data / "9.png")
+    capsys.readouterr()
+    result = run_training(ws, resume="edited", progress=True)
+    assert result["finished"] and result["step"] == 6
+    assert "data set: changed since the checkpoint (3 images then, 4 now)" in capsys.readouterr().err
