@@ -58,4 +58,7 @@ def test_an_edited_config_that_reshapes_the_state_is_refused_and_a_longer_budget
     capsys.readouterr()
     result = run_training(ws, resume="edited", progress=True)
     assert result["finished"] and result["step"] == 6
-    assert "data set: changed since the checkpoint (3 images then, 4 now)" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "data set: changed since the checkpoint (3 images then, 4 now)" in said
+    # the restored optimizer and schedule keep the saved rates: the edit is said, not silently dropped
+    assert "rates: train.learning_rate " in said and "-> 5e-05" in said and "keep the saved ones" in said

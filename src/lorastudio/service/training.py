@@ -248,10 +248,12 @@ def run_training(
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     if state is not None and (say := _stderr_printer(progress)) is not None:
-        from lorastudio.train.resume import dataset_change
+        from lorastudio.train.resume import dataset_change, rate_change
 
-        if note := dataset_change(config.model_dump(mode="json"), facts, len(plan.images)):
-            say(note)
+        values = config.model_dump(mode="json")
+        for note in (dataset_change(values, facts, len(plan.images)), rate_change(values, facts)):
+            if note:
+                say(note)
     run_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":  # one writer: every rank of a data-parallel run holds the same config
         from lorastudio.train.outputs import atomic_file

@@ -4,7 +4,8 @@ A run is changed by editing its `config.yaml`; a key that reshapes the saved sta
 4 -> 8, `method` pivotal -> lora) used to fail deep inside accelerate's loader. The config a
 checkpoint was saved with is in its files' metadata (`ss_lorastudio_config`, written since the
 first release), so every checkpoint, old ones included, is checked before anything loads.
-The step budget and the rates may change: a run is extended by raising `train.steps`.
+The step budget may change (a run is extended by raising `train.steps`); so may the rates, but the
+saved optimizer and schedule bring their own back, as kohya's `--resume` does, and a line says so.
 
 No torch here: the service calls it before the model loads.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["SHAPING_KEYS", "checkpoint_facts", "check_resumable", "dataset_change"]
+__all__ = ["SHAPING_KEYS", "checkpoint_facts", "check_resumable", "dataset_change", "rate_change"]
 
 # Always compared: another base or another method is another set of tensors.
 _RUN_KEYS = ("model", "family", "method", "train.optimizer")
@@ -108,3 +109,23 @@ def dataset_change(config: Mapping[str, Any], facts: Mapping[str, str] | None, i
     if not notes:
         return None
     return f"data set: changed since the checkpoint ({'; '.join(notes)}); resuming with the current images."
+
+
+# The rates the saved optimizer groups and learning-rate schedule hold (restored with them).
+_RATE_KEYS = ("train.learning_rate", "train.text_encoder_lr", "embedding.learning_rate", "train.lr_scheduler")
+
+
+def rate_change(config: Mapping[str, Any], facts: Mapping[str, str] | None) -> str | None:
+    """A line when config.yaml changes a rate since the checkpoint: the restored optimizer and
+    schedule keep the saved ones, so the edit would otherwise go unnoticed."""
+    saved = _saved_config(facts)
+    if saved is None:
+        return None
+    changed = [key for key in _RATE_KEYS if _get(saved, key) != _get(config, key)]
+    if not changed:
+        return None
+    what = ", ".join(f"{key} {json.dumps(_get(saved, key))} -> {json.dumps(_get(config, key))}" for key in changed)
+    return (
+        f"rates: {what} since the checkpoint; the resumed optimizer and schedule keep the saved ones "
+        "(as kohya's --resume); start a new run to train with the new ones."
+    )
