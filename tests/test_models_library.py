@@ -239,6 +239,40 @@ def test_checkpoint_refusal_names_what_torch_refused(tmp_path):
     assert not marker.exists()
 
 
+class _ForgedVoidDtype:
+    """A void dtype whose pickled state claims an object field (numpy's flags say it holds none)."""
+
+    def __reduce__(self):
+        import numpy as np
+
+        return (np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0))
+
+
+class _ForgedScalar:
+    """A scalar of that dtype from 8 chosen bytes: reading its field followed a forged pointer."""
+
+    def __reduce__(self):
+        from numpy._core.multiarray import scalar
+
+        return (scalar, (_ForgedVoidDtype(), b"\x41" * 8))
+
+
+def test_a_numpy_scalar_that_forges_a_pointer_is_refused_not_a_crash(tmp_path):
+    """The numpy globals an old checkpoint may use take plain number types only: a forged void
+    scalar read through OrderedDict segfaulted the reader (a crafted .ckpt crashed the worker)."""
+    import collections
+
+    from lorastudio.models.checkpoint import load_pickled_state_dict
+
+    class Trigger:
+        def __reduce__(self):
+            return (collections.OrderedDict, (_ForgedScalar(),))
+
+    torch.save({"state_dict": {"w": torch.ones(2)}, "bad": Trigger()}, tmp_path / "forged.ckpt")
+    with pytest.raises(UnsafeFileError, match="forged.ckpt: refused .*'V8' is not a plain number type"):
+        load_pickled_state_dict(tmp_path / "forged.ckpt")
+
+
 def test_corrupt_checkpoint_is_one_clear_line(tiny_workspace, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")

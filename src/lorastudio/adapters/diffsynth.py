@@ -73,7 +73,7 @@ def is_diffsynth_state_dict(keys) -> bool:
 def load_diffsynth_file(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a DiffSynth `.ckpt`/`.pt`/`.bin` (weights only: a pickle cannot run code here)
     or `.safetensors`; a Lightning checkpoint's `state_dict` is unwrapped."""
-    import torch
+    from lorastudio.models.checkpoint import weights_only_load
 
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
@@ -81,7 +81,7 @@ def load_diffsynth_file(path: str | Path) -> dict[str, torch.Tensor]:
 
         return read_safetensors_private(path)[0]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = weights_only_load(path)
     except Exception as exc:  # a pickle with code, or not a checkpoint at all
         raise LorastudioError(f"{path.name}: not a weights-only checkpoint ({exc.__class__.__name__}); re-save it as tensors.") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

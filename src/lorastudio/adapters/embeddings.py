@@ -96,9 +96,10 @@ def _load_pickle_safely(path: Path) -> dict:
 
     import torch
 
-    try:
-        with torch.serialization.safe_globals([torch.nn.ParameterDict]):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+    from lorastudio.models.checkpoint import weights_only_load
+
+    try:  # old A1111 files keep `string_to_param` as an (inert) ParameterDict
+        return weights_only_load(path, [torch.nn.ParameterDict])
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as exc:
         raise UnsafeFileError(
             f"{path.name}: holds pickled objects that are not plain tensors, so it is refused "

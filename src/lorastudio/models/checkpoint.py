@@ -267,23 +267,49 @@ class _InertCallback:
     state is kept as plain attributes and dropped with everything but the weights."""
 
 
-def _harmless_globals() -> list:
-    """What old SD `.ckpt` files hold besides tensors, as A1111's restricted unpickler allows it:
-    a numpy `global_step` (numpy 1 and 2 module paths) and lightning's callback class."""
-    import importlib
+_NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex: no object, string or void parts
+
+
+def _numeric_dtype(spec: Any, *_flags: Any) -> Any:
+    """`numpy.dtype(...)` as an old checkpoint's pickle calls it, for plain numeric types only: a
+    structured or object dtype could point into memory (a forged void scalar crashed the reader)."""
+    import pickle
 
     import numpy as np
 
-    try:
-        scalar = importlib.import_module("numpy._core.multiarray").scalar
-    except ImportError:  # numpy 1 before 1.26
-        scalar = importlib.import_module("numpy.core.multiarray").scalar
-    dtypes = {type(np.dtype(code)) for code in np.typecodes["All"]}  # a dtype's state is set on its class
+    dtype = np.dtype(spec) if isinstance(spec, str) and len(spec) <= 8 else None
+    if dtype is None or dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r} is not a plain number type")
+    return dtype
+
+
+def _numeric_scalar(dtype: Any, data: Any = None) -> Any:
+    """`numpy.core.multiarray.scalar(dtype, bytes)` (a pickled `global_step`), rebuilt from the type
+    alone: the dtype's pickled state (sizes, fields) is not trusted."""
+    import pickle
+
+    import numpy as np
+
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
+        raise pickle.UnpicklingError("numpy scalar of a type that is not a plain number")
+    clean = np.dtype(dtype.type).newbyteorder(dtype.byteorder if dtype.byteorder in "<>" else "=")
+    if not isinstance(data, bytes) or len(data) != clean.itemsize:
+        raise pickle.UnpicklingError("numpy scalar whose bytes do not fit its type")
+    return np.frombuffer(data, dtype=clean, count=1)[0]
+
+
+def _harmless_globals() -> list:
+    """What old SD `.ckpt` files hold besides tensors, as A1111's restricted unpickler allows it:
+    a numpy `global_step` (numpy 1 and 2 module paths; numeric types only) and lightning's callback."""
+    import numpy as np
+
+    numeric = np.typecodes["AllInteger"] + np.typecodes["AllFloat"] + "?"
+    dtype_classes = {type(np.dtype(code)) for code in numeric}  # a dtype's pickled state is set on its class
     return [
-        (scalar, "numpy._core.multiarray.scalar"),
-        (scalar, "numpy.core.multiarray.scalar"),
-        (np.dtype, "numpy.dtype"),
-        *dtypes,
+        (_numeric_scalar, "numpy._core.multiarray.scalar"),
+        (_numeric_scalar, "numpy.core.multiarray.scalar"),
+        (_numeric_dtype, "numpy.dtype"),
+        *dtype_classes,
         (_InertCallback, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
     ]
 
@@ -291,14 +317,26 @@ def _harmless_globals() -> list:
 _SAFE_LOAD_LOCK = threading.Lock()  # torch's allow-list is process-wide: one load adds and removes it at a time
 
 
-def _torch_load_weights_only(path: Path) -> Any:
-    """`torch.load(weights_only=True)` with `_harmless_globals` allowed (nothing that runs code)."""
+def weights_only_load(path: Path, extra_globals: list | tuple = (), loader: Any = None, **kwargs: Any) -> Any:
+    """`torch.load(weights_only=True)` (or `loader`, accelerate's) with `extra_globals` allowed for
+    this load only. torch keeps one allow-list per process, so every weights-only load of this
+    package takes its turn: no other load (a state checked before accelerate unpickles it) ever
+    sees another's allowances, and none is removed under it."""
+    import contextlib
+
     import torch
 
-    with _SAFE_LOAD_LOCK, torch.serialization.safe_globals(_harmless_globals()), warnings.catch_warnings():
+    allowed = torch.serialization.safe_globals(list(extra_globals)) if extra_globals else contextlib.nullcontext()
+    with _SAFE_LOAD_LOCK, allowed, warnings.catch_warnings():
         # the legacy (non-zip) format warns about its pickle protocol on every load
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        load = loader or torch.load
+        return load(str(path), map_location="cpu", weights_only=True, **kwargs)
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    """`torch.load(weights_only=True)` with `_harmless_globals` allowed (nothing that runs code)."""
+    return weights_only_load(path, _harmless_globals())
 
 
 _TORCH_BOILERPLATE = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file an issue")

@@ -27,6 +27,7 @@ from lorastudio.models.checkpoint import (
     load_pickled_state_dict,
     read_safetensors_header,
     read_safetensors_private,
+    weights_only_load,
 )
 
 __all__ = [
@@ -93,7 +94,7 @@ def _pickled_tensors(path: Path) -> dict:
     import torch
 
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        data = weights_only_load(path, mmap=True)
     except Exception:  # legacy (non-zip) format, or refused: the checked loader says which, in one line
         return load_pickled_state_dict(path)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

@@ -244,11 +244,13 @@ def refuse_unsafe_state(state: Path) -> None:
 
     from accelerate.utils.other import load  # torch.load, weights only, numpy's RNG state allowed
 
+    from lorastudio.models.checkpoint import weights_only_load
+
     for path in sorted(state.iterdir()):
         if not path.is_file() or path.suffix.lower() in {".safetensors", ".json"}:
             continue
         try:
-            load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            weights_only_load(path, loader=load, mmap=zipfile.is_zipfile(path))  # never with others' allowances
         except pickle.UnpicklingError as exc:  # torch's own text: the line naming the refused global
             lines = [line.strip() for line in str(exc).splitlines() if "unsupported" in line.lower()]
             reason = lines[0].split("error:")[-1].strip()[:160] if lines else "objects beyond tensors"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
+from lorastudio.models.checkpoint import weights_only_load
 
 __all__ = ["cached_network", "image_to_tensor", "load_strict", "read_state_dict"]
 
@@ -32,7 +33,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
-        data = torch.load(str(path), weights_only=True, map_location="cpu")
+        data = weights_only_load(path)
     except Exception as error:  # pickle errors come in many types; the message says which file
         raise LorastudioError(
             f"{path.name} in {path.parent}/ does not load as a weights-only PyTorch file ({type(error).__name__}): "

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
+from lorastudio.models.checkpoint import weights_only_load
 
 __all__ = ["BodyPoseNet", "FaceNet", "HandPoseNet", "load_pose_weights"]
 
@@ -168,7 +169,7 @@ class FaceNet(nn.Module):
 def load_pose_weights(model: nn.Module, path: Path) -> nn.Module:
     """`model` with the weights of `path`, whose keys may or may not carry this module's block prefix."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = weights_only_load(path)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise LorastudioError(f"{path}: cannot be read as a PyTorch weight file ({error}); replace the file.") from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
+from lorastudio.models.checkpoint import weights_only_load
 
 __all__ = [
     "SUPPORTED",
@@ -91,14 +92,13 @@ def read_upscaler_state_dict(path: str | Path) -> dict[str, Any]:
 def _load_pickle(path: Path) -> Any:
     import pickle
 
-    import torch
 
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic[:2] != b"PK" and magic[:1] != b"\x80":  # neither torch's zip nor a raw pickle
         raise LorastudioError(f"{path.name}: cannot be read as an upscaler (not a torch file); the file may be corrupt.")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        return weights_only_load(path)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         reason = f" ({found.group(1)})" if found else ""
