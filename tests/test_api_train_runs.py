@@ -57,6 +57,8 @@ def test_a_cancelled_run_is_resumed_over_the_api_by_its_owner_only(idle_studio):
         assert again.status_code == 200, again.text
         resumed = idle_studio.get_job(again.json()["id"])
         assert (resumed.state, resumed.user, resumed.payload["run"]) == ("queued", "alice", first["payload"]["run"])
+        twice = client.post(f"/api/v1/jobs/{first['id']}/resume", headers=ALICE)  # a double click
+        assert twice.status_code == 422 and f"already resumed as job {resumed.id}" in twice.json()["detail"]
         assert client.post(f"/api/v1/jobs/{first['id']}/checkpoint", json={"step": 2}, headers=BOB).status_code == 403
         not_training = client.post(f"/api/v1/jobs/{finished['id']}/checkpoint", json={"step": 2}, headers=ALICE)
         assert not_training.status_code == 422 and "only a training job" in not_training.json()["detail"]

@@ -230,8 +230,21 @@ class Studio:
             raise InvalidRequest(
                 f"job {job_id}: only a cancelled or failed training job resumes (this one is a {old.state} {old.kind} job)."
             )
+        self._check_not_resumed(old)
         payload = {"config": old.payload["config"], "run": old.payload["run"]}
         return self.submit("train", payload, user=old.user if user is None else user, priority=priority, affinity=old.affinity)
+
+    def _check_not_resumed(self, old: Job, scan: int = 1000) -> None:
+        """A run resumes once: a second Resume (a double click, a retried POST) would queue two trainers
+        on one run folder, or publish a finished run again over the checkpoint the user picked."""
+        run = old.payload.get("run")
+        for job in self.list_jobs(limit=scan):  # newest first
+            if job.id == old.id or job.created_at < old.created_at:
+                break
+            if job.kind == "train" and job.payload.get("run") == run and job.state in ("queued", "running", "succeeded"):
+                raise InvalidRequest(
+                    f"job {old.id}: its run {run!r} was already resumed as job {job.id} ({job.state}); follow that one."
+                )
 
     def pick_checkpoint(self, job_id: str, step: int, *, user: str | None) -> dict[str, Any]:
         """"Use this checkpoint": step `step` of a training job's run replaces the run's LoRA in the
