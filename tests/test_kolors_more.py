@@ -235,3 +235,43 @@ def test_cli_imports_a_diffsynth_ckpt_with_its_alpha_and_refuses_a_pickle_with_o
     refused = CliRunner().invoke(app, ["lora", "import", str(tmp_path / "odd.ckpt"), "--model", folder])
     assert refused.exit_code != 0 and "weights-only" in refused.output
     assert not (ws.loras / "odd.safetensors").exists()
+
+
+def test_a_diffsynth_ckpt_imports_and_exports_without_a_model_folder_as_the_docs_say(ws, tmp_path):
+    """`lora import epoch=0-step=500.ckpt --name kolors-cat` (docs/TRAINING.md) with no --model, and the
+    export of that LoRA: Kolors ships no configs, so both crashed on models/configs/kolors; its UNet has
+    SDXL's blocks, which is all the names need."""
+    import torch
+    from typer.testing import CliRunner
+
+    from lorastudio.adapters import load_lora_file
+    from lorastudio.cli import _register, app
+
+    prefix = "blocks.7.transformer_blocks.0.attn1.to_q"  # DiffSynth's numbering of down_blocks.1.attentions.0
+    state = {f"{prefix}.lora_A.default.weight": torch.randn(4, 640), f"{prefix}.lora_B.default.weight": torch.randn(640, 4)}
+    torch.save(state, tmp_path / "epoch=0-step=500.ckpt")
+    _register()
+    done = CliRunner().invoke(app, ["lora", "import", str(tmp_path / "epoch=0-step=500.ckpt"), "--name", "kolors-cat"])
+    assert done.exit_code == 0, done.output
+    keys = set(load_lora_file(ws.loras / "kolors-cat.safetensors").modules)
+    assert keys == {("unet", "input_blocks.4.1.transformer_blocks.0.attn1.to_q")}  # SDXL's LDM name
+    exported = CliRunner().invoke(app, ["lora", "export", str(ws.loras / "kolors-cat.safetensors"), "--to", "peft",
+                                        "--out", str(tmp_path / "peft")])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+
+
+def test_an_embedding_word_in_a_kolors_prompt_is_said_to_be_a_plain_word(ws, caplog):
+    """ChatGLM takes no textual-inversion vectors: the word stays a word, and the log says so (as for
+    an embedding of another family), instead of nothing at all."""
+    import logging
+
+    import torch
+
+    from lorastudio.adapters.embeddings import Embedding, save_embedding
+
+    save_embedding(Embedding("mira", [torch.randn(1, 768)]), ws.embeddings / "mira.safetensors", "sd15")
+    cfg = GenerateConfig(model="tiny-kolors", prompt="卡通，mira 一只猫", steps=1, seed=1, width=64, height=64)
+    with caplog.at_level(logging.WARNING, logger="lorastudio"):
+        result = run_generation(ws, cfg, names=LENIENT)
+    assert len(result.images) == 1 and "TI hashes" not in result.images[0].infotext
+    assert "cannot use textual-inversion embeddings; 'mira' read as plain words" in caplog.text

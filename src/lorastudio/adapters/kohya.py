@@ -153,17 +153,19 @@ def kohya_state_dict(lora: LoraFile, family: Family, unet_config=None) -> dict[s
 
 
 def default_unet_config(family: Family) -> dict:
-    """The family's reference UNet config (shipped under models/configs), used when none is given."""
+    """The family's reference UNet config (shipped under models/configs), used when none is given.
+
+    Kolors ships no configs (its files complete a base folder), but its UNet has SDXL's blocks,
+    which is all LoRA names depend on: SDXL's layout serves (a DiffSynth import or an export
+    with no `--model` crashed on the missing file)."""
     import json
 
-    path = (
-        Path(__file__).resolve().parent.parent
-        / "models"
-        / "configs"
-        / family.config_dir
-        / "unet"
-        / "config.json"
-    )
+    from lorastudio.models.families import get_family
+
+    configs = Path(__file__).resolve().parent.parent / "models" / "configs"
+    path = configs / family.config_dir / "unet" / "config.json"
+    if not path.is_file() and family.kohya_unet_ldm_names:
+        path = configs / get_family("sdxl").config_dir / "unet" / "config.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -12,7 +12,7 @@ lora_app = typer.Typer(
 )
 app.add_typer(lora_app, name="lora")
 
-_FAMILY_HELP = "Model family (sd15, sd2, sdxl) when the file does not tell."
+_FAMILY_HELP = "Model family (sd15, sd2, sdxl, kolors) when the file does not tell."
 
 
 def _print(info: dict, json_out: bool) -> None:

@@ -232,8 +232,12 @@ def run_generation(
         )
     embeddings = {}
     ti_hashes = []
-    # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none.
-    found = find_embedding_files(ws, [prompt, negative]) if model.family.embedding_keys else {}
+    # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none, and say so.
+    found = find_embedding_files(ws, [prompt, negative])
+    if found and not model.family.embedding_keys:
+        logger.warning("%s cannot use textual-inversion embeddings; %s read as plain words",
+                       model.family.label, ", ".join(repr(name) for name in found))  # fmt: skip
+        found = {}
     pinned = {
         name
         for (lora, *_), info in zip(loras, lora_info, strict=True)

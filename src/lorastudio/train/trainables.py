@@ -73,7 +73,7 @@ def _check_text_side(cfg: TrainConfig, family) -> None:
         return
     if cfg.trains_embedding:
         raise LorastudioError(
-            f"training: {family.label} has no textual-inversion embeddings; use a LoRA (mode=lora) instead."
+            f"training: {family.label} has no textual-inversion embeddings; use a LoRA (method=lora) instead."
         )
     if cfg.trains_lora and cfg.lora.train_text_encoder:
         raise LorastudioError(
