@@ -88,3 +88,26 @@ def test_a_yaml_beside_the_file_the_spec_and_a_9_channel_unet_decide_first(tiny_
     assert _prediction(ws, spec) == "epsilon"
     inpainting = _sd2_file(tiny_sd2, tmp_path / "inpainting.safetensors", out_bias=-3.0, nine_channels=True)
     assert _prediction(ws, inpainting) == "epsilon"
+
+
+def test_the_yaml_beside_a_ckpt_counts_and_an_import_brings_it_along(tiny_configs, tiny_sd2, tmp_path):
+    """A1111 users keep `v2-inference-v.yaml` beside their `.ckpt`: it is read beside the file they have
+    (not its converted copy in the cache), and `models import` copies it beside the library's file,
+    renames and deletes it with the model."""
+    from safetensors.torch import load_file
+
+    from lorastudio.service.models import delete_model, import_model, rename_model
+
+    ws = tiny_configs
+    plain = _sd2_file(tiny_sd2, tmp_path / "v768.safetensors", out_bias=-3.0)  # the UNet alone says v
+    ckpt = tmp_path / "base512.ckpt"
+    torch.save({"state_dict": load_file(str(plain))}, ckpt)
+    ckpt.with_suffix(".yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n", encoding="utf-8")
+    assert _prediction(ws, ckpt) == "epsilon"
+    plain.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "eps"\n', encoding="utf-8")
+    import_model(ws, plain, name="sd2base")
+    assert (ws.models / "sd2base.yaml").is_file() and _prediction(ws, "sd2base") == "epsilon"
+    rename_model(ws, "sd2base", "sd2b")
+    assert (ws.models / "sd2b.yaml").is_file() and not (ws.models / "sd2base.yaml").exists()
+    delete_model(ws, "sd2b")
+    assert not (ws.models / "sd2b.yaml").exists()

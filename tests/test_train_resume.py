@@ -56,9 +56,26 @@ def test_an_edited_config_that_reshapes_the_state_is_refused_and_a_longer_budget
     write_images(tmp_path / "more", [((10, 10, 10), "zqx")])
     (tmp_path / "more" / "0.png").rename(data / "9.png")
     capsys.readouterr()
-    result = run_training(ws, resume="edited", progress=True)
+    events: list[dict] = []
+    result = run_training(ws, resume="edited", progress=True, callback=events.append)
     assert result["finished"] and result["step"] == 6
     said = capsys.readouterr().err
     assert "data set: changed since the checkpoint (3 images then, 4 now)" in said
     # the restored optimizer and schedule keep the saved rates: the edit is said, not silently dropped
     assert "rates: train.learning_rate " in said and "-> 5e-05" in said and "keep the saved ones" in said
+    logged = [e["line"] for e in events if e.get("event") == "log"]  # what a UI or API job log shows
+    assert any(line.startswith("data set: changed") for line in logged) and any(line.startswith("rates:") for line in logged)
+
+
+def test_a_key_the_checkpoints_config_predates_is_not_a_change():
+    """A checkpoint saved before `lora.type` existed resumes: only keys both configs hold are compared."""
+    import json
+
+    from lorastudio.train.resume import check_resumable
+
+    now = {"model": "m", "method": "lora", "lora": {"rank": 4, "type": "lora"}, "train": {}}
+    old = {"model": "m", "method": "lora", "lora": {"rank": 4}, "train": {}}
+    check_resumable(now, {"ss_lorastudio_config": json.dumps(old)}, "run", "step-2")  # no refusal
+    with pytest.raises(LorastudioError, match="lora.rank 2 -> 4"):
+        old["lora"]["rank"] = 2
+        check_resumable(now, {"ss_lorastudio_config": json.dumps(old)}, "run", "step-2")

@@ -285,6 +285,7 @@ def _single_file_config(
     cache_dir: Path,
     models_dir: Path,
     prediction_type: str | None,
+    original: Path | None = None,
 ) -> tuple[Path, bool]:
     """The config folder for a single file (a tiny model's own folder, or the family's shipped
     one) and whether its prediction type is settled; an SD 2.x file that declares none is not,
@@ -296,7 +297,8 @@ def _single_file_config(
     in_channels = keys.get("model.diffusion_model.input_blocks.0.0.weight", (0, 4))[1]
     unet = {"in_channels": in_channels} if in_channels != 4 else {}
     # A caller's choice, the SAI model spec, a yaml beside the file, a 9-channel SD 2.x UNet.
-    prediction_type = prediction_type or declared_prediction(path, meta, in_channels, family.name)
+    # (the yaml sits beside the file the user has: a .ckpt, not its converted copy in the cache)
+    prediction_type = prediction_type or declared_prediction(original or path, meta, in_channels, family.name)
     sched = {"prediction_type": prediction_type} if prediction_type else {}
     return config_folder(family, cache_dir, unet, sched), bool(prediction_type) or family.name != "sd2"
 
@@ -368,7 +370,7 @@ def _load_single_file(
     family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
     if family.unet_marker and not family.single_file_markers:  # no all-in-one file exists (Kolors)
         return family, _load_unet_over_base(path, family, dtype, models_dir)
-    config, settled = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type)
+    config, settled = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type, original)
     without_vae = not any(key.startswith(VAE_PREFIX) for key in keys)
     if without_vae and not vae_given:
         raise LorastudioError(

@@ -13,13 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SPEC_PREDICTION", "declared_prediction", "unet_predicts_v"]
+__all__ = ["SPEC_PREDICTION", "declared_prediction", "unet_predicts_v", "yaml_beside"]
 
 # SAI model spec values ("epsilon", "v") as diffusers' scheduler names them.
 SPEC_PREDICTION = {"v": "v_prediction", "v_prediction": "v_prediction", "epsilon": "epsilon", "eps": "epsilon"}
 
 
-def _yaml_beside(path: Path) -> Path | None:
+def yaml_beside(path: Path) -> Path | None:
+    """The LDM config A1111 users keep beside a checkpoint (`model.yaml`), if any."""
     for suffix in (".yaml", ".yml"):
         candidate = path.with_suffix(suffix)
         if candidate.is_file():
@@ -32,7 +33,7 @@ def prediction_from_yaml(path: Path) -> str | None:
     default); None without a readable yaml."""
     import yaml
 
-    found = _yaml_beside(path)
+    found = yaml_beside(path)
     if found is None:
         return None
     try:

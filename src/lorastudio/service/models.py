@@ -247,11 +247,21 @@ def import_model(
         tmp = target.with_suffix(".tmp")
         shutil.copyfile(source, tmp)
         tmp.replace(target)
+    _bring_yaml(source, target)
     try:
         return model_info(ws, name)
     except LorastudioError:
         shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         raise
+
+
+def _bring_yaml(source: Path, target: Path) -> None:
+    """The LDM `.yaml` beside a single file goes with it: it says whether an SD 2.x file predicts v."""
+    from lorastudio.models.prediction import yaml_beside
+
+    config = None if source.is_dir() else yaml_beside(source)
+    if config is not None:
+        shutil.copyfile(config, target.with_suffix(".yaml"))
 
 
 def delete_model(ws: Workspace, name: str) -> dict[str, Any]:
@@ -266,6 +276,7 @@ def delete_model(ws: Workspace, name: str) -> dict[str, Any]:
     single = next((p for p in links if p.is_symlink()), None) or find_with_suffix(ws.models, name, LISTED_MODEL_SUFFIXES)
     if folder.is_symlink() or single is not None:
         (folder if folder.is_symlink() else single).unlink()  # a link goes, never what it points at
+        (ws.models / f"{name}.yaml").unlink(missing_ok=True)  # its LDM config, brought by the import
     elif folder.is_dir():
         shutil.rmtree(folder)
     else:
@@ -292,6 +303,8 @@ def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
         if taken.exists() or taken.is_symlink():
             raise LorastudioError(f"model {new_name!r}: already exists in {ws.models}; choose another name.")
     target = rename_without_clobbering(path, ws.models / f"{new_name}{suffix}", "model")
+    if suffix and (ws.models / f"{name}.yaml").is_file():  # its LDM config follows it
+        rename_without_clobbering(ws.models / f"{name}.yaml", target.with_suffix(".yaml"), "model config")
     Library(ws).rename_model(name, new_name, target)
     return {"name": new_name, "renamed_from": name}
 

@@ -247,13 +247,15 @@ def run_training(
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
-    if state is not None and (say := _stderr_printer(progress)) is not None:
+    if state is not None:  # said on stderr (CLI) and in the job log (UI, API)
         from lorastudio.train.resume import dataset_change, rate_change
 
-        values = config.model_dump(mode="json")
-        for note in (dataset_change(values, facts, len(plan.images)), rate_change(values, facts)):
-            if note:
+        values, say = config.model_dump(mode="json"), _stderr_printer(progress)
+        for note in filter(None, (dataset_change(values, facts, len(plan.images)), rate_change(values, facts))):
+            if say is not None:
                 say(note)
+            if callback is not None:
+                callback({"event": "log", "line": note})
     run_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":  # one writer: every rank of a data-parallel run holds the same config
         from lorastudio.train.outputs import atomic_file

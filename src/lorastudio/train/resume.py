@@ -36,6 +36,14 @@ def _get(config: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def _present(config: Mapping[str, Any], dotted: str) -> bool:
+    *parents, last = dotted.split(".")
+    node: Any = config
+    for part in parents:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return isinstance(node, Mapping) and last in node
+
+
 def _shape(config: Mapping[str, Any]) -> dict[str, Any]:
     """The values of the keys that decide which tensors the state holds, for this config's method."""
     method = config.get("method")
@@ -81,7 +89,11 @@ def check_resumable(config: Mapping[str, Any], facts: Mapping[str, str] | None, 
         return
     before, now = _shape(saved), _shape(config)
     # a key only one method uses is not compared: the changed `method` already says it
-    changed = [key for key in SHAPING_KEYS if key in before and key in now and before[key] != now[key]]
+    # a key the checkpoint's config predates (added by a later lorastudio) is not a change
+    changed = [
+        key for key in SHAPING_KEYS
+        if key in before and key in now and before[key] != now[key] and _present(saved, key)
+    ]  # fmt: skip
     if not changed:
         return
     what = ", ".join(f"{key} {json.dumps(_get(saved, key))} -> {json.dumps(_get(config, key))}" for key in changed)
