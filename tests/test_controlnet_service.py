@@ -284,14 +284,15 @@ def test_a_pasted_images_units_reach_the_form_by_title_and_one_this_studio_lacks
 
     title = list_controlnets(cn_workspace)[0]["title"]
     units = (
-        'ControlNet 0: "Module: canny, Model: cn [0badc0de], Weight: 0.6, Resize Mode: Crop and Resize, '
+        'ControlNet 0: "Module: depth_midas, Model: control_v11f1p_sd15_depth [cfd03158], Weight: 1", '
+        'ControlNet 1: "Module: canny, Model: cn [0badc0de], Weight: 0.6, Resize Mode: Crop and Resize, '
         "Processor Res: 256, Threshold A: 50, Threshold B: 150, Guidance Start: 0.1, Guidance End: 0.9, "
-        'Pixel Perfect: False, Control Mode: Balanced", '
-        'ControlNet 1: "Module: depth_midas, Model: control_v11f1p_sd15_depth [cfd03158], Weight: 1"'
+        'Pixel Perfect: False, Control Mode: Balanced"'
     )
     recipe = read_recipe(_civitai_png(tmp_path / "civitai.png", units), cn_workspace, model="tiny-sd15", form=True)
     (unit,) = recipe.config.controlnet
+    assert recipe.control_slots == [1]  # unit 1 stays unit 1, as the extension's paste keeps its slots
     assert (unit.model, unit.module, unit.weight, unit.processor_res) == (title, "canny", 0.6, 256)
     assert (unit.threshold_a, unit.threshold_b, unit.guidance_start, unit.guidance_end) == (50, 150, 0.1, 0.9)
     missing = [note for note in recipe.notes if note.key == "controlnet_missing"]
-    assert len(missing) == 1 and missing[0].params["unit"] == 1
+    assert len(missing) == 1 and missing[0].params["unit"] == 0

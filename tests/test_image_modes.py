@@ -53,6 +53,18 @@ def test_portrait_photo_and_face_image_keep_16_bit_grey(tmp_path):
     _assert_mid_grey(load_face_image(Image.open(path)).convert("L"), "L")
 
 
+def test_template_portrait_and_control_preview_pictures_keep_16_bit_grey(tmp_path):
+    """The readers the first pass missed: a template photo, a portrait's picture, a unit's preview."""
+    from lorastudio.service.annotate import open_control_picture
+    from lorastudio.service.portrait_make import _open_rgb
+    from lorastudio.service.templates import _open_photo
+
+    path = tmp_path / "scan.png"
+    _grey16_png(path)
+    for image in (_open_photo(path), _open_rgb(path), open_control_picture(str(path))):
+        _assert_mid_grey(image.convert("L"), "L")
+
+
 @pytest.mark.parametrize("grey", [False, True])
 def test_request_image_file_keeps_16_bit_grey(tmp_path, grey):
     from lorastudio.generate.images import open_image_file

@@ -114,8 +114,8 @@ def test_a_file_name_with_spaces_imports_under_a_safe_name(tiny_workspace, tmp_p
     assert (tiny_workspace.models / "国风_模型_v2.safetensors").is_file()
     again = runner.invoke(app, ["models", "import", str(single)])
     assert again.exit_code != 0 and "'国风_模型_v2' already exists" in again.output
-    for stem in ("add_detail (v2)", "..hidden", "a..b", "  ", "x\ny"):
-        assert safe_name(name_from_stem(stem, "model"), "model name")
+    for stem in ("add_detail (v2)", "..hidden", "a..b", "  ", "x\ny", "国风" * 60):
+        assert safe_name(name_from_stem(stem, "model"), "model name")  # a 360-byte stem is cut to fit
 
 
 def test_a_ckpt_dropped_into_models_is_listed_described_and_deleted_as_a1111_lists_it(tiny_workspace, tmp_path):

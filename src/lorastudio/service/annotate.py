@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from lorastudio.generate.annotators.base import Annotator, Slider
 
-__all__ = ["detect_file", "detect_map", "list_modules", "module_row"]
+__all__ = ["detect_file", "detect_map", "list_modules", "module_row", "open_control_picture"]
 
 
 _WEIGHT_FREE_MODULES = ("lorastudio.generate.annotators.builtin", "lorastudio.generate.annotators.mediapipe_pose")
@@ -43,6 +43,13 @@ def _device(device: str | None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def open_control_picture(path: str) -> PILImage.Image:
+    """A control picture file as a unit reads it (EXIF rotation, 16-bit greys), for a preview."""
+    from lorastudio.generate.images import open_image_file
+
+    return open_image_file(path, "control image")
 
 
 def detect_map(

@@ -294,7 +294,8 @@ def control_infotext(cfg: GenerateConfig, rows: list[dict[str, Any]]) -> dict[st
 
 
 def units_from_infotext(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Units from an image's `ControlNet N` keys (their images are not in the infotext, as in A1111)."""
+    """Units from an image's `ControlNet N` keys (their images are not in the infotext, as in A1111);
+    each carries its N as `slot` (the form's unit), which the caller takes out before validation."""
     names = {name: field for field, name in INFOTEXT_FIELDS}
     units = []
     for index in range(10):
@@ -309,5 +310,5 @@ def units_from_infotext(params: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             unit[field] = None if field.startswith("threshold_") and value.strip() in ("-1", "-1.0") else value.strip()
         if unit.get("model"):
-            units.append(unit)
+            units.append({**unit, "slot": index})
     return units

@@ -160,9 +160,11 @@ class _Template:
 def _open_rgb(path: Path) -> PILImage.Image:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from lorastudio.image_modes import to_rgb
+
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(image))  # 16-bit greys kept
     except (OSError, UnidentifiedImageError) as exc:
         raise LorastudioError(f"{path}: not a readable image ({exc}).") from None
 

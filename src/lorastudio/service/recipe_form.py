@@ -101,6 +101,7 @@ def _keep_known_control_units(ws: Workspace, request: dict[str, Any], notes: lis
     kept = []
     for index, unit in enumerate(request.get("controlnet") or []):
         unit = dict(unit)
+        index = unit.get("slot", index)  # the image's `ControlNet N`
         try:
             unit["model"] = controlnet_title(find_controlnet(ws, str(unit.get("model") or "")))
         except LorastudioError:

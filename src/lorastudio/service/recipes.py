@@ -27,6 +27,7 @@ __all__ = ["Recipe", "RecipeNote", "config_from_recipe", "read_recipe"]
 class Recipe:
     config: GenerateConfig
     notes: list[RecipeNote] = field(default_factory=list)
+    control_slots: list[int] = field(default_factory=list)  # each `config.controlnet` unit's `ControlNet N`
 
 
 def config_from_recipe(
@@ -85,7 +86,8 @@ def read_recipe(
         request = form_request(ws, request, notes)
     elif request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
-    return Recipe(_validated(request, path, "edit the image's parameters"), notes)
+    slots = [unit.pop("slot") for unit in request["controlnet"]]
+    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots)
 
 
 def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:

@@ -46,9 +46,11 @@ def _template_files(ws: Workspace) -> list[Path]:
 def _open_photo(path: Path):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from lorastudio.image_modes import to_rgb
+
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(image))  # 16-bit greys kept
     except (OSError, UnidentifiedImageError) as exc:
         raise LorastudioError(f"{path}: not a readable image ({exc}); use a PNG, JPEG or WebP photo.") from None
 

@@ -212,8 +212,11 @@ def safe_name(name: str, what: str = "name") -> str:
 def name_from_stem(stem: str, fallback: str) -> str:
     """A file's stem as a new library name, as A1111 takes any file name: what a name may not hold
     (spaces, brackets, `..`) becomes `_` (`add_detail (v2)` -> `add_detail_v2`), letters of any
-    script stay; `fallback` when nothing is left. An explicit name goes through `safe_name`."""
-    return re.sub(r"[^\w.\-]+|\.{2,}", "_", stem).strip("_.") or fallback
+    script stay, cut to `safe_name`'s 240 bytes (a long CJK stem made a name no file could carry);
+    `fallback` when nothing is left. An explicit name goes through `safe_name`."""
+    name = re.sub(r"[^\w.\-]+|\.{2,}", "_", stem).strip("_.")
+    name = name.encode("utf-8")[:240].decode("utf-8", errors="ignore").strip("_.")
+    return name or fallback
 
 
 @dataclass(frozen=True)

@@ -143,15 +143,12 @@ def _threshold(value: float | None) -> float | None:
 
 def detect_preview(ctx: UiContext, image: str | None, module: str, resolution: float, a: float | None, b: float | None):
     """The unit's control map, as the generation will see it (the service's preprocessor run)."""
-    from PIL import Image
-
     from lorastudio.errors import LorastudioError
-    from lorastudio.service.annotate import detect_map
+    from lorastudio.service.annotate import detect_map, open_control_picture
 
     if not image:
         raise LorastudioError(ctx.t("control.no_image"))
-    with Image.open(image) as opened:
-        source = opened.convert("RGB")
+    source = open_control_picture(image)  # as the unit will read it (EXIF rotation, 16-bit greys)
     return detect_map(
         ctx.studio.workspace, module or "none", source, resolution=int(resolution or 512),
         threshold_a=a, threshold_b=b,

@@ -44,24 +44,26 @@ def build(ctx: UiContext) -> None:
         if note:  # a toast: the click moves to the Generate tab, away from this tab's message line
             gr.Warning(note)
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
-        units = _control_updates(ctx, len(panel.units), values.get("controlnet") or [])
+        units = _control_updates(ctx, len(panel.units), values.get("controlnet") or [], values.get("control_slots") or [])
         return (*updates, *units, gr.Tabs(selected="generate"), note)
 
     send.click(send_to_generate, [image, generate_fields["model"]], [*outputs, *unit_outputs, ctx.tabs, message])
 
 
-def _control_updates(ctx: UiContext, count: int, units: list[dict[str, Any]]) -> list:
+def _control_updates(ctx: UiContext, count: int, units: list[dict[str, Any]], slots: list[int]) -> list:
     """The ControlNet panel as the image's units set it (the extension's paste): each unit of the
-    recipe enabled with its settings, its image left to the user; the other units switched off."""
+    recipe enabled in its own slot (`ControlNet N` is unit N) with its settings, its image left to
+    the user; the other units switched off."""
     from lorastudio.service.choices import controlnet_titles
 
     titles = controlnet_titles(ctx.studio.workspace)  # the picker's choices may predate a new file
+    by_slot = dict(zip(slots, units, strict=False)) if len(slots) == len(units) else dict(enumerate(units))
     updates: list = []
     for index in range(count):
-        if index >= len(units):
+        if index not in by_slot:
             updates += [gr.update(value=False), *[gr.update() for _ in UNIT_FIELDS]]
             continue
-        unit = units[index]
+        unit = by_slot[index]
         updates.append(gr.update(value=True))
         for name in UNIT_FIELDS:
             value = unit.get(name)
@@ -109,6 +111,7 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
     except Exception as exc:
         return error_markup(ctx, exc)
     values = recipe.config.model_dump()
+    values["control_slots"] = recipe.control_slots
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
     for note in recipe.notes:  # a value this studio lacks: the form keeps its own, as A1111's paste
