@@ -260,6 +260,23 @@ def test_a_diffsynth_ckpt_imports_and_exports_without_a_model_folder_as_the_docs
     assert exported.exit_code == 0, exported.output
 
 
+def test_lora_import_takes_a_library_model_name_as_generate_does(ws, tiny_models_dir, tmp_path):
+    """`--model tiny-kolors` (a name `generate --model` takes) answered "no unet/config.json"."""
+    import torch
+    from typer.testing import CliRunner
+
+    from lorastudio.adapters.diffsynth import diffsynth_state_dict
+    from lorastudio.cli import _register, app
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+    torch.save(diffsynth_state_dict(_random_kolors_lora(model.unet), dict(model.unet.config)), tmp_path / "cat.ckpt")
+    _register()
+    done = CliRunner().invoke(app, ["lora", "import", str(tmp_path / "cat.ckpt"), "--model", "tiny-kolors"])
+    assert done.exit_code == 0, done.output
+    assert (ws.loras / "cat.safetensors").is_file()
+
+
 def test_an_embedding_word_in_a_kolors_prompt_is_said_to_be_a_plain_word(ws, caplog):
     """ChatGLM takes no textual-inversion vectors: the word stays a word, and the log says so (as for
     an embedding of another family), instead of nothing at all."""

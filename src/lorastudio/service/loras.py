@@ -68,12 +68,24 @@ def _family_for(lora, family: str | None, source: str):
     return detected
 
 
-def _unet_config_of(model: str | Path | None):
+def _unet_config_of(model: str | Path | None, ws: Workspace | None = None):
+    """The UNet config of `--model`: a diffusers folder, or (CLI) a library model name such as
+    `tiny-kolors` that `generate --model` takes."""
     if model is None:
         return None
-    config = Path(model) / "unet" / "config.json"
+    folder = Path(model)
+    if not (folder / "unet").is_dir() and ws is not None and not folder.is_absolute() and len(folder.parts) == 1:
+        from lorastudio.models.loading import resolve_model
+
+        try:
+            found = resolve_model(str(model), ws.models)
+        except LorastudioError:
+            found = None
+        if found is not None and found.kind == "folder" and found.path is not None:
+            folder = found.path
+    config = folder / "unet" / "config.json"
     if not config.is_file():
-        raise NotFoundError(f"{model}: no unet/config.json; pass a diffusers model folder.")
+        raise NotFoundError(f"{model}: no unet/config.json; pass a diffusers model folder or its library name.")
     return json.loads(config.read_text(encoding="utf-8"))
 
 
@@ -335,7 +347,7 @@ def import_lora(
 
     source = Path(source)
     if _is_diffsynth_file(source):
-        lora = _load_diffsynth(source, alpha, model)
+        lora = _load_diffsynth(source, alpha, model, ws)
         family = family or "kolors"
     else:
         if alpha is not None:
@@ -347,7 +359,7 @@ def import_lora(
     if target.exists():
         raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
     metadata = {"ss_output_name": stem} if "ss_output_name" not in lora.metadata else {}
-    save_kohya(lora, target, metadata, family=chosen, unet_config=_unet_config_of(model))
+    save_kohya(lora, target, metadata, family=chosen, unet_config=_unet_config_of(model, ws))
     info = _summary(lora, target, chosen, "kohya")
     info.update(name=stem, hash=lora_short_hash(target))
     return info
@@ -365,7 +377,7 @@ def _is_diffsynth_file(source: Path) -> bool:
     )
 
 
-def _load_diffsynth(source: Path, alpha: float | None, model: str | Path | None):
+def _load_diffsynth(source: Path, alpha: float | None, model: str | Path | None, ws: Workspace | None = None):
     from lorastudio.adapters.diffsynth import (
         DEFAULT_ALPHA,
         load_diffsynth_file,
@@ -375,7 +387,7 @@ def _load_diffsynth(source: Path, alpha: float | None, model: str | Path | None)
     if not source.is_file():
         raise NotFoundError(f"{source}: LoRA file not found.")
     state = load_diffsynth_file(source)
-    lora = lora_from_diffsynth_state_dict(state, DEFAULT_ALPHA if alpha is None else alpha, _unet_config_of(model))
+    lora = lora_from_diffsynth_state_dict(state, DEFAULT_ALPHA if alpha is None else alpha, _unet_config_of(model, ws))
     return lora
 
 
@@ -466,7 +478,7 @@ def export_lora(
     if to != "kohya":
         _refuse_lycoris_modules(lora, source.name, to)
     chosen = _family_for(lora, family, source.name) if (to == "kohya" or lora.unet_layout == "ldm") else None
-    unet_config = _unet_config_of(model)
+    unet_config = _unet_config_of(model, ws)
     if unet_config is None and chosen is not None and lora.unet_layout == "ldm":
         unet_config = default_unet_config(chosen)
     stem = source.stem if source.is_file() else source.name
