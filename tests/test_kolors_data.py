@@ -168,7 +168,7 @@ def test_size_and_aspect_filters_name_each_file_and_reason(workspace, runner, tm
     relaxed = {stems[k] for k in _drops(runner, "--kolors", "--min-side", "800")}
     assert relaxed == {"too_wide.png", "too_tall.png"}
 
-    result = invoke(runner, "dataset", "clean", "shapes", "--kolors", "--dedupe", "off")
+    result = invoke(runner, "dataset", "clean", "shapes", "--kolors")  # data-juicer's filters: no dedupe
     assert "dropped 3, keeping 2" in result.stdout
     assert {item.original for item in dataset_folder(workspace, "shapes").items} == {"square.png", "wide_ok.png"}
 

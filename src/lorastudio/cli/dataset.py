@@ -109,13 +109,15 @@ def clean_cmd(
     max_aspect: float = typer.Option(
         0.0, help="Drop images whose long side exceeds the short one this many times (2 = ratio 0.5-2.0; 0 = off)."
     ),
-    dedupe: str = typer.Option("near", help="off | exact | near (perceptual hash)."),
+    dedupe: str | None = typer.Option(
+        None, help="off | exact | near (perceptual hash); default near, off with --kolors (data-juicer's filters)."
+    ),
     phash_threshold: int = typer.Option(6, help="Max differing bits of 64 for near duplicates."),
     min_sharpness: float = typer.Option(0.0, help="Drop blurrier images (Laplacian variance; 0 = off)."),
     kolors: bool = typer.Option(
         False,
         "--kolors",
-        help="data-juicer preset of the Kolors walk-through: min 1024x1024, ratio 0.5-2.0 (options given win).",
+        help="data-juicer preset of the Kolors walk-through: min 1024x1024, ratio 0.5-2.0, no dedupe (options given win).",
     ),
     resize: int = typer.Option(0, help="After filtering, crop/resize to this resolution (0 = keep size)."),
     resize_mode: str = typer.Option(
@@ -139,7 +141,7 @@ def clean_cmd(
         "max_ratio": max_ratio or None,
         "min_side": min_side,
         "max_aspect": max_aspect or None,
-        "dedupe": dedupe,
+        "dedupe": dedupe or ("off" if kolors else "near"),
         "phash_threshold": phash_threshold,
         "min_sharpness": min_sharpness or None,
     }
