@@ -46,3 +46,11 @@ def test_a_prior_preservation_run_writes_kohyas_regularisation_keys():
         "class-x": {"n_repeats": 1, "img_count": 1},
     }
     assert "num_reg_images" not in _facts() and "prior_loss_weight" not in _facts()
+
+
+def test_a_data_set_given_by_its_metadata_file_is_keyed_by_its_folder():
+    """DiffSynth's `train/metadata.csv` (the Kolors walk-through) and a kohya in_json name their folder,
+    as kohya keys ss_dataset_dirs and ss_tag_frequency; the file name was written."""
+    assert list(_facts("data.dir=./anime/train/metadata.csv")["dataset_dirs"]) == ["train"]
+    assert list(_facts("data.dir=./anime/train")["dataset_dirs"]) == ["train"]
+    assert list(_facts("data.dir=anime")["tag_frequency"]) == ["anime"]

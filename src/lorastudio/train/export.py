@@ -128,6 +128,9 @@ def save_full_checkpoint(
     return path
 
 
+_METADATA_SUFFIXES = (".csv", ".json", ".jsonl")
+
+
 def training_facts(
     cfg,
     name: str,
@@ -151,7 +154,9 @@ def training_facts(
     """
     # kohya keys both by the subset's folder name ("10_alice"): an image from a kohya folder is in
     # its folder's subset, any other in the data set's.
-    dataset_name = Path(cfg.data.dir.rstrip("/\\")).name or cfg.data.dir
+    data_dir = Path(cfg.data.dir.rstrip("/\\"))
+    # a metadata file (DiffSynth's train/metadata.csv, a kohya in_json) names its folder, as kohya does
+    dataset_name = (data_dir.parent.name if data_dir.suffix.lower() in _METADATA_SUFFIXES else data_dir.name) or cfg.data.dir
     subsets: dict[str, list] = {}
     for img in images:
         key = img.subset or dataset_name
