@@ -87,3 +87,15 @@ def test_an_inpainting_models_mask_still_marks_only_the_masked_area(inpainting, 
     _run(model, init_image=init, mask=_saved(mask, tmp_path, "mask.png"), strength=1.0, mask_blur=0)
     painted = seen[0][0, 4]
     assert torch.all(painted[:, :4] == 1) and torch.all(painted[:, 4:] == 0)
+
+
+def test_the_result_says_an_inpainting_model_was_used(inpainting, tiny_workspace, monkeypatch):
+    """A1111's info `is_using_inpainting_conditioning` comes from the job result (it was always False)."""
+    from lorastudio.service.generation import run_generation
+    from lorastudio.service.model_cache import ModelCache
+
+    model, _ = inpainting
+    cache = ModelCache(tiny_workspace)
+    monkeypatch.setattr(cache, "get", lambda *args, **kwargs: model)
+    cfg = GenerateConfig(model="tiny-sd15", prompt="red", steps=1, seed=1, width=64, height=64)
+    assert run_generation(tiny_workspace, cfg, cache=cache).inpainting_model is True

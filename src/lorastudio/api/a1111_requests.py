@@ -260,7 +260,7 @@ def a1111_info(
         "styles": req.styles or [],
         "job_timestamp": dt.datetime.fromtimestamp(job.created_at).strftime("%Y%m%d%H%M%S"),
         "clip_skip": cfg.clip_skip,
-        "is_using_inpainting_conditioning": False,
+        "is_using_inpainting_conditioning": bool(result.get("inpainting_model")),  # a 9-channel model
         "version": f"lorastudio {__version__}",
     }
 

@@ -52,6 +52,7 @@ class GenerationResult:
     loras: list[dict[str, Any]] = field(default_factory=list)
     control_maps: list[Path] = field(default_factory=list)  # one per ControlNet unit (detected_maps/)
     missing_loras: list[str] = field(default_factory=list)  # `<lora:NAME>` tags skipped (missing_loras="skip")
+    inpainting_model: bool = False  # a 9-channel UNet (mask and masked picture in every step)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -307,7 +308,8 @@ def run_generation(
             library.add_output(png_path, item.seed, model.name, model.short_hash, cfg.prompt, recipe)
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
     maps = save_control_maps(plan.extra["control"], folder, results[0].path.stem) if results else []
-    return GenerationResult(results, model.name, model.short_hash, lora_info, maps, missing)
+    inpainting = getattr(model.unet.config, "in_channels", 4) == 9
+    return GenerationResult(results, model.name, model.short_hash, lora_info, maps, missing, inpainting)
 
 
 def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:

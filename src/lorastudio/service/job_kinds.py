@@ -172,6 +172,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         # the units' maps, relative to the job folder (A1111 answers append them)
         "control_maps": [p.relative_to(ctx.artifacts_dir).as_posix() for p in result.control_maps],
         "missing_loras": result.missing_loras,
+        "inpainting_model": result.inpainting_model,
     })  # fmt: skip
 
 
