@@ -145,16 +145,10 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     cache = model_cache_of(ctx)
     reporter = StepReporter(ctx, skippable=True)
     result = run_generation(
-        ctx.workspace,
-        cfg,
-        cache,
-        reporter.progress,
-        reporter.should_stop,
-        out_dir=ctx.artifacts_dir,
-        preview=reporter.preview,
-        preview_every=PREVIEW_EVERY_STEPS,
+        ctx.workspace, cfg, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir,
+        preview=reporter.preview, preview_every=PREVIEW_EVERY_STEPS,
         missing_loras=str(ctx.payload.get("missing_loras") or "refuse"),
-    )
+    )  # fmt: skip
     if result.missing_loras:  # A1111's console and toast line
         ctx.emit("log", {"line": f"Lora not found: {', '.join(result.missing_loras)}"})
     for image in result.images:
