@@ -29,19 +29,22 @@ _EMBEDDING_KEYS = ("trigger", "embedding.num_vectors", "embedding.init_text")
 SHAPING_KEYS = (*_RUN_KEYS, *_LORA_KEYS, *_EMBEDDING_KEYS, "train.ema_decay")
 
 
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
+_ABSENT = object()  # a key the config does not hold (a checkpoint saved before the key existed)
+
+
+def _get(config: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
     node: Any = config
     for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
+        node = node.get(part, missing) if isinstance(node, Mapping) else missing
     return node
 
 
-def _present(config: Mapping[str, Any], dotted: str) -> bool:
-    *parents, last = dotted.split(".")
-    node: Any = config
-    for part in parents:
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return isinstance(node, Mapping) and last in node
+def _changes(saved: Mapping[str, Any], config: Mapping[str, Any], keys) -> tuple[list[str], str]:
+    """The keys whose value differs between the checkpoint's config and this one, and "key old ->
+    new, ..." for a message; a key the checkpoint's config predates (a later lorastudio's) is no change."""
+    changed = [key for key in keys if _get(saved, key, _ABSENT) is not _ABSENT and _get(saved, key) != _get(config, key)]
+    what = ", ".join(f"{key} {json.dumps(_get(saved, key))} -> {json.dumps(_get(config, key))}" for key in changed)
+    return changed, what
 
 
 def _shape(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,14 +92,10 @@ def check_resumable(config: Mapping[str, Any], facts: Mapping[str, str] | None, 
         return
     before, now = _shape(saved), _shape(config)
     # a key only one method uses is not compared: the changed `method` already says it
-    # a key the checkpoint's config predates (added by a later lorastudio) is not a change
-    changed = [
-        key for key in SHAPING_KEYS
-        if key in before and key in now and before[key] != now[key] and _present(saved, key)
-    ]  # fmt: skip
+    compared = [key for key in SHAPING_KEYS if key in before and key in now and before[key] != now[key]]
+    changed, what = _changes(saved, config, compared)
     if not changed:
         return
-    what = ", ".join(f"{key} {json.dumps(_get(saved, key))} -> {json.dumps(_get(config, key))}" for key in changed)
     raise LorastudioError(
         f"run {run!r}: config.yaml changes what {checkpoint} trained ({what}); put the old value back"
         " to resume, or start a new run with another output.name."
@@ -133,10 +132,9 @@ def rate_change(config: Mapping[str, Any], facts: Mapping[str, str] | None) -> s
     saved = _saved_config(facts)
     if saved is None:
         return None
-    changed = [key for key in _RATE_KEYS if _get(saved, key) != _get(config, key)]
+    changed, what = _changes(saved, config, _RATE_KEYS)
     if not changed:
         return None
-    what = ", ".join(f"{key} {json.dumps(_get(saved, key))} -> {json.dumps(_get(config, key))}" for key in changed)
     return (
         f"rates: {what} since the checkpoint; the resumed optimizer and schedule keep the saved ones "
         "(as kohya's --resume); start a new run to train with the new ones."
