@@ -334,11 +334,6 @@ def weights_only_load(path: Path, extra_globals: list | tuple = (), loader: Any 
         return load(str(path), map_location="cpu", weights_only=True, **kwargs)
 
 
-def _torch_load_weights_only(path: Path) -> Any:
-    """`torch.load(weights_only=True)` with `_harmless_globals` allowed (nothing that runs code)."""
-    return weights_only_load(path, _harmless_globals())
-
-
 _TORCH_BOILERPLATE = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file an issue")
 
 
@@ -362,7 +357,7 @@ def load_pickled_state_dict(path: Path) -> dict:
     import torch
 
     try:
-        data = _torch_load_weights_only(path)
+        data = weights_only_load(path, _harmless_globals())  # nothing that runs code
     except pickle.UnpicklingError as exc:
         raise UnsafeFileError(
             f"{path}: refused — it holds more than weights ({unpickling_refusal(exc)}); "

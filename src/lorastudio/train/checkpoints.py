@@ -244,7 +244,7 @@ def refuse_unsafe_state(state: Path) -> None:
 
     from accelerate.utils.other import load  # torch.load, weights only, numpy's RNG state allowed
 
-    from lorastudio.models.checkpoint import weights_only_load
+    from lorastudio.models.checkpoint import unpickling_refusal, weights_only_load
 
     for path in sorted(state.iterdir()):
         if not path.is_file() or path.suffix.lower() in {".safetensors", ".json"}:
@@ -252,10 +252,8 @@ def refuse_unsafe_state(state: Path) -> None:
         try:
             weights_only_load(path, loader=load, mmap=zipfile.is_zipfile(path))  # never with others' allowances
         except pickle.UnpicklingError as exc:  # torch's own text: the line naming the refused global
-            lines = [line.strip() for line in str(exc).splitlines() if "unsupported" in line.lower()]
-            reason = lines[0].split("error:")[-1].strip()[:160] if lines else "objects beyond tensors"
             raise LorastudioError(
-                f"{path}: holds more than tensors ({reason}); it was not loaded, because unpickling it could"
+                f"{path}: holds more than tensors ({unpickling_refusal(exc)}); it was not loaded, because unpickling it could"
                 " run code. Resume only runs made here, or delete this checkpoint."
             ) from None
         except (OSError, EOFError, RuntimeError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
