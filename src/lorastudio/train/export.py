@@ -195,10 +195,7 @@ def training_facts(
         "sd_model_name": model.name,
         "sd_model_hash": model.short_hash,
         "new_sd_model_hash": model.sha256,
-        "dataset_dirs": {
-            key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
-            for key, members in subsets.items()
-        },
+        "dataset_dirs": _dir_counts(subsets),
         **_prior_facts(cfg, class_images),
         "tag_frequency": tag_frequency,
         "bucket_info": bucket_info,
@@ -220,6 +217,11 @@ def training_facts(
     }
 
 
+def _dir_counts(groups: dict[str, list]) -> dict[str, dict[str, int]]:
+    """kohya's `ss_dataset_dirs` / `ss_reg_dataset_dirs` entry per folder: its repeats and image count."""
+    return {key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)} for key, members in groups.items()}
+
+
 def _network_args(cfg) -> dict[str, Any]:
     """`ss_network_args`: kohya's networks.lora (and LyCORIS) read `conv_dim` as "train the 3x3 convs",
     so only a LoCon run, whose convs are trained, names it (with `conv_alpha`: lora.alpha)."""
@@ -239,10 +241,7 @@ def _prior_facts(cfg, class_images: list | None) -> dict[str, Any]:
         folders.setdefault(img.subset or Path(img.path).parent.name, []).append(img)
     return {
         "num_reg_images": sum(i.repeats for i in images) if images else cfg.prior.num_images,
-        "reg_dataset_dirs": {
-            key: {"n_repeats": max(i.repeats for i in members), "img_count": len(members)}
-            for key, members in folders.items()
-        },
+        "reg_dataset_dirs": _dir_counts(folders),
         "prior_loss_weight": cfg.prior.loss_weight,
     }
 
