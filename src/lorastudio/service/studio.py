@@ -223,9 +223,8 @@ class Studio:
         handler finds the checkpoint there (as after a worker restart). `user` None (auth off)
         resumes any run, under its owner's name.
         """
-        old = self.get_job(job_id)
-        if user is not None and old.user != user:  # it would write into their run folder, on this user's quota
-            raise NotYours(f"job {job_id}: another user's training run; only the user who queued it can resume it.")
+        # another user's run: it would write into their run folder, on this user's quota
+        old = self._owned_job(job_id, user, "resume it", "training run")
         if old.kind != "train" or old.state not in ("cancelled", "failed"):
             raise InvalidRequest(
                 f"job {job_id}: only a cancelled or failed training job resumes (this one is a {old.state} {old.kind} job)."
@@ -252,9 +251,7 @@ class Studio:
         queued the run (`user` None: auth off, anyone), as resuming it."""
         from lorastudio.service.training import pick_training_checkpoint
 
-        job = self.get_job(job_id)
-        if user is not None and job.user != user:
-            raise NotYours(f"job {job_id}: another user's training run; only the user who queued it can pick its checkpoint.")
+        job = self._owned_job(job_id, user, "pick its checkpoint", "training run")
         run = str(job.payload.get("run") or "") if job.kind == "train" else ""
         if not run:
             raise InvalidRequest(f"job {job_id}: a {job.kind} job; only a training job has checkpoints to pick.")
@@ -280,9 +277,15 @@ class Studio:
     def cancel_job(self, job_id: str, user: str | None = None) -> Job:
         """Cancel a job; with `user` (a request's caller, "" for an unnamed token) only that
         user's own job. None (the CLI, or a server with auth off) checks no owner."""
-        if user is not None and self.store.get(job_id).user != user:
-            raise NotYours(f"job {job_id}: another user's job; only the user who queued it can cancel it.")
+        self._owned_job(job_id, user, "cancel it")
         return self.store.cancel(job_id)
+
+    def _owned_job(self, job_id: str, user: str | None, action: str, what: str = "job") -> Job:
+        """The job, when `user` may act on it: their own (`user` None: auth off or the CLI, anyone's)."""
+        job = self.get_job(job_id)
+        if user is not None and job.user != user:
+            raise NotYours(f"job {job_id}: another user's {what}; only the user who queued it can {action}.")
+        return job
 
     def job_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         return self.store.events(job_id, after_seq=after, limit=limit)
