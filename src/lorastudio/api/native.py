@@ -34,7 +34,7 @@ from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import SeriesJob, submit_series
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.uploads import UPLOAD_SUFFIXES, image_or_upload, store_stream
-from lorastudio.service.workspace import name_from_stem, safe_name
+from lorastudio.service.workspace import new_entry_name
 from lorastudio.train.config import TrainConfig
 
 __all__ = ["router"]
@@ -398,7 +398,7 @@ def upload_model(
     _, path = _store_upload(studio, file, (".safetensors",))
     try:
         data = library_models.import_model(
-            studio.workspace, path, safe_name(name, "model name") if name else name_from_stem(Path(file.filename or "").stem, "model")
+            studio.workspace, path, new_entry_name(name, Path(file.filename or "").stem, "model", "model")
         )
     finally:
         path.unlink(missing_ok=True)
@@ -446,7 +446,7 @@ def upload_lora(
     _, path = _store_upload(studio, file, (".safetensors",))
     try:
         data = library_loras.import_lora(
-            studio.workspace, path, safe_name(name, "LoRA name") if name else name_from_stem(Path(file.filename or "").stem, "lora")
+            studio.workspace, path, new_entry_name(name, Path(file.filename or "").stem, "LoRA", "lora")
         )
     finally:
         path.unlink(missing_ok=True)

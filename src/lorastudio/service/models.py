@@ -13,7 +13,7 @@ from lorastudio.service.names import LIST_MODELS, STRICT, NamePolicy, find_model
 from lorastudio.service.workspace import (
     Workspace,
     find_with_suffix,
-    name_from_stem,
+    new_entry_name,
     rename_without_clobbering,
     safe_name,
 )
@@ -233,7 +233,7 @@ def import_model(
         raise LorastudioError(
             f"{source}: unsupported file type {source.suffix!r}; use .safetensors or .ckpt."
         )
-    name = safe_name(name, "model name") if name else name_from_stem(source.stem, "model")
+    name = new_entry_name(name, source.stem, "model", "model")
     target = ws.models / (name if is_folder else f"{name}.safetensors")
     if target.exists():
         raise LorastudioError(f"model {name!r} already exists in {ws.models}; choose another --name.")

@@ -192,6 +192,7 @@ def rename_without_clobbering(path: Path, target: Path, what: str) -> Path:
 
 SUBDIRS = ("models", "loras", "embeddings", "controlnet", "datasets", "runs", "outputs", "cache")
 _SAFE_NAME = re.compile(r"[\w.\-]+", re.UNICODE)  # whole name (fullmatch: `$` let a trailing newline in)
+MAX_NAME_BYTES = 240  # room for a suffix within the usual 255-byte file name limit
 
 
 def safe_name(name: str, what: str = "name") -> str:
@@ -204,7 +205,7 @@ def safe_name(name: str, what: str = "name") -> str:
             f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' "
             "(no slashes or spaces, not starting with '.')."
         )
-    if len(name.encode("utf-8")) > 240:  # room for a suffix within the usual 255-byte file name limit
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise LorastudioError(f"{what} {name[:40]!r}… is too long for a file name; use a shorter one.")
     return name
 
@@ -215,8 +216,14 @@ def name_from_stem(stem: str, fallback: str) -> str:
     script stay, cut to `safe_name`'s 240 bytes (a long CJK stem made a name no file could carry);
     `fallback` when nothing is left. An explicit name goes through `safe_name`."""
     name = re.sub(r"[^\w.\-]+|\.{2,}", "_", stem).strip("_.")
-    name = name.encode("utf-8")[:240].decode("utf-8", errors="ignore").strip("_.")
+    name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", errors="ignore").strip("_.")
     return name or fallback
+
+
+def new_entry_name(name: str | None, stem: str, what: str, fallback: str) -> str:
+    """A new library entry's name: the one given, checked (`safe_name`), else the file's stem made
+    safe (`name_from_stem`), as every import (CLI, API upload) names what it adds."""
+    return safe_name(name, f"{what} name") if name else name_from_stem(stem, fallback)
 
 
 @dataclass(frozen=True)
