@@ -76,13 +76,11 @@ class Library:
         short = short_hash.lower()
         with closing(self._connect()) as db:
             row = db.execute("SELECT * FROM library_models WHERE sha256 LIKE ?", (short + "%",)).fetchone()
-            rows = [row] if row else db.execute("SELECT * FROM library_models ORDER BY name").fetchall()
-        if row:
-            return dict(row)
-        for row in rows:
-            if json.loads(row["info"] or "{}").get("original_sha256", "").startswith(short):
+            if row:
                 return dict(row)
-        return None
+            rows = db.execute("SELECT * FROM library_models ORDER BY name").fetchall()
+        converted = (r for r in rows if json.loads(r["info"] or "{}").get("original_sha256", "").startswith(short))
+        return next((dict(r) for r in converted), None)
 
     def remove_model(self, name: str) -> None:
         with closing(self._connect()) as db, db:
