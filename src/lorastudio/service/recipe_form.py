@@ -99,9 +99,9 @@ def _keep_known_control_units(ws: Workspace, request: dict[str, Any], notes: lis
     from lorastudio.service.controlnets import check_module, controlnet_title, find_controlnet
 
     kept = []
-    for index, unit in enumerate(request.get("controlnet") or []):
+    for unit in request.get("controlnet") or []:
         unit = dict(unit)
-        index = unit.get("slot", index)  # the image's `ControlNet N`
+        index = unit["slot"]  # the image's `ControlNet N` (`units_from_infotext`)
         try:
             unit["model"] = controlnet_title(find_controlnet(ws, str(unit.get("model") or "")))
         except LorastudioError:
