@@ -28,6 +28,11 @@ def patched_delta(lora, path: str, shape: tuple[int, int], component: str = "une
         return layer.weight.detach().clone()
 
 
+def _save(tmp_path, state, metadata: dict | None = None) -> object:
+    save_file(state, str(tmp_path / "x.safetensors"), metadata=metadata)
+    return load_lora_file(tmp_path / "x.safetensors")
+
+
 def test_alpha_tensors_in_a_diffusers_lora_set_its_strength(tmp_path):
     down, up = torch.randn(8, 64), torch.randn(32, 8)
     state = {
@@ -36,18 +41,11 @@ def test_alpha_tensors_in_a_diffusers_lora_set_its_strength(tmp_path):
         f"unet.{FF}.alpha": torch.tensor(1.0),
     }
     metadata = {"lora_adapter_metadata": '{"unet.r": 8, "unet.lora_alpha": 8}'}  # the tensor wins
-    save_file(state, str(tmp_path / "alpha.safetensors"), metadata=metadata)
-    lora = load_lora_file(tmp_path / "alpha.safetensors")
-    torch.testing.assert_close(patched_delta(lora, FF, (32, 64)), up @ down / 8)
+    torch.testing.assert_close(patched_delta(_save(tmp_path, state, metadata), FF, (32, 64)), up @ down / 8)
 
 
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 KOHYA_Q = "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-
-
-def _save(tmp_path, state) -> object:
-    save_file(state, str(tmp_path / "x.safetensors"))
-    return load_lora_file(tmp_path / "x.safetensors")
 
 
 def test_kohya_names_with_peft_lora_a_b_read_as_down_up(tmp_path):
