@@ -46,7 +46,7 @@ def import_cmd(
     name: str = typer.Option(None, "--name", help="Library name (default: file stem)."),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
     model: str = typer.Option(
-        None, "--model", help="Diffusers folder whose UNet layout the LoRA uses (SDXL)."
+        None, "--model", help="Diffusers folder, or a library model name, whose UNet layout the LoRA uses (SDXL, Kolors)."
     ),
     alpha: float = typer.Option(
         None, "--alpha", help="Alpha of a DiffSynth-Studio .ckpt LoRA (the file has none; default 4.0)."
@@ -66,7 +66,7 @@ def export_cmd(
     out: str = typer.Option(None, "--out", help="Output file (kohya, diffusers) or folder (peft)."),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
     model: str = typer.Option(
-        None, "--model", help="Diffusers folder whose UNet layout the LoRA uses (SDXL)."
+        None, "--model", help="Diffusers folder, or a library model name, whose UNet layout the LoRA uses (SDXL, Kolors)."
     ),
     no_embeddings: bool = typer.Option(
         False,
