@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lorastudio.image_modes import to_8bit, to_rgb
+from lorastudio.image_modes import to_8bit, to_mask, to_rgb
 
 MID_GREY = 32896  # 16-bit; 8-bit 128 (65535 / 257 = 255)
 
@@ -85,3 +85,77 @@ def test_uploaded_16_bit_grey_picture_and_mask(workspace):
         _assert_mid_grey(mask, "L")
     with Image.open(upload_path(workspace, store_image(workspace, data, "init_images[0]"))) as picture:
         _assert_mid_grey(picture.convert("L"), "L")
+
+
+def _cut_out_png(path=None) -> bytes:
+    """A cut-out: a red opaque left half; the right half fully transparent over black (what many
+    editors leave under transparency)."""
+    array = np.zeros((64, 64, 4), dtype=np.uint8)
+    array[:, :32] = (255, 0, 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGBA").save(buffer, format="PNG")
+    if path is not None:
+        path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _assert_on_white(image: Image.Image) -> None:
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert (pixels[:, :32] == (255, 0, 0)).all()
+    assert (pixels[:, 32:] == 255).all()  # convert("RGB") alone shows the black under the transparency
+
+
+def _stroke_mask_png(path=None) -> bytes:
+    """A mask painted as transparency: black strokes (opaque) on the left half, transparent white right.
+
+    Its luminance says "keep the left, repaint the right"; its alpha (A1111's reading) says the opposite.
+    """
+    array = np.zeros((64, 64, 4), dtype=np.uint8)
+    array[:, :32] = (0, 0, 0, 255)
+    array[:, 32:] = (255, 255, 255, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGBA").save(buffer, format="PNG")
+    if path is not None:
+        path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _assert_alpha_read(mask: Image.Image) -> None:
+    pixels = np.asarray(mask)
+    assert mask.mode == "L"
+    assert (pixels[:, :32] == 255).all() and (pixels[:, 32:] == 0).all()
+
+
+def test_to_mask_reads_alpha_only_when_the_picture_has_transparency():
+    _assert_alpha_read(to_mask(Image.open(io.BytesIO(_stroke_mask_png()))))
+    opaque = Image.new("RGBA", (4, 4), (200, 200, 200, 255))
+    assert np.asarray(to_mask(opaque)).min() == 200  # fully opaque: its luminance, as A1111
+    half = Image.new("LA", (4, 4), (0, 100))
+    assert np.asarray(to_mask(half)).max() == 0  # alpha 100 <= 128: kept
+
+
+def test_every_colour_reader_composites_transparency_on_white(tmp_path, workspace):
+    from lorastudio.generate.images import open_image_file
+    from lorastudio.portrait.selection import load_photo
+    from lorastudio.service.faces import load_face_image
+    from lorastudio.service.uploads import store_image, upload_path
+
+    path = tmp_path / "cut out.png"
+    _cut_out_png(path)
+    for image in (open_image_file(str(path), "init image"), load_photo(path), load_face_image(path)):
+        _assert_on_white(image)
+    data = base64.b64encode(_cut_out_png()).decode()
+    with Image.open(upload_path(workspace, store_image(workspace, data, "init_images[0]"))) as stored:
+        _assert_on_white(stored)
+
+
+def test_a_transparency_mask_is_read_from_its_alpha_by_file_and_upload(tmp_path, workspace):
+    from lorastudio.generate.images import open_image_file
+    from lorastudio.service.uploads import store_image, upload_path
+
+    path = tmp_path / "mask.png"
+    _stroke_mask_png(path)
+    _assert_alpha_read(open_image_file(str(path), "mask", grey=True))
+    data = base64.b64encode(_stroke_mask_png()).decode()
+    with Image.open(upload_path(workspace, store_image(workspace, data, "mask", mask=True))) as stored:
+        _assert_alpha_read(stored)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["HIGH_BIT_MODES", "to_8bit", "to_rgb"]
+__all__ = ["HIGH_BIT_MODES", "to_8bit", "to_mask", "to_rgb"]
 
 # Pillow's greyscale modes with more than 8 bits per pixel.
 HIGH_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -59,3 +59,24 @@ def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image
     if mode == "L" and "transparency" in image.info:
         return to_rgb(image.convert("LA"), background)
     return image.convert("RGB")
+
+
+# A1111 reads a transparency mask as repaint where alpha is over half (128 of 255).
+MASK_ALPHA_THRESHOLD = 128
+
+
+def to_mask(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> an 'L' inpainting mask (white = repaint).
+
+    A picture with an alpha channel that is not fully opaque is a mask painted as transparency:
+    its alpha decides (over 128 -> 255, else 0), as A1111 reads such a mask; the colours under
+    transparent pixels are whatever the editor left there. Any other picture is its luminance.
+    """
+    image = to_8bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in {"LA", "La", "PA", "RGBa", "RGBA"}:
+        alpha = image.getchannel("A")
+        if alpha.getextrema() != (255, 255):
+            return alpha.point(lambda a: 255 if a > MASK_ALPHA_THRESHOLD else 0)
+    return image.convert("L")

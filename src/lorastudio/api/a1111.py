@@ -112,7 +112,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
                     )
                 init = store_image(studio.workspace, req.init_images[0], "init_images[0]")
                 if req.mask:  # inpainting_mask_invert is the config's mask_invert (the infotext's Mask mode)
-                    mask = store_image(studio.workspace, req.mask, "mask", mask=True, alpha_mask=True)
+                    mask = store_image(studio.workspace, req.mask, "mask", mask=True)
             controlnet, unit_uploads = store_units(studio.workspace, units, img2img=img2img)
             cfg = to_generate_config(req, studio, init, mask, user=user, controlnet=controlnet)
             # as A1111: a LoRA this studio lacks is left out ("Lora not found"), the image still made

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
 
-from lorastudio.image_modes import to_8bit
+from lorastudio.image_modes import to_mask, to_rgb
 
 __all__ = [
     "open_image_file",
@@ -103,7 +103,8 @@ def _decode_failure(what: str, exc: Exception) -> str:
 
 
 def open_image_file(path: str, what: str, *, grey: bool = False, where: str | None = None) -> Image.Image:
-    """A request's image file (init image, mask, a ControlNet unit's image), EXIF-rotated, as RGB or grey.
+    """A request's image file (init image, mask, a ControlNet unit's image), EXIF-rotated, as RGB or a mask
+    (`image_modes`: transparency on white; a mask painted as transparency read from its alpha).
 
     A missing or unreadable file is one line naming it; `where` names the request part (a unit).
     """
@@ -119,7 +120,8 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
     try:
         with Image.open(path) as img:
             img.load()
-            return to_8bit(ImageOps.exif_transpose(img)).convert("L" if grey else "RGB")
+            upright = ImageOps.exif_transpose(img)
+            return to_mask(upright) if grey else to_rgb(upright)
     except FileNotFoundError:
         raise LorastudioError(f"{head(path)} not found; check the path.") from None
     except Image.DecompressionBombError as exc:

@@ -168,7 +168,7 @@ def load_photo(path: Path, max_pixels: int = 64_000_000) -> Image.Image:
     """The photo upright (EXIF orientation applied) as RGB; `PhotoRefused` when it cannot be read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from lorastudio.image_modes import to_8bit
+    from lorastudio.image_modes import to_rgb
 
     try:
         with Image.open(path) as image:
@@ -176,7 +176,7 @@ def load_photo(path: Path, max_pixels: int = 64_000_000) -> Image.Image:
                 raise PhotoRefused(f"{image.width}x{image.height} is over {max_pixels:,} pixels; shrink it")
             image.load()
             upright = ImageOps.exif_transpose(image) or image
-            return to_8bit(upright).convert("RGB")
+            return to_rgb(upright)
     except PhotoRefused:
         raise
     except UnidentifiedImageError:

@@ -95,11 +95,11 @@ def _add_image_template(
     import io
     import tempfile
 
-    from lorastudio.image_modes import to_8bit
+    from lorastudio.image_modes import to_rgb
     from lorastudio.service.templates import add_template
 
     buffer = io.BytesIO()
-    to_8bit(image).convert("RGB").save(buffer, format="PNG")
+    to_rgb(image).save(buffer, format="PNG")
     data = buffer.getvalue()
     if name is None:
         name = UPLOADED_TEMPLATE_PREFIX + hashlib.sha256(data).hexdigest()[:12]

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from lorastudio.errors import LorastudioError, NotFoundError
-from lorastudio.image_modes import to_8bit
+from lorastudio.image_modes import to_rgb
 from lorastudio.portrait.faces import Face, FaceBackend, largest_face
 from lorastudio.service.workspace import Workspace
 
@@ -127,14 +127,14 @@ def _row(ws: Workspace, name: str, kind: str | None, licence: str | None, folder
 def load_face_image(image: Image.Image | str | Path, what: str | None = None) -> Image.Image:
     """A PIL image as given, or the file at `image` opened upright (EXIF orientation applied), in RGB."""
     if isinstance(image, Image.Image):
-        return to_8bit(image).convert("RGB")
+        return to_rgb(image)
     path = Path(image)
     label = what or str(path)
     if not path.is_file():
         raise NotFoundError(f"{label}: no such image file.")
     try:
         with Image.open(path) as opened:
-            return to_8bit(ImageOps.exif_transpose(opened)).convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(opened))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise LorastudioError(f"{label}: not a readable image ({type(exc).__name__}).") from None
 

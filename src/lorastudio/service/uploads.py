@@ -207,25 +207,26 @@ def store_stream(
 
 
 def store_image(
-    ws: Workspace, data: str, what: str, *, mask: bool = False, alpha_mask: bool = False, invert: bool = False
+    ws: Workspace, data: str, what: str, *, mask: bool = False, invert: bool = False
 ) -> str:
     """A base64 image stored as a PNG upload: RGB, or a grey mask (`mask`); answers its upload name.
 
-    `alpha_mask`: a mask painted as transparency (A1111 clients do) is read from its alpha
-    channel; `invert` swaps what is kept and what is repainted (A1111's inpainting_mask_invert).
+    A mask painted as transparency (A1111 clients send them) is read from its alpha channel and a
+    picture's transparency is composited on white (`image_modes`); `invert` swaps what is kept and
+    what is repainted (A1111's inpainting_mask_invert).
     A photo is stored as it is shown (`decode_image`): the PNG keeps no EXIF orientation.
     """
+    from lorastudio.image_modes import to_mask, to_rgb
+
     image, _ = decode_image(data, what)
     if mask:
-        if alpha_mask and image.mode in ("RGBA", "LA") and image.getextrema()[-1][0] < 255:
-            image = image.getchannel("A")
-        image = image.convert("L")
+        image = to_mask(image)
         if invert:
             from PIL import ImageOps
 
             image = ImageOps.invert(image)
     else:
-        image = image.convert("RGB")
+        image = to_rgb(image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return save_upload(ws, buffer.getvalue(), ".png")

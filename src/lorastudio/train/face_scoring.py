@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorastudio.image_modes import to_rgb
 from lorastudio.train.scorers import Checkpoint, Scorer, ScoringContext, register_scorer
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def identity_score(backend: FaceBackend, paths: Sequence[Path], references: Sequ
     for path in paths:
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                image = to_rgb(opened)
         except OSError:
             scores.append(0.0)
             continue
@@ -114,7 +115,7 @@ def _embedded_reference(ctx: ScoringContext, backend: FaceBackend) -> Any:
     rows = []
     for item in Dataset.open(_dataset_dir(ctx), fallback_caption=ctx.cfg.trigger):
         with Image.open(item.image) as opened:
-            image = opened.convert("RGB")
+            image = to_rgb(opened)
         faces = backend.detect(image)
         if faces:
             rows.append(backend.embed(image, max(faces, key=lambda f: f.size)))

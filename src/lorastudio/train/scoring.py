@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.image_modes import to_rgb
 from lorastudio.train import (
     face_scoring,  # noqa: F401  registers face_identity
     tag_scoring,  # noqa: F401  registers tag_agreement
@@ -165,7 +166,7 @@ def _clip_embed(folder: str, paths: list[Path]):
     images = []
     for path in paths:
         with Image.open(path) as img:
-            images.append(img.convert("RGB"))
+            images.append(to_rgb(img))
     with torch.no_grad():
         pixels = processor(images=images, return_tensors="pt")["pixel_values"]
         embeds = model(pixel_values=pixels).image_embeds

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.image_modes import to_rgb
 from lorastudio.train.scorers import Checkpoint, Scorer, ScoringContext, register_scorer
 
 __all__ = ["normalise_tag", "caption_tags", "common_tags", "reference_tags", "tag_agreement"]
@@ -65,7 +66,7 @@ def _found_tags(tagger, paths: list[Path]) -> list[set[str]]:
         images = []
         for path in paths[start : start + batch]:
             with Image.open(path) as img:
-                images.append(img.convert("RGB"))
+                images.append(to_rgb(img))
         found += [{normalise_tag(t.name) for t in tagger.select(row)} for row in tagger.scores(images)]
     return found
 

@@ -82,7 +82,7 @@ def mask_from_editor(value: dict[str, Any] | None):
         mask.paste(255, mask=alpha.point(lambda a: 255 if a > 0 else 0))
     if mask.getbbox() is None:
         return None
-    return background.convert("RGB"), mask
+    return background, mask  # its transparency is composited on white when stored, as the API's
 
 
 def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] | None = None) -> GenerateConfig:
