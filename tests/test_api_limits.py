@@ -106,9 +106,10 @@ def test_a_request_with_no_size_is_bounded_by_its_init_pictures_size(client, idl
 
 def test_upscale_output_is_bounded(client):
     image = base64.b64encode(png_bytes((300, 300))).decode()
-    response = client.post("/sdapi/v1/extra-single-image", json={"image": image, "upscaling_resize": 2})
+    lanczos = {"image": image, "upscaler_1": "Lanczos"}
+    response = client.post("/sdapi/v1/extra-single-image", json={**lanczos, "upscaling_resize": 2})
     assert_limit(response, "600x600", "--max-output-pixels")
-    ok = client.post("/sdapi/v1/extra-single-image", json={"image": image, "upscaling_resize": 1.5})
+    ok = client.post("/sdapi/v1/extra-single-image", json={**lanczos, "upscaling_resize": 1.5})
     assert ok.status_code == 200
 
 

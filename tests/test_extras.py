@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.image_metadata import read_infotext, save_png
-from lorastudio.service.extras import save_upscaled, upscale_image
+from lorastudio.service.extras import (
+    extras_png,
+    postprocess_keys,
+    save_upscaled,
+    upscale_files,
+    upscale_image,
+)
 from lorastudio.service.settings import StudioSettings
 
 
@@ -31,12 +39,24 @@ def test_upscaling_is_refused_past_the_limit_or_with_an_unknown_upscaler():
         upscale_image(image, StudioSettings(), scale=2, upscaler="ESRGAN_4x")
 
 
-def test_none_resizes_with_lanczos_as_the_a1111_route_always_did():
+def test_upscaler_none_leaves_the_picture_as_it_is_as_a1111_extras_do(workspace, tmp_path):
+    """A1111's Extras skip the upscale (and the second upscaler) for Upscaler 1 "None", its default."""
     image = Image.new("RGB", (8, 8), "white")
     image.putpixel((3, 3), (0, 0, 0))
-    none = upscale_image(image, StudioSettings(), scale=2, upscaler="None")
-    assert list(none.getdata()) == list(upscale_image(image, StudioSettings(), scale=2, upscaler="Lanczos").getdata())
-    assert list(none.getdata()) != list(upscale_image(image, StudioSettings(), scale=2, upscaler="Nearest").getdata())
+    none = upscale_image(image, StudioSettings(), scale=2, upscaler="None", upscaler_2="Lanczos", upscaler_2_visibility=1)
+    assert none.size == (8, 8) and list(none.getdata()) == list(image.getdata())
+    assert upscale_image(image, StudioSettings(), scale=2, upscaler="Lanczos").size == (16, 16)
+    assert postprocess_keys(2, "None") == ""
+    png, keys = extras_png(
+        image, StudioSettings(), workspace, scale=2, size=None, crop=False, upscaler=None, upscaler_2=None,
+        upscaler_2_visibility=0,
+    )  # fmt: skip
+    assert keys == "" and "postprocessing" not in Image.open(io.BytesIO(png)).text
+    source = tmp_path / "a.png"
+    image.save(source)
+    with pytest.raises(LorastudioError, match="a.png: upscaler None leaves the picture as it is"):
+        upscale_files(workspace, [source], StudioSettings(), "None", 2.0, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 # --- model upscalers (issue 15) -------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Extras: upscale one finished image (A1111's Extras tab and `/sdapi/v1/extra-single-image`).
 
 One function for the API, the web UI and `lorastudio upscale`. The upscalers are the resampling
-filters (None, Lanczos, Nearest) and the model upscalers in studio/models/upscalers (ESRGAN
+filters (Lanczos, Nearest), "None" (A1111's default: the picture as it is) and the model upscalers in studio/models/upscalers (ESRGAN
 family, `service.upscalers`); a second upscaler can be blended in (A1111's `upscaler_2` with its
 visibility), and a target size can be filled and centre-cropped (`upscaling_crop`). The result
 keeps the source's recipe and adds A1111's `Postprocess upscale by` / `Postprocess upscaler`
@@ -26,6 +26,7 @@ __all__ = [
     "UPSCALERS",
     "extras_png",
     "extras_upscaler_names",
+    "is_no_upscaler",
     "postprocess_keys",
     "read_picture",
     "save_upscaled",
@@ -34,8 +35,9 @@ __all__ = [
     "upscaler_title",
 ]
 
-# name -> Pillow resampling filter ("None", A1111's default name, resizes with Lanczos as before)
-UPSCALERS: dict[str, str] = {"None": "LANCZOS", "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
+# name -> Pillow resampling filter; "None" (A1111's default Upscaler 1) leaves the picture as it is.
+NO_UPSCALER = "None"
+UPSCALERS: dict[str, str | None] = {NO_UPSCALER: None, "Lanczos": "LANCZOS", "Nearest": "NEAREST"}
 _KINDS = ("resample", "model")
 
 
@@ -51,6 +53,11 @@ def _upscaled_size(image: PILImage.Image, scale: float | None, size: tuple[int, 
     else:
         factor = scale
     return int(image.width * factor // 8 * 8), int(image.height * factor // 8 * 8)
+
+
+def is_no_upscaler(name: str | None) -> bool:
+    """A1111's Extras skip the upscale for Upscaler 1 "None" (or none given): no resize, no keys."""
+    return (name or NO_UPSCALER).strip().lower() == NO_UPSCALER.lower()
 
 
 def extras_upscaler_names(ws: Workspace | None) -> list[str]:
@@ -87,8 +94,8 @@ def _one_upscaler(
     """`image` at `size` through one upscaler, and the upscaler's name as A1111 writes it."""
     from PIL import Image
 
-    known = {name.lower(): name for name in UPSCALERS}
-    name = known.get((upscaler or "None").strip().lower())
+    known = {name.lower(): name for name in UPSCALERS if UPSCALERS[name] is not None}
+    name = known.get((upscaler or "").strip().lower())
     if name is not None:
         return image.convert("RGB").resize(size, getattr(Image.Resampling, UPSCALERS[name])), name
     if ws is None:
@@ -128,10 +135,13 @@ def upscale_image(
     Sizes as A1111's Extras (`_upscaled_size`): multiples of 8; with `size`, scaled by the ratio
     that fills it, keeping the aspect, then centred and cut to `size` when `crop` (A1111's
     `upscaling_crop`). Model upscalers need the `workspace` (their files); `upscaler_2` is blended
-    in at its visibility.
+    in at its visibility. Upscaler "None" returns the picture as it is (A1111 skips the upscale and
+    the second upscaler with it).
     """
     from PIL import Image
 
+    if is_no_upscaler(upscaler):
+        return image.convert("RGB")
     fill = _upscaled_size(image, scale, size)
     if min(fill) < 1:
         what = "upscaling_resize_w/h" if size is not None else "upscaling_resize"
@@ -162,7 +172,9 @@ def postprocess_keys(
     upscaler_2_visibility: float = 0.0,
 ) -> str:
     """A1111's Extras infotext: `Postprocess upscale by` (or `... upscale to` and, cropped, `... crop to`),
-    `Postprocess upscaler` and, when blended in, `Postprocess upscaler 2`."""
+    `Postprocess upscaler` and, when blended in, `Postprocess upscaler 2`; none for upscaler "None"."""
+    if is_no_upscaler(upscaler):
+        return ""
     keys = [f"Postprocess upscale to: {size[0]}x{size[1]}"] if size is not None else [f"Postprocess upscale by: {scale:g}"]
     if size is not None and crop:
         keys.append(f"Postprocess crop to: {size[0]}x{size[1]}")
@@ -207,7 +219,8 @@ def extras_png(
     for key, value in {**({"parameters": parameters} if parameters else {}), **items}.items():
         if isinstance(value, str) and key != "postprocessing":
             chunks.add_text(key, value)
-    chunks.add_text("postprocessing", keys)
+    if keys:  # upscaler "None": the picture as sent, with its own text only
+        chunks.add_text("postprocessing", keys)
     buffer = io.BytesIO()
     out.save(buffer, format="PNG", pnginfo=chunks)
     return buffer.getvalue(), keys
@@ -239,6 +252,8 @@ def upscale_files(
     The upscaler may be a path to a model file (the CLI's local files); `progress_for(source)`
     gives each picture's tile callback.
     """
+    if is_no_upscaler(upscaler):
+        _refuse_saving_unchanged(sources[0] if sources else Path("picture"))
     title = upscaler_title(ws, upscaler, allow_paths=True)
     saved, failed = [], []
     for source in sources:  # a picture that cannot be upscaled is named; the others are still done
@@ -268,6 +283,14 @@ def read_picture(path: str | Path) -> PILImage.Image:
     return open_image_file(str(path), "image")
 
 
+def _refuse_saving_unchanged(source: str | Path) -> None:
+    """An "upscaled" copy that is the source again would only fill outputs/ (the CLI and the web tab)."""
+    raise InvalidRequest(
+        f"{Path(source).name}: upscaler None leaves the picture as it is, so nothing was saved; "
+        "pick Lanczos, Nearest or a model upscaler."
+    )
+
+
 def save_upscaled(
     ws: Workspace,
     source: str | Path,
@@ -279,6 +302,8 @@ def save_upscaled(
     """Store an upscaled picture in `folder` (default `outputs/<date>/`) with the source's recipe plus the postprocess keys."""
     from lorastudio.generate.image_metadata import read_infotext, save_png
 
+    if is_no_upscaler(upscaler):
+        _refuse_saving_unchanged(source)
     recipe = read_infotext(source) or ""
     keys = postprocess_keys(scale, upscaler)
     text = f"{recipe.rstrip()}, {keys}" if recipe else keys  # on the parameters line, as A1111 writes it
