@@ -107,7 +107,7 @@ def test_a1111_png_embedding_is_read_from_its_text_chunk(tmp_path):
     back = load_embedding(_a1111_png(tmp_path / "pic.png", data))
     assert back.name == "pic" and torch.equal(back.vectors[0], vectors)
     plain = _a1111_png(tmp_path / "preview.png", data, chunk="parameters")  # a picture, no embedding
-    with pytest.raises(LorastudioError, match="preview.png: has no sd-ti-embedding text chunk"):
+    with pytest.raises(LorastudioError, match="preview.png: a picture without embedding data"):
         load_embedding(plain)
 
 

@@ -37,9 +37,10 @@ Applying
 - `merge_loras(components, [(lora, te_weight, unet_weight), ...])`: bake them in for good.
 
 Embeddings
-- `Embedding(name, vectors)`, `load_embedding(path, name=None)` (.pt only via
+- `Embedding(name, vectors, info)`, `load_embedding(path, name=None)` (.pt/.bin only via
   `torch.load(weights_only=True)`, else `UnsafeFileError`; an A1111 .png from its
-  `sd-ti-embedding` chunk, as JSON), `save_embedding(emb, path, family)`.
+  `sd-ti-embedding` chunk or its pixels, as JSON: `embedding_png`; the vectors checked,
+  `check_vectors`; `info` the A1111 facts), `save_embedding(emb, path, family)`.
   Embeddings bundled in a LoRA are in `LoraFile.embeddings` ({token: [tensor per encoder]});
   `embeddings_from_lora(lora)` gives them as `Embedding`s.
 

@@ -1,4 +1,4 @@
-"""Textual-inversion embeddings: A1111 `.pt`, kohya/A1111 safetensors, SDXL, LoRA bundles.
+"""Textual-inversion embeddings: A1111 `.pt`/`.bin`, kohya/A1111 safetensors, SDXL, A1111 PNGs, LoRA bundles.
 
 `.pt` files are pickles; they are read only with `torch.load(weights_only=True)`, which
 refuses any pickled object other than tensors and plain containers, so a crafted file
@@ -6,15 +6,14 @@ cannot run code. Anything it refuses is refused here with `UnsafeFileError`. The
 allowed beside them is `nn.ParameterDict`, which original textual-inversion files pickle as
 `string_to_param` (A1111's restricted unpickler allows it too).
 
-A1111 also saves embeddings as PNG pictures: the `.pt` dict as JSON (tensors as
-`{"TORCHTENSOR": nested lists}`), base64-encoded in an `sd-ti-embedding` text chunk. That
-is read as JSON, never unpickled; the older form hidden in the picture's pixels is not read.
+A1111 also saves embeddings as PNG pictures (JSON in a text chunk or in the pixels):
+`adapters.embedding_png` reads them as JSON, never unpickled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,8 @@ __all__ = [
     "embeddings_from_lora",
     "has_embedding_layout",
     "save_embedding",
+    "check_vectors",
+    "a1111_info",
 ]
 
 _PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth")
@@ -43,6 +44,8 @@ class Embedding:
 
     name: str
     vectors: list[torch.Tensor]
+    # What an A1111 file records beside the vectors (`name`, `step`, `sd_checkpoint`, `sd_checkpoint_name`).
+    info: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_vectors(self) -> int:
@@ -50,7 +53,7 @@ class Embedding:
 
 
 def _as_matrix(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
+    return tensor.unsqueeze(0) if hasattr(tensor, "dim") and tensor.dim() == 1 else tensor
 
 
 def has_embedding_layout(names: Iterable[str]) -> bool:
@@ -62,8 +65,30 @@ def has_embedding_layout(names: Iterable[str]) -> bool:
     )
 
 
+# The facts A1111 saves beside the vectors in a .pt or PNG embedding (kept as safetensors metadata).
+A1111_INFO_KEYS = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
+
+
+def a1111_info(data: dict) -> dict[str, str]:
+    """The A1111 facts a file holds, as strings; a missing or non-plain value is left out."""
+    return {
+        key: str(data[key])
+        for key in A1111_INFO_KEYS
+        if isinstance(data.get(key), str | int | float) and not isinstance(data.get(key), bool)
+    }
+
+
 def embedding_from_state_dict(data: dict, name: str, source: str = "embedding") -> Embedding:
-    """Vectors from any known embedding layout (already loaded into a dict)."""
+    """Vectors from any known embedding layout (already loaded into a dict), with its A1111 facts."""
+    try:
+        embedding = _vectors_from_state_dict(data, name, source)
+    except (StopIteration, AttributeError, TypeError, KeyError):  # e.g. an empty string_to_param
+        raise LorastudioError(f"{source}: its string_to_param holds no vectors; it is not an embedding.") from None
+    embedding.info = a1111_info(data)
+    return embedding
+
+
+def _vectors_from_state_dict(data: dict, name: str, source: str) -> Embedding:
     import torch
 
     if "string_to_param" in data:  # A1111 .pt
@@ -92,54 +117,34 @@ def embeddings_from_lora(lora) -> list[Embedding]:
 
 
 def _load_pickle_safely(path: Path) -> dict:
+    """A pickled embedding read weights-only: a file that asks for other objects is refused as
+    unsafe, one torch cannot parse at all as corrupt (both in one line naming the file)."""
     import pickle
 
     import torch
 
-    from lorastudio.models.checkpoint import weights_only_load
+    from lorastudio.models.checkpoint import unpickling_refusal, weights_only_load
 
     try:  # old A1111 files keep `string_to_param` as an (inert) ParameterDict
         return weights_only_load(path, [torch.nn.ParameterDict])
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):  # bytes that are no pickle at all; any object asked for is unsafe
+            raise _corrupt(path, unpickling_refusal(exc)) from None
         raise UnsafeFileError(
             f"{path.name}: holds pickled objects that are not plain tensors, so it is refused "
             "(it could run code); convert it to .safetensors in a trusted environment."
         ) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch's readers raise anything from EOFError to IndexError on bad bytes
+        why = str(exc).splitlines()[0][:120] if str(exc).strip() else "no data"
+        raise _corrupt(path, f"{type(exc).__name__}: {why}") from None
 
 
-_PNG_CHUNK = "sd-ti-embedding"
-
-
-def _tensor_from_json(value: dict):
-    import torch
-
-    if set(value) == {"TORCHTENSOR"}:
-        return torch.tensor(value["TORCHTENSOR"], dtype=torch.float32)
-    return value
-
-
-def _load_png(path: Path) -> dict:
-    """The embedding dict in an A1111 PNG's `sd-ti-embedding` chunk (base64 JSON, no pickle)."""
-    import base64
-    import binascii
-    import json
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            text = getattr(image, "text", {}).get(_PNG_CHUNK)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise LorastudioError(f"{path.name}: not a readable PNG ({exc}); save the embedding again.") from None
-    if text is None:
-        raise LorastudioError(
-            f"{path.name}: has no {_PNG_CHUNK} text chunk (embeddings hidden in a picture's pixels are "
-            "not read); use the .pt or .safetensors file of the embedding."
-        )
-    try:
-        return json.loads(base64.b64decode(text), object_hook=_tensor_from_json)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise LorastudioError(f"{path.name}: its {_PNG_CHUNK} chunk is not base64 JSON ({exc}).") from None
+def _corrupt(path: Path, why: str) -> LorastudioError:
+    return LorastudioError(
+        f"{path.name}: not a readable PyTorch file ({why}); it is damaged or not an embedding, download it again."
+    )
 
 
 def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
@@ -154,12 +159,36 @@ def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
     elif path.suffix.lower() in _PICKLE_SUFFIXES:
         data = _load_pickle_safely(path)
     elif path.suffix.lower() == ".png":
-        data = _load_png(path)
+        from lorastudio.adapters.embedding_png import read_png_embedding
+
+        data = read_png_embedding(path)
     else:
         raise LorastudioError(f"{path.name}: unknown embedding file type; use .safetensors, .pt or an A1111 .png.")
     if not isinstance(data, dict):
         raise LorastudioError(f"{path.name}: is not a dict of tensors; it is not an embedding.")
-    return embedding_from_state_dict(data, name or path.stem, source=path.name)
+    embedding = embedding_from_state_dict(data, name or path.stem, source=path.name)
+    check_vectors(embedding, path.name)
+    return embedding
+
+
+def check_vectors(embedding: Embedding, source: str) -> None:
+    """Refuse what no text encoder can take: one or two sets (SDXL: CLIP-L then CLIP-G) of finite
+    floating-point [vectors, width] matrices with the same number of vectors."""
+    import torch
+
+    sets = embedding.vectors
+    if not 1 <= len(sets) <= 2 or not all(isinstance(v, torch.Tensor) for v in sets):
+        raise LorastudioError(f"{source}: its vectors are not tensors; it is not a textual-inversion embedding.")
+    for vectors in sets:
+        if vectors.dim() != 2 or 0 in vectors.shape or not vectors.is_floating_point():
+            raise LorastudioError(
+                f"{source}: vectors of shape {list(vectors.shape)} ({vectors.dtype}); an embedding holds "
+                "[vectors, width] floats."
+            )
+        if not torch.isfinite(vectors).all():
+            raise LorastudioError(f"{source}: its vectors hold NaN or infinite values; the file is damaged.")
+    if len({int(v.shape[0]) for v in sets}) != 1:
+        raise LorastudioError(f"{source}: its CLIP-L and CLIP-G parts have different numbers of vectors.")
 
 
 def save_embedding(

@@ -326,17 +326,20 @@ def refresh_loras() -> None:
 
 @router.get("/embeddings")
 def embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """A1111's shape: readable files under `loaded`, unreadable ones under `skipped`."""
+    """A1111's shape: readable files under `loaded`, unreadable ones under `skipped`; the step and
+    checkpoint an A1111 file recorded (kept as metadata when it was imported)."""
     from lorastudio.service.embeddings import list_embeddings
 
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
     for row in list_embeddings(studio.workspace):
         unread = row["error"] is not None
+        facts = row["metadata"]
+        step = str(facts.get("step", ""))
         entry = {
-            "step": None,
-            "sd_checkpoint": None,
-            "sd_checkpoint_name": None,
+            "step": int(step) if step.isdigit() else None,
+            "sd_checkpoint": facts.get("sd_checkpoint"),
+            "sd_checkpoint_name": facts.get("sd_checkpoint_name"),
             "shape": None if unread else row["shape"],
             "vectors": 0 if unread else row["vectors"],
         }

@@ -1,6 +1,8 @@
-"""`lorastudio embeddings list | delete | rename`: textual-inversion embeddings in studio/embeddings."""
+"""`lorastudio embeddings list | import | delete | rename`: textual-inversion embeddings in studio/embeddings."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -24,10 +26,30 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         print_json({"embeddings": rows})
         return
     if not rows:
-        typer.echo("no embeddings yet: copy .safetensors/.pt files into studio/embeddings.")
+        typer.echo("no embeddings yet: `lorastudio embeddings import FILE` (.safetensors, .pt, .bin or A1111 .png).")
     for row in rows:
         detail = row["error"] or f"vectors={row['vectors']} width={row['shape']}"
         typer.echo(f"{padded(row['name'], 24)} {padded(row['file'], 32)} {detail}")
+
+
+@embeddings_app.command("import")
+def import_cmd(
+    path: str = typer.Argument(..., help="A .safetensors, .pt, .bin or A1111 .png embedding file."),
+    name: str = typer.Option(None, "--name", help="Name, the word prompts use (default: the file stem)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add an embedding from civitai or A1111; .pt/.bin (read weights-only) and PNGs become .safetensors."""
+    from lorastudio.service.embeddings import import_embedding
+
+    info = import_embedding(workspace(), Path(path), name)
+    if json_out:
+        print_json(info)
+        return
+    converted = f", converted from .{info['converted_from']}" if info["converted_from"] else ""
+    typer.echo(
+        f"imported embedding {info['name']} ({info['vectors'][0]} vectors x {'+'.join(map(str, info['width']))}"
+        f"{converted}) -> {info['path']}; use the word {info['name']!r} in a prompt"
+    )
 
 
 @embeddings_app.command("delete")

@@ -1,7 +1,9 @@
 """Textual-inversion embeddings in the workspace: list, import, delete.
 
 A file's stem is its prompt word (as in A1111). The files listed here are the files a
-prompt can use: `service.workspace.EMBEDDING_SUFFIXES` is the one table for both.
+prompt can use: `service.workspace.EMBEDDING_SUFFIXES` is the one table for both. Imports
+take what civitai and A1111 hand out (.safetensors, pickled .pt/.bin, A1111's PNGs) and
+store pickles and pictures as .safetensors, which A1111, ComfyUI and this studio all read.
 """
 
 from __future__ import annotations
@@ -16,12 +18,24 @@ from lorastudio.service.workspace import (
     Workspace,
     find_weight,
     list_weight_files,
+    new_entry_name,
     rename_without_clobbering,
     safe_name,
     weight_file_row_and_header,
 )
 
-__all__ = ["list_embeddings", "import_embedding", "delete_embedding", "rename_embedding"]
+__all__ = [
+    "EMBEDDING_IMPORT_SUFFIXES",
+    "list_embeddings",
+    "import_embedding",
+    "delete_embedding",
+    "rename_embedding",
+]
+
+# What an import takes: safetensors are copied as they are, the others converted to safetensors.
+EMBEDDING_IMPORT_SUFFIXES = (".safetensors", ".pt", ".bin", ".png")
+# A pickled or picture embedding is kilobytes; a larger file in embeddings/ is not read to be listed.
+MAX_LISTED_READ_BYTES = 64 * 1024 * 1024
 
 
 def _vectors_shape(shapes: dict[str, list[int]]) -> list[int]:
@@ -35,13 +49,8 @@ def _vectors_shape(shapes: dict[str, list[int]]) -> list[int]:
     return params[0] if params else next(iter(shapes.values()), [0, 0])
 
 
-def _vectors_and_width(header: dict[str, Any] | None) -> tuple[int | None, int | None]:
-    """(vectors, width) of a .safetensors embedding, from its header, as A1111 shows them.
-
-    Pickled embeddings are not opened to be listed (no header): (0, 0), as before.
-    """
-    if header is None:
-        return 0, 0
+def _vectors_and_width(header: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(vectors, width) of a .safetensors embedding, from its header, as A1111 shows them."""
     shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     shape = _vectors_shape(shapes)
     return (shape[0] if len(shape) > 1 else 1), (shape[-1] if shape else None)
@@ -58,9 +67,22 @@ def embedding_owner(path: Path) -> str | None:
         return None
 
 
+def _read_for_listing(path: Path) -> tuple[int, int, dict[str, str]]:
+    """(vectors, width, A1111 facts) of a pickled or picture embedding, read weights-only."""
+    from lorastudio.adapters import load_embedding
+
+    if path.stat().st_size > MAX_LISTED_READ_BYTES:
+        raise LorastudioError(
+            f"{path.name}: {path.stat().st_size >> 20} MB is far too large for an embedding; is it a model?"
+        )
+    embedding = load_embedding(path)
+    return embedding.num_vectors, int(embedding.vectors[0].shape[-1]), embedding.info
+
+
 def list_embeddings(ws: Workspace) -> list[dict[str, Any]]:
     """Every embedding in embeddings/: name, file, size, metadata, `vectors` and `shape` (width).
 
+    A .pt/.bin/.png is read (weights-only, as JSON) for its shape, its A1111 facts as metadata.
     A file that cannot be read is listed with an `error` and no shape.
     """
     rows = []
@@ -69,7 +91,10 @@ def list_embeddings(ws: Workspace) -> list[dict[str, Any]]:
         vectors = width = None
         if row["error"] is None:
             try:
-                vectors, width = _vectors_and_width(header)
+                if header is None:
+                    vectors, width, row["metadata"] = _read_for_listing(path)
+                else:
+                    vectors, width = _vectors_and_width(header)
             except (LorastudioError, KeyError, TypeError, OSError) as exc:
                 row["error"] = str(exc) if isinstance(exc, LorastudioError) else f"{path.name}: bad header"
         rows.append({**row, "vectors": vectors, "shape": width})
@@ -98,20 +123,62 @@ def rename_embedding(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     return {"name": new_name, "renamed_from": name, "file": target.name}
 
 
-def import_embedding(ws: Workspace, source: Path, name: str) -> dict[str, Any]:
-    """Copy a .safetensors textual-inversion embedding into `embeddings/` (its stem is the prompt word)."""
+def import_embedding(
+    ws: Workspace, source: Path, name: str | None = None, *, shown_as: str | None = None
+) -> dict[str, Any]:
+    """Add a textual-inversion embedding to `embeddings/` under `name` (its prompt word; default:
+    the file's stem made safe, as A1111 takes the stem).
+
+    A .safetensors is copied as it is. A pickled .pt/.bin (read weights-only) or an A1111 PNG
+    (its JSON) is checked and written as `NAME.safetensors` in the layout A1111 and ComfyUI read
+    (`emb_params`; SDXL `clip_l`/`clip_g`), its A1111 facts (name, step, sd_checkpoint...) kept
+    as metadata. A picture without embedding data, or a damaged file, is refused in one line
+    naming the file: `shown_as`, the client's file name, for an upload stored under another name.
+    """
+    source = Path(source)
+    try:
+        return _import(ws, source, name)
+    except LorastudioError as exc:
+        if not shown_as or shown_as == source.name:
+            raise
+        raise type(exc)(str(exc).replace(source.name, shown_as)) from None
+
+
+def _import(ws: Workspace, source: Path, name: str | None) -> dict[str, Any]:
     from lorastudio.adapters import load_embedding
 
-    source = Path(source)
-    if source.suffix.lower() != ".safetensors":
-        raise LorastudioError(f"upload {source.name!r}: expected a .safetensors file; convert it first.")
-    target = ws.safe_child(
-        ws.embeddings, f"{safe_name(name, 'embedding name')}.safetensors", "embedding name"
-    )
+    suffix = source.suffix.lower()
+    if suffix not in EMBEDDING_IMPORT_SUFFIXES:
+        raise LorastudioError(
+            f"{source.name}: type {suffix or '(none)'} is not an embedding file; "
+            f"use one of {', '.join(EMBEDDING_IMPORT_SUFFIXES)}."
+        )
+    name = new_entry_name(name, source.stem, "embedding", "embedding")
+    target = ws.safe_child(ws.embeddings, f"{name}.safetensors", "embedding name")
     if target.exists() or find_weight(ws.embeddings, name, "embedding") is not None:
         raise LorastudioError(f"embedding {name!r}: already in the library; choose another name.")
-    embedding = load_embedding(source)
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
-    return {"name": name, "vectors": [int(v.shape[0]) for v in embedding.vectors], "path": target.name}
+    embedding = load_embedding(source, name)  # refuses what no prompt could use, before anything is written
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        if suffix == ".safetensors":
+            shutil.copyfile(source, tmp)
+        else:
+            _save_converted(embedding, tmp)
+        rename_without_clobbering(tmp, target, "embedding")  # one written meanwhile is never replaced
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {
+        "name": name,
+        "vectors": [int(v.shape[0]) for v in embedding.vectors],
+        "width": [int(v.shape[-1]) for v in embedding.vectors],
+        "path": target.name,
+        "converted_from": None if suffix == ".safetensors" else suffix[1:],
+        "metadata": embedding.info,
+    }
+
+
+def _save_converted(embedding, path: Path) -> None:
+    """A converted embedding as safetensors: its vectors in their own dtype, its A1111 facts kept."""
+    from lorastudio.adapters import save_embedding
+
+    save_embedding(embedding, path, metadata=embedding.info)

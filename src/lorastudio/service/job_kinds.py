@@ -391,7 +391,7 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
     else:
         from lorastudio.service.embeddings import import_embedding
 
-        result = import_embedding(ws, sources[0], cfg.name)
+        result = import_embedding(ws, sources[0], cfg.name, shown_as=(cfg.file_names or [None])[0])
     for source in sources:
         source.unlink(missing_ok=True)
     return _json_ready(result)

@@ -2,7 +2,7 @@
 
 Both are checked here, once, before anything else reads them: an image must be a real
 image of a usual format within the decoding limits, an uploaded file must be what its
-suffix says (no pickles, no scripts). Both are stored here too, under a fresh name in the
+suffix says (no scripts; pickled weights only where a weights-only reader follows). Both are stored here too, under a fresh name in the
 workspace's uploads folder, whole or not at all (a `.part` file is renamed into place, a
 refused file or a full disk leaves nothing). The API routes only call these.
 """
@@ -58,6 +58,10 @@ _MAGIC = {
     ".zip": (b"PK\x03\x04", b"PK\x05\x06"),
 }
 UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
+# Pickled weights (embeddings only: `service.embeddings` reads them weights-only, never unpickled
+# freely): torch's zip format, or its legacy format, which opens with a pickled magic number.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
+_PICKLE_SUFFIXES = (".pt", ".bin")
 # A data set's files as a browser uploads them: images, zips and the caption .txt beside each image.
 DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".zip", ".txt")
 # A caption file is text of at most this many bytes.
@@ -104,7 +108,8 @@ def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
 
 
 def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFFIXES) -> None:
-    """The upload's suffix is one we accept and its first bytes match it (no pickles, no scripts)."""
+    """The upload's suffix is one we accept and its first bytes match it (no scripts; a pickle only
+    where `allowed` names .pt/.bin, for a reader that loads it weights-only)."""
     from lorastudio.models.checkpoint import read_safetensors_header
 
     suffix = Path(filename or "").suffix.lower()
@@ -130,6 +135,10 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
         return
     with open(path, "rb") as f:
         head = f.read(16)
+    if suffix in _PICKLE_SUFFIXES:
+        if not head.startswith(_TORCH_MAGIC):
+            raise LorastudioError(f"upload {filename!r}: its content is not a PyTorch {suffix} file.")
+        return
     if not any(head.startswith(magic) for magic in _MAGIC[suffix]):
         raise LorastudioError(f"upload {filename!r}: its content is not a {suffix[1:]} file.")
     if suffix != ".zip":  # an image: decode it once now, within the limits, not later in a job

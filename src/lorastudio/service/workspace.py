@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ __all__ = [
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Pickled LoRAs are listed and found, then refused when read, with a message that says why.
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
-# What A1111 reads as an embedding; a `.ckpt` in embeddings/ is neither listed nor applied.
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+# What A1111 reads as an embedding; a `.ckpt` in embeddings/ is neither listed nor applied. A `.png`
+# is one only when it holds A1111's embedding data (`_is_weight_file`): previews and pictures are not.
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin", ".png")
 # ControlNets (studio/controlnet) and upscaler models (studio/models/upscalers): pickled ones
 # are read with weights_only=True, never unpickled freely.
 CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
@@ -100,11 +102,25 @@ def _walkable(real: str, root: str) -> bool:
     return not _within(real, os.path.dirname(root)) and not _within(root, real)
 
 
+def _is_weight_file(path: Path) -> bool:
+    """A file with a listed suffix is a weight file, except a picture: a `.png` in embeddings/ is
+    one when it carries A1111's embedding data, as A1111 loads it (never `NAME.preview.png`)."""
+    if path.suffix.lower() != ".png":
+        return True
+    from lorastudio.adapters.embedding_png import holds_embedding
+
+    return holds_embedding(path)
+
+
 def list_weight_files(folder: Path, kind: str) -> list[Path]:
     """The weight files of one kind in a workspace folder: its own, sorted, then (LoRAs and
     embeddings) those in its subfolders."""
     suffixes = _suffixes(kind)
-    return [p for p in _candidate_files(folder, kind in RECURSIVE_KINDS) if p.suffix.lower() in suffixes]
+    return [
+        p
+        for p in _candidate_files(folder, kind in RECURSIVE_KINDS)
+        if p.suffix.lower() in suffixes and _is_weight_file(p)
+    ]
 
 
 def find_weight(folder: Path, name: str, kind: str) -> Path | None:
@@ -112,20 +128,32 @@ def find_weight(folder: Path, name: str, kind: str) -> Path | None:
 
     `name` must already be a plain name (`service.names.is_plain_name`); this only looks.
     """
-    return find_with_suffix(folder, name, _suffixes(kind), recursive=kind in RECURSIVE_KINDS)
+    return find_with_suffix(
+        folder, name, _suffixes(kind), recursive=kind in RECURSIVE_KINDS, keep=_is_weight_file
+    )
 
 
 def find_with_suffix(
-    folder: Path, name: str, suffixes: tuple[str, ...], *, recursive: bool = False
+    folder: Path,
+    name: str,
+    suffixes: tuple[str, ...],
+    *,
+    recursive: bool = False,
+    keep: Callable[[Path], bool] | None = None,
 ) -> Path | None:
     """`folder/name<suffix>` for one of `suffixes` in any case; the table's order, then exact case, wins.
 
     Recursive: a file of that stem in a subfolder where the folder itself has none (the first
     subfolder in path order: two LoRAs of one name are told apart only by renaming one).
+    `keep`: what else a file must be to count (an embedding picture must hold an embedding).
     """
-    matches = [p for p in _candidate_files(folder, False) if p.stem == name and p.suffix.lower() in suffixes]
+
+    def named(path: Path) -> bool:
+        return path.stem == name and path.suffix.lower() in suffixes and (keep is None or keep(path))
+
+    matches = [p for p in _candidate_files(folder, False) if named(p)]
     if not matches and recursive:  # the folder's own file wins: the subfolders are walked only without one
-        matches = [p for p in _candidate_files(folder, True) if p.stem == name and p.suffix.lower() in suffixes]
+        matches = [p for p in _candidate_files(folder, True) if named(p)]
     if not matches:
         return None
     nearest = [p for p in matches if p.parent == folder] or [p for p in matches if p.parent == matches[0].parent]

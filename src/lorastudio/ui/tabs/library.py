@@ -29,6 +29,7 @@ class Section:
     delete: Callable[[Any, str], dict[str, Any]]
     rename: Callable[[Any, str, str], dict[str, Any]]
     import_file: Callable[[Any, Path, str], dict[str, Any]]
+    file_types: list[str] | None = None  # what the upload's file picker offers (None: any file)
 
 
 def _sections() -> tuple[Section, ...]:
@@ -40,7 +41,8 @@ def _sections() -> tuple[Section, ...]:
         Section("models", ("name", "kind", "size", "error"), _model_rows, models.delete_model, models.rename_model,
                 lambda ws, path, name: models.import_model(ws, path, name=name or None)),
         Section("embeddings", ("name", "kind", "size", "error"), _embedding_rows, embeddings.delete_embedding,
-                embeddings.rename_embedding, lambda ws, path, name: embeddings.import_embedding(ws, path, name or Path(path).stem)),
+                embeddings.rename_embedding, lambda ws, path, name: embeddings.import_embedding(ws, path, name or None),
+                list(embeddings.EMBEDDING_IMPORT_SUFFIXES)),
     )  # fmt: skip
 
 
@@ -110,7 +112,8 @@ def _build_section(ctx: UiContext, section: Section) -> None:
         new_name = gr.Textbox(label=t("library.new_name"), scale=4, elem_id=f"{key}-new-name")
         rename = gr.Button(t("library.rename"), scale=1, elem_id=f"{key}-rename")
     with gr.Row():
-        upload = gr.File(label=t("library.upload"), type="filepath", scale=3, elem_id=f"{key}-upload")
+        upload = gr.File(label=t("library.upload"), type="filepath", file_types=section.file_types, scale=3,
+                         elem_id=f"{key}-upload")  # fmt: skip
         import_name = gr.Textbox(label=t("library.name"), scale=2)
         do_import = gr.Button(t("library.import"), scale=1, elem_id=f"{key}-import")
     message = gr.Markdown(elem_id=f"{key}-message")
