@@ -89,7 +89,7 @@ def test_kolors_export_bakes_alpha_drops_the_rest_in_one_line_and_imports_back_t
     assert done.exit_code == 0, done.output
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [
-        "warning: dropped 4 modules a DiffSynth-Studio LoRA cannot hold (1 feed-forward, 1 loha, "
+        "warning: hero.safetensors: dropped 4 modules a DiffSynth-Studio LoRA cannot hold (1 feed-forward, 1 loha, "
         "1 proj_in/proj_out, 1 resnet/conv); kept 5 attention projections (to_q/to_k/to_v/to_out)."
     ]
 
@@ -132,7 +132,7 @@ def test_diffsynth_export_refuses_sd2_and_a_lora_with_nothing_it_can_hold(worksp
     save_kohya(sd2, tmp_path / "sd2.safetensors", family="sd2")
     refused = _invoke("lora", "export", str(tmp_path / "sd2.safetensors"), "--to", "diffsynth")
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "sd2.safetensors: a sd2 LoRA; DiffSynth-Studio has no sd2 UNet" in refused.stderr
+    assert "sd2.safetensors: DiffSynth-Studio has no SD 2.x UNet to load this LoRA into" in refused.stderr
     assert "use --to kohya" in refused.stderr
 
     nothing = LoraFile(metadata={})
@@ -160,7 +160,7 @@ def test_an_sdxl_export_takes_the_kolors_numbers_and_drops_its_text_encoder_part
     save_kohya(lora, tmp_path / "xl.safetensors", family="sdxl")
     info = export_lora(tmp_path / "xl.safetensors", "diffsynth", ws=workspace)
     assert info["family"] == "sdxl" and info["modules"] == 1 and info["dropped"] == {"text-encoder": 2}
-    assert info["warnings"][0].startswith("dropped 2 modules a DiffSynth-Studio LoRA cannot hold (2 text-encoder)")
+    assert info["warnings"][0].startswith("xl.safetensors: dropped 2 modules a DiffSynth-Studio LoRA cannot hold (2 text-encoder)")
     assert set(load_file(info["path"])) == {
         "blocks.7.transformer_blocks.0.attn1.to_q.lora_A.default.weight",
         "blocks.7.transformer_blocks.0.attn1.to_q.lora_B.default.weight",

@@ -8,7 +8,6 @@ saying so. `service.loras` resolves families and model folders and calls these.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
     from lorastudio.adapters.lora_file import LoraFile
 
 __all__ = ["is_diffsynth_file", "read_diffsynth_lora", "save_diffsynth_export"]
-
-logger = logging.getLogger(__name__)
 
 _PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 
@@ -80,15 +77,16 @@ def _refuse_family(source: Path, family) -> None:
 
     if family.name not in DIFFSYNTH_FAMILIES:
         raise LorastudioError(
-            f"{source.name}: a {family.name} LoRA; DiffSynth-Studio has no {family.name} UNet to load it into "
-            "(its SD UNet is SD 1.x's, 768-wide cross-attention); use --to kohya."
+            f"{source.name}: DiffSynth-Studio has no {family.label} UNet to load this LoRA into (its SD UNet is "
+            "SD 1.x's, its SDXL UNet serves Kolors); use --to kohya."
         )
 
 
-def _dropped_line(dropped: dict[str, int], kept: int) -> str:
+def _dropped_line(source: Path, dropped: dict[str, int], kept: int) -> str:
+    """The one warning line: how many modules were left out, of which kinds, and what was kept."""
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
     return (
-        f"dropped {sum(dropped.values())} modules a DiffSynth-Studio LoRA cannot hold ({kinds}); "
+        f"{source.name}: dropped {sum(dropped.values())} modules a DiffSynth-Studio LoRA cannot hold ({kinds}); "
         f"kept {kept} attention projections (to_q/to_k/to_v/to_out)."
     )
 
@@ -126,10 +124,8 @@ def save_diffsynth_export(
     extra: dict[str, Any] = {
         "dropped": dropped,
         "alpha": "baked into the factors: DiffSynth's load_lora(lora_alpha=1.0), or peft with lora_alpha = rank",
-        "warnings": [_dropped_line(dropped, len(kept.modules))] if dropped else [],
+        "warnings": [_dropped_line(source, dropped, len(kept.modules))] if dropped else [],
     }
     if target.suffix.lower() in _PICKLE_SUFFIXES:
         extra["reimport"] = f"lorastudio lora import {target} --alpha {ranks[0]}" if len(ranks) == 1 else None
-    for line in extra["warnings"]:
-        logger.warning("%s: %s", source.name, line)
     return kept, extra
