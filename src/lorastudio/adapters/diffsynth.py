@@ -3,6 +3,11 @@
 DiffSynth numbers every UNet block in one flat list (ResNets, attentions, push/pop and
 resamplers alike: `blocks.7` is SDXL's `down_blocks.1.attentions.0`) and names `to_out.0`
 plain `to_out`. The file holds no alpha: the importer asks for one (DiffSynth's default 4.0).
+DiffSynth's trainer targets only the attention projections (`to_q`/`to_k`/`to_v`/`to_out`), and its
+loader (`GeneralLoRAFromPeft`) adds `lora_alpha · B @ A` for every pair, skipping the whole file when
+one name is not a weight of its UNet: an export keeps those projections only and bakes alpha / rank
+into the factors (`ALPHA_BAKED`), so strength 1 there, or peft with `lora_alpha = rank`, is our delta.
+The numbering is DiffSynth's for SDXL's UNet (also Kolors') and for SD 1.x's; it has no SD 2.x UNet.
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "ALPHA_BAKED",
     "DEFAULT_ALPHA",
+    "DIFFSYNTH_FAMILIES",
     "KOLORS_UNET_LAYOUT",
+    "baked_module",
     "diffsynth_attention_blocks",
+    "diffsynth_export_state_dict",
+    "diffsynth_metadata",
     "diffsynth_state_dict",
     "is_diffsynth_state_dict",
     "load_diffsynth_file",
     "lora_from_diffsynth_state_dict",
+    "rank_alpha_metadata",
+    "split_for_diffsynth",
 ]
 
 DEFAULT_ALPHA = 4.0  # DiffSynth-Studio's --lora_alpha default
@@ -34,6 +46,11 @@ KOLORS_UNET_LAYOUT = {
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     "layers_per_block": 2,
 }
+# Metadata key of an exported .safetensors: its factors already hold alpha / rank (import: alpha = rank).
+ALPHA_BAKED = "lorastudio.diffsynth_alpha_baked"
+# Families whose UNet DiffSynth-Studio builds with these block numbers (SDXLUNet, SDUNet).
+DIFFSYNTH_FAMILIES = ("kolors", "sdxl", "sd15")
+_PROJECTION = re.compile(r"\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
 _KEY = re.compile(r"(?:^|\.)blocks\.(\d+)\.(.+)\.lora_([AB])(?:\.default)?\.weight$")
 
 
@@ -92,9 +109,10 @@ def load_diffsynth_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def lora_from_diffsynth_state_dict(
-    state: dict[str, torch.Tensor], alpha: float = DEFAULT_ALPHA, unet_config: dict[str, Any] | None = None
+    state: dict[str, torch.Tensor], alpha: float | None = DEFAULT_ALPHA, unet_config: dict[str, Any] | None = None
 ) -> LoraFile:
-    """A UNet LoRA with diffusers module paths; every module gets `alpha` (the file has none)."""
+    """A UNet LoRA with diffusers module paths; every module gets `alpha` (the file has none), or its
+    rank when `alpha` is None (a file whose factors already hold it: scale 1, as DiffSynth applies it)."""
     attention = diffsynth_attention_blocks(unet_config)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
@@ -112,7 +130,8 @@ def lora_from_diffsynth_state_dict(
     for path, parts in sorted(pairs.items()):
         if set(parts) != {"down", "up"}:
             raise LorastudioError(f"LoRA: module {path} lacks lora_A or lora_B; the file is incomplete.")
-        lora.add("unet", path, LoraModule(parts["down"], parts["up"], float(alpha), "linear"))
+        module_alpha = float(alpha) if alpha is not None else float(parts["down"].shape[0])
+        lora.add("unet", path, LoraModule(parts["down"], parts["up"], module_alpha, "linear"))
     if not lora.modules:
         raise LorastudioError("LoRA: no DiffSynth-Studio lora_A/lora_B tensors found.")
     return lora
@@ -130,3 +149,74 @@ def diffsynth_state_dict(lora: LoraFile, unet_config: dict[str, Any] | None = No
         out[f"blocks.{numbers[block]}.{rest}.lora_A.default.weight"] = module.down
         out[f"blocks.{numbers[block]}.{rest}.lora_B.default.weight"] = module.up
     return out
+
+
+def _dropped_kind(component: str, path: str, module) -> str:
+    """What a module DiffSynth cannot hold is, in the words of the export's warning."""
+    from lorastudio.adapters.lycoris import module_type
+
+    if component != "unet":
+        return "text-encoder"
+    kind = module_type(module)
+    if kind not in ("lora", "locon"):
+        return kind  # loha, lokr, ia3, full, dora
+    if path.endswith((".proj_in", ".proj_out")):
+        return "proj_in/proj_out"
+    if ".ff." in path:
+        return "feed-forward"
+    if kind == "locon" or ".resnets." in path or "samplers." in path:
+        return "resnet/conv"
+    return path.rsplit(".", 1)[-1]  # time_emb_proj, conv_in, ...
+
+
+def split_for_diffsynth(lora: LoraFile, unet_config: dict[str, Any] | None = None) -> tuple[LoraFile, dict[str, int]]:
+    """The modules a DiffSynth-Studio LoRA holds (plain low-rank attention projections in an attention
+    block it numbers) and a count of the others by kind; UNet paths must be diffusers' already."""
+    blocks = set(diffsynth_attention_blocks(unet_config).values())
+    kept = LoraFile(metadata=dict(lora.metadata), source_format=lora.source_format, unet_config=lora.unet_config)
+    dropped: dict[str, int] = {}
+    for (component, path), module in lora.modules.items():
+        block = ".".join(path.split(".")[:4]) if not path.startswith("mid_block") else "mid_block.attentions.0"
+        fits = component == "unet" and type(module) is LoraModule and module.kind == "linear"
+        if fits and block in blocks and _PROJECTION.search(path[len(block) :]):
+            kept.add(component, path, module)
+        else:
+            kind = _dropped_kind(component, path, module)
+            dropped[kind] = dropped.get(kind, 0) + 1
+    return kept, dropped
+
+
+def baked_module(module: LoraModule) -> LoraModule:
+    """The same delta with alpha / rank folded into the factors (alpha = rank, scale 1), split as a
+    square root over both so neither factor leaves fp16's range."""
+    root = module.scale**0.5  # computed in float32, stored in the factors' own dtype
+    down = (module.down.float() * root).to(module.down.dtype)
+    up = (module.up.float() * root).to(module.up.dtype)
+    return LoraModule(down, up, float(module.rank), module.kind)
+
+
+def diffsynth_export_state_dict(lora: LoraFile, unet_config: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """DiffSynth-Studio's names for `lora` (attention projections only; `split_for_diffsynth` first),
+    alpha baked in, as contiguous tensors ready to save."""
+    baked = LoraFile(source_format=lora.source_format)
+    for (component, path), module in lora.modules.items():
+        baked.add(component, path, baked_module(module))
+    return {k: v.contiguous() for k, v in diffsynth_state_dict(baked, unet_config).items()}
+
+
+def rank_alpha_metadata(lora: LoraFile) -> dict[str, str]:
+    """kohya's `ss_network_dim`/`ss_network_alpha` (what listings and A1111's card show), from the
+    modules; "Dynamic", as kohya's resize writes, where they differ per module."""
+    ranks = {module.rank for module in lora.modules.values()}
+    alphas = {float(module.alpha or module.rank) for module in lora.modules.values()}
+    return {
+        "ss_network_dim": str(ranks.pop()) if len(ranks) == 1 else "Dynamic",
+        "ss_network_alpha": str(alphas.pop()) if len(alphas) == 1 else "Dynamic",
+    }
+
+
+def diffsynth_metadata(lora: LoraFile, family) -> dict[str, str]:
+    """What an exported .safetensors says about itself (DiffSynth reads tensors only): alpha baked,
+    kohya's rank and alpha keys (alpha = rank), and the family for our import."""
+    baked = LoraFile({key: baked_module(module) for key, module in lora.modules.items()})
+    return {ALPHA_BAKED: "true", **rank_alpha_metadata(baked), "ss_base_model_version": family.ss_base_model_version}

@@ -49,7 +49,10 @@ def import_cmd(
         None, "--model", help="Diffusers folder, or a library model name, whose UNet layout the LoRA uses (SDXL, Kolors)."
     ),
     alpha: float = typer.Option(
-        None, "--alpha", help="Alpha of a DiffSynth-Studio .ckpt LoRA (the file has none; default 4.0)."
+        None,
+        "--alpha",
+        help="Alpha of a DiffSynth-Studio .ckpt LoRA (the file has none; default 4.0, or the rank for "
+        "a lorastudio --to diffsynth .safetensors, whose factors hold it).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -62,8 +65,14 @@ def import_cmd(
 @lora_app.command("export")
 def export_cmd(
     path: str = typer.Argument(..., help="The LoRA file or peft folder to convert."),
-    to: str = typer.Option(..., "--to", help="kohya | diffusers | peft"),
-    out: str = typer.Option(None, "--out", help="Output file (kohya, diffusers) or folder (peft)."),
+    to: str = typer.Option(
+        ...,
+        "--to",
+        help="kohya | diffusers | peft | diffsynth (Kolors/SDXL/SD1: attention projections only, alpha baked in)",
+    ),
+    out: str = typer.Option(
+        None, "--out", help="Output file (kohya, diffusers, diffsynth: .safetensors or .ckpt) or folder (peft)."
+    ),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
     model: str = typer.Option(
         None, "--model", help="Diffusers folder, or a library model name, whose UNet layout the LoRA uses (SDXL, Kolors)."
@@ -80,7 +89,10 @@ def export_cmd(
     """Write a LoRA in another layout, keeping alpha; bundled embeddings go to <token>.safetensors."""
     from lorastudio.service.loras import export_lora
 
-    _print(export_lora(path, to, out, family, model, no_embeddings=no_embeddings, ws=workspace()), json_out)
+    info = export_lora(path, to, out, family, model, no_embeddings=no_embeddings, ws=workspace())
+    for line in info.get("warnings") or []:
+        typer.echo(f"warning: {line}", err=True)
+    _print(info if json_out else {k: v for k, v in info.items() if k != "warnings"}, json_out)
 
 
 @lora_app.command("merge")
@@ -116,7 +128,7 @@ def delete_cmd(
 
 # The issue's top-level spellings (`lorastudio import|export|merge`), kept beside the group.
 app.command("import", help="Import a LoRA into the workspace (same as `lora import`).")(import_cmd)
-app.command("export", help="Convert a LoRA to kohya, diffusers or peft (same as `lora export`).")(export_cmd)
+app.command("export", help="Convert a LoRA to kohya, diffusers, peft or diffsynth (same as `lora export`).")(export_cmd)
 app.command("merge", help="Bake LoRAs into a checkpoint (same as `lora merge`).")(merge_cmd)
 
 

@@ -22,7 +22,17 @@ from PIL import ImageFont
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["FONT_ENV", "fit_text", "font_path", "has_cjk_font", "load_font", "text_width"]
+__all__ = [
+    "FONT_ENV",
+    "fit_text",
+    "font_path",
+    "has_cjk_font",
+    "line_height",
+    "load_font",
+    "text_width",
+    "wrap_lines",
+    "wrap_text",
+]
 
 FONT_ENV = "LORASTUDIO_FONT"
 logger = logging.getLogger("lorastudio.fonts")
@@ -129,3 +139,42 @@ def fit_text(font, text: str, width: int) -> str:
     while text and text_width(font, text + "…") > width:
         text = text[:-1]
     return text + "…" if text else ""
+
+
+def line_height(font) -> int:
+    """Pixels from one label line to the next: the tallest Latin and CJK ink, plus a gap."""
+    _, top, _, bottom = font.getbbox("Hg中")
+    return int(bottom - top) + 4
+
+
+def wrap_text(font, text: str, width: int) -> list[str]:
+    """Lines of `text` no wider than `width` pixels: by words, by characters for CJK or long words."""
+    lines: list[str] = []
+    for paragraph in str(text).split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if text_width(font, candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+                line = ""
+            for char in word:  # a word that fits nowhere (or Chinese, which has no spaces)
+                if line and text_width(font, line + char) > width:
+                    lines.append(line)
+                    line = ""
+                line += char
+        lines.append(line)
+    return lines
+
+
+def wrap_lines(font, text: str, width: int, max_lines: int) -> list[str]:
+    """`wrap_text` kept to `max_lines`: the last line ends in an ellipsis only when text is left over."""
+    lines = wrap_text(font, text, width)
+    if len(lines) <= max_lines:
+        return lines
+    last = lines[max_lines - 1]
+    while last and text_width(font, last.rstrip() + "…") > width:
+        last = last[:-1]
+    return [*lines[: max_lines - 1], last.rstrip() + "…"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from lorastudio.generate.fonts import load_font, text_width
+from lorastudio.generate.fonts import line_height, load_font, text_width, wrap_text
 
 __all__ = ["GridLayout", "draw_grid", "stack_grids", "wrap_text", "label_font_size"]
 
@@ -24,28 +24,6 @@ MAX_CAPTION_LINES = 2
 def label_font_size(cell_w: int, cell_h: int) -> int:
     """About A1111's size ((w + h) / 25), but never too small to read on tiny cells."""
     return max(12, min(48, (cell_w + cell_h) // 25))
-
-
-def wrap_text(font, text: str, width: int) -> list[str]:
-    """Lines of `text` no wider than `width` pixels: by words, by characters for CJK or long words."""
-    lines: list[str] = []
-    for paragraph in str(text).split("\n"):
-        line = ""
-        for word in paragraph.split(" "):
-            candidate = f"{line} {word}" if line else word
-            if text_width(font, candidate) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-                line = ""
-            for char in word:  # a word that fits nowhere (or Chinese, which has no spaces)
-                if line and text_width(font, line + char) > width:
-                    lines.append(line)
-                    line = ""
-                line += char
-        lines.append(line)
-    return lines
 
 
 @dataclass(frozen=True)
@@ -74,11 +52,6 @@ class GridLayout:
         return x, y, x + self.cell_w, y + self.cell_h
 
 
-def _line_height(font) -> int:
-    _, top, _, bottom = font.getbbox("Hg中")
-    return int(bottom - top) + 4
-
-
 def draw_grid(
     cells: list[Image.Image | None],
     columns: int,
@@ -95,7 +68,7 @@ def draw_grid(
     font = load_font(label_font_size(cell_w, cell_h))
     small = load_font(max(10, label_font_size(cell_w, cell_h) * 3 // 4))
     pad = max(4, font.size // 3)
-    line_h, small_h = _line_height(font), _line_height(small)
+    line_h, small_h = line_height(font), line_height(small)
 
     show_x = draw_legend and any(x_labels)
     show_y = draw_legend and any(y_labels)
@@ -146,7 +119,7 @@ def stack_grids(
     width = max(g.width for g in grids)
     font = load_font(label_font_size(width // 4, width // 4))
     pad = max(4, font.size // 3)
-    line_h = _line_height(font)
+    line_h = line_height(font)
     title_lines = [wrap_text(font, t, width - 2 * pad) for t in titles] if draw_legend and any(titles) else []
     band = 2 * pad + line_h * max(len(lines) for lines in title_lines) if title_lines else 0
     total_w = sum(g.width for g in grids) + margin * (len(grids) - 1)

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from lorastudio.config import StrictModel, read_text_file
 from lorastudio.errors import LorastudioError
-from lorastudio.generate.fonts import fit_text, load_font
+from lorastudio.generate.fonts import line_height, load_font, wrap_lines
 
 __all__ = [
     "SeriesRequest",
@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 SEED_POLICIES = ("fixed", "increment", "random")
+CAPTION_LINES = 5  # a contact sheet's caption: the walk-through's prompts fit in five at 256 px
 
 
 class SeriesRequest(StrictModel):
@@ -126,22 +127,29 @@ def series_requests(
 def contact_sheet(
     images: list[Path], labels: list[str], out: Path, columns: int = 4, cell: int = 256
 ) -> Path:
-    """A grid of the images with a caption under each, saved as PNG."""
+    """A grid of the images with a caption under each, saved as PNG.
+
+    A caption is wrapped at the cell's width over up to `CAPTION_LINES` lines (words, or characters
+    for Chinese, which has no spaces), the strip as tall as the longest caption needs; an ellipsis
+    ends it only when the lines run out (a Kolors prompt is often 70 characters of Chinese)."""
     if not images:
         raise LorastudioError("no images to put on a contact sheet.")
     columns = max(1, min(columns, len(images)))
     rows = (len(images) + columns - 1) // columns
-    label_h = 28
+    font = load_font(14)  # covers CJK captions and trigger words when such a font is installed
+    captions = [wrap_lines(font, label, cell - 8, CAPTION_LINES) for label in labels]
+    step = line_height(font)
+    label_h = max(1, *(len(lines) for lines in captions)) * step + 10
     sheet = Image.new("RGB", (columns * cell, rows * (cell + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
-    font = load_font(14)  # covers CJK captions and trigger words when such a font is installed
-    for i, (path, label) in enumerate(zip(images, labels, strict=True)):
+    for i, (path, lines) in enumerate(zip(images, captions, strict=True)):
         with Image.open(path) as img:
             thumb = img.convert("RGB")
             thumb.thumbnail((cell, cell))
         x, y = (i % columns) * cell, (i // columns) * (cell + label_h)
         sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-        draw.text((x + 4, y + cell + 6), fit_text(font, label, cell - 8), fill="black", font=font)
+        for n, line in enumerate(lines):
+            draw.text((x + 4, y + cell + 6 + n * step), line, fill="black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out

@@ -37,7 +37,7 @@ __all__ = [
     "MERGE_FORMATS",
 ]
 
-EXPORT_FORMATS = ("kohya", "diffusers", "peft")
+EXPORT_FORMATS = ("kohya", "diffusers", "peft", "diffsynth")
 MERGE_FORMATS = ("diffusers", "single-file")
 
 
@@ -339,16 +339,17 @@ def import_lora(
     """Copy a LoRA of any supported format into `loras/` as a kohya file (what A1111 reads).
 
     DiffSynth-Studio files (`.ckpt` read weights-only, `blocks.N` names) are Kolors LoRAs unless
-    `family` says SDXL; they hold no alpha, so `alpha` (default 4.0, DiffSynth's) is written.
+    `family` or the file says otherwise; they hold no alpha, so `alpha` (default 4.0, DiffSynth's; the
+    rank for our own export, whose factors hold it) is written, with the rank, in kohya's metadata.
     """
     from lorastudio.adapters.detect import load_lora_file
     from lorastudio.adapters.hashing import lora_short_hash
     from lorastudio.adapters.kohya import save_kohya
+    from lorastudio.service.lora_diffsynth import is_diffsynth_file, read_diffsynth_lora
 
     source = Path(source)
-    if _is_diffsynth_file(source):
-        lora = _load_diffsynth(source, alpha, model, ws)
-        family = family or "kolors"
+    if is_diffsynth_file(source):
+        lora, family = read_diffsynth_lora(source, alpha, family, _unet_config_of(model, ws))
     else:
         if alpha is not None:
             raise LorastudioError(f"{source.name}: --alpha is for DiffSynth-Studio files only; this file has its own.")
@@ -363,32 +364,6 @@ def import_lora(
     info = _summary(lora, target, chosen, "kohya")
     info.update(name=stem, hash=lora_short_hash(target))
     return info
-
-
-def _is_diffsynth_file(source: Path) -> bool:
-    """A pickled checkpoint (only DiffSynth-Studio's are read) or safetensors with `blocks.N` LoRA names."""
-    from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
-    from lorastudio.models.checkpoint import read_safetensors_keys
-
-    if source.suffix.lower() in {".ckpt", ".pt", ".pth", ".bin"}:
-        return True
-    return source.suffix.lower() == ".safetensors" and source.is_file() and is_diffsynth_state_dict(
-        read_safetensors_keys(source)
-    )
-
-
-def _load_diffsynth(source: Path, alpha: float | None, model: str | Path | None, ws: Workspace | None = None):
-    from lorastudio.adapters.diffsynth import (
-        DEFAULT_ALPHA,
-        load_diffsynth_file,
-        lora_from_diffsynth_state_dict,
-    )
-
-    if not source.is_file():
-        raise NotFoundError(f"{source}: LoRA file not found.")
-    state = load_diffsynth_file(source)
-    lora = lora_from_diffsynth_state_dict(state, DEFAULT_ALPHA if alpha is None else alpha, _unet_config_of(model, ws))
-    return lora
 
 
 def _embedding_files_for(lora, folder: Path, keep_clear: tuple[Path, ...]) -> dict[str, Path]:
@@ -456,7 +431,8 @@ def export_lora(
     no_embeddings: bool = False,
     ws: Workspace | None = None,
 ) -> dict[str, Any]:
-    """Write a LoRA in another layout: kohya file, diffusers file or peft folder(s).
+    """Write a LoRA in another layout: kohya file, diffusers file, peft folder(s) or DiffSynth-Studio file
+    (its attention projections, alpha baked in; `service.lora_diffsynth`).
 
     diffusers and peft files cannot hold a pivotal LoRA's trigger embedding (`bundle_emb.*`),
     and diffusers' `load_lora_weights` refuses a kohya file that has one; so for those targets,
@@ -475,14 +451,16 @@ def export_lora(
         raise LorastudioError(f"--to {to!r}: unknown format; choose one of {', '.join(EXPORT_FORMATS)}.")
     source = Path(source)
     lora = load_lora_file(source)
-    if to != "kohya":
+    if to not in ("kohya", "diffsynth"):  # a DiffSynth export drops what it cannot hold, saying so
         _refuse_lycoris_modules(lora, source.name, to)
-    chosen = _family_for(lora, family, source.name) if (to == "kohya" or lora.unet_layout == "ldm") else None
+    named_family = to in ("kohya", "diffsynth") or lora.unet_layout == "ldm"
+    chosen = _family_for(lora, family, source.name) if named_family else None
     unet_config = _unet_config_of(model, ws)
-    if unet_config is None and chosen is not None and lora.unet_layout == "ldm":
+    if unet_config is None and chosen is not None and (lora.unet_layout == "ldm" or to == "diffsynth"):
         unet_config = default_unet_config(chosen)
     stem = source.stem if source.is_file() else source.name
-    suffix = {"kohya": "-kohya.safetensors", "diffusers": "-diffusers.safetensors", "peft": "-peft"}[to]
+    suffixes = {"kohya": "-kohya.safetensors", "diffusers": "-diffusers.safetensors", "peft": "-peft"}
+    suffix = {**suffixes, "diffsynth": "-diffsynth.safetensors"}[to]
     target = Path(out) if out else source.with_name(stem + suffix)
     separate = bool(lora.embeddings) and (no_embeddings or to != "kohya")
     embeddings_folder = target.parent
@@ -491,8 +469,14 @@ def export_lora(
         embeddings_folder = ws.embeddings  # loras/ and its subfolders: listed as LoRAs there
     planned = _embedding_files_for(lora, embeddings_folder, (source, target)) if separate else {}
     written = replace(lora, embeddings={}) if separate else lora
+    extra: dict[str, Any] = {}
     if not written.modules and planned:
         target = None  # an embedding-only file: the standalone embeddings are the whole export
+    elif to == "diffsynth":
+        from lorastudio.service.lora_diffsynth import save_diffsynth_export
+
+        diffusers_paths = written.with_diffusers_unet(unet_config)
+        written, extra = save_diffsynth_export(diffusers_paths, source, target, chosen, unet_config)
     elif to == "kohya":
         save_kohya(written, target, family=chosen, unet_config=unet_config)
     elif to == "diffusers":
@@ -501,7 +485,7 @@ def export_lora(
         save_peft(written, target, unet_config)
     info = _summary(written, target, chosen, to)
     info["embedding_files"] = _write_embedding_files(lora, planned, chosen)
-    return info
+    return {**info, **extra}
 
 
 def _load_pipeline(model: Path):
