@@ -115,6 +115,10 @@ def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
         cells, _, _ = plan_cells(tiny_workspace, base, request)
         got = [getattr(c.config, field) for c in cells]
         assert got == pytest.approx(expected) if isinstance(expected[0], float) else got == expected, axis
+    # A1111's Denoising over a picture is the img2img strength (there is no hires pass then)
+    pictured = base.model_copy(update={"init_image": "in.png", "hires_scale": 1.0})
+    cells, _, _ = plan_cells(tiny_workspace, pictured, grid_request_from_form(panel, _form(x=("Denoising", "0.3, 0.6", []))))
+    assert [c.config.strength for c in cells] == [0.3, 0.6] and {c.config.hires_strength for c in cells} == {0.5}
     # a typed value the axis refuses is one clear error, as on the CLI
     with pytest.raises(LorastudioError, match="not a whole number"):
         plan_cells(tiny_workspace, base, grid_request_from_form(panel, _form(x=("steps", "1-3 (+0.5)", []))))
