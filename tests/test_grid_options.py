@@ -193,6 +193,12 @@ def test_the_hires_upscaler_axis_renders_each_upscaler(tiny_workspace, tmp_path)
     assert out["axes"]["x"]["labels"] == ["Hires upscaler: Latent (nearest)", "Hires upscaler: Lanczos"]
     off = runner.invoke(app, ["grid", "--model", "tiny-sd15", "--prompt", "red", "--x", "hires_upscaler=Latent,Lanczos"])
     assert off.exit_code == 2 and "hires fix is off" in off.output
+    # the VAE axis: Automatic is the model's own, a name a VAE in models/ (recorded in the infotext)
+    vae = tiny_workspace.models / "tiny-vae"
+    vae.symlink_to((tiny_workspace.models / "tiny-sd15").resolve() / "vae", target_is_directory=True)
+    _, out = _grid_cli("--prompt", "red", "--x", "VAE=Automatic, tiny-vae", "--out", str(tmp_path / "vae"))
+    infos = [parse_infotext(read_infotext(c["image"])) for c in out["cells"]]
+    assert "VAE" not in infos[0] and infos[1]["VAE"] == "tiny-vae"
 
 
 @pytest.mark.slow
