@@ -137,7 +137,7 @@ def _grid_cli(*args: str) -> dict:
 def test_cli_grid_cells_carry_their_axis_values(tiny_workspace):
     out = _grid_cli(
         "--prompt", "red flower", "--negative", "red", "--steps", "2", "--seed", "-1",
-        "--x", "seed=11-12", "--y", "prompt_sr=red,blue", "--z", "steps=2,3",
+        "--x", "seed=11-12", "--y", "prompt_sr=red,blue", "--z", "steps=2,3", "--include-sub-grids",
     )  # fmt: skip
     cells = out["cells"]
     assert len(cells) == 2 * 2 * 2 and len(out["sub_grids"]) == 2
@@ -209,7 +209,7 @@ def test_lora_weight_by_checkpoint_grid_from_a_training_run(red_run):
     scores = json.loads((run_dir / "scores.json").read_text(encoding="utf-8"))
     out = _grid_cli(
         "--prompt", "blue", "--steps", "8", "--cfg", "1", "--run", "reddish",
-        "--x", "lora_weight=0, 0.5, 1", "--y", "checkpoint=step-10,final", "--z", "seed=0-2",
+        "--x", "lora_weight=0, 0.5, 1", "--y", "checkpoint=step-10,final", "--z", "seed=0-2", "--include-sub-grids",
     )  # fmt: skip
     cells, layout = out["cells"], out["layout"]
     assert len(cells) == 3 * 2 * 3 and out["axes"]["y"]["labels"] == [
@@ -352,7 +352,7 @@ def test_a1111_script_args_map_to_grid_axes():
     from lorastudio.api.a1111_scripts import grid_request_from_script_args
 
     # A1111 1.6 order; a Sampler axis takes its values from the dropdown list
-    request, lone, sub_grids = grid_request_from_script_args(
+    request = grid_request_from_script_args(
         [
             9,
             "",
@@ -374,12 +374,18 @@ def test_a1111_script_args_map_to_grid_axes():
     assert (request.x.axis, request.x.values) == ("sampler", ["Euler", "DDIM"])
     assert (request.y.axis, request.y.values) == ("lora_weight", "0.5-1 [2]")
     assert request.z.axis == "nothing" and not request.draw_legend and not request.fixed_seeds
-    assert request.margin == 4 and lone and sub_grids
+    assert request.margin == 4 and request.include_sub_images and request.include_sub_grids
+    assert not request.vary_seeds_x  # A1111 1.6 has none
     # csv_mode: the text wins over the dropdown
-    request, _, _ = grid_request_from_script_args(
+    request = grid_request_from_script_args(
         ["Sampler", "Euler a", ["DDIM"], 0, "", [], 0, "", [], True, False, False, False, 0, True]
     )
     assert request.x.values == "Euler a"
+    # A1111 1.7+: vary_seeds_x/y/z after no_fixed_seeds, then margin_size and csv_mode
+    request = grid_request_from_script_args(
+        [1, "1,2", [], 0, "", [], 0, "", [], True, False, False, False, False, True, False, 6, False]
+    )
+    assert (request.vary_seeds_x, request.vary_seeds_y, request.vary_seeds_z, request.margin) == (False, True, False, 6)
     with pytest.raises(LorastudioError, match="not supported"):
         grid_request_from_script_args([8, "a|b", [], 0, "", [], 0, "", []])  # Prompt order: not here
 

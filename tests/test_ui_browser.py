@@ -350,13 +350,21 @@ def test_reuse_seed_takes_the_selected_images_own_seed(served, page):
 
 
 def test_an_xyz_plot_over_cfg_scale_draws_a_grid_with_its_cells(served, page):
-    """The Generate tab's X/Y/Z plot: the form is the base request, 2 columns over CFG Scale."""
+    """The Generate tab's X/Y/Z plot: the form is the base request, 2 columns over CFG Scale typed
+    as text, a row whose sampler is picked from the values dropdown, and A1111's "Include Sub Images"."""
     from PIL import Image
 
     _small_generation(page, prompt="a grid of two", steps=2)
     page.get_by_text("X/Y/Z plot").click()
     _pick(page, "#grid-x-type", "CFG Scale")
     fill_and_keep(page, "grid-x-values", "5, 9")
+    _pick(page, "#grid-y-type", "Sampler")
+    _pick(page, "#grid-y-picks", "DDIM")  # the dropdown shows for an axis with choices; the pick fills the text
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#grid-y-values textarea, #grid-y-values input')]"
+        ".some(box => box.value === 'DDIM')"
+    )
+    page.locator("#grid-include-sub-images input").check()
     page.click("#grid-run")
     info = _wait_for_infotext(page, "Script: X/Y/Z plot")
     assert "X Type: CFG Scale" in info and "a grid of two" in info and "Seed: 1234" in info
@@ -366,11 +374,13 @@ def test_an_xyz_plot_over_cfg_scale_draws_a_grid_with_its_cells(served, page):
     job = served.studio.list_jobs(limit=1)[0]
     assert (job.kind, job.state) == ("grid", "succeeded")
     assert job.payload["config"]["steps"] == 2 and job.payload["grid"]["x"]["axis"] == "cfg"
+    assert job.payload["grid"]["y"] == {"axis": "sampler", "values": "DDIM"}
     assert len(served.studio.job_images(job)) == 2  # one image per cell, each with its own infotext
     assert "CFG scale: 5" in job.result["infotexts"][0] and "CFG scale: 9" in job.result["infotexts"][1]
+    assert all("Sampler: DDIM" in text for text in job.result["infotexts"])
     grid = Image.open(served.studio.job_folder(job) / job.result["grid"])
     assert grid.width >= 2 * 64 and grid.height >= 64  # two cells side by side (and the legend)
-    assert page.locator("#gallery .thumbnail-item").count() == 3  # the grid, then both cells
+    assert page.locator("#gallery .thumbnail-item").count() == 3  # the grid, then both cells (sub images)
 
 
 def test_a_reload_reconnects_to_the_running_generation(served, page):

@@ -5,8 +5,9 @@ A1111 clients send `script_name: "x/y/z plot"` and the script's positional `scri
 z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds,
 margin_size, csv_mode]` (A1111 1.6), or with `vary_seeds_x, vary_seeds_y, vary_seeds_z`
 after `no_fixed_seeds` (A1111 1.7+; told apart by the booleans there). A type is an index
-into A1111's txt2img axis list or, more robust across A1111 versions, the axis name
-("CFG Scale", "Seed", "Prompt S/R", or lorastudio's own "LoRA weight", "LoRA checkpoint").
+into A1111's txt2img axis list (those before index 21, which A1111 1.10 renumbered) or, more
+robust across A1111 versions, the axis name ("CFG Scale", "Seed", "Prompt S/R", "Hires upscaler",
+"VAE", "Styles", or lorastudio's own "LoRA weight", "LoRA checkpoint").
 The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids), cells (include_lone_images)].
 """
 
@@ -50,6 +51,7 @@ A1111_TXT2IMG_AXES = {
     7: "Prompt S/R",
     9: "Sampler",
     11: "Checkpoint name",
+    17: "Schedule type",
 }
 _NAMED_ARGS = (
     "x_type",
@@ -108,7 +110,7 @@ def _as_named(args: list | dict) -> dict[str, Any]:
 
 
 def grid_request_from_script_args(args: list | dict):
-    """(GridRequest, include_lone_images, include_sub_grids) from the x/y/z plot's arguments."""
+    """The GridRequest of the x/y/z plot's arguments (its options included, by A1111's positions)."""
     from lorastudio.service.grid import GridRequest
 
     named = _as_named(args)
@@ -130,9 +132,12 @@ def grid_request_from_script_args(args: list | dict):
             "draw_legend": bool(named.get("draw_legend", True)),
             "fixed_seeds": not bool(named.get("no_fixed_seeds", False)),
             "margin": int(named.get("margin_size") or 0),
+            "include_sub_images": bool(named.get("include_lone_images", False)),
+            "include_sub_grids": bool(named.get("include_sub_grids", False)),
+            **{f"vary_seeds_{a}": bool(named.get(f"vary_seeds_{a}", False)) for a in "xyz"},
         }
     )
-    return request, bool(named.get("include_lone_images", False)), bool(named.get("include_sub_grids", False))
+    return request
 
 
 def script_info() -> list[dict[str, Any]]:
@@ -188,7 +193,8 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         mode = "img2img" if isinstance(req, Img2ImgRequest) else "txt2img"
         have = ", ".join(SCRIPTS[mode]) or "none"
         raise LorastudioError(f"script_name {name!r}: not available for {mode}; scripts here: {have}.")
-    grid, lone, sub_grids = grid_request_from_script_args(req.script_args or [])
+    grid = grid_request_from_script_args(req.script_args or [])
+    lone = grid.include_sub_images
 
     def submit():
         units = parse_units(req.alwayson_scripts)
@@ -212,7 +218,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         infotexts = [result.get("grid_infotext", "")] if paths else []
         seeds = [result["seeds"][0]] if paths and result.get("seeds") else []
         prompts = [req.prompt] if paths else []
-        if sub_grids:
+        if grid.include_sub_grids:  # saved only then (service.grid), as A1111
             paths += [folder / n for n in result.get("sub_grids", [])]
             infotexts += [result.get("grid_infotext", "")] * len(result.get("sub_grids", []))
             seeds += seeds[:1] * len(result.get("sub_grids", []))

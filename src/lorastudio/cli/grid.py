@@ -18,7 +18,8 @@ _AXIS_HELP = (
     "NAME=VALUES, e.g. 'lora_weight=0.4,0.7,1.0', 'checkpoint=step-500,step-1000,final', "
     "'cfg=4-10 (+2)', 'seed=1-4', 'sampler=Euler a,DPM++ 2M Karras', 'prompt_sr=red,blue'. "
     "Axes: lora_weight, checkpoint, seed, subseed, subseed_strength, steps, cfg, prompt_sr, sampler, "
-    "schedule, model, width, height, size, clip_skip, hires_steps, hires_strength (A1111 labels work too)."
+    "eta, schedule, model, vae, styles, width, height, size, clip_skip, hires_steps, hires_strength, "
+    "hires_upscaler (A1111 labels work too)."
 )
 
 
@@ -36,6 +37,15 @@ def grid_cmd(
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the axis labels."),
     fixed_seeds: bool = typer.Option(
         True, "--fixed-seeds/--random-seeds", help="Seed -1: one seed for every cell, or a new one per cell."
+    ),
+    sub_images: bool = typer.Option(
+        False, "--include-sub-images", help="List every cell after the grid (A1111 Include Sub Images)."
+    ),
+    sub_grids: bool = typer.Option(
+        False, "--include-sub-grids", help="Also save each Z value's X/Y grid (A1111 Include Sub Grids)."
+    ),
+    vary_seeds: str = typer.Option(
+        "", "--vary-seeds", help="Axes whose cells each take the next seed, e.g. 'x' or 'xy' (A1111 Vary seeds)."
     ),
     out: Path = typer.Option(None, "--out", help="Output folder (default studio/outputs/<date>)."),
     json_out: bool = typer.Option(
@@ -57,6 +67,8 @@ def grid_cmd(
         if option:
             axis, values = parse_axis_option(option)
             axes[letter] = {"axis": axis.name, "values": values}
+    if set(vary_seeds.lower()) - set("xyz"):
+        raise LorastudioError(f"grid --vary-seeds {vary_seeds!r}: give the axes as letters, e.g. 'x' or 'xz'.")
     base = load_config(GenerateConfig, None, fields or {})
     request = GridRequest.model_validate(
         {
@@ -66,6 +78,9 @@ def grid_cmd(
             "margin": margin,
             "draw_legend": legend,
             "fixed_seeds": fixed_seeds,
+            "include_sub_images": sub_images,
+            "include_sub_grids": sub_grids,
+            **{f"vary_seeds_{a}": a in vary_seeds.lower() for a in "xyz"},
         }
     )
     bar, update = progress_bar("grid")
@@ -79,4 +94,8 @@ def grid_cmd(
     typer.echo(f"grid: {result.grid}")
     for path in result.sub_grids:
         typer.echo(f"  sub-grid: {path}")
+    if sub_images:
+        for cell in result.cells:
+            if cell.path:
+                typer.echo(f"  cell: {cell.path}")
     typer.echo(f"{sum(1 for c in result.cells if c.path)} cells in {result.grid.parent}")

@@ -21,6 +21,7 @@ from lorastudio.errors import LorastudioError
 __all__ = [
     "AXES",
     "MAX_CELLS",
+    "VAE_AUTOMATIC",
     "Axis",
     "apply_axis_value",
     "find_axis",
@@ -59,6 +60,7 @@ AXES: dict[str, Axis] = {
         ),
         Axis("sampler", "Sampler", str, ("sampler_name",), show_label=False),
         Axis("schedule", "Schedule type", str, ("scheduler", "schedule type")),
+        Axis("eta", "Eta", float, ("ddim eta",)),
         Axis(
             "model",
             "Checkpoint name",
@@ -67,6 +69,8 @@ AXES: dict[str, Axis] = {
             show_label=False,
             cost=2,
         ),
+        Axis("vae", "VAE", str, ("sd_vae",), cost=1),
+        Axis("styles", "Styles", str, ("style",)),
         Axis("checkpoint", "LoRA checkpoint", str, ("lora checkpoint", "run checkpoint", "step"), cost=1),
         Axis("lora_weight", "LoRA weight", float, ("lora weight", "weight", "lora strength")),
         Axis("width", "Width", int),
@@ -75,6 +79,7 @@ AXES: dict[str, Axis] = {
         Axis("clip_skip", "Clip skip", int, ("clip skip", "clipskip")),
         Axis("hires_steps", "Hires steps", int, ("hr_second_pass_steps",)),
         Axis("hires_strength", "Denoising", float, ("denoising", "denoising_strength")),
+        Axis("hires_upscaler", "Hires upscaler", str, ("hr_upscaler", "hires upscaler", "upscaler")),
     )
 }
 
@@ -92,6 +97,10 @@ def find_axis(name: str) -> Axis:
     if axis is None:
         raise LorastudioError(f"grid axis {name!r}: unknown; choose one of: {', '.join(AXES)}.")
     return axis
+
+
+# A1111's VAE values that mean "no separate VAE": the model's own
+VAE_AUTOMATIC = ("automatic", "auto", "none", "")
 
 
 # --- value lists --------------------------------------------------------------------------
@@ -186,7 +195,8 @@ def format_value(axis: Axis, value: Any) -> str:
 
 
 def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any], state: dict[str, Any]) -> None:
-    """Change one cell's request for one axis value (`state` holds the LoRA weight and checkpoint)."""
+    """Change one cell's request for one axis value (`state` holds the LoRA weight, checkpoint and the
+    styles, which service.grid applies: they need the workspace)."""
     name = axis.name
     if name == "nothing":
         return
@@ -213,6 +223,12 @@ def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any
         fields["width"], fields["height"] = int(match[1]), int(match[2])
     elif name == "sampler":
         fields["sampler"] = value
+    elif name == "vae":
+        fields["vae"] = None if str(value).strip().lower() in VAE_AUTOMATIC else value
+    elif name == "styles":  # A1111: one value may name several styles, "a,b"
+        state.setdefault("styles", []).extend(s.strip() for s in str(value).split(",") if s.strip())
+    elif name == "hires_strength" and fields.get("init_image"):
+        fields["strength"] = value  # A1111's "Denoising" is the img2img strength when there is a picture
     else:
         fields[name] = value
 

@@ -17,6 +17,7 @@ __all__ = [
     "controlnet_titles",
     "embedding_names",
     "grid_axis_choices",
+    "grid_axis_value_choices",
     "hires_upscaler_names",
     "lora_names",
     "model_names",
@@ -39,6 +40,27 @@ def grid_axis_choices() -> list[tuple[str, str]]:
     from lorastudio.generate.grid_axes import AXES
 
     return [(axis.label, axis.name) for axis in AXES.values()]
+
+
+def grid_axis_value_choices(ws: Workspace, axis: str) -> list[str]:
+    """What an X/Y/Z plot axis can be picked from (A1111's values dropdown); [] for an axis that only
+    takes typed values (numbers, Prompt S/R, a run's checkpoints)."""
+    from lorastudio.generate.grid_axes import find_axis
+
+    name = find_axis(axis or "nothing").name
+    if name == "sampler":
+        return sampler_names()
+    if name == "schedule":
+        return schedule_names()
+    if name == "model":
+        return model_names(ws)
+    if name == "vae":
+        return ["Automatic", *vae_names(ws)]
+    if name == "styles":
+        return style_names(ws)
+    if name == "hires_upscaler":
+        return hires_upscaler_names(ws)
+    return []
 
 
 def schedule_names() -> list[str]:

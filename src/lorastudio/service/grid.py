@@ -7,7 +7,9 @@ writes it. A `checkpoint` axis walks a training run's `checkpoints/step-N/` LoRA
 when `lorastudio train score` has scored them, the scores become the cells' captions.
 
 The axes and A1111's value-list syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, Prompt S/R) are
-pure functions in generate.grid_axes; this module plans the cells and runs them.
+pure functions in generate.grid_axes; the LoRA the weight and checkpoint axes act on is
+service.grid_target; this module plans the cells and runs them. As A1111, every cell is saved,
+the sub-grids only with `include_sub_grids`, and `GridResult.shown()` is what a front shows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import yaml
 from pydantic import Field
 
 from lorastudio.config import StrictModel
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.grid_axes import (
     AXES,
@@ -38,6 +40,7 @@ from lorastudio.generate.grid_axes import (
     parse_values,
     with_lora_weight,
 )
+from lorastudio.service.grid_target import LoraTarget, lora_target
 from lorastudio.service.limits import check_grid_cells
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy
@@ -80,115 +83,15 @@ class GridRequest(StrictModel):
     draw_legend: bool = Field(True, description="Label the rows, columns and Z grids with their axis values (A1111 draw legend).")
     fixed_seeds: bool = Field(True, description="Resolve seed -1 once for the whole grid (A1111's default).")
     margin: int = Field(0, ge=0, le=500, description="Pixels between cells.")
-
-
-# --- the LoRA the weight and checkpoint axes act on ---------------------------------------
-
-_LORA_TAG = re.compile(r"<(lora|lyco):([^:>]+)((?::[^>]*)?)>")
-
-
-@dataclass
-class LoraTarget:
-    name: str | None
-    run_dir: Path | None = None
-    full_model: bool = False  # a DreamBooth / fine-tune run: checkpoints are whole models
-    checkpoints: dict[int, Path] = field(default_factory=dict)
-    final: Path | None = None
-    scores: dict[str, Any] = field(default_factory=dict)
-
-    def file_for(self, value: str) -> tuple[Path, int | None]:
-        """The file of a checkpoint axis value (`step-500`, `500`, `final`, `best`) and its step."""
-        if self.run_dir is None:
-            raise LorastudioError(
-                "grid: a checkpoint axis needs a training run; pass --run RUN (a folder in studio/runs)."
-            )
-        text = str(value).strip().lower()
-        if text in {"final", "last"}:
-            if self.final is not None:
-                return self.final, self._step_of_final()
-            if self.checkpoints:
-                step = max(self.checkpoints)
-                return self.checkpoints[step], step
-        elif text == "best":
-            best = self.scores.get("best_step")
-            if best is None:
-                raise LorastudioError(
-                    f"run {self.run_dir.name!r}: no scores yet for 'best'; run `lorastudio train score {self.run_dir.name}`."
-                )
-            return self._step(int(best))
-        else:
-            digits = text.removeprefix("step-").removeprefix("step")
-            if digits.isdigit():
-                return self._step(int(digits))
-        have = ", ".join(f"step-{s}" for s in self.checkpoints) or "none"
-        raise LorastudioError(
-            f"run {self.run_dir.name!r}: checkpoint {value!r} is not a step-N, final or best; saved: {have}."
-        )
-
-    def _step_of_final(self) -> int | None:
-        """The checkpoint whose weights the final file holds (its scores apply to it), if any.
-
-        Compared by kohya's model hash, which covers the tensors and not the metadata.
-        """
-        from lorastudio.adapters.hashing import lora_short_hash
-
-        last = max(self.checkpoints, default=None)
-        if last is not None and lora_short_hash(self.final) == lora_short_hash(self.checkpoints[last]):
-            return last
-        return None
-
-    def _step(self, step: int) -> tuple[Path, int]:
-        if step not in self.checkpoints:
-            have = ", ".join(f"step-{s}" for s in self.checkpoints) or "none"
-            raise NotFoundError(f"run {self.run_dir.name!r}: no checkpoint at step {step}; saved: {have}.")
-        return self.checkpoints[step], step
-
-    def caption(self, step: int | None) -> str | None:
-        """The checkpoint's `train score` results, e.g. 'validation_loss 0.1234 (best)'."""
-        row = next((r for r in self.scores.get("rows", []) if r.get("step") == step), None)
-        if row is None:
-            return None
-        parts = [f"{name} {value:.4g}" for name, value in (row.get("scores") or {}).items()]
-        if row.get("best"):
-            parts.append("(best)")
-        return " ".join(parts) or None
-
-
-def _run_of_library_lora(ws: Workspace, name: str) -> str | None:
-    from lorastudio.service.library import Library
-
-    for row in Library(ws).loras():
-        if row["name"] == name:
-            return (json.loads(row.get("info") or "{}") or {}).get("run")
-    return None
-
-
-def _lora_target(
-    ws: Workspace, prompt: str, lora: str | None, run: str | None, needs_run: bool
-) -> LoraTarget:
-    """Which LoRA the axes act on: --lora, else the run's output, else the prompt's only LoRA tag."""
-    tags = [m[2] for m in _LORA_TAG.finditer(prompt)]
-    if run is None and needs_run:
-        name = lora or (tags[0] if len(tags) == 1 else None)
-        if name and (ws.runs / name / "config.yaml").is_file():
-            run = name
-        elif name:
-            run = _run_of_library_lora(ws, name)
-    if run is None:
-        name = lora or (tags[0] if len(tags) == 1 else None)
-        return LoraTarget(name)
-    from lorastudio.train.runs import RunFolder
-
-    folder = RunFolder.open(ws, safe_name(run, "run name"))
-    final = folder.path / f"{folder.output_name}.safetensors"
-    return LoraTarget(
-        name=lora or folder.output_name,
-        run_dir=folder.path,
-        full_model=bool(folder.config.trains_full_unet),
-        checkpoints={c.step: c.lora for c in folder.checkpoints},
-        final=final if final.is_file() else None,
-        scores=folder.scores,
+    include_sub_images: bool = Field(
+        False, description="Show and answer every cell after the grid (A1111 Include Sub Images); cells are saved anyway."
     )
+    include_sub_grids: bool = Field(
+        False, description="Save, show and answer each Z value's X/Y grid too (A1111 Include Sub Grids)."
+    )
+    vary_seeds_x: bool = Field(False, description="A new seed per column: the cell's seed + its column (A1111).")
+    vary_seeds_y: bool = Field(False, description="A new seed per row, after the columns' (A1111 Vary seeds for Y).")
+    vary_seeds_z: bool = Field(False, description="A new seed per Z grid, after the rows' (A1111 Vary seeds for Z).")
 
 
 # --- cells --------------------------------------------------------------------------------
@@ -220,11 +123,19 @@ class GridResult:
     layout: dict[str, int]
     model: str = ""
     model_hash: str = ""
+    include_sub_images: bool = False
+
+    def shown(self) -> list[Path]:
+        """The pictures in A1111's answer order: the grid, its sub-grids (when saved), then the cells
+        rendered (with Include Sub Images)."""
+        cells = [c.path for c in self.cells if c.path] if self.include_sub_images else []
+        return [self.grid, *self.sub_grids, *cells]
 
     def as_json(self) -> dict[str, Any]:
         return {
             "grid": str(self.grid),
             "sub_grids": [str(p) for p in self.sub_grids],
+            "images": [str(p) for p in self.shown()],
             "axes": self.axes,
             "layout": self.layout,
             "cells": [
@@ -255,17 +166,51 @@ def _seed_values(axis: Axis, values: list, fixed: bool) -> list:
     return values
 
 
+def _checked_values(ws: Workspace, axis: Axis, values: list, base: GenerateConfig, names: NamePolicy) -> list:
+    """An axis's values checked against what the workspace holds before any model loads; upscalers
+    by their A1111 titles (as a cell's infotext writes them)."""
+    from lorastudio.generate.grid_axes import VAE_AUTOMATIC
+    from lorastudio.generate.samplers import parse_sampler
+    from lorastudio.service.names import find_vae
+    from lorastudio.service.styles import apply_styles
+    from lorastudio.service.upscalers import find_upscaler
+
+    if axis.name == "sampler":
+        for value in values:
+            parse_sampler(value, base.schedule)
+    elif axis.name == "hires_upscaler":
+        return [find_upscaler(ws, str(v), allow_paths=not names.strict)["name"] for v in values]
+    elif axis.name == "vae":
+        for value in values:
+            if str(value).strip().lower() not in VAE_AUTOMATIC:
+                find_vae(ws, str(value), names)
+    elif axis.name == "styles":
+        for value in values:
+            apply_styles(ws, "", "", [s.strip() for s in str(value).split(",") if s.strip()])
+    return values
+
+
+def _seed_offset(request: GridRequest, ix: int, iy: int, iz: int, columns: int, rows: int) -> int:
+    """A1111's "Vary seeds for X/Y/Z": each column, row or Z grid a seed further on."""
+    width = columns if request.vary_seeds_x else 1
+    height = rows if request.vary_seeds_y else 1
+    return (
+        ix * request.vary_seeds_x + iy * width * request.vary_seeds_y + iz * width * height * request.vary_seeds_z
+    )
+
+
 def plan_cells(
-    ws: Workspace, base: GenerateConfig, request: GridRequest
+    ws: Workspace, base: GenerateConfig, request: GridRequest, names: NamePolicy = STRICT
 ) -> tuple[list[GridCell], list[tuple[Axis, list, str]], LoraTarget]:
     """Every cell's request, x fastest, then y, then z (A1111's order in the picture)."""
     from lorastudio.generate.pipeline import resolve_seed
-    from lorastudio.generate.samplers import parse_sampler
+    from lorastudio.service.styles import apply_styles
 
     axes = []
     for spec in (request.x, request.y, request.z):
         axis = find_axis(spec.axis)
         values = _seed_values(axis, parse_values(spec.values, axis), request.fixed_seeds)
+        values = _checked_values(ws, axis, values, base, names)
         raw = spec.values if isinstance(spec.values, str) else ", ".join(str(v) for v in spec.values)
         axes.append((axis, values, raw))
     names = [a.name for a, _, _ in axes if a.name != "nothing"]
@@ -274,13 +219,8 @@ def plan_cells(
     total = math.prod(len(values) for _, values, _ in axes)
     if total > MAX_CELLS:
         raise LorastudioError(f"grid: {total} cells; at most {MAX_CELLS}, use fewer values.")
-    for axis, values, _ in axes:
-        if axis.name == "sampler":
-            for value in values:
-                parse_sampler(value, base.schedule)  # a bad name fails before any model is loaded
-
     uses = {a.name for a, _, _ in axes}
-    target = _lora_target(ws, base.prompt, request.lora, request.run, "checkpoint" in uses)
+    target = lora_target(ws, base.prompt, request.lora, request.run, "checkpoint" in uses)
     if "lora_weight" in uses and not target.name:
         raise LorastudioError(
             "grid axis lora_weight: which LoRA? pass --lora NAME or --run RUN, or put one <lora:NAME:1> in the prompt."
@@ -303,8 +243,19 @@ def plan_cells(
                 state: dict[str, Any] = {"weight": None, "checkpoint": None}
                 for axis, value, values in ((x_axis, x, xs), (y_axis, y, ys), (z_axis, z, zs)):
                     apply_axis_value(axis, value, values, cell_fields, state)
+                if cell_fields["seed"] != -1:  # "Keep -1 for seeds" leaves each cell's seed random
+                    cell_fields["seed"] += _seed_offset(request, ix, iy, iz, len(xs), len(ys))
+                if state.get("styles"):
+                    cell_fields["prompt"], cell_fields["negative_prompt"] = apply_styles(
+                        ws, cell_fields["prompt"], cell_fields["negative_prompt"], state["styles"]
+                    )
                 cell = _cell(ws, ix, iy, iz, axes, (x, y, z), cell_fields, state, target)
                 cells.append(cell)
+    if "hires_upscaler" in uses and not any(c.config.hires_on for c in cells):
+        raise LorastudioError(
+            "grid axis hires_upscaler: the hires fix is off, so no upscaler is used; "
+            "set a hires scale above 1 (--hires-scale 2) or a size to resize to."
+        )
     return cells, axes, target
 
 
@@ -393,14 +344,14 @@ def run_grid(
     from lorastudio.generate.pipeline import SkipBatch
     from lorastudio.service.generation import run_generation
 
-    cells, axes, target = plan_cells(ws, base, request)
+    cells, axes, target = plan_cells(ws, base, request, names)
     cache = cache or ModelCache(ws, names=names)
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
     total_steps = sum(c.config.steps for c in cells)
     done_steps = 0
     model, model_hash = "", ""
-    # Slow-to-change axes outermost (A1111's "cost"): the model loads once per model value.
-    order = sorted(range(len(cells)), key=lambda i: (str(cells[i].config.model), i))
+    # Slow-to-change axes outermost (A1111's "cost"): the model loads once per model (and VAE) value.
+    order = sorted(range(len(cells)), key=lambda i: (str(cells[i].config.model), str(cells[i].config.vae), i))
     for index in order:
         cell = cells[index]
         try:
@@ -448,7 +399,7 @@ def run_grid(
             images, len(xs), x_labels, y_labels, captions, request.margin, request.draw_legend
         )
         sub_images.append(grid)
-        if len(zs) > 1:
+        if len(zs) > 1 and request.include_sub_grids:  # A1111 saves the sub-grids only when asked
             sub_first = next((c for c in chunk if c.path), first)
             path = save_png(
                 grid,
@@ -483,7 +434,9 @@ def run_grid(
         "caption_height": layout.caption_h,
         "margin": layout.margin,
     }
-    result = GridResult(grid_path, sub_paths, cells, infotext, axes_info, layout_info, model, model_hash)
+    result = GridResult(
+        grid_path, sub_paths, cells, infotext, axes_info, layout_info, model, model_hash, request.include_sub_images
+    )
     summary = result.as_json()
     summary["request"] = base.model_dump()
     summary["grid_request"] = request.model_dump()

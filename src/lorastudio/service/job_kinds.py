@@ -194,7 +194,8 @@ def _grid_result(result: GridResult) -> dict[str, Any]:
     return {
         "grid": result.grid.name,
         "grid_infotext": result.infotext,
-        "sub_grids": [p.name for p in result.sub_grids],
+        "sub_grids": [p.name for p in result.sub_grids],  # saved with include_sub_grids only, as A1111
+        "include_sub_images": result.include_sub_images,  # whether a front shows the cells after them
         "images": [c.path.name for c in done],
         "seeds": [c.seed for c in done],
         "infotexts": [c.infotext for c in done],

@@ -237,7 +237,9 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
                *[no_change] * (OUTPUT_COUNT - 2))  # fmt: skip
     images = [str(path) for path in studio.job_images(job)]
     result, folder = job.result or {}, studio.job_folder(job)
-    # a grid: the grid (its infotext shown: "Script: X/Y/Z plot"), its Z sub-grids, then every cell;
+    if result.get("grid") and not result.get("include_sub_images", True):
+        images = []  # a grid without A1111's "Include Sub Images": the grid (and sub-grids) alone
+    # a grid: the grid (its infotext shown: "Script: X/Y/Z plot"), its Z sub-grids, then its cells;
     # a series: its contact sheet, then every picture
     firsts = [result["grid"], *result.get("sub_grids", [])] if result.get("grid") else []
     firsts += [result["contact_sheet"]] if result.get("contact_sheet") else []

@@ -1,12 +1,17 @@
 """The Generate tab's X/Y/Z plot (A1111's script): axes, their value lists and "Generate grid".
 
-The form above is the base request; each axis is one `GridRequest` axis (A1111's labels, its
-value syntax `1-5`, `0.4-1.0 [4]`, `red,blue` for Prompt S/R), so the button queues the same grid
-job as `lorastudio grid` and the API's x/y/z plot script. Nothing is computed here.
+The form above is the base request; each axis is one `GridRequest` axis. Its values are typed as
+text for every axis type, in A1111's syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, `a, "b, c"`, `red,blue`
+for Prompt S/R); an axis with choices (sampler, schedule, checkpoint, VAE, styles, hires upscaler)
+also has a values dropdown beside the text, whose picks are written into the text, so the text is
+always what runs. The button queues the same grid job as `lorastudio grid` and the API's x/y/z
+plot script; the value lists are parsed and checked by the service, never here.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,61 +20,69 @@ import gradio as gr
 from lorastudio.service.grid import GridRequest
 from lorastudio.ui.context import UiContext
 
-__all__ = ["AXIS_LETTERS", "GridPanel", "build_grid_panel", "grid_request_from_form"]
+__all__ = [
+    "AXIS_LETTERS",
+    "GridPanel",
+    "build_grid_panel",
+    "grid_request_from_form",
+    "picks_from_text",
+    "text_with_picks",
+]
 
 AXIS_LETTERS = ("x", "y", "z")
+# the checkboxes, A1111's options, with their start values: GridRequest fields but "keep_seeds"
+_CHECKBOXES = {
+    "draw_legend": True,
+    "keep_seeds": False,
+    "include_sub_images": False,
+    "include_sub_grids": False,
+    "vary_seeds_x": False,
+    "vary_seeds_y": False,
+    "vary_seeds_z": False,
+}
 
 
 @dataclass
 class GridPanel:
-    """`axes[letter]` = (type dropdown, values box); the options; the button that queues the grid."""
+    """`axes[letter]` = (type dropdown, values box, values dropdown); the options; the button."""
 
-    axes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)  # draw_legend, keep_seeds, margin, lora, run
+    axes: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # _CHECKBOXES' names, margin, lora, run
     run: Any = None
 
     def components(self) -> set:
-        return {c for pair in self.axes.values() for c in pair} | set(self.options.values())
+        return {c for group in self.axes.values() for c in group} | set(self.options.values())
+
+
+def _split(text: str) -> list[str]:
+    """A value list's items as A1111 splits them (CSV: quotes keep commas inside a value)."""
+    rows = csv.reader(io.StringIO(str(text or "")), skipinitialspace=True)
+    return [item.strip() for row in rows for item in row if item.strip()]
+
+
+def _joined(items: list[str]) -> str:
+    """Items back into a value list, quoted where a value holds a comma or a quote (A1111's CSV)."""
+    quoted = ['"' + item.replace('"', '""') + '"' if ("," in item or '"' in item) else item for item in items]
+    return ", ".join(quoted)
+
+
+def picks_from_text(text: str, choices: list[str]) -> list[str]:
+    """The typed values the values dropdown can show as picked (those among its choices)."""
+    return [item for item in _split(text) if item in choices]
+
+
+def text_with_picks(text: str, picks: list[str] | None, choices: list[str]) -> str:
+    """The values text after a pick in the dropdown: typed values that are not choices stay where
+    they are, choices no longer picked go, new picks are added at the end (A1111's order of picks)."""
+    picks = list(picks or [])
+    kept = [item for item in _split(text) if item not in choices or item in picks]
+    return _joined(kept + [p for p in picks if p not in kept])
 
 
 def _described(name: str) -> str | None:
     from lorastudio.ui.field_help import field_help  # in the page's language
 
     return field_help(GridRequest, name) or None
-
-
-def build_grid_panel(ctx: UiContext) -> GridPanel:
-    """An accordion "X/Y/Z plot"; call inside the Generate tab's form column."""
-    from lorastudio.service.choices import grid_axis_choices
-
-    t, panel = ctx.t, GridPanel()
-    choices = grid_axis_choices()
-    with gr.Accordion(t("grid.title"), open=False, elem_id="xyz-plot"):
-        for letter in AXIS_LETTERS:
-            with gr.Row():
-                kind = gr.Dropdown(
-                    choices, value="nothing", label=t(f"grid.{letter}_type"), scale=1, elem_id=f"grid-{letter}-type"
-                )
-                values = gr.Textbox(
-                    label=t(f"grid.{letter}_values"), info=_described_values(), scale=3, elem_id=f"grid-{letter}-values"
-                )
-            panel.axes[letter] = (kind, values)
-        with gr.Row():
-            panel.options["draw_legend"] = gr.Checkbox(
-                value=True, label=t("grid.draw_legend"), info=_described("draw_legend"), elem_id="grid-draw-legend"
-            )
-            panel.options["keep_seeds"] = gr.Checkbox(
-                value=False, label=t("grid.keep_seeds"), info=t("grid.keep_seeds_info"), elem_id="grid-keep-seeds"
-            )
-            panel.options["margin"] = gr.Number(
-                value=0, minimum=0, maximum=500, precision=0, label=t("grid.margin"), info=_described("margin"),
-                elem_id="grid-margin",
-            )  # fmt: skip
-        with gr.Row():
-            panel.options["lora"] = gr.Textbox(label=t("grid.lora"), info=_described("lora"), elem_id="grid-lora")
-            panel.options["run"] = gr.Textbox(label=t("grid.run"), info=_described("run"), elem_id="grid-run-name")
-        panel.run = gr.Button(t("grid.run_button"), variant="primary", elem_id="grid-run")
-    return panel
 
 
 def _described_values() -> str | None:
@@ -79,16 +92,81 @@ def _described_values() -> str | None:
     return field_help(AxisRequest, "values") or None
 
 
+def build_grid_panel(ctx: UiContext) -> GridPanel:
+    """An accordion "X/Y/Z plot"; call inside the Generate tab's form column."""
+    from lorastudio.service.choices import grid_axis_choices
+
+    t, panel = ctx.t, GridPanel()
+    with gr.Accordion(t("grid.title"), open=False, elem_id="xyz-plot"):
+        for letter in AXIS_LETTERS:
+            with gr.Row():
+                kind = gr.Dropdown(
+                    grid_axis_choices(), value="nothing", label=t(f"grid.{letter}_type"), scale=1,
+                    elem_id=f"grid-{letter}-type",
+                )  # fmt: skip
+                values = gr.Textbox(
+                    label=t(f"grid.{letter}_values"), info=_described_values(), scale=3, elem_id=f"grid-{letter}-values"
+                )
+                picks = gr.Dropdown(
+                    [], value=[], multiselect=True, visible=False, label=t("grid.pick_values"), scale=2,
+                    elem_id=f"grid-{letter}-picks",
+                )  # fmt: skip
+            panel.axes[letter] = (kind, values, picks)
+        with gr.Row():
+            for name, default in _CHECKBOXES.items():
+                info = _described(name) if name != "keep_seeds" else t("grid.keep_seeds_info")
+                panel.options[name] = gr.Checkbox(
+                    value=default, label=t(f"grid.{name}"), info=info, elem_id=f"grid-{name.replace('_', '-')}"
+                )
+        with gr.Row():
+            panel.options["margin"] = gr.Number(
+                value=0, minimum=0, maximum=500, precision=0, label=t("grid.margin"), info=_described("margin"),
+                elem_id="grid-margin",
+            )  # fmt: skip
+            panel.options["lora"] = gr.Textbox(label=t("grid.lora"), info=_described("lora"), elem_id="grid-lora")
+            panel.options["run"] = gr.Textbox(label=t("grid.run"), info=_described("run"), elem_id="grid-run-name")
+        panel.run = gr.Button(t("grid.run_button"), variant="primary", elem_id="grid-run")
+    _wire_value_pickers(ctx, panel)
+    return panel
+
+
+def axis_picker_update(ctx: UiContext, axis: str, text: str) -> dict[str, Any]:
+    """The values dropdown for a newly chosen axis type: its choices, shown only when it has some,
+    with the typed values that are among them picked."""
+    from lorastudio.service.choices import grid_axis_value_choices
+
+    choices = grid_axis_value_choices(ctx.studio.workspace, axis)
+    return gr.update(choices=choices, value=picks_from_text(text, choices), visible=bool(choices))
+
+
+def picked_text(ctx: UiContext, axis: str, text: str, picks: list[str] | None) -> str:
+    """The values text after the user picked in the values dropdown (see `text_with_picks`)."""
+    from lorastudio.service.choices import grid_axis_value_choices
+
+    return text_with_picks(text, picks, grid_axis_value_choices(ctx.studio.workspace, axis))
+
+
+def _wire_value_pickers(ctx: UiContext, panel: GridPanel) -> None:
+    for kind, values, picks in panel.axes.values():
+        kind.change(lambda axis, text: axis_picker_update(ctx, axis, text), [kind, values], picks)
+        # `.input`: only a person's pick, so the text written back does not fire it again
+        picks.input(lambda axis, text, chosen: picked_text(ctx, axis, text, chosen), [kind, values, picks], values)
+
+
 def grid_request_from_form(panel: GridPanel, form: dict) -> GridRequest:
-    """The panel's values as the service's GridRequest (it checks the axes and value lists)."""
+    """The panel's values as the service's GridRequest (it checks the axes and value lists).
+
+    The text is the values (any axis type, A1111's syntax); the dropdown's picks count only when no
+    text was typed."""
     options = panel.options
+    axes = {}
+    for letter, (kind, values, picks) in panel.axes.items():
+        text = str(form.get(values) or "")
+        axes[letter] = {"axis": form.get(kind) or "nothing", "values": text if text.strip() else list(form.get(picks) or [])}
     return GridRequest.model_validate(
         {
-            **{
-                letter: {"axis": form[kind] or "nothing", "values": form[values] or ""}
-                for letter, (kind, values) in panel.axes.items()
-            },
-            "draw_legend": bool(form[options["draw_legend"]]),
+            **axes,
+            **{name: bool(form[options[name]]) for name in _CHECKBOXES if name != "keep_seeds"},
             "fixed_seeds": not form[options["keep_seeds"]],  # A1111's "Keep -1 for seeds" is the opposite
             "margin": int(form[options["margin"]] or 0),
             "lora": (form[options["lora"]] or "").strip() or None,

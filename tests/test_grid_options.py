@@ -1,0 +1,222 @@
+"""A1111's X/Y/Z plot options and axes beyond the basics (tests/test_grid.py): Include Sub Images and
+Sub Grids, Vary seeds, the Hires upscaler, VAE, Eta and Styles axes, and the web UI panel's values
+typed as text (every axis type) or picked from its dropdown."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lorastudio.cli import _register, app
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.generate.grid_axes import AXES, find_axis, parse_values
+from lorastudio.generate.infotext import parse_infotext, read_infotext
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+_register()
+runner = CliRunner()
+
+
+def _grid_cli(*args: str) -> tuple[str, dict]:
+    """(the text output, the --json object) of `lorastudio grid ARGS` on the tiny model at 64x64."""
+    base = ["grid", "--model", "tiny-sd15", "--width", "64", "--height", "64", "--steps", "1", *args]
+    text = runner.invoke(app, base)
+    assert text.exit_code == 0, text.output
+    result = runner.invoke(app, [*base, "--json"])
+    assert result.exit_code == 0, result.output
+    return text.stdout, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_text_ranges_parse_like_a1111s_examples():
+    """The examples of A1111's X/Y/Z plot documentation, for int and float axes."""
+    steps, cfg = find_axis("Steps"), find_axis("CFG Scale")
+    assert parse_values("1-5", steps) == [1, 2, 3, 4, 5]
+    assert parse_values("1-5 (+2)", steps) == [1, 3, 5]
+    assert parse_values("10-5 (-3)", steps) == [10, 7]
+    assert parse_values("1-3 (+0.5)", cfg) == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert parse_values("1-10 [5]", steps) == [1, 3, 5, 7, 10]  # evenly spaced, whole numbers cut down
+    assert parse_values("0.0-1.0 [6]", cfg) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert parse_values("-2-2", steps) == [-2, -1, 0, 1, 2]
+    sampler = find_axis("Sampler")
+    assert parse_values('Euler a, "DPM++ 2M, odd", DDIM', sampler) == ["Euler a", "DPM++ 2M, odd", "DDIM"]
+
+
+# --- the web UI panel ------------------------------------------------------------------------
+
+
+def _panel():
+    """A GridPanel whose controls are plain keys, as a Gradio handler's `form` dict is keyed."""
+    from lorastudio.ui.grid_panel import _CHECKBOXES, GridPanel
+
+    panel = GridPanel()
+    panel.axes = {a: (f"{a}_type", f"{a}_values", f"{a}_picks") for a in "xyz"}
+    panel.options = {name: name for name in (*_CHECKBOXES, "margin", "lora", "run")}
+    return panel
+
+
+def _form(**axes) -> dict:
+    form = {"draw_legend": True, "keep_seeds": False, "include_sub_images": True, "include_sub_grids": False,
+            "vary_seeds_x": False, "vary_seeds_y": False, "vary_seeds_z": False, "margin": 2, "lora": "", "run": ""}  # fmt: skip
+    for letter in "xyz":
+        kind, text, picks = axes.get(letter, ("nothing", "", []))
+        form.update({f"{letter}_type": kind, f"{letter}_values": text, f"{letter}_picks": picks})
+    return form
+
+
+# every axis the service has, as text, and what its cells' requests must hold
+TYPED = {
+    "seed": ("3-5", "seed", [3, 4, 5]),
+    "subseed": ("7, 9", "subseed", [7, 9]),
+    "subseed_strength": ("0-1 [3]", "subseed_strength", [0.0, 0.5, 1.0]),
+    "steps": ("2-6 (+2)", "steps", [2, 4, 6]),
+    "cfg": ("4.5-6 (+0.75)", "cfg_scale", [4.5, 5.25, 6.0]),
+    "prompt_sr": ('red, "blue, dark"', "prompt", ["red flower", "blue, dark flower"]),
+    "sampler": ('Euler a, "DPM++ 2M Karras"', "sampler", ["Euler a", "DPM++ 2M Karras"]),
+    "schedule": ("Automatic, Karras", "schedule", ["Automatic", "Karras"]),
+    "eta": ("0, 0.5", "eta", [0.0, 0.5]),
+    "model": ("tiny-sd15, tiny-sd2", "model", ["tiny-sd15", "tiny-sd2"]),
+    "vae": ("Automatic, None", "vae", [None, None]),
+    "styles": ('ink, "ink, sharp"', "prompt", ["ink wash, red flower", "ink wash, red flower, sharp focus"]),
+    "lora_weight": ("0.5-1 [2]", "prompt", ["red flower <lora:mine:0.5>", "red flower <lora:mine:1>"]),
+    "width": ("64-128 (+64)", "width", [64, 128]),
+    "height": ("64, 96", "height", [64, 96]),
+    "size": ("64x96, 96x64", "width", [64, 96]),
+    "clip_skip": ("1-2", "clip_skip", [1, 2]),
+    "hires_steps": ("1-3 [2]", "hires_steps", [1, 3]),
+    "hires_strength": ("0.2-0.6 (+0.2)", "hires_strength", [0.2, 0.4, 0.6]),
+    "hires_upscaler": ("latent, lanczos", "hires_upscaler", ["Latent", "Lanczos"]),
+}
+
+
+def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
+    """The UI handler turns typed values (ranges, quotes) of any axis into the cells' requests."""
+    from lorastudio.service.grid import plan_cells
+    from lorastudio.ui.grid_panel import grid_request_from_form
+
+    (tiny_workspace.root / "styles.csv").write_text(
+        'name,prompt,negative_prompt\nink,"ink wash, {prompt}",""\nsharp,"sharp focus",""\n', encoding="utf-8"
+    )
+    base = GenerateConfig(prompt="red flower", steps=2, seed=11, hires_scale=2, width=64, height=64)
+    untested = set(AXES) - set(TYPED) - {"nothing", "checkpoint"}  # a run's checkpoints: test_grid.py
+    assert not untested, f"add a typed example for {untested}"
+    panel = _panel()
+    for axis, (text, field, expected) in TYPED.items():
+        form = _form(x=(axis, text, []))
+        form["lora"] = "mine" if axis == "lora_weight" else ""
+        request = grid_request_from_form(panel, form)
+        assert request.include_sub_images and request.margin == 2 and not request.include_sub_grids
+        cells, _, _ = plan_cells(tiny_workspace, base, request)
+        got = [getattr(c.config, field) for c in cells]
+        assert got == pytest.approx(expected) if isinstance(expected[0], float) else got == expected, axis
+    # A1111's Denoising over a picture is the img2img strength (there is no hires pass then)
+    pictured = base.model_copy(update={"init_image": "in.png", "hires_scale": 1.0})
+    cells, _, _ = plan_cells(tiny_workspace, pictured, grid_request_from_form(panel, _form(x=("Denoising", "0.3, 0.6", []))))
+    assert [c.config.strength for c in cells] == [0.3, 0.6] and {c.config.hires_strength for c in cells} == {0.5}
+    # a typed value the axis refuses is one clear error, as on the CLI
+    with pytest.raises(LorastudioError, match="not a whole number"):
+        plan_cells(tiny_workspace, base, grid_request_from_form(panel, _form(x=("steps", "1-3 (+0.5)", []))))
+    with pytest.raises(LorastudioError, match="upscaler 'nope'"):
+        plan_cells(tiny_workspace, base, grid_request_from_form(panel, _form(y=("hires_upscaler", "nope", []))))
+
+
+def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
+    """A1111's dropdown for axes with choices: the picks go into the text, which stays what runs;
+    values typed that are not choices (an alias) stay; with no text the picks alone count."""
+    from lorastudio.service.choices import grid_axis_value_choices
+    from lorastudio.ui.grid_panel import grid_request_from_form, picks_from_text, text_with_picks
+
+    samplers = grid_axis_value_choices(tiny_workspace, "Sampler")
+    assert "Euler a" in samplers and "DDIM" in samplers
+    assert grid_axis_value_choices(tiny_workspace, "cfg") == []  # numbers are typed
+    assert "tiny-sd15" in grid_axis_value_choices(tiny_workspace, "Checkpoint name")
+    assert grid_axis_value_choices(tiny_workspace, "hires_upscaler")[0] == "Latent"
+    text = "Euler a, euler-alias"
+    assert picks_from_text(text, samplers) == ["Euler a"]
+    assert text_with_picks(text, ["Euler a", "DDIM"], samplers) == "Euler a, euler-alias, DDIM"
+    assert text_with_picks(text, ["DDIM"], samplers) == "euler-alias, DDIM"  # "Euler a" un-picked
+    assert text_with_picks("", ["DPM++ 2M, odd"], ["DPM++ 2M, odd"]) == '"DPM++ 2M, odd"'
+    panel = _panel()
+    picked = grid_request_from_form(panel, _form(x=("sampler", "", ["Euler", "DDIM"])))
+    assert picked.x.values == ["Euler", "DDIM"]
+    typed = grid_request_from_form(panel, _form(x=("sampler", "DDIM", ["Euler"])))
+    assert typed.x.values == "DDIM"
+
+
+# --- options through the CLI and the API -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_include_sub_images_and_sub_grids(tiny_workspace, tmp_path):
+    """Cells are always saved (with infotext and recipe); the flags add them, and each Z value's
+    grid, to what the command lists; a sub-grid is written only with --include-sub-grids (A1111)."""
+    args = ["--prompt", "red", "--seed", "5", "--x", "cfg=2,6", "--z", "seed=1,2"]
+    text, plain = _grid_cli(*args, "--out", str(tmp_path / "plain"))
+    assert plain["images"] == [plain["grid"]] and plain["sub_grids"] == []
+    assert "cell:" not in text and not list((tmp_path / "plain").glob("grid-*-z*.png"))
+    assert len(list((tmp_path / "plain").glob("*.yaml"))) >= 4  # the four cells' recipes anyway
+    text, full = _grid_cli(*args, "--include-sub-images", "--include-sub-grids", "--out", str(tmp_path / "full"))
+    cells = [c["image"] for c in full["cells"]]
+    assert len(cells) == 4 and len(full["sub_grids"]) == 2
+    assert full["images"] == [full["grid"], *full["sub_grids"], *cells]
+    listed = [line.split(": ", 1)[1] for line in text.splitlines() if line.strip().startswith("cell: ")]
+    assert len(listed) == 4 and all(Image.open(path).size == (64, 64) for path in listed)
+    assert text.count("sub-grid: ") == 2
+    for path in full["sub_grids"]:
+        assert Image.open(path).width >= 2 * 64
+    # Vary seeds for X: each column the next seed, on top of the Z axis's seed
+    _, varied = _grid_cli(*args, "--vary-seeds", "x", "--out", str(tmp_path / "vary"))
+    assert [c["seed"] for c in varied["cells"]] == [1, 2, 2, 3]
+    bad = runner.invoke(app, ["grid", "--x", "cfg=2,6", "--vary-seeds", "w"])
+    assert bad.exit_code == 2 and "--vary-seeds" in bad.output
+
+
+@pytest.mark.slow
+def test_the_hires_upscaler_axis_renders_each_upscaler(tiny_workspace, tmp_path):
+    """Two upscalers of the hires fix: cells of the hires size, with different pixels, each
+    infotext naming its upscaler by A1111's title; with the hires fix off, a clear refusal."""
+    _, out = _grid_cli(
+        "--prompt", "red", "--seed", "3", "--hires-scale", "2", "--hires-steps", "1",
+        "--x", "Hires upscaler=latent (nearest), Lanczos", "--out", str(tmp_path),
+    )  # fmt: skip
+    images = [np.asarray(Image.open(c["image"]).convert("RGB"), dtype=np.float64) for c in out["cells"]]
+    assert all(image.shape == (128, 128, 3) for image in images)
+    assert np.abs(images[0] - images[1]).mean() > 1.0
+    names = [parse_infotext(read_infotext(c["image"]))["Hires upscaler"] for c in out["cells"]]
+    assert names == ["Latent (nearest)", "Lanczos"]
+    assert out["axes"]["x"]["labels"] == ["Hires upscaler: Latent (nearest)", "Hires upscaler: Lanczos"]
+    off = runner.invoke(app, ["grid", "--model", "tiny-sd15", "--prompt", "red", "--x", "hires_upscaler=Latent,Lanczos"])
+    assert off.exit_code == 2 and "hires fix is off" in off.output
+    # the VAE axis: Automatic is the model's own, a name a VAE in models/ (recorded in the infotext)
+    vae = tiny_workspace.models / "tiny-vae"
+    vae.symlink_to((tiny_workspace.models / "tiny-sd15").resolve() / "vae", target_is_directory=True)
+    _, out = _grid_cli("--prompt", "red", "--x", "VAE=Automatic, tiny-vae", "--out", str(tmp_path / "vae"))
+    infos = [parse_infotext(read_infotext(c["image"])) for c in out["cells"]]
+    assert "VAE" not in infos[0] and infos[1]["VAE"] == "tiny-vae"
+
+
+@pytest.mark.slow
+def test_a1111_xyz_plot_answers_sub_grids_and_varies_seeds(client):
+    """A1111 1.7+ script_args: Include Sub Grids adds one grid per Z value after the grid; Vary
+    seeds for X gives each column the next seed; Hires upscaler by name."""
+    body = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "seed": 40, "script_name": "x/y/z plot",
+            "enable_hr": True, "hr_scale": 2, "hr_second_pass_steps": 1}  # fmt: skip
+    args = ["Hires upscaler", "Latent, Nearest", [], 0, "", [], 4, "1, 2", [],
+            True, True, True, False, True, False, False, 0, False]  # fmt: skip
+    data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
+    assert len(data["images"]) == 1 + 2 + 4, data.get("detail")  # grid, two sub-grids (Steps 1, 2), cells
+    info = json.loads(data["info"])
+    sub = Image.open(io.BytesIO(base64.b64decode(data["images"][1])))
+    assert sub.width >= 2 * 128 and sub.height >= 128
+    cells = [parse_infotext(t) for t in info["infotexts"][3:]]
+    assert [int(c["Seed"]) for c in cells] == [40, 41, 40, 41]
+    assert [c["Hires upscaler"] for c in cells] == ["Latent", "Nearest", "Latent", "Nearest"]
+    args[11] = False  # without Include Sub Grids: the grid and the cells
+    data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
+    assert len(data["images"]) == 1 + 4
