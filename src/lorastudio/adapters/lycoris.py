@@ -1,4 +1,4 @@
-"""LyCORIS files: LoCon, LoHa, LoKr, (IA)^3, full ("diff") and DoRA-weighted modules.
+"""LyCORIS files: LoCon, LoHa, LoKr, (IA)^3, OFT, full ("diff") and DoRA-weighted modules.
 
 LyCORIS names modules like kohya (`lora_unet_…`, `lora_te_…`, `lora_te1_/te2_…`; SimpleTuner:
 `lycoris_<diffusers path>`) and tells the algorithm by the tensor suffixes of each module:
