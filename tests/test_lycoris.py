@@ -241,9 +241,9 @@ def test_incomplete_or_unknown_modules_are_refused(tmp_path):
     incomplete = _save(tmp_path, "half", {"lora_unet_x.hada_w1_a": torch.zeros(2, 2)})
     with pytest.raises(LorastudioError, match="half.safetensors.*lora_unet_x lacks hada_w1_b"):
         load_lora_file(incomplete)
-    oft = _save(tmp_path, "oft", {"lora_unet_x.oft_blocks": torch.zeros(2, 2, 2), "lora_unet_x.alpha": torch.tensor(1.0)})
-    with pytest.raises(LorastudioError, match="oft.safetensors: module lora_unet_x has oft_blocks"):
-        load_lora_file(oft)
+    glora = _save(tmp_path, "glora", {"lora_unet_x.a1.weight": torch.zeros(2, 2), "lora_unet_x.alpha": torch.tensor(1.0)})
+    with pytest.raises(LorastudioError, match="glora.safetensors: module lora_unet_x has a1.weight"):
+        load_lora_file(glora)
 
 
 def test_import_and_list_show_the_type(components, workspace, tmp_path):

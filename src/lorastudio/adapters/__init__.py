@@ -8,12 +8,14 @@ LoRAs in memory
   inside the diffusers/transformers component (text-encoder paths stored without
   `text_model.`; `find_module(component, path)` resolves either). `lora.add(component, path, module)`.
 - `LoraModule(down, up, alpha, kind)`: effect `alpha / rank * up @ down` ("linear" | "conv").
-  LyCORIS files also give `LohaModule`, `LokrModule`, `Ia3Module`, `FullModule` and `DoraModule`
-  (adapters.lycoris); `network_types(lora)` names what a file holds.
+  LyCORIS files also give `LohaModule`, `LokrModule`, `Ia3Module`, `FullModule`, `DoraModule`,
+  `BiasDiffModule` (adapters.lycoris) and `OftModule` (adapters.oft); `network_types(lora)` names
+  what a file holds.
 
 Reading and writing
-- `load_lora_file(path) -> LoraFile`: kohya/webui, LyCORIS (LoCon, LoHa, LoKr, (IA)^3, full,
-  DoRA), diffusers, peft folder, old diffusers, HCP (`unet-N` + `text_encoder-N`); format detected.
+- `load_lora_file(path) -> LoraFile`: kohya/webui, LyCORIS (LoCon, LoHa, LoKr, (IA)^3, OFT, full,
+  DoRA), ComfyUI (`diffusion_model.*`, `text_encoders.*`), diffusers, peft folder, old diffusers,
+  HCP (`unet-N` + `text_encoder-N`); format detected.
 - `save_kohya(lora, path, metadata=None, *, family=None, unet_config=None)`: A1111/ComfyUI file
   (alpha kept, `text_model_` prefix, SDXL UNet in LDM names, `sshs_*` hashes; LyCORIS modules
   under LyCORIS' own tensor names).

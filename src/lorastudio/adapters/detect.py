@@ -36,8 +36,9 @@ _TEXT_WIDTHS = {768: "sd15", 1024: "sd2"}
 _SDXL_ONLY_PATH = re.compile(r"(^|\.)(transformer_blocks\.[1-9]|label_emb|add_embedding)")
 
 
-def detect_format(keys, metadata: dict[str, str] | None = None) -> str:
-    """ "kohya", "lycoris", "diffusers", "peft", "diffusers-old" or "hcp"."""
+def detect_format(keys, metadata: dict[str, str] | None = None, source: str = "LoRA") -> str:
+    """ "kohya", "lycoris", "comfy", "diffusers", "peft", "diffusers-old" or "hcp"."""
+    from lorastudio.adapters.comfy_names import is_comfy_state_dict
     from lorastudio.adapters.hcp import is_hcp_state_dict
     from lorastudio.adapters.kohya import is_kohya_state_dict
     from lorastudio.adapters.lycoris import is_lycoris_state_dict
@@ -48,6 +49,8 @@ def detect_format(keys, metadata: dict[str, str] | None = None) -> str:
         return "hcp"
     if is_kohya_state_dict(keys):
         return "lycoris" if is_lycoris_state_dict(keys, metadata) else "kohya"
+    if is_comfy_state_dict(keys):
+        return "comfy"
     if is_peft_state_dict(keys):
         return "peft" if any(k.startswith("base_model.model.") for k in keys) else "diffusers"
     if is_old_diffusers_state_dict(keys):
@@ -55,13 +58,14 @@ def detect_format(keys, metadata: dict[str, str] | None = None) -> str:
     if keys and all(k.startswith("bundle_emb.") for k in keys):
         return "kohya"
     raise LorastudioError(
-        "LoRA: no kohya, LyCORIS, diffusers, peft or HCP LoRA keys found; it is not a LoRA file."
+        f"{source}: no kohya, LyCORIS, ComfyUI, diffusers, peft or HCP LoRA keys found; it is not a LoRA file."
     )
 
 
 def lora_from_state_dict(
     state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, source: str = "LoRA"
 ) -> LoraFile:
+    from lorastudio.adapters.comfy import lora_from_comfy_state_dict
     from lorastudio.adapters.hcp import lora_from_hcp_state_dicts
     from lorastudio.adapters.kohya import lora_from_kohya_state_dict
     from lorastudio.adapters.lycoris import lora_from_lycoris_state_dict
@@ -70,11 +74,13 @@ def lora_from_state_dict(
         lora_from_old_diffusers_state_dict,
     )
 
-    fmt = detect_format(state_dict.keys(), metadata)
+    fmt = detect_format(state_dict.keys(), metadata, source)
     if fmt == "kohya":
         return lora_from_kohya_state_dict(state_dict, metadata, source)
     if fmt == "lycoris":
         return lora_from_lycoris_state_dict(state_dict, metadata, source)
+    if fmt == "comfy":
+        return lora_from_comfy_state_dict(state_dict, metadata, source)
     if fmt in ("diffusers", "peft"):
         return lora_from_diffusers_state_dict(state_dict, metadata)
     if fmt == "diffusers-old":
@@ -113,9 +119,16 @@ def load_lora_file(path: str | Path, data: bytes | bytearray | None = None) -> L
 
 def _input_width(module) -> int | None:
     """The width of the layer's input as the module's tensors tell it (None when they do not)."""
-    from lorastudio.adapters.lycoris import DoraModule, FullModule, Ia3Module, LohaModule, LokrModule
+    from lorastudio.adapters.lycoris import (
+        BiasDiffModule,
+        DoraModule,
+        FullModule,
+        Ia3Module,
+        LohaModule,
+        LokrModule,
+    )
 
-    if isinstance(module, DoraModule):
+    while isinstance(module, DoraModule | BiasDiffModule):
         module = module.inner
     if isinstance(module, LoraModule) and module.down.dim() == 2:
         return int(module.down.shape[1])

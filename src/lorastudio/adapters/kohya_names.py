@@ -25,8 +25,9 @@ __all__ = [
 ]
 
 UNET_PREFIX = "lora_unet_"
-# SimpleTuner's LyCORIS files name UNet layers `lycoris_<diffusers path>` (ComfyUI reads them).
-_UNET_PREFIXES = (UNET_PREFIX, "lycoris_")
+# SimpleTuner's LyCORIS files name UNet layers `lycoris_<diffusers path>` (ComfyUI reads them);
+# kohya's OFT network names them `oft_unet_<path>` (A1111 reads them).
+_UNET_PREFIXES = (UNET_PREFIX, "lycoris_", "oft_unet_")
 TE_PREFIXES = {"lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
 MODULE_PREFIXES = (*_UNET_PREFIXES, *TE_PREFIXES)  # what a kohya-style module name starts with
 BUNDLE_PREFIX = "bundle_emb."
@@ -61,11 +62,12 @@ def kohya_to_module_path(name: str) -> str:
     return ".".join(parts)
 
 
+_LDM_BLOCKS = ("input_blocks", "output_blocks", "middle_block")
+
+
 def uses_ldm_unet_names(keys) -> bool:
-    return any(
-        k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"))
-        for k in keys
-    )
+    starts = tuple(prefix + block for prefix in _UNET_PREFIXES for block in _LDM_BLOCKS)
+    return any(k.startswith(starts) for k in keys)
 
 
 def component_and_name(base: str) -> tuple[str, str] | None:

@@ -1,4 +1,4 @@
-"""LyCORIS files: LoCon, LoHa, LoKr, (IA)^3, full ("diff") and DoRA-weighted modules.
+"""LyCORIS files: LoCon, LoHa, LoKr, (IA)^3, OFT, full ("diff") and DoRA-weighted modules.
 
 LyCORIS names modules like kohya (`lora_unet_…`, `lora_te_…`, `lora_te1_/te2_…`; SimpleTuner:
 `lycoris_<diffusers path>`) and tells the algorithm by the tensor suffixes of each module:
@@ -14,6 +14,9 @@ LyCORIS names modules like kohya (`lora_unet_…`, `lora_te_…`, `lora_te1_/te2
 - (IA)^3: `weight` (+ `on_input`): ΔW = W · w, per output row (per input column with on_input).
 - full: `diff` (+ `diff_b`): ΔW = diff, Δb = diff_b; `train_norm`'s `w_norm`/`b_norm` on norm
   layers are the same thing.
+- OFT: `oft_blocks` (kohya, LyCORIS diag-OFT) or `oft_diag`, `alpha` (+ `rescale`): a rotation of the
+  output rows, W' = Rᵀ W (`adapters.oft`).
+- bias differences: `diff_b` beside a low-rank pair or alone (ComfyUI's LoraSave writes them): Δb = diff_b.
 - DoRA: `dora_scale` beside any of the above: W' = m · (W + ΔW) / ‖W + ΔW‖, the norm per
   output row when `dora_scale` is [out, 1, …] (LyCORIS `wd_on_out`) and per input column when
   it is [1, in, …]; at strength s the weight moves by s · (W' − W), as A1111 and ComfyUI do.
@@ -27,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lorastudio.adapters.comfy_names import split_comfy_key
 from lorastudio.adapters.kohya_names import (
     BUNDLE_PREFIX,
     MODULE_PREFIXES,
@@ -36,12 +40,14 @@ from lorastudio.adapters.kohya_names import (
     uses_ldm_unet_names,
 )
 from lorastudio.adapters.lora_file import LoraFile, LoraModule
+from lorastudio.adapters.oft import OftModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "BiasDiffModule",
     "DoraModule",
     "FullModule",
     "Ia3Module",
@@ -51,6 +57,7 @@ __all__ = [
     "is_lycoris_state_dict",
     "lora_from_lycoris_state_dict",
     "lycoris_state_dict_of",
+    "module_from_parts",
     "module_type",
     "network_types",
     "network_types_from_keys",
@@ -63,11 +70,12 @@ _LOKR = {"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b
 _LOCON = {"lora_down.weight", "lora_up.weight", "lora_mid.weight"}
 _IA3 = {"weight", "on_input"}
 _FULL = {"diff", "diff_b"}
+_OFT = {"oft_blocks", "oft_diag", "rescale"}
 _COMMON = {"alpha", "dora_scale"}
 # Other writers' names for the same tensors, as A1111 and ComfyUI read them: peft's lora_A/B under
 # kohya names, and LyCORIS `train_norm`'s norm-layer differences (a full diff on the norm's weight).
 _SAME_AS = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight", "w_norm": "diff", "b_norm": "diff_b"}
-NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "ia3", "full", "dora")
+NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "ia3", "oft", "full", "dora")
 
 
 def _scale(alpha: float | None, dim: int) -> float:
@@ -260,20 +268,50 @@ class DoraModule:
         return {**lycoris_tensors(self.inner), "dora_scale": self.dora_scale}
 
 
+@dataclass
+class BiasDiffModule:
+    """A bias difference `diff_b` beside another module's weight update, or alone (`inner` None).
+
+    ComfyUI's LoraSave writes one beside nearly every low-rank pair it extracts (a `FullModule`
+    holds the `diff_b` that LyCORIS writes beside a `diff`).
+    """
+
+    inner: object | None
+    diff_b: torch.Tensor
+
+    type_name = "full"
+
+    def __getattr__(self, name):  # rank, alpha, kind, scale of the inner module
+        if name in {"inner", "diff_b"}:
+            raise AttributeError(name)
+        if self.inner is None:
+            alone = {"rank": 0, "alpha": None, "scale": 1.0, "kind": "linear"}
+            if name in alone:
+                return alone[name]
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**(lycoris_tensors(self.inner) if self.inner is not None else {}), "diff_b": self.diff_b}
+
+
 def module_type(module) -> str:
-    """"lora", "locon" (a LoRA on a conv), "loha", "lokr", "ia3", "full" or "dora"."""
+    """"lora", "locon" (a LoRA on a conv), "loha", "lokr", "ia3", "oft", "full" or "dora"."""
     if isinstance(module, LoraModule):
         return "locon" if module.kind == "conv" else "lora"
     return module.type_name
 
 
+def _wrapped(module):
+    """The module, then what it wraps (a DoRA's or a bias difference's inner module), outermost first."""
+    while module is not None:
+        yield module
+        module = module.inner if isinstance(module, DoraModule | BiasDiffModule) else None
+
+
 def network_types(lora: LoraFile) -> list[str]:
     """The module types a LoRA holds, in NETWORK_TYPES order (a DoRA file also lists its inner type)."""
-    found = set()
-    for module in lora.modules.values():
-        found.add(module_type(module))
-        if isinstance(module, DoraModule):
-            found.add(module_type(module.inner))
+    found = {module_type(layer) for module in lora.modules.values() for layer in _wrapped(module)}
     return [t for t in NETWORK_TYPES if t in found]
 
 
@@ -283,7 +321,10 @@ def network_types_from_keys(keys) -> list[str]:
     for key in keys:
         base, _, rest = key.partition(".")
         if not base.startswith(MODULE_PREFIXES):
-            continue
+            split = split_comfy_key(key)
+            if split is None:
+                continue
+            rest = split[1]
         rest = _SAME_AS.get(rest, rest)
         if rest.startswith("hada_"):
             found.add("loha")
@@ -291,6 +332,8 @@ def network_types_from_keys(keys) -> list[str]:
             found.add("lokr")
         elif rest in ("diff", "diff_b"):
             found.add("full")
+        elif rest in ("oft_blocks", "oft_diag"):
+            found.add("oft")
         elif rest == "on_input" or rest == "weight":
             found.add("ia3")
         elif rest == "dora_scale":
@@ -310,9 +353,9 @@ def scaled_delta(module, weight: torch.Tensor) -> torch.Tensor:
 
 
 def delta_numel(module) -> int | None:
-    """How many weights the module's ΔW has (None when it depends on the target, as for (IA)^3)."""
-    if isinstance(module, DoraModule):
-        return delta_numel(module.inner)
+    """How many weights the module's ΔW has (None when it depends on the target, as for (IA)^3 or OFT)."""
+    if isinstance(module, DoraModule | BiasDiffModule):
+        return delta_numel(module.inner) if module.inner is not None else None
     if isinstance(module, LoraModule):
         return module.delta().numel()
     if isinstance(module, LohaModule):
@@ -331,6 +374,12 @@ def delta_numel(module) -> int | None:
 
 def update(module, weight: torch.Tensor, strength: float) -> torch.Tensor:
     """What to add to `weight` (float32) for this module at `strength`."""
+    import torch
+
+    if isinstance(module, BiasDiffModule):
+        return update(module.inner, weight, strength) if module.inner is not None else torch.zeros_like(weight)
+    if isinstance(module, OftModule):  # a rotation: the move from W to W' = Rᵀ W
+        return (module.rotated(weight) - weight).mul_(float(strength))
     if isinstance(module, DoraModule):
         merged = weight + scaled_delta(module.inner, weight)
         return (module.decomposed(merged) - weight).mul_(float(strength))
@@ -338,7 +387,7 @@ def update(module, weight: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def bias_update(module, bias: torch.Tensor, strength: float) -> torch.Tensor | None:
-    if isinstance(module, FullModule) and module.diff_b is not None:
+    if isinstance(module, FullModule | BiasDiffModule) and module.diff_b is not None:
         return _f32(module.diff_b, bias.device).reshape(bias.shape) * float(strength)
     return None
 
@@ -355,9 +404,13 @@ def lycoris_state_dict_of(name: str, module) -> dict[str, torch.Tensor]:
     import torch
 
     state = {f"{name}.{suffix}": t.detach().contiguous() for suffix, t in lycoris_tensors(module).items()}
-    inner = module.inner if isinstance(module, DoraModule) else module
+    inner = list(_wrapped(module))[-1]
+    alpha = None
     if isinstance(inner, LoraModule | LohaModule) or (isinstance(inner, LokrModule) and inner.rank):
         alpha = inner.alpha if inner.alpha else float(inner.rank)
+    elif isinstance(inner, OftModule):
+        alpha = inner.alpha  # the constraint; none written: none read back
+    if alpha is not None:
         dtype = next(iter(state.values())).dtype
         state[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype if dtype.is_floating_point else None)
     return state
@@ -387,19 +440,31 @@ def _kind(tensor: torch.Tensor) -> str:
     return "conv" if tensor.dim() == 4 else "linear"
 
 
-def _module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str):
-    """One module from its suffix -> tensor map, or a one-line error naming what is wrong."""
+def module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str):
+    """One module from its suffix -> tensor map, or a one-line error naming what is wrong.
+
+    A `diff_b` without a `diff` is a bias difference of its own, beside whatever else the layer has.
+    """
     parts = {_SAME_AS.get(suffix, suffix): tensor for suffix, tensor in parts.items()}
+    if "diff_b" not in parts or "diff" in parts:
+        return _weight_module(base, parts, source)
+    diff_b = parts.pop("diff_b")
+    alone = not set(parts) - {"alpha"}
+    return BiasDiffModule(None if alone else _weight_module(base, parts, source), diff_b)
+
+
+def _weight_module(base: str, parts: dict[str, torch.Tensor], source: str):
     suffixes = set(parts)
-    unknown = suffixes - (_LOHA | _LOKR | _LOCON | _IA3 | _FULL | _COMMON)
-    families = [name for name, keys in (("LoRA", _LOCON), ("LoHa", _LOHA), ("LoKr", _LOKR), ("full", _FULL)) if suffixes & keys]
+    unknown = suffixes - (_LOHA | _LOKR | _LOCON | _IA3 | _FULL | _OFT | _COMMON)
+    kinds = (("LoRA", _LOCON), ("LoHa", _LOHA), ("LoKr", _LOKR), ("full", _FULL), ("OFT", _OFT))
+    families = [name for name, keys in kinds if suffixes & keys]
     if not families and suffixes & _IA3:
         families = ["(IA)^3"]
     if unknown or len(families) != 1:
         what = ", ".join(sorted(unknown)) if unknown else "+".join(families) or "no weights"
         raise LorastudioError(
             f"{source}: module {base} has {what} tensors, which lorastudio cannot apply "
-            "(it reads LoRA/LoCon, LoHa, LoKr, (IA)^3, full diff and DoRA); convert it to one of those first."
+            "(it reads LoRA/LoCon, LoHa, LoKr, (IA)^3, OFT, full diff and DoRA); convert it to one of those first."
         )
     alpha = float(parts["alpha"]) if "alpha" in parts else None
     family = families[0]
@@ -439,6 +504,8 @@ def _module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str):
     elif family == "full":
         need("diff")
         module = FullModule(parts["diff"], parts.get("diff_b"), _kind(parts["diff"]))
+    elif family == "OFT":
+        module = _oft_module(base, parts, alpha, source)
     else:
         need("weight")
         on_input = bool(int(parts["on_input"].flatten()[0])) if "on_input" in parts else False
@@ -448,6 +515,18 @@ def _module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str):
             raise LorastudioError(f"{source}: module {base} has dora_scale on a {family} module; not a DoRA layout.")
         module = DoraModule(module, parts["dora_scale"])
     return module
+
+
+def _oft_module(base: str, parts: dict[str, torch.Tensor], alpha: float | None, source: str) -> OftModule:
+    blocks = parts.get("oft_blocks", parts.get("oft_diag"))
+    if blocks is None:
+        raise LorastudioError(f"{source}: OFT module {base} lacks oft_blocks; the file is incomplete.")
+    if blocks.dim() != 3:
+        raise LorastudioError(
+            f"{source}: module {base} is BOFT (butterfly OFT, {blocks.dim()}-D oft_blocks), which lorastudio "
+            "cannot apply (it reads OFT); merge it into the model with LyCORIS first."
+        )
+    return OftModule(blocks, alpha, parts.get("rescale"), "oft_blocks" not in parts)
 
 
 def lora_from_lycoris_state_dict(
@@ -470,7 +549,7 @@ def lora_from_lycoris_state_dict(
         if where is None:
             continue
         component, name = where
-        lora.add(component, kohya_to_module_path(name), _module_from_parts(base, parts, source))
+        lora.add(component, kohya_to_module_path(name), module_from_parts(base, parts, source))
     lora.embeddings = read_bundled_embeddings(state_dict)
     if not lora.modules and not lora.embeddings:
         raise LorastudioError(f"{source}: has no lora_unet_/lora_te_ modules; it is not a LyCORIS file.")

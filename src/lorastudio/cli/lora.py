@@ -25,7 +25,7 @@ def _print(info: dict, json_out: bool) -> None:
 
 @lora_app.command("list")
 def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """LoRAs in the workspace with their type (lora, loha, lokr, ia3, full, dora), trigger, base model and run."""
+    """LoRAs in the workspace with their type (lora, loha, lokr, ia3, oft, full, dora), family, trigger, base model and run."""
     from lorastudio.service.loras import list_loras
 
     rows = list_loras(workspace())
@@ -35,14 +35,15 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
     for row in rows:
         run = f"run {row['run']} step {row['step']}" if row["run"] else "not trained here"
         typer.echo(
-            f"{padded(row['name'], 24)} type={row.get('type') or '-':<10} trigger={padded(row['trigger'] or '-', 12)} "
+            f"{padded(row['name'], 24)} type={row.get('type') or '-':<10} family={row.get('family') or '-':<6} "
+            f"trigger={padded(row['trigger'] or '-', 12)} "
             f"base={row['base_model'] or '-':<14} {run}"
         )
 
 
 @lora_app.command("import")
 def import_cmd(
-    path: str = typer.Argument(..., help="A LoRA file (kohya, LyCORIS LoCon/LoHa/LoKr/(IA)3/full/DoRA, diffusers, HCP) or peft folder."),
+    path: str = typer.Argument(..., help="A LoRA file (kohya, LyCORIS LoCon/LoHa/LoKr/(IA)3/OFT/full/DoRA, ComfyUI, diffusers, HCP) or peft folder."),
     name: str = typer.Option(None, "--name", help="Library name (default: file stem)."),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
     model: str = typer.Option(

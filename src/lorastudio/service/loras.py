@@ -174,7 +174,7 @@ def _listing_rows(
                 or metadata.get("modelspec.trigger_phrase")
                 or notes["activation_text"],
                 "base_model": (row or {}).get("base_model") or metadata.get("ss_sd_model_name"),
-                "family": (row or {}).get("family"),
+                "family": (row or {}).get("family") or _family_in_metadata(metadata),
                 "run": info.get("run"),
                 "step": info.get("step"),
                 "method": info.get("method"),
@@ -187,6 +187,14 @@ def _listing_rows(
             }
         )
     return rows
+
+
+def _family_in_metadata(metadata: dict[str, str]) -> str | None:
+    """The family a file's own metadata names (an imported or hand-copied file has no library row)."""
+    from lorastudio.adapters.metadata import family_from_metadata
+
+    family = family_from_metadata(metadata)
+    return family.name if family is not None else None
 
 
 def _user_metadata(path: Path) -> dict[str, Any]:
