@@ -41,9 +41,13 @@ def to_8bit(image: Image.Image) -> Image.Image:
 
 
 def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image:
-    """Any Pillow mode -> RGB; transparency is composited on `background`."""
+    """Any Pillow mode -> RGB; transparency is composited on `background`.
+
+    An RGB picture comes back as it is, its pixels read, so it outlives the `with Image.open(...)` of a caller.
+    """
     from PIL import Image
 
+    image.load()
     image = to_8bit(image)
     mode = image.mode
     if mode == "RGB":
@@ -72,6 +76,7 @@ def to_mask(image: Image.Image) -> Image.Image:
     its alpha decides (over 128 -> 255, else 0), as A1111 reads such a mask; the colours under
     transparent pixels are whatever the editor left there. Any other picture is its luminance.
     """
+    image.load()
     image = to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -19,8 +19,6 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +36,13 @@ from lorastudio.service.job_steps import (
     PREVIEW_EVERY_STEPS,
     StepReporter,
     generation_config,
+    json_ready,
     keep_partial_result,
     model_cache_of,
     names_policy_of,
     noting_loaded_models,
     publish_artifacts,
+    run_folder,
 )
 from lorastudio.service.jobs.registry import (
     FolderRule,
@@ -55,6 +55,7 @@ from lorastudio.service.jobs.registry import (
 from lorastudio.service.jobs.store import Job
 from lorastudio.service.models import default_model
 from lorastudio.service.portrait_make import PortraitMakeConfig, portrait_make_handler, submit_portrait_make
+from lorastudio.service.portrait_train_job import portrait_train_handler
 from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import series_handler, submit_series
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
@@ -266,77 +267,7 @@ def train_handler(ctx: JobContext) -> dict[str, Any]:
             names=names_policy_of(ctx),
         )
     publish_artifacts(ctx, run_dir)
-    return _json_ready(result)
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-# --- portrait-train -----------------------------------------------------------------------
-
-
-def portrait_train_handler(ctx: JobContext) -> dict[str, Any]:
-    """payload: `config` (a PortraitTrainConfig: uploaded photos) and `run` (reserved under runs/).
-
-    Photo checks, then training; the person's LoRA and registry entry are the result. The
-    uploads are removed once it succeeded (a refused set stays, to be sent again with more photos).
-    """
-    from lorastudio.service.portraits import train_person
-
-    cfg = PortraitTrainConfig.model_validate(ctx.payload.get("config") or {})
-    uploads = photos = [upload_path(ctx.workspace, name) for name in cfg.photos]
-    run_dir = run_folder(ctx.workspace, ctx.job)
-    if cfg.file_names:  # the uploads under the user's own names, so the photo report names their files
-        staging = ctx.workspace.cache / "portrait-photos" / ctx.job.id
-        photos = _staged(photos, cfg.file_names, staging)
-
-    def on_event(event: dict) -> None:
-        kind = event.get("event")
-        if kind == "photo":
-            ctx.progress(0.0, event["done"], event["total"], f"checking {event['file']}")
-        elif kind == "step":
-            ctx.progress(event["step"] / max(event["total"], 1), event["step"], event["total"])
-        elif kind:
-            ctx.emit(str(kind), _json_ready({k: v for k, v in event.items() if k != "event"}))
-        ctx.check_cancelled()
-
-    try:
-        result = train_person(
-            ctx.workspace, cfg, photos, callback=on_event, device=ctx.device, progress=False,
-            names=names_policy_of(ctx), run=run_dir.name,
-        )  # fmt: skip
-    finally:
-        if cfg.file_names:
-            shutil.rmtree(ctx.workspace.cache / "portrait-photos" / ctx.job.id, ignore_errors=True)
-    for upload in uploads:  # the kept photos are in the data set now (as an import removes its uploads)
-        upload.unlink(missing_ok=True)
-    publish_artifacts(ctx, run_dir)
-    return _json_ready(result)
-
-
-def _staged(photos: list[Path], names: list[str], staging: Path) -> list[Path]:
-    """Each upload linked (or copied) into `staging` under its original name; a repeated name gets a number."""
-    staging.mkdir(parents=True, exist_ok=True)
-    staged = []
-    for index, (source, name) in enumerate(zip(photos, names, strict=True)):
-        target = staging / name
-        if target.exists():
-            target = staging / f"{Path(name).stem}-{index}{Path(name).suffix}"
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
-        staged.append(target)
-    return staged
+    return json_ready(result)
 
 
 # --- caption ----------------------------------------------------------------------------
@@ -395,7 +326,7 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
         result = import_embedding(ws, sources[0], cfg.name, shown_as=(cfg.file_names or [None])[0])
     for source in sources:
         source.unlink(missing_ok=True)
-    return _json_ready(result)
+    return json_ready(result)
 
 
 def submit_dataset_upload(
@@ -438,12 +369,6 @@ def _with_suffix(path: Path, suffix: str) -> Path:
 
 
 # --- where a job's files live ----------------------------------------------------------
-
-
-def run_folder(ws: Workspace, job: Job) -> Path:
-    """A train job's folder: `runs/<payload.run>` (the name reserved when it was queued)."""
-    run = str(job.payload.get("run") or job.id)
-    return ws.safe_child(ws.runs, run, "run name")
 
 
 def job_folder(ws: Workspace, job: Job) -> Path:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service.jobs.store import JobCancelled, JobStopped
+from lorastudio.service.jobs.store import Job, JobCancelled, JobStopped
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.context import JobContext
+    from lorastudio.service.workspace import Workspace
 
-__all__ = ["PREVIEW_EVERY_STEPS", "PROGRESS_EVERY_S", "StepReporter", "generation_config", "keep_partial_result",
-           "model_cache_of", "names_policy_of", "noting_loaded_models", "publish_artifacts"]  # fmt: skip
+__all__ = ["PREVIEW_EVERY_STEPS", "PROGRESS_EVERY_S", "StepReporter", "generation_config", "json_ready", "keep_partial_result",
+           "model_cache_of", "names_policy_of", "noting_loaded_models", "publish_artifacts", "run_folder"]  # fmt: skip
 
 # At most this often a generation step is written to the queue (the last step always is).
 PROGRESS_EVERY_S = 0.1
@@ -144,3 +145,22 @@ def keep_partial_result(ctx: JobContext, reporter: StepReporter, result: dict[st
     if reporter.stopped is not None:
         raise JobCancelled(str(reporter.stopped), result=result)
     return result
+
+
+def json_ready(value: Any) -> Any:
+    """A handler's result as the job store keeps it: JSON types only (paths and others as text)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def run_folder(ws: Workspace, job: Job) -> Path:
+    """A train job's folder: `runs/<payload.run>` (the name reserved when it was queued)."""
+    run = str(job.payload.get("run") or job.id)
+    return ws.safe_child(ws.runs, run, "run name")
