@@ -29,6 +29,7 @@ __all__ = [
 
 SEED_POLICIES = ("fixed", "increment", "random")
 CAPTION_LINES = 5  # a contact sheet's caption: the walk-through's prompts fit in five at 256 px
+CAPTION_STRIP = 28  # the strip under a picture for a one-line caption (as sheets always had); + a line each
 
 
 class SeriesRequest(StrictModel):
@@ -139,7 +140,7 @@ def contact_sheet(
     font = load_font(14)  # covers CJK captions and trigger words when such a font is installed
     captions = [wrap_lines(font, label, cell - 8, CAPTION_LINES) for label in labels]
     step = line_height(font)
-    label_h = max(1, *(len(lines) for lines in captions)) * step + 10
+    label_h = CAPTION_STRIP + (max(1, *(len(lines) for lines in captions)) - 1) * step
     sheet = Image.new("RGB", (columns * cell, rows * (cell + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (path, lines) in enumerate(zip(images, captions, strict=True)):
