@@ -159,3 +159,33 @@ def test_a_transparency_mask_is_read_from_its_alpha_by_file_and_upload(tmp_path,
     data = base64.b64encode(_stroke_mask_png()).decode()
     with Image.open(upload_path(workspace, store_image(workspace, data, "mask", mask=True))) as stored:
         _assert_alpha_read(stored)
+
+
+@pytest.mark.parametrize("mode", ["RGBa", "P-key", "RGB-key", "L-key"])
+def test_premultiplied_and_colour_keyed_transparency_is_transparency(mode):
+    """Pillow names a premultiplied alpha band "a", and an optimiser's PNG keeps yes-or-no alpha as a
+    colour key (tRNS) on a palette, grey or RGB picture: both are transparency, as A1111 sees them."""
+    if mode.endswith("-key"):
+        base = mode.split("-")[0]
+        picture = Image.new(base, (4, 4), 0 if base != "RGB" else (0, 0, 0))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG", transparency=0 if base != "RGB" else (0, 0, 0))
+        picture = Image.open(io.BytesIO(buffer.getvalue()))
+    else:
+        picture = Image.new("RGBA", (4, 4), (0, 0, 0, 10)).convert(mode)
+    assert np.asarray(to_rgb(picture)).min() >= 240  # on white, not the black under it
+    assert np.asarray(to_mask(picture)).max() == 0  # alpha <= 128 everywhere: nothing repainted
+
+
+def test_a1111_controlnet_unit_picture_and_mask_follow_the_rule(workspace):
+    """The extension composites a unit's RGBA picture on white (its HWC3); the API path stored black."""
+    from lorastudio.api.a1111_controlnet import A1111Unit, _store_images
+    from lorastudio.service.uploads import upload_path
+
+    picture = base64.b64encode(_cut_out_png()).decode()
+    mask = base64.b64encode(_stroke_mask_png()).decode()
+    image_name, mask_name = _store_images(workspace, A1111Unit(0, {}, image=picture, mask=mask))
+    with Image.open(upload_path(workspace, image_name)) as stored:
+        _assert_on_white(stored)
+    with Image.open(upload_path(workspace, mask_name)) as stored:
+        _assert_alpha_read(stored)

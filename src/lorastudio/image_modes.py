@@ -40,6 +40,17 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
 
 
+ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBa", "RGBA"})
+
+
+def _as_rgba_if_transparent(image: Image.Image) -> Image.Image | None:
+    """The picture as RGBA when it carries transparency: an alpha band, or a palette / grey / RGB
+    picture with a `transparency` colour key (optimisers turn a yes-or-no alpha into one); else None."""
+    if image.mode in ALPHA_MODES or (image.mode in {"P", "L", "RGB"} and "transparency" in image.info):
+        return image.convert("RGBA")  # premultiplied La/RGBa un-multiplied, the band named "A"
+    return None
+
+
 def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image:
     """Any Pillow mode -> RGB; transparency is composited on `background`.
 
@@ -49,20 +60,12 @@ def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image
 
     image.load()
     image = to_8bit(image)
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    if mode in {"LA", "La", "PA", "RGBa", "RGBA"}:
-        rgba = image.convert("RGBA")
+    rgba = _as_rgba_if_transparent(image)
+    if rgba is not None:
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
-    if mode == "L" and "transparency" in image.info:
-        return to_rgb(image.convert("LA"), background)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 # A1111 reads a transparency mask as repaint where alpha is over half (128 of 255).
@@ -78,10 +81,9 @@ def to_mask(image: Image.Image) -> Image.Image:
     """
     image.load()
     image = to_8bit(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in {"LA", "La", "PA", "RGBa", "RGBA"}:
-        alpha = image.getchannel("A")
+    rgba = _as_rgba_if_transparent(image)
+    if rgba is not None:
+        alpha = rgba.getchannel("A")
         if alpha.getextrema() != (255, 255):
             return alpha.point(lambda a: 255 if a > MASK_ALPHA_THRESHOLD else 0)
     return image.convert("L")

@@ -14,7 +14,6 @@ refused instead; see docs/API.md.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from lorastudio.service.controlnets import (
     check_unit_names,
     control_unit,
 )
-from lorastudio.service.uploads import decode_image, discard_uploads, save_upload
+from lorastudio.service.uploads import decode_image, discard_uploads, store_picture
 from lorastudio.service.workspace import Workspace
 
 __all__ = [
@@ -316,15 +315,10 @@ def _store_images(ws: Workspace, unit: A1111Unit) -> tuple[str | None, str | Non
                 f"{unit.what}.mask: {mask.size[0]}x{mask.size[1]} differs from the image's "
                 f"{image.size[0]}x{image.size[1]}; send a mask of the image's size."
             )
-    image_name = _save_png(ws, image.convert("RGB"))
+    image_name = store_picture(ws, image)  # transparency on white, as the extension's HWC3 reads it
     try:
-        return image_name, _save_png(ws, mask.convert("L")) if mask is not None else None
+        return image_name, store_picture(ws, mask, mask=True) if mask is not None else None
     except BaseException:
         discard_uploads(ws, [image_name])
         raise
 
-
-def _save_png(ws: Workspace, image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return save_upload(ws, buffer.getvalue(), ".png")

@@ -31,6 +31,7 @@ __all__ = [
     "DATASET_UPLOAD_SUFFIXES",
     "check_upload",
     "decode_image",
+    "store_picture",
     "discard_uploads",
     "image_or_upload",
     "new_upload_name",
@@ -225,9 +226,15 @@ def store_image(
     what is repainted (A1111's inpainting_mask_invert).
     A photo is stored as it is shown (`decode_image`): the PNG keeps no EXIF orientation.
     """
+    image, _ = decode_image(data, what)
+    return store_picture(ws, image, mask=mask, invert=invert)
+
+
+def store_picture(ws: Workspace, image: Any, *, mask: bool = False, invert: bool = False) -> str:
+    """A decoded picture stored as a PNG upload by the one transparency rule (`image_modes`): RGB on
+    white, or an 'L' mask (from its alpha when painted as transparency); answers its upload name."""
     from lorastudio.image_modes import to_mask, to_rgb
 
-    image, _ = decode_image(data, what)
     if mask:
         image = to_mask(image)
         if invert:
