@@ -215,3 +215,22 @@ def test_a_diffsynth_trained_ckpt_import_records_its_rank_and_the_alpha_used(wor
     assert (metadata["ss_network_dim"], metadata["ss_network_alpha"]) == ("16", "4.0")
     rows = {row["name"]: row["training"] for row in list_loras(workspace)}
     assert rows == {"cat": {"rank": "16", "alpha": "4.0"}, "cat-a2": {"rank": "16", "alpha": "2.0"}}
+
+
+def test_a_negative_alpha_and_a_comfyui_bias_difference_keep_the_attention_delta():
+    """A negative alpha flips the delta (its square root was complex: the factors came out ~0), and a
+    ComfyUI pair with a `diff_b` beside it is still a pair (only its bias difference is dropped)."""
+    from lorastudio.adapters.diffsynth import baked_module, split_for_diffsynth
+    from lorastudio.adapters.lycoris import BiasDiffModule
+
+    generator = torch.Generator().manual_seed(3)
+    negative = _pair(640, 640, 4, -2.0, generator)
+    baked = baked_module(negative)
+    expected = negative.scale * (negative.up.float() @ negative.down.float())
+    assert torch.allclose(baked.up.float() @ baked.down.float(), expected, atol=1e-2, rtol=1e-2)
+
+    lora = LoraFile()
+    pair = _pair(640, 640, 4, 4.0, generator)
+    lora.add("unet", _KOLORS_PROJECTIONS[0], BiasDiffModule(pair, torch.zeros(640)))
+    kept, dropped = split_for_diffsynth(lora)
+    assert list(kept.modules.values()) == [pair] and dropped == {"bias difference": 1}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.adapters.lora_file import LoraFile, LoraModule
+from lorastudio.adapters.lycoris import BiasDiffModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
@@ -177,21 +178,31 @@ def split_for_diffsynth(lora: LoraFile, unet_config: dict[str, Any] | None = Non
     dropped: dict[str, int] = {}
     for (component, path), module in lora.modules.items():
         block = ".".join(path.split(".")[:4]) if not path.startswith("mid_block") else "mid_block.attentions.0"
-        fits = component == "unet" and type(module) is LoraModule and module.kind == "linear"
+        pair = _low_rank_pair(module)
+        fits = component == "unet" and pair is not None and pair.kind == "linear"
         if fits and block in blocks and _PROJECTION.search(path[len(block) :]):
-            kept.add(component, path, module)
+            kept.add(component, path, pair)
+            if pair is not module:  # ComfyUI's bias difference beside the pair: DiffSynth holds no bias
+                dropped["bias difference"] = dropped.get("bias difference", 0) + 1
         else:
             kind = _dropped_kind(component, path, module)
             dropped[kind] = dropped.get(kind, 0) + 1
     return kept, dropped
 
 
+def _low_rank_pair(module: object) -> LoraModule | None:
+    """The plain low-rank pair a module is or wraps (a ComfyUI pair with its `diff_b`); None for others."""
+    inner = module.inner if isinstance(module, BiasDiffModule) else module
+    return inner if type(inner) is LoraModule else None
+
+
 def baked_module(module: LoraModule) -> LoraModule:
     """The same delta with alpha / rank folded into the factors (alpha = rank, scale 1), split as a
-    square root over both so neither factor leaves fp16's range."""
-    root = module.scale**0.5  # computed in float32, stored in the factors' own dtype
+    square root over both so neither factor leaves fp16's range; a negative alpha's sign goes on `up`."""
+    root = abs(module.scale) ** 0.5  # computed in float32, stored in the factors' own dtype
+    sign = -1.0 if module.scale < 0 else 1.0
     down = (module.down.float() * root).to(module.down.dtype)
-    up = (module.up.float() * root).to(module.up.dtype)
+    up = (module.up.float() * (root * sign)).to(module.up.dtype)
     return LoraModule(down, up, float(module.rank), module.kind)
 
 
