@@ -203,3 +203,9 @@ def test_unknown_comfy_keys_are_refused_in_one_line(tmp_path):
         load_lora_file(saved("t5.safetensors", t5))
     with pytest.raises(LorastudioError, match=r"^other.safetensors: no kohya, LyCORIS, ComfyUI, .* not a LoRA file"):
         load_lora_file(saved("other.safetensors", {"model.some.weight": torch.zeros(2, 2)}))
+    flux = {
+        "diffusion_model.double_blocks.0.img_attn.qkv.lora_up.weight": torch.zeros(2, 2),
+        "diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight": torch.zeros(2, 2),
+    }
+    with pytest.raises(LorastudioError, match=r"flux.safetensors: has layers of a 'double_blocks' diffusion model"):
+        load_lora_file(saved("flux.safetensors", flux))

@@ -22,6 +22,9 @@ TE_PREFIX = "text_encoders."
 # ComfyUI's name of each text encoder -> the pipeline component it is.
 CLIP_COMPONENTS = {"clip_l": "text_encoder", "clip_h": "text_encoder", "clip_g": "text_encoder_2"}
 _TRANSFORMER = "transformer."
+# The top-level modules of an SD 1.x/2.x/SDXL UNet in LDM names; a ComfyUI LoRA of another
+# architecture (Flux `double_blocks`, SD3 `joint_blocks`, ...) names others.
+SD_UNET_ROOTS = ("input_blocks", "middle_block", "output_blocks", "time_embed", "label_emb", "out")
 
 
 def is_comfy_state_dict(keys) -> bool:
@@ -49,7 +52,14 @@ def split_comfy_key(key: str) -> tuple[str, str] | None:
 def comfy_component_and_path(base: str, source: str = "LoRA") -> tuple[str, str] | None:
     """(component, module path) of a module name; None for a name that is not a ComfyUI one."""
     if base.startswith(UNET_PREFIX):
-        return "unet", base[len(UNET_PREFIX) :]
+        path = base[len(UNET_PREFIX) :]
+        root = path.split(".", 1)[0]
+        if root not in SD_UNET_ROOTS:
+            raise LorastudioError(
+                f"{source}: has layers of a {root!r} diffusion model, which SD 1.x/2.x/SDXL UNets lack "
+                f"({', '.join(SD_UNET_ROOTS)}); it was made for another architecture (Flux, SD3, ...)."
+            )
+        return "unet", path
     if not base.startswith(TE_PREFIX):
         return None
     encoder, _, path = base[len(TE_PREFIX) :].partition(".")
