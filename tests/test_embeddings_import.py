@@ -67,6 +67,9 @@ def test_cli_imports_an_a1111_png_embedding(cli, workspace, tmp_path, writer):
     assert (info["name"], info["converted_from"], info["vectors"]) == ("zkpic", "png", [3])
     tensors, metadata = _saved(workspace.embeddings / "zkpic.safetensors")
     assert torch.equal(tensors["emb_params"], vectors) and metadata["step"] == "1200"
+    # A1111 names a PNG embedding by the name it holds: a renamed download keeps its word
+    renamed = writer(tmp_path / "zkpic (1).png", embedding_dict(vectors, "zkother", step=1200))
+    assert _json(cli("embeddings", "import", renamed, "--json"))["name"] == "zkother"
 
 
 def test_import_refuses_pictures_and_damaged_files_in_one_line(cli, workspace, tmp_path):
@@ -171,3 +174,17 @@ def test_web_ui_import_takes_the_same_files(workspace, tmp_path):
     assert set(section.file_types) == {".safetensors", ".pt", ".bin", ".png"}
     info = section.import_file(workspace, chunk_png(tmp_path / "zkui.png", embedding_dict(_vectors(13), "zkui")), "")
     assert info["name"] == "zkui" and (workspace.embeddings / "zkui.safetensors").is_file()
+
+
+def test_a_file_far_too_large_for_an_embedding_is_refused_before_it_is_read(workspace, tmp_path, monkeypatch):
+    """A model renamed .pt would be unpickled whole (hundreds of MB) only to be refused afterwards."""
+    from lorastudio.adapters import embeddings as adapter
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service import embeddings
+
+    monkeypatch.setattr(embeddings, "MAX_LISTED_READ_BYTES", 1000)
+    monkeypatch.setattr(adapter, "_load_pickle_safely", lambda path: pytest.fail("read before the size check"))
+    big = tmp_path / "model.pt"
+    big.write_bytes(b"PK" + b"\0" * 2000)
+    with pytest.raises(LorastudioError, match=r"^model.pt: 0 MB is far too large for an embedding"):
+        embeddings.import_embedding(workspace, big)

@@ -34,8 +34,15 @@ __all__ = [
 
 # What an import takes: safetensors are copied as they are, the others converted to safetensors.
 EMBEDDING_IMPORT_SUFFIXES = (".safetensors", ".pt", ".bin", ".png")
-# A pickled or picture embedding is kilobytes; a larger file in embeddings/ is not read to be listed.
+# An embedding is kilobytes (SDXL's 75 vectors: 600 KB); a larger file in embeddings/ is not read to be
+# listed, nor read to be imported (a model given by mistake would be loaded whole first).
 MAX_LISTED_READ_BYTES = 64 * 1024 * 1024
+
+
+def _check_embedding_size(path: Path) -> None:
+    size = path.stat().st_size
+    if size > MAX_LISTED_READ_BYTES:
+        raise LorastudioError(f"{path.name}: {size >> 20} MB is far too large for an embedding; is it a model?")
 
 
 def _vectors_shape(shapes: dict[str, list[int]]) -> list[int]:
@@ -71,10 +78,7 @@ def _read_for_listing(path: Path) -> tuple[int, int, dict[str, str]]:
     """(vectors, width, A1111 facts) of a pickled or picture embedding, read weights-only."""
     from lorastudio.adapters import load_embedding
 
-    if path.stat().st_size > MAX_LISTED_READ_BYTES:
-        raise LorastudioError(
-            f"{path.name}: {path.stat().st_size >> 20} MB is far too large for an embedding; is it a model?"
-        )
+    _check_embedding_size(path)
     embedding = load_embedding(path)
     return embedding.num_vectors, int(embedding.vectors[0].shape[-1]), embedding.info
 
@@ -126,8 +130,8 @@ def rename_embedding(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
 def import_embedding(
     ws: Workspace, source: Path, name: str | None = None, *, shown_as: str | None = None
 ) -> dict[str, Any]:
-    """Add a textual-inversion embedding to `embeddings/` under `name` (its prompt word; default:
-    the file's stem made safe, as A1111 takes the stem).
+    """Add a textual-inversion embedding to `embeddings/` under `name` (its prompt word; default, as
+    A1111 names them: a PNG's stored name, else the file's stem; made safe).
 
     A .safetensors is copied as it is. A pickled .pt/.bin (read weights-only) or an A1111 PNG
     (its JSON) is checked and written as `NAME.safetensors` in the layout A1111 and ComfyUI read
@@ -153,11 +157,15 @@ def _import(ws: Workspace, source: Path, name: str | None) -> dict[str, Any]:
             f"{source.name}: type {suffix or '(none)'} is not an embedding file; "
             f"use one of {', '.join(EMBEDDING_IMPORT_SUFFIXES)}."
         )
-    name = new_entry_name(name, source.stem, "embedding", "embedding")
+    _check_embedding_size(source)
+    embedding = load_embedding(source)  # refuses what no prompt could use, before anything is written
+    # A1111 names a PNG embedding by the name it holds (a renamed civitai picture keeps its word),
+    # any other file by its stem.
+    stem = str(embedding.info.get("name") or source.stem) if suffix == ".png" else source.stem
+    name = new_entry_name(name, stem, "embedding", "embedding")
     target = ws.safe_child(ws.embeddings, f"{name}.safetensors", "embedding name")
     if target.exists() or find_weight(ws.embeddings, name, "embedding") is not None:
         raise LorastudioError(f"embedding {name!r}: already in the library; choose another name.")
-    embedding = load_embedding(source, name)  # refuses what no prompt could use, before anything is written
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         if suffix == ".safetensors":
