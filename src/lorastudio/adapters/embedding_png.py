@@ -25,8 +25,9 @@ __all__ = ["PNG_CHUNK", "is_preview_picture", "holds_embedding", "read_png_embed
 PNG_CHUNK = "sd-ti-embedding"
 # The JSON of an embedding is kilobytes to a few megabytes; a larger stream is refused, not inflated.
 MAX_JSON_BYTES = 64 * 1024 * 1024
-# Pictures are searched for hidden data up to this size (A1111's are about 512x600).
-MAX_SEARCHED_PIXELS = 16 * 1024 * 1024
+# Pictures are searched for hidden data up to this size (A1111's are about 512x600; a photo of 4000x4000
+# in embeddings/ would cost ~400 MB to decode and XOR only to find nothing).
+MAX_SEARCHED_PIXELS = 4 * 1024 * 1024
 
 # A1111's stream: seed = (a * seed + c) mod 2**32, each value taken mod 255.
 _LCG_A, _LCG_C, _LCG_M = 1664525, 1013904223, 2**32
