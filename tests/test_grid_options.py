@@ -129,8 +129,8 @@ def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
 def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
     """A1111's dropdown for axes with choices: the picks go into the text, which stays what runs;
     values typed that are not choices (an alias) stay; with no text the picks alone count."""
-    from lorastudio.service.choices import grid_axis_value_choices
-    from lorastudio.ui.grid_panel import grid_request_from_form, picks_from_text, text_with_picks
+    from lorastudio.service.choices import grid_axis_value_choices, picks_from_text, text_with_picks
+    from lorastudio.ui.grid_panel import grid_request_from_form
 
     samplers = grid_axis_value_choices(tiny_workspace, "Sampler")
     assert "Euler a" in samplers and "DDIM" in samplers

@@ -26,7 +26,9 @@ __all__ = [
     "apply_axis_value",
     "find_axis",
     "format_value",
+    "join_axis_text",
     "parse_axis_option",
+    "split_axis_text",
     "parse_values",
     "with_lora_weight",
 ]
@@ -111,9 +113,16 @@ _RANGE_STEP = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})(?:\s*\(\s*([+-]\s*{_F
 _RANGE_COUNT = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})\s*\[\s*(\d+)\s*\]\s*")
 
 
-def _split_csv(text: str, keep_empty: bool = False) -> list[str]:
-    rows = list(csv.reader(io.StringIO(str(text)), skipinitialspace=True))
+def split_axis_text(text: str, keep_empty: bool = False) -> list[str]:
+    """A value list's items as A1111 splits them (CSV: quotes keep commas inside a value)."""
+    rows = list(csv.reader(io.StringIO(str(text or "")), skipinitialspace=True))
     return [item.strip() for row in rows for item in row if keep_empty or item.strip() != ""]
+
+
+def join_axis_text(items: list[str]) -> str:
+    """Items back into a value list, quoted where a value holds a comma or a quote (A1111's CSV)."""
+    quoted = ['"' + item.replace('"', '""') + '"' if ("," in item or '"' in item) else item for item in items]
+    return ", ".join(quoted)
 
 
 def _number(text: str, kind: type, axis: str):
@@ -162,7 +171,7 @@ def _expand_range(item: str, kind: type, axis: str) -> list | None:
 def parse_values(text: str | list, axis: Axis) -> list:
     """A value list in A1111's syntax, typed for the axis. A list is taken as already split."""
     # Prompt S/R keeps an empty value, as A1111 does: `cat, ` is "cat", then "cat" replaced by nothing
-    items = [str(v).strip() for v in text] if isinstance(text, list) else _split_csv(text, axis.name == "prompt_sr")
+    items = [str(v).strip() for v in text] if isinstance(text, list) else split_axis_text(text, axis.name == "prompt_sr")
     if axis.name == "prompt_sr" and not any(items):
         items = []
     if axis.name == "nothing":

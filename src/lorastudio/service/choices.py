@@ -18,6 +18,8 @@ __all__ = [
     "embedding_names",
     "grid_axis_choices",
     "grid_axis_value_choices",
+    "picks_from_text",
+    "text_with_picks",
     "hires_upscaler_names",
     "lora_names",
     "model_names",
@@ -173,3 +175,20 @@ def control_module_sliders(name: str) -> tuple[dict | None, dict | None]:
     except LorastudioError:
         return None, None
     return tuple(asdict(s) if s is not None else None for s in (row.threshold_a, row.threshold_b))
+
+
+def picks_from_text(text: str, choices: list[str]) -> list[str]:
+    """The typed grid axis values the values dropdown can show as picked (those among its choices)."""
+    from lorastudio.generate.grid_axes import split_axis_text
+
+    return [item for item in split_axis_text(text) if item in choices]
+
+
+def text_with_picks(text: str, picks: list[str] | None, choices: list[str]) -> str:
+    """A grid axis' values text after a pick in its dropdown: typed values that are not choices stay
+    where they are, choices no longer picked go, new picks are added at the end (A1111's order of picks)."""
+    from lorastudio.generate.grid_axes import join_axis_text, split_axis_text
+
+    picks = list(picks or [])
+    kept = [item for item in split_axis_text(text) if item not in choices or item in picks]
+    return join_axis_text(kept + [p for p in picks if p not in kept])

@@ -156,7 +156,7 @@ def upscale_image(
     device = getattr(limits, "device", None)  # a server's StudioSettings carries its --device
     run = (workspace, device, tile, tile_overlap, should_stop, progress, allow_paths)
     out, _ = _one_upscaler(image, fill, upscaler, *run)
-    if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
+    if not is_no_upscaler(upscaler_2) and upscaler_2_visibility > 0:
         second, _ = _one_upscaler(image, fill, upscaler_2, *run)
         out = Image.blend(out, second, upscaler_2_visibility)
     return _centred_on(out, final) if out.size != final else out
@@ -179,7 +179,7 @@ def postprocess_keys(
     if size is not None and crop:
         keys.append(f"Postprocess crop to: {size[0]}x{size[1]}")
     keys.append(f"Postprocess upscaler: {upscaler}")
-    if upscaler_2 and upscaler_2.strip().lower() != "none" and upscaler_2_visibility > 0:
+    if not is_no_upscaler(upscaler_2) and upscaler_2_visibility > 0:
         keys.append(f"Postprocess upscaler 2: {upscaler_2}")
     return ", ".join(keys)
 

@@ -10,8 +10,6 @@ plot script; the value lists are parsed and checked by the service, never here.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +23,6 @@ __all__ = [
     "GridPanel",
     "build_grid_panel",
     "grid_request_from_form",
-    "picks_from_text",
-    "text_with_picks",
 ]
 
 AXIS_LETTERS = ("x", "y", "z")
@@ -52,31 +48,6 @@ class GridPanel:
 
     def components(self) -> set:
         return {c for group in self.axes.values() for c in group} | set(self.options.values())
-
-
-def _split(text: str) -> list[str]:
-    """A value list's items as A1111 splits them (CSV: quotes keep commas inside a value)."""
-    rows = csv.reader(io.StringIO(str(text or "")), skipinitialspace=True)
-    return [item.strip() for row in rows for item in row if item.strip()]
-
-
-def _joined(items: list[str]) -> str:
-    """Items back into a value list, quoted where a value holds a comma or a quote (A1111's CSV)."""
-    quoted = ['"' + item.replace('"', '""') + '"' if ("," in item or '"' in item) else item for item in items]
-    return ", ".join(quoted)
-
-
-def picks_from_text(text: str, choices: list[str]) -> list[str]:
-    """The typed values the values dropdown can show as picked (those among its choices)."""
-    return [item for item in _split(text) if item in choices]
-
-
-def text_with_picks(text: str, picks: list[str] | None, choices: list[str]) -> str:
-    """The values text after a pick in the dropdown: typed values that are not choices stay where
-    they are, choices no longer picked go, new picks are added at the end (A1111's order of picks)."""
-    picks = list(picks or [])
-    kept = [item for item in _split(text) if item not in choices or item in picks]
-    return _joined(kept + [p for p in picks if p not in kept])
 
 
 def _described(name: str) -> str | None:
@@ -133,7 +104,7 @@ def build_grid_panel(ctx: UiContext) -> GridPanel:
 def axis_picker_update(ctx: UiContext, axis: str, text: str) -> dict[str, Any]:
     """The values dropdown for a newly chosen axis type: its choices, shown only when it has some,
     with the typed values that are among them picked."""
-    from lorastudio.service.choices import grid_axis_value_choices
+    from lorastudio.service.choices import grid_axis_value_choices, picks_from_text
 
     choices = grid_axis_value_choices(ctx.studio.workspace, axis)
     return gr.update(choices=choices, value=picks_from_text(text, choices), visible=bool(choices))
@@ -141,7 +112,7 @@ def axis_picker_update(ctx: UiContext, axis: str, text: str) -> dict[str, Any]:
 
 def picked_text(ctx: UiContext, axis: str, text: str, picks: list[str] | None) -> str:
     """The values text after the user picked in the values dropdown (see `text_with_picks`)."""
-    from lorastudio.service.choices import grid_axis_value_choices
+    from lorastudio.service.choices import grid_axis_value_choices, text_with_picks
 
     return text_with_picks(text, picks, grid_axis_value_choices(ctx.studio.workspace, axis))
 
