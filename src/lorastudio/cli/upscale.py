@@ -42,7 +42,7 @@ def upscale_cmd(
     list_only: bool = typer.Option(False, "--list", help="List the upscalers (studio/models/upscalers) and exit."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Upscale pictures with a filter or an ESRGAN-family model; each PNG keeps its recipe plus
+    """Upscale pictures with a filter or a model (ESRGAN family, SwinIR, SCUNet); each PNG keeps its recipe plus
     `Postprocess upscale by` / `Postprocess upscaler`."""
     from lorastudio.service.extras import upscale_files
     from lorastudio.service.settings import StudioSettings

@@ -2,7 +2,7 @@
 
 One function for the API, the web UI and `lorastudio upscale`. The upscalers are the resampling
 filters (Lanczos, Nearest), "None" (A1111's default: the picture as it is) and the model upscalers in studio/models/upscalers (ESRGAN
-family, `service.upscalers`); a second upscaler can be blended in (A1111's `upscaler_2` with its
+family, SwinIR, SCUNet: `service.upscalers`); a second upscaler can be blended in (A1111's `upscaler_2` with its
 visibility), and a target size can be filled and centre-cropped (`upscaling_crop`). The result
 keeps the source's recipe and adds A1111's `Postprocess upscale by` / `Postprocess upscaler`
 keys, so an upscaled picture still says how it was made.

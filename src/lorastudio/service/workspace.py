@@ -301,7 +301,7 @@ class Workspace:
 
     @property
     def upscalers(self) -> Path:
-        """Upscaler model files (ESRGAN family) for hires fix and Extras (A1111's models/ESRGAN etc.)."""
+        """Upscaler model files (ESRGAN family, SwinIR, SCUNet) for hires fix and Extras (A1111's models/ESRGAN etc.)."""
         return self.models / "upscalers"
 
     @property

@@ -1,8 +1,8 @@
-"""Image upscalers: A1111's names, the ESRGAN family's networks, and tiled inference.
+"""Image upscalers: A1111's names, the ESRGAN family, SwinIR and SCUNet, and tiled inference.
 
 `names` is pure (what GenerateConfig validates against); `loading` reads a weight file and builds
-the network (RRDBNet in the Real-ESRGAN and the old ESRGAN layout, SRVGGNetCompact, or anything
-`spandrel` knows when it is installed); `tiling` runs a network over an image in tiles. The
+the network (RRDBNet in the Real-ESRGAN and the old ESRGAN layout, SRVGGNetCompact, SwinIR, SCUNet,
+or anything `spandrel` knows when it is installed); `tiling` runs a network over an image in tiles. The
 networks are written here from the published layouts (no basicsr/torchvision dependency).
 Import the torch modules by their path: this package's root imports no torch.
 """

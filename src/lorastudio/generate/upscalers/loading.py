@@ -3,8 +3,9 @@
 Pickles (`.pth`, `.pt`, `.ckpt`) load only through torch's weights-only unpickler; `.safetensors`
 as they are. Real-ESRGAN's training files keep the weights under `params_ema` (or `params`).
 Files that are something else (a LoRA, a checkpoint, a ControlNet, an unknown network) are
-refused in one line naming the file and what is supported; `spandrel`, when installed, is asked
-about networks this module does not know (SwinIR, HAT, DAT, ...).
+refused in one line naming the file and what is supported. SwinIR and SCUNet are told apart and
+sized by `arch_specs`; `spandrel`, when installed, is asked about networks this package does not
+know (HAT, DAT, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
+from lorastudio.generate.upscalers.arch_specs import is_scunet, is_swinir, scunet_kwargs, swinir_kwargs
 from lorastudio.models.checkpoint import weights_only_load
 
 __all__ = [
@@ -26,8 +28,9 @@ __all__ = [
 ]
 
 SUPPORTED = (
-    "supported: ESRGAN/Real-ESRGAN RRDBNet files (new or old key layout) and SRVGGNetCompact "
-    "(realesr-general, realesr-animevideov3); `pip install --no-deps spandrel` (needs torchvision) adds SwinIR/HAT/DAT"
+    "supported: ESRGAN/Real-ESRGAN RRDBNet files (new or old key layout, nearest or pixel-shuffle upsampler), "
+    "SRVGGNetCompact (realesr-general, realesr-animevideov3), SwinIR and SCUNet; "
+    "`pip install --no-deps spandrel` (needs torchvision) adds HAT/DAT"
 )
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
 WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model", "net")
@@ -53,10 +56,10 @@ _OTHER_KINDS: tuple[tuple[str, str], ...] = (
 class UpscalerSpec:
     """What a state dict is: the network, its constructor arguments and its scale."""
 
-    arch: str  # "RRDBNet" | "SRVGGNetCompact" | "spandrel"
+    arch: str  # "RRDBNet" | "SRVGGNetCompact" | "SwinIR" | "SCUNet" | "spandrel"
     scale: float
     kwargs: dict[str, Any]
-    layout: str = ""  # "real-esrgan", "esrgan-old", "esrgan-mmsr", "compact"
+    layout: str = ""  # "real-esrgan", "esrgan-old", "esrgan-mmsr", "compact", "swinir", "scunet"
 
 
 def _refuse(path: Path, what: str) -> LorastudioError:
@@ -127,10 +130,23 @@ def sniff_upscaler(state: dict[str, Any], path: str | Path) -> UpscalerSpec:
         return _rrdbnet_spec(_from_mmsr_layout(state), path, "esrgan-mmsr")
     if "body.0.weight" in state and "body.1.weight" in state and state["body.1.weight"].ndim == 1:
         return _compact_spec(state, path)
+    if is_swinir(state):
+        kwargs, scale = _read_sizes(swinir_kwargs, "SwinIR", state, path)
+        return UpscalerSpec("SwinIR", float(scale), kwargs, "swinir")
+    if is_scunet(state):
+        return UpscalerSpec("SCUNet", 1.0, _read_sizes(scunet_kwargs, "SCUNet", state, path), "scunet")
     spec = _spandrel_spec(state)
     if spec is not None:
         return spec
     raise _refuse(path, "is a network this build does not know")
+
+
+def _read_sizes(read, arch: str, state: dict[str, Any], path: Path):
+    """`read(state, path, _refuse)`, with a key the layout needs and the file lacks refused by name."""
+    try:
+        return read(state, path, _refuse)
+    except KeyError as exc:
+        raise _refuse(path, f"is a {arch}-like network without {exc.args[0]!r}") from None
 
 
 # -- RRDBNet --------------------------------------------------------------------------------------
@@ -146,14 +162,19 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
         raise _refuse(path, f"is an RRDBNet with {in_folded} input channels for {out_ch} output ones")
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"body\.(\d+)\.", key))}
     upsamples = sum(1 for key in state if re.fullmatch(r"conv_up\d+\.weight", key))
+    num_feat = int(first.shape[0])
+    upsampler = "nearest"
+    if upsamples and int(state["conv_up1.weight"].shape[0]) == 4 * num_feat:
+        upsampler = "pixelshuffle"  # BasicSR's variant: conv to 4x the features, then a pixel shuffle
     kwargs = {
         "num_in_ch": out_ch,
         "num_out_ch": out_ch,
-        "num_feat": int(first.shape[0]),
+        "num_feat": num_feat,
         "num_block": max(blocks) + 1 if blocks else 0,
         "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0]) if blocks else 32,
         "num_upsamples": upsamples,
         "unshuffle": unshuffle,
+        "upsampler": upsampler,
     }
     return UpscalerSpec("RRDBNet", 2**upsamples / unshuffle, kwargs, layout)
 
@@ -233,18 +254,31 @@ def _spandrel_spec(state: dict[str, Any]) -> UpscalerSpec | None:
 
 def build_network(spec: UpscalerSpec, state: dict[str, Any], path: str | Path):
     """The network of `spec` with the weights of `state` (converted keys), in eval mode."""
-    from lorastudio.generate.upscalers.networks import RRDBNet, SRVGGNetCompact
-
     if spec.arch == "spandrel":
         return spec.kwargs["descriptor"].model.eval()
     if spec.layout == "esrgan-old":
         state = _from_old_layout(state, Path(path))
     elif spec.layout == "esrgan-mmsr":
         state = _from_mmsr_layout(state)
-    network = (RRDBNet if spec.arch == "RRDBNet" else SRVGGNetCompact)(**spec.kwargs)
+    network = _network_class(spec.arch)(**spec.kwargs)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # torch's first line only says "Error(s) in loading state_dict"
         reason = " ".join(str(exc).split("\n", 1)[-1].split())[:200]
         raise LorastudioError(f"{Path(path).name}: {spec.arch} weights do not fit ({reason}); {SUPPORTED}.") from None
     return network.eval()
+
+
+def _network_class(arch: str):
+    """The module of `arch`, imported only when one is built (each pulls in torch)."""
+    if arch == "SwinIR":
+        from lorastudio.generate.upscalers.swinir import SwinIR
+
+        return SwinIR
+    if arch == "SCUNet":
+        from lorastudio.generate.upscalers.scunet import SCUNet
+
+        return SCUNet
+    from lorastudio.generate.upscalers.networks import RRDBNet, SRVGGNetCompact
+
+    return RRDBNet if arch == "RRDBNet" else SRVGGNetCompact

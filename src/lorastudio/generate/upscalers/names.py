@@ -3,7 +3,9 @@
 The six latent modes interpolate the latents (mode, antialias) as A1111's
 `shared.latent_upscale_modes` does; `None`, `Lanczos` and `Nearest` resize the decoded image;
 any other name is a model file in `studio/models/upscalers`, shown as A1111 shows it: the
-Real-ESRGAN releases by their A1111 titles, every other file by its stem (ESRGAN style).
+Real-ESRGAN releases by their A1111 titles, the SwinIR and ScuNET files A1111 downloads by the
+titles it lists them under before the download, every other file by its stem (ESRGAN style).
+A file is found by its title or its stem, so recipes written either way resolve.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ __all__ = [
     "FIXED_UPSCALERS",
     "LATENT_UPSCALE_MODES",
     "REAL_ESRGAN_TITLES",
+    "RELEASE_TITLES",
     "RESAMPLE_UPSCALERS",
     "fixed_upscaler",
     "is_latent_mode",
@@ -45,6 +48,14 @@ REAL_ESRGAN_TITLES: dict[str, str] = {
 }
 
 
+# The SwinIR / ScuNET files A1111 downloads (stems, lower case) -> the titles it offers them as.
+RELEASE_TITLES: dict[str, str] = {
+    "003_realsr_bsrgan_dfowmfc_s64w8_swinir-l_x4_gan": "SwinIR 4x",
+    "scunet_color_real_gan": "ScuNET GAN",
+    "scunet_color_real_psnr": "ScuNET PSNR",
+}
+
+
 def fixed_upscaler(name: str | None) -> str | None:
     """The canonical spelling of a latent mode or resampling filter (any case), else None."""
     wanted = str(name or "").strip().lower()
@@ -59,5 +70,6 @@ def is_latent_mode(name: str) -> bool:
 
 
 def model_upscaler_title(stem: str) -> str:
-    """What A1111 calls the model file `stem`: a Real-ESRGAN title, or the stem itself."""
-    return REAL_ESRGAN_TITLES.get(stem.lower(), stem)
+    """What A1111 calls the model file `stem`: a Real-ESRGAN, SwinIR or ScuNET title, or the stem itself."""
+    key = stem.lower()
+    return REAL_ESRGAN_TITLES.get(key) or RELEASE_TITLES.get(key, stem)

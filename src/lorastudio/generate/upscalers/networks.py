@@ -47,10 +47,12 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    """ESRGAN's generator: `num_upsamples` nearest 2x steps, after an optional pixel unshuffle.
+    """ESRGAN's generator: `num_upsamples` 2x steps, after an optional pixel unshuffle.
 
     Scale = 2 ** num_upsamples / unshuffle: Real-ESRGAN x4plus is (2, 1), x2plus (2, 2), a 1x
-    model (2, 4); old-layout 2x and 8x ESRGAN files have 1 and 3 upsamples.
+    model (2, 4); old-layout 2x and 8x ESRGAN files have 1 and 3 upsamples. Each step is a nearest
+    2x then a conv (`upsampler="nearest"`, ESRGAN's upconv) or, in BasicSR's pixel-shuffle
+    variant, a conv to 4x the features then a pixel shuffle (`upsampler="pixelshuffle"`).
     """
 
     def __init__(
@@ -62,15 +64,20 @@ class RRDBNet(nn.Module):
         num_grow_ch: int = 32,
         num_upsamples: int = 2,
         unshuffle: int = 1,
+        upsampler: str = "nearest",
     ) -> None:
         super().__init__()
+        if upsampler not in ("nearest", "pixelshuffle"):
+            raise ValueError(f"RRDBNet upsampler {upsampler!r}: use 'nearest' or 'pixelshuffle'")
         self.unshuffle = unshuffle
         self.num_upsamples = num_upsamples
+        self.upsampler = upsampler
+        up_ch = num_feat * 4 if upsampler == "pixelshuffle" else num_feat
         self.conv_first = nn.Conv2d(num_in_ch * unshuffle * unshuffle, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         for i in range(1, num_upsamples + 1):
-            setattr(self, f"conv_up{i}", nn.Conv2d(num_feat, num_feat, 3, 1, 1))
+            setattr(self, f"conv_up{i}", nn.Conv2d(num_feat, up_ch, 3, 1, 1))
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
@@ -89,7 +96,10 @@ class RRDBNet(nn.Module):
         feat = feat + self.conv_body(self.body(feat))
         for i in range(1, self.num_upsamples + 1):
             conv = getattr(self, f"conv_up{i}")
-            feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+            if self.upsampler == "pixelshuffle":
+                feat = F.leaky_relu(F.pixel_shuffle(conv(feat), 2), 0.2)
+            else:
+                feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
 
 

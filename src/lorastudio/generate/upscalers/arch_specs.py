@@ -1,0 +1,111 @@
+"""Tell SwinIR and SCUNet files by their keys and read every size from the tensors' shapes.
+
+No torch import: only key names and `.shape` are read. A file whose keys look like one of these
+but whose sizes do not add up is refused naming the file, through the `refuse` callback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["is_scunet", "is_swinir", "scunet_kwargs", "swinir_kwargs"]
+
+Refuse = Callable[[Path, str], Exception]
+
+_SWINIR_BLOCK = "layers.0.residual_group.blocks.0"
+
+
+def is_swinir(state: dict[str, Any]) -> bool:
+    return "conv_first.weight" in state and f"{_SWINIR_BLOCK}.attn.qkv.weight" in state
+
+
+def is_scunet(state: dict[str, Any]) -> bool:
+    return "m_head.0.weight" in state and "m_tail.0.weight" in state
+
+
+def _indices(state: dict[str, Any], pattern: str) -> list[int]:
+    """The sorted distinct numbers `pattern`'s one group matches at the start of the keys."""
+    return sorted({int(m.group(1)) for key in state if (m := re.match(pattern, key))})
+
+
+def _shape(state: dict[str, Any], key: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in state[key].shape)
+
+
+# -- SwinIR ---------------------------------------------------------------------------------------
+
+
+def swinir_kwargs(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[dict[str, Any], int]:
+    """SwinIR's constructor arguments and scale, from the keys and shapes of `state`."""
+    embed_dim, in_chans = _shape(state, "conv_first.weight")[:2]
+    layers = _indices(state, r"layers\.(\d+)\.residual_group\.")
+    depths = tuple(len(_indices(state, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.")) for i in layers)
+    heads = tuple(_shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")[1] for i in layers)
+    table = _shape(state, f"{_SWINIR_BLOCK}.attn.relative_position_bias_table")[0]
+    window = (math.isqrt(table) + 1) // 2
+    if (2 * window - 1) ** 2 != table or layers != list(range(len(layers))):
+        raise refuse(path, f"is a SwinIR-like network with a {table}-row position table")
+    img_size = 64  # SwinIR's default training size; a shifted block's saved mask says the real one
+    mask_key = next((key for key in state if key.endswith(".attn_mask")), None)
+    if mask_key is not None:
+        img_size = math.isqrt(_shape(state, mask_key)[0]) * window
+    upsampler, scale, num_feat = _swinir_reconstruction(state, path, refuse)
+    out_chans = _shape(state, "conv_last.weight")[0] if "conv_last.weight" in state else in_chans
+    kwargs = {
+        "in_chans": in_chans,
+        "out_chans": out_chans,
+        "embed_dim": embed_dim,
+        "depths": depths,
+        "num_heads": heads,
+        "window_size": window,
+        "mlp_ratio": _shape(state, f"{_SWINIR_BLOCK}.mlp.fc1.weight")[0] / embed_dim,
+        "img_size": img_size,
+        "upscale": scale,
+        "upsampler": upsampler,
+        "resi_connection": "1conv" if "conv_after_body.weight" in state else "3conv",
+        "num_feat": num_feat,
+        "img_range": 255.0 if window == 7 else 1.0,  # the JPEG-artifact models (window 7) work in 0..255
+    }
+    return kwargs, scale
+
+
+def _swinir_reconstruction(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[str, int, int]:
+    """(upsampler, scale, num_feat) of SwinIR's reconstruction head."""
+    if "conv_before_upsample.0.weight" in state:
+        num_feat = _shape(state, "conv_before_upsample.0.weight")[0]
+        ups = _indices(state, r"conv_up(\d+)\.weight")
+        if ups:  # nearest+conv: one nearest 2x + conv per conv_upN (the real-SR x4 models have two)
+            return "nearest+conv", 2 ** len(ups), num_feat
+        convs = _indices(state, r"upsample\.(\d+)\.weight")
+        if not convs:
+            raise refuse(path, "is a SwinIR without its upsampler")
+        factor = round(math.sqrt(_shape(state, f"upsample.{convs[0]}.weight")[0] / num_feat))
+        return "pixelshuffle", 3 if factor == 3 else 2 ** len(convs), num_feat
+    if "upsample.0.weight" in state:
+        out_ch = _shape(state, "upsample.0.weight")[0]
+        channels = _shape(state, "conv_first.weight")[1]
+        return "pixelshuffledirect", round(math.sqrt(out_ch / channels)), 64
+    return "", 1, 64
+
+
+# -- SCUNet ---------------------------------------------------------------------------------------
+
+_SCUNET_STAGES = ("m_down1", "m_down2", "m_down3", "m_body", "m_up3", "m_up2", "m_up1")
+
+
+def scunet_kwargs(state: dict[str, Any], path: Path, refuse: Refuse) -> dict[str, Any]:
+    """SCUNet's constructor arguments (dim, stage block counts, head width, window) from `state`."""
+    dim, in_nc = _shape(state, "m_head.0.weight")[:2]
+    config = tuple(len(_indices(state, rf"{stage}\.(\d+)\.trans_block\.")) for stage in _SCUNET_STAGES)
+    first = next((key for key in state if key.endswith(".msa.relative_position_params")), None)
+    if first is None:
+        raise refuse(path, "is a SCUNet-like network without transformer blocks")
+    heads, span = _shape(state, first)[:2]
+    half = _shape(state, first.replace("relative_position_params", "linear.weight"))[0]
+    if span % 2 == 0 or half % heads:
+        raise refuse(path, f"is a SCUNet-like network with a {span}-wide position table for {heads} heads")
+    return {"in_nc": in_nc, "config": config, "dim": dim, "head_dim": half // heads, "window_size": (span + 1) // 2}

@@ -1,0 +1,185 @@
+"""Pixel-shuffle ESRGAN, SwinIR and SCUNet files: told from their keys, loaded strictly, run and tiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lorastudio.errors import LorastudioError
+from lorastudio.generate.upscalers.loading import read_upscaler_state_dict, sniff_upscaler
+from lorastudio.generate.upscalers.model import load_model_upscaler
+from upscaler_arch_files import old_esrgan_pixelshuffle_state, scunet_state, swinir_state
+from upscaler_files import save
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SWINIR_4X = "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"
+
+
+def _every_key_loaded(model, state: dict) -> bool:
+    """The network holds exactly the file's keys, with the file's values (a strict load)."""
+    loaded = model.network.state_dict()
+    return set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def _picture(width: int, height: int) -> Image.Image:
+    image = Image.new("RGB", (width, height))
+    image.putdata([((x * 9) % 256, (y * 7) % 256, (x * y) % 256) for y in range(height) for x in range(width)])
+    return image
+
+
+def _tiling_error(model, picture: Image.Image, tile: int, overlap: int) -> tuple[float, float]:
+    """Mean |untiled - tiled| with blended overlaps, and with hard cuts (no overlap)."""
+    whole = np.asarray(model.upscale(picture, tile=0), dtype=np.float32)
+    tiled = np.asarray(model.upscale(picture, tile=tile, overlap=overlap), dtype=np.float32)
+    hard = np.asarray(model.upscale(picture, tile=tile, overlap=0), dtype=np.float32)
+    assert whole.shape == tiled.shape == hard.shape
+    return float(np.abs(whole - tiled).mean()), float(np.abs(whole - hard).mean())
+
+
+# -- ESRGAN with a pixel-shuffle upsampler ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("num_feat", "num_block"), [(8, 1), (16, 3)])
+def test_old_esrgan_with_a_pixel_shuffle_upsampler_loads_every_key(tmp_path, num_feat, num_block):
+    state = old_esrgan_pixelshuffle_state(num_feat=num_feat, num_block=num_block)
+    path = save(state, tmp_path / "4x_PixelShuffle.pth", None)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.arch, spec.scale, spec.kwargs["upsampler"]) == ("RRDBNet", 4, "pixelshuffle")
+    assert (spec.kwargs["num_feat"], spec.kwargs["num_block"]) == (num_feat, num_block)
+    model = load_model_upscaler(path)
+    assert model.network.conv_up1.weight.shape[0] == 4 * num_feat
+    assert torch.equal(model.network.conv_up2.weight, state["model.5.weight"])
+    assert torch.equal(model.network.conv_last.bias, state["model.10.bias"])
+    assert model.upscale(_picture(20, 12)).size == (80, 48)
+
+
+# -- SwinIR ----------------------------------------------------------------------------------------
+
+
+def test_swinir_real_sr_x4_layout_is_read_from_the_keys(tmp_path):
+    state = swinir_state(embed_dim=16, depths=(2, 2, 2), heads=(2, 4, 2), window=4, img_size=16)
+    path = save(state, tmp_path / SWINIR_4X)  # released inside `params_ema`
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.arch, spec.scale) == ("SwinIR", 4)
+    kwargs = spec.kwargs
+    assert (kwargs["embed_dim"], kwargs["depths"], kwargs["num_heads"]) == (16, (2, 2, 2), (2, 4, 2))
+    assert (kwargs["window_size"], kwargs["img_size"], kwargs["mlp_ratio"]) == (4, 16, 2.0)
+    assert (kwargs["upsampler"], kwargs["resi_connection"], kwargs["num_feat"]) == ("nearest+conv", "3conv", 16)
+    model = load_model_upscaler(path)
+    assert _every_key_loaded(model, state)
+    assert (model.arch, model.scale, model.multiple) == ("SwinIR", 4, 4)
+    assert model.upscale(_picture(30, 22)).size == (120, 88)  # padded to whole windows, then cropped
+
+
+@pytest.mark.parametrize(
+    ("upsampler", "resi", "scale"),
+    [("pixelshuffle", "1conv", 2), ("pixelshuffle", "1conv", 3), ("pixelshuffledirect", "1conv", 3), ("", "1conv", 1)],
+)
+def test_swinir_classical_lightweight_and_denoising_heads(tmp_path, upsampler, resi, scale):
+    state = swinir_state(upsampler=upsampler, resi=resi, scale=scale, seed=3)
+    model = load_model_upscaler(save(state, tmp_path / f"swinir_x{scale}.safetensors"))
+    assert _every_key_loaded(model, state)
+    assert (model.scale, model.network.upsampler) == (scale, upsampler)
+    assert model.upscale(_picture(18, 10)).size == (18 * scale, 10 * scale)
+
+
+def test_swinir_with_zero_weights_gives_back_its_mean_colour(tmp_path):
+    """The normalisation around the network: (x - mean) in, out + mean back; zero weights leave the mean."""
+    state = {k: torch.zeros_like(v) for k, v in swinir_state().items()}
+    model = load_model_upscaler(save(state, tmp_path / "zero.pth"))
+    out = np.asarray(model.upscale(_picture(8, 8)), dtype=np.float32)
+    assert np.allclose(out[0, 0], np.round(np.array([0.4488, 0.4371, 0.4040]) * 255), atol=1)
+    assert np.ptp(out.reshape(-1, 3), axis=0).max() == 0
+
+
+def test_swinir_tiles_blend_closer_to_the_untiled_result_than_hard_cuts(tmp_path):
+    model = load_model_upscaler(save(swinir_state(seed=5), tmp_path / "swinir.pth"))
+    blended, hard = _tiling_error(model, _picture(48, 48), tile=24, overlap=8)  # tiles at 0, 16, 24 (hard: 0, 24)
+    assert blended < 2.0 and blended < hard
+
+
+def test_a_broken_swinir_file_is_refused_in_one_line_naming_it(tmp_path):
+    state = swinir_state()
+    state["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"] = torch.zeros(50, 2)
+    path = save(state, tmp_path / "odd-swinir.pth")
+    with pytest.raises(LorastudioError, match="odd-swinir.pth: is a SwinIR-like network with a 50-row") as err:
+        load_model_upscaler(path)
+    assert "\n" not in str(err.value)
+    del state["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"]
+    with pytest.raises(LorastudioError, match="odd-swinir.pth: .*SwinIR and SCUNet"):
+        load_model_upscaler(save(state, path))
+
+
+# -- SCUNet ----------------------------------------------------------------------------------------
+
+
+def test_scunet_layout_is_read_from_the_keys_and_keeps_the_size(tmp_path):
+    state = scunet_state(dim=16, config=(2, 1, 1, 2, 1, 1, 2), head_dim=8, window=2)
+    path = save(state, tmp_path / "scunet_color_real_gan.pth", None)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.arch, spec.scale) == ("SCUNet", 1)
+    assert spec.kwargs == {"in_nc": 3, "config": (2, 1, 1, 2, 1, 1, 2), "dim": 16, "head_dim": 8, "window_size": 2}
+    model = load_model_upscaler(path)
+    assert _every_key_loaded(model, state)
+    picture = _picture(37, 21)  # not a multiple of 16: the network pads and crops itself
+    out = model.upscale(picture, tile=0)
+    assert out.size == (37, 21)
+    assert np.abs(np.asarray(out, dtype=np.float32) - np.asarray(picture, dtype=np.float32)).mean() > 1
+
+
+def test_scunet_shifted_blocks_mask_the_wrapped_edges(tmp_path):
+    """The shifted windows' mask: tokens rolled in from the far edge never attend to the others."""
+    from lorastudio.generate.upscalers.windows import shifted_window_regions
+
+    regions = shifted_window_regions(8, 8, 4, 2)
+    assert regions.shape == (4, 16, 16)
+    assert not regions[0].any()  # the top-left window holds one region
+    assert regions[3].sum() > regions[1].sum() > 0  # the corner window holds four
+
+
+def test_scunet_tiles_blend_closer_to_the_untiled_result_than_hard_cuts(tmp_path):
+    model = load_model_upscaler(save(scunet_state(seed=7, std=0.05), tmp_path / "scunet.pth", None))
+    blended, hard = _tiling_error(model, _picture(64, 64), tile=32, overlap=8)  # tiles at 0, 24, 32 (hard: 0, 32)
+    assert blended < 0.5 and blended < hard / 2
+
+
+# -- through the service: Extras and the hires fix --------------------------------------------------
+
+
+def test_extras_run_swinir_and_scunet_found_by_a1111_title_or_stem(workspace):
+    from lorastudio.service.extras import upscale_image
+    from lorastudio.service.settings import StudioSettings
+    from lorastudio.service.upscalers import find_upscaler, list_upscalers
+
+    save(swinir_state(seed=11), workspace.upscalers / SWINIR_4X)
+    save(scunet_state(seed=12, std=0.05), workspace.upscalers / "scunet_color_real_gan.pth", None)
+    save(old_esrgan_pixelshuffle_state(seed=13), workspace.upscalers / "4x_PixelShuffle.pth", None)
+    rows = {row["name"]: row for row in list_upscalers(workspace)}
+    assert (rows["SwinIR 4x"]["scale"], rows["ScuNET GAN"]["scale"], rows["4x_PixelShuffle"]["scale"]) == (4, 1, 4)
+    assert not any(rows[name]["error"] for name in ("SwinIR 4x", "ScuNET GAN", "4x_PixelShuffle"))
+    assert find_upscaler(workspace, SWINIR_4X[: -len(".pth")].lower())["name"] == "SwinIR 4x"
+    image, settings = _picture(24, 16), StudioSettings()
+    lanczos = np.asarray(upscale_image(image, settings, scale=2, upscaler="Lanczos"), dtype=np.float32)
+    for name in ("SwinIR 4x", "scunet_color_real_gan", "4x_PixelShuffle"):
+        out = upscale_image(image, settings, scale=2, upscaler=name, workspace=workspace)
+        assert out.size == (48, 32), name
+        assert np.abs(np.asarray(out, dtype=np.float32) - lanczos).mean() > 1, name
+
+
+def test_the_hires_fix_runs_swinir_through_the_a1111_api(client, studio):
+    from test_api_a1111 import decode
+
+    save(swinir_state(seed=11), studio.workspace.upscalers / SWINIR_4X)
+    body = {"prompt": "red", "seed": 7, "steps": 2, "width": 64, "height": 64, "hr_scale": 2, "hr_second_pass_steps": 1}
+
+    def hires(upscaler: str) -> np.ndarray:
+        response = client.post("/sdapi/v1/txt2img", json={**body, "enable_hr": True, "hr_upscaler": upscaler, "denoising_strength": 0.3})
+        assert response.status_code == 200, response.text
+        image = decode(response.json()["images"][0])
+        assert image.size == (128, 128)
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+    assert np.abs(hires("SwinIR 4x") - hires("Lanczos")).mean() > 1.0
