@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,29 @@ def test_web_ui_import_takes_the_same_files(workspace, tmp_path):
     assert set(section.file_types) == {".safetensors", ".pt", ".bin", ".png"}
     info = section.import_file(workspace, chunk_png(tmp_path / "zkui.png", embedding_dict(_vectors(13), "zkui")), "")
     assert info["name"] == "zkui" and (workspace.embeddings / "zkui.safetensors").is_file()
+
+
+def test_an_import_job_takes_a_pt_sent_to_the_upload_route_and_nothing_else_does(client, studio, tmp_path):
+    """POST /api/v1/uploads keeps a .pt/.bin (torch's zip or legacy header checked); only an embedding
+    import job reads it (weights-only), any other use of the upload is refused in one line."""
+    vectors = _vectors(14)
+    torch.save(embedding_dict(vectors, "zkjob"), tmp_path / "zkjob.bin", _use_new_zipfile_serialization=False)
+    for filename, data in (("zkjob.pt", a1111_pt(tmp_path / "zkjob.pt", vectors).read_bytes()),
+                           ("zkjob.bin", (tmp_path / "zkjob.bin").read_bytes())):  # fmt: skip
+        upload = client.post("/api/v1/uploads", files={"file": (filename, data)})
+        assert upload.status_code == 200, upload.text
+        name = upload.json()["upload"]
+        lora = client.post("/api/v1/jobs/import", json={"what": "lora", "name": "zkjob", "uploads": [name]})
+        assert lora.status_code == 400 and "only read by an embedding import" in lora.text, lora.text
+        init = client.post("/api/v1/jobs/generate", json={"prompt": "red", "init_image": name})
+        assert init.status_code == 400 and "only read by an embedding import" in init.text, init.text
+        stem = f"zkjob{Path(filename).suffix[1:]}"
+        job = client.post("/api/v1/jobs/import", json={"what": "embedding", "name": stem, "uploads": [name]})
+        assert job.status_code == 200, job.text
+        done = studio.wait_job(job.json()["id"], timeout=60)
+        assert done.state == "succeeded", done.error
+        tensors, _ = _saved(studio.workspace.embeddings / f"{stem}.safetensors")
+        assert torch.equal(tensors["emb_params"], vectors)
+    script = client.post("/api/v1/uploads", files={"file": ("x.bin", b"#!/bin/sh\necho hi\n")})
+    assert script.status_code == 400 and "not a PyTorch .bin file" in script.text
+    assert not list(studio.uploads_dir.iterdir())  # the imports removed their uploads

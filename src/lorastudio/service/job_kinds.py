@@ -345,7 +345,7 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (an ImportJobConfig), or the flat old shape. Upload files are removed once imported."""
     cfg = ImportJobConfig.model_validate(ctx.payload.get("config", ctx.payload))
     ws = ctx.workspace
-    sources = [upload_path(ws, name) for name in cfg.uploads]
+    sources = [upload_path(ws, name, pickles=cfg.what == "embedding") for name in cfg.uploads]
     ctx.check_cancelled()
     if cfg.what == "dataset":
         from lorastudio.service.datasets import import_dataset, import_uploaded_files
