@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from embedding_files import a1111_pt, a1111_stream, chunk_png, embedding_dict, pixel_png, plain_png
 
@@ -77,12 +78,16 @@ def test_import_refuses_pictures_and_damaged_files_in_one_line(cli, workspace, t
     (tmp_path / "broken.pt").write_bytes(b"\x80\x02" + bytes(range(200)))
     (tmp_path / "cut.pt").write_bytes(a1111_pt(tmp_path / "whole.pt", _vectors(3)).read_bytes()[:300])
     torch.save({"string_to_param": {"*": torch.full((1, WIDTH), float("nan"))}}, tmp_path / "nan.pt")
+    torch.save({"string_to_param": {"*": _vectors(4), "cat": _vectors(5)}}, tmp_path / "two.pt")  # A1111 refuses it
+    save_file({"string_to_param.*": _vectors(4), "string_to_param.cat": _vectors(5)}, tmp_path / "two.safetensors")
     cases = {
         plain_png(tmp_path / "holiday.png"): "a picture without embedding data",
         tmp_path / "striped.png": "a picture without embedding data",
         tmp_path / "broken.pt": "not a readable PyTorch file",
         tmp_path / "cut.pt": "not a readable PyTorch file",
         tmp_path / "nan.pt": "NaN or infinite",
+        tmp_path / "two.pt": "embedding file has multiple terms in it",
+        tmp_path / "two.safetensors": "embedding file has multiple terms in it",
     }
     for source, why in cases.items():
         result = cli("embeddings", "import", source)
