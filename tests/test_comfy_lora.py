@@ -209,3 +209,24 @@ def test_unknown_comfy_keys_are_refused_in_one_line(tmp_path):
     }
     with pytest.raises(LorastudioError, match=r"flux.safetensors: has layers of a 'double_blocks' diffusion model"):
         load_lora_file(saved("flux.safetensors", flux))
+
+
+def test_lora_merge_bakes_a_comfy_file_as_the_kohya_file(sd15, tiny_models_dir, cli, tmp_path):
+    """`lora merge` of a ComfyUI-layout file (LDM UNet paths, text_encoders.clip_l) writes the same
+    weights, bit for bit, as merging the kohya file of the same factors."""
+    from safetensors.torch import load_file
+
+    folder = tiny_models_dir / "tiny-sd15"
+    components = _components(sd15)
+    lora = _random_pairs(components, torch.Generator().manual_seed(4))
+    kohya = save_kohya(lora, tmp_path / "k.safetensors", family="sd15", unet_config=components["unet"].config)
+    _comfy_file(lora, components["unet"].config, tmp_path / "c.safetensors")
+    for source, out in ((kohya, "from_kohya"), (tmp_path / "c.safetensors", "from_comfy")):
+        result = cli("lora", "merge", "--model", folder, "--lora", f"{source}:0.7", "--out", tmp_path / out, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["modules_changed"] == len(lora.modules)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        base, want = load_file(folder / part), load_file(tmp_path / "from_kohya" / part)
+        got = load_file(tmp_path / "from_comfy" / part)
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), part
+        assert any(not torch.equal(want[k], base[k]) for k in base), part  # the merge changed this part

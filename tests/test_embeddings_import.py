@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from embedding_files import a1111_pt, a1111_stream, chunk_png, embedding_dict, pixel_png, plain_png
 
@@ -79,12 +81,16 @@ def test_import_refuses_pictures_and_damaged_files_in_one_line(cli, workspace, t
     (tmp_path / "broken.pt").write_bytes(b"\x80\x02" + bytes(range(200)))
     (tmp_path / "cut.pt").write_bytes(a1111_pt(tmp_path / "whole.pt", _vectors(3)).read_bytes()[:300])
     torch.save({"string_to_param": {"*": torch.full((1, WIDTH), float("nan"))}}, tmp_path / "nan.pt")
+    torch.save({"string_to_param": {"*": _vectors(4), "cat": _vectors(5)}}, tmp_path / "two.pt")  # A1111 refuses it
+    save_file({"string_to_param.*": _vectors(4), "string_to_param.cat": _vectors(5)}, tmp_path / "two.safetensors")
     cases = {
         plain_png(tmp_path / "holiday.png"): "a picture without embedding data",
         tmp_path / "striped.png": "a picture without embedding data",
         tmp_path / "broken.pt": "not a readable PyTorch file",
         tmp_path / "cut.pt": "not a readable PyTorch file",
         tmp_path / "nan.pt": "NaN or infinite",
+        tmp_path / "two.pt": "embedding file has multiple terms in it",
+        tmp_path / "two.safetensors": "embedding file has multiple terms in it",
     }
     for source, why in cases.items():
         result = cli("embeddings", "import", source)
@@ -188,3 +194,29 @@ def test_a_file_far_too_large_for_an_embedding_is_refused_before_it_is_read(work
     big.write_bytes(b"PK" + b"\0" * 2000)
     with pytest.raises(LorastudioError, match=r"^model.pt: 0 MB is far too large for an embedding"):
         embeddings.import_embedding(workspace, big)
+
+
+def test_an_import_job_takes_a_pt_sent_to_the_upload_route_and_nothing_else_does(client, studio, tmp_path):
+    """POST /api/v1/uploads keeps a .pt/.bin (torch's zip or legacy header checked); only an embedding
+    import job reads it (weights-only), any other use of the upload is refused in one line."""
+    vectors = _vectors(14)
+    torch.save(embedding_dict(vectors, "zkjob"), tmp_path / "zkjob.bin", _use_new_zipfile_serialization=False)
+    for filename, data in (("zkjob.pt", a1111_pt(tmp_path / "zkjob.pt", vectors).read_bytes()),
+                           ("zkjob.bin", (tmp_path / "zkjob.bin").read_bytes())):  # fmt: skip
+        upload = client.post("/api/v1/uploads", files={"file": (filename, data)})
+        assert upload.status_code == 200, upload.text
+        name = upload.json()["upload"]
+        lora = client.post("/api/v1/jobs/import", json={"what": "lora", "name": "zkjob", "uploads": [name]})
+        assert lora.status_code == 400 and "only read by an embedding import" in lora.text, lora.text
+        init = client.post("/api/v1/jobs/generate", json={"prompt": "red", "init_image": name})
+        assert init.status_code == 400 and "only read by an embedding import" in init.text, init.text
+        stem = f"zkjob{Path(filename).suffix[1:]}"
+        job = client.post("/api/v1/jobs/import", json={"what": "embedding", "name": stem, "uploads": [name]})
+        assert job.status_code == 200, job.text
+        done = studio.wait_job(job.json()["id"], timeout=60)
+        assert done.state == "succeeded", done.error
+        tensors, _ = _saved(studio.workspace.embeddings / f"{stem}.safetensors")
+        assert torch.equal(tensors["emb_params"], vectors)
+    script = client.post("/api/v1/uploads", files={"file": ("x.bin", b"#!/bin/sh\necho hi\n")})
+    assert script.status_code == 400 and "not a PyTorch .bin file" in script.text
+    assert not list(studio.uploads_dir.iterdir())  # the imports removed their uploads

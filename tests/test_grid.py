@@ -90,6 +90,44 @@ def test_grid_puts_each_cell_at_its_place_with_label_bands():
     assert bare.size == (3 * 48, 2 * 40) and (bare_layout.left, bare_layout.top) == (0, 0)
 
 
+def test_long_labels_shrink_and_end_in_an_ellipsis_only_when_lines_run_out(monkeypatch):
+    """A1111 draws a long label in a smaller font: a Prompt S/R value is shown whole in a smaller
+    font, a caption too long even for that ends in an ellipsis, and a long row label stays in its row."""
+    from PIL import ImageDraw
+
+    from lorastudio.generate.fonts import load_font, wrap_text
+    from lorastudio.generate.grid import MAX_CAPTION_LINES, MAX_LABEL_LINES, fit_label, label_font_size
+
+    drawn: list[tuple[tuple, str]] = []
+    original = ImageDraw.ImageDraw.text
+
+    def text(self, xy, text, *args, **kwargs):
+        drawn.append((xy, text))
+        return original(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+    size = label_font_size(64, 64)
+    prompt = "a red apple on a wooden table in the morning light"
+    assert len(wrap_text(load_font(size), prompt, 64 - 8)) > MAX_LABEL_LINES  # too long at the grid's size
+    label = fit_label(prompt, 64 - 8, size, MAX_LABEL_LINES)
+    assert label.font.size < size and len(label.lines) <= MAX_LABEL_LINES and " ".join(label.lines) == prompt
+    caption = "validation_loss 0.1234 " * 20
+    cells = [Image.new("RGB", (64, 64), "gray")] * 2
+    grid, layout = draw_grid(cells, 1, [prompt], [prompt * 4, ""], captions=[caption, None])
+    column = [t for (x, y), t in drawn if y < layout.top]
+    rows = [t for (x, y), t in drawn if x < layout.left and t]
+    captions = [t for (x, y), t in drawn if y >= layout.cell_box(0, 0)[3] and x >= layout.left]
+    assert column == label.lines  # the whole value in the smaller font, no word lost
+    assert 1 <= len(captions) <= MAX_CAPTION_LINES and captions[-1].endswith("…")
+    assert rows[-1].endswith("…") and len(rows) * 8 <= 64  # cut where the row's height runs out
+    # the long row label is drawn inside its own row: nothing above it or in the empty second row
+    band = np.asarray(grid)[:, : layout.left]
+    first = layout.cell_box(0, 0)[1]
+    second = layout.cell_box(0, 1)[1]
+    assert (band[first : first + 64] != WHITE).any()
+    assert not (band[:first] != WHITE).any() and not (band[second:] != WHITE).any()
+
+
 def test_chinese_labels_are_drawn_as_glyphs_not_boxes():
     from lorastudio.generate.fonts import has_cjk_font
 

@@ -216,7 +216,30 @@ def test_a1111_xyz_plot_answers_sub_grids_and_varies_seeds(client):
     assert sub.width >= 2 * 128 and sub.height >= 128
     cells = [parse_infotext(t) for t in info["infotexts"][3:]]
     assert [int(c["Seed"]) for c in cells] == [40, 41, 40, 41]
+    # each sub-grid its own infotext: its first cell's (Steps of its Z value) and the X axis, no Z keys
+    main, *subs = [parse_infotext(t) for t in info["infotexts"][:3]]
+    assert main["Z Type"] == "Steps" and main["X Type"] == "Hires upscaler"
+    assert [int(s["Steps"]) for s in subs] == [1, 2] and all(s["X Type"] == "Hires upscaler" for s in subs)
+    assert not any("Z Type" in s for s in subs)
     assert [c["Hires upscaler"] for c in cells] == ["Latent", "Nearest", "Latent", "Nearest"]
     args[11] = False  # without Include Sub Grids: the grid and the cells
     data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
     assert len(data["images"]) == 1 + 4
+
+
+@pytest.mark.slow
+def test_a1111_xyz_plot_answers_a_lone_sub_grid(client):
+    """A single Z value with Include Sub Grids: A1111 answers the grid (under its Z title, with the Z
+    keys) and that one X/Y sub-grid (no title, no Z keys); with Z "Nothing" the sub-grid is the grid."""
+    body = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "seed": 7, "script_name": "x/y/z plot"}
+    args = ["CFG Scale", "2, 6", [], "Nothing", "", [], "Steps", "1", [],
+            True, False, True, False, False, False, False, 0, False]  # fmt: skip
+    data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
+    assert len(data["images"]) == 2, data.get("detail")
+    grid, sub = (Image.open(io.BytesIO(base64.b64decode(b))) for b in data["images"])
+    assert sub.width == grid.width and sub.height < grid.height  # the grid has the "Steps: 1" title band
+    main, lone = (parse_infotext(t) for t in json.loads(data["info"])["infotexts"])
+    assert main["Z Type"] == "Steps" and "Z Type" not in lone and lone["X Type"] == "CFG Scale"
+    args[6], args[7] = "Nothing", ""
+    data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
+    assert len(data["images"]) == 2 and data["images"][0] == data["images"][1]

@@ -381,3 +381,70 @@ def test_dyn_keeps_the_first_ranks_and_is_part_of_the_stack(components):
         torch.testing.assert_close(layer.weight.detach() - original, 0.5 * module.up @ module.down)
     with lingering_loras(components, []):
         pass
+
+
+def with_bias_differences(components, lora: LoraFile, seed: int) -> LoraFile:
+    """The same pairs, each with a ComfyUI `diff_b` beside it (LoraSave writes one for every bias)."""
+    from lorastudio.adapters.lycoris import BiasDiffModule
+
+    g = torch.Generator().manual_seed(seed)
+    wrapped = LoraFile()
+    for (component, path), module in lora.modules.items():
+        bias = components[component].get_submodule(path).bias
+        wrapped.add(component, path, BiasDiffModule(module, torch.randn(bias.shape, generator=g) * 0.1))
+    return wrapped
+
+
+def test_pairs_with_a_bias_difference_take_the_fused_path_and_add_their_bias_as_the_plain_path(components):
+    """A `diff_b` beside a pair: the weight is the fused GEMM's, bit for bit the weight of the pair alone
+    (not the module-by-module sum's rounding), the bias the plain path's bit for bit, swapped or in place."""
+    suffixes = ("attn1.to_out.0", "resnets.0.conv1", "fc2")
+    pairs, other = lora_on(components, suffixes, seed=5), lora_on(components, suffixes, seed=6)
+    wrapped = with_bias_differences(components, pairs, seed=7)
+    before = weights(components)
+    with applied_loras(components, [(pairs, 0.7, 0.9), (other, -1.1, 0.4)]):
+        fused = weights(components)
+    results = {}
+    for in_place in (False, True):
+        with lingering_loras(components, [(wrapped, 0.7, 0.9), (other, -1.1, 0.4)], in_place=in_place):
+            results[in_place] = weights(components)
+        with lingering_loras(components, [], in_place=in_place):
+            pass
+        assert_bit_exact(components, before)
+    assert all(torch.equal(results[True][key], value) for key, value in results[False].items())
+    patched = results[False]
+    for component, path in wrapped.modules:
+        key = (component, f"{path}.weight")
+        assert torch.equal(patched[key], fused[key]), key  # the fused GEMM's weight
+        copy = torch.nn.Module()  # the plain path, one module at a time, on copies of the originals
+        copy.weight = torch.nn.Parameter(before[key].clone(), requires_grad=False)
+        copy.bias = torch.nn.Parameter(before[(component, f"{path}.bias")].clone(), requires_grad=False)
+        strengths = (0.9, 0.4) if component == "unet" else (0.7, -1.1)
+        for lora, strength in zip((wrapped, other), strengths, strict=True):
+            add_module_update(lora.modules[(component, path)], copy, strength, path)
+        bias = patched[(component, f"{path}.bias")]
+        assert not torch.equal(bias, before[(component, f"{path}.bias")])
+        assert torch.equal(bias, copy.bias.detach()), key
+        torch.testing.assert_close(patched[key], copy.weight.detach(), rtol=1e-5, atol=1e-6)
+    # the plain pairs' layers without a bias difference: their bias is the original one
+    with lingering_loras(components, [(wrapped, 1.0, 1.0)]):
+        pass
+    with lingering_loras(components, [(pairs, 1.0, 1.0)]) as patcher:
+        assert patcher.touched == count_layers(pairs)
+    assert all(torch.equal(components[c].state_dict()[k], v) for (c, k), v in before.items() if k.endswith("bias"))
+    with lingering_loras(components, []):
+        pass
+
+
+def test_dyn_cuts_a_pair_with_a_bias_difference_and_keeps_the_bias(components):
+    """A1111's `<lora:x:1:dyn=N>` on a pair wrapped with a `diff_b`: the first N ranks, the whole bias difference."""
+    lora = with_bias_differences(components, lora_on(components, ("attn1.to_out.0",), seed=8, rank=8), seed=9)
+    (path, layer), *_ = layers(components, "unet", "attn1.to_out.0")
+    module = lora.modules[("unet", path)]
+    original, original_bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    with lingering_loras(components, [(lora, 1.0, 1.0, 3)]):
+        delta, bias = layer.weight.detach() - original, layer.bias.detach().clone()
+    torch.testing.assert_close(delta, 0.5 * module.inner.up[:, :3] @ module.inner.down[:3])
+    assert torch.equal(bias, original_bias + module.diff_b)
+    with lingering_loras(components, []):
+        pass

@@ -94,6 +94,8 @@ def _vectors_from_state_dict(data: dict, name: str, source: str) -> Embedding:
     if "string_to_param" in data:  # A1111 .pt
         params = data["string_to_param"]
         params = getattr(params, "_parameters", params)  # an nn.ParameterDict keeps its tensors there
+        if isinstance(params, dict):
+            _one_term(list(params), source)
         tensor = params.get("*", next(iter(params.values()))) if isinstance(params, dict) else params
         return Embedding(name, [_as_matrix(tensor)])
     if "clip_l" in data or "clip_g" in data:
@@ -102,6 +104,7 @@ def _vectors_from_state_dict(data: dict, name: str, source: str) -> Embedding:
         return Embedding(name, [_as_matrix(data["emb_params"])])
     flat = {k: v for k, v in data.items() if k.startswith("string_to_param.")}
     if flat:
+        _one_term([k.partition(".")[2] for k in flat], source)
         return Embedding(name, [_as_matrix(next(iter(flat.values())))])
     tensors = [v for v in data.values() if isinstance(v, torch.Tensor)]
     if len(tensors) == 1:  # diffusers concept: {"<token>": tensor}
@@ -109,6 +112,16 @@ def _vectors_from_state_dict(data: dict, name: str, source: str) -> Embedding:
     raise LorastudioError(
         f"{source}: no emb_params, clip_l/clip_g or string_to_param tensors; it is not a textual-inversion embedding."
     )
+
+
+def _one_term(terms: list[str], source: str) -> None:
+    """A1111 refuses a file whose `string_to_param` holds several terms (which word would it be?)."""
+    if len(terms) > 1:
+        shown = ", ".join(repr(t) for t in terms[:4]) + (", ..." if len(terms) > 4 else "")
+        raise LorastudioError(
+            f"{source}: embedding file has multiple terms in it ({len(terms)}: {shown}); A1111 refuses it "
+            "too, keep one term per file."
+        )
 
 
 def embeddings_from_lora(lora) -> list[Embedding]:

@@ -1,8 +1,9 @@
 """A model's LoRA stack, patched by swapping weight tensors and kept until the stack changes.
 
 Like ComfyUI's ModelPatcher, the original tensor of every patched weight is kept aside and
-the layer gets a new tensor `original + sum(strength * alpha/rank * up @ down)`; restoring
-puts the original tensor back, so it is bit-exact by construction and costs no copy. The
+the layer gets a new tensor `original + sum(strength * alpha/rank * up @ down)` (one GEMM over
+every pair on the layer; a ComfyUI `diff_b` beside a pair is added to a copy of the bias apart);
+restoring puts the original tensor back, so it is bit-exact by construction and costs no copy. The
 patch stays while the next request asks for the same stack (nothing to do), and a
 different stack recomputes only the weights whose contributions changed, from the original.
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.adapters.lora_file import COMPONENTS, LoraFile, LoraModule, find_module
+from lorastudio.adapters.lycoris import BiasDiffModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ class _Patched:
     original_bias: torch.Tensor | None
     signature: tuple[Contribution, ...] = ()
     weight: torch.Tensor | None = None  # the tensor the layer holds while patched
-    bias: torch.Tensor | None = None  # only LyCORIS modules change a bias
+    bias: torch.Tensor | None = None  # only LyCORIS modules and bias differences change a bias
 
 
 def _same_contributions(a: tuple[Contribution, ...], b: tuple[Contribution, ...]) -> bool:
@@ -56,10 +58,14 @@ def _same_contributions(a: tuple[Contribution, ...], b: tuple[Contribution, ...]
 
 
 def _first_ranks(module, dyn: int):
-    """A LoRA pair cut to its first `dyn` ranks at the full file's alpha / rank, as A1111 rebuilds it.
+    """A LoRA pair cut to its first `dyn` ranks at the full file's alpha / rank, as A1111 rebuilds it;
+    a pair with a bias difference beside it is cut the same, its `diff_b` kept.
 
     Other module kinds (LoHa, LoKr, DoRA, ...) are whole: A1111 cuts only up/down pairs.
     """
+    if isinstance(module, BiasDiffModule) and isinstance(module.inner, LoraModule):
+        cut = _first_ranks(module.inner, dyn)
+        return module if cut is module.inner else BiasDiffModule(cut, module.diff_b)
     if not isinstance(module, LoraModule) or module.rank <= dyn:
         return module
     return LoraModule(module.down[:dyn], module.up[:, :dyn], module.scale * dyn, module.kind)
@@ -70,6 +76,14 @@ def _request_parts(request: LoraRequest) -> tuple[LoraFile, float, float, int | 
     lora, te_weight, unet_weight, *rest = request
     dyn = rest[0] if rest else None
     return lora, te_weight, unet_weight, dyn if dyn is not None and dyn > 0 else None
+
+
+def _pair_of(module) -> LoraModule | None:
+    """The low-rank pair a module adds to the weight by the fused GEMM: a plain pair, or the pair a bias
+    difference sits beside (its `diff_b` is added to the bias apart); None for the plain path's kinds."""
+    if isinstance(module, BiasDiffModule):
+        module = module.inner
+    return module if isinstance(module, LoraModule) else None
 
 
 def _low_rank_factors(module: LoraModule, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -103,8 +117,9 @@ def _fused_weight(original: torch.Tensor, contributions, out: torch.Tensor | Non
     rows = original.shape[0]
     cols = original.numel() // rows if rows else 0
     ups, downs, scales = [], [], []
-    for module, strength, _ in contributions:
-        factors = _low_rank_factors(module, rows, cols)
+    for contribution, strength, _ in contributions:
+        module = _pair_of(contribution)
+        factors = _low_rank_factors(module, rows, cols) if module is not None else None
         if factors is None:
             return None
         ups.append(factors[0])
@@ -338,11 +353,11 @@ class LoraPatcher:
             state = self._new_state(layer)
             self._patched[key] = state
         state.signature = ()  # until the new weight is complete
-        if all(isinstance(m, LoraModule) for m, _, _ in contributions):
+        if all(_pair_of(m) is not None for m, _, _ in contributions):
             out = state.weight if state.weight is not None else self._spare(key, state.original_weight)
             fused = _fused_weight(state.original_weight, contributions, out)
             if fused is not None:
-                self._put_back_bias(state)
+                self._patch_bias(state, contributions)
                 if not self.in_place:
                     layer.weight.data = state.weight = fused
                 elif fused is not state.weight:  # written elsewhere (a non-contiguous weight)
@@ -374,6 +389,30 @@ class LoraPatcher:
                 layer.bias.data = state.bias = state.original_bias.clone()
         for module, strength, label in contributions:
             add_module_update(module, layer, strength, label)
+
+    def _patch_bias(self, state: _Patched, contributions: tuple[Contribution, ...]) -> None:
+        """The bias differences beside the fused pairs, added to a copy of the original bias in stack
+        order as the plain path adds them (so bit for bit the same); none: the original bias."""
+        from lorastudio.adapters.lycoris import bias_update
+
+        diffs = [(m, strength, label) for m, strength, label in contributions if isinstance(m, BiasDiffModule)]
+        if not diffs or state.original_bias is None:  # a layer without a bias: the plain path skips it too
+            self._put_back_bias(state)
+            return
+        if self.in_place:
+            bias = state.layer.bias.data
+            bias.copy_(state.original_bias)
+        else:
+            bias = state.original_bias.clone()
+            state.layer.bias.data = bias
+        state.bias = bias
+        for module, strength, label in diffs:
+            if module.diff_b.numel() != bias.numel():
+                raise LorastudioError(
+                    f"LoRA module {label}: a bias difference of {module.diff_b.numel()} values does not fit the "
+                    f"model's bias of {bias.numel()}; the LoRA was trained for another model family or size."
+                )
+            bias.add_(bias_update(module, bias, strength).to(dtype=bias.dtype))
 
     def _spare(self, key: int, like: torch.Tensor) -> torch.Tensor | None:
         spare = self._spares.pop(key, None)

@@ -8,7 +8,8 @@ after `no_fixed_seeds` (A1111 1.7+; told apart by the booleans there). A type is
 into A1111's txt2img axis list (those before index 21, which A1111 1.10 renumbered) or, more
 robust across A1111 versions, the axis name ("CFG Scale", "Seed", "Prompt S/R", "Hires upscaler",
 "VAE", "Styles", or lorastudio's own "LoRA weight", "LoRA checkpoint").
-The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids), cells (include_lone_images)].
+The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids: one per Z value, even a lone one,
+each with its own infotext), cells (include_lone_images)].
 """
 
 from __future__ import annotations
@@ -182,6 +183,13 @@ def script_info() -> list[dict[str, Any]]:
     ]
 
 
+def _sub_grid_infotexts(result: dict[str, Any], count: int) -> list[str]:
+    """Each sub-grid's own infotext (its first cell's, with the X and Y axes); a job stored before
+    they were recorded answers the grid's."""
+    own = list(result.get("sub_grid_infotexts") or [])
+    return own if len(own) == count else [result.get("grid_infotext", "")] * count
+
+
 async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     """Run the request's selectable script through the job queue and answer as A1111 does."""
     from lorastudio.api.a1111_controlnet import parse_units, store_units
@@ -218,11 +226,12 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         infotexts = [result.get("grid_infotext", "")] if paths else []
         seeds = [result["seeds"][0]] if paths and result.get("seeds") else []
         prompts = [req.prompt] if paths else []
-        if grid.include_sub_grids:  # saved only then (service.grid), as A1111
-            paths += [folder / n for n in result.get("sub_grids", [])]
-            infotexts += [result.get("grid_infotext", "")] * len(result.get("sub_grids", []))
-            seeds += seeds[:1] * len(result.get("sub_grids", []))
-            prompts += [req.prompt] * len(result.get("sub_grids", []))
+        if grid.include_sub_grids and paths:  # one per Z value, a lone one too (service.grid), as A1111
+            subs = result.get("sub_grids", [])
+            paths += [folder / n for n in subs]
+            infotexts += _sub_grid_infotexts(result, len(subs))
+            seeds += seeds[:1] * len(subs)
+            prompts += [req.prompt] * len(subs)
         if lone:
             paths += [folder / n for n in result.get("images", [])]
             infotexts += list(result.get("infotexts", []))

@@ -307,7 +307,8 @@ def _store_upload(
 def upload(
     request: Request, file: UploadFile = File(...), studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
-    """Store a file (image, zip, .safetensors) for a later job; answers its upload name.
+    """Store a file (image, zip, .safetensors; a .pt/.bin for an embedding import only) for a later
+    job; answers its upload name.
 
     A user at their job quota gets 429 here too: uploads only feed jobs.
     """

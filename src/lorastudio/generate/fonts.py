@@ -24,6 +24,7 @@ from lorastudio.errors import LorastudioError
 
 __all__ = [
     "FONT_ENV",
+    "fit_lines",
     "fit_text",
     "font_path",
     "has_cjk_font",
@@ -178,3 +179,42 @@ def wrap_lines(font, text: str, width: int, max_lines: int) -> list[str]:
     while last and text_width(font, last.rstrip() + "…") > width:
         last = last[:-1]
     return [*lines[: max_lines - 1], last.rstrip() + "…"]
+
+
+def _is_cjk(char: str) -> bool:
+    """Chinese, Japanese and Korean script (and their punctuation), which wraps between any characters."""
+    return "\u2e80" <= char <= "\u9fff" or "\uac00" <= char <= "\ud7af" or "\uff00" <= char <= "\uffef"
+
+
+def _breaks_a_word(font, text: str, width: int) -> bool:
+    """Whether a word of `text` (not CJK) is wider than `width`, so wrap_text would cut it in two."""
+    return any(
+        text_width(font, word) > width for word in str(text).split() if not any(_is_cjk(c) for c in word)
+    )
+
+
+def fit_lines(
+    text: str, width: int, size: int, max_lines: int, min_size: int | None = None, max_height: int | None = None
+) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, list[str]]:
+    """(font, lines): `text` wrapped to `width` pixels in at most `max_lines` lines (and `max_height`
+    pixels) in the font of `size`, or a smaller one down to `min_size` (half of `size` by default).
+
+    A1111 shrinks a grid label's font until its lines fit their cell; here the largest size whose lines
+    fit with whole words wins, else the largest whose lines fit at all (Chinese, long words), else the
+    smallest size with the last line ending in an ellipsis (`wrap_lines`)."""
+    smallest = max(1, min(size, min_size if min_size is not None else size // 2))
+
+    def limit(font) -> int:
+        if max_height is None:
+            return max_lines
+        return max(1, min(max_lines, max_height // line_height(font)))
+
+    sizes = range(size, smallest - 1, -1)
+    for whole_words in (True, False):
+        for candidate in sizes:
+            font = load_font(candidate)
+            lines = wrap_text(font, text, width)
+            if len(lines) <= limit(font) and not (whole_words and _breaks_a_word(font, text, width)):
+                return font, lines
+    font = load_font(smallest)
+    return font, wrap_lines(font, text, width, limit(font))

@@ -1,8 +1,9 @@
 """Drawing comparison grids: cells in rows and columns, axis labels on top and left.
 
 The layout is plain arithmetic so callers (and tests) can find any cell in the picture:
-`GridLayout.cell_box(column, row)`. Labels are wrapped to their band; Chinese labels
-need a CJK font (generate/fonts.py finds one).
+`GridLayout.cell_box(column, row)`. Labels are wrapped to their band; a long one is drawn in
+a smaller font (as A1111 does) and, when even that runs out of lines, ends in an ellipsis. Chinese
+labels need a CJK font (generate/fonts.py finds one).
 """
 
 from __future__ import annotations
@@ -11,19 +12,50 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from lorastudio.generate.fonts import line_height, load_font, text_width, wrap_text
+from lorastudio.generate.fonts import fit_lines, line_height, load_font, text_width, wrap_text
 
-__all__ = ["GridLayout", "draw_grid", "stack_grids", "wrap_text", "label_font_size"]
+__all__ = ["GridLayout", "draw_grid", "fit_label", "label_font_size", "stack_grids", "wrap_text"]
 
 BACKGROUND = "white"
 TEXT = "black"
 CAPTION = (60, 60, 60)
 MAX_CAPTION_LINES = 2
+MAX_LABEL_LINES = 4  # a column or Z label; a row label has its cell's height
+MIN_LABEL_SIZE = 8
 
 
 def label_font_size(cell_w: int, cell_h: int) -> int:
     """About A1111's size ((w + h) / 25), but never too small to read on tiny cells."""
     return max(12, min(48, (cell_w + cell_h) // 25))
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label's lines and the font they fit in (smaller than the grid's for a long label)."""
+
+    font: object
+    lines: list[str]
+
+    @property
+    def height(self) -> int:
+        return line_height(self.font) * len(self.lines) if any(self.lines) else 0
+
+
+def fit_label(text: str, width: int, size: int, max_lines: int, max_height: int | None = None) -> Label:
+    """`text` in at most `max_lines` lines of `width` pixels: the font shrinks for a long label, and
+    the last line ends in an ellipsis when even the smallest runs out of lines."""
+    font, lines = fit_lines(text, width, size, max_lines, min(size, MIN_LABEL_SIZE), max_height)
+    return Label(font, lines)
+
+
+def _draw_label(
+    draw: ImageDraw.ImageDraw, label: Label, x0: int, width: int, y0: int, fill, centre: bool = True
+) -> None:
+    """The label's lines from `y0` down, each centred in the `width` pixels from `x0` (or from its left)."""
+    step = line_height(label.font)
+    for n, line in enumerate(label.lines):
+        x = x0 + (width - text_width(label.font, line)) // 2 if centre else x0
+        draw.text((x, y0 + n * step), line, fill=fill, font=label.font)
 
 
 @dataclass(frozen=True)
@@ -65,24 +97,25 @@ def draw_grid(
     rows = max(1, -(-len(cells) // columns))
     sizes = [c.size for c in cells if c is not None] or [(64, 64)]
     cell_w, cell_h = max(w for w, _ in sizes), max(h for _, h in sizes)
-    font = load_font(label_font_size(cell_w, cell_h))
-    small = load_font(max(10, label_font_size(cell_w, cell_h) * 3 // 4))
+    size = label_font_size(cell_w, cell_h)
+    font = load_font(size)
+    small_size = max(10, size * 3 // 4)
     pad = max(4, font.size // 3)
-    line_h, small_h = line_height(font), line_height(small)
 
     show_x = draw_legend and any(x_labels)
     show_y = draw_legend and any(y_labels)
-    x_lines = [wrap_text(font, label, cell_w - 2 * pad) for label in x_labels] if show_x else []
-    top = 2 * pad + line_h * max(len(lines) for lines in x_lines) if show_x else 0
+    x_fitted = [fit_label(label, cell_w - 2 * pad, size, MAX_LABEL_LINES) for label in x_labels] if show_x else []
+    top = 2 * pad + max(label.height for label in x_fitted) if show_x else 0
     left = 0
     if show_y:
         natural = max(text_width(font, label) for label in y_labels) + 2 * pad
         left = max(min(natural, max(cell_w, 4 * font.size)), 3 * font.size)
-    y_lines = [wrap_text(font, label, left - 2 * pad) for label in y_labels] if show_y else []
-    caption_lines = [
-        wrap_text(small, c, cell_w - 2 * pad)[:MAX_CAPTION_LINES] if c else [] for c in (captions or [])
+    # a row label has as many lines as its cell's height holds
+    y_fitted = [fit_label(label, left - 2 * pad, size, cell_h, cell_h) for label in y_labels] if show_y else []
+    caption_fitted = [
+        fit_label(c, cell_w - 2 * pad, small_size, MAX_CAPTION_LINES) if c else None for c in (captions or [])
     ]
-    caption_h = 2 * pad + small_h * max(len(c) for c in caption_lines) if any(caption_lines) else 0
+    caption_h = 2 * pad + max((c.height for c in caption_fitted if c), default=0) if any(caption_fitted) else 0
 
     layout = GridLayout(columns, rows, cell_w, cell_h, left, top, caption_h, margin)
     grid = Image.new("RGB", layout.size, BACKGROUND)
@@ -94,19 +127,13 @@ def draw_grid(
             grid.paste(
                 cell.convert("RGB"), (x0 + (cell_w - cell.width) // 2, y0 + (cell_h - cell.height) // 2)
             )
-        if index < len(caption_lines):
-            for n, line in enumerate(caption_lines[index]):
-                draw.text((x0 + pad, y1 + pad + n * small_h), line, fill=CAPTION, font=small)
-    for column, lines in enumerate(x_lines):
-        x0 = layout.cell_box(column, 0)[0]
-        for n, line in enumerate(lines):
-            x = x0 + (cell_w - text_width(font, line)) // 2
-            draw.text((x, pad + n * line_h), line, fill=TEXT, font=font)
-    for row, lines in enumerate(y_lines):
-        y0 = layout.cell_box(0, row)[1] + (cell_h - line_h * len(lines)) // 2
-        for n, line in enumerate(lines):
-            x = (left - text_width(font, line)) // 2
-            draw.text((x, y0 + n * line_h), line, fill=TEXT, font=font)
+        caption = caption_fitted[index] if index < len(caption_fitted) else None
+        if caption is not None:
+            _draw_label(draw, caption, x0 + pad, cell_w - 2 * pad, y1 + pad, CAPTION, centre=False)
+    for column, label in enumerate(x_fitted):
+        _draw_label(draw, label, layout.cell_box(column, 0)[0], cell_w, pad, TEXT)
+    for row, label in enumerate(y_fitted):
+        _draw_label(draw, label, 0, left, layout.cell_box(0, row)[1] + (cell_h - label.height) // 2, TEXT)
     return grid, layout
 
 
@@ -117,20 +144,18 @@ def stack_grids(
     if len(grids) == 1 and not (draw_legend and any(titles)):
         return grids[0]
     width = max(g.width for g in grids)
-    font = load_font(label_font_size(width // 4, width // 4))
-    pad = max(4, font.size // 3)
-    line_h = line_height(font)
-    title_lines = [wrap_text(font, t, width - 2 * pad) for t in titles] if draw_legend and any(titles) else []
-    band = 2 * pad + line_h * max(len(lines) for lines in title_lines) if title_lines else 0
+    size = label_font_size(width // 4, width // 4)
+    pad = max(4, size // 3)
+    titles_shown = draw_legend and any(titles)
+    fitted = [fit_label(t, width - 2 * pad, size, MAX_LABEL_LINES) for t in titles] if titles_shown else []
+    band = 2 * pad + max(label.height for label in fitted) if fitted else 0
     total_w = sum(g.width for g in grids) + margin * (len(grids) - 1)
     out = Image.new("RGB", (total_w, band + max(g.height for g in grids)), BACKGROUND)
     draw = ImageDraw.Draw(out)
     x = 0
     for index, grid in enumerate(grids):
         out.paste(grid, (x, band))
-        for n, line in enumerate(title_lines[index] if title_lines else []):
-            draw.text(
-                (x + (grid.width - text_width(font, line)) // 2, pad + n * line_h), line, fill=TEXT, font=font
-            )
+        if fitted:
+            _draw_label(draw, fitted[index], x, grid.width, pad, TEXT)
         x += grid.width + margin
     return out

@@ -3,7 +3,7 @@
 Every cell is an ordinary generation (service.generation.run_generation) with one request
 changed per axis, all through one ModelCache, so each cell's PNG carries its own infotext
 and `.yaml` recipe. The grid PNG carries the first cell's infotext plus the axes, as A1111
-writes it. A `checkpoint` axis walks a training run's `checkpoints/step-N/` LoRA files;
+writes it; each Z value's sub-grid the infotext of its own first cell plus the X and Y axes. A `checkpoint` axis walks a training run's `checkpoints/step-N/` LoRA files;
 when `lorastudio train score` has scored them, the scores become the cells' captions.
 
 The axes and A1111's value-list syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, Prompt S/R) are
@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,7 @@ class GridResult:
     model: str = ""
     model_hash: str = ""
     include_sub_images: bool = False
+    sub_infotexts: list[str] = field(default_factory=list)  # one per sub-grid, in its order
 
     def shown(self) -> list[Path]:
         """The pictures in A1111's answer order: the grid, its sub-grids (when saved), then the cells
@@ -153,6 +154,7 @@ class GridResult:
                 for c in self.cells
             ],
             "infotext": self.infotext,
+            "sub_grid_infotexts": self.sub_infotexts,
             "model": self.model,
             "model_hash": self.model_hash,
         }
@@ -321,6 +323,22 @@ def _grid_infotext(
     return f"{first.infotext.rstrip()}, {keys}"
 
 
+def _save_sub_grids(
+    folder: Path, stem: str, images: list, infotexts: list[str], main: tuple[Any, Path, str]
+) -> list[Path]:
+    """Each Z value's X/Y grid as `<stem>-z<N>.png`. A lone sub-grid that is the grid itself (no Z
+    title drawn, the same infotext) is the grid's own file: A1111 answers it twice but saves it once."""
+    from lorastudio.generate.infotext import save_png
+
+    main_image, main_path, main_infotext = main
+    if len(images) == 1 and images[0] is main_image and infotexts[0] == main_infotext:
+        return [main_path]
+    return [
+        save_png(image, folder / f"{stem}-z{iz + 1}.png", text)
+        for iz, (image, text) in enumerate(zip(images, infotexts, strict=True))
+    ]
+
+
 def run_grid(
     ws: Workspace,
     base: GenerateConfig,
@@ -390,7 +408,7 @@ def run_grid(
     per_z = len(xs) * len(ys)
     stem = _next_grid_stem(folder)
     first = next(c for c in cells if c.path)
-    sub_images, sub_paths, layout = [], [], None
+    sub_images, sub_infotexts, layout = [], [], None
     for iz in range(len(zs)):
         chunk = cells[iz * per_z : (iz + 1) * per_z]
         images = [Image.open(c.path).convert("RGB") if c.path else None for c in chunk]
@@ -399,22 +417,17 @@ def run_grid(
             images, len(xs), x_labels, y_labels, captions, request.margin, request.draw_legend
         )
         sub_images.append(grid)
-        if len(zs) > 1 and request.include_sub_grids:  # A1111 saves the sub-grids only when asked
-            sub_first = next((c for c in chunk if c.path), first)
-            path = save_png(
-                grid,
-                folder / f"{stem}-z{iz + 1}.png",
-                _grid_infotext(sub_first, axes, request.fixed_seeds, False),
-            )
-            sub_paths.append(path)
+        sub_first = next((c for c in chunk if c.path), first)
+        sub_infotexts.append(_grid_infotext(sub_first, axes, request.fixed_seeds, False))
     z_labels = [format_value(z_axis, v) for v in zs]
-    main = (
-        stack_grids(sub_images, z_labels, request.margin, request.draw_legend)
-        if len(zs) > 1
-        else sub_images[0]
-    )
-    infotext = _grid_infotext(first, axes, request.fixed_seeds, len(zs) > 1)
+    main = stack_grids(sub_images, z_labels, request.margin, request.draw_legend)
+    infotext = _grid_infotext(first, axes, request.fixed_seeds, True)
     grid_path = save_png(main, folder / f"{stem}.png", infotext)
+    sub_paths = []
+    if request.include_sub_grids:  # A1111 answers the sub-grids only when asked, even a lone one
+        sub_paths = _save_sub_grids(folder, stem, sub_images, sub_infotexts, (main, grid_path, infotext))
+    else:
+        sub_infotexts = []
     axes_info = {
         letter: {
             "axis": axis.name,
@@ -435,8 +448,9 @@ def run_grid(
         "margin": layout.margin,
     }
     result = GridResult(
-        grid_path, sub_paths, cells, infotext, axes_info, layout_info, model, model_hash, request.include_sub_images
-    )
+        grid_path, sub_paths, cells, infotext, axes_info, layout_info, model, model_hash,
+        request.include_sub_images, sub_infotexts,
+    )  # fmt: skip
     summary = result.as_json()
     summary["request"] = base.model_dump()
     summary["grid_request"] = request.model_dump()
@@ -448,6 +462,27 @@ def run_grid(
 
 
 # --- the job queue (the A1111 script runs as a job, like any generation) -------------------
+
+
+def grid_job_result(result: GridResult) -> dict[str, Any]:
+    """A grid job's stored result: the grid, its sub-grids (each with its own infotext) and the cells
+    that were rendered."""
+    done = [c for c in result.cells if c.path]
+    return {
+        "grid": result.grid.name,
+        "grid_infotext": result.infotext,
+        "sub_grids": [p.name for p in result.sub_grids],  # with include_sub_grids only, as A1111
+        "sub_grid_infotexts": result.sub_infotexts,
+        "include_sub_images": result.include_sub_images,  # whether a front shows the cells after them
+        "images": [c.path.name for c in done],
+        "seeds": [c.seed for c in done],
+        "infotexts": [c.infotext for c in done],
+        "prompts": [c.config.prompt for c in done],
+        "axes": result.axes,
+        "layout": result.layout,
+        "model": result.model,
+        "model_hash": result.model_hash,
+    }
 
 
 def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None:

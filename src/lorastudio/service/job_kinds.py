@@ -31,7 +31,7 @@ from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.series import SeriesRequest
-from lorastudio.service.grid import GridRequest, GridResult, run_grid, submit_grid
+from lorastudio.service.grid import GridRequest, grid_job_result, run_grid, submit_grid
 from lorastudio.service.job_steps import (
     PREVIEW_EVERY_STEPS,
     StepReporter,
@@ -186,26 +186,7 @@ def grid_handler(ctx: JobContext) -> dict[str, Any]:
         if reporter.stopped is not None:  # stopped before any cell was done: nothing to draw
             raise reporter.stopped from None
         raise
-    return keep_partial_result(ctx, reporter, _grid_result(result))
-
-
-def _grid_result(result: GridResult) -> dict[str, Any]:
-    """A grid job's stored result: the grid, its sub-grids and the cells that were rendered."""
-    done = [c for c in result.cells if c.path]
-    return {
-        "grid": result.grid.name,
-        "grid_infotext": result.infotext,
-        "sub_grids": [p.name for p in result.sub_grids],  # saved with include_sub_grids only, as A1111
-        "include_sub_images": result.include_sub_images,  # whether a front shows the cells after them
-        "images": [c.path.name for c in done],
-        "seeds": [c.seed for c in done],
-        "infotexts": [c.infotext for c in done],
-        "prompts": [c.config.prompt for c in done],
-        "axes": result.axes,
-        "layout": result.layout,
-        "model": result.model,
-        "model_hash": result.model_hash,
-    }
+    return keep_partial_result(ctx, reporter, grid_job_result(result))
 
 
 # --- train ------------------------------------------------------------------------------
@@ -295,7 +276,7 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (an ImportJobConfig), or the flat old shape. Upload files are removed once imported."""
     cfg = ImportJobConfig.model_validate(ctx.payload.get("config", ctx.payload))
     ws = ctx.workspace
-    sources = [upload_path(ws, name) for name in cfg.uploads]
+    sources = [upload_path(ws, name, pickles=cfg.what == "embedding") for name in cfg.uploads]
     ctx.check_cancelled()
     if cfg.what == "dataset":
         from lorastudio.service.datasets import import_dataset, import_uploaded_files

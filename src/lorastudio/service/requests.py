@@ -135,6 +135,6 @@ class RequestResolver:
         return cfg.model_copy(update={key: labeller.model_copy(update={"model": model})})
 
     def check_import(self, cfg: ImportJobConfig) -> None:
-        """Every upload an import names was stored."""
+        """Every upload an import names was stored; a pickled .pt/.bin only for an embedding."""
         for name in cfg.uploads:
-            upload_path(self.workspace, name)
+            upload_path(self.workspace, name, pickles=cfg.what == "embedding")

@@ -58,11 +58,13 @@ _MAGIC = {
     ".bmp": (b"BM",),
     ".zip": (b"PK\x03\x04", b"PK\x05\x06"),
 }
-UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors")
 # Pickled weights (embeddings only: `service.embeddings` reads them weights-only, never unpickled
 # freely): torch's zip format, or its legacy format, which opens with a pickled magic number.
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
 _PICKLE_SUFFIXES = (".pt", ".bin")
+# What `POST /api/v1/uploads` takes; a stored .pt/.bin is handed only to an embedding import
+# (`upload_path(..., pickles=True)`), every other use of an upload name refuses it.
+UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors", *_PICKLE_SUFFIXES)
 # A data set's files as a browser uploads them: images, zips and the caption .txt beside each image.
 DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".zip", ".txt")
 # A caption file is text of at most this many bytes.
@@ -162,12 +164,21 @@ def uploads_dir(ws: Workspace) -> Path:
     return folder
 
 
-def upload_path(ws: Workspace, name: str) -> Path:
-    """The stored upload called `name` (as returned by the upload route); never a path from a request."""
+def upload_path(ws: Workspace, name: str, *, pickles: bool = False) -> Path:
+    """The stored upload called `name` (as returned by the upload route); never a path from a request.
+
+    A pickled .pt/.bin upload only where the caller reads it weights-only (`pickles`: an embedding
+    import); anywhere else it is refused in one line."""
     from lorastudio.service.names import resolve
 
     folder = ws.cache / UPLOADS_DIR
-    return resolve(name, folder, "upload", "POST /api/v1/uploads (send the file first)", want="file").path
+    path = resolve(name, folder, "upload", "POST /api/v1/uploads (send the file first)", want="file").path
+    if not pickles and path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise LorastudioError(
+            f"upload {name!r}: a PyTorch {path.suffix.lower()} file is only read by an embedding import; "
+            "queue POST /api/v1/jobs/import with what: embedding, or send a .safetensors."
+        )
+    return path
 
 
 def new_upload_name(filename: str) -> str:
@@ -270,6 +281,6 @@ def discard_uploads(ws: Workspace, names: Iterable[str | None]) -> None:
     for name in names:
         if name:
             try:
-                upload_path(ws, name).unlink(missing_ok=True)
+                upload_path(ws, name, pickles=True).unlink(missing_ok=True)
             except LorastudioError:
                 pass
