@@ -87,16 +87,21 @@ def test_uploaded_16_bit_grey_picture_and_mask(workspace):
         _assert_mid_grey(picture.convert("L"), "L")
 
 
-def _cut_out_png(path=None) -> bytes:
-    """A cut-out: a red opaque left half; the right half fully transparent over black (what many
-    editors leave under transparency)."""
+def _halves_png(left: tuple, right: tuple, path=None) -> bytes:
+    """A 64x64 RGBA PNG: its left half one RGBA value, its right half another."""
     array = np.zeros((64, 64, 4), dtype=np.uint8)
-    array[:, :32] = (255, 0, 0, 255)
+    array[:, :32], array[:, 32:] = left, right
     buffer = io.BytesIO()
     Image.fromarray(array, "RGBA").save(buffer, format="PNG")
     if path is not None:
         path.write_bytes(buffer.getvalue())
     return buffer.getvalue()
+
+
+def _cut_out_png(path=None) -> bytes:
+    """A cut-out: a red opaque left half; the right half fully transparent over black (what many
+    editors leave under transparency)."""
+    return _halves_png((255, 0, 0, 255), (0, 0, 0, 0), path)
 
 
 def _assert_on_white(image: Image.Image) -> None:
@@ -110,14 +115,7 @@ def _stroke_mask_png(path=None) -> bytes:
 
     Its luminance says "keep the left, repaint the right"; its alpha (A1111's reading) says the opposite.
     """
-    array = np.zeros((64, 64, 4), dtype=np.uint8)
-    array[:, :32] = (0, 0, 0, 255)
-    array[:, 32:] = (255, 255, 255, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(array, "RGBA").save(buffer, format="PNG")
-    if path is not None:
-        path.write_bytes(buffer.getvalue())
-    return buffer.getvalue()
+    return _halves_png((0, 0, 0, 255), (255, 255, 255, 0), path)
 
 
 def _assert_alpha_read(mask: Image.Image) -> None:
