@@ -1,8 +1,10 @@
-"""Every `lorastudio ... --help` shows what its source says: Typer renders help as Rich markup, where a
-`[word]` is a style tag and vanishes unless written `\\[word]`."""
+"""What the command line shows: every `--help` says what its source says (Typer renders help as Rich
+markup, where a `[word]` is a style tag and vanishes unless written `\\[word]`), `train score|pick --help`
+their own usage, `--json` on every command that is not a server, a line for an empty list."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -58,3 +60,51 @@ def test_no_bracketed_word_of_the_source_vanishes_from_any_help(render_help):
 
 def test_control_list_help_shows_the_title_with_its_hash(render_help):
     assert "A1111 title `name [hash8]`" in render_help(("control", "list"))
+
+
+@pytest.mark.parametrize("word", ["score", "pick", "presets"])
+def test_train_words_answer_help_with_their_own_usage(render_help, word):
+    shown = render_help(("train", word))
+    assert shown.startswith(f"Usage: lorastudio train {word}")
+    assert "--kohya-config" not in shown  # not train's own help
+
+
+def test_train_score_still_runs_after_its_help_was_taught(workspace):
+    result = CliRunner().invoke(app, ["train", "score", "nope", "--json"])
+    assert result.exit_code == 2 and "run 'nope'" in result.output
+
+
+SERVERS = {("serve",), ("worker",)}  # run until stopped: no result to print as JSON
+
+
+def test_every_command_but_the_servers_takes_json():
+    lacking = [
+        " ".join(words)
+        for words, command in all_commands()
+        if not hasattr(command, "commands") and words not in SERVERS
+        and not any("--json" in getattr(param, "opts", ()) for param in command.params)
+    ]
+    assert lacking == []
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        (("portrait", "people"), "no people yet: `lorastudio portrait train"),
+        (("portrait", "templates", "list"), "no templates yet: `lorastudio portrait templates add FILE`"),
+    ],
+)
+def test_an_empty_list_says_so_and_how_to_fill_it(workspace, words, says):
+    result = CliRunner().invoke(app, list(words))
+    assert result.exit_code == 0 and result.output.startswith(says), result.output
+
+
+def test_templates_delete_prints_json(workspace):
+    from PIL import Image
+
+    folder = workspace.root / "templates"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64)).save(folder / "beach.png")
+    result = CliRunner().invoke(app, ["portrait", "templates", "delete", "beach", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"deleted": "beach"} and not (folder / "beach.png").exists()
