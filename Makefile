@@ -3,14 +3,18 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Where torch comes from; empty: pip's configured index (PyPI, or the local wheel mirror CI uses).
+# PyPI's Linux torch is the CUDA build (GBs): on a CPU-only machine
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU build instead.
+TORCH_INDEX ?=
 
 .PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU torch first: later dependencies accept it instead of pulling a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first (from TORCH_INDEX when set): later dependencies accept it instead of pulling another build.
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	# constraints.txt pins the versions the suite was last green on (pyproject keeps ranges).
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -137,6 +139,24 @@ def test_webuiapi_client_works_unchanged(server_with_ui):
     with pytest.raises(RuntimeError) as raised:
         unauthorized.txt2img(prompt="x", steps=1, width=64, height=64)
     assert raised.value.args[0] == 401
+
+
+def documented_webuiapi_example(port: int) -> str:
+    """docs/API.md's `webuiapi` example (the block that logs in as alice), pointed at `port`."""
+    api_md = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", api_md, flags=re.S)
+    [example] = [block for block in blocks if 'username="alice"' in block and "txt2img" in block]
+    assert "port=7860" in example
+    return example.replace("port=7860", f"port={port}")
+
+
+def test_the_documented_webuiapi_example_runs_as_written(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exec(documented_webuiapi_example(server.port), {})  # the lines a user copies, unchanged
+    printed = capsys.readouterr().out.split()
+    assert printed == ["[42]", "42", "tiny-sdxl"]
+    with Image.open(tmp_path / "fox.png") as saved:  # the file written keeps the A1111 chunk
+        assert "Seed: 42" in saved.info["parameters"]
 
 
 def test_fifty_concurrent_requests_are_all_answered_while_progress_answers(server):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -163,6 +164,14 @@ def test_size_and_aspect_filters_name_each_file_and_reason(workspace, runner, tm
     explicit = {stems[k]: v for k, v in _drops(runner, "--min-side", "1024", "--max-aspect", "2").items()}
     assert set(explicit) == set(kolors)
     assert "has a side under 1024 px" in explicit["small.png"] and "2.05:1 above 2.0:1" in explicit["too_tall.png"]
+
+    # docs/TRAINING.md quotes these reasons with the pictures' sizes: each quote is what is printed.
+    training_md = " ".join((Path(__file__).resolve().parents[1] / "docs" / "TRAINING.md").read_text().split())
+    quotes = {"small.png": "an 800x1200 picture is `{}`", "too_wide.png": "a 2100x1024 one `{}`",
+              "too_tall.png": "a 1024x2100 one `{}`"}  # fmt: skip
+    for file, quote in quotes.items():
+        assert quote.format(kolors[file]) in training_md, kolors[file]
+    assert f"`{explicit['too_wide.png']}` for both" in training_md
 
     # An option given beside --kolors replaces that part of the preset only.
     relaxed = {stems[k] for k in _drops(runner, "--kolors", "--min-side", "800")}

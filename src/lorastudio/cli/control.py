@@ -18,7 +18,7 @@ app.add_typer(control_app, name="control")
 
 @control_app.command("list")
 def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """ControlNets with their A1111 title `name [hash8]` (what `--control model=` and A1111 clients send)."""
+    """ControlNets with their A1111 title `name \\[hash8]` (what `--control model=` and A1111 clients send)."""
     from lorastudio.service.controlnets import list_controlnets
 
     rows = list_controlnets(workspace())

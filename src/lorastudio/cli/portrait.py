@@ -81,6 +81,8 @@ def people_cmd(as_json: bool = typer.Option(False, "--json", help="Print one JSO
     if as_json:
         print_json({"people": rows})
         return
+    if not rows:
+        typer.echo("no people yet: `lorastudio portrait train --photos DIR --name NAME` trains one.")
     for row in rows:
         lora = row["lora"] or "(not trained yet)"
         typer.echo(f"{row['name']:<20} trigger {row['trigger']:<16} {row['photos']:>3} photos  {lora}")

@@ -91,6 +91,8 @@ def templates_list_cmd(json_out: bool = typer.Option(False, "--json", help="Prin
     if json_out:
         print_json({"templates": rows})
         return
+    if not rows:
+        typer.echo("no templates yet: `lorastudio portrait templates add FILE` copies a photo into studio/templates.")
     for row in rows:
         faces = "faces not detected yet" if row["faces"] is None else f"{row['faces']} face(s)"
         typer.echo(f"{row['name']}  {row['file']}  {faces}")
@@ -114,8 +116,15 @@ def templates_add_cmd(
 
 
 @templates_app.command("delete")
-def templates_delete_cmd(name: str = typer.Argument(..., help="Template name.")) -> None:
+def templates_delete_cmd(
+    name: str = typer.Argument(..., help="Template name."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
     """Remove a template (and its face cache) from the library."""
     from lorastudio.service.templates import delete_template
 
-    typer.echo(f"deleted {delete_template(workspace(), name)['deleted']}")
+    result = delete_template(workspace(), name)
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(f"deleted {result['deleted']}")

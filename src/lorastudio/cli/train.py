@@ -8,12 +8,53 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from lorastudio.cli import app
 from lorastudio.cli.common import print_json, workspace
 
+# `train presets|score|pick` are words of train's arguments, not subcommands (train itself takes
+# key=value words), so their --help is answered here instead of train's.
+WORD_HELP = {
+    "presets": """Usage: lorastudio train presets [--json]
 
-@app.command("train")
+  List the training presets (YAML files you can copy and edit).
+
+Options:
+  --json  Print one JSON object.
+""",
+    "score": """Usage: lorastudio train score RUN [--tagger-model DIR] [--device cuda|cpu] [--json]
+
+  Score every checkpoint of run RUN with the run's scorers (validation loss; clip_similarity with
+  scoring.clip_model; tag_agreement with a tagger), mark the best in scores.json and write a contact sheet.
+
+Options:
+  --tagger-model DIR  A local WD14 tagger folder (adds tag_agreement).
+  --device TEXT       cuda or cpu (default: cuda when present).
+  --json              Print one JSON object: the score table.
+""",
+    "pick": """Usage: lorastudio train pick RUN STEP [--json]
+
+  Make checkpoint STEP of run RUN the run's result: its files are copied into the library
+  (loras/, embeddings/ or models/) and recorded in studio.db.
+
+Options:
+  --json  Print one JSON object with the library files.
+""",
+}
+
+
+class _TrainCommand(TyperCommand):
+    """`train score --help` (and `pick`, `presets`) prints that word's usage, not train's."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] in WORD_HELP and "--help" in args[1:]:
+            typer.echo(WORD_HELP[args[0]], nl=False)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+@app.command("train", cls=_TrainCommand)
 def train_cmd(
     overrides: list[str] = typer.Argument(
         None,
