@@ -176,6 +176,11 @@ def test_size_and_aspect_filters_name_each_file_and_reason(workspace, runner, tm
     # An option given beside --kolors replaces that part of the preset only.
     relaxed = {stems[k] for k in _drops(runner, "--kolors", "--min-side", "800")}
     assert relaxed == {"too_wide.png", "too_tall.png"}
+    # ... and 0 switches that part off (it counted as "not given" and the preset came back).
+    no_size = {stems[k] for k in _drops(runner, "--kolors", "--min-width", "0", "--min-height", "0")}
+    assert no_size == {"too_wide.png", "too_tall.png"}
+    no_shape = {stems[k] for k in _drops(runner, "--kolors", "--max-aspect", "0")}
+    assert no_shape == {"small.png"}
 
     result = invoke(runner, "dataset", "clean", "shapes", "--kolors")  # data-juicer's filters: no dedupe
     assert "dropped 3, keeping 2" in result.stdout

@@ -15,7 +15,6 @@ dataset_app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of text.")
-KOLORS_PRESET = {"min_width": 1024, "min_height": 1024, "min_ratio": 0.5, "max_ratio": 2.0}
 
 
 class _Progress:
@@ -101,23 +100,23 @@ def _face_crop(name: str, scale: float, backend: str | None, files: list[str] | 
 @dataset_app.command("clean")
 def clean_cmd(
     name: str,
-    min_width: int = typer.Option(0, help="Drop images narrower than this (px)."),
-    min_height: int = typer.Option(0, help="Drop images shorter than this (px)."),
-    min_ratio: float = typer.Option(0.0, help="Drop images with width/height below this (0 = off)."),
-    max_ratio: float = typer.Option(0.0, help="Drop images with width/height above this (0 = off)."),
-    min_side: int = typer.Option(0, help="Drop images with a side shorter than this (px); 1024 for Kolors."),
-    max_aspect: float = typer.Option(
-        0.0, help="Drop images whose long side exceeds the short one this many times (2 = ratio 0.5-2.0; 0 = off)."
+    min_width: int | None = typer.Option(None, help="Drop images narrower than this (px; 0 = off)."),
+    min_height: int | None = typer.Option(None, help="Drop images shorter than this (px; 0 = off)."),
+    min_ratio: float | None = typer.Option(None, help="Drop images with width/height below this (0 = off)."),
+    max_ratio: float | None = typer.Option(None, help="Drop images with width/height above this (0 = off)."),
+    min_side: int | None = typer.Option(None, help="Drop images with a side shorter than this (px); 1024 for Kolors."),
+    max_aspect: float | None = typer.Option(
+        None, help="Drop images whose long side exceeds the short one this many times (2 = ratio 0.5-2.0; 0 = off)."
     ),
     dedupe: str | None = typer.Option(
         None, help="off | exact | near (perceptual hash); default near, off with --kolors (data-juicer's filters)."
     ),
-    phash_threshold: int = typer.Option(6, help="Max differing bits of 64 for near duplicates."),
-    min_sharpness: float = typer.Option(0.0, help="Drop blurrier images (Laplacian variance; 0 = off)."),
+    phash_threshold: int | None = typer.Option(None, help="Max differing bits of 64 for near duplicates (default 6)."),
+    min_sharpness: float | None = typer.Option(None, help="Drop blurrier images (Laplacian variance; 0 = off)."),
     kolors: bool = typer.Option(
         False,
         "--kolors",
-        help="data-juicer preset of the Kolors walk-through: min 1024x1024, ratio 0.5-2.0, no dedupe (options given win).",
+        help="data-juicer preset of the Kolors walk-through: min 1024x1024, ratio 0.5-2.0, no dedupe (options given win, 0 = off).",
     ),
     resize: int = typer.Option(0, help="After filtering, crop/resize to this resolution (0 = keep size)."),
     resize_mode: str = typer.Option(
@@ -130,30 +129,14 @@ def clean_cmd(
     as_json: bool = JSON,
 ) -> None:
     """Drop small, badly shaped, duplicate or blurry images (moved to removed/, never deleted)."""
-    from lorastudio.config import load_config
-    from lorastudio.data.config import CleanConfig
-    from lorastudio.service.datasets import clean_dataset, resize_dataset
+    from lorastudio.service.datasets import clean_config, clean_dataset, resize_dataset
 
-    options = {
-        "min_width": min_width,
-        "min_height": min_height,
-        "min_ratio": min_ratio or None,
-        "max_ratio": max_ratio or None,
-        "min_side": min_side,
-        "max_aspect": max_aspect or None,
-        "dedupe": dedupe or ("off" if kolors else "near"),
-        "phash_threshold": phash_threshold,
-        "min_sharpness": min_sharpness or None,
-    }
-    if kolors:  # the preset fills what the options leave unset; --min-side / --max-aspect replace its parts
-        given = {
-            "min_width": bool(min_width or min_side),
-            "min_height": bool(min_height or min_side),
-            "min_ratio": bool(min_ratio or max_aspect),
-            "max_ratio": bool(max_ratio or max_aspect),
-        }
-        options.update({key: value for key, value in KOLORS_PRESET.items() if not given[key]})
-    config = load_config(CleanConfig, overrides=options)
+    given = {
+        "min_width": min_width, "min_height": min_height, "min_ratio": min_ratio, "max_ratio": max_ratio,
+        "min_side": min_side, "max_aspect": max_aspect, "dedupe": dedupe, "phash_threshold": phash_threshold,
+        "min_sharpness": min_sharpness,
+    }  # fmt: skip
+    config = clean_config(given, kolors)
     ws = workspace()
     result = clean_dataset(ws, name, config, dry_run=dry_run)
     verb = "would drop" if dry_run else "dropped"

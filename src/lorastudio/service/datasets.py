@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lorastudio.data.captions import CaptionEdit, apply_template, fixed_caption, matches, split_tags
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
@@ -19,6 +20,8 @@ from lorastudio.service.names import LIST_DATASETS, is_plain_name, unknown_name
 from lorastudio.service.workspace import Workspace
 
 __all__ = [
+    "KOLORS_CLEAN_PRESET",
+    "clean_config",
     "dataset_folder",
     "list_datasets",
     "import_dataset",
@@ -158,6 +161,32 @@ def _free_staging_path(staging: Path, file_name: str) -> Path:
         target = staging / f"upload-{number}" / Path(file_name).name
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
+
+
+# The data-juicer filters of the Kolors walk-through (`dataset clean --kolors`).
+KOLORS_CLEAN_PRESET = {"min_width": 1024, "min_height": 1024, "min_ratio": 0.5, "max_ratio": 2.0}
+# What else given stands for a preset key: --min-side sets both minimum sides, --max-aspect both ratios.
+_PRESET_ALSO_SET_BY = {"min_width": "min_side", "min_height": "min_side", "min_ratio": "max_aspect", "max_ratio": "max_aspect"}
+
+
+def clean_config(given: Mapping[str, Any], kolors: bool = False) -> CleanConfig:
+    """`dataset clean`'s filters from the options a user gave (None: not given; 0: off).
+
+    With `kolors` the walk-through's preset fills each filter the user left out — a filter given as 0
+    stays off — and duplicates are kept unless `dedupe` is given (data-juicer's recipe has no dedupe).
+    """
+    from lorastudio.config import load_config
+
+    options = {key: value for key, value in given.items() if value is not None}
+    if kolors:
+        for key, value in KOLORS_CLEAN_PRESET.items():
+            if key not in options and _PRESET_ALSO_SET_BY[key] not in options:
+                options[key] = value
+        options.setdefault("dedupe", "off")
+    for key in ("min_ratio", "max_ratio", "max_aspect", "min_sharpness"):  # 0 = off: None in the config
+        if options.get(key) == 0:
+            options[key] = None
+    return load_config(CleanConfig, overrides=options)
 
 
 def clean_dataset(ws: Workspace, name: str, config: CleanConfig, dry_run: bool = False) -> dict:
