@@ -169,10 +169,10 @@ def caption_cmd(
         None, help="missing | overwrite | prepend | append (default: missing; overwrite with --fixed)."
     ),
     prompt: str = typer.Option("", help="Conditional prompt for the model, e.g. 'a photo of'."),
-    max_new_tokens: int = typer.Option(40),
-    num_beams: int = typer.Option(1),
-    batch_size: int = typer.Option(4),
-    device: str = typer.Option("auto"),
+    max_new_tokens: int = typer.Option(40, help="Longest caption the model may write, in tokens."),
+    num_beams: int = typer.Option(1, help="Beam search width (1 = greedy; 3-5 gives longer, steadier captions)."),
+    batch_size: int = typer.Option(4, help="Pictures captioned at once (lower it if memory runs out)."),
+    device: str = typer.Option("auto", help="auto (GPU if present), cpu, cuda or cuda:N."),
     download: bool = typer.Option(False, "--download", help="Allow fetching a hub id that is not cached."),
     as_json: bool = JSON,
 ) -> None:
@@ -233,8 +233,8 @@ def tag_cmd(
     model: str = typer.Option(
         ..., help="WD14 tagger folder (model.onnx + selected_tags.csv) or cached hub id."
     ),
-    general_threshold: float = typer.Option(0.35),
-    character_threshold: float = typer.Option(0.85),
+    general_threshold: float = typer.Option(0.35, help="Keep general tags scored at least this (WD14's 0.35)."),
+    character_threshold: float = typer.Option(0.85, help="Keep character tags scored at least this (WD14's 0.85)."),
     undesired: str = typer.Option("", help="Comma-separated tags never to write."),
     keep_underscores: bool = typer.Option(
         False, "--keep-underscores", help="Write long_hair, not long hair."
@@ -244,7 +244,7 @@ def tag_cmd(
     ),
     rating: bool = typer.Option(False, "--rating", help="Add the top rating tag."),
     mode: str = typer.Option("missing", help="missing | overwrite | prepend | append."),
-    batch_size: int = typer.Option(8),
+    batch_size: int = typer.Option(8, help="Pictures tagged at once (lower it if memory runs out)."),
     download: bool = typer.Option(False, "--download", help="Allow fetching a hub id that is not cached."),
     as_json: bool = JSON,
 ) -> None:
@@ -284,11 +284,11 @@ def edit_cmd(
         [], "--replace", help="OLD=NEW tag replacement (repeatable; NEW empty removes)."
     ),
     trigger_first: str = typer.Option("", help="Move (or insert) this tag at the front."),
-    dedupe: bool = typer.Option(False, "--dedupe"),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Drop repeated tags (the first one stays)."),
     sort: bool = typer.Option(False, "--sort", help="Sort tags alphabetically after --keep-tokens."),
-    keep_tokens: int = typer.Option(0),
-    lower: bool = typer.Option(False, "--lower"),
-    dry_run: bool = typer.Option(False, "--dry-run"),
+    keep_tokens: int = typer.Option(0, help="Leave the first N tags where they are (kohya's keep_tokens)."),
+    lower: bool = typer.Option(False, "--lower", help="Lower-case every tag."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would change (a few examples)."),
     as_json: bool = JSON,
 ) -> None:
     """Bulk-edit the tags of every caption."""
