@@ -72,6 +72,8 @@ def test_cli_imports_an_a1111_png_embedding(cli, workspace, tmp_path, writer):
     # A1111 names a PNG embedding by the name it holds: a renamed download keeps its word
     renamed = writer(tmp_path / "zkpic (1).png", embedding_dict(vectors, "zkother", step=1200))
     assert _json(cli("embeddings", "import", renamed, "--json"))["name"] == "zkother"
+    blank = writer(tmp_path / "zkblank.png", embedding_dict(vectors, "   ", step=1200))
+    assert _json(cli("embeddings", "import", blank, "--json"))["name"] == "zkblank"  # a blank name: the stem
 
 
 def test_import_refuses_pictures_and_damaged_files_in_one_line(cli, workspace, tmp_path):
@@ -220,3 +222,25 @@ def test_an_import_job_takes_a_pt_sent_to_the_upload_route_and_nothing_else_does
     script = client.post("/api/v1/uploads", files={"file": ("x.bin", b"#!/bin/sh\necho hi\n")})
     assert script.status_code == 400 and "not a PyTorch .bin file" in script.text
     assert not list(studio.uploads_dir.iterdir())  # the imports removed their uploads
+
+
+def test_a_deflated_pt_that_unpacks_past_the_limit_or_too_many_vectors_is_refused(workspace, tmp_path):
+    """torch's zip reader inflates a deflated entry: a 200 KB file could ask for 200 MB (a 64 MB upload,
+    for gigabytes). The unpacked size is checked before torch reads it, and the vector count after."""
+    import zipfile
+
+    from lorastudio.adapters import embeddings as adapter
+    from lorastudio.errors import LorastudioError
+    from lorastudio.service.embeddings import import_embedding
+
+    plain = a1111_pt(tmp_path / "many.pt", torch.zeros(adapter.MAX_EMBEDDING_VECTORS + 1, 32), name="many")
+    with pytest.raises(LorastudioError, match=r"^many.pt: 1001 vectors, more than any prompt holds"):
+        import_embedding(workspace, plain)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            out.writestr(info.filename, source.read(info.filename))
+        out.writestr("bomb/data/9", b"\0" * (adapter.MAX_EMBEDDING_UNPACKED_BYTES + 1))
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(LorastudioError, match=r"^bomb.pt: unpacks to 64 MB, far too large for an embedding"):
+        import_embedding(workspace, bomb)

@@ -138,6 +138,7 @@ def _load_pickle_safely(path: Path) -> dict:
 
     from lorastudio.models.checkpoint import unpickling_refusal, weights_only_load
 
+    _check_unpacked_size(path)
     try:  # old A1111 files keep `string_to_param` as an (inert) ParameterDict
         return weights_only_load(path, [torch.nn.ParameterDict])
     except pickle.UnpicklingError as exc:
@@ -152,6 +153,30 @@ def _load_pickle_safely(path: Path) -> dict:
     except Exception as exc:  # torch's readers raise anything from EOFError to IndexError on bad bytes
         why = str(exc).splitlines()[0][:120] if str(exc).strip() else "no data"
         raise _corrupt(path, f"{type(exc).__name__}: {why}") from None
+
+
+# What an embedding's tensors may unpack to (SDXL's 75 vectors are 600 KB); torch's zip reader inflates a
+# deflated entry, so a small crafted file could otherwise ask for gigabytes.
+MAX_EMBEDDING_UNPACKED_BYTES = 64 * 1024 * 1024
+# More vectors than any prompt could hold (A1111 fits 75 tokens in a chunk; large embeddings use ~100).
+MAX_EMBEDDING_VECTORS = 1000
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """A zip-format `.pt` whose entries would unpack past the limit is refused before torch reads it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format holds its tensors as they are: the file size bounds them
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
+    if unpacked > MAX_EMBEDDING_UNPACKED_BYTES:
+        raise LorastudioError(
+            f"{path.name}: unpacks to {unpacked >> 20} MB, far too large for an embedding; is it a model?"
+        )
 
 
 def _corrupt(path: Path, why: str) -> LorastudioError:
@@ -197,6 +222,11 @@ def check_vectors(embedding: Embedding, source: str) -> None:
             raise LorastudioError(
                 f"{source}: vectors of shape {list(vectors.shape)} ({vectors.dtype}); an embedding holds "
                 "[vectors, width] floats."
+            )
+        if vectors.shape[0] > MAX_EMBEDDING_VECTORS:
+            raise LorastudioError(
+                f"{source}: {vectors.shape[0]} vectors, more than any prompt holds "
+                f"(at most {MAX_EMBEDDING_VECTORS}); it is not a textual-inversion embedding."
             )
         if not torch.isfinite(vectors).all():
             raise LorastudioError(f"{source}: its vectors hold NaN or infinite values; the file is damaged.")

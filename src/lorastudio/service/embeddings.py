@@ -161,7 +161,8 @@ def _import(ws: Workspace, source: Path, name: str | None) -> dict[str, Any]:
     embedding = load_embedding(source)  # refuses what no prompt could use, before anything is written
     # A1111 names a PNG embedding by the name it holds (a renamed civitai picture keeps its word),
     # any other file by its stem.
-    stem = str(embedding.info.get("name") or source.stem) if suffix == ".png" else source.stem
+    stored = str(embedding.info.get("name") or "").strip() if suffix == ".png" else ""
+    stem = stored or source.stem
     name = new_entry_name(name, stem, "embedding", "embedding")
     target = ws.safe_child(ws.embeddings, f"{name}.safetensors", "embedding name")
     if target.exists() or find_weight(ws.embeddings, name, "embedding") is not None:
