@@ -47,3 +47,28 @@ def test_long_english_captions_wrap_at_spaces_and_end_in_an_ellipsis_only_when_l
     Image.new("RGB", (64, 64), "gray").save(image)
     sheet = np.asarray(Image.open(contact_sheet([image], [caption], tmp_path / "s.png")).convert("RGB"))
     assert _ink_lines(sheet[256:]) == len(lines)
+
+
+def test_a_very_long_label_is_measured_about_a_line_at_a_time(monkeypatch):
+    """A grid label has no length limit: a 1,500-character word took ~100 s to fit into 20 labels (each
+    character measured at every font size). Cutting a word is a doubling-then-halving search, and
+    wrapping stops once the lines run out; the lines are the ones character-by-character wrapping gives."""
+    from lorastudio.generate import fonts
+
+    font = fonts.load_font(14)
+    word = "x" * 1500
+    by_character, line = [], ""
+    for char in word:
+        if line and fonts.text_width(font, line + char) > 200:
+            by_character.append(line)
+            line = ""
+        line += char
+    by_character.append(line)
+    calls = []
+    real = fonts.text_width
+    monkeypatch.setattr(fonts, "text_width", lambda f, text: calls.append(len(text)) or real(f, text))
+    assert fonts.wrap_text(font, word, 200) == by_character
+    assert fonts.wrap_text(font, f"ab {word}", 200, stop_after=3) == ["ab", *by_character[:3]]
+    calls.clear()
+    fonts.fit_lines(word * 2, 512, 28, 4)
+    assert len(calls) < 2000 and sum(calls) < 200_000  # per character at 15 sizes: 40,000 calls, 10**8 characters

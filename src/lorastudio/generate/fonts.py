@@ -148,9 +148,17 @@ def line_height(font) -> int:
     return int(bottom - top) + 4
 
 
-def wrap_text(font, text: str, width: int) -> list[str]:
-    """Lines of `text` no wider than `width` pixels: by words, by characters for CJK or long words."""
+def wrap_text(font, text: str, width: int, stop_after: int | None = None) -> list[str]:
+    """Lines of `text` no wider than `width` pixels: by words, by characters for CJK or long words.
+
+    With `stop_after`, wrapping stops at the line after that many: a caller that only asks whether the
+    text fits (or where to cut it) never measures the rest of a very long label.
+    """
     lines: list[str] = []
+
+    def full() -> bool:
+        return stop_after is not None and len(lines) > stop_after
+
     for paragraph in str(text).split("\n"):
         line = ""
         for word in paragraph.split(" "):
@@ -161,18 +169,48 @@ def wrap_text(font, text: str, width: int) -> list[str]:
             if line:
                 lines.append(line)
                 line = ""
-            for char in word:  # a word that fits nowhere (or Chinese, which has no spaces)
-                if line and text_width(font, line + char) > width:
+            start = 0
+            while start < len(word):  # a word that fits nowhere (or Chinese, which has no spaces): cut it
+                take = _longest_fitting_prefix(font, word, start, width)
+                line = word[start : start + take]
+                start += take
+                if start < len(word):
                     lines.append(line)
                     line = ""
-                line += char
+                    if full():
+                        return lines
+            if full():
+                return lines
         lines.append(line)
+        if full():
+            return lines
     return lines
+
+
+def _longest_fitting_prefix(font, word: str, start: int, width: int) -> int:
+    """How many characters of `word[start:]` fit in `width` pixels (at least one), found by doubling then
+    halving: a 1,500-character word is measured a dozen times per line, on strings about a line long,
+    not once per character."""
+    rest = len(word) - start
+    low, high = 1, 2
+    while high < rest and text_width(font, word[start : start + high]) <= width:
+        low, high = high, high * 2
+    high = min(high, rest)
+    if text_width(font, word[start : start + high]) <= width:
+        return high
+    high -= 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text_width(font, word[start : start + middle]) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def wrap_lines(font, text: str, width: int, max_lines: int) -> list[str]:
     """`wrap_text` kept to `max_lines`: the last line ends in an ellipsis only when text is left over."""
-    lines = wrap_text(font, text, width)
+    lines = wrap_text(font, text, width, stop_after=max_lines)
     if len(lines) <= max_lines:
         return lines
     last = lines[max_lines - 1]
@@ -213,8 +251,10 @@ def fit_lines(
     for whole_words in (True, False):
         for candidate in sizes:
             font = load_font(candidate)
-            lines = wrap_text(font, text, width)
-            if len(lines) <= limit(font) and not (whole_words and _breaks_a_word(font, text, width)):
+            if whole_words and _breaks_a_word(font, text, width):
+                continue
+            lines = wrap_text(font, text, width, stop_after=limit(font))
+            if len(lines) <= limit(font):
                 return font, lines
     font = load_font(smallest)
     return font, wrap_lines(font, text, width, limit(font))
