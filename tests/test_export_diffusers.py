@@ -211,13 +211,14 @@ def test_diffusers_and_peft_exports_write_the_embedding_beside_them(cli, tmp_pat
     assert load_lora_file(out).embeddings == {}
 
 
-def test_kohya_export_keeps_the_bundle_unless_asked(cli, tmp_path):
+def test_kohya_export_keeps_the_bundle_unless_asked(cli, workspace, tmp_path):
     _, bundled = _small_pivotal(tmp_path / "pivot.safetensors")
     result = cli("export", bundled, "--to", "kohya", "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["embeddings"] == [TRIGGER] and info["embedding_files"] == []
-    assert f"bundle_emb.{TRIGGER}.string_to_param.*" in _keys(tmp_path / "pivot-kohya.safetensors")
+    assert info["path"] == str(workspace.exports / "pivot-kohya.safetensors")  # no --out: studio/exports
+    assert f"bundle_emb.{TRIGGER}.string_to_param.*" in _keys(workspace.exports / "pivot-kohya.safetensors")
 
 
 def test_embedding_file_may_not_overwrite_the_lora(cli, tmp_path):
@@ -230,18 +231,17 @@ def test_embedding_file_may_not_overwrite_the_lora(cli, tmp_path):
 
 
 def test_embedding_file_may_not_overwrite_another_lora_beside_it(cli, tmp_path):
-    """Exported next to the source (no --out, e.g. in studio/loras), the trigger's embedding file
-    must not replace another LoRA that happens to be named like the trigger; an earlier export's
-    embedding file is replaced."""
+    """Exported next to the source, the trigger's embedding file must not replace another LoRA that
+    happens to be named like the trigger; an earlier export's embedding file is replaced."""
     _, source = _small_pivotal(tmp_path / "pivot.safetensors")
     _, other = _small_pivotal(tmp_path / f"{TRIGGER}.safetensors")
     before = other.read_bytes()
-    result = cli("export", source, "--to", "diffusers")
+    result = cli("export", source, "--to", "diffusers", "--out", tmp_path / "pivot-diffusers.safetensors")
     assert result.exit_code == 2 and "would overwrite that file" in result.output
     assert other.read_bytes() == before and not (tmp_path / "pivot-diffusers.safetensors").exists()
     other.unlink()
-    assert cli("export", source, "--to", "diffusers").exit_code == 0
-    again = cli("export", source, "--to", "peft")  # its embedding file is there already: replaced
+    assert cli("export", source, "--to", "diffusers", "--out", tmp_path / "pivot-diffusers.safetensors").exit_code == 0
+    again = cli("export", source, "--to", "peft", "--out", tmp_path / "pivot-peft")  # its embedding file: replaced
     assert again.exit_code == 0, again.output
     assert _keys(tmp_path / f"{TRIGGER}.safetensors") == {"emb_params"}
 
@@ -288,24 +288,26 @@ def test_trained_lora_gives_the_same_image_in_plain_diffusers(
 
 
 def test_an_export_inside_the_studio_loras_puts_the_embedding_in_embeddings(cli, workspace):
-    """`lora export studio/loras/pivot.safetensors --to diffusers` (no --out): the trigger's file
-    goes to embeddings/ (in loras/ the studio and A1111 list it as a LoRA); the run's own copy there
-    is replaced, another family's embedding of that trigger (another width) is kept."""
+    """`lora export pivot --no-embeddings --out studio/loras/...` (kohya, the one layout loras/ takes):
+    the trigger's file goes to embeddings/ (in loras/ the studio and A1111 list it as a LoRA); the run's
+    own copy there is replaced, another family's embedding of that trigger (another width) is kept."""
     lora, source = _small_pivotal(workspace.loras / "pivot.safetensors")
-    result = cli("lora", "export", source, "--to", "diffusers", "--json")
+    out = workspace.loras / "again.safetensors"
+    result = cli("lora", "export", "pivot", "--to", "kohya", "--no-embeddings", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     embedding_file = workspace.embeddings / f"{TRIGGER}.safetensors"
     assert json.loads(result.stdout)["embedding_files"] == [str(embedding_file)]
     assert torch.equal(load_embedding(embedding_file).vectors[0], lora.embeddings[TRIGGER][0])
-    assert sorted(p.name for p in workspace.loras.iterdir()) == ["pivot-diffusers.safetensors", "pivot.safetensors"]
-    assert cli("lora", "export", source, "--to", "diffusers", "--out", workspace.loras / "again.safetensors").exit_code == 0
-    nested = cli("lora", "export", source, "--to", "peft", "--out", workspace.loras / "chars" / "pivot-peft", "--json")
-    assert json.loads(nested.stdout)["embedding_files"] == [str(embedding_file)]  # a subfolder of loras/ too
+    assert sorted(p.name for p in workspace.loras.iterdir()) == ["again.safetensors", "pivot.safetensors"]
+    nested = workspace.loras / "chars" / "pivot-k.safetensors"
+    nested_result = cli("lora", "export", source, "--to", "kohya", "--no-embeddings", "--out", nested, "--json")
+    assert json.loads(nested_result.stdout)["embedding_files"] == [str(embedding_file)]  # a subfolder of loras/ too
     assert not (workspace.loras / "chars" / f"{TRIGGER}.safetensors").exists()
 
     save_embedding(Embedding(TRIGGER, [torch.randn(2, 48)]), embedding_file, "sd15")  # an SD2-wide one
     before = embedding_file.read_bytes()
-    result = cli("lora", "export", source, "--to", "diffusers", "--out", workspace.loras / "third.safetensors")
+    third = workspace.loras / "third.safetensors"
+    result = cli("lora", "export", source, "--to", "kohya", "--no-embeddings", "--out", third)
     assert result.exit_code == 2 and "would overwrite that file" in result.output
     assert embedding_file.read_bytes() == before
 

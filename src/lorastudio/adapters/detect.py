@@ -93,6 +93,7 @@ def load_lora_file(path: str | Path, data: bytes | bytearray | None = None) -> L
 
     `data`: the file's bytes when the caller has read them already (it hashes them too).
     """
+    from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
     from lorastudio.adapters.hcp import is_hcp_state_dict, load_hcp
     from lorastudio.adapters.peft_format import load_peft_folder
     from lorastudio.models.checkpoint import read_safetensors_private
@@ -111,6 +112,11 @@ def load_lora_file(path: str | Path, data: bytes | bytearray | None = None) -> L
     keys = list(state)
     if is_hcp_state_dict(keys):
         return load_hcp(path, state=state)  # the partner half is read by name
+    if is_diffsynth_state_dict(keys):  # an export for DiffSynth-Studio copied into loras/, say
+        raise LorastudioError(
+            f"{path.name}: a DiffSynth-Studio LoRA (blocks.N names), which A1111 and <lora:…> do not read; "
+            f"`lorastudio lora import {path.name}` converts it."
+        )
     lora = lora_from_state_dict(state, metadata, source=path.name)
     if not lora.source_format:
         lora.source_format = detect_format(keys, metadata)

@@ -47,7 +47,7 @@ def import_cmd(
     name: str = typer.Option(None, "--name", help="Library name (default: file stem)."),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
     model: str = typer.Option(
-        None, "--model", help="Diffusers folder, or a library model name, whose UNet layout the LoRA uses (SDXL, Kolors)."
+        None, "--model", help="Library model name, diffusers folder or single file whose UNet layout the LoRA uses (SDXL, Kolors)."
     ),
     alpha: float = typer.Option(
         None,
@@ -65,18 +65,24 @@ def import_cmd(
 
 @lora_app.command("export")
 def export_cmd(
-    path: str = typer.Argument(..., help="The LoRA file or peft folder to convert."),
+    path: str = typer.Argument(..., help="A LoRA name `lora list` shows, or a LoRA file or peft folder."),
     to: str = typer.Option(
         ...,
         "--to",
         help="kohya | diffusers | peft | diffsynth (Kolors/SDXL/SD1: attention projections only, alpha baked in)",
     ),
     out: str = typer.Option(
-        None, "--out", help="Output file (kohya, diffusers, diffsynth: .safetensors or .ckpt) or folder (peft)."
+        None,
+        "--out",
+        help="Output file (kohya, diffusers, diffsynth: .safetensors or .ckpt) or folder (peft); default "
+        "studio/exports/NAME-FORMAT (only a kohya file may go into studio/loras).",
     ),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),
     model: str = typer.Option(
-        None, "--model", help="Diffusers folder, or a library model name, whose UNet layout the LoRA uses (SDXL, Kolors)."
+        None,
+        "--model",
+        help="Library model name, diffusers folder or single file whose UNet layout the LoRA uses (SDXL, "
+        "Kolors); default: the model the LoRA's metadata names, when the library has it.",
     ),
     no_embeddings: bool = typer.Option(
         False,
@@ -87,7 +93,7 @@ def export_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Write a LoRA in another layout, keeping alpha; bundled embeddings go to <token>.safetensors."""
+    """Write a LoRA in another layout (default into studio/exports/), keeping alpha; bundled embeddings go to <token>.safetensors."""
     from lorastudio.service.loras import export_lora
 
     info = export_lora(path, to, out, family, model, no_embeddings=no_embeddings, ws=workspace())
@@ -98,18 +104,26 @@ def export_cmd(
 
 @lora_app.command("merge")
 def merge_cmd(
-    model: str = typer.Option(..., "--model", help="Diffusers model folder."),
-    lora: list[str] = typer.Option(..., "--lora", help="FILE:WEIGHT (repeatable)."),
+    model: str = typer.Option(
+        ..., "--model", help="Library model name (`models list`), diffusers folder or single-file checkpoint."
+    ),
+    lora: list[str] = typer.Option(
+        ..., "--lora", help="NAME:WEIGHT (a name `lora list` shows) or FILE:WEIGHT; repeatable."
+    ),
     out: str = typer.Option(
         ..., "--out", help="Output folder (diffusers) or .safetensors file (single-file)."
     ),
-    fmt: str = typer.Option("diffusers", "--format", help="diffusers | single-file"),
+    fmt: str = typer.Option(
+        None,
+        "--format",
+        help="diffusers | single-file (default: single-file for a single-file model or a .safetensors --out).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Bake LoRAs into a model and save it."""
+    """Bake LoRAs into a model and save it (a single-file model as a single file A1111 loads)."""
     from lorastudio.service.loras import merge_model
 
-    _print(merge_model(model, lora, out, fmt), json_out)
+    _print(merge_model(model, lora, out, fmt, ws=workspace()), json_out)
 
 
 @lora_app.command("delete")

@@ -22,7 +22,7 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
-from lorastudio.service.names import STRICT, NamePolicy, find_lora
+from lorastudio.service.names import STRICT, NamePolicy, find_lora, find_model, find_vae
 from lorastudio.service.recipes import config_from_recipe  # re-exported: where callers have found it
 from lorastudio.service.workspace import Workspace, list_weight_files
 
@@ -166,6 +166,14 @@ def with_family_defaults(cfg: GenerateConfig, family) -> GenerateConfig:
     return cfg.model_copy(update=update) if update else cfg
 
 
+def check_model_names(ws: Workspace, cfg: GenerateConfig, names: NamePolicy) -> None:
+    """The request's model and VAE exist (nothing is loaded or built): `--model Kolors` without a Kolors
+    model answered with the first `<lora:…>` of its prompts instead."""
+    find_model(ws, cfg.model, names, build=False)
+    if cfg.vae:
+        find_vae(ws, cfg.vae, names)
+
+
 def run_generation(
     ws: Workspace,
     cfg: GenerateConfig,
@@ -205,6 +213,7 @@ def run_generation(
     check_hires_upscaler(ws, cfg, allow_paths=not names.strict)  # an unknown upscaler too
     units = check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
     cache = cache or ModelCache(ws, names=names)
+    check_model_names(ws, cfg, cache.names)  # a missing model is the first thing to say, before its LoRAs
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     nets = [net for net in networks if net.kind in {"lora", "lyco"}]

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.errors import LorastudioError
+from lorastudio.service.lora_merge import MERGE_FORMATS, merge_model, parse_lora_spec
+from lorastudio.service.lora_sources import in_diffusers_layout, lora_source, model_unet_config, trained_base
 from lorastudio.service.names import LIST_LORAS, find_listed_weight
 from lorastudio.service.workspace import (
     Workspace,
@@ -38,18 +40,6 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("kohya", "diffusers", "peft", "diffsynth")
-MERGE_FORMATS = ("diffusers", "single-file")
-
-
-def parse_lora_spec(spec: str) -> tuple[Path, float]:
-    """`FILE:WEIGHT` (weight optional, default 1.0) -> (path, weight)."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return Path(head), float(tail)
-        except ValueError:
-            pass
-    return Path(spec), 1.0
 
 
 def _family_for(lora, family: str | None, source: str):
@@ -66,27 +56,6 @@ def _family_for(lora, family: str | None, source: str):
             f"{source}: cannot tell which model family it is for; pass --family sd15|sd2|sdxl."
         )
     return detected
-
-
-def _unet_config_of(model: str | Path | None, ws: Workspace | None = None):
-    """The UNet config of `--model`: a diffusers folder, or (CLI) a library model name such as
-    `tiny-kolors` that `generate --model` takes."""
-    if model is None:
-        return None
-    folder = Path(model)
-    if not (folder / "unet").is_dir() and ws is not None and not folder.is_absolute() and len(folder.parts) == 1:
-        from lorastudio.models.loading import resolve_model
-
-        try:
-            found = resolve_model(str(model), ws.models)
-        except LorastudioError:
-            found = None
-        if found is not None and found.kind == "folder" and found.path is not None:
-            folder = found.path
-    config = folder / "unet" / "config.json"
-    if not config.is_file():
-        raise NotFoundError(f"{model}: no unet/config.json; pass a diffusers model folder or its library name.")
-    return json.loads(config.read_text(encoding="utf-8"))
 
 
 def _summary(lora, path: Path | None, family, fmt: str) -> dict[str, Any]:
@@ -357,7 +326,7 @@ def import_lora(
 
     source = Path(source)
     if is_diffsynth_file(source):
-        lora, family = read_diffsynth_lora(source, alpha, family, _unet_config_of(model, ws))
+        lora, family = read_diffsynth_lora(source, alpha, family, model_unet_config(model, ws))
     else:
         if alpha is not None:
             raise LorastudioError(f"{source.name}: --alpha is for DiffSynth-Studio files only; this file has its own.")
@@ -368,7 +337,7 @@ def import_lora(
     if target.exists():
         raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
     metadata = {"ss_output_name": stem} if "ss_output_name" not in lora.metadata else {}
-    save_kohya(lora, target, metadata, family=chosen, unet_config=_unet_config_of(model, ws))
+    save_kohya(lora, target, metadata, family=chosen, unet_config=model_unet_config(model, ws))
     info = _summary(lora, target, chosen, "kohya")
     info.update(name=stem, hash=lora_short_hash(target))
     return info
@@ -430,6 +399,54 @@ def _refuse_lycoris_modules(lora, source: str, to: str) -> None:
         )
 
 
+_EXPORT_SUFFIXES = {
+    "kohya": "-kohya.safetensors",
+    "diffusers": "-diffusers.safetensors",
+    "peft": "-peft",
+    "diffsynth": "-diffsynth.safetensors",
+}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    resolved, root = path.resolve(), folder.resolve()
+    return resolved == root or root in resolved.parents
+
+
+def _export_target(source: Path, to: str, out: str | Path | None, ws: Workspace | None) -> Path:
+    """Where an export goes: `--out`, else the workspace's `exports/` (else beside the source).
+
+    studio/loras holds what A1111, ComfyUI and `<lora:…>` load as LoRAs; a file for another tool
+    (DiffSynth-Studio names, diffusers/peft layouts) there would be listed and fail, so only a kohya
+    file may be written into it, and only when `--out` asks for it.
+    """
+    stem = source.stem if source.is_file() else source.name
+    if out is None:
+        return (ws.exports if ws is not None else source.parent) / f"{stem}{_EXPORT_SUFFIXES[to]}"
+    target = Path(out)
+    if ws is not None and to != "kohya" and _inside(target, ws.loras):
+        raise LorastudioError(
+            f"--out {target}: a {to} export in {ws.loras.name}/ is not a LoRA A1111 or `<lora:…>` loads; "
+            "write it elsewhere (default studio/exports/), or pass --to kohya."
+        )
+    return target
+
+
+def _unet_config_for(lora, chosen, model, to: str, ws: Workspace | None):
+    """(UNet config, base model named but not in the library) the LoRA's UNet names follow: `--model`'s,
+    else the trained-on model's when the library has it, else the family's standard UNet (where the
+    export needs one)."""
+    from lorastudio.adapters.kohya import default_unet_config
+
+    if model is not None:
+        return model_unet_config(model, ws), None
+    base, unet_config = trained_base(ws, lora.metadata)
+    if unet_config is not None:
+        return unet_config, None
+    if chosen is not None and (lora.unet_layout == "ldm" or to == "diffsynth"):
+        unet_config = default_unet_config(chosen)
+    return unet_config, base
+
+
 def export_lora(
     source: str | Path,
     to: str,
@@ -442,49 +459,48 @@ def export_lora(
     """Write a LoRA in another layout: kohya file, diffusers file, peft folder(s) or DiffSynth-Studio file
     (its attention projections, alpha baked in; `service.lora_diffsynth`).
 
-    diffusers and peft files cannot hold a pivotal LoRA's trigger embedding (`bundle_emb.*`),
-    and diffusers' `load_lora_weights` refuses a kohya file that has one; so for those targets,
-    and for kohya with `no_embeddings`, each bundled embedding is written next to the output as
-    `<token>.safetensors` (what A1111's embeddings folder and `load_textual_inversion` read) —
-    into the workspace's embeddings/ when the output is in its loras/, where the studio and
-    A1111 would list the embedding as a LoRA.
+    `source` is a name `lora list` shows or a path; without `out` the export goes to the workspace's
+    `exports/` (`_export_target`). The UNet layout of LDM names comes from `model`, else from the
+    base model the file names (`lora_sources.trained_base`). diffusers and peft files cannot hold a
+    pivotal LoRA's trigger embedding (`bundle_emb.*`), and diffusers' `load_lora_weights` refuses a
+    kohya file that has one; so for those targets, and for kohya with `no_embeddings`, each bundled
+    embedding is written next to the output as `<token>.safetensors` (what A1111's embeddings folder
+    and `load_textual_inversion` read) — into the workspace's embeddings/ when the output is in its
+    loras/, where the studio and A1111 would list the embedding as a LoRA.
     """
     from dataclasses import replace
 
     from lorastudio.adapters.detect import load_lora_file
-    from lorastudio.adapters.kohya import default_unet_config, save_kohya
+    from lorastudio.adapters.kohya import save_kohya
     from lorastudio.adapters.peft_format import save_diffusers, save_peft
 
     if to not in EXPORT_FORMATS:
         raise LorastudioError(f"--to {to!r}: unknown format; choose one of {', '.join(EXPORT_FORMATS)}.")
-    source = Path(source)
+    source = lora_source(ws, source)
+    target = _export_target(source, to, out, ws)
     lora = load_lora_file(source)
     if to not in ("kohya", "diffsynth"):  # a DiffSynth export drops what it cannot hold, saying so
         _refuse_lycoris_modules(lora, source.name, to)
     named_family = to in ("kohya", "diffsynth") or lora.unet_layout == "ldm"
     chosen = _family_for(lora, family, source.name) if named_family else None
-    unet_config = _unet_config_of(model, ws)
-    if unet_config is None and chosen is not None and (lora.unet_layout == "ldm" or to == "diffsynth"):
-        unet_config = default_unet_config(chosen)
-    stem = source.stem if source.is_file() else source.name
-    suffixes = {"kohya": "-kohya.safetensors", "diffusers": "-diffusers.safetensors", "peft": "-peft"}
-    suffix = {**suffixes, "diffsynth": "-diffsynth.safetensors"}[to]
-    target = Path(out) if out else source.with_name(stem + suffix)
+    unet_config, base = _unet_config_for(lora, chosen, model, to, ws)
     separate = bool(lora.embeddings) and (no_embeddings or to != "kohya")
     embeddings_folder = target.parent
-    loras = ws.loras.resolve() if ws is not None else None
-    if loras is not None and (embeddings_folder.resolve() == loras or loras in embeddings_folder.resolve().parents):
+    if ws is not None and _inside(embeddings_folder, ws.loras):
         embeddings_folder = ws.embeddings  # loras/ and its subfolders: listed as LoRAs there
     planned = _embedding_files_for(lora, embeddings_folder, (source, target)) if separate else {}
     written = replace(lora, embeddings={}) if separate else lora
+    if to != "kohya" and written.unet_layout == "ldm":  # names mapped once, with a clear refusal
+        written = in_diffusers_layout(written, unet_config, source.name, chosen, base, model is not None)
     extra: dict[str, Any] = {}
+    for folder in {target.parent, *(path.parent for path in planned.values())}:
+        folder.mkdir(parents=True, exist_ok=True)  # studio/exports/ is made on first use
     if not written.modules and planned:
         target = None  # an embedding-only file: the standalone embeddings are the whole export
     elif to == "diffsynth":
         from lorastudio.service.lora_diffsynth import save_diffsynth_export
 
-        diffusers_paths = written.with_diffusers_unet(unet_config)
-        written, extra = save_diffsynth_export(diffusers_paths, source, target, chosen, unet_config)
+        written, extra = save_diffsynth_export(written, source, target, chosen, unet_config)
     elif to == "kohya":
         save_kohya(written, target, family=chosen, unet_config=unet_config)
     elif to == "diffusers":
@@ -494,62 +510,3 @@ def export_lora(
     info = _summary(written, target, chosen, to)
     info["embedding_files"] = _write_embedding_files(lora, planned, chosen)
     return {**info, **extra}
-
-
-def _load_pipeline(model: Path):
-    from lorastudio.models.families import family_from_diffusers_config
-
-    index_file = model / "model_index.json"
-    if not index_file.is_file():
-        raise NotFoundError(f"{model}: no model_index.json; pass a diffusers model folder.")
-    index = json.loads(index_file.read_text(encoding="utf-8"))
-    te_config = model / "text_encoder" / "config.json"
-    te = json.loads(te_config.read_text(encoding="utf-8")) if te_config.is_file() else {}
-    family = family_from_diffusers_config(index, te.get("hidden_size"), te.get("hidden_act"))
-    import diffusers
-
-    pipeline_class = getattr(diffusers, family.pipeline_class)
-    return pipeline_class.from_pretrained(str(model), local_files_only=True), family
-
-
-def merge_model(
-    model: str | Path, lora_specs: list[str], out: str | Path, fmt: str = "diffusers"
-) -> dict[str, Any]:
-    """Bake LoRAs (`FILE:WEIGHT`) into a diffusers model; write a diffusers folder or single file."""
-    import torch
-
-    from lorastudio.adapters.detect import check_lora_family, load_lora_file
-    from lorastudio.adapters.ldm import save_single_file
-    from lorastudio.adapters.merge import merge_loras
-
-    if fmt not in MERGE_FORMATS:
-        raise LorastudioError(f"--format {fmt!r}: unknown; choose one of {', '.join(MERGE_FORMATS)}.")
-    if not lora_specs:
-        raise LorastudioError("merge: no --lora given; pass at least one FILE:WEIGHT.")
-    pipe, family = _load_pipeline(Path(model))
-    components = {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
-    requests, recorded = [], []
-    for spec in lora_specs:
-        path, weight = parse_lora_spec(spec)
-        lora = load_lora_file(path)
-        check_lora_family(lora, family, name=path.name, components=components)
-        requests.append((lora, weight, weight))
-        recorded.append(f"{path.name}:{weight:g}")  # file names only: a shared file tells no one's folders
-    touched = merge_loras(components, requests)
-    out = Path(out)
-    if fmt == "single-file":
-        metadata = {"lorastudio.merged_loras": json.dumps(recorded)}
-        marker = Path(model) / "lorastudio.json"  # a tiny model: record it so the file loads back
-        tiny = json.loads(marker.read_text(encoding="utf-8")).get("tiny") if marker.is_file() else None
-        if tiny:
-            metadata["lorastudio.base_config"] = tiny
-        save_single_file(components, family, out, metadata, base_model=tiny or str(Path(model).resolve()))
-    else:
-        pipe.save_pretrained(str(out), safe_serialization=True)
-    return {
-        "path": str(out),
-        "format": fmt,
-        "family": family.name,
-        "loras": lora_specs,
-        "modules_changed": touched,
-    }

@@ -325,6 +325,12 @@ class Workspace:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def exports(self) -> Path:
+        """LoRAs written for other tools (`lora export`): kept out of loras/, where every file is a LoRA
+        A1111 and `<lora:…>` load. Made on first use."""
+        return self.root / "exports"
+
     def safe_child(self, folder: Path, name: str, what: str = "name") -> Path:
         """`folder/name`, refusing anything that would leave `folder`."""
         path = (folder / safe_name(name, what)).resolve()

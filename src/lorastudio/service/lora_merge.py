@@ -1,0 +1,179 @@
+"""`lora merge`: LoRAs baked into a model, saved as a diffusers folder or an A1111 single file.
+
+The model is a library name (`tiny-sd15`, `my-model`), a diffusers folder or a single-file
+checkpoint; each LoRA a name `lora list` shows or a file. A single-file model merges into a
+single file (what A1111 and `models import` take), in the dtype its UNet had.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.service.lora_sources import lora_source, model_ref
+
+if TYPE_CHECKING:
+    from lorastudio.models.loading import ModelRef
+    from lorastudio.service.workspace import Workspace
+
+__all__ = ["MERGE_FORMATS", "parse_lora_spec", "merge_model"]
+
+MERGE_FORMATS = ("diffusers", "single-file")
+
+
+def parse_lora_spec(spec: str) -> tuple[Path, float]:
+    """`NAME_OR_FILE:WEIGHT` (weight optional, default 1.0) -> (name or path, weight)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return Path(head), float(tail)
+        except ValueError:
+            pass
+    return Path(spec), 1.0
+
+
+def _merge_format(fmt: str | None, ref: ModelRef, out: Path) -> str:
+    """The output format: the one asked for, else a single file for a single-file model or a
+    `.safetensors` --out, else a diffusers folder; refuses pairs that would write a trap."""
+    is_file_name = out.suffix.lower() == ".safetensors"
+    if fmt is None:
+        fmt = "single-file" if ref.kind == "single_file" or is_file_name else "diffusers"
+    if fmt not in MERGE_FORMATS:
+        raise LorastudioError(f"--format {fmt!r}: unknown; choose one of {', '.join(MERGE_FORMATS)}.")
+    if fmt == "diffusers" and ref.kind == "single_file":
+        raise LorastudioError(
+            f"{ref.path.name}: a single-file model merges into a single file; pass --format single-file "
+            "and a .safetensors --out."
+        )
+    if fmt == "single-file" and not is_file_name:
+        raise LorastudioError(f"--out {out}: a single-file checkpoint is a .safetensors file; name it {out.name}.safetensors.")
+    if fmt == "diffusers" and is_file_name:
+        raise LorastudioError(f"--out {out}: a diffusers model is a folder; give a folder name, or --format single-file.")
+    if ref.path is not None and out.resolve() == ref.path.resolve():
+        raise LorastudioError(f"--out {out}: is the model itself; write the merged model to another path.")
+    return fmt
+
+
+def _load_pipeline(model: Path):
+    """A diffusers folder as its pipeline (full precision), and its family."""
+    from lorastudio.models.families import family_from_diffusers_config
+
+    index_file = model / "model_index.json"
+    if not index_file.is_file():
+        raise NotFoundError(f"{model}: no model_index.json; pass a diffusers model folder or a library model name.")
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    te_config = model / "text_encoder" / "config.json"
+    te = json.loads(te_config.read_text(encoding="utf-8")) if te_config.is_file() else {}
+    family = family_from_diffusers_config(index, te.get("hidden_size"), te.get("hidden_act"))
+    import diffusers
+
+    pipeline_class = getattr(diffusers, family.pipeline_class)
+    return pipeline_class.from_pretrained(str(model), local_files_only=True), family
+
+
+def _folder_model(ref: ModelRef) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
+    """(pipeline, family, torch components, single-file metadata) of a diffusers folder."""
+    import torch
+
+    pipe, family = _load_pipeline(ref.path)
+    components = {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+    metadata = {}
+    marker = ref.path / "lorastudio.json"  # a tiny model: recorded, so the single file loads back
+    tiny = json.loads(marker.read_text(encoding="utf-8")).get("tiny") if marker.is_file() else None
+    if tiny:
+        metadata["lorastudio.base_config"] = tiny
+    metadata["lorastudio.base_model"] = tiny or str(ref.path)
+    return pipe, family, components, {**metadata, **_prediction_metadata(pipe.scheduler.config)}
+
+
+def _prediction_metadata(scheduler_config) -> dict[str, str]:
+    """The SAI model spec's prediction type, so an SD 2.x v-model's merge loads as one."""
+    prediction = scheduler_config.get("prediction_type", "epsilon")
+    return {"modelspec.prediction_type": "v" if prediction == "v_prediction" else str(prediction)}
+
+
+def _unet_dtype(path: Path):
+    """The float dtype of the file's UNet (an fp16 checkpoint stays fp16); None for fp32."""
+    import torch
+
+    from lorastudio.models.checkpoint import read_safetensors_header
+
+    if path.suffix.lower() != ".safetensors":
+        return None
+    header = read_safetensors_header(path)
+    names = {"F16": torch.float16, "BF16": torch.bfloat16}
+    dtypes = [v.get("dtype") for k, v in header.items() if k != "__metadata__" and "diffusion_model" in k]
+    dtypes = dtypes or [v.get("dtype") for k, v in header.items() if k != "__metadata__"]
+    return names.get(dtypes[0]) if dtypes else None
+
+
+def _file_model(ref: ModelRef, ws: Workspace | None, cache_dir: Path) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
+    """(loaded model, family, components, metadata kept) of a single-file checkpoint, on the CPU in fp32."""
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+    from lorastudio.models.loading import load_model
+
+    models_dir = ws.models if ws is not None else ref.path.parent
+    loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", where=ref)
+    own = read_safetensors_metadata(ref.path) if ref.path.suffix.lower() == ".safetensors" else {}
+    kept = {k: own[k] for k in ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras") if own.get(k)}
+    kept.setdefault("lorastudio.base_model", str(ref.path))
+    return loaded, loaded.family, loaded.components, {**kept, **_prediction_metadata(loaded.scheduler_config)}
+
+
+def merge_model(
+    model: str | Path,
+    lora_specs: list[str],
+    out: str | Path,
+    fmt: str | None = None,
+    ws: Workspace | None = None,
+) -> dict[str, Any]:
+    """Bake LoRAs (`NAME_OR_FILE:WEIGHT`) into a model; write a diffusers folder or a single file.
+
+    With a workspace, names are looked up as `generate` does (models/, loras/ and their aliases).
+    """
+    from lorastudio.adapters.detect import check_lora_family, load_lora_file
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.adapters.merge import merge_loras
+
+    if not lora_specs:
+        raise LorastudioError("merge: no --lora given; pass at least one NAME:WEIGHT (or FILE:WEIGHT).")
+    out = Path(out)
+    ref = model_ref(ws, model)
+    if ref.kind == "hub":
+        raise NotFoundError(f"model {str(model)!r}: not on this machine; download it, or give a library name or path.")
+    fmt = _merge_format(fmt, ref, out)
+    specs = [parse_lora_spec(spec) for spec in lora_specs]
+    files = [(lora_source(ws, name), weight) for name, weight in specs]  # a misspelt name fails before loading
+    loras = [(path, weight, load_lora_file(path)) for path, weight in files]
+    with tempfile.TemporaryDirectory(prefix="lorastudio-merge-") as scratch:
+        cache_dir = ws.cache if ws is not None else Path(scratch)
+        if ref.kind == "folder":
+            holder, family, components, metadata = _folder_model(ref)
+            dtype = None
+        else:
+            holder, family, components, metadata = _file_model(ref, ws, cache_dir)
+            dtype = _unet_dtype(ref.path)
+        requests, recorded = [], []
+        for path, weight, lora in loras:
+            check_lora_family(lora, family, name=path.name, components=components)
+            requests.append((lora, weight, weight))
+            recorded.append(f"{path.name}:{weight:g}")  # file names only: a shared file tells no one's folders
+        touched = merge_loras(components, requests)
+        if fmt == "single-file":
+            earlier = json.loads(metadata.pop("lorastudio.merged_loras", "[]"))
+            metadata["lorastudio.merged_loras"] = json.dumps(earlier + recorded)
+            base = metadata.pop("lorastudio.base_model")
+            save_single_file(components, family, out, metadata, dtype=dtype, base_model=base)
+        else:
+            holder.save_pretrained(str(out), safe_serialization=True)
+    return {
+        "path": str(out),
+        "format": fmt,
+        "model": ref.name,
+        "family": family.name,
+        "loras": [f"{path}:{weight:g}" for path, weight in files],
+        "modules_changed": touched,
+    }

@@ -1,0 +1,174 @@
+"""`lora export | merge` take library names, exports for other tools stay out of studio/loras, and a
+missing model is said before the LoRAs its prompts name (the auditor's walk through the docs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lora_helpers import random_lora
+from lorastudio.adapters import applied_loras, load_lora_file, save_kohya
+
+TINY_ARGS = ("--steps", "3", "--width", "64", "--height", "64", "--seed", "5", "--json")
+
+
+def _pixels(result) -> np.ndarray:
+    path = json.loads(result.stdout)["images"][0]
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+
+
+@pytest.fixture
+def red(tiny_workspace, sd15):
+    """`loras/red.safetensors`: a LoRA on tiny-sd15 that says so in its metadata, as training writes."""
+    lora = random_lora(sd15, seed=3, scale=0.6)
+    return save_kohya(lora, tiny_workspace.loras / "red.safetensors", {"ss_sd_model_name": "tiny-sd15"}, family="sd15")
+
+
+@pytest.mark.slow
+def test_every_export_leaves_loras_alone_and_what_may_go_there_generates(cli, tiny_workspace, red, one_torch_thread):
+    """`lora export red --to diffsynth` wrote `red-diffsynth.safetensors` into studio/loras, where `lora
+    list` showed it (type -) and `<lora:red-diffsynth>` failed; diffusers/peft exports landed there too."""
+    for fmt, name in (("kohya", "red-kohya.safetensors"), ("diffusers", "red-diffusers.safetensors"),
+                      ("peft", "red-peft"), ("diffsynth", "red-diffsynth.safetensors")):  # fmt: skip
+        done = cli("lora", "export", "red", "--to", fmt, "--json")  # a library name, as `lora delete` takes
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["path"] == str(tiny_workspace.exports / name)
+        assert (tiny_workspace.exports / name).exists()
+    assert [p.name for p in tiny_workspace.loras.iterdir()] == ["red.safetensors"]
+    for fmt in ("diffusers", "peft", "diffsynth"):
+        refused = cli("lora", "export", "red", "--to", fmt, "--out", tiny_workspace.loras / "sub" / f"red-{fmt}")
+        assert refused.exit_code == 2 and "is not a LoRA A1111 or `<lora:…>` loads" in refused.stderr
+    assert [p.name for p in tiny_workspace.loras.iterdir()] == ["red.safetensors"]
+
+    kept = cli("lora", "export", "red", "--to", "kohya", "--out", tiny_workspace.loras / "copy.safetensors")
+    assert kept.exit_code == 0, kept.output  # the one layout loras/ takes: every file there generates
+    plain = cli("generate", "--model", "tiny-sd15", "--prompt", "a picture", *TINY_ARGS)
+    for name in ("red", "copy"):
+        with_lora = cli("generate", "--model", "tiny-sd15", "--prompt", f"a picture <lora:{name}:1>", *TINY_ARGS)
+        assert with_lora.exit_code == 0, with_lora.output
+        assert np.abs(_pixels(with_lora) - _pixels(plain)).mean() > 2
+    listed = cli("lora", "list", "--json")
+    assert all(row["type"] == "lora" for row in json.loads(listed.stdout)["loras"])
+
+    # One copied in by hand (or left by an older export) says what it is and what to do.
+    shutil.copy(tiny_workspace.exports / "red-diffsynth.safetensors", tiny_workspace.loras)
+    copied = cli("generate", "--model", "tiny-sd15", "--prompt", "a picture <lora:red-diffsynth:1>", *TINY_ARGS)
+    assert copied.exit_code == 2
+    assert "red-diffsynth.safetensors: a DiffSynth-Studio LoRA (blocks.N names)" in copied.stderr
+    assert "`lorastudio lora import red-diffsynth.safetensors` converts it" in copied.stderr
+
+
+def _tiny_kolors_lora(tiny_models_dir, base: str):
+    """A kohya LoRA (SDXL's LDM names) on tiny-kolors' attention, naming `base` as training does."""
+    from lorastudio.models.loading import load_model
+
+    model = load_model("tiny-kolors", tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+    config = dict(model.unet.config)
+    return random_lora(model, rank=2), config, {"ss_sd_model_name": base}
+
+
+@pytest.mark.slow
+def test_a_tiny_kolors_lora_exports_to_diffsynth_with_the_model_its_metadata_names(
+    cli, tiny_workspace, tiny_models_dir, tmp_path
+):
+    """Its UNet layout is not full Kolors': without --model the export said "the LoRA was made for
+    another model family"; now it uses tiny-kolors, named in the file, or asks for --model."""
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.diffsynth import diffsynth_attention_blocks
+
+    lora, config, metadata = _tiny_kolors_lora(tiny_models_dir, "tiny-kolors")
+    save_kohya(lora, tiny_workspace.loras / "cat.safetensors", metadata, family="kolors", unet_config=config)
+    done = cli("lora", "export", "cat", "--to", "diffsynth", "--json")
+    assert done.exit_code == 0, done.output
+    blocks = {f"blocks.{n}." for n in diffsynth_attention_blocks(config)}  # tiny-kolors' own numbering
+    written = load_file(json.loads(done.stdout)["path"])
+    assert len(written) == 2 * len(lora.modules)
+    assert all(any(key.startswith(b) for b in blocks) for key in written)
+
+    save_kohya(lora, tmp_path / "stray.safetensors", {"ss_sd_model_name": "kolors-tiny-v2"}, family="kolors",
+               unet_config=config)  # fmt: skip
+    refused = cli("lora", "export", tmp_path / "stray.safetensors", "--to", "diffsynth")
+    assert refused.exit_code == 2
+    line = refused.stderr.strip()
+    assert "\n" not in line and "another model family" not in line
+    assert "made for 'kolors-tiny-v2', which the library lacks); pass --model NAME" in line
+    with_model = cli("lora", "export", tmp_path / "stray.safetensors", "--to", "diffsynth", "--model", "tiny-kolors")
+    assert with_model.exit_code == 0, with_model.output
+
+
+def _unet_out(unet) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 8, 8, generator=generator)
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator)
+    with torch.no_grad():
+        return unet(sample, 10, encoder_hidden_states=context).sample
+
+
+@pytest.mark.slow
+def test_merge_takes_a_library_model_name_and_lora_names(cli, tiny_workspace, red, sd15, tmp_path):
+    """`--model tiny-sd15` answered "no model_index.json", `--lora red:0.5` "LoRA file not found"."""
+    out = tmp_path / "merged.safetensors"
+    done = cli("lora", "merge", "--model", "tiny-sd15", "--lora", "red:0.5", "--out", out, "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["format"] == "single-file"  # a .safetensors --out is a single file
+    from lorastudio.models.loading import load_model
+
+    merged = load_model(str(out), tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    with applied_loras(sd15.components, [(load_lora_file(red), 0.5, 0.5)]):
+        expected = {k: v.clone() for k, v in sd15.unet.state_dict().items()}
+    assert all(torch.equal(v, expected[k]) for k, v in merged.unet.state_dict().items())
+    missing = cli("lora", "merge", "--model", "tiny-sd15", "--lora", "blue:0.5", "--out", tmp_path / "x.safetensors")
+    assert missing.exit_code == 2 and "LoRA 'blue'" in missing.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_single_file_model_merges_into_a_single_file_a1111_and_models_import_load(
+    cli, tiny_workspace, red, sd15, tmp_path
+):
+    """A checkpoint in studio/models could not be merged at all ("no model_index.json")."""
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.checkpoint import read_safetensors_header, read_safetensors_metadata
+    from lorastudio.models.loading import load_model
+
+    source = tiny_workspace.models / "mine.safetensors"
+    save_single_file(sd15.components, sd15.family, source, {"lorastudio.base_config": "tiny-sd15"}, dtype=torch.float16)
+    out = tmp_path / "mine-red.safetensors"
+    done = cli("lora", "merge", "--model", "mine", "--lora", "red:0.7", "--out", out, "--json")
+    assert done.exit_code == 0, done.output
+    header = read_safetensors_header(out)
+    unet_keys = [k for k in header if k.startswith("model.diffusion_model.")]  # A1111's (LDM) names
+    assert unet_keys and all(header[k]["dtype"] == "F16" for k in unet_keys)  # fp16 in, fp16 out
+    assert any(k.startswith("cond_stage_model.") for k in header) and any(k.startswith("first_stage_model.") for k in header)
+    assert json.loads(read_safetensors_metadata(out)["lorastudio.merged_loras"]) == ["red.safetensors:0.7"]
+
+    base = load_model(str(source), tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    with applied_loras(base.components, [(load_lora_file(red), 0.7, 0.7)]):
+        expected = {k: v.half().float() for k, v in base.unet.state_dict().items()}
+        lora_out = _unet_out(base.unet)
+    imported = cli("models", "import", out, "--name", "mine-red")
+    assert imported.exit_code == 0, imported.output
+    merged = load_model("mine-red", tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    assert all(torch.equal(v, expected[k]) for k, v in merged.unet.state_dict().items())
+    assert torch.allclose(_unet_out(merged.unet), lora_out, atol=2e-2)
+    assert not torch.allclose(_unet_out(base.unet), lora_out, atol=2e-2)
+
+    refused = cli("lora", "merge", "--model", "mine", "--lora", "red", "--out", tmp_path / "folder", "--format", "diffusers")
+    assert refused.exit_code == 2 and "a single-file model merges into a single file" in refused.stderr
+
+
+def test_generate_names_a_missing_model_before_the_loras_of_its_prompts(cli, workspace):
+    """The docs' `generate --model Kolors --prompts docs/examples/kolors-story.yaml`, with no Kolors model,
+    said "LoRA 'kolors-cat' not found"."""
+    from pathlib import Path
+
+    story = Path(__file__).resolve().parent.parent / "docs" / "examples" / "kolors-story.yaml"
+    for args in (("--prompts", story), ("--prompt", "卡通，一只猫 <lora:kolors-cat:1>")):
+        result = cli("generate", "--model", "Kolors", *args, "--steps", "1")
+        assert result.exit_code == 2
+        assert "model 'Kolors' not found" in result.stderr and "kolors-cat" not in result.stderr
