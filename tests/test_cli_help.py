@@ -92,6 +92,7 @@ def test_every_command_but_the_servers_takes_json():
     [
         (("portrait", "people"), "no people yet: `lorastudio portrait train"),
         (("portrait", "templates", "list"), "no templates yet: `lorastudio portrait templates add FILE`"),
+        (("lora", "list"), "no LoRAs yet: train one (`lorastudio train`) or `lorastudio lora import FILE`"),
     ],
 )
 def test_an_empty_list_says_so_and_how_to_fill_it(workspace, words, says):

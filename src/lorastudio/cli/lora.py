@@ -32,6 +32,8 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
     if json_out:
         print_json({"loras": rows})
         return
+    if not rows:
+        typer.echo("no LoRAs yet: train one (`lorastudio train`) or `lorastudio lora import FILE`.")
     for row in rows:
         run = f"run {row['run']} step {row['step']}" if row["run"] else "not trained here"
         typer.echo(
