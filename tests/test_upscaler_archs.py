@@ -10,7 +10,7 @@ from PIL import Image
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.upscalers.loading import read_upscaler_state_dict, sniff_upscaler
 from lorastudio.generate.upscalers.model import load_model_upscaler
-from upscaler_arch_files import old_esrgan_pixelshuffle_state, scunet_state, swinir_state
+from upscaler_arch_files import old_esrgan_pixelshuffle_state, scunet_state, swin_relative_state, swinir_state
 from upscaler_files import save
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,6 +111,52 @@ def test_a_broken_swinir_file_is_refused_in_one_line_naming_it(tmp_path):
     del state["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"]
     with pytest.raises(LorastudioError, match="odd-swinir.pth: .*SwinIR and SCUNet"):
         load_model_upscaler(save(state, path))
+
+
+def _fake_spandrel(monkeypatch, arch: str, scale: int = 2) -> list:
+    """`spandrel` as installed: its loader answers every state dict with a descriptor of `arch`; the calls are kept."""
+    import sys
+    import types
+
+    calls: list = []
+
+    class Loader:
+        def load_from_state_dict(self, state):
+            calls.append(set(state))
+            return types.SimpleNamespace(scale=scale, architecture=type(arch, (), {})())
+
+    monkeypatch.setitem(sys.modules, "spandrel", types.SimpleNamespace(ModelLoader=Loader))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["HAT", "Swin2SR"])
+def test_hat_and_swin2sr_files_are_not_taken_for_swinir(workspace, monkeypatch, kind):
+    """They share SwinIR's key names: told apart by their own keys, refused naming spandrel, run by it when installed."""
+    from lorastudio.service.upscalers import list_upscalers
+
+    state = swin_relative_state(kind)
+    path = save(state, workspace.upscalers / f"4x_{kind}.pth")
+    with pytest.raises(LorastudioError, match=f"4x_{kind}.pth: is a {kind} network, .*pip install --no-deps spandrel") as err:
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert "\n" not in str(err.value)
+    row = next(row for row in list_upscalers(workspace) if row["name"] == f"4x_{kind}")
+    assert row["scale"] is None and f"is a {kind} network" in row["error"]  # listed as unusable, not as a SwinIR 2x
+
+    calls = _fake_spandrel(monkeypatch, kind)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.arch, spec.layout, spec.scale) == ("spandrel", kind, 2)
+    assert calls == [set(state)]
+
+
+def test_a_swinir_like_file_that_does_not_fit_is_refused_when_listed_or_handed_to_spandrel(tmp_path, monkeypatch):
+    state = swinir_state()
+    state["layers.0.residual_group.blocks.0.attn.gate.weight"] = torch.zeros(16)  # a variant's extra weight
+    path = save(state, tmp_path / "swinir-variant.pth")
+    with pytest.raises(LorastudioError, match=r"swinir-variant.pth: SwinIR weights do not fit \(unexpected .*attn.gate") as err:
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert "\n" not in str(err.value)
+    _fake_spandrel(monkeypatch, "SwinIRVariant", scale=4)
+    assert sniff_upscaler(read_upscaler_state_dict(path), path).layout == "SwinIRVariant"
 
 
 # -- SCUNet ----------------------------------------------------------------------------------------

@@ -167,3 +167,38 @@ def scunet_state(
         blocks(stage, 1, config[6 - level], width // 2)
     _conv(shapes, "m_tail.0", 3, dim, bias=False)
     return _random(shapes, seed, std)
+
+
+
+def swin_relative_state(kind: str, seed: int = 0) -> dict:
+    """A tiny HAT or Swin2SR state dict: SwinIR's key names plus the relative's own (XPixelGroup/HAT's
+    `hat_arch.py`, mv-lab/swin2sr's `network_swin2sr.py`), made from `swinir_state`'s 2x layout."""
+    import torch
+
+    state = swinir_state(upsampler="pixelshuffle", resi="1conv", scale=2, seed=seed)
+    blocks = [key[: -len(".norm1.weight")] for key in state if key.endswith(".norm1.weight")]
+    shapes: dict = {}
+    if kind == "HAT":  # channel-attention blocks beside the window attention, overlapping cross-attention per group
+        for block in blocks:
+            del state[f"{block}.attn.relative_position_index"]  # one shared index, below
+            _conv(shapes, f"{block}.conv_block.cab.0", 5, 16)
+            _conv(shapes, f"{block}.conv_block.cab.2", 16, 5)
+            _conv(shapes, f"{block}.conv_block.cab.3.attention.1", 1, 16, kernel=1)
+            _conv(shapes, f"{block}.conv_block.cab.3.attention.3", 16, 1, kernel=1)
+        for group in sorted({block.rsplit(".blocks.", 1)[0] for block in blocks}):
+            shapes[f"{group}.overlap_attn.relative_position_bias_table"] = (81, 2)
+            _linear(shapes, f"{group}.overlap_attn.qkv", 48, 16)
+            _linear(shapes, f"{group}.overlap_attn.proj", 16, 16)
+        state["relative_position_index_SA"] = torch.zeros(16, 16, dtype=torch.long)
+        state["relative_position_index_OCA"] = torch.zeros(16, 36, dtype=torch.long)
+    else:  # Swin2SR: cosine attention with a logit scale and a position-bias MLP instead of the table
+        _conv(shapes, "patch_embed.proj", 16, 16, kernel=1)
+        for block in blocks:
+            del state[f"{block}.attn.relative_position_bias_table"]
+            shapes[f"{block}.attn.logit_scale"] = (2, 1, 1)
+            _linear(shapes, f"{block}.attn.cpb_mlp.0", 512, 2)
+            shapes[f"{block}.attn.cpb_mlp.2.weight"] = (2, 512)
+            shapes[f"{block}.attn.q_bias"] = (16,)
+            shapes[f"{block}.attn.v_bias"] = (16,)
+    state.update(_random(shapes, seed + 1))
+    return state
