@@ -192,6 +192,56 @@ def test_scunet_tiles_blend_closer_to_the_untiled_result_than_hard_cuts(tmp_path
     assert blended < 0.5 and blended < hard / 2
 
 
+# -- greyscale models (SwinIR 004_grayDN, scunet_gray_*) ------------------------------------------
+
+
+def _grey_state(kind: str) -> dict:
+    if kind == "swinir-denoise":
+        return swinir_state(upsampler="", resi="1conv", scale=1, in_chans=1, seed=9)
+    if kind == "swinir-x2":
+        return swinir_state(upsampler="pixelshuffle", resi="1conv", scale=2, in_chans=1, seed=10)
+    return scunet_state(in_nc=1, seed=9, std=0.05)
+
+
+@pytest.mark.parametrize("kind", ["swinir-denoise", "swinir-x2", "scunet"])
+def test_a_greyscale_model_runs_on_the_luminance_and_fills_rgb(tmp_path, kind):
+    model = load_model_upscaler(save(_grey_state(kind), tmp_path / f"gray_{kind}.pth", None))
+    assert model.channels == 1
+    picture = _picture(24, 16)
+    out = model.upscale(picture, tile=0)
+    scale = model.scale
+    assert (out.mode, out.size) == ("RGB", (24 * scale, 16 * scale))
+    red, green, blue = (np.asarray(channel, dtype=np.float32) for channel in out.split())
+    assert np.array_equal(red, green) and np.array_equal(green, blue)
+    luma = np.asarray(picture.convert("L"), dtype=np.float32)
+    with torch.inference_mode():
+        want = model.network(torch.from_numpy(luma / 255.0)[None, None]).clamp(0, 1)[0, 0].numpy() * 255.0
+    assert np.abs(red - want).max() <= 1  # the network's own answer on the L channel
+    if scale == 1:
+        assert np.abs(red - luma).mean() > 1  # and it did something
+    tiled = model.upscale(picture, tile=12, overlap=4)
+    assert tiled.mode == "RGB" and tiled.size == out.size
+
+
+def test_a_greyscale_model_is_listed_and_runs_through_extras(workspace):
+    from lorastudio.service.extras import upscale_image
+    from lorastudio.service.settings import StudioSettings
+    from lorastudio.service.upscalers import find_upscaler
+
+    save(_grey_state("scunet"), workspace.upscalers / "scunet_gray_25.pth", None)
+    assert find_upscaler(workspace, "scunet_gray_25")["scale"] == 1
+    out = upscale_image(_picture(24, 16), StudioSettings(), scale=2, upscaler="scunet_gray_25", workspace=workspace)
+    assert out.size == (48, 32)
+    red, green, blue = (np.asarray(channel) for channel in out.split())
+    assert np.array_equal(red, green) and np.array_equal(green, blue)
+
+
+def test_a_model_for_other_than_rgb_or_greyscale_images_is_refused_naming_the_file(tmp_path):
+    path = save(swinir_state(upsampler="", resi="1conv", scale=1, in_chans=4), tmp_path / "rgba-denoise.pth")
+    with pytest.raises(LorastudioError, match=r"rgba-denoise.pth: a SwinIR for 4-channel images; only RGB \(3\) and grey"):
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+
+
 # -- through the service: Extras and the hires fix --------------------------------------------------
 
 

@@ -74,13 +74,15 @@ def swinir_state(
     num_feat: int = 16,
     scale: int = 4,
     seed: int = 0,
+    in_chans: int = 3,
 ) -> dict:
     """A SwinIR state dict; the defaults are the real-SR x4 GAN model's layout (SwinIR-L: 240 dim,
-    9 x 6 blocks of 8 heads, window 8, img_size 64, mlp ratio 2, 3conv, nearest+conv) made tiny."""
+    9 x 6 blocks of 8 heads, window 8, img_size 64, mlp ratio 2, 3conv, nearest+conv) made tiny;
+    `in_chans=1` the greyscale denoisers' (004_grayDN)."""
     import torch
 
     shapes: dict = {}
-    _conv(shapes, "conv_first", embed_dim, 3)
+    _conv(shapes, "conv_first", embed_dim, in_chans)
     _norm(shapes, "patch_embed.norm", embed_dim)
     for i, (depth, head) in enumerate(zip(depths, heads, strict=True)):
         for j in range(depth):
@@ -100,17 +102,17 @@ def swinir_state(
         for i in range(1, scale.bit_length()):
             _conv(shapes, f"conv_up{i}", num_feat, num_feat)
         _conv(shapes, "conv_hr", num_feat, num_feat)
-        _conv(shapes, "conv_last", 3, num_feat)
+        _conv(shapes, "conv_last", in_chans, num_feat)
     elif upsampler == "pixelshuffle":
         _conv(shapes, "conv_before_upsample.0", num_feat, embed_dim)
         factors = [3] if scale == 3 else [2] * (scale.bit_length() - 1)
         for i, factor in enumerate(factors):
             _conv(shapes, f"upsample.{2 * i}", factor * factor * num_feat, num_feat)
-        _conv(shapes, "conv_last", 3, num_feat)
+        _conv(shapes, "conv_last", in_chans, num_feat)
     elif upsampler == "pixelshuffledirect":
-        _conv(shapes, "upsample.0", 3 * scale * scale, embed_dim)
+        _conv(shapes, "upsample.0", in_chans * scale * scale, embed_dim)
     else:
-        _conv(shapes, "conv_last", 3, embed_dim)
+        _conv(shapes, "conv_last", in_chans, embed_dim)
     state = _random(shapes, seed)
     cells = (img_size // window) ** 2
     for i, depth in enumerate(depths):
@@ -133,10 +135,10 @@ def _residual_conv(shapes: dict, name: str, dim: int, resi: str) -> None:
 
 def scunet_state(
     dim: int = 16, config: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 1), head_dim: int = 8, window: int = 2, seed: int = 0,
-    std: float = 0.1,
+    std: float = 0.1, in_nc: int = 3,
 ) -> dict:
     """A SCUNet state dict (scunet_color_real_gan: dim 64, config 4,4,4,4,4,4,4, head_dim 32, window 8);
-    `std` 0.05 keeps the random U-Net from amplifying its input into noise."""
+    `std` 0.05 keeps the random U-Net from amplifying its input into noise; `in_nc=1` scunet_gray_*."""
     shapes: dict = {}
 
     def blocks(stage: str, first: int, count: int, half: int) -> None:
@@ -155,7 +157,7 @@ def scunet_state(
             _conv(shapes, f"{name}.conv_block.0", half, half, bias=False)
             _conv(shapes, f"{name}.conv_block.2", half, half, bias=False)
 
-    _conv(shapes, "m_head.0", dim, 3, bias=False)
+    _conv(shapes, "m_head.0", dim, in_nc, bias=False)
     for level, stage in enumerate(("m_down1", "m_down2", "m_down3")):
         width = dim * 2**level
         blocks(stage, 0, config[level], width // 2)
@@ -165,7 +167,7 @@ def scunet_state(
         width = dim * 2**level
         shapes[f"{stage}.0.weight"] = (2 * width, width, 2, 2)  # ConvTranspose2d: (in, out, k, k)
         blocks(stage, 1, config[6 - level], width // 2)
-    _conv(shapes, "m_tail.0", 3, dim, bias=False)
+    _conv(shapes, "m_tail.0", in_nc, dim, bias=False)
     return _random(shapes, seed, std)
 
 

@@ -69,6 +69,16 @@ class UpscalerSpec:
     kwargs: dict[str, Any]
     layout: str = ""  # "real-esrgan", "esrgan-old", "esrgan-mmsr", "compact", "swinir", "scunet"
 
+    @property
+    def channels(self) -> int:
+        """The image channels the network takes: 3 (RGB) or 1 (greyscale models: SwinIR/SCUNet gray)."""
+        if self.arch == "spandrel":
+            return int(getattr(self.kwargs["descriptor"], "input_channels", 3))
+        for key in ("in_chans", "in_nc", "num_in_ch"):
+            if key in self.kwargs:
+                return int(self.kwargs[key])
+        return 3
+
 
 def _refuse(path: Path, what: str) -> LorastudioError:
     return LorastudioError(f"{path.name}: {what}, not an upscaler; {SUPPORTED}.")
@@ -135,14 +145,14 @@ def sniff_upscaler(state: dict[str, Any], path: str | Path) -> UpscalerSpec:
         spec, weights = found
         misfit = _misfit(spec, weights)
         if misfit is None:
-            return spec
+            return _check_channels(spec, path)
         other = _spandrel_spec(state)  # a relative under the same names (spandrel's list is longer)
         if other is not None:
-            return other
+            return _check_channels(other, path)
         raise LorastudioError(f"{path.name}: {spec.arch} weights do not fit ({misfit}); {SUPPORTED}.")
     spec = _spandrel_spec(state)
     if spec is not None:
-        return spec
+        return _check_channels(spec, path)
     relative = swin_relative(state)
     if relative is not None:
         raise LorastudioError(
@@ -150,6 +160,16 @@ def sniff_upscaler(state: dict[str, Any], path: str | Path) -> UpscalerSpec:
             "`pip install --no-deps spandrel` (needs torchvision)."
         )
     raise _refuse(path, "is a network this build does not know")
+
+
+def _check_channels(spec: UpscalerSpec, path: Path) -> UpscalerSpec:
+    """`spec`, when its network takes RGB or greyscale images (a greyscale one runs on the luminance)."""
+    if spec.channels not in (1, 3):
+        raise LorastudioError(
+            f"{path.name}: a {spec.arch} for {spec.channels}-channel images; only RGB (3) and greyscale (1) "
+            "upscalers run here."
+        )
+    return spec
 
 
 def _own_spec(state: dict[str, Any], path: Path) -> tuple[UpscalerSpec, dict[str, Any]] | None:
