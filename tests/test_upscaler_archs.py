@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -279,3 +281,28 @@ def test_the_hires_fix_runs_swinir_through_the_a1111_api(client, studio):
         return np.asarray(image.convert("RGB"), dtype=np.float32)
 
     assert np.abs(hires("SwinIR 4x") - hires("Lanczos")).mean() > 1.0
+
+
+def test_a1111s_saved_downloads_swinir_4x_and_scunet_take_their_titles(workspace, tmp_path):
+    """A1111 saves its SwinIR and ScuNET downloads as `SwinIR_4x.pth` and `ScuNET.pth`: a copied models
+    folder lists them as `SwinIR 4x` / `ScuNET GAN`, and a recipe's `Hires upscaler: SwinIR 4x` finds the file."""
+    from lorastudio.generate.infotext import save_png
+    from lorastudio.service.recipes import read_recipe
+    from lorastudio.service.upscalers import check_hires_upscaler, find_upscaler, list_upscalers
+
+    save(swinir_state(seed=11), workspace.upscalers / "SwinIR_4x.pth")
+    save(scunet_state(seed=12, std=0.05), workspace.upscalers / "ScuNET.pth", None)
+    rows = {row["name"]: row for row in list_upscalers(workspace) if row["kind"] == "model"}
+    assert (rows["SwinIR 4x"]["model_name"], rows["ScuNET GAN"]["model_name"]) == ("SwinIR_4x", "ScuNET")
+    assert find_upscaler(workspace, "scunet gan")["model_name"] == "ScuNET"
+    assert find_upscaler(workspace, "ScuNET")["name"] == "ScuNET GAN"  # the stem still works
+    text = (
+        "a cat\nSteps: 2, Sampler: Euler, Seed: 1, Size: 64x64, Model: tiny-sd15, Denoising strength: 0.4, "
+        "Hires upscale: 2, Hires upscaler: SwinIR 4x"
+    )
+    image = save_png(Image.new("RGB", (8, 8)), tmp_path / "a1111.png", text)
+    form = read_recipe(image, workspace, form=True)
+    assert form.config.hires_upscaler == "SwinIR 4x"
+    assert "hires_upscaler_missing" not in {note.key for note in form.notes}
+    row = check_hires_upscaler(workspace, read_recipe(image, workspace).config)
+    assert Path(row["model_path"]).name == "SwinIR_4x.pth" and row["scale"] == 4
