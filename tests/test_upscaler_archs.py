@@ -58,6 +58,40 @@ def test_old_esrgan_with_a_pixel_shuffle_upsampler_loads_every_key(tmp_path, num
     assert model.upscale(_picture(20, 12)).size == (80, 48)
 
 
+@pytest.mark.parametrize("scale", [2, 3])
+def test_old_esrgan_2x_and_3x_pixel_shuffle_files_read_their_factor_and_run(tmp_path, scale):
+    """One conv to 4 or 9 times the features, PixelShuffle(2 or 3): checked against the layers run by hand."""
+    from torch.nn import functional as F
+
+    state = old_esrgan_pixelshuffle_state(num_feat=8, num_block=0, scale=scale, seed=4)
+    path = save(state, tmp_path / f"{scale}x_PixelShuffle.pth", None)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.scale, spec.kwargs["upsampler"], spec.kwargs["up_factor"]) == (scale, "pixelshuffle", scale)
+    model = load_model_upscaler(path)
+    x = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(5))
+
+    def conv(name: str, feat):
+        return F.conv2d(feat, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+    feat = conv("model.0", x)
+    feat = feat + conv("model.1.sub.0", feat)  # no dense blocks: the trunk is the LR conv
+    feat = F.leaky_relu(F.pixel_shuffle(conv("model.2", feat), scale), 0.2)
+    want = conv("model.7", F.leaky_relu(conv("model.5", feat), 0.2))
+    with torch.inference_mode():
+        got = model.network(x)
+    assert got.shape == (1, 3, 6 * scale, 5 * scale)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert model.upscale(_picture(20, 12)).size == (20 * scale, 12 * scale)
+
+
+def test_an_esrgan_with_odd_upsampling_widths_is_refused_when_read(tmp_path):
+    state = old_esrgan_pixelshuffle_state(num_feat=8, num_block=0, scale=2)
+    state["model.2.weight"], state["model.2.bias"] = torch.zeros(40, 8, 3, 3), torch.zeros(40)
+    path = save(state, tmp_path / "5x_odd.pth", None)
+    with pytest.raises(LorastudioError, match="5x_odd.pth: is an RRDBNet whose upsampling convs give 5 times its 8"):
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+
+
 # -- SwinIR ----------------------------------------------------------------------------------------
 
 

@@ -31,11 +31,14 @@ def _norm(shapes: dict, name: str, dim: int) -> None:
     shapes[f"{name}.bias"] = (dim,)
 
 
-def old_esrgan_pixelshuffle_state(num_feat: int = 8, num_block: int = 1, grow: int = 4, seed: int = 0) -> dict:
-    """A 4x old-layout ESRGAN whose upsampler is conv -> PixelShuffle(2) -> LeakyReLU, twice.
+def old_esrgan_pixelshuffle_state(
+    num_feat: int = 8, num_block: int = 1, grow: int = 4, seed: int = 0, scale: int = 4
+) -> dict:
+    """An old-layout ESRGAN whose upsampler is conv -> PixelShuffle(2) -> LeakyReLU, twice (4x).
 
     BasicSR's `sequential` flattens the blocks: model.2 conv (4*nf out), model.3 shuffle, model.4
-    act, model.5 conv, ..., model.8 HR conv, model.10 the last conv.
+    act, model.5 conv, ..., model.8 HR conv, model.10 the last conv. Its 2x and 3x files take one
+    step (model.2: 4*nf or 9*nf out, PixelShuffle(2 or 3)): model.5 the HR conv, model.7 the last.
     """
     shapes: dict = {}
     _conv(shapes, "model.0", num_feat, 3)
@@ -45,10 +48,15 @@ def old_esrgan_pixelshuffle_state(num_feat: int = 8, num_block: int = 1, grow: i
                 out_ch = num_feat if i == 5 else grow
                 _conv(shapes, f"model.1.sub.{n}.RDB{rdb}.conv{i}.0", out_ch, num_feat + (i - 1) * grow)
     _conv(shapes, f"model.1.sub.{num_block}", num_feat, num_feat)
-    _conv(shapes, "model.2", 4 * num_feat, num_feat)
-    _conv(shapes, "model.5", 4 * num_feat, num_feat)
-    _conv(shapes, "model.8", num_feat, num_feat)
-    _conv(shapes, "model.10", 3, num_feat)
+    if scale == 4:
+        _conv(shapes, "model.2", 4 * num_feat, num_feat)
+        _conv(shapes, "model.5", 4 * num_feat, num_feat)
+        _conv(shapes, "model.8", num_feat, num_feat)
+        _conv(shapes, "model.10", 3, num_feat)
+    else:
+        _conv(shapes, "model.2", scale * scale * num_feat, num_feat)
+        _conv(shapes, "model.5", num_feat, num_feat)
+        _conv(shapes, "model.7", 3, num_feat)
     return _random(shapes, seed)
 
 

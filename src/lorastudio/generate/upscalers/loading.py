@@ -240,9 +240,7 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"body\.(\d+)\.", key))}
     upsamples = sum(1 for key in state if re.fullmatch(r"conv_up\d+\.weight", key))
     num_feat = int(first.shape[0])
-    upsampler = "nearest"
-    if upsamples and int(state["conv_up1.weight"].shape[0]) == 4 * num_feat:
-        upsampler = "pixelshuffle"  # BasicSR's variant: conv to 4x the features, then a pixel shuffle
+    upsampler, up_factor = _rrdbnet_upsampler(state, upsamples, num_feat, path)
     kwargs = {
         "num_in_ch": out_ch,
         "num_out_ch": out_ch,
@@ -252,8 +250,23 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
         "num_upsamples": upsamples,
         "unshuffle": unshuffle,
         "upsampler": upsampler,
+        "up_factor": up_factor,
     }
-    return UpscalerSpec("RRDBNet", 2**upsamples / unshuffle, kwargs, layout)
+    return UpscalerSpec("RRDBNet", up_factor**upsamples / unshuffle, kwargs, layout)
+
+
+def _rrdbnet_upsampler(state: dict[str, Any], upsamples: int, num_feat: int, path: Path) -> tuple[str, int]:
+    """(upsampler, factor per step) from the upsampling convs' widths: num_feat is ESRGAN's nearest 2x + conv;
+    4 and 9 times num_feat are BasicSR's pixel-shuffle steps of 2x and 3x (its 3x files take one)."""
+    ratios = {int(state[f"conv_up{i}.weight"].shape[0]) / num_feat for i in range(1, upsamples + 1)}
+    if not ratios or ratios == {1}:
+        return "nearest", 2
+    if ratios == {4}:
+        return "pixelshuffle", 2
+    if ratios == {9}:
+        return "pixelshuffle", 3
+    widths = ", ".join(f"{ratio:g}" for ratio in sorted(ratios))
+    raise _refuse(path, f"is an RRDBNet whose upsampling convs give {widths} times its {num_feat} features")
 
 
 def _from_old_layout(state: dict[str, Any], path: Path) -> dict[str, Any]:
