@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from PIL import Image
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.upscalers.loading import read_upscaler_state_dict, sniff_upscaler
 from lorastudio.generate.upscalers.model import load_model_upscaler
-from upscaler_arch_files import old_esrgan_pixelshuffle_state, scunet_state, swinir_state
+from upscaler_arch_files import old_esrgan_pixelshuffle_state, scunet_state, swin_relative_state, swinir_state
 from upscaler_files import save
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,6 +56,40 @@ def test_old_esrgan_with_a_pixel_shuffle_upsampler_loads_every_key(tmp_path, num
     assert torch.equal(model.network.conv_up2.weight, state["model.5.weight"])
     assert torch.equal(model.network.conv_last.bias, state["model.10.bias"])
     assert model.upscale(_picture(20, 12)).size == (80, 48)
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_old_esrgan_2x_and_3x_pixel_shuffle_files_read_their_factor_and_run(tmp_path, scale):
+    """One conv to 4 or 9 times the features, PixelShuffle(2 or 3): checked against the layers run by hand."""
+    from torch.nn import functional as F
+
+    state = old_esrgan_pixelshuffle_state(num_feat=8, num_block=0, scale=scale, seed=4)
+    path = save(state, tmp_path / f"{scale}x_PixelShuffle.pth", None)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.scale, spec.kwargs["upsampler"], spec.kwargs["up_factor"]) == (scale, "pixelshuffle", scale)
+    model = load_model_upscaler(path)
+    x = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(5))
+
+    def conv(name: str, feat):
+        return F.conv2d(feat, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+    feat = conv("model.0", x)
+    feat = feat + conv("model.1.sub.0", feat)  # no dense blocks: the trunk is the LR conv
+    feat = F.leaky_relu(F.pixel_shuffle(conv("model.2", feat), scale), 0.2)
+    want = conv("model.7", F.leaky_relu(conv("model.5", feat), 0.2))
+    with torch.inference_mode():
+        got = model.network(x)
+    assert got.shape == (1, 3, 6 * scale, 5 * scale)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert model.upscale(_picture(20, 12)).size == (20 * scale, 12 * scale)
+
+
+def test_an_esrgan_with_odd_upsampling_widths_is_refused_when_read(tmp_path):
+    state = old_esrgan_pixelshuffle_state(num_feat=8, num_block=0, scale=2)
+    state["model.2.weight"], state["model.2.bias"] = torch.zeros(40, 8, 3, 3), torch.zeros(40)
+    path = save(state, tmp_path / "5x_odd.pth", None)
+    with pytest.raises(LorastudioError, match="5x_odd.pth: is an RRDBNet whose upsampling convs give 5 times its 8"):
+        sniff_upscaler(read_upscaler_state_dict(path), path)
 
 
 # -- SwinIR ----------------------------------------------------------------------------------------
@@ -113,6 +149,52 @@ def test_a_broken_swinir_file_is_refused_in_one_line_naming_it(tmp_path):
         load_model_upscaler(save(state, path))
 
 
+def _fake_spandrel(monkeypatch, arch: str, scale: int = 2) -> list:
+    """`spandrel` as installed: its loader answers every state dict with a descriptor of `arch`; the calls are kept."""
+    import sys
+    import types
+
+    calls: list = []
+
+    class Loader:
+        def load_from_state_dict(self, state):
+            calls.append(set(state))
+            return types.SimpleNamespace(scale=scale, architecture=type(arch, (), {})())
+
+    monkeypatch.setitem(sys.modules, "spandrel", types.SimpleNamespace(ModelLoader=Loader))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["HAT", "Swin2SR"])
+def test_hat_and_swin2sr_files_are_not_taken_for_swinir(workspace, monkeypatch, kind):
+    """They share SwinIR's key names: told apart by their own keys, refused naming spandrel, run by it when installed."""
+    from lorastudio.service.upscalers import list_upscalers
+
+    state = swin_relative_state(kind)
+    path = save(state, workspace.upscalers / f"4x_{kind}.pth")
+    with pytest.raises(LorastudioError, match=f"4x_{kind}.pth: is a {kind} network, .*pip install --no-deps spandrel") as err:
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert "\n" not in str(err.value)
+    row = next(row for row in list_upscalers(workspace) if row["name"] == f"4x_{kind}")
+    assert row["scale"] is None and f"is a {kind} network" in row["error"]  # listed as unusable, not as a SwinIR 2x
+
+    calls = _fake_spandrel(monkeypatch, kind)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.arch, spec.layout, spec.scale) == ("spandrel", kind, 2)
+    assert calls == [set(state)]
+
+
+def test_a_swinir_like_file_that_does_not_fit_is_refused_when_listed_or_handed_to_spandrel(tmp_path, monkeypatch):
+    state = swinir_state()
+    state["layers.0.residual_group.blocks.0.attn.gate.weight"] = torch.zeros(16)  # a variant's extra weight
+    path = save(state, tmp_path / "swinir-variant.pth")
+    with pytest.raises(LorastudioError, match=r"swinir-variant.pth: SwinIR weights do not fit \(unexpected .*attn.gate") as err:
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert "\n" not in str(err.value)
+    _fake_spandrel(monkeypatch, "SwinIRVariant", scale=4)
+    assert sniff_upscaler(read_upscaler_state_dict(path), path).layout == "SwinIRVariant"
+
+
 # -- SCUNet ----------------------------------------------------------------------------------------
 
 
@@ -144,6 +226,56 @@ def test_scunet_tiles_blend_closer_to_the_untiled_result_than_hard_cuts(tmp_path
     model = load_model_upscaler(save(scunet_state(seed=7, std=0.05), tmp_path / "scunet.pth", None))
     blended, hard = _tiling_error(model, _picture(64, 64), tile=32, overlap=8)  # tiles at 0, 24, 32 (hard: 0, 32)
     assert blended < 0.5 and blended < hard / 2
+
+
+# -- greyscale models (SwinIR 004_grayDN, scunet_gray_*) ------------------------------------------
+
+
+def _grey_state(kind: str) -> dict:
+    if kind == "swinir-denoise":
+        return swinir_state(upsampler="", resi="1conv", scale=1, in_chans=1, seed=9)
+    if kind == "swinir-x2":
+        return swinir_state(upsampler="pixelshuffle", resi="1conv", scale=2, in_chans=1, seed=10)
+    return scunet_state(in_nc=1, seed=9, std=0.05)
+
+
+@pytest.mark.parametrize("kind", ["swinir-denoise", "swinir-x2", "scunet"])
+def test_a_greyscale_model_runs_on_the_luminance_and_fills_rgb(tmp_path, kind):
+    model = load_model_upscaler(save(_grey_state(kind), tmp_path / f"gray_{kind}.pth", None))
+    assert model.channels == 1
+    picture = _picture(24, 16)
+    out = model.upscale(picture, tile=0)
+    scale = model.scale
+    assert (out.mode, out.size) == ("RGB", (24 * scale, 16 * scale))
+    red, green, blue = (np.asarray(channel, dtype=np.float32) for channel in out.split())
+    assert np.array_equal(red, green) and np.array_equal(green, blue)
+    luma = np.asarray(picture.convert("L"), dtype=np.float32)
+    with torch.inference_mode():
+        want = model.network(torch.from_numpy(luma / 255.0)[None, None]).clamp(0, 1)[0, 0].numpy() * 255.0
+    assert np.abs(red - want).max() <= 1  # the network's own answer on the L channel
+    if scale == 1:
+        assert np.abs(red - luma).mean() > 1  # and it did something
+    tiled = model.upscale(picture, tile=12, overlap=4)
+    assert tiled.mode == "RGB" and tiled.size == out.size
+
+
+def test_a_greyscale_model_is_listed_and_runs_through_extras(workspace):
+    from lorastudio.service.extras import upscale_image
+    from lorastudio.service.settings import StudioSettings
+    from lorastudio.service.upscalers import find_upscaler
+
+    save(_grey_state("scunet"), workspace.upscalers / "scunet_gray_25.pth", None)
+    assert find_upscaler(workspace, "scunet_gray_25")["scale"] == 1
+    out = upscale_image(_picture(24, 16), StudioSettings(), scale=2, upscaler="scunet_gray_25", workspace=workspace)
+    assert out.size == (48, 32)
+    red, green, blue = (np.asarray(channel) for channel in out.split())
+    assert np.array_equal(red, green) and np.array_equal(green, blue)
+
+
+def test_a_model_for_other_than_rgb_or_greyscale_images_is_refused_naming_the_file(tmp_path):
+    path = save(swinir_state(upsampler="", resi="1conv", scale=1, in_chans=4), tmp_path / "rgba-denoise.pth")
+    with pytest.raises(LorastudioError, match=r"rgba-denoise.pth: a SwinIR for 4-channel images; only RGB \(3\) and grey"):
+        sniff_upscaler(read_upscaler_state_dict(path), path)
 
 
 # -- through the service: Extras and the hires fix --------------------------------------------------
@@ -183,3 +315,28 @@ def test_the_hires_fix_runs_swinir_through_the_a1111_api(client, studio):
         return np.asarray(image.convert("RGB"), dtype=np.float32)
 
     assert np.abs(hires("SwinIR 4x") - hires("Lanczos")).mean() > 1.0
+
+
+def test_a1111s_saved_downloads_swinir_4x_and_scunet_take_their_titles(workspace, tmp_path):
+    """A1111 saves its SwinIR and ScuNET downloads as `SwinIR_4x.pth` and `ScuNET.pth`: a copied models
+    folder lists them as `SwinIR 4x` / `ScuNET GAN`, and a recipe's `Hires upscaler: SwinIR 4x` finds the file."""
+    from lorastudio.generate.infotext import save_png
+    from lorastudio.service.recipes import read_recipe
+    from lorastudio.service.upscalers import check_hires_upscaler, find_upscaler, list_upscalers
+
+    save(swinir_state(seed=11), workspace.upscalers / "SwinIR_4x.pth")
+    save(scunet_state(seed=12, std=0.05), workspace.upscalers / "ScuNET.pth", None)
+    rows = {row["name"]: row for row in list_upscalers(workspace) if row["kind"] == "model"}
+    assert (rows["SwinIR 4x"]["model_name"], rows["ScuNET GAN"]["model_name"]) == ("SwinIR_4x", "ScuNET")
+    assert find_upscaler(workspace, "scunet gan")["model_name"] == "ScuNET"
+    assert find_upscaler(workspace, "ScuNET")["name"] == "ScuNET GAN"  # the stem still works
+    text = (
+        "a cat\nSteps: 2, Sampler: Euler, Seed: 1, Size: 64x64, Model: tiny-sd15, Denoising strength: 0.4, "
+        "Hires upscale: 2, Hires upscaler: SwinIR 4x"
+    )
+    image = save_png(Image.new("RGB", (8, 8)), tmp_path / "a1111.png", text)
+    form = read_recipe(image, workspace, form=True)
+    assert form.config.hires_upscaler == "SwinIR 4x"
+    assert "hires_upscaler_missing" not in {note.key for note in form.notes}
+    row = check_hires_upscaler(workspace, read_recipe(image, workspace).config)
+    assert Path(row["model_path"]).name == "SwinIR_4x.pth" and row["scale"] == 4

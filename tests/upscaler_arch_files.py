@@ -31,11 +31,14 @@ def _norm(shapes: dict, name: str, dim: int) -> None:
     shapes[f"{name}.bias"] = (dim,)
 
 
-def old_esrgan_pixelshuffle_state(num_feat: int = 8, num_block: int = 1, grow: int = 4, seed: int = 0) -> dict:
-    """A 4x old-layout ESRGAN whose upsampler is conv -> PixelShuffle(2) -> LeakyReLU, twice.
+def old_esrgan_pixelshuffle_state(
+    num_feat: int = 8, num_block: int = 1, grow: int = 4, seed: int = 0, scale: int = 4
+) -> dict:
+    """An old-layout ESRGAN whose upsampler is conv -> PixelShuffle(2) -> LeakyReLU, twice (4x).
 
     BasicSR's `sequential` flattens the blocks: model.2 conv (4*nf out), model.3 shuffle, model.4
-    act, model.5 conv, ..., model.8 HR conv, model.10 the last conv.
+    act, model.5 conv, ..., model.8 HR conv, model.10 the last conv. Its 2x and 3x files take one
+    step (model.2: 4*nf or 9*nf out, PixelShuffle(2 or 3)): model.5 the HR conv, model.7 the last.
     """
     shapes: dict = {}
     _conv(shapes, "model.0", num_feat, 3)
@@ -45,10 +48,15 @@ def old_esrgan_pixelshuffle_state(num_feat: int = 8, num_block: int = 1, grow: i
                 out_ch = num_feat if i == 5 else grow
                 _conv(shapes, f"model.1.sub.{n}.RDB{rdb}.conv{i}.0", out_ch, num_feat + (i - 1) * grow)
     _conv(shapes, f"model.1.sub.{num_block}", num_feat, num_feat)
-    _conv(shapes, "model.2", 4 * num_feat, num_feat)
-    _conv(shapes, "model.5", 4 * num_feat, num_feat)
-    _conv(shapes, "model.8", num_feat, num_feat)
-    _conv(shapes, "model.10", 3, num_feat)
+    if scale == 4:
+        _conv(shapes, "model.2", 4 * num_feat, num_feat)
+        _conv(shapes, "model.5", 4 * num_feat, num_feat)
+        _conv(shapes, "model.8", num_feat, num_feat)
+        _conv(shapes, "model.10", 3, num_feat)
+    else:
+        _conv(shapes, "model.2", scale * scale * num_feat, num_feat)
+        _conv(shapes, "model.5", num_feat, num_feat)
+        _conv(shapes, "model.7", 3, num_feat)
     return _random(shapes, seed)
 
 
@@ -74,13 +82,15 @@ def swinir_state(
     num_feat: int = 16,
     scale: int = 4,
     seed: int = 0,
+    in_chans: int = 3,
 ) -> dict:
     """A SwinIR state dict; the defaults are the real-SR x4 GAN model's layout (SwinIR-L: 240 dim,
-    9 x 6 blocks of 8 heads, window 8, img_size 64, mlp ratio 2, 3conv, nearest+conv) made tiny."""
+    9 x 6 blocks of 8 heads, window 8, img_size 64, mlp ratio 2, 3conv, nearest+conv) made tiny;
+    `in_chans=1` the greyscale denoisers' (004_grayDN)."""
     import torch
 
     shapes: dict = {}
-    _conv(shapes, "conv_first", embed_dim, 3)
+    _conv(shapes, "conv_first", embed_dim, in_chans)
     _norm(shapes, "patch_embed.norm", embed_dim)
     for i, (depth, head) in enumerate(zip(depths, heads, strict=True)):
         for j in range(depth):
@@ -100,17 +110,17 @@ def swinir_state(
         for i in range(1, scale.bit_length()):
             _conv(shapes, f"conv_up{i}", num_feat, num_feat)
         _conv(shapes, "conv_hr", num_feat, num_feat)
-        _conv(shapes, "conv_last", 3, num_feat)
+        _conv(shapes, "conv_last", in_chans, num_feat)
     elif upsampler == "pixelshuffle":
         _conv(shapes, "conv_before_upsample.0", num_feat, embed_dim)
         factors = [3] if scale == 3 else [2] * (scale.bit_length() - 1)
         for i, factor in enumerate(factors):
             _conv(shapes, f"upsample.{2 * i}", factor * factor * num_feat, num_feat)
-        _conv(shapes, "conv_last", 3, num_feat)
+        _conv(shapes, "conv_last", in_chans, num_feat)
     elif upsampler == "pixelshuffledirect":
-        _conv(shapes, "upsample.0", 3 * scale * scale, embed_dim)
+        _conv(shapes, "upsample.0", in_chans * scale * scale, embed_dim)
     else:
-        _conv(shapes, "conv_last", 3, embed_dim)
+        _conv(shapes, "conv_last", in_chans, embed_dim)
     state = _random(shapes, seed)
     cells = (img_size // window) ** 2
     for i, depth in enumerate(depths):
@@ -133,10 +143,10 @@ def _residual_conv(shapes: dict, name: str, dim: int, resi: str) -> None:
 
 def scunet_state(
     dim: int = 16, config: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 1), head_dim: int = 8, window: int = 2, seed: int = 0,
-    std: float = 0.1,
+    std: float = 0.1, in_nc: int = 3,
 ) -> dict:
     """A SCUNet state dict (scunet_color_real_gan: dim 64, config 4,4,4,4,4,4,4, head_dim 32, window 8);
-    `std` 0.05 keeps the random U-Net from amplifying its input into noise."""
+    `std` 0.05 keeps the random U-Net from amplifying its input into noise; `in_nc=1` scunet_gray_*."""
     shapes: dict = {}
 
     def blocks(stage: str, first: int, count: int, half: int) -> None:
@@ -155,7 +165,7 @@ def scunet_state(
             _conv(shapes, f"{name}.conv_block.0", half, half, bias=False)
             _conv(shapes, f"{name}.conv_block.2", half, half, bias=False)
 
-    _conv(shapes, "m_head.0", dim, 3, bias=False)
+    _conv(shapes, "m_head.0", dim, in_nc, bias=False)
     for level, stage in enumerate(("m_down1", "m_down2", "m_down3")):
         width = dim * 2**level
         blocks(stage, 0, config[level], width // 2)
@@ -165,5 +175,40 @@ def scunet_state(
         width = dim * 2**level
         shapes[f"{stage}.0.weight"] = (2 * width, width, 2, 2)  # ConvTranspose2d: (in, out, k, k)
         blocks(stage, 1, config[6 - level], width // 2)
-    _conv(shapes, "m_tail.0", 3, dim, bias=False)
+    _conv(shapes, "m_tail.0", in_nc, dim, bias=False)
     return _random(shapes, seed, std)
+
+
+
+def swin_relative_state(kind: str, seed: int = 0) -> dict:
+    """A tiny HAT or Swin2SR state dict: SwinIR's key names plus the relative's own (XPixelGroup/HAT's
+    `hat_arch.py`, mv-lab/swin2sr's `network_swin2sr.py`), made from `swinir_state`'s 2x layout."""
+    import torch
+
+    state = swinir_state(upsampler="pixelshuffle", resi="1conv", scale=2, seed=seed)
+    blocks = [key[: -len(".norm1.weight")] for key in state if key.endswith(".norm1.weight")]
+    shapes: dict = {}
+    if kind == "HAT":  # channel-attention blocks beside the window attention, overlapping cross-attention per group
+        for block in blocks:
+            del state[f"{block}.attn.relative_position_index"]  # one shared index, below
+            _conv(shapes, f"{block}.conv_block.cab.0", 5, 16)
+            _conv(shapes, f"{block}.conv_block.cab.2", 16, 5)
+            _conv(shapes, f"{block}.conv_block.cab.3.attention.1", 1, 16, kernel=1)
+            _conv(shapes, f"{block}.conv_block.cab.3.attention.3", 16, 1, kernel=1)
+        for group in sorted({block.rsplit(".blocks.", 1)[0] for block in blocks}):
+            shapes[f"{group}.overlap_attn.relative_position_bias_table"] = (81, 2)
+            _linear(shapes, f"{group}.overlap_attn.qkv", 48, 16)
+            _linear(shapes, f"{group}.overlap_attn.proj", 16, 16)
+        state["relative_position_index_SA"] = torch.zeros(16, 16, dtype=torch.long)
+        state["relative_position_index_OCA"] = torch.zeros(16, 36, dtype=torch.long)
+    else:  # Swin2SR: cosine attention with a logit scale and a position-bias MLP instead of the table
+        _conv(shapes, "patch_embed.proj", 16, 16, kernel=1)
+        for block in blocks:
+            del state[f"{block}.attn.relative_position_bias_table"]
+            shapes[f"{block}.attn.logit_scale"] = (2, 1, 1)
+            _linear(shapes, f"{block}.attn.cpb_mlp.0", 512, 2)
+            shapes[f"{block}.attn.cpb_mlp.2.weight"] = (2, 512)
+            shapes[f"{block}.attn.q_bias"] = (16,)
+            shapes[f"{block}.attn.v_bias"] = (16,)
+    state.update(_random(shapes, seed + 1))
+    return state

@@ -2,8 +2,9 @@
 
 Rows in A1111's shape (`name` is the title A1111 shows, `model_name`, `model_path`, `model_url`,
 `scale`) plus `kind`: `latent` (the hires fix's latent modes), `resample` (None, Lanczos,
-Nearest) or `model` (files in studio/models/upscalers: Real-ESRGAN releases by their A1111
-titles, other files by their stem). A name is found by title or stem, in any case.
+Nearest) or `model` (files in studio/models/upscalers: Real-ESRGAN releases and the SwinIR /
+ScuNET files A1111 downloads by their A1111 titles, `generate.upscalers.names.model_upscaler_title`;
+other files by their stem). A name is found by title or stem, in any case.
 """
 
 from __future__ import annotations

@@ -12,15 +12,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_scunet", "is_swinir", "scunet_kwargs", "swinir_kwargs"]
+__all__ = ["is_scunet", "is_swinir", "scunet_kwargs", "swin_relative", "swinir_kwargs"]
 
 Refuse = Callable[[Path, str], Exception]
 
 _SWINIR_BLOCK = "layers.0.residual_group.blocks.0"
 
 
+# Key parts of SwinIR's relatives, which share its `layers.N.residual_group.blocks.M` names but not
+# its maths: HAT's channel attention and overlapping cross-attention, Swin2SR's cosine attention
+# (a learned logit scale, a continuous position-bias MLP, a patch-embedding conv).
+_RELATIVES: tuple[tuple[str, str], ...] = (
+    ("relative_position_index_SA", "HAT"),
+    ("conv_block.cab", "HAT"),
+    ("overlap_attn", "HAT"),
+    ("logit_scale", "Swin2SR"),
+    ("cpb_mlp", "Swin2SR"),
+    ("patch_embed.proj", "Swin2SR"),
+)
+
+
+def swin_relative(state: dict[str, Any]) -> str | None:
+    """The relative (`HAT`, `Swin2SR`) whose own keys `state` holds, else None."""
+    for part, name in _RELATIVES:
+        if any(part in key for key in state):
+            return name
+    return None
+
+
 def is_swinir(state: dict[str, Any]) -> bool:
-    return "conv_first.weight" in state and f"{_SWINIR_BLOCK}.attn.qkv.weight" in state
+    """SwinIR's own keys (its attention's bias table) and none of HAT's or Swin2SR's."""
+    own = ("conv_first.weight", f"{_SWINIR_BLOCK}.attn.qkv.weight", f"{_SWINIR_BLOCK}.attn.relative_position_bias_table")
+    return all(key in state for key in own) and swin_relative(state) is None
 
 
 def is_scunet(state: dict[str, Any]) -> bool:

@@ -4,8 +4,10 @@ Pickles (`.pth`, `.pt`, `.ckpt`) load only through torch's weights-only unpickle
 as they are. Real-ESRGAN's training files keep the weights under `params_ema` (or `params`).
 Files that are something else (a LoRA, a checkpoint, a ControlNet, an unknown network) are
 refused in one line naming the file and what is supported. SwinIR and SCUNet are told apart and
-sized by `arch_specs`; `spandrel`, when installed, is asked about networks this package does not
-know (HAT, DAT, ...).
+sized by `arch_specs` (HAT and Swin2SR, which share SwinIR's key names, are told apart by their
+own keys); every file is checked against the network built from its sizes (shapes only) before it
+is listed; `spandrel`, when installed, is asked about networks this package does not know (HAT, DAT,
+Swin2SR, ...) and about files that do not fit the network their keys suggest.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
-from lorastudio.generate.upscalers.arch_specs import is_scunet, is_swinir, scunet_kwargs, swinir_kwargs
+from lorastudio.generate.upscalers.arch_specs import (
+    is_scunet,
+    is_swinir,
+    scunet_kwargs,
+    swin_relative,
+    swinir_kwargs,
+)
 from lorastudio.models.checkpoint import weights_only_load
 
 __all__ = [
@@ -30,7 +38,7 @@ __all__ = [
 SUPPORTED = (
     "supported: ESRGAN/Real-ESRGAN RRDBNet files (new or old key layout, nearest or pixel-shuffle upsampler), "
     "SRVGGNetCompact (realesr-general, realesr-animevideov3), SwinIR and SCUNet; "
-    "`pip install --no-deps spandrel` (needs torchvision) adds HAT/DAT"
+    "`pip install --no-deps spandrel` (needs torchvision) adds HAT/DAT/Swin2SR"
 )
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
 WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model", "net")
@@ -60,6 +68,16 @@ class UpscalerSpec:
     scale: float
     kwargs: dict[str, Any]
     layout: str = ""  # "real-esrgan", "esrgan-old", "esrgan-mmsr", "compact", "swinir", "scunet"
+
+    @property
+    def channels(self) -> int:
+        """The image channels the network takes: 3 (RGB) or 1 (greyscale models: SwinIR/SCUNet gray)."""
+        if self.arch == "spandrel":
+            return int(getattr(self.kwargs["descriptor"], "input_channels", 3))
+        for key in ("in_chans", "in_nc", "num_in_ch"):
+            if key in self.kwargs:
+                return int(self.kwargs[key])
+        return 3
 
 
 def _refuse(path: Path, what: str) -> LorastudioError:
@@ -122,23 +140,82 @@ def sniff_upscaler(state: dict[str, Any], path: str | Path) -> UpscalerSpec:
             raise _refuse(path, f"looks like {kind}")
     if any(".lora_down." in key or ".lora_A." in key or key.endswith(".alpha") for key in state):
         raise _refuse(path, "looks like a LoRA")
-    if "conv_first.weight" in state and any(key.startswith("body.") for key in state):
-        return _rrdbnet_spec(state, path, "real-esrgan")
-    if "model.0.weight" in state and any(key.startswith("model.1.sub.") for key in state):
-        return _rrdbnet_spec(_from_old_layout(state, path), path, "esrgan-old")
-    if "conv_first.weight" in state and any(key.startswith("RRDB_trunk.") for key in state):
-        return _rrdbnet_spec(_from_mmsr_layout(state), path, "esrgan-mmsr")
-    if "body.0.weight" in state and "body.1.weight" in state and state["body.1.weight"].ndim == 1:
-        return _compact_spec(state, path)
-    if is_swinir(state):
-        kwargs, scale = _read_sizes(swinir_kwargs, "SwinIR", state, path)
-        return UpscalerSpec("SwinIR", float(scale), kwargs, "swinir")
-    if is_scunet(state):
-        return UpscalerSpec("SCUNet", 1.0, _read_sizes(scunet_kwargs, "SCUNet", state, path), "scunet")
+    found = _own_spec(state, path)
+    if found is not None:
+        spec, weights = found
+        misfit = _misfit(spec, weights)
+        if misfit is None:
+            return _check_channels(spec, path)
+        other = _spandrel_spec(state)  # a relative under the same names (spandrel's list is longer)
+        if other is not None:
+            return _check_channels(other, path)
+        raise LorastudioError(f"{path.name}: {spec.arch} weights do not fit ({misfit}); {SUPPORTED}.")
     spec = _spandrel_spec(state)
     if spec is not None:
-        return spec
+        return _check_channels(spec, path)
+    relative = swin_relative(state)
+    if relative is not None:
+        raise LorastudioError(
+            f"{path.name}: is a {relative} network, which runs here only through spandrel; "
+            "`pip install --no-deps spandrel` (needs torchvision)."
+        )
     raise _refuse(path, "is a network this build does not know")
+
+
+def _check_channels(spec: UpscalerSpec, path: Path) -> UpscalerSpec:
+    """`spec`, when its network takes RGB or greyscale images (a greyscale one runs on the luminance)."""
+    if spec.channels not in (1, 3):
+        raise LorastudioError(
+            f"{path.name}: a {spec.arch} for {spec.channels}-channel images; only RGB (3) and greyscale (1) "
+            "upscalers run here."
+        )
+    return spec
+
+
+def _own_spec(state: dict[str, Any], path: Path) -> tuple[UpscalerSpec, dict[str, Any]] | None:
+    """The spec of a network this package builds and `state` under that network's names, or None."""
+    if "conv_first.weight" in state and any(key.startswith("body.") for key in state):
+        return _rrdbnet_spec(state, path, "real-esrgan"), state
+    if "model.0.weight" in state and any(key.startswith("model.1.sub.") for key in state):
+        converted = _from_old_layout(state, path)
+        return _rrdbnet_spec(converted, path, "esrgan-old"), converted
+    if "conv_first.weight" in state and any(key.startswith("RRDB_trunk.") for key in state):
+        converted = _from_mmsr_layout(state)
+        return _rrdbnet_spec(converted, path, "esrgan-mmsr"), converted
+    if "body.0.weight" in state and "body.1.weight" in state and state["body.1.weight"].ndim == 1:
+        return _compact_spec(state, path), state
+    if is_swinir(state):
+        kwargs, scale = _read_sizes(swinir_kwargs, "SwinIR", state, path)
+        return UpscalerSpec("SwinIR", float(scale), kwargs, "swinir"), state
+    if is_scunet(state):
+        return UpscalerSpec("SCUNet", 1.0, _read_sizes(scunet_kwargs, "SCUNet", state, path), "scunet"), state
+    return None
+
+
+def _misfit(spec: UpscalerSpec, state: dict[str, Any]) -> str | None:
+    """Why `state` would not load strictly into `spec`'s network (built shapes-only on the meta device), or None.
+
+    Read when the file is listed, so a file that only looks like a known network is refused (or
+    handed to spandrel) then, not when it is first used.
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            network = _network_class(spec.arch)(**spec.kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:  # sizes the network cannot take
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    expected = {key: tuple(value.shape) for key, value in network.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [key for key in expected if key in state and tuple(state[key].shape) != expected[key]]
+    reasons = [f"missing {missing[0]!r}"] if missing else []
+    reasons += [f"unexpected {unexpected[0]!r}"] if unexpected else []
+    reasons += [f"{wrong[0]!r} is {tuple(state[wrong[0]].shape)}, not {expected[wrong[0]]}"] if wrong else []
+    if not reasons:
+        return None
+    counts = len(missing) + len(unexpected) + len(wrong)
+    return ", ".join(reasons) + (f"; {counts} keys in all" if counts > len(reasons) else "")
 
 
 def _read_sizes(read, arch: str, state: dict[str, Any], path: Path):
@@ -163,9 +240,7 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"body\.(\d+)\.", key))}
     upsamples = sum(1 for key in state if re.fullmatch(r"conv_up\d+\.weight", key))
     num_feat = int(first.shape[0])
-    upsampler = "nearest"
-    if upsamples and int(state["conv_up1.weight"].shape[0]) == 4 * num_feat:
-        upsampler = "pixelshuffle"  # BasicSR's variant: conv to 4x the features, then a pixel shuffle
+    upsampler, up_factor = _rrdbnet_upsampler(state, upsamples, num_feat, path)
     kwargs = {
         "num_in_ch": out_ch,
         "num_out_ch": out_ch,
@@ -175,8 +250,23 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
         "num_upsamples": upsamples,
         "unshuffle": unshuffle,
         "upsampler": upsampler,
+        "up_factor": up_factor,
     }
-    return UpscalerSpec("RRDBNet", 2**upsamples / unshuffle, kwargs, layout)
+    return UpscalerSpec("RRDBNet", up_factor**upsamples / unshuffle, kwargs, layout)
+
+
+def _rrdbnet_upsampler(state: dict[str, Any], upsamples: int, num_feat: int, path: Path) -> tuple[str, int]:
+    """(upsampler, factor per step) from the upsampling convs' widths: num_feat is ESRGAN's nearest 2x + conv;
+    4 and 9 times num_feat are BasicSR's pixel-shuffle steps of 2x and 3x (its 3x files take one)."""
+    ratios = {int(state[f"conv_up{i}.weight"].shape[0]) / num_feat for i in range(1, upsamples + 1)}
+    if not ratios or ratios == {1}:
+        return "nearest", 2
+    if ratios == {4}:
+        return "pixelshuffle", 2
+    if ratios == {9}:
+        return "pixelshuffle", 3
+    widths = ", ".join(f"{ratio:g}" for ratio in sorted(ratios))
+    raise _refuse(path, f"is an RRDBNet whose upsampling convs give {widths} times its {num_feat} features")
 
 
 def _from_old_layout(state: dict[str, Any], path: Path) -> dict[str, Any]:

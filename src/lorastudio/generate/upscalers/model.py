@@ -1,7 +1,8 @@
 """A loaded model upscaler: the network, its scale, and A1111's way of reaching a target size.
 
 A1111 runs a model upscaler (up to three times) until the image is at least the target size,
-then resizes to the target with Lanczos; `upscale_to` does the same.
+then resizes to the target with Lanczos; `upscale_to` does the same. A greyscale model (SwinIR's
+`004_grayDN`, `scunet_gray_*`) runs on the picture's luminance; its result fills R, G and B.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ModelUpscaler:
     path: Path
     arch: str
     multiple: int = 1  # inputs padded to a multiple of this (RRDBNet's unshuffle)
+    channels: int = 3  # 1: a greyscale model, run on the luminance and copied to R, G and B
 
     @property
     def device(self):
@@ -64,13 +66,16 @@ class ModelUpscaler:
 
         from lorastudio.generate.upscalers.tiling import upscale_tensor
 
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device, self.dtype)
+        grey = self.channels == 1
+        array = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.float32) / 255.0
+        pixels = torch.from_numpy(array.reshape(*array.shape[:2], -1)).permute(2, 0, 1)[None].to(self.device, self.dtype)
         with torch.inference_mode():
             out = upscale_tensor(
                 self.network, pixels, self.scale, tile, overlap, self.multiple, should_stop, progress, done_before, total
             )
         array = (out.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        if array.shape[2] == 1:  # a greyscale model's luminance, as an RGB picture
+            return Image.fromarray(array[..., 0], "L").convert("RGB")
         return Image.fromarray(array, "RGB")
 
     def upscale_to(
@@ -115,4 +120,4 @@ def load_model_upscaler(path: str | Path, device: Any = "cpu", dtype: Any = None
         from lorastudio.errors import LorastudioError
 
         raise LorastudioError(f"{path.name}: scale {spec.scale:g} is not a whole number; only integer scales are supported.")
-    return ModelUpscaler(network, scale, path, spec.arch, multiple)
+    return ModelUpscaler(network, scale, path, spec.arch, multiple, spec.channels)

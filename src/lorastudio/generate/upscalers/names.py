@@ -3,8 +3,9 @@
 The six latent modes interpolate the latents (mode, antialias) as A1111's
 `shared.latent_upscale_modes` does; `None`, `Lanczos` and `Nearest` resize the decoded image;
 any other name is a model file in `studio/models/upscalers`, shown as A1111 shows it: the
-Real-ESRGAN releases by their A1111 titles, the SwinIR and ScuNET files A1111 downloads by the
-titles it lists them under before the download, every other file by its stem (ESRGAN style).
+Real-ESRGAN releases by their A1111 titles, the SwinIR and ScuNET files A1111 downloads (under
+their release names or the names A1111 saves them as) by the titles it lists them under before the
+download, every other file by its stem (ESRGAN style).
 A file is found by its title or its stem, so recipes written either way resolve.
 """
 
@@ -48,10 +49,15 @@ REAL_ESRGAN_TITLES: dict[str, str] = {
 }
 
 
-# The SwinIR / ScuNET files A1111 downloads (stems, lower case) -> the titles it offers them as.
+# The SwinIR / ScuNET files A1111 downloads (stems, lower case) -> the titles it offers them as: the
+# release names, and the names A1111 saves its downloads under (`SwinIR_4x.pth`, `ScuNET.pth`: its
+# swinir_model.py / scunet_model.py pass `file_name=` to the download), so a copied models folder
+# and a recipe's `Hires upscaler: SwinIR 4x` find them.
 RELEASE_TITLES: dict[str, str] = {
     "003_realsr_bsrgan_dfowmfc_s64w8_swinir-l_x4_gan": "SwinIR 4x",
+    "swinir_4x": "SwinIR 4x",
     "scunet_color_real_gan": "ScuNET GAN",
+    "scunet": "ScuNET GAN",
     "scunet_color_real_psnr": "ScuNET PSNR",
 }
 

@@ -49,10 +49,11 @@ class RRDB(nn.Module):
 class RRDBNet(nn.Module):
     """ESRGAN's generator: `num_upsamples` 2x steps, after an optional pixel unshuffle.
 
-    Scale = 2 ** num_upsamples / unshuffle: Real-ESRGAN x4plus is (2, 1), x2plus (2, 2), a 1x
-    model (2, 4); old-layout 2x and 8x ESRGAN files have 1 and 3 upsamples. Each step is a nearest
+    Scale = up_factor ** num_upsamples / unshuffle: Real-ESRGAN x4plus is (2, 1), x2plus (2, 2), a
+    1x model (2, 4); old-layout 2x and 8x ESRGAN files have 1 and 3 upsamples. Each step is a nearest
     2x then a conv (`upsampler="nearest"`, ESRGAN's upconv) or, in BasicSR's pixel-shuffle
-    variant, a conv to 4x the features then a pixel shuffle (`upsampler="pixelshuffle"`).
+    variant, a conv to up_factor² times the features then a pixel shuffle (`upsampler="pixelshuffle"`;
+    its 3x files take one step with `up_factor=3`).
     """
 
     def __init__(
@@ -65,14 +66,18 @@ class RRDBNet(nn.Module):
         num_upsamples: int = 2,
         unshuffle: int = 1,
         upsampler: str = "nearest",
+        up_factor: int = 2,
     ) -> None:
         super().__init__()
         if upsampler not in ("nearest", "pixelshuffle"):
             raise ValueError(f"RRDBNet upsampler {upsampler!r}: use 'nearest' or 'pixelshuffle'")
+        if up_factor not in (2, 3):
+            raise ValueError(f"RRDBNet up_factor {up_factor}: use 2 or 3")
         self.unshuffle = unshuffle
         self.num_upsamples = num_upsamples
         self.upsampler = upsampler
-        up_ch = num_feat * 4 if upsampler == "pixelshuffle" else num_feat
+        self.up_factor = up_factor
+        up_ch = num_feat * up_factor**2 if upsampler == "pixelshuffle" else num_feat
         self.conv_first = nn.Conv2d(num_in_ch * unshuffle * unshuffle, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
@@ -83,7 +88,7 @@ class RRDBNet(nn.Module):
 
     @property
     def scale(self) -> float:
-        return 2**self.num_upsamples / self.unshuffle
+        return self.up_factor**self.num_upsamples / self.unshuffle
 
     @property
     def size_multiple(self) -> int:
@@ -97,9 +102,9 @@ class RRDBNet(nn.Module):
         for i in range(1, self.num_upsamples + 1):
             conv = getattr(self, f"conv_up{i}")
             if self.upsampler == "pixelshuffle":
-                feat = F.leaky_relu(F.pixel_shuffle(conv(feat), 2), 0.2)
+                feat = F.leaky_relu(F.pixel_shuffle(conv(feat), self.up_factor), 0.2)
             else:
-                feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+                feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=self.up_factor, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
 
 

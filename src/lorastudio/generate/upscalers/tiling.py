@@ -84,11 +84,11 @@ def upscale_tensor(
 ) -> torch.Tensor:
     """`pixels` (1, C, H, W in 0..1, the network's device and dtype) upscaled by `scale`, on the CPU in fp32."""
     check_tiling(tile, overlap)
-    _, channels, height, width = pixels.shape
+    height, width = pixels.shape[-2:]
     tile_h, tile_w = (min(tile, height), min(tile, width)) if tile else (height, width)
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     total = total if total is not None else done_before + len(ys) * len(xs)
-    out = torch.zeros(channels, height * scale, width * scale)
+    out: torch.Tensor | None = None  # the network's channels, known from the first tile
     weights = torch.zeros(1, height * scale, width * scale)
     done = done_before
     for iy, y in enumerate(ys):
@@ -99,9 +99,12 @@ def upscale_tensor(
             result = _run(network, pixels[..., y : y + tile_h, x : x + tile_w], multiple)[0].float().cpu()
             weight = wy[:, None] * _ramp(xs, ix, tile_w, scale)[None, :]
             region = (slice(None), slice(y * scale, (y + tile_h) * scale), slice(x * scale, (x + tile_w) * scale))
+            if out is None:
+                out = torch.zeros(result.shape[0], height * scale, width * scale)
             out[region] += result * weight
             weights[region] += weight
             done += 1
             if progress is not None:
                 progress(done, total)
+    assert out is not None  # there is always at least one tile
     return out / weights
