@@ -41,9 +41,18 @@ def test_both_pages_build_and_the_chinese_one_has_no_english_label_left(tiny_wor
 
     studio = Studio(tiny_workspace, StudioSettings())
     try:
-        shown = {lang: _shown_texts(build_blocks(studio, lang).get_config_file()) for lang in ("en", "zh")}
+        configs = {lang: build_blocks(studio, lang).get_config_file() for lang in ("en", "zh")}
     finally:
         studio.close()
+    shown = {lang: _shown_texts(config) for lang, config in configs.items()}
+    # Every picture a user gives is passed on as the file itself: Gradio's default image_mode "RGB"
+    # re-saved an RGBA upload with its transparency turned black (and a PNG without its text chunks).
+    pictures = [
+        c["props"] for c in configs["en"]["components"]
+        if c.get("type") == "image" and c["props"].get("interactive") is not False and c["props"].get("type") == "filepath"
+    ]  # fmt: skip
+    assert {p["elem_id"] for p in pictures} >= {"init-image", "extras-source", "png-image"}
+    assert all(p.get("image_mode") is None for p in pictures), [(p["elem_id"], p.get("image_mode")) for p in pictures]
     assert "生成" in shown["zh"] and "Generate" in shown["en"]
     english_only = {en for en, zh in LABELS.values() if en != zh}
     leftovers = sorted(shown["zh"] & english_only)
@@ -94,6 +103,24 @@ def test_the_inpaint_painter_strokes_become_a_white_mask_over_black():
     empty = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
     assert mask_from_editor({"background": background, "layers": [empty]}) is None  # nothing painted
     assert mask_from_editor(None) is None
+
+
+def test_a_picture_in_the_painter_with_nothing_painted_is_said_not_dropped(workspace):
+    """It ran as txt2img without a word (the picture silently left out)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from lorastudio.errors import InvalidRequest
+    from lorastudio.ui.generate_run import form_config
+
+    ctx = SimpleNamespace(studio=SimpleNamespace(workspace=workspace))
+    values = {"prompt": "red", "model": "tiny-sd15", "steps": 1, "width": 64, "height": 64}
+    empty = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    painter = {"background": Image.new("RGB", (64, 48), "red"), "layers": [empty]}
+    with pytest.raises(InvalidRequest, match="^inpaint: nothing is painted on the picture; paint the part"):
+        form_config(ctx, values, painter)
+    assert form_config(ctx, values, {"background": None, "layers": []}).init_image is None  # an empty painter
 
 
 def test_every_training_key_has_a_label_in_both_languages():

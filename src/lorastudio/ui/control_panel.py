@@ -68,8 +68,9 @@ def _unit_controls(ctx: UiContext, index: int) -> dict[str, Any]:
             ControlUnit, "pixel_perfect", t("control.pixel_perfect"), elem_id=ids("pixel_perfect")
         )
     with gr.Row():
-        unit["image"] = gr.Image(
-            type="filepath", label=t("control.image"), height=220, elem_id=ids("image"), sources=("upload", "clipboard")
+        unit["image"] = gr.Image(  # image_mode None: the file as sent (transparency goes on white, as the extension)
+            type="filepath", image_mode=None, label=t("control.image"), height=220, elem_id=ids("image"),
+            sources=("upload", "clipboard"),
         )
         detected = gr.Image(label=t("control.map"), height=220, interactive=False, elem_id=ids("map"))
     with gr.Row():

@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from lorastudio.errors import InvalidRequest
 from lorastudio.generate.config import GenerateConfig, snap_size
 from lorastudio.ui.context import (
     UiContext,
@@ -119,6 +120,11 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
     if source:
         encoded = base64.b64encode(Path(source).read_bytes()).decode()
         cfg = cfg.model_copy(update={"init_image": store_image(ws, encoded, "init_image")})
+    elif painter and painter.get("background") is not None:  # a picture to inpaint, nothing painted on it
+        raise InvalidRequest(
+            "inpaint: nothing is painted on the picture; paint the part to repaint (or clear the painter "
+            "to draw from the prompt alone)."
+        )
     return cfg
 
 

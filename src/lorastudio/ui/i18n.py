@@ -87,6 +87,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "extras.run": ("Upscale", "放大"),
     "extras.result": ("Upscaled", "放大结果"),
     "extras.done": ("Saved, {width}x{height}", "已保存，{width}x{height}"),
+    "extras.no_source": ("Give a picture to upscale first.", "请先放入要放大的图片。"),
     # generate: story mode (a prompt list)
     "generate.story": ("Story (prompt list)", "故事模式（提示词列表）"),
     "generate.story_prompts": ("One prompt per line, or a YAML list", "每行一个提示词，或 YAML 列表"),

@@ -22,7 +22,9 @@ def build(ctx: UiContext) -> None:
     names = extras_upscaler_names(ctx.studio.workspace)  # filters, then studio/models/upscalers
     with gr.Row():
         with gr.Column():
-            source = gr.Image(type="filepath", label=t("extras.source"), elem_id="extras-source", height=320)
+            source = gr.Image(  # image_mode None: the file as sent (Gradio's RGB drops alpha to black)
+                type="filepath", image_mode=None, label=t("extras.source"), elem_id="extras-source", height=320
+            )
             upscaler = gr.Dropdown(names, value="Lanczos", label=t("extras.upscaler"), elem_id="extras-upscaler")
             scale = gr.Slider(1, 8, value=2, step=0.25, label=t("extras.scale"), elem_id="extras-scale")
             with gr.Row():
@@ -30,7 +32,9 @@ def build(ctx: UiContext) -> None:
                 visibility = gr.Slider(0, 1, value=0, step=0.05, label=t("extras.upscaler_2_visibility"))
             run = gr.Button(t("extras.run"), variant="primary", elem_id="extras-run")
         with gr.Column():
-            result = gr.Image(type="filepath", label=t("extras.result"), elem_id="extras-result", height=320)
+            result = gr.Image(  # shown as saved: a download keeps its recipe chunks
+                type="filepath", image_mode=None, label=t("extras.result"), elem_id="extras-result", height=320
+            )
             info = gr.Textbox(label=t("generate.infotext"), lines=4, interactive=False, elem_id="extras-info")
             message = gr.Markdown(elem_id="extras-message")
     ctx.shared["extras.source"] = source
@@ -46,7 +50,7 @@ def build(ctx: UiContext) -> None:
         from lorastudio.service.png_info import png_info
 
         if not path:
-            return gr.update(), gr.update(), t("extras.source")
+            return None, "", t("extras.no_source")
         try:
             out = upscale_image(
                 read_picture(path),  # as shown: gradio passes a phone's JPEG as stored
@@ -58,8 +62,8 @@ def build(ctx: UiContext) -> None:
                 upscaler_2_visibility=float(visibility_2),
             )
             saved = save_upscaled(ctx.studio.workspace, path, out, float(factor), name)
-        except Exception as exc:
-            return gr.update(), gr.update(), error_markup(ctx, exc)
+        except Exception as exc:  # the last run's picture and text go: they are not this run's
+            return None, "", error_markup(ctx, exc)
         return str(saved), png_info(saved)["info"], t("extras.done", width=out.width, height=out.height)
 
     run.click(upscale, [source, upscaler, scale, upscaler_2, visibility], [result, info, message])

@@ -161,8 +161,8 @@ def build(ctx: UiContext) -> None:
                     hires_upscaler_names(ctx.studio.workspace), value="Latent", label=t("generate.hires_upscaler")
                 )
             with gr.Accordion(t("generate.img2img"), open=False, elem_id="img2img") as img2img:
-                f["init_image"] = gr.Image(
-                    type="filepath", label=t("generate.init_image"), elem_id="init-image", height=256
+                f["init_image"] = gr.Image(  # image_mode None: the file as sent (Gradio's RGB drops alpha to black)
+                    type="filepath", image_mode=None, label=t("generate.init_image"), elem_id="init-image", height=256
                 )
                 f["strength"] = field_control(
                     GenerateConfig, "strength", t("generate.strength"), slider=True, step=0.01

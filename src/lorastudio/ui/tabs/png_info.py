@@ -21,7 +21,9 @@ def build(ctx: UiContext) -> None:
     t = ctx.t
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="filepath", label=t("png.image"), elem_id="png-image", height=360)
+            image = gr.Image(  # image_mode None: the file itself (a converted copy would lose its text chunks)
+                type="filepath", image_mode=None, label=t("png.image"), elem_id="png-image", height=360
+            )
         with gr.Column():
             parameters = gr.Textbox(label=t("png.parameters"), lines=6, interactive=False, elem_id="png-parameters")
             fields = gr.JSON(label=t("png.fields"), elem_id="png-fields")
