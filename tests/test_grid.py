@@ -425,7 +425,7 @@ def test_a1111_script_args_map_to_grid_axes():
     )
     assert (request.vary_seeds_x, request.vary_seeds_y, request.vary_seeds_z, request.margin) == (False, True, False, 6)
     with pytest.raises(LorastudioError, match="not supported"):
-        grid_request_from_script_args([8, "a|b", [], 0, "", [], 0, "", []])  # Prompt order: not here
+        grid_request_from_script_args([10, "Euler", [], 0, "", [], 0, "", []])  # Hires sampler: not here
 
 
 def test_a_checkpoint_file_brings_its_own_bundled_trigger(tiny_workspace, tmp_path):

@@ -1,6 +1,6 @@
 """A1111's X/Y/Z plot options and axes beyond the basics (tests/test_grid.py): Include Sub Images and
-Sub Grids, Vary seeds, the Hires upscaler, VAE, Eta and Styles axes, and the web UI panel's values
-typed as text (every axis type) or picked from its dropdown."""
+Sub Grids, Vary seeds, the Hires upscaler, VAE, Eta, Styles and Prompt order axes, and the web UI
+panel's values typed as text (every axis type) or picked from its dropdown."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ TYPED = {
     "steps": ("2-6 (+2)", "steps", [2, 4, 6]),
     "cfg": ("4.5-6 (+0.75)", "cfg_scale", [4.5, 5.25, 6.0]),
     "prompt_sr": ('red, "blue, dark"', "prompt", ["red flower", "blue, dark flower"]),
+    "prompt_order": ("red, flower", "prompt", ["red flower", "flower red"]),
     "sampler": ('Euler a, "DPM++ 2M Karras"', "sampler", ["Euler a", "DPM++ 2M Karras"]),
     "schedule": ("Automatic, Karras", "schedule", ["Automatic", "Karras"]),
     "eta": ("0, 0.5", "eta", [0.0, 0.5]),
@@ -243,3 +244,90 @@ def test_a1111_xyz_plot_answers_a_lone_sub_grid(client):
     args[6], args[7] = "Nothing", ""
     data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
     assert len(data["images"]) == 2 and data["images"][0] == data["images"][1]
+
+
+# --- Prompt order ------------------------------------------------------------------------------
+
+# A1111's txt2img axis labels by index, 0 to 20: the same in 1.6 to 1.10 (1.10 renumbered from 21 on)
+A1111_TXT2IMG_LABELS = [
+    "Nothing", "Seed", "Var. seed", "Var. strength", "Steps", "Hires steps", "CFG Scale", "Prompt S/R",
+    "Prompt order", "Sampler", "Hires sampler", "Checkpoint name", "Negative Guidance minimum sigma",
+    "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise", "Schedule type", "Schedule min sigma",
+    "Schedule max sigma", "Schedule rho",
+]  # fmt: skip
+
+
+def test_prompt_order_values_are_every_order_of_the_terms():
+    """A1111's Prompt order: every permutation of the terms, labelled by the joined order; the places the
+    terms hold take them in the new order, the text between kept; a missing term is one clear error."""
+    from lorastudio.api.a1111_scripts import A1111_TXT2IMG_AXES, grid_request_from_script_args
+    from lorastudio.generate.grid_axes import format_value, reorder_prompt
+
+    axis = find_axis("Prompt order")
+    orders = parse_values('red, blue, "tall, green"', axis)
+    assert orders == [
+        ("red", "blue", "tall, green"), ("red", "tall, green", "blue"), ("blue", "red", "tall, green"),
+        ("blue", "tall, green", "red"), ("tall, green", "red", "blue"), ("tall, green", "blue", "red"),
+    ]  # fmt: skip
+    assert [format_value(axis, o) for o in orders[:3]] == ["red, blue, tall, green", "red, tall, green, blue",
+                                                          "blue, red, tall, green"]  # fmt: skip
+    prompt = "a blue house, tall, green trees and a red door"
+    # the terms' places are taken earliest first, whatever order the values list them in
+    assert reorder_prompt(prompt, ["red", "blue", "tall, green"]) == "a red house, blue trees and a tall, green door"
+    assert reorder_prompt(prompt, ["blue", "tall, green", "red"]) == prompt
+    assert reorder_prompt("red hair, red eyes", ["red eyes", "red"]) == "red eyes hair, red"
+    with pytest.raises(LorastudioError, match="'purple' is not in the prompt"):
+        reorder_prompt(prompt, ["red", "purple"])
+    with pytest.raises(LorastudioError, match="6 terms or fewer"):
+        parse_values("a, b, c, d, e, f, g", axis)  # 5040 orders
+    # the A1111 API: Prompt order by its index and by name; every A1111 axis lorastudio has below 21 by index
+    for kind in (8, "8", "Prompt order"):
+        request = grid_request_from_script_args([kind, "red, blue", [], 0, "", [], 0, "", []])
+        assert (request.x.axis, request.x.values) == ("prompt_order", "red, blue")
+    for index, label in enumerate(A1111_TXT2IMG_LABELS):
+        known = _knows(label)
+        assert (index in A1111_TXT2IMG_AXES) == known, label
+        assert not known or A1111_TXT2IMG_AXES[index] == label
+
+
+def _knows(label: str) -> bool:
+    try:
+        find_axis(label)
+    except LorastudioError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_cli_prompt_order_grid_puts_each_order_in_its_cells_prompt(tiny_workspace, tmp_path):
+    """Each cell's infotext prompt holds its order, the pictures differ, and the grid's infotext names
+    the axis and its values as A1111 writes them."""
+    _, out = _grid_cli("--prompt", "red sky, blue sea", "--seed", "9", "--x", "prompt_order=red, blue",
+                       "--out", str(tmp_path))  # fmt: skip
+    infos = [parse_infotext(read_infotext(c["image"])) for c in out["cells"]]
+    assert [i["Prompt"] for i in infos] == ["red sky, blue sea", "blue sky, red sea"]
+    assert [int(i["Seed"]) for i in infos] == [9, 9]
+    images = [np.asarray(Image.open(c["image"]).convert("RGB"), dtype=np.float64) for c in out["cells"]]
+    assert np.abs(images[0] - images[1]).mean() > 0.5
+    assert out["axes"]["x"]["labels"] == ["red, blue", "blue, red"]
+    grid = parse_infotext(read_infotext(out["grid"]))
+    assert grid["X Type"] == "Prompt order" and grid["X Values"] == "red, blue"
+    bad = runner.invoke(app, ["grid", "--model", "tiny-sd15", "--prompt", "red sky", "--x", "prompt_order=red,sea"])
+    assert bad.exit_code == 2 and "'sea' is not in the prompt" in bad.output
+
+
+@pytest.mark.slow
+def test_a1111_xyz_plot_prompt_order_by_index(client):
+    """A1111's script_args with X type 8 (Prompt order): each cell answered with its reordered prompt."""
+    body = {"prompt": "red sky, blue sea", "steps": 1, "width": 64, "height": 64, "seed": 4,
+            "script_name": "x/y/z plot",
+            "script_args": [8, "red, blue", [], 0, "", [], 0, "", [], True, True, False, False, 0, False]}  # fmt: skip
+    data = client.post("/sdapi/v1/txt2img", json=body).json()
+    assert len(data["images"]) == 1 + 2, data.get("detail")
+    info = json.loads(data["info"])
+    grid, *cells = (parse_infotext(t) for t in info["infotexts"])
+    assert grid["X Type"] == "Prompt order" and grid["X Values"] == "red, blue"
+    assert [c["Prompt"] for c in cells] == ["red sky, blue sea", "blue sky, red sea"]
+    assert info["all_prompts"][1:] == ["red sky, blue sea", "blue sky, red sea"]
+    first, second = (np.asarray(Image.open(io.BytesIO(base64.b64decode(b))), dtype=np.float64) for b in data["images"][1:])
+    assert np.abs(first - second).mean() > 0.5

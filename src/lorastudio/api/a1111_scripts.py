@@ -6,8 +6,8 @@ z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed
 margin_size, csv_mode]` (A1111 1.6), or with `vary_seeds_x, vary_seeds_y, vary_seeds_z`
 after `no_fixed_seeds` (A1111 1.7+; told apart by the booleans there). A type is an index
 into A1111's txt2img axis list (those before index 21, which A1111 1.10 renumbered) or, more
-robust across A1111 versions, the axis name ("CFG Scale", "Seed", "Prompt S/R", "Hires upscaler",
-"VAE", "Styles", or lorastudio's own "LoRA weight", "LoRA checkpoint").
+robust across A1111 versions, the axis name ("CFG Scale", "Seed", "Prompt S/R", "Prompt order",
+"Hires upscaler", "VAE", "Styles", or lorastudio's own "LoRA weight", "LoRA checkpoint").
 The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids: one per Z value, even a lone one,
 each with its own infotext), cells (include_lone_images)].
 """
@@ -40,7 +40,10 @@ LISTED_SCRIPTS = {
     mode: [*names, CONTROLNET_SCRIPT, CONTROLNET_M2M] for mode, names in SCRIPTS.items()
 }
 
-# A1111's txt2img axis list, by index, for the axes lorastudio has (same order in 1.6 to 1.10).
+# A1111's txt2img axis list, by index, for the axes lorastudio has (same order in 1.6 to 1.10; the
+# img2img-only "Image CFG Scale" and img2img "Sampler" are not in it). From index 21 on the versions
+# differ (1.10 put "Skip Early CFG" and the beta schedule axes before "Eta"), so lorastudio's Eta, Clip
+# skip, Denoising, Hires upscaler, VAE and Styles are taken by name only.
 A1111_TXT2IMG_AXES = {
     0: "Nothing",
     1: "Seed",
@@ -50,6 +53,7 @@ A1111_TXT2IMG_AXES = {
     5: "Hires steps",
     6: "CFG Scale",
     7: "Prompt S/R",
+    8: "Prompt order",
     9: "Sampler",
     11: "Checkpoint name",
     17: "Schedule type",

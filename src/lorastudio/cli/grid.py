@@ -16,9 +16,10 @@ GRID_EXCLUDED = ("batch_size", "count", "controlnet")
 
 _AXIS_HELP = (
     "NAME=VALUES, e.g. 'lora_weight=0.4,0.7,1.0', 'checkpoint=step-500,step-1000,final', "
-    "'cfg=4-10 (+2)', 'seed=1-4', 'sampler=Euler a,DPM++ 2M Karras', 'prompt_sr=red,blue'. "
-    "Axes: lora_weight, checkpoint, seed, subseed, subseed_strength, steps, cfg, prompt_sr, sampler, "
-    "eta, schedule, model, vae, styles, width, height, size, clip_skip, hires_steps, hires_strength, "
+    "'cfg=4-10 (+2)', 'seed=1-4', 'sampler=Euler a,DPM++ 2M Karras', 'prompt_sr=red,blue', "
+    "'prompt_order=a cat,a dog' (every order of the terms). "
+    "Axes: lora_weight, checkpoint, seed, subseed, subseed_strength, steps, cfg, prompt_sr, prompt_order, "
+    "sampler, eta, schedule, model, vae, styles, width, height, size, clip_skip, hires_steps, hires_strength, "
     "hires_upscaler (A1111 labels work too)."
 )
 

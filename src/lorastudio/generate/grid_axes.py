@@ -3,14 +3,17 @@
 An `Axis` is one thing a grid varies (seed, CFG scale, sampler, LoRA weight, ...), found by our
 name, A1111's label or an alias. Value lists follow A1111's syntax: comma separated (CSV quotes
 allowed), integer ranges `1-5`, `1-9 (+2)`, `10-1 (-3)`, `1-10 [4]` (4 evenly spaced values) and
-float ranges `0.4-1.0 (+0.2)`, `0.4-1.0 [4]`. `apply_axis_value` changes one cell's request for
-one value (Prompt S/R replaces the first value by the others). service.grid plans and runs the cells.
+float ranges `0.4-1.0 (+0.2)`, `0.4-1.0 [4]`; Prompt order's values are terms, expanded to every
+order of them. `apply_axis_value` changes one cell's request for one value (Prompt S/R replaces the
+first value by the others, Prompt order rearranges the terms in the prompt). service.grid plans and
+runs the cells.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ __all__ = [
     "parse_axis_option",
     "split_axis_text",
     "parse_values",
+    "reorder_prompt",
     "with_lora_weight",
 ]
 
@@ -60,6 +64,8 @@ AXES: dict[str, Axis] = {
         Axis(
             "prompt_sr", "Prompt S/R", str, ("prompt s/r", "prompt", "sr", "search replace"), show_label=False
         ),
+        # A value is one order of the terms (a tuple), labelled by the terms joined with ", " as A1111 does
+        Axis("prompt_order", "Prompt order", tuple, show_label=False),
         Axis("sampler", "Sampler", str, ("sampler_name",), show_label=False),
         Axis("schedule", "Schedule type", str, ("scheduler", "schedule type")),
         Axis("eta", "Eta", float, ("ddim eta",)),
@@ -178,6 +184,8 @@ def parse_values(text: str | list, axis: Axis) -> list:
         return [""]
     if not items:
         raise LorastudioError(f"grid axis {axis.name}: no values; give e.g. '{axis.name}=a,b,c'.")
+    if axis.name == "prompt_order":
+        return _term_orders(items)
     if axis.kind is str:
         return items
     values: list = []
@@ -185,6 +193,17 @@ def parse_values(text: str | list, axis: Axis) -> list:
         expanded = _expand_range(item, axis.kind, axis.name)
         values += expanded if expanded is not None else [_number(item, axis.kind, axis.name)]
     return values
+
+
+def _term_orders(terms: list[str]) -> list[tuple[str, ...]]:
+    """Prompt order's values: every permutation of the terms, in itertools' order (A1111's)."""
+    count = math.factorial(len(terms))
+    if count > MAX_CELLS:
+        raise LorastudioError(
+            f"grid axis prompt_order: {len(terms)} terms make {count} orders; at most {MAX_CELLS}, "
+            "give 6 terms or fewer."
+        )
+    return list(itertools.permutations(terms))
 
 
 def parse_axis_option(option: str) -> tuple[Axis, str]:
@@ -199,7 +218,10 @@ def format_value(axis: Axis, value: Any) -> str:
     """The label of one value, as A1111 writes it ("CFG Scale: 7", "Euler a")."""
     if axis.name == "nothing":
         return ""
-    text = f"{round(value, 8):g}" if isinstance(value, float) else str(value)
+    if isinstance(value, (tuple, list)):  # Prompt order: "dog, cat" as A1111 labels it
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = f"{round(value, 8):g}" if isinstance(value, float) else str(value)
     return f"{axis.label}: {text}" if axis.show_label else text
 
 
@@ -219,6 +241,8 @@ def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any
             )
         fields["prompt"] = fields["prompt"].replace(search, value)
         fields["negative_prompt"] = fields["negative_prompt"].replace(search, value)
+    elif name == "prompt_order":
+        fields["prompt"] = reorder_prompt(fields["prompt"], list(value))
     elif name == "lora_weight":
         state["weight"] = value
     elif name == "checkpoint":
@@ -240,6 +264,29 @@ def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any
         fields["strength"] = value  # A1111's "Denoising" is the img2img strength when there is a picture
     else:
         fields[name] = value
+
+
+def reorder_prompt(prompt: str, order: list[str]) -> str:
+    """The prompt with the terms put in `order`: the places the terms hold (each first found, the
+    earliest place first) are filled by the terms in the new order, the text between them kept, as
+    A1111's Prompt order does. A term the prompt lacks is refused (A1111 silently garbles the prompt)."""
+    missing = [term for term in order if term not in prompt]
+    if missing:
+        raise LorastudioError(
+            f"grid axis prompt_order: {missing[0]!r} is not in the prompt; give terms the prompt holds, "
+            "e.g. prompt 'a cat, a dog' with --x 'prompt_order=a cat, a dog'."
+        )
+    by_place = sorted(order, key=prompt.find)  # stable: terms found at one place keep the given order
+    gaps, rest = [], prompt
+    for term in by_place:
+        start = rest.find(term)
+        if start < 0:  # only found inside a term taken before it ("red" and "red hair")
+            raise LorastudioError(
+                f"grid axis prompt_order: {term!r} overlaps another term in the prompt; give terms that do not."
+            )
+        gaps.append(rest[:start])
+        rest = rest[start + len(term) :]
+    return "".join(gap + term for gap, term in zip(gaps, order, strict=True)) + rest
 
 
 def with_lora_weight(prompt: str, name: str, weight: float | None) -> str:

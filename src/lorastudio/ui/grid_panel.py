@@ -2,9 +2,9 @@
 
 The form above is the base request; each axis is one `GridRequest` axis. Its values are typed as
 text for every axis type, in A1111's syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, `a, "b, c"`, `red,blue`
-for Prompt S/R); an axis with choices (sampler, schedule, checkpoint, VAE, styles, hires upscaler)
-also has a values dropdown beside the text, whose picks are written into the text, so the text is
-always what runs. The button queues the same grid job as `lorastudio grid` and the API's x/y/z
+for Prompt S/R, the terms to permute for Prompt order); an axis with choices (sampler, schedule,
+checkpoint, VAE, styles, hires upscaler) also has a values dropdown beside the text, whose picks are
+written into the text, so the text is always what runs. The button queues the same grid job as `lorastudio grid` and the API's x/y/z
 plot script; the value lists are parsed and checked by the service, never here.
 """
 
