@@ -212,6 +212,7 @@ def test_cli_grid_errors_are_one_line(tiny_workspace):
         (["--x", "cfg=3", "--y", "cfg=4"], "same axis"),
         (["--x", "sampler=Euler a,Nope"], "Nope"),
         (["--x", "checkpoint=step-1"], "--run RUN"),
+        (["--x", "cfg=7,60", "--y", "width=64"], "grid cell CFG Scale: 60, Width: 64: cfg_scale = 60.0: Input should be less than or equal to 50."),
     ):
         result = runner.invoke(
             app, ["grid", "--model", "tiny-sd15", "--prompt", "red", "--steps", "1", *args]

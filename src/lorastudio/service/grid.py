@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from lorastudio.config import StrictModel
+from lorastudio.config import StrictModel, explain_validation_error
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.grid_axes import (
@@ -279,6 +279,11 @@ def _cell(ws, ix, iy, iz, axes, values, fields, state, target: LoraTarget) -> Gr
             lora_file = target.final  # a run whose result is not in loras/ (yet): use its final file
     try:
         config = GenerateConfig.model_validate(fields)
+    except ValidationError as exc:  # one line: the axis value a cell cannot take, never pydantic's dump
+        shown = ", ".join(format_value(axis, value) for (axis, _, _), value in zip(axes, values, strict=True)
+                          if axis.name != "nothing")  # fmt: skip
+        problem = explain_validation_error(GenerateConfig, exc, "value").removeprefix("value: ")
+        raise LorastudioError(f"grid cell {shown}: {problem}") from None
     except ValueError as exc:
         raise LorastudioError(f"grid cell {values}: {exc}") from None
     named = {
