@@ -146,6 +146,14 @@ def test_a_broken_or_refused_embedding_leaves_its_word_a_word(tiny_workspace, ca
     assert np.array_equal(arr(kept["images"][0]), arr(plain["images"][0]))
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "'zkbad' is read as a plain word" in warned and "'zkevil' is read as a plain word" in warned
+    assert sorted(kept["skipped_embeddings"]) == ["zkbad", "zkevil"]  # the result says it too (the UI beside "Done")
+    from lorastudio.service.generation import GenerationResult, generation_notes
+
+    notes = generation_notes(GenerationResult([], "m", "h", missing_loras=["gone"], skipped_embeddings=["zkbad"]))
+    assert notes == [
+        "Lora not found: gone",
+        "Textual inversion embeddings skipped(1): zkbad (another model family or unreadable: read as plain words)",
+    ]
 
 
 def test_embedding_bundled_in_a_lora_is_used_unless_a_file_has_that_name(tiny_workspace):

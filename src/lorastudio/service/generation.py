@@ -34,6 +34,7 @@ __all__ = [
     "config_from_recipe",
     "find_lora_file",
     "find_embedding_files",
+    "generation_notes",
 ]
 
 @dataclass
@@ -53,6 +54,8 @@ class GenerationResult:
     control_maps: list[Path] = field(default_factory=list)  # one per ControlNet unit (detected_maps/)
     missing_loras: list[str] = field(default_factory=list)  # `<lora:NAME>` tags skipped (missing_loras="skip")
     inpainting_model: bool = False  # a 9-channel UNet (mask and masked picture in every step)
+    # prompt words whose embedding file could not be used (unreadable, another family): plain words, as A1111
+    skipped_embeddings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -64,7 +67,22 @@ class GenerationResult:
             "loras": self.loras,
             "control_maps": [str(p) for p in self.control_maps],
             "missing_loras": self.missing_loras,
+            "skipped_embeddings": self.skipped_embeddings,
         }
+
+
+def generation_notes(result: GenerationResult) -> list[str]:
+    """What a request asked for and was made without, in A1111's console words: a missing LoRA, an
+    embedding word read as a plain word (its file unreadable, or made for another model family)."""
+    notes = []
+    if result.missing_loras:
+        notes.append(f"Lora not found: {', '.join(result.missing_loras)}")
+    if result.skipped_embeddings:
+        notes.append(
+            f"Textual inversion embeddings skipped({len(result.skipped_embeddings)}): "
+            f"{', '.join(result.skipped_embeddings)} (another model family or unreadable: read as plain words)"
+        )
+    return notes
 
 
 def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path:
@@ -254,6 +272,7 @@ def run_generation(
         if info["name"] in (lora_files or {})
         for name in lora.embeddings
     } | _bundles_over_other_runs(found, loras)
+    skipped = []
     for name, path in found.items():
         if name in pinned:
             continue
@@ -262,10 +281,12 @@ def run_generation(
         except LorastudioError as exc:
             # As A1111: a file that cannot be read (the listing shows why) leaves its word a word.
             logger.warning("%s; %r is read as a plain word", exc, name)
+            skipped.append(name)
             continue
         if not _embedding_fits(embedding, model):
             # As A1111: an embedding made for another family is skipped, its word stays a word.
             logger.warning("%s: an embedding for another model family; %r is read as a plain word", path.name, name)
+            skipped.append(name)
             continue
         embeddings[name] = [v.to(model.device, model.dtype) for v in embedding.vectors]
         ti_hashes.append((name, file_sha256(path)[:12]))  # A1111's: the whole file's SHA-256
@@ -318,7 +339,7 @@ def run_generation(
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
     maps = save_control_maps(plan.extra["control"], folder, results[0].path.stem) if results else []
     inpainting = getattr(model.unet.config, "in_channels", 4) == 9
-    return GenerationResult(results, model.name, model.short_hash, lora_info, maps, missing, inpainting)
+    return GenerationResult(results, model.name, model.short_hash, lora_info, maps, missing, inpainting, skipped)
 
 
 def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:

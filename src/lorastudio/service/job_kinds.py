@@ -140,7 +140,7 @@ class ImportJobConfig(StrictModel):
 
 def generate_handler(ctx: JobContext) -> dict[str, Any]:
     """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/`."""
-    from lorastudio.service.generation import run_generation
+    from lorastudio.service.generation import generation_notes, run_generation
 
     cfg = generation_config(ctx)
     cache = model_cache_of(ctx)
@@ -150,8 +150,9 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         preview=reporter.preview, preview_every=PREVIEW_EVERY_STEPS,
         missing_loras=str(ctx.payload.get("missing_loras") or "refuse"),
     )  # fmt: skip
-    if result.missing_loras:  # A1111's console and toast line
-        ctx.emit("log", {"line": f"Lora not found: {', '.join(result.missing_loras)}"})
+    notes = generation_notes(result)
+    for line in notes:  # A1111's console lines ("Lora not found", "Textual inversion embeddings skipped")
+        ctx.emit("log", {"line": line})
     for image in result.images:
         ctx.emit("image", {"name": image.path.name, "seed": image.seed, "infotext": image.infotext})
     ctx.loaded.clear()
@@ -168,6 +169,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         "control_maps": [p.relative_to(ctx.artifacts_dir).as_posix() for p in result.control_maps],
         "missing_loras": result.missing_loras,
         "inpainting_model": result.inpainting_model,
+        "notes": notes,  # what the request asked for and did not get, shown beside "Done"
     })  # fmt: skip
 
 

@@ -254,6 +254,8 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     info = png_info(shown)["info"] if shown else ""
     if job.state == "succeeded":
         status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
+        if result.get("notes"):  # asked for and not used: a missing LoRA, an embedding for another model
+            status += " · " + "; ".join(result["notes"])
     elif job.state == "cancelled":
         status = t("progress.cancelled")
     else:
