@@ -18,15 +18,12 @@ if TYPE_CHECKING:
 
 __all__ = ["is_diffsynth_file", "read_diffsynth_lora", "save_diffsynth_export"]
 
-_PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
-
-
 def is_diffsynth_file(source: Path) -> bool:
     """A pickled checkpoint (only DiffSynth-Studio's are read) or safetensors with `blocks.N` LoRA names."""
     from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
-    from lorastudio.models.checkpoint import read_safetensors_keys
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, read_safetensors_keys
 
-    if source.suffix.lower() in _PICKLE_SUFFIXES:
+    if source.suffix.lower() in PICKLE_SUFFIXES:
         return True
     return source.suffix.lower() == ".safetensors" and source.is_file() and is_diffsynth_state_dict(
         read_safetensors_keys(source)
@@ -105,6 +102,7 @@ def save_diffsynth_export(
         diffsynth_metadata,
         split_for_diffsynth,
     )
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES
 
     _refuse_family(source, family)
     kept, dropped = split_for_diffsynth(lora, unet_config)
@@ -116,7 +114,7 @@ def save_diffsynth_export(
         )
     state = diffsynth_export_state_dict(kept, unet_config)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix.lower() in _PICKLE_SUFFIXES:
+    if target.suffix.lower() in PICKLE_SUFFIXES:
         torch.save(state, target)
     else:
         save_file(state, str(target), metadata=diffsynth_metadata(kept, family))
@@ -126,6 +124,6 @@ def save_diffsynth_export(
         "alpha": "baked into the factors: DiffSynth's load_lora(lora_alpha=1.0), or peft with lora_alpha = rank",
         "warnings": [_dropped_line(source, dropped, len(kept.modules))] if dropped else [],
     }
-    if target.suffix.lower() in _PICKLE_SUFFIXES:
+    if target.suffix.lower() in PICKLE_SUFFIXES:
         extra["reimport"] = f"lorastudio lora import {target} --alpha {ranks[0]}" if len(ranks) == 1 else None
     return kept, extra
