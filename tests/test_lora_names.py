@@ -172,3 +172,40 @@ def test_generate_names_a_missing_model_before_the_loras_of_its_prompts(cli, wor
         result = cli("generate", "--model", "Kolors", *args, "--steps", "1")
         assert result.exit_code == 2
         assert "model 'Kolors' not found" in result.stderr and "kolors-cat" not in result.stderr
+
+
+def _without_vae(source, target) -> None:
+    """`source` rewritten without its VAE tensors (a checkpoint shared without one), metadata kept."""
+    from safetensors.torch import load_file, save_file
+
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    state = {k: v for k, v in load_file(str(source)).items() if not k.startswith("first_stage_model.")}
+    save_file(state, str(target), metadata=read_safetensors_metadata(source))
+
+
+@pytest.mark.slow
+def test_a_single_file_without_a_vae_merges_with_the_vae_given(cli, tiny_workspace, red, sd15, tmp_path):
+    """load_model said "this checkpoint has no VAE; pass one with --vae FILE", which merge did not take."""
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.checkpoint import read_safetensors_header
+    from lorastudio.models.loading import load_model
+
+    full = save_single_file(sd15.components, sd15.family, tmp_path / "full.safetensors",
+                            {"lorastudio.base_config": "tiny-sd15"})  # fmt: skip
+    _without_vae(full, tiny_workspace.models / "bare.safetensors")
+    sd15.vae.save_pretrained(str(tiny_workspace.models / "my-vae"))  # a diffusers vae folder in models/
+    out = tmp_path / "bare-red.safetensors"
+    refused = cli("lora", "merge", "--model", "bare", "--lora", "red:0.7", "--out", out)
+    assert refused.exit_code == 2 and "has no VAE; pass one with --vae" in refused.stderr
+
+    done = cli("lora", "merge", "--model", "bare", "--lora", "red:0.7", "--out", out, "--vae", "my-vae", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["vae"] == str(tiny_workspace.models / "my-vae")
+    assert any(k.startswith("first_stage_model.") for k in read_safetensors_header(out))  # the VAE baked in
+    merged = load_model(str(out), tiny_workspace.models, tiny_workspace.cache, device="cpu")  # no --vae needed
+    expected = sd15.vae.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in merged.vae.state_dict().items())
+    with applied_loras(sd15.components, [(load_lora_file(red), 0.7, 0.7)]):
+        unet = {k: v.clone() for k, v in sd15.unet.state_dict().items()}
+    assert all(torch.equal(v, unet[k]) for k, v in merged.unet.state_dict().items())

@@ -110,13 +110,36 @@ def _unet_dtype(path: Path):
     return names.get(dtypes[0]) if dtypes else None
 
 
-def _file_model(ref: ModelRef, ws: Workspace | None, cache_dir: Path) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
-    """(loaded model, family, components, metadata kept) of a single-file checkpoint, on the CPU in fp32."""
+def _vae_path(ws: Workspace | None, vae: str | Path | None, ref: ModelRef) -> Path | None:
+    """The `--vae` a single file without one takes (as `generate --vae`): a name in models/ or a path.
+    A diffusers folder has its own vae/ and is saved whole."""
+    if vae is None:
+        return None
+    if ref.kind == "folder":
+        raise LorastudioError(
+            f"--vae {vae}: {ref.name} is a diffusers folder, merged with its own vae/; --vae is for a "
+            "single-file checkpoint (one without a VAE, say)."
+        )
+    if ws is None:
+        path = Path(vae).expanduser()
+        if not path.exists():
+            raise NotFoundError(f"VAE {path} not found; pass a .safetensors file or a diffusers vae folder.")
+        return path
+    from lorastudio.service.names import LENIENT, find_vae
+
+    return find_vae(ws, str(vae), LENIENT)
+
+
+def _file_model(
+    ref: ModelRef, ws: Workspace | None, cache_dir: Path, vae: Path | None = None
+) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
+    """(loaded model, family, components, metadata kept) of a single-file checkpoint, on the CPU in fp32;
+    `vae` replaces (or, for a file without one, supplies) its VAE, which the merged file then holds."""
     from lorastudio.models.checkpoint import read_safetensors_metadata
     from lorastudio.models.loading import load_model
 
     models_dir = ws.models if ws is not None else ref.path.parent
-    loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", where=ref)
+    loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", vae=vae, where=ref)
     own = read_safetensors_metadata(ref.path) if ref.path.suffix.lower() == ".safetensors" else {}
     kept = {k: own[k] for k in ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras") if own.get(k)}
     kept.setdefault("lorastudio.base_model", str(ref.path))
@@ -129,10 +152,12 @@ def merge_model(
     out: str | Path,
     fmt: str | None = None,
     ws: Workspace | None = None,
+    vae: str | Path | None = None,
 ) -> dict[str, Any]:
     """Bake LoRAs (`NAME_OR_FILE:WEIGHT`) into a model; write a diffusers folder or a single file.
 
     With a workspace, names are looked up as `generate` does (models/, loras/ and their aliases).
+    `vae` (a single-file model only, as `generate --vae`) goes into the merged file.
     """
     from lorastudio.adapters.detect import check_lora_family, load_lora_file
     from lorastudio.adapters.ldm import save_single_file
@@ -145,6 +170,7 @@ def merge_model(
     if ref.kind == "hub":
         raise NotFoundError(f"model {str(model)!r}: not on this machine; download it, or give a library name or path.")
     fmt = _merge_format(fmt, ref, out)
+    vae_path = _vae_path(ws, vae, ref)
     specs = [parse_lora_spec(spec) for spec in lora_specs]
     files = [(lora_source(ws, name), weight) for name, weight in specs]  # a misspelt name fails before loading
     loras = [(path, weight, load_lora_file(path)) for path, weight in files]
@@ -154,7 +180,7 @@ def merge_model(
             holder, family, components, metadata = _folder_model(ref)
             dtype = None
         else:
-            holder, family, components, metadata = _file_model(ref, ws, cache_dir)
+            holder, family, components, metadata = _file_model(ref, ws, cache_dir, vae_path)
             dtype = _unet_dtype(ref.path)
         requests, recorded = [], []
         for path, weight, lora in loras:
@@ -175,5 +201,6 @@ def merge_model(
         "model": ref.name,
         "family": family.name,
         "loras": [f"{path}:{weight:g}" for path, weight in files],
+        "vae": str(vae_path) if vae_path is not None else None,
         "modules_changed": touched,
     }
