@@ -209,3 +209,47 @@ def test_a_single_file_without_a_vae_merges_with_the_vae_given(cli, tiny_workspa
     with applied_loras(sd15.components, [(load_lora_file(red), 0.7, 0.7)]):
         unet = {k: v.clone() for k, v in sd15.unet.state_dict().items()}
     assert all(torch.equal(v, unet[k]) for k, v in merged.unet.state_dict().items())
+
+
+def _tiny_ckpt_loads(monkeypatch) -> None:
+    """A tiny model's .ckpt has no metadata to name its config in: its converted copy names tiny-sd15."""
+    from safetensors.torch import load_file, save_file
+
+    from lorastudio.models import loading
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    convert = loading.convert_ckpt_to_safetensors
+
+    def convert_naming_tiny(path, out):
+        convert(path, out)
+        metadata = {**read_safetensors_metadata(out), "lorastudio.base_config": "tiny-sd15"}
+        save_file(load_file(str(out)), str(out), metadata=metadata)
+        return out
+
+    monkeypatch.setattr(loading, "convert_ckpt_to_safetensors", convert_naming_tiny)
+
+
+@pytest.mark.slow
+def test_an_fp16_ckpt_merges_into_an_fp16_safetensors_file(cli, tiny_workspace, red, sd15, tmp_path, monkeypatch):
+    """A .ckpt's merge came out fp32 (its dtype was read from a safetensors header only)."""
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import checkpoint_state_dict, save_single_file
+    from lorastudio.models.loading import load_model
+
+    single = save_single_file(sd15.components, sd15.family, tmp_path / "old.safetensors", dtype=torch.float16)
+    torch.save({"state_dict": load_file(str(single)), "global_step": 1}, tiny_workspace.models / "old.ckpt")
+    _tiny_ckpt_loads(monkeypatch)
+    pickle_out = cli("lora", "merge", "--model", "old", "--lora", "red", "--out", tmp_path / "old-red.ckpt")
+    assert pickle_out.exit_code == 2 and "never a pickle); name it old-red.safetensors" in pickle_out.stderr
+
+    out = tmp_path / "old-red.safetensors"
+    done = cli("lora", "merge", "--model", "old", "--lora", "red:0.7", "--out", out, "--json")
+    assert done.exit_code == 0, done.output
+    written = load_file(str(out))
+    unet_keys = [k for k in written if k.startswith("model.diffusion_model.")]
+    assert unet_keys and all(written[k].dtype == torch.float16 for k in unet_keys)  # fp16 in, fp16 out
+    base = load_model("old", tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    with applied_loras(base.components, [(load_lora_file(red), 0.7, 0.7)]):
+        expected = checkpoint_state_dict(base.components, base.family)
+    assert all(torch.equal(written[k], expected[k].half()) for k in unet_keys)

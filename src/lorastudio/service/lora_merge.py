@@ -1,8 +1,8 @@
 """`lora merge`: LoRAs baked into a model, saved as a diffusers folder or an A1111 single file.
 
 The model is a library name (`tiny-sd15`, `my-model`), a diffusers folder or a single-file
-checkpoint; each LoRA a name `lora list` shows or a file. A single-file model merges into a
-single file (what A1111 and `models import` take), in the dtype its UNet had.
+checkpoint; each LoRA a name `lora list` shows or a file. A single-file model (`.ckpt` included)
+merges into a `.safetensors` single file (what A1111 and `models import` take), in the dtype its UNet had.
 """
 
 from __future__ import annotations
@@ -49,7 +49,12 @@ def _merge_format(fmt: str | None, ref: ModelRef, out: Path) -> str:
             "and a .safetensors --out."
         )
     if fmt == "single-file" and not is_file_name:
-        raise LorastudioError(f"--out {out}: a single-file checkpoint is a .safetensors file; name it {out.name}.safetensors.")
+        from lorastudio.models.checkpoint import PICKLE_SUFFIXES
+
+        named = out.with_suffix(".safetensors") if out.suffix.lower() in PICKLE_SUFFIXES else Path(f"{out}.safetensors")
+        raise LorastudioError(
+            f"--out {out}: a merged single file is written as .safetensors (never a pickle); name it {named.name}."
+        )
     if fmt == "diffusers" and is_file_name:
         raise LorastudioError(f"--out {out}: a diffusers model is a folder; give a folder name, or --format single-file.")
     if ref.path is not None and out.resolve() == ref.path.resolve():
@@ -95,19 +100,26 @@ def _prediction_metadata(scheduler_config) -> dict[str, str]:
     return {"modelspec.prediction_type": "v" if prediction == "v_prediction" else str(prediction)}
 
 
+def _tensor_dtypes(path: Path) -> dict[str, str]:
+    """Each tensor's dtype in safetensors' spelling (`F16`): from the header, or from a pickle's tensors
+    read weights-only (nothing in the file runs)."""
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, load_pickled_state_dict, read_safetensors_header
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        spelled = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+        state = load_pickled_state_dict(path)
+        return {k: spelled.get(str(v.dtype).removeprefix("torch."), str(v.dtype)) for k, v in state.items()}
+    return {k: v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
+
+
 def _unet_dtype(path: Path):
-    """The float dtype of the file's UNet (an fp16 checkpoint stays fp16); None for fp32."""
+    """The float dtype of the file's UNet (an fp16 checkpoint, `.ckpt` or `.safetensors`, stays fp16);
+    None for fp32."""
     import torch
 
-    from lorastudio.models.checkpoint import read_safetensors_header
-
-    if path.suffix.lower() != ".safetensors":
-        return None
-    header = read_safetensors_header(path)
-    names = {"F16": torch.float16, "BF16": torch.bfloat16}
-    dtypes = [v.get("dtype") for k, v in header.items() if k != "__metadata__" and "diffusion_model" in k]
-    dtypes = dtypes or [v.get("dtype") for k, v in header.items() if k != "__metadata__"]
-    return names.get(dtypes[0]) if dtypes else None
+    dtypes = _tensor_dtypes(path)
+    unet = [v for k, v in dtypes.items() if "diffusion_model" in k] or list(dtypes.values())
+    return {"F16": torch.float16, "BF16": torch.bfloat16}.get(unet[0]) if unet else None
 
 
 def _vae_path(ws: Workspace | None, vae: str | Path | None, ref: ModelRef) -> Path | None:
