@@ -253,3 +253,38 @@ def test_an_fp16_ckpt_merges_into_an_fp16_safetensors_file(cli, tiny_workspace, 
     with applied_loras(base.components, [(load_lora_file(red), 0.7, 0.7)]):
         expected = checkpoint_state_dict(base.components, base.family)
     assert all(torch.equal(written[k], expected[k].half()) for k in unet_keys)
+
+
+@pytest.mark.slow
+def test_a_tiny_kolors_diffsynth_export_imports_back_without_model(cli, tiny_workspace, tiny_models_dir):
+    """The export named no base model, so its re-import needed `--model tiny-kolors`: its block numbers
+    count tiny-kolors' UNet, not full Kolors'."""
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    lora, config, metadata = _tiny_kolors_lora(tiny_models_dir, "tiny-kolors")
+    save_kohya(lora, tiny_workspace.loras / "cat.safetensors", metadata, family="kolors", unet_config=config)
+    done = cli("lora", "export", "cat", "--to", "diffsynth", "--json")
+    assert done.exit_code == 0, done.output
+    exported = json.loads(done.stdout)["path"]
+    written = read_safetensors_metadata(exported)
+    assert (written["ss_sd_model_name"], written["ss_base_model_version"]) == ("tiny-kolors", "kolors")
+
+    back = cli("lora", "import", exported, "--name", "cat-back", "--json")  # no --model
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.stdout)["family"] == "kolors"
+    imported = tiny_workspace.loras / "cat-back.safetensors"
+    assert read_safetensors_metadata(imported)["ss_sd_model_name"] == "tiny-kolors"
+    again = load_lora_file(imported).with_diffusers_unet(config)
+    original = lora.with_diffusers_unet(config) if lora.unet_layout == "ldm" else lora
+    assert set(again.modules) == set(original.modules)
+    for key, module in original.modules.items():
+        torch.testing.assert_close(again.modules[key].delta() * again.modules[key].scale,
+                                   module.delta() * module.scale, rtol=2e-3, atol=2e-4)  # fmt: skip
+
+    from safetensors.torch import load_file, save_file
+
+    elsewhere = tiny_workspace.exports / "cat-elsewhere.safetensors"  # its base model is not in this library
+    save_file(load_file(exported), str(elsewhere), metadata={**written, "ss_sd_model_name": "kolors-tiny-v2"})
+    refused = cli("lora", "import", elsewhere)
+    assert refused.exit_code == 2 and "\n" not in refused.stderr.strip()
+    assert "follow the UNet of 'kolors-tiny-v2', which the library lacks; pass --model NAME" in refused.stderr

@@ -325,8 +325,9 @@ def import_lora(
     from lorastudio.service.lora_diffsynth import is_diffsynth_file, read_diffsynth_lora
 
     source = Path(source)
+    unet_config = model_unet_config(model, ws)
     if is_diffsynth_file(source):
-        lora, family = read_diffsynth_lora(source, alpha, family, model_unet_config(model, ws))
+        lora, family, unet_config = read_diffsynth_lora(source, alpha, family, unet_config, ws)
     else:
         if alpha is not None:
             raise LorastudioError(f"{source.name}: --alpha is for DiffSynth-Studio files only; this file has its own.")
@@ -337,7 +338,7 @@ def import_lora(
     if target.exists():
         raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
     metadata = {"ss_output_name": stem} if "ss_output_name" not in lora.metadata else {}
-    save_kohya(lora, target, metadata, family=chosen, unet_config=model_unet_config(model, ws))
+    save_kohya(lora, target, metadata, family=chosen, unet_config=unet_config)
     info = _summary(lora, target, chosen, "kohya")
     info.update(name=stem, hash=lora_short_hash(target))
     return info
@@ -447,6 +448,19 @@ def _unet_config_for(lora, chosen, model, to: str, ws: Workspace | None):
     return unet_config, base
 
 
+def _export_base_name(lora, model, ws: Workspace | None) -> str | None:
+    """The base model an export names (kohya's `ss_sd_model_name`, as training writes it): `--model`'s
+    library name, else the one the LoRA names."""
+    from lorastudio.service.lora_sources import model_ref
+
+    if model is not None:
+        try:
+            return model_ref(ws, model, build=False).name
+        except LorastudioError:
+            return Path(model).name
+    return trained_base(ws, lora.metadata)[0]
+
+
 def export_lora(
     source: str | Path,
     to: str,
@@ -500,7 +514,8 @@ def export_lora(
     elif to == "diffsynth":
         from lorastudio.service.lora_diffsynth import save_diffsynth_export
 
-        written, extra = save_diffsynth_export(written, source, target, chosen, unet_config)
+        named = _export_base_name(lora, model, ws)
+        written, extra = save_diffsynth_export(written, source, target, chosen, unet_config, named)
     elif to == "kohya":
         save_kohya(written, target, family=chosen, unet_config=unet_config)
     elif to == "diffusers":
