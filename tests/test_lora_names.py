@@ -60,7 +60,7 @@ def test_every_export_leaves_loras_alone_and_what_may_go_there_generates(cli, ti
     copied = cli("generate", "--model", "tiny-sd15", "--prompt", "a picture <lora:red-diffsynth:1>", *TINY_ARGS)
     assert copied.exit_code == 2
     assert "red-diffsynth.safetensors: a DiffSynth-Studio LoRA (blocks.N names)" in copied.stderr
-    assert "`lorastudio lora import red-diffsynth.safetensors` converts it" in copied.stderr
+    assert "move it out of loras/, or convert it: `lorastudio lora import red-diffsynth.safetensors`" in copied.stderr
 
 
 def _tiny_kolors_lora(tiny_models_dir, base: str):

@@ -39,7 +39,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         typer.echo(
             f"{padded(row['name'], 24)} type={row.get('type') or '-':<10} family={row.get('family') or '-':<6} "
             f"trigger={padded(row['trigger'] or '-', 12)} "
-            f"base={row['base_model'] or '-':<14} {run}"
+            f"base={row['base_model'] or '-':<14} {run}" + (f"  ! {row['error']}" if row.get("error") else "")
         )
 
 

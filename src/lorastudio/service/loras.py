@@ -85,6 +85,7 @@ def _network_type(header: dict[str, Any] | None) -> str | None:
 def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
     """Every LoRA file in `loras/` with its safetensors header, each read once (None + one error line
     for a file that cannot be read: one broken file must not hide the others, or answer 500)."""
+    from lorastudio.adapters.detect import foreign_lora_note
     from lorastudio.models.checkpoint import read_safetensors_header
 
     found = []
@@ -97,6 +98,8 @@ def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str 
                 header = read_safetensors_header(path)
             except Exception as exc:
                 error = _unreadable(path, exc)
+        if header is not None and error is None:  # an earlier export for another tool: what to do with it
+            error = foreign_lora_note(path.name, (k for k in header if k != "__metadata__"))
         found.append((path, header, error or shadowed.get(path)))
     return found
 
