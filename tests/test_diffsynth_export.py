@@ -234,3 +234,42 @@ def test_a_negative_alpha_and_a_comfyui_bias_difference_keep_the_attention_delta
     lora.add("unet", _KOLORS_PROJECTIONS[0], BiasDiffModule(pair, torch.zeros(640)))
     kept, dropped = split_for_diffsynth(lora)
     assert list(kept.modules.values()) == [pair] and dropped == {"bias difference": 1}
+
+
+def test_lora_list_says_what_an_old_diffsynth_or_diffusers_export_in_loras_is(workspace, tmp_path):
+    """Files earlier versions exported into studio/loras were listed as `type=-` and nothing more."""
+    import json
+    import shutil
+
+    from lorastudio.adapters.kohya import save_kohya
+
+    generator = torch.Generator().manual_seed(4)
+    lora = LoraFile(metadata={})
+    lora.add("unet", "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q", _pair(320, 320, 4, 1.0, generator))
+    save_kohya(lora, workspace.loras / "girl.safetensors", family="sd15")
+    for fmt in ("diffsynth", "diffusers"):
+        assert _invoke("lora", "export", "girl", "--to", fmt).exit_code == 0
+        shutil.copy(workspace.exports / f"girl-{fmt}.safetensors", workspace.loras)
+
+    listed = _invoke("lora", "list", "--json")
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["loras"]}
+    assert rows["girl"]["error"] is None and rows["girl"]["type"] == "lora"
+    assert rows["girl-diffsynth"]["error"] == (
+        "girl-diffsynth.safetensors: a DiffSynth-Studio LoRA (blocks.N names), which A1111 and <lora:…> do not "
+        "read; move it out of loras/, or convert it: `lorastudio lora import girl-diffsynth.safetensors` "
+        "(with --name NEW while it is still in loras/)."
+    )
+    assert rows["girl-diffusers"]["error"].startswith(
+        "girl-diffusers.safetensors: a diffusers-layout LoRA (an export for diffusers' load_lora_weights), "
+        "which A1111 does not read; move it out of loras/, or convert it"
+    )
+    text = {line.split()[0]: line for line in _invoke("lora", "list").stdout.splitlines()}
+    assert "! girl-diffsynth.safetensors: a DiffSynth-Studio LoRA" in text["girl-diffsynth"]
+    assert "! girl-diffusers.safetensors: a diffusers-layout LoRA" in text["girl-diffusers"]
+    assert "!" not in text["girl"]
+
+    moved = tmp_path / "girl-diffsynth.safetensors"  # what the note says works
+    shutil.move(workspace.loras / "girl-diffsynth.safetensors", moved)
+    assert _invoke("lora", "import", str(moved), "--family", "sd15").exit_code == 0
+    rows = {row["name"]: row for row in json.loads(_invoke("lora", "list", "--json").stdout)["loras"]}
+    assert rows["girl-diffsynth"]["error"] is None and rows["girl-diffsynth"]["type"] == "lora"

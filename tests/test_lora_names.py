@@ -60,7 +60,7 @@ def test_every_export_leaves_loras_alone_and_what_may_go_there_generates(cli, ti
     copied = cli("generate", "--model", "tiny-sd15", "--prompt", "a picture <lora:red-diffsynth:1>", *TINY_ARGS)
     assert copied.exit_code == 2
     assert "red-diffsynth.safetensors: a DiffSynth-Studio LoRA (blocks.N names)" in copied.stderr
-    assert "`lorastudio lora import red-diffsynth.safetensors` converts it" in copied.stderr
+    assert "move it out of loras/, or convert it: `lorastudio lora import red-diffsynth.safetensors`" in copied.stderr
 
 
 def _tiny_kolors_lora(tiny_models_dir, base: str):
@@ -172,3 +172,119 @@ def test_generate_names_a_missing_model_before_the_loras_of_its_prompts(cli, wor
         result = cli("generate", "--model", "Kolors", *args, "--steps", "1")
         assert result.exit_code == 2
         assert "model 'Kolors' not found" in result.stderr and "kolors-cat" not in result.stderr
+
+
+def _without_vae(source, target) -> None:
+    """`source` rewritten without its VAE tensors (a checkpoint shared without one), metadata kept."""
+    from safetensors.torch import load_file, save_file
+
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    state = {k: v for k, v in load_file(str(source)).items() if not k.startswith("first_stage_model.")}
+    save_file(state, str(target), metadata=read_safetensors_metadata(source))
+
+
+@pytest.mark.slow
+def test_a_single_file_without_a_vae_merges_with_the_vae_given(cli, tiny_workspace, red, sd15, tmp_path):
+    """load_model said "this checkpoint has no VAE; pass one with --vae FILE", which merge did not take."""
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models.checkpoint import read_safetensors_header
+    from lorastudio.models.loading import load_model
+
+    full = save_single_file(sd15.components, sd15.family, tmp_path / "full.safetensors",
+                            {"lorastudio.base_config": "tiny-sd15"})  # fmt: skip
+    _without_vae(full, tiny_workspace.models / "bare.safetensors")
+    sd15.vae.save_pretrained(str(tiny_workspace.models / "my-vae"))  # a diffusers vae folder in models/
+    out = tmp_path / "bare-red.safetensors"
+    refused = cli("lora", "merge", "--model", "bare", "--lora", "red:0.7", "--out", out)
+    assert refused.exit_code == 2 and "has no VAE; pass one with --vae" in refused.stderr
+
+    done = cli("lora", "merge", "--model", "bare", "--lora", "red:0.7", "--out", out, "--vae", "my-vae", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["vae"] == str(tiny_workspace.models / "my-vae")
+    assert any(k.startswith("first_stage_model.") for k in read_safetensors_header(out))  # the VAE baked in
+    merged = load_model(str(out), tiny_workspace.models, tiny_workspace.cache, device="cpu")  # no --vae needed
+    expected = sd15.vae.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in merged.vae.state_dict().items())
+    with applied_loras(sd15.components, [(load_lora_file(red), 0.7, 0.7)]):
+        unet = {k: v.clone() for k, v in sd15.unet.state_dict().items()}
+    assert all(torch.equal(v, unet[k]) for k, v in merged.unet.state_dict().items())
+
+
+def _tiny_ckpt_loads(monkeypatch) -> None:
+    """A tiny model's .ckpt has no metadata to name its config in: its converted copy names tiny-sd15."""
+    from safetensors.torch import load_file, save_file
+
+    from lorastudio.models import loading
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    convert = loading.convert_ckpt_to_safetensors
+
+    def convert_naming_tiny(path, out):
+        convert(path, out)
+        metadata = {**read_safetensors_metadata(out), "lorastudio.base_config": "tiny-sd15"}
+        save_file(load_file(str(out)), str(out), metadata=metadata)
+        return out
+
+    monkeypatch.setattr(loading, "convert_ckpt_to_safetensors", convert_naming_tiny)
+
+
+@pytest.mark.slow
+def test_an_fp16_ckpt_merges_into_an_fp16_safetensors_file(cli, tiny_workspace, red, sd15, tmp_path, monkeypatch):
+    """A .ckpt's merge came out fp32 (its dtype was read from a safetensors header only)."""
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import checkpoint_state_dict, save_single_file
+    from lorastudio.models.loading import load_model
+
+    single = save_single_file(sd15.components, sd15.family, tmp_path / "old.safetensors", dtype=torch.float16)
+    torch.save({"state_dict": load_file(str(single)), "global_step": 1}, tiny_workspace.models / "old.ckpt")
+    _tiny_ckpt_loads(monkeypatch)
+    pickle_out = cli("lora", "merge", "--model", "old", "--lora", "red", "--out", tmp_path / "old-red.ckpt")
+    assert pickle_out.exit_code == 2 and "never a pickle); name it old-red.safetensors" in pickle_out.stderr
+
+    out = tmp_path / "old-red.safetensors"
+    done = cli("lora", "merge", "--model", "old", "--lora", "red:0.7", "--out", out, "--json")
+    assert done.exit_code == 0, done.output
+    written = load_file(str(out))
+    unet_keys = [k for k in written if k.startswith("model.diffusion_model.")]
+    assert unet_keys and all(written[k].dtype == torch.float16 for k in unet_keys)  # fp16 in, fp16 out
+    base = load_model("old", tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    with applied_loras(base.components, [(load_lora_file(red), 0.7, 0.7)]):
+        expected = checkpoint_state_dict(base.components, base.family)
+    assert all(torch.equal(written[k], expected[k].half()) for k in unet_keys)
+
+
+@pytest.mark.slow
+def test_a_tiny_kolors_diffsynth_export_imports_back_without_model(cli, tiny_workspace, tiny_models_dir):
+    """The export named no base model, so its re-import needed `--model tiny-kolors`: its block numbers
+    count tiny-kolors' UNet, not full Kolors'."""
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+
+    lora, config, metadata = _tiny_kolors_lora(tiny_models_dir, "tiny-kolors")
+    save_kohya(lora, tiny_workspace.loras / "cat.safetensors", metadata, family="kolors", unet_config=config)
+    done = cli("lora", "export", "cat", "--to", "diffsynth", "--json")
+    assert done.exit_code == 0, done.output
+    exported = json.loads(done.stdout)["path"]
+    written = read_safetensors_metadata(exported)
+    assert (written["ss_sd_model_name"], written["ss_base_model_version"]) == ("tiny-kolors", "kolors")
+
+    back = cli("lora", "import", exported, "--name", "cat-back", "--json")  # no --model
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.stdout)["family"] == "kolors"
+    imported = tiny_workspace.loras / "cat-back.safetensors"
+    assert read_safetensors_metadata(imported)["ss_sd_model_name"] == "tiny-kolors"
+    again = load_lora_file(imported).with_diffusers_unet(config)
+    original = lora.with_diffusers_unet(config) if lora.unet_layout == "ldm" else lora
+    assert set(again.modules) == set(original.modules)
+    for key, module in original.modules.items():
+        torch.testing.assert_close(again.modules[key].delta() * again.modules[key].scale,
+                                   module.delta() * module.scale, rtol=2e-3, atol=2e-4)  # fmt: skip
+
+    from safetensors.torch import load_file, save_file
+
+    elsewhere = tiny_workspace.exports / "cat-elsewhere.safetensors"  # its base model is not in this library
+    save_file(load_file(exported), str(elsewhere), metadata={**written, "ss_sd_model_name": "kolors-tiny-v2"})
+    refused = cli("lora", "import", elsewhere)
+    assert refused.exit_code == 2 and "\n" not in refused.stderr.strip()
+    assert "follow the UNet of 'kolors-tiny-v2', which the library lacks; pass --model NAME" in refused.stderr

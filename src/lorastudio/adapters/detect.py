@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "detect_format",
+    "foreign_lora_note",
     "detect_lora_family",
     "check_lora_family",
     "load_lora_file",
@@ -62,6 +63,39 @@ def detect_format(keys, metadata: dict[str, str] | None = None, source: str = "L
     )
 
 
+_FOREIGN_LAYOUTS = {
+    "diffsynth": "a DiffSynth-Studio LoRA (blocks.N names), which A1111 and <lora:…> do not read",
+    "diffusers": "a diffusers-layout LoRA (an export for diffusers' load_lora_weights), which A1111 does not read",
+}
+
+
+def _foreign_layout(keys) -> str | None:
+    """"diffsynth" or "diffusers" for a LoRA written for another tool (what earlier `lora export`s left
+    in loras/), from its tensor names; None for the layouts A1111 reads."""
+    from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
+
+    keys = list(keys)
+    if is_diffsynth_state_dict(keys):
+        return "diffsynth"
+    try:
+        fmt = detect_format(keys)
+    except LorastudioError:
+        return None
+    return "diffusers" if fmt in ("diffusers", "peft", "diffusers-old") else None
+
+
+def foreign_lora_note(name: str, keys) -> str | None:
+    """The one line for a file in loras/ that is a LoRA for another tool: what it is, and to move it out
+    of loras/ or convert it (`lora import` writes the kohya layout); None for any other file."""
+    layout = _foreign_layout(keys)
+    if layout is None:
+        return None
+    return (
+        f"{name}: {_FOREIGN_LAYOUTS[layout]}; move it out of loras/, or convert it: "
+        f"`lorastudio lora import {name}` (with --name NEW while it is still in loras/)."
+    )
+
+
 def lora_from_state_dict(
     state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, source: str = "LoRA"
 ) -> LoraFile:
@@ -93,7 +127,6 @@ def load_lora_file(path: str | Path, data: bytes | bytearray | None = None) -> L
 
     `data`: the file's bytes when the caller has read them already (it hashes them too).
     """
-    from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
     from lorastudio.adapters.hcp import is_hcp_state_dict, load_hcp
     from lorastudio.adapters.peft_format import load_peft_folder
     from lorastudio.models.checkpoint import read_safetensors_private
@@ -112,11 +145,8 @@ def load_lora_file(path: str | Path, data: bytes | bytearray | None = None) -> L
     keys = list(state)
     if is_hcp_state_dict(keys):
         return load_hcp(path, state=state)  # the partner half is read by name
-    if is_diffsynth_state_dict(keys):  # an export for DiffSynth-Studio copied into loras/, say
-        raise LorastudioError(
-            f"{path.name}: a DiffSynth-Studio LoRA (blocks.N names), which A1111 and <lora:…> do not read; "
-            f"`lorastudio lora import {path.name}` converts it."
-        )
+    if _foreign_layout(keys) == "diffsynth":  # an export for DiffSynth-Studio copied into loras/, say
+        raise LorastudioError(foreign_lora_note(path.name, keys))
     lora = lora_from_state_dict(state, metadata, source=path.name)
     if not lora.source_format:
         lora.source_format = detect_format(keys, metadata)

@@ -226,8 +226,12 @@ def rank_alpha_metadata(lora: LoraFile) -> dict[str, str]:
     }
 
 
-def diffsynth_metadata(lora: LoraFile, family) -> dict[str, str]:
+def diffsynth_metadata(lora: LoraFile, family, base_model: str | None = None) -> dict[str, str]:
     """What an exported .safetensors says about itself (DiffSynth reads tensors only): alpha baked,
-    kohya's rank and alpha keys (alpha = rank), and the family for our import."""
+    kohya's rank and alpha keys (alpha = rank), and for our import the family and the base model
+    (kohya's `ss_sd_model_name`, as training writes it), whose UNet layout the block numbers count."""
     baked = LoraFile({key: baked_module(module) for key, module in lora.modules.items()})
-    return {ALPHA_BAKED: "true", **rank_alpha_metadata(baked), "ss_base_model_version": family.ss_base_model_version}
+    metadata = {ALPHA_BAKED: "true", **rank_alpha_metadata(baked), "ss_base_model_version": family.ss_base_model_version}
+    if base_model:
+        metadata["ss_sd_model_name"] = base_model
+    return metadata

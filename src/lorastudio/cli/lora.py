@@ -39,7 +39,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         typer.echo(
             f"{padded(row['name'], 24)} type={row.get('type') or '-':<10} family={row.get('family') or '-':<6} "
             f"trigger={padded(row['trigger'] or '-', 12)} "
-            f"base={row['base_model'] or '-':<14} {run}"
+            f"base={row['base_model'] or '-':<14} {run}" + (f"  ! {row['error']}" if row.get("error") else "")
         )
 
 
@@ -120,12 +120,18 @@ def merge_cmd(
         "--format",
         help="diffusers | single-file (default: single-file for a single-file model or a .safetensors --out).",
     ),
+    vae: str = typer.Option(
+        None,
+        "--vae",
+        help="A VAE file or folder (a name in models/ or a path), as `generate --vae` takes it, for a "
+        "single-file model without one (or to replace its own); the merged file holds it.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Bake LoRAs into a model and save it (a single-file model as a single file A1111 loads)."""
     from lorastudio.service.loras import merge_model
 
-    _print(merge_model(model, lora, out, fmt, ws=workspace()), json_out)
+    _print(merge_model(model, lora, out, fmt, ws=workspace(), vae=vae), json_out)
 
 
 @lora_app.command("delete")

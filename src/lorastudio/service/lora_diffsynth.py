@@ -15,18 +15,16 @@ from lorastudio.errors import LorastudioError, NotFoundError
 
 if TYPE_CHECKING:
     from lorastudio.adapters.lora_file import LoraFile
+    from lorastudio.service.workspace import Workspace
 
 __all__ = ["is_diffsynth_file", "read_diffsynth_lora", "save_diffsynth_export"]
-
-_PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
-
 
 def is_diffsynth_file(source: Path) -> bool:
     """A pickled checkpoint (only DiffSynth-Studio's are read) or safetensors with `blocks.N` LoRA names."""
     from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
-    from lorastudio.models.checkpoint import read_safetensors_keys
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, read_safetensors_keys
 
-    if source.suffix.lower() in _PICKLE_SUFFIXES:
+    if source.suffix.lower() in PICKLE_SUFFIXES:
         return True
     return source.suffix.lower() == ".safetensors" and source.is_file() and is_diffsynth_state_dict(
         read_safetensors_keys(source)
@@ -43,10 +41,16 @@ def _file_metadata(source: Path) -> dict[str, str]:
 
 
 def read_diffsynth_lora(
-    source: Path, alpha: float | None, family: str | None, unet_config: dict[str, Any] | None
-) -> tuple[LoraFile, str]:
-    """The LoRA and its family name. Alpha: the one given, else the rank for a file whose factors hold
-    it (our export), else DiffSynth's training default 4.0; rank and alpha go into the metadata."""
+    source: Path,
+    alpha: float | None,
+    family: str | None,
+    unet_config: dict[str, Any] | None,
+    ws: Workspace | None = None,
+) -> tuple[LoraFile, str, dict[str, Any] | None]:
+    """The LoRA, its family name and the UNet config its block numbers count. Alpha: the one given, else
+    the rank for a file whose factors hold it (our export), else DiffSynth's training default 4.0; rank
+    and alpha go into the metadata. Without `unet_config` (`--model`), the base model the file names
+    (our export's `ss_sd_model_name`) gives it when the library has that model."""
     from lorastudio.adapters.diffsynth import (
         ALPHA_BAKED,
         DEFAULT_ALPHA,
@@ -57,19 +61,33 @@ def read_diffsynth_lora(
     from lorastudio.adapters.kohya import default_unet_config
     from lorastudio.adapters.metadata import family_from_metadata
     from lorastudio.models.families import get_family
+    from lorastudio.service.lora_sources import trained_base
 
     if not source.is_file():
         raise NotFoundError(f"{source}: LoRA file not found.")
     metadata = _file_metadata(source)
     named = family_from_metadata(metadata)
     chosen = get_family(family) if family else named or get_family("kolors")
+    base = None
+    if unet_config is None:
+        base, unet_config = trained_base(ws, metadata)
     if unet_config is None and chosen.name != "kolors":
         unet_config = default_unet_config(chosen)  # SD 1.x numbers its blocks differently
     baked = metadata.get(ALPHA_BAKED) == "true"
     used = alpha if alpha is not None else (None if baked else DEFAULT_ALPHA)
-    lora = lora_from_diffsynth_state_dict(load_diffsynth_file(source), used, unet_config)
+    try:
+        lora = lora_from_diffsynth_state_dict(load_diffsynth_file(source), used, unet_config)
+    except LorastudioError as exc:
+        if base is None or unet_config is not None or "not an attention block" not in str(exc):
+            raise
+        raise LorastudioError(
+            f"{source.name}: its block numbers follow the UNet of {base!r}, which the library lacks; "
+            "pass --model NAME, the model it was made for."
+        ) from None
     lora.metadata.update(rank_alpha_metadata(lora))
-    return lora, chosen.name
+    if metadata.get("ss_sd_model_name"):
+        lora.metadata["ss_sd_model_name"] = metadata["ss_sd_model_name"]
+    return lora, chosen.name, unet_config
 
 
 def _refuse_family(source: Path, family) -> None:
@@ -92,10 +110,16 @@ def _dropped_line(source: Path, dropped: dict[str, int], kept: int) -> str:
 
 
 def save_diffsynth_export(
-    lora: LoraFile, source: Path, target: Path, family, unet_config: dict[str, Any] | None
+    lora: LoraFile,
+    source: Path,
+    target: Path,
+    family,
+    unet_config: dict[str, Any] | None,
+    base_model: str | None = None,
 ) -> tuple[LoraFile, dict[str, Any]]:
     """Write `lora` (UNet paths in diffusers' layout) as a DiffSynth-Studio LoRA: `.safetensors` with
-    metadata, or a `.ckpt`/`.pt`/`.bin` that the walk-through's `torch.load` reads. Returns the modules
+    metadata (the family and `base_model`, whose UNet the block numbers count, for a re-import without
+    --model), or a `.ckpt`/`.pt`/`.bin` that the walk-through's `torch.load` reads. Returns the modules
     written and what the summary adds (dropped kinds, warnings, how to load it)."""
     import torch
     from safetensors.torch import save_file
@@ -105,6 +129,7 @@ def save_diffsynth_export(
         diffsynth_metadata,
         split_for_diffsynth,
     )
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES
 
     _refuse_family(source, family)
     kept, dropped = split_for_diffsynth(lora, unet_config)
@@ -116,16 +141,16 @@ def save_diffsynth_export(
         )
     state = diffsynth_export_state_dict(kept, unet_config)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix.lower() in _PICKLE_SUFFIXES:
+    if target.suffix.lower() in PICKLE_SUFFIXES:
         torch.save(state, target)
     else:
-        save_file(state, str(target), metadata=diffsynth_metadata(kept, family))
+        save_file(state, str(target), metadata=diffsynth_metadata(kept, family, base_model))
     ranks = sorted(kept.ranks())
     extra: dict[str, Any] = {
         "dropped": dropped,
         "alpha": "baked into the factors: DiffSynth's load_lora(lora_alpha=1.0), or peft with lora_alpha = rank",
         "warnings": [_dropped_line(source, dropped, len(kept.modules))] if dropped else [],
     }
-    if target.suffix.lower() in _PICKLE_SUFFIXES:
+    if target.suffix.lower() in PICKLE_SUFFIXES:
         extra["reimport"] = f"lorastudio lora import {target} --alpha {ranks[0]}" if len(ranks) == 1 else None
     return kept, extra

@@ -1,8 +1,8 @@
 """`lora merge`: LoRAs baked into a model, saved as a diffusers folder or an A1111 single file.
 
 The model is a library name (`tiny-sd15`, `my-model`), a diffusers folder or a single-file
-checkpoint; each LoRA a name `lora list` shows or a file. A single-file model merges into a
-single file (what A1111 and `models import` take), in the dtype its UNet had.
+checkpoint; each LoRA a name `lora list` shows or a file. A single-file model (`.ckpt` included)
+merges into a `.safetensors` single file (what A1111 and `models import` take), in the dtype its UNet had.
 """
 
 from __future__ import annotations
@@ -49,7 +49,12 @@ def _merge_format(fmt: str | None, ref: ModelRef, out: Path) -> str:
             "and a .safetensors --out."
         )
     if fmt == "single-file" and not is_file_name:
-        raise LorastudioError(f"--out {out}: a single-file checkpoint is a .safetensors file; name it {out.name}.safetensors.")
+        from lorastudio.models.checkpoint import PICKLE_SUFFIXES
+
+        named = out.with_suffix(".safetensors") if out.suffix.lower() in PICKLE_SUFFIXES else Path(f"{out}.safetensors")
+        raise LorastudioError(
+            f"--out {out}: a merged single file is written as .safetensors (never a pickle); name it {named.name}."
+        )
     if fmt == "diffusers" and is_file_name:
         raise LorastudioError(f"--out {out}: a diffusers model is a folder; give a folder name, or --format single-file.")
     if ref.path is not None and out.resolve() == ref.path.resolve():
@@ -95,28 +100,58 @@ def _prediction_metadata(scheduler_config) -> dict[str, str]:
     return {"modelspec.prediction_type": "v" if prediction == "v_prediction" else str(prediction)}
 
 
+def _tensor_dtypes(path: Path) -> dict[str, str]:
+    """Each tensor's dtype in safetensors' spelling (`F16`): from the header, or from a pickle's tensors
+    read weights-only (nothing in the file runs)."""
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, load_pickled_state_dict, read_safetensors_header
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        spelled = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+        state = load_pickled_state_dict(path)
+        return {k: spelled.get(str(v.dtype).removeprefix("torch."), str(v.dtype)) for k, v in state.items()}
+    return {k: v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
+
+
 def _unet_dtype(path: Path):
-    """The float dtype of the file's UNet (an fp16 checkpoint stays fp16); None for fp32."""
+    """The float dtype of the file's UNet (an fp16 checkpoint, `.ckpt` or `.safetensors`, stays fp16);
+    None for fp32."""
     import torch
 
-    from lorastudio.models.checkpoint import read_safetensors_header
+    dtypes = _tensor_dtypes(path)
+    unet = [v for k, v in dtypes.items() if "diffusion_model" in k] or list(dtypes.values())
+    return {"F16": torch.float16, "BF16": torch.bfloat16}.get(unet[0]) if unet else None
 
-    if path.suffix.lower() != ".safetensors":
+
+def _vae_path(ws: Workspace | None, vae: str | Path | None, ref: ModelRef) -> Path | None:
+    """The `--vae` a single file without one takes (as `generate --vae`): a name in models/ or a path.
+    A diffusers folder has its own vae/ and is saved whole."""
+    if vae is None:
         return None
-    header = read_safetensors_header(path)
-    names = {"F16": torch.float16, "BF16": torch.bfloat16}
-    dtypes = [v.get("dtype") for k, v in header.items() if k != "__metadata__" and "diffusion_model" in k]
-    dtypes = dtypes or [v.get("dtype") for k, v in header.items() if k != "__metadata__"]
-    return names.get(dtypes[0]) if dtypes else None
+    if ref.kind == "folder":
+        raise LorastudioError(
+            f"--vae {vae}: {ref.name} is a diffusers folder, merged with its own vae/; --vae is for a "
+            "single-file checkpoint (one without a VAE, say)."
+        )
+    if ws is None:
+        path = Path(vae).expanduser()
+        if not path.exists():
+            raise NotFoundError(f"VAE {path} not found; pass a .safetensors file or a diffusers vae folder.")
+        return path
+    from lorastudio.service.names import LENIENT, find_vae
+
+    return find_vae(ws, str(vae), LENIENT)
 
 
-def _file_model(ref: ModelRef, ws: Workspace | None, cache_dir: Path) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
-    """(loaded model, family, components, metadata kept) of a single-file checkpoint, on the CPU in fp32."""
+def _file_model(
+    ref: ModelRef, ws: Workspace | None, cache_dir: Path, vae: Path | None = None
+) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
+    """(loaded model, family, components, metadata kept) of a single-file checkpoint, on the CPU in fp32;
+    `vae` replaces (or, for a file without one, supplies) its VAE, which the merged file then holds."""
     from lorastudio.models.checkpoint import read_safetensors_metadata
     from lorastudio.models.loading import load_model
 
     models_dir = ws.models if ws is not None else ref.path.parent
-    loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", where=ref)
+    loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", vae=vae, where=ref)
     own = read_safetensors_metadata(ref.path) if ref.path.suffix.lower() == ".safetensors" else {}
     kept = {k: own[k] for k in ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras") if own.get(k)}
     kept.setdefault("lorastudio.base_model", str(ref.path))
@@ -129,10 +164,12 @@ def merge_model(
     out: str | Path,
     fmt: str | None = None,
     ws: Workspace | None = None,
+    vae: str | Path | None = None,
 ) -> dict[str, Any]:
     """Bake LoRAs (`NAME_OR_FILE:WEIGHT`) into a model; write a diffusers folder or a single file.
 
     With a workspace, names are looked up as `generate` does (models/, loras/ and their aliases).
+    `vae` (a single-file model only, as `generate --vae`) goes into the merged file.
     """
     from lorastudio.adapters.detect import check_lora_family, load_lora_file
     from lorastudio.adapters.ldm import save_single_file
@@ -145,6 +182,7 @@ def merge_model(
     if ref.kind == "hub":
         raise NotFoundError(f"model {str(model)!r}: not on this machine; download it, or give a library name or path.")
     fmt = _merge_format(fmt, ref, out)
+    vae_path = _vae_path(ws, vae, ref)
     specs = [parse_lora_spec(spec) for spec in lora_specs]
     files = [(lora_source(ws, name), weight) for name, weight in specs]  # a misspelt name fails before loading
     loras = [(path, weight, load_lora_file(path)) for path, weight in files]
@@ -154,7 +192,7 @@ def merge_model(
             holder, family, components, metadata = _folder_model(ref)
             dtype = None
         else:
-            holder, family, components, metadata = _file_model(ref, ws, cache_dir)
+            holder, family, components, metadata = _file_model(ref, ws, cache_dir, vae_path)
             dtype = _unet_dtype(ref.path)
         requests, recorded = [], []
         for path, weight, lora in loras:
@@ -175,5 +213,6 @@ def merge_model(
         "model": ref.name,
         "family": family.name,
         "loras": [f"{path}:{weight:g}" for path, weight in files],
+        "vae": str(vae_path) if vae_path is not None else None,
         "modules_changed": touched,
     }

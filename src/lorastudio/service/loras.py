@@ -85,6 +85,7 @@ def _network_type(header: dict[str, Any] | None) -> str | None:
 def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
     """Every LoRA file in `loras/` with its safetensors header, each read once (None + one error line
     for a file that cannot be read: one broken file must not hide the others, or answer 500)."""
+    from lorastudio.adapters.detect import foreign_lora_note
     from lorastudio.models.checkpoint import read_safetensors_header
 
     found = []
@@ -97,6 +98,8 @@ def _read_headers(ws: Workspace) -> list[tuple[Path, dict[str, Any] | None, str 
                 header = read_safetensors_header(path)
             except Exception as exc:
                 error = _unreadable(path, exc)
+        if header is not None and error is None:  # an earlier export for another tool: what to do with it
+            error = foreign_lora_note(path.name, (k for k in header if k != "__metadata__"))
         found.append((path, header, error or shadowed.get(path)))
     return found
 
@@ -325,8 +328,9 @@ def import_lora(
     from lorastudio.service.lora_diffsynth import is_diffsynth_file, read_diffsynth_lora
 
     source = Path(source)
+    unet_config = model_unet_config(model, ws)
     if is_diffsynth_file(source):
-        lora, family = read_diffsynth_lora(source, alpha, family, model_unet_config(model, ws))
+        lora, family, unet_config = read_diffsynth_lora(source, alpha, family, unet_config, ws)
     else:
         if alpha is not None:
             raise LorastudioError(f"{source.name}: --alpha is for DiffSynth-Studio files only; this file has its own.")
@@ -337,7 +341,7 @@ def import_lora(
     if target.exists():
         raise LorastudioError(f"LoRA {stem!r}: already in the library; pass another --name.")
     metadata = {"ss_output_name": stem} if "ss_output_name" not in lora.metadata else {}
-    save_kohya(lora, target, metadata, family=chosen, unet_config=model_unet_config(model, ws))
+    save_kohya(lora, target, metadata, family=chosen, unet_config=unet_config)
     info = _summary(lora, target, chosen, "kohya")
     info.update(name=stem, hash=lora_short_hash(target))
     return info
@@ -447,6 +451,19 @@ def _unet_config_for(lora, chosen, model, to: str, ws: Workspace | None):
     return unet_config, base
 
 
+def _export_base_name(lora, model, ws: Workspace | None) -> str | None:
+    """The base model an export names (kohya's `ss_sd_model_name`, as training writes it): `--model`'s
+    library name, else the one the LoRA names."""
+    from lorastudio.service.lora_sources import model_ref
+
+    if model is not None:
+        try:
+            return model_ref(ws, model, build=False).name
+        except LorastudioError:
+            return Path(model).name
+    return trained_base(ws, lora.metadata)[0]
+
+
 def export_lora(
     source: str | Path,
     to: str,
@@ -500,7 +517,8 @@ def export_lora(
     elif to == "diffsynth":
         from lorastudio.service.lora_diffsynth import save_diffsynth_export
 
-        written, extra = save_diffsynth_export(written, source, target, chosen, unet_config)
+        named = _export_base_name(lora, model, ws)
+        written, extra = save_diffsynth_export(written, source, target, chosen, unet_config, named)
     elif to == "kohya":
         save_kohya(written, target, family=chosen, unet_config=unet_config)
     elif to == "diffusers":
