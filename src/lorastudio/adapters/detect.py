@@ -63,25 +63,19 @@ def detect_format(keys, metadata: dict[str, str] | None = None, source: str = "L
     )
 
 
+# Layouts `<lora:…>` cannot read from loras/ (a diffusers/peft LoRA can: ComfyUI and this studio read it,
+# as many downloads from the hub are, so it is no problem to list).
 _FOREIGN_LAYOUTS = {
     "diffsynth": "a DiffSynth-Studio LoRA (blocks.N names), which A1111 and <lora:…> do not read",
-    "diffusers": "a diffusers-layout LoRA (an export for diffusers' load_lora_weights), which A1111 does not read",
 }
 
 
 def _foreign_layout(keys) -> str | None:
-    """"diffsynth" or "diffusers" for a LoRA written for another tool (what earlier `lora export`s left
-    in loras/), from its tensor names; None for the layouts A1111 reads."""
+    """"diffsynth" for a LoRA written for DiffSynth-Studio (what earlier `lora export`s left in loras/),
+    from its tensor names; None for the layouts `<lora:…>` reads."""
     from lorastudio.adapters.diffsynth import is_diffsynth_state_dict
 
-    keys = list(keys)
-    if is_diffsynth_state_dict(keys):
-        return "diffsynth"
-    try:
-        fmt = detect_format(keys)
-    except LorastudioError:
-        return None
-    return "diffusers" if fmt in ("diffusers", "peft", "diffusers-old") else None
+    return "diffsynth" if is_diffsynth_state_dict(list(keys)) else None
 
 
 def foreign_lora_note(name: str, keys) -> str | None:
