@@ -210,6 +210,7 @@ def test_cli_grid_errors_are_one_line(tiny_workspace):
         (["--x", "prompt_sr=purple,red"], "neither the prompt nor"),
         (["--x", "prompt_sr=,red"], "first value is empty"),
         (["--x", "cfg=3", "--y", "cfg=4"], "same axis"),
+        (["--x", "cfg=3,abc"], "grid axis CFG Scale (cfg): 'abc' is not a number"),
         (["--x", "sampler=Euler a,Nope"], "Nope"),
         (["--x", "checkpoint=step-1"], "--run RUN"),
         (["--x", "cfg=7,60", "--y", "width=64"], "grid cell CFG Scale: 60, Width: 64: cfg_scale = 60.0: Input should be less than or equal to 50."),

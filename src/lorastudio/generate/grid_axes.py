@@ -27,6 +27,7 @@ __all__ = [
     "VAE_AUTOMATIC",
     "Axis",
     "apply_axis_value",
+    "axis_title",
     "find_axis",
     "format_value",
     "join_axis_text",
@@ -97,6 +98,11 @@ def _key(text: str) -> str:
 
 
 _AXIS_KEYS = {_key(k): a for a in AXES.values() for k in (a.name, a.label, *a.aliases)}
+
+
+def axis_title(axis: Axis) -> str:
+    """An axis as messages name it for every front: A1111's label, and the CLI's name beside it."""
+    return f"{axis.label} ({axis.name})" if _key(axis.label) != _key(axis.name) else axis.label
 
 
 def find_axis(name: str) -> Axis:
@@ -183,15 +189,15 @@ def parse_values(text: str | list, axis: Axis) -> list:
     if axis.name == "nothing":
         return [""]
     if not items:
-        raise LorastudioError(f"grid axis {axis.name}: no values; give e.g. '{axis.name}=a,b,c'.")
+        raise LorastudioError(f"grid axis {axis_title(axis)}: no values; give e.g. 'a, b, c'.")
     if axis.name == "prompt_order":
         return _term_orders(items)
     if axis.kind is str:
         return items
     values: list = []
     for item in items:
-        expanded = _expand_range(item, axis.kind, axis.name)
-        values += expanded if expanded is not None else [_number(item, axis.kind, axis.name)]
+        expanded = _expand_range(item, axis.kind, axis_title(axis))
+        values += expanded if expanded is not None else [_number(item, axis.kind, axis_title(axis))]
     return values
 
 

@@ -217,7 +217,7 @@ def plan_cells(
         axes.append((axis, values, raw))
     names = [a.name for a, _, _ in axes if a.name != "nothing"]
     if len(set(names)) != len(names):
-        raise LorastudioError("grid: the same axis is used twice; give each of --x/--y/--z a different one.")
+        raise LorastudioError("grid: the same axis type is used twice; give each of X, Y and Z (--x/--y/--z) a different one.")
     total = math.prod(len(values) for _, values, _ in axes)
     if total > MAX_CELLS:
         raise LorastudioError(f"grid: {total} cells; at most {MAX_CELLS}, use fewer values.")
@@ -255,8 +255,8 @@ def plan_cells(
                 cells.append(cell)
     if "hires_upscaler" in uses and not any(c.config.hires_on for c in cells):
         raise LorastudioError(
-            "grid axis hires_upscaler: the hires fix is off, so no upscaler is used; "
-            "set a hires scale above 1 (--hires-scale 2) or a size to resize to."
+            "grid axis Hires upscaler (hires_upscaler): the hires fix is off, so no upscaler is used; "
+            "set Hires fix's Upscale by above 1 (--hires-scale 2) or a size to resize to."
         )
     return cells, axes, target
 
