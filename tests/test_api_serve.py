@@ -107,10 +107,9 @@ def server_with_ui(tiny_workspace):
     server.stop()
 
 
-def test_webuiapi_client_works_unchanged(server_with_ui):
+def _webuiapi_client_works_unchanged(server):
     import webuiapi
 
-    server = server_with_ui
     api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, username=AUTH[0], password=AUTH[1])
     result = api.txt2img(prompt="red", steps=4, width=64, height=64, seed=42)
     assert result.image.size == (64, 64)
@@ -150,9 +149,12 @@ def documented_webuiapi_example(port: int) -> str:
     return example.replace("port=7860", f"port={port}")
 
 
-def test_the_documented_webuiapi_example_runs_as_written(server, tmp_path, monkeypatch, capsys):
+def test_the_documented_webuiapi_example_runs_as_written(server_with_ui, tmp_path, monkeypatch, capsys):
+    """After the client's own checks, on the same server (one server start for both)."""
+    _webuiapi_client_works_unchanged(server_with_ui)
+    capsys.readouterr()
     monkeypatch.chdir(tmp_path)
-    exec(documented_webuiapi_example(server.port), {})  # the lines a user copies, unchanged
+    exec(documented_webuiapi_example(server_with_ui.port), {})  # the lines a user copies, unchanged
     printed = capsys.readouterr().out.split()
     assert printed == ["[42]", "42", "tiny-sdxl"]
     with Image.open(tmp_path / "fox.png") as saved:  # the file written keeps the A1111 chunk
