@@ -421,6 +421,9 @@ def test_a1111_script_args_map_to_grid_axes():
         ["Sampler", "Euler a", ["DDIM"], 0, "", [], 0, "", [], True, False, False, False, 0, True]
     )
     assert request.x.values == "Euler a"
+    # an axis without choices takes its text, whatever dropdown list a client leaves beside it (A1111)
+    request = grid_request_from_script_args(["CFG Scale", "3, 7", ["Euler"], "Prompt order", "red, blue", ["x"]])
+    assert (request.x.values, request.y.values) == ("3, 7", "red, blue")
     # A1111 1.7+: vary_seeds_x/y/z after no_fixed_seeds, then margin_size and csv_mode
     request = grid_request_from_script_args(
         [1, "1,2", [], 0, "", [], 0, "", [], True, False, False, False, False, True, False, 6, False]

@@ -93,9 +93,14 @@ def _axis_name(value: Any, which: str) -> str:
     return find_axis(str(value)).name
 
 
-def _values(text: Any, dropdown: Any, csv_mode: bool) -> str | list:
-    """A1111 takes an axis with choices (sampler, checkpoint) from the dropdown unless csv_mode."""
-    if isinstance(dropdown, list) and dropdown and (not csv_mode or not str(text or "").strip()):
+def _values(axis: str, text: Any, dropdown: Any, csv_mode: bool) -> str | list:
+    """A1111 takes an axis with choices (sampler, checkpoint) from the dropdown unless csv_mode, and every
+    other axis from its text (a dropdown list left over beside Prompt order or CFG is not its values);
+    an empty dropdown falls back to the text, as clients older than A1111 1.6 send only text."""
+    from lorastudio.service.choices import axis_offers_choices
+
+    offers = axis_offers_choices(axis)
+    if offers and isinstance(dropdown, list) and dropdown and (not csv_mode or not str(text or "").strip()):
         return [str(v) for v in dropdown]
     return str(text or "")
 
@@ -125,11 +130,10 @@ def grid_request_from_script_args(args: list | dict):
     axes = {}
     for letter in "xyz":
         kind = named.get(f"{letter}_type", 0)
+        axis = _axis_name(kind if kind not in (None, "") else 0, f"{letter}_type")
         axes[letter] = {
-            "axis": _axis_name(kind if kind not in (None, "") else 0, f"{letter}_type"),
-            "values": _values(
-                named.get(f"{letter}_values"), named.get(f"{letter}_values_dropdown"), csv_mode
-            ),
+            "axis": axis,
+            "values": _values(axis, named.get(f"{letter}_values"), named.get(f"{letter}_values_dropdown"), csv_mode),
         }
     request = GridRequest.model_validate(
         {

@@ -18,6 +18,7 @@ __all__ = [
     "embedding_names",
     "grid_axis_choices",
     "grid_axis_value_choices",
+    "axis_offers_choices",
     "picks_from_text",
     "text_with_picks",
     "hires_upscaler_names",
@@ -42,6 +43,17 @@ def grid_axis_choices() -> list[tuple[str, str]]:
     from lorastudio.generate.grid_axes import AXES
 
     return [(axis.label, axis.name) for axis in AXES.values()]
+
+
+# The X/Y/Z axes A1111 offers a values dropdown for (its AxisOption `choices`).
+AXES_WITH_CHOICES = ("sampler", "schedule", "model", "vae", "styles", "hires_upscaler")
+
+
+def axis_offers_choices(axis: str) -> bool:
+    """Whether an X/Y/Z axis (any of its names) is picked from a list of choices, not only typed."""
+    from lorastudio.generate.grid_axes import find_axis
+
+    return find_axis(axis or "nothing").name in AXES_WITH_CHOICES
 
 
 def grid_axis_value_choices(ws: Workspace, axis: str) -> list[str]:
