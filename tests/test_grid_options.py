@@ -149,6 +149,36 @@ def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
     assert typed.x.values == "DDIM"
 
 
+def test_png_info_of_a_grid_image_restores_the_xyz_panel(workspace, tmp_path):
+    """A1111's script pastes a grid's axes back: type, values text, the values dropdown's picks and
+    "Keep -1 for seeds" (no `Fixed X Values` written); an axis type this studio lacks is noted."""
+    from types import SimpleNamespace
+
+    from lorastudio.generate.infotext import save_png
+    from lorastudio.service.recipes import read_recipe
+    from lorastudio.ui.tabs.png_info import grid_panel_updates
+
+    text = ("a cat\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64, Script: X/Y/Z plot, X Type: CFG Scale, "
+            'X Values: "3-7 [3]", Y Type: Sampler, Y Values: "DDIM, Euler, odd", Z Type: Seed, Z Values: "1-2"')  # fmt: skip
+    image = save_png(Image.new("RGB", (8, 8)), tmp_path / "grid.png", text)
+    recipe = read_recipe(image, workspace, model="tiny-sd15", form=True)
+    assert recipe.grid == {"x": {"axis": "cfg", "values": "3-7 [3]"}, "y": {"axis": "sampler", "values": "DDIM, Euler, odd"},
+                           "z": {"axis": "seed", "values": "1-2"}, "keep_seeds": True}  # fmt: skip
+    updates = grid_panel_updates(SimpleNamespace(studio=SimpleNamespace(workspace=workspace)), recipe.grid)
+    (x_type, x_text, x_picks), (y_type, y_text, y_picks) = updates[0:3], updates[3:6]
+    assert (x_type["value"], x_text["value"], x_picks["visible"]) == ("cfg", "3-7 [3]", False)
+    assert (y_type["value"], y_text["value"]) == ("sampler", "DDIM, Euler, odd")
+    assert (y_picks["value"], y_picks["visible"]) == (["DDIM", "Euler"], True)
+    assert updates[-1]["value"] is True  # Keep -1 for seeds
+    fixed = text.replace("Z Type: Seed", "Z Type: Seed, Fixed Z Values: \"1, 2\"").replace("Y Type: Sampler", "Y Type: Refiner")
+    recipe = read_recipe(save_png(Image.new("RGB", (8, 8)), tmp_path / "fixed.png", fixed), workspace, model="tiny-sd15", form=True)
+    assert recipe.grid["keep_seeds"] is False and recipe.grid["y"] == {"axis": "nothing", "values": ""}
+    assert "grid_axis_unknown" in {n.key for n in recipe.notes}
+    plain = read_recipe(save_png(Image.new("RGB", (8, 8)), tmp_path / "plain.png", "a cat\nSteps: 5, Seed: 1"),
+                        workspace, model="tiny-sd15", form=True)  # fmt: skip
+    assert plain.grid is None and grid_panel_updates(None, None)[0] == {"__type__": "update"}
+
+
 # --- options through the CLI and the API -----------------------------------------------------
 
 

@@ -148,6 +148,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "ControlNet unit {unit}: preprocessor {name} is not available here; the unit is left off.",
         "ControlNet 单元 {unit}：此处没有预处理器 {name}，该单元保持关闭。",
     ),
+    "png.grid_axis_unknown": (
+        "X/Y/Z plot: {axis} type {name} is not available here; the axis is left off.",
+        "X/Y/Z 图表：此处没有 {axis} 轴类型 {name}，该轴不使用。",
+    ),
     # library
     "library.loras": ("LoRAs", "LoRA"),
     "library.models": ("Models", "模型"),

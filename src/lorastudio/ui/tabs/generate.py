@@ -236,6 +236,7 @@ def build(ctx: UiContext) -> None:
     ctx.shared["generate.fields"] = f
     ctx.shared["generate.img2img"] = img2img
     ctx.shared["generate.control"] = control  # PNG info's paste fills its units
+    ctx.shared["generate.grid"] = grid  # and a grid image's X/Y/Z plot
     ctx.shared["generate.send_extras"] = send_extras  # wired by the Extras tab, built later
     ctx.shared["generate.images"] = images
     ctx.shared["generate.selected"] = selected
