@@ -128,7 +128,7 @@ def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
 
 def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
     """A1111's dropdown for axes with choices: the picks go into the text, which stays what runs;
-    values typed that are not choices (an alias) stay; with no text the picks alone count."""
+    values typed that are not choices (an alias) stay."""
     from lorastudio.service.choices import grid_axis_value_choices, picks_from_text, text_with_picks
     from lorastudio.ui.grid_panel import grid_request_from_form
 
@@ -143,10 +143,26 @@ def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
     assert text_with_picks(text, ["DDIM"], samplers) == "euler-alias, DDIM"  # "Euler a" un-picked
     assert text_with_picks("", ["DPM++ 2M, odd"], ["DPM++ 2M, odd"]) == '"DPM++ 2M, odd"'
     panel = _panel()
-    picked = grid_request_from_form(panel, _form(x=("sampler", "", ["Euler", "DDIM"])))
-    assert picked.x.values == ["Euler", "DDIM"]
     typed = grid_request_from_form(panel, _form(x=("sampler", "DDIM", ["Euler"])))
     assert typed.x.values == "DDIM"
+    stale = grid_request_from_form(panel, _form(x=("sampler", "", ["Euler", "DDIM"])))
+    assert stale.x.values == ""  # the text is the only thing that runs: cleared, the stale picks are not values
+
+
+def test_the_values_dropdown_follows_the_text_when_it_is_edited(tiny_workspace):
+    """Pick DDIM then Euler, edit the text to `DDIM`, pick LMS: the text says `DDIM, LMS` (the
+    dropdown was re-synced from the edited text, so Euler does not come back)."""
+    from types import SimpleNamespace
+
+    from lorastudio.ui.grid_panel import picked_text, synced_picks
+
+    ctx = SimpleNamespace(studio=SimpleNamespace(workspace=tiny_workspace))
+    text = picked_text(ctx, "sampler", picked_text(ctx, "sampler", "", ["DDIM"]), ["DDIM", "Euler"])
+    assert text == "DDIM, Euler" and synced_picks(ctx, "sampler", text)["value"] == ["DDIM", "Euler"]
+    picks = synced_picks(ctx, "sampler", "DDIM")["value"]  # the user edits the text
+    assert picks == ["DDIM"]
+    assert picked_text(ctx, "sampler", "DDIM", [*picks, "LMS"]) == "DDIM, LMS"
+    assert synced_picks(ctx, "sampler", "")["value"] == []
 
 
 def test_png_info_of_a_grid_image_restores_the_xyz_panel(workspace, tmp_path):

@@ -117,9 +117,18 @@ def picked_text(ctx: UiContext, axis: str, text: str, picks: list[str] | None) -
     return text_with_picks(text, picks, grid_axis_value_choices(ctx.studio.workspace, axis))
 
 
+def synced_picks(ctx: UiContext, axis: str, text: str) -> dict[str, Any]:
+    """The values dropdown's picks after the text changed (typed, pasted or written by a pick): the
+    text's values among its choices, so a later pick adds to what the text says, not to stale picks."""
+    from lorastudio.service.choices import grid_axis_value_choices, picks_from_text
+
+    return gr.update(value=picks_from_text(text, grid_axis_value_choices(ctx.studio.workspace, axis)))
+
+
 def _wire_value_pickers(ctx: UiContext, panel: GridPanel) -> None:
     for kind, values, picks in panel.axes.values():
         kind.change(lambda axis, text: axis_picker_update(ctx, axis, text), [kind, values], picks)
+        values.change(lambda axis, text: synced_picks(ctx, axis, text), [kind, values], picks)
         # `.input`: only a person's pick, so the text written back does not fire it again
         picks.input(lambda axis, text, chosen: picked_text(ctx, axis, text, chosen), [kind, values, picks], values)
 
@@ -127,13 +136,12 @@ def _wire_value_pickers(ctx: UiContext, panel: GridPanel) -> None:
 def grid_request_from_form(panel: GridPanel, form: dict) -> GridRequest:
     """The panel's values as the service's GridRequest (it checks the axes and value lists).
 
-    The text is the values (any axis type, A1111's syntax); the dropdown's picks count only when no
-    text was typed."""
+    The text is the values (any axis type, A1111's syntax) and the only thing that runs: the
+    dropdown writes its picks into it, so picks the text no longer holds are not values."""
     options = panel.options
     axes = {}
-    for letter, (kind, values, picks) in panel.axes.items():
-        text = str(form.get(values) or "")
-        axes[letter] = {"axis": form.get(kind) or "nothing", "values": text if text.strip() else list(form.get(picks) or [])}
+    for letter, (kind, values, _picks) in panel.axes.items():
+        axes[letter] = {"axis": form.get(kind) or "nothing", "values": str(form.get(values) or "")}
     return GridRequest.model_validate(
         {
             **axes,
