@@ -54,7 +54,6 @@ def build(ctx: UiContext) -> None:
         lora_names,
         model_names,
         sampler_names,
-        schedule_names,
         style_names,
         vae_names,
     )
@@ -95,7 +94,7 @@ def build(ctx: UiContext) -> None:
                     sampler_names(), value=prefs.sampler, label=t("generate.sampler"), elem_id="field-sampler"
                 )
                 f["schedule"] = gr.Dropdown(
-                    schedule_names(), value="Automatic", label=t("generate.schedule"), elem_id="field-schedule"
+                    schedule_choices(t), value="Automatic", label=t("generate.schedule"), elem_id="field-schedule"
                 )
             f["steps"] = field_control(
                 GenerateConfig, "steps", t("generate.steps"), value=prefs.steps, slider=True, maximum=150
@@ -351,6 +350,13 @@ def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
         else gr.update()
         for name in names
     ]
+
+
+def schedule_choices(t) -> list[tuple[str, str]]:
+    """Schedule types as (shown, value): "Automatic" in the page's language, as the VAE picker's."""
+    from lorastudio.service.choices import schedule_names
+
+    return [(t("generate.schedule_automatic") if name == "Automatic" else name, name) for name in schedule_names()]
 
 
 def _append(prompt: str, text: str) -> str:
