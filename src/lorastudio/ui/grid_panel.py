@@ -36,6 +36,7 @@ _CHECKBOXES = {
     "vary_seeds_y": False,
     "vary_seeds_z": False,
 }
+_VARY_SEEDS = {"vary_seeds_x", "vary_seeds_y", "vary_seeds_z"}  # the second row of checkboxes
 
 
 @dataclass
@@ -83,12 +84,14 @@ def build_grid_panel(ctx: UiContext) -> GridPanel:
                     elem_id=f"grid-{letter}-picks",
                 )  # fmt: skip
             panel.axes[letter] = (kind, values, picks)
-        with gr.Row():
-            for name, default in _CHECKBOXES.items():
-                info = _described(name) if name != "keep_seeds" else t("grid.keep_seeds_info")
-                panel.options[name] = gr.Checkbox(
-                    value=default, label=t(f"grid.{name}"), info=info, elem_id=f"grid-{name.replace('_', '-')}"
-                )
+        for row in (_CHECKBOXES.keys() - _VARY_SEEDS, _VARY_SEEDS):  # two rows: seven clipped their labels
+            with gr.Row():
+                for name in (name for name in _CHECKBOXES if name in row):
+                    info = _described(name) if name != "keep_seeds" else t("grid.keep_seeds_info")
+                    panel.options[name] = gr.Checkbox(
+                        value=_CHECKBOXES[name], label=t(f"grid.{name}"), info=info, min_width=200,
+                        elem_id=f"grid-{name.replace('_', '-')}",
+                    )  # fmt: skip
         with gr.Row():
             panel.options["margin"] = gr.Number(
                 value=0, minimum=0, maximum=500, precision=0, label=t("grid.margin"), info=_described("margin"),

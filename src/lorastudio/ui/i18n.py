@@ -176,7 +176,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "library.column.kind": ("Kind", "类型"),
     "library.column.base": ("Base model", "基础模型"),
     "library.column.trigger": ("Trigger words", "触发词"),
-    "library.column.size": ("Size (MB)", "大小 (MB)"),
+    "library.column.size": ("Size", "大小"),
     "library.column.steps": ("Steps", "步数"),
     "library.column.error": ("Problem", "问题"),
     # jobs

@@ -132,7 +132,8 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "clip_skip", t("generate.clip_skip"), slider=True, scale=3
                 )
                 f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
-                f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"), scale=1)
+            # its own line: the label and help overflowed a third of the sliders' row
+            f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"))
             with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
                 with gr.Row():
                     f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
