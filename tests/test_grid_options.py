@@ -129,7 +129,7 @@ def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
 
 def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
     """A1111's dropdown for axes with choices: the picks go into the text, which stays what runs;
-    values typed that are not choices (an alias) stay; with no text the picks alone count."""
+    values typed that are not choices (an alias) stay."""
     from lorastudio.service.choices import grid_axis_value_choices, picks_from_text, text_with_picks
     from lorastudio.ui.grid_panel import grid_request_from_form
 
@@ -144,10 +144,56 @@ def test_the_values_dropdown_writes_its_picks_into_the_text(tiny_workspace):
     assert text_with_picks(text, ["DDIM"], samplers) == "euler-alias, DDIM"  # "Euler a" un-picked
     assert text_with_picks("", ["DPM++ 2M, odd"], ["DPM++ 2M, odd"]) == '"DPM++ 2M, odd"'
     panel = _panel()
-    picked = grid_request_from_form(panel, _form(x=("sampler", "", ["Euler", "DDIM"])))
-    assert picked.x.values == ["Euler", "DDIM"]
     typed = grid_request_from_form(panel, _form(x=("sampler", "DDIM", ["Euler"])))
     assert typed.x.values == "DDIM"
+    stale = grid_request_from_form(panel, _form(x=("sampler", "", ["Euler", "DDIM"])))
+    assert stale.x.values == ""  # the text is the only thing that runs: cleared, the stale picks are not values
+
+
+def test_the_values_dropdown_follows_the_text_when_it_is_edited(tiny_workspace):
+    """Pick DDIM then Euler, edit the text to `DDIM`, pick LMS: the text says `DDIM, LMS` (the
+    dropdown was re-synced from the edited text, so Euler does not come back)."""
+    from types import SimpleNamespace
+
+    from lorastudio.ui.grid_panel import picked_text, synced_picks
+
+    ctx = SimpleNamespace(studio=SimpleNamespace(workspace=tiny_workspace))
+    text = picked_text(ctx, "sampler", picked_text(ctx, "sampler", "", ["DDIM"]), ["DDIM", "Euler"])
+    assert text == "DDIM, Euler" and synced_picks(ctx, "sampler", text)["value"] == ["DDIM", "Euler"]
+    picks = synced_picks(ctx, "sampler", "DDIM")["value"]  # the user edits the text
+    assert picks == ["DDIM"]
+    assert picked_text(ctx, "sampler", "DDIM", [*picks, "LMS"]) == "DDIM, LMS"
+    assert synced_picks(ctx, "sampler", "")["value"] == []
+
+
+def test_png_info_of_a_grid_image_restores_the_xyz_panel(workspace, tmp_path):
+    """A1111's script pastes a grid's axes back: type, values text, the values dropdown's picks and
+    "Keep -1 for seeds" (no `Fixed X Values` written); an axis type this studio lacks is noted."""
+    from types import SimpleNamespace
+
+    from lorastudio.generate.infotext import save_png
+    from lorastudio.service.recipes import read_recipe
+    from lorastudio.ui.tabs.png_info import grid_panel_updates
+
+    text = ("a cat\nSteps: 5, Sampler: Euler, Seed: 1, Size: 64x64, Script: X/Y/Z plot, X Type: CFG Scale, "
+            'X Values: "3-7 [3]", Y Type: Sampler, Y Values: "DDIM, Euler, odd", Z Type: Seed, Z Values: "1-2"')  # fmt: skip
+    image = save_png(Image.new("RGB", (8, 8)), tmp_path / "grid.png", text)
+    recipe = read_recipe(image, workspace, model="tiny-sd15", form=True)
+    assert recipe.grid == {"x": {"axis": "cfg", "values": "3-7 [3]"}, "y": {"axis": "sampler", "values": "DDIM, Euler, odd"},
+                           "z": {"axis": "seed", "values": "1-2"}, "keep_seeds": True}  # fmt: skip
+    updates = grid_panel_updates(SimpleNamespace(studio=SimpleNamespace(workspace=workspace)), recipe.grid)
+    (x_type, x_text, x_picks), (y_type, y_text, y_picks) = updates[0:3], updates[3:6]
+    assert (x_type["value"], x_text["value"], x_picks["visible"]) == ("cfg", "3-7 [3]", False)
+    assert (y_type["value"], y_text["value"]) == ("sampler", "DDIM, Euler, odd")
+    assert (y_picks["value"], y_picks["visible"]) == (["DDIM", "Euler"], True)
+    assert updates[-1]["value"] is True  # Keep -1 for seeds
+    fixed = text.replace("Z Type: Seed", "Z Type: Seed, Fixed Z Values: \"1, 2\"").replace("Y Type: Sampler", "Y Type: Refiner")
+    recipe = read_recipe(save_png(Image.new("RGB", (8, 8)), tmp_path / "fixed.png", fixed), workspace, model="tiny-sd15", form=True)
+    assert recipe.grid["keep_seeds"] is False and recipe.grid["y"] == {"axis": "nothing", "values": ""}
+    assert "grid_axis_unknown" in {n.key for n in recipe.notes}
+    plain = read_recipe(save_png(Image.new("RGB", (8, 8)), tmp_path / "plain.png", "a cat\nSteps: 5, Seed: 1"),
+                        workspace, model="tiny-sd15", form=True)  # fmt: skip
+    assert plain.grid is None and grid_panel_updates(None, None)[0] == {"__type__": "update"}
 
 
 # --- options through the CLI and the API -----------------------------------------------------

@@ -531,11 +531,16 @@ def test_styles_are_merged_when_queued_or_written_into_the_prompts_by_the_button
 
 
 def test_switching_the_ui_to_chinese_shows_chinese_labels_and_is_kept(served, page):
+    page.locator("#field-prompt textarea").fill("a typed prompt")  # goes along to the other page
+    page.locator("#field-negative_prompt textarea").fill("a typed negative")
     _tab(page, "Settings")
     page.get_by_label("简体中文").check()
     page.click("#settings-save")
     page.wait_for_url("**/ui/zh/", timeout=60_000)
     page.wait_for_selector("#generate-run")
+    page.wait_for_function("() => document.querySelector('#field-prompt textarea').value === 'a typed prompt'")
+    assert page.locator("#field-negative_prompt textarea").input_value() == "a typed negative"
+    assert page.locator("#field-schedule input").input_value() == "自动"  # as the VAE picker's "Automatic"
     for label in ("生成", "图片信息", "模型库", "任务", "设置"):
         assert page.get_by_role("tab", name=label, exact=True).count() == 1
     _tab(page, "图片信息")

@@ -186,3 +186,46 @@ def test_a_picture_sets_only_blank_size_boxes_to_its_size_in_multiples_of_8(tmp_
     Image.new("RGB", (300, 200)).save(sideways, exif=exif)
     assert [u["value"] for u in size_from_picture(str(sideways), None, None)] == [200, 296]
     assert all("value" not in update for update in size_from_picture(str(tmp_path / "gone.png"), None, None))
+
+
+def test_library_sizes_have_their_unit_so_a_small_embedding_is_not_zero_mb():
+    from lorastudio.ui.tabs.library import file_size
+
+    assert file_size(12 * 1024) == "12 KB" and file_size(300) == "1 KB" and file_size(None) == ""
+    assert file_size(5 * 2**20) == "5.0 MB" and file_size(2 * 2**30) == "2.0 GB"
+
+
+@pytest.mark.slow
+def test_wide_checkboxes_get_room_in_the_generate_form(tiny_workspace):
+    """Pad prompt has a line of its own (its help overflowed a slider row's third); the X/Y/Z
+    plot's seven checkboxes wrap onto two rows."""
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.ui.app import build_blocks
+
+    studio = Studio(tiny_workspace, StudioSettings())
+    try:
+        config = build_blocks(studio, "en").get_config_file()
+    finally:
+        studio.close()
+    ids = {c["id"]: c for c in config["components"]}
+    by_elem = {c["props"].get("elem_id"): c["id"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+    rows = []
+
+    def cells(node) -> list[int]:  # a row's cells, through the forms Gradio wraps controls in
+        found = []
+        for child in node.get("children", []):
+            is_form = ids.get(child["id"], {}).get("type") == "form"
+            found += cells(child) if is_form else [child["id"]]
+        return found
+
+    def walk(node):
+        if ids.get(node["id"], {}).get("type") == "row":
+            rows.append(cells(node))
+        for child in node.get("children", []):
+            walk(child)
+
+    walk(config["layout"])
+    pad = by_elem["field-pad_conds"]
+    assert not any(pad in row and len(row) > 1 for row in rows)
+    grid_boxes = {by_elem[f"grid-{name}"] for name in ("draw-legend", "keep-seeds", "vary-seeds-x", "vary-seeds-z")}
+    assert max(len(grid_boxes & set(row)) for row in rows) == 2  # not all four in one row

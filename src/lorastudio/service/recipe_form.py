@@ -6,6 +6,7 @@ lacks, a sampler or schedule type it does not know, a hires upscaler not install
 request with those fields dropped, each with a note, and the sampler split into the form's
 two pickers (A1111 before 1.9 wrote `Sampler: DPM++ 2M Karras`). ControlNet units come back
 as the extension's paste restores them: settings and model by its title, the image left to the user.
+A grid image's X/Y/Z plot comes back as A1111's script restores it: each axis' type and values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from lorastudio.errors import LorastudioError
 from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["form_params", "form_request"]
+__all__ = ["form_grid", "form_params", "form_request"]
+
+_GRID_SCRIPT = "X/Y/Z plot"  # service.grid.SCRIPT_TITLE, which imports the recipe reader (no circle)
 
 
 def form_params(params: dict[str, Any], notes: list) -> dict[str, Any]:
@@ -116,3 +119,30 @@ def _keep_known_control_units(ws: Workspace, request: dict[str, Any], notes: lis
             continue
         kept.append(unit)
     request["controlnet"] = kept
+
+
+def form_grid(params: dict[str, Any], notes: list) -> dict[str, Any] | None:
+    """A grid image's X/Y/Z plot (`Script: X/Y/Z plot`) as the panel's values, as A1111's script
+    pastes it: `x`/`y`/`z` = {"axis": name, "values": text} (an axis the grid lacks: "nothing"), and
+    `keep_seeds` where a seed axis tells (A1111 writes `Fixed X Values` unless "Keep -1" was on).
+    None for an image that is no grid. An axis type this studio lacks is left at "nothing", noted."""
+    from lorastudio.generate.grid_axes import find_axis
+
+    if str(params.get("Script") or "").strip() != _GRID_SCRIPT:
+        return None
+    grid: dict[str, Any] = {}
+    for letter in "XYZ":
+        label = str(params.get(f"{letter} Type") or "").strip()
+        grid[letter.lower()] = {"axis": "nothing", "values": ""}
+        if not label:
+            continue
+        try:
+            axis = find_axis(label)
+        except LorastudioError:
+            notes.append(RecipeNote("grid_axis_unknown", {"axis": letter, "name": label},
+                                    f"X/Y/Z plot: {letter} type {label} is not available here; the axis is left off."))  # fmt: skip
+            continue
+        grid[letter.lower()] = {"axis": axis.name, "values": str(params.get(f"{letter} Values") or "")}
+        if axis.name in {"seed", "subseed"}:
+            grid["keep_seeds"] = f"Fixed {letter} Values" not in params
+    return grid

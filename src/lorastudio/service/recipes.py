@@ -28,6 +28,7 @@ class Recipe:
     config: GenerateConfig
     notes: list[RecipeNote] = field(default_factory=list)
     control_slots: list[int] = field(default_factory=list)  # each `config.controlnet` unit's `ControlNet N`
+    grid: dict[str, Any] | None = None  # a grid image's X/Y/Z plot, for the web form (`form_grid`)
 
 
 def config_from_recipe(
@@ -47,7 +48,8 @@ def read_recipe(
     unless the caller names the model to use where the image's is missing or not given (`model`:
     `--model`, the Generate form's current model, as A1111 keeps its checkpoint then). `form`:
     for the web form, as A1111's paste: a VAE, sampler, schedule or hires upscaler this studio lacks
-    is left out with a note (`service.recipe_form`), and the sampler comes split from its schedule.
+    is left out with a note (`service.recipe_form`), the sampler comes split from its schedule, and a
+    grid image's X/Y/Z plot axes come back in `Recipe.grid`.
     """
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
     from lorastudio.generate.infotext import add_version_flags, parse_infotext, read_infotext
@@ -68,10 +70,12 @@ def read_recipe(
     params = parse_infotext(text, fill_defaults=False)
     add_version_flags(params)  # an older webui's image regenerates with its old behaviours, as in A1111
     notes: list[RecipeNote] = []
+    grid = None
     if form:
-        from lorastudio.service.recipe_form import form_params
+        from lorastudio.service.recipe_form import form_grid, form_params
 
         params = form_params(params, notes)
+        grid = form_grid(params, notes)
     request = config_fields_from_infotext(params)
     request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
     request["model"] = _model_from_infotext(ws, params, model, notes)
@@ -87,7 +91,7 @@ def read_recipe(
     elif request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
     slots = [unit.pop("slot") for unit in request["controlnet"]]
-    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots)
+    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots, grid)
 
 
 def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:

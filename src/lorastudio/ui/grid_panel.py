@@ -36,6 +36,7 @@ _CHECKBOXES = {
     "vary_seeds_y": False,
     "vary_seeds_z": False,
 }
+_VARY_SEEDS = {"vary_seeds_x", "vary_seeds_y", "vary_seeds_z"}  # the second row of checkboxes
 
 
 @dataclass
@@ -83,12 +84,14 @@ def build_grid_panel(ctx: UiContext) -> GridPanel:
                     elem_id=f"grid-{letter}-picks",
                 )  # fmt: skip
             panel.axes[letter] = (kind, values, picks)
-        with gr.Row():
-            for name, default in _CHECKBOXES.items():
-                info = _described(name) if name != "keep_seeds" else t("grid.keep_seeds_info")
-                panel.options[name] = gr.Checkbox(
-                    value=default, label=t(f"grid.{name}"), info=info, elem_id=f"grid-{name.replace('_', '-')}"
-                )
+        for row in (_CHECKBOXES.keys() - _VARY_SEEDS, _VARY_SEEDS):  # two rows: seven clipped their labels
+            with gr.Row():
+                for name in (name for name in _CHECKBOXES if name in row):
+                    info = _described(name) if name != "keep_seeds" else t("grid.keep_seeds_info")
+                    panel.options[name] = gr.Checkbox(
+                        value=_CHECKBOXES[name], label=t(f"grid.{name}"), info=info, min_width=200,
+                        elem_id=f"grid-{name.replace('_', '-')}",
+                    )  # fmt: skip
         with gr.Row():
             panel.options["margin"] = gr.Number(
                 value=0, minimum=0, maximum=500, precision=0, label=t("grid.margin"), info=_described("margin"),
@@ -117,9 +120,18 @@ def picked_text(ctx: UiContext, axis: str, text: str, picks: list[str] | None) -
     return text_with_picks(text, picks, grid_axis_value_choices(ctx.studio.workspace, axis))
 
 
+def synced_picks(ctx: UiContext, axis: str, text: str) -> dict[str, Any]:
+    """The values dropdown's picks after the text changed (typed, pasted or written by a pick): the
+    text's values among its choices, so a later pick adds to what the text says, not to stale picks."""
+    from lorastudio.service.choices import grid_axis_value_choices, picks_from_text
+
+    return gr.update(value=picks_from_text(text, grid_axis_value_choices(ctx.studio.workspace, axis)))
+
+
 def _wire_value_pickers(ctx: UiContext, panel: GridPanel) -> None:
     for kind, values, picks in panel.axes.values():
         kind.change(lambda axis, text: axis_picker_update(ctx, axis, text), [kind, values], picks)
+        values.change(lambda axis, text: synced_picks(ctx, axis, text), [kind, values], picks)
         # `.input`: only a person's pick, so the text written back does not fire it again
         picks.input(lambda axis, text, chosen: picked_text(ctx, axis, text, chosen), [kind, values, picks], values)
 
@@ -127,13 +139,12 @@ def _wire_value_pickers(ctx: UiContext, panel: GridPanel) -> None:
 def grid_request_from_form(panel: GridPanel, form: dict) -> GridRequest:
     """The panel's values as the service's GridRequest (it checks the axes and value lists).
 
-    The text is the values (any axis type, A1111's syntax); the dropdown's picks count only when no
-    text was typed."""
+    The text is the values (any axis type, A1111's syntax) and the only thing that runs: the
+    dropdown writes its picks into it, so picks the text no longer holds are not values."""
     options = panel.options
     axes = {}
-    for letter, (kind, values, picks) in panel.axes.items():
-        text = str(form.get(values) or "")
-        axes[letter] = {"axis": form.get(kind) or "nothing", "values": text if text.strip() else list(form.get(picks) or [])}
+    for letter, (kind, values, _picks) in panel.axes.items():
+        axes[letter] = {"axis": form.get(kind) or "nothing", "values": str(form.get(values) or "")}
     return GridRequest.model_validate(
         {
             **axes,

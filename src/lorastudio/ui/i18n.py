@@ -149,6 +149,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "ControlNet unit {unit}: preprocessor {name} is not available here; the unit is left off.",
         "ControlNet 单元 {unit}：此处没有预处理器 {name}，该单元保持关闭。",
     ),
+    "png.grid_axis_unknown": (
+        "X/Y/Z plot: {axis} type {name} is not available here; the axis is left off.",
+        "X/Y/Z 图表：此处没有 {axis} 轴类型 {name}，该轴不使用。",
+    ),
     # library
     "library.loras": ("LoRAs", "LoRA"),
     "library.models": ("Models", "模型"),
@@ -173,7 +177,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "library.column.kind": ("Kind", "类型"),
     "library.column.base": ("Base model", "基础模型"),
     "library.column.trigger": ("Trigger words", "触发词"),
-    "library.column.size": ("Size (MB)", "大小 (MB)"),
+    "library.column.size": ("Size", "大小"),
     "library.column.steps": ("Steps", "步数"),
     "library.column.error": ("Problem", "问题"),
     # jobs

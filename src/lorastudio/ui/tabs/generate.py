@@ -54,7 +54,6 @@ def build(ctx: UiContext) -> None:
         lora_names,
         model_names,
         sampler_names,
-        schedule_names,
         style_names,
         vae_names,
     )
@@ -95,7 +94,7 @@ def build(ctx: UiContext) -> None:
                     sampler_names(), value=prefs.sampler, label=t("generate.sampler"), elem_id="field-sampler"
                 )
                 f["schedule"] = gr.Dropdown(
-                    schedule_names(), value="Automatic", label=t("generate.schedule"), elem_id="field-schedule"
+                    schedule_choices(t), value="Automatic", label=t("generate.schedule"), elem_id="field-schedule"
                 )
             f["steps"] = field_control(
                 GenerateConfig, "steps", t("generate.steps"), value=prefs.steps, slider=True, maximum=150
@@ -133,7 +132,8 @@ def build(ctx: UiContext) -> None:
                     GenerateConfig, "clip_skip", t("generate.clip_skip"), slider=True, scale=3
                 )
                 f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
-                f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"), scale=1)
+            # its own line: the label and help overflowed a third of the sliders' row
+            f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"))
             with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
                 with gr.Row():
                     f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
@@ -236,6 +236,7 @@ def build(ctx: UiContext) -> None:
     ctx.shared["generate.fields"] = f
     ctx.shared["generate.img2img"] = img2img
     ctx.shared["generate.control"] = control  # PNG info's paste fills its units
+    ctx.shared["generate.grid"] = grid  # and a grid image's X/Y/Z plot
     ctx.shared["generate.send_extras"] = send_extras  # wired by the Extras tab, built later
     ctx.shared["generate.images"] = images
     ctx.shared["generate.selected"] = selected
@@ -350,6 +351,13 @@ def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
         else gr.update()
         for name in names
     ]
+
+
+def schedule_choices(t) -> list[tuple[str, str]]:
+    """Schedule types as (shown, value): "Automatic" in the page's language, as the VAE picker's."""
+    from lorastudio.service.choices import schedule_names
+
+    return [(t("generate.schedule_automatic") if name == "Automatic" else name, name) for name in schedule_names()]
 
 
 def _append(prompt: str, text: str) -> str:

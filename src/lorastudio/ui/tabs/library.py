@@ -59,14 +59,24 @@ def _model_rows(ws) -> list[dict[str, Any]]:
     from lorastudio.service.models import list_models
 
     return [{"name": r["name"], "kind": r.get("family") or "", "error": r.get("error") or "",
-             "size": f"{r['size_bytes'] / 2**20:.1f}" if r.get("size_bytes") else ""} for r in list_models(ws)]  # fmt: skip
+             "size": file_size(r.get("size_bytes"))} for r in list_models(ws)]  # fmt: skip
+
+
+def file_size(size_bytes: int | None) -> str:
+    """A file's size with its unit: an embedding's few KB read "12 KB", not "0.01" MB."""
+    if not size_bytes:
+        return ""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:.1f} {unit}"
+    return f"{max(1, round(size_bytes / 2**10))} KB"
 
 
 def _embedding_rows(ws) -> list[dict[str, Any]]:
     from lorastudio.service.embeddings import list_embeddings
 
     return [{"name": r["name"], "kind": f"{r.get('vectors') or '?'} x {r.get('shape') or '?'}",
-             "size": f"{r['size_bytes'] / 2**20:.2f}", "error": r.get("error") or ""}
+             "size": file_size(r.get("size_bytes")), "error": r.get("error") or ""}
             for r in list_embeddings(ws)]  # fmt: skip
 
 

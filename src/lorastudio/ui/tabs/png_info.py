@@ -12,6 +12,7 @@ import gradio as gr
 
 from lorastudio.ui.context import UiContext, error_markup
 from lorastudio.ui.control_panel import UNIT_FIELDS
+from lorastudio.ui.grid_panel import AXIS_LETTERS
 
 TAB_ID = "png_info"
 LABEL = "tab.png_info"
@@ -37,19 +38,47 @@ def build(ctx: UiContext) -> None:
     outputs = [generate_fields[name] for name in names]
     panel = ctx.shared["generate.control"]
     unit_outputs = [unit[name] for unit in panel.units for name in ("enabled", *UNIT_FIELDS)]
+    grid = ctx.shared["generate.grid"]
+    grid_outputs = [*(c for letter in AXIS_LETTERS for c in grid.axes[letter]), grid.options["keep_seeds"]]
 
     def send_to_generate(path: str | None, current_model: str | None) -> tuple:
         recipe = _recipe(ctx, path, current_model)
         if isinstance(recipe, str):  # no recipe: say so, change nothing
-            return (*[gr.update() for _ in names], *[gr.update() for _ in unit_outputs], gr.update(), recipe)
+            unchanged = [gr.update() for _ in (*names, *unit_outputs, *grid_outputs)]
+            return (*unchanged, gr.update(), recipe)
         values, note = recipe
         if note:  # a toast: the click moves to the Generate tab, away from this tab's message line
             gr.Warning(note)
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
         units = _control_updates(ctx, len(panel.units), values.get("controlnet") or [], values.get("control_slots") or [])
-        return (*updates, *units, gr.Tabs(selected="generate"), note)
+        grid_updates = grid_panel_updates(ctx, values.get("grid"))
+        return (*updates, *units, *grid_updates, gr.Tabs(selected="generate"), note)
 
-    send.click(send_to_generate, [image, generate_fields["model"]], [*outputs, *unit_outputs, ctx.tabs, message])
+    send.click(
+        send_to_generate,
+        [image, generate_fields["model"]],
+        [*outputs, *unit_outputs, *grid_outputs, ctx.tabs, message],
+    )
+
+
+def grid_panel_updates(ctx: UiContext, grid: dict[str, Any] | None) -> list:
+    """The X/Y/Z panel as a grid image's infotext sets it (A1111's script paste): each axis' type,
+    values text and values dropdown, then "Keep -1 for seeds"; a plain image leaves the panel as it is."""
+    from lorastudio.ui.grid_panel import axis_picker_update
+
+    if grid is None:
+        return [gr.update() for _ in range(3 * len(AXIS_LETTERS) + 1)]
+    updates: list = []
+    for letter in AXIS_LETTERS:
+        axis = grid.get(letter) or {"axis": "nothing", "values": ""}
+        updates += [
+            gr.update(value=axis["axis"]),
+            gr.update(value=axis["values"]),
+            axis_picker_update(ctx, axis["axis"], axis["values"]),
+        ]
+    keep_seeds = grid.get("keep_seeds")
+    updates.append(gr.update() if keep_seeds is None else gr.update(value=keep_seeds))
+    return updates
 
 
 def _control_updates(ctx: UiContext, count: int, units: list[dict[str, Any]], slots: list[int]) -> list:
@@ -114,6 +143,7 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
         return error_markup(ctx, exc)
     values = recipe.config.model_dump()
     values["control_slots"] = recipe.control_slots
+    values["grid"] = recipe.grid
     values["schedule"] = values.get("schedule") or "Automatic"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
     for note in recipe.notes:  # a value this studio lacks: the form keeps its own, as A1111's paste

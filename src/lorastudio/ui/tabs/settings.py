@@ -1,10 +1,13 @@
 """Settings: the UI language and the Generate form's defaults, saved in the workspace.
 
 Saving writes `preferences.json` (service.preferences) and reloads the page in the chosen
-language; a restart keeps both.
+language; a restart keeps both. The Generate form's prompt and typed negative prompt go along
+(kept in the browser tab's sessionStorage across the reload).
 """
 
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 
@@ -14,6 +17,28 @@ from lorastudio.ui.forms import field_control, optional_number
 
 TAB_ID = "settings"
 LABEL = "tab.settings"
+_KEPT_PROMPTS = "lorastudio.kept-prompts"  # sessionStorage: the prompts across a language switch
+
+
+def language_switch_js(page_negative: str) -> str:
+    """Go to the saved language's page, keeping the Generate form's prompt, and its negative prompt
+    where the user changed it from this page's default (a newly saved default shows otherwise)."""
+    return (
+        "(lang, prompt, negative) => { if (!lang) { return; }"
+        f" const kept = {{prompt: prompt || '', negative: negative === {json.dumps(page_negative)} ? null : negative}};"
+        f" sessionStorage.setItem({json.dumps(_KEPT_PROMPTS)}, JSON.stringify(kept));"
+        " window.location.href = '../' + lang + '/'; }"
+    )
+
+
+def restore_prompts_js() -> str:
+    """On load: the prompts the language switch kept (once), else the form's own."""
+    return (
+        f"(prompt, negative) => {{ const raw = sessionStorage.getItem({json.dumps(_KEPT_PROMPTS)});"
+        " if (!raw) { return [prompt, negative]; }"
+        f" sessionStorage.removeItem({json.dumps(_KEPT_PROMPTS)}); const kept = JSON.parse(raw);"
+        " return [kept.prompt || prompt, kept.negative ?? negative]; }"
+    )
 
 
 def build(ctx: UiContext) -> None:
@@ -52,8 +77,11 @@ def build(ctx: UiContext) -> None:
             return error_markup(ctx, exc), ""
         return t("settings.saved"), saved.language
 
-    # The page of the other language is another Gradio app: go there once the file is saved.
+    # The page of the other language is another Gradio app: go there once the file is saved, the
+    # Generate form's prompts with it (that page restores them on load).
+    prompts = [ctx.shared["generate.fields"][name] for name in ("prompt", "negative_prompt")]
     save.click(save_settings, [language, sampler, steps, cfg, width, height, negative], [message, reload_to]).then(
-        None, reload_to, None, js="(lang) => { if (lang) { window.location.href = '../' + lang + '/'; } }"
+        None, [reload_to, *prompts], None, js=language_switch_js(prefs.negative_prompt)
     )
+    ctx.on_load.append({"fn": None, "inputs": prompts, "outputs": prompts, "js": restore_prompts_js()})
 
