@@ -125,6 +125,21 @@ def test_merge_takes_a_library_model_name_and_lora_names(cli, tiny_workspace, re
     assert all(torch.equal(v, expected[k]) for k, v in merged.unet.state_dict().items())
     missing = cli("lora", "merge", "--model", "tiny-sd15", "--lora", "blue:0.5", "--out", tmp_path / "x.safetensors")
     assert missing.exit_code == 2 and "LoRA 'blue'" in missing.stderr and not (tmp_path / "x.safetensors").exists()
+    # what a merge never does: write over an existing file (another model), into loras/, or with a NaN weight
+    other = tiny_workspace.models / "other.safetensors"
+    other.write_bytes(b"12345678")
+    for args, said in (
+        (("--lora", "red", "--out", other), "already exists; choose a new name"),
+        (("--lora", "red", "--out", tiny_workspace.loras / "m.safetensors"), "does not go into loras/"),
+        (("--lora", "red:nan", "--out", tmp_path / "n.safetensors"), "the weight nan is not a number"),
+    ):
+        refused = cli("lora", "merge", "--model", "tiny-sd15", *args)
+        assert refused.exit_code == 2 and said in refused.stderr, refused.output
+    assert other.read_bytes() == b"12345678" and not (tiny_workspace.loras / "m.safetensors").exists()
+    # an export to kohya/diffusers is safetensors inside: a .ckpt name would be unpickled by A1111 and fail
+    ckpt = cli("lora", "export", "red", "--to", "kohya", "--out", tiny_workspace.loras / "red2.ckpt")
+    assert ckpt.exit_code == 2 and "name it red2.safetensors" in ckpt.stderr
+    assert not (tiny_workspace.loras / "red2.ckpt").exists()
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def export_cmd(
     out: str = typer.Option(
         None,
         "--out",
-        help="Output file (kohya, diffusers, diffsynth: .safetensors or .ckpt) or folder (peft); default "
+        help="Output file (kohya, diffusers: .safetensors; diffsynth: .safetensors or .ckpt) or folder (peft); default "
         "studio/exports/NAME-FORMAT (only a kohya file may go into studio/loras).",
     ),
     family: str = typer.Option(None, "--family", help=_FAMILY_HELP),

@@ -206,7 +206,7 @@ def _term_orders(terms: list[str]) -> list[tuple[str, ...]]:
     count = math.factorial(len(terms))
     if count > MAX_CELLS:
         raise LorastudioError(
-            f"grid axis prompt_order: {len(terms)} terms make {count} orders; at most {MAX_CELLS}, "
+            f"grid axis Prompt order (prompt_order): {len(terms)} terms make {count} orders; at most {MAX_CELLS}, "
             "give 6 terms or fewer."
         )
     return list(itertools.permutations(terms))
@@ -279,8 +279,8 @@ def reorder_prompt(prompt: str, order: list[str]) -> str:
     missing = [term for term in order if term not in prompt]
     if missing:
         raise LorastudioError(
-            f"grid axis prompt_order: {missing[0]!r} is not in the prompt; give terms the prompt holds, "
-            "e.g. prompt 'a cat, a dog' with --x 'prompt_order=a cat, a dog'."
+            f"grid axis Prompt order (prompt_order): {missing[0]!r} is not in the prompt; give terms the "
+            "prompt holds (prompt 'a cat, a dog': values 'a cat, a dog')."
         )
     by_place = sorted(order, key=prompt.find)  # stable: terms found at one place keep the given order
     gaps, rest = [], prompt
@@ -288,7 +288,8 @@ def reorder_prompt(prompt: str, order: list[str]) -> str:
         start = rest.find(term)
         if start < 0:  # only found inside a term taken before it ("red" and "red hair")
             raise LorastudioError(
-                f"grid axis prompt_order: {term!r} overlaps another term in the prompt; give terms that do not."
+                f"grid axis Prompt order (prompt_order): {term!r} overlaps another term in the prompt; give "
+                "terms that do not."
             )
         gaps.append(rest[:start])
         rest = rest[start + len(term) :]

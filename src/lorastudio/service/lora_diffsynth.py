@@ -71,14 +71,15 @@ def read_diffsynth_lora(
     base = None
     if unet_config is None:
         base, unet_config = trained_base(ws, metadata)
-    if unet_config is None and chosen.name != "kolors":
+    standard = unet_config is None  # the family's standard UNet stands in for a base the library lacks
+    if standard and chosen.name != "kolors":
         unet_config = default_unet_config(chosen)  # SD 1.x numbers its blocks differently
     baked = metadata.get(ALPHA_BAKED) == "true"
     used = alpha if alpha is not None else (None if baked else DEFAULT_ALPHA)
     try:
         lora = lora_from_diffsynth_state_dict(load_diffsynth_file(source), used, unet_config)
     except LorastudioError as exc:
-        if base is None or unet_config is not None or "not an attention block" not in str(exc):
+        if base is None or not standard or "not an attention block" not in str(exc):
             raise
         raise LorastudioError(
             f"{source.name}: its block numbers follow the UNet of {base!r}, which the library lacks; "

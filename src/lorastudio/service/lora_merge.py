@@ -26,12 +26,17 @@ MERGE_FORMATS = ("diffusers", "single-file")
 
 def parse_lora_spec(spec: str) -> tuple[Path, float]:
     """`NAME_OR_FILE:WEIGHT` (weight optional, default 1.0) -> (name or path, weight)."""
+    import math
+
     head, sep, tail = spec.rpartition(":")
     if sep and head:
         try:
-            return Path(head), float(tail)
+            weight = float(tail)
         except ValueError:
-            pass
+            return Path(spec), 1.0
+        if not math.isfinite(weight):
+            raise LorastudioError(f"--lora {spec}: the weight {tail} is not a number; give e.g. {head}:0.8.")
+        return Path(head), weight
     return Path(spec), 1.0
 
 
@@ -60,6 +65,15 @@ def _merge_format(fmt: str | None, ref: ModelRef, out: Path) -> str:
     if ref.path is not None and out.resolve() == ref.path.resolve():
         raise LorastudioError(f"--out {out}: is the model itself; write the merged model to another path.")
     return fmt
+
+
+def _check_out(out: Path, ws: Workspace | None) -> None:
+    """A merge writes a new model: never over a file or folder that exists (another model, say), and
+    never into loras/ (what is there must be a LoRA A1111 loads)."""
+    if out.exists():
+        raise LorastudioError(f"--out {out}: already exists; choose a new name (nothing is overwritten).")
+    if ws is not None and (ws.loras.resolve() == out.resolve().parent or ws.loras.resolve() in out.resolve().parents):
+        raise LorastudioError(f"--out {out}: a merged model does not go into {ws.loras.name}/; write it to models/.")
 
 
 def _load_pipeline(model: Path):
@@ -122,6 +136,19 @@ def _unet_dtype(path: Path):
     return {"F16": torch.float16, "BF16": torch.bfloat16}.get(unet[0]) if unet else None
 
 
+def _folder_unet_dtype(folder: Path):
+    """The float dtype of a diffusers folder's UNet weights (an fp16 folder merges into an fp16 single
+    file); None for fp32 or a folder without safetensors weights."""
+    import torch
+
+    from lorastudio.models.checkpoint import read_safetensors_header
+
+    for path in sorted((folder / "unet").glob("*.safetensors")):
+        dtypes = [v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"]
+        return {"F16": torch.float16, "BF16": torch.bfloat16}.get(dtypes[0]) if dtypes else None
+    return None
+
+
 def _vae_path(ws: Workspace | None, vae: str | Path | None, ref: ModelRef) -> Path | None:
     """The `--vae` a single file without one takes (as `generate --vae`): a name in models/ or a path.
     A diffusers folder has its own vae/ and is saved whole."""
@@ -182,6 +209,7 @@ def merge_model(
     if ref.kind == "hub":
         raise NotFoundError(f"model {str(model)!r}: not on this machine; download it, or give a library name or path.")
     fmt = _merge_format(fmt, ref, out)
+    _check_out(out, ws)
     vae_path = _vae_path(ws, vae, ref)
     specs = [parse_lora_spec(spec) for spec in lora_specs]
     files = [(lora_source(ws, name), weight) for name, weight in specs]  # a misspelt name fails before loading
@@ -189,11 +217,11 @@ def merge_model(
     with tempfile.TemporaryDirectory(prefix="lorastudio-merge-") as scratch:
         cache_dir = ws.cache if ws is not None else Path(scratch)
         if ref.kind == "folder":
+            dtype = _folder_unet_dtype(ref.path)
             holder, family, components, metadata = _folder_model(ref)
-            dtype = None
         else:
+            dtype = _unet_dtype(ref.path)  # read before the model is loaded: a .ckpt's dict is freed first
             holder, family, components, metadata = _file_model(ref, ws, cache_dir, vae_path)
-            dtype = _unet_dtype(ref.path)
         requests, recorded = [], []
         for path, weight, lora in loras:
             check_lora_family(lora, family, name=path.name, components=components)

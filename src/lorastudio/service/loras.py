@@ -427,6 +427,13 @@ def _export_target(source: Path, to: str, out: str | Path | None, ws: Workspace 
     if out is None:
         return (ws.exports if ws is not None else source.parent) / f"{stem}{_EXPORT_SUFFIXES[to]}"
     target = Path(out)
+    from lorastudio.models.checkpoint import PICKLE_SUFFIXES
+
+    if to in ("kohya", "diffusers") and target.suffix.lower() in PICKLE_SUFFIXES:  # always safetensors inside
+        raise LorastudioError(
+            f"--out {target}: a {to} export is written as .safetensors (never a pickle, which A1111 would "
+            f"unpickle); name it {target.with_suffix('.safetensors').name}."
+        )
     if ws is not None and to != "kohya" and _inside(target, ws.loras):
         raise LorastudioError(
             f"--out {target}: a {to} export in {ws.loras.name}/ is not a LoRA A1111 or `<lora:…>` loads; "
