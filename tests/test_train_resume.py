@@ -67,6 +67,20 @@ def test_an_edited_config_that_reshapes_the_state_is_refused_and_a_longer_budget
     assert any(line.startswith("data set: changed") for line in logged) and any(line.startswith("rates:") for line in logged)
 
 
+def test_an_edited_caption_with_the_same_images_is_said_on_resume(tiny_workspace, tmp_path, capsys):
+    """Same folder, same count: only a fingerprint of the pictures and captions can tell (it went unsaid)."""
+    data = write_images(tmp_path / "red", [((230, 20 + i, 25), "zqx") for i in range(3)])
+    cfg = tiny_train_config(
+        data, "zqx", "train.steps=4", "train.save_every_steps=2", "lora.rank=2", "output.name=recaptioned",
+        "scoring.enabled=false",
+    )  # fmt: skip
+    run_training(tiny_workspace, cfg, progress=False, stop_at_step=2)
+    (data / "1.txt").write_text("zqx, a blue square", encoding="utf-8")
+    capsys.readouterr()
+    assert run_training(tiny_workspace, resume="recaptioned", progress=True)["step"] == 4
+    assert "data set: changed since the checkpoint (pictures or captions edited)" in capsys.readouterr().err
+
+
 def test_a_key_the_checkpoints_config_predates_is_not_a_change():
     """A checkpoint saved before `lora.type` existed resumes: only keys both configs hold are compared."""
     import json

@@ -251,7 +251,7 @@ def run_training(
         from lorastudio.train.resume import dataset_change, rate_change
 
         values, say = config.model_dump(mode="json"), _stderr_printer(progress)
-        for note in filter(None, (dataset_change(values, facts, len(plan.images)), rate_change(values, facts))):
+        for note in filter(None, (dataset_change(values, facts, plan.images), rate_change(values, facts))):
             if say is not None:
                 say(note)
             if callback is not None:

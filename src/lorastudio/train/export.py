@@ -196,6 +196,7 @@ def training_facts(
         "sd_model_hash": model.short_hash,
         "new_sd_model_hash": model.sha256,
         "dataset_dirs": _dir_counts(subsets),
+        "lorastudio_data_fingerprint": data_fingerprint(images),
         **_prior_facts(cfg, class_images),
         "tag_frequency": tag_frequency,
         "bucket_info": bucket_info,
@@ -215,6 +216,15 @@ def training_facts(
         "trigger_phrase": cfg.trigger or None,
         **kohya_training_facts(cfg),
     }
+
+
+def data_fingerprint(images: list) -> str:
+    """What a data set trained: each picture's content hash with its caption, order-free (16 hex digits).
+    A resume compares it, so an edited caption or a replaced picture under the same name is said."""
+    import hashlib
+
+    rows = sorted(f"{img.digest}\t{img.caption}" for img in images)
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()[:16]
 
 
 def _dir_counts(groups: dict[str, list]) -> dict[str, dict[str, int]]:

@@ -102,9 +102,12 @@ def check_resumable(config: Mapping[str, Any], facts: Mapping[str, str] | None, 
     )
 
 
-def dataset_change(config: Mapping[str, Any], facts: Mapping[str, str] | None, images: int) -> str | None:
-    """A line when the data set differs from the checkpoint's (another data.dir or image count): the
-    run goes on with the current images, but the user should know."""
+def dataset_change(config: Mapping[str, Any], facts: Mapping[str, str] | None, images: list) -> str | None:
+    """A line when the data set differs from the checkpoint's (another data.dir, image count, or the
+    pictures and captions themselves): the run goes on with the current images, but the user should
+    know (the result is no longer the uninterrupted run's). `images`: the plan's `TrainImage`s."""
+    from lorastudio.train.export import data_fingerprint
+
     saved = _saved_config(facts)
     if saved is None:
         return None
@@ -115,8 +118,11 @@ def dataset_change(config: Mapping[str, Any], facts: Mapping[str, str] | None, i
         before = sum(int(d.get("img_count", 0)) for d in json.loads(facts.get("ss_dataset_dirs") or "{}").values())
     except (ValueError, TypeError, AttributeError):
         before = 0
-    if before and before != images:
-        notes.append(f"{before} images then, {images} now")
+    if before and before != len(images):
+        notes.append(f"{before} images then, {len(images)} now")
+    saved_print = facts.get("ss_lorastudio_data_fingerprint")
+    if not notes and saved_print and saved_print != data_fingerprint(images):
+        notes.append("pictures or captions edited")
     if not notes:
         return None
     return f"data set: changed since the checkpoint ({'; '.join(notes)}); resuming with the current images."
