@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
+from lorastudio.models.checkpoint import PICKLE_SUFFIXES
 
 if TYPE_CHECKING:
     import torch
@@ -34,9 +35,6 @@ __all__ = [
     "check_vectors",
     "a1111_info",
 ]
-
-_PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth")
-
 
 @dataclass
 class Embedding:
@@ -194,7 +192,7 @@ def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
         raise LorastudioError(f"{path}: embedding file not found.")
     if path.suffix.lower() == ".safetensors":
         data = read_safetensors_private(path)[0]  # never memory-mapped: the file may change
-    elif path.suffix.lower() in _PICKLE_SUFFIXES:
+    elif path.suffix.lower() in PICKLE_SUFFIXES:
         data = _load_pickle_safely(path)
     elif path.suffix.lower() == ".png":
         from lorastudio.adapters.embedding_png import read_png_embedding

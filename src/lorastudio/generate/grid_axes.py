@@ -24,6 +24,7 @@ from lorastudio.errors import LorastudioError
 __all__ = [
     "AXES",
     "MAX_CELLS",
+    "SCRIPT_TITLE",
     "VAE_AUTOMATIC",
     "Axis",
     "apply_axis_value",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 MAX_CELLS = 1000
+# The script's name in A1111's infotext ("Script: X/Y/Z plot"): written by a grid, read by PNG info.
+SCRIPT_TITLE = "X/Y/Z plot"
 
 
 @dataclass(frozen=True)

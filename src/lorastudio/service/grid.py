@@ -32,6 +32,7 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.grid_axes import (
     AXES,
     MAX_CELLS,
+    SCRIPT_TITLE,
     Axis,
     apply_axis_value,
     find_axis,
@@ -59,7 +60,6 @@ __all__ = [
     "submit_grid",
 ]
 
-SCRIPT_TITLE = "X/Y/Z plot"
 
 
 # --- requests -----------------------------------------------------------------------------

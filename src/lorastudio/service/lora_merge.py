@@ -126,26 +126,31 @@ def _tensor_dtypes(path: Path) -> dict[str, str]:
     return {k: v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
 
 
+def _half_dtype(spelled: str | None):
+    """torch's half dtype for safetensors' spelling (`F16`, `BF16`); None (full precision) for others."""
+    import torch
+
+    return {"F16": torch.float16, "BF16": torch.bfloat16}.get(spelled)
+
+
 def _unet_dtype(path: Path):
     """The float dtype of the file's UNet (an fp16 checkpoint, `.ckpt` or `.safetensors`, stays fp16);
     None for fp32."""
-    import torch
 
     dtypes = _tensor_dtypes(path)
     unet = [v for k, v in dtypes.items() if "diffusion_model" in k] or list(dtypes.values())
-    return {"F16": torch.float16, "BF16": torch.bfloat16}.get(unet[0]) if unet else None
+    return _half_dtype(unet[0]) if unet else None
 
 
 def _folder_unet_dtype(folder: Path):
     """The float dtype of a diffusers folder's UNet weights (an fp16 folder merges into an fp16 single
     file); None for fp32 or a folder without safetensors weights."""
-    import torch
 
     from lorastudio.models.checkpoint import read_safetensors_header
 
     for path in sorted((folder / "unet").glob("*.safetensors")):
         dtypes = [v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"]
-        return {"F16": torch.float16, "BF16": torch.bfloat16}.get(dtypes[0]) if dtypes else None
+        return _half_dtype(dtypes[0]) if dtypes else None
     return None
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.grid_axes import SCRIPT_TITLE
 from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
 __all__ = ["form_grid", "form_params", "form_request"]
-
-_GRID_SCRIPT = "X/Y/Z plot"  # service.grid.SCRIPT_TITLE, which imports the recipe reader (no circle)
-
 
 def form_params(params: dict[str, Any], notes: list) -> dict[str, Any]:
     """The infotext's keys with a `Schedule type` this studio lacks (e.g. Align Your Steps) left out."""
@@ -128,7 +126,7 @@ def form_grid(params: dict[str, Any], notes: list) -> dict[str, Any] | None:
     None for an image that is no grid. An axis type this studio lacks is left at "nothing", noted."""
     from lorastudio.generate.grid_axes import find_axis
 
-    if str(params.get("Script") or "").strip() != _GRID_SCRIPT:
+    if str(params.get("Script") or "").strip() != SCRIPT_TITLE:
         return None
     grid: dict[str, Any] = {}
     for letter in "XYZ":
