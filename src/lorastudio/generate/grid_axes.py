@@ -209,7 +209,7 @@ def _term_orders(terms: list[str]) -> list[tuple[str, ...]]:
     count = math.factorial(len(terms))
     if count > MAX_CELLS:
         raise LorastudioError(
-            f"grid axis Prompt order (prompt_order): {len(terms)} terms make {count} orders; at most {MAX_CELLS}, "
+            f"grid axis {axis_title(AXES['prompt_order'])}: {len(terms)} terms make {count} orders; at most {MAX_CELLS}, "
             "give 6 terms or fewer."
         )
     return list(itertools.permutations(terms))
@@ -282,7 +282,7 @@ def reorder_prompt(prompt: str, order: list[str]) -> str:
     missing = [term for term in order if term not in prompt]
     if missing:
         raise LorastudioError(
-            f"grid axis Prompt order (prompt_order): {missing[0]!r} is not in the prompt; give terms the "
+            f"grid axis {axis_title(AXES['prompt_order'])}: {missing[0]!r} is not in the prompt; give terms the "
             "prompt holds (prompt 'a cat, a dog': values 'a cat, a dog')."
         )
     by_place = sorted(order, key=prompt.find)  # stable: terms found at one place keep the given order
@@ -291,7 +291,7 @@ def reorder_prompt(prompt: str, order: list[str]) -> str:
         start = rest.find(term)
         if start < 0:  # only found inside a term taken before it ("red" and "red hair")
             raise LorastudioError(
-                f"grid axis Prompt order (prompt_order): {term!r} overlaps another term in the prompt; give "
+                f"grid axis {axis_title(AXES['prompt_order'])}: {term!r} overlaps another term in the prompt; give "
                 "terms that do not."
             )
         gaps.append(rest[:start])

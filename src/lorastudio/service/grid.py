@@ -35,6 +35,7 @@ from lorastudio.generate.grid_axes import (
     SCRIPT_TITLE,
     Axis,
     apply_axis_value,
+    axis_title,
     find_axis,
     format_value,
     parse_axis_option,
@@ -255,7 +256,7 @@ def plan_cells(
                 cells.append(cell)
     if "hires_upscaler" in uses and not any(c.config.hires_on for c in cells):
         raise LorastudioError(
-            "grid axis Hires upscaler (hires_upscaler): the hires fix is off, so no upscaler is used; "
+            f"grid axis {axis_title(AXES['hires_upscaler'])}: the hires fix is off, so no upscaler is used; "
             "set Hires fix's Upscale by above 1 (--hires-scale 2) or a size to resize to."
         )
     return cells, axes, target
