@@ -275,9 +275,10 @@ def test_a1111_xyz_plot_answers_sub_grids_and_varies_seeds(client):
 
 
 @pytest.mark.slow
-def test_a1111_xyz_plot_answers_a_lone_sub_grid(client):
+def test_a1111_xyz_plot_answers_a_lone_sub_grid(client, tiny_workspace):
     """A single Z value with Include Sub Grids: A1111 answers the grid (under its Z title, with the Z
-    keys) and that one X/Y sub-grid (no title, no Z keys); with Z "Nothing" the sub-grid is the grid."""
+    keys) and that one X/Y sub-grid (no title, no Z keys), saving the grid alone; with Z "Nothing" the
+    sub-grid is the grid."""
     body = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "seed": 7, "script_name": "x/y/z plot"}
     args = ["CFG Scale", "2, 6", [], "Nothing", "", [], "Steps", "1", [],
             True, False, True, False, False, False, False, 0, False]  # fmt: skip
@@ -287,6 +288,7 @@ def test_a1111_xyz_plot_answers_a_lone_sub_grid(client):
     assert sub.width == grid.width and sub.height < grid.height  # the grid has the "Steps: 1" title band
     main, lone = (parse_infotext(t) for t in json.loads(data["info"])["infotexts"])
     assert main["Z Type"] == "Steps" and "Z Type" not in lone and lone["X Type"] == "CFG Scale"
+    assert len(list(tiny_workspace.outputs.rglob("grid-*.png"))) == 1  # answered, not saved (A1111)
     args[6], args[7] = "Nothing", ""
     data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
     assert len(data["images"]) == 2 and data["images"][0] == data["images"][1]

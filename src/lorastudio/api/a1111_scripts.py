@@ -9,19 +9,24 @@ into A1111's txt2img axis list (those before index 21, which A1111 1.10 renumber
 robust across A1111 versions, the axis name ("CFG Scale", "Seed", "Prompt S/R", "Prompt order",
 "Hires upscaler", "VAE", "Styles", or lorastudio's own "LoRA weight", "LoRA checkpoint").
 The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids: one per Z value, even a lone one,
-each with its own infotext), cells (include_lone_images)].
+which A1111 answers without saving it, each with its own infotext), cells (include_lone_images)]. An
+axis A1111 has and lorastudio lacks (`generate.grid_axes.UNSUPPORTED_AXES`) is refused by its label.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+from pathlib import Path
 from typing import Any
 
 from lorastudio.api.a1111_controlnet import CONTROLNET_M2M, CONTROLNET_SCRIPT
 from lorastudio.errors import LorastudioError
 
 __all__ = [
+    "A1111_TXT2IMG_AXES",
+    "A1111_TXT2IMG_LABELS",
     "LISTED_SCRIPTS",
     "SCRIPTS",
     "XYZ_SCRIPT",
@@ -40,23 +45,22 @@ LISTED_SCRIPTS = {
     mode: [*names, CONTROLNET_SCRIPT, CONTROLNET_M2M] for mode, names in SCRIPTS.items()
 }
 
-# A1111's txt2img axis list, by index, for the axes lorastudio has (same order in 1.6 to 1.10; the
-# img2img-only "Image CFG Scale" and img2img "Sampler" are not in it). From index 21 on the versions
-# differ (1.10 put "Skip Early CFG" and the beta schedule axes before "Eta"), so lorastudio's Eta, Clip
-# skip, Denoising, Hires upscaler, VAE and Styles are taken by name only.
+# A1111's txt2img axis list, by index: the same labels in 1.6 to 1.10 up to index 20 (the img2img-only
+# "Image CFG Scale" and img2img "Sampler" are not in it). From index 21 on the versions differ (1.10 put
+# "Skip Early CFG" and the beta schedule axes before "Eta"), so lorastudio's Eta, Clip skip, Denoising,
+# Hires upscaler, VAE and Styles are taken by name only. An index whose axis lorastudio lacks is refused
+# by its label, with the reason (`generate.grid_axes.UNSUPPORTED_AXES`).
+A1111_TXT2IMG_LABELS = (
+    "Nothing", "Seed", "Var. seed", "Var. strength", "Steps", "Hires steps", "CFG Scale", "Prompt S/R",
+    "Prompt order", "Sampler", "Hires sampler", "Checkpoint name", "Negative Guidance minimum sigma",
+    "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise", "Schedule type", "Schedule min sigma",
+    "Schedule max sigma", "Schedule rho",
+)  # fmt: skip
+
+
+# The indices lorastudio runs (tests/test_grid_options.py keeps them in step with the axes).
 A1111_TXT2IMG_AXES = {
-    0: "Nothing",
-    1: "Seed",
-    2: "Var. seed",
-    3: "Var. strength",
-    4: "Steps",
-    5: "Hires steps",
-    6: "CFG Scale",
-    7: "Prompt S/R",
-    8: "Prompt order",
-    9: "Sampler",
-    11: "Checkpoint name",
-    17: "Schedule type",
+    index: A1111_TXT2IMG_LABELS[index] for index in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17)
 }
 _NAMED_ARGS = (
     "x_type",
@@ -84,12 +88,12 @@ def _axis_name(value: Any, which: str) -> str:
         )
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
         index = int(value)
-        if index not in A1111_TXT2IMG_AXES:
-            known = ", ".join(f"{i} {n}" for i, n in A1111_TXT2IMG_AXES.items())
-            raise LorastudioError(
-                f"script_args {which}: axis index {index} is not supported; use one of {known}, or send the axis name."
-            )
-        return find_axis(A1111_TXT2IMG_AXES[index]).name
+        if 0 <= index < len(A1111_TXT2IMG_LABELS):  # an axis lorastudio lacks is refused by its label, with why
+            return find_axis(A1111_TXT2IMG_LABELS[index]).name
+        known = ", ".join(f"{i} {n}" for i, n in A1111_TXT2IMG_AXES.items())
+        raise LorastudioError(
+            f"script_args {which}: axis index {index} is not supported; use one of {known}, or send the axis name."
+        )
     return find_axis(str(value)).name
 
 
@@ -202,7 +206,10 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     """Run the request's selectable script through the job queue and answer as A1111 does."""
     from lorastudio.api.a1111_controlnet import parse_units, store_units
     from lorastudio.api.a1111_requests import Img2ImgRequest, a1111_info, b64_file, to_generate_config
-    from lorastudio.service.grid import submit_grid
+    from lorastudio.service.grid import lone_sub_grid_png, submit_grid
+
+    def _b64(picture: Path | bytes) -> str:
+        return base64.b64encode(picture).decode("ascii") if isinstance(picture, bytes) else b64_file(picture)
 
     name = str(req.script_name or "").strip()
     if name.lower() != XYZ_SCRIPT or isinstance(req, Img2ImgRequest):
@@ -230,13 +237,16 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     def answer() -> dict[str, Any]:
         result = job.result or {}
         folder = studio.job_folder(job)
-        paths = [folder / result["grid"]] if result.get("grid") else []
+        paths: list[Path | bytes] = [folder / result["grid"]] if result.get("grid") else []
         infotexts = [result.get("grid_infotext", "")] if paths else []
         seeds = [result["seeds"][0]] if paths and result.get("seeds") else []
         prompts = [req.prompt] if paths else []
         if grid.include_sub_grids and paths:  # one per Z value, a lone one too (service.grid), as A1111
-            subs = result.get("sub_grids", [])
-            paths += [folder / n for n in subs]
+            subs: list[Path | bytes] = [folder / n for n in result.get("sub_grids", [])]
+            if result.get("lone_sub_grid_top") is not None:  # answered, never saved (A1111)
+                lone_text = (result.get("sub_grid_infotexts") or [""])[0]
+                subs = [lone_sub_grid_png(paths[0], int(result["lone_sub_grid_top"]), lone_text)]
+            paths += subs
             infotexts += _sub_grid_infotexts(result, len(subs))
             seeds += seeds[:1] * len(subs)
             prompts += [req.prompt] * len(subs)
@@ -247,7 +257,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
             prompts += list(result.get("prompts", []))
         info = a1111_info(req, cfg, job, infotexts, seeds, studio)
         info.update(all_prompts=prompts, index_of_first_image=1 if lone else 0)
-        images = [b64_file(p) for p in paths] if req.send_images else []
+        images = [_b64(p) for p in paths] if req.send_images else []
         return {
             "images": images,
             "parameters": req.model_dump(),

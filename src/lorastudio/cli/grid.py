@@ -43,7 +43,9 @@ def grid_cmd(
         False, "--include-sub-images", help="List every cell after the grid (A1111 Include Sub Images)."
     ),
     sub_grids: bool = typer.Option(
-        False, "--include-sub-grids", help="Also save each Z value's X/Y grid (A1111 Include Sub Grids)."
+        False,
+        "--include-sub-grids",
+        help="Also save each Z value's X/Y grid (A1111 Include Sub Grids; with one Z value A1111 saves the grid alone).",
     ),
     vary_seeds: str = typer.Option(
         "", "--vary-seeds", help="Axes whose cells each take the next seed, e.g. 'x' or 'xy' (A1111 Vary seeds)."
@@ -95,6 +97,8 @@ def grid_cmd(
     typer.echo(f"grid: {result.grid}")
     for path in result.sub_grids:
         typer.echo(f"  sub-grid: {path}")
+    if result.lone_sub_grid_top is not None:
+        typer.echo("  sub-grid: not saved (one Z value: the grid without its Z title, as A1111 saves it)")
     if sub_images:
         for cell in result.cells:
             if cell.path:

@@ -6,7 +6,8 @@ allowed), integer ranges `1-5`, `1-9 (+2)`, `10-1 (-3)`, `1-10 [4]` (4 evenly sp
 float ranges `0.4-1.0 (+0.2)`, `0.4-1.0 [4]`; Prompt order's values are terms, expanded to every
 order of them. `apply_axis_value` changes one cell's request for one value (Prompt S/R replaces the
 first value by the others, Prompt order rearranges the terms in the prompt). service.grid plans and
-runs the cells.
+runs the cells. A1111's axes for settings this studio's generation does not run are not axes here:
+`UNSUPPORTED_AXES` says why, and asking for one by its label is refused with that line.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.samplers import SCHEDULE_TYPES
 
 __all__ = [
     "AXES",
     "MAX_CELLS",
     "SCRIPT_TITLE",
+    "UNSUPPORTED_AXES",
     "VAE_AUTOMATIC",
     "Axis",
     "apply_axis_value",
@@ -96,11 +99,51 @@ AXES: dict[str, Axis] = {
 }
 
 
+# A1111 1.10's X/Y/Z axes whose setting the generation here does not run, by A1111's label: why. No stub
+# axis stands in for them (a grid whose cells all come out alike would look like a finding).
+_SAME_SAMPLER = "the hires pass samples with the first pass's sampler and schedule type (no hires sampler setting)"
+_NO_CHURN = "the samplers run without k-diffusion's churn options (s_churn, s_tmin, s_tmax, s_noise are not settings)"
+_OWN_SIGMAS = "each schedule type uses the model's own sigma range and its fixed rho (no schedule overrides)"
+_NO_TOME = "no token merging (ToMe) runs in the UNet"
+_NO_REFINER = "no SDXL refiner pass runs after the base model"
+_NO_BETA = f"there is no Beta schedule type (schedule types: {', '.join(SCHEDULE_TYPES)})"
+UNSUPPORTED_AXES: dict[str, str] = {
+    "Hires sampler": _SAME_SAMPLER,
+    "Hires schedule type": _SAME_SAMPLER,
+    "Image CFG Scale": "it guides instruct-pix2pix models, which this studio does not load",
+    "Negative Guidance minimum sigma": "every step evaluates the negative prompt (no s_min_uncond skipping)",
+    "Sigma Churn": _NO_CHURN,
+    "Sigma min": _NO_CHURN,
+    "Sigma max": _NO_CHURN,
+    "Sigma noise": _NO_CHURN,
+    "Schedule min sigma": _OWN_SIGMAS,
+    "Schedule max sigma": _OWN_SIGMAS,
+    "Schedule rho": _OWN_SIGMAS,
+    "Skip Early CFG": "every step applies CFG (no skip_early_cond)",
+    "Beta schedule alpha": _NO_BETA,
+    "Beta schedule beta": _NO_BETA,
+    "Initial noise multiplier": "img2img's starting noise is not scaled (no initial_noise_multiplier)",
+    "Extra noise": "img2img adds no extra noise to the init picture's latents (no img2img_extra_noise)",
+    "Cond. Image Mask Weight": "inpainting models always get the whole masked picture (no inpainting_mask_weight)",
+    "UniPC Order": "UniPC runs at one fixed solver order (no uni_pc_order setting)",
+    "Face restore": "no face restoration runs after sampling (restore_faces is accepted and ignored)",
+    "Token merging ratio": _NO_TOME,
+    "Token merging ratio high-res": _NO_TOME,
+    "Always discard next-to-last sigma": "each sampler keeps the sigma schedule its scheduler makes (no always_discard_next_to_last_sigma)",
+    "SGM noise multiplier": "SDXL's starting noise is scaled one way only (no sgm_noise_multiplier)",
+    "Refiner checkpoint": _NO_REFINER,
+    "Refiner switch at": _NO_REFINER,
+    "RNG source": "every noise is drawn on the CPU (infotext 'RNG: CPU'); GPU and NV noise are not drawn",
+    "FP8 mode": "models are never stored in FP8 here (no fp8_storage)",
+}
+
+
 def _key(text: str) -> str:
     return re.sub(r"[^0-9a-z]", "", text.lower())
 
 
 _AXIS_KEYS = {_key(k): a for a in AXES.values() for k in (a.name, a.label, *a.aliases)}
+_UNSUPPORTED_KEYS = {_key(label): label for label in UNSUPPORTED_AXES}
 
 
 def axis_title(axis: Axis) -> str:
@@ -111,6 +154,9 @@ def axis_title(axis: Axis) -> str:
 def find_axis(name: str) -> Axis:
     """An axis by our name (`lora_weight`), A1111's label (`CFG Scale`) or an alias."""
     axis = _AXIS_KEYS.get(_key(str(name)))
+    label = _UNSUPPORTED_KEYS.get(_key(str(name)))
+    if axis is None and label is not None:
+        raise LorastudioError(f"A1111's X/Y/Z axis {label!r} is not supported here: {UNSUPPORTED_AXES[label]}.")
     if axis is None:
         raise LorastudioError(f"grid axis {name!r}: unknown; choose one of: {', '.join(AXES)}.")
     return axis

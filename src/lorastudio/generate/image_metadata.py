@@ -20,6 +20,7 @@ __all__ = [
     "encode_user_comment",
     "infotext_and_items",
     "read_infotext",
+    "png_bytes",
     "save_png",
     "write_jpeg_with_infotext",
 ]
@@ -44,17 +45,30 @@ def save_png(
     Pillow writes a tEXt chunk when the text is Latin-1 and an iTXt (UTF-8) chunk
     otherwise, so Chinese prompts survive. `extra_text` adds more text chunks.
     """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", pnginfo=_png_text(infotext, extra_text))
+    return path
+
+
+def png_bytes(image: PILImage.Image, infotext: str) -> bytes:
+    """A PNG with its infotext, in memory: a picture answered but not saved (A1111's lone sub-grid)."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=_png_text(infotext, None))
+    return buffer.getvalue()
+
+
+def _png_text(infotext: str, extra_text: dict[str, str] | None):
     from PIL import PngImagePlugin
 
-    path = Path(path)
     info = PngImagePlugin.PngInfo()
     for key, value in (extra_text or {}).items():
         if key != PARAMETERS_KEY:
             info.add_text(key, str(value))
     info.add_text(PARAMETERS_KEY, infotext)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", pnginfo=info)
-    return path
+    return info
 
 
 def encode_user_comment(text: str) -> bytes:

@@ -9,7 +9,9 @@ when `lorastudio train score` has scored them, the scores become the cells' capt
 The axes and A1111's value-list syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, Prompt S/R) are
 pure functions in generate.grid_axes; the LoRA the weight and checkpoint axes act on is
 service.grid_target; this module plans the cells and runs them. As A1111, every cell is saved,
-the sub-grids only with `include_sub_grids`, and `GridResult.shown()` is what a front shows.
+the sub-grids only with `include_sub_grids`, and `GridResult.shown()` is what a front shows. A
+one-value Z axis's lone sub-grid is answered but never saved, as A1111: it is the grid below its
+Z title, cut out on demand (`lone_sub_grid_png`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "GridRequest",
     "GridResult",
     "find_axis",
+    "lone_sub_grid_png",
     "parse_axis_option",
     "parse_values",
     "run_grid",
@@ -88,7 +91,9 @@ class GridRequest(StrictModel):
         False, description="Show and answer every cell after the grid (A1111 Include Sub Images); cells are saved anyway."
     )
     include_sub_grids: bool = Field(
-        False, description="Save, show and answer each Z value's X/Y grid too (A1111 Include Sub Grids)."
+        False,
+        description="Save, show and answer each Z value's X/Y grid too (A1111 Include Sub Grids); a lone Z"
+        " value's is shown and answered, not saved, as A1111.",
     )
     vary_seeds_x: bool = Field(False, description="A new seed per column: the cell's seed + its column (A1111).")
     vary_seeds_y: bool = Field(False, description="A new seed per row, after the columns' (A1111 Vary seeds for Y).")
@@ -126,6 +131,9 @@ class GridResult:
     model_hash: str = ""
     include_sub_images: bool = False
     sub_infotexts: list[str] = field(default_factory=list)  # one per sub-grid, in its order
+    # A one-value Z axis with include_sub_grids: the row where its X/Y grid starts in `grid` (below
+    # the Z title); not saved (A1111 answers it, saves the grid alone), `lone_sub_grid_png` cuts it out
+    lone_sub_grid_top: int | None = None
 
     def shown(self) -> list[Path]:
         """The pictures in A1111's answer order: the grid, its sub-grids (when saved), then the cells
@@ -156,6 +164,7 @@ class GridResult:
             ],
             "infotext": self.infotext,
             "sub_grid_infotexts": self.sub_infotexts,
+            "lone_sub_grid_top": self.lone_sub_grid_top,
             "model": self.model,
             "model_hash": self.model_hash,
         }
@@ -331,18 +340,34 @@ def _grid_infotext(
 
 def _save_sub_grids(
     folder: Path, stem: str, images: list, infotexts: list[str], main: tuple[Any, Path, str]
-) -> list[Path]:
-    """Each Z value's X/Y grid as `<stem>-z<N>.png`. A lone sub-grid that is the grid itself (no Z
-    title drawn, the same infotext) is the grid's own file: A1111 answers it twice but saves it once."""
+) -> tuple[list[Path], int | None]:
+    """Each Z value's X/Y grid as `<stem>-z<N>.png`, and None. A1111 saves the sub-grids of two or
+    more Z values only: a lone one is answered, never saved. When it is the grid itself (no Z title
+    drawn, the same infotext) it is the grid's own file; else ([], the row where it starts in the grid)."""
     from lorastudio.generate.infotext import save_png
 
     main_image, main_path, main_infotext = main
-    if len(images) == 1 and images[0] is main_image and infotexts[0] == main_infotext:
-        return [main_path]
-    return [
+    if len(images) == 1:
+        if images[0] is main_image and infotexts[0] == main_infotext:
+            return [main_path], None
+        return [], main_image.height - images[0].height  # stack_grids puts the title band above it
+    paths = [
         save_png(image, folder / f"{stem}-z{iz + 1}.png", text)
         for iz, (image, text) in enumerate(zip(images, infotexts, strict=True))
     ]
+    return paths, None
+
+
+def lone_sub_grid_png(grid: Path, top: int, infotext: str) -> bytes:
+    """The X/Y grid of a one-value Z axis as PNG bytes with its own infotext: the saved grid below
+    its Z title (`GridResult.lone_sub_grid_top`), which A1111 answers but does not save."""
+    from PIL import Image
+
+    from lorastudio.generate.image_metadata import png_bytes
+
+    with Image.open(grid) as picture:
+        lone = picture.convert("RGB").crop((0, top, picture.width, picture.height))
+    return png_bytes(lone, infotext)
 
 
 def run_grid(
@@ -429,9 +454,9 @@ def run_grid(
     main = stack_grids(sub_images, z_labels, request.margin, request.draw_legend)
     infotext = _grid_infotext(first, axes, request.fixed_seeds, True)
     grid_path = save_png(main, folder / f"{stem}.png", infotext)
-    sub_paths = []
+    sub_paths, lone_top = [], None
     if request.include_sub_grids:  # A1111 answers the sub-grids only when asked, even a lone one
-        sub_paths = _save_sub_grids(folder, stem, sub_images, sub_infotexts, (main, grid_path, infotext))
+        sub_paths, lone_top = _save_sub_grids(folder, stem, sub_images, sub_infotexts, (main, grid_path, infotext))
     else:
         sub_infotexts = []
     axes_info = {
@@ -455,7 +480,7 @@ def run_grid(
     }
     result = GridResult(
         grid_path, sub_paths, cells, infotext, axes_info, layout_info, model, model_hash,
-        request.include_sub_images, sub_infotexts,
+        request.include_sub_images, sub_infotexts, lone_top,
     )  # fmt: skip
     summary = result.as_json()
     summary["request"] = base.model_dump()
@@ -479,6 +504,7 @@ def grid_job_result(result: GridResult) -> dict[str, Any]:
         "grid_infotext": result.infotext,
         "sub_grids": [p.name for p in result.sub_grids],  # with include_sub_grids only, as A1111
         "sub_grid_infotexts": result.sub_infotexts,
+        "lone_sub_grid_top": result.lone_sub_grid_top,  # a lone sub-grid, not saved: lone_sub_grid_png
         "include_sub_images": result.include_sub_images,  # whether a front shows the cells after them
         "images": [c.path.name for c in done],
         "seeds": [c.seed for c in done],

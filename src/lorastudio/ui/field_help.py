@@ -169,7 +169,7 @@ HELP_ZH: dict[str, str] = {
     "GridRequest.lora": "权重轴 / 检查点轴作用的 LoRA 名称。",
     "GridRequest.margin": "格子之间的间距（像素）。",
     "GridRequest.include_sub_images": "在图表之后显示并返回每一格的图像（A1111 的 Include Sub Images）；每格总会保存。",
-    "GridRequest.include_sub_grids": "另外保存、显示并返回每个 Z 值的 X/Y 子网格（A1111 的 Include Sub Grids）。",
+    "GridRequest.include_sub_grids": "另外保存、显示并返回每个 Z 值的 X/Y 子网格（A1111 的 Include Sub Grids）；只有一个 Z 值时只显示、返回，不保存（同 A1111）。",
     "GridRequest.vary_seeds_x": "每一列换一个种子：该格种子加上列号（A1111）。",
     "GridRequest.vary_seeds_y": "每一行换一个种子，排在各列之后（A1111 的 Vary seeds for Y）。",
     "GridRequest.vary_seeds_z": "每个 Z 网格换一个种子，排在各行之后（A1111 的 Vary seeds for Z）。",

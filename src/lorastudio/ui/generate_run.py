@@ -250,6 +250,8 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     firsts = [result["grid"], *result.get("sub_grids", [])] if result.get("grid") else []
     firsts += [result["contact_sheet"]] if result.get("contact_sheet") else []
     paths = [str(folder / name) for name in firsts] + images
+    if result.get("grid") and result.get("lone_sub_grid_top") is not None:
+        paths.insert(1, _lone_sub_grid_file(ctx, job.id, folder / result["grid"], result))
     shown = paths[0] if result.get("grid") else (images[0] if images else None)
     info = png_info(shown)["info"] if shown else ""
     if job.state == "succeeded":
@@ -261,6 +263,21 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     else:
         status = failed_markup(ctx, job)
     yield status, gr.update(visible=False), paths, info, 0, paths  # a new gallery: its first image selected
+
+
+def _lone_sub_grid_file(ctx: UiContext, job_id: str, grid: Path, result: dict[str, Any]) -> str:
+    """A one-value Z axis's X/Y grid, which A1111 shows but does not save: written into Gradio's own
+    temporary folder (which it serves), never into outputs/, with its infotext for PNG info and "send to"."""
+    import os
+
+    from lorastudio.service.grid import lone_sub_grid_png
+
+    infotext = (result.get("sub_grid_infotexts") or [""])[0]
+    temp = Path(os.environ.get("GRADIO_TEMP_DIR") or ctx.studio.workspace.cache / "gradio")
+    path = temp / "xyz-sub-grids" / f"{job_id}-{grid.stem}-z1.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lone_sub_grid_png(grid, int(result["lone_sub_grid_top"]), infotext))
+    return str(path)
 
 
 def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:

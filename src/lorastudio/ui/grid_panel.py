@@ -23,6 +23,7 @@ __all__ = [
     "GridPanel",
     "build_grid_panel",
     "grid_request_from_form",
+    "shown_choices",
 ]
 
 AXIS_LETTERS = ("x", "y", "z")
@@ -104,13 +105,28 @@ def build_grid_panel(ctx: UiContext) -> GridPanel:
     return panel
 
 
+# Axes whose "Automatic" choice reads in the page's language, as the form's own VAE and schedule pickers
+_AUTOMATIC_WORDS = {"vae": "generate.vae_automatic", "schedule": "generate.schedule_automatic"}
+
+
+def shown_choices(ctx: UiContext, axis: str, choices: list[str]) -> list[tuple[str, str]]:
+    """The values dropdown's (label, value) pairs: "Automatic" shown translated, while the value
+    picked, written into the text and run stays A1111's word."""
+    from lorastudio.service.grid import find_axis
+
+    word = _AUTOMATIC_WORDS.get(find_axis(axis or "nothing").name)
+    return [(ctx.t(word) if word and choice == "Automatic" else choice, choice) for choice in choices]
+
+
 def axis_picker_update(ctx: UiContext, axis: str, text: str) -> dict[str, Any]:
     """The values dropdown for a newly chosen axis type: its choices, shown only when it has some,
     with the typed values that are among them picked."""
     from lorastudio.service.choices import grid_axis_value_choices, picks_from_text
 
     choices = grid_axis_value_choices(ctx.studio.workspace, axis)
-    return gr.update(choices=choices, value=picks_from_text(text, choices), visible=bool(choices))
+    return gr.update(
+        choices=shown_choices(ctx, axis, choices), value=picks_from_text(text, choices), visible=bool(choices)
+    )
 
 
 def picked_text(ctx: UiContext, axis: str, text: str, picks: list[str] | None) -> str:
