@@ -106,14 +106,17 @@ def swinir_state(
     scale: int = 4,
     seed: int = 0,
     in_chans: int = 3,
+    unshuffle: int = 1,
 ) -> dict:
     """A SwinIR state dict; the defaults are the real-SR x4 GAN model's layout (SwinIR-L: 240 dim,
     9 x 6 blocks of 8 heads, window 8, img_size 64, mlp ratio 2, 3conv, nearest+conv) made tiny;
-    `in_chans=1` the greyscale denoisers' (004_grayDN)."""
+    `in_chans=1` the greyscale denoisers' (004_grayDN); `unshuffle` > 1 DiffBIR v1's stage-1 model
+    (`conv_first = Sequential(PixelUnshuffle(unshuffle), Conv2d)`: the conv at `conv_first.1`, taking
+    in_chans * unshuffle^2 channels; general_swinir_v1 is unshuffle 8 with an 8x nearest+conv head)."""
     import torch
 
     shapes: dict = {}
-    _conv(shapes, "conv_first", embed_dim, in_chans)
+    _conv(shapes, "conv_first.1" if unshuffle > 1 else "conv_first", embed_dim, in_chans * unshuffle * unshuffle)
     _norm(shapes, "patch_embed.norm", embed_dim)
     for i, (depth, head) in enumerate(zip(depths, heads, strict=True)):
         for j in range(depth):
