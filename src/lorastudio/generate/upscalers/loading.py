@@ -31,6 +31,7 @@ __all__ = [
     "SUPPORTED",
     "UpscalerSpec",
     "build_network",
+    "names_3x",
     "read_upscaler_state_dict",
     "sniff_upscaler",
 ]
