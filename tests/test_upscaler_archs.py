@@ -149,6 +149,51 @@ def test_a_broken_swinir_file_is_refused_in_one_line_naming_it(tmp_path):
         load_model_upscaler(save(state, path))
 
 
+@pytest.mark.parametrize(("upscale", "unshuffle"), [(2, 2), (4, 2)])
+def test_swinir_with_an_unshuffled_first_conv_runs_its_body_at_the_folded_size(tmp_path, upscale, unshuffle):
+    """DiffBIR v1's stage-1 layout (`conv_first.1`): the normalised picture is pixel-unshuffled before the first
+    conv, so the same weights as a plain SwinIR taking the unshuffled channels give the same output."""
+    from lorastudio.generate.upscalers.swinir import SwinIR
+
+    state = swinir_state(upsampler="nearest+conv", resi="1conv", scale=upscale, unshuffle=unshuffle, window=4, img_size=8, seed=14)
+    path = save(state, tmp_path / "general_swinir_v1.pth", None)
+    spec = sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert (spec.arch, spec.scale, spec.channels) == ("SwinIR", upscale // unshuffle, 3)
+    assert (spec.kwargs["unshuffle"], spec.kwargs["upscale"], spec.kwargs["in_chans"]) == (unshuffle, upscale, 3)
+    model = load_model_upscaler(path)
+    assert _every_key_loaded(model, state)
+    assert (model.scale, model.multiple) == (upscale // unshuffle, 4 * unshuffle)  # whole windows after the unshuffle
+
+    folded = 3 * unshuffle * unshuffle
+    plain = SwinIR(**{**spec.kwargs, "in_chans": folded, "out_chans": 3, "unshuffle": 1})
+    plain.load_state_dict({key.replace("conv_first.1.", "conv_first."): value for key, value in state.items()})
+    plain.mean = torch.zeros(1, 1, 1, 1)  # the mean is taken off and put back by hand below
+    mean = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)
+    x = torch.rand(1, 3, 8 * unshuffle, 12 * unshuffle, generator=torch.Generator().manual_seed(15))
+    with torch.inference_mode():
+        got = model.network(x)
+        want = plain.eval()(torch.nn.functional.pixel_unshuffle(x - mean, unshuffle)) + mean
+    assert got.shape == (1, 3, x.shape[2] * upscale // unshuffle, x.shape[3] * upscale // unshuffle)
+    assert torch.allclose(got, want, atol=1e-5)
+    out = model.upscale(_picture(21, 13))  # padded to whole folded windows, then cropped
+    assert out.size == (21 * upscale // unshuffle, 13 * upscale // unshuffle)
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"upsampler": "", "scale": 1}, "is a SwinIR unshuffling its input by 2 for a 1x reconstruction"),
+        ({"upsampler": "nearest+conv", "scale": 2, "unshuffle": 3}, "is a SwinIR unshuffling its input by 3 for a 2x"),
+    ],
+)
+def test_an_unshuffled_swinir_that_cannot_give_a_whole_scale_is_refused_naming_it(tmp_path, changes, says):
+    state = swinir_state(**{"resi": "1conv", "unshuffle": 2, **changes})
+    path = save(state, tmp_path / "odd_unshuffle.pth", None)
+    with pytest.raises(LorastudioError, match=f"odd_unshuffle.pth: {says}") as err:
+        sniff_upscaler(read_upscaler_state_dict(path), path)
+    assert "\n" not in str(err.value)
+
+
 def _fake_spandrel(monkeypatch, arch: str, scale: int = 2) -> list:
     """`spandrel` as installed: its loader answers every state dict with a descriptor of `arch`; the calls are kept."""
     import sys
@@ -276,6 +321,45 @@ def test_a_model_for_other_than_rgb_or_greyscale_images_is_refused_naming_the_fi
     path = save(swinir_state(upsampler="", resi="1conv", scale=1, in_chans=4), tmp_path / "rgba-denoise.pth")
     with pytest.raises(LorastudioError, match=r"rgba-denoise.pth: a SwinIR for 4-channel images; only RGB \(3\) and grey"):
         sniff_upscaler(read_upscaler_state_dict(path), path)
+
+
+# -- dtypes: half only where the arch is half-safe --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "requested", "runs_in"),
+    [
+        ("swinir", torch.float16, torch.float32),  # spandrel: supports_half=False
+        ("swinir", torch.bfloat16, torch.bfloat16),  # spandrel: supports_bfloat16=True
+        ("scunet", torch.float16, torch.float16),  # spandrel: supports_half=True
+        ("esrgan", torch.float16, torch.float16),
+        ("swinir", None, torch.float32),
+    ],
+)
+def test_an_upscaler_runs_in_half_only_where_its_arch_is_half_safe(tmp_path, kind, requested, runs_in):
+    """The hires fix asks for the generation's dtype (fp16 on a GPU without bf16): SwinIR keeps fp32 there."""
+    from lorastudio.service.upscalers import load_upscaler
+
+    state = {"swinir": swinir_state, "scunet": scunet_state, "esrgan": old_esrgan_pixelshuffle_state}[kind](seed=16)
+    path = save(state, tmp_path / f"{kind}.pth", None)
+    model = load_upscaler(path, "cpu", requested)
+    assert model.dtype == runs_in
+    assert model.upscale(_picture(16, 8), tile=0).size == (16 * model.scale, 8 * model.scale)
+
+
+def test_a_spandrel_network_takes_half_as_its_descriptor_says():
+    import types
+
+    from lorastudio.generate.upscalers.loading import UpscalerSpec
+    from lorastudio.generate.upscalers.model import upscaler_dtype
+
+    def spec(**flags) -> UpscalerSpec:
+        return UpscalerSpec("spandrel", 4.0, {"descriptor": types.SimpleNamespace(**flags)}, "DAT")
+
+    assert upscaler_dtype(spec(supports_half=False, supports_bfloat16=True), torch.float16) == torch.float32
+    assert upscaler_dtype(spec(supports_half=False, supports_bfloat16=True), torch.bfloat16) == torch.bfloat16
+    assert upscaler_dtype(spec(supports_half=True, supports_bfloat16=False), torch.bfloat16) == torch.float32
+    assert upscaler_dtype(spec(supports_half=True, supports_bfloat16=False), torch.float16) == torch.float16
 
 
 # -- through the service: Extras and the hires fix --------------------------------------------------

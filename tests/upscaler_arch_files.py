@@ -60,6 +60,29 @@ def old_esrgan_pixelshuffle_state(
     return _random(shapes, seed)
 
 
+def old_esrgan_nearest_state(
+    num_feat: int = 8, num_block: int = 1, grow: int = 4, upsamples: int = 2, plus: bool = False, seed: int = 0
+) -> dict:
+    """An old-layout ESRGAN with the nearest upsampler (old `architecture.py`'s `upconv_blcok`: Upsample,
+    conv, act per step, so convs at model.3, model.6, ...; then the HR conv and the last conv two apart).
+    `plus`: ESRGAN+'s dense blocks, each with a bias-free 1x1 conv `RDBk.conv1x1` (grow x num_feat)."""
+    shapes: dict = {}
+    _conv(shapes, "model.0", num_feat, 3)
+    for n in range(num_block):
+        for rdb in (1, 2, 3):
+            for i in range(1, 6):
+                out_ch = num_feat if i == 5 else grow
+                _conv(shapes, f"model.1.sub.{n}.RDB{rdb}.conv{i}.0", out_ch, num_feat + (i - 1) * grow)
+            if plus:
+                _conv(shapes, f"model.1.sub.{n}.RDB{rdb}.conv1x1", grow, num_feat, kernel=1, bias=False)
+    _conv(shapes, f"model.1.sub.{num_block}", num_feat, num_feat)
+    for step in range(1, upsamples + 1):
+        _conv(shapes, f"model.{3 * step}", num_feat, num_feat)
+    _conv(shapes, f"model.{3 * upsamples + 2}", num_feat, num_feat)
+    _conv(shapes, f"model.{3 * upsamples + 4}", 3, num_feat)
+    return _random(shapes, seed)
+
+
 def _relative_position_index(window: int):
     """SwinIR's buffer: the index into the bias table of every (query, key) pair in a window."""
     import torch
@@ -83,14 +106,17 @@ def swinir_state(
     scale: int = 4,
     seed: int = 0,
     in_chans: int = 3,
+    unshuffle: int = 1,
 ) -> dict:
     """A SwinIR state dict; the defaults are the real-SR x4 GAN model's layout (SwinIR-L: 240 dim,
     9 x 6 blocks of 8 heads, window 8, img_size 64, mlp ratio 2, 3conv, nearest+conv) made tiny;
-    `in_chans=1` the greyscale denoisers' (004_grayDN)."""
+    `in_chans=1` the greyscale denoisers' (004_grayDN); `unshuffle` > 1 DiffBIR v1's stage-1 model
+    (`conv_first = Sequential(PixelUnshuffle(unshuffle), Conv2d)`: the conv at `conv_first.1`, taking
+    in_chans * unshuffle^2 channels; general_swinir_v1 is unshuffle 8 with an 8x nearest+conv head)."""
     import torch
 
     shapes: dict = {}
-    _conv(shapes, "conv_first", embed_dim, in_chans)
+    _conv(shapes, "conv_first.1" if unshuffle > 1 else "conv_first", embed_dim, in_chans * unshuffle * unshuffle)
     _norm(shapes, "patch_embed.norm", embed_dim)
     for i, (depth, head) in enumerate(zip(depths, heads, strict=True)):
         for j in range(depth):

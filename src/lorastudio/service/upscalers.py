@@ -4,7 +4,10 @@ Rows in A1111's shape (`name` is the title A1111 shows, `model_name`, `model_pat
 `scale`) plus `kind`: `latent` (the hires fix's latent modes), `resample` (None, Lanczos,
 Nearest) or `model` (files in studio/models/upscalers: Real-ESRGAN releases and the SwinIR /
 ScuNET files A1111 downloads by their A1111 titles, `generate.upscalers.names.model_upscaler_title`;
-other files by their stem). A name is found by title or stem, in any case.
+other files by their stem). Every file gets a name of its own, as A1111 lists every file: where two
+files would share one (`SwinIR_4x.pth` and the release file are both `SwinIR 4x`), the file
+`title_claim` prefers keeps it and the other takes its stem (its file name, if that is taken too).
+A name is found by title, then stem, then file name, in any case.
 """
 
 from __future__ import annotations
@@ -75,13 +78,34 @@ def _row(name: str, kind: str, scale: float | None, path: Path | None = None, er
     }
 
 
-def _model_rows(ws: Workspace) -> list[dict[str, Any]]:
-    from lorastudio.generate.upscalers.names import model_upscaler_title
+def _unique_names(paths: list[Path], taken: set[str]) -> dict[Path, str]:
+    """Each upscaler file's listed name: its A1111 title, unless another file holds it more strongly
+    (`title_claim`), then its stem, then its file name; none equal to a name in `taken` (lower case)."""
+    from lorastudio.generate.upscalers.names import model_upscaler_title, title_claim
 
+    titles = {path: model_upscaler_title(path.stem) for path in paths}
+    listed = {path: index for index, path in enumerate(paths)}
+    order = sorted(paths, key=lambda path: (title_claim(path.stem, titles[path]), listed[path]))
+    names: dict[Path, str] = {}
+    for path in order:
+        name = next(
+            (option for option in (titles[path], path.stem, path.name) if option.lower() not in taken),
+            str(path),
+        )
+        taken.add(name.lower())
+        names[path] = name
+    return names
+
+
+def _model_rows(ws: Workspace) -> list[dict[str, Any]]:
+    from lorastudio.generate.upscalers.names import FIXED_UPSCALERS
+
+    paths = list_weight_files(ws.upscalers, "upscaler")
+    names = _unique_names(paths, {name.lower() for name in FIXED_UPSCALERS})
     rows = []
-    for path in list_weight_files(ws.upscalers, "upscaler"):
+    for path in paths:
         scale, error = _sniff(path)
-        rows.append(_row(model_upscaler_title(path.stem), "model", scale, path, error))
+        rows.append(_row(names[path], "model", scale, path, error))
     return sorted(rows, key=lambda row: row["name"].lower())
 
 
@@ -99,17 +123,30 @@ def upscaler_names(ws: Workspace, kinds: tuple[str, ...] = ("latent", "resample"
     return [row["name"] for row in list_upscalers(ws) if row["kind"] in kinds and not row["error"]]
 
 
+def _called(row: dict[str, Any], field: str) -> str:
+    """A row's listed name, its file's stem or its file name, in lower case ("" for none)."""
+    if field == "name":
+        return row["name"].lower()
+    if row["model_path"] is None:
+        return ""
+    path = Path(row["model_path"])
+    return (path.stem if field == "stem" else path.name).lower()
+
+
 def find_upscaler(
     ws: Workspace, name: str, kinds: tuple[str, ...] = ("latent", "resample", "model"), allow_paths: bool = False
 ) -> dict[str, Any]:
-    """The row of the upscaler called `name` (title or stem, any case), or a 422 listing the names.
+    """The row of the upscaler called `name` (its listed name, else a file's stem or file name; any
+    case), or a 422 listing the names. A listed name wins over another file's stem, so a title two
+    files could claim finds the file listed under it.
 
     `allow_paths` (the CLI) also takes a path to an upscaler file outside the workspace.
     """
     wanted = name.strip().lower()
     rows = [row for row in list_upscalers(ws) if row["kind"] in kinds]
-    for row in rows:
-        if wanted in (row["name"].lower(), (row["model_name"] or "").lower()):
+    for field in ("name", "stem", "file name"):
+        row = next((row for row in rows if wanted and _called(row, field) == wanted), None)
+        if row is not None:
             if row["error"]:
                 raise InvalidRequest(row["error"])
             return row

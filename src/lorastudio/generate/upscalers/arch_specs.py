@@ -17,6 +17,9 @@ __all__ = ["is_scunet", "is_swinir", "scunet_kwargs", "swin_relative", "swinir_k
 Refuse = Callable[[Path, str], Exception]
 
 _SWINIR_BLOCK = "layers.0.residual_group.blocks.0"
+_SWINIR_FIRST = "conv_first.weight"
+# DiffBIR v1's stage-1 SwinIR: `conv_first` is Sequential(PixelUnshuffle(s), Conv2d), its conv at index 1
+_SWINIR_UNSHUFFLED_FIRST = "conv_first.1.weight"
 
 
 # Key parts of SwinIR's relatives, which share its `layers.N.residual_group.blocks.M` names but not
@@ -42,8 +45,9 @@ def swin_relative(state: dict[str, Any]) -> str | None:
 
 def is_swinir(state: dict[str, Any]) -> bool:
     """SwinIR's own keys (its attention's bias table) and none of HAT's or Swin2SR's."""
-    own = ("conv_first.weight", f"{_SWINIR_BLOCK}.attn.qkv.weight", f"{_SWINIR_BLOCK}.attn.relative_position_bias_table")
-    return all(key in state for key in own) and swin_relative(state) is None
+    own = (f"{_SWINIR_BLOCK}.attn.qkv.weight", f"{_SWINIR_BLOCK}.attn.relative_position_bias_table")
+    first = _SWINIR_FIRST in state or _SWINIR_UNSHUFFLED_FIRST in state
+    return first and all(key in state for key in own) and swin_relative(state) is None
 
 
 def is_scunet(state: dict[str, Any]) -> bool:
@@ -64,7 +68,9 @@ def _shape(state: dict[str, Any], key: str) -> tuple[int, ...]:
 
 def swinir_kwargs(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[dict[str, Any], int]:
     """SwinIR's constructor arguments and scale, from the keys and shapes of `state`."""
-    embed_dim, in_chans = _shape(state, "conv_first.weight")[:2]
+    first = _SWINIR_UNSHUFFLED_FIRST if _SWINIR_UNSHUFFLED_FIRST in state else _SWINIR_FIRST
+    embed_dim, folded = _shape(state, first)[:2]
+    in_chans, unshuffle = _swinir_input(state, folded, first != _SWINIR_FIRST, path, refuse)
     layers = _indices(state, r"layers\.(\d+)\.residual_group\.")
     depths = tuple(len(_indices(state, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.")) for i in layers)
     heads = tuple(_shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")[1] for i in layers)
@@ -76,7 +82,10 @@ def swinir_kwargs(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[di
     mask_key = next((key for key in state if key.endswith(".attn_mask")), None)
     if mask_key is not None:
         img_size = math.isqrt(_shape(state, mask_key)[0]) * window
-    upsampler, scale, num_feat = _swinir_reconstruction(state, path, refuse)
+    upsampler, upscale, num_feat = _swinir_reconstruction(state, in_chans, path, refuse)
+    if unshuffle > 1 and (not upsampler or upscale % unshuffle):
+        raise refuse(path, f"is a SwinIR unshuffling its input by {unshuffle} for a {upscale}x reconstruction")
+    scale = upscale // unshuffle
     out_chans = _shape(state, "conv_last.weight")[0] if "conv_last.weight" in state else in_chans
     kwargs = {
         "in_chans": in_chans,
@@ -87,7 +96,8 @@ def swinir_kwargs(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[di
         "window_size": window,
         "mlp_ratio": _shape(state, f"{_SWINIR_BLOCK}.mlp.fc1.weight")[0] / embed_dim,
         "img_size": img_size,
-        "upscale": scale,
+        "upscale": upscale,
+        "unshuffle": unshuffle,
         "upsampler": upsampler,
         "resi_connection": "1conv" if "conv_after_body.weight" in state else "3conv",
         "num_feat": num_feat,
@@ -96,8 +106,22 @@ def swinir_kwargs(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[di
     return kwargs, scale
 
 
-def _swinir_reconstruction(state: dict[str, Any], path: Path, refuse: Refuse) -> tuple[str, int, int]:
-    """(upsampler, scale, num_feat) of SwinIR's reconstruction head."""
+def _swinir_input(state: dict[str, Any], folded: int, unshuffled: bool, path: Path, refuse: Refuse) -> tuple[int, int]:
+    """(image channels, pixel-unshuffle factor) of SwinIR's first conv, which takes `folded` channels.
+
+    An unshuffled first conv takes channels * factor^2: the channels are the output conv's, else RGB's 3.
+    """
+    if not unshuffled:
+        return folded, 1
+    channels = _shape(state, "conv_last.weight")[0] if "conv_last.weight" in state else 3
+    factor = math.isqrt(folded // channels)
+    if factor < 2 or channels * factor * factor != folded:
+        raise refuse(path, f"is a SwinIR whose unshuffled first conv takes {folded} channels")
+    return channels, factor
+
+
+def _swinir_reconstruction(state: dict[str, Any], channels: int, path: Path, refuse: Refuse) -> tuple[str, int, int]:
+    """(upsampler, upscale, num_feat) of SwinIR's reconstruction head (`channels`: the image's)."""
     if "conv_before_upsample.0.weight" in state:
         num_feat = _shape(state, "conv_before_upsample.0.weight")[0]
         ups = _indices(state, r"conv_up(\d+)\.weight")
@@ -110,7 +134,6 @@ def _swinir_reconstruction(state: dict[str, Any], path: Path, refuse: Refuse) ->
         return "pixelshuffle", 3 if factor == 3 else 2 ** len(convs), num_feat
     if "upsample.0.weight" in state:
         out_ch = _shape(state, "upsample.0.weight")[0]
-        channels = _shape(state, "conv_first.weight")[1]
         return "pixelshuffledirect", round(math.sqrt(out_ch / channels)), 64
     return "", 1, 64
 

@@ -31,12 +31,13 @@ __all__ = [
     "SUPPORTED",
     "UpscalerSpec",
     "build_network",
+    "names_3x",
     "read_upscaler_state_dict",
     "sniff_upscaler",
 ]
 
 SUPPORTED = (
-    "supported: ESRGAN/Real-ESRGAN RRDBNet files (new or old key layout, nearest or pixel-shuffle upsampler), "
+    "supported: ESRGAN/ESRGAN+/Real-ESRGAN RRDBNet files (new or old key layout, nearest or pixel-shuffle upsampler), "
     "SRVGGNetCompact (realesr-general, realesr-animevideov3), SwinIR and SCUNet; "
     "`pip install --no-deps spandrel` (needs torchvision) adds HAT/DAT/Swin2SR"
 )
@@ -241,6 +242,8 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
     upsamples = sum(1 for key in state if re.fullmatch(r"conv_up\d+\.weight", key))
     num_feat = int(first.shape[0])
     upsampler, up_factor = _rrdbnet_upsampler(state, upsamples, num_feat, path)
+    if upsampler == "nearest" and upsamples == 1 and names_3x(path.stem):
+        up_factor = 3  # a nearest 3x step has a 2x step's keys and shapes: only the name tells
     kwargs = {
         "num_in_ch": out_ch,
         "num_out_ch": out_ch,
@@ -251,6 +254,7 @@ def _rrdbnet_spec(state: dict[str, Any], path: Path, layout: str) -> UpscalerSpe
         "unshuffle": unshuffle,
         "upsampler": upsampler,
         "up_factor": up_factor,
+        "plus": any(".conv1x1." in key for key in state),  # ESRGAN+
     }
     return UpscalerSpec("RRDBNet", up_factor**upsamples / unshuffle, kwargs, layout)
 
@@ -269,8 +273,22 @@ def _rrdbnet_upsampler(state: dict[str, Any], upsamples: int, num_feat: int, pat
     raise _refuse(path, f"is an RRDBNet whose upsampling convs give {widths} times its {num_feat} features")
 
 
+_NAME_SAYS_3X = re.compile(r"(?:^|[^a-z0-9])(?:3x|x3)(?![0-9])", re.IGNORECASE)
+
+
+def names_3x(stem: str) -> bool:
+    """A file name that gives the scale as 3x (`3x_Foo`, `3xFoo`, `Foo_x3`, `foo-3x`).
+
+    Old-layout ESRGAN files keep no scale: a nearest 3x step (nearest upsample by 3, then a conv) has
+    the same keys and shapes as a 2x step, so A1111 (its `infer_params`) and spandrel read every such
+    file as 2x. The community names its 3x files so; the name is the one thing that tells them.
+    """
+    return bool(_NAME_SAYS_3X.search(stem))
+
+
 def _from_old_layout(state: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Old ESRGAN keys (`model.0`, `model.1.sub.N.RDB1.conv1.0`, `model.3/6/8/10`) -> RRDBNet's."""
+    """Old ESRGAN keys (`model.0`, `model.1.sub.N.RDB1.conv1.0`, ESRGAN+'s `RDB1.conv1x1`,
+    `model.3/6/8/10`) -> RRDBNet's."""
     converted: dict[str, Any] = {}
     tail: dict[int, dict[str, Any]] = {}
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", key))}
@@ -280,6 +298,8 @@ def _from_old_layout(state: dict[str, Any], path: Path) -> dict[str, Any]:
             converted[f"conv_first.{m.group(1)}"] = value
         elif m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key):
             converted[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = value
+        elif m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv1x1\.weight", key):
+            converted[f"body.{m.group(1)}.rdb{m.group(2)}.conv1x1.weight"] = value
         elif m := re.fullmatch(rf"model\.1\.sub\.{trunk}\.(weight|bias)", key):
             converted[f"conv_body.{m.group(1)}"] = value
         elif m := re.fullmatch(r"model\.(\d+)\.(weight|bias)", key):
@@ -303,7 +323,7 @@ def _from_mmsr_layout(state: dict[str, Any]) -> dict[str, Any]:
     """ESRGAN's second layout (`RRDB_trunk.N.RDB1.conv1`, `trunk_conv`, `upconv1`, `HRconv`) -> RRDBNet's."""
     converted = {}
     for key, value in state.items():
-        if m := re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB(\d)\.(conv\d\.(?:weight|bias))", key):
+        if m := re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB(\d)\.(conv(?:\d|1x1)\.(?:weight|bias))", key):
             key = f"body.{m.group(1)}.rdb{m.group(2)}.{m.group(3)}"
         else:
             head, _, kind = key.partition(".")

@@ -3,6 +3,8 @@
 A1111 runs a model upscaler (up to three times) until the image is at least the target size,
 then resizes to the target with Lanczos; `upscale_to` does the same. A greyscale model (SwinIR's
 `004_grayDN`, `scunet_gray_*`) runs on the picture's luminance; its result fills R, G and B.
+A network runs in the dtype asked for (the hires fix asks for the generation's: fp16 or bf16 on a
+GPU) unless its arch is not half-safe (`upscaler_dtype`): SwinIR, and what spandrel marks so, keep fp32.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from PIL import Image
 
 from lorastudio.generate.upscalers.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, count_tiles
 
-__all__ = ["ModelUpscaler", "load_model_upscaler"]
+__all__ = ["HALF_UNSAFE_ARCHS", "ModelUpscaler", "load_model_upscaler", "upscaler_dtype"]
 
 MAX_PASSES = 3
+# Archs that go wrong in fp16 (spandrel's `supports_half=False`: SwinIR's attention overflows); bf16's
+# range is fp32's, so they take bf16 (spandrel's `supports_bfloat16=True`).
+HALF_UNSAFE_ARCHS = frozenset({"SwinIR"})
 
 
 @dataclass
@@ -101,17 +106,32 @@ class ModelUpscaler:
         return image
 
 
-def load_model_upscaler(path: str | Path, device: Any = "cpu", dtype: Any = None) -> ModelUpscaler:
-    """Read, sniff and build the upscaler in `path` on `device` (fp32 unless `dtype` is given)."""
+def upscaler_dtype(spec: Any, requested: Any = None) -> Any:
+    """The dtype `spec`'s network runs in when `requested` is asked for: fp32 by default, and fp32
+    instead of a half type the arch is not safe in (ours: `HALF_UNSAFE_ARCHS`; spandrel's: its flags)."""
     import torch
 
+    if requested is None or requested == torch.float32:
+        return torch.float32
+    if spec.arch == "spandrel":
+        descriptor = spec.kwargs["descriptor"]
+        flag = "supports_half" if requested == torch.float16 else "supports_bfloat16"
+        return requested if getattr(descriptor, flag, False) else torch.float32
+    if requested == torch.float16 and spec.arch in HALF_UNSAFE_ARCHS:
+        return torch.float32
+    return requested
+
+
+def load_model_upscaler(path: str | Path, device: Any = "cpu", dtype: Any = None) -> ModelUpscaler:
+    """Read, sniff and build the upscaler in `path` on `device` (fp32 unless `dtype` is given and the
+    arch is safe in it, `upscaler_dtype`)."""
     from lorastudio.generate.upscalers.loading import build_network, read_upscaler_state_dict, sniff_upscaler
 
     path = Path(path)
     state = read_upscaler_state_dict(path)
     spec = sniff_upscaler(state, path)
     network = build_network(spec, state, path)
-    network.to(device=device, dtype=dtype or torch.float32)
+    network.to(device=device, dtype=upscaler_dtype(spec, dtype))
     multiple = int(getattr(network, "size_multiple", 1) or 1)
     if spec.arch == "spandrel":
         multiple = int(getattr(spec.kwargs["descriptor"].size_requirements, "multiple_of", 1) or 1)

@@ -6,12 +6,15 @@ any other name is a model file in `studio/models/upscalers`, shown as A1111 show
 Real-ESRGAN releases by their A1111 titles, the SwinIR and ScuNET files A1111 downloads (under
 their release names or the names A1111 saves them as) by the titles it lists them under before the
 download, every other file by its stem (ESRGAN style).
-A file is found by its title or its stem, so recipes written either way resolve.
+A file is found by its title or its stem, so recipes written either way resolve. Two files with
+one title (a release name and A1111's saved download, both `SwinIR 4x`) are listed apart, as A1111
+lists every file: `title_claim` says which keeps the title; the other is listed by its stem.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "A1111_DOWNLOAD_STEMS",
     "FIXED_UPSCALERS",
     "LATENT_UPSCALE_MODES",
     "REAL_ESRGAN_TITLES",
@@ -20,6 +23,7 @@ __all__ = [
     "fixed_upscaler",
     "is_latent_mode",
     "model_upscaler_title",
+    "title_claim",
 ]
 
 # name -> (torch interpolate mode, antialias)
@@ -60,6 +64,18 @@ RELEASE_TITLES: dict[str, str] = {
     "scunet": "ScuNET GAN",
     "scunet_color_real_psnr": "ScuNET PSNR",
 }
+
+
+# The names A1111 saves its downloads under (its `file_name=`): the very file A1111 ran for that title.
+A1111_DOWNLOAD_STEMS: frozenset[str] = frozenset({"swinir_4x", "scunet"})
+
+
+def title_claim(stem: str, title: str) -> int:
+    """How strongly the file `stem` holds `title` when files share it (lower wins): a file named the
+    title itself, then A1111's saved download of it, then a release name."""
+    if stem.lower() == title.lower():
+        return 0
+    return 1 if stem.lower() in A1111_DOWNLOAD_STEMS else 2
 
 
 def fixed_upscaler(name: str | None) -> str | None:

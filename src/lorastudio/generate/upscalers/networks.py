@@ -2,9 +2,10 @@
 
 RRDBNet follows Real-ESRGAN / basicsr (`conv_first`, `body.N.rdb1..3.conv1..5`, `conv_body`,
 `conv_up1..`, `conv_hr`, `conv_last`): 2x and 1x models fold the input into 12 or 48 channels
-with a pixel unshuffle first; old-layout ESRGAN files (2x, 4x, 8x) are converted to these names
-by `loading`. SRVGGNetCompact follows Real-ESRGAN's compact model (`body.N`: convs and PReLUs,
-the last conv gives 3 * scale^2 channels, pixel-shuffled and added to a nearest upscale).
+with a pixel unshuffle first; old-layout ESRGAN files (2x, 3x, 4x, 8x) are converted to these names
+by `loading`; ESRGAN+ files (an extra 1x1 conv per dense block) build with `plus=True`.
+SRVGGNetCompact follows Real-ESRGAN's compact model (`body.N`: convs and PReLUs, the last conv
+gives 3 * scale^2 channels, pixel-shuffled and added to a nearest upscale).
 """
 
 from __future__ import annotations
@@ -17,30 +18,40 @@ __all__ = ["RRDBNet", "SRVGGNetCompact"]
 
 
 class ResidualDenseBlock(nn.Module):
-    """Five 3x3 convs, each seeing every earlier output; the result is scaled by 0.2 and added."""
+    """Five 3x3 convs, each seeing every earlier output; the result is scaled by 0.2 and added.
 
-    def __init__(self, num_feat: int, num_grow_ch: int) -> None:
+    `plus` is ESRGAN+'s block (Rakotonirina & Rasoanaivo 2020, "residual of residual"): a bias-free
+    1x1 conv of the block's input is added to the second conv's output, and that sum to the fourth's.
+    """
+
+    def __init__(self, num_feat: int, num_grow_ch: int, plus: bool = False) -> None:
         super().__init__()
         for i in range(1, 5):
             setattr(self, f"conv{i}", nn.Conv2d(num_feat + (i - 1) * num_grow_ch, num_grow_ch, 3, 1, 1))
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+        self.conv1x1 = nn.Conv2d(num_feat, num_grow_ch, 1, bias=False) if plus else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
         for i in range(1, 5):
             conv = getattr(self, f"conv{i}")
-            features.append(F.leaky_relu(conv(torch.cat(features, 1)), 0.2))
+            out = F.leaky_relu(conv(torch.cat(features, 1)), 0.2)
+            if self.conv1x1 is not None and i == 2:
+                out = out + self.conv1x1(x)
+            elif self.conv1x1 is not None and i == 4:
+                out = out + features[2]  # the second output, its 1x1 shortcut included
+            features.append(out)
         return self.conv5(torch.cat(features, 1)) * 0.2 + x
 
 
 class RRDB(nn.Module):
     """Three dense blocks in a residual (scaled by 0.2)."""
 
-    def __init__(self, num_feat: int, num_grow_ch: int) -> None:
+    def __init__(self, num_feat: int, num_grow_ch: int, plus: bool = False) -> None:
         super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch, plus)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch, plus)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch, plus)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
@@ -53,7 +64,8 @@ class RRDBNet(nn.Module):
     1x model (2, 4); old-layout 2x and 8x ESRGAN files have 1 and 3 upsamples. Each step is a nearest
     2x then a conv (`upsampler="nearest"`, ESRGAN's upconv) or, in BasicSR's pixel-shuffle
     variant, a conv to up_factor² times the features then a pixel shuffle (`upsampler="pixelshuffle"`;
-    its 3x files take one step with `up_factor=3`).
+    its 3x files take one step with `up_factor=3`; old ESRGAN's nearest 3x files one nearest 3x step).
+    `plus`: ESRGAN+'s dense blocks (`ResidualDenseBlock`).
     """
 
     def __init__(
@@ -67,6 +79,7 @@ class RRDBNet(nn.Module):
         unshuffle: int = 1,
         upsampler: str = "nearest",
         up_factor: int = 2,
+        plus: bool = False,
     ) -> None:
         super().__init__()
         if upsampler not in ("nearest", "pixelshuffle"):
@@ -79,7 +92,7 @@ class RRDBNet(nn.Module):
         self.up_factor = up_factor
         up_ch = num_feat * up_factor**2 if upsampler == "pixelshuffle" else num_feat
         self.conv_first = nn.Conv2d(num_in_ch * unshuffle * unshuffle, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
+        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch, plus) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         for i in range(1, num_upsamples + 1):
             setattr(self, f"conv_up{i}", nn.Conv2d(num_feat, up_ch, 3, 1, 1))

@@ -4,8 +4,11 @@ A conv, residual groups of Swin transformer blocks (window attention, every seco
 map shifted by half a window) each closed by a conv, then one of SwinIR's four reconstructions:
 `nearest+conv` (the real-SR GAN models, A1111's default `SwinIR 4x`: nearest 2x + conv steps as
 ESRGAN), `pixelshuffle` (classical SR), `pixelshuffledirect` (lightweight SR) or none (denoising
-and JPEG models, which add their output to the input). Inputs are padded to a multiple of the
-window by `tiling`. The shifted blocks' `attn_mask` buffers are kept so files load strictly, but
+and JPEG models, which add their output to the input). `unshuffle` > 1 is DiffBIR v1's stage-1
+restorer: the normalised input is pixel-unshuffled before the first conv (`conv_first.1`, after a
+`PixelUnshuffle` at index 0), the body runs at 1/unshuffle of the size and the reconstruction
+brings it back, so the network's scale is upscale / unshuffle. Inputs are padded to a multiple of
+the window (times the unshuffle) by `tiling`. The shifted blocks' `attn_mask` buffers are kept so files load strictly, but
 the mask is computed for the size at hand (it is the same for the size the file was saved at).
 """
 
@@ -159,13 +162,18 @@ class SwinIR(nn.Module):
         resi_connection: str = "1conv",
         num_feat: int = 64,
         img_range: float = 1.0,
+        unshuffle: int = 1,
     ) -> None:
         super().__init__()
+        if unshuffle > 1 and (not upsampler or upscale % unshuffle):
+            raise ValueError(f"SwinIR unshuffle {unshuffle}: needs an upsampler whose upscale ({upscale}) it divides")
         self.window_size, self.upscale, self.upsampler, self.img_range = window_size, upscale, upsampler, img_range
+        self.unshuffle = unshuffle
         self.shift = window_size // 2 if img_size > window_size else 0
         mean = _RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
         self.register_buffer("mean", torch.tensor(mean).view(1, in_chans, 1, 1), persistent=False)
-        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        first = nn.Conv2d(in_chans * unshuffle * unshuffle, embed_dim, 3, 1, 1)
+        self.conv_first = nn.Sequential(nn.PixelUnshuffle(unshuffle), first) if unshuffle > 1 else first
         self.patch_embed = PatchEmbed(embed_dim)
         hidden = int(embed_dim * mlp_ratio)
         self.layers = nn.ModuleList(
@@ -198,12 +206,12 @@ class SwinIR(nn.Module):
 
     @property
     def scale(self) -> float:
-        return float(self.upscale)
+        return self.upscale / self.unshuffle
 
     @property
     def size_multiple(self) -> int:
-        """Window attention needs sides in whole windows: `tiling` pads to this."""
-        return self.window_size
+        """Window attention needs sides in whole windows (after the unshuffle): `tiling` pads to this."""
+        return self.window_size * self.unshuffle
 
     def _deep_features(self, x: torch.Tensor) -> torch.Tensor:
         size = (x.shape[2], x.shape[3])
