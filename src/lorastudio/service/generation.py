@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora, find_model, find_vae
 from lorastudio.service.recipes import config_from_recipe  # re-exported: where callers have found it
-from lorastudio.service.workspace import Workspace, list_weight_files
+from lorastudio.service.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +117,11 @@ def _embedding_fits(embedding, model) -> bool:
 
 
 def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
-    """Embeddings whose file stem appears as a word in any of the texts (A1111 uses stems).
+    """Embeddings whose name appears as a word in any of the texts: the file stem, or the name a
+    picture embedding stores (A1111); the same rules `GET /api/v1/embeddings` lists by."""
+    from lorastudio.service.embedding_files import prompt_embedding_files
 
-    The same files `GET /api/v1/embeddings` lists (`service.workspace.EMBEDDING_SUFFIXES`).
-    """
-    found = {}
-    for path in list_weight_files(ws.embeddings, "embedding"):
-        if any(re.search(rf"(?<![\w]){re.escape(path.stem)}(?![\w])", t) for t in texts):
-            found.setdefault(path.stem, path)  # the folder's own file wins a name a subfolder's shares
-    return found
+    return prompt_embedding_files(ws.embeddings, texts)
 
 
 def _next_output_paths(folder: Path, seed: int) -> tuple[Path, Path]:
