@@ -471,7 +471,11 @@ def test_a_tiny_models_lora_without_metadata_imports_without_family(tiny_models_
     for path in (whole, te):
         assert not load_lora_file(path).metadata
         assert import_lora(workspace, path, name=path.stem)["family"] == family
+    path = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
     for width, real in ((768, "sd15"), (1024, "sd2"), (2048, "sdxl")):  # the real models' widths
-        path = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
         wide = LoraFile(modules={("unet", path): LoraModule(torch.zeros(1, width), torch.zeros(640, 1))})
         assert detect_lora_family(wide).name == real
+    odd = LoraFile(modules={("unet", path): LoraModule(torch.zeros(1, 100), torch.zeros(640, 1))})
+    odd_file = _without_metadata(save_kohya(odd, tmp_path / "odd.safetensors", family=family))
+    with pytest.raises(LorastudioError, match=r"odd.safetensors: cannot tell .* pass --family sd15\|sd2\|sdxl\|kolors,"):
+        import_lora(workspace, odd_file)  # a width no model has: the flag and every value it takes
