@@ -272,3 +272,25 @@ def test_an_images_parameters_name_the_pictures_they_do_not_carry(cn_workspace, 
     assert given.exit_code == 0 and "do not carry" not in given.output, given.output
     again = json.loads(given.stdout.strip().splitlines()[-1])
     assert np.array_equal(pixels(again["images"][0]), pixels(png))
+
+
+def test_a_rest_jobs_base64_pictures_are_kept_for_its_recipe(client, studio, tmp_path):
+    """`POST /api/v1/jobs/generate` with base64 pictures: its recipes name the kept copies, and remake the
+    image once the uploads are gone."""
+    import base64
+
+    def inline(path) -> str:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+    init, mask = photo(tmp_path / "init.png", (96, 64)), hole(tmp_path / "mask.png", (96, 64))
+    body = {"model": "tiny-sd15", "prompt": "red", "steps": 3, "seed": 6, "strength": 0.7,
+            "init_image": inline(init), "mask": inline(mask)}  # fmt: skip
+    response = client.post("/api/v1/jobs/generate", json=body)
+    assert response.status_code == 200, response.text
+    job = studio.wait_job(response.json()["id"], timeout=120)
+    assert job.state == "succeeded", job.error
+    png = studio.workspace.outputs / job.id / job.result["images"][0]
+    recipe = png.with_suffix(".yaml")
+    assert yaml.safe_load(recipe.read_text(encoding="utf-8"))["request"]["mask"].startswith("inputs/")
+    shutil.rmtree(studio.workspace.cache / "uploads")
+    assert_recipes_remake({"images": [png], "recipes": [recipe]})
