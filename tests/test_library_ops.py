@@ -264,7 +264,8 @@ def test_loras_in_subfolders_and_by_their_alias_are_found_as_a1111_finds_them(ti
 def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tiny_workspace, sd15_model, tmp_path, monkeypatch):
     """The image says `<lora:mystyle_v2:0.8>` and `Lora hashes: "mystyle_v2: <hash>"`; this studio
     has that file as style1: the recipe names style1, as A1111's paste does. A tag the studio has
-    by name, or a hash it lacks, stays as written."""
+    by name whose file has another hash than the image's is the file with the image's hash where
+    the studio has one (`kept` is style1's here), with a note; a hash it lacks stays as written."""
     from PIL import PngImagePlugin
 
     from lorastudio.adapters.hashing import lora_short_hash
@@ -283,10 +284,12 @@ def test_an_a1111_image_whose_lora_has_another_name_here_regenerates_with_it(tin
     image = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64)).save(image, pnginfo=info)
     recipe = read_recipe(image, tiny_workspace)
-    assert recipe.config.prompt == "red <lora:style1:0.8> <lora:kept:0.5> <lora:gone:1>"
+    assert recipe.config.prompt == "red <lora:style1:0.8> <lora:style1:0.5> <lora:gone:1>"
     assert recipe.config.negative_prompt == "<lora:style1:-0.2>"
     renamed = [n.params for n in recipe.notes if n.key == "lora_renamed"]
     assert renamed == [{"old": "mystyle_v2", "new": "style1"}]  # said once, for both prompts
+    changed = [(n.params["name"], n.params["file"]) for n in recipe.notes if n.key == "weights_found"]
+    assert changed == [("kept", "style1")]
 
     def no_hashing(path):
         raise AssertionError(f"{path} hashed again")

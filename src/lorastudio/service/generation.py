@@ -23,6 +23,7 @@ from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora, find_model, find_vae
 from lorastudio.service.recipe_inputs import kept_request
+from lorastudio.service.recipe_paths import portable_request
 from lorastudio.service.recipes import Replay, config_from_recipe  # the latter re-exported (callers)
 from lorastudio.service.workspace import Workspace
 
@@ -262,7 +263,7 @@ def run_generation(
     embeddings = {}
     ti_hashes = []
     # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none, and say so.
-    found = find_embedding_files(ws, [prompt, negative])
+    found = find_embedding_files(ws, [prompt, negative]) | replay.embedding_files  # a recipe's recorded files win
     if found and not model.family.embedding_keys:
         logger.warning("%s cannot use textual-inversion embeddings; %s read as plain words",
                        model.family.label, ", ".join(repr(name) for name in found))  # fmt: skip
@@ -305,9 +306,12 @@ def run_generation(
         generated = [item for item in generated if item.index == replay.position]
     used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
+    # weights named by a local path recorded so the recipe finds them from any folder (`service.recipe_paths`),
     # uploaded pictures kept beside the recipes (nothing copied for a request stopped before an image)
-    request = kept_request(ws, cfg.model_dump(), folder) if generated else cfg.model_dump()
+    request, tag_names = portable_request(ws, cfg.model_dump(), names)
+    request = kept_request(ws, request, folder) if generated else request
     pinned_files = {d["name"]: str(Path(d["path"]).absolute()) for d in lora_info if d["name"] in (lora_files or {})}
+    pinned_embeddings = {n: str(Path(p).absolute()) for n, p in replay.embedding_files.items() if n in dict(used_ti)}
     results = []
     library = Library(ws)
     for item in generated:
@@ -321,7 +325,8 @@ def run_generation(
         recipe = {
             "lorastudio": __version__,
             "request": request,
-            "image": {"seed": item.seed, "index": item.index, "width": plan.width, "height": plan.height},
+            "image": {"seed": item.seed, "index": item.index, "width": plan.width, "height": plan.height,
+                      "device": str(model.device)},  # where it was made, for the record (not a requirement)
             "model": {
                 "name": model.name,
                 "family": model.family.name,
@@ -329,7 +334,7 @@ def run_generation(
                 "sha256": model.sha256,
                 "source": model.source,
             },
-            "loras": lora_info,
+            "loras": [{**d, "name": tag_names.get(d["name"], d["name"])} for d in lora_info],
             "embeddings": [{"name": n, "hash": h} for n, h in used_ti],
             "infotext": infotext,
         }
@@ -340,6 +345,8 @@ def run_generation(
             recipe["image"]["control_seed"] = control_seed
         if pinned_files:  # LoRAs from outside loras/ (a grid's checkpoints): the same files again
             recipe["lora_files"] = pinned_files
+        if pinned_embeddings:  # a recipe's embeddings found by their recorded hashes: the same files again
+            recipe["embedding_files"] = pinned_embeddings
         save_png(item.image, png_path, infotext)
         tmp = recipe_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -14,9 +14,9 @@ from typing import Any
 from lorastudio.errors import LorastudioError
 from lorastudio.service.workspace import Workspace, list_weight_files
 
-__all__ = ["lora_hash_pairs", "rename_loras_by_hash"]
+__all__ = ["lora_hash_pairs", "rename_lora_tags", "rename_loras_by_hash"]
 
-_LORA_TAG = re.compile(r"(<(?:lora|lyco):)([^:>]+)([:>])", re.IGNORECASE)
+LORA_TAG = re.compile(r"(<(?:lora|lyco):)([^:>]+)([:>])", re.IGNORECASE)
 
 
 def lora_hash_pairs(value: object) -> dict[str, str]:
@@ -27,6 +27,18 @@ def lora_hash_pairs(value: object) -> dict[str, str]:
         if name.strip() and re.fullmatch(r"[0-9a-fA-F]{10,64}", short.strip()):
             pairs[name.strip()] = short.strip().lower()[:12]
     return pairs
+
+
+def rename_lora_tags(request: dict[str, Any], names: dict[str, str]) -> None:
+    """Rewrite the request's prompts' `<lora:OLD:` tags to `<lora:NEW:` for each OLD: NEW of `names`."""
+
+    def swap(match: re.Match) -> str:
+        name = match.group(2)
+        return f"{match.group(1)}{names[name]}{match.group(3)}" if name in names else match.group(0)
+
+    for key in ("prompt", "negative_prompt"):
+        if names and isinstance(request.get(key), str):
+            request[key] = LORA_TAG.sub(swap, request[key])
 
 
 def rename_loras_by_hash(
@@ -64,7 +76,7 @@ def rename_loras_by_hash(
 
     for key in ("prompt", "negative_prompt"):
         if isinstance(request.get(key), str):
-            request[key] = _LORA_TAG.sub(swap, request[key])
+            request[key] = LORA_TAG.sub(swap, request[key])
     return renamed
 
 

@@ -2,7 +2,10 @@
 
 What cannot come back exactly is said in notes (structured, so the web UI words them in its
 language and the CLI prints them): a model this workspace lacks, replaced by the caller's; a
-LoRA found under another name by its hash; noise A1111 drew on the GPU, which no CPU draws.
+LoRA found under another name by its hash; a model, VAE, LoRA or embedding changed since the image
+was made (`service.recipe_hashes`: the file with the recorded hash used where the workspace still
+has one); an image made on a device this machine lacks (made on this one's instead); noise A1111
+drew on the GPU, which no CPU draws.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import yaml
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
-from lorastudio.service.recipe_loras import rename_loras_by_hash
+from lorastudio.service.names import LENIENT, STRICT, NamePolicy
+from lorastudio.service.recipe_hashes import Pins, change_note, check_networks, model_change, vae_change
+from lorastudio.service.recipe_loras import lora_hash_pairs, rename_loras_by_hash
 from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
@@ -36,8 +41,10 @@ class Replay:
     # bit-identical to its images made one by one: batched kernels round otherwise); None: the request's only image.
     position: int | None = None
     control_seed: int | None = None  # the seed its ControlNet preprocessors drew with (content shuffle)
-    # `<lora:NAME>` files from outside loras/ it used (a grid's training checkpoints), as `lora_files`
+    # `<lora:NAME>` files from outside loras/ it used (a grid's training checkpoints), as `lora_files`, and
+    # files with the hashes it recorded where its names now find others (`service.recipe_hashes`)
     lora_files: dict[str, Path] = field(default_factory=dict)
+    embedding_files: dict[str, Path] = field(default_factory=dict)  # word: file, the same for embeddings
 
 
 @dataclass
@@ -89,10 +96,10 @@ def read_recipe(
     given = set(given)
     vae_given = vae_given or "vae" in given
     if path.suffix.lower() in {".yaml", ".yml"}:
-        request, replay = _yaml_request(path, ws, given)
+        request, replay, notes = _yaml_request(path, ws, given, form)
         config = _validated(request, path, "edit the recipe")
         # our images number their units from 0 in request order (`service.control.control_infotext`)
-        return Recipe(config, control_slots=list(range(len(config.controlnet))), replay=replay)
+        return Recipe(config, notes, control_slots=list(range(len(config.controlnet))), replay=replay)
     text = read_infotext(path)
     if not text:
         raise LorastudioError(
@@ -109,11 +116,17 @@ def read_recipe(
         grid = form_grid(params, notes)
     request = config_fields_from_infotext(params)
     request["controlnet"] = units_from_infotext(params)  # without images, as the extension restores them
-    request["model"] = _model_from_infotext(ws, params, model, notes)
+    policy = STRICT if form else LENIENT  # a server's form never reads a path an image names
+    request["model"] = _model_from_infotext(ws, params, model, notes, policy)
+    if request["model"] == str(params.get("Model", "") or ""):  # found by its name: is it still that model?
+        _changed_model(ws, request, str(params.get("Model hash", "") or ""), notes, policy)
     for old, new in rename_loras_by_hash(ws, params, request):  # as A1111's paste: same file, other name
         notes.append(
             RecipeNote("lora_renamed", {"old": old, "new": new}, f"LoRA {old} is {new} here (same hash).")
         )
+    pins = check_networks(
+        ws, request, lora_hash_pairs(params.get("Lora hashes")), lora_hash_pairs(params.get("TI hashes")), notes, form
+    )
     notes += _noise_notes(params)
     notes += _picture_notes(params, request, given)
     if form:
@@ -122,8 +135,11 @@ def read_recipe(
         request = form_request(ws, request, notes)
     elif request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
+    if request.get("vae") and not vae_given:
+        _changed_vae(ws, request, str(params.get("VAE hash", "") or ""), notes, policy)
     slots = [unit.pop("slot") for unit in request["controlnet"]]
-    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots, grid)
+    replay = Replay(lora_files=pins.loras, embedding_files=pins.embeddings)
+    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots, grid, replay)
 
 
 def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:
@@ -138,9 +154,12 @@ def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:
         raise LorastudioError(f"{path}: {where}: {error['msg']}; {fix}.") from None
 
 
-def _yaml_request(path: Path, ws: Workspace, given: set[str]) -> tuple[dict[str, Any], Replay]:
-    """Our recipe's request for its own image (`_image_request`), the model by hash and its pictures
-    found (`find_recipe_pictures`); and what else remakes the image exactly."""
+def _yaml_request(
+    path: Path, ws: Workspace, given: set[str], form: bool = False
+) -> tuple[dict[str, Any], Replay, list[RecipeNote]]:
+    """Our recipe's request for its own image (`_image_request`), the model by hash, its pictures
+    found (`find_recipe_pictures`), its weights checked against the hashes it recorded and its device
+    this machine's where it lacks the recipe's; what else remakes the image exactly; notes on what may not."""
     from lorastudio.config import read_text_file
     from lorastudio.service.recipe_inputs import find_recipe_pictures
 
@@ -156,14 +175,105 @@ def _yaml_request(path: Path, ws: Workspace, given: set[str]) -> tuple[dict[str,
     request = dict(data["request"])
     image = data.get("image") if isinstance(data.get("image"), dict) else {}
     position = _image_request(request, image, given)
+    notes: list[RecipeNote] = []
     model_info = data.get("model") if isinstance(data.get("model"), dict) else {}
-    if model_info.get("hash") and not _model_available(ws, request.get("model", "")):
+    policy = STRICT if form else LENIENT
+    match = None
+    if model_info.get("hash") and not _model_available(ws, request.get("model", ""), policy):
         match = Library(ws).model_by_hash(model_info["hash"])
         if match:
             request["model"] = match["name"]
+    if not match and "model" not in given:  # found by its name: is it still that model?
+        _changed_model(ws, request, str(model_info.get("sha256") or model_info.get("hash") or ""), notes, policy)
+    notes += _device_notes(request, image, given)
     find_recipe_pictures(request, path, given)
     control_seed = image.get("control_seed") if isinstance(image.get("control_seed"), int) else None
-    return request, Replay(position, control_seed, _pinned_lora_files(data, path, given))
+    lora_files = _pinned_files(data, "lora_files", "LoRA", path, given)
+    embedding_files = _pinned_files(data, "embedding_files", "embedding", path, given)
+    pins = Pins({}, {})
+    if {"prompt", "negative_prompt"} & given:  # a prompt given anew is made with today's files
+        embedding_files = {}
+    else:
+        loras, embeddings = _recorded(data, "loras", lora_files), _recorded(data, "embeddings", embedding_files)
+        pins = check_networks(ws, request, loras, embeddings, notes, form)
+    if request.get("vae") and "vae" not in given:
+        _changed_vae(ws, request, _infotext_value(data, "VAE hash"), notes, policy)
+    replay = Replay(position, control_seed, {**lora_files, **pins.loras}, {**embedding_files, **pins.embeddings})
+    return request, replay, notes
+
+
+def _recorded(data: dict[str, Any], key: str, pinned: dict[str, Path]) -> dict[str, str]:
+    """A recipe's `loras:` or `embeddings:` as {name: hash}, less the names it pins to files."""
+    rows = data.get(key) if isinstance(data.get(key), list) else []
+    return {
+        str(row["name"]): str(row["hash"])
+        for row in rows
+        if isinstance(row, dict) and row.get("name") and row.get("hash") and str(row["name"]) not in pinned
+    }
+
+
+def _infotext_value(data: dict[str, Any], key: str) -> str:
+    """One value of the infotext a recipe keeps ("" without it)."""
+    from lorastudio.generate.infotext import parse_infotext
+
+    text = data.get("infotext")
+    return str(parse_infotext(text, fill_defaults=False).get(key, "") or "") if isinstance(text, str) else ""
+
+
+def _changed_model(
+    ws: Workspace, request: dict[str, Any], recorded: str, notes: list[RecipeNote], policy: NamePolicy
+) -> None:
+    """The request's model where its file no longer has the `recorded` hash: the library's model that has
+    it (the request renamed), or a note that the picture will differ."""
+    change = model_change(ws, str(request.get("model") or ""), recorded, policy)
+    if change is not None:
+        if change.use:
+            request["model"] = change.use
+        notes.append(change_note(change))
+
+
+def _changed_vae(
+    ws: Workspace, request: dict[str, Any], recorded: str, notes: list[RecipeNote], policy: NamePolicy
+) -> None:
+    """The same for the request's VAE: a VAE file in models/ with the `recorded` hash, or a note."""
+    change = vae_change(ws, str(request["vae"]), recorded, policy)
+    if change is not None:
+        if change.use:
+            request["vae"] = change.use
+        notes.append(change_note(change))
+
+
+def _device_notes(request: dict[str, Any], image: dict[str, Any], given: set[str]) -> list[RecipeNote]:
+    """The device a recipe records is where its image was made, not a requirement: it is kept where this
+    machine has it (the same arithmetic, the same pixels), else this machine's default is used, with a note."""
+    made = str(image.get("device") or request.get("device") or "")
+    if "device" in given or not made:
+        return []
+    from lorastudio.models.loading import pick_device
+
+    try:
+        device, _ = pick_device(made)
+        _, _, index = device.partition(":")
+        if device.startswith("cuda") and index:
+            import torch
+
+            if int(index) >= torch.cuda.device_count():
+                raise LorastudioError(f"{device}: no such GPU here")
+        request["device"] = made
+        return []
+    except LorastudioError:
+        request["device"] = None
+    here = pick_device(None)[0]
+    if here.partition(":")[0] == made.partition(":")[0]:
+        return []
+    return [
+        RecipeNote(
+            "device_changed",
+            {"made": made, "here": here},
+            f"the image was made on {made}; generating on {here} here, so the pixels may differ"
+            " (GPU and CPU arithmetic differ).",
+        )
+    ]
 
 
 def _image_request(request: dict[str, Any], image: dict[str, Any], given: set[str]) -> int | None:
@@ -187,14 +297,15 @@ def _image_request(request: dict[str, Any], image: dict[str, Any], given: set[st
     return position
 
 
-def _pinned_lora_files(data: dict[str, Any], path: Path, given: set[str]) -> dict[str, Path]:
-    """The recipe's `lora_files` (name: file); a moved file is one line, unless the prompt is given anew."""
-    pinned = data.get("lora_files") if isinstance(data.get("lora_files"), dict) else {}
+def _pinned_files(data: dict[str, Any], key: str, what: str, path: Path, given: set[str]) -> dict[str, Path]:
+    """The recipe's `lora_files` or `embedding_files` (name: file); a moved file is one line, unless the
+    prompt is given anew."""
+    pinned = data.get(key) if isinstance(data.get(key), dict) else {}
     files = {str(name): Path(str(file)) for name, file in pinned.items()}
     for name, file in files.items():
         if not file.is_file() and "prompt" not in given:
             raise NotFoundError(
-                f"{path}: its LoRA {name} file {file} is missing (moved or deleted); put it back, or edit the recipe."
+                f"{path}: its {what} {name} file {file} is missing (moved or deleted); put it back, or edit the recipe."
             )
     return {name: file for name, file in files.items() if file.is_file()}
 
@@ -253,26 +364,32 @@ def _vae_from_infotext(ws: Workspace, name: str) -> str:
     return name
 
 
-def _model_available(ws: Workspace, ref: str) -> bool:
-    from lorastudio.models.tiny import is_tiny_name
+def _model_available(ws: Workspace, ref: str, policy: NamePolicy = LENIENT) -> bool:
+    """A model this workspace finds by `ref` (a name, with or without its suffix; leniently a path; not a hub id)."""
+    from lorastudio.service.names import find_model
 
-    return bool(ref) and (is_tiny_name(ref) or (ws.models / ref).exists() or Path(ref).exists())
+    try:
+        return bool(ref) and find_model(ws, ref, policy, build=False).path is not None
+    except LorastudioError:
+        return False
 
 
-def _workspace_model(ws: Workspace, params: dict) -> str | None:
+def _workspace_model(ws: Workspace, params: dict, policy: NamePolicy = LENIENT) -> str | None:
     """This workspace's name for the image's model: by name, else by short hash; None if it lacks it."""
     name = str(params.get("Model", "") or "")
-    if _model_available(ws, name):
+    if _model_available(ws, name, policy):
         return name
     short = str(params.get("Model hash", "") or "")
     match = Library(ws).model_by_hash(short) if short else None
     return match["name"] if match else None
 
 
-def _model_from_infotext(ws: Workspace, params: dict, fallback: str | None, notes: list[RecipeNote]) -> str:
+def _model_from_infotext(
+    ws: Workspace, params: dict, fallback: str | None, notes: list[RecipeNote], policy: NamePolicy = LENIENT
+) -> str:
     """The image's model in this workspace; else `fallback` (noted where the image names one);
     else one line saying what to do."""
-    found = _workspace_model(ws, params)
+    found = _workspace_model(ws, params, policy)
     if found:
         return found
     if fallback:

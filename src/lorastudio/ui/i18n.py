@@ -136,6 +136,18 @@ LABELS: dict[str, tuple[str, str]] = {
         " Generate form, or the picture will differ.",
         "这张图片生成时用到的图片未记录在参数中（{pictures}）；请在生成页重新提供，否则结果会不同。",
     ),
+    "png.weights_changed": (
+        "{what} {name} has changed since the image was made (hash {old} → {new}); the picture will differ.",
+        "{what} {name} 在图片生成后已更改（哈希 {old} → {new}），画面会不同。",
+    ),
+    "png.weights_found": (
+        "{what} {name} has changed since the image was made (hash {old} → {new}); using {file}, which has the image's hash.",
+        "{what} {name} 在图片生成后已更改（哈希 {old} → {new}）；改用哈希与图片相同的 {file}。",
+    ),
+    "png.device_changed": (
+        "The image was made on {made}; generating on {here} here, so the pixels may differ (GPU and CPU arithmetic differ).",
+        "图片在 {made} 上生成；此处使用 {here}，像素可能不同（GPU 与 CPU 的运算结果不同）。",
+    ),
     "png.vae_missing": ("VAE {name} is not in this workspace; the model's own is used.", "工作区中没有 VAE {name}，将使用模型自带的 VAE。"),
     "png.sampler_unknown": ("Sampler {name} is not available here; the form's is kept.", "此处没有采样器 {name}，保留表单中的采样器。"),
     "png.schedule_unknown": (

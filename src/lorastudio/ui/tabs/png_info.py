@@ -149,4 +149,10 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
     for note in recipe.notes:  # a value this studio lacks: the form keeps its own, as A1111's paste
         for name in _KEPT_BY_NOTE.get(note.key, ()):
             values.pop(name, None)
-    return values, " ".join(ctx.t(f"png.{note.key}", **note.params) for note in recipe.notes)
+    return values, " ".join(ctx.t(f"png.{note.key}", **_worded(ctx, note.params)) for note in recipe.notes)
+
+
+def _worded(ctx: UiContext, params: dict[str, str]) -> dict[str, str]:
+    """A note's params in the page's language: the kind of weight a note names (model, VAE, LoRA,
+    embedding) by the Generate form's label for it."""
+    return {**params, "what": ctx.t(f"generate.{params['kind']}")} if "kind" in params else params
