@@ -126,6 +126,7 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "train_text_encoder": False,  # network_train_unet_only = true
         "conv_rank": 8,
         "targets": "locon",
+        "conv_alpha": 4.0,  # network_args conv_alpha=4: the convs' own scale
     }
     train = cfg["train"]
     assert train["learning_rate"] == 1e-4  # unet_lr wins over learning_rate, as in kohya
@@ -159,7 +160,6 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "max_token_length",
         "random_crop",
         "frobnicate_widgets",
-        "network_args.conv_alpha",
     }
     assert "no equivalent" in unmapped["frobnicate_widgets"]
     # Keys that need no setting are listed too, each with its reason.

@@ -118,7 +118,7 @@ def explain_training(ws: Workspace, resolved: Any) -> list[str]:
         plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     except LorastudioError as exc:
         return [*lines, f"# plan: not checked ({exc})"]
-    return [*lines, f"# plan: {plan.explanation}"]
+    return [*lines, f"# plan: {plan.explanation}", *(f"# config: {note}" for note in plan.notes)]
 
 
 def family_training_defaults(ws: Workspace, cfg: Any) -> list[str]:
@@ -271,8 +271,10 @@ def run_training(
         import sys
 
         print(f"plan: {plan.explanation}", file=sys.stderr, flush=True)
-        for line in ignored_keys(config):
+        for line in [*ignored_keys(config), *plan.notes]:
             print(f"config: {line}", file=sys.stderr, flush=True)
+    for note in plan.notes if callback is not None else ():  # the job log (UI, API) says it too
+        callback({"event": "log", "line": f"config: {note}"})
     result = trainer.run(plan, resume_from=state, stop_at_step=stop_at_step)
     result.setdefault("run_dir", str(run_dir))
     result.setdefault("name", name)
@@ -399,11 +401,13 @@ def score_training_run(
     return score_run(ws, run, device=device, tagger_model=tagger_model)
 
 
-def pick_training_checkpoint(ws: Workspace, run: str, step: int, by: str = "user") -> dict[str, Any]:
-    """Make checkpoint `step` the run's result: copy it into the library and record it there."""
-    from lorastudio.train.scoring import checkpoint_files
+def pick_training_checkpoint(ws: Workspace, run: str, step: int | str, by: str = "user") -> dict[str, Any]:
+    """Make checkpoint `step` (`20`, or its folder's name `step-20`) the run's result: copy it into the
+    library and record it there."""
+    from lorastudio.train.scoring import checkpoint_files, checkpoint_step
 
     files = checkpoint_files(ws, run, step)
+    step = checkpoint_step(step)
     config, run_dir = resume_config(ws, run)
     return {"run": run_dir.name, "step": step, "picked_by": by, **publish(ws, run_dir, config, files, step, by)}
 

@@ -128,6 +128,12 @@ class LoraConfig(StrictModel):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA down-projection output (kohya network_dropout)."
     )
+    conv_alpha: float | None = Field(
+        None,
+        gt=0,
+        description="locon: alpha of the 3x3 convs, whose update is scaled by conv_alpha / conv_rank"
+        " (kohya conv_alpha); default: alpha.",
+    )
 
 
 class EmbeddingConfig(StrictModel):
