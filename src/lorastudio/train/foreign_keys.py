@@ -219,7 +219,6 @@ EASYPHOTO_KEYS: dict[str, ForeignKey] = {
     "max_train_steps": ForeignKey("train.steps"),
     "steps_per_photos": ForeignKey("train.max_steps_per_image"),
     "val_and_checkpointing_steps": ForeignKey("train.save_every_steps", note="checkpoints are scored after the run"),
-    "validation_steps": ForeignKey("train.save_every_steps", note="checkpoints are scored after the run"),
     "train_batch_size": ForeignKey("train.batch_size"),
     "gradient_accumulation_steps": ForeignKey("train.grad_accum"),
     "learning_rate": ForeignKey("train.learning_rate"),
