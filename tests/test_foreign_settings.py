@@ -217,6 +217,17 @@ def test_kohya_sample_every_n_epochs_follows_the_checkpoints(tmp_path):
     toml.write_text('pretrained_model_name_or_path = "m"\nsample_every_n_epochs = 3\n', encoding="utf-8")
     reason = dict(import_kohya_config(toml).unmapped)["sample_every_n_epochs"]
     assert "train.save_every_epochs=3" in reason
+    # sd-scripts ignores sample_every_n_steps beside sample_every_n_epochs: so does the import
+    toml.write_text(
+        'pretrained_model_name_or_path = "m"\nsave_every_n_epochs = 2\nsample_every_n_epochs = 2\n'
+        "sample_every_n_steps = 50\n",
+        encoding="utf-8",
+    )
+    both = import_kohya_config(toml)
+    assert "every_steps" not in both.config.get("samples", {})
+    assert "sample_every_n_epochs is set" in dict(both.no_effect)["sample_every_n_steps"]
+    toml.write_text('pretrained_model_name_or_path = "m"\nsample_every_n_epochs = 0\n', encoding="utf-8")
+    assert "sample_every_n_epochs" in dict(import_kohya_config(toml).no_effect)  # kohya_ss GUI's 0: off
 
 
 def test_a_warmup_longer_than_the_run_is_said_in_one_line(workspace, tmp_path):
@@ -257,5 +268,5 @@ def test_a_ratio_warmup_run_and_picking_its_checkpoint_by_folder_name(tiny_works
     assert json.loads(picked.stdout)["step"] == 2
     assert runner.invoke(app, ["train", "pick", "warm", "4"]).exit_code == 0
     line = _one_line_error(["train", "pick", "warm", "step-3"])
-    assert "no checkpoint 'step-3'" in line and "its checkpoints: step-2, step-4" in line
-    assert "step-2, step-4" in _one_line_error(["train", "pick", "warm", "best"])
+    assert "no checkpoint 'step-3'" in line and "saved steps: 2, 4 (give step-4 or 4)" in line
+    assert "saved steps: 2, 4" in _one_line_error(["train", "pick", "warm", "best"])

@@ -291,15 +291,23 @@ def apply_optimizer(flat: dict[str, Any], out: KohyaImport) -> None:
 
 
 def apply_sample_cadence(flat: dict[str, Any], out: KohyaImport) -> None:
-    """kohya's `sample_every_n_epochs`: lorastudio draws samples with each checkpoint (or every
-    samples.every_steps steps), so samples every N epochs are checkpoints every N epochs."""
-    every = flat.get("sample_every_n_epochs")
+    """kohya's `sample_every_n_epochs` (which makes sd-scripts ignore `sample_every_n_steps`): lorastudio
+    draws samples with each checkpoint (or every samples.every_steps steps), so samples every N epochs
+    are checkpoints every N epochs."""
+    if "sample_every_n_epochs" not in flat or flat["sample_every_n_epochs"] in (None, ""):
+        return  # absent, or listed as empty by apply_table
+    every = flat["sample_every_n_epochs"]
     if not every:
+        out.no_effect.append(("sample_every_n_epochs", "off, as lorastudio runs"))
         return
+    if out.get("samples.every_steps") is not None:  # sd-scripts ignores sample_every_n_steps then
+        out.config["samples"].pop("every_steps")
+        if not out.config["samples"]:
+            del out.config["samples"]
+        out.mapped = [entry for entry in out.mapped if entry[0] != "sample_every_n_steps"]
+        out.no_effect.append(("sample_every_n_steps", "sample_every_n_epochs is set and wins, as in kohya"))
     saves = out.get("train.save_every_epochs")
-    if out.get("samples.every_steps") is not None:
-        out.no_effect.append(("sample_every_n_epochs", "sample_every_n_steps is set and wins, as in kohya"))
-    elif saves == every:
+    if saves == every:
         out.no_effect.append(
             ("sample_every_n_epochs", f"samples are drawn with each checkpoint: every {every} epochs")
         )

@@ -370,8 +370,13 @@ def checkpoint_files(ws: StudioFolders, run_name: str, step: int | str) -> dict[
     checkpoints = {c.step: c for c in run.checkpoints}
     number = checkpoint_step(step)
     if number not in checkpoints:
-        have = ", ".join(f"step-{s}" for s in sorted(checkpoints)) or "none yet"
-        raise NotFoundError(f"run {run_name!r}: no checkpoint {str(step)!r}; its checkpoints: {have}.")
+        if not checkpoints:
+            raise NotFoundError(f"run {run_name!r}: no checkpoint {str(step)!r}; the run has saved none yet.")
+        steps = sorted(checkpoints)
+        have = ", ".join(str(s) for s in steps)
+        raise NotFoundError(
+            f"run {run_name!r}: no checkpoint {str(step)!r}; saved steps: {have} (give step-{steps[-1]} or {steps[-1]})."
+        )
     checkpoint = checkpoints[number]
     files = {"model" if run.config.trains_full_unet else "lora": checkpoint.lora}
     if checkpoint.embedding is not None:
