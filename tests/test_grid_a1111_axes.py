@@ -26,7 +26,7 @@ A1111_MORE_AXES = (
     "Hires sampler", "Hires schedule type", "Schedule min sigma", "Schedule max sigma", "Schedule rho",
     "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise", "Initial noise multiplier", "Extra noise",
     "Image CFG Scale", "UniPC Order", "Face restore", "Token merging ratio", "Token merging ratio high-res",
-    "Refiner checkpoint", "Refiner switch at", "RNG source", "Always discard next-to-last sigma",
+    "Refiner checkpoint", "Refiner switch at", "Always discard next-to-last sigma",
     "SGM noise multiplier", "Skip Early CFG", "Beta schedule alpha", "Beta schedule beta", "FP8 mode",
     "Negative Guidance minimum sigma", "Cond. Image Mask Weight",
 )  # fmt: skip

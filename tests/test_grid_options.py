@@ -93,6 +93,7 @@ TYPED = {
     "hires_steps": ("1-3 [2]", "hires_steps", [1, 3]),
     "hires_strength": ("0.2-0.6 (+0.2)", "hires_strength", [0.2, 0.4, 0.6]),
     "hires_upscaler": ("latent, lanczos", "hires_upscaler", ["Latent", "Lanczos"]),
+    "rng": ("gpu, NV", "rng", ["GPU", "NV"]),
 }
 
 

@@ -32,7 +32,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 )
 from lorastudio.api.deps import get_studio, owner_to_check, request_user
 from lorastudio.errors import LorastudioError
-from lorastudio.service.a1111 import FLAG_OPTIONS, SCHEDULE_TYPES, sampler_names
+from lorastudio.service.a1111 import CHOICE_OPTIONS, FLAG_OPTIONS, SCHEDULE_TYPES, sampler_names
 from lorastudio.service.extras import extras_png
 from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
@@ -204,6 +204,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
         **dict.fromkeys(FLAG_OPTIONS, False),
+        **{option: default for option, (_, _, default) in CHOICE_OPTIONS.items()},
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",

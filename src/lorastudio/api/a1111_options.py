@@ -17,7 +17,7 @@ import weakref
 from typing import Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded, NotFoundError
-from lorastudio.service.a1111 import FLAG_OPTIONS
+from lorastudio.service.a1111 import CHOICE_OPTIONS, FLAG_OPTIONS
 from lorastudio.service.models import titled_models
 from lorastudio.service.names import find_vae
 from lorastudio.service.studio import Studio
@@ -93,6 +93,12 @@ class A1111Options:
         for option in FLAG_OPTIONS:
             if option in checked and not isinstance(checked[option], bool):
                 raise InvalidRequest(f"{where}.{option}: true or false.")
+        for option, (_, words, _) in CHOICE_OPTIONS.items():
+            if option in checked:
+                word = str(checked[option]).strip().upper() if isinstance(checked[option], str) else None
+                if word not in words:
+                    raise InvalidRequest(f"{where}.{option}: {checked[option]!r}; use one of {', '.join(words)}.")
+                checked[option] = word
         if "sd_vae" in checked and checked["sd_vae"] is not None:
             vae = checked["sd_vae"]
             if not isinstance(vae, str):

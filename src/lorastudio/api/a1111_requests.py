@@ -20,6 +20,7 @@ from lorastudio.api.a1111_options import NO_VAE, options_of
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import (
     A1111_FIELDS,
+    CHOICE_OPTIONS,
     FLAG_OPTIONS,
     SCHEDULE_TYPES,
     a1111_request_names,
@@ -186,6 +187,8 @@ def to_generate_config(
     )
     for option, field in FLAG_OPTIONS.items():
         fields[field] = overrides.get(option, options.get(option, False)) is True
+    for option, (field, _, default) in CHOICE_OPTIONS.items():
+        fields[field] = overrides.get(option, options.get(option, default))
     if controlnet:
         fields["controlnet"] = list(controlnet)
     if isinstance(req, Img2ImgRequest):

@@ -34,6 +34,7 @@ __all__ = [
     "config_fields_from_infotext",
     "hires_upscaler_name",
     "infotext_params",
+    "noise_source",
 ]
 
 
@@ -197,6 +198,16 @@ def _hashes(pairs: list[tuple[str, str]]) -> str | None:
     return ", ".join(f"{n}: {h}" for n, h in pairs) if pairs else None
 
 
+def noise_source(params: dict[str, Any]) -> str:
+    """The random number source an image's noise came from (`GenerateConfig.rng`): its `RNG` key as
+    written; without one, A1111's default GPU, or CPU for lorastudio's images, which drew every noise
+    on the CPU before they wrote the key."""
+    written = str(params.get("RNG", "") or "").strip()
+    if written:
+        return written.upper()
+    return "CPU" if str(params.get("Version", "") or "").startswith("lorastudio") else "GPU"
+
+
 def _version(cfg: Any, facts: InfotextFacts) -> str:
     from lorastudio import __version__
 
@@ -278,9 +289,9 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         _reads("Clip skip", "clip_skip", int),
         special=True,
     ),
-    # Every noise here is drawn on the CPU (`generate.noise`); A1111 reads a missing key as its
-    # default "GPU" and would start an image pasted into it from other noise.
-    _F(None, "RNG", None, lambda c, f: "CPU"),
+    # A1111's option `randn_source` (a request's override_settings), not a request field. A1111 leaves
+    # out its default GPU; written here always, as images lorastudio made before it had GPU noise lack it.
+    _F("rng", "RNG", None, lambda c, f: c.rng, lambda params: {"rng": noise_source(params)}),
     _F("batch_size", None, "batch_size"),
     _F("count", None, "n_iter"),
     _F("init_image", None, "init_images", special=True),

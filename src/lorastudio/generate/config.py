@@ -8,7 +8,7 @@ A model adds tighter bounds of its own where it has them (`Field(20, le=500)`).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,7 +18,7 @@ from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
 
-__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "hires_final_size", "hires_target", "request_size", "size_from_picture", "snap_size"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "RNG_SOURCES", "RngSource", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "hires_final_size", "hires_target", "request_size", "size_from_picture", "snap_size"]
 
 MIN_SIZE, MAX_SIZE = 64, 4096  # pixels per side of a generated image
 
@@ -105,6 +105,9 @@ HIRES_UPSCALERS: tuple[str, ...] = FIXED_UPSCALERS
 SamplerName = Annotated[
     str, Field(description="A1111 sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'.")
 ]
+# A1111's "Random number generator source" (`randn_source`, infotext `RNG`); `generate.noise` draws them.
+RngSource = Literal["CPU", "GPU", "NV"]
+RNG_SOURCES: tuple[str, ...] = get_args(RngSource)
 SamplingSeed = Annotated[
     int, Field(description="Seed of the first image; image i of a batch uses seed + i (-1 = random).")
 ]
@@ -157,6 +160,13 @@ class GenerateConfig(StrictModel):
     )
     seed_resize_from_h: int = Field(
         0, ge=0, le=4096, description="Draw the noise as for this height, centred (0 = off; needs both)."
+    )
+    rng: RngSource = Field(
+        "CPU",
+        description="Random number source of the noise (A1111's 'Random number generator source', infotext 'RNG'):"
+        " CPU draws on torch's CPU generator, the same on every machine; NV draws NVIDIA's Philox numbers on the"
+        " CPU, the noise a CUDA GPU makes; GPU draws on the CUDA device, and where there is none the NV numbers,"
+        " which are what an NVIDIA GPU draws. An A1111 image without 'RNG' was made with GPU.",
     )
     width: int | None = Field(
         None,
@@ -250,6 +260,12 @@ class GenerateConfig(StrictModel):
         if value is not None and find_schedule(value) is None:
             raise ValueError(f"not supported; use one of: {', '.join(SCHEDULE_TYPES)}")
         return value  # kept as written: recipes record the request as the user gave it
+
+    @field_validator("rng", mode="before")
+    @classmethod
+    def _rng_any_case(cls, value: object) -> object:
+        # "nv", "gpu": A1111's clients and X/Y/Z values are not always upper case
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("hires_upscaler")
     @classmethod

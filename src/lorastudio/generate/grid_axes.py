@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import RNG_SOURCES
 from lorastudio.generate.samplers import SCHEDULE_TYPES
 
 __all__ = [
@@ -95,6 +96,8 @@ AXES: dict[str, Axis] = {
         Axis("hires_steps", "Hires steps", int, ("hr_second_pass_steps",)),
         Axis("hires_strength", "Denoising", float, ("denoising", "denoising_strength")),
         Axis("hires_upscaler", "Hires upscaler", str, ("hr_upscaler", "hires upscaler", "upscaler")),
+        # A1111's option randn_source: GPU, CPU or NV (GenerateConfig.rng)
+        Axis("rng", "RNG source", str, ("randn_source", "rng source", "random number generator source")),
     )
 }
 
@@ -133,7 +136,6 @@ UNSUPPORTED_AXES: dict[str, str] = {
     "SGM noise multiplier": "SDXL's starting noise is scaled one way only (no sgm_noise_multiplier)",
     "Refiner checkpoint": _NO_REFINER,
     "Refiner switch at": _NO_REFINER,
-    "RNG source": "every noise is drawn on the CPU (infotext 'RNG: CPU'); GPU and NV noise are not drawn",
     "FP8 mode": "models are never stored in FP8 here (no fp8_storage)",
 }
 
@@ -241,6 +243,8 @@ def parse_values(text: str | list, axis: Axis) -> list:
         raise LorastudioError(f"grid axis {axis_title(axis)}: no values; give e.g. 'a, b, c'.")
     if axis.name == "prompt_order":
         return _term_orders(items)
+    if axis.name == "rng":
+        return [_rng_source(item) for item in items]
     if axis.kind is str:
         return items
     values: list = []
@@ -248,6 +252,13 @@ def parse_values(text: str | list, axis: Axis) -> list:
         expanded = _expand_range(item, axis.kind, axis_title(axis))
         values += expanded if expanded is not None else [_number(item, axis.kind, axis_title(axis))]
     return values
+
+
+def _rng_source(item: str) -> str:
+    """An RNG source value in A1111's spelling (upper case), or one line naming the choices."""
+    if item.upper() not in RNG_SOURCES:
+        raise LorastudioError(f"grid axis {axis_title(AXES['rng'])}: {item!r}; use one of {', '.join(RNG_SOURCES)}.")
+    return item.upper()
 
 
 def _term_orders(terms: list[str]) -> list[tuple[str, ...]]:

@@ -28,7 +28,7 @@ from lorastudio.generate.images import (
     resize_image,
     tensor_to_pil,
 )
-from lorastudio.generate.noise import NoiseOptions, batch_noise
+from lorastudio.generate.noise import ImageNoise, NoiseOptions, batch_noise
 from lorastudio.generate.samplers import (
     SamplerChoice,
     img2img_steps,
@@ -183,16 +183,17 @@ class _Sampler:
 
     # -- latents --------------------------------------------------------------------------
     def _noise(self, seeds: list[int], shape: tuple[int, ...]):
-        # CPU generators: the same seed gives the same noise on any device.
-        noise = batch_noise(seeds, self.subseeds, shape, self._noise_options())
-        return noise.to(self.model.device, self.model.dtype)
+        """The batch's starting noise on the model's device, and its streams for the per-step noise
+        (drawn from `cfg.rng`'s source, not the device's: the same seed gives the same noise anywhere)."""
+        streams = ImageNoise(seeds, self.subseeds, shape, self._noise_options())
+        return streams.first().to(self.model.device, self.model.dtype), streams
 
     def _noise_options(self) -> NoiseOptions:
         cfg, factor = self.cfg, self.model.vae_scale_factor
         resize_from = None
         if cfg.seed_resize_from_w > 0 and cfg.seed_resize_from_h > 0:
             resize_from = (cfg.seed_resize_from_w // factor, cfg.seed_resize_from_h // factor)
-        return NoiseOptions(cfg.subseed_strength, resize_from)
+        return NoiseOptions(cfg.subseed_strength, resize_from, cfg.rng)
 
     def _through_vae(self, fn, x, image_pixels: int, in_tiles):
         """`fn(x)` at once for images up to TILED_DECODE_MIN_PIXELS, else image by image in tiles
@@ -293,7 +294,7 @@ class _Sampler:
             height // model.vae_scale_factor,
             width // model.vae_scale_factor,
         )
-        noise = self._noise(seeds, shape)
+        noise, streams = self._noise(seeds, shape)
         if masked_image_latents is None and model.unet.config.in_channels == 9:
             full_mask, masked_image_latents = self._paint_everything(len(seeds), width, height)
         if init_latents is None:
@@ -322,8 +323,7 @@ class _Sampler:
         uncond_schedule = self._schedule(self.plan.negative, timed, base)
         # A plain prompt skips the negative at CFG <= 1; AND's weighted sum is built on it.
         use_cfg = self.cfg.cfg_scale > 1.0 or weights != [1.0]
-        generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
-        step_kwargs = self._step_kwargs(scheduler, generators)  # the same objects every step
+        step_kwargs = self._step_kwargs(scheduler, streams)  # the same objects every step
         batch = len(seeds)
         done_before = self.step_done
         for i, t in enumerate(timesteps):
@@ -360,14 +360,17 @@ class _Sampler:
             return
         self.preview(tensor_to_pil(self.decode(self.estimate[:1]))[0])
 
-    def _step_kwargs(self, scheduler, generators) -> dict[str, Any]:
-        """What this scheduler's step takes of ours: per-image generators, and eta (DDIM)."""
+    def _step_kwargs(self, scheduler, streams: ImageNoise) -> dict[str, Any]:
+        """What this scheduler's step takes of ours: the images' noise streams, and eta (DDIM).
+
+        Ancestral/SDE samplers draw noise each step, one stream per image: image i of a batch
+        comes out as generating it alone with seed + i."""
         import inspect
 
         accepted = inspect.signature(scheduler.step).parameters
         kwargs: dict[str, Any] = {}
         if "generator" in accepted:
-            kwargs["generator"] = self._step_generator(generators)
+            kwargs["generator"] = streams.step_generator(scheduler)
         if "eta" in accepted:
             kwargs["eta"] = self.cfg.eta
         return kwargs
@@ -375,12 +378,6 @@ class _Sampler:
     def _predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
         """One step's guided prediction (`generate.guidance`)."""
         return self.guided.predict(latent_in, t, cond, weights, uncond, batch, width, height)
-
-    @staticmethod
-    def _step_generator(generators):
-        # Ancestral/SDE samplers draw noise each step: one generator per image keeps
-        # image i of a batch identical to generating it alone with seed + i.
-        return generators if len(generators) > 1 else generators[0]
 
 
 def _check_size(cfg: GenerateConfig, model, init: Image.Image | None) -> tuple[int, int]:
@@ -458,7 +455,7 @@ def _fill_latent_hole(cfg: GenerateConfig, init_latents, latent_mask, seeds: lis
     hole = latent_mask.round()
     if cfg.inpainting_fill == 3:
         return init_latents * (1 - hole)
-    noise = batch_noise(seeds, None, tuple(init_latents.shape[1:]), NoiseOptions())
+    noise = batch_noise(seeds, None, tuple(init_latents.shape[1:]), NoiseOptions(rng=cfg.rng))
     return init_latents * (1 - hole) + noise.to(model.device, model.dtype) * hole
 
 

@@ -46,7 +46,7 @@ def grid_axis_choices() -> list[tuple[str, str]]:
 
 
 # The X/Y/Z axes A1111 offers a values dropdown for (its AxisOption `choices`).
-AXES_WITH_CHOICES = ("sampler", "schedule", "model", "vae", "styles", "hires_upscaler")
+AXES_WITH_CHOICES = ("sampler", "schedule", "model", "vae", "styles", "hires_upscaler", "rng")
 
 
 def axis_offers_choices(axis: str) -> bool:
@@ -74,6 +74,8 @@ def grid_axis_value_choices(ws: Workspace, axis: str) -> list[str]:
         return style_names(ws)
     if name == "hires_upscaler":
         return hires_upscaler_names(ws)
+    if name == "rng":
+        return ["GPU", "CPU", "NV"]  # A1111's order
     return []
 
 

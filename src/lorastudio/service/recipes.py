@@ -2,7 +2,7 @@
 
 What cannot come back exactly is said in notes (structured, so the web UI words them in its
 language and the CLI prints them): a model this workspace lacks, replaced by the caller's; a
-LoRA found under another name by its hash; noise A1111 drew on the GPU, which no CPU draws.
+LoRA found under another name by its hash; noise that can still differ from the image's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.recipe_loras import rename_loras_by_hash
+from lorastudio.service.recipe_noise import noise_notes
 from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
@@ -114,7 +115,7 @@ def read_recipe(
         notes.append(
             RecipeNote("lora_renamed", {"old": old, "new": new}, f"LoRA {old} is {new} here (same hash).")
         )
-    notes += _noise_notes(params)
+    notes += noise_notes(params)  # `service.recipe_noise`: where the noise can still differ
     notes += _picture_notes(params, request, given)
     if form:
         from lorastudio.service.recipe_form import form_request
@@ -218,24 +219,6 @@ def _picture_notes(params: dict[str, Any], request: dict[str, Any], given: set[s
             {"pictures": pictures},
             f"the image was made from pictures its parameters do not carry ({pictures}); give them again"
             " (--init-image, --mask, --control), or the picture will differ.",
-        )
-    ]
-
-
-def _noise_notes(params: dict[str, Any]) -> list[RecipeNote]:
-    """A1111 draws noise on the GPU unless its RNG setting says CPU (an absent key means GPU);
-    lorastudio always draws it on the CPU, so such an image comes back as another picture."""
-    source = str(params.get("RNG", "") or "").strip()
-    ours = str(params.get("Version", "") or "").startswith("lorastudio")
-    if source.upper() == "CPU" or (not source and ours):
-        return []
-    source = source or "GPU"
-    return [
-        RecipeNote(
-            "noise_source",
-            {"source": source},
-            f"the image's noise was drawn by A1111 on the {source} (RNG: {source}); lorastudio draws it on the"
-            " CPU, so the picture will differ (A1111 images made with RNG: CPU come back the same).",
         )
     ]
 

@@ -76,6 +76,11 @@ HELP_ZH: dict[str, str] = {
         "（对应 A1111 的 'Pad prompt/negative prompt'，infotext 中为 'Pad conds'：更快，但出图不同）；"
         "关闭时分两次调用，与 A1111 的默认做法一致。"
     ),
+    "GenerateConfig.rng": (
+        "噪声的随机数来源（A1111 的 'Random number generator source'，infotext 中为 'RNG'）：CPU 用 torch 的 CPU"
+        " 生成器，在任何机器上都相同；NV 在 CPU 上生成 NVIDIA 的 Philox 随机数，即 CUDA GPU 生成的噪声；GPU 在 CUDA"
+        " 设备上生成，没有 CUDA 时使用 NV 随机数，也就是 NVIDIA 显卡生成的数。没有 'RNG' 的 A1111 图片用的是 GPU。"
+    ),
     "GenerateConfig.pad_conds_v0": (
         "A1111 1.6 之前的补齐方式（infotext 中为 'Pad conds v0'，A1111 会给旧版 webui 用 DDIM/PLMS 生成的图片"
         "标上它）：较短的反向提示词重复其最后一个 token 向量直到与正向提示词等长，较长的则截断到该长度；"

@@ -43,6 +43,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.count": ("Batch count", "批次数"),
     "generate.clip_skip": ("Clip skip", "跳过 CLIP 层"),
     "generate.pad_conds": ("Pad prompt/negative prompt", "补齐正/负提示词长度"),
+    "generate.rng": ("Random number generator source", "随机数生成器来源"),
     "generate.compat": ("Older A1111 images", "旧版 A1111 图片兼容"),
     "generate.pad_conds_v0": ("Pad conds v0 (A1111 before 1.6)", "旧式补齐负提示词（A1111 1.6 之前）"),
     "generate.old_prompt_editing": ("Old prompt editing timelines (before 1.6)", "旧式提示词编辑时间线（1.6 之前）"),
@@ -125,11 +126,29 @@ LABELS: dict[str, tuple[str, str]] = {
         "LoRA {old} is {new} in this workspace (same hash).",
         "LoRA {old} 在工作区中名为 {new}（哈希相同）。",
     ),
-    "png.noise_source": (
-        "A1111 drew this image's noise on the {source} (RNG: {source}); lorastudio draws it on the CPU,"
-        " so the picture will differ (images made with RNG: CPU come back the same).",
-        "这张图片的噪声由 A1111 在 {source} 上生成（RNG: {source}）；lorastudio 在 CPU 上生成噪声，"
-        "因此画面会不同（用 RNG: CPU 生成的图片可以完全复现）。",
+    "png.noise_gpu_layout": (
+        "The noise is NVIDIA's GPU numbers (RNG: GPU); they come back the same if the card that made the image"
+        " ran {values} threads at once (SMs x threads per SM; an RTX 3090 runs 125952), else it laid the"
+        " latent's values out otherwise and the picture will differ.",
+        "噪声使用 NVIDIA GPU 的随机数（RNG: GPU）；若生成该图的显卡能同时运行 {values} 个线程（SM 数 × 每个 SM 的"
+        "线程数；RTX 3090 为 125952），噪声可以完全复现，否则显卡对潜空间数值的排布不同，画面会不同。",
+    ),
+    "png.noise_steps_brownian": (
+        "A1111's {sampler} draws its per-step noise from a Brownian tree on the GPU, which lorastudio does not"
+        " draw; the picture will differ.",
+        "A1111 的 {sampler} 采样器每一步的噪声来自 GPU 上的布朗树，lorastudio 不生成这种噪声，因此画面会不同。",
+    ),
+    "png.noise_steps_cpu": (
+        "A1111 drew {sampler}'s per-step noise by continuing each seed's CPU generator; lorastudio's CPU source"
+        " draws it from seed + 1, so the picture will differ (the starting noise is the same).",
+        "A1111 用每个种子的 CPU 生成器继续生成 {sampler} 每一步的噪声；lorastudio 的 CPU 来源用“种子 + 1”生成，"
+        "因此画面会不同（初始噪声相同）。",
+    ),
+    "png.noise_steps_ensd": (
+        "The image's per-step noise was seeded with seed + {ensd} (ENSD, eta noise seed delta), which lorastudio"
+        " does not apply; {sampler}'s picture will differ.",
+        "这张图片每一步的噪声以“种子 + {ensd}”为种子（ENSD，eta 噪声种子偏移），lorastudio 不支持此项；"
+        "{sampler} 的画面会不同。",
     ),
     "png.pictures_not_carried": (
         "The image was made from pictures its parameters do not carry ({pictures}); give them again on the"

@@ -39,7 +39,7 @@ LABEL = "tab.generate"
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
-    "clip_skip", "eta", "pad_conds", "pad_conds_v0", "old_prompt_editing", "hires_scale",
+    "clip_skip", "eta", "pad_conds", "rng", "pad_conds_v0", "old_prompt_editing", "hires_scale",
     "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
     "mask_blur", "mask_invert", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
@@ -134,6 +134,7 @@ def build(ctx: UiContext) -> None:
                 f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
             # its own line: the label and help overflowed a third of the sliders' row
             f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"))
+            f["rng"] = field_control(GenerateConfig, "rng", t("generate.rng"))  # PNG info sets it from 'RNG'
             with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
                 with gr.Row():
                     f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
