@@ -14,6 +14,7 @@ from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
 __all__ = [
     "A1111_FIELDS",
     "FLAG_OPTIONS",
+    "NUMBER_OPTIONS",
     "A1111Field",
     "SCHEDULE_TYPES",
     "a1111_request_names",
@@ -30,6 +31,13 @@ FLAG_OPTIONS: dict[str, str] = {
     "pad_cond_uncond": "pad_conds",
     "pad_cond_uncond_v0": "pad_conds_v0",
     "use_old_scheduling": "old_prompt_editing",
+}
+
+
+# A1111 options that are number fields here (the same two places): option name -> GenerateConfig field.
+NUMBER_OPTIONS: dict[str, str] = {
+    "initial_noise_multiplier": "initial_noise_multiplier",
+    "img2img_extra_noise": "extra_noise",
 }
 
 
