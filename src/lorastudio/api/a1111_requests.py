@@ -277,14 +277,22 @@ def a1111_info(
     }
 
 
+# infotext keys A1111 keeps in `extra_generation_params` (those the image states)
+_EXTRA_KEYS = ("Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt", "Noise multiplier",
+               "Extra noise")  # fmt: skip
+
+
 def _extra_generation_params(cfg, infotexts: list[str]) -> dict[str, Any]:
-    """The schedule type, and each ControlNet unit's `ControlNet N` line as the extension adds it."""
+    """The schedule type, the hires pass's own settings and the noise knobs the image states, and each
+    ControlNet unit's `ControlNet N` line as the extension adds it."""
     extra: dict[str, Any] = {}
     if cfg.schedule not in (None, "Automatic"):
         extra["Schedule type"] = cfg.schedule
-    if cfg.controlnet and infotexts:
+    if infotexts:
         params = infotext_parameters(infotexts[0], fill_defaults=False)
-        extra.update({key: value for key, value in params.items() if key.startswith("ControlNet ")})
+        extra.update({key: params[key] for key in _EXTRA_KEYS if key in params})
+        if cfg.controlnet:
+            extra.update({key: value for key, value in params.items() if key.startswith("ControlNet ")})
     return extra
 
 
