@@ -64,6 +64,20 @@ def pixel_png(path: Path, data: dict, size: tuple[int, int] = (40, 32), seed: in
     """A picture with the embedding hidden in its pixels, as A1111's "save images with embedding":
     zlib JSON, low nibbles left of the picture, high nibbles right of it, each XORed with the
     stream, a black column on each side of the picture, the high nibble of data pixels decoration."""
+    Image.fromarray(pixel_canvas(data, size, seed), "RGB").save(path)
+    return path
+
+
+def pixel_webp(path: Path, data: dict, lossless: bool = True) -> Path:
+    """A1111's picture with the embedding in its pixels saved as WebP (A1111 itself writes only PNGs; a
+    WebP copy has no text chunk, and only a lossless one keeps the pixels' data)."""
+    options = {"lossless": True} if lossless else {"quality": 90}
+    Image.fromarray(pixel_canvas(data), "RGB").save(path, "WEBP", **options)
+    return path
+
+
+def pixel_canvas(data: dict, size: tuple[int, int] = (40, 32), seed: int = 0) -> np.ndarray:
+    """The RGB pixels of `pixel_png`."""
     rng = np.random.default_rng(seed)
     raw = np.frombuffer(zlib.compress(_as_json(data).encode(), 9), np.uint8)
     height = size[1]
@@ -82,8 +96,7 @@ def pixel_png(path: Path, data: dict, size: tuple[int, int] = (40, 32), seed: in
     canvas[:, : low.shape[1]] = low
     canvas[:, low.shape[1] + 1 : low.shape[1] + 1 + size[0]] = picture
     canvas[:, -high.shape[1] :] = high
-    Image.fromarray(canvas, "RGB").save(path)
-    return path
+    return canvas
 
 
 def plain_png(path: Path, colour: tuple[int, int, int] = (200, 80, 40)) -> Path:

@@ -133,7 +133,10 @@ def test_listing_reads_pickles_and_only_embedding_pictures(cli, workspace, tmp_p
     assert rows["zkbad"]["vectors"] is None and "zkbad.bin: not a readable PyTorch file" in rows["zkbad"]["error"]
     # a picture is not a name to delete; an embedding picture is
     assert cli("embeddings", "delete", "holiday").exit_code == 2 and (folder / "holiday.png").exists()
-    assert cli("embeddings", "rename", "zkpix", "zkpix2").exit_code == 0 and (folder / "zkpix2.png").exists()
+    # renaming a picture would keep its word (the name stored in it): refused, saying to import it
+    refused = cli("embeddings", "rename", "zkpix", "zkpix2")
+    assert refused.exit_code == 2 and "--name zkpix2" in refused.output and (folder / "zkpix.png").exists()
+    assert cli("embeddings", "delete", "zkpix").exit_code == 0 and not (folder / "zkpix.png").exists()
     # an import may take a name a plain picture has (it is no embedding)
     assert cli("embeddings", "import", a1111_pt(tmp_path / "holiday.pt", _vectors(9))).exit_code == 0
 
@@ -179,7 +182,7 @@ def test_web_ui_import_takes_the_same_files(workspace, tmp_path):
     from lorastudio.ui.tabs.library import _sections
 
     section = next(s for s in _sections() if s.key == "embeddings")
-    assert set(section.file_types) == {".safetensors", ".pt", ".bin", ".png"}
+    assert set(section.file_types) == {".safetensors", ".pt", ".bin", ".png", ".webp", ".jxl", ".avif"}
     info = section.import_file(workspace, chunk_png(tmp_path / "zkui.png", embedding_dict(_vectors(13), "zkui")), "")
     assert info["name"] == "zkui" and (workspace.embeddings / "zkui.safetensors").is_file()
 

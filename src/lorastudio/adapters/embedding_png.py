@@ -9,20 +9,46 @@ each tensor as `{"TORCHTENSOR": nested lists}`, into a PNG in one of two ways:
   with a fixed pseudo-random stream (an LCG seeded 0), one black column between each block and
   the picture. The high nibble of each data pixel is decoration.
 
-Anything else (a plain picture, A1111's `NAME.preview.png` previews) holds no embedding.
+A1111 loads `.webp`, `.jxl` and `.avif` pictures from its embeddings folder the same way. It only
+ever writes PNGs: those formats hold no text chunk (Pillow keeps none of a PNG's text when one is
+converted), so a picture in them carries the embedding in its pixels, and only a lossless copy keeps
+them. A format this Pillow cannot open is refused in one line saying what to install.
+
+Anything else (a plain picture, A1111's `NAME.preview.png` previews) holds no embedding. A picture's
+embedding answers to the `name` stored in it, as A1111 names it (`stored_name`).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 from lorastudio.errors import LorastudioError
 
-__all__ = ["PNG_CHUNK", "is_preview_picture", "holds_embedding", "read_png_embedding", "lcg_nibbles"]
+__all__ = [
+    "PNG_CHUNK",
+    "EMBEDDING_IMAGE_SUFFIXES",
+    "is_preview_picture",
+    "holds_embedding",
+    "stored_name",
+    "unreadable_format",
+    "read_png_embedding",
+    "lcg_nibbles",
+]
 
 PNG_CHUNK = "sd-ti-embedding"
+# The pictures A1111 reads embeddings from (`textual_inversion.load_from_file`).
+EMBEDDING_IMAGE_SUFFIXES = (".png", ".webp", ".jxl", ".avif")
+# What to install for a picture format Pillow may lack (JPEG XL needs a plugin; AVIF is built into
+# Pillow 11.2 and later); the plugin is imported when the format is not registered yet.
+_FORMAT_PLUGINS = {
+    ".webp": ("WebP", None, "a Pillow built with WebP (the wheels from PyPI are)"),
+    ".jxl": ("JPEG XL", "pillow_jxl", "pillow-jxl-plugin"),
+    ".avif": ("AVIF", "pillow_avif", "Pillow 11.2 or later (or pillow-avif-plugin)"),
+}
 # The JSON of an embedding is kilobytes to a few megabytes; a larger stream is refused, not inflated.
 MAX_JSON_BYTES = 64 * 1024 * 1024
 # Pictures are searched for hidden data up to this size (A1111's are about 512x600; a photo of 4000x4000
@@ -38,8 +64,38 @@ class _NoEmbedding(Exception):
 
 
 def is_preview_picture(path: Path) -> bool:
-    """`NAME.preview.png`: the picture A1111 shows for embedding NAME, never an embedding itself."""
-    return Path(path).name.lower().endswith(".preview.png")
+    """`NAME.preview.png` (or .webp, .jxl, .avif): the picture A1111 shows for embedding NAME, never
+    an embedding itself."""
+    path = Path(path)
+    return path.suffix.lower() in EMBEDDING_IMAGE_SUFFIXES and Path(path.stem).suffix.lower() == ".preview"
+
+
+@functools.cache
+def _import_plugin(module: str) -> bool:
+    """Import a Pillow plugin (it registers its format on import), once: a listing asks per file."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def unreadable_format(path: Path) -> str | None:
+    """Why this Pillow cannot open a picture of `path`'s type (one line naming the file and what to
+    do), or None when it can. Checked before a file is opened: Pillow would only say "cannot identify"."""
+    from PIL import Image
+
+    suffix = Path(path).suffix.lower()
+    Image.init()
+    if suffix in Image.registered_extensions() or suffix not in _FORMAT_PLUGINS:
+        return None
+    label, module, install = _FORMAT_PLUGINS[suffix]
+    if module is not None and _import_plugin(module) and suffix in Image.registered_extensions():
+        return None
+    return (
+        f"{Path(path).name}: this Pillow cannot open {label} ({suffix}) pictures; install {install}, "
+        "or convert the picture to a lossless PNG and use that."
+    )
 
 
 def lcg_nibbles(count: int):
@@ -141,9 +197,12 @@ def _chunk_or_pixels(path: Path) -> tuple[str, Any]:
     `_NoEmbedding` for a picture too large to search or without the layout."""
     from PIL import Image, UnidentifiedImageError
 
+    cannot_open = unreadable_format(path)
+    if cannot_open:
+        raise LorastudioError(cannot_open)
     try:
         with Image.open(path) as image:
-            text = image.info.get(PNG_CHUNK)  # A1111 writes it before the pixels
+            text = image.info.get(PNG_CHUNK)  # A1111 writes it before the pixels (PNGs only)
             if text is None and image.width * image.height > MAX_SEARCHED_PIXELS:
                 raise _NoEmbedding
             if text is None:
@@ -155,7 +214,8 @@ def _chunk_or_pixels(path: Path) -> tuple[str, Any]:
 
 
 def read_png_embedding(path: str | Path) -> dict:
-    """The embedding dict in an A1111 PNG: its `sd-ti-embedding` chunk, else the data in its pixels.
+    """The embedding dict in an A1111 picture (.png, .webp, .jxl, .avif): its `sd-ti-embedding`
+    chunk, else the data in its pixels.
 
     A picture with neither is refused in one line naming the file.
     """
@@ -165,45 +225,72 @@ def read_png_embedding(path: str | Path) -> dict:
         if where == "pixels":
             payload = _inflate(payload, path)
     except _NoEmbedding:
+        lossy = "" if path.suffix.lower() == ".png" else " (a lossy copy loses the data in the pixels)"
         raise LorastudioError(
             f"{path.name}: a picture without embedding data (no {PNG_CHUNK} text chunk, none in its "
-            "pixels); use the .pt, .safetensors or the PNG that A1111 saved for the embedding."
+            f"pixels{lossy}); use the .pt, .safetensors or the PNG that A1111 saved for the embedding."
         ) from None
     return _from_text_chunk(payload, path) if where == "chunk" else _json_dict(payload, path, "pixels")
 
 
-_HOLDS_CACHE: dict[str, tuple[tuple[int, int, int], bool]] = {}
+# Per file: its state (size, mtime, inode), whether it holds an embedding, the name stored in it.
+_HOLDS_CACHE: dict[str, tuple[tuple[int, int, int], bool, str | None]] = {}
 _HOLDS_CACHE_SIZE = 4096
 
 
 def holds_embedding(path: str | Path) -> bool:
-    """Whether a PNG carries A1111 embedding data (what A1111 loads from its embeddings folder):
+    """Whether a picture carries A1111 embedding data (what A1111 loads from its embeddings folder):
     a `sd-ti-embedding` chunk, or data in its pixels that inflates. Previews and plain pictures:
     False. Kept per file state (size, mtime, inode), so listing a folder twice decodes nothing twice.
     """
-    path = Path(path)
+    return _sniffed(Path(path))[0]
+
+
+def stored_name(path: str | Path) -> str | None:
+    """The `name` an embedding picture holds, the word A1111 loads it as (`data.get('name', stem)`);
+    None for a picture without one (a blank or non-text name counts as none) or without an embedding."""
+    return _sniffed(Path(path))[1]
+
+
+def _sniffed(path: Path) -> tuple[bool, str | None]:
     if is_preview_picture(path):
-        return False
+        return False, None
     try:
         stat = os.stat(path)
     except OSError:
-        return False
+        return False, None
     key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
     known = _HOLDS_CACHE.get(str(path))
     if known is not None and known[0] == key:
-        return known[1]
+        return known[1], known[2]
     answer = _sniff(path)
     if len(_HOLDS_CACHE) >= _HOLDS_CACHE_SIZE:
         _HOLDS_CACHE.clear()
-    _HOLDS_CACHE[str(path)] = (key, answer)
+    _HOLDS_CACHE[str(path)] = (key, *answer)
     return answer
 
 
-def _sniff(path: Path) -> bool:
+def _sniff(path: Path) -> tuple[bool, str | None]:
+    import base64
+    import binascii
+
     try:
         where, payload = _chunk_or_pixels(path)
-        if where == "pixels":
-            _inflate(payload, path)
+        raw = _inflate(payload, path) if where == "pixels" else base64.b64decode(payload)
     except (_NoEmbedding, LorastudioError):
-        return False
-    return True  # a chunk is read (or refused with its reason) when the embedding is used
+        return False, None
+    except (binascii.Error, ValueError):
+        return True, None  # a chunk that is no base64: refused with its reason when it is used
+    return True, _name_in(raw)
+
+
+def _name_in(raw: bytes) -> str | None:
+    """The `name` in an embedding's JSON (its tensors left as lists: nothing else is needed here)."""
+    import json
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        return None  # refused with its reason when the embedding is used
+    name = data.get("name") if isinstance(data, dict) else None
+    return (name.strip() or None) if isinstance(name, str) else None

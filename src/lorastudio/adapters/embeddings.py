@@ -6,8 +6,8 @@ cannot run code. Anything it refuses is refused here with `UnsafeFileError`. The
 allowed beside them is `nn.ParameterDict`, which original textual-inversion files pickle as
 `string_to_param` (A1111's restricted unpickler allows it too).
 
-A1111 also saves embeddings as PNG pictures (JSON in a text chunk or in the pixels):
-`adapters.embedding_png` reads them as JSON, never unpickled.
+A1111 also saves embeddings as PNG pictures (JSON in a text chunk or in the pixels), and reads them
+from .webp, .jxl and .avif pictures too: `adapters.embedding_png` reads them as JSON, never unpickled.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lorastudio.adapters.embedding_png import EMBEDDING_IMAGE_SUFFIXES
 from lorastudio.errors import LorastudioError, UnsafeFileError
 from lorastudio.models.checkpoint import PICKLE_SUFFIXES
 
@@ -34,6 +35,7 @@ __all__ = [
     "save_embedding",
     "check_vectors",
     "a1111_info",
+    "refuse_several_concept_terms",
 ]
 
 @dataclass
@@ -107,18 +109,34 @@ def _vectors_from_state_dict(data: dict, name: str, source: str) -> Embedding:
     tensors = [v for v in data.values() if isinstance(v, torch.Tensor)]
     if len(tensors) == 1:  # diffusers concept: {"<token>": tensor}
         return Embedding(name, [_as_matrix(tensors[0])])
+    shapes = {key: tuple(value.shape) for key, value in data.items() if isinstance(value, torch.Tensor)}
+    refuse_several_concept_terms(shapes, source)
     raise LorastudioError(
         f"{source}: no emb_params, clip_l/clip_g or string_to_param tensors; it is not a textual-inversion embedding."
     )
 
 
-def _one_term(terms: list[str], source: str) -> None:
+def _one_term(terms: list[str], source: str, fix: str = "keep one term per file") -> None:
     """A1111 refuses a file whose `string_to_param` holds several terms (which word would it be?)."""
     if len(terms) > 1:
         shown = ", ".join(repr(t) for t in terms[:4]) + (", ..." if len(terms) > 4 else "")
         raise LorastudioError(
             f"{source}: embedding file has multiple terms in it ({len(terms)}: {shown}); A1111 refuses it "
-            "too, keep one term per file."
+            f"too, {fix}."
+        )
+
+
+def refuse_several_concept_terms(shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """A diffusers concept file (`learned_embeds.bin`/.safetensors) holds one `{"<token>": vectors}`
+    tensor; one with several tokens is refused as A1111 refuses it ("multiple terms"), naming them.
+
+    Only a file shaped like several concepts (vectors of one width: 1-D `[width]` or 2-D
+    `[vectors, width]`) is; anything else (a LoRA put here by mistake) is no embedding at all.
+    """
+    vectors = [shape for shape in shapes.values() if len(shape) in (1, 2) and 0 not in shape]
+    if len(shapes) > 1 and len(vectors) == len(shapes) and len({shape[-1] for shape in vectors}) == 1:
+        _one_term(
+            list(shapes), source, "save each token in a file of its own (its file name is then the prompt word)"
         )
 
 
@@ -184,7 +202,8 @@ def _corrupt(path: Path, why: str) -> LorastudioError:
 
 
 def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
-    """An embedding file; its trigger word is the file stem, as in A1111, unless `name` is given."""
+    """An embedding file; its trigger word is the file stem unless `name` is given (a picture's is
+    the name it holds, `info["name"]`, as A1111 names it: `service.embedding_files`)."""
     from lorastudio.models.checkpoint import read_safetensors_private
 
     path = Path(path)
@@ -194,12 +213,15 @@ def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
         data = read_safetensors_private(path)[0]  # never memory-mapped: the file may change
     elif path.suffix.lower() in PICKLE_SUFFIXES:
         data = _load_pickle_safely(path)
-    elif path.suffix.lower() == ".png":
+    elif path.suffix.lower() in EMBEDDING_IMAGE_SUFFIXES:
         from lorastudio.adapters.embedding_png import read_png_embedding
 
         data = read_png_embedding(path)
     else:
-        raise LorastudioError(f"{path.name}: unknown embedding file type; use .safetensors, .pt or an A1111 .png.")
+        raise LorastudioError(
+            f"{path.name}: unknown embedding file type; use .safetensors, .pt or an A1111 picture "
+            f"({', '.join(EMBEDDING_IMAGE_SUFFIXES)})."
+        )
     if not isinstance(data, dict):
         raise LorastudioError(f"{path.name}: is not a dict of tensors; it is not an embedding.")
     embedding = embedding_from_state_dict(data, name or path.stem, source=path.name)

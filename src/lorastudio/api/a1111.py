@@ -331,12 +331,15 @@ def refresh_loras() -> None:
 @router.get("/embeddings")
 def embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """A1111's shape: readable files under `loaded`, unreadable ones under `skipped`; the step and
-    checkpoint an A1111 file recorded (kept as metadata when it was imported)."""
+    checkpoint an A1111 file recorded (kept as metadata when it was imported). One entry per word,
+    as A1111 keeps: a file whose word another file answers to is left out."""
     from lorastudio.service.embeddings import list_embeddings
 
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
     for row in list_embeddings(studio.workspace):
+        if row.get("shadowed_by"):
+            continue
         unread = row["error"] is not None
         facts = row["metadata"]
         step = str(facts.get("step", ""))

@@ -477,14 +477,12 @@ def list_embeddings(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
 def upload_embedding(
     file: UploadFile = File(...), name: str | None = Form(None), studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
-    """Add a textual-inversion embedding (.safetensors, .pt/.bin read weights-only, A1111 .png; the
-    others are stored as .safetensors); its name, the prompt word, defaults to the file's stem."""
+    """Add a textual-inversion embedding (.safetensors, .pt/.bin read weights-only, an A1111 .png,
+    .webp, .jxl or .avif; the others are stored as .safetensors); its name, the prompt word, defaults
+    to a picture's stored name, else the file's stem."""
     _, path = _store_upload(studio, file, library_embeddings.EMBEDDING_IMPORT_SUFFIXES)
     try:
-        stem = Path(file.filename or "").stem
-        return library_embeddings.import_embedding(
-            studio.workspace, path, new_entry_name(name, stem, "embedding", "embedding"), shown_as=file.filename
-        )
+        return library_embeddings.import_embedding(studio.workspace, path, name or None, shown_as=file.filename)
     finally:
         path.unlink(missing_ok=True)
 

@@ -10,7 +10,7 @@ from lorastudio.cli import app
 from lorastudio.cli.common import padded, print_json, workspace
 
 embeddings_app = typer.Typer(
-    help="Textual-inversion embeddings in the workspace (the file name is the prompt word).",
+    help="Textual-inversion embeddings in the workspace (the prompt word: the file name, a picture's stored name).",
     no_args_is_help=True,
 )
 app.add_typer(embeddings_app, name="embeddings")
@@ -26,7 +26,9 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
         print_json({"embeddings": rows})
         return
     if not rows:
-        typer.echo("no embeddings yet: `lorastudio embeddings import FILE` (.safetensors, .pt, .bin or A1111 .png).")
+        typer.echo(
+            "no embeddings yet: `lorastudio embeddings import FILE` (.safetensors, .pt, .bin or an A1111 picture)."
+        )
     for row in rows:
         detail = row["error"] or f"vectors={row['vectors']} width={row['shape']}"
         typer.echo(f"{padded(row['name'], 24)} {padded(row['file'], 32)} {detail}")
@@ -34,11 +36,11 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
 
 @embeddings_app.command("import")
 def import_cmd(
-    path: str = typer.Argument(..., help="A .safetensors, .pt, .bin or A1111 .png embedding file."),
-    name: str = typer.Option(None, "--name", help="Name, the word prompts use (default: the file stem)."),
+    path: str = typer.Argument(..., help="A .safetensors, .pt, .bin or A1111 picture (.png, .webp, .jxl, .avif) embedding file."),
+    name: str = typer.Option(None, "--name", help="Name, the word prompts use (default: a picture's stored name, else the file stem)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Add an embedding from civitai or A1111; .pt/.bin (read weights-only) and PNGs become .safetensors."""
+    """Add an embedding from civitai or A1111; .pt/.bin (read weights-only) and pictures become .safetensors."""
     from lorastudio.service.embeddings import import_embedding
 
     info = import_embedding(workspace(), Path(path), name)

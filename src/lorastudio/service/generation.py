@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from lorastudio.service.library import Library
 from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora, find_model, find_vae
-from lorastudio.service.recipes import config_from_recipe  # re-exported: where callers have found it
-from lorastudio.service.workspace import Workspace, list_weight_files
+from lorastudio.service.recipe_inputs import kept_request
+from lorastudio.service.recipes import Replay, config_from_recipe  # the latter re-exported (callers)
+from lorastudio.service.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +142,11 @@ def _embedding_fits(embedding, model) -> bool:
 
 
 def find_embedding_files(ws: Workspace, texts: list[str]) -> dict[str, Path]:
-    """Embeddings whose file stem appears as a word in any of the texts (A1111 uses stems).
+    """Embeddings whose name appears as a word in any of the texts: the file stem, or the name a
+    picture embedding stores (A1111); the same rules `GET /api/v1/embeddings` lists by."""
+    from lorastudio.service.embedding_files import prompt_embedding_files
 
-    The same files `GET /api/v1/embeddings` lists (`service.workspace.EMBEDDING_SUFFIXES`).
-    """
-    found = {}
-    for path in list_weight_files(ws.embeddings, "embedding"):
-        if any(re.search(rf"(?<![\w]){re.escape(path.stem)}(?![\w])", t) for t in texts):
-            found.setdefault(path.stem, path)  # the folder's own file wins a name a subfolder's shares
-    return found
+    return prompt_embedding_files(ws.embeddings, texts)
 
 
 def _next_output_paths(folder: Path, seed: int) -> tuple[Path, Path]:
@@ -231,6 +227,7 @@ def run_generation(
     names: NamePolicy = STRICT,
     add_to_library: bool = True,
     missing_loras: str = "refuse",
+    replay: Replay | None = None,
 ) -> GenerationResult:
     """Generate every image of the request and write PNG + recipe for each.
 
@@ -242,6 +239,8 @@ def run_generation(
     `add_to_library=False` keeps intermediate images (a portrait's inpaint passes) out of the
     outputs library. `missing_loras="skip"` generates without a `<lora:NAME>` no file answers to,
     as A1111 does for its API clients (the result lists them); the default refuses the request.
+    `replay` (`read_recipe`'s) remakes a YAML recipe's image exactly: its batch made again and only
+    its image kept, its preprocessors' seed, its LoRA files from outside loras/.
     """
     from lorastudio.adapters import check_lora_family, load_embedding
     from lorastudio.adapters.patch import lingering_loras
@@ -253,6 +252,8 @@ def run_generation(
     from lorastudio.service.control import check_units, control_infotext, control_stack
     from lorastudio.service.upscalers import check_hires_upscaler, hires_model_upscaler
 
+    replay = replay or Replay()
+    lora_files = {**replay.lora_files, **(lora_files or {})} or None
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
     check_hires_upscaler(ws, cfg, allow_paths=not names.strict)  # an unknown upscaler too
     units = check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
@@ -320,14 +321,20 @@ def run_generation(
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
     plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
-    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, units, cache)
+    control_seed = replay.control_seed if replay.control_seed is not None else (plan.seeds or [0])[0]
+    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, units, cache, control_seed)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     # The stack stays on the model for the next request (the same stack again costs nothing);
     # a request without LoRAs gets the original weights back.
     with lingering_loras(model.components, loras, in_place="compiled" in model.extra):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
+    if replay.position is not None:  # a recipe's image of a batch: the batch was remade for it
+        generated = [item for item in generated if item.index == replay.position]
     used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
+    # uploaded pictures kept beside the recipes (nothing copied for a request stopped before an image)
+    request = kept_request(ws, cfg.model_dump(), folder) if generated else cfg.model_dump()
+    pinned_files = {d["name"]: str(Path(d["path"]).absolute()) for d in lora_info if d["name"] in (lora_files or {})}
     results = []
     library = Library(ws)
     for item in generated:
@@ -340,7 +347,7 @@ def run_generation(
         png_path, recipe_path = _next_output_paths(folder, item.seed)
         recipe = {
             "lorastudio": __version__,
-            "request": cfg.model_dump(),
+            "request": request,
             "image": {"seed": item.seed, "index": item.index, "width": plan.width, "height": plan.height},
             "model": {
                 "name": model.name,
@@ -357,6 +364,9 @@ def run_generation(
             recipe["image"]["subseed"] = subseed
         if control_rows:  # which files the units used (title with hash); recipes without units unchanged
             recipe["controlnets"] = control_rows
+            recipe["image"]["control_seed"] = control_seed
+        if pinned_files:  # LoRAs from outside loras/ (a grid's checkpoints): the same files again
+            recipe["lora_files"] = pinned_files
         save_png(item.image, png_path, infotext)
         tmp = recipe_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")

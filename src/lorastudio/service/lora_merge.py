@@ -114,18 +114,6 @@ def _prediction_metadata(scheduler_config) -> dict[str, str]:
     return {"modelspec.prediction_type": "v" if prediction == "v_prediction" else str(prediction)}
 
 
-def _tensor_dtypes(path: Path) -> dict[str, str]:
-    """Each tensor's dtype in safetensors' spelling (`F16`): from the header, or from a pickle's tensors
-    read weights-only (nothing in the file runs)."""
-    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, load_pickled_state_dict, read_safetensors_header
-
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        spelled = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
-        state = load_pickled_state_dict(path)
-        return {k: spelled.get(str(v.dtype).removeprefix("torch."), str(v.dtype)) for k, v in state.items()}
-    return {k: v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
-
-
 def _half_dtype(spelled: str | None):
     """torch's half dtype for safetensors' spelling (`F16`, `BF16`); None (full precision) for others."""
     import torch
@@ -133,11 +121,15 @@ def _half_dtype(spelled: str | None):
     return {"F16": torch.float16, "BF16": torch.bfloat16}.get(spelled)
 
 
-def _unet_dtype(path: Path):
+def _unet_dtype(path: Path, cache_dir: Path):
     """The float dtype of the file's UNet (an fp16 checkpoint, `.ckpt` or `.safetensors`, stays fp16);
-    None for fp32."""
+    None for fp32. Read from the safetensors header: a `.ckpt`'s is its weights-only conversion's, the
+    very file the model then loads from (the pickle unpickled once, not once more for its dtype)."""
+    from lorastudio.models.checkpoint import read_safetensors_header
+    from lorastudio.models.loading import as_safetensors
 
-    dtypes = _tensor_dtypes(path)
+    header = read_safetensors_header(as_safetensors(path, cache_dir))
+    dtypes = {k: v.get("dtype") for k, v in header.items() if k != "__metadata__"}
     unet = [v for k, v in dtypes.items() if "diffusion_model" in k] or list(dtypes.values())
     return _half_dtype(unet[0]) if unet else None
 
@@ -174,6 +166,15 @@ def _vae_path(ws: Workspace | None, vae: str | Path | None, ref: ModelRef) -> Pa
     return find_vae(ws, str(vae), LENIENT)
 
 
+def _library_name(folder: Path, ws: Workspace | None) -> str:
+    """How a merged file names its base folder: the library name for a folder in models/ (a tiny model's
+    included, rebuilt where missing), else its path."""
+    from lorastudio.models.tiny import is_tiny_name
+
+    in_library = ws is not None and folder.parent.resolve() == ws.models.resolve()
+    return folder.name if in_library or is_tiny_name(folder.name) else str(folder)
+
+
 def _file_model(
     ref: ModelRef, ws: Workspace | None, cache_dir: Path, vae: Path | None = None
 ) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
@@ -186,7 +187,8 @@ def _file_model(
     loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", vae=vae, where=ref)
     own = read_safetensors_metadata(ref.path) if ref.path.suffix.lower() == ".safetensors" else {}
     kept = {k: own[k] for k in ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras") if own.get(k)}
-    kept.setdefault("lorastudio.base_model", str(ref.path))
+    if loaded.base is not None:  # a UNet-only file: the folder it was completed from is the merge's base too
+        kept.setdefault("lorastudio.base_model", _library_name(loaded.base, ws))
     return loaded, loaded.family, loaded.components, {**kept, **_prediction_metadata(loaded.scheduler_config)}
 
 
@@ -225,7 +227,7 @@ def merge_model(
             dtype = _folder_unet_dtype(ref.path)
             holder, family, components, metadata = _folder_model(ref)
         else:
-            dtype = _unet_dtype(ref.path)  # read before the model is loaded: a .ckpt's dict is freed first
+            dtype = _unet_dtype(ref.path, cache_dir)
             holder, family, components, metadata = _file_model(ref, ws, cache_dir, vae_path)
         requests, recorded = [], []
         for path, weight, lora in loras:
@@ -236,7 +238,7 @@ def merge_model(
         if fmt == "single-file":
             earlier = json.loads(metadata.pop("lorastudio.merged_loras", "[]"))
             metadata["lorastudio.merged_loras"] = json.dumps(earlier + recorded)
-            base = metadata.pop("lorastudio.base_model")
+            base = metadata.pop("lorastudio.base_model", None)  # only a UNet-only file (Kolors) records it
             save_single_file(components, family, out, metadata, dtype=dtype, base_model=base)
         else:
             holder.save_pretrained(str(out), safe_serialization=True)

@@ -44,7 +44,7 @@ EXPORT_FORMATS = ("kohya", "diffusers", "peft", "diffsynth")
 
 def _family_for(lora, family: str | None, source: str):
     from lorastudio.adapters.detect import check_lora_family, detect_lora_family
-    from lorastudio.models.families import get_family
+    from lorastudio.models.families import FAMILIES, get_family
 
     if family is not None:
         chosen = get_family(family)
@@ -53,7 +53,8 @@ def _family_for(lora, family: str | None, source: str):
     detected = detect_lora_family(lora)
     if detected is None:
         raise LorastudioError(
-            f"{source}: cannot tell which model family it is for; pass --family sd15|sd2|sdxl."
+            f"{source}: cannot tell which model family it is for (no metadata, no width it knows); "
+            f"pass --family {'|'.join(FAMILIES)}, the family of the model it was trained on."
         )
     return detected
 

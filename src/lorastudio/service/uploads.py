@@ -62,6 +62,12 @@ _MAGIC = {
 # freely): torch's zip format, or its legacy format, which opens with a pickled magic number.
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
 _PICKLE_SUFFIXES = (".pt", ".bin")
+# Pictures only an embedding import takes (A1111 reads embeddings from them): an ISO box file branded
+# AVIF, a JPEG XL codestream or container. The import opens them, or says what Pillow lacks for them.
+_EMBEDDING_PICTURE_MAGIC = {
+    ".avif": lambda head: head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"),
+    ".jxl": lambda head: head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")),
+}
 # What `POST /api/v1/uploads` takes; a stored .pt/.bin is handed only to an embedding import
 # (`upload_path(..., pickles=True)`), every other use of an upload name refuses it.
 UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors", *_PICKLE_SUFFIXES)
@@ -141,6 +147,10 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
     if suffix in _PICKLE_SUFFIXES:
         if not head.startswith(_TORCH_MAGIC):
             raise LorastudioError(f"upload {filename!r}: its content is not a PyTorch {suffix} file.")
+        return
+    if suffix in _EMBEDDING_PICTURE_MAGIC:  # an embedding import's picture: the import reads it
+        if not _EMBEDDING_PICTURE_MAGIC[suffix](head):
+            raise LorastudioError(f"upload {filename!r}: its content is not a {suffix[1:]} file.")
         return
     if not any(head.startswith(magic) for magic in _MAGIC[suffix]):
         raise LorastudioError(f"upload {filename!r}: its content is not a {suffix[1:]} file.")

@@ -35,9 +35,9 @@ __all__ = [
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Pickled LoRAs are listed and found, then refused when read, with a message that says why.
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
-# What A1111 reads as an embedding; a `.ckpt` in embeddings/ is neither listed nor applied. A `.png`
+# What A1111 reads as an embedding; a `.ckpt` in embeddings/ is neither listed nor applied. A picture
 # is one only when it holds A1111's embedding data (`_is_weight_file`): previews and pictures are not.
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin", ".png")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin", ".png", ".webp", ".jxl", ".avif")
 # ControlNets (studio/controlnet) and upscaler models (studio/models/upscalers): pickled ones
 # are read with weights_only=True, never unpickled freely.
 CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
@@ -103,13 +103,21 @@ def _walkable(real: str, root: str) -> bool:
 
 
 def _is_weight_file(path: Path) -> bool:
-    """A file with a listed suffix is a weight file, except a picture: a `.png` in embeddings/ is
-    one when it carries A1111's embedding data, as A1111 loads it (never `NAME.preview.png`)."""
-    if path.suffix.lower() != ".png":
-        return True
-    from lorastudio.adapters.embedding_png import holds_embedding
+    """A file with a listed suffix is a weight file, except a picture: a `.png` (.webp, .jxl, .avif)
+    in embeddings/ is one when it carries A1111's embedding data, as A1111 loads it (never
+    `NAME.preview.png`); one in a format this Pillow cannot open is listed, with what to install."""
+    from lorastudio.adapters.embedding_png import (
+        EMBEDDING_IMAGE_SUFFIXES,
+        holds_embedding,
+        is_preview_picture,
+        unreadable_format,
+    )
 
-    return holds_embedding(path)
+    if path.suffix.lower() not in EMBEDDING_IMAGE_SUFFIXES:
+        return True
+    if is_preview_picture(path):
+        return False
+    return unreadable_format(path) is not None or holds_embedding(path)
 
 
 def list_weight_files(folder: Path, kind: str) -> list[Path]:
@@ -125,6 +133,8 @@ def list_weight_files(folder: Path, kind: str) -> list[Path]:
 
 def find_weight(folder: Path, name: str, kind: str) -> Path | None:
     """The listed file of `kind` in `folder` whose stem is `name` (its suffix in any case), or None.
+    An embedding's word is looked up by `service.embedding_files.find_embedding` (a picture's is the
+    name stored in it).
 
     `name` must already be a plain name (`service.names.is_plain_name`); this only looks.
     """

@@ -139,6 +139,11 @@ LABELS: dict[str, tuple[str, str]] = {
         "这张图片的噪声由 A1111 在 {source} 上生成（RNG: {source}）；lorastudio 在 CPU 上生成噪声，"
         "因此画面会不同（用 RNG: CPU 生成的图片可以完全复现）。",
     ),
+    "png.pictures_not_carried": (
+        "The image was made from pictures its parameters do not carry ({pictures}); give them again on the"
+        " Generate form, or the picture will differ.",
+        "这张图片生成时用到的图片未记录在参数中（{pictures}）；请在生成页重新提供，否则结果会不同。",
+    ),
     "png.vae_missing": ("VAE {name} is not in this workspace; the model's own is used.", "工作区中没有 VAE {name}，将使用模型自带的 VAE。"),
     "png.sampler_unknown": ("Sampler {name} is not available here; the form's is kept.", "此处没有采样器 {name}，保留表单中的采样器。"),
     "png.schedule_unknown": (
