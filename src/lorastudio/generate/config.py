@@ -217,6 +217,37 @@ class GenerateConfig(StrictModel):
         description="A1111 upscaler name: a latent mode ('Latent', 'Latent (bicubic antialiased)', ...), "
         "'None', 'Lanczos', 'Nearest', or a model in studio/models/upscalers ('R-ESRGAN 4x+', '4x-UltraSharp').",
     )
+    hires_sampler: str | None = Field(
+        None,
+        description="Hires pass sampler (A1111 'Hires sampler', e.g. 'DPM++ 2M'); none or 'Use same sampler' = the "
+        "first pass's.",
+    )
+    hires_schedule: str | None = Field(
+        None,
+        description="Hires pass schedule type (A1111 'Hires schedule type'); none or 'Use same scheduler' = the "
+        "first pass's.",
+    )
+    hires_prompt: str = Field(
+        "", description="Hires pass prompt (A1111 'Hires prompt'; empty = the prompt); its <lora:...> tags must be the prompt's."
+    )
+    hires_negative_prompt: str = Field(
+        "", description="Hires pass negative prompt (A1111 'Hires negative prompt'; empty = the negative prompt)."
+    )
+    initial_noise_multiplier: float = Field(
+        1.0,
+        ge=0,
+        le=1.5,
+        description="img2img: the seed's noise times this before it is added to the picture (A1111's setting"
+        " 'Noise multiplier for img2img', infotext 'Noise multiplier'; 1 = as drawn).",
+    )
+    extra_noise: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="img2img and the hires fix: the seed's noise added once more, this many times, to the noised"
+        " picture (A1111's setting 'Extra noise multiplier for img2img and hires fix', infotext 'Extra noise';"
+        " 0 = off; keep it below the denoising strength).",
+    )
     controlnet: list[ControlUnit] = Field(
         default_factory=list,
         max_length=MAX_CONTROL_UNITS,
@@ -266,6 +297,22 @@ class GenerateConfig(StrictModel):
     def _rng_any_case(cls, value: object) -> object:
         # "nv", "gpu": A1111's clients and X/Y/Z values are not always upper case
         return value.strip().upper() if isinstance(value, str) else value
+    @field_validator("hires_sampler")
+    @classmethod
+    def _same_sampler_is_none(cls, value: str | None) -> str | None:
+        # A1111's "Use same sampler" (its form's first choice, its infotext's default) is the first pass's
+        text = (value or "").strip()
+        return None if text.lower() in ("", "use same sampler") else text
+
+    @field_validator("hires_schedule")
+    @classmethod
+    def _hires_schedule(cls, value: str | None) -> str | None:
+        text = (value or "").strip()
+        if text.lower() in ("", "use same scheduler"):
+            return None
+        if find_schedule(text) is None:
+            raise ValueError(f"not supported; use 'Use same scheduler' or one of: {', '.join(SCHEDULE_TYPES)}")
+        return text
 
     @field_validator("hires_upscaler")
     @classmethod

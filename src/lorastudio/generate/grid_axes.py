@@ -98,21 +98,22 @@ AXES: dict[str, Axis] = {
         Axis("hires_upscaler", "Hires upscaler", str, ("hr_upscaler", "hires upscaler", "upscaler")),
         # A1111's option randn_source: GPU, CPU or NV (GenerateConfig.rng)
         Axis("rng", "RNG source", str, ("randn_source", "rng source", "random number generator source")),
+        Axis("hires_sampler", "Hires sampler", str, ("hr_sampler_name",)),
+        Axis("hires_schedule", "Hires schedule type", str, ("hr_scheduler",)),
+        Axis("initial_noise_multiplier", "Initial noise multiplier", float, ("noise multiplier",)),
+        Axis("extra_noise", "Extra noise", float, ("img2img_extra_noise",)),
     )
 }
 
 
 # A1111 1.10's X/Y/Z axes whose setting the generation here does not run, by A1111's label: why. No stub
 # axis stands in for them (a grid whose cells all come out alike would look like a finding).
-_SAME_SAMPLER = "the hires pass samples with the first pass's sampler and schedule type (no hires sampler setting)"
 _NO_CHURN = "the samplers run without k-diffusion's churn options (s_churn, s_tmin, s_tmax, s_noise are not settings)"
 _OWN_SIGMAS = "each schedule type uses the model's own sigma range and its fixed rho (no schedule overrides)"
 _NO_TOME = "no token merging (ToMe) runs in the UNet"
 _NO_REFINER = "no SDXL refiner pass runs after the base model"
 _NO_BETA = f"there is no Beta schedule type (schedule types: {', '.join(SCHEDULE_TYPES)})"
 UNSUPPORTED_AXES: dict[str, str] = {
-    "Hires sampler": _SAME_SAMPLER,
-    "Hires schedule type": _SAME_SAMPLER,
     "Image CFG Scale": "it guides instruct-pix2pix models, which this studio does not load",
     "Negative Guidance minimum sigma": "every step evaluates the negative prompt (no s_min_uncond skipping)",
     "Sigma Churn": _NO_CHURN,
@@ -125,8 +126,6 @@ UNSUPPORTED_AXES: dict[str, str] = {
     "Skip Early CFG": "every step applies CFG (no skip_early_cond)",
     "Beta schedule alpha": _NO_BETA,
     "Beta schedule beta": _NO_BETA,
-    "Initial noise multiplier": "img2img's starting noise is not scaled (no initial_noise_multiplier)",
-    "Extra noise": "img2img adds no extra noise to the init picture's latents (no img2img_extra_noise)",
     "Cond. Image Mask Weight": "inpainting models always get the whole masked picture (no inpainting_mask_weight)",
     "UniPC Order": "UniPC runs at one fixed solver order (no uni_pc_order setting)",
     "Face restore": "no face restoration runs after sampling (restore_faces is accepted and ignored)",

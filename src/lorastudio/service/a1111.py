@@ -15,6 +15,7 @@ from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler
 __all__ = [
     "A1111_FIELDS",
     "FLAG_OPTIONS",
+    "NUMBER_OPTIONS",
     "A1111Field",
     "CHOICE_OPTIONS",
     "SCHEDULE_TYPES",
@@ -39,6 +40,13 @@ FLAG_OPTIONS: dict[str, str] = {
 # field, its words, what a request gets when neither it nor the user's options set it: the field's default).
 CHOICE_OPTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "randn_source": ("rng", RNG_SOURCES, "CPU"),  # A1111's own default is GPU; lorastudio keeps the CPU's noise
+}
+
+
+# A1111 options that are number fields here (the same two places): option name -> GenerateConfig field.
+NUMBER_OPTIONS: dict[str, str] = {
+    "initial_noise_multiplier": "initial_noise_multiplier",
+    "img2img_extra_noise": "extra_noise",
 }
 
 

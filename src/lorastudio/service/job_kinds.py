@@ -150,7 +150,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         preview=reporter.preview, preview_every=PREVIEW_EVERY_STEPS,
         missing_loras=str(ctx.payload.get("missing_loras") or "refuse"),
     )  # fmt: skip
-    notes = generation_notes(result)
+    notes = [*(ctx.payload.get("notes") or []), *generation_notes(result)]  # the request's own first
     for line in notes:  # A1111's console lines ("Lora not found", "Textual inversion embeddings skipped")
         ctx.emit("log", {"line": line})
     for image in result.images:

@@ -99,6 +99,22 @@ HELP_ZH: dict[str, str] = {
     "GenerateConfig.hires_resize_y": "高清修复：将高度调整为此值（见 hires_resize_x）。",
     "GenerateConfig.hires_steps": "高清修复第二阶段的采样步数（0 = 与 steps 相同）。",
     "GenerateConfig.hires_strength": "高清修复第二阶段的重绘幅度。",
+    "GenerateConfig.hires_sampler": "高清修复阶段的采样器（A1111 的 'Hires sampler'）；留空或 'Use same sampler' = 与第一阶段相同。",
+    "GenerateConfig.hires_schedule": (
+        "高清修复阶段的调度类型（A1111 的 'Hires schedule type'）；留空或 'Use same scheduler' = 与第一阶段相同。"
+    ),
+    "GenerateConfig.hires_prompt": (
+        "高清修复阶段的提示词（A1111 的 'Hires prompt'；留空 = 使用正向提示词）；其中的 <lora:...> 标签须与正向提示词相同。"
+    ),
+    "GenerateConfig.hires_negative_prompt": "高清修复阶段的反向提示词（A1111 的 'Hires negative prompt'；留空 = 使用反向提示词）。",
+    "GenerateConfig.initial_noise_multiplier": (
+        "图生图：种子噪声先乘以此值再加到原图上（A1111 设置 'Noise multiplier for img2img'，infotext 中为"
+        " 'Noise multiplier'；1 = 不变）。"
+    ),
+    "GenerateConfig.extra_noise": (
+        "图生图与高清修复：把种子噪声按此倍数再加一次到加噪后的图上（A1111 设置 'Extra noise multiplier for"
+        " img2img and hires fix'，infotext 中为 'Extra noise'；0 = 关闭；应小于重绘幅度）。"
+    ),
     "GenerateConfig.strength": "图生图（img2img）的重绘幅度。",
     "GenerateConfig.mask_blur": "蒙版模糊半径，单位像素。",
     "GenerateConfig.inpainting_fill": (

@@ -65,11 +65,19 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.hires_steps": ("Hires steps", "高清修复步数"),
     "generate.hires_strength": ("Denoising strength", "重绘幅度"),
     "generate.hires_upscaler": ("Upscaler", "放大算法"),
+    "generate.hires_sampler": ("Hires sampling method", "高清修复采样方法"),
+    "generate.hires_schedule": ("Hires schedule type", "高清修复调度类型"),
+    "generate.hires_same_sampler": ("Use same sampler", "使用相同采样器"),
+    "generate.hires_same_schedule": ("Use same scheduler", "使用相同调度器"),
+    "generate.hires_prompt": ("Hires prompt", "高清修复提示词"),
+    "generate.hires_negative_prompt": ("Hires negative prompt", "高清修复反向提示词"),
     # generate: img2img
     "generate.img2img": ("img2img", "图生图"),
     "generate.init_image": ("Source image", "原图"),
     "generate.strength": ("Denoising strength", "重绘幅度"),
     "generate.resize_mode": ("Resize mode", "缩放模式"),
+    "generate.initial_noise_multiplier": ("Noise multiplier", "噪声倍率"),
+    "generate.extra_noise": ("Extra noise (img2img and hires fix)", "额外噪声（图生图与高清修复）"),
     "generate.clear_image": ("Clear (back to txt2img)", "清除（回到文生图）"),
     # generate: inpaint
     "generate.inpaint": ("Inpaint", "局部重绘"),
@@ -160,6 +168,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "png.schedule_unknown": (
         "Schedule type {name} is not available here; the sampler's own is used.",
         "此处没有调度类型 {name}，将使用采样器默认的调度。",
+    ),
+    "png.hires_sampler_unknown": (
+        "Hires sampler {name} is not available here; the form's is kept.",
+        "此处没有高清修复采样器 {name}，保留表单中的采样器。",
     ),
     "png.hires_upscaler_missing": (
         "Hires upscaler {name} is not installed; put it in models/upscalers, the form's is kept.",
