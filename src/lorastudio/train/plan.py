@@ -28,6 +28,7 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
+    notes: list[str] = dataclasses.field(default_factory=list)  # the data set's caption choices, said at start
 
 
 def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
@@ -68,7 +69,12 @@ def prepare_plan(
             "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
         )
     path = resolve_dataset_path(cfg.data.dir, datasets_folder)
-    dataset = Dataset.open(path, default_caption=cfg.data.default_caption, fallback_caption=cfg.trigger)
+    dataset = Dataset.open(
+        path,
+        default_caption=cfg.data.default_caption,
+        fallback_caption=cfg.trigger,
+        caption_extension=cfg.data.caption_extension,
+    )
     if len(dataset) == 0:
         raise LorastudioError(f"{path}: the data set is empty; add images first.")
     items = dataset.items()
@@ -89,7 +95,7 @@ def prepare_plan(
     num_samples = sum(img.repeats for img in images)
     batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
     steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
-    return TrainPlan(images, steps, why, dataset.root, num_samples)
+    return TrainPlan(images, steps, why, dataset.root, num_samples, dataset.notes)
 
 
 def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:
