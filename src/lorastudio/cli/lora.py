@@ -128,10 +128,17 @@ def merge_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Bake LoRAs into a model and save it (a single-file model as a single file A1111 loads)."""
+    """Bake LoRAs into a model and save it (a single-file model as a single file A1111 loads); a pivotal
+    LoRA's trigger embedding goes beside it, into OUT-embeddings/TRIGGER.safetensors."""
     from lorastudio.service.loras import merge_model
 
-    _print(merge_model(model, lora, out, fmt, ws=workspace(), vae=vae), json_out)
+    info = merge_model(model, lora, out, fmt, ws=workspace(), vae=vae)
+    if json_out:
+        print_json(info)
+        return
+    _print({k: v for k, v in info.items() if k not in ("embeddings", "notes")}, False)
+    for line in info.get("notes") or []:  # one per trigger embedding: where it went, where it must go
+        typer.echo(line)
 
 
 @lora_app.command("delete")
