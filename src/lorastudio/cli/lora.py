@@ -90,8 +90,8 @@ def export_cmd(
         False,
         "--no-embeddings",
         help="kohya: leave bundled trigger embeddings out of the LoRA (diffusers' load_lora_weights "
-        "refuses them) and write each as <token>.safetensors next to it (in studio/loras: into "
-        "studio/embeddings). diffusers/peft always do.",
+        "refuses them, ComfyUI ignores them) and write each as <token>.safetensors next to it (in "
+        "studio/loras: into studio/embeddings). diffusers/peft/diffsynth always do.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
