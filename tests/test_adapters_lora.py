@@ -446,3 +446,36 @@ def test_ldm_names_with_sdxl_only_blocks_still_tell_sdxl(tmp_path):
     assert detect_lora_family(lora).name == "sdxl"
     with pytest.raises(LorastudioError, match="made for SDXL but the model is SD 1.x"):
         check_lora_family(lora, "sd15")
+
+
+def _without_metadata(path):
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(path)), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("name", "family"), [("tiny-sd15", "sd15"), ("tiny-sd2", "sd2")])
+def test_a_tiny_models_lora_without_metadata_imports_without_family(tiny_models_dir, workspace, tmp_path, name, family):
+    """`lora import` of a LoRA made on a tiny model, without metadata, said "cannot tell which model family it is
+    for; pass --family": the tiny models' widths tell it now, as 768 / 1024 / 2048 tell real ones (still)."""
+    from lorastudio.adapters import detect_lora_family
+    from lorastudio.models.loading import load_model
+    from lorastudio.service.loras import import_lora
+
+    model = load_model(name, tiny_models_dir, tiny_models_dir / ".cache", device="cpu")
+    lora = random_lora({"unet": model.unet, "text_encoder": model.text_encoders[0]})
+    whole = _without_metadata(save_kohya(lora, tmp_path / f"{name}.safetensors", family=family))
+    text_only = LoraFile(modules={k: v for k, v in lora.modules.items() if k[0] == "text_encoder"})
+    te = _without_metadata(save_kohya(text_only, tmp_path / f"{name}-te.safetensors", family=family))
+    for path in (whole, te):
+        assert not load_lora_file(path).metadata
+        assert import_lora(workspace, path, name=path.stem)["family"] == family
+    path = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
+    for width, real in ((768, "sd15"), (1024, "sd2"), (2048, "sdxl")):  # the real models' widths
+        wide = LoraFile(modules={("unet", path): LoraModule(torch.zeros(1, width), torch.zeros(640, 1))})
+        assert detect_lora_family(wide).name == real
+    odd = LoraFile(modules={("unet", path): LoraModule(torch.zeros(1, 100), torch.zeros(640, 1))})
+    odd_file = _without_metadata(save_kohya(odd, tmp_path / "odd.safetensors", family=family))
+    with pytest.raises(LorastudioError, match=r"odd.safetensors: cannot tell .* pass --family sd15\|sd2\|sdxl\|kolors,"):
+        import_lora(workspace, odd_file)  # a width no model has: the flag and every value it takes

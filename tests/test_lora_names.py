@@ -271,6 +271,62 @@ def test_an_fp16_ckpt_merges_into_an_fp16_safetensors_file(cli, tiny_workspace, 
 
 
 @pytest.mark.slow
+def test_a_ckpt_merge_unpickles_the_file_once(cli, tiny_workspace, red, sd15, tmp_path, monkeypatch):
+    """The merge unpickled a .ckpt once for its dtype, then again to load it: now its dtype is the
+    weights-only conversion's, the file the model loads from (and a second merge unpickles nothing)."""
+    from safetensors.torch import load_file
+
+    from lorastudio.adapters.ldm import save_single_file
+    from lorastudio.models import checkpoint
+
+    single = save_single_file(sd15.components, sd15.family, tmp_path / "old.safetensors", dtype=torch.float16)
+    torch.save({"state_dict": load_file(str(single)), "global_step": 1}, tiny_workspace.models / "old.ckpt")
+    _tiny_ckpt_loads(monkeypatch)
+    unpickled, load = [], checkpoint.weights_only_load
+
+    def counted(path, *args, **kwargs):
+        unpickled.append(path)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "weights_only_load", counted)
+    for name, times in (("first", 1), ("again", 1)):
+        out = tmp_path / f"{name}.safetensors"
+        done = cli("lora", "merge", "--model", "old", "--lora", "red:0.7", "--out", out, "--json")
+        assert done.exit_code == 0, done.output
+        assert len(unpickled) == times, unpickled  # once in all: the conversion is cached
+        unet = [v for k, v in load_file(str(out)).items() if k.startswith("model.diffusion_model.")]
+        assert unet and all(v.dtype == torch.float16 for v in unet)  # fp16 in, fp16 out
+
+
+@pytest.mark.slow
+def test_a_kolors_unet_only_merge_records_the_base_folder_it_was_completed_from(cli, tiny_workspace, tiny_models_dir):
+    """A Kolors UNet-only file without `lorastudio.base_model` merged into a file naming the UNet-only
+    file itself as its base, which no load can complete: now the library folder its load used."""
+    from safetensors.torch import save_file
+
+    from lorastudio.models.checkpoint import read_safetensors_metadata
+    from lorastudio.models.loading import load_model
+
+    shutil.copytree(tiny_models_dir / "tiny-kolors", tiny_workspace.models / "kolors-base")  # not a tiny name
+    base = load_model("kolors-base", tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    finetune = tiny_workspace.models / "kolors-ft.safetensors"
+    save_file({k: v.contiguous() for k, v in base.unet.state_dict().items()}, str(finetune))  # no metadata
+    lora, config, metadata = _tiny_kolors_lora(tiny_models_dir, "tiny-kolors")
+    save_kohya(lora, tiny_workspace.loras / "cat.safetensors", metadata, family="kolors", unet_config=config)
+    out = tiny_workspace.exports / "kolors-cat.safetensors"
+    done = cli("lora", "merge", "--model", "kolors-ft", "--lora", "cat:0.5", "--out", out, "--json")
+    assert done.exit_code == 0, done.output
+    assert read_safetensors_metadata(out)["lorastudio.base_model"] == "kolors-base"
+    merged = load_model(str(out), tiny_workspace.models, tiny_workspace.cache, device="cpu")
+    assert merged.base == tiny_workspace.models / "kolors-base"
+    original = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    with applied_loras(base.components, [(load_lora_file(tiny_workspace.loras / "cat.safetensors"), 0.5, 0.5)]):
+        expected = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    assert any(not torch.equal(v, original[k]) for k, v in expected.items())  # the LoRA changes the UNet
+    assert all(torch.equal(v, expected[k]) for k, v in merged.unet.state_dict().items())
+
+
+@pytest.mark.slow
 def test_a_tiny_kolors_diffsynth_export_imports_back_without_model(cli, tiny_workspace, tiny_models_dir):
     """The export named no base model, so its re-import needed `--model tiny-kolors`: its block numbers
     count tiny-kolors' UNet, not full Kolors'."""

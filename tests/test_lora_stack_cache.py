@@ -448,3 +448,88 @@ def test_dyn_cuts_a_pair_with_a_bias_difference_and_keeps_the_bias(components):
     assert torch.equal(bias, original_bias + module.diff_b)
     with lingering_loras(components, []):
         pass
+
+
+def lone_bias_differences(components, suffixes: tuple[str, ...], seed: int) -> LoraFile:
+    """A `diff_b` alone on each layer ending with `suffixes` (ComfyUI's LoraSave, a layer whose weight it left)."""
+    from lorastudio.adapters.lycoris import BiasDiffModule
+
+    g = torch.Generator().manual_seed(seed)
+    lora = LoraFile()
+    for component in ("unet", "text_encoder"):
+        for suffix in suffixes:
+            for path, layer in layers(components, component, suffix):
+                lora.add(component, path, BiasDiffModule(None, torch.randn(layer.bias.shape, generator=g) * 0.1))
+    return lora
+
+
+def test_a_lone_bias_difference_takes_the_fast_path_with_the_plain_paths_weights(components, monkeypatch):
+    """A `diff_b` without a pair sent its layer (and every LoRA's pair on it) down the plain path, module by
+    module: now the weight is the original (or the fused pairs'), the bias the plain path's, bit for bit."""
+    from lorastudio.adapters.lora_stack import LoraPatcher
+
+    slow = []
+    plain = LoraPatcher._patch_in_order
+    monkeypatch.setattr(LoraPatcher, "_patch_in_order", lambda self, state, c: (slow.append(c), plain(self, state, c)))
+    lone = lone_bias_differences(components, ("attn1.to_out.0", "resnets.0.conv1", "fc2"), seed=10)
+    pairs = lora_on(components, ("attn1.to_out.0", "fc2", "attn2.to_k"), seed=11)
+    before = weights(components)
+    with applied_loras(components, [(pairs, 0.6, -0.8)]):
+        fused = weights(components)
+    for in_place in (False, True):
+        with lingering_loras(components, [(lone, 0.7, 0.9)], in_place=in_place) as patcher:
+            assert patcher.touched == count_layers(lone) and not slow
+            alone = weights(components)
+        with lingering_loras(components, [(pairs, 0.6, -0.8), (lone, 0.7, 0.9)], in_place=in_place) as patcher:
+            assert patcher.touched == count_layers(pairs) and not slow  # the lone differences' layers kept
+            mixed = weights(components)
+        with lingering_loras(components, [(pairs, 0.6, -0.8), (lone, 0.7, 0.9)], in_place=in_place) as patcher:
+            assert patcher.touched == 0  # the same stack again: nothing to do
+        with lingering_loras(components, [(lone, 0.7, 0.9)], in_place=in_place):  # the pairs' weights go back
+            assert_bit_exact(components, alone)
+        with lingering_loras(components, [], in_place=in_place):
+            pass
+        assert_bit_exact(components, before)
+        for (component, path), module in lone.modules.items():
+            weight, bias = (component, f"{path}.weight"), (component, f"{path}.bias")
+            copy = torch.nn.Module()  # the plain path the layer took before, on copies of the originals
+            copy.weight = torch.nn.Parameter(before[weight].clone(), requires_grad=False)
+            copy.bias = torch.nn.Parameter(before[bias].clone(), requires_grad=False)
+            add_module_update(module, copy, 0.9 if component == "unet" else 0.7, path)
+            assert torch.equal(alone[weight], before[weight]) and torch.equal(alone[weight], copy.weight)
+            assert torch.equal(alone[bias], copy.bias) and not torch.equal(alone[bias], before[bias])
+            assert torch.equal(mixed[bias], copy.bias), bias  # the pairs change no bias
+            assert torch.equal(mixed[weight], fused[weight]), weight  # the fused GEMM's weight of the pairs
+    shared = [key for key in pairs.modules if key in lone.modules]  # a pair and a lone difference on a layer
+    assert shared and all(not torch.equal(fused[(c, f"{p}.weight")], before[(c, f"{p}.weight")]) for c, p in shared)
+
+
+def test_dyn_cuts_a_doras_pair_before_the_weight_is_decomposed(components):
+    """A1111's `<lora:x:1:1:N>` on a DoRA file keeps the first N ranks of its up/down (at the whole file's
+    alpha / rank) and decomposes W + that cut delta with the file's `dora_scale`; the DoRA stayed whole."""
+    from lorastudio.adapters.lycoris import DoraModule
+
+    pairs = lora_on(components, ("attn1.to_q",), seed=12, rank=8)
+    (path, layer), *_ = layers(components, "unet", "attn1.to_q")
+    original = layer.weight.detach().clone()
+    magnitude = original.norm(dim=1, keepdim=True) * 1.1  # LyCORIS' wd_on_out: one magnitude per output row
+    lora = LoraFile()
+    for (component, where), module in pairs.modules.items():
+        weight = components[component].get_submodule(where).weight.detach()
+        lora.add(component, where, DoraModule(module, weight.norm(dim=1, keepdim=True) * 1.1))
+    pair = pairs.modules[("unet", path)]
+
+    def decomposed(delta):
+        merged = original + delta
+        return magnitude * merged / (merged.norm(dim=1, keepdim=True) + torch.finfo(torch.float32).eps)
+
+    with lingering_loras(components, [(lora, 1.0, 1.0, 3)]):
+        cut = layer.weight.detach().clone()
+    torch.testing.assert_close(cut, decomposed(0.5 * pair.up[:, :3] @ pair.down[:3]), rtol=1e-5, atol=1e-6)
+    with lingering_loras(components, [(lora, 1.0, 1.0, 8)]):  # every rank: the whole DoRA
+        whole = layer.weight.detach().clone()
+    torch.testing.assert_close(whole, decomposed(0.5 * pair.up @ pair.down), rtol=1e-5, atol=1e-6)
+    assert (cut - whole).abs().max() > 1e-3
+    with lingering_loras(components, []):
+        pass
+    assert torch.equal(layer.weight, original)

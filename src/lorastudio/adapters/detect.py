@@ -2,7 +2,7 @@
 
 A1111 reads `ss_base_model_version`; files without it are judged by their keys and
 widths (cross-attention 768 = SD1, 1024 = SD2, 2048 = SDXL; a second text encoder or a
-block only SDXL has = SDXL). LDM UNet names alone tell nothing: SDXL kohya files use them,
+block only SDXL has = SDXL; the built-in tiny models' own widths, `models.tiny_widths`, likewise). LDM UNet names alone tell nothing: SDXL kohya files use them,
 but so do SD 1.x files from some trainers, and A1111 and ComfyUI apply those. A LoRA for
 another family is refused with one line, never applied half-way.
 """
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lorastudio.adapters.lora_file import LoraFile, LoraModule
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.models.tiny_widths import TINY_CROSS_ATTENTION_WIDTHS, TINY_TEXT_WIDTHS
 
 if TYPE_CHECKING:
     import torch
@@ -30,8 +31,8 @@ __all__ = [
     "lora_from_state_dict",
 ]
 
-_CROSS_ATTENTION_WIDTHS = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
-_TEXT_WIDTHS = {768: "sd15", 1024: "sd2"}
+_CROSS_ATTENTION_WIDTHS = {768: "sd15", 1024: "sd2", 2048: "sdxl", **TINY_CROSS_ATTENTION_WIDTHS}
+_TEXT_WIDTHS = {768: "sd15", 1024: "sd2", **TINY_TEXT_WIDTHS}
 # Only SDXL (of SD1/SD2/SDXL) stacks more than one transformer block per attention or has
 # the size/crop embedding (`label_emb` in LDM names, `add_embedding` in diffusers names).
 _SDXL_ONLY_PATH = re.compile(r"(^|\.)(transformer_blocks\.[1-9]|label_emb|add_embedding)")
@@ -192,7 +193,8 @@ def _has_sdxl_only_blocks(lora: LoraFile) -> bool:
 
 
 def detect_lora_family(lora: LoraFile) -> Family | None:
-    """The family a LoRA was made for, or None when nothing tells (e.g. tiny test models).
+    """The family a LoRA was made for, or None when nothing tells (a LoRA on text encoder layers it
+    does not read, a model of other widths).
 
     Metadata first, then a second text encoder, then widths, then SDXL-only blocks.
     """

@@ -2,7 +2,7 @@
 
 Like ComfyUI's ModelPatcher, the original tensor of every patched weight is kept aside and
 the layer gets a new tensor `original + sum(strength * alpha/rank * up @ down)` (one GEMM over
-every pair on the layer; a ComfyUI `diff_b` beside a pair is added to a copy of the bias apart);
+every pair on the layer; a ComfyUI `diff_b`, beside a pair or alone, is added to a copy of the bias apart);
 restoring puts the original tensor back, so it is bit-exact by construction and costs no copy. The
 patch stays while the next request asks for the same stack (nothing to do), and a
 different stack recomputes only the weights whose contributions changed, from the original.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.adapters.lora_file import COMPONENTS, LoraFile, LoraModule, find_module
-from lorastudio.adapters.lycoris import BiasDiffModule
+from lorastudio.adapters.lycoris import BiasDiffModule, DoraModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class _Patched:
     original_weight: torch.Tensor
     original_bias: torch.Tensor | None
     signature: tuple[Contribution, ...] = ()
-    weight: torch.Tensor | None = None  # the tensor the layer holds while patched
+    weight: torch.Tensor | None = None  # the tensor the layer holds while patched (None: its original)
     bias: torch.Tensor | None = None  # only LyCORIS modules and bias differences change a bias
 
 
@@ -58,14 +58,15 @@ def _same_contributions(a: tuple[Contribution, ...], b: tuple[Contribution, ...]
 
 
 def _first_ranks(module, dyn: int):
-    """A LoRA pair cut to its first `dyn` ranks at the full file's alpha / rank, as A1111 rebuilds it;
-    a pair with a bias difference beside it is cut the same, its `diff_b` kept.
+    """A LoRA pair cut to its first `dyn` ranks at the full file's alpha / rank, as A1111 rebuilds it.
 
-    Other module kinds (LoHa, LoKr, DoRA, ...) are whole: A1111 cuts only up/down pairs.
+    A pair inside a DoRA or beside a bias difference is cut the same, its `dora_scale` or `diff_b`
+    kept: A1111 cuts a DoRA's up/down before it decomposes the weight. Other module kinds (LoHa,
+    LoKr, ...) are whole: A1111 cuts only up/down pairs.
     """
-    if isinstance(module, BiasDiffModule) and isinstance(module.inner, LoraModule):
+    if isinstance(module, DoraModule | BiasDiffModule) and module.inner is not None:
         cut = _first_ranks(module.inner, dyn)
-        return module if cut is module.inner else BiasDiffModule(cut, module.diff_b)
+        return module if cut is module.inner else replace(module, inner=cut)
     if not isinstance(module, LoraModule) or module.rank <= dyn:
         return module
     return LoraModule(module.down[:dyn], module.up[:, :dyn], module.scale * dyn, module.kind)
@@ -84,6 +85,17 @@ def _pair_of(module) -> LoraModule | None:
     if isinstance(module, BiasDiffModule):
         module = module.inner
     return module if isinstance(module, LoraModule) else None
+
+
+def _is_lone_bias(module) -> bool:
+    """A `diff_b` with no weight update on its layer: it changes the bias alone, so the weight stays the
+    original (or the fused pairs' of the other LoRAs on the layer)."""
+    return isinstance(module, BiasDiffModule) and module.inner is None
+
+
+def _fuses(module) -> bool:
+    """Whether the fast path takes the module: a pair (with or without a `diff_b`) or a lone `diff_b`."""
+    return _pair_of(module) is not None or _is_lone_bias(module)
 
 
 def _low_rank_factors(module: LoraModule, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -225,7 +237,8 @@ class LoraPatcher:
         """
         kept = []
         for state in list(self._patched.values()):
-            kept.append(state.original_weight)
+            if self.in_place or state.weight is not None:  # else the layer holds its original weight itself
+                kept.append(state.original_weight)
             if self.in_place or state.bias is not None:  # else the layer still holds its own bias
                 kept.append(state.original_bias)
         return sum(t.numel() * t.element_size() for t in [*kept, *list(self._spares.values())] if t is not None)
@@ -353,9 +366,15 @@ class LoraPatcher:
             state = self._new_state(layer)
             self._patched[key] = state
         state.signature = ()  # until the new weight is complete
-        if all(_pair_of(m) is not None for m, _, _ in contributions):
+        if all(_fuses(m) for m, _, _ in contributions):
+            pairs = tuple(c for c in contributions if _pair_of(c[0]) is not None)
+            if not pairs:  # bias differences alone: the original weight, a patched bias
+                self._put_back_weight(key, state)
+                self._patch_bias(state, contributions)
+                state.signature = contributions
+                return
             out = state.weight if state.weight is not None else self._spare(key, state.original_weight)
-            fused = _fused_weight(state.original_weight, contributions, out)
+            fused = _fused_weight(state.original_weight, pairs, out)
             if fused is not None:
                 self._patch_bias(state, contributions)
                 if not self.in_place:
@@ -420,6 +439,16 @@ class LoraPatcher:
             return None
         return spare
 
+    def _put_back_weight(self, key: int, state: _Patched) -> None:
+        """The layer holds its original weight again (its patched tensor, swapped out, kept as a spare)."""
+        if self.in_place:
+            state.layer.weight.data.copy_(state.original_weight)
+            return
+        if state.weight is not None and state.weight.device.type == "cpu":
+            self._spares[key] = state.weight
+        state.layer.weight.data = state.original_weight
+        state.weight = None
+
     def _put_back_bias(self, state: _Patched) -> None:
         if state.bias is not None:
             if self.in_place:
@@ -430,7 +459,8 @@ class LoraPatcher:
 
     def _still_ours(self, key: int, state: _Patched) -> bool:
         """False when someone else replaced the layer's tensor (e.g. `.to(device)`): forget it."""
-        if state.weight is None or state.layer.weight.data_ptr() == state.weight.data_ptr():
+        held = state.weight if state.weight is not None else state.original_weight  # None: not patched
+        if state.layer.weight.data_ptr() == held.data_ptr():
             return True
         logger.warning("LoRA: a patched weight was replaced behind the patcher; its original is dropped")
         del self._patched[key]

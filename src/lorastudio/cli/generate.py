@@ -82,19 +82,20 @@ def generate_cmd(
         else:
             from lorastudio.config import load_config
 
-            base = None
+            base, replay = None, None
             if recipe:  # --model picks the model where the image's is not here (or not named)
-                read = read_recipe(recipe, ws, "vae" in overrides, overrides.get("model"))
+                read = read_recipe(recipe, ws, model=overrides.get("model"), given=overrides)
                 for note in read.notes:  # what will not come back the same
                     typer.echo(f"recipe: {note.text}", err=True)
-                base = read.config.model_dump()
+                base, replay = read.config.model_dump(), read.replay
             request = load_config(GenerateConfig, None, overrides, base=base)
             if style:  # merged into the prompts the image records, as A1111 does
-                from lorastudio.service.styles import apply_styles
+                from lorastudio.service.styles import apply_styles, hires_styled
 
                 prompt, negative = apply_styles(ws, request.prompt, request.negative_prompt, list(style))
-                request = request.model_copy(update={"prompt": prompt, "negative_prompt": negative})
-            result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT)
+                hires = hires_styled(ws, request.model_dump(), list(style))
+                request = request.model_copy(update={"prompt": prompt, "negative_prompt": negative, **hires})
+            result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT, replay=replay)
     finally:
         bar.close()
     if json_out:

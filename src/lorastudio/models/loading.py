@@ -23,7 +23,6 @@ from lorastudio.models.checkpoint import (
     cached_file_hash,
     convert_ckpt_to_safetensors,
     detach_from_files,
-    file_sha256,
     original_sha256,
     read_safetensors_keys,
     read_safetensors_metadata,
@@ -80,6 +79,7 @@ class LoadedModel:
     vae_name: str | None = None
     vae_sha256: str | None = None
     extra: dict = field(default_factory=dict)
+    base: Path | None = None  # the diffusers folder a UNet-only file (Kolors) was completed from
 
     @property
     def short_hash(self) -> str:
@@ -310,11 +310,13 @@ def _settle_prediction(pipe: Any) -> None:
         pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, prediction_type=kind)
 
 
-def _as_safetensors(path: Path, cache_dir: Path) -> Path:
-    """`path` itself, or for a pickle its weights-only conversion cached by content hash."""
+def as_safetensors(path: Path, cache_dir: Path) -> Path:
+    """`path` itself, or for a pickle its weights-only conversion cached by content hash (the pickle is
+    unpickled once, when no conversion of this content is cached yet)."""
+    path = Path(path)
     if path.suffix.lower() not in PICKLE_SUFFIXES:
         return path
-    converted = cache_dir / "converted" / f"{path.stem}-{file_sha256(path)[:10]}.safetensors"
+    converted = cache_dir / "converted" / f"{path.stem}-{model_hash(path, cache_dir)[:10]}.safetensors"
     if not converted.is_file():
         convert_ckpt_to_safetensors(path, converted)
     return converted
@@ -335,12 +337,13 @@ def _base_folder_for(path: Path, family: Family, models_dir: Path) -> Path:
     )
 
 
-def _load_unet_over_base(path: Path, family: Family, dtype, models_dir: Path) -> Any:
-    """A community fine-tune (UNet weights only, diffusers names) over its base model's folder."""
+def _load_unet_over_base(path: Path, family: Family, dtype, models_dir: Path) -> tuple[Any, Path]:
+    """A community fine-tune (UNet weights only, diffusers names) over its base model's folder; and that folder."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
-    pipe = _load_folder(_base_folder_for(path, family, models_dir), dtype)[1]
+    base = _base_folder_for(path, family, models_dir)
+    pipe = _load_folder(base, dtype)[1]
     state = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items()}
     unet = UNet2DConditionModel.from_config(pipe.unet.config)
     missing, unexpected = unet.load_state_dict(state, strict=False)
@@ -351,7 +354,7 @@ def _load_unet_over_base(path: Path, family: Family, dtype, models_dir: Path) ->
             f"unexpected tensors, e.g. {name}); pass a diffusers-named UNet file."
         )
     pipe.unet = unet.to(dtype)
-    return pipe
+    return pipe, base
 
 
 def _load_single_file(
@@ -363,13 +366,14 @@ def _load_single_file(
     family_name: str | None,
     prediction_type: str | None,
     vae_given: bool = False,
-) -> tuple[Family, Any]:
+) -> tuple[Family, Any, Path | None]:
+    """(family, pipeline, the base folder a UNet-only file was completed from, else None)."""
     original = path
-    path = _as_safetensors(path, cache_dir)
+    path = as_safetensors(path, cache_dir)
     keys = read_safetensors_keys(path)
     family = get_family(family_name) if family_name else detect_family_from_keys(keys, str(path))
     if family.unet_marker and not family.single_file_markers:  # no all-in-one file exists (Kolors)
-        return family, _load_unet_over_base(path, family, dtype, models_dir)
+        return family, *_load_unet_over_base(path, family, dtype, models_dir)
     config, settled = _single_file_config(path, keys, family, cache_dir, models_dir, prediction_type, original)
     without_vae = not any(key.startswith(VAE_PREFIX) for key in keys)
     if without_vae and not vae_given:
@@ -399,7 +403,7 @@ def _load_single_file(
             ) from None
     if not settled:
         _settle_prediction(pipe)
-    return family, pipe
+    return family, pipe, None
 
 
 class _StreamedPipeline:
@@ -436,7 +440,7 @@ def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
         return AutoencoderKL.from_pretrained(str(vae_path), dtype=dtype, local_files_only=True)
     if not vae_path.is_file():
         raise NotFoundError(f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.")
-    vae_path = _as_safetensors(vae_path, cache_dir)
+    vae_path = as_safetensors(vae_path, cache_dir)
     config = dict(pipe.vae.config) if pipe.vae is not None else pipe.vae_config  # a checkpoint without one
     vae_cfg = cache_dir / "configs" / f"vae-{hashlib.sha256(json.dumps(config).encode()).hexdigest()[:8]}"
     if not (vae_cfg / "config.json").is_file() and pipe.vae is not None:
@@ -468,6 +472,7 @@ def load_model(
     _quiet_library_logging()
     device, dtype = pick_device(device)
     where = where or resolve_model(ref, models_dir)
+    base = None
     if where.kind == "hub":
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             raise NotFoundError(
@@ -485,7 +490,7 @@ def load_model(
         fam, pipe = _load_folder(where.path, dtype, device)
         sha = model_hash(where.path, cache_dir)
     else:
-        fam, pipe = _load_single_file(
+        fam, pipe, base = _load_single_file(
             where.path, dtype, device, cache_dir, models_dir, family, prediction_type, vae_given=vae is not None
         )
         sha = single_file_sha256(where.path, cache_dir)
@@ -529,4 +534,5 @@ def load_model(
         dtype=dtype,
         vae_name=vae_name,
         vae_sha256=vae_sha,
+        base=base,
     )

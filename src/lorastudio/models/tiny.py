@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lorastudio.models.tiny_widths import SD2_TEXT_WIDTH as _SD2_TEXT_WIDTH
+from lorastudio.models.tiny_widths import SD15_WIDTH, SDXL_CROSS_WIDTH
 from lorastudio.models.tokenizer import write_clip_tokenizer
 
 __all__ = [
@@ -32,7 +34,6 @@ TINY_FAMILIES = {"tiny-sd15": "sd15", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl", "t
 TINY_MODELS = tuple(TINY_FAMILIES)
 BUILD_VERSION = 8  # bump when the recipe changes, so cached copies are rebuilt
 TINY_SIZE = 64  # native pixel size of the tiny models (latents are 8x8)
-_SD2_TEXT_WIDTH = 40  # OpenCLIP ViT-H is 1024 wide, CLIP ViT-L 768: the stand-ins differ too
 # Fewer colour-pretraining steps than tiny-sd15's 300 keep the session's build short; the
 # UNet still learns the colour words (tests/test_sd2.py measures it).
 _SD2_PRETRAIN_STEPS = 220
@@ -119,7 +120,7 @@ def _unet_sd15():
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
-        cross_attention_dim=32,
+        cross_attention_dim=SD15_WIDTH,
         attention_head_dim=4,
         norm_num_groups=8,
     )
@@ -162,7 +163,7 @@ def _unet_sdxl():
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
         transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=80,  # 32 (CLIP-L stand-in) + 48 (bigG stand-in), concatenated
+        cross_attention_dim=SDXL_CROSS_WIDTH,  # 32 (CLIP-L stand-in) + 48 (bigG stand-in), concatenated
         attention_head_dim=(2, 4, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -484,7 +485,7 @@ def _build_sd15(work: Path, vae, seed: int) -> dict:
     from transformers import CLIPTextModel
 
     unet = _unet_sd15()
-    encoder = _clip_like(CLIPTextModel(_text_config(32, 32, "quick_gelu")), seed)
+    encoder = _clip_like(CLIPTextModel(_text_config(SD15_WIDTH, SD15_WIDTH, "quick_gelu")), seed)
     scheduler = PNDMScheduler.from_config(_SCHEDULER_SD)
     return _build_one_encoder_model(work, vae, unet, encoder, "<|endoftext|>", scheduler, seed, 300)
 

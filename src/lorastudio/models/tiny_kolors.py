@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 
 from lorastudio.models.families.kolors import SCHEDULER_CONFIG
+from lorastudio.models.tiny_widths import KOLORS_CROSS_WIDTH
 
 __all__ = ["build_kolors", "train_vocabulary", "COLOUR_WORDS_ZH"]
 
@@ -133,7 +134,7 @@ def _unet(size: int):
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
         transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=48,
+        cross_attention_dim=KOLORS_CROSS_WIDTH,
         encoder_hid_dim=TEXT_WIDTH,
         encoder_hid_dim_type="text_proj",
         attention_head_dim=(2, 4, 4),

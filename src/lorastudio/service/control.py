@@ -178,10 +178,11 @@ def _control_map(ws: Workspace, unit: ControlUnit, image: Image.Image, resolutio
 
 
 def control_stack(
-    ws: Workspace, cfg: GenerateConfig, model, plan, checked: list[CheckedUnit], cache=None
+    ws: Workspace, cfg: GenerateConfig, model, plan, checked: list[CheckedUnit], cache=None, seed: int | None = None
 ) -> tuple[ControlStack | None, list[dict[str, Any]]]:
     """The request's units ready to sample with, and one row per unit for the infotext and recipe
-    (title, path, processor resolution). (None, []) without units. `checked`: `check_units`' answer."""
+    (title, path, processor resolution). (None, []) without units. `checked`: `check_units`' answer.
+    `seed`: what a random preprocessor (content shuffle) draws with; default the request's first image's."""
     from lorastudio.generate.control import ControlStack, PreparedUnit
     from lorastudio.service.controlnets import controlnet_title
 
@@ -200,7 +201,8 @@ def control_stack(
         if hole is not None:
             control_map = image  # the hint is the picture itself, its hole at -1 (ControlStack)
         else:
-            control_map = _control_map(ws, unit, image, resolution, model.device, plan.seeds[0] if plan.seeds else 0)
+            seed = seed if seed is not None else (plan.seeds or [0])[0]
+            control_map = _control_map(ws, unit, image, resolution, model.device, seed)
         if mask is not None and control_map.size != mask.size:
             mask = mask.resize(control_map.size)
         prepared.append(

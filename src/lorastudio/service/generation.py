@@ -22,7 +22,8 @@ from lorastudio.service.library import Library
 from lorastudio.service.lora_cache import parsed_lora_files
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy, find_lora, find_model, find_vae
-from lorastudio.service.recipes import config_from_recipe  # re-exported: where callers have found it
+from lorastudio.service.recipe_inputs import kept_request
+from lorastudio.service.recipes import Replay, config_from_recipe  # the latter re-exported (callers)
 from lorastudio.service.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,13 @@ __all__ = [
     "find_lora_file",
     "find_embedding_files",
     "generation_notes",
+    "RESTORE_FACES_NOTE",
+    "check_hires_prompt_loras",
 ]
+
+# A1111's `restore_faces: true` is taken and not done (this studio has no face-restoration model):
+# the request's notes say so, once.
+RESTORE_FACES_NOTE = "Restore faces is not available here; the image is not face-restored"
 
 @dataclass
 class OutputImage:
@@ -82,6 +89,24 @@ def generation_notes(result: GenerationResult) -> list[str]:
             f"{', '.join(result.skipped_embeddings)} (another model family or unreadable: read as plain words)"
         )
     return notes
+
+
+def check_hires_prompt_loras(cfg: GenerateConfig, nets: list) -> None:
+    """A hires prompt's `<lora:…>` tags must be the prompt's: the LoRAs are applied once for the whole
+    request here (A1111 switches to the hires prompt's own for its second pass)."""
+    from lorastudio.generate.prompt_parser import extract_extra_networks
+
+    if not cfg.hires_on or not cfg.hires_prompt:
+        return
+
+    def tags(networks: list) -> list[tuple]:
+        return sorted((n.name, n.te_weight, n.unet_weight) for n in networks if n.kind in {"lora", "lyco"})
+
+    if tags(extract_extra_networks(cfg.hires_prompt)[1]) != tags(nets):
+        raise LorastudioError(
+            "hires prompt: its <lora:…> tags differ from the prompt's; the hires pass runs with the prompt's "
+            "LoRAs here, so give the hires prompt the same tags and weights (or leave it empty)."
+        )
 
 
 def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path:
@@ -160,6 +185,8 @@ def _infotext_params(
         padded_conds=plan.padded_conds,
         padded_conds_v0=plan.padded_conds_v0,
         old_timelines=plan.old_timelines,
+        hires_sampler=plan.hires_sampler.sampler if plan.hires_sampler else "",
+        hires_schedule=plan.hires_sampler.schedule if plan.hires_sampler else "",
     )
     return infotext_params(cfg, facts)
 
@@ -200,6 +227,7 @@ def run_generation(
     names: NamePolicy = STRICT,
     add_to_library: bool = True,
     missing_loras: str = "refuse",
+    replay: Replay | None = None,
 ) -> GenerationResult:
     """Generate every image of the request and write PNG + recipe for each.
 
@@ -211,6 +239,8 @@ def run_generation(
     `add_to_library=False` keeps intermediate images (a portrait's inpaint passes) out of the
     outputs library. `missing_loras="skip"` generates without a `<lora:NAME>` no file answers to,
     as A1111 does for its API clients (the result lists them); the default refuses the request.
+    `replay` (`read_recipe`'s) remakes a YAML recipe's image exactly: its batch made again and only
+    its image kept, its preprocessors' seed, its LoRA files from outside loras/.
     """
     from lorastudio.adapters import check_lora_family, load_embedding
     from lorastudio.adapters.patch import lingering_loras
@@ -222,6 +252,8 @@ def run_generation(
     from lorastudio.service.control import check_units, control_infotext, control_stack
     from lorastudio.service.upscalers import check_hires_upscaler, hires_model_upscaler
 
+    replay = replay or Replay()
+    lora_files = {**replay.lora_files, **(lora_files or {})} or None
     open_request_images(cfg)  # a bad init image or mask fails before any model is loaded
     check_hires_upscaler(ws, cfg, allow_paths=not names.strict)  # an unknown upscaler too
     units = check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
@@ -230,6 +262,7 @@ def run_generation(
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     nets = [net for net in networks if net.kind in {"lora", "lyco"}]
+    check_hires_prompt_loras(cfg, nets)
     # A misspelt <lora:name> fails before the model loads (seconds to minutes for a real checkpoint).
     nets, paths, missing = _lora_files_of(ws, nets, lora_files, names, skip_missing=missing_loras == "skip")
     if missing:
@@ -256,7 +289,7 @@ def run_generation(
     embeddings = {}
     ti_hashes = []
     # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none, and say so.
-    found = find_embedding_files(ws, [prompt, negative])
+    found = find_embedding_files(ws, [prompt, negative, cfg.hires_prompt, cfg.hires_negative_prompt])
     if found and not model.family.embedding_keys:
         logger.warning("%s cannot use textual-inversion embeddings; %s read as plain words",
                        model.family.label, ", ".join(repr(name) for name in found))  # fmt: skip
@@ -288,14 +321,20 @@ def run_generation(
     _add_bundled_embeddings(embeddings, ti_hashes, loras, lora_info, model)
     plan = build_plan(cfg, model, prompt, negative)
     plan.hires_upscaler = hires_model_upscaler(ws, cfg, model.device, model.dtype, allow_paths=not names.strict)
-    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, units, cache)
+    control_seed = replay.control_seed if replay.control_seed is not None else (plan.seeds or [0])[0]
+    plan.extra["control"], control_rows = control_stack(ws, cfg, model, plan, units, cache, control_seed)
     encoder = PromptEncoder(model, clip_skip=cfg.clip_skip, embeddings=embeddings)
     # The stack stays on the model for the next request (the same stack again costs nothing);
     # a request without LoRAs gets the original weights back.
     with lingering_loras(model.components, loras, in_place="compiled" in model.extra):
         generated = generate_images(model, cfg, plan, encoder, progress, should_stop, preview, preview_every)
+    if replay.position is not None:  # a recipe's image of a batch: the batch was remade for it
+        generated = [item for item in generated if item.index == replay.position]
     used_ti = [(n, h) for n, h in ti_hashes if n in encoder.used_embeddings]
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
+    # uploaded pictures kept beside the recipes (nothing copied for a request stopped before an image)
+    request = kept_request(ws, cfg.model_dump(), folder) if generated else cfg.model_dump()
+    pinned_files = {d["name"]: str(Path(d["path"]).absolute()) for d in lora_info if d["name"] in (lora_files or {})}
     results = []
     library = Library(ws)
     for item in generated:
@@ -308,7 +347,7 @@ def run_generation(
         png_path, recipe_path = _next_output_paths(folder, item.seed)
         recipe = {
             "lorastudio": __version__,
-            "request": cfg.model_dump(),
+            "request": request,
             "image": {"seed": item.seed, "index": item.index, "width": plan.width, "height": plan.height},
             "model": {
                 "name": model.name,
@@ -325,6 +364,9 @@ def run_generation(
             recipe["image"]["subseed"] = subseed
         if control_rows:  # which files the units used (title with hash); recipes without units unchanged
             recipe["controlnets"] = control_rows
+            recipe["image"]["control_seed"] = control_seed
+        if pinned_files:  # LoRAs from outside loras/ (a grid's checkpoints): the same files again
+            recipe["lora_files"] = pinned_files
         save_png(item.image, png_path, infotext)
         tmp = recipe_path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -3,6 +3,8 @@
 The model is a library name (`tiny-sd15`, `my-model`), a diffusers folder or a single-file
 checkpoint; each LoRA a name `lora list` shows or a file. A single-file model (`.ckpt` included)
 merges into a `.safetensors` single file (what A1111 and `models import` take), in the dtype its UNet had.
+A pivotal LoRA's trigger embedding cannot go into a checkpoint: it is written beside it
+(`service.merge_embeddings`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.lora_sources import lora_source, model_ref
+from lorastudio.service.merge_embeddings import (
+    TRIGGERS_INDEX_KEY,
+    TRIGGERS_KEY,
+    plan_trigger_embeddings,
+    write_trigger_embeddings,
+)
 
 if TYPE_CHECKING:
     from lorastudio.models.loading import ModelRef
@@ -114,18 +122,6 @@ def _prediction_metadata(scheduler_config) -> dict[str, str]:
     return {"modelspec.prediction_type": "v" if prediction == "v_prediction" else str(prediction)}
 
 
-def _tensor_dtypes(path: Path) -> dict[str, str]:
-    """Each tensor's dtype in safetensors' spelling (`F16`): from the header, or from a pickle's tensors
-    read weights-only (nothing in the file runs)."""
-    from lorastudio.models.checkpoint import PICKLE_SUFFIXES, load_pickled_state_dict, read_safetensors_header
-
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        spelled = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
-        state = load_pickled_state_dict(path)
-        return {k: spelled.get(str(v.dtype).removeprefix("torch."), str(v.dtype)) for k, v in state.items()}
-    return {k: v.get("dtype") for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
-
-
 def _half_dtype(spelled: str | None):
     """torch's half dtype for safetensors' spelling (`F16`, `BF16`); None (full precision) for others."""
     import torch
@@ -133,11 +129,15 @@ def _half_dtype(spelled: str | None):
     return {"F16": torch.float16, "BF16": torch.bfloat16}.get(spelled)
 
 
-def _unet_dtype(path: Path):
+def _unet_dtype(path: Path, cache_dir: Path):
     """The float dtype of the file's UNet (an fp16 checkpoint, `.ckpt` or `.safetensors`, stays fp16);
-    None for fp32."""
+    None for fp32. Read from the safetensors header: a `.ckpt`'s is its weights-only conversion's, the
+    very file the model then loads from (the pickle unpickled once, not once more for its dtype)."""
+    from lorastudio.models.checkpoint import read_safetensors_header
+    from lorastudio.models.loading import as_safetensors
 
-    dtypes = _tensor_dtypes(path)
+    header = read_safetensors_header(as_safetensors(path, cache_dir))
+    dtypes = {k: v.get("dtype") for k, v in header.items() if k != "__metadata__"}
     unet = [v for k, v in dtypes.items() if "diffusion_model" in k] or list(dtypes.values())
     return _half_dtype(unet[0]) if unet else None
 
@@ -174,6 +174,18 @@ def _vae_path(ws: Workspace | None, vae: str | Path | None, ref: ModelRef) -> Pa
     return find_vae(ws, str(vae), LENIENT)
 
 
+def _library_name(folder: Path, ws: Workspace | None) -> str:
+    """How a merged file names its base folder: the library name for a folder in models/ (a tiny model's
+    included, rebuilt where missing), else its path."""
+    from lorastudio.models.tiny import is_tiny_name
+
+    in_library = ws is not None and folder.parent.resolve() == ws.models.resolve()
+    return folder.name if in_library or is_tiny_name(folder.name) else str(folder)
+
+
+_KEPT_METADATA = ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras", TRIGGERS_KEY)
+
+
 def _file_model(
     ref: ModelRef, ws: Workspace | None, cache_dir: Path, vae: Path | None = None
 ) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
@@ -185,8 +197,9 @@ def _file_model(
     models_dir = ws.models if ws is not None else ref.path.parent
     loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", vae=vae, where=ref)
     own = read_safetensors_metadata(ref.path) if ref.path.suffix.lower() == ".safetensors" else {}
-    kept = {k: own[k] for k in ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras") if own.get(k)}
-    kept.setdefault("lorastudio.base_model", str(ref.path))
+    kept = {k: own[k] for k in _KEPT_METADATA if own.get(k)}
+    if loaded.base is not None:  # a UNet-only file: the folder it was completed from is the merge's base too
+        kept.setdefault("lorastudio.base_model", _library_name(loaded.base, ws))
     return loaded, loaded.family, loaded.components, {**kept, **_prediction_metadata(loaded.scheduler_config)}
 
 
@@ -201,7 +214,9 @@ def merge_model(
     """Bake LoRAs (`NAME_OR_FILE:WEIGHT`) into a model; write a diffusers folder or a single file.
 
     With a workspace, names are looked up as `generate` does (models/, loras/ and their aliases).
-    `vae` (a single-file model only, as `generate --vae`) goes into the merged file.
+    `vae` (a single-file model only, as `generate --vae`) goes into the merged file. Trigger embeddings
+    of pivotal LoRAs go to `<out name>-embeddings/<word>.safetensors`, the words into the model's
+    metadata; `embeddings` and `notes` (one line per word) say so.
     """
     from lorastudio.adapters.detect import check_lora_family, load_lora_file
     from lorastudio.adapters.ldm import save_single_file
@@ -219,13 +234,14 @@ def merge_model(
     specs = [parse_lora_spec(spec) for spec in lora_specs]
     files = [(lora_source(ws, name), weight) for name, weight in specs]  # a misspelt name fails before loading
     loras = [(path, weight, load_lora_file(path)) for path, weight in files]
+    embeddings, triggers, notes = plan_trigger_embeddings(loras, out, ws, ref)
     with tempfile.TemporaryDirectory(prefix="lorastudio-merge-") as scratch:
         cache_dir = ws.cache if ws is not None else Path(scratch)
         if ref.kind == "folder":
             dtype = _folder_unet_dtype(ref.path)
             holder, family, components, metadata = _folder_model(ref)
         else:
-            dtype = _unet_dtype(ref.path)  # read before the model is loaded: a .ckpt's dict is freed first
+            dtype = _unet_dtype(ref.path, cache_dir)
             holder, family, components, metadata = _file_model(ref, ws, cache_dir, vae_path)
         requests, recorded = [], []
         for path, weight, lora in loras:
@@ -233,13 +249,20 @@ def merge_model(
             requests.append((lora, weight, weight))
             recorded.append(f"{path.name}:{weight:g}")  # file names only: a shared file tells no one's folders
         touched = merge_loras(components, requests)
+        triggers = triggers if family.embedding_keys else []
         if fmt == "single-file":
             earlier = json.loads(metadata.pop("lorastudio.merged_loras", "[]"))
             metadata["lorastudio.merged_loras"] = json.dumps(earlier + recorded)
-            base = metadata.pop("lorastudio.base_model")
+            metadata.pop(TRIGGERS_KEY, None)
+            if triggers:
+                metadata[TRIGGERS_KEY] = json.dumps(triggers)
+            base = metadata.pop("lorastudio.base_model", None)  # only a UNet-only file (Kolors) records it
             save_single_file(components, family, out, metadata, dtype=dtype, base_model=base)
         else:
             holder.save_pretrained(str(out), safe_serialization=True)
+            _record_triggers_in_folder(out, triggers)
+        written, lines = write_trigger_embeddings(embeddings, family)
+    trigger_info = {"embeddings": written, "notes": lines + notes} if lines or notes else {}
     return {
         "path": str(out),
         "format": fmt,
@@ -248,4 +271,17 @@ def merge_model(
         "loras": [f"{path}:{weight:g}" for path, weight in files],
         "vae": str(vae_path) if vae_path is not None else None,
         "modules_changed": touched,
+        **trigger_info,
     }
+
+
+def _record_triggers_in_folder(folder: Path, triggers: list[str]) -> None:
+    """A merged diffusers folder's trigger words, in model_index.json under a private key (diffusers'
+    loaders ignore keys starting with `_`)."""
+    index_file = folder / "model_index.json"
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    had = index.pop(TRIGGERS_INDEX_KEY, None)
+    if triggers:
+        index[TRIGGERS_INDEX_KEY] = triggers
+    if triggers or had is not None:
+        index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")

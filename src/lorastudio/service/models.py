@@ -78,9 +78,9 @@ def _describe(ws: Workspace, name: str, path: Path) -> dict[str, Any]:
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         kind = "diffusers"
     else:  # a pickled .ckpt is read through its weights-only conversion (cached, as generation uses it)
-        from lorastudio.models.loading import _as_safetensors
+        from lorastudio.models.loading import as_safetensors
 
-        readable = _as_safetensors(path, ws.cache)
+        readable = as_safetensors(path, ws.cache)
         family = detect_family_from_keys(read_safetensors_keys(readable), str(path)).name
         size = path.stat().st_size
         kind = "single_file"

@@ -90,10 +90,15 @@ def _warmup_steps(value: Any) -> Any:
     return int(value)
 
 
-def _caption_extension(value: Any) -> None:
-    if value in (".txt", ".caption"):
-        raise NoEffect("lorastudio reads both .txt and .caption captions")
-    raise Unmapped(f"captions in {value!r} files; lorastudio reads .txt and .caption")
+def _caption_extension(value: Any) -> str:
+    """kohya reads only this caption file beside each image; data.caption_extension does the same."""
+    from lorastudio.data.sources import caption_extension_of
+    from lorastudio.errors import LorastudioError
+
+    try:
+        return caption_extension_of(str(value)) or ".caption"  # kohya's default when given empty
+    except LorastudioError as exc:
+        raise Unmapped(str(exc)) from None
 
 
 def _sampler(value: Any) -> str:
@@ -283,8 +288,8 @@ KOHYA_KEYS: dict[str, Rule] = {
     "caption_dropout_rate": Rule("data.caption_dropout"),
     "caption_tag_dropout_rate": Rule("data.tag_dropout"),
     "caption_dropout_every_n_epochs": _not_mapped("epoch-wise caption dropout is not supported"),
-    "caption_extension": Rule(None, _caption_extension),
-    "caption_extention": Rule(None, _caption_extension),  # kohya's old misspelling
+    "caption_extension": Rule("data.caption_extension", _caption_extension),
+    "caption_extention": Rule("data.caption_extension", _caption_extension),  # kohya's old misspelling
     "color_aug": Rule("data.color_aug"),
     "flip_aug": Rule("data.flip"),
     "random_crop": Rule(

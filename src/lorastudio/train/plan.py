@@ -28,7 +28,8 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
-    notes: list[str] = dataclasses.field(default_factory=list)  # one line each, said before training
+    notes: list[str] = dataclasses.field(default_factory=list)  # the data set's caption choices, said at start
+    config_notes: list[str] = dataclasses.field(default_factory=list)  # settings that defeat themselves, said too
 
 
 # Schedulers that ramp up over train.lr_warmup_steps (constant and adafactor ignore a warm-up).
@@ -85,7 +86,12 @@ def prepare_plan(
             "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
         )
     path = resolve_dataset_path(cfg.data.dir, datasets_folder)
-    dataset = Dataset.open(path, default_caption=cfg.data.default_caption, fallback_caption=cfg.trigger)
+    dataset = Dataset.open(
+        path,
+        default_caption=cfg.data.default_caption,
+        fallback_caption=cfg.trigger,
+        caption_extension=cfg.data.caption_extension,
+    )
     if len(dataset) == 0:
         raise LorastudioError(f"{path}: the data set is empty; add images first.")
     items = dataset.items()
@@ -106,8 +112,8 @@ def prepare_plan(
     num_samples = sum(img.repeats for img in images)
     batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
     steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
-    notes = [note for note in (warmup_note(cfg, steps),) if note]
-    return TrainPlan(images, steps, why, dataset.root, num_samples, notes)
+    config_notes = [note for note in (warmup_note(cfg, steps),) if note]
+    return TrainPlan(images, steps, why, dataset.root, num_samples, dataset.notes, config_notes)
 
 
 def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:

@@ -59,6 +59,10 @@ TRAIN_HELP_ZH: dict[str, str] = {
     "DataConfig.bucket_no_upscale": (
         "小图保持原尺寸（向下取整到 bucket_reso_steps 的倍数），不放大（对应 kohya 的 bucket_no_upscale）。"
     ),
+    "DataConfig.caption_extension": (
+        "文件夹中的标注文件：只读取每张图旁边这一种扩展名的文件，例如 BLIP 标注用 '.caption'"
+        "（对应 kohya 的 caption_extension）；默认：'.txt'，没有则读 '.caption'。"
+    ),
     # train (train/train_section.py: TrainSection)
     "TrainSection.steps": (
         "训练步数，即优化器更新次数（对应 kohya 的 max_train_steps）。steps、epochs_per_image、max_epochs "
