@@ -238,10 +238,10 @@ def test_a_warmup_longer_than_the_run_is_said_in_one_line(workspace, tmp_path):
         overrides=["model=tiny-sd15", f"data.dir={data}", "trigger=zqx", "train.steps=20", "train.resolution=64"],
         preset="character",
     )
-    notes = prepare_plan(cfg, workspace.datasets).notes
+    notes = prepare_plan(cfg, workspace.datasets).config_notes
     assert len(notes) == 1 and "train.lr_warmup_steps=50" in notes[0] and "20 steps" in notes[0]
     shorter = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr_warmup_steps": 5})})
-    assert prepare_plan(shorter, workspace.datasets).notes == []
+    assert prepare_plan(shorter, workspace.datasets).config_notes == []
     result = runner.invoke(app, ["train", "--preset", "character", "model=tiny-sd15", f"data.dir={data}",
                                  "trigger=zqx", "train.steps=20", "train.resolution=64", "--explain"])  # fmt: skip
     assert result.exit_code == 0, result.output
