@@ -1,6 +1,6 @@
 """Pivotal LoRAs for plain diffusers: `export --no-embeddings` (kohya) and `--to diffusers|peft`.
 
-A pivotal LoRA bundles its trigger embedding (`bundle_emb.*`), which A1111 and ComfyUI read
+A pivotal LoRA bundles its trigger embedding (`bundle_emb.*`), which A1111 reads (ComfyUI ignores it)
 but diffusers' `load_lora_weights` refuses. The exports write the LoRA without it and the
 embedding as `<token>.safetensors`; plain diffusers then draws what lorastudio draws.
 """
@@ -219,6 +219,10 @@ def test_kohya_export_keeps_the_bundle_unless_asked(cli, workspace, tmp_path):
     assert info["embeddings"] == [TRIGGER] and info["embedding_files"] == []
     assert info["path"] == str(workspace.exports / "pivot-kohya.safetensors")  # no --out: studio/exports
     assert f"bundle_emb.{TRIGGER}.string_to_param.*" in _keys(workspace.exports / "pivot-kohya.safetensors")
+    assert "ComfyUI ignores" in info["warnings"][0] and "--no-embeddings" in info["warnings"][0]
+    out = tmp_path / "k.safetensors"
+    separate = cli("export", bundled, "--to", "kohya", "--no-embeddings", "--out", out, "--json")
+    assert separate.exit_code == 0 and not json.loads(separate.stdout).get("warnings"), separate.output
 
 
 def test_embedding_file_may_not_overwrite_the_lora(cli, tmp_path):

@@ -173,22 +173,37 @@ def test_a_missing_recipe_model_is_replaced_by_the_one_the_user_passes(tmp_path,
     assert missing_model_of(here, workspace) is None
 
 
-def test_a_recipe_says_when_a1111_drew_the_noise_on_the_gpu(tmp_path, workspace):
-    """A1111 draws noise on the GPU unless its RNG setting says CPU, and writes nothing then;
-    lorastudio draws it on the CPU (and writes RNG: CPU), so only such images come back the same."""
+def test_a_recipe_draws_the_images_noise_source_and_notes_what_can_still_differ(tmp_path, workspace):
+    """The image's `RNG` comes back as `rng` (none: A1111's GPU, or CPU for lorastudio's older images);
+    notes say where the noise can still differ: a large latent on a smaller NVIDIA card, per-step noise
+    A1111 drew from its CPU generator, with an ENSD or from a Brownian tree."""
     from lorastudio.service.recipes import read_recipe
+    from lorastudio.ui.i18n import translator
 
-    common = "a cat\nSteps: 5, Sampler: Euler, Seed: 3, Model: tiny-sd15"
+    common = "a cat\nSteps: 5, Seed: 3, Model: tiny-sd15"
+    a1111 = ", Version: v1.10.1"
     cases = {
-        "gpu.png": (common + ", Version: v1.10.1", ["GPU"]),
-        "nv.png": (common + ", RNG: NV, Version: v1.10.1", ["NV"]),
-        "cpu.png": (common + ", RNG: CPU, Version: v1.10.1", []),
-        "ours-before.png": (common + ", Version: lorastudio 0.1.0", []),  # made before RNG was written
-    }
-    for name, (text, sources) in cases.items():
-        notes = read_recipe(_png_with(tmp_path, text, name), workspace).notes
-        assert [n.params["source"] for n in notes if n.key == "noise_source"] == sources, name
-        assert all("CPU" in n.text for n in notes)
+        "gpu-small.png": (", Sampler: Euler a, Size: 512x512" + a1111, "GPU", []),
+        "gpu-large.png": (", Sampler: Euler, Size: 1024x1024" + a1111, "GPU", [("noise_gpu_layout", "65536")]),
+        "gpu-hires.png": (", Sampler: Euler, Size: 512x512, Hires upscale: 2" + a1111, "GPU", [("noise_gpu_layout", "65536")]),
+        "nv.png": (", Sampler: Euler a, Size: 1024x1024, RNG: NV" + a1111, "NV", []),
+        "cpu-euler-a.png": (", Sampler: Euler a, RNG: CPU" + a1111, "CPU", [("noise_steps_cpu", "Euler a")]),
+        "cpu-euler.png": (", Sampler: Euler, RNG: CPU" + a1111, "CPU", []),
+        "ddim-eta-0.png": (", Sampler: DDIM, RNG: CPU" + a1111, "CPU", []),
+        "ddim-eta.png": (", Sampler: DDIM, Eta DDIM: 0.5, RNG: CPU" + a1111, "CPU", [("noise_steps_cpu", "DDIM")]),
+        "ensd.png": (", Sampler: Euler a, RNG: NV, ENSD: 31337" + a1111, "NV", [("noise_steps_ensd", "Euler a")]),
+        "sde.png": (", Sampler: DPM++ 2M SDE Karras, RNG: NV" + a1111, "NV", [("noise_steps_brownian", "DPM++ 2M SDE Karras")]),
+        "ours-before.png": (", Sampler: Euler a, Version: lorastudio 0.1.0", "CPU", []),  # made before RNG was written
+    }  # fmt: skip
+    for name, (keys, source, expected) in cases.items():
+        recipe = read_recipe(_png_with(tmp_path, common + keys, name), workspace)
+        assert recipe.config.rng == source, name
+        assert [(n.key, next(iter(n.params.values()))) for n in recipe.notes] == expected, name
+        for note in recipe.notes:  # the web page words each note in both languages
+            assert note.text and "\n" not in note.text
+            for lang in ("en", "zh"):
+                worded = translator(lang)(f"png.{note.key}", **note.params)
+                assert all(value in worded for value in note.params.values())
 
 
 def test_5_and_6_inpaint_fields_and_img2img_strength_are_read_back(tmp_path, workspace):

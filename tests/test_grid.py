@@ -430,7 +430,9 @@ def test_a1111_script_args_map_to_grid_axes():
     )
     assert (request.vary_seeds_x, request.vary_seeds_y, request.vary_seeds_z, request.margin) == (False, True, False, 6)
     with pytest.raises(LorastudioError, match="not supported"):
-        grid_request_from_script_args([10, "Euler", [], 0, "", [], 0, "", []])  # Hires sampler: not here
+        grid_request_from_script_args([13, "0, 1", [], 0, "", [], 0, "", []])  # Sigma Churn: not here
+    hires = grid_request_from_script_args([10, "", ["Euler", "DDIM"], 0, "", [], 0, "", []])  # Hires sampler
+    assert (hires.x.axis, hires.x.values) == ("hires_sampler", ["Euler", "DDIM"])  # from its values dropdown
 
 
 def test_a_checkpoint_file_brings_its_own_bundled_trigger(tiny_workspace, tmp_path):

@@ -23,10 +23,10 @@ runner = CliRunner()
 
 # A1111 1.10's axes (scripts/xyz_grid.py) beyond those lorastudio had, with their labels as A1111 spells them
 A1111_MORE_AXES = (
-    "Hires sampler", "Hires schedule type", "Schedule min sigma", "Schedule max sigma", "Schedule rho",
-    "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise", "Initial noise multiplier", "Extra noise",
+    "Schedule min sigma", "Schedule max sigma", "Schedule rho",
+    "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise",
     "Image CFG Scale", "UniPC Order", "Face restore", "Token merging ratio", "Token merging ratio high-res",
-    "Refiner checkpoint", "Refiner switch at", "RNG source", "Always discard next-to-last sigma",
+    "Refiner checkpoint", "Refiner switch at", "Always discard next-to-last sigma",
     "SGM noise multiplier", "Skip Early CFG", "Beta schedule alpha", "Beta schedule beta", "FP8 mode",
     "Negative Guidance minimum sigma", "Cond. Image Mask Weight",
 )  # fmt: skip
@@ -49,12 +49,13 @@ def test_every_a1111_axis_is_an_axis_or_refused_with_its_reason():
 
 
 def test_the_refusal_reaches_the_cli_and_the_a1111_api_by_label_and_index(client):
-    """`lorastudio grid --x 'Hires sampler=...'`, the API's script_args by label and by A1111's index
-    (10 is Hires sampler in 1.6 to 1.10): one line naming the axis and why, nothing generated."""
-    cli = runner.invoke(app, ["grid", "--model", "tiny-sd15", "--x", "Hires sampler=Euler, DDIM"])
-    assert cli.exit_code == 2 and "A1111's X/Y/Z axis 'Hires sampler' is not supported here" in cli.output
+    """`lorastudio grid --x 'Sigma Churn=...'`, the API's script_args by label and by A1111's index
+    (12 is Negative Guidance minimum sigma in 1.6 to 1.10): one line naming the axis and why, nothing generated."""
+    cli = runner.invoke(app, ["grid", "--model", "tiny-sd15", "--x", "Sigma Churn=0, 1"])
+    assert cli.exit_code == 2 and "A1111's X/Y/Z axis 'Sigma Churn' is not supported here" in cli.output
     body = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "script_name": "x/y/z plot"}
-    for kind, label in (("Sigma Churn", "Sigma Churn"), (10, "Hires sampler"), ("20", "Schedule rho")):
+    nggms = "Negative Guidance minimum sigma"
+    for kind, label in (("Sigma Churn", "Sigma Churn"), (12, nggms), ("20", "Schedule rho")):
         args = [kind, "0, 1", [], "Nothing", "", [], "Nothing", "", []]
         answer = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args})
         assert answer.status_code == 400, answer.text

@@ -93,6 +93,11 @@ TYPED = {
     "hires_steps": ("1-3 [2]", "hires_steps", [1, 3]),
     "hires_strength": ("0.2-0.6 (+0.2)", "hires_strength", [0.2, 0.4, 0.6]),
     "hires_upscaler": ("latent, lanczos", "hires_upscaler", ["Latent", "Lanczos"]),
+    "rng": ("gpu, NV", "rng", ["GPU", "NV"]),
+    "hires_sampler": ('Euler, "DPM++ 2M Karras"', "hires_sampler", ["Euler", "DPM++ 2M Karras"]),
+    "hires_schedule": ("Automatic, karras", "hires_schedule", ["Automatic", "karras"]),
+    "extra_noise": ("0-0.2 [3]", "extra_noise", [0.0, 0.1, 0.2]),
+    "initial_noise_multiplier": ("0.5, 1.2", "initial_noise_multiplier", [0.5, 1.2]),  # over a picture
 }
 
 
@@ -113,7 +118,8 @@ def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
         form["lora"] = "mine" if axis == "lora_weight" else ""
         request = grid_request_from_form(panel, form)
         assert request.include_sub_images and request.margin == 2 and not request.include_sub_grids
-        cells, _, _ = plan_cells(tiny_workspace, base, request)
+        pictured = base.model_copy(update={"init_image": "in.png"})  # img2img's own setting needs a picture
+        cells, _, _ = plan_cells(tiny_workspace, pictured if axis == "initial_noise_multiplier" else base, request)
         got = [getattr(c.config, field) for c in cells]
         assert got == pytest.approx(expected) if isinstance(expected[0], float) else got == expected, axis
     # A1111's Denoising over a picture is the img2img strength (there is no hires pass then)

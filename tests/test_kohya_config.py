@@ -117,6 +117,7 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "max_bucket_reso": 1024,
         "bucket_reso_steps": 64,
         "bucket_no_upscale": True,
+        "caption_extension": ".txt",  # kohya reads only these caption files: so does lorastudio then
         "dir": data.as_posix(),  # kohya DreamBooth folders: the NN_name sub-folders give the repeats
     }  # ... and an uncaptioned image trains on its folder's name: the data set reads that itself
     assert any(key.startswith("train_data_dir (NN_name") and "(mira)" in why for key, why in imported.no_effect)
@@ -126,6 +127,7 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "train_text_encoder": False,  # network_train_unet_only = true
         "conv_rank": 8,
         "targets": "locon",
+        "conv_alpha": 4.0,  # network_args conv_alpha=4: the convs' own scale
     }
     train = cfg["train"]
     assert train["learning_rate"] == 1e-4  # unet_lr wins over learning_rate, as in kohya
@@ -159,7 +161,6 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "max_token_length",
         "random_crop",
         "frobnicate_widgets",
-        "network_args.conv_alpha",
     }
     assert "no equivalent" in unmapped["frobnicate_widgets"]
     # Keys that need no setting are listed too, each with its reason.
@@ -169,7 +170,6 @@ def test_kohya_training_toml_maps_to_lorastudio_keys(tmp_path):
         "cache_latents",
         "max_data_loader_n_workers",
         "logging_dir",
-        "caption_extension",
     } <= set(quiet)
     # Every key of the file is accounted for, one line each.
     flat_keys = {line.split(" = ")[0].strip() for line in KOHYA_TOML.splitlines() if " = " in line}
@@ -236,6 +236,7 @@ def test_dataset_toml_maps_subsets_to_data_dir_repeats_and_class_images(tmp_path
         "default_caption": "hoge girl",  # class_tokens: the caption of images without a caption file
         "keep_tokens": 2,  # the dataset's value beats [general]'s
         "shuffle_tags": True,
+        "caption_extension": ".txt",
     }
     assert cfg["prior"] == {"class_dir": reg.as_posix(), "class_prompt": "human", "num_images": 5}
     assert (cfg["train"]["resolution"], cfg["train"]["batch_size"]) == (512, 4)

@@ -147,3 +147,83 @@ def test_the_readme_template_caption_line_captions_a_captioned_set(workspace, tm
     assert result.exit_code == 0 and "2 of 2 captions set" in result.output, result.output
     captions = sorted(path.read_text(encoding="utf-8").strip() for path in (workspace.datasets / "fox").rglob("*.txt"))
     assert captions == ["a photo of zqx, a blue fox", "a photo of zqx, a red fox"]
+
+
+# -- docs/TRAINING.md: the tables of other tools' keys name keys this lorastudio has ----------------
+TRAINING = (REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8")
+KEY_WORD = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
+
+
+def training_section(title: str) -> str:
+    start = TRAINING.index(f"\n## {title}\n")
+    end = TRAINING.find("\n## ", start + 1)
+    return TRAINING[start : end if end != -1 else None]
+
+
+def table_rows(text: str) -> list[tuple[str, list[str]]]:
+    """(the table's header line, the cells of a row) for every row of every table in `text`."""
+    rows, header = [], ""
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = ""
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not header:
+            header = line
+        elif not set(line) <= set("|- "):
+            rows.append((header, cells))
+    return rows
+
+
+def code_words(cell: str) -> list[str]:
+    """The words of a cell's `code` spans, a trailing colon dropped (`lora_unet: [{...}]`)."""
+    return [word.rstrip(":") for span in re.findall(r"`([^`]+)`", cell) for word in span.split()]
+
+
+def unknown_names(cell: str, keys: set[str], options: set[str], commands: set[str]) -> list[str]:
+    """Config keys (`key` or `key=value`), `--options` and `lorastudio COMMAND`s the cell names that do not exist."""
+    wrong = []
+    for span in re.findall(r"`([^`]+)`", cell):
+        if span.startswith("lorastudio "):
+            wrong += [] if span.split()[1] in commands else [span]
+            continue
+        for word in span.split():
+            key = word.split("=", 1)[0]
+            if word.startswith("--") and word not in options:
+                wrong.append(word)
+            elif not word.startswith("-") and KEY_WORD.fullmatch(key) and key not in keys:
+                wrong.append(word)
+    return wrong
+
+
+def test_the_training_guides_tables_name_only_keys_and_options_that_exist():
+    """The HCP-Diffusion and EasyPhoto tables (and the settings table) say which lorastudio key each
+    of the other tool's settings is: every key, option and command they name exists, and each row
+    names the key the `key=value` hints give for that tool's key (train.foreign_keys)."""
+    from lorastudio.config import flatten_keys
+    from lorastudio.train.config import TrainConfig
+    from lorastudio.train.foreign_keys import EASYPHOTO_KEYS, HCP_KEYS
+
+    keys = set(flatten_keys(TrainConfig().model_dump(mode="json")))
+    found = cli_commands()
+    options = {name for _, command in found for param in command.params for name in getattr(param, "opts", [])}
+    commands = {words[0] for words, _ in found if words}
+    wrong, disagreeing, listed = [], [], set()
+    tables = {"Coming from HCP-Diffusion": HCP_KEYS, "Portraits (EasyPhoto's training)": EASYPHOTO_KEYS}
+    for title, hints in tables.items():
+        for header, cells in table_rows(training_section(title)):
+            wrong += unknown_names(cells[-1], keys, options, commands)
+            if "visualizer" in header:  # inference settings: `lorastudio generate` options, no config keys
+                continue
+            right = {word.split("=", 1)[0] for word in code_words(cells[-1])}
+            for word in code_words(cells[0]):
+                listed.add(word)
+                entry = hints.get(word)
+                if entry is not None and entry.target is not None and entry.target not in right:
+                    disagreeing.append(f"{title}: {word} -> {entry.target}, not in {cells[-1]!r}")
+    for _, cells in table_rows(training_section("The settings people change")):
+        wrong += unknown_names(cells[0], keys, options, commands)
+    assert wrong == [], f"docs/TRAINING.md names keys or options lorastudio lacks: {wrong}"
+    assert disagreeing == [], "\n".join(disagreeing)
+    untold = [key for table in tables.values() for key, entry in table.items() if entry.target and key not in listed]
+    assert untold == [], f"docs/TRAINING.md's tables leave out these keys the hints know: {untold}"

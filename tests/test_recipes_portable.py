@@ -179,6 +179,14 @@ def test_a_replaced_model_and_vae_are_found_by_their_recorded_hashes(workspace, 
     assert read.config.model == "m-2023" and "using m-2023, which has the image's hash" in read.notes[0].text
     assert read.notes[0].params == {"kind": "model", "what": "model", "name": "m", "old": old_model[:10],
                                     "new": read.notes[0].params["new"], "file": "m-2023"}  # fmt: skip
+    ui = pytest.importorskip("lorastudio.ui.tabs.png_info")  # the web UI words the notes in the page's language
+    from types import SimpleNamespace
+
+    from lorastudio.ui.i18n import translator
+
+    zh = SimpleNamespace(t=translator("zh"))
+    worded = [zh.t(f"png.{note.key}", **ui._worded(zh, note.params)) for note in read.notes]
+    assert worded[0].startswith("模型 m 在图片生成后已更改") and worded[1].startswith("VAE v 在图片生成后已更改"), worded
     png = tmp_path / "old.png"  # the same from an A1111 image's parameters
     Image.new("RGB", (8, 8)).save(png, pnginfo=_pnginfo(data["infotext"]))
     read = read_recipe(png, workspace)

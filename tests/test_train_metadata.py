@@ -31,7 +31,7 @@ def test_conv_dim_is_written_only_where_the_convs_are_trained():
     assert "conv_dim" not in _network_args("lora.targets=kohya", "lora.rank=8")
     assert "conv_dim" not in _network_args("lora.targets=attn", "lora.type=loha")
     locon = _network_args("lora.targets=locon", "lora.rank=8", "lora.alpha=4")
-    assert (locon["conv_dim"], locon["conv_alpha"]) == (8, 4.0)
+    assert (locon["conv_dim"], locon["conv_alpha"]) == ("8", "4")  # kohya's strings, as its network_args
     lokr = _network_args("lora.targets=locon", "lora.type=lokr", "lora.conv_rank=2")
     assert (lokr["algo"], lokr["conv_dim"]) == ("lokr", "2")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -156,6 +156,22 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(fields) if fields else []
 
 
+def _dotted_fields(model: type[BaseModel], leaf: str, prefix: str = "") -> list[str]:
+    """Dotted keys of the (nested) model whose last part is `leaf`: `rank` -> ["lora.rank"]."""
+    found = []
+    for name, info in model.model_fields.items():
+        if name == leaf and prefix:
+            found.append(f"{prefix}{name}")
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            found += _dotted_fields(nested, leaf, f"{prefix}{name}.")
+    return found
+
+
+# Says what another tool's key is here: (dotted key, value given, layer source) -> one line, or None.
+KeyHint = Callable[[str, Any, str], "str | None"]
+
+
 def _source_of(key: str, sources: Mapping[str, str], default: str) -> str:
     """The layer that set `key` (or the mapping holding it, or a key inside it): `file my.yaml`, ..."""
     if key in sources:
@@ -167,9 +183,15 @@ def _source_of(key: str, sources: Mapping[str, str], default: str) -> str:
 
 
 def explain_validation_error(
-    model: type[BaseModel], exc: ValidationError, source: str = "config", sources: Mapping[str, str] | None = None
+    model: type[BaseModel],
+    exc: ValidationError,
+    source: str = "config",
+    sources: Mapping[str, str] | None = None,
+    hint: KeyHint | None = None,
 ) -> str:
-    """One line per problem, with valid keys or choices listed, each named by the file or layer that set it."""
+    """One line per problem, each named by the file or layer that set it: an unknown key with the
+    key it likely is (`hint`: another tool's name; the same name in a section; a close spelling)
+    or the valid keys, a bad value with the reason."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -181,17 +203,33 @@ def explain_validation_error(
             source_here = layer
         else:
             source_here = source
-        if err["type"] == "extra_forbidden":
+        foreign = _foreign_lines(key, err, layer, hint)
+        if foreign:
+            lines += [f"{source_here}: unknown key {name!r}: {line}." for name, line in foreign]
+        elif err["type"] == "extra_forbidden":
             valid = _field_names(model, loc)
-            hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            close = _dotted_fields(model, str(loc[-1])) or difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            did_you_mean = f" Did you mean {close[0]!r}?" if close else ""
             lines.append(f"{source_here}: unknown key {key!r}.{did_you_mean} Valid keys here: {', '.join(valid)}.")
         elif not loc:  # a check across keys (a model validator): its message names the keys itself
             lines.append(f"{source_here}: {_message(err)}.")
         else:
             given = json.dumps(err.get("input"), default=str)[:80]
             lines.append(f"{source_here}: {key} = {given}: {err['msg']}.")
-    return " ".join(lines)
+    return "\n".join(lines)
+
+
+def _foreign_lines(key: str, err: Mapping[str, Any], layer: str, hint: KeyHint | None) -> list[tuple[str, str]]:
+    """(key, hint line) for another tool's key: the unknown key itself, or the keys inside a mapping given
+    where lorastudio has a plain value (HCP's `model.pretrained_model_name_or_path` under `model`)."""
+    if hint is None:
+        return []
+    given = err.get("input")
+    line = hint(key, given, layer) if err["type"] == "extra_forbidden" else None
+    if line or not isinstance(given, Mapping) or not given:
+        return [(key, line)] if line else []
+    found = [(f"{key}.{sub}", hint(f"{key}.{sub}", value, layer)) for sub, value in flatten_keys(given).items()]
+    return [(name, line) for name, line in found if line]
 
 
 def _message(err: Mapping[str, Any]) -> str:
@@ -297,19 +335,30 @@ def merge_layers(
     return data, sources, dropped
 
 
-def _validate(model: type[M], data: Mapping[str, Any], source: str, sources: Mapping[str, str] | None = None) -> M:
+def _validate(
+    model: type[M],
+    data: Mapping[str, Any],
+    source: str,
+    sources: Mapping[str, str] | None = None,
+    hint: KeyHint | None = None,
+) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise LorastudioError(explain_validation_error(model, exc, source, sources)) from None
+        raise LorastudioError(explain_validation_error(model, exc, source, sources, hint)) from None
 
 
 def resolve_config(
-    model: type[M], layers: Sequence[ConfigLayer], groups: Sequence[KeyGroup] = (), source: str = "config"
+    model: type[M],
+    layers: Sequence[ConfigLayer],
+    groups: Sequence[KeyGroup] = (),
+    source: str = "config",
+    hint: KeyHint | None = None,
 ) -> ResolvedConfig[M]:
-    """Merge the layers (lowest first), validate, and keep where every value came from."""
+    """Merge the layers (lowest first), validate, and keep where every value came from; `hint` names
+    what an unknown key is here when another tool spells it so."""
     data, sources, dropped = merge_layers(layers, groups)
-    return ResolvedConfig(_validate(model, data, source, sources), sources, dropped)
+    return ResolvedConfig(_validate(model, data, source, sources, hint), sources, dropped)
 
 
 def file_layers(files: str | Path | Sequence[str | Path] | None) -> list[ConfigLayer]:

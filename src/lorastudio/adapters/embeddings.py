@@ -141,7 +141,7 @@ def refuse_several_concept_terms(shapes: dict[str, tuple[int, ...]], source: str
 
 
 def embeddings_from_lora(lora) -> list[Embedding]:
-    """The embeddings bundled in a LoRA file (`bundle_emb.*`), as A1111 and ComfyUI load them."""
+    """The embeddings bundled in a LoRA file (`bundle_emb.*`), as A1111 loads them (ComfyUI ignores them)."""
     return [Embedding(token, list(vectors)) for token, vectors in lora.embeddings.items()]
 
 

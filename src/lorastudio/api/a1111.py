@@ -32,8 +32,16 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
 )
 from lorastudio.api.deps import get_studio, owner_to_check, request_user
 from lorastudio.errors import LorastudioError
-from lorastudio.service.a1111 import FLAG_OPTIONS, SCHEDULE_TYPES, sampler_names
+from lorastudio.generate.config import GenerateConfig
+from lorastudio.service.a1111 import (
+    CHOICE_OPTIONS,
+    FLAG_OPTIONS,
+    NUMBER_OPTIONS,
+    SCHEDULE_TYPES,
+    sampler_names,
+)
 from lorastudio.service.extras import extras_png
+from lorastudio.service.generation import RESTORE_FACES_NOTE
 from lorastudio.service.models import list_vaes, titled_models
 from lorastudio.service.png_info import image_seeds
 from lorastudio.service.studio import Studio
@@ -116,7 +124,8 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
             controlnet, unit_uploads = store_units(studio.workspace, units, img2img=img2img)
             cfg = to_generate_config(req, studio, init, mask, user=user, controlnet=controlnet)
             # as A1111: a LoRA this studio lacks is left out ("Lora not found"), the image still made
-            return cfg, studio.submit_generate(cfg, user=user, missing_loras="skip")
+            notes = [RESTORE_FACES_NOTE] if req.restore_faces else []  # taken, not done: said so
+            return cfg, studio.submit_generate(cfg, user=user, missing_loras="skip", notes=notes)
         except BaseException:
             studio.discard_uploads([init, mask, *unit_uploads])  # a refused request leaves no files
             raise
@@ -204,6 +213,8 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
         **dict.fromkeys(FLAG_OPTIONS, False),
+        **{option: default for option, (_, _, default) in CHOICE_OPTIONS.items()},
+        **{option: GenerateConfig.model_fields[field].default for option, field in NUMBER_OPTIONS.items()},
         "sd_vae": "Automatic",
         "samples_format": "png",
         "outdir_samples": "",

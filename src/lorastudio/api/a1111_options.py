@@ -17,7 +17,7 @@ import weakref
 from typing import Any
 
 from lorastudio.errors import InvalidRequest, LimitExceeded, NotFoundError
-from lorastudio.service.a1111 import FLAG_OPTIONS
+from lorastudio.service.a1111 import CHOICE_OPTIONS, FLAG_OPTIONS, NUMBER_OPTIONS
 from lorastudio.service.models import titled_models
 from lorastudio.service.names import find_vae
 from lorastudio.service.studio import Studio
@@ -65,6 +65,21 @@ def _clip_skip(value: Any, where: str) -> int:
     return int(number)
 
 
+def _number_option(value: Any, field: str, where: str) -> float:
+    """A number option (`initial_noise_multiplier`) within its GenerateConfig field's bounds."""
+    from pydantic import ValidationError
+
+    from lorastudio.generate.config import GenerateConfig
+
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{where}: {value!r} is not a number.")
+    try:
+        GenerateConfig(**{field: value})
+    except ValidationError as exc:
+        raise InvalidRequest(f"{where}: {exc.errors(include_url=False)[0]['msg']}.") from None
+    return float(value)
+
+
 class A1111Options:
     """Every user's A1111 options and default model (`sd_model_checkpoint`) for one studio."""
 
@@ -93,6 +108,15 @@ class A1111Options:
         for option in FLAG_OPTIONS:
             if option in checked and not isinstance(checked[option], bool):
                 raise InvalidRequest(f"{where}.{option}: true or false.")
+        for option, (_, words, _) in CHOICE_OPTIONS.items():
+            if option in checked:
+                word = str(checked[option]).strip().upper() if isinstance(checked[option], str) else None
+                if word not in words:
+                    raise InvalidRequest(f"{where}.{option}: {checked[option]!r}; use one of {', '.join(words)}.")
+                checked[option] = word
+        for option, field in NUMBER_OPTIONS.items():
+            if option in checked:
+                checked[option] = _number_option(checked[option], field, f"{where}.{option}")
         if "sd_vae" in checked and checked["sd_vae"] is not None:
             vae = checked["sd_vae"]
             if not isinstance(vae, str):

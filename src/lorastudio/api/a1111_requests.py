@@ -20,7 +20,9 @@ from lorastudio.api.a1111_options import NO_VAE, options_of
 from lorastudio.errors import LorastudioError
 from lorastudio.service.a1111 import (
     A1111_FIELDS,
+    CHOICE_OPTIONS,
     FLAG_OPTIONS,
+    NUMBER_OPTIONS,
     SCHEDULE_TYPES,
     a1111_request_names,
     api_default,
@@ -30,6 +32,7 @@ from lorastudio.service.a1111 import (
 from lorastudio.service.limits import MAX_SEED
 from lorastudio.service.png_info import infotext_parameters, variation_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
+from lorastudio.service.styles import hires_styled
 
 __all__ = [
     "DEFAULT_SAMPLER",
@@ -76,6 +79,10 @@ class Txt2ImgRequest(BaseModel):
     hr_second_pass_steps: int = Field(0, ge=0, le=500)
     hr_resize_x: int = Field(0, ge=0, le=16384)
     hr_resize_y: int = Field(0, ge=0, le=16384)
+    hr_sampler_name: str | None = None  # None or "Use same sampler": the first pass's
+    hr_scheduler: str | None = None  # None or "Use same scheduler": the first pass's
+    hr_prompt: str = ""  # "": the prompt
+    hr_negative_prompt: str = ""
     denoising_strength: float | None = Field(None, ge=0, le=1)
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
@@ -177,6 +184,7 @@ def to_generate_config(
         fields["prompt"], fields["negative_prompt"] = apply_styles(
             studio.workspace, fields.get("prompt") or "", fields.get("negative_prompt") or "", req.styles
         )
+        fields.update(hires_styled(studio.workspace, fields, req.styles))
     fields.update(
         model=overrides.get("sd_model_checkpoint") or user_options.model_for(user),
         sampler=choice.sampler,
@@ -186,6 +194,12 @@ def to_generate_config(
     )
     for option, field in FLAG_OPTIONS.items():
         fields[field] = overrides.get(option, options.get(option, False)) is True
+    for option, (field, _, default) in CHOICE_OPTIONS.items():
+        fields[field] = overrides.get(option, options.get(option, default))
+    for option, field in NUMBER_OPTIONS.items():  # A1111 settings that are request fields here
+        value = overrides.get(option, options.get(option))
+        if value is not None:
+            fields[field] = value
     if controlnet:
         fields["controlnet"] = list(controlnet)
     if isinstance(req, Img2ImgRequest):
@@ -243,7 +257,7 @@ def a1111_info(
         "cfg_scale": cfg.cfg_scale,
         "steps": cfg.steps,
         "batch_size": cfg.batch_size,
-        "restore_faces": False,
+        "restore_faces": False,  # asked for or not, nothing here restores faces (`notes` says so)
         "face_restoration_model": None,
         "sd_model_name": result.get("model", cfg.model),
         "sd_model_hash": result.get("model_hash"),
@@ -262,17 +276,26 @@ def a1111_info(
         "clip_skip": cfg.clip_skip,
         "is_using_inpainting_conditioning": bool(result.get("inpainting_model")),  # a 9-channel model
         "version": f"lorastudio {__version__}",
+        "notes": list(result.get("notes") or []),  # what the request asked for and did not get
     }
 
 
+# infotext keys A1111 keeps in `extra_generation_params` (those the image states)
+_EXTRA_KEYS = ("Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt", "Noise multiplier",
+               "Extra noise")  # fmt: skip
+
+
 def _extra_generation_params(cfg, infotexts: list[str]) -> dict[str, Any]:
-    """The schedule type, and each ControlNet unit's `ControlNet N` line as the extension adds it."""
+    """The schedule type, the hires pass's own settings and the noise knobs the image states, and each
+    ControlNet unit's `ControlNet N` line as the extension adds it."""
     extra: dict[str, Any] = {}
     if cfg.schedule not in (None, "Automatic"):
         extra["Schedule type"] = cfg.schedule
-    if cfg.controlnet and infotexts:
+    if infotexts:
         params = infotext_parameters(infotexts[0], fill_defaults=False)
-        extra.update({key: value for key, value in params.items() if key.startswith("ControlNet ")})
+        extra.update({key: params[key] for key in _EXTRA_KEYS if key in params})
+        if cfg.controlnet:
+            extra.update({key: value for key, value in params.items() if key.startswith("ControlNet ")})
     return extra
 
 

@@ -60,7 +60,7 @@ A1111_TXT2IMG_LABELS = (
 
 # The indices lorastudio runs (tests/test_grid_options.py keeps them in step with the axes).
 A1111_TXT2IMG_AXES = {
-    index: A1111_TXT2IMG_LABELS[index] for index in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17)
+    index: A1111_TXT2IMG_LABELS[index] for index in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 17)
 }
 _NAMED_ARGS = (
     "x_type",

@@ -60,6 +60,13 @@ def import_cmd(
         "white", help="Colour transparent pixels are put on ('white', '#rrggbb')."
     ),
     max_pixels: int = typer.Option(0, help="Refuse images with more pixels (0 = default 120 MP)."),
+    caption_ext: str = typer.Option(
+        "",
+        "--caption-ext",
+        help="Read only this caption file beside each image, as kohya's caption_extension: .caption (BLIP,"
+        " make_captions) or .txt (WD14 tags). Default: .txt, else .caption; the report counts images with"
+        " both.",
+    ),
     face_crop: bool = FACE_CROP,
     face_scale: float = FACE_SCALE,
     face_backend: str | None = FACE_BACKEND,
@@ -74,7 +81,9 @@ def import_cmd(
         open_backend(workspace(), face_backend)
     bar = _Progress("import")
     try:
-        result = import_dataset(workspace(), name, sources, background, max_pixels or None, progress=bar)
+        result = import_dataset(
+            workspace(), name, sources, background, max_pixels or None, bar, caption_extension=caption_ext
+        )
     finally:
         bar.close()
     lines = [
@@ -83,6 +92,7 @@ def import_cmd(
     ]
     lines += [f"  failed  {row['source']}: {row['reason']}" for row in result["failed_files"]]
     lines += [f"  skipped {row['source']}: {row['reason']}" for row in result["skipped_files"]]
+    lines += [f"  note    {note}" for note in result["notes"]]
     if face_crop:
         result["face_crop"] = _face_crop(result["name"], face_scale, face_backend, result["imported_files"], False, lines)
     _emit(result, as_json, lines)
@@ -156,7 +166,9 @@ def clean_cmd(
 def caption_cmd(
     name: str,
     model: str = typer.Option(
-        "", help="Image-to-text model folder or cached hub id (BLIP, BLIP-2, Florence-2...)."
+        "",
+        help="A transformers image-to-text model folder or cached hub id (BLIP, BLIP-2, GIT, Florence-2);"
+        " kohya's BLIP .pth file is not one.",
     ),
     template: str = typer.Option(
         "", help="Instead of a model: fixed text or e.g. 'a photo of {trigger}, {caption}'."

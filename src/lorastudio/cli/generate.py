@@ -90,12 +90,12 @@ def generate_cmd(
                 base, replay = read.config.model_dump(), read.replay
             request = load_config(GenerateConfig, None, overrides, base=base)
             if style:  # merged into the prompts the image records, as A1111 does (once: a recipe's hold theirs)
-                from lorastudio.service.styles import apply_styles
+                from lorastudio.service.styles import apply_styles, hires_styled
 
-                prompt, negative = apply_styles(
-                    ws, request.prompt, request.negative_prompt, list(style), merged=recipe is not None
-                )
-                request = request.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+                merged = recipe is not None
+                prompt, negative = apply_styles(ws, request.prompt, request.negative_prompt, list(style), merged)
+                hires = hires_styled(ws, request.model_dump(), list(style), merged)
+                request = request.model_copy(update={"prompt": prompt, "negative_prompt": negative, **hires})
             result = run_generation(ws, request, progress=update, out_dir=out, names=LENIENT, replay=replay)
     finally:
         bar.close()

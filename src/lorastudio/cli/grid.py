@@ -20,7 +20,7 @@ _AXIS_HELP = (
     "'prompt_order=a cat,a dog' (every order of the terms). "
     "Axes: lora_weight, checkpoint, seed, subseed, subseed_strength, steps, cfg, prompt_sr, prompt_order, "
     "sampler, eta, schedule, model, vae, styles, width, height, size, clip_skip, hires_steps, hires_strength, "
-    "hires_upscaler (A1111 labels work too)."
+    "hires_upscaler, hires_sampler, hires_schedule, initial_noise_multiplier, extra_noise (A1111 labels work too)."
 )
 
 

@@ -90,8 +90,8 @@ def export_cmd(
         False,
         "--no-embeddings",
         help="kohya: leave bundled trigger embeddings out of the LoRA (diffusers' load_lora_weights "
-        "refuses them) and write each as <token>.safetensors next to it (in studio/loras: into "
-        "studio/embeddings). diffusers/peft always do.",
+        "refuses them, ComfyUI ignores them) and write each as <token>.safetensors next to it (in "
+        "studio/loras: into studio/embeddings). diffusers/peft/diffsynth always do.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -128,10 +128,17 @@ def merge_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Bake LoRAs into a model and save it (a single-file model as a single file A1111 loads)."""
+    """Bake LoRAs into a model and save it (a single-file model as a single file A1111 loads); a pivotal
+    LoRA's trigger embedding goes beside it, into OUT-embeddings/TRIGGER.safetensors."""
     from lorastudio.service.loras import merge_model
 
-    _print(merge_model(model, lora, out, fmt, ws=workspace(), vae=vae), json_out)
+    info = merge_model(model, lora, out, fmt, ws=workspace(), vae=vae)
+    if json_out:
+        print_json(info)
+        return
+    _print({k: v for k, v in info.items() if k not in ("embeddings", "notes")}, False)
+    for line in info.get("notes") or []:  # one per trigger embedding: where it went, where it must go
+        typer.echo(line)
 
 
 @lora_app.command("delete")

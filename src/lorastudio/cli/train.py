@@ -35,8 +35,8 @@ Options:
 """,
     "pick": """Usage: lorastudio train pick RUN STEP [--json]
 
-  Make checkpoint STEP of run RUN the run's result: its files are copied into the library
-  (loras/, embeddings/ or models/) and recorded in studio.db.
+  Make checkpoint STEP of run RUN (its folder's name, step-20, or the step, 20) the run's result:
+  its files are copied into the library (loras/, embeddings/ or models/) and recorded in studio.db.
 
 Options:
   --json  Print one JSON object with the library files.
@@ -276,12 +276,12 @@ def _score_or_pick(
     from lorastudio.service.training import pick_training_checkpoint, score_training_run
 
     verb, args = words[0], words[1:]
-    usage = "lorastudio train score RUN" if verb == "score" else "lorastudio train pick RUN STEP"
-    if len(args) != (1 if verb == "score" else 2) or (verb == "pick" and not args[1].isdigit()):
+    usage = "lorastudio train score RUN" if verb == "score" else "lorastudio train pick RUN step-N"
+    if len(args) != (1 if verb == "score" else 2):
         raise typer.BadParameter(f"usage: {usage}")
     ws = workspace()
-    if verb == "pick":
-        result = pick_training_checkpoint(ws, args[0], int(args[1]))
+    if verb == "pick":  # step-20 (the checkpoint folder's name) or 20; another word names the run's checkpoints
+        result = pick_training_checkpoint(ws, args[0], args[1])
         if as_json:
             print_json(result)
         else:

@@ -48,25 +48,48 @@ def _load_model(source: str, local_only: bool) -> Any:
     )
 
 
+# What `Captioner` loads, for messages: transformers' auto classes read a model folder, not a file.
+EXPECTED_MODEL = (
+    "a transformers image-to-text model folder (BLIP, BLIP-2, GIT or Florence-2 class: config.json, the"
+    " weights and the processor/tokenizer files, as Salesforce/blip-image-captioning-large ships them)"
+)
+
+
+def check_captioner_source(source: str) -> None:
+    """Refuse, before transformers loads, what cannot be a captioner: a single weights file (kohya's
+    make_captions takes the original BLIP repo's `model_large_caption.pth`, which transformers cannot
+    read) or a path that is neither a folder nor a hub id."""
+    path = Path(source).expanduser()
+    if path.is_dir() or (looks_like_hub_id(source) and not path.suffix):
+        return
+    if path.is_file() or path.suffix.lower() in {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}:
+        raise NotFoundError(
+            f"captioner {source!r}: a single weights file; the captioner loads {EXPECTED_MODEL}. kohya's"
+            " make_captions BLIP .pth (--caption_weights) is not one: download the transformers BLIP folder"
+            " and pass it."
+        )
+    if not looks_like_hub_id(source):
+        raise NotFoundError(f"captioner {source!r}: no such folder; pass {EXPECTED_MODEL}, or a cached hub id.")
+
+
 class Captioner:
     """Loads once, then captions batches of PIL images."""
 
     def __init__(self, config: CaptionerConfig):
+        source = config.model
+        check_captioner_source(source)
         import torch
         from transformers import AutoProcessor
 
         self.config = config
-        source = config.model
         local_only = not config.allow_download
-        if not Path(source).expanduser().is_dir() and not looks_like_hub_id(source):
-            raise NotFoundError(f"captioner {source!r}: not a folder or hub id; pass the model folder.")
         try:
             self.processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             self.model = _load_model(source, local_only)
         except (OSError, ValueError) as exc:
             raise NotFoundError(
-                f"captioner {source!r}: cannot load it ({str(exc).splitlines()[0][:160]}); pass a folder with"
-                " config.json, weights and processor files, or a hub id downloaded while online."
+                f"captioner {source!r}: cannot load it ({str(exc).splitlines()[0][:160]}); pass {EXPECTED_MODEL},"
+                " or a hub id downloaded while online."
             ) from None
         self.device = pick_device(config.device)
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32

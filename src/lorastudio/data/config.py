@@ -42,7 +42,9 @@ class CaptionerConfig(StrictModel):
     """An image-to-text model (BLIP, BLIP-2, Florence-2, GIT...) run through transformers."""
 
     model: str = Field(
-        ..., description="A local folder, or a hub id already in the cache (or with allow_download)."
+        ...,
+        description="A transformers model folder (config.json, weights, processor files), or a hub id already"
+        " in the cache (or with allow_download); not a single .pth file such as kohya's BLIP weights.",
     )
     prompt: str | None = Field(None, description="Text prompt for conditional captioning, e.g. 'a photo of'.")
     max_new_tokens: int = Field(40, ge=1, le=512, description="Longest caption in tokens.")

@@ -2,8 +2,9 @@
 
 `Dataset.open(path)` accepts, without importing anything:
 - an imported data set (`studio/datasets/NAME`, has `manifest.json`),
-- a plain folder of images with same-stem `.txt`/`.caption` files, including kohya
-  `NN_name` sub-folders (NN = repeats) and a `metadata.csv`/`.jsonl` in the folder,
+- a plain folder of images with same-stem `.txt`/`.caption` files (only `caption_extension`'s
+  when one is chosen, as kohya), including kohya `NN_name` sub-folders (NN = repeats) and a
+  `metadata.csv`/`.jsonl` or kohya `meta*.json` in the folder,
 - a `metadata.csv` / `metadata.jsonl` file, or a kohya `meta_*.json` file.
 Images are not decoded here (training opens them with `images.open_image`).
 """
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorastudio.data.caption_notes import CaptionChoices, caption_notes
 from lorastudio.data.manifest import DatasetFolder
 from lorastudio.data.sources import iter_source
 from lorastudio.errors import LorastudioError, NotFoundError
@@ -37,18 +39,30 @@ class Dataset:
     """An ordered list of `DatasetItem`s plus where they came from."""
 
     def __init__(
-        self, items: list[DatasetItem], root: Path, kind: str, skipped: list[tuple[str, str]] | None = None
+        self,
+        items: list[DatasetItem],
+        root: Path,
+        kind: str,
+        skipped: list[tuple[str, str]] | None = None,
+        notes: list[str] | None = None,
     ):
         self.root = root
         self.kind = kind  # "managed" | "folder" | "metadata" | "kohya-json"
         self._items = items
         self.skipped = skipped or []  # (name, reason) for entries that are not usable images
+        self.notes = notes or []  # which captions were read where an image had several (data.caption_notes)
 
     @classmethod
-    def open(cls, path: str | Path, default_caption: str = "", fallback_caption: str = "") -> Dataset:
+    def open(
+        cls,
+        path: str | Path,
+        default_caption: str = "",
+        fallback_caption: str = "",
+        caption_extension: str | None = None,
+    ) -> Dataset:
         """An image without a caption trains on `default_caption` (data.default_caption), else on
         its kohya `NN_name` folder's name (kohya's class tokens), else on `fallback_caption` (the
-        trigger)."""
+        trigger). `caption_extension` (data.caption_extension): a folder's caption files, as kohya's."""
         path = Path(path).expanduser()
         if not path.exists():
             raise NotFoundError(
@@ -63,7 +77,9 @@ class Dataset:
         kind = "folder" if path.is_dir() else ("kohya-json" if path.suffix.lower() == ".json" else "metadata")
         items: list[DatasetItem] = []
         skipped: list[tuple[str, str]] = []
-        for entry in iter_source(path):
+        choices = CaptionChoices()
+        for entry in iter_source(path, caption_extension):
+            choices.add(entry)
             if entry.problem or entry.read is None:
                 skipped.append((entry.name, entry.problem or "unreadable"))
                 continue
@@ -75,7 +91,8 @@ class Dataset:
             raise LorastudioError(
                 f"{path}: no images found; add .png/.jpg/.webp files or point at the right folder."
             )
-        return cls(items, path if path.is_dir() else path.parent, kind, skipped)
+        notes = caption_notes(choices, caption_extension, choose="data.caption_extension={ext}")
+        return cls(items, path if path.is_dir() else path.parent, kind, skipped, notes)
 
     @classmethod
     def _from_manifest(cls, folder: DatasetFolder, default_caption: str, fallback_caption: str = "") -> Dataset:

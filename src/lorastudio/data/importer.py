@@ -8,7 +8,8 @@ Re-running is safe and cheap: an image whose source hash is already in the manif
 skipped, and the manifest is saved every few images, so an interrupted import continues
 where it stopped. `import_report.json` keeps one record per run:
 `{"runs": [{"sources": [...], "imported": [{"source", "file"}], "skipped": [{"source", "reason"}],
-"failed": [{"source", "reason"}]}]}`.
+"failed": [{"source", "reason"}], "notes": [...]}]}`; the notes say which captions were chosen
+where an image had several (`data.caption_notes`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from lorastudio.data.caption_notes import CaptionChoices, caption_notes
 from lorastudio.data.images import MAX_PIXELS, RGB, ImageLoadError, needs_normalising, open_image
 from lorastudio.data.manifest import (
     DatasetFolder,
@@ -48,6 +50,7 @@ class ImportReport:
     imported: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # which captions were read where there was a choice
 
     def to_json(self) -> dict:
         return {
@@ -56,6 +59,7 @@ class ImportReport:
             "imported": self.imported,
             "skipped": self.skipped,
             "failed": self.failed,
+            "notes": self.notes,
         }
 
     def summary(self) -> dict:
@@ -131,13 +135,20 @@ def import_entries(
     background: RGB = (255, 255, 255),
     max_pixels: int = MAX_PIXELS,
     progress: Progress | None = None,
+    caption_extension: str | None = None,
 ) -> ImportReport:
-    """Import every entry into `folder`; the report lists what happened to each."""
+    """Import every entry into `folder`; the report lists what happened to each.
+
+    `caption_extension` is the one the entries were read with (None: `.txt`, else `.caption`);
+    the report's notes name it where an image had another caption beside it.
+    """
     report = ImportReport(sources=[str(s) for s in sources or []])
     known = folder.by_sha()
     rows = {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
+    choices = CaptionChoices()
     try:
         for count, entry in enumerate(entries, 1):
+            choices.add(entry)
             outcome, row = _import_one(folder, entry, background, max_pixels, known)
             rows[outcome].append(row)
             if outcome == "imported" and len(report.imported) % SAVE_EVERY == 0:
@@ -146,6 +157,7 @@ def import_entries(
                 progress(count, entry.source)
     finally:  # what was copied before an error or Ctrl-C stays recorded
         folder.save()
+    report.notes = caption_notes(choices, caption_extension)
     history = read_import_report(folder)
     history.append(report.to_json())
     atomic_write_json(folder.import_report_path, {"runs": history})

@@ -5,9 +5,12 @@ found beside it (or in a metadata file) and the kohya repeat count. Entries that
 images carry `problem` instead, so the importer can list them in the report and go on.
 
 Accepted sources (`iter_source` picks by what the path is):
-- a folder (recursive): images + same-stem `.txt`/`.caption`; a `metadata.csv`/`.jsonl`
-  in it adds captions (a same-stem caption file wins; rows naming no image, or no file at all,
-  are reported); kohya `NN_name` sub-folders give NN repeats;
+- a folder (recursive): images + same-stem `.txt`/`.caption` (the `.txt` when both are there,
+  as the report says, unless a `caption_extension` is chosen: then only that one, as kohya reads
+  it); a `metadata.csv`/`.jsonl` in it adds captions, and then a kohya metadata json
+  (`meta*.json`, the last step of kohya's pipeline found) for images still without one (a
+  same-stem caption file wins; rows naming no image, or no file at all, are reported); kohya
+  `NN_name` sub-folders give NN repeats;
 - a `.zip` with the same layout inside;
 - `metadata.csv` (columns `file_name` + `text`/`caption`/`tags`; UTF-8 with or without the BOM
   pandas' `utf-8-sig` writes, or GB18030) or `metadata.jsonl` (one object per line, same keys),
@@ -26,7 +29,7 @@ import json
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lorastudio.data.images import IMAGE_EXTENSIONS, is_image_name
@@ -44,9 +47,17 @@ __all__ = [
     "read_list",
     "kohya_repeats",
     "CAPTION_SIDECARS",
+    "caption_extension_of",
 ]
 
+# Read in this order when no caption_extension is chosen: WD14 tags (.txt) before BLIP's .caption.
 CAPTION_SIDECARS = (".txt", ".caption")
+# Extensions a caption file cannot have (they are images, metadata or other training files).
+_NOT_CAPTION_EXTENSIONS = {".json", ".jsonl", ".csv", ".zip", ".npz", ".toml", ".yaml", ".yml", ".lst"}
+_CAPTION_EXTENSION = re.compile(r"^\.\w[\w.-]*$")
+# kohya's fine-tuning steps, last first: prepare_buckets_latents, clean_captions_and_tags,
+# merge_dd_tags_to_metadata, merge_captions_to_metadata. A folder's latest one is read.
+_KOHYA_STEPS = ("meta_lat", "meta_clean", "meta_cap_dd", "meta_cap")
 # Files that live beside images in training folders and are not worth a report line.
 _QUIET_EXTENSIONS = {".txt", ".caption", ".csv", ".jsonl", ".json", ".npz", ".toml", ".yaml", ".yml", ".md"}
 _KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
@@ -64,6 +75,41 @@ class SourceEntry:
     repeats: int = 1
     problem: str | None = None
     folder_caption: str = ""  # a kohya `NN_name` folder's name: kohya's caption where none is given
+    caption_from: str = ""  # ".txt", ".caption", "metadata.csv", "meta_lat.json"...: where `caption` was read
+    unread_captions: tuple[str, ...] = field(default_factory=tuple)  # other captions found, not read
+
+
+def caption_extension_of(value: str | None) -> str | None:
+    """A chosen caption extension ('.caption', 'caption') -> '.caption'; None or '' -> None (both read).
+
+    kohya reads only its `caption_extension` beside each image; so does lorastudio once one is chosen.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    ext = text if text.startswith(".") else f".{text}"
+    if not _CAPTION_EXTENSION.match(ext) or ext.lower() in IMAGE_EXTENSIONS | _NOT_CAPTION_EXTENSIONS:
+        raise LorastudioError(
+            f"caption extension {value!r}: give the caption files' extension, e.g. .txt or .caption."
+        )
+    return ext
+
+
+def _sidecar_caption(
+    stem: str, present: list[str], chosen: str | None, read: Callable[[str], bytes]
+) -> tuple[str | None, str, tuple[str, ...]]:
+    """(caption, its extension, the caption files left unread) among the sidecars `present` beside
+    an image: only the `chosen` one, else the first that is not empty (`.txt` before `.caption`)."""
+    order = [ext for ext in ([chosen] if chosen else present) if ext in present]
+    for ext in order:
+        caption = _clean_caption(decode_text(read(stem + ext)))
+        if caption:
+            return caption, ext, tuple(other for other in present if other != ext)
+    return None, "", tuple(ext for ext in present if ext not in order)
+
+
+def _sidecar_extensions(chosen: str | None) -> tuple[str, ...]:
+    return CAPTION_SIDECARS if chosen in (None, *CAPTION_SIDECARS) else (*CAPTION_SIDECARS, chosen)
 
 
 def kohya_repeats(folder_name: str) -> tuple[int, str] | None:
@@ -146,60 +192,146 @@ def _metadata_problems(
 
 
 def _tree_entries(
-    names: list[str], read: Callable[[str], bytes], where: Callable[[str], str]
+    names: list[str],
+    read: Callable[[str], bytes],
+    where: Callable[[str], str],
+    caption_extension: str | None = None,
 ) -> Iterator[SourceEntry]:
     """Shared by folders and zips: `names` are POSIX paths relative to the root."""
     name_set = set(names)
-    metadata: dict[str, str | None] = {}  # image name (relative to the root) -> caption
+    metadata: dict[str, tuple[str, str]] = {}  # image name (relative to the root) -> (caption, metadata file)
     for meta_name in sorted(n for n in names if PurePosixPath(n).name in ("metadata.csv", "metadata.jsonl")):
         folder = PurePosixPath(meta_name).parent
         captions, nameless = _parse_metadata(meta_name, read(meta_name))
         listed = {(folder / file_name).as_posix(): caption for file_name, caption in captions.items()}
-        metadata.update({key: caption for key, caption in listed.items() if caption})
+        base = PurePosixPath(meta_name).name
+        metadata.update({key: (caption, base) for key, caption in listed.items() if caption})
         yield from _metadata_problems(meta_name, where(meta_name), list(listed), nameless, name_set)
-    for name in sorted(names):
+    quiet = set(_QUIET_EXTENSIONS)
+    if caption_extension:  # a kohya caption_extension such as ".cap" is no junk to report
+        quiet.add(PurePosixPath(f"x{caption_extension}").suffix.lower())
+    images: list[str] = []
+    visible = [n for n in sorted(names) if not _hidden(n)]
+    for name in visible:
         path = PurePosixPath(name)
-        if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
-            continue
         suffix = path.suffix.lower()
-        if suffix not in IMAGE_EXTENSIONS:
-            if suffix not in _QUIET_EXTENSIONS:
-                yield SourceEntry(
-                    name, where(name), problem=f"not an image file ({suffix or 'no extension'}); skipped"
-                )
-            continue
-        caption = None
-        for sidecar in CAPTION_SIDECARS:
-            sidecar_name = str(path.with_suffix(sidecar))
-            if sidecar_name in name_set:
-                caption = _clean_caption(decode_text(read(sidecar_name)))
-                break
-        caption = caption or metadata.get(name)
+        if suffix in IMAGE_EXTENSIONS:
+            images.append(name)
+        elif suffix not in quiet:
+            problem = f"not an image file ({suffix or 'no extension'}); skipped"
+            yield SourceEntry(name, where(name), problem=problem)
+    kohya = _folder_kohya_metadata(visible, read, where, images)
+    yield from kohya.problems
+    for name in images:
+        path = PurePosixPath(name)
+        stem = str(path.with_suffix(""))
+        present = [ext for ext in _sidecar_extensions(caption_extension) if stem + ext in name_set]
+        caption, caption_from, unread = _sidecar_caption(stem, present, caption_extension, read)
+        for text, source in (metadata.get(name, (None, "")), (kohya.captions.get(name), kohya.name)):
+            if text and not caption:
+                caption, caption_from = text, source
+            elif text and source == kohya.name and caption_from != source:
+                unread = (*unread, source)  # kohya's joined caption + tags, not used: said in the report
         # kohya: the nearest `NN_name` folder above the image sets its repeats, and its name is the
         # caption kohya trains an image without one on (DreamBooth's "5_sks dog").
         repeats, folder_caption = next(
-            (kohya for part in reversed(path.parts[:-1]) if (kohya := kohya_repeats(part))), (1, "")
+            (found for part in reversed(path.parts[:-1]) if (found := kohya_repeats(part))), (1, "")
         )
         yield SourceEntry(
             name, where(name), read=lambda n=name: read(n), caption=caption, repeats=repeats,
-            folder_caption=folder_caption.strip(),
+            folder_caption=folder_caption.strip(), caption_from=caption_from, unread_captions=unread,
         )  # fmt: skip
 
 
-def read_folder(root: Path) -> Iterator[SourceEntry]:
+def _hidden(name: str) -> bool:
+    """Dot folders and files and macOS zip debris are never training data."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts)
+
+
+def _kohya_step(meta_name: str) -> int:
+    stem = PurePosixPath(meta_name).stem.lower()
+    return next((rank for rank, step in enumerate(_KOHYA_STEPS) if stem.startswith(step)), len(_KOHYA_STEPS))
+
+
+@dataclass
+class _KohyaMetadata:
+    """The kohya metadata json a folder holds, matched to its images."""
+
+    name: str = ""  # the json's file name, "" when the folder has none
+    captions: dict[str, str] = field(default_factory=dict)  # image name -> caption + tags
+    problems: list[SourceEntry] = field(default_factory=list)  # jsons not read, keys naming no image
+
+
+def _folder_kohya_metadata(
+    names: list[str], read: Callable[[str], bytes], where: Callable[[str], str], images: list[str]
+) -> _KohyaMetadata:
+    """The kohya metadata json of a folder (merge_captions_to_metadata... output, `meta*.json`);
+    with several, the last step of kohya's pipeline (`meta_lat` before `meta_clean`...)."""
+    out = _KohyaMetadata()
+    found: list[tuple[str, dict[str, str | None]]] = []
+    candidates = sorted(
+        n for n in names if n.lower().endswith(".json") and "meta" in PurePosixPath(n).name.lower()
+    )
+    for meta_name in candidates:
+        try:
+            records = _kohya_records(json.loads(decode_text(read(meta_name))))
+        except json.JSONDecodeError as exc:
+            problem = f"not valid JSON ({exc.msg}); its captions not read"
+            out.problems.append(SourceEntry(meta_name, where(meta_name), problem=problem))
+            continue
+        if records is not None:
+            found.append((meta_name, records))
+    if not found:
+        return out
+    found.sort(key=lambda pair: (_kohya_step(pair[0]), pair[0]))
+    meta_name, records = found[0]
+    out.name = PurePosixPath(meta_name).name
+    for other, _ in found[1:]:
+        out.problems.append(
+            SourceEntry(other, where(other), problem=f"kohya metadata not read: {out.name} is a later step")
+        )
+    out.captions, matched = _match_kohya_keys(records, images)
+    unmatched = [key for key in records if key not in matched]
+    out.problems += _metadata_problems(meta_name, where(meta_name), unmatched, [], set())
+    return out
+
+
+def _match_kohya_keys(records: dict[str, str | None], images: list[str]) -> tuple[dict[str, str], set[str]]:
+    """({image name: caption}, keys used). kohya's image_key is the file's stem, or with --full_path
+    its path (maybe another machine's): an image matches a key ending in its own path, else its stem."""
+    by_tail: dict[str, str] = {}
+    for key in records:
+        path = PurePosixPath(key.replace("\\", "/"))
+        parts = (path.with_suffix("") if path.suffix.lower() in IMAGE_EXTENSIONS else path).parts
+        for start in range(len(parts)):
+            by_tail.setdefault("/".join(parts[start:]), key)
+    captions, matched = {}, set()
+    for name in images:
+        bare = PurePosixPath(name).with_suffix("")
+        key = by_tail.get(bare.as_posix()) or by_tail.get(bare.name)
+        if key is not None:
+            matched.add(key)
+            if records[key]:
+                captions[name] = records[key]
+    return captions, matched
+
+
+def read_folder(root: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
     root = Path(root)
     files = [p for p in root.rglob("*") if p.is_file()]
     names = [p.relative_to(root).as_posix() for p in files]
-    yield from _tree_entries(names, lambda n: (root / n).read_bytes(), lambda n: str(root / n))
+    yield from _tree_entries(
+        names, lambda n: (root / n).read_bytes(), lambda n: str(root / n), caption_extension
+    )
 
 
-def read_zip(path: Path) -> Iterator[SourceEntry]:
+def read_zip(path: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
     """Entries of a zip; the archive is opened now, so a bad zip fails before any import."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise LorastudioError(f"{path}: not a readable zip ({exc}); re-create the archive.") from None
-    return _zip_entries(path, archive)
+    return _zip_entries(path, archive, caption_extension)
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:
@@ -219,7 +351,9 @@ def _member_name(info: zipfile.ZipInfo) -> str:
     return info.filename
 
 
-def _zip_entries(path: Path, archive: zipfile.ZipFile) -> Iterator[SourceEntry]:
+def _zip_entries(
+    path: Path, archive: zipfile.ZipFile, caption_extension: str | None
+) -> Iterator[SourceEntry]:
     with archive:
         infos = {_member_name(info): info for info in archive.infolist() if not info.is_dir()}
 
@@ -232,7 +366,7 @@ def _zip_entries(path: Path, archive: zipfile.ZipFile) -> Iterator[SourceEntry]:
             return archive.read(info)
 
         # Read eagerly inside the `with`: entries outlive this generator's archive handle otherwise.
-        for entry in _tree_entries(list(infos), read, lambda n: f"{path}:{n}"):
+        for entry in _tree_entries(list(infos), read, lambda n: f"{path}:{n}", caption_extension):
             if entry.read is not None:
                 try:
                     data = entry.read()
@@ -247,46 +381,82 @@ def _resolve_listed(base: Path, raw: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _file_entry(path: Path, name: str, caption: str | None, repeats: int = 1) -> SourceEntry:
+def _file_entry(
+    path: Path,
+    name: str,
+    caption: str | None,
+    repeats: int = 1,
+    caption_extension: str | None = None,
+    caption_from: str = "",
+) -> SourceEntry:
+    """A listed image; without a caption from its list, the caption file beside it."""
     if not path.is_file():
         return SourceEntry(name, str(path), problem="listed but not found")
+    unread: tuple[str, ...] = ()
     if caption is None:
-        for sidecar in CAPTION_SIDECARS:
-            if path.with_suffix(sidecar).is_file():
-                caption = _clean_caption(decode_text(path.with_suffix(sidecar).read_bytes()))
-                break
-    return SourceEntry(name, str(path), read=_read_bytes(path), caption=caption, repeats=repeats)
+        stem = str(path.with_suffix(""))
+        present = [ext for ext in _sidecar_extensions(caption_extension) if Path(stem + ext).is_file()]
+        caption, caption_from, unread = _sidecar_caption(
+            stem, present, caption_extension, lambda name: Path(name).read_bytes()
+        )
+    return SourceEntry(
+        name, str(path), read=_read_bytes(path), caption=caption, repeats=repeats,
+        caption_from=caption_from if caption else "", unread_captions=unread,
+    )  # fmt: skip
 
 
-def _metadata_records(path: Path) -> Iterator[SourceEntry]:
+def _metadata_records(path: Path, caption_extension: str | None) -> Iterator[SourceEntry]:
     for number, row in enumerate(_metadata_rows(path.name, path.read_bytes()), 1):
         file_name = _row_file_name(row)
         if not file_name:
             yield SourceEntry(f"{path.name} row {number}", f"{path}: row {number}", problem="row has no file_name")
             continue
-        yield _file_entry(_resolve_listed(path.parent, file_name), file_name, _caption_from_record(row))
+        image = _resolve_listed(path.parent, file_name)
+        yield _file_entry(image, file_name, _caption_from_record(row), 1, caption_extension, path.name)
 
 
-def read_metadata_csv(path: Path) -> Iterator[SourceEntry]:
-    yield from _metadata_records(Path(path))
+def read_metadata_csv(path: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
+    yield from _metadata_records(Path(path), caption_extension)
 
 
-def read_metadata_jsonl(path: Path) -> Iterator[SourceEntry]:
-    yield from _metadata_records(Path(path))
+def read_metadata_jsonl(path: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
+    yield from _metadata_records(Path(path), caption_extension)
 
 
 def _find_kohya_image(base: Path, key: str) -> Path | None:
-    candidate = _resolve_listed(base, key)
-    if candidate.is_file() and is_image_name(candidate.name):
-        return candidate
-    for ext in sorted(IMAGE_EXTENSIONS):
-        with_ext = candidate.with_name(candidate.name + ext)
-        if with_ext.is_file():
-            return with_ext
+    """The image a kohya image_key names: its path (--full_path), else its file name beside the json
+    (a path from the machine that made the json)."""
+    listed = _resolve_listed(base, key)
+    for candidate in dict.fromkeys((listed, base / PurePosixPath(key.replace("\\", "/")).name)):
+        if candidate.is_file() and is_image_name(candidate.name):
+            return candidate
+        for ext in sorted(IMAGE_EXTENSIONS):
+            with_ext = candidate.with_name(candidate.name + ext)
+            if with_ext.is_file():
+                return with_ext
     return None
 
 
-def read_kohya_json(path: Path) -> Iterator[SourceEntry]:
+def _kohya_caption(record: dict) -> str | None:
+    """kohya's fine-tuning caption: `caption, tags` (either alone when the other is missing)."""
+    caption = _clean_caption(record.get("caption"))
+    tags = _clean_caption(record.get("tags"))
+    if tags:
+        return f"{caption}, {tags}" if caption else tags
+    return caption
+
+
+def _kohya_records(data: object) -> dict[str, str | None] | None:
+    """{image_key: caption} of kohya metadata (`{image_key: {caption, tags, train_resolution}}`);
+    None for JSON of another shape."""
+    if not isinstance(data, dict) or not all(isinstance(record, dict) for record in data.values()):
+        return None
+    if data and not any({"caption", "tags", "train_resolution"} & set(record) for record in data.values()):
+        return None
+    return {str(key): _kohya_caption(record) for key, record in data.items()}
+
+
+def read_kohya_json(path: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
     """kohya meta_cap/meta_clean/meta_lat.json; caption and tags are joined as kohya does."""
     path = Path(path)
     try:
@@ -298,51 +468,45 @@ def read_kohya_json(path: Path) -> Iterator[SourceEntry]:
             f"{path}: expected kohya metadata {{image_key: {{caption, tags}}}}; got a list."
         )
     for key, record in data.items():
-        record = record if isinstance(record, dict) else {}
-        caption = _clean_caption(record.get("caption"))
-        tags = _clean_caption(record.get("tags"))
-        if tags:
-            caption = f"{caption}, {tags}" if caption else tags
+        caption = _kohya_caption(record if isinstance(record, dict) else {})
         image = _find_kohya_image(path.parent, key)
         if image is None:
             yield SourceEntry(key, str(path), problem="image_key names no image file next to the json")
             continue
-        yield _file_entry(image, image.name, caption)
+        yield _file_entry(image, image.name, caption, 1, caption_extension, path.name)
 
 
-def read_list(path: Path) -> Iterator[SourceEntry]:
+def read_list(path: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
     path = Path(path)
     for line in decode_text(path.read_bytes()).splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             image = _resolve_listed(path.parent, line)
-            yield _file_entry(image, image.name, None)
+            yield _file_entry(image, image.name, None, 1, caption_extension)
 
 
-def iter_source(source: str | Path) -> Iterator[SourceEntry]:
-    """Pick the reader for `source` (see the module docstring)."""
+def iter_source(source: str | Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:
+    """Pick the reader for `source` (see the module docstring). `caption_extension`: read only
+    that caption file beside each image (kohya's caption_extension); None: `.txt`, else `.caption`."""
     path = Path(source).expanduser()
     if not path.exists():
         raise NotFoundError(f"{path}: no such file or folder; check the path.")
+    readers: dict[str, Callable[..., Iterator[SourceEntry]]] = {
+        ".zip": read_zip, ".csv": read_metadata_csv, ".jsonl": read_metadata_jsonl, ".json": read_kohya_json,
+        ".txt": read_list, ".lst": read_list,
+    }  # fmt: skip
     if path.is_dir():
-        return read_folder(path)
-    suffix = path.suffix.lower()
-    if suffix == ".zip":
-        return read_zip(path)
-    if suffix == ".csv":
-        return read_metadata_csv(path)
-    if suffix == ".jsonl":
-        return read_metadata_jsonl(path)
-    if suffix == ".json":
-        return read_kohya_json(path)
-    if suffix in {".txt", ".lst"}:
-        return read_list(path)
+        return read_folder(path, caption_extension)
+    if path.suffix.lower() in readers:
+        return readers[path.suffix.lower()](path, caption_extension)
     if is_image_name(path.name):
-        return iter([_file_entry(path, path.name, None)])
+        return iter([_file_entry(path, path.name, None, 1, caption_extension)])
     raise LorastudioError(
         f"{path}: not a folder, zip, metadata.csv/.jsonl, kohya .json, list .txt or image; point at one of those."
     )
 
 
-def iter_sources(sources: Iterable[str | Path]) -> Iterator[SourceEntry]:
+def iter_sources(
+    sources: Iterable[str | Path], caption_extension: str | None = None
+) -> Iterator[SourceEntry]:
     """All entries of several sources; every source is checked before the first entry."""
-    return itertools.chain.from_iterable([iter_source(source) for source in sources])
+    return itertools.chain.from_iterable([iter_source(source, caption_extension) for source in sources])

@@ -34,6 +34,7 @@ __all__ = [
     "config_fields_from_infotext",
     "hires_upscaler_name",
     "infotext_params",
+    "noise_source",
 ]
 
 
@@ -56,6 +57,8 @@ class InfotextFacts:
     padded_conds: bool = False  # `pad_conds` padded a prompt and its negative to one length
     padded_conds_v0: bool = False  # `pad_conds_v0` cut or extended the negative prompt to the prompt's length
     old_timelines: bool = False  # `old_prompt_editing` gave a prompt another schedule than 1.6+ would
+    hires_sampler: str = ""  # the hires pass's sampler and schedule type as sampled ("": no hires pass)
+    hires_schedule: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,53 @@ def _hashes(pairs: list[tuple[str, str]]) -> str | None:
     return ", ".join(f"{n}: {h}" for n, h in pairs) if pairs else None
 
 
+def noise_source(params: dict[str, Any]) -> str:
+    """The random number source an image's noise came from (`GenerateConfig.rng`): its `RNG` key as
+    written; without one, A1111's default GPU, or CPU for lorastudio's images, which drew every noise
+    on the CPU before they wrote the key."""
+    written = str(params.get("RNG", "") or "").strip()
+    if written:
+        return written.upper()
+    return "CPU" if str(params.get("Version", "") or "").startswith("lorastudio") else "GPU"
+def _write_hires_sampler(cfg: Any, facts: InfotextFacts) -> str | None:
+    """A1111 writes the hires sampler only where it differs from the first pass's."""
+    return facts.hires_sampler if cfg.hires_on and facts.hires_sampler not in ("", facts.sampler) else None
+
+
+def _write_hires_schedule(cfg: Any, facts: InfotextFacts) -> str | None:
+    """The hires schedule type where it differs from the first pass's (A1111 leaves out an "Automatic" there,
+    which its paste reads back as the first pass's; written here, so the image comes back the same)."""
+    return facts.hires_schedule if cfg.hires_on and facts.hires_schedule not in ("", facts.schedule) else None
+
+
+def _write_hires_prompt(field: str, first: str) -> Callable[[Any, InfotextFacts], Any]:
+    """A1111 writes a hires prompt only where it is not the prompt itself."""
+
+    def write(cfg: Any, facts: InfotextFacts) -> str | None:
+        text = getattr(cfg, field)
+        return text if cfg.hires_on and text and text != getattr(cfg, first) else None
+
+    return write
+
+
+def _read_unless(key: str, field: str, same: str, cast: Callable[[str], Any] = str):
+    """A text value, where it is not A1111's word for the first pass's (`Use same sampler`)."""
+
+    def read(params: dict[str, Any]) -> dict[str, Any]:
+        value = str(params.get(key) or "").strip()
+        return {field: cast(value)} if value and value.lower() != same.lower() else {}
+
+    return read
+
+
+def _write_noise_multiplier(cfg: Any, facts: InfotextFacts) -> float | None:
+    return cfg.initial_noise_multiplier if cfg.init_image and cfg.initial_noise_multiplier != 1.0 else None
+
+
+def _write_extra_noise(cfg: Any, facts: InfotextFacts) -> float | None:
+    return cfg.extra_noise if cfg.extra_noise > 0 and (cfg.init_image or cfg.hires_on) else None
+
+
 def _version(cfg: Any, facts: InfotextFacts) -> str:
     from lorastudio import __version__
 
@@ -278,9 +328,9 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         _reads("Clip skip", "clip_skip", int),
         special=True,
     ),
-    # Every noise here is drawn on the CPU (`generate.noise`); A1111 reads a missing key as its
-    # default "GPU" and would start an image pasted into it from other noise.
-    _F(None, "RNG", None, lambda c, f: "CPU"),
+    # A1111's option `randn_source` (a request's override_settings), not a request field. A1111 leaves
+    # out its default GPU; written here always, as images lorastudio made before it had GPU noise lack it.
+    _F("rng", "RNG", None, lambda c, f: c.rng, lambda params: {"rng": noise_source(params)}),
     _F("batch_size", None, "batch_size"),
     _F("count", None, "n_iter"),
     _F("init_image", None, "init_images", special=True),
@@ -370,6 +420,20 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
         mode="hires",
         api_default="Latent",
     ),
+    # The hires pass's own sampler, schedule type and prompts (A1111 1.10's txt2img fields).
+    _F("hires_sampler", "Hires sampler", "hr_sampler_name", _write_hires_sampler,
+       _read_unless("Hires sampler", "hires_sampler", "Use same sampler"), mode="hires"),
+    _F("hires_schedule", "Hires schedule type", "hr_scheduler", _write_hires_schedule,
+       _read_unless("Hires schedule type", "hires_schedule", "Use same scheduler", schedule_label), mode="hires"),
+    _F("hires_prompt", "Hires prompt", "hr_prompt", _write_hires_prompt("hires_prompt", "prompt"),
+       _read_text("Hires prompt", "hires_prompt"), mode="hires"),
+    _F("hires_negative_prompt", "Hires negative prompt", "hr_negative_prompt",
+       _write_hires_prompt("hires_negative_prompt", "negative_prompt"),
+       _read_text("Hires negative prompt", "hires_negative_prompt"), mode="hires"),
+    # A1111 settings (`initial_noise_multiplier`, `img2img_extra_noise` in override_settings), not request fields.
+    _F("initial_noise_multiplier", "Noise multiplier", None, _write_noise_multiplier,
+       _reads("Noise multiplier", "initial_noise_multiplier", float)),
+    _F("extra_noise", "Extra noise", None, _write_extra_noise, _reads("Extra noise", "extra_noise", float)),
     _F(
         "eta",
         "Eta DDIM",

@@ -8,7 +8,7 @@ A model adds tighter bounds of its own where it has them (`Field(20, le=500)`).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,7 +18,7 @@ from lorastudio.generate.control_units import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.generate.samplers import SCHEDULE_TYPES, find_schedule
 from lorastudio.generate.upscalers.names import FIXED_UPSCALERS, fixed_upscaler
 
-__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "hires_final_size", "hires_target", "request_size", "size_from_picture", "snap_size"]
+__all__ = ["HIRES_UPSCALERS", "MAX_CONTROL_UNITS", "RNG_SOURCES", "RngSource", "ControlUnit", "GenerateConfig", "SamplingSteps", "CfgScale", "SamplerName", "SamplingSeed", "hires_final_size", "hires_target", "request_size", "size_from_picture", "snap_size"]
 
 MIN_SIZE, MAX_SIZE = 64, 4096  # pixels per side of a generated image
 
@@ -105,6 +105,9 @@ HIRES_UPSCALERS: tuple[str, ...] = FIXED_UPSCALERS
 SamplerName = Annotated[
     str, Field(description="A1111 sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'.")
 ]
+# A1111's "Random number generator source" (`randn_source`, infotext `RNG`); `generate.noise` draws them.
+RngSource = Literal["CPU", "GPU", "NV"]
+RNG_SOURCES: tuple[str, ...] = get_args(RngSource)
 SamplingSeed = Annotated[
     int, Field(description="Seed of the first image; image i of a batch uses seed + i (-1 = random).")
 ]
@@ -158,6 +161,13 @@ class GenerateConfig(StrictModel):
     seed_resize_from_h: int = Field(
         0, ge=0, le=4096, description="Draw the noise as for this height, centred (0 = off; needs both)."
     )
+    rng: RngSource = Field(
+        "CPU",
+        description="Random number source of the noise (A1111's 'Random number generator source', infotext 'RNG'):"
+        " CPU draws on torch's CPU generator, the same on every machine; NV draws NVIDIA's Philox numbers on the"
+        " CPU, the noise a CUDA GPU makes; GPU draws on the CUDA device, and where there is none the NV numbers,"
+        " which are what an NVIDIA GPU draws. An A1111 image without 'RNG' was made with GPU.",
+    )
     width: int | None = Field(
         None,
         description="Width in pixels (multiple of 8); default: from the init image (its size, or its aspect "
@@ -207,6 +217,37 @@ class GenerateConfig(StrictModel):
         description="A1111 upscaler name: a latent mode ('Latent', 'Latent (bicubic antialiased)', ...), "
         "'None', 'Lanczos', 'Nearest', or a model in studio/models/upscalers ('R-ESRGAN 4x+', '4x-UltraSharp').",
     )
+    hires_sampler: str | None = Field(
+        None,
+        description="Hires pass sampler (A1111 'Hires sampler', e.g. 'DPM++ 2M'); none or 'Use same sampler' = the "
+        "first pass's.",
+    )
+    hires_schedule: str | None = Field(
+        None,
+        description="Hires pass schedule type (A1111 'Hires schedule type'); none or 'Use same scheduler' = the "
+        "first pass's.",
+    )
+    hires_prompt: str = Field(
+        "", description="Hires pass prompt (A1111 'Hires prompt'; empty = the prompt); its <lora:...> tags must be the prompt's."
+    )
+    hires_negative_prompt: str = Field(
+        "", description="Hires pass negative prompt (A1111 'Hires negative prompt'; empty = the negative prompt)."
+    )
+    initial_noise_multiplier: float = Field(
+        1.0,
+        ge=0,
+        le=1.5,
+        description="img2img: the seed's noise times this before it is added to the picture (A1111's setting"
+        " 'Noise multiplier for img2img', infotext 'Noise multiplier'; 1 = as drawn).",
+    )
+    extra_noise: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="img2img and the hires fix: the seed's noise added once more, this many times, to the noised"
+        " picture (A1111's setting 'Extra noise multiplier for img2img and hires fix', infotext 'Extra noise';"
+        " 0 = off; keep it below the denoising strength).",
+    )
     controlnet: list[ControlUnit] = Field(
         default_factory=list,
         max_length=MAX_CONTROL_UNITS,
@@ -250,6 +291,28 @@ class GenerateConfig(StrictModel):
         if value is not None and find_schedule(value) is None:
             raise ValueError(f"not supported; use one of: {', '.join(SCHEDULE_TYPES)}")
         return value  # kept as written: recipes record the request as the user gave it
+
+    @field_validator("rng", mode="before")
+    @classmethod
+    def _rng_any_case(cls, value: object) -> object:
+        # "nv", "gpu": A1111's clients and X/Y/Z values are not always upper case
+        return value.strip().upper() if isinstance(value, str) else value
+    @field_validator("hires_sampler")
+    @classmethod
+    def _same_sampler_is_none(cls, value: str | None) -> str | None:
+        # A1111's "Use same sampler" (its form's first choice, its infotext's default) is the first pass's
+        text = (value or "").strip()
+        return None if text.lower() in ("", "use same sampler") else text
+
+    @field_validator("hires_schedule")
+    @classmethod
+    def _hires_schedule(cls, value: str | None) -> str | None:
+        text = (value or "").strip()
+        if text.lower() in ("", "use same scheduler"):
+            return None
+        if find_schedule(text) is None:
+            raise ValueError(f"not supported; use 'Use same scheduler' or one of: {', '.join(SCHEDULE_TYPES)}")
+        return text
 
     @field_validator("hires_upscaler")
     @classmethod

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import RNG_SOURCES
 from lorastudio.generate.samplers import SCHEDULE_TYPES
 
 __all__ = [
@@ -95,21 +96,24 @@ AXES: dict[str, Axis] = {
         Axis("hires_steps", "Hires steps", int, ("hr_second_pass_steps",)),
         Axis("hires_strength", "Denoising", float, ("denoising", "denoising_strength")),
         Axis("hires_upscaler", "Hires upscaler", str, ("hr_upscaler", "hires upscaler", "upscaler")),
+        # A1111's option randn_source: GPU, CPU or NV (GenerateConfig.rng)
+        Axis("rng", "RNG source", str, ("randn_source", "rng source", "random number generator source")),
+        Axis("hires_sampler", "Hires sampler", str, ("hr_sampler_name",)),
+        Axis("hires_schedule", "Hires schedule type", str, ("hr_scheduler",)),
+        Axis("initial_noise_multiplier", "Initial noise multiplier", float, ("noise multiplier",)),
+        Axis("extra_noise", "Extra noise", float, ("img2img_extra_noise",)),
     )
 }
 
 
 # A1111 1.10's X/Y/Z axes whose setting the generation here does not run, by A1111's label: why. No stub
 # axis stands in for them (a grid whose cells all come out alike would look like a finding).
-_SAME_SAMPLER = "the hires pass samples with the first pass's sampler and schedule type (no hires sampler setting)"
 _NO_CHURN = "the samplers run without k-diffusion's churn options (s_churn, s_tmin, s_tmax, s_noise are not settings)"
 _OWN_SIGMAS = "each schedule type uses the model's own sigma range and its fixed rho (no schedule overrides)"
 _NO_TOME = "no token merging (ToMe) runs in the UNet"
 _NO_REFINER = "no SDXL refiner pass runs after the base model"
 _NO_BETA = f"there is no Beta schedule type (schedule types: {', '.join(SCHEDULE_TYPES)})"
 UNSUPPORTED_AXES: dict[str, str] = {
-    "Hires sampler": _SAME_SAMPLER,
-    "Hires schedule type": _SAME_SAMPLER,
     "Image CFG Scale": "it guides instruct-pix2pix models, which this studio does not load",
     "Negative Guidance minimum sigma": "every step evaluates the negative prompt (no s_min_uncond skipping)",
     "Sigma Churn": _NO_CHURN,
@@ -122,8 +126,6 @@ UNSUPPORTED_AXES: dict[str, str] = {
     "Skip Early CFG": "every step applies CFG (no skip_early_cond)",
     "Beta schedule alpha": _NO_BETA,
     "Beta schedule beta": _NO_BETA,
-    "Initial noise multiplier": "img2img's starting noise is not scaled (no initial_noise_multiplier)",
-    "Extra noise": "img2img adds no extra noise to the init picture's latents (no img2img_extra_noise)",
     "Cond. Image Mask Weight": "inpainting models always get the whole masked picture (no inpainting_mask_weight)",
     "UniPC Order": "UniPC runs at one fixed solver order (no uni_pc_order setting)",
     "Face restore": "no face restoration runs after sampling (restore_faces is accepted and ignored)",
@@ -133,7 +135,6 @@ UNSUPPORTED_AXES: dict[str, str] = {
     "SGM noise multiplier": "SDXL's starting noise is scaled one way only (no sgm_noise_multiplier)",
     "Refiner checkpoint": _NO_REFINER,
     "Refiner switch at": _NO_REFINER,
-    "RNG source": "every noise is drawn on the CPU (infotext 'RNG: CPU'); GPU and NV noise are not drawn",
     "FP8 mode": "models are never stored in FP8 here (no fp8_storage)",
 }
 
@@ -241,6 +242,8 @@ def parse_values(text: str | list, axis: Axis) -> list:
         raise LorastudioError(f"grid axis {axis_title(axis)}: no values; give e.g. 'a, b, c'.")
     if axis.name == "prompt_order":
         return _term_orders(items)
+    if axis.name == "rng":
+        return [_rng_source(item) for item in items]
     if axis.kind is str:
         return items
     values: list = []
@@ -248,6 +251,13 @@ def parse_values(text: str | list, axis: Axis) -> list:
         expanded = _expand_range(item, axis.kind, axis_title(axis))
         values += expanded if expanded is not None else [_number(item, axis.kind, axis_title(axis))]
     return values
+
+
+def _rng_source(item: str) -> str:
+    """An RNG source value in A1111's spelling (upper case), or one line naming the choices."""
+    if item.upper() not in RNG_SOURCES:
+        raise LorastudioError(f"grid axis {axis_title(AXES['rng'])}: {item!r}; use one of {', '.join(RNG_SOURCES)}.")
+    return item.upper()
 
 
 def _term_orders(terms: list[str]) -> list[tuple[str, ...]]:

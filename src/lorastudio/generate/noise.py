@@ -1,38 +1,72 @@
-"""Initial latent noise: seeds, A1111 variation seeds (subseeds) and "resize seed from".
+"""Initial latent noise: seeds, A1111 variation seeds (subseeds) and "resize seed from", and the
+fresh noise ancestral samplers mix in at each step, from one of A1111's random number sources.
 
 A1111 makes the starting noise of image i from its seed; with a variation seed it walks
 from that noise towards the noise of the variation seed along a great circle (slerp), so
 strength 0 is the seed's image and strength 1 starts from the variation seed's noise.
 "Resize seed from WxH" draws the noise as if the image had that size and pastes its centre
 into noise of the real size, so an image keeps its composition when the size changes.
-Everything is drawn on CPU generators: the same seed gives the same noise on any device.
+
+The source (`rng`, A1111's "Random number generator source"): "CPU" draws on torch's CPU generator,
+the same on any machine; "NV" draws NVIDIA's Philox numbers on the CPU (`generate.philox`), which
+are what a CUDA GPU draws; "GPU" draws on the CUDA device where there is one, else the NV numbers.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NoiseOptions", "seed_noise", "slerp", "image_noise", "batch_noise"]
-
+__all__ = [
+    "ImageNoise",
+    "NoiseOptions",
+    "batch_noise",
+    "image_noise",
+    "new_generator",
+    "seed_noise",
+    "slerp",
+]
 
 @dataclass(frozen=True)
 class NoiseOptions:
-    """The variation settings of a request; the defaults draw plain seed noise."""
+    """The variation settings and random source of a request; the defaults draw plain CPU seed noise."""
 
     subseed_strength: float = 0.0
     resize_from: tuple[int, int] | None = None  # (latent width, latent height)
+    rng: str = "CPU"
 
     @property
     def plain(self) -> bool:
         return self.subseed_strength == 0 and self.resize_from is None
 
 
-def seed_noise(seed: int, shape: tuple[int, ...]) -> Any:
-    """Standard normal noise of `shape` from a fresh CPU generator seeded with `seed`."""
+def new_generator(seed: int, rng: str = "CPU") -> Any:
+    """A fresh generator of the source seeded with `seed` (a `torch.Generator` or a `PhiloxGenerator`)."""
     import torch
 
-    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
+    from lorastudio.generate.philox import PhiloxGenerator
+
+    if rng == "CPU":
+        return torch.Generator("cpu").manual_seed(int(seed))
+    if rng == "GPU" and torch.cuda.is_available():
+        return torch.Generator("cuda").manual_seed(int(seed))
+    return PhiloxGenerator(seed)  # NV, and GPU without CUDA: the numbers an NVIDIA GPU draws
+
+
+def draw(generator: Any, shape: tuple[int, ...]) -> Any:
+    """The generator's next standard normal draw of `shape`, a float32 CPU tensor."""
+    import torch
+
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=generator.device).cpu()
+    return generator.randn(tuple(shape))
+
+
+def seed_noise(seed: int, shape: tuple[int, ...], rng: str = "CPU") -> Any:
+    """Standard normal noise of `shape`: the first draw of a fresh generator seeded with `seed`."""
+    return draw(new_generator(seed, rng), shape)
 
 
 def slerp(strength: float, low, high):
@@ -71,26 +105,108 @@ def _paste_centre(small, big):
     return out
 
 
-def image_noise(seed: int, subseed: int | None, shape: tuple[int, ...], options: NoiseOptions):
-    """The starting noise of one image, [C, H, W], following A1111's ImageRNG.first()."""
+def image_noise(
+    seed: int, subseed: int | None, shape: tuple[int, ...], options: NoiseOptions, generator: Any = None
+):
+    """The starting noise of one image, [C, H, W], following A1111's ImageRNG.first().
+
+    `generator` is the image's own stream (fresh from `seed` when None): it draws the noise of the
+    real size, so an ancestral sampler's per-step noise continues after it; the variation seed's
+    noise and the noise of a "resize seed from" size come from fresh generators, as in A1111.
+    """
+    own = generator if generator is not None else new_generator(seed, options.rng)
     if options.plain:
-        return seed_noise(seed, shape)
-    draw_shape = shape
+        return draw(own, shape)
+    draw_shape = tuple(shape)
     if options.resize_from is not None:
         draw_shape = (shape[0], options.resize_from[1], options.resize_from[0])
-    noise = seed_noise(seed, draw_shape)
+    noise = draw(own, draw_shape) if draw_shape == tuple(shape) else seed_noise(seed, draw_shape, options.rng)
     if options.subseed_strength != 0 and subseed is not None:
-        noise = slerp(options.subseed_strength, noise, seed_noise(subseed, draw_shape))
+        noise = slerp(options.subseed_strength, noise, seed_noise(subseed, draw_shape, options.rng))
     if draw_shape != tuple(shape):
-        noise = _paste_centre(noise, seed_noise(seed, shape))
+        noise = _paste_centre(noise, draw(own, shape))
     return noise
 
 
 def batch_noise(seeds: list[int], subseeds: list[int] | None, shape: tuple[int, ...], options: NoiseOptions):
     """[N, C, H, W] starting noise for a batch, one image per seed (CPU, float32)."""
-    import torch
+    return ImageNoise(seeds, subseeds, shape, options).first()
 
-    subs = list(subseeds or [])
-    return torch.stack(
-        [image_noise(s, subs[i] if i < len(subs) else None, shape, options) for i, s in enumerate(seeds)]
-    )
+
+class ImageNoise:
+    """A batch's noise streams, one per image as A1111's ImageRNG: the starting noise (`first`), then
+    what a sampler's step draws (`step_generator`).
+
+    Under NV and GPU the per-step noise is the next draws of each image's own generator, as A1111
+    draws it. Under CPU it stays what lorastudio has always drawn: a CPU generator seeded with the
+    image's seed + 1 (A1111's CPU source continues the seed's generator instead).
+    """
+
+    def __init__(self, seeds: list[int], subseeds: list[int] | None, shape: tuple[int, ...], options: NoiseOptions):
+        self.seeds = list(seeds)
+        self.subseeds = list(subseeds or [])
+        self.shape = tuple(shape)
+        self.options = options
+        self.generators = [new_generator(seed, options.rng) for seed in self.seeds]
+
+    def first(self):
+        """[N, C, H, W] starting noise (CPU, float32)."""
+        import torch
+
+        subs = self.subseeds
+        return torch.stack(
+            [
+                image_noise(seed, subs[i] if i < len(subs) else None, self.shape, self.options, self.generators[i])
+                for i, seed in enumerate(self.seeds)
+            ]
+        )
+
+    def step_generator(self, scheduler) -> Any:
+        """What `scheduler.step(generator=...)` takes to draw this batch's per-step noise."""
+        import torch
+
+        if self.options.rng == "CPU":
+            generators = [torch.Generator("cpu").manual_seed(seed + 1) for seed in self.seeds]
+            return generators if len(generators) > 1 else generators[0]
+        _route_step_noise(scheduler)
+        return _StepNoise(self.generators)
+
+
+class _StepNoise:
+    """Stands for `generator` in a diffusers scheduler's step: its `randn_tensor` (routed here by
+    `_route_step_noise`) takes each image's next draw from the image's own stream."""
+
+    def __init__(self, generators: list[Any]) -> None:
+        self.generators = generators
+
+    def randn(self, shape: tuple[int, ...], device=None, dtype=None):
+        import torch
+
+        per_image = tuple(shape[1:])
+        noise = torch.stack([draw(generator, per_image) for generator in self.generators])
+        return noise.to(device=device, dtype=dtype)
+
+
+_ROUTED_LOCK = threading.Lock()
+
+
+def _route_step_noise(scheduler) -> None:
+    """Let the scheduler's module draw its step noise from a `_StepNoise` passed as its generator.
+
+    diffusers' schedulers draw with their module's `randn_tensor(shape, generator=...)`, which takes
+    only torch generators; this wraps it once per module: a `_StepNoise` draws, anything else goes to
+    diffusers' own function unchanged (so concurrent requests with other sources are unaffected).
+    """
+    module = sys.modules.get(type(scheduler).__module__)
+    with _ROUTED_LOCK:
+        original = getattr(module, "randn_tensor", None)
+        if original is None or getattr(original, "routes_step_noise", False):
+            return
+
+        def randn_tensor(shape, generator=None, device=None, dtype=None, layout=None):
+            if isinstance(generator, _StepNoise):
+                return generator.randn(tuple(shape), device=device, dtype=dtype)
+            return original(shape, generator=generator, device=device, dtype=dtype, layout=layout)
+
+        randn_tensor.routes_step_noise = True  # type: ignore[attr-defined]
+        module.randn_tensor = randn_tensor

@@ -8,19 +8,16 @@ normal model blends the known latents back in after every step.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
-from lorastudio.errors import LorastudioError
-from lorastudio.generate.config import GenerateConfig, request_size, size_from_picture
+from lorastudio.generate.config import GenerateConfig, size_from_picture
 from lorastudio.generate.guidance import GuidedUnet
 from lorastudio.generate.hires import run_hires_pass, wants_hires
 from lorastudio.generate.images import (
-    binary_mask,
     fill_masked,
     mask_crop_region,
     pil_to_tensor,
@@ -28,16 +25,21 @@ from lorastudio.generate.images import (
     resize_image,
     tensor_to_pil,
 )
-from lorastudio.generate.noise import NoiseOptions, batch_noise
-from lorastudio.generate.samplers import (
-    SamplerChoice,
-    img2img_steps,
-    make_scheduler,
-    parse_sampler,
-    prompt_calls,
-)
+from lorastudio.generate.noise import ImageNoise, NoiseOptions, batch_noise
+from lorastudio.generate.plan import SamplingPlan, build_plan, open_request_images, resolve_seed
+from lorastudio.generate.samplers import img2img_steps, make_scheduler, prompt_calls
+from lorastudio.generate.start_noise import noised_start
 
-__all__ = ["SamplingPlan", "GeneratedImage", "SkipBatch", "generate_images", "resolve_seed"]
+# SamplingPlan, build_plan, open_request_images and resolve_seed live in generate/plan.py (imported here too)
+__all__ = [
+    "GeneratedImage",
+    "SamplingPlan",
+    "SkipBatch",
+    "build_plan",
+    "generate_images",
+    "open_request_images",
+    "resolve_seed",
+]
 
 ProgressFn = Callable[[int, int], None]
 PreviewFn = Callable[[Image.Image], None]
@@ -55,31 +57,6 @@ class GeneratedImage:
     image: Image.Image
     seed: int
     index: int  # position in the whole request (batch * count)
-
-
-@dataclass
-class SamplingPlan:
-    """Everything the loop needs that is derived from the request, decided once."""
-
-    width: int
-    height: int
-    seeds: list[int]
-    sampler: SamplerChoice
-    prompt: str  # without <lora:...> tags
-    negative: str
-    init_image: Image.Image | None = None
-    mask: Image.Image | None = None
-    extra: dict = field(default_factory=dict)
-    subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (A1111)
-    hires_upscaler: Any = None  # the model upscaler a hires fix names, loaded by the service
-    padded_conds: bool = False  # set by the loop when `pad_conds` padded a prompt (infotext "Pad conds")
-    padded_conds_v0: bool = False  # the same for `pad_conds_v0` ("Pad conds v0")
-    old_timelines: bool = False  # `old_prompt_editing` changed a schedule ("Old prompt editing timelines")
-
-
-def resolve_seed(seed: int) -> int:
-    """-1 means random, like A1111; the chosen seed is recorded so the image can be reproduced."""
-    return random.randrange(0, 2**32 - 1) if seed == -1 else seed
 
 
 class _Cancelled(Exception):
@@ -183,16 +160,17 @@ class _Sampler:
 
     # -- latents --------------------------------------------------------------------------
     def _noise(self, seeds: list[int], shape: tuple[int, ...]):
-        # CPU generators: the same seed gives the same noise on any device.
-        noise = batch_noise(seeds, self.subseeds, shape, self._noise_options())
-        return noise.to(self.model.device, self.model.dtype)
+        """The batch's starting noise on the model's device, and its streams for the per-step noise
+        (drawn from `cfg.rng`'s source, not the device's: the same seed gives the same noise anywhere)."""
+        streams = ImageNoise(seeds, self.subseeds, shape, self._noise_options())
+        return streams.first().to(self.model.device, self.model.dtype), streams
 
     def _noise_options(self) -> NoiseOptions:
         cfg, factor = self.cfg, self.model.vae_scale_factor
         resize_from = None
         if cfg.seed_resize_from_w > 0 and cfg.seed_resize_from_h > 0:
             resize_from = (cfg.seed_resize_from_w // factor, cfg.seed_resize_from_h // factor)
-        return NoiseOptions(cfg.subseed_strength, resize_from)
+        return NoiseOptions(cfg.subseed_strength, resize_from, cfg.rng)
 
     def _through_vae(self, fn, x, image_pixels: int, in_tiles):
         """`fn(x)` at once for images up to TILED_DECODE_MIN_PIXELS, else image by image in tiles
@@ -278,8 +256,9 @@ class _Sampler:
         import torch
 
         model = self.model
-        scheduler = make_scheduler(self.plan.sampler, model.scheduler_config)
         hires = first_pass_steps is not None
+        choice = self.plan.pass_sampler(hires)  # a hires pass: its own sampler where the request names one
+        scheduler = make_scheduler(choice, model.scheduler_config)
         schedule_steps, sampled = (steps, steps) if init_latents is None else img2img_steps(steps, strength, hires)
         # a hires pass at a tiny strength stretches its schedule past the model's timesteps (12 / 0.01)
         schedule_steps = min(schedule_steps, int(getattr(scheduler.config, "num_train_timesteps", 1000)))
@@ -293,7 +272,7 @@ class _Sampler:
             height // model.vae_scale_factor,
             width // model.vae_scale_factor,
         )
-        noise = self._noise(seeds, shape)
+        noise, streams = self._noise(seeds, shape)
         if masked_image_latents is None and model.unet.config.in_channels == 9:
             full_mask, masked_image_latents = self._paint_everything(len(seeds), width, height)
         if init_latents is None:
@@ -305,25 +284,29 @@ class _Sampler:
                 scheduler.set_begin_index(t_start * order)
             if len(timesteps) == 0:
                 return init_latents
-            latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(seeds)))
+            # A1111: the noise multiplier is img2img's; the extra noise is img2img's and the hires fix's
+            multiplier = 1.0 if hires else self.cfg.initial_noise_multiplier
+            start = timesteps[:1].repeat(len(seeds))
+            latents = noised_start(scheduler, init_latents, noise, start, multiplier, self.cfg.extra_noise)
         if self.control is not None:
             self.control.begin_pass(width, height, len(timesteps), order, hires)
         # Prompt editing is timed over the requested steps and counts the steps this pass samples
         # from 0 (A1111's denoiser counter restarts each pass): img2img at 0.5 sees the first half.
         # A1111's denoiser counts model calls: a second-order sampler's prompts are timed over twice
         # the steps, and each of this pass's calls maps onto A1111's (2 per step, 1 for the last)
-        name = self.plan.sampler.sampler
-        timed, base = prompt_calls(name, steps), first_pass_steps and prompt_calls(name, first_pass_steps)
+        # (a hires pass times its prompts by its own sampler's calls, over the first pass's, as A1111)
+        first = self.plan.sampler.sampler
+        timed, base = prompt_calls(choice.sampler, steps), first_pass_steps and prompt_calls(first, first_pass_steps)
         counts_calls = timed != steps  # a second-order sampler
         n_steps = -(-len(timesteps) // order)
         a1111_calls = 2 * n_steps - 1 if counts_calls else len(timesteps)
-        composable = self._composable_schedule(self.plan.prompt, timed, base)
+        prompt, negative = self.plan.pass_prompts(hires)
+        composable = self._composable_schedule(prompt, timed, base)
         weights = [weight for weight, _ in composable]
-        uncond_schedule = self._schedule(self.plan.negative, timed, base)
+        uncond_schedule = self._schedule(negative, timed, base)
         # A plain prompt skips the negative at CFG <= 1; AND's weighted sum is built on it.
         use_cfg = self.cfg.cfg_scale > 1.0 or weights != [1.0]
-        generators = [torch.Generator("cpu").manual_seed(s + 1) for s in seeds]
-        step_kwargs = self._step_kwargs(scheduler, generators)  # the same objects every step
+        step_kwargs = self._step_kwargs(scheduler, streams)  # the same objects every step
         batch = len(seeds)
         done_before = self.step_done
         for i, t in enumerate(timesteps):
@@ -360,14 +343,17 @@ class _Sampler:
             return
         self.preview(tensor_to_pil(self.decode(self.estimate[:1]))[0])
 
-    def _step_kwargs(self, scheduler, generators) -> dict[str, Any]:
-        """What this scheduler's step takes of ours: per-image generators, and eta (DDIM)."""
+    def _step_kwargs(self, scheduler, streams: ImageNoise) -> dict[str, Any]:
+        """What this scheduler's step takes of ours: the images' noise streams, and eta (DDIM).
+
+        Ancestral/SDE samplers draw noise each step, one stream per image: image i of a batch
+        comes out as generating it alone with seed + i."""
         import inspect
 
         accepted = inspect.signature(scheduler.step).parameters
         kwargs: dict[str, Any] = {}
         if "generator" in accepted:
-            kwargs["generator"] = self._step_generator(generators)
+            kwargs["generator"] = streams.step_generator(scheduler)
         if "eta" in accepted:
             kwargs["eta"] = self.cfg.eta
         return kwargs
@@ -375,52 +361,6 @@ class _Sampler:
     def _predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
         """One step's guided prediction (`generate.guidance`)."""
         return self.guided.predict(latent_in, t, cond, weights, uncond, batch, width, height)
-
-    @staticmethod
-    def _step_generator(generators):
-        # Ancestral/SDE samplers draw noise each step: one generator per image keeps
-        # image i of a batch identical to generating it alone with seed + i.
-        return generators if len(generators) > 1 else generators[0]
-
-
-def _check_size(cfg: GenerateConfig, model, init: Image.Image | None) -> tuple[int, int]:
-    width, height = request_size(cfg, model.native_size, init.size if init else None)
-    factor = model.vae_scale_factor
-    if width % factor or height % factor:
-        raise LorastudioError(
-            f"size {width}x{height} must be a multiple of {factor}; e.g. {width // factor * factor}x{height // factor * factor}."
-        )
-    return width, height
-
-
-def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.Image | None]:
-    """The request's init image and mask, or a one-line error naming the bad file."""
-    from lorastudio.generate.images import open_image_file
-
-    init = open_image_file(cfg.init_image, "init image") if cfg.init_image else None
-    mask = open_image_file(cfg.mask, "mask", grey=True) if cfg.mask else None
-    if mask is not None and cfg.mask_invert:  # "Inpaint not masked": the plan's mask is what is repainted
-        from PIL import ImageOps
-
-        mask = ImageOps.invert(binary_mask(mask))  # A1111: made binary, then inverted
-    return init, mask
-
-
-def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> SamplingPlan:
-    init_image, mask = open_request_images(cfg)
-    width, height = _check_size(cfg, model, init_image)
-    base_seed = resolve_seed(cfg.seed)
-    seeds = [base_seed + i for i in range(cfg.total_images)]
-    subseeds: list[int] = []
-    if cfg.subseed_strength > 0:
-        # A1111: with a variation seed every image keeps the seed and the subseed counts up.
-        base_subseed = resolve_seed(cfg.subseed)
-        seeds = [base_seed] * cfg.total_images
-        subseeds = [base_subseed + i for i in range(cfg.total_images)]
-    plan = SamplingPlan(width, height, seeds, parse_sampler(cfg.sampler, cfg.schedule), prompt, negative)
-    plan.subseeds = subseeds
-    plan.init_image, plan.mask = init_image, mask
-    return plan
 
 
 def _reframe_init(cfg: GenerateConfig, plan: SamplingPlan) -> tuple[Image.Image, bool, bool]:
@@ -458,7 +398,7 @@ def _fill_latent_hole(cfg: GenerateConfig, init_latents, latent_mask, seeds: lis
     hole = latent_mask.round()
     if cfg.inpainting_fill == 3:
         return init_latents * (1 - hole)
-    noise = batch_noise(seeds, None, tuple(init_latents.shape[1:]), NoiseOptions())
+    noise = batch_noise(seeds, None, tuple(init_latents.shape[1:]), NoiseOptions(rng=cfg.rng))
     return init_latents * (1 - hole) + noise.to(model.device, model.dtype) * hole
 
 

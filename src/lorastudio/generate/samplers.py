@@ -21,6 +21,7 @@ __all__ = [
     "sampler_names",
     "schedule_label",
     "takes_eta",
+    "a1111_step_noise",
 ]
 
 
@@ -31,16 +32,25 @@ class SamplerSpec:
     aliases: tuple[str, ...] = ()
     takes_eta: bool = False  # the scheduler's step mixes in `eta` fresh noise (A1111's "Eta DDIM")
     second_order: bool = False  # A1111 calls the model twice a step and times prompts over 2 x steps
+    # The fresh noise A1111 adds at each step: "stream", the next draws of each image's random source
+    # (its ImageRNG; lorastudio's NV and GPU sources draw the same); "brownian", a Brownian tree torchsde
+    # seeds from the image seeds on the GPU, whatever the source. DDIM draws only at an eta above 0.
+    a1111_step_noise: str = ""
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "Euler a": SamplerSpec("EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "euler_ancestral")),
+    "Euler a": SamplerSpec(
+        "EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "euler_ancestral"), a1111_step_noise="stream"
+    ),
     "Euler": SamplerSpec("EulerDiscreteScheduler", aliases=("k_euler", "euler")),
     "LMS": SamplerSpec("LMSDiscreteScheduler", aliases=("k_lms", "lms")),
     "Heun": SamplerSpec("HeunDiscreteScheduler", aliases=("k_heun", "heun"), second_order=True),
     "DPM2": SamplerSpec("KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm_2"), second_order=True),
     "DPM2 a": SamplerSpec(
-        "KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a", "dpm_2_ancestral"), second_order=True
+        "KDPM2AncestralDiscreteScheduler",
+        aliases=("k_dpm_2_a", "dpm_2_ancestral"),
+        second_order=True,
+        a1111_step_noise="stream",
     ),
     "DPM++ 2S a": SamplerSpec(
         "DPMSolverSinglestepScheduler", {"solver_order": 2}, ("k_dpmpp_2s_a",), second_order=True
@@ -50,21 +60,25 @@ SAMPLERS: dict[str, SamplerSpec] = {
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
         ("k_dpmpp_2m", "dpmpp_2m"),
     ),
-    "DPM++ SDE": SamplerSpec("DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde"), second_order=True),
+    "DPM++ SDE": SamplerSpec(
+        "DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde"), second_order=True, a1111_step_noise="brownian"
+    ),
     "DPM++ 2M SDE": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
         ("k_dpmpp_2m_sde", "dpmpp_2m_sde"),
+        a1111_step_noise="brownian",
     ),
     "DPM++ 3M SDE": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
         ("k_dpmpp_3m_sde", "dpmpp_3m_sde"),
+        a1111_step_noise="brownian",
     ),
-    "DDIM": SamplerSpec("DDIMScheduler", aliases=("ddim",), takes_eta=True),
+    "DDIM": SamplerSpec("DDIMScheduler", aliases=("ddim",), takes_eta=True, a1111_step_noise="stream"),
     "PLMS": SamplerSpec("PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
     "UniPC": SamplerSpec("UniPCMultistepScheduler", aliases=("unipc",)),
-    "LCM": SamplerSpec("LCMScheduler", aliases=("lcm",)),
+    "LCM": SamplerSpec("LCMScheduler", aliases=("lcm",), a1111_step_noise="stream"),
 }
 
 # Schedule type -> scheduler config changes. "Automatic" keeps the sampler's default.
@@ -113,6 +127,15 @@ def takes_eta(name: str) -> bool:
         return SAMPLERS[parse_sampler(name).sampler].takes_eta
     except LorastudioError:
         return False
+
+
+def a1111_step_noise(name: str) -> str:
+    """How A1111 draws the sampler `name`'s per-step noise (`SamplerSpec.a1111_step_noise`); "" when it
+    draws none or the name is unknown."""
+    try:
+        return SAMPLERS[parse_sampler(name).sampler].a1111_step_noise
+    except LorastudioError:
+        return ""
 
 
 def _lookup(name: str) -> str | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from lorastudio.generate.a1111_fields import A1111_FIELDS, A1111Field, a1111_request_names
+from lorastudio.generate.config import RNG_SOURCES
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler, schedule_label
 
 __all__ = [
     "A1111_FIELDS",
     "FLAG_OPTIONS",
+    "NUMBER_OPTIONS",
     "A1111Field",
+    "CHOICE_OPTIONS",
     "SCHEDULE_TYPES",
     "a1111_request_names",
     "api_default",
@@ -30,6 +33,20 @@ FLAG_OPTIONS: dict[str, str] = {
     "pad_cond_uncond": "pad_conds",
     "pad_cond_uncond_v0": "pad_conds_v0",
     "use_old_scheduling": "old_prompt_editing",
+}
+
+
+# A1111 options that are request fields here and take one of a few words: option name -> (GenerateConfig
+# field, its words, what a request gets when neither it nor the user's options set it: the field's default).
+CHOICE_OPTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "randn_source": ("rng", RNG_SOURCES, "CPU"),  # A1111's own default is GPU; lorastudio keeps the CPU's noise
+}
+
+
+# A1111 options that are number fields here (the same two places): option name -> GenerateConfig field.
+NUMBER_OPTIONS: dict[str, str] = {
+    "initial_noise_multiplier": "initial_noise_multiplier",
+    "img2img_extra_noise": "extra_noise",
 }
 
 

@@ -46,7 +46,9 @@ def grid_axis_choices() -> list[tuple[str, str]]:
 
 
 # The X/Y/Z axes A1111 offers a values dropdown for (its AxisOption `choices`).
-AXES_WITH_CHOICES = ("sampler", "schedule", "model", "vae", "styles", "hires_upscaler")
+AXES_WITH_CHOICES = (
+    "sampler", "schedule", "model", "vae", "styles", "hires_upscaler", "hires_sampler", "hires_schedule", "rng",
+)  # fmt: skip
 
 
 def axis_offers_choices(axis: str) -> bool:
@@ -62,9 +64,9 @@ def grid_axis_value_choices(ws: Workspace, axis: str) -> list[str]:
     from lorastudio.generate.grid_axes import find_axis
 
     name = find_axis(axis or "nothing").name
-    if name == "sampler":
+    if name in ("sampler", "hires_sampler"):
         return sampler_names()
-    if name == "schedule":
+    if name in ("schedule", "hires_schedule"):
         return schedule_names()
     if name == "model":
         return model_names(ws)
@@ -74,6 +76,8 @@ def grid_axis_value_choices(ws: Workspace, axis: str) -> list[str]:
         return style_names(ws)
     if name == "hires_upscaler":
         return hires_upscaler_names(ws)
+    if name == "rng":
+        return ["GPU", "CPU", "NV"]  # A1111's order
     return []
 
 

@@ -73,11 +73,16 @@ def import_dataset(
     background: str = "white",
     max_pixels: int | None = None,
     progress: Callable[[int, str], None] | None = None,
+    caption_extension: str | None = None,
 ) -> dict:
-    """Copy images from every source into datasets/NAME; returns counts and problems."""
+    """Copy images from every source into datasets/NAME; returns counts, problems and notes.
+
+    `caption_extension` (".caption", kohya's caption_extension): read only that caption file
+    beside each image; None reads `.txt`, else `.caption`, and the notes count images with both.
+    """
     from lorastudio.data.images import MAX_PIXELS, parse_color
     from lorastudio.data.importer import import_entries
-    from lorastudio.data.sources import iter_sources
+    from lorastudio.data.sources import caption_extension_of, iter_sources
 
     if not sources:
         raise LorastudioError("dataset import: give at least one source folder, zip or file.")
@@ -85,7 +90,8 @@ def import_dataset(
         if not Path(source).expanduser().exists():
             raise NotFoundError(f"{source}: no such file or folder; check the path.")
     color = parse_color(background)
-    entries = iter_sources(sources)
+    caption_extension = caption_extension_of(caption_extension)
+    entries = iter_sources(sources, caption_extension)
     new_set = not (ws.datasets / name).exists()
     folder = dataset_folder(ws, name, must_exist=False)
     report = import_entries(
@@ -95,6 +101,7 @@ def import_dataset(
         background=color,
         max_pixels=max_pixels or MAX_PIXELS,
         progress=progress,
+        caption_extension=caption_extension,
     )
     if new_set and not folder.items:  # nothing read: no empty data set is left behind, and it is an error
         shutil.rmtree(folder.root, ignore_errors=True)
@@ -110,6 +117,8 @@ def import_dataset(
         "failed_files": report.failed,
         "skipped_files": report.skipped,
         "imported_files": [row["file"] for row in report.imported],
+        "caption_extension": caption_extension,
+        "notes": report.notes,
     }
 
 
@@ -120,6 +129,7 @@ def import_uploaded_files(
     background: str = "white",
     progress: Callable[[int, str], None] | None = None,
     names: Sequence[str] | None = None,
+    caption_extension: str | None = None,
 ) -> dict:
     """Import files a browser uploaded one by one (images, captions, zips) as one data set.
 
@@ -147,7 +157,9 @@ def import_uploaded_files(
             shutil.copyfile(path, target)
         if any(staging.iterdir()):
             sources.insert(0, staging)
-        return import_dataset(ws, name, sources, background=background, progress=progress)
+        return import_dataset(
+            ws, name, sources, background=background, progress=progress, caption_extension=caption_extension
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

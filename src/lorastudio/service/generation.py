@@ -36,7 +36,13 @@ __all__ = [
     "find_lora_file",
     "find_embedding_files",
     "generation_notes",
+    "RESTORE_FACES_NOTE",
+    "check_hires_prompt_loras",
 ]
+
+# A1111's `restore_faces: true` is taken and not done (this studio has no face-restoration model):
+# the request's notes say so, once.
+RESTORE_FACES_NOTE = "Restore faces is not available here; the image is not face-restored"
 
 @dataclass
 class OutputImage:
@@ -84,6 +90,24 @@ def generation_notes(result: GenerationResult) -> list[str]:
             f"{', '.join(result.skipped_embeddings)} (another model family or unreadable: read as plain words)"
         )
     return notes
+
+
+def check_hires_prompt_loras(cfg: GenerateConfig, nets: list) -> None:
+    """A hires prompt's `<lora:…>` tags must be the prompt's: the LoRAs are applied once for the whole
+    request here (A1111 switches to the hires prompt's own for its second pass)."""
+    from lorastudio.generate.prompt_parser import extract_extra_networks
+
+    if not cfg.hires_on or not cfg.hires_prompt:
+        return
+
+    def tags(networks: list) -> list[tuple]:
+        return sorted((n.name, n.te_weight, n.unet_weight) for n in networks if n.kind in {"lora", "lyco"})
+
+    if tags(extract_extra_networks(cfg.hires_prompt)[1]) != tags(nets):
+        raise LorastudioError(
+            "hires prompt: its <lora:…> tags differ from the prompt's; the hires pass runs with the prompt's "
+            "LoRAs here, so give the hires prompt the same tags and weights (or leave it empty)."
+        )
 
 
 def find_lora_file(ws: Workspace, name: str, names: NamePolicy = STRICT) -> Path:
@@ -162,6 +186,8 @@ def _infotext_params(
         padded_conds=plan.padded_conds,
         padded_conds_v0=plan.padded_conds_v0,
         old_timelines=plan.old_timelines,
+        hires_sampler=plan.hires_sampler.sampler if plan.hires_sampler else "",
+        hires_schedule=plan.hires_sampler.schedule if plan.hires_sampler else "",
     )
     return infotext_params(cfg, facts)
 
@@ -237,6 +263,7 @@ def run_generation(
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     nets = [net for net in networks if net.kind in {"lora", "lyco"}]
+    check_hires_prompt_loras(cfg, nets)
     # A misspelt <lora:name> fails before the model loads (seconds to minutes for a real checkpoint).
     nets, paths, missing = _lora_files_of(ws, nets, lora_files, names, skip_missing=missing_loras == "skip")
     if missing:
@@ -263,7 +290,8 @@ def run_generation(
     embeddings = {}
     ti_hashes = []
     # Textual-inversion files hold CLIP vectors: prompts for ChatGLM (Kolors) use none, and say so.
-    found = find_embedding_files(ws, [prompt, negative]) | replay.embedding_files  # a recipe's recorded files win
+    # a recipe's files found by their recorded hashes win
+    found = find_embedding_files(ws, [prompt, negative, cfg.hires_prompt, cfg.hires_negative_prompt]) | replay.embedding_files
     if found and not model.family.embedding_keys:
         logger.warning("%s cannot use textual-inversion embeddings; %s read as plain words",
                        model.family.label, ", ".join(repr(name) for name in found))  # fmt: skip

@@ -182,7 +182,7 @@ def _checked_values(ws: Workspace, axis: Axis, values: list, base: GenerateConfi
     """An axis's values checked against what the workspace holds before any model loads; upscalers
     by their A1111 titles (as a cell's infotext writes them)."""
     from lorastudio.generate.grid_axes import VAE_AUTOMATIC
-    from lorastudio.generate.samplers import parse_sampler
+    from lorastudio.generate.samplers import parse_sampler, schedule_label
     from lorastudio.service.names import find_vae
     from lorastudio.service.styles import apply_styles
     from lorastudio.service.upscalers import find_upscaler
@@ -190,6 +190,12 @@ def _checked_values(ws: Workspace, axis: Axis, values: list, base: GenerateConfi
     if axis.name == "sampler":
         for value in values:
             parse_sampler(value, base.schedule)
+    elif axis.name == "hires_sampler":
+        for value in values:
+            parse_sampler(value)
+    elif axis.name == "hires_schedule":
+        for value in values:
+            schedule_label(value)
     elif axis.name == "hires_upscaler":
         return [find_upscaler(ws, str(v), allow_paths=not names.strict)["name"] for v in values]
     elif axis.name == "vae":
@@ -263,12 +269,30 @@ def plan_cells(
                     )
                 cell = _cell(ws, ix, iy, iz, axes, (x, y, z), cell_fields, state, target)
                 cells.append(cell)
-    if "hires_upscaler" in uses and not any(c.config.hires_on for c in cells):
-        raise LorastudioError(
-            f"grid axis {axis_title(AXES['hires_upscaler'])}: the hires fix is off, so no upscaler is used; "
-            "set Hires fix's Upscale by above 1 (--hires-scale 2) or a size to resize to."
-        )
+    _check_axes_act(uses, cells)
     return cells, axes, target
+
+
+def _check_axes_act(uses: set[str], cells: list[GridCell]) -> None:
+    """An axis whose setting no cell uses is refused: its cells would all come out alike."""
+    hires = any(c.config.hires_on for c in cells)
+    img2img = any(c.config.init_image for c in cells)
+    for name in ("hires_upscaler", "hires_sampler", "hires_schedule"):
+        if name in uses and not hires:
+            raise LorastudioError(
+                f"grid axis {axis_title(AXES[name])}: the hires fix is off, so no hires pass samples; "
+                "set Hires fix's Upscale by above 1 (--hires-scale 2) or a size to resize to."
+            )
+    if "initial_noise_multiplier" in uses and not img2img:
+        raise LorastudioError(
+            f"grid axis {axis_title(AXES['initial_noise_multiplier'])}: it scales img2img's starting noise; "
+            "give an init picture (--init-image)."
+        )
+    if "extra_noise" in uses and not (img2img or hires):
+        raise LorastudioError(
+            f"grid axis {axis_title(AXES['extra_noise'])}: it adds noise in img2img and the hires pass; give an "
+            "init picture (--init-image) or turn the hires fix on (--hires-scale 2)."
+        )
 
 
 def _cell(ws, ix, iy, iz, axes, values, fields, state, target: LoraTarget) -> GridCell:

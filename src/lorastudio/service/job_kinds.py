@@ -119,6 +119,11 @@ class ImportJobConfig(StrictModel):
         default_factory=list,
         description="Data sets: files the upload itself refused ({source, reason}), reported with the import's own.",
     )
+    caption_extension: str | None = Field(
+        None,
+        description="Data sets: read only this caption file beside each image ('.caption' for kohya's BLIP"
+        " captions, kohya caption_extension); default: '.txt', else '.caption'.",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> ImportJobConfig:
@@ -130,6 +135,13 @@ class ImportJobConfig(StrictModel):
         for original in self.file_names:
             if not original or Path(original).name != original or original in (".", ".."):
                 raise ValueError(f"file name {original!r}: a plain file name, without folders")
+        if self.caption_extension is not None:
+            from lorastudio.data.sources import caption_extension_of
+
+            try:
+                self.caption_extension = caption_extension_of(self.caption_extension)
+            except LorastudioError as exc:
+                raise ValueError(str(exc)) from None
         if self.what != "dataset" and len(self.uploads) != 1:
             raise ValueError(f"a {self.what} import takes exactly one upload")
         return self
@@ -150,7 +162,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
         preview=reporter.preview, preview_every=PREVIEW_EVERY_STEPS,
         missing_loras=str(ctx.payload.get("missing_loras") or "refuse"),
     )  # fmt: skip
-    notes = generation_notes(result)
+    notes = [*(ctx.payload.get("notes") or []), *generation_notes(result)]  # the request's own first
     for line in notes:  # A1111's console lines ("Lora not found", "Textual inversion embeddings skipped")
         ctx.emit("log", {"line": line})
     for image in result.images:
@@ -289,10 +301,14 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
 
         if cfg.file_names:  # a browser's files: together again under their own names
             result = import_uploaded_files(
-                ws, cfg.name, sources, cfg.background, progress=progress, names=cfg.file_names
-            )
+                ws, cfg.name, sources, cfg.background, progress=progress, names=cfg.file_names,
+                caption_extension=cfg.caption_extension,
+            )  # fmt: skip
         else:
-            result = import_dataset(ws, cfg.name, sources, background=cfg.background, progress=progress)
+            result = import_dataset(
+                ws, cfg.name, sources, background=cfg.background, progress=progress,
+                caption_extension=cfg.caption_extension,
+            )  # fmt: skip
         result["failed_files"] = [*cfg.refused_files, *result.get("failed_files", [])]
         result["failed"] = len(result["failed_files"])
     elif cfg.what == "model":

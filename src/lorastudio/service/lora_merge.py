@@ -3,6 +3,8 @@
 The model is a library name (`tiny-sd15`, `my-model`), a diffusers folder or a single-file
 checkpoint; each LoRA a name `lora list` shows or a file. A single-file model (`.ckpt` included)
 merges into a `.safetensors` single file (what A1111 and `models import` take), in the dtype its UNet had.
+A pivotal LoRA's trigger embedding cannot go into a checkpoint: it is written beside it
+(`service.merge_embeddings`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.lora_sources import lora_source, model_ref
+from lorastudio.service.merge_embeddings import (
+    TRIGGERS_INDEX_KEY,
+    TRIGGERS_KEY,
+    plan_trigger_embeddings,
+    write_trigger_embeddings,
+)
 
 if TYPE_CHECKING:
     from lorastudio.models.loading import ModelRef
@@ -175,6 +183,9 @@ def _library_name(folder: Path, ws: Workspace | None) -> str:
     return folder.name if in_library or is_tiny_name(folder.name) else str(folder)
 
 
+_KEPT_METADATA = ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras", TRIGGERS_KEY)
+
+
 def _file_model(
     ref: ModelRef, ws: Workspace | None, cache_dir: Path, vae: Path | None = None
 ) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
@@ -186,7 +197,7 @@ def _file_model(
     models_dir = ws.models if ws is not None else ref.path.parent
     loaded = load_model(str(ref.path), models_dir, cache_dir, device="cpu", vae=vae, where=ref)
     own = read_safetensors_metadata(ref.path) if ref.path.suffix.lower() == ".safetensors" else {}
-    kept = {k: own[k] for k in ("lorastudio.base_config", "lorastudio.base_model", "lorastudio.merged_loras") if own.get(k)}
+    kept = {k: own[k] for k in _KEPT_METADATA if own.get(k)}
     if loaded.base is not None:  # a UNet-only file: the folder it was completed from is the merge's base too
         kept.setdefault("lorastudio.base_model", _library_name(loaded.base, ws))
     return loaded, loaded.family, loaded.components, {**kept, **_prediction_metadata(loaded.scheduler_config)}
@@ -203,7 +214,9 @@ def merge_model(
     """Bake LoRAs (`NAME_OR_FILE:WEIGHT`) into a model; write a diffusers folder or a single file.
 
     With a workspace, names are looked up as `generate` does (models/, loras/ and their aliases).
-    `vae` (a single-file model only, as `generate --vae`) goes into the merged file.
+    `vae` (a single-file model only, as `generate --vae`) goes into the merged file. Trigger embeddings
+    of pivotal LoRAs go to `<out name>-embeddings/<word>.safetensors`, the words into the model's
+    metadata; `embeddings` and `notes` (one line per word) say so.
     """
     from lorastudio.adapters.detect import check_lora_family, load_lora_file
     from lorastudio.adapters.ldm import save_single_file
@@ -221,6 +234,7 @@ def merge_model(
     specs = [parse_lora_spec(spec) for spec in lora_specs]
     files = [(lora_source(ws, name), weight) for name, weight in specs]  # a misspelt name fails before loading
     loras = [(path, weight, load_lora_file(path)) for path, weight in files]
+    embeddings, triggers, notes = plan_trigger_embeddings(loras, out, ws, ref)
     with tempfile.TemporaryDirectory(prefix="lorastudio-merge-") as scratch:
         cache_dir = ws.cache if ws is not None else Path(scratch)
         if ref.kind == "folder":
@@ -235,13 +249,20 @@ def merge_model(
             requests.append((lora, weight, weight))
             recorded.append(f"{path.name}:{weight:g}")  # file names only: a shared file tells no one's folders
         touched = merge_loras(components, requests)
+        triggers = triggers if family.embedding_keys else []
         if fmt == "single-file":
             earlier = json.loads(metadata.pop("lorastudio.merged_loras", "[]"))
             metadata["lorastudio.merged_loras"] = json.dumps(earlier + recorded)
+            metadata.pop(TRIGGERS_KEY, None)
+            if triggers:
+                metadata[TRIGGERS_KEY] = json.dumps(triggers)
             base = metadata.pop("lorastudio.base_model", None)  # only a UNet-only file (Kolors) records it
             save_single_file(components, family, out, metadata, dtype=dtype, base_model=base)
         else:
             holder.save_pretrained(str(out), safe_serialization=True)
+            _record_triggers_in_folder(out, triggers)
+        written, lines = write_trigger_embeddings(embeddings, family)
+    trigger_info = {"embeddings": written, "notes": lines + notes} if lines or notes else {}
     return {
         "path": str(out),
         "format": fmt,
@@ -250,4 +271,17 @@ def merge_model(
         "loras": [f"{path}:{weight:g}" for path, weight in files],
         "vae": str(vae_path) if vae_path is not None else None,
         "modules_changed": touched,
+        **trigger_info,
     }
+
+
+def _record_triggers_in_folder(folder: Path, triggers: list[str]) -> None:
+    """A merged diffusers folder's trigger words, in model_index.json under a private key (diffusers'
+    loaders ignore keys starting with `_`)."""
+    index_file = folder / "model_index.json"
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    had = index.pop(TRIGGERS_INDEX_KEY, None)
+    if triggers:
+        index[TRIGGERS_INDEX_KEY] = triggers
+    if triggers or had is not None:
+        index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -393,6 +393,17 @@ def _write_embedding_files(lora, planned: dict[str, Path], family) -> list[str]:
     ]
 
 
+def _bundled_for_a1111_only(target: Path, lora) -> str:
+    """The one line a kohya export with a bundled trigger embedding gets: A1111 reads `bundle_emb.*`,
+    ComfyUI does not (ComfyUI issue #3659), so there the word would mean something else."""
+    words = ", ".join(repr(word) for word in sorted(lora.embeddings))
+    return (
+        f"{target.name}: keeps the trigger embedding {words} bundled, which A1111 reads but ComfyUI "
+        "ignores; for ComfyUI export with --no-embeddings and put each <trigger>.safetensors into its "
+        "models/embeddings/."
+    )
+
+
 def _refuse_lycoris_modules(lora, source: str, to: str) -> None:
     """diffusers and peft files hold low-rank pairs only; LoHa/LoKr/(IA)^3/full/DoRA would be lost."""
     from lorastudio.adapters.lycoris import network_types
@@ -529,6 +540,8 @@ def export_lora(
         written, extra = save_diffsynth_export(written, source, target, chosen, unet_config, named)
     elif to == "kohya":
         save_kohya(written, target, family=chosen, unet_config=unet_config)
+        if written.embeddings:
+            extra["warnings"] = [_bundled_for_a1111_only(target, written)]
     elif to == "diffusers":
         save_diffusers(written, target, unet_config)
     else:

@@ -399,6 +399,7 @@ def portrait_train_config(
     from lorastudio.config import parse_overrides
     from lorastudio.service.models import default_model
     from lorastudio.train.config import resolve_train_config
+    from lorastudio.train.foreign_keys import OverrideSpelling
 
     trigger = cfg.trigger_word
     train: dict[str, Any] = {}
@@ -415,7 +416,10 @@ def portrait_train_config(
         "train": train,
         "lora": lora,
     }
-    layered = resolve_train_config(None, _merged(settings, parse_overrides(list(overrides))), "portrait")
+    # `--set rank=64` is EasyPhoto's name: the error says `--set lora.rank=64`
+    spelling = OverrideSpelling(set_flag="--set ", tools=("EasyPhoto", "kohya", "HCP-Diffusion"))
+    merged = _merged(settings, parse_overrides(list(overrides)))
+    layered = resolve_train_config(None, merged, "portrait", spelling=spelling)
     return layered.config
 
 

@@ -24,11 +24,13 @@ def form_params(params: dict[str, Any], notes: list) -> dict[str, Any]:
     """The infotext's keys with a `Schedule type` this studio lacks (e.g. Align Your Steps) left out."""
     from lorastudio.generate.samplers import find_schedule
 
-    schedule = params.get("Schedule type")
-    if not schedule or find_schedule(str(schedule)) is not None:
-        return params
-    notes.append(RecipeNote("schedule_unknown", {"name": str(schedule)}, f"schedule type {schedule} is not available here."))
-    return {key: value for key, value in params.items() if key != "Schedule type"}
+    for key in ("Schedule type", "Hires schedule type"):
+        schedule = str(params.get(key) or "")
+        if not schedule or schedule == "Use same scheduler" or find_schedule(schedule) is not None:
+            continue
+        notes.append(RecipeNote("schedule_unknown", {"name": schedule}, f"schedule type {schedule} is not available here."))
+        params = {name: value for name, value in params.items() if name != key}
+    return params
 
 
 def form_request(ws: Workspace, request: dict[str, Any], notes: list) -> dict[str, Any]:
@@ -36,6 +38,7 @@ def form_request(ws: Workspace, request: dict[str, Any], notes: list) -> dict[st
     request = dict(request)
     _keep_known_vae(ws, request, notes)
     _split_sampler(request, notes)
+    _split_hires_sampler(request, notes)
     _keep_known_hires_upscaler(ws, request, notes)
     _keep_known_control_units(ws, request, notes)
     return request
@@ -76,6 +79,27 @@ def _split_sampler(request: dict[str, Any], notes: list) -> None:
         )
     request["sampler"] = choice.sampler
     request["schedule"] = None if choice.schedule == "Automatic" else choice.schedule
+
+
+def _split_hires_sampler(request: dict[str, Any], notes: list) -> None:
+    """The hires sampler as the form's two hires pickers take it (`DPM++ 2M Karras` split, as A1111's
+    paste does); one this studio lacks is left to the form, with a note."""
+    from lorastudio.generate.samplers import parse_sampler
+
+    sampler = request.get("hires_sampler")
+    if not sampler:
+        return
+    try:
+        choice = parse_sampler(str(sampler), request.get("hires_schedule"))
+    except LorastudioError:
+        request.pop("hires_sampler", None)
+        request.pop("hires_schedule", None)
+        notes.append(RecipeNote("hires_sampler_unknown", {"name": str(sampler)},
+                                f"hires sampler {sampler} is not available here."))  # fmt: skip
+        return
+    request["hires_sampler"] = choice.sampler
+    if choice.schedule != "Automatic" or request.get("hires_schedule"):  # a suffix, or the schedule given
+        request["hires_schedule"] = choice.schedule
 
 
 def _keep_known_hires_upscaler(ws: Workspace, request: dict[str, Any], notes: list) -> None:

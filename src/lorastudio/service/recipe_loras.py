@@ -16,6 +16,8 @@ from lorastudio.service.workspace import Workspace, list_weight_files
 
 __all__ = ["lora_hash_pairs", "rename_lora_tags", "rename_loras_by_hash"]
 
+# the request fields that hold `<lora:…>` tags (a hires prompt repeats the prompt's)
+PROMPT_KEYS = ("prompt", "negative_prompt", "hires_prompt", "hires_negative_prompt")
 LORA_TAG = re.compile(r"(<(?:lora|lyco):)([^:>]+)([:>])", re.IGNORECASE)
 
 
@@ -36,7 +38,7 @@ def rename_lora_tags(request: dict[str, Any], names: dict[str, str]) -> None:
         name = match.group(2)
         return f"{match.group(1)}{names[name]}{match.group(3)}" if name in names else match.group(0)
 
-    for key in ("prompt", "negative_prompt"):
+    for key in PROMPT_KEYS:
         if names and isinstance(request.get(key), str):
             request[key] = LORA_TAG.sub(swap, request[key])
 
@@ -74,7 +76,7 @@ def rename_loras_by_hash(
             renamed.append((name, found))
         return f"{match.group(1)}{found}{match.group(3)}"
 
-    for key in ("prompt", "negative_prompt"):
+    for key in PROMPT_KEYS:
         if isinstance(request.get(key), str):
             request[key] = LORA_TAG.sub(swap, request[key])
     return renamed

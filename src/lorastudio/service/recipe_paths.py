@@ -24,7 +24,7 @@ from lorastudio.service.names import (
     find_vae,
     is_plain_name,
 )
-from lorastudio.service.recipe_loras import LORA_TAG
+from lorastudio.service.recipe_loras import LORA_TAG, PROMPT_KEYS
 from lorastudio.service.workspace import Workspace
 
 __all__ = ["portable_request"]
@@ -57,7 +57,7 @@ def portable_request(
             )
         return f"{match.group(1)}{renamed[name]}{match.group(3)}"
 
-    for key in ("prompt", "negative_prompt"):
+    for key in PROMPT_KEYS:
         if isinstance(request.get(key), str):
             request[key] = LORA_TAG.sub(tag, request[key])
     return request, {typed: kept for typed, kept in renamed.items() if typed != kept}

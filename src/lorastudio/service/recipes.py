@@ -4,8 +4,8 @@ What cannot come back exactly is said in notes (structured, so the web UI words 
 language and the CLI prints them): a model this workspace lacks, replaced by the caller's; a
 LoRA found under another name by its hash; a model, VAE, LoRA or embedding changed since the image
 was made (`service.recipe_hashes`: the file with the recorded hash used where the workspace still
-has one); an image made on a device this machine lacks (made on this one's instead); noise A1111
-drew on the GPU, which no CPU draws.
+has one); an image made on a device this machine lacks (made on this one's instead); noise that
+can still differ from the image's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from lorastudio.service.library import Library
 from lorastudio.service.names import LENIENT, STRICT, NamePolicy
 from lorastudio.service.recipe_hashes import Pins, change_note, check_networks, model_change, vae_change
 from lorastudio.service.recipe_loras import lora_hash_pairs, rename_loras_by_hash
+from lorastudio.service.recipe_noise import noise_notes
 from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
@@ -127,7 +128,7 @@ def read_recipe(
     pins = check_networks(
         ws, request, lora_hash_pairs(params.get("Lora hashes")), lora_hash_pairs(params.get("TI hashes")), notes, form
     )
-    notes += _noise_notes(params)
+    notes += noise_notes(params)  # `service.recipe_noise`: where the noise can still differ
     notes += _picture_notes(params, request, given)
     if form:
         from lorastudio.service.recipe_form import form_request
@@ -191,7 +192,7 @@ def _yaml_request(
     lora_files = _pinned_files(data, "lora_files", "LoRA", path, given)
     embedding_files = _pinned_files(data, "embedding_files", "embedding", path, given)
     pins = Pins({}, {})
-    if {"prompt", "negative_prompt"} & given:  # a prompt given anew is made with today's files
+    if {"prompt", "negative_prompt", "hires_prompt", "hires_negative_prompt"} & given:  # made with today's files
         embedding_files = {}
     else:
         loras, embeddings = _recorded(data, "loras", lora_files), _recorded(data, "embeddings", embedding_files)
@@ -329,24 +330,6 @@ def _picture_notes(params: dict[str, Any], request: dict[str, Any], given: set[s
             {"pictures": pictures},
             f"the image was made from pictures its parameters do not carry ({pictures}); give them again"
             " (--init-image, --mask, --control), or the picture will differ.",
-        )
-    ]
-
-
-def _noise_notes(params: dict[str, Any]) -> list[RecipeNote]:
-    """A1111 draws noise on the GPU unless its RNG setting says CPU (an absent key means GPU);
-    lorastudio always draws it on the CPU, so such an image comes back as another picture."""
-    source = str(params.get("RNG", "") or "").strip()
-    ours = str(params.get("Version", "") or "").startswith("lorastudio")
-    if source.upper() == "CPU" or (not source and ours):
-        return []
-    source = source or "GPU"
-    return [
-        RecipeNote(
-            "noise_source",
-            {"source": source},
-            f"the image's noise was drawn by A1111 on the {source} (RNG: {source}); lorastudio draws it on the"
-            " CPU, so the picture will differ (A1111 images made with RNG: CPU come back the same).",
         )
     ]
 

@@ -56,7 +56,9 @@ class RequestResolver:
         updates: dict[str, Any] = {"model": self.check_model_name(cfg.model or default_model)}
         if cfg.vae:
             find_vae(self.workspace, cfg.vae, self.names)
-        self.check_lora_tags(cfg.prompt, cfg.negative_prompt, must_exist=missing_loras != "skip")
+        prompts = (cfg.prompt, cfg.negative_prompt, cfg.hires_prompt, cfg.hires_negative_prompt)
+        self.check_lora_tags(*prompts, must_exist=missing_loras != "skip")
+        _check_hires_prompt_loras(cfg)  # refused now, not in the queue
         hires = check_hires_upscaler(self.workspace, cfg)  # a model upscaler in studio/models/upscalers
         if hires is not None:
             updates["hires_upscaler"] = hires["name"]  # its A1111 title, as the infotext writes it
@@ -138,3 +140,10 @@ class RequestResolver:
         """Every upload an import names was stored; a pickled .pt/.bin only for an embedding."""
         for name in cfg.uploads:
             upload_path(self.workspace, name, pickles=cfg.what == "embedding")
+
+
+def _check_hires_prompt_loras(cfg: GenerateConfig) -> None:
+    from lorastudio.generate.prompt_parser import extract_extra_networks
+    from lorastudio.service.generation import check_hires_prompt_loras
+
+    check_hires_prompt_loras(cfg, extract_extra_networks(cfg.prompt)[1])

@@ -195,18 +195,30 @@ class Studio:
         check_output_pixels(self.settings, width, height, what)
 
     def submit_generate(
-        self, cfg: GenerateConfig, *, user: str = "", priority: int = 0, missing_loras: str = "refuse"
+        self,
+        cfg: GenerateConfig,
+        *,
+        user: str = "",
+        priority: int = 0,
+        missing_loras: str = "refuse",
+        notes: list[str] | None = None,
     ) -> Job:
         """Queue a generation. `missing_loras="skip"` (the A1111 API, as A1111): a `<lora:NAME>` no
-        file answers to is left out with a "Lora not found" line, not refused."""
+        file answers to is left out with a "Lora not found" line, not refused. `notes`: what the
+        request asked for that is not done (A1111's `restore_faces`), first in the job's notes."""
+        from lorastudio.generate.plan import hires_sampler_choice
         from lorastudio.generate.samplers import parse_sampler
 
-        parse_sampler(cfg.sampler, cfg.schedule)  # a bad name fails now, not in the queue
+        first = parse_sampler(cfg.sampler, cfg.schedule)  # a bad name fails now, not in the queue
+        if cfg.hires_on:
+            hires_sampler_choice(cfg, first)  # the hires pass's too
         self.check_generate_limits(cfg)
         cfg = self.resolve_generate(cfg, missing_loras)
         payload: dict[str, Any] = {"config": cfg.model_dump()}
         if missing_loras == "skip":
             payload["missing_loras"] = "skip"
+        if notes:
+            payload["notes"] = list(dict.fromkeys(notes))  # each once
         return self.submit("generate", payload, user=user, priority=priority, affinity=cfg.model)
 
     def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:

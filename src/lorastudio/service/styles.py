@@ -22,7 +22,7 @@ from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["PromptStyle", "apply_styles", "extract_styles", "list_styles", "styled_entries", "styles_file"]
+__all__ = ["PromptStyle", "apply_styles", "extract_styles", "hires_styled", "list_styles", "styled_entries", "styles_file"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,20 @@ def apply_styles(
     for style in styles:
         prompt, negative_prompt = _merge(style.prompt, prompt), _merge(style.negative_prompt, negative_prompt)
     return prompt, negative_prompt
+
+
+def hires_styled(ws: Workspace, fields: dict[str, Any], names: list[str], merged: bool = False) -> dict[str, Any]:
+    """A request's hires prompts with the styles merged in as A1111 merges them: a hires prompt given
+    gets the styles, an empty one stays empty (it is the prompt, which has them already). `merged`:
+    a recipe's, holding their styles already (`apply_styles`)."""
+    hires = {key: str(fields.get(key) or "") for key in ("hires_prompt", "hires_negative_prompt")}
+    if not names or not any(hires.values()):
+        return {}
+    prompt, negative = apply_styles(ws, hires["hires_prompt"], hires["hires_negative_prompt"], names, merged)
+    return {
+        key: styled if hires[key] else ""
+        for key, styled in (("hires_prompt", prompt), ("hires_negative_prompt", negative))
+    }
 
 
 _SPACES = re.compile(" {2,}")

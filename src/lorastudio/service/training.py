@@ -118,7 +118,8 @@ def explain_training(ws: Workspace, resolved: Any) -> list[str]:
         plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     except LorastudioError as exc:
         return [*lines, f"# plan: not checked ({exc})"]
-    return [*lines, f"# plan: {plan.explanation}"]
+    notes = [*(f"# data: {note}" for note in plan.notes), *(f"# config: {note}" for note in plan.config_notes)]
+    return [*lines, f"# plan: {plan.explanation}", *notes]
 
 
 def family_training_defaults(ws: Workspace, cfg: Any) -> list[str]:
@@ -247,15 +248,19 @@ def run_training(
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
-    if state is not None:  # said on stderr (CLI) and in the job log (UI, API)
+    # said on stderr (CLI) and in the job log (UI, API)
+    notes = [*(f"data: {note}" for note in plan.notes), *(f"config: {note}" for note in plan.config_notes)]
+    if state is not None:
         from lorastudio.train.resume import dataset_change, rate_change
 
-        values, say = config.model_dump(mode="json"), _stderr_printer(progress)
-        for note in filter(None, (dataset_change(values, facts, plan.images), rate_change(values, facts))):
-            if say is not None:
-                say(note)
-            if callback is not None:
-                callback({"event": "log", "line": note})
+        values = config.model_dump(mode="json")
+        notes += filter(None, (dataset_change(values, facts, plan.images), rate_change(values, facts)))
+    say = _stderr_printer(progress)
+    for note in notes:
+        if say is not None:
+            say(note)
+        if callback is not None:
+            callback({"event": "log", "line": note})
     run_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":  # one writer: every rank of a data-parallel run holds the same config
         from lorastudio.train.outputs import atomic_file
@@ -399,11 +404,13 @@ def score_training_run(
     return score_run(ws, run, device=device, tagger_model=tagger_model)
 
 
-def pick_training_checkpoint(ws: Workspace, run: str, step: int, by: str = "user") -> dict[str, Any]:
-    """Make checkpoint `step` the run's result: copy it into the library and record it there."""
-    from lorastudio.train.scoring import checkpoint_files
+def pick_training_checkpoint(ws: Workspace, run: str, step: int | str, by: str = "user") -> dict[str, Any]:
+    """Make checkpoint `step` (`20`, or its folder's name `step-20`) the run's result: copy it into the
+    library and record it there."""
+    from lorastudio.train.scoring import checkpoint_files, checkpoint_step
 
     files = checkpoint_files(ws, run, step)
+    step = checkpoint_step(step)
     config, run_dir = resume_config(ws, run)
     return {"run": run_dir.name, "step": step, "picked_by": by, **publish(ws, run_dir, config, files, step, by)}
 

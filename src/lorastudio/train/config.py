@@ -37,6 +37,7 @@ from lorastudio.config import (
     resolve_config,
 )
 from lorastudio.errors import LorastudioError, NotFoundError
+from lorastudio.train.foreign_keys import OverrideSpelling, foreign_config_message, foreign_key_hint
 from lorastudio.train.sections import (
     DataConfig,
     EmbeddingConfig,
@@ -94,7 +95,14 @@ SAVE_CADENCE = KeyGroup(
     "set when checkpoints are saved",
     one_per_layer=False,
 )
-TRAIN_KEY_GROUPS = (BUDGET, SAVE_CADENCE)
+# Warm-up: a user's ratio replaces a preset's step count and the reverse (a saved config.yaml holds both, one unset).
+WARMUP = KeyGroup(
+    ("train.lr_warmup_steps", "train.lr_warmup_ratio"),
+    ("train.lr_warmup_steps", "train.lr_warmup_ratio"),
+    "set the learning-rate warm-up",
+    one_per_layer=False,
+)
+TRAIN_KEY_GROUPS = (BUDGET, SAVE_CADENCE, WARMUP)
 
 
 class TrainConfig(StrictModel):
@@ -232,11 +240,16 @@ def resolve_train_config(
     overrides: Iterable[str] | Mapping[str, Any] = (),
     preset: str | None = None,
     imported: Sequence[ConfigLayer] = (),
+    spelling: OverrideSpelling | None = None,
 ) -> ResolvedConfig[TrainConfig]:
     """defaults < preset < file(s) < imported (kohya) < overrides, with every value's source.
 
     A `preset:` key in a file selects the preset when `preset` is not given (a later file wins).
+    A kohya, HCP-Diffusion or DiffSynth file among `files` is refused in one line naming the flag
+    that reads it; an unknown key another tool spells so is answered with its lorastudio key, in
+    the command's own spelling (`spelling`: `--set key=value` for `portrait train`).
     """
+    _refuse_foreign_files(files)
     middle = [*file_layers(files), *imported]
     if preset is None:
         named = [layer.data["preset"] for layer in middle if layer.data.get("preset")]
@@ -244,7 +257,21 @@ def resolve_train_config(
     layers = [_preset_layer(preset)] if preset else []
     layers += [*middle, override_layer(overrides)]
     source = str(files) if isinstance(files, str | Path) else "config"
-    return resolve_config(TrainConfig, layers, TRAIN_KEY_GROUPS, source=source)
+    spelling = spelling or OverrideSpelling()
+
+    def hint(key: str, value: Any, layer: str) -> str | None:
+        return foreign_key_hint(key, value, layer, spelling)
+
+    return resolve_config(TrainConfig, layers, TRAIN_KEY_GROUPS, source=source, hint=hint)
+
+
+def _refuse_foreign_files(files: str | Path | Sequence[str | Path] | None) -> None:
+    """`--config kohya.toml`: one line pointing at --kohya-config instead of a page of unknown keys."""
+    paths = [] if files is None else [files] if isinstance(files, str | Path) else list(files)
+    for path in paths:
+        message = foreign_config_message(Path(path), set(TrainConfig.model_fields))
+        if message:
+            raise LorastudioError(message)
 
 
 def load_train_config(

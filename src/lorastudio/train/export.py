@@ -18,7 +18,7 @@ from lorastudio.adapters.kohya import save_kohya
 from lorastudio.adapters.lora_file import LoraFile
 from lorastudio.adapters.metadata import build_metadata
 from lorastudio.train.kohya_config import kohya_training_facts
-from lorastudio.train.lora_modules import lycoris_network_args
+from lorastudio.train.lora_modules import conv_network_args, lycoris_network_args
 from lorastudio.train.outputs import atomic_file, output_targets
 from lorastudio.train.trainables import learning_rates
 
@@ -234,10 +234,11 @@ def _dir_counts(groups: dict[str, list]) -> dict[str, dict[str, int]]:
 
 def _network_args(cfg) -> dict[str, Any]:
     """`ss_network_args`: kohya's networks.lora (and LyCORIS) read `conv_dim` as "train the 3x3 convs",
-    so only a LoCon run, whose convs are trained, names it (with `conv_alpha`: lora.alpha)."""
+    so only a LoCon run, whose convs are trained, names it (with `conv_alpha`: lora.conv_alpha, else
+    lora.alpha), as the strings kohya writes."""
     args: dict[str, Any] = {"targets": cfg.lora.targets, "method": cfg.method, **lycoris_network_args(cfg.lora)}
     if cfg.lora.targets == "locon" and cfg.lora.type == "lora":  # LyCORIS' own args hold them otherwise
-        args.update(conv_dim=cfg.lora.conv_rank or cfg.lora.rank, conv_alpha=cfg.lora.alpha)
+        args.update(conv_network_args(cfg.lora))
     return args
 
 

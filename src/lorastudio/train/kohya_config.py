@@ -23,6 +23,7 @@ from lorastudio.train.kohya_mapping import (
     apply_defaults,
     apply_network,
     apply_optimizer,
+    apply_sample_cadence,
     apply_sample_prompts,
     apply_table,
     flatten_sections,
@@ -68,6 +69,7 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
         apply_defaults(out)
     apply_optimizer(flat, out)
     apply_sample_prompts(flat, out)
+    apply_sample_cadence(flat, out)
     if "dataset_config" in flat:
         out.no_effect.append(("dataset_config", f"read as the dataset config ({dataset_config})"))
     _account_for_every_key(flat, out)
@@ -139,7 +141,7 @@ def kohya_training_facts(cfg) -> dict[str, Any]:
     args = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in train.optimizer_args.items())
     return {
         "optimizer": f"{name}({args})" if args else name,
-        "lr_warmup_steps": train.lr_warmup_steps,
+        "lr_warmup_steps": train.lr_warmup_ratio if train.lr_warmup_ratio is not None else train.lr_warmup_steps,
         "lr_scheduler_num_cycles": train.lr_scheduler_num_cycles
         if train.lr_scheduler == "cosine_with_restarts"
         else None,

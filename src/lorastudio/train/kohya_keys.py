@@ -12,7 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GUI_ALIASES", "KOHYA_KEYS", "OPTIMIZER_NAMES", "SPECIAL_KEYS", "NoEffect", "Rule", "Unmapped"]
+__all__ = [
+    "GUI_ALIASES",
+    "KOHYA_KEYS",
+    "OPTIMIZER_NAMES",
+    "SPECIAL_KEYS",
+    "MappedTo",
+    "NoEffect",
+    "Rule",
+    "Unmapped",
+]
 
 
 class Unmapped(Exception):
@@ -63,16 +72,33 @@ def _scheduler(value: Any) -> str:
     raise Unmapped(f"scheduler {value!r} is not available; choose one of {', '.join(LR_SCHEDULERS)}")
 
 
-def _warmup_steps(value: Any) -> int:
-    if isinstance(value, float) and 0 < value < 1:
-        raise Unmapped(f"a ratio of the run ({value}); set train.lr_warmup_steps to a step count")
+@dataclass(frozen=True)
+class MappedTo:
+    """A converted value that goes to another lorastudio key than the rule's (kohya's one key, two meanings)."""
+
+    target: str
+    value: Any
+
+
+def _warmup_steps(value: Any) -> Any:
+    """sd-scripts' `int_or_float`: "10%" and a value below 1 are a ratio of the run's steps, the rest steps."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        value = float(value.strip()[:-1]) / 100
+    value = float(value) if isinstance(value, str) else value
+    if 0 < value < 1:
+        return MappedTo("train.lr_warmup_ratio", float(value))
     return int(value)
 
 
-def _caption_extension(value: Any) -> None:
-    if value in (".txt", ".caption"):
-        raise NoEffect("lorastudio reads both .txt and .caption captions")
-    raise Unmapped(f"captions in {value!r} files; lorastudio reads .txt and .caption")
+def _caption_extension(value: Any) -> str:
+    """kohya reads only this caption file beside each image; data.caption_extension does the same."""
+    from lorastudio.data.sources import caption_extension_of
+    from lorastudio.errors import LorastudioError
+
+    try:
+        return caption_extension_of(str(value)) or ".caption"  # kohya's default when given empty
+    except LorastudioError as exc:
+        raise Unmapped(str(exc)) from None
 
 
 def _sampler(value: Any) -> str:
@@ -262,8 +288,8 @@ KOHYA_KEYS: dict[str, Rule] = {
     "caption_dropout_rate": Rule("data.caption_dropout"),
     "caption_tag_dropout_rate": Rule("data.tag_dropout"),
     "caption_dropout_every_n_epochs": _not_mapped("epoch-wise caption dropout is not supported"),
-    "caption_extension": Rule(None, _caption_extension),
-    "caption_extention": Rule(None, _caption_extension),  # kohya's old misspelling
+    "caption_extension": Rule("data.caption_extension", _caption_extension),
+    "caption_extention": Rule("data.caption_extension", _caption_extension),  # kohya's old misspelling
     "color_aug": Rule("data.color_aug"),
     "flip_aug": Rule("data.flip"),
     "random_crop": Rule(
@@ -287,7 +313,6 @@ KOHYA_KEYS: dict[str, Rule] = {
     "ddp_timeout": _no_effect("set by accelerate"),
     # samples
     "sample_every_n_steps": Rule("samples.every_steps"),
-    "sample_every_n_epochs": _not_mapped("samples are drawn every samples.every_steps steps"),
     "sample_sampler": Rule("samples.sampler", _sampler),
 }
 
@@ -314,6 +339,7 @@ SPECIAL_KEYS = {
     "LoRA_type",
     "conv_dim",
     "conv_alpha",
+    "sample_every_n_epochs",
 }
 
 # kohya optimizer_type (lower case, module path stripped) -> train.optimizer

@@ -18,13 +18,21 @@ import yaml
 
 from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError
-from lorastudio.train.kohya_keys import KOHYA_KEYS, OPTIMIZER_NAMES, SPECIAL_KEYS, NoEffect, Unmapped
+from lorastudio.train.kohya_keys import (
+    KOHYA_KEYS,
+    OPTIMIZER_NAMES,
+    SPECIAL_KEYS,
+    MappedTo,
+    NoEffect,
+    Unmapped,
+)
 
 __all__ = [
     "KohyaImport",
     "apply_defaults",
     "apply_network",
     "apply_optimizer",
+    "apply_sample_cadence",
     "apply_sample_prompts",
     "apply_table",
     "flatten_sections",
@@ -143,7 +151,9 @@ def apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
         except Unmapped as why:
             out.skip(key, str(why))
             continue
-        if rule.target is None:
+        if isinstance(converted, MappedTo):
+            out.set(key, converted.target, converted.value)
+        elif rule.target is None:
             out.skip(key, rule.reason)
         else:
             out.set(key, rule.target, converted)
@@ -213,14 +223,16 @@ def apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
         elif key == "conv_dim":
             out.set(name, "lora.conv_rank", int(value))
             out.set(name, "lora.targets", "locon")
+            if "conv_alpha" not in args:  # sd-scripts' networks.lora: conv_alpha defaults to 1
+                out.set("conv_alpha (kohya default)", "lora.conv_alpha", 1.0)
+        elif key == "conv_alpha" and not args.get("conv_dim"):
+            out.no_effect.append((name, "no conv_dim: no conv layers to scale"))
+        elif key == "conv_alpha":
+            out.set(name, "lora.conv_alpha", float(value))
         elif key == "dropout":
             out.set(name, "lora.dropout", float(value))
         else:
-            out.skip(
-                name,
-                "lorastudio has no such network argument"
-                + (" (convs use lora.alpha)" if key == "conv_alpha" else ""),
-            )
+            out.skip(name, "lorastudio has no such network argument")
 
 
 # sd-scripts' argparse defaults (library/train_util.py) that change a run where lorastudio's differ:
@@ -258,14 +270,15 @@ def apply_optimizer(flat: dict[str, Any], out: KohyaImport) -> None:
     args = key_values(flat.get("optimizer_args"))
     if not args:
         return
-    from lorastudio.train.optim import check_optimizer_args
+    from lorastudio.train.optim import OPTIMIZER_ARG_ALIASES, check_optimizer_args
 
     kept: dict[str, Any] = {}
-    for arg, value in args:
-        label = f"optimizer_args.{arg}"
-        if arg == "weight_decay":
+    for given, value in args:
+        label = f"optimizer_args.{given}"
+        if given == "weight_decay":
             out.set(label, "train.weight_decay", float(value))
             continue
+        arg = OPTIMIZER_ARG_ALIASES.get(given, given)  # prodigyopt's `decouple` is pytorch-optimizer's `weight_decouple`
         try:
             check_optimizer_args(name or "adamw", {arg: value})
         except LorastudioError as exc:
@@ -275,6 +288,41 @@ def apply_optimizer(flat: dict[str, Any], out: KohyaImport) -> None:
         out.mapped.append((label, f"train.optimizer_args.{arg}", value))
     if kept:
         out.config.setdefault("train", {})["optimizer_args"] = kept
+
+
+def apply_sample_cadence(flat: dict[str, Any], out: KohyaImport) -> None:
+    """kohya's `sample_every_n_epochs` (which makes sd-scripts ignore `sample_every_n_steps`): lorastudio
+    draws samples with each checkpoint (or every samples.every_steps steps), so samples every N epochs
+    are checkpoints every N epochs."""
+    if "sample_every_n_epochs" not in flat or flat["sample_every_n_epochs"] in (None, ""):
+        return  # absent, or listed as empty by apply_table
+    every = flat["sample_every_n_epochs"]
+    if not every:
+        out.no_effect.append(("sample_every_n_epochs", "off, as lorastudio runs"))
+        return
+    if out.get("samples.every_steps") is not None:  # sd-scripts ignores sample_every_n_steps then
+        out.config["samples"].pop("every_steps")
+        if not out.config["samples"]:
+            del out.config["samples"]
+        out.mapped = [entry for entry in out.mapped if entry[0] != "sample_every_n_steps"]
+        out.no_effect.append(("sample_every_n_steps", "sample_every_n_epochs is set and wins, as in kohya"))
+    saves = out.get("train.save_every_epochs")
+    if saves == every:
+        out.no_effect.append(
+            ("sample_every_n_epochs", f"samples are drawn with each checkpoint: every {every} epochs")
+        )
+    elif saves is None:
+        out.skip(
+            "sample_every_n_epochs",
+            "samples are drawn with each checkpoint (every train.save_every_steps steps);"
+            f" train.save_every_epochs={every} draws them every {every} epochs",
+        )
+    else:
+        out.skip(
+            "sample_every_n_epochs",
+            f"samples are drawn with each checkpoint (every {saves} epochs, save_every_n_epochs)"
+            " or every samples.every_steps steps",
+        )
 
 
 def apply_sample_prompts(flat: dict[str, Any], out: KohyaImport) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "inject_lora",
     "LoraSet",
     "factorization",
+    "conv_network_args",
     "lycoris_network_args",
 ]
 
@@ -257,8 +258,15 @@ def lycoris_network_args(lora_cfg) -> dict[str, str]:
         return {}
     args = {"algo": lora_cfg.type}
     if lora_cfg.targets == "locon":
-        args.update(conv_dim=str(lora_cfg.conv_rank or lora_cfg.rank), conv_alpha=str(lora_cfg.alpha))
+        args.update(conv_network_args(lora_cfg))
     return args
+
+
+def conv_network_args(lora_cfg) -> dict[str, str]:
+    """`conv_dim` and `conv_alpha` as kohya writes them into `ss_network_args`: the strings of its
+    `network_args` ("conv_dim=4", "conv_alpha=1"), so loaders that read them scale the convs alike."""
+    conv_alpha = lora_cfg.conv_alpha if lora_cfg.conv_alpha is not None else lora_cfg.alpha
+    return {"conv_dim": str(lora_cfg.conv_rank or lora_cfg.rank), "conv_alpha": f"{conv_alpha:g}"}
 
 
 @dataclass(frozen=True)
@@ -271,6 +279,7 @@ class TargetSpec:
     alpha: float
     targets: str  # "attn", "kohya", "locon"
     algo: str = "lora"  # "lora", "loha", "lokr" (lora.type)
+    conv_alpha: float | None = None  # the 3x3 convs' alpha (kohya conv_alpha); None: alpha
 
 
 def _is_1x1(module: nn.Module) -> bool:
@@ -376,7 +385,7 @@ def inject_lora(
         base = component.get_submodule(path)
         is_conv3 = isinstance(base, nn.Conv2d) and not _is_1x1(base)
         rank = spec.conv_rank if is_conv3 else spec.rank
-        alpha = spec.alpha
+        alpha = spec.conv_alpha if is_conv3 and spec.conv_alpha is not None else spec.alpha
         limit = _rank_limit(base)
         if rank > limit:
             raise LorastudioError(

@@ -10,6 +10,7 @@ naming the argument instead of a keyword silently swallowed by `**kwargs`.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from lorastudio.train.train_section import ADAPTIVE_OPTIMIZERS, LrSchedulerName,
 
 __all__ = [
     "OPTIMIZERS",
+    "OPTIMIZER_ARG_ALIASES",
     "ADAPTIVE_OPTIMIZERS",
     "LR_SCHEDULERS",
     "build_optimizer",
@@ -100,19 +102,44 @@ def _accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
     }
 
 
+# Arguments as prodigyopt / dadaptation (kohya's optimizer_args) spell them -> pytorch-optimizer's names.
+OPTIMIZER_ARG_ALIASES = {"decouple": "weight_decouple", "use_bias_correction": "bias_correction"}
+# bitsandbytes' AdamW8bit arguments: a config is checked on machines without the package (it needs CUDA).
+ADAMW8BIT_ARGS = (
+    "betas", "eps", "weight_decay", "amsgrad", "optim_bits", "min_8bit_size", "percentile_clipping",
+    "block_wise", "is_paged",
+)  # fmt: skip
+
+
+def _accepted_by(name: str, cls: type | None) -> tuple[str, set[str]]:
+    """(class name, argument names) of an optimizer; AdamW8bit's from its known list without bitsandbytes."""
+    if cls is None and name == "adamw8bit":
+        try:
+            cls = optimizer_class(name)
+        except LorastudioError:
+            return "AdamW8bit", set(ADAMW8BIT_ARGS)
+    cls = cls or optimizer_class(name)
+    return cls.__name__, set(_accepted_arguments(cls))
+
+
 def check_optimizer_args(name: str, args: Mapping[str, Any], cls: type | None = None) -> dict[str, Any]:
     """`train.optimizer_args` checked against the optimizer's signature; lists become tuples."""
-    cls = cls or optimizer_class(name)
-    accepted = _accepted_arguments(cls)
+    class_name, accepted = _accepted_by(name, cls)
     checked: dict[str, Any] = {}
     for key, value in args.items():
         if key == "lr":
             raise LorastudioError(
                 "train.optimizer_args.lr: set the learning rate with train.learning_rate instead."
             )
+        renamed = OPTIMIZER_ARG_ALIASES.get(key)
+        if key not in accepted and renamed in accepted:
+            raise LorastudioError(
+                f"train.optimizer_args.{key}: pytorch-optimizer's {class_name} calls it {renamed};"
+                f" use train.optimizer_args.{renamed}={json.dumps(value)}."
+            )
         if key not in accepted:
             raise LorastudioError(
-                f"train.optimizer_args.{key}: not an argument of {name} ({cls.__name__});"
+                f"train.optimizer_args.{key}: not an argument of {name} ({class_name});"
                 f" valid: {', '.join(sorted(accepted))}."
             )
         checked[key] = tuple(value) if isinstance(value, list) else value

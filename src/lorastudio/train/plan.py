@@ -16,7 +16,7 @@ from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig, budget_steps
 from lorastudio.train.data import BatchSchedule, BucketOptions, TrainImage, scan_images
 
-__all__ = ["TrainPlan", "check_trigger_in_captions", "resolve_dataset_path", "prepare_plan", "ends_epoch"]
+__all__ = ["TrainPlan", "check_trigger_in_captions", "resolve_dataset_path", "prepare_plan", "ends_epoch", "warmup_note"]
 
 
 @dataclass
@@ -28,6 +28,24 @@ class TrainPlan:
     explanation: str
     dataset_root: Path
     num_samples: int
+    notes: list[str] = dataclasses.field(default_factory=list)  # the data set's caption choices, said at start
+    config_notes: list[str] = dataclasses.field(default_factory=list)  # settings that defeat themselves, said too
+
+
+# Schedulers that ramp up over train.lr_warmup_steps (constant and adafactor ignore a warm-up).
+_WARMING_SCHEDULERS = ("constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+def warmup_note(cfg: TrainConfig, steps: int) -> str | None:
+    """A warm-up as long as the run (a preset's 50 steps in a 20-step run) never reaches the learning rate."""
+    warmup = cfg.train.warmup_steps(steps)
+    if cfg.train.lr_scheduler not in _WARMING_SCHEDULERS or warmup < steps:
+        return None
+    return (
+        f"train.lr_warmup_steps={warmup} is not shorter than the run's {steps} steps: the learning rate never"
+        f" reaches train.learning_rate; lower it (e.g. train.lr_warmup_steps={steps // 10}) or set"
+        " train.lr_warmup_ratio=0.1"
+    )
 
 
 def resolve_dataset_path(data_dir: str, datasets_folder: Path) -> Path:
@@ -68,7 +86,12 @@ def prepare_plan(
             "model: not set; pass model=<library name, path, or tiny-sd15 / tiny-sd2 / tiny-sdxl>."
         )
     path = resolve_dataset_path(cfg.data.dir, datasets_folder)
-    dataset = Dataset.open(path, default_caption=cfg.data.default_caption, fallback_caption=cfg.trigger)
+    dataset = Dataset.open(
+        path,
+        default_caption=cfg.data.default_caption,
+        fallback_caption=cfg.trigger,
+        caption_extension=cfg.data.caption_extension,
+    )
     if len(dataset) == 0:
         raise LorastudioError(f"{path}: the data set is empty; add images first.")
     items = dataset.items()
@@ -89,7 +112,8 @@ def prepare_plan(
     num_samples = sum(img.repeats for img in images)
     batches = BatchSchedule(images, cfg.train.batch_size, cfg.seed, flip=False).batches_per_epoch
     steps, why = budget_steps(cfg, len(images), num_samples, num_processes, batches_per_epoch=batches)
-    return TrainPlan(images, steps, why, dataset.root, num_samples)
+    config_notes = [note for note in (warmup_note(cfg, steps),) if note]
+    return TrainPlan(images, steps, why, dataset.root, num_samples, dataset.notes, config_notes)
 
 
 def ends_epoch(step: int, batches_per_step: int, batches_per_epoch: int, every: int = 1) -> bool:

@@ -24,7 +24,9 @@ __all__ = ["SHAPING_KEYS", "checkpoint_facts", "check_resumable", "dataset_chang
 # Always compared: another base or another method is another set of tensors.
 _RUN_KEYS = ("model", "family", "method", "train.optimizer")
 # Compared when the method trains what they shape (dropout and rates shape nothing).
-_LORA_KEYS = ("lora.rank", "lora.alpha", "lora.targets", "lora.conv_rank", "lora.type", "lora.train_text_encoder")
+_LORA_KEYS = (
+    "lora.rank", "lora.alpha", "lora.targets", "lora.conv_rank", "lora.conv_alpha", "lora.type", "lora.train_text_encoder",
+)  # fmt: skip
 _EMBEDDING_KEYS = ("trigger", "embedding.num_vectors", "embedding.init_text")
 SHAPING_KEYS = (*_RUN_KEYS, *_LORA_KEYS, *_EMBEDDING_KEYS, "train.ema_decay")
 

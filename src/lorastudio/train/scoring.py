@@ -37,6 +37,7 @@ __all__ = [
     "list_checkpoints",
     "score_run",
     "checkpoint_files",
+    "checkpoint_step",
     "record_pick",
     "default_prompts",
 ]
@@ -351,17 +352,32 @@ def score_run(
 
 
 
-def checkpoint_files(ws: StudioFolders, run_name: str, step: int) -> dict[str, Path]:
-    """The files of checkpoint `step`, by kind ("lora" or "model", and "embedding" when the run has one).
+def checkpoint_step(given: int | str) -> int | None:
+    """A checkpoint named as its folder (`step-20`) or by its step (`20`); None for anything else."""
+    if isinstance(given, int):
+        return given
+    text = str(given).strip().lower().removeprefix("step-")
+    return int(text) if text.isdigit() else None
+
+
+def checkpoint_files(ws: StudioFolders, run_name: str, step: int | str) -> dict[str, Path]:
+    """The files of checkpoint `step` (`20` or `step-20`), by kind ("lora" or "model", and "embedding"
+    when the run has one).
 
     `service.training.publish` copies them into the library; this module never writes there.
     """
     run = RunFolder.open(ws, run_name)
     checkpoints = {c.step: c for c in run.checkpoints}
-    if step not in checkpoints:
-        have = ", ".join(str(s) for s in checkpoints) or "none"
-        raise NotFoundError(f"run {run_name!r}: no checkpoint at step {step}; saved steps: {have}.")
-    checkpoint = checkpoints[step]
+    number = checkpoint_step(step)
+    if number not in checkpoints:
+        if not checkpoints:
+            raise NotFoundError(f"run {run_name!r}: no checkpoint {str(step)!r}; the run has saved none yet.")
+        steps = sorted(checkpoints)
+        have = ", ".join(str(s) for s in steps)
+        raise NotFoundError(
+            f"run {run_name!r}: no checkpoint {str(step)!r}; saved steps: {have} (give step-{steps[-1]} or {steps[-1]})."
+        )
+    checkpoint = checkpoints[number]
     files = {"model" if run.config.trains_full_unet else "lora": checkpoint.lora}
     if checkpoint.embedding is not None:
         files["embedding"] = checkpoint.embedding

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from lorastudio.config import StrictModel
+from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import CfgScale, SamplerName, SamplingSeed, SamplingSteps
 
 __all__ = [
@@ -96,6 +97,21 @@ class DataConfig(StrictModel):
         description="Small images keep their size, rounded down to bucket_reso_steps, instead of being"
         " upscaled (kohya bucket_no_upscale).",
     )
+    caption_extension: str | None = Field(
+        None,
+        description="A folder's caption files: read only this one beside each image, e.g. '.caption' for BLIP"
+        " captions (kohya caption_extension); default: '.txt', else '.caption'.",
+    )
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _known_caption_extension(cls, value: str | None) -> str | None:
+        from lorastudio.data.sources import caption_extension_of  # PIL: not at import (`lorastudio --help`)
+
+        try:
+            return caption_extension_of(value)
+        except LorastudioError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class LoraConfig(StrictModel):
@@ -127,6 +143,12 @@ class LoraConfig(StrictModel):
     )
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA down-projection output (kohya network_dropout)."
+    )
+    conv_alpha: float | None = Field(
+        None,
+        gt=0,
+        description="locon: alpha of the 3x3 convs, whose update is scaled by conv_alpha / conv_rank"
+        " (kohya conv_alpha); default: alpha.",
     )
 
 

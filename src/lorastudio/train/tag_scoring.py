@@ -114,6 +114,7 @@ def _training_images(ctx: ScoringContext) -> list[tuple[Path, str]]:
         resolve_dataset_path(cfg.data.dir, ctx.ws.datasets),
         default_caption=cfg.data.default_caption,
         fallback_caption=cfg.trigger,
+        caption_extension=cfg.data.caption_extension,
     )
     images = {Path(item.image): item.caption for item in dataset}
     for img in ctx.held_out:

@@ -125,7 +125,10 @@ class TrainSection(StrictModel):
         " Adafactor's own rate.",
     )
     lr_warmup_steps: int = Field(
-        0, ge=0, description="Steps of linear warm-up from 0 to the learning rate (kohya lr_warmup_steps)."
+        0,
+        ge=0,
+        description="Steps of linear warm-up from 0 to the learning rate (kohya lr_warmup_steps); as a share"
+        " of the run: lr_warmup_ratio.",
     )
     lr_scheduler_num_cycles: int = Field(
         1, ge=1, description="Hard restarts of cosine_with_restarts (kohya lr_scheduler_num_cycles)."
@@ -216,6 +219,19 @@ class TrainSection(StrictModel):
         description="Cache caption embeddings on disk when the text encoder is frozen and captions are"
         " fixed (kohya cache_text_encoder_outputs).",
     )
+    lr_warmup_ratio: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Warm-up as a share of the run's steps, e.g. 0.1 (kohya lr_warmup_steps below 1):"
+        " int(ratio x steps) warm-up steps; replaces lr_warmup_steps.",
+    )
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """The warm-up in steps: a ratio of the run is `int(ratio x steps)`, as kohya counts it."""
+        if self.lr_warmup_ratio is not None:
+            return int(self.lr_warmup_ratio * total_steps)
+        return self.lr_warmup_steps
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -239,6 +255,11 @@ class TrainSection(StrictModel):
             )
         if not given:
             set_derived(self, "steps", DEFAULT_STEPS)
+        if self.lr_warmup_ratio is not None and self.lr_warmup_steps:
+            raise ValueError(
+                f"train.lr_warmup_steps={self.lr_warmup_steps} and train.lr_warmup_ratio={self.lr_warmup_ratio:g}"
+                " both set the warm-up; drop one of them"
+            )
         if self.save_every_epochs is not None and "save_every_steps" not in self.model_fields_set:
             set_derived(self, "save_every_steps", None)  # epoch checkpoints only, as asked
         return self

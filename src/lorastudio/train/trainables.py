@@ -42,7 +42,9 @@ def setup_trainables(cfg: TrainConfig, model) -> tuple[LoraSet | None, TriggerEm
     if cfg.trains_lora:
         lora_set = LoraSet()
         conv_rank = cfg.lora.conv_rank or cfg.lora.rank
-        spec = TargetSpec("unet", cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.type)
+        spec = TargetSpec(
+            "unet", cfg.lora.rank, conv_rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.type, cfg.lora.conv_alpha
+        )
         inject_lora(
             model.unet,
             spec,

@@ -291,7 +291,7 @@ class Trainer:
         self.lr_scheduler = build_lr_scheduler(
             self.cfg.train.lr_scheduler,
             optimizer,
-            self.cfg.train.lr_warmup_steps,
+            self.cfg.train.warmup_steps(self.total_steps),
             self.total_steps,
             num_cycles=self.cfg.train.lr_scheduler_num_cycles,
             power=self.cfg.train.lr_scheduler_power,

@@ -76,6 +76,11 @@ HELP_ZH: dict[str, str] = {
         "（对应 A1111 的 'Pad prompt/negative prompt'，infotext 中为 'Pad conds'：更快，但出图不同）；"
         "关闭时分两次调用，与 A1111 的默认做法一致。"
     ),
+    "GenerateConfig.rng": (
+        "噪声的随机数来源（A1111 的 'Random number generator source'，infotext 中为 'RNG'）：CPU 用 torch 的 CPU"
+        " 生成器，在任何机器上都相同；NV 在 CPU 上生成 NVIDIA 的 Philox 随机数，即 CUDA GPU 生成的噪声；GPU 在 CUDA"
+        " 设备上生成，没有 CUDA 时使用 NV 随机数，也就是 NVIDIA 显卡生成的数。没有 'RNG' 的 A1111 图片用的是 GPU。"
+    ),
     "GenerateConfig.pad_conds_v0": (
         "A1111 1.6 之前的补齐方式（infotext 中为 'Pad conds v0'，A1111 会给旧版 webui 用 DDIM/PLMS 生成的图片"
         "标上它）：较短的反向提示词重复其最后一个 token 向量直到与正向提示词等长，较长的则截断到该长度；"
@@ -94,6 +99,22 @@ HELP_ZH: dict[str, str] = {
     "GenerateConfig.hires_resize_y": "高清修复：将高度调整为此值（见 hires_resize_x）。",
     "GenerateConfig.hires_steps": "高清修复第二阶段的采样步数（0 = 与 steps 相同）。",
     "GenerateConfig.hires_strength": "高清修复第二阶段的重绘幅度。",
+    "GenerateConfig.hires_sampler": "高清修复阶段的采样器（A1111 的 'Hires sampler'）；留空或 'Use same sampler' = 与第一阶段相同。",
+    "GenerateConfig.hires_schedule": (
+        "高清修复阶段的调度类型（A1111 的 'Hires schedule type'）；留空或 'Use same scheduler' = 与第一阶段相同。"
+    ),
+    "GenerateConfig.hires_prompt": (
+        "高清修复阶段的提示词（A1111 的 'Hires prompt'；留空 = 使用正向提示词）；其中的 <lora:...> 标签须与正向提示词相同。"
+    ),
+    "GenerateConfig.hires_negative_prompt": "高清修复阶段的反向提示词（A1111 的 'Hires negative prompt'；留空 = 使用反向提示词）。",
+    "GenerateConfig.initial_noise_multiplier": (
+        "图生图：种子噪声先乘以此值再加到原图上（A1111 设置 'Noise multiplier for img2img'，infotext 中为"
+        " 'Noise multiplier'；1 = 不变）。"
+    ),
+    "GenerateConfig.extra_noise": (
+        "图生图与高清修复：把种子噪声按此倍数再加一次到加噪后的图上（A1111 设置 'Extra noise multiplier for"
+        " img2img and hires fix'，infotext 中为 'Extra noise'；0 = 关闭；应小于重绘幅度）。"
+    ),
     "GenerateConfig.strength": "图生图（img2img）的重绘幅度。",
     "GenerateConfig.mask_blur": "蒙版模糊半径，单位像素。",
     "GenerateConfig.inpainting_fill": (

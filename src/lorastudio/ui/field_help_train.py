@@ -59,6 +59,10 @@ TRAIN_HELP_ZH: dict[str, str] = {
     "DataConfig.bucket_no_upscale": (
         "小图保持原尺寸（向下取整到 bucket_reso_steps 的倍数），不放大（对应 kohya 的 bucket_no_upscale）。"
     ),
+    "DataConfig.caption_extension": (
+        "文件夹中的标注文件：只读取每张图旁边这一种扩展名的文件，例如 BLIP 标注用 '.caption'"
+        "（对应 kohya 的 caption_extension）；默认：'.txt'，没有则读 '.caption'。"
+    ),
     # train (train/train_section.py: TrainSection)
     "TrainSection.steps": (
         "训练步数，即优化器更新次数（对应 kohya 的 max_train_steps）。steps、epochs_per_image、max_epochs "
@@ -92,7 +96,13 @@ TRAIN_HELP_ZH: dict[str, str] = {
     "TrainSection.lr_scheduler": (
         "学习率调度器（对应 kohya 的 lr_scheduler）；'adafactor' 沿用 relative-step 模式下 Adafactor 自身的学习率。"
     ),
-    "TrainSection.lr_warmup_steps": "学习率从 0 线性预热到设定值的步数（对应 kohya 的 lr_warmup_steps）。",
+    "TrainSection.lr_warmup_steps": (
+        "学习率从 0 线性预热到设定值的步数（对应 kohya 的 lr_warmup_steps）；按训练总步数的比例设置：lr_warmup_ratio。"
+    ),
+    "TrainSection.lr_warmup_ratio": (
+        "按训练总步数的比例设置预热，例如 0.1（对应 kohya 的 lr_warmup_steps 小于 1 时）：预热 int(比例 x 步数) 步；"
+        "取代 lr_warmup_steps。"
+    ),
     "TrainSection.lr_scheduler_num_cycles": "cosine_with_restarts 的硬重启次数（对应 kohya 的 lr_scheduler_num_cycles）。",
     "TrainSection.lr_scheduler_power": "多项式衰减的指数（对应 kohya 的 lr_scheduler_power）。",
     "TrainSection.resolution": (
@@ -156,6 +166,9 @@ TRAIN_HELP_ZH: dict[str, str] = {
         "同时在文本编码器上训练 LoRA 层（对应 kohya 的 network_train_unet_only 为 false）。"
     ),
     "LoraConfig.dropout": "对 LoRA 降维投影（down）的输出做 dropout（对应 kohya 的 network_dropout）。",
+    "LoraConfig.conv_alpha": (
+        "locon：3x3 卷积层的 alpha，卷积的更新按 conv_alpha / conv_rank 缩放（对应 kohya 的 conv_alpha）；默认：与 alpha 相同。"
+    ),
     # embedding (train/sections.py: EmbeddingConfig)
     "EmbeddingConfig.num_vectors": "触发词代表的 token 数（嵌入中每个 token 的向量数）。",
     "EmbeddingConfig.init_text": "初始化文本：用这些词的 token 嵌入作为触发词向量的初始值。",

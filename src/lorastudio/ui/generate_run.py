@@ -94,11 +94,12 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
     values = dict(values)
     styles = values.pop("styles", None) or []
     if styles:  # merged into the prompts the image records, as the API and the CLI merge them
-        from lorastudio.service.styles import apply_styles
+        from lorastudio.service.styles import apply_styles, hires_styled
 
         values["prompt"], values["negative_prompt"] = apply_styles(
             ctx.studio.workspace, values.get("prompt") or "", values.get("negative_prompt") or "", list(styles)
         )
+        values.update(hires_styled(ctx.studio.workspace, values, list(styles)))
     values["schedule"] = None if values.get("schedule") in (None, "", "Automatic") else values["schedule"]
     values["vae"] = values.get("vae") or None  # "Automatic": the model's own VAE
     for name in INT_FIELDS:

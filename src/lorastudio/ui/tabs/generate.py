@@ -39,8 +39,10 @@ LABEL = "tab.generate"
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
-    "clip_skip", "eta", "pad_conds", "pad_conds_v0", "old_prompt_editing", "hires_scale",
-    "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "init_image", "strength", "resize_mode",
+    "clip_skip", "eta", "pad_conds", "rng", "pad_conds_v0", "old_prompt_editing", "hires_scale",
+    "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "hires_sampler",
+    "hires_schedule", "hires_prompt", "hires_negative_prompt", "init_image", "strength", "resize_mode",
+    "initial_noise_multiplier", "extra_noise",
     "mask_blur", "mask_invert", "inpainting_fill", "inpaint_only_masked", "inpaint_padding",
 )  # fmt: skip
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
@@ -134,6 +136,7 @@ def build(ctx: UiContext) -> None:
                 f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
             # its own line: the label and help overflowed a third of the sliders' row
             f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"))
+            f["rng"] = field_control(GenerateConfig, "rng", t("generate.rng"))  # PNG info sets it from 'RNG'
             with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
                 with gr.Row():
                     f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
@@ -160,6 +163,19 @@ def build(ctx: UiContext) -> None:
                 f["hires_upscaler"] = gr.Dropdown(
                     hires_upscaler_names(ctx.studio.workspace), value="Latent", label=t("generate.hires_upscaler")
                 )
+                with gr.Row():  # A1111's "Use same sampler" / "Use same scheduler": the first pass's
+                    f["hires_sampler"] = gr.Dropdown(
+                        hires_sampler_choices(t), value=SAME_SAMPLER, label=t("generate.hires_sampler"),
+                        info=field_help(GenerateConfig, "hires_sampler"), elem_id="field-hires-sampler",
+                    )  # fmt: skip
+                    f["hires_schedule"] = gr.Dropdown(
+                        hires_schedule_choices(t), value=SAME_SCHEDULER, label=t("generate.hires_schedule"),
+                        info=field_help(GenerateConfig, "hires_schedule"), elem_id="field-hires-schedule",
+                    )  # fmt: skip
+                f["hires_prompt"] = field_control(GenerateConfig, "hires_prompt", t("generate.hires_prompt"), lines=2)
+                f["hires_negative_prompt"] = field_control(
+                    GenerateConfig, "hires_negative_prompt", t("generate.hires_negative_prompt"), lines=2
+                )
             with gr.Accordion(t("generate.img2img"), open=False, elem_id="img2img") as img2img:
                 f["init_image"] = gr.Image(  # image_mode None: the file as sent (Gradio's RGB drops alpha to black)
                     type="filepath", image_mode=None, label=t("generate.init_image"), elem_id="init-image", height=256
@@ -172,6 +188,14 @@ def build(ctx: UiContext) -> None:
                     value=0,
                     label=t("generate.resize_mode"),
                 )
+                with gr.Row():  # A1111's img2img settings, per request here
+                    f["initial_noise_multiplier"] = field_control(
+                        GenerateConfig, "initial_noise_multiplier", t("generate.initial_noise_multiplier"),
+                        slider=True, step=0.001,
+                    )  # fmt: skip
+                    f["extra_noise"] = field_control(
+                        GenerateConfig, "extra_noise", t("generate.extra_noise"), slider=True, step=0.01
+                    )
                 clear_image = gr.Button(t("generate.clear_image"), size="sm")
             with gr.Accordion(t("generate.inpaint"), open=False, elem_id="inpaint") as inpaint:
                 painter = gr.ImageEditor(
@@ -351,6 +375,21 @@ def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
         else gr.update()
         for name in names
     ]
+
+
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's words (GenerateConfig: None)
+
+
+def hires_sampler_choices(t) -> list[tuple[str, str]]:
+    """"Use same sampler" in the page's language, then every sampler."""
+    from lorastudio.service.choices import sampler_names
+
+    return [(t("generate.hires_same_sampler"), SAME_SAMPLER), *((name, name) for name in sampler_names())]
+
+
+def hires_schedule_choices(t) -> list[tuple[str, str]]:
+    """"Use same scheduler", then the schedule types as the first pass's picker shows them."""
+    return [(t("generate.hires_same_schedule"), SAME_SCHEDULER), *schedule_choices(t)]
 
 
 def schedule_choices(t) -> list[tuple[str, str]]:

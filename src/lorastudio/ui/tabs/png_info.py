@@ -125,6 +125,7 @@ def _read(ctx: UiContext, path: str | None) -> tuple:
 _KEPT_BY_NOTE = {  # (a VAE or schedule type this studio lacks becomes "Automatic", as its note says)
     "sampler_unknown": ("sampler", "schedule"),
     "hires_upscaler_missing": ("hires_upscaler",),
+    "hires_sampler_unknown": ("hires_sampler", "hires_schedule"),
 }
 
 
@@ -145,6 +146,8 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
     values["control_slots"] = recipe.control_slots
     values["grid"] = recipe.grid
     values["schedule"] = values.get("schedule") or "Automatic"
+    values["hires_sampler"] = values.get("hires_sampler") or "Use same sampler"  # the hires pickers' first choice
+    values["hires_schedule"] = values.get("hires_schedule") or "Use same scheduler"
     values["vae"] = values.get("vae") or ""  # the picker's "Automatic"
     for note in recipe.notes:  # a value this studio lacks: the form keeps its own, as A1111's paste
         for name in _KEPT_BY_NOTE.get(note.key, ()):
