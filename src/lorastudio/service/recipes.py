@@ -155,6 +155,7 @@ def _yaml_request(path: Path, ws: Workspace, given: set[str]) -> tuple[dict[str,
             f"{path}: not a lorastudio recipe (no `request:` mapping); pass the .yaml written beside an image."
         )
     request = dict(data["request"])
+    request.setdefault("old_step_noise", "rng" not in request)  # written before `rng`: seed + 1 step noise
     image = data.get("image") if isinstance(data.get("image"), dict) else {}
     position = _image_request(request, image, given)
     model_info = data.get("model") if isinstance(data.get("model"), dict) else {}
