@@ -175,8 +175,9 @@ def test_a_missing_recipe_model_is_replaced_by_the_one_the_user_passes(tmp_path,
 
 def test_a_recipe_draws_the_images_noise_source_and_notes_what_can_still_differ(tmp_path, workspace):
     """The image's `RNG` comes back as `rng` (none: A1111's GPU, or CPU for lorastudio's older images);
-    notes say where the noise can still differ: a large latent on a smaller NVIDIA card, per-step noise
-    A1111 drew from its CPU generator, with an ENSD or from a Brownian tree."""
+    notes say where the noise can still differ: a large latent on a smaller NVIDIA card, a sampler lorastudio
+    ran otherwise before its images wrote `RNG`. A1111's per-step noise (its CPU generator continued, an ENSD,
+    the SDE samplers' Brownian trees) is drawn as A1111 draws it: no note."""
     from lorastudio.service.recipes import read_recipe
     from lorastudio.ui.i18n import translator
 
@@ -187,13 +188,17 @@ def test_a_recipe_draws_the_images_noise_source_and_notes_what_can_still_differ(
         "gpu-large.png": (", Sampler: Euler, Size: 1024x1024" + a1111, "GPU", [("noise_gpu_layout", "65536")]),
         "gpu-hires.png": (", Sampler: Euler, Size: 512x512, Hires upscale: 2" + a1111, "GPU", [("noise_gpu_layout", "65536")]),
         "nv.png": (", Sampler: Euler a, Size: 1024x1024, RNG: NV" + a1111, "NV", []),
-        "cpu-euler-a.png": (", Sampler: Euler a, RNG: CPU" + a1111, "CPU", [("noise_steps_cpu", "Euler a")]),
+        "cpu-euler-a.png": (", Sampler: Euler a, RNG: CPU" + a1111, "CPU", []),
         "cpu-euler.png": (", Sampler: Euler, RNG: CPU" + a1111, "CPU", []),
         "ddim-eta-0.png": (", Sampler: DDIM, RNG: CPU" + a1111, "CPU", []),
-        "ddim-eta.png": (", Sampler: DDIM, Eta DDIM: 0.5, RNG: CPU" + a1111, "CPU", [("noise_steps_cpu", "DDIM")]),
-        "ensd.png": (", Sampler: Euler a, RNG: NV, ENSD: 31337" + a1111, "NV", [("noise_steps_ensd", "Euler a")]),
-        "sde.png": (", Sampler: DPM++ 2M SDE Karras, RNG: NV" + a1111, "NV", [("noise_steps_brownian", "DPM++ 2M SDE Karras")]),
+        "ddim-eta.png": (", Sampler: DDIM, Eta DDIM: 0.5, RNG: CPU" + a1111, "CPU", []),
+        "ensd.png": (", Sampler: Euler a, RNG: NV, ENSD: 31337" + a1111, "NV", []),
+        "sde.png": (", Sampler: DPM++ 2M SDE Karras, RNG: NV" + a1111, "NV", []),
         "ours-before.png": (", Sampler: Euler a, Version: lorastudio 0.1.0", "CPU", []),  # made before RNG was written
+        "ours-2s-a.png": (", Sampler: DPM++ 2S a, Version: lorastudio 0.1.0", "CPU", [("noise_old_sampler", "DPM++ 2S a")]),
+        "ours-karras.png": (", Sampler: Euler a, Schedule type: Karras, Version: lorastudio 0.1.0", "CPU",
+                            [("noise_old_sampler", "Euler a")]),
+        "ours-sde.png": (", Sampler: DPM++ SDE, RNG: CPU, Version: lorastudio 0.1.0", "CPU", []),
     }  # fmt: skip
     for name, (keys, source, expected) in cases.items():
         recipe = read_recipe(_png_with(tmp_path, common + keys, name), workspace)

@@ -88,8 +88,8 @@ def test_per_step_noise_continues_each_images_stream():
             assert torch.equal(step[image], expected), (offset, image)
     plain = module.randn_tensor((1, 4), generator=torch.Generator().manual_seed(3))
     assert torch.equal(plain, torch.randn((1, 4), generator=torch.Generator().manual_seed(3)))
-    cpu = ImageNoise([7], None, shape, NoiseOptions()).step_generator(scheduler)  # as before: seed + 1
-    assert isinstance(cpu, torch.Generator) and cpu.initial_seed() == 8
+    old = ImageNoise([7], None, shape, NoiseOptions(old_step_noise=True)).step_generator(scheduler)  # seed + 1
+    assert isinstance(old, torch.Generator) and old.initial_seed() == 8
 
 
 def _generate(*args: str) -> dict:

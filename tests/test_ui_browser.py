@@ -178,7 +178,7 @@ def test_png_info_of_an_old_webuis_image_turns_on_its_old_behaviours(served, pag
     )
     page.click("#png-send-generate")
     page.wait_for_function("() => document.querySelector('#field-seed input')?.value === '5'")
-    page.get_by_text("Older A1111 images").first.click()
+    page.get_by_text("Older A1111 and lorastudio images").first.click()
     page.wait_for_function("() => document.querySelector('#field-pad_conds_v0 input')?.checked")
     assert page.locator("#field-old_prompt_editing input").is_checked()
     assert not page.locator("#field-pad_conds input").is_checked()

@@ -65,8 +65,9 @@ def _clip_skip(value: Any, where: str) -> int:
     return int(number)
 
 
-def _number_option(value: Any, field: str, where: str) -> float:
-    """A number option (`initial_noise_multiplier`) within its GenerateConfig field's bounds."""
+def _number_option(value: Any, field: str, where: str) -> float | int:
+    """A number option (`initial_noise_multiplier`) within its GenerateConfig field's bounds; a whole-number
+    field's (`eta_noise_seed_delta`) stays a whole number."""
     from pydantic import ValidationError
 
     from lorastudio.generate.config import GenerateConfig
@@ -77,7 +78,7 @@ def _number_option(value: Any, field: str, where: str) -> float:
         GenerateConfig(**{field: value})
     except ValidationError as exc:
         raise InvalidRequest(f"{where}: {exc.errors(include_url=False)[0]['msg']}.") from None
-    return float(value)
+    return int(value) if GenerateConfig.model_fields[field].annotation is int else float(value)
 
 
 class A1111Options:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import snap_size
+from lorastudio.generate.noise_fields import noise_source, read_old_step_noise, step_noise_drawn
 from lorastudio.generate.samplers import schedule_label, takes_eta
 from lorastudio.generate.upscalers.names import fixed_upscaler
 
@@ -200,14 +201,6 @@ def _hashes(pairs: list[tuple[str, str]]) -> str | None:
     return ", ".join(f"{n}: {h}" for n, h in pairs) if pairs else None
 
 
-def noise_source(params: dict[str, Any]) -> str:
-    """The random number source an image's noise came from (`GenerateConfig.rng`): its `RNG` key as
-    written; without one, A1111's default GPU, or CPU for lorastudio's images, which drew every noise
-    on the CPU before they wrote the key."""
-    written = str(params.get("RNG", "") or "").strip()
-    if written:
-        return written.upper()
-    return "CPU" if str(params.get("Version", "") or "").startswith("lorastudio") else "GPU"
 def _write_hires_sampler(cfg: Any, facts: InfotextFacts) -> str | None:
     """A1111 writes the hires sampler only where it differs from the first pass's."""
     return facts.hires_sampler if cfg.hires_on and facts.hires_sampler not in ("", facts.sampler) else None
@@ -331,6 +324,11 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     # A1111's option `randn_source` (a request's override_settings), not a request field. A1111 leaves
     # out its default GPU; written here always, as images lorastudio made before it had GPU noise lack it.
     _F("rng", "RNG", None, lambda c, f: c.rng, lambda params: {"rng": noise_source(params)}),
+    # A1111's option `eta_noise_seed_delta`, written where it seeded per-step noise (A1111: ENSD samplers, eta not 0);
+    # lorastudio's `Old step noise` likewise (`generate.noise_fields`: images from before `RNG` read it back on).
+    _F("ensd", "ENSD", None, lambda c, f: c.ensd if c.ensd and step_noise_drawn(c) else None, _reads("ENSD", "ensd", int)),
+    _F("old_step_noise", "Old step noise", None, lambda c, f: True if c.old_step_noise and step_noise_drawn(c) else None,
+       read_old_step_noise),
     _F("batch_size", None, "batch_size"),
     _F("count", None, "n_iter"),
     _F("init_image", None, "init_images", special=True),

@@ -168,6 +168,19 @@ class GenerateConfig(StrictModel):
         " CPU, the noise a CUDA GPU makes; GPU draws on the CUDA device, and where there is none the NV numbers,"
         " which are what an NVIDIA GPU draws. An A1111 image without 'RNG' was made with GPU.",
     )
+    ensd: int = Field(
+        0,
+        ge=0,
+        le=2**32,
+        description="Eta noise seed delta (A1111's 'eta_noise_seed_delta', infotext 'ENSD', 31337 for NAI-style"
+        " images): the per-step noise of Euler a, DPM2 a, DPM++ 2S a, LCM and DDIM with eta comes from"
+        " generators seeded with seed + ENSD instead of continuing the seed's (0 = off).",
+    )
+    old_step_noise: bool = Field(
+        False,
+        description="lorastudio's per-step noise before images wrote 'RNG' (infotext 'Old step noise'): a CPU"
+        " generator seeded with seed + 1; set by the recipes of such images so they come back the same.",
+    )
     width: int | None = Field(
         None,
         description="Width in pixels (multiple of 8); default: from the init image (its size, or its aspect "

@@ -10,6 +10,10 @@ into noise of the real size, so an image keeps its composition when the size cha
 The source (`rng`, A1111's "Random number generator source"): "CPU" draws on torch's CPU generator,
 the same on any machine; "NV" draws NVIDIA's Philox numbers on the CPU (`generate.philox`), which
 are what a CUDA GPU draws; "GPU" draws on the CUDA device where there is one, else the NV numbers.
+
+The per-step noise continues each image's generator after its starting noise, as A1111's ImageRNG;
+with an ENSD (A1111's "eta noise seed delta") it comes from fresh generators seeded with seed + ENSD.
+`old_step_noise` is lorastudio's way before images wrote `RNG`: a CPU generator seeded with seed + 1.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 __all__ = [
     "ImageNoise",
     "NoiseOptions",
+    "StepNoise",
     "batch_noise",
     "image_noise",
     "new_generator",
@@ -36,6 +41,8 @@ class NoiseOptions:
     subseed_strength: float = 0.0
     resize_from: tuple[int, int] | None = None  # (latent width, latent height)
     rng: str = "CPU"
+    ensd: int = 0  # A1111's eta noise seed delta: the per-step noise is seeded with seed + ensd
+    old_step_noise: bool = False  # the per-step noise of lorastudio images without `RNG`: seed + 1 on the CPU
 
     @property
     def plain(self) -> bool:
@@ -137,9 +144,9 @@ class ImageNoise:
     """A batch's noise streams, one per image as A1111's ImageRNG: the starting noise (`first`), then
     what a sampler's step draws (`step_generator`).
 
-    Under NV and GPU the per-step noise is the next draws of each image's own generator, as A1111
-    draws it. Under CPU it stays what lorastudio has always drawn: a CPU generator seeded with the
-    image's seed + 1 (A1111's CPU source continues the seed's generator instead).
+    The per-step noise is the next draws of each image's own generator, on every source; with an ENSD
+    each image's stream starts anew from seed + ENSD once the starting noise is drawn (A1111 does so
+    whatever the sampler). `old_step_noise`: a CPU generator seeded with seed + 1, handed to diffusers.
     """
 
     def __init__(self, seeds: list[int], subseeds: list[int] | None, shape: tuple[int, ...], options: NoiseOptions):
@@ -154,30 +161,36 @@ class ImageNoise:
         import torch
 
         subs = self.subseeds
-        return torch.stack(
+        noise = torch.stack(
             [
                 image_noise(seed, subs[i] if i < len(subs) else None, self.shape, self.options, self.generators[i])
                 for i, seed in enumerate(self.seeds)
             ]
         )
+        if self.options.ensd:
+            self.generators = [new_generator(seed + self.options.ensd, self.options.rng) for seed in self.seeds]
+        return noise
 
     def step_generator(self, scheduler) -> Any:
         """What `scheduler.step(generator=...)` takes to draw this batch's per-step noise."""
         import torch
 
-        if self.options.rng == "CPU":
+        if self.options.old_step_noise:
             generators = [torch.Generator("cpu").manual_seed(seed + 1) for seed in self.seeds]
             return generators if len(generators) > 1 else generators[0]
         _route_step_noise(scheduler)
-        return _StepNoise(self.generators)
+        return StepNoise(self.generators, self.seeds, self.options.rng)
 
 
-class _StepNoise:
+class StepNoise:
     """Stands for `generator` in a diffusers scheduler's step: its `randn_tensor` (routed here by
-    `_route_step_noise`) takes each image's next draw from the image's own stream."""
+    `_route_step_noise`) takes each image's next draw from the image's own stream. The seeds and the
+    source are for the samplers whose noise is a Brownian tree (`generate.brownian`)."""
 
-    def __init__(self, generators: list[Any]) -> None:
+    def __init__(self, generators: list[Any], seeds: list[int], rng: str) -> None:
         self.generators = generators
+        self.seeds = list(seeds)
+        self.rng = rng
 
     def randn(self, shape: tuple[int, ...], device=None, dtype=None):
         import torch
@@ -191,20 +204,25 @@ _ROUTED_LOCK = threading.Lock()
 
 
 def _route_step_noise(scheduler) -> None:
-    """Let the scheduler's module draw its step noise from a `_StepNoise` passed as its generator.
+    """Let the scheduler's module draw its step noise from a `StepNoise` passed as its generator.
 
     diffusers' schedulers draw with their module's `randn_tensor(shape, generator=...)`, which takes
-    only torch generators; this wraps it once per module: a `_StepNoise` draws, anything else goes to
-    diffusers' own function unchanged (so concurrent requests with other sources are unaffected).
+    only torch generators; this wraps it once per module: a `StepNoise` draws, anything else goes to
+    diffusers' own function unchanged (so concurrent requests with other sources are unaffected). Every
+    module of the scheduler's classes is routed: a scheduler of ours may step with its parent's code.
     """
-    module = sys.modules.get(type(scheduler).__module__)
+    for cls in type(scheduler).__mro__:
+        _route_module(sys.modules.get(cls.__module__))
+
+
+def _route_module(module) -> None:
     with _ROUTED_LOCK:
         original = getattr(module, "randn_tensor", None)
         if original is None or getattr(original, "routes_step_noise", False):
             return
 
         def randn_tensor(shape, generator=None, device=None, dtype=None, layout=None):
-            if isinstance(generator, _StepNoise):
+            if isinstance(generator, StepNoise):
                 return generator.randn(tuple(shape), device=device, dtype=dtype)
             return original(shape, generator=generator, device=device, dtype=dtype, layout=layout)
 

@@ -170,7 +170,7 @@ class _Sampler:
         resize_from = None
         if cfg.seed_resize_from_w > 0 and cfg.seed_resize_from_h > 0:
             resize_from = (cfg.seed_resize_from_w // factor, cfg.seed_resize_from_h // factor)
-        return NoiseOptions(cfg.subseed_strength, resize_from, cfg.rng)
+        return NoiseOptions(cfg.subseed_strength, resize_from, cfg.rng, cfg.ensd, cfg.old_step_noise)
 
     def _through_vae(self, fn, x, image_pixels: int, in_tiles):
         """`fn(x)` at once for images up to TILED_DECODE_MIN_PIXELS, else image by image in tiles

@@ -1,4 +1,4 @@
-"""A1111 sampler names -> diffusers schedulers.
+"""A1111 sampler names -> diffusers schedulers (or ours, `generate.k_samplers`, where diffusers lacks one).
 
 Users type what A1111 shows ("DPM++ 2M Karras", "Euler a"); a name may carry a schedule
 type suffix. Unknown names fail with the list of valid ones.
@@ -22,25 +22,26 @@ __all__ = [
     "schedule_label",
     "takes_eta",
     "a1111_step_noise",
+    "draws_step_noise",
 ]
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    scheduler: str  # diffusers class name
+    scheduler: str  # diffusers class name, or one of ours in generate/k_samplers.py
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     takes_eta: bool = False  # the scheduler's step mixes in `eta` fresh noise (A1111's "Eta DDIM")
     second_order: bool = False  # A1111 calls the model twice a step and times prompts over 2 x steps
     # The fresh noise A1111 adds at each step: "stream", the next draws of each image's random source
-    # (its ImageRNG; lorastudio's NV and GPU sources draw the same); "brownian", a Brownian tree torchsde
-    # seeds from the image seeds on the GPU, whatever the source. DDIM draws only at an eta above 0.
+    # (its ImageRNG, seeded anew with seed + ENSD where one is set); "brownian", a Brownian tree per image
+    # seeded with its seed, its numbers from the source (`generate.brownian`). DDIM draws only at an eta above 0.
     a1111_step_noise: str = ""
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "Euler a": SamplerSpec(
-        "EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "euler_ancestral"), a1111_step_noise="stream"
+        "ScheduledEulerAncestralScheduler", aliases=("k_euler_a", "euler_ancestral"), a1111_step_noise="stream"
     ),
     "Euler": SamplerSpec("EulerDiscreteScheduler", aliases=("k_euler", "euler")),
     "LMS": SamplerSpec("LMSDiscreteScheduler", aliases=("k_lms", "lms")),
@@ -53,7 +54,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         a1111_step_noise="stream",
     ),
     "DPM++ 2S a": SamplerSpec(
-        "DPMSolverSinglestepScheduler", {"solver_order": 2}, ("k_dpmpp_2s_a",), second_order=True
+        "DPMPlusPlus2SAncestralScheduler", aliases=("k_dpmpp_2s_a",), second_order=True, a1111_step_noise="stream"
     ),
     "DPM++ 2M": SamplerSpec(
         "DPMSolverMultistepScheduler",
@@ -61,16 +62,16 @@ SAMPLERS: dict[str, SamplerSpec] = {
         ("k_dpmpp_2m", "dpmpp_2m"),
     ),
     "DPM++ SDE": SamplerSpec(
-        "DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde"), second_order=True, a1111_step_noise="brownian"
+        "SeededDPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde"), second_order=True, a1111_step_noise="brownian"
     ),
     "DPM++ 2M SDE": SamplerSpec(
-        "DPMSolverMultistepScheduler",
+        "BrownianDPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
         ("k_dpmpp_2m_sde", "dpmpp_2m_sde"),
         a1111_step_noise="brownian",
     ),
     "DPM++ 3M SDE": SamplerSpec(
-        "DPMSolverMultistepScheduler",
+        "BrownianDPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
         ("k_dpmpp_3m_sde", "dpmpp_3m_sde"),
         a1111_step_noise="brownian",
@@ -138,6 +139,12 @@ def a1111_step_noise(name: str) -> str:
         return ""
 
 
+def draws_step_noise(name: str, eta: float = 0.0) -> bool:
+    """Whether the sampler `name` draws its per-step noise from the images' streams (where an ENSD and
+    `old_step_noise` act): the ancestral samplers and LCM, DDIM at an eta above 0."""
+    return a1111_step_noise(name) == "stream" and (eta > 0 or not takes_eta(name))
+
+
 def _lookup(name: str) -> str | None:
     lowered = name.strip().lower()
     for canonical, spec in SAMPLERS.items():
@@ -196,19 +203,24 @@ def make_scheduler(choice: SamplerChoice, base_config: dict):
     """A fresh scheduler (they are stateful) from the model's own training schedule."""
     import diffusers
 
+    from lorastudio.generate import k_samplers
+
     spec = SAMPLERS[choice.sampler]
-    cls = getattr(diffusers, spec.scheduler)
+    cls = getattr(k_samplers, spec.scheduler, None) or getattr(diffusers, spec.scheduler)
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
     config.update(spec.options)
     config.update(SCHEDULE_TYPES[choice.schedule])
     if spec.scheduler in {"DDIMScheduler", "PNDMScheduler"}:
         config.setdefault("set_alpha_to_one", False)
     try:
-        return cls.from_config(config)
+        scheduler = cls.from_config(config)
     except ImportError as exc:  # DPM++ SDE needs torchsde
         raise LorastudioError(
             f"sampler {choice.sampler!r} needs an extra package ({exc}); pick another sampler."
         ) from None
+    if hasattr(scheduler, "sigma_schedule"):  # Euler a: Karras, Exponential from EulerDiscreteScheduler's sigmas
+        scheduler.sigma_schedule = {k: v for k, v in SCHEDULE_TYPES[choice.schedule].items() if k.startswith("use_")}
+    return scheduler
 
 
 def img2img_steps(steps: int, strength: float, exact: bool = False) -> tuple[int, int]:

@@ -47,6 +47,7 @@ CHOICE_OPTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
 NUMBER_OPTIONS: dict[str, str] = {
     "initial_noise_multiplier": "initial_noise_multiplier",
     "img2img_extra_noise": "extra_noise",
+    "eta_noise_seed_delta": "ensd",  # a whole number
 }
 
 

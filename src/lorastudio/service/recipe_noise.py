@@ -2,8 +2,11 @@
 
 The starting noise comes back from the image's random source (`GenerateConfig.rng`, read from its
 `RNG` key; an A1111 image without one was made on an NVIDIA GPU, drawn here as NVIDIA's Philox
-numbers). What can still differ: the per-step noise of some samplers, and how a smaller NVIDIA card
-laid out a large latent's numbers.
+numbers), and so does the per-step noise: each seed's stream continued, or seeded with seed + ENSD,
+and the SDE samplers' Brownian trees seeded with the image seeds, all from that source, as A1111
+draws them. What can still differ: how a smaller NVIDIA card laid out a large latent's numbers, and
+the samplers lorastudio ran otherwise when it made an image before images wrote `RNG` (their per-step
+noise comes back: `old_step_noise`, `generate.noise_fields`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def noise_notes(params: dict[str, Any]) -> list[RecipeNote]:
 
     source = noise_source(params)
     sampler = str(params.get("Sampler", "") or "")
-    notes = _step_notes(params, source, sampler)
+    notes = _old_sampler_notes(params, sampler)
     values = _latent_values(params)
     if source == "GPU" and values > GPU_LAYOUT_FREE_VALUES:
         notes.append(
@@ -42,44 +45,31 @@ def noise_notes(params: dict[str, Any]) -> list[RecipeNote]:
     return notes
 
 
-def _step_notes(params: dict[str, Any], source: str, sampler: str) -> list[RecipeNote]:
-    """The sampler's per-step noise, where A1111 drew it otherwise than this studio draws it."""
-    from lorastudio.generate.samplers import a1111_step_noise
+def _old_sampler_notes(params: dict[str, Any], sampler: str) -> list[RecipeNote]:
+    """A lorastudio image from before images wrote `RNG` whose sampler lorastudio now runs otherwise:
+    DPM++ 2S a (then without its ancestral noise), Euler a on a Karras or Exponential schedule (then on
+    plain Euler a's), DPM++ SDE (then a Brownian tree seeded at random)."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.generate.noise_fields import made_before_rng
+    from lorastudio.generate.samplers import parse_sampler
 
-    if str(params.get("Version", "") or "").startswith("lorastudio"):
-        return []  # our own sampler drew it
-    kind = a1111_step_noise(sampler)
-    if kind == "stream" and "DDIM" in sampler and not _number(params.get("Eta DDIM")):
-        kind = ""  # DDIM at eta 0 adds no noise
-    if kind == "brownian":
-        return [
-            RecipeNote(
-                "noise_steps_brownian",
-                {"sampler": sampler},
-                f"A1111's {sampler} draws its per-step noise from a Brownian tree on the GPU, which lorastudio"
-                " does not draw; the picture will differ.",
-            )
-        ]
-    if kind == "stream" and source == "CPU":
-        return [
-            RecipeNote(
-                "noise_steps_cpu",
-                {"sampler": sampler},
-                f"A1111 drew {sampler}'s per-step noise by continuing each seed's CPU generator; lorastudio's CPU"
-                " source draws it from seed + 1, so the picture will differ (the starting noise is the same).",
-            )
-        ]
-    ensd = _number(params.get("ENSD"))
-    if kind == "stream" and ensd:
-        return [
-            RecipeNote(
-                "noise_steps_ensd",
-                {"sampler": sampler, "ensd": f"{ensd:g}"},
-                f"the image's per-step noise was seeded with seed + {ensd:g} (ENSD, eta noise seed delta), which"
-                f" lorastudio does not apply; {sampler}'s picture will differ.",
-            )
-        ]
-    return []
+    if not made_before_rng(params):
+        return []
+    try:
+        choice = parse_sampler(sampler, str(params.get("Schedule type", "") or "") or None)
+    except LorastudioError:
+        return []
+    euler_scheduled = choice.sampler == "Euler a" and choice.schedule in ("Karras", "Exponential")
+    if choice.sampler not in ("DPM++ 2S a", "DPM++ SDE") and not euler_scheduled:
+        return []
+    return [
+        RecipeNote(
+            "noise_old_sampler",
+            {"sampler": sampler},
+            f"lorastudio ran {sampler} otherwise when it made this image (before images wrote RNG); it now samples"
+            " it as A1111 does, so the picture will differ.",
+        )
+    ]
 
 
 def _number(value: Any) -> float:

@@ -174,6 +174,7 @@ def _yaml_request(
             f"{path}: not a lorastudio recipe (no `request:` mapping); pass the .yaml written beside an image."
         )
     request = dict(data["request"])
+    request.setdefault("old_step_noise", "rng" not in request)  # written before `rng`: seed + 1 step noise
     image = data.get("image") if isinstance(data.get("image"), dict) else {}
     position = _image_request(request, image, given)
     notes: list[RecipeNote] = []

@@ -81,6 +81,15 @@ HELP_ZH: dict[str, str] = {
         " 生成器，在任何机器上都相同；NV 在 CPU 上生成 NVIDIA 的 Philox 随机数，即 CUDA GPU 生成的噪声；GPU 在 CUDA"
         " 设备上生成，没有 CUDA 时使用 NV 随机数，也就是 NVIDIA 显卡生成的数。没有 'RNG' 的 A1111 图片用的是 GPU。"
     ),
+    "GenerateConfig.ensd": (
+        "Eta 噪声种子偏移（A1111 的 'eta_noise_seed_delta'，infotext 中为 'ENSD'，NAI 类模型常用 31337）：Euler a、"
+        "DPM2 a、DPM++ 2S a、LCM 以及 eta 大于 0 的 DDIM 每一步的噪声改用以“种子 + ENSD”为种子的生成器，"
+        "而不是继续使用种子的生成器（0 = 关闭）。"
+    ),
+    "GenerateConfig.old_step_noise": (
+        "图片写入 'RNG' 之前 lorastudio 的步进噪声（infotext 中为 'Old step noise'）：以“种子 + 1”为种子的 CPU"
+        " 生成器；读取这类图片的配方时自动开启，使其可以完全复现。"
+    ),
     "GenerateConfig.pad_conds_v0": (
         "A1111 1.6 之前的补齐方式（infotext 中为 'Pad conds v0'，A1111 会给旧版 webui 用 DDIM/PLMS 生成的图片"
         "标上它）：较短的反向提示词重复其最后一个 token 向量直到与正向提示词等长，较长的则截断到该长度；"

@@ -46,7 +46,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "generate.clip_skip": ("Clip skip", "跳过 CLIP 层"),
     "generate.pad_conds": ("Pad prompt/negative prompt", "补齐正/负提示词长度"),
     "generate.rng": ("Random number generator source", "随机数生成器来源"),
-    "generate.compat": ("Older A1111 images", "旧版 A1111 图片兼容"),
+    "generate.ensd": ("Eta noise seed delta (ENSD)", "Eta 噪声种子偏移（ENSD）"),
+    "generate.old_step_noise": ("lorastudio step noise before RNG (seed + 1)", "RNG 之前的 lorastudio 步进噪声（种子 + 1）"),
+    "generate.compat": ("Older A1111 and lorastudio images", "旧版 A1111 / lorastudio 图片兼容"),
     "generate.pad_conds_v0": ("Pad conds v0 (A1111 before 1.6)", "旧式补齐负提示词（A1111 1.6 之前）"),
     "generate.old_prompt_editing": ("Old prompt editing timelines (before 1.6)", "旧式提示词编辑时间线（1.6 之前）"),
     "generate.eta": ("Eta (DDIM)", "Eta（DDIM）"),
@@ -143,27 +145,11 @@ LABELS: dict[str, tuple[str, str]] = {
         "噪声使用 NVIDIA GPU 的随机数（RNG: GPU）；若生成该图的显卡能同时运行 {values} 个线程（SM 数 × 每个 SM 的"
         "线程数；RTX 3090 为 125952），噪声可以完全复现，否则显卡对潜空间数值的排布不同，画面会不同。",
     ),
-    "png.noise_steps_brownian": (
-        "A1111's {sampler} draws its per-step noise from a Brownian tree on the GPU, which lorastudio does not"
-        " draw; the picture will differ.",
-        "A1111 的 {sampler} 采样器每一步的噪声来自 GPU 上的布朗树，lorastudio 不生成这种噪声，因此画面会不同。",
-    ),
-    "png.noise_steps_cpu": (
-        "A1111 drew {sampler}'s per-step noise by continuing each seed's CPU generator; lorastudio's CPU source"
-        " draws it from seed + 1, so the picture will differ (the starting noise is the same).",
-        "A1111 用每个种子的 CPU 生成器继续生成 {sampler} 每一步的噪声；lorastudio 的 CPU 来源用“种子 + 1”生成，"
-        "因此画面会不同（初始噪声相同）。",
-    ),
-    "png.noise_steps_ensd": (
-        "The image's per-step noise was seeded with seed + {ensd} (ENSD, eta noise seed delta), which lorastudio"
-        " does not apply; {sampler}'s picture will differ.",
-        "这张图片每一步的噪声以“种子 + {ensd}”为种子（ENSD，eta 噪声种子偏移），lorastudio 不支持此项；"
-        "{sampler} 的画面会不同。",
-    ),
-    "png.pictures_not_carried": (
-        "The image was made from pictures its parameters do not carry ({pictures}); give them again on the"
-        " Generate form, or the picture will differ.",
-        "这张图片生成时用到的图片未记录在参数中（{pictures}）；请在生成页重新提供，否则结果会不同。",
+    "png.noise_old_sampler": (
+        "lorastudio ran {sampler} otherwise when it made this image (before images wrote RNG); it now samples it"
+        " as A1111 does, so the picture will differ.",
+        "lorastudio 生成这张图片时（图片写入 RNG 之前）以另一种方式运行 {sampler}；现在与 A1111 的采样方式一致，"
+        "因此画面会不同。",
     ),
     "png.weights_changed": (
         "{what} {name} has changed since the image was made (hash {old} → {new}); the picture will differ.",

@@ -39,7 +39,8 @@ LABEL = "tab.generate"
 FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
-    "clip_skip", "eta", "pad_conds", "rng", "pad_conds_v0", "old_prompt_editing", "hires_scale",
+    "clip_skip", "eta", "pad_conds", "rng", "ensd", "pad_conds_v0", "old_prompt_editing", "old_step_noise",
+    "hires_scale",
     "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "hires_sampler",
     "hires_schedule", "hires_prompt", "hires_negative_prompt", "init_image", "strength", "resize_mode",
     "initial_noise_multiplier", "extra_noise",
@@ -136,13 +137,17 @@ def build(ctx: UiContext) -> None:
                 f["eta"] = field_control(GenerateConfig, "eta", t("generate.eta"), slider=True, step=0.01, scale=2)
             # its own line: the label and help overflowed a third of the sliders' row
             f["pad_conds"] = field_control(GenerateConfig, "pad_conds", t("generate.pad_conds"))
-            f["rng"] = field_control(GenerateConfig, "rng", t("generate.rng"))  # PNG info sets it from 'RNG'
+            with gr.Row():  # PNG info sets them from 'RNG' and 'ENSD'
+                f["rng"] = field_control(GenerateConfig, "rng", t("generate.rng"))
+                f["ensd"] = field_control(GenerateConfig, "ensd", t("generate.ensd"))
             with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
                 with gr.Row():
                     f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
                     f["old_prompt_editing"] = field_control(
                         GenerateConfig, "old_prompt_editing", t("generate.old_prompt_editing")
                     )
+                # lorastudio's own images from before 'RNG' was written turn it on
+                f["old_step_noise"] = field_control(GenerateConfig, "old_step_noise", t("generate.old_step_noise"))
             with gr.Accordion(t("generate.hires"), open=False):
                 f["hires_scale"] = field_control(
                     GenerateConfig, "hires_scale", t("generate.hires_scale"), slider=True, step=0.05
