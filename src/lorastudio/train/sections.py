@@ -207,7 +207,8 @@ class SamplesConfig(StrictModel):
 
     prompts: list[str] = Field(
         default_factory=list,
-        description="Prompts drawn at every sample step (kohya sample_prompts); empty = no samples.",
+        description="Prompts drawn at every sample step (kohya sample_prompts); empty = no samples. Each may"
+        " end in kohya's options: --n negative, --w/--h size, --d seed, --l CFG scale, --s steps, --ss sampler.",
     )
     every_steps: int | None = Field(
         None, ge=1, description="Draw samples every N steps (kohya sample_every_n_steps); default: at every checkpoint."
@@ -226,6 +227,16 @@ class SamplesConfig(StrictModel):
             return []
         if isinstance(value, str):
             return [value] if value.strip() else []
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _options_read(cls, value: list[str]) -> list[str]:
+        """kohya's per-line options (`--n lowres --w 64`) are checked here, before a run starts."""
+        from lorastudio.train.sample_prompts import parse_sample_prompt
+
+        for line in value:
+            parse_sample_prompt(line)
         return value
 
 

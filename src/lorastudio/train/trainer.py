@@ -493,11 +493,14 @@ class Trainer:
             )
 
     def write_samples(self) -> list[Path]:
-        """Sample images for `samples.prompts` with the live model (LoRA and trigger applied)."""
+        """Sample images for `samples.prompts` with the live model (LoRA and trigger applied), each
+        with the infotext that redraws it from this step's checkpoint (`train.samples`)."""
+        from lorastudio.train.samples import draw_samples
+
         if not self.accelerator.is_main_process:
             return []
         folder = self.run_dir / "samples" / f"step-{self.step}"
-        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.run_dir / "checkpoints" / f"step-{self.step}"
         unet = self.model.unet
         with (
             self._averaged(),
@@ -506,23 +509,10 @@ class Trainer:
             eager_calls(unet),  # a compiled UNet is compiled for the training shapes only
             self.parked.back_for_samples(),
         ):
-            paths = self._sample_prompts(folder)
+            paths = draw_samples(
+                self.cfg, self.model, self.embedding, folder, checkpoint if checkpoint.is_dir() else None, self.name
+            )
         self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
-        return paths
-
-    def _sample_prompts(self, folder: Path) -> list[Path]:
-        from lorastudio.generate.conditioning import PromptEncoder
-        from lorastudio.train.sampling import render, sampling_request
-
-        cfg, model = self.cfg, self.model
-        paths = []
-        for index, prompt in enumerate(cfg.samples.prompts):
-            text = self.embedding.expand(prompt) if self.embedding is not None else prompt
-            request = sampling_request(cfg, cfg.samples, text, cfg.samples.negative)
-            images = render(model, request, PromptEncoder(model, cfg.clip_skip))
-            path = folder / f"{index:02d}.png"
-            images[0].image.save(path)
-            paths.append(path)
         return paths
 
     def save_checkpoint(self) -> Path:
