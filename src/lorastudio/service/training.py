@@ -289,11 +289,12 @@ def run_training(
             publish(ws, run_dir, config, final, result["step"], "final")
             raise
         if chosen:
-            result.update(best_step=chosen["best_step"], scores=chosen["scores"])
+            result.update(best_step=chosen["best_step"], scores=chosen["scores"], decided_by=chosen["decided_by"])
             files, step, by = chosen["files"], chosen["best_step"], "score"
         else:
             files, step, by = final, result["step"], "final"
         result.update(publish(ws, run_dir, config, files, step, by))
+        result.update(result_step=step, picked_by=by)  # which checkpoint became the library file
     return result
 
 
@@ -530,6 +531,7 @@ def _choose_checkpoint(
     best = table["best_step"]
     return {
         "best_step": best,
+        "decided_by": table.get("decided_by"),
         "scores": str(run_dir / "scores.json"),
         "files": checkpoint_files(ws, run_dir.name, best),
     }

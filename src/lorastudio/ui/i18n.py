@@ -313,6 +313,14 @@ LABELS: dict[str, tuple[str, str]] = {
     "train.stopped_at": ("Stopped at step {step}/{steps}.", "停止于第 {step}/{steps} 步。"),
     "train.finished_at": ("Finished at step {step}/{steps}.", "完成于第 {step}/{steps} 步。"),
     "train.done": ("Finished: the LoRA {name} is in the library.", "训练完成：LoRA {name} 已放入模型库。"),
+    "train.done_best": (
+        "Finished: the LoRA {name} is in the library, from the best checkpoint: step {step} (by {scorer}).",
+        "训练完成：LoRA {name} 已放入模型库，取自最佳检查点：第 {step} 步（依据 {scorer}）。",
+    ),
+    "train.done_final": (
+        "Finished: the LoRA {name} is in the library, from the final weights (step {step}).",
+        "训练完成：LoRA {name} 已放入模型库，取自最终权重（第 {step} 步）。",
+    ),
     "train.column.step": ("Step", "步数"),
     "train.column.best": ("Best", "最佳"),
     "train.column.in_library": ("In library", "已入库"),
