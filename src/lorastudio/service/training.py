@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import NamePolicy, find_model
+from lorastudio.service.training_family import explained_resolution, with_native_resolution
 
 if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
@@ -113,6 +114,7 @@ def explain_training(ws: Workspace, resolved: Any) -> list[str]:
     from lorastudio.train.config import explain_lines
     from lorastudio.train.plan import prepare_plan
 
+    resolved = explained_resolution(ws, resolved)  # train.resolution at the model's native size
     lines = explain_lines(resolved) + family_training_defaults(ws, resolved.config)
     try:
         plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
@@ -246,6 +248,7 @@ def run_training(
         _check_trigger_embedding_fits(ws, config)
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
+        config = with_native_resolution(ws, config, names)  # unless a layer set it: the family's size
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     if state is not None:  # said on stderr (CLI) and in the job log (UI, API)
         from lorastudio.train.resume import dataset_change, rate_change
