@@ -96,6 +96,12 @@ class DataConfig(StrictModel):
         description="Small images keep their size, rounded down to bucket_reso_steps, instead of being"
         " upscaled (kohya bucket_no_upscale).",
     )
+    max_token_length: Literal[75, 150, 225] = Field(
+        75,
+        description="Caption tokens the text encoder reads (kohya max_token_length): 150 or 225 encode a long"
+        " caption in 75-token chunks and join them, as A1111 reads a long prompt; a caption past it is cut"
+        " (the run says how many). Kolors reads 256.",
+    )
 
 
 class LoraConfig(StrictModel):
