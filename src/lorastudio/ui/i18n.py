@@ -385,6 +385,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "trainform.data.max_bucket_reso": ("Largest bucket side (px)", "最大分桶边长（像素）"),
     "trainform.data.bucket_reso_steps": ("Bucket size step (px)", "分桶边长步长（像素）"),
     "trainform.data.bucket_no_upscale": ("Do not upscale small images", "不放大小图"),
+    "trainform.data.max_token_length": ("Caption tokens read", "标注读取 token 数"),
     "trainform.train.max_steps_per_image": ("Most steps per image", "每张图片最多步数"),
     "trainform.train.weight_decay": ("Weight decay", "权重衰减"),
     "trainform.train.optimizer_args": ("Optimizer arguments (JSON)", "优化器参数（JSON）"),
