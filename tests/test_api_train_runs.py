@@ -76,6 +76,8 @@ def test_an_earlier_checkpoint_replaces_the_runs_lora_in_the_library(studio, tmp
     library = studio.workspace.loras / f"{run}.safetensors"
     step2 = studio.workspace.runs / run / "checkpoints" / "step-2" / f"{run}.safetensors"
     assert library.read_bytes() != step2.read_bytes()  # the last step's LoRA went into the library
+    result = client.get(f"/api/v1/jobs/{job['id']}").json()["result"]
+    assert (result["result_step"], result["picked_by"]) == (4, "final")  # the job says which step it is
     picked = client.post(f"/api/v1/jobs/{job['id']}/checkpoint", json={"step": 2})
     assert picked.status_code == 200, picked.text
     assert picked.json()["step"] == 2 and library.read_bytes() == step2.read_bytes()

@@ -112,6 +112,7 @@ TRAIN_CONFIG_KEYS = [
     "data.keep_tokens", "data.caption_dropout", "data.flip", "data.max_upscale", "data.tag_dropout",
     "data.color_aug", "data.repeats", "data.min_bucket_reso", "data.max_bucket_reso",
     "data.bucket_reso_steps", "data.bucket_no_upscale", "data.caption_extension",
+    "data.max_token_length",
     "train.steps", "train.epochs_per_image", "train.max_epochs", "train.max_steps_per_image",
     "train.batch_size", "train.grad_accum", "train.learning_rate", "train.text_encoder_lr",
     "train.weight_decay", "train.optimizer", "train.optimizer_args", "train.lr_scheduler",

@@ -104,6 +104,27 @@ def test_training_with_scoring_publishes_once_the_best_checkpoint(trained):
     assert sorted(p.name for p in ws.loras.iterdir()) == ["scored.safetensors"]
 
 
+def test_the_summary_names_the_checkpoint_that_became_the_lora(trained):
+    """The CLI said only `lora: …/loras/scored.safetensors`; scores.json knew the best step."""
+    from types import SimpleNamespace
+
+    from lorastudio.cli.train import checkpoint_summary
+    from lorastudio.service.job_steps import json_ready
+    from lorastudio.ui.i18n import translator
+    from lorastudio.ui.tabs.train import _done_text
+
+    ws, result = trained
+    best = result["best_step"]
+    job_result = json_ready(result)  # what the train job stores: GET /api/v1/jobs/{id} shows it
+    assert (job_result["result_step"], job_result["picked_by"], job_result["decided_by"]) == (best, "score", "validation_loss")
+    assert checkpoint_summary(result) == (
+        f"best checkpoint: step {best} by validation_loss ({ws.runs / 'scored' / 'scores.json'})"
+    )
+    ctx = SimpleNamespace(t=translator("en"))
+    assert f"best checkpoint: step {best} (by validation_loss)" in _done_text(ctx, job_result, "scored")
+    assert f"第 {best} 步" in _done_text(SimpleNamespace(t=translator("zh")), job_result, "scored")
+
+
 def test_contact_sheet_is_checkpoints_by_prompts(trained):
     ws, _ = trained
     table = json.loads((ws.runs / "scored" / "scores.json").read_text())

@@ -183,9 +183,23 @@ def train_cmd(
         print_json(result)
     else:
         typer.echo(f"run: {result['run_dir']}")
+        summary = checkpoint_summary(result)
+        if summary:
+            typer.echo(summary)
         for key in ("library_lora", "library_embedding", "library_model"):
             if result.get(key):
                 typer.echo(f"{key.replace('library_', '')}: {result[key]}")
+
+
+def checkpoint_summary(result: dict) -> str | None:
+    """Which checkpoint became the library file: the best-scored one (and by what), else the last step."""
+    if result.get("best_step") is not None:
+        how = f" by {result['decided_by']}" if result.get("decided_by") else ""
+        scores = f" ({result['scores']})" if result.get("scores") else ""
+        return f"best checkpoint: step {result['best_step']}{how}{scores}"
+    if result.get("result_step") is not None:
+        return f"checkpoint: step {result['result_step']} (the final weights; no checkpoint was scored)"
+    return None
 
 
 def _print_explain(ws, resolved) -> None:

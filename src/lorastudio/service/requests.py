@@ -94,11 +94,13 @@ class RequestResolver:
         """A training run whose model, data sets and scorer models are workspace names, and its run
         folder, reserved now (two queued runs never share one): (config, run name)."""
         from lorastudio.service.training import run_name_for
+        from lorastudio.service.training_family import with_native_resolution
         from lorastudio.train.config import request_train_config
 
         ws, names = self.workspace, self.names
         cfg = request_train_config(cfg)  # a request's keys beat its preset's, as on the command line
         self.check_model_name(cfg.model or "")
+        cfg = with_native_resolution(ws, cfg, names)  # queued with the size it will train at
         find_dataset(ws, cfg.data.dir, "data.dir", names)
         if cfg.prior.class_dir:
             find_dataset(ws, cfg.prior.class_dir, "prior.class_dir", names)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import NamePolicy, find_model
+from lorastudio.service.training_family import explained_resolution, with_native_resolution
 
 if TYPE_CHECKING:
     from lorastudio.service.workspace import Workspace
@@ -113,6 +114,7 @@ def explain_training(ws: Workspace, resolved: Any) -> list[str]:
     from lorastudio.train.config import explain_lines
     from lorastudio.train.plan import prepare_plan
 
+    resolved = explained_resolution(ws, resolved)  # train.resolution at the model's native size
     lines = explain_lines(resolved) + family_training_defaults(ws, resolved.config)
     try:
         plan = prepare_plan(resolved.config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
@@ -247,6 +249,7 @@ def run_training(
         _check_trigger_embedding_fits(ws, config)
         # The resolved name is saved with the run, so a resume names its files the same way.
         config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
+        config = with_native_resolution(ws, config, names)  # unless a layer set it: the family's size
     plan = prepare_plan(config, ws.datasets, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     # said on stderr (CLI) and in the job log (UI, API)
     notes = [*(f"data: {note}" for note in plan.notes), *(f"config: {note}" for note in plan.config_notes)]
@@ -294,11 +297,12 @@ def run_training(
             publish(ws, run_dir, config, final, result["step"], "final")
             raise
         if chosen:
-            result.update(best_step=chosen["best_step"], scores=chosen["scores"])
+            result.update(best_step=chosen["best_step"], scores=chosen["scores"], decided_by=chosen["decided_by"])
             files, step, by = chosen["files"], chosen["best_step"], "score"
         else:
             files, step, by = final, result["step"], "final"
         result.update(publish(ws, run_dir, config, files, step, by))
+        result.update(result_step=step, picked_by=by)  # which checkpoint became the library file
     return result
 
 
@@ -537,6 +541,7 @@ def _choose_checkpoint(
     best = table["best_step"]
     return {
         "best_step": best,
+        "decided_by": table.get("decided_by"),
         "scores": str(run_dir / "scores.json"),
         "files": checkpoint_files(ws, run_dir.name, best),
     }

@@ -18,9 +18,10 @@ from lorastudio.train.config import TrainConfig
 from lorastudio.train.data import TrainImage
 from lorastudio.train.latents import LatentCache, check_cache_space
 from lorastudio.train.offload import ParkedModules, unet_in_cpu_memory
+from lorastudio.train.text import CaptionLengths, build_caption, caption_lengths
 from lorastudio.train.text_cache import CaptionEncoder, TextEncoderCache, text_cache_key
 
-__all__ = ["prepare_caches"]
+__all__ = ["cut_captions", "prepare_caches"]
 
 
 def prepare_caches(
@@ -43,7 +44,7 @@ def prepare_caches(
         say("latents: data.color_aug is on, so latents are encoded every step (latent cache off)")
     text_disk = None
     if captions is not None:
-        key = text_cache_key(model.sha256, model.family.name, cfg.clip_skip, model.dtype)
+        key = text_cache_key(model.sha256, model.family.name, cfg.clip_skip, model.dtype, cfg.data.max_token_length)
         text_disk = caption_encoder.disk = TextEncoderCache(text_root, key)
     encodes = (cache_latents and latents.missing(images, cfg.data.flip) > 0) or (
         text_disk is not None and text_disk.missing(captions) > 0
@@ -83,3 +84,18 @@ def _fill_captions(
     with accelerator.main_process_first():
         caption_encoder.fill(captions)
     say(f"text: {len(captions)} captions, {disk.writes} newly encoded (cache {disk.folder})")
+
+
+def cut_captions(cfg: TrainConfig, model: Any, images: list[TrainImage], embedding: Any = None) -> CaptionLengths | None:
+    """The training captions (trigger added, before shuffling and dropout) longer than the text encoder
+    reads at `data.max_token_length`: said once per run, so a cut caption is never a silent one."""
+    import random
+
+    rng = random.Random(0)  # unused: no shuffling and no dropout here
+    captions = [
+        build_caption(image.caption, cfg.trigger, cfg.data.caption_prefix_trigger, False, 0, 0.0, rng)
+        for image in images
+    ]
+    if embedding is not None:
+        captions = [embedding.expand(caption) for caption in captions]
+    return caption_lengths(model, captions, cfg.data.max_token_length)

@@ -261,7 +261,7 @@ KOHYA_KEYS: dict[str, Rule] = {
     "dynamo_backend": Rule("train.dynamo_backend", _dynamo_backend),
     "seed": Rule("seed"),
     "clip_skip": Rule("clip_skip"),
-    "max_token_length": _not_mapped("captions are encoded in one 77-token chunk"),
+    "max_token_length": Rule("data.max_token_length"),
     "prior_loss_weight": Rule("prior.loss_weight"),
     # noise and loss
     "noise_offset": Rule("train.noise_offset"),

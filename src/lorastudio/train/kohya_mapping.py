@@ -326,16 +326,30 @@ def apply_sample_cadence(flat: dict[str, Any], out: KohyaImport) -> None:
 
 
 def apply_sample_prompts(flat: dict[str, Any], out: KohyaImport) -> None:
+    """kohya's prompt file (.txt lines, .toml or .json tables) with each line's options kept
+    (`--n`, `--w`, `--h`, `--d`, `--l`, `--s`, `--ss`); options for other model kinds are named."""
+    from lorastudio.train.sample_prompts import parse_sample_prompt, read_kohya_prompt_file
+
     value = flat.get("sample_prompts")
     if not value:
         return
     path = Path(str(value)).expanduser()
-    if not path.is_file() or path.suffix.lower() != ".txt":
-        out.skip("sample_prompts", f"{value}: only a readable .txt prompt file is imported")
+    if not path.is_file():
+        out.skip("sample_prompts", f"{value}: no such prompt file")
+        return
+    try:
+        lines = read_kohya_prompt_file(path)
+    except ValueError as exc:
+        out.skip("sample_prompts", str(exc))
         return
     prompts = []
-    for line in read_text_file(path, "sample prompts file").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(line.split(" --", 1)[0].strip())  # kohya's per-line --n/--w options are dropped
+    for number, line in enumerate(lines, 1):
+        foreign: list[str] = []
+        try:
+            prompts.append(parse_sample_prompt(line, foreign).line())
+        except ValueError as exc:
+            out.skip("sample_prompts", f"prompt {number} left out: {exc}")
+            continue
+        if foreign:
+            out.skip("sample_prompts", f"prompt {number}: {', '.join(foreign)} left out (no lorastudio sample option)")
     out.set("sample_prompts", "samples.prompts", prompts)

@@ -51,6 +51,16 @@ class RunLog:
                 if key != "step" and isinstance(value, int | float):
                     self._writer.add_scalar(f"train/{key}", value, record["step"])
 
+    def note_once(self, record: dict) -> bool:
+        """A line about the run rather than a step (no TensorBoard scalars), written unless a line of
+        its `event` is there already (a resumed run keeps it: its step is 0); whether it was written."""
+        if any(r.get("event") == record["event"] for r in self.records):
+            return False
+        self.records.append(record)
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        return True
+
     def close(self) -> None:
         self._handle.close()
         if self._writer is not None:

@@ -53,15 +53,17 @@ def sampling_request(
     )
 
 
-def render(model: Any, request: GenerateConfig, encoder: Any) -> list:
+def render(model: Any, request: GenerateConfig, encoder: Any, plan: Any = None) -> list:
     """The request's images (`GeneratedImage` list), drawn without gradients.
 
-    `encoder` is the caller's `PromptEncoder` (with a checkpoint's embeddings when scoring).
+    `encoder` is the caller's `PromptEncoder` (with a checkpoint's embeddings when scoring);
+    `plan` the request's sampling plan when the caller needs it too (a sample's infotext).
     """
     import torch
 
     from lorastudio.generate.pipeline import build_plan, generate_images
 
-    plan = build_plan(request, model, request.prompt, request.negative_prompt)
+    if plan is None:
+        plan = build_plan(request, model, request.prompt, request.negative_prompt)
     with torch.no_grad():
         return generate_images(model, request, plan, encoder)

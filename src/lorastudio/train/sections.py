@@ -97,6 +97,12 @@ class DataConfig(StrictModel):
         description="Small images keep their size, rounded down to bucket_reso_steps, instead of being"
         " upscaled (kohya bucket_no_upscale).",
     )
+    max_token_length: Literal[75, 150, 225] = Field(
+        75,
+        description="Caption tokens the text encoder reads (kohya max_token_length): 150 or 225 encode a long"
+        " caption in 75-token chunks and join them, as A1111 reads a long prompt; a caption past it is cut"
+        " (the run says how many). Kolors reads 256.",
+    )
     caption_extension: str | None = Field(
         None,
         description="A folder's caption files: read only this one beside each image, e.g. '.caption' for BLIP"
@@ -229,7 +235,8 @@ class SamplesConfig(StrictModel):
 
     prompts: list[str] = Field(
         default_factory=list,
-        description="Prompts drawn at every sample step (kohya sample_prompts); empty = no samples.",
+        description="Prompts drawn at every sample step (kohya sample_prompts); empty = no samples. Each may"
+        " end in kohya's options: --n negative, --w/--h size, --d seed, --l CFG scale, --s steps, --ss sampler.",
     )
     every_steps: int | None = Field(
         None, ge=1, description="Draw samples every N steps (kohya sample_every_n_steps); default: at every checkpoint."
@@ -248,6 +255,16 @@ class SamplesConfig(StrictModel):
             return []
         if isinstance(value, str):
             return [value] if value.strip() else []
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _options_read(cls, value: list[str]) -> list[str]:
+        """kohya's per-line options (`--n lowres --w 64`) are checked here, before a run starts."""
+        from lorastudio.train.sample_prompts import parse_sample_prompt
+
+        for line in value:
+            parse_sample_prompt(line)
         return value
 
 

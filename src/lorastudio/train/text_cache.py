@@ -16,21 +16,26 @@ from pathlib import Path
 import torch
 
 from lorastudio.train.async_steps import to_device
-from lorastudio.train.text import encode_text
+from lorastudio.train.text import CHUNK_TOKENS, encode_text
 
 __all__ = ["TextEncoderCache", "CaptionEncoder", "text_cache_key"]
 
 _MEMORY_LIMIT = 4096  # captions kept in host memory before the in-memory cache starts over
 
 
-def text_cache_key(model_sha256: str, family: str, clip_skip: int, dtype: torch.dtype) -> str:
-    """Changes whenever the encoded tensors could: other weights, layer choice or precision."""
+def text_cache_key(
+    model_sha256: str, family: str, clip_skip: int, dtype: torch.dtype, max_tokens: int = CHUNK_TOKENS
+) -> str:
+    """Changes whenever the encoded tensors could: other weights, layer choice, precision or caption
+    length (`data.max_token_length`; the default 75 keeps the key caches had before it existed)."""
     text = f"{model_sha256}:{family}:clip_skip={clip_skip}:{dtype}"
+    if max_tokens != CHUNK_TOKENS:
+        text += f":max_tokens={max_tokens}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class TextEncoderCache:
-    """One `.safetensors` file per caption: `embeds` [77, dim] and, for SDXL, `pooled` [dim]."""
+    """One `.safetensors` file per caption: `embeds` [77 (or 2 + max tokens), dim] and, for SDXL, `pooled` [dim]."""
 
     def __init__(self, root: Path, key: str):
         self.folder = root / key
@@ -76,9 +81,10 @@ class CaptionEncoder:
     read from and written to the disk cache `disk` when one is set.
     """
 
-    def __init__(self, model, clip_skip: int, trains_text: bool):
+    def __init__(self, model, clip_skip: int, trains_text: bool, max_tokens: int = CHUNK_TOKENS):
         self.model = model
         self.clip_skip = clip_skip
+        self.max_tokens = max_tokens
         self.trains_text = trains_text
         self.disk: TextEncoderCache | None = None
         self.memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -96,7 +102,7 @@ class CaptionEncoder:
         for start in range(0, len(todo), 16):
             chunk = todo[start : start + 16]
             with torch.no_grad():
-                embeds, pooled = encode_text(self.model, chunk, self.clip_skip)
+                embeds, pooled = encode_text(self.model, chunk, self.clip_skip, self.max_tokens)
             for i, caption in enumerate(chunk):
                 pooled_i = pooled[i].cpu() if pooled is not None else None
                 self.memory[caption] = (embeds[i].cpu(), pooled_i)
@@ -105,7 +111,7 @@ class CaptionEncoder:
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.trains_text:
-            return encode_text(self.model, captions, self.clip_skip)
+            return encode_text(self.model, captions, self.clip_skip, self.max_tokens)
         missing = [c for c in dict.fromkeys(captions) if c not in self.memory]
         if missing:
             if len(self.memory) + len(missing) > _MEMORY_LIMIT:

@@ -140,7 +140,8 @@ class TrainSection(StrictModel):
         512,
         ge=64,
         description="Training resolution in pixels: buckets hold about resolution^2 pixels (kohya resolution,"
-        " square only).",
+        " square only); left out, the base model's native size: SD 1.x 512, SD 2.x 768-v 768, SDXL and"
+        " Kolors 1024.",
     )
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto",

@@ -31,7 +31,7 @@ import torch
 from lorastudio.errors import LorastudioError
 from lorastudio.models.compiled import eager_calls
 from lorastudio.train.async_steps import LaggedReadout
-from lorastudio.train.caches import prepare_caches
+from lorastudio.train.caches import cut_captions, prepare_caches
 from lorastudio.train.checkpoints import (
     check_checkpoint_space,
     clean_partial_folders,
@@ -249,7 +249,10 @@ class Trainer:
         self.unet_dtype = next(self.model.unet.parameters()).dtype
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
-        self.caption_encoder = CaptionEncoder(self.model, self.cfg.clip_skip, trains_text=self._text_trains)
+        self.caption_encoder = CaptionEncoder(
+            self.model, self.cfg.clip_skip, trains_text=self._text_trains, max_tokens=self.cfg.data.max_token_length
+        )
+        self.captions_cut = cut_captions(self.cfg, self.model, self.images, self.embedding)
         self.parked = ParkedModules(self.model.device)  # filled once the caches are
         self.denoising_loss = DenoisingLoss(
             self.cfg,
@@ -338,6 +341,7 @@ class Trainer:
             }
         )
         log = RunLog(self.run_dir, resume_step=self.step) if self.accelerator.is_main_process else None
+        self._report_cut_captions(log)
         self.training_started_at = time.time()  # kohya's ss_training_started_at: this session's start
         try:
             finished = self._loop(log, stop_at_step)
@@ -347,6 +351,13 @@ class Trainer:
         if not finished:
             return {"finished": False, "step": self.step}
         return self._finish(log)
+
+    def _report_cut_captions(self, log: RunLog | None) -> None:
+        """Captions past `data.max_token_length`: said once per run (a resume finds it in log.jsonl)."""
+        cut = self.captions_cut
+        if cut is not None and log is not None and log.note_once(cut.record()):
+            self._say(cut.line())
+            self._emit({"event": "log", "line": cut.line()})
 
     def _loop(self, log: RunLog | None, stop_at_step: int | None) -> bool:
         from tqdm.auto import tqdm
@@ -493,11 +504,14 @@ class Trainer:
             )
 
     def write_samples(self) -> list[Path]:
-        """Sample images for `samples.prompts` with the live model (LoRA and trigger applied)."""
+        """Sample images for `samples.prompts` with the live model (LoRA and trigger applied), each
+        with the infotext that redraws it from this step's checkpoint (`train.samples`)."""
+        from lorastudio.train.samples import draw_samples
+
         if not self.accelerator.is_main_process:
             return []
         folder = self.run_dir / "samples" / f"step-{self.step}"
-        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.run_dir / "checkpoints" / f"step-{self.step}"
         unet = self.model.unet
         with (
             self._averaged(),
@@ -506,23 +520,10 @@ class Trainer:
             eager_calls(unet),  # a compiled UNet is compiled for the training shapes only
             self.parked.back_for_samples(),
         ):
-            paths = self._sample_prompts(folder)
+            paths = draw_samples(
+                self.cfg, self.model, self.embedding, folder, checkpoint if checkpoint.is_dir() else None, self.name
+            )
         self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
-        return paths
-
-    def _sample_prompts(self, folder: Path) -> list[Path]:
-        from lorastudio.generate.conditioning import PromptEncoder
-        from lorastudio.train.sampling import render, sampling_request
-
-        cfg, model = self.cfg, self.model
-        paths = []
-        for index, prompt in enumerate(cfg.samples.prompts):
-            text = self.embedding.expand(prompt) if self.embedding is not None else prompt
-            request = sampling_request(cfg, cfg.samples, text, cfg.samples.negative)
-            images = render(model, request, PromptEncoder(model, cfg.clip_skip))
-            path = folder / f"{index:02d}.png"
-            images[0].image.save(path)
-            paths.append(path)
         return paths
 
     def save_checkpoint(self) -> Path:

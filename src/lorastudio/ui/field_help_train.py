@@ -63,6 +63,10 @@ TRAIN_HELP_ZH: dict[str, str] = {
         "文件夹中的标注文件：只读取每张图旁边这一种扩展名的文件，例如 BLIP 标注用 '.caption'"
         "（对应 kohya 的 caption_extension）；默认：'.txt'，没有则读 '.caption'。"
     ),
+    "DataConfig.max_token_length": (
+        "文本编码器读取的标注 token 数（对应 kohya 的 max_token_length）：150 或 225 把长标注按 75 个 token"
+        " 分段编码再拼接，与 A1111 读取长提示词相同；超出部分会被截断（训练时会提示截断了多少条）。Kolors 读取 256 个。"
+    ),
     # train (train/train_section.py: TrainSection)
     "TrainSection.steps": (
         "训练步数，即优化器更新次数（对应 kohya 的 max_train_steps）。steps、epochs_per_image、max_epochs "
@@ -106,7 +110,8 @@ TRAIN_HELP_ZH: dict[str, str] = {
     "TrainSection.lr_scheduler_num_cycles": "cosine_with_restarts 的硬重启次数（对应 kohya 的 lr_scheduler_num_cycles）。",
     "TrainSection.lr_scheduler_power": "多项式衰减的指数（对应 kohya 的 lr_scheduler_power）。",
     "TrainSection.resolution": (
-        "训练分辨率，单位像素：每个分桶约含 resolution^2 个像素（对应 kohya 的 resolution，仅支持正方形）。"
+        "训练分辨率，单位像素：每个分桶约含 resolution^2 个像素（对应 kohya 的 resolution，仅支持正方形）；"
+        "不填时取底模的原生尺寸：SD 1.x 512，SD 2.x 768-v 768，SDXL 与 Kolors 1024。"
     ),
     "TrainSection.mixed_precision": (
         "计算精度（对应 kohya 的 mixed_precision）；auto：GPU 支持时用 bf16，否则 fp16；CPU 上为 no（fp32）。"
@@ -202,7 +207,10 @@ TRAIN_HELP_ZH: dict[str, str] = {
         "默认：全部保留。"
     ),
     # samples during training (train/sections.py: SamplesConfig)
-    "SamplesConfig.prompts": "每次出采样图时使用的提示词（对应 kohya 的 sample_prompts）；留空 = 不出采样图。",
+    "SamplesConfig.prompts": (
+        "每次出采样图时使用的提示词（对应 kohya 的 sample_prompts）；留空 = 不出采样图。每行可带 kohya 的选项："
+        "--n 反向提示词，--w/--h 尺寸，--d 种子，--l CFG，--s 步数，--ss 采样器。"
+    ),
     "SamplesConfig.every_steps": "每 N 步出一次采样图（对应 kohya 的 sample_every_n_steps）；默认：每个检查点出一次。",
     "SamplesConfig.negative": "采样图的反向提示词。",
     "SamplesConfig.steps": STEPS_ZH,

@@ -116,6 +116,14 @@ TRAIN_LABELS: dict[str, tuple[str, str]] = {
     "train.stopped_at": ("Stopped at step {step}/{steps}.", "停止于第 {step}/{steps} 步。"),
     "train.finished_at": ("Finished at step {step}/{steps}.", "完成于第 {step}/{steps} 步。"),
     "train.done": ("Finished: the LoRA {name} is in the library.", "训练完成：LoRA {name} 已放入模型库。"),
+    "train.done_best": (
+        "Finished: the LoRA {name} is in the library, from the best checkpoint: step {step} (by {scorer}).",
+        "训练完成：LoRA {name} 已放入模型库，取自最佳检查点：第 {step} 步（依据 {scorer}）。",
+    ),
+    "train.done_final": (
+        "Finished: the LoRA {name} is in the library, from the final weights (step {step}).",
+        "训练完成：LoRA {name} 已放入模型库，取自最终权重（第 {step} 步）。",
+    ),
     "train.column.step": ("Step", "步数"),
     "train.column.best": ("Best", "最佳"),
     "train.column.in_library": ("In library", "已入库"),
@@ -180,6 +188,7 @@ TRAIN_LABELS: dict[str, tuple[str, str]] = {
     "trainform.data.max_bucket_reso": ("Largest bucket side (px)", "最大分桶边长（像素）"),
     "trainform.data.bucket_reso_steps": ("Bucket size step (px)", "分桶边长步长（像素）"),
     "trainform.data.bucket_no_upscale": ("Do not upscale small images", "不放大小图"),
+    "trainform.data.max_token_length": ("Caption tokens read", "标注读取 token 数"),
     "trainform.data.caption_extension": ("Caption file extension (.txt / .caption)", "标注文件扩展名（.txt / .caption）"),
     "trainform.train.max_steps_per_image": ("Most steps per image", "每张图片最多步数"),
     "trainform.train.weight_decay": ("Weight decay", "权重衰减"),

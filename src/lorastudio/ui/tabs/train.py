@@ -207,12 +207,22 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         seen["points"] = points
         yield "", job_id, text, loss, samples, gr.update()
     if job.state == "succeeded":
-        done = t("train.done", name=(job.result or {}).get("name") or run)
+        done = _done_text(ctx, job.result or {}, run)
     elif job.state == "cancelled":
         done = t("train.cancelled")
     else:
         done = failed_markup(ctx, job)
     yield done, job_id, text, _loss_frame(state), samples, _checkpoint_table(ctx, job_id)
+
+
+def _done_text(ctx: UiContext, result: dict, run: str) -> str:
+    """The finished run's line: which checkpoint became the LoRA (the best-scored one, else the last step)."""
+    name = result.get("name") or run
+    if result.get("best_step") is not None:
+        return ctx.t("train.done_best", name=name, step=result["best_step"], scorer=result.get("decided_by") or "score")
+    if result.get("result_step") is not None:
+        return ctx.t("train.done_final", name=name, step=result["result_step"])
+    return ctx.t("train.done", name=name)
 
 
 def _progress_text(ctx: UiContext, job: Any, studio: Any, step: int, total: int, reported_eta: float | None = None) -> str:
