@@ -45,7 +45,8 @@ def test_compiled_model_gives_the_plain_images_with_and_without_loras(tiny_works
     plain_lora, compiled_lora = both("a red cube <lora:wild:1>")
     assert np.abs(plain_lora - plain).mean() > 0.1  # the LoRA does something ...
     assert np.array_equal(plain_lora, compiled_lora)  # ... and the compiled graphs see it
-    plain_after, compiled_after = both("a red cube")
+    cfg = GenerateConfig(model="tiny-sd15", prompt="a red cube", steps=4, seed=7, width=64, height=64)
+    compiled_after = _pixels(run_generation(tiny_workspace, cfg, compiled_cache, out_dir=tmp_path / "after"))
     assert np.array_equal(compiled_after, plain)  # and nothing of it stays
 
 
@@ -103,21 +104,22 @@ def test_samples_during_a_compiled_training_run_eagerly_and_compile_nothing(work
     (workspace.models / "tiny-sd15").symlink_to(tiny_models_dir / "tiny-sd15", target_is_directory=True)
     data = write_images(tmp_path / "red", [((230, 20 + i, 25), "zqx") for i in range(4)])
     compiled_frames = torch._dynamo.utils.counters["frames"]
+    torch._dynamo.reset()
+    before = compiled_frames["ok"]
+    seen: dict[str, int] = {}  # frames compiled so far, at each step and samples event
 
-    def frames_compiled(name: str, *extra: str) -> int:
-        torch._dynamo.reset()
-        before = compiled_frames["ok"]
-        cfg = tiny_train_config(
-            data, "zqx", "train.steps=4", "lora.rank=4", "seed=3", f"output.name={name}",
-            "train.torch_compile=true", "train.dynamo_backend=eager", *extra,
-        )  # fmt: skip
-        run_training(workspace, cfg)
-        return compiled_frames["ok"] - before
+    def count(event: dict) -> None:
+        if event.get("event") in ("step", "samples"):
+            seen[f"{event['event']}-{event['step']}"] = compiled_frames["ok"] - before
 
-    plain = frames_compiled("plain")
-    sampled = frames_compiled(
-        "sampled", "samples.prompts=[zqx, a red square]", "samples.every_steps=2", "samples.steps=3"
+    cfg = tiny_train_config(
+        data, "zqx", "train.steps=4", "lora.rank=4", "seed=3", "output.name=sampled",
+        "train.torch_compile=true", "train.dynamo_backend=eager",
+        "samples.prompts=[zqx, a red square]", "samples.every_steps=2", "samples.steps=3",
     )  # fmt: skip
-    assert plain > 0  # the training steps are compiled ...
-    assert sampled == plain  # ... and the samples added no graph
+    run_training(workspace, cfg, callback=count)
+    assert {"samples-2", "samples-4"} <= seen.keys()
+    assert seen["step-1"] > 0  # the first training step is compiled ...
+    # ... and nothing after it: neither the samples at steps 2 and 4 nor the training steps between them
+    assert set(seen.values()) == {seen["step-1"]} == {compiled_frames["ok"] - before}, seen
     assert len(list((workspace.runs / "sampled" / "samples").glob("step-*/*.png"))) == 4

@@ -222,27 +222,31 @@ def test_a_truncated_published_state_is_skipped_with_a_line(ws, tmp_path, capsys
     _assert_identical(_final_tensors(ws.runs / "cut", "cut"), straight)
 
 
-def test_a_real_sigkill_while_saving_resumes_bit_identically(ws, tmp_path, tiny_models_dir):
-    """`lorastudio train` SIGKILLed while a checkpoint folder is being written, then `--resume`."""
+def test_a_real_sigkill_while_saving_resumes_bit_identically(ws, tmp_path, monkeypatch, straight):
+    """`lorastudio train` SIGKILLed while a checkpoint folder is being written, then `--resume`.
+
+    The killed run is this module's SETTINGS, so the uninterrupted `straight` run is its reference
+    (a run in a process of its own gives the same bits at the same torch thread count). The resume
+    is the CLI's `train --resume` in this process: only the kill needs a process of its own.
+    """
+    from typer.testing import CliRunner
+
+    from lorastudio.cli import _register, app
+
     data = _images(tmp_path / "images")
-    env = {**os.environ, "LORASTUDIO_HOME": str(ws.root), "OMP_NUM_THREADS": "1"}
+    threads = str(torch.get_num_threads())  # the straight run's: the same bits need the same count
+    env = {**os.environ, "LORASTUDIO_HOME": str(ws.root), "OMP_NUM_THREADS": threads}
     args = [
         "model=tiny-sd15",
         f"data.dir={data}",
         f"trigger={TRIGGER}",
         "train.resolution=64",
         "train.mixed_precision=no",
-        *(s for s in SETTINGS if not s.startswith(("train.steps", "train.save_every_steps"))),
-        "train.steps=12",  # saves at every step: the kill lands in one of steps 4-12 (the run pays 3 times)
-        "train.save_every_steps=1",
+        *SETTINGS,  # saves at steps 2, 4 and 6: the kill lands in the save of step 4 or 6
+        "output.name=killed",
     ]
-
-    def train(*extra: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "lorastudio", "train", *extra, "--json"]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=True)
-
     checkpoints = ws.runs / "killed" / "checkpoints"
-    command = [sys.executable, "-m", "lorastudio", "train", *args, "output.name=killed"]
+    command = [sys.executable, "-m", "lorastudio", "train", *args]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     caught = None
     try:
@@ -251,7 +255,7 @@ def test_a_real_sigkill_while_saving_resumes_bit_identically(ws, tmp_path, tiny_
             names = os.listdir(checkpoints) if checkpoints.is_dir() else []
             done = sum(name.startswith("step-") for name in names)
             partial = [name for name in names if name.endswith(".partial")]
-            if done >= 3 and partial:  # a save is under way: kill it there
+            if done >= 1 and partial:  # a save after the first is under way: kill it there
                 os.kill(process.pid, signal.SIGKILL)
                 caught = partial[0]
             time.sleep(0.0005)
@@ -262,11 +266,13 @@ def test_a_real_sigkill_while_saving_resumes_bit_identically(ws, tmp_path, tiny_
     assert caught is not None, "the run ended before a save could be interrupted"
     assert process.returncode == -signal.SIGKILL
 
-    resumed = json.loads(train("--resume", "killed").stdout.strip().splitlines()[-1])
-    assert resumed["finished"] and resumed["step"] == 12
-    straight = json.loads(train(*args, "output.name=straight").stdout.strip().splitlines()[-1])
-    assert straight["step"] == 12
-    _assert_identical(_final_tensors(ws.runs / "killed", "killed"), _final_tensors(ws.runs / "straight", "straight"))
+    monkeypatch.setenv("LORASTUDIO_HOME", str(ws.root))
+    _register()
+    cli = CliRunner().invoke(app, ["train", "--resume", "killed", "--json"])
+    assert cli.exit_code == 0, cli.output
+    resumed = json.loads(cli.stdout.strip().splitlines()[-1])
+    assert resumed["finished"] and resumed["step"] == 6
+    _assert_identical(_final_tensors(ws.runs / "killed", "killed"), straight)
 
 
 @pytest.mark.parametrize(("damage", "said"), [("truncate", "is truncated"), ("remove", "is missing")])
