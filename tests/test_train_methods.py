@@ -175,7 +175,7 @@ def test_dreambooth_trains_the_whole_unet_into_a_single_file_checkpoint(ws, red_
         "train.steps=12",
         "train.batch_size=4",
         "train.save_every_steps=6",
-        "train.learning_rate=5e-4",
+        "train.learning_rate=2e-3",
         "train.optimizer=adamw",
         "prior.class_prompt=square",
         "prior.num_images=4",
@@ -195,8 +195,10 @@ def test_dreambooth_trains_the_whole_unet_into_a_single_file_checkpoint(ws, red_
     assert meta["modelspec.prediction_type"] == "v" and meta["lorastudio.base_config"] == "tiny-sd15"
 
     # lorastudio loads it by name (it is in models/) and the trigger is now red ...
-    base = _redness(_generate(ws, "tiny-sd15", TRIGGER))
-    assert _redness(_generate(ws, "db", TRIGGER)) > base + 0.05
+    # (over four seeds: one tiny-model image swings by more than the effect; 2026-12-07, five training
+    # seeds: +0.07 to +0.11 in mean redness)
+    base = np.mean([_redness(_generate(ws, "tiny-sd15", TRIGGER, seed)) for seed in range(4)])
+    assert np.mean([_redness(_generate(ws, "db", TRIGGER, seed)) for seed in range(4)]) > base + 0.04
     # ... and plain diffusers reads the A1111 layout with the base model's configs.
     pipe = StableDiffusionPipeline.from_single_file(
         str(model_file), config=str(tiny_models_dir / "tiny-sd15"), local_files_only=True
