@@ -24,6 +24,20 @@ def test_a_missing_label_is_an_error_not_an_english_word():
     assert translator("zh")("progress.done", seconds=3) == "完成，用时 3 秒"
 
 
+def test_every_recipe_note_the_service_can_give_has_a_label_in_both_languages():
+    """PNG info words each note by its key (`png.<key>`): a key without a label broke the paste
+    of an img2img image (`pictures_not_carried`)."""
+    import re
+    from pathlib import Path
+
+    import lorastudio
+
+    source = "\n".join(p.read_text(encoding="utf-8") for p in Path(lorastudio.__file__).parent.rglob("*.py"))
+    keys = set(re.findall(r'RecipeNote\(\s*"([a-z_]+)"', source))
+    assert len(keys) >= 15  # the pattern still finds the notes
+    assert sorted(key for key in keys if f"png.{key}" not in LABELS) == []
+
+
 def test_controls_take_limits_default_and_tooltip_from_the_config_field():
     steps = field_spec(GenerateConfig, "steps")
     assert (steps.kind, steps.default, steps.minimum, steps.maximum) == ("int", 20, 1, 500)

@@ -138,6 +138,11 @@ LABELS: dict[str, tuple[str, str]] = {
         "LoRA {old} is {new} in this workspace (same hash).",
         "LoRA {old} 在工作区中名为 {new}（哈希相同）。",
     ),
+    "png.pictures_not_carried": (
+        "The image was made from pictures its parameters do not carry ({pictures}): give them again (the"
+        " init image, mask or ControlNet unit's image), or the picture will differ.",
+        "该图片生成时使用了参数中未包含的图片（{pictures}）：请重新提供（初始图、蒙版或 ControlNet 单元的图片），否则结果会不同。",
+    ),
     "png.noise_gpu_layout": (
         "The noise is NVIDIA's GPU numbers (RNG: GPU); they come back the same if the card that made the image"
         " ran {values} threads at once (SMs x threads per SM; an RTX 3090 runs 125952), else it laid the"
