@@ -123,6 +123,23 @@ def test_nan_in_a_training_config_answers_422(client, idle_studio):
     assert idle_studio.list_jobs() == []
 
 
+def test_another_tools_training_keys_answer_422_with_the_clis_hint(client, idle_studio):
+    """kohya's network_dim, HCP's train.train_steps, the kohya_ss GUI's lr_warmup: each error of the 422 says
+    the lorastudio key to send (as `lorastudio train` does), the shape unchanged; other keys stay bare."""
+    body = {"model": "m", "data": {"dir": "x"}, "network_dim": 32, "lr_warmup": 10, "train": {"train_steps": 9}, "nope": 1}
+    response = client.post("/api/v1/jobs/train", json=body)
+    assert_4xx_naming(response, 422, "train.train_steps", "train.steps")
+    errors = {".".join(map(str, error["loc"][1:])): error for error in response.json()["errors"]}
+    assert {error["type"] for error in errors.values()} == {"extra_forbidden"}
+    assert errors["network_dim"]["msg"].endswith('kohya\'s network_dim is lora.rank here: {"lora": {"rank": 32}}')
+    assert '{"train": {"lr_warmup_ratio": 0.1}}' in errors["lr_warmup"]["msg"]
+    assert '{"train": {"steps": 9}}' in errors["train.train_steps"]["msg"]
+    assert errors["nope"]["msg"] == "Extra inputs are not permitted"
+    generate = client.post("/api/v1/jobs/generate", json={**TINY, "network_dim": 32})  # not a training body
+    assert generate.json()["errors"][0]["msg"] == "Extra inputs are not permitted"
+    assert idle_studio.list_jobs() == []
+
+
 def test_extra_single_image_refuses_huge_scales(client):
     response = client.post(
         "/sdapi/v1/extra-single-image", json={"image": png_b64(), "upscaling_resize": 1e308}

@@ -60,6 +60,10 @@ def test_a_cancelled_run_is_resumed_over_the_api_by_its_owner_only(idle_studio):
         twice = client.post(f"/api/v1/jobs/{first['id']}/resume", headers=ALICE)  # a double click
         assert twice.status_code == 422 and f"already resumed as job {resumed.id}" in twice.json()["detail"]
         assert client.post(f"/api/v1/jobs/{first['id']}/checkpoint", json={"step": 2}, headers=BOB).status_code == 403
+        by_name = client.post(f"/api/v1/jobs/{first['id']}/checkpoint", json={"step": "step-2"}, headers=BOB)
+        assert by_name.status_code == 403  # the folder's name is a step too, as `train pick RUN step-2`
+        negative = client.post(f"/api/v1/jobs/{first['id']}/checkpoint", json={"step": -1}, headers=ALICE)
+        assert negative.status_code == 422
         not_training = client.post(f"/api/v1/jobs/{finished['id']}/checkpoint", json={"step": 2}, headers=ALICE)
         assert not_training.status_code == 422 and "only a training job" in not_training.json()["detail"]
         assert client.post("/api/v1/jobs/nope/checkpoint", json={"step": 2}, headers=ALICE).status_code == 404
@@ -83,3 +87,9 @@ def test_an_earlier_checkpoint_replaces_the_runs_lora_in_the_library(studio, tmp
     assert picked.json()["step"] == 2 and library.read_bytes() == step2.read_bytes()
     missing = client.post(f"/api/v1/jobs/{job['id']}/checkpoint", json={"step": 3})
     assert missing.status_code == 404 and "saved steps: 2, 4" in missing.json()["detail"]
+    by_name = client.post(f"/api/v1/jobs/{job['id']}/checkpoint", json={"step": "step-4"})
+    assert by_name.status_code == 200 and by_name.json()["step"] == 4  # the folder's name, as `train pick`
+    step4 = studio.workspace.runs / run / "checkpoints" / "step-4" / f"{run}.safetensors"
+    assert library.read_bytes() == step4.read_bytes()
+    other = client.post(f"/api/v1/jobs/{job['id']}/checkpoint", json={"step": "best"})
+    assert other.status_code == 404 and "no checkpoint 'best'; saved steps: 2, 4" in other.json()["detail"]

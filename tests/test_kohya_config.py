@@ -416,7 +416,7 @@ def test_explicit_xformers_without_the_package_is_one_clear_line():
 
 def test_kohya_ss_gui_json_spellings(tmp_path):
     gui = {
-        "LoRA_type": "Standard",
+        "LoRA_type": "Kohya LoCon",
         "pretrained_model_name_or_path": "tiny-sd15",
         "epoch": 4,
         "max_train_steps": 1600,
@@ -431,9 +431,10 @@ def test_kohya_ss_gui_json_spellings(tmp_path):
     cfg = imported.config
     assert cfg["method"] == "lora" and cfg["train"]["optimizer"] == "adamw8bit"
     assert cfg["train"]["resolution"] == 768 and cfg["train"]["attention"] == "sdpa"
-    assert cfg["lora"]["conv_rank"] == 4 and "steps" not in cfg["train"]  # epochs win, as in kohya
+    # the GUI counts steps from `epoch` only when max_train_steps is 0
+    assert cfg["lora"]["conv_rank"] == 4 and cfg["train"]["steps"] == 1600 and "max_epochs" not in cfg["train"]
     quiet = dict(imported.no_effect)
-    assert quiet["network_weights"] == "empty in the file" and "max_train_steps" in quiet
+    assert quiet["network_weights"] == "empty in the file" and "max_train_steps" in quiet["epoch"]
     assert imported.unmapped == []
 
 

@@ -36,11 +36,14 @@ from lorastudio.service.quota import (
     is_storage_full,
 )
 from lorastudio.service.studio import InvalidRequest, Studio
+from lorastudio.service.train_runs import foreign_key_hints
 
 __all__ = ["bearer_tokens", "create_app", "run_server"]
 
 logger = logging.getLogger("lorastudio.api")
 
+# Routes whose body is a TrainConfig: an unknown key another tool spells so gets the CLI's hint.
+TRAIN_BODY_ROUTES = {"/api/v1/jobs/train"}
 _STATUS_NAMES = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -171,7 +174,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(list(exc.errors()))
+        errors = list(exc.errors())
+        if getattr(request.scope.get("route"), "path", None) in TRAIN_BODY_ROUTES:
+            errors = foreign_key_hints(errors)  # kohya's network_dim: "is lora.rank here", as the CLI says
+        return _validation_response(errors)
 
     @app.exception_handler(ValidationError)
     async def model_validation_error(request: Request, exc: ValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
@@ -118,7 +118,11 @@ def resume_train(
 
 
 class CheckpointPick(StrictModel):
-    step: int = Field(..., ge=0, description="A saved checkpoint step of the run (its scores.json rows).")
+    step: Annotated[int, Field(ge=0)] | Annotated[str, Field(max_length=64)] = Field(
+        ...,
+        description="A saved checkpoint of the run: its step (20) or its folder's name (`step-20`), as"
+        " `lorastudio train pick`; another name is a 404 listing the saved steps.",
+    )
 
 
 @router.post("/jobs/{job_id}/checkpoint")
@@ -126,7 +130,8 @@ def pick_checkpoint(
     job_id: str, body: CheckpointPick, request: Request, studio: Studio = Depends(get_studio)
 ) -> dict[str, Any]:
     """Use checkpoint `step` of a training job's run as its LoRA in the library (the web UI's "Use
-    this checkpoint", `lorastudio train pick`). Only the caller's own run (403 for another user's)."""
+    this checkpoint", `lorastudio train pick`): `step` 20 or `"step-20"`. Only the caller's own run (403
+    for another user's)."""
     return studio.pick_checkpoint(job_id, body.step, user=owner_to_check(request))
 
 

@@ -257,10 +257,10 @@ class Studio:
                     f"job {old.id}: its run {run!r} was already resumed as job {job.id} ({job.state}); follow that one."
                 )
 
-    def pick_checkpoint(self, job_id: str, step: int, *, user: str | None) -> dict[str, Any]:
-        """"Use this checkpoint": step `step` of a training job's run replaces the run's LoRA in the
-        library (kohya users pick an earlier epoch when the last one overfits). Only the user who
-        queued the run (`user` None: auth off, anyone), as resuming it."""
+    def pick_checkpoint(self, job_id: str, step: int | str, *, user: str | None) -> dict[str, Any]:
+        """"Use this checkpoint": step `step` (20, or its folder's name "step-20") of a training job's run
+        replaces the run's LoRA in the library (kohya users pick an earlier epoch when the last one
+        overfits). Only the user who queued the run (`user` None: auth off, anyone), as resuming it."""
         from lorastudio.service.training import pick_training_checkpoint
 
         job = self._owned_job(job_id, user, "pick its checkpoint", "training run")
@@ -268,7 +268,7 @@ class Studio:
         if not run:
             raise InvalidRequest(f"job {job_id}: a {job.kind} job; only a training job has checkpoints to pick.")
         self.workspace.safe_child(self.workspace.runs, run, "run")  # a name under runs/, never a path
-        return pick_training_checkpoint(self.workspace, run, int(step), by="user")
+        return pick_training_checkpoint(self.workspace, run, step, by="user")  # 20 or "step-20"
 
     def submit_caption(self, cfg: CaptionJobConfig, *, user: str = "", priority: int = 0) -> Job:
         cfg = self.requests.caption(cfg)

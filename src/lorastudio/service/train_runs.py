@@ -5,7 +5,8 @@ sends back only what the user changed: `train_request` turns that into the same 
 the API takes (`preset` plus the keys the user set), so `Studio.submit_train` layers it over
 the preset exactly as it layers an API request or the CLI's overrides.
 
-`run_progress` reads a run folder while it trains (loss log, sample images, scores), so a
+`foreign_key_hints` words a REST training body's unknown keys as the CLI does (kohya's `network_dim`
+is `lora.rank`). `run_progress` reads a run folder while it trains (loss log, sample images, scores), so a
 reloaded page shows the same run as the browser that started it.
 """
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "form_keys", "preset_values", "train_request", "run_progress", "training_eta", "latest_training_job",
+    "foreign_key_hints",
 ]  # fmt: skip
 
 
@@ -122,6 +124,28 @@ def train_request(preset: str | None, values: dict[str, Any]) -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise LorastudioError(explain_validation_error(TrainConfig, exc, "training form")) from None
+
+
+def foreign_key_hints(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A training request's validation errors, each unknown key another tool spells so (kohya, HCP-Diffusion,
+    EasyPhoto) with the CLI's one-line hint added to its `msg` (the JSON to send instead); the rest as given."""
+    from collections.abc import Mapping
+
+    from lorastudio.config import flatten_keys
+    from lorastudio.train.foreign_keys import foreign_key_hint
+
+    out = []
+    for error in errors:
+        key = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        given = error.get("input")
+        lines = []
+        if key and error.get("type") == "extra_forbidden":
+            lines = [foreign_key_hint(key, given, "request")]
+        elif key and isinstance(given, Mapping) and given:  # HCP's `model: {pretrained_model_name_or_path: ...}`
+            lines = [foreign_key_hint(f"{key}.{sub}", value, "request") for sub, value in flatten_keys(given).items()]
+        found = [line for line in lines if line]
+        out.append({**error, "msg": f"{error.get('msg', '')}; {'; '.join(found)}"} if found else error)
+    return out
 
 
 def _log_records(path: Path) -> list[dict[str, Any]]:

@@ -108,6 +108,12 @@ KOHYA_HINTS: dict[str, ForeignKey] = {
     "sample_every_n_epochs": _unmapped("samples are drawn with each checkpoint: train.save_every_epochs=N"),
     "dataset_config": _unmapped("give the dataset TOML with --dataset-config FILE"),
     "LoRA_type": _unmapped("lora.type (lora, loha, lokr) and lora.targets=locon say it"),
+    "lr_warmup": ForeignKey(
+        "train.lr_warmup_ratio",
+        lambda v: {"train.lr_warmup_ratio": float(v) / 100},
+        "the kohya_ss GUI's percent of the run, as a share",
+    ),
+    "stop_text_encoder_training": _unmapped("training the text encoder for part of the run is not supported"),
 }
 
 
@@ -115,7 +121,9 @@ def _kohya_key(key: str) -> ForeignKey | None:
     key = GUI_ALIASES.get(key, key)
     if key in KOHYA_HINTS:
         return KOHYA_HINTS[key]
-    rule = KOHYA_KEYS.get(key)
+    from lorastudio.train.kohya_gui import gui_rule  # sd-scripts' table, then the kohya_ss GUI's own keys
+
+    rule = gui_rule(key)
     if rule is None:
         return None
 
@@ -249,8 +257,7 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _as_file_keys(settings: Mapping[str, Any]) -> str:
-    """{"lora.rank": 32} -> `lora: {rank: 32}` (how a YAML file holds it)."""
+def _nested(settings: Mapping[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for dotted, value in settings.items():
         node = nested
@@ -258,6 +265,12 @@ def _as_file_keys(settings: Mapping[str, Any]) -> str:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    return nested
+
+
+def _as_file_keys(settings: Mapping[str, Any]) -> str:
+    """{"lora.rank": 32} -> `lora: {rank: 32}` (how a YAML file holds it)."""
+    nested = _nested(settings)
 
     def flow(node: Any) -> str:
         if isinstance(node, dict):
@@ -270,8 +283,8 @@ def _as_file_keys(settings: Mapping[str, Any]) -> str:
 def foreign_key_hint(key: str, value: Any, layer: str, spelling: OverrideSpelling = OverrideSpelling()) -> str | None:
     """One line for a key lorastudio does not know but another tool does; None for any other key.
 
-    `layer` is where the key came from ("override", "file my.yaml", ...): a file is told the
-    YAML to write, a command line the `key=value` words.
+    `layer` is where the key came from ("override", "file my.yaml", "request", ...): a file is told
+    the YAML to write, a REST request the JSON, a command line the `key=value` words.
     """
     for tool in spelling.tools:
         entry = _LOOKUPS[tool](key)
@@ -293,7 +306,9 @@ def _phrase(name: str, entry: ForeignKey, value: Any, layer: str, spelling: Over
     note = f" ({entry.note})" if entry.note else ""
     if not settings:
         return f"{name} is {target} here{note}"
-    if layer.startswith("file "):
+    if layer == "request":
+        how = json.dumps(_nested(settings), ensure_ascii=False, default=str)
+    elif layer.startswith("file "):
         how = _as_file_keys(settings)
     else:
         how = " ".join(f"{spelling.set_flag}{key}={_scalar(val)}" for key, val in settings.items())
@@ -323,7 +338,9 @@ def _kohya_keys_in(data: Mapping[str, Any], lorastudio_keys: set[str]) -> list[s
             flat.update(value)
         else:
             flat[key] = value
-    known = set(KOHYA_KEYS) | SPECIAL_KEYS | set(GUI_ALIASES)
+    from lorastudio.train.kohya_gui import GUI_KEYS
+
+    known = set(KOHYA_KEYS) | SPECIAL_KEYS | set(GUI_ALIASES) | set(GUI_KEYS) | set(KOHYA_HINTS)
     return [key for key in flat if key in known and key not in lorastudio_keys]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.kohya_datasets import apply_dataset_config, apply_folders
+from lorastudio.train.kohya_gui import gui_rule, is_gui_config, translate_gui
 from lorastudio.train.kohya_keys import GUI_ALIASES, KOHYA_KEYS
 from lorastudio.train.kohya_mapping import (
     KohyaImport,
@@ -38,12 +39,19 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
     """Map a kohya training TOML (and dataset TOML) to lorastudio keys; see the module docstring."""
     out = KohyaImport()
     flat: dict[str, Any] = {}
+    rules = KOHYA_KEYS.get
+    renamed: dict[str, str] = {}  # sd-scripts key -> the GUI's spelling in the file
     if config is not None:
         path = Path(config).expanduser()
         flat = flatten_sections(read_kohya_file(path))
+        if is_gui_config(path, flat):  # the kohya_ss GUI's JSON: its keys as its Train button reads them
+            rules = gui_rule
+            given = dataset_config is not None or bool(flat.get("dataset_config"))
+            flat = translate_gui(flat, out, given)
         for gui, kohya in GUI_ALIASES.items():
             if gui in flat and kohya not in flat:
                 flat[kohya] = flat.pop(gui)
+                renamed[kohya] = gui
         out.sources.append(str(path))
     if dataset_config is None and flat.get("dataset_config"):
         dataset_config = flat["dataset_config"]
@@ -51,7 +59,7 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
     if flat.get("max_train_epochs") and flat.get("max_train_steps"):
         flat.pop("max_train_steps")
         out.no_effect.append(("max_train_steps", "max_train_epochs is set and wins, as in kohya"))
-    apply_table(flat, out)
+    apply_table(flat, out, rules)
     if base_lr is not None:  # kohya: unet_lr wins for the UNet; learning_rate still serves the text encoder
         if flat.get("text_encoder_lr") is not None:  # 0 included: the text encoder is not trained
             out.no_effect.append(
@@ -73,6 +81,7 @@ def import_kohya_config(config: str | Path | None, dataset_config: str | Path | 
     if "dataset_config" in flat:
         out.no_effect.append(("dataset_config", f"read as the dataset config ({dataset_config})"))
     _account_for_every_key(flat, out)
+    _say_the_files_names(out, renamed)
     if not out.sources:
         raise LorastudioError("kohya import: give --kohya-config FILE and/or --dataset-config FILE.")
     return out
@@ -88,6 +97,20 @@ def _account_for_every_key(flat: dict[str, Any], out: KohyaImport) -> None:
     for key in flat:
         if key not in seen:
             out.skip(key, "not used: it only matters together with keys this file does not set")
+
+
+def _say_the_files_names(out: KohyaImport, renamed: dict[str, str]) -> None:
+    """Lines name a key as the file spells it (the GUI's `max_resolution`, not sd-scripts' `resolution`)."""
+
+    def label(key: str) -> str:
+        for kohya, gui in renamed.items():
+            if key == kohya or key.startswith((f"{kohya} ", f"{kohya}.")):
+                return gui + key[len(kohya) :]
+        return key
+
+    out.mapped = [(label(k), t, v) for k, t, v in out.mapped]
+    out.no_effect = [(label(k), why) for k, why in out.no_effect]
+    out.unmapped = [(label(k), why) for k, why in out.unmapped]
 
 
 def kohya_layer(imported: KohyaImport) -> Any:

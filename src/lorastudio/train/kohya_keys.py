@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "GUI_ALIASES",
+    "GUI_LORA_TYPES",
     "KOHYA_KEYS",
     "OPTIMIZER_NAMES",
     "SPECIAL_KEYS",
@@ -321,6 +322,18 @@ GUI_ALIASES = {
     "epoch": "max_train_epochs",
     "optimizer": "optimizer_type",
     "max_resolution": "resolution",
+    "lora_network_weights": "network_weights",
+}
+# LoRA_type -> (sd-scripts network_module the GUI runs, LyCORIS algo, whether conv_dim/conv_alpha are passed)
+GUI_LORA_TYPES: dict[str, tuple[str, str | None, bool]] = {
+    "Standard": ("networks.lora", None, False),
+    "Kohya LoCon": ("networks.lora", None, True),
+    "LoCon": ("lycoris.kohya", "locon", True),
+    "LyCORIS/LoCon": ("lycoris.kohya", "locon", True),
+    "LyCORIS/LoHa": ("lycoris.kohya", "loha", True),
+    "LyCORIS/LoKr": ("lycoris.kohya", "lokr", True),
+    "Kohya LoHa": ("networks.loha", "loha", True),
+    "Kohya LoKr": ("networks.lokr", "lokr", True),
 }
 # Keys mapped by their own functions in train.kohya_mapping and train.kohya_datasets (they depend on other keys).
 SPECIAL_KEYS = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ import yaml
 from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError
 from lorastudio.train.kohya_keys import (
+    GUI_LORA_TYPES,
     KOHYA_KEYS,
     OPTIMIZER_NAMES,
     SPECIAL_KEYS,
     MappedTo,
     NoEffect,
+    Rule,
     Unmapped,
 )
 
@@ -132,14 +135,17 @@ def key_values(value: Any) -> list[tuple[str, Any]]:
 
 
 # -- keys that depend on others -------------------------------------------------------------
-def apply_table(flat: dict[str, Any], out: KohyaImport) -> None:
+def apply_table(
+    flat: dict[str, Any], out: KohyaImport, rules: Callable[[str], Rule | None] = KOHYA_KEYS.get
+) -> None:
+    """Each key through its rule (`rules`: sd-scripts' table, or train.kohya_gui's for a GUI config)."""
     for key, value in flat.items():
         if value is None or value == "":
             out.no_effect.append((key, "empty in the file"))
             continue
         if key in SPECIAL_KEYS:
             continue
-        rule = KOHYA_KEYS.get(key)
+        rule = rules(key)
         if rule is None:
             out.skip(key, "lorastudio has no equivalent setting")
             continue
@@ -171,19 +177,24 @@ def apply_network(flat: dict[str, Any], out: KohyaImport) -> None:
     args = dict(key_values(flat.get("network_args")))
     from_gui = {key for key in ("conv_dim", "conv_alpha") if key in flat and key not in args}
     args.update({key: flat[key] for key in from_gui})
-    gui_type = flat.get("LoRA_type") or None  # kohya_ss GUI: "Standard", "LoCon", "LyCORIS/LoHa", ...
+    gui_type = flat.get("LoRA_type") or None  # kohya_ss GUI: "Standard", "Kohya LoCon", "LyCORIS/LoHa", ...
     if gui_type is not None and module is not None:
         out.no_effect.append(("LoRA_type", "network_module is set and wins"))
     elif gui_type is not None:
         label = "LoRA_type"
-        if gui_type in ("Standard", "LoCon", "Kohya LoCon"):
-            module = "networks.lora"
-        elif str(gui_type).startswith("LyCORIS/"):
-            module = "lycoris.kohya"
-            args.setdefault("algo", str(gui_type).split("/", 1)[1].lower())
-        else:
-            out.skip("LoRA_type", f"{gui_type!r} is not supported (Standard, LoCon, LyCORIS/* are)")
+        if gui_type not in GUI_LORA_TYPES:
+            supported = ", ".join(GUI_LORA_TYPES)
+            out.skip("LoRA_type", f"{gui_type!r} is not supported ({supported} are)")
             return
+        module, algo, with_conv = GUI_LORA_TYPES[gui_type]
+        if module != "networks.lora":  # LyCORIS, or sd-scripts' own LoHa/LoKr: the same files
+            module = "lycoris.kohya"
+            args.setdefault("algo", algo)
+        if not with_conv:  # the GUI passes conv_dim/conv_alpha only for LoCon and LyCORIS types
+            for key in sorted(from_gui):
+                args.pop(key)
+                out.no_effect.append((key, f"LoRA_type {gui_type}: the GUI does not pass it (Kohya LoCon does)"))
+            from_gui = set()
     if module is None:
         if args:
             out.skip("network_args", "no network_module: a whole-model fine-tune has no network arguments")
@@ -333,15 +344,18 @@ def apply_sample_prompts(flat: dict[str, Any], out: KohyaImport) -> None:
     value = flat.get("sample_prompts")
     if not value:
         return
-    path = Path(str(value)).expanduser()
-    if not path.is_file():
-        out.skip("sample_prompts", f"{value}: no such prompt file")
-        return
-    try:
-        lines = read_kohya_prompt_file(path)
-    except ValueError as exc:
-        out.skip("sample_prompts", str(exc))
-        return
+    if isinstance(value, list):  # the kohya_ss GUI's prompt text, one prompt a line
+        lines = [str(line).strip() for line in value if str(line).strip() and not str(line).startswith("#")]
+    else:
+        path = Path(str(value)).expanduser()
+        if not path.is_file():
+            out.skip("sample_prompts", f"{value}: no such prompt file")
+            return
+        try:
+            lines = read_kohya_prompt_file(path)
+        except ValueError as exc:
+            out.skip("sample_prompts", str(exc))
+            return
     prompts = []
     for number, line in enumerate(lines, 1):
         foreign: list[str] = []
