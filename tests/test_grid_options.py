@@ -288,7 +288,7 @@ def test_a1111_xyz_plot_answers_a_lone_sub_grid(client, tiny_workspace):
     body = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "seed": 7, "script_name": "x/y/z plot"}
     args = ["CFG Scale", "2, 6", [], "Nothing", "", [], "Steps", "1", [],
             True, False, True, False, False, False, False, 0, False]  # fmt: skip
-    data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args}).json()
+    data = client.post("/sdapi/v1/txt2img", json={**body, "script_args": args, "save_images": True}).json()
     assert len(data["images"]) == 2, data.get("detail")
     grid, sub = (Image.open(io.BytesIO(base64.b64decode(b))) for b in data["images"])
     assert sub.width == grid.width and sub.height < grid.height  # the grid has the "Steps: 1" title band

@@ -125,32 +125,38 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
             cfg = to_generate_config(req, studio, init, mask, user=user, controlnet=controlnet)
             # as A1111: a LoRA this studio lacks is left out ("Lora not found"), the image still made
             notes = [RESTORE_FACES_NOTE] if req.restore_faces else []  # taken, not done: said so
-            return cfg, studio.submit_generate(cfg, user=user, missing_loras="skip", notes=notes)
+            return cfg, studio.submit_generate(
+                cfg, user=user, missing_loras="skip", notes=notes, keep=req.save_images  # A1111: false keeps nothing
+            )
         except BaseException:
             studio.discard_uploads([init, mask, *unit_uploads])  # a refused request leaves no files
             raise
 
     cfg, job = await asyncio.to_thread(submit)
-    job = await studio.wait_job_async(job.id)
-    if job.state == "failed":
-        raise LorastudioError(f"generation failed: {job.error}")
+    try:
+        job = await studio.wait_job_async(job.id)
+        if job.state == "failed":
+            raise LorastudioError(f"generation failed: {job.error}")
+        return await asyncio.to_thread(_answer, req, studio, cfg, job, units)
+    finally:  # save_images false: the files go once the answer holds them (service.unsaved)
+        await asyncio.to_thread(studio.release_job_files, job.id)
 
-    def answer() -> dict[str, Any]:
-        paths = studio.job_images(job)
-        infotexts, seeds = _read_infotexts(job, paths)
-        images = [b64_file(p) for p in paths] if req.send_images else []
-        if req.send_images:  # the units' maps after the images, as the ControlNet extension answers
-            maps = studio.job_control_maps(job)
-            images += [b64_file(p) for unit, p in zip(units, maps, strict=False) if unit.save_detected_map]
-        if isinstance(req, Img2ImgRequest) and req.include_init_images and req.init_images:
-            images += [_strip_data_url(i) for i in req.init_images]
-        parameters = req.model_dump()
-        if isinstance(req, Img2ImgRequest) and not req.include_init_images:
-            parameters.update(init_images=None, mask=None)
-        info = a1111_info(req, cfg, job, infotexts, seeds, studio)
-        return {"images": images, "parameters": parameters, "info": json.dumps(info, ensure_ascii=False)}
 
-    return await asyncio.to_thread(answer)
+def _answer(req: Txt2ImgRequest, studio: Studio, cfg: GenerateConfig, job, units: list) -> dict[str, Any]:
+    """A1111's answer of a finished generate job: the images (base64), the request and `info`."""
+    paths = studio.job_images(job)
+    infotexts, seeds = _read_infotexts(job, paths)
+    images = [b64_file(p) for p in paths] if req.send_images else []
+    if req.send_images:  # the units' maps after the images, as the ControlNet extension answers
+        maps = studio.job_control_maps(job)
+        images += [b64_file(p) for unit, p in zip(units, maps, strict=False) if unit.save_detected_map]
+    if isinstance(req, Img2ImgRequest) and req.include_init_images and req.init_images:
+        images += [_strip_data_url(i) for i in req.init_images]
+    parameters = req.model_dump()
+    if isinstance(req, Img2ImgRequest) and not req.include_init_images:
+        parameters.update(init_images=None, mask=None)
+    info = a1111_info(req, cfg, job, infotexts, seeds, studio)
+    return {"images": images, "parameters": parameters, "info": json.dumps(info, ensure_ascii=False)}
 
 
 def _read_infotexts(job, paths: list[Path]) -> tuple[list[str], list[int]]:

@@ -9,7 +9,9 @@ into A1111's txt2img axis list (those before index 21, which A1111 1.10 renumber
 robust across A1111 versions, the axis name ("CFG Scale", "Seed", "Prompt S/R", "Prompt order",
 "Hires upscaler", "VAE", "Styles", or lorastudio's own "LoRA weight", "LoRA checkpoint").
 The answer is A1111's: `images` = [grid, sub-grids (include_sub_grids: one per Z value, even a lone one,
-which A1111 answers without saving it, each with its own infotext), cells (include_lone_images)]. An
+which A1111 answers without saving it, each with its own infotext), cells (include_lone_images)]; as
+A1111, grid and cells are saved only with `save_images: true` (false: answered, then removed,
+`service.unsaved`). An
 axis A1111 has and lorastudio lacks (`generate.grid_axes.UNSUPPORTED_AXES`) is refused by its label.
 """
 
@@ -205,11 +207,8 @@ def _sub_grid_infotexts(result: dict[str, Any], count: int) -> list[str]:
 async def run_script(req, studio, user: str = "") -> dict[str, Any]:
     """Run the request's selectable script through the job queue and answer as A1111 does."""
     from lorastudio.api.a1111_controlnet import parse_units, store_units
-    from lorastudio.api.a1111_requests import Img2ImgRequest, a1111_info, b64_file, to_generate_config
-    from lorastudio.service.grid import lone_sub_grid_png, submit_grid
-
-    def _b64(picture: Path | bytes) -> str:
-        return base64.b64encode(picture).decode("ascii") if isinstance(picture, bytes) else b64_file(picture)
+    from lorastudio.api.a1111_requests import Img2ImgRequest, to_generate_config
+    from lorastudio.service.grid import submit_grid
 
     name = str(req.script_name or "").strip()
     if name.lower() != XYZ_SCRIPT or isinstance(req, Img2ImgRequest):
@@ -217,51 +216,64 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         have = ", ".join(SCRIPTS[mode]) or "none"
         raise LorastudioError(f"script_name {name!r}: not available for {mode}; scripts here: {have}.")
     grid = grid_request_from_script_args(req.script_args or [])
-    lone = grid.include_sub_images
 
     def submit():
         units = parse_units(req.alwayson_scripts)
         controlnet, stored = store_units(studio.workspace, units, img2img=False)
         try:
             cfg = to_generate_config(req, studio, user=user, controlnet=controlnet)
-            return cfg, submit_grid(studio, cfg, grid, user=user)  # over quota: 429 (api.app)
+            # over quota: 429 (api.app); save_images false (A1111's default): grid and cells not kept
+            return cfg, submit_grid(studio, cfg, grid, user=user, keep=req.save_images)
         except BaseException:
             studio.discard_uploads(stored)
             raise
 
     cfg, job = await asyncio.to_thread(submit)
-    job = await studio.wait_job_async(job.id)
-    if job.state == "failed":
-        raise LorastudioError(f"x/y/z plot failed: {job.error}")
+    try:
+        job = await studio.wait_job_async(job.id)
+        if job.state == "failed":
+            raise LorastudioError(f"x/y/z plot failed: {job.error}")
+        return await asyncio.to_thread(_answer, req, studio, cfg, job, grid)
+    finally:  # save_images false: the files go once the answer holds them (service.unsaved)
+        await asyncio.to_thread(studio.release_job_files, job.id)
 
-    def answer() -> dict[str, Any]:
-        result = job.result or {}
-        folder = studio.job_folder(job)
-        paths: list[Path | bytes] = [folder / result["grid"]] if result.get("grid") else []
-        infotexts = [result.get("grid_infotext", "")] if paths else []
-        seeds = [result["seeds"][0]] if paths and result.get("seeds") else []
-        prompts = [req.prompt] if paths else []
-        if grid.include_sub_grids and paths:  # one per Z value, a lone one too (service.grid), as A1111
-            subs: list[Path | bytes] = [folder / n for n in result.get("sub_grids", [])]
-            if result.get("lone_sub_grid_top") is not None:  # answered, never saved (A1111)
-                lone_text = (result.get("sub_grid_infotexts") or [""])[0]
-                subs = [lone_sub_grid_png(paths[0], int(result["lone_sub_grid_top"]), lone_text)]
-            paths += subs
-            infotexts += _sub_grid_infotexts(result, len(subs))
-            seeds += seeds[:1] * len(subs)
-            prompts += [req.prompt] * len(subs)
-        if lone:
-            paths += [folder / n for n in result.get("images", [])]
-            infotexts += list(result.get("infotexts", []))
-            seeds += list(result.get("seeds", []))
-            prompts += list(result.get("prompts", []))
-        info = a1111_info(req, cfg, job, infotexts, seeds, studio)
-        info.update(all_prompts=prompts, index_of_first_image=1 if lone else 0)
-        images = [_b64(p) for p in paths] if req.send_images else []
-        return {
-            "images": images,
-            "parameters": req.model_dump(),
-            "info": json.dumps(info, ensure_ascii=False),
-        }
 
-    return await asyncio.to_thread(answer)
+def _answer(req, studio, cfg, job, grid) -> dict[str, Any]:
+    """A1111's answer of a finished x/y/z plot job: the grid, its sub-grids and (Include Sub Images)
+    the cells, as base64."""
+    from lorastudio.api.a1111_requests import a1111_info, b64_file
+    from lorastudio.service.grid import lone_sub_grid_png
+
+    def _b64(picture: Path | bytes) -> str:
+        return base64.b64encode(picture).decode("ascii") if isinstance(picture, bytes) else b64_file(picture)
+
+    lone = grid.include_sub_images
+    result = job.result or {}
+    folder = studio.job_folder(job)
+    paths: list[Path | bytes] = [folder / result["grid"]] if result.get("grid") else []
+    infotexts = [result.get("grid_infotext", "")] if paths else []
+    seeds = [result["seeds"][0]] if paths and result.get("seeds") else []
+    prompts = [req.prompt] if paths else []
+    if grid.include_sub_grids and paths:  # one per Z value, a lone one too (service.grid), as A1111
+        subs: list[Path | bytes] = [folder / n for n in result.get("sub_grids", [])]
+        if result.get("lone_sub_grid_top") is not None:  # answered, never saved (A1111)
+            lone_text = (result.get("sub_grid_infotexts") or [""])[0]
+            subs = [lone_sub_grid_png(paths[0], int(result["lone_sub_grid_top"]), lone_text)]
+        paths += subs
+        infotexts += _sub_grid_infotexts(result, len(subs))
+        seeds += seeds[:1] * len(subs)
+        prompts += [req.prompt] * len(subs)
+    if lone:
+        paths += [folder / n for n in result.get("images", [])]
+        infotexts += list(result.get("infotexts", []))
+        seeds += list(result.get("seeds", []))
+        prompts += list(result.get("prompts", []))
+    info = a1111_info(req, cfg, job, infotexts, seeds, studio)
+    info.update(all_prompts=prompts, index_of_first_image=1 if lone else 0)
+    images = [_b64(p) for p in paths] if req.send_images else []
+    return {
+        "images": images,
+        "parameters": req.model_dump(),
+        "info": json.dumps(info, ensure_ascii=False),
+    }
+

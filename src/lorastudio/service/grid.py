@@ -9,7 +9,8 @@ when `lorastudio train score` has scored them, the scores become the cells' capt
 The axes and A1111's value-list syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, Prompt S/R) are
 pure functions in generate.grid_axes; the LoRA the weight and checkpoint axes act on is
 service.grid_target; this module plans the cells and runs them. As A1111, every cell is saved,
-the sub-grids only with `include_sub_grids`, and `GridResult.shown()` is what a front shows. A
+the sub-grids only with `include_sub_grids` (none of it by an A1111 API request with `save_images` false:
+`service.unsaved`), and `GridResult.shown()` is what a front shows. A
 one-value Z axis's lone sub-grid is answered but never saved, as A1111: it is the grid below its
 Z title, cut out on demand (`lone_sub_grid_png`).
 """
@@ -403,8 +404,10 @@ def run_grid(
     should_stop: Callable[[], bool] | None = None,
     out_dir: Path | None = None,
     names: NamePolicy = STRICT,
+    add_to_library: bool = True,
 ) -> GridResult:
     """Generate every cell (one model load for all), draw the labelled grid(s), save them.
+    `add_to_library=False`: the cells get no library rows (an A1111 request that keeps nothing).
 
     `should_stop()` is asked before each cell and each sampling step: True ends the loop
     (A1111 /interrupt: the grid is drawn from the cells done, the others left blank);
@@ -442,7 +445,8 @@ def run_grid(
 
         lora_files = {target.name: cell.lora_file} if cell.lora_file is not None and target.name else None
         result = run_generation(
-            ws, cell.config, cache, cell_progress, should_stop, out_dir=folder, lora_files=lora_files, names=names
+            ws, cell.config, cache, cell_progress, should_stop, out_dir=folder, lora_files=lora_files, names=names,
+            add_to_library=add_to_library,
         )
         done_steps += cell.config.steps
         model, model_hash = model or result.model, model_hash or result.model_hash
@@ -551,8 +555,11 @@ def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None
         studio.check_generate_limits(cell.config)
 
 
-def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str = "", priority: int = 0):
-    """Queue a grid job; names in the request (model, run, LoRA) must be names, never paths."""
+def submit_grid(
+    studio, cfg: GenerateConfig, request: GridRequest, *, user: str = "", priority: int = 0, keep: bool = True
+):
+    """Queue a grid job; names in the request (model, run, LoRA) must be names, never paths.
+    `keep=False` (A1111's save_images false): grid and cells answered, then removed (`service.unsaved`)."""
     from lorastudio.generate.samplers import parse_sampler
 
     parse_sampler(cfg.sampler, cfg.schedule)
@@ -569,5 +576,8 @@ def submit_grid(studio, cfg: GenerateConfig, request: GridRequest, *, user: str 
     check_grid_limits(studio, cfg, request)
     cfg = studio.resolve_generate(cfg)
     payload = {"config": cfg.model_dump(), "grid": request.model_dump()}
+    if not keep:
+        payload["keep"] = False
+        studio.sweep_unsaved()
     return studio.submit("grid", payload, user=user, priority=priority, affinity=cfg.model)
 

@@ -58,6 +58,7 @@ from lorastudio.service.portrait_make import PortraitMakeConfig, portrait_make_h
 from lorastudio.service.portrait_train_job import portrait_train_handler
 from lorastudio.service.portraits import PortraitTrainConfig
 from lorastudio.service.series import series_handler, submit_series
+from lorastudio.service.unsaved import image_job_folder, keeps_files
 from lorastudio.service.uploads import UPLOADS_DIR, upload_path
 from lorastudio.service.workspace import Workspace, safe_name
 from lorastudio.train.config import TrainConfig, saved_train_config
@@ -151,7 +152,8 @@ class ImportJobConfig(StrictModel):
 
 
 def generate_handler(ctx: JobContext) -> dict[str, Any]:
-    """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/`."""
+    """payload: `config` (a GenerateConfig). Images go to `outputs/<job id>/` and the library; with
+    `keep: false` (A1111's save_images false) to a folder removed once answered (`service.unsaved`)."""
     from lorastudio.service.generation import generation_notes, run_generation
 
     cfg = generation_config(ctx)
@@ -160,7 +162,7 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
     result = run_generation(
         ctx.workspace, cfg, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir,
         preview=reporter.preview, preview_every=PREVIEW_EVERY_STEPS,
-        missing_loras=str(ctx.payload.get("missing_loras") or "refuse"),
+        missing_loras=str(ctx.payload.get("missing_loras") or "refuse"), add_to_library=keeps_files(ctx.payload),
     )  # fmt: skip
     notes = [*(ctx.payload.get("notes") or []), *generation_notes(result)]  # the request's own first
     for line in notes:  # A1111's console lines ("Lora not found", "Textual inversion embeddings skipped")
@@ -186,7 +188,8 @@ def generate_handler(ctx: JobContext) -> dict[str, Any]:
 
 
 def grid_handler(ctx: JobContext) -> dict[str, Any]:
-    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/`."""
+    """payload: `config` (GenerateConfig) and `grid` (GridRequest). Files go to `outputs/<job id>/` (with
+    `keep: false`, a folder removed once answered, and no library rows: `service.unsaved`)."""
     cfg = generation_config(ctx)
     request = GridRequest.model_validate(ctx.payload.get("grid") or {})
     cache = model_cache_of(ctx)
@@ -194,7 +197,8 @@ def grid_handler(ctx: JobContext) -> dict[str, Any]:
     try:
         with noting_loaded_models(ctx, cache):
             result = run_grid(
-                ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir
+                ctx.workspace, cfg, request, cache, reporter.progress, reporter.should_stop, out_dir=ctx.artifacts_dir,
+                add_to_library=keeps_files(ctx.payload),
             )
     except LorastudioError:
         if reporter.stopped is not None:  # stopped before any cell was done: nothing to draw
@@ -377,10 +381,12 @@ def job_folder(ws: Workspace, job: Job) -> Path:
 
 
 def job_images(ws: Workspace, job: Job) -> list[Path]:
-    """A generate job's PNGs: all of them, or those made before a cancel."""
+    """A generate job's PNGs: all of them, or those made before a cancel (of a job whose images were
+    not kept, those still there: none once its answer was built)."""
     folder = job_folder(ws, job)
     if job.result and job.result.get("images"):
-        return [folder / name for name in job.result["images"]]
+        paths = [folder / name for name in job.result["images"]]
+        return paths if keeps_files(job.payload) else [p for p in paths if p.is_file()]
     return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
 
@@ -452,8 +458,8 @@ class JobKind:
 
 
 KINDS: dict[str, JobKind] = {
-    "generate": JobKind(GenerateConfig, generate_handler, _submit_generate),
-    "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, extras={"grid": GridRequest}),
+    "generate": JobKind(GenerateConfig, generate_handler, _submit_generate, folder=image_job_folder),
+    "grid": JobKind(GenerateConfig, grid_handler, _submit_grid, folder=image_job_folder, extras={"grid": GridRequest}),
     "series": JobKind(GenerateConfig, series_handler, _submit_series, extras={"series": SeriesRequest}),
     "train": JobKind(TrainConfig, train_handler, _submit_train, folder=run_folder),
     "portrait-train": JobKind(PortraitTrainConfig, portrait_train_handler, _submit_portrait_train, folder=run_folder),

@@ -138,10 +138,17 @@ def noting_loaded_models(ctx: JobContext, cache: Any) -> Iterator[None]:
 def keep_partial_result(ctx: JobContext, reporter: StepReporter, result: dict[str, Any]) -> dict[str, Any]:
     """End a job that keeps what it made when cancelled (a grid, a series), as A1111 ends an
     interrupted x/y/z plot: a worker stop runs it again whole; a cancel ends it `cancelled` with
-    `result`; otherwise its files are published and `result` answered."""
+    `result`; otherwise its files are published and `result` answered. A job whose images are not
+    kept (`service.unsaved`) publishes nothing and says so: `kept: false`, and a line in its log."""
+    from lorastudio.service.unsaved import NOT_KEPT_LINE, keeps_files
+
     if reporter.stopped is not None and not isinstance(reporter.stopped, JobCancelled):
         raise reporter.stopped  # the worker stops or lost the job: it runs again, whole
-    publish_artifacts(ctx, ctx.artifacts_dir)
+    if keeps_files(ctx.payload):
+        publish_artifacts(ctx, ctx.artifacts_dir)
+    else:
+        result = {**result, "kept": False}
+        ctx.log(NOT_KEPT_LINE)
     if reporter.stopped is not None:
         raise JobCancelled(str(reporter.stopped), result=result)
     return result

@@ -42,6 +42,7 @@ from lorastudio.service.names import NamePolicy
 from lorastudio.service.quota import Quota, StorageFull, is_storage_full
 from lorastudio.service.requests import RequestResolver
 from lorastudio.service.settings import StudioSettings
+from lorastudio.service.unsaved import release_job_files, sweep_unsaved
 from lorastudio.service.worker_thread import WorkerThread
 from lorastudio.service.workspace import Workspace
 
@@ -102,6 +103,7 @@ class Studio:
     def start(self) -> None:
         """Start the in-process worker thread (one per device); idempotent."""
         preload = self.settings.preload and model_on_disk(self.workspace, self._model)
+        self.sweep_unsaved()  # answers a stopped server never built
         self.worker_thread.start(self._open_store(), self._model if preload else None)
 
     @property
@@ -202,10 +204,13 @@ class Studio:
         priority: int = 0,
         missing_loras: str = "refuse",
         notes: list[str] | None = None,
+        keep: bool = True,
     ) -> Job:
         """Queue a generation. `missing_loras="skip"` (the A1111 API, as A1111): a `<lora:NAME>` no
         file answers to is left out with a "Lora not found" line, not refused. `notes`: what the
-        request asked for that is not done (A1111's `restore_faces`), first in the job's notes."""
+        request asked for that is not done (A1111's `restore_faces`), first in the job's notes.
+        `keep=False` (A1111's `save_images: false`): the images are answered, not kept — no files in
+        outputs/, no library rows; call `release_job_files` once the answer is built (`service.unsaved`)."""
         from lorastudio.generate.plan import hires_sampler_choice
         from lorastudio.generate.samplers import parse_sampler
 
@@ -219,6 +224,9 @@ class Studio:
             payload["missing_loras"] = "skip"
         if notes:
             payload["notes"] = list(dict.fromkeys(notes))  # each once
+        if not keep:
+            payload["keep"] = False
+            self.sweep_unsaved()
         return self.submit("generate", payload, user=user, priority=priority, affinity=cfg.model)
 
     def submit_train(self, cfg: TrainConfig, *, user: str = "", priority: int = 0) -> Job:
@@ -337,6 +345,15 @@ class Studio:
     def job_images(self, job: Job) -> list[Path]:
         """A generate job's PNGs: all of them, or those made before a cancel."""
         return job_images(self.workspace, job)
+
+    def release_job_files(self, job_id: str) -> bool:
+        """After a not-kept job's answer is built: remove its files (`service.unsaved`). A kept job,
+        or one not finished yet, is left alone (the sweep removes a folder nobody answered from)."""
+        return release_job_files(self.workspace, self.get_job(job_id))
+
+    def sweep_unsaved(self) -> list[str]:
+        """Remove not-kept jobs' folders whose answer was never built (their client left)."""
+        return sweep_unsaved(self.workspace, self.store)
 
     def job_control_maps(self, job: Job) -> list[Path]:
         """A generate job's ControlNet maps (after the preprocessors), one per unit."""

@@ -251,9 +251,11 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
     firsts = [result["grid"], *result.get("sub_grids", [])] if result.get("grid") else []
     firsts += [result["contact_sheet"]] if result.get("contact_sheet") else []
     paths = [str(folder / name) for name in firsts] + images
-    if result.get("grid") and result.get("lone_sub_grid_top") is not None:
+    if result.get("kept") is False:  # an A1111 API request's pictures: answered, then removed (service.unsaved)
+        paths = [path for path in paths if Path(path).is_file()]
+    if paths and result.get("grid") and result.get("lone_sub_grid_top") is not None:
         paths.insert(1, _lone_sub_grid_file(ctx, job.id, folder / result["grid"], result))
-    shown = paths[0] if result.get("grid") else (images[0] if images else None)
+    shown = (paths[0] if paths else None) if result.get("grid") else (images[0] if images else None)
     info = png_info(shown)["info"] if shown else ""
     if job.state == "succeeded":
         status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")

@@ -1,0 +1,94 @@
+"""Images a request answers and does not keep: A1111's API with `save_images: false` (its default).
+
+A1111 answers such a request's images (and an x/y/z plot's grid) as base64 and writes nothing to its
+outputs folder. Here a generate or grid job queued with `keep=False` (payload `keep: false`; only
+`Studio.submit_generate` and `service.grid.submit_grid` set it, for the A1111 routes) renders into
+`cache/unsaved/<job id>/` instead of `outputs/<job id>/` (its kind's folder rule, `image_job_folder`),
+records no library row, publishes nothing to the artifact store and says `kept: false` in its
+result. The front builds its answer from those files and calls `release_job_files`, which removes
+the folder. The job record stays; `job_images` answers only the files still there (none after the
+release), so `GET /api/v1/jobs/{id}` and the web UI's history read a job whose pictures are gone.
+A folder whose answer was never built (the client went away) is swept (`sweep_unsaved`, at each new
+such job and at start) once its job has been finished for `SWEEP_AFTER_S`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lorastudio.errors import LorastudioError
+from lorastudio.service.jobs.registry import output_folder
+
+if TYPE_CHECKING:
+    from lorastudio.service.jobs.store import Job, JobStore
+    from lorastudio.service.workspace import Workspace
+
+__all__ = [
+    "NOT_KEPT_LINE",
+    "SWEEP_AFTER_S",
+    "image_job_folder",
+    "keeps_files",
+    "release_job_files",
+    "sweep_unsaved",
+    "unsaved_root",
+]
+
+UNSAVED_DIR = "unsaved"
+# A finished job's folder whose answer was not built in this time (the client left) is swept.
+SWEEP_AFTER_S = 600.0
+# The job log's line for such a job (its result says `kept: false`).
+NOT_KEPT_LINE = "images not kept (A1111 API save_images: false): answered, then removed; nothing added to outputs"
+
+
+def keeps_files(payload: dict[str, Any] | None) -> bool:
+    """Whether a job's images stay in outputs/ and the library (every job but a `keep: false` one)."""
+    return (payload or {}).get("keep", True) is not False
+
+
+def unsaved_root(ws: Workspace) -> Path:
+    return ws.cache / UNSAVED_DIR
+
+
+def image_job_folder(ws: Workspace, job: Job) -> Path:
+    """The folder rule of the generate and grid kinds: `outputs/<job id>`, or for a job whose images are
+    not kept `cache/unsaved/<job id>` (never under outputs/, even while it runs)."""
+    if keeps_files(job.payload):
+        return output_folder(ws, job)
+    return ws.safe_child(unsaved_root(ws), job.id, "job id")
+
+
+def release_job_files(ws: Workspace, job: Job) -> bool:
+    """Remove a finished not-kept job's folder once its answer is built; True when it was such a job.
+
+    A kept job, or one still queued or running (its answer comes later), is left alone."""
+    if keeps_files(job.payload) or not job.finished:
+        return False
+    shutil.rmtree(image_job_folder(ws, job), ignore_errors=True)
+    return True
+
+
+def sweep_unsaved(ws: Workspace, store: JobStore, older_than_s: float = SWEEP_AFTER_S) -> list[str]:
+    """Remove the not-kept folders nobody will answer from: their job finished (or is gone) more than
+    `older_than_s` ago. Returns the job ids swept."""
+    root = unsaved_root(ws)
+    if not root.is_dir():
+        return []
+    now, swept = time.time(), []
+    for folder in root.iterdir():
+        if not folder.is_dir():
+            continue
+        try:
+            job = store.get(folder.name)
+        except LorastudioError:  # its job is gone from the queue: only the folder's age says
+            ended = folder.stat().st_mtime
+        else:
+            if not job.finished:
+                continue
+            ended = job.finished_at or folder.stat().st_mtime
+        if now - ended >= older_than_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder.name)
+    return swept

@@ -1,0 +1,165 @@
+"""A1111's `save_images` on /sdapi/v1/txt2img and the x/y/z plot (service/unsaved.py).
+
+A1111's API answers the images (and a grid) as base64 and writes nothing to its outputs folder unless
+`save_images: true`; bots call it thousands of times. The default keeps nothing here either: no file
+in studio/outputs, no row in the library's outputs; the job record stays and says `kept: false`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from lorastudio.service.library import Library
+from lorastudio.service.outputs import list_outputs
+from lorastudio.service.unsaved import NOT_KEPT_LINE, release_job_files, sweep_unsaved, unsaved_root
+
+TINY = {"steps": 4, "width": 64, "height": 64}
+XYZ = ["CFG Scale", "2, 6", [], "Nothing", "", [], "Nothing", "", [], True, False, False, False, 0, False]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # `studio`, `client`: tests/conftest.py
+
+
+def _decode(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def _files(root) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) if root.is_dir() else []
+
+
+def _shown_by_the_web_ui(studio, job_id: str) -> tuple[str, list]:
+    """What the Generate tab shows of a finished job it follows (after a reload): status, gallery."""
+    from lorastudio.ui.context import UiContext
+    from lorastudio.ui.generate_run import _follow
+
+    last = list(_follow(UiContext.create(studio, "en"), job_id))[-1]
+    return str(last[0]), last[2]
+
+
+def _kept(ws) -> tuple[list[str], list[str]]:
+    """What a request leaves behind: the files under outputs/ and the library's output rows."""
+    return _files(ws.outputs), sorted(row["path"] for row in Library(ws).outputs(10_000))
+
+
+def test_the_default_keeps_nothing_and_answers_the_pixels_save_images_true_keeps(client, studio):
+    ws = studio.workspace
+    before = _kept(ws)
+    body = {**TINY, "prompt": "red", "seed": 11, "batch_size": 2}
+    answer = client.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert _kept(ws) == before and _files(unsaved_root(ws)) == []  # nothing left, not even the job folder
+    job = studio.list_jobs(limit=1)[0]
+    assert job.result["kept"] is False and len(job.result["images"]) == 2
+    # the job record still reads: the native API, its (now empty) files, the web UI's gallery
+    record = client.get(f"/api/v1/jobs/{job.id}")
+    assert record.status_code == 200 and record.json()["result"]["kept"] is False
+    assert client.get(f"/api/v1/jobs/{job.id}/artifacts").json()["artifacts"] == []
+    assert studio.job_images(job) == []
+    status, gallery = _shown_by_the_web_ui(studio, job.id)
+    assert "Done" in status and gallery == []
+    assert NOT_KEPT_LINE in [e.data.get("line") for e in studio.job_events(job.id) if e.type == "log"]
+
+    saved = client.post("/sdapi/v1/txt2img", json={**body, "save_images": True})
+    assert saved.status_code == 200, saved.text
+    kept_job = studio.list_jobs(limit=1)[0]
+    assert "kept" not in kept_job.result
+    files, rows = _kept(ws)
+    pngs = [f for f in files if f.endswith(".png")]
+    assert pngs == [f"{kept_job.id}/{name}" for name in sorted(kept_job.result["images"])]
+    assert len(rows) == len(before[1]) + 2 and len(list_outputs(ws)) == 2
+    # the same answer either way: pixels, infotexts, seeds (the request echoes its own save_images)
+    assert len(data["images"]) == 2
+    for unkept, kept in zip(data["images"], saved.json()["images"], strict=True):
+        a, b = _decode(unkept), _decode(kept)
+        assert a.size == (64, 64) and a.tobytes() == b.tobytes()
+        assert a.info["parameters"] == b.info["parameters"]
+    info, kept_info = json.loads(data["info"]), json.loads(saved.json()["info"])
+    assert info["infotexts"] == kept_info["infotexts"] and info["all_seeds"] == [11, 12]
+    assert {**data["parameters"], "save_images": True} == saved.json()["parameters"]
+
+
+def test_the_xyz_plot_saves_no_grid_unless_save_images(client, studio):
+    ws = studio.workspace
+    before = _kept(ws)
+    body = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "seed": 7, "script_name": "x/y/z plot"}
+    answer = client.post("/sdapi/v1/txt2img", json={**body, "script_args": XYZ})
+    assert answer.status_code == 200, answer.text
+    grid = _decode(answer.json()["images"][0])
+    assert grid.width > 64 and "X Type: CFG Scale" in grid.info["parameters"]
+    assert _kept(ws) == before and not list(ws.root.rglob("grid-*.png"))  # no grid, no cells, no rows
+    job = studio.list_jobs(limit=1)[0]
+    assert job.result["kept"] is False and job.result["grid"]
+    status, gallery = _shown_by_the_web_ui(studio, job.id)  # the grid named in the result is gone
+    assert "Done" in status and gallery == []
+
+    saved = client.post("/sdapi/v1/txt2img", json={**body, "script_args": XYZ, "save_images": True})
+    assert saved.status_code == 200, saved.text
+    assert _decode(saved.json()["images"][0]).tobytes() == grid.tobytes()
+    assert len(list(ws.outputs.rglob("grid-*.png"))) == 1  # as A1111 saves it, with its two cells
+    assert len(_kept(ws)[1]) == len(before[1]) + 2
+
+
+@pytest.mark.slow
+def test_progress_previews_skip_and_interrupt_on_the_not_kept_path(client, studio):
+    ws = studio.workspace
+    before = _kept(ws)
+    result: dict = {}
+
+    def generate():
+        result["response"] = client.post("/sdapi/v1/txt2img", json={**TINY, "steps": 150, "n_iter": 16})
+
+    thread = threading.Thread(target=generate)
+    thread.start()
+    deadline, preview = time.monotonic() + 90, None
+    while preview is None and time.monotonic() < deadline:
+        preview = client.get("/sdapi/v1/progress?skip_current_image=false").json()["current_image"]
+        time.sleep(0.05)
+    assert preview is not None and _decode(preview).size[0] > 0  # A1111's live preview, as when kept
+    assert client.post("/sdapi/v1/skip").json() is None
+    job = studio.list_jobs(limit=1)[0]
+    while "skipped" not in {e.type for e in studio.job_events(job.id)} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.post("/sdapi/v1/interrupt").json() == {}
+    thread.join(60)
+    assert not thread.is_alive() and result["response"].status_code == 200, result["response"].text
+    images = result["response"].json()["images"]
+    assert 1 <= len(images) < 16 and all(_decode(b).size == (64, 64) for b in images)
+    job = studio.get_job(job.id)
+    assert job.state == "cancelled" and job.result["kept"] is False
+    assert _kept(ws) == before and _files(unsaved_root(ws)) == []
+
+
+def test_release_and_sweep_leave_kept_and_unfinished_jobs_alone(workspace):
+    from lorastudio.service.jobs import open_store
+
+    with open_store(None, workspace) as store:
+        kept = store.enqueue("sleep", {"seconds": 0})
+        store.cancel(kept.id)
+        kept = store.get(kept.id)
+        (workspace.outputs / kept.id).mkdir(parents=True)
+        assert release_job_files(workspace, kept) is False and (workspace.outputs / kept.id).is_dir()
+
+        unkept = store.enqueue("sleep", {"seconds": 0, "keep": False})
+        running = store.enqueue("sleep", {"seconds": 0, "keep": False})
+        root = unsaved_root(workspace)
+        for name in (unkept.id, running.id, "orphan", "fresh-orphan"):
+            (root / name).mkdir(parents=True)
+        old = time.time() - 7200
+        os.utime(root / "orphan", (old, old))
+        assert release_job_files(workspace, store.get(running.id)) is False  # its answer comes later
+        store.cancel(unkept.id)
+        assert sweep_unsaved(workspace, store) == ["orphan"]  # the others: too recent or still queued
+        assert sorted(sweep_unsaved(workspace, store, older_than_s=0)) == sorted([unkept.id, "fresh-orphan"])
+        assert [p.name for p in root.iterdir()] == [running.id]
+        assert release_job_files(workspace, store.get(unkept.id)) is True  # already gone: no error
