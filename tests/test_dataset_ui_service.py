@@ -124,3 +124,36 @@ def test_an_import_where_nothing_reads_is_refused_and_leaves_no_set(workspace, t
     with pytest.raises(LorastudioError, match="no image could be imported"):
         import_dataset(workspace, "allbad", [tmp_path / "zero.png", tmp_path / "text.png"])
     assert not (workspace.datasets / "allbad").exists() and "allbad" not in str(list_datasets(workspace))
+
+
+def test_a_browser_upload_reads_caption_files_and_a_kohya_metadata_json_as_a_folder_import(studio, tmp_path):
+    """kohya's BLIP `.caption` beside an image, and a `meta_*.json`, as `dataset import` reads a folder;
+    a .json that is no kohya metadata is refused with the reason, the rest imported."""
+    import json
+
+    from lorastudio.service.job_kinds import submit_dataset_upload
+
+    folder = tmp_path / "picked"
+    folder.mkdir()
+    for i, stem in enumerate(("blip", "both", "tagged")):
+        noise(i).save(folder / f"{stem}.png")
+    (folder / "blip.caption").write_text("a photo of a cat", encoding="utf-8")
+    (folder / "both.txt").write_text("cat, tags", encoding="utf-8")
+    (folder / "both.caption").write_text("a cat sleeping", encoding="utf-8")
+    (folder / "meta_cap.json").write_text(json.dumps({"tagged": {"caption": "a dog", "tags": "dog"}}), encoding="utf-8")
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    job = studio.wait_job(submit_dataset_upload(studio, "cats", sorted(folder.iterdir())).id, timeout=120)
+    assert job.state == "succeeded", job.error
+    captions = {row["original"].split("/")[-1]: row["caption"] for row in dataset_captions(studio.workspace, "cats")["items"]}
+    assert captions == {"blip.png": "a photo of a cat", "both.png": "cat, tags", "tagged.png": "a dog, dog"}
+    assert [row["source"] for row in job.result["failed_files"]] == ["config.json"]
+    assert "'meta'" in job.result["failed_files"][0]["reason"]
+    assert any("had both .txt and .caption" in note for note in job.result["notes"])
+    # the import's caption file chosen, as kohya's caption_extension: only the .caption is read
+    files = [folder / name for name in ("both.png", "both.txt", "both.caption")]
+    job = studio.wait_job(submit_dataset_upload(studio, "blips", files, caption_extension=".caption").id, timeout=120)
+    assert [row["caption"] for row in dataset_captions(studio.workspace, "blips")["items"]] == ["a cat sleeping"]
+    bad = folder / "meta_lat.json"
+    bad.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(LorastudioError, match="meta_lat.json.*not kohya metadata"):
+        submit_dataset_upload(studio, "bad", [bad])

@@ -48,6 +48,7 @@ __all__ = [
     "kohya_repeats",
     "CAPTION_SIDECARS",
     "caption_extension_of",
+    "kohya_metadata_problem",
 ]
 
 # Read in this order when no caption_extension is chosen: WD14 tags (.txt) before BLIP's .caption.
@@ -269,9 +270,7 @@ def _folder_kohya_metadata(
     with several, the last step of kohya's pipeline (`meta_lat` before `meta_clean`...)."""
     out = _KohyaMetadata()
     found: list[tuple[str, dict[str, str | None]]] = []
-    candidates = sorted(
-        n for n in names if n.lower().endswith(".json") and "meta" in PurePosixPath(n).name.lower()
-    )
+    candidates = sorted(n for n in names if is_kohya_metadata_name(n))
     for meta_name in candidates:
         try:
             records = _kohya_records(json.loads(decode_text(read(meta_name))))
@@ -454,6 +453,26 @@ def _kohya_records(data: object) -> dict[str, str | None] | None:
     if data and not any({"caption", "tags", "train_resolution"} & set(record) for record in data.values()):
         return None
     return {str(key): _kohya_caption(record) for key, record in data.items()}
+
+
+def is_kohya_metadata_name(name: str) -> bool:
+    """A folder's kohya metadata json is a `.json` whose name holds `meta` (meta_cap, meta_lat...)."""
+    return name.lower().endswith(".json") and "meta" in PurePosixPath(name).name.lower()
+
+
+def kohya_metadata_problem(name: str, data: bytes) -> str | None:
+    """Why `data`, a file called `name`, is no kohya metadata json a folder import reads; None when it is."""
+    if not is_kohya_metadata_name(name):
+        return "a .json is read as kohya metadata only under a name holding 'meta' (meta_cap.json, meta_lat.json)"
+    try:
+        records = _kohya_records(json.loads(decode_text(data)))
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON ({exc.msg})"
+    except RecursionError:
+        return "not valid JSON (nested too deep)"
+    if records is None:
+        return "not kohya metadata {image_key: {caption, tags}}"
+    return None
 
 
 def read_kohya_json(path: Path, caption_extension: str | None = None) -> Iterator[SourceEntry]:

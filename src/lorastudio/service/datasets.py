@@ -135,14 +135,18 @@ def import_uploaded_files(
 
     `names` are the files' original names when they were stored under other ones (uploads).
 
-    An upload arrives as separate files, so a caption `.txt` is only found beside its image
-    once both sit in one folder again: the files are gathered under their own names in a
-    staging folder of the workspace cache (zips stay sources of their own), then imported.
+    An upload arrives as separate files, so a caption (`.txt`, `.caption`) or a kohya `meta_*.json`
+    is only found beside its image once both sit in one folder again: the files are gathered under
+    their own names in a staging folder of the workspace cache (zips stay sources of their own), then
+    imported as that folder (`data.sources`' folder rules).
     """
     import tempfile
 
     if not files:
-        raise LorastudioError("dataset import: choose at least one image, caption .txt or zip to upload.")
+        raise LorastudioError(
+            "dataset import: choose at least one image, caption (.txt, .caption), kohya meta_*.json"
+            " or zip to upload."
+        )
     ws.cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="dataset-upload-", dir=ws.cache))
     try:

@@ -333,14 +333,24 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
 
 
 def submit_dataset_upload(
-    studio: Any, name: str, files: Sequence[str | Path], background: str = "white", *, user: str = ""
+    studio: Any,
+    name: str,
+    files: Sequence[str | Path],
+    background: str = "white",
+    *,
+    user: str = "",
+    caption_extension: str | None = None,
 ):
     """Store a browser's files as uploads and queue their import as a job (progress, cancel, the
-    Jobs list); the job pairs each caption .txt with its image by the original names."""
+    Jobs list); the job pairs each caption (.txt, .caption) or kohya meta_*.json with its images by
+    the original names, by the folder rules (`caption_extension`: read only that caption file)."""
     from lorastudio.service.uploads import DATASET_UPLOAD_SUFFIXES, discard_uploads, store_stream
 
     if not files:
-        raise LorastudioError("dataset import: choose at least one image, caption .txt or zip to upload.")
+        raise LorastudioError(
+            "dataset import: choose at least one image, caption (.txt, .caption), kohya meta_*.json"
+            " or zip to upload."
+        )
     safe_name(name, "data-set name")
     stored: list[str] = []
     kept: list[str] = []
@@ -356,7 +366,8 @@ def submit_dataset_upload(
         if not stored:
             raise LorastudioError(f"dataset import: none of the {len(files)} files can be used ({refused[0]['reason']})")
         cfg = ImportJobConfig(
-            what="dataset", name=name, uploads=stored, file_names=kept, background=background, refused_files=refused
+            what="dataset", name=name, uploads=stored, file_names=kept, background=background, refused_files=refused,
+            caption_extension=caption_extension or None,
         )
         return studio.submit_import(cfg, user=user)
     except BaseException:

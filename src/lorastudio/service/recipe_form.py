@@ -7,6 +7,8 @@ request with those fields dropped, each with a note, and the sampler split into 
 two pickers (A1111 before 1.9 wrote `Sampler: DPM++ 2M Karras`). ControlNet units come back
 as the extension's paste restores them: settings and model by its title, the image left to the user.
 A grid image's X/Y/Z plot comes back as A1111's script restores it: each axis' type and values.
+Prompt styles come back as A1111's paste restores them ("infotext_styles": "Apply if any"): a
+style of `studio/styles.csv` whose texts the prompts hold is taken out of them and picked.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from lorastudio.generate.grid_axes import SCRIPT_TITLE
 from lorastudio.service.recipe_notes import RecipeNote
 from lorastudio.service.workspace import Workspace
 
-__all__ = ["form_grid", "form_params", "form_request"]
+__all__ = ["form_grid", "form_params", "form_request", "form_styles"]
+
 
 def form_params(params: dict[str, Any], notes: list) -> dict[str, Any]:
     """The infotext's keys with a `Schedule type` this studio lacks (e.g. Align Your Steps) left out."""
@@ -168,3 +171,35 @@ def form_grid(params: dict[str, Any], notes: list) -> dict[str, Any] | None:
         if axis.name in {"seed", "subseed"}:
             grid["keep_seeds"] = f"Fixed {letter} Values" not in params
     return grid
+
+
+def form_styles(ws: Workspace, request: dict[str, Any]) -> list[str]:
+    """The styles of `studio/styles.csv` the pasted prompts hold, taken out of `request`'s prompts (A1111's
+    "Apply if any": the form's Styles picker gets them, so generating again merges them back once).
+
+    As A1111: a style is held where both its prompt and its negative prompt text are (`extract_styles`);
+    an image with a hires prompt of its own keeps its prompts whole unless those hold the same styles
+    (an empty hires box is the prompt). No styles file, or one that cannot be read: nothing changes.
+    """
+    from lorastudio.service.styles import extract_styles, list_styles
+
+    try:
+        styles = list_styles(ws)
+    except LorastudioError:  # the picker lists none then either (`choices.style_names`)
+        return []
+    prompt, negative = str(request.get("prompt") or ""), str(request.get("negative_prompt") or "")
+    bare, bare_negative, found = extract_styles(styles, prompt, negative)
+    if not found:
+        return []
+    hires = {key: str(request.get(key) or "") for key in ("hires_prompt", "hires_negative_prompt")}
+    if any(hires.values()):
+        hires_bare, hires_bare_negative, hires_found = extract_styles(
+            styles, hires["hires_prompt"] or prompt, hires["hires_negative_prompt"] or negative
+        )
+        if {style.name for style in hires_found} != {style.name for style in found}:
+            return []
+        for key, text in (("hires_prompt", hires_bare), ("hires_negative_prompt", hires_bare_negative)):
+            if hires[key]:
+                request[key] = text
+    request["prompt"], request["negative_prompt"] = bare, bare_negative
+    return list(dict.fromkeys(style.name for style in found))

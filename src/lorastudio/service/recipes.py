@@ -55,6 +55,7 @@ class Recipe:
     control_slots: list[int] = field(default_factory=list)  # each `config.controlnet` unit's `ControlNet N`
     grid: dict[str, Any] | None = None  # a grid image's X/Y/Z plot, for the web form (`form_grid`)
     replay: Replay = field(default_factory=Replay)
+    styles: list[str] = field(default_factory=list)  # styles.csv styles taken out of the prompts (`form_styles`)
 
 
 def config_from_recipe(
@@ -82,8 +83,9 @@ def read_recipe(
     unless the caller names the model to use where the image's is missing or not given (`model`:
     `--model`, the Generate form's current model, as A1111 keeps its checkpoint then). `form`:
     for the web form, as A1111's paste: a VAE, sampler, schedule or hires upscaler this studio lacks
-    is left out with a note (`service.recipe_form`), the sampler comes split from its schedule, and a
-    grid image's X/Y/Z plot axes come back in `Recipe.grid`.
+    is left out with a note (`service.recipe_form`), the sampler comes split from its schedule, a
+    grid image's X/Y/Z plot axes come back in `Recipe.grid`, and the styles of `studio/styles.csv` the
+    prompts hold are taken out of them into `Recipe.styles` (A1111's "Apply if any").
     """
     from lorastudio.generate.a1111_fields import config_fields_from_infotext
     from lorastudio.generate.infotext import add_version_flags, parse_infotext, read_infotext
@@ -130,17 +132,19 @@ def read_recipe(
     )
     notes += noise_notes(params)  # `service.recipe_noise`: where the noise can still differ
     notes += _picture_notes(params, request, given)
+    styles: list[str] = []
     if form:
-        from lorastudio.service.recipe_form import form_request
+        from lorastudio.service.recipe_form import form_request, form_styles
 
         request = form_request(ws, request, notes)
+        styles = form_styles(ws, request)
     elif request.get("vae") and not vae_given:
         request["vae"] = _vae_from_infotext(ws, request["vae"])
     if request.get("vae") and not vae_given:
         _changed_vae(ws, request, str(params.get("VAE hash", "") or ""), notes, policy)
     slots = [unit.pop("slot") for unit in request["controlnet"]]
     replay = Replay(lora_files=pins.loras, embedding_files=pins.embeddings)
-    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots, grid, replay)
+    return Recipe(_validated(request, path, "edit the image's parameters"), notes, slots, grid, replay, styles)
 
 
 def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:

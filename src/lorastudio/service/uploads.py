@@ -71,10 +71,14 @@ _EMBEDDING_PICTURE_MAGIC = {
 # What `POST /api/v1/uploads` takes; a stored .pt/.bin is handed only to an embedding import
 # (`upload_path(..., pickles=True)`), every other use of an upload name refuses it.
 UPLOAD_SUFFIXES = (*_MAGIC, ".safetensors", *_PICKLE_SUFFIXES)
-# A data set's files as a browser uploads them: images, zips and the caption .txt beside each image.
-DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".zip", ".txt")
-# A caption file is text of at most this many bytes.
+# A data set's files as a browser uploads them: images, zips, the caption beside each image (.txt,
+# or kohya's BLIP .caption) and a kohya metadata json (meta_cap.json...), read as a folder's are.
+DATASET_UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".zip", ".txt", ".caption", ".json")
+_CAPTION_SUFFIXES = (".txt", ".caption")
+# A caption file is text of at most this many bytes; a kohya metadata json (every image's caption and
+# tags) of at most this many.
 MAX_CAPTION_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 
 def _invalid(exc: Exception) -> LorastudioError:
@@ -127,7 +131,7 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
         raise LorastudioError(
             f"upload {filename!r}: type {suffix or '(none)'} is not accepted; send one of {', '.join(allowed)}."
         )
-    if suffix == ".txt":  # a caption: UTF-8 text of a caption's size
+    if suffix in _CAPTION_SUFFIXES:  # a caption: UTF-8 text of a caption's size
         data = Path(path).read_bytes()[: MAX_CAPTION_BYTES + 1]
         try:
             data.decode("utf-8")
@@ -135,6 +139,9 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
             raise LorastudioError(f"upload {filename!r}: a caption file must be UTF-8 text.") from None
         if len(data) > MAX_CAPTION_BYTES:
             raise LorastudioError(f"upload {filename!r}: over {MAX_CAPTION_BYTES} bytes; a caption is one line.")
+        return
+    if suffix == ".json":  # only where `allowed` names it: a data set's kohya metadata json
+        _check_kohya_metadata(Path(path), filename)
         return
     if suffix == ".safetensors":
         try:
@@ -189,6 +196,18 @@ def upload_path(ws: Workspace, name: str, *, pickles: bool = False) -> Path:
             "queue POST /api/v1/jobs/import with what: embedding, or send a .safetensors."
         )
     return path
+
+
+def _check_kohya_metadata(path: Path, filename: str) -> None:
+    """A kohya metadata json (merge_captions_to_metadata's `{image_key: {caption, tags}}`), as a
+    folder import reads one beside its images."""
+    from lorastudio.data.sources import kohya_metadata_problem
+
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise LorastudioError(f"upload {filename!r}: over {MAX_METADATA_BYTES // 2**20} MiB; upload the folder as a zip.")
+    problem = kohya_metadata_problem(filename, path.read_bytes())
+    if problem:
+        raise LorastudioError(f"upload {filename!r}: {problem}; upload kohya's meta_*.json or leave it out.")
 
 
 def new_upload_name(filename: str) -> str:

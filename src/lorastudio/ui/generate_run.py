@@ -33,6 +33,7 @@ from lorastudio.ui.forms import optional_number
 __all__ = [
     "OUTPUT_COUNT",
     "follow_running",
+    "forget_lone_sub_grids",
     "selected_image",
     "selected_seed",
     "size_from_picture",
@@ -51,6 +52,8 @@ INT_FIELDS = ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "h
               "inpaint_padding", "resize_mode", "inpainting_fill", "seed_resize_from_w", "seed_resize_from_h")  # fmt: skip
 # progress, preview, gallery, infotext, the gallery's selected index, image paths
 OUTPUT_COUNT = 6
+# Gradio's temporary folder's sub-folder for lone sub-grids (answered, never saved: A1111's rule)
+SUB_GRID_FOLDER = "xyz-sub-grids"
 
 
 def _png_base64(image) -> str:
@@ -159,8 +162,10 @@ def submit_and_follow(
     painter: dict[str, Any] | None,
     user: str,
     units: UnitsFn | None = None,
+    shown: list[str] | None = None,
 ) -> Iterator[tuple]:
-    """Queue the job, then yield the tab's outputs until it ends; a refused form says why and keeps the form."""
+    """Queue the job, then yield the tab's outputs until it ends; a refused form says why and keeps the form.
+    `shown`: the gallery's paths now, which the job's pictures replace (`forget_lone_sub_grids`)."""
     no_change = gr.update()
     try:
         cfg = _with_units(form_config(ctx, values, painter), units)
@@ -170,7 +175,7 @@ def submit_and_follow(
     except Exception as exc:
         yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
-    yield from _follow(ctx, job.id)
+    yield from _follow(ctx, job.id, shown)
 
 
 def submit_series_and_follow(
@@ -180,6 +185,7 @@ def submit_series_and_follow(
     seed_policy: str,
     user: str,
     units: UnitsFn | None = None,
+    shown: list[str] | None = None,
 ) -> Iterator[tuple]:
     """The story mode: the form is the base request, each line (or YAML entry) one picture."""
     from lorastudio.service.series import SeriesRequest, submit_series
@@ -196,7 +202,7 @@ def submit_series_and_follow(
     except Exception as exc:
         yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
-    yield from _follow(ctx, job.id)
+    yield from _follow(ctx, job.id, shown)
 
 
 def submit_grid_and_follow(
@@ -206,6 +212,7 @@ def submit_grid_and_follow(
     grid: Callable[[], Any],
     user: str,
     units: UnitsFn | None = None,
+    shown: list[str] | None = None,
 ) -> Iterator[tuple]:
     """The X/Y/Z plot: the form is the base request, `grid()` the GridRequest; seed -1 is left to
     the service (one seed for the whole grid, or a new one per cell with "Keep -1 for seeds")."""
@@ -218,7 +225,7 @@ def submit_grid_and_follow(
     except Exception as exc:
         yield (error_markup(ctx, exc), gr.update(visible=False), *[no_change] * (OUTPUT_COUNT - 2))
         return
-    yield from _follow(ctx, job.id)
+    yield from _follow(ctx, job.id, shown)
 
 
 def follow_running(ctx: UiContext, request: Any) -> Iterator[tuple]:
@@ -230,7 +237,9 @@ def follow_running(ctx: UiContext, request: Any) -> Iterator[tuple]:
     yield from _follow(ctx, job.id)
 
 
-def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
+def _follow(ctx: UiContext, job_id: str, shown: list[str] | None = None) -> Iterator[tuple]:
+    """The job's progress, then its pictures in the gallery, which replace `shown` (the gallery's paths
+    before: a lone sub-grid among them, a file of its own, is removed then)."""
     from lorastudio.service.png_info import png_info
 
     t, studio, no_change = ctx.t, ctx.studio, gr.update()
@@ -255,8 +264,9 @@ def _follow(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         paths = [path for path in paths if Path(path).is_file()]
     if paths and result.get("grid") and result.get("lone_sub_grid_top") is not None:
         paths.insert(1, _lone_sub_grid_file(ctx, job.id, folder / result["grid"], result))
-    shown = (paths[0] if paths else None) if result.get("grid") else (images[0] if images else None)
-    info = png_info(shown)["info"] if shown else ""
+    forget_lone_sub_grids([path for path in shown or [] if path not in paths])
+    first = (paths[0] if paths else None) if result.get("grid") else (images[0] if images else None)
+    info = png_info(first)["info"] if first else ""
     if job.state == "succeeded":
         status = t("progress.done", seconds=f"{time.monotonic() - started:.1f}")
         if result.get("notes"):  # asked for and not used: a missing LoRA, an embedding for another model
@@ -277,10 +287,20 @@ def _lone_sub_grid_file(ctx: UiContext, job_id: str, grid: Path, result: dict[st
 
     infotext = (result.get("sub_grid_infotexts") or [""])[0]
     temp = Path(os.environ.get("GRADIO_TEMP_DIR") or ctx.studio.workspace.cache / "gradio")
-    path = temp / "xyz-sub-grids" / f"{job_id}-{grid.stem}-z1.png"
+    path = temp / SUB_GRID_FOLDER / f"{job_id}-{grid.stem}-z1.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(lone_sub_grid_png(grid, int(result["lone_sub_grid_top"]), infotext))
     return str(path)
+
+
+def forget_lone_sub_grids(paths: Any) -> None:
+    """Remove the lone sub-grid files (`_lone_sub_grid_file`) among a gallery's `paths`: when the next
+    pictures replace them, and as the gallery's state's `delete_callback` when the browser session ends
+    (Gradio drops a closed session's state). Every other path (outputs/) is left alone."""
+    for path in paths or []:
+        path = Path(str(path))
+        if path.parent.name == SUB_GRID_FOLDER and path.name.endswith("-z1.png"):
+            path.unlink(missing_ok=True)
 
 
 def _progress_text(ctx: UiContext, job: Any, state: dict[str, Any]) -> str:

@@ -20,21 +20,36 @@ TRAIN_LABELS: dict[str, tuple[str, str]] = {
     "datasets.deleted": ("Deleted {name}", "已删除 {name}"),
     "datasets.import": ("Import", "导入"),
     "datasets.import_help": (
-        "Upload images, a zip, or a folder's files with their caption .txt files (same name as the image)."
-        " A kohya folder (`img/10_alice/...`): upload it as a zip — the browser sends a folder's files without"
+        "Upload images, a zip, or a folder's files with their captions: a `.txt` or `.caption` file of the"
+        " image's name (the `.txt` when both are there, unless a caption file is chosen below, as kohya's"
+        " caption_extension), or a kohya metadata json (`meta_cap.json`, `meta_lat.json`). A kohya folder"
+        " (`img/10_alice/...`): upload it as a zip — the browser sends a folder's files without"
         " their subfolders, so the repeats in `10_` and the folder caption would be lost.",
-        "上传图片、zip 压缩包，或文件夹中的文件及其同名的标注 .txt 文件。"
+        "上传图片、zip 压缩包，或文件夹中的文件及其标注：与图片同名的 `.txt` 或 `.caption` 文件"
+        "（两者都有时读 `.txt`，除非在下方选择标注文件，对应 kohya 的 caption_extension），"
+        "或 kohya 元数据 json（`meta_cap.json`、`meta_lat.json`）。"
         "kohya 格式的文件夹（`img/10_alice/...`）请打包成 zip 上传：浏览器上传文件夹时不带子文件夹，"
         "`10_` 的重复次数和文件夹名标注会丢失。",
     ),
-    "datasets.files": ("Images, captions (.txt) or zip", "图片、标注 (.txt) 或 zip"),
+    "datasets.files": (
+        "Images, captions (.txt, .caption), kohya meta_*.json or zip", "图片、标注（.txt、.caption）、kohya meta_*.json 或 zip"
+    ),
     "datasets.folder": ("Or a whole folder", "或整个文件夹"),
     "datasets.new_name": ("New data set name", "新数据集名称"),
     "datasets.background": ("Background for transparency", "透明区域背景色"),
     "datasets.import_run": ("Import", "导入"),
     "datasets.import_cancel": ("Cancel import", "取消导入"),
     "datasets.import_running": ("Importing… {percent}%", "正在导入… {percent}%"),
-    "datasets.imported": ("Imported {name}: {images} images ({failed} files refused)", "已导入 {name}：{images} 张图片（{failed} 个文件未导入）"),
+    "datasets.caption_ext": ("Caption file", "标注文件"),
+    "datasets.caption_ext_auto": (".txt, else .caption", ".txt，没有则 .caption"),
+    "datasets.imported": (
+        "Imported {name}: {images} images ({failed} files refused, {skipped} skipped)",
+        "已导入 {name}：{images} 张图片（{failed} 个文件未导入，{skipped} 个已跳过）",
+    ),
+    "datasets.import_refused": ("Refused", "未导入"),
+    "datasets.import_skipped": ("Skipped", "已跳过"),
+    "datasets.import_notes": ("Notes", "说明"),
+    "datasets.import_more": ("… and {count} more", "… 另有 {count} 条"),
     "datasets.filters": ("Filters", "筛选"),
     "datasets.clean.min_width": ("Minimum width", "最小宽度"),
     "datasets.clean.min_height": ("Minimum height", "最小高度"),

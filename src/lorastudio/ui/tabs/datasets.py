@@ -40,6 +40,7 @@ LABELLERS = ("tagger", "captioner")
 # Gradio copies (and hashes) every image it shows; the table lists all captions, the gallery the
 # first ones (a search narrows both).
 GALLERY_MAX = 48
+IMPORT_LINES_SHOWN = 50  # an import's refused files, skipped files and notes listed each; the rest counted
 
 
 def build(ctx: UiContext) -> None:
@@ -117,20 +118,24 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
     with gr.Row():
         name = gr.Textbox(label=t("datasets.new_name"), scale=3, elem_id="ds-new-name")
         background = gr.Textbox(label=t("datasets.background"), value="white", scale=1, elem_id="ds-background")
+        caption_ext = gr.Dropdown([(t("datasets.caption_ext_auto"), ""), ".txt", ".caption"], value="", scale=1,
+                                  label=t("datasets.caption_ext"), elem_id="ds-caption-ext")  # fmt: skip
         start = gr.Button(t("datasets.import_run"), variant="primary", scale=1, elem_id="ds-import-run")
         cancel = gr.Button(t("datasets.import_cancel"), scale=1, elem_id="ds-import-cancel")
     message = gr.Markdown(elem_id="ds-import-message")
     job_id = gr.State("")
 
     def import_files(
-        paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str, request: gr.Request
+        paths: list[str] | None, folder_paths: list[str] | None, wanted: str, color: str, extension: str,
+        request: gr.Request,
     ) -> Iterator[tuple]:
         """Queue the import as a job (progress, Cancel, the Jobs list) and follow it."""
         from lorastudio.service.job_kinds import submit_dataset_upload
 
         chosen = [*(paths or []), *(folder_paths or [])]
         try:
-            job = submit_dataset_upload(ctx.studio, (wanted or "").strip(), chosen, color or "white", user=user_of(request))
+            job = submit_dataset_upload(ctx.studio, (wanted or "").strip(), chosen, color or "white",
+                                        user=user_of(request), caption_extension=extension or None)  # fmt: skip
         except Exception as exc:
             yield error_markup(ctx, exc), gr.update(), ""
             return
@@ -140,7 +145,7 @@ def _build_import(ctx: UiContext, picker: gr.Dropdown) -> list:
         return cancel_markup(ctx, current, "progress.cancelled", owner_to_check(request))
 
     cancel.click(stop, job_id, message)
-    return [start.click(import_files, [files, folder, name, background], [message, picker, job_id],
+    return [start.click(import_files, [files, folder, name, background, caption_ext], [message, picker, job_id],
                         concurrency_limit=None)]  # fmt: skip
 
 
@@ -157,13 +162,39 @@ def _follow_import(ctx: UiContext, job_id: str) -> Iterator[tuple]:
         yield text, gr.update(), job_id
     if job.state == "succeeded":
         result = job.result or {}
-        text = t("datasets.imported", name=result.get("name", ""), images=result.get("total_images", 0),
-                 failed=len(result.get("failed_files") or []))  # fmt: skip
-        yield text, gr.update(choices=_names(ctx), value=result.get("name")), ""
+        yield import_result_markup(ctx, result), gr.update(choices=_names(ctx), value=result.get("name")), ""
     elif job.state == "cancelled":
         yield t("progress.cancelled"), gr.update(choices=_names(ctx)), ""
     else:
         yield failed_markup(ctx, job), gr.update(), ""
+
+
+def import_result_markup(ctx: UiContext, result: dict[str, Any]) -> str:
+    """An import's counts, then what `lorastudio dataset import` prints under them: each refused and
+    skipped file with its reason, and the notes (which captions were read where there was a choice)."""
+    t = ctx.t
+    refused, skipped = result.get("failed_files") or [], result.get("skipped_files") or []
+    lines = [t("datasets.imported", name=_md(result.get("name", "")), images=result.get("total_images", 0),
+               failed=len(refused), skipped=len(skipped))]  # fmt: skip
+    sections = (
+        ("datasets.import_refused", [f"{_md(row.get('source', ''))}: {_md(row.get('reason', ''))}" for row in refused]),
+        ("datasets.import_skipped", [f"{_md(row.get('source', ''))}: {_md(row.get('reason', ''))}" for row in skipped]),
+        ("datasets.import_notes", [_md(note) for note in result.get("notes") or []]),
+    )
+    for key, rows in sections:
+        if rows:
+            lines += ["", f"**{t(key)}**", *(f"- {row}" for row in rows[:IMPORT_LINES_SHOWN])]
+            if len(rows) > IMPORT_LINES_SHOWN:
+                lines.append(f"- {t('datasets.import_more', count=len(rows) - IMPORT_LINES_SHOWN)}")
+    return "\n".join(lines)
+
+
+def _md(text: Any) -> str:
+    """A file name or a service's words as plain text in Markdown (no emphasis, links or HTML)."""
+    plain = str(text).replace("\\", "\\\\")
+    for char in "`*_[]|~#<>":
+        plain = plain.replace(char, "\\" + char)
+    return plain
 
 
 # --- filters --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from lorastudio.ui.forms import field_control
 from lorastudio.ui.generate_run import (
     OUTPUT_COUNT,
     follow_running,
+    forget_lone_sub_grids,
     infotext_of,
     selected_image,
     selected_seed,
@@ -260,12 +261,13 @@ def build(ctx: UiContext) -> None:
                 send_inpaint = gr.Button(t("generate.send_inpaint"), size="sm", elem_id="send-inpaint")
                 send_extras = gr.Button(t("generate.send_extras"), size="sm", elem_id="send-extras")
     selected = gr.State(0)  # the gallery's selected image (a new gallery: its first)
-    images = gr.State([])
+    images = gr.State([], delete_callback=forget_lone_sub_grids)  # a closed page's lone sub-grid goes
 
     ctx.shared["generate.fields"] = f
     ctx.shared["generate.img2img"] = img2img
     ctx.shared["generate.control"] = control  # PNG info's paste fills its units
     ctx.shared["generate.grid"] = grid  # and a grid image's X/Y/Z plot
+    ctx.shared["generate.styles"] = styles  # and the styles its prompts hold
     ctx.shared["generate.send_extras"] = send_extras  # wired by the Extras tab, built later
     ctx.shared["generate.images"] = images
     ctx.shared["generate.selected"] = selected
@@ -274,6 +276,7 @@ def build(ctx: UiContext) -> None:
 
     inputs.add(painter)
     inputs.add(styles)
+    inputs.add(images)  # the gallery's pictures, which the next ones replace
     inputs |= control.components()
     outputs = [progress, preview, gallery, infotext, selected, images]
     assert len(outputs) == OUTPUT_COUNT
@@ -281,13 +284,15 @@ def build(ctx: UiContext) -> None:
     def generate(form: dict, request: gr.Request) -> Iterator[tuple]:
         values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
-        yield from submit_and_follow(ctx, values, form[painter], user_of(request), units)
+        yield from submit_and_follow(ctx, values, form[painter], user_of(request), units, shown=form[images])
 
     def generate_grid(form: dict, request: gr.Request) -> Iterator[tuple]:
         values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
         axes = lambda: grid_request_from_form(grid, form)  # noqa: E731
-        yield from submit_grid_and_follow(ctx, values, form[painter], axes, user_of(request), units)
+        yield from submit_grid_and_follow(
+            ctx, values, form[painter], axes, user_of(request), units, shown=form[images]
+        )
 
     def reconnect(request: gr.Request) -> Iterator[tuple]:
         yield from follow_running(ctx, request)
@@ -296,7 +301,7 @@ def build(ctx: UiContext) -> None:
         values = {name: form[f[name]] for name in FORM_FIELDS} | {"styles": form[styles]}
         units = lambda: units_from_form(ctx, control, form)  # noqa: E731
         yield from submit_series_and_follow(
-            ctx, values, form[story_prompts], form[story_seeds], user_of(request), units
+            ctx, values, form[story_prompts], form[story_seeds], user_of(request), units, shown=form[images]
         )
 
     run.click(generate, inputs, outputs, concurrency_limit=None)

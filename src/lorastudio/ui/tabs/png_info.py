@@ -45,20 +45,31 @@ def build(ctx: UiContext) -> None:
         recipe = _recipe(ctx, path, current_model)
         if isinstance(recipe, str):  # no recipe: say so, change nothing
             unchanged = [gr.update() for _ in (*names, *unit_outputs, *grid_outputs)]
-            return (*unchanged, gr.update(), recipe)
+            return (*unchanged, gr.update(), gr.update(), recipe)
         values, note = recipe
         if note:  # a toast: the click moves to the Generate tab, away from this tab's message line
             gr.Warning(note)
         updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
         units = _control_updates(ctx, len(panel.units), values.get("controlnet") or [], values.get("control_slots") or [])
         grid_updates = grid_panel_updates(ctx, values.get("grid"))
-        return (*updates, *units, *grid_updates, gr.Tabs(selected="generate"), note)
+        styles = styles_picker_update(ctx, values.get("styles") or [])
+        return (*updates, *units, *grid_updates, styles, gr.Tabs(selected="generate"), note)
 
     send.click(
         send_to_generate,
         [image, generate_fields["model"]],
-        [*outputs, *unit_outputs, *grid_outputs, ctx.tabs, message],
+        [*outputs, *unit_outputs, *grid_outputs, ctx.shared["generate.styles"], ctx.tabs, message],
     )
+
+
+def styles_picker_update(ctx: UiContext, styles: list[str]) -> Any:
+    """The Styles picker as A1111's paste sets it ("Apply if any"): the styles taken out of the pasted
+    prompts, picked; none found leaves the picker as it is."""
+    from lorastudio.service.choices import style_names
+
+    if not styles:
+        return gr.update()
+    return gr.update(choices=style_names(ctx.studio.workspace), value=list(styles))
 
 
 def grid_panel_updates(ctx: UiContext, grid: dict[str, Any] | None) -> list:
@@ -145,6 +156,7 @@ def _recipe(ctx: UiContext, path: str | None, current_model: str | None = None) 
     values = recipe.config.model_dump()
     values["control_slots"] = recipe.control_slots
     values["grid"] = recipe.grid
+    values["styles"] = recipe.styles  # taken out of the prompts, for the Styles picker
     values["schedule"] = values.get("schedule") or "Automatic"
     values["hires_sampler"] = values.get("hires_sampler") or "Use same sampler"  # the hires pickers' first choice
     values["hires_schedule"] = values.get("hires_schedule") or "Use same scheduler"
