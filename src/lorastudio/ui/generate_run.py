@@ -262,6 +262,7 @@ def _follow(ctx: UiContext, job_id: str, shown: list[str] | None = None) -> Iter
     paths = [str(folder / name) for name in firsts] + images
     if result.get("kept") is False:  # an A1111 API request's pictures: answered, then removed (service.unsaved)
         paths = [path for path in paths if Path(path).is_file()]
+        images = [path for path in images if path in paths]
     if paths and result.get("grid") and result.get("lone_sub_grid_top") is not None:
         paths.insert(1, _lone_sub_grid_file(ctx, job.id, folder / result["grid"], result))
     forget_lone_sub_grids([path for path in shown or [] if path not in paths])
