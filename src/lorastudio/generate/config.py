@@ -110,7 +110,7 @@ RngSource = Literal["CPU", "GPU", "NV"]
 RNG_SOURCES: tuple[str, ...] = get_args(RngSource)
 # A1111's UniPC options `uni_pc_variant` and `uni_pc_skip_type` (`generate.unipc`).
 UniPCVariant = Literal["bh1", "bh2", "vary_coeff"]
-UNIPC_VARIANTS: tuple[str, ...] = get_args(UniPCVariant)
+UNIPC_VARIANTS: tuple[str, ...] = get_args(UniPCVariant)  # generate.unipc spells them in its errors too
 UniPCSkipType = Literal["time_uniform", "time_quadratic", "logSNR"]
 UNIPC_SKIP_TYPES: tuple[str, ...] = get_args(UniPCSkipType)
 SamplingSeed = Annotated[

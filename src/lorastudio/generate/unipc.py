@@ -31,9 +31,11 @@ from typing import Any
 
 import torch
 
-from lorastudio.generate.config import UNIPC_SKIP_TYPES, UNIPC_VARIANTS
-
 __all__ = ["A1111UniPCScheduler", "ContinuousSchedule", "UniPCSettings", "unipc_settings"]
+
+# as `GenerateConfig` spells them (generate.config, which imports the samplers table, so not imported here)
+UNIPC_VARIANTS = ("bh1", "bh2", "vary_coeff")
+UNIPC_SKIP_TYPES = ("time_uniform", "time_quadratic", "logSNR")
 
 
 @dataclass(frozen=True)
