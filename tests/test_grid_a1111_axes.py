@@ -25,7 +25,7 @@ runner = CliRunner()
 A1111_MORE_AXES = (
     "Schedule min sigma", "Schedule max sigma", "Schedule rho",
     "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise",
-    "Image CFG Scale", "UniPC Order", "Face restore", "Token merging ratio", "Token merging ratio high-res",
+    "Image CFG Scale", "Face restore", "Token merging ratio", "Token merging ratio high-res",
     "Refiner checkpoint", "Refiner switch at", "Always discard next-to-last sigma",
     "SGM noise multiplier", "Skip Early CFG", "Beta schedule alpha", "Beta schedule beta", "FP8 mode",
     "Negative Guidance minimum sigma", "Cond. Image Mask Weight",

@@ -218,7 +218,7 @@ def get_options(request: Request, studio: Studio = Depends(get_studio)) -> dict[
         "sd_model_checkpoint": model_title(studio, model),
         "sd_checkpoint_hash": sha,
         "CLIP_stop_at_last_layers": 1,
-        **dict.fromkeys(FLAG_OPTIONS, False),
+        **{option: GenerateConfig.model_fields[field].default for option, field in FLAG_OPTIONS.items()},
         **{option: default for option, (_, _, default) in CHOICE_OPTIONS.items()},
         **{option: GenerateConfig.model_fields[field].default for option, field in NUMBER_OPTIONS.items()},
         "sd_vae": "Automatic",

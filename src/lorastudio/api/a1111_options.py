@@ -111,8 +111,9 @@ class A1111Options:
                 raise InvalidRequest(f"{where}.{option}: true or false.")
         for option, (_, words, _) in CHOICE_OPTIONS.items():
             if option in checked:
-                word = str(checked[option]).strip().upper() if isinstance(checked[option], str) else None
-                if word not in words:
+                given = str(checked[option]).strip().lower() if isinstance(checked[option], str) else None
+                word = next((w for w in words if w.lower() == given), None)  # "cpu" -> "CPU", "LOGSNR" -> "logSNR"
+                if word is None:
                     raise InvalidRequest(f"{where}.{option}: {checked[option]!r}; use one of {', '.join(words)}.")
                 checked[option] = word
         for option, field in NUMBER_OPTIONS.items():

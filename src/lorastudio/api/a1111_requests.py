@@ -169,6 +169,8 @@ def to_generate_config(
     """
     from pydantic import ValidationError
 
+    from lorastudio.generate.config import GenerateConfig
+
     user_options = options_of(studio)
     overrides = user_options.check(req.override_settings or {}, "override_settings")
     options = user_options.options(user)
@@ -193,7 +195,7 @@ def to_generate_config(
         vae=None if str(vae or "").strip().lower() in NO_VAE else str(vae),
     )
     for option, field in FLAG_OPTIONS.items():
-        fields[field] = overrides.get(option, options.get(option, False)) is True
+        fields[field] = overrides.get(option, options.get(option, GenerateConfig.model_fields[field].default)) is True
     for option, (field, _, default) in CHOICE_OPTIONS.items():
         fields[field] = overrides.get(option, options.get(option, default))
     for option, field in NUMBER_OPTIONS.items():  # A1111 settings that are request fields here

@@ -16,6 +16,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate import unipc_fields as unipc
 from lorastudio.generate.config import snap_size
 from lorastudio.generate.noise_fields import noise_source, read_old_step_noise, step_noise_drawn
 from lorastudio.generate.samplers import schedule_label, takes_eta
@@ -329,6 +330,10 @@ A1111_FIELDS: tuple[A1111Field, ...] = (
     _F("ensd", "ENSD", None, lambda c, f: c.ensd if c.ensd and step_noise_drawn(c) else None, _reads("ENSD", "ensd", int)),
     _F("old_step_noise", "Old step noise", None, lambda c, f: True if c.old_step_noise and step_noise_drawn(c) else None,
        read_old_step_noise),
+    # A1111's UniPC options, written where its UniPC sampled and they differ from its defaults; `Old UniPC` where
+    # lorastudio's old UniPC did (`generate.unipc_fields`)
+    *(_F(f, key, None, unipc.unipc_writer(f), unipc.unipc_reader(f)) for f, (key, _) in unipc.UNIPC_KEYS.items()),
+    _F("old_unipc", "Old UniPC", None, unipc.write_old_unipc, unipc.read_old_unipc),
     _F("batch_size", None, "batch_size"),
     _F("count", None, "n_iter"),
     _F("init_image", None, "init_images", special=True),

@@ -108,6 +108,11 @@ SamplerName = Annotated[
 # A1111's "Random number generator source" (`randn_source`, infotext `RNG`); `generate.noise` draws them.
 RngSource = Literal["CPU", "GPU", "NV"]
 RNG_SOURCES: tuple[str, ...] = get_args(RngSource)
+# A1111's UniPC options `uni_pc_variant` and `uni_pc_skip_type` (`generate.unipc`).
+UniPCVariant = Literal["bh1", "bh2", "vary_coeff"]
+UNIPC_VARIANTS: tuple[str, ...] = get_args(UniPCVariant)  # generate.unipc spells them in its errors too
+UniPCSkipType = Literal["time_uniform", "time_quadratic", "logSNR"]
+UNIPC_SKIP_TYPES: tuple[str, ...] = get_args(UniPCSkipType)
 SamplingSeed = Annotated[
     int, Field(description="Seed of the first image; image i of a batch uses seed + i (-1 = random).")
 ]
@@ -180,6 +185,31 @@ class GenerateConfig(StrictModel):
         False,
         description="lorastudio's per-step noise before images wrote 'RNG' (infotext 'Old step noise'): a CPU"
         " generator seeded with seed + 1; set by the recipes of such images so they come back the same.",
+    )
+    unipc_order: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="UniPC's solver order (A1111's 'uni_pc_order', infotext 'UniPC order'); a pass of fewer steps"
+        " runs at its step count's order.",
+    )
+    unipc_variant: UniPCVariant = Field(
+        "bh1", description="UniPC's variant (A1111's 'uni_pc_variant', infotext 'UniPC variant'): bh1, bh2 or vary_coeff."
+    )
+    unipc_skip_type: UniPCSkipType = Field(
+        "time_uniform",
+        description="How UniPC spaces its steps (A1111's 'uni_pc_skip_type', infotext 'UniPC skip type'):"
+        " time_uniform, time_quadratic or logSNR.",
+    )
+    unipc_lower_order_final: bool = Field(
+        True,
+        description="UniPC lowers its order on the last steps (A1111's 'uni_pc_lower_order_final', infotext"
+        " 'UniPC lower order final').",
+    )
+    old_unipc: bool = Field(
+        False,
+        description="lorastudio's UniPC before it sampled as A1111 (infotext 'Old UniPC'): diffusers'"
+        " UniPCMultistepScheduler with its defaults; set by the recipes of such images so they come back the same.",
     )
     width: int | None = Field(
         None,

@@ -102,6 +102,7 @@ AXES: dict[str, Axis] = {
         Axis("hires_schedule", "Hires schedule type", str, ("hr_scheduler",)),
         Axis("initial_noise_multiplier", "Initial noise multiplier", float, ("noise multiplier",)),
         Axis("extra_noise", "Extra noise", float, ("img2img_extra_noise",)),
+        Axis("unipc_order", "UniPC Order", int, ("uni_pc_order", "unipc order")),  # A1111's option uni_pc_order
     )
 }
 
@@ -127,7 +128,6 @@ UNSUPPORTED_AXES: dict[str, str] = {
     "Beta schedule alpha": _NO_BETA,
     "Beta schedule beta": _NO_BETA,
     "Cond. Image Mask Weight": "inpainting models always get the whole masked picture (no inpainting_mask_weight)",
-    "UniPC Order": "UniPC runs at one fixed solver order (no uni_pc_order setting)",
     "Face restore": "no face restoration runs after sampling (restore_faces is accepted and ignored)",
     "Token merging ratio": _NO_TOME,
     "Token merging ratio high-res": _NO_TOME,

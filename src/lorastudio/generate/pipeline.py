@@ -258,7 +258,7 @@ class _Sampler:
         model = self.model
         hires = first_pass_steps is not None
         choice = self.plan.pass_sampler(hires)  # a hires pass: its own sampler where the request names one
-        scheduler = make_scheduler(choice, model.scheduler_config)
+        scheduler = make_scheduler(choice, model.scheduler_config, self.cfg)
         schedule_steps, sampled = (steps, steps) if init_latents is None else img2img_steps(steps, strength, hires)
         # a hires pass at a tiny strength stretches its schedule past the model's timesteps (12 / 0.01)
         schedule_steps = min(schedule_steps, int(getattr(scheduler.config, "num_train_timesteps", 1000)))
@@ -279,14 +279,19 @@ class _Sampler:
             latents = noise * scheduler.init_noise_sigma
         else:  # the last `sampled` steps of the schedule, as A1111
             t_start = schedule_steps - sampled
-            timesteps = timesteps[t_start * order :]
+            window = getattr(scheduler, "img2img_window", None)  # A1111's UniPC: its own steps and noise level
+            if window is not None:
+                timesteps, start = window(sampled)
+            else:
+                timesteps = timesteps[t_start * order :]
+                start = timesteps[:1]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(t_start * order)
             if len(timesteps) == 0:
                 return init_latents
             # A1111: the noise multiplier is img2img's; the extra noise is img2img's and the hires fix's
             multiplier = 1.0 if hires else self.cfg.initial_noise_multiplier
-            start = timesteps[:1].repeat(len(seeds))
+            start = start.repeat(len(seeds))
             latents = noised_start(scheduler, init_latents, noise, start, multiplier, self.cfg.extra_noise)
         if self.control is not None:
             self.control.begin_pass(width, height, len(timesteps), order, hires)

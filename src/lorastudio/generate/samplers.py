@@ -1,4 +1,5 @@
-"""A1111 sampler names -> diffusers schedulers (or ours, `generate.k_samplers`, where diffusers lacks one).
+"""A1111 sampler names -> diffusers schedulers (or ours, `generate.k_samplers`, where diffusers lacks one;
+A1111's UniPC, `generate.unipc`).
 
 Users type what A1111 shows ("DPM++ 2M Karras", "Euler a"); a name may carry a schedule
 type suffix. Unknown names fail with the list of valid ones.
@@ -7,6 +8,7 @@ type suffix. Unknown names fail with the list of valid ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lorastudio.errors import LorastudioError
 
@@ -14,6 +16,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULE_TYPES",
     "SamplerChoice",
+    "a1111_unipc",
     "img2img_steps",
     "make_scheduler",
     "prompt_calls",
@@ -78,6 +81,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     ),
     "DDIM": SamplerSpec("DDIMScheduler", aliases=("ddim",), takes_eta=True, a1111_step_noise="stream"),
     "PLMS": SamplerSpec("PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
+    # A1111's own UniPC (`generate.unipc`) on Automatic/Uniform; diffusers' on another schedule type (A1111 has
+    # none) and for lorastudio's images made before (`old_unipc`)
     "UniPC": SamplerSpec("UniPCMultistepScheduler", aliases=("unipc",)),
     "LCM": SamplerSpec("LCMScheduler", aliases=("lcm",), a1111_step_noise="stream"),
 }
@@ -199,15 +204,26 @@ def schedule_label(name: str | None) -> str | None:
     return match
 
 
-def make_scheduler(choice: SamplerChoice, base_config: dict):
-    """A fresh scheduler (they are stateful) from the model's own training schedule."""
+def a1111_unipc(choice: SamplerChoice, old_unipc: bool = False) -> bool:
+    """Whether `choice` samples A1111's UniPC (`generate.unipc`): UniPC on its own schedule, unless the request
+    asks for lorastudio's UniPC from before (`old_unipc`)."""
+    return choice.sampler == "UniPC" and choice.schedule in ("Automatic", "Uniform") and not old_unipc
+
+
+def make_scheduler(choice: SamplerChoice, base_config: dict, request: Any = None):
+    """A fresh scheduler (they are stateful) from the model's own training schedule; `request` (a
+    GenerateConfig) gives A1111's UniPC its settings (A1111's defaults without one)."""
     import diffusers
 
     from lorastudio.generate import k_samplers
 
     spec = SAMPLERS[choice.sampler]
-    cls = getattr(k_samplers, spec.scheduler, None) or getattr(diffusers, spec.scheduler)
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
+    if a1111_unipc(choice, bool(getattr(request, "old_unipc", False))):
+        from lorastudio.generate.unipc import A1111UniPCScheduler, unipc_settings
+
+        return A1111UniPCScheduler.from_config(config, unipc_settings(request))
+    cls = getattr(k_samplers, spec.scheduler, None) or getattr(diffusers, spec.scheduler)
     config.update(spec.options)
     config.update(SCHEDULE_TYPES[choice.schedule])
     if spec.scheduler in {"DDIMScheduler", "PNDMScheduler"}:

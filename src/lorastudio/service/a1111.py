@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lorastudio.generate.a1111_fields import A1111_FIELDS, A1111Field, a1111_request_names
-from lorastudio.generate.config import RNG_SOURCES
+from lorastudio.generate.config import RNG_SOURCES, UNIPC_SKIP_TYPES, UNIPC_VARIANTS
 from lorastudio.generate.samplers import SAMPLERS, SCHEDULE_TYPES, parse_sampler, schedule_label
 
 __all__ = [
@@ -28,11 +28,12 @@ __all__ = [
 
 
 # A1111 options (a request's `override_settings`, `POST /options`) that are request fields here,
-# each true or false: option name -> GenerateConfig field.
+# each true or false: option name -> GenerateConfig field (whose default is the option's).
 FLAG_OPTIONS: dict[str, str] = {
     "pad_cond_uncond": "pad_conds",
     "pad_cond_uncond_v0": "pad_conds_v0",
     "use_old_scheduling": "old_prompt_editing",
+    "uni_pc_lower_order_final": "unipc_lower_order_final",  # on by default
 }
 
 
@@ -40,6 +41,8 @@ FLAG_OPTIONS: dict[str, str] = {
 # field, its words, what a request gets when neither it nor the user's options set it: the field's default).
 CHOICE_OPTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "randn_source": ("rng", RNG_SOURCES, "CPU"),  # A1111's own default is GPU; lorastudio keeps the CPU's noise
+    "uni_pc_variant": ("unipc_variant", UNIPC_VARIANTS, "bh1"),
+    "uni_pc_skip_type": ("unipc_skip_type", UNIPC_SKIP_TYPES, "time_uniform"),
 }
 
 
@@ -48,6 +51,7 @@ NUMBER_OPTIONS: dict[str, str] = {
     "initial_noise_multiplier": "initial_noise_multiplier",
     "img2img_extra_noise": "extra_noise",
     "eta_noise_seed_delta": "ensd",  # a whole number
+    "uni_pc_order": "unipc_order",  # a whole number, 1..50
 }
 
 

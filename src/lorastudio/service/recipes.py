@@ -179,6 +179,7 @@ def _yaml_request(
         )
     request = dict(data["request"])
     request.setdefault("old_step_noise", "rng" not in request)  # written before `rng`: seed + 1 step noise
+    request.setdefault("old_unipc", "unipc_order" not in request)  # written before A1111's UniPC: diffusers' UniPC
     image = data.get("image") if isinstance(data.get("image"), dict) else {}
     position = _image_request(request, image, given)
     notes: list[RecipeNote] = []
