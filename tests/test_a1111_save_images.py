@@ -13,13 +13,22 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from lorastudio.service.library import Library
 from lorastudio.service.outputs import list_outputs
-from lorastudio.service.unsaved import NOT_KEPT_LINE, release_job_files, sweep_unsaved, unsaved_root
+from lorastudio.service.unsaved import (
+    NOT_KEPT_LINE,
+    REQUEST_UPLOADS,
+    hold_request_uploads,
+    release_job_files,
+    sweep_unsaved,
+    unsaved_root,
+)
+from lorastudio.service.uploads import save_upload, upload_path, uploads_dir
 
 TINY = {"steps": 4, "width": 64, "height": 64}
 XYZ = ["CFG Scale", "2, 6", [], "Nothing", "", [], "Nothing", "", [], True, False, False, False, 0, False]
@@ -163,3 +172,94 @@ def test_release_and_sweep_leave_kept_and_unfinished_jobs_alone(workspace):
         assert sorted(sweep_unsaved(workspace, store, older_than_s=0)) == sorted([unkept.id, "fresh-orphan"])
         assert [p.name for p in root.iterdir()] == [running.id]
         assert release_job_files(workspace, store.get(unkept.id)) is True  # already gone: no error
+
+
+def _b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@pytest.fixture
+def cn_studio(studio, sd15):
+    """The studio with a tiny ControlNet, `cn`, for the tiny model."""
+    from safetensors.torch import save_file
+
+    from controlnet_files import diffusers_to_original, make_controlnet
+
+    controlnet = make_controlnet(sd15, 0)
+    original = diffusers_to_original(controlnet.state_dict(), dict(controlnet.config), prefix="control_model.")
+    studio.workspace.controlnet.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in original.items()}, studio.workspace.controlnet / "cn.safetensors")
+    return studio
+
+
+def test_the_request_pictures_go_with_a_not_kept_answer_and_stay_with_a_kept_one(client, cn_studio):
+    """An img2img bot (init image, mask, a ControlNet unit; A1111's save_images false) must not fill
+    studio/uploads; with save_images true the uploads stay and the recipe points at its own copies."""
+    ws = cn_studio.workspace
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    edges = Image.new("RGB", (64, 64), 0)
+    edges.paste((255, 255, 255), (20, 0, 24, 64))
+    unit = {"enabled": True, "module": "none", "model": "cn", "image": _b64(edges)}
+    body = {
+        **TINY, "prompt": "red", "seed": 3, "init_images": [_b64(init)], "mask": _b64(mask),
+        "denoising_strength": 0.6, "alwayson_scripts": {"controlnet": {"args": [unit]}},
+    }  # fmt: skip
+    uploads, kept = _files(uploads_dir(ws)), _kept(ws)
+    answer = client.post("/sdapi/v1/img2img", json=body)
+    assert answer.status_code == 200, answer.text
+    assert _decode(answer.json()["images"][0]).size == (64, 64)
+    job = cn_studio.list_jobs(limit=1)[0]
+    request = job.payload["config"]
+    assert request["init_image"] and request["mask"] and request["controlnet"][0]["image"]  # three pictures stored
+    assert job.result["kept"] is False
+    assert _files(uploads_dir(ws)) == uploads and _files(unsaved_root(ws)) == [] and _kept(ws) == kept
+
+    # the x/y/z plot's ControlNet images too
+    xyz = {"prompt": "red", "steps": 1, "width": 64, "height": 64, "seed": 7, "script_name": "x/y/z plot",
+           "script_args": XYZ, "alwayson_scripts": {"controlnet": {"args": [unit]}}}  # fmt: skip
+    answer = client.post("/sdapi/v1/txt2img", json=xyz)
+    assert answer.status_code == 200, answer.text
+    assert cn_studio.list_jobs(limit=1)[0].payload["config"]["controlnet"][0]["image"]
+    assert _files(uploads_dir(ws)) == uploads and _files(unsaved_root(ws)) == [] and _kept(ws) == kept
+
+    # save_images true: as before, the uploads stay and each recipe names its copies beside it
+    saved = client.post("/sdapi/v1/img2img", json={**body, "save_images": True})
+    assert saved.status_code == 200, saved.text
+    job = cn_studio.list_jobs(limit=1)[0]
+    assert len(_files(uploads_dir(ws))) == len(uploads) + 3
+    folder = ws.outputs / job.id
+    recipe = next(folder.glob("*.yaml")).read_text(encoding="utf-8")
+    copies = sorted(p.name for p in (folder / "inputs").iterdir())
+    assert len(copies) == 3 and all(f"inputs/{name}" in recipe for name in copies)
+    assert all(Path(p).is_file() for p in (job.payload["config"]["init_image"], job.payload["config"]["mask"]))
+
+
+def test_the_sweep_removes_the_held_uploads_of_a_client_that_left(workspace):
+    from lorastudio.service.jobs import open_store
+
+    def stored() -> str:
+        return save_upload(workspace, b"\x89PNG\r\n\x1a\n", ".png")
+
+    with open_store(None, workspace) as store:
+        left = store.enqueue("sleep", {"seconds": 0, "keep": False})
+        held = [stored(), stored()]
+        assert hold_request_uploads(workspace, left, [held[0], None, held[1]]) is True
+        assert (unsaved_root(workspace) / left.id / REQUEST_UPLOADS).is_file()
+        kept_job = store.enqueue("sleep", {"seconds": 0})
+        kept_upload = stored()
+        assert hold_request_uploads(workspace, kept_job, [kept_upload]) is False  # save_images true: stays
+        # a folder whose job is gone from the queue: its listed uploads go with it
+        orphan, orphan_upload = unsaved_root(workspace) / "gone", stored()
+        orphan.mkdir()
+        (orphan / REQUEST_UPLOADS).write_text(json.dumps([orphan_upload]), encoding="utf-8")
+
+        assert sweep_unsaved(workspace, store, older_than_s=0) == ["gone"]  # `left` still queued
+        assert upload_path(workspace, held[0]).is_file() and not (uploads_dir(workspace) / orphan_upload).exists()
+        store.cancel(left.id)
+        assert sweep_unsaved(workspace, store, older_than_s=0) == [left.id]
+        assert sorted(p.name for p in uploads_dir(workspace).iterdir()) == [kept_upload]
+        assert not (workspace.outputs / kept_job.id).exists()

@@ -125,12 +125,14 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
             cfg = to_generate_config(req, studio, init, mask, user=user, controlnet=controlnet)
             # as A1111: a LoRA this studio lacks is left out ("Lora not found"), the image still made
             notes = [RESTORE_FACES_NOTE] if req.restore_faces else []  # taken, not done: said so
-            return cfg, studio.submit_generate(
+            job = studio.submit_generate(
                 cfg, user=user, missing_loras="skip", notes=notes, keep=req.save_images  # A1111: false keeps nothing
             )
         except BaseException:
             studio.discard_uploads([init, mask, *unit_uploads])  # a refused request leaves no files
             raise
+        studio.hold_request_uploads(job, [init, mask, *unit_uploads])  # save_images false: they go with the answer
+        return cfg, job
 
     cfg, job = await asyncio.to_thread(submit)
     try:

@@ -223,10 +223,12 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         try:
             cfg = to_generate_config(req, studio, user=user, controlnet=controlnet)
             # over quota: 429 (api.app); save_images false (A1111's default): grid and cells not kept
-            return cfg, submit_grid(studio, cfg, grid, user=user, keep=req.save_images)
+            job = submit_grid(studio, cfg, grid, user=user, keep=req.save_images)
         except BaseException:
             studio.discard_uploads(stored)
             raise
+        studio.hold_request_uploads(job, stored)  # not kept: the units' images go with the answer
+        return cfg, job
 
     cfg, job = await asyncio.to_thread(submit)
     try:

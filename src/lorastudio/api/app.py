@@ -74,7 +74,7 @@ def create_app(
     browser logs in once on `/login` for the UI, the API and the docs. `root_path` is the
     prefix a reverse proxy serves the app under (`--root-path`), for the UI's own links.
     """
-    from lorastudio.api import a1111, controlnet, easyphoto, faces, login, native
+    from lorastudio.api import a1111, controlnet, datasets, easyphoto, faces, login, native
     from lorastudio.api.sessions import load_or_create_key
 
     app = FastAPI(
@@ -89,6 +89,7 @@ def create_app(
         app.include_router(login.router)
     app.state.credentials = credentials
     app.include_router(native.router)
+    app.include_router(datasets.router)
     app.include_router(a1111.router)
     app.include_router(controlnet.router)
     app.include_router(faces.router)

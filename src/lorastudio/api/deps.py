@@ -6,12 +6,15 @@ other: `app` -> routers -> `deps`, never back.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 
 from lorastudio.service import callers
+from lorastudio.service.jobs import Job
 from lorastudio.service.studio import Studio
 
-__all__ = ["get_studio", "request_user", "owner_to_check"]
+__all__ = ["get_studio", "job_json", "request_user", "owner_to_check"]
 
 
 def get_studio(request: Request) -> Studio:
@@ -27,3 +30,11 @@ def request_user(request: Request) -> str:
 def owner_to_check(request: Request) -> str | None:
     """Whose jobs this caller may cancel or resume (`service.callers.owner_to_check`)."""
     return callers.owner_to_check(request.state)
+
+
+def job_json(studio: Studio, job: Job) -> dict[str, Any]:
+    """A job as the native routes answer it: its record, queue position and events URL."""
+    data = job.to_dict()
+    data["queue_position"] = studio.queue_position(job)
+    data["events_url"] = f"/api/v1/jobs/{job.id}/events"
+    return data

@@ -1,5 +1,5 @@
 """Native routes, `/api/v1`: jobs (submit, list, inspect, cancel, stream events, artifacts)
-and the workspace's resources (models, LoRAs, embeddings, data sets, outputs, uploads).
+and the workspace's resources (models, LoRAs, embeddings, outputs, uploads; data sets: `api.datasets`).
 
 Request bodies are the same typed configs the CLI reads. Everything is addressed by
 name: a request never carries a server path.
@@ -18,16 +18,14 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import Field
 
 from lorastudio import __version__
-from lorastudio.api.deps import get_studio, owner_to_check, request_user
+from lorastudio.api.deps import get_studio, job_json, owner_to_check, request_user
 from lorastudio.config import StrictModel
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service import datasets as library_datasets
 from lorastudio.service import embeddings as library_embeddings
 from lorastudio.service import loras as library_loras
 from lorastudio.service import models as library_models
 from lorastudio.service import outputs as library_outputs
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig, submit_job
-from lorastudio.service.jobs import Job
 from lorastudio.service.limits import MAX_PRIORITY
 from lorastudio.service.portrait_make import PortraitMakeConfig
 from lorastudio.service.portraits import PortraitTrainConfig
@@ -49,13 +47,6 @@ MAX_EVENT_SEQ = 2**62
 PRIORITY = Query(
     0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first; jobs of equal priority in order."
 )
-
-
-def _job_json(studio: Studio, job: Job) -> dict[str, Any]:
-    data = job.to_dict()
-    data["queue_position"] = studio.queue_position(job)
-    data["events_url"] = f"/api/v1/jobs/{job.id}/events"
-    return data
 
 
 @router.get("/status")
@@ -85,7 +76,7 @@ def submit_generate(
     except BaseException:
         studio.discard_uploads(stored)  # a refused request leaves none of its images behind
         raise
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.post("/jobs/series")
@@ -95,7 +86,7 @@ def submit_series_job(
     """Queue a story series: one image set per prompt of `series.prompts` on the base `config`, and a
     contact sheet (`contact-sheet.png` among the job's artifacts)."""
     job = submit_series(studio, body.config, body.series, user=request_user(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.post("/jobs/train")
@@ -104,7 +95,7 @@ def submit_train(
 ) -> dict[str, Any]:
     """Queue a training run (data.dir = a data-set name). A restart resumes it from its last checkpoint."""
     job = studio.submit_train(cfg, user=request_user(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.post("/jobs/{job_id}/resume")
@@ -114,7 +105,7 @@ def resume_train(
     """Queue a cancelled or failed training job again: the new job resumes its run from the last
     checkpoint (the web UI's Resume). Only the caller's own run (403 for another user's)."""
     job = studio.resume_train(job_id, user=owner_to_check(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 class CheckpointPick(StrictModel):
@@ -141,7 +132,7 @@ def submit_caption(
 ) -> dict[str, Any]:
     """Queue captioning or tagging of a data set."""
     job = studio.submit_caption(cfg, user=request_user(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.post("/jobs/import")
@@ -150,7 +141,7 @@ def submit_import(
 ) -> dict[str, Any]:
     """Queue an import of uploaded files as a data set, model, LoRA or embedding."""
     job = studio.submit_import(cfg, user=request_user(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.post("/jobs/portrait-train")
@@ -160,7 +151,7 @@ def submit_portrait_train(
     """Queue a person's training from uploaded photos (`photos`: upload names): photo checks, the
     data set, the LoRA with the best face-identity checkpoint, the person's record."""
     job = submit_job(studio, "portrait-train", cfg, user=request_user(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.post("/jobs/portrait-make")
@@ -179,7 +170,7 @@ def submit_portrait_make(
     templates = template_names(studio.workspace, cfg.templates, "templates", cfg.backend)
     cfg = cfg.model_copy(update={"templates": templates})
     job = submit_job(studio, "portrait-make", cfg, user=request_user(request), priority=priority)
-    return _job_json(studio, job)
+    return job_json(studio, job)
 
 
 @router.get("/jobs")
@@ -195,14 +186,14 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return _job_json(studio, studio.get_job(job_id))
+    return job_json(studio, studio.get_job(job_id))
 
 
 @router.delete("/jobs/{job_id}")
 def cancel_job(job_id: str, request: Request, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Cancel a queued job now; a running one stops at its next step (its model stays loaded).
     Only the caller's own jobs (403 for another user's)."""
-    return _job_json(studio, studio.cancel_job(job_id, user=owner_to_check(request)))
+    return job_json(studio, studio.cancel_job(job_id, user=owner_to_check(request)))
 
 
 def _last_event_id(value: str | None) -> int:
@@ -528,43 +519,6 @@ def list_upscalers(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     from lorastudio.service.upscalers import list_upscalers as rows
 
     return {"upscalers": rows(studio.workspace)}
-
-
-# --- data sets ----------------------------------------------------------------------------
-
-
-@router.get("/datasets")
-def list_datasets(studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return library_datasets.list_datasets(studio.workspace)
-
-
-@router.get("/datasets/{name}")
-def dataset_info(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return library_datasets.dataset_info(studio.workspace, name)
-
-
-@router.post("/datasets")
-def upload_dataset(
-    request: Request,
-    file: UploadFile = File(...),
-    name: str = Form(...),
-    studio: Studio = Depends(get_studio),
-) -> dict[str, Any]:
-    """Upload a zip (or one image) and queue its import as data set `name`; answers the import job."""
-    studio.check_quota(request_user(request))  # before the file is stored
-    upload_name, _ = _store_upload(studio, file, (".zip", ".png", ".jpg", ".jpeg", ".webp"))
-    try:
-        cfg = ImportJobConfig(what="dataset", name=name, uploads=[upload_name])
-        job = studio.submit_import(cfg, user=request_user(request))
-    except BaseException:
-        studio.discard_uploads([upload_name])
-        raise
-    return _job_json(studio, job)
-
-
-@router.delete("/datasets/{name}")
-def delete_dataset(name: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    return library_datasets.delete_dataset(studio.workspace, name)
 
 
 # --- outputs ------------------------------------------------------------------------------

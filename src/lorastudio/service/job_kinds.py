@@ -19,10 +19,11 @@ Nothing heavy is imported at module level: a handler imports torch & co. when it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from pydantic import Field, model_validator
 
@@ -335,15 +336,17 @@ def import_handler(ctx: JobContext) -> dict[str, Any]:
 def submit_dataset_upload(
     studio: Any,
     name: str,
-    files: Sequence[str | Path],
+    files: Sequence[str | Path | tuple[str, BinaryIO]],
     background: str = "white",
     *,
     user: str = "",
     caption_extension: str | None = None,
 ):
-    """Store a browser's files as uploads and queue their import as a job (progress, cancel, the
-    Jobs list); the job pairs each caption (.txt, .caption) or kohya meta_*.json with its images by
-    the original names, by the folder rules (`caption_extension`: read only that caption file)."""
+    """Store a browser's files (paths) or a REST client's (`(file name, stream)`) as uploads and queue
+    their import as a job (progress, cancel, the Jobs list); the job pairs each caption (.txt,
+    .caption) or kohya meta_*.json with its images by the original names, by the folder rules
+    (`caption_extension`: read only that caption file). A file refused here is reported with its
+    reason in the job's `refused_files` (its result's `failed_files`); the others are imported."""
     from lorastudio.service.uploads import DATASET_UPLOAD_SUFFIXES, discard_uploads, store_stream
 
     if not files:
@@ -357,12 +360,16 @@ def submit_dataset_upload(
     refused: list[dict[str, str]] = []
     try:
         for file in files:  # one bad file is reported, as kohya skips it; the others are imported
+            shown = re.split(r"[\\/]", file[0])[-1] if isinstance(file, tuple) else Path(file).name
             try:
-                with open(file, "rb") as stream:
-                    stored.append(store_stream(studio.workspace, stream, Path(file).name, DATASET_UPLOAD_SUFFIXES)[0])
-                kept.append(Path(file).name)
+                if isinstance(file, tuple):
+                    stored.append(store_stream(studio.workspace, file[1], shown, DATASET_UPLOAD_SUFFIXES)[0])
+                else:
+                    with open(file, "rb") as stream:
+                        stored.append(store_stream(studio.workspace, stream, shown, DATASET_UPLOAD_SUFFIXES)[0])
+                kept.append(shown)
             except LorastudioError as exc:
-                refused.append({"source": Path(file).name, "reason": str(exc)})
+                refused.append({"source": shown, "reason": str(exc)})
         if not stored:
             raise LorastudioError(f"dataset import: none of the {len(files)} files can be used ({refused[0]['reason']})")
         cfg = ImportJobConfig(

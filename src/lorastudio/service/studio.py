@@ -42,7 +42,7 @@ from lorastudio.service.names import NamePolicy
 from lorastudio.service.quota import Quota, StorageFull, is_storage_full
 from lorastudio.service.requests import RequestResolver
 from lorastudio.service.settings import StudioSettings
-from lorastudio.service.unsaved import release_job_files, sweep_unsaved
+from lorastudio.service.unsaved import hold_request_uploads, release_job_files, sweep_unsaved
 from lorastudio.service.worker_thread import WorkerThread
 from lorastudio.service.workspace import Workspace
 
@@ -350,6 +350,11 @@ class Studio:
         """After a not-kept job's answer is built: remove its files (`service.unsaved`). A kept job,
         or one not finished yet, is left alone (the sweep removes a folder nobody answered from)."""
         return release_job_files(self.workspace, self.get_job(job_id))
+
+    def hold_request_uploads(self, job: Job, names: list[str | None]) -> bool:
+        """The uploads a not-kept job's request stored go with its files (`service.unsaved`); a kept
+        job's stay. Call it right after submitting, before waiting."""
+        return hold_request_uploads(self.workspace, job, names)
 
     def sweep_unsaved(self) -> list[str]:
         """Remove not-kept jobs' folders whose answer was never built (their client left)."""

@@ -10,17 +10,26 @@ the folder. The job record stays; `job_images` answers only the files still ther
 release), so `GET /api/v1/jobs/{id}` and the web UI's history read a job whose pictures are gone.
 A folder whose answer was never built (the client went away) is swept (`sweep_unsaved`, at each new
 such job and at start) once its job has been finished for `SWEEP_AFTER_S`.
+
+The pictures such a request came with (init image, mask, ControlNet images: stored as uploads, a new
+name each request) go with the folder: the front lists them in it (`hold_request_uploads`, a hidden
+`.request-uploads.json` no download lists), and the release and the sweep remove them with it. The
+recipe copies (`inputs/<hash>.png`, `service.recipe_inputs`) are inside the folder too. A kept job's
+uploads stay, as its recipes' copies do.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs.registry import output_folder
+from lorastudio.service.uploads import discard_uploads
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.store import Job, JobStore
@@ -28,7 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NOT_KEPT_LINE",
+    "REQUEST_UPLOADS",
     "SWEEP_AFTER_S",
+    "hold_request_uploads",
     "image_job_folder",
     "keeps_files",
     "release_job_files",
@@ -40,6 +51,9 @@ UNSAVED_DIR = "unsaved"
 # A finished job's folder whose answer was not built in this time (the client left) is swept.
 SWEEP_AFTER_S = 600.0
 # The job log's line for such a job (its result says `kept: false`).
+# In a not-kept job's folder: the upload names of the pictures its request came with (a hidden name:
+# no download lists it), removed with the folder.
+REQUEST_UPLOADS = ".request-uploads.json"
 NOT_KEPT_LINE = "images not kept (A1111 API save_images: false): answered, then removed; nothing added to outputs"
 
 
@@ -60,19 +74,47 @@ def image_job_folder(ws: Workspace, job: Job) -> Path:
     return ws.safe_child(unsaved_root(ws), job.id, "job id")
 
 
+def hold_request_uploads(ws: Workspace, job: Job, names: Iterable[str | None]) -> bool:
+    """The uploads a not-kept job's request stored (its init image, mask, ControlNet images) go with its
+    folder: listed in it now, removed by `release_job_files` or `sweep_unsaved` with it. True when
+    listed; a kept job's uploads are left as they are (False)."""
+    names = [name for name in names if name]
+    if keeps_files(job.payload) or not names:
+        return False
+    folder = image_job_folder(ws, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REQUEST_UPLOADS
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(names), encoding="utf-8")
+    tmp.replace(path)
+    return True
+
+
+def _remove(ws: Workspace, folder: Path) -> None:
+    """A not-kept folder, and the request's uploads it lists."""
+    try:
+        names = json.loads((folder / REQUEST_UPLOADS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        names = []
+    if isinstance(names, list):
+        discard_uploads(ws, [name for name in names if isinstance(name, str)])
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def release_job_files(ws: Workspace, job: Job) -> bool:
-    """Remove a finished not-kept job's folder once its answer is built; True when it was such a job.
+    """Remove a finished not-kept job's folder (and its request's uploads) once its answer is built;
+    True when it was such a job.
 
     A kept job, or one still queued or running (its answer comes later), is left alone."""
     if keeps_files(job.payload) or not job.finished:
         return False
-    shutil.rmtree(image_job_folder(ws, job), ignore_errors=True)
+    _remove(ws, image_job_folder(ws, job))
     return True
 
 
 def sweep_unsaved(ws: Workspace, store: JobStore, older_than_s: float = SWEEP_AFTER_S) -> list[str]:
-    """Remove the not-kept folders nobody will answer from: their job finished (or is gone) more than
-    `older_than_s` ago. Returns the job ids swept."""
+    """Remove the not-kept folders (and their requests' uploads) nobody will answer from: their job
+    finished (or is gone) more than `older_than_s` ago. Returns the job ids swept."""
     root = unsaved_root(ws)
     if not root.is_dir():
         return []
@@ -89,6 +131,6 @@ def sweep_unsaved(ws: Workspace, store: JobStore, older_than_s: float = SWEEP_AF
                 continue
             ended = job.finished_at or folder.stat().st_mtime
         if now - ended >= older_than_s:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(ws, folder)
             swept.append(folder.name)
     return swept
