@@ -124,3 +124,26 @@ def test_a_sample_redraws_from_its_png_with_the_step_lora(tiny_workspace, tmp_pa
     drawn, redrawn = (np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (sample, again))
     assert drawn.shape == redrawn.shape == (128, 64, 3)
     assert np.abs(drawn - redrawn).max() <= 3, np.abs(drawn - redrawn).max()
+
+
+def test_every_kohya_sample_sampler_name_is_one_lorastudio_samples_with(tmp_path):
+    """kohya's `sample_sampler` / `--ss` names: `dpm_2_a` and `dpm_2` (kohya's spellings beside `k_dpm_2_a`) were
+    refused, and `pndm` became samples.sampler "PNDM", which no sampler answers to, so the run failed at its
+    first sample step; a sampler no sampler answers to is refused by the config, before a run starts."""
+    from lorastudio.generate.samplers import parse_sampler
+    from lorastudio.train.sample_prompts import sampler_of
+
+    for kohya, a1111 in (("dpm_2_a", "DPM2 a"), ("dpm_2", "DPM2"), ("pndm", "PLMS")):
+        assert sampler_of(kohya) == a1111
+        toml = tmp_path / f"{kohya}.toml"
+        toml.write_text(f'pretrained_model_name_or_path = "tiny-sd15"\nsample_sampler = "{kohya}"\n', encoding="utf-8")
+        from lorastudio.train.kohya_config import import_kohya_config
+
+        imported = import_kohya_config(toml)
+        assert imported.config["samples"]["sampler"] == a1111, imported.lines()
+        parse_sampler(imported.config["samples"]["sampler"])
+    for section in ("samples", "prior", "scoring"):
+        with pytest.raises(LorastudioError, match=f"{section}.sampler") as caught:
+            load_train_config(overrides=[f"{section}.sampler=PNDM"])
+        assert "unknown sampler 'PNDM'" in str(caught.value) and "\n" not in str(caught.value)
+    assert load_train_config(overrides=["samples.sampler=DPM++ 2M Karras"]).samples.sampler == "DPM++ 2M Karras"

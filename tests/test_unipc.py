@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -251,3 +252,35 @@ def test_the_sampler_and_the_config_spell_the_settings_alike():
     from lorastudio.generate import config, unipc
 
     assert (unipc.UNIPC_VARIANTS, unipc.UNIPC_SKIP_TYPES) == (config.UNIPC_VARIANTS, config.UNIPC_SKIP_TYPES)
+
+
+@pytest.mark.slow
+def test_png_info_sends_the_unipc_settings_to_the_web_form_and_the_form_generates_with_them(tiny_workspace, tmp_path):
+    """The web form has UniPC's settings and `old_unipc` (PNG info's paste fills them, as A1111's paste
+    sets its uni_pc_* options); before, they were left out of the form and a pasted image's were lost."""
+    from lorastudio.generate.infotext import save_png
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.ui.app import build_blocks
+    from lorastudio.ui.generate_run import form_config
+    from lorastudio.ui.i18n import translator
+    from lorastudio.ui.tabs.generate import FORM_FIELDS
+
+    text = ("red\nSteps: 3, Sampler: UniPC, Seed: 4, Size: 64x64, Model: tiny-sd15, UniPC variant: bh2, "
+            "UniPC skip type: logSNR, UniPC order: 2, UniPC lower order final: False, RNG: CPU, Old UniPC: True")  # fmt: skip
+    image = save_png(Image.new("RGB", (8, 8)), tmp_path / "a.png", text)
+    studio = Studio(tiny_workspace, StudioSettings())
+    try:
+        blocks = build_blocks(studio, "en")
+    finally:
+        studio.close()
+    send = next(fn for fn in blocks.fns.values() if any(getattr(c, "elem_id", None) == "png-image" for c in fn.inputs)
+                and any(getattr(c, "elem_id", None) == "field-prompt" for c in fn.outputs))  # fmt: skip
+    answer = dict(zip((getattr(c, "elem_id", None) for c in send.outputs), send.fn(str(image), "tiny-sd15"), strict=True))
+    pasted = {"unipc_order": 2, "unipc_variant": "bh2", "unipc_skip_type": "logSNR", "unipc_lower_order_final": False,
+              "old_unipc": True}  # fmt: skip
+    for name, value in pasted.items():
+        assert answer[f"field-{name}"]["value"] == value, name
+    assert set(pasted) <= set(FORM_FIELDS)
+    ctx = SimpleNamespace(studio=SimpleNamespace(workspace=tiny_workspace, model="tiny-sd15"), t=translator("en"))
+    cfg = form_config(ctx, {"prompt": "red", "model": "tiny-sd15", "sampler": "UniPC", **pasted, "unipc_order": 2.0})
+    assert {name: getattr(cfg, name) for name in pasted} == pasted

@@ -105,14 +105,16 @@ def _caption_extension(value: Any) -> str:
 def _sampler(value: Any) -> str:
     names = {
         "ddim": "DDIM",
-        "pndm": "PNDM",
+        "pndm": "PLMS",  # diffusers' PNDM; A1111's PLMS is it without the Runge-Kutta warm-up steps
         "lms": "LMS",
         "euler": "Euler",
         "k_euler": "Euler",
         "euler_a": "Euler a",
         "k_euler_a": "Euler a",
         "dpmsolver++": "DPM++ 2M",
+        "dpm_2": "DPM2",
         "k_dpm_2": "DPM2",
+        "dpm_2_a": "DPM2 a",
         "k_dpm_2_a": "DPM2 a",
         "heun": "Heun",
         "dpmsingle": "DPM++ 2M",

@@ -25,6 +25,18 @@ __all__ = [
 ]
 
 
+def _known_sampler(value: str) -> str:
+    """A sampler the samples, class images and contact sheet can draw with: checked here, before a run
+    starts, not at the first image (`generate.samplers.parse_sampler`: A1111's names and aliases)."""
+    from lorastudio.generate.samplers import parse_sampler
+
+    try:
+        parse_sampler(value)
+    except LorastudioError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 class DataConfig(StrictModel):
     """The training images and how their captions are read."""
 
@@ -223,6 +235,7 @@ class PriorConfig(StrictModel):
     steps: SamplingSteps = Field(25, description="Sampling steps of generated class images.")
     cfg_scale: CfgScale = 7.0
     sampler: SamplerName = "Euler a"
+    _sampler_known = field_validator("sampler")(_known_sampler)
     seed: SamplingSeed = Field(
         0,
         ge=0,
@@ -245,6 +258,7 @@ class SamplesConfig(StrictModel):
     steps: SamplingSteps = 20
     cfg_scale: CfgScale = 7.0
     sampler: SamplerName = Field("Euler a", description="A1111 sampler name of the samples (kohya sample_sampler).")
+    _sampler_known = field_validator("sampler")(_known_sampler)
     seed: SamplingSeed = Field(0, description="Seed of every sample image (-1 = random).")
 
     @field_validator("prompts", mode="before")
@@ -294,4 +308,5 @@ class ScoringConfig(StrictModel):
     steps: SamplingSteps = Field(20, description="Sampling steps of the contact sheet.")
     cfg_scale: CfgScale = 7.0
     sampler: SamplerName = "Euler a"
+    _sampler_known = field_validator("sampler")(_known_sampler)
     seed: SamplingSeed = Field(0, description="Seed of every contact-sheet image (-1 = random).")

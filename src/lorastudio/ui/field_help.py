@@ -90,6 +90,23 @@ HELP_ZH: dict[str, str] = {
         "图片写入 'RNG' 之前 lorastudio 的步进噪声（infotext 中为 'Old step noise'）：以“种子 + 1”为种子的 CPU"
         " 生成器；读取这类图片的配方时自动开启，使其可以完全复现。"
     ),
+    "GenerateConfig.unipc_order": (
+        "UniPC 的求解器阶数（A1111 的 'uni_pc_order'，infotext 中为 'UniPC order'）；步数少于阶数的一轮按其步数的阶数运行。"
+    ),
+    "GenerateConfig.unipc_variant": (
+        "UniPC 的变体（A1111 的 'uni_pc_variant'，infotext 中为 'UniPC variant'）：bh1、bh2 或 vary_coeff。"
+    ),
+    "GenerateConfig.unipc_skip_type": (
+        "UniPC 的步长间隔方式（A1111 的 'uni_pc_skip_type'，infotext 中为 'UniPC skip type'）："
+        "time_uniform、time_quadratic 或 logSNR。"
+    ),
+    "GenerateConfig.unipc_lower_order_final": (
+        "UniPC 在最后几步降低阶数（A1111 的 'uni_pc_lower_order_final'，infotext 中为 'UniPC lower order final'）。"
+    ),
+    "GenerateConfig.old_unipc": (
+        "A1111 方式之前 lorastudio 的 UniPC（infotext 中为 'Old UniPC'）：diffusers 的 UniPCMultistepScheduler"
+        " 及其默认值；读取这类图片的配方时自动开启，使其可以完全复现。"
+    ),
     "GenerateConfig.pad_conds_v0": (
         "A1111 1.6 之前的补齐方式（infotext 中为 'Pad conds v0'，A1111 会给旧版 webui 用 DDIM/PLMS 生成的图片"
         "标上它）：较短的反向提示词重复其最后一个 token 向量直到与正向提示词等长，较长的则截断到该长度；"

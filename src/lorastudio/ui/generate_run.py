@@ -49,7 +49,7 @@ FOLLOWED_KINDS = ("generate", "series", "grid")
 POLL_S = 0.4
 MAX_SEED = 2**32 - 1
 INT_FIELDS = ("steps", "seed", "subseed", "batch_size", "count", "clip_skip", "hires_steps", "mask_blur",
-              "inpaint_padding", "resize_mode", "inpainting_fill", "seed_resize_from_w", "seed_resize_from_h")  # fmt: skip
+              "inpaint_padding", "resize_mode", "inpainting_fill", "seed_resize_from_w", "seed_resize_from_h", "unipc_order")  # fmt: skip
 # progress, preview, gallery, infotext, the gallery's selected index, image paths
 OUTPUT_COUNT = 6
 # Gradio's temporary folder's sub-folder for lone sub-grids (answered, never saved: A1111's rule)

@@ -41,7 +41,7 @@ FORM_FIELDS = (
     "prompt", "negative_prompt", "model", "vae", "sampler", "schedule", "steps", "cfg_scale", "width", "height",
     "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "batch_size", "count",
     "clip_skip", "eta", "pad_conds", "rng", "ensd", "pad_conds_v0", "old_prompt_editing", "old_step_noise",
-    "hires_scale",
+    "unipc_order", "unipc_variant", "unipc_skip_type", "unipc_lower_order_final", "old_unipc", "hires_scale",
     "hires_resize_x", "hires_resize_y", "hires_steps", "hires_strength", "hires_upscaler", "hires_sampler",
     "hires_schedule", "hires_prompt", "hires_negative_prompt", "init_image", "strength", "resize_mode",
     "initial_noise_multiplier", "extra_noise",
@@ -141,6 +141,10 @@ def build(ctx: UiContext) -> None:
             with gr.Row():  # PNG info sets them from 'RNG' and 'ENSD'
                 f["rng"] = field_control(GenerateConfig, "rng", t("generate.rng"))
                 f["ensd"] = field_control(GenerateConfig, "ensd", t("generate.ensd"))
+            with gr.Accordion(t("generate.unipc"), open=False):  # A1111's uni_pc_* settings; PNG info sets them
+                with gr.Row():
+                    for name in ("unipc_order", "unipc_variant", "unipc_skip_type", "unipc_lower_order_final"):
+                        f[name] = field_control(GenerateConfig, name, t(f"generate.{name}"))
             with gr.Accordion(t("generate.compat"), open=False):  # set by PNG info for older webuis' images
                 with gr.Row():
                     f["pad_conds_v0"] = field_control(GenerateConfig, "pad_conds_v0", t("generate.pad_conds_v0"))
@@ -149,6 +153,7 @@ def build(ctx: UiContext) -> None:
                     )
                 # lorastudio's own images from before 'RNG' was written turn it on
                 f["old_step_noise"] = field_control(GenerateConfig, "old_step_noise", t("generate.old_step_noise"))
+                f["old_unipc"] = field_control(GenerateConfig, "old_unipc", t("generate.old_unipc"))
             with gr.Accordion(t("generate.hires"), open=False):
                 f["hires_scale"] = field_control(
                     GenerateConfig, "hires_scale", t("generate.hires_scale"), slider=True, step=0.05
