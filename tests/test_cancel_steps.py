@@ -221,7 +221,7 @@ def test_skip_during_a_batch_ends_it_within_one_step_as_far_as_it_got_and_the_ne
 
 
 def _grid_payload(steps: int) -> dict:
-    from lorastudio.service.grid import AxisRequest, GridRequest
+    from lorastudio.service.grid_request import AxisRequest, GridRequest
 
     config = GenerateConfig(model="tiny-sd15", prompt="red", steps=steps, width=64, height=64, seed=1)
     grid = GridRequest(x=AxisRequest(axis="seed", values="1,2,3"))

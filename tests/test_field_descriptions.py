@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from lorastudio.config import flatten_keys
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
 from lorastudio.generate.config import GenerateConfig
-from lorastudio.service.grid import AxisRequest, GridRequest
+from lorastudio.service.grid_request import AxisRequest, GridRequest
 from lorastudio.service.job_kinds import CaptionJobConfig, ImportJobConfig
 from lorastudio.service.portrait_make import PortraitMakeConfig
 from lorastudio.train.config import TrainConfig

@@ -88,7 +88,8 @@ def test_a_lone_z_values_sub_grid_is_answered_but_not_saved(tiny_workspace, tmp_
     """A1111 saves the sub-grids only for two or more Z values: one Z value with Include Sub Grids
     writes the grid alone; its X/Y grid (the grid below the Z title, with its own infotext) is cut out
     for the answer, and the web page shows it from Gradio's temporary folder."""
-    from lorastudio.service.grid import GridRequest, lone_sub_grid_png, run_grid
+    from lorastudio.service.grid import lone_sub_grid_png, run_grid
+    from lorastudio.service.grid_request import GridRequest
     from lorastudio.ui.generate_run import _lone_sub_grid_file
 
     base = ["grid", "--model", "tiny-sd15", "--width", "64", "--height", "64", "--prompt", "red", "--seed", "3"]

@@ -103,7 +103,7 @@ TYPED = {
 
 def test_the_panels_text_values_work_for_every_axis_type(tiny_workspace):
     """The UI handler turns typed values (ranges, quotes) of any axis into the cells' requests."""
-    from lorastudio.service.grid import plan_cells
+    from lorastudio.service.grid_plan import plan_cells
     from lorastudio.ui.grid_panel import grid_request_from_form
 
     (tiny_workspace.root / "styles.csv").write_text(

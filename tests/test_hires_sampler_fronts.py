@@ -118,7 +118,8 @@ def test_the_axes_by_a1111s_label_make_cells_that_differ(tiny_workspace, tmp_pat
 
 
 def test_an_axis_no_cell_uses_is_refused(tiny_workspace):
-    from lorastudio.service.grid import GridRequest, plan_cells
+    from lorastudio.service.grid_plan import plan_cells
+    from lorastudio.service.grid_request import GridRequest
 
     base = GenerateConfig(prompt="red", steps=2, width=64, height=64)
     for axis, values, needs in (("Hires sampler", "Euler, DDIM", "the hires fix is off"),

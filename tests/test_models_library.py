@@ -324,13 +324,14 @@ def test_shipped_configs_load_offline_for_every_family(tmp_path):
 
 
 def test_tiny_vae_passes_colours_and_is_built_reproducibly():
-    from lorastudio.models import tiny
+    from lorastudio.models.tiny_colours import make_colour_passthrough
+    from lorastudio.models.tiny_layouts import make_vae
 
     built = []
     for _ in range(2):
         torch.manual_seed(0)
-        vae = tiny._vae()
-        scale = tiny._make_colour_passthrough(vae)
+        vae = make_vae()
+        scale = make_colour_passthrough(vae)
         built.append((scale, {k: v.clone() for k, v in vae.state_dict().items()}))
     assert built[0][0] == built[1][0]
     assert all(torch.equal(built[0][1][k], built[1][1][k]) for k in built[0][1])

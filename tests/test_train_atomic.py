@@ -146,7 +146,7 @@ def _kill_in_marker():
             raise Killed
         return real(partial, final, step)
 
-    return "lorastudio.train.trainer.publish_checkpoint", publish
+    return "lorastudio.train.saving.publish_checkpoint", publish
 
 
 def _kill_after_rename():

@@ -127,7 +127,7 @@ def _as_named(args: list | dict) -> dict[str, Any]:
 
 def grid_request_from_script_args(args: list | dict):
     """The GridRequest of the x/y/z plot's arguments (its options included, by A1111's positions)."""
-    from lorastudio.service.grid import GridRequest
+    from lorastudio.service.grid_request import GridRequest
 
     named = _as_named(args)
     if not any(named.get(f"{a}_type") for a in "xyz"):

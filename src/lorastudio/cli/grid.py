@@ -60,7 +60,8 @@ def grid_cmd(
     from lorastudio.cli.generate import progress_bar
     from lorastudio.config import load_config
     from lorastudio.errors import LorastudioError
-    from lorastudio.service.grid import GridRequest, parse_axis_option, run_grid
+    from lorastudio.service.grid import parse_axis_option, run_grid
+    from lorastudio.service.grid_request import GridRequest
     from lorastudio.service.names import LENIENT  # the CLI runs as the user: local paths are fine
 
     if not (x or y or z):

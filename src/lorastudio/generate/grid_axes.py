@@ -5,9 +5,9 @@ name, A1111's label or an alias. Value lists follow A1111's syntax: comma separa
 allowed), integer ranges `1-5`, `1-9 (+2)`, `10-1 (-3)`, `1-10 [4]` (4 evenly spaced values) and
 float ranges `0.4-1.0 (+0.2)`, `0.4-1.0 [4]`; Prompt order's values are terms, expanded to every
 order of them. `apply_axis_value` changes one cell's request for one value (Prompt S/R replaces the
-first value by the others, Prompt order rearranges the terms in the prompt). service.grid plans and
-runs the cells. A1111's axes for settings this studio's generation does not run are not axes here:
-`UNSUPPORTED_AXES` says why, and asking for one by its label is refused with that line.
+first value by the others, Prompt order rearranges the terms in the prompt). service.grid_plan plans
+the cells, service.grid runs them. A1111's axes for settings this studio's generation does not run
+are not axes here: `UNSUPPORTED_AXES` says why, and asking for one by its label is refused with that line.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def format_value(axis: Axis, value: Any) -> str:
 
 def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any], state: dict[str, Any]) -> None:
     """Change one cell's request for one axis value (`state` holds the LoRA weight, checkpoint and the
-    styles, which service.grid applies: they need the workspace)."""
+    styles, which service.grid_plan applies: they need the workspace)."""
     name = axis.name
     if name == "nothing":
         return

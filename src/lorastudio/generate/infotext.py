@@ -9,7 +9,7 @@ The webui writes a PNG `parameters` text chunk (EXIF UserComment for JPEG/WebP) 
 and its "PNG Info" tab parses it back. Users drag images between tools and expect both
 directions to work, so this module writes and reads that format as webui 1.10 does: the
 same key order, quoting, size keys and filled-in defaults. The code is lorastudio's own (a
-scanner for the parameter line, the defaults as tables in generate/a1111_fields.py);
+scanner for the parameter line, the defaults as tables in generate/infotext_defaults.py);
 tests/fixtures/infotext holds ~2000 recorded cases it must answer identically.
 """
 
@@ -21,11 +21,7 @@ from typing import Any
 
 from lorastudio.generate.a1111_fields import (  # noqa: F401  (re-exported: the A1111 field table)
     A1111_FIELDS,
-    DEFAULTS_AFTER_OLD_HIRES,
-    DEFAULTS_BEFORE_OLD_HIRES,
-    VERSION_FLAGS,
     A1111Field,
-    InfotextDefault,
     InfotextFacts,
     clip_skip_shown,
     config_fields_from_infotext,
@@ -39,6 +35,12 @@ from lorastudio.generate.image_metadata import (  # noqa: F401  (re-exported: wh
     read_infotext,
     save_png,
     write_jpeg_with_infotext,
+)
+from lorastudio.generate.infotext_defaults import (
+    DEFAULTS_AFTER_OLD_HIRES,
+    DEFAULTS_BEFORE_OLD_HIRES,
+    VERSION_FLAGS,
+    InfotextDefault,
 )
 
 __all__ = [
@@ -306,8 +308,8 @@ def _image_size(value: str) -> tuple[str, str] | None:
 def fill_a1111_defaults(result: dict[str, Any]) -> None:
     """Fill in what A1111 assumes for keys an infotext leaves out (its webui 1.10 defaults).
 
-    The tables live with the A1111 field table (generate/a1111_fields.py); the two steps in
-    between convert what older webui versions wrote.
+    The tables are generate/infotext_defaults.py; the two steps in between convert what older
+    webui versions wrote.
     """
     _add_hypernet_to_prompt(result)
     _fill(result, DEFAULTS_BEFORE_OLD_HIRES)

@@ -1,5 +1,6 @@
-"""The built-in tiny models' widths (`models.tiny`, `models.tiny_kolors`), where the real models' are
-768 (CLIP ViT-L), 1024 (OpenCLIP ViT-H) and 2048 (SDXL's two encoders, Kolors' text projection).
+"""The built-in tiny models' widths (`models.tiny_layouts`, `models.tiny`, `models.tiny_kolors`), where
+the real models' are 768 (CLIP ViT-L), 1024 (OpenCLIP ViT-H) and 2048 (SDXL's two encoders, Kolors' text
+projection).
 
 LoRA family detection (`adapters.detect`) reads them as it reads the real widths, so a LoRA trained on
 a tiny model tells its family as a real one does. tiny-kolors' cross-attention counts as `sdxl`, as real

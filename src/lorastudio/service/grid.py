@@ -8,7 +8,8 @@ when `lorastudio train score` has scored them, the scores become the cells' capt
 
 The axes and A1111's value-list syntax (`1-5`, `1-9 (+2)`, `0.4-1.0 [4]`, Prompt S/R) are
 pure functions in generate.grid_axes; the LoRA the weight and checkpoint axes act on is
-service.grid_target; this module plans the cells and runs them. As A1111, every cell is saved,
+service.grid_target; the request is service.grid_request, the cells are planned (and checked
+before any model loads) in service.grid_plan; this module runs them. As A1111, every cell is saved,
 the sub-grids only with `include_sub_grids` (none of it by an A1111 API request with `save_images` false:
 `service.unsaved`), and `GridResult.shown()` is what a front shows. A
 one-value Z axis's lone sub-grid is answered but never saved, as A1111: it is the grid below its
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,25 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
 
-from lorastudio.config import StrictModel, explain_validation_error
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.grid_axes import (
     AXES,
-    MAX_CELLS,
     SCRIPT_TITLE,
     Axis,
-    apply_axis_value,
-    axis_title,
     find_axis,
     format_value,
     parse_axis_option,
     parse_values,
-    with_lora_weight,
 )
-from lorastudio.service.grid_target import LoraTarget, lora_target
+from lorastudio.service.grid_plan import GridCell, plan_cells
+from lorastudio.service.grid_request import GridRequest
 from lorastudio.service.limits import check_grid_cells
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy
@@ -54,8 +49,6 @@ from lorastudio.service.workspace import Workspace, safe_name
 __all__ = [
     "AXES",
     "Axis",
-    "AxisRequest",
-    "GridRequest",
     "GridResult",
     "find_axis",
     "lone_sub_grid_png",
@@ -66,58 +59,7 @@ __all__ = [
 ]
 
 
-
-# --- requests -----------------------------------------------------------------------------
-
-
-class AxisRequest(StrictModel):
-    axis: str = Field("nothing", description="Axis name: lora_weight, checkpoint, seed, cfg, steps, ...")
-    values: str | list[Any] = Field("", description="A1111 value list: '0.4,0.7,1.0', '1-5', '0.4-1.0 [4]'.")
-
-
-class GridRequest(StrictModel):
-    """The grid part of a request; the generation part is a GenerateConfig."""
-
-    x: AxisRequest = Field(default_factory=AxisRequest, description="The axis across: one column per value.")
-    y: AxisRequest = Field(default_factory=AxisRequest, description="The axis down: one row per value.")
-    z: AxisRequest = Field(
-        default_factory=AxisRequest, description="The third axis: one X/Y grid per value, side by side under its label."
-    )
-    lora: str | None = Field(None, description="LoRA name the weight/checkpoint axes act on.")
-    run: str | None = Field(None, description="Training run whose checkpoints the checkpoint axis walks.")
-    draw_legend: bool = Field(True, description="Label the rows, columns and Z grids with their axis values (A1111 draw legend).")
-    fixed_seeds: bool = Field(True, description="Resolve seed -1 once for the whole grid (A1111's default).")
-    margin: int = Field(0, ge=0, le=500, description="Pixels between cells.")
-    include_sub_images: bool = Field(
-        False, description="Show and answer every cell after the grid (A1111 Include Sub Images); cells are saved anyway."
-    )
-    include_sub_grids: bool = Field(
-        False,
-        description="Save, show and answer each Z value's X/Y grid too (A1111 Include Sub Grids); a lone Z"
-        " value's is shown and answered, not saved, as A1111.",
-    )
-    vary_seeds_x: bool = Field(False, description="A new seed per column: the cell's seed + its column (A1111).")
-    vary_seeds_y: bool = Field(False, description="A new seed per row, after the columns' (A1111 Vary seeds for Y).")
-    vary_seeds_z: bool = Field(False, description="A new seed per Z grid, after the rows' (A1111 Vary seeds for Z).")
-
-
-# --- cells --------------------------------------------------------------------------------
-
-
-@dataclass
-class GridCell:
-    x: int
-    y: int
-    z: int
-    values: dict[str, Any]
-    config: GenerateConfig
-    lora_file: Path | None = None
-    step: int | None = None
-    caption: str | None = None
-    path: Path | None = None
-    recipe: Path | None = None
-    seed: int | None = None
-    infotext: str = ""
+# --- results ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -169,164 +111,6 @@ class GridResult:
             "model": self.model,
             "model_hash": self.model_hash,
         }
-
-
-def _seed_values(axis: Axis, values: list, fixed: bool) -> list:
-    from lorastudio.generate.pipeline import resolve_seed
-
-    if fixed and axis.name in {"seed", "subseed"}:
-        return [resolve_seed(int(v)) for v in values]
-    return values
-
-
-def _checked_values(ws: Workspace, axis: Axis, values: list, base: GenerateConfig, names: NamePolicy) -> list:
-    """An axis's values checked against what the workspace holds before any model loads; upscalers
-    by their A1111 titles (as a cell's infotext writes them)."""
-    from lorastudio.generate.grid_axes import VAE_AUTOMATIC
-    from lorastudio.generate.samplers import parse_sampler, schedule_label
-    from lorastudio.service.names import find_vae
-    from lorastudio.service.styles import apply_styles
-    from lorastudio.service.upscalers import find_upscaler
-
-    if axis.name == "sampler":
-        for value in values:
-            parse_sampler(value, base.schedule)
-    elif axis.name == "hires_sampler":
-        for value in values:
-            parse_sampler(value)
-    elif axis.name == "hires_schedule":
-        for value in values:
-            schedule_label(value)
-    elif axis.name == "hires_upscaler":
-        return [find_upscaler(ws, str(v), allow_paths=not names.strict)["name"] for v in values]
-    elif axis.name == "vae":
-        for value in values:
-            if str(value).strip().lower() not in VAE_AUTOMATIC:
-                find_vae(ws, str(value), names)
-    elif axis.name == "styles":
-        for value in values:
-            apply_styles(ws, "", "", [s.strip() for s in str(value).split(",") if s.strip()])
-    return values
-
-
-def _seed_offset(request: GridRequest, ix: int, iy: int, iz: int, columns: int, rows: int) -> int:
-    """A1111's "Vary seeds for X/Y/Z": each column, row or Z grid a seed further on."""
-    width = columns if request.vary_seeds_x else 1
-    height = rows if request.vary_seeds_y else 1
-    return (
-        ix * request.vary_seeds_x + iy * width * request.vary_seeds_y + iz * width * height * request.vary_seeds_z
-    )
-
-
-def plan_cells(
-    ws: Workspace, base: GenerateConfig, request: GridRequest, names: NamePolicy = STRICT
-) -> tuple[list[GridCell], list[tuple[Axis, list, str]], LoraTarget]:
-    """Every cell's request, x fastest, then y, then z (A1111's order in the picture)."""
-    from lorastudio.generate.pipeline import resolve_seed
-    from lorastudio.service.styles import apply_styles
-
-    axes = []
-    for spec in (request.x, request.y, request.z):
-        axis = find_axis(spec.axis)
-        values = _seed_values(axis, parse_values(spec.values, axis), request.fixed_seeds)
-        values = _checked_values(ws, axis, values, base, names)
-        raw = spec.values if isinstance(spec.values, str) else ", ".join(str(v) for v in spec.values)
-        axes.append((axis, values, raw))
-    names = [a.name for a, _, _ in axes if a.name != "nothing"]
-    if len(set(names)) != len(names):
-        raise LorastudioError("grid: the same axis type is used twice; give each of X, Y and Z (--x/--y/--z) a different one.")
-    total = math.prod(len(values) for _, values, _ in axes)
-    if total > MAX_CELLS:
-        raise LorastudioError(f"grid: {total} cells; at most {MAX_CELLS}, use fewer values.")
-    uses = {a.name for a, _, _ in axes}
-    target = lora_target(ws, base.prompt, request.lora, request.run, "checkpoint" in uses)
-    if "lora_weight" in uses and not target.name:
-        raise LorastudioError(
-            "grid axis lora_weight: which LoRA? pass --lora NAME or --run RUN, or put one <lora:NAME:1> in the prompt."
-        )
-    if target.full_model and "lora_weight" in uses:
-        raise LorastudioError(
-            f"run {target.run_dir.name!r} trains the whole UNet: its checkpoints are models, they have no LoRA weight."
-        )
-
-    fields = base.model_dump()
-    fields.update(batch_size=1, count=1)  # one image per cell
-    if request.fixed_seeds:
-        fields["seed"] = resolve_seed(base.seed)
-    cells = []
-    (x_axis, xs, _), (y_axis, ys, _), (z_axis, zs, _) = axes
-    for iz, z in enumerate(zs):
-        for iy, y in enumerate(ys):
-            for ix, x in enumerate(xs):
-                cell_fields = dict(fields)
-                state: dict[str, Any] = {"weight": None, "checkpoint": None}
-                for axis, value, values in ((x_axis, x, xs), (y_axis, y, ys), (z_axis, z, zs)):
-                    apply_axis_value(axis, value, values, cell_fields, state)
-                if cell_fields["seed"] != -1:  # "Keep -1 for seeds" leaves each cell's seed random
-                    cell_fields["seed"] += _seed_offset(request, ix, iy, iz, len(xs), len(ys))
-                if state.get("styles"):
-                    cell_fields["prompt"], cell_fields["negative_prompt"] = apply_styles(
-                        ws, cell_fields["prompt"], cell_fields["negative_prompt"], state["styles"]
-                    )
-                cell = _cell(ws, ix, iy, iz, axes, (x, y, z), cell_fields, state, target)
-                cells.append(cell)
-    _check_axes_act(uses, cells)
-    return cells, axes, target
-
-
-def _check_axes_act(uses: set[str], cells: list[GridCell]) -> None:
-    """An axis whose setting no cell uses is refused: its cells would all come out alike."""
-    hires = any(c.config.hires_on for c in cells)
-    img2img = any(c.config.init_image for c in cells)
-    for name in ("hires_upscaler", "hires_sampler", "hires_schedule"):
-        if name in uses and not hires:
-            raise LorastudioError(
-                f"grid axis {axis_title(AXES[name])}: the hires fix is off, so no hires pass samples; "
-                "set Hires fix's Upscale by above 1 (--hires-scale 2) or a size to resize to."
-            )
-    if "initial_noise_multiplier" in uses and not img2img:
-        raise LorastudioError(
-            f"grid axis {axis_title(AXES['initial_noise_multiplier'])}: it scales img2img's starting noise; "
-            "give an init picture (--init-image)."
-        )
-    if "extra_noise" in uses and not (img2img or hires):
-        raise LorastudioError(
-            f"grid axis {axis_title(AXES['extra_noise'])}: it adds noise in img2img and the hires pass; give an "
-            "init picture (--init-image) or turn the hires fix on (--hires-scale 2)."
-        )
-
-
-def _cell(ws, ix, iy, iz, axes, values, fields, state, target: LoraTarget) -> GridCell:
-    lora_file, step = None, None
-    if state["checkpoint"] is not None:
-        lora_file, step = target.file_for(state["checkpoint"])
-        if target.full_model:
-            fields["model"], lora_file = str(lora_file), None
-    if target.name and not target.full_model:  # the prompt names the LoRA (weight 1 unless an axis sets it)
-        fields["prompt"] = with_lora_weight(fields["prompt"], target.name, state["weight"])
-    if (
-        lora_file is None
-        and target.run_dir is not None
-        and not target.full_model
-        and target.final is not None
-    ):
-        if not (ws.loras / f"{target.name}.safetensors").is_file():
-            lora_file = target.final  # a run whose result is not in loras/ (yet): use its final file
-    try:
-        config = GenerateConfig.model_validate(fields)
-    except ValidationError as exc:  # one line: the axis value a cell cannot take, never pydantic's dump
-        shown = ", ".join(format_value(axis, value) for (axis, _, _), value in zip(axes, values, strict=True)
-                          if axis.name != "nothing")  # fmt: skip
-        problem = explain_validation_error(GenerateConfig, exc, "value").removeprefix("value: ")
-        raise LorastudioError(f"grid cell {shown}: {problem}") from None
-    except ValueError as exc:
-        raise LorastudioError(f"grid cell {values}: {exc}") from None
-    named = {
-        axis.name: value for (axis, _, _), value in zip(axes, values, strict=True) if axis.name != "nothing"
-    }
-    return GridCell(
-        ix, iy, iz, named, config, lora_file, step, target.caption(step) if step is not None else None
-    )
 
 
 # --- running ------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from lorastudio.data.config import CaptionerConfig, CaptionMode, TaggerConfig
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig
 from lorastudio.generate.series import SeriesRequest
-from lorastudio.service.grid import GridRequest, grid_job_result, run_grid, submit_grid
+from lorastudio.service.grid import grid_job_result, run_grid, submit_grid
+from lorastudio.service.grid_request import GridRequest
 from lorastudio.service.job_steps import (
     PREVIEW_EVERY_STEPS,
     StepReporter,

@@ -7,8 +7,9 @@ vectors, optimizer, LR scheduler, step, RNG) is in the `accelerate` state saved 
 checkpoint. A resumed run therefore ends with the same weights as an uninterrupted one.
 
 Gradients of the trainable set are averaged across processes explicitly, without DDP
-(see `train.distributed`). What is trained is set up in `train.trainables`, the loss is
-`train.losses`, the files and their metadata are `train.export`.
+(see `train.distributed`). What is trained is set up in `train.trainables`, each micro-batch's
+captions are `train.captions`, the loss is `train.losses`, the files and their metadata are
+`train.export`; when and what the run saves (checkpoints, samples) is `train.saving`.
 
 Prior preservation (DreamBooth) adds a second loss per micro-batch on class images, drawn
 from their own seeded schedule, so it stays reproducible and resumable too.
@@ -16,10 +17,7 @@ from their own seeded schedule, so it stays reproducible and resumable too.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import random
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -29,36 +27,28 @@ from typing import Any
 import torch
 
 from lorastudio.errors import LorastudioError
-from lorastudio.models.compiled import eager_calls
 from lorastudio.train.async_steps import LaggedReadout
 from lorastudio.train.caches import cut_captions, prepare_caches
-from lorastudio.train.checkpoints import (
-    check_checkpoint_space,
-    clean_partial_folders,
-    partial_folder,
-    prune_checkpoints,
-    prune_states,
-    publish_checkpoint,
-    refuse_unsafe_state,
-)
+from lorastudio.train.captions import every_caption, micro_batch_captions
+from lorastudio.train.checkpoints import check_checkpoint_space, clean_partial_folders, refuse_unsafe_state
 from lorastudio.train.config import TrainConfig
 from lorastudio.train.data import BatchSchedule, TrainImage
 from lorastudio.train.distributed import average_gradients, ranks_agree
 from lorastudio.train.ema import WeightAverage
-from lorastudio.train.export import training_facts, write_training_outputs
 from lorastudio.train.latents import LatentCache, vae_hash
 from lorastudio.train.logs import RunLog, draw_loss_curve
 from lorastudio.train.lora_modules import LoraSet
 from lorastudio.train.losses import DenoisingLoss
 from lorastudio.train.offload import ParkedModules
 from lorastudio.train.optim import build_lr_scheduler, build_optimizer
-from lorastudio.train.plan import TrainPlan, ends_epoch
+from lorastudio.train.plan import TrainPlan
 from lorastudio.train.precision import mixed_precision_for
 from lorastudio.train.prior import PriorSet, prepare_prior
 from lorastudio.train.runs import TrainPaths
-from lorastudio.train.text import TriggerEmbedding, build_caption
+from lorastudio.train.saving import SavingMixin
+from lorastudio.train.text import TriggerEmbedding
 from lorastudio.train.text_cache import CaptionEncoder
-from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables, unet_dtype_bridge
+from lorastudio.train.trainables import TrainableState, param_groups, setup_trainables
 from lorastudio.train.unet_setup import set_up_unet
 
 __all__ = ["Trainer", "Callback"]
@@ -66,7 +56,7 @@ __all__ = ["Trainer", "Callback"]
 Callback = Callable[[dict], None]
 
 
-class Trainer:
+class Trainer(SavingMixin):
     """One training run. `run()` trains from scratch or from the run's last saved state."""
 
     def __init__(
@@ -162,45 +152,11 @@ class Trainer:
     def _text_trains(self) -> bool:
         return self.embedding is not None or self.cfg.lora.train_text_encoder and self.cfg.trains_lora
 
-    def _caption_of(self, caption: str, rng: random.Random) -> str:
-        cfg = self.cfg
-        text = build_caption(
-            caption,
-            cfg.trigger,
-            cfg.data.caption_prefix_trigger,
-            cfg.data.shuffle_tags,
-            cfg.data.keep_tokens,
-            cfg.data.caption_dropout,
-            rng,
-            tag_dropout=cfg.data.tag_dropout,
-        )
-        return self.embedding.expand(text) if self.embedding is not None else text
-
-    def _captions(self, batch: list[tuple[int, bool]], micro_index: int) -> list[str]:
-        rng = random.Random(f"{self.cfg.seed}:caption:{micro_index}")
-        return [self._caption_of(self.images[index].caption, rng) for index, _ in batch]
-
-    def _fixed_captions(self) -> list[str] | None:
-        """Every caption training can produce, when that set is finite (no tag shuffling)."""
-        cfg = self.cfg
-        if cfg.data.shuffle_tags or cfg.data.tag_dropout:
-            return None
-        rng = random.Random(0)  # unused: no shuffling and no dropout here
-        captions = [
-            build_caption(img.caption, cfg.trigger, cfg.data.caption_prefix_trigger, False, 0, 0.0, rng)
-            for img in self.images
-        ]
-        if cfg.data.caption_dropout:
-            captions.append("")
-        if self.prior is not None:
-            captions += [img.caption for img in self.prior.images]
-        return list(dict.fromkeys(captions))
-
     def _loss(self, micro_index: int) -> torch.Tensor:
         """The micro-batch's denoising loss, plus the weighted prior loss on class images."""
         batch = self.schedule.batch(micro_index)
         seed = self.cfg.seed * 1_000_003 + micro_index
-        captions = self._captions(batch, micro_index)
+        captions = micro_batch_captions(self.cfg, self.images, self.embedding, batch, micro_index)
         loss = self._denoising_loss(self.images, self.latents, batch, captions, seed)
         if self.prior is not None:
             prior_batch = self.prior.schedule.batch(micro_index)
@@ -318,7 +274,7 @@ class Trainer:
         """The captions to encode once and cache: all of them, while the text side is frozen."""
         if self._text_trains or not self.cfg.train.cache_text_encoder_outputs:
             return None
-        return self._fixed_captions()
+        return every_caption(self.cfg, self.images, self.prior.images if self.prior is not None else None)
 
     def run(self, plan: TrainPlan, resume_from: Path | None = None, stop_at_step: int | None = None) -> dict:
         self._prepare(plan)
@@ -413,28 +369,6 @@ class Trainer:
             bar.close()
         return True
 
-    @functools.cached_property
-    def _last_checkpoint_step(self) -> int | None:
-        """A run that saved checkpoints before its end saves one at its last step too (kohya always
-        saves the last model): the final weights are a candidate when the best one is chosen."""
-        earlier = any(self._checkpoint_due(step) for step in range(1, self.total_steps))
-        return self.total_steps if earlier else None
-
-    def _checkpoint_due(self, step: int) -> bool:
-        """Every `save_every_steps` steps, and at the end of every `save_every_epochs`-th epoch."""
-        train = self.cfg.train
-        if train.save_every_steps and step % train.save_every_steps == 0:
-            return True
-        if train.save_every_epochs:
-            per_step = train.grad_accum * self.accelerator.num_processes
-            return ends_epoch(step, per_step, self.schedule.batches_per_epoch, train.save_every_epochs)
-        return False
-
-    def _samples_due(self, step: int) -> bool:
-        """Every `samples.every_steps` steps, else with each checkpoint."""
-        every = self.cfg.samples.every_steps
-        return step % every == 0 if every else self._checkpoint_due(step)
-
     def _after_step(
         self, log: RunLog | None, bar, step: int, lr: float, loss: float, started: float, first_step: int
     ) -> None:
@@ -463,114 +397,7 @@ class Trainer:
             }
         )
 
-    # -- outputs ----------------------------------------------------------------------------
-    def _facts(self) -> dict[str, Any]:
-        accumulated = self.step * self.cfg.train.grad_accum * self.accelerator.num_processes
-        return training_facts(
-            self.cfg,
-            self.name,
-            self.model,
-            self.images,
-            self.step,
-            self.schedule.epoch_of(max(accumulated - 1, 0)) + 1,
-            self.accelerator.mixed_precision,
-            self.prediction_type,
-            self.training_started_at,
-            self.prior.images if self.prior is not None else None,
-        )
-
-    def _averaged(self):
-        """The EMA weights in place while saving or sampling (a no-op without EMA)."""
-        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def _without_dropout(self):
-        """LoRA dropout is for training steps only; samples use every LoRA weight."""
-        layers = [layer for _, layer in self.lora_set.items()] if self.lora_set is not None else []
-        for layer in layers:
-            layer.eval()
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.train()
-
-    def _write_outputs(self, folder: Path) -> dict[str, Path]:
-        """The run's files into `folder` (EMA weights when averaging), named by `train.outputs`."""
-        with self._averaged():
-            facts = self._facts()
-            return write_training_outputs(
-                folder, self.cfg, self.name, self.model, self.lora_set, self.embedding, facts, self.paths.models
-            )
-
-    def write_samples(self) -> list[Path]:
-        """Sample images for `samples.prompts` with the live model (LoRA and trigger applied), each
-        with the infotext that redraws it from this step's checkpoint (`train.samples`)."""
-        from lorastudio.train.samples import draw_samples
-
-        if not self.accelerator.is_main_process:
-            return []
-        folder = self.run_dir / "samples" / f"step-{self.step}"
-        checkpoint = self.run_dir / "checkpoints" / f"step-{self.step}"
-        unet = self.model.unet
-        with (
-            self._averaged(),
-            self._without_dropout(),
-            unet_dtype_bridge(unet, self.unet_dtype, self.model.dtype),
-            eager_calls(unet),  # a compiled UNet is compiled for the training shapes only
-            self.parked.back_for_samples(),
-        ):
-            paths = draw_samples(
-                self.cfg, self.model, self.embedding, folder, checkpoint if checkpoint.is_dir() else None, self.name
-            )
-        self._emit({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
-        return paths
-
-    def save_checkpoint(self) -> Path:
-        """LoRA + embedding files and the full resumable state in `checkpoints/step-N/`, atomically.
-
-        Everything goes into a hidden `.step-N.partial/` first; only a finished, fsynced folder
-        is renamed to `step-N` (see `train.checkpoints`), so a kill mid-save never breaks resume.
-        """
-        parent = self.run_dir / "checkpoints"
-        folder = parent / f"step-{self.step}"
-        partial = partial_folder(parent, self.step)
-        if self.accelerator.is_main_process:
-            if partial.exists():
-                shutil.rmtree(partial)
-            self._write_outputs(partial)
-            draw_loss_curve(_log_records(self.run_dir), self.run_dir / "loss.png")
-        self.accelerator.wait_for_everyone()
-        self._save_state(partial / "state")
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            publish_checkpoint(partial, folder, self.step)
-            self._prune_states()
-            self._prune_checkpoints()
-        self.accelerator.wait_for_everyone()
-        self._emit({"event": "checkpoint", "step": self.step, "path": str(folder)})
-        return folder
-
-    def _save_state(self, folder: Path) -> None:
-        """`accelerate`'s resumable state (one seam, so tests can interrupt it)."""
-        self.accelerator.save_state(str(folder))
-
-    def _prune_states(self) -> None:
-        """`train.keep_states` (a whole-UNet run keeps one by default: each state is gigabytes)."""
-        keep = self.cfg.train.keep_states
-        prune_states(self.run_dir, 1 if keep is None and self.cfg.trains_full_unet else keep)
-
-    def _prune_checkpoints(self) -> None:
-        """`output.keep_last`: only the newest N step checkpoints stay, and the best-scored one."""
-        keep = self.cfg.output.keep_last
-        if keep is None:
-            return
-        from lorastudio.train.runs import RunFolder
-
-        removed = prune_checkpoints(self.run_dir / "checkpoints", keep, protect=RunFolder(self.run_dir).chosen_steps)
-        if removed:
-            self._say(f"checkpoints: removed {', '.join(f'step-{s}' for s in removed)} (output.keep_last={keep})")
-
+    # -- the end ---------------------------------------------------------------------------
     def _finish(self, log: RunLog | None) -> dict:
         self.accelerator.wait_for_everyone()
         result: dict[str, Any] = {
@@ -590,9 +417,3 @@ class Trainer:
         self._emit({"event": "done", **result})
         self.accelerator.wait_for_everyone()
         return result
-
-
-def _log_records(run_dir: Path) -> list[dict]:
-    from lorastudio.train.logs import read_log
-
-    return read_log(run_dir / "log.jsonl")

@@ -210,7 +210,7 @@ HELP_ZH: dict[str, str] = {
     "PortraitMakeConfig.seed": "第一张结果的随机种子（-1 = 随机）。",
     "PortraitMakeConfig.steps": "每一轮（pass）的采样步数。",
     "GenerateConfig.mask_invert": "重绘蒙版留黑的部分、保留白色部分（A1111 的 'Inpaint not masked'）。",
-    # Generate tab: the X/Y/Z plot (service/grid.py: GridRequest, AxisRequest)
+    # Generate tab: the X/Y/Z plot (service/grid_request.py: GridRequest, AxisRequest)
     "AxisRequest.values": "A1111 的取值写法：'0.4,0.7,1.0'、'1-5'、'0.4-1.0 [4]'。",
     "GridRequest.draw_legend": "在行、列和 Z 网格旁标注各自的取值（A1111 的 Draw legend）。",
     "GridRequest.lora": "权重轴 / 检查点轴作用的 LoRA 名称。",

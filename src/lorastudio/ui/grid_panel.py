@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from lorastudio.service.grid import GridRequest
+from lorastudio.service.grid_request import GridRequest
 from lorastudio.ui.context import UiContext
 
 __all__ = [
@@ -59,7 +59,7 @@ def _described(name: str) -> str | None:
 
 
 def _described_values() -> str | None:
-    from lorastudio.service.grid import AxisRequest
+    from lorastudio.service.grid_request import AxisRequest
     from lorastudio.ui.field_help import field_help
 
     return field_help(AxisRequest, "values") or None
