@@ -98,6 +98,7 @@ TYPED = {
     "hires_schedule": ("Automatic, karras", "hires_schedule", ["Automatic", "karras"]),
     "extra_noise": ("0-0.2 [3]", "extra_noise", [0.0, 0.1, 0.2]),
     "initial_noise_multiplier": ("0.5, 1.2", "initial_noise_multiplier", [0.5, 1.2]),  # over a picture
+    "unipc_order": ("1-3", "unipc_order", [1, 2, 3]),
 }
 
 
