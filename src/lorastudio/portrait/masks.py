@@ -3,9 +3,9 @@
 Shapes come from the box and the 5 points, no face-parsing network: the face is an ellipse over
 the box raised to take in the forehead and turned with the eye line; skin is that ellipse less
 the eyes and mouth, kept where the colour is skin-like (YCrCb); the lips an ellipse on the mouth
-corners. The retouch mask is the skin less the brows too, feathered only inwards (nothing outside the
-skin region moves). The person mask is mediapipe's selfie segmentation when LORASTUDIO_MEDIAPIPE_PYTHON names
-an interpreter that has it, else OpenCV's GrabCut seeded by the face box.
+corners. The retouch mask is the skin less the brows and anything above the hairline, feathered only
+inwards (nothing outside that region moves). The person mask is mediapipe's selfie segmentation when
+LORASTUDIO_MEDIAPIPE_PYTHON names an interpreter that has it, else OpenCV's GrabCut seeded by the face box.
 """
 
 from __future__ import annotations
@@ -120,18 +120,18 @@ def _brow_ellipses(size: tuple[int, int], face: Face) -> np.ndarray:
     """The brows: above each eye, across the eye line (empty without the eyes)."""
     canvas = np.zeros((size[1], size[0]), dtype=np.uint8)
     eye_distance = _eye_distance(face)
-    theta = np.radians(face.roll_degrees or 0.0)
+    theta = np.radians(face.roll_degrees)
     up = np.array([np.sin(theta), -np.cos(theta)]) * 0.3 * eye_distance
     for name in ("left_eye", "right_eye"):
         if name in face.points:
             centre = np.asarray(face.points[name], dtype=float) + up
-            canvas |= _ellipse(size, centre, (0.36 * eye_distance, 0.16 * eye_distance), face.roll_degrees or 0.0)
+            canvas |= _ellipse(size, centre, (0.36 * eye_distance, 0.16 * eye_distance), face.roll_degrees)
     return canvas
 
 
 def _below_hairline(size: tuple[int, int], face: Face) -> np.ndarray:
     """255 up to HAIRLINE eye distances above the eye line (the forehead), 0 above it: fair hair
-    passes the skin-colour test, so the top of the face ellipse is left out (empty without the eyes)."""
+    passes the skin-colour test, so the top of the face ellipse is left out (no limit without both eyes)."""
     if "left_eye" not in face.points or "right_eye" not in face.points:
         return np.full((size[1], size[0]), 255, dtype=np.uint8)
     middle = (np.asarray(face.points["left_eye"], dtype=float) + np.asarray(face.points["right_eye"], dtype=float)) / 2

@@ -6,8 +6,9 @@ its reason); "Train" queues the `portrait-train` job the API queues and follows 
 checks, then step, loss, ETA or the queue position); Cancel stops it. A trained person shows
 with their reference photo and each checkpoint's identity score.
 Templates: the library with each template's face count; add a photo, delete one.
-Make: persons x templates queued as a `portrait-make` job; the results, best score first, show
-their score in the caption and the infotext of the picked image.
+Make: persons x templates (skin retouching on or off, as on the Person tab) queued as a
+`portrait-make` job; the results, best score first, show their score in the caption and the
+infotext of the picked image.
 Every action is a service call (service.portraits, service.templates, service.portrait_make);
 a reloaded page follows the user's running portrait job again.
 """
