@@ -206,7 +206,12 @@ def test_the_training_guides_tables_name_only_keys_and_options_that_exist():
 
     keys = set(flatten_keys(TrainConfig().model_dump(mode="json")))
     found = cli_commands()
-    options = {name for _, command in found for param in command.params for name in getattr(param, "opts", [])}
+    options = {
+        name
+        for _, command in found
+        for param in command.params
+        for name in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])  # --no-skin-retouch too
+    }
     commands = {words[0] for words, _ in found if words}
     wrong, disagreeing, listed = [], [], set()
     tables = {"Coming from HCP-Diffusion": HCP_KEYS, "Portraits (EasyPhoto's training)": EASYPHOTO_KEYS}

@@ -49,6 +49,7 @@ class EasyPhotoTrainRequest(BaseModel):
     max_train_steps: int = Field(800, ge=1, le=MAX_STEPS, description="At most this many steps.")
     steps_per_photos: int = Field(200, ge=1, le=MAX_STEPS, description="Steps = min(photos x this, max_train_steps).")
     rank: int = Field(128, ge=1, le=1024, description="LoRA rank (alpha = rank / 2).")
+    skin_retouching_bool: bool = Field(False, description="Retouch the skin of each training crop (EasyPhoto's API: off).")
     instance_images: list[str] = Field(..., min_length=1, max_length=100, description="The person's photos, base64.")
 
 
@@ -71,6 +72,7 @@ class EasyPhotoInferRequest(BaseModel):
     second_denoising_strength: float = Field(0.35, ge=0, le=1, description="Denoising strength of pass 2 (0 = skip it).")
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="Seed (-1 = random).")
     display_score: bool = Field(False, description="Also answer each result's identity score in face_id_outputs.")
+    skin_retouching_bool: bool = Field(False, description="Retouch the skin of each painted face (EasyPhoto's API: off).")
 
 
 # --- mapping ------------------------------------------------------------------------------
@@ -102,6 +104,7 @@ def _train_config(req: EasyPhotoTrainRequest, studio: Studio, photos: list[str],
             resolution=req.resolution,
             save_every_steps=req.val_and_checkpointing_steps,
             rank=req.rank,
+            skin_retouch=req.skin_retouching_bool,
         )
     except LorastudioError as exc:
         raise InvalidRequest(f"user_id: {exc}") from None
@@ -140,6 +143,7 @@ def _make_config(req: EasyPhotoInferRequest, studio: Studio, templates: list[str
         first_strength=req.first_denoising_strength,
         second_strength=req.second_denoising_strength,
         seed=req.seed,
+        skin_retouch=req.skin_retouching_bool,
     )
 
 

@@ -30,6 +30,12 @@ def train_cmd(
     white_background: bool = typer.Option(
         False, "--white-background", help="Put the person over a white background in every photo."
     ),
+    skin_retouch: bool = typer.Option(
+        True, "--skin-retouch/--no-skin-retouch", help="Retouch each crop's skin before training (EasyPhoto's default)."
+    ),
+    retouch_strength: float = typer.Option(
+        None, "--skin-retouch-strength", min=0, max=1, help="Skin retouch strength 0..1 (default 0.7)."
+    ),
     face_backend: str = typer.Option(
         None, "--face-backend", help="Face backend (a folder in studio/models/faces; default: dlib)."
     ),
@@ -42,9 +48,10 @@ def train_cmd(
     """Train a person's LoRA from their photos; the best checkpoint by face identity is kept."""
     from lorastudio.service.portraits import PortraitTrainConfig, list_photos, train_person
 
+    strength = {} if retouch_strength is None else {"skin_retouch_strength": retouch_strength}
     cfg = PortraitTrainConfig(
         name=name, base=base or "", trigger=trigger or "", steps=steps, white_background=white_background,
-        face_backend=face_backend or "",
+        face_backend=face_backend or "", skin_retouch=skin_retouch, **strength,
     )  # fmt: skip
     bar = _PhotoBar()
     try:

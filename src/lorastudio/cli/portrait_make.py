@@ -42,6 +42,12 @@ def make_cmd(
     tile: str = typer.Option(None, "--tile", help="Tile ControlNet for pass 2 ('none' = off; default: found by name)."),
     backend: str = typer.Option(None, "--backend", help="Face backend (default: dlib)."),
     prompt: str = typer.Option(None, "--prompt", help="Prompt of each face's passes ({trigger} = the person's trigger)."),
+    skin_retouch: bool = typer.Option(
+        None, "--skin-retouch/--no-skin-retouch", help="Retouch each painted face's skin (default: on)."
+    ),
+    retouch_strength: float = typer.Option(
+        None, "--skin-retouch-strength", min=0, max=1, help="Skin retouch strength 0..1 (default 0.7)."
+    ),
     settings: list[str] = typer.Option(
         None, "--set", help="Any portrait setting KEY=VALUE (first_strength=0.6, lora_weight=0.8, ...); repeatable."
     ),
@@ -65,6 +71,7 @@ def make_cmd(
         "templates": list(template or []) or None,
         "count": count, "seed": seed, "model": model, "steps": steps,
         "canny": canny, "openpose": openpose, "tile": tile, "backend": backend, "prompt": prompt, "device": device,
+        "skin_retouch": skin_retouch, "skin_retouch_strength": retouch_strength,
     }  # fmt: skip
     overrides = {key: value for key, value in given.items() if value is not None}
     base = config_from_portrait_recipe(recipe).model_dump() if recipe else None

@@ -3,8 +3,9 @@
 Shapes come from the box and the 5 points, no face-parsing network: the face is an ellipse over
 the box raised to take in the forehead and turned with the eye line; skin is that ellipse less
 the eyes and mouth, kept where the colour is skin-like (YCrCb); the lips an ellipse on the mouth
-corners. The person mask is mediapipe's selfie segmentation when LORASTUDIO_MEDIAPIPE_PYTHON names
-an interpreter that has it, else OpenCV's GrabCut seeded by the face box.
+corners. The retouch mask is the skin less the brows and anything above the hairline, feathered only
+inwards (nothing outside that region moves). The person mask is mediapipe's selfie segmentation when
+LORASTUDIO_MEDIAPIPE_PYTHON names an interpreter that has it, else OpenCV's GrabCut seeded by the face box.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import Image, ImageFilter
 from lorastudio.errors import LorastudioError
 from lorastudio.portrait.faces import Face
 
-__all__ = ["face_mask", "lip_mask", "person_mask", "skin_mask"]
+__all__ = ["face_mask", "lip_mask", "person_mask", "retouch_mask", "skin_mask"]
 
 MEDIAPIPE_PYTHON_ENV = "LORASTUDIO_MEDIAPIPE_PYTHON"
 SELFIE_WORKER = Path(__file__).with_name("_selfie_worker.py")
@@ -32,6 +33,7 @@ FACE_HALF_WIDTH = 0.62
 FACE_HALF_HEIGHT = 0.78
 FACE_RAISE = 0.12
 GRABCUT_SIDE = 512
+HAIRLINE = 0.9  # eye distances from the eye line up to where a retouch mask stops (the hairline)
 
 
 def _ellipse(size: tuple[int, int], centre, axes, angle: float) -> np.ndarray:
@@ -90,22 +92,69 @@ def lip_mask(size: tuple[int, int], face: Face, feather: int = 0) -> Image.Image
     return _feathered(mask, feather)
 
 
+def _skin_region(image: Image.Image, face: Face) -> np.ndarray:
+    """The face ellipse less eyes and mouth, where the colour is skin-like (hard, 0/255)."""
+    from lorastudio.image_modes import to_rgb
+
+    size = image.size
+    region = _face_ellipse(size, face) & ~_feature_ellipses(size, face)
+    ycrcb = cv2.cvtColor(np.asarray(to_rgb(image)), cv2.COLOR_RGB2YCrCb)
+    skin_colour = cv2.inRange(ycrcb, (0, 133, 77), (255, 173, 127))
+    skin = region & skin_colour
+    if np.count_nonzero(skin) < 0.25 * np.count_nonzero(region):
+        skin = region
+    return cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+
+
 def skin_mask(image: Image.Image, face: Face, feather: int | None = None) -> Image.Image:
     """The face's skin: the face ellipse less eyes and mouth, where the colour is skin-like.
 
     When almost nothing in the ellipse looks like skin (grey-scale photos, odd lighting) the colour
     test is dropped rather than return an empty mask.
     """
-    size = image.size
-    region = _face_ellipse(size, face) & ~_feature_ellipses(size, face)
-    ycrcb = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2YCrCb)
-    skin_colour = cv2.inRange(ycrcb, (0, 133, 77), (255, 173, 127))
-    skin = region & skin_colour
-    if np.count_nonzero(skin) < 0.25 * np.count_nonzero(region):
-        skin = region
-    skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     feather = max(1, int(face.size * 0.04)) if feather is None else feather
-    return _feathered(skin, feather)
+    return _feathered(_skin_region(image, face), feather)
+
+
+def _brow_ellipses(size: tuple[int, int], face: Face) -> np.ndarray:
+    """The brows: above each eye, across the eye line (empty without the eyes)."""
+    canvas = np.zeros((size[1], size[0]), dtype=np.uint8)
+    eye_distance = _eye_distance(face)
+    theta = np.radians(face.roll_degrees)
+    up = np.array([np.sin(theta), -np.cos(theta)]) * 0.3 * eye_distance
+    for name in ("left_eye", "right_eye"):
+        if name in face.points:
+            centre = np.asarray(face.points[name], dtype=float) + up
+            canvas |= _ellipse(size, centre, (0.36 * eye_distance, 0.16 * eye_distance), face.roll_degrees)
+    return canvas
+
+
+def _below_hairline(size: tuple[int, int], face: Face) -> np.ndarray:
+    """255 up to HAIRLINE eye distances above the eye line (the forehead), 0 above it: fair hair
+    passes the skin-colour test, so the top of the face ellipse is left out (no limit without both eyes)."""
+    if "left_eye" not in face.points or "right_eye" not in face.points:
+        return np.full((size[1], size[0]), 255, dtype=np.uint8)
+    middle = (np.asarray(face.points["left_eye"], dtype=float) + np.asarray(face.points["right_eye"], dtype=float)) / 2
+    theta = np.radians(face.roll_degrees)
+    ys, xs = np.mgrid[0 : size[1], 0 : size[0]]
+    height = (xs - middle[0]) * np.sin(theta) - (ys - middle[1]) * np.cos(theta)  # along "up" of the face
+    return np.where(height <= HAIRLINE * _eye_distance(face), 255, 0).astype(np.uint8)
+
+
+def retouch_mask(image: Image.Image, face: Face, feather: int | None = None) -> Image.Image:
+    """Where skin retouching may act: the skin less the brows, feathered inwards only.
+
+    The hard region is shrunk by `feather` px before a blur that reaches `feather` px, so the mask is
+    zero on every pixel outside the skin (eyes, brows, mouth, hair, background stay exactly as they were).
+    """
+    region = _skin_region(image, face) & ~_brow_ellipses(image.size, face) & _below_hairline(image.size, face)
+    feather = max(1, int(face.size * 0.03)) if feather is None else feather
+    if feather <= 0:
+        return Image.fromarray(region, mode="L")
+    kernel = np.ones((2 * feather + 1, 2 * feather + 1), np.uint8)  # square: the blur window's reach
+    inner = cv2.erode(region, kernel)
+    soft = cv2.GaussianBlur(inner, (2 * feather + 1, 2 * feather + 1), feather / 2, borderType=cv2.BORDER_CONSTANT)
+    return Image.fromarray(soft, mode="L")
 
 
 def person_mask(image: Image.Image, face: Face | None = None) -> Image.Image:

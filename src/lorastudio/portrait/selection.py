@@ -3,8 +3,9 @@
 Per photo: upright (EXIF), detect; a photo with no face, with several faces of about the
 same size (whose LoRA would it be?), with a face under `MIN_FACE` pixels or a strongly
 tilted face is refused, naming the file and the reason. The face is cropped square at
-about 3x its box (EasyPhoto's framing: head and shoulders) and resized, optionally over a
-white background (person mask).
+about 3x its box (EasyPhoto's framing: head and shoulders) and resized, its skin retouched
+(EasyPhoto's skin-retouching step; `portrait.retouch`, strength 0 = off), optionally over a white
+background (person mask).
 
 Then identity: every usable photo is embedded; a photo far from the mean of the others
 (another person, a bad detection) is dropped as an outlier; the `max_photos` closest to the
@@ -270,15 +271,22 @@ def find_outliers(
 
 
 def _prepare(
-    path: Path, backend: FaceBackend, size: int, scale: float, min_face: float, mask: Callable | None
+    path: Path, backend: FaceBackend, size: int, scale: float, min_face: float, mask: Callable | None,
+    retouch: float = 0.0,
 ) -> Photo:
-    """Load, detect, check, crop and embed one photo; a refused photo carries its reason."""
+    """Load, detect, check, crop and embed one photo; a refused photo carries its reason.
+
+    The identity is read from the photo as it is; only the crop is retouched."""
     photo = Photo(path)
     try:
         image = load_photo(path)
         photo.face = main_face(backend.detect(image), min_face)
         photo.embedding = backend.embed(image, photo.face)
         photo.crop, photo.crop_face = crop_around_face(image, photo.face, size, scale)
+        if retouch > 0:
+            from lorastudio.portrait.retouch import retouch_face
+
+            photo.crop = retouch_face(photo.crop, photo.crop_face, retouch)
         if mask is not None:
             photo.crop = white_background(photo.crop, mask(photo.crop, photo.crop_face))
     except PhotoRefused as exc:
@@ -296,13 +304,15 @@ def select_photos(
     min_face: float = MIN_FACE,
     person_mask: Callable[[Image.Image, Face], Image.Image] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    retouch: float = 0.0,
 ) -> Selection:
-    """Check, crop and rank `paths`; with `person_mask(crop, face)` crops get a white background."""
+    """Check, crop and rank `paths`; with `person_mask(crop, face)` crops get a white background;
+    `retouch` > 0 retouches each crop's skin at that strength (0..1)."""
     import numpy as np
 
     photos = []
     for index, path in enumerate(paths, 1):
-        photos.append(_prepare(Path(path), backend, size, scale, min_face, person_mask))
+        photos.append(_prepare(Path(path), backend, size, scale, min_face, person_mask, retouch))
         if progress is not None:
             progress(index, len(paths), Path(path).name)
     usable = [p for p in photos if p.status == "kept"]
@@ -325,5 +335,6 @@ def select_photos(
         threshold=threshold,
         mean_embedding=np.mean(kept, axis=0) if kept else None,
         white_background=person_mask is not None,
-        settings={"size": size, "crop_scale": scale, "max_photos": max_photos, "min_face": min_face},
+        settings={"size": size, "crop_scale": scale, "max_photos": max_photos, "min_face": min_face,
+                  "skin_retouch": retouch},
     )

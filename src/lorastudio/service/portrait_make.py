@@ -5,7 +5,8 @@ feathered face mask, the person's reference face warped onto the template face b
 (the conditioning, and pass 1's start), inpaint pass 1 with the person's LoRA at high denoise
 inside the mask (+ a canny and an openpose ControlNet unit when those ControlNets are in
 studio/controlnet), colour transfer toward the template's skin, inpaint pass 2 at low denoise,
-paste back through the feathered mask. Then the identity score of the result against the
+the face's skin retouched (`skin_retouch`, EasyPhoto's switch; `portrait.retouch`), paste back through
+the feathered mask. Then the identity score of the result against the
 person's photos; results come sorted by score, best first.
 
 Several persons: each face is its own pair of inpaint passes on its own crop of the untouched
@@ -36,6 +37,7 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import STRICT, NamePolicy
 from lorastudio.service.portrait_control import KINDS as CONTROL_KINDS
 from lorastudio.service.portrait_control import control_models, control_units
+from lorastudio.service.portraits import RETOUCH_STRENGTH
 from lorastudio.service.templates import find_template, template_faces, templates_folder
 from lorastudio.service.workspace import Workspace, safe_name
 
@@ -93,6 +95,10 @@ class PortraitMakeConfig(StrictModel):
         None, description="Tile ControlNet for pass 2: a name in studio/controlnet, 'none' = off; default: one whose name holds 'tile'."
     )
     control_weight: float = Field(0.5, ge=0, le=2, description="Weight of each ControlNet unit.")
+    skin_retouch: bool = Field(True, description="Retouch each painted face's skin (EasyPhoto's UI default; its API's is off).")
+    skin_retouch_strength: float = Field(
+        RETOUCH_STRENGTH, ge=0, le=1, description="Skin retouch strength: 0 = unchanged, 1 = fully smoothed skin."
+    )
     backend: str | None = Field(None, description="Face backend (studio/models/faces/<name>); default: dlib.")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: CUDA if present).")
 
@@ -321,6 +327,12 @@ def _repaint_face(step: _Pass, template: _Template, number: int, person: _Person
         result = step.inpaint(f"{tag}-2", person, seed, coloured, mask_crop, step.cfg.second_strength, second_units)
         if result is None:
             return None
+    if step.cfg.skin_retouch and step.cfg.skin_retouch_strength > 0:
+        from lorastudio.portrait.retouch import retouch_face
+
+        factor = size / (box[2] - box[0])  # the face in the crop's pixels
+        crop_face = face.scaled(factor, (-box[0] * factor, -box[1] * factor))
+        result = retouch_face(result, crop_face, step.cfg.skin_retouch_strength)
     return result, box, mask
 
 
@@ -486,6 +498,7 @@ def _infotext_params(cfg, template: _Template, seed: int, model_name: str, faces
         "Lora hashes": ", ".join(dict.fromkeys(f"{f['lora']}: {f['lora_hash']}" for f in faces)),
         "Portrait faces": ", ".join(f"{f['face']}={f['person']}" for f in faces),
         "Portrait second strength": cfg.second_strength,
+        "Portrait skin retouch": cfg.skin_retouch_strength if cfg.skin_retouch else None,
         "Portrait ControlNets": ", ".join(
             f"{kind}={getattr(cfg, kind)}" for kind in CONTROL_KINDS if getattr(cfg, kind) != "none"
         ) or None,
@@ -524,7 +537,9 @@ def config_from_portrait_recipe(path: str | Path) -> PortraitMakeConfig:
         raise NotFoundError(f"{path}: its template {template} is gone; put it back to remake the portrait.")
     if _sha256(template) != recipe["template"]["sha256"]:
         raise LorastudioError(f"{path}: template {template} changed since the portrait was made; the recipe needs the same photo.")
-    return PortraitMakeConfig.model_validate(recipe["request"])
+    request = dict(recipe["request"])
+    request.setdefault("skin_retouch", False)  # a portrait made before the switch was not retouched
+    return PortraitMakeConfig.model_validate(request)
 
 
 # --- the job kind ------------------------------------------------------------------------------

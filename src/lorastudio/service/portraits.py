@@ -2,7 +2,8 @@
 
 `train_person` (and the `portrait-train` job) runs the whole flow EasyPhoto users know:
 select the usable photos (`portrait.selection`), write them as the data set
-`datasets/<name>` (trigger + fixed caption), train with the `portrait` preset and the
+`datasets/<name>` (trigger + fixed caption; each crop's skin retouched first unless
+`skin_retouch` is off, as EasyPhoto's training does), train with the `portrait` preset and the
 `face_identity` scorer, publish the best checkpoint as `loras/<name>.safetensors`, and
 record the person in `studio/portraits/<name>.json`.
 
@@ -181,6 +182,7 @@ VALIDATION_PROMPTS = (  # each checkpoint's portraits for face_identity (fixed s
     "a photo of {trigger} person",
 )
 MIN_PHOTOS = 4
+RETOUCH_STRENGTH = 0.7  # portrait.retouch.DEFAULT_STRENGTH, without importing OpenCV here
 SCORERS = ["face_identity", "validation_loss"]  # face_identity decides; the loss when it cannot run
 
 
@@ -204,6 +206,12 @@ class PortraitTrainConfig(StrictModel):
     )
     rank: int | None = Field(None, ge=1, description="LoRA rank; default: the preset's (128).")
     white_background: bool = Field(False, description="Put every photo's person over a white background.")
+    skin_retouch: bool = Field(
+        True, description="Retouch the skin of every training crop (EasyPhoto's training default; its API's is off)."
+    )
+    skin_retouch_strength: float = Field(
+        RETOUCH_STRENGTH, ge=0, le=1, description="Skin retouch strength: 0 = unchanged, 1 = fully smoothed skin."
+    )
     face_backend: str = Field("", description="Face backend (studio/models/faces/<name>); default: dlib.")
     min_face: int = Field(128, ge=16, description="Refuse photos whose face box is smaller than this (px).")
     max_photos: int = Field(15, ge=1, description="Keep at most this many photos (closest to the mean identity).")
@@ -261,7 +269,7 @@ def select_person_photos(
     size = max(512, cfg.resolution or 512)
     return select_photos(
         photos, backend, size=size, max_photos=cfg.max_photos, min_face=cfg.min_face, person_mask=person_mask,
-        progress=progress,
+        progress=progress, retouch=cfg.skin_retouch_strength if cfg.skin_retouch else 0.0,
     )
 
 

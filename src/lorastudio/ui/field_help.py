@@ -199,6 +199,8 @@ HELP_ZH: dict[str, str] = {
     "PortraitTrainConfig.save_every_steps": "每 N 步保存检查点（并计算人脸相似度）；默认：预设的值（100）。",
     "PortraitTrainConfig.rank": "LoRA 的网络维度 (rank)；默认：预设的值（128）。",
     "PortraitTrainConfig.white_background": "把每张照片中的人物放到白色背景上。",
+    "PortraitTrainConfig.skin_retouch": "训练前对每张裁剪照片做皮肤美化（EasyPhoto 训练的默认；其 API 默认关闭）。",
+    "PortraitTrainConfig.skin_retouch_strength": "美肤强度：0 = 不变，1 = 完全平滑的皮肤。",
     "PortraitTrainConfig.face_backend": "人脸识别后端（studio/models/faces/<name>）；默认：dlib。",
     "PortraitTrainConfig.min_face": "人脸框小于此值（像素）的照片不采用。",
     "PortraitTrainConfig.max_photos": "最多保留这么多张照片（与平均人脸特征最接近的）。",
@@ -209,6 +211,8 @@ HELP_ZH: dict[str, str] = {
     "PortraitMakeConfig.count": "每个模板生成的张数（种子依次为 seed、seed+1……）。",
     "PortraitMakeConfig.seed": "第一张结果的随机种子（-1 = 随机）。",
     "PortraitMakeConfig.steps": "每一轮（pass）的采样步数。",
+    "PortraitMakeConfig.skin_retouch": "对每张绘制好的人脸做皮肤美化（EasyPhoto 界面的默认；其 API 默认关闭）。",
+    "PortraitMakeConfig.skin_retouch_strength": "美肤强度：0 = 不变，1 = 完全平滑的皮肤。",
     "GenerateConfig.mask_invert": "重绘蒙版留黑的部分、保留白色部分（A1111 的 'Inpaint not masked'）。",
     # Generate tab: the X/Y/Z plot (service/grid_request.py: GridRequest, AxisRequest)
     "AxisRequest.values": "A1111 的取值写法：'0.4,0.7,1.0'、'1-5'、'0.4-1.0 [4]'。",

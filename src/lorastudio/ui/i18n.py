@@ -338,6 +338,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "portrait.field.max_photos": ("Keep at most N photos", "最多保留 N 张照片"),
     "portrait.field.min_photos": ("Need at least N photos", "至少需要 N 张照片"),
     "portrait.field.white_background": ("White background", "白色背景"),
+    "portrait.skin_retouch": ("Skin retouching", "皮肤美化"),
+    "portrait.field.skin_retouch_strength": ("Skin retouch strength", "美肤强度"),
     "portrait.field.face_backend": ("Face backend", "人脸识别后端"),
     "portrait.train": ("Train", "开始训练"),
     "portrait.cancel": ("Cancel", "取消"),

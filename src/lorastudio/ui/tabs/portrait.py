@@ -6,8 +6,9 @@ its reason); "Train" queues the `portrait-train` job the API queues and follows 
 checks, then step, loss, ETA or the queue position); Cancel stops it. A trained person shows
 with their reference photo and each checkpoint's identity score.
 Templates: the library with each template's face count; add a photo, delete one.
-Make: persons x templates queued as a `portrait-make` job; the results, best score first, show
-their score in the caption and the infotext of the picked image.
+Make: persons x templates (skin retouching on or off, as on the Person tab) queued as a
+`portrait-make` job; the results, best score first, show their score in the caption and the
+infotext of the picked image.
 Every action is a service call (service.portraits, service.templates, service.portrait_make);
 a reloaded page follows the user's running portrait job again.
 """
@@ -42,7 +43,7 @@ POLL_S = 0.5
 # optional numbers of PortraitTrainConfig (an empty box: the portrait preset's value)
 OPTIONAL_NUMBERS = ("steps", "resolution", "save_every_steps", "rank")
 ADVANCED = ("resolution", "save_every_steps", "rank", "min_face", "max_photos", "min_photos", "white_background",
-            "face_backend")  # fmt: skip
+            "skin_retouch_strength", "face_backend")  # fmt: skip
 
 
 def build(ctx: UiContext) -> None:
@@ -83,6 +84,9 @@ def _build_person(ctx: UiContext) -> dict[str, Any]:
             info=field_help(PortraitTrainConfig, "base"), elem_id="portrait-base",
         )  # fmt: skip
         fields["steps"] = field_control(PortraitTrainConfig, "steps", t("portrait.steps"), elem_id="portrait-steps")
+        fields["skin_retouch"] = field_control(
+            PortraitTrainConfig, "skin_retouch", t("portrait.skin_retouch"), elem_id="portrait-skin-retouch"
+        )
     with gr.Accordion(t("portrait.advanced"), open=False, elem_id="portrait-advanced"):
         with gr.Row():
             for key in ADVANCED:
@@ -354,6 +358,10 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
         count = field_control(PortraitMakeConfig, "count", t("portrait.count"), elem_id="portrait-count")
         seed = field_control(PortraitMakeConfig, "seed", t("portrait.seed"), elem_id="portrait-seed")
         steps = field_control(PortraitMakeConfig, "steps", t("portrait.make_steps"), elem_id="portrait-make-steps")
+        retouch = field_control(PortraitMakeConfig, "skin_retouch", t("portrait.skin_retouch"),
+                                elem_id="portrait-make-skin-retouch")  # fmt: skip
+        strength = field_control(PortraitMakeConfig, "skin_retouch_strength", t("portrait.field.skin_retouch_strength"),
+                                 slider=True, elem_id="portrait-make-skin-retouch-strength")  # fmt: skip
     with gr.Row():
         make = gr.Button(t("portrait.make_run"), variant="primary", elem_id="portrait-make-run")
         cancel = gr.Button(t("portrait.cancel"), elem_id="portrait-make-cancel")
@@ -371,7 +379,8 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
         try:
             cfg = PortraitMakeConfig(
                 persons=values[persons] or [], templates=values[chosen] or [], count=int(values[count]),
-                seed=int(values[seed]), steps=int(values[steps]),
+                seed=int(values[seed]), steps=int(values[steps]), skin_retouch=bool(values[retouch]),
+                skin_retouch_strength=float(values[strength]),
             )  # fmt: skip
             job = submit_job(ctx.studio, "portrait-make", cfg, user=user_of(request))
         except Exception as exc:
@@ -400,7 +409,7 @@ def _build_make(ctx: UiContext, people: dict[str, Any], templates: dict[str, Any
         return gr.update(value=list(dict.fromkeys([*(current or []), rows[index]["name"]])))
 
     outputs = [message, job_id, progress, results, paths, infotext]
-    make.click(make_portraits, {persons, chosen, count, seed, steps}, outputs, concurrency_limit=None)
+    make.click(make_portraits, {persons, chosen, count, seed, steps, retouch, strength}, outputs, concurrency_limit=None)
     cancel.click(stop, job_id, message)
     results.select(picked, paths, infotext)
     refresh.click(choices, None, [persons, chosen])
