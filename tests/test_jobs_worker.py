@@ -269,3 +269,17 @@ def test_worker_compile_gives_its_jobs_a_compiling_model_cache(workspace, monkey
     assert seen["cache"].compile_backend == "inductor" and seen["cache"].names.strict
     done = CliRunner().invoke(app, ["worker"])
     assert done.exit_code == 0 and seen["cache"].compile_backend is None  # uncompiled without --compile
+
+
+def test_a_keyed_error_keeps_its_key_and_params_beside_the_english_line(store, workspace):
+    """Both stores keep a failed job's error key in its result (no new column): a page words it later."""
+    from lorastudio.service.names import find_dataset
+
+    register_handler("test-keyed", lambda ctx: find_dataset(ctx.workspace, "no-such-set"))
+    job = store.enqueue("test-keyed")
+    Worker(store, workspace, kinds=["test-keyed"]).run(stop_when_idle=True)
+    failed = store.get(job.id)
+    assert failed.state == "failed" and failed.error.startswith("data set 'no-such-set' not found in datasets/")
+    assert (failed.error_key, failed.error_params["name"]) == ("dataset_not_found", "no-such-set")
+    finish = [e for e in store.events(job.id) if e.type == "failed"]
+    assert finish and finish[0].data["error"] == failed.error and finish[0].data["result"]["error_key"] == failed.error_key

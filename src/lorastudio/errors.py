@@ -2,11 +2,33 @@
 
 Every front (CLI, API, UI) prints `str(error)` as a single line and exits non-zero /
 answers 4xx, so messages must name the thing and the fix in one sentence.
+
+An error a web user meets often also carries a stable `key` and its `params` (keyword-only):
+the web UI words it by `err.<key>` in the page's language (`ui/i18n_errors.py`), and a failed
+job keeps both beside its message (`service.jobs.store.error_result`). `str(error)` stays the
+English line the CLI and the REST API print.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+_PLAIN = (str, int, float, bool, type(None))
 
 
 class LorastudioError(Exception):
-    """Bad input or state the user can fix; the message is one line that says how."""
+    """Bad input or state the user can fix; the message is one line that says how.
+
+    `key` (e.g. "model_not_found") and `params` (JSON values: anything else is kept as its text)
+    let a front word the same error in another language; without a key it is worded by its message.
+    """
+
+    def __init__(self, *args: object, key: str | None = None, params: dict[str, Any] | None = None) -> None:
+        super().__init__(*args)
+        self.key = key
+        self.params = {
+            name: value if isinstance(value, _PLAIN) else str(value) for name, value in (params or {}).items()
+        }
 
 
 class InvalidRequest(LorastudioError):

@@ -66,7 +66,9 @@ class Dataset:
         path = Path(path).expanduser()
         if not path.exists():
             raise NotFoundError(
-                f"{path}: data set not found; give an imported data set name or a folder path."
+                f"{path}: data set not found; give an imported data set name or a folder path.",
+                key="dataset_not_found",
+                params={"name": path.name},
             )
         if path.is_dir() and (path / "manifest.json").is_file():
             return cls._from_manifest(DatasetFolder.load(path), default_caption, fallback_caption)
@@ -107,7 +109,11 @@ class Dataset:
             if folder.image_path(item).is_file()
         ]
         if not items:
-            raise LorastudioError(f"data set {folder.name!r} is empty; import images first.")
+            raise LorastudioError(
+                f"data set {folder.name!r} is empty; import images first.",
+                key="dataset_empty",
+                params={"name": folder.name},
+            )
         return cls(items, folder.root, "managed")
 
     def items(self) -> list[DatasetItem]:

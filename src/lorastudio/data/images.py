@@ -96,7 +96,9 @@ def open_image(
                 if width * height > max_pixels:
                     raise ImageLoadError(
                         f"{shown}: {width}x{height} is over the {max_pixels:,}-pixel limit (decompression bomb?);"
-                        " shrink it or raise max_pixels."
+                        " shrink it or raise max_pixels.",
+                        key="image_too_large",
+                        params={"what": shown, "size": f"{width}x{height}"},
                     )
                 if getattr(image, "is_animated", False):
                     image.seek(0)
@@ -112,14 +114,18 @@ def open_image(
             ) from None
         except UnidentifiedImageError:
             raise ImageLoadError(
-                f"{shown}: not an image Pillow can read (wrong extension, or an unsupported format); remove it."
+                f"{shown}: not an image Pillow can read (wrong extension, or an unsupported format); remove it.",
+                key="image_unreadable",
+                params={"what": shown},
             ) from None
         except FileNotFoundError:
             raise ImageLoadError(f"{shown}: file not found; check the path.") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             reason = str(exc).strip() or type(exc).__name__
             raise ImageLoadError(
-                f"{shown}: damaged or truncated image ({reason}); re-download or remove it."
+                f"{shown}: damaged or truncated image ({reason}); re-download or remove it.",
+                key="image_unreadable",
+                params={"what": shown},
             ) from None
 
 

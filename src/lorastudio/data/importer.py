@@ -107,7 +107,8 @@ def _import_one(
         image = open_image(data, background=background, max_pixels=max_pixels, name=entry.source)
         stored, ext = _stored_bytes(data, image)
     except ImageLoadError as exc:
-        return "failed", {"source": entry.source, "reason": str(exc).split(": ", 1)[-1]}
+        row = {"source": entry.source, "reason": str(exc).split(": ", 1)[-1]}
+        return "failed", {**row, "key": exc.key} if exc.key else row  # the web UI words a refused import by it
     item = ManifestItem(
         file=safe_stem(entry.name, sha) + ext,
         original=entry.name,

@@ -40,7 +40,12 @@ REQUEST_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 
 
 class RequestImageError(ValueError):
-    """An image from a request that cannot or may not be decoded; the message names the field."""
+    """An image from a request that cannot or may not be decoded; the message names the field.
+    `key`/`params` as `LorastudioError`'s (the service passes them on when it turns this into one)."""
+
+    def __init__(self, message: str, *, key: str | None = None, params: dict | None = None) -> None:
+        super().__init__(message)
+        self.key, self.params = key, dict(params or {})
 
 
 def _apply_decode_limits() -> None:
@@ -75,18 +80,26 @@ def open_request_image(
         if image.width * image.height > max_pixels:
             raise RequestImageError(
                 f"{what}: {image.width}x{image.height} is too large; send at most "
-                f"{max_pixels / 2**20:.0f} megapixels."
+                f"{max_pixels / 2**20:.0f} megapixels.",
+                key="image_too_large",
+                params={"what": what, "size": f"{image.width}x{image.height}"},
             )
         fmt = image.format or ""
         if fmt not in REQUEST_IMAGE_FORMATS:
-            raise RequestImageError(f"{what}: format {fmt or '?'} is not accepted; send a PNG, JPEG or WebP.")
+            raise RequestImageError(
+                f"{what}: format {fmt or '?'} is not accepted; send a PNG, JPEG or WebP.",
+                key="image_format",
+                params={"what": what, "format": fmt or "?"},
+            )
         image.load()
     except RequestImageError:
         stream.close()
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         stream.close()
-        raise RequestImageError(_decode_failure(what, exc)) from None
+        raise RequestImageError(
+            _decode_failure(what, exc), key="image_unreadable", params={"what": what}
+        ) from None
     stream.close()
     return image, fmt
 
@@ -123,12 +136,16 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
             upright = ImageOps.exif_transpose(img)
             return to_mask(upright) if grey else to_rgb(upright)
     except FileNotFoundError:
-        raise LorastudioError(f"{head(path)} not found; check the path.") from None
+        raise LorastudioError(
+            f"{head(path)} not found; check the path.", key="image_missing", params={"what": head(path)}
+        ) from None
     except Image.DecompressionBombError as exc:
         raise LorastudioError(f"{head(Path(path).name)} is too large to open ({exc}); shrink it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise LorastudioError(
-            f"{head(Path(path).name)} is not a readable image ({type(exc).__name__}); use a PNG or JPEG."
+            f"{head(Path(path).name)} is not a readable image ({type(exc).__name__}); use a PNG or JPEG.",
+            key="image_unreadable",
+            params={"what": head(Path(path).name)},
         ) from None
 
 

@@ -171,16 +171,24 @@ def parse_sampler(name: str, schedule: str | None = None) -> SamplerChoice:
                 break
     if sampler is None:
         raise LorastudioError(
-            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (optionally + ' Karras')."
+            f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} (optionally + ' Karras').",
+            key="sampler_unknown",
+            params={"name": name},
         )
     chosen = suffix if suffix != "Automatic" else (schedule or suffix)
     match = find_schedule(chosen)
     if match is None:
         raise LorastudioError(
-            f"unknown schedule type {chosen!r}; choose one of: {', '.join(SCHEDULE_TYPES)}."
+            f"unknown schedule type {chosen!r}; choose one of: {', '.join(SCHEDULE_TYPES)}.",
+            key="schedule_unknown",
+            params={"name": chosen},
         )
     if match == "Karras" and sampler not in _KARRAS_SAMPLERS:
-        raise LorastudioError(f"sampler {sampler!r} has no Karras schedule; use it without 'Karras'.")
+        raise LorastudioError(
+            f"sampler {sampler!r} has no Karras schedule; use it without 'Karras'.",
+            key="sampler_no_karras",
+            params={"name": sampler},
+        )
     return SamplerChoice(sampler, match)
 
 

@@ -145,7 +145,9 @@ def resolve_model(ref: str, models_dir: Path) -> ModelRef:
     known = {p.stem for p in models_dir.iterdir()} if models_dir.is_dir() else set()
     choices = ", ".join(sorted(known | set(TINY_MODELS)))
     raise NotFoundError(
-        f"model {ref!r} not found; use `lorastudio models import PATH`, a path, or one of: {choices}."
+        f"model {ref!r} not found; use `lorastudio models import PATH`, a path, or one of: {choices}.",
+        key="model_not_found",
+        params={"name": ref},
     )
 
 
@@ -439,7 +441,11 @@ def _load_vae_override(vae_path: Path, pipe, cache_dir: Path, dtype):
     if vae_path.is_dir():
         return AutoencoderKL.from_pretrained(str(vae_path), dtype=dtype, local_files_only=True)
     if not vae_path.is_file():
-        raise NotFoundError(f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.")
+        raise NotFoundError(
+            f"VAE {vae_path} not found; pass a .safetensors file or a diffusers vae folder.",
+            key="vae_not_found",
+            params={"name": vae_path.name},
+        )
     vae_path = as_safetensors(vae_path, cache_dir)
     config = dict(pipe.vae.config) if pipe.vae is not None else pipe.vae_config  # a checkpoint without one
     vae_cfg = cache_dir / "configs" / f"vae-{hashlib.sha256(json.dumps(config).encode()).hexdigest()[:8]}"

@@ -172,7 +172,9 @@ def check_model(ws: Workspace, name: str | None, what: str = "model") -> Path:
         return find_controlnet(ws, wanted)
     except NotFoundError:
         raise InvalidRequest(
-            f"{what}: ControlNet {wanted[:200]!r} not found in {ws.controlnet.name}/; {_model_choices(ws)}."
+            f"{what}: ControlNet {wanted[:200]!r} not found in {ws.controlnet.name}/; {_model_choices(ws)}.",
+            key="controlnet_not_found",
+            params={"name": wanted[:200]},
         ) from None
 
 

@@ -108,7 +108,11 @@ def import_dataset(
         first = report.failed[0] if report.failed else report.skipped[0] if report.skipped else None
         why = f"{first['source']}: {first['reason']}" if first else "no image files found"
         problems = len(report.failed) + len(report.skipped)
-        raise LorastudioError(f"dataset import {name!r}: no image could be imported ({problems} refused; {why}).")
+        message = f"dataset import {name!r}: no image could be imported ({problems} refused; {why})."
+        params = {"name": name, "problems": problems, "file": first["source"] if first else "", "why": why}
+        if first and first.get("key") == "image_unreadable":  # the web UI says so in its own words
+            raise LorastudioError(message, key="dataset_no_readable_image", params=params)
+        raise LorastudioError(message, key="dataset_nothing_imported", params=params)
     return {
         "name": folder.name,
         "path": str(folder.root),
@@ -145,7 +149,8 @@ def import_uploaded_files(
     if not files:
         raise LorastudioError(
             "dataset import: choose at least one image, caption (.txt, .caption), kohya meta_*.json"
-            " or zip to upload."
+            " or zip to upload.",
+            key="dataset_no_files",
         )
     ws.cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="dataset-upload-", dir=ws.cache))

@@ -155,7 +155,11 @@ def rename_embedding(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     target = path.with_name(f"{new_name}{path.suffix}")  # in its own (sub)folder of embeddings/
     taken = find_embedding(ws.embeddings, new_name)
     if taken is not None:
-        raise LorastudioError(f"embedding {new_name!r}: already exists in {taken.parent}; choose another name.")
+        raise LorastudioError(
+            f"embedding {new_name!r}: already exists in {taken.parent}; choose another name.",
+            key="name_taken",
+            params={"what": "embedding", "name": new_name},
+        )
     rename_without_clobbering(path, target, "embedding")
     return {"name": new_name, "renamed_from": name, "file": target.name}
 

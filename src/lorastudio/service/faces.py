@@ -136,7 +136,9 @@ def load_face_image(image: Image.Image | str | Path, what: str | None = None) ->
         with Image.open(path) as opened:
             return to_rgb(ImageOps.exif_transpose(opened))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise LorastudioError(f"{label}: not a readable image ({type(exc).__name__}).") from None
+        raise LorastudioError(
+            f"{label}: not a readable image ({type(exc).__name__}).", key="image_unreadable", params={"what": label}
+        ) from None
 
 
 def _backend(ws: Workspace, backend: FaceBackend | str | None) -> FaceBackend:

@@ -73,7 +73,11 @@ class LoraTarget:
     def _step(self, step: int) -> tuple[Path, int]:
         if step not in self.checkpoints:
             have = ", ".join(f"step-{s}" for s in self.checkpoints) or "none"
-            raise NotFoundError(f"run {self.run_dir.name!r}: no checkpoint at step {step}; saved: {have}.")
+            raise NotFoundError(
+                f"run {self.run_dir.name!r}: no checkpoint at step {step}; saved: {have}.",
+                key="checkpoint_not_found",
+                params={"run": self.run_dir.name, "step": step, "saved": have},
+            )
         return self.checkpoints[step], step
 
     def caption(self, step: int | None) -> str | None:

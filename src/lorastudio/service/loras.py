@@ -291,7 +291,11 @@ def rename_lora(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     target = path.with_name(f"{new_name}{path.suffix}")  # in its own (sub)folder of loras/
     taken = find_weight(ws.loras, new_name, "lora")
     if taken is not None:
-        raise LorastudioError(f"LoRA {new_name!r}: already exists in {taken.parent}; choose another name.")
+        raise LorastudioError(
+            f"LoRA {new_name!r}: already exists in {taken.parent}; choose another name.",
+            key="name_taken",
+            params={"what": "LoRA", "name": new_name},
+        )
     rename_without_clobbering(path, target, "LoRA")
     Library(ws).rename_lora(name, new_name, target)
     return {"name": new_name, "renamed_from": name, "file": target.name}

@@ -301,7 +301,11 @@ def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     new_name = safe_name(new_name, "new model name")
     for taken in (ws.models / new_name, *(ws.models / f"{new_name}{suffix}" for suffix in LISTED_MODEL_SUFFIXES)):
         if taken.exists() or taken.is_symlink():
-            raise LorastudioError(f"model {new_name!r}: already exists in {ws.models}; choose another name.")
+            raise LorastudioError(
+                f"model {new_name!r}: already exists in {ws.models}; choose another name.",
+                key="name_taken",
+                params={"what": "model", "name": new_name},
+            )
     target = rename_without_clobbering(path, ws.models / f"{new_name}{suffix}", "model")
     if suffix and (ws.models / f"{name}.yaml").is_file():  # its LDM config follows it
         rename_without_clobbering(ws.models / f"{name}.yaml", target.with_suffix(".yaml"), "model config")

@@ -36,6 +36,7 @@ __all__ = [
     "hub_online",
     "resolve",
     "unknown_name",
+    "NOT_FOUND_KEYS",
     "find_model",
     "find_vae",
     "find_lora",
@@ -86,11 +87,27 @@ class Resolved:
     hub_id: str | None = None
 
 
+# what a name names -> the key the web UI words its "not found" by (`err.<key>`); others: "name_not_found"
+NOT_FOUND_KEYS = {
+    "model": "model_not_found",
+    "VAE": "vae_not_found",
+    "LoRA": "lora_not_found",
+    "embedding": "embedding_not_found",
+    "ControlNet": "controlnet_not_found",
+    "data set": "dataset_not_found",
+    "data.dir": "dataset_not_found",
+    "dataset": "dataset_not_found",
+    "upload": "upload_not_found",
+}
+
+
 def unknown_name(what: str, name: object, folder: Path, listing: str) -> NotFoundError:
     """The one answer for a name that is missing *or* not allowed (the two must not be told apart)."""
     shown = name if isinstance(name, str) else str(name)
     return NotFoundError(
-        f"{what} {shown[:200]!r} not found in {folder.name}/; give the plain name of one listed by {listing}."
+        f"{what} {shown[:200]!r} not found in {folder.name}/; give the plain name of one listed by {listing}.",
+        key=NOT_FOUND_KEYS.get(what, "name_not_found"),
+        params={"what": what, "name": shown[:200], "folder": folder.name},
     )
 
 

@@ -96,7 +96,9 @@ def load_person(ws: Workspace, name: str, need_lora: bool = True) -> Person:
     path = portraits_dir(ws) / f"{safe_name(name, 'person name')}.json"
     if not path.is_file():
         raise NotFoundError(
-            f"person {name!r}: not trained; run `lorastudio portrait train --photos DIR --name {name}` first."
+            f"person {name!r}: not trained; run `lorastudio portrait train --photos DIR --name {name}` first.",
+            key="person_not_trained",
+            params={"name": name},
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -119,7 +121,9 @@ def load_person(ws: Workspace, name: str, need_lora: bool = True) -> Person:
     if need_lora and (person.lora is None or not person.lora.is_file()):
         raise LorastudioError(
             f"person {name!r}: has no trained LoRA (loras/{name}.safetensors); run `lorastudio portrait train"
-            f" --photos DIR --name {name}` to finish it."
+            f" --photos DIR --name {name}` to finish it.",
+            key="person_not_trained",
+            params={"name": name},
         )
     return person
 

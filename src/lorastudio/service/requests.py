@@ -116,7 +116,9 @@ class RequestResolver:
         run = run_name_for(ws, cfg)
         run_dir = ws.safe_child(ws.runs, run, "run name")
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise LorastudioError(f"run {run!r}: already exists; set output.name to a new name.")
+            raise LorastudioError(
+                f"run {run!r}: already exists; set output.name to a new name.", key="run_exists", params={"name": run}
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.output.name:
             cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": run})})

@@ -161,7 +161,9 @@ class Studio:
                 return self.store.enqueue(kind, payload, user=user, priority=priority, affinity=affinity)
             except Exception as exc:
                 if is_storage_full(exc):
-                    raise StorageFull("the server's disk or job database is full; try again later.") from exc
+                    raise StorageFull(
+                        "the server's disk or job database is full; try again later.", key="disk_full"
+                    ) from exc
                 raise
 
     def check_quota(self, user: str = "") -> None:

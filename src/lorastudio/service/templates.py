@@ -121,7 +121,11 @@ def add_template(ws: Workspace, file: str | Path, name: str | None = None, backe
     stem = safe_name(name or source.stem, "template name")
     folder = templates_folder(ws)
     if any(p.stem == stem for p in _template_files(ws)):
-        raise LorastudioError(f"template {stem!r}: already in {folder}; choose another --name or delete it first.")
+        raise LorastudioError(
+            f"template {stem!r}: already in {folder}; choose another --name or delete it first.",
+            key="name_taken",
+            params={"what": "template", "name": stem},
+        )
     target = folder / f"{stem}{suffix}"
     shutil.copyfile(source, target)
     try:

@@ -167,7 +167,11 @@ def resume_config(ws: Workspace, run: str) -> tuple[TrainConfig, Path]:
 
     run_dir = _run_folder(ws, run)
     if not (run_dir / "config.yaml").is_file():
-        raise NotFoundError(f"run {run!r}: no config.yaml in {run_dir}; give a run name from `{ws.runs}`.")
+        raise NotFoundError(
+            f"run {run!r}: no config.yaml in {run_dir}; give a run name from `{ws.runs}`.",
+            key="run_not_found",
+            params={"name": run},
+        )
     return saved_train_config(run_dir / "config.yaml"), run_dir
 
 
@@ -226,7 +230,9 @@ def run_training(
         state = latest_state(run_dir, say=_stderr_printer(progress))
         if state is None:
             raise LorastudioError(
-                f"run {resume!r}: has no saved checkpoint to resume from; start it again instead."
+                f"run {resume!r}: has no saved checkpoint to resume from; start it again instead.",
+                key="run_no_checkpoint",
+                params={"name": resume},
             )
         facts = _check_resumable(config, state, resume)
         _check_lora_name_free(ws, name, run_dir, config)
@@ -237,11 +243,15 @@ def run_training(
         run_dir = Path(run_dir) if run_dir is not None else ws.runs / name
         if latest_state(run_dir) is not None:
             raise LorastudioError(
-                f"run folder {run_dir}: already holds a run; resume it with --resume {run_dir.name} or set output.name."
+                f"run folder {run_dir}: already holds a run; resume it with --resume {run_dir.name} or set output.name.",
+                key="run_exists",
+                params={"name": run_dir.name},
             )
         if _finished(ws, run_dir, name):  # a finished run that kept no state: its files would be replaced
             raise LorastudioError(
-                f"run folder {run_dir}: already holds a finished run; set another output.name or delete that run."
+                f"run folder {run_dir}: already holds a finished run; set another output.name or delete that run.",
+                key="run_exists",
+                params={"name": run_dir.name},
             )
         _check_lora_name_free(ws, name, run_dir, config)
         if config.trains_full_unet:

@@ -82,7 +82,7 @@ MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 
 def _invalid(exc: Exception) -> LorastudioError:
-    return InvalidRequest(str(exc))
+    return InvalidRequest(str(exc), key=getattr(exc, "key", None), params=getattr(exc, "params", None))
 
 
 def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
@@ -229,7 +229,7 @@ def _whole_or_nothing(path: Path, when_full: str) -> Iterator[Path]:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if is_storage_full(exc):
-            raise StorageFull(when_full) from exc
+            raise StorageFull(when_full, key="disk_full") from exc
         raise
 
 

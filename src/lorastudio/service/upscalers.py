@@ -159,7 +159,9 @@ def find_upscaler(
     usable = [row["name"] for row in rows if not row["error"]]
     raise InvalidRequest(
         f"upscaler {name!r}: not found; use one of: {', '.join(usable)} "
-        f"(model upscalers are files in {ws.upscalers})."
+        f"(model upscalers are files in {ws.upscalers}).",
+        key="upscaler_not_found",
+        params={"name": name},
     )
 
 

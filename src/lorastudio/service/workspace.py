@@ -211,14 +211,12 @@ def rename_without_clobbering(path: Path, target: Path, what: str) -> Path:
     appears under the new name meanwhile is never overwritten (the link fails instead).
     """
     if target.exists() or target.is_symlink():
-        raise LorastudioError(f"{what} {target.stem!r}: already exists in {target.parent}; choose another name.")
+        raise _name_taken(what, target)
     if path.is_file() and not path.is_symlink():
         try:
             os.link(path, target)
         except FileExistsError:
-            raise LorastudioError(
-                f"{what} {target.stem!r}: already exists in {target.parent}; choose another name."
-            ) from None
+            raise _name_taken(what, target) from None
         except OSError:  # a file system without hard links: a plain rename after the check above
             path.rename(target)
             return target
@@ -226,6 +224,14 @@ def rename_without_clobbering(path: Path, target: Path, what: str) -> Path:
         return target
     path.rename(target)
     return target
+
+
+def _name_taken(what: str, target: Path) -> LorastudioError:
+    return LorastudioError(
+        f"{what} {target.stem!r}: already exists in {target.parent}; choose another name.",
+        key="name_taken",
+        params={"what": what, "name": target.stem},
+    )
 
 
 SUBDIRS = ("models", "loras", "embeddings", "controlnet", "datasets", "runs", "outputs", "cache")
@@ -241,10 +247,16 @@ def safe_name(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.startswith(".") or ".." in name:
         raise LorastudioError(
             f"{what} {name!r} is not allowed; use letters, digits, '.', '-' or '_' "
-            "(no slashes or spaces, not starting with '.')."
+            "(no slashes or spaces, not starting with '.').",
+            key="name_not_allowed",
+            params={"what": what, "name": str(name)[:200]},
         )
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise LorastudioError(f"{what} {name[:40]!r}… is too long for a file name; use a shorter one.")
+        raise LorastudioError(
+            f"{what} {name[:40]!r}… is too long for a file name; use a shorter one.",
+            key="name_too_long",
+            params={"what": what, "name": name[:40]},
+        )
     return name
 
 

@@ -230,7 +230,9 @@ def check_checkpoint_space(run_dir: Path, trained: Iterable, everything: Iterabl
     if free < needed:
         raise LorastudioError(
             f"{run_dir}: {free >> 20} MiB free, but one checkpoint of a whole-UNet run needs about"
-            f" {needed >> 20} MiB; free disk space or raise train.save_every_steps."
+            f" {needed >> 20} MiB; free disk space or raise train.save_every_steps.",
+            key="disk_space",
+            params={"folder": run_dir, "free_mib": free >> 20, "needed_mib": needed >> 20},
         )
 
 

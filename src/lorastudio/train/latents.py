@@ -43,7 +43,9 @@ def check_cache_space(folder: Path, images: list[TrainImage], flip: bool) -> Non
     free = shutil.disk_usage(folder).free
     if free < needed + (64 << 20):
         raise LorastudioError(
-            f"{folder}: {free >> 20} MiB free but the latent cache needs about {(needed >> 20) + 64} MiB; free disk space."
+            f"{folder}: {free >> 20} MiB free but the latent cache needs about {(needed >> 20) + 64} MiB; free disk space.",
+            key="disk_space",
+            params={"folder": folder, "free_mib": free >> 20, "needed_mib": (needed >> 20) + 64},
         )
 
 

@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service import callers
-from lorastudio.ui.i18n import Translator, translator
+from lorastudio.ui.i18n import LABELS, Translator, translator
+from lorastudio.ui.i18n_errors import ERROR_WHAT
 
 if TYPE_CHECKING:
     from lorastudio.service.preferences import Preferences
     from lorastudio.service.studio import Studio
 
 __all__ = [
-    "UiContext", "user_of", "owner_to_check", "unfinished_job_of", "error_text", "error_markup", "failed_markup", "cancel_markup", "poll_job", "queued_text",
+    "UiContext", "user_of", "owner_to_check", "unfinished_job_of", "error_text", "worded_error", "job_error_text",
+    "error_markup", "failed_markup", "cancel_markup", "poll_job", "queued_text",
 ]  # fmt: skip
 
 
@@ -74,8 +76,33 @@ def unfinished_job_of(
     return None
 
 
-def error_text(exc: BaseException) -> str:
-    """A readable one-line message for a refused input (never a stack trace on the page)."""
+def worded_error(ctx: UiContext | None, key: str | None, params: dict[str, Any] | None, english: str) -> str:
+    """An error in the page's language: on the Chinese page its `err.<key>` sentence with `params`
+    (a `what` the service names in English put into Chinese, `ERROR_WHAT`); the English page, an
+    error without a key or a key without a label (or one whose values are missing) get `english`,
+    the service's own line."""
+    label = f"err.{key}" if key else ""
+    if ctx is None or ctx.language != "zh" or label not in LABELS:
+        return english
+    values = {name: ERROR_WHAT.get(value, value) if name == "what" else value for name, value in (params or {}).items()}
+    try:
+        return LABELS[label][1].format(**values)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return english
+
+
+def job_error_text(ctx: UiContext, job: Any) -> str:
+    """What went wrong with a finished job, in the page's language: a failed job by the error key
+    its result keeps (`Job.error_key`), a cancelled one as cancelled; else its stored English line."""
+    english = job.error or job.state
+    if job.state == "cancelled":
+        return worded_error(ctx, "job_cancelled", {}, english)
+    return worded_error(ctx, getattr(job, "error_key", None), getattr(job, "error_params", None), english)
+
+
+def error_text(exc: BaseException, ctx: UiContext | None = None) -> str:
+    """A readable one-line message for a refused input (never a stack trace on the page); with the
+    page's `ctx`, an error that carries a key is worded in the page's language (`worded_error`)."""
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
@@ -83,19 +110,19 @@ def error_text(exc: BaseException) -> str:
         where = ".".join(str(part) for part in first.get("loc", ()))
         return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", exc))
     if isinstance(exc, LorastudioError):
-        return str(exc)
+        return worded_error(ctx, exc.key, exc.params, str(exc))
     return f"{type(exc).__name__}: {exc}"
 
 
 def error_markup(ctx: UiContext, problem: BaseException | str) -> str:
     """A refused input's message, shown next to the control that sent it."""
-    text = error_text(problem) if isinstance(problem, BaseException) else problem
+    text = error_text(problem, ctx) if isinstance(problem, BaseException) else problem
     return f'<span class="error-text">{ctx.t("app.error")}: {text}</span>'
 
 
 def failed_markup(ctx: UiContext, job: Any) -> str:
     """A job that ended in failure, in the place its progress was shown."""
-    return f'<span class="error-text">{ctx.t("progress.failed", error=job.error or job.state)}</span>'
+    return f'<span class="error-text">{ctx.t("progress.failed", error=job_error_text(ctx, job))}</span>'
 
 
 def cancel_markup(ctx: UiContext, job_id: str, cancelling_label: str, user: str | None) -> str:

@@ -95,7 +95,7 @@ def upscale_tensor(
         wy = _ramp(ys, iy, tile_h, scale)
         for ix, x in enumerate(xs):
             if should_stop is not None and should_stop():
-                raise UpscaleCancelled("upscale cancelled.")
+                raise UpscaleCancelled("upscale cancelled.", key="job_cancelled")
             result = _run(network, pixels[..., y : y + tile_h, x : x + tile_w], multiple)[0].float().cpu()
             weight = wy[:, None] * _ramp(xs, ix, tile_w, scale)[None, :]
             region = (slice(None), slice(y * scale, (y + tile_h) * scale), slice(x * scale, (x + tile_w) * scale))

@@ -38,6 +38,7 @@ __all__ = [
     "LeaseLost",
     "StopRequests",
     "job_not_found",
+    "error_result",
 ]
 
 QUEUED = "queued"
@@ -114,6 +115,18 @@ class Job:
         return self.state in FINISHED_STATES
 
     @property
+    def error_key(self) -> str | None:
+        """A failed job's error key (`LorastudioError.key`), kept in its result; None without one."""
+        key = (self.result or {}).get(ERROR_KEY) if self.state == FAILED else None
+        return key if isinstance(key, str) else None
+
+    @property
+    def error_params(self) -> dict[str, Any]:
+        """The values `error_key`'s sentence names (empty without a key)."""
+        params = (self.result or {}).get(ERROR_PARAMS) if self.error_key else None
+        return dict(params) if isinstance(params, dict) else {}
+
+    @property
     def resumed(self) -> bool:
         """True when an earlier attempt started this job (a train job resumes from its checkpoint)."""
         return self.attempt > 1
@@ -143,8 +156,22 @@ class Event:
         return asdict(self)
 
 
+# A failed job's result holds its error's key and params beside `Job.error` (the English line):
+# a JSON column both stores already have, so a page can word the error later in its own language.
+ERROR_KEY = "error_key"
+ERROR_PARAMS = "error_params"
+
+
+def error_result(exc: BaseException) -> dict[str, Any] | None:
+    """The result a job that failed with `exc` records: its key and params, or None when it has no key."""
+    key = getattr(exc, "key", None) if isinstance(exc, LorastudioError) else None
+    return {ERROR_KEY: key, ERROR_PARAMS: dict(exc.params)} if key else None
+
+
 def job_not_found(job_id: str) -> NotFoundError:
-    return NotFoundError(f"job {job_id}: not found; list jobs with `lorastudio jobs list`.")
+    return NotFoundError(
+        f"job {job_id}: not found; list jobs with `lorastudio jobs list`.", key="job_not_found", params={"id": job_id}
+    )
 
 
 def dump_json(value: Any, what: str) -> str:

@@ -36,6 +36,7 @@ from lorastudio.service.jobs.store import (
     JobInterrupted,
     JobStore,
     LeaseLost,
+    error_result,
 )
 from lorastudio.service.workspace import Workspace
 
@@ -224,6 +225,7 @@ class Worker:
             return None
         except Exception as exc:  # a refused input says only its one line; anything else names its type
             state, error = FAILED, str(exc) if isinstance(exc, LorastudioError) else f"{type(exc).__name__}: {exc}"
+            result = error_result(exc)  # its key and params, for a page to word it in its language
             self._log_traceback(ctx)
         finally:
             heartbeat.stop()

@@ -10,7 +10,7 @@ import datetime as dt
 
 import gradio as gr
 
-from lorastudio.ui.context import UiContext, error_markup, owner_to_check, user_of
+from lorastudio.ui.context import UiContext, error_markup, job_error_text, owner_to_check, user_of
 
 TAB_ID = "jobs"
 LABEL = "tab.jobs"
@@ -65,5 +65,5 @@ def _rows(ctx: UiContext) -> list[list]:
     for job in ctx.studio.list_jobs(limit=200):
         created = dt.datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M:%S") if job.created_at else ""
         rows.append([job.id, job.kind, job.state, job.user or "", f"{100 * float(job.progress or 0):.0f}%",
-                     created, (job.error or "")[:200]])  # fmt: skip
+                     created, job_error_text(ctx, job)[:200] if job.error else ""])  # fmt: skip
     return rows
