@@ -43,7 +43,7 @@ def generate_cmd(
     seed_policy: str = typer.Option(
         "fixed", "--seed-policy", help="Series seeds: fixed, increment or random."
     ),
-    recipe: Path = typer.Option(None, "--recipe", help="Reproduce an image from its .yaml recipe or PNG."),
+    recipe: Path = typer.Option(None, "--recipe", help="Reproduce an image from its .yaml recipe or PNG, or read an HCP-Diffusion infer .yaml."),
     out: Path = typer.Option(None, "--out", help="Output folder (default studio/outputs/<date>)."),
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object with paths, seeds and hashes."
@@ -104,6 +104,8 @@ def generate_cmd(
         return
     for image in result.images:
         typer.echo(f"{image.path}  (seed {image.seed})")
+    for note in result.as_json()["notes"]:  # asked for and not done, or read otherwise (HCP's `{word:1.2}`)
+        typer.echo(f"note: {note}", err=True)
     sheet = getattr(result, "contact_sheet", None)
     if sheet:
         typer.echo(f"contact sheet: {sheet}")

@@ -63,6 +63,8 @@ class GenerationResult:
     inpainting_model: bool = False  # a 9-channel UNet (mask and masked picture in every step)
     # prompt words whose embedding file could not be used (unreadable, another family): plain words, as A1111
     skipped_embeddings: list[str] = field(default_factory=list)
+    # what the prompts say that A1111 reads otherwise (HCP-Diffusion's `{word:1.2}`: braces are text)
+    prompt_notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -75,12 +77,14 @@ class GenerationResult:
             "control_maps": [str(p) for p in self.control_maps],
             "missing_loras": self.missing_loras,
             "skipped_embeddings": self.skipped_embeddings,
+            "notes": generation_notes(self),
         }
 
 
 def generation_notes(result: GenerationResult) -> list[str]:
     """What a request asked for and was made without, in A1111's console words: a missing LoRA, an
-    embedding word read as a plain word (its file unreadable, or made for another model family)."""
+    embedding word read as a plain word (its file unreadable, or made for another model family); and
+    another tool's prompt syntax A1111 reads as text (HCP-Diffusion's `{word:1.2}`)."""
     notes = []
     if result.missing_loras:
         notes.append(f"Lora not found: {', '.join(result.missing_loras)}")
@@ -89,7 +93,7 @@ def generation_notes(result: GenerationResult) -> list[str]:
             f"Textual inversion embeddings skipped({len(result.skipped_embeddings)}): "
             f"{', '.join(result.skipped_embeddings)} (another model family or unreadable: read as plain words)"
         )
-    return notes
+    return notes + result.prompt_notes
 
 
 def check_hires_prompt_loras(cfg: GenerateConfig, nets: list) -> None:
@@ -260,6 +264,7 @@ def run_generation(
     units = check_units(ws, cfg, names)  # ControlNet units too: their files, images, masks and preprocessors
     cache = cache or ModelCache(ws, names=names)
     check_model_names(ws, cfg, cache.names)  # a missing model is the first thing to say, before its LoRAs
+    prompt_notes = _syntax_notes(cfg)
     prompt, networks = extract_extra_networks(cfg.prompt)
     negative, _ = extract_extra_networks(cfg.negative_prompt)
     nets = [net for net in networks if net.kind in {"lora", "lyco"}]
@@ -384,7 +389,20 @@ def run_generation(
         results.append(OutputImage(png_path, recipe_path, item.seed, infotext))
     maps = save_control_maps(plan.extra["control"], folder, results[0].path.stem) if results else []
     inpainting = getattr(model.unet.config, "in_channels", 4) == 9
-    return GenerationResult(results, model.name, model.short_hash, lora_info, maps, missing, inpainting, skipped)
+    return GenerationResult(
+        results, model.name, model.short_hash, lora_info, maps, missing, inpainting, skipped, prompt_notes
+    )
+
+
+def _syntax_notes(cfg: GenerateConfig) -> list[str]:
+    """HCP-Diffusion's `{word:1.2}` in the prompts: read as A1111 reads it (braces are text, the
+    weight does nothing), and said once (logged, as A1111's console lines, and in the result's notes)."""
+    from lorastudio.generate.hcp_syntax import hcp_weight_note
+
+    note = hcp_weight_note([cfg.prompt, cfg.negative_prompt, cfg.hires_prompt, cfg.hires_negative_prompt])
+    if note:
+        logger.warning("%s", note)
+    return [note] if note else []
 
 
 def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:
@@ -475,6 +493,7 @@ def run_series(
     folder = out_dir or ws.outputs / dt.date.today().isoformat()
     images: list[OutputImage] = []
     labels: list[str] = []
+    notes: list[str] = []
     first = None
     for i, request in enumerate(series_requests(base, items, seed, seed_policy)):
         cfg = load_config(GenerateConfig, None, request)
@@ -486,10 +505,13 @@ def run_series(
             ws, cfg, cache, overall if progress else None, should_stop, out_dir=folder, preview=preview, names=names
         )
         first = first or result
+        notes += [note for note in result.prompt_notes if note not in notes]
         images += result.images
         labels += [f"{i + 1}: {cfg.prompt}"] * len(result.images)
         if should_stop is not None and should_stop():
             break
     name = sheet_name or f"contact-sheet-{Path(prompts).stem if not isinstance(prompts, list) else 'series'}.png"
     sheet = contact_sheet([img.path for img in images], labels, folder / name) if images else None
-    return SeriesResult(images, first.model, first.model_hash, first.loras, contact_sheet=sheet)
+    return SeriesResult(
+        images, first.model, first.model_hash, first.loras, prompt_notes=notes, contact_sheet=sheet
+    )

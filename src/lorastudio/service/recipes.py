@@ -5,7 +5,7 @@ language and the CLI prints them): a model this workspace lacks, replaced by the
 LoRA found under another name by its hash; a model, VAE, LoRA or embedding changed since the image
 was made (`service.recipe_hashes`: the file with the recorded hash used where the workspace still
 has one); an image made on a device this machine lacks (made on this one's instead); noise that
-can still differ from the image's.
+can still differ from the image's. HCP-Diffusion's inference configs are read too (`service.recipe_hcp`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.library import Library
 from lorastudio.service.names import LENIENT, STRICT, NamePolicy
 from lorastudio.service.recipe_hashes import Pins, change_note, check_networks, model_change, vae_change
+from lorastudio.service.recipe_hcp import is_hcp_infer
 from lorastudio.service.recipe_loras import lora_hash_pairs, rename_loras_by_hash
 from lorastudio.service.recipe_noise import noise_notes
 from lorastudio.service.recipe_notes import RecipeNote
@@ -99,7 +100,13 @@ def read_recipe(
     given = set(given)
     vae_given = vae_given or "vae" in given
     if path.suffix.lower() in {".yaml", ".yml"}:
-        request, replay, notes = _yaml_request(path, ws, given, form)
+        data = _read_yaml(path)
+        if is_hcp_infer(data):  # HCP-Diffusion's config beside its image, or one of its cfgs/infer files
+            from lorastudio.service.recipe_hcp import hcp_request
+
+            request, notes = hcp_request(data, path, ws, model, given, STRICT if form else LENIENT)
+            return Recipe(_validated(request, path, "edit the config"), notes)
+        request, replay, notes = _yaml_request(data, path, ws, given, form)
         config = _validated(request, path, "edit the recipe")
         # our images number their units from 0 in request order (`service.control.control_infotext`)
         return Recipe(config, notes, control_slots=list(range(len(config.controlnet))), replay=replay)
@@ -159,23 +166,28 @@ def _validated(request: dict[str, Any], path: Path, fix: str) -> GenerateConfig:
         raise LorastudioError(f"{path}: {where}: {error['msg']}; {fix}.") from None
 
 
+def _read_yaml(path: Path) -> Any:
+    from lorastudio.config import read_text_file
+
+    try:
+        return yaml.safe_load(read_text_file(path, "recipe")) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise LorastudioError(f"{path}: not valid YAML ({first}); fix the syntax.") from None
+
+
 def _yaml_request(
-    path: Path, ws: Workspace, given: set[str], form: bool = False
+    data: Any, path: Path, ws: Workspace, given: set[str], form: bool = False
 ) -> tuple[dict[str, Any], Replay, list[RecipeNote]]:
     """Our recipe's request for its own image (`_image_request`), the model by hash, its pictures
     found (`find_recipe_pictures`), its weights checked against the hashes it recorded and its device
     this machine's where it lacks the recipe's; what else remakes the image exactly; notes on what may not."""
-    from lorastudio.config import read_text_file
     from lorastudio.service.recipe_inputs import find_recipe_pictures
 
-    try:
-        data = yaml.safe_load(read_text_file(path, "recipe")) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise LorastudioError(f"{path}: not valid YAML ({first}); fix the syntax.") from None
     if not isinstance(data, dict) or not isinstance(data.get("request"), dict) or not data["request"]:
         raise LorastudioError(
-            f"{path}: not a lorastudio recipe (no `request:` mapping); pass the .yaml written beside an image."
+            f"{path}: not a lorastudio recipe (no `request:` mapping) nor an HCP-Diffusion infer config; pass"
+            " the .yaml written beside an image."
         )
     request = dict(data["request"])
     request.setdefault("old_step_noise", "rng" not in request)  # written before `rng`: seed + 1 step noise

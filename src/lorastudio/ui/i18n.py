@@ -201,6 +201,39 @@ LABELS: dict[str, tuple[str, str]] = {
         "X/Y/Z plot: {axis} type {name} is not available here; the axis is left off.",
         "X/Y/Z 图表：此处没有 {axis} 轴类型 {name}，该轴不使用。",
     ),
+    # an HCP-Diffusion infer config read as a recipe (service.recipe_hcp)
+    "png.hcp_not_mapped": (
+        "HCP-Diffusion's {key} ({value}) has no equivalent here; it is left out.",
+        "HCP-Diffusion 的 {key}（{value}）在此没有对应项，不使用。",
+    ),
+    "png.hcp_unresolved": (
+        "{key}: {value} cannot be resolved here; it is left out.",
+        "{key}：无法解析 {value}，不使用。",
+    ),
+    "png.hcp_base_missing": (
+        "Its _base_ config {base} is not found; the values it holds are left out.",
+        "找不到其 _base_ 配置 {base}，其中的值不使用。",
+    ),
+    "png.hcp_prompt_weights": (
+        "HCP-Diffusion's {word} and {word:1.2} weights are written as A1111's (word) and (word:1.2).",
+        "HCP-Diffusion 的 {word} 与 {word:1.2} 权重已改写为 A1111 的 (word) 与 (word:1.2)。",
+    ),
+    "png.hcp_sampler_default": (
+        "The config names no scheduler (HCP-Diffusion used the model's own); generating with {sampler}.",
+        "配置未指定调度器（HCP-Diffusion 使用模型自带的），将使用 {sampler} 生成。",
+    ),
+    "png.hcp_lora_missing": (
+        "LoRA {file} is not in loras/ (looked for {names}); import it with `lorastudio lora import`.",
+        "loras/ 中没有 LoRA {file}（查找了 {names}）；请用 `lorastudio lora import` 导入。",
+    ),
+    "png.hcp_trigger_missing": (
+        "Trigger {word} has no embedding in embeddings/; copy {file} there, or it is read as plain text.",
+        "触发词 {word} 在 embeddings/ 中没有对应的嵌入；请把 {file} 复制到该目录，否则按普通文字处理。",
+    ),
+    "png.hcp_alike": (
+        "HCP-Diffusion samples through diffusers and weights prompts its own way; the picture will be alike, not the same.",
+        "HCP-Diffusion 通过 diffusers 采样并以自己的方式加权提示词；画面会相近，但不完全相同。",
+    ),
     # library
     "library.loras": ("LoRAs", "LoRA"),
     "library.models": ("Models", "模型"),
