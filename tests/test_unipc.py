@@ -197,6 +197,21 @@ def test_infotext_writes_what_differs_from_a1111s_defaults_and_reads_it_back():
     assert config_fields_from_infotext({"Old UniPC": "True"})["old_unipc"] is True
 
 
+def test_the_infotext_reads_the_unipc_words_in_any_case():
+    """`UniPC skip type: logsnr` or `UniPC variant: BH2` is read into the config's spelling, as A1111's API reads its
+    uni_pc_* options; before, it was passed through and refused. A word UniPC lacks is one line naming the key."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
+
+    back = config_fields_from_infotext({"UniPC variant": "BH2", "UniPC skip type": "logsnr"})
+    assert (back["unipc_variant"], back["unipc_skip_type"]) == ("bh2", "logSNR")
+    cfg = GenerateConfig(sampler="UniPC", **{k: back[k] for k in ("unipc_variant", "unipc_skip_type")})
+    assert (cfg.unipc_variant, cfg.unipc_skip_type) == ("bh2", "logSNR")
+    assert config_fields_from_infotext({"UniPC skip type": "Time_Quadratic"})["unipc_skip_type"] == "time_quadratic"
+    with pytest.raises(LorastudioError, match="UniPC variant.*bh3.*bh1, bh2, vary_coeff"):
+        config_fields_from_infotext({"UniPC variant": "bh3"})
+
+
 def test_recipes_bring_back_old_unipc_images(tiny_workspace, tmp_path):
     """A lorastudio image from before `RNG` or one saying `Old UniPC: True` (and a YAML recipe without
     `unipc_order`) was sampled with diffusers' UniPC: its recipe turns `old_unipc` on; A1111's and today's don't."""

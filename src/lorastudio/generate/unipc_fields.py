@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import UNIPC_SKIP_TYPES, UNIPC_VARIANTS
 from lorastudio.generate.noise_fields import made_before_rng
 from lorastudio.generate.samplers import a1111_unipc, parse_sampler
 
@@ -25,6 +26,10 @@ UNIPC_KEYS: dict[str, tuple[str, Any]] = {
     "unipc_order": ("UniPC order", 3),
     "unipc_lower_order_final": ("UniPC lower order final", True),
 }
+
+# The words a field takes, spelled as GenerateConfig does; an infotext's are read in any case, as A1111's API reads
+# its uni_pc_* options ("logsnr" -> "logSNR", "BH2" -> "bh2").
+_WORDS: dict[str, tuple[str, ...]] = {"unipc_variant": UNIPC_VARIANTS, "unipc_skip_type": UNIPC_SKIP_TYPES}
 
 
 def _samples_unipc(cfg: Any, old: bool) -> bool:
@@ -66,7 +71,11 @@ def unipc_reader(field: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
                 return {field: int(float(text))}
             except ValueError:
                 raise LorastudioError(f"infotext {key!r}: {text!r} is not a number; fix or remove it.") from None
-        return {field: text}
+        words = _WORDS[field]
+        word = next((w for w in words if w.lower() == text.lower()), None)
+        if word is None:
+            raise LorastudioError(f"infotext {key!r}: {text!r}; use one of {', '.join(words)}, or remove it.")
+        return {field: word}
 
     return read
 
