@@ -197,6 +197,26 @@ def test_infotext_writes_what_differs_from_a1111s_defaults_and_reads_it_back():
     assert config_fields_from_infotext({"Old UniPC": "True"})["old_unipc"] is True
 
 
+def test_the_unipc_keys_follow_the_hires_pass_as_the_pipeline_picks_its_sampler():
+    """The hires pass samples A1111's UniPC where its sampler and schedule, each its own or the first pass's, are
+    UniPC on its own schedule (`plan.hires_sampler_choice`): `UniPC Karras` + `Hires schedule type: Automatic`
+    writes the UniPC keys (and `Old UniPC`), `Euler Karras` + `Hires sampler: UniPC` (diffusers' UniPC on the
+    inherited Karras) writes none; before, only a named hires sampler was looked at, on its own."""
+    from lorastudio.generate.a1111_fields import InfotextFacts, infotext_params
+
+    def unipc_keys(**fields) -> set[str]:
+        cfg = GenerateConfig(hires_scale=2, unipc_order=2, **fields)
+        facts = InfotextFacts(cfg.sampler, cfg.schedule or "Automatic", 64, 64, 1)
+        written = {k for k, v in infotext_params(cfg, facts).items() if v is not None}
+        return {k for k in written if k.startswith(("UniPC", "Old UniPC"))}
+
+    assert unipc_keys(sampler="UniPC", schedule="Karras", hires_schedule="Automatic") == {"UniPC order"}
+    assert unipc_keys(sampler="UniPC", schedule="Karras", hires_schedule="Uniform", old_unipc=True) == {"Old UniPC"}
+    assert unipc_keys(sampler="Euler", schedule="Karras", hires_sampler="UniPC") == set()
+    assert unipc_keys(sampler="Euler", hires_sampler="UniPC") == {"UniPC order"}
+    assert unipc_keys(sampler="UniPC", schedule="Karras") == set()
+
+
 def test_the_infotext_reads_the_unipc_words_in_any_case():
     """`UniPC skip type: logsnr` or `UniPC variant: BH2` is read into the config's spelling, as A1111's API reads its
     uni_pc_* options; before, it was passed through and refused. A word UniPC lacks is one line naming the key."""
