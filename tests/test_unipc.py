@@ -283,6 +283,21 @@ def test_a1111s_unipc_order_axis_is_a_grid_axis():
     assert find_axis("UniPC Order").name == "unipc_order" and find_axis("uni_pc_order").name == "unipc_order"
 
 
+def test_the_unipc_order_axis_clamps_to_steps_minus_one_as_a1111(tiny_workspace):
+    """A1111's UniPC Order axis sets min(value, steps - 1), with the cell's steps as the axes before it left them
+    (x, then y, then z); the cell records that order, the one it samples at (the sampler takes any order up to the
+    pass's steps, so before, `5` on 4 steps sampled at 4 and was recorded as 5)."""
+    from lorastudio.service.grid_plan import plan_cells
+    from lorastudio.service.grid_request import AxisRequest, GridRequest
+
+    base = GenerateConfig(prompt="red", model="tiny-sd15", sampler="UniPC", steps=4, seed=1, width=64, height=64)
+    order = lambda x, y=AxisRequest(): [c.config.unipc_order for c in plan_cells(tiny_workspace, base, GridRequest(x=x, y=y))[0]]  # noqa: E731
+    assert order(AxisRequest(axis="UniPC Order", values="1, 2, 3, 5")) == [1, 2, 3, 3]
+    steps_first = order(AxisRequest(axis="Steps", values="2, 8"), AxisRequest(axis="UniPC Order", values="5"))
+    assert steps_first == [1, 5]
+    assert order(AxisRequest(axis="UniPC Order", values="5"), AxisRequest(axis="Steps", values="2, 8")) == [3, 3]
+
+
 def test_the_sampler_and_the_config_spell_the_settings_alike():
     from lorastudio.generate import config, unipc
 
