@@ -85,7 +85,7 @@ GUI_KEYS: dict[str, Rule] = {
     "model_list": _quiet("the GUI's model picker; pretrained_model_name_or_path is the model"),
     "sdxl": _quiet("lorastudio reads SDXL from the model itself"),
     "sdxl_cache_text_encoder_outputs": Rule("train.cache_text_encoder_outputs"),
-    "sdxl_no_half_vae": _off_or("no VAE precision switch for training"),
+    "sdxl_no_half_vae": Rule("train.vae_fp32"),  # the GUI passes it as sd-scripts' no_half_vae
     "noise_offset_type": _quiet("picks the noise keys the GUI passes (noise_offset, or multires_noise_*)"),
     "additional_parameters": _off_or("extra sd-scripts arguments: give each as a lorastudio key=value"),
     "num_cpu_threads_per_process": _quiet(_LAUNCH),
