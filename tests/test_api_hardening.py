@@ -140,6 +140,26 @@ def test_another_tools_training_keys_answer_422_with_the_clis_hint(client, idle_
     assert idle_studio.list_jobs() == []
 
 
+def test_a_kohya_key_inside_any_section_of_a_training_body_gets_the_hint(client, idle_studio):
+    """kohya's keys are flat: `{"lora": {"network_dim": 32}}` or `{"train": {"max_train_steps": 10}}` means what
+    the key means at the top; before, only the whole dotted key was looked up and these got no hint."""
+    body = {"model": "m", "data": {"dir": "x", "nope": 2}, "lora": {"network_dim": 32},
+            "train": {"max_train_steps": 10}, "samples": {"deep": {"unet_lr": 5e-5}}}  # fmt: skip
+    response = client.post("/api/v1/jobs/train", json=body)
+    errors = {".".join(map(str, error["loc"][1:])): error for error in response.json()["errors"]}
+    assert response.status_code == 422 and set(errors) == {"data.nope", "lora.network_dim", "train.max_train_steps",
+                                                           "samples.deep"}  # fmt: skip
+    assert errors["lora.network_dim"]["msg"].endswith('kohya\'s network_dim is lora.rank here: {"lora": {"rank": 32}}')
+    assert errors["train.max_train_steps"]["msg"].endswith('max_train_steps is train.steps here: {"train": {"steps": 10}}')
+    assert '{"train": {"learning_rate": 5e-05}}' in errors["samples.deep"]["msg"]
+    assert errors["data.nope"]["msg"] == "Extra inputs are not permitted"
+    # a section of ours refused as a whole holds our own keys: no kohya hint for train.lr_warmup_steps there
+    both = {"model": "m", "data": {"dir": "x"}, "train": {"lr_warmup_ratio": 0.2, "lr_warmup_steps": 5}}
+    (error,) = client.post("/api/v1/jobs/train", json=both).json()["errors"]
+    assert "both set the warm-up" in error["msg"] and "kohya" not in error["msg"]
+    assert idle_studio.list_jobs() == []
+
+
 def test_extra_single_image_refuses_huge_scales(client):
     response = client.post(
         "/sdapi/v1/extra-single-image", json={"image": png_b64(), "upscaling_resize": 1e308}

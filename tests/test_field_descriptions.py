@@ -117,7 +117,7 @@ TRAIN_CONFIG_KEYS = [
     "train.batch_size", "train.grad_accum", "train.learning_rate", "train.text_encoder_lr",
     "train.weight_decay", "train.optimizer", "train.optimizer_args", "train.lr_scheduler",
     "train.lr_warmup_steps", "train.lr_scheduler_num_cycles", "train.lr_scheduler_power",
-    "train.resolution", "train.mixed_precision", "train.gradient_checkpointing", "train.torch_compile",
+    "train.resolution", "train.mixed_precision", "train.vae_fp32", "train.gradient_checkpointing", "train.torch_compile",
     "train.dynamo_backend", "train.min_snr_gamma",
     "train.noise_offset", "train.multires_noise_iterations", "train.multires_noise_discount",
     "train.attention", "train.max_grad_norm", "train.save_every_steps", "train.save_every_epochs",

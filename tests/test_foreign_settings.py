@@ -121,6 +121,10 @@ def test_kohya_hcp_and_easyphoto_override_names_say_the_lorastudio_key_one_line_
     line = _one_line_error(["train", "--explain", "model.pretrained_model_name_or_path=animefull"])
     assert "is model here: model=animefull" in line
     assert "EasyPhoto's rank is lora.rank here" in _one_line_error(["train", "--explain", "rank=64"])
+    # a kohya key under a section means the same (kohya's keys are flat); before, no hint
+    assert "kohya's network_dim is lora.rank here: lora.rank=32" in _one_line_error(
+        ["train", "--explain", "lora.network_dim=32"]
+    )
 
 
 def test_portrait_set_rank_answers_with_the_lora_key_not_did_you_mean_train(workspace):

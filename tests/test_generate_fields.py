@@ -199,6 +199,19 @@ def test_a_recipe_draws_the_images_noise_source_and_notes_what_can_still_differ(
         "ours-karras.png": (", Sampler: Euler a, Schedule type: Karras, Version: lorastudio 0.1.0", "CPU",
                             [("noise_old_sampler", "Euler a")]),
         "ours-sde.png": (", Sampler: DPM++ SDE, RNG: CPU, Version: lorastudio 0.1.0", "CPU", []),
+        # the hires pass's own sampler was run otherwise too: its own, or the first's on the hires schedule type
+        "ours-hires-2s-a.png": (", Sampler: Euler, Hires upscale: 2, Hires sampler: DPM++ 2S a, Version: lorastudio 0.1.0",
+                                "CPU", [("noise_old_sampler", "DPM++ 2S a")]),
+        "ours-hires-karras.png": (", Sampler: Euler a, Hires upscale: 2, Hires schedule type: Karras, Version: lorastudio"
+                                  " 0.1.0", "CPU", [("noise_old_sampler", "Euler a")]),
+        "ours-hires-inherits.png": (", Sampler: DPM++ 2M, Schedule type: Karras, Hires upscale: 2, Hires sampler: Euler a,"
+                                    " Version: lorastudio 0.1.0", "CPU", [("noise_old_sampler", "Euler a")]),
+        "ours-both.png": (", Sampler: DPM++ 2S a, Hires upscale: 2, Hires sampler: DPM++ SDE, Version: lorastudio 0.1.0",
+                          "CPU", [("noise_old_sampler", "DPM++ 2S a"), ("noise_old_sampler", "DPM++ SDE")]),
+        "ours-hires-same.png": (", Sampler: Euler, Hires upscale: 2, Hires sampler: Use same sampler, Version: lorastudio"
+                                " 0.1.0", "CPU", []),
+        "a1111-hires-2s-a.png": (", Sampler: Euler, Hires upscale: 2, Hires sampler: DPM++ 2S a, RNG: CPU" + a1111, "CPU",
+                                 []),
     }  # fmt: skip
     for name, (keys, source, expected) in cases.items():
         recipe = read_recipe(_png_with(tmp_path, common + keys, name), workspace)

@@ -110,6 +110,25 @@ def test_gui_learning_rates_warmup_and_budget_follow_the_gui_rules(tmp_path):
     assert (strings.train.learning_rate, strings.seed, strings.train.max_epochs) == (2e-4, 77, 3)  # older GUIs
 
 
+def test_gui_seed_0_is_a_random_seed_drawn_at_import_and_recorded(tmp_path):
+    """The GUI passes no seed for 0 and sd-scripts draws one; before, lorastudio silently trained with its 42.
+    The import draws the seed, writes it into the config (so the run's config.yaml keeps it) and says so."""
+    import yaml
+
+    seeds = set()
+    for zero in (0, "0"):  # older GUIs saved numbers as strings
+        imported = _import(tmp_path, seed=zero)
+        seed = imported.config["seed"]
+        assert isinstance(seed, int) and 0 < seed < 2**32
+        assert f"kohya note: seed 0 (random in kohya_ss): seed {seed}" in imported.lines()
+        assert kohya_train_config(imported).seed == seed != 42
+        assert yaml.safe_load(imported.to_yaml())["seed"] == seed
+        assert f"# note: seed 0 (random in kohya_ss): seed {seed}" in imported.to_yaml()
+        seeds.add(seed)
+    assert len(seeds) == 2  # drawn anew each import
+    assert kohya_train_config(_import(tmp_path, seed=7)).seed == 7 and not _import(tmp_path, seed=7).notes
+
+
 def test_gui_warmup_percent_with_a_dataset_config_is_counted_in_steps(tmp_path):
     images = tmp_path / "img"
     images.mkdir()

@@ -99,6 +99,31 @@ def test_a_recipe_keeps_its_device_where_this_machine_has_it(tiny_workspace):
     assert recipe.config.device == "cpu" and not recipe.notes  # made on the CPU: the same arithmetic again
 
 
+def test_a_recipe_whose_device_this_machine_cannot_use_takes_the_default(tiny_workspace, tmp_path, monkeypatch):
+    """A device torch refuses here — an index `int` cannot read, a driver that fails when asked for its GPUs —
+    becomes this machine's default with the `device_changed` note; before, a bare ValueError/RuntimeError."""
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.recipes import read_recipe
+
+    def broken_driver() -> int:
+        raise RuntimeError("CUDA driver initialization failed")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine whose driver fails
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "device_count", broken_driver)
+    request = GenerateConfig(model="tiny-sd15", steps=3, width=64, height=64, seed=4).model_dump()
+    notes = {}
+    for made in ("cuda:1", "cuda:\u00b2", "cuda:x", "npu:0"):
+        data = {"request": {**request, "device": made}, "image": {"device": made, "seed": 4}}
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        recipe = read_recipe(tmp_path / "r.yaml", tiny_workspace)
+        assert recipe.config.device is None, made
+        notes[made] = [(n.key, n.params) for n in recipe.notes]
+    # another CUDA device: the default is CUDA too (the same kind of arithmetic), so no note, as before
+    assert notes == {"cuda:1": [], "cuda:\u00b2": [], "cuda:x": [],
+                     "npu:0": [("device_changed", {"made": "npu:0", "here": "cuda"})]}  # fmt: skip
+
+
 # --- 2. weights changed since the image was made ------------------------------------------------
 
 

@@ -197,6 +197,41 @@ def test_infotext_writes_what_differs_from_a1111s_defaults_and_reads_it_back():
     assert config_fields_from_infotext({"Old UniPC": "True"})["old_unipc"] is True
 
 
+def test_the_unipc_keys_follow_the_hires_pass_as_the_pipeline_picks_its_sampler():
+    """The hires pass samples A1111's UniPC where its sampler and schedule, each its own or the first pass's, are
+    UniPC on its own schedule (`plan.hires_sampler_choice`): `UniPC Karras` + `Hires schedule type: Automatic`
+    writes the UniPC keys (and `Old UniPC`), `Euler Karras` + `Hires sampler: UniPC` (diffusers' UniPC on the
+    inherited Karras) writes none; before, only a named hires sampler was looked at, on its own."""
+    from lorastudio.generate.a1111_fields import InfotextFacts, infotext_params
+
+    def unipc_keys(**fields) -> set[str]:
+        cfg = GenerateConfig(hires_scale=2, unipc_order=2, **fields)
+        facts = InfotextFacts(cfg.sampler, cfg.schedule or "Automatic", 64, 64, 1)
+        written = {k for k, v in infotext_params(cfg, facts).items() if v is not None}
+        return {k for k in written if k.startswith(("UniPC", "Old UniPC"))}
+
+    assert unipc_keys(sampler="UniPC", schedule="Karras", hires_schedule="Automatic") == {"UniPC order"}
+    assert unipc_keys(sampler="UniPC", schedule="Karras", hires_schedule="Uniform", old_unipc=True) == {"Old UniPC"}
+    assert unipc_keys(sampler="Euler", schedule="Karras", hires_sampler="UniPC") == set()
+    assert unipc_keys(sampler="Euler", hires_sampler="UniPC") == {"UniPC order"}
+    assert unipc_keys(sampler="UniPC", schedule="Karras") == set()
+
+
+def test_the_infotext_reads_the_unipc_words_in_any_case():
+    """`UniPC skip type: logsnr` or `UniPC variant: BH2` is read into the config's spelling, as A1111's API reads its
+    uni_pc_* options; before, it was passed through and refused. A word UniPC lacks is one line naming the key."""
+    from lorastudio.errors import LorastudioError
+    from lorastudio.generate.a1111_fields import config_fields_from_infotext
+
+    back = config_fields_from_infotext({"UniPC variant": "BH2", "UniPC skip type": "logsnr"})
+    assert (back["unipc_variant"], back["unipc_skip_type"]) == ("bh2", "logSNR")
+    cfg = GenerateConfig(sampler="UniPC", **{k: back[k] for k in ("unipc_variant", "unipc_skip_type")})
+    assert (cfg.unipc_variant, cfg.unipc_skip_type) == ("bh2", "logSNR")
+    assert config_fields_from_infotext({"UniPC skip type": "Time_Quadratic"})["unipc_skip_type"] == "time_quadratic"
+    with pytest.raises(LorastudioError, match="UniPC variant.*bh3.*bh1, bh2, vary_coeff"):
+        config_fields_from_infotext({"UniPC variant": "bh3"})
+
+
 def test_recipes_bring_back_old_unipc_images(tiny_workspace, tmp_path):
     """A lorastudio image from before `RNG` or one saying `Old UniPC: True` (and a YAML recipe without
     `unipc_order`) was sampled with diffusers' UniPC: its recipe turns `old_unipc` on; A1111's and today's don't."""
@@ -246,6 +281,21 @@ def test_a1111s_unipc_order_axis_is_a_grid_axis():
     from lorastudio.generate.grid_axes import find_axis
 
     assert find_axis("UniPC Order").name == "unipc_order" and find_axis("uni_pc_order").name == "unipc_order"
+
+
+def test_the_unipc_order_axis_clamps_to_steps_minus_one_as_a1111(tiny_workspace):
+    """A1111's UniPC Order axis sets min(value, steps - 1), with the cell's steps as the axes before it left them
+    (x, then y, then z); the cell records that order, the one it samples at (the sampler takes any order up to the
+    pass's steps, so before, `5` on 4 steps sampled at 4 and was recorded as 5)."""
+    from lorastudio.service.grid_plan import plan_cells
+    from lorastudio.service.grid_request import AxisRequest, GridRequest
+
+    base = GenerateConfig(prompt="red", model="tiny-sd15", sampler="UniPC", steps=4, seed=1, width=64, height=64)
+    order = lambda x, y=AxisRequest(): [c.config.unipc_order for c in plan_cells(tiny_workspace, base, GridRequest(x=x, y=y))[0]]  # noqa: E731
+    assert order(AxisRequest(axis="UniPC Order", values="1, 2, 3, 5")) == [1, 2, 3, 3]
+    steps_first = order(AxisRequest(axis="Steps", values="2, 8"), AxisRequest(axis="UniPC Order", values="5"))
+    assert steps_first == [1, 5]
+    assert order(AxisRequest(axis="UniPC Order", values="5"), AxisRequest(axis="Steps", values="2, 8")) == [3, 3]
 
 
 def test_the_sampler_and_the_config_spell_the_settings_alike():

@@ -168,8 +168,9 @@ def _dotted_fields(model: type[BaseModel], leaf: str, prefix: str = "") -> list[
     return found
 
 
-# Says what another tool's key is here: (dotted key, value given, layer source) -> one line, or None.
-KeyHint = Callable[[str, Any, str], "str | None"]
+# Says what another tool's key is here: (dotted key, value given, layer source, tails) -> one line, or None;
+# `tails` false where the key may be lorastudio's own (inside a section), so only the whole key is looked up.
+KeyHint = Callable[..., "str | None"]
 
 
 def _source_of(key: str, sources: Mapping[str, str], default: str) -> str:
@@ -228,7 +229,10 @@ def _foreign_lines(key: str, err: Mapping[str, Any], layer: str, hint: KeyHint |
     line = hint(key, given, layer) if err["type"] == "extra_forbidden" else None
     if line or not isinstance(given, Mapping) or not given:
         return [(key, line)] if line else []
-    found = [(f"{key}.{sub}", hint(f"{key}.{sub}", value, layer)) for sub, value in flatten_keys(given).items()]
+    unknown = err["type"] == "extra_forbidden"  # else a key of ours: the keys inside may be a section's own
+    found = [
+        (f"{key}.{sub}", hint(f"{key}.{sub}", value, layer, tails=unknown)) for sub, value in flatten_keys(given).items()
+    ]
     return [(name, line) for name, line in found if line]
 
 

@@ -325,6 +325,8 @@ def apply_axis_value(axis: Axis, value: Any, values: list, fields: dict[str, Any
         fields["vae"] = None if str(value).strip().lower() in VAE_AUTOMATIC else value
     elif name == "styles":  # A1111: one value may name several styles, "a,b"
         state.setdefault("styles", []).extend(s.strip() for s in str(value).split(",") if s.strip())
+    elif name == "unipc_order":  # A1111's axis: at most steps - 1 (the cell records the order it samples at)
+        fields["unipc_order"] = max(1, min(int(value), int(fields.get("steps") or 1) - 1))
     elif name == "hires_strength" and fields.get("init_image"):
         fields["strength"] = value  # A1111's "Denoising" is the img2img strength when there is a picture
     else:

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lorastudio.errors import LorastudioError
+from lorastudio.generate.config import UNIPC_SKIP_TYPES, UNIPC_VARIANTS
 from lorastudio.generate.noise_fields import made_before_rng
+from lorastudio.generate.plan import hires_sampler_choice
 from lorastudio.generate.samplers import a1111_unipc, parse_sampler
 
 __all__ = ["UNIPC_KEYS", "read_old_unipc", "unipc_reader", "unipc_writer", "write_old_unipc"]
@@ -26,20 +28,28 @@ UNIPC_KEYS: dict[str, tuple[str, Any]] = {
     "unipc_lower_order_final": ("UniPC lower order final", True),
 }
 
+# The words a field takes, spelled as GenerateConfig does; an infotext's are read in any case, as A1111's API reads
+# its uni_pc_* options ("logsnr" -> "logSNR", "BH2" -> "bh2").
+_WORDS: dict[str, tuple[str, ...]] = {"unipc_variant": UNIPC_VARIANTS, "unipc_skip_type": UNIPC_SKIP_TYPES}
+
 
 def _samples_unipc(cfg: Any, old: bool) -> bool:
-    """Whether the request's sampler, or its hires pass's own, is UniPC run A1111's way (`old`: lorastudio's old way)."""
-    names = [(cfg.sampler, cfg.schedule)]
-    if cfg.hires_on and cfg.hires_sampler:
-        names.append((cfg.hires_sampler, cfg.hires_schedule))
-    for name, schedule in names:
+    """Whether the request's sampler, or its hires pass's own, is UniPC run A1111's way (`old`: lorastudio's old way).
+    The hires pass's is picked as the pipeline picks it (`plan.hires_sampler_choice`): its own sampler or the first
+    pass's, on its own schedule or the first pass's — `Hires schedule type: Automatic` after `UniPC Karras` too."""
+    if old != bool(cfg.old_unipc):
+        return False
+    try:
+        first = parse_sampler(cfg.sampler, cfg.schedule)
+    except LorastudioError:
+        return False
+    choices = [first]
+    if cfg.hires_on:
         try:
-            choice = parse_sampler(name, schedule)
+            choices.append(hires_sampler_choice(cfg, first))
         except LorastudioError:
-            continue
-        if a1111_unipc(choice) and (old == bool(cfg.old_unipc)):
-            return True
-    return False
+            pass
+    return any(a1111_unipc(choice) for choice in choices)
 
 
 def unipc_writer(field: str) -> Callable[[Any, Any], Any]:
@@ -66,7 +76,11 @@ def unipc_reader(field: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
                 return {field: int(float(text))}
             except ValueError:
                 raise LorastudioError(f"infotext {key!r}: {text!r} is not a number; fix or remove it.") from None
-        return {field: text}
+        words = _WORDS[field]
+        word = next((w for w in words if w.lower() == text.lower()), None)
+        if word is None:
+            raise LorastudioError(f"infotext {key!r}: {text!r}; use one of {', '.join(words)}, or remove it.")
+        return {field: word}
 
     return read
 

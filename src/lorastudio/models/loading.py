@@ -108,7 +108,7 @@ def pick_device(requested: str | None = None) -> tuple[str, Any]:
 
     device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
     kind, _, index = device.partition(":")  # "cpu:0" is what a data-parallel rank is given
-    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+    if kind not in ("cpu", "cuda", "mps") or (index and not (index.isascii() and index.isdigit())):  # not "cuda:²"
         raise LorastudioError(f"device {device!r}: not a device here; use cpu, cuda or cuda:N (one GPU).")
     if kind == "mps":
         if not torch.backends.mps.is_available():

@@ -46,29 +46,47 @@ def noise_notes(params: dict[str, Any]) -> list[RecipeNote]:
 
 
 def _old_sampler_notes(params: dict[str, Any], sampler: str) -> list[RecipeNote]:
-    """A lorastudio image from before images wrote `RNG` whose sampler lorastudio now runs otherwise:
-    DPM++ 2S a (then without its ancestral noise), Euler a on a Karras or Exponential schedule (then on
-    plain Euler a's), DPM++ SDE (then a Brownian tree seeded at random)."""
+    """A lorastudio image from before images wrote `RNG` whose sampler — the first pass's or its hires pass's own
+    (`Hires sampler`, `Hires schedule type`) — lorastudio now runs otherwise: DPM++ 2S a (then without its
+    ancestral noise), Euler a on a Karras or Exponential schedule (then on plain Euler a's), DPM++ SDE (then a
+    Brownian tree seeded at random). One note per such sampler."""
+    from types import SimpleNamespace
+
     from lorastudio.errors import LorastudioError
     from lorastudio.generate.noise_fields import made_before_rng
+    from lorastudio.generate.plan import hires_sampler_choice
     from lorastudio.generate.samplers import parse_sampler
 
     if not made_before_rng(params):
         return []
     try:
-        choice = parse_sampler(sampler, str(params.get("Schedule type", "") or "") or None)
+        first = parse_sampler(sampler, str(params.get("Schedule type", "") or "") or None)
     except LorastudioError:
         return []
-    euler_scheduled = choice.sampler == "Euler a" and choice.schedule in ("Karras", "Exponential")
-    if choice.sampler not in ("DPM++ 2S a", "DPM++ SDE") and not euler_scheduled:
-        return []
+    passes = [(sampler, first)]
+    hires = {
+        field: "" if text in ("Use same sampler", "Use same scheduler") else text
+        for field, key in (("hires_sampler", "Hires sampler"), ("hires_schedule", "Hires schedule type"))
+        for text in [str(params.get(key, "") or "").strip()]
+    }
+    if any(hires.values()):
+        try:  # as the hires pass picked it: its own sampler, else the first's, on its own schedule, else the first's
+            passes.append((hires["hires_sampler"] or sampler, hires_sampler_choice(SimpleNamespace(**hires), first)))
+        except LorastudioError:
+            pass
+    named = []
+    for name, choice in passes:
+        euler_scheduled = choice.sampler == "Euler a" and choice.schedule in ("Karras", "Exponential")
+        if (choice.sampler in ("DPM++ 2S a", "DPM++ SDE") or euler_scheduled) and name not in named:
+            named.append(name)
     return [
         RecipeNote(
             "noise_old_sampler",
-            {"sampler": sampler},
-            f"lorastudio ran {sampler} otherwise when it made this image (before images wrote RNG); it now samples"
+            {"sampler": name},
+            f"lorastudio ran {name} otherwise when it made this image (before images wrote RNG); it now samples"
             " it as A1111 does, so the picture will differ.",
         )
+        for name in named
     ]
 
 

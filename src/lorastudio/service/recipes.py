@@ -264,7 +264,8 @@ def _changed_vae(
 
 def _device_notes(request: dict[str, Any], image: dict[str, Any], given: set[str]) -> list[RecipeNote]:
     """The device a recipe records is where its image was made, not a requirement: it is kept where this
-    machine has it (the same arithmetic, the same pixels), else this machine's default is used, with a note."""
+    machine has it (the same arithmetic, the same pixels), else this machine's default is used, with a note.
+    Any device this machine cannot use is so, whatever torch says of it (a driver's RuntimeError too)."""
     made = str(image.get("device") or request.get("device") or "")
     if "device" in given or not made:
         return []
@@ -280,7 +281,7 @@ def _device_notes(request: dict[str, Any], image: dict[str, Any], given: set[str
                 raise LorastudioError(f"{device}: no such GPU here")
         request["device"] = made
         return []
-    except LorastudioError:
+    except (LorastudioError, ValueError, RuntimeError):
         request["device"] = None
     here = pick_device(None)[0]
     if here.partition(":")[0] == made.partition(":")[0]:

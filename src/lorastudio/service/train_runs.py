@@ -139,10 +139,15 @@ def foreign_key_hints(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         given = error.get("input")
         lines = []
-        if key and error.get("type") == "extra_forbidden":
+        unknown = error.get("type") == "extra_forbidden"  # a key lorastudio lacks: a kohya key at any depth in it
+        if key and unknown:
             lines = [foreign_key_hint(key, given, "request")]
-        elif key and isinstance(given, Mapping) and given:  # HCP's `model: {pretrained_model_name_or_path: ...}`
-            lines = [foreign_key_hint(f"{key}.{sub}", value, "request") for sub, value in flatten_keys(given).items()]
+        if key and isinstance(given, Mapping) and given and not any(lines):
+            # HCP's `model: {pretrained_model_name_or_path: ...}`, or kohya's keys under a section lorastudio lacks
+            lines = [
+                foreign_key_hint(f"{key}.{sub}", value, "request", tails=unknown)
+                for sub, value in flatten_keys(given).items()
+            ]
         found = [line for line in lines if line]
         out.append({**error, "msg": f"{error.get('msg', '')}; {'; '.join(found)}"} if found else error)
     return out

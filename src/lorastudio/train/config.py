@@ -259,8 +259,8 @@ def resolve_train_config(
     source = str(files) if isinstance(files, str | Path) else "config"
     spelling = spelling or OverrideSpelling()
 
-    def hint(key: str, value: Any, layer: str) -> str | None:
-        return foreign_key_hint(key, value, layer, spelling)
+    def hint(key: str, value: Any, layer: str, tails: bool = True) -> str | None:
+        return foreign_key_hint(key, value, layer, spelling, tails)
 
     return resolve_config(TrainConfig, layers, TRAIN_KEY_GROUPS, source=source, hint=hint)
 

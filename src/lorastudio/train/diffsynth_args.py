@@ -19,7 +19,7 @@ import json
 import math
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -95,8 +95,6 @@ _NOT_MAPPED = {
 class DiffSynthImport(KohyaImport):
     """A DiffSynth command line turned into lorastudio keys; `notes` explain what differs."""
 
-    notes: list[str] = field(default_factory=list)
-
     def lines(self) -> list[str]:
         """What the import did, one line each: mapped arguments, those with nothing to do, those not mapped."""
 
@@ -109,8 +107,7 @@ class DiffSynthImport(KohyaImport):
         return out + [f"diffsynth note: {note}" for note in self.notes]
 
     def to_yaml(self) -> str:
-        text = super().to_yaml().replace("# not mapped: ", "# not mapped: --")
-        return "".join(f"# note: {note}\n" for note in self.notes) + text
+        return super().to_yaml().replace("# not mapped: ", "# not mapped: --")
 
 
 def split_command_line(text: str) -> list[str]:

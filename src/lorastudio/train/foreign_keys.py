@@ -280,16 +280,23 @@ def _as_file_keys(settings: Mapping[str, Any]) -> str:
     return flow(nested)[1:-1]
 
 
-def foreign_key_hint(key: str, value: Any, layer: str, spelling: OverrideSpelling = OverrideSpelling()) -> str | None:
+def foreign_key_hint(
+    key: str, value: Any, layer: str, spelling: OverrideSpelling = OverrideSpelling(), tails: bool = True
+) -> str | None:
     """One line for a key lorastudio does not know but another tool does; None for any other key.
 
     `layer` is where the key came from ("override", "file my.yaml", "request", ...): a file is told
     the YAML to write, a REST request the JSON, a command line the `key=value` words.
+    The whole dotted key is looked up first, then (`tails`: the key is one lorastudio does not have) its tails:
+    kohya's and EasyPhoto's keys are flat, so `lora.network_dim` or `train.max_train_steps` means what
+    `network_dim` and `max_train_steps` mean. A key inside a section lorastudio has may be its own: no tails.
     """
-    for tool in spelling.tools:
-        entry = _LOOKUPS[tool](key)
-        if entry is not None:
-            return _phrase(f"{tool}'s {key}", entry, value, layer, spelling)
+    parts = key.split(".")
+    for tail in (".".join(parts[start:]) for start in range(len(parts) if tails else 1)):
+        for tool in spelling.tools:
+            entry = _LOOKUPS[tool](tail)
+            if entry is not None:
+                return _phrase(f"{tool}'s {tail}", entry, value, layer, spelling)
     return None
 
 

@@ -13,7 +13,8 @@ config:
   trains the text encoder alone (not supported here); both 0: `learning_rate` serves both;
 - `noise_offset_type` picks the offset-noise keys (Original) or the multires ones (Multires);
 - `sample_prompts` is the prompt text itself (the GUI writes it to a prompt file);
-- `stop_text_encoder_training` is ignored by the LoRA tab ("not yet supported").
+- `stop_text_encoder_training` is ignored by the LoRA tab ("not yet supported");
+- `seed` 0 means random (sd-scripts draws one): the import draws it and records it in the config and its notes.
 
 `GUI_KEYS` lists the GUI keys sd-scripts has no key for: each maps to a lorastudio key or says why not,
 as `train.kohya_keys.KOHYA_KEYS` does for sd-scripts' keys; keys of other model families (Flux.1, SD3,
@@ -22,6 +23,7 @@ HunyuanImage, Anima, Lumina) are found by `gui_rule`.
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,7 @@ GUI_KEYS: dict[str, Rule] = {
     "model_list": _quiet("the GUI's model picker; pretrained_model_name_or_path is the model"),
     "sdxl": _quiet("lorastudio reads SDXL from the model itself"),
     "sdxl_cache_text_encoder_outputs": Rule("train.cache_text_encoder_outputs"),
-    "sdxl_no_half_vae": _off_or("no VAE precision switch for training"),
+    "sdxl_no_half_vae": Rule("train.vae_fp32"),  # the GUI passes it as sd-scripts' no_half_vae
     "noise_offset_type": _quiet("picks the noise keys the GUI passes (noise_offset, or multires_noise_*)"),
     "additional_parameters": _off_or("extra sd-scripts arguments: give each as a lorastudio key=value"),
     "num_cpu_threads_per_process": _quiet(_LAUNCH),
@@ -269,6 +271,7 @@ def translate_gui(flat: dict[str, Any], out: KohyaImport, has_dataset_config: bo
     _epochs(flat, out, has_dataset_config)
     _noise(flat, out)
     _network_options(flat, out)
+    _seed(flat, out)
     stop = flat.pop("stop_text_encoder_training", None)
     if _num(stop) and is_lora:
         out.no_effect.append(("stop_text_encoder_training", "the GUI's LoRA tab ignores it (\"not yet supported\")"))
@@ -302,6 +305,16 @@ def _network_options(flat: dict[str, Any], out: KohyaImport) -> None:
         if key in flat and key not in used:
             flat.pop(key)
             out.no_effect.append((key, f"a LyCORIS option; the GUI does not pass it for LoRA_type {kind}"))
+
+
+def _seed(flat: dict[str, Any], out: KohyaImport) -> None:
+    """`seed` 0 is the GUI's "random": it passes no seed and sd-scripts draws one. lorastudio's training has no
+    random seed (its default is 42), so the import draws it here and the config, and so the run, records it."""
+    if "seed" in flat and _is_zero(flat["seed"]):
+        flat.pop("seed")
+        seed = random.randrange(1, 2**32)
+        out.set("seed", "seed", seed)
+        out.notes.append(f"seed 0 (random in kohya_ss): seed {seed}")
 
 
 def _is_zero(value: Any) -> bool:

@@ -259,6 +259,7 @@ KOHYA_KEYS: dict[str, Rule] = {
     "mixed_precision": Rule("train.mixed_precision", _mixed_precision),
     "full_fp16": Rule(None, _when_false("pure fp16 weights are not supported; use mixed_precision", "off")),
     "full_bf16": Rule(None, _when_false("pure bf16 weights are not supported; use mixed_precision", "off")),
+    "no_half_vae": Rule("train.vae_fp32"),  # on a GPU the VAE encodes in bf16/fp16 otherwise
     "gradient_checkpointing": Rule("train.gradient_checkpointing"),
     "torch_compile": Rule("train.torch_compile"),
     "dynamo_backend": Rule("train.dynamo_backend", _dynamo_backend),

@@ -53,6 +53,7 @@ class KohyaImport:
     unmapped: list[tuple[str, str]] = field(default_factory=list)  # (kohya key, reason)
     no_effect: list[tuple[str, str]] = field(default_factory=list)  # (kohya key, why nothing is needed)
     sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the import chose where the tool decides at run time
 
     def set(self, kohya_key: str, target: str, value: Any) -> None:
         node = self.config
@@ -78,10 +79,11 @@ class KohyaImport:
         out = [f"kohya {k} -> {t} = {json.dumps(v, ensure_ascii=False)}" for k, t, v in self.mapped]
         out += [f"kohya {k}: no setting needed ({why})" for k, why in self.no_effect]
         out += [f"kohya {k}: NOT MAPPED ({why})" for k, why in self.unmapped]
-        return out
+        return out + [f"kohya note: {note}" for note in self.notes]
 
     def to_yaml(self) -> str:
         header = [f"# lorastudio config imported from {', '.join(self.sources)}"]
+        header += [f"# note: {note}" for note in self.notes]
         header += [f"# not mapped: {k} ({why})" for k, why in self.unmapped]
         body = yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True)
         return "\n".join(header) + "\n" + body

@@ -300,6 +300,10 @@ def score_run(
         raise LorastudioError(f"scorer {unknown[0]!r}: unknown; choose from: {', '.join(SCORERS)}.")
 
     model = load_model(cfg.model, ws.models, ws.cache, device=device, where=model_where)
+    if cfg.train.vae_fp32:  # the held-out latents as the run's were encoded
+        import torch
+
+        model.vae.to(torch.float32)
     held_out, note = _held_out_images(ws.datasets, cfg)
     latents = LatentCache(ws.cache / "latents", model.vae, vae_hash(model.vae))
     latents.prepare(held_out, flip=False)

@@ -148,6 +148,12 @@ class TrainSection(StrictModel):
         description="Compute precision (kohya mixed_precision); auto: bf16 where the GPU has it, else fp16;"
         " no (fp32) on the CPU.",
     )
+    vae_fp32: bool = Field(
+        False,
+        description="Encode the training latents with the VAE in fp32 (kohya no_half_vae, sdxl_no_half_vae); off,"
+        " on a GPU the VAE encodes in the model's bf16 (fp16 where the GPU lacks bf16), whatever mixed_precision"
+        " says, with no NaN retry: the SDXL VAE can overflow in fp16. The latents cache apart from half ones.",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in the backward pass: less memory, slower (kohya gradient_checkpointing).",

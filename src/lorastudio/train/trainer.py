@@ -186,6 +186,8 @@ class Trainer(SavingMixin):
         self.images = plan.images
         self.total_steps = plan.steps
         self.model = self._load_model()
+        if self.cfg.train.vae_fp32:  # kohya no_half_vae: the latents (and samples) from an fp32 VAE
+            self.model.vae.to(torch.float32)
         cache_root = self.paths.cache / "latents"
         if self.cfg.uses_prior:
             # Before the trainables exist: class images come from the untouched base model.

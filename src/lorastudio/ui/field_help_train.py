@@ -116,6 +116,11 @@ TRAIN_HELP_ZH: dict[str, str] = {
     "TrainSection.mixed_precision": (
         "计算精度（对应 kohya 的 mixed_precision）；auto：GPU 支持时用 bf16，否则 fp16；CPU 上为 no（fp32）。"
     ),
+    "TrainSection.vae_fp32": (
+        "用 fp32 的 VAE 编码训练潜变量（对应 kohya 的 no_half_vae、sdxl_no_half_vae）；关闭时，GPU 上 VAE 以模型的 bf16"
+        "（GPU 不支持 bf16 时为 fp16）编码，与 mixed_precision 无关，且不会在出现 NaN 时重试：SDXL 的 VAE 在 fp16 下可能溢出。"
+        "其潜变量与半精度的分开缓存。"
+    ),
     "TrainSection.gradient_checkpointing": (
         "梯度检查点：反向传播时重新计算激活值，省显存但更慢（对应 kohya 的 gradient_checkpointing）。"
     ),

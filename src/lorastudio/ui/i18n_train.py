@@ -212,6 +212,7 @@ TRAIN_LABELS: dict[str, tuple[str, str]] = {
     "trainform.train.lr_scheduler_power": ("Polynomial power", "多项式衰减指数"),
     "trainform.train.gradient_checkpointing": ("Gradient checkpointing", "梯度检查点"),
     "trainform.train.torch_compile": ("Compile the UNet (torch.compile)", "编译 UNet（torch.compile）"),
+    "trainform.train.vae_fp32": ("Encode latents with an fp32 VAE", "用 fp32 VAE 编码潜变量"),
     "trainform.train.dynamo_backend": ("Compile backend", "编译后端"),
     "trainform.train.multires_noise_iterations": ("Multires noise levels", "多分辨率噪声层数"),
     "trainform.train.multires_noise_discount": ("Multires noise discount", "多分辨率噪声衰减"),
