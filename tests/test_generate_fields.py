@@ -58,7 +58,7 @@ def _captured_config(monkeypatch, args: list[str]) -> GenerateConfig:
         images: list = []
 
         def as_json(self):
-            return {}
+            return {"notes": []}
 
     def fake_run(ws, cfg, **kwargs):
         seen["cfg"] = cfg
