@@ -194,9 +194,9 @@ def cn_studio(studio, sd15):
     return studio
 
 
-def test_the_request_pictures_go_with_a_not_kept_answer_and_stay_with_a_kept_one(client, cn_studio):
+def test_the_request_pictures_go_with_the_answer_kept_or_not(client, cn_studio):
     """An img2img bot (init image, mask, a ControlNet unit; A1111's save_images false) must not fill
-    studio/uploads; with save_images true the uploads stay and the recipe points at its own copies."""
+    studio/uploads; with save_images true the recipe points at its own copies and the uploads go too."""
     ws = cn_studio.workspace
     init = Image.new("RGB", (64, 64), (200, 40, 40))
     mask = Image.new("L", (64, 64), 0)
@@ -226,16 +226,26 @@ def test_the_request_pictures_go_with_a_not_kept_answer_and_stay_with_a_kept_one
     assert cn_studio.list_jobs(limit=1)[0].payload["config"]["controlnet"][0]["image"]
     assert _files(uploads_dir(ws)) == uploads and _files(unsaved_root(ws)) == [] and _kept(ws) == kept
 
-    # save_images true: as before, the uploads stay and each recipe names its copies beside it
+    # save_images true: each recipe names its copies beside it, and the request's uploads go (were: kept forever)
     saved = client.post("/sdapi/v1/img2img", json={**body, "save_images": True})
     assert saved.status_code == 200, saved.text
     job = cn_studio.list_jobs(limit=1)[0]
-    assert len(_files(uploads_dir(ws))) == len(uploads) + 3
+    assert job.state == "succeeded" and _files(uploads_dir(ws)) == uploads
+    assert not any(Path(p).exists() for p in (job.payload["config"]["init_image"], job.payload["config"]["mask"]))
     folder = ws.outputs / job.id
-    recipe = next(folder.glob("*.yaml")).read_text(encoding="utf-8")
+    recipe_file = next(folder.glob("*.yaml"))
     copies = sorted(p.name for p in (folder / "inputs").iterdir())
-    assert len(copies) == 3 and all(f"inputs/{name}" in recipe for name in copies)
-    assert all(Path(p).is_file() for p in (job.payload["config"]["init_image"], job.payload["config"]["mask"]))
+    assert len(copies) == 3 and all(f"inputs/{name}" in recipe_file.read_text(encoding="utf-8") for name in copies)
+    from lorastudio.service.recipes import read_recipe
+
+    again = read_recipe(recipe_file, ws).config  # the recipe still finds every picture
+    assert all(Path(p).is_file() for p in (again.init_image, again.mask, again.controlnet[0].image))
+    assert Path(again.init_image).parent == folder / "inputs"
+    # the x/y/z plot kept: its unit's image goes too, its cells' recipes name their copy
+    answer = client.post("/sdapi/v1/txt2img", json={**xyz, "save_images": True})
+    assert answer.status_code == 200, answer.text
+    assert _files(uploads_dir(ws)) == uploads
+    assert len(list((ws.outputs / cn_studio.list_jobs(limit=1)[0].id).rglob("inputs/*.png"))) == 1
 
 
 def test_the_sweep_removes_the_held_uploads_of_a_client_that_left(workspace):
@@ -251,7 +261,8 @@ def test_the_sweep_removes_the_held_uploads_of_a_client_that_left(workspace):
         assert (unsaved_root(workspace) / left.id / REQUEST_UPLOADS).is_file()
         kept_job = store.enqueue("sleep", {"seconds": 0})
         kept_upload = stored()
-        assert hold_request_uploads(workspace, kept_job, [kept_upload]) is False  # save_images true: stays
+        assert hold_request_uploads(workspace, kept_job, [kept_upload]) is True  # save_images true: once it succeeded
+        assert hold_request_uploads(workspace, kept_job, [None]) is False
         # a folder whose job is gone from the queue: its listed uploads go with it
         orphan, orphan_upload = unsaved_root(workspace) / "gone", stored()
         orphan.mkdir()
@@ -261,5 +272,54 @@ def test_the_sweep_removes_the_held_uploads_of_a_client_that_left(workspace):
         assert upload_path(workspace, held[0]).is_file() and not (uploads_dir(workspace) / orphan_upload).exists()
         store.cancel(left.id)
         assert sweep_unsaved(workspace, store, older_than_s=0) == [left.id]
-        assert sorted(p.name for p in uploads_dir(workspace).iterdir()) == [kept_upload]
+        assert sorted(p.name for p in uploads_dir(workspace).iterdir()) == [kept_upload]  # kept_job: queued
         assert not (workspace.outputs / kept_job.id).exists()
+
+
+def test_a_kept_jobs_uploads_go_once_it_succeeded_and_stay_while_a_failed_one_is_on_record(workspace):
+    """save_images true: the recipes name their copies in inputs/, so a succeeded job's uploads go (its
+    release, or the sweep when the client left); a failed or cancelled job's stay until it is purged."""
+    from lorastudio.service.jobs import open_store
+    from lorastudio.service.unsaved import kept_uploads_list
+
+    def stored() -> str:
+        return save_upload(workspace, b"\x89PNG\r\n\x1a\n", ".png")
+
+    def finished(state: str):
+        job = store.enqueue("sleep", {"seconds": 0}, priority=9)  # claimed before `queued`
+        claimed = store.claim("w")
+        assert claimed.id == job.id
+        assert store.finish(job.id, claimed.attempt, state, result={}, error=None if state == "succeeded" else state)
+        return store.get(job.id)
+
+    with open_store(None, workspace) as store:
+        queued = store.enqueue("sleep", {"seconds": 0})
+        upload = stored()
+        hold_request_uploads(workspace, queued, [upload])
+        assert release_job_files(workspace, store.get(queued.id)) is False  # not finished: stays
+        assert upload_path(workspace, upload).is_file()
+
+        answered = finished("succeeded")
+        mine = [stored(), stored()]
+        hold_request_uploads(workspace, answered, mine)
+        assert release_job_files(workspace, answered) is False  # its files are kept ...
+        assert not any((uploads_dir(workspace) / name).exists() for name in mine)  # ... its uploads are not
+        assert not kept_uploads_list(workspace, answered.id).exists()
+
+        left, failed, cancelled = finished("succeeded"), finished("failed"), finished("cancelled")
+        held = {job.id: stored() for job in (left, failed, cancelled)}
+        for job in (left, failed, cancelled):
+            hold_request_uploads(workspace, job, [held[job.id]])
+        for job in (failed, cancelled):
+            assert release_job_files(workspace, job) is False
+        assert all(upload_path(workspace, name).is_file() for name in held.values())
+        # the client of `left` went away before its release: the sweep removes its uploads
+        sweep_unsaved(workspace, store, older_than_s=3600)
+        assert not (uploads_dir(workspace) / held[left.id]).exists()
+        assert upload_path(workspace, held[failed.id]).is_file() and upload_path(workspace, held[cancelled.id]).is_file()
+        # purged from the queue: nothing names them any more, and the sweep removes them once old enough
+        store.purge(-1)
+        sweep_unsaved(workspace, store, older_than_s=3600)
+        assert upload_path(workspace, held[failed.id]).is_file()
+        sweep_unsaved(workspace, store, older_than_s=0)
+        assert sorted(p.name for p in uploads_dir(workspace).iterdir()) == [upload]

@@ -132,6 +132,30 @@ def test_embedding_is_used_by_name(tiny_workspace):
     assert "zkstar" in info.get("TI hashes", "")
 
 
+def test_hcp_sdxl_embedding_holding_both_encoders_side_by_side_is_split(tiny_workspace):
+    """HCP-Diffusion's SDXL `.pt` holds CLIP-L then CLIP-G in one [n, L + G] matrix (2048 wide on SDXL;
+    tiny-sdxl's encoders are 32 and 48 wide): it acts as the clip_l/clip_g pair A1111's files hold."""
+    from lorastudio.adapters import Embedding, save_embedding
+
+    def xl(*args: str) -> str:
+        result = runner.invoke(
+            app, ["generate", "--model", "tiny-sdxl", "--steps", "4", "--seed", "2", "--json", *args]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])["images"][0]
+
+    clip_l = torch.randn(2, 32, generator=torch.Generator().manual_seed(3)) * 3
+    clip_g = torch.randn(2, 48, generator=torch.Generator().manual_seed(4)) * 3
+    joined = torch.cat([clip_l, clip_g], dim=-1)
+    torch.save({"string_to_param": {"*": joined}, "name": "zkhcp"}, tiny_workspace.embeddings / "zkhcp.pt")
+    save_embedding(Embedding("zkpair", [clip_l, clip_g]), tiny_workspace.embeddings / "zkpair.safetensors", "sdxl")
+    hcp = xl("--prompt", "zkhcp picture")
+    assert np.array_equal(arr(hcp), arr(xl("--prompt", "zkpair picture")))  # was: skipped, a plain word
+    assert np.abs(arr(hcp) - arr(xl("--prompt", "zkhcx picture"))).mean() > 0.1
+    info = json.loads(runner.invoke(app, ["pnginfo", hcp, "--json"]).stdout)
+    assert "zkhcp" in info.get("TI hashes", "")
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -225,7 +225,8 @@ def test_an_hcp_info_yaml_becomes_the_request_it_describes(tiny_workspace, tmp_p
     )
     assert cfg.negative_prompt == "lowres, bad anatomy, (blurry:1.1)"
     assert (cfg.model, cfg.width, cfg.height, cfg.cfg_scale, cfg.steps) == ("tiny-sd15", 512, 768, 7.5, 30)
-    assert (cfg.seed, cfg.count, cfg.batch_size, cfg.clip_skip) == (758691538, 3, 2, 2)
+    # the info beside one image makes that image (its run made num x bs = 3 x 2 from seed 758691538 on)
+    assert (cfg.seed, cfg.count, cfg.batch_size, cfg.clip_skip) == (758691538, 1, 1, 2)
     assert (cfg.sampler, cfg.schedule) == ("DPM++ 2M", "Karras")
     texts = [note.text for note in read.notes]
     assert sorted(note.key for note in read.notes) == [
@@ -249,6 +250,23 @@ def test_an_hcp_info_yaml_becomes_the_request_it_describes(tiny_workspace, tmp_p
     again = read_recipe(recipe, tiny_workspace)
     assert again.config.prompt.endswith(" <lora:unet-1000:0.85>")
     assert "hcp_trigger_missing" not in {note.key for note in again.notes}
+
+
+def test_an_hcp_config_keeps_its_run_and_an_image_info_makes_its_image(tiny_workspace, tmp_path):
+    """`num`/`bs` in the info file beside one image are its run's: the image is made alone, from its seed;
+    the same values in a config (`cfgs/infer/*.yaml`, or a file not named after its seed) are the run."""
+    from lorastudio.service.recipes import read_recipe
+
+    later = INFO_YAML.replace("seed: 758691538", "seed: 758691541")  # the run's fourth image
+    for name, text, made in (
+        ("4-758691541-info.yaml", later, (758691541, 1, 1)),
+        ("text2img_anime_lora.yaml", INFO_YAML, (758691538, 3, 2)),
+        ("4-758691541-info.yaml", INFO_YAML, (758691538, 3, 2)),  # its seed is not the name's: a config
+    ):
+        recipe = tmp_path / name
+        recipe.write_text(text, encoding="utf-8")
+        cfg = read_recipe(recipe, tiny_workspace).config
+        assert (cfg.seed, cfg.count, cfg.batch_size) == made, name
 
 
 def test_hcp_infer_yaml_edge_cases_are_one_note_or_one_line(tiny_workspace, tmp_path):
@@ -317,16 +335,16 @@ def test_generate_recipe_reads_an_hcp_yaml_end_to_end(tiny_workspace, tmp_path, 
     import_lora(tiny_workspace, tmp_path / "ckpts" / "unet-1000.safetensors", name="surtr-1000", family="sd15")
     hcp_embedding(tiny_workspace.embeddings / "surtr_arknights-1000.pt", torch.randn(2, 32))
     small = INFO_YAML.replace("width: 512", "width: 64").replace("height: 768", "height: 64")
-    small = small.replace("bs: 2", "bs: 1").replace("num: 3", "num: 1").replace("num_inference_steps: 30", "num_inference_steps: 3")
+    small = small.replace("seed: 758691538", "seed: 758691539").replace("num_inference_steps: 30", "num_inference_steps: 3")
     small = small.replace("unet-${.....model_steps}", "unet-surtr-${.....model_steps}").replace(
         "text_encoder-${.....model_steps}", "text_encoder-surtr-${.....model_steps}"
     )  # imported under the name unet-surtr-1000 finds
-    recipe = tmp_path / "1-758691538-info.yaml"
+    recipe = tmp_path / "2-758691539-info.yaml"  # the second image of a run of num 3 x bs 2: that image alone
     recipe.write_text(small, encoding="utf-8")
     result = runner.invoke(app, ["generate", "--recipe", str(recipe), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["seeds"] == [758691538] and out["notes"] == []  # the braces were written as A1111's weights
+    assert out["seeds"] == [758691539] and len(out["images"]) == 1 and out["notes"] == []  # the braces were written as A1111's weights
     assert [lora["name"] for lora in out["loras"]] == ["surtr-1000"]
     info = json.loads(runner.invoke(app, ["pnginfo", out["images"][0], "--json"]).stdout)
     assert info["TI hashes"].startswith("surtr_arknights-1000: ") and info["Sampler"] == "DPM++ 2M"

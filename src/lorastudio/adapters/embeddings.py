@@ -34,6 +34,7 @@ __all__ = [
     "has_embedding_layout",
     "save_embedding",
     "check_vectors",
+    "split_joined_vectors",
     "a1111_info",
     "refuse_several_concept_terms",
 ]
@@ -252,6 +253,20 @@ def check_vectors(embedding: Embedding, source: str) -> None:
             raise LorastudioError(f"{source}: its vectors hold NaN or infinite values; the file is damaged.")
     if len({int(v.shape[0]) for v in sets}) != 1:
         raise LorastudioError(f"{source}: its CLIP-L and CLIP-G parts have different numbers of vectors.")
+
+
+def split_joined_vectors(embedding: Embedding, widths: list[int]) -> Embedding:
+    """One vector set per text encoder where a file holds them side by side in one matrix.
+
+    HCP-Diffusion's SDXL embeddings (`.pt`, `string_to_param["*"]`) are one [vectors, CLIP-L width +
+    CLIP-G width] matrix (its composed text encoder concatenates CLIP-L then CLIP-bigG): for a model with
+    two encoders whose widths sum to that width, the matrix is cut into the CLIP-L/CLIP-G pair A1111's
+    SDXL files hold. Anything else comes back unchanged (to be skipped as another family's, or used)."""
+    vectors = embedding.vectors
+    if len(widths) != 2 or len(vectors) != 1 or vectors[0].dim() != 2 or vectors[0].shape[-1] != sum(widths):
+        return embedding
+    first, second = vectors[0].split(list(widths), dim=-1)
+    return Embedding(embedding.name, [first.contiguous(), second.contiguous()], dict(embedding.info))
 
 
 def save_embedding(

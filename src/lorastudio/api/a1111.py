@@ -131,7 +131,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
         except BaseException:
             studio.discard_uploads([init, mask, *unit_uploads])  # a refused request leaves no files
             raise
-        studio.hold_request_uploads(job, [init, mask, *unit_uploads])  # save_images false: they go with the answer
+        studio.hold_request_uploads(job, [init, mask, *unit_uploads])  # they go once answered
         return cfg, job
 
     cfg, job = await asyncio.to_thread(submit)
@@ -140,7 +140,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
         if job.state == "failed":
             raise LorastudioError(f"generation failed: {job.error}")
         return await asyncio.to_thread(_answer, req, studio, cfg, job, units)
-    finally:  # save_images false: the files go once the answer holds them (service.unsaved)
+    finally:  # the not-kept files, or a kept job's uploads, go once answered (service.unsaved)
         await asyncio.to_thread(studio.release_job_files, job.id)
 
 

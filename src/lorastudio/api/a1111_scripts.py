@@ -227,7 +227,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         except BaseException:
             studio.discard_uploads(stored)
             raise
-        studio.hold_request_uploads(job, stored)  # not kept: the units' images go with the answer
+        studio.hold_request_uploads(job, stored)  # the units' images go once answered
         return cfg, job
 
     cfg, job = await asyncio.to_thread(submit)
@@ -236,7 +236,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         if job.state == "failed":
             raise LorastudioError(f"x/y/z plot failed: {job.error}")
         return await asyncio.to_thread(_answer, req, studio, cfg, job, grid)
-    finally:  # save_images false: the files go once the answer holds them (service.unsaved)
+    finally:  # the not-kept files, or a kept job's uploads, go once answered (service.unsaved)
         await asyncio.to_thread(studio.release_job_files, job.id)
 
 

@@ -136,6 +136,10 @@ def _lora_files_of(ws: Workspace, nets: list, lora_files: dict[str, Path] | None
     return found, paths, missing
 
 
+def _encoder_widths(model) -> list[int]:
+    return [int(encoder.get_input_embeddings().weight.shape[-1]) for encoder in model.text_encoders]
+
+
 def _embedding_fits(embedding, model) -> bool:
     """One vector set per text encoder, each as wide as that encoder's token embeddings."""
     if len(embedding.vectors) != len(model.text_encoders):
@@ -248,6 +252,7 @@ def run_generation(
     its image kept, its preprocessors' seed, its LoRA files from outside loras/.
     """
     from lorastudio.adapters import check_lora_family, load_embedding
+    from lorastudio.adapters.embeddings import split_joined_vectors
     from lorastudio.adapters.patch import lingering_loras
     from lorastudio.generate.conditioning import PromptEncoder
     from lorastudio.generate.infotext import format_infotext, save_png
@@ -312,7 +317,8 @@ def run_generation(
         if name in pinned:
             continue
         try:
-            embedding = load_embedding(path)
+            # HCP-Diffusion's SDXL files hold CLIP-L and CLIP-G side by side in one matrix
+            embedding = split_joined_vectors(load_embedding(path), _encoder_widths(model))
         except LorastudioError as exc:
             # As A1111: a file that cannot be read (the listing shows why) leaves its word a word.
             logger.warning("%s; %r is read as a plain word", exc, name)

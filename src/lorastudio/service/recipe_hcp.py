@@ -3,7 +3,9 @@
 Two kinds of file are read: the `N-SEED-info.yaml` HCP's visualizer writes beside each image (the whole
 config, `_base_` already merged, `${...}` interpolations as written, the image's `seed`) and the
 `cfgs/infer/*.yaml` it ships (their `_base_` files looked for beside the file and in the folders above
-it, as HCP reads them from its own folder). `${key}` and relative `${..key}` interpolations are resolved
+it, as HCP reads them from its own folder). They are told apart by the name: an info file is named
+after its image's number and seed, and its `seed` is that seed; it describes that one image (the run's
+`num`/`bs` are kept in it as written), so it makes one, while a config keeps its `num` x `bs`. `${key}` and relative `${..key}` interpolations are resolved
 as OmegaConf resolves them; HCP's own resolvers are not.
 
 What maps: `prompt`/`neg_prompt` (HCP's `{word}`/`{word:1.2}` weights written as A1111's `(word)`/
@@ -56,6 +58,8 @@ _SD_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scal
                 "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True}  # fmt: skip
 _HALVES = ("unet-", "text_encoder-", "TE-")  # HCP's LoRA files: unet-N with text_encoder-N (older: TE-N)
 _INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
+# `N-SEED-info.yaml`: what HCP's DiskInterface writes beside its image N made with SEED
+_IMAGE_INFO = re.compile(r"\d+-(\d+)-info\.ya?ml", re.IGNORECASE)
 
 
 def is_hcp_infer(data: Any) -> bool:
@@ -267,6 +271,10 @@ def hcp_request(
         value = _number(cfg, key, path)
         if value is not None:
             request[field] = value
+    if _describes_one_image(path, request.get("seed")):
+        # HCP seeds each image of its run seed, seed + 1, ... and writes each one's seed into its own info
+        # file beside the run's num and bs: that image is the one made from its seed alone
+        request["count"], request["batch_size"] = 1, 1
     clip_skip = _number(cfg, "clip_skip", path)
     if clip_skip is not None:
         request["clip_skip"] = clip_skip + 1  # HCP's 0 is the last layer, A1111's 1
@@ -285,6 +293,13 @@ def hcp_request(
     ))  # fmt: skip
     once = list({(note.key, note.text): note for note in notes}.values())  # a value read twice: one note
     return {k: v for k, v in request.items() if v is not None}, once
+
+
+def _describes_one_image(path: Path, seed: Any) -> bool:
+    """Whether `path` is the info file HCP's visualizer wrote beside one image (`N-SEED-info.yaml` whose
+    `seed` is SEED), rather than a config for a run."""
+    named = _IMAGE_INFO.fullmatch(path.name)
+    return named is not None and isinstance(seed, int) and int(named.group(1)) == seed
 
 
 def _model(

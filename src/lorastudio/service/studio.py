@@ -349,13 +349,14 @@ class Studio:
         return job_images(self.workspace, job)
 
     def release_job_files(self, job_id: str) -> bool:
-        """After a not-kept job's answer is built: remove its files (`service.unsaved`). A kept job,
-        or one not finished yet, is left alone (the sweep removes a folder nobody answered from)."""
+        """After a not-kept job's answer is built: remove its files (`service.unsaved`). A kept job keeps
+        its files (a succeeded one's request uploads go: its recipes name their copies), one not finished
+        yet is left alone (the sweep removes a folder nobody answered from)."""
         return release_job_files(self.workspace, self.get_job(job_id))
 
     def hold_request_uploads(self, job: Job, names: list[str | None]) -> bool:
-        """The uploads a not-kept job's request stored go with its files (`service.unsaved`); a kept
-        job's stay. Call it right after submitting, before waiting."""
+        """The uploads a job's request stored go with a not-kept job's files, and once a kept job has
+        succeeded (`service.unsaved`). Call it right after submitting, before waiting."""
         return hold_request_uploads(self.workspace, job, names)
 
     def sweep_unsaved(self) -> list[str]:

@@ -14,8 +14,15 @@ such job and at start) once its job has been finished for `SWEEP_AFTER_S`.
 The pictures such a request came with (init image, mask, ControlNet images: stored as uploads, a new
 name each request) go with the folder: the front lists them in it (`hold_request_uploads`, a hidden
 `.request-uploads.json` no download lists), and the release and the sweep remove them with it. The
-recipe copies (`inputs/<hash>.png`, `service.recipe_inputs`) are inside the folder too. A kept job's
-uploads stay, as its recipes' copies do.
+recipe copies (`inputs/<hash>.png`, `service.recipe_inputs`) are inside the folder too.
+
+A kept job (`save_images: true`) copies those pictures beside its outputs (`inputs/<hash>.png`, what its
+recipes name), so once it has succeeded nothing needs the uploads: their names are listed in
+`cache/request-uploads/<job id>.json` and removed by the release (after the answer) or, when the client
+left, by the sweep. The job's stored request still names them, but a succeeded job never runs again
+(a worker's stop requeues only running jobs). A failed or cancelled kept job keeps them while its job
+record is there (a new request can be made from its request); once the record is purged the sweep
+removes them, as it does a not-kept folder whose job is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs.registry import output_folder
+from lorastudio.service.jobs.store import SUCCEEDED
 from lorastudio.service.uploads import discard_uploads
 
 if TYPE_CHECKING:
@@ -37,11 +45,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NOT_KEPT_LINE",
+    "KEPT_UPLOADS_DIR",
     "REQUEST_UPLOADS",
     "SWEEP_AFTER_S",
     "hold_request_uploads",
     "image_job_folder",
     "keeps_files",
+    "kept_uploads_list",
     "release_job_files",
     "sweep_unsaved",
     "unsaved_root",
@@ -54,6 +64,8 @@ SWEEP_AFTER_S = 600.0
 # In a not-kept job's folder: the upload names of the pictures its request came with (a hidden name:
 # no download lists it), removed with the folder.
 REQUEST_UPLOADS = ".request-uploads.json"
+# For each kept job: the upload names its request came with, removed once it has succeeded.
+KEPT_UPLOADS_DIR = "request-uploads"
 NOT_KEPT_LINE = "images not kept (A1111 API save_images: false): answered, then removed; nothing added to outputs"
 
 
@@ -74,39 +86,63 @@ def image_job_folder(ws: Workspace, job: Job) -> Path:
     return ws.safe_child(unsaved_root(ws), job.id, "job id")
 
 
+def kept_uploads_list(ws: Workspace, job_id: str) -> Path:
+    """Where a kept job's request uploads are listed (`cache/request-uploads/<job id>.json`)."""
+    return ws.safe_child(ws.cache / KEPT_UPLOADS_DIR, f"{job_id}.json", "job id")
+
+
 def hold_request_uploads(ws: Workspace, job: Job, names: Iterable[str | None]) -> bool:
-    """The uploads a not-kept job's request stored (its init image, mask, ControlNet images) go with its
-    folder: listed in it now, removed by `release_job_files` or `sweep_unsaved` with it. True when
-    listed; a kept job's uploads are left as they are (False)."""
+    """The uploads a job's request stored (its init image, mask, ControlNet images), per-request names
+    nothing else uses: a not-kept job's go with its folder (listed in it, removed by `release_job_files`
+    or `sweep_unsaved` with it); a kept job's are listed to go once it has succeeded, its recipes then
+    naming their own copies. True when listed (False: no names)."""
     names = [name for name in names if name]
-    if keeps_files(job.payload) or not names:
+    if not names:
         return False
-    folder = image_job_folder(ws, job)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / REQUEST_UPLOADS
+    if keeps_files(job.payload):
+        path = kept_uploads_list(ws, job.id)
+    else:
+        path = image_job_folder(ws, job) / REQUEST_UPLOADS
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(names), encoding="utf-8")
     tmp.replace(path)
     return True
 
 
-def _remove(ws: Workspace, folder: Path) -> None:
-    """A not-kept folder, and the request's uploads it lists."""
+def _discard_listed(ws: Workspace, listing: Path) -> None:
+    """The uploads a request-uploads list names."""
     try:
-        names = json.loads((folder / REQUEST_UPLOADS).read_text(encoding="utf-8"))
+        names = json.loads(listing.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         names = []
     if isinstance(names, list):
         discard_uploads(ws, [name for name in names if isinstance(name, str)])
+
+
+def _remove(ws: Workspace, folder: Path) -> None:
+    """A not-kept folder, and the request's uploads it lists."""
+    _discard_listed(ws, folder / REQUEST_UPLOADS)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _drop_kept_uploads(ws: Workspace, listing: Path) -> None:
+    """A kept job's request uploads, and their list."""
+    _discard_listed(ws, listing)
+    listing.unlink(missing_ok=True)
 
 
 def release_job_files(ws: Workspace, job: Job) -> bool:
     """Remove a finished not-kept job's folder (and its request's uploads) once its answer is built;
     True when it was such a job.
 
-    A kept job, or one still queued or running (its answer comes later), is left alone."""
-    if keeps_files(job.payload) or not job.finished:
+    A kept job keeps its files; once it has succeeded its request's uploads go (its recipes name their
+    copies in `inputs/`). A job still queued or running (its answer comes later) is left alone."""
+    if keeps_files(job.payload):
+        if job.state == SUCCEEDED:
+            _drop_kept_uploads(ws, kept_uploads_list(ws, job.id))
+        return False
+    if not job.finished:
         return False
     _remove(ws, image_job_folder(ws, job))
     return True
@@ -114,7 +150,10 @@ def release_job_files(ws: Workspace, job: Job) -> bool:
 
 def sweep_unsaved(ws: Workspace, store: JobStore, older_than_s: float = SWEEP_AFTER_S) -> list[str]:
     """Remove the not-kept folders (and their requests' uploads) nobody will answer from: their job
-    finished (or is gone) more than `older_than_s` ago. Returns the job ids swept."""
+    finished (or is gone) more than `older_than_s` ago; and the request uploads of kept jobs that
+    succeeded (their release never came: the client left) or are gone from the queue as long.
+    Returns the not-kept job ids swept."""
+    _sweep_kept_uploads(ws, store, older_than_s)
     root = unsaved_root(ws)
     if not root.is_dir():
         return []
@@ -134,3 +173,24 @@ def sweep_unsaved(ws: Workspace, store: JobStore, older_than_s: float = SWEEP_AF
             _remove(ws, folder)
             swept.append(folder.name)
     return swept
+
+
+def _sweep_kept_uploads(ws: Workspace, store: JobStore, older_than_s: float) -> None:
+    """Kept jobs' request uploads: a succeeded job's go; a failed or cancelled one's stay while its job
+    record does; those of a job gone from the queue go once their list is `older_than_s` old."""
+    root = ws.cache / KEPT_UPLOADS_DIR
+    if not root.is_dir():
+        return
+    now = time.time()
+    for listing in root.glob("*.json"):
+        try:
+            job = store.get(listing.stem)
+        except LorastudioError:  # purged from the queue: nothing names the uploads any more
+            try:
+                if now - listing.stat().st_mtime >= older_than_s:
+                    _drop_kept_uploads(ws, listing)
+            except OSError:
+                pass
+            continue
+        if job.state == SUCCEEDED:
+            _drop_kept_uploads(ws, listing)
