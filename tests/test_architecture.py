@@ -344,3 +344,27 @@ def test_the_checker_sees_every_kind_of_import(tmp_path):
     assert _breach("lorastudio.api.native", "lorastudio.generate.pipeline")
     assert _breach("lorastudio.api.native", "lorastudio.generate.config") is None
     assert _breach("lorastudio.data.dataset", "lorastudio.generate.images")
+
+
+def _named_forms(module: Path) -> set[str]:
+    """How docs/ARCHITECTURE.md may name a module: `train/saving.py`, `train.saving`, `saving.py` (in its
+    package's list), or by its last folder (`tabs/generate.py`, `jobs.worker`)."""
+    parts = list(module.relative_to(PACKAGE).with_suffix("").parts)
+    forms = {"/".join(parts) + ".py", "/".join(parts), ".".join(parts), parts[-1] + ".py"}
+    if len(parts) >= 2:
+        forms |= {"/".join(parts[-2:]) + ".py", "/".join(parts[-2:]), ".".join(parts[-2:])}
+    return forms
+
+
+def test_architecture_names_every_module():
+    """docs/ARCHITECTURE.md is the map of what lives where: a new module gets a line there."""
+    import re
+
+    text = (PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    unnamed = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "__init__.py"
+        and not any(re.search(r"(?<![\w/.])" + re.escape(form) + r"(?!\w)", text) for form in _named_forms(path))
+    ]
+    assert not unnamed, "say in docs/ARCHITECTURE.md what these modules hold: " + ", ".join(unnamed)
