@@ -39,6 +39,7 @@ __all__ = [
     "read_text_file",
     "decode_text",
     "apply_overrides",
+    "validation_key",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -218,6 +219,46 @@ def explain_validation_error(
             given = json.dumps(err.get("input"), default=str)[:80]
             lines.append(f"{source_here}: {key} = {given}: {err['msg']}.")
     return "\n".join(lines)
+
+
+# pydantic's common error types -> the key (`LorastudioError.key`) a form's refused value is worded by
+VALIDATION_KEYS = {
+    "greater_than_equal": "value_too_small",
+    "greater_than": "value_not_above",
+    "less_than_equal": "value_too_large",
+    "less_than": "value_not_below",
+    "int_parsing": "value_not_integer",
+    "int_from_float": "value_not_integer",
+    "int_type": "value_not_integer",
+    "float_parsing": "value_not_number",
+    "float_type": "value_not_number",
+    "literal_error": "value_not_choice",
+    "enum": "value_not_choice",
+    "missing": "value_missing",
+}
+_LIMITS = ("ge", "gt", "le", "lt")
+
+
+def validation_key(exc: ValidationError, form: str) -> dict[str, Any]:
+    """`key` and `params` for the LorastudioError that refuses a form's one bad value (`exc` holds a
+    single problem of a common type): the field's dotted key, the `form` it is in ("train",
+    "generate": the web UI words it by the field's label there), the limit, the choices and the
+    value given. {} for anything else (several problems, a check across fields): English only."""
+    errors = exc.errors(include_url=False)
+    if len(errors) != 1 or errors[0].get("type") not in VALIDATION_KEYS or not errors[0].get("loc"):
+        return {}
+    err = errors[0]
+    context = err.get("ctx") or {}
+    params: dict[str, Any] = {"field": ".".join(str(part) for part in err["loc"]), "form": form}
+    limit = next((context[name] for name in _LIMITS if name in context), None)
+    if limit is not None:
+        params["limit"] = limit
+    if "expected" in context:  # "'CPU', 'GPU' or 'NV'"
+        params["choices"] = ", ".join(str(context["expected"]).rsplit(" or ", 1))
+    given = err.get("input")
+    if isinstance(given, (str, int, float, bool)):
+        params["input"] = given
+    return {"key": VALIDATION_KEYS[err["type"]], "params": params}
 
 
 def _foreign_lines(key: str, err: Mapping[str, Any], layer: str, hint: KeyHint | None) -> list[tuple[str, str]]:

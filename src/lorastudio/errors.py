@@ -6,7 +6,8 @@ answers 4xx, so messages must name the thing and the fix in one sentence.
 An error a web user meets often also carries a stable `key` and its `params` (keyword-only):
 the web UI words it by `err.<key>` in the page's language (`ui/i18n_errors.py`), and a failed
 job keeps both beside its message (`service.jobs.store.error_result`). `str(error)` stays the
-English line the CLI and the REST API print.
+English line the CLI and the REST API print. An error re-raised with more words (`ControlNet unit 0: …`,
+a 422 naming the request field) keeps the key and params of the one it wraps: `InvalidRequest.wrap`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class LorastudioError(Exception):
         self.params = {
             name: value if isinstance(value, _PLAIN) else str(value) for name, value in (params or {}).items()
         }
+
+    @classmethod
+    def wrap(cls, message: str, cause: BaseException) -> LorastudioError:
+        """`cls(message)` keeping the key and params of `cause` (the error it re-raises in other words;
+        a `RequestImageError` carries them too), so the web UI still words it in the page's language."""
+        return cls(message, key=getattr(cause, "key", None), params=getattr(cause, "params", None))
 
 
 class InvalidRequest(LorastudioError):

@@ -300,7 +300,7 @@ def decoded(data: str, what: str):
     except InvalidRequest:
         raise
     except LorastudioError as exc:
-        raise InvalidRequest(str(exc)) from None
+        raise InvalidRequest.wrap(str(exc), exc) from None
 
 
 def _store_images(ws: Workspace, unit: A1111Unit) -> tuple[str | None, str | None]:

@@ -87,7 +87,7 @@ def _model_name(studio: Studio, title: str | None) -> str | None:
     try:
         return model_name_from_title(studio, title)
     except NotFoundError as exc:
-        raise InvalidRequest(f"sd_model_checkpoint: {exc}") from None
+        raise InvalidRequest.wrap(f"sd_model_checkpoint: {exc}", exc) from None
 
 
 def _train_config(req: EasyPhotoTrainRequest, studio: Studio, photos: list[str], file_names: list[str]):
@@ -107,7 +107,7 @@ def _train_config(req: EasyPhotoTrainRequest, studio: Studio, photos: list[str],
             skin_retouch=req.skin_retouching_bool,
         )
     except LorastudioError as exc:
-        raise InvalidRequest(f"user_id: {exc}") from None
+        raise InvalidRequest.wrap(f"user_id: {exc}", exc) from None
 
 
 def _user_ids(req: EasyPhotoInferRequest) -> list[str]:

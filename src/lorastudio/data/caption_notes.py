@@ -3,7 +3,8 @@
 The readers in `data.sources` record on each entry where its caption came from and which other
 captions sat beside it unread; these lines tell the user, once per kind of choice, with the
 setting that changes it. kohya reads only its `caption_extension`; lorastudio, given none, reads
-`.txt` before `.caption`, and says so rather than losing BLIP captions silently.
+`.txt` before `.caption`, and says so rather than losing BLIP captions silently. Each line also has
+a key and its values (`keyed_caption_notes`), by which the web UI words it in the page's language.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections import Counter
 
 from lorastudio.data.sources import SourceEntry
 
-__all__ = ["CaptionChoices", "caption_notes"]
+__all__ = ["CaptionChoices", "caption_notes", "keyed_caption_notes"]
+
+Keyed = tuple[str, dict]  # (the English line, {"key": ..., "params": {...}})
 
 
 class CaptionChoices(Counter):
@@ -29,7 +32,14 @@ def caption_notes(
     """One line per kind of choice a user should know about: two caption files beside an image,
     a chosen extension missing where another is there, captions from a kohya metadata json.
     `choose` words the setting for this front (`data.caption_extension={ext}` for training)."""
-    notes: list[str] = []
+    return [text for text, _ in keyed_caption_notes(choices, caption_extension, choose)]
+
+
+def keyed_caption_notes(
+    choices: Counter, caption_extension: str | None, choose: str = "--caption-ext {ext}"
+) -> list[Keyed]:
+    """`caption_notes`' lines, each with its key and values."""
+    notes: list[Keyed] = []
     both: Counter = Counter()
     missing: Counter = Counter()
     json_read: Counter = Counter()
@@ -47,25 +57,33 @@ def caption_notes(
                 json_unread[source] += count
     for (read_from, files), count in sorted(both.items()):
         others = " and ".join(files)
-        notes.append(
+        text = (
             f"{_images(count)} had both {read_from} and {others} captions: read {read_from}, not {others}"
             f" (kohya reads only its caption_extension); choose with {choose.format(ext=files[0])}. To train"
             " on both, as kohya's fine-tuning does, merge them into a meta_*.json (merge_captions_to_metadata"
             " + merge_dd_tags_to_metadata) and import that."
         )
+        notes.append(_keyed(text, "both_captions", count=count, read=read_from, others=" ".join(files), ext=files[0]))
     for files, count in sorted(missing.items()):
-        notes.append(
+        text = (
             f"{_images(count)} had no {caption_extension} caption; their {' and '.join(files)} files were"
             f" not read (caption extension {caption_extension})."
         )
+        notes.append(_keyed(text, "chosen_caption_missing", count=count, ext=caption_extension, others=" ".join(files)))
     for name, count in sorted(json_read.items()):
-        notes.append(f"{_images(count)} captioned from {name} (kohya metadata: caption, tags).")
+        text = f"{_images(count)} captioned from {name} (kohya metadata: caption, tags)."
+        notes.append(_keyed(text, "kohya_json_used", count=count, name=name))
     for name, count in sorted(json_unread.items()):
-        notes.append(
+        text = (
             f"{name} (kohya's caption + tags) was not used for {_images(count)} that had another caption;"
             f" import {name} itself to train on its captions."
         )
+        notes.append(_keyed(text, "kohya_json_unused", count=count, name=name))
     return notes
+
+
+def _keyed(text: str, key: str, **params: object) -> Keyed:
+    return text, {"key": key, "params": params}
 
 
 def _images(count: int) -> str:

@@ -8,8 +8,11 @@ Re-running is safe and cheap: an image whose source hash is already in the manif
 skipped, and the manifest is saved every few images, so an interrupted import continues
 where it stopped. `import_report.json` keeps one record per run:
 `{"runs": [{"sources": [...], "imported": [{"source", "file"}], "skipped": [{"source", "reason"}],
-"failed": [{"source", "reason"}], "notes": [...]}]}`; the notes say which captions were chosen
-where an image had several (`data.caption_notes`).
+"failed": [{"source", "reason"}], "notes": [...], "note_keys": [{"key", "params"}]}]}`; the notes say
+which captions were chosen where an image had several (`data.caption_notes`) and which files were
+stored under ASCII names. A skipped or failed row whose reason is a common one also has its `key` and
+`params` beside the English `reason`, and each note its own in `note_keys` (in the same order): the web
+UI words them in the page's language; the CLI and the REST API show the English.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from lorastudio.data.caption_notes import CaptionChoices, caption_notes
+from lorastudio.data.caption_notes import CaptionChoices, keyed_caption_notes
 from lorastudio.data.images import MAX_PIXELS, RGB, ImageLoadError, needs_normalising, open_image
 from lorastudio.data.manifest import (
     DatasetFolder,
@@ -51,6 +54,7 @@ class ImportReport:
     skipped: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # which captions were read where there was a choice
+    note_keys: list[dict] = field(default_factory=list)  # each note's {"key", "params"}, in the same order
 
     def to_json(self) -> dict:
         return {
@@ -60,6 +64,7 @@ class ImportReport:
             "skipped": self.skipped,
             "failed": self.failed,
             "notes": self.notes,
+            "note_keys": self.note_keys,
         }
 
     def summary(self) -> dict:
@@ -95,20 +100,20 @@ def _import_one(
 ) -> tuple[str, dict]:
     """-> ("imported" | "skipped" | "failed", report row). Never raises for one bad file."""
     if entry.problem or entry.read is None:
-        return "skipped", {"source": entry.source, "reason": entry.problem or "nothing to read"}
+        return "skipped", _row(entry.source, entry.problem or "nothing to read", entry.problem_key, entry.problem_params)
     try:
         data = entry.read()
     except (OSError, LorastudioError) as exc:
-        return "failed", {"source": entry.source, "reason": f"cannot read ({exc})"}
+        return "failed", _row(entry.source, f"cannot read ({exc})", "cannot_read", {"error": str(exc)})
     sha = hashlib.sha256(data).hexdigest()
     if sha in known:
-        return "skipped", {"source": entry.source, "reason": f"already imported as {known[sha].file}"}
+        file = known[sha].file
+        return "skipped", _row(entry.source, f"already imported as {file}", "duplicate", {"file": file})
     try:
         image = open_image(data, background=background, max_pixels=max_pixels, name=entry.source)
         stored, ext = _stored_bytes(data, image)
-    except ImageLoadError as exc:
-        row = {"source": entry.source, "reason": str(exc).split(": ", 1)[-1]}
-        return "failed", {**row, "key": exc.key} if exc.key else row  # the web UI words a refused import by it
+    except ImageLoadError as exc:  # image_unreadable, image_too_large: the web UI words a refused import by it
+        return "failed", _row(entry.source, str(exc).split(": ", 1)[-1], exc.key or "", exc.params)
     item = ManifestItem(
         file=safe_stem(entry.name, sha) + ext,
         original=entry.name,
@@ -129,6 +134,22 @@ def _import_one(
     return "imported", {"source": entry.source, "file": item.file}
 
 
+def _row(source: str, reason: str, key: str = "", params: dict | None = None) -> dict:
+    """A report row: the English `reason` (CLI, REST) and, for a common one, its `key` and `params`."""
+    row = {"source": source, "reason": reason}
+    return {**row, "key": key, "params": dict(params or {})} if key else row
+
+
+def _renamed_note(renamed: list[tuple[str, str]]) -> tuple[str, dict]:
+    """The note for images whose names lost characters to the ASCII file names a data set stores."""
+    (original, stored), count = renamed[0], len(renamed)
+    text = (
+        f"{count} image{'s' if count != 1 else ''} with non-ASCII names stored under ASCII file names"
+        f" ({original} -> {stored}); the manifest keeps each original name."
+    )
+    return text, {"key": "renamed_files", "params": {"count": count, "original": original, "stored": stored}}
+
+
 def import_entries(
     folder: DatasetFolder,
     entries: Iterable[SourceEntry],
@@ -147,18 +168,25 @@ def import_entries(
     known = folder.by_sha()
     rows = {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
     choices = CaptionChoices()
+    renamed: list[tuple[str, str]] = []
     try:
         for count, entry in enumerate(entries, 1):
             choices.add(entry)
             outcome, row = _import_one(folder, entry, background, max_pixels, known)
             rows[outcome].append(row)
+            if outcome == "imported" and not PurePosixPath(entry.name).name.isascii():
+                renamed.append((PurePosixPath(entry.name).name, row["file"]))
             if outcome == "imported" and len(report.imported) % SAVE_EVERY == 0:
                 folder.save()
             if progress:
                 progress(count, entry.source)
     finally:  # what was copied before an error or Ctrl-C stays recorded
         folder.save()
-    report.notes = caption_notes(choices, caption_extension)
+    keyed = keyed_caption_notes(choices, caption_extension)
+    if renamed:
+        keyed.append(_renamed_note(renamed))
+    report.notes = [text for text, _ in keyed]
+    report.note_keys = [key for _, key in keyed]
     history = read_import_report(folder)
     history.append(report.to_json())
     atomic_write_json(folder.import_report_path, {"runs": history})

@@ -2,7 +2,8 @@
 
 Each reader yields `SourceEntry`s: an original name, a way to read the bytes, the caption
 found beside it (or in a metadata file) and the kohya repeat count. Entries that cannot be
-images carry `problem` instead, so the importer can list them in the report and go on.
+images carry `problem` instead, so the importer can list them in the report and go on (with a
+`problem_key` and its `problem_params`, by which the web UI words the reason in the page's language).
 
 Accepted sources (`iter_source` picks by what the path is):
 - a folder (recursive): images + same-stem `.txt`/`.caption` (the `.txt` when both are there,
@@ -75,6 +76,8 @@ class SourceEntry:
     caption: str | None = None
     repeats: int = 1
     problem: str | None = None
+    problem_key: str = ""  # the problem's stable key ("not_image_file"...) and its values, for the web UI
+    problem_params: dict[str, str] = field(default_factory=dict)
     folder_caption: str = ""  # a kohya `NN_name` folder's name: kohya's caption where none is given
     caption_from: str = ""  # ".txt", ".caption", "metadata.csv", "meta_lat.json"...: where `caption` was read
     unread_captions: tuple[str, ...] = field(default_factory=tuple)  # other captions found, not read
@@ -187,9 +190,15 @@ def _metadata_problems(
     base = PurePosixPath(meta_name).name
     for file_name in listed:
         if file_name not in present:
-            yield SourceEntry(file_name, f"{source}: {file_name}", problem=f"listed in {base} but no such image")
+            yield SourceEntry(
+                file_name, f"{source}: {file_name}", problem=f"listed in {base} but no such image",
+                problem_key="listed_no_image", problem_params={"list": base},
+            )  # fmt: skip
     for number in nameless:
-        yield SourceEntry(f"{meta_name} row {number}", f"{source}: row {number}", problem="row has no file_name")
+        yield SourceEntry(
+            f"{meta_name} row {number}", f"{source}: row {number}", problem="row has no file_name",
+            problem_key="row_no_file_name",
+        )  # fmt: skip
 
 
 def _tree_entries(
@@ -220,7 +229,8 @@ def _tree_entries(
             images.append(name)
         elif suffix not in quiet:
             problem = f"not an image file ({suffix or 'no extension'}); skipped"
-            yield SourceEntry(name, where(name), problem=problem)
+            key, params = ("not_image_file", {"ext": suffix}) if suffix else ("no_extension", {})
+            yield SourceEntry(name, where(name), problem=problem, problem_key=key, problem_params=params)
     kohya = _folder_kohya_metadata(visible, read, where, images)
     yield from kohya.problems
     for name in images:
@@ -276,7 +286,8 @@ def _folder_kohya_metadata(
             records = _kohya_records(json.loads(decode_text(read(meta_name))))
         except json.JSONDecodeError as exc:
             problem = f"not valid JSON ({exc.msg}); its captions not read"
-            out.problems.append(SourceEntry(meta_name, where(meta_name), problem=problem))
+            out.problems.append(SourceEntry(meta_name, where(meta_name), problem=problem, problem_key="json_invalid",
+                                            problem_params={"error": exc.msg}))  # fmt: skip
             continue
         if records is not None:
             found.append((meta_name, records))
@@ -287,7 +298,8 @@ def _folder_kohya_metadata(
     out.name = PurePosixPath(meta_name).name
     for other, _ in found[1:]:
         out.problems.append(
-            SourceEntry(other, where(other), problem=f"kohya metadata not read: {out.name} is a later step")
+            SourceEntry(other, where(other), problem=f"kohya metadata not read: {out.name} is a later step",
+                        problem_key="kohya_later_step", problem_params={"name": out.name})  # fmt: skip
         )
     out.captions, matched = _match_kohya_keys(records, images)
     unmatched = [key for key in records if key not in matched]
@@ -372,6 +384,7 @@ def _zip_entries(
                     entry.read = lambda data=data: data
                 except (LorastudioError, zipfile.BadZipFile, OSError, EOFError) as exc:
                     entry.read, entry.problem = None, f"cannot unpack ({exc})"
+                    entry.problem_key, entry.problem_params = "cannot_unpack", {"error": str(exc)}
             yield entry
 
 
@@ -390,7 +403,7 @@ def _file_entry(
 ) -> SourceEntry:
     """A listed image; without a caption from its list, the caption file beside it."""
     if not path.is_file():
-        return SourceEntry(name, str(path), problem="listed but not found")
+        return SourceEntry(name, str(path), problem="listed but not found", problem_key="listed_not_found")
     unread: tuple[str, ...] = ()
     if caption is None:
         stem = str(path.with_suffix(""))
@@ -408,7 +421,8 @@ def _metadata_records(path: Path, caption_extension: str | None) -> Iterator[Sou
     for number, row in enumerate(_metadata_rows(path.name, path.read_bytes()), 1):
         file_name = _row_file_name(row)
         if not file_name:
-            yield SourceEntry(f"{path.name} row {number}", f"{path}: row {number}", problem="row has no file_name")
+            yield SourceEntry(f"{path.name} row {number}", f"{path}: row {number}", problem="row has no file_name",
+                              problem_key="row_no_file_name")  # fmt: skip
             continue
         image = _resolve_listed(path.parent, file_name)
         yield _file_entry(image, file_name, _caption_from_record(row), 1, caption_extension, path.name)
@@ -490,7 +504,8 @@ def read_kohya_json(path: Path, caption_extension: str | None = None) -> Iterato
         caption = _kohya_caption(record if isinstance(record, dict) else {})
         image = _find_kohya_image(path.parent, key)
         if image is None:
-            yield SourceEntry(key, str(path), problem="image_key names no image file next to the json")
+            yield SourceEntry(key, str(path), problem="image_key names no image file next to the json",
+                              problem_key="kohya_key_no_image")  # fmt: skip
             continue
         yield _file_entry(image, image.name, caption, 1, caption_extension, path.name)
 

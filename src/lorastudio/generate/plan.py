@@ -82,7 +82,7 @@ def _hires_parsed(name: str, schedule: str | None) -> SamplerChoice:
     try:
         return parse_sampler(name, schedule)
     except LorastudioError as exc:
-        raise LorastudioError(f"hires sampler: {exc}") from None
+        raise LorastudioError.wrap(f"hires sampler: {exc}", exc) from None
 
 
 def _check_size(cfg: GenerateConfig, model, init: Image.Image | None) -> tuple[int, int]:

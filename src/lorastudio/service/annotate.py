@@ -106,7 +106,7 @@ def detect_file(
     try:
         image, _ = open_request_image(image_path, what=str(image_path))
     except RequestImageError as exc:
-        raise LorastudioError(str(exc)) from None
+        raise LorastudioError.wrap(str(exc), exc) from None
     result = detect_map(ws, annotator.name, image, resolution, threshold_a, threshold_b, seed)
     short_name = annotator.aliases[0] if annotator.aliases else annotator.name
     target = Path(out) if out is not None else Path.cwd() / f"{image_path.stem}-{_file_stub(short_name)}.png"

@@ -103,7 +103,7 @@ def _controlnet_path(ws: Workspace, unit: ControlUnit, index: int, names: NamePo
     try:
         return find_controlnet(ws, unit.model, names)
     except LorastudioError as exc:
-        raise type(exc)(f"{_label(index)}: {exc}") from None
+        raise type(exc).wrap(f"{_label(index)}: {exc}", exc) from None
 
 
 def check_module(unit: ControlUnit, index: int) -> None:

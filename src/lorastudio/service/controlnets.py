@@ -132,7 +132,7 @@ def check_module(name: str | None, what: str = "module"):
     try:
         return find_annotator(str(name or "none").strip())
     except LorastudioError as exc:
-        raise InvalidRequest(f"{what}: {str(exc).rstrip('.')} (GET /controlnet/module_list).") from None
+        raise InvalidRequest.wrap(f"{what}: {str(exc).rstrip('.')} (GET /controlnet/module_list).", exc) from None
 
 
 def check_thresholds(row, threshold_a: float | None, threshold_b: float | None, what: str = "unit"):

@@ -123,6 +123,7 @@ def import_dataset(
         "imported_files": [row["file"] for row in report.imported],
         "caption_extension": caption_extension,
         "notes": report.notes,
+        "note_keys": report.note_keys,  # each note's key and values, in order: the web UI words them
     }
 
 

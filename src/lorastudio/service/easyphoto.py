@@ -52,7 +52,7 @@ def _unprocessable() -> Iterator[None]:
         yield
     except LorastudioError as exc:
         if type(exc) is LorastudioError:
-            raise InvalidRequest(str(exc)) from None
+            raise InvalidRequest.wrap(str(exc), exc) from None
         raise
 
 
@@ -109,7 +109,7 @@ def _add_image_template(
         try:
             name = safe_name(name, "template name")
         except LorastudioError as exc:
-            raise InvalidRequest(f"name: {_reason(exc)}") from None
+            raise InvalidRequest.wrap(f"name: {_reason(exc)}", exc) from None
         if _library_template(ws, name):
             raise InvalidRequest(f"name: template {name!r} is in the library already; choose another or delete it first.")
     folder = ws.cache / "template-uploads"
@@ -121,7 +121,7 @@ def _add_image_template(
             add_template(ws, path, name=name, backend=backend)
         except LorastudioError as exc:  # no face: name the field, not the temporary file
             text = _reason(exc) if str(exc).startswith(str(path)) else str(exc)
-            raise InvalidRequest(f"{where}: {text}") from None
+            raise InvalidRequest.wrap(f"{where}: {text}", exc) from None
     return name
 
 
@@ -176,7 +176,7 @@ def decode_image_file(path: Path, where: str) -> tuple[Any, str]:
     try:
         return open_request_image(path, where, MAX_IMAGE_PIXELS)
     except RequestImageError as exc:
-        raise InvalidRequest(str(exc)) from None
+        raise InvalidRequest.wrap(str(exc), exc) from None
 
 
 def check_people(ws: Workspace, names: list[str], field: str) -> None:
@@ -191,13 +191,13 @@ def check_people(ws: Workspace, names: list[str], field: str) -> None:
         try:
             safe_name(name, "person")
         except LorastudioError as exc:
-            raise InvalidRequest(f"{field}: {_reason(exc)}") from None
+            raise InvalidRequest.wrap(f"{field}: {_reason(exc)}", exc) from None
         if not any(row["name"] == name for row in people):
             raise InvalidRequest(f"{field}: {name!r} is not a trained person; known: {known} (train them first).")
         try:
             load_person(ws, name)
         except LorastudioError as exc:
-            raise InvalidRequest(f"{field}: {exc}") from None
+            raise InvalidRequest.wrap(f"{field}: {exc}", exc) from None
 
 
 def photo_refusal(studio: Studio, job: Job, field: str) -> str | None:

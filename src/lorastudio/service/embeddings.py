@@ -182,7 +182,9 @@ def import_embedding(
     except LorastudioError as exc:
         if not shown_as or shown_as == source.name:
             raise
-        raise type(exc)(str(exc).replace(source.name, shown_as)) from None
+        named = type(exc).wrap(str(exc).replace(source.name, shown_as), exc)
+        named.params = {k: v.replace(source.name, shown_as) if isinstance(v, str) else v for k, v in named.params.items()}
+        raise named from None
 
 
 def _import(ws: Workspace, source: Path, name: str | None, stem: str) -> dict[str, Any]:

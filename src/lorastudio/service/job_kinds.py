@@ -118,9 +118,10 @@ class ImportJobConfig(StrictModel):
         description="Data sets: each upload's original file name, in order, so a caption .txt is paired "
         "with its image by name (an upload is stored under a fresh name).",
     )
-    refused_files: list[dict[str, str]] = Field(
+    refused_files: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="Data sets: files the upload itself refused ({source, reason}), reported with the import's own.",
+        description="Data sets: files the upload itself refused ({source, reason}, and a common reason's key and"
+        " params), reported with the import's own.",
     )
     caption_extension: str | None = Field(
         None,
@@ -358,7 +359,7 @@ def submit_dataset_upload(
     safe_name(name, "data-set name")
     stored: list[str] = []
     kept: list[str] = []
-    refused: list[dict[str, str]] = []
+    refused: list[dict[str, Any]] = []
     try:
         for file in files:  # one bad file is reported, as kohya skips it; the others are imported
             shown = re.split(r"[\\/]", file[0])[-1] if isinstance(file, tuple) else Path(file).name
@@ -370,7 +371,8 @@ def submit_dataset_upload(
                         stored.append(store_stream(studio.workspace, stream, shown, DATASET_UPLOAD_SUFFIXES)[0])
                 kept.append(shown)
             except LorastudioError as exc:
-                refused.append({"source": shown, "reason": str(exc)})
+                row = {"source": shown, "reason": str(exc)}  # with its key: the web UI words it (datasets tab)
+                refused.append({**row, "key": exc.key, "params": exc.params} if exc.key else row)
         if not stored:
             raise LorastudioError(f"dataset import: none of the {len(files)} files can be used ({refused[0]['reason']})")
         cfg = ImportJobConfig(

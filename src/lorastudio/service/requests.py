@@ -87,7 +87,7 @@ class RequestResolver:
             find_controlnet(self.workspace, unit.model, self.names)
             paths = {key: str(upload_path(self.workspace, getattr(unit, key))) for key in ("image", "mask") if getattr(unit, key)}
         except LorastudioError as exc:
-            raise type(exc)(f"ControlNet unit {index}: {exc}") from None
+            raise type(exc).wrap(f"ControlNet unit {index}: {exc}", exc) from None
         return unit.model_copy(update=paths)
 
     def train(self, cfg: TrainConfig) -> tuple[TrainConfig, str]:

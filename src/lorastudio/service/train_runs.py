@@ -109,7 +109,7 @@ def train_request(preset: str | None, values: dict[str, Any]) -> TrainConfig:
     long to train (`train.epochs_per_image`) gives way to a `train.steps` the user typed, as an
     override does on the command line. `Studio.submit_train` resolves the layers.
     """
-    from lorastudio.config import explain_validation_error
+    from lorastudio.config import explain_validation_error, validation_key
     from lorastudio.train.config import TrainConfig
 
     shown = preset_values(preset)
@@ -123,7 +123,8 @@ def train_request(preset: str | None, values: dict[str, Any]) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise LorastudioError(explain_validation_error(TrainConfig, exc, "training form")) from None
+        message = explain_validation_error(TrainConfig, exc, "training form")
+        raise LorastudioError(message, **validation_key(exc, "train")) from None  # worded by the field's label
 
 
 def foreign_key_hints(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 
 def _invalid(exc: Exception) -> LorastudioError:
-    return InvalidRequest(str(exc), key=getattr(exc, "key", None), params=getattr(exc, "params", None))
+    return InvalidRequest.wrap(str(exc), exc)
 
 
 def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
@@ -129,16 +129,23 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
     allowed = tuple(allowed)
     if suffix not in allowed:
         raise LorastudioError(
-            f"upload {filename!r}: type {suffix or '(none)'} is not accepted; send one of {', '.join(allowed)}."
+            f"upload {filename!r}: type {suffix or '(none)'} is not accepted; send one of {', '.join(allowed)}.",
+            key="upload_type",
+            params={"file": filename, "type": suffix or "-", "allowed": " ".join(allowed)},
         )
     if suffix in _CAPTION_SUFFIXES:  # a caption: UTF-8 text of a caption's size
         data = Path(path).read_bytes()[: MAX_CAPTION_BYTES + 1]
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
-            raise LorastudioError(f"upload {filename!r}: a caption file must be UTF-8 text.") from None
+            raise LorastudioError(
+                f"upload {filename!r}: a caption file must be UTF-8 text.", key="caption_not_utf8", params={"file": filename}
+            ) from None
         if len(data) > MAX_CAPTION_BYTES:
-            raise LorastudioError(f"upload {filename!r}: over {MAX_CAPTION_BYTES} bytes; a caption is one line.")
+            raise LorastudioError(
+                f"upload {filename!r}: over {MAX_CAPTION_BYTES} bytes; a caption is one line.",
+                key="caption_too_large", params={"file": filename, "limit": MAX_CAPTION_BYTES},
+            )  # fmt: skip
         return
     if suffix == ".json":  # only where `allowed` names it: a data set's kohya metadata json
         _check_kohya_metadata(Path(path), filename)
@@ -147,20 +154,29 @@ def check_upload(path: Path, filename: str, allowed: Iterable[str] = UPLOAD_SUFF
         try:
             read_safetensors_header(Path(path))
         except LorastudioError as exc:  # name the client's file, not the spooled copy
-            raise LorastudioError(f"upload {filename!r}: {str(exc).partition(': ')[2]}") from None
+            raise LorastudioError.wrap(f"upload {filename!r}: {str(exc).partition(': ')[2]}", exc) from None
         return
     with open(path, "rb") as f:
         head = f.read(16)
     if suffix in _PICKLE_SUFFIXES:
         if not head.startswith(_TORCH_MAGIC):
-            raise LorastudioError(f"upload {filename!r}: its content is not a PyTorch {suffix} file.")
+            raise LorastudioError(
+                f"upload {filename!r}: its content is not a PyTorch {suffix} file.",
+                key="upload_content", params={"file": filename, "type": suffix[1:]},
+            )  # fmt: skip
         return
     if suffix in _EMBEDDING_PICTURE_MAGIC:  # an embedding import's picture: the import reads it
         if not _EMBEDDING_PICTURE_MAGIC[suffix](head):
-            raise LorastudioError(f"upload {filename!r}: its content is not a {suffix[1:]} file.")
+            raise LorastudioError(
+                f"upload {filename!r}: its content is not a {suffix[1:]} file.",
+                key="upload_content", params={"file": filename, "type": suffix[1:]},
+            )  # fmt: skip
         return
-    if not any(head.startswith(magic) for magic in _MAGIC[suffix]):
-        raise LorastudioError(f"upload {filename!r}: its content is not a {suffix[1:]} file.")
+    if not any(head.startswith(magic) for magic in _MAGIC[suffix]):  # damaged, or another format renamed
+        raise LorastudioError(
+            f"upload {filename!r}: its content is not a {suffix[1:]} file.",
+            key="upload_content", params={"file": filename, "type": suffix[1:]},
+        )  # fmt: skip
     if suffix != ".zip":  # an image: decode it once now, within the limits, not later in a job
         from lorastudio.generate.images import RequestImageError, open_request_image
 
@@ -201,13 +217,20 @@ def upload_path(ws: Workspace, name: str, *, pickles: bool = False) -> Path:
 def _check_kohya_metadata(path: Path, filename: str) -> None:
     """A kohya metadata json (merge_captions_to_metadata's `{image_key: {caption, tags}}`), as a
     folder import reads one beside its images."""
-    from lorastudio.data.sources import kohya_metadata_problem
+    from lorastudio.data.sources import is_kohya_metadata_name, kohya_metadata_problem
 
     if path.stat().st_size > MAX_METADATA_BYTES:
-        raise LorastudioError(f"upload {filename!r}: over {MAX_METADATA_BYTES // 2**20} MiB; upload the folder as a zip.")
+        raise LorastudioError(
+            f"upload {filename!r}: over {MAX_METADATA_BYTES // 2**20} MiB; upload the folder as a zip.",
+            key="metadata_too_large", params={"file": filename, "limit_mib": MAX_METADATA_BYTES // 2**20},
+        )  # fmt: skip
     problem = kohya_metadata_problem(filename, path.read_bytes())
     if problem:
-        raise LorastudioError(f"upload {filename!r}: {problem}; upload kohya's meta_*.json or leave it out.")
+        raise LorastudioError(
+            f"upload {filename!r}: {problem}; upload kohya's meta_*.json or leave it out.",
+            key="not_kohya_metadata" if is_kohya_metadata_name(filename) else "json_not_meta_name",
+            params={"file": filename},
+        )
 
 
 def new_upload_name(filename: str) -> str:

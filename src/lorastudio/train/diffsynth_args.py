@@ -303,4 +303,4 @@ def diffsynth_resolved_config(imported: DiffSynthImport, overrides: Any = (), pr
     try:
         return resolve_train_config(None, overrides, preset, imported=[layer])
     except LorastudioError as exc:
-        raise LorastudioError(f"imported from {imported.sources[0]}: {exc}") from None
+        raise LorastudioError.wrap(f"imported from {imported.sources[0]}: {exc}", exc) from None

@@ -128,7 +128,7 @@ def kohya_resolved_config(imported: KohyaImport, overrides: Any = (), preset: st
         return resolve_train_config(None, overrides, preset, imported=[kohya_layer(imported)])
     except LorastudioError as exc:
         sources = " + ".join(imported.sources)
-        raise LorastudioError(f"imported from {sources}: {exc}") from None
+        raise LorastudioError.wrap(f"imported from {sources}: {exc}", exc) from None
 
 
 def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None):

@@ -81,7 +81,7 @@ def prepare_prior(
             items, cfg.train.resolution, cfg.data.max_upscale, options=BucketOptions.from_config(cfg.data)
         )
     except LorastudioError as exc:
-        raise LorastudioError(f"class images in {folder}: {exc}") from None
+        raise LorastudioError.wrap(f"class images in {folder}: {exc}", exc) from None
     check_cache_space(cache_root, images, False)
     latents = LatentCache(cache_root, model.vae, vae_digest)
     # As for the run's own images (`train.caches`): the UNet waits in CPU memory while the VAE encodes.

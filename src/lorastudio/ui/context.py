@@ -76,15 +76,25 @@ def unfinished_job_of(
     return None
 
 
-def worded_error(ctx: UiContext | None, key: str | None, params: dict[str, Any] | None, english: str) -> str:
+# where a form's labels are, by the `form` a refused value's params name (`config.validation_key`)
+_FORM_LABELS = {"train": "trainform.", "generate": "generate."}
+
+
+def worded_error(
+    ctx: Any, key: str | None, params: dict[str, Any] | None, english: str, prefix: str = "err"
+) -> str:
     """An error in the page's language: on the Chinese page its `err.<key>` sentence with `params`
-    (a `what` the service names in English put into Chinese, `ERROR_WHAT`); the English page, an
-    error without a key or a key without a label (or one whose values are missing) get `english`,
-    the service's own line."""
-    label = f"err.{key}" if key else ""
-    if ctx is None or ctx.language != "zh" or label not in LABELS:
+    (a `what` the service names in English put into Chinese, `ERROR_WHAT`; a form's `field` by the
+    form's own label for it); the English page, an error without a key or a key without a label (or
+    one whose values are missing) get `english`, the service's own line. `prefix`: another table of
+    keyed lines (`import`: an import report's reasons)."""
+    label = f"{prefix}.{key}" if key else ""
+    if getattr(ctx, "language", None) != "zh" or label not in LABELS:
         return english
     values = {name: ERROR_WHAT.get(value, value) if name == "what" else value for name, value in (params or {}).items()}
+    form_label = f"{_FORM_LABELS[values['form']]}{values.get('field')}" if values.get("form") in _FORM_LABELS else ""
+    if form_label in LABELS:
+        values["field"] = LABELS[form_label][1]
     try:
         return LABELS[label][1].format(**values)
     except (KeyError, IndexError, ValueError, AttributeError):

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from pydantic import ValidationError
 
+from lorastudio.config import validation_key
 from lorastudio.errors import InvalidRequest
 from lorastudio.generate.config import GenerateConfig, snap_size
 from lorastudio.ui.context import (
@@ -110,7 +112,10 @@ def form_config(ctx: UiContext, values: dict[str, Any], painter: dict[str, Any] 
             values[name] = int(values[name])
     values["width"], values["height"] = optional_number(values.get("width")), optional_number(values.get("height"))
     source = values.pop("init_image", None)
-    cfg = GenerateConfig(**values)
+    try:
+        cfg = GenerateConfig(**values)
+    except ValidationError as exc:  # the line the page showed, and a key to word it by the field's label
+        raise InvalidRequest(error_text(exc), **validation_key(exc, "generate")) from None
     ws = ctx.studio.workspace
     painted = mask_from_editor(painter)
     if painted is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lorastudio.ui.i18n_errors import ERROR_LABELS
+from lorastudio.ui.i18n_import import IMPORT_LABELS
 from lorastudio.ui.i18n_train import TRAIN_LABELS
 
 __all__ = ["LABELS", "Translator", "translator"]
@@ -289,6 +290,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "app.error": ("Error", "错误"),
     **TRAIN_LABELS,  # the Data sets and Train tabs (ui/i18n_train.py)
     **ERROR_LABELS,  # the service's errors by their key, `err.<key>` (ui/i18n_errors.py)
+    **IMPORT_LABELS,  # an import's refused files and notes by their key, `import.<key>` (ui/i18n_import.py)
     # generate: ControlNet units (ui/control_panel.py)
     "grid.title": ("X/Y/Z plot", "X/Y/Z 图表"),
     "grid.x_type": ("X type", "X 轴类型"),

@@ -86,6 +86,45 @@ ERROR_LABELS: dict[str, tuple[str, str]] = {
     ),
     "err.image_too_large": ("{what}: {size} is too large; shrink it first.", "{what}：图片尺寸 {size} 过大，请先缩小。"),
     "err.image_missing": ("{what} not found; choose the picture again.", "找不到图片 {what}：请重新选择。"),
+    # a file an upload refused (service.uploads.check_upload; a data-set import lists it with `import.<key>`)
+    "err.upload_type": (
+        "upload '{file}': type {type} is not accepted; send one of {allowed}.",
+        "上传的文件“{file}”：不接受 {type} 类型；可上传：{allowed}。",
+    ),
+    "err.upload_content": (
+        "upload '{file}': its content is not a {type} file.",
+        "上传的文件“{file}”：内容不是 {type} 格式（文件已损坏，或是改了扩展名的其他格式）。",
+    ),
+    "err.caption_not_utf8": (
+        "upload '{file}': a caption file must be UTF-8 text.",
+        "上传的文件“{file}”：标注文件必须是 UTF-8 编码的文本，请用 UTF-8 编码重新保存。",
+    ),
+    "err.caption_too_large": (
+        "upload '{file}': over {limit} bytes; a caption is one line.",
+        "上传的文件“{file}”：超过 {limit} 字节；标注应是一行文字。",
+    ),
+    "err.metadata_too_large": (
+        "upload '{file}': over {limit_mib} MiB; upload the folder as a zip.",
+        "上传的文件“{file}”：超过 {limit_mib} MiB；请把文件夹打包成 zip 上传。",
+    ),
+    "err.not_kohya_metadata": (
+        "upload '{file}': not kohya metadata; upload kohya's meta_*.json or leave it out.",
+        "上传的文件“{file}”不是 kohya 元数据：请上传 kohya 的 meta_*.json，或不要上传它。",
+    ),
+    "err.json_not_meta_name": (
+        "upload '{file}': a .json is read as kohya metadata only under a name holding 'meta'.",
+        "上传的文件“{file}”：只有名称含“meta”的 .json（如 meta_cap.json）才会作为 kohya 元数据读取。",
+    ),
+    # a form's value refused by its config model (config.validation_key); `field` is worded by the
+    # form's own label for it (`trainform.<key>`, `generate.<field>`: ui.context.worded_error)
+    "err.value_too_small": ("{field}: must be at least {limit} (given: {input}).", "“{field}”不能小于 {limit}（填写的是 {input}）。"),
+    "err.value_not_above": ("{field}: must be greater than {limit} (given: {input}).", "“{field}”必须大于 {limit}（填写的是 {input}）。"),
+    "err.value_too_large": ("{field}: must be at most {limit} (given: {input}).", "“{field}”不能大于 {limit}（填写的是 {input}）。"),
+    "err.value_not_below": ("{field}: must be less than {limit} (given: {input}).", "“{field}”必须小于 {limit}（填写的是 {input}）。"),
+    "err.value_not_integer": ("{field}: must be a whole number.", "“{field}”必须是整数。"),
+    "err.value_not_number": ("{field}: must be a number.", "“{field}”必须是数字。"),
+    "err.value_not_choice": ("{field}: must be one of {choices}.", "“{field}”只能是以下之一：{choices}。"),
+    "err.value_missing": ("{field}: required.", "请填写“{field}”。"),
     # names of new things
     "err.name_taken": ("{what} '{name}' already exists; choose another name.", "{what}“{name}”已存在：请换一个名称。"),
     "err.name_not_allowed": (

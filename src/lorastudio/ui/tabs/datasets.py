@@ -28,6 +28,7 @@ from lorastudio.ui.context import (
     queued_text,
     unfinished_job_of,
     user_of,
+    worded_error,
 )
 
 TAB_ID = "datasets"
@@ -171,22 +172,34 @@ def _follow_import(ctx: UiContext, job_id: str) -> Iterator[tuple]:
 
 def import_result_markup(ctx: UiContext, result: dict[str, Any]) -> str:
     """An import's counts, then what `lorastudio dataset import` prints under them: each refused and
-    skipped file with its reason, and the notes (which captions were read where there was a choice)."""
+    skipped file with its reason, and the notes (which captions were read where there was a choice).
+    The Chinese page words a reason and a note that carry a key (`import.<key>`, `importnote.<key>`);
+    the English page, and one without a key, show the service's English line."""
     t = ctx.t
     refused, skipped = result.get("failed_files") or [], result.get("skipped_files") or []
     lines = [t("datasets.imported", name=_md(result.get("name", "")), images=result.get("total_images", 0),
                failed=len(refused), skipped=len(skipped))]  # fmt: skip
+    notes = result.get("notes") or []
+    keys = result.get("note_keys") or []
+    keys = keys if len(keys) == len(notes) else [{}] * len(notes)  # a report from before notes had keys
     sections = (
-        ("datasets.import_refused", [f"{_md(row.get('source', ''))}: {_md(row.get('reason', ''))}" for row in refused]),
-        ("datasets.import_skipped", [f"{_md(row.get('source', ''))}: {_md(row.get('reason', ''))}" for row in skipped]),
-        ("datasets.import_notes", [_md(note) for note in result.get("notes") or []]),
-    )
+        ("datasets.import_refused", [_row_text(ctx, row) for row in refused]),
+        ("datasets.import_skipped", [_row_text(ctx, row) for row in skipped]),
+        ("datasets.import_notes", [_md(worded_error(ctx, key.get("key"), key.get("params"), str(note), "importnote"))
+                                   for note, key in zip(notes, keys, strict=True)]),
+    )  # fmt: skip
     for key, rows in sections:
         if rows:
             lines += ["", f"**{t(key)}**", *(f"- {row}" for row in rows[:IMPORT_LINES_SHOWN])]
             if len(rows) > IMPORT_LINES_SHOWN:
                 lines.append(f"- {t('datasets.import_more', count=len(rows) - IMPORT_LINES_SHOWN)}")
     return "\n".join(lines)
+
+
+def _row_text(ctx: UiContext, row: dict[str, Any]) -> str:
+    """`file: reason`, the reason in the page's language where the row has a key (`import.<key>`)."""
+    reason = worded_error(ctx, row.get("key"), row.get("params"), str(row.get("reason", "")), "import")
+    return f"{_md(row.get('source', ''))}: {_md(reason)}"
 
 
 def _md(text: Any) -> str:
