@@ -153,9 +153,15 @@ def test_import_messy_folder(workspace, messy_folder):
         with Image.open(folder.image_path(items[name])) as stored:
             assert stored.mode == "RGB", name
     assert folder.image_path(items["plain.png"]).read_bytes() == (messy_folder / "plain.png").read_bytes()
-    # The import report on disk lists the failures with reasons.
+    # The import report on disk lists the failures with reasons, and each common reason's key and
+    # params, by which the web UI words it; the note on the renamed Chinese name has its own.
     report = json.loads(folder.import_report_path.read_text(encoding="utf-8"))
     assert len(report["runs"]) == 1 and len(report["runs"][0]["failed"]) == 2
+    assert {row["key"] for row in report["runs"][0]["failed"]} == {"image_unreadable"}
+    assert [row["params"] for row in report["runs"][0]["skipped"]] == [{"ext": ".mp4"}]
+    [renamed] = [key for key in report["runs"][0]["note_keys"] if key["key"] == "renamed_files"]
+    assert renamed["params"] == {"count": 1, "original": "角色_01.png", "stored": chinese.file}
+    assert any(note.startswith("1 image with non-ASCII names stored under ASCII") for note in result["notes"])
     # The source folder is untouched.
     assert (messy_folder / "broken.jpg").stat().st_size == 500
 

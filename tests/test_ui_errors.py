@@ -125,3 +125,251 @@ def test_a_cancelled_job_reads_as_cancelled_in_chinese_and_an_unkeyed_error_stay
     assert worded_error(zh, "no_such_key", {}, "English line.") == "English line."
     assert worded_error(zh, "model_not_found", {}, "English line.") == "English line."
     assert worded_error(zh, "name_taken", {"what": "data set name", "name": "猫"}, "x") == "数据集名称“猫”已存在：请换一个名称。"
+
+
+# --- a data-set import's report ---------------------------------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _page(language: str):
+    """What `import_result_markup` reads of a page's context: its labels and its language."""
+    from types import SimpleNamespace
+
+    from lorastudio.ui.i18n import translator
+
+    return SimpleNamespace(t=translator(language), language=language)
+
+
+def _folder_with_every_common_problem(tmp_path: Path) -> Path:
+    import json
+
+    from PIL import Image
+
+    source = tmp_path / "src"
+    source.mkdir()
+    red = source / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(red)
+    (source / "red.txt").write_text("red, square", encoding="utf-8")
+    (source / "red.caption").write_text("a red square", encoding="utf-8")
+    (source / "redcopy.png").write_bytes(red.read_bytes())  # the same picture again
+    Image.new("RGB", (32, 32), (30, 200, 30)).save(source / "角色.png")  # stored under an ASCII name
+    Image.new("RGB", (32, 32), (30, 30, 200)).save(source / "kohya.png")
+    (source / "meta_cap.json").write_text(json.dumps({"kohya": {"caption": "a square"}}), encoding="utf-8")
+    (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    (source / "layers.psd").write_bytes(b"8BPS")
+    (source / "README").write_bytes(b"read me")
+    return source
+
+
+def test_an_imports_refused_files_and_notes_are_chinese_on_the_chinese_page_and_english_elsewhere(cli, tmp_path):
+    """Each common reason a file was refused or skipped, and each note, has a key and params beside its
+    English reason: the Chinese page words them; the English page, the CLI and `--json` keep the English."""
+    import json
+
+    from lorastudio.ui.tabs.datasets import import_result_markup
+
+    source = _folder_with_every_common_problem(tmp_path)
+    answered = cli("dataset", "import", source, "--name", "mix", "--json")
+    assert answered.exit_code == 0, answered.output
+    result = json.loads(answered.stdout)
+    failed = {row["source"].split("/")[-1]: row for row in result["failed_files"]}
+    skipped = {row["source"].split("/")[-1]: row for row in result["skipped_files"]}
+    assert failed["broken.png"]["key"] == "image_unreadable"
+    assert failed["broken.png"]["reason"].startswith("not an image Pillow can read")  # the English, as before
+    assert (skipped["layers.psd"]["key"], skipped["layers.psd"]["params"]) == ("not_image_file", {"ext": ".psd"})
+    assert skipped["layers.psd"]["reason"] == "not an image file (.psd); skipped"
+    assert skipped["README"]["key"] == "no_extension"
+    assert skipped["redcopy.png"]["key"] == "duplicate"
+    assert skipped["redcopy.png"]["reason"] == f"already imported as {skipped['redcopy.png']['params']['file']}"
+    assert [key["key"] for key in result["note_keys"]] == ["both_captions", "kohya_json_used", "renamed_files"]
+    assert len(result["notes"]) == 3 and result["notes"][2].startswith("1 image with non-ASCII names stored")
+    assert result["note_keys"][2]["params"]["original"] == "角色.png"
+
+    zh = import_result_markup(_page("zh"), result)
+    for chinese in (
+        "broken.png: 无法读取的图片（文件损坏、不完整或格式不受支持）",
+        "layers.psd: 不是图片文件（.psd），已跳过",
+        "README: 不是图片文件（没有扩展名），已跳过",
+        "redcopy.png: 重复的图片：已作为 red-",
+        "1 张图片同时有 .txt 和 .caption 标注文件：读取了 .txt，未读取 .caption",
+        "1 张图片的标注取自 meta\\_cap.json",
+        "1 张图片的文件名含中文等非 ASCII 字符，已改用 ASCII 文件名保存（角色.png → ",
+    ):
+        assert chinese in zh, (chinese, zh)
+    for english in ("damaged", "not an image file", "already imported", "had both", "captioned from", "non-ASCII names"):
+        assert english not in zh, english
+
+    en = import_result_markup(_page("en"), result)
+    assert "layers.psd: not an image file (.psd); skipped" in en and "README: not an image file (no extension)" in en
+    assert "had both .txt and .caption captions" in en and "non-ASCII names stored under ASCII file names" in en
+    assert not CJK.search(en.replace("角色", ""))  # the English page: the service's lines, no Chinese
+
+    printed = cli("dataset", "import", source, "--name", "again")  # the CLI: the English lines it always printed
+    assert printed.exit_code == 0, printed.output
+    assert "skipped " + str(source / "layers.psd") + ": not an image file (.psd); skipped" in printed.output
+    assert "note    1 image with non-ASCII names stored under ASCII file names (角色.png -> " in printed.output
+    assert not CJK.search(printed.output.replace("角色", ""))
+
+
+def test_files_an_upload_refuses_are_worded_on_the_chinese_page_and_the_rest_api_keeps_english(
+    studio, tmp_path, monkeypatch
+):
+    """The upload's own refusals (a caption that is not UTF-8, a type not accepted, a renamed file, a
+    .json that is no kohya metadata, files over the size limits) carry their key into the job's result."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from lorastudio.api.app import create_app
+    from lorastudio.service import uploads
+    from lorastudio.service.job_kinds import submit_dataset_upload
+    from lorastudio.ui.tabs.datasets import import_result_markup
+
+    monkeypatch.setattr(uploads, "MAX_METADATA_BYTES", 2**20)
+    folder = tmp_path / "picked"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / "good.png")
+    files = {
+        "gbk.txt": "红色，方块".encode("gb18030"),
+        "anim.gif": b"GIF89a",
+        "fake.png": b"not a picture at all",
+        "config.json": b"{}",
+        "meta_lat.json": b"[1, 2]",
+        "long.caption": b"a" * (uploads.MAX_CAPTION_BYTES + 1),
+        "meta_big.json": b" " * (2**20 + 1),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    job = studio.wait_job(submit_dataset_upload(studio, "uploaded", sorted(folder.iterdir())).id, timeout=120)
+    assert job.state == "succeeded", job.error
+    rows = {row["source"]: row for row in job.result["failed_files"]}
+    assert {name: rows[name]["key"] for name in files} == {
+        "gbk.txt": "caption_not_utf8", "anim.gif": "upload_type", "fake.png": "upload_content",
+        "config.json": "json_not_meta_name", "meta_lat.json": "not_kohya_metadata",
+        "long.caption": "caption_too_large", "meta_big.json": "metadata_too_large",
+    }  # fmt: skip
+    assert rows["gbk.txt"]["reason"] == "upload 'gbk.txt': a caption file must be UTF-8 text."
+    with TestClient(create_app(studio)) as client:
+        answered = client.get(f"/api/v1/jobs/{job.id}").json()["result"]["failed_files"]
+    assert {row["source"]: row["reason"] for row in answered} == {name: row["reason"] for name, row in rows.items()}
+    assert not any(CJK.search(row["reason"]) for row in answered)
+
+    zh = import_result_markup(_page("zh"), job.result)
+    for chinese in (
+        "gbk.txt: 标注文件必须是 UTF-8 编码的文本",
+        "anim.gif: 不接受 .gif 类型的文件；可上传：.png .jpg",
+        "fake.png: 文件内容不是 png 格式",
+        "config.json: 只有名称含“meta”的 .json",
+        "meta\\_lat.json: 不是 kohya 元数据文件",
+        f"long.caption: 超过 {uploads.MAX_CAPTION_BYTES} 字节",
+        "meta\\_big.json: 超过 1 MiB；请把文件夹打包成 zip 上传",
+    ):
+        assert chinese in zh, (chinese, zh)
+    assert "upload '" not in zh and "not accepted" not in zh
+    en = import_result_markup(_page("en"), job.result)
+    assert "gbk.txt: upload 'gbk.txt': a caption file must be UTF-8 text." in en and not CJK.search(en)
+
+
+# --- errors re-raised in other words --------------------------------------------------------
+
+_ERROR_CLASSES = {"LorastudioError", "InvalidRequest", "NotFoundError", "LimitExceeded", "UnsafeFileError",
+                  "NotYours", "ImageLoadError", "StorageFull"}  # fmt: skip
+
+
+def test_every_error_re_raised_in_other_words_keeps_the_key_of_the_one_it_wraps():
+    """`raise InvalidRequest(f"user_id: {exc}")` dropped the key: the Chinese page fell back to English.
+    An error class called with the caught error in its words must be `.wrap(message, exc)`."""
+    import ast
+
+    dropped = []
+    for path in sorted(Path(lorastudio.__file__).parent.rglob("*.py")):
+        for handler in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(handler, ast.ExceptHandler) or not handler.name or handler.type is None:
+                continue
+            caught = {n.id for n in ast.walk(handler.type) if isinstance(n, ast.Name)}
+            if not caught & (_ERROR_CLASSES | {"RequestImageError"}):  # an OSError's words carry no key
+                continue
+            for node in ast.walk(handler):
+                call = node.exc if isinstance(node, ast.Raise) else None
+                if not isinstance(call, ast.Call) or not any(
+                    isinstance(n, ast.Name) and n.id == handler.name for n in ast.walk(call)
+                ):
+                    continue
+                func = call.func
+                named = func.id if isinstance(func, ast.Name) else ""
+                if named in _ERROR_CLASSES or (isinstance(func, ast.Call) and getattr(func.func, "id", "") == "type"):
+                    dropped.append(f"{path.name}:{node.lineno}")
+    assert dropped == []
+
+
+def test_an_unreadable_picture_keeps_its_key_through_control_detect_and_easyphoto(workspace, tmp_path):
+    from lorastudio.errors import InvalidRequest
+    from lorastudio.service.annotate import detect_file
+    from lorastudio.service.easyphoto import decode_image_file
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    with pytest.raises(LorastudioError) as detect:
+        detect_file(workspace, "canny", broken)
+    with pytest.raises(InvalidRequest) as easyphoto:
+        decode_image_file(broken, "init_image")
+    assert (detect.value.key, detect.value.params["what"]) == ("image_unreadable", str(broken))
+    assert (easyphoto.value.key, easyphoto.value.params["what"]) == ("image_unreadable", "init_image")
+    assert str(easyphoto.value).startswith("init_image: ")  # the English line as before
+    wrapped = InvalidRequest.wrap("user_id: model 'x' not found.", NotFoundError("x", key="model_not_found"))
+    assert (type(wrapped), wrapped.key, str(wrapped)) == (InvalidRequest, "model_not_found", "user_id: model 'x' not found.")
+
+
+# --- a form value its config refuses ----------------------------------------------------------
+
+
+def test_a_generate_form_value_out_of_range_is_worded_with_the_fields_chinese_label(tiny_workspace):
+    from lorastudio.ui.context import UiContext
+    from lorastudio.ui.generate_run import submit_and_follow
+
+    studio = Studio(tiny_workspace, StudioSettings())
+    cases = {
+        "steps": (0, "“采样步数”不能小于 1（填写的是 0）。", "steps: Input should be greater than or equal to 1"),
+        "cfg_scale": ("x", "“提示词相关性 (CFG)”必须是数字。", "cfg_scale: Input should be a valid number, unable to parse string as a number"),
+        "rng": ("quantum", "“随机数生成器来源”只能是以下之一：'CPU', 'GPU', 'NV'。", "rng: Input should be 'CPU', 'GPU' or 'NV'"),
+        "hires_steps": (900, "不能大于 500（填写的是 900）。", "hires_steps: Input should be less than or equal to 500"),
+    }  # fmt: skip
+    try:
+        shown = {}
+        for field, (value, _, _) in cases.items():
+            values = {"prompt": "a red square", "model": "tiny-sd15", field: value}
+            shown[field] = [
+                _first_status(submit_and_follow(UiContext.create(studio, language), values, None, user=""))
+                for language in ("zh", "en")
+            ]
+        assert studio.list_jobs(limit=10) == []
+    finally:
+        studio.close()
+    for field, (_, chinese, english) in cases.items():
+        zh, en = shown[field]
+        assert chinese in zh and "Input should" not in zh, zh
+        assert en == f'<span class="error-text">Error: {english}</span>', en  # the English page as before
+
+
+def test_a_training_form_value_out_of_range_is_worded_with_the_fields_chinese_label(tiny_workspace):
+    from lorastudio.service.train_runs import preset_values, train_request
+    from lorastudio.ui.context import UiContext, error_markup
+
+    studio = Studio(tiny_workspace, StudioSettings())
+    try:
+        zh, en = UiContext.create(studio, "zh"), UiContext.create(studio, "en")
+    finally:
+        studio.close()
+    form = preset_values(None)
+    with pytest.raises(LorastudioError) as rank:
+        train_request(None, {**form, "lora.rank": 0})
+    with pytest.raises(LorastudioError) as precision:
+        train_request(None, {**form, "train.mixed_precision": "fp64"})
+    with pytest.raises(LorastudioError) as two:
+        train_request(None, {**form, "lora.rank": 0, "train.batch_size": 0})
+    assert rank.value.key == "value_too_small" and rank.value.params["field"] == "lora.rank"
+    assert str(rank.value).startswith("training form: lora.rank = 0: Input should be greater than or equal to 1")
+    assert f"“{LABELS['trainform.lora.rank'][1]}”不能小于 1（填写的是 0）" in error_markup(zh, rank.value)
+    assert f"“{LABELS['trainform.train.mixed_precision'][1]}”只能是以下之一：" in error_markup(zh, precision.value)
+    assert error_markup(en, rank.value) == f'<span class="error-text">Error: {rank.value}</span>'
+    assert two.value.key is None and "Input should" in error_markup(zh, two.value)  # two problems: every line, in English
