@@ -214,6 +214,29 @@ def test_a_server_with_keep_jobs_days_purges_at_start(workspace, monkeypatch):
     assert not studio.retention._thread.is_alive()
 
 
+def test_a_worker_with_keep_jobs_days_purges_at_start(cli, workspace, monkeypatch):
+    from lorastudio.service.jobs.worker import Worker
+
+    url = f"sqlite:///{workspace.db_path}"
+    with open_store(url, workspace) as store:
+        old, young = finished(store, "cancelled"), finished(store, "cancelled")
+    backdate(url, [old.id], days=8)
+    seen = []
+
+    def run_until_purged(self, *args, **kwargs):  # the worker's loop, until its retention ran once
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not seen:
+            if [job.id for job in self.store.list_jobs()] == [young.id]:
+                seen.append(True)
+            time.sleep(0.02)
+        return 0
+
+    monkeypatch.setattr(Worker, "run", run_until_purged)
+    ran = cli("worker", "--keep-jobs-days", "7", "--kinds", "sleep")
+    assert ran.exit_code == 0, ran.output
+    assert seen == [True]
+
+
 def test_jobs_purge_cli_json_dry_run_state_and_vacuum(cli, workspace):
     url = f"sqlite:///{workspace.db_path}"
     with open_store(url, workspace) as store:

@@ -179,7 +179,8 @@ def purge_jobs(
         f"finished more than {older_than} ago"
     )
     if report.files:
-        typer.echo(f"{'would free' if dry_run else 'freed'} {len(report.files)} file(s), {_size(report.bytes_freed)}:")
+        freed = "would free" if dry_run else "freed"
+        typer.echo(f"{freed} {len(report.files)} file(s), {_size(report.bytes_freed)}:")
         for path in report.files:
             typer.echo(f"  {path}")
     if report.swept:
@@ -187,7 +188,8 @@ def purge_jobs(
     if report.vacuum and "note" in report.vacuum:
         typer.echo(f"--vacuum: {report.vacuum['note']}")
     elif report.vacuum:
-        typer.echo(f"compacted the queue file: {_size(report.vacuum['bytes_before'])} -> {_size(report.vacuum['bytes_after'])}")
+        before, after = report.vacuum["bytes_before"], report.vacuum["bytes_after"]
+        typer.echo(f"compacted the queue file: {_size(before)} -> {_size(after)}")
     if dry_run:
         typer.echo("nothing changed (--dry-run)")
 
