@@ -501,7 +501,7 @@ class PostgresJobStore(JobStore):
         old = "state = ANY(%(states)s) AND finished_at <= %(cutoff)s"
         with self._lock, self._conn.transaction():  # one snapshot for both counts
             self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            rows = self._conn.execute(f"SELECT id, state FROM jobs WHERE {old}", params).fetchall()
+            rows = self._conn.execute(f"SELECT id, state FROM jobs WHERE {old} ORDER BY finished_at", params).fetchall()
             events = self._conn.execute(
                 f"SELECT count(*) AS n FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {old})", params
             ).fetchone()["n"]

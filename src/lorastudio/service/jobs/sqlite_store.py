@@ -480,7 +480,7 @@ class SqliteJobStore(JobStore):
         with self._lock:  # one read transaction: the jobs and their events counted from one snapshot
             self._conn.execute("BEGIN")
             try:
-                rows = self._conn.execute(f"SELECT id, state FROM jobs WHERE {old}", params).fetchall()
+                rows = self._conn.execute(f"SELECT id, state FROM jobs WHERE {old} ORDER BY finished_at", params).fetchall()
                 events = self._conn.execute(
                     f"SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {old})", params
                 ).fetchone()[0]
