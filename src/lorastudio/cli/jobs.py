@@ -1,4 +1,4 @@
-"""`lorastudio jobs ...` (inspect and cancel queued work) and `lorastudio worker` (run it)."""
+"""`lorastudio jobs ...` (inspect, cancel and purge queued work) and `lorastudio worker` (run it)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,18 @@ from lorastudio.cli import app
 from lorastudio.cli.common import print_json, workspace
 from lorastudio.errors import LorastudioError
 
-jobs_app = typer.Typer(help="List, inspect, submit and cancel jobs in the queue.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="List, inspect, submit, cancel and purge jobs in the queue.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
 
 QUEUE_HELP = (
     "Queue URL (sqlite:///studio.db or postgresql://...); default $LORASTUDIO_QUEUE_URL or the workspace db."
+)
+KEEP_JOBS_HELP = (
+    "Purge finished jobs (with their events and the request uploads only they named) this many days after "
+    "they finished: at start, then hourly; 0 keeps every job (default; env LORASTUDIO_KEEP_JOBS_DAYS). "
+    "Outputs, training runs and the library stay."
 )
 
 
@@ -132,6 +139,69 @@ def submit_job(
         typer.echo(job.id)
 
 
+@jobs_app.command("purge")
+def purge_jobs(
+    older_than: str = typer.Option(
+        ..., "--older-than", help="Only jobs that finished longer ago than this: 30d, 12h, 90m, 45s or 2w."
+    ),
+    state: str = typer.Option(
+        None,
+        "--state",
+        help="Comma-separated finished states to purge (succeeded,failed,cancelled,interrupted; default all). "
+        "Queued and running jobs are never purged.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; change nothing."),
+    vacuum: bool = typer.Option(
+        False,
+        "--vacuum",
+        help="Then compact a SQLite queue file (VACUUM: locks it while it runs, needs its size in free disk); "
+        "PostgreSQL leaves this to autovacuum.",
+    ),
+    queue: str = typer.Option(None, "--queue", help=QUEUE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Delete finished jobs, their events and the request uploads only they named; outputs, runs and the
+    library stay."""
+    from lorastudio.service.retention import parse_duration, parse_states
+    from lorastudio.service.retention import purge_jobs as purge
+
+    age, states = parse_duration(older_than), parse_states(state)
+    ws = workspace()
+    with _store(queue) as store:
+        report = purge(ws, store, age, states, dry_run=dry_run, vacuum=vacuum and not dry_run)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    would = "would purge" if dry_run else "purged"
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(report.by_state.items()))
+    typer.echo(
+        f"{would} {report.jobs} job(s){f' ({counts})' if counts else ''} and {report.events} event(s) "
+        f"finished more than {older_than} ago"
+    )
+    if report.files:
+        freed = "would free" if dry_run else "freed"
+        typer.echo(f"{freed} {len(report.files)} file(s), {_size(report.bytes_freed)}:")
+        for path in report.files:
+            typer.echo(f"  {path}")
+    if report.swept:
+        typer.echo(f"swept {len(report.swept)} orphaned unsaved folder(s) of jobs no longer in the queue")
+    if report.vacuum and "note" in report.vacuum:
+        typer.echo(f"--vacuum: {report.vacuum['note']}")
+    elif report.vacuum:
+        before, after = report.vacuum["bytes_before"], report.vacuum["bytes_after"]
+        typer.echo(f"compacted the queue file: {_size(before)} -> {_size(after)}")
+    if dry_run:
+        typer.echo("nothing changed (--dry-run)")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def _payload_object(text: str | None) -> dict:
     if text is None:
         return {}
@@ -177,6 +247,7 @@ def worker(
         help="torch.compile each loaded model's UNet and VAE decoder, as `serve --compile` (CUDA graphs on a "
         "GPU); the first image of each size pays the compile, later launches reuse studio/cache/torch-compile.",
     ),
+    keep_jobs_days: float = typer.Option(None, "--keep-jobs-days", min=0, help=KEEP_JOBS_HELP),
 ) -> None:
     """Run jobs from the queue until SIGTERM/Ctrl-C (a running job is handed back to the queue)."""
     from lorastudio.service.database import ensure_database_healthy
@@ -199,5 +270,6 @@ def worker(
         registry=install(HandlerRegistry()),
         names=NamePolicy(strict=True, allow_hub_ids=allow_hub_ids),
         compile_backend="inductor" if compile_models else None,
+        keep_jobs_days=keep_jobs_days,
     )
     typer.echo(f"worker stopped after {ran} job(s)", err=True)

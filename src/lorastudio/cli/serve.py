@@ -6,6 +6,7 @@ import typer
 
 from lorastudio.cli import app
 from lorastudio.cli.common import workspace
+from lorastudio.cli.jobs import KEEP_JOBS_HELP
 
 
 @app.command("serve")
@@ -96,6 +97,7 @@ def serve(
     max_options_kb: int = typer.Option(
         64, "--max-options-kb", help="Largest set of A1111 options one user may store; 0 = no limit."
     ),
+    keep_jobs_days: float = typer.Option(None, "--keep-jobs-days", min=0, help=KEEP_JOBS_HELP),
 ) -> None:
     """Serve the web UI (at /), the API (OpenAPI docs at /docs) and run queued jobs in this process."""
     from lorastudio.api.app import bearer_tokens, run_server
@@ -123,6 +125,7 @@ def serve(
         max_upload_bytes=max_upload_mb * 2**20,
         max_weights_upload_bytes=max_weights_upload_mb * 2**20,
         max_options_bytes=max_options_kb * 1024,
+        keep_jobs_days=keep_jobs_days,
     )
     studio = Studio(workspace(), settings)
     where = f"http://{host}:{port}{root_path}"

@@ -1,4 +1,4 @@
-"""What `lorastudio serve` can set for a studio: queue, model, device, caches and request limits."""
+"""What `lorastudio serve` can set for a studio: queue, model, device, caches, request limits, retention."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from lorastudio.service.artifacts import resolve_artifacts_url
 from lorastudio.service.jobs import resolve_queue_url
 from lorastudio.service.quota import max_queued_from_env
+from lorastudio.service.retention import keep_jobs_days_from_env
 
 __all__ = ["StudioSettings"]
 
@@ -47,6 +48,10 @@ class StudioSettings:
     # models, fetched or read from the HF cache; only when the machine is online
     # (HF_HUB_OFFLINE unset). Off: every name is a file or folder in the workspace.
     allow_hub_ids: bool = False
+    # Finished jobs (their events, the request uploads only they named) are purged this many days after
+    # they finished, at start and hourly (`service.retention`); 0 keeps every job. None reads
+    # LORASTUDIO_KEEP_JOBS_DAYS (default 0: nothing is deleted unless an admin asks).
+    keep_jobs_days: float | None = None
     # torch.compile the UNet and VAE decoder of each loaded model ("inductor"; CUDA graphs on a GPU).
     compile_backend: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -56,3 +61,5 @@ class StudioSettings:
         if self.max_queued_per_user is None:
             self.max_queued_per_user = max_queued_from_env()
         self.artifacts_url = resolve_artifacts_url(self.artifacts_url)
+        if self.keep_jobs_days is None:
+            self.keep_jobs_days = keep_jobs_days_from_env()

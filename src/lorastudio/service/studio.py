@@ -41,6 +41,7 @@ from lorastudio.service.models import default_model, model_on_disk
 from lorastudio.service.names import NamePolicy
 from lorastudio.service.quota import Quota, StorageFull, is_storage_full
 from lorastudio.service.requests import RequestResolver
+from lorastudio.service.retention import RetentionThread, start_retention
 from lorastudio.service.settings import StudioSettings
 from lorastudio.service.unsaved import hold_request_uploads, release_job_files, sweep_unsaved
 from lorastudio.service.worker_thread import WorkerThread
@@ -94,6 +95,7 @@ class Studio:
         self._submit_lock = threading.Lock()
         shared = {"model_cache": self.cache, "names": self.names, "artifact_store": self.artifact_store}
         self.worker_thread = WorkerThread(self.workspace, self.settings.device, shared, self.watcher.job_ended)
+        self.retention: RetentionThread | None = None  # `keep_jobs_days`: started with the worker
 
     def _open_store(self) -> JobStore:
         return open_store(self.settings.queue_url, self.workspace, lease_s=self.settings.lease_s)
@@ -105,6 +107,8 @@ class Studio:
         preload = self.settings.preload and model_on_disk(self.workspace, self._model)
         self.sweep_unsaved()  # answers a stopped server never built
         self.worker_thread.start(self._open_store(), self._model if preload else None)
+        if self.retention is None:  # purges at once, then hourly (service.retention)
+            self.retention = start_retention(self.workspace, self._open_store, self.settings.keep_jobs_days)
 
     @property
     def ready(self) -> bool:
@@ -114,6 +118,8 @@ class Studio:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (a running job goes back to the queue at its next step) and close the store."""
         self.watcher.stop()
+        if self.retention is not None:
+            self.retention.stop(timeout)
         self.worker_thread.close(timeout)
         self.watcher.close(timeout)
         self._status_store.close()

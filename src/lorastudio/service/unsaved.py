@@ -21,8 +21,9 @@ recipes name), so once it has succeeded nothing needs the uploads: their names a
 `cache/request-uploads/<job id>.json` and removed by the release (after the answer) or, when the client
 left, by the sweep. The job's stored request still names them, but a succeeded job never runs again
 (a worker's stop requeues only running jobs). A failed or cancelled kept job keeps them while its job
-record is there (a new request can be made from its request); once the record is purged the sweep
-removes them, as it does a not-kept folder whose job is gone.
+record is there (a new request can be made from its request); once the record is purged
+(`service.retention.purge_jobs`) they go with it (`drop_purged_job_files`), and the sweep removes what
+another box's purge left, as it does a not-kept folder whose job is gone.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from lorastudio.errors import LorastudioError
 from lorastudio.service.jobs.registry import output_folder
 from lorastudio.service.jobs.store import SUCCEEDED
-from lorastudio.service.uploads import discard_uploads
+from lorastudio.service.uploads import discard_uploads, upload_path
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.store import Job, JobStore
@@ -50,8 +51,10 @@ __all__ = [
     "SWEEP_AFTER_S",
     "hold_request_uploads",
     "image_job_folder",
+    "drop_purged_job_files",
     "keeps_files",
     "kept_uploads_list",
+    "purged_job_files",
     "release_job_files",
     "sweep_unsaved",
     "unsaved_root",
@@ -108,6 +111,48 @@ def hold_request_uploads(ws: Workspace, job: Job, names: Iterable[str | None]) -
     tmp.write_text(json.dumps(names), encoding="utf-8")
     tmp.replace(path)
     return True
+
+
+def _listed_uploads(ws: Workspace, listing: Path) -> list[Path]:
+    """The uploads still stored that a request-uploads list names."""
+    try:
+        names = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    found = []
+    for name in names if isinstance(names, list) else []:
+        try:
+            path = upload_path(ws, name, pickles=True) if isinstance(name, str) else None
+        except LorastudioError:  # gone already, or not an upload name
+            continue
+        if path is not None:
+            found.append(path)
+    return found
+
+
+def purged_job_files(ws: Workspace, job_id: str) -> list[Path]:
+    """What a job purged from the queue leaves in the cache, which nothing else names: a kept job's
+    request-uploads list and the uploads it names, a not-kept job's folder and the uploads listed in it
+    (what `drop_purged_job_files` removes). Never outputs/ or runs/: those stay with the library."""
+    files: list[Path] = []
+    listing = kept_uploads_list(ws, job_id)
+    if listing.is_file():
+        files += [*_listed_uploads(ws, listing), listing]
+    folder = ws.safe_child(unsaved_root(ws), job_id, "job id")
+    if folder.is_dir():
+        files += _listed_uploads(ws, folder / REQUEST_UPLOADS)
+        files += sorted(path for path in folder.rglob("*") if path.is_file())
+    return files
+
+
+def drop_purged_job_files(ws: Workspace, job_id: str) -> None:
+    """Remove `purged_job_files(ws, job_id)`: its job record is gone, so no release or retry needs them."""
+    listing = kept_uploads_list(ws, job_id)
+    if listing.exists():
+        _drop_kept_uploads(ws, listing)
+    folder = ws.safe_child(unsaved_root(ws), job_id, "job id")
+    if folder.is_dir():
+        _remove(ws, folder)
 
 
 def _discard_listed(ws: Workspace, listing: Path) -> None:

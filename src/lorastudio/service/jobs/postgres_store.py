@@ -22,7 +22,6 @@ from lorastudio.service.jobs.store import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
     FAILED,
-    FINISHED_STATES,
     INTERRUPTED,
     QUEUED,
     RUNNING,
@@ -79,6 +78,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at)",
     "CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE state = 'running'",
     "CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
     """
     CREATE TABLE IF NOT EXISTS job_events (
         job_id text NOT NULL,
@@ -92,6 +92,9 @@ SCHEMA = [
 ]
 # Any constant: serialises concurrent schema creation by several processes.
 SCHEMA_LOCK_KEY = 0x10A5_7D10
+# Serialises purge batches of several processes (two servers' retention, an admin's `jobs purge`):
+# each batch picks its jobs after the one before committed, so none waits on rows another deletes.
+PURGE_LOCK_KEY = 0x10A5_7D11
 
 COLUMNS = (
     "id, kind, payload, state, priority, user_name, affinity, attempt, max_attempts, progress, worker,"
@@ -493,12 +496,28 @@ class PostgresJobStore(JobStore):
             job_ids |= {n.payload.rpartition(":")[0] for n in self._event_listener.notifies(timeout=0.0)}
         return job_ids
 
-    def purge(self, older_than_s: float) -> int:
-        finished = ", ".join(f"'{s}'" for s in FINISHED_STATES)
-        old = f"state IN ({finished}) AND finished_at < {NOW} - %(age)s"
+    def _purgeable(self, cutoff: float, states: tuple[str, ...]) -> tuple[list[tuple[str, str]], int]:
+        params = {"states": list(states), "cutoff": cutoff}
+        old = "state = ANY(%(states)s) AND finished_at <= %(cutoff)s"
+        with self._lock, self._conn.transaction():  # one snapshot for both counts
+            self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = self._conn.execute(f"SELECT id, state FROM jobs WHERE {old} ORDER BY finished_at", params).fetchall()
+            events = self._conn.execute(
+                f"SELECT count(*) AS n FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {old})", params
+            ).fetchone()["n"]
+        return [(row["id"], row["state"]) for row in rows], events
+
+    def _purge_batch(self, cutoff: float, states: tuple[str, ...], limit: int) -> tuple[list[tuple[str, str]], int]:
         with self._lock, self._conn.transaction():
-            self._conn.execute(
-                f"DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {old})",
-                {"age": older_than_s},
-            )
-            return self._conn.execute(f"DELETE FROM jobs WHERE {old}", {"age": older_than_s}).rowcount
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (PURGE_LOCK_KEY,))
+            rows = self._conn.execute(
+                "SELECT id, state FROM jobs WHERE state = ANY(%(states)s) AND finished_at <= %(cutoff)s"
+                " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE",
+                {"states": list(states), "cutoff": cutoff, "limit": limit},
+            ).fetchall()
+            if not rows:
+                return [], 0
+            ids = [row["id"] for row in rows]
+            events = self._conn.execute("DELETE FROM job_events WHERE job_id = ANY(%s)", (ids,)).rowcount
+            self._conn.execute("DELETE FROM jobs WHERE id = ANY(%s)", (ids,))
+        return [(row["id"], row["state"]) for row in rows], events

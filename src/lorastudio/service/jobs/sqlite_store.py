@@ -25,7 +25,6 @@ from lorastudio.service.jobs.store import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
     FAILED,
-    FINISHED_STATES,
     INTERRUPTED,
     QUEUED,
     RUNNING,
@@ -74,6 +73,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state_order ON jobs (state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at);
 CREATE INDEX IF NOT EXISTS jobs_state_lease ON jobs (state, lease_until);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -474,12 +474,43 @@ class SqliteJobStore(JobStore):
         # SQLite cannot say which job changed: any commit by another connection wakes the caller.
         return None if self._wait_for_commit("events", timeout) else set()
 
-    def purge(self, older_than_s: float) -> int:
-        finished = ", ".join(f"'{s}'" for s in FINISHED_STATES)
-        old = f"state IN ({finished}) AND finished_at < {NOW} - ?"
+    def _purgeable(self, cutoff: float, states: tuple[str, ...]) -> tuple[list[tuple[str, str]], int]:
+        old = f"state IN ({_placeholders(list(states))}) AND finished_at <= ?"
+        params = (*states, cutoff)
+        with self._lock:  # one read transaction: the jobs and their events counted from one snapshot
+            self._conn.execute("BEGIN")
+            try:
+                rows = self._conn.execute(f"SELECT id, state FROM jobs WHERE {old} ORDER BY finished_at", params).fetchall()
+                events = self._conn.execute(
+                    f"SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {old})", params
+                ).fetchone()[0]
+            finally:
+                self._conn.execute("COMMIT")
+        return [(row[0], row[1]) for row in rows], events
+
+    def _purge_batch(self, cutoff: float, states: tuple[str, ...], limit: int) -> tuple[list[tuple[str, str]], int]:
         with self._write() as cur:
-            cur.execute(
-                f"DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {old})", (older_than_s,)
-            )
-            cur.execute(f"DELETE FROM jobs WHERE {old}", (older_than_s,))
-            return cur.rowcount
+            rows = cur.execute(
+                f"SELECT id, state FROM jobs WHERE state IN ({_placeholders(list(states))}) AND finished_at <= ?"
+                " ORDER BY finished_at LIMIT ?",
+                (*states, cutoff, limit),
+            ).fetchall()
+            if not rows:
+                return [], 0
+            ids = [row[0] for row in rows]
+            cur.execute(f"DELETE FROM job_events WHERE job_id IN ({_placeholders(ids)})", ids)
+            events = cur.rowcount
+            cur.execute(f"DELETE FROM jobs WHERE id IN ({_placeholders(ids)})", ids)
+        return [(row[0], row[1]) for row in rows], events
+
+    def _file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
+
+    def compact(self) -> tuple[int, int]:
+        """`VACUUM` (the file is rewritten without the free pages; it takes the database lock while it
+        runs, and needs as much free disk as the file), then the WAL is truncated."""
+        before = self._file_bytes()
+        with self._lock:
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, self._file_bytes()

@@ -36,6 +36,8 @@ __all__ = [
     "JobStopped",
     "JobStore",
     "LeaseLost",
+    "PURGE_BATCH",
+    "Purged",
     "StopRequests",
     "job_not_found",
     "error_result",
@@ -57,6 +59,8 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 # A user's jobs started within this window count against them in fair-share ordering.
 DEFAULT_FAIR_WINDOW_S = 600.0
+# Jobs one purge transaction deletes (with their events): workers write between two batches.
+PURGE_BATCH = 500
 
 
 class JobStopped(BaseException):
@@ -154,6 +158,26 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Purged:
+    """What `JobStore.purge_finished` deleted (in a dry run: would delete): job ids, their states, events."""
+
+    job_ids: list[str] = field(default_factory=list)
+    by_state: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+
+    @property
+    def jobs(self) -> int:
+        return len(self.job_ids)
+
+    def add(self, rows: Iterable[tuple[str, str]], events: int) -> None:
+        """`rows`: (job id, state) of one batch; `events`: how many event rows went with them."""
+        for job_id, state in rows:
+            self.job_ids.append(job_id)
+            self.by_state[state] = self.by_state.get(state, 0) + 1
+        self.events += events
 
 
 # A failed job's result holds its error's key and params beside `Job.error` (the English line):
@@ -329,9 +353,51 @@ class JobStore(ABC):
         that follow those jobs, which then read `events(job_id, after_seq)`.
         """
 
-    @abstractmethod
     def purge(self, older_than_s: float) -> int:
-        """Delete finished jobs (and their events) that finished more than `older_than_s` ago."""
+        """Delete finished jobs (and their events) that finished more than `older_than_s` ago; how many."""
+        return self.purge_finished(older_than_s).jobs
+
+    def purge_finished(
+        self,
+        older_than_s: float,
+        states: Iterable[str] | None = None,
+        *,
+        dry_run: bool = False,
+        batch: int = PURGE_BATCH,
+    ) -> Purged:
+        """Delete the jobs in `states` (default: every finished state) that finished `older_than_s` or
+        more ago by the database clock, and their events; `dry_run` only counts them.
+
+        A queued or running job is never touched (a state that is not finished is refused). It goes
+        in transactions of `batch` jobs, so workers write between them; safe to run from several
+        processes at once (a job is deleted once, the others count nothing for it)."""
+        wanted = check_purge_states(states)
+        if batch < 1:
+            raise LorastudioError(f"purge batch {batch}: must be at least 1.")
+        cutoff = self.now() - float(older_than_s)
+        purged = Purged()
+        if dry_run:
+            purged.add(*self._purgeable(cutoff, wanted))
+            return purged
+        while True:
+            rows, events = self._purge_batch(cutoff, wanted, batch)
+            purged.add(rows, events)
+            if len(rows) < batch:
+                return purged
+
+    @abstractmethod
+    def _purgeable(self, cutoff: float, states: tuple[str, ...]) -> tuple[list[tuple[str, str]], int]:
+        """(id, state) of the jobs in `states` finished before `cutoff`, and how many events they have."""
+
+    @abstractmethod
+    def _purge_batch(self, cutoff: float, states: tuple[str, ...], limit: int) -> tuple[list[tuple[str, str]], int]:
+        """Delete up to `limit` of those jobs, oldest first, with their events, in one transaction:
+        (id, state) of the jobs deleted, and how many events went."""
+
+    def compact(self) -> tuple[int, int] | None:
+        """Give the space of deleted rows back to the file system: (bytes before, after); None where the
+        backend does that itself (PostgreSQL's autovacuum)."""
+        return None
 
     @abstractmethod
     def now(self) -> float:
@@ -374,6 +440,24 @@ def check_finish_state(state: str) -> None:
         raise LorastudioError(
             f"job state {state!r}: a job can only finish as one of {', '.join(FINISHED_STATES)}."
         )
+
+
+def check_purge_states(states: Iterable[str] | None) -> tuple[str, ...]:
+    """The finished states a purge may delete (default: all of them); a queued or running one is refused."""
+    if states is None:
+        return FINISHED_STATES
+    wanted = tuple(dict.fromkeys(states))
+    for state in wanted:
+        if state in ACTIVE_STATES:
+            raise LorastudioError(
+                f"job state {state!r}: a {state} job is never purged, only finished ones "
+                f"({', '.join(FINISHED_STATES)}); stop it first with `lorastudio jobs cancel ID`."
+            )
+        if state not in FINISHED_STATES:
+            raise LorastudioError(f"job state {state!r}: unknown; purge one of {', '.join(FINISHED_STATES)}.")
+    if not wanted:
+        raise LorastudioError(f"job states: none given; purge one of {', '.join(FINISHED_STATES)}.")
+    return wanted
 
 
 def check_state_filter(state: str | None) -> None:

@@ -282,16 +282,20 @@ def run_worker_process(
     registry: HandlerRegistry | None = None,
     names: Any = None,
     compile_backend: str | None = None,
+    keep_jobs_days: float | None = None,
 ) -> int:
     """`lorastudio worker`: run until SIGTERM/SIGINT, then hand any running job back and exit.
 
     `compile_backend`: torch.compile each model the worker loads, as `serve --compile` does.
+    `keep_jobs_days`: purge finished jobs that old at start and hourly, as `serve --keep-jobs-days`
+    (`service.retention`; None reads `LORASTUDIO_KEEP_JOBS_DAYS`, 0 keeps every job).
 
     The worker runs the kinds of `registry` (filled by the caller) plus this process's
     `default_registry`: the `sleep` diagnostic and what the `imports` modules registered.
     The caller checks the database's health first (`service.database.ensure_database_healthy`).
     """
     from lorastudio.service.jobs import open_store
+    from lorastudio.service.retention import start_retention
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _import_modules(imports or [])
@@ -325,8 +329,11 @@ def run_worker_process(
         store.backend,
         worker.lease_s,
     )
+    retention = start_retention(workspace, lambda: open_store(queue_url, workspace), keep_jobs_days)
     try:
         return worker.run()
     finally:
+        if retention is not None:
+            retention.stop()
         worker.release_identity()
         store.close()
