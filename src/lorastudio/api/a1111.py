@@ -26,6 +26,7 @@ from lorastudio.api.a1111_requests import (  # noqa: F401  (Txt2ImgRequest etc. 
     Img2ImgRequest,
     Txt2ImgRequest,
     a1111_info,
+    answer_when_done,
     b64_file,
     scheduler_name,
     to_generate_config,
@@ -135,13 +136,7 @@ async def _generate(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict
         return cfg, job
 
     cfg, job = await asyncio.to_thread(submit)
-    try:
-        job = await studio.wait_job_async(job.id)
-        if job.state == "failed":
-            raise LorastudioError(f"generation failed: {job.error}")
-        return await asyncio.to_thread(_answer, req, studio, cfg, job, units)
-    finally:  # the not-kept files, or a kept job's uploads, go once answered (service.unsaved)
-        await asyncio.to_thread(studio.release_job_files, job.id)
+    return await answer_when_done(studio, job, "generation", lambda done: _answer(req, studio, cfg, done, units))
 
 
 def _answer(req: Txt2ImgRequest, studio: Studio, cfg: GenerateConfig, job, units: list) -> dict[str, Any]:

@@ -8,8 +8,10 @@ field, and what the A1111 API assumes for a missing one, is `generate/a1111_fiel
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +306,15 @@ def _extra_generation_params(cfg, infotexts: list[str]) -> dict[str, Any]:
 def b64_file(path: Path) -> str:
     """A file's bytes as A1111 sends images: base64 text."""
     return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+async def answer_when_done(studio: Any, job: Any, what: str, answer: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Wait for an A1111 request's job, then build its answer from the finished job. Its not-kept files
+    (or a kept job's uploads) go once answered, whatever happened (service.unsaved)."""
+    try:
+        job = await studio.wait_job_async(job.id)
+        if job.state == "failed":
+            raise LorastudioError(f"{what} failed: {job.error}")
+        return await asyncio.to_thread(answer, job)
+    finally:
+        await asyncio.to_thread(studio.release_job_files, job.id)

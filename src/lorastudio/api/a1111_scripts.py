@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lorastudio.api.a1111_controlnet import CONTROLNET_M2M, CONTROLNET_SCRIPT
+from lorastudio.api.a1111_requests import answer_when_done
 from lorastudio.errors import LorastudioError
 
 __all__ = [
@@ -231,13 +232,7 @@ async def run_script(req, studio, user: str = "") -> dict[str, Any]:
         return cfg, job
 
     cfg, job = await asyncio.to_thread(submit)
-    try:
-        job = await studio.wait_job_async(job.id)
-        if job.state == "failed":
-            raise LorastudioError(f"x/y/z plot failed: {job.error}")
-        return await asyncio.to_thread(_answer, req, studio, cfg, job, grid)
-    finally:  # the not-kept files, or a kept job's uploads, go once answered (service.unsaved)
-        await asyncio.to_thread(studio.release_job_files, job.id)
+    return await answer_when_done(studio, job, "x/y/z plot", lambda done: _answer(req, studio, cfg, done, grid))
 
 
 def _answer(req, studio, cfg, job, grid) -> dict[str, Any]:
