@@ -21,7 +21,6 @@ from lorastudio.generate.upscalers.names import LATENT_UPSCALE_MODES, RESAMPLE_U
 if TYPE_CHECKING:
     import torch
 
-    from lorastudio.generate.pipeline import _Sampler
     from lorastudio.generate.plan import SamplingPlan
 
 __all__ = ["run_hires_pass", "wants_hires"]
@@ -82,7 +81,11 @@ def _upscale_pixels(sampler, cfg: GenerateConfig, plan, latents, size: tuple[int
 
 
 def run_hires_pass(
-    sampler: _Sampler, cfg: GenerateConfig, plan: SamplingPlan, latents: torch.Tensor, seeds: list[int]
+    sampler: Any,  # pipeline._Sampler (importing it here would be an import circle)
+    cfg: GenerateConfig,
+    plan: SamplingPlan,
+    latents: torch.Tensor,
+    seeds: list[int],
 ) -> list[Image.Image]:
     """The first pass's `latents` upscaled with `cfg.hires_upscaler` (cropped to a resize target) and
     denoised again at the larger size."""
