@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "CLIP_COMPONENTS",
@@ -27,7 +32,7 @@ _TRANSFORMER = "transformer."
 SD_UNET_ROOTS = ("input_blocks", "middle_block", "output_blocks", "time_embed", "label_emb", "out")
 
 
-def is_comfy_state_dict(keys) -> bool:
+def is_comfy_state_dict(keys: Iterable[str]) -> bool:
     return any(k.startswith((UNET_PREFIX, TE_PREFIX)) for k in keys)
 
 

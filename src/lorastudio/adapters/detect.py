@@ -18,6 +18,8 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.models.tiny_widths import TINY_CROSS_ATTENTION_WIDTHS, TINY_TEXT_WIDTHS
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import torch
 
     from lorastudio.models.families import Family
@@ -38,7 +40,7 @@ _TEXT_WIDTHS = {768: "sd15", 1024: "sd2", **TINY_TEXT_WIDTHS}
 _SDXL_ONLY_PATH = re.compile(r"(^|\.)(transformer_blocks\.[1-9]|label_emb|add_embedding)")
 
 
-def detect_format(keys, metadata: dict[str, str] | None = None, source: str = "LoRA") -> str:
+def detect_format(keys: Iterable[str], metadata: dict[str, str] | None = None, source: str = "LoRA") -> str:
     """ "kohya", "lycoris", "comfy", "diffusers", "peft", "diffusers-old" or "hcp"."""
     from lorastudio.adapters.comfy_names import is_comfy_state_dict
     from lorastudio.adapters.hcp import is_hcp_state_dict
@@ -79,7 +81,7 @@ def _foreign_layout(keys) -> str | None:
     return "diffsynth" if is_diffsynth_state_dict(list(keys)) else None
 
 
-def foreign_lora_note(name: str, keys) -> str | None:
+def foreign_lora_note(name: str, keys: Iterable[str]) -> str | None:
     """The one line for a file in loras/ that is a LoRA for another tool: what it is, and to move it out
     of loras/ or convert it (`lora import` writes the kohya layout); None for any other file."""
     layout = _foreign_layout(keys)

@@ -21,7 +21,11 @@ from lorastudio.adapters.lycoris import BiasDiffModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import torch
+
+    from lorastudio.models.families import Family
 
 __all__ = [
     "ALPHA_BAKED",
@@ -84,7 +88,7 @@ def diffsynth_attention_blocks(unet_config: dict[str, Any] | None = None) -> dic
     return blocks
 
 
-def is_diffsynth_state_dict(keys) -> bool:
+def is_diffsynth_state_dict(keys: Iterable[str]) -> bool:
     return any(_KEY.search(k) for k in keys)
 
 
@@ -226,7 +230,7 @@ def rank_alpha_metadata(lora: LoraFile) -> dict[str, str]:
     }
 
 
-def diffsynth_metadata(lora: LoraFile, family, base_model: str | None = None) -> dict[str, str]:
+def diffsynth_metadata(lora: LoraFile, family: Family, base_model: str | None = None) -> dict[str, str]:
     """What an exported .safetensors says about itself (DiffSynth reads tensors only): alpha baked,
     kohya's rank and alpha keys (alpha = rank), and for our import the family and the base model
     (kohya's `ss_sd_model_name`, as training writes it), whose UNet layout the block numbers count."""

@@ -24,9 +24,12 @@ import functools
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "PNG_CHUNK",
@@ -98,7 +101,7 @@ def unreadable_format(path: Path) -> str | None:
     )
 
 
-def lcg_nibbles(count: int):
+def lcg_nibbles(count: int) -> np.ndarray:
     """The first `count` values of A1111's XOR stream (LCG values mod 255), low nibbles only.
 
     Built by doubling: the values at i + n are the values at i with the LCG's n-step jump applied,

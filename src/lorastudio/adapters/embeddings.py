@@ -24,6 +24,7 @@ from lorastudio.models.checkpoint import PICKLE_SUFFIXES
 if TYPE_CHECKING:
     import torch
 
+    from lorastudio.adapters.lora_file import LoraFile
     from lorastudio.models.families import Family
 
 __all__ = [
@@ -141,7 +142,7 @@ def refuse_several_concept_terms(shapes: dict[str, tuple[int, ...]], source: str
         )
 
 
-def embeddings_from_lora(lora) -> list[Embedding]:
+def embeddings_from_lora(lora: LoraFile) -> list[Embedding]:
     """The embeddings bundled in a LoRA file (`bundle_emb.*`), as A1111 loads them (ComfyUI ignores them)."""
     return [Embedding(token, list(vectors)) for token, vectors in lora.embeddings.items()]
 

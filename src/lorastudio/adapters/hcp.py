@@ -25,6 +25,8 @@ from lorastudio.adapters.lora_file import LoraFile, LoraModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import torch
 
 __all__ = ["is_hcp_state_dict", "lora_from_hcp_state_dicts", "load_hcp", "save_hcp", "hcp_partner_file"]
@@ -42,7 +44,7 @@ _TENSORS = {"layer.lora_down.weight": "down", "layer.lora_up.weight": "up", "alp
 _NAME_PREFIXES = ("unet-", "text_encoder-", "TE-")
 
 
-def is_hcp_state_dict(keys) -> bool:
+def is_hcp_state_dict(keys: Iterable[str]) -> bool:
     return any(_SEP in k for k in keys)
 
 

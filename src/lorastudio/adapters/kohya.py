@@ -27,6 +27,9 @@ from lorastudio.adapters.lycoris import lycoris_state_dict_of
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
     import torch
 
     from lorastudio.models.families import Family
@@ -58,7 +61,7 @@ def kohya_name(component: str, path: str, family: Family) -> str:
     return f"{family.kohya_te_prefixes[index]}_" + path.replace(".", "_")
 
 
-def is_kohya_state_dict(keys) -> bool:
+def is_kohya_state_dict(keys: Iterable[str]) -> bool:
     return any(k.startswith(MODULE_PREFIXES) for k in keys)
 
 
@@ -119,7 +122,7 @@ def lora_from_kohya_state_dict(
     return lora
 
 
-def kohya_state_dict(lora: LoraFile, family: Family, unet_config=None) -> dict[str, torch.Tensor]:
+def kohya_state_dict(lora: LoraFile, family: Family, unet_config: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """The kohya/webui tensors for a `LoraFile` (SDXL UNet in LDM names, as A1111 expects)."""
     import torch
 
@@ -175,8 +178,8 @@ def save_kohya(
     metadata: dict[str, str] | None = None,
     *,
     family: Family | str | None = None,
-    unet_config=None,
-    dtype=None,
+    unet_config: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a kohya/webui `.safetensors` LoRA that A1111, ComfyUI and Forge load.
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import torch
 
 __all__ = [
@@ -65,7 +67,7 @@ def kohya_to_module_path(name: str) -> str:
 _LDM_BLOCKS = ("input_blocks", "output_blocks", "middle_block")
 
 
-def uses_ldm_unet_names(keys) -> bool:
+def uses_ldm_unet_names(keys: Iterable[str]) -> bool:
     starts = tuple(prefix + block for prefix in _UNET_PREFIXES for block in _LDM_BLOCKS)
     return any(k.startswith(starts) for k in keys)
 

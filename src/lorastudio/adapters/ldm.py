@@ -22,6 +22,8 @@ from lorastudio.models.ldm_names import (
 )
 
 if TYPE_CHECKING:
+    from typing import Any
+
     import torch
 
     from lorastudio.models.families import Family
@@ -42,11 +44,11 @@ __all__ = [
 # --- single-file checkpoints -------------------------------------------------------------
 
 
-def unet_to_ldm(state_dict: dict[str, torch.Tensor], unet_config) -> dict[str, torch.Tensor]:
+def unet_to_ldm(state_dict: dict[str, torch.Tensor], unet_config: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {UNET_PREFIX + unet_diffusers_to_ldm_path(k, unet_config): v for k, v in state_dict.items()}
 
 
-def unet_from_ldm(state_dict: dict[str, torch.Tensor], unet_config) -> dict[str, torch.Tensor]:
+def unet_from_ldm(state_dict: dict[str, torch.Tensor], unet_config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The UNet part of a single-file state dict (`model.diffusion_model.*`) in diffusers names."""
     return {
         unet_ldm_to_diffusers_path(k[len(UNET_PREFIX) :], unet_config): v
@@ -55,7 +57,7 @@ def unet_from_ldm(state_dict: dict[str, torch.Tensor], unet_config) -> dict[str,
     }
 
 
-def vae_to_ldm(state_dict: dict[str, torch.Tensor], vae_config) -> dict[str, torch.Tensor]:
+def vae_to_ldm(state_dict: dict[str, torch.Tensor], vae_config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """AutoencoderKL weights in LDM names; mid-block attention Linear weights become 1x1 convs."""
     num_up = len(vae_config["up_block_types"] if isinstance(vae_config, dict) else vae_config.up_block_types)
     out = {}

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any
+
     import torch
 
 __all__ = [
@@ -64,7 +66,7 @@ class LoraModule:
         alpha = self.alpha if self.alpha else float(self.rank)
         return float(alpha) / self.rank
 
-    def delta(self, device=None) -> torch.Tensor:
+    def delta(self, device: torch.device | str | None = None) -> torch.Tensor:
         """`up @ down` in float32, shaped like a Linear ([out, in]) or Conv2d ([out, in, k, k]) weight.
 
         device: where to compute (the target weight's device, so GPU models patch on the GPU).
@@ -114,7 +116,7 @@ class LoraFile:
     def ranks(self) -> set[int]:
         return {m.rank for m in self.modules.values()}
 
-    def with_diffusers_unet(self, unet_config) -> LoraFile:
+    def with_diffusers_unet(self, unet_config: dict[str, Any]) -> LoraFile:
         """This LoRA with UNet module paths in diffusers layout (LDM names mapped via the config)."""
         if self.unet_layout == "diffusers":
             return self
@@ -134,7 +136,7 @@ class LoraFile:
             self.unet_config,
         )
 
-    def with_ldm_unet(self, unet_config) -> LoraFile:
+    def with_ldm_unet(self, unet_config: dict[str, Any]) -> LoraFile:
         """This LoRA with UNet module paths in original LDM layout (for SDXL kohya files)."""
         if self.unet_layout == "ldm":
             return self

@@ -28,6 +28,8 @@ from lorastudio.errors import LorastudioError
 if TYPE_CHECKING:
     import torch
 
+    from lorastudio.adapters.lycoris import AnyModule
+
 __all__ = ["LoraPatcher", "LoraRequest", "add_module_update", "held_bytes", "patcher_for", "release_spares"]
 
 logger = logging.getLogger(__name__)
@@ -198,7 +200,7 @@ def _apply_lycoris(module, target: torch.nn.Module, strength: float, path: str) 
         bias.add_(bias_update.to(dtype=bias.dtype))
 
 
-def add_module_update(module, target: torch.nn.Module, strength: float, path: str) -> None:
+def add_module_update(module: AnyModule, target: torch.nn.Module, strength: float, path: str) -> None:
     """Add one module's update to `target`'s weight in place (the plain path, one module at a time)."""
     if not isinstance(module, LoraModule):
         _apply_lycoris(module, target, strength, path)

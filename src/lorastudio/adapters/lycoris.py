@@ -44,9 +44,12 @@ from lorastudio.adapters.oft import OftModule
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import torch
 
 __all__ = [
+    "AnyModule",
     "BiasDiffModule",
     "DoraModule",
     "FullModule",
@@ -118,7 +121,7 @@ class LohaModule:
     def scale(self) -> float:
         return _scale(self.alpha, self.rank)
 
-    def delta(self, shape, device=None) -> torch.Tensor:
+    def delta(self, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
         """(w1_a @ w1_b) ⊙ (w2_a @ w2_b) in float32, shaped like the target weight (no alpha)."""
         if self.t1 is not None and self.t2 is not None:
             first = _tucker(_f32(self.t1, device), _f32(self.w1_a, device), _f32(self.w1_b, device))
@@ -163,7 +166,7 @@ class LokrModule:
     def scale(self) -> float:
         return _scale(self.alpha, self.rank) if self.rank else 1.0
 
-    def delta(self, shape, device=None) -> torch.Tensor:
+    def delta(self, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
         import torch
 
         w1 = _f32(self.w1, device) if self.w1 is not None else _f32(self.w1_a, device) @ _f32(self.w1_b, device)
@@ -202,7 +205,7 @@ class FullModule:
     scale = 1.0
     type_name = "full"
 
-    def delta(self, shape, device=None) -> torch.Tensor:
+    def delta(self, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
         return _f32(self.diff, device).reshape(shape)
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -295,7 +298,11 @@ class BiasDiffModule:
         return {**(lycoris_tensors(self.inner) if self.inner is not None else {}), "diff_b": self.diff_b}
 
 
-def module_type(module) -> str:
+# Any one layer's update, as `module_from_parts` builds it.
+AnyModule = LoraModule | LohaModule | LokrModule | FullModule | Ia3Module | DoraModule | BiasDiffModule | OftModule
+
+
+def module_type(module: AnyModule) -> str:
     """"lora", "locon" (a LoRA on a conv), "loha", "lokr", "ia3", "oft", "full" or "dora"."""
     if isinstance(module, LoraModule):
         return "locon" if module.kind == "conv" else "lora"
@@ -315,7 +322,7 @@ def network_types(lora: LoraFile) -> list[str]:
     return [t for t in NETWORK_TYPES if t in found]
 
 
-def network_types_from_keys(keys) -> list[str]:
+def network_types_from_keys(keys: Iterable[str]) -> list[str]:
     """The same, from tensor names only (a safetensors header), for listings that load no tensors."""
     found = set()
     for key in keys:
@@ -343,7 +350,7 @@ def network_types_from_keys(keys) -> list[str]:
     return [t for t in NETWORK_TYPES if t in found]
 
 
-def scaled_delta(module, weight: torch.Tensor) -> torch.Tensor:
+def scaled_delta(module: AnyModule, weight: torch.Tensor) -> torch.Tensor:
     """alpha-scaled ΔW in float32, shaped like `weight` (before the request's strength)."""
     if isinstance(module, LoraModule):  # a DoRA's inner LoRA (plain ones take patch.py's own path)
         return module.delta(device=weight.device).reshape(weight.shape) * module.scale
@@ -352,7 +359,7 @@ def scaled_delta(module, weight: torch.Tensor) -> torch.Tensor:
     return module.delta(weight.shape, device=weight.device) * module.scale
 
 
-def delta_numel(module) -> int | None:
+def delta_numel(module: AnyModule) -> int | None:
     """How many weights the module's ΔW has (None when it depends on the target, as for (IA)^3 or OFT)."""
     if isinstance(module, DoraModule | BiasDiffModule):
         return delta_numel(module.inner) if module.inner is not None else None
@@ -372,7 +379,7 @@ def delta_numel(module) -> int | None:
     return None
 
 
-def update(module, weight: torch.Tensor, strength: float) -> torch.Tensor:
+def update(module: AnyModule, weight: torch.Tensor, strength: float) -> torch.Tensor:
     """What to add to `weight` (float32) for this module at `strength`."""
     import torch
 
@@ -386,20 +393,20 @@ def update(module, weight: torch.Tensor, strength: float) -> torch.Tensor:
     return scaled_delta(module, weight).mul_(float(strength))
 
 
-def bias_update(module, bias: torch.Tensor, strength: float) -> torch.Tensor | None:
+def bias_update(module: AnyModule, bias: torch.Tensor, strength: float) -> torch.Tensor | None:
     if isinstance(module, FullModule | BiasDiffModule) and module.diff_b is not None:
         return _f32(module.diff_b, bias.device).reshape(bias.shape) * float(strength)
     return None
 
 
-def lycoris_tensors(module) -> dict[str, torch.Tensor]:
+def lycoris_tensors(module: AnyModule) -> dict[str, torch.Tensor]:
     """The module's tensors under LyCORIS' suffixes (without alpha)."""
     if isinstance(module, LoraModule):
         return {"lora_down.weight": module.down, "lora_up.weight": module.up}
     return module.tensors()
 
 
-def lycoris_state_dict_of(name: str, module) -> dict[str, torch.Tensor]:
+def lycoris_state_dict_of(name: str, module: AnyModule) -> dict[str, torch.Tensor]:
     """`<name>.<suffix>` tensors of one module in LyCORIS' layout, `alpha` included where it has one."""
     import torch
 
@@ -416,7 +423,7 @@ def lycoris_state_dict_of(name: str, module) -> dict[str, torch.Tensor]:
     return state
 
 
-def is_lycoris_state_dict(keys, metadata: dict[str, str] | None = None) -> bool:
+def is_lycoris_state_dict(keys: Iterable[str], metadata: dict[str, str] | None = None) -> bool:
     if (metadata or {}).get("ss_network_module", "").startswith("lycoris"):
         return True
     for key in keys:
@@ -440,7 +447,7 @@ def _kind(tensor: torch.Tensor) -> str:
     return "conv" if tensor.dim() == 4 else "linear"
 
 
-def module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str):
+def module_from_parts(base: str, parts: dict[str, torch.Tensor], source: str) -> AnyModule:
     """One module from its suffix -> tensor map, or a one-line error naming what is wrong.
 
     A `diff_b` without a `diff` is a bias difference of its own, beside whatever else the layer has.

@@ -42,7 +42,7 @@ class OftModule:
         """The number of blocks (kohya's `network_dim` for OFT)."""
         return int(self.blocks.shape[0])
 
-    def rotation(self, out_rows: int, device=None) -> torch.Tensor:
+    def rotation(self, out_rows: int, device: torch.device | str | None = None) -> torch.Tensor:
         """R per block, float32 [blocks, size, size]; `out_rows` sets the constraint (alpha · out_rows)."""
         import torch
 

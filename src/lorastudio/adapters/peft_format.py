@@ -23,6 +23,9 @@ from lorastudio.adapters.lora_file import COMPONENTS, TEXT_ENCODERS, LoraFile, L
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
     import torch
 
 __all__ = [
@@ -44,7 +47,7 @@ _OLD_PROCESSOR = re.compile(
 )
 
 
-def is_peft_state_dict(keys) -> bool:
+def is_peft_state_dict(keys: Iterable[str]) -> bool:
     return any(".lora_A." in k or ".lora_B." in k for k in keys)
 
 
@@ -56,7 +59,7 @@ _OLD_PAIRS = (
 )
 
 
-def is_old_diffusers_state_dict(keys) -> bool:
+def is_old_diffusers_state_dict(keys: Iterable[str]) -> bool:
     return any(k.endswith(tuple(m for m, _ in _OLD_PAIRS)) or _OLD_PROCESSOR.match(k) for k in keys)
 
 
@@ -135,7 +138,7 @@ def _module_alpha(path: str, down: torch.Tensor, tensor: torch.Tensor | None, co
     return float(_pattern_value(path, config.get("alpha_pattern") or {}, config.get("lora_alpha", rank)))
 
 
-def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], metadata=None) -> LoraFile:
+def lora_from_old_diffusers_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> LoraFile:
     """Old diffusers layouts: `<path>.lora.down.weight`, `lora_linear_layer` and processor `to_q_lora`."""
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
@@ -222,7 +225,7 @@ def _by_component(
     return grouped
 
 
-def diffusers_state_dict(lora: LoraFile, unet_config=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def diffusers_state_dict(lora: LoraFile, unet_config: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of the diffusers single-file layout, alpha kept in the metadata."""
     state: dict[str, torch.Tensor] = {}
     packed: dict[str, object] = {}
@@ -238,7 +241,7 @@ def diffusers_state_dict(lora: LoraFile, unet_config=None) -> tuple[dict[str, to
     return state, metadata
 
 
-def save_diffusers(lora: LoraFile, path: str | Path, unet_config=None) -> Path:
+def save_diffusers(lora: LoraFile, path: str | Path, unet_config: dict[str, Any] | None = None) -> Path:
     """Write a file `pipe.load_lora_weights(path)` reads with the right alpha."""
     from safetensors.torch import save_file
 
@@ -249,7 +252,7 @@ def save_diffusers(lora: LoraFile, path: str | Path, unet_config=None) -> Path:
     return path
 
 
-def save_peft(lora: LoraFile, folder: str | Path, unet_config=None) -> Path:
+def save_peft(lora: LoraFile, folder: str | Path, unet_config: dict[str, Any] | None = None) -> Path:
     """One peft adapter folder per component (`<folder>/unet`, `<folder>/text_encoder`, ...)."""
     from safetensors.torch import save_file
 

@@ -6,12 +6,15 @@ runs it with an in-process worker. Imported lazily so `lorastudio --help` stays 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["create_app"]
 
 
-def create_app(*args: Any, **kwargs: Any):
+def create_app(*args: Any, **kwargs: Any) -> FastAPI:
     from lorastudio.api.app import create_app as _create_app
 
     return _create_app(*args, **kwargs)

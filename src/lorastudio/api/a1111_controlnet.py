@@ -15,7 +15,7 @@ refused instead; see docs/API.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LorastudioError
 from lorastudio.service.controlnets import (
@@ -29,6 +29,9 @@ from lorastudio.service.controlnets import (
 )
 from lorastudio.service.uploads import decode_image, discard_uploads, store_picture
 from lorastudio.service.workspace import Workspace
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 __all__ = [
     "CONTROLNET_M2M",
@@ -293,7 +296,7 @@ def store_units(ws: Workspace, units: list[A1111Unit], *, img2img: bool) -> tupl
         raise
 
 
-def decoded(data: str, what: str):
+def decoded(data: str, what: str) -> PILImage.Image:
     """A base64 image (service.uploads.decode_image); one that does not decode is a 422 naming `what`."""
     try:
         return decode_image(data, what)[0]

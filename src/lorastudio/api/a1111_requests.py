@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,10 @@ from lorastudio.service.limits import MAX_SEED
 from lorastudio.service.png_info import infotext_parameters, variation_seeds
 from lorastudio.service.studio import InvalidRequest, Studio
 from lorastudio.service.styles import hires_styled
+
+if TYPE_CHECKING:
+    from lorastudio.generate.config import GenerateConfig
+    from lorastudio.service.jobs.store import Job
 
 __all__ = [
     "DEFAULT_SAMPLER",
@@ -164,7 +168,7 @@ def to_generate_config(
     mask: str | None = None,
     user: str = "",
     controlnet: list | None = None,
-):
+) -> GenerateConfig:
     """An A1111 request -> a GenerateConfig whose images are upload names (this user's options).
 
     `controlnet`: the request's ControlUnits, their images already stored (api/a1111_controlnet.py).
@@ -238,7 +242,7 @@ def _in_a1111_names(exc) -> LorastudioError:
 
 
 def a1111_info(
-    req: Txt2ImgRequest, cfg, job, infotexts: list[str], seeds: list[int], studio: Studio
+    req: Txt2ImgRequest, cfg: GenerateConfig, job: Job, infotexts: list[str], seeds: list[int], studio: Studio
 ) -> dict[str, Any]:
     """A1111's `info` JSON of a generation answer."""
     result = job.result or {}

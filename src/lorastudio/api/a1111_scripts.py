@@ -21,11 +21,16 @@ import asyncio
 import base64
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.api.a1111_controlnet import CONTROLNET_M2M, CONTROLNET_SCRIPT
 from lorastudio.api.a1111_requests import answer_when_done
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from lorastudio.api.a1111_requests import Txt2ImgRequest
+    from lorastudio.service.grid_request import GridRequest
+    from lorastudio.service.studio import Studio
 
 __all__ = [
     "A1111_TXT2IMG_AXES",
@@ -126,7 +131,7 @@ def _as_named(args: list | dict) -> dict[str, Any]:
     return named
 
 
-def grid_request_from_script_args(args: list | dict):
+def grid_request_from_script_args(args: list | dict) -> GridRequest:
     """The GridRequest of the x/y/z plot's arguments (its options included, by A1111's positions)."""
     from lorastudio.service.grid_request import GridRequest
 
@@ -205,7 +210,7 @@ def _sub_grid_infotexts(result: dict[str, Any], count: int) -> list[str]:
     return own if len(own) == count else [result.get("grid_infotext", "")] * count
 
 
-async def run_script(req, studio, user: str = "") -> dict[str, Any]:
+async def run_script(req: Txt2ImgRequest, studio: Studio, user: str = "") -> dict[str, Any]:
     """Run the request's selectable script through the job queue and answer as A1111 does."""
     from lorastudio.api.a1111_controlnet import parse_units, store_units
     from lorastudio.api.a1111_requests import Img2ImgRequest, to_generate_config

@@ -18,11 +18,14 @@ import hmac
 import json
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "Credentials",
@@ -113,7 +116,7 @@ def parse_tokens(values: Iterable[str] | str | None, where: str = "--token") -> 
     return tokens
 
 
-def read_tokens_file(path) -> list[tuple[str, str]]:
+def read_tokens_file(path: str | Path) -> list[tuple[str, str]]:
     """`--tokens-file`: one `name:secret` per line; blank lines and `#` comments are skipped."""
     from pathlib import Path
 

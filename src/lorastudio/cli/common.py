@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from lorastudio.service.workspace import Workspace
 
 
 def print_json(obj: Any) -> None:
@@ -21,7 +24,7 @@ def padded(text: str, width: int) -> str:
     return text + " " * max(width - shown, 0)
 
 
-def workspace():
+def workspace() -> Workspace:
     from lorastudio.service.workspace import Workspace
 
     return Workspace.open()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,8 +12,12 @@ from lorastudio.cli.common import print_json, workspace
 from lorastudio.cli.options import config_options
 from lorastudio.generate.config import GenerateConfig
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-def progress_bar(desc: str):
+
+def progress_bar(desc: str) -> tuple[Any, Callable[[int, int], None]]:
     """A tqdm bar with ETA on stderr, fed by a (done, total) callback; created on first use."""
     from tqdm import tqdm
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BrownianNoise", "step_noise_seeds"]
 
@@ -37,7 +40,7 @@ def step_noise_seeds(generator: Any, batch: int) -> tuple[list[int], str] | None
 class BrownianNoise:
     """`(sigma, sigma_next)` -> the batch's normalised Brownian increments, one tree per image seed."""
 
-    def __init__(self, sample, sigmas, seeds: list[int], rng: str) -> None:
+    def __init__(self, sample: torch.Tensor, sigmas: torch.Tensor, seeds: list[int], rng: str) -> None:
         import torch
         from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.generate.prompt_chunks import build_chunks
 from lorastudio.generate.prompt_parser import parse_prompt_attention
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+
+    from lorastudio.models.loading import LoadedModel
 
 __all__ = ["TextConditioning", "PromptEncoder", "pad_to_same_length", "pooled_at", "stack_conditionings"]
 
@@ -37,7 +44,9 @@ class _Embedding:
 class PromptEncoder:
     """Encodes prompts for one loaded model; caches results for the life of a request."""
 
-    def __init__(self, model, clip_skip: int = 1, embeddings: dict[str, list[Any]] | None = None) -> None:
+    def __init__(
+        self, model: LoadedModel, clip_skip: int = 1, embeddings: dict[str, list[Any]] | None = None
+    ) -> None:
         self.model = model
         self.clip_skip = clip_skip
         self.embeddings = [_Embedding(name, vecs) for name, vecs in (embeddings or {}).items()]
@@ -178,7 +187,7 @@ class PromptEncoder:
         return z[:, : CHUNK_LENGTH + 2]
 
 
-def pooled_at(encoder, out, eos_positions):
+def pooled_at(encoder: torch.nn.Module, out: Any, eos_positions: Sequence[int]) -> torch.Tensor | None:
     """SDXL's pooled text: the projected final hidden state at each row's first real end-of-text token.
 
     transformers pools at `input_ids.argmax()` when the config says eos_token_id 2, as every
@@ -226,7 +235,9 @@ def _apply_emphasis(z, multipliers: list[float]):
     return weighted * (original_mean / new_mean)
 
 
-def pad_to_same_length(a, b, filler):
+def pad_to_same_length(
+    a: torch.Tensor, b: torch.Tensor, filler: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Make two conditionings the same token length by appending empty-chunk encodings (A1111).
 
     `a` and `b` may hold several rows (AND sub-prompts); `filler` is one row, repeated.
@@ -240,7 +251,7 @@ def pad_to_same_length(a, b, filler):
     return a, b
 
 
-def fit_to_length(embeds, length: int):
+def fit_to_length(embeds: torch.Tensor, length: int) -> torch.Tensor:
     """A conditioning cut to `length` tokens, or extended by repeating its last token vector:
     how A1111 before 1.6 matched the negative prompt to the prompt ("Pad conds v0")."""
     import torch

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ControlStack",
@@ -186,7 +189,14 @@ class ControlStack:
             self._pass.append(_PassUnit(unit, cond, mask))
 
     def residuals(
-        self, latent_in, t, context, unet_kwargs: dict, uncond_rows: int, *, same_evaluation: bool = False
+        self,
+        latent_in: torch.Tensor,
+        t: torch.Tensor | float,
+        context: torch.Tensor,
+        unet_kwargs: dict,
+        uncond_rows: int,
+        *,
+        same_evaluation: bool = False,
     ) -> dict:
         """UNet kwargs with the summed residuals of the units active at this call ({} when none is).
 

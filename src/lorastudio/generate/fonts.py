@@ -127,13 +127,13 @@ def load_font(size: int = 16) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size)
 
 
-def text_width(font, text: str) -> int:
+def text_width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> int:
     """Width in pixels of one line of `text` in `font`."""
     left, _, right, _ = font.getbbox(text)
     return int(right - left)
 
 
-def fit_text(font, text: str, width: int) -> str:
+def fit_text(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, width: int) -> str:
     """`text` cut (with an ellipsis) to fit one line of `width` pixels."""
     if text_width(font, text) <= width:
         return text
@@ -142,13 +142,15 @@ def fit_text(font, text: str, width: int) -> str:
     return text + "…" if text else ""
 
 
-def line_height(font) -> int:
+def line_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
     """Pixels from one label line to the next: the tallest Latin and CJK ink, plus a gap."""
     _, top, _, bottom = font.getbbox("Hg中")
     return int(bottom - top) + 4
 
 
-def wrap_text(font, text: str, width: int, stop_after: int | None = None) -> list[str]:
+def wrap_text(
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, width: int, stop_after: int | None = None
+) -> list[str]:
     """Lines of `text` no wider than `width` pixels: by words, by characters for CJK or long words.
 
     With `stop_after`, wrapping stops at the line after that many: a caller that only asks whether the
@@ -208,7 +210,9 @@ def _longest_fitting_prefix(font, word: str, start: int, width: int) -> int:
     return low
 
 
-def wrap_lines(font, text: str, width: int, max_lines: int) -> list[str]:
+def wrap_lines(
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, width: int, max_lines: int
+) -> list[str]:
     """`wrap_text` kept to `max_lines`: the last line ends in an ellipsis only when text is left over."""
     lines = wrap_text(font, text, width, stop_after=max_lines)
     if len(lines) <= max_lines:

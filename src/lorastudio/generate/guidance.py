@@ -11,9 +11,14 @@ A ControlNet stack adds its residuals to each call and counts the evaluation onc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.generate.config import GenerateConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from lorastudio.generate.conditioning import TextConditioning
 
 __all__ = ["GuidedUnet", "combine_composable"]
 
@@ -41,7 +46,17 @@ class GuidedUnet:
         self.padded = False  # a prompt and its negative were padded to one length (infotext "Pad conds")
         self.padded_v0 = False  # the negative prompt was cut or extended to the prompt's ("Pad conds v0")
 
-    def predict(self, latent_in, t, cond, weights: list[float], uncond, batch: int, width: int, height: int):
+    def predict(
+        self,
+        latent_in: torch.Tensor,
+        t: torch.Tensor | float,
+        cond: TextConditioning,
+        weights: list[float],
+        uncond: TextConditioning | None,
+        batch: int,
+        width: int,
+        height: int,
+    ) -> torch.Tensor:
         """The predictions for the negative prompt and every AND sub-prompt (`cond` has a row each),
         combined; without `uncond` (CFG <= 1, plain prompt) the prompt's prediction as it is.
 
@@ -114,7 +129,9 @@ class GuidedUnet:
         return _UnetCall(context, added, len(rows), uncond_rows)
 
 
-def combine_composable(out_uncond, out_conds: list, weights: list[float], cfg_scale: float):
+def combine_composable(
+    out_uncond: torch.Tensor, out_conds: list, weights: list[float], cfg_scale: float
+) -> torch.Tensor:
     """`uncond + cfg_scale * sum_i w_i * (cond_i - uncond)`: A1111's CFG with AND sub-prompts.
 
     Accumulated term by term like A1111's `combine_denoised`, so one sub-prompt of weight 1

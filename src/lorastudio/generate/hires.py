@@ -9,7 +9,7 @@ the image is large enough, then Lanczos brings it to the target (as A1111 does).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -18,10 +18,15 @@ from lorastudio.generate.config import GenerateConfig, hires_target
 from lorastudio.generate.images import pil_to_tensor, tensor_to_pil
 from lorastudio.generate.upscalers.names import LATENT_UPSCALE_MODES, RESAMPLE_UPSCALERS
 
+if TYPE_CHECKING:
+    import torch
+
+    from lorastudio.generate.plan import SamplingPlan
+
 __all__ = ["run_hires_pass", "wants_hires"]
 
 
-def wants_hires(cfg: GenerateConfig, plan) -> bool:
+def wants_hires(cfg: GenerateConfig, plan: SamplingPlan) -> bool:
     """txt2img with an upscale factor above 1 or a size to resize to (img2img never has a hires pass)."""
     return cfg.hires_on and plan.init_image is None
 
@@ -75,7 +80,13 @@ def _upscale_pixels(sampler, cfg: GenerateConfig, plan, latents, size: tuple[int
     return upscaled
 
 
-def run_hires_pass(sampler, cfg: GenerateConfig, plan, latents, seeds: list[int]):
+def run_hires_pass(
+    sampler: Any,  # pipeline._Sampler (importing it here would be an import circle)
+    cfg: GenerateConfig,
+    plan: SamplingPlan,
+    latents: torch.Tensor,
+    seeds: list[int],
+) -> list[Image.Image]:
     """The first pass's `latents` upscaled with `cfg.hires_upscaler` (cropped to a resize target) and
     denoised again at the larger size."""
     size, crop = hires_target(cfg, plan.width, plan.height)

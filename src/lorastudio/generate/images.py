@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageFilter, ImageOps
 
 from lorastudio.image_modes import to_mask, to_rgb
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "open_image_file",
@@ -169,7 +172,7 @@ def _shown_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if image.getexif().get(0x0112) in _SIDEWAYS else (width, height)
 
 
-def pil_to_tensor(image: Image.Image, device: str, dtype) -> Any:
+def pil_to_tensor(image: Image.Image, device: str, dtype: torch.dtype) -> Any:
     """RGB PIL -> [1, 3, H, W] in [-1, 1]."""
     import numpy as np
     import torch
@@ -178,7 +181,7 @@ def pil_to_tensor(image: Image.Image, device: str, dtype) -> Any:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=dtype)
 
 
-def tensor_to_pil(images) -> list[Image.Image]:
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """[N, 3, H, W] in [-1, 1] -> PIL images."""
     import numpy as np
 

@@ -104,7 +104,9 @@ def read_flag(key: str, field: str) -> Callable[[dict[str, Any]], dict[str, Any]
     return read
 
 
-def read_unless(key: str, field: str, same: str, cast: Callable[[str], Any] = str):
+def read_unless(
+    key: str, field: str, same: str, cast: Callable[[str], Any] = str
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A text value, where it is not A1111's word for the first pass's (`Use same sampler`)."""
 
     def read(params: dict[str, Any]) -> dict[str, Any]:

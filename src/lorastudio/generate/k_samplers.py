@@ -12,7 +12,7 @@ sampling loop (`generate.pipeline`) runs it like any other:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import (
@@ -26,6 +26,9 @@ from diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete import KDPM2Ance
 from diffusers.utils.torch_utils import randn_tensor
 
 from lorastudio.generate.brownian import BrownianNoise, step_noise_seeds
+
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 __all__ = [
     "BrownianDPMSolverMultistepScheduler",
@@ -116,7 +119,7 @@ class SeededDPMSolverSDEScheduler(DPMSolverSDEScheduler):
         generator: Any = None,
         return_dict: bool = True,
         s_noise: float = 1.0,
-    ):
+    ) -> SchedulerOutput | tuple:
         seeded = step_noise_seeds(generator, sample.shape[0])
         if self.noise_sampler is None and seeded is not None:
             self.noise_sampler = BrownianNoise(sample, self.sigmas, *seeded)
@@ -138,7 +141,7 @@ class BrownianDPMSolverMultistepScheduler(DPMSolverMultistepScheduler):
         generator: Any = None,
         variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
-    ):
+    ) -> SchedulerOutput | tuple:
         sde = self.config.algorithm_type in ("sde-dpmsolver", "sde-dpmsolver++")
         if sde and variance_noise is None and hasattr(generator, "seeds"):
             if self.step_index is None:

@@ -21,7 +21,11 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import SchedulerMixin
 
 __all__ = [
     "ImageNoise",
@@ -76,7 +80,7 @@ def seed_noise(seed: int, shape: tuple[int, ...], rng: str = "CPU") -> Any:
     return draw(new_generator(seed, rng), shape)
 
 
-def slerp(strength: float, low, high):
+def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation between two noises of one image, as A1111's `slerp`.
 
     Like A1111 the vectors are the columns along dim 1 (height) of a [C, H, W] noise, each
@@ -114,7 +118,7 @@ def _paste_centre(small, big):
 
 def image_noise(
     seed: int, subseed: int | None, shape: tuple[int, ...], options: NoiseOptions, generator: Any = None
-):
+) -> torch.Tensor:
     """The starting noise of one image, [C, H, W], following A1111's ImageRNG.first().
 
     `generator` is the image's own stream (fresh from `seed` when None): it draws the noise of the
@@ -135,7 +139,9 @@ def image_noise(
     return noise
 
 
-def batch_noise(seeds: list[int], subseeds: list[int] | None, shape: tuple[int, ...], options: NoiseOptions):
+def batch_noise(
+    seeds: list[int], subseeds: list[int] | None, shape: tuple[int, ...], options: NoiseOptions
+) -> torch.Tensor:
     """[N, C, H, W] starting noise for a batch, one image per seed (CPU, float32)."""
     return ImageNoise(seeds, subseeds, shape, options).first()
 
@@ -156,7 +162,7 @@ class ImageNoise:
         self.options = options
         self.generators = [new_generator(seed, options.rng) for seed in self.seeds]
 
-    def first(self):
+    def first(self) -> torch.Tensor:
         """[N, C, H, W] starting noise (CPU, float32)."""
         import torch
 
@@ -171,7 +177,7 @@ class ImageNoise:
             self.generators = [new_generator(seed + self.options.ensd, self.options.rng) for seed in self.seeds]
         return noise
 
-    def step_generator(self, scheduler) -> Any:
+    def step_generator(self, scheduler: SchedulerMixin) -> Any:
         """What `scheduler.step(generator=...)` takes to draw this batch's per-step noise."""
         import torch
 
@@ -192,7 +198,12 @@ class StepNoise:
         self.seeds = list(seeds)
         self.rng = rng
 
-    def randn(self, shape: tuple[int, ...], device=None, dtype=None):
+    def randn(
+        self,
+        shape: tuple[int, ...],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
         import torch
 
         per_image = tuple(shape[1:])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -29,6 +29,13 @@ from lorastudio.generate.noise import ImageNoise, NoiseOptions, batch_noise
 from lorastudio.generate.plan import SamplingPlan, build_plan, open_request_images, resolve_seed
 from lorastudio.generate.samplers import img2img_steps, make_scheduler, prompt_calls
 from lorastudio.generate.start_noise import noised_start
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import SchedulerMixin
+
+    from lorastudio.generate.conditioning import PromptEncoder
+    from lorastudio.models.loading import LoadedModel
 
 # SamplingPlan, build_plan, open_request_images and resolve_seed live in generate/plan.py (imported here too)
 __all__ = [
@@ -63,7 +70,7 @@ class _Cancelled(Exception):
     pass
 
 
-def denoised_estimate(scheduler, stepped, latents):
+def denoised_estimate(scheduler: SchedulerMixin, stepped: Any, latents: torch.Tensor) -> torch.Tensor:
     """The step's estimate of the finished latents (the preview, and an interrupted batch's picture
     as A1111 returns it): the step output's own, else the x0 prediction DPM-Solver and UniPC keep
     for their next step, else (PLMS) the latents as they are."""
@@ -497,10 +504,10 @@ def _paste_back(generated: Image.Image, original: Image.Image, mask: Image.Image
 
 
 def generate_images(
-    model,
+    model: LoadedModel,
     cfg: GenerateConfig,
     plan: SamplingPlan,
-    encoder,
+    encoder: PromptEncoder,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     preview: PreviewFn | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -17,6 +17,9 @@ from lorastudio.errors import LorastudioError
 from lorastudio.generate.config import GenerateConfig, request_size
 from lorastudio.generate.images import binary_mask
 from lorastudio.generate.samplers import SamplerChoice, parse_sampler
+
+if TYPE_CHECKING:
+    from lorastudio.models.loading import LoadedModel
 
 __all__ = ["SamplingPlan", "build_plan", "hires_sampler_choice", "open_request_images", "resolve_seed"]
 
@@ -108,7 +111,7 @@ def open_request_images(cfg: GenerateConfig) -> tuple[Image.Image | None, Image.
     return init, mask
 
 
-def build_plan(cfg: GenerateConfig, model, prompt: str, negative: str) -> SamplingPlan:
+def build_plan(cfg: GenerateConfig, model: LoadedModel, prompt: str, negative: str) -> SamplingPlan:
     init_image, mask = open_request_images(cfg)
     width, height = _check_size(cfg, model, init_image)
     base_seed = resolve_seed(cfg.seed)

@@ -8,9 +8,12 @@ type suffix. Unknown names fail with the list of valid ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
 __all__ = [
     "SAMPLERS",
@@ -218,7 +221,7 @@ def a1111_unipc(choice: SamplerChoice, old_unipc: bool = False) -> bool:
     return choice.sampler == "UniPC" and choice.schedule in ("Automatic", "Uniform") and not old_unipc
 
 
-def make_scheduler(choice: SamplerChoice, base_config: dict, request: Any = None):
+def make_scheduler(choice: SamplerChoice, base_config: dict, request: Any = None) -> SchedulerMixin:
     """A fresh scheduler (they are stateful) from the model's own training schedule; `request` (a
     GenerateConfig) gives A1111's UniPC its settings (A1111's defaults without one)."""
     import diffusers

@@ -11,10 +11,23 @@ noise is scaled by that weight too, as A1111's timestep samplers do.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import SchedulerMixin
+
 __all__ = ["noised_start"]
 
 
-def noised_start(scheduler, init_latents, noise, timestep, multiplier: float = 1.0, extra: float = 0.0):
+def noised_start(
+    scheduler: SchedulerMixin,
+    init_latents: torch.Tensor,
+    noise: torch.Tensor,
+    timestep: torch.Tensor,
+    multiplier: float = 1.0,
+    extra: float = 0.0,
+) -> torch.Tensor:
     """`init_latents` noised to `timestep` (one per image) with the seed's `noise`."""
     if multiplier != 1.0:  # 1.0 leaves the noise as it is: today's pixels exactly
         noise = noise * multiplier

@@ -206,7 +206,9 @@ class A1111UniPCScheduler:
             return target
         return min(order, steps + 1 - target) if self.settings.lower_order_final else order
 
-    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, return_dict: bool = True):
+    def step(
+        self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, return_dict: bool = True
+    ) -> _Output | tuple[torch.Tensor]:
         index = self._step_index
         x0 = self._x0(model_output, sample, index)
         x = sample.float()

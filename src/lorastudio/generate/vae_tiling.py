@@ -10,6 +10,10 @@ and only tiles images so large that one decode would hold a worker for a long ti
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["decode_in_tiles", "encode_in_tiles", "map_in_tiles"]
 
@@ -40,13 +44,13 @@ def _blend_columns(left, right, extent: int):
 
 def map_in_tiles(
     fn: Callable,
-    inputs,
+    inputs: torch.Tensor,
     tile: int,
     stride: int,
     out_tile: int,
     out_stride: int,
     before_tile: Callable[[], None] | None = None,
-):
+) -> torch.Tensor:
     """`fn` applied to overlapping `tile` x `tile` windows of `inputs` (N, C, H, W), stitched.
 
     A window of `tile` inputs gives `out_tile` outputs (x8 for a decode, /8 for an encode);
@@ -82,12 +86,12 @@ def _stride(tile: int, overlap: float) -> int:
 
 def decode_in_tiles(
     decode: Callable,
-    latents,
+    latents: torch.Tensor,
     factor: int,
     tile: int = 64,
     overlap: float = 0.25,
     before_tile: Callable[[], None] | None = None,
-):
+) -> torch.Tensor:
     """Pixels for `latents` (already unscaled), decoded `tile` x `tile` latents at a time.
 
     `decode(latent_tile)` returns the tile's pixels (`factor` times larger); `before_tile()`
@@ -99,12 +103,12 @@ def decode_in_tiles(
 
 def encode_in_tiles(
     encode: Callable,
-    pixels,
+    pixels: torch.Tensor,
     factor: int,
     tile: int = 64,
     overlap: float = 0.25,
     before_tile: Callable[[], None] | None = None,
-):
+) -> torch.Tensor:
     """Latents for `pixels` (sides multiples of `factor`), encoded `tile * factor` pixels at a time."""
     stride = _stride(tile, overlap)
     return map_in_tiles(encode, pixels, tile * factor, stride * factor, tile, stride, before_tile)

@@ -8,9 +8,13 @@ the final norm). ChatGLM's hidden states are sequence-first: [tokens, batch, wid
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
 
 __all__ = ["prompt_ids", "chatglm_inputs", "run_chatglm", "encode_texts", "check_vocabulary"]
 
@@ -19,12 +23,14 @@ __all__ = ["prompt_ids", "chatglm_inputs", "run_chatglm", "encode_texts", "check
 _VOCAB_SLACK = 512
 
 
-def prompt_ids(tokenizer, text: str) -> list[int]:
+def prompt_ids(tokenizer: ChatGLMTokenizer, text: str) -> list[int]:
     """The prompt's token ids without the prefix (what A1111-style weighting splits)."""
     return tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"] if text else []
 
 
-def chatglm_inputs(tokenizer, token_lists: list[list[int]], max_length: int, device: Any = "cpu") -> dict:
+def chatglm_inputs(
+    tokenizer: ChatGLMTokenizer, token_lists: list[list[int]], max_length: int, device: Any = "cpu"
+) -> dict:
     """`[gMASK] sop` + ids, cut to `max_length` and left-padded like ChatGLMTokenizer pads."""
     import torch
 
@@ -43,7 +49,7 @@ def chatglm_inputs(tokenizer, token_lists: list[list[int]], max_length: int, dev
     }
 
 
-def run_chatglm(encoder, inputs: dict):
+def run_chatglm(encoder: ChatGLMModel, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(context [batch, tokens, width], pooled [batch, width]) as Kolors conditions on them."""
     out = encoder(**inputs, output_hidden_states=True)
     context = out.hidden_states[-2].permute(1, 0, 2)
@@ -51,14 +57,16 @@ def run_chatglm(encoder, inputs: dict):
     return context, pooled
 
 
-def encode_texts(tokenizer, encoder, texts: list[str], max_length: int = 256):
+def encode_texts(
+    tokenizer: ChatGLMTokenizer, encoder: ChatGLMModel, texts: list[str], max_length: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain prompts (no weighting) -> (context, pooled); used by training and the tiny build."""
     device = next(encoder.parameters()).device
     inputs = chatglm_inputs(tokenizer, [prompt_ids(tokenizer, t) for t in texts], max_length, device)
     return run_chatglm(encoder, inputs)
 
 
-def check_vocabulary(tokenizer, encoder, where: str) -> None:
+def check_vocabulary(tokenizer: ChatGLMTokenizer, encoder: ChatGLMModel, where: str) -> None:
     """Refuse a tokenizer whose vocabulary does not fit the text encoder's embedding table.
 
     Token ids of another vocabulary index the wrong (or no) embeddings: the model would run

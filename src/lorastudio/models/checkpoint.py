@@ -9,9 +9,14 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
 
 __all__ = [
     "read_safetensors_keys",
@@ -244,7 +249,7 @@ def _tensor_view(entry: dict[str, Any], data: PrivateBuffer, body: int):
     return torch.frombuffer(data, dtype=dtype, count=(stop - begin) // itemsize, offset=offset).view(shape)
 
 
-def detach_from_files(*modules) -> None:
+def detach_from_files(*modules: torch.nn.Module) -> None:
     """Give every CPU parameter and buffer of `modules` its own memory.
 
     diffusers and transformers load weights memory-mapped from the file (safetensors): a
@@ -419,7 +424,9 @@ def hash_cache_path(path: Path, cache_dir: Path, kind: str = "") -> Path:
     return cache_dir / "hashes" / f"{key}.txt"
 
 
-def cached_file_hash(path: Path, cache_dir: Path, compute=file_sha256, kind: str = "") -> str:
+def cached_file_hash(
+    path: Path, cache_dir: Path, compute: Callable[[Path], str] = file_sha256, kind: str = ""
+) -> str:
     """`compute(path)` (the whole file's SHA-256 by default), computed once per version of the file."""
     cached = hash_cache_path(path, cache_dir, kind)
     if cached.is_file():

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lorastudio.errors import LorastudioError
 from lorastudio.models.checkpoint import (
@@ -29,6 +29,10 @@ from lorastudio.models.checkpoint import (
     read_safetensors_private,
     weights_only_load,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import ControlNetModel
 
 __all__ = [
     "ControlNetKind",
@@ -424,7 +428,13 @@ def _folder_variant(folder: Path) -> str | None:
     return "fp16" if not names & plain and names & fp16 else None
 
 
-def load_controlnet(path: str | Path, family: str, dtype=None, device: str | None = None, unet_config: Any = None):
+def load_controlnet(
+    path: str | Path,
+    family: str,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+    unet_config: Any = None,
+) -> ControlNetModel:
     """A diffusers `ControlNetModel` from a folder or single file, offline, in `dtype` on `device`.
 
     `family` is the base model's ("sd15", "sd2", "sdxl"): a ControlNet for another one is refused

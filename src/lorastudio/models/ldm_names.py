@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "UNET_PREFIX",
@@ -143,7 +147,7 @@ def _map_path(path: str, table: dict, resnet_names: dict) -> str | None:
     return None
 
 
-def unet_diffusers_to_ldm_path(path: str, unet_config) -> str:
+def unet_diffusers_to_ldm_path(path: str, unet_config: Mapping[str, Any]) -> str:
     """`down_blocks.1.attentions.0.proj_in` -> `input_blocks.4.1.proj_in` (for this config)."""
     forward, _ = _unet_maps(_config_key(unet_config))
     mapped = _map_path(path, forward, _UNET_RESNET)
@@ -154,7 +158,7 @@ def unet_diffusers_to_ldm_path(path: str, unet_config) -> str:
     return mapped
 
 
-def unet_ldm_to_diffusers_path(path: str, unet_config) -> str:
+def unet_ldm_to_diffusers_path(path: str, unet_config: Mapping[str, Any]) -> str:
     """`input_blocks.4.1.proj_in` -> `down_blocks.1.attentions.0.proj_in` (for this config)."""
     _, backward = _unet_maps(_config_key(unet_config))
     mapped = _map_path(path, backward, _UNET_RESNET_BACK)

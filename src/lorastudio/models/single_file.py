@@ -255,7 +255,13 @@ def _place(module, name: str, value: torch.Tensor) -> None:
 
 
 def read_single_file(
-    path: Path, family: Family, config: Path, dtype, device: str, hash_file: bool = False, skip: tuple = ()
+    path: Path,
+    family: Family,
+    config: Path,
+    dtype: torch.dtype,
+    device: str,
+    hash_file: bool = False,
+    skip: tuple = (),
 ) -> SingleFile | None:
     """The family's modules with the file's weights in `dtype` on `device`, or None (layout unknown).
 
@@ -287,7 +293,7 @@ def read_single_file(
 _FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
-def read_diffusers_folder(folder: Path, family: Family, dtype, device: str) -> SingleFile | None:
+def read_diffusers_folder(folder: Path, family: Family, dtype: torch.dtype, device: str) -> SingleFile | None:
     """A diffusers folder's modules streamed the same way (names as saved), or None (let diffusers load it).
 
     Only the plain layout: one `.safetensors` file per component, every parameter in it by its

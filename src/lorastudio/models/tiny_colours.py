@@ -8,7 +8,16 @@ redder. Everything is seeded and reproducible: the tiny models must build bit-id
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lorastudio.models.tiny_layouts import TINY_SIZE
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["COLOUR_WORDS", "make_colour_passthrough", "pretrain_unet_on_colours", "train_colour_denoiser"]
 
@@ -79,7 +88,7 @@ def _fit_output_conv(conv, features, targets) -> None:
         conv.bias.copy_(solution[-1].float())
 
 
-def make_colour_passthrough(vae, seed: int = 0) -> float:
+def make_colour_passthrough(vae: AutoencoderKL, seed: int = 0) -> float:
     """Set the tiny VAE's weights so latents are the image's colours at 1/8 size.
 
     Trained tiny VAEs learn colours slowly on a CPU (GroupNorm flattens solid fields), so
@@ -153,7 +162,14 @@ def _encode_captions(captions: list[str], tokenizers, text_encoders, pooled: boo
 
 
 def pretrain_unet_on_colours(
-    unet, vae, tokenizers, text_encoders, scheduler_config: dict, sdxl: bool, steps: int = 300, seed: int = 0
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    tokenizers: Sequence[PreTrainedTokenizerBase],
+    text_encoders: Sequence[torch.nn.Module],
+    scheduler_config: dict,
+    sdxl: bool,
+    steps: int = 300,
+    seed: int = 0,
 ) -> None:
     """Teach the tiny UNet to denoise colour fields named by their caption.
 
@@ -169,7 +185,15 @@ def pretrain_unet_on_colours(
 
 
 def train_colour_denoiser(
-    unet, vae, context, pooled, scheduler_config: dict, sdxl: bool, steps: int, seed: int, synonyms=None
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    context: torch.Tensor,
+    pooled: torch.Tensor | None,
+    scheduler_config: dict,
+    sdxl: bool,
+    steps: int,
+    seed: int,
+    synonyms: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> None:
     """The training loop of `pretrain_unet_on_colours`, on conditioning computed by the caller.
 

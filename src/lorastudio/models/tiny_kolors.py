@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorastudio.models.families.kolors import SCHEDULER_CONFIG
 from lorastudio.models.tiny_widths import KOLORS_CROSS_WIDTH
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["build_kolors", "train_vocabulary", "COLOUR_WORDS_ZH"]
 
@@ -146,7 +150,9 @@ def _unet(size: int):
     )
 
 
-def build_kolors(work: Path, seed: int, size: int, colour_words: list[str], pretrain) -> dict:
+def build_kolors(
+    work: Path, seed: int, size: int, colour_words: list[str], pretrain: Callable[..., None]
+) -> dict:
     """Write tokenizer, text encoder, UNet and scheduler into `work`; return model_index.json.
 
     `pretrain(unet, context, pooled, (context_zh, pooled_zh), scheduler_config, steps)` is

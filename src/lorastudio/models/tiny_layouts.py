@@ -8,7 +8,14 @@ SDXL's added time embedding), so a tiny model exercises the same paths as a real
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lorastudio.models.tiny_widths import SD2_TEXT_WIDTH, SD15_WIDTH, SDXL_CROSS_WIDTH
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig
 
 __all__ = [
     "SCHEDULER_SD",
@@ -40,7 +47,7 @@ SCHEDULER_SD = {
 }
 
 
-def clip_text_config(hidden: int, projection: int, act: str):
+def clip_text_config(hidden: int, projection: int, act: str) -> CLIPTextConfig:
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -58,7 +65,7 @@ def clip_text_config(hidden: int, projection: int, act: str):
     )
 
 
-def clip_like(encoder, seed: int):
+def clip_like(encoder: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Give the final layer norm a bias, as trained CLIP models have.
 
     A freshly initialised layer norm outputs vectors with mean exactly 0, which makes
@@ -73,7 +80,7 @@ def clip_like(encoder, seed: int):
     return encoder
 
 
-def make_vae():
+def make_vae() -> AutoencoderKL:
     from diffusers import AutoencoderKL
 
     # Four blocks -> 8x downsampling like the real VAE, so latent sizes match real models.
@@ -90,7 +97,7 @@ def make_vae():
     )
 
 
-def make_unet_sd15():
+def make_unet_sd15() -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -107,7 +114,7 @@ def make_unet_sd15():
     )
 
 
-def make_unet_sd2():
+def make_unet_sd2() -> UNet2DConditionModel:
     """SD 2.x's UNet layout, scaled down.
 
     Four blocks (three with cross-attention), linear projections in the transformers, and
@@ -132,7 +139,7 @@ def make_unet_sd2():
     )
 
 
-def make_unet_sdxl():
+def make_unet_sdxl() -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(

@@ -23,6 +23,9 @@ from lorastudio.service.workspace import Workspace
 if TYPE_CHECKING:
     from lorastudio.generate.config import GenerateConfig
     from lorastudio.generate.control import ControlStack
+    from lorastudio.generate.plan import SamplingPlan
+    from lorastudio.models.loading import LoadedModel
+    from lorastudio.service.model_cache import ModelCache
 
 __all__ = [
     "INFOTEXT_FIELDS",
@@ -178,7 +181,13 @@ def _control_map(ws: Workspace, unit: ControlUnit, image: Image.Image, resolutio
 
 
 def control_stack(
-    ws: Workspace, cfg: GenerateConfig, model, plan, checked: list[CheckedUnit], cache=None, seed: int | None = None
+    ws: Workspace,
+    cfg: GenerateConfig,
+    model: LoadedModel,
+    plan: SamplingPlan,
+    checked: list[CheckedUnit],
+    cache: ModelCache | None = None,
+    seed: int | None = None,
 ) -> tuple[ControlStack | None, list[dict[str, Any]]]:
     """The request's units ready to sample with, and one row per unit for the infotext and recipe
     (title, path, processor resolution). (None, []) without units. `checked`: `check_units`' answer.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import InvalidRequest, LorastudioError, NotFoundError
 from lorastudio.generate.control_units import (
@@ -22,6 +22,11 @@ from lorastudio.generate.control_units import (
 )
 from lorastudio.service.names import STRICT, NamePolicy, resolve, unknown_name
 from lorastudio.service.workspace import CONTROLNET_SUFFIXES, Workspace, list_weight_files
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    from lorastudio.generate.annotators.base import Annotator, Slider
 
 __all__ = [
     "CONTROL_MODES",
@@ -111,7 +116,7 @@ def find_controlnet(ws: Workspace, name: str, policy: NamePolicy = STRICT) -> Pa
 NO_MODEL = ("", "none")
 
 
-def resolution_slider():
+def resolution_slider() -> Slider:
     """The preprocessor resolution slider every resizing preprocessor shows (the registry's)."""
     from lorastudio.generate.annotators.registry import RESOLUTION_SLIDER
 
@@ -125,7 +130,7 @@ def list_annotators() -> list:
     return list(registry_rows())
 
 
-def check_module(name: str | None, what: str = "module"):
+def check_module(name: str | None, what: str = "module") -> Annotator:
     """The preprocessor row `name` names (its aliases too, any case), or a 422 listing the valid names."""
     from lorastudio.generate.annotators.registry import find_annotator
 
@@ -135,7 +140,9 @@ def check_module(name: str | None, what: str = "module"):
         raise InvalidRequest.wrap(f"{what}: {str(exc).rstrip('.')} (GET /controlnet/module_list).", exc) from None
 
 
-def check_thresholds(row, threshold_a: float | None, threshold_b: float | None, what: str = "unit"):
+def check_thresholds(
+    row: Annotator, threshold_a: float | None, threshold_b: float | None, what: str = "unit"
+) -> tuple[float | None, float | None]:
     """(threshold_a, threshold_b) for the preprocessor `row`: None = its default.
 
     A value for a parameter the preprocessor does not have means nothing and is dropped (the
@@ -203,12 +210,12 @@ def control_unit(fields: dict[str, Any], what: str = "unit") -> ControlUnit:
 def detect(
     ws: Workspace,
     module: str,
-    image,
+    image: PILImage.Image,
     resolution: int = 512,
     threshold_a: float | None = None,
     threshold_b: float | None = None,
     poses: list[dict] | None = None,
-):
+) -> PILImage.Image:
     """A preprocessor's map of `image` (service.annotate), its name and thresholds checked first (422s).
 
     `poses`: a list the pose preprocessors append their keypoints to (OpenPose JSON).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.data.captions import CaptionEdit, apply_template, fixed_caption, matches, split_tags
 from lorastudio.data.config import CaptionerConfig, CleanConfig, TaggerConfig
@@ -18,6 +18,9 @@ from lorastudio.data.manifest import DatasetFolder
 from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import LIST_DATASETS, is_plain_name, unknown_name
 from lorastudio.service.workspace import Workspace
+
+if TYPE_CHECKING:
+    from lorastudio.data.dataset import Dataset
 
 __all__ = [
     "KOLORS_CLEAN_PRESET",
@@ -441,7 +444,7 @@ def delete_dataset(ws: Workspace, name: str) -> dict:
     return {"name": name, "deleted": True}
 
 
-def open_training_dataset(ws: Workspace, name_or_path: str | Path, default_caption: str = ""):
+def open_training_dataset(ws: Workspace, name_or_path: str | Path, default_caption: str = "") -> Dataset:
     """For the trainer: a workspace data-set name, or any folder/metadata file path."""
     from lorastudio.data.dataset import Dataset
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,6 +26,10 @@ from lorastudio.service.recipe_inputs import kept_request
 from lorastudio.service.recipe_paths import portable_request
 from lorastudio.service.recipes import Replay, config_from_recipe  # the latter re-exported (callers)
 from lorastudio.service.workspace import Workspace
+
+if TYPE_CHECKING:
+    from lorastudio.generate.control import ControlStack
+    from lorastudio.models.families import Family
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +204,7 @@ def _infotext_params(
     return infotext_params(cfg, facts)
 
 
-def with_family_defaults(cfg: GenerateConfig, family) -> GenerateConfig:
+def with_family_defaults(cfg: GenerateConfig, family: Family) -> GenerateConfig:
     """The family's guidance and sampler where the request did not set them (Kolors: 5, Euler).
 
     They become part of the request, so the infotext and the recipe reproduce the image.
@@ -411,7 +415,7 @@ def _syntax_notes(cfg: GenerateConfig) -> list[str]:
     return [note] if note else []
 
 
-def save_control_maps(stack, folder: Path, stem: str) -> list[Path]:
+def save_control_maps(stack: ControlStack | None, folder: Path, stem: str) -> list[Path]:
     """Each unit's control map (after its preprocessor) as `detected_maps/<stem>-<unit>.png`, what the
     A1111 extension saves and appends to an API answer, so a client sees what the units followed."""
     if stack is None:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -45,6 +45,9 @@ from lorastudio.service.limits import check_grid_cells
 from lorastudio.service.model_cache import ModelCache
 from lorastudio.service.names import STRICT, NamePolicy
 from lorastudio.service.workspace import Workspace, safe_name
+
+if TYPE_CHECKING:
+    from lorastudio.service.jobs.store import Job
 
 __all__ = [
     "AXES",
@@ -329,7 +332,7 @@ def grid_job_result(result: GridResult) -> dict[str, Any]:
     }
 
 
-def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None:
+def check_grid_limits(studio: Any, cfg: GenerateConfig, request: GridRequest) -> None:
     """A grid is many generations: every cell within the server's limits, the cells at most
     `--max-grid-cells` (a client must not turn one request into unbounded work)."""
     studio.check_generate_limits(cfg)
@@ -340,8 +343,14 @@ def check_grid_limits(studio, cfg: GenerateConfig, request: GridRequest) -> None
 
 
 def submit_grid(
-    studio, cfg: GenerateConfig, request: GridRequest, *, user: str = "", priority: int = 0, keep: bool = True
-):
+    studio: Any,
+    cfg: GenerateConfig,
+    request: GridRequest,
+    *,
+    user: str = "",
+    priority: int = 0,
+    keep: bool = True,
+) -> Job:
     """Queue a grid job; names in the request (model, run, LoRA) must be names, never paths.
     `keep=False` (A1111's save_images false): grid and cells answered, then removed (`service.unsaved`)."""
     from lorastudio.generate.samplers import parse_sampler

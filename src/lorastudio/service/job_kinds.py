@@ -343,7 +343,7 @@ def submit_dataset_upload(
     *,
     user: str = "",
     caption_extension: str | None = None,
-):
+) -> Job:
     """Store a browser's files (paths) or a REST client's (`(file name, stream)`) as uploads and queue
     their import as a job (progress, cancel, the Jobs list); the job pairs each caption (.txt,
     .caption) or kohya meta_*.json with its images by the original names, by the folder rules

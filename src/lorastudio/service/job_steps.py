@@ -17,7 +17,11 @@ from lorastudio.generate.config import GenerateConfig
 from lorastudio.service.jobs.store import Job, JobCancelled, JobStopped
 
 if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
     from lorastudio.service.jobs.context import JobContext
+    from lorastudio.service.model_cache import ModelCache
+    from lorastudio.service.names import NamePolicy
     from lorastudio.service.workspace import Workspace
 
 __all__ = ["PREVIEW_EVERY_STEPS", "PROGRESS_EVERY_S", "StepReporter", "generation_config", "json_ready", "keep_partial_result",
@@ -47,7 +51,7 @@ def publish_artifacts(ctx: JobContext, folder: Path) -> list[str]:
     return names
 
 
-def model_cache_of(ctx: JobContext):
+def model_cache_of(ctx: JobContext) -> ModelCache:
     """The worker's model cache, kept across jobs so a loaded model is reused; it compiles what it
     loads when the worker was started with a compile backend (`lorastudio worker --compile`)."""
     from lorastudio.service.model_cache import ModelCache
@@ -60,7 +64,7 @@ def model_cache_of(ctx: JobContext):
     return cache
 
 
-def names_policy_of(ctx: JobContext):
+def names_policy_of(ctx: JobContext) -> NamePolicy:
     """How this worker finds request names: strict, hub ids only where its starter allows them."""
     from lorastudio.service.names import STRICT
 
@@ -85,7 +89,7 @@ class StepReporter:
             self._last = now
             self.ctx.progress(done / max(total, 1), step=done, total=total)
 
-    def preview(self, image) -> None:
+    def preview(self, image: PILImage.Image) -> None:
         """A small PNG of the current estimate as a `preview` event (A1111's current_image)."""
         import base64
         import io

@@ -15,6 +15,7 @@ from lorastudio.errors import LorastudioError, NotFoundError
 
 if TYPE_CHECKING:
     from lorastudio.adapters.lora_file import LoraFile
+    from lorastudio.models.families import Family
     from lorastudio.service.workspace import Workspace
 
 __all__ = ["is_diffsynth_file", "read_diffsynth_lora", "save_diffsynth_export"]
@@ -114,7 +115,7 @@ def save_diffsynth_export(
     lora: LoraFile,
     source: Path,
     target: Path,
-    family,
+    family: Family,
     unet_config: dict[str, Any] | None,
     base_model: str | None = None,
 ) -> tuple[LoraFile, dict[str, Any]]:

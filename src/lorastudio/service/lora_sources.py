@@ -16,6 +16,8 @@ from lorastudio.errors import LorastudioError, NotFoundError
 from lorastudio.service.names import LENIENT, find_lora, find_model
 
 if TYPE_CHECKING:
+    from lorastudio.adapters.lora_file import LoraFile
+    from lorastudio.models.families import Family
     from lorastudio.models.loading import ModelRef
     from lorastudio.service.workspace import Workspace
 
@@ -125,7 +127,14 @@ def trained_base(ws: Workspace | None, metadata: dict[str, str]) -> tuple[str | 
     return (names[0] if names else None), None
 
 
-def in_diffusers_layout(lora, unet_config, source: str, family, base: str | None, model_given: bool):
+def in_diffusers_layout(
+    lora: LoraFile,
+    unet_config: dict[str, Any] | None,
+    source: str,
+    family: Family | None,
+    base: str | None,
+    model_given: bool,
+) -> LoraFile:
     """The LoRA with its UNet paths in diffusers' layout. LDM names that do not fit the standard
     UNet of the family belong to a model of another layout (a tiny or pruned one): ask for it."""
     try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
+    from lorastudio.models.families import Family
     from lorastudio.models.loading import ModelRef
     from lorastudio.service.workspace import Workspace
 
@@ -155,7 +156,7 @@ def plan_trigger_embeddings(
     return list(planned.values()), words, notes
 
 
-def write_trigger_embeddings(planned: list[TriggerEmbedding], family) -> tuple[list[str], list[str]]:
+def write_trigger_embeddings(planned: list[TriggerEmbedding], family: Family) -> tuple[list[str], list[str]]:
     """Write each embedding A1111/ComfyUI-loadable: (files written, one line per word saying where)."""
     from lorastudio.adapters.embeddings import Embedding, save_embedding
 

@@ -16,11 +16,16 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.service.names import STRICT, NamePolicy, find_model, find_vae
 from lorastudio.service.workspace import Workspace
+
+if TYPE_CHECKING:
+    from diffusers import ControlNetModel
+
+    from lorastudio.models.loading import LoadedModel
 
 __all__ = ["ModelCache", "file_stamp"]
 
@@ -29,7 +34,7 @@ logger = logging.getLogger(__name__)
 _STAMPED_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json", ".onnx", ".txt"}
 
 
-def model_bytes(model) -> int:
+def model_bytes(model: LoadedModel) -> int:
     """Bytes of weights a loaded model holds (all components, the ControlNets cached beside it,
     and what its LoRA patcher keeps: originals of patched layers, spare patch memory)."""
     from lorastudio.adapters.lora_stack import held_bytes
@@ -89,7 +94,7 @@ class ModelCache:
         self._models: OrderedDict[tuple, _Entry] = OrderedDict()
         self._lock = threading.RLock()
 
-    def get(self, ref: str, device: str | None = None, vae: str | None = None):
+    def get(self, ref: str, device: str | None = None, vae: str | None = None) -> LoadedModel:
         """The loaded model `ref` (with VAE `vae`), loaded again when its files changed since."""
         from lorastudio.models.loading import load_model
 
@@ -128,7 +133,7 @@ class ModelCache:
             self._evict_over_budget()
             return model
 
-    def get_controlnet(self, path: Path, model):
+    def get_controlnet(self, path: Path, model: LoadedModel) -> ControlNetModel:
         """The ControlNet at `path` for the loaded `model`, kept beside it (same device and dtype).
 
         Cached in the base model's entry: it goes when the base model goes, and a file replaced

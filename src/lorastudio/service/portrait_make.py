@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from lorastudio.service.jobs.context import JobContext
+    from lorastudio.service.jobs.store import Job
 
 __all__ = [
     "RECIPE_KEY",
@@ -571,7 +572,7 @@ def portrait_make_handler(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def submit_portrait_make(studio: Any, cfg: PortraitMakeConfig, extras: dict[str, Any], **who: Any):
+def submit_portrait_make(studio: Any, cfg: PortraitMakeConfig, extras: dict[str, Any], **who: Any) -> Job:
     """Queue a portrait-make job; the templates are looked up now (a typo fails the request, not the job)."""
     for ref in cfg.templates:
         find_template(studio.workspace, ref, allow_paths=False)

@@ -25,6 +25,7 @@ from lorastudio.service.job_steps import (
 
 if TYPE_CHECKING:
     from lorastudio.service.jobs.context import JobContext
+    from lorastudio.service.jobs.store import Job
 
 __all__ = ["SeriesJob", "SeriesRequest", "series_entries", "series_handler", "submit_series"]
 
@@ -65,7 +66,9 @@ def series_handler(ctx: JobContext) -> dict[str, Any]:
     return keep_partial_result(ctx, reporter, answer)
 
 
-def submit_series(studio: Any, cfg: GenerateConfig, request: SeriesRequest, *, user: str = "", priority: int = 0):
+def submit_series(
+    studio: Any, cfg: GenerateConfig, request: SeriesRequest, *, user: str = "", priority: int = 0
+) -> Job:
     """Queue a story series; every entry is checked now (names, limits) as its own generation would be."""
     from lorastudio.generate.samplers import parse_sampler
     from lorastudio.service.limits import check_series_prompts

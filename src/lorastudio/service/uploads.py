@@ -18,11 +18,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lorastudio.errors import InvalidRequest, LorastudioError
 from lorastudio.service.quota import StorageFull, is_storage_full
 from lorastudio.service.workspace import Workspace
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -85,7 +88,7 @@ def _invalid(exc: Exception) -> LorastudioError:
     return InvalidRequest.wrap(str(exc), exc)
 
 
-def decode_image(data: str, what: str = "image", *, as_shown: bool = True):
+def decode_image(data: str, what: str = "image", *, as_shown: bool = True) -> tuple[PILImage.Image, str]:
     """A base64 image, with or without a `data:image/...;base64,` prefix -> (PIL image, format).
 
     Only real images of the usual formats pass, within the decoding limits of

@@ -192,7 +192,9 @@ def check_hires_upscaler(ws: Workspace, cfg: GenerateConfig, allow_paths: bool =
     return find_upscaler(ws, cfg.hires_upscaler, allow_paths=allow_paths)
 
 
-def hires_model_upscaler(ws: Workspace, cfg: GenerateConfig, device: Any, dtype: Any, allow_paths: bool = False):
+def hires_model_upscaler(
+    ws: Workspace, cfg: GenerateConfig, device: Any, dtype: Any, allow_paths: bool = False
+) -> ModelUpscaler | None:
     """The loaded model upscaler of the request's hires fix, on the generation's device, or None."""
     row = check_hires_upscaler(ws, cfg, allow_paths)
     return None if row is None else load_upscaler(row["model_path"], device, dtype)

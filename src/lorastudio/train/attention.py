@@ -9,8 +9,12 @@ importable on a CUDA device, `xformers` insists on it, `sdpa` never uses it.
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 __all__ = ["resolve_attention", "apply_attention", "ATTENTION_LABELS"]
 
@@ -42,7 +46,7 @@ def resolve_attention(requested: str, device_type: str) -> str:
     return "xformers" if device_type == "cuda" and _xformers_installed() else "sdpa"
 
 
-def apply_attention(unet, kind: str) -> None:
+def apply_attention(unet: UNet2DConditionModel, kind: str) -> None:
     """Switch the UNet's attention processors to `kind` (SDPA is diffusers' default: nothing to do)."""
     if kind == "xformers":
         unet.enable_xformers_memory_efficient_attention()

@@ -11,12 +11,19 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from lorastudio.data.buckets import Bucket, assign_bucket, bucket_crop, no_upscale_bucket, plan_buckets
 from lorastudio.errors import LorastudioError
 from lorastudio.models.checkpoint import file_sha256
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from lorastudio.data.dataset import DatasetItem
+    from lorastudio.train.sections import DataConfig
 
 __all__ = ["TrainImage", "scan_images", "BatchSchedule", "BucketOptions", "color_jitter"]
 
@@ -70,7 +77,7 @@ class BucketOptions:
     no_upscale: bool = False
 
     @classmethod
-    def from_config(cls, data) -> BucketOptions:
+    def from_config(cls, data: DataConfig) -> BucketOptions:
         """From a `DataConfig` (`data.min_bucket_reso`, ...)."""
         return cls(data.min_bucket_reso, data.max_bucket_reso, data.bucket_reso_steps, data.bucket_no_upscale)
 
@@ -85,7 +92,7 @@ class BucketOptions:
 
 
 def scan_images(
-    items,
+    items: Iterable[DatasetItem],
     resolution: int,
     max_upscale: float = 1.0,
     bucket_step: int = 64,

@@ -21,11 +21,15 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.config import read_text_file
 from lorastudio.errors import LorastudioError
 from lorastudio.train.kohya_mapping import KohyaImport
+
+if TYPE_CHECKING:
+    from lorastudio.config import ResolvedConfig
+    from lorastudio.train.config import TrainConfig
 
 __all__ = [
     "DIFFSYNTH_DEFAULTS",
@@ -294,7 +298,9 @@ def import_diffsynth_args(command: str, source: str = "command line") -> DiffSyn
     return out
 
 
-def diffsynth_resolved_config(imported: DiffSynthImport, overrides: Any = (), preset: str | None = None):
+def diffsynth_resolved_config(
+    imported: DiffSynthImport, overrides: Any = (), preset: str | None = None
+) -> ResolvedConfig[TrainConfig]:
     """preset < the DiffSynth arguments < `key=value` overrides, with every value's source."""
     from lorastudio.config import ConfigLayer
     from lorastudio.train.config import resolve_train_config

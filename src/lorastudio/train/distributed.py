@@ -7,7 +7,12 @@ then serves LoRA and full fine-tuning alike.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 __all__ = ["average_gradients", "ranks_agree"]
 
@@ -49,7 +54,7 @@ def average_gradients(params: list[torch.nn.Parameter], num_processes: int) -> N
             offset += grad.numel()
 
 
-def ranks_agree(accelerator, params: list[torch.nn.Parameter]) -> bool:
+def ranks_agree(accelerator: Accelerator, params: list[torch.nn.Parameter]) -> bool:
     """True when every process ends with the same trainable weights (checksums compared)."""
     if accelerator.num_processes == 1:
         return True

@@ -12,7 +12,7 @@ trainer holds (LoRA layers, trigger vectors, facts about the run) into a `LoraFi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.adapters.kohya import save_kohya
 from lorastudio.adapters.lora_file import LoraFile
@@ -21,6 +21,13 @@ from lorastudio.train.kohya_config import kohya_training_facts
 from lorastudio.train.lora_modules import conv_network_args, lycoris_network_args
 from lorastudio.train.outputs import atomic_file, output_targets
 from lorastudio.train.trainables import learning_rates
+
+if TYPE_CHECKING:
+    from lorastudio.models.families import Family
+    from lorastudio.models.loading import LoadedModel
+    from lorastudio.train.config import TrainConfig
+    from lorastudio.train.lora_modules import LoraSet
+    from lorastudio.train.text import TriggerEmbedding
 
 __all__ = [
     "lora_file_from_training",
@@ -32,7 +39,7 @@ __all__ = [
 ]
 
 
-def lora_file_from_training(lora_set, embedding=None) -> LoraFile:
+def lora_file_from_training(lora_set: LoraSet | None, embedding: TriggerEmbedding | None = None) -> LoraFile:
     """A `LoraFile` of the current weights (float32 copies on the CPU)."""
     lora = LoraFile(source_format="lorastudio")
     if lora_set is not None:
@@ -50,11 +57,11 @@ def _dtype_of(precision: str):
 
 
 def save_lora(
-    lora_set,
-    embedding,
+    lora_set: LoraSet | None,
+    embedding: TriggerEmbedding | None,
     path: Path,
-    family,
-    unet_config,
+    family: Family,
+    unet_config: dict[str, Any],
     facts: dict[str, Any],
     precision: str = "fp16",
 ) -> Path:
@@ -71,7 +78,7 @@ def save_lora(
     return path
 
 
-def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path:
+def save_embedding(embedding: TriggerEmbedding, path: Path, family: Family, facts: dict[str, Any]) -> Path:
     """A standalone A1111 embedding (`emb_params`, or `clip_l`/`clip_g` for SDXL); stem = trigger."""
     from safetensors.torch import save_file
 
@@ -85,7 +92,7 @@ def save_embedding(embedding, path: Path, family, facts: dict[str, Any]) -> Path
     return path
 
 
-def base_reference(ref: str, model, models_dir: Path | None = None) -> str:
+def base_reference(ref: str, model: LoadedModel, models_dir: Path | None = None) -> str:
     """How an exported file names its base model: a tiny name, a hub id, the library name when
     the model is in `models_dir` (it resolves in any session), else the loaded model's absolute
     path (the name the config gave may be relative to the folder training ran in)."""
@@ -105,7 +112,7 @@ def base_reference(ref: str, model, models_dir: Path | None = None) -> str:
 
 
 def save_full_checkpoint(
-    model, path: Path, facts: dict[str, Any], base_name: str = "", precision: str = "fp16"
+    model: LoadedModel, path: Path, facts: dict[str, Any], base_name: str = "", precision: str = "fp16"
 ) -> Path:
     """The whole model as an A1111 / ComfyUI single-file `.safetensors` with training metadata.
 
@@ -132,9 +139,9 @@ _METADATA_SUFFIXES = (".csv", ".json", ".jsonl")
 
 
 def training_facts(
-    cfg,
+    cfg: TrainConfig,
     name: str,
-    model,
+    model: LoadedModel,
     images: list,
     step: int,
     epoch: int,
@@ -275,7 +282,14 @@ def _learning_rate_facts(cfg) -> dict[str, Any]:
 
 
 def write_training_outputs(
-    folder: Path, cfg, name: str, model, lora_set, embedding, facts: dict[str, Any], models_dir: Path | None = None
+    folder: Path,
+    cfg: TrainConfig,
+    name: str,
+    model: LoadedModel,
+    lora_set: LoraSet | None,
+    embedding: TriggerEmbedding | None,
+    facts: dict[str, Any],
+    models_dir: Path | None = None,
 ) -> dict[str, Path]:
     """The LoRA (or model) and the embedding, each on its own path (see `train.outputs`);
     `models_dir` (the workspace's library) lets a full model name its base portably."""

@@ -13,7 +13,7 @@ sd-scripts reads a config TOML by flattening one level of `[sections]`; so does 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.train.kohya_datasets import apply_dataset_config, apply_folders
@@ -30,6 +30,10 @@ from lorastudio.train.kohya_mapping import (
     flatten_sections,
     read_kohya_file,
 )
+
+if TYPE_CHECKING:
+    from lorastudio.config import ResolvedConfig
+    from lorastudio.train.config import TrainConfig
 
 __all__ = ["KOHYA_KEYS", "KohyaImport", "import_kohya_config", "kohya_train_config", "kohya_training_facts"]
 
@@ -120,7 +124,9 @@ def kohya_layer(imported: KohyaImport) -> Any:
     return ConfigLayer(f"kohya {' + '.join(imported.sources)}", imported.config)
 
 
-def kohya_resolved_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None):
+def kohya_resolved_config(
+    imported: KohyaImport, overrides: Any = (), preset: str | None = None
+) -> ResolvedConfig[TrainConfig]:
     """preset < imported kohya keys < `key=value` overrides, with every value's source."""
     from lorastudio.train.config import resolve_train_config
 
@@ -131,7 +137,7 @@ def kohya_resolved_config(imported: KohyaImport, overrides: Any = (), preset: st
         raise LorastudioError.wrap(f"imported from {sources}: {exc}", exc) from None
 
 
-def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None):
+def kohya_train_config(imported: KohyaImport, overrides: Any = (), preset: str | None = None) -> TrainConfig:
     """The TrainConfig: preset < imported kohya keys < `key=value` overrides."""
     return kohya_resolved_config(imported, overrides, preset).config
 
@@ -148,7 +154,7 @@ def kohya_yaml_config(imported: KohyaImport, overrides: Any = ()) -> dict[str, A
     return data
 
 
-def kohya_training_facts(cfg) -> dict[str, Any]:
+def kohya_training_facts(cfg: TrainConfig) -> dict[str, Any]:
     """The kohya metadata keys of the settings above, so a LoRA says how it was trained as kohya's do.
 
     `optimizer` is kohya's `module.Class(arg=value,...)` form (`ss_optimizer`).

@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,10 +23,17 @@ from lorastudio.data.images import open_image
 from lorastudio.errors import LorastudioError
 from lorastudio.train.data import TrainImage
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from diffusers import AutoencoderKL
+
+    from lorastudio.data.buckets import Bucket
+
 __all__ = ["vae_hash", "LatentCache", "check_cache_space", "encode_image"]
 
 
-def vae_hash(vae) -> str:
+def vae_hash(vae: AutoencoderKL) -> str:
     """SHA-256 over the VAE's tensors (names, shapes, bytes): changes iff the weights change."""
     digest = hashlib.sha256()
     for name, tensor in sorted(vae.state_dict().items()):
@@ -57,7 +65,7 @@ def _pixels(image: Image.Image, flipped: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_image(vae, image: Image.Image, bucket, flipped: bool) -> torch.Tensor:
+def encode_image(vae: AutoencoderKL, image: Image.Image, bucket: Bucket, flipped: bool) -> torch.Tensor:
     """One image, resized to its bucket (and flipped), as a scaled latent on the CPU."""
     pixels = _pixels(resize_to_bucket(image, bucket), flipped)
     sample = pixels.unsqueeze(0).to(vae.device, vae.dtype)
@@ -69,7 +77,7 @@ def encode_image(vae, image: Image.Image, bucket, flipped: bool) -> torch.Tensor
 class LatentCache:
     """Latents for a run's images, loaded once into memory from the shared disk cache."""
 
-    def __init__(self, root: Path, vae, vae_digest: str):
+    def __init__(self, root: Path, vae: AutoencoderKL, vae_digest: str):
         self.folder = root / vae_digest[:16]
         self.vae = vae
         self._latents: dict[tuple[int, bool], torch.Tensor] = {}
@@ -86,7 +94,9 @@ class LatentCache:
         sides = (False, True) if flip else (False,)
         return sum(not self._path(image, flipped).is_file() for image in images for flipped in sides)
 
-    def prepare(self, images: list[TrainImage], flip: bool, progress=None) -> int:
+    def prepare(
+        self, images: list[TrainImage], flip: bool, progress: Callable[[int, int], None] | None = None
+    ) -> int:
         """Load or encode every latent the run needs; returns how many were encoded now."""
         from safetensors.torch import load_file, save_file
 

@@ -16,11 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lorastudio.train.sections import LoraConfig
 
 __all__ = [
     "LoraLayer",
@@ -79,7 +85,7 @@ class LoraLayer(nn.Module):
     def scale(self) -> float:
         return self.alpha / self.rank
 
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = self.base(x, *args, **kwargs)
         if self.multiplier == 0.0:
             return out
@@ -90,7 +96,7 @@ class LoraLayer(nn.Module):
         """The trained tensors by checkpoint name (`down`/`up`, as resume states have always held)."""
         return {"down": self.lora_down.weight, "up": self.lora_up.weight}
 
-    def to_module(self):
+    def to_module(self) -> nn.Module:
         """The trained update as an `adapters` module (float32 copies on the CPU)."""
         from lorastudio.adapters.lora_file import LoraModule
 
@@ -180,7 +186,9 @@ class LohaLayer(_LycorisLayer):
 
     type_name = "loha"
 
-    def __init__(self, base, rank, alpha, generator: torch.Generator, dropout: float = 0.0):
+    def __init__(
+        self, base: nn.Module, rank: int, alpha: float, generator: torch.Generator, dropout: float = 0.0
+    ):
         super().__init__(base, rank, alpha, dropout)
         out, flat = self.shape[0], math.prod(self.shape[1:])
         # LyCORIS' init: w1_a ~ N(0, 0.1), w1_b ~ N(0, 1), w2_b ~ N(0, 1), w2_a = 0 (ΔW starts at 0).
@@ -207,7 +215,15 @@ class LokrLayer(_LycorisLayer):
 
     type_name = "lokr"
 
-    def __init__(self, base, rank, alpha, generator: torch.Generator, dropout: float = 0.0, factor: int = -1):
+    def __init__(
+        self,
+        base: nn.Module,
+        rank: int,
+        alpha: float,
+        generator: torch.Generator,
+        dropout: float = 0.0,
+        factor: int = -1,
+    ):
         super().__init__(base, rank, alpha, dropout)
         out, inp, *k = self.shape
         (a, b), (c, d) = factorization(out, factor), factorization(inp, factor)
@@ -251,7 +267,7 @@ class LokrLayer(_LycorisLayer):
 _LAYER_TYPES = {"lora": LoraLayer, "loha": LohaLayer, "lokr": LokrLayer}
 
 
-def lycoris_network_args(lora_cfg) -> dict[str, str]:
+def lycoris_network_args(lora_cfg: LoraConfig) -> dict[str, str]:
     """`ss_network_args` entries LyCORIS' kohya loader reads (`algo`; `conv_dim`, `conv_alpha` only where
     the convs are trained: LyCORIS adds conv layers for a conv_dim); none for LoRA."""
     if lora_cfg.type == "lora":
@@ -262,7 +278,7 @@ def lycoris_network_args(lora_cfg) -> dict[str, str]:
     return args
 
 
-def conv_network_args(lora_cfg) -> dict[str, str]:
+def conv_network_args(lora_cfg: LoraConfig) -> dict[str, str]:
     """`conv_dim` and `conv_alpha` as kohya writes them into `ss_network_args`: the strings of its
     `network_args` ("conv_dim=4", "conv_alpha=1"), so loaders that read them scale the convs alike."""
     conv_alpha = lora_cfg.conv_alpha if lora_cfg.conv_alpha is not None else lora_cfg.alpha

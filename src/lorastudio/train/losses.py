@@ -20,6 +20,8 @@ from lorastudio.train.latents import LatentCache, encode_image
 from lorastudio.train.noise import training_noise
 
 if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, SchedulerMixin
+
     from lorastudio.train.config import TrainConfig
 
 __all__ = ["DenoisingLoss", "time_ids", "snr_weights", "color_augmented_latents"]
@@ -37,7 +39,9 @@ def time_ids(images: list[TrainImage], batch: Batch, device: torch.device) -> to
     return to_device(torch.tensor(rows, dtype=torch.float32), device)
 
 
-def snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+def snr_weights(
+    noise_scheduler: SchedulerMixin, timesteps: torch.Tensor, gamma: float, prediction_type: str
+) -> torch.Tensor:
     """min-SNR-gamma (Hang et al. 2023): cap the weight of easy, low-noise timesteps."""
     alphas = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     snr = alphas / (1 - alphas)
@@ -45,7 +49,9 @@ def snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float, predicti
     return capped / (snr + 1) if prediction_type == "v_prediction" else capped / snr
 
 
-def color_augmented_latents(vae, images: list[TrainImage], batch: Batch, seed: int) -> torch.Tensor:
+def color_augmented_latents(
+    vae: AutoencoderKL, images: list[TrainImage], batch: Batch, seed: int
+) -> torch.Tensor:
     """`data.color_aug`: every exposure gets its own colour jitter, so its latent is encoded now."""
     from lorastudio.data.images import open_image
 

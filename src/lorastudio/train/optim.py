@@ -148,7 +148,7 @@ def check_optimizer_args(name: str, args: Mapping[str, Any], cls: type | None = 
 
 def build_optimizer(
     name: str, groups: list[dict], weight_decay: float, args: Mapping[str, Any] | None = None
-):
+) -> torch.optim.Optimizer:
     """The optimizer for `groups`: lorastudio's defaults < train.weight_decay < train.optimizer_args."""
     spec = OPTIMIZERS.get(name)
     if spec is None:
@@ -187,7 +187,7 @@ class AdafactorSchedule(torch.optim.lr_scheduler.LambdaLR):
     multiplier here stays 1.0 and `get_last_lr` returns that relative step size for the log.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: torch.optim.Optimizer):
         super().__init__(optimizer, lambda _step: 1.0)
 
     def get_last_lr(self) -> list[float]:
@@ -201,12 +201,12 @@ class AdafactorSchedule(torch.optim.lr_scheduler.LambdaLR):
 
 def build_lr_scheduler(
     name: str,
-    optimizer,
+    optimizer: torch.optim.Optimizer,
     warmup_steps: int,
     total_steps: int,
     num_cycles: int = 1,
     power: float = 1.0,
-):
+) -> torch.optim.lr_scheduler.LRScheduler:
     """diffusers' schedulers (`num_cycles` for cosine_with_restarts, `power` for polynomial) + `adafactor`."""
     if name == "adafactor":
         if not isinstance(optimizer, _adafactor_type()):

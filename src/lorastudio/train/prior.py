@@ -20,6 +20,7 @@ from lorastudio.errors import LorastudioError
 from lorastudio.train.config import TrainConfig
 
 if TYPE_CHECKING:
+    from lorastudio.models.loading import LoadedModel
     from lorastudio.train.data import BatchSchedule, TrainImage
     from lorastudio.train.latents import LatentCache
 
@@ -46,7 +47,7 @@ class PriorSet:
 
 def prepare_prior(
     cfg: TrainConfig,
-    model,
+    model: LoadedModel,
     datasets_folder: Path,
     cache_root: Path,
     vae_digest: str,
@@ -169,7 +170,7 @@ def existing_class_images(folder: Path) -> list[Path]:
 
 def generate_class_images(
     cfg: TrainConfig,
-    model,
+    model: LoadedModel,
     folder: Path,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:

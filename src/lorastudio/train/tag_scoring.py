@@ -16,11 +16,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError
 from lorastudio.image_modes import to_rgb
 from lorastudio.train.scorers import Checkpoint, Scorer, ScoringContext, register_scorer
+
+if TYPE_CHECKING:
+    from lorastudio.data.tagger import WD14Tagger
 
 __all__ = ["normalise_tag", "caption_tags", "common_tags", "reference_tags", "tag_agreement"]
 
@@ -71,7 +74,9 @@ def _found_tags(tagger, paths: list[Path]) -> list[set[str]]:
     return found
 
 
-def reference_tags(tagger, captions: list[str], paths: list[Path], trigger: str = "") -> list[str]:
+def reference_tags(
+    tagger: WD14Tagger, captions: list[str], paths: list[Path], trigger: str = ""
+) -> list[str]:
     """The character's tags: from the captions, or (no shared tags there) from tagging `paths`."""
     excluded = {normalise_tag(trigger)} if trigger else set()
     known = _vocabulary(tagger)
@@ -82,7 +87,7 @@ def reference_tags(tagger, captions: list[str], paths: list[Path], trigger: str 
     return tags
 
 
-def tag_agreement(tagger, reference: Iterable[str], paths: list[Path]) -> float:
+def tag_agreement(tagger: WD14Tagger, reference: Iterable[str], paths: list[Path]) -> float:
     """Mean over images of the share of reference tags the tagger finds in each: 0..1."""
     reference = set(reference)
     if not reference or not paths:

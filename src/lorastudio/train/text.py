@@ -16,13 +16,18 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
 from lorastudio.generate.conditioning import pooled_at
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lorastudio.models.loading import LoadedModel
 
 __all__ = [
     "CaptionLengths",
@@ -157,7 +162,9 @@ def _select_layer(family, encoder, out, clip_skip: int):
     return final_norm(out.hidden_states[-clip_skip])
 
 
-def chunked_ids(tokenizer, captions: list[str], max_tokens: int = CHUNK_TOKENS) -> torch.Tensor:
+def chunked_ids(
+    tokenizer: PreTrainedTokenizerBase, captions: list[str], max_tokens: int = CHUNK_TOKENS
+) -> torch.Tensor:
     """[B, n, 77] token ids: the caption cut at `max_tokens`, in n = max_tokens / 75 chunks of
     `<BOS> 75 tokens <last>` (kohya's `get_input_ids`; one chunk is the plain 77-token input).
 
@@ -195,7 +202,7 @@ def _joined_chunks(hidden: torch.Tensor, batch: int, chunks: int) -> torch.Tenso
 
 
 def encode_text(
-    model, captions: list[str], clip_skip: int = 1, max_tokens: int = CHUNK_TOKENS
+    model: LoadedModel, captions: list[str], clip_skip: int = 1, max_tokens: int = CHUNK_TOKENS
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[B, 77, dim] conditioning (and SDXL's pooled [B, dim]) for a batch of captions; with
     `max_tokens` 150 or 225, [B, 2 + max_tokens, dim] from 75-token chunks (see `chunked_ids`).
@@ -246,7 +253,9 @@ class CaptionLengths:
                 "longest": self.longest}  # fmt: skip
 
 
-def caption_lengths(model, captions: list[str], max_tokens: int = CHUNK_TOKENS) -> CaptionLengths | None:
+def caption_lengths(
+    model: LoadedModel, captions: list[str], max_tokens: int = CHUNK_TOKENS
+) -> CaptionLengths | None:
     """The captions the text encoder cuts (at `max_tokens`; Kolors at its 256), None when none is cut."""
     tokenizer = model.tokenizers[0]
     if model.family.text_encoder_kind == "chatglm":

@@ -12,11 +12,15 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lorastudio.train.async_steps import to_device
 from lorastudio.train.text import CHUNK_TOKENS, encode_text
+
+if TYPE_CHECKING:
+    from lorastudio.models.loading import LoadedModel
 
 __all__ = ["TextEncoderCache", "CaptionEncoder", "text_cache_key"]
 
@@ -81,7 +85,7 @@ class CaptionEncoder:
     read from and written to the disk cache `disk` when one is set.
     """
 
-    def __init__(self, model, clip_skip: int, trains_text: bool, max_tokens: int = CHUNK_TOKENS):
+    def __init__(self, model: LoadedModel, clip_skip: int, trains_text: bool, max_tokens: int = CHUNK_TOKENS):
         self.model = model
         self.clip_skip = clip_skip
         self.max_tokens = max_tokens

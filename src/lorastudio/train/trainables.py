@@ -17,12 +17,15 @@ from lorastudio.train.lora_modules import LoraSet, TargetSpec, inject_lora, text
 from lorastudio.train.text import TriggerEmbedding
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from lorastudio.models.loading import LoadedModel
     from lorastudio.train.config import TrainConfig
 
 __all__ = ["setup_trainables", "param_groups", "TrainableState", "unet_dtype_bridge"]
 
 
-def setup_trainables(cfg: TrainConfig, model) -> tuple[LoraSet | None, TriggerEmbedding | None]:
+def setup_trainables(cfg: TrainConfig, model: LoadedModel) -> tuple[LoraSet | None, TriggerEmbedding | None]:
     """Make the UNet, a trigger embedding and/or LoRA layers trainable; returns (LoRA set, embedding)."""
     _check_text_side(cfg, model.family)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -90,7 +93,7 @@ def learning_rates(cfg: TrainConfig) -> tuple[float, float, float]:
 
 
 def param_groups(
-    cfg: TrainConfig, model, lora_set: LoraSet | None, embedding: TriggerEmbedding | None
+    cfg: TrainConfig, model: LoadedModel, lora_set: LoraSet | None, embedding: TriggerEmbedding | None
 ) -> list[dict]:
     """The optimizer's groups: UNet rate, text-encoder rate, embedding rate (no weight decay)."""
     unet_lr, te_lr, emb_lr = learning_rates(cfg)
@@ -140,7 +143,9 @@ class TrainableState:
 
 
 @contextlib.contextmanager
-def unet_dtype_bridge(unet: torch.nn.Module, compute_dtype: torch.dtype, io_dtype: torch.dtype):
+def unet_dtype_bridge(
+    unet: torch.nn.Module, compute_dtype: torch.dtype, io_dtype: torch.dtype
+) -> Iterator[None]:
     """Let a UNet kept in `compute_dtype` take and return the sampler's `io_dtype` tensors.
 
     A fully fine-tuned UNet trains in fp32 while the VAE, text encoders and the sampling

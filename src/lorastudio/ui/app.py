@@ -23,7 +23,9 @@ from lorastudio.ui.field_help import page_language
 from lorastudio.ui.tabs import TABS
 
 if TYPE_CHECKING:
+    import gradio as gr
     from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
     from lorastudio.service.studio import Studio
 
@@ -50,7 +52,7 @@ _LOCALE_SCRIPT = (
 class PageLocale:
     """ASGI middleware: the first <head> of each language's page gets that language's locale script."""
 
-    def __init__(self, app, root: str = UI_PATH) -> None:
+    def __init__(self, app: ASGIApp, root: str = UI_PATH) -> None:
         self.app = app
         self.pages = {f"{root}/{language}/": locale for language, locale in GRADIO_LOCALES.items()}
 
@@ -103,7 +105,7 @@ def _theme():
     return gr.themes.Default(font=fonts, font_mono=mono)
 
 
-def build_blocks(studio: Studio, language: str):
+def build_blocks(studio: Studio, language: str) -> gr.Blocks:
     """The whole UI in one language: a header and one tab per module in `ui.tabs.TABS`."""
     import gradio as gr
 

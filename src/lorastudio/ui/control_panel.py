@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -18,6 +18,9 @@ from lorastudio.generate.config import MAX_CONTROL_UNITS, ControlUnit
 from lorastudio.ui.context import UiContext, error_markup
 from lorastudio.ui.field_help import field_help
 from lorastudio.ui.forms import field_control
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 __all__ = ["UNIT_FIELDS", "ControlPanel", "build_control_panel", "units_from_form"]
 
@@ -142,7 +145,9 @@ def _threshold(value: float | None) -> float | None:
     return None if value is None or value == -1 else float(value)
 
 
-def detect_preview(ctx: UiContext, image: str | None, module: str, resolution: float, a: float | None, b: float | None):
+def detect_preview(
+    ctx: UiContext, image: str | None, module: str, resolution: float, a: float | None, b: float | None
+) -> PILImage.Image:
     """The unit's control map, as the generation will see it (the service's preprocessor run)."""
     from lorastudio.errors import LorastudioError
     from lorastudio.service.annotate import detect_map, open_control_picture

@@ -11,12 +11,15 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import annotated_types
 from pydantic import BaseModel
 
 from lorastudio.ui.field_help import field_help
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 __all__ = ["FieldSpec", "field_spec", "field_control", "optional_number", "plain_type"]
 
@@ -101,7 +104,7 @@ def field_control(
     step: float | None = None,
     maximum: float | None = None,
     **kwargs: Any,
-):
+) -> gr.components.Component:
     """A Gradio control for `model.name`: a slider or number box within the field's limits,
     a checkbox, a dropdown of its choices or a text box, with the description as tooltip (in
     the language of the page being built: `field_help`).

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from pydantic import ValidationError
@@ -31,6 +31,9 @@ from lorastudio.ui.context import (
     unfinished_job_of,
 )
 from lorastudio.ui.forms import optional_number
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 __all__ = [
     "OUTPUT_COUNT",
@@ -64,7 +67,7 @@ def _png_base64(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def mask_from_editor(value: dict[str, Any] | None):
+def mask_from_editor(value: dict[str, Any] | None) -> tuple[PILImage.Image, PILImage.Image] | None:
     """(source image, mask) from the inpaint painter, or None when nothing was painted.
 
     The painter gives the uploaded picture as `background` and the strokes as transparent

@@ -12,12 +12,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lorastudio.errors import LorastudioError
 from lorastudio.models.checkpoint import weights_only_load
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["cached_network", "image_to_tensor", "load_strict", "read_state_dict"]
 
@@ -93,7 +97,7 @@ def cached_network(
         return network
 
 
-def image_to_tensor(image, device: str) -> torch.Tensor:
+def image_to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
     """HxWx3 uint8 numpy array -> 1x3xHxW float tensor (0..255) on `device`."""
     tensor = torch.from_numpy(image.copy()).to(device=device, dtype=torch.float32)
     return tensor.permute(2, 0, 1).unsqueeze(0)

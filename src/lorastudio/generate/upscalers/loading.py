@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.errors import LorastudioError, UnsafeFileError
 from lorastudio.generate.upscalers.arch_specs import (
@@ -26,6 +26,9 @@ from lorastudio.generate.upscalers.arch_specs import (
     swinir_kwargs,
 )
 from lorastudio.models.checkpoint import weights_only_load
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "SUPPORTED",
@@ -362,7 +365,7 @@ def _spandrel_spec(state: dict[str, Any]) -> UpscalerSpec | None:
     return UpscalerSpec("spandrel", float(descriptor.scale), {"descriptor": descriptor}, type(descriptor.architecture).__name__)
 
 
-def build_network(spec: UpscalerSpec, state: dict[str, Any], path: str | Path):
+def build_network(spec: UpscalerSpec, state: dict[str, Any], path: str | Path) -> torch.nn.Module:
     """The network of `spec` with the weights of `state` (converted keys), in eval mode."""
     if spec.arch == "spandrel":
         return spec.kwargs["descriptor"].model.eval()

@@ -13,11 +13,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from lorastudio.generate.upscalers.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, count_tiles
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["HALF_UNSAFE_ARCHS", "ModelUpscaler", "load_model_upscaler", "upscaler_dtype"]
 
@@ -37,11 +40,11 @@ class ModelUpscaler:
     channels: int = 3  # 1: a greyscale model, run on the luminance and copied to R, G and B
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
     @property
-    def dtype(self):
+    def dtype(self) -> torch.dtype:
         return next(self.network.parameters()).dtype
 
     def passes_to(self, size: tuple[int, int], target: tuple[int, int]) -> list[tuple[int, int]]:

@@ -71,7 +71,7 @@ def _run(network, tile: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def upscale_tensor(
-    network,
+    network: torch.nn.Module,
     pixels: torch.Tensor,
     scale: int,
     tile: int = DEFAULT_TILE,

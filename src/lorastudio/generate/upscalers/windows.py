@@ -42,7 +42,9 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[0] * (2 * window - 1) + offsets[1]
 
 
-def shifted_window_regions(height: int, width: int, window: int, shift: int, device=None) -> torch.Tensor:
+def shifted_window_regions(
+    height: int, width: int, window: int, shift: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """(windows, N, N) bool, True where the query and key came from different image regions.
 
     After rolling by -shift, the last window row and column mix pixels from the far edge; each

@@ -18,12 +18,16 @@ import importlib.util
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from lorastudio.errors import LorastudioError
 from lorastudio.portrait.faces import Face, FaceBackend, sort_left_to_right
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = ["INSTALL_HINT", "DlibBackend", "dlib_model_folder", "import_dlib"]
 
@@ -44,7 +48,7 @@ ESTIMATED = ("nose", "mouth_left", "mouth_right")
 _LOCK = threading.Lock()
 
 
-def import_dlib():
+def import_dlib() -> ModuleType:
     """The `dlib` module, or one line saying how to install it."""
     try:
         import dlib

@@ -9,7 +9,7 @@ infotext. Nothing here computes anything the service does not.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -32,6 +32,9 @@ from lorastudio.ui.generate_run import (
     submit_series_and_follow,
 )
 from lorastudio.ui.grid_panel import build_grid_panel, grid_request_from_form
+
+if TYPE_CHECKING:
+    from lorastudio.ui.i18n import Translator
 
 TAB_ID = "generate"
 LABEL = "tab.generate"
@@ -395,19 +398,19 @@ def _saved_defaults(ctx: UiContext, names: list[str]) -> list:
 SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's words (GenerateConfig: None)
 
 
-def hires_sampler_choices(t) -> list[tuple[str, str]]:
+def hires_sampler_choices(t: Translator) -> list[tuple[str, str]]:
     """"Use same sampler" in the page's language, then every sampler."""
     from lorastudio.service.choices import sampler_names
 
     return [(t("generate.hires_same_sampler"), SAME_SAMPLER), *((name, name) for name in sampler_names())]
 
 
-def hires_schedule_choices(t) -> list[tuple[str, str]]:
+def hires_schedule_choices(t: Translator) -> list[tuple[str, str]]:
     """"Use same scheduler", then the schedule types as the first pass's picker shows them."""
     return [(t("generate.hires_same_schedule"), SAME_SCHEDULER), *schedule_choices(t)]
 
 
-def schedule_choices(t) -> list[tuple[str, str]]:
+def schedule_choices(t: Translator) -> list[tuple[str, str]]:
     """Schedule types as (shown, value): "Automatic" in the page's language, as the VAE picker's."""
     from lorastudio.service.choices import schedule_names
 
