@@ -142,6 +142,10 @@ ERROR_LABELS: dict[str, tuple[str, str]] = {
         "run '{name}' has no saved checkpoint to resume from; start it again instead.",
         "训练“{name}”没有可继续的检查点：请重新开始训练。",
     ),
+    "err.run_finished": (
+        "run '{name}' finished already; pick one of its checkpoints instead of resuming it.",
+        "训练“{name}”已经完成：请选用它的某个检查点，而不是继续训练。",
+    ),
     "err.checkpoint_not_found": (
         "run '{run}' has no checkpoint at step {step}; saved: {saved}.",
         "训练“{run}”没有第 {step} 步的检查点；已保存：{saved}。",
