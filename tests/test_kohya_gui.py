@@ -129,6 +129,24 @@ def test_gui_seed_0_is_a_random_seed_drawn_at_import_and_recorded(tmp_path):
     assert kohya_train_config(_import(tmp_path, seed=7)).seed == 7 and not _import(tmp_path, seed=7).notes
 
 
+def test_a_gui_file_without_a_seed_gets_the_guis_random_seed_and_an_sd_scripts_toml_keeps_42(tmp_path):
+    """The GUI's seed field defaults to 0 (random): a GUI file with no `seed` key at all is trained with a seed
+    drawn at import, as seed 0, not lorastudio's 42. An sd-scripts TOML without `seed` is no GUI file: 42."""
+    config = gui_lora_json()
+    del config["seed"]
+    path = tmp_path / "noseed.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    imported = import_kohya_config(path)
+    seed = imported.config["seed"]
+    assert isinstance(seed, int) and 0 < seed < 2**32
+    assert f"kohya note: seed 0 (random in kohya_ss): seed {seed}" in imported.lines()
+    assert kohya_train_config(imported).seed == seed
+    toml = tmp_path / "plain.toml"
+    toml.write_text('pretrained_model_name_or_path = "tiny-sd15"\nlearning_rate = 0.0001\n', encoding="utf-8")
+    plain = import_kohya_config(toml)
+    assert "seed" not in plain.config and not any("seed" in line for line in plain.lines())
+
+
 def test_gui_warmup_percent_with_a_dataset_config_is_counted_in_steps(tmp_path):
     images = tmp_path / "img"
     images.mkdir()

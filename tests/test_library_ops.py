@@ -145,6 +145,13 @@ def test_embedding_listing_reads_the_vectors_tensor_not_the_first_one(tiny_works
     save_file(a1111, str(tiny_workspace.embeddings / "old.safetensors"))  # string_to_token sorts first
     rows = {row["name"]: (row["vectors"], row["shape"]) for row in list_embeddings(tiny_workspace)}
     assert rows == {"old": (3, 768), "xl": (2, 768)}
+    # HCP-Diffusion's SDXL files: CLIP-L and CLIP-G side by side in one [n, 2048] matrix, as a .pt or
+    # imported (`emb_params`): listed as SDXL files are, by CLIP-L's width, not as another family's 2048
+    joined = torch.cat([torch.randn(4, 768), torch.randn(4, 1280)], dim=-1)
+    torch.save({"string_to_param": {"*": joined}, "name": "hcp"}, tiny_workspace.embeddings / "hcp.pt")
+    save_file({"emb_params": joined[:2].contiguous()}, str(tiny_workspace.embeddings / "hcpimported.safetensors"))
+    rows = {row["name"]: (row["vectors"], row["shape"]) for row in list_embeddings(tiny_workspace)}
+    assert (rows["hcp"], rows["hcpimported"]) == ((4, 768), (2, 768))
 
 
 def test_api_lora_delete_removes_the_row_too(client, studio, sd15_model, tmp_path):

@@ -141,3 +141,18 @@ def test_merge_never_writes_over_an_embedding_file(tiny_workspace, tmp_path):
     with pytest.raises(LorastudioError, match="already exists"):
         merge_model("tiny-sd15", [str(source)], tmp_path / "m.safetensors", ws=tiny_workspace)
     assert taken.read_bytes() == b"mine" and not (tmp_path / "m.safetensors").exists()
+
+
+def test_merge_cuts_an_hcp_sdxl_trigger_matrix_by_the_models_encoder_widths(tiny_workspace, tmp_path):
+    """HCP-Diffusion's SDXL embeddings are one [n, CLIP-L + CLIP-G] matrix; the merged model's trigger file is
+    A1111's SDXL layout, `clip_l` and `clip_g`, cut by the model's encoder widths (tiny-sdxl: 32 and 48)."""
+    from lorastudio.service.loras import merge_model
+
+    lora = LoraFile()
+    clip_l, clip_g = torch.randn(2, 32), torch.randn(2, 48)
+    lora.embeddings[TRIGGER] = [torch.cat([clip_l, clip_g], dim=-1)]
+    source = save_kohya(lora, tmp_path / "hcpish.safetensors", family="sdxl")
+    info = merge_model("tiny-sdxl", [str(source)], tmp_path / "xl.safetensors", ws=tiny_workspace)
+    written = load_file(info["embeddings"][0])
+    assert set(written) == {"clip_l", "clip_g"}
+    assert torch.equal(written["clip_l"], clip_l) and torch.equal(written["clip_g"], clip_g)

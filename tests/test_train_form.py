@@ -100,6 +100,54 @@ def test_only_a_cancelled_or_failed_training_job_resumes_and_it_keeps_its_run(wo
         studio.close()
 
 
+def test_a_purged_jobs_run_resumes_and_picks_by_its_run_name(workspace, monkeypatch):
+    """The Train tab still shows a run whose job record `jobs purge` deleted: Resume and "Use this
+    checkpoint" find the run by its folder name, as `train --resume RUN` does."""
+    from lorastudio.service import training
+    from lorastudio.service.retention import purge_jobs
+    from lorastudio.service.studio import Studio, StudioSettings
+    from lorastudio.service.train_runs import pick_training, resume_training
+    from lorastudio.train.config import TrainConfig
+
+    studio = Studio(workspace, StudioSettings())  # not started: jobs stay queued
+    try:
+        cfg = TrainConfig.model_validate({"model": "tiny-sd15", "data": {"dir": "reds"}, "output": {"name": "小红"}})
+        run_dir = workspace.runs / "小红"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        job = studio.submit("train", {"config": cfg.model_dump(mode="json"), "run": "小红"}, user="ann")
+        studio.cancel_job(job.id)
+        purge_jobs(workspace, studio.store, 0)
+        with pytest.raises(LorastudioError, match="not found"):
+            studio.resume_train(job.id, user="ann")  # what the tab said before
+        with pytest.raises(LorastudioError, match="no saved checkpoint") as refused:
+            resume_training(studio, job.id, "小红", user="ann")
+        assert refused.value.key == "run_no_checkpoint"
+        monkeypatch.setattr(training, "has_checkpoint", lambda ws, run: run == "小红")
+        again = resume_training(studio, job.id, "小红", user="ann")
+        assert again.kind == "train" and again.user == "ann" and again.state == "queued"
+        assert again.payload["run"] == "小红" and again.payload["config"]["model"] == "tiny-sd15"
+        with pytest.raises(LorastudioError, match="only a cancelled or failed"):  # its record now answers for the run
+            resume_training(studio, job.id, "小红", user="ann")
+        with pytest.raises(LorastudioError, match="another user's training run"):
+            resume_training(studio, job.id, "小红", user="bob")
+        studio.cancel_job(again.id)
+        purge_jobs(workspace, studio.store, 0)
+        picked = []
+        monkeypatch.setattr(
+            training, "pick_training_checkpoint", lambda ws, run, step, by: picked.append((run, step, by)) or {"step": step}
+        )
+        assert pick_training(studio, job.id, "小红", 20, user="ann") == {"step": 20}
+        assert picked == [("小红", 20, "user")]
+        with pytest.raises(LorastudioError, match="not found"):
+            pick_training(studio, job.id, "", 20, user="ann")  # no run shown: the job's own answer
+        (run_dir / "小红.safetensors").write_bytes(b"")  # its final files: the run ended
+        with pytest.raises(LorastudioError, match="finished already"):
+            resume_training(studio, job.id, "小红", user="ann")
+    finally:
+        studio.close()
+
+
 def test_the_generated_form_reads_lists_mappings_and_empty_numbers_back_as_config_values():
     import gradio as gr
 

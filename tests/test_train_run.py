@@ -318,6 +318,11 @@ def test_a_trigger_embedding_of_another_family_is_not_replaced(ws, red_set):
     save_embedding(Embedding(TRIGGER, [torch.randn(2, 48)]), ws.embeddings / f"{TRIGGER}.safetensors", "sd15")
     with pytest.raises(LorastudioError, match="another model family"):
         _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal"))
+    # HCP-Diffusion's SDXL matrix, CLIP-L and CLIP-G side by side (tiny-sdxl: 32 + 48): SDXL's, as prompts read it
+    save_embedding(Embedding(TRIGGER, [torch.randn(2, 80)]), ws.embeddings / f"{TRIGGER}.safetensors", "sd15")
+    _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal", "model=tiny-sdxl"))
+    with pytest.raises(LorastudioError, match="another model family"):
+        _check_trigger_embedding_fits(ws, _config(red_set, "method=pivotal"))  # 80 wide: not SD1.5's
 
 
 def test_a_second_run_with_the_same_trigger_never_takes_over_the_first_runs_embedding(ws, red_set):

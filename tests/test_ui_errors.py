@@ -373,3 +373,34 @@ def test_a_training_form_value_out_of_range_is_worded_with_the_fields_chinese_la
     assert f"“{LABELS['trainform.train.mixed_precision'][1]}”只能是以下之一：" in error_markup(zh, precision.value)
     assert error_markup(en, rank.value) == f'<span class="error-text">Error: {rank.value}</span>'
     assert two.value.key is None and "Input should" in error_markup(zh, two.value)  # two problems: every line, in English
+
+
+def test_an_upload_with_no_usable_file_a_picture_over_pillows_limit_and_a_missing_one_are_worded_in_chinese(
+    studio, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    from lorastudio.data.images import open_image
+    from lorastudio.generate.images import open_image_file
+    from lorastudio.service.job_kinds import submit_dataset_upload
+    from lorastudio.ui.context import worded_error
+
+    zh = _page("zh")
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    (tmp_path / "fake.png").write_bytes(b"not a picture at all")
+    with pytest.raises(LorastudioError, match="none of the 2 files can be used") as none:
+        submit_dataset_upload(studio, "nothing", [tmp_path / "anim.gif", tmp_path / "fake.png"])
+    assert (none.value.key, none.value.params["count"], none.value.params["file"]) == ("dataset_none_usable", 2, "anim.gif")
+    assert worded_error(zh, none.value.key, none.value.params, str(none.value)).startswith("数据集导入：2 个文件都不能使用")
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1024 pixels: over twice Pillow's limit, its error
+    for opened in (lambda: open_image(tmp_path / "big.png"), lambda: open_image_file(str(tmp_path / "big.png"), "init")):
+        with pytest.raises(LorastudioError, match="shrink it first") as bomb:
+            opened()
+        assert bomb.value.key == "image_bomb" and "big.png" in bomb.value.params["what"]
+        assert "像素过多" in worded_error(zh, bomb.value.key, bomb.value.params, str(bomb.value))
+    with pytest.raises(LorastudioError, match="file not found") as gone:
+        open_image(tmp_path / "gone.png")
+    assert (gone.value.key, gone.value.params) == ("image_missing", {"what": str(tmp_path / "gone.png")})
+    assert worded_error(zh, "image_missing", gone.value.params, str(gone.value), "import") == "找不到这个文件"

@@ -127,3 +127,22 @@ def test_the_page_wires_the_paste_to_the_styles_picker_and_the_gallery_state_to_
     assert answer[by_id(send, "field-prompt")]["value"] == "a cat"
     states = [c for c in blocks.blocks.values() if getattr(c, "delete_callback", None) is forget_lone_sub_grids]
     assert len(states) == 1
+
+
+def test_the_train_tab_names_the_run_it_showed_once_the_jobs_record_is_purged():
+    from lorastudio.errors import NotFoundError
+    from lorastudio.ui.tabs.train import _run_of
+
+    jobs = {"j1": SimpleNamespace(payload={"run": "小红"})}
+
+    def get_job(job_id):
+        if job_id not in jobs:
+            raise NotFoundError(f"job {job_id}: not found.", key="job_not_found", params={"id": job_id})
+        return jobs[job_id]
+
+    ctx = SimpleNamespace(studio=SimpleNamespace(get_job=get_job))
+    assert _run_of(ctx, "j1", "") == "小红"  # the State the tab keeps, from the job it follows
+    jobs.clear()  # `lorastudio jobs purge`
+    assert _run_of(ctx, "j1", "小红") == "小红" and _run_of(ctx, "j1", "", quiet=True) == ""
+    with pytest.raises(NotFoundError):
+        _run_of(ctx, "j1", "")  # no run shown: the job's own "not found"

@@ -36,6 +36,7 @@ __all__ = [
     "save_embedding",
     "check_vectors",
     "split_joined_vectors",
+    "JOINED_WIDTHS",
     "a1111_info",
     "refuse_several_concept_terms",
 ]
@@ -268,6 +269,11 @@ def split_joined_vectors(embedding: Embedding, widths: list[int]) -> Embedding:
         return embedding
     first, second = vectors[0].split(list(widths), dim=-1)
     return Embedding(embedding.name, [first.contiguous(), second.contiguous()], dict(embedding.info))
+
+
+# The two-encoder widths a joined (HCP-Diffusion SDXL) matrix is cut by where no model is at hand (a library
+# listing): SDXL's CLIP-L + CLIP-G, and tiny-sdxl's stand-ins (`models.tiny_widths`).
+JOINED_WIDTHS = {768 + 1280: [768, 1280], 32 + 48: [32, 48]}
 
 
 def save_embedding(

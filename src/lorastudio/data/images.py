@@ -110,7 +110,9 @@ def open_image(
             raise
         except Image.DecompressionBombError as exc:
             raise ImageLoadError(
-                f"{shown}: refused as a decompression bomb ({exc}); shrink it first."
+                f"{shown}: refused as a decompression bomb ({exc}); shrink it first.",
+                key="image_bomb",
+                params={"what": shown},
             ) from None
         except UnidentifiedImageError:
             raise ImageLoadError(
@@ -119,7 +121,9 @@ def open_image(
                 params={"what": shown},
             ) from None
         except FileNotFoundError:
-            raise ImageLoadError(f"{shown}: file not found; check the path.") from None
+            raise ImageLoadError(
+                f"{shown}: file not found; check the path.", key="image_missing", params={"what": shown}
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             reason = str(exc).strip() or type(exc).__name__
             raise ImageLoadError(

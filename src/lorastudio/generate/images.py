@@ -143,7 +143,11 @@ def open_image_file(path: str, what: str, *, grey: bool = False, where: str | No
             f"{head(path)} not found; check the path.", key="image_missing", params={"what": head(path)}
         ) from None
     except Image.DecompressionBombError as exc:
-        raise LorastudioError(f"{head(Path(path).name)} is too large to open ({exc}); shrink it first.") from None
+        raise LorastudioError(
+            f"{head(Path(path).name)} is too large to open ({exc}); shrink it first.",
+            key="image_bomb",
+            params={"what": head(Path(path).name)},
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise LorastudioError(
             f"{head(Path(path).name)} is not a readable image ({type(exc).__name__}); use a PNG or JPEG.",

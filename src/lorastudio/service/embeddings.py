@@ -72,7 +72,16 @@ def _vectors_and_width(header: dict[str, Any], source: str) -> tuple[int | None,
     if not has_embedding_layout(shapes):
         refuse_several_concept_terms({k: tuple(v) for k, v in shapes.items()}, source)
     shape = _vectors_shape(shapes)
-    return (shape[0] if len(shape) > 1 else 1), (shape[-1] if shape else None)
+    return (shape[0] if len(shape) > 1 else 1), (_first_encoder_width(shapes, shape[-1]) if shape else None)
+
+
+def _first_encoder_width(shapes: dict[str, list[int]], width: int) -> int:
+    """A1111 lists an SDXL embedding by its CLIP-L width: one matrix of CLIP-L and CLIP-G side by side
+    (HCP-Diffusion's SDXL files, `split_joined_vectors`) is shown so too, not as another family's 2048."""
+    from lorastudio.adapters.embeddings import JOINED_WIDTHS
+
+    joined = len(shapes) == 1 and len(next(iter(shapes.values()))) == 2
+    return JOINED_WIDTHS[width][0] if joined and width in JOINED_WIDTHS else width
 
 
 def embedding_owner(path: Path) -> str | None:
@@ -89,9 +98,12 @@ def embedding_owner(path: Path) -> str | None:
 def _read_for_listing(path: Path) -> tuple[int, int, dict[str, str]]:
     """(vectors, width, A1111 facts) of a pickled or picture embedding, read weights-only."""
     from lorastudio.adapters import load_embedding
+    from lorastudio.adapters.embeddings import JOINED_WIDTHS, split_joined_vectors
 
     _check_embedding_size(path)
     embedding = load_embedding(path)
+    width = int(embedding.vectors[0].shape[-1])
+    embedding = split_joined_vectors(embedding, JOINED_WIDTHS.get(width, []))  # HCP's SDXL: CLIP-L's width
     return embedding.num_vectors, int(embedding.vectors[0].shape[-1]), embedding.info
 
 

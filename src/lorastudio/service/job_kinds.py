@@ -374,7 +374,12 @@ def submit_dataset_upload(
                 row = {"source": shown, "reason": str(exc)}  # with its key: the web UI words it (datasets tab)
                 refused.append({**row, "key": exc.key, "params": exc.params} if exc.key else row)
         if not stored:
-            raise LorastudioError(f"dataset import: none of the {len(files)} files can be used ({refused[0]['reason']})")
+            first = refused[0]
+            raise LorastudioError(
+                f"dataset import: none of the {len(files)} files can be used ({first['reason']})",
+                key="dataset_none_usable",
+                params={"count": len(files), "file": first["source"], "reason": first["reason"]},
+            )
         cfg = ImportJobConfig(
             what="dataset", name=name, uploads=stored, file_names=kept, background=background, refused_files=refused,
             caption_extension=caption_extension or None,

@@ -20,6 +20,7 @@ from lorastudio.service.merge_embeddings import (
     TRIGGERS_INDEX_KEY,
     TRIGGERS_KEY,
     plan_trigger_embeddings,
+    split_for_model,
     write_trigger_embeddings,
 )
 
@@ -261,6 +262,7 @@ def merge_model(
         else:
             holder.save_pretrained(str(out), safe_serialization=True)
             _record_triggers_in_folder(out, triggers)
+        embeddings = split_for_model(embeddings, components, family)  # HCP's SDXL matrix: CLIP-L and CLIP-G
         written, lines = write_trigger_embeddings(embeddings, family)
     trigger_info = {"embeddings": written, "notes": lines + notes} if lines or notes else {}
     return {

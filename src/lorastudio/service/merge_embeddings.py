@@ -30,6 +30,7 @@ __all__ = [
     "embeddings_folder",
     "earlier_triggers",
     "plan_trigger_embeddings",
+    "split_for_model",
     "write_trigger_embeddings",
 ]
 
@@ -154,6 +155,20 @@ def plan_trigger_embeddings(
             )
     words = list(dict.fromkeys([*earlier, *planned]))
     return list(planned.values()), words, notes
+
+
+def split_for_model(
+    planned: list[TriggerEmbedding], components: dict[str, Any], family: Family
+) -> list[TriggerEmbedding]:
+    """Each embedding one vector set per text encoder of the loaded model: a CLIP-L + CLIP-G matrix side by
+    side (HCP-Diffusion's SDXL files) is cut by the model's encoder widths (`split_joined_vectors`)."""
+    from lorastudio.adapters.embeddings import Embedding, split_joined_vectors
+
+    encoders = [components[name] for name in family.text_encoders if name in components]
+    widths = [int(encoder.get_input_embeddings().weight.shape[-1]) for encoder in encoders]
+    for embedding in planned:
+        embedding.vectors = split_joined_vectors(Embedding(embedding.word, list(embedding.vectors)), widths).vectors
+    return planned
 
 
 def write_trigger_embeddings(planned: list[TriggerEmbedding], family: Family) -> tuple[list[str], list[str]]:

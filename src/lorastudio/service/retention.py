@@ -71,7 +71,7 @@ def parse_states(text: str | None, what: str = "--state") -> tuple[str, ...]:
     try:
         return check_purge_states(part.strip() for part in text.split(",") if part.strip())
     except LorastudioError as exc:
-        raise LorastudioError(f"{what}: {exc}") from None
+        raise LorastudioError.wrap(f"{what}: {exc}", exc) from None
 
 
 def keep_jobs_days_from_env() -> float:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "form_keys", "preset_values", "train_request", "run_progress", "training_eta", "latest_training_job",
-    "foreign_key_hints",
+    "foreign_key_hints", "resume_training", "pick_training", "resume_run",
 ]  # fmt: skip
 
 
@@ -229,3 +229,71 @@ def latest_training_job(studio: Any, owner: str | None, scan: int = 1000) -> Any
             return job
     newest = next((j for j in studio.list_jobs(user=owner, limit=scan) if j.kind == "train"), None)  # newest first
     return newest if newest is not None and newest.state in RESUMABLE_STATES else None
+
+
+def _run_jobs(studio: Any, run: str, scan: int = 1000) -> list[Any]:
+    """The training jobs still on record for run folder `run`, newest first."""
+    return [j for j in studio.list_jobs(limit=scan) if j.kind == "train" and j.payload.get("run") == run]
+
+
+def _job_gone(studio: Any, job_id: str) -> bool:
+    from lorastudio.errors import NotFoundError
+
+    try:
+        studio.get_job(job_id)
+    except NotFoundError:
+        return True
+    return False
+
+
+def resume_training(studio: Any, job_id: str, run: str, *, user: str | None, priority: int = 0) -> Any:
+    """The Train tab's Resume: job `job_id` queued again (`Studio.resume_train`); when its record was purged
+    (`jobs purge`, `--keep-jobs-days`), run `run` by its folder name, as `train --resume RUN` does."""
+    if run and (not job_id or _job_gone(studio, job_id)):
+        return resume_run(studio, run, user=user, priority=priority)
+    return studio.resume_train(job_id, user=user, priority=priority)
+
+
+def pick_training(studio: Any, job_id: str, run: str, step: int | str, *, user: str | None) -> dict[str, Any]:
+    """The Train tab's "Use this checkpoint": by job (`Studio.pick_checkpoint`), else, its record purged,
+    by run name."""
+    from lorastudio.service.training import pick_training_checkpoint
+
+    if run and (not job_id or _job_gone(studio, job_id)):
+        jobs = _run_jobs(studio, run)
+        if jobs:  # another job of the run is still on record: its owner decides
+            return studio.pick_checkpoint(jobs[0].id, step, user=user)
+        studio.workspace.safe_child(studio.workspace.runs, run, "run")  # a name under runs/, never a path
+        return pick_training_checkpoint(studio.workspace, run, step, by="user")
+    return studio.pick_checkpoint(job_id, step, user=user)
+
+
+def resume_run(studio: Any, run: str, *, user: str | None, priority: int = 0) -> Any:
+    """Queue run `run` (a folder name under runs/) again from its last checkpoint, by name.
+
+    A job of the run still on record resumes through `Studio.resume_train` (its owner and state checked).
+    With none left (purged), the run's own `config.yaml` is queued, under `user` ("" when None): the
+    caller vouches the run is theirs (the web tab passes only the run it showed this user)."""
+    from lorastudio.errors import InvalidRequest
+    from lorastudio.service.training import has_checkpoint, resume_config
+
+    ws = studio.workspace
+    ws.safe_child(ws.runs, run, "run")  # a name under runs/, never a path
+    jobs = _run_jobs(studio, run)
+    if jobs:
+        return studio.resume_train(jobs[0].id, user=user, priority=priority)
+    config, run_dir = resume_config(ws, run)  # "run X not found" when the folder or its config is gone
+    if not has_checkpoint(ws, run):
+        raise LorastudioError(
+            f"run {run!r}: has no saved checkpoint to resume from; start it again instead.",
+            key="run_no_checkpoint",
+            params={"name": run},
+        )
+    if (run_dir / f"{config.output.name or run_dir.name}.safetensors").is_file():  # its final files: it ended
+        raise InvalidRequest(
+            f"run {run!r}: finished already; pick one of its checkpoints instead of resuming it.",
+            key="run_finished",
+            params={"name": run},
+        )
+    payload = {"config": config.model_dump(mode="json"), "run": run_dir.name}
+    return studio.submit("train", payload, user=user or "", priority=priority, affinity=config.model)

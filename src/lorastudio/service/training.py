@@ -385,9 +385,13 @@ def _check_trigger_embedding_fits(ws: Workspace, cfg: TrainConfig) -> None:
     if family is None or not family.embedding_keys:
         return
     fits = set(shapes) == set(family.embedding_keys)
-    widths = peek_text_widths(where, family) if fits else None
-    if widths is not None:  # SD1.x and SD2.x embeddings share their tensor name: their width tells
+    widths = peek_text_widths(where, family)
+    if fits and widths is not None:  # SD1.x and SD2.x embeddings share their tensor name: their width tells
         fits = tuple(shapes[key][-1] for key in family.embedding_keys) == widths
+    elif widths is not None and len(widths) == 2 and len(shapes) == 1:
+        # one CLIP-L + CLIP-G matrix (HCP-Diffusion's SDXL files): prompts cut it by these widths and use it
+        (shape,) = shapes.values()
+        fits = len(shape) == 2 and shape[-1] == sum(widths)
     if not fits:
         raise LorastudioError(
             f"trigger {cfg.trigger!r}: {existing} is an embedding for another model family, which publishing"

@@ -14,7 +14,8 @@ config:
 - `noise_offset_type` picks the offset-noise keys (Original) or the multires ones (Multires);
 - `sample_prompts` is the prompt text itself (the GUI writes it to a prompt file);
 - `stop_text_encoder_training` is ignored by the LoRA tab ("not yet supported");
-- `seed` 0 means random (sd-scripts draws one): the import draws it and records it in the config and its notes.
+- `seed` 0 means random (sd-scripts draws one), and so does a GUI file without `seed` (the GUI's default is 0):
+  the import draws it and records it in the config and its notes.
 
 `GUI_KEYS` lists the GUI keys sd-scripts has no key for: each maps to a lorastudio key or says why not,
 as `train.kohya_keys.KOHYA_KEYS` does for sd-scripts' keys; keys of other model families (Flux.1, SD3,
@@ -310,8 +311,8 @@ def _network_options(flat: dict[str, Any], out: KohyaImport) -> None:
 def _seed(flat: dict[str, Any], out: KohyaImport) -> None:
     """`seed` 0 is the GUI's "random": it passes no seed and sd-scripts draws one. lorastudio's training has no
     random seed (its default is 42), so the import draws it here and the config, and so the run, records it."""
-    if "seed" in flat and _is_zero(flat["seed"]):
-        flat.pop("seed")
+    if _is_zero(flat.get("seed", 0)):  # a GUI file without the key: the GUI's default, 0 (only GUI files come here)
+        flat.pop("seed", None)
         seed = random.randrange(1, 2**32)
         out.set("seed", "seed", seed)
         out.notes.append(f"seed 0 (random in kohya_ss): seed {seed}")

@@ -85,6 +85,14 @@ ERROR_LABELS: dict[str, tuple[str, str]] = {
         "{what}：不接受 {format} 格式；请使用 PNG、JPEG 或 WebP。",
     ),
     "err.image_too_large": ("{what}: {size} is too large; shrink it first.", "{what}：图片尺寸 {size} 过大，请先缩小。"),
+    "err.image_bomb": (
+        "{what}: too many pixels to open (decompression bomb limit); shrink it first.",
+        "{what}：像素过多，超出了防解压炸弹的上限，无法打开；请先缩小图片。",
+    ),
+    "err.dataset_none_usable": (
+        "dataset import: none of the {count} files can be used ({file}: {reason}).",
+        "数据集导入：{count} 个文件都不能使用（{file}：{reason}）。",
+    ),
     "err.image_missing": ("{what} not found; choose the picture again.", "找不到图片 {what}：请重新选择。"),
     # a file an upload refused (service.uploads.check_upload; a data-set import lists it with `import.<key>`)
     "err.upload_type": (
@@ -141,6 +149,10 @@ ERROR_LABELS: dict[str, tuple[str, str]] = {
     "err.run_no_checkpoint": (
         "run '{name}' has no saved checkpoint to resume from; start it again instead.",
         "训练“{name}”没有可继续的检查点：请重新开始训练。",
+    ),
+    "err.run_finished": (
+        "run '{name}' finished already; pick one of its checkpoints instead of resuming it.",
+        "训练“{name}”已经完成：请选用它的某个检查点，而不是继续训练。",
     ),
     "err.checkpoint_not_found": (
         "run '{run}' has no checkpoint at step {step}; saved: {saved}.",

@@ -37,6 +37,11 @@ IMPORT_LABELS: dict[str, tuple[str, str]] = {
         "无法读取的图片（文件损坏、不完整或格式不受支持）；请重新下载或删除它",
     ),
     "import.image_too_large": ("{size} is too large; shrink it first", "图片尺寸 {size} 过大，请先缩小"),
+    "import.image_bomb": (
+        "too many pixels to open (decompression bomb limit); shrink it first",
+        "像素过多，超出了防解压炸弹的上限，无法打开；请先缩小图片",
+    ),
+    "import.image_missing": ("file not found", "找不到这个文件"),
     "import.image_format": (
         "format {format} is not accepted; use a PNG, JPEG or WebP",
         "不接受 {format} 格式；请使用 PNG、JPEG 或 WebP",

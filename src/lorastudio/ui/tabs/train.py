@@ -74,6 +74,7 @@ def build(ctx: UiContext) -> None:
         refresh = gr.Button(t("train.refresh"), size="sm")
     message = gr.Markdown(elem_id="train-message")
     job_id = gr.Textbox(label=t("train.job"), interactive=False, elem_id="train-job-id")
+    run_name = gr.State("")  # the shown job's run: Resume and pick find it by name once the job record is purged
     progress = gr.Markdown(elem_id="train-progress")
     with gr.Row():
         loss = gr.LinePlot(x="step", y="loss", label=t("train.loss"), elem_id="train-loss", height=260)
@@ -108,9 +109,11 @@ def build(ctx: UiContext) -> None:
     def start_run(values: dict, request: gr.Request) -> Iterator[tuple]:
         yield from _start(ctx, form, values[preset], values, user_of(request))
 
-    def resume_run(job: str, request: gr.Request) -> Iterator[tuple]:
+    def resume_run(job: str, run: str, request: gr.Request) -> Iterator[tuple]:
+        from lorastudio.service.train_runs import resume_training
+
         try:
-            new = ctx.studio.resume_train(job.strip(), user=owner_to_check(request))
+            new = resume_training(ctx.studio, job.strip(), run, user=owner_to_check(request))
         except Exception as exc:
             yield error_markup(ctx, exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             return
@@ -119,21 +122,24 @@ def build(ctx: UiContext) -> None:
     def cancel_run(job: str, request: gr.Request) -> str:
         return cancel_markup(ctx, job, "train.cancelling", owner_to_check(request))
 
-    def use_checkpoint(job: str, chosen: float | None, request: gr.Request) -> str:
+    def use_checkpoint(job: str, run: str, chosen: float | None, request: gr.Request) -> str:
+        from lorastudio.service.train_runs import pick_training
+
         try:
-            run = _run_of(ctx, job)
-            result = ctx.studio.pick_checkpoint(job.strip(), int(chosen or 0), user=owner_to_check(request))
+            run = _run_of(ctx, job, run)
+            result = pick_training(ctx.studio, job.strip(), run, int(chosen or 0), user=owner_to_check(request))
         except Exception as exc:
             return error_markup(ctx, exc)
         return t("train.picked", step=result["step"], name=run)
 
     preset.change(on_preset, [preset, *kept], [about, *controls])
     start.click(start_run, {preset, *controls}, follow_outputs, concurrency_limit=None)
-    resume.click(resume_run, job_id, follow_outputs, concurrency_limit=None)
+    resume.click(resume_run, [job_id, run_name], follow_outputs, concurrency_limit=None)
     cancel.click(cancel_run, job_id, message)
-    use.click(use_checkpoint, [job_id, step], picked).then(
-        lambda job: _checkpoint_table(ctx, job), job_id, table
+    use.click(use_checkpoint, [job_id, run_name, step], picked).then(
+        lambda job, run: _checkpoint_table(ctx, job, run), [job_id, run_name], table
     )
+    job_id.change(lambda job, run: _run_of(ctx, job, run, quiet=True), [job_id, run_name], run_name)
     table.select(_selected_step, None, step)
 
     def lists() -> tuple:
@@ -176,13 +182,21 @@ def _start(ctx: UiContext, form: ConfigForm, preset: str, values: dict, user: st
     yield from _follow(ctx, job.id)
 
 
-def _run_of(ctx: UiContext, job_id: str) -> str:
-    """The run folder name of a training job (the name its LoRA gets in the library)."""
-    from lorastudio.errors import LorastudioError
+def _run_of(ctx: UiContext, job_id: str, shown: str = "", quiet: bool = False) -> str:
+    """The run folder name of a training job (the name its LoRA gets in the library); `shown`, the run
+    the tab showed, once the job's record was purged (`quiet`: `shown` for no job, never an error)."""
+    from lorastudio.errors import LorastudioError, NotFoundError
 
     if not job_id or not job_id.strip():
+        if quiet or shown:
+            return shown
         raise LorastudioError("no training run yet: start one, or reload the page to follow a running one.")
-    job = ctx.studio.get_job(job_id.strip())
+    try:
+        job = ctx.studio.get_job(job_id.strip())
+    except NotFoundError:
+        if quiet or shown:
+            return shown
+        raise
     return str(job.payload.get("run") or "")
 
 
@@ -263,7 +277,7 @@ def _loss_frame(state: dict) -> Any:
     return frame.astype({"step": "int64", "loss": "float64"})  # numbers, so the plot's axes are scales
 
 
-def _checkpoint_table(ctx: UiContext, job_id: str) -> Any:
+def _checkpoint_table(ctx: UiContext, job_id: str, shown: str = "") -> Any:
     """Step, each score, best, and which step is in the library, one row per scored checkpoint."""
     import pandas as pd
 
@@ -271,7 +285,7 @@ def _checkpoint_table(ctx: UiContext, job_id: str) -> Any:
 
     t = ctx.t
     try:
-        state = run_progress(ctx.studio.workspace, _run_of(ctx, job_id))
+        state = run_progress(ctx.studio.workspace, _run_of(ctx, job_id, shown))
     except Exception:
         return gr.update()
     columns = [t("train.column.step"), *state["scorers"], t("train.column.best"), t("train.column.in_library")]
