@@ -33,11 +33,17 @@ def _images(model, **fields) -> np.ndarray:
     return np.stack([np.asarray(item.image, dtype=np.float32) for item in images])
 
 
+# the samplers that draw noise after the start (ancestral, SDE, LCM, DDIM with eta): where a source's
+# numbers could be replaced by the global generator's; the deterministic ones are checked on CPU
+DRAWING_SAMPLERS = [name for name in SAMPLERS if name.endswith(" a") or "SDE" in name or name in ("LCM", "DDIM")]
+
+
 @pytest.mark.parametrize("rng", ["CPU", "GPU", "NV"])
 def test_every_sampler_gives_the_same_pixels_whatever_ran_before(sd15, rng):
     """A server runs requests one after another: torch's global generator, moved by anything, must not
     reach a sampler (diffusers' DPM++ SDE seeded its Brownian tree from it)."""
-    for sampler in SAMPLERS:
+    assert len(DRAWING_SAMPLERS) == 8
+    for sampler in SAMPLERS if rng == "CPU" else DRAWING_SAMPLERS:
         for batch in (1, 2):
             torch.manual_seed(1)
             first = _images(sd15, sampler=sampler, rng=rng, batch_size=batch)

@@ -498,11 +498,27 @@ def test_the_lora_picker_inserts_a_tag_at_the_preferred_weight(served, page):
     )
 
 
-def _pick(page, selector: str, option: str) -> None:
+def _pick(page, selector: str, option: str, timeout_s: float = 60) -> None:
+    """Pick `option` in a dropdown. An open dropdown keeps the choices it opened with, so one that a
+    refresh is still filling (styles.csv written after the page loaded) is closed and opened again."""
+    import time
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     picker = page.locator(f"{selector} input")
-    picker.click()
-    picker.fill(option)
-    page.get_by_role("option", name=option, exact=True).click()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        picker.click()
+        picker.fill(option)
+        choice = page.get_by_role("option", name=option, exact=True)
+        try:
+            choice.wait_for(timeout=2_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            if time.monotonic() > deadline:
+                raise
+    choice.click()
     page.keyboard.press("Escape")  # a multiselect stays open after a pick
 
 
