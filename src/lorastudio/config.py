@@ -297,6 +297,18 @@ def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def nest_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"train.steps": 5} -> {"train": {"steps": 5}}: the inverse of `flatten_keys`."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *sections, leaf = dotted.split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return nested
+
+
 def _pop_dotted(data: dict[str, Any], dotted: str) -> None:
     """Remove `a.b.c` from a nested dict (copying the path, so layers are never mutated)."""
     parts = dotted.split(".")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorastudio.models.families.kolors import SCHEDULER_CONFIG
+from lorastudio.models.tiny_layouts import make_unet_sdxl
 from lorastudio.models.tiny_widths import KOLORS_CROSS_WIDTH
 
 if TYPE_CHECKING:
@@ -126,28 +127,9 @@ def _text_encoder(vocab_words: int, seed: int):
 
 
 def _unet(size: int):
-    """SDXL's block kinds at tiny widths, plus Kolors' `text_proj` from ChatGLM's width."""
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=size // 8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=KOLORS_CROSS_WIDTH,
-        encoder_hid_dim=TEXT_WIDTH,
-        encoder_hid_dim_type="text_proj",
-        attention_head_dim=(2, 4, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH,  # 6 time ids + pooled text
-        norm_num_groups=8,
-    )
+    """SDXL's tiny UNet, plus Kolors' `text_proj` from ChatGLM's width."""
+    projection = {"encoder_hid_dim": TEXT_WIDTH, "encoder_hid_dim_type": "text_proj"}
+    return make_unet_sdxl(size, KOLORS_CROSS_WIDTH, TEXT_WIDTH, **projection)
 
 
 def build_kolors(

@@ -8,7 +8,7 @@ SDXL's added time embedding), so a tiny model exercises the same paths as a real
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lorastudio.models.tiny_widths import SD2_TEXT_WIDTH, SD15_WIDTH, SDXL_CROSS_WIDTH
 
@@ -139,11 +139,18 @@ def make_unet_sd2() -> UNet2DConditionModel:
     )
 
 
-def make_unet_sdxl() -> UNet2DConditionModel:
+def make_unet_sdxl(
+    size: int = TINY_SIZE,
+    cross_width: int = SDXL_CROSS_WIDTH,  # 32 (CLIP-L stand-in) + 48 (bigG stand-in), concatenated
+    pooled_width: int = 48,
+    **text_projection: Any,
+) -> UNet2DConditionModel:
+    """SDXL's block kinds at tiny widths; Kolors' UNet is this one with its `text_proj` from ChatGLM's
+    width (`text_projection`: encoder_hid_dim and its type)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=TINY_SIZE // 8,
+        sample_size=size // 8,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -151,11 +158,12 @@ def make_unet_sdxl() -> UNet2DConditionModel:
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
         transformer_layers_per_block=(1, 1, 2),
-        cross_attention_dim=SDXL_CROSS_WIDTH,  # 32 (CLIP-L stand-in) + 48 (bigG stand-in), concatenated
+        cross_attention_dim=cross_width,
         attention_head_dim=(2, 4, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 48,  # 6 time ids + pooled text
+        projection_class_embeddings_input_dim=6 * 8 + pooled_width,  # 6 time ids + pooled text
         norm_num_groups=8,
+        **text_projection,
     )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from lorastudio.config import nest_keys
 from lorastudio.errors import LorastudioError
 
 if TYPE_CHECKING:
@@ -90,18 +91,6 @@ def _shipped_presets() -> list[str]:
     return preset_names()
 
 
-def _nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """{"train.steps": 5} -> {"train": {"steps": 5}}."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        *sections, name = key.split(".")
-        node = out
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = value
-    return out
-
-
 def train_request(preset: str | None, values: dict[str, Any]) -> TrainConfig:
     """The request a form sends: `preset` plus the values that differ from it.
 
@@ -117,7 +106,7 @@ def train_request(preset: str | None, values: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise LorastudioError(f"training form: unknown key {unknown[0]!r}; use a key of the training config.")
     changed = {key: value for key, value in values.items() if value != shown[key]}
-    data = _nested(changed)
+    data = nest_keys(changed)
     if preset:
         data["preset"] = preset
     try:

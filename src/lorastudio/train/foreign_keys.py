@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorastudio.config import nest_keys
 from lorastudio.train.kohya_keys import (
     GUI_ALIASES,
     KOHYA_KEYS,
@@ -257,20 +258,9 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _nested(settings: Mapping[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for dotted, value in settings.items():
-        node = nested
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
 def _as_file_keys(settings: Mapping[str, Any]) -> str:
     """{"lora.rank": 32} -> `lora: {rank: 32}` (how a YAML file holds it)."""
-    nested = _nested(settings)
+    nested = nest_keys(settings)
 
     def flow(node: Any) -> str:
         if isinstance(node, dict):
@@ -314,7 +304,7 @@ def _phrase(name: str, entry: ForeignKey, value: Any, layer: str, spelling: Over
     if not settings:
         return f"{name} is {target} here{note}"
     if layer == "request":
-        how = json.dumps(_nested(settings), ensure_ascii=False, default=str)
+        how = json.dumps(nest_keys(settings), ensure_ascii=False, default=str)
     elif layer.startswith("file "):
         how = _as_file_keys(settings)
     else:
