@@ -52,6 +52,28 @@ class InfotextFacts:
     hires_sampler: str = ""  # the hires pass's sampler and schedule type as sampled ("": no hires pass)
     hires_schedule: str = ""
 
+    @classmethod
+    def of_image(cls, plan: Any, model: Any, seed: int, **resolved: Any) -> InfotextFacts:
+        """What a sampling plan and its loaded model state about one image; `resolved` adds the rest
+        (subseed, LoRA and embedding hashes) or names the checkpoint otherwise (a training sample's)."""
+        facts: dict[str, Any] = {
+            "sampler": plan.sampler.sampler,
+            "schedule": plan.sampler.schedule,
+            "width": plan.width,
+            "height": plan.height,
+            "seed": seed,
+            "model_hash": model.short_hash,
+            "model_name": model.name,
+            "vae_hash": model.vae_sha256[:10] if model.vae_sha256 else None,
+            "vae_name": model.vae_name,
+            "padded_conds": plan.padded_conds,
+            "padded_conds_v0": plan.padded_conds_v0,
+            "old_timelines": plan.old_timelines,
+            "hires_sampler": plan.hires_sampler.sampler if plan.hires_sampler else "",
+            "hires_schedule": plan.hires_sampler.schedule if plan.hires_sampler else "",
+        }
+        return cls(**{**facts, **resolved})
+
 
 def hires_resized(cfg: Any) -> bool:
     return bool(cfg.hires_resize_x or cfg.hires_resize_y)

@@ -182,25 +182,7 @@ def _infotext_params(
     """The image's infotext keys: the request through `A1111_FIELDS`, plus what was resolved."""
     from lorastudio.generate.a1111_fields import InfotextFacts, infotext_params
 
-    facts = InfotextFacts(
-        sampler=plan.sampler.sampler,
-        schedule=plan.sampler.schedule,
-        width=plan.width,
-        height=plan.height,
-        seed=seed,
-        subseed=subseed,
-        model_hash=model.short_hash,
-        model_name=model.name,
-        vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
-        vae_name=model.vae_name,
-        lora_hashes=lora_hashes,
-        ti_hashes=ti_hashes,
-        padded_conds=plan.padded_conds,
-        padded_conds_v0=plan.padded_conds_v0,
-        old_timelines=plan.old_timelines,
-        hires_sampler=plan.hires_sampler.sampler if plan.hires_sampler else "",
-        hires_schedule=plan.hires_sampler.schedule if plan.hires_sampler else "",
-    )
+    facts = InfotextFacts.of_image(plan, model, seed, subseed=subseed, lora_hashes=lora_hashes, ti_hashes=ti_hashes)
     return infotext_params(cfg, facts)
 
 

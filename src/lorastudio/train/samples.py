@@ -89,16 +89,12 @@ def _infotext(request: Any, prompt: str, plan: Any, model: Any, seed: int, netwo
 
     lora = network.get("lora")
     shown = request.model_copy(update={"prompt": f"{prompt} <lora:{lora}:1>" if lora else prompt})
-    facts = InfotextFacts(
-        sampler=plan.sampler.sampler,
-        schedule=plan.sampler.schedule,
-        width=plan.width,
-        height=plan.height,
-        seed=seed,
+    facts = InfotextFacts.of_image(
+        plan,
+        model,
+        seed,
         model_hash=network["model_hash"] if "model" in network else model.short_hash,
         model_name=network.get("model") or model.name,
-        vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
-        vae_name=model.vae_name,
         lora_hashes=[(lora, network["lora_hash"])] if lora and network.get("lora_hash") else [],
     )
     return format_infotext(shown.prompt, shown.negative_prompt, infotext_params(shown, facts))
